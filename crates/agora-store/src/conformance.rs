@@ -1,0 +1,175 @@
+//! The conformance battery: behaviour every `Store` backend must show. Each backend's
+//! tests call `run_all` on a fresh, empty store.
+
+use crate::{
+    AddressEntry, Change, Delivery, DeliveryTarget, Envelope, FlagOp, Flags, NewAccount, Role, Store,
+    StoreError,
+};
+
+fn new_account(login: &str) -> NewAccount {
+    NewAccount {
+        login: login.into(),
+        display_name: "Test".into(),
+        password_hash: "$argon2id$fake".into(),
+        quota: 0,
+        role: Role::User,
+    }
+}
+
+/// Runs every check against `store`, which must be empty.
+pub async fn run_all<S: Store>(store: &S) {
+    directory(store).await;
+    delivery_and_uids(store).await;
+    flags_and_expunge(store).await;
+    single_instance(store).await;
+}
+
+async fn directory<S: Store>(s: &S) {
+    s.add_domain("Example.ORG").await.expect("add domain");
+    assert!(matches!(s.add_domain("example.org").await, Err(StoreError::Exists(_))));
+    assert_eq!(s.domains().await.expect("domains")[0].name, "example.org");
+    assert!(matches!(s.create_account(new_account("x@nowhere.test")).await, Err(StoreError::NotFound(_))));
+
+    let a = s.create_account(new_account("Alice@example.org")).await.expect("create");
+    assert_eq!(a.login, "alice@example.org");
+    let names: Vec<String> = s.mailboxes(a.id).await.expect("mailboxes").into_iter().map(|m| m.name).collect();
+    for want in ["INBOX", "Drafts", "Sent", "Trash", "Junk", "Archive"] {
+        assert!(names.iter().any(|n| n == want), "missing default mailbox {want}");
+    }
+    let sent = s.mailbox(a.id, "Sent").await.expect("q").expect("Sent");
+    assert_eq!(sent.special_use.map(|u| u.as_str()), Some("\\Sent"));
+    assert!(s.mailbox(a.id, "inbox").await.expect("q").is_some(), "INBOX is case-insensitive");
+    assert!(matches!(s.create_account(new_account("alice@example.org")).await, Err(StoreError::Exists(_))));
+
+    s.add_alias("postmaster@example.org", "alice@example.org").await.expect("alias");
+    assert!(matches!(s.add_alias("alice@example.org", "x@y.z").await, Err(StoreError::Exists(_))));
+    assert_eq!(
+        s.lookup_address("POSTMASTER@example.org").await.expect("lookup"),
+        AddressEntry::Alias(vec!["alice@example.org".into()])
+    );
+    s.create_group("team@example.org", "Team").await.expect("group");
+    s.add_group_member("team@example.org", "alice@example.org").await.expect("member");
+    s.add_group_member("team@example.org", "friend@elsewhere.test").await.expect("member");
+    match s.lookup_address("team@example.org").await.expect("lookup") {
+        AddressEntry::Group(g) => assert_eq!(g.members.len(), 2),
+        other => panic!("expected group, got {other:?}"),
+    }
+    assert!(matches!(s.lookup_address("alice@example.org").await.expect("lookup"), AddressEntry::Account(_)));
+    assert_eq!(s.lookup_address("nobody@example.org").await.expect("lookup"), AddressEntry::None);
+    assert!(s.remove_domain("example.org").await.is_err(), "domain with users must not be removed");
+
+    s.set_password_hash("alice@example.org", "$argon2id$other").await.expect("passwd");
+    let a2 = s.account_by_login("alice@example.org").await.expect("q").expect("exists");
+    assert_eq!(a2.password_hash, "$argon2id$other");
+
+    s.add_domain("gone.test").await.expect("domain");
+    s.create_account(new_account("bob@gone.test")).await.expect("bob");
+    s.remove_account("bob@gone.test").await.expect("remove bob");
+    assert!(s.account_by_login("bob@gone.test").await.expect("q").is_none());
+    s.remove_domain("gone.test").await.expect("remove empty domain");
+}
+
+async fn deliver_one<S: Store>(s: &S, account: i64, body: &[u8]) -> crate::Delivered {
+    let staged = s.stage(body.to_vec()).await.expect("stage");
+    let d = Delivery {
+        body: staged,
+        internal_date: 1_700_000_000,
+        envelope: Some(Envelope { mail_from: "sender@x.test".into(), ..Envelope::default() }),
+        flags: Flags::default(),
+        keywords: Vec::new(),
+        targets: vec![DeliveryTarget { account, mailbox: "INBOX".into() }],
+    };
+    s.deliver(d).await.expect("deliver").remove(0)
+}
+
+async fn delivery_and_uids<S: Store>(s: &S) {
+    let a = s.account_by_login("alice@example.org").await.expect("q").expect("alice");
+    let mut bus = s.subscribe();
+    let before = s.mailbox(a.id, "INBOX").await.expect("q").expect("inbox");
+    let d1 = deliver_one(s, a.id, b"Subject: one\r\n\r\nbody one\r\n").await;
+    let d2 = deliver_one(s, a.id, b"Subject: two\r\n\r\nbody two\r\n").await;
+    assert_eq!(d1.uid, before.uidnext);
+    assert_eq!(d2.uid, d1.uid + 1);
+    assert!(d2.modseq > d1.modseq);
+    assert_eq!(d1.uidvalidity, before.uidvalidity);
+    let after = s.mailbox(a.id, "INBOX").await.expect("q").expect("inbox");
+    assert_eq!(after.uidnext, d2.uid + 1);
+    assert_eq!(after.highestmodseq, d2.modseq);
+    assert_eq!(after.messages, 2);
+
+    let msgs = s.messages(after.id, 1..=u32::MAX).await.expect("messages");
+    assert_eq!(msgs.len(), 2);
+    assert_eq!(msgs[0].summary.envelope.subject.as_deref(), Some("one"));
+    assert_eq!(msgs[1].size, 26);
+    assert_eq!(s.read_blob(&msgs[1].blob).await.expect("blob"), b"Subject: two\r\n\r\nbody two\r\n");
+    let env = s.envelope_of(after.id, d1.uid).await.expect("q").expect("envelope");
+    assert_eq!(env.mail_from, "sender@x.test");
+
+    let c1 = bus.recv().await.expect("change");
+    assert!(matches!(c1, Change::Appended { uid, .. } if uid == d1.uid));
+
+    // Mailbox names are unique per account; a new mailbox gets its own UIDVALIDITY.
+    let m = s.create_mailbox(a.id, "Projects", None).await.expect("create");
+    assert!(matches!(s.create_mailbox(a.id, "Projects", None).await, Err(StoreError::Exists(_))));
+    assert_ne!(m.uidvalidity, 0);
+    let acct = s.account(a.id).await.expect("q").expect("alice");
+    assert_eq!(acct.used, 26 + 26);
+}
+
+async fn flags_and_expunge<S: Store>(s: &S) {
+    let a = s.account_by_login("alice@example.org").await.expect("q").expect("alice");
+    let inbox = s.mailbox(a.id, "INBOX").await.expect("q").expect("inbox");
+    let msgs = s.messages(inbox.id, 1..=u32::MAX).await.expect("messages");
+    let uid = msgs[0].uid;
+    let changed = s
+        .store_flags(inbox.id, &[uid], FlagOp::Add, Flags::SEEN.union(Flags::DELETED), &["$Label1".into()])
+        .await
+        .expect("store");
+    assert_eq!(changed.len(), 1);
+    assert!(changed[0].1 > inbox.highestmodseq);
+    let again = s.store_flags(inbox.id, &[uid], FlagOp::Add, Flags::SEEN, &[]).await.expect("store");
+    assert!(again.is_empty(), "a no-op flag change must not bump MODSEQ");
+    let m = s.messages(inbox.id, uid..=uid).await.expect("q").remove(0);
+    assert!(m.flags.contains(Flags::SEEN) && m.flags.contains(Flags::DELETED));
+    assert_eq!(m.keywords, vec!["$Label1".to_string()]);
+
+    let hms = s.mailbox(a.id, "INBOX").await.expect("q").expect("inbox").highestmodseq;
+    let removed = s.expunge(inbox.id, &[uid, 999_999]).await.expect("expunge");
+    assert_eq!(removed, vec![uid]);
+    assert_eq!(s.expunged_since(inbox.id, hms).await.expect("q"), vec![uid]);
+    let left = s.messages(inbox.id, 1..=u32::MAX).await.expect("q");
+    assert!(left.iter().all(|m| m.uid != uid));
+    let mb = s.mailbox(a.id, "INBOX").await.expect("q").expect("inbox");
+    assert_eq!(mb.messages as usize, left.len());
+    assert!(mb.uidnext > uid, "UIDs are never reused");
+}
+
+async fn single_instance<S: Store>(s: &S) {
+    s.create_account(new_account("carol@example.org")).await.expect("carol");
+    let a = s.account_by_login("alice@example.org").await.expect("q").expect("alice");
+    let c = s.account_by_login("carol@example.org").await.expect("q").expect("carol");
+    let body = vec![b'z'; crate::blob::INLINE_MAX + 100];
+    let staged = s.stage(body.clone()).await.expect("stage");
+    let out = s
+        .deliver(Delivery {
+            body: staged,
+            internal_date: 1_700_000_000,
+            envelope: None,
+            flags: Flags::default(),
+            keywords: Vec::new(),
+            targets: vec![
+                DeliveryTarget { account: a.id, mailbox: "INBOX".into() },
+                DeliveryTarget { account: c.id, mailbox: "INBOX".into() },
+            ],
+        })
+        .await
+        .expect("deliver");
+    assert_eq!(out.len(), 2);
+    let ma = s.messages(out[0].mailbox, out[0].uid..=out[0].uid).await.expect("q").remove(0);
+    let mc = s.messages(out[1].mailbox, out[1].uid..=out[1].uid).await.expect("q").remove(0);
+    assert_eq!(ma.blob, mc.blob, "one body stored once for both recipients");
+    s.expunge(out[0].mailbox, &[out[0].uid]).await.expect("expunge");
+    assert_eq!(s.read_blob(&mc.blob).await.expect("still referenced"), body);
+    s.expunge(out[1].mailbox, &[out[1].uid]).await.expect("expunge");
+    assert!(s.read_blob(&mc.blob).await.is_err(), "unreferenced body is removed");
+}

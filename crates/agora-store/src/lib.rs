@@ -1,0 +1,89 @@
+//! The information store: the `Store` trait every protocol reads and writes through,
+//! its embedded SQLite backend, content-addressed blobs and the change bus.
+
+pub mod blob;
+pub mod conformance;
+mod error;
+pub mod sqlite;
+pub mod summary;
+mod types;
+
+use std::ops::RangeInclusive;
+
+use async_trait::async_trait;
+use tokio::sync::broadcast;
+
+pub use blob::StagedBlob;
+pub use error::{Result, StoreError};
+pub use summary::{EnvelopeFields, MessageSummary, Part};
+pub use types::*;
+
+/// Everything Agora keeps. Writes return only once they are durable (fsync'd);
+/// committed changes are then published on the change bus.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    // ---- directory ----
+    async fn add_domain(&self, name: &str) -> Result<Domain>;
+    /// Refuses while accounts, aliases or groups of the domain remain.
+    async fn remove_domain(&self, name: &str) -> Result<()>;
+    async fn domains(&self) -> Result<Vec<Domain>>;
+    async fn domain(&self, name: &str) -> Result<Option<Domain>>;
+
+    /// Creates the account and its default mailboxes in one transaction.
+    async fn create_account(&self, new: NewAccount) -> Result<Account>;
+    async fn account(&self, id: AccountId) -> Result<Option<Account>>;
+    async fn account_by_login(&self, login: &str) -> Result<Option<Account>>;
+    async fn accounts(&self, domain: Option<&str>) -> Result<Vec<Account>>;
+    /// Removes the account with its mailboxes and messages.
+    async fn remove_account(&self, login: &str) -> Result<()>;
+    async fn set_password_hash(&self, login: &str, hash: &str) -> Result<()>;
+    async fn add_account_address(&self, login: &str, address: &str) -> Result<()>;
+
+    async fn add_alias(&self, address: &str, target: &str) -> Result<()>;
+    async fn remove_alias(&self, address: &str) -> Result<()>;
+    async fn create_group(&self, address: &str, display_name: &str) -> Result<()>;
+    async fn remove_group(&self, address: &str) -> Result<()>;
+    async fn add_group_member(&self, group: &str, member: &str) -> Result<()>;
+    async fn remove_group_member(&self, group: &str, member: &str) -> Result<()>;
+    async fn groups(&self) -> Result<Vec<Group>>;
+    /// What `address` (lower-cased, full) names: an account, alias, group, or nothing.
+    async fn lookup_address(&self, address: &str) -> Result<AddressEntry>;
+
+    // ---- mail ----
+    async fn mailboxes(&self, account: AccountId) -> Result<Vec<Mailbox>>;
+    async fn mailbox(&self, account: AccountId, name: &str) -> Result<Option<Mailbox>>;
+    async fn create_mailbox(
+        &self,
+        account: AccountId,
+        name: &str,
+        special_use: Option<SpecialUse>,
+    ) -> Result<Mailbox>;
+
+    /// Hashes, parses and (for large bodies) durably writes a body before delivery.
+    async fn stage(&self, body: Vec<u8>) -> Result<StagedBlob>;
+    /// Adds one copy per target, all pointing at one stored body. Durable on return.
+    async fn deliver(&self, delivery: Delivery) -> Result<Vec<Delivered>>;
+    /// Messages of a mailbox whose UIDs fall in `uids`, in UID order.
+    async fn messages(&self, mailbox: MailboxId, uids: RangeInclusive<u32>) -> Result<Vec<MessageMeta>>;
+    async fn read_blob(&self, hash: &str) -> Result<Vec<u8>>;
+    /// Changes flags; returns the messages that changed with their new MODSEQ.
+    async fn store_flags(
+        &self,
+        mailbox: MailboxId,
+        uids: &[u32],
+        op: FlagOp,
+        flags: Flags,
+        keywords: &[String],
+    ) -> Result<Vec<(u32, u64)>>;
+    /// Removes messages; records them in the expunge log. Returns the UIDs removed.
+    async fn expunge(&self, mailbox: MailboxId, uids: &[u32]) -> Result<Vec<u32>>;
+    /// UIDs expunged from `mailbox` with a MODSEQ above `since` (for QRESYNC).
+    async fn expunged_since(&self, mailbox: MailboxId, since: u64) -> Result<Vec<u32>>;
+    /// SMTP envelope recorded with the delivery of a message, if any.
+    async fn envelope_of(&self, mailbox: MailboxId, uid: u32) -> Result<Option<Envelope>>;
+
+    // ---- life cycle ----
+    fn subscribe(&self) -> broadcast::Receiver<Change>;
+    /// Waits for every write submitted so far, then checkpoints the log.
+    async fn flush(&self) -> Result<()>;
+}

@@ -1,0 +1,1098 @@
+//! The embedded backend: SQLite in WAL mode with one writer thread that group-commits
+//! the writes of many sessions under one fsync, and a small pool of reader connections.
+
+use std::ops::RangeInclusive;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, mpsc};
+use std::thread;
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OptionalExtension, params};
+use tokio::sync::{broadcast, oneshot};
+
+use crate::blob::BlobFiles;
+use crate::{
+    Account, AccountId, AddressEntry, Change, DEFAULT_MAILBOXES, Delivered, Delivery, Domain,
+    Envelope, FlagOp, Flags, Group, Mailbox, MailboxId, MessageMeta, MessageSummary, NewAccount,
+    Result, Role, SpecialUse, StagedBlob, Store, StoreError, now,
+};
+
+/// Most writes folded into one transaction; bounds the latency of the first in a batch.
+const MAX_BATCH: usize = 512;
+const READERS: usize = 4;
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS domains (name TEXT PRIMARY KEY, created INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS accounts (
+    id INTEGER PRIMARY KEY,
+    login TEXT NOT NULL UNIQUE,
+    domain TEXT NOT NULL REFERENCES domains(name),
+    display_name TEXT NOT NULL,
+    password_hash TEXT NOT NULL,
+    quota INTEGER NOT NULL DEFAULT 0,
+    used INTEGER NOT NULL DEFAULT 0,
+    role TEXT NOT NULL,
+    created INTEGER NOT NULL
+);
+-- One namespace for every deliverable address: account, extra address, alias, group.
+CREATE TABLE IF NOT EXISTS addresses (
+    address TEXT PRIMARY KEY,
+    domain TEXT NOT NULL REFERENCES domains(name),
+    kind TEXT NOT NULL CHECK (kind IN ('account', 'alias', 'group')),
+    account INTEGER REFERENCES accounts(id) ON DELETE CASCADE
+);
+CREATE TABLE IF NOT EXISTS alias_targets (
+    address TEXT NOT NULL REFERENCES addresses(address) ON DELETE CASCADE,
+    target TEXT NOT NULL,
+    PRIMARY KEY (address, target)
+);
+CREATE TABLE IF NOT EXISTS groups (
+    address TEXT PRIMARY KEY REFERENCES addresses(address) ON DELETE CASCADE,
+    display_name TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS group_members (
+    grp TEXT NOT NULL REFERENCES groups(address) ON DELETE CASCADE,
+    member TEXT NOT NULL,
+    PRIMARY KEY (grp, member)
+);
+CREATE TABLE IF NOT EXISTS mailboxes (
+    id INTEGER PRIMARY KEY,
+    account INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    name TEXT NOT NULL,
+    special_use TEXT,
+    uidvalidity INTEGER NOT NULL,
+    uidnext INTEGER NOT NULL,
+    highestmodseq INTEGER NOT NULL,
+    subscribed INTEGER NOT NULL DEFAULT 1,
+    messages INTEGER NOT NULL DEFAULT 0,
+    UNIQUE (account, name)
+);
+CREATE TABLE IF NOT EXISTS blobs (
+    hash TEXT PRIMARY KEY,
+    size INTEGER NOT NULL,
+    refs INTEGER NOT NULL,
+    summary TEXT NOT NULL,
+    data BLOB
+);
+CREATE TABLE IF NOT EXISTS deliveries (
+    id INTEGER PRIMARY KEY,
+    envelope TEXT NOT NULL,
+    received INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS messages (
+    mailbox INTEGER NOT NULL REFERENCES mailboxes(id) ON DELETE CASCADE,
+    uid INTEGER NOT NULL,
+    modseq INTEGER NOT NULL,
+    flags INTEGER NOT NULL,
+    keywords TEXT NOT NULL DEFAULT '',
+    internal_date INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    blob TEXT NOT NULL REFERENCES blobs(hash),
+    delivery INTEGER REFERENCES deliveries(id),
+    PRIMARY KEY (mailbox, uid)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS messages_modseq ON messages (mailbox, modseq);
+CREATE TABLE IF NOT EXISTS expunged (
+    mailbox INTEGER NOT NULL REFERENCES mailboxes(id) ON DELETE CASCADE,
+    uid INTEGER NOT NULL,
+    modseq INTEGER NOT NULL,
+    PRIMARY KEY (mailbox, uid)
+) WITHOUT ROWID;
+INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', '1');
+"#;
+
+type Finish = Box<dyn FnOnce(Result<()>) -> Vec<Change> + Send>;
+type Job = Box<dyn FnOnce(&Connection) -> Finish + Send>;
+
+pub struct SqliteStore {
+    path: PathBuf,
+    writer: Mutex<Option<mpsc::Sender<Job>>>,
+    writer_thread: Mutex<Option<thread::JoinHandle<()>>>,
+    readers: Mutex<Vec<Connection>>,
+    blobs: Arc<BlobFiles>,
+    bus: broadcast::Sender<Change>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore").field("path", &self.path).finish()
+    }
+}
+
+fn open_conn(path: &Path) -> Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    // FULL makes every WAL commit an fsync: acknowledged means durable.
+    conn.execute_batch(
+        "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;",
+    )?;
+    Ok(conn)
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the store in directory `dir`: `agora.db` and `blobs/`.
+    pub fn open(dir: &Path) -> Result<Arc<SqliteStore>> {
+        std::fs::create_dir_all(dir)?;
+        let path = dir.join("agora.db");
+        let writer_conn = open_conn(&path)?;
+        writer_conn.execute_batch(SCHEMA)?;
+        let blobs = Arc::new(BlobFiles::open(&dir.join("blobs"))?);
+        let mut readers = Vec::new();
+        for _ in 0..READERS {
+            readers.push(open_conn(&path)?);
+        }
+        let (bus, _) = broadcast::channel(4096);
+        let (tx, rx) = mpsc::channel::<Job>();
+        let bus2 = bus.clone();
+        let handle = thread::Builder::new()
+            .name("agora-store-writer".into())
+            .spawn(move || writer_loop(writer_conn, rx, bus2))?;
+        Ok(Arc::new(SqliteStore {
+            path,
+            writer: Mutex::new(Some(tx)),
+            writer_thread: Mutex::new(Some(handle)),
+            readers: Mutex::new(readers),
+            blobs,
+            bus,
+        }))
+    }
+
+    /// Stops the writer after it has committed everything queued.
+    pub fn close(&self) {
+        if let Ok(mut w) = self.writer.lock() {
+            w.take();
+        }
+        if let Some(h) = self.writer_thread.lock().ok().and_then(|mut h| h.take()) {
+            let _ = h.join();
+        }
+    }
+
+    /// Runs `f` in one savepoint of the next group commit; resolves after the fsync.
+    async fn write<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<(T, Vec<Change>)> + Send + 'static,
+    ) -> Result<T> {
+        let (tx, rx) = oneshot::channel::<Result<T>>();
+        let job: Job = Box::new(move |conn: &Connection| {
+            let outcome = run_in_savepoint(conn, f);
+            Box::new(move |commit: Result<()>| {
+                let (reply, changes) = match (commit, outcome) {
+                    (Ok(()), Ok((v, changes))) => (Ok(v), changes),
+                    (Err(e), _) | (Ok(()), Err(e)) => (Err(e), Vec::new()),
+                };
+                let _ = tx.send(reply);
+                changes
+            })
+        });
+        {
+            let guard = self.writer.lock().map_err(|_| StoreError::Closed)?;
+            let sender = guard.as_ref().ok_or(StoreError::Closed)?;
+            sender.send(job).map_err(|_| StoreError::Closed)?;
+        }
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Runs `f` on a pooled reader connection off the async threads.
+    async fn read<T: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let this = Arc::clone(self);
+        tokio::task::spawn_blocking(move || {
+            let conn = this.readers.lock().ok().and_then(|mut r| r.pop());
+            let conn = match conn {
+                Some(c) => c,
+                None => open_conn(&this.path)?,
+            };
+            let out = f(&conn);
+            if let Ok(mut r) = this.readers.lock()
+                && r.len() < READERS
+            {
+                r.push(conn);
+            }
+            out
+        })
+        .await
+        .map_err(|e| StoreError::Io(std::io::Error::other(e)))?
+    }
+}
+
+fn run_in_savepoint<T>(
+    conn: &Connection,
+    f: impl FnOnce(&Connection) -> Result<(T, Vec<Change>)>,
+) -> Result<(T, Vec<Change>)> {
+    conn.execute_batch("SAVEPOINT job")?;
+    let out = f(conn);
+    match &out {
+        Ok(_) => conn.execute_batch("RELEASE job")?,
+        Err(_) => conn.execute_batch("ROLLBACK TO job; RELEASE job")?,
+    }
+    out
+}
+
+fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>, bus: broadcast::Sender<Change>) {
+    while let Ok(first) = rx.recv() {
+        let mut jobs = vec![first];
+        while jobs.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(j) => jobs.push(j),
+                Err(_) => break,
+            }
+        }
+        let begin = conn.execute_batch("BEGIN IMMEDIATE");
+        let mut finishers = Vec::with_capacity(jobs.len());
+        let commit = match begin {
+            Ok(()) => {
+                for job in jobs {
+                    finishers.push(job(&conn));
+                }
+                conn.execute_batch("COMMIT").map_err(StoreError::from)
+            }
+            Err(e) => Err(StoreError::from(e)),
+        };
+        if commit.is_err() {
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        // A failed BEGIN means no job ran: their replies go out as errors below.
+        if finishers.is_empty() {
+            tracing::error!("store: begin transaction failed: {:?}", commit);
+            continue;
+        }
+        for fin in finishers {
+            let result = match &commit {
+                Ok(()) => Ok(()),
+                Err(e) => Err(StoreError::Invalid(format!("commit failed: {e}"))),
+            };
+            for change in fin(result) {
+                let _ = bus.send(change);
+            }
+        }
+    }
+    let _ = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)");
+}
+
+fn domain_of(address: &str) -> Result<&str> {
+    address
+        .rsplit_once('@')
+        .map(|(_, d)| d)
+        .filter(|d| !d.is_empty())
+        .ok_or_else(|| StoreError::Invalid(format!("{address} is not a full address")))
+}
+
+fn require_domain(conn: &Connection, domain: &str) -> Result<()> {
+    let found: Option<i64> =
+        conn.query_row("SELECT 1 FROM domains WHERE name = ?1", [domain], |r| r.get(0)).optional()?;
+    match found {
+        Some(_) => Ok(()),
+        None => Err(StoreError::NotFound(format!("domain {domain}"))),
+    }
+}
+
+fn claim_address(conn: &Connection, address: &str, kind: &str, account: Option<AccountId>) -> Result<()> {
+    let domain = domain_of(address)?;
+    require_domain(conn, domain)?;
+    let n = conn.execute(
+        "INSERT OR IGNORE INTO addresses (address, domain, kind, account) VALUES (?1, ?2, ?3, ?4)",
+        params![address, domain, kind, account],
+    )?;
+    if n == 0 {
+        return Err(StoreError::Exists(format!("address {address}")));
+    }
+    Ok(())
+}
+
+fn address_kind(conn: &Connection, address: &str) -> Result<Option<(String, Option<AccountId>)>> {
+    Ok(conn
+        .query_row("SELECT kind, account FROM addresses WHERE address = ?1", [address], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .optional()?)
+}
+
+const ACCOUNT_COLS: &str = "id, login, display_name, password_hash, quota, role, created, used";
+
+fn account_from_row(conn: &Connection, r: &rusqlite::Row<'_>) -> rusqlite::Result<Account> {
+    let id: i64 = r.get(0)?;
+    let login: String = r.get(1)?;
+    let role: String = r.get(5)?;
+    let mut stmt = conn.prepare_cached(
+        "SELECT address FROM addresses WHERE account = ?1 AND address != ?2 ORDER BY address",
+    )?;
+    let addresses =
+        stmt.query_map(params![id, login], |r| r.get(0))?.collect::<rusqlite::Result<Vec<String>>>()?;
+    Ok(Account {
+        id,
+        login,
+        display_name: r.get(2)?,
+        password_hash: r.get(3)?,
+        quota: r.get::<_, i64>(4)?.max(0) as u64,
+        role: Role::parse(&role).unwrap_or(Role::User),
+        created: r.get(6)?,
+        used: r.get::<_, i64>(7)?.max(0) as u64,
+        addresses,
+    })
+}
+
+fn query_account(conn: &Connection, where_: &str, arg: &dyn rusqlite::ToSql) -> Result<Option<Account>> {
+    let sql = format!("SELECT {ACCOUNT_COLS} FROM accounts WHERE {where_}");
+    Ok(conn.query_row(&sql, [arg], |r| account_from_row(conn, r)).optional()?)
+}
+
+const MAILBOX_COLS: &str =
+    "id, account, name, special_use, uidvalidity, uidnext, highestmodseq, subscribed, messages";
+
+fn mailbox_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Mailbox> {
+    let su: Option<String> = r.get(3)?;
+    Ok(Mailbox {
+        id: r.get(0)?,
+        account: r.get(1)?,
+        name: r.get(2)?,
+        special_use: su.as_deref().and_then(SpecialUse::parse),
+        uidvalidity: r.get::<_, i64>(4)? as u32,
+        uidnext: r.get::<_, i64>(5)? as u32,
+        highestmodseq: r.get::<_, i64>(6)? as u64,
+        subscribed: r.get(7)?,
+        messages: r.get::<_, i64>(8)? as u32,
+    })
+}
+
+fn query_mailbox(conn: &Connection, account: AccountId, name: &str) -> Result<Option<Mailbox>> {
+    let sql = format!("SELECT {MAILBOX_COLS} FROM mailboxes WHERE account = ?1 AND name = ?2");
+    Ok(conn.query_row(&sql, params![account, name], mailbox_from_row).optional()?)
+}
+
+/// UIDVALIDITY must differ for a name re-created later: derive it from the clock, and
+/// keep it strictly above every value handed out before in this store.
+fn next_uidvalidity(conn: &Connection) -> Result<u32> {
+    let last: Option<String> =
+        conn.query_row("SELECT value FROM meta WHERE key = 'uidvalidity'", [], |r| r.get(0)).optional()?;
+    let last: u32 = last.and_then(|v| v.parse().ok()).unwrap_or(0);
+    let clock = (now() as u64 & 0xffff_ffff) as u32;
+    let v = clock.max(last.wrapping_add(1)).max(1);
+    conn.execute(
+        "INSERT INTO meta (key, value) VALUES ('uidvalidity', ?1)
+         ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+        [v.to_string()],
+    )?;
+    Ok(v)
+}
+
+fn insert_mailbox(
+    conn: &Connection,
+    account: AccountId,
+    name: &str,
+    special_use: Option<SpecialUse>,
+) -> Result<Mailbox> {
+    let uidvalidity = next_uidvalidity(conn)?;
+    let n = conn.execute(
+        "INSERT OR IGNORE INTO mailboxes (account, name, special_use, uidvalidity, uidnext, highestmodseq)
+         VALUES (?1, ?2, ?3, ?4, 1, 1)",
+        params![account, name, special_use.map(|s| s.as_str()), uidvalidity],
+    )?;
+    if n == 0 {
+        return Err(StoreError::Exists(format!("mailbox {name}")));
+    }
+    query_mailbox(conn, account, name)?.ok_or_else(|| StoreError::NotFound(format!("mailbox {name}")))
+}
+
+fn keywords_to_text(k: &[String]) -> String {
+    k.join(" ")
+}
+
+fn keywords_from_text(s: &str) -> Vec<String> {
+    s.split(' ').filter(|k| !k.is_empty()).map(str::to_string).collect()
+}
+
+/// Drops blobs nobody references any more; returns file-backed ones to unlink after commit.
+fn collect_garbage(conn: &Connection) -> Result<Vec<String>> {
+    let mut stmt = conn.prepare_cached("DELETE FROM blobs WHERE refs <= 0 RETURNING hash, data IS NULL")?;
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, bool>(1)?)))?;
+    let mut files = Vec::new();
+    for row in rows {
+        let (hash, on_disk) = row?;
+        if on_disk {
+            files.push(hash);
+        }
+    }
+    Ok(files)
+}
+
+fn remove_blob_files(blobs: &BlobFiles, hashes: &[String]) {
+    for h in hashes {
+        if let Err(e) = blobs.remove(h) {
+            tracing::warn!("store: removing blob file {h}: {e}");
+        }
+    }
+}
+
+#[async_trait]
+impl Store for Arc<SqliteStore> {
+    async fn add_domain(&self, name: &str) -> Result<Domain> {
+        let name = name.to_ascii_lowercase();
+        self.write(move |c| {
+            let created = now();
+            let n = c.execute(
+                "INSERT OR IGNORE INTO domains (name, created) VALUES (?1, ?2)",
+                params![name, created],
+            )?;
+            if n == 0 {
+                return Err(StoreError::Exists(format!("domain {name}")));
+            }
+            Ok((Domain { name, created }, vec![Change::DirectoryChanged]))
+        })
+        .await
+    }
+
+    async fn remove_domain(&self, name: &str) -> Result<()> {
+        let name = name.to_ascii_lowercase();
+        self.write(move |c| {
+            require_domain(c, &name)?;
+            let used: i64 =
+                c.query_row("SELECT count(*) FROM addresses WHERE domain = ?1", [&name], |r| r.get(0))?;
+            if used > 0 {
+                return Err(StoreError::Invalid(format!(
+                    "domain {name} still has {used} address(es); remove its users, aliases and groups first"
+                )));
+            }
+            c.execute("DELETE FROM domains WHERE name = ?1", [&name])?;
+            Ok(((), vec![Change::DirectoryChanged]))
+        })
+        .await
+    }
+
+    async fn domains(&self) -> Result<Vec<Domain>> {
+        self.read(|c| {
+            let mut stmt = c.prepare_cached("SELECT name, created FROM domains ORDER BY name")?;
+            let rows = stmt.query_map([], |r| Ok(Domain { name: r.get(0)?, created: r.get(1)? }))?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn domain(&self, name: &str) -> Result<Option<Domain>> {
+        let name = name.to_ascii_lowercase();
+        self.read(move |c| {
+            Ok(c.query_row("SELECT name, created FROM domains WHERE name = ?1", [name], |r| {
+                Ok(Domain { name: r.get(0)?, created: r.get(1)? })
+            })
+            .optional()?)
+        })
+        .await
+    }
+
+    async fn create_account(&self, new: NewAccount) -> Result<Account> {
+        self.write(move |c| {
+            let login = new.login.to_ascii_lowercase();
+            let domain = domain_of(&login)?.to_string();
+            require_domain(c, &domain)?;
+            if address_kind(c, &login)?.is_some() {
+                return Err(StoreError::Exists(format!("address {login}")));
+            }
+            c.execute(
+                "INSERT INTO accounts (login, domain, display_name, password_hash, quota, role, created)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    login,
+                    domain,
+                    new.display_name,
+                    new.password_hash,
+                    new.quota.min(i64::MAX as u64) as i64,
+                    new.role.as_str(),
+                    now()
+                ],
+            )?;
+            let id = c.last_insert_rowid();
+            claim_address(c, &login, "account", Some(id))?;
+            let mut changes = vec![Change::DirectoryChanged];
+            for (name, su) in DEFAULT_MAILBOXES {
+                let mb = insert_mailbox(c, id, name, *su)?;
+                changes.push(Change::MailboxCreated { account: id, mailbox: mb.id });
+            }
+            let account = query_account(c, "id = ?1", &id)?
+                .ok_or_else(|| StoreError::NotFound(format!("account {login}")))?;
+            Ok((account, changes))
+        })
+        .await
+    }
+
+    async fn account(&self, id: AccountId) -> Result<Option<Account>> {
+        self.read(move |c| query_account(c, "id = ?1", &id)).await
+    }
+
+    async fn account_by_login(&self, login: &str) -> Result<Option<Account>> {
+        let login = login.to_ascii_lowercase();
+        self.read(move |c| query_account(c, "login = ?1", &login)).await
+    }
+
+    async fn accounts(&self, domain: Option<&str>) -> Result<Vec<Account>> {
+        let domain = domain.map(|d| d.to_ascii_lowercase());
+        self.read(move |c| {
+            let sql = format!(
+                "SELECT {ACCOUNT_COLS} FROM accounts WHERE ?1 IS NULL OR domain = ?1 ORDER BY login"
+            );
+            let mut stmt = c.prepare(&sql)?;
+            let rows = stmt.query_map([domain], |r| account_from_row(c, r))?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn remove_account(&self, login: &str) -> Result<()> {
+        let login = login.to_ascii_lowercase();
+        let blobs = Arc::clone(&self.blobs);
+        let files = self
+            .write(move |c| {
+                let id: AccountId = c
+                    .query_row("SELECT id FROM accounts WHERE login = ?1", [&login], |r| r.get(0))
+                    .optional()?
+                    .ok_or_else(|| StoreError::NotFound(format!("user {login}")))?;
+                c.execute(
+                    "UPDATE blobs SET refs = refs - (
+                        SELECT count(*) FROM messages m JOIN mailboxes b ON m.mailbox = b.id
+                        WHERE b.account = ?1 AND m.blob = blobs.hash)
+                     WHERE hash IN (SELECT m.blob FROM messages m JOIN mailboxes b ON m.mailbox = b.id
+                                    WHERE b.account = ?1)",
+                    [id],
+                )?;
+                let mailboxes: Vec<MailboxId> = {
+                    let mut s = c.prepare("SELECT id FROM mailboxes WHERE account = ?1")?;
+                    s.query_map([id], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?
+                };
+                c.execute("DELETE FROM messages WHERE mailbox IN (SELECT id FROM mailboxes WHERE account = ?1)", [id])?;
+                c.execute("DELETE FROM accounts WHERE id = ?1", [id])?;
+                let files = collect_garbage(c)?;
+                let mut changes: Vec<Change> = mailboxes
+                    .into_iter()
+                    .map(|m| Change::MailboxDeleted { account: id, mailbox: m })
+                    .collect();
+                changes.push(Change::DirectoryChanged);
+                Ok((files, changes))
+            })
+            .await?;
+        remove_blob_files(&blobs, &files);
+        Ok(())
+    }
+
+    async fn set_password_hash(&self, login: &str, hash: &str) -> Result<()> {
+        let login = login.to_ascii_lowercase();
+        let hash = hash.to_string();
+        self.write(move |c| {
+            let n = c.execute("UPDATE accounts SET password_hash = ?1 WHERE login = ?2", params![hash, login])?;
+            if n == 0 {
+                return Err(StoreError::NotFound(format!("user {login}")));
+            }
+            Ok(((), vec![Change::DirectoryChanged]))
+        })
+        .await
+    }
+
+    async fn add_account_address(&self, login: &str, address: &str) -> Result<()> {
+        let login = login.to_ascii_lowercase();
+        let address = address.to_ascii_lowercase();
+        self.write(move |c| {
+            let id: AccountId = c
+                .query_row("SELECT id FROM accounts WHERE login = ?1", [&login], |r| r.get(0))
+                .optional()?
+                .ok_or_else(|| StoreError::NotFound(format!("user {login}")))?;
+            claim_address(c, &address, "account", Some(id))?;
+            Ok(((), vec![Change::DirectoryChanged]))
+        })
+        .await
+    }
+
+    async fn add_alias(&self, address: &str, target: &str) -> Result<()> {
+        let address = address.to_ascii_lowercase();
+        let target = target.to_ascii_lowercase();
+        self.write(move |c| {
+            match address_kind(c, &address)? {
+                None => claim_address(c, &address, "alias", None)?,
+                Some((kind, _)) if kind == "alias" => {}
+                Some((kind, _)) => {
+                    return Err(StoreError::Exists(format!("address {address} (a {kind})")));
+                }
+            }
+            let n = c.execute(
+                "INSERT OR IGNORE INTO alias_targets (address, target) VALUES (?1, ?2)",
+                params![address, target],
+            )?;
+            if n == 0 {
+                return Err(StoreError::Exists(format!("alias {address} -> {target}")));
+            }
+            Ok(((), vec![Change::DirectoryChanged]))
+        })
+        .await
+    }
+
+    async fn remove_alias(&self, address: &str) -> Result<()> {
+        let address = address.to_ascii_lowercase();
+        self.write(move |c| {
+            let n = c.execute("DELETE FROM addresses WHERE address = ?1 AND kind = 'alias'", [&address])?;
+            if n == 0 {
+                return Err(StoreError::NotFound(format!("alias {address}")));
+            }
+            Ok(((), vec![Change::DirectoryChanged]))
+        })
+        .await
+    }
+
+    async fn create_group(&self, address: &str, display_name: &str) -> Result<()> {
+        let address = address.to_ascii_lowercase();
+        let display_name = display_name.to_string();
+        self.write(move |c| {
+            claim_address(c, &address, "group", None)?;
+            c.execute(
+                "INSERT INTO groups (address, display_name) VALUES (?1, ?2)",
+                params![address, display_name],
+            )?;
+            Ok(((), vec![Change::DirectoryChanged]))
+        })
+        .await
+    }
+
+    async fn remove_group(&self, address: &str) -> Result<()> {
+        let address = address.to_ascii_lowercase();
+        self.write(move |c| {
+            let n = c.execute("DELETE FROM addresses WHERE address = ?1 AND kind = 'group'", [&address])?;
+            if n == 0 {
+                return Err(StoreError::NotFound(format!("group {address}")));
+            }
+            Ok(((), vec![Change::DirectoryChanged]))
+        })
+        .await
+    }
+
+    async fn add_group_member(&self, group: &str, member: &str) -> Result<()> {
+        let group = group.to_ascii_lowercase();
+        let member = member.to_ascii_lowercase();
+        self.write(move |c| {
+            match address_kind(c, &group)? {
+                Some((k, _)) if k == "group" => {}
+                _ => return Err(StoreError::NotFound(format!("group {group}"))),
+            }
+            let n = c.execute(
+                "INSERT OR IGNORE INTO group_members (grp, member) VALUES (?1, ?2)",
+                params![group, member],
+            )?;
+            if n == 0 {
+                return Err(StoreError::Exists(format!("member {member} of {group}")));
+            }
+            Ok(((), vec![Change::DirectoryChanged]))
+        })
+        .await
+    }
+
+    async fn remove_group_member(&self, group: &str, member: &str) -> Result<()> {
+        let group = group.to_ascii_lowercase();
+        let member = member.to_ascii_lowercase();
+        self.write(move |c| {
+            let n = c.execute(
+                "DELETE FROM group_members WHERE grp = ?1 AND member = ?2",
+                params![group, member],
+            )?;
+            if n == 0 {
+                return Err(StoreError::NotFound(format!("member {member} of {group}")));
+            }
+            Ok(((), vec![Change::DirectoryChanged]))
+        })
+        .await
+    }
+
+    async fn groups(&self) -> Result<Vec<Group>> {
+        self.read(|c| {
+            let mut stmt = c.prepare("SELECT address, display_name FROM groups ORDER BY address")?;
+            let heads = stmt
+                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let mut out = Vec::new();
+            for (address, display_name) in heads {
+                let members = group_members(c, &address)?;
+                out.push(Group { address, display_name, members });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn lookup_address(&self, address: &str) -> Result<AddressEntry> {
+        let address = address.to_ascii_lowercase();
+        self.read(move |c| {
+            let Some((kind, account)) = address_kind(c, &address)? else {
+                return Ok(AddressEntry::None);
+            };
+            Ok(match kind.as_str() {
+                "account" => match account {
+                    Some(id) => query_account(c, "id = ?1", &id)?.map_or(AddressEntry::None, AddressEntry::Account),
+                    None => AddressEntry::None,
+                },
+                "alias" => {
+                    let mut s = c.prepare_cached(
+                        "SELECT target FROM alias_targets WHERE address = ?1 ORDER BY target",
+                    )?;
+                    let targets = s.query_map([&address], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
+                    AddressEntry::Alias(targets)
+                }
+                _ => {
+                    let display_name: String = c.query_row(
+                        "SELECT display_name FROM groups WHERE address = ?1",
+                        [&address],
+                        |r| r.get(0),
+                    )?;
+                    let members = group_members(c, &address)?;
+                    AddressEntry::Group(Group { address, display_name, members })
+                }
+            })
+        })
+        .await
+    }
+
+    async fn mailboxes(&self, account: AccountId) -> Result<Vec<Mailbox>> {
+        self.read(move |c| {
+            let sql = format!("SELECT {MAILBOX_COLS} FROM mailboxes WHERE account = ?1 ORDER BY name");
+            let mut stmt = c.prepare_cached(&sql)?;
+            let rows = stmt.query_map([account], mailbox_from_row)?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn mailbox(&self, account: AccountId, name: &str) -> Result<Option<Mailbox>> {
+        let name = canonical_mailbox_name(name);
+        self.read(move |c| query_mailbox(c, account, &name)).await
+    }
+
+    async fn create_mailbox(
+        &self,
+        account: AccountId,
+        name: &str,
+        special_use: Option<SpecialUse>,
+    ) -> Result<Mailbox> {
+        let name = canonical_mailbox_name(name);
+        if name.is_empty() || name.len() > 1024 || name.contains(['\0', '\r', '\n']) {
+            return Err(StoreError::Invalid("mailbox name is empty, too long or has control characters".into()));
+        }
+        self.write(move |c| {
+            let mb = insert_mailbox(c, account, &name, special_use)?;
+            let id = mb.id;
+            Ok((mb, vec![Change::MailboxCreated { account, mailbox: id }]))
+        })
+        .await
+    }
+
+    async fn stage(&self, body: Vec<u8>) -> Result<StagedBlob> {
+        let blobs = Arc::clone(&self.blobs);
+        tokio::task::spawn_blocking(move || blobs.stage(body))
+            .await
+            .map_err(|e| StoreError::Io(std::io::Error::other(e)))?
+            .map_err(StoreError::from)
+    }
+
+    async fn deliver(&self, d: Delivery) -> Result<Vec<Delivered>> {
+        if d.targets.is_empty() {
+            return Ok(Vec::new());
+        }
+        let summary = serde_json::to_string(&d.body.summary)
+            .map_err(|e| StoreError::Invalid(format!("summary: {e}")))?;
+        let envelope = match &d.envelope {
+            Some(e) => Some(serde_json::to_string(e).map_err(|e| StoreError::Invalid(format!("envelope: {e}")))?),
+            None => None,
+        };
+        self.write(move |c| {
+            let size = d.body.size as i64;
+            let refs = d.targets.len() as i64;
+            c.prepare_cached(
+                "INSERT INTO blobs (hash, size, refs, summary, data) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT(hash) DO UPDATE SET refs = refs + excluded.refs",
+            )?
+            .execute(params![d.body.hash, size, refs, summary, d.body.inline.as_deref()])?;
+            let delivery_id = match &envelope {
+                Some(env) => {
+                    c.prepare_cached("INSERT INTO deliveries (envelope, received) VALUES (?1, ?2)")?
+                        .execute(params![env, now()])?;
+                    Some(c.last_insert_rowid())
+                }
+                None => None,
+            };
+            let mut delivered = Vec::with_capacity(d.targets.len());
+            let mut changes = Vec::with_capacity(d.targets.len());
+            for t in &d.targets {
+                let name = canonical_mailbox_name(&t.mailbox);
+                let mb: Option<(MailboxId, i64, i64, i64)> = c
+                    .prepare_cached(
+                        "SELECT id, uidvalidity, uidnext, highestmodseq FROM mailboxes WHERE account = ?1 AND name = ?2",
+                    )?
+                    .query_row(params![t.account, name], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+                    .optional()?;
+                let (mailbox, uidvalidity, uid, modseq) = match mb {
+                    Some((id, v, n, m)) => (id, v, n, m + 1),
+                    None => {
+                        let mb = insert_mailbox(c, t.account, &name, None)?;
+                        (mb.id, i64::from(mb.uidvalidity), i64::from(mb.uidnext), mb.highestmodseq as i64 + 1)
+                    }
+                };
+                if uid >= i64::from(u32::MAX) {
+                    return Err(StoreError::Invalid(format!("mailbox {name} has run out of UIDs")));
+                }
+                c.prepare_cached(
+                    "INSERT INTO messages (mailbox, uid, modseq, flags, keywords, internal_date, size, blob, delivery)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                )?
+                .execute(params![
+                    mailbox,
+                    uid,
+                    modseq,
+                    i64::from(d.flags.0),
+                    keywords_to_text(&d.keywords),
+                    d.internal_date,
+                    size,
+                    d.body.hash,
+                    delivery_id
+                ])?;
+                c.prepare_cached(
+                    "UPDATE mailboxes SET uidnext = ?2, highestmodseq = ?3, messages = messages + 1 WHERE id = ?1",
+                )?
+                .execute(params![mailbox, uid + 1, modseq])?;
+                c.prepare_cached("UPDATE accounts SET used = used + ?2 WHERE id = ?1")?
+                    .execute(params![t.account, size])?;
+                delivered.push(Delivered {
+                    account: t.account,
+                    mailbox,
+                    uidvalidity: uidvalidity as u32,
+                    uid: uid as u32,
+                    modseq: modseq as u64,
+                });
+                changes.push(Change::Appended { account: t.account, mailbox, uid: uid as u32, modseq: modseq as u64 });
+            }
+            Ok((delivered, changes))
+        })
+        .await
+    }
+
+    async fn messages(&self, mailbox: MailboxId, uids: RangeInclusive<u32>) -> Result<Vec<MessageMeta>> {
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT m.uid, m.modseq, m.flags, m.keywords, m.internal_date, m.size, m.blob, b.summary
+                 FROM messages m JOIN blobs b ON b.hash = m.blob
+                 WHERE m.mailbox = ?1 AND m.uid BETWEEN ?2 AND ?3 ORDER BY m.uid",
+            )?;
+            let rows = stmt.query_map(params![mailbox, uids.start(), uids.end()], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, i64>(4)?,
+                    r.get::<_, i64>(5)?,
+                    r.get::<_, String>(6)?,
+                    r.get::<_, String>(7)?,
+                ))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (uid, modseq, flags, keywords, internal_date, size, blob, summary) = row?;
+                let summary: MessageSummary = serde_json::from_str(&summary)
+                    .map_err(|e| StoreError::Corrupt(format!("summary of {blob}: {e}")))?;
+                out.push(MessageMeta {
+                    mailbox,
+                    uid: uid as u32,
+                    modseq: modseq as u64,
+                    flags: Flags(flags as u8),
+                    keywords: keywords_from_text(&keywords),
+                    internal_date,
+                    size: size as u64,
+                    blob,
+                    summary,
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn read_blob(&self, hash: &str) -> Result<Vec<u8>> {
+        let hash = hash.to_string();
+        let blobs = Arc::clone(&self.blobs);
+        self.read(move |c| {
+            let row: Option<Option<Vec<u8>>> = c
+                .prepare_cached("SELECT data FROM blobs WHERE hash = ?1")?
+                .query_row([&hash], |r| r.get(0))
+                .optional()?;
+            match row {
+                None => Err(StoreError::NotFound(format!("blob {hash}"))),
+                Some(Some(data)) => Ok(data),
+                Some(None) => Ok(blobs.read(&hash)?),
+            }
+        })
+        .await
+    }
+
+    async fn store_flags(
+        &self,
+        mailbox: MailboxId,
+        uids: &[u32],
+        op: FlagOp,
+        flags: Flags,
+        keywords: &[String],
+    ) -> Result<Vec<(u32, u64)>> {
+        let uids = uids.to_vec();
+        let keywords = keywords.to_vec();
+        self.write(move |c| {
+            let (account, mut modseq): (AccountId, i64) = c.query_row(
+                "SELECT account, highestmodseq FROM mailboxes WHERE id = ?1",
+                [mailbox],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
+            let mut changed = Vec::new();
+            let mut changes = Vec::new();
+            for uid in uids {
+                let cur: Option<(i64, String)> = c
+                    .prepare_cached("SELECT flags, keywords FROM messages WHERE mailbox = ?1 AND uid = ?2")?
+                    .query_row(params![mailbox, uid], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()?;
+                let Some((old_flags, old_kw)) = cur else { continue };
+                let old_flags = Flags(old_flags as u8);
+                let old_kw = keywords_from_text(&old_kw);
+                let (new_flags, new_kw) = match op {
+                    FlagOp::Set => (flags, keywords.clone()),
+                    FlagOp::Add => {
+                        let mut k = old_kw.clone();
+                        for kw in &keywords {
+                            if !k.iter().any(|x| x.eq_ignore_ascii_case(kw)) {
+                                k.push(kw.clone());
+                            }
+                        }
+                        (old_flags.union(flags), k)
+                    }
+                    FlagOp::Remove => (
+                        old_flags.difference(flags),
+                        old_kw.iter().filter(|x| !keywords.iter().any(|k| k.eq_ignore_ascii_case(x))).cloned().collect(),
+                    ),
+                };
+                if new_flags == old_flags && new_kw == old_kw {
+                    continue;
+                }
+                modseq += 1;
+                c.prepare_cached("UPDATE messages SET flags = ?3, keywords = ?4, modseq = ?5 WHERE mailbox = ?1 AND uid = ?2")?
+                    .execute(params![mailbox, uid, i64::from(new_flags.0), keywords_to_text(&new_kw), modseq])?;
+                changed.push((uid, modseq as u64));
+                changes.push(Change::FlagsChanged { account, mailbox, uid, modseq: modseq as u64 });
+            }
+            c.execute("UPDATE mailboxes SET highestmodseq = ?2 WHERE id = ?1", params![mailbox, modseq])?;
+            Ok((changed, changes))
+        })
+        .await
+    }
+
+    async fn expunge(&self, mailbox: MailboxId, uids: &[u32]) -> Result<Vec<u32>> {
+        let uids = uids.to_vec();
+        let blobs = Arc::clone(&self.blobs);
+        let (removed, files) = self
+            .write(move |c| {
+                let (account, mut modseq): (AccountId, i64) = c.query_row(
+                    "SELECT account, highestmodseq FROM mailboxes WHERE id = ?1",
+                    [mailbox],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )?;
+                let mut removed = Vec::new();
+                let mut changes = Vec::new();
+                for uid in uids {
+                    let row: Option<(String, i64)> = c
+                        .prepare_cached("DELETE FROM messages WHERE mailbox = ?1 AND uid = ?2 RETURNING blob, size")?
+                        .query_row(params![mailbox, uid], |r| Ok((r.get(0)?, r.get(1)?)))
+                        .optional()?;
+                    let Some((blob, size)) = row else { continue };
+                    modseq += 1;
+                    c.prepare_cached("UPDATE blobs SET refs = refs - 1 WHERE hash = ?1")?.execute([&blob])?;
+                    c.prepare_cached("UPDATE accounts SET used = max(0, used - ?2) WHERE id = ?1")?
+                        .execute(params![account, size])?;
+                    c.prepare_cached("INSERT OR REPLACE INTO expunged (mailbox, uid, modseq) VALUES (?1, ?2, ?3)")?
+                        .execute(params![mailbox, uid, modseq])?;
+                    removed.push(uid);
+                    changes.push(Change::Expunged { account, mailbox, uid, modseq: modseq as u64 });
+                }
+                c.execute(
+                    "UPDATE mailboxes SET highestmodseq = ?2, messages = messages - ?3 WHERE id = ?1",
+                    params![mailbox, modseq, removed.len() as i64],
+                )?;
+                let files = collect_garbage(c)?;
+                Ok(((removed, files), changes))
+            })
+            .await?;
+        remove_blob_files(&blobs, &files);
+        Ok(removed)
+    }
+
+    async fn expunged_since(&self, mailbox: MailboxId, since: u64) -> Result<Vec<u32>> {
+        self.read(move |c| {
+            let mut s = c.prepare_cached("SELECT uid FROM expunged WHERE mailbox = ?1 AND modseq > ?2 ORDER BY uid")?;
+            let rows = s.query_map(params![mailbox, since as i64], |r| r.get::<_, i64>(0))?;
+            Ok(rows.map(|r| r.map(|u| u as u32)).collect::<rusqlite::Result<_>>()?)
+        })
+        .await
+    }
+
+    async fn envelope_of(&self, mailbox: MailboxId, uid: u32) -> Result<Option<Envelope>> {
+        self.read(move |c| {
+            let env: Option<String> = c
+                .query_row(
+                    "SELECT d.envelope FROM messages m JOIN deliveries d ON d.id = m.delivery
+                     WHERE m.mailbox = ?1 AND m.uid = ?2",
+                    params![mailbox, uid],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            env.map(|e| serde_json::from_str(&e).map_err(|e| StoreError::Corrupt(format!("envelope: {e}"))))
+                .transpose()
+        })
+        .await
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<Change> {
+        self.bus.subscribe()
+    }
+
+    async fn flush(&self) -> Result<()> {
+        self.write(|c| {
+            // PASSIVE: never blocks on readers; the WAL itself is already durable.
+            c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))?;
+            Ok(((), Vec::new()))
+        })
+        .await
+    }
+}
+
+fn group_members(c: &Connection, address: &str) -> Result<Vec<String>> {
+    let mut s = c.prepare_cached("SELECT member FROM group_members WHERE grp = ?1 ORDER BY member")?;
+    Ok(s.query_map([address], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?)
+}
+
+/// INBOX is case-insensitive (RFC 9051 §5.1); every other name is kept as given.
+pub fn canonical_mailbox_name(name: &str) -> String {
+    if name.eq_ignore_ascii_case("inbox") { "INBOX".to_string() } else { name.to_string() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn conformance_battery() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        crate::conformance::run_all(&store).await;
+        store.close();
+    }
+
+    #[tokio::test]
+    async fn reopen_keeps_data() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = SqliteStore::open(dir.path()).unwrap();
+            store.add_domain("example.org").await.unwrap();
+            store.close();
+        }
+        let store = SqliteStore::open(dir.path()).unwrap();
+        assert_eq!(store.domains().await.unwrap().len(), 1);
+        store.close();
+    }
+}

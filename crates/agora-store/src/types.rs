@@ -1,0 +1,267 @@
+//! Domain types held by the store: directory entries, mailboxes, messages, changes.
+
+use serde::{Deserialize, Serialize};
+
+use crate::summary::MessageSummary;
+
+pub type AccountId = i64;
+pub type MailboxId = i64;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Domain {
+    pub name: String,
+    pub created: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    User,
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::User => "user",
+            Role::Admin => "admin",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Role> {
+        match s {
+            "user" => Some(Role::User),
+            "admin" => Some(Role::Admin),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    pub id: AccountId,
+    /// The login is the account's primary address, lower-cased.
+    pub login: String,
+    pub display_name: String,
+    /// Extra addresses that deliver to this account (the primary is not repeated here).
+    pub addresses: Vec<String>,
+    /// PHC-format argon2id hash. Never leaves the server over any protocol.
+    pub password_hash: String,
+    /// Quota in bytes; 0 means unlimited.
+    pub quota: u64,
+    /// Bytes of mail stored, for quota checks.
+    pub used: u64,
+    pub role: Role,
+    pub created: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewAccount {
+    pub login: String,
+    pub display_name: String,
+    pub password_hash: String,
+    pub quota: u64,
+    pub role: Role,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Group {
+    pub address: String,
+    pub display_name: String,
+    pub members: Vec<String>,
+}
+
+/// What an address names in the directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AddressEntry {
+    Account(Account),
+    Alias(Vec<String>),
+    Group(Group),
+    None,
+}
+
+/// IMAP special-use attributes (RFC 6154) of the default mailboxes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpecialUse {
+    Drafts,
+    Sent,
+    Trash,
+    Junk,
+    Archive,
+    All,
+    Flagged,
+}
+
+impl SpecialUse {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SpecialUse::Drafts => "\\Drafts",
+            SpecialUse::Sent => "\\Sent",
+            SpecialUse::Trash => "\\Trash",
+            SpecialUse::Junk => "\\Junk",
+            SpecialUse::Archive => "\\Archive",
+            SpecialUse::All => "\\All",
+            SpecialUse::Flagged => "\\Flagged",
+        }
+    }
+    pub fn parse(s: &str) -> Option<SpecialUse> {
+        Some(match s.to_ascii_lowercase().as_str() {
+            "\\drafts" => SpecialUse::Drafts,
+            "\\sent" => SpecialUse::Sent,
+            "\\trash" => SpecialUse::Trash,
+            "\\junk" => SpecialUse::Junk,
+            "\\archive" => SpecialUse::Archive,
+            "\\all" => SpecialUse::All,
+            "\\flagged" => SpecialUse::Flagged,
+            _ => return None,
+        })
+    }
+}
+
+/// Mailboxes every new account gets, in order.
+pub const DEFAULT_MAILBOXES: &[(&str, Option<SpecialUse>)] = &[
+    ("INBOX", None),
+    ("Drafts", Some(SpecialUse::Drafts)),
+    ("Sent", Some(SpecialUse::Sent)),
+    ("Trash", Some(SpecialUse::Trash)),
+    ("Junk", Some(SpecialUse::Junk)),
+    ("Archive", Some(SpecialUse::Archive)),
+];
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mailbox {
+    pub id: MailboxId,
+    pub account: AccountId,
+    pub name: String,
+    pub special_use: Option<SpecialUse>,
+    pub uidvalidity: u32,
+    pub uidnext: u32,
+    pub highestmodseq: u64,
+    pub subscribed: bool,
+    pub messages: u32,
+}
+
+/// IMAP system flags as a bitmask; keywords are kept separately.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct Flags(pub u8);
+
+impl Flags {
+    pub const SEEN: Flags = Flags(1);
+    pub const ANSWERED: Flags = Flags(2);
+    pub const FLAGGED: Flags = Flags(4);
+    pub const DELETED: Flags = Flags(8);
+    pub const DRAFT: Flags = Flags(16);
+    pub const RECENT: Flags = Flags(32);
+
+    pub fn contains(self, other: Flags) -> bool {
+        self.0 & other.0 == other.0
+    }
+    pub fn union(self, other: Flags) -> Flags {
+        Flags(self.0 | other.0)
+    }
+    pub fn difference(self, other: Flags) -> Flags {
+        Flags(self.0 & !other.0)
+    }
+}
+
+/// How a flag update combines with the flags a message already has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlagOp {
+    Set,
+    Add,
+    Remove,
+}
+
+/// Per-message metadata: everything IMAP needs without reading the body.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MessageMeta {
+    pub mailbox: MailboxId,
+    pub uid: u32,
+    pub modseq: u64,
+    pub flags: Flags,
+    pub keywords: Vec<String>,
+    /// Seconds since the Unix epoch.
+    pub internal_date: i64,
+    pub size: u64,
+    /// Content address (SHA-256, hex) of the body in the blob store.
+    pub blob: String,
+    pub summary: MessageSummary,
+}
+
+/// SMTP envelope kept with a delivery, including the DSN parameters (RFC 3461).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Envelope {
+    pub mail_from: String,
+    pub helo: String,
+    pub client_ip: String,
+    pub ret: Option<String>,
+    pub envid: Option<String>,
+    pub recipients: Vec<EnvelopeRecipient>,
+    pub authenticated_as: Option<String>,
+    pub tls: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnvelopeRecipient {
+    pub address: String,
+    pub notify: Option<String>,
+    pub orcpt: Option<String>,
+}
+
+/// Where one copy of a delivered message goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryTarget {
+    pub account: AccountId,
+    /// Mailbox name; INBOX for ordinary delivery.
+    pub mailbox: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub body: crate::blob::StagedBlob,
+    pub internal_date: i64,
+    pub envelope: Option<Envelope>,
+    pub flags: Flags,
+    pub keywords: Vec<String>,
+    pub targets: Vec<DeliveryTarget>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Delivered {
+    pub account: AccountId,
+    pub mailbox: MailboxId,
+    pub uidvalidity: u32,
+    pub uid: u32,
+    pub modseq: u64,
+}
+
+/// A committed change, published on the change bus after its transaction is durable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    Appended { account: AccountId, mailbox: MailboxId, uid: u32, modseq: u64 },
+    FlagsChanged { account: AccountId, mailbox: MailboxId, uid: u32, modseq: u64 },
+    Expunged { account: AccountId, mailbox: MailboxId, uid: u32, modseq: u64 },
+    MailboxCreated { account: AccountId, mailbox: MailboxId },
+    MailboxDeleted { account: AccountId, mailbox: MailboxId },
+    DirectoryChanged,
+}
+
+impl Change {
+    pub fn account(&self) -> Option<AccountId> {
+        match self {
+            Change::Appended { account, .. }
+            | Change::FlagsChanged { account, .. }
+            | Change::Expunged { account, .. }
+            | Change::MailboxCreated { account, .. }
+            | Change::MailboxDeleted { account, .. } => Some(*account),
+            Change::DirectoryChanged => None,
+        }
+    }
+}
+
+/// Seconds since the Unix epoch, now.
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
