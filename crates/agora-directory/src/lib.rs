@@ -1,1 +1,389 @@
-//! placeholder
+//! The directory: validation of names, administration of domains, accounts, aliases and
+//! groups, recipient resolution (alias and group expansion with loop detection), and
+//! password authentication with argon2id.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
+
+use agora_store::{Account, AddressEntry, NewAccount, Role, Store, StoreError};
+use argon2::{Argon2, PasswordHasher, PasswordVerifier};
+
+/// Expansion stops past this many addresses visited: a bound on hostile or mistaken groups.
+pub const MAX_EXPANSION: usize = 1000;
+const MAX_PASSWORD: usize = 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DirectoryError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+pub type Result<T, E = DirectoryError> = std::result::Result<T, E>;
+
+/// Where mail for one envelope recipient goes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Resolution {
+    /// Local accounts, each once.
+    pub accounts: Vec<Account>,
+    /// Addresses outside the hosted domains that groups or aliases point to.
+    pub external: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recipient {
+    /// A hosted address, with what it expands to.
+    Local(Resolution),
+    /// A hosted domain, but no such address.
+    Unknown,
+    /// Not a hosted domain.
+    Remote,
+}
+
+#[derive(Clone)]
+pub struct Directory {
+    store: Arc<dyn Store>,
+}
+
+impl std::fmt::Debug for Directory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Directory")
+    }
+}
+
+/// Lower-cases and checks a domain name (RFC 1035 letters, digits, hyphens; IDNs in A-label form).
+pub fn normalize_domain(domain: &str) -> Result<String> {
+    let d = domain.trim().trim_end_matches('.').to_ascii_lowercase();
+    let ok = !d.is_empty()
+        && d.len() <= 253
+        && d.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        });
+    if ok { Ok(d) } else { Err(DirectoryError::Invalid(format!("'{domain}' is not a valid domain name"))) }
+}
+
+/// Lower-cases and checks a full address `local@domain`.
+pub fn normalize_address(address: &str) -> Result<String> {
+    let a = address.trim();
+    let bad = || DirectoryError::Invalid(format!("'{address}' is not a valid address (expected local@domain)"));
+    let (local, domain) = a.rsplit_once('@').ok_or_else(bad)?;
+    if local.is_empty()
+        || local.len() > 64
+        || local.starts_with('.')
+        || local.ends_with('.')
+        || local.contains("..")
+        || !local.chars().all(|c| {
+            c.is_alphanumeric() || (c.is_ascii_punctuation() && !"\"(),:;<>@[\\]".contains(c))
+        })
+    {
+        return Err(bad());
+    }
+    let domain = normalize_domain(domain).map_err(|_| bad())?;
+    let full = format!("{}@{domain}", local.to_lowercase());
+    if full.len() > 254 {
+        return Err(bad());
+    }
+    Ok(full)
+}
+
+/// A random password of 20 characters from an unambiguous alphabet (~115 bits).
+pub fn generate_password() -> Result<String> {
+    const ALPHABET: &[u8] = b"abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+    let mut out = String::with_capacity(20);
+    while out.len() < 20 {
+        let mut buf = [0u8; 32];
+        getrandom::fill(&mut buf).map_err(|e| DirectoryError::Invalid(format!("no randomness: {e}")))?;
+        for b in buf {
+            // Rejection sampling keeps the choice uniform.
+            if (b as usize) < 256 - 256 % ALPHABET.len() && out.len() < 20 {
+                out.push(ALPHABET[b as usize % ALPHABET.len()] as char);
+            }
+        }
+    }
+    Ok(out)
+}
+
+pub fn hash_password(password: &str) -> Result<String> {
+    if password.is_empty() || password.len() > MAX_PASSWORD {
+        return Err(DirectoryError::Invalid(format!("a password must have 1 to {MAX_PASSWORD} bytes")));
+    }
+    Argon2::default()
+        .hash_password(password.as_bytes())
+        .map(|h| h.to_string())
+        .map_err(|e| DirectoryError::Invalid(format!("hashing password: {e}")))
+}
+
+pub fn verify_password(password: &str, hash: &str) -> bool {
+    password.len() <= MAX_PASSWORD && Argon2::default().verify_password(password.as_bytes(), hash).is_ok()
+}
+
+impl Directory {
+    pub fn new(store: Arc<dyn Store>) -> Directory {
+        Directory { store }
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    pub async fn add_domain(&self, domain: &str) -> Result<()> {
+        let d = normalize_domain(domain)?;
+        self.store.add_domain(&d).await?;
+        Ok(())
+    }
+
+    pub async fn is_local_domain(&self, domain: &str) -> Result<bool> {
+        Ok(self.store.domain(&domain.to_ascii_lowercase()).await?.is_some())
+    }
+
+    pub async fn add_user(
+        &self,
+        login: &str,
+        display_name: &str,
+        password: &str,
+        quota: u64,
+        role: Role,
+    ) -> Result<Account> {
+        let login = normalize_address(login)?;
+        let hash = hash_blocking(password.to_string()).await?;
+        Ok(self
+            .store
+            .create_account(NewAccount {
+                login,
+                display_name: display_name.to_string(),
+                password_hash: hash,
+                quota,
+                role,
+            })
+            .await?)
+    }
+
+    pub async fn set_password(&self, login: &str, password: &str) -> Result<()> {
+        let login = normalize_address(login)?;
+        let hash = hash_blocking(password.to_string()).await?;
+        self.store.set_password_hash(&login, &hash).await?;
+        Ok(())
+    }
+
+    pub async fn add_alias(&self, address: &str, target: &str) -> Result<()> {
+        let address = normalize_address(address)?;
+        let target = normalize_address(target)?;
+        if address == target {
+            return Err(DirectoryError::Invalid(format!("alias {address} cannot point to itself")));
+        }
+        self.store.add_alias(&address, &target).await?;
+        Ok(())
+    }
+
+    pub async fn add_group(&self, address: &str, display_name: &str) -> Result<()> {
+        let address = normalize_address(address)?;
+        self.store.create_group(&address, display_name).await?;
+        Ok(())
+    }
+
+    /// Adds `member` to `group`, refusing a member whose expansion leads back to the group.
+    pub async fn add_group_member(&self, group: &str, member: &str) -> Result<()> {
+        let group = normalize_address(group)?;
+        let member = normalize_address(member)?;
+        if self.reaches(&member, &group).await? {
+            return Err(DirectoryError::Invalid(format!(
+                "adding {member} to {group} would make a loop: {member} already leads to {group}"
+            )));
+        }
+        self.store.add_group_member(&group, &member).await?;
+        Ok(())
+    }
+
+    /// True when expanding `from` through aliases and groups reaches `to`.
+    async fn reaches(&self, from: &str, to: &str) -> Result<bool> {
+        let mut seen = HashSet::new();
+        let mut queue = VecDeque::from([from.to_string()]);
+        while let Some(a) = queue.pop_front() {
+            if a == to {
+                return Ok(true);
+            }
+            if !seen.insert(a.clone()) || seen.len() > MAX_EXPANSION {
+                continue;
+            }
+            match self.store.lookup_address(&a).await? {
+                AddressEntry::Alias(t) => queue.extend(t),
+                AddressEntry::Group(g) => queue.extend(g.members),
+                _ => {}
+            }
+        }
+        Ok(false)
+    }
+
+    /// Finds where mail to `address` goes. Aliases and groups are expanded recursively;
+    /// each account appears once; loops are cut. `user+tag@domain` falls back to `user@domain`.
+    pub async fn resolve(&self, address: &str) -> Result<Recipient> {
+        let Ok(address) = normalize_address(address) else {
+            return Ok(Recipient::Remote);
+        };
+        let Some((local, domain)) = address.rsplit_once('@') else {
+            return Ok(Recipient::Remote);
+        };
+        if !self.is_local_domain(domain).await? {
+            return Ok(Recipient::Remote);
+        }
+        let mut start = address.clone();
+        if matches!(self.store.lookup_address(&start).await?, AddressEntry::None) {
+            match local.split_once('+') {
+                Some((base, _)) if !base.is_empty() => start = format!("{base}@{domain}"),
+                _ => return Ok(Recipient::Unknown),
+            }
+        }
+        let mut res = Resolution::default();
+        let mut seen = HashSet::new();
+        let mut accounts_seen = HashSet::new();
+        let mut queue = VecDeque::from([start]);
+        while let Some(a) = queue.pop_front() {
+            if !seen.insert(a.clone()) {
+                continue;
+            }
+            if seen.len() > MAX_EXPANSION {
+                tracing::warn!("directory: expansion of {address} stopped at {MAX_EXPANSION} addresses");
+                break;
+            }
+            match self.store.lookup_address(&a).await? {
+                AddressEntry::Account(acc) => {
+                    if accounts_seen.insert(acc.id) {
+                        res.accounts.push(acc);
+                    }
+                }
+                AddressEntry::Alias(targets) => queue.extend(targets),
+                AddressEntry::Group(g) => queue.extend(g.members),
+                AddressEntry::None => {
+                    let is_local = match a.rsplit_once('@') {
+                        Some((_, d)) => self.is_local_domain(d).await?,
+                        None => false,
+                    };
+                    if is_local {
+                        tracing::warn!("directory: {address} expands to unknown local address {a}");
+                    } else {
+                        res.external.push(a);
+                    }
+                }
+            }
+        }
+        if res.accounts.is_empty() && res.external.is_empty() {
+            return Ok(Recipient::Unknown);
+        }
+        Ok(Recipient::Local(res))
+    }
+
+    /// Checks a login and password. Unknown logins cost the same time as wrong passwords.
+    pub async fn authenticate(&self, login: &str, password: &str) -> Result<Option<Account>> {
+        let account = match normalize_address(login) {
+            Ok(l) => self.store.account_by_login(&l).await?,
+            Err(_) => None,
+        };
+        let hash = account.as_ref().map(|a| a.password_hash.clone()).unwrap_or_else(dummy_hash);
+        let password = password.to_string();
+        let ok = tokio::task::spawn_blocking(move || verify_password(&password, &hash))
+            .await
+            .unwrap_or(false);
+        Ok(if ok { account } else { None })
+    }
+}
+
+/// A valid hash of an unguessable password, checked against when the login does not exist.
+fn dummy_hash() -> String {
+    static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DUMMY
+        .get_or_init(|| {
+            let pw = generate_password().unwrap_or_else(|_| "dummy-password-for-timing".into());
+            hash_password(&pw).unwrap_or_default()
+        })
+        .clone()
+}
+
+async fn hash_blocking(password: String) -> Result<String> {
+    tokio::task::spawn_blocking(move || hash_password(&password))
+        .await
+        .map_err(|e| DirectoryError::Invalid(format!("hashing password: {e}")))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use agora_store::sqlite::SqliteStore;
+
+    async fn dir() -> (tempfile::TempDir, Directory) {
+        let t = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(t.path()).unwrap();
+        let d = Directory::new(Arc::new(s));
+        d.add_domain("example.org").await.unwrap();
+        (t, d)
+    }
+
+    #[test]
+    fn address_validation() {
+        assert_eq!(normalize_address("Alice@Example.ORG").unwrap(), "alice@example.org");
+        for bad in ["", "a", "@x.org", "a@", "a b@x.org", "a@x..org", ".a@x.org", "a@-x.org"] {
+            assert!(normalize_address(bad).is_err(), "{bad} should be rejected");
+        }
+    }
+
+    #[test]
+    fn passwords_hash_and_verify() {
+        let p = generate_password().unwrap();
+        assert_eq!(p.len(), 20);
+        let h = hash_password(&p).unwrap();
+        assert!(h.starts_with("$argon2id$"));
+        assert!(verify_password(&p, &h));
+        assert!(!verify_password("wrong", &h));
+        assert!(!verify_password(&p, "not a hash"));
+    }
+
+    #[tokio::test]
+    async fn resolution_expands_groups_and_aliases_once() {
+        let (_t, d) = dir().await;
+        d.add_user("a@example.org", "A", "pw-a", 0, Role::User).await.unwrap();
+        d.add_user("b@example.org", "B", "pw-b", 0, Role::User).await.unwrap();
+        d.add_group("all@example.org", "All").await.unwrap();
+        d.add_group("inner@example.org", "Inner").await.unwrap();
+        d.add_group_member("all@example.org", "a@example.org").await.unwrap();
+        d.add_group_member("all@example.org", "inner@example.org").await.unwrap();
+        d.add_group_member("inner@example.org", "a@example.org").await.unwrap();
+        d.add_group_member("inner@example.org", "b@example.org").await.unwrap();
+        d.add_group_member("inner@example.org", "ext@else.test").await.unwrap();
+        d.add_alias("boss@example.org", "all@example.org").await.unwrap();
+
+        let Recipient::Local(r) = d.resolve("Boss@example.org").await.unwrap() else { panic!() };
+        let mut logins: Vec<_> = r.accounts.iter().map(|a| a.login.as_str()).collect();
+        logins.sort();
+        assert_eq!(logins, ["a@example.org", "b@example.org"]);
+        assert_eq!(r.external, ["ext@else.test"]);
+
+        assert_eq!(d.resolve("nobody@example.org").await.unwrap(), Recipient::Unknown);
+        assert_eq!(d.resolve("x@elsewhere.test").await.unwrap(), Recipient::Remote);
+        let Recipient::Local(r) = d.resolve("a+lists@example.org").await.unwrap() else { panic!() };
+        assert_eq!(r.accounts[0].login, "a@example.org");
+    }
+
+    #[tokio::test]
+    async fn group_loops_are_refused() {
+        let (_t, d) = dir().await;
+        d.add_group("g1@example.org", "").await.unwrap();
+        d.add_group("g2@example.org", "").await.unwrap();
+        d.add_group_member("g1@example.org", "g2@example.org").await.unwrap();
+        let err = d.add_group_member("g2@example.org", "g1@example.org").await.unwrap_err();
+        assert!(err.to_string().contains("loop"), "{err}");
+        assert!(d.add_group_member("g1@example.org", "g1@example.org").await.is_err());
+    }
+
+    #[tokio::test]
+    async fn authenticate_checks_password() {
+        let (_t, d) = dir().await;
+        d.add_user("a@example.org", "A", "secret-1", 0, Role::User).await.unwrap();
+        assert!(d.authenticate("A@example.org", "secret-1").await.unwrap().is_some());
+        assert!(d.authenticate("a@example.org", "secret-2").await.unwrap().is_none());
+        assert!(d.authenticate("ghost@example.org", "secret-1").await.unwrap().is_none());
+    }
+}
