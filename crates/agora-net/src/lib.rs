@@ -1,1 +1,397 @@
-//! placeholder
+//! The listener layer every protocol shares: binding, admission (global and per-IP
+//! limits, answered "busy" in the protocol's words), implicit TLS, PROXY protocol,
+//! and two-step shutdown (stop accepting, then tell and drain sessions).
+
+pub mod conn;
+pub mod proxy;
+pub mod tls;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use conn::{Conn, Read, Timeouts};
+pub use tls::TlsSettings;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsMode {
+    /// Plain text; STARTTLS offered when a certificate is configured.
+    StartTls,
+    /// TLS from the first byte.
+    Implicit,
+    /// Plain text only: no STARTTLS.
+    None,
+}
+
+impl TlsMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TlsMode::StartTls => "starttls",
+            TlsMode::Implicit => "implicit",
+            TlsMode::None => "none",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ListenerSpec {
+    pub service: String,
+    pub addr: SocketAddr,
+    pub tls: TlsMode,
+    /// Expect a PROXY protocol v1/v2 header from a trusted front proxy first.
+    pub proxy_protocol: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_connections: usize,
+    pub max_per_ip: usize,
+    pub timeouts: Timeouts,
+    /// How long shutdown waits for sessions to finish.
+    pub drain: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_connections: 1000, max_per_ip: 50, timeouts: Timeouts::default(), drain: Duration::from_secs(10) }
+    }
+}
+
+/// A protocol served on a listener.
+#[async_trait]
+pub trait Service: Send + Sync + 'static {
+    /// The complete reply refusing a connection when the server is full.
+    fn busy_reply(&self) -> &'static [u8];
+    /// Runs one session to its end. Must return promptly once `Conn` reports shutdown.
+    async fn serve(&self, conn: Conn);
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{service}: cannot listen on {addr}: {source}{hint}")]
+pub struct BindError {
+    pub service: String,
+    pub addr: SocketAddr,
+    pub source: std::io::Error,
+    pub hint: String,
+}
+
+/// Binds a listener now, so that every port is known good before any service starts.
+pub fn bind(spec: &ListenerSpec) -> Result<TcpListener, BindError> {
+    let err = |source: std::io::Error| {
+        let hint = match source.kind() {
+            std::io::ErrorKind::PermissionDenied => format!(
+                " (ports below 1024 need root or CAP_NET_BIND_SERVICE: run with --port-offset 10000, \
+                 or `setcap cap_net_bind_service=+ep` on the binary)"
+            ),
+            std::io::ErrorKind::AddrInUse => format!(
+                " (another program uses port {}: stop it, change [listeners.{}] in the configuration, \
+                 or use --port-offset)",
+                spec.addr.port(),
+                spec.service
+            ),
+            std::io::ErrorKind::AddrNotAvailable => " (no interface has that address)".to_string(),
+            _ => String::new(),
+        };
+        BindError { service: spec.service.clone(), addr: spec.addr, source, hint }
+    };
+    let socket = if spec.addr.is_ipv4() { TcpSocket::new_v4() } else { TcpSocket::new_v6() }.map_err(err)?;
+    socket.set_reuseaddr(true).map_err(err)?;
+    socket.bind(spec.addr).map_err(err)?;
+    socket.listen(1024).map_err(err)
+}
+
+/// Shared state of all listeners: limits, TLS, and the shutdown machinery.
+pub struct Server {
+    limits: Limits,
+    tls: Option<Arc<TlsSettings>>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+    permits: Arc<Semaphore>,
+    /// Bounds the tasks that only say "busy", so a flood cannot pile them up.
+    busy_permits: Arc<Semaphore>,
+    per_ip: Arc<Mutex<HashMap<IpAddr, usize>>>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server").field("limits", &self.limits).finish()
+    }
+}
+
+/// Releases a per-IP slot when the session ends.
+struct IpSlot {
+    ip: IpAddr,
+    map: Arc<Mutex<HashMap<IpAddr, usize>>>,
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        if let Ok(mut m) = self.map.lock()
+            && let Some(n) = m.get_mut(&self.ip)
+        {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.ip);
+            }
+        }
+    }
+}
+
+fn take_ip_slot(map: &Arc<Mutex<HashMap<IpAddr, usize>>>, ip: IpAddr, max: usize) -> Option<IpSlot> {
+    let mut m = map.lock().ok()?;
+    let n = m.entry(ip).or_insert(0);
+    if *n >= max {
+        return None;
+    }
+    *n += 1;
+    Some(IpSlot { ip, map: Arc::clone(map) })
+}
+
+impl Server {
+    pub fn new(limits: Limits, tls: Option<Arc<TlsSettings>>) -> Arc<Server> {
+        Arc::new(Server {
+            limits,
+            tls,
+            shutdown: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+            permits: Arc::new(Semaphore::new(limits.max_connections)),
+            busy_permits: Arc::new(Semaphore::new(64)),
+            per_ip: Arc::new(Mutex::new(HashMap::new())),
+        })
+    }
+
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    pub fn tls(&self) -> Option<&Arc<TlsSettings>> {
+        self.tls.as_ref()
+    }
+
+    /// Starts accepting on `listener` until shutdown.
+    pub fn spawn_listener(self: &Arc<Self>, listener: TcpListener, spec: ListenerSpec, service: Arc<dyn Service>) {
+        let this = Arc::clone(self);
+        self.tracker.spawn(async move { this.accept_loop(listener, spec, service).await });
+    }
+
+    async fn accept_loop(self: Arc<Self>, listener: TcpListener, spec: ListenerSpec, service: Arc<dyn Service>) {
+        let spec = Arc::new(spec);
+        loop {
+            // accept() is cancellation-safe: a dropped accept future loses no connection.
+            let accepted = tokio::select! {
+                _ = self.shutdown.cancelled() => break,
+                r = listener.accept() => r,
+            };
+            let (sock, peer) = match accepted {
+                Ok(x) => x,
+                Err(e) => {
+                    // Typically EMFILE: back off instead of spinning.
+                    tracing::warn!("{}: accept failed: {e}", spec.service);
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let _ = sock.set_nodelay(true);
+            // A semaphore, not a counter checked then incremented: admission cannot race.
+            let Ok(permit) = Arc::clone(&self.permits).try_acquire_owned() else {
+                tracing::warn!("{}: refusing {peer}: connection limit {} reached", spec.service, self.limits.max_connections);
+                self.refuse(sock, service.busy_reply());
+                continue;
+            };
+            let this = Arc::clone(&self);
+            let service = Arc::clone(&service);
+            let spec = Arc::clone(&spec);
+            self.tracker.spawn(async move {
+                let _permit = permit;
+                this.handle(sock, peer, &spec, service).await;
+            });
+        }
+        tracing::debug!("{}: stopped accepting on {}", spec.service, spec.addr);
+    }
+
+    fn refuse(&self, mut sock: TcpStream, reply: &'static [u8]) {
+        let Ok(p) = Arc::clone(&self.busy_permits).try_acquire_owned() else { return };
+        tokio::spawn(async move {
+            let _p = p;
+            let _ = tokio::time::timeout(Duration::from_secs(2), async {
+                let _ = sock.write_all(reply).await;
+                let _ = sock.shutdown().await;
+            })
+            .await;
+        });
+    }
+
+    async fn handle(&self, sock: TcpStream, tcp_peer: SocketAddr, spec: &ListenerSpec, service: Arc<dyn Service>) {
+        let local = sock.local_addr().unwrap_or(spec.addr);
+        let mut peer = tcp_peer;
+        let mut leftover = Vec::new();
+        let mut sock = sock;
+        if spec.proxy_protocol {
+            match read_proxy_header(&mut sock, self.limits.timeouts.preauth).await {
+                Ok((src, rest)) => {
+                    if let Some(src) = src {
+                        peer = src;
+                    }
+                    leftover = rest;
+                }
+                Err(e) => {
+                    tracing::warn!("{}: {tcp_peer}: {e}", spec.service);
+                    return;
+                }
+            }
+        }
+        let Some(_slot) = take_ip_slot(&self.per_ip, peer.ip(), self.limits.max_per_ip) else {
+            tracing::warn!("{}: refusing {peer}: more than {} connections from it", spec.service, self.limits.max_per_ip);
+            let _ = tokio::time::timeout(Duration::from_secs(2), async {
+                let _ = sock.write_all(service.busy_reply()).await;
+                let _ = sock.shutdown().await;
+            })
+            .await;
+            return;
+        };
+        let tls_config = match spec.tls {
+            TlsMode::None => None,
+            _ => self.tls.as_ref().map(|t| t.config()),
+        };
+        let mut conn = match spec.tls {
+            TlsMode::Implicit => {
+                let Some(cfg) = tls_config.clone() else {
+                    tracing::error!("{}: implicit TLS without a certificate", spec.service);
+                    return;
+                };
+                let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
+                match tokio::time::timeout(self.limits.timeouts.preauth, acceptor.accept(sock)).await {
+                    Ok(Ok(s)) => Conn::new(
+                        Box::new(s),
+                        peer,
+                        local,
+                        true,
+                        tls_config,
+                        self.limits.timeouts,
+                        self.shutdown.clone(),
+                    ),
+                    Ok(Err(e)) => {
+                        tracing::debug!("{}: {peer}: TLS handshake failed: {e}", spec.service);
+                        return;
+                    }
+                    Err(_) => return,
+                }
+            }
+            _ => Conn::new(Box::new(sock), peer, local, false, tls_config, self.limits.timeouts, self.shutdown.clone()),
+        };
+        if !leftover.is_empty() {
+            conn.prepend_input(&leftover);
+        }
+        service.serve(conn).await;
+    }
+
+    /// Stops every listener, tells sessions to finish, and waits for them up to the drain
+    /// deadline. Returns false if some sessions were still running at the deadline.
+    pub async fn shutdown(&self) -> bool {
+        self.shutdown.cancel();
+        self.tracker.close();
+        tokio::time::timeout(self.limits.drain, self.tracker.wait()).await.is_ok()
+    }
+}
+
+async fn read_proxy_header(sock: &mut TcpStream, timeout: Duration) -> Result<(Option<SocketAddr>, Vec<u8>), String> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::with_capacity(256);
+    let fut = async {
+        loop {
+            let mut chunk = [0u8; 256];
+            let n = sock.read(&mut chunk).await.map_err(|e| e.to_string())?;
+            if n == 0 {
+                return Err("connection closed before PROXY header".to_string());
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            match proxy::decode(&buf).map_err(|e| e.to_string())? {
+                proxy::Decoded::Incomplete => continue,
+                proxy::Decoded::Done { source, consumed } => return Ok((source, buf[consumed..].to_vec())),
+            }
+        }
+    };
+    tokio::time::timeout(timeout, fut).await.map_err(|_| "PROXY header timed out".to_string())?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncBufReadExt, BufReader};
+
+    struct Echo;
+    #[async_trait]
+    impl Service for Echo {
+        fn busy_reply(&self) -> &'static [u8] {
+            b"BUSY\r\n"
+        }
+        async fn serve(&self, mut conn: Conn) {
+            let _ = conn.send(format!("HELLO {}\r\n", conn.peer.ip()).as_bytes()).await;
+            loop {
+                match conn.read_line(100).await {
+                    Read::Line(l) => {
+                        let _ = conn.send(&l).await;
+                    }
+                    Read::Shutdown => {
+                        let _ = conn.send(b"BYE\r\n").await;
+                        return;
+                    }
+                    _ => return,
+                }
+            }
+        }
+    }
+
+    async fn line(r: &mut BufReader<TcpStream>) -> String {
+        let mut s = String::new();
+        r.read_line(&mut s).await.unwrap();
+        s
+    }
+
+    #[tokio::test]
+    async fn limits_proxy_and_shutdown() {
+        let limits = Limits { max_connections: 2, max_per_ip: 1, ..Limits::default() };
+        let server = Server::new(limits, None);
+        let spec = ListenerSpec { service: "echo".into(), addr: "127.0.0.1:0".parse().unwrap(), tls: TlsMode::None, proxy_protocol: false };
+        let l = bind(&spec).unwrap();
+        let addr = l.local_addr().unwrap();
+        server.spawn_listener(l, spec, Arc::new(Echo));
+
+        let mut a = BufReader::new(TcpStream::connect(addr).await.unwrap());
+        assert_eq!(line(&mut a).await, "HELLO 127.0.0.1\r\n");
+        // Same IP again: over the per-IP limit of 1.
+        let mut b = BufReader::new(TcpStream::connect(addr).await.unwrap());
+        assert_eq!(line(&mut b).await, "BUSY\r\n");
+
+        let spec2 = ListenerSpec { service: "proxied".into(), addr: "127.0.0.1:0".parse().unwrap(), tls: TlsMode::None, proxy_protocol: true };
+        let l2 = bind(&spec2).unwrap();
+        let addr2 = l2.local_addr().unwrap();
+        server.spawn_listener(l2, spec2, Arc::new(Echo));
+        let mut p = TcpStream::connect(addr2).await.unwrap();
+        p.write_all(b"PROXY TCP4 192.0.2.9 127.0.0.1 4000 25\r\nping\r\n").await.unwrap();
+        let mut p = BufReader::new(p);
+        assert_eq!(line(&mut p).await, "HELLO 192.0.2.9\r\n");
+        assert_eq!(line(&mut p).await, "ping\r\n");
+
+        assert!(server.shutdown().await, "sessions drain");
+        assert_eq!(line(&mut a).await, "BYE\r\n");
+        assert!(TcpStream::connect(addr).await.is_err(), "listener closed after shutdown");
+    }
+
+    #[tokio::test]
+    async fn bind_error_names_service_and_fix() {
+        let spec = ListenerSpec { service: "smtp".into(), addr: "127.0.0.1:0".parse().unwrap(), tls: TlsMode::None, proxy_protocol: false };
+        let l = bind(&spec).unwrap();
+        let taken = ListenerSpec { addr: l.local_addr().unwrap(), ..spec };
+        let e = bind(&taken).unwrap_err().to_string();
+        assert!(e.contains("smtp") && e.contains("port-offset"), "{e}");
+    }
+}

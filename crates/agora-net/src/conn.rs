@@ -1,0 +1,358 @@
+//! One client connection as every protocol session sees it: buffered line and byte
+//! reads with limits and timeouts, buffered writes, STARTTLS upgrade, shutdown signal.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
+
+/// Any byte stream a session can run on: TCP, TLS over TCP, or an in-memory pipe in tests.
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Io for T {}
+
+/// What a read produced.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Read {
+    /// A line, including its terminating LF (and CR, if sent).
+    Line(Vec<u8>),
+    /// The line exceeded the limit; the rest of it up to its LF was discarded.
+    TooLong,
+    /// Bytes, for exact-length reads.
+    Bytes(Vec<u8>),
+    Eof,
+    Timeout,
+    /// The server is shutting down: say goodbye and return.
+    Shutdown,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// Idle limit before the client has authenticated (or for protocols with no login).
+    pub preauth: Duration,
+    /// Idle limit once authenticated.
+    pub idle: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts { preauth: Duration::from_secs(60), idle: Duration::from_secs(300) }
+    }
+}
+
+pub struct Conn {
+    io: Box<dyn Io>,
+    rbuf: Vec<u8>,
+    rpos: usize,
+    wbuf: Vec<u8>,
+    pub peer: SocketAddr,
+    pub local: SocketAddr,
+    tls: bool,
+    tls_config: Option<Arc<rustls::ServerConfig>>,
+    authenticated: bool,
+    timeouts: Timeouts,
+    shutdown: CancellationToken,
+    /// Whether a pending read should stop for shutdown (false while a message is in transfer).
+    interruptible: bool,
+}
+
+impl std::fmt::Debug for Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Conn").field("peer", &self.peer).field("tls", &self.tls).finish()
+    }
+}
+
+const READ_CHUNK: usize = 16 * 1024;
+
+impl Conn {
+    pub fn new(
+        io: Box<dyn Io>,
+        peer: SocketAddr,
+        local: SocketAddr,
+        tls: bool,
+        tls_config: Option<Arc<rustls::ServerConfig>>,
+        timeouts: Timeouts,
+        shutdown: CancellationToken,
+    ) -> Conn {
+        Conn {
+            io,
+            rbuf: Vec::with_capacity(READ_CHUNK),
+            rpos: 0,
+            wbuf: Vec::with_capacity(1024),
+            peer,
+            local,
+            tls,
+            tls_config,
+            authenticated: false,
+            timeouts,
+            shutdown,
+            interruptible: true,
+        }
+    }
+
+    /// Bytes already received but not yet consumed (left over from a PROXY header read).
+    pub fn prepend_input(&mut self, bytes: &[u8]) {
+        self.rbuf.splice(self.rpos..self.rpos, bytes.iter().copied());
+    }
+
+    pub fn is_tls(&self) -> bool {
+        self.tls
+    }
+
+    /// True if STARTTLS can be offered: a certificate is configured and TLS is not yet on.
+    pub fn can_starttls(&self) -> bool {
+        !self.tls && self.tls_config.is_some()
+    }
+
+    pub fn set_authenticated(&mut self) {
+        self.authenticated = true;
+    }
+
+    pub fn set_interruptible(&mut self, on: bool) {
+        self.interruptible = on;
+    }
+
+    pub fn shutdown_requested(&self) -> bool {
+        self.shutdown.is_cancelled()
+    }
+
+    /// True when a complete line is already buffered, i.e. the client pipelined.
+    pub fn has_buffered_line(&self) -> bool {
+        self.rbuf[self.rpos..].contains(&b'\n')
+    }
+
+    fn timeout(&self) -> Duration {
+        if self.authenticated { self.timeouts.idle } else { self.timeouts.preauth }
+    }
+
+    /// Reads more input. Cancellation-safe: `AsyncRead::read` either returned bytes or
+    /// did not, so a shutdown or timeout in `select!` loses nothing.
+    async fn fill(&mut self) -> Result<usize, Read> {
+        if self.rpos > 0 && self.rpos == self.rbuf.len() {
+            self.rbuf.clear();
+            self.rpos = 0;
+        } else if self.rpos > READ_CHUNK {
+            self.rbuf.drain(..self.rpos);
+            self.rpos = 0;
+        }
+        let mut chunk = [0u8; READ_CHUNK];
+        let timeout = self.timeout();
+        let read = async {
+            match tokio::time::timeout(timeout, self.io.read(&mut chunk)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => Err(Read::Eof),
+                Ok(Ok(n)) => Ok(n),
+                Err(_) => Err(Read::Timeout),
+            }
+        };
+        let n = if self.interruptible {
+            let token = self.shutdown.clone();
+            tokio::select! {
+                r = read => r?,
+                _ = token.cancelled() => return Err(Read::Shutdown),
+            }
+        } else {
+            read.await?
+        };
+        self.rbuf.extend_from_slice(&chunk[..n]);
+        Ok(n)
+    }
+
+    /// Reads one line of at most `max` bytes including its line ending.
+    pub async fn read_line(&mut self, max: usize) -> Read {
+        if self.interruptible && self.shutdown.is_cancelled() {
+            return Read::Shutdown;
+        }
+        let mut scanned = 0;
+        loop {
+            let avail = &self.rbuf[self.rpos..];
+            if let Some(i) = avail[scanned..].iter().position(|&b| b == b'\n') {
+                let end = self.rpos + scanned + i + 1;
+                if end - self.rpos > max {
+                    self.rpos = end;
+                    return Read::TooLong;
+                }
+                let line = self.rbuf[self.rpos..end].to_vec();
+                self.rpos = end;
+                return Read::Line(line);
+            }
+            scanned = avail.len();
+            if scanned > max {
+                // Discard the overlong line through its end, without buffering it.
+                self.rpos = self.rbuf.len();
+                loop {
+                    if let Err(e) = self.fill().await {
+                        return e;
+                    }
+                    if let Some(i) = self.rbuf[self.rpos..].iter().position(|&b| b == b'\n') {
+                        self.rpos += i + 1;
+                        return Read::TooLong;
+                    }
+                    self.rpos = self.rbuf.len();
+                }
+            }
+            if let Err(e) = self.fill().await {
+                return e;
+            }
+        }
+    }
+
+    /// Reads exactly `n` bytes (for BDAT chunks and literals).
+    pub async fn read_exact(&mut self, n: usize) -> Read {
+        while self.rbuf.len() - self.rpos < n {
+            if let Err(e) = self.fill().await {
+                return e;
+            }
+        }
+        let out = self.rbuf[self.rpos..self.rpos + n].to_vec();
+        self.rpos += n;
+        Read::Bytes(out)
+    }
+
+    /// Reads and drops `n` bytes (a chunk the server refuses but must consume).
+    pub async fn skip(&mut self, mut n: usize) -> Read {
+        loop {
+            let avail = self.rbuf.len() - self.rpos;
+            let take = avail.min(n);
+            self.rpos += take;
+            n -= take;
+            if n == 0 {
+                return Read::Bytes(Vec::new());
+            }
+            if let Err(e) = self.fill().await {
+                return e;
+            }
+        }
+    }
+
+    /// Queues bytes; they go out at the next `flush`.
+    pub fn queue(&mut self, data: &[u8]) {
+        self.wbuf.extend_from_slice(data);
+    }
+
+    pub async fn flush(&mut self) -> std::io::Result<()> {
+        if !self.wbuf.is_empty() {
+            let timeout = self.timeouts.idle;
+            let res = tokio::time::timeout(timeout, async {
+                self.io.write_all(&self.wbuf).await?;
+                self.io.flush().await
+            })
+            .await;
+            self.wbuf.clear();
+            match res {
+                Ok(r) => r?,
+                Err(_) => return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "write timed out")),
+            }
+        }
+        Ok(())
+    }
+
+    /// Queues and flushes.
+    pub async fn send(&mut self, data: &[u8]) -> std::io::Result<()> {
+        self.queue(data);
+        self.flush().await
+    }
+
+    /// Upgrades to TLS. Anything the client sent after the STARTTLS command and before
+    /// the handshake is discarded, so no plaintext command can ride into the TLS session.
+    pub async fn start_tls(&mut self) -> std::io::Result<()> {
+        let cfg = self
+            .tls_config
+            .clone()
+            .ok_or_else(|| std::io::Error::other("TLS is not configured"))?;
+        self.flush().await?;
+        self.rbuf.clear();
+        self.rpos = 0;
+        let placeholder: Box<dyn Io> = Box::new(empty::EmptyDuplex);
+        let plain = std::mem::replace(&mut self.io, placeholder);
+        let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
+        let tls = tokio::time::timeout(self.timeouts.preauth, acceptor.accept(plain))
+            .await
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out"))??;
+        self.io = Box::new(tls);
+        self.tls = true;
+        Ok(())
+    }
+
+    /// Closes the write side politely.
+    pub async fn close(&mut self) {
+        let _ = self.flush().await;
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.io.shutdown()).await;
+    }
+}
+
+/// A stream that is always at EOF and swallows writes; stands in while the real stream
+/// is moved into the TLS acceptor.
+mod empty {
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+    use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+    pub struct EmptyDuplex;
+    impl AsyncRead for EmptyDuplex {
+        fn poll_read(self: Pin<&mut Self>, _: &mut Context<'_>, _: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+    impl AsyncWrite for EmptyDuplex {
+        fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, b: &[u8]) -> Poll<std::io::Result<usize>> {
+            Poll::Ready(Ok(b.len()))
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pair() -> (Conn, tokio::io::DuplexStream, CancellationToken) {
+        let (a, b) = tokio::io::duplex(64 * 1024);
+        let token = CancellationToken::new();
+        let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let t = Timeouts { preauth: Duration::from_millis(300), idle: Duration::from_secs(5) };
+        (Conn::new(Box::new(a), addr, addr, false, None, t, token.clone()), b, token)
+    }
+
+    #[tokio::test]
+    async fn lines_limits_and_exact_reads() {
+        let (mut c, mut peer, _t) = pair();
+        peer.write_all(b"HELO a\r\nxxxxxxxxxxxxxxxxxxxx\r\nBDAT").await.unwrap();
+        peer.write_all(b"12345rest\n").await.unwrap();
+        assert_eq!(c.read_line(100).await, Read::Line(b"HELO a\r\n".to_vec()));
+        assert_eq!(c.read_line(10).await, Read::TooLong);
+        assert_eq!(c.read_exact(4).await, Read::Bytes(b"BDAT".to_vec()));
+        assert_eq!(c.skip(5).await, Read::Bytes(Vec::new()));
+        assert_eq!(c.read_line(100).await, Read::Line(b"rest\n".to_vec()));
+        drop(peer);
+        assert_eq!(c.read_line(100).await, Read::Eof);
+    }
+
+    #[tokio::test]
+    async fn overlong_line_split_across_reads() {
+        let (mut c, mut peer, _t) = pair();
+        let w = tokio::spawn(async move {
+            for _ in 0..10 {
+                peer.write_all(&[b'a'; 1000]).await.unwrap();
+            }
+            peer.write_all(b"\r\nNOOP\r\n").await.unwrap();
+            peer
+        });
+        assert_eq!(c.read_line(512).await, Read::TooLong);
+        assert_eq!(c.read_line(512).await, Read::Line(b"NOOP\r\n".to_vec()));
+        drop(w.await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn timeout_and_shutdown() {
+        let (mut c, _peer, token) = pair();
+        assert_eq!(c.read_line(100).await, Read::Timeout);
+        token.cancel();
+        assert_eq!(c.read_line(100).await, Read::Shutdown);
+    }
+}

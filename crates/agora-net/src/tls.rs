@@ -1,0 +1,119 @@
+//! TLS server configuration: PEM loading, a self-signed certificate on first run, and
+//! reload on SIGHUP without dropping the sessions that use the old one.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use rustls::ServerConfig;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("{path}: {msg}")]
+    File { path: PathBuf, msg: String },
+    #[error("TLS configuration: {0}")]
+    Config(String),
+}
+
+/// The server's current TLS configuration, replaceable at run time.
+#[derive(Debug)]
+pub struct TlsSettings {
+    cert: PathBuf,
+    key: PathBuf,
+    current: RwLock<Arc<ServerConfig>>,
+}
+
+fn load(cert: &Path, key: &Path) -> Result<ServerConfig, TlsError> {
+    let file_err = |path: &Path, msg: String| TlsError::File { path: path.to_path_buf(), msg };
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| file_err(cert, e.to_string()))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| file_err(cert, e.to_string()))?;
+    if certs.is_empty() {
+        return Err(file_err(cert, "no certificate found in PEM file".into()));
+    }
+    let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| file_err(key, e.to_string()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut cfg = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Config(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key_der)
+        .map_err(|e| TlsError::Config(format!("{}: {e}", cert.display())))?;
+    cfg.alpn_protocols = Vec::new();
+    Ok(cfg)
+}
+
+impl TlsSettings {
+    pub fn load(cert: &Path, key: &Path) -> Result<TlsSettings, TlsError> {
+        let cfg = load(cert, key)?;
+        Ok(TlsSettings { cert: cert.to_path_buf(), key: key.to_path_buf(), current: RwLock::new(Arc::new(cfg)) })
+    }
+
+    /// Re-reads the PEM files; on error the old configuration stays in force.
+    pub fn reload(&self) -> Result<(), TlsError> {
+        let cfg = load(&self.cert, &self.key)?;
+        if let Ok(mut cur) = self.current.write() {
+            *cur = Arc::new(cfg);
+        }
+        Ok(())
+    }
+
+    pub fn config(&self) -> Arc<ServerConfig> {
+        match self.current.read() {
+            Ok(c) => Arc::clone(&c),
+            Err(p) => Arc::clone(&p.into_inner()),
+        }
+    }
+}
+
+/// Writes a self-signed certificate for `names` unless both files exist. The key file is
+/// created readable by the owner only. Returns true when it wrote new files.
+pub fn ensure_self_signed(cert: &Path, key: &Path, names: &[String]) -> Result<bool, TlsError> {
+    if cert.exists() && key.exists() {
+        return Ok(false);
+    }
+    let ck = rcgen::generate_simple_self_signed(names.to_vec()).map_err(|e| TlsError::Config(e.to_string()))?;
+    let write = |path: &Path, data: &str, mode: u32| -> Result<(), TlsError> {
+        if let Some(dir) = path.parent() {
+            fs::create_dir_all(dir).map_err(|e| TlsError::File { path: dir.to_path_buf(), msg: e.to_string() })?;
+        }
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(path)
+            .map_err(|e| TlsError::File { path: path.to_path_buf(), msg: e.to_string() })?;
+        f.write_all(data.as_bytes())
+            .and_then(|_| f.sync_all())
+            .map_err(|e| TlsError::File { path: path.to_path_buf(), msg: e.to_string() })
+    };
+    write(key, &ck.signing_key.serialize_pem(), 0o600)?;
+    write(cert, &ck.cert.pem(), 0o644)?;
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn self_signed_loads_and_reloads() {
+        let d = tempfile::tempdir().unwrap();
+        let (c, k) = (d.path().join("c.pem"), d.path().join("k.pem"));
+        assert!(ensure_self_signed(&c, &k, &["mail.example.org".into()]).unwrap());
+        assert!(!ensure_self_signed(&c, &k, &["mail.example.org".into()]).unwrap());
+        let mode = fs::metadata(&k).unwrap().permissions();
+        assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode) & 0o077, 0, "key must be private");
+        let s = TlsSettings::load(&c, &k).unwrap();
+        s.reload().unwrap();
+        fs::write(&c, "garbage").unwrap();
+        assert!(s.reload().is_err());
+        let _still = s.config();
+    }
+}
