@@ -78,6 +78,7 @@ async fn deliver_one<S: Store>(s: &S, account: i64, body: &[u8]) -> crate::Deliv
         flags: Flags::default(),
         keywords: Vec::new(),
         targets: vec![DeliveryTarget { account, mailbox: "INBOX".into() }],
+        relay: Vec::new(),
     };
     s.deliver(d).await.expect("deliver").remove(0)
 }
@@ -161,6 +162,7 @@ async fn single_instance<S: Store>(s: &S) {
                 DeliveryTarget { account: a.id, mailbox: "INBOX".into() },
                 DeliveryTarget { account: c.id, mailbox: "INBOX".into() },
             ],
+            relay: vec!["remote@elsewhere.test".into()],
         })
         .await
         .expect("deliver");
@@ -168,8 +170,19 @@ async fn single_instance<S: Store>(s: &S) {
     let ma = s.messages(out[0].mailbox, out[0].uid..=out[0].uid).await.expect("q").remove(0);
     let mc = s.messages(out[1].mailbox, out[1].uid..=out[1].uid).await.expect("q").remove(0);
     assert_eq!(ma.blob, mc.blob, "one body stored once for both recipients");
+    let q = s.queued().await.expect("queue");
+    assert_eq!(q.len(), 1);
+    assert_eq!(q[0].recipient, "remote@elsewhere.test");
+    assert_eq!(q[0].blob, ma.blob);
     s.expunge(out[0].mailbox, &[out[0].uid]).await.expect("expunge");
     assert_eq!(s.read_blob(&mc.blob).await.expect("still referenced"), body);
     s.expunge(out[1].mailbox, &[out[1].uid]).await.expect("expunge");
-    assert!(s.read_blob(&mc.blob).await.is_err(), "unreferenced body is removed");
+    assert_eq!(s.read_blob(&mc.blob).await.expect("queue still refers to it"), body);
+
+    // A body nobody refers to any more is removed.
+    let lone = vec![b'y'; crate::blob::INLINE_MAX + 100];
+    let d = deliver_one(s, a.id, &lone).await;
+    let m = s.messages(d.mailbox, d.uid..=d.uid).await.expect("q").remove(0);
+    s.expunge(d.mailbox, &[d.uid]).await.expect("expunge");
+    assert!(matches!(s.read_blob(&m.blob).await, Err(StoreError::NotFound(_))), "unreferenced body is removed");
 }

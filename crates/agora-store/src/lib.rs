@@ -63,6 +63,8 @@ pub trait Store: Send + Sync + 'static {
     async fn stage(&self, body: Vec<u8>) -> Result<StagedBlob>;
     /// Adds one copy per target, all pointing at one stored body. Durable on return.
     async fn deliver(&self, delivery: Delivery) -> Result<Vec<Delivered>>;
+    /// Outbound queue entries, oldest first.
+    async fn queued(&self) -> Result<Vec<Queued>>;
     /// Messages of a mailbox whose UIDs fall in `uids`, in UID order.
     async fn messages(&self, mailbox: MailboxId, uids: RangeInclusive<u32>) -> Result<Vec<MessageMeta>>;
     async fn read_blob(&self, hash: &str) -> Result<Vec<u8>>;

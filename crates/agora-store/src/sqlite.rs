@@ -14,7 +14,7 @@ use crate::blob::BlobFiles;
 use crate::{
     Account, AccountId, AddressEntry, Change, DEFAULT_MAILBOXES, Delivered, Delivery, Domain,
     Envelope, FlagOp, Flags, Group, Mailbox, MailboxId, MessageMeta, MessageSummary, NewAccount,
-    Result, Role, SpecialUse, StagedBlob, Store, StoreError, now,
+    Queued, Result, Role, SpecialUse, StagedBlob, Store, StoreError, now,
 };
 
 /// Most writes folded into one transaction; bounds the latency of the first in a batch.
@@ -99,6 +99,16 @@ CREATE TABLE IF NOT EXISTS expunged (
     modseq INTEGER NOT NULL,
     PRIMARY KEY (mailbox, uid)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS outbound (
+    id INTEGER PRIMARY KEY,
+    blob TEXT NOT NULL REFERENCES blobs(hash),
+    mail_from TEXT NOT NULL,
+    recipient TEXT NOT NULL,
+    delivery INTEGER REFERENCES deliveries(id),
+    created INTEGER NOT NULL,
+    next_attempt INTEGER NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0
+);
 INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', '1');
 "#;
 
@@ -788,7 +798,7 @@ impl Store for Arc<SqliteStore> {
     }
 
     async fn deliver(&self, d: Delivery) -> Result<Vec<Delivered>> {
-        if d.targets.is_empty() {
+        if d.targets.is_empty() && d.relay.is_empty() {
             return Ok(Vec::new());
         }
         let summary = serde_json::to_string(&d.body.summary)
@@ -799,7 +809,7 @@ impl Store for Arc<SqliteStore> {
         };
         self.write(move |c| {
             let size = d.body.size as i64;
-            let refs = d.targets.len() as i64;
+            let refs = (d.targets.len() + d.relay.len()) as i64;
             c.prepare_cached(
                 "INSERT INTO blobs (hash, size, refs, summary, data) VALUES (?1, ?2, ?3, ?4, ?5)
                  ON CONFLICT(hash) DO UPDATE SET refs = refs + excluded.refs",
@@ -813,6 +823,15 @@ impl Store for Arc<SqliteStore> {
                 }
                 None => None,
             };
+            let mail_from = d.envelope.as_ref().map(|e| e.mail_from.clone()).unwrap_or_default();
+            for rcpt in &d.relay {
+                let t = now();
+                c.prepare_cached(
+                    "INSERT INTO outbound (blob, mail_from, recipient, delivery, created, next_attempt)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
+                )?
+                .execute(params![d.body.hash, mail_from, rcpt, delivery_id, t])?;
+            }
             let mut delivered = Vec::with_capacity(d.targets.len());
             let mut changes = Vec::with_capacity(d.targets.len());
             for t in &d.targets {
@@ -864,6 +883,26 @@ impl Store for Arc<SqliteStore> {
                 changes.push(Change::Appended { account: t.account, mailbox, uid: uid as u32, modseq: modseq as u64 });
             }
             Ok((delivered, changes))
+        })
+        .await
+    }
+
+    async fn queued(&self) -> Result<Vec<Queued>> {
+        self.read(|c| {
+            let mut s = c.prepare_cached(
+                "SELECT id, blob, mail_from, recipient, created, attempts FROM outbound ORDER BY id",
+            )?;
+            let rows = s.query_map([], |r| {
+                Ok(Queued {
+                    id: r.get(0)?,
+                    blob: r.get(1)?,
+                    mail_from: r.get(2)?,
+                    recipient: r.get(3)?,
+                    created: r.get(4)?,
+                    attempts: r.get::<_, i64>(5)? as u32,
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
         })
         .await
     }

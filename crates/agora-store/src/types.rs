@@ -223,6 +223,19 @@ pub struct Delivery {
     pub flags: Flags,
     pub keywords: Vec<String>,
     pub targets: Vec<DeliveryTarget>,
+    /// Addresses outside the hosted domains: queued for the outbound transport.
+    pub relay: Vec<String>,
+}
+
+/// A message waiting in the outbound queue for one remote recipient.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Queued {
+    pub id: i64,
+    pub blob: String,
+    pub mail_from: String,
+    pub recipient: String,
+    pub created: i64,
+    pub attempts: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
