@@ -1,1 +1,41 @@
-//! placeholder
+//! SMTP for Agora: the pure command codec and the inbound ESMTP session that delivers
+//! into the information store.
+
+pub mod codec;
+pub mod session;
+
+use std::sync::Arc;
+
+use agora_directory::Directory;
+use agora_net::{Conn, Service};
+use agora_store::Store;
+use async_trait::async_trait;
+
+pub use session::{Session, SmtpConfig};
+
+/// Inbound SMTP (port 25) as a listener service.
+pub struct SmtpService {
+    cfg: Arc<SmtpConfig>,
+    dir: Directory,
+    store: Arc<dyn Store>,
+}
+
+impl SmtpService {
+    pub fn new(cfg: SmtpConfig, dir: Directory, store: Arc<dyn Store>) -> SmtpService {
+        SmtpService { cfg: Arc::new(cfg), dir, store }
+    }
+}
+
+#[async_trait]
+impl Service for SmtpService {
+    fn busy_reply(&self) -> &'static [u8] {
+        b"421 4.3.2 Too many connections, try again later\r\n"
+    }
+
+    async fn serve(&self, conn: Conn) {
+        Session::new(Arc::clone(&self.cfg), self.dir.clone(), Arc::clone(&self.store)).run(conn).await;
+    }
+}
+
+#[cfg(test)]
+mod tests;

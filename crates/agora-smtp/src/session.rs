@@ -1,0 +1,472 @@
+//! The inbound ESMTP session (RFC 5321): state machine over a `Conn`, recipient checks
+//! against the directory, and durable delivery into the store before the 250.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use agora_directory::{Directory, Recipient};
+use agora_net::{Conn, Read};
+use agora_store::{Delivery, DeliveryTarget, Envelope, EnvelopeRecipient, Flags, Store, now};
+
+use crate::codec::{
+    self, Command, DataDecoder, MAX_COMMAND_LINE, MAX_TEXT_LINE, MailParams, RcptParams, reply,
+    reply_lines, sanitize,
+};
+
+#[derive(Debug, Clone)]
+pub struct SmtpConfig {
+    /// The name this server gives in its greeting and Received headers.
+    pub hostname: String,
+    pub max_message_size: usize,
+    pub max_recipients: usize,
+    /// Bad commands tolerated before the session is closed.
+    pub max_errors: u32,
+}
+
+impl Default for SmtpConfig {
+    fn default() -> Self {
+        SmtpConfig {
+            hostname: "localhost".into(),
+            max_message_size: 50 * 1024 * 1024,
+            max_recipients: 100,
+            max_errors: 10,
+        }
+    }
+}
+
+/// One accepted recipient and where its copies go.
+#[derive(Debug)]
+struct AcceptedRcpt {
+    address: String,
+    params: RcptParams,
+    accounts: Vec<i64>,
+    external: Vec<String>,
+}
+
+#[derive(Debug, Default)]
+struct Transaction {
+    from: String,
+    params: MailParams,
+    rcpts: Vec<AcceptedRcpt>,
+    /// A BDAT transfer under way.
+    chunks: Option<DataDecoder>,
+}
+
+pub struct Session {
+    cfg: Arc<SmtpConfig>,
+    dir: Directory,
+    store: Arc<dyn Store>,
+    helo: Option<String>,
+    esmtp: bool,
+    tx: Option<Transaction>,
+    errors: u32,
+    authenticated_as: Option<String>,
+}
+
+/// How a command handler wants the session to go on.
+enum Flow {
+    Continue,
+    Close,
+}
+
+impl Session {
+    pub fn new(cfg: Arc<SmtpConfig>, dir: Directory, store: Arc<dyn Store>) -> Session {
+        Session { cfg, dir, store, helo: None, esmtp: false, tx: None, errors: 0, authenticated_as: None }
+    }
+
+    pub async fn run(mut self, mut conn: Conn) {
+        let greeting = format!("220 {} ESMTP Agora\r\n", self.cfg.hostname);
+        if conn.send(greeting.as_bytes()).await.is_err() {
+            return;
+        }
+        loop {
+            let read = conn.read_line(MAX_COMMAND_LINE).await;
+            let flow = match read {
+                Read::Line(line) => self.command(&mut conn, &line).await,
+                Read::TooLong => self.error(&mut conn, reply(500, "5.5.2", "Error: line too long")),
+                Read::Timeout => {
+                    let msg = format!("421 4.4.2 {} Error: timeout exceeded\r\n", self.cfg.hostname);
+                    conn.queue(msg.as_bytes());
+                    Flow::Close
+                }
+                Read::Shutdown => {
+                    let msg = format!("421 4.3.2 {} Service shutting down, closing connection\r\n", self.cfg.hostname);
+                    conn.queue(msg.as_bytes());
+                    Flow::Close
+                }
+                Read::Eof | Read::Bytes(_) => Flow::Close,
+            };
+            if let Flow::Close = flow {
+                conn.close().await;
+                return;
+            }
+            // PIPELINING: hold replies while the client has more commands queued.
+            if !conn.has_buffered_line() && conn.flush().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    fn error(&mut self, conn: &mut Conn, msg: String) -> Flow {
+        self.errors += 1;
+        conn.queue(msg.as_bytes());
+        if self.errors >= self.cfg.max_errors {
+            let bye = format!("421 4.7.0 {} Error: too many errors, closing connection\r\n", self.cfg.hostname);
+            conn.queue(bye.as_bytes());
+            return Flow::Close;
+        }
+        Flow::Continue
+    }
+
+    async fn command(&mut self, conn: &mut Conn, line: &[u8]) -> Flow {
+        let cmd = match codec::parse_command(line) {
+            Ok(c) => c,
+            Err(e) => {
+                // A client that mistakes us for a web server gets no second chance.
+                if line.starts_with(b"GET ") || line.starts_with(b"POST ") {
+                    conn.queue(reply(221, "2.7.0", "Error: I can break rules, too. Goodbye.").as_bytes());
+                    return Flow::Close;
+                }
+                return self.error(conn, e.reply());
+            }
+        };
+        if let Some(tx) = &self.tx
+            && tx.chunks.is_some()
+            && !matches!(cmd, Command::Bdat { .. } | Command::Rset | Command::Quit | Command::Noop)
+        {
+            return self.error(conn, reply(503, "5.5.1", "Error: BDAT transfer in progress, only BDAT or RSET allowed"));
+        }
+        match cmd {
+            Command::Helo(host) => {
+                self.helo = Some(host);
+                self.esmtp = false;
+                self.tx = None;
+                conn.queue(format!("250 {}\r\n", self.cfg.hostname).as_bytes());
+            }
+            Command::Ehlo(host) => {
+                self.helo = Some(host);
+                self.esmtp = true;
+                self.tx = None;
+                let mut lines = vec![
+                    self.cfg.hostname.clone(),
+                    "PIPELINING".into(),
+                    format!("SIZE {}", self.cfg.max_message_size),
+                    "ENHANCEDSTATUSCODES".into(),
+                    "8BITMIME".into(),
+                    "SMTPUTF8".into(),
+                    "CHUNKING".into(),
+                    "DSN".into(),
+                ];
+                if conn.can_starttls() {
+                    lines.push("STARTTLS".into());
+                }
+                conn.queue(reply_lines(250, &lines).as_bytes());
+            }
+            Command::StartTls => {
+                if !conn.can_starttls() {
+                    let why = if conn.is_tls() { "Error: TLS already active" } else { "Error: TLS not available" };
+                    return self.error(conn, reply(502, "5.5.1", why));
+                }
+                if conn.send(reply(220, "2.0.0", "Ready to start TLS").as_bytes()).await.is_err() {
+                    return Flow::Close;
+                }
+                if let Err(e) = conn.start_tls().await {
+                    tracing::debug!("smtp: {}: STARTTLS handshake failed: {e}", conn.peer);
+                    return Flow::Close;
+                }
+                // RFC 3207 §4.2: forget everything learnt before TLS.
+                self.helo = None;
+                self.esmtp = false;
+                self.tx = None;
+            }
+            Command::Mail(from, params) => return self.mail(conn, from, params),
+            Command::Rcpt(to, params) => return self.rcpt(conn, to, params).await,
+            Command::Data => return self.data(conn).await,
+            Command::Bdat { size, last } => return self.bdat(conn, size, last).await,
+            Command::Rset => {
+                self.tx = None;
+                conn.queue(reply(250, "2.0.0", "Ok").as_bytes());
+            }
+            Command::Noop => conn.queue(reply(250, "2.0.0", "Ok").as_bytes()),
+            Command::Quit => {
+                conn.queue(reply(221, "2.0.0", "Bye").as_bytes());
+                return Flow::Close;
+            }
+            Command::Vrfy => conn.queue(reply(252, "2.5.2", "Cannot VRFY user, but will accept message").as_bytes()),
+            Command::Expn => return self.error(conn, reply(502, "5.5.1", "Error: EXPN is not available")),
+            Command::Help => conn.queue(
+                reply_lines(
+                    214,
+                    &[
+                        "2.0.0 Commands: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP STARTTLS".into(),
+                        "2.0.0 See RFC 5321".into(),
+                    ],
+                )
+                .as_bytes(),
+            ),
+            Command::Auth => {
+                return self.error(conn, reply(503, "5.5.1", "Error: authentication not enabled on this port; use submission"));
+            }
+        }
+        Flow::Continue
+    }
+
+    fn mail(&mut self, conn: &mut Conn, from: String, params: MailParams) -> Flow {
+        if self.helo.is_none() {
+            return self.error(conn, reply(503, "5.5.1", "Error: send HELO/EHLO first"));
+        }
+        if self.tx.is_some() {
+            return self.error(conn, reply(503, "5.5.1", "Error: nested MAIL command"));
+        }
+        if !self.esmtp && params != MailParams::default() {
+            return self.error(conn, reply(555, "5.5.4", "Error: parameters need EHLO"));
+        }
+        if !from.is_ascii() && !params.smtputf8 {
+            return self.error(conn, reply(553, "5.6.7", "Error: non-ASCII address requires SMTPUTF8"));
+        }
+        if let Some(size) = params.size
+            && size > self.cfg.max_message_size as u64
+        {
+            return self.error(
+                conn,
+                reply(552, "5.3.4", &format!("Error: message size exceeds fixed limit of {} bytes", self.cfg.max_message_size)),
+            );
+        }
+        self.tx = Some(Transaction { from, params, ..Transaction::default() });
+        conn.queue(reply(250, "2.1.0", "Ok").as_bytes());
+        Flow::Continue
+    }
+
+    async fn rcpt(&mut self, conn: &mut Conn, to: String, params: RcptParams) -> Flow {
+        let Some(tx) = &self.tx else {
+            return self.error(conn, reply(503, "5.5.1", "Error: need MAIL command"));
+        };
+        if !to.is_ascii() && !tx.params.smtputf8 {
+            return self.error(conn, reply(553, "5.6.7", "Error: non-ASCII address requires SMTPUTF8"));
+        }
+        if tx.rcpts.len() >= self.cfg.max_recipients {
+            conn.queue(reply(452, "4.5.3", "Error: too many recipients").as_bytes());
+            return Flow::Continue;
+        }
+        let shown = sanitize(&to);
+        let lookup = if to == "postmaster" { "postmaster@".to_string() + &self.postmaster_domain() } else { to.clone() };
+        let resolved = match self.dir.resolve(&lookup).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!("smtp: resolving recipient {shown}: {e}");
+                conn.queue(reply(451, "4.3.0", &format!("<{shown}>: Temporary lookup failure")).as_bytes());
+                return Flow::Continue;
+            }
+        };
+        let res = match resolved {
+            Recipient::Local(res) => res,
+            Recipient::Unknown => {
+                return self.error(
+                    conn,
+                    reply(550, "5.1.1", &format!("<{shown}>: Recipient address rejected: User unknown")),
+                );
+            }
+            Recipient::Remote => {
+                // Relaying is for authenticated submission only: never an open relay.
+                return self.error(conn, reply(554, "5.7.1", &format!("<{shown}>: Relay access denied")));
+            }
+        };
+        let mut accounts = Vec::new();
+        for acc in &res.accounts {
+            if acc.quota > 0 && acc.used >= acc.quota {
+                if res.accounts.len() == 1 && res.external.is_empty() {
+                    conn.queue(reply(452, "4.2.2", &format!("<{shown}>: Mailbox full")).as_bytes());
+                    return Flow::Continue;
+                }
+                tracing::warn!("smtp: {} is over quota; skipped in expansion of {shown}", acc.login);
+                continue;
+            }
+            accounts.push(acc.id);
+        }
+        if let Some(tx) = &mut self.tx {
+            tx.rcpts.push(AcceptedRcpt { address: to, params, accounts, external: res.external });
+        }
+        conn.queue(reply(250, "2.1.5", "Ok").as_bytes());
+        Flow::Continue
+    }
+
+    fn postmaster_domain(&self) -> String {
+        self.cfg.hostname.split_once('.').map(|(_, d)| d.to_string()).unwrap_or_else(|| self.cfg.hostname.clone())
+    }
+
+    async fn data(&mut self, conn: &mut Conn) -> Flow {
+        match &self.tx {
+            None => return self.error(conn, reply(503, "5.5.1", "Error: need MAIL command")),
+            Some(tx) if tx.rcpts.is_empty() => {
+                return self.error(conn, reply(554, "5.5.1", "Error: no valid recipients"));
+            }
+            Some(_) => {}
+        }
+        if conn.send(b"354 End data with <CR><LF>.<CR><LF>\r\n").await.is_err() {
+            return Flow::Close;
+        }
+        // The message is finished even if shutdown starts meanwhile; the drain deadline bounds it.
+        conn.set_interruptible(false);
+        let mut dec = DataDecoder::new(self.cfg.max_message_size);
+        loop {
+            match conn.read_line(MAX_TEXT_LINE).await {
+                Read::Line(l) => {
+                    if dec.push_line(&l) {
+                        break;
+                    }
+                }
+                Read::TooLong => dec.push_long_line(),
+                Read::Timeout => {
+                    conn.set_interruptible(true);
+                    let msg = format!("421 4.4.2 {} Error: timeout exceeded\r\n", self.cfg.hostname);
+                    conn.queue(msg.as_bytes());
+                    return Flow::Close;
+                }
+                _ => return Flow::Close,
+            }
+        }
+        conn.set_interruptible(true);
+        self.finish_message(conn, dec).await
+    }
+
+    async fn bdat(&mut self, conn: &mut Conn, size: u64, last: bool) -> Flow {
+        let max = self.cfg.max_message_size;
+        let Some(tx) = &mut self.tx else {
+            let _ = conn.skip(size.min(usize::MAX as u64) as usize).await;
+            return self.error(conn, reply(503, "5.5.1", "Error: need MAIL command"));
+        };
+        if tx.rcpts.is_empty() {
+            let _ = conn.skip(size as usize).await;
+            return self.error(conn, reply(554, "5.5.1", "Error: no valid recipients"));
+        }
+        let dec = tx.chunks.get_or_insert_with(|| DataDecoder::new(max));
+        conn.set_interruptible(false);
+        let over = dec.body.len() as u64 + size > max as u64;
+        let read = if over { conn.skip(size as usize).await } else { conn.read_exact(size as usize).await };
+        conn.set_interruptible(true);
+        match read {
+            Read::Bytes(b) => {
+                if over {
+                    dec.too_big = true;
+                } else {
+                    dec.push_chunk(&b);
+                }
+            }
+            _ => return Flow::Close,
+        }
+        if !last {
+            conn.queue(reply(250, "2.0.0", &format!("Ok: {size} octets received")).as_bytes());
+            return Flow::Continue;
+        }
+        let Some(mut dec) = tx.chunks.take() else { return Flow::Close };
+        dec.check_chunked();
+        self.finish_message(conn, dec).await
+    }
+
+    /// Checks, then stores the message durably and answers 250, or answers the fault.
+    /// Either way the transaction ends.
+    async fn finish_message(&mut self, conn: &mut Conn, dec: DataDecoder) -> Flow {
+        let Some(tx) = self.tx.take() else { return Flow::Close };
+        if let Some(fault) = dec.fault() {
+            return self.error(conn, fault);
+        }
+        let id = queue_id();
+        let received = now();
+        let proto = match (self.esmtp, conn.is_tls(), self.authenticated_as.is_some()) {
+            (false, _, _) => "SMTP",
+            (true, false, false) => "ESMTP",
+            (true, true, false) => "ESMTPS",
+            (true, false, true) => "ESMTPA",
+            (true, true, true) => "ESMTPSA",
+        };
+        let proto = if tx.params.smtputf8 { proto.replacen("SMTP", "UTF8SMTP", 1) } else { proto.to_string() };
+        let helo = sanitize(self.helo.as_deref().unwrap_or("unknown"));
+        let for_clause =
+            if tx.rcpts.len() == 1 { format!("\r\n\tfor <{}>", sanitize(&tx.rcpts[0].address)) } else { String::new() };
+        let header = format!(
+            "Return-Path: <{}>\r\nReceived: from {helo} ([{}])\r\n\tby {} (Agora) with {proto} id {id}{for_clause};\r\n\t{}\r\n",
+            sanitize(&tx.from),
+            conn.peer.ip(),
+            self.cfg.hostname,
+            codec::rfc5322_date(received),
+        );
+        let mut message = Vec::with_capacity(header.len() + dec.body.len());
+        message.extend_from_slice(header.as_bytes());
+        message.extend_from_slice(&dec.body);
+
+        let mut seen = HashSet::new();
+        let mut targets = Vec::new();
+        let mut relay = Vec::new();
+        for r in &tx.rcpts {
+            for &a in &r.accounts {
+                if seen.insert(a) {
+                    targets.push(DeliveryTarget { account: a, mailbox: "INBOX".into() });
+                }
+            }
+            for e in &r.external {
+                if !relay.contains(e) {
+                    relay.push(e.clone());
+                }
+            }
+        }
+        let envelope = Envelope {
+            mail_from: tx.from.clone(),
+            helo,
+            client_ip: conn.peer.ip().to_string(),
+            ret: tx.params.ret.clone(),
+            envid: tx.params.envid.clone(),
+            recipients: tx
+                .rcpts
+                .iter()
+                .map(|r| EnvelopeRecipient {
+                    address: r.address.clone(),
+                    notify: r.params.notify.clone(),
+                    orcpt: r.params.orcpt.clone(),
+                })
+                .collect(),
+            authenticated_as: self.authenticated_as.clone(),
+            tls: conn.is_tls(),
+        };
+        let stored = async {
+            let body = self.store.stage(message).await?;
+            self.store
+                .deliver(Delivery {
+                    body,
+                    internal_date: received,
+                    envelope: Some(envelope),
+                    flags: Flags::default(),
+                    keywords: Vec::new(),
+                    targets,
+                    relay,
+                })
+                .await
+        }
+        .await;
+        match stored {
+            Ok(d) => {
+                tracing::info!(
+                    "smtp: {id} from=<{}> rcpts={} copies={} client={}",
+                    sanitize(&tx.from),
+                    tx.rcpts.len(),
+                    d.len(),
+                    conn.peer.ip()
+                );
+                conn.queue(reply(250, "2.0.0", &format!("Ok: queued as {id}")).as_bytes());
+            }
+            Err(e) => {
+                tracing::error!("smtp: storing message {id}: {e}");
+                conn.queue(reply(451, "4.3.0", "Error: could not store message, try again later").as_bytes());
+            }
+        }
+        Flow::Continue
+    }
+}
+
+/// A short unique id for logs and the Received header.
+fn queue_id() -> String {
+    let mut b = [0u8; 8];
+    if getrandom::fill(&mut b).is_err() {
+        b = (now() as u64).to_le_bytes();
+    }
+    b.iter().map(|x| format!("{x:02X}")).collect()
+}

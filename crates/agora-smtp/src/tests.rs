@@ -1,0 +1,238 @@
+//! Session tests over an in-memory stream against a real store.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use agora_directory::Directory;
+use agora_net::{Conn, Timeouts};
+use agora_store::sqlite::SqliteStore;
+use agora_store::{Role, Store};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, DuplexStream, ReadHalf, WriteHalf};
+use tokio_util::sync::CancellationToken;
+
+use crate::{Session, SmtpConfig};
+
+struct Client {
+    r: BufReader<ReadHalf<DuplexStream>>,
+    w: WriteHalf<DuplexStream>,
+}
+
+impl Client {
+    async fn line(&mut self) -> String {
+        let mut s = String::new();
+        tokio::time::timeout(Duration::from_secs(5), self.r.read_line(&mut s)).await.expect("reply in time").unwrap();
+        s
+    }
+    /// Reads a whole (possibly multi-line) reply.
+    async fn reply(&mut self) -> String {
+        let mut all = String::new();
+        loop {
+            let l = self.line().await;
+            all.push_str(&l);
+            if l.len() < 4 || l.as_bytes()[3] != b'-' {
+                return all;
+            }
+        }
+    }
+    async fn send(&mut self, s: &str) {
+        self.w.write_all(s.as_bytes()).await.unwrap();
+    }
+    async fn cmd(&mut self, s: &str) -> String {
+        self.send(s).await;
+        self.send("\r\n").await;
+        self.reply().await
+    }
+}
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    store: Arc<dyn Store>,
+    cfg: Arc<SmtpConfig>,
+    directory: Directory,
+}
+
+async fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).unwrap());
+    let directory = Directory::new(Arc::clone(&store));
+    directory.add_domain("example.org").await.unwrap();
+    directory.add_user("alice@example.org", "Alice", "pw", 0, Role::User).await.unwrap();
+    directory.add_user("bob@example.org", "Bob", "pw", 0, Role::User).await.unwrap();
+    directory.add_group("team@example.org", "Team").await.unwrap();
+    directory.add_group_member("team@example.org", "alice@example.org").await.unwrap();
+    directory.add_group_member("team@example.org", "bob@example.org").await.unwrap();
+    let cfg = Arc::new(SmtpConfig { hostname: "mx.example.org".into(), max_message_size: 4096, ..SmtpConfig::default() });
+    Fixture { _dir: dir, store, cfg, directory }
+}
+
+impl Fixture {
+    async fn connect(&self) -> (Client, tokio::task::JoinHandle<()>, CancellationToken) {
+        let (a, b) = tokio::io::duplex(1 << 20);
+        let token = CancellationToken::new();
+        let addr: SocketAddr = "127.0.0.1:2525".parse().unwrap();
+        let conn = Conn::new(Box::new(a), addr, addr, false, None, Timeouts::default(), token.clone());
+        let session = Session::new(Arc::clone(&self.cfg), self.directory.clone(), Arc::clone(&self.store));
+        let task = tokio::spawn(session.run(conn));
+        let (r, w) = tokio::io::split(b);
+        let mut c = Client { r: BufReader::new(r), w };
+        assert!(c.reply().await.starts_with("220 mx.example.org ESMTP"));
+        (c, task, token)
+    }
+
+    async fn inbox_count(&self, login: &str) -> u32 {
+        let acc = self.store.account_by_login(login).await.unwrap().unwrap();
+        self.store.mailbox(acc.id, "INBOX").await.unwrap().unwrap().messages
+    }
+}
+
+#[tokio::test]
+async fn delivers_to_local_user_with_trace_headers() {
+    let f = fixture().await;
+    let (mut c, _t, _) = f.connect().await;
+    let ehlo = c.cmd("EHLO client.test").await;
+    for ext in ["PIPELINING", "SIZE 4096", "8BITMIME", "SMTPUTF8", "ENHANCEDSTATUSCODES", "CHUNKING", "DSN"] {
+        assert!(ehlo.contains(ext), "EHLO lacks {ext}: {ehlo}");
+    }
+    assert!(!ehlo.contains("STARTTLS"), "no certificate configured, so no STARTTLS");
+    assert!(c.cmd("MAIL FROM:<sender@remote.test> RET=HDRS ENVID=abc").await.starts_with("250 2.1.0"));
+    assert!(c.cmd("RCPT TO:<Alice@Example.org> NOTIFY=FAILURE").await.starts_with("250 2.1.5"));
+    assert!(c.cmd("DATA").await.starts_with("354"));
+    let r = c.cmd("Subject: hello\r\n\r\n..dot\r\n.").await;
+    assert!(r.starts_with("250 2.0.0 Ok: queued as"), "{r}");
+    assert_eq!(f.inbox_count("alice@example.org").await, 1);
+
+    let acc = f.store.account_by_login("alice@example.org").await.unwrap().unwrap();
+    let mb = f.store.mailbox(acc.id, "INBOX").await.unwrap().unwrap();
+    let m = f.store.messages(mb.id, 1..=u32::MAX).await.unwrap().remove(0);
+    let body = String::from_utf8(f.store.read_blob(&m.blob).await.unwrap()).unwrap();
+    assert!(body.starts_with("Return-Path: <sender@remote.test>\r\nReceived: from client.test ([127.0.0.1])"), "{body}");
+    assert!(body.ends_with("Subject: hello\r\n\r\n.dot\r\n"), "{body}");
+    assert_eq!(m.summary.envelope.subject.as_deref(), Some("hello"));
+    let env = f.store.envelope_of(mb.id, m.uid).await.unwrap().unwrap();
+    assert_eq!(env.ret.as_deref(), Some("HDRS"));
+    assert_eq!(env.envid.as_deref(), Some("abc"));
+    assert_eq!(env.recipients[0].notify.as_deref(), Some("FAILURE"));
+    assert!(c.cmd("QUIT").await.starts_with("221"));
+}
+
+#[tokio::test]
+async fn refuses_unknown_users_and_relaying() {
+    let f = fixture().await;
+    let (mut c, _t, _) = f.connect().await;
+    c.cmd("EHLO client.test").await;
+    assert!(c.cmd("RCPT TO:<alice@example.org>").await.starts_with("503 5.5.1"));
+    c.cmd("MAIL FROM:<x@remote.test>").await;
+    assert!(c.cmd("RCPT TO:<nobody@example.org>").await.starts_with("550 5.1.1"));
+    let relay = c.cmd("RCPT TO:<victim@elsewhere.test>").await;
+    assert!(relay.starts_with("554 5.7.1") && relay.contains("Relay access denied"), "{relay}");
+    assert!(c.cmd("DATA").await.starts_with("554 5.5.1"));
+    assert!(c.cmd("AUTH PLAIN AGFAYg==").await.starts_with("503"));
+}
+
+#[tokio::test]
+async fn group_members_get_one_copy_each() {
+    let f = fixture().await;
+    let (mut c, _t, _) = f.connect().await;
+    // Pipelined: all commands in one write.
+    c.send("EHLO c.test\r\nMAIL FROM:<x@remote.test>\r\nRCPT TO:<team@example.org>\r\nRCPT TO:<alice@example.org>\r\nDATA\r\n").await;
+    for want in ["250-", "250 2.1.0", "250 2.1.5", "250 2.1.5", "354"] {
+        let r = c.reply().await;
+        assert!(r.starts_with(want), "wanted {want}, got {r}");
+    }
+    assert!(c.cmd("Subject: team\r\n\r\nhi\r\n.").await.starts_with("250 2.0.0"));
+    assert_eq!(f.inbox_count("alice@example.org").await, 1, "alice once, though named twice");
+    assert_eq!(f.inbox_count("bob@example.org").await, 1);
+}
+
+#[tokio::test]
+async fn bdat_chunks_and_size_limit() {
+    let f = fixture().await;
+    let (mut c, _t, _) = f.connect().await;
+    c.cmd("EHLO c.test").await;
+    c.cmd("MAIL FROM:<x@remote.test> SIZE=100").await;
+    c.cmd("RCPT TO:<bob@example.org>").await;
+    c.send("BDAT 10\r\nSubject: a").await;
+    assert!(c.reply().await.starts_with("250 2.0.0 Ok: 10 octets"));
+    c.send("BDAT 8 LAST\r\n\r\n\r\nhi\r\n").await;
+    assert!(c.reply().await.starts_with("250 2.0.0 Ok: queued"));
+    assert_eq!(f.inbox_count("bob@example.org").await, 1);
+
+    assert!(c.cmd("MAIL FROM:<x@remote.test> SIZE=999999").await.starts_with("552 5.3.4"));
+    c.cmd("MAIL FROM:<x@remote.test>").await;
+    c.cmd("RCPT TO:<bob@example.org>").await;
+    c.cmd("DATA").await;
+    let big = "x".repeat(900);
+    let mut msg = String::new();
+    for _ in 0..10 {
+        msg.push_str(&big);
+        msg.push_str("\r\n");
+    }
+    msg.push('.');
+    assert!(c.cmd(&msg).await.starts_with("552 5.3.4"));
+    assert_eq!(f.inbox_count("bob@example.org").await, 1, "oversize message not stored");
+    assert!(c.cmd("NOOP").await.starts_with("250"), "session continues after a refused message");
+}
+
+#[tokio::test]
+async fn bare_lf_and_long_lines_are_refused() {
+    let f = fixture().await;
+    let (mut c, _t, _) = f.connect().await;
+    c.cmd("HELO c.test").await;
+    c.cmd("MAIL FROM:<x@remote.test>").await;
+    c.cmd("RCPT TO:<bob@example.org>").await;
+    c.cmd("DATA").await;
+    // A smuggling attempt: "\n.\n" must not end the data.
+    c.send("Subject: a\r\n\r\nbody\n.\nMAIL FROM:<evil@x.test>\r\n.\r\n").await;
+    let r = c.reply().await;
+    assert!(r.starts_with("550 5.6.0"), "{r}");
+    assert!(c.cmd("RSET").await.starts_with("250"), "the smuggled MAIL was data, not a command");
+
+    c.cmd("MAIL FROM:<x@remote.test>").await;
+    c.cmd("RCPT TO:<bob@example.org>").await;
+    c.cmd("DATA").await;
+    let r = c.cmd(&format!("Subject: a\r\n\r\n{}\r\n.", "y".repeat(1200))).await;
+    assert!(r.starts_with("550 5.6.0"), "{r}");
+    assert_eq!(f.inbox_count("bob@example.org").await, 0);
+}
+
+#[tokio::test]
+async fn garbage_gets_errors_then_disconnect() {
+    let f = fixture().await;
+    let (mut c, task, _) = f.connect().await;
+    assert!(c.cmd("\u{1}\u{2}garbage").await.starts_with("501"));
+    assert!(c.cmd("FOO BAR").await.starts_with("500 5.5.1"));
+    assert!(c.cmd(&"A".repeat(5000)).await.starts_with("500 5.5.2"));
+    assert!(c.cmd("MAIL FROM:<x@y.test>").await.starts_with("503"), "MAIL before HELO");
+    // Four errors so far; the tenth closes the session.
+    for _ in 0..6 {
+        assert!(c.cmd("XYZZY").await.starts_with("500 5.5.1"));
+    }
+    let last = c.line().await;
+    assert!(last.starts_with("421 4.7.0"), "{last}");
+    tokio::time::timeout(Duration::from_secs(2), task).await.expect("session ends").unwrap();
+}
+
+#[tokio::test]
+async fn shutdown_says_421() {
+    let f = fixture().await;
+    let (mut c, task, token) = f.connect().await;
+    c.cmd("EHLO c.test").await;
+    token.cancel();
+    assert!(c.reply().await.starts_with("421 4.3.2"));
+    tokio::time::timeout(Duration::from_secs(2), task).await.expect("session ends").unwrap();
+}
+
+#[tokio::test]
+async fn smtputf8_addresses_need_the_parameter() {
+    let f = fixture().await;
+    f.directory.add_user("josé@example.org", "José", "pw", 0, Role::User).await.unwrap();
+    let (mut c, _t, _) = f.connect().await;
+    c.cmd("EHLO c.test").await;
+    assert!(c.cmd("MAIL FROM:<jürgen@remote.test>").await.starts_with("553 5.6.7"));
+    assert!(c.cmd("MAIL FROM:<jürgen@remote.test> SMTPUTF8").await.starts_with("250"));
+    assert!(c.cmd("RCPT TO:<josé@example.org>").await.starts_with("250"));
+    c.cmd("DATA").await;
+    assert!(c.cmd("Subject: café\r\n\r\nhola\r\n.").await.starts_with("250"));
+    assert_eq!(f.inbox_count("josé@example.org").await, 1);
+}
