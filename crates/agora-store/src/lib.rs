@@ -86,6 +86,6 @@ pub trait Store: Send + Sync + 'static {
 
     // ---- life cycle ----
     fn subscribe(&self) -> broadcast::Receiver<Change>;
-    /// Waits for every write submitted so far, then checkpoints the log.
+    /// Waits until every write submitted so far is durable.
     async fn flush(&self) -> Result<()>;
 }

@@ -1,1 +1,103 @@
-fn main() {}
+//! The `agora` binary: command line, first-run setup, service wiring, signals.
+
+mod admin;
+mod config;
+mod serve;
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "agora", version, about = "Agora: mail, news, directory and DNS in one server")]
+pub struct Cli {
+    /// Data directory: information store, blobs, configuration, TLS files.
+    #[arg(long, global = true, env = "AGORA_DATA", default_value = "./agora-data")]
+    pub data: PathBuf,
+    /// Configuration file (default: DATA/agora.toml).
+    #[arg(long, global = true, env = "AGORA_CONFIG")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Cmd,
+}
+
+#[derive(Debug, clap::Args, Clone)]
+pub struct ListenArgs {
+    /// Add N to every default port (e.g. 10000: SMTP on 10025), to run without root.
+    #[arg(long)]
+    pub port_offset: Option<u16>,
+    /// Address for every listener without its own (default 0.0.0.0).
+    #[arg(long)]
+    pub bind: Option<IpAddr>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    /// Run the server (creates the data directory on first run).
+    Serve {
+        /// Mail domain to create on first run (default: the host name).
+        #[arg(long)]
+        domain: Option<String>,
+        /// Host name for greetings and the certificate (default: the machine's).
+        #[arg(long)]
+        hostname: Option<String>,
+        #[command(flatten)]
+        listen: ListenArgs,
+    },
+    /// Show the services, ports and TLS modes the configuration gives.
+    Ports {
+        #[command(flatten)]
+        listen: ListenArgs,
+    },
+    /// Hosted mail domains.
+    #[command(subcommand)]
+    Domain(admin::DomainCmd),
+    /// Mail accounts.
+    #[command(subcommand)]
+    User(admin::UserCmd),
+    /// Address aliases.
+    #[command(subcommand)]
+    Alias(admin::AliasCmd),
+    /// Distribution groups.
+    #[command(subcommand)]
+    Group(admin::GroupCmd),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("AGORA_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false)
+        .init();
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("agora: cannot start the runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Cmd::Serve { ref domain, ref hostname, ref listen } => {
+                serve::run(&cli, domain.clone(), hostname.clone(), listen.clone()).await
+            }
+            Cmd::Ports { ref listen } => serve::ports(&cli, listen),
+            Cmd::Domain(ref c) => admin::domain(&cli, c).await,
+            Cmd::User(ref c) => admin::user(&cli, c).await,
+            Cmd::Alias(ref c) => admin::alias(&cli, c).await,
+            Cmd::Group(ref c) => admin::group(&cli, c).await,
+        }
+    });
+    if let Err(e) = result {
+        // One line: the outermost context, then its causes.
+        let msg: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+        eprintln!("agora: {}", msg.join(": "));
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,278 @@
+//! Administration commands: domains, users, aliases, groups. They open the same store
+//! the running server uses, so changes take effect at once, without a restart.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::sync::Arc;
+
+use agora_directory::{Directory, normalize_address, normalize_domain};
+use agora_store::sqlite::SqliteStore;
+use agora_store::{Role, Store};
+use anyhow::{Context, Result, bail};
+use clap::Subcommand;
+
+use crate::Cli;
+
+#[derive(Debug, Subcommand)]
+pub enum DomainCmd {
+    /// Host a new mail domain.
+    Add { name: String },
+    /// List hosted domains.
+    List,
+    /// Stop hosting a domain (it must have no users, aliases or groups left).
+    Remove { name: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCmd {
+    /// Create an account; its login is its full address.
+    Add {
+        login: String,
+        /// Display name.
+        #[arg(long, default_value = "")]
+        name: String,
+        /// Quota in bytes (0: none).
+        #[arg(long, default_value_t = 0)]
+        quota: u64,
+        /// Make the account an administrator.
+        #[arg(long)]
+        admin: bool,
+        /// Read the password from the first line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// List accounts.
+    List {
+        #[arg(long)]
+        domain: Option<String>,
+    },
+    /// Show one account.
+    Show { login: String },
+    /// Delete an account with all its mail.
+    Remove { login: String },
+    /// Change a password.
+    Passwd {
+        login: String,
+        #[arg(long)]
+        password_stdin: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AliasCmd {
+    /// Deliver mail for ADDRESS to TARGET (repeat to add more targets).
+    Add { address: String, target: String },
+    /// Remove an alias with all its targets.
+    Remove { address: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GroupCmd {
+    /// Create a distribution group.
+    Add {
+        address: String,
+        #[arg(long, default_value = "")]
+        name: String,
+    },
+    /// Delete a distribution group.
+    Remove { address: String },
+    /// List groups and their members.
+    List,
+    /// Group membership.
+    #[command(subcommand)]
+    Member(MemberCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MemberCmd {
+    /// Add an account, group or external address to a group.
+    Add { group: String, member: String },
+    /// Remove a member from a group.
+    Remove { group: String, member: String },
+}
+
+/// Opens the store of an existing data directory; never creates one by mistake.
+fn open(cli: &Cli) -> Result<(Arc<SqliteStore>, Directory)> {
+    if !cli.data.join("agora.db").exists() {
+        bail!(
+            "no information store in {}: run `agora serve` once to create it, or pass --data DIR",
+            cli.data.display()
+        );
+    }
+    let store = SqliteStore::open(&cli.data).with_context(|| format!("opening store in {}", cli.data.display()))?;
+    let dyn_store: Arc<dyn Store> = Arc::new(Arc::clone(&store));
+    Ok((store, Directory::new(dyn_store)))
+}
+
+/// Reads a password: one line from stdin with --password-stdin, else a silent prompt.
+fn read_password(from_stdin: bool) -> Result<String> {
+    if from_stdin {
+        let mut line = String::new();
+        std::io::stdin().lock().read_line(&mut line).context("reading password from standard input")?;
+        let pw = line.trim_end_matches(['\r', '\n']).to_string();
+        if pw.is_empty() {
+            bail!("empty password on standard input");
+        }
+        return Ok(pw);
+    }
+    if !std::io::stdin().is_terminal() {
+        bail!("no terminal to ask for a password: use --password-stdin");
+    }
+    let first = prompt_hidden("Password: ")?;
+    let second = prompt_hidden("Again: ")?;
+    if first != second {
+        bail!("the passwords differ");
+    }
+    if first.is_empty() {
+        bail!("empty password");
+    }
+    Ok(first)
+}
+
+fn prompt_hidden(prompt: &str) -> Result<String> {
+    eprint!("{prompt}");
+    std::io::stderr().flush().ok();
+    let stty = |arg: &str| std::process::Command::new("stty").arg(arg).stdin(std::process::Stdio::inherit()).status();
+    let hidden = stty("-echo").map(|s| s.success()).unwrap_or(false);
+    let mut line = String::new();
+    let read = std::io::stdin().lock().read_line(&mut line);
+    if hidden {
+        let _ = stty("echo");
+    }
+    eprintln!();
+    read.context("reading password")?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_string())
+}
+
+pub async fn domain(cli: &Cli, cmd: &DomainCmd) -> Result<()> {
+    let (store, dir) = open(cli)?;
+    let out = match cmd {
+        DomainCmd::Add { name } => {
+            dir.add_domain(name).await?;
+            println!("domain {} added", normalize_domain(name)?);
+            Ok(())
+        }
+        DomainCmd::List => {
+            for d in store.domains().await? {
+                println!("{}", d.name);
+            }
+            Ok(())
+        }
+        DomainCmd::Remove { name } => {
+            store.remove_domain(&normalize_domain(name)?).await?;
+            println!("domain {} removed", normalize_domain(name)?);
+            Ok(())
+        }
+    };
+    store.close();
+    out
+}
+
+pub async fn user(cli: &Cli, cmd: &UserCmd) -> Result<()> {
+    let (store, dir) = open(cli)?;
+    let out = user_inner(&store, &dir, cmd).await;
+    store.close();
+    out
+}
+
+async fn user_inner(store: &Arc<SqliteStore>, dir: &Directory, cmd: &UserCmd) -> Result<()> {
+    match cmd {
+        UserCmd::Add { login, name, quota, admin, password_stdin } => {
+            let login = normalize_address(login)?;
+            let pw = read_password(*password_stdin)?;
+            let role = if *admin { Role::Admin } else { Role::User };
+            let acc = dir.add_user(&login, name, &pw, *quota, role).await?;
+            println!("user {} added", acc.login);
+        }
+        UserCmd::List { domain } => {
+            let domain = domain.as_deref().map(normalize_domain).transpose()?;
+            for a in store.accounts(domain.as_deref()).await? {
+                println!("{}\t{}\t{}", a.login, a.role.as_str(), a.display_name);
+            }
+        }
+        UserCmd::Show { login } => {
+            let login = normalize_address(login)?;
+            let a = store.account_by_login(&login).await?.with_context(|| format!("user {login} not found"))?;
+            println!("login:        {}", a.login);
+            println!("display name: {}", a.display_name);
+            println!("role:         {}", a.role.as_str());
+            println!("addresses:    {}", if a.addresses.is_empty() { "-".into() } else { a.addresses.join(", ") });
+            println!("quota:        {}", if a.quota == 0 { "none".to_string() } else { format!("{} bytes", a.quota) });
+            println!("used:         {} bytes", a.used);
+            for m in store.mailboxes(a.id).await? {
+                let su = m.special_use.map(|s| s.as_str()).unwrap_or("");
+                println!("mailbox:      {} {} ({} messages)", m.name, su, m.messages);
+            }
+        }
+        UserCmd::Remove { login } => {
+            let login = normalize_address(login)?;
+            store.remove_account(&login).await?;
+            println!("user {login} removed");
+        }
+        UserCmd::Passwd { login, password_stdin } => {
+            let login = normalize_address(login)?;
+            if store.account_by_login(&login).await?.is_none() {
+                bail!("user {login} not found");
+            }
+            let pw = read_password(*password_stdin)?;
+            dir.set_password(&login, &pw).await?;
+            println!("password of {login} changed");
+        }
+    }
+    Ok(())
+}
+
+pub async fn alias(cli: &Cli, cmd: &AliasCmd) -> Result<()> {
+    let (store, dir) = open(cli)?;
+    let out = async {
+        match cmd {
+            AliasCmd::Add { address, target } => {
+                dir.add_alias(address, target).await?;
+                println!("alias {} -> {} added", normalize_address(address)?, normalize_address(target)?);
+            }
+            AliasCmd::Remove { address } => {
+                let a = normalize_address(address)?;
+                store.remove_alias(&a).await?;
+                println!("alias {a} removed");
+            }
+        }
+        Ok(())
+    }
+    .await;
+    store.close();
+    out
+}
+
+pub async fn group(cli: &Cli, cmd: &GroupCmd) -> Result<()> {
+    let (store, dir) = open(cli)?;
+    let out = async {
+        match cmd {
+            GroupCmd::Add { address, name } => {
+                dir.add_group(address, name).await?;
+                println!("group {} added", normalize_address(address)?);
+            }
+            GroupCmd::Remove { address } => {
+                let a = normalize_address(address)?;
+                store.remove_group(&a).await?;
+                println!("group {a} removed");
+            }
+            GroupCmd::List => {
+                for g in store.groups().await? {
+                    println!("{}\t{}\t{}", g.address, g.display_name, g.members.join(","));
+                }
+            }
+            GroupCmd::Member(MemberCmd::Add { group, member }) => {
+                dir.add_group_member(group, member).await?;
+                println!("{} added to {}", normalize_address(member)?, normalize_address(group)?);
+            }
+            GroupCmd::Member(MemberCmd::Remove { group, member }) => {
+                let (g, m) = (normalize_address(group)?, normalize_address(member)?);
+                store.remove_group_member(&g, &m).await?;
+                println!("{m} removed from {g}");
+            }
+        }
+        Ok(())
+    }
+    .await;
+    store.close();
+    out
+}

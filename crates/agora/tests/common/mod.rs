@@ -1,0 +1,274 @@
+//! Harness for end-to-end tests: runs the real `agora` binary on its own loopback
+//! address (127.77.x.y) with --port-offset 10000, and small helpers for real clients.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_agora");
+pub const DOMAIN: &str = "example.org";
+static NEXT: AtomicU32 = AtomicU32::new(1);
+
+/// A loopback address no other test in this run uses.
+pub fn unique_ip() -> String {
+    let n = NEXT.fetch_add(1, Ordering::SeqCst);
+    let pid = std::process::id();
+    format!("127.77.{}.{}", (pid % 250) + 1, n % 250 + 1)
+}
+
+/// True if `tool` runs; if not, the test is skipped unless AGORA_REQUIRE_PEERS is set,
+/// in which case a missing tool is a failure (CI installs every peer first).
+pub fn have(tool: &str) -> bool {
+    let ok = Command::new("sh").arg("-c").arg(format!("command -v {tool}")).output().map(|o| o.status.success()).unwrap_or(false);
+    if !ok {
+        if std::env::var_os("AGORA_REQUIRE_PEERS").is_some() {
+            panic!("{tool} is required (AGORA_REQUIRE_PEERS is set) but not installed");
+        }
+        eprintln!("skipping: {tool} not installed (run scripts/test to install peers)");
+    }
+    ok
+}
+
+pub struct Agora {
+    pub dir: tempfile::TempDir,
+    pub ip: String,
+    child: Option<Child>,
+    /// Everything the server printed on stdout up to "agora: ready".
+    pub banner: String,
+    pub admin_password: Option<String>,
+}
+
+impl Agora {
+    pub fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn smtp(&self) -> String {
+        format!("{}:10025", self.ip)
+    }
+
+    /// First run on a fresh data directory.
+    pub fn start() -> Agora {
+        Agora::start_with(|_| {})
+    }
+
+    /// First run; `prepare` may write files (e.g. a configuration) into the data directory.
+    pub fn start_with(prepare: impl FnOnce(&Path)) -> Agora {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        std::fs::create_dir_all(&data).unwrap();
+        prepare(&data);
+        let mut a = Agora { dir, ip: unique_ip(), child: None, banner: String::new(), admin_password: None };
+        a.spawn();
+        a.admin_password = a
+            .banner
+            .lines()
+            .find_map(|l| l.split_once("(shown only this once): ").map(|(_, p)| p.trim().to_string()));
+        a
+    }
+
+    fn command(&self) -> Command {
+        let mut c = Command::new(BIN);
+        c.arg("--data").arg(self.data()).env("AGORA_LOG", "warn");
+        c
+    }
+
+    pub fn spawn(&mut self) {
+        let (child, banner) = spawn_server(self.command(), &self.ip).unwrap_or_else(|e| panic!("{e}"));
+        self.child = Some(child);
+        self.banner = banner;
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let st = Command::new("kill").arg(format!("-{sig}")).arg(self.pid().to_string()).status().unwrap();
+        assert!(st.success());
+    }
+
+    /// SIGTERM and wait; returns the exit status.
+    pub fn stop(&mut self) -> ExitStatus {
+        self.signal("TERM");
+        self.wait(Duration::from_secs(30))
+    }
+
+    pub fn wait(&mut self, limit: Duration) -> ExitStatus {
+        let child = self.child.as_mut().unwrap();
+        let start = Instant::now();
+        loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                self.child = None;
+                return st;
+            }
+            assert!(start.elapsed() < limit, "server did not exit within {limit:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn kill9(&mut self) {
+        let mut c = self.child.take().unwrap();
+        c.kill().unwrap();
+        c.wait().unwrap();
+    }
+
+    /// Runs an administration command against this server's data directory.
+    pub fn cli(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        let mut c = self.command();
+        c.args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        let mut input = child.stdin.take().unwrap();
+        if let Some(s) = stdin {
+            input.write_all(s.as_bytes()).unwrap();
+        }
+        drop(input);
+        child.wait_with_output().unwrap()
+    }
+
+    pub fn cli_ok(&self, args: &[&str], stdin: Option<&str>) -> String {
+        let out = self.cli(args, stdin);
+        assert!(out.status.success(), "agora {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Number of messages in a user's INBOX, as `agora user show` reports it.
+    pub fn inbox_count(&self, login: &str) -> u32 {
+        let out = self.cli_ok(&["user", "show", login], None);
+        let line = out.lines().find(|l| l.contains("mailbox:") && l.contains("INBOX")).unwrap();
+        let n = line.rsplit_once('(').unwrap().1.split(' ').next().unwrap();
+        n.parse().unwrap()
+    }
+}
+
+impl Drop for Agora {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Starts `agora serve` and waits for "agora: ready". Err carries what it printed.
+pub fn spawn_server(mut cmd: Command, ip: &str) -> Result<(Child, String), String> {
+    cmd.args(["serve", "--domain", DOMAIN, "--hostname", "mx.example.org", "--port-offset", "10000", "--bind", ip])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().map_err(|e| e.to_string())?;
+    let stdout = child.stdout.take().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let (etx, erx) = mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = BufReader::new(stderr).read_to_string(&mut s);
+        let _ = etx.send(s);
+    });
+    let mut banner = String::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(line) => {
+                banner.push_str(&line);
+                banner.push('\n');
+                if line == "agora: ready" {
+                    return Ok((child, banner));
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) if Instant::now() < deadline => {
+                if let Ok(Some(_)) = child.try_wait() {
+                    let err = erx.recv_timeout(Duration::from_secs(5)).unwrap_or_default();
+                    return Err(format!("agora exited early.\nstdout:\n{banner}\nstderr:\n{err}"));
+                }
+            }
+            Err(_) => {
+                let _ = child.kill();
+                let err = erx.recv_timeout(Duration::from_secs(5)).unwrap_or_default();
+                return Err(format!("agora did not become ready.\nstdout:\n{banner}\nstderr:\n{err}"));
+            }
+        }
+    }
+}
+
+/// A minimal blocking SMTP client for tests that need exact control of the dialogue.
+pub struct SmtpClient {
+    r: BufReader<TcpStream>,
+    w: TcpStream,
+}
+
+impl SmtpClient {
+    pub fn connect(addr: &str) -> std::io::Result<(SmtpClient, String)> {
+        let s = TcpStream::connect(addr)?;
+        s.set_read_timeout(Some(Duration::from_secs(20)))?;
+        let mut c = SmtpClient { r: BufReader::new(s.try_clone()?), w: s };
+        let greeting = c.reply()?;
+        Ok((c, greeting))
+    }
+
+    pub fn reply(&mut self) -> std::io::Result<String> {
+        let mut all = String::new();
+        loop {
+            let mut l = String::new();
+            if self.r.read_line(&mut l)? == 0 {
+                return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, format!("closed after {all:?}")));
+            }
+            all.push_str(&l);
+            if l.len() < 4 || l.as_bytes()[3] != b'-' {
+                return Ok(all);
+            }
+        }
+    }
+
+    pub fn cmd(&mut self, line: &str) -> std::io::Result<String> {
+        self.w.write_all(format!("{line}\r\n").as_bytes())?;
+        self.reply()
+    }
+
+    /// Sends one message; returns the reply to the end of data.
+    pub fn send_message(&mut self, from: &str, to: &[&str], body: &str) -> std::io::Result<String> {
+        expect(&self.cmd(&format!("MAIL FROM:<{from}>"))?, "250")?;
+        for t in to {
+            expect(&self.cmd(&format!("RCPT TO:<{t}>"))?, "250")?;
+        }
+        expect(&self.cmd("DATA")?, "354")?;
+        self.w.write_all(body.as_bytes())?;
+        self.cmd("\r\n.")
+    }
+}
+
+fn expect(reply: &str, code: &str) -> std::io::Result<()> {
+    if reply.starts_with(code) { Ok(()) } else { Err(std::io::Error::other(format!("expected {code}, got {reply}"))) }
+}
+
+/// Runs a program with `input` on stdin; returns (success, stdout+stderr).
+pub fn run(program: &str, args: &[&str], input: &str) -> (bool, String) {
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("running {program}: {e}"));
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(input.as_bytes()).unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    let mut text = String::from_utf8_lossy(&out.stdout).to_string();
+    text.push_str(&String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}

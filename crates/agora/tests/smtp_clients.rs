@@ -1,0 +1,139 @@
+//! Real SMTP clients against the real binary: Python's smtplib, swaks, curl, and
+//! openssl s_client for STARTTLS.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::{Agora, DOMAIN, have, run};
+
+#[test]
+fn python_smtplib_delivers_and_sees_refusals() {
+    if !have("python3") {
+        return;
+    }
+    let a = Agora::start();
+    let script = format!(
+        r#"
+import smtplib, sys
+s = smtplib.SMTP("{ip}", 10025, timeout=20)
+code, ext = s.ehlo("client.test")
+assert code == 250, code
+for e in ("pipelining", "size", "8bitmime", "smtputf8", "chunking", "dsn", "starttls", "enhancedstatuscodes"):
+    assert s.has_extn(e), e
+refused = s.sendmail("sender@remote.test", ["admin@{d}"], "Subject: from smtplib\r\n\r\nhello\r\n")
+assert refused == {{}}, refused
+try:
+    s.sendmail("sender@remote.test", ["nobody@{d}"], "Subject: x\r\n\r\nx\r\n")
+    sys.exit("unknown user accepted")
+except smtplib.SMTPRecipientsRefused as e:
+    code, msg = e.recipients["nobody@{d}"]
+    assert code == 550 and b"5.1.1" in msg, (code, msg)
+try:
+    s.sendmail("sender@remote.test", ["victim@elsewhere.test"], "Subject: x\r\n\r\nx\r\n")
+    sys.exit("open relay!")
+except smtplib.SMTPRecipientsRefused as e:
+    code, msg = e.recipients["victim@elsewhere.test"]
+    assert code == 554 and b"5.7.1" in msg, (code, msg)
+s.starttls()
+s.ehlo("client.test")
+assert not s.has_extn("starttls")
+refused = s.sendmail("sender@remote.test", ["postmaster@{d}"], "Subject: over tls\r\n\r\nsecret\r\n")
+assert refused == {{}}, refused
+s.quit()
+print("ok")
+"#,
+        ip = a.ip,
+        d = DOMAIN
+    );
+    let (ok, out) = run("python3", &["-c", &script], "");
+    assert!(ok && out.contains("ok"), "{out}");
+    // postmaster@ is an alias of the administrator: both messages landed there.
+    assert_eq!(a.inbox_count(&format!("admin@{DOMAIN}")), 2);
+}
+
+#[test]
+fn swaks_plain_starttls_and_bdat() {
+    if !have("swaks") {
+        return;
+    }
+    let a = Agora::start();
+    let to = format!("admin@{DOMAIN}");
+    let (ok, out) = run("swaks", &["--server", &a.smtp(), "--to", &to, "--from", "s@remote.test", "--helo", "swaks.test"], "");
+    assert!(ok && out.contains("250 2.0.0 Ok: queued"), "{out}");
+    let (ok, out) = run("swaks", &["--server", &a.smtp(), "--to", &to, "--from", "s@remote.test", "--tls"], "");
+    assert!(ok && out.contains("250 2.0.0 Ok: queued") && out.contains("TLS started"), "{out}");
+    let (ok, out) = run("swaks", &["--server", &a.smtp(), "--to", "ghost@example.org", "--from", "s@remote.test"], "");
+    assert!(!ok && out.contains("550 5.1.1"), "{out}");
+    assert_eq!(a.inbox_count(&to), 2);
+}
+
+#[test]
+fn curl_smtp_upload() {
+    if !have("curl") {
+        return;
+    }
+    let a = Agora::start();
+    let url = format!("smtp://{}/curl.test", a.smtp());
+    let rcpt = format!("<admin@{DOMAIN}>");
+    let (ok, out) = run(
+        "curl",
+        &["-sS", "--url", &url, "--mail-from", "<c@remote.test>", "--mail-rcpt", &rcpt, "-T", "-"],
+        "From: c@remote.test\r\nSubject: from curl\r\n\r\nbody\r\n",
+    );
+    assert!(ok, "{out}");
+    assert_eq!(a.inbox_count(&format!("admin@{DOMAIN}")), 1);
+}
+
+#[test]
+fn openssl_starttls_handshake() {
+    if !have("openssl") {
+        return;
+    }
+    let a = Agora::start();
+    let (_, out) = run(
+        "openssl",
+        &["s_client", "-starttls", "smtp", "-connect", &a.smtp(), "-servername", "mx.example.org", "-brief", "-ign_eof", "-nocommands"],
+        "EHLO tls.test\r\nQUIT\r\n",
+    );
+    assert!(out.contains("Protocol version: TLSv1.3"), "{out}");
+    assert!(out.contains("250-mx.example.org") && out.contains("250 DSN"), "{out}");
+    assert!(out.contains("221 2.0.0"), "{out}");
+}
+
+#[test]
+fn commands_injected_before_tls_are_discarded() {
+    if !have("openssl") {
+        return;
+    }
+    // The plaintext "NOOP" sent in the same packet as STARTTLS must not run inside TLS.
+    let a = Agora::start();
+    let script = format!(
+        r#"
+import socket, ssl
+s = socket.create_connection(("{ip}", 10025), timeout=10)
+f = s.makefile("rb")
+f.readline()
+s.sendall(b"EHLO x\r\n")
+while True:
+    l = f.readline()
+    if l[3:4] == b" ": break
+s.sendall(b"STARTTLS\r\nRSET\r\n")
+assert f.readline().startswith(b"220")
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+t = ctx.wrap_socket(s, server_hostname="mx.example.org")
+t.sendall(b"NOOP\r\n")
+r = t.recv(1000)
+assert r.startswith(b"250 2.0.0 Ok"), r
+t.settimeout(1)
+try:
+    extra = t.recv(1000)
+except socket.timeout:
+    extra = b""
+assert extra == b"", ("injected command was answered", extra)
+print("ok")
+"#,
+        ip = a.ip
+    );
+    let (ok, out) = run("python3", &["-c", &script], "");
+    assert!(ok && out.contains("ok"), "{out}");
+}
