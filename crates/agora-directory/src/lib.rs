@@ -77,9 +77,7 @@ pub fn normalize_address(address: &str) -> Result<String> {
         || local.starts_with('.')
         || local.ends_with('.')
         || local.contains("..")
-        || !local.chars().all(|c| {
-            c.is_alphanumeric() || (c.is_ascii_punctuation() && !"\"(),:;<>@[\\]".contains(c))
-        })
+        || !local.chars().all(|c| c.is_alphanumeric() || (c.is_ascii_punctuation() && !"\"(),:;<>@[\\]".contains(c)))
     {
         return Err(bad());
     }
@@ -285,9 +283,7 @@ impl Directory {
         };
         let hash = account.as_ref().map(|a| a.password_hash.clone()).unwrap_or_else(dummy_hash);
         let password = password.to_string();
-        let ok = tokio::task::spawn_blocking(move || verify_password(&password, &hash))
-            .await
-            .unwrap_or(false);
+        let ok = tokio::task::spawn_blocking(move || verify_password(&password, &hash)).await.unwrap_or(false);
         Ok(if ok { account } else { None })
     }
 }

@@ -256,10 +256,7 @@ impl Conn {
     /// Upgrades to TLS. Anything the client sent after the STARTTLS command and before
     /// the handshake is discarded, so no plaintext command can ride into the TLS session.
     pub async fn start_tls(&mut self) -> std::io::Result<()> {
-        let cfg = self
-            .tls_config
-            .clone()
-            .ok_or_else(|| std::io::Error::other("TLS is not configured"))?;
+        let cfg = self.tls_config.clone().ok_or_else(|| std::io::Error::other("TLS is not configured"))?;
         self.flush().await?;
         self.rbuf.clear();
         self.rpos = 0;

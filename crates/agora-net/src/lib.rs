@@ -87,10 +87,11 @@ pub struct BindError {
 pub fn bind(spec: &ListenerSpec) -> Result<TcpListener, BindError> {
     let err = |source: std::io::Error| {
         let hint = match source.kind() {
-            std::io::ErrorKind::PermissionDenied => format!(
+            std::io::ErrorKind::PermissionDenied => {
                 " (ports below 1024 need root or CAP_NET_BIND_SERVICE: run with --port-offset 10000, \
                  or `setcap cap_net_bind_service=+ep` on the binary)"
-            ),
+                    .to_string()
+            }
             std::io::ErrorKind::AddrInUse => format!(
                 " (another program uses port {}: stop it, change [listeners.{}] in the configuration, \
                  or use --port-offset)",
@@ -202,7 +203,11 @@ impl Server {
             let _ = sock.set_nodelay(true);
             // A semaphore, not a counter checked then incremented: admission cannot race.
             let Ok(permit) = Arc::clone(&self.permits).try_acquire_owned() else {
-                tracing::warn!("{}: refusing {peer}: connection limit {} reached", spec.service, self.limits.max_connections);
+                tracing::warn!(
+                    "{}: refusing {peer}: connection limit {} reached",
+                    spec.service,
+                    self.limits.max_connections
+                );
                 self.refuse(sock, service.busy_reply());
                 continue;
             };
@@ -249,7 +254,11 @@ impl Server {
             }
         }
         let Some(_slot) = take_ip_slot(&self.per_ip, peer.ip(), self.limits.max_per_ip) else {
-            tracing::warn!("{}: refusing {peer}: more than {} connections from it", spec.service, self.limits.max_per_ip);
+            tracing::warn!(
+                "{}: refusing {peer}: more than {} connections from it",
+                spec.service,
+                self.limits.max_per_ip
+            );
             let _ = tokio::time::timeout(Duration::from_secs(2), async {
                 let _ = sock.write_all(service.busy_reply()).await;
                 let _ = sock.shutdown().await;
@@ -360,7 +369,12 @@ mod tests {
     async fn limits_proxy_and_shutdown() {
         let limits = Limits { max_connections: 2, max_per_ip: 1, ..Limits::default() };
         let server = Server::new(limits, None);
-        let spec = ListenerSpec { service: "echo".into(), addr: "127.0.0.1:0".parse().unwrap(), tls: TlsMode::None, proxy_protocol: false };
+        let spec = ListenerSpec {
+            service: "echo".into(),
+            addr: "127.0.0.1:0".parse().unwrap(),
+            tls: TlsMode::None,
+            proxy_protocol: false,
+        };
         let l = bind(&spec).unwrap();
         let addr = l.local_addr().unwrap();
         server.spawn_listener(l, spec, Arc::new(Echo));
@@ -371,7 +385,12 @@ mod tests {
         let mut b = BufReader::new(TcpStream::connect(addr).await.unwrap());
         assert_eq!(line(&mut b).await, "BUSY\r\n");
 
-        let spec2 = ListenerSpec { service: "proxied".into(), addr: "127.0.0.1:0".parse().unwrap(), tls: TlsMode::None, proxy_protocol: true };
+        let spec2 = ListenerSpec {
+            service: "proxied".into(),
+            addr: "127.0.0.1:0".parse().unwrap(),
+            tls: TlsMode::None,
+            proxy_protocol: true,
+        };
         let l2 = bind(&spec2).unwrap();
         let addr2 = l2.local_addr().unwrap();
         server.spawn_listener(l2, spec2, Arc::new(Echo));
@@ -388,7 +407,12 @@ mod tests {
 
     #[tokio::test]
     async fn bind_error_names_service_and_fix() {
-        let spec = ListenerSpec { service: "smtp".into(), addr: "127.0.0.1:0".parse().unwrap(), tls: TlsMode::None, proxy_protocol: false };
+        let spec = ListenerSpec {
+            service: "smtp".into(),
+            addr: "127.0.0.1:0".parse().unwrap(),
+            tls: TlsMode::None,
+            proxy_protocol: false,
+        };
         let l = bind(&spec).unwrap();
         let taken = ListenerSpec { addr: l.local_addr().unwrap(), ..spec };
         let e = bind(&taken).unwrap_err().to_string();

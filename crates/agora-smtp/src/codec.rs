@@ -45,7 +45,10 @@ pub enum Command {
     Mail(String, MailParams),
     Rcpt(String, RcptParams),
     Data,
-    Bdat { size: u64, last: bool },
+    Bdat {
+        size: u64,
+        last: bool,
+    },
     Rset,
     Noop,
     Quit,
@@ -73,9 +76,7 @@ impl CommandError {
         match self {
             CommandError::Unrecognized => reply(500, "5.5.1", "Error: command not recognized"),
             CommandError::Syntax(m) => reply(501, "5.5.4", &format!("Syntax: {m}")),
-            CommandError::UnknownParam(p) => {
-                reply(555, "5.5.4", &format!("Unsupported option: {}", sanitize(p)))
-            }
+            CommandError::UnknownParam(p) => reply(555, "5.5.4", &format!("Unsupported option: {}", sanitize(p))),
             CommandError::BadAddress(m) => reply(553, "5.1.3", &format!("Bad address syntax: {m}")),
         }
     }
@@ -125,7 +126,8 @@ pub fn parse_command(line: &[u8]) -> Result<Command, CommandError> {
             Ok(if verb == "HELO" { Command::Helo(host.into()) } else { Command::Ehlo(host.into()) })
         }
         "MAIL" => {
-            let arg = strip_prefix_ci(rest, "FROM:").ok_or_else(|| CommandError::Syntax("MAIL FROM:<address>".into()))?;
+            let arg =
+                strip_prefix_ci(rest, "FROM:").ok_or_else(|| CommandError::Syntax("MAIL FROM:<address>".into()))?;
             let (path, params) = split_path(arg)?;
             let path = parse_path(path, true)?;
             Ok(Command::Mail(path, parse_mail_params(params)?))
@@ -145,7 +147,9 @@ pub fn parse_command(line: &[u8]) -> Result<Command, CommandError> {
             let mut it = rest.split_ascii_whitespace();
             let size = it
                 .next()
-                .and_then(|s| if s.bytes().all(|b| b.is_ascii_digit()) && s.len() <= 18 { s.parse().ok() } else { None })
+                .and_then(
+                    |s| if s.bytes().all(|b| b.is_ascii_digit()) && s.len() <= 18 { s.parse().ok() } else { None },
+                )
                 .ok_or_else(|| CommandError::Syntax("BDAT chunk-size [LAST]".into()))?;
             let last = match it.next() {
                 None => false,
@@ -239,7 +243,10 @@ fn parse_path(path: &str, allow_null: bool) -> Result<String, CommandError> {
     } else {
         !domain.is_empty()
             && domain.split('.').all(|l| {
-                !l.is_empty() && !l.starts_with('-') && !l.ends_with('-') && l.chars().all(|c| !c.is_ascii() || c.is_ascii_alphanumeric() || c == '-')
+                !l.is_empty()
+                    && !l.starts_with('-')
+                    && !l.ends_with('-')
+                    && l.chars().all(|c| !c.is_ascii() || c.is_ascii_alphanumeric() || c == '-')
             })
     };
     if !local_ok || !domain_ok {
@@ -265,7 +272,11 @@ fn parse_mail_params(params: &str) -> Result<MailParams, CommandError> {
         let bad = || CommandError::Syntax(format!("bad {k} parameter"));
         match (k.as_str(), v) {
             ("SIZE", Some(v)) => {
-                out.size = Some(if v.len() <= 18 && v.bytes().all(|b| b.is_ascii_digit()) { v.parse().map_err(|_| bad())? } else { return Err(bad()) })
+                out.size = Some(if v.len() <= 18 && v.bytes().all(|b| b.is_ascii_digit()) {
+                    v.parse().map_err(|_| bad())?
+                } else {
+                    return Err(bad());
+                })
             }
             ("BODY", Some(v)) if v.eq_ignore_ascii_case("7BIT") => out.body = Some(Body::SevenBit),
             ("BODY", Some(v)) if v.eq_ignore_ascii_case("8BITMIME") => out.body = Some(Body::EightBitMime),
@@ -415,7 +426,8 @@ pub fn rfc5322_date(secs: i64) -> String {
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
     let weekday = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"][days.rem_euclid(7) as usize];
-    let mon = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"][(month - 1) as usize];
+    let mon =
+        ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"][(month - 1) as usize];
     format!("{weekday}, {d} {mon} {year} {h:02}:{m:02}:{s:02} +0000")
 }
 
@@ -440,15 +452,24 @@ mod tests {
 
     #[test]
     fn parses_rcpt_forms() {
-        let c = parse_command(b"RCPT TO:<@relay.example:\"john doe\"@x.example> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;j@x.example").unwrap();
+        let c = parse_command(
+            b"RCPT TO:<@relay.example:\"john doe\"@x.example> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;j@x.example",
+        )
+        .unwrap();
         let Command::Rcpt(to, p) = c else { panic!() };
         assert_eq!(to, "\"john doe\"@x.example");
         assert_eq!(p.notify.as_deref(), Some("SUCCESS,FAILURE"));
-        assert_eq!(parse_command(b"RCPT TO:<Postmaster>").unwrap(), Command::Rcpt("postmaster".into(), RcptParams::default()));
+        assert_eq!(
+            parse_command(b"RCPT TO:<Postmaster>").unwrap(),
+            Command::Rcpt("postmaster".into(), RcptParams::default())
+        );
         assert!(matches!(parse_command(b"RCPT TO:<>"), Err(CommandError::BadAddress(_))));
         assert!(matches!(parse_command(b"RCPT TO:<a@b.c> NOTIFY=NEVER,DELAY"), Err(CommandError::Syntax(_))));
         assert!(matches!(parse_command(b"RCPT TO:<no-at-sign>"), Err(CommandError::BadAddress(_))));
-        let Command::Rcpt(to, _) = parse_command("RCPT TO:<пользователь@пример.рф>".as_bytes()).unwrap() else { panic!() };
+        let Command::Rcpt(to, _) = parse_command("RCPT TO:<пользователь@пример.рф>".as_bytes()).unwrap()
+        else {
+            panic!()
+        };
         assert_eq!(to, "пользователь@пример.рф");
     }
 

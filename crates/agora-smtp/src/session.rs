@@ -9,8 +9,7 @@ use agora_net::{Conn, Read};
 use agora_store::{Delivery, DeliveryTarget, Envelope, EnvelopeRecipient, Flags, Store, now};
 
 use crate::codec::{
-    self, Command, DataDecoder, MAX_COMMAND_LINE, MAX_TEXT_LINE, MailParams, RcptParams, reply,
-    reply_lines, sanitize,
+    self, Command, DataDecoder, MAX_COMMAND_LINE, MAX_TEXT_LINE, MailParams, RcptParams, reply, reply_lines, sanitize,
 };
 
 #[derive(Debug, Clone)]
@@ -134,7 +133,8 @@ impl Session {
             && tx.chunks.is_some()
             && !matches!(cmd, Command::Bdat { .. } | Command::Rset | Command::Quit | Command::Noop)
         {
-            return self.error(conn, reply(503, "5.5.1", "Error: BDAT transfer in progress, only BDAT or RSET allowed"));
+            return self
+                .error(conn, reply(503, "5.5.1", "Error: BDAT transfer in progress, only BDAT or RSET allowed"));
         }
         match cmd {
             Command::Helo(host) => {
@@ -205,7 +205,10 @@ impl Session {
                 .as_bytes(),
             ),
             Command::Auth => {
-                return self.error(conn, reply(503, "5.5.1", "Error: authentication not enabled on this port; use submission"));
+                return self.error(
+                    conn,
+                    reply(503, "5.5.1", "Error: authentication not enabled on this port; use submission"),
+                );
             }
         }
         Flow::Continue
@@ -229,7 +232,11 @@ impl Session {
         {
             return self.error(
                 conn,
-                reply(552, "5.3.4", &format!("Error: message size exceeds fixed limit of {} bytes", self.cfg.max_message_size)),
+                reply(
+                    552,
+                    "5.3.4",
+                    &format!("Error: message size exceeds fixed limit of {} bytes", self.cfg.max_message_size),
+                ),
             );
         }
         self.tx = Some(Transaction { from, params, ..Transaction::default() });
@@ -249,7 +256,8 @@ impl Session {
             return Flow::Continue;
         }
         let shown = sanitize(&to);
-        let lookup = if to == "postmaster" { "postmaster@".to_string() + &self.postmaster_domain() } else { to.clone() };
+        let lookup =
+            if to == "postmaster" { "postmaster@".to_string() + &self.postmaster_domain() } else { to.clone() };
         let resolved = match self.dir.resolve(&lookup).await {
             Ok(r) => r,
             Err(e) => {
@@ -261,10 +269,8 @@ impl Session {
         let res = match resolved {
             Recipient::Local(res) => res,
             Recipient::Unknown => {
-                return self.error(
-                    conn,
-                    reply(550, "5.1.1", &format!("<{shown}>: Recipient address rejected: User unknown")),
-                );
+                return self
+                    .error(conn, reply(550, "5.1.1", &format!("<{shown}>: Recipient address rejected: User unknown")));
             }
             Recipient::Remote => {
                 // Relaying is for authenticated submission only: never an open relay.

@@ -62,7 +62,8 @@ async fn fixture() -> Fixture {
     directory.add_group("team@example.org", "Team").await.unwrap();
     directory.add_group_member("team@example.org", "alice@example.org").await.unwrap();
     directory.add_group_member("team@example.org", "bob@example.org").await.unwrap();
-    let cfg = Arc::new(SmtpConfig { hostname: "mx.example.org".into(), max_message_size: 4096, ..SmtpConfig::default() });
+    let cfg =
+        Arc::new(SmtpConfig { hostname: "mx.example.org".into(), max_message_size: 4096, ..SmtpConfig::default() });
     Fixture { _dir: dir, store, cfg, directory }
 }
 
@@ -106,7 +107,10 @@ async fn delivers_to_local_user_with_trace_headers() {
     let mb = f.store.mailbox(acc.id, "INBOX").await.unwrap().unwrap();
     let m = f.store.messages(mb.id, 1..=u32::MAX).await.unwrap().remove(0);
     let body = String::from_utf8(f.store.read_blob(&m.blob).await.unwrap()).unwrap();
-    assert!(body.starts_with("Return-Path: <sender@remote.test>\r\nReceived: from client.test ([127.0.0.1])"), "{body}");
+    assert!(
+        body.starts_with("Return-Path: <sender@remote.test>\r\nReceived: from client.test ([127.0.0.1])"),
+        "{body}"
+    );
     assert!(body.ends_with("Subject: hello\r\n\r\n.dot\r\n"), "{body}");
     assert_eq!(m.summary.envelope.subject.as_deref(), Some("hello"));
     let env = f.store.envelope_of(mb.id, m.uid).await.unwrap().unwrap();

@@ -94,10 +94,7 @@ impl BlobFiles {
 fn fill_random(buf: &mut [u8]) {
     use std::io::Read;
     if File::open("/dev/urandom").and_then(|mut f| f.read_exact(buf)).is_err() {
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0)
+        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
             ^ u128::from(std::process::id());
         for (i, b) in buf.iter_mut().enumerate() {
             *b = (t >> (i * 8)) as u8;

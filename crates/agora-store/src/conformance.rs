@@ -2,8 +2,7 @@
 //! tests call `run_all` on a fresh, empty store.
 
 use crate::{
-    AddressEntry, Change, Delivery, DeliveryTarget, Envelope, FlagOp, Flags, NewAccount, Role, Store,
-    StoreError,
+    AddressEntry, Change, Delivery, DeliveryTarget, Envelope, FlagOp, Flags, NewAccount, Role, Store, StoreError,
 };
 
 fn new_account(login: &str) -> NewAccount {

@@ -52,12 +52,7 @@ pub trait Store: Send + Sync + 'static {
     // ---- mail ----
     async fn mailboxes(&self, account: AccountId) -> Result<Vec<Mailbox>>;
     async fn mailbox(&self, account: AccountId, name: &str) -> Result<Option<Mailbox>>;
-    async fn create_mailbox(
-        &self,
-        account: AccountId,
-        name: &str,
-        special_use: Option<SpecialUse>,
-    ) -> Result<Mailbox>;
+    async fn create_mailbox(&self, account: AccountId, name: &str, special_use: Option<SpecialUse>) -> Result<Mailbox>;
 
     /// Hashes, parses and (for large bodies) durably writes a body before delivery.
     async fn stage(&self, body: Vec<u8>) -> Result<StagedBlob>;

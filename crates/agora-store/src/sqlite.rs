@@ -12,9 +12,9 @@ use tokio::sync::{broadcast, oneshot};
 
 use crate::blob::BlobFiles;
 use crate::{
-    Account, AccountId, AddressEntry, Change, DEFAULT_MAILBOXES, Delivered, Delivery, Domain,
-    Envelope, FlagOp, Flags, Group, Mailbox, MailboxId, MessageMeta, MessageSummary, NewAccount,
-    Queued, Result, Role, SpecialUse, StagedBlob, Store, StoreError, now,
+    Account, AccountId, AddressEntry, Change, DEFAULT_MAILBOXES, Delivered, Delivery, Domain, Envelope, FlagOp, Flags,
+    Group, Mailbox, MailboxId, MessageMeta, MessageSummary, NewAccount, Queued, Result, Role, SpecialUse, StagedBlob,
+    Store, StoreError, now,
 };
 
 /// Most writes folded into one transaction; bounds the latency of the first in a batch.
@@ -134,9 +134,7 @@ fn open_conn(path: &Path) -> Result<Connection> {
     let conn = Connection::open(path)?;
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
     // FULL makes every WAL commit an fsync: acknowledged means durable.
-    conn.execute_batch(
-        "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;",
-    )?;
+    conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;")?;
     Ok(conn)
 }
 
@@ -314,9 +312,7 @@ fn claim_address(conn: &Connection, address: &str, kind: &str, account: Option<A
 
 fn address_kind(conn: &Connection, address: &str) -> Result<Option<(String, Option<AccountId>)>> {
     Ok(conn
-        .query_row("SELECT kind, account FROM addresses WHERE address = ?1", [address], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })
+        .query_row("SELECT kind, account FROM addresses WHERE address = ?1", [address], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?)
 }
 
@@ -326,11 +322,9 @@ fn account_from_row(conn: &Connection, r: &rusqlite::Row<'_>) -> rusqlite::Resul
     let id: i64 = r.get(0)?;
     let login: String = r.get(1)?;
     let role: String = r.get(5)?;
-    let mut stmt = conn.prepare_cached(
-        "SELECT address FROM addresses WHERE account = ?1 AND address != ?2 ORDER BY address",
-    )?;
-    let addresses =
-        stmt.query_map(params![id, login], |r| r.get(0))?.collect::<rusqlite::Result<Vec<String>>>()?;
+    let mut stmt =
+        conn.prepare_cached("SELECT address FROM addresses WHERE account = ?1 AND address != ?2 ORDER BY address")?;
+    let addresses = stmt.query_map(params![id, login], |r| r.get(0))?.collect::<rusqlite::Result<Vec<String>>>()?;
     Ok(Account {
         id,
         login,
@@ -349,8 +343,7 @@ fn query_account(conn: &Connection, where_: &str, arg: &dyn rusqlite::ToSql) -> 
     Ok(conn.query_row(&sql, [arg], |r| account_from_row(conn, r)).optional()?)
 }
 
-const MAILBOX_COLS: &str =
-    "id, account, name, special_use, uidvalidity, uidnext, highestmodseq, subscribed, messages";
+const MAILBOX_COLS: &str = "id, account, name, special_use, uidvalidity, uidnext, highestmodseq, subscribed, messages";
 
 fn mailbox_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Mailbox> {
     let su: Option<String> = r.get(3)?;
@@ -442,10 +435,8 @@ impl Store for Arc<SqliteStore> {
         let name = name.to_ascii_lowercase();
         self.write(move |c| {
             let created = now();
-            let n = c.execute(
-                "INSERT OR IGNORE INTO domains (name, created) VALUES (?1, ?2)",
-                params![name, created],
-            )?;
+            let n =
+                c.execute("INSERT OR IGNORE INTO domains (name, created) VALUES (?1, ?2)", params![name, created])?;
             if n == 0 {
                 return Err(StoreError::Exists(format!("domain {name}")));
             }
@@ -458,8 +449,7 @@ impl Store for Arc<SqliteStore> {
         let name = name.to_ascii_lowercase();
         self.write(move |c| {
             require_domain(c, &name)?;
-            let used: i64 =
-                c.query_row("SELECT count(*) FROM addresses WHERE domain = ?1", [&name], |r| r.get(0))?;
+            let used: i64 = c.query_row("SELECT count(*) FROM addresses WHERE domain = ?1", [&name], |r| r.get(0))?;
             if used > 0 {
                 return Err(StoreError::Invalid(format!(
                     "domain {name} still has {used} address(es); remove its users, aliases and groups first"
@@ -519,8 +509,8 @@ impl Store for Arc<SqliteStore> {
                 let mb = insert_mailbox(c, id, name, *su)?;
                 changes.push(Change::MailboxCreated { account: id, mailbox: mb.id });
             }
-            let account = query_account(c, "id = ?1", &id)?
-                .ok_or_else(|| StoreError::NotFound(format!("account {login}")))?;
+            let account =
+                query_account(c, "id = ?1", &id)?.ok_or_else(|| StoreError::NotFound(format!("account {login}")))?;
             Ok((account, changes))
         })
         .await
@@ -538,9 +528,7 @@ impl Store for Arc<SqliteStore> {
     async fn accounts(&self, domain: Option<&str>) -> Result<Vec<Account>> {
         let domain = domain.map(|d| d.to_ascii_lowercase());
         self.read(move |c| {
-            let sql = format!(
-                "SELECT {ACCOUNT_COLS} FROM accounts WHERE ?1 IS NULL OR domain = ?1 ORDER BY login"
-            );
+            let sql = format!("SELECT {ACCOUNT_COLS} FROM accounts WHERE ?1 IS NULL OR domain = ?1 ORDER BY login");
             let mut stmt = c.prepare(&sql)?;
             let rows = stmt.query_map([domain], |r| account_from_row(c, r))?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
@@ -572,10 +560,8 @@ impl Store for Arc<SqliteStore> {
                 c.execute("DELETE FROM messages WHERE mailbox IN (SELECT id FROM mailboxes WHERE account = ?1)", [id])?;
                 c.execute("DELETE FROM accounts WHERE id = ?1", [id])?;
                 let files = collect_garbage(c)?;
-                let mut changes: Vec<Change> = mailboxes
-                    .into_iter()
-                    .map(|m| Change::MailboxDeleted { account: id, mailbox: m })
-                    .collect();
+                let mut changes: Vec<Change> =
+                    mailboxes.into_iter().map(|m| Change::MailboxDeleted { account: id, mailbox: m }).collect();
                 changes.push(Change::DirectoryChanged);
                 Ok((files, changes))
             })
@@ -651,10 +637,7 @@ impl Store for Arc<SqliteStore> {
         let display_name = display_name.to_string();
         self.write(move |c| {
             claim_address(c, &address, "group", None)?;
-            c.execute(
-                "INSERT INTO groups (address, display_name) VALUES (?1, ?2)",
-                params![address, display_name],
-            )?;
+            c.execute("INSERT INTO groups (address, display_name) VALUES (?1, ?2)", params![address, display_name])?;
             Ok(((), vec![Change::DirectoryChanged]))
         })
         .await
@@ -680,10 +663,8 @@ impl Store for Arc<SqliteStore> {
                 Some((k, _)) if k == "group" => {}
                 _ => return Err(StoreError::NotFound(format!("group {group}"))),
             }
-            let n = c.execute(
-                "INSERT OR IGNORE INTO group_members (grp, member) VALUES (?1, ?2)",
-                params![group, member],
-            )?;
+            let n =
+                c.execute("INSERT OR IGNORE INTO group_members (grp, member) VALUES (?1, ?2)", params![group, member])?;
             if n == 0 {
                 return Err(StoreError::Exists(format!("member {member} of {group}")));
             }
@@ -696,10 +677,7 @@ impl Store for Arc<SqliteStore> {
         let group = group.to_ascii_lowercase();
         let member = member.to_ascii_lowercase();
         self.write(move |c| {
-            let n = c.execute(
-                "DELETE FROM group_members WHERE grp = ?1 AND member = ?2",
-                params![group, member],
-            )?;
+            let n = c.execute("DELETE FROM group_members WHERE grp = ?1 AND member = ?2", params![group, member])?;
             if n == 0 {
                 return Err(StoreError::NotFound(format!("member {member} of {group}")));
             }
@@ -736,18 +714,14 @@ impl Store for Arc<SqliteStore> {
                     None => AddressEntry::None,
                 },
                 "alias" => {
-                    let mut s = c.prepare_cached(
-                        "SELECT target FROM alias_targets WHERE address = ?1 ORDER BY target",
-                    )?;
+                    let mut s =
+                        c.prepare_cached("SELECT target FROM alias_targets WHERE address = ?1 ORDER BY target")?;
                     let targets = s.query_map([&address], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
                     AddressEntry::Alias(targets)
                 }
                 _ => {
-                    let display_name: String = c.query_row(
-                        "SELECT display_name FROM groups WHERE address = ?1",
-                        [&address],
-                        |r| r.get(0),
-                    )?;
+                    let display_name: String =
+                        c.query_row("SELECT display_name FROM groups WHERE address = ?1", [&address], |r| r.get(0))?;
                     let members = group_members(c, &address)?;
                     AddressEntry::Group(Group { address, display_name, members })
                 }
@@ -771,12 +745,7 @@ impl Store for Arc<SqliteStore> {
         self.read(move |c| query_mailbox(c, account, &name)).await
     }
 
-    async fn create_mailbox(
-        &self,
-        account: AccountId,
-        name: &str,
-        special_use: Option<SpecialUse>,
-    ) -> Result<Mailbox> {
+    async fn create_mailbox(&self, account: AccountId, name: &str, special_use: Option<SpecialUse>) -> Result<Mailbox> {
         let name = canonical_mailbox_name(name);
         if name.is_empty() || name.len() > 1024 || name.contains(['\0', '\r', '\n']) {
             return Err(StoreError::Invalid("mailbox name is empty, too long or has control characters".into()));
@@ -801,8 +770,8 @@ impl Store for Arc<SqliteStore> {
         if d.targets.is_empty() && d.relay.is_empty() {
             return Ok(Vec::new());
         }
-        let summary = serde_json::to_string(&d.body.summary)
-            .map_err(|e| StoreError::Invalid(format!("summary: {e}")))?;
+        let summary =
+            serde_json::to_string(&d.body.summary).map_err(|e| StoreError::Invalid(format!("summary: {e}")))?;
         let envelope = match &d.envelope {
             Some(e) => Some(serde_json::to_string(e).map_err(|e| StoreError::Invalid(format!("envelope: {e}")))?),
             None => None,
@@ -889,9 +858,8 @@ impl Store for Arc<SqliteStore> {
 
     async fn queued(&self) -> Result<Vec<Queued>> {
         self.read(|c| {
-            let mut s = c.prepare_cached(
-                "SELECT id, blob, mail_from, recipient, created, attempts FROM outbound ORDER BY id",
-            )?;
+            let mut s =
+                c.prepare_cached("SELECT id, blob, mail_from, recipient, created, attempts FROM outbound ORDER BY id")?;
             let rows = s.query_map([], |r| {
                 Ok(Queued {
                     id: r.get(0)?,
@@ -976,11 +944,10 @@ impl Store for Arc<SqliteStore> {
         let uids = uids.to_vec();
         let keywords = keywords.to_vec();
         self.write(move |c| {
-            let (account, mut modseq): (AccountId, i64) = c.query_row(
-                "SELECT account, highestmodseq FROM mailboxes WHERE id = ?1",
-                [mailbox],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )?;
+            let (account, mut modseq): (AccountId, i64) =
+                c.query_row("SELECT account, highestmodseq FROM mailboxes WHERE id = ?1", [mailbox], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })?;
             let mut changed = Vec::new();
             let mut changes = Vec::new();
             for uid in uids {
@@ -1004,15 +971,27 @@ impl Store for Arc<SqliteStore> {
                     }
                     FlagOp::Remove => (
                         old_flags.difference(flags),
-                        old_kw.iter().filter(|x| !keywords.iter().any(|k| k.eq_ignore_ascii_case(x))).cloned().collect(),
+                        old_kw
+                            .iter()
+                            .filter(|x| !keywords.iter().any(|k| k.eq_ignore_ascii_case(x)))
+                            .cloned()
+                            .collect(),
                     ),
                 };
                 if new_flags == old_flags && new_kw == old_kw {
                     continue;
                 }
                 modseq += 1;
-                c.prepare_cached("UPDATE messages SET flags = ?3, keywords = ?4, modseq = ?5 WHERE mailbox = ?1 AND uid = ?2")?
-                    .execute(params![mailbox, uid, i64::from(new_flags.0), keywords_to_text(&new_kw), modseq])?;
+                c.prepare_cached(
+                    "UPDATE messages SET flags = ?3, keywords = ?4, modseq = ?5 WHERE mailbox = ?1 AND uid = ?2",
+                )?
+                .execute(params![
+                    mailbox,
+                    uid,
+                    i64::from(new_flags.0),
+                    keywords_to_text(&new_kw),
+                    modseq
+                ])?;
                 changed.push((uid, modseq as u64));
                 changes.push(Change::FlagsChanged { account, mailbox, uid, modseq: modseq as u64 });
             }
@@ -1027,11 +1006,10 @@ impl Store for Arc<SqliteStore> {
         let blobs = Arc::clone(&self.blobs);
         let (removed, files) = self
             .write(move |c| {
-                let (account, mut modseq): (AccountId, i64) = c.query_row(
-                    "SELECT account, highestmodseq FROM mailboxes WHERE id = ?1",
-                    [mailbox],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )?;
+                let (account, mut modseq): (AccountId, i64) =
+                    c.query_row("SELECT account, highestmodseq FROM mailboxes WHERE id = ?1", [mailbox], |r| {
+                        Ok((r.get(0)?, r.get(1)?))
+                    })?;
                 let mut removed = Vec::new();
                 let mut changes = Vec::new();
                 for uid in uids {
@@ -1080,8 +1058,7 @@ impl Store for Arc<SqliteStore> {
                     |r| r.get(0),
                 )
                 .optional()?;
-            env.map(|e| serde_json::from_str(&e).map_err(|e| StoreError::Corrupt(format!("envelope: {e}"))))
-                .transpose()
+            env.map(|e| serde_json::from_str(&e).map_err(|e| StoreError::Corrupt(format!("envelope: {e}")))).transpose()
         })
         .await
     }

@@ -250,16 +250,13 @@ fn parse_part(
     if part.media_type == "multipart" {
         let boundary = part.params.iter().find(|(n, _)| n == "boundary").map(|(_, v)| v.clone());
         if let Some(boundary) = boundary.filter(|b| !b.is_empty()) {
-            let child_default =
-                if part.media_subtype == "digest" { DefaultType::Message } else { DefaultType::Text };
+            let child_default = if part.media_subtype == "digest" { DefaultType::Message } else { DefaultType::Text };
             for (s, e) in split_multipart(msg, body_start, end, boundary.as_bytes()) {
                 let (h, bs) = split_headers(msg, s, e);
                 part.children.push(parse_part(msg, s, e, &h, bs, child_default, depth + 1));
             }
         }
-    } else if part.media_type == "message"
-        && (part.media_subtype == "rfc822" || part.media_subtype == "global")
-    {
+    } else if part.media_type == "message" && (part.media_subtype == "rfc822" || part.media_subtype == "global") {
         part.lines = count_lines(body);
         let (h, bs) = split_headers(msg, body_start, end);
         part.inner_envelope = Some(Box::new(envelope_of(&h)));
@@ -272,9 +269,7 @@ fn parse_part(
 
 fn default_type(d: DefaultType) -> (String, String, Vec<(String, String)>) {
     match d {
-        DefaultType::Text => {
-            ("text".into(), "plain".into(), vec![("charset".into(), "us-ascii".into())])
-        }
+        DefaultType::Text => ("text".into(), "plain".into(), vec![("charset".into(), "us-ascii".into())]),
         DefaultType::Message => ("message".into(), "rfc822".into(), Vec::new()),
     }
 }
@@ -288,8 +283,7 @@ fn split_multipart(msg: &[u8], start: usize, end: usize, boundary: &[u8]) -> Vec
     while pos < end {
         let line_end = find_line_end(msg, pos, end);
         let line = trim_eol(&msg[pos..line_end]);
-        if line.len() >= 2 + boundary.len() && line.starts_with(b"--") && &line[2..2 + boundary.len()] == boundary
-        {
+        if line.len() >= 2 + boundary.len() && line.starts_with(b"--") && &line[2..2 + boundary.len()] == boundary {
             let rest = &line[2 + boundary.len()..];
             let closing = rest.starts_with(b"--");
             if closing || rest.iter().all(|b| *b == b' ' || *b == b'\t') {
@@ -357,9 +351,7 @@ mod tests {
         for m in [&b""[..], b"\r\n", b"::::", b"Content-Type: multipart/x; boundary=\r\n\r\n--\r\n", b"\xff\xfe\n\n"] {
             let _ = MessageSummary::parse(m);
         }
-        let deep: Vec<u8> = (0..200)
-            .flat_map(|_| b"Content-Type: message/rfc822\r\n\r\n".iter().copied())
-            .collect();
+        let deep: Vec<u8> = (0..200).flat_map(|_| b"Content-Type: message/rfc822\r\n\r\n".iter().copied()).collect();
         let _ = MessageSummary::parse(&deep);
     }
 }

@@ -240,7 +240,9 @@ pub fn default_file(hostname: &str, domain: &str) -> String {
         l.timeout_idle_secs,
         l.shutdown_drain_secs
     );
-    s.push_str("\n# Listeners: enabled, address, port, tls = \"none\" | \"starttls\" | \"implicit\", proxy_protocol.\n");
+    s.push_str(
+        "\n# Listeners: enabled, address, port, tls = \"none\" | \"starttls\" | \"implicit\", proxy_protocol.\n",
+    );
     for d in SERVICES {
         let note = if d.built { "" } else { "   (not available yet)" };
         s.push_str(&format!(

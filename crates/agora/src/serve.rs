@@ -96,7 +96,7 @@ pub async fn run(cli: &Cli, domain: Option<String>, hostname: Option<String>, li
         (Some(c), Some(k)) => (resolve(data, c), resolve(data, k)),
         (None, None) => {
             let (c, k) = (data.join("tls/cert.pem"), data.join("tls/key.pem"));
-            if agora_net::tls::ensure_self_signed(&c, &k, &[hostname.clone()])? {
+            if agora_net::tls::ensure_self_signed(&c, &k, std::slice::from_ref(&hostname))? {
                 eprintln!("agora: created a self-signed certificate for {hostname} in {}", data.join("tls").display());
             }
             (c, k)

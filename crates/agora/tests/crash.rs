@@ -33,7 +33,10 @@ fn every_acknowledged_message_survives_sigkill() {
                 for _ in 0..5 {
                     let subject = format!("crash-{t}-{i}");
                     i += 1;
-                    let body = format!("Subject: {subject}\r\nMessage-ID: <{subject}@crash.test>\r\n\r\n{}\r\n", "x".repeat(500));
+                    let body = format!(
+                        "Subject: {subject}\r\nMessage-ID: <{subject}@crash.test>\r\n\r\n{}\r\n",
+                        "x".repeat(500)
+                    );
                     match c.send_message("load@remote.test", &[&to], &body) {
                         Ok(r) if r.starts_with("250") => acked.lock().unwrap().push(subject),
                         _ => return,
@@ -71,5 +74,11 @@ fn every_acknowledged_message_survives_sigkill() {
     });
     store.close();
     let lost: Vec<&String> = acked.iter().filter(|s| !subjects.contains(*s)).collect();
-    assert!(lost.is_empty(), "{} of {} acknowledged messages lost: {:?}", lost.len(), acked.len(), &lost[..lost.len().min(10)]);
+    assert!(
+        lost.is_empty(),
+        "{} of {} acknowledged messages lost: {:?}",
+        lost.len(),
+        acked.len(),
+        &lost[..lost.len().min(10)]
+    );
 }

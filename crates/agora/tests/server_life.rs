@@ -62,7 +62,7 @@ fn port_in_use_is_a_clear_error_and_nothing_starts() {
     let dir = tempfile::tempdir().unwrap();
     let mut cmd = Command::new(BIN);
     cmd.arg("--data").arg(dir.path().join("data"));
-    let err = spawn_server(cmd, &ip).err().expect("must not start");
+    let err = spawn_server(cmd, &ip).expect_err("must not start");
     assert!(err.contains("smtp") && err.contains("10025") && err.contains("--port-offset"), "{err}");
     assert!(!err.contains("agora: ready"));
 }
@@ -148,11 +148,8 @@ fn sighup_reloads_the_certificate() {
     }
     let a = Agora::start();
     let served = |a: &Agora| {
-        let (_, out) = run(
-            "openssl",
-            &["s_client", "-starttls", "smtp", "-connect", &a.smtp(), "-showcerts"],
-            "QUIT\r\n",
-        );
+        let (_, out) =
+            run("openssl", &["s_client", "-starttls", "smtp", "-connect", &a.smtp(), "-showcerts"], "QUIT\r\n");
         out
     };
     // A line from inside the PEM body identifies the certificate served.
@@ -180,10 +177,13 @@ fn sighup_reloads_the_certificate() {
 #[test]
 fn ports_command_lists_the_whole_port_map() {
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(BIN).arg("--data").arg(dir.path()).args(["ports", "--port-offset", "10000"]).output().unwrap();
+    let out =
+        Command::new(BIN).arg("--data").arg(dir.path()).args(["ports", "--port-offset", "10000"]).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success());
-    for (svc, port) in [("smtp", 10025), ("imaps", 10993), ("ldap", 10389), ("gc", 13268), ("dns", 10053), ("rpc", 10135)] {
+    for (svc, port) in
+        [("smtp", 10025), ("imaps", 10993), ("ldap", 10389), ("gc", 13268), ("dns", 10053), ("rpc", 10135)]
+    {
         assert!(text.lines().any(|l| l.starts_with(svc) && l.contains(&format!(":{port} "))), "{svc} missing: {text}");
     }
 }

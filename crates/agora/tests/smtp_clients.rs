@@ -58,7 +58,8 @@ fn swaks_plain_starttls_and_bdat() {
     }
     let a = Agora::start();
     let to = format!("admin@{DOMAIN}");
-    let (ok, out) = run("swaks", &["--server", &a.smtp(), "--to", &to, "--from", "s@remote.test", "--helo", "swaks.test"], "");
+    let (ok, out) =
+        run("swaks", &["--server", &a.smtp(), "--to", &to, "--from", "s@remote.test", "--helo", "swaks.test"], "");
     assert!(ok && out.contains("250 2.0.0 Ok: queued"), "{out}");
     let (ok, out) = run("swaks", &["--server", &a.smtp(), "--to", &to, "--from", "s@remote.test", "--tls"], "");
     assert!(ok && out.contains("250 2.0.0 Ok: queued") && out.contains("TLS started"), "{out}");
@@ -92,7 +93,18 @@ fn openssl_starttls_handshake() {
     let a = Agora::start();
     let (_, out) = run(
         "openssl",
-        &["s_client", "-starttls", "smtp", "-connect", &a.smtp(), "-servername", "mx.example.org", "-brief", "-ign_eof", "-nocommands"],
+        &[
+            "s_client",
+            "-starttls",
+            "smtp",
+            "-connect",
+            &a.smtp(),
+            "-servername",
+            "mx.example.org",
+            "-brief",
+            "-ign_eof",
+            "-nocommands",
+        ],
         "EHLO tls.test\r\nQUIT\r\n",
     );
     assert!(out.contains("Protocol version: TLSv1.3"), "{out}");

@@ -24,7 +24,12 @@ pub fn unique_ip() -> String {
 /// True if `tool` runs; if not, the test is skipped unless AGORA_REQUIRE_PEERS is set,
 /// in which case a missing tool is a failure (CI installs every peer first).
 pub fn have(tool: &str) -> bool {
-    let ok = Command::new("sh").arg("-c").arg(format!("command -v {tool}")).output().map(|o| o.status.success()).unwrap_or(false);
+    let ok = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
     if !ok {
         if std::env::var_os("AGORA_REQUIRE_PEERS").is_some() {
             panic!("{tool} is required (AGORA_REQUIRE_PEERS is set) but not installed");
@@ -65,10 +70,8 @@ impl Agora {
         prepare(&data);
         let mut a = Agora { dir, ip: unique_ip(), child: None, banner: String::new(), admin_password: None };
         a.spawn();
-        a.admin_password = a
-            .banner
-            .lines()
-            .find_map(|l| l.split_once("(shown only this once): ").map(|(_, p)| p.trim().to_string()));
+        a.admin_password =
+            a.banner.lines().find_map(|l| l.split_once("(shown only this once): ").map(|(_, p)| p.trim().to_string()));
         a
     }
 
