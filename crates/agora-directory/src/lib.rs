@@ -2,8 +2,9 @@
 //! groups, recipient resolution (alias and group expansion with loop detection), and
 //! password authentication with argon2id.
 
-use std::collections::{HashSet, VecDeque};
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use agora_store::{Account, AddressEntry, NewAccount, Role, Store, StoreError};
 use argon2::{Argon2, PasswordHasher, PasswordVerifier};
@@ -44,6 +45,57 @@ pub enum Recipient {
 #[derive(Clone)]
 pub struct Directory {
     store: Arc<dyn Store>,
+    cache: Arc<LookupCache>,
+}
+
+/// Lookup answers are also dropped after this long, in case the database is edited
+/// behind the store's back.
+const CACHE_TTL: Duration = Duration::from_secs(30);
+const CACHE_MAX: usize = 10_000;
+
+/// Recent address and domain lookups. Reading SQLite right after a commit costs a
+/// page-cache refill; a burst of mail to the same recipients should not pay it each time.
+/// Every directory change, from this process or the CLI, changes the store's
+/// `directory_version`, which empties the cache before the next lookup.
+struct LookupCache {
+    /// The store's directory version the entries belong to, and the entries.
+    entries: Mutex<(u64, CacheMap)>,
+}
+
+type CacheMap = HashMap<String, (Instant, CachedAnswer)>;
+
+#[derive(Clone)]
+enum CachedAnswer {
+    Address(AddressEntry),
+    Domain(bool),
+}
+
+impl LookupCache {
+    fn get(&self, version: u64, key: &str) -> Option<CachedAnswer> {
+        let mut guard = self.entries.lock().ok()?;
+        let (seen, map) = &mut *guard;
+        if *seen != version {
+            map.clear();
+            *seen = version;
+            return None;
+        }
+        match map.get(key) {
+            Some((at, v)) if at.elapsed() < CACHE_TTL => Some(v.clone()),
+            _ => None,
+        }
+    }
+
+    fn put(&self, version: u64, key: String, v: CachedAnswer) {
+        let Ok(mut guard) = self.entries.lock() else { return };
+        let (seen, map) = &mut *guard;
+        if *seen != version {
+            return;
+        }
+        if map.len() >= CACHE_MAX {
+            map.clear();
+        }
+        map.insert(key, (Instant::now(), v));
+    }
 }
 
 impl std::fmt::Debug for Directory {
@@ -122,7 +174,18 @@ pub fn verify_password(password: &str, hash: &str) -> bool {
 
 impl Directory {
     pub fn new(store: Arc<dyn Store>) -> Directory {
-        Directory { store }
+        Directory { store, cache: Arc::new(LookupCache { entries: Mutex::new((0, HashMap::new())) }) }
+    }
+
+    /// `Store::lookup_address` through the cache.
+    async fn lookup(&self, address: &str) -> Result<AddressEntry> {
+        let version = self.store.directory_version();
+        if let Some(CachedAnswer::Address(e)) = self.cache.get(version, address) {
+            return Ok(e);
+        }
+        let e = self.store.lookup_address(address).await?;
+        self.cache.put(version, address.to_string(), CachedAnswer::Address(e.clone()));
+        Ok(e)
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -136,7 +199,14 @@ impl Directory {
     }
 
     pub async fn is_local_domain(&self, domain: &str) -> Result<bool> {
-        Ok(self.store.domain(&domain.to_ascii_lowercase()).await?.is_some())
+        let key = format!("@{}", domain.to_ascii_lowercase());
+        let version = self.store.directory_version();
+        if let Some(CachedAnswer::Domain(b)) = self.cache.get(version, &key) {
+            return Ok(b);
+        }
+        let local = self.store.domain(&key[1..]).await?.is_some();
+        self.cache.put(version, key, CachedAnswer::Domain(local));
+        Ok(local)
     }
 
     pub async fn add_user(
@@ -229,13 +299,19 @@ impl Directory {
         if !self.is_local_domain(domain).await? {
             return Ok(Recipient::Remote);
         }
+        // The first lookup (with the `+tag` fallback) is kept for the expansion below.
         let mut start = address.clone();
-        if matches!(self.store.lookup_address(&start).await?, AddressEntry::None) {
+        let mut first = self.lookup(&start).await?;
+        if matches!(first, AddressEntry::None) {
             match local.split_once('+') {
-                Some((base, _)) if !base.is_empty() => start = format!("{base}@{domain}"),
+                Some((base, _)) if !base.is_empty() => {
+                    start = format!("{base}@{domain}");
+                    first = self.lookup(&start).await?;
+                }
                 _ => return Ok(Recipient::Unknown),
             }
         }
+        let mut prefetched = Some(first);
         let mut res = Resolution::default();
         let mut seen = HashSet::new();
         let mut accounts_seen = HashSet::new();
@@ -248,7 +324,11 @@ impl Directory {
                 tracing::warn!("directory: expansion of {address} stopped at {MAX_EXPANSION} addresses");
                 break;
             }
-            match self.store.lookup_address(&a).await? {
+            let entry = match prefetched.take() {
+                Some(e) => e,
+                None => self.lookup(&a).await?,
+            };
+            match entry {
                 AddressEntry::Account(acc) => {
                     if accounts_seen.insert(acc.id) {
                         res.accounts.push(acc);
@@ -361,6 +441,19 @@ mod tests {
         assert_eq!(d.resolve("x@elsewhere.test").await.unwrap(), Recipient::Remote);
         let Recipient::Local(r) = d.resolve("a+lists@example.org").await.unwrap() else { panic!() };
         assert_eq!(r.accounts[0].login, "a@example.org");
+    }
+
+    #[tokio::test]
+    async fn cached_lookups_see_changes_from_another_process_at_once() {
+        let (t, server) = dir().await;
+        // A second store on the same files stands for the CLI process.
+        let cli = Directory::new(Arc::new(SqliteStore::open(t.path()).unwrap()));
+        assert_eq!(server.resolve("new@example.org").await.unwrap(), Recipient::Unknown);
+        assert_eq!(server.resolve("new@example.org").await.unwrap(), Recipient::Unknown, "cached");
+        cli.add_user("new@example.org", "New", "pw", 0, Role::User).await.unwrap();
+        assert!(matches!(server.resolve("new@example.org").await.unwrap(), Recipient::Local(_)));
+        cli.store().remove_account("new@example.org").await.unwrap();
+        assert_eq!(server.resolve("new@example.org").await.unwrap(), Recipient::Unknown);
     }
 
     #[tokio::test]

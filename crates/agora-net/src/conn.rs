@@ -126,8 +126,8 @@ impl Conn {
         if self.authenticated { self.timeouts.idle } else { self.timeouts.preauth }
     }
 
-    /// Reads more input. Cancellation-safe: `AsyncRead::read` either returned bytes or
-    /// did not, so a shutdown or timeout in `select!` loses nothing.
+    /// Reads more input. Cancellation-safe: `read_buf` either appended bytes or did
+    /// not, so a shutdown or timeout in `select!` loses nothing.
     async fn fill(&mut self) -> Result<usize, Read> {
         if self.rpos > 0 && self.rpos == self.rbuf.len() {
             self.rbuf.clear();
@@ -136,26 +136,27 @@ impl Conn {
             self.rbuf.drain(..self.rpos);
             self.rpos = 0;
         }
-        let mut chunk = [0u8; READ_CHUNK];
+        // Read straight into the buffer's spare capacity: no zeroing, no copy.
+        self.rbuf.reserve(READ_CHUNK);
         let timeout = self.timeout();
+        let io = &mut self.io;
+        let rbuf = &mut self.rbuf;
         let read = async {
-            match tokio::time::timeout(timeout, self.io.read(&mut chunk)).await {
+            match tokio::time::timeout(timeout, io.read_buf(rbuf)).await {
                 Ok(Ok(0)) | Ok(Err(_)) => Err(Read::Eof),
                 Ok(Ok(n)) => Ok(n),
                 Err(_) => Err(Read::Timeout),
             }
         };
-        let n = if self.interruptible {
+        if self.interruptible {
             let token = self.shutdown.clone();
             tokio::select! {
-                r = read => r?,
-                _ = token.cancelled() => return Err(Read::Shutdown),
+                r = read => r,
+                _ = token.cancelled() => Err(Read::Shutdown),
             }
         } else {
-            read.await?
-        };
-        self.rbuf.extend_from_slice(&chunk[..n]);
-        Ok(n)
+            read.await
+        }
     }
 
     /// Reads one line of at most `max` bytes including its line ending.

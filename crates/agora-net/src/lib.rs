@@ -75,11 +75,11 @@ pub trait Service: Send + Sync + 'static {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("{service}: cannot listen on {addr}: {source}{hint}")]
+#[error("{service}: cannot listen on {addr}: {cause}{hint}")]
 pub struct BindError {
     pub service: String,
     pub addr: SocketAddr,
-    pub source: std::io::Error,
+    pub cause: std::io::Error,
     pub hint: String,
 }
 
@@ -101,7 +101,7 @@ pub fn bind(spec: &ListenerSpec) -> Result<TcpListener, BindError> {
             std::io::ErrorKind::AddrNotAvailable => " (no interface has that address)".to_string(),
             _ => String::new(),
         };
-        BindError { service: spec.service.clone(), addr: spec.addr, source, hint }
+        BindError { service: spec.service.clone(), addr: spec.addr, cause: source, hint }
     };
     let socket = if spec.addr.is_ipv4() { TcpSocket::new_v4() } else { TcpSocket::new_v6() }.map_err(err)?;
     socket.set_reuseaddr(true).map_err(err)?;

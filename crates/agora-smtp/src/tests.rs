@@ -240,3 +240,28 @@ async fn smtputf8_addresses_need_the_parameter() {
     assert!(c.cmd("Subject: café\r\n\r\nhola\r\n.").await.starts_with("250"));
     assert_eq!(f.inbox_count("josé@example.org").await, 1);
 }
+
+#[tokio::test]
+async fn dialogue_split_at_every_byte() {
+    let f = fixture().await;
+    let (mut c, _t, _) = f.connect().await;
+    let script = "EHLO c.test\r\nMAIL FROM:<x@remote.test>\r\nRCPT TO:<bob@example.org>\r\nDATA\r\n";
+    for b in script.bytes() {
+        c.w.write_all(&[b]).await.unwrap();
+        c.w.flush().await.unwrap();
+    }
+    for want in ["250-", "250 2.1.0", "250 2.1.5", "354"] {
+        let r = c.reply().await;
+        assert!(r.starts_with(want), "wanted {want}, got {r}");
+    }
+    for b in "Subject: slow\r\n\r\n.body\r\n..\r\n.\r\n".bytes() {
+        c.w.write_all(&[b]).await.unwrap();
+        c.w.flush().await.unwrap();
+    }
+    assert!(c.reply().await.starts_with("250 2.0.0"));
+    let acc = f.store.account_by_login("bob@example.org").await.unwrap().unwrap();
+    let mb = f.store.mailbox(acc.id, "INBOX").await.unwrap().unwrap();
+    let m = f.store.messages(mb.id, 1..=u32::MAX).await.unwrap().remove(0);
+    let body = f.store.read_blob(&m.blob).await.unwrap();
+    assert!(body.ends_with(b"Subject: slow\r\n\r\nbody\r\n.\r\n"), "{}", String::from_utf8_lossy(&body));
+}

@@ -81,6 +81,9 @@ pub trait Store: Send + Sync + 'static {
 
     // ---- life cycle ----
     fn subscribe(&self) -> broadcast::Receiver<Change>;
+    /// Changes whenever any process commits a directory change to this store; cheap to
+    /// read, so directory caches can check it on every lookup.
+    fn directory_version(&self) -> u64;
     /// Waits until every write submitted so far is durable.
     async fn flush(&self) -> Result<()>;
 }

@@ -19,7 +19,7 @@ use crate::{
 
 /// Most writes folded into one transaction; bounds the latency of the first in a batch.
 const MAX_BATCH: usize = 512;
-const READERS: usize = 4;
+const READERS: usize = 8;
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -112,7 +112,10 @@ CREATE TABLE IF NOT EXISTS outbound (
 INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', '1');
 "#;
 
-type Finish = Box<dyn FnOnce(Result<()>) -> Vec<Change> + Send>;
+/// Sends a job's reply; runs only after the stamp and the change bus are updated.
+type Reply = Box<dyn FnOnce() + Send>;
+/// Given the commit's outcome, a job yields its committed changes and its reply.
+type Finish = Box<dyn FnOnce(Result<()>) -> (Vec<Change>, Reply) + Send>;
 type Job = Box<dyn FnOnce(&Connection) -> Finish + Send>;
 
 pub struct SqliteStore {
@@ -122,6 +125,7 @@ pub struct SqliteStore {
     readers: Mutex<Vec<Connection>>,
     blobs: Arc<BlobFiles>,
     bus: broadcast::Sender<Change>,
+    stamp: PathBuf,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -153,9 +157,11 @@ impl SqliteStore {
         let (bus, _) = broadcast::channel(4096);
         let (tx, rx) = mpsc::channel::<Job>();
         let bus2 = bus.clone();
+        let stamp = dir.join("directory.version");
+        let stamp2 = stamp.clone();
         let handle = thread::Builder::new()
             .name("agora-store-writer".into())
-            .spawn(move || writer_loop(writer_conn, rx, bus2))?;
+            .spawn(move || writer_loop(writer_conn, rx, bus2, &stamp2))?;
         Ok(Arc::new(SqliteStore {
             path,
             writer: Mutex::new(Some(tx)),
@@ -163,6 +169,7 @@ impl SqliteStore {
             readers: Mutex::new(readers),
             blobs,
             bus,
+            stamp,
         }))
     }
 
@@ -189,8 +196,10 @@ impl SqliteStore {
                     (Ok(()), Ok((v, changes))) => (Ok(v), changes),
                     (Err(e), _) | (Ok(()), Err(e)) => (Err(e), Vec::new()),
                 };
-                let _ = tx.send(reply);
-                changes
+                let send: Reply = Box::new(move || {
+                    let _ = tx.send(reply);
+                });
+                (changes, send)
             })
         });
         {
@@ -201,28 +210,40 @@ impl SqliteStore {
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
-    /// Runs `f` on a pooled reader connection off the async threads.
+    /// Runs `f` on a pooled reader connection, on the calling thread.
+    fn with_reader<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        let conn = self.readers.lock().ok().and_then(|mut r| r.pop());
+        let conn = match conn {
+            Some(c) => c,
+            None => open_conn(&self.path)?,
+        };
+        let out = f(&conn);
+        if let Ok(mut r) = self.readers.lock()
+            && r.len() < READERS
+        {
+            r.push(conn);
+        }
+        out
+    }
+
+    /// A read that may take a while (many rows, blob files): off the async threads.
     async fn read<T: Send + 'static>(
         self: &Arc<Self>,
         f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
     ) -> Result<T> {
         let this = Arc::clone(self);
-        tokio::task::spawn_blocking(move || {
-            let conn = this.readers.lock().ok().and_then(|mut r| r.pop());
-            let conn = match conn {
-                Some(c) => c,
-                None => open_conn(&this.path)?,
-            };
-            let out = f(&conn);
-            if let Ok(mut r) = this.readers.lock()
-                && r.len() < READERS
-            {
-                r.push(conn);
-            }
-            out
-        })
-        .await
-        .map_err(|e| StoreError::Io(std::io::Error::other(e)))?
+        tokio::task::spawn_blocking(move || this.with_reader(f))
+            .await
+            .map_err(|e| StoreError::Io(std::io::Error::other(e)))?
+    }
+
+    /// A point lookup by key: microseconds in WAL mode, where readers never wait for
+    /// the writer, so it runs inline rather than paying for a thread hand-off.
+    async fn lookup<T: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        self.with_reader(f)
     }
 }
 
@@ -230,16 +251,30 @@ fn run_in_savepoint<T>(
     conn: &Connection,
     f: impl FnOnce(&Connection) -> Result<(T, Vec<Change>)>,
 ) -> Result<(T, Vec<Change>)> {
-    conn.execute_batch("SAVEPOINT job")?;
+    conn.prepare_cached("SAVEPOINT job")?.execute([])?;
     let out = f(conn);
     match &out {
-        Ok(_) => conn.execute_batch("RELEASE job")?,
-        Err(_) => conn.execute_batch("ROLLBACK TO job; RELEASE job")?,
-    }
+        Ok(_) => conn.prepare_cached("RELEASE job")?.execute([])?,
+        Err(_) => conn.execute_batch("ROLLBACK TO job; RELEASE job").map(|_| 0)?,
+    };
     out
 }
 
-fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>, bus: broadcast::Sender<Change>) {
+/// Marks a committed directory change for every process on this store: a new file
+/// (new inode) with a new random value, renamed into place.
+fn bump_stamp(stamp: &Path) {
+    let mut v = [0u8; 8];
+    if std::fs::File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut v)).is_err() {
+        v = (now() as u64 ^ u64::from(std::process::id()) << 32).to_le_bytes();
+    }
+    let tmp = stamp.with_extension(format!("tmp{}", std::process::id()));
+    let ok = std::fs::write(&tmp, u64::from_le_bytes(v).to_string()).and_then(|_| std::fs::rename(&tmp, stamp));
+    if let Err(e) = ok {
+        tracing::warn!("store: updating {}: {e}", stamp.display());
+    }
+}
+
+fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>, bus: broadcast::Sender<Change>, stamp: &Path) {
     while let Ok(first) = rx.recv() {
         let mut jobs = vec![first];
         while jobs.len() < MAX_BATCH {
@@ -267,14 +302,28 @@ fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>, bus: broadcast::Sender
             tracing::error!("store: begin transaction failed: {:?}", commit);
             continue;
         }
+        let mut directory_changed = false;
+        let mut replies = Vec::with_capacity(finishers.len());
+        let mut changes = Vec::new();
         for fin in finishers {
             let result = match &commit {
                 Ok(()) => Ok(()),
                 Err(e) => Err(StoreError::Invalid(format!("commit failed: {e}"))),
             };
-            for change in fin(result) {
-                let _ = bus.send(change);
-            }
+            let (c, reply) = fin(result);
+            directory_changed |= c.contains(&Change::DirectoryChanged);
+            changes.extend(c);
+            replies.push(reply);
+        }
+        // Whoever sees a reply must also see the stamp and the changes it made.
+        if directory_changed {
+            bump_stamp(stamp);
+        }
+        for change in changes {
+            let _ = bus.send(change);
+        }
+        for reply in replies {
+            reply();
         }
     }
     let _ = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)");
@@ -290,7 +339,7 @@ fn domain_of(address: &str) -> Result<&str> {
 
 fn require_domain(conn: &Connection, domain: &str) -> Result<()> {
     let found: Option<i64> =
-        conn.query_row("SELECT 1 FROM domains WHERE name = ?1", [domain], |r| r.get(0)).optional()?;
+        conn.prepare_cached("SELECT 1 FROM domains WHERE name = ?1")?.query_row([domain], |r| r.get(0)).optional()?;
     match found {
         Some(_) => Ok(()),
         None => Err(StoreError::NotFound(format!("domain {domain}"))),
@@ -340,7 +389,7 @@ fn account_from_row(conn: &Connection, r: &rusqlite::Row<'_>) -> rusqlite::Resul
 
 fn query_account(conn: &Connection, where_: &str, arg: &dyn rusqlite::ToSql) -> Result<Option<Account>> {
     let sql = format!("SELECT {ACCOUNT_COLS} FROM accounts WHERE {where_}");
-    Ok(conn.query_row(&sql, [arg], |r| account_from_row(conn, r)).optional()?)
+    Ok(conn.prepare_cached(&sql)?.query_row([arg], |r| account_from_row(conn, r)).optional()?)
 }
 
 const MAILBOX_COLS: &str = "id, account, name, special_use, uidvalidity, uidnext, highestmodseq, subscribed, messages";
@@ -362,7 +411,7 @@ fn mailbox_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Mailbox> {
 
 fn query_mailbox(conn: &Connection, account: AccountId, name: &str) -> Result<Option<Mailbox>> {
     let sql = format!("SELECT {MAILBOX_COLS} FROM mailboxes WHERE account = ?1 AND name = ?2");
-    Ok(conn.query_row(&sql, params![account, name], mailbox_from_row).optional()?)
+    Ok(conn.prepare_cached(&sql)?.query_row(params![account, name], mailbox_from_row).optional()?)
 }
 
 /// UIDVALIDITY must differ for a name re-created later: derive it from the clock, and
@@ -472,11 +521,10 @@ impl Store for Arc<SqliteStore> {
 
     async fn domain(&self, name: &str) -> Result<Option<Domain>> {
         let name = name.to_ascii_lowercase();
-        self.read(move |c| {
-            Ok(c.query_row("SELECT name, created FROM domains WHERE name = ?1", [name], |r| {
-                Ok(Domain { name: r.get(0)?, created: r.get(1)? })
-            })
-            .optional()?)
+        self.lookup(move |c| {
+            Ok(c.prepare_cached("SELECT name, created FROM domains WHERE name = ?1")?
+                .query_row([name], |r| Ok(Domain { name: r.get(0)?, created: r.get(1)? }))
+                .optional()?)
         })
         .await
     }
@@ -517,12 +565,12 @@ impl Store for Arc<SqliteStore> {
     }
 
     async fn account(&self, id: AccountId) -> Result<Option<Account>> {
-        self.read(move |c| query_account(c, "id = ?1", &id)).await
+        self.lookup(move |c| query_account(c, "id = ?1", &id)).await
     }
 
     async fn account_by_login(&self, login: &str) -> Result<Option<Account>> {
         let login = login.to_ascii_lowercase();
-        self.read(move |c| query_account(c, "login = ?1", &login)).await
+        self.lookup(move |c| query_account(c, "login = ?1", &login)).await
     }
 
     async fn accounts(&self, domain: Option<&str>) -> Result<Vec<Account>> {
@@ -704,7 +752,7 @@ impl Store for Arc<SqliteStore> {
 
     async fn lookup_address(&self, address: &str) -> Result<AddressEntry> {
         let address = address.to_ascii_lowercase();
-        self.read(move |c| {
+        self.lookup(move |c| {
             let Some((kind, account)) = address_kind(c, &address)? else {
                 return Ok(AddressEntry::None);
             };
@@ -742,7 +790,7 @@ impl Store for Arc<SqliteStore> {
 
     async fn mailbox(&self, account: AccountId, name: &str) -> Result<Option<Mailbox>> {
         let name = canonical_mailbox_name(name);
-        self.read(move |c| query_mailbox(c, account, &name)).await
+        self.lookup(move |c| query_mailbox(c, account, &name)).await
     }
 
     async fn create_mailbox(&self, account: AccountId, name: &str, special_use: Option<SpecialUse>) -> Result<Mailbox> {
@@ -760,6 +808,10 @@ impl Store for Arc<SqliteStore> {
 
     async fn stage(&self, body: Vec<u8>) -> Result<StagedBlob> {
         let blobs = Arc::clone(&self.blobs);
+        if body.len() <= crate::blob::INLINE_MAX {
+            // Hashing and parsing a small body costs less than a thread hand-off.
+            return blobs.stage(body).map_err(StoreError::from);
+        }
         tokio::task::spawn_blocking(move || blobs.stage(body))
             .await
             .map_err(|e| StoreError::Io(std::io::Error::other(e)))?
@@ -1065,6 +1117,10 @@ impl Store for Arc<SqliteStore> {
 
     fn subscribe(&self) -> broadcast::Receiver<Change> {
         self.bus.subscribe()
+    }
+
+    fn directory_version(&self) -> u64 {
+        std::fs::read_to_string(&self.stamp).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0)
     }
 
     async fn flush(&self) -> Result<()> {
