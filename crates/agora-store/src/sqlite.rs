@@ -122,10 +122,13 @@ pub struct SqliteStore {
     path: PathBuf,
     writer: Mutex<Option<mpsc::Sender<Job>>>,
     writer_thread: Mutex<Option<thread::JoinHandle<()>>>,
+    /// Dropping the sender stops the checkpointer.
+    checkpointer: Mutex<Option<(mpsc::Sender<()>, thread::JoinHandle<()>)>>,
     readers: Mutex<Vec<Connection>>,
     blobs: Arc<BlobFiles>,
     bus: broadcast::Sender<Change>,
-    stamp: PathBuf,
+    /// `directory.version`: 16 hex digits rewritten in place on every directory change.
+    stamp: std::fs::File,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -149,6 +152,13 @@ impl SqliteStore {
         let path = dir.join("agora.db");
         let writer_conn = open_conn(&path)?;
         writer_conn.execute_batch(SCHEMA)?;
+        // Checkpoints run on their own thread, so a commit never waits for one.
+        writer_conn.execute_batch("PRAGMA wal_autocheckpoint=0")?;
+        let ckpt_conn = open_conn(&path)?;
+        let (ckpt_tx, ckpt_rx) = mpsc::channel::<()>();
+        let ckpt = thread::Builder::new()
+            .name("agora-store-checkpoint".into())
+            .spawn(move || checkpoint_loop(ckpt_conn, ckpt_rx))?;
         let blobs = Arc::new(BlobFiles::open(&dir.join("blobs"))?);
         let mut readers = Vec::new();
         for _ in 0..READERS {
@@ -157,8 +167,13 @@ impl SqliteStore {
         let (bus, _) = broadcast::channel(4096);
         let (tx, rx) = mpsc::channel::<Job>();
         let bus2 = bus.clone();
-        let stamp = dir.join("directory.version");
-        let stamp2 = stamp.clone();
+        let stamp = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(dir.join("directory.version"))?;
+        let stamp2 = stamp.try_clone()?;
         let handle = thread::Builder::new()
             .name("agora-store-writer".into())
             .spawn(move || writer_loop(writer_conn, rx, bus2, &stamp2))?;
@@ -166,6 +181,7 @@ impl SqliteStore {
             path,
             writer: Mutex::new(Some(tx)),
             writer_thread: Mutex::new(Some(handle)),
+            checkpointer: Mutex::new(Some((ckpt_tx, ckpt))),
             readers: Mutex::new(readers),
             blobs,
             bus,
@@ -175,6 +191,10 @@ impl SqliteStore {
 
     /// Stops the writer after it has committed everything queued.
     pub fn close(&self) {
+        if let Some((tx, h)) = self.checkpointer.lock().ok().and_then(|mut c| c.take()) {
+            drop(tx);
+            let _ = h.join();
+        }
         if let Ok(mut w) = self.writer.lock() {
             w.take();
         }
@@ -260,21 +280,36 @@ fn run_in_savepoint<T>(
     out
 }
 
-/// Marks a committed directory change for every process on this store: a new file
-/// (new inode) with a new random value, renamed into place.
-fn bump_stamp(stamp: &Path) {
+/// Marks a committed directory change for every process on this store. Written in
+/// place so readers keep one open file and pay one `pread` per check; a torn read only
+/// makes a reader drop its cache once more than needed.
+fn bump_stamp(stamp: &std::fs::File) {
+    use std::os::unix::fs::FileExt;
     let mut v = [0u8; 8];
     if std::fs::File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut v)).is_err() {
-        v = (now() as u64 ^ u64::from(std::process::id()) << 32).to_le_bytes();
+        v = (now() as u64 ^ (u64::from(std::process::id()) << 32)).to_le_bytes();
     }
-    let tmp = stamp.with_extension(format!("tmp{}", std::process::id()));
-    let ok = std::fs::write(&tmp, u64::from_le_bytes(v).to_string()).and_then(|_| std::fs::rename(&tmp, stamp));
-    if let Err(e) = ok {
-        tracing::warn!("store: updating {}: {e}", stamp.display());
+    if let Err(e) = stamp.write_at(format!("{:016x}", u64::from_le_bytes(v)).as_bytes(), 0) {
+        tracing::warn!("store: updating directory.version: {e}");
     }
 }
 
-fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>, bus: broadcast::Sender<Change>, stamp: &Path) {
+/// Copies the WAL into the database in the background (PASSIVE: never blocks the
+/// writer or readers), every 200 ms while the store is open.
+fn checkpoint_loop(conn: Connection, stop: mpsc::Receiver<()>) {
+    loop {
+        match stop.recv_timeout(std::time::Duration::from_millis(200)) {
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                    tracing::warn!("store: checkpoint: {e}");
+                }
+            }
+            _ => return,
+        }
+    }
+}
+
+fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>, bus: broadcast::Sender<Change>, stamp: &std::fs::File) {
     while let Ok(first) = rx.recv() {
         let mut jobs = vec![first];
         while jobs.len() < MAX_BATCH {
@@ -1120,7 +1155,12 @@ impl Store for Arc<SqliteStore> {
     }
 
     fn directory_version(&self) -> u64 {
-        std::fs::read_to_string(&self.stamp).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0)
+        use std::os::unix::fs::FileExt;
+        let mut buf = [0u8; 16];
+        match self.stamp.read_at(&mut buf, 0) {
+            Ok(16) => std::str::from_utf8(&buf).ok().and_then(|s| u64::from_str_radix(s, 16).ok()).unwrap_or(0),
+            _ => 0,
+        }
     }
 
     async fn flush(&self) -> Result<()> {
