@@ -468,11 +468,18 @@ impl Session {
     }
 }
 
-/// A short unique id for logs and the Received header.
+/// A short unique id for logs and the Received header: a random per-process start,
+/// then a counter, so that no message pays for a system call to get one.
 fn queue_id() -> String {
-    let mut b = [0u8; 8];
-    if getrandom::fill(&mut b).is_err() {
-        b = (now() as u64).to_le_bytes();
-    }
-    b.iter().map(|x| format!("{x:02X}")).collect()
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: OnceLock<AtomicU64> = OnceLock::new();
+    let next = NEXT.get_or_init(|| {
+        let mut b = [0u8; 8];
+        if getrandom::fill(&mut b).is_err() {
+            b = ((now() as u64) << 20 ^ u64::from(std::process::id())).to_le_bytes();
+        }
+        AtomicU64::new(u64::from_le_bytes(b))
+    });
+    format!("{:016X}", next.fetch_add(1, Ordering::Relaxed))
 }
