@@ -16,6 +16,8 @@ use crate::codec::{
 pub struct SmtpConfig {
     /// The name this server gives in its greeting and Received headers.
     pub hostname: String,
+    /// Domain whose postmaster receives mail for the bare `<Postmaster>` (RFC 5321 §4.1.1.3).
+    pub primary_domain: String,
     pub max_message_size: usize,
     pub max_recipients: usize,
     /// Bad commands tolerated before the session is closed.
@@ -26,6 +28,7 @@ impl Default for SmtpConfig {
     fn default() -> Self {
         SmtpConfig {
             hostname: "localhost".into(),
+            primary_domain: "localhost".into(),
             max_message_size: 50 * 1024 * 1024,
             max_recipients: 100,
             max_errors: 10,
@@ -256,8 +259,7 @@ impl Session {
             return Flow::Continue;
         }
         let shown = sanitize(&to);
-        let lookup =
-            if to == "postmaster" { "postmaster@".to_string() + &self.postmaster_domain() } else { to.clone() };
+        let lookup = if to == "postmaster" { format!("postmaster@{}", self.cfg.primary_domain) } else { to.clone() };
         let resolved = match self.dir.resolve(&lookup).await {
             Ok(r) => r,
             Err(e) => {
@@ -294,10 +296,6 @@ impl Session {
         }
         conn.queue(reply(250, "2.1.5", "Ok").as_bytes());
         Flow::Continue
-    }
-
-    fn postmaster_domain(&self) -> String {
-        self.cfg.hostname.split_once('.').map(|(_, d)| d.to_string()).unwrap_or_else(|| self.cfg.hostname.clone())
     }
 
     async fn data(&mut self, conn: &mut Conn) -> Flow {

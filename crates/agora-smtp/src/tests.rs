@@ -62,8 +62,12 @@ async fn fixture() -> Fixture {
     directory.add_group("team@example.org", "Team").await.unwrap();
     directory.add_group_member("team@example.org", "alice@example.org").await.unwrap();
     directory.add_group_member("team@example.org", "bob@example.org").await.unwrap();
-    let cfg =
-        Arc::new(SmtpConfig { hostname: "mx.example.org".into(), max_message_size: 4096, ..SmtpConfig::default() });
+    let cfg = Arc::new(SmtpConfig {
+        hostname: "mx.example.org".into(),
+        primary_domain: "example.org".into(),
+        max_message_size: 4096,
+        ..SmtpConfig::default()
+    });
     Fixture { _dir: dir, store, cfg, directory }
 }
 
@@ -132,6 +136,11 @@ async fn refuses_unknown_users_and_relaying() {
     assert!(relay.starts_with("554 5.7.1") && relay.contains("Relay access denied"), "{relay}");
     assert!(c.cmd("DATA").await.starts_with("554 5.5.1"));
     assert!(c.cmd("AUTH PLAIN AGFAYg==").await.starts_with("503"));
+    // The bare <Postmaster> is always accepted (RFC 5321 §4.1.1.3).
+    f.directory.add_alias("postmaster@example.org", "alice@example.org").await.unwrap();
+    c.cmd("RSET").await;
+    c.cmd("MAIL FROM:<x@remote.test>").await;
+    assert!(c.cmd("RCPT TO:<Postmaster>").await.starts_with("250 2.1.5"));
 }
 
 #[tokio::test]

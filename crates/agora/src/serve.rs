@@ -136,6 +136,7 @@ pub async fn run(cli: &Cli, domain: Option<String>, hostname: Option<String>, li
     let smtp = Arc::new(SmtpService::new(
         SmtpConfig {
             hostname: hostname.clone(),
+            primary_domain: domain.clone(),
             max_message_size: cfg.limits.max_message_size,
             max_recipients: cfg.limits.max_recipients.max(1),
             ..SmtpConfig::default()

@@ -149,3 +149,48 @@ print("ok")
     let (ok, out) = run("python3", &["-c", &script], "");
     assert!(ok && out.contains("ok"), "{out}");
 }
+
+#[test]
+fn large_message_and_many_recipients_with_smtplib() {
+    if !have("python3") {
+        return;
+    }
+    let a = Agora::start();
+    a.cli_ok(&["user", "add", "bob@example.org", "--password-stdin"], Some("pw-bob\n"));
+    // 3 MiB body: stored as a blob file rather than inline, once for both recipients.
+    let script = format!(
+        r#"
+import smtplib
+body = "Subject: big\r\n\r\n" + ("0123456789abcdef" * 60 + "\r\n") * 3200
+s = smtplib.SMTP("{ip}", 10025, timeout=60)
+s.ehlo("big.test")
+refused = s.sendmail("s@remote.test", ["admin@{d}", "bob@{d}", "nobody@{d}"], body)
+assert list(refused) == ["nobody@{d}"], refused
+s.quit()
+print("ok")
+"#,
+        ip = a.ip,
+        d = DOMAIN
+    );
+    let (ok, out) = run("python3", &["-c", &script], "");
+    assert!(ok && out.contains("ok"), "{out}");
+    assert_eq!(a.inbox_count(&format!("admin@{DOMAIN}")), 1);
+    assert_eq!(a.inbox_count("bob@example.org"), 1);
+    let blobs = a.data().join("blobs");
+    let staging = blobs.join("tmp").display().to_string();
+    let blob_files: Vec<_> = walk(&blobs).into_iter().filter(|p| !p.starts_with(&staging)).collect();
+    assert_eq!(blob_files.len(), 1, "one body file for two recipients: {blob_files:?}");
+}
+
+fn walk(dir: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p.display().to_string());
+        }
+    }
+    out
+}
