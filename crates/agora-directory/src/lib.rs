@@ -2,6 +2,9 @@
 //! groups, recipient resolution (alias and group expansion with loop detection), and
 //! password authentication with argon2id.
 
+pub mod sasl;
+pub mod throttle;
+
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -218,13 +221,14 @@ impl Directory {
         role: Role,
     ) -> Result<Account> {
         let login = normalize_address(login)?;
-        let hash = hash_blocking(password.to_string()).await?;
+        let (hash, scram) = hash_blocking(password.to_string()).await?;
         Ok(self
             .store
             .create_account(NewAccount {
                 login,
                 display_name: display_name.to_string(),
                 password_hash: hash,
+                scram,
                 quota,
                 role,
             })
@@ -233,8 +237,8 @@ impl Directory {
 
     pub async fn set_password(&self, login: &str, password: &str) -> Result<()> {
         let login = normalize_address(login)?;
-        let hash = hash_blocking(password.to_string()).await?;
-        self.store.set_password_hash(&login, &hash).await?;
+        let (hash, scram) = hash_blocking(password.to_string()).await?;
+        self.store.set_password(&login, &hash, &scram).await?;
         Ok(())
     }
 
@@ -379,10 +383,14 @@ fn dummy_hash() -> String {
         .clone()
 }
 
-async fn hash_blocking(password: String) -> Result<String> {
-    tokio::task::spawn_blocking(move || hash_password(&password))
-        .await
-        .map_err(|e| DirectoryError::Invalid(format!("hashing password: {e}")))?
+/// The argon2id hash and the SCRAM-SHA-256 verifier of a new password.
+async fn hash_blocking(password: String) -> Result<(String, String)> {
+    tokio::task::spawn_blocking(move || {
+        let hash = hash_password(&password)?;
+        Ok((hash, sasl::ScramVerifier::new(&password)?.encode()))
+    })
+    .await
+    .map_err(|e| DirectoryError::Invalid(format!("hashing password: {e}")))?
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ fn new_account(login: &str) -> NewAccount {
         login: login.into(),
         display_name: "Test".into(),
         password_hash: "$argon2id$fake".into(),
+        scram: String::new(),
         quota: 0,
         role: Role::User,
     }
@@ -57,9 +58,10 @@ async fn directory<S: Store>(s: &S) {
     assert_eq!(s.lookup_address("nobody@example.org").await.expect("lookup"), AddressEntry::None);
     assert!(s.remove_domain("example.org").await.is_err(), "domain with users must not be removed");
 
-    s.set_password_hash("alice@example.org", "$argon2id$other").await.expect("passwd");
+    s.set_password("alice@example.org", "$argon2id$other", "4096:c2FsdA==:a2V5:a2V5").await.expect("passwd");
     let a2 = s.account_by_login("alice@example.org").await.expect("q").expect("exists");
     assert_eq!(a2.password_hash, "$argon2id$other");
+    assert_eq!(a2.scram, "4096:c2FsdA==:a2V5:a2V5");
 
     s.add_domain("gone.test").await.expect("domain");
     s.create_account(new_account("bob@gone.test")).await.expect("bob");

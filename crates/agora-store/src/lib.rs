@@ -36,7 +36,8 @@ pub trait Store: Send + Sync + 'static {
     async fn accounts(&self, domain: Option<&str>) -> Result<Vec<Account>>;
     /// Removes the account with its mailboxes and messages.
     async fn remove_account(&self, login: &str) -> Result<()>;
-    async fn set_password_hash(&self, login: &str, hash: &str) -> Result<()>;
+    /// Replaces the password hash and SCRAM verifier together.
+    async fn set_password(&self, login: &str, hash: &str, scram: &str) -> Result<()>;
     async fn add_account_address(&self, login: &str, address: &str) -> Result<()>;
 
     async fn add_alias(&self, address: &str, target: &str) -> Result<()>;

@@ -30,6 +30,7 @@ CREATE TABLE IF NOT EXISTS accounts (
     domain TEXT NOT NULL REFERENCES domains(name),
     display_name TEXT NOT NULL,
     password_hash TEXT NOT NULL,
+    scram TEXT NOT NULL DEFAULT '',
     quota INTEGER NOT NULL DEFAULT 0,
     used INTEGER NOT NULL DEFAULT 0,
     role TEXT NOT NULL,
@@ -400,7 +401,7 @@ fn address_kind(conn: &Connection, address: &str) -> Result<Option<(String, Opti
         .optional()?)
 }
 
-const ACCOUNT_COLS: &str = "id, login, display_name, password_hash, quota, role, created, used";
+const ACCOUNT_COLS: &str = "id, login, display_name, password_hash, quota, role, created, used, scram";
 
 fn account_from_row(conn: &Connection, r: &rusqlite::Row<'_>) -> rusqlite::Result<Account> {
     let id: i64 = r.get(0)?;
@@ -414,6 +415,7 @@ fn account_from_row(conn: &Connection, r: &rusqlite::Row<'_>) -> rusqlite::Resul
         login,
         display_name: r.get(2)?,
         password_hash: r.get(3)?,
+        scram: r.get(8)?,
         quota: r.get::<_, i64>(4)?.max(0) as u64,
         role: Role::parse(&role).unwrap_or(Role::User),
         created: r.get(6)?,
@@ -573,8 +575,8 @@ impl Store for Arc<SqliteStore> {
                 return Err(StoreError::Exists(format!("address {login}")));
             }
             c.execute(
-                "INSERT INTO accounts (login, domain, display_name, password_hash, quota, role, created)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                "INSERT INTO accounts (login, domain, display_name, password_hash, quota, role, created, scram)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 params![
                     login,
                     domain,
@@ -582,7 +584,8 @@ impl Store for Arc<SqliteStore> {
                     new.password_hash,
                     new.quota.min(i64::MAX as u64) as i64,
                     new.role.as_str(),
-                    now()
+                    now(),
+                    new.scram
                 ],
             )?;
             let id = c.last_insert_rowid();
@@ -653,11 +656,14 @@ impl Store for Arc<SqliteStore> {
         Ok(())
     }
 
-    async fn set_password_hash(&self, login: &str, hash: &str) -> Result<()> {
+    async fn set_password(&self, login: &str, hash: &str, scram: &str) -> Result<()> {
         let login = login.to_ascii_lowercase();
-        let hash = hash.to_string();
+        let (hash, scram) = (hash.to_string(), scram.to_string());
         self.write(move |c| {
-            let n = c.execute("UPDATE accounts SET password_hash = ?1 WHERE login = ?2", params![hash, login])?;
+            let n = c.execute(
+                "UPDATE accounts SET password_hash = ?1, scram = ?2 WHERE login = ?3",
+                params![hash, scram, login],
+            )?;
             if n == 0 {
                 return Err(StoreError::NotFound(format!("user {login}")));
             }

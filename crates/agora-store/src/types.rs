@@ -46,6 +46,9 @@ pub struct Account {
     pub addresses: Vec<String>,
     /// PHC-format argon2id hash. Never leaves the server over any protocol.
     pub password_hash: String,
+    /// SCRAM-SHA-256 verifier (`iterations:salt:stored_key:server_key`, base64), empty
+    /// if none. As secret as the hash.
+    pub scram: String,
     /// Quota in bytes; 0 means unlimited.
     pub quota: u64,
     /// Bytes of mail stored, for quota checks.
@@ -59,6 +62,7 @@ pub struct NewAccount {
     pub login: String,
     pub display_name: String,
     pub password_hash: String,
+    pub scram: String,
     pub quota: u64,
     pub role: Role,
 }
