@@ -101,6 +101,12 @@ async fn delivery_and_uids<S: Store>(s: &S) {
 
     let msgs = s.messages(after.id, 1..=u32::MAX).await.expect("messages");
     assert_eq!(msgs.len(), 2);
+    let list = s.message_list(after.id).await.expect("list");
+    let brief = |uid: u32, size: u64, blob: &str| (uid, size, blob.to_string());
+    assert_eq!(
+        list.iter().map(|m| brief(m.uid, m.size, &m.blob)).collect::<Vec<_>>(),
+        msgs.iter().map(|m| brief(m.uid, m.size, &m.blob)).collect::<Vec<_>>()
+    );
     assert_eq!(msgs[0].summary.envelope.subject.as_deref(), Some("one"));
     assert_eq!(msgs[1].size, 26);
     assert_eq!(s.read_blob(&msgs[1].blob).await.expect("blob"), b"Subject: two\r\n\r\nbody two\r\n");

@@ -61,6 +61,8 @@ pub trait Store: Send + Sync + 'static {
     async fn deliver(&self, delivery: Delivery) -> Result<Vec<Delivered>>;
     /// Outbound queue entries, oldest first.
     async fn queued(&self) -> Result<Vec<Queued>>;
+    /// Every message of a mailbox, in UID order, without summaries (cheap listing).
+    async fn message_list(&self, mailbox: MailboxId) -> Result<Vec<MessageRef>>;
     /// Messages of a mailbox whose UIDs fall in `uids`, in UID order.
     async fn messages(&self, mailbox: MailboxId, uids: RangeInclusive<u32>) -> Result<Vec<MessageMeta>>;
     async fn read_blob(&self, hash: &str) -> Result<Vec<u8>>;

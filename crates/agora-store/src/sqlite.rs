@@ -13,8 +13,8 @@ use tokio::sync::{broadcast, oneshot};
 use crate::blob::BlobFiles;
 use crate::{
     Account, AccountId, AddressEntry, Change, DEFAULT_MAILBOXES, Delivered, Delivery, Domain, Envelope, FlagOp, Flags,
-    Group, Mailbox, MailboxId, MessageMeta, MessageSummary, NewAccount, Queued, Result, Role, SpecialUse, StagedBlob,
-    Store, StoreError, now,
+    Group, Mailbox, MailboxId, MessageMeta, MessageRef, MessageSummary, NewAccount, Queued, Result, Role, SpecialUse,
+    StagedBlob, Store, StoreError, now,
 };
 
 /// Most writes folded into one transaction; bounds the latency of the first in a batch.
@@ -961,6 +961,26 @@ impl Store for Arc<SqliteStore> {
                     recipient: r.get(3)?,
                     created: r.get(4)?,
                     attempts: r.get::<_, i64>(5)? as u32,
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })
+        .await
+    }
+
+    async fn message_list(&self, mailbox: MailboxId) -> Result<Vec<MessageRef>> {
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT uid, modseq, flags, internal_date, size, blob FROM messages WHERE mailbox = ?1 ORDER BY uid",
+            )?;
+            let rows = stmt.query_map([mailbox], |r| {
+                Ok(MessageRef {
+                    uid: r.get::<_, i64>(0)? as u32,
+                    modseq: r.get::<_, i64>(1)? as u64,
+                    flags: Flags(r.get::<_, i64>(2)? as u8),
+                    internal_date: r.get(3)?,
+                    size: r.get::<_, i64>(4)? as u64,
+                    blob: r.get(5)?,
                 })
             })?;
             Ok(rows.collect::<rusqlite::Result<_>>()?)

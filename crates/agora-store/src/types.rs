@@ -191,6 +191,17 @@ pub struct MessageMeta {
     pub summary: MessageSummary,
 }
 
+/// A message's index entry without its parsed summary: what listing a mailbox needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageRef {
+    pub uid: u32,
+    pub modseq: u64,
+    pub flags: Flags,
+    pub internal_date: i64,
+    pub size: u64,
+    pub blob: String,
+}
+
 /// SMTP envelope kept with a delivery, including the DSN parameters (RFC 3461).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Envelope {
