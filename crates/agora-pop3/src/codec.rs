@@ -125,13 +125,11 @@ pub fn write_multiline(msg: &[u8], body_lines: Option<u32>, out: &mut Vec<u8>) {
         };
         rest = next;
         let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if in_body {
-            if let Some(max) = body_lines {
-                if body_count >= max {
-                    break;
-                }
-                body_count += 1;
+        if in_body && let Some(max) = body_lines {
+            if body_count >= max {
+                break;
             }
+            body_count += 1;
         }
         if line.first() == Some(&b'.') {
             out.push(b'.');

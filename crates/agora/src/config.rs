@@ -24,8 +24,8 @@ pub const SERVICES: &[ServiceDef] = &[
     ServiceDef { key: "submissions", port: 465, tls: "implicit", what: "SMTP submission over TLS", built: false },
     ServiceDef { key: "imap", port: 143, tls: "starttls", what: "IMAP4", built: false },
     ServiceDef { key: "imaps", port: 993, tls: "implicit", what: "IMAP4 over TLS", built: false },
-    ServiceDef { key: "pop3", port: 110, tls: "starttls", what: "POP3", built: false },
-    ServiceDef { key: "pop3s", port: 995, tls: "implicit", what: "POP3 over TLS", built: false },
+    ServiceDef { key: "pop3", port: 110, tls: "starttls", what: "POP3", built: true },
+    ServiceDef { key: "pop3s", port: 995, tls: "implicit", what: "POP3 over TLS", built: true },
     ServiceDef { key: "nntp", port: 119, tls: "starttls", what: "NNTP public folders", built: false },
     ServiceDef { key: "nntps", port: 563, tls: "implicit", what: "NNTP over TLS", built: false },
     ServiceDef { key: "http", port: 80, tls: "none", what: "webmail, admin, autoconfig", built: false },
@@ -48,7 +48,32 @@ pub struct Config {
     pub server: ServerSection,
     pub tls: TlsSection,
     pub limits: LimitsSection,
+    pub auth: AuthSection,
+    pub pop3: Pop3Section,
     pub listeners: BTreeMap<String, ListenerSection>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSection {
+    /// Accept passwords in the clear (USER/PASS, LOGIN, PLAIN) without TLS.
+    pub plaintext_without_tls: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Pop3Section {
+    /// Mark messages retrieved over POP3 as \Seen.
+    pub mark_seen: bool,
+    /// Delete retrieved messages older than this many days at QUIT (leave-on-server
+    /// policy for clients that never delete); unset: never.
+    pub expire_days: Option<u32>,
+}
+
+impl Default for Pop3Section {
+    fn default() -> Self {
+        Pop3Section { mark_seen: true, expire_days: None }
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -231,7 +256,12 @@ pub fn default_file(hostname: &str, domain: &str) -> String {
          # max_recipients = {}\n\
          # timeout_preauth_secs = {}\n\
          # timeout_idle_secs = {}\n\
-         # shutdown_drain_secs = {}\n",
+         # shutdown_drain_secs = {}\n\n\
+         [auth]\n\
+         # plaintext_without_tls = false   # allow USER/PASS, LOGIN and PLAIN before TLS\n\n\
+         [pop3]\n\
+         # mark_seen = true          # retrieved messages get the Seen flag\n\
+         # expire_days = 30          # delete retrieved mail older than this at QUIT (default: never)\n",
         l.max_connections,
         l.max_connections_per_ip,
         l.max_message_size,

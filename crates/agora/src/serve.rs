@@ -7,8 +7,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use agora_directory::throttle::Throttle;
 use agora_directory::{Directory, generate_password, normalize_domain};
 use agora_net::{Limits, ListenerSpec, Server, Timeouts, TlsSettings};
+use agora_pop3::{Pop3Config, Pop3Service};
 use agora_smtp::{SmtpConfig, SmtpService};
 use agora_store::sqlite::SqliteStore;
 use agora_store::{Role, Store};
@@ -144,9 +146,22 @@ pub async fn run(cli: &Cli, domain: Option<String>, hostname: Option<String>, li
         dir.clone(),
         Arc::clone(&dyn_store),
     ));
+    let throttle = Arc::new(Throttle::new());
+    let pop3 = Arc::new(Pop3Service::new(
+        Pop3Config {
+            allow_plaintext: cfg.auth.plaintext_without_tls,
+            mark_seen: cfg.pop3.mark_seen,
+            expire_days: cfg.pop3.expire_days,
+            ..Pop3Config::default()
+        },
+        dir.clone(),
+        Arc::clone(&dyn_store),
+        Arc::clone(&throttle),
+    ));
     for (spec, listener) in bound {
         match spec.service.as_str() {
             "smtp" => server.spawn_listener(listener, spec, smtp.clone()),
+            "pop3" | "pop3s" => server.spawn_listener(listener, spec, pop3.clone()),
             other => bail!("internal: no service wired for listener {other}"),
         }
     }

@@ -249,8 +249,19 @@ impl SmtpClient {
             expect(&self.cmd(&format!("RCPT TO:<{t}>"))?, "250")?;
         }
         expect(&self.cmd("DATA")?, "354")?;
-        self.w.write_all(body.as_bytes())?;
-        self.cmd("\r\n.")
+        // Dot-stuffing, as every SMTP client must do (RFC 5321 §4.5.2).
+        let mut data = String::with_capacity(body.len() + 8);
+        for line in body.split_inclusive("\r\n") {
+            if line.starts_with('.') {
+                data.push('.');
+            }
+            data.push_str(line);
+        }
+        if !data.ends_with("\r\n") {
+            data.push_str("\r\n");
+        }
+        self.w.write_all(data.as_bytes())?;
+        self.cmd(".")
     }
 }
 
