@@ -49,6 +49,56 @@ pub enum Recipient {
 pub struct Directory {
     store: Arc<dyn Store>,
     cache: Arc<LookupCache>,
+    verified: Arc<VerifiedLogins>,
+}
+
+/// How long a checked password is remembered. Mail clients log in again and again (POP3
+/// polls, IMAP opens several connections); argon2id on each would cost tens of ms of CPU.
+const VERIFIED_TTL: Duration = Duration::from_secs(300);
+
+/// Recently verified passwords, as a keyed hash (the key is random per process, so the
+/// entries are useless outside it), bound to the password hash they were checked against:
+/// a password change invalidates them at once.
+struct VerifiedLogins {
+    key: [u8; 32],
+    entries: Mutex<HashMap<String, (Instant, String, [u8; 32])>>,
+}
+
+impl VerifiedLogins {
+    fn new() -> VerifiedLogins {
+        let mut key = [0u8; 32];
+        if getrandom::fill(&mut key).is_err() {
+            // Without randomness the cache stays unused: see `tag`.
+            key = [0; 32];
+        }
+        VerifiedLogins { key, entries: Mutex::new(HashMap::new()) }
+    }
+
+    fn tag(&self, password: &str) -> Option<[u8; 32]> {
+        use hmac::Mac;
+        if self.key == [0; 32] {
+            return None;
+        }
+        let mut m = <hmac::Hmac<sha2::Sha256> as Mac>::new_from_slice(&self.key).ok()?;
+        m.update(password.as_bytes());
+        Some(m.finalize().into_bytes().into())
+    }
+
+    fn hit(&self, login: &str, hash: &str, password: &str) -> bool {
+        let Some(tag) = self.tag(password) else { return false };
+        let Ok(map) = self.entries.lock() else { return false };
+        map.get(login).is_some_and(|(at, h, t)| at.elapsed() < VERIFIED_TTL && h == hash && *t == tag)
+    }
+
+    fn insert(&self, login: &str, hash: &str, password: &str) {
+        let Some(tag) = self.tag(password) else { return };
+        if let Ok(mut map) = self.entries.lock() {
+            if map.len() >= CACHE_MAX {
+                map.retain(|_, (at, _, _)| at.elapsed() < VERIFIED_TTL);
+            }
+            map.insert(login.to_string(), (Instant::now(), hash.to_string(), tag));
+        }
+    }
 }
 
 /// Lookup answers are also dropped after this long, in case the database is edited
@@ -177,7 +227,11 @@ pub fn verify_password(password: &str, hash: &str) -> bool {
 
 impl Directory {
     pub fn new(store: Arc<dyn Store>) -> Directory {
-        Directory { store, cache: Arc::new(LookupCache { entries: Mutex::new((0, HashMap::new())) }) }
+        Directory {
+            store,
+            cache: Arc::new(LookupCache { entries: Mutex::new((0, HashMap::new())) }),
+            verified: Arc::new(VerifiedLogins::new()),
+        }
     }
 
     /// `Store::lookup_address` through the cache.
@@ -365,9 +419,17 @@ impl Directory {
             Ok(l) => self.store.account_by_login(&l).await?,
             Err(_) => None,
         };
+        if let Some(a) = &account
+            && self.verified.hit(&a.login, &a.password_hash, password)
+        {
+            return Ok(account);
+        }
         let hash = account.as_ref().map(|a| a.password_hash.clone()).unwrap_or_else(dummy_hash);
-        let password = password.to_string();
-        let ok = tokio::task::spawn_blocking(move || verify_password(&password, &hash)).await.unwrap_or(false);
+        let pw = password.to_string();
+        let ok = tokio::task::spawn_blocking(move || verify_password(&pw, &hash)).await.unwrap_or(false);
+        if ok && let Some(a) = &account {
+            self.verified.insert(&a.login, &a.password_hash, password);
+        }
         Ok(if ok { account } else { None })
     }
 }
@@ -481,6 +543,12 @@ mod tests {
         d.add_user("a@example.org", "A", "secret-1", 0, Role::User).await.unwrap();
         assert!(d.authenticate("A@example.org", "secret-1").await.unwrap().is_some());
         assert!(d.authenticate("a@example.org", "secret-2").await.unwrap().is_none());
+        // Remembered after a success, but only for that password and that hash.
+        assert!(d.authenticate("a@example.org", "secret-1").await.unwrap().is_some());
+        assert!(d.authenticate("a@example.org", "secret-2").await.unwrap().is_none());
+        d.set_password("a@example.org", "secret-3").await.unwrap();
+        assert!(d.authenticate("a@example.org", "secret-1").await.unwrap().is_none(), "old password after a change");
+        assert!(d.authenticate("a@example.org", "secret-3").await.unwrap().is_some());
         assert!(d.authenticate("ghost@example.org", "secret-1").await.unwrap().is_none());
     }
 }

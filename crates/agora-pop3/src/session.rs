@@ -311,9 +311,7 @@ impl Session {
                 return Flow::Continue;
             }
         };
-        let mut out = Vec::with_capacity(body.len() + 64);
-        let mut text = Vec::with_capacity(body.len() + 16);
-        codec::write_multiline(&body, top, &mut text);
+        let mut out = Vec::with_capacity(body.len() + body.len() / 32 + 64);
         if top.is_some() {
             out.extend_from_slice(b"+OK\r\n");
         } else {
@@ -325,7 +323,7 @@ impl Session {
                 msg.retrieved = true;
             }
         }
-        out.extend_from_slice(&text);
+        codec::write_multiline(&body, top, &mut out);
         conn.queue(&out);
         Flow::Continue
     }
