@@ -61,8 +61,11 @@ const VERIFIED_TTL: Duration = Duration::from_secs(300);
 /// a password change invalidates them at once.
 struct VerifiedLogins {
     key: [u8; 32],
-    entries: Mutex<HashMap<String, (Instant, String, [u8; 32])>>,
+    /// login -> (when, password hash checked against, keyed hash of the password)
+    entries: Mutex<HashMap<String, Verified>>,
 }
+
+type Verified = (Instant, String, [u8; 32]);
 
 impl VerifiedLogins {
     fn new() -> VerifiedLogins {
