@@ -3,6 +3,7 @@
 //! and two-step shutdown (stop accepting, then tell and drain sessions).
 
 pub mod conn;
+pub mod driver;
 pub mod proxy;
 pub mod tls;
 
@@ -19,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use conn::{Conn, Read, Timeouts};
+pub use driver::{Flow, LineProtocol, drive};
 pub use tls::TlsSettings;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -7,8 +7,9 @@ use std::sync::{Arc, Mutex};
 use agora_directory::Directory;
 use agora_directory::sasl::{Exchange, Mechanism, Step};
 use agora_directory::throttle::Throttle;
-use agora_net::{Conn, Read};
+use agora_net::{Conn, Flow, LineProtocol, Read, drive};
 use agora_store::{Account, AccountId, FlagOp, Flags, MailboxId, Store, now};
+use async_trait::async_trait;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 
@@ -85,11 +86,6 @@ pub struct Session {
     errors: u32,
 }
 
-enum Flow {
-    Continue,
-    Close,
-}
-
 impl Session {
     pub fn new(
         cfg: Arc<Pop3Config>,
@@ -101,32 +97,8 @@ impl Session {
         Session { cfg, dir, store, locks, throttle, user: None, drop: None, errors: 0 }
     }
 
-    pub async fn run(mut self, mut conn: Conn) {
-        if conn.send(b"+OK Agora POP3 server ready\r\n").await.is_err() {
-            return;
-        }
-        loop {
-            let flow = match conn.read_line(MAX_LINE).await {
-                Read::Line(line) => self.command(&mut conn, &line).await,
-                Read::TooLong => self.error(&mut conn, "-ERR Line too long\r\n"),
-                Read::Timeout => {
-                    conn.queue(b"-ERR Disconnected for inactivity\r\n");
-                    Flow::Close
-                }
-                Read::Shutdown => {
-                    conn.queue(b"-ERR [SYS/TEMP] Server shutting down\r\n");
-                    Flow::Close
-                }
-                Read::Eof | Read::Bytes(_) => Flow::Close,
-            };
-            if let Flow::Close = flow {
-                conn.close().await;
-                return;
-            }
-            if !conn.has_buffered_line() && conn.flush().await.is_err() {
-                return;
-            }
-        }
+    pub async fn run(self, conn: Conn) {
+        drive(self, conn).await;
     }
 
     fn error(&mut self, conn: &mut Conn, msg: &str) -> Flow {
@@ -459,6 +431,33 @@ impl Session {
             }
         }
         Flow::Close
+    }
+}
+
+#[async_trait]
+impl LineProtocol for Session {
+    fn max_line(&self) -> usize {
+        MAX_LINE
+    }
+
+    fn greeting(&self) -> Vec<u8> {
+        b"+OK Agora POP3 server ready\r\n".to_vec()
+    }
+
+    async fn line(&mut self, conn: &mut Conn, line: &[u8]) -> Flow {
+        self.command(conn, line).await
+    }
+
+    fn too_long(&mut self, conn: &mut Conn) -> Flow {
+        self.error(conn, "-ERR Line too long\r\n")
+    }
+
+    fn timeout_reply(&self) -> Vec<u8> {
+        b"-ERR Disconnected for inactivity\r\n".to_vec()
+    }
+
+    fn shutdown_reply(&self) -> Vec<u8> {
+        b"-ERR [SYS/TEMP] Server shutting down\r\n".to_vec()
     }
 }
 

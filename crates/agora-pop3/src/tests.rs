@@ -207,6 +207,27 @@ async fn sasl_plain_and_login_and_failures() {
 }
 
 #[tokio::test]
+async fn deletions_reach_other_sessions_through_the_change_bus() {
+    let f = fixture().await;
+    let mut bus = f.store.subscribe();
+    let (mut c, _t) = f.plain().await;
+    login(&mut c).await;
+    let first = f.inbox().await[0].uid;
+    c.cmd("DELE 1").await;
+    assert!(c.cmd("QUIT").await.starts_with("+OK"));
+    let change = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            if let Ok(agora_store::Change::Expunged { uid, .. }) = bus.recv().await {
+                return uid;
+            }
+        }
+    })
+    .await
+    .expect("expunge published");
+    assert_eq!(change, first);
+}
+
+#[tokio::test]
 async fn message_expunged_elsewhere_does_not_break_the_session() {
     let f = fixture().await;
     let (mut c, _t) = f.plain().await;

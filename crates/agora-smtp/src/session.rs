@@ -5,8 +5,9 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use agora_directory::{Directory, Recipient};
-use agora_net::{Conn, Read};
+use agora_net::{Conn, Flow, LineProtocol, Read, drive};
 use agora_store::{Delivery, DeliveryTarget, Envelope, EnvelopeRecipient, Flags, Store, now};
+use async_trait::async_trait;
 
 use crate::codec::{
     self, Command, DataDecoder, MAX_COMMAND_LINE, MAX_TEXT_LINE, MailParams, RcptParams, reply, reply_lines, sanitize,
@@ -65,48 +66,13 @@ pub struct Session {
     authenticated_as: Option<String>,
 }
 
-/// How a command handler wants the session to go on.
-enum Flow {
-    Continue,
-    Close,
-}
-
 impl Session {
     pub fn new(cfg: Arc<SmtpConfig>, dir: Directory, store: Arc<dyn Store>) -> Session {
         Session { cfg, dir, store, helo: None, esmtp: false, tx: None, errors: 0, authenticated_as: None }
     }
 
-    pub async fn run(mut self, mut conn: Conn) {
-        let greeting = format!("220 {} ESMTP Agora\r\n", self.cfg.hostname);
-        if conn.send(greeting.as_bytes()).await.is_err() {
-            return;
-        }
-        loop {
-            let read = conn.read_line(MAX_COMMAND_LINE).await;
-            let flow = match read {
-                Read::Line(line) => self.command(&mut conn, &line).await,
-                Read::TooLong => self.error(&mut conn, reply(500, "5.5.2", "Error: line too long")),
-                Read::Timeout => {
-                    let msg = format!("421 4.4.2 {} Error: timeout exceeded\r\n", self.cfg.hostname);
-                    conn.queue(msg.as_bytes());
-                    Flow::Close
-                }
-                Read::Shutdown => {
-                    let msg = format!("421 4.3.2 {} Service shutting down, closing connection\r\n", self.cfg.hostname);
-                    conn.queue(msg.as_bytes());
-                    Flow::Close
-                }
-                Read::Eof | Read::Bytes(_) => Flow::Close,
-            };
-            if let Flow::Close = flow {
-                conn.close().await;
-                return;
-            }
-            // PIPELINING: hold replies while the client has more commands queued.
-            if !conn.has_buffered_line() && conn.flush().await.is_err() {
-                return;
-            }
-        }
+    pub async fn run(self, conn: Conn) {
+        drive(self, conn).await;
     }
 
     fn error(&mut self, conn: &mut Conn, msg: String) -> Flow {
@@ -322,8 +288,7 @@ impl Session {
                 Read::TooLong => dec.push_long_line(),
                 Read::Timeout => {
                     conn.set_interruptible(true);
-                    let msg = format!("421 4.4.2 {} Error: timeout exceeded\r\n", self.cfg.hostname);
-                    conn.queue(msg.as_bytes());
+                    conn.queue(&self.timeout_reply());
                     return Flow::Close;
                 }
                 _ => return Flow::Close,
@@ -463,6 +428,33 @@ impl Session {
             }
         }
         Flow::Continue
+    }
+}
+
+#[async_trait]
+impl LineProtocol for Session {
+    fn max_line(&self) -> usize {
+        MAX_COMMAND_LINE
+    }
+
+    fn greeting(&self) -> Vec<u8> {
+        format!("220 {} ESMTP Agora\r\n", self.cfg.hostname).into_bytes()
+    }
+
+    async fn line(&mut self, conn: &mut Conn, line: &[u8]) -> Flow {
+        self.command(conn, line).await
+    }
+
+    fn too_long(&mut self, conn: &mut Conn) -> Flow {
+        self.error(conn, reply(500, "5.5.2", "Error: line too long"))
+    }
+
+    fn timeout_reply(&self) -> Vec<u8> {
+        format!("421 4.4.2 {} Error: timeout exceeded\r\n", self.cfg.hostname).into_bytes()
+    }
+
+    fn shutdown_reply(&self) -> Vec<u8> {
+        format!("421 4.3.2 {} Service shutting down, closing connection\r\n", self.cfg.hostname).into_bytes()
     }
 }
 

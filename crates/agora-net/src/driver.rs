@@ -1,0 +1,60 @@
+//! The one session loop every line-based protocol runs: read a line, hand it to the
+//! protocol, hold replies while the client pipelines, and say the protocol's own
+//! goodbye on idle timeout or server shutdown.
+
+use async_trait::async_trait;
+
+use crate::{Conn, Read};
+
+/// How a protocol wants its session to go on after handling input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    Continue,
+    /// Flush what is queued, close politely, end the session.
+    Close,
+}
+
+/// The hooks of a line-based protocol (SMTP, POP3, IMAP, NNTP …).
+#[async_trait]
+pub trait LineProtocol: Send {
+    /// Longest command line accepted, line ending included.
+    fn max_line(&self) -> usize;
+    fn greeting(&self) -> Vec<u8>;
+    /// Handles one complete line (with its line ending); may read more from `conn`
+    /// (message data, literals, SASL responses) and queue replies.
+    async fn line(&mut self, conn: &mut Conn, line: &[u8]) -> Flow;
+    /// A line longer than `max_line` was received and discarded.
+    fn too_long(&mut self, conn: &mut Conn) -> Flow;
+    fn timeout_reply(&self) -> Vec<u8>;
+    fn shutdown_reply(&self) -> Vec<u8>;
+}
+
+/// Runs a session to its end.
+pub async fn drive(mut protocol: impl LineProtocol, mut conn: Conn) {
+    if conn.send(&protocol.greeting()).await.is_err() {
+        return;
+    }
+    loop {
+        let flow = match conn.read_line(protocol.max_line()).await {
+            Read::Line(line) => protocol.line(&mut conn, &line).await,
+            Read::TooLong => protocol.too_long(&mut conn),
+            Read::Timeout => {
+                conn.queue(&protocol.timeout_reply());
+                Flow::Close
+            }
+            Read::Shutdown => {
+                conn.queue(&protocol.shutdown_reply());
+                Flow::Close
+            }
+            Read::Eof | Read::Bytes(_) => Flow::Close,
+        };
+        if flow == Flow::Close {
+            conn.close().await;
+            return;
+        }
+        // PIPELINING: hold replies while the client has more commands queued.
+        if !conn.has_buffered_line() && conn.flush().await.is_err() {
+            return;
+        }
+    }
+}
