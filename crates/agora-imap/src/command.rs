@@ -1,0 +1,1341 @@
+//! IMAP command parser (RFC 9051, RFC 3501 and the extensions' grammar), pure: it
+//! takes one complete command — the lines and the literal bytes a session gathered —
+//! and returns a typed command or an error naming the tag, for a `BAD` reply.
+
+/// Deepest nesting of parenthesised lists or search keys accepted.
+pub const MAX_DEPTH: usize = 32;
+
+/// A literal announced at the end of a line: `{n}`, `{n+}` (LITERAL+) or `~{n}` (BINARY).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Literal {
+    pub len: u64,
+    /// `{n+}`: the client sends the data without waiting for a continuation.
+    pub non_sync: bool,
+    pub binary: bool,
+}
+
+/// If `line` (with or without CRLF) ends with a literal announcement, returns it.
+pub fn literal_suffix(line: &[u8]) -> Option<Literal> {
+    let l = line.strip_suffix(b"\n").unwrap_or(line);
+    let l = l.strip_suffix(b"\r").unwrap_or(l);
+    let l = l.strip_suffix(b"}")?;
+    let open = l.iter().rposition(|&b| b == b'{')?;
+    let mut digits = &l[open + 1..];
+    let non_sync = digits.last() == Some(&b'+');
+    if non_sync {
+        digits = &digits[..digits.len() - 1];
+    }
+    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let len = std::str::from_utf8(digits).ok()?.parse().ok()?;
+    let binary = open > 0 && l[open - 1] == b'~';
+    Some(Literal { len, non_sync, binary })
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParseError {
+    /// The tag, when it could be read: the reply is `tag BAD …`, else `* BAD …`.
+    pub tag: Option<String>,
+    pub message: String,
+}
+
+/// One element of a sequence set; `u32::MAX` stands for `*`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SeqItem {
+    One(u32),
+    Range(u32, u32),
+}
+
+/// A sequence set, or `$` (the saved search result, RFC 5182).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SeqSet {
+    Items(Vec<SeqItem>),
+    Saved,
+}
+
+/// `*` in a sequence set.
+pub const STAR: u32 = u32::MAX;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SectionText {
+    Header,
+    HeaderFields(Vec<String>),
+    HeaderFieldsNot(Vec<String>),
+    Text,
+    Mime,
+}
+
+/// `BODY[1.2.HEADER]`: part path plus what of it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Section {
+    pub part: Vec<u32>,
+    pub text: Option<SectionText>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FetchAtt {
+    Envelope,
+    Flags,
+    InternalDate,
+    Rfc822,
+    Rfc822Header,
+    Rfc822Size,
+    Rfc822Text,
+    /// BODY without section: the non-extensible BODYSTRUCTURE.
+    Body,
+    BodyStructure,
+    Uid,
+    BodySection {
+        section: Section,
+        partial: Option<(u32, u32)>,
+        peek: bool,
+    },
+    Binary {
+        part: Vec<u32>,
+        partial: Option<(u32, u32)>,
+        peek: bool,
+    },
+    BinarySize(Vec<u32>),
+    ModSeq,
+    Preview,
+    EmailId,
+    ThreadId,
+    SaveDate,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SearchKey {
+    All,
+    Answered,
+    Bcc(String),
+    Before(Date),
+    Body(String),
+    Cc(String),
+    Deleted,
+    Draft,
+    Flagged,
+    From(String),
+    Header(String, String),
+    Keyword(String),
+    Larger(u64),
+    New,
+    Not(Box<SearchKey>),
+    Old,
+    On(Date),
+    Or(Box<SearchKey>, Box<SearchKey>),
+    Recent,
+    Seen,
+    SentBefore(Date),
+    SentOn(Date),
+    SentSince(Date),
+    Since(Date),
+    Smaller(u64),
+    Subject(String),
+    Text(String),
+    To(String),
+    Uid(SeqSet),
+    Unanswered,
+    Undeleted,
+    Undraft,
+    Unflagged,
+    Unkeyword(String),
+    Unseen,
+    Seq(SeqSet),
+    And(Vec<SearchKey>),
+    ModSeq(u64),
+    Younger(u64),
+    Older(u64),
+    EmailId(String),
+    ThreadId(String),
+}
+
+/// A calendar date (`1-Feb-2024`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Date {
+    pub year: u16,
+    pub month: u8,
+    pub day: u8,
+}
+
+/// `date-time` of APPEND: the date, time and zone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DateTime {
+    pub date: Date,
+    pub hour: u8,
+    pub minute: u8,
+    pub second: u8,
+    /// Offset from UTC in minutes.
+    pub zone_minutes: i16,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreMode {
+    Replace,
+    Add,
+    Remove,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppendMessage {
+    pub flags: Vec<String>,
+    pub date: Option<DateTime>,
+    pub data: Vec<u8>,
+    pub binary: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StatusItem {
+    Messages,
+    Recent,
+    UidNext,
+    UidValidity,
+    Unseen,
+    Deleted,
+    Size,
+    HighestModSeq,
+    AppendLimit,
+    MailboxId,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ListOptions {
+    /// Selection options: SUBSCRIBED, REMOTE, RECURSIVEMATCH, SPECIAL-USE.
+    pub select: Vec<String>,
+    /// Return options: SUBSCRIBED, CHILDREN, SPECIAL-USE, STATUS (…).
+    pub ret: Vec<String>,
+    pub status: Vec<StatusItem>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CommandKind {
+    Capability,
+    Noop,
+    Logout,
+    StartTls,
+    Authenticate { mechanism: String, initial: Option<String> },
+    Login { user: String, password: String },
+    Enable(Vec<String>),
+    Select { mailbox: String, condstore: bool, qresync: Option<(u32, u64)> },
+    Examine { mailbox: String, condstore: bool, qresync: Option<(u32, u64)> },
+    Create { mailbox: String, special_use: Vec<String> },
+    Delete(String),
+    Rename { from: String, to: String },
+    Subscribe(String),
+    Unsubscribe(String),
+    List { reference: String, patterns: Vec<String>, options: ListOptions },
+    Lsub { reference: String, pattern: String },
+    Namespace,
+    Status { mailbox: String, items: Vec<StatusItem> },
+    Append { mailbox: String, messages: Vec<AppendMessage> },
+    Idle,
+    Check,
+    Close,
+    Unselect,
+    Expunge { uids: Option<SeqSet> },
+    Search { uid: bool, ret: Option<Vec<String>>, charset: Option<String>, key: SearchKey },
+    Fetch { uid: bool, set: SeqSet, atts: Vec<FetchAtt>, changed_since: Option<u64>, vanished: bool },
+    Store { uid: bool, set: SeqSet, unchanged_since: Option<u64>, mode: StoreMode, silent: bool, flags: Vec<String> },
+    Copy { uid: bool, set: SeqSet, mailbox: String },
+    Move { uid: bool, set: SeqSet, mailbox: String },
+    Id(Option<Vec<(String, Option<String>)>>),
+    GetQuotaRoot(String),
+    GetQuota(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Command {
+    pub tag: String,
+    pub kind: CommandKind,
+}
+
+type R<T> = Result<T, String>;
+
+struct P<'a> {
+    b: &'a [u8],
+    pos: usize,
+    depth: usize,
+}
+
+fn is_atom_char(c: u8) -> bool {
+    c > 0x20 && c < 0x7f && !b"(){ %*\"\\]".contains(&c)
+}
+
+fn is_astring_char(c: u8) -> bool {
+    is_atom_char(c) || c == b']'
+}
+
+fn is_tag_char(c: u8) -> bool {
+    is_astring_char(c) && c != b'+'
+}
+
+impl<'a> P<'a> {
+    fn peek(&self) -> Option<u8> {
+        self.b.get(self.pos).copied()
+    }
+
+    fn at_end(&self) -> bool {
+        self.pos >= self.b.len()
+    }
+
+    fn eat(&mut self, c: u8) -> bool {
+        if self.peek() == Some(c) {
+            self.pos += 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn expect(&mut self, c: u8) -> R<()> {
+        if self.eat(c) { Ok(()) } else { Err(format!("expected '{}'", c as char)) }
+    }
+
+    fn sp(&mut self) -> R<()> {
+        self.expect(b' ')
+    }
+
+    /// Case-insensitive keyword followed by a non-atom character.
+    fn keyword(&mut self, kw: &str) -> bool {
+        let end = self.pos + kw.len();
+        if end <= self.b.len()
+            && self.b[self.pos..end].eq_ignore_ascii_case(kw.as_bytes())
+            && self.b.get(end).is_none_or(|&c| !is_atom_char(c) || c == b'[' || c == b'.')
+        {
+            self.pos = end;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn take_while(&mut self, f: impl Fn(u8) -> bool) -> &'a [u8] {
+        let start = self.pos;
+        while self.peek().is_some_and(&f) {
+            self.pos += 1;
+        }
+        &self.b[start..self.pos]
+    }
+
+    fn atom(&mut self) -> R<String> {
+        let a = self.take_while(is_atom_char);
+        if a.is_empty() {
+            return Err("expected an atom".into());
+        }
+        Ok(String::from_utf8_lossy(a).into_owned())
+    }
+
+    fn number(&mut self) -> R<u64> {
+        let d = self.take_while(|c| c.is_ascii_digit());
+        if d.is_empty() || d.len() > 19 {
+            return Err("expected a number".into());
+        }
+        std::str::from_utf8(d).ok().and_then(|s| s.parse().ok()).ok_or_else(|| "number too large".into())
+    }
+
+    fn number32(&mut self) -> R<u32> {
+        u32::try_from(self.number()?).map_err(|_| "number too large".into())
+    }
+
+    fn nz_number(&mut self) -> R<u32> {
+        match self.number32()? {
+            0 => Err("zero is not allowed here".into()),
+            n => Ok(n),
+        }
+    }
+
+    fn quoted(&mut self) -> R<Vec<u8>> {
+        self.expect(b'"')?;
+        let mut out = Vec::new();
+        loop {
+            match self.peek() {
+                None => return Err("unterminated quoted string".into()),
+                Some(b'"') => {
+                    self.pos += 1;
+                    return Ok(out);
+                }
+                Some(b'\\') => {
+                    self.pos += 1;
+                    match self.peek() {
+                        Some(c @ (b'"' | b'\\')) => {
+                            out.push(c);
+                            self.pos += 1;
+                        }
+                        _ => return Err("bad escape in quoted string".into()),
+                    }
+                }
+                Some(b'\r' | b'\n') => return Err("line break in quoted string".into()),
+                Some(c) => {
+                    out.push(c);
+                    self.pos += 1;
+                }
+            }
+        }
+    }
+
+    /// `{n}CRLF<n bytes>` (also `{n+}` and, if allowed, `~{n}`).
+    fn literal(&mut self, allow_binary: bool) -> R<(Vec<u8>, bool)> {
+        let binary = self.eat(b'~');
+        if binary && !allow_binary {
+            return Err("binary literal not allowed here".into());
+        }
+        self.expect(b'{')?;
+        let n = self.number()?;
+        self.eat(b'+');
+        self.expect(b'}')?;
+        self.eat(b'\r');
+        self.expect(b'\n')?;
+        let n = usize::try_from(n).map_err(|_| "literal too large")?;
+        if self.b.len() - self.pos < n {
+            return Err("literal data missing".into());
+        }
+        let data = self.b[self.pos..self.pos + n].to_vec();
+        self.pos += n;
+        Ok((data, binary))
+    }
+
+    fn string(&mut self) -> R<Vec<u8>> {
+        match self.peek() {
+            Some(b'"') => self.quoted(),
+            Some(b'{') => Ok(self.literal(false)?.0),
+            _ => Err("expected a string".into()),
+        }
+    }
+
+    fn astring(&mut self) -> R<Vec<u8>> {
+        match self.peek() {
+            Some(b'"' | b'{') => self.string(),
+            _ => {
+                let a = self.take_while(is_astring_char);
+                if a.is_empty() {
+                    return Err("expected a string or atom".into());
+                }
+                Ok(a.to_vec())
+            }
+        }
+    }
+
+    fn astring_utf8(&mut self) -> R<String> {
+        String::from_utf8(self.astring()?).map_err(|_| "string is not valid UTF-8".into())
+    }
+
+    fn string_utf8(&mut self) -> R<String> {
+        String::from_utf8(self.string()?).map_err(|_| "string is not valid UTF-8".into())
+    }
+
+    fn nil(&mut self) -> bool {
+        self.keyword("NIL")
+    }
+
+    fn mailbox(&mut self) -> R<String> {
+        let m = self.astring_utf8()?;
+        Ok(if m.eq_ignore_ascii_case("INBOX") { "INBOX".into() } else { m })
+    }
+
+    /// list-mailbox: like astring, plus the wildcards % and *.
+    fn list_mailbox(&mut self) -> R<String> {
+        match self.peek() {
+            Some(b'"' | b'{') => self.string_utf8(),
+            _ => {
+                let a = self.take_while(|c| is_astring_char(c) || c == b'%' || c == b'*');
+                if a.is_empty() {
+                    return Err("expected a mailbox pattern".into());
+                }
+                String::from_utf8(a.to_vec()).map_err(|_| "pattern is not valid UTF-8".into())
+            }
+        }
+    }
+
+    fn enter(&mut self) -> R<()> {
+        self.depth += 1;
+        if self.depth > MAX_DEPTH { Err("nesting too deep".into()) } else { Ok(()) }
+    }
+
+    fn leave(&mut self) {
+        self.depth -= 1;
+    }
+
+    fn seq_number(&mut self) -> R<u32> {
+        if self.eat(b'*') { Ok(STAR) } else { self.nz_number() }
+    }
+
+    fn seq_set(&mut self) -> R<SeqSet> {
+        if self.eat(b'$') {
+            return Ok(SeqSet::Saved);
+        }
+        let mut items = Vec::new();
+        loop {
+            let a = self.seq_number()?;
+            if self.eat(b':') {
+                let b = self.seq_number()?;
+                items.push(SeqItem::Range(a.min(b), a.max(b)));
+            } else {
+                items.push(SeqItem::One(a));
+            }
+            if !self.eat(b',') {
+                break;
+            }
+            if items.len() > 100_000 {
+                return Err("sequence set too long".into());
+            }
+        }
+        Ok(SeqSet::Items(items))
+    }
+
+    fn flag(&mut self) -> R<String> {
+        if self.eat(b'\\') {
+            if self.eat(b'*') {
+                return Ok("\\*".into());
+            }
+            return Ok(format!("\\{}", self.atom()?));
+        }
+        self.atom()
+    }
+
+    fn flag_list(&mut self) -> R<Vec<String>> {
+        self.expect(b'(')?;
+        let mut flags = Vec::new();
+        if self.eat(b')') {
+            return Ok(flags);
+        }
+        loop {
+            flags.push(self.flag()?);
+            if self.eat(b')') {
+                return Ok(flags);
+            }
+            self.sp()?;
+        }
+    }
+
+    /// Flags as STORE takes them: a list or flags separated by spaces.
+    fn store_flags(&mut self) -> R<Vec<String>> {
+        if self.peek() == Some(b'(') {
+            return self.flag_list();
+        }
+        let mut flags = vec![self.flag()?];
+        while self.eat(b' ') {
+            flags.push(self.flag()?);
+        }
+        Ok(flags)
+    }
+
+    fn date(&mut self) -> R<Date> {
+        let quoted = self.eat(b'"');
+        let day = self.number()?;
+        self.expect(b'-')?;
+        let mon = self.take_while(|c| c.is_ascii_alphabetic());
+        let month = month_number(mon).ok_or("bad month")?;
+        self.expect(b'-')?;
+        let year = self.number()?;
+        if quoted {
+            self.expect(b'"')?;
+        }
+        if !(1..=31).contains(&day) || !(1..=9999).contains(&year) {
+            return Err("bad date".into());
+        }
+        Ok(Date { year: year as u16, month, day: day as u8 })
+    }
+
+    fn date_time(&mut self) -> R<DateTime> {
+        self.expect(b'"')?;
+        self.eat(b' ');
+        let date = self.date()?;
+        self.sp()?;
+        let two = |p: &mut Self, max: u64| -> R<u8> {
+            let n = p.number()?;
+            if n > max { Err("bad time".into()) } else { Ok(n as u8) }
+        };
+        let hour = two(self, 23)?;
+        self.expect(b':')?;
+        let minute = two(self, 59)?;
+        self.expect(b':')?;
+        let second = two(self, 60)?;
+        self.sp()?;
+        let sign = match self.peek() {
+            Some(b'+') => 1,
+            Some(b'-') => -1,
+            _ => return Err("bad zone".into()),
+        };
+        self.pos += 1;
+        let z = self.take_while(|c| c.is_ascii_digit());
+        if z.len() != 4 {
+            return Err("bad zone".into());
+        }
+        let z: i16 = std::str::from_utf8(z).ok().and_then(|s| s.parse().ok()).ok_or("bad zone")?;
+        self.expect(b'"')?;
+        Ok(DateTime { date, hour, minute, second, zone_minutes: sign * ((z / 100) * 60 + z % 100) })
+    }
+
+    fn part_path(&mut self) -> R<Vec<u32>> {
+        let mut part = Vec::new();
+        while self.peek().is_some_and(|c| c.is_ascii_digit()) {
+            part.push(self.nz_number()?);
+            if !self.eat(b'.') {
+                break;
+            }
+            if part.len() > MAX_DEPTH {
+                return Err("part path too deep".into());
+            }
+        }
+        Ok(part)
+    }
+
+    fn header_list(&mut self) -> R<Vec<String>> {
+        self.expect(b'(')?;
+        let mut out = Vec::new();
+        loop {
+            out.push(String::from_utf8_lossy(&self.astring()?).to_ascii_lowercase());
+            if self.eat(b')') {
+                return Ok(out);
+            }
+            self.sp()?;
+        }
+    }
+
+    fn section(&mut self) -> R<Section> {
+        self.expect(b'[')?;
+        let part = self.part_path()?;
+        let text = if self.peek() == Some(b']') {
+            None
+        } else if self.keyword("HEADER.FIELDS.NOT") {
+            self.sp()?;
+            Some(SectionText::HeaderFieldsNot(self.header_list()?))
+        } else if self.keyword("HEADER.FIELDS") {
+            self.sp()?;
+            Some(SectionText::HeaderFields(self.header_list()?))
+        } else if self.keyword("HEADER") {
+            Some(SectionText::Header)
+        } else if self.keyword("TEXT") {
+            Some(SectionText::Text)
+        } else if self.keyword("MIME") {
+            if part.is_empty() {
+                return Err("MIME needs a part number".into());
+            }
+            Some(SectionText::Mime)
+        } else {
+            return Err("bad section".into());
+        };
+        self.expect(b']')?;
+        Ok(Section { part, text })
+    }
+
+    fn partial(&mut self) -> R<Option<(u32, u32)>> {
+        if !self.eat(b'<') {
+            return Ok(None);
+        }
+        let start = self.number32()?;
+        self.expect(b'.')?;
+        let len = self.nz_number()?;
+        self.expect(b'>')?;
+        Ok(Some((start, len)))
+    }
+
+    fn fetch_att(&mut self) -> R<Vec<FetchAtt>> {
+        use FetchAtt::*;
+        Ok(vec![if self.keyword("ENVELOPE") {
+            Envelope
+        } else if self.keyword("FLAGS") {
+            Flags
+        } else if self.keyword("INTERNALDATE") {
+            InternalDate
+        } else if self.keyword("RFC822.HEADER") {
+            Rfc822Header
+        } else if self.keyword("RFC822.SIZE") {
+            Rfc822Size
+        } else if self.keyword("RFC822.TEXT") {
+            Rfc822Text
+        } else if self.keyword("RFC822") {
+            Rfc822
+        } else if self.keyword("BODYSTRUCTURE") {
+            BodyStructure
+        } else if self.keyword("BODY.PEEK") {
+            let section = self.section()?;
+            BodySection { section, partial: self.partial()?, peek: true }
+        } else if self.keyword("BODY") {
+            if self.peek() == Some(b'[') {
+                let section = self.section()?;
+                BodySection { section, partial: self.partial()?, peek: false }
+            } else {
+                Body
+            }
+        } else if self.keyword("BINARY.SIZE") {
+            self.expect(b'[')?;
+            let part = self.part_path()?;
+            self.expect(b']')?;
+            BinarySize(part)
+        } else if self.keyword("BINARY.PEEK") || self.keyword("BINARY") {
+            let peek = self.b[..self.pos].ends_with(b".PEEK") || self.b[..self.pos].ends_with(b".peek");
+            self.expect(b'[')?;
+            let part = self.part_path()?;
+            self.expect(b']')?;
+            Binary { part, partial: self.partial()?, peek }
+        } else if self.keyword("UID") {
+            Uid
+        } else if self.keyword("MODSEQ") {
+            ModSeq
+        } else if self.keyword("PREVIEW") {
+            Preview
+        } else if self.keyword("EMAILID") {
+            EmailId
+        } else if self.keyword("THREADID") {
+            ThreadId
+        } else if self.keyword("SAVEDATE") {
+            SaveDate
+        } else if self.keyword("ALL") {
+            return Ok(vec![Flags, InternalDate, Rfc822Size, Envelope]);
+        } else if self.keyword("FAST") {
+            return Ok(vec![Flags, InternalDate, Rfc822Size]);
+        } else if self.keyword("FULL") {
+            return Ok(vec![Flags, InternalDate, Rfc822Size, Envelope, Body]);
+        } else {
+            return Err("unknown FETCH attribute".into());
+        }])
+    }
+
+    fn fetch_atts(&mut self) -> R<Vec<FetchAtt>> {
+        if self.eat(b'(') {
+            let mut atts = Vec::new();
+            loop {
+                atts.extend(self.fetch_att()?);
+                if self.eat(b')') {
+                    return Ok(atts);
+                }
+                self.sp()?;
+            }
+        }
+        self.fetch_att()
+    }
+
+    fn search_key(&mut self) -> R<SearchKey> {
+        use SearchKey::*;
+        self.enter()?;
+        let k = if self.eat(b'(') {
+            let mut keys = vec![self.search_key()?];
+            while self.eat(b' ') {
+                keys.push(self.search_key()?);
+            }
+            self.expect(b')')?;
+            And(keys)
+        } else if self.peek().is_some_and(|c| c.is_ascii_digit() || c == b'*' || c == b'$') {
+            Seq(self.seq_set()?)
+        } else {
+            let word = self.atom()?.to_ascii_uppercase();
+            let arg_s = |p: &mut Self| -> R<String> {
+                p.sp()?;
+                Ok(String::from_utf8_lossy(&p.astring()?).into_owned())
+            };
+            match word.as_str() {
+                "ALL" => All,
+                "ANSWERED" => Answered,
+                "BCC" => Bcc(arg_s(self)?),
+                "BEFORE" => Before(self.sp().and_then(|_| self.date())?),
+                "BODY" => Body(arg_s(self)?),
+                "CC" => Cc(arg_s(self)?),
+                "DELETED" => Deleted,
+                "DRAFT" => Draft,
+                "FLAGGED" => Flagged,
+                "FROM" => From(arg_s(self)?),
+                "HEADER" => {
+                    let f = arg_s(self)?;
+                    Header(f, arg_s(self)?)
+                }
+                "KEYWORD" => Keyword(self.sp().and_then(|_| self.flag())?),
+                "LARGER" => Larger(self.sp().and_then(|_| self.number())?),
+                "NEW" => New,
+                "NOT" => {
+                    self.sp()?;
+                    Not(Box::new(self.search_key()?))
+                }
+                "OLD" => Old,
+                "ON" => On(self.sp().and_then(|_| self.date())?),
+                "OR" => {
+                    self.sp()?;
+                    let a = self.search_key()?;
+                    self.sp()?;
+                    Or(Box::new(a), Box::new(self.search_key()?))
+                }
+                "RECENT" => Recent,
+                "SEEN" => Seen,
+                "SENTBEFORE" => SentBefore(self.sp().and_then(|_| self.date())?),
+                "SENTON" => SentOn(self.sp().and_then(|_| self.date())?),
+                "SENTSINCE" => SentSince(self.sp().and_then(|_| self.date())?),
+                "SINCE" => Since(self.sp().and_then(|_| self.date())?),
+                "SMALLER" => Smaller(self.sp().and_then(|_| self.number())?),
+                "SUBJECT" => Subject(arg_s(self)?),
+                "TEXT" => Text(arg_s(self)?),
+                "TO" => To(arg_s(self)?),
+                "UID" => Uid(self.sp().and_then(|_| self.seq_set())?),
+                "UNANSWERED" => Unanswered,
+                "UNDELETED" => Undeleted,
+                "UNDRAFT" => Undraft,
+                "UNFLAGGED" => Unflagged,
+                "UNKEYWORD" => Unkeyword(self.sp().and_then(|_| self.flag())?),
+                "UNSEEN" => Unseen,
+                "MODSEQ" => {
+                    self.sp()?;
+                    // Optional entry name and type (RFC 7162): accepted and ignored.
+                    if self.peek() == Some(b'"') {
+                        self.quoted()?;
+                        self.sp()?;
+                        self.atom()?;
+                        self.sp()?;
+                    }
+                    ModSeq(self.number()?)
+                }
+                "YOUNGER" => Younger(self.sp().and_then(|_| self.number())?),
+                "OLDER" => Older(self.sp().and_then(|_| self.number())?),
+                "EMAILID" => EmailId(arg_s(self)?),
+                "THREADID" => ThreadId(arg_s(self)?),
+                _ => return Err(format!("unknown search key {word}")),
+            }
+        };
+        self.leave();
+        Ok(k)
+    }
+
+    fn status_items(&mut self) -> R<Vec<StatusItem>> {
+        self.expect(b'(')?;
+        let mut items = Vec::new();
+        loop {
+            let w = self.atom()?.to_ascii_uppercase();
+            items.push(match w.as_str() {
+                "MESSAGES" => StatusItem::Messages,
+                "RECENT" => StatusItem::Recent,
+                "UIDNEXT" => StatusItem::UidNext,
+                "UIDVALIDITY" => StatusItem::UidValidity,
+                "UNSEEN" => StatusItem::Unseen,
+                "DELETED" => StatusItem::Deleted,
+                "SIZE" => StatusItem::Size,
+                "HIGHESTMODSEQ" => StatusItem::HighestModSeq,
+                "APPENDLIMIT" => StatusItem::AppendLimit,
+                "MAILBOXID" => StatusItem::MailboxId,
+                _ => return Err(format!("unknown status item {w}")),
+            });
+            if self.eat(b')') {
+                return Ok(items);
+            }
+            self.sp()?;
+        }
+    }
+
+    fn select_params(&mut self) -> R<(bool, Option<(u32, u64)>)> {
+        let mut condstore = false;
+        let mut qresync = None;
+        if !self.eat(b' ') {
+            return Ok((condstore, qresync));
+        }
+        self.expect(b'(')?;
+        loop {
+            if self.keyword("CONDSTORE") {
+                condstore = true;
+            } else if self.keyword("QRESYNC") {
+                self.sp()?;
+                self.expect(b'(')?;
+                let uv = self.nz_number()?;
+                self.sp()?;
+                let ms = self.number()?;
+                // Optional known UIDs and sequence match data: accepted, not needed.
+                let mut depth = 0;
+                while let Some(c) = self.peek() {
+                    if c == b'(' {
+                        depth += 1;
+                    } else if c == b')' {
+                        if depth == 0 {
+                            break;
+                        }
+                        depth -= 1;
+                    }
+                    self.pos += 1;
+                }
+                self.expect(b')')?;
+                qresync = Some((uv, ms));
+            } else {
+                return Err("unknown SELECT parameter".into());
+            }
+            if self.eat(b')') {
+                return Ok((condstore, qresync));
+            }
+            self.sp()?;
+        }
+    }
+
+    fn word_list(&mut self) -> R<Vec<String>> {
+        self.expect(b'(')?;
+        let mut out = Vec::new();
+        if self.eat(b')') {
+            return Ok(out);
+        }
+        loop {
+            out.push(self.atom()?.to_ascii_uppercase());
+            if self.eat(b')') {
+                return Ok(out);
+            }
+            self.sp()?;
+        }
+    }
+}
+
+fn month_number(m: &[u8]) -> Option<u8> {
+    const MONTHS: [&[u8]; 12] =
+        [b"jan", b"feb", b"mar", b"apr", b"may", b"jun", b"jul", b"aug", b"sep", b"oct", b"nov", b"dec"];
+    MONTHS.iter().position(|x| x.eq_ignore_ascii_case(m)).map(|i| i as u8 + 1)
+}
+
+/// Parses one complete command: its lines joined with their CRLFs, literal data inline.
+pub fn parse(input: &[u8]) -> Result<Command, ParseError> {
+    let mut p = P { b: input, pos: 0, depth: 0 };
+    let tag = p.take_while(is_tag_char);
+    if tag.is_empty() {
+        return Err(ParseError { tag: None, message: "missing tag".into() });
+    }
+    let tag = String::from_utf8_lossy(tag).into_owned();
+    let result = (|| -> R<CommandKind> {
+        p.sp()?;
+        let kind = command_kind(&mut p)?;
+        p.eat(b'\r');
+        p.eat(b'\n');
+        if !p.at_end() {
+            return Err("unexpected characters after the command".into());
+        }
+        Ok(kind)
+    })();
+    result.map(|kind| Command { tag: tag.clone(), kind }).map_err(|message| ParseError { tag: Some(tag), message })
+}
+
+fn command_kind(p: &mut P<'_>) -> R<CommandKind> {
+    use CommandKind::*;
+    let uid = p.keyword("UID");
+    if uid {
+        p.sp()?;
+    }
+    let verb = p.atom()?.to_ascii_uppercase();
+    if uid && !matches!(verb.as_str(), "FETCH" | "STORE" | "COPY" | "MOVE" | "SEARCH" | "EXPUNGE") {
+        return Err(format!("UID {verb} is not a command"));
+    }
+    let mailbox_arg = |p: &mut P<'_>| -> R<String> {
+        p.sp()?;
+        p.mailbox()
+    };
+    Ok(match verb.as_str() {
+        "CAPABILITY" => Capability,
+        "NOOP" => Noop,
+        "LOGOUT" => Logout,
+        "STARTTLS" => StartTls,
+        "CHECK" => Check,
+        "CLOSE" => Close,
+        "UNSELECT" => Unselect,
+        "IDLE" => Idle,
+        "NAMESPACE" => Namespace,
+        "AUTHENTICATE" => {
+            p.sp()?;
+            let mechanism = p.atom()?.to_ascii_uppercase();
+            let initial = if p.eat(b' ') {
+                let v = p.take_while(|c| c.is_ascii_alphanumeric() || c == b'+' || c == b'/' || c == b'=');
+                Some(String::from_utf8_lossy(v).into_owned())
+            } else {
+                None
+            };
+            Authenticate { mechanism, initial }
+        }
+        "LOGIN" => {
+            p.sp()?;
+            let user = p.astring_utf8()?;
+            p.sp()?;
+            let password = p.astring_utf8()?;
+            Login { user, password }
+        }
+        "ENABLE" => {
+            let mut caps = Vec::new();
+            while p.eat(b' ') {
+                caps.push(p.atom()?.to_ascii_uppercase());
+            }
+            if caps.is_empty() {
+                return Err("ENABLE needs a capability".into());
+            }
+            Enable(caps)
+        }
+        "SELECT" | "EXAMINE" => {
+            let mailbox = mailbox_arg(p)?;
+            let (condstore, qresync) = p.select_params()?;
+            if verb == "SELECT" {
+                Select { mailbox, condstore, qresync }
+            } else {
+                Examine { mailbox, condstore, qresync }
+            }
+        }
+        "CREATE" => {
+            let mailbox = mailbox_arg(p)?;
+            let mut special_use = Vec::new();
+            if p.eat(b' ') {
+                p.expect(b'(')?;
+                if !p.keyword("USE") {
+                    return Err("unknown CREATE parameter".into());
+                }
+                p.sp()?;
+                special_use = p.flag_list()?;
+                p.expect(b')')?;
+            }
+            Create { mailbox, special_use }
+        }
+        "DELETE" => Delete(mailbox_arg(p)?),
+        "RENAME" => {
+            let from = mailbox_arg(p)?;
+            let to = mailbox_arg(p)?;
+            Rename { from, to }
+        }
+        "SUBSCRIBE" => Subscribe(mailbox_arg(p)?),
+        "UNSUBSCRIBE" => Unsubscribe(mailbox_arg(p)?),
+        "LIST" => {
+            p.sp()?;
+            let mut options = ListOptions::default();
+            if p.peek() == Some(b'(') {
+                options.select = p.word_list()?;
+                p.sp()?;
+            }
+            let reference = p.mailbox()?;
+            p.sp()?;
+            let mut patterns = Vec::new();
+            if p.eat(b'(') {
+                loop {
+                    patterns.push(p.list_mailbox()?);
+                    if p.eat(b')') {
+                        break;
+                    }
+                    p.sp()?;
+                }
+            } else {
+                patterns.push(p.list_mailbox()?);
+            }
+            if p.eat(b' ') {
+                if !p.keyword("RETURN") {
+                    return Err("expected RETURN".into());
+                }
+                p.sp()?;
+                p.expect(b'(')?;
+                if !p.eat(b')') {
+                    loop {
+                        let w = p.atom()?.to_ascii_uppercase();
+                        if w == "STATUS" {
+                            p.sp()?;
+                            options.status = p.status_items()?;
+                        }
+                        options.ret.push(w);
+                        if p.eat(b')') {
+                            break;
+                        }
+                        p.sp()?;
+                    }
+                }
+            }
+            List { reference, patterns, options }
+        }
+        "LSUB" => {
+            let reference = mailbox_arg(p)?;
+            p.sp()?;
+            Lsub { reference, pattern: p.list_mailbox()? }
+        }
+        "STATUS" => {
+            let mailbox = mailbox_arg(p)?;
+            p.sp()?;
+            Status { mailbox, items: p.status_items()? }
+        }
+        "APPEND" => {
+            let mailbox = mailbox_arg(p)?;
+            let mut messages = Vec::new();
+            // MULTIAPPEND: one or more messages, each with optional flags and date.
+            while p.eat(b' ') {
+                let flags = if p.peek() == Some(b'(') {
+                    let f = p.flag_list()?;
+                    p.sp()?;
+                    f
+                } else {
+                    Vec::new()
+                };
+                let date = if p.peek() == Some(b'"') {
+                    let d = p.date_time()?;
+                    p.sp()?;
+                    Some(d)
+                } else {
+                    None
+                };
+                let (data, binary) = p.literal(true)?;
+                messages.push(AppendMessage { flags, date, data, binary });
+            }
+            if messages.is_empty() {
+                return Err("APPEND needs a message".into());
+            }
+            Append { mailbox, messages }
+        }
+        "EXPUNGE" => {
+            if uid {
+                p.sp()?;
+                Expunge { uids: Some(p.seq_set()?) }
+            } else {
+                Expunge { uids: None }
+            }
+        }
+        "SEARCH" => {
+            p.sp()?;
+            let mut ret = None;
+            if p.keyword("RETURN") {
+                p.sp()?;
+                ret = Some(p.word_list()?);
+                p.sp()?;
+            }
+            let mut charset = None;
+            if p.keyword("CHARSET") {
+                p.sp()?;
+                charset = Some(p.astring_utf8()?.to_ascii_uppercase());
+                p.sp()?;
+            }
+            let mut keys = vec![p.search_key()?];
+            while p.eat(b' ') {
+                keys.push(p.search_key()?);
+            }
+            let key = if keys.len() == 1 { keys.remove(0) } else { SearchKey::And(keys) };
+            Search { uid, ret, charset, key }
+        }
+        "FETCH" => {
+            p.sp()?;
+            let set = p.seq_set()?;
+            p.sp()?;
+            let atts = p.fetch_atts()?;
+            let mut changed_since = None;
+            let mut vanished = false;
+            if p.eat(b' ') {
+                p.expect(b'(')?;
+                loop {
+                    if p.keyword("CHANGEDSINCE") {
+                        p.sp()?;
+                        changed_since = Some(p.number()?);
+                    } else if p.keyword("VANISHED") {
+                        vanished = true;
+                    } else {
+                        return Err("unknown FETCH modifier".into());
+                    }
+                    if p.eat(b')') {
+                        break;
+                    }
+                    p.sp()?;
+                }
+            }
+            Fetch { uid, set, atts, changed_since, vanished }
+        }
+        "STORE" => {
+            p.sp()?;
+            let set = p.seq_set()?;
+            p.sp()?;
+            let mut unchanged_since = None;
+            if p.eat(b'(') {
+                if !p.keyword("UNCHANGEDSINCE") {
+                    return Err("unknown STORE modifier".into());
+                }
+                p.sp()?;
+                unchanged_since = Some(p.number()?);
+                p.expect(b')')?;
+                p.sp()?;
+            }
+            let mode = if p.eat(b'+') {
+                StoreMode::Add
+            } else if p.eat(b'-') {
+                StoreMode::Remove
+            } else {
+                StoreMode::Replace
+            };
+            if !p.keyword("FLAGS") {
+                return Err("expected FLAGS".into());
+            }
+            let silent = p.keyword(".SILENT");
+            p.sp()?;
+            let flags = p.store_flags()?;
+            Store { uid, set, unchanged_since, mode, silent, flags }
+        }
+        "COPY" | "MOVE" => {
+            p.sp()?;
+            let set = p.seq_set()?;
+            let mailbox = mailbox_arg(p)?;
+            if verb == "COPY" { Copy { uid, set, mailbox } } else { Move { uid, set, mailbox } }
+        }
+        "ID" => {
+            p.sp()?;
+            if p.nil() {
+                Id(None)
+            } else {
+                p.expect(b'(')?;
+                let mut fields = Vec::new();
+                if !p.eat(b')') {
+                    loop {
+                        let k = p.string_utf8()?;
+                        p.sp()?;
+                        let v = if p.nil() { None } else { Some(String::from_utf8_lossy(&p.string()?).into_owned()) };
+                        fields.push((k, v));
+                        if fields.len() > 30 {
+                            return Err("too many ID fields".into());
+                        }
+                        if p.eat(b')') {
+                            break;
+                        }
+                        p.sp()?;
+                    }
+                }
+                Id(Some(fields))
+            }
+        }
+        "GETQUOTAROOT" => GetQuotaRoot(mailbox_arg(p)?),
+        "GETQUOTA" => {
+            p.sp()?;
+            GetQuota(p.astring_utf8()?)
+        }
+        _ => return Err(format!("unknown command {verb}")),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(s: &str) -> CommandKind {
+        match parse(s.as_bytes()) {
+            Ok(c) => c.kind,
+            Err(e) => panic!("{s:?}: {e:?}"),
+        }
+    }
+
+    #[test]
+    fn literal_framing() {
+        assert_eq!(
+            literal_suffix(b"a APPEND INBOX {12}\r\n"),
+            Some(Literal { len: 12, non_sync: false, binary: false })
+        );
+        assert_eq!(literal_suffix(b"a APPEND INBOX ~{7+}\r\n"), Some(Literal { len: 7, non_sync: true, binary: true }));
+        assert_eq!(literal_suffix(b"a LOGIN {x}\r\n"), None);
+        assert_eq!(literal_suffix(b"a NOOP\r\n"), None);
+        assert_eq!(literal_suffix(b"{99999999999999999999}\r\n"), None);
+    }
+
+    #[test]
+    fn basic_commands() {
+        assert_eq!(ok("a1 CAPABILITY\r\n"), CommandKind::Capability);
+        assert_eq!(
+            ok("a LOGIN \"us\\\"er\" {4}\r\npass\r\n"),
+            CommandKind::Login { user: "us\"er".into(), password: "pass".into() }
+        );
+        assert_eq!(
+            ok("a select inbox (CONDSTORE)"),
+            CommandKind::Select { mailbox: "INBOX".into(), condstore: true, qresync: None }
+        );
+        assert_eq!(
+            ok("a SELECT x (QRESYNC (67890007 20050715194045000 41,43:211,214:541))"),
+            CommandKind::Select { mailbox: "x".into(), condstore: false, qresync: Some((67890007, 20050715194045000)) }
+        );
+        let CommandKind::Append { messages, .. } =
+            ok("a APPEND Drafts (\\Seen $Foo) \" 5-Mar-2024 10:11:12 +0130\" {5+}\r\nhello")
+        else {
+            panic!()
+        };
+        assert_eq!(messages[0].flags, vec!["\\Seen", "$Foo"]);
+        assert_eq!(messages[0].date.unwrap().zone_minutes, 90);
+        assert_eq!(messages[0].data, b"hello");
+        assert!(matches!(ok("a LIST \"\" *"), CommandKind::List { patterns, .. } if patterns == ["*"]));
+        let CommandKind::List { options, .. } =
+            ok("a LIST (SUBSCRIBED) \"\" (INBOX %) RETURN (CHILDREN STATUS (MESSAGES UNSEEN))")
+        else {
+            panic!()
+        };
+        assert_eq!(options.select, ["SUBSCRIBED"]);
+        assert_eq!(options.status, [StatusItem::Messages, StatusItem::Unseen]);
+    }
+
+    #[test]
+    fn fetch_and_store() {
+        let CommandKind::Fetch { uid, set, atts, changed_since, .. } = ok(
+            "a UID FETCH 1:*,5 (FLAGS BODY.PEEK[1.2.HEADER.FIELDS (From To)]<0.100> BODY[] RFC822.SIZE) (CHANGEDSINCE 12)",
+        ) else {
+            panic!()
+        };
+        assert!(uid);
+        assert_eq!(set, SeqSet::Items(vec![SeqItem::Range(1, STAR), SeqItem::One(5)]));
+        assert_eq!(changed_since, Some(12));
+        assert_eq!(
+            atts[1],
+            FetchAtt::BodySection {
+                section: Section {
+                    part: vec![1, 2],
+                    text: Some(SectionText::HeaderFields(vec!["from".into(), "to".into()]))
+                },
+                partial: Some((0, 100)),
+                peek: true
+            }
+        );
+        assert_eq!(
+            ok("a FETCH 1 ALL"),
+            CommandKind::Fetch {
+                uid: false,
+                set: SeqSet::Items(vec![SeqItem::One(1)]),
+                atts: vec![FetchAtt::Flags, FetchAtt::InternalDate, FetchAtt::Rfc822Size, FetchAtt::Envelope],
+                changed_since: None,
+                vanished: false
+            }
+        );
+        assert!(
+            matches!(ok("a FETCH 1 (BINARY.PEEK[1] BINARY.SIZE[1])"), CommandKind::Fetch { atts, .. } if matches!(atts[0], FetchAtt::Binary { peek: true, .. }))
+        );
+        let CommandKind::Store { mode, silent, flags, unchanged_since, .. } =
+            ok("a STORE 2:4 (UNCHANGEDSINCE 9) +FLAGS.SILENT (\\Deleted)")
+        else {
+            panic!()
+        };
+        assert_eq!(
+            (mode, silent, flags, unchanged_since),
+            (StoreMode::Add, true, vec!["\\Deleted".to_string()], Some(9))
+        );
+        assert!(matches!(ok("a STORE 1 FLAGS \\Seen \\Flagged"), CommandKind::Store { flags, .. } if flags.len() == 2));
+    }
+
+    #[test]
+    fn search() {
+        let CommandKind::Search { key, charset, .. } =
+            ok("a SEARCH CHARSET UTF-8 OR (FROM \"x\" SINCE 1-Feb-2024) NOT SEEN 1:3 UNKEYWORD $Junk")
+        else {
+            panic!()
+        };
+        assert_eq!(charset.as_deref(), Some("UTF-8"));
+        let SearchKey::And(keys) = key else { panic!() };
+        assert_eq!(keys.len(), 3);
+        assert!(matches!(&keys[0], SearchKey::Or(a, _) if matches!(**a, SearchKey::And(_))));
+        assert!(matches!(
+            ok("a UID SEARCH RETURN (MIN MAX) $"),
+            CommandKind::Search { uid: true, key: SearchKey::Seq(SeqSet::Saved), .. }
+        ));
+        let deep = format!("a SEARCH {}ALL{}", "(".repeat(100), ")".repeat(100));
+        assert!(parse(deep.as_bytes()).unwrap_err().message.contains("deep"));
+    }
+
+    #[test]
+    fn errors_carry_the_tag() {
+        let e = parse(b"t1 FROB\r\n").unwrap_err();
+        assert_eq!(e.tag.as_deref(), Some("t1"));
+        assert_eq!(parse(b"\r\n").unwrap_err().tag, None);
+        assert!(parse(b"a FETCH 0 FLAGS").is_err(), "sequence numbers start at 1");
+        assert!(parse(b"a UID NOOP").is_err());
+        assert!(parse(b"a LOGIN {10}\r\nshort").is_err(), "literal data missing");
+        assert!(parse(b"a NOOP extra").is_err());
+        assert!(parse(b"a SELECT \"unterminated").is_err());
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        let mut seed = 3u64;
+        for _ in 0..30_000 {
+            let len = (seed % 50) as usize;
+            let mut line = b"a ".to_vec();
+            for _ in 0..len {
+                seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                let alphabet = b"FETCH UID SEARCH ()[]<>{}1:*,.\"\\+~$ORNOTBODYPEEKHEADER\r\n0123456789";
+                line.push(alphabet[(seed >> 33) as usize % alphabet.len()]);
+            }
+            let _ = parse(&line);
+            let _ = literal_suffix(&line);
+        }
+    }
+}
