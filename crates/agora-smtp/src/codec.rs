@@ -326,11 +326,26 @@ pub struct DataDecoder {
     pub too_big: bool,
     pub bare_newline: bool,
     pub long_line: bool,
+    /// The server could not set memory aside for the message: refused with a 452.
+    pub no_memory: bool,
 }
 
 impl DataDecoder {
     pub fn new(max_size: usize) -> DataDecoder {
-        DataDecoder { body: Vec::with_capacity(8192), max_size, too_big: false, bare_newline: false, long_line: false }
+        DataDecoder {
+            body: Vec::with_capacity(8192),
+            max_size,
+            too_big: false,
+            bare_newline: false,
+            long_line: false,
+            no_memory: false,
+        }
+    }
+
+    /// Drops what was received and keeps nothing more: the message will be refused.
+    pub fn refuse_for_memory(&mut self) {
+        self.no_memory = true;
+        self.body = Vec::new();
     }
 
     /// Feeds one line as read (ending in LF). Returns true at the end-of-data line.
@@ -349,7 +364,7 @@ impl DataDecoder {
         if self.body.len() + content.len() + 2 > self.max_size {
             self.too_big = true;
         }
-        if !self.too_big {
+        if !self.too_big && !self.no_memory {
             self.body.extend_from_slice(content);
             self.body.extend_from_slice(b"\r\n");
         }
@@ -363,6 +378,9 @@ impl DataDecoder {
 
     /// Appends a BDAT chunk (no dot-stuffing in BDAT).
     pub fn push_chunk(&mut self, chunk: &[u8]) {
+        if self.no_memory {
+            return;
+        }
         if self.body.len() + chunk.len() > self.max_size {
             self.too_big = true;
             return;
@@ -398,7 +416,9 @@ impl DataDecoder {
 
     /// The reply refusing the message, if it has a fault.
     pub fn fault(&self) -> Option<String> {
-        if self.too_big {
+        if self.no_memory {
+            Some(reply(452, "4.3.1", "Error: insufficient system resources, try again later"))
+        } else if self.too_big {
             Some(reply(552, "5.3.4", &format!("Error: message exceeds fixed maximum size of {} bytes", self.max_size)))
         } else if self.bare_newline {
             Some(reply(550, "5.6.0", "Error: bare CR or LF in message; lines must end with CRLF"))

@@ -11,18 +11,20 @@ use agora_net::{Conn, Service};
 use agora_store::Store;
 use async_trait::async_trait;
 
-pub use session::{Session, SmtpConfig};
+pub use session::{MessageMemory, Session, SmtpConfig};
 
 /// Inbound SMTP (port 25) as a listener service.
 pub struct SmtpService {
+    memory: MessageMemory,
     cfg: Arc<SmtpConfig>,
     dir: Directory,
     store: Arc<dyn Store>,
 }
 
 impl SmtpService {
-    pub fn new(cfg: SmtpConfig, dir: Directory, store: Arc<dyn Store>) -> SmtpService {
-        SmtpService { cfg: Arc::new(cfg), dir, store }
+    /// `memory` bounds the message data all sessions hold at once.
+    pub fn new(cfg: SmtpConfig, dir: Directory, store: Arc<dyn Store>, memory: MessageMemory) -> SmtpService {
+        SmtpService { memory, cfg: Arc::new(cfg), dir, store }
     }
 }
 
@@ -33,7 +35,9 @@ impl Service for SmtpService {
     }
 
     async fn serve(&self, conn: Conn) {
-        Session::new(Arc::clone(&self.cfg), self.dir.clone(), Arc::clone(&self.store)).run(conn).await;
+        Session::new(Arc::clone(&self.cfg), self.dir.clone(), Arc::clone(&self.store), self.memory.clone())
+            .run(conn)
+            .await;
     }
 }
 

@@ -8,6 +8,7 @@ use agora_directory::{Directory, Recipient};
 use agora_net::{Conn, Flow, LineProtocol, Read, drive};
 use agora_store::{Delivery, DeliveryTarget, Envelope, EnvelopeRecipient, Flags, Store, now};
 use async_trait::async_trait;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::codec::{
     self, Command, DataDecoder, MAX_COMMAND_LINE, MAX_TEXT_LINE, MailParams, RcptParams, reply, reply_lines, sanitize,
@@ -23,6 +24,53 @@ pub struct SmtpConfig {
     pub max_recipients: usize,
     /// Bad commands tolerated before the session is closed.
     pub max_errors: u32,
+}
+
+/// Memory for message data being received, shared by all sessions: a flood of large
+/// messages gets `452 4.3.1` instead of exhausting the server. One permit is 1 KiB.
+#[derive(Debug, Clone)]
+pub struct MessageMemory(Arc<Semaphore>);
+
+/// Permits are taken in steps of this many KiB.
+const MEMORY_STEP_KIB: u32 = 64;
+
+impl MessageMemory {
+    pub fn new(bytes: usize) -> MessageMemory {
+        let kib = (bytes / 1024).clamp(MEMORY_STEP_KIB as usize, Semaphore::MAX_PERMITS);
+        MessageMemory(Arc::new(Semaphore::new(kib)))
+    }
+}
+
+/// The memory one message holds; released when dropped.
+#[derive(Debug, Default)]
+struct Held {
+    permits: Vec<OwnedSemaphorePermit>,
+    bytes: usize,
+}
+
+impl Held {
+    /// Takes memory until `len` bytes are covered; false if the budget is exhausted.
+    fn cover(&mut self, memory: &MessageMemory, len: usize) -> bool {
+        while self.bytes < len {
+            match Arc::clone(&memory.0).try_acquire_many_owned(MEMORY_STEP_KIB) {
+                Ok(p) => {
+                    self.permits.push(p);
+                    self.bytes += MEMORY_STEP_KIB as usize * 1024;
+                }
+                Err(_) => return false,
+            }
+        }
+        true
+    }
+}
+
+/// Keeps a decoder within the memory it could get.
+fn account(dec: &mut DataDecoder, held: &mut Held, memory: &MessageMemory) {
+    if !dec.no_memory && !held.cover(memory, dec.body.len()) {
+        tracing::warn!("smtp: message memory budget exhausted; refusing a message with 452");
+        dec.refuse_for_memory();
+        *held = Held::default();
+    }
 }
 
 impl Default for SmtpConfig {
@@ -51,11 +99,12 @@ struct Transaction {
     from: String,
     params: MailParams,
     rcpts: Vec<AcceptedRcpt>,
-    /// A BDAT transfer under way.
-    chunks: Option<DataDecoder>,
+    /// A BDAT transfer under way, and the memory it holds.
+    chunks: Option<(DataDecoder, Held)>,
 }
 
 pub struct Session {
+    memory: MessageMemory,
     cfg: Arc<SmtpConfig>,
     dir: Directory,
     store: Arc<dyn Store>,
@@ -67,8 +116,8 @@ pub struct Session {
 }
 
 impl Session {
-    pub fn new(cfg: Arc<SmtpConfig>, dir: Directory, store: Arc<dyn Store>) -> Session {
-        Session { cfg, dir, store, helo: None, esmtp: false, tx: None, errors: 0, authenticated_as: None }
+    pub fn new(cfg: Arc<SmtpConfig>, dir: Directory, store: Arc<dyn Store>, memory: MessageMemory) -> Session {
+        Session { memory, cfg, dir, store, helo: None, esmtp: false, tx: None, errors: 0, authenticated_as: None }
     }
 
     pub async fn run(self, conn: Conn) {
@@ -278,12 +327,14 @@ impl Session {
         // The message is finished even if shutdown starts meanwhile; the drain deadline bounds it.
         conn.set_interruptible(false);
         let mut dec = DataDecoder::new(self.cfg.max_message_size);
+        let mut held = Held::default();
         loop {
             match conn.read_line(MAX_TEXT_LINE).await {
                 Read::Line(l) => {
                     if dec.push_line(&l) {
                         break;
                     }
+                    account(&mut dec, &mut held, &self.memory);
                 }
                 Read::TooLong => dec.push_long_line(),
                 Read::Timeout => {
@@ -295,7 +346,9 @@ impl Session {
             }
         }
         conn.set_interruptible(true);
-        self.finish_message(conn, dec).await
+        let flow = self.finish_message(conn, dec).await;
+        drop(held);
+        flow
     }
 
     async fn bdat(&mut self, conn: &mut Conn, size: u64, last: bool) -> Flow {
@@ -308,10 +361,19 @@ impl Session {
             let _ = conn.skip(size as usize).await;
             return self.error(conn, reply(554, "5.5.1", "Error: no valid recipients"));
         }
-        let dec = tx.chunks.get_or_insert_with(|| DataDecoder::new(max));
+        let (dec, held) = tx.chunks.get_or_insert_with(|| (DataDecoder::new(max), Held::default()));
         conn.set_interruptible(false);
         let over = dec.body.len() as u64 + size > max as u64;
-        let read = if over { conn.skip(size as usize).await } else { conn.read_exact(size as usize).await };
+        if !over {
+            // Reserve before reading, so the chunk itself never exceeds the budget.
+            let want = dec.body.len() + size as usize;
+            if !dec.no_memory && !held.cover(&self.memory, want) {
+                dec.refuse_for_memory();
+                *held = Held::default();
+            }
+        }
+        let read =
+            if over || dec.no_memory { conn.skip(size as usize).await } else { conn.read_exact(size as usize).await };
         conn.set_interruptible(true);
         match read {
             Read::Bytes(b) => {
@@ -327,9 +389,11 @@ impl Session {
             conn.queue(reply(250, "2.0.0", &format!("Ok: {size} octets received")).as_bytes());
             return Flow::Continue;
         }
-        let Some(mut dec) = tx.chunks.take() else { return Flow::Close };
+        let Some((mut dec, held)) = tx.chunks.take() else { return Flow::Close };
         dec.check_chunked();
-        self.finish_message(conn, dec).await
+        let flow = self.finish_message(conn, dec).await;
+        drop(held);
+        flow
     }
 
     /// Checks, then stores the message durably and answers 250, or answers the fault.

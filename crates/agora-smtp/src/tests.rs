@@ -46,6 +46,7 @@ impl Client {
 }
 
 struct Fixture {
+    memory: crate::MessageMemory,
     _dir: tempfile::TempDir,
     store: Arc<dyn Store>,
     cfg: Arc<SmtpConfig>,
@@ -68,7 +69,7 @@ async fn fixture() -> Fixture {
         max_message_size: 4096,
         ..SmtpConfig::default()
     });
-    Fixture { _dir: dir, store, cfg, directory }
+    Fixture { memory: crate::MessageMemory::new(64 << 20), _dir: dir, store, cfg, directory }
 }
 
 impl Fixture {
@@ -77,7 +78,8 @@ impl Fixture {
         let token = CancellationToken::new();
         let addr: SocketAddr = "127.0.0.1:2525".parse().unwrap();
         let conn = Conn::new(Box::new(a), addr, addr, false, None, Timeouts::default(), token.clone());
-        let session = Session::new(Arc::clone(&self.cfg), self.directory.clone(), Arc::clone(&self.store));
+        let session =
+            Session::new(Arc::clone(&self.cfg), self.directory.clone(), Arc::clone(&self.store), self.memory.clone());
         let task = tokio::spawn(session.run(conn));
         let (r, w) = tokio::io::split(b);
         let mut c = Client { r: BufReader::new(r), w };
@@ -273,4 +275,28 @@ async fn dialogue_split_at_every_byte() {
     let m = f.store.messages(mb.id, 1..=u32::MAX).await.unwrap().remove(0);
     let body = f.store.read_blob(&m.blob).await.unwrap();
     assert!(body.ends_with(b"Subject: slow\r\n\r\nbody\r\n.\r\n"), "{}", String::from_utf8_lossy(&body));
+}
+
+#[tokio::test]
+async fn exhausted_message_memory_gets_452_and_frees_it() {
+    let mut f = fixture().await;
+    // Room for one 64 KiB step only; the test messages are a little larger.
+    f.memory = crate::MessageMemory::new(64 * 1024);
+    f.cfg = Arc::new(SmtpConfig { max_message_size: 1 << 20, ..(*f.cfg).clone() });
+    let (mut c, _t, _) = f.connect().await;
+    c.cmd("EHLO c.test").await;
+    let line = "z".repeat(900);
+    let body: String = (0..100).map(|_| format!("{line}\r\n")).collect();
+    for _ in 0..2 {
+        c.cmd("MAIL FROM:<x@remote.test>").await;
+        c.cmd("RCPT TO:<bob@example.org>").await;
+        c.cmd("DATA").await;
+        let r = c.cmd(&format!("Subject: big\r\n\r\n{body}.")).await;
+        assert!(r.starts_with("452 4.3.1"), "{r}");
+    }
+    // A small message fits, so the memory of the refused ones was given back.
+    c.cmd("MAIL FROM:<x@remote.test>").await;
+    c.cmd("RCPT TO:<bob@example.org>").await;
+    c.cmd("DATA").await;
+    assert!(c.cmd("Subject: small\r\n\r\nhi\r\n.").await.starts_with("250"));
 }

@@ -102,6 +102,8 @@ pub struct LimitsSection {
     pub max_connections: usize,
     pub max_connections_per_ip: usize,
     pub max_message_size: usize,
+    /// Message data all SMTP sessions may hold in memory at once.
+    pub max_message_memory: usize,
     pub max_recipients: usize,
     pub timeout_preauth_secs: u64,
     pub timeout_idle_secs: u64,
@@ -114,6 +116,7 @@ impl Default for LimitsSection {
             max_connections: 1000,
             max_connections_per_ip: 50,
             max_message_size: 50 * 1024 * 1024,
+            max_message_memory: 512 * 1024 * 1024,
             max_recipients: 100,
             timeout_preauth_secs: 60,
             timeout_idle_secs: 300,
@@ -253,6 +256,7 @@ pub fn default_file(hostname: &str, domain: &str) -> String {
          # max_connections = {}\n\
          # max_connections_per_ip = {}\n\
          # max_message_size = {}   # bytes\n\
+         # max_message_memory = {}   # bytes of message data all SMTP sessions hold at once\n\
          # max_recipients = {}\n\
          # timeout_preauth_secs = {}\n\
          # timeout_idle_secs = {}\n\
@@ -265,6 +269,7 @@ pub fn default_file(hostname: &str, domain: &str) -> String {
         l.max_connections,
         l.max_connections_per_ip,
         l.max_message_size,
+        l.max_message_memory,
         l.max_recipients,
         l.timeout_preauth_secs,
         l.timeout_idle_secs,

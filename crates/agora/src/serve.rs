@@ -145,6 +145,7 @@ pub async fn run(cli: &Cli, domain: Option<String>, hostname: Option<String>, li
         },
         dir.clone(),
         Arc::clone(&dyn_store),
+        agora_smtp::MessageMemory::new(cfg.limits.max_message_memory),
     ));
     let throttle = Arc::new(Throttle::new());
     let pop3 = Arc::new(Pop3Service::new(
