@@ -1,0 +1,603 @@
+//! IMAP response data, pure: strings (quoted or literal), ENVELOPE with RFC 5322
+//! address parsing, BODY/BODYSTRUCTURE from the part tree cached at delivery, dates.
+
+use agora_store::{EnvelopeFields, Part};
+
+/// Appends `s` as an IMAP string: quoted when it can be, else a literal.
+pub fn string(out: &mut Vec<u8>, s: &[u8]) {
+    let quotable = s.len() < 1024 && s.iter().all(|&b| b != b'\r' && b != b'\n' && b != 0 && b < 0x80);
+    if quotable {
+        out.push(b'"');
+        for &b in s {
+            if b == b'"' || b == b'\\' {
+                out.push(b'\\');
+            }
+            out.push(b);
+        }
+        out.push(b'"');
+    } else {
+        out.extend_from_slice(format!("{{{}}}\r\n", s.len()).as_bytes());
+        out.extend_from_slice(s);
+    }
+}
+
+/// A string, or NIL.
+pub fn nstring(out: &mut Vec<u8>, s: Option<&str>) {
+    match s {
+        Some(s) => string(out, s.as_bytes()),
+        None => out.extend_from_slice(b"NIL"),
+    }
+}
+
+/// One element of an ENVELOPE address list (RFC 9051 §7.5.2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Address {
+    Mailbox { name: Option<String>, route: Option<String>, mailbox: Option<String>, host: Option<String> },
+    GroupStart(String),
+    GroupEnd,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Tok {
+    Word(String),
+    Quoted(String),
+    Comment(String),
+    Literal(String),
+    Special(char),
+}
+
+fn tokenize(s: &str) -> Vec<Tok> {
+    let mut out = Vec::new();
+    let mut chars = s.chars().peekable();
+    while let Some(&c) = chars.peek() {
+        match c {
+            ' ' | '\t' | '\r' | '\n' => {
+                chars.next();
+            }
+            '"' => {
+                chars.next();
+                let mut q = String::new();
+                while let Some(c) = chars.next() {
+                    match c {
+                        '"' => break,
+                        '\\' => {
+                            if let Some(n) = chars.next() {
+                                q.push(n);
+                            }
+                        }
+                        '\r' | '\n' => {}
+                        _ => q.push(c),
+                    }
+                }
+                out.push(Tok::Quoted(q));
+            }
+            '(' => {
+                chars.next();
+                let mut depth = 1;
+                let mut q = String::new();
+                while let Some(c) = chars.next() {
+                    match c {
+                        '(' => {
+                            depth += 1;
+                            q.push(c);
+                        }
+                        ')' => {
+                            depth -= 1;
+                            if depth == 0 {
+                                break;
+                            }
+                            q.push(c);
+                        }
+                        '\\' => {
+                            if let Some(n) = chars.next() {
+                                q.push(n);
+                            }
+                        }
+                        _ => q.push(c),
+                    }
+                }
+                out.push(Tok::Comment(q));
+            }
+            '[' => {
+                let mut q = String::new();
+                for c in chars.by_ref() {
+                    q.push(c);
+                    if c == ']' {
+                        break;
+                    }
+                }
+                out.push(Tok::Literal(q));
+            }
+            '<' | '>' | '@' | ',' | ';' | ':' | '.' => {
+                chars.next();
+                out.push(Tok::Special(c));
+            }
+            _ => {
+                let mut w = String::new();
+                while let Some(&c) = chars.peek() {
+                    if " \t\r\n\"()<>@,;:.[]".contains(c) {
+                        break;
+                    }
+                    w.push(c);
+                    chars.next();
+                }
+                out.push(Tok::Word(w));
+            }
+        }
+    }
+    out
+}
+
+/// Parses an address-list header value into ENVELOPE address elements.
+pub fn parse_addresses(value: &str) -> Vec<Address> {
+    let toks = tokenize(value);
+    let mut out = Vec::new();
+    let mut i = 0;
+    let mut in_group = false;
+    // Words of the current phrase or local part, with the dots between them.
+    let mut words: Vec<Tok> = Vec::new();
+    let mut comment: Option<String> = None;
+    let phrase = |words: &[Tok]| -> Option<String> {
+        let parts: Vec<String> = words
+            .iter()
+            .filter_map(|t| match t {
+                Tok::Word(w) | Tok::Quoted(w) => Some(w.clone()),
+                Tok::Special('.') => Some(".".into()),
+                _ => None,
+            })
+            .collect();
+        if parts.is_empty() { None } else { Some(parts.join(" ").replace(" . ", ".").replace(" .", ".")) }
+    };
+    let local_part = |words: &[Tok]| -> String {
+        words
+            .iter()
+            .map(|t| match t {
+                Tok::Word(w) | Tok::Quoted(w) => w.clone(),
+                Tok::Special('.') => ".".into(),
+                _ => String::new(),
+            })
+            .collect()
+    };
+    while i < toks.len() {
+        match &toks[i] {
+            Tok::Special(':') if !in_group => {
+                out.push(Address::GroupStart(phrase(&words).unwrap_or_default()));
+                words.clear();
+                comment = None;
+                in_group = true;
+                i += 1;
+            }
+            Tok::Special(';') => {
+                if let Some(m) = bare_mailbox(&words, &local_part) {
+                    out.push(m);
+                }
+                words.clear();
+                comment = None;
+                if in_group {
+                    out.push(Address::GroupEnd);
+                    in_group = false;
+                }
+                i += 1;
+            }
+            Tok::Special(',') => {
+                if let Some(m) = bare_mailbox(&words, &local_part) {
+                    out.push(m);
+                }
+                words.clear();
+                comment = None;
+                i += 1;
+            }
+            Tok::Special('<') => {
+                // angle-addr: [route ":"] local "@" domain ">"
+                let name = phrase(&words).or(comment.take());
+                words.clear();
+                i += 1;
+                let mut route = None;
+                if matches!(toks.get(i), Some(Tok::Special('@'))) {
+                    let mut r = String::new();
+                    while i < toks.len() && !matches!(toks[i], Tok::Special(':') | Tok::Special('>')) {
+                        r.push_str(&tok_text(&toks[i]));
+                        i += 1;
+                    }
+                    if matches!(toks.get(i), Some(Tok::Special(':'))) {
+                        i += 1;
+                    }
+                    route = Some(r);
+                }
+                let mut local = Vec::new();
+                while i < toks.len() && !matches!(toks[i], Tok::Special('@') | Tok::Special('>')) {
+                    if !matches!(toks[i], Tok::Comment(_)) {
+                        local.push(toks[i].clone());
+                    }
+                    i += 1;
+                }
+                let mut host = None;
+                if matches!(toks.get(i), Some(Tok::Special('@'))) {
+                    i += 1;
+                    let mut h = String::new();
+                    while i < toks.len() && !matches!(toks[i], Tok::Special('>')) {
+                        if !matches!(toks[i], Tok::Comment(_)) {
+                            h.push_str(&tok_text(&toks[i]));
+                        }
+                        i += 1;
+                    }
+                    host = Some(h);
+                }
+                if matches!(toks.get(i), Some(Tok::Special('>'))) {
+                    i += 1;
+                }
+                let mailbox = local_part(&local);
+                if !mailbox.is_empty() || host.is_some() {
+                    out.push(Address::Mailbox { name, route, mailbox: Some(mailbox), host });
+                }
+                // Skip to the end of this address.
+                while i < toks.len() && !matches!(toks[i], Tok::Special(',') | Tok::Special(';')) {
+                    i += 1;
+                }
+            }
+            Tok::Special('@') => {
+                // addr-spec: the words so far are the local part.
+                let mailbox = local_part(&words);
+                words.clear();
+                i += 1;
+                let mut h = String::new();
+                while i < toks.len() && !matches!(toks[i], Tok::Special(',') | Tok::Special(';')) {
+                    match &toks[i] {
+                        Tok::Comment(c) => comment = Some(c.clone()),
+                        t => h.push_str(&tok_text(t)),
+                    }
+                    i += 1;
+                }
+                let name = comment.take().map(|c| c.trim().to_string()).filter(|c| !c.is_empty());
+                out.push(Address::Mailbox { name, route: None, mailbox: Some(mailbox), host: Some(h) });
+            }
+            Tok::Comment(c) => {
+                comment = Some(c.clone());
+                i += 1;
+            }
+            t => {
+                words.push(t.clone());
+                i += 1;
+            }
+        }
+    }
+    if let Some(m) = bare_mailbox(&words, &local_part) {
+        out.push(m);
+    }
+    if in_group {
+        out.push(Address::GroupEnd);
+    }
+    out
+}
+
+fn tok_text(t: &Tok) -> String {
+    match t {
+        Tok::Word(w) | Tok::Quoted(w) | Tok::Literal(w) => w.clone(),
+        Tok::Comment(_) => String::new(),
+        Tok::Special(c) => c.to_string(),
+    }
+}
+
+/// Words left without '@' (e.g. "undisclosed-recipients"): a mailbox with no host.
+fn bare_mailbox(words: &[Tok], local_part: &dyn Fn(&[Tok]) -> String) -> Option<Address> {
+    if words.is_empty() {
+        return None;
+    }
+    Some(Address::Mailbox { name: None, route: None, mailbox: Some(local_part(words)), host: None })
+}
+
+fn address_list(out: &mut Vec<u8>, value: Option<&str>) {
+    let addrs = value.map(parse_addresses).unwrap_or_default();
+    if addrs.is_empty() {
+        out.extend_from_slice(b"NIL");
+        return;
+    }
+    out.push(b'(');
+    for a in addrs {
+        out.push(b'(');
+        match a {
+            Address::Mailbox { name, route, mailbox, host } => {
+                nstring(out, name.as_deref());
+                out.push(b' ');
+                nstring(out, route.as_deref());
+                out.push(b' ');
+                nstring(out, mailbox.as_deref());
+                out.push(b' ');
+                nstring(out, host.as_deref());
+            }
+            Address::GroupStart(g) => {
+                out.extend_from_slice(b"NIL NIL ");
+                string(out, g.as_bytes());
+                out.extend_from_slice(b" NIL");
+            }
+            Address::GroupEnd => out.extend_from_slice(b"NIL NIL NIL NIL"),
+        }
+        out.push(b')');
+    }
+    out.push(b')');
+}
+
+fn nonempty(v: &Option<String>) -> Option<&str> {
+    v.as_deref().filter(|s| !parse_addresses(s).is_empty())
+}
+
+/// ENVELOPE: date, subject, from, sender, reply-to, to, cc, bcc, in-reply-to, message-id.
+/// Sender and Reply-To default to From (RFC 9051 §7.5.2).
+pub fn envelope(out: &mut Vec<u8>, e: &EnvelopeFields) {
+    let text = |v: &Option<String>| v.as_deref().map(str::trim).filter(|s| !s.is_empty()).map(str::to_string);
+    out.push(b'(');
+    nstring(out, text(&e.date).as_deref());
+    out.push(b' ');
+    nstring(out, text(&e.subject).as_deref());
+    out.push(b' ');
+    address_list(out, e.from.as_deref());
+    out.push(b' ');
+    address_list(out, nonempty(&e.sender).or(e.from.as_deref()));
+    out.push(b' ');
+    address_list(out, nonempty(&e.reply_to).or(e.from.as_deref()));
+    for v in [&e.to, &e.cc, &e.bcc] {
+        out.push(b' ');
+        address_list(out, v.as_deref());
+    }
+    out.push(b' ');
+    nstring(out, text(&e.in_reply_to).as_deref());
+    out.push(b' ');
+    nstring(out, text(&e.message_id).as_deref());
+    out.push(b')');
+}
+
+fn params(out: &mut Vec<u8>, ps: &[(String, String)]) {
+    if ps.is_empty() {
+        out.extend_from_slice(b"NIL");
+        return;
+    }
+    out.push(b'(');
+    for (i, (k, v)) in ps.iter().enumerate() {
+        if i > 0 {
+            out.push(b' ');
+        }
+        string(out, k.to_ascii_uppercase().as_bytes());
+        out.push(b' ');
+        string(out, v.as_bytes());
+    }
+    out.push(b')');
+}
+
+fn disposition(out: &mut Vec<u8>, d: &Option<(String, Vec<(String, String)>)>) {
+    match d {
+        Some((kind, ps)) if !kind.is_empty() => {
+            out.push(b'(');
+            string(out, kind.to_ascii_uppercase().as_bytes());
+            out.push(b' ');
+            params(out, ps);
+            out.push(b')');
+        }
+        _ => out.extend_from_slice(b"NIL"),
+    }
+}
+
+fn language(out: &mut Vec<u8>, l: &Option<String>) {
+    let langs: Vec<&str> =
+        l.as_deref().map(|s| s.split(',').map(str::trim).filter(|x| !x.is_empty()).collect()).unwrap_or_default();
+    match langs.len() {
+        0 => out.extend_from_slice(b"NIL"),
+        1 => string(out, langs[0].as_bytes()),
+        _ => {
+            out.push(b'(');
+            for (i, x) in langs.iter().enumerate() {
+                if i > 0 {
+                    out.push(b' ');
+                }
+                string(out, x.as_bytes());
+            }
+            out.push(b')');
+        }
+    }
+}
+
+/// BODY (`extensible` false) or BODYSTRUCTURE (true) of `part`.
+pub fn body_structure(out: &mut Vec<u8>, part: &Part, extensible: bool) {
+    out.push(b'(');
+    if part.media_type == "multipart" {
+        if part.children.is_empty() {
+            // A multipart with no parts: describe it as an empty text part, as others do.
+            out.extend_from_slice(b"\"TEXT\" \"PLAIN\" (\"CHARSET\" \"us-ascii\") NIL NIL \"7BIT\" 0 0");
+        }
+        for c in &part.children {
+            body_structure(out, c, extensible);
+        }
+        out.push(b' ');
+        string(out, part.media_subtype.to_ascii_uppercase().as_bytes());
+        if extensible {
+            out.push(b' ');
+            params(out, &part.params);
+            out.push(b' ');
+            disposition(out, &part.disposition);
+            out.push(b' ');
+            language(out, &part.language);
+            out.push(b' ');
+            nstring(out, part.location.as_deref());
+        }
+        out.push(b')');
+        return;
+    }
+    string(out, part.media_type.to_ascii_uppercase().as_bytes());
+    out.push(b' ');
+    string(out, part.media_subtype.to_ascii_uppercase().as_bytes());
+    out.push(b' ');
+    if part.params.is_empty() && part.media_type == "text" {
+        out.extend_from_slice(b"(\"CHARSET\" \"us-ascii\")");
+    } else {
+        params(out, &part.params);
+    }
+    out.push(b' ');
+    nstring(out, part.id.as_deref());
+    out.push(b' ');
+    nstring(out, part.description.as_deref());
+    out.push(b' ');
+    let enc = part.encoding.as_deref().map(|e| e.to_ascii_uppercase()).unwrap_or_else(|| "7BIT".into());
+    string(out, enc.as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(part.end.saturating_sub(part.body_start).to_string().as_bytes());
+    if part.media_type == "message" && (part.media_subtype == "rfc822" || part.media_subtype == "global") {
+        out.push(b' ');
+        envelope(out, part.inner_envelope.as_deref().unwrap_or(&EnvelopeFields::default()));
+        out.push(b' ');
+        match part.children.first() {
+            Some(inner) => body_structure(out, inner, extensible),
+            None => out.extend_from_slice(b"(\"TEXT\" \"PLAIN\" NIL NIL NIL \"7BIT\" 0 0)"),
+        }
+        out.push(b' ');
+        out.extend_from_slice(part.lines.to_string().as_bytes());
+    } else if part.media_type == "text" {
+        out.push(b' ');
+        out.extend_from_slice(part.lines.to_string().as_bytes());
+    }
+    if extensible {
+        out.push(b' ');
+        nstring(out, part.md5.as_deref());
+        out.push(b' ');
+        disposition(out, &part.disposition);
+        out.push(b' ');
+        language(out, &part.language);
+        out.push(b' ');
+        nstring(out, part.location.as_deref());
+    }
+    out.push(b')');
+}
+
+/// INTERNALDATE as IMAP writes it: `"17-Jul-1996 02:44:25 +0000"`.
+pub fn internal_date(secs: i64) -> String {
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let mon =
+        ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"][(month - 1) as usize];
+    format!("\"{d:02}-{mon}-{year} {:02}:{:02}:{:02} +0000\"", rem / 3600, (rem % 3600) / 60, rem % 60)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use agora_store::MessageSummary;
+
+    fn s(f: impl Fn(&mut Vec<u8>)) -> String {
+        let mut out = Vec::new();
+        f(&mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn strings() {
+        assert_eq!(s(|o| string(o, b"a \"b\" \\c")), "\"a \\\"b\\\" \\\\c\"");
+        assert_eq!(s(|o| string(o, b"two\r\nlines")), "{10}\r\ntwo\r\nlines");
+        assert_eq!(s(|o| string(o, "é".as_bytes())), "{2}\r\né");
+        assert_eq!(internal_date(0), "\"01-Jan-1970 00:00:00 +0000\"");
+    }
+
+    #[test]
+    fn addresses() {
+        let a = parse_addresses("\"Doe, John\" <john@x.org>, jane@y.org (Jane), <@r1,@r2:u@h>");
+        assert_eq!(a.len(), 3);
+        assert_eq!(
+            a[0],
+            Address::Mailbox {
+                name: Some("Doe, John".into()),
+                route: None,
+                mailbox: Some("john".into()),
+                host: Some("x.org".into())
+            }
+        );
+        assert_eq!(
+            a[1],
+            Address::Mailbox {
+                name: Some("Jane".into()),
+                route: None,
+                mailbox: Some("jane".into()),
+                host: Some("y.org".into())
+            }
+        );
+        assert!(matches!(&a[2], Address::Mailbox { route: Some(r), .. } if r == "@r1,@r2"));
+        assert!(parse_addresses("").is_empty());
+        for junk in ["<<<", "@@", "a:b:c;;", "\"unterminated", "(((", "<@x", ",,,"] {
+            let _ = parse_addresses(junk);
+        }
+    }
+
+    /// The imaptest scripts hold Dovecot's answers: where they are present, the
+    /// envelope and body structure of every test message must match them.
+    fn imaptest_dir() -> Option<std::path::PathBuf> {
+        let dir = std::env::var_os("IMAPTEST_TESTS")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/imaptest/tests"));
+        if dir.is_dir() {
+            Some(dir)
+        } else {
+            eprintln!("imaptest scripts not found (set IMAPTEST_TESTS): comparison skipped");
+            None
+        }
+    }
+
+    /// Messages of an mbox file, with CRLF line ends as APPEND would store them.
+    fn mbox(text: &str) -> Vec<Vec<u8>> {
+        let mut msgs: Vec<String> = Vec::new();
+        for line in text.split_inclusive('\n') {
+            if line.starts_with("From ") {
+                msgs.push(String::new());
+            } else if let Some(m) = msgs.last_mut() {
+                m.push_str(line);
+            }
+        }
+        msgs.into_iter()
+            .map(|m| {
+                let m = m.strip_suffix('\n').map(str::to_string).unwrap_or(m);
+                m.replace("\r\n", "\n").replace('\n', "\r\n").into_bytes()
+            })
+            .collect()
+    }
+
+    fn expected(script: &str, item: &str) -> Vec<String> {
+        script
+            .lines()
+            .filter_map(|l| {
+                l.strip_prefix("* ")
+                    .and_then(|l| l.split_once(&format!(" FETCH ({item} ")))
+                    .map(|(_, v)| v.strip_suffix(')').unwrap_or(v).to_string())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn envelopes_match_imaptest() {
+        let Some(dir) = imaptest_dir() else { return };
+        let script = std::fs::read_to_string(dir.join("fetch-envelope")).unwrap();
+        let msgs = mbox(&std::fs::read_to_string(dir.join("fetch-envelope.mbox")).unwrap());
+        let want = expected(&script, "ENVELOPE");
+        assert_eq!(want.len(), msgs.len());
+        for (m, w) in msgs.iter().zip(want) {
+            let got = s(|o| envelope(o, &MessageSummary::parse(m).envelope));
+            assert_eq!(got.to_ascii_lowercase(), w.to_ascii_lowercase());
+        }
+    }
+
+    #[test]
+    fn body_structures_match_imaptest() {
+        let Some(dir) = imaptest_dir() else { return };
+        let script = std::fs::read_to_string(dir.join("fetch-bodystructure")).unwrap();
+        let msgs = mbox(&std::fs::read_to_string(dir.join("fetch-bodystructure.mbox")).unwrap());
+        let want = expected(&script, "BODY");
+        assert_eq!(want.len(), msgs.len());
+        for (m, w) in msgs.iter().zip(want) {
+            let got = s(|o| body_structure(o, &MessageSummary::parse(m).root, false));
+            assert_eq!(got.to_ascii_lowercase(), w.to_ascii_lowercase());
+        }
+    }
+}
