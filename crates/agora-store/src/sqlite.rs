@@ -110,12 +110,49 @@ CREATE TABLE IF NOT EXISTS outbound (
     next_attempt INTEGER NOT NULL,
     attempts INTEGER NOT NULL DEFAULT 0
 );
-INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', '1');
+INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', '2');
 "#;
 
 /// Sends a job's reply; runs only after the stamp and the change bus are updated.
 type Reply = Box<dyn FnOnce() + Send>;
 /// Given the commit's outcome, a job yields its committed changes and its reply.
+/// Schema changes since version 1, applied in order to stores written by older versions.
+const MIGRATIONS: &[(u32, &str)] = &[(2, "ALTER TABLE accounts ADD COLUMN scram TEXT NOT NULL DEFAULT ''")];
+
+/// Brings an older store up to the current schema, in one transaction.
+fn migrate(conn: &Connection) -> Result<()> {
+    let version: u32 = conn
+        .query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| r.get::<_, String>(0))?
+        .parse()
+        .map_err(|_| StoreError::Corrupt("schema version is not a number".into()))?;
+    let latest = MIGRATIONS.last().map_or(1, |m| m.0);
+    if version > latest {
+        return Err(StoreError::Invalid(format!(
+            "this store has schema version {version}, newer than this Agora understands ({latest})"
+        )));
+    }
+    if version == latest {
+        return Ok(());
+    }
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    let applied = (|| -> Result<()> {
+        for (v, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > version) {
+            conn.execute_batch(sql)?;
+            conn.execute("UPDATE meta SET value = ?1 WHERE key = 'schema'", [v.to_string()])?;
+        }
+        Ok(())
+    })();
+    match applied {
+        Ok(()) => conn.execute_batch("COMMIT")?,
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            return Err(e);
+        }
+    }
+    tracing::info!("store: schema upgraded from version {version} to {latest}");
+    Ok(())
+}
+
 type Finish = Box<dyn FnOnce(Result<()>) -> (Vec<Change>, Reply) + Send>;
 type Job = Box<dyn FnOnce(&Connection) -> Finish + Send>;
 
@@ -156,6 +193,7 @@ impl SqliteStore {
         let path = dir.join("agora.db");
         let writer_conn = open_conn(&path)?;
         writer_conn.execute_batch(SCHEMA)?;
+        migrate(&writer_conn)?;
         // Checkpoints run on their own thread, so a commit never waits for one.
         writer_conn.execute_batch("PRAGMA wal_autocheckpoint=0")?;
         let ckpt_conn = open_conn(&path)?;
@@ -1225,6 +1263,29 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(dir.path()).unwrap();
         crate::conformance::run_all(&store).await;
+        store.close();
+    }
+
+    #[tokio::test]
+    async fn old_schema_is_upgraded() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            // A version-1 store: accounts without the scram column.
+            let c = Connection::open(dir.path().join("agora.db")).unwrap();
+            let v1 =
+                SCHEMA.replace("    scram TEXT NOT NULL DEFAULT '',\n", "").replace("'schema', '2'", "'schema', '1'");
+            c.execute_batch(&v1).unwrap();
+            c.execute("INSERT INTO domains (name, created) VALUES ('example.org', 0)", []).unwrap();
+            c.execute(
+                "INSERT INTO accounts (login, domain, display_name, password_hash, role, created)
+                 VALUES ('a@example.org', 'example.org', '', 'h', 'user', 0)",
+                [],
+            )
+            .unwrap();
+        }
+        let store = SqliteStore::open(dir.path()).unwrap();
+        let a = store.account_by_login("a@example.org").await.unwrap().unwrap();
+        assert_eq!(a.scram, "");
         store.close();
     }
 
