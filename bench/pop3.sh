@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 USERS=${1:-20}; MSGS=${2:-1000}
 
-command -v dovecot >/dev/null || { echo "needs Dovecot (apt-get install dovecot-pop3d)"; exit 1; }
+scripts/install-test-deps --bench >/dev/null
 cargo build --release -q -p agora
 bin=$PWD/target/release/agora
 work=$(mktemp -d); chmod 755 "$work"

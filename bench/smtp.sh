@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-10000}; S=${2:-20}; L=${3:-1024}
 
-scripts/install-test-deps --bench >/dev/null
+scripts/install-test-deps >/dev/null
 cargo build --release -q -p agora
 bin=target/release/agora
 work=$(mktemp -d)

@@ -1,0 +1,128 @@
+//! Interop with a real Postfix: a private Postfix instance (its own configuration and
+//! queue in a temporary directory, listening on loopback) relays mail to Agora's port 25.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use agora_store::Store;
+use agora_store::sqlite::SqliteStore;
+use common::{Agora, SmtpClient, have};
+
+struct Postfix {
+    etc: PathBuf,
+}
+
+impl Postfix {
+    fn start(dir: &Path, listen_ip: &str, relay: &str) -> Postfix {
+        let etc = dir.join("etc");
+        std::fs::create_dir_all(&etc).unwrap();
+        std::fs::create_dir_all(dir.join("queue")).unwrap();
+        std::fs::create_dir_all(dir.join("data")).unwrap();
+        // Postfix keeps its TLS session cache and such here, as the postfix user.
+        let st = Command::new("chown").arg("postfix").arg(dir.join("data")).status().unwrap();
+        assert!(st.success());
+        let d = dir.display();
+        std::fs::write(
+            etc.join("main.cf"),
+            format!(
+                "compatibility_level = 3.6\nqueue_directory = {d}/queue\ndata_directory = {d}/data\n\
+                 mail_owner = postfix\nsetgid_group = postdrop\ninet_interfaces = loopback-only\ninet_protocols = ipv4\n\
+                 myhostname = relay.test\nmydomain = relay.test\nmyorigin = relay.test\nmydestination =\n\
+                 relayhost = {relay}\nsmtp_tls_security_level = may\nsmtp_tls_loglevel = 1\n\
+                 maillog_file = {d}/maillog\nmaillog_file_prefixes = {d}\nmynetworks = 127.0.0.0/8\n\
+                 smtpd_relay_restrictions = permit_mynetworks, reject\nalias_maps =\nalias_database =\n\
+                 local_recipient_maps =\n"
+            ),
+        )
+        .unwrap();
+        let services = [
+            format!("{listen_ip}:12525 inet n - n - - smtpd"),
+            "pickup unix n - n 60 1 pickup".into(),
+            "cleanup unix n - n - 0 cleanup".into(),
+            "qmgr unix n - n 300 1 qmgr".into(),
+            "tlsmgr unix - - n 1000? 1 tlsmgr".into(),
+            "rewrite unix - - n - - trivial-rewrite".into(),
+            "bounce unix - - n - 0 bounce".into(),
+            "defer unix - - n - 0 bounce".into(),
+            "trace unix - - n - 0 bounce".into(),
+            "verify unix - - n - 1 verify".into(),
+            "flush unix n - n 1000? 0 flush".into(),
+            "proxymap unix - - n - - proxymap".into(),
+            "smtp unix - - n - - smtp".into(),
+            "relay unix - - n - - smtp".into(),
+            "showq unix n - n - - showq".into(),
+            "error unix - - n - - error".into(),
+            "retry unix - - n - - error".into(),
+            "discard unix - - n - - discard".into(),
+            "anvil unix - - n - 1 anvil".into(),
+            "scache unix - - n - 1 scache".into(),
+            "postlog unix-dgram n - n - 1 postlogd".into(),
+        ];
+        std::fs::write(etc.join("master.cf"), services.join("\n") + "\n").unwrap();
+        let st = Command::new("postfix").arg("-c").arg(&etc).arg("start").status().unwrap();
+        assert!(st.success(), "postfix did not start (see {d}/maillog)");
+        Postfix { etc }
+    }
+}
+
+impl Drop for Postfix {
+    fn drop(&mut self) {
+        let _ = Command::new("postfix").arg("-c").arg(&self.etc).arg("stop").status();
+    }
+}
+
+#[test]
+fn postfix_relays_into_agora_over_starttls() {
+    if !have("postfix") {
+        return;
+    }
+    if !nix_root() {
+        eprintln!("skipping: a private Postfix instance needs root");
+        return;
+    }
+    let a = Agora::start();
+    let dir = tempfile::tempdir().unwrap();
+    // Postfix's daemons drop to the postfix user, which must reach the queue.
+    std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let _pf = Postfix::start(dir.path(), &a.ip, &format!("[{}]:10025", a.ip));
+
+    let (mut c, greeting) = SmtpClient::connect(&format!("{}:12525", a.ip)).unwrap();
+    assert!(greeting.starts_with("220"), "{greeting}");
+    c.cmd("EHLO client.test").unwrap();
+    let r = c
+        .send_message("someone@relay.test", &["admin@example.org"], "Subject: via postfix\r\n\r\nrelayed body\r\n")
+        .unwrap();
+    assert!(r.starts_with("250"), "{r}");
+    let _ = c.cmd("QUIT");
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while a.inbox_count("admin@example.org") == 0 {
+        let log = std::fs::read_to_string(dir.path().join("maillog")).unwrap_or_default();
+        assert!(Instant::now() < deadline, "not delivered within 30 s; Postfix log:\n{log}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let log = std::fs::read_to_string(dir.path().join("maillog")).unwrap_or_default();
+    assert!(log.contains("status=sent"), "{log}");
+    assert!(log.contains("TLS connection established"), "Postfix used STARTTLS: {log}");
+
+    let store = SqliteStore::open(&a.data()).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let body = rt.block_on(async {
+        let acc = store.account_by_login("admin@example.org").await.unwrap().unwrap();
+        let inbox = store.mailbox(acc.id, "INBOX").await.unwrap().unwrap();
+        let m = store.messages(inbox.id, 1..=u32::MAX).await.unwrap().remove(0);
+        String::from_utf8(store.read_blob(&m.blob).await.unwrap()).unwrap()
+    });
+    store.close();
+    // Agora's trace header on top, Postfix's below it, then the original message.
+    assert!(body.starts_with("Return-Path: <someone@relay.test>\r\nReceived: from relay.test"), "{body}");
+    assert!(body.contains("by relay.test (Postfix)") && body.ends_with("relayed body\r\n"), "{body}");
+}
+
+fn nix_root() -> bool {
+    Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0\n")).unwrap_or(false)
+}
