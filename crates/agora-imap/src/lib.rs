@@ -3,6 +3,7 @@
 //! the session over the store comes next.
 
 pub mod command;
+pub mod fetch;
 pub mod response;
 
 pub use command::{Command, ParseError, literal_suffix, parse};

@@ -21,6 +21,12 @@ pub fn string(out: &mut Vec<u8>, s: &[u8]) {
     }
 }
 
+/// Appends `data` as a literal, whatever it holds (message bodies and sections).
+pub fn literal(out: &mut Vec<u8>, data: &[u8]) {
+    out.extend_from_slice(format!("{{{}}}\r\n", data.len()).as_bytes());
+    out.extend_from_slice(data);
+}
+
 /// A string, or NIL.
 pub fn nstring(out: &mut Vec<u8>, s: Option<&str>) {
     match s {

@@ -22,6 +22,51 @@ pub async fn run_all<S: Store>(store: &S) {
     delivery_and_uids(store).await;
     flags_and_expunge(store).await;
     single_instance(store).await;
+    mailbox_operations(store).await;
+}
+
+async fn mailbox_operations<S: Store>(s: &S) {
+    s.add_domain("ops.test").await.expect("domain");
+    let a = s.create_account(new_account("ops@ops.test")).await.expect("account");
+    let d1 = deliver_one(s, a.id, b"Subject: a\r\n\r\nA\r\n").await;
+    let d2 = deliver_one(s, a.id, b"Subject: b\r\n\r\nB\r\n").await;
+    s.store_flags(d1.mailbox, &[d1.uid], FlagOp::Add, Flags::FLAGGED, &[]).await.expect("flag");
+
+    // COPY: new UIDs in the target, flags and body kept, source untouched.
+    let arch = s.mailbox(a.id, "Archive").await.expect("q").expect("Archive");
+    let (uv, pairs) = s.copy_messages(d1.mailbox, &[d2.uid, d1.uid, 999], arch.id).await.expect("copy");
+    assert_eq!(uv, arch.uidvalidity);
+    assert_eq!(pairs, vec![(d1.uid, arch.uidnext), (d2.uid, arch.uidnext + 1)]);
+    let copied = s.messages(arch.id, 1..=u32::MAX).await.expect("q");
+    assert!(copied[0].flags.contains(Flags::FLAGGED));
+    assert_eq!(s.read_blob(&copied[1].blob).await.expect("blob"), b"Subject: b\r\n\r\nB\r\n");
+    assert_eq!(s.mailbox_by_id(arch.id).await.expect("q").expect("mb").messages, 2);
+
+    // RENAME with children; DELETE; SUBSCRIBE.
+    s.create_mailbox(a.id, "Work", None).await.expect("create");
+    s.create_mailbox(a.id, "Work/2024", None).await.expect("create");
+    s.rename_mailbox(a.id, "Work", "Jobs").await.expect("rename");
+    assert!(s.mailbox(a.id, "Jobs/2024").await.expect("q").is_some(), "children move along");
+    assert!(s.mailbox(a.id, "Work").await.expect("q").is_none());
+    assert!(matches!(s.rename_mailbox(a.id, "Jobs", "Archive").await, Err(StoreError::Exists(_))));
+    s.set_subscribed(a.id, "Jobs", false).await.expect("unsubscribe");
+    assert!(!s.mailbox(a.id, "Jobs").await.expect("q").expect("Jobs").subscribed);
+    s.delete_mailbox(a.id, "Archive").await.expect("delete");
+    assert!(s.mailbox(a.id, "Archive").await.expect("q").is_none());
+    assert!(s.delete_mailbox(a.id, "INBOX").await.is_err(), "INBOX is never deleted");
+    assert_eq!(s.read_blob(&copied[1].blob).await.expect("still in INBOX"), b"Subject: b\r\n\r\nB\r\n");
+
+    // Renaming INBOX moves its messages and leaves it empty.
+    let inbox = s.mailbox(a.id, "INBOX").await.expect("q").expect("INBOX");
+    s.rename_mailbox(a.id, "INBOX", "Old mail").await.expect("rename INBOX");
+    let old = s.mailbox(a.id, "Old mail").await.expect("q").expect("moved");
+    assert_eq!(old.messages, 2);
+    assert_eq!(s.messages(old.id, 1..=u32::MAX).await.expect("q").iter().map(|m| m.uid).collect::<Vec<_>>(), [1, 2]);
+    let inbox2 = s.mailbox(a.id, "INBOX").await.expect("q").expect("INBOX stays");
+    assert_eq!(inbox2.messages, 0);
+    assert_eq!(s.expunged_since(inbox.id, inbox.highestmodseq).await.expect("q"), vec![d1.uid, d2.uid]);
+    let acct = s.account(a.id).await.expect("q").expect("ops");
+    assert_eq!(acct.used, (b"Subject: a\r\n\r\nA\r\n".len() + b"Subject: b\r\n\r\nB\r\n".len()) as u64);
 }
 
 async fn directory<S: Store>(s: &S) {

@@ -54,6 +54,16 @@ pub trait Store: Send + Sync + 'static {
     async fn mailboxes(&self, account: AccountId) -> Result<Vec<Mailbox>>;
     async fn mailbox(&self, account: AccountId, name: &str) -> Result<Option<Mailbox>>;
     async fn create_mailbox(&self, account: AccountId, name: &str, special_use: Option<SpecialUse>) -> Result<Mailbox>;
+    async fn mailbox_by_id(&self, id: MailboxId) -> Result<Option<Mailbox>>;
+    /// Deletes a mailbox and its messages (never INBOX).
+    async fn delete_mailbox(&self, account: AccountId, name: &str) -> Result<()>;
+    /// Renames a mailbox and those below it (`name/...`). Renaming INBOX moves its
+    /// messages into a new mailbox and leaves INBOX empty (RFC 9051 §6.3.6).
+    async fn rename_mailbox(&self, account: AccountId, from: &str, to: &str) -> Result<()>;
+    async fn set_subscribed(&self, account: AccountId, name: &str, subscribed: bool) -> Result<()>;
+    /// Copies messages (same body, flags, internal date) to `to`; returns the target's
+    /// UIDVALIDITY and (source UID, new UID) pairs in source UID order.
+    async fn copy_messages(&self, from: MailboxId, uids: &[u32], to: MailboxId) -> Result<(u32, Vec<(u32, u32)>)>;
 
     /// Hashes, parses and (for large bodies) durably writes a body before delivery.
     async fn stage(&self, body: Vec<u8>) -> Result<StagedBlob>;

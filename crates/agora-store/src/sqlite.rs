@@ -888,6 +888,156 @@ impl Store for Arc<SqliteStore> {
         .await
     }
 
+    async fn mailbox_by_id(&self, id: MailboxId) -> Result<Option<Mailbox>> {
+        self.lookup(move |c| {
+            let sql = format!("SELECT {MAILBOX_COLS} FROM mailboxes WHERE id = ?1");
+            Ok(c.prepare_cached(&sql)?.query_row([id], mailbox_from_row).optional()?)
+        })
+        .await
+    }
+
+    async fn delete_mailbox(&self, account: AccountId, name: &str) -> Result<()> {
+        let name = canonical_mailbox_name(name);
+        if name == "INBOX" {
+            return Err(StoreError::Invalid("INBOX cannot be deleted".into()));
+        }
+        let blobs = Arc::clone(&self.blobs);
+        let files = self
+            .write(move |c| {
+                let mb = query_mailbox(c, account, &name)?.ok_or_else(|| StoreError::NotFound(format!("mailbox {name}")))?;
+                c.execute(
+                    "UPDATE blobs SET refs = refs - (SELECT count(*) FROM messages m WHERE m.mailbox = ?1 AND m.blob = blobs.hash)
+                     WHERE hash IN (SELECT blob FROM messages WHERE mailbox = ?1)",
+                    [mb.id],
+                )?;
+                c.execute(
+                    "UPDATE accounts SET used = max(0, used - (SELECT coalesce(sum(size), 0) FROM messages WHERE mailbox = ?1))
+                     WHERE id = ?2",
+                    params![mb.id, account],
+                )?;
+                c.execute("DELETE FROM messages WHERE mailbox = ?1", [mb.id])?;
+                c.execute("DELETE FROM mailboxes WHERE id = ?1", [mb.id])?;
+                let files = collect_garbage(c)?;
+                Ok((files, vec![Change::MailboxDeleted { account, mailbox: mb.id }]))
+            })
+            .await?;
+        remove_blob_files(&blobs, &files);
+        Ok(())
+    }
+
+    async fn rename_mailbox(&self, account: AccountId, from: &str, to: &str) -> Result<()> {
+        let from = canonical_mailbox_name(from);
+        let to = canonical_mailbox_name(to);
+        if to == "INBOX" || to.is_empty() || to.len() > 1024 || to.contains(['\0', '\r', '\n']) {
+            return Err(StoreError::Invalid(format!("cannot rename to {to}")));
+        }
+        self.write(move |c| {
+            let src = query_mailbox(c, account, &from)?.ok_or_else(|| StoreError::NotFound(format!("mailbox {from}")))?;
+            if query_mailbox(c, account, &to)?.is_some() {
+                return Err(StoreError::Exists(format!("mailbox {to}")));
+            }
+            if from == "INBOX" {
+                let dst = insert_mailbox(c, account, &to, None)?;
+                let n: i64 = c.query_row("SELECT count(*) FROM messages WHERE mailbox = ?1", [src.id], |r| r.get(0))?;
+                // For QRESYNC, the messages leave INBOX as expunges.
+                c.execute(
+                    "INSERT OR REPLACE INTO expunged (mailbox, uid, modseq) SELECT ?1, uid, ?2 FROM messages WHERE mailbox = ?1",
+                    params![src.id, src.highestmodseq as i64 + 1],
+                )?;
+                // The moved messages keep their order; they get UIDs 1..n in the new mailbox.
+                c.execute(
+                    "UPDATE messages SET mailbox = ?2, uid = uid + 4294967296 WHERE mailbox = ?1",
+                    params![src.id, dst.id],
+                )?;
+                c.execute(
+                    "UPDATE messages SET uid = (SELECT count(*) FROM messages m2 WHERE m2.mailbox = ?1 AND m2.uid <= messages.uid)
+                     WHERE mailbox = ?1",
+                    [dst.id],
+                )?;
+                c.execute(
+                    "UPDATE mailboxes SET uidnext = ?2 + 1, messages = ?2, highestmodseq = highestmodseq + 1 WHERE id = ?1",
+                    params![dst.id, n],
+                )?;
+                c.execute("UPDATE mailboxes SET messages = 0, highestmodseq = highestmodseq + 1 WHERE id = ?1", [src.id])?;
+                return Ok(((), vec![Change::MailboxCreated { account, mailbox: dst.id }]));
+            }
+            c.execute("UPDATE mailboxes SET name = ?3 WHERE account = ?1 AND name = ?2", params![account, from, to])?;
+            // Mailboxes below it move along ("a/b" -> "c/b").
+            let prefix = format!("{from}/");
+            let below: Vec<(MailboxId, String)> = {
+                let mut s = c.prepare("SELECT id, name FROM mailboxes WHERE account = ?1 AND substr(name, 1, ?3) = ?2")?;
+                s.query_map(params![account, prefix, prefix.chars().count() as i64], |r| Ok((r.get(0)?, r.get(1)?)))?
+                    .collect::<rusqlite::Result<_>>()?
+            };
+            for (id, name) in below {
+                let new = format!("{to}/{}", &name[prefix.len()..]);
+                c.execute("UPDATE mailboxes SET name = ?2 WHERE id = ?1", params![id, new])?;
+            }
+            Ok(((), vec![Change::MailboxCreated { account, mailbox: src.id }]))
+        })
+        .await
+    }
+
+    async fn set_subscribed(&self, account: AccountId, name: &str, subscribed: bool) -> Result<()> {
+        let name = canonical_mailbox_name(name);
+        self.write(move |c| {
+            let n = c.execute(
+                "UPDATE mailboxes SET subscribed = ?3 WHERE account = ?1 AND name = ?2",
+                params![account, name, subscribed],
+            )?;
+            if n == 0 {
+                return Err(StoreError::NotFound(format!("mailbox {name}")));
+            }
+            Ok(((), Vec::new()))
+        })
+        .await
+    }
+
+    async fn copy_messages(&self, from: MailboxId, uids: &[u32], to: MailboxId) -> Result<(u32, Vec<(u32, u32)>)> {
+        let mut uids = uids.to_vec();
+        uids.sort_unstable();
+        uids.dedup();
+        self.write(move |c| {
+            let (account, uidvalidity, mut uidnext, mut modseq): (AccountId, i64, i64, i64) = c
+                .query_row("SELECT account, uidvalidity, uidnext, highestmodseq FROM mailboxes WHERE id = ?1", [to], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                })
+                .optional()?
+                .ok_or_else(|| StoreError::NotFound("target mailbox".into()))?;
+            let mut pairs = Vec::new();
+            let mut changes = Vec::new();
+            for uid in uids {
+                let row: Option<(i64, String, i64, i64, String, Option<i64>)> = c
+                    .prepare_cached(
+                        "SELECT flags, keywords, internal_date, size, blob, delivery FROM messages WHERE mailbox = ?1 AND uid = ?2",
+                    )?
+                    .query_row(params![from, uid], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)))
+                    .optional()?;
+                let Some((flags, keywords, internal_date, size, blob, delivery)) = row else { continue };
+                if uidnext >= i64::from(u32::MAX) {
+                    return Err(StoreError::Invalid("target mailbox has run out of UIDs".into()));
+                }
+                modseq += 1;
+                c.prepare_cached(
+                    "INSERT INTO messages (mailbox, uid, modseq, flags, keywords, internal_date, size, blob, delivery)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                )?
+                .execute(params![to, uidnext, modseq, flags, keywords, internal_date, size, blob, delivery])?;
+                c.prepare_cached("UPDATE blobs SET refs = refs + 1 WHERE hash = ?1")?.execute([&blob])?;
+                c.prepare_cached("UPDATE accounts SET used = used + ?2 WHERE id = ?1")?.execute(params![account, size])?;
+                pairs.push((uid, uidnext as u32));
+                changes.push(Change::Appended { account, mailbox: to, uid: uidnext as u32, modseq: modseq as u64 });
+                uidnext += 1;
+            }
+            c.execute(
+                "UPDATE mailboxes SET uidnext = ?2, highestmodseq = ?3, messages = messages + ?4 WHERE id = ?1",
+                params![to, uidnext, modseq, pairs.len() as i64],
+            )?;
+            Ok(((uidvalidity as u32, pairs), changes))
+        })
+        .await
+    }
+
     async fn stage(&self, body: Vec<u8>) -> Result<StagedBlob> {
         let blobs = Arc::clone(&self.blobs);
         if body.len() <= crate::blob::INLINE_MAX {

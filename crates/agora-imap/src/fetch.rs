@@ -1,0 +1,224 @@
+//! FETCH data items for one message: body sections cut from the stored message by the
+//! part offsets cached at delivery (no re-parse), and the matching response text.
+
+use agora_store::{MessageMeta, Part};
+
+use crate::command::{FetchAtt, Section, SectionText};
+use crate::response;
+
+/// The part addressed by a part path (`1.2`), following message/rfc822 encapsulation.
+fn find_part<'a>(root: &'a Part, path: &[u32]) -> Option<&'a Part> {
+    let mut p = root;
+    for &n in path {
+        // A message/rfc822 part's children[0] is the encapsulated message.
+        if p.media_type == "message" && p.children.len() == 1 && p.children[0].media_type == "multipart" {
+            p = &p.children[0];
+        } else if p.media_type == "message" && p.children.len() == 1 {
+            p = &p.children[0];
+            if n == 1 && p.media_type != "multipart" {
+                continue;
+            }
+        }
+        if p.media_type == "multipart" {
+            p = p.children.get(n as usize - 1)?;
+        } else if n != 1 {
+            return None;
+        }
+    }
+    Some(p)
+}
+
+fn header_block(part: &Part) -> (usize, usize) {
+    (part.header_start as usize, part.body_start as usize)
+}
+
+fn filter_headers(block: &[u8], names: &[String], keep: bool) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut include = false;
+    for line in block.split_inclusive(|&b| b == b'\n') {
+        let is_cont = line.first().is_some_and(|&b| b == b' ' || b == b'\t');
+        if !is_cont {
+            if line == b"\r\n" || line == b"\n" {
+                break;
+            }
+            let name = line.split(|&b| b == b':').next().unwrap_or(b"");
+            let name = String::from_utf8_lossy(name).trim().to_ascii_lowercase();
+            include = names.contains(&name) == keep;
+        }
+        if include {
+            out.extend_from_slice(line);
+        }
+    }
+    out.extend_from_slice(b"\r\n");
+    out
+}
+
+/// The bytes of a BODY[section].
+pub fn section_bytes(msg: &[u8], root: &Part, section: &Section) -> Vec<u8> {
+    let clamp =
+        |s: usize, e: usize| msg.get(s.min(msg.len())..e.min(msg.len()).max(s.min(msg.len()))).unwrap_or(&[]).to_vec();
+    // The part whose header HEADER/TEXT address: the message itself, or an encapsulated one.
+    let target = if section.part.is_empty() { Some(root) } else { find_part(root, &section.part) };
+    let Some(part) = target else { return Vec::new() };
+    match &section.text {
+        None if section.part.is_empty() => msg.to_vec(),
+        None => clamp(part.body_start as usize, part.end as usize),
+        Some(SectionText::Mime) => clamp(part.header_start as usize, part.body_start as usize),
+        Some(text) => {
+            // HEADER/TEXT of a message/rfc822 part refer to the encapsulated message.
+            let m = if !section.part.is_empty() && part.media_type == "message" {
+                part.children.first().unwrap_or(part)
+            } else {
+                part
+            };
+            let (hs, bs) = header_block(m);
+            match text {
+                SectionText::Header => clamp(hs, bs),
+                SectionText::Text => clamp(bs, m.end as usize),
+                SectionText::HeaderFields(names) => filter_headers(&clamp(hs, bs), names, true),
+                SectionText::HeaderFieldsNot(names) => filter_headers(&clamp(hs, bs), names, false),
+                SectionText::Mime => Vec::new(),
+            }
+        }
+    }
+}
+
+fn section_name(section: &Section) -> String {
+    let mut s: Vec<String> = section.part.iter().map(u32::to_string).collect();
+    match &section.text {
+        None => {}
+        Some(SectionText::Header) => s.push("HEADER".into()),
+        Some(SectionText::Text) => s.push("TEXT".into()),
+        Some(SectionText::Mime) => s.push("MIME".into()),
+        Some(SectionText::HeaderFields(n)) => s.push(format!("HEADER.FIELDS ({})", n.join(" ").to_ascii_uppercase())),
+        Some(SectionText::HeaderFieldsNot(n)) => {
+            s.push(format!("HEADER.FIELDS.NOT ({})", n.join(" ").to_ascii_uppercase()))
+        }
+    }
+    s.join(".")
+}
+
+/// True if producing `att` needs the message body itself, not just the metadata.
+pub fn needs_body(att: &FetchAtt) -> bool {
+    matches!(
+        att,
+        FetchAtt::Rfc822
+            | FetchAtt::Rfc822Header
+            | FetchAtt::Rfc822Text
+            | FetchAtt::BodySection { .. }
+            | FetchAtt::Binary { .. }
+            | FetchAtt::BinarySize(_)
+    )
+}
+
+/// True if the item marks the message \Seen when fetched.
+pub fn sets_seen(att: &FetchAtt) -> bool {
+    matches!(att, FetchAtt::Rfc822 | FetchAtt::Rfc822Text | FetchAtt::BodySection { peek: false, .. })
+}
+
+/// Appends one data item (name and value) for `meta` to `out`. `flags` is the
+/// already formatted flag list.
+pub fn item(out: &mut Vec<u8>, att: &FetchAtt, meta: &MessageMeta, body: Option<&[u8]>, flags: &str) {
+    let body = body.unwrap_or(&[]);
+    match att {
+        FetchAtt::Uid => out.extend_from_slice(format!("UID {}", meta.uid).as_bytes()),
+        FetchAtt::Flags => out.extend_from_slice(format!("FLAGS ({flags})").as_bytes()),
+        FetchAtt::InternalDate => {
+            out.extend_from_slice(b"INTERNALDATE ");
+            out.extend_from_slice(response::internal_date(meta.internal_date).as_bytes());
+        }
+        FetchAtt::Rfc822Size => out.extend_from_slice(format!("RFC822.SIZE {}", meta.size).as_bytes()),
+        FetchAtt::Envelope => {
+            out.extend_from_slice(b"ENVELOPE ");
+            response::envelope(out, &meta.summary.envelope);
+        }
+        FetchAtt::Body => {
+            out.extend_from_slice(b"BODY ");
+            response::body_structure(out, &meta.summary.root, false);
+        }
+        FetchAtt::BodyStructure => {
+            out.extend_from_slice(b"BODYSTRUCTURE ");
+            response::body_structure(out, &meta.summary.root, true);
+        }
+        FetchAtt::Rfc822 => {
+            out.extend_from_slice(b"RFC822 ");
+            response::literal(out, body);
+        }
+        FetchAtt::Rfc822Header => {
+            out.extend_from_slice(b"RFC822.HEADER ");
+            let r = &meta.summary.root;
+            response::literal(out, body.get(..(r.body_start as usize).min(body.len())).unwrap_or(&[]));
+        }
+        FetchAtt::Rfc822Text => {
+            out.extend_from_slice(b"RFC822.TEXT ");
+            let r = &meta.summary.root;
+            response::literal(out, body.get((r.body_start as usize).min(body.len())..).unwrap_or(&[]));
+        }
+        FetchAtt::BodySection { section, partial, .. } => {
+            let data = section_bytes(body, &meta.summary.root, section);
+            out.extend_from_slice(format!("BODY[{}]", section_name(section)).as_bytes());
+            emit_partial(out, &data, *partial);
+        }
+        FetchAtt::Binary { part, partial, .. } => {
+            let section = Section { part: part.clone(), text: None };
+            let data = section_bytes(body, &meta.summary.root, &section);
+            let name: Vec<String> = part.iter().map(u32::to_string).collect();
+            out.extend_from_slice(format!("BINARY[{}]", name.join(".")).as_bytes());
+            emit_partial(out, &data, *partial);
+        }
+        FetchAtt::BinarySize(part) => {
+            let section = Section { part: part.clone(), text: None };
+            let data = section_bytes(body, &meta.summary.root, &section);
+            let name: Vec<String> = part.iter().map(u32::to_string).collect();
+            out.extend_from_slice(format!("BINARY.SIZE[{}] {}", name.join("."), data.len()).as_bytes());
+        }
+        FetchAtt::ModSeq => out.extend_from_slice(format!("MODSEQ ({})", meta.modseq).as_bytes()),
+        FetchAtt::Preview | FetchAtt::EmailId | FetchAtt::ThreadId | FetchAtt::SaveDate => {
+            // Not advertised: never requested by a client that checked capabilities.
+            out.extend_from_slice(b"UID ");
+            out.extend_from_slice(meta.uid.to_string().as_bytes());
+        }
+    }
+}
+
+fn emit_partial(out: &mut Vec<u8>, data: &[u8], partial: Option<(u32, u32)>) {
+    match partial {
+        None => {
+            out.push(b' ');
+            response::literal(out, data);
+        }
+        Some((start, len)) => {
+            let s = (start as usize).min(data.len());
+            let e = s.saturating_add(len as usize).min(data.len());
+            out.extend_from_slice(format!("<{start}> ").as_bytes());
+            response::literal(out, &data[s..e]);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use agora_store::MessageSummary;
+
+    const MSG: &[u8] = b"From: a@b\r\nSubject: s\r\nContent-Type: multipart/mixed; boundary=x\r\n\r\n--x\r\nContent-Type: text/plain\r\n\r\none\r\n--x\r\nContent-Type: message/rfc822\r\n\r\nSubject: inner\r\n\r\ninner body\r\n--x--\r\n";
+
+    fn sec(part: &[u32], text: Option<SectionText>) -> Vec<u8> {
+        let s = MessageSummary::parse(MSG);
+        section_bytes(MSG, &s.root, &Section { part: part.to_vec(), text })
+    }
+
+    #[test]
+    fn sections() {
+        assert_eq!(sec(&[], None), MSG);
+        assert!(sec(&[], Some(SectionText::Header)).starts_with(b"From: a@b\r\n"));
+        assert!(sec(&[], Some(SectionText::Header)).ends_with(b"\r\n\r\n"));
+        assert_eq!(sec(&[1], None), b"one");
+        assert_eq!(sec(&[1], Some(SectionText::Mime)), b"Content-Type: text/plain\r\n\r\n");
+        assert_eq!(sec(&[2], Some(SectionText::Header)), b"Subject: inner\r\n\r\n");
+        assert_eq!(sec(&[2], Some(SectionText::Text)), b"inner body");
+        assert_eq!(sec(&[2, 1], None), b"inner body");
+        assert_eq!(sec(&[], Some(SectionText::HeaderFields(vec!["subject".into()]))), b"Subject: s\r\n\r\n");
+        assert!(sec(&[9], None).is_empty());
+    }
+}
