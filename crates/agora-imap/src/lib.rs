@@ -5,5 +5,44 @@
 pub mod command;
 pub mod fetch;
 pub mod response;
+pub mod search;
+pub mod session;
 
 pub use command::{Command, ParseError, literal_suffix, parse};
+
+use std::sync::Arc;
+
+use agora_directory::Directory;
+use agora_directory::throttle::Throttle;
+use agora_net::{Conn, Service};
+use agora_store::Store;
+use async_trait::async_trait;
+
+pub use session::{ImapConfig, Session};
+
+/// IMAP (143 with STARTTLS, 993 with implicit TLS) as a listener service.
+pub struct ImapService {
+    cfg: Arc<ImapConfig>,
+    dir: Directory,
+    store: Arc<dyn Store>,
+    throttle: Arc<Throttle>,
+}
+
+impl ImapService {
+    pub fn new(cfg: ImapConfig, dir: Directory, store: Arc<dyn Store>, throttle: Arc<Throttle>) -> ImapService {
+        ImapService { cfg: Arc::new(cfg), dir, store, throttle }
+    }
+}
+
+#[async_trait]
+impl Service for ImapService {
+    fn busy_reply(&self) -> &'static [u8] {
+        b"* BYE [UNAVAILABLE] Too many connections, try again later\r\n"
+    }
+
+    async fn serve(&self, conn: Conn) {
+        Session::new(Arc::clone(&self.cfg), self.dir.clone(), Arc::clone(&self.store), Arc::clone(&self.throttle))
+            .run(conn)
+            .await;
+    }
+}

@@ -159,10 +159,21 @@ pub async fn run(cli: &Cli, domain: Option<String>, hostname: Option<String>, li
         Arc::clone(&dyn_store),
         Arc::clone(&throttle),
     ));
+    let imap = Arc::new(agora_imap::ImapService::new(
+        agora_imap::ImapConfig {
+            allow_plaintext: cfg.auth.plaintext_without_tls,
+            max_literal: cfg.limits.max_message_size,
+            ..agora_imap::ImapConfig::default()
+        },
+        dir.clone(),
+        Arc::clone(&dyn_store),
+        Arc::clone(&throttle),
+    ));
     for (spec, listener) in bound {
         match spec.service.as_str() {
             "smtp" => server.spawn_listener(listener, spec, smtp.clone()),
             "pop3" | "pop3s" => server.spawn_listener(listener, spec, pop3.clone()),
+            "imap" | "imaps" => server.spawn_listener(listener, spec, imap.clone()),
             other => bail!("internal: no service wired for listener {other}"),
         }
     }

@@ -1,0 +1,167 @@
+//! SEARCH evaluation for one message: flags, sizes, dates and sequence sets from the
+//! metadata, addresses and subject from the cached envelope, BODY/TEXT/HEADER from the
+//! raw message (substring, ASCII case-insensitive).
+
+use agora_store::{Flags, MessageMeta};
+
+use crate::command::{Date, STAR, SearchKey, SeqItem, SeqSet};
+
+pub struct Ctx<'a> {
+    pub seq: u32,
+    pub count: u32,
+    pub max_uid: u32,
+    pub meta: &'a MessageMeta,
+    pub body: Option<&'a [u8]>,
+}
+
+pub fn needs_body(key: &SearchKey) -> bool {
+    match key {
+        SearchKey::Body(_) | SearchKey::Text(_) | SearchKey::Header(..) => true,
+        SearchKey::Not(k) => needs_body(k),
+        SearchKey::Or(a, b) => needs_body(a) || needs_body(b),
+        SearchKey::And(ks) => ks.iter().any(needs_body),
+        _ => false,
+    }
+}
+
+fn contains_ci(hay: &[u8], needle: &str) -> bool {
+    let n = needle.as_bytes();
+    if n.is_empty() {
+        return true;
+    }
+    hay.windows(n.len()).any(|w| w.eq_ignore_ascii_case(n))
+}
+
+fn in_set(set: &SeqSet, n: u32, star: u32) -> bool {
+    let SeqSet::Items(items) = set else { return false };
+    let s = |x: u32| if x == STAR { star } else { x };
+    items.iter().any(|i| match *i {
+        SeqItem::One(x) => s(x) == n,
+        SeqItem::Range(a, b) => {
+            let (lo, hi) = (s(a).min(s(b)), s(a).max(s(b)));
+            n >= lo && n <= hi
+        }
+    })
+}
+
+fn days_from_civil(d: Date) -> i64 {
+    let (y, m) = if d.month <= 2 {
+        (i64::from(d.year) - 1, i64::from(d.month) + 9)
+    } else {
+        (i64::from(d.year), i64::from(d.month) - 3)
+    };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * m + 2) / 5 + i64::from(d.day) - 1;
+    era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468
+}
+
+/// The day (days since the epoch) of a Date header: "[Wkd, ]d Mon yyyy ...".
+fn sent_day(date: &str) -> Option<i64> {
+    let s = date.split_once(',').map_or(date, |(_, r)| r);
+    let mut it = s.split_whitespace();
+    let day: u8 = it.next()?.parse().ok()?;
+    let mon = it.next()?.to_ascii_lowercase();
+    let month = ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"]
+        .iter()
+        .position(|m| mon.starts_with(m))? as u8
+        + 1;
+    let year: u16 = it.next()?.parse().ok()?;
+    Some(days_from_civil(Date { year, month, day }))
+}
+
+fn header_value(msg: &[u8], name: &str) -> Vec<u8> {
+    let end = msg.windows(4).position(|w| w == b"\r\n\r\n").map_or(msg.len(), |i| i + 2);
+    let mut out = Vec::new();
+    let mut inside = false;
+    for line in msg[..end].split_inclusive(|&b| b == b'\n') {
+        if line.first().is_some_and(|&b| b == b' ' || b == b'\t') {
+            if inside {
+                out.extend_from_slice(line);
+            }
+            continue;
+        }
+        inside = line.len() > name.len()
+            && line[..name.len()].eq_ignore_ascii_case(name.as_bytes())
+            && line[name.len()] == b':';
+        if inside {
+            out.extend_from_slice(&line[name.len() + 1..]);
+        }
+    }
+    out
+}
+
+pub fn matches(key: &SearchKey, c: &Ctx<'_>) -> bool {
+    use SearchKey::*;
+    let m = c.meta;
+    let env = &m.summary.envelope;
+    let field = |v: &Option<String>, s: &str| v.as_deref().is_some_and(|v| contains_ci(v.as_bytes(), s));
+    let day = m.internal_date.div_euclid(86_400);
+    let sent = env.date.as_deref().and_then(sent_day).unwrap_or(day);
+    match key {
+        All | Old => true,
+        New | Recent => false,
+        Answered => m.flags.contains(Flags::ANSWERED),
+        Deleted => m.flags.contains(Flags::DELETED),
+        Draft => m.flags.contains(Flags::DRAFT),
+        Flagged => m.flags.contains(Flags::FLAGGED),
+        Seen => m.flags.contains(Flags::SEEN),
+        Unanswered => !m.flags.contains(Flags::ANSWERED),
+        Undeleted => !m.flags.contains(Flags::DELETED),
+        Undraft => !m.flags.contains(Flags::DRAFT),
+        Unflagged => !m.flags.contains(Flags::FLAGGED),
+        Unseen => !m.flags.contains(Flags::SEEN),
+        Keyword(k) => m.keywords.iter().any(|x| x.eq_ignore_ascii_case(k)),
+        Unkeyword(k) => !m.keywords.iter().any(|x| x.eq_ignore_ascii_case(k)),
+        Larger(n) => m.size > *n,
+        Smaller(n) => m.size < *n,
+        Before(d) => day < days_from_civil(*d),
+        On(d) => day == days_from_civil(*d),
+        Since(d) => day >= days_from_civil(*d),
+        SentBefore(d) => sent < days_from_civil(*d),
+        SentOn(d) => sent == days_from_civil(*d),
+        SentSince(d) => sent >= days_from_civil(*d),
+        From(s) => field(&env.from, s),
+        To(s) => field(&env.to, s),
+        Cc(s) => field(&env.cc, s),
+        Bcc(s) => field(&env.bcc, s),
+        Subject(s) => field(&env.subject, s),
+        Header(name, s) => c.body.is_some_and(|b| {
+            let v = header_value(b, name);
+            if s.is_empty() {
+                !v.is_empty() || contains_ci(&b[..b.len().min(65536)], &format!("{name}:"))
+            } else {
+                contains_ci(&v, s)
+            }
+        }),
+        Body(s) => c.body.is_some_and(|b| contains_ci(b.get(m.summary.root.body_start as usize..).unwrap_or(&[]), s)),
+        Text(s) => c.body.is_some_and(|b| contains_ci(b, s)),
+        Uid(set) => in_set(set, m.uid, c.max_uid),
+        Seq(set) => in_set(set, c.seq, c.count),
+        ModSeq(n) => m.modseq >= *n,
+        Younger(secs) => agora_store::now() - m.internal_date <= *secs as i64,
+        Older(secs) => agora_store::now() - m.internal_date >= *secs as i64,
+        EmailId(_) | ThreadId(_) => false,
+        Not(k) => !matches(k, c),
+        Or(a, b) => matches(a, c) || matches(b, c),
+        And(ks) => ks.iter().all(|k| matches(k, c)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_and_headers() {
+        assert_eq!(sent_day("Thu, 1 Jan 1970 00:00:00 +0000"), Some(0));
+        assert_eq!(
+            sent_day("15 Feb 2007 01:02:03 +0200"),
+            Some(days_from_civil(Date { year: 2007, month: 2, day: 15 }))
+        );
+        assert_eq!(sent_day("garbage"), None);
+        let msg = b"X-Thing: one\r\n two\r\nSubject: s\r\n\r\nX-Thing: body";
+        assert_eq!(header_value(msg, "x-thing"), b" one\r\n two\r\n");
+        assert!(contains_ci(b"Hello World", "WORLD"));
+    }
+}

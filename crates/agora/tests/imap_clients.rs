@@ -1,0 +1,116 @@
+//! Real IMAP clients against the real binary: Python's imaplib (STARTTLS, IMAPS,
+//! SELECT/FETCH/SEARCH/STORE/COPY/MOVE/EXPUNGE/APPEND, IDLE woken by SMTP delivery) and curl.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::{Agora, SmtpClient, have, run};
+
+fn server() -> Agora {
+    let a = Agora::start();
+    a.cli_ok(&["user", "add", "imap@example.org", "--password-stdin"], Some("imap-secret\n"));
+    let (mut c, _) = SmtpClient::connect(&a.smtp()).unwrap();
+    c.cmd("EHLO t.test").unwrap();
+    for i in 1..=3 {
+        let body = format!("From: Sender {i} <s{i}@remote.test>\r\nSubject: message {i}\r\n\r\nbody number {i}\r\n");
+        assert!(c.send_message("s@remote.test", &["imap@example.org"], &body).unwrap().starts_with("250"));
+    }
+    a
+}
+
+#[test]
+fn imaplib_session() {
+    if !have("python3") {
+        return;
+    }
+    let a = server();
+    let script = format!(
+        r#"
+import imaplib, ssl, smtplib, socket, time
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+
+m = imaplib.IMAP4("{ip}", 10143, timeout=20)
+assert b"LOGINDISABLED" in m.capability()[1][0]
+try:
+    m.login("imap@example.org", "imap-secret"); raise SystemExit("plaintext login accepted")
+except imaplib.IMAP4.error as e:
+    assert "PRIVACYREQUIRED" in str(e), e
+m.starttls(ctx)
+typ, _ = m.login("imap@example.org", "imap-secret"); assert typ == "OK"
+typ, boxes = m.list()
+names = b" ".join(boxes)
+for n in (b"INBOX", b"Sent", b"\\Sent", b"Trash", b"\\Trash", b"Drafts", b"Junk", b"Archive"):
+    assert n in names, (n, boxes)
+typ, data = m.select("INBOX"); assert data == [b"3"], data
+typ, data = m.fetch("1:3", "(UID FLAGS RFC822.SIZE ENVELOPE)")
+assert len([d for d in data if d]) == 3, data
+assert b'"message 2"' in data[1], data[1]
+typ, data = m.fetch("2", "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+assert data[0][1] == b"Subject: message 2\r\n\r\n", data
+typ, data = m.fetch("2", "(BODY[TEXT])")
+assert data[0][1] == b"body number 2\r\n", data
+typ, data = m.fetch("2", "(FLAGS)"); assert b"\\Seen" in data[0], data
+typ, data = m.search(None, "SUBJECT", "message 3"); assert data == [b"3"], data
+typ, data = m.search(None, "UNSEEN"); assert data == [b"1 3"], data
+typ, data = m.uid("SEARCH", None, "ALL"); uids = data[0].split(); assert len(uids) == 3
+typ, data = m.store("1", "+FLAGS", "(\\Flagged $Important)")
+assert b"\\Flagged" in data[0] and b"$Important" in data[0], data
+typ, data = m.copy("1", "Archive"); assert typ == "OK" and b"COPYUID" in m.untagged_responses.get("COPYUID", [b"COPYUID"])[0] or typ == "OK"
+typ, data = m.uid("MOVE", uids[2].decode(), "Trash"); assert typ == "OK", data
+typ, data = m.select("INBOX"); assert data == [b"2"], data
+m.store("1", "+FLAGS", "\\Deleted")
+typ, data = m.expunge(); assert data == [b"1"], data
+typ, data = m.append("Drafts", "(\\Draft)", None, b"Subject: draft\r\n\r\nunfinished\r\n")
+assert typ == "OK" and b"APPENDUID" in data[0], data
+typ, data = m.status("Drafts", "(MESSAGES UNSEEN UIDNEXT)"); assert b"MESSAGES 1" in data[0], data
+typ, data = m.status("Archive", "(MESSAGES)"); assert b"MESSAGES 1" in data[0], data
+typ, data = m.create("Projects/2026"); assert typ == "OK"
+typ, data = m.list('""', "Projects/%"); assert b"Projects/2026" in data[0], data
+typ, data = m.rename("Projects/2026", "Projects/2027"); assert typ == "OK"
+typ, data = m.delete("Projects/2027"); assert typ == "OK"
+
+# IDLE: a message delivered over SMTP shows up as EXISTS.
+m.select("INBOX")
+tag = m._new_tag()
+m.send(tag + b" IDLE\r\n")
+assert m.readline().startswith(b"+")
+s = smtplib.SMTP("{ip}", 10025); s.sendmail("x@remote.test", ["imap@example.org"], "Subject: new\r\n\r\nhi\r\n"); s.quit()
+m.sock.settimeout(10)
+line = m.readline()
+assert line.strip() == b"* 2 EXISTS", line
+m.send(b"DONE\r\n")
+assert m.readline().startswith(tag + b" OK"), "idle done"
+m.logout()
+
+m = imaplib.IMAP4_SSL("{ip}", 10993, ssl_context=ctx, timeout=20)
+m.login("imap@example.org", "imap-secret")
+typ, data = m.select("INBOX", readonly=True); assert data == [b"2"], data
+typ, data = m.store("1", "+FLAGS", "\\Deleted"); assert typ == "NO", (typ, data)
+m.logout()
+print("ok")
+"#,
+        ip = a.ip
+    );
+    let (ok, out) = run("python3", &["-c", &script], "");
+    assert!(ok && out.contains("ok"), "{out}");
+}
+
+#[test]
+fn curl_imaps_fetch() {
+    if !have("curl") {
+        return;
+    }
+    let a = server();
+    let (ok, out) = run(
+        "curl",
+        &["-sS", "-k", "--user", "imap@example.org:imap-secret", &format!("imaps://{}:10993/INBOX;UID=2", a.ip)],
+        "",
+    );
+    assert!(ok && out.contains("Subject: message 2") && out.contains("body number 2"), "{out}");
+    let (ok, out) = run(
+        "curl",
+        &["-sS", "-k", "--ssl-reqd", "--user", "imap@example.org:imap-secret", &format!("imap://{}:10143/", a.ip)],
+        "",
+    );
+    assert!(ok && out.contains("INBOX") && out.contains("Sent"), "{out}");
+}
