@@ -170,3 +170,46 @@ fn fetchmail_downloads_into_an_mda() {
     // fetchmail deletes what it fetched (no "keep").
     assert_eq!(a.inbox_count("pop@example.org"), 0);
 }
+
+#[test]
+fn pop3_and_imap_on_the_same_inbox() {
+    if !have("python3") {
+        return;
+    }
+    let a = server();
+    let script = format!(
+        r#"
+import imaplib, poplib, ssl
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+im = imaplib.IMAP4_SSL("{ip}", 10993, ssl_context=ctx, timeout=20)
+im.login("pop@example.org", "pop-secret")
+typ, data = im.select("INBOX"); assert data == [b"2"], data
+
+# POP3 deletes message 1: the IMAP session sees an EXPUNGE at its next NOOP.
+p = poplib.POP3_SSL("{ip}", 10995, context=ctx, timeout=20)
+p.user("pop@example.org"); p.pass_("pop-secret")
+p.dele(1); p.quit()
+im.noop()
+assert im.untagged_responses.get("EXPUNGE") == [b"1"], im.untagged_responses
+
+# IMAP expunges the other message while POP3 holds the maildrop: RETR fails, the
+# session goes on, QUIT succeeds.
+p = poplib.POP3_SSL("{ip}", 10995, context=ctx, timeout=20)
+p.user("pop@example.org"); p.pass_("pop-secret")
+assert p.stat()[0] == 1
+im.store("1", "+FLAGS", "\\Deleted"); im.expunge()
+try:
+    p.retr(1); raise SystemExit("retrieved an expunged message")
+except poplib.error_proto as e:
+    assert b"-ERR" in e.args[0]
+assert p.noop().startswith(b"+OK")
+assert p.quit().startswith(b"+OK")
+typ, data = im.select("INBOX"); assert data == [b"0"], data
+im.logout()
+print("ok")
+"#,
+        ip = a.ip
+    );
+    let (ok, out) = run("python3", &["-c", &script], "");
+    assert!(ok && out.contains("ok"), "{out}");
+}
