@@ -114,3 +114,60 @@ fn curl_imaps_fetch() {
     );
     assert!(ok && out.contains("INBOX") && out.contains("Sent"), "{out}");
 }
+
+#[test]
+fn mbsync_two_way_then_nothing_to_do() {
+    if !have("mbsync") {
+        return;
+    }
+    let a = server();
+    let dir = tempfile::tempdir().unwrap();
+    let mail = dir.path().join("mail");
+    std::fs::create_dir_all(&mail).unwrap();
+    let rc = dir.path().join("mbsyncrc");
+    std::fs::write(
+        &rc,
+        format!(
+            "IMAPAccount agora\nHost {ip}\nPort 10993\nUser imap@example.org\nPass imap-secret\nSSLType IMAPS\n\
+             CertificateFile {cert}\n\nIMAPStore remote\nAccount agora\n\nMaildirStore local\nPath {m}/\nInbox {m}/INBOX\n\
+             SubFolders Verbatim\n\nChannel sync\nFar :remote:\nNear :local:\nPatterns *\nCreate Both\nSyncState *\n",
+            ip = a.ip,
+            cert = a.data().join("tls/cert.pem").display(),
+            m = mail.display()
+        ),
+    )
+    .unwrap();
+    let sync = || {
+        let (ok, out) = run("mbsync", &["-c", rc.to_str().unwrap(), "-a", "-V"], "");
+        assert!(ok, "{out}");
+        out
+    };
+    sync();
+    let inbox_files = |sub: &str| std::fs::read_dir(mail.join("INBOX").join(sub)).unwrap().count();
+    assert_eq!(inbox_files("new") + inbox_files("cur"), 3, "three messages pulled");
+
+    // Local changes go up: a new message in Sent, a flag on an INBOX message.
+    std::fs::write(mail.join("Sent/new/1.local"), "From: me@example.org\nSubject: sent locally\n\nuploaded\n").unwrap();
+    let first = std::fs::read_dir(mail.join("INBOX/new")).unwrap().next().unwrap().unwrap().path();
+    let flagged = mail.join("INBOX/cur").join(format!("{}:2,F", first.file_name().unwrap().to_string_lossy()));
+    std::fs::rename(&first, &flagged).unwrap();
+    sync();
+    let show = a.cli_ok(&["user", "show", "imap@example.org"], None);
+    assert!(show.contains("mailbox:      Sent \\Sent (1 messages)"), "{show}");
+
+    // A third run has nothing to do: the same files here, the same mail there.
+    let files = || {
+        let mut v: Vec<String> = Vec::new();
+        for sub in ["INBOX/new", "INBOX/cur", "Sent/new", "Sent/cur"] {
+            for e in std::fs::read_dir(mail.join(sub)).unwrap() {
+                v.push(e.unwrap().file_name().to_string_lossy().into_owned());
+            }
+        }
+        v.sort();
+        v
+    };
+    let (before, server_before) = (files(), a.cli_ok(&["user", "show", "imap@example.org"], None));
+    sync();
+    assert_eq!(files(), before);
+    assert_eq!(a.cli_ok(&["user", "show", "imap@example.org"], None), server_before);
+}
