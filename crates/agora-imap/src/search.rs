@@ -45,15 +45,7 @@ fn in_set(set: &SeqSet, n: u32, star: u32) -> bool {
 }
 
 fn days_from_civil(d: Date) -> i64 {
-    let (y, m) = if d.month <= 2 {
-        (i64::from(d.year) - 1, i64::from(d.month) + 9)
-    } else {
-        (i64::from(d.year), i64::from(d.month) - 3)
-    };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * m + 2) / 5 + i64::from(d.day) - 1;
-    era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468
+    agora_store::time::days_from_civil(i64::from(d.year), u32::from(d.month), u32::from(d.day))
 }
 
 /// The day (days since the epoch) of a Date header: "[Wkd, ]d Mon yyyy ...".

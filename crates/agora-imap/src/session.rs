@@ -1007,13 +1007,8 @@ async fn fetch_metas(store: &dyn Store, mailbox: i64, uids: &[u32]) -> Result<Ve
 }
 
 fn date_time_secs(d: command::DateTime) -> i64 {
-    let (y, m, day) = (i64::from(d.date.year), i64::from(d.date.month), i64::from(d.date.day));
-    let (y, m) = if m <= 2 { (y - 1, m + 9) } else { (y, m - 3) };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * m + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
+    let days =
+        agora_store::time::days_from_civil(i64::from(d.date.year), u32::from(d.date.month), u32::from(d.date.day));
     days * 86_400 + i64::from(d.hour) * 3600 + i64::from(d.minute) * 60 + i64::from(d.second)
         - i64::from(d.zone_minutes) * 60
 }

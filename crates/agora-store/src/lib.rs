@@ -6,6 +6,7 @@ pub mod conformance;
 mod error;
 pub mod sqlite;
 pub mod summary;
+pub mod time;
 mod types;
 
 use std::ops::RangeInclusive;
