@@ -12,6 +12,8 @@ pub struct Ctx<'a> {
     pub max_uid: u32,
     pub meta: &'a MessageMeta,
     pub body: Option<&'a [u8]>,
+    /// \Recent in this session.
+    pub recent: bool,
 }
 
 pub fn needs_body(key: &SearchKey) -> bool {
@@ -91,8 +93,10 @@ pub fn matches(key: &SearchKey, c: &Ctx<'_>) -> bool {
     let day = m.internal_date.div_euclid(86_400);
     let sent = env.date.as_deref().and_then(sent_day).unwrap_or(day);
     match key {
-        All | Old => true,
-        New | Recent => false,
+        All => true,
+        Recent => c.recent,
+        Old => !c.recent,
+        New => c.recent && !m.flags.contains(Flags::SEEN),
         Answered => m.flags.contains(Flags::ANSWERED),
         Deleted => m.flags.contains(Flags::DELETED),
         Draft => m.flags.contains(Flags::DRAFT),

@@ -2,6 +2,7 @@
 //! not-authenticated, authenticated and selected states, and the selected mailbox's
 //! view kept in step with the store through the change bus.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use agora_directory::Directory;
@@ -48,6 +49,18 @@ struct Selected {
     mailbox: Mailbox,
     read_only: bool,
     view: Vec<View>,
+    /// UIDs that are \Recent in this session: claimed by its SELECT or while selected,
+    /// or above the mailbox's watermark when examined (RFC 3501 §2.3.2).
+    recent: HashSet<u32>,
+}
+
+fn view_flags(recent: &HashSet<u32>, v: &View) -> String {
+    let f = flags_text(v.flags, &v.keywords);
+    match (recent.contains(&v.uid), f.is_empty()) {
+        (false, _) => f,
+        (true, true) => "\\Recent".into(),
+        (true, false) => format!("{f} \\Recent"),
+    }
 }
 
 pub struct Session {
@@ -459,9 +472,17 @@ impl Session {
                 return Flow::Continue;
             }
         };
+        // A read-write SELECT claims the messages nobody has seen as \Recent yet.
+        let watermark = if read_only { Ok(mb.recent_uid) } else { self.store.claim_recent(mb.id).await };
+        let Ok(watermark) = watermark else {
+            conn.queue(format!("{tag} NO [SERVERBUG] Cannot open mailbox\r\n").as_bytes());
+            return Flow::Continue;
+        };
+        let recent: HashSet<u32> = view.iter().map(|v| v.uid).filter(|&u| u > watermark).collect();
         let mut out = format!(
-            "* FLAGS ({SYSTEM_FLAGS})\r\n* OK [PERMANENTFLAGS ({SYSTEM_FLAGS} \\*)] Flags permitted\r\n* {} EXISTS\r\n* 0 RECENT\r\n",
-            view.len()
+            "* FLAGS ({SYSTEM_FLAGS})\r\n* OK [PERMANENTFLAGS ({SYSTEM_FLAGS} \\*)] Flags permitted\r\n* {} EXISTS\r\n* {} RECENT\r\n",
+            view.len(),
+            recent.len()
         );
         if let Some(i) = view.iter().position(|v| !v.flags.contains(Flags::SEEN)) {
             out.push_str(&format!("* OK [UNSEEN {}] First unseen\r\n", i + 1));
@@ -474,7 +495,7 @@ impl Session {
             if read_only { "EXAMINE" } else { "SELECT" }
         ));
         conn.queue(out.as_bytes());
-        self.selected = Some(Selected { mailbox: mb, read_only, view });
+        self.selected = Some(Selected { mailbox: mb, read_only, view, recent });
         Flow::Continue
     }
 
@@ -516,7 +537,7 @@ impl Session {
             {
                 v.flags = fresh[j].flags;
                 v.keywords = fresh[j].keywords.clone();
-                out.push_str(&format!("* {} FETCH (FLAGS ({}))\r\n", seq + 1, flags_text(v.flags, &v.keywords)));
+                out.push_str(&format!("* {} FETCH (FLAGS ({}))\r\n", seq + 1, view_flags(&sel.recent, v)));
             }
         }
         let last = sel.view.last().map_or(0, |v| v.uid);
@@ -526,8 +547,18 @@ impl Session {
             .map(|m| View { uid: m.uid, flags: m.flags, keywords: m.keywords.clone() })
             .collect();
         if !new.is_empty() {
+            let fresh_uids: Vec<u32> = new.iter().map(|v| v.uid).collect();
             sel.view.extend(new);
             out.push_str(&format!("* {} EXISTS\r\n", sel.view.len()));
+            if !sel.read_only {
+                let mailbox = sel.mailbox.id;
+                if let Ok(prev) = self.store.claim_recent(mailbox).await
+                    && let Some(sel) = self.selected.as_mut()
+                {
+                    sel.recent.extend(fresh_uids.into_iter().filter(|&u| u > prev));
+                    out.push_str(&format!("* {} RECENT\r\n", sel.recent.len()));
+                }
+            }
         }
         conn.queue(out.as_bytes());
     }
@@ -616,7 +647,7 @@ impl Session {
                 v.flags = meta.flags;
                 v.keywords = meta.keywords.clone();
             }
-            let flags = flags_text(v.flags, &v.keywords);
+            let flags = view_flags(&sel.recent, v);
             let mut out = format!("* {} FETCH (", i + 1).into_bytes();
             let mut first = true;
             for att in &atts {
@@ -679,11 +710,7 @@ impl Session {
             v.keywords = m.keywords.clone();
             if !silent {
                 let uid_part = if uid { format!("UID {} ", v.uid) } else { String::new() };
-                out.push_str(&format!(
-                    "* {} FETCH ({uid_part}FLAGS ({}))\r\n",
-                    i + 1,
-                    flags_text(v.flags, &v.keywords)
-                ));
+                out.push_str(&format!("* {} FETCH ({uid_part}FLAGS ({}))\r\n", i + 1, view_flags(&sel.recent, v)));
             }
         }
         out.push_str(&format!("{tag} OK Store completed\r\n"));
@@ -735,8 +762,15 @@ impl Session {
         let mut hits = Vec::new();
         for (i, m) in metas.iter().enumerate() {
             let body = if needs_body { self.store.read_blob(&m.blob).await.ok() } else { None };
-            let ctx =
-                search::Ctx { seq: i as u32 + 1, count: metas.len() as u32, max_uid, meta: m, body: body.as_deref() };
+            let recent = sel.recent.contains(&m.uid);
+            let ctx = search::Ctx {
+                seq: i as u32 + 1,
+                count: metas.len() as u32,
+                max_uid,
+                meta: m,
+                body: body.as_deref(),
+                recent,
+            };
             if search::matches(&key, &ctx) {
                 hits.push(if uid { m.uid } else { i as u32 + 1 });
             }
@@ -865,7 +899,7 @@ impl Session {
         for it in items {
             parts.push(match it {
                 StatusItem::Messages => format!("MESSAGES {}", list.len()),
-                StatusItem::Recent => "RECENT 0".into(),
+                StatusItem::Recent => format!("RECENT {}", list.iter().filter(|m| m.uid > mb.recent_uid).count()),
                 StatusItem::UidNext => format!("UIDNEXT {}", mb.uidnext),
                 StatusItem::UidValidity => format!("UIDVALIDITY {}", mb.uidvalidity),
                 StatusItem::Unseen => {

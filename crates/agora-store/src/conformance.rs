@@ -42,6 +42,12 @@ async fn mailbox_operations<S: Store>(s: &S) {
     assert_eq!(s.read_blob(&copied[1].blob).await.expect("blob"), b"Subject: b\r\n\r\nB\r\n");
     assert_eq!(s.mailbox_by_id(arch.id).await.expect("q").expect("mb").messages, 2);
 
+    // \Recent: the first claim gets everything, the next one nothing new.
+    let inbox = s.mailbox(a.id, "INBOX").await.expect("q").expect("INBOX");
+    assert_eq!(s.claim_recent(inbox.id).await.expect("claim"), 0);
+    assert_eq!(s.claim_recent(inbox.id).await.expect("claim"), d2.uid);
+    assert_eq!(s.mailbox(a.id, "INBOX").await.expect("q").expect("INBOX").recent_uid, d2.uid);
+
     // RENAME with children; DELETE; SUBSCRIBE.
     s.create_mailbox(a.id, "Work", None).await.expect("create");
     s.create_mailbox(a.id, "Work/2024", None).await.expect("create");

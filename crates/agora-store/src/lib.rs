@@ -62,6 +62,9 @@ pub trait Store: Send + Sync + 'static {
     /// messages into a new mailbox and leaves INBOX empty (RFC 9051 §6.3.6).
     async fn rename_mailbox(&self, account: AccountId, from: &str, to: &str) -> Result<()>;
     async fn set_subscribed(&self, account: AccountId, name: &str, subscribed: bool) -> Result<()>;
+    /// Claims every message up to UIDNEXT-1 as \Recent for the calling session; returns
+    /// the previous watermark (messages above it are recent for this session only).
+    async fn claim_recent(&self, mailbox: MailboxId) -> Result<u32>;
     /// Copies messages (same body, flags, internal date) to `to`; returns the target's
     /// UIDVALIDITY and (source UID, new UID) pairs in source UID order.
     async fn copy_messages(&self, from: MailboxId, uids: &[u32], to: MailboxId) -> Result<(u32, Vec<(u32, u32)>)>;

@@ -66,6 +66,7 @@ CREATE TABLE IF NOT EXISTS mailboxes (
     uidnext INTEGER NOT NULL,
     highestmodseq INTEGER NOT NULL,
     subscribed INTEGER NOT NULL DEFAULT 1,
+    recent_uid INTEGER NOT NULL DEFAULT 0,
     messages INTEGER NOT NULL DEFAULT 0,
     UNIQUE (account, name)
 );
@@ -110,14 +111,17 @@ CREATE TABLE IF NOT EXISTS outbound (
     next_attempt INTEGER NOT NULL,
     attempts INTEGER NOT NULL DEFAULT 0
 );
-INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', '2');
+INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', '3');
 "#;
 
 /// Sends a job's reply; runs only after the stamp and the change bus are updated.
 type Reply = Box<dyn FnOnce() + Send>;
 /// Given the commit's outcome, a job yields its committed changes and its reply.
 /// Schema changes since version 1, applied in order to stores written by older versions.
-const MIGRATIONS: &[(u32, &str)] = &[(2, "ALTER TABLE accounts ADD COLUMN scram TEXT NOT NULL DEFAULT ''")];
+const MIGRATIONS: &[(u32, &str)] = &[
+    (2, "ALTER TABLE accounts ADD COLUMN scram TEXT NOT NULL DEFAULT ''"),
+    (3, "ALTER TABLE mailboxes ADD COLUMN recent_uid INTEGER NOT NULL DEFAULT 0"),
+];
 
 /// Brings an older store up to the current schema, in one transaction.
 fn migrate(conn: &Connection) -> Result<()> {
@@ -470,7 +474,8 @@ fn query_account(conn: &Connection, where_: &str, arg: &dyn rusqlite::ToSql) -> 
     Ok(conn.prepare_cached(&sql)?.query_row([arg], |r| account_from_row(conn, r)).optional()?)
 }
 
-const MAILBOX_COLS: &str = "id, account, name, special_use, uidvalidity, uidnext, highestmodseq, subscribed, messages";
+const MAILBOX_COLS: &str =
+    "id, account, name, special_use, uidvalidity, uidnext, highestmodseq, subscribed, messages, recent_uid";
 
 fn mailbox_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Mailbox> {
     let su: Option<String> = r.get(3)?;
@@ -484,6 +489,7 @@ fn mailbox_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Mailbox> {
         highestmodseq: r.get::<_, i64>(6)? as u64,
         subscribed: r.get(7)?,
         messages: r.get::<_, i64>(8)? as u32,
+        recent_uid: r.get::<_, i64>(9)? as u32,
     })
 }
 
@@ -978,6 +984,22 @@ impl Store for Arc<SqliteStore> {
         .await
     }
 
+    async fn claim_recent(&self, mailbox: MailboxId) -> Result<u32> {
+        self.write(move |c| {
+            let (prev, uidnext): (i64, i64) = c
+                .query_row("SELECT recent_uid, uidnext FROM mailboxes WHERE id = ?1", [mailbox], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
+                .optional()?
+                .ok_or_else(|| StoreError::NotFound("mailbox".into()))?;
+            if uidnext - 1 > prev {
+                c.execute("UPDATE mailboxes SET recent_uid = ?2 WHERE id = ?1", params![mailbox, uidnext - 1])?;
+            }
+            Ok((prev as u32, Vec::new()))
+        })
+        .await
+    }
+
     async fn set_subscribed(&self, account: AccountId, name: &str, subscribed: bool) -> Result<()> {
         let name = canonical_mailbox_name(name);
         self.write(move |c| {
@@ -1422,8 +1444,11 @@ mod tests {
         {
             // A version-1 store: accounts without the scram column.
             let c = Connection::open(dir.path().join("agora.db")).unwrap();
-            let v1 =
-                SCHEMA.replace("    scram TEXT NOT NULL DEFAULT '',\n", "").replace("'schema', '2'", "'schema', '1'");
+            let v1 = SCHEMA
+                .replace("    scram TEXT NOT NULL DEFAULT '',\n", "")
+                .replace("    recent_uid INTEGER NOT NULL DEFAULT 0,\n", "")
+                .replace("'schema', '3'", "'schema', '1'");
+            assert!(!v1.contains("scram") && !v1.contains("recent_uid") && v1.contains("'schema', '1'"));
             c.execute_batch(&v1).unwrap();
             c.execute("INSERT INTO domains (name, created) VALUES ('example.org', 0)", []).unwrap();
             c.execute(
@@ -1436,6 +1461,8 @@ mod tests {
         let store = SqliteStore::open(dir.path()).unwrap();
         let a = store.account_by_login("a@example.org").await.unwrap().unwrap();
         assert_eq!(a.scram, "");
+        let mb = store.create_mailbox(a.id, "Box", None).await.unwrap();
+        assert_eq!(mb.recent_uid, 0);
         store.close();
     }
 

@@ -142,6 +142,8 @@ pub struct Mailbox {
     pub highestmodseq: u64,
     pub subscribed: bool,
     pub messages: u32,
+    /// Highest UID a session has already claimed as \Recent (RFC 3501 §2.3.2).
+    pub recent_uid: u32,
 }
 
 /// IMAP system flags as a bitmask; keywords are kept separately.

@@ -42,6 +42,8 @@ names = b" ".join(boxes)
 for n in (b"INBOX", b"Sent", b"\\Sent", b"Trash", b"\\Trash", b"Drafts", b"Junk", b"Archive"):
     assert n in names, (n, boxes)
 typ, data = m.select("INBOX"); assert data == [b"3"], data
+assert m.response("RECENT") == ("RECENT", [b"3"]), "first SELECT sees three recent messages"
+typ, data = m.search(None, "NEW"); assert data == [b"1 2 3"], data
 typ, data = m.fetch("1:3", "(UID FLAGS RFC822.SIZE ENVELOPE)")
 assert len([d for d in data if d]) == 3, data
 assert b'"message 2"' in data[1], data[1]
@@ -79,12 +81,20 @@ m.sock.settimeout(10)
 line = m.readline()
 assert line.strip() == b"* 2 EXISTS", line
 m.send(b"DONE\r\n")
-assert m.readline().startswith(tag + b" OK"), "idle done"
+rest = []
+while True:
+    l = m.readline()
+    if l.startswith(tag):
+        break
+    rest.append(l.strip())
+assert l.startswith(tag + b" OK"), l
+assert rest == [b"* 1 RECENT"], rest
 m.logout()
 
 m = imaplib.IMAP4_SSL("{ip}", 10993, ssl_context=ctx, timeout=20)
 m.login("imap@example.org", "imap-secret")
 typ, data = m.select("INBOX", readonly=True); assert data == [b"2"], data
+assert m.response("RECENT") == ("RECENT", [b"0"]), "claimed by the first session"
 typ, data = m.store("1", "+FLAGS", "\\Deleted"); assert typ == "NO", (typ, data)
 m.logout()
 print("ok")
