@@ -1053,8 +1053,8 @@ impl LineProtocol for Session {
         MAX_LINE
     }
 
-    fn greeting(&self) -> Vec<u8> {
-        b"* OK [CAPABILITY IMAP4rev1 LITERAL+ SASL-IR ID IDLE NAMESPACE UNSELECT UIDPLUS MOVE SPECIAL-USE CHILDREN] Agora IMAP ready\r\n".to_vec()
+    fn greeting(&self, conn: &Conn) -> Vec<u8> {
+        format!("* OK [CAPABILITY {}] Agora IMAP ready\r\n", self.capabilities(conn)).into_bytes()
     }
 
     async fn line(&mut self, conn: &mut Conn, line: &[u8]) -> Flow {

@@ -19,7 +19,8 @@ pub enum Flow {
 pub trait LineProtocol: Send {
     /// Longest command line accepted, line ending included.
     fn max_line(&self) -> usize;
-    fn greeting(&self) -> Vec<u8>;
+    /// The first thing the server says; may depend on the connection (TLS already on?).
+    fn greeting(&self, conn: &Conn) -> Vec<u8>;
     /// Handles one complete line (with its line ending); may read more from `conn`
     /// (message data, literals, SASL responses) and queue replies.
     async fn line(&mut self, conn: &mut Conn, line: &[u8]) -> Flow;
@@ -31,7 +32,8 @@ pub trait LineProtocol: Send {
 
 /// Runs a session to its end.
 pub async fn drive(mut protocol: impl LineProtocol, mut conn: Conn) {
-    if conn.send(&protocol.greeting()).await.is_err() {
+    let greeting = protocol.greeting(&conn);
+    if conn.send(&greeting).await.is_err() {
         return;
     }
     loop {

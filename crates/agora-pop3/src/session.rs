@@ -440,7 +440,7 @@ impl LineProtocol for Session {
         MAX_LINE
     }
 
-    fn greeting(&self) -> Vec<u8> {
+    fn greeting(&self, _conn: &Conn) -> Vec<u8> {
         b"+OK Agora POP3 server ready\r\n".to_vec()
     }
 

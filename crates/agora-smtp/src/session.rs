@@ -501,7 +501,7 @@ impl LineProtocol for Session {
         MAX_COMMAND_LINE
     }
 
-    fn greeting(&self) -> Vec<u8> {
+    fn greeting(&self, _conn: &Conn) -> Vec<u8> {
         format!("220 {} ESMTP Agora\r\n", self.cfg.hostname).into_bytes()
     }
 

@@ -30,6 +30,7 @@ import imaplib, ssl, smtplib, socket, time
 ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
 
 m = imaplib.IMAP4("{ip}", 10143, timeout=20)
+assert b"STARTTLS" in m.welcome and b"LOGINDISABLED" in m.welcome, m.welcome
 assert b"LOGINDISABLED" in m.capability()[1][0]
 try:
     m.login("imap@example.org", "imap-secret"); raise SystemExit("plaintext login accepted")
