@@ -173,11 +173,8 @@ pub fn item(out: &mut Vec<u8>, att: &FetchAtt, meta: &MessageMeta, body: Option<
             out.extend_from_slice(format!("BINARY.SIZE[{}] {}", name.join("."), data.len()).as_bytes());
         }
         FetchAtt::ModSeq => out.extend_from_slice(format!("MODSEQ ({})", meta.modseq).as_bytes()),
-        FetchAtt::Preview | FetchAtt::EmailId | FetchAtt::ThreadId | FetchAtt::SaveDate => {
-            // Not advertised: never requested by a client that checked capabilities.
-            out.extend_from_slice(b"UID ");
-            out.extend_from_slice(meta.uid.to_string().as_bytes());
-        }
+        // Refused by the session before any data is produced (not advertised).
+        FetchAtt::Preview | FetchAtt::EmailId | FetchAtt::ThreadId | FetchAtt::SaveDate => {}
     }
 }
 

@@ -332,7 +332,20 @@ impl Session {
                 conn.queue(format!("{tag} OK {} completed\r\n", if expunge { "CLOSE" } else { "UNSELECT" }).as_bytes());
             }
             K::Expunge { uids } if selected => return self.expunge(conn, &tag, uids).await,
-            K::Search { uid, key, .. } if selected => return self.search(conn, &tag, uid, key).await,
+            K::Search { uid, key, charset, .. } if selected => {
+                if charset.as_deref().is_some_and(|c| c != "UTF-8" && c != "US-ASCII") {
+                    conn.queue(format!("{tag} NO [BADCHARSET (UTF-8 US-ASCII)] Unsupported charset\r\n").as_bytes());
+                    return Flow::Continue;
+                }
+                return self.search(conn, &tag, uid, key).await;
+            }
+            K::Fetch { atts, .. }
+                if atts.iter().any(|a| {
+                    matches!(a, FetchAtt::Preview | FetchAtt::EmailId | FetchAtt::ThreadId | FetchAtt::SaveDate)
+                }) =>
+            {
+                return self.bad(conn, &tag, "FETCH item not supported");
+            }
             K::Fetch { uid, set, atts, .. } if selected => return self.fetch(conn, &tag, uid, &set, atts).await,
             K::Store { uid, set, mode, silent, flags, .. } if selected => {
                 return self.store_cmd(conn, &tag, uid, &set, mode, silent, &flags).await;

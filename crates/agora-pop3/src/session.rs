@@ -200,12 +200,12 @@ impl Session {
             }
             (false, Command::Auth(Some(mech), initial)) => return self.sasl(conn, &mech, initial).await,
             (true, Command::Stat) => {
-                let d = self.maildrop();
+                let Some(d) = self.drop.as_ref() else { return Flow::Close };
                 let (n, size) = d.msgs.iter().filter(|m| !m.deleted).fold((0, 0), |(n, s), m| (n + 1, s + m.size));
                 conn.queue(format!("+OK {n} {size}\r\n").as_bytes());
             }
             (true, Command::List(None)) => {
-                let d = self.maildrop();
+                let Some(d) = self.drop.as_ref() else { return Flow::Close };
                 let mut out = format!("+OK {} messages\r\n", d.msgs.iter().filter(|m| !m.deleted).count());
                 for (i, m) in d.msgs.iter().enumerate().filter(|(_, m)| !m.deleted) {
                     out.push_str(&format!("{} {}\r\n", i + 1, m.size));
@@ -218,7 +218,7 @@ impl Session {
                 None => return self.error(conn, "-ERR No such message\r\n"),
             },
             (true, Command::Uidl(None)) => {
-                let d = self.maildrop();
+                let Some(d) = self.drop.as_ref() else { return Flow::Close };
                 let mut out = String::from("+OK\r\n");
                 for (i, m) in d.msgs.iter().enumerate().filter(|(_, m)| !m.deleted) {
                     out.push_str(&format!("{} {}\r\n", i + 1, uidl(d.uidvalidity, m.uid)));
@@ -227,7 +227,7 @@ impl Session {
                 conn.queue(out.as_bytes());
             }
             (true, Command::Uidl(Some(n))) => {
-                let v = self.maildrop().uidvalidity;
+                let Some(v) = self.drop.as_ref().map(|d| d.uidvalidity) else { return Flow::Close };
                 match self.msg(n) {
                     Some(m) => conn.queue(format!("+OK {n} {}\r\n", uidl(v, m.uid)).as_bytes()),
                     None => return self.error(conn, "-ERR No such message\r\n"),
@@ -258,11 +258,6 @@ impl Session {
             (true, _) => return self.error(conn, "-ERR Already logged in\r\n"),
         }
         Flow::Continue
-    }
-
-    fn maildrop(&self) -> &Maildrop {
-        // Only called in TRANSACTION state, where the maildrop is present.
-        self.drop.as_ref().unwrap_or_else(|| unreachable!("TRANSACTION state without a maildrop"))
     }
 
     /// Message `n` (1-based), unless deleted.
