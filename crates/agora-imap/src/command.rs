@@ -40,22 +40,24 @@ pub struct ParseError {
     pub message: String,
 }
 
-/// One element of a sequence set; `u32::MAX` stands for `*`.
+/// One element of a sequence set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SeqItem {
     One(u32),
     Range(u32, u32),
 }
 
-/// A sequence set, or `$` (the saved search result, RFC 5182).
+/// A sequence set, or `$` (the saved search result, RFC 5182). Ranges keep the
+/// client's order; `STAR` stands for `*`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SeqSet {
     Items(Vec<SeqItem>),
     Saved,
 }
 
-/// `*` in a sequence set.
-pub const STAR: u32 = u32::MAX;
+/// `*` in a sequence set: 0, which no sequence number or UID can be
+/// (4294967295 is a valid UID, so it cannot stand for `*`).
+pub const STAR: u32 = 0;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SectionText {
@@ -468,7 +470,7 @@ impl<'a> P<'a> {
             let a = self.seq_number()?;
             if self.eat(b':') {
                 let b = self.seq_number()?;
-                items.push(SeqItem::Range(a.min(b), a.max(b)));
+                items.push(SeqItem::Range(a, b));
             } else {
                 items.push(SeqItem::One(a));
             }
@@ -1255,6 +1257,8 @@ mod tests {
         };
         assert!(uid);
         assert_eq!(set, SeqSet::Items(vec![SeqItem::Range(1, STAR), SeqItem::One(5)]));
+        let CommandKind::Fetch { set, .. } = ok("a UID FETCH 7:4294967295 UID") else { panic!() };
+        assert_eq!(set, SeqSet::Items(vec![SeqItem::Range(7, 4294967295)]), "the largest UID is not *");
         assert_eq!(changed_since, Some(12));
         assert_eq!(
             atts[1],
