@@ -6,24 +6,26 @@ use agora_store::{MessageMeta, Part};
 use crate::command::{FetchAtt, Section, SectionText};
 use crate::response;
 
-/// The part addressed by a part path (`1.2`), following message/rfc822 encapsulation.
+/// The part addressed by a part path (RFC 3501 §6.4.5): in a multipart, `n` is its
+/// n-th child; a message that is not multipart has one part, `1`, its body; the parts
+/// of a message/rfc822 part are those of the message it encapsulates.
 fn find_part<'a>(root: &'a Part, path: &[u32]) -> Option<&'a Part> {
     let mut p = root;
+    // True while `p` is a message (the root, or one encapsulated in message/rfc822).
+    let mut is_message = true;
     for &n in path {
-        // A message/rfc822 part's children[0] is the encapsulated message.
-        if p.media_type == "message" && p.children.len() == 1 && p.children[0].media_type == "multipart" {
-            p = &p.children[0];
-        } else if p.media_type == "message" && p.children.len() == 1 {
-            p = &p.children[0];
-            if n == 1 && p.media_type != "multipart" {
-                continue;
-            }
+        if !is_message && p.media_type == "message" {
+            p = p.children.first()?;
+            is_message = true;
         }
         if p.media_type == "multipart" {
-            p = p.children.get(n as usize - 1)?;
-        } else if n != 1 {
+            p = p.children.get((n as usize).checked_sub(1)?)?;
+        } else if is_message && n == 1 {
+            // The single body part of a non-multipart message: the same part.
+        } else {
             return None;
         }
+        is_message = false;
     }
     Some(p)
 }
@@ -215,6 +217,11 @@ mod tests {
         assert_eq!(sec(&[2], Some(SectionText::Header)), b"Subject: inner\r\n\r\n");
         assert_eq!(sec(&[2], Some(SectionText::Text)), b"inner body");
         assert_eq!(sec(&[2, 1], None), b"inner body");
+        // A message that is not multipart has one part: its body.
+        let single = b"Subject: x\r\n\r\nonly body\r\n";
+        let sum = MessageSummary::parse(single);
+        let body = section_bytes(single, &sum.root, &Section { part: vec![1], text: None });
+        assert_eq!(body, b"only body\r\n");
         assert_eq!(sec(&[], Some(SectionText::HeaderFields(vec!["subject".into()]))), b"Subject: s\r\n\r\n");
         assert!(sec(&[9], None).is_empty());
     }

@@ -91,8 +91,11 @@ fn tokenize(s: &[u8]) -> Vec<Tok> {
 
 /// Matches an expected token list (with $variables) against an actual one.
 fn match_toks(exp: &[Tok], act: &[Tok], vars: &mut HashMap<String, Tok>) -> bool {
-    // imaptest tracks \Recent itself; scripts never list it.
-    let act: Vec<Tok> = act.iter().filter(|t| !matches!(t, Tok::Word(w) if w == "\\recent")).cloned().collect();
+    // \\Recent depends on which session saw a message first: unless a script names it,
+    // it is left out of the comparison (imaptest tracks it separately).
+    let names_recent = exp.iter().any(|t| matches!(t, Tok::Word(w) if w == "\\recent"));
+    let act: Vec<Tok> =
+        act.iter().filter(|t| names_recent || !matches!(t, Tok::Word(w) if w == "\\recent")).cloned().collect();
     let act = &act[..];
     let mut exp = exp;
     // Status responses (OK, NO, BAD, BYE) match on their start; the text may differ.
@@ -113,6 +116,13 @@ fn match_toks(exp: &[Tok], act: &[Tok], vars: &mut HashMap<String, Tok>) -> bool
             *vars = local;
         }
         return ok;
+    }
+    // Flag and attribute lists are sets: their order does not matter.
+    let is_flag = |t: &Tok| matches!(t, Tok::Word(w) if w.starts_with('\\') || w.starts_with("$$"));
+    if !exp.is_empty() && exp.iter().all(is_flag) && exp.len() == act.len() {
+        let want: Vec<String> = exp.iter().map(|t| flag_text(t)).collect();
+        let got: Vec<String> = act.iter().map(|t| flag_text(t)).collect();
+        return want.iter().all(|w| got.contains(w));
     }
     if exp.len() != act.len() {
         return exp.len() == 1 && act.len() == 1 && matches!(&exp[0], Tok::Word(w) if w == "$");
@@ -149,6 +159,14 @@ fn match_tok(e: &Tok, a: &Tok, vars: &mut HashMap<String, Tok>) -> bool {
         }
         (Tok::List(c1, e), Tok::List(c2, x)) => c1 == c2 && match_toks(e, x, vars),
         _ => false,
+    }
+}
+
+/// A flag as written in a script (`$$` stands for a literal `$`) or sent by the server.
+fn flag_text(t: &Tok) -> String {
+    match t {
+        Tok::Word(w) => w.strip_prefix("$$").map_or_else(|| w.clone(), |k| format!("${k}")),
+        Tok::List(..) => String::new(),
     }
 }
 
@@ -234,9 +252,15 @@ fn parse_script(text: &str) -> Script {
             None => joined.push(raw.to_string()),
         }
     }
+    // A blank line ends a pipelined group.
+    let mut group_open = false;
     for raw in &joined {
         let l = raw.trim_end();
-        if l.is_empty() || l.starts_with('#') {
+        if l.is_empty() {
+            group_open = false;
+            continue;
+        }
+        if l.starts_with('#') {
             continue;
         }
         if let Some(rest) = l.strip_prefix("* ").or_else(|| l.strip_prefix("! ")).or_else(|| l.strip_prefix("? ")) {
@@ -271,13 +295,14 @@ fn parse_script(text: &str) -> Script {
             None => Cmd { conn, text: body.to_string(), status: None, prefix: Vec::new() },
         };
         let form_b = cmd.status.is_none();
-        // Consecutive commands with no untagged lines between them are pipelined.
+        // Consecutive commands with no untagged or blank lines between them are pipelined.
         match groups.last_mut() {
-            Some(g) if g.untagged.is_empty() && !form_b && g.cmds.iter().all(|c| c.status.is_some()) => {
+            Some(g) if group_open && g.untagged.is_empty() && !form_b && g.cmds.iter().all(|c| c.status.is_some()) => {
                 g.cmds.push(cmd)
             }
             _ => groups.push(Group { cmds: vec![cmd], untagged: Vec::new() }),
         }
+        group_open = true;
         if form_b {
             awaiting = Some(groups.len() - 1);
         }
