@@ -120,8 +120,8 @@ fn match_toks(exp: &[Tok], act: &[Tok], vars: &mut HashMap<String, Tok>) -> bool
     // Flag and attribute lists are sets: their order does not matter.
     let is_flag = |t: &Tok| matches!(t, Tok::Word(w) if w.starts_with('\\') || w.starts_with("$$"));
     if !exp.is_empty() && exp.iter().all(is_flag) && exp.len() == act.len() {
-        let want: Vec<String> = exp.iter().map(|t| flag_text(t)).collect();
-        let got: Vec<String> = act.iter().map(|t| flag_text(t)).collect();
+        let want: Vec<String> = exp.iter().map(flag_text).collect();
+        let got: Vec<String> = act.iter().map(flag_text).collect();
         return want.iter().all(|w| got.contains(w));
     }
     if exp.len() != act.len() {
