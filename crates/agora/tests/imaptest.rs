@@ -117,6 +117,46 @@ fn match_toks(exp: &[Tok], act: &[Tok], vars: &mut HashMap<String, Tok>) -> bool
         }
         return ok;
     }
+    // "N FETCH (items)": every expected item must be there with a matching value;
+    // the server may send more (FLAGS after an implicit \\Seen, UID after UID FETCH).
+    if exp.len() == 3
+        && act.len() == 3
+        && matches!((&exp[1], &act[1]), (Tok::Word(a), Tok::Word(b)) if a == "fetch" && b == "fetch")
+        && let (Tok::List('(', want), Tok::List('(', got)) = (&exp[2], &act[2])
+    {
+        let mut local = vars.clone();
+        if !match_tok(&exp[0], &act[0], &mut local) {
+            return false;
+        }
+        let mut i = 0;
+        while i < want.len() {
+            let key = &want[i];
+            // A section name ("body" then "[...]") is part of the key.
+            let partial = |v: &[Tok], k: usize| matches!(v.get(k + 2), Some(Tok::Word(w)) if w.starts_with('<'));
+            let klen = match want.get(i + 1) {
+                Some(Tok::List('[', _)) if partial(want, i) => 3,
+                Some(Tok::List('[', _)) => 2,
+                _ => 1,
+            };
+            let Some(value) = want.get(i + klen) else { return false };
+            let mut found = false;
+            let mut j = 0;
+            while j + klen < got.len() {
+                let same_key = got.get(j..j + klen) == want.get(i..i + klen);
+                if same_key && match_tok(value, &got[j + klen], &mut local) {
+                    found = true;
+                    break;
+                }
+                j += 1;
+            }
+            if !found {
+                return false;
+            }
+            i += klen + 1;
+        }
+        *vars = local;
+        return true;
+    }
     // Flag and attribute lists are sets: their order does not matter.
     let is_flag = |t: &Tok| matches!(t, Tok::Word(w) if w.starts_with('\\') || w.starts_with("$$"));
     if !exp.is_empty() && exp.iter().all(is_flag) && exp.len() == act.len() {
@@ -381,10 +421,7 @@ fn mbox(text: &[u8]) -> Vec<Vec<u8>> {
         }
     }
     msgs.into_iter()
-        .map(|mut m| {
-            if m.ends_with(b"\n") {
-                m.pop();
-            }
+        .map(|m| {
             let mut out = Vec::with_capacity(m.len() + m.len() / 20);
             let mut prev = 0u8;
             for &b in &m {
