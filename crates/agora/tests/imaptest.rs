@@ -130,7 +130,6 @@ fn match_toks(exp: &[Tok], act: &[Tok], vars: &mut HashMap<String, Tok>) -> bool
         }
         let mut i = 0;
         while i < want.len() {
-            let key = &want[i];
             // A section name ("body" then "[...]") is part of the key.
             let partial = |v: &[Tok], k: usize| matches!(v.get(k + 2), Some(Tok::Word(w)) if w.starts_with('<'));
             let klen = match want.get(i + 1) {
