@@ -510,61 +510,68 @@ fn run_script(a: &Agora, dir: &Path, name: &str, caps: &str) -> Outcome {
     };
     let mut next_msg = script.headers.get("messages").and_then(|m| m.parse::<usize>().ok()).unwrap_or(0);
     for g in &script.groups {
-        // Send every command of the group, then read until each has its tagged reply.
-        let mut pending = Vec::new();
-        for c in &g.cmds {
-            let mut text = substitute(&c.text, &vars);
-            // "append [mailbox] [flags]" without a message: the next one from the mbox.
-            let lower = text.to_lowercase();
-            if (lower == "append" || lower.starts_with("append ")) && !text.ends_with('}') && !msgs.is_empty() {
-                let m = &msgs[next_msg % msgs.len()];
-                next_msg += 1;
-                if lower == "append" {
-                    text = format!("append {mailbox}");
-                }
-                text = format!("{text} {{{}+}}\r\n{}", m.len(), String::from_utf8_lossy(m));
-            }
-            let Some(cl) = conns.get_mut(c.conn - 1) else { return Outcome::Fail(format!("no connection {}", c.conn)) };
-            match cl.send(&text) {
-                Ok(tag) => pending.push((c, tag, text)),
-                Err(e) => return Outcome::Dead(format!("{text}: {e}")),
-            }
-        }
+        // Commands on one connection are pipelined: sent together, then their replies
+        // read. Runs on different connections go one after the other, in script order.
+        let mut sent_all: Vec<String> = Vec::new();
         let mut untagged: Vec<Vec<Tok>> = Vec::new();
-        for (c, tag, text) in &pending {
-            let cl = &mut conns[c.conn - 1];
-            let tagged = loop {
-                match cl.response() {
-                    Ok(r) if r.starts_with(format!("{tag} ").as_bytes()) => break r,
-                    Ok(r) => {
-                        if let Some(rest) = r.strip_prefix(b"* ") {
-                            untagged.push(tokenize(rest));
-                        }
+        for run in g.cmds.chunk_by(|x, y| x.conn == y.conn) {
+            let mut pending = Vec::new();
+            for c in run {
+                let mut text = substitute(&c.text, &vars);
+                // "append [mailbox] [flags]" without a message: the next one from the mbox.
+                let lower = text.to_lowercase();
+                if (lower == "append" || lower.starts_with("append ")) && !text.ends_with('}') && !msgs.is_empty() {
+                    let m = &msgs[next_msg % msgs.len()];
+                    next_msg += 1;
+                    if lower == "append" {
+                        text = format!("append {mailbox}");
                     }
+                    text = format!("{text} {{{}+}}\r\n{}", m.len(), String::from_utf8_lossy(m));
+                }
+                let Some(cl) = conns.get_mut(c.conn - 1) else {
+                    return Outcome::Fail(format!("no connection {}", c.conn));
+                };
+                match cl.send(&text) {
+                    Ok(tag) => pending.push((c, tag, text)),
                     Err(e) => return Outcome::Dead(format!("{text}: {e}")),
                 }
-            };
-            let toks = tokenize(&tagged[tag.len() + 1..]);
-            if let Some(want) = &c.status
-                && !want.is_empty()
-            {
-                let got = match toks.first() {
-                    Some(Tok::Word(w)) => w.clone(),
-                    _ => String::new(),
+            }
+            sent_all.extend(pending.iter().map(|p| p.2.clone()));
+            for (c, tag, text) in &pending {
+                let cl = &mut conns[c.conn - 1];
+                let tagged = loop {
+                    match cl.response() {
+                        Ok(r) if r.starts_with(format!("{tag} ").as_bytes()) => break r,
+                        Ok(r) => {
+                            if let Some(rest) = r.strip_prefix(b"* ") {
+                                untagged.push(tokenize(rest));
+                            }
+                        }
+                        Err(e) => return Outcome::Dead(format!("{text}: {e}")),
+                    }
                 };
-                if got != *want {
-                    return Outcome::Fail(format!(
-                        "{text}: expected {want}, got {}",
-                        String::from_utf8_lossy(&tagged).trim()
-                    ));
-                }
-                if !c.prefix.is_empty() {
-                    let n = c.prefix.len().min(toks.len().saturating_sub(1));
-                    if !match_toks(&c.prefix, &toks[1..1 + n], &mut vars) {
+                let toks = tokenize(&tagged[tag.len() + 1..]);
+                if let Some(want) = &c.status
+                    && !want.is_empty()
+                {
+                    let got = match toks.first() {
+                        Some(Tok::Word(w)) => w.clone(),
+                        _ => String::new(),
+                    };
+                    if got != *want {
                         return Outcome::Fail(format!(
-                            "{text}: reply {} does not start as expected",
+                            "{text}: expected {want}, got {}",
                             String::from_utf8_lossy(&tagged).trim()
                         ));
+                    }
+                    if !c.prefix.is_empty() {
+                        let n = c.prefix.len().min(toks.len().saturating_sub(1));
+                        if !match_toks(&c.prefix, &toks[1..1 + n], &mut vars) {
+                            return Outcome::Fail(format!(
+                                "{text}: reply {} does not start as expected",
+                                String::from_utf8_lossy(&tagged).trim()
+                            ));
+                        }
                     }
                 }
             }
@@ -573,8 +580,7 @@ fn run_script(a: &Agora, dir: &Path, name: &str, caps: &str) -> Outcome {
             let found = untagged.iter().any(|u| match_toks(&e.toks, u, &mut vars));
             match e.kind {
                 '*' if !found => {
-                    let sent: Vec<&str> = pending.iter().map(|p| p.2.as_str()).collect();
-                    return Outcome::Fail(format!("after {sent:?}: missing untagged {:?}", e.toks));
+                    return Outcome::Fail(format!("after {sent_all:?}: missing untagged {:?}", e.toks));
                 }
                 '!' if found => return Outcome::Fail(format!("unexpected untagged {:?}", e.toks)),
                 _ => {}
