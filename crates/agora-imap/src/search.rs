@@ -85,6 +85,22 @@ fn header_value(msg: &[u8], name: &str) -> Vec<u8> {
     out
 }
 
+/// Address headers match on each parsed address — display name or `mailbox@host`,
+/// comments and routes removed — as well as on the raw text.
+fn address_field(value: &Option<String>, needle: &str) -> bool {
+    let Some(v) = value.as_deref() else { return false };
+    if contains_ci(v.as_bytes(), needle) {
+        return true;
+    }
+    crate::response::parse_addresses(v).iter().any(|a| match a {
+        crate::response::Address::Mailbox { name, mailbox, host, .. } => {
+            let addr = format!("{}@{}", mailbox.as_deref().unwrap_or(""), host.as_deref().unwrap_or(""));
+            contains_ci(addr.as_bytes(), needle) || name.as_deref().is_some_and(|n| contains_ci(n.as_bytes(), needle))
+        }
+        _ => false,
+    })
+}
+
 pub fn matches(key: &SearchKey, c: &Ctx<'_>) -> bool {
     use SearchKey::*;
     let m = c.meta;
@@ -117,10 +133,10 @@ pub fn matches(key: &SearchKey, c: &Ctx<'_>) -> bool {
         SentBefore(d) => sent < days_from_civil(*d),
         SentOn(d) => sent == days_from_civil(*d),
         SentSince(d) => sent >= days_from_civil(*d),
-        From(s) => field(&env.from, s),
-        To(s) => field(&env.to, s),
-        Cc(s) => field(&env.cc, s),
-        Bcc(s) => field(&env.bcc, s),
+        From(s) => address_field(&env.from, s),
+        To(s) => address_field(&env.to, s),
+        Cc(s) => address_field(&env.cc, s),
+        Bcc(s) => address_field(&env.bcc, s),
         Subject(s) => field(&env.subject, s),
         Header(name, s) => c.body.is_some_and(|b| {
             let v = header_value(b, name);
