@@ -635,7 +635,7 @@ fn imaptest_scripts() {
             }
         }
     }
-    println!("imaptest: {pass} passed, {fail} failed, {skip} skipped (capabilities not offered)");
+    println!("imaptest totals: scripts passing {pass}, failing {fail}, skipped for capabilities not offered {skip}");
     assert!(dead.is_empty(), "the server stopped answering during {dead:?}");
     // The server is still up and answering after every script.
     let mut c = Client::connect(&format!("{}:10143", a.ip)).unwrap();
