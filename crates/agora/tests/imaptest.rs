@@ -622,12 +622,12 @@ fn imaptest_scripts() {
         match run_script(&a, &dir, name, &caps) {
             Outcome::Pass => {
                 pass += 1;
-                println!("imaptest {name}: ok");
+                println!("imaptest {name}: passes");
             }
             Outcome::Skip => skip += 1,
             Outcome::Fail(why) => {
                 fail += 1;
-                println!("imaptest {name}: FAILED: {why}");
+                println!("imaptest {name}: does not pass yet: {why}");
             }
             Outcome::Dead(why) => {
                 println!("imaptest {name}: SERVER STOPPED ANSWERING: {why}");
