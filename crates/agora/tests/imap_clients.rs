@@ -4,17 +4,14 @@
 
 mod common;
 
-use common::{Agora, SmtpClient, have, run};
+use common::{Agora, have, run};
 
 fn server() -> Agora {
     let a = Agora::start();
-    a.cli_ok(&["user", "add", "imap@example.org", "--password-stdin"], Some("imap-secret\n"));
-    let (mut c, _) = SmtpClient::connect(&a.smtp()).unwrap();
-    c.cmd("EHLO t.test").unwrap();
-    for i in 1..=3 {
-        let body = format!("From: Sender {i} <s{i}@remote.test>\r\nSubject: message {i}\r\n\r\nbody number {i}\r\n");
-        assert!(c.send_message("s@remote.test", &["imap@example.org"], &body).unwrap().starts_with("250"));
-    }
+    let bodies: Vec<String> = (1..=3)
+        .map(|i| format!("From: Sender {i} <s{i}@remote.test>\r\nSubject: message {i}\r\n\r\nbody number {i}\r\n"))
+        .collect();
+    a.add_user_with_mail("imap@example.org", "imap-secret", &bodies);
     a
 }
 

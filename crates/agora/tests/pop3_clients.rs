@@ -4,20 +4,14 @@
 
 mod common;
 
-use common::{Agora, DOMAIN, SmtpClient, have, run};
+use common::{Agora, DOMAIN, have, run};
 
 const BODY: &str = "From: s@remote.test\r\nSubject: pop test\r\n\r\nfirst line\r\n.leading dot\r\nlast line\r\n";
 
 /// A server with user pop@example.org (password "pop-secret") and two messages.
 fn server() -> Agora {
     let a = Agora::start();
-    a.cli_ok(&["user", "add", "pop@example.org", "--password-stdin"], Some("pop-secret\n"));
-    let (mut c, _) = SmtpClient::connect(&a.smtp()).unwrap();
-    c.cmd("EHLO t.test").unwrap();
-    for _ in 0..2 {
-        let r = c.send_message("s@remote.test", &["pop@example.org"], BODY).unwrap();
-        assert!(r.starts_with("250"), "{r}");
-    }
+    a.add_user_with_mail("pop@example.org", "pop-secret", &[BODY.to_string(), BODY.to_string()]);
     a
 }
 

@@ -140,6 +140,17 @@ impl Agora {
         String::from_utf8(out.stdout).unwrap()
     }
 
+    /// Adds a user with the CLI, then delivers `bodies` to it over SMTP, each acknowledged.
+    pub fn add_user_with_mail(&self, login: &str, password: &str, bodies: &[String]) {
+        self.cli_ok(&["user", "add", login, "--password-stdin"], Some(&format!("{password}\n")));
+        let (mut c, _) = SmtpClient::connect(&self.smtp()).unwrap();
+        c.cmd("EHLO t.test").unwrap();
+        for body in bodies {
+            let r = c.send_message("s@remote.test", &[login], body).unwrap();
+            assert!(r.starts_with("250"), "{r}");
+        }
+    }
+
     /// Number of messages in a user's INBOX, as `agora user show` reports it.
     pub fn inbox_count(&self, login: &str) -> u32 {
         let out = self.cli_ok(&["user", "show", login], None);
