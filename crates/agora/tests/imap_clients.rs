@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Agora, have, run};
+use common::{Agora, have, python_ok, run};
 
 fn server() -> Agora {
     let a = Agora::start();
@@ -99,8 +99,7 @@ print("ok")
 "#,
         ip = a.ip
     );
-    let (ok, out) = run("python3", &["-c", &script], "");
-    assert!(ok && out.contains("ok"), "{out}");
+    python_ok(&script);
 }
 
 #[test]

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Agora, DOMAIN, have, run};
+use common::{Agora, DOMAIN, have, python_ok, run};
 
 const BODY: &str = "From: s@remote.test\r\nSubject: pop test\r\n\r\nfirst line\r\n.leading dot\r\nlast line\r\n";
 
@@ -82,8 +82,7 @@ print("ok")
         ip = a.ip,
         d = DOMAIN
     );
-    let (ok, out) = run("python3", &["-c", &script], "");
-    assert!(ok && out.contains("ok"), "{out}");
+    python_ok(&script);
     assert_eq!(a.inbox_count("pop@example.org"), 1);
 }
 
@@ -113,8 +112,7 @@ print("ok", times)
         ip = a.ip,
         d = DOMAIN
     );
-    let (ok, out) = run("python3", &["-c", &script], "");
-    assert!(ok && out.contains("ok"), "{out}");
+    python_ok(&script);
 }
 
 #[test]
@@ -204,6 +202,5 @@ print("ok")
 "#,
         ip = a.ip
     );
-    let (ok, out) = run("python3", &["-c", &script], "");
-    assert!(ok && out.contains("ok"), "{out}");
+    python_ok(&script);
 }

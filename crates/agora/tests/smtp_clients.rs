@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Agora, DOMAIN, have, run};
+use common::{Agora, DOMAIN, have, python_ok, run};
 
 #[test]
 fn python_smtplib_delivers_and_sees_refusals() {
@@ -45,8 +45,7 @@ print("ok")
         ip = a.ip,
         d = DOMAIN
     );
-    let (ok, out) = run("python3", &["-c", &script], "");
-    assert!(ok && out.contains("ok"), "{out}");
+    python_ok(&script);
     // postmaster@ is an alias of the administrator: both messages landed there.
     assert_eq!(a.inbox_count(&format!("admin@{DOMAIN}")), 2);
 }
@@ -146,8 +145,7 @@ print("ok")
 "#,
         ip = a.ip
     );
-    let (ok, out) = run("python3", &["-c", &script], "");
-    assert!(ok && out.contains("ok"), "{out}");
+    python_ok(&script);
 }
 
 #[test]
@@ -172,8 +170,7 @@ print("ok")
         ip = a.ip,
         d = DOMAIN
     );
-    let (ok, out) = run("python3", &["-c", &script], "");
-    assert!(ok && out.contains("ok"), "{out}");
+    python_ok(&script);
     assert_eq!(a.inbox_count(&format!("admin@{DOMAIN}")), 1);
     assert_eq!(a.inbox_count("bob@example.org"), 1);
     let blobs = a.data().join("blobs");

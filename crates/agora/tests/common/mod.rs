@@ -280,6 +280,13 @@ fn expect(reply: &str, code: &str) -> std::io::Result<()> {
     if reply.starts_with(code) { Ok(()) } else { Err(std::io::Error::other(format!("expected {code}, got {reply}"))) }
 }
 
+/// Runs a Python client script, which must exit 0 and print "ok" once it has
+/// checked everything.
+pub fn python_ok(script: &str) {
+    let (ok, out) = run("python3", &["-c", script], "");
+    assert!(ok && out.contains("ok"), "{out}");
+}
+
 /// Runs a program with `input` on stdin; returns (success, stdout+stderr).
 pub fn run(program: &str, args: &[&str], input: &str) -> (bool, String) {
     let mut child = Command::new(program)
