@@ -4,6 +4,7 @@
 
 pub mod command;
 pub mod fetch;
+pub mod list;
 pub mod response;
 pub mod search;
 pub mod session;

@@ -117,16 +117,33 @@ fn parse_flags(names: &[String]) -> (Flags, Vec<String>) {
 }
 
 /// Matches an IMAP LIST pattern: `*` any characters, `%` any but the delimiter.
-fn pattern_match(pattern: &[u8], name: &[u8]) -> bool {
-    match pattern.split_first() {
-        None => name.is_empty(),
-        Some((b'*', rest)) => (0..=name.len()).any(|i| pattern_match(rest, &name[i..])),
-        Some((b'%', rest)) => {
-            let stop = name.iter().position(|&b| b == b'/').unwrap_or(name.len());
-            (0..=stop).any(|i| pattern_match(rest, &name[i..]))
+/// Checks LIST-EXTENDED options (RFC 5258 §3) and turns them into a listing request.
+fn list_request(
+    reference: String,
+    patterns: Vec<String>,
+    options: &command::ListOptions,
+) -> Result<crate::list::Request, &'static str> {
+    let mut req = crate::list::Request { reference, patterns, ..Default::default() };
+    for o in &options.select {
+        match o.as_str() {
+            "SUBSCRIBED" => req.subscribed = true,
+            "RECURSIVEMATCH" => req.recursive = true,
+            "SPECIAL-USE" => req.special_use = true,
+            "REMOTE" => {}
+            _ => return Err("Unknown LIST selection option"),
         }
-        Some((&c, rest)) => name.first().is_some_and(|&n| n == c) && pattern_match(rest, &name[1..]),
     }
+    if req.recursive && !req.subscribed && !req.special_use {
+        return Err("RECURSIVEMATCH needs another selection option");
+    }
+    for o in &options.ret {
+        match o.as_str() {
+            "SUBSCRIBED" => req.return_subscribed = true,
+            "CHILDREN" | "SPECIAL-USE" | "STATUS" => {}
+            _ => return Err("Unknown LIST return option"),
+        }
+    }
+    Ok(req)
 }
 
 impl Session {
@@ -155,7 +172,10 @@ impl Session {
             "UIDPLUS",
             "MOVE",
             "SPECIAL-USE",
+            "CREATE-SPECIAL-USE",
             "CHILDREN",
+            "LIST-EXTENDED",
+            "LIST-STATUS",
         ];
         if self.account.is_none() {
             if conn.can_starttls() {
@@ -283,7 +303,12 @@ impl Session {
             K::Examine { mailbox, .. } if authed => return self.select(conn, &tag, &mailbox, true).await,
             K::Create { mailbox, special_use } if authed => {
                 let name = mailbox.trim_end_matches('/').to_string();
+                // CREATE-SPECIAL-USE (RFC 6154 §5.2): one use per mailbox, from the known ones.
                 let su = special_use.first().and_then(|s| SpecialUse::parse(s));
+                if special_use.len() > 1 || (!special_use.is_empty() && su.is_none()) {
+                    conn.queue(format!("{tag} NO [USEATTR] Unsupported special-use attribute\r\n").as_bytes());
+                    return Flow::Continue;
+                }
                 let r = self.store.create_mailbox(self.account_id(), &name, su).await;
                 self.reply_store(conn, &tag, r.map(|_| ()), "CREATE");
             }
@@ -303,16 +328,19 @@ impl Session {
                 self.reply_store(conn, &tag, r, "SUBSCRIBE");
             }
             K::Unsubscribe(name) if authed => {
-                let on = false;
-                let r = self.store.set_subscribed(self.account_id(), &name, on).await;
-                self.reply_store(conn, &tag, r, if on { "SUBSCRIBE" } else { "UNSUBSCRIBE" });
+                let r = self.store.set_subscribed(self.account_id(), &name, false).await;
+                self.reply_store(conn, &tag, r, "UNSUBSCRIBE");
             }
             K::List { reference, patterns, options } if authed => {
-                let subscribed_only = options.select.iter().any(|s| s == "SUBSCRIBED");
-                self.list(conn, &tag, &reference, &patterns, subscribed_only, "LIST").await;
+                let req = match list_request(reference, patterns, &options) {
+                    Ok(r) => r,
+                    Err(why) => return self.bad(conn, &tag, why),
+                };
+                return self.list(conn, &tag, req, &options.status).await;
             }
             K::Lsub { reference, pattern } if authed => {
-                self.list(conn, &tag, &reference, &[pattern], true, "LSUB").await;
+                let req = crate::list::Request { reference, patterns: vec![pattern], lsub: true, ..Default::default() };
+                return self.list(conn, &tag, req, &[]).await;
             }
             K::Status { mailbox, items } if authed => return self.status(conn, &tag, &mailbox, &items).await,
             K::Append { mailbox, messages } if authed => return self.append(conn, &tag, &mailbox, messages).await,
@@ -853,50 +881,39 @@ impl Session {
         Flow::Continue
     }
 
-    async fn list(
-        &mut self,
-        conn: &mut Conn,
-        tag: &str,
-        reference: &str,
-        patterns: &[String],
-        subscribed: bool,
-        verb: &str,
-    ) {
-        let mut out = String::new();
-        if patterns.len() == 1 && patterns[0].is_empty() {
-            out.push_str(&format!("* {verb} (\\Noselect) \"/\" \"\"\r\n"));
+    async fn list(&mut self, conn: &mut Conn, tag: &str, req: crate::list::Request, status: &[StatusItem]) -> Flow {
+        let verb = if req.lsub { "LSUB" } else { "LIST" };
+        let mut out = Vec::new();
+        if req.patterns.len() == 1 && req.patterns[0].is_empty() && !req.subscribed {
+            // The hierarchy delimiter and root (RFC 9051 §6.3.9).
+            out.extend_from_slice(format!("* {verb} (\\Noselect) \"/\" \"\"\r\n").as_bytes());
         } else {
-            let boxes = self.store.mailboxes(self.account_id()).await.unwrap_or_default();
-            for mb in &boxes {
-                if subscribed && !mb.subscribed {
-                    continue;
+            let account = self.account_id();
+            let boxes = self.store.mailboxes(account).await.unwrap_or_default();
+            let subs = self.store.subscriptions(account).await.unwrap_or_default();
+            let named: Vec<(String, Option<agora_store::SpecialUse>)> =
+                boxes.iter().map(|m| (m.name.clone(), m.special_use)).collect();
+            for e in crate::list::list(&req, &named, &subs) {
+                out.extend_from_slice(format!("* {verb} ({}) \"/\" ", e.attrs.join(" ")).as_bytes());
+                crate::response::string(&mut out, e.name.as_bytes());
+                if e.childinfo {
+                    out.extend_from_slice(b" (\"CHILDINFO\" (\"SUBSCRIBED\"))");
                 }
-                let hit = patterns.iter().any(|p| {
-                    let full = format!("{reference}{p}");
-                    if mb.name == "INBOX" {
-                        pattern_match(full.to_ascii_uppercase().as_bytes(), b"INBOX")
-                    } else {
-                        pattern_match(full.as_bytes(), mb.name.as_bytes())
+                out.extend_from_slice(b"\r\n");
+                if !status.is_empty()
+                    && e.selectable
+                    && let Some(mb) = boxes.iter().find(|m| m.name == e.name)
+                {
+                    match self.status_line(mb, status).await {
+                        Ok(line) => out.extend_from_slice(&line),
+                        Err(why) => return self.bad(conn, tag, why),
                     }
-                });
-                if !hit {
-                    continue;
                 }
-                let children = boxes.iter().any(|o| o.name.starts_with(&format!("{}/", mb.name)));
-                let mut attrs = vec![if children { "\\HasChildren" } else { "\\HasNoChildren" }];
-                if let Some(su) = mb.special_use {
-                    attrs.push(su.as_str());
-                }
-                if subscribed && verb == "LIST" {
-                    attrs.push("\\Subscribed");
-                }
-                let mut name = Vec::new();
-                crate::response::string(&mut name, mb.name.as_bytes());
-                out.push_str(&format!("* {verb} ({}) \"/\" {}\r\n", attrs.join(" "), String::from_utf8_lossy(&name)));
             }
         }
-        out.push_str(&format!("{tag} OK {verb} completed\r\n"));
-        conn.queue(out.as_bytes());
+        out.extend_from_slice(format!("{tag} OK {verb} completed\r\n").as_bytes());
+        conn.queue(&out);
+        Flow::Continue
     }
 
     async fn status(&mut self, conn: &mut Conn, tag: &str, name: &str, items: &[StatusItem]) -> Flow {
@@ -907,6 +924,18 @@ impl Session {
                 return Flow::Continue;
             }
         };
+        match self.status_line(&mb, items).await {
+            Ok(mut line) => {
+                line.extend_from_slice(format!("{tag} OK Status completed\r\n").as_bytes());
+                conn.queue(&line);
+                Flow::Continue
+            }
+            Err(why) => self.bad(conn, tag, why),
+        }
+    }
+
+    /// The untagged STATUS response for a mailbox (STATUS and LIST-STATUS).
+    async fn status_line(&self, mb: &Mailbox, items: &[StatusItem]) -> Result<Vec<u8>, &'static str> {
         let list = self.store.message_list(mb.id).await.unwrap_or_default();
         let mut parts = Vec::new();
         for it in items {
@@ -922,20 +951,13 @@ impl Session {
                     format!("DELETED {}", list.iter().filter(|m| m.flags.contains(Flags::DELETED)).count())
                 }
                 StatusItem::Size => format!("SIZE {}", list.iter().map(|m| m.size).sum::<u64>()),
-                _ => return self.bad(conn, tag, "Status item not supported"),
+                _ => return Err("Status item not supported"),
             });
         }
-        let mut quoted = Vec::new();
-        crate::response::string(&mut quoted, mb.name.as_bytes());
-        conn.queue(
-            format!(
-                "* STATUS {} ({})\r\n{tag} OK Status completed\r\n",
-                String::from_utf8_lossy(&quoted),
-                parts.join(" ")
-            )
-            .as_bytes(),
-        );
-        Flow::Continue
+        let mut out = b"* STATUS ".to_vec();
+        crate::response::string(&mut out, mb.name.as_bytes());
+        out.extend_from_slice(format!(" ({})\r\n", parts.join(" ")).as_bytes());
+        Ok(out)
     }
 
     async fn append(&mut self, conn: &mut Conn, tag: &str, name: &str, messages: Vec<command::AppendMessage>) -> Flow {
@@ -1107,15 +1129,6 @@ impl LineProtocol for Session {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn list_patterns() {
-        assert!(pattern_match(b"*", b"a/b"));
-        assert!(pattern_match(b"%", b"a"));
-        assert!(!pattern_match(b"%", b"a/b"));
-        assert!(pattern_match(b"a/%", b"a/b"));
-        assert!(pattern_match(b"S*t", b"Sent"));
-    }
 
     #[test]
     fn append_dates() {

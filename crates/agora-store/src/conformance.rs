@@ -57,6 +57,18 @@ async fn mailbox_operations<S: Store>(s: &S) {
     assert!(matches!(s.rename_mailbox(a.id, "Jobs", "Archive").await, Err(StoreError::Exists(_))));
     s.set_subscribed(a.id, "Jobs", false).await.expect("unsubscribe");
     assert!(!s.mailbox(a.id, "Jobs").await.expect("q").expect("Jobs").subscribed);
+    // Subscriptions are names: new mailboxes start unsubscribed, a name may be subscribed
+    // before it exists, the subscription follows a rename and outlives a delete.
+    assert!(!s.mailbox(a.id, "Jobs/2024").await.expect("q").expect("child").subscribed);
+    s.set_subscribed(a.id, "Jobs/2024", true).await.expect("subscribe");
+    s.set_subscribed(a.id, "Later", true).await.expect("subscribe a name that does not exist");
+    s.rename_mailbox(a.id, "Jobs", "Work").await.expect("rename back");
+    let subs = s.subscriptions(a.id).await.expect("subscriptions");
+    assert!(subs.contains(&"Work/2024".to_string()) && subs.contains(&"Later".to_string()), "{subs:?}");
+    assert!(!subs.contains(&"Jobs/2024".to_string()));
+    s.delete_mailbox(a.id, "Work/2024").await.expect("delete");
+    assert!(s.subscriptions(a.id).await.expect("subscriptions").contains(&"Work/2024".to_string()));
+    s.rename_mailbox(a.id, "Work", "Jobs").await.expect("rename again");
     s.delete_mailbox(a.id, "Archive").await.expect("delete");
     assert!(s.mailbox(a.id, "Archive").await.expect("q").is_none());
     assert!(s.delete_mailbox(a.id, "INBOX").await.is_err(), "INBOX is never deleted");

@@ -61,7 +61,9 @@ pub trait Store: Send + Sync + 'static {
     /// Renames a mailbox and those below it (`name/...`). Renaming INBOX moves its
     /// messages into a new mailbox and leaves INBOX empty (RFC 9051 §6.3.6).
     async fn rename_mailbox(&self, account: AccountId, from: &str, to: &str) -> Result<()>;
+    /// Subscriptions are names, kept whether or not the mailbox exists.
     async fn set_subscribed(&self, account: AccountId, name: &str, subscribed: bool) -> Result<()>;
+    async fn subscriptions(&self, account: AccountId) -> Result<Vec<String>>;
     /// Claims every message up to UIDNEXT-1 as \Recent for the calling session; returns
     /// the previous watermark (messages above it are recent for this session only).
     async fn claim_recent(&self, mailbox: MailboxId) -> Result<u32>;

@@ -65,11 +65,15 @@ CREATE TABLE IF NOT EXISTS mailboxes (
     uidvalidity INTEGER NOT NULL,
     uidnext INTEGER NOT NULL,
     highestmodseq INTEGER NOT NULL,
-    subscribed INTEGER NOT NULL DEFAULT 1,
     recent_uid INTEGER NOT NULL DEFAULT 0,
     messages INTEGER NOT NULL DEFAULT 0,
     UNIQUE (account, name)
 );
+CREATE TABLE IF NOT EXISTS subscriptions (
+    account INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    name TEXT NOT NULL,
+    PRIMARY KEY (account, name)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS blobs (
     hash TEXT PRIMARY KEY,
     size INTEGER NOT NULL,
@@ -111,7 +115,7 @@ CREATE TABLE IF NOT EXISTS outbound (
     next_attempt INTEGER NOT NULL,
     attempts INTEGER NOT NULL DEFAULT 0
 );
-INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', '3');
+INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', '4');
 "#;
 
 /// Sends a job's reply; runs only after the stamp and the change bus are updated.
@@ -121,6 +125,12 @@ type Reply = Box<dyn FnOnce() + Send>;
 const MIGRATIONS: &[(u32, &str)] = &[
     (2, "ALTER TABLE accounts ADD COLUMN scram TEXT NOT NULL DEFAULT ''"),
     (3, "ALTER TABLE mailboxes ADD COLUMN recent_uid INTEGER NOT NULL DEFAULT 0"),
+    // Subscriptions outlive their mailboxes (RFC 9051 §6.3.7), so they get their own table.
+    (
+        4,
+        "INSERT OR IGNORE INTO subscriptions (account, name) SELECT account, name FROM mailboxes WHERE subscribed = 1;
+         ALTER TABLE mailboxes DROP COLUMN subscribed",
+    ),
 ];
 
 /// Brings an older store up to the current schema, in one transaction.
@@ -474,8 +484,9 @@ fn query_account(conn: &Connection, where_: &str, arg: &dyn rusqlite::ToSql) -> 
     Ok(conn.prepare_cached(&sql)?.query_row([arg], |r| account_from_row(conn, r)).optional()?)
 }
 
-const MAILBOX_COLS: &str =
-    "id, account, name, special_use, uidvalidity, uidnext, highestmodseq, subscribed, messages, recent_uid";
+const MAILBOX_COLS: &str = "id, account, name, special_use, uidvalidity, uidnext, highestmodseq,
+    EXISTS (SELECT 1 FROM subscriptions s WHERE s.account = mailboxes.account AND s.name = mailboxes.name),
+    messages, recent_uid";
 
 fn mailbox_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Mailbox> {
     let su: Option<String> = r.get(3)?;
@@ -640,6 +651,7 @@ impl Store for Arc<SqliteStore> {
             let mut changes = vec![Change::DirectoryChanged];
             for (name, su) in DEFAULT_MAILBOXES {
                 let mb = insert_mailbox(c, id, name, *su)?;
+                c.execute("INSERT OR IGNORE INTO subscriptions (account, name) VALUES (?1, ?2)", params![id, name])?;
                 changes.push(Change::MailboxCreated { account: id, mailbox: mb.id });
             }
             let account =
@@ -968,6 +980,11 @@ impl Store for Arc<SqliteStore> {
                 return Ok(((), vec![Change::MailboxCreated { account, mailbox: dst.id }]));
             }
             c.execute("UPDATE mailboxes SET name = ?3 WHERE account = ?1 AND name = ?2", params![account, from, to])?;
+            // Subscriptions follow the mailboxes they name.
+            c.execute(
+                "UPDATE OR REPLACE subscriptions SET name = ?3 || substr(name, ?4) WHERE account = ?1 AND (name = ?2 OR substr(name, 1, ?4) = ?2 || '/')",
+                params![account, from, to, from.chars().count() as i64 + 1],
+            )?;
             // Mailboxes below it move along ("a/b" -> "c/b").
             let prefix = format!("{from}/");
             let below: Vec<(MailboxId, String)> = {
@@ -1002,15 +1019,28 @@ impl Store for Arc<SqliteStore> {
 
     async fn set_subscribed(&self, account: AccountId, name: &str, subscribed: bool) -> Result<()> {
         let name = canonical_mailbox_name(name);
+        if name.is_empty() || name.len() > 1024 || name.contains(['\0', '\r', '\n']) {
+            return Err(StoreError::Invalid("mailbox name is empty, too long or has control characters".into()));
+        }
         self.write(move |c| {
-            let n = c.execute(
-                "UPDATE mailboxes SET subscribed = ?3 WHERE account = ?1 AND name = ?2",
-                params![account, name, subscribed],
-            )?;
-            if n == 0 {
-                return Err(StoreError::NotFound(format!("mailbox {name}")));
+            if subscribed {
+                c.execute(
+                    "INSERT OR IGNORE INTO subscriptions (account, name) VALUES (?1, ?2)",
+                    params![account, name],
+                )?;
+            } else {
+                c.execute("DELETE FROM subscriptions WHERE account = ?1 AND name = ?2", params![account, name])?;
             }
             Ok(((), Vec::new()))
+        })
+        .await
+    }
+
+    async fn subscriptions(&self, account: AccountId) -> Result<Vec<String>> {
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached("SELECT name FROM subscriptions WHERE account = ?1 ORDER BY name")?;
+            let rows = stmt.query_map([account], |r| r.get(0))?;
+            Ok(rows.collect::<rusqlite::Result<Vec<String>>>()?)
         })
         .await
     }
@@ -1442,13 +1472,18 @@ mod tests {
     async fn old_schema_is_upgraded() {
         let dir = tempfile::tempdir().unwrap();
         {
-            // A version-1 store: accounts without the scram column.
+            // A version-1 store: accounts without the scram column, subscriptions as a
+            // mailbox column.
             let c = Connection::open(dir.path().join("agora.db")).unwrap();
-            let v1 = SCHEMA
+            let subs = SCHEMA.find("CREATE TABLE IF NOT EXISTS subscriptions").unwrap();
+            let subs_end = subs + SCHEMA[subs..].find("WITHOUT ROWID;\n").unwrap() + "WITHOUT ROWID;\n".len();
+            let v1 = [&SCHEMA[..subs], &SCHEMA[subs_end..]]
+                .concat()
                 .replace("    scram TEXT NOT NULL DEFAULT '',\n", "")
-                .replace("    recent_uid INTEGER NOT NULL DEFAULT 0,\n", "")
-                .replace("'schema', '3'", "'schema', '1'");
+                .replace("    recent_uid INTEGER NOT NULL DEFAULT 0,\n", "    subscribed INTEGER NOT NULL DEFAULT 1,\n")
+                .replace("'schema', '4'", "'schema', '1'");
             assert!(!v1.contains("scram") && !v1.contains("recent_uid") && v1.contains("'schema', '1'"));
+            assert!(!v1.contains("subscriptions"));
             c.execute_batch(&v1).unwrap();
             c.execute("INSERT INTO domains (name, created) VALUES ('example.org', 0)", []).unwrap();
             c.execute(
@@ -1457,12 +1492,22 @@ mod tests {
                 [],
             )
             .unwrap();
+            for (name, subscribed) in [("Old", 1), ("Quiet", 0)] {
+                c.execute(
+                    "INSERT INTO mailboxes (account, name, uidvalidity, uidnext, highestmodseq, subscribed)
+                     VALUES (1, ?1, 1, 1, 1, ?2)",
+                    params![name, subscribed],
+                )
+                .unwrap();
+            }
         }
         let store = SqliteStore::open(dir.path()).unwrap();
         let a = store.account_by_login("a@example.org").await.unwrap().unwrap();
         assert_eq!(a.scram, "");
         let mb = store.create_mailbox(a.id, "Box", None).await.unwrap();
         assert_eq!(mb.recent_uid, 0);
+        assert_eq!(store.subscriptions(a.id).await.unwrap(), ["Old"]);
+        assert!(store.mailbox(a.id, "Old").await.unwrap().unwrap().subscribed);
         store.close();
     }
 
