@@ -200,6 +200,15 @@ pub enum StatusItem {
     MailboxId,
 }
 
+/// SELECT's QRESYNC parameter (RFC 7162 §3.2.5). The sequence match data is read and
+/// not needed: the store keeps every expunge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Qresync {
+    pub uidvalidity: u32,
+    pub modseq: u64,
+    pub known_uids: Option<SeqSet>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ListOptions {
     /// Selection options: SUBSCRIBED, REMOTE, RECURSIVEMATCH, SPECIAL-USE.
@@ -218,8 +227,8 @@ pub enum CommandKind {
     Authenticate { mechanism: String, initial: Option<String> },
     Login { user: String, password: String },
     Enable(Vec<String>),
-    Select { mailbox: String, condstore: bool, qresync: Option<(u32, u64)> },
-    Examine { mailbox: String, condstore: bool, qresync: Option<(u32, u64)> },
+    Select { mailbox: String, condstore: bool, qresync: Option<Qresync> },
+    Examine { mailbox: String, condstore: bool, qresync: Option<Qresync> },
     Create { mailbox: String, special_use: Vec<String> },
     Delete(String),
     Rename { from: String, to: String },
@@ -820,7 +829,7 @@ impl<'a> P<'a> {
         }
     }
 
-    fn select_params(&mut self) -> R<(bool, Option<(u32, u64)>)> {
+    fn select_params(&mut self) -> R<(bool, Option<Qresync>)> {
         let mut condstore = false;
         let mut qresync = None;
         if !self.eat(b' ') {
@@ -833,24 +842,22 @@ impl<'a> P<'a> {
             } else if self.keyword("QRESYNC") {
                 self.sp()?;
                 self.expect(b'(')?;
-                let uv = self.nz_number()?;
+                let uidvalidity = self.nz_number()?;
                 self.sp()?;
-                let ms = self.number()?;
-                // Optional known UIDs and sequence match data: accepted, not needed.
-                let mut depth = 0;
-                while let Some(c) = self.peek() {
-                    if c == b'(' {
-                        depth += 1;
-                    } else if c == b')' {
-                        if depth == 0 {
-                            break;
-                        }
-                        depth -= 1;
-                    }
-                    self.pos += 1;
+                let modseq = self.number()?;
+                let mut known_uids = None;
+                if self.eat(b' ') && self.peek() != Some(b'(') {
+                    known_uids = Some(self.seq_set()?);
+                    self.eat(b' ');
+                }
+                if self.eat(b'(') {
+                    self.seq_set()?;
+                    self.sp()?;
+                    self.seq_set()?;
+                    self.expect(b')')?;
                 }
                 self.expect(b')')?;
-                qresync = Some((uv, ms));
+                qresync = Some(Qresync { uidvalidity, modseq, known_uids });
             } else {
                 return Err("unknown SELECT parameter".into());
             }
@@ -1226,10 +1233,22 @@ mod tests {
             ok("a select inbox (CONDSTORE)"),
             CommandKind::Select { mailbox: "INBOX".into(), condstore: true, qresync: None }
         );
+        let CommandKind::Select { qresync: Some(q), .. } =
+            ok("a SELECT x (QRESYNC (67890007 20050715194045000 41,43:211,214:541))")
+        else {
+            panic!()
+        };
+        assert_eq!((q.uidvalidity, q.modseq), (67890007, 20050715194045000));
         assert_eq!(
-            ok("a SELECT x (QRESYNC (67890007 20050715194045000 41,43:211,214:541))"),
-            CommandKind::Select { mailbox: "x".into(), condstore: false, qresync: Some((67890007, 20050715194045000)) }
+            q.known_uids,
+            Some(SeqSet::Items(vec![SeqItem::One(41), SeqItem::Range(43, 211), SeqItem::Range(214, 541)]))
         );
+        let CommandKind::Select { qresync: Some(q), .. } = ok("a SELECT x (QRESYNC (1 2 1:9 (1:3 5:7)))") else {
+            panic!()
+        };
+        assert!(q.known_uids.is_some());
+        let CommandKind::Select { qresync: Some(q), .. } = ok("a SELECT x (QRESYNC (1 2))") else { panic!() };
+        assert!(q.known_uids.is_none());
         let CommandKind::Append { messages, .. } =
             ok("a APPEND Drafts (\\Seen $Foo) \" 5-Mar-2024 10:11:12 +0130\" {5+}\r\nhello")
         else {

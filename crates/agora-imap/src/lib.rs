@@ -5,8 +5,10 @@
 pub mod command;
 pub mod fetch;
 pub mod list;
+mod mailbox;
 pub mod response;
 pub mod search;
+pub mod selected;
 pub mod session;
 
 pub use command::{Command, ParseError, literal_suffix, parse};

@@ -14,6 +14,8 @@ pub struct Ctx<'a> {
     pub body: Option<&'a [u8]>,
     /// \Recent in this session.
     pub recent: bool,
+    /// The saved result of SEARCHRES (`$`), as ascending UIDs.
+    pub saved: &'a [u32],
 }
 
 pub fn needs_body(key: &SearchKey) -> bool {
@@ -22,6 +24,31 @@ pub fn needs_body(key: &SearchKey) -> bool {
         SearchKey::Not(k) => needs_body(k),
         SearchKey::Or(a, b) => needs_body(a) || needs_body(b),
         SearchKey::And(ks) => ks.iter().any(needs_body),
+        _ => false,
+    }
+}
+
+/// True if the key needs the parsed envelope (addresses, subject, sent date) or the
+/// message itself; flag, size, date, UID and MODSEQ keys are answered from the index.
+pub fn needs_meta(key: &SearchKey) -> bool {
+    use SearchKey::*;
+    match key {
+        From(_) | To(_) | Cc(_) | Bcc(_) | Subject(_) | SentBefore(_) | SentOn(_) | SentSince(_) => true,
+        Body(_) | Text(_) | Header(..) => true,
+        Not(k) => needs_meta(k),
+        Or(a, b) => needs_meta(a) || needs_meta(b),
+        And(ks) => ks.iter().any(needs_meta),
+        _ => false,
+    }
+}
+
+/// True if the key uses MODSEQ (it enables CONDSTORE, RFC 7162 §3.1).
+pub fn uses_modseq(key: &SearchKey) -> bool {
+    match key {
+        SearchKey::ModSeq(_) => true,
+        SearchKey::Not(k) => uses_modseq(k),
+        SearchKey::Or(a, b) => uses_modseq(a) || uses_modseq(b),
+        SearchKey::And(ks) => ks.iter().any(uses_modseq),
         _ => false,
     }
 }
@@ -148,6 +175,7 @@ pub fn matches(key: &SearchKey, c: &Ctx<'_>) -> bool {
         }),
         Body(s) => c.body.is_some_and(|b| contains_ci(b.get(m.summary.root.body_start as usize..).unwrap_or(&[]), s)),
         Text(s) => c.body.is_some_and(|b| contains_ci(b, s)),
+        Uid(SeqSet::Saved) | Seq(SeqSet::Saved) => c.saved.binary_search(&m.uid).is_ok(),
         Uid(set) => in_set(set, m.uid, c.max_uid),
         Seq(set) => in_set(set, c.seq, c.count),
         ModSeq(n) => m.modseq >= *n,

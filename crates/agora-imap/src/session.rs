@@ -2,24 +2,20 @@
 //! not-authenticated, authenticated and selected states, and the selected mailbox's
 //! view kept in step with the store through the change bus.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
 use agora_directory::Directory;
 use agora_directory::sasl::{Exchange, Mechanism, Step};
 use agora_directory::throttle::Throttle;
 use agora_net::{Conn, Flow, LineProtocol, Read, drive};
-use agora_store::{
-    Account, Change, Delivery, DeliveryTarget, FlagOp, Flags, Mailbox, MessageMeta, SpecialUse, Store, StoreError,
-};
+use agora_store::{Account, Change, Delivery, DeliveryTarget, Flags, Mailbox, SpecialUse, Store, StoreError};
 use async_trait::async_trait;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use tokio::sync::broadcast;
 
-use crate::command::{self, Command, CommandKind, FetchAtt, SeqItem, SeqSet, StatusItem, StoreMode, literal_suffix};
-use crate::fetch;
-use crate::search;
+use crate::command::{self, Command, CommandKind, FetchAtt, StatusItem, literal_suffix};
+use crate::selected::Selected;
 
 /// Longest line (literals excluded).
 pub const MAX_LINE: usize = 64 * 1024;
@@ -38,64 +34,25 @@ impl Default for ImapConfig {
     }
 }
 
-#[derive(Debug, Clone)]
-struct View {
-    uid: u32,
-    flags: Flags,
-    keywords: Vec<String>,
-}
-
-struct Selected {
-    mailbox: Mailbox,
-    read_only: bool,
-    view: Vec<View>,
-    /// UIDs that are \Recent in this session: claimed by its SELECT or while selected,
-    /// or above the mailbox's watermark when examined (RFC 3501 §2.3.2).
-    recent: HashSet<u32>,
-}
-
-fn view_flags(recent: &HashSet<u32>, v: &View) -> String {
-    let f = flags_text(v.flags, &v.keywords);
-    match (recent.contains(&v.uid), f.is_empty()) {
-        (false, _) => f,
-        (true, true) => "\\Recent".into(),
-        (true, false) => format!("{f} \\Recent"),
-    }
-}
-
 pub struct Session {
     cfg: Arc<ImapConfig>,
     dir: Directory,
-    store: Arc<dyn Store>,
+    pub(crate) store: Arc<dyn Store>,
     throttle: Arc<Throttle>,
     account: Option<Account>,
-    selected: Option<Selected>,
-    bus: broadcast::Receiver<Change>,
+    pub(crate) selected: Option<Selected>,
+    pub(crate) bus: broadcast::Receiver<Change>,
     errors: u32,
-}
-
-const SYSTEM_FLAGS: &str = "\\Answered \\Flagged \\Deleted \\Seen \\Draft";
-
-fn flags_text(flags: Flags, keywords: &[String]) -> String {
-    let mut v = Vec::new();
-    for (f, n) in [
-        (Flags::ANSWERED, "\\Answered"),
-        (Flags::FLAGGED, "\\Flagged"),
-        (Flags::DELETED, "\\Deleted"),
-        (Flags::SEEN, "\\Seen"),
-        (Flags::DRAFT, "\\Draft"),
-    ] {
-        if flags.contains(f) {
-            v.push(n.to_string());
-        }
-    }
-    v.extend(keywords.iter().cloned());
-    v.join(" ")
+    /// Enabled by ENABLE or by the first command that uses it (RFC 7162).
+    pub(crate) condstore: bool,
+    pub(crate) qresync: bool,
+    /// The selected mailbox changed since the view last caught up.
+    pub(crate) dirty: bool,
 }
 
 /// Splits IMAP flag names into system flags and keywords; \Recent and unknown
 /// backslash flags are ignored.
-fn parse_flags(names: &[String]) -> (Flags, Vec<String>) {
+pub(crate) fn parse_flags(names: &[String]) -> (Flags, Vec<String>) {
     let mut flags = Flags::default();
     let mut keywords: Vec<String> = Vec::new();
     for n in names {
@@ -116,7 +73,6 @@ fn parse_flags(names: &[String]) -> (Flags, Vec<String>) {
     (flags, keywords)
 }
 
-/// Matches an IMAP LIST pattern: `*` any characters, `%` any but the delimiter.
 /// Checks LIST-EXTENDED options (RFC 5258 §3) and turns them into a listing request.
 fn list_request(
     reference: String,
@@ -149,7 +105,19 @@ fn list_request(
 impl Session {
     pub fn new(cfg: Arc<ImapConfig>, dir: Directory, store: Arc<dyn Store>, throttle: Arc<Throttle>) -> Session {
         let bus = store.subscribe();
-        Session { cfg, dir, store, throttle, account: None, selected: None, bus, errors: 0 }
+        Session {
+            cfg,
+            dir,
+            store,
+            throttle,
+            account: None,
+            selected: None,
+            bus,
+            errors: 0,
+            condstore: false,
+            qresync: false,
+            dirty: false,
+        }
     }
 
     pub async fn run(self, conn: Conn) {
@@ -174,6 +142,11 @@ impl Session {
             "SPECIAL-USE",
             "CREATE-SPECIAL-USE",
             "CHILDREN",
+            "ENABLE",
+            "CONDSTORE",
+            "QRESYNC",
+            "ESEARCH",
+            "SEARCHRES",
             "LIST-EXTENDED",
             "LIST-STATUS",
         ];
@@ -193,7 +166,7 @@ impl Session {
         caps.join(" ")
     }
 
-    fn bad(&mut self, conn: &mut Conn, tag: &str, msg: &str) -> Flow {
+    pub(crate) fn bad(&mut self, conn: &mut Conn, tag: &str, msg: &str) -> Flow {
         self.errors += 1;
         conn.queue(format!("{tag} BAD {msg}\r\n").as_bytes());
         if self.errors >= self.cfg.max_errors {
@@ -299,8 +272,35 @@ impl Session {
                     format!("* NAMESPACE ((\"\" \"/\")) NIL NIL\r\n{tag} OK Namespace completed\r\n").as_bytes(),
                 );
             }
-            K::Select { mailbox, .. } if authed => return self.select(conn, &tag, &mailbox, false).await,
-            K::Examine { mailbox, .. } if authed => return self.select(conn, &tag, &mailbox, true).await,
+            K::Enable(caps) if authed => {
+                let mut enabled = Vec::new();
+                for c in caps {
+                    let c = c.to_ascii_uppercase();
+                    match c.as_str() {
+                        "CONDSTORE" if !self.condstore => self.condstore = true,
+                        "QRESYNC" if !self.qresync => {
+                            self.qresync = true;
+                            self.condstore = true;
+                        }
+                        _ => continue,
+                    }
+                    enabled.push(c);
+                }
+                conn.queue(
+                    format!(
+                        "* ENABLED{}{}\r\n{tag} OK Enabled\r\n",
+                        if enabled.is_empty() { "" } else { " " },
+                        enabled.join(" ")
+                    )
+                    .as_bytes(),
+                );
+            }
+            K::Select { mailbox, condstore, qresync } if authed => {
+                return self.select(conn, &tag, &mailbox, false, condstore, qresync).await;
+            }
+            K::Examine { mailbox, condstore, qresync } if authed => {
+                return self.select(conn, &tag, &mailbox, true, condstore, qresync).await;
+            }
             K::Create { mailbox, special_use } if authed => {
                 let name = mailbox.trim_end_matches('/').to_string();
                 // CREATE-SPECIAL-USE (RFC 6154 §5.2): one use per mailbox, from the known ones.
@@ -345,27 +345,14 @@ impl Session {
             K::Status { mailbox, items } if authed => return self.status(conn, &tag, &mailbox, &items).await,
             K::Append { mailbox, messages } if authed => return self.append(conn, &tag, &mailbox, messages).await,
             K::Idle if authed => return self.idle(conn, &tag).await,
-            K::Close | K::Unselect if selected => {
-                let expunge = is_close;
-                if let Some(sel) = self.selected.take()
-                    && expunge
-                    && !sel.read_only
-                {
-                    let deleted: Vec<u32> =
-                        sel.view.iter().filter(|v| v.flags.contains(Flags::DELETED)).map(|v| v.uid).collect();
-                    if let Err(e) = self.store.expunge(sel.mailbox.id, &deleted).await {
-                        tracing::error!("imap: expunge on close: {e}");
-                    }
-                }
-                conn.queue(format!("{tag} OK {} completed\r\n", if expunge { "CLOSE" } else { "UNSELECT" }).as_bytes());
-            }
+            K::Close | K::Unselect if selected => return self.close(conn, &tag, is_close).await,
             K::Expunge { uids } if selected => return self.expunge(conn, &tag, uids).await,
-            K::Search { uid, key, charset, .. } if selected => {
+            K::Search { uid, key, charset, ret } if selected => {
                 if charset.as_deref().is_some_and(|c| c != "UTF-8" && c != "US-ASCII") {
                     conn.queue(format!("{tag} NO [BADCHARSET (UTF-8 US-ASCII)] Unsupported charset\r\n").as_bytes());
                     return Flow::Continue;
                 }
-                return self.search(conn, &tag, uid, key).await;
+                return self.search(conn, &tag, uid, ret, key).await;
             }
             K::Fetch { atts, .. }
                 if atts.iter().any(|a| {
@@ -374,15 +361,17 @@ impl Session {
             {
                 return self.bad(conn, &tag, "FETCH item not supported");
             }
-            K::Fetch { uid, set, atts, .. } if selected => return self.fetch(conn, &tag, uid, &set, atts).await,
-            K::Store { uid, set, mode, silent, flags, .. } if selected => {
-                return self.store_cmd(conn, &tag, uid, &set, mode, silent, &flags).await;
+            K::Fetch { uid, set, atts, changed_since, vanished } if selected => {
+                return self.fetch(conn, &tag, uid, &set, atts, changed_since, vanished).await;
+            }
+            K::Store { uid, set, mode, silent, flags, unchanged_since } if selected => {
+                return self.store_cmd(conn, &tag, uid, &set, mode, silent, &flags, unchanged_since).await;
             }
             K::Copy { uid, set, mailbox } if selected => {
                 return self.copy(conn, &tag, uid, &set, &mailbox, false).await;
             }
             K::Move { uid, set, mailbox } if selected => return self.copy(conn, &tag, uid, &set, &mailbox, true).await,
-            K::Enable(_) | K::GetQuota(_) | K::GetQuotaRoot(_) => return self.bad(conn, &tag, "Command not supported"),
+            K::GetQuota(_) | K::GetQuotaRoot(_) => return self.bad(conn, &tag, "Command not supported"),
             _ => {
                 let why = if !authed {
                     "Not authenticated"
@@ -397,7 +386,7 @@ impl Session {
         Flow::Continue
     }
 
-    fn account_id(&self) -> i64 {
+    pub(crate) fn account_id(&self) -> i64 {
         self.account.as_ref().map_or(0, |a| a.id)
     }
 
@@ -475,408 +464,6 @@ impl Session {
             }
             Step::Malformed(why) => return self.bad(conn, tag, why),
             Step::Challenge(_) => return Flow::Close,
-        }
-        Flow::Continue
-    }
-
-    async fn load_view(&self, mailbox: &Mailbox) -> Result<Vec<View>, StoreError> {
-        Ok(self
-            .store
-            .messages(mailbox.id, 1..=u32::MAX)
-            .await?
-            .into_iter()
-            .map(|m| View { uid: m.uid, flags: m.flags, keywords: m.keywords })
-            .collect())
-    }
-
-    async fn select(&mut self, conn: &mut Conn, tag: &str, name: &str, read_only: bool) -> Flow {
-        self.selected = None;
-        let mb = match self.store.mailbox(self.account_id(), name).await {
-            Ok(Some(mb)) => mb,
-            Ok(None) => {
-                conn.queue(format!("{tag} NO [NONEXISTENT] Mailbox does not exist\r\n").as_bytes());
-                return Flow::Continue;
-            }
-            Err(e) => {
-                tracing::error!("imap: select {name}: {e}");
-                conn.queue(format!("{tag} NO [SERVERBUG] Cannot open mailbox\r\n").as_bytes());
-                return Flow::Continue;
-            }
-        };
-        // Drop stale notifications: the view below is taken after them.
-        while self.bus.try_recv().is_ok() {}
-        let view = match self.load_view(&mb).await {
-            Ok(v) => v,
-            Err(e) => {
-                tracing::error!("imap: select {name}: {e}");
-                conn.queue(format!("{tag} NO [SERVERBUG] Cannot open mailbox\r\n").as_bytes());
-                return Flow::Continue;
-            }
-        };
-        // A read-write SELECT claims the messages nobody has seen as \Recent yet.
-        let watermark = if read_only { Ok(mb.recent_uid) } else { self.store.claim_recent(mb.id).await };
-        let Ok(watermark) = watermark else {
-            conn.queue(format!("{tag} NO [SERVERBUG] Cannot open mailbox\r\n").as_bytes());
-            return Flow::Continue;
-        };
-        let recent: HashSet<u32> = view.iter().map(|v| v.uid).filter(|&u| u > watermark).collect();
-        let mut out = format!(
-            "* FLAGS ({SYSTEM_FLAGS})\r\n* OK [PERMANENTFLAGS ({SYSTEM_FLAGS} \\*)] Flags permitted\r\n* {} EXISTS\r\n* {} RECENT\r\n",
-            view.len(),
-            recent.len()
-        );
-        if let Some(i) = view.iter().position(|v| !v.flags.contains(Flags::SEEN)) {
-            out.push_str(&format!("* OK [UNSEEN {}] First unseen\r\n", i + 1));
-        }
-        out.push_str(&format!(
-            "* OK [UIDVALIDITY {}] UIDs valid\r\n* OK [UIDNEXT {}] Predicted next UID\r\n{tag} OK [{}] {} completed\r\n",
-            mb.uidvalidity,
-            mb.uidnext,
-            if read_only { "READ-ONLY" } else { "READ-WRITE" },
-            if read_only { "EXAMINE" } else { "SELECT" }
-        ));
-        conn.queue(out.as_bytes());
-        self.selected = Some(Selected { mailbox: mb, read_only, view, recent });
-        Flow::Continue
-    }
-
-    /// Brings the view up to date: EXPUNGE (only if allowed now), EXISTS, FLAGS.
-    async fn sync(&mut self, conn: &mut Conn, allow_expunge: bool) {
-        let mut changed = false;
-        loop {
-            match self.bus.try_recv() {
-                Ok(c) => {
-                    if c.account() == self.account.as_ref().map(|a| a.id) {
-                        changed = true;
-                    }
-                }
-                Err(broadcast::error::TryRecvError::Lagged(_)) => changed = true,
-                Err(_) => break,
-            }
-        }
-        let Some(sel) = self.selected.as_mut() else { return };
-        if !changed && !allow_expunge {
-            return;
-        }
-        let Ok(fresh) = self.store.messages(sel.mailbox.id, 1..=u32::MAX).await else { return };
-        let mut out = String::new();
-        if allow_expunge {
-            // Report removed messages from the highest sequence number down.
-            let mut i = sel.view.len();
-            while i > 0 {
-                i -= 1;
-                let uid = sel.view[i].uid;
-                if fresh.binary_search_by_key(&uid, |m| m.uid).is_err() {
-                    sel.view.remove(i);
-                    out.push_str(&format!("* {} EXPUNGE\r\n", i + 1));
-                }
-            }
-        }
-        for (seq, v) in sel.view.iter_mut().enumerate() {
-            if let Ok(j) = fresh.binary_search_by_key(&v.uid, |m| m.uid)
-                && (fresh[j].flags != v.flags || fresh[j].keywords != v.keywords)
-            {
-                v.flags = fresh[j].flags;
-                v.keywords = fresh[j].keywords.clone();
-                out.push_str(&format!("* {} FETCH (FLAGS ({}))\r\n", seq + 1, view_flags(&sel.recent, v)));
-            }
-        }
-        let last = sel.view.last().map_or(0, |v| v.uid);
-        let new: Vec<View> = fresh
-            .iter()
-            .filter(|m| m.uid > last)
-            .map(|m| View { uid: m.uid, flags: m.flags, keywords: m.keywords.clone() })
-            .collect();
-        if !new.is_empty() {
-            let fresh_uids: Vec<u32> = new.iter().map(|v| v.uid).collect();
-            sel.view.extend(new);
-            out.push_str(&format!("* {} EXISTS\r\n", sel.view.len()));
-            if !sel.read_only {
-                let mailbox = sel.mailbox.id;
-                if let Ok(prev) = self.store.claim_recent(mailbox).await
-                    && let Some(sel) = self.selected.as_mut()
-                {
-                    sel.recent.extend(fresh_uids.into_iter().filter(|&u| u > prev));
-                    out.push_str(&format!("* {} RECENT\r\n", sel.recent.len()));
-                }
-            }
-        }
-        conn.queue(out.as_bytes());
-    }
-
-    /// Resolves a sequence or UID set to view indexes, ascending.
-    fn resolve(&self, set: &SeqSet, uid: bool) -> Vec<usize> {
-        let Some(sel) = &self.selected else { return Vec::new() };
-        let SeqSet::Items(items) = set else { return Vec::new() };
-        let n = sel.view.len();
-        let max_uid = sel.view.last().map_or(0, |v| v.uid);
-        let mut idx: Vec<usize> = Vec::new();
-        for item in items {
-            let (a, b) = match *item {
-                SeqItem::One(x) => (x, x),
-                SeqItem::Range(a, b) => (a, b),
-            };
-            if uid {
-                let star = |x: u32| if x == command::STAR { max_uid } else { x };
-                let (lo, hi) = (star(a).min(star(b)), star(a).max(star(b)));
-                for (i, v) in sel.view.iter().enumerate() {
-                    if v.uid >= lo && v.uid <= hi {
-                        idx.push(i);
-                    }
-                }
-            } else {
-                let star = |x: u32| if x == command::STAR { n as u32 } else { x };
-                let (lo, hi) = (star(a).min(star(b)), star(a).max(star(b)));
-                for s in lo.max(1)..=hi.min(n as u32) {
-                    idx.push(s as usize - 1);
-                }
-            }
-        }
-        idx.sort_unstable();
-        idx.dedup();
-        idx
-    }
-
-    fn seq_valid(&self, set: &SeqSet) -> bool {
-        let n = self.selected.as_ref().map_or(0, |s| s.view.len()) as u32;
-        match set {
-            SeqSet::Items(items) => items.iter().all(|i| match *i {
-                SeqItem::One(x) => x == command::STAR || x <= n,
-                SeqItem::Range(a, b) => (a == command::STAR || a <= n) && (b == command::STAR || b <= n),
-            }),
-            SeqSet::Saved => true,
-        }
-    }
-
-    async fn fetch(&mut self, conn: &mut Conn, tag: &str, uid: bool, set: &SeqSet, mut atts: Vec<FetchAtt>) -> Flow {
-        self.sync(conn, uid).await;
-        if !uid && !self.seq_valid(set) {
-            return self.bad(conn, tag, "Invalid sequence number");
-        }
-        if uid && !atts.contains(&FetchAtt::Uid) {
-            atts.insert(0, FetchAtt::Uid);
-        }
-        let idx = self.resolve(set, uid);
-        let Some(sel) = &self.selected else { return Flow::Continue };
-        let (mailbox, read_only) = (sel.mailbox.id, sel.read_only);
-        let uids: Vec<u32> = idx.iter().map(|&i| sel.view[i].uid).collect();
-        let needs_body = atts.iter().any(fetch::needs_body);
-        let sets_seen = !read_only && atts.iter().any(fetch::sets_seen);
-        let metas = match fetch_metas(&*self.store, mailbox, &uids).await {
-            Ok(m) => m,
-            Err(e) => {
-                tracing::error!("imap: fetch: {e}");
-                conn.queue(format!("{tag} NO [SERVERBUG] Fetch failed\r\n").as_bytes());
-                return Flow::Continue;
-            }
-        };
-        if sets_seen {
-            let unseen: Vec<u32> = metas.iter().filter(|m| !m.flags.contains(Flags::SEEN)).map(|m| m.uid).collect();
-            if !unseen.is_empty() {
-                let _ = self.store.store_flags(mailbox, &unseen, FlagOp::Add, Flags::SEEN, &[]).await;
-            }
-        }
-        for (&i, meta) in idx.iter().zip(&metas) {
-            let body = if needs_body { self.store.read_blob(&meta.blob).await.ok() } else { None };
-            let Some(sel) = self.selected.as_mut() else { break };
-            let v = &mut sel.view[i];
-            let mut include_flags = atts.contains(&FetchAtt::Flags);
-            if sets_seen && !v.flags.contains(Flags::SEEN) {
-                v.flags = v.flags.union(Flags::SEEN);
-                include_flags = true;
-            } else {
-                v.flags = meta.flags;
-                v.keywords = meta.keywords.clone();
-            }
-            let flags = view_flags(&sel.recent, v);
-            let mut out = format!("* {} FETCH (", i + 1).into_bytes();
-            let mut first = true;
-            for att in &atts {
-                if !first {
-                    out.push(b' ');
-                }
-                first = false;
-                fetch::item(&mut out, att, meta, body.as_deref(), &flags);
-            }
-            if include_flags && !atts.contains(&FetchAtt::Flags) {
-                out.extend_from_slice(format!(" FLAGS ({flags})").as_bytes());
-            }
-            out.extend_from_slice(b")\r\n");
-            conn.queue(&out);
-        }
-        conn.queue(format!("{tag} OK Fetch completed\r\n").as_bytes());
-        Flow::Continue
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    async fn store_cmd(
-        &mut self,
-        conn: &mut Conn,
-        tag: &str,
-        uid: bool,
-        set: &SeqSet,
-        mode: StoreMode,
-        silent: bool,
-        names: &[String],
-    ) -> Flow {
-        self.sync(conn, uid).await;
-        if !uid && !self.seq_valid(set) {
-            return self.bad(conn, tag, "Invalid sequence number");
-        }
-        let idx = self.resolve(set, uid);
-        let Some(sel) = &self.selected else { return Flow::Continue };
-        if sel.read_only {
-            conn.queue(format!("{tag} NO [READ-ONLY] Mailbox is read-only\r\n").as_bytes());
-            return Flow::Continue;
-        }
-        let (flags, keywords) = parse_flags(names);
-        let op = match mode {
-            StoreMode::Replace => FlagOp::Set,
-            StoreMode::Add => FlagOp::Add,
-            StoreMode::Remove => FlagOp::Remove,
-        };
-        let mailbox = sel.mailbox.id;
-        let uids: Vec<u32> = idx.iter().map(|&i| sel.view[i].uid).collect();
-        if let Err(e) = self.store.store_flags(mailbox, &uids, op, flags, &keywords).await {
-            tracing::error!("imap: store: {e}");
-            conn.queue(format!("{tag} NO [SERVERBUG] Store failed\r\n").as_bytes());
-            return Flow::Continue;
-        }
-        let metas = fetch_metas(&*self.store, mailbox, &uids).await.unwrap_or_default();
-        let Some(sel) = self.selected.as_mut() else { return Flow::Continue };
-        let mut out = String::new();
-        for (&i, m) in idx.iter().zip(&metas) {
-            let v = &mut sel.view[i];
-            v.flags = m.flags;
-            v.keywords = m.keywords.clone();
-            if !silent {
-                let uid_part = if uid { format!("UID {} ", v.uid) } else { String::new() };
-                out.push_str(&format!("* {} FETCH ({uid_part}FLAGS ({}))\r\n", i + 1, view_flags(&sel.recent, v)));
-            }
-        }
-        out.push_str(&format!("{tag} OK Store completed\r\n"));
-        conn.queue(out.as_bytes());
-        Flow::Continue
-    }
-
-    async fn expunge(&mut self, conn: &mut Conn, tag: &str, uids: Option<SeqSet>) -> Flow {
-        let Some(sel) = &self.selected else { return Flow::Continue };
-        if sel.read_only {
-            conn.queue(format!("{tag} NO [READ-ONLY] Mailbox is read-only\r\n").as_bytes());
-            return Flow::Continue;
-        }
-        let within: Option<Vec<usize>> = uids.as_ref().map(|s| self.resolve(s, true));
-        let Some(sel) = &self.selected else { return Flow::Continue };
-        let doomed: Vec<u32> = sel
-            .view
-            .iter()
-            .enumerate()
-            .filter(|(i, v)| v.flags.contains(Flags::DELETED) && within.as_ref().is_none_or(|w| w.contains(i)))
-            .map(|(_, v)| v.uid)
-            .collect();
-        // Flags may have changed in another session: the store checks \Deleted again
-        // through the fresh view taken by sync below.
-        if let Err(e) = self.store.expunge(sel.mailbox.id, &doomed).await {
-            tracing::error!("imap: expunge: {e}");
-            conn.queue(format!("{tag} NO [SERVERBUG] Expunge failed\r\n").as_bytes());
-            return Flow::Continue;
-        }
-        self.sync(conn, true).await;
-        conn.queue(format!("{tag} OK Expunge completed\r\n").as_bytes());
-        Flow::Continue
-    }
-
-    async fn search(&mut self, conn: &mut Conn, tag: &str, uid: bool, key: command::SearchKey) -> Flow {
-        self.sync(conn, uid).await;
-        let Some(sel) = &self.selected else { return Flow::Continue };
-        let uids: Vec<u32> = sel.view.iter().map(|v| v.uid).collect();
-        let max_uid = uids.last().copied().unwrap_or(0);
-        let metas = match fetch_metas(&*self.store, sel.mailbox.id, &uids).await {
-            Ok(m) => m,
-            Err(e) => {
-                tracing::error!("imap: search: {e}");
-                conn.queue(format!("{tag} NO [SERVERBUG] Search failed\r\n").as_bytes());
-                return Flow::Continue;
-            }
-        };
-        let needs_body = search::needs_body(&key);
-        let mut hits = Vec::new();
-        for (i, m) in metas.iter().enumerate() {
-            let body = if needs_body { self.store.read_blob(&m.blob).await.ok() } else { None };
-            let recent = sel.recent.contains(&m.uid);
-            let ctx = search::Ctx {
-                seq: i as u32 + 1,
-                count: metas.len() as u32,
-                max_uid,
-                meta: m,
-                body: body.as_deref(),
-                recent,
-            };
-            if search::matches(&key, &ctx) {
-                hits.push(if uid { m.uid } else { i as u32 + 1 });
-            }
-        }
-        let mut out = String::from("* SEARCH");
-        for h in hits {
-            out.push_str(&format!(" {h}"));
-        }
-        out.push_str(&format!("\r\n{tag} OK Search completed\r\n"));
-        conn.queue(out.as_bytes());
-        Flow::Continue
-    }
-
-    async fn copy(&mut self, conn: &mut Conn, tag: &str, uid: bool, set: &SeqSet, target: &str, is_move: bool) -> Flow {
-        self.sync(conn, uid).await;
-        if !uid && !self.seq_valid(set) {
-            return self.bad(conn, tag, "Invalid sequence number");
-        }
-        let idx = self.resolve(set, uid);
-        let dest = match self.store.mailbox(self.account_id(), target).await {
-            Ok(Some(m)) => m,
-            Ok(None) => {
-                conn.queue(format!("{tag} NO [TRYCREATE] Mailbox does not exist\r\n").as_bytes());
-                return Flow::Continue;
-            }
-            Err(e) => {
-                tracing::error!("imap: copy: {e}");
-                conn.queue(format!("{tag} NO [SERVERBUG] Copy failed\r\n").as_bytes());
-                return Flow::Continue;
-            }
-        };
-        let Some(sel) = &self.selected else { return Flow::Continue };
-        if is_move && sel.read_only {
-            conn.queue(format!("{tag} NO [READ-ONLY] Mailbox is read-only\r\n").as_bytes());
-            return Flow::Continue;
-        }
-        let src = sel.mailbox.id;
-        let uids: Vec<u32> = idx.iter().map(|&i| sel.view[i].uid).collect();
-        let (uv, pairs) = match self.store.copy_messages(src, &uids, dest.id).await {
-            Ok(x) => x,
-            Err(e) => {
-                tracing::error!("imap: copy: {e}");
-                conn.queue(format!("{tag} NO [SERVERBUG] Copy failed\r\n").as_bytes());
-                return Flow::Continue;
-            }
-        };
-        let code = if pairs.is_empty() {
-            String::new()
-        } else {
-            let from: Vec<String> = pairs.iter().map(|p| p.0.to_string()).collect();
-            let to: Vec<String> = pairs.iter().map(|p| p.1.to_string()).collect();
-            format!("[COPYUID {uv} {} {}] ", from.join(","), to.join(","))
-        };
-        if is_move {
-            if !code.is_empty() {
-                conn.queue(format!("* OK {code}Moved\r\n").as_bytes());
-            }
-            let moved: Vec<u32> = pairs.iter().map(|p| p.0).collect();
-            if let Err(e) = self.store.expunge(src, &moved).await {
-                tracing::error!("imap: move: {e}");
-            }
-            self.sync(conn, true).await;
-            conn.queue(format!("{tag} OK Move completed\r\n").as_bytes());
-        } else {
-            conn.queue(format!("{tag} OK {code}Copy completed\r\n").as_bytes());
         }
         Flow::Continue
     }
@@ -1031,7 +618,10 @@ impl Session {
             // when a change arrives loses nothing (cancellation-safe).
             let event = tokio::select! {
                 r = conn.read_line(MAX_LINE) => Some(r),
-                _ = wait_change(&mut self.bus) => None,
+                c = wait_change(&mut self.bus) => {
+                    self.notice(c.as_ref());
+                    None
+                }
             };
             match event {
                 None => continue,
@@ -1056,23 +646,13 @@ impl Session {
     }
 }
 
-/// Resolves when something was published on the bus (the change itself is read by sync).
-async fn wait_change(bus: &mut broadcast::Receiver<Change>) {
-    loop {
-        match bus.recv().await {
-            Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {
-                // Put nothing back: sync re-reads the store; just wake up.
-                return;
-            }
-            Err(broadcast::error::RecvError::Closed) => std::future::pending::<()>().await,
-        }
+/// The next change published on the bus; `None` if some were missed (lagged).
+async fn wait_change(bus: &mut broadcast::Receiver<Change>) -> Option<Change> {
+    match bus.recv().await {
+        Ok(c) => Some(c),
+        Err(broadcast::error::RecvError::Lagged(_)) => None,
+        Err(broadcast::error::RecvError::Closed) => std::future::pending().await,
     }
-}
-
-async fn fetch_metas(store: &dyn Store, mailbox: i64, uids: &[u32]) -> Result<Vec<MessageMeta>, StoreError> {
-    let (Some(&lo), Some(&hi)) = (uids.first(), uids.last()) else { return Ok(Vec::new()) };
-    let all = store.messages(mailbox, lo..=hi).await?;
-    Ok(uids.iter().filter_map(|u| all.binary_search_by_key(u, |m| m.uid).ok().map(|i| all[i].clone())).collect())
 }
 
 fn date_time_secs(d: command::DateTime) -> i64 {

@@ -231,6 +231,11 @@ impl Conn {
         self.wbuf.extend_from_slice(data);
     }
 
+    /// Bytes queued and not yet flushed (long answers flush as they go).
+    pub fn queued(&self) -> usize {
+        self.wbuf.len()
+    }
+
     pub async fn flush(&mut self) -> std::io::Result<()> {
         if !self.wbuf.is_empty() {
             let timeout = self.timeouts.idle;
@@ -240,6 +245,10 @@ impl Conn {
             })
             .await;
             self.wbuf.clear();
+            // An idle session should not keep the buffer of its largest answer.
+            if self.wbuf.capacity() > 64 * 1024 {
+                self.wbuf.shrink_to(4096);
+            }
             match res {
                 Ok(r) => r?,
                 Err(_) => return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "write timed out")),

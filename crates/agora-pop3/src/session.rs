@@ -412,7 +412,7 @@ impl Session {
             Vec::new()
         };
         if !seen.is_empty()
-            && let Err(e) = self.store.store_flags(d.mailbox, &seen, FlagOp::Add, Flags::SEEN, &[]).await
+            && let Err(e) = self.store.store_flags(d.mailbox, &seen, FlagOp::Add, Flags::SEEN, &[], None).await
         {
             tracing::warn!("pop3: marking messages of {} seen: {e}", d.account.login);
         }

@@ -30,7 +30,7 @@ async fn mailbox_operations<S: Store>(s: &S) {
     let a = s.create_account(new_account("ops@ops.test")).await.expect("account");
     let d1 = deliver_one(s, a.id, b"Subject: a\r\n\r\nA\r\n").await;
     let d2 = deliver_one(s, a.id, b"Subject: b\r\n\r\nB\r\n").await;
-    s.store_flags(d1.mailbox, &[d1.uid], FlagOp::Add, Flags::FLAGGED, &[]).await.expect("flag");
+    s.store_flags(d1.mailbox, &[d1.uid], FlagOp::Add, Flags::FLAGGED, &[], None).await.expect("flag");
 
     // COPY: new UIDs in the target, flags and body kept, source untouched.
     let arch = s.mailbox(a.id, "Archive").await.expect("q").expect("Archive");
@@ -193,13 +193,23 @@ async fn flags_and_expunge<S: Store>(s: &S) {
     let msgs = s.messages(inbox.id, 1..=u32::MAX).await.expect("messages");
     let uid = msgs[0].uid;
     let changed = s
-        .store_flags(inbox.id, &[uid], FlagOp::Add, Flags::SEEN.union(Flags::DELETED), &["$Label1".into()])
+        .store_flags(inbox.id, &[uid], FlagOp::Add, Flags::SEEN.union(Flags::DELETED), &["$Label1".into()], None)
         .await
-        .expect("store");
+        .expect("store")
+        .changed;
     assert_eq!(changed.len(), 1);
     assert!(changed[0].1 > inbox.highestmodseq);
-    let again = s.store_flags(inbox.id, &[uid], FlagOp::Add, Flags::SEEN, &[]).await.expect("store");
-    assert!(again.is_empty(), "a no-op flag change must not bump MODSEQ");
+    let again = s.store_flags(inbox.id, &[uid], FlagOp::Add, Flags::SEEN, &[], None).await.expect("store");
+    assert!(again.changed.is_empty(), "a no-op flag change must not bump MODSEQ");
+    // UNCHANGEDSINCE: a message changed after the given MODSEQ is left alone.
+    let guarded =
+        s.store_flags(inbox.id, &[uid], FlagOp::Add, Flags::FLAGGED, &[], Some(changed[0].1 - 1)).await.expect("store");
+    assert_eq!((guarded.changed.len(), guarded.modified.clone()), (0, vec![uid]));
+    // The same change since the current MODSEQ shows in changes_since with the keywords.
+    let since = s.changes_since(inbox.id, inbox.highestmodseq).await.expect("changes");
+    assert_eq!(since.changed.iter().map(|m| m.uid).collect::<Vec<_>>(), vec![uid]);
+    assert_eq!(since.changed[0].keywords, vec!["$Label1".to_string()]);
+    assert_eq!(since.highest_modseq, changed[0].1);
     let m = s.messages(inbox.id, uid..=uid).await.expect("q").remove(0);
     assert!(m.flags.contains(Flags::SEEN) && m.flags.contains(Flags::DELETED));
     assert_eq!(m.keywords, vec!["$Label1".to_string()]);
@@ -208,6 +218,9 @@ async fn flags_and_expunge<S: Store>(s: &S) {
     let removed = s.expunge(inbox.id, &[uid, 999_999]).await.expect("expunge");
     assert_eq!(removed, vec![uid]);
     assert_eq!(s.expunged_since(inbox.id, hms).await.expect("q"), vec![uid]);
+    let since = s.changes_since(inbox.id, hms).await.expect("changes");
+    assert_eq!((since.expunged.clone(), since.changed.len()), (vec![uid], 0));
+    assert!(since.highest_modseq > hms);
     let left = s.messages(inbox.id, 1..=u32::MAX).await.expect("q");
     assert!(left.iter().all(|m| m.uid != uid));
     let mb = s.mailbox(a.id, "INBOX").await.expect("q").expect("inbox");

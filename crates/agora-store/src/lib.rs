@@ -82,7 +82,8 @@ pub trait Store: Send + Sync + 'static {
     /// Messages of a mailbox whose UIDs fall in `uids`, in UID order.
     async fn messages(&self, mailbox: MailboxId, uids: RangeInclusive<u32>) -> Result<Vec<MessageMeta>>;
     async fn read_blob(&self, hash: &str) -> Result<Vec<u8>>;
-    /// Changes flags; returns the messages that changed with their new MODSEQ.
+    /// Changes flags; messages whose MODSEQ is above `unchanged_since` are left alone
+    /// and reported as modified. Returns the messages that changed with their new MODSEQ.
     async fn store_flags(
         &self,
         mailbox: MailboxId,
@@ -90,7 +91,10 @@ pub trait Store: Send + Sync + 'static {
         op: FlagOp,
         flags: Flags,
         keywords: &[String],
-    ) -> Result<Vec<(u32, u64)>>;
+        unchanged_since: Option<u64>,
+    ) -> Result<FlagsStored>;
+    /// Everything that changed in `mailbox` after `modseq`, from one consistent snapshot.
+    async fn changes_since(&self, mailbox: MailboxId, modseq: u64) -> Result<MailboxChanges>;
     /// Removes messages; records them in the expunge log. Returns the UIDs removed.
     async fn expunge(&self, mailbox: MailboxId, uids: &[u32]) -> Result<Vec<u32>>;
     /// UIDs expunged from `mailbox` with a MODSEQ above `since` (for QRESYNC).

@@ -13,8 +13,8 @@ use tokio::sync::{broadcast, oneshot};
 use crate::blob::BlobFiles;
 use crate::{
     Account, AccountId, AddressEntry, Change, DEFAULT_MAILBOXES, Delivered, Delivery, Domain, Envelope, FlagOp, Flags,
-    Group, Mailbox, MailboxId, MessageMeta, MessageRef, MessageSummary, NewAccount, Queued, Result, Role, SpecialUse,
-    StagedBlob, Store, StoreError, now,
+    FlagsStored, Group, Mailbox, MailboxChanges, MailboxId, MessageMeta, MessageRef, MessageSummary, NewAccount,
+    Queued, Result, Role, SpecialUse, StagedBlob, Store, StoreError, now,
 };
 
 /// Most writes folded into one transaction; bounds the latency of the first in a batch.
@@ -482,6 +482,20 @@ fn account_from_row(conn: &Connection, r: &rusqlite::Row<'_>) -> rusqlite::Resul
 fn query_account(conn: &Connection, where_: &str, arg: &dyn rusqlite::ToSql) -> Result<Option<Account>> {
     let sql = format!("SELECT {ACCOUNT_COLS} FROM accounts WHERE {where_}");
     Ok(conn.prepare_cached(&sql)?.query_row([arg], |r| account_from_row(conn, r)).optional()?)
+}
+
+const REF_COLS: &str = "uid, modseq, flags, keywords, internal_date, size, blob";
+
+fn ref_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<MessageRef> {
+    Ok(MessageRef {
+        uid: r.get::<_, i64>(0)? as u32,
+        modseq: r.get::<_, i64>(1)? as u64,
+        flags: Flags(r.get::<_, i64>(2)? as u8),
+        keywords: keywords_from_text(&r.get::<_, String>(3)?),
+        internal_date: r.get(4)?,
+        size: r.get::<_, i64>(5)? as u64,
+        blob: r.get(6)?,
+    })
 }
 
 const MAILBOX_COLS: &str = "id, account, name, special_use, uidvalidity, uidnext, highestmodseq,
@@ -1213,20 +1227,34 @@ impl Store for Arc<SqliteStore> {
 
     async fn message_list(&self, mailbox: MailboxId) -> Result<Vec<MessageRef>> {
         self.read(move |c| {
-            let mut stmt = c.prepare_cached(
-                "SELECT uid, modseq, flags, internal_date, size, blob FROM messages WHERE mailbox = ?1 ORDER BY uid",
-            )?;
-            let rows = stmt.query_map([mailbox], |r| {
-                Ok(MessageRef {
-                    uid: r.get::<_, i64>(0)? as u32,
-                    modseq: r.get::<_, i64>(1)? as u64,
-                    flags: Flags(r.get::<_, i64>(2)? as u8),
-                    internal_date: r.get(3)?,
-                    size: r.get::<_, i64>(4)? as u64,
-                    blob: r.get(5)?,
-                })
-            })?;
+            let mut stmt =
+                c.prepare_cached(&format!("SELECT {REF_COLS} FROM messages WHERE mailbox = ?1 ORDER BY uid"))?;
+            let rows = stmt.query_map([mailbox], ref_from_row)?;
             Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })
+        .await
+    }
+
+    async fn changes_since(&self, mailbox: MailboxId, modseq: u64) -> Result<MailboxChanges> {
+        self.read(move |c| {
+            // One read transaction: the three answers come from the same snapshot.
+            let tx = c.unchecked_transaction()?;
+            let highest: i64 = tx
+                .prepare_cached("SELECT highestmodseq FROM mailboxes WHERE id = ?1")?
+                .query_row([mailbox], |r| r.get(0))?;
+            let changed = tx
+                .prepare_cached(&format!(
+                    "SELECT {REF_COLS} FROM messages WHERE mailbox = ?1 AND modseq > ?2 ORDER BY uid"
+                ))?
+                .query_map(params![mailbox, modseq as i64], ref_from_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let expunged = tx
+                .prepare_cached("SELECT uid FROM expunged WHERE mailbox = ?1 AND modseq > ?2 ORDER BY uid")?
+                .query_map(params![mailbox, modseq as i64], |r| r.get::<_, i64>(0))?
+                .map(|r| r.map(|u| u as u32))
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            tx.finish()?;
+            Ok(MailboxChanges { highest_modseq: highest as u64, changed, expunged })
         })
         .await
     }
@@ -1303,7 +1331,8 @@ impl Store for Arc<SqliteStore> {
         op: FlagOp,
         flags: Flags,
         keywords: &[String],
-    ) -> Result<Vec<(u32, u64)>> {
+        unchanged_since: Option<u64>,
+    ) -> Result<FlagsStored> {
         let uids = uids.to_vec();
         let keywords = keywords.to_vec();
         self.write(move |c| {
@@ -1312,13 +1341,18 @@ impl Store for Arc<SqliteStore> {
                     Ok((r.get(0)?, r.get(1)?))
                 })?;
             let mut changed = Vec::new();
+            let mut modified = Vec::new();
             let mut changes = Vec::new();
             for uid in uids {
-                let cur: Option<(i64, String)> = c
-                    .prepare_cached("SELECT flags, keywords FROM messages WHERE mailbox = ?1 AND uid = ?2")?
-                    .query_row(params![mailbox, uid], |r| Ok((r.get(0)?, r.get(1)?)))
+                let cur: Option<(i64, String, i64)> = c
+                    .prepare_cached("SELECT flags, keywords, modseq FROM messages WHERE mailbox = ?1 AND uid = ?2")?
+                    .query_row(params![mailbox, uid], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
                     .optional()?;
-                let Some((old_flags, old_kw)) = cur else { continue };
+                let Some((old_flags, old_kw, old_modseq)) = cur else { continue };
+                if unchanged_since.is_some_and(|u| old_modseq as u64 > u) {
+                    modified.push(uid);
+                    continue;
+                }
                 let old_flags = Flags(old_flags as u8);
                 let old_kw = keywords_from_text(&old_kw);
                 let (new_flags, new_kw) = match op {
@@ -1359,7 +1393,7 @@ impl Store for Arc<SqliteStore> {
                 changes.push(Change::FlagsChanged { account, mailbox, uid, modseq: modseq as u64 });
             }
             c.execute("UPDATE mailboxes SET highestmodseq = ?2 WHERE id = ?1", params![mailbox, modseq])?;
-            Ok((changed, changes))
+            Ok((FlagsStored { changed, modified }, changes))
         })
         .await
     }

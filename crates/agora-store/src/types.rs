@@ -199,9 +199,30 @@ pub struct MessageRef {
     pub uid: u32,
     pub modseq: u64,
     pub flags: Flags,
+    pub keywords: Vec<String>,
     pub internal_date: i64,
     pub size: u64,
     pub blob: String,
+}
+
+/// What changed in a mailbox after a MODSEQ, read in one snapshot (CONDSTORE/QRESYNC
+/// and session resynchronisation).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MailboxChanges {
+    pub highest_modseq: u64,
+    /// Messages whose MODSEQ is above the given one (new or changed), in UID order.
+    pub changed: Vec<MessageRef>,
+    /// UIDs expunged with a MODSEQ above the given one, ascending.
+    pub expunged: Vec<u32>,
+}
+
+/// The outcome of a flag change.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FlagsStored {
+    /// Messages whose flags changed, with their new MODSEQ.
+    pub changed: Vec<(u32, u64)>,
+    /// Messages left alone because their MODSEQ was above UNCHANGEDSINCE (RFC 7162).
+    pub modified: Vec<u32>,
 }
 
 /// SMTP envelope kept with a delivery, including the DSN parameters (RFC 3461).

@@ -1,5 +1,6 @@
 //! Real IMAP clients against the real binary: Python's imaplib (STARTTLS, IMAPS,
-//! SELECT/FETCH/SEARCH/STORE/COPY/MOVE/EXPUNGE/APPEND, IDLE woken by SMTP delivery) and curl.
+//! SELECT/FETCH/SEARCH/STORE/COPY/MOVE/EXPUNGE/APPEND, IDLE woken by SMTP delivery,
+//! a QRESYNC resynchronisation after another session's changes), curl and mbsync.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -13,6 +14,71 @@ fn server() -> Agora {
         .collect();
     a.add_user_with_mail("imap@example.org", "imap-secret", &bodies);
     a
+}
+
+#[test]
+fn qresync_resync_after_changes_elsewhere() {
+    if !have("python3") {
+        return;
+    }
+    let a = server();
+    let script = format!(
+        r#"
+import imaplib, ssl, re
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+def login():
+    m = imaplib.IMAP4_SSL("{ip}", 10993, ssl_context=ctx, timeout=20)
+    m.login("imap@example.org", "imap-secret")
+    return m
+
+# A client syncs and remembers UIDVALIDITY and HIGHESTMODSEQ.
+a = login()
+caps = a.capability()[1][0]
+assert b"QRESYNC" in caps and b"CONDSTORE" in caps and b"ENABLE" in caps, caps
+typ, data = a.enable("QRESYNC"); assert typ == "OK", data
+assert a.untagged_responses.get("ENABLED") == [b"QRESYNC"], a.untagged_responses
+a.select("INBOX")
+uv = int(a.response("UIDVALIDITY")[1][0]); hms = int(a.response("HIGHESTMODSEQ")[1][0])
+typ, data = a.uid("FETCH", "1:*", "(FLAGS MODSEQ)")
+uids = [int(re.search(rb"UID (\d+)", d).group(1)) for d in data]
+assert len(uids) == 3, data
+a.logout()
+
+# Another session flags one message, expunges another and a new one arrives.
+b = login()
+b.select("INBOX")
+b.uid("STORE", str(uids[0]), "+FLAGS", "(\\Flagged)")
+b.uid("STORE", str(uids[1]), "+FLAGS", "(\\Deleted)")
+b.expunge()
+b.append("INBOX", None, None, b"Subject: later\r\n\r\nnew\r\n")
+b.logout()
+
+# The first client comes back and learns exactly what changed.
+c = login()
+c.enable("QRESYNC")
+typ, data = c._simple_command("SELECT", "INBOX (QRESYNC (%d %d %d:%d))" % (uv, hms, uids[0], uids[2]))
+assert typ == "OK", data
+c.state = "SELECTED"  # imaplib tracks state only through its own select()
+vanished = c.untagged_responses.get("VANISHED", [])
+assert vanished == [b"(EARLIER) %d" % uids[1]], vanished
+fetches = b" ".join(c.untagged_responses.get("FETCH", []))
+assert b"UID %d FLAGS (\\Flagged)" % uids[0] in fetches, fetches
+assert b"UID %d " % uids[2] not in fetches, "unchanged message reported: %r" % fetches
+assert int(c.response("HIGHESTMODSEQ")[1][0]) > hms
+
+# CONDSTORE: a conditional store against an old MODSEQ is refused for that message.
+typ, data = c.uid("STORE", str(uids[0]), "(UNCHANGEDSINCE %d)" % hms, "+FLAGS", "(\\Seen)")
+assert typ == "OK" and c.untagged_responses.get("MODIFIED") == [b"%d" % uids[0]], (typ, data, c.untagged_responses)
+typ, data = c.uid("FETCH", "%d" % uids[0], "(FLAGS)"); assert b"\\Seen" not in data[0], data
+# UID FETCH CHANGEDSINCE VANISHED gives the same answer as the SELECT did.
+typ, data = c.uid("FETCH", "1:*", "(FLAGS) (CHANGEDSINCE %d VANISHED)" % hms)
+assert typ == "OK" and any(b"UID %d" % uids[0] in d for d in data if d), data
+c.logout()
+print("ok")
+"#,
+        ip = a.ip
+    );
+    python_ok(&script);
 }
 
 #[test]

@@ -3,7 +3,7 @@
 //! The scripts are read from `$IMAPTEST_TESTS`, else `../shared/imaptest/tests` beside
 //! the project; without either the run says so and checks nothing. Every script whose
 //! `capabilities:` the server advertises is run with imaptest's own rules (its parser,
-//! list directives, variables, relative sequences and MODSEQ checks); the result of each
+//! list directives, variables and relative sequences, as the imaptest of the scripts' revision); the result of each
 //! and the totals are printed. The test fails if the server stops answering, and on any
 //! conformance failure unless `AGORA_IMAPTEST_LENIENT=1` (for work in progress).
 #![allow(clippy::unwrap_used)]
@@ -506,8 +506,6 @@ fn parse_test(text: &[u8]) -> Result<Test, String> {
 #[derive(Clone, Default)]
 struct Vars {
     map: HashMap<String, Vec<u8>>,
-    modseq_idx: u32,
-    modseq_value: u64,
     /// The current command's sequence map for `$N` (0 = expunged).
     seqmap: Vec<u32>,
 }
@@ -575,21 +573,6 @@ impl Vars {
         Ok(out)
     }
 
-    fn new_modseq(&mut self, idx: u32, value: &[u8]) -> Vec<u8> {
-        let Some(v) = std::str::from_utf8(value).ok().and_then(|v| v.parse::<u64>().ok()) else {
-            return b"$modseq-not-number".to_vec();
-        };
-        if self.modseq_idx > idx {
-            return b"$modseq-order-mismatch".to_vec();
-        }
-        let at_least = self.modseq_value + u64::from(idx - self.modseq_idx);
-        let (shown, v) =
-            if v < at_least { (format!("$modseq-at-least-{at_least}"), at_least) } else { (v.to_string(), v) };
-        self.modseq_idx = idx;
-        self.modseq_value = v;
-        shown.into_bytes()
-    }
-
     /// Expands a pattern against the server's value, binding unbound variables to the
     /// text they cover; None on a mismatch found on the way. Also says whether the final
     /// comparison is case-insensitive.
@@ -642,10 +625,6 @@ impl Vars {
                 let v = input[q.min(input.len())..end.max(q.min(input.len()))].to_vec();
                 if name.is_empty() {
                     v
-                } else if let Some(idx) = name.strip_prefix("modseq").and_then(|i| i.parse::<u32>().ok()) {
-                    let shown = self.new_modseq(idx, &v);
-                    self.map.insert(name, shown.clone());
-                    shown
                 } else {
                     self.map.insert(name, v.clone());
                     v

@@ -1,0 +1,757 @@
+//! Commands on the selected mailbox (RFC 9051 §6.4) with CONDSTORE and QRESYNC
+//! (RFC 7162), ESEARCH and SEARCHRES (RFC 4731, 5182): SELECT/EXAMINE, catching the
+//! view up with the store, FETCH, STORE, SEARCH, COPY/MOVE and EXPUNGE. Flag-only work
+//! is answered from the view; summaries and bodies are read only when an item needs them.
+
+use std::collections::HashSet;
+
+use agora_net::{Conn, Flow};
+use agora_store::{Change, FlagOp, Flags, MessageMeta, MessageSummary, StoreError};
+use tokio::sync::broadcast;
+
+use crate::command::{FetchAtt, Qresync, SearchKey, SeqSet, StoreMode};
+use crate::selected::{Caught, Msg, SYSTEM_FLAGS, Selected, set_contains, uid_set};
+use crate::session::{Session, parse_flags};
+use crate::{fetch, search};
+
+/// Flush long answers as they grow rather than holding them whole.
+const FLUSH_AT: usize = 256 * 1024;
+
+/// Items FETCH answers from the view alone.
+fn from_view(att: &FetchAtt) -> bool {
+    matches!(att, FetchAtt::Uid | FetchAtt::Flags | FetchAtt::ModSeq | FetchAtt::InternalDate | FetchAtt::Rfc822Size)
+}
+
+/// A metadata record for keys and items that need no summary.
+fn meta_of(mailbox: i64, m: &Msg) -> MessageMeta {
+    MessageMeta {
+        mailbox,
+        uid: m.uid,
+        modseq: m.modseq,
+        flags: m.flags,
+        keywords: m.keywords.clone(),
+        internal_date: m.internal_date,
+        size: m.size,
+        blob: String::new(),
+        summary: MessageSummary::default(),
+    }
+}
+
+impl Session {
+    pub(crate) async fn select(
+        &mut self,
+        conn: &mut Conn,
+        tag: &str,
+        name: &str,
+        read_only: bool,
+        condstore: bool,
+        qresync: Option<Qresync>,
+    ) -> Flow {
+        if qresync.is_some() && !self.qresync {
+            return self.bad(conn, tag, "QRESYNC is not enabled");
+        }
+        if condstore {
+            self.condstore = true;
+        }
+        // RFC 7162 §3.2.11 / RFC 9051 §7.1: the previous mailbox is closed first.
+        if self.selected.take().is_some() {
+            conn.queue(b"* OK [CLOSED] Previous mailbox closed\r\n");
+        }
+        let mb = match self.store.mailbox(self.account_id(), name).await {
+            Ok(Some(mb)) => mb,
+            Ok(None) => {
+                conn.queue(format!("{tag} NO [NONEXISTENT] Mailbox does not exist\r\n").as_bytes());
+                return Flow::Continue;
+            }
+            Err(e) => {
+                tracing::error!("imap: select {name}: {e}");
+                conn.queue(format!("{tag} NO [SERVERBUG] Cannot open mailbox\r\n").as_bytes());
+                return Flow::Continue;
+            }
+        };
+        // Stale notifications go; the listing below is newer than all of them, and it
+        // is taken after reading HIGHESTMODSEQ, so nothing later can be missed.
+        while self.bus.try_recv().is_ok() {}
+        self.dirty = false;
+        let msgs: Vec<Msg> = match self.store.message_list(mb.id).await {
+            Ok(v) => v.into_iter().map(Msg::from).collect(),
+            Err(e) => {
+                tracing::error!("imap: select {name}: {e}");
+                conn.queue(format!("{tag} NO [SERVERBUG] Cannot open mailbox\r\n").as_bytes());
+                return Flow::Continue;
+            }
+        };
+        // A read-write SELECT claims the messages nobody has seen as \Recent yet.
+        let watermark = if read_only { Ok(mb.recent_uid) } else { self.store.claim_recent(mb.id).await };
+        let Ok(watermark) = watermark else {
+            conn.queue(format!("{tag} NO [SERVERBUG] Cannot open mailbox\r\n").as_bytes());
+            return Flow::Continue;
+        };
+        let recent: HashSet<u32> = msgs.iter().map(|m| m.uid).filter(|&u| u > watermark).collect();
+        let permanent = if read_only { String::new() } else { format!("{SYSTEM_FLAGS} \\*") };
+        let mut out = format!(
+            "* FLAGS ({SYSTEM_FLAGS})\r\n* OK [PERMANENTFLAGS ({permanent})] Flags permitted\r\n* {} EXISTS\r\n* {} RECENT\r\n",
+            msgs.len(),
+            recent.len()
+        );
+        if let Some(i) = msgs.iter().position(|m| !m.flags.contains(Flags::SEEN)) {
+            out.push_str(&format!("* OK [UNSEEN {}] First unseen\r\n", i + 1));
+        }
+        out.push_str(&format!(
+            "* OK [UIDVALIDITY {}] UIDs valid\r\n* OK [UIDNEXT {}] Predicted next UID\r\n* OK [HIGHESTMODSEQ {}] Highest\r\n",
+            mb.uidvalidity, mb.uidnext, mb.highestmodseq
+        ));
+        let highest = mb.highestmodseq;
+        let sel = Selected::new(mb, read_only, msgs, recent, highest);
+        if let Some(q) = qresync
+            && q.uidvalidity == sel.mailbox.uidvalidity
+        {
+            // What the client missed since its MODSEQ: expunges, then changed messages.
+            match self.store.changes_since(sel.mailbox.id, q.modseq).await {
+                Ok(ch) => {
+                    let max = sel.max_uid().max(sel.mailbox.uidnext.saturating_sub(1));
+                    let vanished: Vec<u32> = ch
+                        .expunged
+                        .iter()
+                        .copied()
+                        .filter(|&u| match &q.known_uids {
+                            Some(SeqSet::Items(items)) => set_contains(items, u, max),
+                            _ => true,
+                        })
+                        .collect();
+                    if !vanished.is_empty() {
+                        out.push_str(&format!("* VANISHED (EARLIER) {}\r\n", uid_set(&vanished)));
+                    }
+                    for m in &ch.changed {
+                        if let Some(i) = sel.index_of(m.uid) {
+                            let v = &sel.msgs[i];
+                            out.push_str(&format!(
+                                "* {} FETCH (UID {} FLAGS ({}) MODSEQ ({}))\r\n",
+                                i + 1,
+                                v.uid,
+                                sel.flags_of(v),
+                                v.modseq
+                            ));
+                        }
+                    }
+                }
+                Err(e) => tracing::error!("imap: qresync {name}: {e}"),
+            }
+        }
+        out.push_str(&format!(
+            "{tag} OK [{}] {} completed\r\n",
+            if read_only { "READ-ONLY" } else { "READ-WRITE" },
+            if read_only { "EXAMINE" } else { "SELECT" }
+        ));
+        conn.queue(out.as_bytes());
+        self.selected = Some(sel);
+        Flow::Continue
+    }
+
+    /// Turns CONDSTORE on because a command used it; with a mailbox selected the client
+    /// learns its HIGHESTMODSEQ (RFC 7162 §3.1).
+    pub(crate) fn enable_condstore(&mut self, conn: &mut Conn) {
+        if self.condstore {
+            return;
+        }
+        self.condstore = true;
+        if let Some(sel) = &self.selected {
+            conn.queue(format!("* OK [HIGHESTMODSEQ {}] Highest\r\n", sel.modseq).as_bytes());
+        }
+    }
+
+    /// Notes one change from the bus: does it touch the selected mailbox? `None` stands
+    /// for missed changes (the receiver lagged).
+    pub(crate) fn notice(&mut self, change: Option<&Change>) {
+        let Some(sel) = self.selected.as_mut() else { return };
+        let id = sel.mailbox.id;
+        match change {
+            Some(Change::Appended { mailbox, .. })
+            | Some(Change::FlagsChanged { mailbox, .. })
+            | Some(Change::Expunged { mailbox, .. })
+                if *mailbox == id =>
+            {
+                self.dirty = true
+            }
+            Some(Change::MailboxDeleted { mailbox, .. }) if *mailbox == id => {
+                // Every message is gone with the mailbox.
+                sel.gone.extend(sel.msgs.iter().map(|m| m.uid));
+            }
+            Some(_) => {}
+            None => self.dirty = true,
+        }
+    }
+
+    /// Reads what the change bus announced for the selected mailbox into the view.
+    pub(crate) async fn catch_up(&mut self) -> Caught {
+        loop {
+            match self.bus.try_recv() {
+                Ok(c) => self.notice(Some(&c)),
+                Err(broadcast::error::TryRecvError::Lagged(_)) => self.notice(None),
+                Err(_) => break,
+            }
+        }
+        let Some(sel) = self.selected.as_ref() else { return Caught::default() };
+        if !std::mem::take(&mut self.dirty) {
+            return Caught::default();
+        }
+        let (id, since) = (sel.mailbox.id, sel.modseq);
+        match self.store.changes_since(id, since).await {
+            Ok(ch) => self.selected.as_mut().map(|s| s.catch_up(ch)).unwrap_or_default(),
+            Err(e) => {
+                tracing::warn!("imap: catching up: {e}");
+                Caught::default()
+            }
+        }
+    }
+
+    /// The untagged FETCH that reports new flags of a message.
+    fn flag_update(&self, sel: &Selected, i: usize, with_uid: bool) -> String {
+        let m = &sel.msgs[i];
+        let uid = if with_uid || self.qresync { format!("UID {} ", m.uid) } else { String::new() };
+        let modseq = if self.condstore { format!(" MODSEQ ({})", m.modseq) } else { String::new() };
+        format!("* {} FETCH ({uid}FLAGS ({}){modseq})\r\n", i + 1, sel.flags_of(m))
+    }
+
+    /// Reports what changed: expunges (only when `allow_expunge`), flag changes of
+    /// messages not in `skip`, and new messages (EXISTS, RECENT).
+    pub(crate) async fn report(&mut self, conn: &mut Conn, caught: Caught, allow_expunge: bool, skip: &[u32]) {
+        let qresync = self.qresync;
+        let Some(sel) = self.selected.as_mut() else { return };
+        let mut out = String::new();
+        if allow_expunge {
+            out.push_str(&sel.report_expunges(qresync));
+        }
+        let Some(sel) = self.selected.as_ref() else { return };
+        for uid in &caught.updated {
+            if skip.contains(uid) || caught.new.contains(uid) {
+                continue;
+            }
+            if let Some(i) = sel.index_of(*uid) {
+                out.push_str(&self.flag_update(sel, i, false));
+            }
+        }
+        if !caught.new.is_empty() {
+            out.push_str(&format!("* {} EXISTS\r\n", sel.msgs.len()));
+            if !sel.read_only {
+                let mailbox = sel.mailbox.id;
+                if let Ok(prev) = self.store.claim_recent(mailbox).await
+                    && let Some(sel) = self.selected.as_mut()
+                {
+                    sel.recent.extend(caught.new.iter().copied().filter(|&u| u > prev));
+                    out.push_str(&format!("* {} RECENT\r\n", sel.recent.len()));
+                }
+            }
+        }
+        conn.queue(out.as_bytes());
+    }
+
+    /// Brings the view up to date and tells the client (RFC 9051 §7.4.1: EXPUNGE only
+    /// where `allow_expunge`).
+    pub(crate) async fn sync(&mut self, conn: &mut Conn, allow_expunge: bool) {
+        let caught = self.catch_up().await;
+        self.report(conn, caught, allow_expunge, &[]).await;
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn fetch(
+        &mut self,
+        conn: &mut Conn,
+        tag: &str,
+        uid: bool,
+        set: &SeqSet,
+        mut atts: Vec<FetchAtt>,
+        changed_since: Option<u64>,
+        vanished: bool,
+    ) -> Flow {
+        if vanished && (!uid || !self.qresync || changed_since.is_none()) {
+            return self.bad(conn, tag, "VANISHED needs UID FETCH, QRESYNC and CHANGEDSINCE");
+        }
+        if changed_since.is_some() || atts.contains(&FetchAtt::ModSeq) {
+            self.enable_condstore(conn);
+            if !atts.contains(&FetchAtt::ModSeq) {
+                atts.push(FetchAtt::ModSeq);
+            }
+        }
+        self.sync(conn, uid).await;
+        if uid && !atts.contains(&FetchAtt::Uid) {
+            atts.insert(0, FetchAtt::Uid);
+        }
+        let Some(sel) = &self.selected else { return Flow::Continue };
+        let mut idx = match sel.resolve(set, uid) {
+            Ok(i) => i,
+            Err(why) => return self.bad(conn, tag, why),
+        };
+        let (mailbox, read_only) = (sel.mailbox.id, sel.read_only);
+        if let Some(since) = changed_since {
+            if vanished && let SeqSet::Items(items) = set {
+                let max = sel.max_uid();
+                match self.store.changes_since(mailbox, since).await {
+                    Ok(ch) => {
+                        let gone: Vec<u32> = ch.expunged.into_iter().filter(|&u| set_contains(items, u, max)).collect();
+                        if !gone.is_empty() {
+                            conn.queue(format!("* VANISHED (EARLIER) {}\r\n", uid_set(&gone)).as_bytes());
+                        }
+                    }
+                    Err(e) => tracing::error!("imap: fetch vanished: {e}"),
+                }
+            }
+            let Some(sel) = &self.selected else { return Flow::Continue };
+            idx.retain(|&i| sel.msgs[i].modseq > since);
+        }
+        let Some(sel) = &self.selected else { return Flow::Continue };
+        let uids: Vec<u32> = idx.iter().map(|&i| sel.msgs[i].uid).collect();
+        let needs_meta = atts.iter().any(|a| !from_view(a));
+        let needs_body = atts.iter().any(fetch::needs_body);
+        let metas = if needs_meta {
+            match fetch_metas(self, mailbox, &uids).await {
+                Ok(m) => Some(m),
+                Err(e) => {
+                    tracing::error!("imap: fetch: {e}");
+                    conn.queue(format!("{tag} NO [SERVERBUG] Fetch failed\r\n").as_bytes());
+                    return Flow::Continue;
+                }
+            }
+        } else {
+            None
+        };
+        // Reading a body marks it \Seen (RFC 9051 §6.4.5), one store write for all.
+        let mut seen_now: HashSet<u32> = HashSet::new();
+        if !read_only && atts.iter().any(fetch::sets_seen) {
+            let Some(sel) = &self.selected else { return Flow::Continue };
+            let unseen: Vec<u32> =
+                idx.iter().map(|&i| &sel.msgs[i]).filter(|m| !m.flags.contains(Flags::SEEN)).map(|m| m.uid).collect();
+            if !unseen.is_empty() {
+                match self.store.store_flags(mailbox, &unseen, FlagOp::Add, Flags::SEEN, &[], None).await {
+                    Ok(r) => {
+                        let Some(sel) = self.selected.as_mut() else { return Flow::Continue };
+                        for (u, modseq) in r.changed {
+                            if let Some(i) = sel.index_of(u) {
+                                sel.msgs[i].flags = sel.msgs[i].flags.union(Flags::SEEN);
+                                sel.msgs[i].modseq = modseq;
+                                seen_now.insert(u);
+                            }
+                        }
+                    }
+                    Err(e) => tracing::error!("imap: fetch \\Seen: {e}"),
+                }
+            }
+        }
+        for (k, &i) in idx.iter().enumerate() {
+            let Some(sel) = &self.selected else { break };
+            let m = &sel.msgs[i];
+            let meta_owned;
+            let meta = match &metas {
+                Some(ms) => match ms.get(k) {
+                    Some(x) if x.uid == m.uid => x,
+                    // Gone from the store between listing and reading: nothing to show.
+                    _ => continue,
+                },
+                None => {
+                    meta_owned = meta_of(mailbox, m);
+                    &meta_owned
+                }
+            };
+            let body = if needs_body {
+                match self.store.read_blob(&meta.blob).await {
+                    Ok(b) => Some(b),
+                    Err(_) => continue,
+                }
+            } else {
+                None
+            };
+            let Some(sel) = &self.selected else { break };
+            let m = &sel.msgs[i];
+            let flags = sel.flags_of(m);
+            let mut out = format!("* {} FETCH (", i + 1).into_bytes();
+            for (n, att) in atts.iter().enumerate() {
+                if n > 0 {
+                    out.push(b' ');
+                }
+                match att {
+                    FetchAtt::Flags => out.extend_from_slice(format!("FLAGS ({flags})").as_bytes()),
+                    FetchAtt::ModSeq => out.extend_from_slice(format!("MODSEQ ({})", m.modseq).as_bytes()),
+                    _ => fetch::item(&mut out, att, meta, body.as_deref(), &flags),
+                }
+            }
+            if seen_now.contains(&m.uid) {
+                if !atts.contains(&FetchAtt::Flags) {
+                    out.extend_from_slice(format!(" FLAGS ({flags})").as_bytes());
+                }
+                if self.condstore && !atts.contains(&FetchAtt::ModSeq) {
+                    out.extend_from_slice(format!(" MODSEQ ({})", m.modseq).as_bytes());
+                }
+            }
+            out.extend_from_slice(b")\r\n");
+            conn.queue(&out);
+            if conn.queued() > FLUSH_AT && conn.flush().await.is_err() {
+                return Flow::Close;
+            }
+        }
+        conn.queue(format!("{tag} OK Fetch completed\r\n").as_bytes());
+        Flow::Continue
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn store_cmd(
+        &mut self,
+        conn: &mut Conn,
+        tag: &str,
+        uid: bool,
+        set: &SeqSet,
+        mode: StoreMode,
+        silent: bool,
+        names: &[String],
+        unchanged_since: Option<u64>,
+    ) -> Flow {
+        if unchanged_since.is_some() {
+            self.enable_condstore(conn);
+        }
+        let Some(sel) = &self.selected else { return Flow::Continue };
+        let idx = match sel.resolve(set, uid) {
+            Ok(i) => i,
+            Err(why) => return self.bad(conn, tag, why),
+        };
+        if sel.read_only {
+            conn.queue(format!("{tag} NO [READ-ONLY] Mailbox is read-only\r\n").as_bytes());
+            return Flow::Continue;
+        }
+        let (flags, keywords) = parse_flags(names);
+        let op = match mode {
+            StoreMode::Replace => FlagOp::Set,
+            StoreMode::Add => FlagOp::Add,
+            StoreMode::Remove => FlagOp::Remove,
+        };
+        let mailbox = sel.mailbox.id;
+        let uids: Vec<u32> = idx.iter().map(|&i| sel.msgs[i].uid).collect();
+        let stored = match self.store.store_flags(mailbox, &uids, op, flags, &keywords, unchanged_since).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!("imap: store: {e}");
+                conn.queue(format!("{tag} NO [SERVERBUG] Store failed\r\n").as_bytes());
+                return Flow::Continue;
+            }
+        };
+        // Our own change comes back through the bus with the flags as stored.
+        let caught = self.catch_up().await;
+        let Some(sel) = &self.selected else { return Flow::Continue };
+        let mut out = String::new();
+        let changed: HashSet<u32> = stored.changed.iter().map(|c| c.0).collect();
+        for &u in &uids {
+            if stored.modified.contains(&u) {
+                continue;
+            }
+            let Some(i) = sel.index_of(u) else { continue };
+            if !silent {
+                out.push_str(&self.flag_update(sel, i, uid));
+            } else if self.condstore && changed.contains(&u) {
+                // .SILENT still tells a CONDSTORE client the new MODSEQ (RFC 7162 §3.1.3).
+                let m = &sel.msgs[i];
+                let uid_part = if uid || self.qresync { format!("UID {} ", m.uid) } else { String::new() };
+                out.push_str(&format!("* {} FETCH ({uid_part}MODSEQ ({}))\r\n", i + 1, m.modseq));
+            }
+        }
+        conn.queue(out.as_bytes());
+        self.report(conn, caught, uid, &uids).await;
+        let code = if stored.modified.is_empty() {
+            String::new()
+        } else {
+            let Some(sel) = &self.selected else { return Flow::Continue };
+            let mut ids: Vec<u32> = if uid {
+                stored.modified.clone()
+            } else {
+                stored.modified.iter().filter_map(|&u| sel.index_of(u).map(|i| i as u32 + 1)).collect()
+            };
+            ids.sort_unstable();
+            format!("[MODIFIED {}] ", uid_set(&ids))
+        };
+        conn.queue(format!("{tag} OK {code}Store completed\r\n").as_bytes());
+        Flow::Continue
+    }
+
+    pub(crate) async fn expunge(&mut self, conn: &mut Conn, tag: &str, uids: Option<SeqSet>) -> Flow {
+        let Some(sel) = &self.selected else { return Flow::Continue };
+        if sel.read_only {
+            conn.queue(format!("{tag} NO [READ-ONLY] Mailbox is read-only\r\n").as_bytes());
+            return Flow::Continue;
+        }
+        let within: Option<Vec<usize>> = match uids.as_ref().map(|s| sel.resolve(s, true)) {
+            Some(Ok(v)) => Some(v),
+            Some(Err(why)) => return self.bad(conn, tag, why),
+            None => None,
+        };
+        let doomed: Vec<u32> = sel
+            .msgs
+            .iter()
+            .enumerate()
+            .filter(|(i, m)| {
+                m.flags.contains(Flags::DELETED) && within.as_ref().is_none_or(|w| w.binary_search(i).is_ok())
+            })
+            .map(|(_, m)| m.uid)
+            .collect();
+        if let Err(e) = self.store.expunge(sel.mailbox.id, &doomed).await {
+            tracing::error!("imap: expunge: {e}");
+            conn.queue(format!("{tag} NO [SERVERBUG] Expunge failed\r\n").as_bytes());
+            return Flow::Continue;
+        }
+        self.sync(conn, true).await;
+        let code = match &self.selected {
+            Some(sel) if self.condstore => format!("[HIGHESTMODSEQ {}] ", sel.modseq),
+            _ => String::new(),
+        };
+        conn.queue(format!("{tag} OK {code}Expunge completed\r\n").as_bytes());
+        Flow::Continue
+    }
+
+    pub(crate) async fn search(
+        &mut self,
+        conn: &mut Conn,
+        tag: &str,
+        uid: bool,
+        ret: Option<Vec<String>>,
+        key: SearchKey,
+    ) -> Flow {
+        let uses_modseq = search::uses_modseq(&key);
+        if uses_modseq {
+            self.enable_condstore(conn);
+        }
+        // RETURN options (RFC 4731, 5182); an empty list means ALL.
+        let ret: Option<Vec<String>> = ret.map(|r| r.iter().map(|o| o.to_ascii_uppercase()).collect());
+        if let Some(r) = &ret
+            && let Some(bad) = r.iter().find(|o| !["MIN", "MAX", "ALL", "COUNT", "SAVE"].contains(&o.as_str()))
+        {
+            let why = format!("Unknown SEARCH return option {bad}");
+            return self.bad(conn, tag, &why);
+        }
+        self.sync(conn, uid).await;
+        let Some(sel) = &self.selected else { return Flow::Continue };
+        let mailbox = sel.mailbox.id;
+        let uids: Vec<u32> = sel.msgs.iter().map(|m| m.uid).collect();
+        let metas = if search::needs_meta(&key) {
+            match fetch_metas(self, mailbox, &uids).await {
+                Ok(m) => Some(m),
+                Err(e) => {
+                    tracing::error!("imap: search: {e}");
+                    if let Some(sel) = self.selected.as_mut() {
+                        sel.saved.clear();
+                    }
+                    conn.queue(format!("{tag} NO [SERVERBUG] Search failed\r\n").as_bytes());
+                    return Flow::Continue;
+                }
+            }
+        } else {
+            None
+        };
+        let needs_body = search::needs_body(&key);
+        let Some(sel) = &self.selected else { return Flow::Continue };
+        let count = sel.msgs.len() as u32;
+        let max_uid = sel.max_uid();
+        // (sequence number, UID, MODSEQ) of each match.
+        let mut hits: Vec<(u32, u32, u64)> = Vec::new();
+        for (i, m) in sel.msgs.iter().enumerate() {
+            let owned;
+            let meta = match &metas {
+                Some(ms) => match ms.binary_search_by_key(&m.uid, |x| x.uid) {
+                    Ok(j) => &ms[j],
+                    Err(_) => continue,
+                },
+                None => {
+                    owned = meta_of(mailbox, m);
+                    &owned
+                }
+            };
+            let body = if needs_body { self.store.read_blob(&meta.blob).await.ok() } else { None };
+            let ctx = search::Ctx {
+                seq: i as u32 + 1,
+                count,
+                max_uid,
+                meta,
+                body: body.as_deref(),
+                recent: sel.recent.contains(&m.uid),
+                saved: &sel.saved,
+            };
+            if search::matches(&key, &ctx) {
+                hits.push((i as u32 + 1, m.uid, m.modseq));
+            }
+        }
+        let id = |h: &(u32, u32, u64)| if uid { h.1 } else { h.0 };
+        let Some(ret) = ret else {
+            let mut out = String::from("* SEARCH");
+            for h in &hits {
+                out.push_str(&format!(" {}", id(h)));
+            }
+            if uses_modseq && let Some(top) = hits.iter().map(|h| h.2).max() {
+                out.push_str(&format!(" (MODSEQ {top})"));
+            }
+            out.push_str(&format!("\r\n{tag} OK Search completed\r\n"));
+            conn.queue(out.as_bytes());
+            return Flow::Continue;
+        };
+        let has = |o: &str| ret.iter().any(|x| x == o);
+        let all = ret.is_empty() || has("ALL");
+        let (min, max) = (hits.first(), hits.last());
+        if has("SAVE") {
+            // With only MIN and/or MAX, SAVE keeps just those (RFC 5182 §2.4).
+            let saved: Vec<u32> = if all || has("COUNT") || (!has("MIN") && !has("MAX")) {
+                hits.iter().map(|h| h.1).collect()
+            } else {
+                let mut v: Vec<u32> = Vec::new();
+                if has("MIN") {
+                    v.extend(min.map(|h| h.1));
+                }
+                if has("MAX") {
+                    v.extend(max.map(|h| h.1));
+                }
+                v.dedup();
+                v
+            };
+            if let Some(sel) = self.selected.as_mut() {
+                sel.saved = saved;
+            }
+        }
+        let only_save = ret.len() == 1 && has("SAVE");
+        if !only_save {
+            let mut out = format!("* ESEARCH (TAG \"{tag}\")");
+            if uid {
+                out.push_str(" UID");
+            }
+            let mut modseq_of: Vec<u64> = Vec::new();
+            if has("MIN")
+                && let Some(h) = min
+            {
+                out.push_str(&format!(" MIN {}", id(h)));
+                modseq_of.push(h.2);
+            }
+            if has("MAX")
+                && let Some(h) = max
+            {
+                out.push_str(&format!(" MAX {}", id(h)));
+                modseq_of.push(h.2);
+            }
+            if all && !hits.is_empty() {
+                let mut ids: Vec<u32> = hits.iter().map(id).collect();
+                ids.sort_unstable();
+                out.push_str(&format!(" ALL {}", uid_set(&ids)));
+            }
+            if has("COUNT") {
+                out.push_str(&format!(" COUNT {}", hits.len()));
+            }
+            if all || has("COUNT") {
+                modseq_of = hits.iter().map(|h| h.2).collect();
+            }
+            if uses_modseq && let Some(top) = modseq_of.iter().max() {
+                out.push_str(&format!(" MODSEQ {top}"));
+            }
+            out.push_str("\r\n");
+            conn.queue(out.as_bytes());
+        }
+        conn.queue(format!("{tag} OK Search completed\r\n").as_bytes());
+        Flow::Continue
+    }
+
+    pub(crate) async fn copy(
+        &mut self,
+        conn: &mut Conn,
+        tag: &str,
+        uid: bool,
+        set: &SeqSet,
+        target: &str,
+        is_move: bool,
+    ) -> Flow {
+        let Some(sel) = &self.selected else { return Flow::Continue };
+        let idx = match sel.resolve(set, uid) {
+            Ok(i) => i,
+            Err(why) => return self.bad(conn, tag, why),
+        };
+        if is_move && sel.read_only {
+            conn.queue(format!("{tag} NO [READ-ONLY] Mailbox is read-only\r\n").as_bytes());
+            return Flow::Continue;
+        }
+        let src = sel.mailbox.id;
+        let uids: Vec<u32> = idx.iter().map(|&i| sel.msgs[i].uid).collect();
+        let dest = match self.store.mailbox(self.account_id(), target).await {
+            Ok(Some(m)) => m,
+            Ok(None) => {
+                conn.queue(format!("{tag} NO [TRYCREATE] Mailbox does not exist\r\n").as_bytes());
+                return Flow::Continue;
+            }
+            Err(e) => {
+                tracing::error!("imap: copy: {e}");
+                conn.queue(format!("{tag} NO [SERVERBUG] Copy failed\r\n").as_bytes());
+                return Flow::Continue;
+            }
+        };
+        let (uv, pairs) = match self.store.copy_messages(src, &uids, dest.id).await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::error!("imap: copy: {e}");
+                conn.queue(format!("{tag} NO [SERVERBUG] Copy failed\r\n").as_bytes());
+                return Flow::Continue;
+            }
+        };
+        let code = if pairs.is_empty() {
+            String::new()
+        } else {
+            let from: Vec<u32> = pairs.iter().map(|p| p.0).collect();
+            let to: Vec<u32> = pairs.iter().map(|p| p.1).collect();
+            format!("[COPYUID {uv} {} {}] ", uid_set(&from), uid_list(&to))
+        };
+        if is_move {
+            if !code.is_empty() {
+                conn.queue(format!("* OK {code}Moved\r\n").as_bytes());
+            }
+            let moved: Vec<u32> = pairs.iter().map(|p| p.0).collect();
+            if let Err(e) = self.store.expunge(src, &moved).await {
+                tracing::error!("imap: move: {e}");
+            }
+            self.sync(conn, true).await;
+            conn.queue(format!("{tag} OK Move completed\r\n").as_bytes());
+        } else {
+            self.sync(conn, uid).await;
+            conn.queue(format!("{tag} OK {code}Copy completed\r\n").as_bytes());
+        }
+        Flow::Continue
+    }
+
+    /// CLOSE (expunging \Deleted messages silently) and UNSELECT.
+    pub(crate) async fn close(&mut self, conn: &mut Conn, tag: &str, expunge: bool) -> Flow {
+        if let Some(sel) = self.selected.take()
+            && expunge
+            && !sel.read_only
+        {
+            let deleted: Vec<u32> =
+                sel.msgs.iter().filter(|m| m.flags.contains(Flags::DELETED)).map(|m| m.uid).collect();
+            if let Err(e) = self.store.expunge(sel.mailbox.id, &deleted).await {
+                tracing::error!("imap: expunge on close: {e}");
+            }
+        }
+        conn.queue(format!("{tag} OK {} completed\r\n", if expunge { "CLOSE" } else { "UNSELECT" }).as_bytes());
+        Flow::Continue
+    }
+}
+
+/// Destination UIDs keep the order of their sources, so they are listed one by one
+/// unless they happen to be ascending.
+fn uid_list(uids: &[u32]) -> String {
+    if uids.windows(2).all(|w| w[0] < w[1]) {
+        return uid_set(uids);
+    }
+    uids.iter().map(u32::to_string).collect::<Vec<_>>().join(",")
+}
+
+async fn fetch_metas(s: &Session, mailbox: i64, uids: &[u32]) -> Result<Vec<MessageMeta>, StoreError> {
+    let (Some(&lo), Some(&hi)) = (uids.first(), uids.last()) else { return Ok(Vec::new()) };
+    let all = s.store.messages(mailbox, lo..=hi).await?;
+    Ok(uids.iter().filter_map(|u| all.binary_search_by_key(u, |m| m.uid).ok().map(|i| all[i].clone())).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copyuid_lists() {
+        assert_eq!(uid_list(&[4, 5, 6, 9]), "4:6,9");
+        assert_eq!(uid_list(&[7, 5]), "7,5");
+    }
+}

@@ -1,0 +1,289 @@
+//! The selected mailbox as one session sees it: its numbered messages, which of them
+//! are \Recent here, expunges not yet reported (RFC 9051 §7.4.1 says when they may
+//! be), the MODSEQ the view reflects (CONDSTORE/QRESYNC) and the saved search result
+//! (SEARCHRES). Pure: the session feeds it the store's changes.
+
+use std::collections::{BTreeSet, HashSet};
+
+use agora_store::{Flags, Mailbox, MailboxChanges, MessageRef};
+
+use crate::command::{STAR, SeqItem, SeqSet};
+
+/// One message as the view knows it: what FETCH can answer without the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Msg {
+    pub uid: u32,
+    pub modseq: u64,
+    pub flags: Flags,
+    pub keywords: Vec<String>,
+    pub size: u64,
+    pub internal_date: i64,
+}
+
+impl From<MessageRef> for Msg {
+    fn from(m: MessageRef) -> Msg {
+        Msg {
+            uid: m.uid,
+            modseq: m.modseq,
+            flags: m.flags,
+            keywords: m.keywords,
+            size: m.size,
+            internal_date: m.internal_date,
+        }
+    }
+}
+
+pub struct Selected {
+    pub mailbox: Mailbox,
+    pub read_only: bool,
+    pub msgs: Vec<Msg>,
+    /// UIDs that are \Recent in this session (RFC 3501 §2.3.2).
+    pub recent: HashSet<u32>,
+    /// The store's HIGHESTMODSEQ this view has caught up with.
+    pub modseq: u64,
+    /// Expunged in the store but still numbered here until EXPUNGE may be sent.
+    pub gone: BTreeSet<u32>,
+    /// The result saved by SEARCH RETURN (SAVE), as UIDs (RFC 5182).
+    pub saved: Vec<u32>,
+}
+
+/// What catching up with the store changed in the view.
+#[derive(Debug, Default)]
+pub struct Caught {
+    /// Indexes whose flags (or MODSEQ) changed.
+    pub updated: Vec<u32>,
+    /// Messages new since the last catch-up.
+    pub new: Vec<u32>,
+}
+
+pub const SYSTEM_FLAGS: &str = "\\Answered \\Flagged \\Deleted \\Seen \\Draft";
+
+pub fn flags_text(flags: Flags, keywords: &[String]) -> String {
+    let mut v: Vec<&str> = Vec::new();
+    for (f, n) in [
+        (Flags::ANSWERED, "\\Answered"),
+        (Flags::FLAGGED, "\\Flagged"),
+        (Flags::DELETED, "\\Deleted"),
+        (Flags::SEEN, "\\Seen"),
+        (Flags::DRAFT, "\\Draft"),
+    ] {
+        if flags.contains(f) {
+            v.push(n);
+        }
+    }
+    v.extend(keywords.iter().map(String::as_str));
+    v.join(" ")
+}
+
+/// Formats UIDs (ascending) as a compact set: `1:3,7`.
+pub fn uid_set(uids: &[u32]) -> String {
+    let mut out = String::new();
+    let mut i = 0;
+    while i < uids.len() {
+        let start = uids[i];
+        let mut end = start;
+        while i + 1 < uids.len() && uids[i + 1] == end + 1 {
+            i += 1;
+            end = uids[i];
+        }
+        if !out.is_empty() {
+            out.push(',');
+        }
+        if start == end {
+            out.push_str(&start.to_string());
+        } else {
+            out.push_str(&format!("{start}:{end}"));
+        }
+        i += 1;
+    }
+    out
+}
+
+/// True if `n` is in `set` where `*` stands for `star`.
+pub fn set_contains(set: &[SeqItem], n: u32, star: u32) -> bool {
+    let s = |x: u32| if x == STAR { star } else { x };
+    set.iter().any(|i| match *i {
+        SeqItem::One(x) => s(x) == n,
+        SeqItem::Range(a, b) => n >= s(a).min(s(b)) && n <= s(a).max(s(b)),
+    })
+}
+
+impl Selected {
+    pub fn new(mailbox: Mailbox, read_only: bool, msgs: Vec<Msg>, recent: HashSet<u32>, modseq: u64) -> Selected {
+        Selected { mailbox, read_only, msgs, recent, modseq, gone: BTreeSet::new(), saved: Vec::new() }
+    }
+
+    pub fn max_uid(&self) -> u32 {
+        self.msgs.last().map_or(0, |m| m.uid)
+    }
+
+    pub fn index_of(&self, uid: u32) -> Option<usize> {
+        self.msgs.binary_search_by_key(&uid, |m| m.uid).ok()
+    }
+
+    /// FLAGS as this session shows them (with \Recent).
+    pub fn flags_of(&self, m: &Msg) -> String {
+        let f = flags_text(m.flags, &m.keywords);
+        match (self.recent.contains(&m.uid), f.is_empty()) {
+            (false, _) => f,
+            (true, true) => "\\Recent".into(),
+            (true, false) => format!("{f} \\Recent"),
+        }
+    }
+
+    /// The view indexes a set names, ascending. Sequence numbers past the end are an
+    /// error (BAD); UIDs that do not exist are skipped (RFC 9051 §6.4.9).
+    pub fn resolve(&self, set: &SeqSet, uid: bool) -> Result<Vec<usize>, &'static str> {
+        let items = match set {
+            SeqSet::Saved => {
+                return Ok(self.saved.iter().filter_map(|&u| self.index_of(u)).collect());
+            }
+            SeqSet::Items(items) => items,
+        };
+        let n = self.msgs.len() as u32;
+        let mut idx: Vec<usize> = Vec::new();
+        for item in items {
+            let (a, b) = match *item {
+                SeqItem::One(x) => (x, x),
+                SeqItem::Range(a, b) => (a, b),
+            };
+            if uid {
+                let star = |x: u32| if x == STAR { self.max_uid() } else { x };
+                let (lo, hi) = (star(a).min(star(b)), star(a).max(star(b)));
+                let from = self.msgs.partition_point(|m| m.uid < lo);
+                let to = self.msgs.partition_point(|m| m.uid <= hi);
+                idx.extend(from..to);
+                // "n:*" with n above every UID still names the last message (RFC 9051 §6.4.9).
+                if from == to && (a == STAR || b == STAR) && n > 0 {
+                    idx.push(n as usize - 1);
+                }
+            } else {
+                let star = |x: u32| if x == STAR { n } else { x };
+                let (lo, hi) = (star(a).min(star(b)), star(a).max(star(b)));
+                if lo == 0 || hi > n {
+                    return Err("Invalid sequence number");
+                }
+                idx.extend(lo as usize - 1..hi as usize);
+            }
+        }
+        idx.sort_unstable();
+        idx.dedup();
+        Ok(idx)
+    }
+
+    /// Applies what changed in the store since `self.modseq`.
+    pub fn catch_up(&mut self, ch: MailboxChanges) -> Caught {
+        let mut caught = Caught::default();
+        let last = self.max_uid();
+        for m in ch.changed {
+            match self.index_of(m.uid) {
+                Some(i) => {
+                    let v = &mut self.msgs[i];
+                    if v.flags != m.flags || v.keywords != m.keywords || v.modseq != m.modseq {
+                        v.flags = m.flags;
+                        v.keywords = m.keywords;
+                        v.modseq = m.modseq;
+                        caught.updated.push(m.uid);
+                    }
+                }
+                None if m.uid > last => {
+                    caught.new.push(m.uid);
+                    self.msgs.push(m.into());
+                }
+                None => {}
+            }
+        }
+        for uid in ch.expunged {
+            if self.index_of(uid).is_some() {
+                self.gone.insert(uid);
+            }
+        }
+        self.modseq = self.modseq.max(ch.highest_modseq);
+        caught
+    }
+
+    /// Removes the messages expunged elsewhere and returns the responses announcing it:
+    /// one VANISHED with QRESYNC, else EXPUNGEs from the highest number down.
+    pub fn report_expunges(&mut self, qresync: bool) -> String {
+        if self.gone.is_empty() {
+            return String::new();
+        }
+        let gone: Vec<u32> = std::mem::take(&mut self.gone).into_iter().collect();
+        let mut out = String::new();
+        if qresync {
+            out.push_str(&format!("* VANISHED {}\r\n", uid_set(&gone)));
+        }
+        for &uid in gone.iter().rev() {
+            if let Some(i) = self.index_of(uid) {
+                self.msgs.remove(i);
+                self.recent.remove(&uid);
+                if !qresync {
+                    out.push_str(&format!("* {} EXPUNGE\r\n", i + 1));
+                }
+            }
+        }
+        self.saved.retain(|u| !gone.contains(u));
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(uid: u32) -> Msg {
+        Msg { uid, modseq: uid as u64, flags: Flags::default(), keywords: Vec::new(), size: 10, internal_date: 0 }
+    }
+
+    fn view(uids: &[u32]) -> Selected {
+        let mb = Mailbox {
+            id: 1,
+            account: 1,
+            name: "INBOX".into(),
+            special_use: None,
+            uidvalidity: 1,
+            uidnext: 100,
+            highestmodseq: 10,
+            subscribed: true,
+            messages: uids.len() as u32,
+            recent_uid: 0,
+        };
+        Selected::new(mb, false, uids.iter().map(|&u| msg(u)).collect(), HashSet::new(), 10)
+    }
+
+    #[test]
+    fn sets() {
+        assert_eq!(uid_set(&[1, 2, 3, 7, 9, 10]), "1:3,7,9:10");
+        let v = view(&[3, 5, 9]);
+        let items = |i: Vec<SeqItem>| SeqSet::Items(i);
+        assert_eq!(v.resolve(&items(vec![SeqItem::Range(2, STAR)]), false), Ok(vec![1, 2]));
+        assert!(v.resolve(&items(vec![SeqItem::One(4)]), false).is_err());
+        assert_eq!(v.resolve(&items(vec![SeqItem::Range(4, 9)]), true), Ok(vec![1, 2]));
+        assert_eq!(v.resolve(&items(vec![SeqItem::Range(50, STAR)]), true), Ok(vec![2]));
+        assert_eq!(v.resolve(&items(vec![SeqItem::One(4)]), true), Ok(vec![]));
+    }
+
+    #[test]
+    fn expunges_wait_and_renumber() {
+        let mut v = view(&[3, 5, 9]);
+        let c = v.catch_up(MailboxChanges {
+            highest_modseq: 12,
+            changed: vec![MessageRef {
+                uid: 11,
+                modseq: 12,
+                flags: Flags::SEEN,
+                keywords: Vec::new(),
+                internal_date: 0,
+                size: 1,
+                blob: String::new(),
+            }],
+            expunged: vec![3, 9],
+        });
+        assert_eq!((c.new, v.msgs.len(), v.modseq), (vec![11], 4, 12));
+        // Still numbered until reported, then EXPUNGE from the top down.
+        assert_eq!(v.report_expunges(false), "* 3 EXPUNGE\r\n* 1 EXPUNGE\r\n");
+        assert_eq!(v.msgs.iter().map(|m| m.uid).collect::<Vec<_>>(), [5, 11]);
+        v.gone.insert(5);
+        assert_eq!(v.report_expunges(true), "* VANISHED 5\r\n");
+    }
+}
