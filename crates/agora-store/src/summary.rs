@@ -21,6 +21,9 @@ pub struct EnvelopeFields {
     pub bcc: Option<String>,
     pub in_reply_to: Option<String>,
     pub message_id: Option<String>,
+    /// Not part of ENVELOPE: kept for THREAD=REFERENCES (RFC 5256).
+    #[serde(default)]
+    pub references: Option<String>,
 }
 
 /// One MIME part. Offsets are absolute byte positions in the stored message.
@@ -137,6 +140,7 @@ fn envelope_of(headers: &[Header]) -> EnvelopeFields {
         bcc: get("bcc"),
         in_reply_to: get("in-reply-to"),
         message_id: get("message-id"),
+        references: get("references"),
     }
 }
 
