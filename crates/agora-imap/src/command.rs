@@ -184,6 +184,25 @@ pub struct AppendMessage {
     pub date: Option<DateTime>,
     pub data: Vec<u8>,
     pub binary: bool,
+    /// CATENATE (RFC 4469): the message is built from these parts; `data` is empty.
+    pub catenate: Option<Vec<CatPart>>,
+}
+
+/// Most parts one CATENATE may join.
+pub const MAX_CATENATE_PARTS: usize = 100;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CatPart {
+    Text(Vec<u8>),
+    Url(String),
+}
+
+/// Parses a section spec as it appears in an IMAP URL (`HEADER`, `1.MIME`, `2.TEXT`).
+pub fn parse_section(spec: &str) -> Option<Section> {
+    let text = format!("[{spec}]");
+    let mut p = P { b: text.as_bytes(), pos: 0, depth: 0 };
+    let s = p.section().ok()?;
+    p.at_end().then_some(s)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -252,6 +271,7 @@ pub enum CommandKind {
     Id(Option<Vec<(String, Option<String>)>>),
     GetQuotaRoot(String),
     GetQuota(String),
+    SetQuota { root: String, limits: Vec<(String, u64)> },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -1067,8 +1087,39 @@ fn command_kind(p: &mut P<'_>) -> R<CommandKind> {
                 } else {
                     None
                 };
+                if p.keyword("CATENATE") {
+                    p.sp()?;
+                    p.expect(b'(')?;
+                    let mut parts = Vec::new();
+                    loop {
+                        if p.keyword("TEXT") {
+                            p.sp()?;
+                            parts.push(CatPart::Text(p.literal(true)?.0));
+                        } else if p.keyword("URL") {
+                            p.sp()?;
+                            parts.push(CatPart::Url(String::from_utf8_lossy(&p.astring()?).into_owned()));
+                        } else {
+                            return Err("expected TEXT or URL".into());
+                        }
+                        if parts.len() > MAX_CATENATE_PARTS {
+                            return Err("too many CATENATE parts".into());
+                        }
+                        if p.eat(b')') {
+                            break;
+                        }
+                        p.sp()?;
+                    }
+                    messages.push(AppendMessage {
+                        flags,
+                        date,
+                        data: Vec::new(),
+                        binary: false,
+                        catenate: Some(parts),
+                    });
+                    continue;
+                }
                 let (data, binary) = p.literal(true)?;
-                messages.push(AppendMessage { flags, date, data, binary });
+                messages.push(AppendMessage { flags, date, data, binary, catenate: None });
             }
             if messages.is_empty() {
                 return Err("APPEND needs a message".into());
@@ -1194,6 +1245,25 @@ fn command_kind(p: &mut P<'_>) -> R<CommandKind> {
         "GETQUOTA" => {
             p.sp()?;
             GetQuota(p.astring_utf8()?)
+        }
+        "SETQUOTA" => {
+            p.sp()?;
+            let root = p.astring_utf8()?;
+            p.sp()?;
+            p.expect(b'(')?;
+            let mut limits = Vec::new();
+            while !p.eat(b')') {
+                if !limits.is_empty() {
+                    p.sp()?;
+                }
+                let res = p.atom()?.to_ascii_uppercase();
+                p.sp()?;
+                limits.push((res, p.number()?));
+                if limits.len() > 16 {
+                    return Err("too many quota resources".into());
+                }
+            }
+            SetQuota { root, limits }
         }
         _ => return Err(format!("unknown command {verb}")),
     })

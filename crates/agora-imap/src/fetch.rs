@@ -118,9 +118,25 @@ pub fn sets_seen(att: &FetchAtt) -> bool {
     matches!(att, FetchAtt::Rfc822 | FetchAtt::Rfc822Text | FetchAtt::BodySection { peek: false, .. })
 }
 
+/// The content BINARY[part] names: the part's body with its transfer encoding undone
+/// (multiparts and messages as they are); None for an unknown encoding.
+pub fn binary_bytes(msg: &[u8], root: &Part, part: &[u32]) -> Option<Vec<u8>> {
+    let raw = section_bytes(msg, root, &Section { part: part.to_vec(), text: None });
+    if part.is_empty() {
+        return Some(raw);
+    }
+    match find_part(root, part) {
+        Some(p) if p.media_type != "multipart" && p.media_type != "message" => {
+            crate::binary::decode(p.encoding.as_deref(), &raw)
+        }
+        _ => Some(raw),
+    }
+}
+
 /// Appends one data item (name and value) for `meta` to `out`. `flags` is the
-/// already formatted flag list.
-pub fn item(out: &mut Vec<u8>, att: &FetchAtt, meta: &MessageMeta, body: Option<&[u8]>, flags: &str) {
+/// already formatted flag list. False if a BINARY item meets an unknown transfer
+/// encoding (the command then fails with UNKNOWN-CTE).
+pub fn item(out: &mut Vec<u8>, att: &FetchAtt, meta: &MessageMeta, body: Option<&[u8]>, flags: &str) -> bool {
     let body = body.unwrap_or(&[]);
     match att {
         FetchAtt::Uid => out.extend_from_slice(format!("UID {}", meta.uid).as_bytes()),
@@ -162,15 +178,13 @@ pub fn item(out: &mut Vec<u8>, att: &FetchAtt, meta: &MessageMeta, body: Option<
             emit_partial(out, &data, *partial);
         }
         FetchAtt::Binary { part, partial, .. } => {
-            let section = Section { part: part.clone(), text: None };
-            let data = section_bytes(body, &meta.summary.root, &section);
+            let Some(data) = binary_bytes(body, &meta.summary.root, part) else { return false };
             let name: Vec<String> = part.iter().map(u32::to_string).collect();
             out.extend_from_slice(format!("BINARY[{}]", name.join(".")).as_bytes());
             emit_partial(out, &data, *partial);
         }
         FetchAtt::BinarySize(part) => {
-            let section = Section { part: part.clone(), text: None };
-            let data = section_bytes(body, &meta.summary.root, &section);
+            let Some(data) = binary_bytes(body, &meta.summary.root, part) else { return false };
             let name: Vec<String> = part.iter().map(u32::to_string).collect();
             out.extend_from_slice(format!("BINARY.SIZE[{}] {}", name.join("."), data.len()).as_bytes());
         }
@@ -178,6 +192,7 @@ pub fn item(out: &mut Vec<u8>, att: &FetchAtt, meta: &MessageMeta, body: Option<
         // Refused by the session before any data is produced (not advertised).
         FetchAtt::Preview | FetchAtt::EmailId | FetchAtt::ThreadId | FetchAtt::SaveDate => {}
     }
+    true
 }
 
 fn emit_partial(out: &mut Vec<u8>, data: &[u8], partial: Option<(u32, u32)>) {

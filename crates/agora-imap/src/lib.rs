@@ -1,7 +1,9 @@
-//! IMAP for Agora. So far the pure parts: the command parser (`command`, with the literal
-//! framing a session needs) and response data (`response`: ENVELOPE, BODYSTRUCTURE);
-//! the session over the store comes next.
+//! IMAP for Agora (RFC 9051 / RFC 3501 and extensions): pure parts (the command parser,
+//! response data, FETCH items, SEARCH, LIST, the selected view, BINARY decoding) and
+//! the session that runs them over the store.
 
+mod append;
+pub mod binary;
 pub mod command;
 pub mod fetch;
 pub mod list;

@@ -371,7 +371,14 @@ impl Session {
                 match att {
                     FetchAtt::Flags => out.extend_from_slice(format!("FLAGS ({flags})").as_bytes()),
                     FetchAtt::ModSeq => out.extend_from_slice(format!("MODSEQ ({})", m.modseq).as_bytes()),
-                    _ => fetch::item(&mut out, att, meta, body.as_deref(), &flags),
+                    _ => {
+                        if !fetch::item(&mut out, att, meta, body.as_deref(), &flags) {
+                            conn.queue(
+                                format!("{tag} NO [UNKNOWN-CTE] Unknown Content-Transfer-Encoding\r\n").as_bytes(),
+                            );
+                            return Flow::Continue;
+                        }
+                    }
                 }
             }
             if seen_now.contains(&m.uid) {
@@ -683,6 +690,10 @@ impl Session {
         };
         let (uv, pairs) = match self.store.copy_messages(src, &uids, dest.id).await {
             Ok(x) => x,
+            Err(StoreError::OverQuota(_)) => {
+                conn.queue(format!("{tag} NO [OVERQUOTA] Quota exceeded\r\n").as_bytes());
+                return Flow::Continue;
+            }
             Err(e) => {
                 tracing::error!("imap: copy: {e}");
                 conn.queue(format!("{tag} NO [SERVERBUG] Copy failed\r\n").as_bytes());

@@ -23,7 +23,9 @@ pub fn string(out: &mut Vec<u8>, s: &[u8]) {
 
 /// Appends `data` as a literal, whatever it holds (message bodies and sections).
 pub fn literal(out: &mut Vec<u8>, data: &[u8]) {
-    out.extend_from_slice(format!("{{{}}}\r\n", data.len()).as_bytes());
+    // Data with NUL can only travel as literal8 (RFC 3516 §4.2).
+    let eight = if data.contains(&0) { "~" } else { "" };
+    out.extend_from_slice(format!("{eight}{{{}}}\r\n", data.len()).as_bytes());
     out.extend_from_slice(data);
 }
 

@@ -8,7 +8,7 @@ use agora_directory::Directory;
 use agora_directory::sasl::{Exchange, Mechanism, Step};
 use agora_directory::throttle::Throttle;
 use agora_net::{Conn, Flow, LineProtocol, Read, drive};
-use agora_store::{Account, Change, Delivery, DeliveryTarget, Flags, Mailbox, SpecialUse, Store, StoreError};
+use agora_store::{Account, Change, Flags, Mailbox, SpecialUse, Store, StoreError};
 use async_trait::async_trait;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -35,7 +35,7 @@ impl Default for ImapConfig {
 }
 
 pub struct Session {
-    cfg: Arc<ImapConfig>,
+    pub(crate) cfg: Arc<ImapConfig>,
     dir: Directory,
     pub(crate) store: Arc<dyn Store>,
     throttle: Arc<Throttle>,
@@ -147,6 +147,12 @@ impl Session {
             "QRESYNC",
             "ESEARCH",
             "SEARCHRES",
+            "BINARY",
+            "MULTIAPPEND",
+            "CATENATE",
+            "STATUS=SIZE",
+            "QUOTA",
+            "QUOTA=RES-STORAGE",
             "LIST-EXTENDED",
             "LIST-STATUS",
         ];
@@ -163,7 +169,9 @@ impl Session {
                 caps.push("AUTH=LOGIN");
             }
         }
-        caps.join(" ")
+        let mut caps = caps.join(" ");
+        caps.push_str(&format!(" APPENDLIMIT={}", self.cfg.max_literal));
+        caps
     }
 
     pub(crate) fn bad(&mut self, conn: &mut Conn, tag: &str, msg: &str) -> Flow {
@@ -371,7 +379,27 @@ impl Session {
                 return self.copy(conn, &tag, uid, &set, &mailbox, false).await;
             }
             K::Move { uid, set, mailbox } if selected => return self.copy(conn, &tag, uid, &set, &mailbox, true).await,
-            K::GetQuota(_) | K::GetQuotaRoot(_) => return self.bad(conn, &tag, "Command not supported"),
+            K::GetQuotaRoot(name) if authed => match self.store.mailbox(self.account_id(), &name).await {
+                Ok(Some(mb)) => {
+                    let quota = self.quota_line().await;
+                    let mut out = b"* QUOTAROOT ".to_vec();
+                    crate::response::string(&mut out, mb.name.as_bytes());
+                    out.extend_from_slice(if quota.is_some() { b" \"\"\r\n" } else { b"\r\n" });
+                    out.extend_from_slice(quota.unwrap_or_default().as_bytes());
+                    out.extend_from_slice(format!("{tag} OK Getquotaroot completed\r\n").as_bytes());
+                    conn.queue(&out);
+                }
+                _ => conn.queue(format!("{tag} NO [NONEXISTENT] Mailbox does not exist\r\n").as_bytes()),
+            },
+            K::GetQuota(root) if authed => match self.quota_line().await {
+                Some(line) if root.is_empty() => {
+                    conn.queue(format!("{line}{tag} OK Getquota completed\r\n").as_bytes());
+                }
+                _ => conn.queue(format!("{tag} NO [NONEXISTENT] No such quota root\r\n").as_bytes()),
+            },
+            K::SetQuota { .. } if authed => {
+                conn.queue(format!("{tag} NO [NOPERM] Quotas are set by the administrator\r\n").as_bytes());
+            }
             _ => {
                 let why = if !authed {
                     "Not authenticated"
@@ -521,6 +549,12 @@ impl Session {
         }
     }
 
+    /// `* QUOTA "" (STORAGE used limit)` in KiB (RFC 9208), if the account has a quota.
+    async fn quota_line(&self) -> Option<String> {
+        let a = self.store.account(self.account_id()).await.ok()??;
+        (a.quota > 0).then(|| format!("* QUOTA \"\" (STORAGE {} {})\r\n", a.used.div_ceil(1024), a.quota / 1024))
+    }
+
     /// The untagged STATUS response for a mailbox (STATUS and LIST-STATUS).
     async fn status_line(&self, mb: &Mailbox, items: &[StatusItem]) -> Result<Vec<u8>, &'static str> {
         let list = self.store.message_list(mb.id).await.unwrap_or_default();
@@ -538,6 +572,8 @@ impl Session {
                     format!("DELETED {}", list.iter().filter(|m| m.flags.contains(Flags::DELETED)).count())
                 }
                 StatusItem::Size => format!("SIZE {}", list.iter().map(|m| m.size).sum::<u64>()),
+                StatusItem::HighestModSeq => format!("HIGHESTMODSEQ {}", mb.highestmodseq),
+                StatusItem::AppendLimit => format!("APPENDLIMIT {}", self.cfg.max_literal),
                 _ => return Err("Status item not supported"),
             });
         }
@@ -545,62 +581,6 @@ impl Session {
         crate::response::string(&mut out, mb.name.as_bytes());
         out.extend_from_slice(format!(" ({})\r\n", parts.join(" ")).as_bytes());
         Ok(out)
-    }
-
-    async fn append(&mut self, conn: &mut Conn, tag: &str, name: &str, messages: Vec<command::AppendMessage>) -> Flow {
-        let account = self.account_id();
-        let mb = match self.store.mailbox(account, name).await {
-            Ok(Some(m)) => m,
-            _ => {
-                conn.queue(format!("{tag} NO [TRYCREATE] Mailbox does not exist\r\n").as_bytes());
-                return Flow::Continue;
-            }
-        };
-        let mut uids = Vec::new();
-        for m in messages {
-            if m.data.is_empty() {
-                conn.queue(format!("{tag} NO Empty message\r\n").as_bytes());
-                return Flow::Continue;
-            }
-            let (flags, keywords) = parse_flags(&m.flags);
-            let date = m.date.map(date_time_secs).unwrap_or_else(agora_store::now);
-            let staged = match self.store.stage(m.data).await {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::error!("imap: append: {e}");
-                    conn.queue(format!("{tag} NO [SERVERBUG] Append failed\r\n").as_bytes());
-                    return Flow::Continue;
-                }
-            };
-            let delivered = self
-                .store
-                .deliver(Delivery {
-                    body: staged,
-                    internal_date: date,
-                    envelope: None,
-                    flags,
-                    keywords,
-                    targets: vec![DeliveryTarget { account, mailbox: mb.name.clone() }],
-                    relay: Vec::new(),
-                })
-                .await;
-            match delivered {
-                Ok(d) if !d.is_empty() => uids.push(d[0].uid),
-                other => {
-                    tracing::error!("imap: append: {:?}", other.err());
-                    conn.queue(format!("{tag} NO [SERVERBUG] Append failed\r\n").as_bytes());
-                    return Flow::Continue;
-                }
-            }
-        }
-        if self.selected.as_ref().is_some_and(|s| s.mailbox.id == mb.id) {
-            self.sync(conn, false).await;
-        }
-        let list: Vec<String> = uids.iter().map(u32::to_string).collect();
-        conn.queue(
-            format!("{tag} OK [APPENDUID {} {}] Append completed\r\n", mb.uidvalidity, list.join(",")).as_bytes(),
-        );
-        Flow::Continue
     }
 
     async fn idle(&mut self, conn: &mut Conn, tag: &str) -> Flow {
@@ -655,7 +635,7 @@ async fn wait_change(bus: &mut broadcast::Receiver<Change>) -> Option<Change> {
     }
 }
 
-fn date_time_secs(d: command::DateTime) -> i64 {
+pub(crate) fn date_time_secs(d: command::DateTime) -> i64 {
     let days =
         agora_store::time::days_from_civil(i64::from(d.date.year), u32::from(d.date.month), u32::from(d.date.day));
     days * 86_400 + i64::from(d.hour) * 3600 + i64::from(d.minute) * 60 + i64::from(d.second)

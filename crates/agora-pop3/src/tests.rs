@@ -78,6 +78,7 @@ impl Fixture {
                 keywords: Vec::new(),
                 targets: vec![DeliveryTarget { account: acc.id, mailbox: "INBOX".into() }],
                 relay: Vec::new(),
+                enforce_quota: false,
             })
             .await
             .unwrap();

@@ -471,6 +471,8 @@ impl Session {
                     keywords: Vec::new(),
                     targets,
                     relay,
+                    // Checked at RCPT; a message accepted here is never dropped for quota.
+                    enforce_quota: false,
                 })
                 .await
         }

@@ -23,6 +23,42 @@ pub async fn run_all<S: Store>(store: &S) {
     flags_and_expunge(store).await;
     single_instance(store).await;
     mailbox_operations(store).await;
+    quota_and_atomic_delivery(store).await;
+}
+
+async fn quota_and_atomic_delivery<S: Store>(s: &S) {
+    s.add_domain("quota.test").await.expect("domain");
+    let a = s.create_account(NewAccount { quota: 100, ..new_account("q@quota.test") }).await.expect("account");
+    let inbox = s.mailbox(a.id, "INBOX").await.expect("q").expect("inbox");
+    let mk = |body: &[u8], enforce: bool| {
+        let body = body.to_vec();
+        async move {
+            Delivery {
+                body: s.stage(body).await.expect("stage"),
+                internal_date: 0,
+                envelope: None,
+                flags: Flags::default(),
+                keywords: Vec::new(),
+                targets: vec![DeliveryTarget { account: a.id, mailbox: "INBOX".into() }],
+                relay: Vec::new(),
+                enforce_quota: enforce,
+            }
+        }
+    };
+    let sixty = [b'x'; 60];
+    s.deliver(mk(&sixty, true).await).await.expect("within quota");
+    // A second 60 bytes would pass 100: refused when enforced, and nothing is stored.
+    assert!(matches!(s.deliver(mk(&sixty, true).await).await, Err(StoreError::OverQuota(_))));
+    // Several deliveries at once are all or nothing.
+    let both = vec![mk(b"Subject: a\r\n\r\n1\r\n", true).await, mk(&sixty, true).await];
+    assert!(matches!(s.deliver_all(both).await, Err(StoreError::OverQuota(_))));
+    assert_eq!(s.message_list(inbox.id).await.expect("list").len(), 1, "a refused batch leaves nothing behind");
+    // COPY is refused as a whole too; SMTP-style delivery may go over.
+    let other = s.create_mailbox(a.id, "Other", None).await.expect("mailbox");
+    let uid = s.message_list(inbox.id).await.expect("list")[0].uid;
+    assert!(matches!(s.copy_messages(inbox.id, &[uid], other.id).await, Err(StoreError::OverQuota(_))));
+    s.deliver(mk(&sixty, false).await).await.expect("not enforced");
+    assert_eq!(s.account(a.id).await.expect("q").expect("a").used, 120);
 }
 
 async fn mailbox_operations<S: Store>(s: &S) {
@@ -143,6 +179,7 @@ async fn deliver_one<S: Store>(s: &S, account: i64, body: &[u8]) -> crate::Deliv
         keywords: Vec::new(),
         targets: vec![DeliveryTarget { account, mailbox: "INBOX".into() }],
         relay: Vec::new(),
+        enforce_quota: false,
     };
     s.deliver(d).await.expect("deliver").remove(0)
 }
@@ -246,6 +283,7 @@ async fn single_instance<S: Store>(s: &S) {
                 DeliveryTarget { account: c.id, mailbox: "INBOX".into() },
             ],
             relay: vec!["remote@elsewhere.test".into()],
+            enforce_quota: false,
         })
         .await
         .expect("deliver");

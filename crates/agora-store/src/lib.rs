@@ -75,6 +75,8 @@ pub trait Store: Send + Sync + 'static {
     async fn stage(&self, body: Vec<u8>) -> Result<StagedBlob>;
     /// Adds one copy per target, all pointing at one stored body. Durable on return.
     async fn deliver(&self, delivery: Delivery) -> Result<Vec<Delivered>>;
+    /// Several deliveries in one transaction: all or none (MULTIAPPEND).
+    async fn deliver_all(&self, deliveries: Vec<Delivery>) -> Result<Vec<Vec<Delivered>>>;
     /// Outbound queue entries, oldest first.
     async fn queued(&self) -> Result<Vec<Queued>>;
     /// Every message of a mailbox, in UID order, without summaries (cheap listing).

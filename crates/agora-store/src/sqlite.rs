@@ -323,6 +323,118 @@ impl SqliteStore {
     }
 }
 
+/// A delivery with its summary and envelope already serialized (outside the writer).
+struct PreparedDelivery {
+    d: Delivery,
+    summary: String,
+    envelope: Option<String>,
+}
+
+fn prepare_delivery(d: Delivery) -> Result<PreparedDelivery> {
+    let summary = serde_json::to_string(&d.body.summary).map_err(|e| StoreError::Invalid(format!("summary: {e}")))?;
+    let envelope = match &d.envelope {
+        Some(e) => Some(serde_json::to_string(e).map_err(|e| StoreError::Invalid(format!("envelope: {e}")))?),
+        None => None,
+    };
+    Ok(PreparedDelivery { d, summary, envelope })
+}
+
+/// Refuses a write that would take an account over its storage quota (0: none).
+fn check_quota(c: &Connection, account: AccountId, adding: i64) -> Result<()> {
+    let (login, quota, used): (String, i64, i64) = c
+        .prepare_cached("SELECT login, quota, used FROM accounts WHERE id = ?1")?
+        .query_row([account], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+    if quota > 0 && used.saturating_add(adding) > quota {
+        return Err(StoreError::OverQuota(login));
+    }
+    Ok(())
+}
+
+/// One delivery inside the writer's transaction: the body once, then one message per
+/// target and one queue entry per remote recipient.
+fn deliver_in(c: &Connection, p: &PreparedDelivery) -> Result<(Vec<Delivered>, Vec<Change>)> {
+    let d = &p.d;
+    let size = d.body.size as i64;
+    if d.enforce_quota {
+        for t in &d.targets {
+            check_quota(c, t.account, size)?;
+        }
+    }
+    let refs = (d.targets.len() + d.relay.len()) as i64;
+    c.prepare_cached(
+        "INSERT INTO blobs (hash, size, refs, summary, data) VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT(hash) DO UPDATE SET refs = refs + excluded.refs",
+    )?
+    .execute(params![d.body.hash, size, refs, p.summary, d.body.inline.as_deref()])?;
+    let delivery_id = match &p.envelope {
+        Some(env) => {
+            c.prepare_cached("INSERT INTO deliveries (envelope, received) VALUES (?1, ?2)")?
+                .execute(params![env, now()])?;
+            Some(c.last_insert_rowid())
+        }
+        None => None,
+    };
+    let mail_from = d.envelope.as_ref().map(|e| e.mail_from.clone()).unwrap_or_default();
+    for rcpt in &d.relay {
+        let t = now();
+        c.prepare_cached(
+            "INSERT INTO outbound (blob, mail_from, recipient, delivery, created, next_attempt)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
+        )?
+        .execute(params![d.body.hash, mail_from, rcpt, delivery_id, t])?;
+    }
+    let mut delivered = Vec::with_capacity(d.targets.len());
+    let mut changes = Vec::with_capacity(d.targets.len());
+    for t in &d.targets {
+        let name = canonical_mailbox_name(&t.mailbox);
+        let mb: Option<(MailboxId, i64, i64, i64)> = c
+            .prepare_cached(
+                "SELECT id, uidvalidity, uidnext, highestmodseq FROM mailboxes WHERE account = ?1 AND name = ?2",
+            )?
+            .query_row(params![t.account, name], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .optional()?;
+        let (mailbox, uidvalidity, uid, modseq) = match mb {
+            Some((id, v, n, m)) => (id, v, n, m + 1),
+            None => {
+                let mb = insert_mailbox(c, t.account, &name, None)?;
+                (mb.id, i64::from(mb.uidvalidity), i64::from(mb.uidnext), mb.highestmodseq as i64 + 1)
+            }
+        };
+        if uid >= i64::from(u32::MAX) {
+            return Err(StoreError::Invalid(format!("mailbox {name} has run out of UIDs")));
+        }
+        c.prepare_cached(
+            "INSERT INTO messages (mailbox, uid, modseq, flags, keywords, internal_date, size, blob, delivery)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        )?
+        .execute(params![
+            mailbox,
+            uid,
+            modseq,
+            i64::from(d.flags.0),
+            keywords_to_text(&d.keywords),
+            d.internal_date,
+            size,
+            d.body.hash,
+            delivery_id
+        ])?;
+        c.prepare_cached(
+            "UPDATE mailboxes SET uidnext = ?2, highestmodseq = ?3, messages = messages + 1 WHERE id = ?1",
+        )?
+        .execute(params![mailbox, uid + 1, modseq])?;
+        c.prepare_cached("UPDATE accounts SET used = used + ?2 WHERE id = ?1")?.execute(params![t.account, size])?;
+        delivered.push(Delivered {
+            account: t.account,
+            mailbox,
+            uidvalidity: uidvalidity as u32,
+            uid: uid as u32,
+            modseq: modseq as u64,
+        });
+        changes.push(Change::Appended { account: t.account, mailbox, uid: uid as u32, modseq: modseq as u64 });
+    }
+    Ok((delivered, changes))
+}
+
 fn run_in_savepoint<T>(
     conn: &Connection,
     f: impl FnOnce(&Connection) -> Result<(T, Vec<Change>)>,
@@ -1070,6 +1182,16 @@ impl Store for Arc<SqliteStore> {
                 })
                 .optional()?
                 .ok_or_else(|| StoreError::NotFound("target mailbox".into()))?;
+            // COPY is all or nothing, quota included (RFC 9208 §4.1).
+            let mut adding = 0i64;
+            for &uid in &uids {
+                let size: Option<i64> = c
+                    .prepare_cached("SELECT size FROM messages WHERE mailbox = ?1 AND uid = ?2")?
+                    .query_row(params![from, uid], |r| r.get(0))
+                    .optional()?;
+                adding += size.unwrap_or(0);
+            }
+            check_quota(c, account, adding)?;
             let mut pairs = Vec::new();
             let mut changes = Vec::new();
             for uid in uids {
@@ -1120,88 +1242,21 @@ impl Store for Arc<SqliteStore> {
         if d.targets.is_empty() && d.relay.is_empty() {
             return Ok(Vec::new());
         }
-        let summary =
-            serde_json::to_string(&d.body.summary).map_err(|e| StoreError::Invalid(format!("summary: {e}")))?;
-        let envelope = match &d.envelope {
-            Some(e) => Some(serde_json::to_string(e).map_err(|e| StoreError::Invalid(format!("envelope: {e}")))?),
-            None => None,
-        };
+        let prepared = prepare_delivery(d)?;
+        self.write(move |c| deliver_in(c, &prepared)).await
+    }
+
+    async fn deliver_all(&self, deliveries: Vec<Delivery>) -> Result<Vec<Vec<Delivered>>> {
+        let prepared = deliveries.into_iter().map(prepare_delivery).collect::<Result<Vec<_>>>()?;
         self.write(move |c| {
-            let size = d.body.size as i64;
-            let refs = (d.targets.len() + d.relay.len()) as i64;
-            c.prepare_cached(
-                "INSERT INTO blobs (hash, size, refs, summary, data) VALUES (?1, ?2, ?3, ?4, ?5)
-                 ON CONFLICT(hash) DO UPDATE SET refs = refs + excluded.refs",
-            )?
-            .execute(params![d.body.hash, size, refs, summary, d.body.inline.as_deref()])?;
-            let delivery_id = match &envelope {
-                Some(env) => {
-                    c.prepare_cached("INSERT INTO deliveries (envelope, received) VALUES (?1, ?2)")?
-                        .execute(params![env, now()])?;
-                    Some(c.last_insert_rowid())
-                }
-                None => None,
-            };
-            let mail_from = d.envelope.as_ref().map(|e| e.mail_from.clone()).unwrap_or_default();
-            for rcpt in &d.relay {
-                let t = now();
-                c.prepare_cached(
-                    "INSERT INTO outbound (blob, mail_from, recipient, delivery, created, next_attempt)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
-                )?
-                .execute(params![d.body.hash, mail_from, rcpt, delivery_id, t])?;
+            let mut all = Vec::with_capacity(prepared.len());
+            let mut changes = Vec::new();
+            for p in &prepared {
+                let (d, ch) = deliver_in(c, p)?;
+                all.push(d);
+                changes.extend(ch);
             }
-            let mut delivered = Vec::with_capacity(d.targets.len());
-            let mut changes = Vec::with_capacity(d.targets.len());
-            for t in &d.targets {
-                let name = canonical_mailbox_name(&t.mailbox);
-                let mb: Option<(MailboxId, i64, i64, i64)> = c
-                    .prepare_cached(
-                        "SELECT id, uidvalidity, uidnext, highestmodseq FROM mailboxes WHERE account = ?1 AND name = ?2",
-                    )?
-                    .query_row(params![t.account, name], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
-                    .optional()?;
-                let (mailbox, uidvalidity, uid, modseq) = match mb {
-                    Some((id, v, n, m)) => (id, v, n, m + 1),
-                    None => {
-                        let mb = insert_mailbox(c, t.account, &name, None)?;
-                        (mb.id, i64::from(mb.uidvalidity), i64::from(mb.uidnext), mb.highestmodseq as i64 + 1)
-                    }
-                };
-                if uid >= i64::from(u32::MAX) {
-                    return Err(StoreError::Invalid(format!("mailbox {name} has run out of UIDs")));
-                }
-                c.prepare_cached(
-                    "INSERT INTO messages (mailbox, uid, modseq, flags, keywords, internal_date, size, blob, delivery)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-                )?
-                .execute(params![
-                    mailbox,
-                    uid,
-                    modseq,
-                    i64::from(d.flags.0),
-                    keywords_to_text(&d.keywords),
-                    d.internal_date,
-                    size,
-                    d.body.hash,
-                    delivery_id
-                ])?;
-                c.prepare_cached(
-                    "UPDATE mailboxes SET uidnext = ?2, highestmodseq = ?3, messages = messages + 1 WHERE id = ?1",
-                )?
-                .execute(params![mailbox, uid + 1, modseq])?;
-                c.prepare_cached("UPDATE accounts SET used = used + ?2 WHERE id = ?1")?
-                    .execute(params![t.account, size])?;
-                delivered.push(Delivered {
-                    account: t.account,
-                    mailbox,
-                    uidvalidity: uidvalidity as u32,
-                    uid: uid as u32,
-                    modseq: modseq as u64,
-                });
-                changes.push(Change::Appended { account: t.account, mailbox, uid: uid as u32, modseq: modseq as u64 });
-            }
-            Ok((delivered, changes))
+            Ok((all, changes))
         })
         .await
     }

@@ -263,6 +263,9 @@ pub struct Delivery {
     pub targets: Vec<DeliveryTarget>,
     /// Addresses outside the hosted domains: queued for the outbound transport.
     pub relay: Vec<String>,
+    /// Refuse (OverQuota) rather than let a target account exceed its quota: IMAP
+    /// APPEND does; SMTP checks at RCPT and never drops a message it accepted.
+    pub enforce_quota: bool,
 }
 
 /// A message waiting in the outbound queue for one remote recipient.

@@ -664,6 +664,9 @@ impl Vars {
                         }
                     } else {
                         let Some(astr) = arg.and_then(Arg::astring) else { return ret };
+                        // imaptest compares C strings: both sides end at their first NUL.
+                        let cut = |x: &[u8]| x.iter().position(|&b| b == 0).map_or(x.len(), |p| p);
+                        let (s, astr) = (&s[..cut(s)], &astr[..cut(astr)]);
                         let (Some(want), icase) = self.expand_input(s, astr) else { return ret };
                         let eq = |x: &[u8], y: &[u8]| if icase { x.eq_ignore_ascii_case(y) } else { x == y };
                         let ok = if prefix && mi + 1 == m.len() {
