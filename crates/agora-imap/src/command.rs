@@ -1118,6 +1118,15 @@ fn command_kind(p: &mut P<'_>) -> R<CommandKind> {
                     });
                     continue;
                 }
+                // UTF8=ACCEPT (RFC 6855 §4): a message with UTF-8 headers, as literal8.
+                if p.keyword("UTF8") {
+                    p.sp()?;
+                    p.expect(b'(')?;
+                    let (data, _) = p.literal(true)?;
+                    p.expect(b')')?;
+                    messages.push(AppendMessage { flags, date, data, binary: true, catenate: None });
+                    continue;
+                }
                 let (data, binary) = p.literal(true)?;
                 messages.push(AppendMessage { flags, date, data, binary, catenate: None });
             }

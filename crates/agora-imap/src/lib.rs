@@ -8,6 +8,7 @@ pub mod command;
 pub mod fetch;
 pub mod list;
 mod mailbox;
+pub mod mutf7;
 pub mod response;
 pub mod search;
 pub mod selected;

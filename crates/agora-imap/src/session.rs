@@ -48,6 +48,8 @@ pub struct Session {
     pub(crate) qresync: bool,
     /// The selected mailbox changed since the view last caught up.
     pub(crate) dirty: bool,
+    /// UTF8=ACCEPT (RFC 6855): names and strings travel as UTF-8.
+    pub(crate) utf8: bool,
 }
 
 /// Splits IMAP flag names into system flags and keywords; \Recent and unknown
@@ -71,6 +73,33 @@ pub(crate) fn parse_flags(names: &[String]) -> (Flags, Vec<String>) {
         }
     }
     (flags, keywords)
+}
+
+/// Converts every mailbox name a command carries from modified UTF-7 to UTF-8 (LIST
+/// patterns that do not decode are kept as they are: they only fail to match).
+fn names_from_mutf7(kind: CommandKind) -> Option<CommandKind> {
+    use CommandKind as K;
+    let d = |s: String| crate::mutf7::decode(&s);
+    let pat = |s: String| crate::mutf7::decode(&s).unwrap_or(s);
+    Some(match kind {
+        K::Select { mailbox, condstore, qresync } => K::Select { mailbox: d(mailbox)?, condstore, qresync },
+        K::Examine { mailbox, condstore, qresync } => K::Examine { mailbox: d(mailbox)?, condstore, qresync },
+        K::Create { mailbox, special_use } => K::Create { mailbox: d(mailbox)?, special_use },
+        K::Delete(m) => K::Delete(d(m)?),
+        K::Rename { from, to } => K::Rename { from: d(from)?, to: d(to)? },
+        K::Subscribe(m) => K::Subscribe(d(m)?),
+        K::Unsubscribe(m) => K::Unsubscribe(d(m)?),
+        K::List { reference, patterns, options } => {
+            K::List { reference: pat(reference), patterns: patterns.into_iter().map(pat).collect(), options }
+        }
+        K::Lsub { reference, pattern } => K::Lsub { reference: pat(reference), pattern: pat(pattern) },
+        K::Status { mailbox, items } => K::Status { mailbox: d(mailbox)?, items },
+        K::Append { mailbox, messages } => K::Append { mailbox: d(mailbox)?, messages },
+        K::Copy { uid, set, mailbox } => K::Copy { uid, set, mailbox: d(mailbox)? },
+        K::Move { uid, set, mailbox } => K::Move { uid, set, mailbox: d(mailbox)? },
+        K::GetQuotaRoot(m) => K::GetQuotaRoot(d(m)?),
+        other => other,
+    })
 }
 
 /// Checks LIST-EXTENDED options (RFC 5258 §3) and turns them into a listing request.
@@ -117,6 +146,7 @@ impl Session {
             condstore: false,
             qresync: false,
             dirty: false,
+            utf8: false,
         }
     }
 
@@ -153,6 +183,7 @@ impl Session {
             "STATUS=SIZE",
             "QUOTA",
             "QUOTA=RES-STORAGE",
+            "UTF8=ACCEPT",
             "LIST-EXTENDED",
             "LIST-STATUS",
         ];
@@ -290,6 +321,7 @@ impl Session {
                             self.qresync = true;
                             self.condstore = true;
                         }
+                        "UTF8=ACCEPT" if !self.utf8 => self.utf8 = true,
                         _ => continue,
                     }
                     enabled.push(c);
@@ -510,7 +542,7 @@ impl Session {
                 boxes.iter().map(|m| (m.name.clone(), m.special_use)).collect();
             for e in crate::list::list(&req, &named, &subs) {
                 out.extend_from_slice(format!("* {verb} ({}) \"/\" ", e.attrs.join(" ")).as_bytes());
-                crate::response::string(&mut out, e.name.as_bytes());
+                self.name_out(&mut out, &e.name);
                 if e.childinfo {
                     out.extend_from_slice(b" (\"CHILDINFO\" (\"SUBSCRIBED\"))");
                 }
@@ -549,6 +581,15 @@ impl Session {
         }
     }
 
+    /// A mailbox name as this session sends it (UTF-8 or modified UTF-7), quoted.
+    pub(crate) fn name_out(&self, out: &mut Vec<u8>, name: &str) {
+        if self.utf8 {
+            crate::response::string(out, name.as_bytes());
+        } else {
+            crate::response::string(out, crate::mutf7::encode(name).as_bytes());
+        }
+    }
+
     /// `* QUOTA "" (STORAGE used limit)` in KiB (RFC 9208), if the account has a quota.
     async fn quota_line(&self) -> Option<String> {
         let a = self.store.account(self.account_id()).await.ok()??;
@@ -578,7 +619,7 @@ impl Session {
             });
         }
         let mut out = b"* STATUS ".to_vec();
-        crate::response::string(&mut out, mb.name.as_bytes());
+        self.name_out(&mut out, &mb.name);
         out.extend_from_slice(format!(" ({})\r\n", parts.join(" ")).as_bytes());
         Ok(out)
     }
@@ -664,7 +705,20 @@ impl LineProtocol for Session {
             }
         };
         match command::parse(&full) {
-            Ok(cmd) => self.handle(conn, cmd).await,
+            Ok(mut cmd) => {
+                // The store keeps UTF-8 names; without UTF8=ACCEPT they arrive in mUTF-7.
+                if !self.utf8 {
+                    match names_from_mutf7(cmd.kind) {
+                        Some(k) => cmd.kind = k,
+                        None => {
+                            let line = format!("{} NO Mailbox name is not valid modified UTF-7\r\n", cmd.tag);
+                            conn.queue(line.as_bytes());
+                            return Flow::Continue;
+                        }
+                    }
+                }
+                self.handle(conn, cmd).await
+            }
             Err(e) => {
                 let tag = e.tag.unwrap_or_else(|| "*".into());
                 self.bad(conn, &tag, &format!("Error in IMAP command: {}", e.message))

@@ -82,6 +82,38 @@ print("ok")
 }
 
 #[test]
+fn utf8_accept_and_modified_utf7_names() {
+    if !have("python3") {
+        return;
+    }
+    let a = server();
+    let script = format!(
+        r#"
+import imaplib, ssl
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+def login():
+    m = imaplib.IMAP4_SSL("{ip}", 10993, ssl_context=ctx, timeout=20)
+    m.login("imap@example.org", "imap-secret")
+    return m
+u = login()
+typ, data = u.enable("UTF8=ACCEPT"); assert typ == "OK", data
+typ, data = u.create('"Entwürfe/Größe"'); assert typ == "OK", data
+typ, data = u.list('""', '"Entw*"')
+assert any("Entwürfe/Größe".encode() in d for d in data), data
+# A client without UTF8=ACCEPT sees and uses the same names in modified UTF-7.
+m = login()
+typ, data = m.list('""', "Entw*")
+assert any(b"Entw&APw-rfe/Gr&APYA3w-e" in d for d in data), data
+typ, data = m.select("Entw&APw-rfe/Gr&APYA3w-e"); assert typ == "OK", data
+typ, data = m.create("Bad&-Name&AGE-"); assert typ == "NO", data
+print("ok")
+"#,
+        ip = a.ip
+    );
+    python_ok(&script);
+}
+
+#[test]
 fn imaplib_session() {
     if !have("python3") {
         return;
