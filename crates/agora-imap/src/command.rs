@@ -150,6 +150,10 @@ pub enum SearchKey {
     Older(u64),
     EmailId(String),
     ThreadId(String),
+    SavedBefore(Date),
+    SavedOn(Date),
+    SavedSince(Date),
+    SaveDateSupported,
 }
 
 /// A calendar date (`1-Feb-2024`).
@@ -705,6 +709,11 @@ impl<'a> P<'a> {
         } else if self.keyword("MODSEQ") {
             ModSeq
         } else if self.keyword("PREVIEW") {
+            // PREVIEW (LAZY) (RFC 8970): a preview is always computed here, so LAZY is moot.
+            let at = self.pos;
+            if !(self.eat(b' ') && self.eat(b'(') && self.keyword("LAZY") && self.eat(b')')) {
+                self.pos = at;
+            }
             Preview
         } else if self.keyword("EMAILID") {
             EmailId
@@ -815,6 +824,10 @@ impl<'a> P<'a> {
                 }
                 "YOUNGER" => Younger(self.sp().and_then(|_| self.number())?),
                 "OLDER" => Older(self.sp().and_then(|_| self.number())?),
+                "SAVEDBEFORE" => SavedBefore(self.sp().and_then(|_| self.date())?),
+                "SAVEDON" => SavedOn(self.sp().and_then(|_| self.date())?),
+                "SAVEDSINCE" => SavedSince(self.sp().and_then(|_| self.date())?),
+                "SAVEDATESUPPORTED" => SaveDateSupported,
                 "EMAILID" => EmailId(arg_s(self)?),
                 "THREADID" => ThreadId(arg_s(self)?),
                 _ => return Err(format!("unknown search key {word}")),

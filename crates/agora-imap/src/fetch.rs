@@ -110,7 +110,68 @@ pub fn needs_body(att: &FetchAtt) -> bool {
             | FetchAtt::BodySection { .. }
             | FetchAtt::Binary { .. }
             | FetchAtt::BinarySize(_)
+            | FetchAtt::Preview
     )
+}
+
+/// EMAILID (RFC 8474): from the content address, so copies of a message share it.
+pub fn email_id(blob: &str) -> String {
+    format!("M{}", &blob[..blob.len().min(24)])
+}
+
+/// The first text part a reader would see: text/plain before text/html, attachments skipped.
+fn first_text(p: &Part, html: bool) -> Option<&Part> {
+    if !p.children.is_empty() {
+        return p.children.iter().find_map(|c| first_text(c, html));
+    }
+    let attachment = p.disposition.as_ref().is_some_and(|d| d.0 == "attachment");
+    let wanted = if html { "html" } else { "plain" };
+    (p.media_type == "text" && p.media_subtype == wanted && !attachment).then_some(p)
+}
+
+/// PREVIEW (RFC 8970): up to 256 characters of the message's text, decoded, with
+/// markup and runs of white space squeezed out.
+pub fn preview(msg: &[u8], root: &Part) -> String {
+    let (part, html) = match first_text(root, false) {
+        Some(p) => (p, false),
+        None => match first_text(root, true) {
+            Some(p) => (p, true),
+            None => return String::new(),
+        },
+    };
+    let raw = msg.get(part.body_start as usize..(part.end as usize).min(msg.len())).unwrap_or(&[]);
+    let data = crate::binary::decode(part.encoding.as_deref(), raw).unwrap_or_default();
+    let charset = part.params.iter().find(|(k, _)| k == "charset").map(|(_, v)| v.to_ascii_lowercase());
+    let text: String = match charset.as_deref() {
+        Some("iso-8859-1" | "latin1" | "windows-1252" | "us-ascii") => data.iter().map(|&b| b as char).collect(),
+        _ => String::from_utf8_lossy(&data).into_owned(),
+    };
+    let mut out = String::new();
+    let mut in_tag = false;
+    let mut space = false;
+    for c in text.chars() {
+        if html && c == '<' {
+            in_tag = true;
+            continue;
+        }
+        if in_tag {
+            in_tag = c != '>';
+            continue;
+        }
+        if c.is_whitespace() || c.is_control() {
+            space = !out.is_empty();
+            continue;
+        }
+        if space {
+            out.push(' ');
+            space = false;
+        }
+        out.push(c);
+        if out.chars().count() >= 256 {
+            break;
+        }
+    }
+    out
 }
 
 /// True if the item marks the message \Seen when fetched.
@@ -189,8 +250,18 @@ pub fn item(out: &mut Vec<u8>, att: &FetchAtt, meta: &MessageMeta, body: Option<
             out.extend_from_slice(format!("BINARY.SIZE[{}] {}", name.join("."), data.len()).as_bytes());
         }
         FetchAtt::ModSeq => out.extend_from_slice(format!("MODSEQ ({})", meta.modseq).as_bytes()),
-        // Refused by the session before any data is produced (not advertised).
-        FetchAtt::Preview | FetchAtt::EmailId | FetchAtt::ThreadId | FetchAtt::SaveDate => {}
+        FetchAtt::EmailId => out.extend_from_slice(format!("EMAILID ({})", email_id(&meta.blob)).as_bytes()),
+        // Threads are computed by THREAD on demand; no stable thread id is kept.
+        FetchAtt::ThreadId => out.extend_from_slice(b"THREADID NIL"),
+        FetchAtt::SaveDate if meta.saved > 0 => {
+            out.extend_from_slice(b"SAVEDATE ");
+            out.extend_from_slice(response::internal_date(meta.saved).as_bytes());
+        }
+        FetchAtt::SaveDate => out.extend_from_slice(b"SAVEDATE NIL"),
+        FetchAtt::Preview => {
+            out.extend_from_slice(b"PREVIEW ");
+            response::string(out, preview(body, &meta.summary.root).as_bytes());
+        }
     }
     true
 }
@@ -239,5 +310,20 @@ mod tests {
         assert_eq!(body, b"only body\r\n");
         assert_eq!(sec(&[], Some(SectionText::HeaderFields(vec!["subject".into()]))), b"Subject: s\r\n\r\n");
         assert!(sec(&[9], None).is_empty());
+    }
+
+    #[test]
+    fn previews() {
+        let s = MessageSummary::parse(MSG);
+        assert_eq!(preview(MSG, &s.root), "one");
+        let qp = b"Content-Type: text/plain; charset=iso-8859-1\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\nGr=FC=DFe,\r\n\r\n  das   ist=\r\n ein Test\r\n";
+        let s = MessageSummary::parse(qp);
+        assert_eq!(preview(qp, &s.root), "Grüße, das ist ein Test");
+        let html = b"Content-Type: text/html\r\n\r\n<html><body><p>Hello <b>there</b></p></body></html>\r\n";
+        let s = MessageSummary::parse(html);
+        assert_eq!(preview(html, &s.root), "Hello there");
+        let long = format!("Subject: x\r\n\r\n{}\r\n", "é".repeat(300));
+        let s = MessageSummary::parse(long.as_bytes());
+        assert_eq!(preview(long.as_bytes(), &s.root).chars().count(), 256);
     }
 }

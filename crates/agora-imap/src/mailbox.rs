@@ -19,7 +19,17 @@ const FLUSH_AT: usize = 256 * 1024;
 
 /// Items FETCH answers from the view alone.
 fn from_view(att: &FetchAtt) -> bool {
-    matches!(att, FetchAtt::Uid | FetchAtt::Flags | FetchAtt::ModSeq | FetchAtt::InternalDate | FetchAtt::Rfc822Size)
+    matches!(
+        att,
+        FetchAtt::Uid
+            | FetchAtt::Flags
+            | FetchAtt::ModSeq
+            | FetchAtt::InternalDate
+            | FetchAtt::Rfc822Size
+            | FetchAtt::EmailId
+            | FetchAtt::ThreadId
+            | FetchAtt::SaveDate
+    )
 }
 
 /// A metadata record for keys and items that need no summary.
@@ -32,8 +42,9 @@ fn meta_of(mailbox: i64, m: &Msg) -> MessageMeta {
         keywords: m.keywords.clone(),
         internal_date: m.internal_date,
         size: m.size,
-        blob: String::new(),
+        blob: m.blob.clone(),
         summary: MessageSummary::default(),
+        saved: m.saved,
     }
 }
 
@@ -98,8 +109,11 @@ impl Session {
             out.push_str(&format!("* OK [UNSEEN {}] First unseen\r\n", i + 1));
         }
         out.push_str(&format!(
-            "* OK [UIDVALIDITY {}] UIDs valid\r\n* OK [UIDNEXT {}] Predicted next UID\r\n* OK [HIGHESTMODSEQ {}] Highest\r\n",
-            mb.uidvalidity, mb.uidnext, mb.highestmodseq
+            "* OK [UIDVALIDITY {}] UIDs valid\r\n* OK [UIDNEXT {}] Predicted next UID\r\n* OK [HIGHESTMODSEQ {}] Highest\r\n* OK [MAILBOXID ({})] Ok\r\n",
+            mb.uidvalidity,
+            mb.uidnext,
+            mb.highestmodseq,
+            crate::session::mailbox_id(&mb)
         ));
         let highest = mb.highestmodseq;
         let sel = Selected::new(mb, read_only, msgs, recent, highest);

@@ -18,6 +18,9 @@ pub struct Msg {
     pub keywords: Vec<String>,
     pub size: u64,
     pub internal_date: i64,
+    /// Content address: EMAILID without a store read.
+    pub blob: String,
+    pub saved: i64,
 }
 
 impl From<MessageRef> for Msg {
@@ -29,6 +32,8 @@ impl From<MessageRef> for Msg {
             keywords: m.keywords,
             size: m.size,
             internal_date: m.internal_date,
+            blob: m.blob,
+            saved: m.saved,
         }
     }
 }
@@ -232,7 +237,16 @@ mod tests {
     use super::*;
 
     fn msg(uid: u32) -> Msg {
-        Msg { uid, modseq: uid as u64, flags: Flags::default(), keywords: Vec::new(), size: 10, internal_date: 0 }
+        Msg {
+            uid,
+            modseq: uid as u64,
+            flags: Flags::default(),
+            keywords: Vec::new(),
+            size: 10,
+            internal_date: 0,
+            blob: String::new(),
+            saved: 0,
+        }
     }
 
     fn view(uids: &[u32]) -> Selected {
@@ -276,6 +290,7 @@ mod tests {
                 internal_date: 0,
                 size: 1,
                 blob: String::new(),
+                saved: 0,
             }],
             expunged: vec![3, 9],
         });

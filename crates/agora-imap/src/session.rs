@@ -14,7 +14,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use tokio::sync::broadcast;
 
-use crate::command::{self, Command, CommandKind, FetchAtt, StatusItem, literal_suffix};
+use crate::command::{self, Command, CommandKind, StatusItem, literal_suffix};
 use crate::selected::Selected;
 
 /// Longest line (literals excluded).
@@ -73,6 +73,11 @@ pub(crate) fn parse_flags(names: &[String]) -> (Flags, Vec<String>) {
         }
     }
     (flags, keywords)
+}
+
+/// MAILBOXID (RFC 8474): stable across RENAME, never reused (UIDVALIDITY is unique).
+pub(crate) fn mailbox_id(mb: &Mailbox) -> String {
+    format!("F{:08x}{:x}", mb.uidvalidity, mb.id)
 }
 
 /// Converts every mailbox name a command carries from modified UTF-7 to UTF-8 (LIST
@@ -184,6 +189,10 @@ impl Session {
             "QUOTA",
             "QUOTA=RES-STORAGE",
             "UTF8=ACCEPT",
+            "OBJECTID",
+            "SAVEDATE",
+            "PREVIEW",
+            "WITHIN",
             "LIST-EXTENDED",
             "LIST-STATUS",
         ];
@@ -349,8 +358,13 @@ impl Session {
                     conn.queue(format!("{tag} NO [USEATTR] Unsupported special-use attribute\r\n").as_bytes());
                     return Flow::Continue;
                 }
-                let r = self.store.create_mailbox(self.account_id(), &name, su).await;
-                self.reply_store(conn, &tag, r.map(|_| ()), "CREATE");
+                match self.store.create_mailbox(self.account_id(), &name, su).await {
+                    Ok(mb) => {
+                        let line = format!("{tag} OK [MAILBOXID ({})] CREATE completed\r\n", mailbox_id(&mb));
+                        conn.queue(line.as_bytes());
+                    }
+                    Err(e) => self.reply_store(conn, &tag, Err(e), "CREATE"),
+                }
             }
             K::Delete(name) if authed => {
                 let r = self.store.delete_mailbox(self.account_id(), &name).await;
@@ -393,13 +407,6 @@ impl Session {
                     return Flow::Continue;
                 }
                 return self.search(conn, &tag, uid, ret, key).await;
-            }
-            K::Fetch { atts, .. }
-                if atts.iter().any(|a| {
-                    matches!(a, FetchAtt::Preview | FetchAtt::EmailId | FetchAtt::ThreadId | FetchAtt::SaveDate)
-                }) =>
-            {
-                return self.bad(conn, &tag, "FETCH item not supported");
             }
             K::Fetch { uid, set, atts, changed_since, vanished } if selected => {
                 return self.fetch(conn, &tag, uid, &set, atts, changed_since, vanished).await;
@@ -615,7 +622,7 @@ impl Session {
                 StatusItem::Size => format!("SIZE {}", list.iter().map(|m| m.size).sum::<u64>()),
                 StatusItem::HighestModSeq => format!("HIGHESTMODSEQ {}", mb.highestmodseq),
                 StatusItem::AppendLimit => format!("APPENDLIMIT {}", self.cfg.max_literal),
-                _ => return Err("Status item not supported"),
+                StatusItem::MailboxId => format!("MAILBOXID ({})", mailbox_id(mb)),
             });
         }
         let mut out = b"* STATUS ".to_vec();

@@ -93,6 +93,7 @@ CREATE TABLE IF NOT EXISTS messages (
     flags INTEGER NOT NULL,
     keywords TEXT NOT NULL DEFAULT '',
     internal_date INTEGER NOT NULL,
+    saved INTEGER NOT NULL DEFAULT 0,
     size INTEGER NOT NULL,
     blob TEXT NOT NULL REFERENCES blobs(hash),
     delivery INTEGER REFERENCES deliveries(id),
@@ -115,7 +116,7 @@ CREATE TABLE IF NOT EXISTS outbound (
     next_attempt INTEGER NOT NULL,
     attempts INTEGER NOT NULL DEFAULT 0
 );
-INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', '4');
+INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', '5');
 "#;
 
 /// Sends a job's reply; runs only after the stamp and the change bus are updated.
@@ -131,6 +132,8 @@ const MIGRATIONS: &[(u32, &str)] = &[
         "INSERT OR IGNORE INTO subscriptions (account, name) SELECT account, name FROM mailboxes WHERE subscribed = 1;
          ALTER TABLE mailboxes DROP COLUMN subscribed",
     ),
+    // When a message was saved in its mailbox (SAVEDATE, RFC 8514); 0 for older ones.
+    (5, "ALTER TABLE messages ADD COLUMN saved INTEGER NOT NULL DEFAULT 0"),
 ];
 
 /// Brings an older store up to the current schema, in one transaction.
@@ -404,8 +407,8 @@ fn deliver_in(c: &Connection, p: &PreparedDelivery) -> Result<(Vec<Delivered>, V
             return Err(StoreError::Invalid(format!("mailbox {name} has run out of UIDs")));
         }
         c.prepare_cached(
-            "INSERT INTO messages (mailbox, uid, modseq, flags, keywords, internal_date, size, blob, delivery)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            "INSERT INTO messages (mailbox, uid, modseq, flags, keywords, internal_date, size, blob, delivery, saved)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
         )?
         .execute(params![
             mailbox,
@@ -416,7 +419,8 @@ fn deliver_in(c: &Connection, p: &PreparedDelivery) -> Result<(Vec<Delivered>, V
             d.internal_date,
             size,
             d.body.hash,
-            delivery_id
+            delivery_id,
+            now()
         ])?;
         c.prepare_cached(
             "UPDATE mailboxes SET uidnext = ?2, highestmodseq = ?3, messages = messages + 1 WHERE id = ?1",
@@ -596,7 +600,7 @@ fn query_account(conn: &Connection, where_: &str, arg: &dyn rusqlite::ToSql) -> 
     Ok(conn.prepare_cached(&sql)?.query_row([arg], |r| account_from_row(conn, r)).optional()?)
 }
 
-const REF_COLS: &str = "uid, modseq, flags, keywords, internal_date, size, blob";
+const REF_COLS: &str = "uid, modseq, flags, keywords, internal_date, size, blob, saved";
 
 fn ref_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<MessageRef> {
     Ok(MessageRef {
@@ -607,6 +611,7 @@ fn ref_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<MessageRef> {
         internal_date: r.get(4)?,
         size: r.get::<_, i64>(5)? as u64,
         blob: r.get(6)?,
+        saved: r.get(7)?,
     })
 }
 
@@ -1207,10 +1212,10 @@ impl Store for Arc<SqliteStore> {
                 }
                 modseq += 1;
                 c.prepare_cached(
-                    "INSERT INTO messages (mailbox, uid, modseq, flags, keywords, internal_date, size, blob, delivery)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                    "INSERT INTO messages (mailbox, uid, modseq, flags, keywords, internal_date, size, blob, delivery, saved)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
                 )?
-                .execute(params![to, uidnext, modseq, flags, keywords, internal_date, size, blob, delivery])?;
+                .execute(params![to, uidnext, modseq, flags, keywords, internal_date, size, blob, delivery, now()])?;
                 c.prepare_cached("UPDATE blobs SET refs = refs + 1 WHERE hash = ?1")?.execute([&blob])?;
                 c.prepare_cached("UPDATE accounts SET used = used + ?2 WHERE id = ?1")?.execute(params![account, size])?;
                 pairs.push((uid, uidnext as u32));
@@ -1317,7 +1322,7 @@ impl Store for Arc<SqliteStore> {
     async fn messages(&self, mailbox: MailboxId, uids: RangeInclusive<u32>) -> Result<Vec<MessageMeta>> {
         self.read(move |c| {
             let mut stmt = c.prepare_cached(
-                "SELECT m.uid, m.modseq, m.flags, m.keywords, m.internal_date, m.size, m.blob, b.summary
+                "SELECT m.uid, m.modseq, m.flags, m.keywords, m.internal_date, m.size, m.blob, b.summary, m.saved
                  FROM messages m JOIN blobs b ON b.hash = m.blob
                  WHERE m.mailbox = ?1 AND m.uid BETWEEN ?2 AND ?3 ORDER BY m.uid",
             )?;
@@ -1331,11 +1336,12 @@ impl Store for Arc<SqliteStore> {
                     r.get::<_, i64>(5)?,
                     r.get::<_, String>(6)?,
                     r.get::<_, String>(7)?,
+                    r.get::<_, i64>(8)?,
                 ))
             })?;
             let mut out = Vec::new();
             for row in rows {
-                let (uid, modseq, flags, keywords, internal_date, size, blob, summary) = row?;
+                let (uid, modseq, flags, keywords, internal_date, size, blob, summary, saved) = row?;
                 let summary: MessageSummary = serde_json::from_str(&summary)
                     .map_err(|e| StoreError::Corrupt(format!("summary of {blob}: {e}")))?;
                 out.push(MessageMeta {
@@ -1348,6 +1354,7 @@ impl Store for Arc<SqliteStore> {
                     size: size as u64,
                     blob,
                     summary,
+                    saved,
                 });
             }
             Ok(out)
@@ -1570,7 +1577,8 @@ mod tests {
                 .concat()
                 .replace("    scram TEXT NOT NULL DEFAULT '',\n", "")
                 .replace("    recent_uid INTEGER NOT NULL DEFAULT 0,\n", "    subscribed INTEGER NOT NULL DEFAULT 1,\n")
-                .replace("'schema', '4'", "'schema', '1'");
+                .replace("    saved INTEGER NOT NULL DEFAULT 0,\n", "")
+                .replace("'schema', '5'", "'schema', '1'");
             assert!(!v1.contains("scram") && !v1.contains("recent_uid") && v1.contains("'schema', '1'"));
             assert!(!v1.contains("subscriptions"));
             c.execute_batch(&v1).unwrap();

@@ -191,6 +191,8 @@ pub struct MessageMeta {
     /// Content address (SHA-256, hex) of the body in the blob store.
     pub blob: String,
     pub summary: MessageSummary,
+    /// When it was saved in this mailbox (seconds; 0 if unknown).
+    pub saved: i64,
 }
 
 /// A message's index entry without its parsed summary: what listing a mailbox needs.
@@ -203,6 +205,8 @@ pub struct MessageRef {
     pub internal_date: i64,
     pub size: u64,
     pub blob: String,
+    /// When it was saved in this mailbox (seconds; 0 if unknown).
+    pub saved: i64,
 }
 
 /// What changed in a mailbox after a MODSEQ, read in one snapshot (CONDSTORE/QRESYNC

@@ -140,6 +140,10 @@ for n in (b"INBOX", b"Sent", b"\\Sent", b"Trash", b"\\Trash", b"Drafts", b"Junk"
 typ, data = m.select("INBOX"); assert data == [b"3"], data
 assert m.response("RECENT") == ("RECENT", [b"3"]), "first SELECT sees three recent messages"
 typ, data = m.search(None, "NEW"); assert data == [b"1 2 3"], data
+typ, data = m.fetch("2", "(EMAILID THREADID SAVEDATE PREVIEW)")
+assert b"EMAILID (M" in data[0] and b"THREADID NIL" in data[0] and b'PREVIEW "body number 2"' in data[0], data
+typ, data = m.search(None, "YOUNGER", "3600"); assert data == [b"1 2 3"], data
+typ, data = m.search(None, "OLDER", "3600"); assert data == [b""], data
 typ, data = m.fetch("1:3", "(UID FLAGS RFC822.SIZE ENVELOPE)")
 assert len([d for d in data if d]) == 3, data
 assert b'"message 2"' in data[1], data[1]
