@@ -24,7 +24,7 @@ use agora_net::{Conn, Service};
 use agora_store::Store;
 use async_trait::async_trait;
 
-pub use session::{ImapConfig, Session};
+pub use session::{ImapConfig, Session, UserSessions};
 
 /// IMAP (143 with STARTTLS, 993 with implicit TLS) as a listener service.
 pub struct ImapService {
@@ -32,11 +32,12 @@ pub struct ImapService {
     dir: Directory,
     store: Arc<dyn Store>,
     throttle: Arc<Throttle>,
+    sessions: UserSessions,
 }
 
 impl ImapService {
     pub fn new(cfg: ImapConfig, dir: Directory, store: Arc<dyn Store>, throttle: Arc<Throttle>) -> ImapService {
-        ImapService { cfg: Arc::new(cfg), dir, store, throttle }
+        ImapService { cfg: Arc::new(cfg), dir, store, throttle, sessions: UserSessions::default() }
     }
 }
 
@@ -47,8 +48,14 @@ impl Service for ImapService {
     }
 
     async fn serve(&self, conn: Conn) {
-        Session::new(Arc::clone(&self.cfg), self.dir.clone(), Arc::clone(&self.store), Arc::clone(&self.throttle))
-            .run(conn)
-            .await;
+        Session::new(
+            Arc::clone(&self.cfg),
+            self.dir.clone(),
+            Arc::clone(&self.store),
+            Arc::clone(&self.throttle),
+            self.sessions.clone(),
+        )
+        .run(conn)
+        .await;
     }
 }

@@ -26,11 +26,12 @@ pub struct ImapConfig {
     /// Largest literal (and so message) accepted.
     pub max_literal: usize,
     pub max_errors: u32,
+    pub max_sessions_per_user: usize,
 }
 
 impl Default for ImapConfig {
     fn default() -> Self {
-        ImapConfig { allow_plaintext: false, max_literal: 50 * 1024 * 1024, max_errors: 20 }
+        ImapConfig { allow_plaintext: false, max_literal: 50 * 1024 * 1024, max_errors: 20, max_sessions_per_user: 100 }
     }
 }
 
@@ -50,6 +51,44 @@ pub struct Session {
     pub(crate) dirty: bool,
     /// UTF8=ACCEPT (RFC 6855): names and strings travel as UTF-8.
     pub(crate) utf8: bool,
+    sessions: UserSessions,
+    /// This session's place in its user's session count, held while logged in.
+    slot: Option<SessionSlot>,
+}
+
+/// Logged-in IMAP sessions per account, shared by every session of the service.
+#[derive(Clone, Default)]
+pub struct UserSessions(Arc<std::sync::Mutex<std::collections::HashMap<i64, usize>>>);
+
+/// One counted session; dropping it (the session ends) gives the place back.
+pub struct SessionSlot {
+    sessions: UserSessions,
+    account: i64,
+}
+
+impl UserSessions {
+    /// A place for one more session of `account`, unless it already holds `max`.
+    pub fn acquire(&self, account: i64, max: usize) -> Option<SessionSlot> {
+        let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let n = m.entry(account).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(SessionSlot { sessions: self.clone(), account })
+    }
+}
+
+impl Drop for SessionSlot {
+    fn drop(&mut self) {
+        let mut m = self.sessions.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = m.get_mut(&self.account) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.account);
+            }
+        }
+    }
 }
 
 /// Splits IMAP flag names into system flags and keywords; \Recent and unknown
@@ -137,7 +176,13 @@ fn list_request(
 }
 
 impl Session {
-    pub fn new(cfg: Arc<ImapConfig>, dir: Directory, store: Arc<dyn Store>, throttle: Arc<Throttle>) -> Session {
+    pub fn new(
+        cfg: Arc<ImapConfig>,
+        dir: Directory,
+        store: Arc<dyn Store>,
+        throttle: Arc<Throttle>,
+        sessions: UserSessions,
+    ) -> Session {
         let bus = store.subscribe();
         Session {
             cfg,
@@ -152,6 +197,8 @@ impl Session {
             qresync: false,
             dirty: false,
             utf8: false,
+            sessions,
+            slot: None,
         }
     }
 
@@ -517,6 +564,12 @@ impl Session {
     async fn finish_auth(&mut self, conn: &mut Conn, tag: &str, step: Step) -> Flow {
         match step {
             Step::Success(account) => {
+                let Some(slot) = self.sessions.acquire(account.id, self.cfg.max_sessions_per_user) else {
+                    tracing::warn!("imap: {} refused: too many sessions", account.login);
+                    conn.queue(format!("{tag} NO [LIMIT] Too many sessions for this user\r\n").as_bytes());
+                    return Flow::Continue;
+                };
+                self.slot = Some(slot);
                 self.throttle.success(&account.login);
                 tracing::info!("imap: {} logged in from {}", account.login, conn.peer.ip());
                 self.account = Some(*account);
@@ -750,6 +803,17 @@ impl LineProtocol for Session {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sessions_per_user_are_counted() {
+        let s = UserSessions::default();
+        let a = s.acquire(1, 2).expect("first");
+        let _b = s.acquire(1, 2).expect("second");
+        assert!(s.acquire(1, 2).is_none(), "third over the limit");
+        assert!(s.acquire(2, 2).is_some(), "other users are counted apart");
+        drop(a);
+        assert!(s.acquire(1, 2).is_some(), "a place comes back when a session ends");
+    }
 
     #[test]
     fn append_dates() {

@@ -105,6 +105,8 @@ pub struct LimitsSection {
     /// Message data all SMTP sessions may hold in memory at once.
     pub max_message_memory: usize,
     pub max_recipients: usize,
+    /// IMAP sessions one user may hold at once.
+    pub max_sessions_per_user: usize,
     pub timeout_preauth_secs: u64,
     pub timeout_idle_secs: u64,
     pub shutdown_drain_secs: u64,
@@ -118,6 +120,7 @@ impl Default for LimitsSection {
             max_message_size: 50 * 1024 * 1024,
             max_message_memory: 512 * 1024 * 1024,
             max_recipients: 100,
+            max_sessions_per_user: 100,
             timeout_preauth_secs: 60,
             timeout_idle_secs: 300,
             shutdown_drain_secs: 10,
@@ -258,6 +261,7 @@ pub fn default_file(hostname: &str, domain: &str) -> String {
          # max_message_size = {}   # bytes\n\
          # max_message_memory = {}   # bytes of message data all SMTP sessions hold at once\n\
          # max_recipients = {}\n\
+         # max_sessions_per_user = {}   # IMAP sessions one user may hold at once\n\
          # timeout_preauth_secs = {}\n\
          # timeout_idle_secs = {}\n\
          # shutdown_drain_secs = {}\n\n\
@@ -271,6 +275,7 @@ pub fn default_file(hostname: &str, domain: &str) -> String {
         l.max_message_size,
         l.max_message_memory,
         l.max_recipients,
+        l.max_sessions_per_user,
         l.timeout_preauth_secs,
         l.timeout_idle_secs,
         l.shutdown_drain_secs

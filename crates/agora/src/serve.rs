@@ -163,6 +163,7 @@ pub async fn run(cli: &Cli, domain: Option<String>, hostname: Option<String>, li
         agora_imap::ImapConfig {
             allow_plaintext: cfg.auth.plaintext_without_tls,
             max_literal: cfg.limits.max_message_size,
+            max_sessions_per_user: cfg.limits.max_sessions_per_user,
             ..agora_imap::ImapConfig::default()
         },
         dir.clone(),
