@@ -93,20 +93,24 @@ impl Session {
             }
         };
         // A read-write SELECT claims the messages nobody has seen as \Recent yet.
-        let watermark = if read_only { Ok(mb.recent_uid) } else { self.store.claim_recent(mb.id).await };
+        let watermark = if read_only || self.rev2 { Ok(mb.recent_uid) } else { self.store.claim_recent(mb.id).await };
         let Ok(watermark) = watermark else {
             conn.queue(format!("{tag} NO [SERVERBUG] Cannot open mailbox\r\n").as_bytes());
             return Flow::Continue;
         };
-        let recent: HashSet<u32> = msgs.iter().map(|m| m.uid).filter(|&u| u > watermark).collect();
+        // IMAP4rev2 has no \Recent: such a session claims nothing and shows nothing.
+        let recent: HashSet<u32> =
+            if self.rev2 { HashSet::new() } else { msgs.iter().map(|m| m.uid).filter(|&u| u > watermark).collect() };
         let permanent = if read_only { String::new() } else { format!("{SYSTEM_FLAGS} \\*") };
         let mut out = format!(
-            "* FLAGS ({SYSTEM_FLAGS})\r\n* OK [PERMANENTFLAGS ({permanent})] Flags permitted\r\n* {} EXISTS\r\n* {} RECENT\r\n",
-            msgs.len(),
-            recent.len()
+            "* FLAGS ({SYSTEM_FLAGS})\r\n* OK [PERMANENTFLAGS ({permanent})] Flags permitted\r\n* {} EXISTS\r\n",
+            msgs.len()
         );
-        if let Some(i) = msgs.iter().position(|m| !m.flags.contains(Flags::SEEN)) {
-            out.push_str(&format!("* OK [UNSEEN {}] First unseen\r\n", i + 1));
+        if !self.rev2 {
+            out.push_str(&format!("* {} RECENT\r\n", recent.len()));
+            if let Some(i) = msgs.iter().position(|m| !m.flags.contains(Flags::SEEN)) {
+                out.push_str(&format!("* OK [UNSEEN {}] First unseen\r\n", i + 1));
+            }
         }
         out.push_str(&format!(
             "* OK [UIDVALIDITY {}] UIDs valid\r\n* OK [UIDNEXT {}] Predicted next UID\r\n* OK [HIGHESTMODSEQ {}] Highest\r\n* OK [MAILBOXID ({})] Ok\r\n",
@@ -247,7 +251,7 @@ impl Session {
         }
         if !caught.new.is_empty() {
             out.push_str(&format!("* {} EXISTS\r\n", sel.msgs.len()));
-            if !sel.read_only {
+            if !sel.read_only && !self.rev2 {
                 let mailbox = sel.mailbox.id;
                 if let Ok(prev) = self.store.claim_recent(mailbox).await
                     && let Some(sel) = self.selected.as_mut()
@@ -536,8 +540,10 @@ impl Session {
         if uses_modseq {
             self.enable_condstore(conn);
         }
-        // RETURN options (RFC 4731, 5182); an empty list means ALL.
+        // RETURN options (RFC 4731, 5182); an empty list means ALL. IMAP4rev2 always
+        // answers with ESEARCH (RFC 9051 §6.4.4).
         let ret: Option<Vec<String>> = ret.map(|r| r.iter().map(|o| o.to_ascii_uppercase()).collect());
+        let ret = if self.rev2 { Some(ret.unwrap_or_default()) } else { ret };
         if let Some(r) = &ret
             && let Some(bad) = r.iter().find(|o| !["MIN", "MAX", "ALL", "COUNT", "SAVE"].contains(&o.as_str()))
         {

@@ -51,6 +51,8 @@ pub struct Session {
     pub(crate) dirty: bool,
     /// UTF8=ACCEPT (RFC 6855): names and strings travel as UTF-8.
     pub(crate) utf8: bool,
+    /// ENABLE IMAP4rev2 (RFC 9051): no \Recent, ESEARCH for every SEARCH.
+    pub(crate) rev2: bool,
     sessions: UserSessions,
     /// This session's place in its user's session count, held while logged in.
     slot: Option<SessionSlot>,
@@ -197,6 +199,7 @@ impl Session {
             qresync: false,
             dirty: false,
             utf8: false,
+            rev2: false,
             sessions,
             slot: None,
         }
@@ -213,6 +216,7 @@ impl Session {
     fn capabilities(&self, conn: &Conn) -> String {
         let mut caps = vec![
             "IMAP4rev1",
+            "IMAP4rev2",
             "LITERAL+",
             "SASL-IR",
             "ID",
@@ -378,9 +382,10 @@ impl Session {
                             self.condstore = true;
                         }
                         "UTF8=ACCEPT" if !self.utf8 => self.utf8 = true,
+                        "IMAP4REV2" if !self.rev2 => self.rev2 = true,
                         _ => continue,
                     }
-                    enabled.push(c);
+                    enabled.push(if c == "IMAP4REV2" { "IMAP4rev2".into() } else { c });
                 }
                 conn.queue(
                     format!(

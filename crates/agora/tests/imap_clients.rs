@@ -82,7 +82,7 @@ print("ok")
 }
 
 #[test]
-fn utf8_accept_and_modified_utf7_names() {
+fn utf8_accept_modified_utf7_and_imap4rev2() {
     if !have("python3") {
         return;
     }
@@ -106,6 +106,14 @@ typ, data = m.list('""', "Entw*")
 assert any(b"Entw&APw-rfe/Gr&APYA3w-e" in d for d in data), data
 typ, data = m.select("Entw&APw-rfe/Gr&APYA3w-e"); assert typ == "OK", data
 typ, data = m.create("Bad&-Name&AGE-"); assert typ == "NO", data
+# IMAP4rev2 (RFC 9051): no \\Recent or RECENT, and every SEARCH answers with ESEARCH.
+r = login()
+typ, data = r.enable("IMAP4rev2"); assert r.untagged_responses.get("ENABLED") == [b"IMAP4rev2"], r.untagged_responses
+typ, data = r.select("INBOX"); assert data == [b"3"], data
+assert "RECENT" not in r.untagged_responses, r.untagged_responses
+typ, data = r._simple_command("SEARCH", "ALL"); assert typ == "OK", data
+assert r.untagged_responses.get("ESEARCH", [b""])[0].endswith(b"ALL 1:3"), r.untagged_responses
+typ, data = r.fetch("1", "(FLAGS)"); assert b"Recent" not in data[0], data
 print("ok")
 "#,
         ip = a.ip
