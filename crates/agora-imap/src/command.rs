@@ -276,6 +276,7 @@ pub enum CommandKind {
     GetQuotaRoot(String),
     GetQuota(String),
     SetQuota { root: String, limits: Vec<(String, u64)> },
+    Compress(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -967,6 +968,10 @@ fn command_kind(p: &mut P<'_>) -> R<CommandKind> {
         "CLOSE" => Close,
         "UNSELECT" => Unselect,
         "IDLE" => Idle,
+        "COMPRESS" => {
+            p.sp()?;
+            Compress(p.atom()?.to_ascii_uppercase())
+        }
         "NAMESPACE" => Namespace,
         "AUTHENTICATE" => {
             p.sp()?;

@@ -260,6 +260,9 @@ impl Session {
                 caps.push("AUTH=LOGIN");
             }
         }
+        if self.account.is_some() {
+            caps.push("COMPRESS=DEFLATE");
+        }
         let mut caps = caps.join(" ");
         caps.push_str(&format!(" APPENDLIMIT={}", self.cfg.max_literal));
         caps
@@ -488,6 +491,18 @@ impl Session {
                 }
                 _ => conn.queue(format!("{tag} NO [NONEXISTENT] No such quota root\r\n").as_bytes()),
             },
+            K::Compress(mech) if authed => {
+                if conn.is_compressed() {
+                    conn.queue(format!("{tag} NO [COMPRESSIONACTIVE] Compression is already on\r\n").as_bytes());
+                } else if mech != "DEFLATE" {
+                    return self.bad(conn, &tag, "Unknown compression mechanism");
+                } else {
+                    conn.queue(format!("{tag} OK DEFLATE active\r\n").as_bytes());
+                    if conn.start_deflate().await.is_err() {
+                        return Flow::Close;
+                    }
+                }
+            }
             K::SetQuota { .. } if authed => {
                 conn.queue(format!("{tag} NO [NOPERM] Quotas are set by the administrator\r\n").as_bytes());
             }

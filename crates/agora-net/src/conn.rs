@@ -55,6 +55,7 @@ pub struct Conn {
     shutdown: CancellationToken,
     /// Whether a pending read should stop for shutdown (false while a message is in transfer).
     interruptible: bool,
+    compressed: bool,
 }
 
 impl std::fmt::Debug for Conn {
@@ -88,6 +89,7 @@ impl Conn {
             timeouts,
             shutdown,
             interruptible: true,
+            compressed: false,
         }
     }
 
@@ -279,6 +281,24 @@ impl Conn {
         self.io = Box::new(tls);
         self.tls = true;
         Ok(())
+    }
+
+    /// Turns on COMPRESS=DEFLATE after the plain answer went out: everything read and
+    /// written from here on is raw DEFLATE.
+    pub async fn start_deflate(&mut self) -> std::io::Result<()> {
+        self.flush().await?;
+        let pending = self.rbuf[self.rpos..].to_vec();
+        self.rbuf.clear();
+        self.rpos = 0;
+        let placeholder: Box<dyn Io> = Box::new(empty::EmptyDuplex);
+        let plain = std::mem::replace(&mut self.io, placeholder);
+        self.io = Box::new(crate::deflate::Deflate::new(plain, pending));
+        self.compressed = true;
+        Ok(())
+    }
+
+    pub fn is_compressed(&self) -> bool {
+        self.compressed
     }
 
     /// Closes the write side politely.

@@ -3,6 +3,7 @@
 //! and two-step shutdown (stop accepting, then tell and drain sessions).
 
 pub mod conn;
+mod deflate;
 pub mod driver;
 pub mod proxy;
 pub mod tls;

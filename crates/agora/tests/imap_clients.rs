@@ -122,6 +122,53 @@ print("ok")
 }
 
 #[test]
+fn compress_deflate() {
+    if !have("python3") {
+        return;
+    }
+    let a = server();
+    let script = format!(
+        r#"
+import socket, ssl, zlib
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+s = ctx.wrap_socket(socket.create_connection(("{ip}", 10993), timeout=20))
+f = s.makefile("rb")
+f.readline()
+s.sendall(b"a LOGIN imap@example.org imap-secret\r\n")
+line = f.readline(); assert line.startswith(b"a OK") and b"COMPRESS=DEFLATE" in line, line
+s.sendall(b"b COMPRESS DEFLATE\r\n")
+assert f.readline().startswith(b"b OK"), "compress refused"
+out = zlib.compressobj(6, zlib.DEFLATED, -15); inp = zlib.decompressobj(-15)
+def send(cmd):
+    s.sendall(out.compress(cmd) + out.flush(zlib.Z_SYNC_FLUSH))
+buf = b"\r\n"
+def until(tag):
+    global buf
+    mark = b"\r\n" + tag + b" "
+    while mark not in buf or b"\r\n" not in buf.split(mark, 1)[1]:
+        data = s.recv(65536)
+        assert data, "connection closed"
+        buf += inp.decompress(data)
+    text, _, buf = buf.partition(mark)
+    rest, _, buf = buf.partition(b"\r\n")
+    buf = b"\r\n" + buf
+    return text, rest
+send(b"c SELECT INBOX\r\n")
+text, status = until(b"c"); assert status.startswith(b"OK") and b"* 3 EXISTS" in text, (text, status)
+send(b"d FETCH 1:3 (BODY.PEEK[])\r\n")
+text, status = until(b"d"); assert status.startswith(b"OK") and text.count(b"body number") == 3, (text, status)
+send(b"e COMPRESS DEFLATE\r\n")
+text, status = until(b"e"); assert status.startswith(b"NO [COMPRESSIONACTIVE]"), status
+send(b"f LOGOUT\r\n")
+text, status = until(b"f"); assert status.startswith(b"OK"), status
+print("ok")
+"#,
+        ip = a.ip
+    );
+    python_ok(&script);
+}
+
+#[test]
 fn imaplib_session() {
     if !have("python3") {
         return;
