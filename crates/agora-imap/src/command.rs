@@ -277,6 +277,8 @@ pub enum CommandKind {
     GetQuota(String),
     SetQuota { root: String, limits: Vec<(String, u64)> },
     Compress(String),
+    Sort { uid: bool, criteria: Vec<crate::sort::Criterion>, charset: String, key: SearchKey },
+    Thread { uid: bool, algorithm: crate::thread::Algorithm, charset: String, key: SearchKey },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -838,6 +840,19 @@ impl<'a> P<'a> {
         Ok(k)
     }
 
+    /// One or more search keys after a space, ANDed.
+    fn search_program(&mut self) -> R<SearchKey> {
+        let mut keys = Vec::new();
+        while self.eat(b' ') {
+            keys.push(self.search_key()?);
+        }
+        match keys.len() {
+            0 => Err("expected a search key".into()),
+            1 => Ok(keys.remove(0)),
+            _ => Ok(SearchKey::And(keys)),
+        }
+    }
+
     fn status_items(&mut self) -> R<Vec<StatusItem>> {
         self.expect(b'(')?;
         let mut items = Vec::new();
@@ -952,7 +967,7 @@ fn command_kind(p: &mut P<'_>) -> R<CommandKind> {
         p.sp()?;
     }
     let verb = p.atom()?.to_ascii_uppercase();
-    if uid && !matches!(verb.as_str(), "FETCH" | "STORE" | "COPY" | "MOVE" | "SEARCH" | "EXPUNGE") {
+    if uid && !matches!(verb.as_str(), "FETCH" | "STORE" | "COPY" | "MOVE" | "SEARCH" | "EXPUNGE" | "SORT" | "THREAD") {
         return Err(format!("UID {verb} is not a command"));
     }
     let mailbox_arg = |p: &mut P<'_>| -> R<String> {
@@ -1160,6 +1175,38 @@ fn command_kind(p: &mut P<'_>) -> R<CommandKind> {
             } else {
                 Expunge { uids: None }
             }
+        }
+        "SORT" => {
+            p.sp()?;
+            p.expect(b'(')?;
+            let mut criteria = Vec::new();
+            loop {
+                let mut word = p.atom()?.to_ascii_uppercase();
+                let reverse = word == "REVERSE";
+                if reverse {
+                    p.sp()?;
+                    word = p.atom()?.to_ascii_uppercase();
+                }
+                let key = crate::sort::SortKey::from_atom(&word).ok_or(format!("unknown sort key {word}"))?;
+                criteria.push(crate::sort::Criterion { key, reverse });
+                if p.eat(b')') {
+                    break;
+                }
+                p.sp()?;
+            }
+            p.sp()?;
+            let charset = p.astring_utf8()?.to_ascii_uppercase();
+            let key = p.search_program()?;
+            Sort { uid, criteria, charset, key }
+        }
+        "THREAD" => {
+            p.sp()?;
+            let word = p.atom()?;
+            let algorithm = crate::thread::Algorithm::from_atom(&word).ok_or(format!("unknown algorithm {word}"))?;
+            p.sp()?;
+            let charset = p.astring_utf8()?.to_ascii_uppercase();
+            let key = p.search_program()?;
+            Thread { uid, algorithm, charset, key }
         }
         "SEARCH" => {
             p.sp()?;

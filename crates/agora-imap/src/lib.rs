@@ -13,6 +13,8 @@ pub mod response;
 pub mod search;
 pub mod selected;
 pub mod session;
+pub mod sort;
+pub mod thread;
 
 pub use command::{Command, ParseError, literal_suffix, parse};
 

@@ -528,6 +528,145 @@ impl Session {
         Flow::Continue
     }
 
+    /// The messages a search program matches, as (sequence number, UID, MODSEQ), and
+    /// their metadata with summaries when the keys needed it or `want_meta` asks.
+    async fn matching(
+        &self,
+        key: &SearchKey,
+        want_meta: bool,
+    ) -> Result<(Vec<(u32, u32, u64)>, Option<Vec<MessageMeta>>), StoreError> {
+        let Some(sel) = &self.selected else { return Ok((Vec::new(), None)) };
+        let mailbox = sel.mailbox.id;
+        let uids: Vec<u32> = sel.msgs.iter().map(|m| m.uid).collect();
+        let metas =
+            if want_meta || search::needs_meta(key) { Some(fetch_metas(self, mailbox, &uids).await?) } else { None };
+        let needs_body = search::needs_body(key);
+        let count = sel.msgs.len() as u32;
+        let max_uid = sel.max_uid();
+        let mut hits = Vec::new();
+        for (i, m) in sel.msgs.iter().enumerate() {
+            let owned;
+            let meta = match &metas {
+                Some(ms) => match ms.binary_search_by_key(&m.uid, |x| x.uid) {
+                    Ok(j) => &ms[j],
+                    Err(_) => continue,
+                },
+                None => {
+                    owned = meta_of(mailbox, m);
+                    &owned
+                }
+            };
+            let body = if needs_body { self.store.read_blob(&meta.blob).await.ok() } else { None };
+            let ctx = search::Ctx {
+                seq: i as u32 + 1,
+                count,
+                max_uid,
+                meta,
+                body: body.as_deref(),
+                recent: sel.recent.contains(&m.uid),
+                saved: &sel.saved,
+            };
+            if search::matches(key, &ctx) {
+                hits.push((i as u32 + 1, m.uid, m.modseq));
+            }
+        }
+        Ok((hits, metas))
+    }
+
+    /// SORT (RFC 5256, with SORT=DISPLAY from RFC 5957).
+    pub(crate) async fn sort(
+        &mut self,
+        conn: &mut Conn,
+        tag: &str,
+        uid: bool,
+        criteria: &[crate::sort::Criterion],
+        charset: &str,
+        key: SearchKey,
+    ) -> Flow {
+        if charset != "UTF-8" && charset != "US-ASCII" {
+            conn.queue(format!("{tag} NO [BADCHARSET (UTF-8 US-ASCII)] Unsupported charset\r\n").as_bytes());
+            return Flow::Continue;
+        }
+        self.sync(conn, uid).await;
+        use crate::sort::SortKey;
+        let want_meta = criteria.iter().any(|c| !matches!(c.key, SortKey::Arrival | SortKey::Size));
+        let (hits, metas) = match self.matching(&key, want_meta).await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::error!("imap: sort: {e}");
+                conn.queue(format!("{tag} NO [SERVERBUG] Sort failed\r\n").as_bytes());
+                return Flow::Continue;
+            }
+        };
+        let Some(sel) = &self.selected else { return Flow::Continue };
+        let empty = agora_store::EnvelopeFields::default();
+        let items: Vec<crate::sort::SortItem<'_>> = hits
+            .iter()
+            .map(|&(seq, u, _)| {
+                let m = &sel.msgs[seq as usize - 1];
+                let envelope = metas
+                    .as_ref()
+                    .and_then(|ms| ms.binary_search_by_key(&u, |x| x.uid).ok().map(|j| &ms[j].summary.envelope))
+                    .unwrap_or(&empty);
+                crate::sort::SortItem { seq, size: m.size, internal_date: m.internal_date, envelope }
+            })
+            .collect();
+        let mut out = String::from("* SORT");
+        for seq in crate::sort::sort(criteria, &items) {
+            let n = if uid { sel.msgs[seq as usize - 1].uid } else { seq };
+            out.push_str(&format!(" {n}"));
+        }
+        out.push_str(&format!("\r\n{tag} OK Sort completed\r\n"));
+        conn.queue(out.as_bytes());
+        Flow::Continue
+    }
+
+    /// THREAD (RFC 5256): ORDEREDSUBJECT and REFERENCES.
+    pub(crate) async fn thread(
+        &mut self,
+        conn: &mut Conn,
+        tag: &str,
+        uid: bool,
+        algorithm: crate::thread::Algorithm,
+        charset: &str,
+        key: SearchKey,
+    ) -> Flow {
+        if charset != "UTF-8" && charset != "US-ASCII" {
+            conn.queue(format!("{tag} NO [BADCHARSET (UTF-8 US-ASCII)] Unsupported charset\r\n").as_bytes());
+            return Flow::Continue;
+        }
+        self.sync(conn, uid).await;
+        let (hits, metas) = match self.matching(&key, true).await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::error!("imap: thread: {e}");
+                conn.queue(format!("{tag} NO [SERVERBUG] Thread failed\r\n").as_bytes());
+                return Flow::Continue;
+            }
+        };
+        let Some(sel) = &self.selected else { return Flow::Continue };
+        let empty = agora_store::EnvelopeFields::default();
+        let items: Vec<crate::thread::ThreadItem<'_>> = hits
+            .iter()
+            .map(|&(seq, u, _)| {
+                let m = &sel.msgs[seq as usize - 1];
+                let envelope = metas
+                    .as_ref()
+                    .and_then(|ms| ms.binary_search_by_key(&u, |x| x.uid).ok().map(|j| &ms[j].summary.envelope))
+                    .unwrap_or(&empty);
+                crate::thread::ThreadItem {
+                    id: if uid { u } else { seq },
+                    seq,
+                    internal_date: m.internal_date,
+                    envelope,
+                }
+            })
+            .collect();
+        let threads = crate::thread::thread(algorithm, &items);
+        conn.queue(format!("* THREAD {threads}\r\n{tag} OK Thread completed\r\n").as_bytes());
+        Flow::Continue
+    }
+
     pub(crate) async fn search(
         &mut self,
         conn: &mut Conn,
@@ -551,56 +690,17 @@ impl Session {
             return self.bad(conn, tag, &why);
         }
         self.sync(conn, uid).await;
-        let Some(sel) = &self.selected else { return Flow::Continue };
-        let mailbox = sel.mailbox.id;
-        let uids: Vec<u32> = sel.msgs.iter().map(|m| m.uid).collect();
-        let metas = if search::needs_meta(&key) {
-            match fetch_metas(self, mailbox, &uids).await {
-                Ok(m) => Some(m),
-                Err(e) => {
-                    tracing::error!("imap: search: {e}");
-                    if let Some(sel) = self.selected.as_mut() {
-                        sel.saved.clear();
-                    }
-                    conn.queue(format!("{tag} NO [SERVERBUG] Search failed\r\n").as_bytes());
-                    return Flow::Continue;
+        let hits = match self.matching(&key, false).await {
+            Ok((h, _)) => h,
+            Err(e) => {
+                tracing::error!("imap: search: {e}");
+                if let Some(sel) = self.selected.as_mut() {
+                    sel.saved.clear();
                 }
+                conn.queue(format!("{tag} NO [SERVERBUG] Search failed\r\n").as_bytes());
+                return Flow::Continue;
             }
-        } else {
-            None
         };
-        let needs_body = search::needs_body(&key);
-        let Some(sel) = &self.selected else { return Flow::Continue };
-        let count = sel.msgs.len() as u32;
-        let max_uid = sel.max_uid();
-        // (sequence number, UID, MODSEQ) of each match.
-        let mut hits: Vec<(u32, u32, u64)> = Vec::new();
-        for (i, m) in sel.msgs.iter().enumerate() {
-            let owned;
-            let meta = match &metas {
-                Some(ms) => match ms.binary_search_by_key(&m.uid, |x| x.uid) {
-                    Ok(j) => &ms[j],
-                    Err(_) => continue,
-                },
-                None => {
-                    owned = meta_of(mailbox, m);
-                    &owned
-                }
-            };
-            let body = if needs_body { self.store.read_blob(&meta.blob).await.ok() } else { None };
-            let ctx = search::Ctx {
-                seq: i as u32 + 1,
-                count,
-                max_uid,
-                meta,
-                body: body.as_deref(),
-                recent: sel.recent.contains(&m.uid),
-                saved: &sel.saved,
-            };
-            if search::matches(&key, &ctx) {
-                hits.push((i as u32 + 1, m.uid, m.modseq));
-            }
-        }
         let id = |h: &(u32, u32, u64)| if uid { h.1 } else { h.0 };
         let Some(ret) = ret else {
             let mut out = String::from("* SEARCH");

@@ -244,6 +244,10 @@ impl Session {
             "SAVEDATE",
             "PREVIEW",
             "WITHIN",
+            "SORT",
+            "SORT=DISPLAY",
+            "THREAD=ORDEREDSUBJECT",
+            "THREAD=REFERENCES",
             "LIST-EXTENDED",
             "LIST-STATUS",
         ];
@@ -462,6 +466,12 @@ impl Session {
                     return Flow::Continue;
                 }
                 return self.search(conn, &tag, uid, ret, key).await;
+            }
+            K::Sort { uid, criteria, charset, key } if selected => {
+                return self.sort(conn, &tag, uid, &criteria, &charset, key).await;
+            }
+            K::Thread { uid, algorithm, charset, key } if selected => {
+                return self.thread(conn, &tag, uid, algorithm, &charset, key).await;
             }
             K::Fetch { uid, set, atts, changed_since, vanished } if selected => {
                 return self.fetch(conn, &tag, uid, &set, atts, changed_since, vanished).await;
