@@ -1,6 +1,7 @@
 //! Real IMAP clients against the real binary: Python's imaplib (STARTTLS, IMAPS,
 //! SELECT/FETCH/SEARCH/STORE/COPY/MOVE/EXPUNGE/APPEND, IDLE woken by SMTP delivery,
-//! a QRESYNC resynchronisation after another session's changes), curl and mbsync.
+//! a QRESYNC resynchronisation after another session's changes, UTF8=ACCEPT, IMAP4rev2,
+//! COMPRESS=DEFLATE), curl, mbsync and mutt (driven in tmux).
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -166,6 +167,63 @@ print("ok")
         ip = a.ip
     );
     python_ok(&script);
+}
+
+#[test]
+fn mutt_lists_and_reads() {
+    if !have("mutt") || !have("tmux") {
+        return;
+    }
+    let a = Agora::start_with(|data| {
+        std::fs::write(data.join("agora.toml"), "[auth]\nplaintext_without_tls = true\n").unwrap();
+    });
+    let bodies: Vec<String> = (1..=3)
+        .map(|i| format!("From: Sender {i} <s{i}@remote.test>\r\nSubject: message {i}\r\n\r\nbody number {i}\r\n"))
+        .collect();
+    a.add_user_with_mail("imap@example.org", "imap-secret", &bodies);
+    let rc = a.dir.path().join("muttrc");
+    let folder = format!("imap://imap%40example.org@{}:10143/", a.ip);
+    std::fs::write(
+        &rc,
+        format!(
+            "set imap_user=imap@example.org\nset imap_pass=imap-secret\nset imap_authenticators=\"login\"\n\
+             set ssl_starttls=no\nset ssl_force_tls=no\nset header_cache=\nset message_cachedir=\n\
+             set folder=\"{folder}\"\nset spoolfile=\"+INBOX\"\nset record=\"\"\nset postponed=\"\"\n\
+             set sort=date-sent\nset quit=yes\nset pager_stop=yes\nset wait_key=no\nset mail_check=1\n"
+        ),
+    )
+    .unwrap();
+    let session = format!("agora-mutt-{}", std::process::id());
+    let url = format!("{folder}INBOX");
+    let cmd = format!("TERM=xterm mutt -n -F {} -f {url}", rc.display());
+    let tmux = |args: &[&str]| std::process::Command::new("tmux").args(args).output().unwrap();
+    tmux(&["new-session", "-d", "-s", &session, "-x", "160", "-y", "40", &cmd]);
+    let screen = || String::from_utf8_lossy(&tmux(&["capture-pane", "-p", "-t", &session]).stdout).into_owned();
+    let wait_for = |what: &str| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let s = screen();
+            if s.contains(what) {
+                return s;
+            }
+            if std::time::Instant::now() > deadline {
+                tmux(&["kill-session", "-t", &session]);
+                panic!("mutt never showed {what:?}; screen:\n{s}");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    };
+    // The index lists all three messages.
+    let index = wait_for("message 3");
+    assert!(index.contains("message 1") && index.contains("message 2"), "{index}");
+    // Enter opens the selected message in the pager.
+    tmux(&["send-keys", "-t", &session, "Enter"]);
+    let pager = wait_for("body number");
+    assert!(pager.contains("Subject: message"), "{pager}");
+    tmux(&["send-keys", "-t", &session, "q"]);
+    tmux(&["send-keys", "-t", &session, "q"]);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    tmux(&["kill-session", "-t", &session]);
 }
 
 #[test]
