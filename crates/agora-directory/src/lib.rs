@@ -427,6 +427,14 @@ impl Directory {
         {
             return Ok(account);
         }
+        // One argon2id run costs tens of MiB and milliseconds: only a few at a time, and a
+        // login that waited may find its password verified meanwhile by a twin session.
+        let _permit = hashing_permit().await;
+        if let Some(a) = &account
+            && self.verified.hit(&a.login, &a.password_hash, password)
+        {
+            return Ok(account);
+        }
         let hash = account.as_ref().map(|a| a.password_hash.clone()).unwrap_or_else(dummy_hash);
         let pw = password.to_string();
         let ok = tokio::task::spawn_blocking(move || verify_password(&pw, &hash)).await.unwrap_or(false);
@@ -448,8 +456,17 @@ fn dummy_hash() -> String {
         .clone()
 }
 
+/// A turn to run argon2id: as many at once as there are cores, so a burst of logins
+/// neither starves the server of CPU nor holds a hash's memory per waiting session.
+async fn hashing_permit() -> Option<tokio::sync::SemaphorePermit<'static>> {
+    static HASHING: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    HASHING.get_or_init(|| tokio::sync::Semaphore::new(cores)).acquire().await.ok()
+}
+
 /// The argon2id hash and the SCRAM-SHA-256 verifier of a new password.
 async fn hash_blocking(password: String) -> Result<(String, String)> {
+    let _permit = hashing_permit().await;
     tokio::task::spawn_blocking(move || {
         let hash = hash_password(&password)?;
         Ok((hash, sasl::ScramVerifier::new(&password)?.encode()))
