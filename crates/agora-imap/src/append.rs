@@ -146,9 +146,12 @@ impl Session {
         name: &str,
         messages: Vec<AppendMessage>,
     ) -> Flow {
-        let account = self.account_id();
-        let mb = match self.store.mailbox(account, name).await {
-            Ok(Some(m)) => m,
+        let mb = match self.open_mailbox(name).await {
+            Ok(Some(o)) if o.rights.has('i') => o.mailbox,
+            Ok(Some(_)) => {
+                conn.queue(format!("{tag} NO [NOPERM] No right to insert into this mailbox\r\n").as_bytes());
+                return Flow::Continue;
+            }
             Ok(None) => {
                 conn.queue(format!("{tag} NO [TRYCREATE] Mailbox does not exist\r\n").as_bytes());
                 return Flow::Continue;
@@ -190,7 +193,7 @@ impl Session {
                 envelope: None,
                 flags,
                 keywords,
-                targets: vec![DeliveryTarget { account, mailbox: mb.name.clone() }],
+                targets: vec![DeliveryTarget { account: mb.account, mailbox: mb.name.clone() }],
                 relay: Vec::new(),
                 enforce_quota: true,
             });

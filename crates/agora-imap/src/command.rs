@@ -277,6 +277,11 @@ pub enum CommandKind {
     GetQuota(String),
     SetQuota { root: String, limits: Vec<(String, u64)> },
     Compress(String),
+    SetAcl { mailbox: String, identifier: String, rights: String },
+    DeleteAcl { mailbox: String, identifier: String },
+    GetAcl(String),
+    ListRights { mailbox: String, identifier: String },
+    MyRights(String),
     Sort { uid: bool, criteria: Vec<crate::sort::Criterion>, charset: String, key: SearchKey },
     Thread { uid: bool, algorithm: crate::thread::Algorithm, charset: String, key: SearchKey },
 }
@@ -983,6 +988,25 @@ fn command_kind(p: &mut P<'_>) -> R<CommandKind> {
         "CLOSE" => Close,
         "UNSELECT" => Unselect,
         "IDLE" => Idle,
+        "SETACL" => {
+            let mailbox = mailbox_arg(p)?;
+            p.sp()?;
+            let identifier = p.astring_utf8()?;
+            p.sp()?;
+            SetAcl { mailbox, identifier, rights: p.astring_utf8()? }
+        }
+        "DELETEACL" => {
+            let mailbox = mailbox_arg(p)?;
+            p.sp()?;
+            DeleteAcl { mailbox, identifier: p.astring_utf8()? }
+        }
+        "GETACL" => GetAcl(mailbox_arg(p)?),
+        "LISTRIGHTS" => {
+            let mailbox = mailbox_arg(p)?;
+            p.sp()?;
+            ListRights { mailbox, identifier: p.astring_utf8()? }
+        }
+        "MYRIGHTS" => MyRights(mailbox_arg(p)?),
         "COMPRESS" => {
             p.sp()?;
             Compress(p.atom()?.to_ascii_uppercase())

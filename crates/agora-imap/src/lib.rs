@@ -2,6 +2,7 @@
 //! response data, FETCH items, SEARCH, LIST, the selected view, BINARY decoding) and
 //! the session that runs them over the store.
 
+pub mod acl;
 mod append;
 pub mod binary;
 pub mod command;

@@ -10,7 +10,7 @@ use agora_store::{Change, FlagOp, Flags, MessageMeta, MessageSummary, StoreError
 use tokio::sync::broadcast;
 
 use crate::command::{FetchAtt, Qresync, SearchKey, SeqSet, StoreMode};
-use crate::selected::{Caught, Msg, SYSTEM_FLAGS, Selected, set_contains, uid_set};
+use crate::selected::{Caught, Msg, Selected, set_contains, uid_set};
 use crate::session::{Session, parse_flags};
 use crate::{fetch, search};
 
@@ -68,8 +68,8 @@ impl Session {
         if self.selected.take().is_some() {
             conn.queue(b"* OK [CLOSED] Previous mailbox closed\r\n");
         }
-        let mb = match self.store.mailbox(self.account_id(), name).await {
-            Ok(Some(mb)) => mb,
+        let opened = match self.open_mailbox(name).await {
+            Ok(Some(o)) => o,
             Ok(None) => {
                 conn.queue(format!("{tag} NO [NONEXISTENT] Mailbox does not exist\r\n").as_bytes());
                 return Flow::Continue;
@@ -79,6 +79,25 @@ impl Session {
                 conn.queue(format!("{tag} NO [SERVERBUG] Cannot open mailbox\r\n").as_bytes());
                 return Flow::Continue;
             }
+        };
+        if !opened.rights.has('r') {
+            conn.queue(format!("{tag} NO [NOPERM] No right to read this mailbox\r\n").as_bytes());
+            return Flow::Continue;
+        }
+        // Read-write only with a right to change something (RFC 4314 §4).
+        let read_only = read_only || !"swte".chars().any(|c| opened.rights.has(c));
+        let (mb, rights, shared) = (opened.mailbox, opened.rights, opened.shared);
+        let private_seen: Option<HashSet<u32>> = if shared {
+            match self.store.private_seen(mb.id, self.account_id()).await {
+                Ok(v) => Some(v.into_iter().collect()),
+                Err(e) => {
+                    tracing::error!("imap: select {name}: {e}");
+                    conn.queue(format!("{tag} NO [SERVERBUG] Cannot open mailbox\r\n").as_bytes());
+                    return Flow::Continue;
+                }
+            }
+        } else {
+            None
         };
         // Stale notifications go; the listing below is newer than all of them, and it
         // is taken after reading HIGHESTMODSEQ, so nothing later can be missed.
@@ -101,11 +120,15 @@ impl Session {
         // IMAP4rev2 has no \Recent: such a session claims nothing and shows nothing.
         let recent: HashSet<u32> =
             if self.rev2 { HashSet::new() } else { msgs.iter().map(|m| m.uid).filter(|&u| u > watermark).collect() };
-        let permanent = if read_only { String::new() } else { format!("{SYSTEM_FLAGS} \\*") };
-        let mut out = format!(
-            "* FLAGS ({SYSTEM_FLAGS})\r\n* OK [PERMANENTFLAGS ({permanent})] Flags permitted\r\n* {} EXISTS\r\n",
-            msgs.len()
-        );
+        let highest = mb.highestmodseq;
+        let mut sel = Selected::new(mb, read_only, msgs, recent, highest);
+        sel.rights = rights;
+        if let Some(seen) = private_seen {
+            sel.use_private_seen(seen);
+        }
+        let mut out = sel.flags_responses();
+        out.push_str(&format!("* {} EXISTS\r\n", sel.msgs.len()));
+        let (msgs, recent, mb) = (&sel.msgs, &sel.recent, &sel.mailbox);
         if !self.rev2 {
             out.push_str(&format!("* {} RECENT\r\n", recent.len()));
             if let Some(i) = msgs.iter().position(|m| !m.flags.contains(Flags::SEEN)) {
@@ -117,10 +140,8 @@ impl Session {
             mb.uidvalidity,
             mb.uidnext,
             mb.highestmodseq,
-            crate::session::mailbox_id(&mb)
+            crate::session::mailbox_id(mb)
         ));
-        let highest = mb.highestmodseq;
-        let sel = Selected::new(mb, read_only, msgs, recent, highest);
         if let Some(q) = qresync
             && q.uidvalidity == sel.mailbox.uidvalidity
         {
@@ -237,6 +258,9 @@ impl Session {
         let qresync = self.qresync;
         let Some(sel) = self.selected.as_mut() else { return };
         let mut out = String::new();
+        if caught.new_keywords {
+            out.push_str(&sel.flags_responses());
+        }
         if allow_expunge {
             out.push_str(&sel.report_expunges(qresync));
         }
@@ -333,13 +357,32 @@ impl Session {
         } else {
             None
         };
-        // Reading a body marks it \Seen (RFC 9051 §6.4.5), one store write for all.
+        // Reading a body marks it \Seen (RFC 9051 §6.4.5), one store write for all; in
+        // another user's mailbox that \Seen is the reader's own, and needs the s right.
         let mut seen_now: HashSet<u32> = HashSet::new();
-        if !read_only && atts.iter().any(fetch::sets_seen) {
-            let Some(sel) = &self.selected else { return Flow::Continue };
+        let Some(sel) = &self.selected else { return Flow::Continue };
+        let (shared, may_see) = (sel.private_seen.is_some(), sel.rights.has('s'));
+        if !read_only && may_see && atts.iter().any(fetch::sets_seen) {
             let unseen: Vec<u32> =
                 idx.iter().map(|&i| &sel.msgs[i]).filter(|m| !m.flags.contains(Flags::SEEN)).map(|m| m.uid).collect();
-            if !unseen.is_empty() {
+            if !unseen.is_empty() && shared {
+                let me = self.account_id();
+                match self.store.set_private_seen(mailbox, me, &unseen, true).await {
+                    Ok(()) => {
+                        let Some(sel) = self.selected.as_mut() else { return Flow::Continue };
+                        for u in unseen {
+                            if let Some(i) = sel.index_of(u) {
+                                sel.msgs[i].flags = sel.msgs[i].flags.union(Flags::SEEN);
+                                seen_now.insert(u);
+                            }
+                            if let Some(s) = sel.private_seen.as_mut() {
+                                s.insert(u);
+                            }
+                        }
+                    }
+                    Err(e) => tracing::error!("imap: fetch \\Seen: {e}"),
+                }
+            } else if !unseen.is_empty() {
                 match self.store.store_flags(mailbox, &unseen, FlagOp::Add, Flags::SEEN, &[], None).await {
                     Ok(r) => {
                         let Some(sel) = self.selected.as_mut() else { return Flow::Continue };
@@ -442,13 +485,56 @@ impl Session {
             return Flow::Continue;
         }
         let (flags, keywords) = parse_flags(names);
-        let op = match mode {
-            StoreMode::Replace => FlagOp::Set,
-            StoreMode::Add => FlagOp::Add,
-            StoreMode::Remove => FlagOp::Remove,
-        };
+        // Rights per flag (RFC 4314 §4): \Seen needs s, \Deleted t, the others w.
+        let replace = mode == StoreMode::Replace;
+        let others = flags.difference(Flags::SEEN).difference(Flags::DELETED);
+        let needs = [
+            ('s', replace || flags.contains(Flags::SEEN)),
+            ('t', replace || flags.contains(Flags::DELETED)),
+            ('w', replace || others != Flags::default() || !keywords.is_empty()),
+        ];
+        if needs.iter().any(|&(r, needed)| needed && !sel.rights.has(r)) {
+            conn.queue(format!("{tag} NO [NOPERM] No right to change these flags\r\n").as_bytes());
+            return Flow::Continue;
+        }
         let mailbox = sel.mailbox.id;
         let uids: Vec<u32> = idx.iter().map(|&i| sel.msgs[i].uid).collect();
+        // In another user's mailbox \Seen is this user's own: kept apart, never the owner's.
+        let shared = sel.private_seen.is_some();
+        if shared && (replace || flags.contains(Flags::SEEN)) {
+            let seen = match mode {
+                StoreMode::Remove => false,
+                _ => flags.contains(Flags::SEEN),
+            };
+            let me = self.account_id();
+            if let Err(e) = self.store.set_private_seen(mailbox, me, &uids, seen).await {
+                tracing::error!("imap: store: {e}");
+                conn.queue(format!("{tag} NO [SERVERBUG] Store failed\r\n").as_bytes());
+                return Flow::Continue;
+            }
+            let Some(sel) = self.selected.as_mut() else { return Flow::Continue };
+            for &u in &uids {
+                if let Some(i) = sel.index_of(u) {
+                    let f = sel.msgs[i].flags.difference(Flags::SEEN);
+                    sel.msgs[i].flags = if seen { f.union(Flags::SEEN) } else { f };
+                }
+                if let Some(s) = sel.private_seen.as_mut() {
+                    if seen {
+                        s.insert(u)
+                    } else {
+                        s.remove(&u)
+                    };
+                }
+            }
+        }
+        let (op, flags) = match mode {
+            StoreMode::Replace if shared => (FlagOp::SetExcept(Flags::SEEN), flags.difference(Flags::SEEN)),
+            StoreMode::Replace => (FlagOp::Set, flags),
+            StoreMode::Add if shared => (FlagOp::Add, flags.difference(Flags::SEEN)),
+            StoreMode::Add => (FlagOp::Add, flags),
+            StoreMode::Remove if shared => (FlagOp::Remove, flags.difference(Flags::SEEN)),
+            StoreMode::Remove => (FlagOp::Remove, flags),
+        };
         let stored = match self.store.store_flags(mailbox, &uids, op, flags, &keywords, unchanged_since).await {
             Ok(r) => r,
             Err(e) => {
@@ -458,9 +544,12 @@ impl Session {
             }
         };
         // Our own change comes back through the bus with the flags as stored.
-        let caught = self.catch_up().await;
+        let mut caught = self.catch_up().await;
         let Some(sel) = &self.selected else { return Flow::Continue };
         let mut out = String::new();
+        if std::mem::take(&mut caught.new_keywords) {
+            out.push_str(&sel.flags_responses());
+        }
         let changed: HashSet<u32> = stored.changed.iter().map(|c| c.0).collect();
         for &u in &uids {
             if stored.modified.contains(&u) {
@@ -498,6 +587,10 @@ impl Session {
         let Some(sel) = &self.selected else { return Flow::Continue };
         if sel.read_only {
             conn.queue(format!("{tag} NO [READ-ONLY] Mailbox is read-only\r\n").as_bytes());
+            return Flow::Continue;
+        }
+        if !sel.rights.has('e') {
+            conn.queue(format!("{tag} NO [NOPERM] No right to expunge here\r\n").as_bytes());
             return Flow::Continue;
         }
         let within: Option<Vec<usize>> = match uids.as_ref().map(|s| sel.resolve(s, true)) {
@@ -790,14 +883,18 @@ impl Session {
             Ok(i) => i,
             Err(why) => return self.bad(conn, tag, why),
         };
-        if is_move && sel.read_only {
-            conn.queue(format!("{tag} NO [READ-ONLY] Mailbox is read-only\r\n").as_bytes());
+        if is_move && (sel.read_only || !sel.rights.has('t') || !sel.rights.has('e')) {
+            conn.queue(format!("{tag} NO [NOPERM] No right to move messages out of this mailbox\r\n").as_bytes());
             return Flow::Continue;
         }
         let src = sel.mailbox.id;
         let uids: Vec<u32> = idx.iter().map(|&i| sel.msgs[i].uid).collect();
-        let dest = match self.store.mailbox(self.account_id(), target).await {
-            Ok(Some(m)) => m,
+        let dest = match self.open_mailbox(target).await {
+            Ok(Some(o)) if o.rights.has('i') => o.mailbox,
+            Ok(Some(_)) => {
+                conn.queue(format!("{tag} NO [NOPERM] No right to insert into the target mailbox\r\n").as_bytes());
+                return Flow::Continue;
+            }
             Ok(None) => {
                 conn.queue(format!("{tag} NO [TRYCREATE] Mailbox does not exist\r\n").as_bytes());
                 return Flow::Continue;
@@ -849,6 +946,7 @@ impl Session {
         if let Some(sel) = self.selected.take()
             && expunge
             && !sel.read_only
+            && sel.rights.has('e')
         {
             let deleted: Vec<u32> =
                 sel.msgs.iter().filter(|m| m.flags.contains(Flags::DELETED)).map(|m| m.uid).collect();

@@ -3,7 +3,7 @@
 //! be), the MODSEQ the view reflects (CONDSTORE/QRESYNC) and the saved search result
 //! (SEARCHRES). Pure: the session feeds it the store's changes.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use agora_store::{Flags, Mailbox, MailboxChanges, MessageRef};
 
@@ -50,6 +50,12 @@ pub struct Selected {
     pub gone: BTreeSet<u32>,
     /// The result saved by SEARCH RETURN (SAVE), as UIDs (RFC 5182).
     pub saved: Vec<u32>,
+    /// Keywords the client has been told of in FLAGS, by lower-cased name.
+    pub keywords: BTreeMap<String, String>,
+    /// What this user may do here (all rights in the user's own mailboxes).
+    pub rights: crate::acl::Rights,
+    /// In another user's mailbox: the UIDs this user has seen (\Seen is per user).
+    pub private_seen: Option<HashSet<u32>>,
 }
 
 /// What catching up with the store changed in the view.
@@ -59,6 +65,8 @@ pub struct Caught {
     pub updated: Vec<u32>,
     /// Messages new since the last catch-up.
     pub new: Vec<u32>,
+    /// A keyword appeared that FLAGS did not list yet.
+    pub new_keywords: bool,
 }
 
 pub const SYSTEM_FLAGS: &str = "\\Answered \\Flagged \\Deleted \\Seen \\Draft";
@@ -115,7 +123,56 @@ pub fn set_contains(set: &[SeqItem], n: u32, star: u32) -> bool {
 
 impl Selected {
     pub fn new(mailbox: Mailbox, read_only: bool, msgs: Vec<Msg>, recent: HashSet<u32>, modseq: u64) -> Selected {
-        Selected { mailbox, read_only, msgs, recent, modseq, gone: BTreeSet::new(), saved: Vec::new() }
+        let mut sel = Selected {
+            mailbox,
+            read_only,
+            msgs,
+            recent,
+            modseq,
+            gone: BTreeSet::new(),
+            saved: Vec::new(),
+            keywords: BTreeMap::new(),
+            rights: crate::acl::Rights::all(),
+            private_seen: None,
+        };
+        let all: Vec<String> = sel.msgs.iter().flat_map(|m| m.keywords.iter().cloned()).collect();
+        sel.learn_keywords(&all);
+        sel
+    }
+
+    /// Makes \Seen the reader's own in a shared mailbox.
+    pub fn use_private_seen(&mut self, seen: HashSet<u32>) {
+        for m in &mut self.msgs {
+            m.flags = m.flags.difference(Flags::SEEN);
+            if seen.contains(&m.uid) {
+                m.flags = m.flags.union(Flags::SEEN);
+            }
+        }
+        self.private_seen = Some(seen);
+    }
+
+    /// Adds keywords to those announced; true if any was new.
+    pub fn learn_keywords(&mut self, keywords: &[String]) -> bool {
+        let mut new = false;
+        for k in keywords {
+            if let std::collections::btree_map::Entry::Vacant(e) = self.keywords.entry(k.to_ascii_lowercase()) {
+                e.insert(k.clone());
+                new = true;
+            }
+        }
+        new
+    }
+
+    /// The FLAGS and PERMANENTFLAGS responses: the system flags and every keyword in use
+    /// (RFC 9051 §7.3.5: a client learns of keywords there before seeing them in FETCH).
+    pub fn flags_responses(&self) -> String {
+        let mut flags = SYSTEM_FLAGS.to_string();
+        for k in self.keywords.values() {
+            flags.push(' ');
+            flags.push_str(k);
+        }
+        let permanent = if self.read_only { String::new() } else { format!("{flags} \\*") };
+        format!("* FLAGS ({flags})\r\n* OK [PERMANENTFLAGS ({permanent})] Flags permitted\r\n")
     }
 
     pub fn max_uid(&self) -> u32 {
@@ -180,7 +237,16 @@ impl Selected {
     pub fn catch_up(&mut self, ch: MailboxChanges) -> Caught {
         let mut caught = Caught::default();
         let last = self.max_uid();
-        for m in ch.changed {
+        for mut m in ch.changed {
+            if self.learn_keywords(&m.keywords) {
+                caught.new_keywords = true;
+            }
+            if let Some(seen) = &self.private_seen {
+                m.flags = m.flags.difference(Flags::SEEN);
+                if seen.contains(&m.uid) {
+                    m.flags = m.flags.union(Flags::SEEN);
+                }
+            }
             match self.index_of(m.uid) {
                 Some(i) => {
                     let v = &mut self.msgs[i];

@@ -56,6 +56,18 @@ pub struct Session {
     sessions: UserSessions,
     /// This session's place in its user's session count, held while logged in.
     slot: Option<SessionSlot>,
+    /// Who this user is for ACLs: login, groups, `authenticated`, `anyone`.
+    pub(crate) idents: Vec<String>,
+}
+
+/// A mailbox as a command reaches it: its own or another user's through an ACL.
+pub(crate) struct Opened {
+    pub mailbox: Mailbox,
+    pub rights: crate::acl::Rights,
+    /// Another account's mailbox: \Seen is this user's own.
+    pub shared: bool,
+    /// The owner's login (for GETACL).
+    pub owner: String,
 }
 
 /// Logged-in IMAP sessions per account, shared by every session of the service.
@@ -144,6 +156,11 @@ fn names_from_mutf7(kind: CommandKind) -> Option<CommandKind> {
         K::Copy { uid, set, mailbox } => K::Copy { uid, set, mailbox: d(mailbox)? },
         K::Move { uid, set, mailbox } => K::Move { uid, set, mailbox: d(mailbox)? },
         K::GetQuotaRoot(m) => K::GetQuotaRoot(d(m)?),
+        K::SetAcl { mailbox, identifier, rights } => K::SetAcl { mailbox: d(mailbox)?, identifier, rights },
+        K::DeleteAcl { mailbox, identifier } => K::DeleteAcl { mailbox: d(mailbox)?, identifier },
+        K::GetAcl(m) => K::GetAcl(d(m)?),
+        K::ListRights { mailbox, identifier } => K::ListRights { mailbox: d(mailbox)?, identifier },
+        K::MyRights(m) => K::MyRights(d(m)?),
         other => other,
     })
 }
@@ -202,6 +219,7 @@ impl Session {
             rev2: false,
             sessions,
             slot: None,
+            idents: Vec::new(),
         }
     }
 
@@ -244,6 +262,8 @@ impl Session {
             "SAVEDATE",
             "PREVIEW",
             "WITHIN",
+            "ACL",
+            "RIGHTS=texk",
             "SORT",
             "SORT=DISPLAY",
             "THREAD=ORDEREDSUBJECT",
@@ -320,6 +340,10 @@ impl Session {
         let selected = self.selected.is_some();
         use CommandKind as K;
         let is_noop = matches!(cmd.kind, K::Noop);
+        let kind_copy = match &cmd.kind {
+            K::GetAcl(_) | K::MyRights(_) | K::ListRights { .. } => Some(cmd.kind.clone()),
+            _ => None,
+        };
         let is_close = matches!(cmd.kind, K::Close);
         match cmd.kind {
             K::Capability => {
@@ -375,7 +399,12 @@ impl Session {
             }
             K::Namespace if authed => {
                 conn.queue(
-                    format!("* NAMESPACE ((\"\" \"/\")) NIL NIL\r\n{tag} OK Namespace completed\r\n").as_bytes(),
+                    format!(
+                        "* NAMESPACE ((\"\" \"/\")) ((\"{}/\" \"/\")) ((\"{}/\" \"/\"))\r\n{tag} OK Namespace completed\r\n",
+                        crate::acl::OTHER_USERS,
+                        crate::acl::PUBLIC_FOLDERS
+                    )
+                    .as_bytes(),
                 );
             }
             K::Enable(caps) if authed => {
@@ -408,6 +437,12 @@ impl Session {
             }
             K::Examine { mailbox, condstore, qresync } if authed => {
                 return self.select(conn, &tag, &mailbox, true, condstore, qresync).await;
+            }
+            K::Create { mailbox, .. } | K::Delete(mailbox) if authed && crate::acl::foreign(&mailbox) => {
+                conn.queue(format!("{tag} NO [NOPERM] Mailboxes here are managed by their owners\r\n").as_bytes());
+            }
+            K::Rename { from, to } if authed && (crate::acl::foreign(&from) || crate::acl::foreign(&to)) => {
+                conn.queue(format!("{tag} NO [NOPERM] Mailboxes here are managed by their owners\r\n").as_bytes());
             }
             K::Create { mailbox, special_use } if authed => {
                 let name = mailbox.trim_end_matches('/').to_string();
@@ -501,6 +536,15 @@ impl Session {
                 }
                 _ => conn.queue(format!("{tag} NO [NONEXISTENT] No such quota root\r\n").as_bytes()),
             },
+            K::SetAcl { mailbox, identifier, rights } if authed => {
+                return self.set_acl(conn, &tag, &mailbox, &identifier, Some(&rights)).await;
+            }
+            K::DeleteAcl { mailbox, identifier } if authed => {
+                return self.set_acl(conn, &tag, &mailbox, &identifier, None).await;
+            }
+            K::GetAcl(mailbox) | K::MyRights(mailbox) | K::ListRights { mailbox, .. } if authed => {
+                return self.show_acl(conn, &tag, &mailbox, &kind_copy).await;
+            }
             K::Compress(mech) if authed => {
                 if conn.is_compressed() {
                     conn.queue(format!("{tag} NO [COMPRESSIONACTIVE] Compression is already on\r\n").as_bytes());
@@ -602,6 +646,8 @@ impl Session {
                 self.slot = Some(slot);
                 self.throttle.success(&account.login);
                 tracing::info!("imap: {} logged in from {}", account.login, conn.peer.ip());
+                let groups = self.store.groups().await.unwrap_or_default();
+                self.idents = crate::acl::identifiers(&account.login, &groups);
                 self.account = Some(*account);
                 conn.set_authenticated();
                 let caps = self.capabilities(conn);
@@ -628,8 +674,14 @@ impl Session {
             let account = self.account_id();
             let boxes = self.store.mailboxes(account).await.unwrap_or_default();
             let subs = self.store.subscriptions(account).await.unwrap_or_default();
-            let named: Vec<(String, Option<agora_store::SpecialUse>)> =
+            let mut named: Vec<(String, Option<agora_store::SpecialUse>)> =
                 boxes.iter().map(|m| (m.name.clone(), m.special_use)).collect();
+            // Other users' mailboxes this user may see (the l right), in their namespace.
+            for sh in self.store.shared_with(account, &self.idents).await.unwrap_or_default() {
+                if crate::acl::Rights::lenient(&sh.rights).has('l') {
+                    named.push((crate::acl::shared_name(&sh.owner, &sh.mailbox.name), None));
+                }
+            }
             for e in crate::list::list(&req, &named, &subs) {
                 out.extend_from_slice(format!("* {verb} ({}) \"/\" ", e.attrs.join(" ")).as_bytes());
                 self.name_out(&mut out, &e.name);
@@ -641,7 +693,7 @@ impl Session {
                     && e.selectable
                     && let Some(mb) = boxes.iter().find(|m| m.name == e.name)
                 {
-                    match self.status_line(mb, status).await {
+                    match self.status_line(&mb.name, mb, status, false).await {
                         Ok(line) => out.extend_from_slice(&line),
                         Err(why) => return self.bad(conn, tag, why),
                     }
@@ -654,14 +706,18 @@ impl Session {
     }
 
     async fn status(&mut self, conn: &mut Conn, tag: &str, name: &str, items: &[StatusItem]) -> Flow {
-        let mb = match self.store.mailbox(self.account_id(), name).await {
-            Ok(Some(m)) => m,
+        let opened = match self.open_mailbox(name).await {
+            Ok(Some(o)) => o,
             _ => {
                 conn.queue(format!("{tag} NO [NONEXISTENT] Mailbox does not exist\r\n").as_bytes());
                 return Flow::Continue;
             }
         };
-        match self.status_line(&mb, items).await {
+        if !opened.rights.has('r') {
+            conn.queue(format!("{tag} NO [NOPERM] No right to read this mailbox\r\n").as_bytes());
+            return Flow::Continue;
+        }
+        match self.status_line(name, &opened.mailbox, items, opened.shared).await {
             Ok(mut line) => {
                 line.extend_from_slice(format!("{tag} OK Status completed\r\n").as_bytes());
                 conn.queue(&line);
@@ -669,6 +725,144 @@ impl Session {
             }
             Err(why) => self.bad(conn, tag, why),
         }
+    }
+
+    /// Resolves a mailbox name: one of the user's own, or another user's under
+    /// "Other Users/" with the rights its ACL gives. A mailbox the user may neither look
+    /// up nor read does not exist for them.
+    pub(crate) async fn open_mailbox(&self, name: &str) -> Result<Option<Opened>, StoreError> {
+        use crate::acl::Rights;
+        let me = self.account.as_ref().map(|a| a.login.clone()).unwrap_or_default();
+        if let Some((owner, rest)) = crate::acl::split_shared(name) {
+            let Some(account) = self.store.account_by_login(owner).await? else { return Ok(None) };
+            if account.id == self.account_id() {
+                return Ok(None);
+            }
+            let Some(mailbox) = self.store.mailbox(account.id, rest).await? else { return Ok(None) };
+            let acl = self.store.acl(mailbox.id).await?;
+            let rights = acl
+                .iter()
+                .filter(|(id, _)| self.idents.contains(id))
+                .fold(Rights::default(), |r, (_, x)| r.union(Rights::lenient(x)));
+            if !rights.has('l') && !rights.has('r') {
+                return Ok(None);
+            }
+            return Ok(Some(Opened { mailbox, rights, shared: true, owner: account.login }));
+        }
+        Ok(self.store.mailbox(self.account_id(), name).await?.map(|mailbox| Opened {
+            mailbox,
+            rights: Rights::all(),
+            shared: false,
+            owner: me,
+        }))
+    }
+
+    /// SETACL (rights given) and DELETEACL (None), RFC 4314 §3.1-3.2.
+    async fn set_acl(&mut self, conn: &mut Conn, tag: &str, name: &str, ident: &str, rights: Option<&str>) -> Flow {
+        use crate::acl::Rights;
+        let Ok(Some(opened)) = self.open_mailbox(name).await else {
+            conn.queue(format!("{tag} NO [NONEXISTENT] Mailbox does not exist\r\n").as_bytes());
+            return Flow::Continue;
+        };
+        if !opened.rights.has('a') {
+            conn.queue(format!("{tag} NO [NOPERM] No right to administer this mailbox\r\n").as_bytes());
+            return Flow::Continue;
+        }
+        let ident = ident.to_ascii_lowercase();
+        if ident == opened.owner {
+            conn.queue(format!("{tag} NO [CANNOT] The owner always has every right\r\n").as_bytes());
+            return Flow::Continue;
+        }
+        let known = ident == "anyone"
+            || ident == "authenticated"
+            || matches!(
+                self.store.lookup_address(&ident).await,
+                Ok(agora_store::AddressEntry::Account(_) | agora_store::AddressEntry::Group(_))
+            );
+        if !known {
+            conn.queue(format!("{tag} NO [NONEXISTENT] No such user or group: {ident}\r\n").as_bytes());
+            return Flow::Continue;
+        }
+        let new = match rights {
+            None => Rights::default(),
+            Some(text) => {
+                let (op, letters) = match text.chars().next() {
+                    Some(c @ ('+' | '-')) => (Some(c), &text[1..]),
+                    _ => (None, text),
+                };
+                let Some(given) = Rights::parse(letters) else {
+                    return self.bad(conn, tag, "Unknown right");
+                };
+                let current = self
+                    .store
+                    .acl(opened.mailbox.id)
+                    .await
+                    .unwrap_or_default()
+                    .into_iter()
+                    .find(|(i, _)| *i == ident)
+                    .map_or(Rights::default(), |(_, r)| Rights::lenient(&r));
+                match op {
+                    Some('+') => current.union(given),
+                    Some(_) => current.minus(given),
+                    None => given,
+                }
+            }
+        };
+        let text = new.text();
+        let r = self.store.set_acl(opened.mailbox.id, &ident, (!new.is_empty()).then_some(text.as_str())).await;
+        self.reply_store(conn, tag, r, if rights.is_some() { "SETACL" } else { "DELETEACL" });
+        Flow::Continue
+    }
+
+    /// GETACL, MYRIGHTS and LISTRIGHTS (RFC 4314 §3.3-3.5).
+    async fn show_acl(&mut self, conn: &mut Conn, tag: &str, name: &str, kind: &Option<CommandKind>) -> Flow {
+        let Ok(Some(opened)) = self.open_mailbox(name).await else {
+            conn.queue(format!("{tag} NO [NONEXISTENT] Mailbox does not exist\r\n").as_bytes());
+            return Flow::Continue;
+        };
+        let mut out = Vec::new();
+        match kind {
+            Some(CommandKind::MyRights(_)) => {
+                out.extend_from_slice(b"* MYRIGHTS ");
+                self.name_out(&mut out, name);
+                out.extend_from_slice(
+                    format!(" {}\r\n{tag} OK Myrights completed\r\n", opened.rights.text()).as_bytes(),
+                );
+            }
+            _ if !opened.rights.has('a') => {
+                out.extend_from_slice(format!("{tag} NO [NOPERM] No right to administer this mailbox\r\n").as_bytes());
+            }
+            Some(CommandKind::ListRights { identifier, .. }) => {
+                out.extend_from_slice(b"* LISTRIGHTS ");
+                self.name_out(&mut out, name);
+                out.push(b' ');
+                crate::response::string(&mut out, identifier.as_bytes());
+                if identifier.eq_ignore_ascii_case(&opened.owner) {
+                    out.extend_from_slice(format!(" {}", crate::acl::ALL).as_bytes());
+                } else {
+                    out.extend_from_slice(b" \"\"");
+                    for c in crate::acl::ALL.chars() {
+                        out.extend_from_slice(format!(" {c}").as_bytes());
+                    }
+                }
+                out.extend_from_slice(format!("\r\n{tag} OK Listrights completed\r\n").as_bytes());
+            }
+            _ => {
+                out.extend_from_slice(b"* ACL ");
+                self.name_out(&mut out, name);
+                out.push(b' ');
+                crate::response::string(&mut out, opened.owner.as_bytes());
+                out.extend_from_slice(format!(" {}", crate::acl::ALL).as_bytes());
+                for (ident, rights) in self.store.acl(opened.mailbox.id).await.unwrap_or_default() {
+                    out.push(b' ');
+                    crate::response::string(&mut out, ident.as_bytes());
+                    out.extend_from_slice(format!(" {rights}").as_bytes());
+                }
+                out.extend_from_slice(format!("\r\n{tag} OK Getacl completed\r\n").as_bytes());
+            }
+        }
+        conn.queue(&out);
+        Flow::Continue
     }
 
     /// A mailbox name as this session sends it (UTF-8 or modified UTF-7), quoted.
@@ -686,9 +880,25 @@ impl Session {
         (a.quota > 0).then(|| format!("* QUOTA \"\" (STORAGE {} {})\r\n", a.used.div_ceil(1024), a.quota / 1024))
     }
 
-    /// The untagged STATUS response for a mailbox (STATUS and LIST-STATUS).
-    async fn status_line(&self, mb: &Mailbox, items: &[StatusItem]) -> Result<Vec<u8>, &'static str> {
-        let list = self.store.message_list(mb.id).await.unwrap_or_default();
+    /// The untagged STATUS response for a mailbox (STATUS and LIST-STATUS), named as
+    /// the client named it. For a shared mailbox \Seen is the reader's own.
+    async fn status_line(
+        &self,
+        name: &str,
+        mb: &Mailbox,
+        items: &[StatusItem],
+        shared: bool,
+    ) -> Result<Vec<u8>, &'static str> {
+        let mut list = self.store.message_list(mb.id).await.unwrap_or_default();
+        if shared {
+            let seen = self.store.private_seen(mb.id, self.account_id()).await.unwrap_or_default();
+            for m in &mut list {
+                m.flags = m.flags.difference(Flags::SEEN);
+                if seen.binary_search(&m.uid).is_ok() {
+                    m.flags = m.flags.union(Flags::SEEN);
+                }
+            }
+        }
         let mut parts = Vec::new();
         for it in items {
             parts.push(match it {
@@ -709,7 +919,7 @@ impl Session {
             });
         }
         let mut out = b"* STATUS ".to_vec();
-        self.name_out(&mut out, &mb.name);
+        self.name_out(&mut out, name);
         out.extend_from_slice(format!(" ({})\r\n", parts.join(" ")).as_bytes());
         Ok(out)
     }

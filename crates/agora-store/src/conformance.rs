@@ -24,6 +24,48 @@ pub async fn run_all<S: Store>(store: &S) {
     single_instance(store).await;
     mailbox_operations(store).await;
     quota_and_atomic_delivery(store).await;
+    acl_and_private_seen(store).await;
+}
+
+async fn acl_and_private_seen<S: Store>(s: &S) {
+    s.add_domain("acl.test").await.expect("domain");
+    let owner = s.create_account(new_account("owner@acl.test")).await.expect("owner");
+    let reader = s.create_account(new_account("reader@acl.test")).await.expect("reader");
+    let mb = s.create_mailbox(owner.id, "Shared", None).await.expect("mailbox");
+    s.set_acl(mb.id, "reader@acl.test", Some("lr")).await.expect("setacl");
+    s.set_acl(mb.id, "anyone", Some("l")).await.expect("setacl");
+    assert_eq!(
+        s.acl(mb.id).await.expect("acl"),
+        [("anyone".to_string(), "l".to_string()), ("reader@acl.test".to_string(), "lr".to_string())]
+    );
+    let shared = s.shared_with(reader.id, &["reader@acl.test".into(), "anyone".into()]).await.expect("shared");
+    assert_eq!(shared.len(), 1, "one mailbox, its rights joined over identifiers");
+    assert_eq!((shared[0].owner.as_str(), shared[0].mailbox.id), ("owner@acl.test", mb.id));
+    assert!(shared[0].rights.contains('r') && shared[0].rights.contains('l'));
+    assert!(s.shared_with(owner.id, &["anyone".into()]).await.expect("shared").is_empty(), "not one's own");
+    // A reader's \Seen is kept apart from the owner's flags and goes with the message.
+    let staged = s.stage(b"Subject: s\r\n\r\nbody\r\n".to_vec()).await.expect("stage");
+    let d = s
+        .deliver(Delivery {
+            body: staged,
+            internal_date: 0,
+            envelope: None,
+            flags: Flags::default(),
+            keywords: Vec::new(),
+            targets: vec![DeliveryTarget { account: owner.id, mailbox: "Shared".into() }],
+            relay: Vec::new(),
+            enforce_quota: false,
+        })
+        .await
+        .expect("deliver");
+    let uid = d[0].uid;
+    s.set_private_seen(mb.id, reader.id, &[uid, 999], true).await.expect("seen");
+    assert_eq!(s.private_seen(mb.id, reader.id).await.expect("seen"), [uid], "only existing messages");
+    assert!(!s.messages(mb.id, uid..=uid).await.expect("q")[0].flags.contains(Flags::SEEN));
+    s.expunge(mb.id, &[uid]).await.expect("expunge");
+    assert!(s.private_seen(mb.id, reader.id).await.expect("seen").is_empty());
+    s.set_acl(mb.id, "reader@acl.test", None).await.expect("deleteacl");
+    assert!(s.shared_with(reader.id, &["reader@acl.test".into()]).await.expect("shared").is_empty());
 }
 
 async fn quota_and_atomic_delivery<S: Store>(s: &S) {

@@ -64,6 +64,15 @@ pub trait Store: Send + Sync + 'static {
     /// Subscriptions are names, kept whether or not the mailbox exists.
     async fn set_subscribed(&self, account: AccountId, name: &str, subscribed: bool) -> Result<()>;
     async fn subscriptions(&self, account: AccountId) -> Result<Vec<String>>;
+    /// Access control (RFC 4314): sets an identifier's rights on a mailbox; None (or
+    /// empty) removes the entry.
+    async fn set_acl(&self, mailbox: MailboxId, identifier: &str, rights: Option<&str>) -> Result<()>;
+    async fn acl(&self, mailbox: MailboxId) -> Result<Vec<(String, String)>>;
+    /// Other accounts' mailboxes with an ACL entry for any of `identifiers`.
+    async fn shared_with(&self, account: AccountId, identifiers: &[String]) -> Result<Vec<SharedMailbox>>;
+    /// A reader's own \Seen on another account's mailbox.
+    async fn private_seen(&self, mailbox: MailboxId, account: AccountId) -> Result<Vec<u32>>;
+    async fn set_private_seen(&self, mailbox: MailboxId, account: AccountId, uids: &[u32], seen: bool) -> Result<()>;
     /// Claims every message up to UIDNEXT-1 as \Recent for the calling session; returns
     /// the previous watermark (messages above it are recent for this session only).
     async fn claim_recent(&self, mailbox: MailboxId) -> Result<u32>;

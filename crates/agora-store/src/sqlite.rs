@@ -14,7 +14,7 @@ use crate::blob::BlobFiles;
 use crate::{
     Account, AccountId, AddressEntry, Change, DEFAULT_MAILBOXES, Delivered, Delivery, Domain, Envelope, FlagOp, Flags,
     FlagsStored, Group, Mailbox, MailboxChanges, MailboxId, MessageMeta, MessageRef, MessageSummary, NewAccount,
-    Queued, Result, Role, SpecialUse, StagedBlob, Store, StoreError, now,
+    Queued, Result, Role, SharedMailbox, SpecialUse, StagedBlob, Store, StoreError, now,
 };
 
 /// Most writes folded into one transaction; bounds the latency of the first in a batch.
@@ -74,6 +74,19 @@ CREATE TABLE IF NOT EXISTS subscriptions (
     name TEXT NOT NULL,
     PRIMARY KEY (account, name)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS acl (
+    mailbox INTEGER NOT NULL REFERENCES mailboxes(id) ON DELETE CASCADE,
+    identifier TEXT NOT NULL,
+    rights TEXT NOT NULL,
+    PRIMARY KEY (mailbox, identifier)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS acl_identifier ON acl (identifier);
+CREATE TABLE IF NOT EXISTS private_seen (
+    mailbox INTEGER NOT NULL REFERENCES mailboxes(id) ON DELETE CASCADE,
+    account INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    uid INTEGER NOT NULL,
+    PRIMARY KEY (mailbox, account, uid)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS blobs (
     hash TEXT PRIMARY KEY,
     size INTEGER NOT NULL,
@@ -116,7 +129,7 @@ CREATE TABLE IF NOT EXISTS outbound (
     next_attempt INTEGER NOT NULL,
     attempts INTEGER NOT NULL DEFAULT 0
 );
-INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', '5');
+INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', '6');
 "#;
 
 /// Sends a job's reply; runs only after the stamp and the change bus are updated.
@@ -134,6 +147,9 @@ const MIGRATIONS: &[(u32, &str)] = &[
     ),
     // When a message was saved in its mailbox (SAVEDATE, RFC 8514); 0 for older ones.
     (5, "ALTER TABLE messages ADD COLUMN saved INTEGER NOT NULL DEFAULT 0"),
+    // Shared mailboxes (RFC 4314): the acl and private_seen tables come with the base
+    // schema (CREATE ... IF NOT EXISTS); nothing to convert.
+    (6, "SELECT 1"),
 ];
 
 /// Brings an older store up to the current schema, in one transaction.
@@ -615,6 +631,11 @@ fn ref_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<MessageRef> {
     })
 }
 
+/// MAILBOX_COLS for a query where the mailboxes table is aliased `m`.
+const MAILBOX_COLS_M: &str = "m.id, m.account, m.name, m.special_use, m.uidvalidity, m.uidnext, m.highestmodseq,
+    EXISTS (SELECT 1 FROM subscriptions s WHERE s.account = m.account AND s.name = m.name),
+    m.messages, m.recent_uid";
+
 const MAILBOX_COLS: &str = "id, account, name, special_use, uidvalidity, uidnext, highestmodseq,
     EXISTS (SELECT 1 FROM subscriptions s WHERE s.account = mailboxes.account AND s.name = mailboxes.name),
     messages, recent_uid";
@@ -834,6 +855,7 @@ impl Store for Arc<SqliteStore> {
                     s.query_map([id], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?
                 };
                 c.execute("DELETE FROM messages WHERE mailbox IN (SELECT id FROM mailboxes WHERE account = ?1)", [id])?;
+                c.execute("DELETE FROM acl WHERE identifier = (SELECT login FROM accounts WHERE id = ?1)", [id])?;
                 c.execute("DELETE FROM accounts WHERE id = ?1", [id])?;
                 let files = collect_garbage(c)?;
                 let mut changes: Vec<Change> =
@@ -929,6 +951,7 @@ impl Store for Arc<SqliteStore> {
             if n == 0 {
                 return Err(StoreError::NotFound(format!("group {address}")));
             }
+            c.execute("DELETE FROM acl WHERE identifier = ?1", [&address])?;
             Ok(((), vec![Change::DirectoryChanged]))
         })
         .await
@@ -1161,6 +1184,91 @@ impl Store for Arc<SqliteStore> {
                 )?;
             } else {
                 c.execute("DELETE FROM subscriptions WHERE account = ?1 AND name = ?2", params![account, name])?;
+            }
+            Ok(((), Vec::new()))
+        })
+        .await
+    }
+
+    async fn set_acl(&self, mailbox: MailboxId, identifier: &str, rights: Option<&str>) -> Result<()> {
+        let (identifier, rights) = (identifier.to_string(), rights.map(str::to_string));
+        self.write(move |c| {
+            match rights.filter(|r| !r.is_empty()) {
+                Some(r) => c.execute(
+                    "INSERT INTO acl (mailbox, identifier, rights) VALUES (?1, ?2, ?3)
+                     ON CONFLICT(mailbox, identifier) DO UPDATE SET rights = excluded.rights",
+                    params![mailbox, identifier, r],
+                )?,
+                None => {
+                    c.execute("DELETE FROM acl WHERE mailbox = ?1 AND identifier = ?2", params![mailbox, identifier])?
+                }
+            };
+            Ok(((), Vec::new()))
+        })
+        .await
+    }
+
+    async fn acl(&self, mailbox: MailboxId) -> Result<Vec<(String, String)>> {
+        self.read(move |c| {
+            let mut s =
+                c.prepare_cached("SELECT identifier, rights FROM acl WHERE mailbox = ?1 ORDER BY identifier")?;
+            let rows = s.query_map([mailbox], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn shared_with(&self, account: AccountId, identifiers: &[String]) -> Result<Vec<SharedMailbox>> {
+        let identifiers = identifiers.to_vec();
+        self.read(move |c| {
+            let sql = format!(
+                "SELECT {MAILBOX_COLS_M}, a.login, acl.identifier, acl.rights
+                 FROM acl JOIN mailboxes m ON m.id = acl.mailbox JOIN accounts a ON a.id = m.account
+                 WHERE m.account != ?1 AND acl.identifier = ?2"
+            );
+            let mut s = c.prepare_cached(&sql)?;
+            let mut out: Vec<SharedMailbox> = Vec::new();
+            for ident in &identifiers {
+                let rows = s.query_map(params![account, ident], |r| {
+                    Ok((mailbox_from_row(r)?, r.get::<_, String>(10)?, r.get::<_, String>(12)?))
+                })?;
+                for row in rows {
+                    let (mailbox, owner, rights) = row?;
+                    match out.iter_mut().find(|x| x.mailbox.id == mailbox.id) {
+                        Some(x) => x.rights.push_str(&rights),
+                        None => out.push(SharedMailbox { mailbox, owner, rights }),
+                    }
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn private_seen(&self, mailbox: MailboxId, account: AccountId) -> Result<Vec<u32>> {
+        self.read(move |c| {
+            let mut s =
+                c.prepare_cached("SELECT uid FROM private_seen WHERE mailbox = ?1 AND account = ?2 ORDER BY uid")?;
+            let rows = s.query_map(params![mailbox, account], |r| r.get::<_, i64>(0))?;
+            Ok(rows.map(|r| r.map(|u| u as u32)).collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn set_private_seen(&self, mailbox: MailboxId, account: AccountId, uids: &[u32], seen: bool) -> Result<()> {
+        let uids = uids.to_vec();
+        self.write(move |c| {
+            for uid in uids {
+                if seen {
+                    c.prepare_cached(
+                        "INSERT OR IGNORE INTO private_seen (mailbox, account, uid)
+                         SELECT ?1, ?2, ?3 WHERE EXISTS (SELECT 1 FROM messages WHERE mailbox = ?1 AND uid = ?3)",
+                    )?
+                    .execute(params![mailbox, account, uid])?;
+                } else {
+                    c.prepare_cached("DELETE FROM private_seen WHERE mailbox = ?1 AND account = ?2 AND uid = ?3")?
+                        .execute(params![mailbox, account, uid])?;
+                }
             }
             Ok(((), Vec::new()))
         })
@@ -1419,6 +1527,9 @@ impl Store for Arc<SqliteStore> {
                 let old_kw = keywords_from_text(&old_kw);
                 let (new_flags, new_kw) = match op {
                     FlagOp::Set => (flags, keywords.clone()),
+                    FlagOp::SetExcept(keep) => {
+                        (flags.difference(keep).union(old_flags.intersection(keep)), keywords.clone())
+                    }
                     FlagOp::Add => {
                         let mut k = old_kw.clone();
                         for kw in &keywords {
@@ -1483,6 +1594,8 @@ impl Store for Arc<SqliteStore> {
                         .execute(params![account, size])?;
                     c.prepare_cached("INSERT OR REPLACE INTO expunged (mailbox, uid, modseq) VALUES (?1, ?2, ?3)")?
                         .execute(params![mailbox, uid, modseq])?;
+                    c.prepare_cached("DELETE FROM private_seen WHERE mailbox = ?1 AND uid = ?2")?
+                        .execute(params![mailbox, uid])?;
                     removed.push(uid);
                     changes.push(Change::Expunged { account, mailbox, uid, modseq: modseq as u64 });
                 }
@@ -1578,7 +1691,7 @@ mod tests {
                 .replace("    scram TEXT NOT NULL DEFAULT '',\n", "")
                 .replace("    recent_uid INTEGER NOT NULL DEFAULT 0,\n", "    subscribed INTEGER NOT NULL DEFAULT 1,\n")
                 .replace("    saved INTEGER NOT NULL DEFAULT 0,\n", "")
-                .replace("'schema', '5'", "'schema', '1'");
+                .replace("'schema', '6'", "'schema', '1'");
             assert!(!v1.contains("scram") && !v1.contains("recent_uid") && v1.contains("'schema', '1'"));
             assert!(!v1.contains("subscriptions"));
             c.execute_batch(&v1).unwrap();

@@ -164,6 +164,10 @@ impl Flags {
     pub fn union(self, other: Flags) -> Flags {
         Flags(self.0 | other.0)
     }
+    pub fn intersection(self, other: Flags) -> Flags {
+        Flags(self.0 & other.0)
+    }
+
     pub fn difference(self, other: Flags) -> Flags {
         Flags(self.0 & !other.0)
     }
@@ -175,6 +179,19 @@ pub enum FlagOp {
     Set,
     Add,
     Remove,
+    /// Set, but the flags in the mask keep their current value (a shared mailbox's
+    /// owner's \Seen when another user replaces flags).
+    SetExcept(Flags),
+}
+
+/// A mailbox of another account that an ACL entry opens to someone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedMailbox {
+    pub mailbox: Mailbox,
+    /// The owner's login.
+    pub owner: String,
+    /// The rights granted, joined over every matching identifier (RFC 4314 letters).
+    pub rights: String,
 }
 
 /// Per-message metadata: everything IMAP needs without reading the body.

@@ -227,6 +227,74 @@ fn mutt_lists_and_reads() {
 }
 
 #[test]
+fn shared_mailboxes_through_acl() {
+    if !have("python3") {
+        return;
+    }
+    let a = server();
+    a.cli_ok(&["user", "add", "bob@example.org", "--password-stdin"], Some("bob-secret\n"));
+    a.cli_ok(&["user", "add", "carol@example.org", "--password-stdin"], Some("carol-secret\n"));
+    a.cli_ok(&["group", "add", "team@example.org"], None);
+    a.cli_ok(&["group", "member", "add", "team@example.org", "carol@example.org"], None);
+    let script = format!(
+        r#"
+import imaplib, ssl
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+def login(u, p):
+    m = imaplib.IMAP4_SSL("{ip}", 10993, ssl_context=ctx, timeout=20)
+    m.login(u, p)
+    return m
+alice = login("imap@example.org", "imap-secret")
+caps = alice.capability()[1][0]
+assert b"ACL" in caps and b"RIGHTS=texk" in caps, caps
+typ, data = alice._simple_command("NAMESPACE"); assert typ == "OK"
+ns = alice.untagged_responses["NAMESPACE"][0]
+assert b'(("Other Users/" "/"))' in ns and b'(("Public Folders/" "/"))' in ns, ns
+alice.create("Projects")
+alice.append("Projects", None, None, b"Subject: plan\r\n\r\nthe plan\r\n")
+# Bob may look and read (and keep his own \\Seen); the team may also write flags.
+typ, data = alice.setacl("Projects", "bob@example.org", "lrs"); assert typ == "OK", data
+typ, data = alice.setacl("Projects", "team@example.org", "lrsw"); assert typ == "OK", data
+typ, data = alice.setacl("Projects", "nobody@example.org", "lr"); assert typ == "NO", data
+typ, data = alice.getacl("Projects"); assert typ == "OK", data
+acl = b" ".join(data)
+assert b'"imap@example.org" lrswipkxtea' in acl and b'"bob@example.org" lrs' in acl and b'"team@example.org" lrsw' in acl, acl
+
+bob = login("bob@example.org", "bob-secret")
+typ, data = bob.list('""', '"Other Users/*"')
+assert any(b'"Other Users/imap@example.org/Projects"' in d for d in data), data
+box = '"Other Users/imap@example.org/Projects"'
+typ, data = bob.myrights(box); assert typ == "OK" and b" lrs" in data[0], data
+typ, data = bob.getacl(box); assert typ == "NO", data
+typ, data = bob.select(box); assert typ == "OK" and data == [b"1"], data
+typ, data = bob.fetch("1", "(BODY[TEXT])"); assert data[0][1] == b"the plan\r\n", data
+typ, data = bob.fetch("1", "(FLAGS)"); assert b"\\Seen" in data[0], data
+typ, data = bob.store("1", "+FLAGS", "\\Deleted"); assert typ == "NO", data
+typ, data = bob.store("1", "+FLAGS", "$Important"); assert typ == "NO", data
+typ, data = bob.append(box, None, None, b"Subject: x\r\n\r\nx\r\n"); assert typ == "NO", data
+# Bob's \\Seen is his own: for Alice the message is still unread.
+typ, data = alice.select("Projects"); typ, data = alice.fetch("1", "(FLAGS)")
+assert b"\\Seen" not in data[0], data
+
+# Carol gets her rights through the team group and may set keywords.
+carol = login("carol@example.org", "carol-secret")
+typ, data = carol.select(box); assert typ == "OK", data
+typ, data = carol.store("1", "+FLAGS", "$Important"); assert typ == "OK" and b"$Important" in data[0], data
+typ, data = carol.fetch("1", "(FLAGS)"); assert b"\\Seen" not in data[0], data
+typ, data = alice.fetch("1", "(FLAGS)"); assert b"$Important" in data[0], data
+# Removing Bob's entry hides the mailbox from him.
+typ, data = alice.deleteacl("Projects", "bob@example.org"); assert typ == "OK", data
+typ, data = bob.list('""', '"Other Users/*"'); assert data == [None], data
+typ, data = bob.status(box, "(MESSAGES)"); assert typ == "NO", data
+typ, data = bob.create('"Other Users/imap@example.org/Mine"'); assert typ == "NO", data
+print("ok")
+"#,
+        ip = a.ip
+    );
+    python_ok(&script);
+}
+
+#[test]
 fn imaplib_session() {
     if !have("python3") {
         return;
