@@ -1,0 +1,100 @@
+#!/usr/bin/env python3
+"""Holds N IMAPS sessions idling (logged in, INBOX selected, IDLE) against one server,
+then reports the server's memory per session.
+
+usage: imap_idle.py HOST PORT USERS SESSIONS PIDS...
+  USERS:    users user1..userN@example.org share the sessions (password "pw")
+  PIDS:     processes whose memory (PSS) is summed (the server, or every Dovecot process: pass
+            "dovecot" to sum all processes whose name starts with dovecot/imap)
+"""
+import asyncio
+import os
+import resource
+import ssl
+import sys
+import time
+
+
+def pss_kib(pids):
+    """Proportional set size: pages shared between processes (libraries, Dovecot's
+    forked children) count once in all, split among the sharers."""
+    total = 0
+    if pids == ["dovecot"]:
+        pids = []
+        for p in os.listdir("/proc"):
+            if p.isdigit():
+                try:
+                    name = open(f"/proc/{p}/comm").read().strip()
+                except OSError:
+                    continue
+                if name.startswith(("dovecot", "imap", "anvil", "log", "config", "auth", "stats")):
+                    pids.append(p)
+    for p in pids:
+        try:
+            for line in open(f"/proc/{p}/smaps_rollup"):
+                if line.startswith("Pss:"):
+                    total += int(line.split()[1])
+        except OSError:
+            pass
+    return total
+
+
+async def session(host, port, ctx, user, ready, stop, errors):
+    try:
+        # IMAPS on ports ending in 993, plain IMAP otherwise.
+        r, w = await asyncio.open_connection(host, port, ssl=(ctx if port % 1000 == 993 else None))
+        await r.readline()
+        w.write(f"a LOGIN {user} pw\r\nb SELECT INBOX\r\nc IDLE\r\n".encode())
+        await w.drain()
+        while True:
+            line = await r.readline()
+            if not line:
+                raise ConnectionError("closed before IDLE")
+            if line.startswith(b"+"):
+                break
+            if line.startswith((b"a NO", b"a BAD", b"b NO", b"b BAD", b"c BAD")):
+                raise ConnectionError(line.decode().strip())
+        ready.append(1)
+        await stop.wait()
+        w.write(b"DONE\r\nd LOGOUT\r\n")
+        await w.drain()
+        w.close()
+    except Exception as e:  # noqa: BLE001 - counted and reported
+        errors.append(str(e))
+
+
+async def main():
+    host, port, users, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+    pids = sys.argv[5:]
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    before = pss_kib(pids)
+    ready, errors = [], []
+    stop = asyncio.Event()
+    t0 = time.time()
+    tasks = []
+    for i in range(n):
+        user = f"user{i % users + 1}@example.org"
+        tasks.append(asyncio.create_task(session(host, port, ctx, user, ready, stop, errors)))
+        if i % 200 == 199:
+            # Let the handshakes of this batch progress before starting more.
+            while len(ready) + len(errors) < i - 400:
+                await asyncio.sleep(0.05)
+    while len(ready) + len(errors) < n and time.time() - t0 < 600:
+        await asyncio.sleep(0.2)
+    await asyncio.sleep(2)
+    after = pss_kib(pids)
+    held = len(ready)
+    per = (after - before) / held if held else 0
+    print(f"sessions idling: {held} of {n}, errors: {len(errors)}{' (first: ' + errors[0] + ')' if errors else ''}")
+    print(f"setup time: {time.time() - t0:.1f} s")
+    print(f"server memory (PSS): {before / 1024:.1f} MiB before, {after / 1024:.1f} MiB with the sessions")
+    print(f"memory per idle session: {per:.1f} KiB")
+    stop.set()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+asyncio.run(main())

@@ -1,0 +1,115 @@
+#!/usr/bin/env bash
+# IMAP stress benchmark: Dovecot's imaptest in stress mode (its default profile of
+# LOGIN, LIST, STATUS, SELECT, FETCH, STORE, EXPUNGE, APPEND, LOGOUT with its own
+# consistency checks) against Dovecot (Debian package, Maildir) and against Agora, in
+# the same run, same 100 users, same mbox, with 10 and then 100 concurrent clients.
+#   usage: bench/imap_stress.sh IMAPTEST [seconds=30]
+# IMAPTEST is an imaptest binary built from its public source by whoever runs this
+# (it is not part of the project). With a Dovecot 2.3 from Debian, imaptest's
+# release-2.3 branch builds against the dovecot-dev package.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+IMAPTEST=$(realpath "${1:?usage: bench/imap_stress.sh IMAPTEST [seconds]}"); SECS=${2:-30}; USERS=100
+MBOX=$(realpath "${MBOX:-../shared/imaptest/tests/default.mbox}")
+export LD_LIBRARY_PATH=/usr/lib/dovecot${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+
+command -v dovecot >/dev/null || { apt-get update -qq && apt-get install -y -qq dovecot-imapd >/dev/null; }
+cargo build --release -q -p agora
+bin=$PWD/target/release/agora
+work=$(mktemp -d); chmod 755 "$work"
+cleanup() { kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+ulimit -n "$(ulimit -Hn)"
+
+# One imaptest run; prints "<totals per command...> <errors>" for the summary.
+stress() { # port clients label
+  "$IMAPTEST" host=127.0.0.1 port="$1" user='user%d@example.org' pass=pw users=$USERS \
+    clients="$2" mbox="$MBOX" secs="$SECS" >"$work/$3.txt" 2>&1 || true
+  local errors; errors=$(grep -c '^Error' "$work/$3.txt" || true)
+  echo "$(grep -A4 '^Totals:' "$work/$3.txt" | tail -1) $errors"
+}
+
+# --- Dovecot ---
+mkdir -p "$work/dovecot/run" "$work/dovecot/state" "$work/dovecot/mail"
+: > "$work/dovecot/passwd"
+for i in $(seq 1 $USERS); do echo "user$i@example.org:{PLAIN}pw" >> "$work/dovecot/passwd"; done
+chown -R nobody:nogroup "$work/dovecot/mail"
+cat > "$work/dovecot/dovecot.conf" <<CONF
+protocols = imap
+listen = 127.0.0.1
+base_dir = $work/dovecot/run
+state_dir = $work/dovecot/state
+log_path = $work/dovecot/dovecot.log
+ssl = no
+disable_plaintext_auth = no
+auth_mechanisms = plain
+passdb {
+  driver = passwd-file
+  args = scheme=PLAIN username_format=%u $work/dovecot/passwd
+}
+userdb {
+  driver = static
+  args = uid=65534 gid=65534 home=$work/dovecot/mail/%u
+}
+mail_location = maildir:~/Maildir
+mail_max_userip_connections = 200
+default_process_limit = 500
+default_client_limit = 4000
+# Dovecot's high-performance login mode and reused imap processes: with the Debian
+# defaults (a new imap-login and imap process per connection) it logs in about three
+# times slower on this machine.
+service imap-login {
+  inet_listener imap {
+    port = 31143
+  }
+  inet_listener imaps {
+    port = 0
+  }
+  service_count = 0
+  process_min_avail = 2
+  client_limit = 1000
+}
+service imap {
+  service_count = 1000
+  process_min_avail = 20
+}
+CONF
+dovecot -F -c "$work/dovecot/dovecot.conf" &
+sleep 2
+d10=$(stress 31143 10 dovecot-10)
+d100=$(stress 31143 100 dovecot-100)
+kill %1; wait %1 2>/dev/null || true
+
+# --- Agora ---
+mkdir -p "$work/agora"
+cat > "$work/agora/agora.toml" <<CONF
+[server]
+hostname = "mx.example.org"
+domain = "example.org"
+[auth]
+plaintext_without_tls = true
+[limits]
+max_connections_per_ip = 1000
+CONF
+AGORA_LOG=warn "$bin" --data "$work/agora" serve --port-offset 30000 --bind 127.0.0.1 >"$work/agora.out" 2>"$work/agora.log" &
+for _ in $(seq 100); do grep -q "agora: ready" "$work/agora.out" && break; sleep 0.1; done
+for i in $(seq 1 $USERS); do echo pw | "$bin" --data "$work/agora" user add "user$i@example.org" --password-stdin >/dev/null; done
+a10=$(stress 30143 10 agora-10)
+a100=$(stress 30143 100 agora-100)
+
+python3 - "$SECS" "$d10" "$a10" "$d100" "$a100" <<'PY'
+import sys
+secs = float(sys.argv[1])
+names = "Logi List Stat Sele Fetc Fet2 Stor Dele Expu Appe Logo".split()
+def parse(s):
+    v = [int(x) for x in s.split()]
+    return v[:-1], v[-1]
+for clients, d, a in ((10, sys.argv[2], sys.argv[3]), (100, sys.argv[4], sys.argv[5])):
+    (dv, de), (av, ae) = parse(d), parse(a)
+    print(f"clients={clients}  ({secs:.0f} s each; commands per second)")
+    print("          " + " ".join(f"{n:>6}" for n in names) + "   total  errors")
+    print("dovecot   " + " ".join(f"{x / secs:6.0f}" for x in dv) + f" {sum(dv) / secs:7.0f} {de:7d}")
+    print("agora     " + " ".join(f"{x / secs:6.0f}" for x in av) + f" {sum(av) / secs:7.0f} {ae:7d}")
+    print("ratio     " + " ".join(f"{(x / y if y else 0):6.2f}" for x, y in zip(av, dv)) + f" {sum(av) / sum(dv):7.2f}")
+    print()
+PY
