@@ -294,11 +294,25 @@ impl Session {
                 return self.error(conn, reply(554, "5.7.1", &format!("<{shown}>: Relay access denied")));
             }
         };
+        let declared = tx.params.size.unwrap_or(0);
         let mut accounts = Vec::new();
         for acc in &res.accounts {
-            if acc.quota > 0 && acc.used >= acc.quota {
+            // Directory answers are cached; the quota check wants today's usage.
+            let used = if acc.quota > 0 {
+                self.store.account(acc.id).await.ok().flatten().map_or(acc.used, |a| a.used)
+            } else {
+                0
+            };
+            let full = acc.quota > 0 && used >= acc.quota;
+            let too_big = acc.quota > 0 && used.saturating_add(declared) > acc.quota;
+            if full || too_big {
                 if res.accounts.len() == 1 && res.external.is_empty() {
-                    conn.queue(reply(452, "4.2.2", &format!("<{shown}>: Mailbox full")).as_bytes());
+                    let r = if full {
+                        reply(452, "4.2.2", &format!("<{shown}>: Mailbox full"))
+                    } else {
+                        reply(552, "5.2.2", &format!("<{shown}>: Message too large for the mailbox's quota"))
+                    };
+                    conn.queue(r.as_bytes());
                     return Flow::Continue;
                 }
                 tracing::warn!("smtp: {} is over quota; skipped in expansion of {shown}", acc.login);

@@ -300,3 +300,27 @@ async fn exhausted_message_memory_gets_452_and_frees_it() {
     c.cmd("DATA").await;
     assert!(c.cmd("Subject: small\r\n\r\nhi\r\n.").await.starts_with("250"));
 }
+
+#[tokio::test]
+async fn full_mailbox_is_refused_at_rcpt_and_nothing_is_lost() {
+    let f = fixture().await;
+    f.directory.add_user("small@example.org", "Small", "pw", 400, Role::User).await.unwrap();
+    let (mut c, _t, _) = f.connect().await;
+    c.cmd("EHLO client.test").await;
+    // A declared size past the quota is refused for good.
+    assert!(c.cmd("MAIL FROM:<s@remote.test> SIZE=1000").await.starts_with("250"));
+    let r = c.cmd("RCPT TO:<small@example.org>").await;
+    assert!(r.starts_with("552 5.2.2"), "{r}");
+    c.cmd("RSET").await;
+    // Under the quota: accepted, even if the message then goes past it.
+    assert!(c.cmd("MAIL FROM:<s@remote.test>").await.starts_with("250"));
+    assert!(c.cmd("RCPT TO:<small@example.org>").await.starts_with("250"));
+    assert!(c.cmd("DATA").await.starts_with("354"));
+    let body = format!("Subject: big\r\n\r\n{}\r\n.", "x".repeat(500));
+    assert!(c.cmd(&body).await.starts_with("250"));
+    assert_eq!(f.inbox_count("small@example.org").await, 1, "accepted mail is delivered, not dropped");
+    // Now the mailbox is full: a temporary refusal, so the sender retries later.
+    assert!(c.cmd("MAIL FROM:<s@remote.test>").await.starts_with("250"));
+    let r = c.cmd("RCPT TO:<small@example.org>").await;
+    assert!(r.starts_with("452 4.2.2"), "{r}");
+}

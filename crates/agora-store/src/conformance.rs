@@ -101,6 +101,10 @@ async fn quota_and_atomic_delivery<S: Store>(s: &S) {
     assert!(matches!(s.copy_messages(inbox.id, &[uid], other.id).await, Err(StoreError::OverQuota(_))));
     s.deliver(mk(&sixty, false).await).await.expect("not enforced");
     assert_eq!(s.account(a.id).await.expect("q").expect("a").used, 120);
+    // A raised quota lets the COPY through.
+    s.set_quota("q@quota.test", 1000).await.expect("set quota");
+    s.copy_messages(inbox.id, &[uid], other.id).await.expect("copy within the new quota");
+    assert!(s.set_quota("ghost@quota.test", 1).await.is_err());
 }
 
 async fn mailbox_operations<S: Store>(s: &S) {

@@ -39,6 +39,8 @@ pub trait Store: Send + Sync + 'static {
     async fn remove_account(&self, login: &str) -> Result<()>;
     /// Replaces the password hash and SCRAM verifier together.
     async fn set_password(&self, login: &str, hash: &str, scram: &str) -> Result<()>;
+    /// Storage quota in bytes; 0 for none.
+    async fn set_quota(&self, login: &str, quota: u64) -> Result<()>;
     async fn add_account_address(&self, login: &str, address: &str) -> Result<()>;
 
     async fn add_alias(&self, address: &str, target: &str) -> Result<()>;

@@ -884,6 +884,21 @@ impl Store for Arc<SqliteStore> {
         .await
     }
 
+    async fn set_quota(&self, login: &str, quota: u64) -> Result<()> {
+        let login = login.to_ascii_lowercase();
+        self.write(move |c| {
+            let n = c.execute(
+                "UPDATE accounts SET quota = ?1 WHERE login = ?2",
+                params![quota.min(i64::MAX as u64) as i64, login],
+            )?;
+            if n == 0 {
+                return Err(StoreError::NotFound(format!("user {login}")));
+            }
+            Ok(((), vec![Change::DirectoryChanged]))
+        })
+        .await
+    }
+
     async fn add_account_address(&self, login: &str, address: &str) -> Result<()> {
         let login = login.to_ascii_lowercase();
         let address = address.to_ascii_lowercase();

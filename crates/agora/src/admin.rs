@@ -55,6 +55,8 @@ pub enum UserCmd {
         #[arg(long)]
         password_stdin: bool,
     },
+    /// Set the storage quota in bytes (0: none).
+    Quota { login: String, bytes: u64 },
 }
 
 #[derive(Debug, Subcommand)]
@@ -216,6 +218,15 @@ async fn user_inner(store: &Arc<SqliteStore>, dir: &Directory, cmd: &UserCmd) ->
             let pw = read_password(*password_stdin)?;
             dir.set_password(&login, &pw).await?;
             println!("password of {login} changed");
+        }
+        UserCmd::Quota { login, bytes } => {
+            let login = normalize_address(login)?;
+            store.set_quota(&login, *bytes).await?;
+            if *bytes == 0 {
+                println!("quota of {login} removed");
+            } else {
+                println!("quota of {login} set to {bytes} bytes");
+            }
         }
     }
     Ok(())

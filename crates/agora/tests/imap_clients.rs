@@ -295,6 +295,33 @@ print("ok")
 }
 
 #[test]
+fn quota_set_by_the_administrator() {
+    if !have("python3") {
+        return;
+    }
+    let a = server();
+    let out = a.cli_ok(&["user", "quota", "imap@example.org", "4096"], None);
+    assert!(out.contains("4096"), "{out}");
+    let script = format!(
+        r#"
+import imaplib, ssl
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+m = imaplib.IMAP4_SSL("{ip}", 10993, ssl_context=ctx, timeout=20)
+m.login("imap@example.org", "imap-secret")
+typ, data = m.getquotaroot("INBOX"); assert typ == "OK", data
+assert data[0] == [b'"INBOX" ""'] and b'STORAGE' in data[1][0] and data[1][0].endswith(b' 4)'), data
+body = b"Subject: big\r\n\r\n" + b"x" * 2000 + b"\r\n"
+typ, data = m.append("INBOX", None, None, body); assert typ == "OK", data
+typ, data = m.append("INBOX", None, None, body); assert typ == "NO" and b"OVERQUOTA" in data[0], data
+typ, data = m._simple_command("SETQUOTA", '""', "(STORAGE 100000)"); assert typ == "NO", data
+print("ok")
+"#,
+        ip = a.ip
+    );
+    python_ok(&script);
+}
+
+#[test]
 fn imaplib_session() {
     if !have("python3") {
         return;
