@@ -58,6 +58,39 @@ impl Mechanism {
     }
 }
 
+/// A protocol's side of a SASL exchange: sends one challenge in its own syntax and
+/// returns the client's decoded answer; `Ok(None)` when the client cancelled.
+#[async_trait::async_trait]
+pub trait Challenger: Send {
+    async fn challenge(&mut self, data: &[u8]) -> Result<Option<Vec<u8>>, &'static str>;
+}
+
+/// Runs a whole exchange: the initial response if any, then challenges until the
+/// mechanism succeeds or fails. Cancellation and undecodable answers come back as
+/// `Malformed`, a lost connection too (the protocol then closes).
+pub async fn run(dir: &Directory, mech: Mechanism, initial: Option<Vec<u8>>, io: &mut dyn Challenger) -> Step {
+    let mut ex = Exchange::new(mech);
+    let mut input = initial;
+    loop {
+        match ex.step(dir, input.as_deref()).await {
+            Step::Challenge(c) => match io.challenge(&c).await {
+                Ok(Some(answer)) => input = Some(answer),
+                Ok(None) => return Step::Malformed("Authentication cancelled"),
+                Err(why) => return Step::Malformed(why),
+            },
+            done => return done,
+        }
+    }
+}
+
+/// A base64 text line as SASL protocols carry it ("=" is the empty initial response).
+pub fn decode_line(text: &str) -> Option<Vec<u8>> {
+    match text.trim() {
+        "=" => Some(Vec::new()),
+        t => B64.decode(t).ok(),
+    }
+}
+
 /// What the protocol should do after a step.
 #[derive(Debug)]
 pub enum Step {

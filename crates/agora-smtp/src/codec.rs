@@ -56,7 +56,11 @@ pub enum Command {
     Expn,
     Help,
     StartTls,
-    Auth,
+    /// AUTH mechanism [initial-response] (RFC 4954).
+    Auth {
+        mechanism: String,
+        initial: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -168,7 +172,16 @@ pub fn parse_command(line: &[u8]) -> Result<Command, CommandError> {
         "EXPN" => Ok(Command::Expn),
         "HELP" => Ok(Command::Help),
         "STARTTLS" => no_args(Command::StartTls),
-        "AUTH" => Ok(Command::Auth),
+        "AUTH" => {
+            let mut words = rest.split_whitespace();
+            let mechanism =
+                words.next().ok_or_else(|| CommandError::Syntax("AUTH mechanism [initial-response]".into()))?;
+            let initial = words.next().map(str::to_string);
+            if words.next().is_some() || mechanism.len() > 20 || initial.as_ref().is_some_and(|i| i.len() > 12288) {
+                return Err(CommandError::Syntax("AUTH mechanism [initial-response]".into()));
+            }
+            Ok(Command::Auth { mechanism: mechanism.to_ascii_uppercase(), initial })
+        }
         _ => Err(CommandError::Unrecognized),
     }
 }

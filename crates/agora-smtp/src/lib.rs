@@ -7,6 +7,7 @@ pub mod session;
 use std::sync::Arc;
 
 use agora_directory::Directory;
+use agora_directory::throttle::Throttle;
 use agora_net::{Conn, Service};
 use agora_store::Store;
 use async_trait::async_trait;
@@ -19,12 +20,19 @@ pub struct SmtpService {
     cfg: Arc<SmtpConfig>,
     dir: Directory,
     store: Arc<dyn Store>,
+    throttle: Arc<Throttle>,
 }
 
 impl SmtpService {
     /// `memory` bounds the message data all sessions hold at once.
-    pub fn new(cfg: SmtpConfig, dir: Directory, store: Arc<dyn Store>, memory: MessageMemory) -> SmtpService {
-        SmtpService { memory, cfg: Arc::new(cfg), dir, store }
+    pub fn new(
+        cfg: SmtpConfig,
+        dir: Directory,
+        store: Arc<dyn Store>,
+        memory: MessageMemory,
+        throttle: Arc<Throttle>,
+    ) -> SmtpService {
+        SmtpService { memory, cfg: Arc::new(cfg), dir, store, throttle }
     }
 }
 
@@ -35,9 +43,15 @@ impl Service for SmtpService {
     }
 
     async fn serve(&self, conn: Conn) {
-        Session::new(Arc::clone(&self.cfg), self.dir.clone(), Arc::clone(&self.store), self.memory.clone())
-            .run(conn)
-            .await;
+        Session::new(
+            Arc::clone(&self.cfg),
+            self.dir.clone(),
+            Arc::clone(&self.store),
+            self.memory.clone(),
+            Arc::clone(&self.throttle),
+        )
+        .run(conn)
+        .await;
     }
 }
 

@@ -1,13 +1,19 @@
-//! The inbound ESMTP session (RFC 5321): state machine over a `Conn`, recipient checks
-//! against the directory, and durable delivery into the store before the 250.
+//! The ESMTP session (RFC 5321): inbound on 25 and submission (RFC 6409) on 587/465 with
+//! AUTH (RFC 4954) and sender checks; state machine over a `Conn`, recipient checks
+//! against the directory, durable delivery into the store (or the outbound queue)
+//! before the 250.
 
 use std::collections::HashSet;
 use std::sync::Arc;
 
+use agora_directory::sasl::{self, Challenger, Mechanism, Step};
+use agora_directory::throttle::Throttle;
 use agora_directory::{Directory, Recipient};
 use agora_net::{Conn, Flow, LineProtocol, Read, drive};
-use agora_store::{Delivery, DeliveryTarget, Envelope, EnvelopeRecipient, Flags, Store, now};
+use agora_store::{AddressEntry, Delivery, DeliveryTarget, Envelope, EnvelopeRecipient, Flags, Store, now};
 use async_trait::async_trait;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::codec::{
@@ -24,6 +30,10 @@ pub struct SmtpConfig {
     pub max_recipients: usize,
     /// Bad commands tolerated before the session is closed.
     pub max_errors: u32,
+    /// Submission (587/465, RFC 6409): AUTH required, senders checked, relaying allowed.
+    pub submission: bool,
+    /// PLAIN and LOGIN before TLS (tests and trusted networks only).
+    pub allow_plaintext: bool,
 }
 
 /// Memory for message data being received, shared by all sessions: a flood of large
@@ -81,6 +91,8 @@ impl Default for SmtpConfig {
             max_message_size: 50 * 1024 * 1024,
             max_recipients: 100,
             max_errors: 10,
+            submission: false,
+            allow_plaintext: false,
         }
     }
 }
@@ -113,11 +125,131 @@ pub struct Session {
     tx: Option<Transaction>,
     errors: u32,
     authenticated_as: Option<String>,
+    account: Option<agora_store::Account>,
+    throttle: Arc<Throttle>,
 }
 
+/// SASL challenges in SMTP's syntax: `334 base64`, answered by a base64 line or `*`.
+struct SmtpChallenger<'a>(&'a mut Conn);
+
+#[async_trait]
+impl Challenger for SmtpChallenger<'_> {
+    async fn challenge(&mut self, data: &[u8]) -> Result<Option<Vec<u8>>, &'static str> {
+        let line = format!("334 {}\r\n", B64.encode(data));
+        if self.0.send(line.as_bytes()).await.is_err() {
+            return Err("connection lost");
+        }
+        let answer = match self.0.read_line(MAX_AUTH_LINE).await {
+            Read::Line(l) => l,
+            Read::TooLong => return Err("Response too long"),
+            _ => return Err("connection lost"),
+        };
+        let text = String::from_utf8_lossy(&answer);
+        if text.trim() == "*" {
+            return Ok(None);
+        }
+        sasl::decode_line(&text).map(Some).ok_or("Invalid base64")
+    }
+}
+
+/// Longest SASL response line accepted (RFC 4954 §4: at least 12288).
+const MAX_AUTH_LINE: usize = 12288 + 2;
+
 impl Session {
-    pub fn new(cfg: Arc<SmtpConfig>, dir: Directory, store: Arc<dyn Store>, memory: MessageMemory) -> Session {
-        Session { memory, cfg, dir, store, helo: None, esmtp: false, tx: None, errors: 0, authenticated_as: None }
+    pub fn new(
+        cfg: Arc<SmtpConfig>,
+        dir: Directory,
+        store: Arc<dyn Store>,
+        memory: MessageMemory,
+        throttle: Arc<Throttle>,
+    ) -> Session {
+        Session {
+            memory,
+            cfg,
+            dir,
+            store,
+            helo: None,
+            esmtp: false,
+            tx: None,
+            errors: 0,
+            authenticated_as: None,
+            account: None,
+            throttle,
+        }
+    }
+
+    /// AUTH (RFC 4954), on submission ports only.
+    async fn auth(&mut self, conn: &mut Conn, mechanism: &str, initial: Option<String>) -> Flow {
+        if !self.cfg.submission {
+            return self
+                .error(conn, reply(503, "5.5.1", "Error: authentication not enabled on this port; use submission"));
+        }
+        if self.account.is_some() {
+            return self.error(conn, reply(503, "5.5.1", "Error: already authenticated"));
+        }
+        if self.tx.is_some() {
+            return self.error(conn, reply(503, "5.5.1", "Error: AUTH not permitted during a mail transaction"));
+        }
+        if !self.esmtp {
+            return self.error(conn, reply(503, "5.5.1", "Error: send EHLO first"));
+        }
+        let Some(mech) = Mechanism::parse(mechanism) else {
+            return self.error(conn, reply(504, "5.5.4", "Error: unrecognized authentication type"));
+        };
+        if mech.sends_password() && !(conn.is_tls() || self.cfg.allow_plaintext) {
+            return self.error(
+                conn,
+                reply(538, "5.7.11", "Error: encryption required for requested authentication mechanism"),
+            );
+        }
+        let initial = match initial {
+            None => None,
+            Some(i) => match sasl::decode_line(&i) {
+                Some(v) => Some(v),
+                None => return self.error(conn, reply(501, "5.5.2", "Error: invalid base64")),
+            },
+        };
+        let step = sasl::run(&self.dir.clone(), mech, initial, &mut SmtpChallenger(conn)).await;
+        match step {
+            Step::Success(account) => {
+                self.throttle.success(&account.login);
+                tracing::info!("smtp: {} authenticated from {}", account.login, conn.peer.ip());
+                self.authenticated_as = Some(account.login.clone());
+                self.account = Some(*account);
+                conn.set_authenticated();
+                conn.queue(reply(235, "2.7.0", "Authentication successful").as_bytes());
+            }
+            Step::Failed { login } => {
+                let delay = self.throttle.failure(conn.peer.ip(), login.as_deref());
+                tokio::time::sleep(delay).await;
+                return self.error(conn, reply(535, "5.7.8", "Error: authentication credentials invalid"));
+            }
+            Step::Malformed("connection lost") => return Flow::Close,
+            Step::Malformed(why) => return self.error(conn, reply(501, "5.5.2", &format!("Error: {why}"))),
+            Step::Challenge(_) => return Flow::Close,
+        }
+        Flow::Continue
+    }
+
+    /// True if the authenticated account may use `address` as its sender: its login or
+    /// extra addresses, an alias pointing to it, or a group it belongs to.
+    async fn may_send_as(&self, address: &str) -> bool {
+        let Some(me) = &self.account else { return false };
+        let mut a = address.to_ascii_lowercase();
+        if let Some((local, domain)) = a.split_once('@')
+            && let Some((base, _tag)) = local.split_once('+')
+        {
+            a = format!("{base}@{domain}");
+        }
+        if a == me.login {
+            return true;
+        }
+        match self.store.lookup_address(&a).await {
+            Ok(AddressEntry::Account(x)) => x.id == me.id,
+            Ok(AddressEntry::Alias(targets)) => targets.iter().any(|t| t.eq_ignore_ascii_case(&me.login)),
+            Ok(AddressEntry::Group(g)) => g.members.iter().any(|m| m.eq_ignore_ascii_case(&me.login)),
+            _ => false,
+        }
     }
 
     pub async fn run(self, conn: Conn) {
@@ -178,6 +310,13 @@ impl Session {
                 if conn.can_starttls() {
                     lines.push("STARTTLS".into());
                 }
+                if self.cfg.submission && self.account.is_none() {
+                    let mechs: Vec<&str> = Mechanism::offered(conn.is_tls() || self.cfg.allow_plaintext)
+                        .into_iter()
+                        .map(Mechanism::name)
+                        .collect();
+                    lines.push(format!("AUTH {}", mechs.join(" ")));
+                }
                 conn.queue(reply_lines(250, &lines).as_bytes());
             }
             Command::StartTls => {
@@ -197,7 +336,7 @@ impl Session {
                 self.esmtp = false;
                 self.tx = None;
             }
-            Command::Mail(from, params) => return self.mail(conn, from, params),
+            Command::Mail(from, params) => return self.mail(conn, from, params).await,
             Command::Rcpt(to, params) => return self.rcpt(conn, to, params).await,
             Command::Data => return self.data(conn).await,
             Command::Bdat { size, last } => return self.bdat(conn, size, last).await,
@@ -222,19 +361,23 @@ impl Session {
                 )
                 .as_bytes(),
             ),
-            Command::Auth => {
-                return self.error(
-                    conn,
-                    reply(503, "5.5.1", "Error: authentication not enabled on this port; use submission"),
-                );
-            }
+            Command::Auth { mechanism, initial } => return self.auth(conn, &mechanism, initial).await,
         }
         Flow::Continue
     }
 
-    fn mail(&mut self, conn: &mut Conn, from: String, params: MailParams) -> Flow {
+    async fn mail(&mut self, conn: &mut Conn, from: String, params: MailParams) -> Flow {
         if self.helo.is_none() {
             return self.error(conn, reply(503, "5.5.1", "Error: send HELO/EHLO first"));
+        }
+        if self.cfg.submission {
+            if self.account.is_none() {
+                return self.error(conn, reply(530, "5.7.0", "Error: authentication required"));
+            }
+            if !self.may_send_as(&from).await {
+                let shown = sanitize(&from);
+                return self.error(conn, reply(550, "5.7.1", &format!("<{shown}>: Sender address not owned by you")));
+            }
         }
         if self.tx.is_some() {
             return self.error(conn, reply(503, "5.5.1", "Error: nested MAIL command"));
@@ -288,6 +431,19 @@ impl Session {
             Recipient::Unknown => {
                 return self
                     .error(conn, reply(550, "5.1.1", &format!("<{shown}>: Recipient address rejected: User unknown")));
+            }
+            Recipient::Remote if self.account.is_some() => {
+                // Authenticated submission: queued for the outbound transport.
+                if let Some(tx) = &mut self.tx {
+                    tx.rcpts.push(AcceptedRcpt {
+                        address: to.clone(),
+                        params,
+                        accounts: Vec::new(),
+                        external: vec![to],
+                    });
+                }
+                conn.queue(reply(250, "2.1.5", "Ok").as_bytes());
+                return Flow::Continue;
             }
             Recipient::Remote => {
                 // Relaying is for authenticated submission only: never an open relay.
@@ -417,6 +573,15 @@ impl Session {
         if let Some(fault) = dec.fault() {
             return self.error(conn, fault);
         }
+        // Submission: every From: address must be the sender's own too (no spoofing).
+        if self.cfg.submission {
+            for from in header_addresses(&dec.body, "from") {
+                if !self.may_send_as(&from).await {
+                    let shown = sanitize(&from);
+                    return self.error(conn, reply(550, "5.7.1", &format!("<{shown}>: From address not owned by you")));
+                }
+            }
+        }
         let id = queue_id();
         let received = now();
         let proto = match (self.esmtp, conn.is_tls(), self.authenticated_as.is_some()) {
@@ -540,6 +705,47 @@ impl LineProtocol for Session {
 
 /// A short unique id for logs and the Received header: a random per-process start,
 /// then a counter, so that no message pays for a system call to get one.
+/// The addr-specs of a header field of the message's header (unfolded).
+fn header_addresses(message: &[u8], name: &str) -> Vec<String> {
+    let end = message.windows(4).position(|w| w == b"\r\n\r\n").map_or(message.len(), |i| i + 2);
+    let mut value = String::new();
+    let mut inside = false;
+    for line in message[..end].split(|&b| b == b'\n') {
+        let line = String::from_utf8_lossy(line);
+        let line = line.trim_end_matches('\r');
+        if line.starts_with([' ', '\t']) {
+            if inside {
+                value.push_str(line);
+            }
+            continue;
+        }
+        inside = line.len() > name.len()
+            && line[..name.len()].eq_ignore_ascii_case(name)
+            && line[name.len()..].starts_with(':');
+        if inside {
+            value.push_str(&line[name.len() + 1..]);
+            value.push(',');
+        }
+    }
+    // Angle-bracketed addresses, else bare words with an @.
+    let mut out = Vec::new();
+    let mut rest = value.as_str();
+    while let Some(open) = rest.find('<') {
+        let Some(close) = rest[open..].find('>') else { break };
+        out.push(rest[open + 1..open + close].trim().to_string());
+        rest = &rest[open + close + 1..];
+    }
+    if out.is_empty() {
+        out = value
+            .split([',', ' ', ';'])
+            .map(|w| w.trim().trim_matches(['(', ')', '"']))
+            .filter(|w| w.contains('@'))
+            .map(str::to_string)
+            .collect();
+    }
+    out
+}
+
 fn queue_id() -> String {
     use std::sync::OnceLock;
     use std::sync::atomic::{AtomicU64, Ordering};

@@ -78,8 +78,13 @@ impl Fixture {
         let token = CancellationToken::new();
         let addr: SocketAddr = "127.0.0.1:2525".parse().unwrap();
         let conn = Conn::new(Box::new(a), addr, addr, false, None, Timeouts::default(), token.clone());
-        let session =
-            Session::new(Arc::clone(&self.cfg), self.directory.clone(), Arc::clone(&self.store), self.memory.clone());
+        let session = Session::new(
+            Arc::clone(&self.cfg),
+            self.directory.clone(),
+            Arc::clone(&self.store),
+            self.memory.clone(),
+            Arc::new(agora_directory::throttle::Throttle::new()),
+        );
         let task = tokio::spawn(session.run(conn));
         let (r, w) = tokio::io::split(b);
         let mut c = Client { r: BufReader::new(r), w };
@@ -323,4 +328,91 @@ async fn full_mailbox_is_refused_at_rcpt_and_nothing_is_lost() {
     assert!(c.cmd("MAIL FROM:<s@remote.test>").await.starts_with("250"));
     let r = c.cmd("RCPT TO:<small@example.org>").await;
     assert!(r.starts_with("452 4.2.2"), "{r}");
+}
+
+impl Fixture {
+    /// The same store and directory, served as submission.
+    fn submission(&self, allow_plaintext: bool) -> Fixture {
+        Fixture {
+            memory: self.memory.clone(),
+            _dir: tempfile::tempdir().unwrap(),
+            store: Arc::clone(&self.store),
+            cfg: Arc::new(SmtpConfig { submission: true, allow_plaintext, ..(*self.cfg).clone() }),
+            directory: self.directory.clone(),
+        }
+    }
+}
+
+fn plain(user: &str, pw: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{pw}"))
+}
+
+#[tokio::test]
+async fn submission_requires_auth_and_owned_senders() {
+    let f = fixture().await;
+    f.directory.add_alias("sales@example.org", "alice@example.org").await.unwrap();
+    // Without TLS and without the plaintext setting: only SCRAM, and no mail without AUTH.
+    let strict = f.submission(false);
+    let (mut c, _t, _) = strict.connect().await;
+    let ehlo = c.cmd("EHLO client.test").await;
+    assert!(ehlo.contains("AUTH SCRAM-SHA-256") && !ehlo.contains("PLAIN"), "{ehlo}");
+    assert!(c.cmd("MAIL FROM:<alice@example.org>").await.starts_with("530 5.7.0"));
+    let r = c.cmd(&format!("AUTH PLAIN {}", plain("alice@example.org", "pw"))).await;
+    assert!(r.starts_with("538 5.7.11"), "{r}");
+
+    let sub = f.submission(true);
+    let (mut c, _t, _) = sub.connect().await;
+    let ehlo = c.cmd("EHLO client.test").await;
+    assert!(ehlo.contains("AUTH SCRAM-SHA-256 PLAIN LOGIN"), "{ehlo}");
+    assert!(c.cmd(&format!("AUTH PLAIN {}", plain("alice@example.org", "wrong"))).await.starts_with("535 5.7.8"));
+    // LOGIN, with its two challenges.
+    assert!(c.cmd("AUTH LOGIN").await.starts_with("334 "));
+    assert!(c.cmd("YWxpY2VAZXhhbXBsZS5vcmc=").await.starts_with("334 "));
+    assert!(c.cmd("cHc=").await.starts_with("235 2.7.0"));
+    assert!(c.cmd("AUTH PLAIN").await.starts_with("503"), "no second AUTH");
+    // Someone else's address, or the null sender, is refused; an alias of one's own is fine.
+    assert!(c.cmd("MAIL FROM:<bob@example.org>").await.starts_with("550 5.7.1"));
+    assert!(c.cmd("MAIL FROM:<>").await.starts_with("550 5.7.1"));
+    assert!(c.cmd("MAIL FROM:<sales@example.org>").await.starts_with("250"));
+    c.cmd("RSET").await;
+    assert!(c.cmd("MAIL FROM:<alice+lists@example.org>").await.starts_with("250"));
+    // Remote recipients are accepted from an authenticated user and queued.
+    assert!(c.cmd("RCPT TO:<friend@remote.test>").await.starts_with("250"));
+    assert!(c.cmd("RCPT TO:<bob@example.org>").await.starts_with("250"));
+    assert!(c.cmd("DATA").await.starts_with("354"));
+    // A forged From: header is refused at the end of DATA.
+    let r = c.cmd("From: Bob <bob@example.org>\r\nSubject: x\r\n\r\nhi\r\n.").await;
+    assert!(r.starts_with("550 5.7.1"), "{r}");
+    assert!(c.cmd("MAIL FROM:<alice@example.org>").await.starts_with("250"));
+    assert!(c.cmd("RCPT TO:<friend@remote.test>").await.starts_with("250"));
+    assert!(c.cmd("RCPT TO:<bob@example.org>").await.starts_with("250"));
+    assert!(c.cmd("DATA").await.starts_with("354"));
+    let r = c.cmd("From: Alice <alice@example.org>\r\nSubject: x\r\n\r\nhi\r\n.").await;
+    assert!(r.starts_with("250"), "{r}");
+    assert_eq!(f.inbox_count("bob@example.org").await, 1, "local copy delivered");
+    let q = f.store.queued().await.unwrap();
+    assert_eq!(q.len(), 1);
+    assert_eq!((q[0].recipient.as_str(), q[0].mail_from.as_str()), ("friend@remote.test", "alice@example.org"));
+}
+
+#[tokio::test]
+async fn inbound_port_is_never_an_open_relay() {
+    let f = fixture().await;
+    let (mut c, _t, _) = f.connect().await;
+    c.cmd("EHLO client.test").await;
+    assert!(c.cmd("AUTH PLAIN AGFAYg==").await.starts_with("503"), "no AUTH on port 25");
+    assert!(c.cmd("MAIL FROM:<spammer@remote.test>").await.starts_with("250"));
+    for rcpt in [
+        "<victim@elsewhere.test>",
+        "<victim%elsewhere.test@example.org>",
+        "<elsewhere.test!victim@example.org>",
+        "<\"victim@elsewhere.test\"@example.org>",
+        "<@example.org:victim@elsewhere.test>",
+        "<victim@elsewhere.test@example.org>",
+    ] {
+        let r = c.cmd(&format!("RCPT TO:{rcpt}")).await;
+        assert!(r.starts_with('5'), "{rcpt} was not refused: {r}");
+    }
+    assert!(f.store.queued().await.unwrap().is_empty());
 }

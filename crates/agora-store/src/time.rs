@@ -33,6 +33,12 @@ pub fn split(secs: i64) -> (i64, u32, u32, i64, i64, i64) {
     (y, m, d, rem / 3600, (rem % 3600) / 60, rem % 60)
 }
 
+/// `2026-11-28 06:00:00Z`: UTC, for logs and the command line.
+pub fn rfc3339(secs: i64) -> String {
+    let (y, mo, d, h, mi, s) = split(secs);
+    format!("{y:04}-{mo:02}-{d:02} {h:02}:{mi:02}:{s:02}Z")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

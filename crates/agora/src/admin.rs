@@ -85,6 +85,12 @@ pub enum GroupCmd {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum QueueCmd {
+    /// Messages waiting for delivery to remote recipients, oldest first.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
 pub enum MemberCmd {
     /// Add an account, group or external address to a group.
     Add { group: String, member: String },
@@ -279,6 +285,34 @@ pub async fn group(cli: &Cli, cmd: &GroupCmd) -> Result<()> {
                 let (g, m) = (normalize_address(group)?, normalize_address(member)?);
                 store.remove_group_member(&g, &m).await?;
                 println!("{m} removed from {g}");
+            }
+        }
+        Ok(())
+    }
+    .await;
+    store.close();
+    out
+}
+
+pub async fn queue(cli: &Cli, cmd: &QueueCmd) -> Result<()> {
+    let (store, _dir) = open(cli)?;
+    let out = async {
+        match cmd {
+            QueueCmd::List => {
+                let q = store.queued().await?;
+                if q.is_empty() {
+                    println!("queue is empty");
+                }
+                for e in q {
+                    println!(
+                        "{:>6}  {}  from <{}> to <{}>  attempts {}",
+                        e.id,
+                        agora_store::time::rfc3339(e.created),
+                        e.mail_from,
+                        e.recipient,
+                        e.attempts
+                    );
+                }
             }
         }
         Ok(())

@@ -20,8 +20,8 @@ pub struct ServiceDef {
 
 pub const SERVICES: &[ServiceDef] = &[
     ServiceDef { key: "smtp", port: 25, tls: "starttls", what: "SMTP inbound", built: true },
-    ServiceDef { key: "submission", port: 587, tls: "starttls", what: "SMTP submission", built: false },
-    ServiceDef { key: "submissions", port: 465, tls: "implicit", what: "SMTP submission over TLS", built: false },
+    ServiceDef { key: "submission", port: 587, tls: "starttls", what: "SMTP submission", built: true },
+    ServiceDef { key: "submissions", port: 465, tls: "implicit", what: "SMTP submission over TLS", built: true },
     ServiceDef { key: "imap", port: 143, tls: "starttls", what: "IMAP4", built: true },
     ServiceDef { key: "imaps", port: 993, tls: "implicit", what: "IMAP4 over TLS", built: true },
     ServiceDef { key: "pop3", port: 110, tls: "starttls", what: "POP3", built: true },

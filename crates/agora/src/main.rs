@@ -62,6 +62,9 @@ pub enum Cmd {
     /// Distribution groups.
     #[command(subcommand)]
     Group(admin::GroupCmd),
+    /// The outbound queue.
+    #[command(subcommand)]
+    Queue(admin::QueueCmd),
 }
 
 fn main() {
@@ -95,6 +98,7 @@ fn main() {
             Cmd::User(ref c) => admin::user(&cli, c).await,
             Cmd::Alias(ref c) => admin::alias(&cli, c).await,
             Cmd::Group(ref c) => admin::group(&cli, c).await,
+            Cmd::Queue(ref c) => admin::queue(&cli, c).await,
         }
     });
     if let Err(e) = result {

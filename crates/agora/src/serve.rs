@@ -135,19 +135,31 @@ pub async fn run(cli: &Cli, domain: Option<String>, hostname: Option<String>, li
         drain: Duration::from_secs(cfg.limits.shutdown_drain_secs),
     };
     let server = Server::new(limits, Some(Arc::clone(&tls)));
+    let throttle = Arc::new(Throttle::new());
+    // Inbound and submission share the memory budget for message data in flight.
+    let memory = agora_smtp::MessageMemory::new(cfg.limits.max_message_memory);
+    let smtp_cfg = SmtpConfig {
+        hostname: hostname.clone(),
+        primary_domain: domain.clone(),
+        max_message_size: cfg.limits.max_message_size,
+        max_recipients: cfg.limits.max_recipients.max(1),
+        allow_plaintext: cfg.auth.plaintext_without_tls,
+        ..SmtpConfig::default()
+    };
     let smtp = Arc::new(SmtpService::new(
-        SmtpConfig {
-            hostname: hostname.clone(),
-            primary_domain: domain.clone(),
-            max_message_size: cfg.limits.max_message_size,
-            max_recipients: cfg.limits.max_recipients.max(1),
-            ..SmtpConfig::default()
-        },
+        smtp_cfg.clone(),
         dir.clone(),
         Arc::clone(&dyn_store),
-        agora_smtp::MessageMemory::new(cfg.limits.max_message_memory),
+        memory.clone(),
+        Arc::clone(&throttle),
     ));
-    let throttle = Arc::new(Throttle::new());
+    let submission = Arc::new(SmtpService::new(
+        SmtpConfig { submission: true, ..smtp_cfg },
+        dir.clone(),
+        Arc::clone(&dyn_store),
+        memory,
+        Arc::clone(&throttle),
+    ));
     let pop3 = Arc::new(Pop3Service::new(
         Pop3Config {
             allow_plaintext: cfg.auth.plaintext_without_tls,
@@ -173,6 +185,7 @@ pub async fn run(cli: &Cli, domain: Option<String>, hostname: Option<String>, li
     for (spec, listener) in bound {
         match spec.service.as_str() {
             "smtp" => server.spawn_listener(listener, spec, smtp.clone()),
+            "submission" | "submissions" => server.spawn_listener(listener, spec, submission.clone()),
             "pop3" | "pop3s" => server.spawn_listener(listener, spec, pop3.clone()),
             "imap" | "imaps" => server.spawn_listener(listener, spec, imap.clone()),
             other => bail!("internal: no service wired for listener {other}"),

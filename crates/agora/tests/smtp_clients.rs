@@ -191,3 +191,76 @@ fn walk(dir: &std::path::Path) -> Vec<String> {
     }
     out
 }
+
+#[test]
+fn submission_with_auth_on_587_and_465() {
+    if !have("python3") || !have("swaks") {
+        return;
+    }
+    let a = Agora::start();
+    a.cli_ok(&["user", "add", "sender@example.org", "--password-stdin"], Some("send-pw\n"));
+    let script = format!(
+        r#"
+import smtplib, ssl, sys
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+s = smtplib.SMTP("{ip}", 10587, timeout=20)
+s.ehlo("client.test")
+assert s.has_extn("starttls") and "PLAIN" not in s.esmtp_features.get("auth", ""), s.esmtp_features
+try:
+    s.sendmail("sender@{d}", ["friend@remote.test"], "Subject: x\r\n\r\nx\r\n")
+    sys.exit("mail without AUTH accepted on submission")
+except smtplib.SMTPSenderRefused as e:
+    assert e.smtp_code == 530, e
+s.starttls(context=ctx); s.ehlo("client.test")
+assert "PLAIN" in s.esmtp_features["auth"], s.esmtp_features
+try:
+    s.login("sender@{d}", "wrong"); sys.exit("bad password accepted")
+except smtplib.SMTPAuthenticationError as e:
+    assert e.smtp_code == 535, e
+s.login("sender@{d}", "send-pw")
+try:
+    s.sendmail("admin@{d}", ["friend@remote.test"], "Subject: x\r\n\r\nx\r\n"); sys.exit("spoofed sender accepted")
+except smtplib.SMTPSenderRefused as e:
+    assert e.smtp_code == 550, e
+refused = s.sendmail("sender@{d}", ["friend@remote.test", "admin@{d}"], "From: sender@{d}\r\nSubject: out\r\n\r\nhello\r\n")
+assert refused == {{}}, refused
+s.quit()
+# Implicit TLS on 465 (RFC 8314).
+s = smtplib.SMTP_SSL("{ip}", 10465, context=ctx, timeout=20)
+s.login("sender@{d}", "send-pw")
+refused = s.sendmail("sender@{d}", ["other@remote.test"], "From: sender@{d}\r\nSubject: out2\r\n\r\nhello\r\n")
+assert refused == {{}}, refused
+s.quit()
+print("ok")
+"#,
+        ip = a.ip,
+        d = DOMAIN
+    );
+    python_ok(&script);
+    let sub = format!("{}:10587", a.ip);
+    let (ok, out) = run(
+        "swaks",
+        &[
+            "--server",
+            &sub,
+            "--tls",
+            "--auth",
+            "PLAIN",
+            "--auth-user",
+            "sender@example.org",
+            "--auth-password",
+            "send-pw",
+            "--from",
+            "sender@example.org",
+            "--to",
+            "third@remote.test",
+        ],
+        "",
+    );
+    assert!(ok && out.contains("235 2.7.0") && out.contains("250 2.0.0 Ok: queued"), "{out}");
+    assert_eq!(a.inbox_count(&format!("admin@{DOMAIN}")), 1, "the local recipient got its copy");
+    let queue = a.cli_ok(&["queue", "list"], None);
+    for rcpt in ["friend@remote.test", "other@remote.test", "third@remote.test"] {
+        assert!(queue.contains(rcpt), "{rcpt} not queued: {queue}");
+    }
+}
