@@ -2,7 +2,8 @@
 //! tests call `run_all` on a fresh, empty store.
 
 use crate::{
-    AddressEntry, Change, Delivery, DeliveryTarget, Envelope, FlagOp, Flags, NewAccount, Role, Store, StoreError,
+    AddressEntry, Change, Delivery, DeliveryTarget, Envelope, FlagOp, Flags, NewAccount, QueueOutcome, Role, Store,
+    StoreError,
 };
 
 fn new_account(login: &str) -> NewAccount {
@@ -345,6 +346,24 @@ async fn single_instance<S: Store>(s: &S) {
     assert_eq!(s.read_blob(&mc.blob).await.expect("still referenced"), body);
     s.expunge(out[1].mailbox, &[out[1].uid]).await.expect("expunge");
     assert_eq!(s.read_blob(&mc.blob).await.expect("queue still refers to it"), body);
+    // The queue's life: due now, deferred with its error, held, released, then done.
+    let id = q[0].id;
+    assert_eq!(s.queue_due(crate::now() + 1, 10).await.expect("due").len(), 1);
+    let later = crate::now() + 600;
+    s.queue_update(id, QueueOutcome::Retry { at: later, error: "451 4.3.0 try later".into() }).await.expect("retry");
+    assert!(s.queue_due(crate::now() + 1, 10).await.expect("due").is_empty(), "not due before its time");
+    let e = s.queued().await.expect("queue").remove(0);
+    assert_eq!((e.attempts, e.next_attempt, e.last_error.as_str()), (1, later, "451 4.3.0 try later"));
+    s.queue_update(id, QueueOutcome::Hold(true)).await.expect("hold");
+    assert!(s.queue_due(later + 1, 10).await.expect("due").is_empty(), "held entries wait");
+    s.queue_update(id, QueueOutcome::RetryNow).await.expect("release");
+    assert_eq!(s.queue_due(crate::now() + 1, 10).await.expect("due").len(), 1);
+    s.queue_update(id, QueueOutcome::Done).await.expect("done");
+    assert!(s.queued().await.expect("queue").is_empty());
+    assert!(
+        matches!(s.read_blob(&mc.blob).await, Err(StoreError::NotFound(_))),
+        "the last reference went with the queue entry"
+    );
 
     // A body nobody refers to any more is removed.
     let lone = vec![b'y'; crate::blob::INLINE_MAX + 100];

@@ -90,6 +90,9 @@ pub trait Store: Send + Sync + 'static {
     async fn deliver_all(&self, deliveries: Vec<Delivery>) -> Result<Vec<Vec<Delivered>>>;
     /// Outbound queue entries, oldest first.
     async fn queued(&self) -> Result<Vec<Queued>>;
+    /// Entries due for an attempt (not held), soonest first.
+    async fn queue_due(&self, now: i64, limit: usize) -> Result<Vec<Queued>>;
+    async fn queue_update(&self, id: i64, outcome: QueueOutcome) -> Result<()>;
     /// Every message of a mailbox, in UID order, without summaries (cheap listing).
     async fn message_list(&self, mailbox: MailboxId) -> Result<Vec<MessageRef>>;
     /// Messages of a mailbox whose UIDs fall in `uids`, in UID order.

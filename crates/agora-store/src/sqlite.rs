@@ -14,7 +14,7 @@ use crate::blob::BlobFiles;
 use crate::{
     Account, AccountId, AddressEntry, Change, DEFAULT_MAILBOXES, Delivered, Delivery, Domain, Envelope, FlagOp, Flags,
     FlagsStored, Group, Mailbox, MailboxChanges, MailboxId, MessageMeta, MessageRef, MessageSummary, NewAccount,
-    Queued, Result, Role, SharedMailbox, SpecialUse, StagedBlob, Store, StoreError, now,
+    QueueOutcome, Queued, Result, Role, SharedMailbox, SpecialUse, StagedBlob, Store, StoreError, now,
 };
 
 /// Most writes folded into one transaction; bounds the latency of the first in a batch.
@@ -127,9 +127,12 @@ CREATE TABLE IF NOT EXISTS outbound (
     delivery INTEGER REFERENCES deliveries(id),
     created INTEGER NOT NULL,
     next_attempt INTEGER NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 0
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT NOT NULL DEFAULT '',
+    held INTEGER NOT NULL DEFAULT 0
 );
-INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', '6');
+CREATE INDEX IF NOT EXISTS outbound_due ON outbound (next_attempt);
+INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', '7');
 "#;
 
 /// Sends a job's reply; runs only after the stamp and the change bus are updated.
@@ -150,6 +153,12 @@ const MIGRATIONS: &[(u32, &str)] = &[
     // Shared mailboxes (RFC 4314): the acl and private_seen tables come with the base
     // schema (CREATE ... IF NOT EXISTS); nothing to convert.
     (6, "SELECT 1"),
+    // The outbound queue's retry state.
+    (
+        7,
+        "ALTER TABLE outbound ADD COLUMN last_error TEXT NOT NULL DEFAULT '';
+         ALTER TABLE outbound ADD COLUMN held INTEGER NOT NULL DEFAULT 0",
+    ),
 ];
 
 /// Brings an older store up to the current schema, in one transaction.
@@ -614,6 +623,23 @@ fn account_from_row(conn: &Connection, r: &rusqlite::Row<'_>) -> rusqlite::Resul
 fn query_account(conn: &Connection, where_: &str, arg: &dyn rusqlite::ToSql) -> Result<Option<Account>> {
     let sql = format!("SELECT {ACCOUNT_COLS} FROM accounts WHERE {where_}");
     Ok(conn.prepare_cached(&sql)?.query_row([arg], |r| account_from_row(conn, r)).optional()?)
+}
+
+const QUEUE_COLS: &str = "id, blob, mail_from, recipient, created, attempts, next_attempt, last_error, held, delivery";
+
+fn queued_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Queued> {
+    Ok(Queued {
+        id: r.get(0)?,
+        blob: r.get(1)?,
+        mail_from: r.get(2)?,
+        recipient: r.get(3)?,
+        created: r.get(4)?,
+        attempts: r.get::<_, i64>(5)? as u32,
+        next_attempt: r.get(6)?,
+        last_error: r.get(7)?,
+        held: r.get(8)?,
+        delivery: r.get(9)?,
+    })
 }
 
 const REF_COLS: &str = "uid, modseq, flags, keywords, internal_date, size, blob, saved";
@@ -1391,21 +1417,57 @@ impl Store for Arc<SqliteStore> {
 
     async fn queued(&self) -> Result<Vec<Queued>> {
         self.read(|c| {
-            let mut s =
-                c.prepare_cached("SELECT id, blob, mail_from, recipient, created, attempts FROM outbound ORDER BY id")?;
-            let rows = s.query_map([], |r| {
-                Ok(Queued {
-                    id: r.get(0)?,
-                    blob: r.get(1)?,
-                    mail_from: r.get(2)?,
-                    recipient: r.get(3)?,
-                    created: r.get(4)?,
-                    attempts: r.get::<_, i64>(5)? as u32,
-                })
-            })?;
+            let sql = format!("SELECT {QUEUE_COLS} FROM outbound ORDER BY id");
+            let mut s = c.prepare_cached(&sql)?;
+            let rows = s.query_map([], queued_from_row)?;
             Ok(rows.collect::<rusqlite::Result<_>>()?)
         })
         .await
+    }
+
+    async fn queue_due(&self, now: i64, limit: usize) -> Result<Vec<Queued>> {
+        self.read(move |c| {
+            let sql = format!(
+                "SELECT {QUEUE_COLS} FROM outbound WHERE held = 0 AND next_attempt <= ?1 ORDER BY next_attempt, id LIMIT ?2"
+            );
+            let mut s = c.prepare_cached(&sql)?;
+            let rows = s.query_map(params![now, limit as i64], queued_from_row)?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })
+        .await
+    }
+
+    async fn queue_update(&self, id: i64, outcome: QueueOutcome) -> Result<()> {
+        let blobs = Arc::clone(&self.blobs);
+        let files = self
+            .write(move |c| {
+                match outcome {
+                    QueueOutcome::Retry { at, error } => {
+                        c.execute(
+                            "UPDATE outbound SET attempts = attempts + 1, next_attempt = ?2, last_error = ?3 WHERE id = ?1",
+                            params![id, at, error],
+                        )?;
+                    }
+                    QueueOutcome::Hold(held) => {
+                        c.execute("UPDATE outbound SET held = ?2 WHERE id = ?1", params![id, held])?;
+                    }
+                    QueueOutcome::RetryNow => {
+                        c.execute("UPDATE outbound SET held = 0, next_attempt = ?2 WHERE id = ?1", params![id, now()])?;
+                    }
+                    QueueOutcome::Done => {
+                        let blob: Option<String> = c
+                            .query_row("DELETE FROM outbound WHERE id = ?1 RETURNING blob", [id], |r| r.get(0))
+                            .optional()?;
+                        if let Some(b) = blob {
+                            c.execute("UPDATE blobs SET refs = refs - 1 WHERE hash = ?1", [b])?;
+                        }
+                    }
+                }
+                Ok((collect_garbage(c)?, Vec::new()))
+            })
+            .await?;
+        remove_blob_files(&blobs, &files);
+        Ok(())
     }
 
     async fn message_list(&self, mailbox: MailboxId) -> Result<Vec<MessageRef>> {
@@ -1706,7 +1768,9 @@ mod tests {
                 .replace("    scram TEXT NOT NULL DEFAULT '',\n", "")
                 .replace("    recent_uid INTEGER NOT NULL DEFAULT 0,\n", "    subscribed INTEGER NOT NULL DEFAULT 1,\n")
                 .replace("    saved INTEGER NOT NULL DEFAULT 0,\n", "")
-                .replace("'schema', '6'", "'schema', '1'");
+                .replace("    last_error TEXT NOT NULL DEFAULT '',\n    held INTEGER NOT NULL DEFAULT 0\n", "")
+                .replace("    attempts INTEGER NOT NULL DEFAULT 0,\n", "    attempts INTEGER NOT NULL DEFAULT 0\n")
+                .replace("'schema', '7'", "'schema', '1'");
             assert!(!v1.contains("scram") && !v1.contains("recent_uid") && v1.contains("'schema', '1'"));
             assert!(!v1.contains("subscriptions"));
             c.execute_batch(&v1).unwrap();

@@ -298,6 +298,26 @@ pub struct Queued {
     pub recipient: String,
     pub created: i64,
     pub attempts: u32,
+    pub next_attempt: i64,
+    /// The last temporary failure, as the remote side said it.
+    pub last_error: String,
+    pub held: bool,
+    /// The SMTP delivery it came with (its envelope has the DSN parameters).
+    pub delivery: Option<i64>,
+}
+
+/// What became of a delivery attempt, or what an administrator decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QueueOutcome {
+    /// Delivered, or given up on (after any DSN was queued): the entry goes.
+    Done,
+    /// Try again at `at` (seconds); `error` is kept for `agora queue`.
+    Retry {
+        at: i64,
+        error: String,
+    },
+    Hold(bool),
+    RetryNow,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

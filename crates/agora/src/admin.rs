@@ -88,6 +88,16 @@ pub enum GroupCmd {
 pub enum QueueCmd {
     /// Messages waiting for delivery to remote recipients, oldest first.
     List,
+    /// One entry with its last error.
+    Show { id: i64 },
+    /// Try an entry again now (also releases a held one).
+    Retry { id: i64 },
+    /// Keep an entry from being tried until it is released.
+    Hold { id: i64 },
+    /// Let a held entry be tried again.
+    Release { id: i64 },
+    /// Drop an entry without telling the sender.
+    Delete { id: i64 },
 }
 
 #[derive(Debug, Subcommand)]
@@ -305,14 +315,40 @@ pub async fn queue(cli: &Cli, cmd: &QueueCmd) -> Result<()> {
                 }
                 for e in q {
                     println!(
-                        "{:>6}  {}  from <{}> to <{}>  attempts {}",
+                        "{:>6}  {}  from <{}> to <{}>  attempts {}{}",
                         e.id,
                         agora_store::time::rfc3339(e.created),
                         e.mail_from,
                         e.recipient,
-                        e.attempts
+                        e.attempts,
+                        if e.held { "  (held)" } else { "" }
                     );
                 }
+            }
+            QueueCmd::Show { id } => {
+                let Some(e) = store.queued().await?.into_iter().find(|e| e.id == *id) else {
+                    bail!("no queue entry {id}");
+                };
+                println!("id:           {}", e.id);
+                println!("from:         <{}>", e.mail_from);
+                println!("to:           <{}>", e.recipient);
+                println!("queued:       {}", agora_store::time::rfc3339(e.created));
+                println!("attempts:     {}", e.attempts);
+                println!("next attempt: {}", agora_store::time::rfc3339(e.next_attempt));
+                println!("held:         {}", if e.held { "yes" } else { "no" });
+                println!("last error:   {}", if e.last_error.is_empty() { "-" } else { &e.last_error });
+            }
+            QueueCmd::Retry { id } | QueueCmd::Release { id } | QueueCmd::Hold { id } | QueueCmd::Delete { id } => {
+                if !store.queued().await?.iter().any(|e| e.id == *id) {
+                    bail!("no queue entry {id}");
+                }
+                let (outcome, what) = match cmd {
+                    QueueCmd::Hold { .. } => (agora_store::QueueOutcome::Hold(true), "held"),
+                    QueueCmd::Delete { .. } => (agora_store::QueueOutcome::Done, "deleted"),
+                    _ => (agora_store::QueueOutcome::RetryNow, "due now"),
+                };
+                store.queue_update(*id, outcome).await?;
+                println!("queue entry {id} {what}");
             }
         }
         Ok(())

@@ -263,4 +263,14 @@ print("ok")
     for rcpt in ["friend@remote.test", "other@remote.test", "third@remote.test"] {
         assert!(queue.contains(rcpt), "{rcpt} not queued: {queue}");
     }
+    // The administrator's view of the queue.
+    let id = queue.lines().next().unwrap().split_whitespace().next().unwrap().to_string();
+    assert!(a.cli_ok(&["queue", "show", &id], None).contains("to:           <friend@remote.test>"));
+    a.cli_ok(&["queue", "hold", &id], None);
+    assert!(a.cli_ok(&["queue", "list"], None).contains("(held)"));
+    a.cli_ok(&["queue", "release", &id], None);
+    assert!(!a.cli_ok(&["queue", "list"], None).contains("(held)"));
+    a.cli_ok(&["queue", "delete", &id], None);
+    assert!(!a.cli_ok(&["queue", "list"], None).contains("friend@remote.test"));
+    assert!(!a.cli(&["queue", "show", &id], None).status.success());
 }
