@@ -2,6 +2,7 @@
 //! into the information store.
 
 pub mod codec;
+pub mod outbound;
 pub mod session;
 
 use std::sync::Arc;

@@ -746,7 +746,7 @@ fn header_addresses(message: &[u8], name: &str) -> Vec<String> {
     out
 }
 
-fn queue_id() -> String {
+pub(crate) fn queue_id() -> String {
     use std::sync::OnceLock;
     use std::sync::atomic::{AtomicU64, Ordering};
     static NEXT: OnceLock<AtomicU64> = OnceLock::new();

@@ -50,7 +50,42 @@ pub struct Config {
     pub limits: LimitsSection,
     pub auth: AuthSection,
     pub pop3: Pop3Section,
+    pub transport: TransportSection,
     pub listeners: BTreeMap<String, ListenerSection>,
+}
+
+/// Delivery to other mail servers.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TransportSection {
+    /// Domain = "host:port" routes tried before DNS (internal relays, tests).
+    pub routes: BTreeMap<String, String>,
+    /// Send everything else through this server ("host:port") instead of MX hosts.
+    pub smarthost: Option<String>,
+    /// DNS servers for MX lookups ("ip:port"); empty for the system's resolver.
+    pub nameservers: Vec<std::net::SocketAddr>,
+    /// Port of the MX hosts.
+    pub mx_port: u16,
+    /// First retry after this many seconds, doubling up to four hours.
+    pub retry_secs: u64,
+    /// Return a message to its sender after this many seconds in the queue.
+    pub max_lifetime_secs: u64,
+    /// How often the queue is looked at.
+    pub poll_secs: u64,
+}
+
+impl Default for TransportSection {
+    fn default() -> Self {
+        TransportSection {
+            routes: BTreeMap::new(),
+            smarthost: None,
+            nameservers: Vec::new(),
+            mx_port: 25,
+            retry_secs: 300,
+            max_lifetime_secs: 5 * 86_400,
+            poll_secs: 5,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -269,7 +304,14 @@ pub fn default_file(hostname: &str, domain: &str) -> String {
          # plaintext_without_tls = false   # allow USER/PASS, LOGIN and PLAIN before TLS\n\n\
          [pop3]\n\
          # mark_seen = true          # retrieved messages get the Seen flag\n\
-         # expire_days = 30          # delete retrieved mail older than this at QUIT (default: never)\n",
+         # expire_days = 30          # delete retrieved mail older than this at QUIT (default: never)\n\n\
+         [transport]\n\
+         # smarthost = \"relay.example.net:587\"   # send everything through this server (default: MX lookup)\n\
+         # nameservers = [\"127.0.0.1:53\"]        # DNS servers for MX lookups (default: the system's)\n\
+         # retry_secs = 300            # first retry; doubles up to four hours\n\
+         # max_lifetime_secs = 432000  # return undeliverable mail to its sender after five days\n\
+         # [transport.routes]          # fixed routes, tried before DNS\n\
+         # \"partner.example\" = \"10.0.0.5:25\"\n",
         l.max_connections,
         l.max_connections_per_ip,
         l.max_message_size,

@@ -198,6 +198,26 @@ pub async fn run(cli: &Cli, domain: Option<String>, hostname: Option<String>, li
         (true, true) => "listening",
         (true, false) => "disabled",
     });
+    // The outbound transport: delivers what submission and groups queued for remote
+    // recipients, until shutdown.
+    let t = &cfg.transport;
+    let transport = Arc::new(agora_smtp::outbound::Transport::new(
+        agora_smtp::outbound::TransportConfig {
+            hostname: hostname.clone(),
+            routes: t.routes.iter().map(|(d, r)| (d.to_ascii_lowercase(), r.clone())).collect(),
+            smarthost: t.smarthost.clone(),
+            nameservers: t.nameservers.clone(),
+            mx_port: t.mx_port,
+            retry_base: Duration::from_secs(t.retry_secs.max(1)),
+            max_lifetime: Duration::from_secs(t.max_lifetime_secs),
+            poll: Duration::from_secs(t.poll_secs.max(1)),
+            ..agora_smtp::outbound::TransportConfig::default()
+        },
+        Arc::clone(&dyn_store),
+        dir.clone(),
+    ));
+    let transport_task = tokio::spawn(Arc::clone(&transport).run(server.shutdown_token()));
+
     println!("agora: ready");
     let _ = std::io::stdout().flush();
 
@@ -218,6 +238,7 @@ pub async fn run(cli: &Cli, domain: Option<String>, hostname: Option<String>, li
     if !server.shutdown().await {
         tracing::warn!("some sessions did not finish within the drain deadline");
     }
+    let _ = tokio::time::timeout(Duration::from_secs(10), transport_task).await;
     store.flush().await.context("flushing the store")?;
     store.close();
     tracing::info!("stopped");

@@ -1,0 +1,91 @@
+//! The outbound transport end to end: two Agora instances on loopback, one routing a
+//! domain to the other; a user submits over 587 and the other server's mailbox gets
+//! the message; a refused recipient and a destination that never answers come back
+//! to the sender as delivery status notifications a real parser reads.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Agora, python_ok};
+
+fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+#[test]
+fn two_servers_exchange_mail_and_failures_come_back() {
+    if !common::have("python3") {
+        return;
+    }
+    let b = Agora::start_with(|data| {
+        std::fs::write(data.join("agora.toml"), "[server]\nhostname = \"mx.b.test\"\ndomain = \"b.test\"\n").unwrap();
+    });
+    b.cli_ok(&["domain", "add", "b.test"], None);
+    b.cli_ok(&["user", "add", "bob@b.test", "--password-stdin"], Some("bob-pw\n"));
+    // A port on B's address where nothing listens: a destination that is down.
+    let down = format!("{}:10999", b.ip);
+    let b_smtp = b.smtp();
+    let a = Agora::start_with(|data| {
+        std::fs::write(
+            data.join("agora.toml"),
+            format!(
+                "[server]\nhostname = \"mx.example.org\"\ndomain = \"example.org\"\n\
+                 [auth]\nplaintext_without_tls = true\n\
+                 [transport]\npoll_secs = 1\nretry_secs = 1\nmax_lifetime_secs = 4\n\
+                 [transport.routes]\n\"b.test\" = \"{b_smtp}\"\n\"down.test\" = \"{down}\"\n"
+            ),
+        )
+        .unwrap();
+    });
+    a.cli_ok(&["user", "add", "alice@example.org", "--password-stdin"], Some("alice-pw\n"));
+    let script = format!(
+        r#"
+import smtplib
+s = smtplib.SMTP("{ip}", 10587, timeout=20)
+s.login("alice@example.org", "alice-pw")
+s.sendmail("alice@example.org", ["bob@b.test"], "From: alice@example.org\r\nTo: bob@b.test\r\nSubject: across\r\n\r\nhello b\r\n")
+s.sendmail("alice@example.org", ["nobody@b.test"], "From: alice@example.org\r\nSubject: lost\r\n\r\nx\r\n")
+s.sendmail("alice@example.org", ["someone@down.test"], "From: alice@example.org\r\nSubject: stuck\r\n\r\nx\r\n")
+s.quit()
+print("ok")
+"#,
+        ip = a.ip
+    );
+    python_ok(&script);
+    // Delivered to the other server within a few polls.
+    wait_until("delivery to b.test", || b.inbox_count("bob@b.test") == 1);
+    // The refused recipient comes back at once, the unreachable one when its time is up.
+    wait_until("two DSNs", || a.inbox_count("alice@example.org") == 2);
+    assert!(a.cli_ok(&["queue", "list"], None).contains("queue is empty"));
+    let dump = format!(
+        r#"
+import imaplib, email
+m = imaplib.IMAP4("{ip}", 10143)
+m.login("alice@example.org", "alice-pw")
+m.select("INBOX")
+typ, data = m.fetch("1:2", "(BODY.PEEK[])")
+reports = [email.message_from_bytes(d[1]) for d in data if isinstance(d, tuple)]
+assert len(reports) == 2, data
+statuses = {{}}
+for r in reports:
+    assert r.get_content_type() == "multipart/report" and r.get_param("report-type") == "delivery-status", r
+    parts = r.get_payload()
+    ds = [p for p in parts if p.get_content_type() == "message/delivery-status"][0]
+    fields = ds.get_payload()
+    per_rcpt = fields[1]
+    statuses[per_rcpt["Final-Recipient"]] = (per_rcpt["Action"], per_rcpt["Status"])
+    assert "Subject:" in parts[2].as_string(), parts[2].as_string()
+assert statuses["rfc822; nobody@b.test"] == ("failed", "5.1.1"), statuses
+assert statuses["rfc822; someone@down.test"] == ("failed", "4.4.7"), statuses
+print("ok")
+"#,
+        ip = a.ip
+    );
+    python_ok(&dump);
+}
