@@ -127,7 +127,14 @@ pub struct Session {
     authenticated_as: Option<String>,
     account: Option<agora_store::Account>,
     throttle: Arc<Throttle>,
+    /// RCPT commands this session has made, over all its transactions.
+    rcpts_in_session: usize,
 }
+
+/// A session may name this many times `max_recipients` recipients in all.
+const RCPT_SESSION_FACTOR: usize = 10;
+/// More Received headers than this means a mail loop (Postfix's hopcount_limit).
+const MAX_HOPS: usize = 50;
 
 /// SASL challenges in SMTP's syntax: `334 base64`, answered by a base64 line or `*`.
 struct SmtpChallenger<'a>(&'a mut Conn);
@@ -175,6 +182,7 @@ impl Session {
             authenticated_as: None,
             account: None,
             throttle,
+            rcpts_in_session: 0,
         }
     }
 
@@ -416,6 +424,12 @@ impl Session {
             conn.queue(reply(452, "4.5.3", "Error: too many recipients").as_bytes());
             return Flow::Continue;
         }
+        // Across transactions too: one session may not fan out without bound.
+        if self.rcpts_in_session >= self.cfg.max_recipients.saturating_mul(RCPT_SESSION_FACTOR) {
+            conn.queue(reply(452, "4.5.3", "Error: too many recipients in this session, try again later").as_bytes());
+            return Flow::Continue;
+        }
+        self.rcpts_in_session += 1;
         let shown = sanitize(&to);
         let lookup = if to == "postmaster" { format!("postmaster@{}", self.cfg.primary_domain) } else { to.clone() };
         let resolved = match self.dir.resolve(&lookup).await {
@@ -573,6 +587,9 @@ impl Session {
         if let Some(fault) = dec.fault() {
             return self.error(conn, fault);
         }
+        if hops(&dec.body) > MAX_HOPS {
+            return self.error(conn, reply(554, "5.4.6", "Error: too many hops, probably a mail loop"));
+        }
         // Submission: every From: address must be the sender's own too (no spoofing).
         if self.cfg.submission {
             for from in header_addresses(&dec.body, "from") {
@@ -705,6 +722,12 @@ impl LineProtocol for Session {
 
 /// A short unique id for logs and the Received header: a random per-process start,
 /// then a counter, so that no message pays for a system call to get one.
+/// Received header fields of a message's header.
+fn hops(message: &[u8]) -> usize {
+    let end = message.windows(4).position(|w| w == b"\r\n\r\n").map_or(message.len(), |i| i + 2);
+    message[..end].split(|&b| b == b'\n').filter(|l| l.len() >= 9 && l[..9].eq_ignore_ascii_case(b"received:")).count()
+}
+
 /// The addr-specs of a header field of the message's header (unfolded).
 fn header_addresses(message: &[u8], name: &str) -> Vec<String> {
     let end = message.windows(4).position(|w| w == b"\r\n\r\n").map_or(message.len(), |i| i + 2);

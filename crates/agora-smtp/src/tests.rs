@@ -416,3 +416,29 @@ async fn inbound_port_is_never_an_open_relay() {
     }
     assert!(f.store.queued().await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn mail_loops_are_cut_and_sessions_cannot_fan_out_without_bound() {
+    let f = fixture().await;
+    let (mut c, _t, _) = f.connect().await;
+    c.cmd("EHLO client.test").await;
+    assert!(c.cmd("MAIL FROM:<s@remote.test>").await.starts_with("250"));
+    assert!(c.cmd("RCPT TO:<alice@example.org>").await.starts_with("250"));
+    assert!(c.cmd("DATA").await.starts_with("354"));
+    let looped = format!("{}Subject: loop\r\n\r\nx\r\n.", "Received: from a by b; now\r\n".repeat(51));
+    let r = c.cmd(&looped).await;
+    assert!(r.starts_with("554 5.4.6"), "{r}");
+    assert_eq!(f.inbox_count("alice@example.org").await, 0);
+    // max_recipients is 100 here: a session gets ten times that over all its transactions.
+    let mut refused = 0;
+    for i in 0..1005 {
+        if i % 100 == 0 {
+            c.cmd("RSET").await;
+            assert!(c.cmd("MAIL FROM:<s@remote.test>").await.starts_with("250"));
+        }
+        if c.cmd("RCPT TO:<alice@example.org>").await.starts_with("452 4.5.3") {
+            refused += 1;
+        }
+    }
+    assert_eq!(refused, 6, "1,006 RCPTs in all, the one before the loop included");
+}
