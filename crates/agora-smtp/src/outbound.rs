@@ -37,6 +37,8 @@ pub struct TransportConfig {
     pub max_retry: Duration,
     /// How long a message may wait before it is returned (RFC 5321 §4.5.4.1: 4-5 days).
     pub max_lifetime: Duration,
+    /// After this long in the queue the sender is told of the delay, once.
+    pub delay_warning: Duration,
     /// How often the queue is looked at.
     pub poll: Duration,
 }
@@ -52,6 +54,7 @@ impl Default for TransportConfig {
             retry_base: Duration::from_secs(300),
             max_retry: Duration::from_secs(4 * 3600),
             max_lifetime: Duration::from_secs(5 * 86_400),
+            delay_warning: Duration::from_secs(4 * 3600),
             poll: Duration::from_secs(5),
         }
     }
@@ -133,14 +136,20 @@ impl Transport {
     }
 
     async fn settle(&self, e: &Queued, fate: Fate, message: &[u8]) -> Result<(), agora_store::StoreError> {
+        let age = now() - e.created;
         match fate {
             Fate::Delivered => {
                 tracing::info!("outbound: {} delivered to <{}>", e.id, e.recipient);
+                self.report(e, Report::Relayed, message).await;
                 self.store.queue_update(e.id, QueueOutcome::Done).await
             }
-            Fate::Deferred(why) if (now() - e.created) < self.cfg.max_lifetime.as_secs() as i64 => {
+            Fate::Deferred(why) if age < self.cfg.max_lifetime.as_secs() as i64 => {
                 let delay = self.cfg.retry_base.saturating_mul(1 << e.attempts.min(16)).min(self.cfg.max_retry);
                 tracing::info!("outbound: {} to <{}> deferred: {why}", e.id, e.recipient);
+                if !e.warned && age >= self.cfg.delay_warning.as_secs() as i64 {
+                    self.report(e, Report::Delayed(&why), message).await;
+                    self.store.queue_update(e.id, QueueOutcome::Warned).await?;
+                }
                 self.store
                     .queue_update(e.id, QueueOutcome::Retry { at: now() + delay.as_secs() as i64, error: why })
                     .await
@@ -148,14 +157,14 @@ impl Transport {
             Fate::Deferred(why) => {
                 let why = format!("{why} (gave up after {} attempts)", e.attempts + 1);
                 tracing::info!("outbound: {} to <{}> expired", e.id, e.recipient);
-                self.bounce(e, "4.4.7", &why, message).await;
+                self.report(e, Report::Failed("4.4.7", &why), message).await;
                 self.store.queue_update(e.id, QueueOutcome::Done).await
             }
             Fate::Failed(why) => {
                 tracing::info!("outbound: {} to <{}> failed: {why}", e.id, e.recipient);
                 let status =
                     why.split_whitespace().nth(1).filter(|s| s.starts_with('5')).unwrap_or("5.0.0").to_string();
-                self.bounce(e, &status, &why, message).await;
+                self.report(e, Report::Failed(&status, &why), message).await;
                 self.store.queue_update(e.id, QueueOutcome::Done).await
             }
         }
@@ -267,14 +276,37 @@ impl Transport {
         Ok(fates.into_iter().map(|f| if f == Fate::Delivered { outcome.clone() } else { f }).collect())
     }
 
-    /// Returns a message to its sender as a delivery status notification (RFC 3464);
-    /// never for the null sender (no loops).
-    async fn bounce(&self, e: &Queued, status: &str, why: &str, message: &[u8]) {
+    /// Tells the sender what became of a recipient, as a delivery status notification
+    /// (RFC 3464), when the recipient's NOTIFY asks for it (RFC 3461: without NOTIFY,
+    /// failures and delays are reported); never to the null sender (no loops).
+    async fn report(&self, e: &Queued, report: Report<'_>, message: &[u8]) {
         if e.mail_from.is_empty() {
             return;
         }
-        let dsn = dsn_message(&self.cfg.hostname, &e.mail_from, &e.recipient, status, why, message);
-        let body = match self.store.stage(dsn).await {
+        let envelope = match e.delivery {
+            Some(d) => self.store.delivery_envelope(d).await.ok().flatten(),
+            None => None,
+        };
+        let rcpt = envelope.as_ref().and_then(|env| env.recipients.iter().find(|r| r.address == e.recipient));
+        let notify = rcpt.and_then(|r| r.notify.clone()).unwrap_or_else(|| "FAILURE,DELAY".into()).to_ascii_uppercase();
+        let wanted = match report {
+            Report::Failed(..) => "FAILURE",
+            Report::Delayed(_) => "DELAY",
+            Report::Relayed => "SUCCESS",
+        };
+        if notify.contains("NEVER") || !notify.split(',').any(|n| n.trim() == wanted) {
+            return;
+        }
+        let dsn = Dsn {
+            hostname: &self.cfg.hostname,
+            sender: &e.mail_from,
+            recipient: &e.recipient,
+            orcpt: rcpt.and_then(|r| r.orcpt.as_deref()),
+            envid: envelope.as_ref().and_then(|env| env.envid.as_deref()),
+            full: envelope.as_ref().and_then(|env| env.ret.as_deref()).is_some_and(|r| r.eq_ignore_ascii_case("FULL")),
+            report,
+        };
+        let body = match self.store.stage(dsn.message(message)).await {
             Ok(b) => b,
             Err(err) => {
                 tracing::error!("outbound: DSN for {}: {err}", e.id);
@@ -292,7 +324,7 @@ impl Transport {
         let delivery = Delivery {
             body,
             internal_date: now(),
-            // The null sender: nobody answers a bounce.
+            // The null sender: nobody answers a report.
             envelope: Some(Envelope { mail_from: String::new(), ..Envelope::default() }),
             flags: Flags::default(),
             keywords: Vec::new(),
@@ -306,49 +338,113 @@ impl Transport {
     }
 }
 
-/// A delivery status notification: a human part, the machine-readable status and the
-/// original message's header.
-fn dsn_message(hostname: &str, sender: &str, recipient: &str, status: &str, why: &str, original: &[u8]) -> Vec<u8> {
-    let boundary = format!("{}/{hostname}", crate::session::queue_id());
-    let date = rfc5322_date(now());
-    let header_end = original.windows(4).position(|w| w == b"\r\n\r\n").map_or(original.len(), |i| i + 2);
-    let why = why.replace(['\r', '\n'], " ");
-    let mut out = format!(
-        "From: Mail Delivery System <MAILER-DAEMON@{hostname}>\r\n\
-         To: <{sender}>\r\n\
-         Subject: Undelivered Mail Returned to Sender\r\n\
-         Date: {date}\r\n\
-         Message-ID: <{boundary}>\r\n\
-         Auto-Submitted: auto-replied\r\n\
-         MIME-Version: 1.0\r\n\
-         Content-Type: multipart/report; report-type=delivery-status; boundary=\"{boundary}\"\r\n\
-         \r\n\
-         --{boundary}\r\n\
-         Content-Type: text/plain; charset=us-ascii\r\n\
-         \r\n\
-         This is the mail system at {hostname}.\r\n\
-         \r\n\
-         Your message could not be delivered to <{recipient}>:\r\n\
-         {why}\r\n\
-         \r\n\
-         --{boundary}\r\n\
-         Content-Type: message/delivery-status\r\n\
-         \r\n\
-         Reporting-MTA: dns; {hostname}\r\n\
-         \r\n\
-         Final-Recipient: rfc822; {recipient}\r\n\
-         Action: failed\r\n\
-         Status: {status}\r\n\
-         Diagnostic-Code: smtp; {why}\r\n\
-         \r\n\
-         --{boundary}\r\n\
-         Content-Type: text/rfc822-headers\r\n\
-         \r\n"
-    )
-    .into_bytes();
-    out.extend_from_slice(&original[..header_end]);
-    out.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
-    out
+/// What a DSN reports about its recipient.
+#[derive(Debug, Clone, Copy)]
+enum Report<'a> {
+    /// Status code and the reason.
+    Failed(&'a str, &'a str),
+    Delayed(&'a str),
+    /// Handed to the next server (which may not pass DSNs on).
+    Relayed,
+}
+
+struct Dsn<'a> {
+    hostname: &'a str,
+    sender: &'a str,
+    recipient: &'a str,
+    orcpt: Option<&'a str>,
+    envid: Option<&'a str>,
+    /// RET=FULL: the whole message goes back, else its header.
+    full: bool,
+    report: Report<'a>,
+}
+
+impl Dsn<'_> {
+    /// The report: a human part, the machine-readable status (message/delivery-status)
+    /// and the original message or its header.
+    fn message(&self, original: &[u8]) -> Vec<u8> {
+        let hostname = self.hostname;
+        let boundary = format!("{}/{hostname}", crate::session::queue_id());
+        let date = rfc5322_date(now());
+        let (action, status, why, subject, text) = match self.report {
+            Report::Failed(status, why) => (
+                "failed",
+                status.to_string(),
+                why.replace(['\r', '\n'], " "),
+                "Undelivered Mail Returned to Sender",
+                "could not be delivered to",
+            ),
+            Report::Delayed(why) => (
+                "delayed",
+                "4.4.7".to_string(),
+                why.replace(['\r', '\n'], " "),
+                "Delayed Mail (still being retried)",
+                "has not yet been delivered to",
+            ),
+            Report::Relayed => {
+                ("relayed", "2.0.0".to_string(), String::new(), "Successful Mail Delivery Report", "was relayed to")
+            }
+        };
+        let mut per_message = format!("Reporting-MTA: dns; {hostname}\r\n");
+        if let Some(id) = self.envid {
+            per_message.push_str(&format!("Original-Envelope-Id: {id}\r\n"));
+        }
+        let mut per_rcpt = String::new();
+        if let Some(o) = self.orcpt {
+            per_rcpt.push_str(&format!("Original-Recipient: {o}\r\n"));
+        }
+        per_rcpt.push_str(&format!(
+            "Final-Recipient: rfc822; {}\r\nAction: {action}\r\nStatus: {status}\r\n",
+            self.recipient
+        ));
+        if !why.is_empty() {
+            per_rcpt.push_str(&format!("Diagnostic-Code: smtp; {why}\r\n"));
+        }
+        let (kind, returned) = if self.full {
+            ("message/rfc822", original)
+        } else {
+            let end = original.windows(4).position(|w| w == b"\r\n\r\n").map_or(original.len(), |i| i + 2);
+            ("text/rfc822-headers", &original[..end])
+        };
+        let mut out = format!(
+            "From: Mail Delivery System <MAILER-DAEMON@{hostname}>\r\n\
+             To: <{sender}>\r\n\
+             Subject: {subject}\r\n\
+             Date: {date}\r\n\
+             Message-ID: <{boundary}>\r\n\
+             Auto-Submitted: auto-replied\r\n\
+             MIME-Version: 1.0\r\n\
+             Content-Type: multipart/report; report-type=delivery-status; boundary=\"{boundary}\"\r\n\
+             \r\n\
+             --{boundary}\r\n\
+             Content-Type: text/plain; charset=us-ascii\r\n\
+             \r\n\
+             This is the mail system at {hostname}.\r\n\
+             \r\n\
+             Your message {text} <{recipient}>.\r\n\
+             {why}\r\n\
+             \r\n\
+             --{boundary}\r\n\
+             Content-Type: message/delivery-status\r\n\
+             \r\n\
+             {per_message}\
+             \r\n\
+             {per_rcpt}\
+             \r\n\
+             --{boundary}\r\n\
+             Content-Type: {kind}\r\n\
+             \r\n",
+            sender = self.sender,
+            recipient = self.recipient,
+        )
+        .into_bytes();
+        out.extend_from_slice(returned);
+        if !returned.ends_with(b"\r\n") {
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+        out
+    }
 }
 
 /// A minimal SMTP client for the transport.

@@ -115,6 +115,8 @@ pub trait Store: Send + Sync + 'static {
     async fn expunge(&self, mailbox: MailboxId, uids: &[u32]) -> Result<Vec<u32>>;
     /// UIDs expunged from `mailbox` with a MODSEQ above `since` (for QRESYNC).
     async fn expunged_since(&self, mailbox: MailboxId, since: u64) -> Result<Vec<u32>>;
+    /// The SMTP envelope of a delivery (DSN parameters for queue entries).
+    async fn delivery_envelope(&self, delivery: i64) -> Result<Option<Envelope>>;
     /// SMTP envelope recorded with the delivery of a message, if any.
     async fn envelope_of(&self, mailbox: MailboxId, uid: u32) -> Result<Option<Envelope>>;
 

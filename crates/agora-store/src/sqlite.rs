@@ -129,10 +129,11 @@ CREATE TABLE IF NOT EXISTS outbound (
     next_attempt INTEGER NOT NULL,
     attempts INTEGER NOT NULL DEFAULT 0,
     last_error TEXT NOT NULL DEFAULT '',
-    held INTEGER NOT NULL DEFAULT 0
+    held INTEGER NOT NULL DEFAULT 0,
+    warned INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS outbound_due ON outbound (next_attempt);
-INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', '7');
+INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', '8');
 "#;
 
 /// Sends a job's reply; runs only after the stamp and the change bus are updated.
@@ -159,6 +160,8 @@ const MIGRATIONS: &[(u32, &str)] = &[
         "ALTER TABLE outbound ADD COLUMN last_error TEXT NOT NULL DEFAULT '';
          ALTER TABLE outbound ADD COLUMN held INTEGER NOT NULL DEFAULT 0",
     ),
+    // Whether the sender was told of the delay (one warning per entry).
+    (8, "ALTER TABLE outbound ADD COLUMN warned INTEGER NOT NULL DEFAULT 0"),
 ];
 
 /// Brings an older store up to the current schema, in one transaction.
@@ -625,7 +628,8 @@ fn query_account(conn: &Connection, where_: &str, arg: &dyn rusqlite::ToSql) -> 
     Ok(conn.prepare_cached(&sql)?.query_row([arg], |r| account_from_row(conn, r)).optional()?)
 }
 
-const QUEUE_COLS: &str = "id, blob, mail_from, recipient, created, attempts, next_attempt, last_error, held, delivery";
+const QUEUE_COLS: &str =
+    "id, blob, mail_from, recipient, created, attempts, next_attempt, last_error, held, delivery, warned";
 
 fn queued_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Queued> {
     Ok(Queued {
@@ -639,6 +643,7 @@ fn queued_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Queued> {
         last_error: r.get(7)?,
         held: r.get(8)?,
         delivery: r.get(9)?,
+        warned: r.get(10)?,
     })
 }
 
@@ -1448,6 +1453,9 @@ impl Store for Arc<SqliteStore> {
                             params![id, at, error],
                         )?;
                     }
+                    QueueOutcome::Warned => {
+                        c.execute("UPDATE outbound SET warned = 1 WHERE id = ?1", [id])?;
+                    }
                     QueueOutcome::Hold(held) => {
                         c.execute("UPDATE outbound SET held = ?2 WHERE id = ?1", params![id, held])?;
                     }
@@ -1697,6 +1705,15 @@ impl Store for Arc<SqliteStore> {
         .await
     }
 
+    async fn delivery_envelope(&self, delivery: i64) -> Result<Option<Envelope>> {
+        self.read(move |c| {
+            let env: Option<String> =
+                c.query_row("SELECT envelope FROM deliveries WHERE id = ?1", [delivery], |r| r.get(0)).optional()?;
+            env.map(|e| serde_json::from_str(&e).map_err(|e| StoreError::Corrupt(format!("envelope: {e}")))).transpose()
+        })
+        .await
+    }
+
     async fn envelope_of(&self, mailbox: MailboxId, uid: u32) -> Result<Option<Envelope>> {
         self.read(move |c| {
             let env: Option<String> = c
@@ -1768,9 +1785,9 @@ mod tests {
                 .replace("    scram TEXT NOT NULL DEFAULT '',\n", "")
                 .replace("    recent_uid INTEGER NOT NULL DEFAULT 0,\n", "    subscribed INTEGER NOT NULL DEFAULT 1,\n")
                 .replace("    saved INTEGER NOT NULL DEFAULT 0,\n", "")
-                .replace("    last_error TEXT NOT NULL DEFAULT '',\n    held INTEGER NOT NULL DEFAULT 0\n", "")
+                .replace("    last_error TEXT NOT NULL DEFAULT '',\n    held INTEGER NOT NULL DEFAULT 0,\n    warned INTEGER NOT NULL DEFAULT 0\n", "")
                 .replace("    attempts INTEGER NOT NULL DEFAULT 0,\n", "    attempts INTEGER NOT NULL DEFAULT 0\n")
-                .replace("'schema', '7'", "'schema', '1'");
+                .replace("'schema', '8'", "'schema', '1'");
             assert!(!v1.contains("scram") && !v1.contains("recent_uid") && v1.contains("'schema', '1'"));
             assert!(!v1.contains("subscriptions"));
             c.execute_batch(&v1).unwrap();

@@ -304,6 +304,8 @@ pub struct Queued {
     pub held: bool,
     /// The SMTP delivery it came with (its envelope has the DSN parameters).
     pub delivery: Option<i64>,
+    /// The sender has been told of the delay.
+    pub warned: bool,
 }
 
 /// What became of a delivery attempt, or what an administrator decided.
@@ -318,6 +320,8 @@ pub enum QueueOutcome {
     },
     Hold(bool),
     RetryNow,
+    /// A delay warning went to the sender.
+    Warned,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

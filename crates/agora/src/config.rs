@@ -70,6 +70,8 @@ pub struct TransportSection {
     pub retry_secs: u64,
     /// Return a message to its sender after this many seconds in the queue.
     pub max_lifetime_secs: u64,
+    /// Tell the sender of a delay after this many seconds, once.
+    pub delay_warning_secs: u64,
     /// How often the queue is looked at.
     pub poll_secs: u64,
 }
@@ -83,6 +85,7 @@ impl Default for TransportSection {
             mx_port: 25,
             retry_secs: 300,
             max_lifetime_secs: 5 * 86_400,
+            delay_warning_secs: 4 * 3600,
             poll_secs: 5,
         }
     }
@@ -310,6 +313,7 @@ pub fn default_file(hostname: &str, domain: &str) -> String {
          # nameservers = [\"127.0.0.1:53\"]        # DNS servers for MX lookups (default: the system's)\n\
          # retry_secs = 300            # first retry; doubles up to four hours\n\
          # max_lifetime_secs = 432000  # return undeliverable mail to its sender after five days\n\
+         # delay_warning_secs = 14400  # tell the sender of a delay after four hours\n\
          # [transport.routes]          # fixed routes, tried before DNS\n\
          # \"partner.example\" = \"10.0.0.5:25\"\n",
         l.max_connections,

@@ -210,6 +210,7 @@ pub async fn run(cli: &Cli, domain: Option<String>, hostname: Option<String>, li
             mx_port: t.mx_port,
             retry_base: Duration::from_secs(t.retry_secs.max(1)),
             max_lifetime: Duration::from_secs(t.max_lifetime_secs),
+            delay_warning: Duration::from_secs(t.delay_warning_secs),
             poll: Duration::from_secs(t.poll_secs.max(1)),
             ..agora_smtp::outbound::TransportConfig::default()
         },

@@ -37,7 +37,7 @@ fn two_servers_exchange_mail_and_failures_come_back() {
             format!(
                 "[server]\nhostname = \"mx.example.org\"\ndomain = \"example.org\"\n\
                  [auth]\nplaintext_without_tls = true\n\
-                 [transport]\npoll_secs = 1\nretry_secs = 1\nmax_lifetime_secs = 4\n\
+                 [transport]\npoll_secs = 1\nretry_secs = 1\nmax_lifetime_secs = 4\ndelay_warning_secs = 1\n\
                  [transport.routes]\n\"b.test\" = \"{b_smtp}\"\n\"down.test\" = \"{down}\"\n"
             ),
         )
@@ -49,9 +49,12 @@ fn two_servers_exchange_mail_and_failures_come_back() {
 import smtplib
 s = smtplib.SMTP("{ip}", 10587, timeout=20)
 s.login("alice@example.org", "alice-pw")
-s.sendmail("alice@example.org", ["bob@b.test"], "From: alice@example.org\r\nTo: bob@b.test\r\nSubject: across\r\n\r\nhello b\r\n")
+s.sendmail("alice@example.org", ["bob@b.test"], "From: alice@example.org\r\nTo: bob@b.test\r\nSubject: across\r\n\r\nhello b\r\n",
+           mail_options=["RET=FULL", "ENVID=env-1"], rcpt_options=["NOTIFY=SUCCESS,FAILURE", "ORCPT=rfc822;bob@b.test"])
 s.sendmail("alice@example.org", ["nobody@b.test"], "From: alice@example.org\r\nSubject: lost\r\n\r\nx\r\n")
 s.sendmail("alice@example.org", ["someone@down.test"], "From: alice@example.org\r\nSubject: stuck\r\n\r\nx\r\n")
+s.sendmail("alice@example.org", ["quiet@down.test"], "From: alice@example.org\r\nSubject: never tell\r\n\r\nx\r\n",
+           rcpt_options=["NOTIFY=NEVER"])
 s.quit()
 print("ok")
 "#,
@@ -60,29 +63,43 @@ print("ok")
     python_ok(&script);
     // Delivered to the other server within a few polls.
     wait_until("delivery to b.test", || b.inbox_count("bob@b.test") == 1);
-    // The refused recipient comes back at once, the unreachable one when its time is up.
-    wait_until("two DSNs", || a.inbox_count("alice@example.org") == 2);
-    assert!(a.cli_ok(&["queue", "list"], None).contains("queue is empty"));
+    // Reports: relayed (asked for with NOTIFY=SUCCESS), the refused recipient at once,
+    // the unreachable one first delayed then expired; none for NOTIFY=NEVER.
+    wait_until("the queue to empty", || a.cli_ok(&["queue", "list"], None).contains("queue is empty"));
+    wait_until("four DSNs", || a.inbox_count("alice@example.org") == 4);
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(a.inbox_count("alice@example.org"), 4);
     let dump = format!(
         r#"
 import imaplib, email
 m = imaplib.IMAP4("{ip}", 10143)
 m.login("alice@example.org", "alice-pw")
 m.select("INBOX")
-typ, data = m.fetch("1:2", "(BODY.PEEK[])")
+typ, data = m.fetch("1:*", "(BODY.PEEK[])")
 reports = [email.message_from_bytes(d[1]) for d in data if isinstance(d, tuple)]
-assert len(reports) == 2, data
-statuses = {{}}
+assert len(reports) == 4, data
+seen = set()
 for r in reports:
     assert r.get_content_type() == "multipart/report" and r.get_param("report-type") == "delivery-status", r
     parts = r.get_payload()
     ds = [p for p in parts if p.get_content_type() == "message/delivery-status"][0]
-    fields = ds.get_payload()
-    per_rcpt = fields[1]
-    statuses[per_rcpt["Final-Recipient"]] = (per_rcpt["Action"], per_rcpt["Status"])
-    assert "Subject:" in parts[2].as_string(), parts[2].as_string()
-assert statuses["rfc822; nobody@b.test"] == ("failed", "5.1.1"), statuses
-assert statuses["rfc822; someone@down.test"] == ("failed", "4.4.7"), statuses
+    per_msg, per_rcpt = ds.get_payload()[0], ds.get_payload()[1]
+    assert per_msg["Reporting-MTA"] == "dns; mx.example.org", per_msg.items()
+    key = (per_rcpt["Final-Recipient"], per_rcpt["Action"], per_rcpt["Status"])
+    seen.add(key)
+    if key[0] == "rfc822; bob@b.test":
+        # RET=FULL, ENVID and ORCPT come back as asked.
+        assert per_msg["Original-Envelope-Id"] == "env-1", per_msg.items()
+        assert per_rcpt["Original-Recipient"] == "rfc822;bob@b.test", per_rcpt.items()
+        assert parts[2].get_content_type() == "message/rfc822" and "hello b" in parts[2].as_string()
+    else:
+        assert parts[2].get_content_type() == "text/rfc822-headers" and "Subject:" in parts[2].as_string()
+assert seen == {{
+    ("rfc822; bob@b.test", "relayed", "2.0.0"),
+    ("rfc822; nobody@b.test", "failed", "5.1.1"),
+    ("rfc822; someone@down.test", "delayed", "4.4.7"),
+    ("rfc822; someone@down.test", "failed", "4.4.7"),
+}}, seen
 print("ok")
 "#,
         ip = a.ip
