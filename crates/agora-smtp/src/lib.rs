@@ -4,6 +4,7 @@
 pub mod codec;
 pub mod outbound;
 pub mod session;
+pub mod tracking;
 
 use std::sync::Arc;
 

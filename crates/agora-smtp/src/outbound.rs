@@ -41,6 +41,7 @@ pub struct TransportConfig {
     pub delay_warning: Duration,
     /// How often the queue is looked at.
     pub poll: Duration,
+    pub tracker: Option<Arc<crate::tracking::Tracker>>,
 }
 
 impl Default for TransportConfig {
@@ -56,6 +57,7 @@ impl Default for TransportConfig {
             max_lifetime: Duration::from_secs(5 * 86_400),
             delay_warning: Duration::from_secs(4 * 3600),
             poll: Duration::from_secs(5),
+            tracker: None,
         }
     }
 }
@@ -135,8 +137,34 @@ impl Transport {
         Ok(())
     }
 
+    /// Records a queue entry's fate in the tracking log.
+    async fn track(&self, e: &Queued, event: &str, reply: &str, message: &[u8]) {
+        let Some(t) = &self.cfg.tracker else { return };
+        let id = match e.delivery {
+            Some(d) => self.store.delivery_envelope(d).await.ok().flatten().map(|env| env.queue_id).unwrap_or_default(),
+            None => String::new(),
+        };
+        t.log(crate::tracking::Event {
+            time: now(),
+            event: event.into(),
+            id,
+            sender: e.mail_from.clone(),
+            recipients: vec![e.recipient.clone()],
+            size: message.len() as u64,
+            remote: e.recipient.rsplit_once('@').map(|(_, d)| d.to_string()).unwrap_or_default(),
+            reply: reply.into(),
+            message_id: crate::tracking::message_id(message),
+        });
+    }
+
     async fn settle(&self, e: &Queued, fate: Fate, message: &[u8]) -> Result<(), agora_store::StoreError> {
         let age = now() - e.created;
+        let (event, reply) = match &fate {
+            Fate::Delivered => ("relayed", String::new()),
+            Fate::Deferred(w) if age < self.cfg.max_lifetime.as_secs() as i64 => ("deferred", w.clone()),
+            Fate::Deferred(w) | Fate::Failed(w) => ("bounced", w.clone()),
+        };
+        self.track(e, event, &reply, message).await;
         match fate {
             Fate::Delivered => {
                 tracing::info!("outbound: {} delivered to <{}>", e.id, e.recipient);

@@ -34,6 +34,8 @@ pub struct SmtpConfig {
     pub submission: bool,
     /// PLAIN and LOGIN before TLS (tests and trusted networks only).
     pub allow_plaintext: bool,
+    /// Where accepted messages are recorded for message tracking.
+    pub tracker: Option<Arc<crate::tracking::Tracker>>,
 }
 
 /// Memory for message data being received, shared by all sessions: a flood of large
@@ -93,6 +95,7 @@ impl Default for SmtpConfig {
             max_errors: 10,
             submission: false,
             allow_plaintext: false,
+            tracker: None,
         }
     }
 }
@@ -655,7 +658,13 @@ impl Session {
                 .collect(),
             authenticated_as: self.authenticated_as.clone(),
             tls: conn.is_tls(),
+            queue_id: id.clone(),
         };
+        let size = message.len() as u64;
+        let message_id = crate::tracking::message_id(&message);
+        let local: Vec<String> =
+            tx.rcpts.iter().filter(|r| !r.accounts.is_empty()).map(|r| r.address.clone()).collect();
+        let remote_rcpts = relay.clone();
         let stored = async {
             let body = self.store.stage(message).await?;
             self.store
@@ -683,6 +692,33 @@ impl Session {
                     conn.peer.ip()
                 );
                 conn.queue(reply(250, "2.0.0", &format!("Ok: queued as {id}")).as_bytes());
+                if let Some(t) = &self.cfg.tracker {
+                    let base = crate::tracking::Event {
+                        time: received,
+                        id: id.clone(),
+                        sender: tx.from.clone(),
+                        size,
+                        message_id,
+                        ..Default::default()
+                    };
+                    t.log(crate::tracking::Event {
+                        event: "received".into(),
+                        recipients: tx.rcpts.iter().map(|r| r.address.clone()).collect(),
+                        remote: conn.peer.ip().to_string(),
+                        ..base.clone()
+                    });
+                    if !local.is_empty() {
+                        t.log(crate::tracking::Event {
+                            event: "delivered".into(),
+                            recipients: local,
+                            remote: "local mailbox".into(),
+                            ..base.clone()
+                        });
+                    }
+                    if !remote_rcpts.is_empty() {
+                        t.log(crate::tracking::Event { event: "queued".into(), recipients: remote_rcpts, ..base });
+                    }
+                }
             }
             Err(e) => {
                 tracing::error!("smtp: storing message {id}: {e}");

@@ -257,6 +257,9 @@ pub struct Envelope {
     pub recipients: Vec<EnvelopeRecipient>,
     pub authenticated_as: Option<String>,
     pub tls: bool,
+    /// The id given in the 250 reply and the tracking log.
+    #[serde(default)]
+    pub queue_id: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -357,3 +357,35 @@ pub async fn queue(cli: &Cli, cmd: &QueueCmd) -> Result<()> {
     store.close();
     out
 }
+
+/// Prints the tracking log's events that match, oldest first.
+pub fn track(cli: &Cli, sender: Option<&str>, recipient: Option<&str>, id: Option<&str>) -> Result<()> {
+    let events = agora_smtp::tracking::search(&cli.data.join("tracking.log"), sender, recipient, id)?;
+    if events.is_empty() {
+        println!("no matching events");
+    }
+    for e in events {
+        let mut line = format!(
+            "{}  {:<9} {}  <{}> -> {}",
+            agora_store::time::rfc3339(e.time),
+            e.event,
+            e.id,
+            e.sender,
+            e.recipients.iter().map(|r| format!("<{r}>")).collect::<Vec<_>>().join(", ")
+        );
+        if e.size > 0 {
+            line.push_str(&format!("  size {}", e.size));
+        }
+        if !e.remote.is_empty() {
+            line.push_str(&format!("  via {}", e.remote));
+        }
+        if !e.message_id.is_empty() {
+            line.push_str(&format!("  {}", e.message_id));
+        }
+        if !e.reply.is_empty() {
+            line.push_str(&format!("  \"{}\"", e.reply));
+        }
+        println!("{line}");
+    }
+    Ok(())
+}

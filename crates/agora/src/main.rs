@@ -65,6 +65,16 @@ pub enum Cmd {
     /// The outbound queue.
     #[command(subcommand)]
     Queue(admin::QueueCmd),
+    /// Message tracking: what happened to mail, from the tracking log.
+    Track {
+        #[arg(long)]
+        sender: Option<String>,
+        #[arg(long)]
+        recipient: Option<String>,
+        /// The queue id from a 250 reply.
+        #[arg(long)]
+        id: Option<String>,
+    },
 }
 
 fn main() {
@@ -99,6 +109,9 @@ fn main() {
             Cmd::Alias(ref c) => admin::alias(&cli, c).await,
             Cmd::Group(ref c) => admin::group(&cli, c).await,
             Cmd::Queue(ref c) => admin::queue(&cli, c).await,
+            Cmd::Track { ref sender, ref recipient, ref id } => {
+                admin::track(&cli, sender.as_deref(), recipient.as_deref(), id.as_deref())
+            }
         }
     });
     if let Err(e) = result {

@@ -138,7 +138,9 @@ pub async fn run(cli: &Cli, domain: Option<String>, hostname: Option<String>, li
     let throttle = Arc::new(Throttle::new());
     // Inbound and submission share the memory budget for message data in flight.
     let memory = agora_smtp::MessageMemory::new(cfg.limits.max_message_memory);
+    let tracker = Arc::new(agora_smtp::tracking::Tracker::new(&data.join("tracking.log")));
     let smtp_cfg = SmtpConfig {
+        tracker: Some(Arc::clone(&tracker)),
         hostname: hostname.clone(),
         primary_domain: domain.clone(),
         max_message_size: cfg.limits.max_message_size,
@@ -211,6 +213,7 @@ pub async fn run(cli: &Cli, domain: Option<String>, hostname: Option<String>, li
             retry_base: Duration::from_secs(t.retry_secs.max(1)),
             max_lifetime: Duration::from_secs(t.max_lifetime_secs),
             delay_warning: Duration::from_secs(t.delay_warning_secs),
+            tracker: Some(Arc::clone(&tracker)),
             poll: Duration::from_secs(t.poll_secs.max(1)),
             ..agora_smtp::outbound::TransportConfig::default()
         },

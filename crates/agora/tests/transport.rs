@@ -69,6 +69,22 @@ print("ok")
     wait_until("four DSNs", || a.inbox_count("alice@example.org") == 4);
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(a.inbox_count("alice@example.org"), 4);
+    // Message tracking on both sides, by recipient, sender and queue id.
+    let a_track = a.cli_ok(&["track", "--recipient", "bob@b.test"], None);
+    for event in ["received", "queued", "relayed"] {
+        assert!(a_track.lines().any(|l| l.contains(event)), "{event} missing: {a_track}");
+    }
+    let b_track = b.cli_ok(&["track", "--recipient", "bob@b.test"], None);
+    assert!(b_track.contains("received") && b_track.contains("delivered"), "{b_track}");
+    let id = a_track.lines().next().unwrap().split_whitespace().nth(3).unwrap().to_string();
+    let by_id = a.cli_ok(&["track", "--id", &id], None);
+    assert!(by_id.lines().all(|l| l.contains(&id)) && by_id.contains("relayed"), "{by_id}");
+    let bounced = a.cli_ok(&["track", "--sender", "alice@example.org"], None);
+    assert!(
+        bounced.lines().any(|l| l.contains("bounced") && l.contains("nobody@b.test") && l.contains("5.1.1")),
+        "{bounced}"
+    );
+    assert!(bounced.lines().any(|l| l.contains("deferred") && l.contains("someone@down.test")), "{bounced}");
     let dump = format!(
         r#"
 import imaplib, email
