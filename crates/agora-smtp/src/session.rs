@@ -36,6 +36,26 @@ pub struct SmtpConfig {
     pub allow_plaintext: bool,
     /// Where accepted messages are recorded for message tracking.
     pub tracker: Option<Arc<crate::tracking::Tracker>>,
+    /// Networks whose clients may relay without AUTH (address, prefix length).
+    pub trusted_networks: Vec<(std::net::IpAddr, u8)>,
+}
+
+/// True if `ip` lies in `net`/`prefix`.
+pub fn in_network(ip: std::net::IpAddr, net: std::net::IpAddr, prefix: u8) -> bool {
+    use std::net::IpAddr::{V4, V6};
+    match (ip, net) {
+        (V4(a), V4(n)) => {
+            let bits = u32::from(prefix.min(32));
+            let mask = if bits == 0 { 0 } else { u32::MAX << (32 - bits) };
+            u32::from(a) & mask == u32::from(n) & mask
+        }
+        (V6(a), V6(n)) => {
+            let bits = u32::from(prefix.min(128));
+            let mask = if bits == 0 { 0 } else { u128::MAX << (128 - bits) };
+            u128::from(a) & mask == u128::from(n) & mask
+        }
+        _ => false,
+    }
 }
 
 /// Memory for message data being received, shared by all sessions: a flood of large
@@ -96,6 +116,7 @@ impl Default for SmtpConfig {
             submission: false,
             allow_plaintext: false,
             tracker: None,
+            trusted_networks: Vec::new(),
         }
     }
 }
@@ -449,8 +470,11 @@ impl Session {
                 return self
                     .error(conn, reply(550, "5.1.1", &format!("<{shown}>: Recipient address rejected: User unknown")));
             }
-            Recipient::Remote if self.account.is_some() => {
-                // Authenticated submission: queued for the outbound transport.
+            Recipient::Remote
+                if self.account.is_some()
+                    || self.cfg.trusted_networks.iter().any(|&(n, p)| in_network(conn.peer.ip(), n, p)) =>
+            {
+                // Authenticated, or from a trusted network: queued for the outbound transport.
                 if let Some(tx) = &mut self.tx {
                     tx.rcpts.push(AcceptedRcpt {
                         address: to.clone(),

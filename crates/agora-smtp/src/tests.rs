@@ -442,3 +442,42 @@ async fn mail_loops_are_cut_and_sessions_cannot_fan_out_without_bound() {
     }
     assert_eq!(refused, 6, "1,006 RCPTs in all, the one before the loop included");
 }
+
+#[test]
+fn networks() {
+    use crate::session::in_network;
+    let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+    assert!(in_network(ip("10.1.2.3"), ip("10.0.0.0"), 8));
+    assert!(!in_network(ip("11.1.2.3"), ip("10.0.0.0"), 8));
+    assert!(in_network(ip("192.0.2.7"), ip("192.0.2.7"), 32));
+    assert!(in_network(ip("2001:db8::1"), ip("2001:db8::"), 32));
+    assert!(!in_network(ip("2001:db9::1"), ip("2001:db8::"), 32));
+    assert!(!in_network(ip("10.0.0.1"), ip("2001:db8::"), 0), "families never mix");
+}
+
+#[tokio::test]
+async fn trusted_networks_may_relay_others_may_not() {
+    let f = fixture().await;
+    let trusted = Fixture {
+        memory: f.memory.clone(),
+        _dir: tempfile::tempdir().unwrap(),
+        store: Arc::clone(&f.store),
+        cfg: Arc::new(SmtpConfig { trusted_networks: vec![("127.0.0.0".parse().unwrap(), 8)], ..(*f.cfg).clone() }),
+        directory: f.directory.clone(),
+    };
+    let (mut c, _t, _) = trusted.connect().await;
+    c.cmd("EHLO client.test").await;
+    assert!(c.cmd("MAIL FROM:<app@internal.test>").await.starts_with("250"));
+    assert!(c.cmd("RCPT TO:<someone@remote.test>").await.starts_with("250"));
+    let untrusted = Fixture {
+        memory: f.memory.clone(),
+        _dir: tempfile::tempdir().unwrap(),
+        store: Arc::clone(&f.store),
+        cfg: Arc::new(SmtpConfig { trusted_networks: vec![("10.0.0.0".parse().unwrap(), 8)], ..(*f.cfg).clone() }),
+        directory: f.directory.clone(),
+    };
+    let (mut c, _t, _) = untrusted.connect().await;
+    c.cmd("EHLO client.test").await;
+    assert!(c.cmd("MAIL FROM:<app@internal.test>").await.starts_with("250"));
+    assert!(c.cmd("RCPT TO:<someone@remote.test>").await.starts_with("554 5.7.1"));
+}

@@ -51,7 +51,39 @@ pub struct Config {
     pub auth: AuthSection,
     pub pop3: Pop3Section,
     pub transport: TransportSection,
+    pub smtp: SmtpSection,
     pub listeners: BTreeMap<String, ListenerSection>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SmtpSection {
+    /// Networks ("10.0.0.0/8", "2001:db8::/32", or one address) whose clients may
+    /// relay through port 25 without AUTH: internal applications and servers.
+    pub trusted_networks: Vec<String>,
+}
+
+impl SmtpSection {
+    pub fn networks(&self) -> Result<Vec<(std::net::IpAddr, u8)>, String> {
+        self.trusted_networks
+            .iter()
+            .map(|n| {
+                let (addr, len) = n.split_once('/').unwrap_or((n, ""));
+                let ip: std::net::IpAddr =
+                    addr.trim().parse().map_err(|_| format!("smtp.trusted_networks: {n:?} is not a network"))?;
+                let max = if ip.is_ipv4() { 32 } else { 128 };
+                let len = if len.is_empty() {
+                    max
+                } else {
+                    len.trim().parse().map_err(|_| format!("smtp.trusted_networks: bad prefix in {n:?}"))?
+                };
+                if len > max {
+                    return Err(format!("smtp.trusted_networks: prefix too long in {n:?}"));
+                }
+                Ok((ip, len))
+            })
+            .collect()
+    }
 }
 
 /// Delivery to other mail servers.
@@ -308,6 +340,8 @@ pub fn default_file(hostname: &str, domain: &str) -> String {
          [pop3]\n\
          # mark_seen = true          # retrieved messages get the Seen flag\n\
          # expire_days = 30          # delete retrieved mail older than this at QUIT (default: never)\n\n\
+         [smtp]\n\
+         # trusted_networks = [\"10.0.0.0/8\"]   # may relay through port 25 without AUTH (default: none)\n\n\
          [transport]\n\
          # smarthost = \"relay.example.net:587\"   # send everything through this server (default: MX lookup)\n\
          # nameservers = [\"127.0.0.1:53\"]        # DNS servers for MX lookups (default: the system's)\n\
@@ -363,6 +397,18 @@ mod tests {
         assert!(e.contains("listeners.smtp.tls"), "{e}");
         let c = parse("[listeners.smtpp]\nport = 1\n").unwrap();
         assert!(c.listeners(0, None).unwrap_err().to_string().contains("smtpp"));
+    }
+
+    #[test]
+    fn trusted_networks_parse() {
+        let c = parse("[smtp]\ntrusted_networks = [\"10.0.0.0/8\", \"::1\", \"192.0.2.0/24\"]\n").unwrap();
+        let n = c.smtp.networks().unwrap();
+        assert_eq!(n.len(), 3);
+        assert_eq!(n[1].1, 128, "a single address is a full-length prefix");
+        for bad in ["banana", "10.0.0.0/33", "10.0.0.0/x"] {
+            let c = parse(&format!("[smtp]\ntrusted_networks = [\"{bad}\"]\n")).unwrap();
+            assert!(c.smtp.networks().is_err(), "{bad}");
+        }
     }
 
     #[test]

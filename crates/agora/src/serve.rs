@@ -139,8 +139,10 @@ pub async fn run(cli: &Cli, domain: Option<String>, hostname: Option<String>, li
     // Inbound and submission share the memory budget for message data in flight.
     let memory = agora_smtp::MessageMemory::new(cfg.limits.max_message_memory);
     let tracker = Arc::new(agora_smtp::tracking::Tracker::new(&data.join("tracking.log")));
+    let trusted_networks = cfg.smtp.networks().map_err(|e| anyhow::anyhow!("{}: {e}", config_path(cli).display()))?;
     let smtp_cfg = SmtpConfig {
         tracker: Some(Arc::clone(&tracker)),
+        trusted_networks,
         hostname: hostname.clone(),
         primary_domain: domain.clone(),
         max_message_size: cfg.limits.max_message_size,
