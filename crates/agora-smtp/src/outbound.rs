@@ -20,6 +20,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::codec::rfc5322_date;
 
+/// Queue entries taken per pass.
+const BATCH: usize = 500;
+/// Transactions under way at once (Postfix's default destination concurrency is 20).
+const CONCURRENCY: usize = 20;
+
 #[derive(Debug, Clone)]
 pub struct TransportConfig {
     /// The name given in EHLO and in the DSNs this server writes.
@@ -101,8 +106,16 @@ impl Transport {
     /// Runs until shutdown: every poll, deliver what is due.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         loop {
-            if let Err(e) = self.pass().await {
-                tracing::warn!("outbound: {e}");
+            let busy = match self.pass().await {
+                Ok(n) => n == BATCH,
+                Err(e) => {
+                    tracing::warn!("outbound: {e}");
+                    false
+                }
+            };
+            if busy && !shutdown.is_cancelled() {
+                // A full batch: more is probably due right away.
+                continue;
             }
             tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -111,28 +124,53 @@ impl Transport {
         }
     }
 
-    /// One pass over the due entries: one connection per destination domain and
-    /// message, all its recipients in one transaction.
-    pub async fn pass(&self) -> Result<(), agora_store::StoreError> {
-        let due = self.store.queue_due(now(), 500).await?;
+    /// One pass over the due entries: one transaction per destination domain and
+    /// message with all its recipients, up to CONCURRENCY of them at once. Returns how
+    /// many entries were due.
+    pub async fn pass(self: &Arc<Self>) -> Result<usize, agora_store::StoreError> {
+        let due = self.store.queue_due(now(), BATCH).await?;
+        let n = due.len();
         let mut groups: BTreeMap<(String, String, String), Vec<Queued>> = BTreeMap::new();
         for e in due {
             let domain = e.recipient.rsplit_once('@').map(|(_, d)| d.to_ascii_lowercase()).unwrap_or_default();
             groups.entry((domain, e.blob.clone(), e.mail_from.clone())).or_default().push(e);
         }
+        let limit = Arc::new(tokio::sync::Semaphore::new(CONCURRENCY));
+        let mut tasks = tokio::task::JoinSet::new();
         for ((domain, blob, from), entries) in groups {
-            let message = match self.store.read_blob(&blob).await {
-                Ok(m) => m,
-                Err(e) => {
-                    tracing::error!("outbound: message of queue entries for {domain} unreadable: {e}");
-                    continue;
-                }
-            };
-            let rcpts: Vec<String> = entries.iter().map(|e| e.recipient.clone()).collect();
-            let fates = self.deliver(&domain, &from, &rcpts, &message).await;
-            for (e, fate) in entries.iter().zip(fates) {
-                self.settle(e, fate, &message).await?;
+            let Ok(permit) = Arc::clone(&limit).acquire_owned().await else { break };
+            let this = Arc::clone(self);
+            tasks.spawn(async move {
+                let _permit = permit;
+                this.deliver_group(&domain, &blob, &from, &entries).await
+            });
+        }
+        while let Some(done) = tasks.join_next().await {
+            if let Ok(Err(e)) = done {
+                tracing::warn!("outbound: {e}");
             }
+        }
+        Ok(n)
+    }
+
+    async fn deliver_group(
+        &self,
+        domain: &str,
+        blob: &str,
+        from: &str,
+        entries: &[Queued],
+    ) -> Result<(), agora_store::StoreError> {
+        let message = match self.store.read_blob(blob).await {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::error!("outbound: message of queue entries for {domain} unreadable: {e}");
+                return Ok(());
+            }
+        };
+        let rcpts: Vec<String> = entries.iter().map(|e| e.recipient.clone()).collect();
+        let fates = self.deliver(domain, from, &rcpts, &message).await;
+        for (e, fate) in entries.iter().zip(fates) {
+            self.settle(e, fate, &message).await?;
         }
         Ok(())
     }
