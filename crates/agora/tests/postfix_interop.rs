@@ -18,6 +18,10 @@ struct Postfix {
 
 impl Postfix {
     fn start(dir: &Path, listen_ip: &str, relay: &str) -> Postfix {
+        Postfix::start_on(dir, &format!("{listen_ip}:12525"), relay)
+    }
+
+    fn start_on(dir: &Path, listen: &str, relay: &str) -> Postfix {
         let etc = dir.join("etc");
         std::fs::create_dir_all(&etc).unwrap();
         std::fs::create_dir_all(dir.join("queue")).unwrap();
@@ -40,7 +44,7 @@ impl Postfix {
         )
         .unwrap();
         let services = [
-            format!("{listen_ip}:12525 inet n - n - - smtpd"),
+            format!("{listen} inet n - n - - smtpd"),
             "pickup unix n - n 60 1 pickup".into(),
             "cleanup unix n - n - 0 cleanup".into(),
             "qmgr unix n - n 300 1 qmgr".into(),
@@ -125,4 +129,68 @@ fn postfix_relays_into_agora_over_starttls() {
 
 fn nix_root() -> bool {
     Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0\n")).unwrap_or(false)
+}
+
+#[test]
+fn agora_delivers_through_postfix_to_smtp_sink() {
+    if !have("postfix") || !have("smtp-sink") || !have("python3") {
+        return;
+    }
+    if !nix_root() {
+        eprintln!("skipping: a private Postfix instance needs root");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let ip = common::unique_ip();
+    // The far end: smtp-sink writes each transaction it accepts to a file.
+    let sink_dir = dir.path().join("sink");
+    std::fs::create_dir_all(&sink_dir).unwrap();
+    std::fs::set_permissions(&sink_dir, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let mut sink = Command::new("smtp-sink")
+        .args(["-u", "nobody", "-d", &format!("{}/%H%M%S.", sink_dir.display()), &format!("{ip}:12526"), "64"])
+        .spawn()
+        .unwrap();
+    // Postfix in the middle relays whatever its network sends on to the sink.
+    let _pf = Postfix::start_on(&dir.path().join("postfix"), &format!("{ip}:12527"), &format!("[{ip}]:12526"));
+    let route = format!("{ip}:12527");
+    let a = Agora::start_with(|data| {
+        std::fs::write(
+            data.join("agora.toml"),
+            format!("[auth]\nplaintext_without_tls = true\n[transport]\npoll_secs = 1\n[transport.routes]\n\"pf.test\" = \"{route}\"\n"),
+        )
+        .unwrap();
+    });
+    a.cli_ok(&["user", "add", "alice@example.org", "--password-stdin"], Some("alice-pw\n"));
+    common::python_ok(&format!(
+        r#"
+import smtplib
+s = smtplib.SMTP("{ip}", 10587, timeout=20)
+s.login("alice@example.org", "alice-pw")
+s.sendmail("alice@example.org", ["carol@pf.test"], "From: alice@example.org\r\nSubject: to postfix\r\n\r\nacross two hops\r\n")
+s.quit()
+print("ok")
+"#,
+        ip = a.ip
+    ));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let found = loop {
+        let hit = std::fs::read_dir(&sink_dir).unwrap().filter_map(|e| e.ok()).find(|e| {
+            std::fs::read_to_string(e.path())
+                .is_ok_and(|t| t.contains("Subject: to postfix") && t.contains("across two hops"))
+        });
+        if let Some(h) = hit {
+            break std::fs::read_to_string(h.path()).unwrap();
+        }
+        let log = std::fs::read_to_string(dir.path().join("postfix").join("maillog")).unwrap_or_default();
+        assert!(Instant::now() < deadline, "not at the sink within 30 s; Postfix log:\n{log}");
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    // The sink saw Postfix's Received line on top of Agora's.
+    assert!(found.contains("by mx.example.org (Agora)"), "{found}");
+    let log = std::fs::read_to_string(dir.path().join("postfix").join("maillog")).unwrap_or_default();
+    assert!(log.contains("from=<alice@example.org>"), "{log}");
+    assert!(a.cli_ok(&["track", "--recipient", "carol@pf.test"], None).contains("relayed"));
+    let _ = sink.kill();
+    let _ = sink.wait();
 }
