@@ -44,9 +44,11 @@ pub struct TransportConfig {
     pub max_lifetime: Duration,
     /// After this long in the queue the sender is told of the delay, once.
     pub delay_warning: Duration,
-    /// How often the queue is looked at.
+    /// How often the queue is looked at (new mail also wakes it, through `wake`).
     pub poll: Duration,
     pub tracker: Option<Arc<crate::tracking::Tracker>>,
+    /// Rung by SMTP sessions when they queue mail for remote recipients.
+    pub wake: Arc<tokio::sync::Notify>,
 }
 
 impl Default for TransportConfig {
@@ -63,6 +65,7 @@ impl Default for TransportConfig {
             delay_warning: Duration::from_secs(4 * 3600),
             poll: Duration::from_secs(5),
             tracker: None,
+            wake: Arc::new(tokio::sync::Notify::new()),
         }
     }
 }
@@ -120,6 +123,7 @@ impl Transport {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = tokio::time::sleep(self.cfg.poll) => {}
+                _ = self.cfg.wake.notified() => {}
             }
         }
     }

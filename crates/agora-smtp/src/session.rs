@@ -38,6 +38,8 @@ pub struct SmtpConfig {
     pub tracker: Option<Arc<crate::tracking::Tracker>>,
     /// Networks whose clients may relay without AUTH (address, prefix length).
     pub trusted_networks: Vec<(std::net::IpAddr, u8)>,
+    /// Wakes the outbound transport when mail for remote recipients was queued.
+    pub outbound_wake: Option<Arc<tokio::sync::Notify>>,
 }
 
 /// True if `ip` lies in `net`/`prefix`.
@@ -117,6 +119,7 @@ impl Default for SmtpConfig {
             allow_plaintext: false,
             tracker: None,
             trusted_networks: Vec::new(),
+            outbound_wake: None,
         }
     }
 }
@@ -716,6 +719,11 @@ impl Session {
                     conn.peer.ip()
                 );
                 conn.queue(reply(250, "2.0.0", &format!("Ok: queued as {id}")).as_bytes());
+                if !remote_rcpts.is_empty()
+                    && let Some(w) = &self.cfg.outbound_wake
+                {
+                    w.notify_one();
+                }
                 if let Some(t) = &self.cfg.tracker {
                     let base = crate::tracking::Event {
                         time: received,

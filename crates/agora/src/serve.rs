@@ -140,8 +140,10 @@ pub async fn run(cli: &Cli, domain: Option<String>, hostname: Option<String>, li
     let memory = agora_smtp::MessageMemory::new(cfg.limits.max_message_memory);
     let tracker = Arc::new(agora_smtp::tracking::Tracker::new(&data.join("tracking.log")));
     let trusted_networks = cfg.smtp.networks().map_err(|e| anyhow::anyhow!("{}: {e}", config_path(cli).display()))?;
+    let outbound_wake = Arc::new(tokio::sync::Notify::new());
     let smtp_cfg = SmtpConfig {
         tracker: Some(Arc::clone(&tracker)),
+        outbound_wake: Some(Arc::clone(&outbound_wake)),
         trusted_networks,
         hostname: hostname.clone(),
         primary_domain: domain.clone(),
@@ -217,6 +219,7 @@ pub async fn run(cli: &Cli, domain: Option<String>, hostname: Option<String>, li
             delay_warning: Duration::from_secs(t.delay_warning_secs),
             tracker: Some(Arc::clone(&tracker)),
             poll: Duration::from_secs(t.poll_secs.max(1)),
+            wake: outbound_wake,
             ..agora_smtp::outbound::TransportConfig::default()
         },
         Arc::clone(&dyn_store),
