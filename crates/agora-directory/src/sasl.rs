@@ -440,6 +440,33 @@ mod tests {
         assert!(matches!(x.step(&d, Some(b"pencil")).await, Step::Success(_)));
     }
 
+    /// A client that answers LOGIN's two prompts, or cancels.
+    struct Scripted(Vec<Option<&'static str>>);
+
+    #[async_trait::async_trait]
+    impl Challenger for Scripted {
+        async fn challenge(&mut self, _data: &[u8]) -> Result<Option<Vec<u8>>, &'static str> {
+            match self.0.remove(0) {
+                Some(s) => Ok(Some(s.as_bytes().to_vec())),
+                None => Ok(None),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn run_drives_a_whole_exchange() {
+        let (_t, d) = directory().await;
+        let ok = run(&d, Mechanism::Login, None, &mut Scripted(vec![Some("u@example.org"), Some("pencil")])).await;
+        assert!(matches!(ok, Step::Success(_)));
+        let bad = run(&d, Mechanism::Login, None, &mut Scripted(vec![Some("u@example.org"), Some("crayon")])).await;
+        assert!(matches!(bad, Step::Failed { .. }));
+        let cancelled = run(&d, Mechanism::Login, None, &mut Scripted(vec![None])).await;
+        assert!(matches!(cancelled, Step::Malformed("Authentication cancelled")));
+        assert_eq!(decode_line("="), Some(Vec::new()));
+        assert_eq!(decode_line("cGVuY2ls\r\n"), Some(b"pencil".to_vec()));
+        assert_eq!(decode_line("!!"), None);
+    }
+
     /// Plays the client side of SCRAM-SHA-256 with `password`.
     async fn scram_login(d: &Directory, user: &str, password: &str) -> Step {
         let mut x = Exchange::new(Mechanism::ScramSha256);

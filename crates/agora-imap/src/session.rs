@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use agora_directory::Directory;
-use agora_directory::sasl::{Exchange, Mechanism, Step};
+use agora_directory::sasl::{self, Challenger, Mechanism, Step};
 use agora_directory::throttle::Throttle;
 use agora_net::{Conn, Flow, LineProtocol, Read, drive};
 use agora_store::{Account, Change, Flags, Mailbox, SpecialUse, Store, StoreError};
@@ -32,6 +32,29 @@ pub struct ImapConfig {
 impl Default for ImapConfig {
     fn default() -> Self {
         ImapConfig { allow_plaintext: false, max_literal: 50 * 1024 * 1024, max_errors: 20, max_sessions_per_user: 100 }
+    }
+}
+
+/// SASL challenges as IMAP sends them (RFC 9051 §6.2.2): `+ base64`, answered by a
+/// base64 line or `*` to cancel.
+struct PlusChallenger<'a>(&'a mut Conn);
+
+#[async_trait]
+impl Challenger for PlusChallenger<'_> {
+    async fn challenge(&mut self, data: &[u8]) -> Result<Option<Vec<u8>>, &'static str> {
+        if self.0.send(format!("+ {}\r\n", B64.encode(data)).as_bytes()).await.is_err() {
+            return Err("connection lost");
+        }
+        let line = match self.0.read_line(MAX_LINE).await {
+            Read::Line(l) => l,
+            Read::TooLong => return Err("Response too long"),
+            _ => return Err("connection lost"),
+        };
+        let text = String::from_utf8_lossy(&line);
+        if text.trim() == "*" {
+            return Ok(None);
+        }
+        sasl::decode_line(&text).map(Some).ok_or("Invalid base64")
     }
 }
 
@@ -603,35 +626,18 @@ impl Session {
             );
             return Flow::Continue;
         }
-        let mut ex = Exchange::new(mech);
-        let mut input = match initial.as_deref() {
+        let initial = match initial.as_deref() {
             None => None,
-            Some("=") => Some(Vec::new()),
-            Some(s) => match B64.decode(s) {
-                Ok(v) => Some(v),
-                Err(_) => return self.bad(conn, tag, "Invalid base64"),
+            Some(s) => match sasl::decode_line(s) {
+                Some(v) => Some(v),
+                None => return self.bad(conn, tag, "Invalid base64"),
             },
         };
-        loop {
-            let challenge = match ex.step(&self.dir, input.as_deref()).await {
-                Step::Challenge(c) => c,
-                other => return self.finish_auth(conn, tag, other).await,
-            };
-            if conn.send(format!("+ {}\r\n", B64.encode(challenge)).as_bytes()).await.is_err() {
-                return Flow::Close;
-            }
-            let line = match conn.read_line(MAX_LINE).await {
-                Read::Line(l) => l,
-                _ => return Flow::Close,
-            };
-            let text = String::from_utf8_lossy(&line).trim_end_matches(['\r', '\n']).to_string();
-            if text == "*" {
-                return self.bad(conn, tag, "Authentication cancelled");
-            }
-            input = match B64.decode(text.trim()) {
-                Ok(v) => Some(v),
-                Err(_) => return self.bad(conn, tag, "Invalid base64"),
-            };
+        let step = sasl::run(&self.dir.clone(), mech, initial, &mut PlusChallenger(conn)).await;
+        match step {
+            Step::Malformed("connection lost") => Flow::Close,
+            Step::Malformed(why) => self.bad(conn, tag, why),
+            other => self.finish_auth(conn, tag, other).await,
         }
     }
 

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 use agora_directory::Directory;
-use agora_directory::sasl::{Exchange, Mechanism, Step};
+use agora_directory::sasl::{self, Challenger, Mechanism, Step};
 use agora_directory::throttle::Throttle;
 use agora_net::{Conn, Flow, LineProtocol, Read, drive};
 use agora_store::{Account, AccountId, FlagOp, Flags, MailboxId, Store, now};
@@ -73,6 +73,29 @@ struct Maildrop {
     uidvalidity: u32,
     msgs: Vec<Msg>,
     _lock: LockGuard,
+}
+
+/// SASL challenges as POP3 sends them (RFC 5034): `+ base64`, answered by a base64
+/// line or `*` to cancel.
+struct PlusChallenger<'a>(&'a mut Conn);
+
+#[async_trait]
+impl Challenger for PlusChallenger<'_> {
+    async fn challenge(&mut self, data: &[u8]) -> Result<Option<Vec<u8>>, &'static str> {
+        if self.0.send(format!("+ {}\r\n", B64.encode(data)).as_bytes()).await.is_err() {
+            return Err("connection lost");
+        }
+        let line = match self.0.read_line(MAX_LINE).await {
+            Read::Line(l) => l,
+            Read::TooLong => return Err("Response too long"),
+            _ => return Err("connection lost"),
+        };
+        let text = String::from_utf8_lossy(&line);
+        if text.trim() == "*" {
+            return Ok(None);
+        }
+        sasl::decode_line(&text).map(Some).ok_or("Invalid base64 in response")
+    }
 }
 
 pub struct Session {
@@ -302,37 +325,18 @@ impl Session {
         if mech.sends_password() && !self.plaintext_ok(conn) {
             return self.error(conn, "-ERR [AUTH] Plaintext authentication disallowed without TLS: use STLS\r\n");
         }
-        let mut exchange = Exchange::new(mech);
-        let mut input = match initial.as_deref() {
+        let initial = match initial.as_deref() {
             None => None,
-            Some("=") => Some(Vec::new()),
-            Some(s) => match B64.decode(s) {
-                Ok(v) => Some(v),
-                Err(_) => return self.error(conn, "-ERR [AUTH] Invalid base64 in initial response\r\n"),
+            Some(s) => match sasl::decode_line(s) {
+                Some(v) => Some(v),
+                None => return self.error(conn, "-ERR [AUTH] Invalid base64 in initial response\r\n"),
             },
         };
-        loop {
-            let step = exchange.step(&self.dir, input.as_deref()).await;
-            let challenge = match step {
-                Step::Challenge(c) => c,
-                other => return self.finish_auth(conn, other).await,
-            };
-            if conn.send(format!("+ {}\r\n", B64.encode(challenge)).as_bytes()).await.is_err() {
-                return Flow::Close;
-            }
-            let line = match conn.read_line(MAX_LINE).await {
-                Read::Line(l) => l,
-                Read::TooLong => return self.error(conn, "-ERR [AUTH] Response too long\r\n"),
-                _ => return Flow::Close,
-            };
-            let text = String::from_utf8_lossy(&line).trim_end_matches(['\r', '\n']).to_string();
-            if text == "*" {
-                return self.error(conn, "-ERR [AUTH] Authentication cancelled\r\n");
-            }
-            input = match B64.decode(text.trim()) {
-                Ok(v) => Some(v),
-                Err(_) => return self.error(conn, "-ERR [AUTH] Invalid base64 in response\r\n"),
-            };
+        let step = sasl::run(&self.dir.clone(), mech, initial, &mut PlusChallenger(conn)).await;
+        match step {
+            Step::Malformed("connection lost") => Flow::Close,
+            Step::Malformed(why) => self.error(conn, &format!("-ERR [AUTH] {why}\r\n")),
+            other => self.finish_auth(conn, other).await,
         }
     }
 
