@@ -1,6 +1,7 @@
 //! SMTP for Agora: the pure command codec and the inbound ESMTP session that delivers
 //! into the information store.
 
+pub mod auth;
 pub mod codec;
 pub mod outbound;
 pub mod session;

@@ -11,9 +11,7 @@ use std::time::Duration;
 
 use agora_directory::{Directory, Recipient};
 use agora_store::{Delivery, DeliveryTarget, Envelope, Flags, QueueOutcome, Queued, Store, now};
-use hickory_resolver::TokioResolver;
-use hickory_resolver::config::{NameServerConfigGroup, ResolverConfig};
-use hickory_resolver::name_server::TokioConnectionProvider;
+use mail_auth::hickory_resolver::TokioResolver;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
@@ -89,20 +87,7 @@ pub struct Transport {
 
 impl Transport {
     pub fn new(cfg: TransportConfig, store: Arc<dyn Store>, dir: Directory) -> Transport {
-        let resolver = if cfg.nameservers.is_empty() {
-            TokioResolver::builder_tokio().ok().map(|b| b.build())
-        } else {
-            let ips: Vec<_> = cfg.nameservers.iter().map(|a| a.ip()).collect();
-            let port = cfg.nameservers[0].port();
-            let group = NameServerConfigGroup::from_ips_clear(&ips, port, true);
-            Some(
-                TokioResolver::builder_with_config(
-                    ResolverConfig::from_parts(None, Vec::new(), group),
-                    TokioConnectionProvider::default(),
-                )
-                .build(),
-            )
-        };
+        let resolver = crate::auth::resolver(&cfg.nameservers);
         Transport { cfg, store, dir, resolver }
     }
 
@@ -252,8 +237,14 @@ impl Transport {
         match resolver.mx_lookup(domain).await {
             Ok(mx) => {
                 let mut records: Vec<(u16, String)> = mx
+                    .answers()
                     .iter()
-                    .map(|r| (r.preference(), r.exchange().to_utf8().trim_end_matches('.').to_string()))
+                    .filter_map(|r| match &r.data {
+                        mail_auth::hickory_resolver::proto::rr::RData::MX(m) => {
+                            Some((m.preference, m.exchange.to_utf8().trim_end_matches('.').to_string()))
+                        }
+                        _ => None,
+                    })
                     .collect();
                 records.sort();
                 // A null MX (RFC 7505) means the domain takes no mail.

@@ -40,6 +40,8 @@ pub struct SmtpConfig {
     pub trusted_networks: Vec<(std::net::IpAddr, u8)>,
     /// Wakes the outbound transport when mail for remote recipients was queued.
     pub outbound_wake: Option<Arc<tokio::sync::Notify>>,
+    /// SPF, DKIM, DMARC and ARC checks of mail arriving from other servers.
+    pub verifier: Option<Arc<crate::auth::Verifier>>,
 }
 
 /// True if `ip` lies in `net`/`prefix`.
@@ -120,6 +122,7 @@ impl Default for SmtpConfig {
             tracker: None,
             trusted_networks: Vec::new(),
             outbound_wake: None,
+            verifier: None,
         }
     }
 }
@@ -649,8 +652,30 @@ impl Session {
             self.cfg.hostname,
             codec::rfc5322_date(received),
         );
-        let mut message = Vec::with_capacity(header.len() + dec.body.len());
+        // Mail from other servers is checked (SPF, DKIM, DMARC, ARC); mail our own users
+        // send is signed with their domain's DKIM keys.
+        let mut extra: Vec<u8> = Vec::new();
+        let trusted = self.cfg.trusted_networks.iter().any(|&(n, p)| in_network(conn.peer.ip(), n, p));
+        if self.account.is_none()
+            && !trusted
+            && let Some(v) = &self.cfg.verifier
+        {
+            let verdict = v.check(&dec.body, conn.peer.ip(), &helo, &tx.from).await;
+            if verdict.reject {
+                return self.error(conn, reply(550, "5.7.1", "Error: rejected by the sender domain's DMARC policy"));
+            }
+            extra.extend_from_slice(verdict.header.as_bytes());
+        }
+        if self.account.is_some()
+            && let Some((_, domain)) = tx.from.rsplit_once('@')
+            && let Ok(keys) = self.store.dkim_keys(domain).await
+            && !keys.is_empty()
+        {
+            extra.extend_from_slice(&crate::auth::sign(&dec.body, &keys));
+        }
+        let mut message = Vec::with_capacity(header.len() + extra.len() + dec.body.len());
         message.extend_from_slice(header.as_bytes());
+        message.extend_from_slice(&extra);
         message.extend_from_slice(&dec.body);
 
         let mut seen = HashSet::new();

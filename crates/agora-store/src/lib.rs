@@ -29,6 +29,9 @@ pub trait Store: Send + Sync + 'static {
     async fn remove_domain(&self, name: &str) -> Result<()>;
     async fn domains(&self) -> Result<Vec<Domain>>;
     async fn domain(&self, name: &str) -> Result<Option<Domain>>;
+    /// Stores DKIM keys (replacing any of the same domain and selector).
+    async fn add_dkim_keys(&self, keys: Vec<DkimKey>) -> Result<()>;
+    async fn dkim_keys(&self, domain: &str) -> Result<Vec<DkimKey>>;
 
     /// Creates the account and its default mailboxes in one transaction.
     async fn create_account(&self, new: NewAccount) -> Result<Account>;

@@ -12,9 +12,9 @@ use tokio::sync::{broadcast, oneshot};
 
 use crate::blob::BlobFiles;
 use crate::{
-    Account, AccountId, AddressEntry, Change, DEFAULT_MAILBOXES, Delivered, Delivery, Domain, Envelope, FlagOp, Flags,
-    FlagsStored, Group, Mailbox, MailboxChanges, MailboxId, MessageMeta, MessageRef, MessageSummary, NewAccount,
-    QueueOutcome, Queued, Result, Role, SharedMailbox, SpecialUse, StagedBlob, Store, StoreError, now,
+    Account, AccountId, AddressEntry, Change, DEFAULT_MAILBOXES, Delivered, Delivery, DkimKey, Domain, Envelope,
+    FlagOp, Flags, FlagsStored, Group, Mailbox, MailboxChanges, MailboxId, MessageMeta, MessageRef, MessageSummary,
+    NewAccount, QueueOutcome, Queued, Result, Role, SharedMailbox, SpecialUse, StagedBlob, Store, StoreError, now,
 };
 
 /// Most writes folded into one transaction; bounds the latency of the first in a batch.
@@ -87,6 +87,15 @@ CREATE TABLE IF NOT EXISTS private_seen (
     uid INTEGER NOT NULL,
     PRIMARY KEY (mailbox, account, uid)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS dkim_keys (
+    domain TEXT NOT NULL REFERENCES domains(name) ON DELETE CASCADE,
+    selector TEXT NOT NULL,
+    algorithm TEXT NOT NULL,
+    private_key BLOB NOT NULL,
+    public_key BLOB NOT NULL,
+    created INTEGER NOT NULL,
+    PRIMARY KEY (domain, selector)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS blobs (
     hash TEXT PRIMARY KEY,
     size INTEGER NOT NULL,
@@ -133,7 +142,7 @@ CREATE TABLE IF NOT EXISTS outbound (
     warned INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS outbound_due ON outbound (next_attempt);
-INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', '8');
+INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', '9');
 "#;
 
 /// Sends a job's reply; runs only after the stamp and the change bus are updated.
@@ -162,6 +171,8 @@ const MIGRATIONS: &[(u32, &str)] = &[
     ),
     // Whether the sender was told of the delay (one warning per entry).
     (8, "ALTER TABLE outbound ADD COLUMN warned INTEGER NOT NULL DEFAULT 0"),
+    // DKIM keys: the table comes with the base schema (CREATE ... IF NOT EXISTS).
+    (9, "SELECT 1"),
 ];
 
 /// Brings an older store up to the current schema, in one transaction.
@@ -1321,6 +1332,49 @@ impl Store for Arc<SqliteStore> {
         .await
     }
 
+    async fn add_dkim_keys(&self, keys: Vec<DkimKey>) -> Result<()> {
+        self.write(move |c| {
+            for k in keys {
+                c.execute(
+                    "INSERT OR REPLACE INTO dkim_keys (domain, selector, algorithm, private_key, public_key, created)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    params![
+                        k.domain.to_ascii_lowercase(),
+                        k.selector,
+                        k.algorithm,
+                        k.private_key,
+                        k.public_key,
+                        k.created
+                    ],
+                )?;
+            }
+            Ok(((), Vec::new()))
+        })
+        .await
+    }
+
+    async fn dkim_keys(&self, domain: &str) -> Result<Vec<DkimKey>> {
+        let domain = domain.to_ascii_lowercase();
+        self.lookup(move |c| {
+            let mut s = c.prepare_cached(
+                "SELECT domain, selector, algorithm, private_key, public_key, created FROM dkim_keys
+                 WHERE domain = ?1 ORDER BY selector DESC",
+            )?;
+            let rows = s.query_map([domain], |r| {
+                Ok(DkimKey {
+                    domain: r.get(0)?,
+                    selector: r.get(1)?,
+                    algorithm: r.get(2)?,
+                    private_key: r.get(3)?,
+                    public_key: r.get(4)?,
+                    created: r.get(5)?,
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
     async fn subscriptions(&self, account: AccountId) -> Result<Vec<String>> {
         self.read(move |c| {
             let mut stmt = c.prepare_cached("SELECT name FROM subscriptions WHERE account = ?1 ORDER BY name")?;
@@ -1787,7 +1841,7 @@ mod tests {
                 .replace("    saved INTEGER NOT NULL DEFAULT 0,\n", "")
                 .replace("    last_error TEXT NOT NULL DEFAULT '',\n    held INTEGER NOT NULL DEFAULT 0,\n    warned INTEGER NOT NULL DEFAULT 0\n", "")
                 .replace("    attempts INTEGER NOT NULL DEFAULT 0,\n", "    attempts INTEGER NOT NULL DEFAULT 0\n")
-                .replace("'schema', '8'", "'schema', '1'");
+                .replace("'schema', '9'", "'schema', '1'");
             assert!(!v1.contains("scram") && !v1.contains("recent_uid") && v1.contains("'schema', '1'"));
             assert!(!v1.contains("subscriptions"));
             c.execute_batch(&v1).unwrap();

@@ -184,6 +184,27 @@ pub enum FlagOp {
     SetExcept(Flags),
 }
 
+/// A DKIM signing key of a hosted domain (the private half never leaves the store
+/// except to sign).
+#[derive(Clone, PartialEq, Eq)]
+pub struct DkimKey {
+    pub domain: String,
+    pub selector: String,
+    /// "rsa" or "ed25519".
+    pub algorithm: String,
+    /// RSA: PKCS#1 DER; Ed25519: PKCS#8 DER.
+    pub private_key: Vec<u8>,
+    /// As published in the p= tag.
+    pub public_key: Vec<u8>,
+    pub created: i64,
+}
+
+impl std::fmt::Debug for DkimKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DkimKey").field("domain", &self.domain).field("selector", &self.selector).finish()
+    }
+}
+
 /// A mailbox of another account that an ACL entry opens to someone.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SharedMailbox {

@@ -20,6 +20,8 @@ pub enum DomainCmd {
     List,
     /// Stop hosting a domain (it must have no users, aliases or groups left).
     Remove { name: String },
+    /// Show the DNS records that publish the domain's DKIM keys (and an SPF/DMARC start).
+    Dkim { name: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -166,7 +168,28 @@ pub async fn domain(cli: &Cli, cmd: &DomainCmd) -> Result<()> {
     let out = match cmd {
         DomainCmd::Add { name } => {
             dir.add_domain(name).await?;
-            println!("domain {} added", normalize_domain(name)?);
+            let name = normalize_domain(name)?;
+            ensure_dkim_keys(&store, &name).await?;
+            println!("domain {name} added; publish its DKIM keys: agora domain dkim {name}");
+            Ok(())
+        }
+        DomainCmd::Dkim { name } => {
+            let name = normalize_domain(name)?;
+            if store.domain(&name).await?.is_none() {
+                bail!("domain {name} not found");
+            }
+            ensure_dkim_keys(&store, &name).await?;
+            let keys = store.dkim_keys(&name).await?;
+            println!("; DKIM keys of {name} (publish each as one TXT record)");
+            for (owner, text) in agora_smtp::auth::dns_records(&keys) {
+                // TXT strings are at most 255 characters: longer values are split.
+                let chunks: Vec<String> =
+                    text.as_bytes().chunks(250).map(|c| format!("\"{}\"", String::from_utf8_lossy(c))).collect();
+                println!("{owner}. IN TXT ( {} )", chunks.join(" "));
+            }
+            println!("; and, if not published yet:");
+            println!("{name}. IN TXT \"v=spf1 mx -all\"");
+            println!("_dmarc.{name}. IN TXT \"v=DMARC1; p=quarantine; adkim=r; aspf=r\"");
             Ok(())
         }
         DomainCmd::List => {
@@ -387,5 +410,18 @@ pub fn track(cli: &Cli, sender: Option<&str>, recipient: Option<&str>, id: Optio
         }
         println!("{line}");
     }
+    Ok(())
+}
+
+/// Makes DKIM keys for a domain that has none (RSA-2048 and Ed25519).
+pub async fn ensure_dkim_keys(store: &Arc<SqliteStore>, domain: &str) -> Result<()> {
+    if !store.dkim_keys(domain).await?.is_empty() {
+        return Ok(());
+    }
+    let d = domain.to_string();
+    let keys = tokio::task::spawn_blocking(move || agora_smtp::auth::generate_keys(&d))
+        .await?
+        .map_err(|e| anyhow::anyhow!("generating DKIM keys for {domain}: {e}"))?;
+    store.add_dkim_keys(keys).await?;
     Ok(())
 }

@@ -55,12 +55,20 @@ pub struct Config {
     pub listeners: BTreeMap<String, ListenerSection>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SmtpSection {
     /// Networks ("10.0.0.0/8", "2001:db8::/32", or one address) whose clients may
     /// relay through port 25 without AUTH: internal applications and servers.
     pub trusted_networks: Vec<String>,
+    /// Refuse mail failing DMARC when its domain asks for p=reject.
+    pub dmarc_reject: bool,
+}
+
+impl Default for SmtpSection {
+    fn default() -> Self {
+        SmtpSection { trusted_networks: Vec::new(), dmarc_reject: true }
+    }
 }
 
 impl SmtpSection {
@@ -341,7 +349,8 @@ pub fn default_file(hostname: &str, domain: &str) -> String {
          # mark_seen = true          # retrieved messages get the Seen flag\n\
          # expire_days = 30          # delete retrieved mail older than this at QUIT (default: never)\n\n\
          [smtp]\n\
-         # trusted_networks = [\"10.0.0.0/8\"]   # may relay through port 25 without AUTH (default: none)\n\n\
+         # trusted_networks = [\"10.0.0.0/8\"]   # may relay through port 25 without AUTH (default: none)\n\
+         # dmarc_reject = true         # refuse mail failing DMARC under p=reject\n\n\
          [transport]\n\
          # smarthost = \"relay.example.net:587\"   # send everything through this server (default: MX lookup)\n\
          # nameservers = [\"127.0.0.1:53\"]        # DNS servers for MX lookups (default: the system's)\n\

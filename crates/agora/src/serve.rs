@@ -124,6 +124,10 @@ pub async fn run(cli: &Cli, domain: Option<String>, hostname: Option<String>, li
     let dyn_store: Arc<dyn Store> = Arc::new(Arc::clone(&store));
     let dir = Directory::new(Arc::clone(&dyn_store));
     first_run(&dyn_store, &dir, &domain).await?;
+    // Every hosted domain signs its mail: keys for any that has none yet.
+    for d in dyn_store.domains().await? {
+        crate::admin::ensure_dkim_keys(&store, &d.name).await?;
+    }
 
     let limits = Limits {
         max_connections: cfg.limits.max_connections.max(1),
@@ -141,7 +145,12 @@ pub async fn run(cli: &Cli, domain: Option<String>, hostname: Option<String>, li
     let tracker = Arc::new(agora_smtp::tracking::Tracker::new(&data.join("tracking.log")));
     let trusted_networks = cfg.smtp.networks().map_err(|e| anyhow::anyhow!("{}: {e}", config_path(cli).display()))?;
     let outbound_wake = Arc::new(tokio::sync::Notify::new());
+    let verifier = agora_smtp::auth::Verifier::new(&hostname, &cfg.transport.nameservers, cfg.smtp.dmarc_reject);
+    if verifier.is_none() {
+        tracing::warn!("no DNS resolver: incoming mail is not checked for SPF, DKIM and DMARC");
+    }
     let smtp_cfg = SmtpConfig {
+        verifier: verifier.map(Arc::new),
         tracker: Some(Arc::clone(&tracker)),
         outbound_wake: Some(Arc::clone(&outbound_wake)),
         trusted_networks,

@@ -1,0 +1,173 @@
+//! Message authentication on the mail-auth crate: DKIM keys (RSA-2048 and Ed25519)
+//! and signing of outgoing mail; SPF, DKIM, DMARC and ARC checks of incoming mail,
+//! written into an Authentication-Results header (RFC 8601); the DNS resolver both
+//! these and MX lookups use.
+
+use std::net::{IpAddr, SocketAddr};
+
+use agora_store::DkimKey;
+use mail_auth::common::crypto::{Ed25519Key, RsaKey, Sha256};
+use mail_auth::common::headers::HeaderWriter;
+use mail_auth::dkim::DkimSigner;
+use mail_auth::dmarc::verify::DmarcParameters;
+use mail_auth::hickory_resolver::TokioResolver;
+use mail_auth::hickory_resolver::config::{NameServerConfig, ResolverConfig, ResolverOpts};
+use mail_auth::spf::verify::SpfParameters;
+use mail_auth::{AuthenticatedMessage, AuthenticationResults, DmarcResult, MessageAuthenticator};
+use rustls_pki_types::{PrivateKeyDer, PrivatePkcs1KeyDer};
+
+/// The resolver configuration: the given servers ("ip:port"), else the system's.
+fn config(nameservers: &[SocketAddr]) -> Option<(ResolverConfig, ResolverOpts)> {
+    if nameservers.is_empty() {
+        return mail_auth::hickory_resolver::system_conf::read_system_conf().ok();
+    }
+    let servers = nameservers
+        .iter()
+        .map(|a| {
+            let mut ns = NameServerConfig::udp_and_tcp(a.ip());
+            for c in &mut ns.connections {
+                c.port = a.port();
+            }
+            ns
+        })
+        .collect();
+    Some((ResolverConfig::from_name_servers(servers), ResolverOpts::default()))
+}
+
+/// A resolver for MX lookups.
+pub fn resolver(nameservers: &[SocketAddr]) -> Option<TokioResolver> {
+    let (cfg, opts) = config(nameservers)?;
+    TokioResolver::builder_with_config(cfg, mail_auth::hickory_resolver::net::runtime::TokioRuntimeProvider::default())
+        .with_options(opts)
+        .build()
+        .ok()
+}
+
+/// DKIM selectors of the keys made for each domain.
+pub const RSA_SELECTOR: &str = "agora-rsa";
+pub const ED25519_SELECTOR: &str = "agora-ed";
+
+/// A new RSA-2048 and Ed25519 key pair for a domain (RFC 6376, RFC 8463).
+pub fn generate_keys(domain: &str) -> Result<Vec<DkimKey>, String> {
+    let rsa = mail_auth::dkim::generate::DkimKeyPair::generate_rsa(2048).map_err(|e| e.to_string())?;
+    let ed = mail_auth::dkim::generate::DkimKeyPair::generate_ed25519().map_err(|e| e.to_string())?;
+    let now = agora_store::now();
+    Ok(vec![
+        DkimKey {
+            domain: domain.to_string(),
+            selector: RSA_SELECTOR.into(),
+            algorithm: "rsa".into(),
+            private_key: rsa.private_key().to_vec(),
+            public_key: rsa.public_key().to_vec(),
+            created: now,
+        },
+        DkimKey {
+            domain: domain.to_string(),
+            selector: ED25519_SELECTOR.into(),
+            algorithm: "ed25519".into(),
+            private_key: ed.private_key().to_vec(),
+            public_key: ed.public_key().to_vec(),
+            created: now,
+        },
+    ])
+}
+
+/// The TXT records to publish: `selector._domainkey.domain` -> `v=DKIM1; k=...; p=...`.
+pub fn dns_records(keys: &[DkimKey]) -> Vec<(String, String)> {
+    use base64::Engine;
+    keys.iter()
+        .map(|k| {
+            let p = base64::engine::general_purpose::STANDARD.encode(&k.public_key);
+            (format!("{}._domainkey.{}", k.selector, k.domain), format!("v=DKIM1; k={}; p={p}", k.algorithm))
+        })
+        .collect()
+}
+
+/// DKIM-Signature header fields for `message` (one per key), to put in front of it.
+pub fn sign(message: &[u8], keys: &[DkimKey]) -> Vec<u8> {
+    const HEADERS: [&str; 9] =
+        ["From", "To", "Cc", "Subject", "Date", "Message-ID", "In-Reply-To", "References", "MIME-Version"];
+    let mut out = Vec::new();
+    for k in keys {
+        let signature = match k.algorithm.as_str() {
+            "rsa" => {
+                RsaKey::<Sha256>::from_key_der(PrivateKeyDer::Pkcs1(PrivatePkcs1KeyDer::from(k.private_key.as_slice())))
+                    .ok()
+                    .and_then(|key| {
+                        DkimSigner::from_key(key)
+                            .domain(&k.domain)
+                            .selector(&k.selector)
+                            .headers(HEADERS)
+                            .sign(message)
+                            .ok()
+                    })
+            }
+            "ed25519" => Ed25519Key::from_pkcs8_der(&k.private_key).ok().and_then(|key| {
+                DkimSigner::from_key(key).domain(&k.domain).selector(&k.selector).headers(HEADERS).sign(message).ok()
+            }),
+            _ => None,
+        };
+        match signature {
+            Some(s) => out.extend_from_slice(s.to_header().as_bytes()),
+            None => tracing::warn!("dkim: cannot sign with {} key {} of {}", k.algorithm, k.selector, k.domain),
+        }
+    }
+    out
+}
+
+/// Checks incoming mail: SPF (HELO and MAIL FROM), DKIM, ARC, DMARC.
+pub struct Verifier {
+    auth: MessageAuthenticator,
+    hostname: String,
+    /// Refuse messages whose domain publishes p=reject and fail DMARC.
+    pub reject_dmarc: bool,
+}
+
+impl std::fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Verifier").field("hostname", &self.hostname).finish()
+    }
+}
+
+/// What the checks found.
+pub struct Verdict {
+    /// The Authentication-Results header field, CRLF included.
+    pub header: String,
+    /// DMARC failed under a p=reject policy (and the server honours it).
+    pub reject: bool,
+}
+
+impl Verifier {
+    pub fn new(hostname: &str, nameservers: &[SocketAddr], reject_dmarc: bool) -> Option<Verifier> {
+        let (cfg, opts) = config(nameservers)?;
+        let auth = MessageAuthenticator::new(cfg, opts).ok()?;
+        Some(Verifier { auth, hostname: hostname.to_string(), reject_dmarc })
+    }
+
+    pub async fn check(&self, message: &[u8], ip: IpAddr, helo: &str, mail_from: &str) -> Verdict {
+        let Some(parsed) = AuthenticatedMessage::parse(message) else {
+            return Verdict { header: format!("Authentication-Results: {}; none\r\n", self.hostname), reject: false };
+        };
+        let dkim = self.auth.verify_dkim(&parsed).await;
+        let arc = self.auth.verify_arc(&parsed).await;
+        let spf_helo = self.auth.verify_spf(SpfParameters::verify_ehlo(ip, helo, &self.hostname)).await;
+        let (spf, from_domain) = if mail_from.is_empty() {
+            // The null sender: SPF of the HELO identity stands in (RFC 7208 §2.4).
+            (spf_helo.clone(), helo.to_string())
+        } else {
+            let domain = mail_from.rsplit_once('@').map_or(mail_from, |(_, d)| d).to_string();
+            (self.auth.verify_spf(SpfParameters::verify_mail_from(ip, helo, &self.hostname, mail_from)).await, domain)
+        };
+        let dmarc = self.auth.verify_dmarc(DmarcParameters::new(&parsed, &dkim, &from_domain, &spf)).await;
+        let header_from = parsed.from.first().map(String::as_str).unwrap_or("");
+        let results = AuthenticationResults::new(&self.hostname)
+            .with_dkim_results(&dkim, header_from)
+            .with_spf_ehlo_result(&spf_helo, ip, helo)
+            .with_spf_mailfrom_result(&spf, ip, mail_from, helo)
+            .with_arc_result(&arc, ip)
+            .with_dmarc_result(&dmarc);
+        let failed = dmarc.dkim_result() != &DmarcResult::Pass && dmarc.spf_result() != &DmarcResult::Pass;
+        let reject = self.reject_dmarc && failed && dmarc.policy() == mail_auth::dmarc::Policy::Reject;
+        Verdict { header: results.to_header(), reject }
+    }
+}

@@ -1,0 +1,187 @@
+//! DKIM, SPF and DMARC between two Agora instances, each with its own domain: a test
+//! DNS server on loopback publishes the sending domain's DKIM keys (as `agora domain
+//! dkim` prints them), SPF and a p=reject DMARC policy. Mail submitted on one side is
+//! signed; the other side records dkim=pass, spf=pass and dmarc=pass, and refuses a
+//! forged message at DATA.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Agora, python_ok, unique_ip};
+
+/// A tiny authoritative DNS server (UDP and TCP) answering from a JSON zone.
+const DNS: &str = r#"
+import json, socket, struct, sys, threading
+ip, port, zone = sys.argv[1], int(sys.argv[2]), json.loads(open(sys.argv[3]).read())
+TYPES = {1: "A", 15: "MX", 16: "TXT"}
+def name_at(b, i):
+    labels = []
+    while b[i]:
+        labels.append(b[i + 1:i + 1 + b[i]].decode()); i += 1 + b[i]
+    return ".".join(labels).lower(), i + 1
+def wire(name):
+    return b"".join(bytes([len(l)]) + l.encode() for l in name.split(".") if l) + b"\0"
+def answer(q):
+    qid, = struct.unpack(">H", q[:2])
+    name, i = name_at(q, 12)
+    qtype, = struct.unpack(">H", q[i:i + 2])
+    records = zone.get(name + "/" + TYPES.get(qtype, "?"), [])
+    known = any(k.startswith(name + "/") for k in zone)
+    rr = b""
+    for v in records:
+        if qtype == 16:
+            data = b"".join(bytes([len(c)]) + c for c in (v.encode()[k:k + 255] for k in range(0, len(v), 255)))
+        elif qtype == 1:
+            data = socket.inet_aton(v)
+        else:
+            pref, host = v.split()
+            data = struct.pack(">H", int(pref)) + wire(host)
+        rr += b"\xc0\x0c" + struct.pack(">HHIH", qtype, 1, 60, len(data)) + data
+    rcode = 0 if known else 3
+    head = struct.pack(">HHHHHH", qid, 0x8400 | rcode | (0x0100 & struct.unpack(">H", q[2:4])[0]), 1, len(records), 0, 0)
+    return head + q[12:i + 4] + rr
+def udp():
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind((ip, port))
+    while True:
+        q, a = s.recvfrom(4096)
+        try: s.sendto(answer(q), a)
+        except Exception: pass
+def tcp_client(c):
+    try:
+        while True:
+            n = c.recv(2)
+            if len(n) < 2: return
+            q = b""
+            while len(q) < struct.unpack(">H", n)[0]: q += c.recv(4096)
+            r = answer(q); c.sendall(struct.pack(">H", len(r)) + r)
+    except Exception: pass
+def tcp():
+    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind((ip, port)); s.listen(16)
+    while True:
+        c, _ = s.accept(); threading.Thread(target=tcp_client, args=(c,), daemon=True).start()
+threading.Thread(target=udp, daemon=True).start()
+print("ready", flush=True)
+tcp()
+"#;
+
+struct Dns(Child);
+
+impl Drop for Dns {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn signed_mail_passes_and_forged_mail_is_refused() {
+    if !common::have("python3") {
+        return;
+    }
+    let b = Agora::start_with(|data| {
+        std::fs::write(data.join("agora.toml"), "[server]\nhostname = \"mx.b.test\"\n").unwrap();
+    });
+    b.cli_ok(&["domain", "add", "b.test"], None);
+    b.cli_ok(&["user", "add", "bob@b.test", "--password-stdin"], Some("bob-pw\n"));
+    let b_smtp = b.smtp();
+    let a = Agora::start_with(|data| {
+        std::fs::write(
+            data.join("agora.toml"),
+            format!(
+                "[auth]\nplaintext_without_tls = true\n[transport]\npoll_secs = 1\n\
+                 [transport.routes]\n\"b.test\" = \"{b_smtp}\"\n"
+            ),
+        )
+        .unwrap();
+    });
+    a.cli_ok(&["user", "add", "alice@example.org", "--password-stdin"], Some("alice-pw\n"));
+
+    // The zone: example.org's DKIM keys as the CLI prints them, SPF for loopback, DMARC.
+    let printed = a.cli_ok(&["domain", "dkim", "example.org"], None);
+    let mut zone = serde_json::Map::new();
+    for line in printed.lines().filter(|l| l.contains("._domainkey.")) {
+        let owner = line.split_whitespace().next().unwrap().trim_end_matches('.').to_string();
+        let text: String = line.split('"').skip(1).step_by(2).collect();
+        assert!(text.starts_with("v=DKIM1; k="), "{line}");
+        zone.insert(format!("{owner}/TXT"), serde_json::json!([text]));
+    }
+    assert_eq!(zone.len(), 2, "an RSA and an Ed25519 key: {printed}");
+    zone.insert("example.org/TXT".into(), serde_json::json!(["v=spf1 ip4:127.0.0.0/8 -all"]));
+    zone.insert("mx.example.org/TXT".into(), serde_json::json!(["v=spf1 ip4:127.0.0.0/8 -all"]));
+    zone.insert("_dmarc.example.org/TXT".into(), serde_json::json!(["v=DMARC1; p=reject"]));
+    let zone_file = b.dir.path().join("zone.json");
+    std::fs::write(&zone_file, serde_json::Value::Object(zone).to_string()).unwrap();
+    let dns_ip = unique_ip();
+    let mut child = Command::new("python3")
+        .args(["-c", DNS, &dns_ip, "10053", zone_file.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut ready = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut ready).unwrap();
+    assert_eq!(ready.trim(), "ready");
+    let _dns = Dns(child);
+
+    // B checks incoming mail against that DNS server.
+    let mut b = b;
+    b.stop();
+    std::fs::write(
+        b.data().join("agora.toml"),
+        format!("[server]\nhostname = \"mx.b.test\"\n[transport]\nnameservers = [\"{dns_ip}:10053\"]\n"),
+    )
+    .unwrap();
+    b.spawn();
+
+    python_ok(&format!(
+        r#"
+import smtplib
+s = smtplib.SMTP("{ip}", 10587, timeout=20)
+s.login("alice@example.org", "alice-pw")
+s.sendmail("alice@example.org", ["bob@b.test"], "From: Alice <alice@example.org>\r\nTo: bob@b.test\r\nSubject: signed\r\nMessage-ID: <1@example.org>\r\n\r\nhello, signed\r\n")
+s.quit()
+print("ok")
+"#,
+        ip = a.ip
+    ));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while b.inbox_count("bob@b.test") == 0 {
+        assert!(Instant::now() < deadline, "not delivered to b.test");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    python_ok(&format!(
+        r#"
+import imaplib, ssl, email
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+m = imaplib.IMAP4_SSL("{ip}", 10993, ssl_context=ctx)
+m.login("bob@b.test", "bob-pw"); m.select("INBOX")
+typ, data = m.fetch("1", "(BODY.PEEK[HEADER])")
+h = email.message_from_bytes(data[0][1])
+ar = " ".join(h.get_all("Authentication-Results"))
+for want in ("dkim=pass", "spf=pass", "dmarc=pass"):
+    assert want in ar, (want, ar)
+sigs = h.get_all("DKIM-Signature")
+assert len(sigs) == 2 and any("a=ed25519-sha256" in s for s in sigs) and any("a=rsa-sha256" in s for s in sigs), sigs
+print("ok")
+"#,
+        ip = b.ip
+    ));
+    // A forged message: From: example.org, not signed, sent by a sender SPF says nothing
+    // for. DMARC fails under p=reject: refused at the end of DATA.
+    python_ok(&format!(
+        r#"
+import smtplib, sys
+s = smtplib.SMTP("{ip}", 10025, timeout=20)
+try:
+    s.sendmail("forger@elsewhere.test", ["bob@b.test"], "From: alice@example.org\r\nSubject: forged\r\n\r\nsend money\r\n")
+    sys.exit("forged message accepted")
+except smtplib.SMTPDataError as e:
+    assert e.smtp_code == 550 and b"DMARC" in e.smtp_error, e
+print("ok")
+"#,
+        ip = b.ip
+    ));
+    assert_eq!(b.inbox_count("bob@b.test"), 1);
+}
