@@ -31,6 +31,8 @@ pub struct TransportConfig {
     pub routes: HashMap<String, String>,
     /// Everything not routed goes here instead of to MX hosts ("host:port").
     pub smarthost: Option<String>,
+    /// User and password for the smarthost (AUTH PLAIN, only over TLS).
+    pub smarthost_auth: Option<(String, String)>,
     /// DNS servers for MX lookups; empty for the system's.
     pub nameservers: Vec<SocketAddr>,
     /// Port of MX hosts (25).
@@ -55,6 +57,7 @@ impl Default for TransportConfig {
             hostname: "localhost".into(),
             routes: HashMap::new(),
             smarthost: None,
+            smarthost_auth: None,
             nameservers: Vec::new(),
             mx_port: 25,
             retry_base: Duration::from_secs(300),
@@ -286,12 +289,35 @@ impl Transport {
         let mut c = Client::new(Box::new(tcp));
         c.expect(220).await?;
         let mut ext = c.ehlo(&self.cfg.hostname).await?;
+        let mut tls = false;
         if ext.iter().any(|e| e.eq_ignore_ascii_case("STARTTLS")) {
             c.send("STARTTLS").await?;
             if c.reply().await?.0 == 220 {
                 let name = host.rsplit_once(':').map_or(host, |(h, _)| h).to_string();
                 c = c.start_tls(&name).await?;
+                tls = true;
                 ext = c.ehlo(&self.cfg.hostname).await?;
+            }
+        }
+        if self.cfg.smarthost.as_deref() == Some(host)
+            && let Some((user, password)) = &self.cfg.smarthost_auth
+        {
+            // The password never crosses the network in the clear.
+            if !tls {
+                return Err("the smarthost offers no STARTTLS; not sending the password in the clear".into());
+            }
+            if !ext
+                .iter()
+                .any(|e| e.to_ascii_uppercase().starts_with("AUTH") && e.to_ascii_uppercase().contains("PLAIN"))
+            {
+                return Err("the smarthost offers no AUTH PLAIN".into());
+            }
+            use base64::Engine;
+            let token = base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{password}"));
+            c.send(&format!("AUTH PLAIN {token}")).await?;
+            let (code, text) = c.reply().await?;
+            if code != 235 {
+                return Err(format!("smarthost refused our credentials: {text}"));
             }
         }
         let size = if ext.iter().any(|e| e.to_ascii_uppercase().starts_with("SIZE")) {
@@ -326,7 +352,7 @@ impl Transport {
             let fate = if code / 100 == 5 { Fate::Failed(text) } else { Fate::Deferred(text) };
             return Ok(fates.into_iter().map(|f| if f == Fate::Delivered { fate.clone() } else { f }).collect());
         }
-        c.data(message).await?;
+        c.data(without_return_path(message)).await?;
         let (code, text) = c.reply().await?;
         let _ = c.send("QUIT").await;
         let outcome = match code / 100 {
@@ -508,6 +534,16 @@ impl Dsn<'_> {
     }
 }
 
+/// The message as relayed: the Return-Path line that local copies carry is the final
+/// delivery's business (RFC 5321 §4.4), not a relay's.
+fn without_return_path(message: &[u8]) -> &[u8] {
+    if message.len() > 12 && message[..12].eq_ignore_ascii_case(b"return-path:") {
+        let end = message.iter().position(|&b| b == b'\n').map_or(message.len(), |i| i + 1);
+        return &message[end..];
+    }
+    message
+}
+
 /// A minimal SMTP client for the transport.
 struct Client {
     r: BufReader<Box<dyn agora_net::conn::Io>>,
@@ -608,6 +644,38 @@ impl Client {
 /// and the signature checks still bind the handshake to the presented key.
 #[derive(Debug)]
 struct AnyCertificate;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relayed_messages_lose_the_return_path() {
+        assert_eq!(without_return_path(b"Return-Path: <a@b>\r\nReceived: x\r\n\r\nbody"), b"Received: x\r\n\r\nbody");
+        assert_eq!(without_return_path(b"Subject: s\r\n\r\nbody"), b"Subject: s\r\n\r\nbody");
+    }
+
+    #[test]
+    fn dsn_parts() {
+        let dsn = Dsn {
+            hostname: "mx.example.org",
+            sender: "a@example.org",
+            recipient: "b@remote.test",
+            orcpt: Some("rfc822;b@remote.test"),
+            envid: Some("E1"),
+            full: false,
+            report: Report::Failed("5.1.1", "550 5.1.1 no such user"),
+        }
+        .message(b"Subject: hi\r\nMessage-ID: <1@x>\r\n\r\nsecret body\r\n");
+        let text = String::from_utf8(dsn).unwrap();
+        assert!(text.contains("Content-Type: multipart/report; report-type=delivery-status"));
+        assert!(
+            text.contains("Original-Envelope-Id: E1\r\n") && text.contains("Original-Recipient: rfc822;b@remote.test")
+        );
+        assert!(text.contains("Action: failed\r\nStatus: 5.1.1\r\n"));
+        assert!(text.contains("Subject: hi") && !text.contains("secret body"), "RET=HDRS returns the header only");
+    }
+}
 
 impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
     fn verify_server_cert(

@@ -102,6 +102,9 @@ pub struct TransportSection {
     pub routes: BTreeMap<String, String>,
     /// Send everything else through this server ("host:port") instead of MX hosts.
     pub smarthost: Option<String>,
+    /// Log in to the smarthost (AUTH PLAIN, only after STARTTLS).
+    pub smarthost_user: Option<String>,
+    pub smarthost_password: Option<String>,
     /// DNS servers for MX lookups ("ip:port"); empty for the system's resolver.
     pub nameservers: Vec<std::net::SocketAddr>,
     /// Port of the MX hosts.
@@ -121,6 +124,8 @@ impl Default for TransportSection {
         TransportSection {
             routes: BTreeMap::new(),
             smarthost: None,
+            smarthost_user: None,
+            smarthost_password: None,
             nameservers: Vec::new(),
             mx_port: 25,
             retry_secs: 300,
@@ -353,6 +358,8 @@ pub fn default_file(hostname: &str, domain: &str) -> String {
          # dmarc_reject = true         # refuse mail failing DMARC under p=reject\n\n\
          [transport]\n\
          # smarthost = \"relay.example.net:587\"   # send everything through this server (default: MX lookup)\n\
+         # smarthost_user = \"me@example.net\"      # and log in to it (only over STARTTLS)\n\
+         # smarthost_password = \"...\"\n\
          # nameservers = [\"127.0.0.1:53\"]        # DNS servers for MX lookups (default: the system's)\n\
          # retry_secs = 300            # first retry; doubles up to four hours\n\
          # max_lifetime_secs = 432000  # return undeliverable mail to its sender after five days\n\

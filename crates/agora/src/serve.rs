@@ -221,6 +221,7 @@ pub async fn run(cli: &Cli, domain: Option<String>, hostname: Option<String>, li
             hostname: hostname.clone(),
             routes: t.routes.iter().map(|(d, r)| (d.to_ascii_lowercase(), r.clone())).collect(),
             smarthost: t.smarthost.clone(),
+            smarthost_auth: t.smarthost_user.clone().zip(t.smarthost_password.clone()),
             nameservers: t.nameservers.clone(),
             mx_port: t.mx_port,
             retry_base: Duration::from_secs(t.retry_secs.max(1)),

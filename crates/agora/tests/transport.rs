@@ -122,3 +122,41 @@ print("ok")
     );
     python_ok(&dump);
 }
+
+#[test]
+fn smarthost_with_auth_over_starttls() {
+    if !common::have("python3") {
+        return;
+    }
+    // The smarthost: another Agora, whose submission port wants AUTH after STARTTLS.
+    let b = Agora::start();
+    b.cli_ok(&["domain", "add", "b.test"], None);
+    b.cli_ok(&["user", "add", "bob@b.test", "--password-stdin"], Some("bob-pw\n"));
+    b.cli_ok(&["user", "add", "alice@example.org", "--password-stdin"], Some("relay-pw\n"));
+    let smarthost = format!("{}:10587", b.ip);
+    let a = Agora::start_with(|data| {
+        std::fs::write(
+            data.join("agora.toml"),
+            format!(
+                "[auth]\nplaintext_without_tls = true\n[transport]\npoll_secs = 1\nsmarthost = \"{smarthost}\"\n\
+                 smarthost_user = \"alice@example.org\"\nsmarthost_password = \"relay-pw\"\n"
+            ),
+        )
+        .unwrap();
+    });
+    a.cli_ok(&["user", "add", "alice@example.org", "--password-stdin"], Some("alice-pw\n"));
+    python_ok(&format!(
+        r#"
+import smtplib
+s = smtplib.SMTP("{ip}", 10587, timeout=20)
+s.login("alice@example.org", "alice-pw")
+s.sendmail("alice@example.org", ["bob@b.test"], "From: alice@example.org\r\nSubject: via smarthost\r\n\r\nhi\r\n")
+s.quit()
+print("ok")
+"#,
+        ip = a.ip
+    ));
+    wait_until("delivery through the smarthost", || b.inbox_count("bob@b.test") == 1);
+    let track = b.cli_ok(&["track", "--recipient", "bob@b.test"], None);
+    assert!(track.contains("received"), "{track}");
+}
