@@ -645,38 +645,6 @@ impl Client {
 #[derive(Debug)]
 struct AnyCertificate;
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn relayed_messages_lose_the_return_path() {
-        assert_eq!(without_return_path(b"Return-Path: <a@b>\r\nReceived: x\r\n\r\nbody"), b"Received: x\r\n\r\nbody");
-        assert_eq!(without_return_path(b"Subject: s\r\n\r\nbody"), b"Subject: s\r\n\r\nbody");
-    }
-
-    #[test]
-    fn dsn_parts() {
-        let dsn = Dsn {
-            hostname: "mx.example.org",
-            sender: "a@example.org",
-            recipient: "b@remote.test",
-            orcpt: Some("rfc822;b@remote.test"),
-            envid: Some("E1"),
-            full: false,
-            report: Report::Failed("5.1.1", "550 5.1.1 no such user"),
-        }
-        .message(b"Subject: hi\r\nMessage-ID: <1@x>\r\n\r\nsecret body\r\n");
-        let text = String::from_utf8(dsn).unwrap();
-        assert!(text.contains("Content-Type: multipart/report; report-type=delivery-status"));
-        assert!(
-            text.contains("Original-Envelope-Id: E1\r\n") && text.contains("Original-Recipient: rfc822;b@remote.test")
-        );
-        assert!(text.contains("Action: failed\r\nStatus: 5.1.1\r\n"));
-        assert!(text.contains("Subject: hi") && !text.contains("secret body"), "RET=HDRS returns the header only");
-    }
-}
-
 impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
     fn verify_server_cert(
         &self,
@@ -719,5 +687,37 @@ impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
         rustls::crypto::ring::default_provider().signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relayed_messages_lose_the_return_path() {
+        assert_eq!(without_return_path(b"Return-Path: <a@b>\r\nReceived: x\r\n\r\nbody"), b"Received: x\r\n\r\nbody");
+        assert_eq!(without_return_path(b"Subject: s\r\n\r\nbody"), b"Subject: s\r\n\r\nbody");
+    }
+
+    #[test]
+    fn dsn_parts() {
+        let dsn = Dsn {
+            hostname: "mx.example.org",
+            sender: "a@example.org",
+            recipient: "b@remote.test",
+            orcpt: Some("rfc822;b@remote.test"),
+            envid: Some("E1"),
+            full: false,
+            report: Report::Failed("5.1.1", "550 5.1.1 no such user"),
+        }
+        .message(b"Subject: hi\r\nMessage-ID: <1@x>\r\n\r\nsecret body\r\n");
+        let text = String::from_utf8(dsn).unwrap();
+        assert!(text.contains("Content-Type: multipart/report; report-type=delivery-status"));
+        assert!(
+            text.contains("Original-Envelope-Id: E1\r\n") && text.contains("Original-Recipient: rfc822;b@remote.test")
+        );
+        assert!(text.contains("Action: failed\r\nStatus: 5.1.1\r\n"));
+        assert!(text.contains("Subject: hi") && !text.contains("secret body"), "RET=HDRS returns the header only");
     }
 }
