@@ -116,26 +116,35 @@ impl Transport {
         }
     }
 
-    /// One pass over the due entries: one transaction per destination domain and
-    /// message with all its recipients, up to CONCURRENCY of them at once. Returns how
-    /// many entries were due.
+    /// One pass over the due entries. Per destination domain, its messages are shared
+    /// among up to CONCURRENCY connections ("lanes"), each carrying its messages one
+    /// transaction after another over the same connection. Returns how many were due.
     pub async fn pass(self: &Arc<Self>) -> Result<usize, agora_store::StoreError> {
         let due = self.store.queue_due(now(), BATCH).await?;
         let n = due.len();
-        let mut groups: BTreeMap<(String, String, String), Vec<Queued>> = BTreeMap::new();
+        // domain -> (message, sender) -> recipients
+        let mut by_domain: BTreeMap<String, BTreeMap<(String, String), Vec<Queued>>> = BTreeMap::new();
         for e in due {
             let domain = e.recipient.rsplit_once('@').map(|(_, d)| d.to_ascii_lowercase()).unwrap_or_default();
-            groups.entry((domain, e.blob.clone(), e.mail_from.clone())).or_default().push(e);
+            by_domain.entry(domain).or_default().entry((e.blob.clone(), e.mail_from.clone())).or_default().push(e);
         }
         let limit = Arc::new(tokio::sync::Semaphore::new(CONCURRENCY));
         let mut tasks = tokio::task::JoinSet::new();
-        for ((domain, blob, from), entries) in groups {
-            let Ok(permit) = Arc::clone(&limit).acquire_owned().await else { break };
-            let this = Arc::clone(self);
-            tasks.spawn(async move {
-                let _permit = permit;
-                this.deliver_group(&domain, &blob, &from, &entries).await
-            });
+        for (domain, messages) in by_domain {
+            let lanes = messages.len().min(CONCURRENCY);
+            let mut lane_items: Vec<Vec<Item>> = (0..lanes).map(|_| Vec::new()).collect();
+            for (k, ((blob, from), entries)) in messages.into_iter().enumerate() {
+                lane_items[k % lanes].push(Item { blob, from, entries });
+            }
+            for items in lane_items {
+                let Ok(permit) = Arc::clone(&limit).acquire_owned().await else { break };
+                let this = Arc::clone(self);
+                let domain = domain.clone();
+                tasks.spawn(async move {
+                    let _permit = permit;
+                    this.deliver_lane(&domain, items).await
+                });
+            }
         }
         while let Some(done) = tasks.join_next().await {
             if let Ok(Err(e)) = done {
@@ -145,24 +154,60 @@ impl Transport {
         Ok(n)
     }
 
-    async fn deliver_group(
-        &self,
-        domain: &str,
-        blob: &str,
-        from: &str,
-        entries: &[Queued],
-    ) -> Result<(), agora_store::StoreError> {
-        let message = match self.store.read_blob(blob).await {
-            Ok(m) => m,
-            Err(e) => {
-                tracing::error!("outbound: message of queue entries for {domain} unreadable: {e}");
-                return Ok(());
+    /// Delivers messages for one domain over one connection, reopening it if it breaks.
+    async fn deliver_lane(&self, domain: &str, items: Vec<Item>) -> Result<(), agora_store::StoreError> {
+        let hosts = self.hosts(domain).await;
+        let mut session: Option<Session> = None;
+        for item in items {
+            let message = match self.store.read_blob(&item.blob).await {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::error!("outbound: message of queue entries for {domain} unreadable: {e}");
+                    continue;
+                }
+            };
+            let rcpts: Vec<String> = item.entries.iter().map(|e| e.recipient.clone()).collect();
+            let fates = if hosts.is_empty() {
+                vec![Fate::Failed(format!("550 5.1.2 no mail server for {domain}")); rcpts.len()]
+            } else {
+                let mut fates = None;
+                let mut last = String::from("451 4.4.1 no answer from any mail server");
+                // A reused connection may have gone stale: one fresh try before giving up.
+                for _ in 0..2 {
+                    if session.is_none() {
+                        for host in &hosts {
+                            match self.open(host).await {
+                                Ok(s) => {
+                                    session = Some(s);
+                                    break;
+                                }
+                                Err(why) => {
+                                    tracing::debug!("outbound: {host}: {why}");
+                                    last = format!("451 4.4.1 {host}: {why}");
+                                }
+                            }
+                        }
+                    }
+                    let Some(s) = session.as_mut() else { break };
+                    match self.transaction(s, &item.from, &rcpts, &message).await {
+                        Ok(f) => {
+                            fates = Some(f);
+                            break;
+                        }
+                        Err(why) => {
+                            last = format!("451 4.4.1 {}: {why}", s.host);
+                            session = None;
+                        }
+                    }
+                }
+                fates.unwrap_or_else(|| vec![Fate::Deferred(last); rcpts.len()])
+            };
+            for (e, fate) in item.entries.iter().zip(fates) {
+                self.settle(e, fate, &message).await?;
             }
-        };
-        let rcpts: Vec<String> = entries.iter().map(|e| e.recipient.clone()).collect();
-        let fates = self.deliver(domain, from, &rcpts, &message).await;
-        for (e, fate) in entries.iter().zip(fates) {
-            self.settle(e, fate, &message).await?;
+        }
+        if let Some(mut s) = session {
+            let _ = s.client.send("QUIT").await;
         }
         Ok(())
     }
@@ -261,26 +306,9 @@ impl Transport {
         }
     }
 
-    async fn deliver(&self, domain: &str, from: &str, rcpts: &[String], message: &[u8]) -> Vec<Fate> {
-        let hosts = self.hosts(domain).await;
-        if hosts.is_empty() {
-            return vec![Fate::Failed(format!("550 5.1.2 no mail server for {domain}")); rcpts.len()];
-        }
-        let mut last = String::from("451 4.4.1 no answer from any mail server");
-        for host in hosts {
-            match self.attempt(&host, from, rcpts, message).await {
-                Ok(fates) => return fates,
-                Err(why) => {
-                    tracing::debug!("outbound: {host}: {why}");
-                    last = format!("451 4.4.1 {host}: {why}");
-                }
-            }
-        }
-        vec![Fate::Deferred(last); rcpts.len()]
-    }
-
-    /// One SMTP transaction; Err when the server could not be used at all.
-    async fn attempt(&self, host: &str, from: &str, rcpts: &[String], message: &[u8]) -> Result<Vec<Fate>, String> {
+    /// Connects to a server and gets it ready for transactions: EHLO, STARTTLS when
+    /// offered, AUTH for the smarthost.
+    async fn open(&self, host: &str) -> Result<Session, String> {
         let addr = tokio::net::lookup_host(host).await.map_err(|e| e.to_string())?.next().ok_or("no address")?;
         let tcp = tokio::time::timeout(Duration::from_secs(30), TcpStream::connect(addr))
             .await
@@ -320,46 +348,73 @@ impl Transport {
                 return Err(format!("smarthost refused our credentials: {text}"));
             }
         }
-        let size = if ext.iter().any(|e| e.to_ascii_uppercase().starts_with("SIZE")) {
-            format!(" SIZE={}", message.len())
-        } else {
-            String::new()
-        };
-        c.send(&format!("MAIL FROM:<{from}>{size}")).await?;
-        let (code, text) = c.reply().await?;
-        if code / 100 != 2 {
-            let fate = if code / 100 == 5 { Fate::Failed(text) } else { Fate::Deferred(text) };
-            let _ = c.send("QUIT").await;
-            return Ok(vec![fate; rcpts.len()]);
-        }
-        let mut fates = Vec::with_capacity(rcpts.len());
-        for r in rcpts {
-            c.send(&format!("RCPT TO:<{r}>")).await?;
-            let (code, text) = c.reply().await?;
-            fates.push(match code / 100 {
-                2 => Fate::Delivered,
-                5 => Fate::Failed(text),
-                _ => Fate::Deferred(text),
-            });
-        }
-        if !fates.contains(&Fate::Delivered) {
-            let _ = c.send("QUIT").await;
-            return Ok(fates);
-        }
-        c.send("DATA").await?;
-        let (code, text) = c.reply().await?;
-        if code != 354 {
-            let fate = if code / 100 == 5 { Fate::Failed(text) } else { Fate::Deferred(text) };
-            return Ok(fates.into_iter().map(|f| if f == Fate::Delivered { fate.clone() } else { f }).collect());
-        }
-        c.data(without_return_path(message)).await?;
-        let (code, text) = c.reply().await?;
-        let _ = c.send("QUIT").await;
-        let outcome = match code / 100 {
+        let has = |k: &str| ext.iter().any(|e| e.to_ascii_uppercase().split_whitespace().next() == Some(k));
+        Ok(Session { host: host.to_string(), pipelining: has("PIPELINING"), size: has("SIZE"), client: c })
+    }
+
+    /// One transaction on an open session; Err when the connection failed under it.
+    /// With PIPELINING, MAIL and every RCPT go out in one write (RFC 2920).
+    async fn transaction(
+        &self,
+        s: &mut Session,
+        from: &str,
+        rcpts: &[String],
+        message: &[u8],
+    ) -> Result<Vec<Fate>, String> {
+        let size = if s.size { format!(" SIZE={}", message.len()) } else { String::new() };
+        let fate_of = |code: u16, text: String| match code / 100 {
             2 => Fate::Delivered,
             5 => Fate::Failed(text),
             _ => Fate::Deferred(text),
         };
+        let mail = format!("MAIL FROM:<{from}>{size}");
+        let (mail_reply, rcpt_replies) = if s.pipelining {
+            let mut batch = format!("{mail}\r\n");
+            for r in rcpts {
+                batch.push_str(&format!("RCPT TO:<{r}>\r\n"));
+            }
+            s.client.send_raw(batch.as_bytes()).await?;
+            let m = s.client.reply().await?;
+            let mut replies = Vec::with_capacity(rcpts.len());
+            for _ in rcpts {
+                replies.push(s.client.reply().await?);
+            }
+            (m, replies)
+        } else {
+            s.client.send(&mail).await?;
+            let m = s.client.reply().await?;
+            let mut replies = Vec::with_capacity(rcpts.len());
+            if m.0 / 100 == 2 {
+                for r in rcpts {
+                    s.client.send(&format!("RCPT TO:<{r}>")).await?;
+                    replies.push(s.client.reply().await?);
+                }
+            }
+            (m, replies)
+        };
+        if mail_reply.0 / 100 != 2 {
+            let fate = fate_of(mail_reply.0, mail_reply.1);
+            s.client.send("RSET").await?;
+            s.client.reply().await?;
+            return Ok(vec![fate; rcpts.len()]);
+        }
+        let fates: Vec<Fate> = rcpt_replies.into_iter().map(|(c, t)| fate_of(c, t)).collect();
+        if !fates.contains(&Fate::Delivered) {
+            s.client.send("RSET").await?;
+            s.client.reply().await?;
+            return Ok(fates);
+        }
+        s.client.send("DATA").await?;
+        let (code, text) = s.client.reply().await?;
+        if code != 354 {
+            let fate = fate_of(code, text);
+            s.client.send("RSET").await?;
+            s.client.reply().await?;
+            return Ok(fates.into_iter().map(|f| if f == Fate::Delivered { fate.clone() } else { f }).collect());
+        }
+        s.client.data(without_return_path(message)).await?;
+        let (code, text) = s.client.reply().await?;
+        let outcome = fate_of(code, text);
         Ok(fates.into_iter().map(|f| if f == Fate::Delivered { outcome.clone() } else { f }).collect())
     }
 
@@ -544,6 +599,21 @@ fn without_return_path(message: &[u8]) -> &[u8] {
     message
 }
 
+/// One message of a lane: its body, sender and the entries (recipients) it goes to.
+struct Item {
+    blob: String,
+    from: String,
+    entries: Vec<Queued>,
+}
+
+/// An open connection ready for transactions.
+struct Session {
+    host: String,
+    pipelining: bool,
+    size: bool,
+    client: Client,
+}
+
 /// A minimal SMTP client for the transport.
 struct Client {
     r: BufReader<Box<dyn agora_net::conn::Io>>,
@@ -557,6 +627,12 @@ impl Client {
     async fn send(&mut self, line: &str) -> Result<(), String> {
         let w = self.r.get_mut();
         w.write_all(format!("{line}\r\n").as_bytes()).await.map_err(|e| e.to_string())?;
+        w.flush().await.map_err(|e| e.to_string())
+    }
+
+    async fn send_raw(&mut self, data: &[u8]) -> Result<(), String> {
+        let w = self.r.get_mut();
+        w.write_all(data).await.map_err(|e| e.to_string())?;
         w.flush().await.map_err(|e| e.to_string())
     }
 
