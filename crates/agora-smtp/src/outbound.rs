@@ -74,7 +74,8 @@ impl Default for TransportConfig {
 /// One recipient's result at a server.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Fate {
-    Delivered,
+    /// Accepted by the next server; true if it took over DSN duties (RFC 3461 §4.3).
+    Delivered(bool),
     /// 4xx or no connection: try again later.
     Deferred(String),
     /// 5xx: return to the sender.
@@ -167,6 +168,11 @@ impl Transport {
                 }
             };
             let rcpts: Vec<String> = item.entries.iter().map(|e| e.recipient.clone()).collect();
+            let envelope = match item.entries.first().and_then(|e| e.delivery) {
+                Some(d) => self.store.delivery_envelope(d).await.ok().flatten(),
+                None => None,
+            };
+            let dsn = DsnParams::of(envelope.as_ref(), &rcpts);
             let fates = if hosts.is_empty() {
                 vec![Fate::Failed(format!("550 5.1.2 no mail server for {domain}")); rcpts.len()]
             } else {
@@ -189,7 +195,7 @@ impl Transport {
                         }
                     }
                     let Some(s) = session.as_mut() else { break };
-                    match self.transaction(s, &item.from, &rcpts, &message).await {
+                    match self.transaction(s, &item.from, &rcpts, &message, &dsn).await {
                         Ok(f) => {
                             fates = Some(f);
                             break;
@@ -235,15 +241,17 @@ impl Transport {
     async fn settle(&self, e: &Queued, fate: Fate, message: &[u8]) -> Result<(), agora_store::StoreError> {
         let age = now() - e.created;
         let (event, reply) = match &fate {
-            Fate::Delivered => ("relayed", String::new()),
+            Fate::Delivered(_) => ("relayed", String::new()),
             Fate::Deferred(w) if age < self.cfg.max_lifetime.as_secs() as i64 => ("deferred", w.clone()),
             Fate::Deferred(w) | Fate::Failed(w) => ("bounced", w.clone()),
         };
         self.track(e, event, &reply, message).await;
         match fate {
-            Fate::Delivered => {
+            Fate::Delivered(passed_on) => {
                 tracing::info!("outbound: {} delivered to <{}>", e.id, e.recipient);
-                self.report(e, Report::Relayed, message).await;
+                if !passed_on {
+                    self.report(e, Report::Relayed, message).await;
+                }
                 self.store.queue_update(e.id, QueueOutcome::Done).await
             }
             Fate::Deferred(why) if age < self.cfg.max_lifetime.as_secs() as i64 => {
@@ -349,7 +357,13 @@ impl Transport {
             }
         }
         let has = |k: &str| ext.iter().any(|e| e.to_ascii_uppercase().split_whitespace().next() == Some(k));
-        Ok(Session { host: host.to_string(), pipelining: has("PIPELINING"), size: has("SIZE"), client: c })
+        Ok(Session {
+            host: host.to_string(),
+            pipelining: has("PIPELINING"),
+            size: has("SIZE"),
+            dsn: has("DSN"),
+            client: c,
+        })
     }
 
     /// One transaction on an open session; Err when the connection failed under it.
@@ -360,18 +374,22 @@ impl Transport {
         from: &str,
         rcpts: &[String],
         message: &[u8],
+        dsn: &DsnParams,
     ) -> Result<Vec<Fate>, String> {
         let size = if s.size { format!(" SIZE={}", message.len()) } else { String::new() };
+        let passed_on = s.dsn;
+        let (mail_params, rcpt_params) = if s.dsn { (dsn.mail.as_str(), dsn.rcpt.as_slice()) } else { ("", &[][..]) };
+        let rcpt_param = |i: usize| rcpt_params.get(i).map_or("", String::as_str);
         let fate_of = |code: u16, text: String| match code / 100 {
-            2 => Fate::Delivered,
+            2 => Fate::Delivered(passed_on),
             5 => Fate::Failed(text),
             _ => Fate::Deferred(text),
         };
-        let mail = format!("MAIL FROM:<{from}>{size}");
+        let mail = format!("MAIL FROM:<{from}>{size}{mail_params}");
         let (mail_reply, rcpt_replies) = if s.pipelining {
             let mut batch = format!("{mail}\r\n");
-            for r in rcpts {
-                batch.push_str(&format!("RCPT TO:<{r}>\r\n"));
+            for (i, r) in rcpts.iter().enumerate() {
+                batch.push_str(&format!("RCPT TO:<{r}>{}\r\n", rcpt_param(i)));
             }
             s.client.send_raw(batch.as_bytes()).await?;
             let m = s.client.reply().await?;
@@ -385,8 +403,8 @@ impl Transport {
             let m = s.client.reply().await?;
             let mut replies = Vec::with_capacity(rcpts.len());
             if m.0 / 100 == 2 {
-                for r in rcpts {
-                    s.client.send(&format!("RCPT TO:<{r}>")).await?;
+                for (i, r) in rcpts.iter().enumerate() {
+                    s.client.send(&format!("RCPT TO:<{r}>{}", rcpt_param(i))).await?;
                     replies.push(s.client.reply().await?);
                 }
             }
@@ -399,7 +417,7 @@ impl Transport {
             return Ok(vec![fate; rcpts.len()]);
         }
         let fates: Vec<Fate> = rcpt_replies.into_iter().map(|(c, t)| fate_of(c, t)).collect();
-        if !fates.contains(&Fate::Delivered) {
+        if !fates.iter().any(|f| matches!(f, Fate::Delivered(_))) {
             s.client.send("RSET").await?;
             s.client.reply().await?;
             return Ok(fates);
@@ -410,12 +428,15 @@ impl Transport {
             let fate = fate_of(code, text);
             s.client.send("RSET").await?;
             s.client.reply().await?;
-            return Ok(fates.into_iter().map(|f| if f == Fate::Delivered { fate.clone() } else { f }).collect());
+            return Ok(fates
+                .into_iter()
+                .map(|f| if matches!(f, Fate::Delivered(_)) { fate.clone() } else { f })
+                .collect());
         }
         s.client.data(without_return_path(message)).await?;
         let (code, text) = s.client.reply().await?;
         let outcome = fate_of(code, text);
-        Ok(fates.into_iter().map(|f| if f == Fate::Delivered { outcome.clone() } else { f }).collect())
+        Ok(fates.into_iter().map(|f| if matches!(f, Fate::Delivered(_)) { outcome.clone() } else { f }).collect())
     }
 
     /// Tells the sender what became of a recipient, as a delivery status notification
@@ -434,7 +455,7 @@ impl Transport {
         let wanted = match report {
             Report::Failed(..) => "FAILURE",
             Report::Delayed(_) => "DELAY",
-            Report::Relayed => "SUCCESS",
+            Report::Relayed | Report::Delivered => "SUCCESS",
         };
         if notify.contains("NEVER") || !notify.split(',').any(|n| n.trim() == wanted) {
             return;
@@ -448,63 +469,71 @@ impl Transport {
             full: envelope.as_ref().and_then(|env| env.ret.as_deref()).is_some_and(|r| r.eq_ignore_ascii_case("FULL")),
             report,
         };
-        let body = match self.store.stage(dsn.message(message)).await {
-            Ok(b) => b,
-            Err(err) => {
-                tracing::error!("outbound: DSN for {}: {err}", e.id);
-                return;
-            }
-        };
-        let (targets, relay) = match self.dir.resolve(&e.mail_from).await {
-            Ok(Recipient::Local(res)) => (
-                res.accounts.iter().map(|a| DeliveryTarget { account: a.id, mailbox: "INBOX".into() }).collect(),
-                res.external,
-            ),
-            Ok(Recipient::Remote) => (Vec::new(), vec![e.mail_from.clone()]),
-            _ => return,
-        };
-        let delivery = Delivery {
+        if let Err(err) = send_report(self.store.as_ref(), &self.dir, &e.mail_from, dsn.message(message)).await {
+            tracing::error!("outbound: DSN for {}: {err}", e.id);
+        }
+    }
+}
+
+/// Delivers a report to `sender`: into its mailboxes if it is ours, else into the queue,
+/// always from the null sender so that nobody answers a report.
+pub(crate) async fn send_report(
+    store: &dyn Store,
+    dir: &Directory,
+    sender: &str,
+    report: Vec<u8>,
+) -> Result<(), agora_store::StoreError> {
+    let (targets, relay) = match dir.resolve(sender).await {
+        Ok(Recipient::Local(res)) => (
+            res.accounts.iter().map(|a| DeliveryTarget { account: a.id, mailbox: "INBOX".into() }).collect(),
+            res.external,
+        ),
+        Ok(Recipient::Remote) => (Vec::new(), vec![sender.to_string()]),
+        _ => return Ok(()),
+    };
+    let body = store.stage(report).await?;
+    store
+        .deliver(Delivery {
             body,
             internal_date: now(),
-            // The null sender: nobody answers a report.
             envelope: Some(Envelope { mail_from: String::new(), ..Envelope::default() }),
             flags: Flags::default(),
             keywords: Vec::new(),
             targets,
             relay,
             enforce_quota: false,
-        };
-        if let Err(err) = self.store.deliver(delivery).await {
-            tracing::error!("outbound: DSN for {}: {err}", e.id);
-        }
-    }
+        })
+        .await
+        .map(|_| ())
 }
 
 /// What a DSN reports about its recipient.
 #[derive(Debug, Clone, Copy)]
-enum Report<'a> {
+pub(crate) enum Report<'a> {
     /// Status code and the reason.
     Failed(&'a str, &'a str),
     Delayed(&'a str),
     /// Handed to the next server (which may not pass DSNs on).
     Relayed,
+    /// Put into the recipient's mailbox here.
+    Delivered,
 }
 
-struct Dsn<'a> {
-    hostname: &'a str,
-    sender: &'a str,
-    recipient: &'a str,
-    orcpt: Option<&'a str>,
-    envid: Option<&'a str>,
+pub(crate) struct Dsn<'a> {
+    pub hostname: &'a str,
+    pub sender: &'a str,
+    pub recipient: &'a str,
+    pub orcpt: Option<&'a str>,
+    pub envid: Option<&'a str>,
     /// RET=FULL: the whole message goes back, else its header.
-    full: bool,
-    report: Report<'a>,
+    pub full: bool,
+    pub report: Report<'a>,
 }
 
 impl Dsn<'_> {
     /// The report: a human part, the machine-readable status (message/delivery-status)
     /// and the original message or its header.
-    fn message(&self, original: &[u8]) -> Vec<u8> {
+    pub(crate) fn message(&self, original: &[u8]) -> Vec<u8> {
         let hostname = self.hostname;
         let boundary = format!("{}/{hostname}", crate::session::queue_id());
         let date = rfc5322_date(now());
@@ -525,6 +554,9 @@ impl Dsn<'_> {
             ),
             Report::Relayed => {
                 ("relayed", "2.0.0".to_string(), String::new(), "Successful Mail Delivery Report", "was relayed to")
+            }
+            Report::Delivered => {
+                ("delivered", "2.0.0".to_string(), String::new(), "Successful Mail Delivery Report", "was delivered to")
             }
         };
         let mut per_message = format!("Reporting-MTA: dns; {hostname}\r\n");
@@ -606,11 +638,52 @@ struct Item {
     entries: Vec<Queued>,
 }
 
+/// DSN parameters to pass on to a next hop that speaks DSN (RFC 3461 §4): the
+/// message's RET and ENVID, each recipient's NOTIFY and ORCPT.
+#[derive(Default)]
+struct DsnParams {
+    mail: String,
+    rcpt: Vec<String>,
+}
+
+impl DsnParams {
+    fn of(envelope: Option<&Envelope>, rcpts: &[String]) -> DsnParams {
+        let Some(env) = envelope else {
+            return DsnParams { mail: String::new(), rcpt: vec![String::new(); rcpts.len()] };
+        };
+        let mut mail = String::new();
+        if let Some(r) = &env.ret {
+            mail.push_str(&format!(" RET={r}"));
+        }
+        if let Some(id) = &env.envid {
+            mail.push_str(&format!(" ENVID={id}"));
+        }
+        let rcpt = rcpts
+            .iter()
+            .map(|r| {
+                let mut p = String::new();
+                if let Some(er) = env.recipients.iter().find(|x| x.address.eq_ignore_ascii_case(r)) {
+                    if let Some(n) = &er.notify {
+                        p.push_str(&format!(" NOTIFY={n}"));
+                    }
+                    if let Some(o) = &er.orcpt {
+                        p.push_str(&format!(" ORCPT={o}"));
+                    }
+                }
+                p
+            })
+            .collect();
+        DsnParams { mail, rcpt }
+    }
+}
+
 /// An open connection ready for transactions.
 struct Session {
     host: String,
     pipelining: bool,
     size: bool,
+    /// The server takes DSN parameters: success reports become its business.
+    dsn: bool,
     client: Client,
 }
 

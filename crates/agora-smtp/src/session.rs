@@ -269,6 +269,29 @@ impl Session {
         Flow::Continue
     }
 
+    /// "delivered" reports for the local recipients that asked for them with NOTIFY.
+    async fn success_reports(&self, tx: &Transaction, message: &[u8]) {
+        if tx.from.is_empty() {
+            return;
+        }
+        for r in tx.rcpts.iter().filter(|r| !r.accounts.is_empty() && notify_has(&r.params.notify, "SUCCESS")) {
+            let dsn = crate::outbound::Dsn {
+                hostname: &self.cfg.hostname,
+                sender: &tx.from,
+                recipient: &r.address,
+                orcpt: r.params.orcpt.as_deref(),
+                envid: tx.params.envid.as_deref(),
+                full: tx.params.ret.as_deref().is_some_and(|x| x.eq_ignore_ascii_case("FULL")),
+                report: crate::outbound::Report::Delivered,
+            };
+            let stored =
+                crate::outbound::send_report(self.store.as_ref(), &self.dir, &tx.from, dsn.message(message)).await;
+            if let Err(e) = stored {
+                tracing::warn!("smtp: success report to {}: {e}", sanitize(&tx.from));
+            }
+        }
+    }
+
     /// True if the authenticated account may use `address` as its sender: its login or
     /// extra addresses, an alias pointing to it, or a group it belongs to.
     async fn may_send_as(&self, address: &str) -> bool {
@@ -717,6 +740,9 @@ impl Session {
         let local: Vec<String> =
             tx.rcpts.iter().filter(|r| !r.accounts.is_empty()).map(|r| r.address.clone()).collect();
         let remote_rcpts = relay.clone();
+        // NOTIFY=SUCCESS on a recipient delivered here: a "delivered" report (RFC 3461 §6.2).
+        let wants_success = tx.rcpts.iter().any(|r| !r.accounts.is_empty() && notify_has(&r.params.notify, "SUCCESS"));
+        let stored_message = if wants_success { message.clone() } else { Vec::new() };
         let stored = async {
             let body = self.store.stage(message).await?;
             self.store
@@ -748,6 +774,9 @@ impl Session {
                     && let Some(w) = &self.cfg.outbound_wake
                 {
                     w.notify_one();
+                }
+                if wants_success {
+                    self.success_reports(&tx, &stored_message).await;
                 }
                 if let Some(t) = &self.cfg.tracker {
                     let base = crate::tracking::Event {
@@ -813,8 +842,11 @@ impl LineProtocol for Session {
     }
 }
 
-/// A short unique id for logs and the Received header: a random per-process start,
-/// then a counter, so that no message pays for a system call to get one.
+/// True if a NOTIFY parameter lists `what` (SUCCESS, FAILURE, DELAY).
+fn notify_has(notify: &Option<String>, what: &str) -> bool {
+    notify.as_deref().is_some_and(|n| n.split(',').any(|x| x.trim().eq_ignore_ascii_case(what)))
+}
+
 /// Received header fields of a message's header.
 fn hops(message: &[u8]) -> usize {
     let end = message.windows(4).position(|w| w == b"\r\n\r\n").map_or(message.len(), |i| i + 2);
@@ -862,6 +894,8 @@ fn header_addresses(message: &[u8], name: &str) -> Vec<String> {
     out
 }
 
+/// A short unique id for logs and the Received header: a random per-process start,
+/// then a counter, so that no message pays for a system call to get one.
 pub(crate) fn queue_id() -> String {
     use std::sync::OnceLock;
     use std::sync::atomic::{AtomicU64, Ordering};

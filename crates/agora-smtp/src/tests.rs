@@ -132,6 +132,43 @@ async fn delivers_to_local_user_with_trace_headers() {
 }
 
 #[tokio::test]
+async fn notify_success_on_local_delivery_sends_a_delivered_report() {
+    let f = fixture().await;
+    let (mut c, _t, _) = f.connect().await;
+    c.cmd("EHLO client.test").await;
+    assert!(c.cmd("MAIL FROM:<bob@example.org> RET=HDRS ENVID=e-42").await.starts_with("250"));
+    assert!(
+        c.cmd("RCPT TO:<alice@example.org> NOTIFY=SUCCESS ORCPT=rfc822;Alice@example.org").await.starts_with("250")
+    );
+    assert!(c.cmd("RCPT TO:<team@example.org> NOTIFY=FAILURE").await.starts_with("250"));
+    assert!(c.cmd("DATA").await.starts_with("354"));
+    assert!(c.cmd("Subject: tell me\r\n\r\nbody\r\n.").await.starts_with("250"));
+    // Alice gets one copy (her address and the group's fold into one), Bob one copy from
+    // the group and one report, which only Alice's recipient asked for.
+    assert_eq!(f.inbox_count("alice@example.org").await, 1);
+    assert_eq!(f.inbox_count("bob@example.org").await, 2);
+    let acc = f.store.account_by_login("bob@example.org").await.unwrap().unwrap();
+    let mb = f.store.mailbox(acc.id, "INBOX").await.unwrap().unwrap();
+    let report = f.store.messages(mb.id, 1..=u32::MAX).await.unwrap().remove(1);
+    let text = String::from_utf8(f.store.read_blob(&report.blob).await.unwrap()).unwrap();
+    assert!(text.contains("Content-Type: multipart/report; report-type=delivery-status"), "{text}");
+    for field in [
+        "Original-Envelope-Id: e-42",
+        "Final-Recipient: rfc822; alice@example.org",
+        "Original-Recipient: rfc822;Alice@example.org",
+        "Action: delivered",
+        "Status: 2.0.0",
+        "Content-Type: text/rfc822-headers",
+    ] {
+        assert!(text.contains(field), "{field} missing: {text}");
+    }
+    assert!(!text.contains("\r\n\r\nbody\r\n"), "RET=HDRS returns no body: {text}");
+    // From the null sender: nobody answers a report.
+    let env = f.store.envelope_of(mb.id, report.uid).await.unwrap().unwrap();
+    assert_eq!(env.mail_from, "");
+}
+
+#[tokio::test]
 async fn refuses_unknown_users_and_relaying() {
     let f = fixture().await;
     let (mut c, _t, _) = f.connect().await;

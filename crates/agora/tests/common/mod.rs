@@ -42,6 +42,8 @@ pub fn have(tool: &str) -> bool {
 pub struct Agora {
     pub dir: tempfile::TempDir,
     pub ip: String,
+    /// The mail domain made on first run; the host name is mx.DOMAIN.
+    pub domain: String,
     child: Option<Child>,
     /// Everything the server printed on stdout up to "agora: ready".
     pub banner: String,
@@ -64,11 +66,23 @@ impl Agora {
 
     /// First run; `prepare` may write files (e.g. a configuration) into the data directory.
     pub fn start_with(prepare: impl FnOnce(&Path)) -> Agora {
+        Agora::start_for(DOMAIN, prepare)
+    }
+
+    /// First run of a server for another mail domain than example.org.
+    pub fn start_for(domain: &str, prepare: impl FnOnce(&Path)) -> Agora {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
         std::fs::create_dir_all(&data).unwrap();
         prepare(&data);
-        let mut a = Agora { dir, ip: unique_ip(), child: None, banner: String::new(), admin_password: None };
+        let mut a = Agora {
+            dir,
+            ip: unique_ip(),
+            domain: domain.to_string(),
+            child: None,
+            banner: String::new(),
+            admin_password: None,
+        };
         a.spawn();
         a.admin_password =
             a.banner.lines().find_map(|l| l.split_once("(shown only this once): ").map(|(_, p)| p.trim().to_string()));
@@ -82,7 +96,7 @@ impl Agora {
     }
 
     pub fn spawn(&mut self) {
-        let (child, banner) = spawn_server(self.command(), &self.ip).unwrap_or_else(|e| panic!("{e}"));
+        let (child, banner) = spawn_server_as(self.command(), &self.ip, &self.domain).unwrap_or_else(|e| panic!("{e}"));
         self.child = Some(child);
         self.banner = banner;
     }
@@ -170,8 +184,14 @@ impl Drop for Agora {
 }
 
 /// Starts `agora serve` and waits for "agora: ready". Err carries what it printed.
-pub fn spawn_server(mut cmd: Command, ip: &str) -> Result<(Child, String), String> {
-    cmd.args(["serve", "--domain", DOMAIN, "--hostname", "mx.example.org", "--port-offset", "10000", "--bind", ip])
+pub fn spawn_server(cmd: Command, ip: &str) -> Result<(Child, String), String> {
+    spawn_server_as(cmd, ip, DOMAIN)
+}
+
+/// Like `spawn_server`, for a server whose mail domain is `domain` (host mx.DOMAIN).
+pub fn spawn_server_as(mut cmd: Command, ip: &str, domain: &str) -> Result<(Child, String), String> {
+    let hostname = format!("mx.{domain}");
+    cmd.args(["serve", "--domain", domain, "--hostname", &hostname, "--port-offset", "10000", "--bind", ip])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
