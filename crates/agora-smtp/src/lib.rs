@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod codec;
+pub mod mtasts;
 pub mod outbound;
 pub mod session;
 pub mod tracking;

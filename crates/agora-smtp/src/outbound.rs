@@ -17,6 +17,7 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::codec::rfc5322_date;
+use crate::mtasts::{self, Mode, MtaSts, Policy};
 
 /// Queue entries taken per pass.
 const BATCH: usize = 500;
@@ -49,6 +50,14 @@ pub struct TransportConfig {
     pub tracker: Option<Arc<crate::tracking::Tracker>>,
     /// Rung by SMTP sessions when they queue mail for remote recipients.
     pub wake: Arc<tokio::sync::Notify>,
+    /// Apply recipient domains' MTA-STS policies (RFC 8461) to MX delivery.
+    pub mta_sts: bool,
+    /// Where MTA-STS policies are cached across restarts.
+    pub mta_sts_cache: Option<std::path::PathBuf>,
+    /// Port of MTA-STS policy hosts (443).
+    pub mta_sts_port: u16,
+    /// Extra trusted CA certificates (PEM) for checking servers, beside the system's.
+    pub ca_pem: Option<Vec<u8>>,
 }
 
 impl Default for TransportConfig {
@@ -67,6 +76,10 @@ impl Default for TransportConfig {
             poll: Duration::from_secs(5),
             tracker: None,
             wake: Arc::new(tokio::sync::Notify::new()),
+            mta_sts: true,
+            mta_sts_cache: None,
+            mta_sts_port: 443,
+            ca_pem: None,
         }
     }
 }
@@ -87,12 +100,23 @@ pub struct Transport {
     store: Arc<dyn Store>,
     dir: Directory,
     resolver: Option<TokioResolver>,
+    /// Checks certificates where a policy asks for it (MTA-STS).
+    verifier: Option<Arc<rustls::client::WebPkiServerVerifier>>,
+    sts: Option<MtaSts>,
 }
 
 impl Transport {
-    pub fn new(cfg: TransportConfig, store: Arc<dyn Store>, dir: Directory) -> Transport {
+    /// Err if the configured CA certificates cannot be read.
+    pub fn new(cfg: TransportConfig, store: Arc<dyn Store>, dir: Directory) -> Result<Transport, String> {
         let resolver = crate::auth::resolver(&cfg.nameservers);
-        Transport { cfg, store, dir, resolver }
+        let verifier = mtasts::verifier(cfg.ca_pem.as_deref())?;
+        let sts = if cfg.mta_sts {
+            let tls = mtasts::client_config(verifier.clone())?;
+            Some(MtaSts::new(cfg.mta_sts_cache.clone(), tls, cfg.mta_sts_port))
+        } else {
+            None
+        };
+        Ok(Transport { cfg, store, dir, resolver, verifier: Some(verifier), sts })
     }
 
     /// Runs until shutdown: every poll, deliver what is due.
@@ -157,7 +181,28 @@ impl Transport {
 
     /// Delivers messages for one domain over one connection, reopening it if it breaks.
     async fn deliver_lane(&self, domain: &str, items: Vec<Item>) -> Result<(), agora_store::StoreError> {
-        let hosts = self.hosts(domain).await;
+        let mut hosts = self.hosts(domain).await;
+        // MTA-STS: only for MX delivery (routes and smarthosts are the admin's choice).
+        let routed = self.cfg.routes.contains_key(domain) || self.cfg.smarthost.is_some();
+        let policy = match (&self.sts, &self.resolver) {
+            (Some(sts), Some(r)) if !routed && !hosts.is_empty() => {
+                sts.policy(r, domain).await.filter(|p| p.mode != Mode::None)
+            }
+            _ => None,
+        };
+        let mut refusal = None;
+        if let Some(p) = &policy {
+            let (listed, unlisted): (Vec<String>, Vec<String>) =
+                hosts.iter().cloned().partition(|h| p.allows(host_name(h)));
+            if p.mode == Mode::Enforce {
+                if listed.is_empty() {
+                    refusal = Some(format!("451 4.7.5 MTA-STS: no MX host of {domain} is in its policy"));
+                }
+                hosts = listed;
+            } else if !unlisted.is_empty() {
+                tracing::warn!("mta-sts (testing) {domain}: MX hosts outside the policy: {}", unlisted.join(", "));
+            }
+        }
         let mut session: Option<Session> = None;
         for item in items {
             let message = match self.store.read_blob(&item.blob).await {
@@ -173,7 +218,9 @@ impl Transport {
                 None => None,
             };
             let dsn = DsnParams::of(envelope.as_ref(), &rcpts);
-            let fates = if hosts.is_empty() {
+            let fates = if let Some(why) = &refusal {
+                vec![Fate::Deferred(why.clone()); rcpts.len()]
+            } else if hosts.is_empty() {
                 vec![Fate::Failed(format!("550 5.1.2 no mail server for {domain}")); rcpts.len()]
             } else {
                 let mut fates = None;
@@ -182,14 +229,15 @@ impl Transport {
                 for _ in 0..2 {
                     if session.is_none() {
                         for host in &hosts {
-                            match self.open(host).await {
+                            match self.open(host, domain, policy.as_ref()).await {
                                 Ok(s) => {
                                     session = Some(s);
                                     break;
                                 }
                                 Err(why) => {
                                     tracing::debug!("outbound: {host}: {why}");
-                                    last = format!("451 4.4.1 {host}: {why}");
+                                    let code = if why.starts_with("MTA-STS") { "4.7.5" } else { "4.4.1" };
+                                    last = format!("451 {code} {host}: {why}");
                                 }
                             }
                         }
@@ -281,6 +329,26 @@ impl Transport {
         }
     }
 
+    /// The socket address of "host:port": through the configured DNS servers when
+    /// there are some, else the system's resolver (which also reads /etc/hosts).
+    async fn address(&self, host: &str) -> Result<SocketAddr, String> {
+        let (name, port) = host.rsplit_once(':').ok_or_else(|| format!("{host}: no port"))?;
+        let port: u16 = port.parse().map_err(|_| format!("{host}: bad port"))?;
+        let name = name.trim_start_matches('[').trim_end_matches(']');
+        if let Ok(ip) = name.parse::<std::net::IpAddr>() {
+            return Ok(SocketAddr::new(ip, port));
+        }
+        if let (Some(r), false) = (&self.resolver, self.cfg.nameservers.is_empty()) {
+            let ips = r.lookup_ip(format!("{name}.")).await.map_err(|e| format!("{name}: {e}"))?;
+            return ips.iter().next().map(|ip| SocketAddr::new(ip, port)).ok_or_else(|| format!("{name}: no address"));
+        }
+        tokio::net::lookup_host((name, port))
+            .await
+            .map_err(|e| format!("{name}: {e}"))?
+            .next()
+            .ok_or_else(|| format!("{name}: no address"))
+    }
+
     /// Where a domain's mail goes: host:port candidates in order.
     async fn hosts(&self, domain: &str) -> Vec<String> {
         if let Some(r) = self.cfg.routes.get(domain) {
@@ -316,8 +384,9 @@ impl Transport {
 
     /// Connects to a server and gets it ready for transactions: EHLO, STARTTLS when
     /// offered, AUTH for the smarthost.
-    async fn open(&self, host: &str) -> Result<Session, String> {
-        let addr = tokio::net::lookup_host(host).await.map_err(|e| e.to_string())?.next().ok_or("no address")?;
+    async fn open(&self, host: &str, domain: &str, policy: Option<&Policy>) -> Result<Session, String> {
+        let addr = self.address(host).await?;
+        let enforce = policy.is_some_and(|p| p.mode == Mode::Enforce);
         let tcp = tokio::time::timeout(Duration::from_secs(30), TcpStream::connect(addr))
             .await
             .map_err(|_| "connect timed out".to_string())?
@@ -328,12 +397,28 @@ impl Transport {
         let mut tls = false;
         if ext.iter().any(|e| e.eq_ignore_ascii_case("STARTTLS")) {
             c.send("STARTTLS").await?;
-            if c.reply().await?.0 == 220 {
-                let name = host.rsplit_once(':').map_or(host, |(h, _)| h).to_string();
-                c = c.start_tls(&name).await?;
+            let (code, text) = c.reply().await?;
+            if code == 220 {
+                // A policy in force wants a certificate valid for the MX name; a policy
+                // in testing has failures logged; else any certificate will do.
+                let verifier: Arc<dyn rustls::client::danger::ServerCertVerifier> = match (policy, &self.verifier) {
+                    (Some(_), Some(v)) if enforce => v.clone(),
+                    (Some(_), Some(v)) => Arc::new(Opportunistic { audit: Some((v.clone(), domain.to_string())) }),
+                    _ => Arc::new(Opportunistic { audit: None }),
+                };
+                c = c
+                    .start_tls(host_name(host), verifier)
+                    .await
+                    .map_err(|e| if enforce { format!("MTA-STS: TLS with {host} failed: {e}") } else { e })?;
                 tls = true;
                 ext = c.ehlo(&self.cfg.hostname).await?;
+            } else if enforce {
+                return Err(format!("MTA-STS: STARTTLS refused: {text}"));
             }
+        } else if enforce {
+            return Err("MTA-STS: the server offers no STARTTLS".into());
+        } else if policy.is_some() {
+            tracing::warn!("mta-sts (testing) {domain}: {host} offers no STARTTLS");
         }
         if self.cfg.smarthost.as_deref() == Some(host)
             && let Some((user, password)) = &self.cfg.smarthost_auth
@@ -771,38 +856,50 @@ impl Client {
         w.flush().await.map_err(|e| e.to_string())
     }
 
-    /// Opportunistic TLS (RFC 3207): encrypted, certificate not checked (there is no
-    /// MTA-STS or DANE policy asking for it yet).
-    async fn start_tls(self, name: &str) -> Result<Client, String> {
+    /// TLS on the connection (RFC 3207), the certificate judged by `verifier`.
+    async fn start_tls(
+        self,
+        name: &str,
+        verifier: Arc<dyn rustls::client::danger::ServerCertVerifier>,
+    ) -> Result<Client, String> {
         let io = self.r.into_inner();
-        let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AnyCertificate))
-            .with_no_client_auth();
+        let cfg = mtasts::client_config(verifier)?;
         let server = rustls_pki_types::ServerName::try_from(name.to_string())
-            .unwrap_or_else(|_| rustls_pki_types::ServerName::try_from("localhost").expect("valid name"));
-        let tls =
-            tokio_rustls::TlsConnector::from(Arc::new(cfg)).connect(server, io).await.map_err(|e| e.to_string())?;
+            .or_else(|_| rustls_pki_types::ServerName::try_from("localhost"))
+            .map_err(|e| e.to_string())?;
+        let tls = tokio_rustls::TlsConnector::from(cfg).connect(server, io).await.map_err(|e| e.to_string())?;
         Ok(Client::new(Box::new(tls)))
     }
 }
 
-/// Accepts any certificate: opportunistic STARTTLS protects against passive reading,
-/// and the signature checks still bind the handshake to the presented key.
-#[derive(Debug)]
-struct AnyCertificate;
+/// The host part of "host:port".
+fn host_name(host: &str) -> &str {
+    host.rsplit_once(':').map_or(host, |(h, _)| h)
+}
 
-impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
+/// Accepts any certificate: opportunistic STARTTLS protects against passive reading,
+/// and the signature checks still bind the handshake to the presented key. With
+/// `audit` (an MTA-STS policy in testing mode) a certificate that would fail the
+/// policy is logged.
+#[derive(Debug)]
+struct Opportunistic {
+    audit: Option<(Arc<rustls::client::WebPkiServerVerifier>, String)>,
+}
+
+impl rustls::client::danger::ServerCertVerifier for Opportunistic {
     fn verify_server_cert(
         &self,
-        _end_entity: &rustls_pki_types::CertificateDer<'_>,
-        _intermediates: &[rustls_pki_types::CertificateDer<'_>],
-        _server_name: &rustls_pki_types::ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: rustls_pki_types::UnixTime,
+        end_entity: &rustls_pki_types::CertificateDer<'_>,
+        intermediates: &[rustls_pki_types::CertificateDer<'_>],
+        server_name: &rustls_pki_types::ServerName<'_>,
+        ocsp_response: &[u8],
+        now: rustls_pki_types::UnixTime,
     ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        if let Some((v, domain)) = &self.audit
+            && let Err(e) = v.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+        {
+            tracing::warn!("mta-sts (testing) {domain}: certificate of {}: {e}", server_name.to_str());
+        }
         Ok(rustls::client::danger::ServerCertVerified::assertion())
     }
 

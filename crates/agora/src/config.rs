@@ -117,6 +117,13 @@ pub struct TransportSection {
     pub delay_warning_secs: u64,
     /// How often the queue is looked at.
     pub poll_secs: u64,
+    /// Honour recipient domains' MTA-STS policies (RFC 8461).
+    pub mta_sts: bool,
+    /// HTTPS port of MTA-STS policy hosts.
+    pub mta_sts_port: u16,
+    /// Extra CA certificates (PEM) trusted when checking other servers; relative
+    /// paths are under the data directory.
+    pub ca_file: Option<String>,
 }
 
 impl Default for TransportSection {
@@ -132,6 +139,9 @@ impl Default for TransportSection {
             max_lifetime_secs: 5 * 86_400,
             delay_warning_secs: 4 * 3600,
             poll_secs: 5,
+            mta_sts: true,
+            mta_sts_port: 443,
+            ca_file: None,
         }
     }
 }
@@ -364,6 +374,8 @@ pub fn default_file(hostname: &str, domain: &str) -> String {
          # retry_secs = 300            # first retry; doubles up to four hours\n\
          # max_lifetime_secs = 432000  # return undeliverable mail to its sender after five days\n\
          # delay_warning_secs = 14400  # tell the sender of a delay after four hours\n\
+         # mta_sts = true              # deliver only as recipient domains' MTA-STS policies say\n\
+         # ca_file = \"private-ca.pem\" # CAs trusted beside the system's when checking servers\n\
          # [transport.routes]          # fixed routes, tried before DNS\n\
          # \"partner.example\" = \"10.0.0.5:25\"\n",
         l.max_connections,

@@ -106,6 +106,14 @@ pub async fn run(cli: &Cli, domain: Option<String>, hostname: Option<String>, li
         _ => bail!("{}: [tls] needs both cert and key, or neither", path.display()),
     };
     let tls = Arc::new(TlsSettings::load(&cert, &key)?);
+    // CAs trusted beside the system's when the transport checks other servers.
+    let ca_pem = match &cfg.transport.ca_file {
+        Some(f) => {
+            let f = resolve(data, f);
+            Some(std::fs::read(&f).with_context(|| format!("[transport] ca_file {}", f.display()))?)
+        }
+        None => None,
+    };
 
     // Bind everything first: a port that cannot be had stops the start, nothing half-up.
     let mut bound = Vec::new();
@@ -216,25 +224,32 @@ pub async fn run(cli: &Cli, domain: Option<String>, hostname: Option<String>, li
     // The outbound transport: delivers what submission and groups queued for remote
     // recipients, until shutdown.
     let t = &cfg.transport;
-    let transport = Arc::new(agora_smtp::outbound::Transport::new(
-        agora_smtp::outbound::TransportConfig {
-            hostname: hostname.clone(),
-            routes: t.routes.iter().map(|(d, r)| (d.to_ascii_lowercase(), r.clone())).collect(),
-            smarthost: t.smarthost.clone(),
-            smarthost_auth: t.smarthost_user.clone().zip(t.smarthost_password.clone()),
-            nameservers: t.nameservers.clone(),
-            mx_port: t.mx_port,
-            retry_base: Duration::from_secs(t.retry_secs.max(1)),
-            max_lifetime: Duration::from_secs(t.max_lifetime_secs),
-            delay_warning: Duration::from_secs(t.delay_warning_secs),
-            tracker: Some(Arc::clone(&tracker)),
-            poll: Duration::from_secs(t.poll_secs.max(1)),
-            wake: outbound_wake,
-            ..agora_smtp::outbound::TransportConfig::default()
-        },
-        Arc::clone(&dyn_store),
-        dir.clone(),
-    ));
+    let transport = Arc::new(
+        agora_smtp::outbound::Transport::new(
+            agora_smtp::outbound::TransportConfig {
+                hostname: hostname.clone(),
+                routes: t.routes.iter().map(|(d, r)| (d.to_ascii_lowercase(), r.clone())).collect(),
+                smarthost: t.smarthost.clone(),
+                smarthost_auth: t.smarthost_user.clone().zip(t.smarthost_password.clone()),
+                nameservers: t.nameservers.clone(),
+                mx_port: t.mx_port,
+                retry_base: Duration::from_secs(t.retry_secs.max(1)),
+                max_lifetime: Duration::from_secs(t.max_lifetime_secs),
+                delay_warning: Duration::from_secs(t.delay_warning_secs),
+                tracker: Some(Arc::clone(&tracker)),
+                poll: Duration::from_secs(t.poll_secs.max(1)),
+                wake: outbound_wake,
+                mta_sts: t.mta_sts,
+                mta_sts_cache: Some(data.join("mta-sts.json")),
+                mta_sts_port: t.mta_sts_port,
+                ca_pem,
+                ..agora_smtp::outbound::TransportConfig::default()
+            },
+            Arc::clone(&dyn_store),
+            dir.clone(),
+        )
+        .map_err(|e| anyhow::anyhow!("[transport] ca_file: {e}"))?,
+    );
     let transport_task = tokio::spawn(Arc::clone(&transport).run(server.shutdown_token()));
 
     println!("agora: ready");

@@ -7,74 +7,9 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Agora, python_ok, unique_ip};
-
-/// A tiny authoritative DNS server (UDP and TCP) answering from a JSON zone.
-const DNS: &str = r#"
-import json, socket, struct, sys, threading
-ip, port, zone = sys.argv[1], int(sys.argv[2]), json.loads(open(sys.argv[3]).read())
-TYPES = {1: "A", 15: "MX", 16: "TXT"}
-def name_at(b, i):
-    labels = []
-    while b[i]:
-        labels.append(b[i + 1:i + 1 + b[i]].decode()); i += 1 + b[i]
-    return ".".join(labels).lower(), i + 1
-def wire(name):
-    return b"".join(bytes([len(l)]) + l.encode() for l in name.split(".") if l) + b"\0"
-def answer(q):
-    qid, = struct.unpack(">H", q[:2])
-    name, i = name_at(q, 12)
-    qtype, = struct.unpack(">H", q[i:i + 2])
-    records = zone.get(name + "/" + TYPES.get(qtype, "?"), [])
-    known = any(k.startswith(name + "/") for k in zone)
-    rr = b""
-    for v in records:
-        if qtype == 16:
-            data = b"".join(bytes([len(c)]) + c for c in (v.encode()[k:k + 255] for k in range(0, len(v), 255)))
-        elif qtype == 1:
-            data = socket.inet_aton(v)
-        else:
-            pref, host = v.split()
-            data = struct.pack(">H", int(pref)) + wire(host)
-        rr += b"\xc0\x0c" + struct.pack(">HHIH", qtype, 1, 60, len(data)) + data
-    rcode = 0 if known else 3
-    head = struct.pack(">HHHHHH", qid, 0x8400 | rcode | (0x0100 & struct.unpack(">H", q[2:4])[0]), 1, len(records), 0, 0)
-    return head + q[12:i + 4] + rr
-def udp():
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind((ip, port))
-    while True:
-        q, a = s.recvfrom(4096)
-        try: s.sendto(answer(q), a)
-        except Exception: pass
-def tcp_client(c):
-    try:
-        while True:
-            n = c.recv(2)
-            if len(n) < 2: return
-            q = b""
-            while len(q) < struct.unpack(">H", n)[0]: q += c.recv(4096)
-            r = answer(q); c.sendall(struct.pack(">H", len(r)) + r)
-    except Exception: pass
-def tcp():
-    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind((ip, port)); s.listen(16)
-    while True:
-        c, _ = s.accept(); threading.Thread(target=tcp_client, args=(c,), daemon=True).start()
-threading.Thread(target=udp, daemon=True).start()
-print("ready", flush=True)
-tcp()
-"#;
-
-struct Dns(Child);
-
-impl Drop for Dns {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use common::{Agora, python_ok};
 
 #[test]
 fn signed_mail_passes_and_forged_mail_is_refused() {
@@ -114,16 +49,7 @@ fn signed_mail_passes_and_forged_mail_is_refused() {
     zone.insert("_dmarc.example.org/TXT".into(), serde_json::json!(["v=DMARC1; p=reject"]));
     let zone_file = b.dir.path().join("zone.json");
     std::fs::write(&zone_file, serde_json::Value::Object(zone).to_string()).unwrap();
-    let dns_ip = unique_ip();
-    let mut child = Command::new("python3")
-        .args(["-c", DNS, &dns_ip, "10053", zone_file.to_str().unwrap()])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut ready = String::new();
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut ready).unwrap();
-    assert_eq!(ready.trim(), "ready");
-    let _dns = Dns(child);
+    let (_dns, dns_ip) = common::dns_server(&zone_file);
 
     // B checks incoming mail against that DNS server.
     let mut b = b;

@@ -324,3 +324,83 @@ pub fn run(program: &str, args: &[&str], input: &str) -> (bool, String) {
     text.push_str(&String::from_utf8_lossy(&out.stderr));
     (out.status.success(), text)
 }
+
+/// A tiny authoritative DNS server (UDP and TCP) answering from a JSON zone.
+const DNS: &str = r#"
+import json, socket, struct, sys, threading
+ip, port, zone = sys.argv[1], int(sys.argv[2]), json.loads(open(sys.argv[3]).read())
+TYPES = {1: "A", 15: "MX", 16: "TXT"}
+def name_at(b, i):
+    labels = []
+    while b[i]:
+        labels.append(b[i + 1:i + 1 + b[i]].decode()); i += 1 + b[i]
+    return ".".join(labels).lower(), i + 1
+def wire(name):
+    return b"".join(bytes([len(l)]) + l.encode() for l in name.split(".") if l) + b"\0"
+def answer(q):
+    qid, = struct.unpack(">H", q[:2])
+    name, i = name_at(q, 12)
+    qtype, = struct.unpack(">H", q[i:i + 2])
+    records = zone.get(name + "/" + TYPES.get(qtype, "?"), [])
+    known = any(k.startswith(name + "/") for k in zone)
+    rr = b""
+    for v in records:
+        if qtype == 16:
+            data = b"".join(bytes([len(c)]) + c for c in (v.encode()[k:k + 255] for k in range(0, len(v), 255)))
+        elif qtype == 1:
+            data = socket.inet_aton(v)
+        else:
+            pref, host = v.split()
+            data = struct.pack(">H", int(pref)) + wire(host)
+        rr += b"\xc0\x0c" + struct.pack(">HHIH", qtype, 1, 60, len(data)) + data
+    rcode = 0 if known else 3
+    head = struct.pack(">HHHHHH", qid, 0x8400 | rcode | (0x0100 & struct.unpack(">H", q[2:4])[0]), 1, len(records), 0, 0)
+    return head + q[12:i + 4] + rr
+def udp():
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind((ip, port))
+    while True:
+        q, a = s.recvfrom(4096)
+        try: s.sendto(answer(q), a)
+        except Exception: pass
+def tcp_client(c):
+    try:
+        while True:
+            n = c.recv(2)
+            if len(n) < 2: return
+            q = b""
+            while len(q) < struct.unpack(">H", n)[0]: q += c.recv(4096)
+            r = answer(q); c.sendall(struct.pack(">H", len(r)) + r)
+    except Exception: pass
+def tcp():
+    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind((ip, port)); s.listen(16)
+    while True:
+        c, _ = s.accept(); threading.Thread(target=tcp_client, args=(c,), daemon=True).start()
+threading.Thread(target=udp, daemon=True).start()
+print("ready", flush=True)
+tcp()
+"#;
+
+/// The DNS server's process, stopped when dropped.
+pub struct Dns(Child);
+
+impl Drop for Dns {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts the DNS server on a fresh loopback address, port 10053, answering from the
+/// JSON zone in `zone_file` ("name/TYPE": [values]); returns it and its address.
+pub fn dns_server(zone_file: &Path) -> (Dns, String) {
+    let ip = unique_ip();
+    let mut child = Command::new("python3")
+        .args(["-c", DNS, &ip, "10053", zone_file.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut ready = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut ready).unwrap();
+    assert_eq!(ready.trim(), "ready");
+    (Dns(child), ip)
+}
