@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
-# Relay benchmark: messages accepted from a trusted client and delivered onwards to
-# smtp-sink, by Postfix (Debian package, a private instance with relayhost = the sink)
-# and by Agora (trusted_networks, smarthost = the sink), in the same run with the same
-# load: smtp-source sends N messages over S sessions; the clock stops when smtp-sink
-# has received all N. Both servers make each message durable before accepting it.
-#   usage: bench/transport.sh [messages=5000] [sessions=20] [bytes=1024]
+# Relay benchmark: messages accepted and delivered onwards to smtp-sink, by Postfix
+# (Debian package, a private instance with relayhost = the sink) and by Agora
+# (smarthost = the sink), in the same run with the same load; the clock stops when
+# smtp-sink has received all N. Both servers make each message durable before
+# accepting it. Two ways in:
+#   relay:      smtp-source sends N messages over S sessions from a trusted network
+#               (Postfix mynetworks, Agora [smtp] trusted_networks), port 25;
+#   submission: submit_load.py, S clients each doing STARTTLS and AUTH PLAIN then K
+#               messages per connection (Postfix smtpd with SASL from a private
+#               Dovecot auth service, Agora's port 587).
+#   usage: bench/transport.sh [messages=5000] [sessions=20] [bytes=1024] [relay|submission] [K=1]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-N=${1:-5000}; S=${2:-20}; L=${3:-1024}
+N=${1:-5000}; S=${2:-20}; L=${3:-1024}; MODE=${4:-relay}; K=${5:-1}
 
 scripts/install-test-deps >/dev/null
 cargo build --release -q -p agora
@@ -30,7 +35,46 @@ wait_for() { # port -> waits until the sink has N messages
   for _ in $(seq 6000); do [[ $(count "$1") -ge $N ]] && return 0; sleep 0.05; done
   echo "error: only $(count "$1") of $N messages reached the sink" >&2; return 1
 }
-src() { smtp-source -s "$S" -l "$L" -m "$N" -f bench@example.org -t someone@remote.test "$1"; }
+src() { # host:port of the relay path; submission goes to $2
+  if [[ $MODE == submission ]]; then
+    read -r ok _ errs < <(python3 bench/submit_load.py 127.0.0.1 "$2" bench@example.org secret someone@remote.test "$N" "$S" "$K" "$L")
+    [[ $errs == 0 ]] || echo "warning: $errs errors, $ok accepted" >&2
+  else
+    smtp-source -s "$S" -l "$L" -m "$N" -f bench@example.org -t someone@remote.test "$1"
+  fi
+}
+
+# Submission: a private Dovecot answers Postfix's SASL questions (PLAIN passwd-file).
+if [[ $MODE == submission ]]; then
+  mkdir -p "$work/dovecot/run" "$work/dovecot/state"
+  echo "bench@example.org:{PLAIN}secret" > "$work/dovecot/passwd"
+  cat > "$work/dovecot/dovecot.conf" <<CONF
+protocols = none
+listen = 127.0.0.1
+base_dir = $work/dovecot/run
+state_dir = $work/dovecot/state
+log_path = $work/dovecot/dovecot.log
+disable_plaintext_auth = no
+auth_mechanisms = plain login
+passdb {
+  driver = passwd-file
+  args = scheme=PLAIN username_format=%u $work/dovecot/passwd
+}
+userdb {
+  driver = static
+  args = uid=65534 gid=65534 home=/nonexistent
+}
+service auth {
+  inet_listener {
+    address = 127.0.0.1
+    port = 21035
+  }
+}
+CONF
+  dovecot -F -c "$work/dovecot/dovecot.conf" &
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -subj /CN=relay.bench.test \
+    -keyout "$work/tls.key" -out "$work/tls.pem" 2>/dev/null
+fi
 
 # --- Postfix ---
 sink 21031
@@ -77,33 +121,53 @@ discard unix - - n - - discard
 anvil unix - - n - 1 anvil
 scache unix - - n - 1 scache
 postlog unix-dgram n - n - 1 postlogd
+tlsmgr unix - - n 1000? 1 tlsmgr
+127.0.0.1:21034 inet n - n - - smtpd
+  -o smtpd_tls_security_level=encrypt
+  -o smtpd_tls_cert_file=$work/tls.pem
+  -o smtpd_tls_key_file=$work/tls.key
+  -o smtpd_sasl_auth_enable=yes
+  -o smtpd_sasl_type=dovecot
+  -o smtpd_sasl_path=inet:127.0.0.1:21035
+  -o smtpd_relay_restrictions=permit_sasl_authenticated,reject
 CONF
+[[ $MODE == submission ]] || sed -i '/^127.0.0.1:21034/,$d' "$d/etc/master.cf"
 postfix -c "$d/etc" start >/dev/null
 sleep 1
-t0=$(now); src 127.0.0.1:21032; wait_for 21031; t1=$(now)
+t0=$(now); src 127.0.0.1:21032 21034; wait_for 21031; t1=$(now)
 postfix -c "$d/etc" stop >/dev/null
 
-# --- Agora ---
-sink 21033
-mkdir -p "$work/agora"
-cat > "$work/agora/agora.toml" <<CONF
+# --- Agora, twice: DKIM-signing as it does by default, then without signing (Postfix
+# here has no DKIM milter, so the second run is the like-for-like one) ---
+agora() { # sink-port sign(true|false) -> start and end times in T0 T1
+  sink "$1"
+  rm -rf "$work/agora"; mkdir -p "$work/agora"
+  cat > "$work/agora/agora.toml" <<CONF
 [server]
 hostname = "mx.example.org"
 domain = "example.org"
 [smtp]
 trusted_networks = ["127.0.0.0/8"]
+dkim_sign = $2
 [transport]
-smarthost = "127.0.0.1:21033"
+smarthost = "127.0.0.1:$1"
 poll_secs = 1
 CONF
-AGORA_LOG=warn "$bin" --data "$work/agora" serve --port-offset 20000 --bind 127.0.0.1 >"$work/agora.out" 2>"$work/agora.log" &
-for _ in $(seq 100); do grep -q "agora: ready" "$work/agora.out" && break; sleep 0.1; done
-t2=$(now); src 127.0.0.1:20025; wait_for 21033; t3=$(now)
+  AGORA_LOG=warn "$bin" --data "$work/agora" serve --port-offset 20000 --bind 127.0.0.1 >"$work/agora.out" 2>"$work/agora.log" &
+  pid=$!
+  for _ in $(seq 100); do grep -q "agora: ready" "$work/agora.out" && break; sleep 0.1; done
+  echo secret | "$bin" --data "$work/agora" user add bench@example.org --password-stdin >/dev/null
+  T0=$(now); src 127.0.0.1:20025 20587; wait_for "$1"; T1=$(now)
+  kill "$pid"; wait "$pid" 2>/dev/null || true
+}
+agora 21033 true; t2=$T0; t3=$T1
+agora 21036 false; t4=$T0; t5=$T1
 
-python3 - "$N" "$t0" "$t1" "$t2" "$t3" <<'PY'
+python3 - "$N" "$t0" "$t1" "$t2" "$t3" "$t4" "$t5" "$MODE" <<'PY'
 import sys
-n, t0, t1, t2, t3 = map(float, sys.argv[1:])
-p, a = n / (t1 - t0), n / (t3 - t2)
-print(f"messages={n:.0f}: postfix {p:.0f} msg/s ({t1 - t0:.1f} s), agora {a:.0f} msg/s ({t3 - t2:.1f} s)")
-print(f"ratio agora/postfix: {a / p:.2f}")
+n, t0, t1, t2, t3, t4, t5 = map(float, sys.argv[1:8])
+p, a, u = n / (t1 - t0), n / (t3 - t2), n / (t5 - t4)
+print(f"{sys.argv[8]} messages={n:.0f}: postfix {p:.0f} msg/s ({t1 - t0:.1f} s), "
+      f"agora signing {a:.0f} msg/s ({t3 - t2:.1f} s), agora not signing {u:.0f} msg/s ({t5 - t4:.1f} s)")
+print(f"ratio agora/postfix: {a / p:.2f} signing, {u / p:.2f} not signing")
 PY

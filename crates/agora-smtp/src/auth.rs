@@ -4,6 +4,7 @@
 //! these and MX lookups use.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
 use agora_store::DkimKey;
 use mail_auth::common::crypto::{Ed25519Key, RsaKey, Sha256};
@@ -83,30 +84,59 @@ pub fn dns_records(keys: &[DkimKey]) -> Vec<(String, String)> {
         .collect()
 }
 
-/// DKIM-Signature header fields for `message` (one per key), to put in front of it.
-pub fn sign(message: &[u8], keys: &[DkimKey]) -> Vec<u8> {
+/// A key ready to sign: parsing (and for RSA, checking) a private key costs about as
+/// much as a signature, so each key is prepared once and kept.
+enum Prepared {
+    Rsa(DkimSigner<RsaKey<Sha256>, mail_auth::dkim::Done>),
+    Ed25519(DkimSigner<Ed25519Key, mail_auth::dkim::Done>),
+}
+
+/// Prepared signers by (domain, selector, algorithm), with the key bytes they came from.
+type SignerCache = std::collections::HashMap<(String, String, String), (Vec<u8>, Arc<Prepared>)>;
+
+fn prepared(k: &DkimKey) -> Option<Arc<Prepared>> {
     const HEADERS: [&str; 9] =
         ["From", "To", "Cc", "Subject", "Date", "Message-ID", "In-Reply-To", "References", "MIME-Version"];
+    static CACHE: std::sync::OnceLock<std::sync::Mutex<SignerCache>> = std::sync::OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    let id = (k.domain.clone(), k.selector.clone(), k.algorithm.clone());
+    if let Some((der, p)) = cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&id)
+        && *der == k.private_key
+    {
+        return Some(Arc::clone(p));
+    }
+    let p = Arc::new(match k.algorithm.as_str() {
+        "rsa" => Prepared::Rsa(
+            DkimSigner::from_key(
+                RsaKey::<Sha256>::from_key_der(PrivateKeyDer::Pkcs1(PrivatePkcs1KeyDer::from(
+                    k.private_key.as_slice(),
+                )))
+                .ok()?,
+            )
+            .domain(&k.domain)
+            .selector(&k.selector)
+            .headers(HEADERS),
+        ),
+        "ed25519" => Prepared::Ed25519(
+            DkimSigner::from_key(Ed25519Key::from_pkcs8_der(&k.private_key).ok()?)
+                .domain(&k.domain)
+                .selector(&k.selector)
+                .headers(HEADERS),
+        ),
+        _ => return None,
+    });
+    cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(id, (k.private_key.clone(), Arc::clone(&p)));
+    Some(p)
+}
+
+/// DKIM-Signature header fields for `message` (one per key), to put in front of it.
+pub fn sign(message: &[u8], keys: &[DkimKey]) -> Vec<u8> {
     let mut out = Vec::new();
     for k in keys {
-        let signature = match k.algorithm.as_str() {
-            "rsa" => {
-                RsaKey::<Sha256>::from_key_der(PrivateKeyDer::Pkcs1(PrivatePkcs1KeyDer::from(k.private_key.as_slice())))
-                    .ok()
-                    .and_then(|key| {
-                        DkimSigner::from_key(key)
-                            .domain(&k.domain)
-                            .selector(&k.selector)
-                            .headers(HEADERS)
-                            .sign(message)
-                            .ok()
-                    })
-            }
-            "ed25519" => Ed25519Key::from_pkcs8_der(&k.private_key).ok().and_then(|key| {
-                DkimSigner::from_key(key).domain(&k.domain).selector(&k.selector).headers(HEADERS).sign(message).ok()
-            }),
-            _ => None,
-        };
+        let signature = prepared(k).and_then(|p| match &*p {
+            Prepared::Rsa(s) => s.sign(message).ok(),
+            Prepared::Ed25519(s) => s.sign(message).ok(),
+        });
         match signature {
             Some(s) => out.extend_from_slice(s.to_header().as_bytes()),
             None => tracing::warn!("dkim: cannot sign with {} key {} of {}", k.algorithm, k.selector, k.domain),

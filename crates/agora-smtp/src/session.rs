@@ -42,6 +42,8 @@ pub struct SmtpConfig {
     pub outbound_wake: Option<Arc<tokio::sync::Notify>>,
     /// SPF, DKIM, DMARC and ARC checks of mail arriving from other servers.
     pub verifier: Option<Arc<crate::auth::Verifier>>,
+    /// DKIM-sign mail from our users and trusted networks with the sender domain's keys.
+    pub dkim_sign: bool,
 }
 
 /// True if `ip` lies in `net`/`prefix`.
@@ -123,6 +125,7 @@ impl Default for SmtpConfig {
             trusted_networks: Vec::new(),
             outbound_wake: None,
             verifier: None,
+            dkim_sign: true,
         }
     }
 }
@@ -689,7 +692,8 @@ impl Session {
             }
             extra.extend_from_slice(verdict.header.as_bytes());
         }
-        if self.account.is_some()
+        if self.cfg.dkim_sign
+            && (self.account.is_some() || trusted)
             && let Some((_, domain)) = tx.from.rsplit_once('@')
             && let Ok(keys) = self.store.dkim_keys(domain).await
             && !keys.is_empty()

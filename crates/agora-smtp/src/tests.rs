@@ -518,3 +518,35 @@ async fn trusted_networks_may_relay_others_may_not() {
     assert!(c.cmd("MAIL FROM:<app@internal.test>").await.starts_with("250"));
     assert!(c.cmd("RCPT TO:<someone@remote.test>").await.starts_with("554 5.7.1"));
 }
+
+#[tokio::test]
+async fn mail_from_trusted_networks_is_dkim_signed_unless_turned_off() {
+    let f = fixture().await;
+    f.store.add_dkim_keys(crate::auth::generate_keys("example.org").unwrap()).await.unwrap();
+    let trusted = vec![("127.0.0.0".parse().unwrap(), 8)];
+    for sign in [true, false] {
+        let fx = Fixture {
+            memory: f.memory.clone(),
+            _dir: tempfile::tempdir().unwrap(),
+            store: Arc::clone(&f.store),
+            cfg: Arc::new(SmtpConfig { trusted_networks: trusted.clone(), dkim_sign: sign, ..(*f.cfg).clone() }),
+            directory: f.directory.clone(),
+        };
+        let (mut c, _t, _) = fx.connect().await;
+        c.cmd("EHLO app.internal").await;
+        assert!(c.cmd("MAIL FROM:<alice@example.org>").await.starts_with("250"));
+        let to = format!("someone-{sign}@remote.test");
+        assert!(c.cmd(&format!("RCPT TO:<{to}>")).await.starts_with("250"));
+        assert!(c.cmd("DATA").await.starts_with("354"));
+        assert!(c.cmd("From: alice@example.org\r\nSubject: app\r\n\r\nreport\r\n.").await.starts_with("250"));
+        let q = f.store.queued().await.unwrap().into_iter().find(|e| e.recipient == to).unwrap();
+        let text = String::from_utf8(f.store.read_blob(&q.blob).await.unwrap()).unwrap();
+        let signatures = text.matches("DKIM-Signature: ").count();
+        assert_eq!(signatures, if sign { 2 } else { 0 }, "{text}");
+        if sign {
+            assert!(
+                text.contains("a=rsa-sha256") && text.contains("a=ed25519-sha256") && text.contains("d=example.org")
+            );
+        }
+    }
+}

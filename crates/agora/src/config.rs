@@ -63,11 +63,13 @@ pub struct SmtpSection {
     pub trusted_networks: Vec<String>,
     /// Refuse mail failing DMARC when its domain asks for p=reject.
     pub dmarc_reject: bool,
+    /// DKIM-sign mail from authenticated users and trusted networks.
+    pub dkim_sign: bool,
 }
 
 impl Default for SmtpSection {
     fn default() -> Self {
-        SmtpSection { trusted_networks: Vec::new(), dmarc_reject: true }
+        SmtpSection { trusted_networks: Vec::new(), dmarc_reject: true, dkim_sign: true }
     }
 }
 
@@ -365,7 +367,8 @@ pub fn default_file(hostname: &str, domain: &str) -> String {
          # expire_days = 30          # delete retrieved mail older than this at QUIT (default: never)\n\n\
          [smtp]\n\
          # trusted_networks = [\"10.0.0.0/8\"]   # may relay through port 25 without AUTH (default: none)\n\
-         # dmarc_reject = true         # refuse mail failing DMARC under p=reject\n\n\
+         # dmarc_reject = true         # refuse mail failing DMARC under p=reject\n\
+         # dkim_sign = true            # sign mail from users and trusted networks (DKIM)\n\n\
          [transport]\n\
          # smarthost = \"relay.example.net:587\"   # send everything through this server (default: MX lookup)\n\
          # smarthost_user = \"me@example.net\"      # and log in to it (only over STARTTLS)\n\

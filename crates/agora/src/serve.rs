@@ -162,6 +162,7 @@ pub async fn run(cli: &Cli, domain: Option<String>, hostname: Option<String>, li
         tracker: Some(Arc::clone(&tracker)),
         outbound_wake: Some(Arc::clone(&outbound_wake)),
         trusted_networks,
+        dkim_sign: cfg.smtp.dkim_sign,
         hostname: hostname.clone(),
         primary_domain: domain.clone(),
         max_message_size: cfg.limits.max_message_size,
