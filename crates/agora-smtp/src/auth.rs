@@ -6,7 +6,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use agora_store::DkimKey;
+use agora_store::{DkimKey, DkimState};
 use mail_auth::common::crypto::{Ed25519Key, RsaKey, Sha256};
 use mail_auth::common::headers::HeaderWriter;
 use mail_auth::dkim::DkimSigner;
@@ -44,31 +44,46 @@ pub fn resolver(nameservers: &[SocketAddr]) -> Option<TokioResolver> {
         .ok()
 }
 
+pub use mail_auth::hickory_resolver::proto::rr::RData;
+
 /// DKIM selectors of the keys made for each domain.
 pub const RSA_SELECTOR: &str = "agora-rsa";
 pub const ED25519_SELECTOR: &str = "agora-ed";
 
-/// A new RSA-2048 and Ed25519 key pair for a domain (RFC 6376, RFC 8463).
+/// A new RSA-2048 and Ed25519 key pair for a domain (RFC 6376, RFC 8463), signing
+/// from the start, under the first selectors.
 pub fn generate_keys(domain: &str) -> Result<Vec<DkimKey>, String> {
+    generate_keys_as(domain, "", DkimState::Active)
+}
+
+/// Keys for a rotation: selectors with `suffix` (e.g. "-20261128"), pending until
+/// their records are published.
+pub fn rotation_keys(domain: &str, suffix: &str) -> Result<Vec<DkimKey>, String> {
+    generate_keys_as(domain, suffix, DkimState::Pending)
+}
+
+fn generate_keys_as(domain: &str, suffix: &str, state: DkimState) -> Result<Vec<DkimKey>, String> {
     let rsa = mail_auth::dkim::generate::DkimKeyPair::generate_rsa(2048).map_err(|e| e.to_string())?;
     let ed = mail_auth::dkim::generate::DkimKeyPair::generate_ed25519().map_err(|e| e.to_string())?;
     let now = agora_store::now();
     Ok(vec![
         DkimKey {
             domain: domain.to_string(),
-            selector: RSA_SELECTOR.into(),
+            selector: format!("{RSA_SELECTOR}{suffix}"),
             algorithm: "rsa".into(),
             private_key: rsa.private_key().to_vec(),
             public_key: rsa.public_key().to_vec(),
             created: now,
+            state,
         },
         DkimKey {
             domain: domain.to_string(),
-            selector: ED25519_SELECTOR.into(),
+            selector: format!("{ED25519_SELECTOR}{suffix}"),
             algorithm: "ed25519".into(),
             private_key: ed.private_key().to_vec(),
             public_key: ed.public_key().to_vec(),
             created: now,
+            state,
         },
     ])
 }
@@ -129,10 +144,10 @@ fn prepared(k: &DkimKey) -> Option<Arc<Prepared>> {
     Some(p)
 }
 
-/// DKIM-Signature header fields for `message` (one per key), to put in front of it.
+/// DKIM-Signature header fields for `message` (one per active key), to put in front of it.
 pub fn sign(message: &[u8], keys: &[DkimKey]) -> Vec<u8> {
     let mut out = Vec::new();
-    for k in keys {
+    for k in keys.iter().filter(|k| k.state == DkimState::Active) {
         let signature = prepared(k).and_then(|p| match &*p {
             Prepared::Rsa(s) => s.sign(message).ok(),
             Prepared::Ed25519(s) => s.sign(message).ok(),

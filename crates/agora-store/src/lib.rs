@@ -31,7 +31,12 @@ pub trait Store: Send + Sync + 'static {
     async fn domain(&self, name: &str) -> Result<Option<Domain>>;
     /// Stores DKIM keys (replacing any of the same domain and selector).
     async fn add_dkim_keys(&self, keys: Vec<DkimKey>) -> Result<()>;
+    /// Every key of the domain, newest first, whatever its state.
     async fn dkim_keys(&self, domain: &str) -> Result<Vec<DkimKey>>;
+    /// Pending keys start signing; the active keys of their algorithms retire.
+    async fn activate_dkim_keys(&self, domain: &str) -> Result<usize>;
+    /// Forgets retired keys (once their DNS records are gone).
+    async fn remove_retired_dkim_keys(&self, domain: &str) -> Result<usize>;
 
     /// Creates the account and its default mailboxes in one transaction.
     async fn create_account(&self, new: NewAccount) -> Result<Account>;

@@ -12,9 +12,10 @@ use tokio::sync::{broadcast, oneshot};
 
 use crate::blob::BlobFiles;
 use crate::{
-    Account, AccountId, AddressEntry, Change, DEFAULT_MAILBOXES, Delivered, Delivery, DkimKey, Domain, Envelope,
-    FlagOp, Flags, FlagsStored, Group, Mailbox, MailboxChanges, MailboxId, MessageMeta, MessageRef, MessageSummary,
-    NewAccount, QueueOutcome, Queued, Result, Role, SharedMailbox, SpecialUse, StagedBlob, Store, StoreError, now,
+    Account, AccountId, AddressEntry, Change, DEFAULT_MAILBOXES, Delivered, Delivery, DkimKey, DkimState, Domain,
+    Envelope, FlagOp, Flags, FlagsStored, Group, Mailbox, MailboxChanges, MailboxId, MessageMeta, MessageRef,
+    MessageSummary, NewAccount, QueueOutcome, Queued, Result, Role, SharedMailbox, SpecialUse, StagedBlob, Store,
+    StoreError, now,
 };
 
 /// Most writes folded into one transaction; bounds the latency of the first in a batch.
@@ -94,6 +95,7 @@ CREATE TABLE IF NOT EXISTS dkim_keys (
     private_key BLOB NOT NULL,
     public_key BLOB NOT NULL,
     created INTEGER NOT NULL,
+    state TEXT NOT NULL DEFAULT 'active',
     PRIMARY KEY (domain, selector)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS blobs (
@@ -142,7 +144,7 @@ CREATE TABLE IF NOT EXISTS outbound (
     warned INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS outbound_due ON outbound (next_attempt);
-INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', '9');
+INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', '10');
 "#;
 
 /// Sends a job's reply; runs only after the stamp and the change bus are updated.
@@ -173,6 +175,8 @@ const MIGRATIONS: &[(u32, &str)] = &[
     (8, "ALTER TABLE outbound ADD COLUMN warned INTEGER NOT NULL DEFAULT 0"),
     // DKIM keys: the table comes with the base schema (CREATE ... IF NOT EXISTS).
     (9, "SELECT 1"),
+    // DKIM key rotation: pending keys are published before they sign, retired ones after.
+    (10, "ALTER TABLE dkim_keys ADD COLUMN state TEXT NOT NULL DEFAULT 'active'"),
 ];
 
 /// Brings an older store up to the current schema, in one transaction.
@@ -1336,15 +1340,16 @@ impl Store for Arc<SqliteStore> {
         self.write(move |c| {
             for k in keys {
                 c.execute(
-                    "INSERT OR REPLACE INTO dkim_keys (domain, selector, algorithm, private_key, public_key, created)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    "INSERT OR REPLACE INTO dkim_keys (domain, selector, algorithm, private_key, public_key, created, state)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                     params![
                         k.domain.to_ascii_lowercase(),
                         k.selector,
                         k.algorithm,
                         k.private_key,
                         k.public_key,
-                        k.created
+                        k.created,
+                        k.state.as_str()
                     ],
                 )?;
             }
@@ -1357,8 +1362,8 @@ impl Store for Arc<SqliteStore> {
         let domain = domain.to_ascii_lowercase();
         self.lookup(move |c| {
             let mut s = c.prepare_cached(
-                "SELECT domain, selector, algorithm, private_key, public_key, created FROM dkim_keys
-                 WHERE domain = ?1 ORDER BY selector DESC",
+                "SELECT domain, selector, algorithm, private_key, public_key, created, state FROM dkim_keys
+                 WHERE domain = ?1 ORDER BY created DESC, selector DESC",
             )?;
             let rows = s.query_map([domain], |r| {
                 Ok(DkimKey {
@@ -1368,9 +1373,35 @@ impl Store for Arc<SqliteStore> {
                     private_key: r.get(3)?,
                     public_key: r.get(4)?,
                     created: r.get(5)?,
+                    state: DkimState::parse(&r.get::<_, String>(6)?),
                 })
             })?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn activate_dkim_keys(&self, domain: &str) -> Result<usize> {
+        let domain = domain.to_ascii_lowercase();
+        self.write(move |c| {
+            // Keys of an algorithm that gets a new one stop signing; the new ones start.
+            c.execute(
+                "UPDATE dkim_keys SET state = 'retired' WHERE domain = ?1 AND state = 'active' AND algorithm IN
+                 (SELECT algorithm FROM dkim_keys WHERE domain = ?1 AND state = 'pending')",
+                [&domain],
+            )?;
+            let n =
+                c.execute("UPDATE dkim_keys SET state = 'active' WHERE domain = ?1 AND state = 'pending'", [&domain])?;
+            Ok((n, Vec::new()))
+        })
+        .await
+    }
+
+    async fn remove_retired_dkim_keys(&self, domain: &str) -> Result<usize> {
+        let domain = domain.to_ascii_lowercase();
+        self.write(move |c| {
+            let n = c.execute("DELETE FROM dkim_keys WHERE domain = ?1 AND state = 'retired'", [&domain])?;
+            Ok((n, Vec::new()))
         })
         .await
     }
@@ -1841,9 +1872,10 @@ mod tests {
                 .replace("    saved INTEGER NOT NULL DEFAULT 0,\n", "")
                 .replace("    last_error TEXT NOT NULL DEFAULT '',\n    held INTEGER NOT NULL DEFAULT 0,\n    warned INTEGER NOT NULL DEFAULT 0\n", "")
                 .replace("    attempts INTEGER NOT NULL DEFAULT 0,\n", "    attempts INTEGER NOT NULL DEFAULT 0\n")
-                .replace("'schema', '9'", "'schema', '1'");
+                .replace("    state TEXT NOT NULL DEFAULT 'active',\n", "")
+                .replace("'schema', '10'", "'schema', '1'");
             assert!(!v1.contains("scram") && !v1.contains("recent_uid") && v1.contains("'schema', '1'"));
-            assert!(!v1.contains("subscriptions"));
+            assert!(!v1.contains("subscriptions") && !v1.contains("state TEXT"));
             c.execute_batch(&v1).unwrap();
             c.execute("INSERT INTO domains (name, created) VALUES ('example.org', 0)", []).unwrap();
             c.execute(

@@ -197,6 +197,37 @@ pub struct DkimKey {
     /// As published in the p= tag.
     pub public_key: Vec<u8>,
     pub created: i64,
+    pub state: DkimState,
+}
+
+/// Where a DKIM key is in its life: published first, then signing, then kept
+/// published a while for mail still in transit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DkimState {
+    /// Made by a rotation: to be published before it signs.
+    Pending,
+    /// Signs outgoing mail.
+    Active,
+    /// Replaced; its record may go once mail signed with it has been delivered.
+    Retired,
+}
+
+impl DkimState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DkimState::Pending => "pending",
+            DkimState::Active => "active",
+            DkimState::Retired => "retired",
+        }
+    }
+
+    pub fn parse(s: &str) -> DkimState {
+        match s {
+            "pending" => DkimState::Pending,
+            "retired" => DkimState::Retired,
+            _ => DkimState::Active,
+        }
+    }
 }
 
 impl std::fmt::Debug for DkimKey {

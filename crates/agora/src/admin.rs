@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use agora_directory::{Directory, normalize_address, normalize_domain};
 use agora_store::sqlite::SqliteStore;
-use agora_store::{Role, Store};
+use agora_store::{DkimState, Role, Store};
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
 
@@ -20,8 +20,24 @@ pub enum DomainCmd {
     List,
     /// Stop hosting a domain (it must have no users, aliases or groups left).
     Remove { name: String },
-    /// Show the DNS records that publish the domain's DKIM keys (and an SPF/DMARC start).
-    Dkim { name: String },
+    /// Show the DNS records that publish the domain's DKIM keys (and an SPF/DMARC start);
+    /// rotate them: --rotate makes new keys to publish, --activate lets them sign once
+    /// DNS shows them, --remove-retired forgets the old ones.
+    Dkim {
+        name: String,
+        /// Make new keys (pending: they sign only after --activate).
+        #[arg(long, conflicts_with_all = ["activate", "remove_retired"])]
+        rotate: bool,
+        /// Let the pending keys sign and retire the ones they replace.
+        #[arg(long, conflicts_with = "remove_retired")]
+        activate: bool,
+        /// With --activate: do not check that DNS publishes the new keys.
+        #[arg(long, requires = "activate")]
+        force: bool,
+        /// Forget retired keys (after their DNS records were removed).
+        #[arg(long)]
+        remove_retired: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -173,15 +189,64 @@ pub async fn domain(cli: &Cli, cmd: &DomainCmd) -> Result<()> {
             println!("domain {name} added; publish its DKIM keys: agora domain dkim {name}");
             Ok(())
         }
-        DomainCmd::Dkim { name } => {
+        DomainCmd::Dkim { name, rotate, activate, force, remove_retired } => {
             let name = normalize_domain(name)?;
             if store.domain(&name).await?.is_none() {
                 bail!("domain {name} not found");
             }
             ensure_dkim_keys(&store, &name).await?;
+            if *rotate {
+                let keys = store.dkim_keys(&name).await?;
+                if keys.iter().any(|k| k.state == DkimState::Pending) {
+                    bail!("{name} already has pending keys: publish them and run --activate first");
+                }
+                // Selectors carry the date; a second rotation the same day gets a number.
+                let day = agora_store::time::rfc3339(agora_store::now())[..10].replace('-', "");
+                let suffix = (1..)
+                    .map(|n| if n == 1 { format!("-{day}") } else { format!("-{day}-{n}") })
+                    .find(|sfx| !keys.iter().any(|k| k.selector.ends_with(sfx.as_str())))
+                    .unwrap_or_default();
+                let d = name.clone();
+                let new = tokio::task::spawn_blocking(move || agora_smtp::auth::rotation_keys(&d, &suffix))
+                    .await?
+                    .map_err(|e| anyhow::anyhow!("generating DKIM keys for {name}: {e}"))?;
+                store.add_dkim_keys(new).await?;
+                println!(
+                    "new keys for {name}: publish the pending records below, then `agora domain dkim {name} --activate`"
+                );
+            } else if *activate {
+                let keys = store.dkim_keys(&name).await?;
+                let pending: Vec<_> = keys.into_iter().filter(|k| k.state == DkimState::Pending).collect();
+                if pending.is_empty() {
+                    bail!("{name} has no pending keys (make them with --rotate)");
+                }
+                if !*force {
+                    let cfg = crate::config::load_or_default(&crate::serve::config_path(cli))?;
+                    let missing = unpublished(&cfg.transport.nameservers, &pending).await;
+                    if !missing.is_empty() {
+                        bail!("DNS does not show {} yet; publish the records (or pass --force)", missing.join(", "));
+                    }
+                }
+                let n = store.activate_dkim_keys(&name).await?;
+                println!("{n} keys of {name} sign from now on; the keys they replace are retired");
+            } else if *remove_retired {
+                let n = store.remove_retired_dkim_keys(&name).await?;
+                println!("{n} retired keys of {name} removed; their DNS records may go too");
+            }
             let keys = store.dkim_keys(&name).await?;
             println!("; DKIM keys of {name} (publish each as one TXT record)");
-            for (owner, text) in agora_smtp::auth::dns_records(&keys) {
+            for k in &keys {
+                let (owner, text) = agora_smtp::auth::dns_records(std::slice::from_ref(k)).remove(0);
+                println!(
+                    "; {} {} key, {}",
+                    k.algorithm,
+                    k.state.as_str(),
+                    match k.state {
+                        DkimState::Active => "signing",
+                        DkimState::Pending => "publish now; signs after --activate",
+                        DkimState::Retired => "keep published a few days for mail in transit, then --remove-retired",
+                    }
+                );
                 // TXT strings are at most 255 characters: longer values are split.
                 let chunks: Vec<String> =
                     text.as_bytes().chunks(250).map(|c| format!("\"{}\"", String::from_utf8_lossy(c))).collect();
@@ -411,6 +476,31 @@ pub fn track(cli: &Cli, sender: Option<&str>, recipient: Option<&str>, id: Optio
         println!("{line}");
     }
     Ok(())
+}
+
+/// The owners of the keys whose record DNS does not publish (with the same key).
+async fn unpublished(nameservers: &[std::net::SocketAddr], keys: &[agora_store::DkimKey]) -> Vec<String> {
+    let resolver = agora_smtp::auth::resolver(nameservers);
+    let mut missing = Vec::new();
+    for (owner, text) in agora_smtp::auth::dns_records(keys) {
+        let published = match &resolver {
+            Some(r) => r.txt_lookup(format!("{owner}.")).await.ok().is_some_and(|txt| {
+                let want = text.split("p=").nth(1).unwrap_or_default().to_string();
+                txt.answers().iter().any(|rr| match &rr.data {
+                    agora_smtp::auth::RData::TXT(t) => {
+                        let got: String = t.txt_data.iter().map(|d| String::from_utf8_lossy(d).into_owned()).collect();
+                        got.split("p=").nth(1).is_some_and(|p| p.replace(' ', "") == want)
+                    }
+                    _ => false,
+                })
+            }),
+            None => false,
+        };
+        if !published {
+            missing.push(owner);
+        }
+    }
+    missing
 }
 
 /// Makes DKIM keys for a domain that has none (RSA-2048 and Ed25519).

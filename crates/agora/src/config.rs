@@ -302,6 +302,11 @@ impl Config {
 }
 
 /// Reads and checks a configuration file.
+/// The configuration at `path`, or the defaults when there is no file.
+pub fn load_or_default(path: &Path) -> Result<Config> {
+    if path.exists() { load(path) } else { Ok(Config::default()) }
+}
+
 pub fn load(path: &Path) -> Result<Config> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     parse(&text).map_err(|msg| anyhow::anyhow!("{}: {msg}", path.display()))

@@ -28,7 +28,7 @@ fn system_hostname() -> String {
         .unwrap_or_else(|| "localhost".into())
 }
 
-fn config_path(cli: &Cli) -> PathBuf {
+pub fn config_path(cli: &Cli) -> PathBuf {
     cli.config.clone().unwrap_or_else(|| cli.data.join("agora.toml"))
 }
 
@@ -54,7 +54,7 @@ fn print_table(listeners: &[EffectiveListener], status: impl Fn(&EffectiveListen
 
 fn effective(cli: &Cli, listen: &ListenArgs) -> Result<(Config, Vec<EffectiveListener>)> {
     let path = config_path(cli);
-    let cfg = if path.exists() { config::load(&path)? } else { Config::default() };
+    let cfg = config::load_or_default(&path)?;
     let offset = listen.port_offset.or(cfg.server.port_offset).unwrap_or(0);
     let listeners = cfg.listeners(offset, listen.bind)?;
     Ok((cfg, listeners))

@@ -35,18 +35,8 @@ fn signed_mail_passes_and_forged_mail_is_refused() {
     a.cli_ok(&["user", "add", "alice@example.org", "--password-stdin"], Some("alice-pw\n"));
 
     // The zone: example.org's DKIM keys as the CLI prints them, SPF for loopback, DMARC.
-    let printed = a.cli_ok(&["domain", "dkim", "example.org"], None);
-    let mut zone = serde_json::Map::new();
-    for line in printed.lines().filter(|l| l.contains("._domainkey.")) {
-        let owner = line.split_whitespace().next().unwrap().trim_end_matches('.').to_string();
-        let text: String = line.split('"').skip(1).step_by(2).collect();
-        assert!(text.starts_with("v=DKIM1; k="), "{line}");
-        zone.insert(format!("{owner}/TXT"), serde_json::json!([text]));
-    }
-    assert_eq!(zone.len(), 2, "an RSA and an Ed25519 key: {printed}");
-    zone.insert("example.org/TXT".into(), serde_json::json!(["v=spf1 ip4:127.0.0.0/8 -all"]));
-    zone.insert("mx.example.org/TXT".into(), serde_json::json!(["v=spf1 ip4:127.0.0.0/8 -all"]));
-    zone.insert("_dmarc.example.org/TXT".into(), serde_json::json!(["v=DMARC1; p=reject"]));
+    let zone = zone_of(&a.cli_ok(&["domain", "dkim", "example.org"], None));
+    assert_eq!(zone.len(), 5, "an RSA and an Ed25519 key: {zone:?}");
     let zone_file = b.dir.path().join("zone.json");
     std::fs::write(&zone_file, serde_json::Value::Object(zone).to_string()).unwrap();
     let (_dns, dns_ip) = common::dns_server(&zone_file);
@@ -61,39 +51,7 @@ fn signed_mail_passes_and_forged_mail_is_refused() {
     .unwrap();
     b.spawn();
 
-    python_ok(&format!(
-        r#"
-import smtplib
-s = smtplib.SMTP("{ip}", 10587, timeout=20)
-s.login("alice@example.org", "alice-pw")
-s.sendmail("alice@example.org", ["bob@b.test"], "From: Alice <alice@example.org>\r\nTo: bob@b.test\r\nSubject: signed\r\nMessage-ID: <1@example.org>\r\n\r\nhello, signed\r\n")
-s.quit()
-print("ok")
-"#,
-        ip = a.ip
-    ));
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while b.inbox_count("bob@b.test") == 0 {
-        assert!(Instant::now() < deadline, "not delivered to b.test");
-        std::thread::sleep(Duration::from_millis(250));
-    }
-    python_ok(&format!(
-        r#"
-import imaplib, ssl, email
-ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
-m = imaplib.IMAP4_SSL("{ip}", 10993, ssl_context=ctx)
-m.login("bob@b.test", "bob-pw"); m.select("INBOX")
-typ, data = m.fetch("1", "(BODY.PEEK[HEADER])")
-h = email.message_from_bytes(data[0][1])
-ar = " ".join(h.get_all("Authentication-Results"))
-for want in ("dkim=pass", "spf=pass", "dmarc=pass"):
-    assert want in ar, (want, ar)
-sigs = h.get_all("DKIM-Signature")
-assert len(sigs) == 2 and any("a=ed25519-sha256" in s for s in sigs) and any("a=rsa-sha256" in s for s in sigs), sigs
-print("ok")
-"#,
-        ip = b.ip
-    ));
+    send_and_check(&a, &b, 1, "agora-rsa");
     // A forged message: From: example.org, not signed, sent by a sender SPF says nothing
     // for. DMARC fails under p=reject: refused at the end of DATA.
     python_ok(&format!(
@@ -110,4 +68,78 @@ print("ok")
         ip = b.ip
     ));
     assert_eq!(b.inbox_count("bob@b.test"), 1);
+
+    // Key rotation: new keys wait until DNS shows them, then sign; the old ones retire.
+    let rotated = a.cli_ok(&["domain", "dkim", "example.org", "--rotate"], None);
+    assert_eq!(rotated.matches("pending key").count(), 2, "{rotated}");
+    let cfg = a.data().join("agora.toml");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(&cfg, text.replace("[transport]\n", &format!("[transport]\nnameservers = [\"{dns_ip}:10053\"]\n")))
+        .unwrap();
+    let early = a.cli(&["domain", "dkim", "example.org", "--activate"], None);
+    assert!(!early.status.success());
+    assert!(String::from_utf8_lossy(&early.stderr).contains("DNS does not show"), "{early:?}");
+    let zone = zone_of(&rotated);
+    assert_eq!(zone.len(), 7, "old and new keys: {zone:?}");
+    std::fs::write(&zone_file, serde_json::Value::Object(zone).to_string()).unwrap();
+    let active = a.cli_ok(&["domain", "dkim", "example.org", "--activate"], None);
+    assert_eq!(active.matches("active key").count(), 2, "{active}");
+    assert_eq!(active.matches("retired key").count(), 2, "{active}");
+    send_and_check(&a, &b, 2, "agora-rsa-2");
+    let removed = a.cli_ok(&["domain", "dkim", "example.org", "--remove-retired"], None);
+    assert!(!removed.contains("retired key,") && removed.matches("active key").count() == 2, "{removed}");
+}
+
+/// A zone with the DKIM records `agora domain dkim` printed, SPF for loopback and DMARC.
+fn zone_of(printed: &str) -> serde_json::Map<String, serde_json::Value> {
+    let mut zone = serde_json::Map::new();
+    for line in printed.lines().filter(|l| l.contains("._domainkey.")) {
+        let owner = line.split_whitespace().next().unwrap().trim_end_matches('.').to_string();
+        let text: String = line.split('"').skip(1).step_by(2).collect();
+        assert!(text.starts_with("v=DKIM1; k="), "{line}");
+        zone.insert(format!("{owner}/TXT"), serde_json::json!([text]));
+    }
+    zone.insert("example.org/TXT".into(), serde_json::json!(["v=spf1 ip4:127.0.0.0/8 -all"]));
+    zone.insert("mx.example.org/TXT".into(), serde_json::json!(["v=spf1 ip4:127.0.0.0/8 -all"]));
+    zone.insert("_dmarc.example.org/TXT".into(), serde_json::json!(["v=DMARC1; p=reject"]));
+    zone
+}
+
+/// Alice (on A) writes to Bob (on B); B's copy number `n` passes DKIM, SPF and DMARC,
+/// signed with an RSA key whose selector starts with `rsa_selector` and an Ed25519 key.
+fn send_and_check(a: &Agora, b: &Agora, n: u32, rsa_selector: &str) {
+    python_ok(&format!(
+        r#"
+import smtplib
+s = smtplib.SMTP("{ip}", 10587, timeout=20)
+s.login("alice@example.org", "alice-pw")
+s.sendmail("alice@example.org", ["bob@b.test"], "From: Alice <alice@example.org>\r\nTo: bob@b.test\r\nSubject: signed\r\nMessage-ID: <{n}@example.org>\r\n\r\nhello, signed\r\n")
+s.quit()
+print("ok")
+"#,
+        ip = a.ip
+    ));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while b.inbox_count("bob@b.test") < n {
+        assert!(Instant::now() < deadline, "not delivered to b.test");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    python_ok(&format!(
+        r#"
+import imaplib, ssl, email
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+m = imaplib.IMAP4_SSL("{ip}", 10993, ssl_context=ctx)
+m.login("bob@b.test", "bob-pw"); m.select("INBOX")
+typ, data = m.fetch("{n}", "(BODY.PEEK[HEADER])")
+h = email.message_from_bytes(data[0][1])
+ar = " ".join(h.get_all("Authentication-Results"))
+for want in ("dkim=pass", "spf=pass", "dmarc=pass"):
+    assert want in ar, (want, ar)
+sigs = [" ".join(s.split()) for s in h.get_all("DKIM-Signature")]
+assert len(sigs) == 2 and any("a=ed25519-sha256" in s for s in sigs), sigs
+assert any("a=rsa-sha256" in s and "s={rsa_selector}" in s for s in sigs), sigs
+print("ok")
+"#,
+        ip = b.ip
+    ));
 }

@@ -328,7 +328,7 @@ pub fn run(program: &str, args: &[&str], input: &str) -> (bool, String) {
 /// A tiny authoritative DNS server (UDP and TCP) answering from a JSON zone.
 const DNS: &str = r#"
 import json, socket, struct, sys, threading
-ip, port, zone = sys.argv[1], int(sys.argv[2]), json.loads(open(sys.argv[3]).read())
+ip, port, path = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 TYPES = {1: "A", 15: "MX", 16: "TXT"}
 def name_at(b, i):
     labels = []
@@ -341,6 +341,7 @@ def answer(q):
     qid, = struct.unpack(">H", q[:2])
     name, i = name_at(q, 12)
     qtype, = struct.unpack(">H", q[i:i + 2])
+    zone = json.loads(open(path).read())  # read each time: tests change it as they go
     records = zone.get(name + "/" + TYPES.get(qtype, "?"), [])
     known = any(k.startswith(name + "/") for k in zone)
     rr = b""
@@ -391,7 +392,8 @@ impl Drop for Dns {
 }
 
 /// Starts the DNS server on a fresh loopback address, port 10053, answering from the
-/// JSON zone in `zone_file` ("name/TYPE": [values]); returns it and its address.
+/// JSON zone in `zone_file` ("name/TYPE": [values], read at each query); returns it
+/// and its address.
 pub fn dns_server(zone_file: &Path) -> (Dns, String) {
     let ip = unique_ip();
     let mut child = Command::new("python3")
