@@ -189,7 +189,16 @@ impl Verifier {
         Some(Verifier { auth, hostname: hostname.to_string(), reject_dmarc })
     }
 
-    pub async fn check(&self, message: &[u8], ip: IpAddr, helo: &str, mail_from: &str) -> Verdict {
+    /// With `seal` (the forwarding domain's RSA key, for mail we pass on to other
+    /// servers), the verdict also carries an ARC set (RFC 8617) over the results.
+    pub async fn check(
+        &self,
+        message: &[u8],
+        ip: IpAddr,
+        helo: &str,
+        mail_from: &str,
+        seal: Option<&DkimKey>,
+    ) -> Verdict {
         let Some(parsed) = AuthenticatedMessage::parse(message) else {
             return Verdict { header: format!("Authentication-Results: {}; none\r\n", self.hostname), reject: false };
         };
@@ -213,6 +222,38 @@ impl Verifier {
             .with_dmarc_result(&dmarc);
         let failed = dmarc.dkim_result() != &DmarcResult::Pass && dmarc.spf_result() != &DmarcResult::Pass;
         let reject = self.reject_dmarc && failed && dmarc.policy() == mail_auth::dmarc::Policy::Reject;
-        Verdict { header: results.to_header(), reject }
+        let mut header = String::new();
+        if let Some(k) = seal.filter(|_| !reject) {
+            match arc_seal(k, &parsed, &results, &arc) {
+                Ok(set) => header.push_str(&set),
+                Err(e) => tracing::debug!("arc: not sealed for {}: {e}", k.domain),
+            }
+        }
+        header.push_str(&results.to_header());
+        Verdict { header, reject }
     }
+}
+
+/// The ARC set (ARC-Seal, ARC-Message-Signature, ARC-Authentication-Results) a
+/// forwarder adds; none when an earlier sealer's chain already failed.
+fn arc_seal(
+    key: &DkimKey,
+    message: &AuthenticatedMessage<'_>,
+    results: &AuthenticationResults<'_>,
+    arc: &mail_auth::ArcOutput<'_>,
+) -> Result<String, String> {
+    const HEADERS: [&str; 8] = ["From", "To", "Cc", "Subject", "Date", "Message-ID", "MIME-Version", "DKIM-Signature"];
+    if !arc.can_be_sealed() {
+        return Err("the ARC chain has failed".into());
+    }
+    let rsa =
+        RsaKey::<Sha256>::from_key_der(PrivateKeyDer::Pkcs1(PrivatePkcs1KeyDer::from(key.private_key.as_slice())))
+            .map_err(|e| e.to_string())?;
+    let set = mail_auth::arc::ArcSealer::from_key(rsa)
+        .domain(&key.domain)
+        .selector(&key.selector)
+        .headers(HEADERS)
+        .seal(message, results, arc)
+        .map_err(|e| e.to_string())?;
+    Ok(set.to_header())
 }

@@ -44,6 +44,8 @@ pub struct SmtpConfig {
     pub verifier: Option<Arc<crate::auth::Verifier>>,
     /// DKIM-sign mail from our users and trusted networks with the sender domain's keys.
     pub dkim_sign: bool,
+    /// ARC-seal checked mail that we forward to other servers.
+    pub arc_seal: bool,
 }
 
 /// True if `ip` lies in `net`/`prefix`.
@@ -126,6 +128,7 @@ impl Default for SmtpConfig {
             outbound_wake: None,
             verifier: None,
             dkim_sign: true,
+            arc_seal: true,
         }
     }
 }
@@ -686,7 +689,16 @@ impl Session {
             && !trusted
             && let Some(v) = &self.cfg.verifier
         {
-            let verdict = v.check(&dec.body, conn.peer.ip(), &helo, &tx.from).await;
+            // Mail passed on to other servers (aliases, groups with outside members) is
+            // sealed with ARC by the forwarding domain, so that its results travel along.
+            let forwarder = tx.rcpts.iter().find(|r| !r.external.is_empty()).and_then(|r| r.address.rsplit_once('@'));
+            let seal = match forwarder {
+                Some((_, domain)) if self.cfg.arc_seal => self.store.dkim_keys(domain).await.ok().and_then(|keys| {
+                    keys.into_iter().find(|k| k.algorithm == "rsa" && k.state == agora_store::DkimState::Active)
+                }),
+                _ => None,
+            };
+            let verdict = v.check(&dec.body, conn.peer.ip(), &helo, &tx.from, seal.as_ref()).await;
             if verdict.reject {
                 return self.error(conn, reply(550, "5.7.1", "Error: rejected by the sender domain's DMARC policy"));
             }

@@ -65,11 +65,13 @@ pub struct SmtpSection {
     pub dmarc_reject: bool,
     /// DKIM-sign mail from authenticated users and trusted networks.
     pub dkim_sign: bool,
+    /// ARC-seal mail forwarded to other servers (aliases and groups with outside members).
+    pub arc_seal: bool,
 }
 
 impl Default for SmtpSection {
     fn default() -> Self {
-        SmtpSection { trusted_networks: Vec::new(), dmarc_reject: true, dkim_sign: true }
+        SmtpSection { trusted_networks: Vec::new(), dmarc_reject: true, dkim_sign: true, arc_seal: true }
     }
 }
 
@@ -373,7 +375,8 @@ pub fn default_file(hostname: &str, domain: &str) -> String {
          [smtp]\n\
          # trusted_networks = [\"10.0.0.0/8\"]   # may relay through port 25 without AUTH (default: none)\n\
          # dmarc_reject = true         # refuse mail failing DMARC under p=reject\n\
-         # dkim_sign = true            # sign mail from users and trusted networks (DKIM)\n\n\
+         # dkim_sign = true            # sign mail from users and trusted networks (DKIM)\n\
+         # arc_seal = true             # ARC-seal mail forwarded to outside addresses\n\n\
          [transport]\n\
          # smarthost = \"relay.example.net:587\"   # send everything through this server (default: MX lookup)\n\
          # smarthost_user = \"me@example.net\"      # and log in to it (only over STARTTLS)\n\

@@ -163,6 +163,7 @@ pub async fn run(cli: &Cli, domain: Option<String>, hostname: Option<String>, li
         outbound_wake: Some(Arc::clone(&outbound_wake)),
         trusted_networks,
         dkim_sign: cfg.smtp.dkim_sign,
+        arc_seal: cfg.smtp.arc_seal,
         hostname: hostname.clone(),
         primary_domain: domain.clone(),
         max_message_size: cfg.limits.max_message_size,

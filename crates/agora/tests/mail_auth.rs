@@ -16,13 +16,10 @@ fn signed_mail_passes_and_forged_mail_is_refused() {
     if !common::have("python3") {
         return;
     }
-    let b = Agora::start_with(|data| {
-        std::fs::write(data.join("agora.toml"), "[server]\nhostname = \"mx.b.test\"\n").unwrap();
-    });
-    b.cli_ok(&["domain", "add", "b.test"], None);
+    let b = Agora::start_for("b.test", |_| {});
     b.cli_ok(&["user", "add", "bob@b.test", "--password-stdin"], Some("bob-pw\n"));
     let b_smtp = b.smtp();
-    let a = Agora::start_with(|data| {
+    let mut a = Agora::start_with(|data| {
         std::fs::write(
             data.join("agora.toml"),
             format!(
@@ -46,7 +43,10 @@ fn signed_mail_passes_and_forged_mail_is_refused() {
     b.stop();
     std::fs::write(
         b.data().join("agora.toml"),
-        format!("[server]\nhostname = \"mx.b.test\"\n[transport]\nnameservers = [\"{dns_ip}:10053\"]\n"),
+        format!(
+            "[transport]\nnameservers = [\"{dns_ip}:10053\"]\npoll_secs = 1\n[transport.routes]\n\"example.org\" = \"{}\"\n",
+            a.smtp()
+        ),
     )
     .unwrap();
     b.spawn();
@@ -88,6 +88,51 @@ print("ok")
     send_and_check(&a, &b, 2, "agora-rsa-2");
     let removed = a.cli_ok(&["domain", "dkim", "example.org", "--remove-retired"], None);
     assert!(!removed.contains("retired key,") && removed.matches("active key").count() == 2, "{removed}");
+
+    // ARC: B forwards list@b.test to carol@example.org on A, sealing its results; A,
+    // now checking against the DNS server too, finds the chain valid.
+    a.cli_ok(&["user", "add", "carol@example.org", "--password-stdin"], Some("carol-pw\n"));
+    b.cli_ok(&["alias", "add", "list@b.test", "carol@example.org"], None);
+    let mut zone = zone_of(&a.cli_ok(&["domain", "dkim", "example.org"], None));
+    zone.extend(zone_of(&b.cli_ok(&["domain", "dkim", "b.test"], None)));
+    std::fs::write(&zone_file, serde_json::Value::Object(zone).to_string()).unwrap();
+    assert!(a.stop().success());
+    a.spawn();
+    python_ok(&format!(
+        r#"
+import smtplib
+s = smtplib.SMTP("{ip}", 10587, timeout=20)
+s.login("alice@example.org", "alice-pw")
+s.sendmail("alice@example.org", ["list@b.test"], "From: Alice <alice@example.org>\r\nTo: list@b.test\r\nSubject: to the list\r\nMessage-ID: <list@example.org>\r\n\r\nhello, list\r\n")
+s.quit()
+print("ok")
+"#,
+        ip = a.ip
+    ));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while a.inbox_count("carol@example.org") == 0 {
+        assert!(Instant::now() < deadline, "not forwarded back to example.org");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    python_ok(&format!(
+        r#"
+import imaplib, ssl, email
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+m = imaplib.IMAP4_SSL("{ip}", 10993, ssl_context=ctx)
+m.login("carol@example.org", "carol-pw"); m.select("INBOX")
+typ, data = m.fetch("1", "(BODY.PEEK[HEADER])")
+h = email.message_from_bytes(data[0][1])
+flat = lambda v: " ".join(str(v).split())
+seal = flat(h["ARC-Seal"]); ams = flat(h["ARC-Message-Signature"]); aar = flat(h["ARC-Authentication-Results"])
+assert "i=1" in seal and "cv=none" in seal and "d=b.test" in seal, seal
+assert "i=1" in ams and "d=b.test" in ams, ams
+assert "i=1" in aar and "dkim=pass" in aar and "dmarc=pass" in aar, aar
+ours = flat(h.get_all("Authentication-Results")[0])
+assert "arc=pass" in ours and "dkim=pass" in ours, ours
+print("ok")
+"#,
+        ip = a.ip
+    ));
 }
 
 /// A zone with the DKIM records `agora domain dkim` printed, SPF for loopback and DMARC.
