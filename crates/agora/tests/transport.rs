@@ -169,3 +169,63 @@ print("ok")
     let track = b.cli_ok(&["track", "--recipient", "bob@b.test"], None);
     assert!(track.contains("received"), "{track}");
 }
+
+#[test]
+fn queued_mail_outlives_a_crash_and_goes_out_when_the_destination_returns() {
+    if !common::have("python3") {
+        return;
+    }
+    // B exists at a known address, then goes down.
+    let mut b = Agora::start_for("b.test", |_| {});
+    b.cli_ok(&["user", "add", "bob@b.test", "--password-stdin"], Some("bob-pw\n"));
+    let b_smtp = b.smtp();
+    assert!(b.stop().success());
+    let mut a = Agora::start_with(|data| {
+        std::fs::write(
+            data.join("agora.toml"),
+            format!(
+                "[auth]\nplaintext_without_tls = true\n\
+                 [transport]\npoll_secs = 1\nretry_secs = 1\n\
+                 [transport.routes]\n\"b.test\" = \"{b_smtp}\"\n"
+            ),
+        )
+        .unwrap();
+    });
+    a.cli_ok(&["user", "add", "alice@example.org", "--password-stdin"], Some("alice-pw\n"));
+    python_ok(&format!(
+        r#"
+import smtplib
+s = smtplib.SMTP("{ip}", 10587, timeout=20)
+s.login("alice@example.org", "alice-pw")
+s.sendmail("alice@example.org", ["bob@b.test"], "From: alice@example.org\r\nSubject: patience\r\n\r\nwhenever you are back\r\n")
+s.quit()
+print("ok")
+"#,
+        ip = a.ip
+    ));
+    // Retries on schedule: each wait at least as long as the one before (1 s, 2 s, ...).
+    let deferrals = || -> Vec<i64> {
+        let log = std::fs::read_to_string(a.data().join("tracking.log")).unwrap_or_default();
+        log.lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|e| e["event"] == "deferred")
+            .map(|e| e["time"].as_i64().unwrap())
+            .collect()
+    };
+    wait_until("three deferrals", || deferrals().len() >= 3);
+    let times = deferrals();
+    let gaps: Vec<i64> = times.windows(2).map(|w| w[1] - w[0]).collect();
+    assert!(gaps.windows(2).all(|g| g[1] >= g[0]) && gaps[gaps.len() - 1] >= 2, "{times:?}");
+    // A crash with the message in the queue: nothing is lost.
+    a.kill9();
+    a.spawn();
+    let queue = a.cli_ok(&["queue", "list"], None);
+    assert!(queue.contains("to <bob@b.test>"), "{queue}");
+    // The destination returns; the next retry delivers.
+    b.spawn();
+    wait_until("delivery once b.test is back", || b.inbox_count("bob@b.test") == 1);
+    wait_until("the queue to empty", || a.cli_ok(&["queue", "list"], None).contains("queue is empty"));
+    assert_eq!(b.inbox_count("bob@b.test"), 1);
+    // No failure report: the message made it.
+    assert_eq!(a.inbox_count("alice@example.org"), 0);
+}
