@@ -1,8 +1,9 @@
-//! DKIM, SPF and DMARC between two Agora instances, each with its own domain: a test
-//! DNS server on loopback publishes the sending domain's DKIM keys (as `agora domain
-//! dkim` prints them), SPF and a p=reject DMARC policy. Mail submitted on one side is
-//! signed; the other side records dkim=pass, spf=pass and dmarc=pass, and refuses a
-//! forged message at DATA.
+//! DKIM, SPF, DMARC and ARC between two Agora instances, each with its own domain: a
+//! test DNS server on loopback publishes both domains' DKIM keys (as `agora domain
+//! dkim` prints them), SPF and a p=reject DMARC policy. Mail goes both ways signed and
+//! checked (dkim=pass, spf=pass, dmarc=pass); a forged message is refused at DATA; a
+//! key rotation waits for DNS before the new keys sign; mail forwarded by an alias
+//! arrives ARC-sealed and A finds the chain valid.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -32,7 +33,7 @@ fn signed_mail_passes_and_forged_mail_is_refused() {
     a.cli_ok(&["user", "add", "alice@example.org", "--password-stdin"], Some("alice-pw\n"));
 
     // The zone: example.org's DKIM keys as the CLI prints them, SPF for loopback, DMARC.
-    let zone = zone_of(&a.cli_ok(&["domain", "dkim", "example.org"], None));
+    let zone = zone_of(&a.cli_ok(&["domain", "dkim", "example.org"], None), "example.org");
     assert_eq!(zone.len(), 5, "an RSA and an Ed25519 key: {zone:?}");
     let zone_file = b.dir.path().join("zone.json");
     std::fs::write(&zone_file, serde_json::Value::Object(zone).to_string()).unwrap();
@@ -79,7 +80,7 @@ print("ok")
     let early = a.cli(&["domain", "dkim", "example.org", "--activate"], None);
     assert!(!early.status.success());
     assert!(String::from_utf8_lossy(&early.stderr).contains("DNS does not show"), "{early:?}");
-    let zone = zone_of(&rotated);
+    let zone = zone_of(&rotated, "example.org");
     assert_eq!(zone.len(), 7, "old and new keys: {zone:?}");
     std::fs::write(&zone_file, serde_json::Value::Object(zone).to_string()).unwrap();
     let active = a.cli_ok(&["domain", "dkim", "example.org", "--activate"], None);
@@ -93,8 +94,8 @@ print("ok")
     // now checking against the DNS server too, finds the chain valid.
     a.cli_ok(&["user", "add", "carol@example.org", "--password-stdin"], Some("carol-pw\n"));
     b.cli_ok(&["alias", "add", "list@b.test", "carol@example.org"], None);
-    let mut zone = zone_of(&a.cli_ok(&["domain", "dkim", "example.org"], None));
-    zone.extend(zone_of(&b.cli_ok(&["domain", "dkim", "b.test"], None)));
+    let mut zone = zone_of(&a.cli_ok(&["domain", "dkim", "example.org"], None), "example.org");
+    zone.extend(zone_of(&b.cli_ok(&["domain", "dkim", "b.test"], None), "b.test"));
     std::fs::write(&zone_file, serde_json::Value::Object(zone).to_string()).unwrap();
     assert!(a.stop().success());
     a.spawn();
@@ -133,10 +134,45 @@ print("ok")
 "#,
         ip = a.ip
     ));
+
+    // And the other way: Bob on B writes to Alice on A, signed by b.test, checked by A.
+    python_ok(&format!(
+        r#"
+import smtplib, ssl
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+s = smtplib.SMTP_SSL("{ip}", 10465, timeout=20, context=ctx)
+s.login("bob@b.test", "bob-pw")
+s.sendmail("bob@b.test", ["alice@example.org"], "From: Bob <bob@b.test>\r\nTo: alice@example.org\r\nSubject: reply\r\nMessage-ID: <reply@b.test>\r\n\r\nhello back\r\n")
+s.quit()
+print("ok")
+"#,
+        ip = b.ip
+    ));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while a.inbox_count("alice@example.org") == 0 {
+        assert!(Instant::now() < deadline, "not delivered to example.org");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    python_ok(&format!(
+        r#"
+import imaplib, ssl, email
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+m = imaplib.IMAP4_SSL("{ip}", 10993, ssl_context=ctx)
+m.login("alice@example.org", "alice-pw"); m.select("INBOX")
+typ, data = m.fetch("1", "(BODY.PEEK[HEADER])")
+h = email.message_from_bytes(data[0][1])
+assert h["Subject"] == "reply", h["Subject"]
+ar = " ".join(" ".join(h.get_all("Authentication-Results")).split())
+for want in ("dkim=pass", "header.d=b.test", "spf=pass", "dmarc=pass"):
+    assert want in ar, (want, ar)
+print("ok")
+"#,
+        ip = a.ip
+    ));
 }
 
 /// A zone with the DKIM records `agora domain dkim` printed, SPF for loopback and DMARC.
-fn zone_of(printed: &str) -> serde_json::Map<String, serde_json::Value> {
+fn zone_of(printed: &str, domain: &str) -> serde_json::Map<String, serde_json::Value> {
     let mut zone = serde_json::Map::new();
     for line in printed.lines().filter(|l| l.contains("._domainkey.")) {
         let owner = line.split_whitespace().next().unwrap().trim_end_matches('.').to_string();
@@ -144,9 +180,9 @@ fn zone_of(printed: &str) -> serde_json::Map<String, serde_json::Value> {
         assert!(text.starts_with("v=DKIM1; k="), "{line}");
         zone.insert(format!("{owner}/TXT"), serde_json::json!([text]));
     }
-    zone.insert("example.org/TXT".into(), serde_json::json!(["v=spf1 ip4:127.0.0.0/8 -all"]));
-    zone.insert("mx.example.org/TXT".into(), serde_json::json!(["v=spf1 ip4:127.0.0.0/8 -all"]));
-    zone.insert("_dmarc.example.org/TXT".into(), serde_json::json!(["v=DMARC1; p=reject"]));
+    zone.insert(format!("{domain}/TXT"), serde_json::json!(["v=spf1 ip4:127.0.0.0/8 -all"]));
+    zone.insert(format!("mx.{domain}/TXT"), serde_json::json!(["v=spf1 ip4:127.0.0.0/8 -all"]));
+    zone.insert(format!("_dmarc.{domain}/TXT"), serde_json::json!(["v=DMARC1; p=reject"]));
     zone
 }
 
