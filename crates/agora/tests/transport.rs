@@ -42,6 +42,7 @@ fn two_servers_exchange_mail_and_failures_come_back() {
         .unwrap();
     });
     a.cli_ok(&["user", "add", "alice@example.org", "--password-stdin"], Some("alice-pw\n"));
+    a.cli_ok(&["user", "add", "carol@example.org", "--password-stdin"], Some("carol-pw\n"));
     // B learns its way back to A, for the report it owes once it takes over DSN duty.
     assert!(b.stop().success());
     std::fs::write(
@@ -57,7 +58,9 @@ s = smtplib.SMTP("{ip}", 10587, timeout=20)
 s.login("alice@example.org", "alice-pw")
 s.sendmail("alice@example.org", ["bob@b.test"], "From: alice@example.org\r\nTo: bob@b.test\r\nSubject: across\r\n\r\nhello b\r\n",
            mail_options=["RET=FULL", "ENVID=env-1"], rcpt_options=["NOTIFY=SUCCESS,FAILURE", "ORCPT=rfc822;bob@b.test"])
-s.sendmail("alice@example.org", ["nobody@b.test"], "From: alice@example.org\r\nSubject: lost\r\n\r\nx\r\n")
+# Local and remote recipients in one transaction, each with its own outcome.
+refused = s.sendmail("alice@example.org", ["carol@example.org", "bob@b.test", "nobody@b.test"], "From: alice@example.org\r\nSubject: lost\r\n\r\nx\r\n")
+assert refused == {{}}, refused
 s.sendmail("alice@example.org", ["someone@down.test"], "From: alice@example.org\r\nSubject: stuck\r\n\r\nx\r\n")
 s.sendmail("alice@example.org", ["quiet@down.test"], "From: alice@example.org\r\nSubject: never tell\r\n\r\nx\r\n",
            rcpt_options=["NOTIFY=NEVER"])
@@ -68,7 +71,8 @@ print("ok")
     );
     python_ok(&script);
     // Delivered to the other server within a few polls.
-    wait_until("delivery to b.test", || b.inbox_count("bob@b.test") == 1);
+    wait_until("delivery to b.test", || b.inbox_count("bob@b.test") == 2);
+    assert_eq!(a.inbox_count("carol@example.org"), 1, "the local recipient of the mixed message");
     // Reports: "delivered" from B, which took the DSN parameters over (NOTIFY=SUCCESS),
     // the refused recipient at once, the unreachable one first delayed then expired;
     // none for NOTIFY=NEVER, and no "relayed" from A since B speaks DSN.
