@@ -329,24 +329,22 @@ impl Transport {
         }
     }
 
-    /// The socket address of "host:port": through the configured DNS servers when
+    /// The socket addresses of "host:port": through the configured DNS servers when
     /// there are some, else the system's resolver (which also reads /etc/hosts).
-    async fn address(&self, host: &str) -> Result<SocketAddr, String> {
+    async fn addresses(&self, host: &str) -> Result<Vec<SocketAddr>, String> {
         let (name, port) = host.rsplit_once(':').ok_or_else(|| format!("{host}: no port"))?;
         let port: u16 = port.parse().map_err(|_| format!("{host}: bad port"))?;
         let name = name.trim_start_matches('[').trim_end_matches(']');
         if let Ok(ip) = name.parse::<std::net::IpAddr>() {
-            return Ok(SocketAddr::new(ip, port));
+            return Ok(vec![SocketAddr::new(ip, port)]);
         }
-        if let (Some(r), false) = (&self.resolver, self.cfg.nameservers.is_empty()) {
+        let found: Vec<SocketAddr> = if let (Some(r), false) = (&self.resolver, self.cfg.nameservers.is_empty()) {
             let ips = r.lookup_ip(format!("{name}.")).await.map_err(|e| format!("{name}: {e}"))?;
-            return ips.iter().next().map(|ip| SocketAddr::new(ip, port)).ok_or_else(|| format!("{name}: no address"));
-        }
-        tokio::net::lookup_host((name, port))
-            .await
-            .map_err(|e| format!("{name}: {e}"))?
-            .next()
-            .ok_or_else(|| format!("{name}: no address"))
+            ips.iter().map(|ip| SocketAddr::new(ip, port)).collect()
+        } else {
+            tokio::net::lookup_host((name, port)).await.map_err(|e| format!("{name}: {e}"))?.collect()
+        };
+        if found.is_empty() { Err(format!("{name}: no address")) } else { Ok(found) }
     }
 
     /// Where a domain's mail goes: host:port candidates in order.
@@ -385,12 +383,20 @@ impl Transport {
     /// Connects to a server and gets it ready for transactions: EHLO, STARTTLS when
     /// offered, AUTH for the smarthost.
     async fn open(&self, host: &str, domain: &str, policy: Option<&Policy>) -> Result<Session, String> {
-        let addr = self.address(host).await?;
         let enforce = policy.is_some_and(|p| p.mode == Mode::Enforce);
-        let tcp = tokio::time::timeout(Duration::from_secs(30), TcpStream::connect(addr))
-            .await
-            .map_err(|_| "connect timed out".to_string())?
-            .map_err(|e| e.to_string())?;
+        // Every address of the host in turn (IPv6 and IPv4 alike) before giving up on it.
+        let mut tcp = Err(format!("{host}: no address"));
+        for addr in self.addresses(host).await? {
+            tcp = match tokio::time::timeout(Duration::from_secs(30), TcpStream::connect(addr)).await {
+                Ok(Ok(t)) => Ok(t),
+                Ok(Err(e)) => Err(format!("{addr}: {e}")),
+                Err(_) => Err(format!("{addr}: connect timed out")),
+            };
+            if tcp.is_ok() {
+                break;
+            }
+        }
+        let tcp = tcp?;
         let mut c = Client::new(Box::new(tcp));
         c.expect(220).await?;
         let mut ext = c.ehlo(&self.cfg.hostname).await?;
@@ -447,6 +453,8 @@ impl Transport {
             pipelining: has("PIPELINING"),
             size: has("SIZE"),
             dsn: has("DSN"),
+            eight_bit: has("8BITMIME"),
+            smtputf8: has("SMTPUTF8"),
             client: c,
         })
     }
@@ -461,7 +469,20 @@ impl Transport {
         message: &[u8],
         dsn: &DsnParams,
     ) -> Result<Vec<Fate>, String> {
-        let size = if s.size { format!(" SIZE={}", message.len()) } else { String::new() };
+        // Internationalized mail needs a server that takes it (RFC 6531 §3.2): no
+        // downgrade exists, so it goes back to the sender.
+        let utf8 = needs_smtputf8(from, rcpts, message);
+        if utf8 && !s.smtputf8 {
+            let why = format!("550 5.6.7 {} does not accept internationalized mail (SMTPUTF8)", s.host);
+            return Ok(vec![Fate::Failed(why); rcpts.len()]);
+        }
+        let mut size = if s.size { format!(" SIZE={}", message.len()) } else { String::new() };
+        if s.eight_bit && message.iter().any(|&b| b >= 0x80) {
+            size.push_str(" BODY=8BITMIME");
+        }
+        if utf8 {
+            size.push_str(" SMTPUTF8");
+        }
         let passed_on = s.dsn;
         let (mail_params, rcpt_params) = if s.dsn { (dsn.mail.as_str(), dsn.rcpt.as_slice()) } else { ("", &[][..]) };
         let rcpt_param = |i: usize| rcpt_params.get(i).map_or("", String::as_str);
@@ -769,6 +790,8 @@ struct Session {
     size: bool,
     /// The server takes DSN parameters: success reports become its business.
     dsn: bool,
+    eight_bit: bool,
+    smtputf8: bool,
     client: Client,
 }
 
@@ -872,6 +895,12 @@ impl Client {
     }
 }
 
+/// True if the envelope or the header section is not ASCII (RFC 6531).
+fn needs_smtputf8(from: &str, rcpts: &[String], message: &[u8]) -> bool {
+    let end = message.windows(4).position(|w| w == b"\r\n\r\n").map_or(message.len(), |i| i + 2);
+    !from.is_ascii() || rcpts.iter().any(|r| !r.is_ascii()) || !message[..end].is_ascii()
+}
+
 /// The host part of "host:port".
 fn host_name(host: &str) -> &str {
     host.rsplit_once(':').map_or(host, |(h, _)| h)
@@ -939,6 +968,88 @@ impl rustls::client::danger::ServerCertVerifier for Opportunistic {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn internationalized_mail_is_recognised() {
+        let ascii = b"Subject: hi\r\n\r\nbody \xc3\xa9t\xc3\xa9\r\n";
+        assert!(!needs_smtputf8("a@example.org", &["b@example.net".into()], ascii));
+        assert!(needs_smtputf8("\u{e9}l\u{e8}ve@example.org", &["b@example.net".into()], ascii));
+        assert!(needs_smtputf8("a@example.org", &["b@\u{e9}cole.example".into()], ascii));
+        assert!(needs_smtputf8("a@example.org", &[], "Subject: \u{e9}t\u{e9}\r\n\r\nx".as_bytes()));
+    }
+
+    /// A server that says 250 to everything (354 to DATA) and records what it heard.
+    async fn recording_server() -> (String, Arc<std::sync::Mutex<Vec<String>>>) {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        let heard = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = Arc::clone(&heard);
+        tokio::spawn(async move {
+            let (sock, _) = l.accept().await.unwrap();
+            let mut r = BufReader::new(sock);
+            let mut in_data = false;
+            loop {
+                let mut line = String::new();
+                if r.read_line(&mut line).await.unwrap_or(0) == 0 {
+                    break;
+                }
+                let reply = if in_data {
+                    if line != ".\r\n" {
+                        continue;
+                    }
+                    in_data = false;
+                    "250 ok\r\n"
+                } else if line.starts_with("DATA") {
+                    in_data = true;
+                    "354 go on\r\n"
+                } else {
+                    "250 ok\r\n"
+                };
+                log.lock().unwrap().push(line.trim_end().to_string());
+                r.get_mut().write_all(reply.as_bytes()).await.unwrap();
+            }
+        });
+        (addr, heard)
+    }
+
+    async fn transport() -> (Transport, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(agora_store::sqlite::SqliteStore::open(dir.path()).unwrap());
+        let directory = Directory::new(Arc::clone(&store));
+        (Transport::new(TransportConfig::default(), store, directory).unwrap(), dir)
+    }
+
+    #[tokio::test]
+    async fn internationalized_and_8bit_mail_get_their_parameters_or_go_back() {
+        let (t, _dir) = transport().await;
+        let utf8 = "From: \u{e9}l\u{e8}ve@example.org\r\nSubject: caf\u{e9}\r\n\r\ncaf\u{e9}\r\n".as_bytes();
+        let sender = "\u{e9}l\u{e8}ve@example.org";
+        for capable in [false, true] {
+            let (addr, heard) = recording_server().await;
+            let tcp = TcpStream::connect(&addr).await.unwrap();
+            let mut s = Session {
+                host: addr.clone(),
+                pipelining: false,
+                size: true,
+                dsn: false,
+                eight_bit: capable,
+                smtputf8: capable,
+                client: Client::new(Box::new(tcp)),
+            };
+            let fates = t
+                .transaction(&mut s, sender, &["b@example.net".to_string()], utf8, &DsnParams::default())
+                .await
+                .unwrap();
+            let heard = heard.lock().unwrap().clone();
+            if capable {
+                assert_eq!(fates, vec![Fate::Delivered(false)]);
+                assert_eq!(heard[0], format!("MAIL FROM:<{sender}> SIZE={} BODY=8BITMIME SMTPUTF8", utf8.len()));
+            } else {
+                assert!(matches!(&fates[0], Fate::Failed(w) if w.starts_with("550 5.6.7")), "{fates:?}");
+                assert!(heard.is_empty(), "nothing may be sent: {heard:?}");
+            }
+        }
+    }
 
     #[test]
     fn relayed_messages_lose_the_return_path() {
