@@ -6,6 +6,11 @@ usage: imap_idle.py HOST PORT USERS SESSIONS PIDS...
   USERS:    users user1..userN@example.org share the sessions (password "pw")
   PIDS:     processes whose memory (PSS) is summed (the server, or every Dovecot process: pass
             "dovecot" to sum all processes whose name starts with dovecot/imap)
+
+With MAIL=COUNT and SMTP=host:port in the environment, COUNT messages then go to
+user1 over SMTP (smtp-source, 20 sessions) while everything idles: the delivery rate,
+the server's CPU time, and how long until every idle session of user1 saw the last
+EXISTS are reported.
 """
 import asyncio
 import os
@@ -39,7 +44,7 @@ def pss_kib(pids):
     return total
 
 
-async def session(host, port, ctx, user, ready, stop, errors):
+async def session(host, port, ctx, user, ready, stop, errors, exists):
     try:
         # IMAPS on ports ending in 993, plain IMAP otherwise.
         r, w = await asyncio.open_connection(host, port, ssl=(ctx if port % 1000 == 993 else None))
@@ -55,7 +60,19 @@ async def session(host, port, ctx, user, ready, stop, errors):
             if line.startswith((b"a NO", b"a BAD", b"b NO", b"b BAD", b"c BAD")):
                 raise ConnectionError(line.decode().strip())
         ready.append(1)
-        await stop.wait()
+        # Until told to stop, note the highest EXISTS this session was told of.
+        waiter = asyncio.create_task(stop.wait())
+        while not stop.is_set():
+            reader = asyncio.create_task(r.readline())
+            done, _ = await asyncio.wait({reader, waiter}, return_when=asyncio.FIRST_COMPLETED)
+            if reader not in done:
+                reader.cancel()
+                break
+            line = reader.result()
+            if not line:
+                raise ConnectionError("closed while idling")
+            if line.endswith(b" EXISTS\r\n"):
+                exists[id(r)] = (user, int(line.split()[1]))
         w.write(b"DONE\r\nd LOGOUT\r\n")
         await w.drain()
         w.close()
@@ -72,13 +89,13 @@ async def main():
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
     before = pss_kib(pids)
-    ready, errors = [], []
+    ready, errors, exists = [], [], {}
     stop = asyncio.Event()
     t0 = time.time()
     tasks = []
     for i in range(n):
         user = f"user{i % users + 1}@example.org"
-        tasks.append(asyncio.create_task(session(host, port, ctx, user, ready, stop, errors)))
+        tasks.append(asyncio.create_task(session(host, port, ctx, user, ready, stop, errors, exists)))
         if i % 200 == 199:
             # Let the handshakes of this batch progress before starting more.
             while len(ready) + len(errors) < i - 400:
@@ -93,8 +110,41 @@ async def main():
     print(f"setup time: {time.time() - t0:.1f} s")
     print(f"server memory (PSS): {before / 1024:.1f} MiB before, {after / 1024:.1f} MiB with the sessions")
     print(f"memory per idle session: {per:.1f} KiB")
+    if os.environ.get("MAIL"):
+        await mail_phase(int(os.environ["MAIL"]), os.environ["SMTP"], users, n, pids, exists)
     stop.set()
     await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def cpu_secs(pids):
+    total = 0
+    for p in pids:
+        try:
+            fields = open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except (OSError, IndexError, ValueError):
+            pass
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+async def mail_phase(count, smtp, users, n, pids, exists):
+    watchers = len(range(0, n, users))  # sessions of user1
+    cpu0, t0 = cpu_secs(pids), time.time()
+    proc = await asyncio.create_subprocess_exec(
+        "smtp-source", "-s", "20", "-l", "1024", "-m", str(count), "-f", "bench@example.org",
+        "-t", "user1@example.org", smtp)
+    await proc.wait()
+    sent = time.time() - t0
+
+    def caught_up():
+        return sum(1 for u, k in exists.values() if u == "user1@example.org" and k >= count)
+
+    while caught_up() < watchers and time.time() - t0 < sent + 60:
+        await asyncio.sleep(0.05)
+    seen = time.time() - t0
+    cpu = cpu_secs(pids) - cpu0
+    print(f"mail: {count} messages to user1 in {sent:.1f} s ({count / sent:.0f} msg/s), server CPU {cpu:.1f} s")
+    print(f"idle sessions of user1 that saw EXISTS {count}: {caught_up()} of {watchers}, after {seen:.1f} s")
 
 
 asyncio.run(main())

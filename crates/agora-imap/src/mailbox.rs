@@ -99,9 +99,9 @@ impl Session {
         } else {
             None
         };
-        // Stale notifications go; the listing below is newer than all of them, and it
-        // is taken after reading HIGHESTMODSEQ, so nothing later can be missed.
-        while self.bus.try_recv().is_ok() {}
+        // Watch this mailbox from now on: the listing below is taken after subscribing
+        // (and after reading HIGHESTMODSEQ), so nothing later can be missed.
+        self.bus = Some(self.store.subscribe_mailbox(mb.id));
         self.dirty = false;
         let msgs: Vec<Msg> = match self.store.message_list(mb.id).await {
             Ok(v) => v.into_iter().map(Msg::from).collect(),
@@ -223,12 +223,21 @@ impl Session {
 
     /// Reads what the change bus announced for the selected mailbox into the view.
     pub(crate) async fn catch_up(&mut self) -> Caught {
-        loop {
-            match self.bus.try_recv() {
-                Ok(c) => self.notice(Some(&c)),
-                Err(broadcast::error::TryRecvError::Lagged(_)) => self.notice(None),
-                Err(_) => break,
+        let (mut heard, mut lagged) = (Vec::new(), false);
+        if let Some(bus) = self.bus.as_mut() {
+            loop {
+                match bus.try_recv() {
+                    Ok(c) => heard.push(c),
+                    Err(broadcast::error::TryRecvError::Lagged(_)) => lagged = true,
+                    Err(_) => break,
+                }
             }
+        }
+        for c in &heard {
+            self.notice(Some(c));
+        }
+        if lagged {
+            self.notice(None);
         }
         let Some(sel) = self.selected.as_ref() else { return Caught::default() };
         if !std::mem::take(&mut self.dirty) {

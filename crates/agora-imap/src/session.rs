@@ -65,7 +65,8 @@ pub struct Session {
     throttle: Arc<Throttle>,
     account: Option<Account>,
     pub(crate) selected: Option<Selected>,
-    pub(crate) bus: broadcast::Receiver<Change>,
+    /// Changes of the selected mailbox (subscribed at SELECT).
+    pub(crate) bus: Option<broadcast::Receiver<Change>>,
     errors: u32,
     /// Enabled by ENABLE or by the first command that uses it (RFC 7162).
     pub(crate) condstore: bool,
@@ -225,7 +226,6 @@ impl Session {
         throttle: Arc<Throttle>,
         sessions: UserSessions,
     ) -> Session {
-        let bus = store.subscribe();
         Session {
             cfg,
             dir,
@@ -233,7 +233,7 @@ impl Session {
             throttle,
             account: None,
             selected: None,
-            bus,
+            bus: None,
             errors: 0,
             condstore: false,
             qresync: false,
@@ -945,7 +945,7 @@ impl Session {
             // when a change arrives loses nothing (cancellation-safe).
             let event = tokio::select! {
                 r = conn.read_line(MAX_LINE) => Some(r),
-                c = wait_change(&mut self.bus) => {
+                c = wait_change(self.bus.as_mut()) => {
                     self.notice(c.as_ref());
                     None
                 }
@@ -974,7 +974,8 @@ impl Session {
 }
 
 /// The next change published on the bus; `None` if some were missed (lagged).
-async fn wait_change(bus: &mut broadcast::Receiver<Change>) -> Option<Change> {
+async fn wait_change(bus: Option<&mut broadcast::Receiver<Change>>) -> Option<Change> {
+    let Some(bus) = bus else { return std::future::pending().await };
     match bus.recv().await {
         Ok(c) => Some(c),
         Err(broadcast::error::RecvError::Lagged(_)) => None,

@@ -6,7 +6,7 @@ use crate::{
     StoreError,
 };
 
-fn new_account(login: &str) -> NewAccount {
+pub(crate) fn new_account(login: &str) -> NewAccount {
     NewAccount {
         login: login.into(),
         display_name: "Test".into(),
@@ -216,7 +216,7 @@ async fn directory<S: Store>(s: &S) {
     s.remove_domain("gone.test").await.expect("remove empty domain");
 }
 
-async fn deliver_one<S: Store>(s: &S, account: i64, body: &[u8]) -> crate::Delivered {
+pub(crate) async fn deliver_one<S: Store>(s: &S, account: i64, body: &[u8]) -> crate::Delivered {
     let staged = s.stage(body.to_vec()).await.expect("stage");
     let d = Delivery {
         body: staged,

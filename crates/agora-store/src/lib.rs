@@ -130,6 +130,13 @@ pub trait Store: Send + Sync + 'static {
 
     // ---- life cycle ----
     fn subscribe(&self) -> broadcast::Receiver<Change>;
+    /// Only the changes of one mailbox: a session watching its selected mailbox is not
+    /// woken by everybody else's mail. The receiver may lag (small buffer); a lagged
+    /// receiver must read the store to catch up.
+    fn subscribe_mailbox(&self, mailbox: MailboxId) -> broadcast::Receiver<Change> {
+        let _ = mailbox;
+        self.subscribe()
+    }
     /// Changes whenever any process commits a directory change to this store; cheap to
     /// read, so directory caches can check it on every lookup.
     fn directory_version(&self) -> u64;

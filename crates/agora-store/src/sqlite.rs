@@ -1,6 +1,7 @@
 //! The embedded backend: SQLite in WAL mode with one writer thread that group-commits
 //! the writes of many sessions under one fsync, and a small pool of reader connections.
 
+use std::collections::HashMap;
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, mpsc};
@@ -225,6 +226,9 @@ pub struct SqliteStore {
     readers: Mutex<Vec<Connection>>,
     blobs: Arc<BlobFiles>,
     bus: broadcast::Sender<Change>,
+    /// Per-mailbox buses, made when a session first watches the mailbox and dropped
+    /// when nobody listens any more.
+    mailbox_buses: Arc<Mutex<HashMap<MailboxId, broadcast::Sender<Change>>>>,
     /// `directory.version`: 16 hex digits rewritten in place on every directory change.
     stamp: std::fs::File,
 }
@@ -268,7 +272,8 @@ impl SqliteStore {
         }
         let (bus, _) = broadcast::channel(4096);
         let (tx, rx) = mpsc::channel::<Job>();
-        let bus2 = bus.clone();
+        let buses = Buses { all: bus.clone(), mailboxes: Arc::new(Mutex::new(HashMap::new())) };
+        let bus2 = buses.clone();
         let stamp = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -287,6 +292,7 @@ impl SqliteStore {
             readers: Mutex::new(readers),
             blobs,
             bus,
+            mailbox_buses: buses.mailboxes,
             stamp,
         }))
     }
@@ -524,7 +530,36 @@ fn checkpoint_loop(conn: Connection, stop: mpsc::Receiver<()>) {
     }
 }
 
-fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>, bus: broadcast::Sender<Change>, stamp: &std::fs::File) {
+/// Where the writer publishes committed changes.
+#[derive(Clone)]
+struct Buses {
+    all: broadcast::Sender<Change>,
+    mailboxes: Arc<Mutex<HashMap<MailboxId, broadcast::Sender<Change>>>>,
+}
+
+impl Buses {
+    fn publish(&self, changes: Vec<Change>) {
+        if changes.is_empty() {
+            return;
+        }
+        {
+            let mut per = self.mailboxes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            for change in &changes {
+                if let Some(mb) = change.mailbox()
+                    && let Some(tx) = per.get(&mb)
+                    && tx.send(change.clone()).is_err()
+                {
+                    per.remove(&mb);
+                }
+            }
+        }
+        for change in changes {
+            let _ = self.all.send(change);
+        }
+    }
+}
+
+fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>, bus: Buses, stamp: &std::fs::File) {
     while let Ok(first) = rx.recv() {
         let mut jobs = vec![first];
         while jobs.len() < MAX_BATCH {
@@ -569,9 +604,7 @@ fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>, bus: broadcast::Sender
         if directory_changed {
             bump_stamp(stamp);
         }
-        for change in changes {
-            let _ = bus.send(change);
-        }
+        bus.publish(changes);
         for reply in replies {
             reply();
         }
@@ -1818,6 +1851,14 @@ impl Store for Arc<SqliteStore> {
         self.bus.subscribe()
     }
 
+    fn subscribe_mailbox(&self, mailbox: MailboxId) -> broadcast::Receiver<Change> {
+        // A few slots per mailbox: 10,000 idle sessions must stay small, and a lagged
+        // receiver simply reads the store.
+        const SLOTS: usize = 16;
+        let mut per = self.mailbox_buses.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        per.entry(mailbox).or_insert_with(|| broadcast::channel(SLOTS).0).subscribe()
+    }
+
     fn directory_version(&self) -> u64 {
         use std::os::unix::fs::FileExt;
         let mut buf = [0u8; 16];
@@ -1853,6 +1894,26 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(dir.path()).unwrap();
         crate::conformance::run_all(&store).await;
+        store.close();
+    }
+
+    #[tokio::test]
+    async fn a_mailbox_bus_hears_only_its_mailbox() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        store.add_domain("example.org").await.unwrap();
+        let a = store.create_account(crate::conformance::new_account("alice@example.org")).await.unwrap();
+        let inbox = store.mailbox(a.id, "INBOX").await.unwrap().unwrap();
+        let mut bus = store.subscribe_mailbox(inbox.id);
+        store.create_mailbox(a.id, "Other", None).await.unwrap();
+        let d = crate::conformance::deliver_one(&store, a.id, b"Subject: x\r\n\r\nx\r\n").await;
+        let heard = bus.recv().await.unwrap();
+        assert!(matches!(heard, Change::Appended { mailbox, uid, .. } if mailbox == inbox.id && uid == d.uid));
+        assert!(bus.try_recv().is_err(), "Other's creation is not INBOX's business");
+        // Nobody listens any more: the next change drops the mailbox's bus.
+        drop(bus);
+        crate::conformance::deliver_one(&store, a.id, b"Subject: y\r\n\r\ny\r\n").await;
+        assert!(store.mailbox_buses.lock().unwrap().is_empty());
         store.close();
     }
 

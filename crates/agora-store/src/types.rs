@@ -410,6 +410,17 @@ impl Change {
             Change::DirectoryChanged => None,
         }
     }
+
+    pub fn mailbox(&self) -> Option<MailboxId> {
+        match self {
+            Change::Appended { mailbox, .. }
+            | Change::FlagsChanged { mailbox, .. }
+            | Change::Expunged { mailbox, .. }
+            | Change::MailboxCreated { mailbox, .. }
+            | Change::MailboxDeleted { mailbox, .. } => Some(*mailbox),
+            Change::DirectoryChanged => None,
+        }
+    }
 }
 
 /// Seconds since the Unix epoch, now.
