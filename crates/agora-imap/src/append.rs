@@ -40,6 +40,10 @@ fn percent_decode(s: &str) -> Option<String> {
 /// Parses `imap://host/mbox;UIDVALIDITY=n/;UID=n/;SECTION=s/;PARTIAL=a.b` or the same
 /// from `/mbox...` on. URLAUTH-authorized URLs are not accepted here.
 fn parse_url(url: &str) -> Option<UrlRef> {
+    // RFC 5092 URLs are ASCII; anything else is no URL (and never sliced mid-character).
+    if !url.is_ascii() {
+        return None;
+    }
     let path =
         if url.len() > 7 && url[..7].eq_ignore_ascii_case("imap://") { &url[7 + url[7..].find('/')?..] } else { url };
     let path = path.strip_prefix('/')?;
@@ -168,7 +172,7 @@ impl Session {
                 Ok(d) => d,
                 Err(why) => {
                     let line = match why {
-                        Refused::BadUrl(u) => format!("{tag} NO [BADURL {u}] Cannot use this URL\r\n"),
+                        Refused::BadUrl(u) => format!("{tag} NO [BADURL {}] Cannot use this URL\r\n", printable(&u)),
                         Refused::Nul => format!("{tag} NO Message contains NUL; send it as literal8 (BINARY)\r\n"),
                         Refused::TooBig => format!("{tag} NO [TOOBIG] Message larger than APPENDLIMIT\r\n"),
                         Refused::Empty => format!("{tag} NO Empty message\r\n"),
@@ -225,9 +229,24 @@ impl Session {
     }
 }
 
+/// A client's URL echoed in a response code: printable ASCII only, no `]`, so it can
+/// neither end the code early nor start a new response line.
+fn printable(url: &str) -> String {
+    url.chars().take(256).map(|c| if c.is_ascii_graphic() && c != ']' { c } else { '?' }).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn urls_with_8bit_bytes_are_refused_not_a_panic() {
+        // Byte 7 inside a character: once sliced with url[..7], killing the session.
+        assert!(parse_url("imap:/\u{e9}").is_none());
+        assert!(parse_url("/INBOX\u{fffd}/;UID=1").is_none());
+        assert!(parse_url("/INBOX/;UID=1").is_some());
+        assert_eq!(printable("/a]b\r\n* BYE"), "/a?b??*?BYE");
+    }
     use crate::command::SectionText;
 
     #[test]

@@ -444,6 +444,26 @@ impl DataDecoder {
 }
 
 /// RFC 5322 date-time in UTC for `secs` since the epoch.
+/// One line of a server's reply (`250-text` or `250 text`): its code, whether more lines
+/// follow, and the text. Works on bytes: a peer's 8-bit text is taken lossily, never
+/// sliced inside a character.
+pub fn parse_reply_line(line: &[u8]) -> Result<(u16, bool, String), String> {
+    let bad = || format!("bad reply: {}", String::from_utf8_lossy(line).trim_end());
+    let code = line.get(..3).filter(|d| d.iter().all(u8::is_ascii_digit)).ok_or_else(bad)?;
+    let code = code.iter().fold(0u16, |n, d| n * 10 + u16::from(d - b'0'));
+    if !(200..600).contains(&code) {
+        return Err(bad());
+    }
+    let (more, text) = match line.get(3) {
+        Some(b'-') => (true, &line[4..]),
+        Some(b' ') => (false, &line[4..]),
+        Some(b'\r' | b'\n') | None => (false, &line[3..3]),
+        Some(_) => return Err(bad()),
+    };
+    let text = String::from_utf8_lossy(text);
+    Ok((code, more, text.trim_end_matches(['\r', '\n']).trim_end().to_string()))
+}
+
 pub fn rfc5322_date(secs: i64) -> String {
     use agora_store::time;
     let (year, month, d, h, m, s) = time::split(secs);
@@ -455,6 +475,21 @@ pub fn rfc5322_date(secs: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reply_lines_with_8bit_text_never_panic() {
+        assert_eq!(parse_reply_line(b"250-mx.example\r\n").unwrap(), (250, true, "mx.example".into()));
+        assert_eq!(parse_reply_line(b"250 ok\r\n").unwrap(), (250, false, "ok".into()));
+        assert_eq!(parse_reply_line(b"354\r\n").unwrap(), (354, false, String::new()));
+        // A character across byte 3 or 4 of the line: once a panic in the delivery lane.
+        assert!(parse_reply_line("25\u{e9} ok\r\n".as_bytes()).is_err());
+        assert!(parse_reply_line("250\u{a0}OK\r\n".as_bytes()).is_err());
+        assert_eq!(parse_reply_line("250 \u{20ac} fine\r\n".as_bytes()).unwrap().2, "\u{20ac} fine");
+        assert_eq!(parse_reply_line(b"250 caf\xe9\r\n").unwrap().2, "caf\u{fffd}");
+        for bad in [&b""[..], b"2", b"25", b"abc ok", b"999 x", b"250x"] {
+            assert!(parse_reply_line(bad).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn parses_mail_with_params() {

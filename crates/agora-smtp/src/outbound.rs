@@ -12,7 +12,7 @@ use std::time::Duration;
 use agora_directory::{Directory, Recipient};
 use agora_store::{Delivery, DeliveryTarget, Envelope, Flags, QueueOutcome, Queued, Store, now};
 use mail_auth::hickory_resolver::TokioResolver;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
@@ -23,6 +23,8 @@ use crate::mtasts::{self, Mode, MtaSts, Policy};
 const BATCH: usize = 500;
 /// Transactions under way at once (Postfix's default destination concurrency is 20).
 const CONCURRENCY: usize = 20;
+/// Longest reply line taken from a server (RFC 5321 allows 512; some say more).
+const MAX_REPLY_LINE: usize = 8192;
 
 #[derive(Debug, Clone)]
 pub struct TransportConfig {
@@ -827,17 +829,22 @@ impl Client {
     async fn reply_lines(&mut self) -> Result<(u16, Vec<String>), String> {
         let mut lines: Vec<String> = Vec::new();
         loop {
-            let mut line = String::new();
-            let n = tokio::time::timeout(Duration::from_secs(300), self.r.read_line(&mut line))
+            let mut line = Vec::new();
+            // Bounded: a server that never ends its line cannot make us buffer forever.
+            let mut limited = (&mut self.r).take(MAX_REPLY_LINE as u64);
+            let n = tokio::time::timeout(Duration::from_secs(300), limited.read_until(b'\n', &mut line))
                 .await
                 .map_err(|_| "server timed out".to_string())?
                 .map_err(|e| e.to_string())?;
-            if n == 0 || line.len() < 4 {
+            if n == 0 {
                 return Err("connection closed".into());
             }
-            let code: u16 = line[..3].parse().map_err(|_| format!("bad reply: {}", line.trim()))?;
-            lines.push(line[4..].trim_end().to_string());
-            if line.as_bytes()[3] != b'-' {
+            if !line.ends_with(b"\n") && line.len() >= MAX_REPLY_LINE {
+                return Err("reply line too long".into());
+            }
+            let (code, more, text) = crate::codec::parse_reply_line(&line)?;
+            lines.push(text);
+            if !more {
                 return Ok((code, lines));
             }
             if lines.len() > 1000 {

@@ -883,9 +883,9 @@ fn header_addresses(message: &[u8], name: &str) -> Vec<String> {
             }
             continue;
         }
-        inside = line.len() > name.len()
-            && line[..name.len()].eq_ignore_ascii_case(name)
-            && line[name.len()..].starts_with(':');
+        // `get`: a header name with 8-bit bytes must not be sliced inside a character.
+        inside =
+            line.get(..name.len()).is_some_and(|h| h.eq_ignore_ascii_case(name)) && line[name.len()..].starts_with(':');
         if inside {
             value.push_str(&line[name.len() + 1..]);
             value.push(',');

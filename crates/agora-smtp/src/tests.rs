@@ -428,6 +428,13 @@ async fn submission_requires_auth_and_owned_senders() {
     let r = c.cmd("From: Alice <alice@example.org>\r\nSubject: x\r\n\r\nhi\r\n.").await;
     assert!(r.starts_with("250"), "{r}");
     assert_eq!(f.inbox_count("bob@example.org").await, 1, "local copy delivered");
+    // A header name with a character across byte 4: once a panic that killed the session.
+    assert!(c.cmd("MAIL FROM:<alice@example.org>").await.starts_with("250"));
+    assert!(c.cmd("RCPT TO:<bob@example.org>").await.starts_with("250"));
+    assert!(c.cmd("DATA").await.starts_with("354"));
+    let r = c.cmd("Sub\u{e9}ject: x\r\nFrom: alice@example.org\r\n\r\nhi\r\n.").await;
+    assert!(r.starts_with("250"), "{r}");
+    assert_eq!(f.inbox_count("bob@example.org").await, 2);
     let q = f.store.queued().await.unwrap();
     assert_eq!(q.len(), 1);
     assert_eq!((q[0].recipient.as_str(), q[0].mail_from.as_str()), ("friend@remote.test", "alice@example.org"));
