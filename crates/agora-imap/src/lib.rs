@@ -13,6 +13,7 @@ pub mod mutf7;
 pub mod response;
 pub mod search;
 pub mod selected;
+pub mod service;
 pub mod session;
 pub mod sort;
 pub mod thread;

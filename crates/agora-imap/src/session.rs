@@ -27,11 +27,22 @@ pub struct ImapConfig {
     pub max_literal: usize,
     pub max_errors: u32,
     pub max_sessions_per_user: usize,
+    /// The longest one IDLE may last.
+    pub idle_timeout: std::time::Duration,
+    /// How often an idling client hears `* OK Still here`.
+    pub idle_keepalive: std::time::Duration,
 }
 
 impl Default for ImapConfig {
     fn default() -> Self {
-        ImapConfig { allow_plaintext: false, max_literal: 50 * 1024 * 1024, max_errors: 20, max_sessions_per_user: 100 }
+        ImapConfig {
+            allow_plaintext: false,
+            max_literal: 50 * 1024 * 1024,
+            max_errors: 20,
+            max_sessions_per_user: 100,
+            idle_timeout: std::time::Duration::from_secs(7200),
+            idle_keepalive: std::time::Duration::from_secs(120),
+        }
     }
 }
 
@@ -931,9 +942,21 @@ impl Session {
     }
 
     async fn idle(&mut self, conn: &mut Conn, tag: &str) -> Flow {
+        conn.set_wait(Some(self.cfg.idle_timeout));
+        let flow = self.idling(conn, tag).await;
+        conn.set_wait(None);
+        flow
+    }
+
+    async fn idling(&mut self, conn: &mut Conn, tag: &str) -> Flow {
         if conn.send(b"+ idling\r\n").await.is_err() {
             return Flow::Close;
         }
+        // The IDLE's own limit, apart from the session's: a client waiting for mail
+        // sends nothing, and the keepalives below would otherwise restart every timer.
+        let deadline = tokio::time::Instant::now() + self.cfg.idle_timeout;
+        let mut keepalive = tokio::time::interval(self.cfg.idle_keepalive);
+        keepalive.reset();
         loop {
             if self.selected.is_some() {
                 self.sync(conn, true).await;
@@ -949,6 +972,13 @@ impl Session {
                     self.notice(c.as_ref());
                     None
                 }
+                _ = keepalive.tick() => {
+                    if conn.send(b"* OK Still here\r\n").await.is_err() {
+                        return Flow::Close;
+                    }
+                    None
+                }
+                _ = tokio::time::sleep_until(deadline) => Some(Read::Timeout),
             };
             match event {
                 None => continue,

@@ -52,6 +52,8 @@ pub struct Conn {
     tls_config: Option<Arc<rustls::ServerConfig>>,
     authenticated: bool,
     timeouts: Timeouts,
+    /// Replaces the session's read timeout while set (a command that waits, like IDLE).
+    wait: Option<Duration>,
     shutdown: CancellationToken,
     /// Whether a pending read should stop for shutdown (false while a message is in transfer).
     interruptible: bool,
@@ -86,6 +88,7 @@ impl Conn {
             tls,
             tls_config,
             authenticated: false,
+            wait: None,
             timeouts,
             shutdown,
             interruptible: true,
@@ -125,7 +128,17 @@ impl Conn {
     }
 
     fn timeout(&self) -> Duration {
-        if self.authenticated { self.timeouts.idle } else { self.timeouts.preauth }
+        match self.wait {
+            Some(w) => w,
+            None if self.authenticated => self.timeouts.idle,
+            None => self.timeouts.preauth,
+        }
+    }
+
+    /// While `Some`, reads wait this long for the client instead of the session's
+    /// timeout (IMAP IDLE may outlast it); `None` returns to the session's.
+    pub fn set_wait(&mut self, wait: Option<Duration>) {
+        self.wait = wait;
     }
 
     /// Reads more input. Cancellation-safe: `read_buf` either appended bytes or did

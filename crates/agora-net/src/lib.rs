@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -51,20 +51,21 @@ pub struct ListenerSpec {
     pub tls: TlsMode,
     /// Expect a PROXY protocol v1/v2 header from a trusted front proxy first.
     pub proxy_protocol: bool,
+    /// The service's session timeouts (each protocol has its own).
+    pub timeouts: Timeouts,
 }
 
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     pub max_connections: usize,
     pub max_per_ip: usize,
-    pub timeouts: Timeouts,
     /// How long shutdown waits for sessions to finish.
     pub drain: Duration,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_connections: 1000, max_per_ip: 50, timeouts: Timeouts::default(), drain: Duration::from_secs(10) }
+        Limits { max_connections: 1000, max_per_ip: 50, drain: Duration::from_secs(10) }
     }
 }
 
@@ -84,6 +85,13 @@ pub struct BindError {
     pub addr: SocketAddr,
     pub cause: std::io::Error,
     pub hint: String,
+}
+
+impl BindError {
+    /// The machine has no such address family (IPv6 switched off).
+    pub fn family_unsupported(&self) -> bool {
+        matches!(self.cause.raw_os_error(), Some(97 /* EAFNOSUPPORT */ | 99 /* EADDRNOTAVAIL */))
+    }
 }
 
 /// Binds a listener now, so that every port is known good before any service starts.
@@ -106,10 +114,18 @@ pub fn bind(spec: &ListenerSpec) -> Result<TcpListener, BindError> {
         };
         BindError { service: spec.service.clone(), addr: spec.addr, cause: source, hint }
     };
-    let socket = if spec.addr.is_ipv4() { TcpSocket::new_v4() } else { TcpSocket::new_v6() }.map_err(err)?;
-    socket.set_reuseaddr(true).map_err(err)?;
-    socket.bind(spec.addr).map_err(err)?;
-    socket.listen(1024).map_err(err)
+    use socket2::{Domain, Protocol, Socket, Type};
+    let domain = if spec.addr.is_ipv4() { Domain::IPV4 } else { Domain::IPV6 };
+    let socket = Socket::new(domain, Type::STREAM, Some(Protocol::TCP)).map_err(err)?;
+    socket.set_reuse_address(true).map_err(err)?;
+    if spec.addr.is_ipv6() {
+        // IPv6 only: IPv4 has its own socket, so peers never show as ::ffff:a.b.c.d.
+        socket.set_only_v6(true).map_err(err)?;
+    }
+    socket.set_nonblocking(true).map_err(err)?;
+    socket.bind(&spec.addr.into()).map_err(err)?;
+    socket.listen(1024).map_err(err)?;
+    TcpListener::from_std(std::net::TcpListener::from(socket)).map_err(err)
 }
 
 /// Shared state of all listeners: limits, TLS, and the shutdown machinery.
@@ -238,15 +254,15 @@ impl Server {
     }
 
     async fn handle(&self, sock: TcpStream, tcp_peer: SocketAddr, spec: &ListenerSpec, service: Arc<dyn Service>) {
-        let local = sock.local_addr().unwrap_or(spec.addr);
-        let mut peer = tcp_peer;
+        let local = canonical(sock.local_addr().unwrap_or(spec.addr));
+        let mut peer = canonical(tcp_peer);
         let mut leftover = Vec::new();
         let mut sock = sock;
         if spec.proxy_protocol {
-            match read_proxy_header(&mut sock, self.limits.timeouts.preauth).await {
+            match read_proxy_header(&mut sock, spec.timeouts.preauth).await {
                 Ok((src, rest)) => {
                     if let Some(src) = src {
-                        peer = src;
+                        peer = canonical(src);
                     }
                     leftover = rest;
                 }
@@ -280,16 +296,10 @@ impl Server {
                     return;
                 };
                 let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
-                match tokio::time::timeout(self.limits.timeouts.preauth, acceptor.accept(sock)).await {
-                    Ok(Ok(s)) => Conn::new(
-                        Box::new(s),
-                        peer,
-                        local,
-                        true,
-                        tls_config,
-                        self.limits.timeouts,
-                        self.shutdown.clone(),
-                    ),
+                match tokio::time::timeout(spec.timeouts.preauth, acceptor.accept(sock)).await {
+                    Ok(Ok(s)) => {
+                        Conn::new(Box::new(s), peer, local, true, tls_config, spec.timeouts, self.shutdown.clone())
+                    }
                     Ok(Err(e)) => {
                         tracing::debug!("{}: {peer}: TLS handshake failed: {e}", spec.service);
                         return;
@@ -297,7 +307,7 @@ impl Server {
                     Err(_) => return,
                 }
             }
-            _ => Conn::new(Box::new(sock), peer, local, false, tls_config, self.limits.timeouts, self.shutdown.clone()),
+            _ => Conn::new(Box::new(sock), peer, local, false, tls_config, spec.timeouts, self.shutdown.clone()),
         };
         if !leftover.is_empty() {
             conn.prepend_input(&leftover);
@@ -312,6 +322,12 @@ impl Server {
         self.tracker.close();
         tokio::time::timeout(self.limits.drain, self.tracker.wait()).await.is_ok()
     }
+}
+
+/// IPv4 peers as IPv4 even when they arrive mapped into IPv6 (`::ffff:192.0.2.1`):
+/// per-IP limits, trusted networks, SPF and logs all expect the plain address.
+fn canonical(a: SocketAddr) -> SocketAddr {
+    SocketAddr::new(a.ip().to_canonical(), a.port())
 }
 
 async fn read_proxy_header(sock: &mut TcpStream, timeout: Duration) -> Result<(Option<SocketAddr>, Vec<u8>), String> {
@@ -377,6 +393,7 @@ mod tests {
             addr: "127.0.0.1:0".parse().unwrap(),
             tls: TlsMode::None,
             proxy_protocol: false,
+            timeouts: Timeouts::default(),
         };
         let l = bind(&spec).unwrap();
         let addr = l.local_addr().unwrap();
@@ -393,6 +410,7 @@ mod tests {
             addr: "127.0.0.1:0".parse().unwrap(),
             tls: TlsMode::None,
             proxy_protocol: true,
+            timeouts: Timeouts::default(),
         };
         let l2 = bind(&spec2).unwrap();
         let addr2 = l2.local_addr().unwrap();
@@ -415,6 +433,7 @@ mod tests {
             addr: "127.0.0.1:0".parse().unwrap(),
             tls: TlsMode::None,
             proxy_protocol: false,
+            timeouts: Timeouts::default(),
         };
         let l = bind(&spec).unwrap();
         let taken = ListenerSpec { addr: l.local_addr().unwrap(), ..spec };

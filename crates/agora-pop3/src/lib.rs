@@ -1,6 +1,7 @@
 //! POP3 for Agora: the pure command codec and the session over the information store.
 
 pub mod codec;
+pub mod service;
 pub mod session;
 
 use std::sync::Arc;

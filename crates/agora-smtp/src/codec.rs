@@ -464,13 +464,7 @@ pub fn parse_reply_line(line: &[u8]) -> Result<(u16, bool, String), String> {
     Ok((code, more, text.trim_end_matches(['\r', '\n']).trim_end().to_string()))
 }
 
-pub fn rfc5322_date(secs: i64) -> String {
-    use agora_store::time;
-    let (year, month, d, h, m, s) = time::split(secs);
-    let weekday = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"][secs.div_euclid(86_400).rem_euclid(7) as usize];
-    let mon = time::MONTHS[(month - 1) as usize];
-    format!("{weekday}, {d} {mon} {year} {h:02}:{m:02}:{s:02} +0000")
-}
+pub use agora_store::time::rfc5322_date;
 
 #[cfg(test)]
 mod tests {

@@ -1,19 +1,17 @@
-//! SMTP for Agora: the pure command codec and the inbound ESMTP session that delivers
-//! into the information store.
+//! SMTP for Agora: the pure command codec, the ESMTP session (inbound and submission)
+//! that hands mail to the mail core, and the outbound transport that speaks SMTP to
+//! other servers.
 
-pub mod auth;
 pub mod codec;
-pub mod mtasts;
 pub mod outbound;
+pub mod service;
 pub mod session;
-pub mod tracking;
 
 use std::sync::Arc;
 
-use agora_directory::Directory;
 use agora_directory::throttle::Throttle;
+use agora_mail::Mail;
 use agora_net::{Conn, Service};
-use agora_store::Store;
 use async_trait::async_trait;
 
 pub use session::{MessageMemory, Session, SmtpConfig};
@@ -22,21 +20,14 @@ pub use session::{MessageMemory, Session, SmtpConfig};
 pub struct SmtpService {
     memory: MessageMemory,
     cfg: Arc<SmtpConfig>,
-    dir: Directory,
-    store: Arc<dyn Store>,
+    mail: Arc<Mail>,
     throttle: Arc<Throttle>,
 }
 
 impl SmtpService {
     /// `memory` bounds the message data all sessions hold at once.
-    pub fn new(
-        cfg: SmtpConfig,
-        dir: Directory,
-        store: Arc<dyn Store>,
-        memory: MessageMemory,
-        throttle: Arc<Throttle>,
-    ) -> SmtpService {
-        SmtpService { memory, cfg: Arc::new(cfg), dir, store, throttle }
+    pub fn new(cfg: SmtpConfig, mail: Arc<Mail>, memory: MessageMemory, throttle: Arc<Throttle>) -> SmtpService {
+        SmtpService { memory, cfg: Arc::new(cfg), mail, throttle }
     }
 }
 
@@ -47,15 +38,9 @@ impl Service for SmtpService {
     }
 
     async fn serve(&self, conn: Conn) {
-        Session::new(
-            Arc::clone(&self.cfg),
-            self.dir.clone(),
-            Arc::clone(&self.store),
-            self.memory.clone(),
-            Arc::clone(&self.throttle),
-        )
-        .run(conn)
-        .await;
+        Session::new(Arc::clone(&self.cfg), Arc::clone(&self.mail), self.memory.clone(), Arc::clone(&self.throttle))
+            .run(conn)
+            .await;
     }
 }
 

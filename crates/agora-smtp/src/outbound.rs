@@ -9,15 +9,17 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use agora_directory::{Directory, Recipient};
-use agora_store::{Delivery, DeliveryTarget, Envelope, Flags, QueueOutcome, Queued, Store, now};
+use agora_directory::Directory;
+use agora_mail::Mail;
+use agora_store::{Envelope, QueueOutcome, Queued, Store, now};
 use mail_auth::hickory_resolver::TokioResolver;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
-use crate::codec::rfc5322_date;
-use crate::mtasts::{self, Mode, MtaSts, Policy};
+use agora_mail::dsn::{Dsn, Report, send_report};
+use agora_mail::mtasts::{self, Mode, MtaSts, Policy};
+use agora_mail::tracking::{Event, Tracker, message_id};
 
 /// Queue entries taken per pass.
 const BATCH: usize = 500;
@@ -49,9 +51,6 @@ pub struct TransportConfig {
     pub delay_warning: Duration,
     /// How often the queue is looked at (new mail also wakes it, through `wake`).
     pub poll: Duration,
-    pub tracker: Option<Arc<crate::tracking::Tracker>>,
-    /// Rung by SMTP sessions when they queue mail for remote recipients.
-    pub wake: Arc<tokio::sync::Notify>,
     /// Apply recipient domains' MTA-STS policies (RFC 8461) to MX delivery.
     pub mta_sts: bool,
     /// Where MTA-STS policies are cached across restarts.
@@ -76,8 +75,6 @@ impl Default for TransportConfig {
             max_lifetime: Duration::from_secs(5 * 86_400),
             delay_warning: Duration::from_secs(4 * 3600),
             poll: Duration::from_secs(5),
-            tracker: None,
-            wake: Arc::new(tokio::sync::Notify::new()),
             mta_sts: true,
             mta_sts_cache: None,
             mta_sts_port: 443,
@@ -101,6 +98,9 @@ pub struct Transport {
     cfg: TransportConfig,
     store: Arc<dyn Store>,
     dir: Directory,
+    tracker: Option<Arc<Tracker>>,
+    /// Rung by the mail core when it queued mail for remote recipients.
+    wake: Arc<tokio::sync::Notify>,
     resolver: Option<TokioResolver>,
     /// Checks certificates where a policy asks for it (MTA-STS).
     verifier: Option<Arc<rustls::client::WebPkiServerVerifier>>,
@@ -109,8 +109,10 @@ pub struct Transport {
 
 impl Transport {
     /// Err if the configured CA certificates cannot be read.
-    pub fn new(cfg: TransportConfig, store: Arc<dyn Store>, dir: Directory) -> Result<Transport, String> {
-        let resolver = crate::auth::resolver(&cfg.nameservers);
+    pub fn new(cfg: TransportConfig, mail: &Mail) -> Result<Transport, String> {
+        let (store, dir) = (Arc::clone(mail.store()), mail.directory().clone());
+        let (tracker, wake) = (mail.tracker().cloned(), Arc::clone(mail.wake()));
+        let resolver = agora_mail::auth::resolver(&cfg.nameservers);
         let verifier = mtasts::verifier(cfg.ca_pem.as_deref())?;
         let sts = if cfg.mta_sts {
             let tls = mtasts::client_config(verifier.clone())?;
@@ -118,7 +120,7 @@ impl Transport {
         } else {
             None
         };
-        Ok(Transport { cfg, store, dir, resolver, verifier: Some(verifier), sts })
+        Ok(Transport { cfg, store, dir, tracker, wake, resolver, verifier: Some(verifier), sts })
     }
 
     /// Runs until shutdown: every poll, deliver what is due.
@@ -138,7 +140,7 @@ impl Transport {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = tokio::time::sleep(self.cfg.poll) => {}
-                _ = self.cfg.wake.notified() => {}
+                _ = self.wake.notified() => {}
             }
         }
     }
@@ -270,12 +272,12 @@ impl Transport {
 
     /// Records a queue entry's fate in the tracking log.
     async fn track(&self, e: &Queued, event: &str, reply: &str, message: &[u8]) {
-        let Some(t) = &self.cfg.tracker else { return };
+        let Some(t) = &self.tracker else { return };
         let id = match e.delivery {
             Some(d) => self.store.delivery_envelope(d).await.ok().flatten().map(|env| env.queue_id).unwrap_or_default(),
             None => String::new(),
         };
-        t.log(crate::tracking::Event {
+        t.log(Event {
             time: now(),
             event: event.into(),
             id,
@@ -284,7 +286,7 @@ impl Transport {
             size: message.len() as u64,
             remote: e.recipient.rsplit_once('@').map(|(_, d)| d.to_string()).unwrap_or_default(),
             reply: reply.into(),
-            message_id: crate::tracking::message_id(message),
+            message_id: message_id(message),
         });
     }
 
@@ -583,152 +585,6 @@ impl Transport {
     }
 }
 
-/// Delivers a report to `sender`: into its mailboxes if it is ours, else into the queue,
-/// always from the null sender so that nobody answers a report.
-pub(crate) async fn send_report(
-    store: &dyn Store,
-    dir: &Directory,
-    sender: &str,
-    report: Vec<u8>,
-) -> Result<(), agora_store::StoreError> {
-    let (targets, relay) = match dir.resolve(sender).await {
-        Ok(Recipient::Local(res)) => (
-            res.accounts.iter().map(|a| DeliveryTarget { account: a.id, mailbox: "INBOX".into() }).collect(),
-            res.external,
-        ),
-        Ok(Recipient::Remote) => (Vec::new(), vec![sender.to_string()]),
-        _ => return Ok(()),
-    };
-    let body = store.stage(report).await?;
-    store
-        .deliver(Delivery {
-            body,
-            internal_date: now(),
-            envelope: Some(Envelope { mail_from: String::new(), ..Envelope::default() }),
-            flags: Flags::default(),
-            keywords: Vec::new(),
-            targets,
-            relay,
-            enforce_quota: false,
-        })
-        .await
-        .map(|_| ())
-}
-
-/// What a DSN reports about its recipient.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Report<'a> {
-    /// Status code and the reason.
-    Failed(&'a str, &'a str),
-    Delayed(&'a str),
-    /// Handed to the next server (which may not pass DSNs on).
-    Relayed,
-    /// Put into the recipient's mailbox here.
-    Delivered,
-}
-
-pub(crate) struct Dsn<'a> {
-    pub hostname: &'a str,
-    pub sender: &'a str,
-    pub recipient: &'a str,
-    pub orcpt: Option<&'a str>,
-    pub envid: Option<&'a str>,
-    /// RET=FULL: the whole message goes back, else its header.
-    pub full: bool,
-    pub report: Report<'a>,
-}
-
-impl Dsn<'_> {
-    /// The report: a human part, the machine-readable status (message/delivery-status)
-    /// and the original message or its header.
-    pub(crate) fn message(&self, original: &[u8]) -> Vec<u8> {
-        let hostname = self.hostname;
-        let boundary = format!("{}/{hostname}", crate::session::queue_id());
-        let date = rfc5322_date(now());
-        let (action, status, why, subject, text) = match self.report {
-            Report::Failed(status, why) => (
-                "failed",
-                status.to_string(),
-                why.replace(['\r', '\n'], " "),
-                "Undelivered Mail Returned to Sender",
-                "could not be delivered to",
-            ),
-            Report::Delayed(why) => (
-                "delayed",
-                "4.4.7".to_string(),
-                why.replace(['\r', '\n'], " "),
-                "Delayed Mail (still being retried)",
-                "has not yet been delivered to",
-            ),
-            Report::Relayed => {
-                ("relayed", "2.0.0".to_string(), String::new(), "Successful Mail Delivery Report", "was relayed to")
-            }
-            Report::Delivered => {
-                ("delivered", "2.0.0".to_string(), String::new(), "Successful Mail Delivery Report", "was delivered to")
-            }
-        };
-        let mut per_message = format!("Reporting-MTA: dns; {hostname}\r\n");
-        if let Some(id) = self.envid {
-            per_message.push_str(&format!("Original-Envelope-Id: {id}\r\n"));
-        }
-        let mut per_rcpt = String::new();
-        if let Some(o) = self.orcpt {
-            per_rcpt.push_str(&format!("Original-Recipient: {o}\r\n"));
-        }
-        per_rcpt.push_str(&format!(
-            "Final-Recipient: rfc822; {}\r\nAction: {action}\r\nStatus: {status}\r\n",
-            self.recipient
-        ));
-        if !why.is_empty() {
-            per_rcpt.push_str(&format!("Diagnostic-Code: smtp; {why}\r\n"));
-        }
-        let (kind, returned) = if self.full {
-            ("message/rfc822", original)
-        } else {
-            let end = original.windows(4).position(|w| w == b"\r\n\r\n").map_or(original.len(), |i| i + 2);
-            ("text/rfc822-headers", &original[..end])
-        };
-        let mut out = format!(
-            "From: Mail Delivery System <MAILER-DAEMON@{hostname}>\r\n\
-             To: <{sender}>\r\n\
-             Subject: {subject}\r\n\
-             Date: {date}\r\n\
-             Message-ID: <{boundary}>\r\n\
-             Auto-Submitted: auto-replied\r\n\
-             MIME-Version: 1.0\r\n\
-             Content-Type: multipart/report; report-type=delivery-status; boundary=\"{boundary}\"\r\n\
-             \r\n\
-             --{boundary}\r\n\
-             Content-Type: text/plain; charset=us-ascii\r\n\
-             \r\n\
-             This is the mail system at {hostname}.\r\n\
-             \r\n\
-             Your message {text} <{recipient}>.\r\n\
-             {why}\r\n\
-             \r\n\
-             --{boundary}\r\n\
-             Content-Type: message/delivery-status\r\n\
-             \r\n\
-             {per_message}\
-             \r\n\
-             {per_rcpt}\
-             \r\n\
-             --{boundary}\r\n\
-             Content-Type: {kind}\r\n\
-             \r\n",
-            sender = self.sender,
-            recipient = self.recipient,
-        )
-        .into_bytes();
-        out.extend_from_slice(returned);
-        if !returned.ends_with(b"\r\n") {
-            out.extend_from_slice(b"\r\n");
-        }
-        out.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
-        out
-    }
-}
-
 /// The message as relayed: the Return-Path line that local copies carry is the final
 /// delivery's business (RFC 5321 §4.4), not a relay's.
 fn without_return_path(message: &[u8]) -> &[u8] {
@@ -1022,8 +878,8 @@ mod tests {
     async fn transport() -> (Transport, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn Store> = Arc::new(agora_store::sqlite::SqliteStore::open(dir.path()).unwrap());
-        let directory = Directory::new(Arc::clone(&store));
-        (Transport::new(TransportConfig::default(), store, directory).unwrap(), dir)
+        let mail = Mail::new(agora_mail::MailConfig::default(), Arc::clone(&store), Directory::new(Arc::clone(&store)));
+        (Transport::new(TransportConfig::default(), &mail).unwrap(), dir)
     }
 
     #[tokio::test]

@@ -3,14 +3,14 @@
 //! against the directory, durable delivery into the store (or the outbound queue)
 //! before the 250.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
 use agora_directory::sasl::{self, Challenger, Mechanism, Step};
 use agora_directory::throttle::Throttle;
 use agora_directory::{Directory, Recipient};
+use agora_mail::{Intake, IntakeError, Mail, Origin, Policy, Rcpt};
 use agora_net::{Conn, Flow, LineProtocol, Read, drive};
-use agora_store::{AddressEntry, Delivery, DeliveryTarget, Envelope, EnvelopeRecipient, Flags, Store, now};
+use agora_store::{AddressEntry, Store, now};
 use async_trait::async_trait;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -34,14 +34,12 @@ pub struct SmtpConfig {
     pub submission: bool,
     /// PLAIN and LOGIN before TLS (tests and trusted networks only).
     pub allow_plaintext: bool,
-    /// Where accepted messages are recorded for message tracking.
-    pub tracker: Option<Arc<crate::tracking::Tracker>>,
     /// Networks whose clients may relay without AUTH (address, prefix length).
     pub trusted_networks: Vec<(std::net::IpAddr, u8)>,
-    /// Wakes the outbound transport when mail for remote recipients was queued.
-    pub outbound_wake: Option<Arc<tokio::sync::Notify>>,
-    /// SPF, DKIM, DMARC and ARC checks of mail arriving from other servers.
-    pub verifier: Option<Arc<crate::auth::Verifier>>,
+    /// Refuse mail failing DMARC when its domain publishes p=reject.
+    pub dmarc_reject: bool,
+    /// The most one message's SPF/DKIM/ARC/DMARC checks may take.
+    pub check_budget: std::time::Duration,
     /// DKIM-sign mail from our users and trusted networks with the sender domain's keys.
     pub dkim_sign: bool,
     /// ARC-seal checked mail that we forward to other servers.
@@ -123,10 +121,9 @@ impl Default for SmtpConfig {
             max_errors: 10,
             submission: false,
             allow_plaintext: false,
-            tracker: None,
             trusted_networks: Vec::new(),
-            outbound_wake: None,
-            verifier: None,
+            dmarc_reject: true,
+            check_budget: std::time::Duration::from_secs(5),
             dkim_sign: true,
             arc_seal: true,
         }
@@ -154,6 +151,7 @@ struct Transaction {
 pub struct Session {
     memory: MessageMemory,
     cfg: Arc<SmtpConfig>,
+    mail: Arc<Mail>,
     dir: Directory,
     store: Arc<dyn Store>,
     helo: Option<String>,
@@ -199,18 +197,13 @@ impl Challenger for SmtpChallenger<'_> {
 const MAX_AUTH_LINE: usize = 12288 + 2;
 
 impl Session {
-    pub fn new(
-        cfg: Arc<SmtpConfig>,
-        dir: Directory,
-        store: Arc<dyn Store>,
-        memory: MessageMemory,
-        throttle: Arc<Throttle>,
-    ) -> Session {
+    pub fn new(cfg: Arc<SmtpConfig>, mail: Arc<Mail>, memory: MessageMemory, throttle: Arc<Throttle>) -> Session {
         Session {
             memory,
             cfg,
-            dir,
-            store,
+            dir: mail.directory().clone(),
+            store: Arc::clone(mail.store()),
+            mail,
             helo: None,
             esmtp: false,
             tx: None,
@@ -273,29 +266,6 @@ impl Session {
             Step::Challenge(_) => return Flow::Close,
         }
         Flow::Continue
-    }
-
-    /// "delivered" reports for the local recipients that asked for them with NOTIFY.
-    async fn success_reports(&self, tx: &Transaction, message: &[u8]) {
-        if tx.from.is_empty() {
-            return;
-        }
-        for r in tx.rcpts.iter().filter(|r| !r.accounts.is_empty() && notify_has(&r.params.notify, "SUCCESS")) {
-            let dsn = crate::outbound::Dsn {
-                hostname: &self.cfg.hostname,
-                sender: &tx.from,
-                recipient: &r.address,
-                orcpt: r.params.orcpt.as_deref(),
-                envid: tx.params.envid.as_deref(),
-                full: tx.params.ret.as_deref().is_some_and(|x| x.eq_ignore_ascii_case("FULL")),
-                report: crate::outbound::Report::Delivered,
-            };
-            let stored =
-                crate::outbound::send_report(self.store.as_ref(), &self.dir, &tx.from, dsn.message(message)).await;
-            if let Err(e) = stored {
-                tracing::warn!("smtp: success report to {}: {e}", sanitize(&tx.from));
-            }
-        }
     }
 
     /// True if the authenticated account may use `address` as its sender: its login or
@@ -661,7 +631,7 @@ impl Session {
                 }
             }
         }
-        let id = queue_id();
+        let id = agora_mail::queue_id();
         let received = now();
         let proto = match (self.esmtp, conn.is_tls(), self.authenticated_as.is_some()) {
             (false, _, _) => "SMTP",
@@ -674,155 +644,63 @@ impl Session {
         let helo = sanitize(self.helo.as_deref().unwrap_or("unknown"));
         let for_clause =
             if tx.rcpts.len() == 1 { format!("\r\n\tfor <{}>", sanitize(&tx.rcpts[0].address)) } else { String::new() };
-        let header = format!(
+        let trace = format!(
             "Return-Path: <{}>\r\nReceived: from {helo} ([{}])\r\n\tby {} (Agora) with {proto} id {id}{for_clause};\r\n\t{}\r\n",
             sanitize(&tx.from),
             conn.peer.ip(),
             self.cfg.hostname,
             codec::rfc5322_date(received),
         );
-        // Mail from other servers is checked (SPF, DKIM, DMARC, ARC); mail our own users
-        // send is signed with their domain's DKIM keys.
-        let mut extra: Vec<u8> = Vec::new();
         let trusted = self.cfg.trusted_networks.iter().any(|&(n, p)| in_network(conn.peer.ip(), n, p));
-        if self.account.is_none()
-            && !trusted
-            && let Some(v) = &self.cfg.verifier
-        {
-            // Mail passed on to other servers (aliases, groups with outside members) is
-            // sealed with ARC by the forwarding domain, so that its results travel along.
-            let forwarder = tx.rcpts.iter().find(|r| !r.external.is_empty()).and_then(|r| r.address.rsplit_once('@'));
-            let seal = match forwarder {
-                Some((_, domain)) if self.cfg.arc_seal => self.store.dkim_keys(domain).await.ok().and_then(|keys| {
-                    keys.into_iter().find(|k| k.algorithm == "rsa" && k.state == agora_store::DkimState::Active)
-                }),
-                _ => None,
-            };
-            let verdict = v.check(&dec.body, conn.peer.ip(), &helo, &tx.from, seal.as_ref()).await;
-            if verdict.reject {
-                return self.error(conn, reply(550, "5.7.1", "Error: rejected by the sender domain's DMARC policy"));
-            }
-            extra.extend_from_slice(verdict.header.as_bytes());
-        }
-        if self.cfg.dkim_sign
-            && (self.account.is_some() || trusted)
-            && let Some((_, domain)) = tx.from.rsplit_once('@')
-            && let Ok(keys) = self.store.dkim_keys(domain).await
-            && !keys.is_empty()
-        {
-            extra.extend_from_slice(&crate::auth::sign(&dec.body, &keys));
-        }
-        let mut message = Vec::with_capacity(header.len() + extra.len() + dec.body.len());
-        message.extend_from_slice(header.as_bytes());
-        message.extend_from_slice(&extra);
-        message.extend_from_slice(&dec.body);
-
-        let mut seen = HashSet::new();
-        let mut targets = Vec::new();
-        let mut relay = Vec::new();
-        for r in &tx.rcpts {
-            for &a in &r.accounts {
-                if seen.insert(a) {
-                    targets.push(DeliveryTarget { account: a, mailbox: "INBOX".into() });
-                }
-            }
-            for e in &r.external {
-                if !relay.contains(e) {
-                    relay.push(e.clone());
-                }
-            }
-        }
-        let envelope = Envelope {
-            mail_from: tx.from.clone(),
-            helo,
-            client_ip: conn.peer.ip().to_string(),
-            ret: tx.params.ret.clone(),
-            envid: tx.params.envid.clone(),
+        let intake = Intake {
+            id: id.clone(),
+            received,
+            sender: tx.from.clone(),
             recipients: tx
                 .rcpts
-                .iter()
-                .map(|r| EnvelopeRecipient {
-                    address: r.address.clone(),
-                    notify: r.params.notify.clone(),
-                    orcpt: r.params.orcpt.clone(),
+                .into_iter()
+                .map(|r| Rcpt {
+                    address: r.address,
+                    accounts: r.accounts,
+                    external: r.external,
+                    notify: r.params.notify,
+                    orcpt: r.params.orcpt,
                 })
                 .collect(),
-            authenticated_as: self.authenticated_as.clone(),
-            tls: conn.is_tls(),
-            queue_id: id.clone(),
+            ret: tx.params.ret,
+            envid: tx.params.envid,
+            origin: Origin {
+                ip: conn.peer.ip(),
+                helo,
+                authenticated_as: self.authenticated_as.clone(),
+                trusted,
+                tls: conn.is_tls(),
+            },
+            trace,
+            body: dec.body,
+            policy: Policy {
+                dmarc_reject: self.cfg.dmarc_reject,
+                dkim_sign: self.cfg.dkim_sign,
+                arc_seal: self.cfg.arc_seal,
+                check_budget: self.cfg.check_budget,
+            },
         };
-        let size = message.len() as u64;
-        let message_id = crate::tracking::message_id(&message);
-        let local: Vec<String> =
-            tx.rcpts.iter().filter(|r| !r.accounts.is_empty()).map(|r| r.address.clone()).collect();
-        let remote_rcpts = relay.clone();
-        // NOTIFY=SUCCESS on a recipient delivered here: a "delivered" report (RFC 3461 §6.2).
-        let wants_success = tx.rcpts.iter().any(|r| !r.accounts.is_empty() && notify_has(&r.params.notify, "SUCCESS"));
-        let stored_message = if wants_success { message.clone() } else { Vec::new() };
-        let stored = async {
-            let body = self.store.stage(message).await?;
-            self.store
-                .deliver(Delivery {
-                    body,
-                    internal_date: received,
-                    envelope: Some(envelope),
-                    flags: Flags::default(),
-                    keywords: Vec::new(),
-                    targets,
-                    relay,
-                    // Checked at RCPT; a message accepted here is never dropped for quota.
-                    enforce_quota: false,
-                })
-                .await
-        }
-        .await;
-        match stored {
-            Ok(d) => {
+        let rcpts = intake.recipients.len();
+        match self.mail.accept(intake).await {
+            Ok(done) => {
                 tracing::info!(
-                    "smtp: {id} from=<{}> rcpts={} copies={} client={}",
+                    "smtp: {id} from=<{}> rcpts={rcpts} copies={} queued={} client={}",
                     sanitize(&tx.from),
-                    tx.rcpts.len(),
-                    d.len(),
+                    done.copies,
+                    done.queued,
                     conn.peer.ip()
                 );
                 conn.queue(reply(250, "2.0.0", &format!("Ok: queued as {id}")).as_bytes());
-                if !remote_rcpts.is_empty()
-                    && let Some(w) = &self.cfg.outbound_wake
-                {
-                    w.notify_one();
-                }
-                if wants_success {
-                    self.success_reports(&tx, &stored_message).await;
-                }
-                if let Some(t) = &self.cfg.tracker {
-                    let base = crate::tracking::Event {
-                        time: received,
-                        id: id.clone(),
-                        sender: tx.from.clone(),
-                        size,
-                        message_id,
-                        ..Default::default()
-                    };
-                    t.log(crate::tracking::Event {
-                        event: "received".into(),
-                        recipients: tx.rcpts.iter().map(|r| r.address.clone()).collect(),
-                        remote: conn.peer.ip().to_string(),
-                        ..base.clone()
-                    });
-                    if !local.is_empty() {
-                        t.log(crate::tracking::Event {
-                            event: "delivered".into(),
-                            recipients: local,
-                            remote: "local mailbox".into(),
-                            ..base.clone()
-                        });
-                    }
-                    if !remote_rcpts.is_empty() {
-                        t.log(crate::tracking::Event { event: "queued".into(), recipients: remote_rcpts, ..base });
-                    }
-                }
             }
-            Err(e) => {
+            Err(IntakeError::Dmarc) => {
+                return self.error(conn, reply(550, "5.7.1", "Error: rejected by the sender domain's DMARC policy"));
+            }
+            Err(IntakeError::Store(e)) => {
                 tracing::error!("smtp: storing message {id}: {e}");
                 conn.queue(reply(451, "4.3.0", "Error: could not store message, try again later").as_bytes());
             }
@@ -856,11 +734,6 @@ impl LineProtocol for Session {
     fn shutdown_reply(&self) -> Vec<u8> {
         format!("421 4.3.2 {} Service shutting down, closing connection\r\n", self.cfg.hostname).into_bytes()
     }
-}
-
-/// True if a NOTIFY parameter lists `what` (SUCCESS, FAILURE, DELAY).
-fn notify_has(notify: &Option<String>, what: &str) -> bool {
-    notify.as_deref().is_some_and(|n| n.split(',').any(|x| x.trim().eq_ignore_ascii_case(what)))
 }
 
 /// Received header fields of a message's header.
@@ -908,20 +781,4 @@ fn header_addresses(message: &[u8], name: &str) -> Vec<String> {
             .collect();
     }
     out
-}
-
-/// A short unique id for logs and the Received header: a random per-process start,
-/// then a counter, so that no message pays for a system call to get one.
-pub(crate) fn queue_id() -> String {
-    use std::sync::OnceLock;
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static NEXT: OnceLock<AtomicU64> = OnceLock::new();
-    let next = NEXT.get_or_init(|| {
-        let mut b = [0u8; 8];
-        if getrandom::fill(&mut b).is_err() {
-            b = ((now() as u64) << 20 ^ u64::from(std::process::id())).to_le_bytes();
-        }
-        AtomicU64::new(u64::from_le_bytes(b))
-    });
-    format!("{:016X}", next.fetch_add(1, Ordering::Relaxed))
 }

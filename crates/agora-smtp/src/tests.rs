@@ -51,6 +51,7 @@ struct Fixture {
     store: Arc<dyn Store>,
     cfg: Arc<SmtpConfig>,
     directory: Directory,
+    mail: Arc<agora_mail::Mail>,
 }
 
 async fn fixture() -> Fixture {
@@ -69,7 +70,9 @@ async fn fixture() -> Fixture {
         max_message_size: 4096,
         ..SmtpConfig::default()
     });
-    Fixture { memory: crate::MessageMemory::new(64 << 20), _dir: dir, store, cfg, directory }
+    let mail =
+        Arc::new(agora_mail::Mail::new(agora_mail::MailConfig::default(), Arc::clone(&store), directory.clone()));
+    Fixture { memory: crate::MessageMemory::new(64 << 20), _dir: dir, store, cfg, directory, mail }
 }
 
 impl Fixture {
@@ -80,8 +83,7 @@ impl Fixture {
         let conn = Conn::new(Box::new(a), addr, addr, false, None, Timeouts::default(), token.clone());
         let session = Session::new(
             Arc::clone(&self.cfg),
-            self.directory.clone(),
-            Arc::clone(&self.store),
+            Arc::clone(&self.mail),
             self.memory.clone(),
             Arc::new(agora_directory::throttle::Throttle::new()),
         );
@@ -370,12 +372,18 @@ async fn full_mailbox_is_refused_at_rcpt_and_nothing_is_lost() {
 impl Fixture {
     /// The same store and directory, served as submission.
     fn submission(&self, allow_plaintext: bool) -> Fixture {
+        self.with_cfg(SmtpConfig { submission: true, allow_plaintext, ..(*self.cfg).clone() })
+    }
+
+    /// The same store, directory and mail core with another configuration.
+    fn with_cfg(&self, cfg: SmtpConfig) -> Fixture {
         Fixture {
             memory: self.memory.clone(),
             _dir: tempfile::tempdir().unwrap(),
             store: Arc::clone(&self.store),
-            cfg: Arc::new(SmtpConfig { submission: true, allow_plaintext, ..(*self.cfg).clone() }),
+            cfg: Arc::new(cfg),
             directory: self.directory.clone(),
+            mail: Arc::clone(&self.mail),
         }
     }
 }
@@ -502,24 +510,14 @@ fn networks() {
 #[tokio::test]
 async fn trusted_networks_may_relay_others_may_not() {
     let f = fixture().await;
-    let trusted = Fixture {
-        memory: f.memory.clone(),
-        _dir: tempfile::tempdir().unwrap(),
-        store: Arc::clone(&f.store),
-        cfg: Arc::new(SmtpConfig { trusted_networks: vec![("127.0.0.0".parse().unwrap(), 8)], ..(*f.cfg).clone() }),
-        directory: f.directory.clone(),
-    };
+    let trusted =
+        f.with_cfg(SmtpConfig { trusted_networks: vec![("127.0.0.0".parse().unwrap(), 8)], ..(*f.cfg).clone() });
     let (mut c, _t, _) = trusted.connect().await;
     c.cmd("EHLO client.test").await;
     assert!(c.cmd("MAIL FROM:<app@internal.test>").await.starts_with("250"));
     assert!(c.cmd("RCPT TO:<someone@remote.test>").await.starts_with("250"));
-    let untrusted = Fixture {
-        memory: f.memory.clone(),
-        _dir: tempfile::tempdir().unwrap(),
-        store: Arc::clone(&f.store),
-        cfg: Arc::new(SmtpConfig { trusted_networks: vec![("10.0.0.0".parse().unwrap(), 8)], ..(*f.cfg).clone() }),
-        directory: f.directory.clone(),
-    };
+    let untrusted =
+        f.with_cfg(SmtpConfig { trusted_networks: vec![("10.0.0.0".parse().unwrap(), 8)], ..(*f.cfg).clone() });
     let (mut c, _t, _) = untrusted.connect().await;
     c.cmd("EHLO client.test").await;
     assert!(c.cmd("MAIL FROM:<app@internal.test>").await.starts_with("250"));
@@ -529,16 +527,10 @@ async fn trusted_networks_may_relay_others_may_not() {
 #[tokio::test]
 async fn mail_from_trusted_networks_is_dkim_signed_unless_turned_off() {
     let f = fixture().await;
-    f.store.add_dkim_keys(crate::auth::generate_keys("example.org").unwrap()).await.unwrap();
+    f.store.add_dkim_keys(agora_mail::auth::generate_keys("example.org").unwrap()).await.unwrap();
     let trusted = vec![("127.0.0.0".parse().unwrap(), 8)];
     for sign in [true, false] {
-        let fx = Fixture {
-            memory: f.memory.clone(),
-            _dir: tempfile::tempdir().unwrap(),
-            store: Arc::clone(&f.store),
-            cfg: Arc::new(SmtpConfig { trusted_networks: trusted.clone(), dkim_sign: sign, ..(*f.cfg).clone() }),
-            directory: f.directory.clone(),
-        };
+        let fx = f.with_cfg(SmtpConfig { trusted_networks: trusted.clone(), dkim_sign: sign, ..(*f.cfg).clone() });
         let (mut c, _t, _) = fx.connect().await;
         c.cmd("EHLO app.internal").await;
         assert!(c.cmd("MAIL FROM:<alice@example.org>").await.starts_with("250"));

@@ -39,6 +39,14 @@ pub fn rfc3339(secs: i64) -> String {
     format!("{y:04}-{mo:02}-{d:02} {h:02}:{mi:02}:{s:02}Z")
 }
 
+/// RFC 5322 date-time in UTC (`Tue, 1 Dec 2026 23:04:57 +0000`), for Date, Received and reports.
+pub fn rfc5322_date(secs: i64) -> String {
+    let (year, month, d, h, m, s) = split(secs);
+    let weekday = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"][secs.div_euclid(86_400).rem_euclid(7) as usize];
+    let mon = MONTHS[(month - 1) as usize];
+    format!("{weekday}, {d} {mon} {year} {h:02}:{m:02}:{s:02} +0000")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -207,7 +207,7 @@ pub async fn domain(cli: &Cli, cmd: &DomainCmd) -> Result<()> {
                     .find(|sfx| !keys.iter().any(|k| k.selector.ends_with(sfx.as_str())))
                     .unwrap_or_default();
                 let d = name.clone();
-                let new = tokio::task::spawn_blocking(move || agora_smtp::auth::rotation_keys(&d, &suffix))
+                let new = tokio::task::spawn_blocking(move || agora_mail::auth::rotation_keys(&d, &suffix))
                     .await?
                     .map_err(|e| anyhow::anyhow!("generating DKIM keys for {name}: {e}"))?;
                 store.add_dkim_keys(new).await?;
@@ -222,7 +222,7 @@ pub async fn domain(cli: &Cli, cmd: &DomainCmd) -> Result<()> {
                 }
                 if !*force {
                     let cfg = crate::config::load_or_default(&crate::serve::config_path(cli))?;
-                    let missing = unpublished(&cfg.transport.nameservers, &pending).await;
+                    let missing = unpublished(&cfg.config.transport.nameservers, &pending).await;
                     if !missing.is_empty() {
                         bail!("DNS does not show {} yet; publish the records (or pass --force)", missing.join(", "));
                     }
@@ -236,7 +236,7 @@ pub async fn domain(cli: &Cli, cmd: &DomainCmd) -> Result<()> {
             let keys = store.dkim_keys(&name).await?;
             println!("; DKIM keys of {name} (publish each as one TXT record)");
             for k in &keys {
-                let (owner, text) = agora_smtp::auth::dns_records(std::slice::from_ref(k)).remove(0);
+                let (owner, text) = agora_mail::auth::dns_records(std::slice::from_ref(k)).remove(0);
                 println!(
                     "; {} {} key, {}",
                     k.algorithm,
@@ -448,7 +448,7 @@ pub async fn queue(cli: &Cli, cmd: &QueueCmd) -> Result<()> {
 
 /// Prints the tracking log's events that match, oldest first.
 pub fn track(cli: &Cli, sender: Option<&str>, recipient: Option<&str>, id: Option<&str>) -> Result<()> {
-    let events = agora_smtp::tracking::search(&cli.data.join("tracking.log"), sender, recipient, id)?;
+    let events = agora_mail::tracking::search(&cli.data.join("tracking.log"), sender, recipient, id)?;
     if events.is_empty() {
         println!("no matching events");
     }
@@ -480,14 +480,14 @@ pub fn track(cli: &Cli, sender: Option<&str>, recipient: Option<&str>, id: Optio
 
 /// The owners of the keys whose record DNS does not publish (with the same key).
 async fn unpublished(nameservers: &[std::net::SocketAddr], keys: &[agora_store::DkimKey]) -> Vec<String> {
-    let resolver = agora_smtp::auth::resolver(nameservers);
+    let resolver = agora_mail::auth::resolver(nameservers);
     let mut missing = Vec::new();
-    for (owner, text) in agora_smtp::auth::dns_records(keys) {
+    for (owner, text) in agora_mail::auth::dns_records(keys) {
         let published = match &resolver {
             Some(r) => r.txt_lookup(format!("{owner}.")).await.ok().is_some_and(|txt| {
                 let want = text.split("p=").nth(1).unwrap_or_default().to_string();
                 txt.answers().iter().any(|rr| match &rr.data {
-                    agora_smtp::auth::RData::TXT(t) => {
+                    agora_mail::auth::RData::TXT(t) => {
                         let got: String = t.txt_data.iter().map(|d| String::from_utf8_lossy(d).into_owned()).collect();
                         got.split("p=").nth(1).is_some_and(|p| p.replace(' ', "") == want)
                     }
@@ -509,7 +509,7 @@ pub async fn ensure_dkim_keys(store: &Arc<SqliteStore>, domain: &str) -> Result<
         return Ok(());
     }
     let d = domain.to_string();
-    let keys = tokio::task::spawn_blocking(move || agora_smtp::auth::generate_keys(&d))
+    let keys = tokio::task::spawn_blocking(move || agora_mail::auth::generate_keys(&d))
         .await?
         .map_err(|e| anyhow::anyhow!("generating DKIM keys for {domain}: {e}"))?;
     store.add_dkim_keys(keys).await?;

@@ -2,6 +2,7 @@
 
 mod admin;
 mod config;
+mod registry;
 mod serve;
 
 use std::net::IpAddr;
@@ -27,9 +28,10 @@ pub struct ListenArgs {
     /// Add N to every default port (e.g. 10000: SMTP on 10025), to run without root.
     #[arg(long)]
     pub port_offset: Option<u16>,
-    /// Address for every listener without its own (default 0.0.0.0).
+    /// Address for every listener without its own; repeat for several (default: every
+    /// IPv4 and IPv6 address).
     #[arg(long)]
-    pub bind: Option<IpAddr>,
+    pub bind: Vec<IpAddr>,
 }
 
 #[derive(Debug, Subcommand)]

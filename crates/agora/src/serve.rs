@@ -9,15 +9,15 @@ use std::time::Duration;
 
 use agora_directory::throttle::Throttle;
 use agora_directory::{Directory, generate_password, normalize_domain};
-use agora_net::{Limits, ListenerSpec, Server, Timeouts, TlsSettings};
-use agora_pop3::{Pop3Config, Pop3Service};
-use agora_smtp::{SmtpConfig, SmtpService};
+use agora_mail::{Mail, MailConfig};
+use agora_net::{Limits, ListenerSpec, Server, TlsSettings};
+use agora_service::{Context as ServiceContext, SharedLimits};
 use agora_store::sqlite::SqliteStore;
 use agora_store::{Role, Store};
 use anyhow::{Context, Result, bail};
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::config::{self, Config, EffectiveListener};
+use crate::config::{self, EffectiveListener, Loaded};
 use crate::{Cli, ListenArgs};
 
 fn system_hostname() -> String {
@@ -39,30 +39,29 @@ fn resolve(base: &Path, p: &str) -> PathBuf {
 
 fn print_table(listeners: &[EffectiveListener], status: impl Fn(&EffectiveListener) -> &'static str) {
     let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{:<12} {:<22} {:<9} {:<28} STATUS", "SERVICE", "ADDRESS", "TLS", "ROLE");
+    let _ = writeln!(out, "{:<12} {:<28} {:<9} {:<28} STATUS", "SERVICE", "ADDRESS", "TLS", "ROLE");
     for l in listeners {
-        let tls = match l.tls {
-            config::TlsModeSetting::None => "none",
-            config::TlsModeSetting::Starttls => "starttls",
-            config::TlsModeSetting::Implicit => "implicit",
-        };
-        let addr = std::net::SocketAddr::new(l.address, l.port).to_string();
-        let _ = writeln!(out, "{:<12} {:<22} {:<9} {:<28} {}", l.def.key, addr, tls, l.def.what, status(l));
+        // One row per address: IPv4 and IPv6 each show.
+        for (i, a) in l.addresses.iter().enumerate() {
+            let addr = std::net::SocketAddr::new(*a, l.port).to_string();
+            let (key, role) = if i == 0 { (l.key, l.role) } else { ("", "") };
+            let _ = writeln!(out, "{key:<12} {addr:<28} {:<9} {role:<28} {}", l.tls.as_str(), status(l));
+        }
     }
     let _ = out.flush();
 }
 
-fn effective(cli: &Cli, listen: &ListenArgs) -> Result<(Config, Vec<EffectiveListener>)> {
+fn effective(cli: &Cli, listen: &ListenArgs) -> Result<(Loaded, Vec<EffectiveListener>)> {
     let path = config_path(cli);
-    let cfg = config::load_or_default(&path)?;
-    let offset = listen.port_offset.or(cfg.server.port_offset).unwrap_or(0);
-    let listeners = cfg.listeners(offset, listen.bind)?;
-    Ok((cfg, listeners))
+    let loaded = config::load_or_default(&path)?;
+    let offset = listen.port_offset.or(loaded.config.server.port_offset).unwrap_or(0);
+    let listeners = loaded.listeners(offset, &listen.bind)?;
+    Ok((loaded, listeners))
 }
 
 pub fn ports(cli: &Cli, listen: &ListenArgs) -> Result<()> {
     let (_, listeners) = effective(cli, listen)?;
-    print_table(&listeners, |l| match (l.def.built, l.enabled) {
+    print_table(&listeners, |l| match (l.built, l.enabled) {
         (false, _) => "not available yet",
         (true, true) => "enabled",
         (true, false) => "disabled",
@@ -89,7 +88,8 @@ pub async fn run(cli: &Cli, domain: Option<String>, hostname: Option<String>, li
             .with_context(|| format!("writing {}", path.display()))?;
         eprintln!("agora: wrote default configuration to {}", path.display());
     }
-    let (cfg, listeners) = effective(cli, &listen)?;
+    let (loaded, listeners) = effective(cli, &listen)?;
+    let cfg = &loaded.config;
     let hostname = hostname.or(cfg.server.hostname.clone()).unwrap_or_else(system_hostname);
     let domain = normalize_domain(&domain.or(cfg.server.domain.clone()).unwrap_or_else(|| hostname.clone()))?;
 
@@ -106,26 +106,27 @@ pub async fn run(cli: &Cli, domain: Option<String>, hostname: Option<String>, li
         _ => bail!("{}: [tls] needs both cert and key, or neither", path.display()),
     };
     let tls = Arc::new(TlsSettings::load(&cert, &key)?);
-    // CAs trusted beside the system's when the transport checks other servers.
-    let ca_pem = match &cfg.transport.ca_file {
-        Some(f) => {
-            let f = resolve(data, f);
-            Some(std::fs::read(&f).with_context(|| format!("[transport] ca_file {}", f.display()))?)
-        }
-        None => None,
-    };
 
     // Bind everything first: a port that cannot be had stops the start, nothing half-up.
     let mut bound = Vec::new();
-    for l in listeners.iter().filter(|l| l.def.built && l.enabled) {
-        let spec = ListenerSpec {
-            service: l.def.key.to_string(),
-            addr: std::net::SocketAddr::new(l.address, l.port),
-            tls: l.tls.net(),
-            proxy_protocol: l.proxy_protocol,
-        };
-        let listener = agora_net::bind(&spec)?;
-        bound.push((spec, listener));
+    for l in listeners.iter().filter(|l| l.built && l.enabled) {
+        for &addr in &l.addresses {
+            let spec = ListenerSpec {
+                service: l.key.to_string(),
+                addr: std::net::SocketAddr::new(addr, l.port),
+                tls: l.tls,
+                proxy_protocol: l.proxy_protocol,
+                timeouts: l.timeouts,
+            };
+            match agora_net::bind(&spec) {
+                Ok(listener) => bound.push((spec, listener)),
+                // The default includes IPv6; a machine without it serves IPv4 alone.
+                Err(e) if addr.is_ipv6() && addr.is_unspecified() && e.family_unsupported() => {
+                    tracing::warn!("{}: no IPv6 on this machine; IPv4 only", l.key);
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
 
     let store = SqliteStore::open(data).with_context(|| format!("opening the store in {}", data.display()))?;
@@ -140,120 +141,60 @@ pub async fn run(cli: &Cli, domain: Option<String>, hostname: Option<String>, li
     let limits = Limits {
         max_connections: cfg.limits.max_connections.max(1),
         max_per_ip: cfg.limits.max_connections_per_ip.max(1),
-        timeouts: Timeouts {
-            preauth: Duration::from_secs(cfg.limits.timeout_preauth_secs.max(1)),
-            idle: Duration::from_secs(cfg.limits.timeout_idle_secs.max(1)),
-        },
         drain: Duration::from_secs(cfg.limits.shutdown_drain_secs),
     };
     let server = Server::new(limits, Some(Arc::clone(&tls)));
-    let throttle = Arc::new(Throttle::new());
-    // Inbound and submission share the memory budget for message data in flight.
-    let memory = agora_smtp::MessageMemory::new(cfg.limits.max_message_memory);
-    let tracker = Arc::new(agora_smtp::tracking::Tracker::new(&data.join("tracking.log")));
-    let trusted_networks = cfg.smtp.networks().map_err(|e| anyhow::anyhow!("{}: {e}", config_path(cli).display()))?;
-    let outbound_wake = Arc::new(tokio::sync::Notify::new());
-    let verifier = agora_smtp::auth::Verifier::new(&hostname, &cfg.transport.nameservers, cfg.smtp.dmarc_reject);
-    if verifier.is_none() {
-        tracing::warn!("no DNS resolver: incoming mail is not checked for SPF, DKIM and DMARC");
-    }
-    let smtp_cfg = SmtpConfig {
-        verifier: verifier.map(Arc::new),
-        tracker: Some(Arc::clone(&tracker)),
-        outbound_wake: Some(Arc::clone(&outbound_wake)),
-        trusted_networks,
-        dkim_sign: cfg.smtp.dkim_sign,
-        arc_seal: cfg.smtp.arc_seal,
+    let mail = Arc::new(Mail::new(
+        MailConfig {
+            hostname: hostname.clone(),
+            checks: true,
+            nameservers: cfg.transport.nameservers.clone(),
+            tracking_log: Some(data.join("tracking.log")),
+            transport: cfg.transport.clone(),
+        },
+        Arc::clone(&dyn_store),
+        dir.clone(),
+    ));
+    let ctx = ServiceContext {
+        store: Arc::clone(&dyn_store),
+        dir: dir.clone(),
+        throttle: Arc::new(Throttle::new()),
+        tls: Some(Arc::clone(&tls)),
         hostname: hostname.clone(),
-        primary_domain: domain.clone(),
-        max_message_size: cfg.limits.max_message_size,
-        max_recipients: cfg.limits.max_recipients.max(1),
-        allow_plaintext: cfg.auth.plaintext_without_tls,
-        ..SmtpConfig::default()
-    };
-    let smtp = Arc::new(SmtpService::new(
-        smtp_cfg.clone(),
-        dir.clone(),
-        Arc::clone(&dyn_store),
-        memory.clone(),
-        Arc::clone(&throttle),
-    ));
-    let submission = Arc::new(SmtpService::new(
-        SmtpConfig { submission: true, ..smtp_cfg },
-        dir.clone(),
-        Arc::clone(&dyn_store),
-        memory,
-        Arc::clone(&throttle),
-    ));
-    let pop3 = Arc::new(Pop3Service::new(
-        Pop3Config {
-            allow_plaintext: cfg.auth.plaintext_without_tls,
-            mark_seen: cfg.pop3.mark_seen,
-            expire_days: cfg.pop3.expire_days,
-            ..Pop3Config::default()
-        },
-        dir.clone(),
-        Arc::clone(&dyn_store),
-        Arc::clone(&throttle),
-    ));
-    let imap = Arc::new(agora_imap::ImapService::new(
-        agora_imap::ImapConfig {
-            allow_plaintext: cfg.auth.plaintext_without_tls,
-            max_literal: cfg.limits.max_message_size,
+        domain: domain.clone(),
+        data_dir: data.clone(),
+        mail,
+        limits: SharedLimits {
+            max_message_size: cfg.limits.max_message_size,
+            max_message_memory: cfg.limits.max_message_memory,
+            max_recipients: cfg.limits.max_recipients,
             max_sessions_per_user: cfg.limits.max_sessions_per_user,
-            ..agora_imap::ImapConfig::default()
+            plaintext_without_tls: cfg.auth.plaintext_without_tls,
         },
-        dir.clone(),
-        Arc::clone(&dyn_store),
-        Arc::clone(&throttle),
-    ));
+        shutdown: server.shutdown_token(),
+    };
+    // Every registered service is built, even with its listeners off: its background
+    // work (the outbound queue) serves the others.
+    let mut handlers = std::collections::HashMap::new();
+    let mut tasks = Vec::new();
+    for (reg, conf) in loaded.services {
+        let built = conf.build(&ctx).map_err(|e| anyhow::anyhow!("{}: [{}] {e}", path.display(), reg.name()))?;
+        handlers.extend(built.handlers);
+        tasks.extend(built.tasks.into_iter().map(tokio::spawn));
+    }
     for (spec, listener) in bound {
-        match spec.service.as_str() {
-            "smtp" => server.spawn_listener(listener, spec, smtp.clone()),
-            "submission" | "submissions" => server.spawn_listener(listener, spec, submission.clone()),
-            "pop3" | "pop3s" => server.spawn_listener(listener, spec, pop3.clone()),
-            "imap" | "imaps" => server.spawn_listener(listener, spec, imap.clone()),
-            other => bail!("internal: no service wired for listener {other}"),
-        }
+        let Some(h) = handlers.get(spec.service.as_str()) else {
+            bail!("internal: service for listener {} built no handler", spec.service);
+        };
+        server.spawn_listener(listener, spec, Arc::clone(h));
     }
 
     println!("Agora {} on {hostname}; data in {}; mail domain {domain}", env!("CARGO_PKG_VERSION"), data.display());
-    print_table(&listeners, |l| match (l.def.built, l.enabled) {
+    print_table(&listeners, |l| match (l.built, l.enabled) {
         (false, _) => "not available yet",
         (true, true) => "listening",
         (true, false) => "disabled",
     });
-    // The outbound transport: delivers what submission and groups queued for remote
-    // recipients, until shutdown.
-    let t = &cfg.transport;
-    let transport = Arc::new(
-        agora_smtp::outbound::Transport::new(
-            agora_smtp::outbound::TransportConfig {
-                hostname: hostname.clone(),
-                routes: t.routes.iter().map(|(d, r)| (d.to_ascii_lowercase(), r.clone())).collect(),
-                smarthost: t.smarthost.clone(),
-                smarthost_auth: t.smarthost_user.clone().zip(t.smarthost_password.clone()),
-                nameservers: t.nameservers.clone(),
-                mx_port: t.mx_port,
-                retry_base: Duration::from_secs(t.retry_secs.max(1)),
-                max_lifetime: Duration::from_secs(t.max_lifetime_secs),
-                delay_warning: Duration::from_secs(t.delay_warning_secs),
-                tracker: Some(Arc::clone(&tracker)),
-                poll: Duration::from_secs(t.poll_secs.max(1)),
-                wake: outbound_wake,
-                mta_sts: t.mta_sts,
-                mta_sts_cache: Some(data.join("mta-sts.json")),
-                mta_sts_port: t.mta_sts_port,
-                ca_pem,
-                ..agora_smtp::outbound::TransportConfig::default()
-            },
-            Arc::clone(&dyn_store),
-            dir.clone(),
-        )
-        .map_err(|e| anyhow::anyhow!("[transport] ca_file: {e}"))?,
-    );
-    let transport_task = tokio::spawn(Arc::clone(&transport).run(server.shutdown_token()));
-
     println!("agora: ready");
     let _ = std::io::stdout().flush();
 
@@ -274,11 +215,18 @@ pub async fn run(cli: &Cli, domain: Option<String>, hostname: Option<String>, li
     if !server.shutdown().await {
         tracing::warn!("some sessions did not finish within the drain deadline");
     }
-    let _ = tokio::time::timeout(Duration::from_secs(10), transport_task).await;
+    let _ = tokio::time::timeout(Duration::from_secs(10), futures_join(tasks)).await;
     store.flush().await.context("flushing the store")?;
     store.close();
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Waits for every background task.
+async fn futures_join(tasks: Vec<tokio::task::JoinHandle<()>>) {
+    for t in tasks {
+        let _ = t.await;
+    }
 }
 
 /// On an empty store: the mail domain, an administrator with a generated password

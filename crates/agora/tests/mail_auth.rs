@@ -75,8 +75,18 @@ print("ok")
     assert_eq!(rotated.matches("pending key").count(), 2, "{rotated}");
     let cfg = a.data().join("agora.toml");
     let text = std::fs::read_to_string(&cfg).unwrap();
-    std::fs::write(&cfg, text.replace("[transport]\n", &format!("[transport]\nnameservers = [\"{dns_ip}:10053\"]\n")))
-        .unwrap();
+    // The harness gave A a quiet DNS server; the CLI now asks the test zone's.
+    let text: String = text
+        .lines()
+        .map(|l| {
+            if l.starts_with("nameservers") {
+                format!("nameservers = [\"{dns_ip}:10053\"]\n")
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    std::fs::write(&cfg, text).unwrap();
     let early = a.cli(&["domain", "dkim", "example.org", "--activate"], None);
     assert!(!early.status.success());
     assert!(String::from_utf8_lossy(&early.stderr).contains("DNS does not show"), "{early:?}");

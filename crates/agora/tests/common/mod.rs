@@ -48,6 +48,9 @@ pub struct Agora {
     /// Everything the server printed on stdout up to "agora: ready".
     pub banner: String,
     pub admin_password: Option<String>,
+    /// The loopback DNS server the harness gave a server whose configuration named
+    /// none: no test ever asks the system's resolver.
+    _dns: Option<Dns>,
 }
 
 impl Agora {
@@ -75,6 +78,7 @@ impl Agora {
         let data = dir.path().join("data");
         std::fs::create_dir_all(&data).unwrap();
         prepare(&data);
+        let dns = quiet_dns(dir.path(), &data);
         let mut a = Agora {
             dir,
             ip: unique_ip(),
@@ -82,6 +86,7 @@ impl Agora {
             child: None,
             banner: String::new(),
             admin_password: None,
+            _dns: dns,
         };
         a.spawn();
         a.admin_password =
@@ -329,6 +334,9 @@ pub fn run(program: &str, args: &[&str], input: &str) -> (bool, String) {
 const DNS: &str = r#"
 import json, socket, struct, sys, threading
 ip, port, path = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+# "drop-txt": TXT queries get no answer (a broken resolver); "delay=S": every answer waits S seconds.
+mode = sys.argv[4] if len(sys.argv) > 4 else ""
+import time
 TYPES = {1: "A", 15: "MX", 16: "TXT"}
 def name_at(b, i):
     labels = []
@@ -361,8 +369,14 @@ def udp():
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind((ip, port))
     while True:
         q, a = s.recvfrom(4096)
-        try: s.sendto(answer(q), a)
-        except Exception: pass
+        threading.Thread(target=reply_udp, args=(s, q, a), daemon=True).start()
+def reply_udp(s, q, a):
+    try:
+        name, i = name_at(q, 12)
+        if mode == "drop-txt" and struct.unpack(">H", q[i:i + 2])[0] == 16: return
+        if mode.startswith("delay="): time.sleep(float(mode[6:]))
+        s.sendto(answer(q), a)
+    except Exception: pass
 def tcp_client(c):
     try:
         while True:
@@ -370,6 +384,9 @@ def tcp_client(c):
             if len(n) < 2: return
             q = b""
             while len(q) < struct.unpack(">H", n)[0]: q += c.recv(4096)
+            name, i = name_at(q, 12)
+            if mode == "drop-txt" and struct.unpack(">H", q[i:i + 2])[0] == 16: continue
+            if mode.startswith("delay="): time.sleep(float(mode[6:]))
             r = answer(q); c.sendall(struct.pack(">H", len(r)) + r)
     except Exception: pass
 def tcp():
@@ -380,6 +397,26 @@ threading.Thread(target=udp, daemon=True).start()
 print("ready", flush=True)
 tcp()
 "#;
+
+/// Unless the configuration in `data` names DNS servers, starts an empty loopback DNS
+/// server (every name unknown) and names it under `[transport] nameservers`.
+pub fn quiet_dns(work: &Path, data: &Path) -> Option<Dns> {
+    let cfg = data.join("agora.toml");
+    let text = std::fs::read_to_string(&cfg).unwrap_or_default();
+    if text.contains("nameservers") {
+        return None;
+    }
+    let zone = work.join("quiet-zone.json");
+    std::fs::write(&zone, "{}").unwrap();
+    let (dns, ip) = dns_server(&zone);
+    let line = format!("nameservers = [\"{ip}:10053\"]\n");
+    let text = match text.find("[transport]\n") {
+        Some(i) => format!("{}{line}{}", &text[..i + 12], &text[i + 12..]),
+        None => format!("{text}\n[transport]\n{line}"),
+    };
+    std::fs::write(&cfg, text).unwrap();
+    Some(dns)
+}
 
 /// The DNS server's process, stopped when dropped.
 pub struct Dns(Child);
@@ -395,9 +432,15 @@ impl Drop for Dns {
 /// JSON zone in `zone_file` ("name/TYPE": [values], read at each query); returns it
 /// and its address.
 pub fn dns_server(zone_file: &Path) -> (Dns, String) {
+    dns_server_mode(zone_file, "")
+}
+
+/// `dns_server` that misbehaves: "drop-txt" never answers TXT queries, "delay=S" answers
+/// everything S seconds late.
+pub fn dns_server_mode(zone_file: &Path, mode: &str) -> (Dns, String) {
     let ip = unique_ip();
     let mut child = Command::new("python3")
-        .args(["-c", DNS, &ip, "10053", zone_file.to_str().unwrap()])
+        .args(["-c", DNS, &ip, "10053", zone_file.to_str().unwrap(), mode])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();

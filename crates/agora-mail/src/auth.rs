@@ -3,8 +3,10 @@
 //! written into an Authentication-Results header (RFC 8601); the DNS resolver both
 //! these and MX lookups use.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use agora_store::{DkimKey, DkimState};
 use mail_auth::common::crypto::{Ed25519Key, RsaKey, Sha256};
@@ -14,25 +16,39 @@ use mail_auth::dmarc::verify::DmarcParameters;
 use mail_auth::hickory_resolver::TokioResolver;
 use mail_auth::hickory_resolver::config::{NameServerConfig, ResolverConfig, ResolverOpts};
 use mail_auth::spf::verify::SpfParameters;
-use mail_auth::{AuthenticatedMessage, AuthenticationResults, DmarcResult, MessageAuthenticator};
+use mail_auth::{
+    ArcOutput, AuthenticatedMessage, AuthenticationResults, DkimOutput, DkimResult, DmarcOutput, DmarcResult,
+    MessageAuthenticator, SpfOutput, SpfResult,
+};
 use rustls_pki_types::{PrivateKeyDer, PrivatePkcs1KeyDer};
+
+/// Per-query timeout and tries: a dead or slow DNS server must cost seconds, not the
+/// resolver's default of two 5-second tries per server and name.
+const QUERY_TIMEOUT: Duration = Duration::from_millis(1500);
+const QUERY_ATTEMPTS: usize = 2;
 
 /// The resolver configuration: the given servers ("ip:port"), else the system's.
 fn config(nameservers: &[SocketAddr]) -> Option<(ResolverConfig, ResolverOpts)> {
-    if nameservers.is_empty() {
-        return mail_auth::hickory_resolver::system_conf::read_system_conf().ok();
-    }
-    let servers = nameservers
-        .iter()
-        .map(|a| {
-            let mut ns = NameServerConfig::udp_and_tcp(a.ip());
-            for c in &mut ns.connections {
-                c.port = a.port();
-            }
-            ns
-        })
-        .collect();
-    Some((ResolverConfig::from_name_servers(servers), ResolverOpts::default()))
+    let (cfg, mut opts) = if nameservers.is_empty() {
+        mail_auth::hickory_resolver::system_conf::read_system_conf().ok()?
+    } else {
+        let servers = nameservers
+            .iter()
+            .map(|a| {
+                let mut ns = NameServerConfig::udp_and_tcp(a.ip());
+                for c in &mut ns.connections {
+                    c.port = a.port();
+                }
+                ns
+            })
+            .collect();
+        (ResolverConfig::from_name_servers(servers), ResolverOpts::default())
+    };
+    opts.timeout = QUERY_TIMEOUT;
+    opts.attempts = QUERY_ATTEMPTS;
+    // Answers and "no such record" are both cached (hickory's cache, by TTL and SOA).
+    opts.cache_size = opts.cache_size.max(4096);
+    Some((cfg, opts))
 }
 
 /// A resolver for MX lookups.
@@ -160,13 +176,20 @@ pub fn sign(message: &[u8], keys: &[DkimKey]) -> Vec<u8> {
     out
 }
 
-/// Checks incoming mail: SPF (HELO and MAIL FROM), DKIM, ARC, DMARC.
+/// Checks incoming mail: SPF (HELO and MAIL FROM), DKIM, ARC, DMARC, all within one
+/// time budget per message.
 pub struct Verifier {
     auth: MessageAuthenticator,
     hostname: String,
-    /// Refuse messages whose domain publishes p=reject and fail DMARC.
-    pub reject_dmarc: bool,
+    /// Sender domains whose checks ran out of time lately, and until when they are
+    /// skipped: during a DNS outage each message costs nothing, not a whole budget.
+    slow: Mutex<HashMap<String, Instant>>,
 }
+
+/// How long a domain whose checks timed out is answered with `temperror` at once.
+const SLOW_DOMAIN_HOLD: Duration = Duration::from_secs(60);
+/// Domains remembered as slow, at most.
+const SLOW_DOMAINS: usize = 10_000;
 
 impl std::fmt::Debug for Verifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -176,21 +199,54 @@ impl std::fmt::Debug for Verifier {
 
 /// What the checks found.
 pub struct Verdict {
-    /// The Authentication-Results header field, CRLF included.
+    /// The Authentication-Results header field (after any ARC set), CRLF included.
     pub header: String,
-    /// DMARC failed under a p=reject policy (and the server honours it).
-    pub reject: bool,
+    /// DMARC failed and the sender domain's policy is p=reject.
+    pub reject_under_policy: bool,
+    /// Some checks ran out of time (their results say `temperror`).
+    pub timed_out: bool,
+}
+
+fn timed_out_err() -> mail_auth::Error {
+    mail_auth::Error::Dns(mail_auth::DnsError::Resolver("time budget exhausted".into()))
 }
 
 impl Verifier {
-    pub fn new(hostname: &str, nameservers: &[SocketAddr], reject_dmarc: bool) -> Option<Verifier> {
+    pub fn new(hostname: &str, nameservers: &[SocketAddr]) -> Option<Verifier> {
         let (cfg, opts) = config(nameservers)?;
         let auth = MessageAuthenticator::new(cfg, opts).ok()?;
-        Some(Verifier { auth, hostname: hostname.to_string(), reject_dmarc })
+        Some(Verifier { auth, hostname: hostname.to_string(), slow: Mutex::new(HashMap::new()) })
+    }
+
+    fn held_slow(&self, domain: &str) -> bool {
+        let mut slow = self.slow.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match slow.get(domain) {
+            Some(&until) if until > Instant::now() => true,
+            Some(_) => {
+                slow.remove(domain);
+                false
+            }
+            None => false,
+        }
+    }
+
+    fn mark_slow(&self, domain: &str) {
+        let mut slow = self.slow.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if slow.len() >= SLOW_DOMAINS {
+            let now = Instant::now();
+            slow.retain(|_, until| *until > now);
+            if slow.len() >= SLOW_DOMAINS {
+                slow.clear();
+            }
+        }
+        slow.insert(domain.to_ascii_lowercase(), Instant::now() + SLOW_DOMAIN_HOLD);
     }
 
     /// With `seal` (the forwarding domain's RSA key, for mail we pass on to other
     /// servers), the verdict also carries an ARC set (RFC 8617) over the results.
+    /// `budget` is the most the checks may take, all lookups together. Never takes
+    /// much longer than that: what is not known by then is
+    /// `temperror`, and the message goes on.
     pub async fn check(
         &self,
         message: &[u8],
@@ -198,21 +254,80 @@ impl Verifier {
         helo: &str,
         mail_from: &str,
         seal: Option<&DkimKey>,
+        budget: Duration,
     ) -> Verdict {
         let Some(parsed) = AuthenticatedMessage::parse(message) else {
-            return Verdict { header: format!("Authentication-Results: {}; none\r\n", self.hostname), reject: false };
+            return Verdict {
+                header: format!("Authentication-Results: {}; none\r\n", self.hostname),
+                reject_under_policy: false,
+                timed_out: false,
+            };
         };
-        let dkim = self.auth.verify_dkim(&parsed).await;
-        let arc = self.auth.verify_arc(&parsed).await;
-        let spf_helo = self.auth.verify_spf(SpfParameters::verify_ehlo(ip, helo, &self.hostname)).await;
-        let (spf, from_domain) = if mail_from.is_empty() {
-            // The null sender: SPF of the HELO identity stands in (RFC 7208 §2.4).
-            (spf_helo.clone(), helo.to_string())
+        let from_domain = if mail_from.is_empty() {
+            helo.to_ascii_lowercase()
         } else {
-            let domain = mail_from.rsplit_once('@').map_or(mail_from, |(_, d)| d).to_string();
-            (self.auth.verify_spf(SpfParameters::verify_mail_from(ip, helo, &self.hostname, mail_from)).await, domain)
+            mail_from.rsplit_once('@').map_or(mail_from, |(_, d)| d).to_ascii_lowercase()
         };
-        let dmarc = self.auth.verify_dmarc(DmarcParameters::new(&parsed, &dkim, &from_domain, &spf)).await;
+        // A domain that just timed out gets no new lookups for a while.
+        let budget = if self.held_slow(&from_domain) { Duration::ZERO } else { budget };
+        let deadline = tokio::time::Instant::now() + budget;
+        // Lookups of the four checks run side by side.
+        let (dkim, arc, spf_helo, spf_from) = tokio::join!(
+            tokio::time::timeout_at(deadline, self.auth.verify_dkim(&parsed)),
+            tokio::time::timeout_at(deadline, self.auth.verify_arc(&parsed)),
+            tokio::time::timeout_at(
+                deadline,
+                self.auth.verify_spf(SpfParameters::verify_ehlo(ip, helo, &self.hostname))
+            ),
+            async {
+                if mail_from.is_empty() {
+                    None
+                } else {
+                    Some(
+                        tokio::time::timeout_at(
+                            deadline,
+                            self.auth.verify_spf(SpfParameters::verify_mail_from(ip, helo, &self.hostname, mail_from)),
+                        )
+                        .await,
+                    )
+                }
+            },
+        );
+        let mut timed_out = false;
+        let mut late = |ok: bool| {
+            timed_out |= !ok;
+        };
+        late(dkim.is_ok());
+        late(arc.is_ok());
+        late(spf_helo.is_ok());
+        late(spf_from.as_ref().is_none_or(Result::is_ok));
+        let dkim = dkim.unwrap_or_else(|_| vec![DkimOutput::temp_err(timed_out_err())]);
+        let arc = arc.unwrap_or_else(|_| ArcOutput::default().with_result(DkimResult::TempError(timed_out_err())));
+        let spf_helo = spf_helo.unwrap_or_else(|_| SpfOutput::new(helo.to_string()).with_result(SpfResult::TempError));
+        // The null sender: SPF of the HELO identity stands in (RFC 7208 §2.4).
+        let spf = match spf_from {
+            None => spf_helo.clone(),
+            Some(r) => r.unwrap_or_else(|_| SpfOutput::new(from_domain.clone()).with_result(SpfResult::TempError)),
+        };
+        let dmarc = match tokio::time::timeout_at(
+            deadline,
+            self.auth.verify_dmarc(DmarcParameters::new(&parsed, &dkim, &from_domain, &spf)),
+        )
+        .await
+        {
+            Ok(d) => d,
+            Err(_) => {
+                timed_out = true;
+                let domain = parsed.from.first().and_then(|f| f.rsplit_once('@')).map_or("", |(_, d)| d);
+                DmarcOutput::new(domain.to_string())
+                    .with_dkim_result(DmarcResult::TempError(timed_out_err()))
+                    .with_spf_result(DmarcResult::TempError(timed_out_err()))
+            }
+        };
+        if timed_out && budget > Duration::ZERO {
+            tracing::warn!("checks of mail from {from_domain} ran out of their {budget:?}: temperror");
+            self.mark_slow(&from_domain);
+        }
         let header_from = parsed.from.first().map(String::as_str).unwrap_or("");
         let results = AuthenticationResults::new(&self.hostname)
             .with_dkim_results(&dkim, header_from)
@@ -221,16 +336,18 @@ impl Verifier {
             .with_arc_result(&arc, ip)
             .with_dmarc_result(&dmarc);
         let failed = dmarc.dkim_result() != &DmarcResult::Pass && dmarc.spf_result() != &DmarcResult::Pass;
-        let reject = self.reject_dmarc && failed && dmarc.policy() == mail_auth::dmarc::Policy::Reject;
+        let reject_under_policy = failed
+            && !matches!(dmarc.dkim_result(), DmarcResult::TempError(_))
+            && dmarc.policy() == mail_auth::dmarc::Policy::Reject;
         let mut header = String::new();
-        if let Some(k) = seal.filter(|_| !reject) {
+        if let Some(k) = seal.filter(|_| !reject_under_policy) {
             match arc_seal(k, &parsed, &results, &arc) {
                 Ok(set) => header.push_str(&set),
                 Err(e) => tracing::debug!("arc: not sealed for {}: {e}", k.domain),
             }
         }
         header.push_str(&results.to_header());
-        Verdict { header, reject }
+        Verdict { header, reject_under_policy, timed_out }
     }
 }
 

@@ -1,0 +1,248 @@
+//! The intake pipeline: one path for every way mail enters Agora (SMTP today; webmail,
+//! NNTP gateways, public-folder posting and X.400 next). Checks mail from outside,
+//! signs our users' mail, stores one body for all local mailboxes, queues remote
+//! recipients, wakes the transport, sends "delivered" reports and writes tracking.
+
+use std::collections::HashSet;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use agora_store::{Delivery, DeliveryTarget, DkimState, Envelope, EnvelopeRecipient, Flags, StoreError};
+
+use crate::Mail;
+use crate::dsn::{Dsn, Report, send_report};
+use crate::tracking::{Event, message_id};
+
+/// Where a message came from.
+#[derive(Debug, Clone)]
+pub struct Origin {
+    pub ip: IpAddr,
+    /// The client's HELO name (or the protocol's equivalent), already made safe to print.
+    pub helo: String,
+    /// The account that sent it, when the client logged in.
+    pub authenticated_as: Option<String>,
+    /// The client is in a trusted network (relays without login).
+    pub trusted: bool,
+    pub tls: bool,
+}
+
+/// One accepted recipient, as the directory resolved it.
+#[derive(Debug, Clone, Default)]
+pub struct Rcpt {
+    pub address: String,
+    /// Accounts whose INBOX gets a copy.
+    pub accounts: Vec<i64>,
+    /// Outside addresses (group members, forwarding aliases) to queue.
+    pub external: Vec<String>,
+    /// DSN parameters (RFC 3461).
+    pub notify: Option<String>,
+    pub orcpt: Option<String>,
+}
+
+/// What the caller's configuration asks of the pipeline.
+#[derive(Debug, Clone, Copy)]
+pub struct Policy {
+    /// Refuse mail failing DMARC when its domain publishes p=reject.
+    pub dmarc_reject: bool,
+    /// DKIM-sign mail from logged-in users and trusted networks.
+    pub dkim_sign: bool,
+    /// ARC-seal checked mail that aliases or groups forward to outside addresses.
+    pub arc_seal: bool,
+    /// The most one message's checks (SPF, DKIM, ARC, DMARC lookups) may take.
+    pub check_budget: Duration,
+}
+
+/// A message to take in.
+#[derive(Debug)]
+pub struct Intake {
+    pub id: String,
+    pub received: i64,
+    pub sender: String,
+    pub recipients: Vec<Rcpt>,
+    /// DSN RET and ENVID.
+    pub ret: Option<String>,
+    pub envid: Option<String>,
+    pub origin: Origin,
+    /// Trace fields the protocol writes first (Return-Path, Received), CRLF-terminated.
+    pub trace: String,
+    pub body: Vec<u8>,
+    pub policy: Policy,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IntakeError {
+    /// DMARC failed under the sender domain's p=reject policy.
+    #[error("rejected by the sender domain's DMARC policy")]
+    Dmarc,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What became of an accepted message.
+#[derive(Debug, Clone, Copy)]
+pub struct Accepted {
+    /// Local copies stored.
+    pub copies: usize,
+    /// Remote recipients queued.
+    pub queued: usize,
+}
+
+impl Mail {
+    /// Takes a message in durably: it returns only after the store committed it, so the
+    /// caller may acknowledge it then.
+    pub async fn accept(&self, i: Intake) -> Result<Accepted, IntakeError> {
+        let mut extra: Vec<u8> = Vec::new();
+        let ours = i.origin.authenticated_as.is_some() || i.origin.trusted;
+        if !ours && let Some(v) = &self.verifier {
+            // Mail passed on to other servers is sealed with ARC by the forwarding
+            // domain, so that its results travel along.
+            let forwarder =
+                i.recipients.iter().find(|r| !r.external.is_empty()).and_then(|r| r.address.rsplit_once('@'));
+            let seal = match forwarder {
+                Some((_, domain)) if i.policy.arc_seal => {
+                    self.store.dkim_keys(domain).await.ok().and_then(|keys| {
+                        keys.into_iter().find(|k| k.algorithm == "rsa" && k.state == DkimState::Active)
+                    })
+                }
+                _ => None,
+            };
+            let verdict =
+                v.check(&i.body, i.origin.ip, &i.origin.helo, &i.sender, seal.as_ref(), i.policy.check_budget).await;
+            if verdict.reject_under_policy && i.policy.dmarc_reject {
+                return Err(IntakeError::Dmarc);
+            }
+            extra.extend_from_slice(verdict.header.as_bytes());
+        }
+        if i.policy.dkim_sign
+            && ours
+            && let Some((_, domain)) = i.sender.rsplit_once('@')
+            && let Ok(keys) = self.store.dkim_keys(domain).await
+            && !keys.is_empty()
+        {
+            extra.extend_from_slice(&crate::auth::sign(&i.body, &keys));
+        }
+        let mut message = Vec::with_capacity(i.trace.len() + extra.len() + i.body.len());
+        message.extend_from_slice(i.trace.as_bytes());
+        message.extend_from_slice(&extra);
+        message.extend_from_slice(&i.body);
+
+        let mut seen = HashSet::new();
+        let mut targets = Vec::new();
+        let mut relay: Vec<String> = Vec::new();
+        for r in &i.recipients {
+            for &a in &r.accounts {
+                if seen.insert(a) {
+                    targets.push(DeliveryTarget { account: a, mailbox: "INBOX".into() });
+                }
+            }
+            for e in &r.external {
+                if !relay.contains(e) {
+                    relay.push(e.clone());
+                }
+            }
+        }
+        let envelope = Envelope {
+            mail_from: i.sender.clone(),
+            helo: i.origin.helo.clone(),
+            client_ip: i.origin.ip.to_string(),
+            ret: i.ret.clone(),
+            envid: i.envid.clone(),
+            recipients: i
+                .recipients
+                .iter()
+                .map(|r| EnvelopeRecipient {
+                    address: r.address.clone(),
+                    notify: r.notify.clone(),
+                    orcpt: r.orcpt.clone(),
+                })
+                .collect(),
+            authenticated_as: i.origin.authenticated_as.clone(),
+            tls: i.origin.tls,
+            queue_id: i.id.clone(),
+        };
+        let size = message.len() as u64;
+        let mid = message_id(&message);
+        let local: Vec<String> =
+            i.recipients.iter().filter(|r| !r.accounts.is_empty()).map(|r| r.address.clone()).collect();
+        let remote = relay.clone();
+        // NOTIFY=SUCCESS on a recipient delivered here: a "delivered" report (RFC 3461 §6.2).
+        let wants_success = i.recipients.iter().any(|r| !r.accounts.is_empty() && notify_has(&r.notify, "SUCCESS"));
+        let kept = if wants_success { message.clone() } else { Vec::new() };
+        let body = self.store.stage(message).await?;
+        let copies = self
+            .store
+            .deliver(Delivery {
+                body,
+                internal_date: i.received,
+                envelope: Some(envelope),
+                flags: Flags::default(),
+                keywords: Vec::new(),
+                targets,
+                relay,
+                // Checked when the recipient was accepted; accepted mail is never dropped for quota.
+                enforce_quota: false,
+            })
+            .await?
+            .len();
+        if !remote.is_empty() {
+            self.wake.notify_one();
+        }
+        if wants_success {
+            self.success_reports(&i, &kept).await;
+        }
+        if let Some(t) = &self.tracker {
+            let base = Event {
+                time: i.received,
+                id: i.id.clone(),
+                sender: i.sender.clone(),
+                size,
+                message_id: mid,
+                ..Default::default()
+            };
+            t.log(Event {
+                event: "received".into(),
+                recipients: i.recipients.iter().map(|r| r.address.clone()).collect(),
+                remote: i.origin.ip.to_string(),
+                ..base.clone()
+            });
+            if !local.is_empty() {
+                t.log(Event {
+                    event: "delivered".into(),
+                    recipients: local,
+                    remote: "local mailbox".into(),
+                    ..base.clone()
+                });
+            }
+            if !remote.is_empty() {
+                t.log(Event { event: "queued".into(), recipients: remote.clone(), ..base });
+            }
+        }
+        Ok(Accepted { copies, queued: remote.len() })
+    }
+
+    /// "delivered" reports for the local recipients that asked for them with NOTIFY.
+    async fn success_reports(&self, i: &Intake, message: &[u8]) {
+        if i.sender.is_empty() {
+            return;
+        }
+        for r in i.recipients.iter().filter(|r| !r.accounts.is_empty() && notify_has(&r.notify, "SUCCESS")) {
+            let dsn = Dsn {
+                hostname: &self.cfg.hostname,
+                sender: &i.sender,
+                recipient: &r.address,
+                orcpt: r.orcpt.as_deref(),
+                envid: i.envid.as_deref(),
+                full: i.ret.as_deref().is_some_and(|x| x.eq_ignore_ascii_case("FULL")),
+                report: Report::Delivered,
+            };
+            if let Err(e) = send_report(self.store.as_ref(), &self.dir, &i.sender, dsn.message(message)).await {
+                tracing::warn!("mail: success report for {}: {e}", i.id);
+            }
+        }
+    }
+}
+
+/// True if a NOTIFY parameter names `what`.
+pub fn notify_has(notify: &Option<String>, what: &str) -> bool {
+    notify.as_deref().is_some_and(|n| n.split(',').any(|x| x.trim().eq_ignore_ascii_case(what)))
+}

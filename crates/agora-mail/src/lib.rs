@@ -1,0 +1,117 @@
+//! The mail core, below every protocol: the intake pipeline that every way of putting
+//! mail into Agora calls (checks, signing, delivery to local mailboxes, queueing of
+//! remote recipients, tracking), the DNS resolver, MTA-STS policies, delivery status
+//! notifications and the transport's settings. Protocol crates use it; it knows no wire.
+
+pub mod auth;
+pub mod dsn;
+pub mod intake;
+pub mod mtasts;
+pub mod settings;
+pub mod tracking;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use agora_directory::Directory;
+use agora_store::Store;
+
+pub use intake::{Intake, IntakeError, Origin, Policy, Rcpt};
+pub use settings::TransportSection;
+
+/// How the mail core is set up.
+#[derive(Debug, Clone)]
+pub struct MailConfig {
+    /// The name in trace headers, Authentication-Results and reports.
+    pub hostname: String,
+    /// Check incoming mail (SPF, DKIM, ARC, DMARC) through `nameservers`.
+    pub checks: bool,
+    /// DNS servers ("ip:port"); empty for the system's.
+    pub nameservers: Vec<SocketAddr>,
+    /// Where tracking events go (`tracking.log`); none: not tracked.
+    pub tracking_log: Option<PathBuf>,
+    /// The outbound transport's settings (`[transport]`).
+    pub transport: TransportSection,
+}
+
+impl Default for MailConfig {
+    fn default() -> Self {
+        MailConfig {
+            hostname: "localhost".into(),
+            checks: false,
+            nameservers: Vec::new(),
+            tracking_log: None,
+            transport: TransportSection::default(),
+        }
+    }
+}
+
+/// The mail core one server shares among its protocols.
+pub struct Mail {
+    cfg: MailConfig,
+    store: Arc<dyn Store>,
+    dir: Directory,
+    verifier: Option<auth::Verifier>,
+    tracker: Option<Arc<tracking::Tracker>>,
+    /// Rung when mail for remote recipients was queued, so the transport looks at once.
+    wake: Arc<tokio::sync::Notify>,
+}
+
+impl std::fmt::Debug for Mail {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mail").field("hostname", &self.cfg.hostname).finish()
+    }
+}
+
+impl Mail {
+    pub fn new(cfg: MailConfig, store: Arc<dyn Store>, dir: Directory) -> Mail {
+        let verifier = if cfg.checks {
+            let v = auth::Verifier::new(&cfg.hostname, &cfg.nameservers);
+            if v.is_none() {
+                tracing::warn!("no DNS resolver: incoming mail is not checked for SPF, DKIM and DMARC");
+            }
+            v
+        } else {
+            None
+        };
+        let tracker = cfg.tracking_log.as_deref().map(|p| Arc::new(tracking::Tracker::new(p)));
+        Mail { cfg, store, dir, verifier, tracker, wake: Arc::new(tokio::sync::Notify::new()) }
+    }
+
+    pub fn hostname(&self) -> &str {
+        &self.cfg.hostname
+    }
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+    pub fn directory(&self) -> &Directory {
+        &self.dir
+    }
+    pub fn tracker(&self) -> Option<&Arc<tracking::Tracker>> {
+        self.tracker.as_ref()
+    }
+    pub fn config(&self) -> &MailConfig {
+        &self.cfg
+    }
+    /// What the transport waits on besides its poll interval.
+    pub fn wake(&self) -> &Arc<tokio::sync::Notify> {
+        &self.wake
+    }
+}
+
+/// A short unique id for logs and trace headers: a random per-process start, then a
+/// counter, so that no message pays for a system call to get one.
+pub fn queue_id() -> String {
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: OnceLock<AtomicU64> = OnceLock::new();
+    let next = NEXT.get_or_init(|| {
+        let mut b = [0u8; 8];
+        if getrandom::fill(&mut b).is_err() {
+            b = ((agora_store::now() as u64) << 20 ^ u64::from(std::process::id())).to_le_bytes();
+        }
+        AtomicU64::new(u64::from_le_bytes(b))
+    });
+    format!("{:016X}", next.fetch_add(1, Ordering::Relaxed))
+}

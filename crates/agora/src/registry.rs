@@ -1,0 +1,46 @@
+//! The services this binary runs: one registration per service. Adding a service is a
+//! crate and one line here; the port map, the configuration file and `agora ports`
+//! follow from these declarations.
+
+use agora_net::TlsMode;
+use agora_service::Registration;
+
+pub static SERVICES: &[&dyn Registration] =
+    &[&agora_smtp::service::SERVICE, &agora_imap::service::SERVICE, &agora_pop3::service::SERVICE];
+
+/// The rest of the port map (DESIGN §1): services not built yet, shown as such.
+pub const PLANNED: &[(&str, u16, TlsMode, &str)] = &[
+    ("nntp", 119, TlsMode::StartTls, "NNTP public folders"),
+    ("nntps", 563, TlsMode::Implicit, "NNTP over TLS"),
+    ("http", 80, TlsMode::None, "webmail, admin, autoconfig"),
+    ("https", 443, TlsMode::Implicit, "webmail over TLS"),
+    ("ldap", 389, TlsMode::StartTls, "LDAP directory"),
+    ("ldap-alt", 390, TlsMode::StartTls, "LDAP (alternate port)"),
+    ("ldaps", 636, TlsMode::Implicit, "LDAP over TLS"),
+    ("gc", 3268, TlsMode::StartTls, "Global Catalog"),
+    ("gcs", 3269, TlsMode::Implicit, "Global Catalog over TLS"),
+    ("replication", 379, TlsMode::StartTls, "directory replication"),
+    ("routing", 691, TlsMode::StartTls, "link-state routing"),
+    ("x400", 102, TlsMode::None, "X.400 MTA (RFC 1006)"),
+    ("rpc", 135, TlsMode::None, "DCE/RPC endpoint mapper"),
+    ("dns", 53, TlsMode::None, "authoritative DNS"),
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_and_sections_are_unique() {
+        let mut keys: Vec<&str> = SERVICES.iter().flat_map(|s| s.listeners().iter().map(|l| l.key)).collect();
+        keys.extend(PLANNED.iter().map(|p| p.0));
+        let n = keys.len();
+        keys.sort();
+        keys.dedup();
+        assert_eq!(keys.len(), n, "a listener key is declared twice");
+        let mut names: Vec<&str> = SERVICES.iter().map(|s| s.name()).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), SERVICES.len());
+    }
+}
