@@ -43,4 +43,18 @@ mod tests {
         names.dedup();
         assert_eq!(names.len(), SERVICES.len());
     }
+
+    #[test]
+    fn protocol_crates_never_import_each_other() {
+        let crates = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let protocols = ["agora-smtp", "agora-imap", "agora-pop3"];
+        for p in protocols {
+            let manifest = std::fs::read_to_string(crates.join(p).join("Cargo.toml")).unwrap_or_default();
+            assert!(!manifest.is_empty(), "{p}/Cargo.toml not found");
+            for other in protocols.iter().filter(|&&o| o != p) {
+                let dep = format!("\n{other}");
+                assert!(!manifest.contains(&dep), "{p} depends on {other}");
+            }
+        }
+    }
 }
