@@ -65,7 +65,7 @@ impl Session {
             self.condstore = true;
         }
         // RFC 7162 §3.2.11 / RFC 9051 §7.1: the previous mailbox is closed first.
-        if self.selected.take().is_some() {
+        if self.deselect().is_some() {
             conn.queue(b"* OK [CLOSED] Previous mailbox closed\r\n");
         }
         let opened = match self.open_mailbox(name).await {
@@ -219,6 +219,12 @@ impl Session {
             Some(_) => {}
             None => self.dirty = true,
         }
+    }
+
+    /// Leaves the selected mailbox, and stops listening to its changes.
+    pub(crate) fn deselect(&mut self) -> Option<Selected> {
+        self.bus = None;
+        self.selected.take()
     }
 
     /// Reads what the change bus announced for the selected mailbox into the view.
@@ -952,7 +958,7 @@ impl Session {
 
     /// CLOSE (expunging \Deleted messages silently) and UNSELECT.
     pub(crate) async fn close(&mut self, conn: &mut Conn, tag: &str, expunge: bool) -> Flow {
-        if let Some(sel) = self.selected.take()
+        if let Some(sel) = self.deselect()
             && expunge
             && !sel.read_only
             && sel.rights.has('e')

@@ -497,7 +497,7 @@ impl Session {
             K::Delete(name) if authed => {
                 let r = self.store.delete_mailbox(self.account_id(), &name).await;
                 if self.selected.as_ref().is_some_and(|s| s.mailbox.name == name) && r.is_ok() {
-                    self.selected = None;
+                    self.deselect();
                 }
                 self.reply_store(conn, &tag, r, "DELETE");
             }

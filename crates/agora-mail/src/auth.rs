@@ -203,8 +203,6 @@ pub struct Verdict {
     pub header: String,
     /// DMARC failed and the sender domain's policy is p=reject.
     pub reject_under_policy: bool,
-    /// Some checks ran out of time (their results say `temperror`).
-    pub timed_out: bool,
 }
 
 fn timed_out_err() -> mail_auth::Error {
@@ -260,7 +258,6 @@ impl Verifier {
             return Verdict {
                 header: format!("Authentication-Results: {}; none\r\n", self.hostname),
                 reject_under_policy: false,
-                timed_out: false,
             };
         };
         let from_domain = if mail_from.is_empty() {
@@ -293,14 +290,8 @@ impl Verifier {
                 }
             },
         );
-        let mut timed_out = false;
-        let mut late = |ok: bool| {
-            timed_out |= !ok;
-        };
-        late(dkim.is_ok());
-        late(arc.is_ok());
-        late(spf_helo.is_ok());
-        late(spf_from.as_ref().is_none_or(Result::is_ok));
+        let mut timed_out =
+            dkim.is_err() || arc.is_err() || spf_helo.is_err() || spf_from.as_ref().is_some_and(Result::is_err);
         let dkim = dkim.unwrap_or_else(|_| vec![DkimOutput::temp_err(timed_out_err())]);
         let arc = arc.unwrap_or_else(|_| ArcOutput::default().with_result(DkimResult::TempError(timed_out_err())));
         let spf_helo = spf_helo.unwrap_or_else(|_| SpfOutput::new(helo.to_string()).with_result(SpfResult::TempError));
@@ -347,7 +338,7 @@ impl Verifier {
             }
         }
         header.push_str(&results.to_header());
-        Verdict { header, reject_under_policy, timed_out }
+        Verdict { header, reject_under_policy }
     }
 }
 

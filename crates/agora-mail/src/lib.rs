@@ -10,7 +10,6 @@ pub mod mtasts;
 pub mod settings;
 pub mod tracking;
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -25,10 +24,9 @@ pub use settings::TransportSection;
 pub struct MailConfig {
     /// The name in trace headers, Authentication-Results and reports.
     pub hostname: String,
-    /// Check incoming mail (SPF, DKIM, ARC, DMARC) through `nameservers`.
+    /// Check incoming mail (SPF, DKIM, ARC, DMARC) through `transport.nameservers`
+    /// (the system's resolver when that is empty).
     pub checks: bool,
-    /// DNS servers ("ip:port"); empty for the system's.
-    pub nameservers: Vec<SocketAddr>,
     /// Where tracking events go (`tracking.log`); none: not tracked.
     pub tracking_log: Option<PathBuf>,
     /// The outbound transport's settings (`[transport]`).
@@ -40,7 +38,6 @@ impl Default for MailConfig {
         MailConfig {
             hostname: "localhost".into(),
             checks: false,
-            nameservers: Vec::new(),
             tracking_log: None,
             transport: TransportSection::default(),
         }
@@ -67,7 +64,7 @@ impl std::fmt::Debug for Mail {
 impl Mail {
     pub fn new(cfg: MailConfig, store: Arc<dyn Store>, dir: Directory) -> Mail {
         let verifier = if cfg.checks {
-            let v = auth::Verifier::new(&cfg.hostname, &cfg.nameservers);
+            let v = auth::Verifier::new(&cfg.hostname, &cfg.transport.nameservers);
             if v.is_none() {
                 tracing::warn!("no DNS resolver: incoming mail is not checked for SPF, DKIM and DMARC");
             }

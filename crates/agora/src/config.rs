@@ -284,10 +284,6 @@ fn describe(text: &str, e: &toml::de::Error) -> String {
     format!("line {line_no}{where_}: {}", e.message())
 }
 
-fn tls_name(t: TlsMode) -> &'static str {
-    t.as_str()
-}
-
 /// The file written on first run: every setting, commented out, at its default.
 pub fn default_file(hostname: &str, domain: &str) -> String {
     let mut s = format!(
@@ -324,7 +320,7 @@ pub fn default_file(hostname: &str, domain: &str) -> String {
         let note = if is_built { "" } else { "   (not available yet)" };
         s.push_str(&format!(
             "\n# [listeners.{key}]   # {role}{note}\n# enabled = true\n# port = {port}\n# tls = \"{}\"\n# proxy_protocol = false\n",
-            tls_name(tls)
+            tls.as_str()
         ));
     }
     s

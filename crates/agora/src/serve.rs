@@ -148,7 +148,6 @@ pub async fn run(cli: &Cli, domain: Option<String>, hostname: Option<String>, li
         MailConfig {
             hostname: hostname.clone(),
             checks: true,
-            nameservers: cfg.transport.nameservers.clone(),
             tracking_log: Some(data.join("tracking.log")),
             transport: cfg.transport.clone(),
         },

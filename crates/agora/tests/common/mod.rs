@@ -410,8 +410,9 @@ pub fn quiet_dns(work: &Path, data: &Path) -> Option<Dns> {
     std::fs::write(&zone, "{}").unwrap();
     let (dns, ip) = dns_server(&zone);
     let line = format!("nameservers = [\"{ip}:10053\"]\n");
-    let text = match text.find("[transport]\n") {
-        Some(i) => format!("{}{line}{}", &text[..i + 12], &text[i + 12..]),
+    const HEADER: &str = "[transport]\n";
+    let text = match text.find(HEADER) {
+        Some(i) => format!("{}{line}{}", &text[..i + HEADER.len()], &text[i + HEADER.len()..]),
         None => format!("{text}\n[transport]\n{line}"),
     };
     std::fs::write(&cfg, text).unwrap();
