@@ -6,6 +6,7 @@
 #   usage: bench/idle_mail.sh [sessions=10000] [messages=2000] [agora binary]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/lib.sh
 N=${1:-10000}; M=${2:-2000}; USERS=100
 if [[ -n ${3:-} ]]; then bin=$(realpath "$3"); else cargo build --release -q -p agora; bin=$PWD/target/release/agora; fi
 scripts/install-test-deps >/dev/null
@@ -23,8 +24,8 @@ max_connections = $((N + 100))
 max_connections_per_ip = $((N + 100))
 max_sessions_per_user = $((N / USERS + 10))
 CONF
-AGORA_LOG=warn "$bin" --data "$work/agora" serve --port-offset 30000 --bind 127.0.0.1 >"$work/agora.out" 2>"$work/agora.log" &
-for _ in $(seq 100); do grep -q "agora: ready" "$work/agora.out" && break; sleep 0.1; done
-for i in $(seq 1 $USERS); do echo pw | "$bin" --data "$work/agora" user add "user$i@example.org" --password-stdin >/dev/null; done
-pid=$(pgrep -f -- "--data $work/agora serve")
+start_quiet_dns 30053
+start_agora "$bin" "$work/agora" --port-offset 30000 --bind 127.0.0.1
+add_users "$bin" "$work/agora" pw $(seq -f "user%g@example.org" 1 $USERS)
+pid=$AGORA_PID
 MAIL=$M SMTP=127.0.0.1:30025 python3 bench/imap_idle.py 127.0.0.1 30993 "$USERS" "$N" "$pid"

@@ -9,6 +9,7 @@
 # release-2.3 branch builds against the dovecot-dev package.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/lib.sh
 IMAPTEST=$(realpath "${1:?usage: bench/imap_stress.sh IMAPTEST [seconds]}"); SECS=${2:-30}; USERS=100
 MBOX=$(realpath "${MBOX:-../shared/imaptest/tests/default.mbox}")
 export LD_LIBRARY_PATH=/usr/lib/dovecot${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
@@ -91,9 +92,9 @@ plaintext_without_tls = true
 [limits]
 max_connections_per_ip = 1000
 CONF
-AGORA_LOG=warn "$bin" --data "$work/agora" serve --port-offset 30000 --bind 127.0.0.1 >"$work/agora.out" 2>"$work/agora.log" &
-for _ in $(seq 100); do grep -q "agora: ready" "$work/agora.out" && break; sleep 0.1; done
-for i in $(seq 1 $USERS); do echo pw | "$bin" --data "$work/agora" user add "user$i@example.org" --password-stdin >/dev/null; done
+start_quiet_dns 30053
+start_agora "$bin" "$work/agora" --port-offset 30000 --bind 127.0.0.1
+add_users "$bin" "$work/agora" pw $(seq -f "user%g@example.org" 1 $USERS)
 a10=$(stress 30143 10 agora-10)
 a100=$(stress 30143 100 agora-100)
 

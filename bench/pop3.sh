@@ -5,6 +5,7 @@
 #   usage: bench/pop3.sh [users=20] [messages=1000]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/lib.sh
 USERS=${1:-20}; MSGS=${2:-1000}
 
 scripts/install-test-deps --bench >/dev/null
@@ -73,11 +74,9 @@ kill %1; wait %1 2>/dev/null || true
 # --- Agora ---
 mkdir -p "$work/agora"
 printf '[server]\nhostname = "mx.bench.test"\ndomain = "bench.test"\n[auth]\nplaintext_without_tls = true\n' > "$work/agora/agora.toml"
-AGORA_LOG=warn "$bin" --data "$work/agora" serve --port-offset 20000 --bind 127.0.0.1 >"$work/agora.out" 2>"$work/agora.log" &
-for _ in $(seq 100); do grep -q "agora: ready" "$work/agora.out" && break; sleep 0.1; done
-for i in $(seq 0 $((USERS-1))); do
-  echo secret | "$bin" --data "$work/agora" user add "u$i@bench.test" --password-stdin >/dev/null
-done
+start_quiet_dns 20053
+start_agora "$bin" "$work/agora" --port-offset 20000 --bind 127.0.0.1
+add_users "$bin" "$work/agora" secret $(seq -f "u%g@bench.test" 0 $((USERS-1)))
 python3 - "$work/msgs" "$USERS" <<'PY'
 import os, smtplib, sys, threading
 d, users = sys.argv[1], int(sys.argv[2])

@@ -6,6 +6,7 @@
 #   usage: bench/smtp.sh [messages=10000] [sessions=20] [bytes=1024]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/lib.sh
 N=${1:-10000}; S=${2:-20}; L=${3:-1024}
 
 scripts/install-test-deps >/dev/null
@@ -26,10 +27,9 @@ t0=$(now); src 127.0.0.1:21025; t1=$(now)
 kill %1; wait %1 2>/dev/null || true
 
 # 2. Agora on its embedded store
-AGORA_LOG=info "$bin" --data "$work/data" serve --domain bench.test --hostname mx.bench.test \
-  --port-offset 20000 --bind 127.0.0.1 >"$work/out" 2>"$work/log" &
-for _ in $(seq 100); do grep -q "agora: ready" "$work/out" && break; sleep 0.1; done
-grep -q "agora: ready" "$work/out" || { cat "$work/out" "$work/log"; exit 1; }
+start_quiet_dns 20053
+AGORA_LOG=info start_agora "$bin" "$work/data" --domain bench.test --hostname mx.bench.test \
+  --port-offset 20000 --bind 127.0.0.1
 t2=$(now); src 127.0.0.1:20025; t3=$(now)
 stored=$("$bin" --data "$work/data" user show admin@bench.test | awk '/mailbox: +INBOX/ {gsub(/\(/,""); print $3}')
 

@@ -12,6 +12,7 @@
 #   usage: bench/transport.sh [messages=5000] [sessions=20] [bytes=1024] [relay|submission] [K=1]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/lib.sh
 N=${1:-5000}; S=${2:-20}; L=${3:-1024}; MODE=${4:-relay}; K=${5:-1}
 
 scripts/install-test-deps >/dev/null
@@ -153,13 +154,13 @@ dkim_sign = $2
 smarthost = "127.0.0.1:$1"
 poll_secs = 1
 CONF
-  AGORA_LOG=warn "$bin" --data "$work/agora" serve --port-offset 20000 --bind 127.0.0.1 >"$work/agora.out" 2>"$work/agora.log" &
-  pid=$!
-  for _ in $(seq 100); do grep -q "agora: ready" "$work/agora.out" && break; sleep 0.1; done
-  echo secret | "$bin" --data "$work/agora" user add bench@example.org --password-stdin >/dev/null
+  start_agora "$bin" "$work/agora" --port-offset 20000 --bind 127.0.0.1
+  pid=$AGORA_PID
+  add_users "$bin" "$work/agora" secret bench@example.org
   T0=$(now); src 127.0.0.1:20025 20587; wait_for "$1"; T1=$(now)
   kill "$pid"; wait "$pid" 2>/dev/null || true
 }
+start_quiet_dns 20053
 agora 21033 true; t2=$T0; t3=$T1
 agora 21036 false; t4=$T0; t5=$T1
 

@@ -1,0 +1,42 @@
+# Shared by the benchmark scripts (sourced): a loopback DNS server that knows no names,
+# and Agora started on a data directory that resolves through it, so that no benchmark
+# ever asks the system's resolver.
+
+# start_quiet_dns PORT: DNS on 127.0.0.1:PORT; sets BENCH_DNS to "127.0.0.1:PORT".
+start_quiet_dns() {
+  local out; out=$(mktemp)
+  python3 bench/quiet_dns.py 127.0.0.1 "$1" >"$out" &
+  for _ in $(seq 50); do grep -q ready "$out" && break; sleep 0.1; done
+  grep -q ready "$out" || { echo "quiet DNS server did not start on port $1" >&2; exit 1; }
+  rm -f "$out"
+  BENCH_DNS="127.0.0.1:$1"
+}
+
+# start_agora BIN DATA [serve arguments...]: names $BENCH_DNS under [transport] nameservers
+# in DATA/agora.toml (made if missing), starts `agora serve` with the arguments, waits
+# for "agora: ready" (or shows the logs and fails); sets AGORA_PID. Logs: DATA.out, DATA.log.
+start_agora() {
+  local bin=$1 data=$2; shift 2
+  mkdir -p "$data"
+  python3 - "$data/agora.toml" "$BENCH_DNS" <<'PY'
+import os, sys
+path, dns = sys.argv[1], sys.argv[2]
+text = open(path).read() if os.path.exists(path) else ""
+line = f'nameservers = ["{dns}"]\n'
+if "[transport]\n" in text:
+    text = text.replace("[transport]\n", "[transport]\n" + line, 1)
+else:
+    text += "\n[transport]\n" + line
+open(path, "w").write(text)
+PY
+  AGORA_LOG=${AGORA_LOG:-warn} "$bin" --data "$data" serve "$@" >"$data.out" 2>"$data.log" &
+  AGORA_PID=$!
+  for _ in $(seq 100); do grep -q "agora: ready" "$data.out" && break; sleep 0.1; done
+  grep -q "agora: ready" "$data.out" || { cat "$data.out" "$data.log" >&2; exit 1; }
+}
+
+# add_users BIN DATA PASSWORD LOGIN...: accounts with one password.
+add_users() {
+  local bin=$1 data=$2 pw=$3; shift 3
+  for login in "$@"; do echo "$pw" | "$bin" --data "$data" user add "$login" --password-stdin >/dev/null; done
+}
