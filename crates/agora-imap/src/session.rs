@@ -5,13 +5,13 @@
 use std::sync::Arc;
 
 use agora_directory::Directory;
-use agora_directory::sasl::{self, Challenger, Mechanism, Step};
+use agora_directory::sasl::{self, Mechanism, Step};
 use agora_directory::throttle::Throttle;
 use agora_net::{Conn, Flow, LineProtocol, Read, drive};
+use agora_service::login;
+use agora_service::sasl::LineChallenger;
 use agora_store::{Account, Change, Flags, Mailbox, SpecialUse, Store, StoreError};
 use async_trait::async_trait;
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD as B64;
 use tokio::sync::broadcast;
 
 use crate::command::{self, Command, CommandKind, StatusItem, literal_suffix};
@@ -43,29 +43,6 @@ impl Default for ImapConfig {
             idle_timeout: std::time::Duration::from_secs(7200),
             idle_keepalive: std::time::Duration::from_secs(120),
         }
-    }
-}
-
-/// SASL challenges as IMAP sends them (RFC 9051 §6.2.2): `+ base64`, answered by a
-/// base64 line or `*` to cancel.
-struct PlusChallenger<'a>(&'a mut Conn);
-
-#[async_trait]
-impl Challenger for PlusChallenger<'_> {
-    async fn challenge(&mut self, data: &[u8]) -> Result<Option<Vec<u8>>, &'static str> {
-        if self.0.send(format!("+ {}\r\n", B64.encode(data)).as_bytes()).await.is_err() {
-            return Err("connection lost");
-        }
-        let line = match self.0.read_line(MAX_LINE).await {
-            Read::Line(l) => l,
-            Read::TooLong => return Err("Response too long"),
-            _ => return Err("connection lost"),
-        };
-        let text = String::from_utf8_lossy(&line);
-        if text.trim() == "*" {
-            return Ok(None);
-        }
-        sasl::decode_line(&text).map(Some).ok_or("Invalid base64")
     }
 }
 
@@ -644,7 +621,7 @@ impl Session {
                 None => return self.bad(conn, tag, "Invalid base64"),
             },
         };
-        let step = sasl::run(&self.dir.clone(), mech, initial, &mut PlusChallenger(conn)).await;
+        let step = sasl::run(&self.dir.clone(), mech, initial, &mut LineChallenger::new(conn, "+ ", MAX_LINE)).await;
         match step {
             Step::Malformed("connection lost") => Flow::Close,
             Step::Malformed(why) => self.bad(conn, tag, why),
@@ -661,18 +638,15 @@ impl Session {
                     return Flow::Continue;
                 };
                 self.slot = Some(slot);
-                self.throttle.success(&account.login);
-                tracing::info!("imap: {} logged in from {}", account.login, conn.peer.ip());
+                login::succeeded(&self.throttle, conn, "imap", &account.login);
                 let groups = self.store.groups().await.unwrap_or_default();
                 self.idents = crate::acl::identifiers(&account.login, &groups);
                 self.account = Some(*account);
-                conn.set_authenticated();
                 let caps = self.capabilities(conn);
                 conn.queue(format!("{tag} OK [CAPABILITY {caps}] Logged in\r\n").as_bytes());
             }
             Step::Failed { login } => {
-                let delay = self.throttle.failure(conn.peer.ip(), login.as_deref());
-                tokio::time::sleep(delay).await;
+                login::failed(&self.throttle, conn.peer.ip(), "imap", login.as_deref()).await;
                 conn.queue(format!("{tag} NO [AUTHENTICATIONFAILED] Authentication failed\r\n").as_bytes());
             }
             Step::Malformed(why) => return self.bad(conn, tag, why),

@@ -4,6 +4,7 @@
 
 pub mod conn;
 mod deflate;
+pub mod dot;
 pub mod driver;
 pub mod proxy;
 pub mod tls;

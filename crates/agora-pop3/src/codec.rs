@@ -110,42 +110,10 @@ pub fn parse(line: &[u8]) -> Result<Command, CommandError> {
     }
 }
 
-/// Appends `msg` as a POP3 multi-line body: every line ends in CRLF (bare LF and CR
-/// are repaired), lines starting with "." get another, then the terminating ".".
-/// With `body_lines`, only the header and that many body lines (TOP).
+/// Appends `msg` as a POP3 multi-line body (RFC 1939 §3): dot-stuffed, line ends
+/// repaired; with `body_lines`, only the header and that many body lines (TOP).
 pub fn write_multiline(msg: &[u8], body_lines: Option<u32>, out: &mut Vec<u8>) {
-    out.reserve(msg.len() + msg.len() / 32 + 8);
-    let mut in_body = false;
-    let mut body_count = 0u32;
-    let mut rest = msg;
-    while !rest.is_empty() {
-        let (line, next) = match rest.iter().position(|&b| b == b'\n') {
-            Some(i) => (&rest[..i], &rest[i + 1..]),
-            None => (rest, &rest[rest.len()..]),
-        };
-        rest = next;
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if in_body && let Some(max) = body_lines {
-            if body_count >= max {
-                break;
-            }
-            body_count += 1;
-        }
-        if line.first() == Some(&b'.') {
-            out.push(b'.');
-        }
-        // A lone CR inside a line would end it early for some clients: drop it.
-        if line.contains(&b'\r') {
-            out.extend(line.iter().filter(|&&b| b != b'\r'));
-        } else {
-            out.extend_from_slice(line);
-        }
-        out.extend_from_slice(b"\r\n");
-        if !in_body && line.is_empty() {
-            in_body = true;
-        }
-    }
-    out.extend_from_slice(b".\r\n");
+    agora_net::dot::stuff(msg, body_lines, out);
 }
 
 #[cfg(test)]

@@ -5,13 +5,13 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 use agora_directory::Directory;
-use agora_directory::sasl::{self, Challenger, Mechanism, Step};
+use agora_directory::sasl::{self, Mechanism, Step};
 use agora_directory::throttle::Throttle;
-use agora_net::{Conn, Flow, LineProtocol, Read, drive};
+use agora_net::{Conn, Flow, LineProtocol, drive};
+use agora_service::login;
+use agora_service::sasl::LineChallenger;
 use agora_store::{Account, AccountId, FlagOp, Flags, MailboxId, Store, now};
 use async_trait::async_trait;
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD as B64;
 
 use crate::codec::{self, Command, MAX_LINE};
 
@@ -73,29 +73,6 @@ struct Maildrop {
     uidvalidity: u32,
     msgs: Vec<Msg>,
     _lock: LockGuard,
-}
-
-/// SASL challenges as POP3 sends them (RFC 5034): `+ base64`, answered by a base64
-/// line or `*` to cancel.
-struct PlusChallenger<'a>(&'a mut Conn);
-
-#[async_trait]
-impl Challenger for PlusChallenger<'_> {
-    async fn challenge(&mut self, data: &[u8]) -> Result<Option<Vec<u8>>, &'static str> {
-        if self.0.send(format!("+ {}\r\n", B64.encode(data)).as_bytes()).await.is_err() {
-            return Err("connection lost");
-        }
-        let line = match self.0.read_line(MAX_LINE).await {
-            Read::Line(l) => l,
-            Read::TooLong => return Err("Response too long"),
-            _ => return Err("connection lost"),
-        };
-        let text = String::from_utf8_lossy(&line);
-        if text.trim() == "*" {
-            return Ok(None);
-        }
-        sasl::decode_line(&text).map(Some).ok_or("Invalid base64 in response")
-    }
 }
 
 pub struct Session {
@@ -332,7 +309,7 @@ impl Session {
                 None => return self.error(conn, "-ERR [AUTH] Invalid base64 in initial response\r\n"),
             },
         };
-        let step = sasl::run(&self.dir.clone(), mech, initial, &mut PlusChallenger(conn)).await;
+        let step = sasl::run(&self.dir.clone(), mech, initial, &mut LineChallenger::new(conn, "+ ", MAX_LINE)).await;
         match step {
             Step::Malformed("connection lost") => Flow::Close,
             Step::Malformed(why) => self.error(conn, &format!("-ERR [AUTH] {why}\r\n")),
@@ -342,14 +319,9 @@ impl Session {
 
     async fn finish_auth(&mut self, conn: &mut Conn, step: Step) -> Flow {
         match step {
-            Step::Success(account) => {
-                self.throttle.success(&account.login);
-                self.open_maildrop(conn, *account).await
-            }
+            Step::Success(account) => self.open_maildrop(conn, *account).await,
             Step::Failed { login } => {
-                let delay = self.throttle.failure(conn.peer.ip(), login.as_deref());
-                tracing::info!("pop3: failed login for {:?} from {}", login.unwrap_or_default(), conn.peer.ip());
-                tokio::time::sleep(delay).await;
+                login::failed(&self.throttle, conn.peer.ip(), "pop3", login.as_deref()).await;
                 self.error(conn, "-ERR [AUTH] Authentication failed\r\n")
             }
             Step::Malformed(why) => self.error(conn, &format!("-ERR [AUTH] {why}\r\n")),
@@ -393,8 +365,7 @@ impl Session {
             .collect();
         let total: u64 = msgs.iter().map(|m| m.size).sum();
         conn.queue(format!("+OK Logged in, {} messages ({total} octets)\r\n", msgs.len()).as_bytes());
-        tracing::info!("pop3: {} logged in from {}", account.login, conn.peer.ip());
-        conn.set_authenticated();
+        login::succeeded(&self.throttle, conn, "pop3", &account.login);
         self.drop = Some(Maildrop { account, mailbox: mb.id, uidvalidity: mb.uidvalidity, msgs, _lock: lock });
         Flow::Continue
     }

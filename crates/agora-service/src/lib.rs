@@ -4,6 +4,9 @@
 //! of registrations and nothing else per service: adding a service is a crate and one
 //! line in that list.
 
+pub mod login;
+pub mod sasl;
+
 use std::future::Future;
 use std::marker::PhantomData;
 use std::path::PathBuf;

@@ -2,6 +2,7 @@
 //! 3461, 6152, 6531), reply formatting, and the DATA decoder (dot-unstuffing, end of
 //! data, bare LF/CR and line-length checks).
 
+use agora_net::dot::Unstuffed;
 use std::fmt::Write as _;
 
 /// Longest command line accepted, CRLF included (RFC 5321 §4.5.3.1.4 says 512; SMTPUTF8
@@ -363,17 +364,10 @@ impl DataDecoder {
 
     /// Feeds one line as read (ending in LF). Returns true at the end-of-data line.
     pub fn push_line(&mut self, line: &[u8]) -> bool {
-        if line == b".\r\n" {
-            return true;
-        }
-        let crlf = line.ends_with(b"\r\n");
-        let content = if crlf { &line[..line.len() - 2] } else { line.strip_suffix(b"\n").unwrap_or(line) };
+        let Unstuffed::Line { content, bare_newline } = agora_net::dot::unstuff(line) else { return true };
         // A bare LF, or a CR not followed by LF, could smuggle a second message past a
-        // server that reads line ends differently: refuse both.
-        if !crlf || content.contains(&b'\r') || content.contains(&b'\n') {
-            self.bare_newline = true;
-        }
-        let content = content.strip_prefix(b".").unwrap_or(content);
+        // server that reads line ends differently: refused at the end.
+        self.bare_newline |= bare_newline;
         if self.body.len() + content.len() + 2 > self.max_size {
             self.too_big = true;
         }

@@ -726,17 +726,8 @@ impl Client {
     }
 
     async fn data(&mut self, message: &[u8]) -> Result<(), String> {
-        let mut out = Vec::with_capacity(message.len() + 64);
-        for line in message.split_inclusive(|&b| b == b'\n') {
-            if line.starts_with(b".") {
-                out.push(b'.');
-            }
-            out.extend_from_slice(line);
-        }
-        if !out.ends_with(b"\r\n") {
-            out.extend_from_slice(b"\r\n");
-        }
-        out.extend_from_slice(b".\r\n");
+        let mut out = Vec::new();
+        agora_net::dot::stuff(message, None, &mut out);
         let w = self.r.get_mut();
         w.write_all(&out).await.map_err(|e| e.to_string())?;
         w.flush().await.map_err(|e| e.to_string())

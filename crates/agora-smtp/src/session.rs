@@ -5,15 +5,15 @@
 
 use std::sync::Arc;
 
-use agora_directory::sasl::{self, Challenger, Mechanism, Step};
+use agora_directory::sasl::{self, Mechanism, Step};
 use agora_directory::throttle::Throttle;
 use agora_directory::{Directory, Recipient};
 use agora_mail::{Intake, IntakeError, Mail, Origin, Policy, Rcpt};
 use agora_net::{Conn, Flow, LineProtocol, Read, drive};
+use agora_service::login;
+use agora_service::sasl::LineChallenger;
 use agora_store::{AddressEntry, Store, now};
 use async_trait::async_trait;
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD as B64;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::codec::{
@@ -170,29 +170,6 @@ const RCPT_SESSION_FACTOR: usize = 10;
 /// More Received headers than this means a mail loop (Postfix's hopcount_limit).
 const MAX_HOPS: usize = 50;
 
-/// SASL challenges in SMTP's syntax: `334 base64`, answered by a base64 line or `*`.
-struct SmtpChallenger<'a>(&'a mut Conn);
-
-#[async_trait]
-impl Challenger for SmtpChallenger<'_> {
-    async fn challenge(&mut self, data: &[u8]) -> Result<Option<Vec<u8>>, &'static str> {
-        let line = format!("334 {}\r\n", B64.encode(data));
-        if self.0.send(line.as_bytes()).await.is_err() {
-            return Err("connection lost");
-        }
-        let answer = match self.0.read_line(MAX_AUTH_LINE).await {
-            Read::Line(l) => l,
-            Read::TooLong => return Err("Response too long"),
-            _ => return Err("connection lost"),
-        };
-        let text = String::from_utf8_lossy(&answer);
-        if text.trim() == "*" {
-            return Ok(None);
-        }
-        sasl::decode_line(&text).map(Some).ok_or("Invalid base64")
-    }
-}
-
 /// Longest SASL response line accepted (RFC 4954 §4: at least 12288).
 const MAX_AUTH_LINE: usize = 12288 + 2;
 
@@ -246,19 +223,17 @@ impl Session {
                 None => return self.error(conn, reply(501, "5.5.2", "Error: invalid base64")),
             },
         };
-        let step = sasl::run(&self.dir.clone(), mech, initial, &mut SmtpChallenger(conn)).await;
+        let step =
+            sasl::run(&self.dir.clone(), mech, initial, &mut LineChallenger::new(conn, "334 ", MAX_AUTH_LINE)).await;
         match step {
             Step::Success(account) => {
-                self.throttle.success(&account.login);
-                tracing::info!("smtp: {} authenticated from {}", account.login, conn.peer.ip());
+                login::succeeded(&self.throttle, conn, "smtp", &account.login);
                 self.authenticated_as = Some(account.login.clone());
                 self.account = Some(*account);
-                conn.set_authenticated();
                 conn.queue(reply(235, "2.7.0", "Authentication successful").as_bytes());
             }
             Step::Failed { login } => {
-                let delay = self.throttle.failure(conn.peer.ip(), login.as_deref());
-                tokio::time::sleep(delay).await;
+                login::failed(&self.throttle, conn.peer.ip(), "smtp", login.as_deref()).await;
                 return self.error(conn, reply(535, "5.7.8", "Error: authentication credentials invalid"));
             }
             Step::Malformed("connection lost") => return Flow::Close,
