@@ -1,8 +1,11 @@
-//! The information store: the `Store` trait every protocol reads and writes through,
-//! its embedded SQLite backend, content-addressed blobs and the change bus.
+//! The information store: the `Store` traits every protocol reads and writes through
+//! (by concern: directory, mailboxes, delivery and queue, life cycle), the embedded
+//! SQLite backend, content-addressed blobs and the change bus.
 
 pub mod blob;
-pub mod conformance;
+// Behaviour every backend must show: test code, run by each backend's tests.
+#[cfg(test)]
+mod conformance;
 mod error;
 pub mod sqlite;
 pub mod summary;
@@ -19,93 +22,124 @@ pub use error::{Result, StoreError};
 pub use summary::{EnvelopeFields, MessageSummary, Part};
 pub use types::*;
 
-/// Everything Agora keeps. Writes return only once they are durable (fsync'd);
-/// committed changes are then published on the change bus.
+/// Domains, accounts, addresses, aliases, groups and DKIM keys.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
-    // ---- directory ----
+pub trait DirectoryStore: Send + Sync {
     async fn add_domain(&self, name: &str) -> Result<Domain>;
+
     /// Refuses while accounts, aliases or groups of the domain remain.
     async fn remove_domain(&self, name: &str) -> Result<()>;
+
     async fn domains(&self) -> Result<Vec<Domain>>;
+
     async fn domain(&self, name: &str) -> Result<Option<Domain>>;
+
     /// Stores DKIM keys (replacing any of the same domain and selector).
     async fn add_dkim_keys(&self, keys: Vec<DkimKey>) -> Result<()>;
+
     /// Every key of the domain, newest first, whatever its state.
     async fn dkim_keys(&self, domain: &str) -> Result<Vec<DkimKey>>;
+
     /// Pending keys start signing; the active keys of their algorithms retire.
     async fn activate_dkim_keys(&self, domain: &str) -> Result<usize>;
+
     /// Forgets retired keys (once their DNS records are gone).
     async fn remove_retired_dkim_keys(&self, domain: &str) -> Result<usize>;
 
     /// Creates the account and its default mailboxes in one transaction.
     async fn create_account(&self, new: NewAccount) -> Result<Account>;
+
     async fn account(&self, id: AccountId) -> Result<Option<Account>>;
+
     async fn account_by_login(&self, login: &str) -> Result<Option<Account>>;
+
     async fn accounts(&self, domain: Option<&str>) -> Result<Vec<Account>>;
+
     /// Removes the account with its mailboxes and messages.
     async fn remove_account(&self, login: &str) -> Result<()>;
+
     /// Replaces the password hash and SCRAM verifier together.
     async fn set_password(&self, login: &str, hash: &str, scram: &str) -> Result<()>;
+
     /// Storage quota in bytes; 0 for none.
     async fn set_quota(&self, login: &str, quota: u64) -> Result<()>;
+
     async fn add_account_address(&self, login: &str, address: &str) -> Result<()>;
 
     async fn add_alias(&self, address: &str, target: &str) -> Result<()>;
+
     async fn remove_alias(&self, address: &str) -> Result<()>;
+
     async fn create_group(&self, address: &str, display_name: &str) -> Result<()>;
+
     async fn remove_group(&self, address: &str) -> Result<()>;
+
     async fn add_group_member(&self, group: &str, member: &str) -> Result<()>;
+
     async fn remove_group_member(&self, group: &str, member: &str) -> Result<()>;
+
     async fn groups(&self) -> Result<Vec<Group>>;
+
     /// What `address` (lower-cased, full) names: an account, alias, group, or nothing.
     async fn lookup_address(&self, address: &str) -> Result<AddressEntry>;
 
-    // ---- mail ----
+    /// Changes whenever any process commits a directory change to this store; cheap to
+    /// read, so directory caches can check it on every lookup.
+    fn directory_version(&self) -> u64;
+}
+
+/// Mailboxes and the messages in them, with IMAP semantics (UIDs, MODSEQ, flags,
+/// expunge log), subscriptions, ACLs and per-reader \Seen.
+#[async_trait]
+pub trait MailboxStore: Send + Sync {
     async fn mailboxes(&self, account: AccountId) -> Result<Vec<Mailbox>>;
+
     async fn mailbox(&self, account: AccountId, name: &str) -> Result<Option<Mailbox>>;
+
     async fn create_mailbox(&self, account: AccountId, name: &str, special_use: Option<SpecialUse>) -> Result<Mailbox>;
+
     async fn mailbox_by_id(&self, id: MailboxId) -> Result<Option<Mailbox>>;
+
     /// Deletes a mailbox and its messages (never INBOX).
     async fn delete_mailbox(&self, account: AccountId, name: &str) -> Result<()>;
+
     /// Renames a mailbox and those below it (`name/...`). Renaming INBOX moves its
     /// messages into a new mailbox and leaves INBOX empty (RFC 9051 §6.3.6).
     async fn rename_mailbox(&self, account: AccountId, from: &str, to: &str) -> Result<()>;
+
     /// Subscriptions are names, kept whether or not the mailbox exists.
     async fn set_subscribed(&self, account: AccountId, name: &str, subscribed: bool) -> Result<()>;
+
     async fn subscriptions(&self, account: AccountId) -> Result<Vec<String>>;
+
     /// Access control (RFC 4314): sets an identifier's rights on a mailbox; None (or
     /// empty) removes the entry.
     async fn set_acl(&self, mailbox: MailboxId, identifier: &str, rights: Option<&str>) -> Result<()>;
+
     async fn acl(&self, mailbox: MailboxId) -> Result<Vec<(String, String)>>;
+
     /// Other accounts' mailboxes with an ACL entry for any of `identifiers`.
     async fn shared_with(&self, account: AccountId, identifiers: &[String]) -> Result<Vec<SharedMailbox>>;
+
     /// A reader's own \Seen on another account's mailbox.
     async fn private_seen(&self, mailbox: MailboxId, account: AccountId) -> Result<Vec<u32>>;
+
     async fn set_private_seen(&self, mailbox: MailboxId, account: AccountId, uids: &[u32], seen: bool) -> Result<()>;
+
     /// Claims every message up to UIDNEXT-1 as \Recent for the calling session; returns
     /// the previous watermark (messages above it are recent for this session only).
     async fn claim_recent(&self, mailbox: MailboxId) -> Result<u32>;
+
     /// Copies messages (same body, flags, internal date) to `to`; returns the target's
     /// UIDVALIDITY and (source UID, new UID) pairs in source UID order.
     async fn copy_messages(&self, from: MailboxId, uids: &[u32], to: MailboxId) -> Result<(u32, Vec<(u32, u32)>)>;
 
-    /// Hashes, parses and (for large bodies) durably writes a body before delivery.
-    async fn stage(&self, body: Vec<u8>) -> Result<StagedBlob>;
-    /// Adds one copy per target, all pointing at one stored body. Durable on return.
-    async fn deliver(&self, delivery: Delivery) -> Result<Vec<Delivered>>;
-    /// Several deliveries in one transaction: all or none (MULTIAPPEND).
-    async fn deliver_all(&self, deliveries: Vec<Delivery>) -> Result<Vec<Vec<Delivered>>>;
-    /// Outbound queue entries, oldest first.
-    async fn queued(&self) -> Result<Vec<Queued>>;
-    /// Entries due for an attempt (not held), soonest first.
-    async fn queue_due(&self, now: i64, limit: usize) -> Result<Vec<Queued>>;
-    async fn queue_update(&self, id: i64, outcome: QueueOutcome) -> Result<()>;
     /// Every message of a mailbox, in UID order, without summaries (cheap listing).
     async fn message_list(&self, mailbox: MailboxId) -> Result<Vec<MessageRef>>;
+
     /// Messages of a mailbox whose UIDs fall in `uids`, in UID order.
     async fn messages(&self, mailbox: MailboxId, uids: RangeInclusive<u32>) -> Result<Vec<MessageMeta>>;
-    async fn read_blob(&self, hash: &str) -> Result<Vec<u8>>;
+
     /// Changes flags; messages whose MODSEQ is above `unchanged_since` are left alone
     /// and reported as modified. Returns the messages that changed with their new MODSEQ.
     async fn store_flags(
@@ -117,19 +151,52 @@ pub trait Store: Send + Sync + 'static {
         keywords: &[String],
         unchanged_since: Option<u64>,
     ) -> Result<FlagsStored>;
+
     /// Everything that changed in `mailbox` after `modseq`, from one consistent snapshot.
     async fn changes_since(&self, mailbox: MailboxId, modseq: u64) -> Result<MailboxChanges>;
+
     /// Removes messages; records them in the expunge log. Returns the UIDs removed.
     async fn expunge(&self, mailbox: MailboxId, uids: &[u32]) -> Result<Vec<u32>>;
+
     /// UIDs expunged from `mailbox` with a MODSEQ above `since` (for QRESYNC).
     async fn expunged_since(&self, mailbox: MailboxId, since: u64) -> Result<Vec<u32>>;
-    /// The SMTP envelope of a delivery (DSN parameters for queue entries).
-    async fn delivery_envelope(&self, delivery: i64) -> Result<Option<Envelope>>;
+
     /// SMTP envelope recorded with the delivery of a message, if any.
     async fn envelope_of(&self, mailbox: MailboxId, uid: u32) -> Result<Option<Envelope>>;
+}
 
-    // ---- life cycle ----
+/// Bodies in (staged once, delivered to many mailboxes) and the outbound queue.
+#[async_trait]
+pub trait DeliveryStore: Send + Sync {
+    /// Hashes, parses and (for large bodies) durably writes a body before delivery.
+    async fn stage(&self, body: Vec<u8>) -> Result<StagedBlob>;
+
+    /// Adds one copy per target, all pointing at one stored body. Durable on return.
+    async fn deliver(&self, delivery: Delivery) -> Result<Vec<Delivered>>;
+
+    /// Several deliveries in one transaction: all or none (MULTIAPPEND).
+    async fn deliver_all(&self, deliveries: Vec<Delivery>) -> Result<Vec<Vec<Delivered>>>;
+
+    /// Outbound queue entries, oldest first.
+    async fn queued(&self) -> Result<Vec<Queued>>;
+
+    /// Entries due for an attempt (not held), soonest first.
+    async fn queue_due(&self, now: i64, limit: usize) -> Result<Vec<Queued>>;
+
+    async fn queue_update(&self, id: i64, outcome: QueueOutcome) -> Result<()>;
+
+    async fn read_blob(&self, hash: &str) -> Result<Vec<u8>>;
+
+    /// The SMTP envelope of a delivery (DSN parameters for queue entries).
+    async fn delivery_envelope(&self, delivery: i64) -> Result<Option<Envelope>>;
+}
+
+/// Everything Agora keeps, as one backend implements it. Writes return only once they
+/// are durable (fsync'd); committed changes are then published on the change bus.
+#[async_trait]
+pub trait Store: DirectoryStore + MailboxStore + DeliveryStore + Send + Sync + 'static {
     fn subscribe(&self) -> broadcast::Receiver<Change>;
+
     /// Only the changes of one mailbox: a session watching its selected mailbox is not
     /// woken by everybody else's mail. The receiver may lag (small buffer); a lagged
     /// receiver must read the store to catch up.
@@ -137,9 +204,7 @@ pub trait Store: Send + Sync + 'static {
         let _ = mailbox;
         self.subscribe()
     }
-    /// Changes whenever any process commits a directory change to this store; cheap to
-    /// read, so directory caches can check it on every lookup.
-    fn directory_version(&self) -> u64;
+
     /// Waits until every write submitted so far is durable.
     async fn flush(&self) -> Result<()>;
 }

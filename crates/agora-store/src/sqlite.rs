@@ -13,10 +13,10 @@ use tokio::sync::{broadcast, oneshot};
 
 use crate::blob::BlobFiles;
 use crate::{
-    Account, AccountId, AddressEntry, Change, DEFAULT_MAILBOXES, Delivered, Delivery, DkimKey, DkimState, Domain,
-    Envelope, FlagOp, Flags, FlagsStored, Group, Mailbox, MailboxChanges, MailboxId, MessageMeta, MessageRef,
-    MessageSummary, NewAccount, QueueOutcome, Queued, Result, Role, SharedMailbox, SpecialUse, StagedBlob, Store,
-    StoreError, now,
+    Account, AccountId, AddressEntry, Change, DEFAULT_MAILBOXES, Delivered, Delivery, DeliveryStore, DirectoryStore,
+    DkimKey, DkimState, Domain, Envelope, FlagOp, Flags, FlagsStored, Group, Mailbox, MailboxChanges, MailboxId,
+    MailboxStore, MessageMeta, MessageRef, MessageSummary, NewAccount, QueueOutcome, Queued, Result, Role,
+    SharedMailbox, SpecialUse, StagedBlob, Store, StoreError, now,
 };
 
 /// Most writes folded into one transaction; bounds the latency of the first in a batch.
@@ -805,7 +805,7 @@ fn remove_blob_files(blobs: &BlobFiles, hashes: &[String]) {
 }
 
 #[async_trait]
-impl Store for Arc<SqliteStore> {
+impl DirectoryStore for Arc<SqliteStore> {
     async fn add_domain(&self, name: &str) -> Result<Domain> {
         let name = name.to_ascii_lowercase();
         self.write(move |c| {
@@ -1126,6 +1126,88 @@ impl Store for Arc<SqliteStore> {
         .await
     }
 
+    async fn add_dkim_keys(&self, keys: Vec<DkimKey>) -> Result<()> {
+        self.write(move |c| {
+            for k in keys {
+                c.execute(
+                    "INSERT OR REPLACE INTO dkim_keys (domain, selector, algorithm, private_key, public_key, created, state)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    params![
+                        k.domain.to_ascii_lowercase(),
+                        k.selector,
+                        k.algorithm,
+                        k.private_key,
+                        k.public_key,
+                        k.created,
+                        k.state.as_str()
+                    ],
+                )?;
+            }
+            Ok(((), Vec::new()))
+        })
+        .await
+    }
+
+    async fn dkim_keys(&self, domain: &str) -> Result<Vec<DkimKey>> {
+        let domain = domain.to_ascii_lowercase();
+        self.lookup(move |c| {
+            let mut s = c.prepare_cached(
+                "SELECT domain, selector, algorithm, private_key, public_key, created, state FROM dkim_keys
+                 WHERE domain = ?1 ORDER BY created DESC, selector DESC",
+            )?;
+            let rows = s.query_map([domain], |r| {
+                Ok(DkimKey {
+                    domain: r.get(0)?,
+                    selector: r.get(1)?,
+                    algorithm: r.get(2)?,
+                    private_key: r.get(3)?,
+                    public_key: r.get(4)?,
+                    created: r.get(5)?,
+                    state: DkimState::parse(&r.get::<_, String>(6)?),
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn activate_dkim_keys(&self, domain: &str) -> Result<usize> {
+        let domain = domain.to_ascii_lowercase();
+        self.write(move |c| {
+            // Keys of an algorithm that gets a new one stop signing; the new ones start.
+            c.execute(
+                "UPDATE dkim_keys SET state = 'retired' WHERE domain = ?1 AND state = 'active' AND algorithm IN
+                 (SELECT algorithm FROM dkim_keys WHERE domain = ?1 AND state = 'pending')",
+                [&domain],
+            )?;
+            let n =
+                c.execute("UPDATE dkim_keys SET state = 'active' WHERE domain = ?1 AND state = 'pending'", [&domain])?;
+            Ok((n, Vec::new()))
+        })
+        .await
+    }
+
+    async fn remove_retired_dkim_keys(&self, domain: &str) -> Result<usize> {
+        let domain = domain.to_ascii_lowercase();
+        self.write(move |c| {
+            let n = c.execute("DELETE FROM dkim_keys WHERE domain = ?1 AND state = 'retired'", [&domain])?;
+            Ok((n, Vec::new()))
+        })
+        .await
+    }
+
+    fn directory_version(&self) -> u64 {
+        use std::os::unix::fs::FileExt;
+        let mut buf = [0u8; 16];
+        match self.stamp.read_at(&mut buf, 0) {
+            Ok(16) => std::str::from_utf8(&buf).ok().and_then(|s| u64::from_str_radix(s, 16).ok()).unwrap_or(0),
+            _ => 0,
+        }
+    }
+}
+
+#[async_trait]
+impl MailboxStore for Arc<SqliteStore> {
     async fn mailboxes(&self, account: AccountId) -> Result<Vec<Mailbox>> {
         self.read(move |c| {
             let sql = format!("SELECT {MAILBOX_COLS} FROM mailboxes WHERE account = ?1 ORDER BY name");
@@ -1369,76 +1451,6 @@ impl Store for Arc<SqliteStore> {
         .await
     }
 
-    async fn add_dkim_keys(&self, keys: Vec<DkimKey>) -> Result<()> {
-        self.write(move |c| {
-            for k in keys {
-                c.execute(
-                    "INSERT OR REPLACE INTO dkim_keys (domain, selector, algorithm, private_key, public_key, created, state)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                    params![
-                        k.domain.to_ascii_lowercase(),
-                        k.selector,
-                        k.algorithm,
-                        k.private_key,
-                        k.public_key,
-                        k.created,
-                        k.state.as_str()
-                    ],
-                )?;
-            }
-            Ok(((), Vec::new()))
-        })
-        .await
-    }
-
-    async fn dkim_keys(&self, domain: &str) -> Result<Vec<DkimKey>> {
-        let domain = domain.to_ascii_lowercase();
-        self.lookup(move |c| {
-            let mut s = c.prepare_cached(
-                "SELECT domain, selector, algorithm, private_key, public_key, created, state FROM dkim_keys
-                 WHERE domain = ?1 ORDER BY created DESC, selector DESC",
-            )?;
-            let rows = s.query_map([domain], |r| {
-                Ok(DkimKey {
-                    domain: r.get(0)?,
-                    selector: r.get(1)?,
-                    algorithm: r.get(2)?,
-                    private_key: r.get(3)?,
-                    public_key: r.get(4)?,
-                    created: r.get(5)?,
-                    state: DkimState::parse(&r.get::<_, String>(6)?),
-                })
-            })?;
-            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
-        })
-        .await
-    }
-
-    async fn activate_dkim_keys(&self, domain: &str) -> Result<usize> {
-        let domain = domain.to_ascii_lowercase();
-        self.write(move |c| {
-            // Keys of an algorithm that gets a new one stop signing; the new ones start.
-            c.execute(
-                "UPDATE dkim_keys SET state = 'retired' WHERE domain = ?1 AND state = 'active' AND algorithm IN
-                 (SELECT algorithm FROM dkim_keys WHERE domain = ?1 AND state = 'pending')",
-                [&domain],
-            )?;
-            let n =
-                c.execute("UPDATE dkim_keys SET state = 'active' WHERE domain = ?1 AND state = 'pending'", [&domain])?;
-            Ok((n, Vec::new()))
-        })
-        .await
-    }
-
-    async fn remove_retired_dkim_keys(&self, domain: &str) -> Result<usize> {
-        let domain = domain.to_ascii_lowercase();
-        self.write(move |c| {
-            let n = c.execute("DELETE FROM dkim_keys WHERE domain = ?1 AND state = 'retired'", [&domain])?;
-            Ok((n, Vec::new()))
-        })
-        .await
-    }
-
     async fn subscriptions(&self, account: AccountId) -> Result<Vec<String>> {
         self.read(move |c| {
             let mut stmt = c.prepare_cached("SELECT name FROM subscriptions WHERE account = ?1 ORDER BY name")?;
@@ -1501,99 +1513,6 @@ impl Store for Arc<SqliteStore> {
             Ok(((uidvalidity as u32, pairs), changes))
         })
         .await
-    }
-
-    async fn stage(&self, body: Vec<u8>) -> Result<StagedBlob> {
-        let blobs = Arc::clone(&self.blobs);
-        if body.len() <= crate::blob::INLINE_MAX {
-            // Hashing and parsing a small body costs less than a thread hand-off.
-            return blobs.stage(body).map_err(StoreError::from);
-        }
-        tokio::task::spawn_blocking(move || blobs.stage(body))
-            .await
-            .map_err(|e| StoreError::Io(std::io::Error::other(e)))?
-            .map_err(StoreError::from)
-    }
-
-    async fn deliver(&self, d: Delivery) -> Result<Vec<Delivered>> {
-        if d.targets.is_empty() && d.relay.is_empty() {
-            return Ok(Vec::new());
-        }
-        let prepared = prepare_delivery(d)?;
-        self.write(move |c| deliver_in(c, &prepared)).await
-    }
-
-    async fn deliver_all(&self, deliveries: Vec<Delivery>) -> Result<Vec<Vec<Delivered>>> {
-        let prepared = deliveries.into_iter().map(prepare_delivery).collect::<Result<Vec<_>>>()?;
-        self.write(move |c| {
-            let mut all = Vec::with_capacity(prepared.len());
-            let mut changes = Vec::new();
-            for p in &prepared {
-                let (d, ch) = deliver_in(c, p)?;
-                all.push(d);
-                changes.extend(ch);
-            }
-            Ok((all, changes))
-        })
-        .await
-    }
-
-    async fn queued(&self) -> Result<Vec<Queued>> {
-        self.read(|c| {
-            let sql = format!("SELECT {QUEUE_COLS} FROM outbound ORDER BY id");
-            let mut s = c.prepare_cached(&sql)?;
-            let rows = s.query_map([], queued_from_row)?;
-            Ok(rows.collect::<rusqlite::Result<_>>()?)
-        })
-        .await
-    }
-
-    async fn queue_due(&self, now: i64, limit: usize) -> Result<Vec<Queued>> {
-        self.read(move |c| {
-            let sql = format!(
-                "SELECT {QUEUE_COLS} FROM outbound WHERE held = 0 AND next_attempt <= ?1 ORDER BY next_attempt, id LIMIT ?2"
-            );
-            let mut s = c.prepare_cached(&sql)?;
-            let rows = s.query_map(params![now, limit as i64], queued_from_row)?;
-            Ok(rows.collect::<rusqlite::Result<_>>()?)
-        })
-        .await
-    }
-
-    async fn queue_update(&self, id: i64, outcome: QueueOutcome) -> Result<()> {
-        let blobs = Arc::clone(&self.blobs);
-        let files = self
-            .write(move |c| {
-                match outcome {
-                    QueueOutcome::Retry { at, error } => {
-                        c.execute(
-                            "UPDATE outbound SET attempts = attempts + 1, next_attempt = ?2, last_error = ?3 WHERE id = ?1",
-                            params![id, at, error],
-                        )?;
-                    }
-                    QueueOutcome::Warned => {
-                        c.execute("UPDATE outbound SET warned = 1 WHERE id = ?1", [id])?;
-                    }
-                    QueueOutcome::Hold(held) => {
-                        c.execute("UPDATE outbound SET held = ?2 WHERE id = ?1", params![id, held])?;
-                    }
-                    QueueOutcome::RetryNow => {
-                        c.execute("UPDATE outbound SET held = 0, next_attempt = ?2 WHERE id = ?1", params![id, now()])?;
-                    }
-                    QueueOutcome::Done => {
-                        let blob: Option<String> = c
-                            .query_row("DELETE FROM outbound WHERE id = ?1 RETURNING blob", [id], |r| r.get(0))
-                            .optional()?;
-                        if let Some(b) = blob {
-                            c.execute("UPDATE blobs SET refs = refs - 1 WHERE hash = ?1", [b])?;
-                        }
-                    }
-                }
-                Ok((collect_garbage(c)?, Vec::new()))
-            })
-            .await?;
-        remove_blob_files(&blobs, &files);
-        Ok(())
     }
 
     async fn message_list(&self, mailbox: MailboxId) -> Result<Vec<MessageRef>> {
@@ -1671,30 +1590,6 @@ impl Store for Arc<SqliteStore> {
             Ok(out)
         })
         .await
-    }
-
-    async fn read_blob(&self, hash: &str) -> Result<Vec<u8>> {
-        // The index lookup (and a small body stored with it) is a point query: inline.
-        let key = hash.to_string();
-        let row: Option<Option<Vec<u8>>> = self
-            .lookup(move |c| {
-                Ok(c.prepare_cached("SELECT data FROM blobs WHERE hash = ?1")?
-                    .query_row([&key], |r| r.get(0))
-                    .optional()?)
-            })
-            .await?;
-        match row {
-            None => Err(StoreError::NotFound(format!("blob {hash}"))),
-            Some(Some(data)) => Ok(data),
-            Some(None) => {
-                let blobs = Arc::clone(&self.blobs);
-                let hash = hash.to_string();
-                tokio::task::spawn_blocking(move || blobs.read(&hash))
-                    .await
-                    .map_err(|e| StoreError::Io(std::io::Error::other(e)))?
-                    .map_err(StoreError::from)
-            }
-        }
     }
 
     async fn store_flags(
@@ -1823,15 +1718,6 @@ impl Store for Arc<SqliteStore> {
         .await
     }
 
-    async fn delivery_envelope(&self, delivery: i64) -> Result<Option<Envelope>> {
-        self.read(move |c| {
-            let env: Option<String> =
-                c.query_row("SELECT envelope FROM deliveries WHERE id = ?1", [delivery], |r| r.get(0)).optional()?;
-            env.map(|e| serde_json::from_str(&e).map_err(|e| StoreError::Corrupt(format!("envelope: {e}")))).transpose()
-        })
-        .await
-    }
-
     async fn envelope_of(&self, mailbox: MailboxId, uid: u32) -> Result<Option<Envelope>> {
         self.read(move |c| {
             let env: Option<String> = c
@@ -1846,7 +1732,139 @@ impl Store for Arc<SqliteStore> {
         })
         .await
     }
+}
 
+#[async_trait]
+impl DeliveryStore for Arc<SqliteStore> {
+    async fn stage(&self, body: Vec<u8>) -> Result<StagedBlob> {
+        let blobs = Arc::clone(&self.blobs);
+        if body.len() <= crate::blob::INLINE_MAX {
+            // Hashing and parsing a small body costs less than a thread hand-off.
+            return blobs.stage(body).map_err(StoreError::from);
+        }
+        tokio::task::spawn_blocking(move || blobs.stage(body))
+            .await
+            .map_err(|e| StoreError::Io(std::io::Error::other(e)))?
+            .map_err(StoreError::from)
+    }
+
+    async fn deliver(&self, d: Delivery) -> Result<Vec<Delivered>> {
+        if d.targets.is_empty() && d.relay.is_empty() {
+            return Ok(Vec::new());
+        }
+        let prepared = prepare_delivery(d)?;
+        self.write(move |c| deliver_in(c, &prepared)).await
+    }
+
+    async fn deliver_all(&self, deliveries: Vec<Delivery>) -> Result<Vec<Vec<Delivered>>> {
+        let prepared = deliveries.into_iter().map(prepare_delivery).collect::<Result<Vec<_>>>()?;
+        self.write(move |c| {
+            let mut all = Vec::with_capacity(prepared.len());
+            let mut changes = Vec::new();
+            for p in &prepared {
+                let (d, ch) = deliver_in(c, p)?;
+                all.push(d);
+                changes.extend(ch);
+            }
+            Ok((all, changes))
+        })
+        .await
+    }
+
+    async fn queued(&self) -> Result<Vec<Queued>> {
+        self.read(|c| {
+            let sql = format!("SELECT {QUEUE_COLS} FROM outbound ORDER BY id");
+            let mut s = c.prepare_cached(&sql)?;
+            let rows = s.query_map([], queued_from_row)?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })
+        .await
+    }
+
+    async fn queue_due(&self, now: i64, limit: usize) -> Result<Vec<Queued>> {
+        self.read(move |c| {
+            let sql = format!(
+                "SELECT {QUEUE_COLS} FROM outbound WHERE held = 0 AND next_attempt <= ?1 ORDER BY next_attempt, id LIMIT ?2"
+            );
+            let mut s = c.prepare_cached(&sql)?;
+            let rows = s.query_map(params![now, limit as i64], queued_from_row)?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })
+        .await
+    }
+
+    async fn queue_update(&self, id: i64, outcome: QueueOutcome) -> Result<()> {
+        let blobs = Arc::clone(&self.blobs);
+        let files = self
+            .write(move |c| {
+                match outcome {
+                    QueueOutcome::Retry { at, error } => {
+                        c.execute(
+                            "UPDATE outbound SET attempts = attempts + 1, next_attempt = ?2, last_error = ?3 WHERE id = ?1",
+                            params![id, at, error],
+                        )?;
+                    }
+                    QueueOutcome::Warned => {
+                        c.execute("UPDATE outbound SET warned = 1 WHERE id = ?1", [id])?;
+                    }
+                    QueueOutcome::Hold(held) => {
+                        c.execute("UPDATE outbound SET held = ?2 WHERE id = ?1", params![id, held])?;
+                    }
+                    QueueOutcome::RetryNow => {
+                        c.execute("UPDATE outbound SET held = 0, next_attempt = ?2 WHERE id = ?1", params![id, now()])?;
+                    }
+                    QueueOutcome::Done => {
+                        let blob: Option<String> = c
+                            .query_row("DELETE FROM outbound WHERE id = ?1 RETURNING blob", [id], |r| r.get(0))
+                            .optional()?;
+                        if let Some(b) = blob {
+                            c.execute("UPDATE blobs SET refs = refs - 1 WHERE hash = ?1", [b])?;
+                        }
+                    }
+                }
+                Ok((collect_garbage(c)?, Vec::new()))
+            })
+            .await?;
+        remove_blob_files(&blobs, &files);
+        Ok(())
+    }
+
+    async fn read_blob(&self, hash: &str) -> Result<Vec<u8>> {
+        // The index lookup (and a small body stored with it) is a point query: inline.
+        let key = hash.to_string();
+        let row: Option<Option<Vec<u8>>> = self
+            .lookup(move |c| {
+                Ok(c.prepare_cached("SELECT data FROM blobs WHERE hash = ?1")?
+                    .query_row([&key], |r| r.get(0))
+                    .optional()?)
+            })
+            .await?;
+        match row {
+            None => Err(StoreError::NotFound(format!("blob {hash}"))),
+            Some(Some(data)) => Ok(data),
+            Some(None) => {
+                let blobs = Arc::clone(&self.blobs);
+                let hash = hash.to_string();
+                tokio::task::spawn_blocking(move || blobs.read(&hash))
+                    .await
+                    .map_err(|e| StoreError::Io(std::io::Error::other(e)))?
+                    .map_err(StoreError::from)
+            }
+        }
+    }
+
+    async fn delivery_envelope(&self, delivery: i64) -> Result<Option<Envelope>> {
+        self.read(move |c| {
+            let env: Option<String> =
+                c.query_row("SELECT envelope FROM deliveries WHERE id = ?1", [delivery], |r| r.get(0)).optional()?;
+            env.map(|e| serde_json::from_str(&e).map_err(|e| StoreError::Corrupt(format!("envelope: {e}")))).transpose()
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl Store for Arc<SqliteStore> {
     fn subscribe(&self) -> broadcast::Receiver<Change> {
         self.bus.subscribe()
     }
@@ -1857,15 +1875,6 @@ impl Store for Arc<SqliteStore> {
         const SLOTS: usize = 16;
         let mut per = self.mailbox_buses.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         per.entry(mailbox).or_insert_with(|| broadcast::channel(SLOTS).0).subscribe()
-    }
-
-    fn directory_version(&self) -> u64 {
-        use std::os::unix::fs::FileExt;
-        let mut buf = [0u8; 16];
-        match self.stamp.read_at(&mut buf, 0) {
-            Ok(16) => std::str::from_utf8(&buf).ok().and_then(|s| u64::from_str_radix(s, 16).ok()).unwrap_or(0),
-            _ => 0,
-        }
     }
 
     async fn flush(&self) -> Result<()> {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use agora_directory::{Directory, normalize_address, normalize_domain};
 use agora_store::sqlite::SqliteStore;
-use agora_store::{DkimState, Role, Store};
+use agora_store::{DeliveryStore, DirectoryStore, DkimState, MailboxStore, Role, Store};
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
 

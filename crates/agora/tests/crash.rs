@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use agora_store::Store;
 use agora_store::sqlite::SqliteStore;
+use agora_store::{DeliveryStore, DirectoryStore, MailboxStore};
 use common::{Agora, DOMAIN, SmtpClient};
 
 #[test]

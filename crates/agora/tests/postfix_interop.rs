@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use agora_store::Store;
 use agora_store::sqlite::SqliteStore;
+use agora_store::{DeliveryStore, DirectoryStore, MailboxStore};
 use common::{Agora, SmtpClient, have};
 
 struct Postfix {
