@@ -32,9 +32,14 @@ sink() { # port -> starts a sink, its counter in $work/sink.$1
   sleep 0.5
 }
 count() { tr '\r' '\n' <"$work/sink.$1" | grep -Eo '[0-9]+' | tail -1 || echo 0; }
-wait_for() { # port -> waits until the sink has N messages
-  for _ in $(seq 6000); do [[ $(count "$1") -ge $N ]] && return 0; sleep 0.05; done
-  echo "error: only $(count "$1") of $N messages reached the sink" >&2; return 1
+wait_for() { # port -> waits until the sink has N messages (time in DONE), then checks
+  # that no more arrive: exactly N, so a duplicate delivery shows.
+  for _ in $(seq 6000); do [[ $(count "$1") -ge $N ]] && break; sleep 0.05; done
+  DONE=$(now)
+  [[ $(count "$1") -ge $N ]] || { echo "error: only $(count "$1") of $N messages reached the sink" >&2; return 1; }
+  sleep 2
+  local got; got=$(count "$1")
+  [[ $got -eq $N ]] || { echo "error: $got messages reached the sink for $N sent (duplicates)" >&2; return 1; }
 }
 src() { # host:port of the relay path; submission goes to $2
   if [[ $MODE == submission ]]; then
@@ -135,7 +140,7 @@ CONF
 [[ $MODE == submission ]] || sed -i '/^127.0.0.1:21034/,$d' "$d/etc/master.cf"
 postfix -c "$d/etc" start >/dev/null
 sleep 1
-t0=$(now); src 127.0.0.1:21032 21034; wait_for 21031; t1=$(now)
+t0=$(now); src 127.0.0.1:21032 21034; wait_for 21031; t1=$DONE
 postfix -c "$d/etc" stop >/dev/null
 
 # --- Agora, twice: DKIM-signing as it does by default, then without signing (Postfix
@@ -157,7 +162,7 @@ CONF
   start_agora "$bin" "$work/agora" --port-offset 20000 --bind 127.0.0.1
   pid=$AGORA_PID
   add_users "$bin" "$work/agora" secret bench@example.org
-  T0=$(now); src 127.0.0.1:20025 20587; wait_for "$1"; T1=$(now)
+  T0=$(now); src 127.0.0.1:20025 20587; wait_for "$1"; T1=$DONE
   kill "$pid"; wait "$pid" 2>/dev/null || true
 }
 start_quiet_dns 20053
