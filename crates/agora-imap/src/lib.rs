@@ -63,3 +63,6 @@ impl Service for ImapService {
         .await;
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -7,6 +7,7 @@ mod deflate;
 pub mod dot;
 pub mod driver;
 pub mod proxy;
+pub mod testing;
 pub mod tls;
 
 use std::collections::HashMap;

@@ -1,46 +1,35 @@
 //! POP3 session tests over an in-memory stream against a real store.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use agora_directory::Directory;
 use agora_directory::throttle::Throttle;
-use agora_net::{Conn, Timeouts};
 use agora_store::sqlite::SqliteStore;
 use agora_store::{Delivery, DeliveryTarget, Flags, Role, Store};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, DuplexStream, ReadHalf, WriteHalf};
 use tokio_util::sync::CancellationToken;
 
 use crate::{Locks, Pop3Config, Session};
 
-struct Client {
-    r: BufReader<ReadHalf<DuplexStream>>,
-    w: WriteHalf<DuplexStream>,
+type Client = agora_net::testing::TestClient;
+
+/// POP3's side of the shared test client: one-line replies, dot-terminated bodies.
+trait Pop3 {
+    async fn cmd(&mut self, s: &str) -> String;
+    async fn body(&mut self) -> String;
 }
 
-impl Client {
-    async fn line(&mut self) -> String {
-        let mut s = String::new();
-        tokio::time::timeout(Duration::from_secs(10), self.r.read_line(&mut s)).await.expect("reply in time").unwrap();
-        s
-    }
+impl Pop3 for Client {
     async fn cmd(&mut self, s: &str) -> String {
-        self.w.write_all(format!("{s}\r\n").as_bytes()).await.unwrap();
+        self.send(&format!("{s}\r\n")).await;
         self.line().await
     }
-    /// Reads a multi-line body up to the terminating ".".
+    /// A multi-line body up to (without) the terminating ".".
     async fn body(&mut self) -> String {
-        let mut all = String::new();
-        loop {
-            let l = self.line().await;
-            if l == ".\r\n" {
-                return all;
-            }
-            all.push_str(&l);
-        }
+        let all = self.until(|l| l == ".\r\n").await;
+        all.strip_suffix(".\r\n").unwrap_or(&all).to_string()
     }
 }
 
@@ -85,9 +74,7 @@ impl Fixture {
     }
 
     async fn connect(&self, cfg: Pop3Config) -> (Client, tokio::task::JoinHandle<()>) {
-        let (a, b) = tokio::io::duplex(1 << 20);
-        let addr: SocketAddr = "127.0.0.1:110".parse().unwrap();
-        let conn = Conn::new(Box::new(a), addr, addr, false, None, Timeouts::default(), CancellationToken::new());
+        let (conn, mut c) = agora_net::testing::pipe(110, CancellationToken::new());
         let session = Session::new(
             Arc::new(cfg),
             self.directory.clone(),
@@ -96,8 +83,6 @@ impl Fixture {
             Arc::clone(&self.throttle),
         );
         let task = tokio::spawn(session.run(conn));
-        let (r, w) = tokio::io::split(b);
-        let mut c = Client { r: BufReader::new(r), w };
         assert!(c.line().await.starts_with("+OK"));
         (c, task)
     }

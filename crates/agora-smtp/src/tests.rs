@@ -1,46 +1,29 @@
 //! Session tests over an in-memory stream against a real store.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use agora_directory::Directory;
-use agora_net::{Conn, Timeouts};
 use agora_store::sqlite::SqliteStore;
 use agora_store::{Role, Store};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, DuplexStream, ReadHalf, WriteHalf};
 use tokio_util::sync::CancellationToken;
 
 use crate::{Session, SmtpConfig};
 
-struct Client {
-    r: BufReader<ReadHalf<DuplexStream>>,
-    w: WriteHalf<DuplexStream>,
+type Client = agora_net::testing::TestClient;
+
+/// SMTP's side of the shared test client: replies may span lines (`250-...`).
+trait Smtp {
+    async fn reply(&mut self) -> String;
+    async fn cmd(&mut self, s: &str) -> String;
 }
 
-impl Client {
-    async fn line(&mut self) -> String {
-        let mut s = String::new();
-        tokio::time::timeout(Duration::from_secs(5), self.r.read_line(&mut s)).await.expect("reply in time").unwrap();
-        s
-    }
-    /// Reads a whole (possibly multi-line) reply.
+impl Smtp for Client {
     async fn reply(&mut self) -> String {
-        let mut all = String::new();
-        loop {
-            let l = self.line().await;
-            all.push_str(&l);
-            if l.len() < 4 || l.as_bytes()[3] != b'-' {
-                return all;
-            }
-        }
-    }
-    async fn send(&mut self, s: &str) {
-        self.w.write_all(s.as_bytes()).await.unwrap();
+        self.until(|l| l.len() < 4 || l.as_bytes()[3] != b'-').await
     }
     async fn cmd(&mut self, s: &str) -> String {
-        self.send(s).await;
-        self.send("\r\n").await;
+        self.send(&format!("{s}\r\n")).await;
         self.reply().await
     }
 }
@@ -77,10 +60,8 @@ async fn fixture() -> Fixture {
 
 impl Fixture {
     async fn connect(&self) -> (Client, tokio::task::JoinHandle<()>, CancellationToken) {
-        let (a, b) = tokio::io::duplex(1 << 20);
         let token = CancellationToken::new();
-        let addr: SocketAddr = "127.0.0.1:2525".parse().unwrap();
-        let conn = Conn::new(Box::new(a), addr, addr, false, None, Timeouts::default(), token.clone());
+        let (conn, mut c) = agora_net::testing::pipe(2525, token.clone());
         let session = Session::new(
             Arc::clone(&self.cfg),
             Arc::clone(&self.mail),
@@ -88,8 +69,6 @@ impl Fixture {
             Arc::new(agora_directory::throttle::Throttle::new()),
         );
         let task = tokio::spawn(session.run(conn));
-        let (r, w) = tokio::io::split(b);
-        let mut c = Client { r: BufReader::new(r), w };
         assert!(c.reply().await.starts_with("220 mx.example.org ESMTP"));
         (c, task, token)
     }
@@ -302,16 +281,14 @@ async fn dialogue_split_at_every_byte() {
     let (mut c, _t, _) = f.connect().await;
     let script = "EHLO c.test\r\nMAIL FROM:<x@remote.test>\r\nRCPT TO:<bob@example.org>\r\nDATA\r\n";
     for b in script.bytes() {
-        c.w.write_all(&[b]).await.unwrap();
-        c.w.flush().await.unwrap();
+        c.send_bytes(&[b]).await;
     }
     for want in ["250-", "250 2.1.0", "250 2.1.5", "354"] {
         let r = c.reply().await;
         assert!(r.starts_with(want), "wanted {want}, got {r}");
     }
     for b in "Subject: slow\r\n\r\n.body\r\n..\r\n.\r\n".bytes() {
-        c.w.write_all(&[b]).await.unwrap();
-        c.w.flush().await.unwrap();
+        c.send_bytes(&[b]).await;
     }
     assert!(c.reply().await.starts_with("250 2.0.0"));
     let acc = f.store.account_by_login("bob@example.org").await.unwrap().unwrap();

@@ -1,0 +1,172 @@
+//! IMAP session tests in process: the real session over an in-memory pipe against a
+//! real store, as the SMTP and POP3 sessions are tested.
+
+use std::sync::Arc;
+
+use agora_directory::Directory;
+use agora_directory::throttle::Throttle;
+use agora_net::testing::{TestClient, pipe};
+use agora_store::sqlite::SqliteStore;
+use agora_store::{Delivery, DeliveryTarget, Flags, Role, Store};
+use tokio_util::sync::CancellationToken;
+
+use crate::{ImapConfig, Session, UserSessions};
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    store: Arc<dyn Store>,
+    directory: Directory,
+    sessions: UserSessions,
+}
+
+async fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).unwrap());
+    let directory = Directory::new(Arc::clone(&store));
+    directory.add_domain("example.org").await.unwrap();
+    directory.add_user("alice@example.org", "Alice", "secret", 0, Role::User).await.unwrap();
+    let f = Fixture { _dir: dir, store, directory, sessions: UserSessions::default() };
+    f.deliver(b"Subject: one\r\n\r\nfirst\r\n").await;
+    f.deliver(b"Subject: two\r\n\r\nsecond\r\n").await;
+    f
+}
+
+/// IMAP's side of the shared test client: a command's answer ends with its tagged line.
+trait Imap {
+    async fn cmd(&mut self, tag: &str, command: &str) -> String;
+}
+
+impl Imap for TestClient {
+    async fn cmd(&mut self, tag: &str, command: &str) -> String {
+        self.send(&format!("{tag} {command}\r\n")).await;
+        let tagged = format!("{tag} ");
+        self.until(|l| l.starts_with(&tagged)).await
+    }
+}
+
+impl Fixture {
+    async fn deliver(&self, body: &[u8]) {
+        let acc = self.store.account_by_login("alice@example.org").await.unwrap().unwrap();
+        let staged = self.store.stage(body.to_vec()).await.unwrap();
+        self.store
+            .deliver(Delivery {
+                body: staged,
+                internal_date: 1_700_000_000,
+                envelope: None,
+                flags: Flags::default(),
+                keywords: Vec::new(),
+                targets: vec![DeliveryTarget { account: acc.id, mailbox: "INBOX".into() }],
+                relay: Vec::new(),
+                enforce_quota: false,
+            })
+            .await
+            .unwrap();
+    }
+
+    async fn connect_with(&self, cfg: ImapConfig) -> (TestClient, tokio::task::JoinHandle<()>, CancellationToken) {
+        let token = CancellationToken::new();
+        let (conn, mut c) = pipe(143, token.clone());
+        let session = Session::new(
+            Arc::new(cfg),
+            self.directory.clone(),
+            Arc::clone(&self.store),
+            Arc::new(Throttle::new()),
+            self.sessions.clone(),
+        );
+        let task = tokio::spawn(session.run(conn));
+        let greeting = c.line().await;
+        assert!(greeting.starts_with("* OK [CAPABILITY IMAP4rev1 "), "{greeting}");
+        (c, task, token)
+    }
+
+    /// Plaintext allowed (no TLS on an in-memory pipe), logged in as alice.
+    async fn logged_in(&self) -> (TestClient, tokio::task::JoinHandle<()>, CancellationToken) {
+        let (mut c, t, token) = self.connect_with(ImapConfig { allow_plaintext: true, ..ImapConfig::default() }).await;
+        let r = c.cmd("a", "LOGIN alice@example.org secret").await;
+        assert!(r.starts_with("a OK [CAPABILITY "), "{r}");
+        (c, t, token)
+    }
+}
+
+#[tokio::test]
+async fn select_fetch_store_and_logout() {
+    let f = fixture().await;
+    let (mut c, task, _) = f.logged_in().await;
+    let r = c.cmd("b", "SELECT INBOX").await;
+    assert!(r.contains("* 2 EXISTS\r\n") && r.contains("b OK [READ-WRITE]"), "{r}");
+    let r = c.cmd("c", "FETCH 1 (FLAGS BODY.PEEK[HEADER.FIELDS (SUBJECT)])").await;
+    // The first read-write SELECT claims both messages as \Recent (IMAP4rev1).
+    assert!(r.contains("Subject: one") && r.contains("FLAGS (\\Recent)") && r.contains("\r\nc OK "), "{r}");
+    let r = c.cmd("d", "UID STORE 2 +FLAGS (\\Flagged)").await;
+    assert!(r.contains("FLAGS (\\Flagged \\Recent)") && r.contains("d OK"), "{r}");
+    let r = c.cmd("e", "SEARCH FLAGGED").await;
+    assert!(r.contains("* SEARCH 2\r\n"), "{r}");
+    let r = c.cmd("f", "LOGOUT").await;
+    assert!(r.starts_with("* BYE") && r.contains("f OK"), "{r}");
+    task.await.unwrap();
+}
+
+#[tokio::test]
+async fn login_needs_tls_unless_allowed_and_failures_are_refused() {
+    let f = fixture().await;
+    let (mut c, _t, _) = f.connect_with(ImapConfig::default()).await;
+    let r = c.cmd("a", "CAPABILITY").await;
+    assert!(r.contains("LOGINDISABLED"), "{r}");
+    assert!(c.cmd("b", "LOGIN alice@example.org secret").await.starts_with("b NO [PRIVACYREQUIRED]"));
+    let (mut c, _t, _) = f.connect_with(ImapConfig { allow_plaintext: true, ..ImapConfig::default() }).await;
+    let r = c.cmd("a", "LOGIN alice@example.org wrong").await;
+    assert!(r.starts_with("a NO [AUTHENTICATIONFAILED]"), "{r}");
+    assert!(c.cmd("b", "SELECT INBOX").await.starts_with("b BAD"), "no SELECT before login");
+}
+
+#[tokio::test]
+async fn idle_sees_a_delivery_and_done_ends_it() {
+    let f = fixture().await;
+    let (mut c, _t, _) = f.logged_in().await;
+    c.cmd("b", "SELECT INBOX").await;
+    c.send("c IDLE\r\n").await;
+    assert!(c.line().await.starts_with("+ "));
+    f.deliver(b"Subject: three\r\n\r\nthird\r\n").await;
+    assert_eq!(c.line().await, "* 3 EXISTS\r\n");
+    c.send("DONE\r\n").await;
+    let r = c.until(|l| l.starts_with("c ")).await;
+    assert!(r.ends_with("c OK Idle completed\r\n"), "{r}");
+}
+
+#[tokio::test]
+async fn a_synchronizing_literal_waits_for_its_continuation() {
+    let f = fixture().await;
+    let (mut c, _t, _) = f.logged_in().await;
+    let msg = "Subject: appended\r\n\r\nhello\r\n";
+    c.send(&format!("b APPEND INBOX (\\Seen) {{{}}}\r\n", msg.len())).await;
+    assert!(c.line().await.starts_with("+ "), "a continuation before the literal");
+    c.send(&format!("{msg}\r\n")).await;
+    let r = c.until(|l| l.starts_with("b ")).await;
+    assert!(r.starts_with("b OK [APPENDUID "), "{r}");
+    // LITERAL+: no continuation, the command goes on at once.
+    let r = c.cmd("c", &format!("APPEND INBOX {{{}+}}\r\n{msg}", msg.len())).await;
+    assert!(r.starts_with("c OK [APPENDUID "), "{r}");
+    let inbox = f.store.mailbox(1, "INBOX").await.unwrap().unwrap();
+    assert_eq!(inbox.messages, 4);
+}
+
+#[tokio::test]
+async fn commands_split_at_every_byte_get_the_same_answers() {
+    let f = fixture().await;
+    let (mut c, _t, _) = f.connect_with(ImapConfig { allow_plaintext: true, ..ImapConfig::default() }).await;
+    for b in b"a LOGIN alice@example.org secret\r\nb SELECT INBOX\r\n" {
+        c.send_bytes(&[*b]).await;
+    }
+    let r = c.until(|l| l.starts_with("b ")).await;
+    assert!(r.contains("a OK") && r.contains("* 2 EXISTS") && r.contains("b OK [READ-WRITE]"), "{r}");
+}
+
+#[tokio::test]
+async fn shutdown_says_bye_and_garbage_gets_bad() {
+    let f = fixture().await;
+    let (mut c, task, token) = f.logged_in().await;
+    assert!(c.cmd("b", "FROBNICATE").await.starts_with("b BAD"));
+    token.cancel();
+    assert_eq!(c.line().await, "* BYE Server shutting down\r\n");
+    tokio::time::timeout(std::time::Duration::from_secs(2), task).await.expect("session ends").unwrap();
+}
