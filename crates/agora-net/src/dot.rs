@@ -24,14 +24,17 @@ pub fn stuff(msg: &[u8], body_lines: Option<u32>, out: &mut Vec<u8>) {
             }
             body_count += 1;
         }
-        if line.first() == Some(&b'.') {
+        // Lone CRs go first, and only then is the line checked for a leading dot: "\r."
+        // must not become an unstuffed "." that ends the block early.
+        let kept: std::borrow::Cow<'_, [u8]> = if line.contains(&b'\r') {
+            line.iter().copied().filter(|&b| b != b'\r').collect::<Vec<u8>>().into()
+        } else {
+            line.into()
+        };
+        if kept.first() == Some(&b'.') {
             out.push(b'.');
         }
-        if line.contains(&b'\r') {
-            out.extend(line.iter().filter(|&&b| b != b'\r'));
-        } else {
-            out.extend_from_slice(line);
-        }
+        out.extend_from_slice(&kept);
         out.extend_from_slice(b"\r\n");
         if !in_body && line.is_empty() {
             in_body = true;
@@ -83,6 +86,15 @@ mod tests {
             }
         }
         assert_eq!(back, b"Subject: x\r\n\r\n.hidden\r\nlonecr\r\nlast\r\n");
+    }
+
+    /// Found by the `dot` fuzz target: the dot check came before lone CRs were dropped,
+    /// so a line "\r." went out as "." and ended a POP3 reply in the middle of a message.
+    #[test]
+    fn a_line_that_is_a_dot_after_its_lone_cr_is_dropped_is_still_stuffed() {
+        let mut out = Vec::new();
+        stuff(b"Subject: x\r\n\r\nbefore\r\n\r.\r\nafter\r\n", None, &mut out);
+        assert_eq!(out, b"Subject: x\r\n\r\nbefore\r\n..\r\nafter\r\n.\r\n");
     }
 
     #[test]

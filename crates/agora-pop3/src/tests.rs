@@ -257,3 +257,17 @@ async fn expire_policy_removes_old_retrieved_mail() {
     assert_eq!(c.cmd("QUIT").await, "+OK Logging out, 1 messages deleted\r\n");
     assert_eq!(f.inbox().await.len(), 1);
 }
+
+/// A stored line "\r." once went out as "." and ended the RETR reply in the middle of
+/// the message, leaving the rest to be read as replies to the next commands.
+#[tokio::test]
+async fn a_message_line_that_becomes_a_dot_cannot_end_the_reply() {
+    let f = fixture().await;
+    f.deliver(b"Subject: three\r\n\r\nbefore\r\n\r.\r\n+OK injected\r\n").await;
+    let (mut c, _task) = f.plain().await;
+    assert!(c.cmd("USER alice@example.org").await.starts_with("+OK"));
+    assert!(c.cmd("PASS secret").await.starts_with("+OK Logged in, 3 messages"));
+    assert!(c.cmd("RETR 3").await.starts_with("+OK"));
+    assert_eq!(c.body().await, "Subject: three\r\n\r\nbefore\r\n..\r\n+OK injected\r\n");
+    assert_eq!(c.cmd("QUIT").await.split_whitespace().next(), Some("+OK"));
+}
