@@ -23,7 +23,7 @@ for t in "${targets[@]}"; do
   fi
   execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
   printf '%-16s %8s %14s %8s %8s\n' "$t" "$SECS" "${execs:-?}" "$(ls "corpus/$t" | wc -l)" "$crashes"
-  ((crashes)) && tail -30 "$log" >&2
+  if ((crashes)); then grep -m1 -A8 "panicked" "$log" >&2 || true; grep -A2 "Reproduce with" "$log" >&2 || tail -30 "$log" >&2; fi
   rm -f "$log"
 done
 exit $failed

@@ -10,6 +10,11 @@ fuzz_target!(|data: &[u8]| {
     let mut out = Vec::new();
     let lines = data.first().map(|&b| u32::from(b % 8));
     agora_pop3::codec::write_multiline(data, lines, &mut out);
-    assert!(out.ends_with(b"\r\n.\r\n"));
-    assert!(!out[..out.len() - 3].windows(5).any(|w| w == b"\r\n.\r\n"), "dot-stuffed");
+    // Every line ends in CRLF, and only the last one is the lone "." that ends the body.
+    let all: Vec<&[u8]> = out.split_inclusive(|&b| b == b'\n').collect();
+    assert_eq!(all.last(), Some(&&b".\r\n"[..]));
+    for line in &all[..all.len() - 1] {
+        assert!(line.ends_with(b"\r\n") && !line[..line.len() - 2].contains(&b'\r'), "{line:?}");
+        assert_ne!(*line, b".\r\n", "a line ends the body early");
+    }
 });
