@@ -194,12 +194,12 @@ pub async fn run(cli: &Cli, domain: Option<String>, hostname: Option<String>, li
         (true, true) => "listening",
         (true, false) => "disabled",
     });
-    println!("agora: ready");
-    let _ = std::io::stdout().flush();
-
+    // Handlers before "ready": a supervisor may signal the moment it reads that line.
     let mut hup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
     let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+    println!("agora: ready");
+    let _ = std::io::stdout().flush();
     loop {
         tokio::select! {
             _ = hup.recv() => match tls.reload() {
