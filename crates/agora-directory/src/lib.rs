@@ -288,6 +288,7 @@ impl Directory {
                 scram,
                 quota,
                 role,
+                profile: Default::default(),
             })
             .await?)
     }

@@ -124,11 +124,13 @@ mod tests {
                 address: "team@x.org".into(),
                 display_name: String::new(),
                 members: vec!["bob@x.org".into()],
+                ..Default::default()
             },
             agora_store::Group {
                 address: "all@x.org".into(),
                 display_name: String::new(),
                 members: vec!["team@x.org".into()],
+                ..Default::default()
             },
         ];
         assert_eq!(

@@ -2,8 +2,8 @@
 //! tests call `run_all` on a fresh, empty store.
 
 use crate::{
-    AddressEntry, Change, Delivery, DeliveryTarget, Envelope, FlagOp, Flags, NewAccount, QueueOutcome, Role, Store,
-    StoreError,
+    AccountUpdate, AddressEntry, Change, Contact, Delivery, DeliveryTarget, Envelope, FlagOp, Flags, NewAccount,
+    Profile, QueueOutcome, Role, Store, StoreError,
 };
 
 pub(crate) fn new_account(login: &str) -> NewAccount {
@@ -14,6 +14,7 @@ pub(crate) fn new_account(login: &str) -> NewAccount {
         scram: String::new(),
         quota: 0,
         role: Role::User,
+        profile: Profile::default(),
     }
 }
 
@@ -26,6 +27,74 @@ pub async fn run_all<S: Store>(store: &S) {
     mailbox_operations(store).await;
     quota_and_atomic_delivery(store).await;
     acl_and_private_seen(store).await;
+    address_book(store).await;
+}
+
+async fn address_book<S: Store>(s: &S) {
+    s.add_domain("book.test").await.expect("domain");
+    let profile = Profile {
+        given_name: "Ann".into(),
+        surname: "Lee".into(),
+        phone: "+1 555 0100".into(),
+        photo: vec![0xff, 0xd8, 0, 1],
+        certificates: vec![vec![0x30, 0x82]],
+        hidden: true,
+        ..Profile::default()
+    };
+    let a = s
+        .create_account(NewAccount { profile: profile.clone(), ..new_account("ann@book.test") })
+        .await
+        .expect("account");
+    assert_eq!(a.profile, profile, "binary values and flags survive the round trip");
+    assert_ne!(a.uuid, [0; 16], "every account gets an identity");
+    let b = s.create_account(new_account("bob@book.test")).await.expect("bob");
+    assert_ne!(a.uuid, b.uuid);
+    s.update_account("ann@book.test", AccountUpdate { display_name: Some("Ann Lee".into()), ..Default::default() })
+        .await
+        .expect("update");
+    let a2 = s.account_by_login("ann@book.test").await.expect("q").expect("ann");
+    assert_eq!((a2.display_name.as_str(), &a2.profile, a2.uuid), ("Ann Lee", &profile, a.uuid), "others kept");
+    // Renaming keeps the identity and mail, and references follow.
+    s.create_group("team@book.test", "Team").await.expect("group");
+    s.add_group_member("team@book.test", "ann@book.test").await.expect("member");
+    s.rename_account("ann@book.test", "ann.lee@book.test").await.expect("rename");
+    assert!(s.account_by_login("ann@book.test").await.expect("q").is_none());
+    let renamed = s.account_by_login("ann.lee@book.test").await.expect("q").expect("renamed");
+    assert_eq!((renamed.id, renamed.uuid), (a.id, a.uuid));
+    let AddressEntry::Group(g) = s.lookup_address("team@book.test").await.expect("q") else { panic!("group") };
+    assert_eq!(g.members, ["ann.lee@book.test"]);
+    assert_ne!(g.uuid, [0; 16]);
+    s.add_account_address("ann.lee@book.test", "al@book.test").await.expect("address");
+    s.remove_account_address("ann.lee@book.test", "al@book.test").await.expect("remove address");
+    assert!(s.remove_account_address("ann.lee@book.test", "ann.lee@book.test").await.is_err(), "never the login");
+    // Contacts: external only, listed per domain, block the domain's removal.
+    let c = s
+        .add_contact(Contact {
+            address: "Partner@Elsewhere.test".into(),
+            domain: "book.test".into(),
+            display_name: "Partner".into(),
+            ..Contact::default()
+        })
+        .await
+        .expect("contact");
+    assert_eq!(c.address, "partner@elsewhere.test");
+    assert!(
+        s.add_contact(Contact { address: "bob@book.test".into(), domain: "book.test".into(), ..Contact::default() })
+            .await
+            .is_err(),
+        "a served address is no contact"
+    );
+    s.update_contact("partner@elsewhere.test", None, Some(Profile { company: "Partner Inc".into(), ..Profile::default() }))
+        .await
+        .expect("update contact");
+    let listed = s.contacts(Some("book.test")).await.expect("contacts");
+    assert_eq!((listed.len(), listed[0].profile.company.as_str()), (1, "Partner Inc"));
+    assert!(s.contacts(Some("other.test")).await.expect("contacts").is_empty());
+    s.update_group("team@book.test", Some("The Team".into()), None).await.expect("group update");
+    s.add_alias("info@book.test", "bob@book.test").await.expect("alias");
+    assert!(s.aliases().await.expect("aliases").contains(&("info@book.test".into(), vec!["bob@book.test".into()])));
+    s.remove_contact("partner@elsewhere.test").await.expect("remove contact");
+    assert!(s.contacts(None).await.expect("contacts").is_empty());
 }
 
 async fn acl_and_private_seen<S: Store>(s: &S) {

@@ -80,6 +80,38 @@ pub trait DirectoryStore: Send + Sync {
 
     async fn groups(&self) -> Result<Vec<Group>>;
 
+    /// Changes an account's display name, profile or role (and its change time).
+    async fn update_account(&self, login: &str, update: AccountUpdate) -> Result<()>;
+
+    /// Gives an account a new login (its primary address); references to the old
+    /// one (group members, alias targets, mailbox rights) follow. Mail stays.
+    async fn rename_account(&self, login: &str, new_login: &str) -> Result<()>;
+
+    /// Removes an extra address of an account (never its login).
+    async fn remove_account_address(&self, login: &str, address: &str) -> Result<()>;
+
+    /// Every alias with its targets, by address.
+    async fn aliases(&self) -> Result<Vec<(String, Vec<String>)>>;
+
+    /// Changes a group's display name or profile.
+    async fn update_group(&self, address: &str, display_name: Option<String>, profile: Option<Profile>)
+    -> Result<()>;
+
+    /// Adds an external recipient to the address book of `contact.domain`.
+    async fn add_contact(&self, contact: Contact) -> Result<Contact>;
+
+    async fn update_contact(
+        &self,
+        address: &str,
+        display_name: Option<String>,
+        profile: Option<Profile>,
+    ) -> Result<()>;
+
+    async fn remove_contact(&self, address: &str) -> Result<()>;
+
+    /// Contacts, by address; of one domain's address book or of all.
+    async fn contacts(&self, domain: Option<&str>) -> Result<Vec<Contact>>;
+
     /// What `address` (lower-cased, full) names: an account, alias, group, or nothing.
     async fn lookup_address(&self, address: &str) -> Result<AddressEntry>;
 

@@ -13,9 +13,9 @@ use tokio::sync::{broadcast, oneshot};
 
 use crate::blob::BlobFiles;
 use crate::{
-    Account, AccountId, AddressEntry, Change, DEFAULT_MAILBOXES, Delivered, Delivery, DeliveryStore, DirectoryStore,
+    Account, AccountId, AccountUpdate, AddressEntry, Contact, Change, DEFAULT_MAILBOXES, Delivered, Delivery, DeliveryStore, DirectoryStore,
     DkimKey, DkimState, Domain, Envelope, FlagOp, Flags, FlagsStored, Group, Mailbox, MailboxChanges, MailboxId,
-    MailboxStore, MessageMeta, MessageRef, MessageSummary, NewAccount, QueueOutcome, Queued, Result, Role,
+    MailboxStore, MessageMeta, MessageRef, MessageSummary, NewAccount, Profile, QueueOutcome, Queued, Result, Role,
     SharedMailbox, SpecialUse, StagedBlob, Store, StoreError, now,
 };
 
@@ -36,7 +36,10 @@ CREATE TABLE IF NOT EXISTS accounts (
     quota INTEGER NOT NULL DEFAULT 0,
     used INTEGER NOT NULL DEFAULT 0,
     role TEXT NOT NULL,
-    created INTEGER NOT NULL
+    created INTEGER NOT NULL,
+    profile TEXT NOT NULL DEFAULT '{}',
+    uuid BLOB,
+    changed INTEGER NOT NULL DEFAULT 0
 );
 -- One namespace for every deliverable address: account, extra address, alias, group.
 CREATE TABLE IF NOT EXISTS addresses (
@@ -52,7 +55,21 @@ CREATE TABLE IF NOT EXISTS alias_targets (
 );
 CREATE TABLE IF NOT EXISTS groups (
     address TEXT PRIMARY KEY REFERENCES addresses(address) ON DELETE CASCADE,
-    display_name TEXT NOT NULL
+    display_name TEXT NOT NULL,
+    profile TEXT NOT NULL DEFAULT '{}',
+    uuid BLOB,
+    created INTEGER NOT NULL DEFAULT 0,
+    changed INTEGER NOT NULL DEFAULT 0
+);
+-- External recipients shown in the address book; not deliverable addresses here.
+CREATE TABLE IF NOT EXISTS contacts (
+    address TEXT PRIMARY KEY,
+    domain TEXT NOT NULL REFERENCES domains(name),
+    display_name TEXT NOT NULL,
+    profile TEXT NOT NULL DEFAULT '{}',
+    uuid BLOB NOT NULL,
+    created INTEGER NOT NULL,
+    changed INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS group_members (
     grp TEXT NOT NULL REFERENCES groups(address) ON DELETE CASCADE,
@@ -145,7 +162,7 @@ CREATE TABLE IF NOT EXISTS outbound (
     warned INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS outbound_due ON outbound (next_attempt);
-INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', '10');
+INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', '11');
 "#;
 
 /// Sends a job's reply; runs only after the stamp and the change bus are updated.
@@ -178,6 +195,20 @@ const MIGRATIONS: &[(u32, &str)] = &[
     (9, "SELECT 1"),
     // DKIM key rotation: pending keys are published before they sign, retired ones after.
     (10, "ALTER TABLE dkim_keys ADD COLUMN state TEXT NOT NULL DEFAULT 'active'"),
+    // The address book: profiles, stable identities and change times (contacts come
+    // with the base schema).
+    (
+        11,
+        "ALTER TABLE accounts ADD COLUMN profile TEXT NOT NULL DEFAULT '{}';
+         ALTER TABLE accounts ADD COLUMN uuid BLOB;
+         ALTER TABLE accounts ADD COLUMN changed INTEGER NOT NULL DEFAULT 0;
+         UPDATE accounts SET uuid = randomblob(16), changed = created;
+         ALTER TABLE groups ADD COLUMN profile TEXT NOT NULL DEFAULT '{}';
+         ALTER TABLE groups ADD COLUMN uuid BLOB;
+         ALTER TABLE groups ADD COLUMN created INTEGER NOT NULL DEFAULT 0;
+         ALTER TABLE groups ADD COLUMN changed INTEGER NOT NULL DEFAULT 0;
+         UPDATE groups SET uuid = randomblob(16)",
+    ),
 ];
 
 /// Brings an older store up to the current schema, in one transaction.
@@ -648,7 +679,13 @@ fn address_kind(conn: &Connection, address: &str) -> Result<Option<(String, Opti
         .optional()?)
 }
 
-const ACCOUNT_COLS: &str = "id, login, display_name, password_hash, quota, role, created, used, scram";
+const ACCOUNT_COLS: &str =
+    "id, login, display_name, password_hash, quota, role, created, used, scram, profile, uuid, changed";
+
+/// A stored UUID; a missing or short one (never written so) reads as zeros.
+fn uuid_of(v: Option<Vec<u8>>) -> [u8; 16] {
+    v.and_then(|v| <[u8; 16]>::try_from(v.as_slice()).ok()).unwrap_or_default()
+}
 
 fn account_from_row(conn: &Connection, r: &rusqlite::Row<'_>) -> rusqlite::Result<Account> {
     let id: i64 = r.get(0)?;
@@ -668,6 +705,9 @@ fn account_from_row(conn: &Connection, r: &rusqlite::Row<'_>) -> rusqlite::Resul
         created: r.get(6)?,
         used: r.get::<_, i64>(7)?.max(0) as u64,
         addresses,
+        profile: Profile::from_json(&r.get::<_, String>(9)?),
+        uuid: uuid_of(r.get(10)?),
+        changed: r.get(11)?,
     })
 }
 
@@ -830,6 +870,13 @@ impl DirectoryStore for Arc<SqliteStore> {
                     "domain {name} still has {used} address(es); remove its users, aliases and groups first"
                 )));
             }
+            let contacts: i64 =
+                c.query_row("SELECT count(*) FROM contacts WHERE domain = ?1", [&name], |r| r.get(0))?;
+            if contacts > 0 {
+                return Err(StoreError::Invalid(format!(
+                    "domain {name} still has {contacts} contact(s) in its address book; remove them first"
+                )));
+            }
             c.execute("DELETE FROM domains WHERE name = ?1", [&name])?;
             Ok(((), vec![Change::DirectoryChanged]))
         })
@@ -864,8 +911,9 @@ impl DirectoryStore for Arc<SqliteStore> {
                 return Err(StoreError::Exists(format!("address {login}")));
             }
             c.execute(
-                "INSERT INTO accounts (login, domain, display_name, password_hash, quota, role, created, scram)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                "INSERT INTO accounts (login, domain, display_name, password_hash, quota, role, created, scram,
+                                       profile, uuid, changed)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, randomblob(16), ?7)",
                 params![
                     login,
                     domain,
@@ -874,7 +922,8 @@ impl DirectoryStore for Arc<SqliteStore> {
                     new.quota.min(i64::MAX as u64) as i64,
                     new.role.as_str(),
                     now(),
-                    new.scram
+                    new.scram,
+                    new.profile.to_json(),
                 ],
             )?;
             let id = c.last_insert_rowid();
@@ -952,8 +1001,8 @@ impl DirectoryStore for Arc<SqliteStore> {
         let (hash, scram) = (hash.to_string(), scram.to_string());
         self.write(move |c| {
             let n = c.execute(
-                "UPDATE accounts SET password_hash = ?1, scram = ?2 WHERE login = ?3",
-                params![hash, scram, login],
+                "UPDATE accounts SET password_hash = ?1, scram = ?2, changed = ?4 WHERE login = ?3",
+                params![hash, scram, login, now()],
             )?;
             if n == 0 {
                 return Err(StoreError::NotFound(format!("user {login}")));
@@ -967,8 +1016,8 @@ impl DirectoryStore for Arc<SqliteStore> {
         let login = login.to_ascii_lowercase();
         self.write(move |c| {
             let n = c.execute(
-                "UPDATE accounts SET quota = ?1 WHERE login = ?2",
-                params![quota.min(i64::MAX as u64) as i64, login],
+                "UPDATE accounts SET quota = ?1, changed = ?3 WHERE login = ?2",
+                params![quota.min(i64::MAX as u64) as i64, login, now()],
             )?;
             if n == 0 {
                 return Err(StoreError::NotFound(format!("user {login}")));
@@ -987,6 +1036,7 @@ impl DirectoryStore for Arc<SqliteStore> {
                 .optional()?
                 .ok_or_else(|| StoreError::NotFound(format!("user {login}")))?;
             claim_address(c, &address, "account", Some(id))?;
+            c.execute("UPDATE accounts SET changed = ?1 WHERE id = ?2", params![now(), id])?;
             Ok(((), vec![Change::DirectoryChanged]))
         })
         .await
@@ -1032,7 +1082,11 @@ impl DirectoryStore for Arc<SqliteStore> {
         let display_name = display_name.to_string();
         self.write(move |c| {
             claim_address(c, &address, "group", None)?;
-            c.execute("INSERT INTO groups (address, display_name) VALUES (?1, ?2)", params![address, display_name])?;
+            c.execute(
+                "INSERT INTO groups (address, display_name, uuid, created, changed)
+                 VALUES (?1, ?2, randomblob(16), ?3, ?3)",
+                params![address, display_name, now()],
+            )?;
             Ok(((), vec![Change::DirectoryChanged]))
         })
         .await
@@ -1064,6 +1118,7 @@ impl DirectoryStore for Arc<SqliteStore> {
             if n == 0 {
                 return Err(StoreError::Exists(format!("member {member} of {group}")));
             }
+            c.execute("UPDATE groups SET changed = ?1 WHERE address = ?2", params![now(), group])?;
             Ok(((), vec![Change::DirectoryChanged]))
         })
         .await
@@ -1077,6 +1132,7 @@ impl DirectoryStore for Arc<SqliteStore> {
             if n == 0 {
                 return Err(StoreError::NotFound(format!("member {member} of {group}")));
             }
+            c.execute("UPDATE groups SET changed = ?1 WHERE address = ?2", params![now(), group])?;
             Ok(((), vec![Change::DirectoryChanged]))
         })
         .await
@@ -1084,16 +1140,197 @@ impl DirectoryStore for Arc<SqliteStore> {
 
     async fn groups(&self) -> Result<Vec<Group>> {
         self.read(|c| {
-            let mut stmt = c.prepare("SELECT address, display_name FROM groups ORDER BY address")?;
-            let heads = stmt
-                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            let mut out = Vec::new();
-            for (address, display_name) in heads {
-                let members = group_members(c, &address)?;
-                out.push(Group { address, display_name, members });
+            let mut stmt = c.prepare(&format!("SELECT {GROUP_COLS} FROM groups ORDER BY address"))?;
+            let mut out = stmt.query_map([], group_from_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
+            for g in &mut out {
+                g.members = group_members(c, &g.address)?;
             }
             Ok(out)
+        })
+        .await
+    }
+
+    async fn update_account(&self, login: &str, update: AccountUpdate) -> Result<()> {
+        let login = login.to_ascii_lowercase();
+        self.write(move |c| {
+            let n = c.execute(
+                "UPDATE accounts SET display_name = coalesce(?2, display_name), profile = coalesce(?3, profile),
+                        role = coalesce(?4, role), changed = ?5
+                 WHERE login = ?1",
+                params![
+                    login,
+                    update.display_name,
+                    update.profile.map(|p| p.to_json()),
+                    update.role.map(|r| r.as_str()),
+                    now()
+                ],
+            )?;
+            if n == 0 {
+                return Err(StoreError::NotFound(format!("user {login}")));
+            }
+            Ok(((), vec![Change::DirectoryChanged]))
+        })
+        .await
+    }
+
+    async fn rename_account(&self, login: &str, new_login: &str) -> Result<()> {
+        let login = login.to_ascii_lowercase();
+        let new = new_login.to_ascii_lowercase();
+        self.write(move |c| {
+            let id: AccountId = c
+                .query_row("SELECT id FROM accounts WHERE login = ?1", [&login], |r| r.get(0))
+                .optional()?
+                .ok_or_else(|| StoreError::NotFound(format!("user {login}")))?;
+            if new == login {
+                return Ok(((), Vec::new()));
+            }
+            let domain = domain_of(&new)?.to_string();
+            match address_kind(c, &new)? {
+                // One of its own extra addresses becomes the login.
+                Some((k, Some(owner))) if k == "account" && owner == id => {
+                    c.execute("DELETE FROM addresses WHERE address = ?1", [&new])?;
+                }
+                Some(_) => return Err(StoreError::Exists(format!("address {new}"))),
+                None => {}
+            }
+            claim_address(c, &new, "account", Some(id))?;
+            c.execute("DELETE FROM addresses WHERE address = ?1", [&login])?;
+            c.execute(
+                "UPDATE accounts SET login = ?1, domain = ?2, changed = ?3 WHERE id = ?4",
+                params![new, domain, now(), id],
+            )?;
+            c.execute("UPDATE OR IGNORE group_members SET member = ?1 WHERE member = ?2", params![new, login])?;
+            c.execute("UPDATE OR IGNORE alias_targets SET target = ?1 WHERE target = ?2", params![new, login])?;
+            c.execute("UPDATE OR IGNORE acl SET identifier = ?1 WHERE identifier = ?2", params![new, login])?;
+            Ok(((), vec![Change::DirectoryChanged]))
+        })
+        .await
+    }
+
+    async fn remove_account_address(&self, login: &str, address: &str) -> Result<()> {
+        let login = login.to_ascii_lowercase();
+        let address = address.to_ascii_lowercase();
+        self.write(move |c| {
+            if address == login {
+                return Err(StoreError::Invalid(format!("{address} is the login of the account; rename it instead")));
+            }
+            let n = c.execute(
+                "DELETE FROM addresses WHERE address = ?1 AND kind = 'account'
+                   AND account = (SELECT id FROM accounts WHERE login = ?2)",
+                params![address, login],
+            )?;
+            if n == 0 {
+                return Err(StoreError::NotFound(format!("address {address} of {login}")));
+            }
+            c.execute("UPDATE accounts SET changed = ?1 WHERE login = ?2", params![now(), login])?;
+            Ok(((), vec![Change::DirectoryChanged]))
+        })
+        .await
+    }
+
+    async fn aliases(&self) -> Result<Vec<(String, Vec<String>)>> {
+        self.read(|c| {
+            let mut stmt = c.prepare("SELECT address, target FROM alias_targets ORDER BY address, target")?;
+            let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+            let mut out: Vec<(String, Vec<String>)> = Vec::new();
+            for row in rows {
+                let (address, target) = row?;
+                match out.last_mut() {
+                    Some((a, targets)) if *a == address => targets.push(target),
+                    _ => out.push((address, vec![target])),
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn update_group(
+        &self,
+        address: &str,
+        display_name: Option<String>,
+        profile: Option<Profile>,
+    ) -> Result<()> {
+        let address = address.to_ascii_lowercase();
+        self.write(move |c| {
+            let n = c.execute(
+                "UPDATE groups SET display_name = coalesce(?2, display_name), profile = coalesce(?3, profile),
+                        changed = ?4
+                 WHERE address = ?1",
+                params![address, display_name, profile.map(|p| p.to_json()), now()],
+            )?;
+            if n == 0 {
+                return Err(StoreError::NotFound(format!("group {address}")));
+            }
+            Ok(((), vec![Change::DirectoryChanged]))
+        })
+        .await
+    }
+
+    async fn add_contact(&self, contact: Contact) -> Result<Contact> {
+        self.write(move |c| {
+            let address = contact.address.to_ascii_lowercase();
+            let domain = contact.domain.to_ascii_lowercase();
+            domain_of(&address)?;
+            require_domain(c, &domain)?;
+            if address_kind(c, &address)?.is_some() {
+                return Err(StoreError::Exists(format!("address {address} is served here; a contact is external")));
+            }
+            let n = c.execute(
+                "INSERT OR IGNORE INTO contacts (address, domain, display_name, profile, uuid, created, changed)
+                 VALUES (?1, ?2, ?3, ?4, randomblob(16), ?5, ?5)",
+                params![address, domain, contact.display_name, contact.profile.to_json(), now()],
+            )?;
+            if n == 0 {
+                return Err(StoreError::Exists(format!("contact {address}")));
+            }
+            let sql = format!("SELECT {CONTACT_COLS} FROM contacts WHERE address = ?1");
+            let stored = c.query_row(&sql, [&address], contact_from_row)?;
+            Ok((stored, vec![Change::DirectoryChanged]))
+        })
+        .await
+    }
+
+    async fn update_contact(
+        &self,
+        address: &str,
+        display_name: Option<String>,
+        profile: Option<Profile>,
+    ) -> Result<()> {
+        let address = address.to_ascii_lowercase();
+        self.write(move |c| {
+            let n = c.execute(
+                "UPDATE contacts SET display_name = coalesce(?2, display_name), profile = coalesce(?3, profile),
+                        changed = ?4
+                 WHERE address = ?1",
+                params![address, display_name, profile.map(|p| p.to_json()), now()],
+            )?;
+            if n == 0 {
+                return Err(StoreError::NotFound(format!("contact {address}")));
+            }
+            Ok(((), vec![Change::DirectoryChanged]))
+        })
+        .await
+    }
+
+    async fn remove_contact(&self, address: &str) -> Result<()> {
+        let address = address.to_ascii_lowercase();
+        self.write(move |c| {
+            if c.execute("DELETE FROM contacts WHERE address = ?1", [&address])? == 0 {
+                return Err(StoreError::NotFound(format!("contact {address}")));
+            }
+            Ok(((), vec![Change::DirectoryChanged]))
+        })
+        .await
+    }
+
+    async fn contacts(&self, domain: Option<&str>) -> Result<Vec<Contact>> {
+        let domain = domain.map(|d| d.to_ascii_lowercase());
+        self.read(move |c| {
+            let sql = format!("SELECT {CONTACT_COLS} FROM contacts WHERE ?1 IS NULL OR domain = ?1 ORDER BY address");
+            let mut stmt = c.prepare(&sql)?;
+            let rows = stmt.query_map([domain], contact_from_row)?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })
         .await
     }
@@ -1116,10 +1353,10 @@ impl DirectoryStore for Arc<SqliteStore> {
                     AddressEntry::Alias(targets)
                 }
                 _ => {
-                    let display_name: String =
-                        c.query_row("SELECT display_name FROM groups WHERE address = ?1", [&address], |r| r.get(0))?;
-                    let members = group_members(c, &address)?;
-                    AddressEntry::Group(Group { address, display_name, members })
+                    let sql = format!("SELECT {GROUP_COLS} FROM groups WHERE address = ?1");
+                    let mut g = c.prepare_cached(&sql)?.query_row([&address], group_from_row)?;
+                    g.members = group_members(c, &address)?;
+                    AddressEntry::Group(g)
                 }
             })
         })
@@ -1884,6 +2121,35 @@ impl Store for Arc<SqliteStore> {
     }
 }
 
+const GROUP_COLS: &str = "address, display_name, profile, uuid, created, changed";
+
+/// A group without its members (the caller reads them).
+fn group_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Group> {
+    Ok(Group {
+        address: r.get(0)?,
+        display_name: r.get(1)?,
+        members: Vec::new(),
+        profile: Profile::from_json(&r.get::<_, String>(2)?),
+        uuid: uuid_of(r.get(3)?),
+        created: r.get(4)?,
+        changed: r.get(5)?,
+    })
+}
+
+const CONTACT_COLS: &str = "address, domain, display_name, profile, uuid, created, changed";
+
+fn contact_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Contact> {
+    Ok(Contact {
+        address: r.get(0)?,
+        domain: r.get(1)?,
+        display_name: r.get(2)?,
+        profile: Profile::from_json(&r.get::<_, String>(3)?),
+        uuid: uuid_of(r.get(4)?),
+        created: r.get(5)?,
+        changed: r.get(6)?,
+    })
+}
+
 fn group_members(c: &Connection, address: &str) -> Result<Vec<String>> {
     let mut s = c.prepare_cached("SELECT member FROM group_members WHERE grp = ?1 ORDER BY member")?;
     Ok(s.query_map([address], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?)
@@ -1943,9 +2209,12 @@ mod tests {
                 .replace("    last_error TEXT NOT NULL DEFAULT '',\n    held INTEGER NOT NULL DEFAULT 0,\n    warned INTEGER NOT NULL DEFAULT 0\n", "")
                 .replace("    attempts INTEGER NOT NULL DEFAULT 0,\n", "    attempts INTEGER NOT NULL DEFAULT 0\n")
                 .replace("    state TEXT NOT NULL DEFAULT 'active',\n", "")
-                .replace("'schema', '10'", "'schema', '1'");
+                .replace("    created INTEGER NOT NULL,\n    profile TEXT NOT NULL DEFAULT '{}',\n    uuid BLOB,\n    changed INTEGER NOT NULL DEFAULT 0\n", "    created INTEGER NOT NULL\n")
+                .replace("    display_name TEXT NOT NULL,\n    profile TEXT NOT NULL DEFAULT '{}',\n    uuid BLOB,\n    created INTEGER NOT NULL DEFAULT 0,\n    changed INTEGER NOT NULL DEFAULT 0\n", "    display_name TEXT NOT NULL\n")
+                .replace("'schema', '11'", "'schema', '1'");
             assert!(!v1.contains("scram") && !v1.contains("recent_uid") && v1.contains("'schema', '1'"));
             assert!(!v1.contains("subscriptions") && !v1.contains("state TEXT"));
+            assert_eq!(v1.matches("uuid BLOB").count(), 1, "only the contacts table has identities");
             c.execute_batch(&v1).unwrap();
             c.execute("INSERT INTO domains (name, created) VALUES ('example.org', 0)", []).unwrap();
             c.execute(
@@ -1966,6 +2235,7 @@ mod tests {
         let store = SqliteStore::open(dir.path()).unwrap();
         let a = store.account_by_login("a@example.org").await.unwrap().unwrap();
         assert_eq!(a.scram, "");
+        assert_ne!(a.uuid, [0; 16], "existing accounts get identities");
         let mb = store.create_mailbox(a.id, "Box", None).await.unwrap();
         assert_eq!(mb.recent_uid, 0);
         assert_eq!(store.subscriptions(a.id).await.unwrap(), ["Old"]);

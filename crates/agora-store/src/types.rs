@@ -13,9 +13,10 @@ pub struct Domain {
     pub created: i64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
+    #[default]
     User,
     Admin,
 }
@@ -55,9 +56,15 @@ pub struct Account {
     pub used: u64,
     pub role: Role,
     pub created: i64,
+    /// Address-book attributes (the LDAP directory serves them; every service sees them).
+    pub profile: Profile,
+    /// Stable identity for directory clients (entryUUID / objectGUID).
+    pub uuid: [u8; 16],
+    /// Last change of any attribute, seconds since the epoch.
+    pub changed: i64,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct NewAccount {
     pub login: String,
     pub display_name: String,
@@ -65,13 +72,112 @@ pub struct NewAccount {
     pub scram: String,
     pub quota: u64,
     pub role: Role,
+    pub profile: Profile,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What an address book shows of a person, group or contact besides its name and
+/// addresses. Empty strings are absent attributes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Profile {
+    pub given_name: String,
+    pub surname: String,
+    pub initials: String,
+    pub title: String,
+    pub department: String,
+    pub company: String,
+    /// physicalDeliveryOfficeName.
+    pub office: String,
+    pub postal_address: String,
+    pub phone: String,
+    pub mobile: String,
+    pub description: String,
+    /// The manager's address (a person of the directory).
+    pub manager: String,
+    /// JPEG bytes (jpegPhoto / thumbnailPhoto).
+    #[serde(with = "b64", skip_serializing_if = "Vec::is_empty")]
+    pub photo: Vec<u8>,
+    /// DER X.509 certificates for S/MIME (userCertificate;binary).
+    #[serde(with = "b64_list", skip_serializing_if = "Vec::is_empty")]
+    pub certificates: Vec<Vec<u8>>,
+    /// Hidden from address lists (still receives mail).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub hidden: bool,
+}
+
+impl Profile {
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_else(|_| "{}".into())
+    }
+
+    /// A stored profile; an unreadable one reads as empty rather than hiding the entry.
+    pub fn from_json(s: &str) -> Profile {
+        serde_json::from_str(s).unwrap_or_default()
+    }
+}
+
+mod b64 {
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&STANDARD.encode(v))
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let text = String::deserialize(d)?;
+        STANDARD.decode(text).map_err(serde::de::Error::custom)
+    }
+}
+
+mod b64_list {
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD;
+    use serde::ser::SerializeSeq;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[Vec<u8>], s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(v.len()))?;
+        for item in v {
+            seq.serialize_element(&STANDARD.encode(item))?;
+        }
+        seq.end()
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Vec<u8>>, D::Error> {
+        Vec::<String>::deserialize(d)?.into_iter().map(|t| STANDARD.decode(t).map_err(serde::de::Error::custom)).collect()
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Group {
     pub address: String,
     pub display_name: String,
     pub members: Vec<String>,
+    pub profile: Profile,
+    pub uuid: [u8; 16],
+    pub created: i64,
+    pub changed: i64,
+}
+
+/// An external recipient in the address book: no mailbox, no login, shown in the
+/// naming context of `domain`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Contact {
+    pub address: String,
+    pub domain: String,
+    pub display_name: String,
+    pub profile: Profile,
+    pub uuid: [u8; 16],
+    pub created: i64,
+    pub changed: i64,
+}
+
+/// Changes to an account's names and profile; `None` keeps the current value.
+#[derive(Debug, Clone, Default)]
+pub struct AccountUpdate {
+    pub display_name: Option<String>,
+    pub profile: Option<Profile>,
+    pub role: Option<Role>,
 }
 
 /// What an address names in the directory.
