@@ -9,7 +9,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use agora_store::{Account, AddressEntry, NewAccount, Role, Store, StoreError};
+use agora_store::{Account, AddressEntry, NewAccount, Profile, Role, Store, StoreError};
 use argon2::{Argon2, PasswordHasher, PasswordVerifier};
 
 /// Expansion stops past this many addresses visited: a bound on hostile or mistaken groups.
@@ -197,6 +197,22 @@ pub fn normalize_address(address: &str) -> Result<String> {
     Ok(full)
 }
 
+/// Fills an empty given name and surname from a display name: the last word is the
+/// surname, the words before it the given name ("Ann Marie Lee": "Ann Marie", "Lee").
+pub fn derive_names(display_name: &str, profile: &mut Profile) {
+    let name = display_name.trim();
+    let (given, surname) = match name.rsplit_once(char::is_whitespace) {
+        Some((g, s)) => (g.trim(), s.trim()),
+        None => ("", name),
+    };
+    if profile.surname.is_empty() {
+        profile.surname = surname.to_string();
+    }
+    if profile.given_name.is_empty() {
+        profile.given_name = given.to_string();
+    }
+}
+
 /// A random password of 20 characters from an unambiguous alphabet (~115 bits).
 pub fn generate_password() -> Result<String> {
     const ALPHABET: &[u8] = b"abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
@@ -277,7 +293,22 @@ impl Directory {
         quota: u64,
         role: Role,
     ) -> Result<Account> {
+        self.add_user_with(login, display_name, password, quota, role, Profile::default()).await
+    }
+
+    /// Creates an account with its address-book attributes; a missing given name or
+    /// surname is derived from the display name.
+    pub async fn add_user_with(
+        &self,
+        login: &str,
+        display_name: &str,
+        password: &str,
+        quota: u64,
+        role: Role,
+        mut profile: Profile,
+    ) -> Result<Account> {
         let login = normalize_address(login)?;
+        derive_names(display_name, &mut profile);
         let (hash, scram) = hash_blocking(password.to_string()).await?;
         Ok(self
             .store
@@ -288,7 +319,7 @@ impl Directory {
                 scram,
                 quota,
                 role,
-                profile: Default::default(),
+                profile,
             })
             .await?)
     }

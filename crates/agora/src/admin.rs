@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use agora_directory::{Directory, normalize_address, normalize_domain};
 use agora_store::sqlite::SqliteStore;
-use agora_store::{DeliveryStore, DirectoryStore, DkimState, MailboxStore, Role, Store};
+use agora_store::{AccountUpdate, Contact, DeliveryStore, DirectoryStore, DkimState, MailboxStore, Profile, Role, Store};
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
 
@@ -57,6 +57,17 @@ pub enum UserCmd {
         /// Read the password from the first line of standard input.
         #[arg(long)]
         password_stdin: bool,
+        #[command(flatten)]
+        profile: ProfileArgs,
+    },
+    /// Change an account's display name and address-book attributes.
+    Set {
+        login: String,
+        /// Display name.
+        #[arg(long)]
+        name: Option<String>,
+        #[command(flatten)]
+        profile: ProfileArgs,
     },
     /// List accounts.
     List {
@@ -75,6 +86,123 @@ pub enum UserCmd {
     },
     /// Set the storage quota in bytes (0: none).
     Quota { login: String, bytes: u64 },
+}
+
+/// Address-book attributes as options (an empty value clears one).
+#[derive(Debug, Default, clap::Args)]
+pub struct ProfileArgs {
+    /// Given name (default: all but the last word of --name).
+    #[arg(long)]
+    given_name: Option<String>,
+    /// Surname (default: the last word of --name).
+    #[arg(long)]
+    surname: Option<String>,
+    #[arg(long)]
+    initials: Option<String>,
+    /// Job title.
+    #[arg(long)]
+    title: Option<String>,
+    #[arg(long)]
+    department: Option<String>,
+    #[arg(long)]
+    company: Option<String>,
+    /// Office (physicalDeliveryOfficeName).
+    #[arg(long)]
+    office: Option<String>,
+    /// Telephone number.
+    #[arg(long)]
+    phone: Option<String>,
+    /// Mobile number.
+    #[arg(long)]
+    mobile: Option<String>,
+    /// The manager's address.
+    #[arg(long)]
+    manager: Option<String>,
+    #[arg(long)]
+    description: Option<String>,
+    /// A JPEG photo file (jpegPhoto / thumbnailPhoto).
+    #[arg(long, value_name = "FILE")]
+    photo: Option<std::path::PathBuf>,
+    /// Hide from address lists (mail is still delivered); `--hidden false` shows again.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    hidden: Option<bool>,
+}
+
+impl ProfileArgs {
+    /// Applies the options given to `p`.
+    fn apply(&self, p: &mut Profile) -> Result<()> {
+        let fields: [(&Option<String>, &mut String); 11] = [
+            (&self.given_name, &mut p.given_name),
+            (&self.surname, &mut p.surname),
+            (&self.initials, &mut p.initials),
+            (&self.title, &mut p.title),
+            (&self.department, &mut p.department),
+            (&self.company, &mut p.company),
+            (&self.office, &mut p.office),
+            (&self.phone, &mut p.phone),
+            (&self.mobile, &mut p.mobile),
+            (&self.manager, &mut p.manager),
+            (&self.description, &mut p.description),
+        ];
+        for (arg, field) in fields {
+            if let Some(v) = arg {
+                *field = v.trim().to_string();
+            }
+        }
+        if let Some(m) = &self.manager
+            && !m.trim().is_empty()
+        {
+            p.manager = normalize_address(m)?;
+        }
+        if let Some(path) = &self.photo {
+            let data = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            if data.len() > MAX_PHOTO {
+                bail!("{} has {} bytes; a photo may have at most {MAX_PHOTO}", path.display(), data.len());
+            }
+            if !data.starts_with(&[0xff, 0xd8]) {
+                bail!("{} is not a JPEG file", path.display());
+            }
+            p.photo = data;
+        }
+        if let Some(h) = self.hidden {
+            p.hidden = h;
+        }
+        Ok(())
+    }
+}
+
+/// Photos travel in every address-book answer: keep them thumbnail-sized.
+const MAX_PHOTO: usize = 100 * 1024;
+
+#[derive(Debug, Subcommand)]
+pub enum ContactCmd {
+    /// Add an external recipient to a domain's address book (no mailbox).
+    Add {
+        address: String,
+        /// Display name.
+        #[arg(long, default_value = "")]
+        name: String,
+        /// Whose address book (default: the only hosted domain).
+        #[arg(long)]
+        domain: Option<String>,
+        #[command(flatten)]
+        profile: ProfileArgs,
+    },
+    /// Change a contact's display name and attributes.
+    Set {
+        address: String,
+        #[arg(long)]
+        name: Option<String>,
+        #[command(flatten)]
+        profile: ProfileArgs,
+    },
+    /// Remove a contact.
+    Remove { address: String },
+    /// List contacts.
+    List {
+        #[arg(long)]
+        domain: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -282,12 +410,38 @@ pub async fn user(cli: &Cli, cmd: &UserCmd) -> Result<()> {
 
 async fn user_inner(store: &Arc<SqliteStore>, dir: &Directory, cmd: &UserCmd) -> Result<()> {
     match cmd {
-        UserCmd::Add { login, name, quota, admin, password_stdin } => {
+        UserCmd::Add { login, name, quota, admin, password_stdin, profile } => {
             let login = normalize_address(login)?;
+            let mut p = Profile::default();
+            profile.apply(&mut p)?;
             let pw = read_password(*password_stdin)?;
             let role = if *admin { Role::Admin } else { Role::User };
-            let acc = dir.add_user(&login, name, &pw, *quota, role).await?;
+            let acc = dir.add_user_with(&login, name, &pw, *quota, role, p).await?;
             println!("user {} added", acc.login);
+        }
+        UserCmd::Set { login, name, profile } => {
+            let login = normalize_address(login)?;
+            let a = store.account_by_login(&login).await?.with_context(|| format!("user {login} not found"))?;
+            let mut p = a.profile.clone();
+            if let Some(n) = name {
+                // A new display name re-derives the names it gave, unless given too.
+                let old = {
+                    let mut o = Profile::default();
+                    agora_directory::derive_names(&a.display_name, &mut o);
+                    o
+                };
+                if p.given_name == old.given_name {
+                    p.given_name.clear();
+                }
+                if p.surname == old.surname {
+                    p.surname.clear();
+                }
+                agora_directory::derive_names(n, &mut p);
+            }
+            profile.apply(&mut p)?;
+            let update = AccountUpdate { display_name: name.clone(), profile: Some(p), role: None };
+            store.update_account(&login, update).await?;
+            println!("user {login} changed");
         }
         UserCmd::List { domain } => {
             let domain = domain.as_deref().map(normalize_domain).transpose()?;
@@ -302,6 +456,9 @@ async fn user_inner(store: &Arc<SqliteStore>, dir: &Directory, cmd: &UserCmd) ->
             println!("display name: {}", a.display_name);
             println!("role:         {}", a.role.as_str());
             println!("addresses:    {}", if a.addresses.is_empty() { "-".into() } else { a.addresses.join(", ") });
+            for (label, v) in profile_lines(&a.profile) {
+                println!("{label:<14}{v}");
+            }
             println!("quota:        {}", if a.quota == 0 { "none".to_string() } else { format!("{} bytes", a.quota) });
             println!("used:         {} bytes", a.used);
             for m in store.mailboxes(a.id).await? {
@@ -330,6 +487,93 @@ async fn user_inner(store: &Arc<SqliteStore>, dir: &Directory, cmd: &UserCmd) ->
                 println!("quota of {login} removed");
             } else {
                 println!("quota of {login} set to {bytes} bytes");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The profile's set attributes as (label, value) lines for `show`.
+fn profile_lines(p: &Profile) -> Vec<(&'static str, String)> {
+    let mut out: Vec<(&'static str, String)> = [
+        ("given name:", &p.given_name),
+        ("surname:", &p.surname),
+        ("initials:", &p.initials),
+        ("title:", &p.title),
+        ("department:", &p.department),
+        ("company:", &p.company),
+        ("office:", &p.office),
+        ("phone:", &p.phone),
+        ("mobile:", &p.mobile),
+        ("manager:", &p.manager),
+        ("description:", &p.description),
+    ]
+    .into_iter()
+    .filter(|(_, v)| !v.is_empty())
+    .map(|(l, v)| (l, v.clone()))
+    .collect();
+    if !p.photo.is_empty() {
+        out.push(("photo:", format!("{} bytes", p.photo.len())));
+    }
+    if !p.certificates.is_empty() {
+        out.push(("certificates:", p.certificates.len().to_string()));
+    }
+    if p.hidden {
+        out.push(("hidden:", "yes (not in address lists)".into()));
+    }
+    out
+}
+
+pub async fn contact(cli: &Cli, cmd: &ContactCmd) -> Result<()> {
+    let (store, _dir) = open(cli)?;
+    let out = contact_inner(&store, cmd).await;
+    store.close();
+    out
+}
+
+async fn contact_inner(store: &Arc<SqliteStore>, cmd: &ContactCmd) -> Result<()> {
+    match cmd {
+        ContactCmd::Add { address, name, domain, profile } => {
+            let address = normalize_address(address)?;
+            let domain = match domain {
+                Some(d) => normalize_domain(d)?,
+                None => {
+                    let all = store.domains().await?;
+                    match all.as_slice() {
+                        [one] => one.name.clone(),
+                        _ => bail!("this server hosts {} domains: say whose address book with --domain", all.len()),
+                    }
+                }
+            };
+            let mut p = Profile::default();
+            agora_directory::derive_names(name, &mut p);
+            profile.apply(&mut p)?;
+            let c = Contact { address, domain, display_name: name.clone(), profile: p, ..Contact::default() };
+            let c = store.add_contact(c).await?;
+            println!("contact {} added to the address book of {}", c.address, c.domain);
+        }
+        ContactCmd::Set { address, name, profile } => {
+            let address = normalize_address(address)?;
+            let c = store
+                .contacts(None)
+                .await?
+                .into_iter()
+                .find(|c| c.address == address)
+                .with_context(|| format!("contact {address} not found"))?;
+            let mut p = c.profile.clone();
+            profile.apply(&mut p)?;
+            store.update_contact(&address, name.clone(), Some(p)).await?;
+            println!("contact {address} changed");
+        }
+        ContactCmd::Remove { address } => {
+            let address = normalize_address(address)?;
+            store.remove_contact(&address).await?;
+            println!("contact {address} removed");
+        }
+        ContactCmd::List { domain } => {
+            let domain = domain.as_deref().map(normalize_domain).transpose()?;
+            for c in store.contacts(domain.as_deref()).await? {
+                println!("{}\t{}\t{}", c.address, c.domain, c.display_name);
             }
         }
     }

@@ -64,6 +64,9 @@ pub enum Cmd {
     /// Distribution groups.
     #[command(subcommand)]
     Group(admin::GroupCmd),
+    /// External recipients in the address book.
+    #[command(subcommand)]
+    Contact(admin::ContactCmd),
     /// The outbound queue.
     #[command(subcommand)]
     Queue(admin::QueueCmd),
@@ -110,6 +113,7 @@ fn main() {
             Cmd::User(ref c) => admin::user(&cli, c).await,
             Cmd::Alias(ref c) => admin::alias(&cli, c).await,
             Cmd::Group(ref c) => admin::group(&cli, c).await,
+            Cmd::Contact(ref c) => admin::contact(&cli, c).await,
             Cmd::Queue(ref c) => admin::queue(&cli, c).await,
             Cmd::Track { ref sender, ref recipient, ref id } => {
                 admin::track(&cli, sender.as_deref(), recipient.as_deref(), id.as_deref())
