@@ -122,7 +122,7 @@ type CacheMap = HashMap<String, (Instant, CachedAnswer)>;
 
 #[derive(Clone)]
 enum CachedAnswer {
-    Address(AddressEntry),
+    Address(Box<AddressEntry>),
     Domain(bool),
 }
 
@@ -257,10 +257,11 @@ impl Directory {
     async fn lookup(&self, address: &str) -> Result<AddressEntry> {
         let version = self.store.directory_version();
         if let Some(CachedAnswer::Address(e)) = self.cache.get(version, address) {
+            let e = *e;
             return Ok(e);
         }
         let e = self.store.lookup_address(address).await?;
-        self.cache.put(version, address.to_string(), CachedAnswer::Address(e.clone()));
+        self.cache.put(version, address.to_string(), CachedAnswer::Address(Box::new(e.clone())));
         Ok(e)
     }
 

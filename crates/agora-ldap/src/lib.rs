@@ -1,1 +1,98 @@
-//! LDAP
+//! LDAP for Agora: the directory every service uses, served over LDAPv3 (389/390 with
+//! StartTLS, 636 with TLS) and as a read-only Global Catalog (3268/3269).
+
+pub mod dn;
+pub mod filter;
+pub mod matching;
+pub mod schema;
+pub mod service;
+pub mod session;
+pub mod tree;
+mod write;
+
+use std::sync::Arc;
+
+use agora_directory::Directory;
+use agora_directory::throttle::Throttle;
+use agora_net::{Conn, Service};
+use agora_store::Store;
+use async_trait::async_trait;
+use tokio::sync::Mutex;
+
+pub use session::{LdapConfig, Session};
+
+/// What every LDAP connection shares: the store, the directory and the current tree.
+pub struct Shared {
+    pub store: Arc<dyn Store>,
+    pub dir: Directory,
+    pub throttle: Arc<Throttle>,
+    tree: std::sync::RwLock<Arc<tree::Tree>>,
+    rebuilding: Mutex<()>,
+}
+
+impl Shared {
+    pub fn new(store: Arc<dyn Store>, dir: Directory, throttle: Arc<Throttle>) -> Arc<Shared> {
+        Arc::new(Shared {
+            store,
+            dir,
+            throttle,
+            // Version 0 never matches the store's, so the first operation reads it.
+            tree: std::sync::RwLock::new(Arc::new(tree::Tree::empty())),
+            rebuilding: Mutex::new(()),
+        })
+    }
+
+    /// The tree at the store's current directory version, rebuilt if anything changed.
+    pub async fn tree(&self) -> Result<Arc<tree::Tree>, agora_store::StoreError> {
+        let current = self.store.directory_version();
+        if let Some(t) = self.cached(current) {
+            return Ok(t);
+        }
+        // One rebuild at a time; the others wait for it and take its result.
+        let _guard = self.rebuilding.lock().await;
+        if let Some(t) = self.cached(self.store.directory_version()) {
+            return Ok(t);
+        }
+        let src = tree::Source::read(&self.store).await?;
+        let built = Arc::new(
+            tokio::task::spawn_blocking(move || tree::Tree::build(src))
+                .await
+                .map_err(|e| agora_store::StoreError::Invalid(format!("building the directory tree: {e}")))?,
+        );
+        if let Ok(mut t) = self.tree.write() {
+            *t = Arc::clone(&built);
+        }
+        Ok(built)
+    }
+
+    fn cached(&self, version: u64) -> Option<Arc<tree::Tree>> {
+        let t = self.tree.read().ok()?;
+        (t.version == version).then(|| Arc::clone(&t))
+    }
+}
+
+/// One listener's LDAP: the directory (389/390/636) or the Global Catalog (3268/3269).
+pub struct LdapService {
+    cfg: Arc<LdapConfig>,
+    shared: Arc<Shared>,
+}
+
+impl LdapService {
+    pub fn new(cfg: LdapConfig, shared: Arc<Shared>) -> LdapService {
+        LdapService { cfg: Arc::new(cfg), shared }
+    }
+}
+
+#[async_trait]
+impl Service for LdapService {
+    fn busy_reply(&self) -> &'static [u8] {
+        session::busy_notice()
+    }
+
+    async fn serve(&self, conn: Conn) {
+        Session::new(Arc::clone(&self.cfg), Arc::clone(&self.shared)).run(conn).await;
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -43,6 +43,24 @@ impl TestClient {
         s
     }
 
+    /// Exactly `n` bytes (for binary protocols); within ten seconds, or the test fails.
+    pub async fn read_bytes(&mut self, n: usize) -> Vec<u8> {
+        use tokio::io::AsyncReadExt;
+        let mut buf = vec![0u8; n];
+        tokio::time::timeout(Duration::from_secs(10), self.r.read_exact(&mut buf))
+            .await
+            .expect("bytes from the server within 10 s")
+            .unwrap();
+        buf
+    }
+
+    /// True once the server closed its end (nothing more to read).
+    pub async fn at_eof(&mut self) -> bool {
+        let buf =
+            tokio::time::timeout(Duration::from_secs(10), self.r.fill_buf()).await.expect("eof or data within 10 s");
+        buf.map(|b| b.is_empty()).unwrap_or(true)
+    }
+
     pub async fn send(&mut self, text: &str) {
         self.send_bytes(text.as_bytes()).await;
     }

@@ -84,9 +84,13 @@ async fn address_book<S: Store>(s: &S) {
             .is_err(),
         "a served address is no contact"
     );
-    s.update_contact("partner@elsewhere.test", None, Some(Profile { company: "Partner Inc".into(), ..Profile::default() }))
-        .await
-        .expect("update contact");
+    s.update_contact(
+        "partner@elsewhere.test",
+        None,
+        Some(Profile { company: "Partner Inc".into(), ..Profile::default() }),
+    )
+    .await
+    .expect("update contact");
     let listed = s.contacts(Some("book.test")).await.expect("contacts");
     assert_eq!((listed.len(), listed[0].profile.company.as_str()), (1, "Partner Inc"));
     assert!(s.contacts(Some("other.test")).await.expect("contacts").is_empty());

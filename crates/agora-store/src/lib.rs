@@ -94,18 +94,13 @@ pub trait DirectoryStore: Send + Sync {
     async fn aliases(&self) -> Result<Vec<(String, Vec<String>)>>;
 
     /// Changes a group's display name or profile.
-    async fn update_group(&self, address: &str, display_name: Option<String>, profile: Option<Profile>)
-    -> Result<()>;
+    async fn update_group(&self, address: &str, display_name: Option<String>, profile: Option<Profile>) -> Result<()>;
 
     /// Adds an external recipient to the address book of `contact.domain`.
     async fn add_contact(&self, contact: Contact) -> Result<Contact>;
 
-    async fn update_contact(
-        &self,
-        address: &str,
-        display_name: Option<String>,
-        profile: Option<Profile>,
-    ) -> Result<()>;
+    async fn update_contact(&self, address: &str, display_name: Option<String>, profile: Option<Profile>)
+    -> Result<()>;
 
     async fn remove_contact(&self, address: &str) -> Result<()>;
 

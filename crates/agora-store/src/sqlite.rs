@@ -13,10 +13,10 @@ use tokio::sync::{broadcast, oneshot};
 
 use crate::blob::BlobFiles;
 use crate::{
-    Account, AccountId, AccountUpdate, AddressEntry, Contact, Change, DEFAULT_MAILBOXES, Delivered, Delivery, DeliveryStore, DirectoryStore,
-    DkimKey, DkimState, Domain, Envelope, FlagOp, Flags, FlagsStored, Group, Mailbox, MailboxChanges, MailboxId,
-    MailboxStore, MessageMeta, MessageRef, MessageSummary, NewAccount, Profile, QueueOutcome, Queued, Result, Role,
-    SharedMailbox, SpecialUse, StagedBlob, Store, StoreError, now,
+    Account, AccountId, AccountUpdate, AddressEntry, Change, Contact, DEFAULT_MAILBOXES, Delivered, Delivery,
+    DeliveryStore, DirectoryStore, DkimKey, DkimState, Domain, Envelope, FlagOp, Flags, FlagsStored, Group, Mailbox,
+    MailboxChanges, MailboxId, MailboxStore, MessageMeta, MessageRef, MessageSummary, NewAccount, Profile,
+    QueueOutcome, Queued, Result, Role, SharedMailbox, SpecialUse, StagedBlob, Store, StoreError, now,
 };
 
 /// Most writes folded into one transaction; bounds the latency of the first in a batch.
@@ -1245,12 +1245,7 @@ impl DirectoryStore for Arc<SqliteStore> {
         .await
     }
 
-    async fn update_group(
-        &self,
-        address: &str,
-        display_name: Option<String>,
-        profile: Option<Profile>,
-    ) -> Result<()> {
+    async fn update_group(&self, address: &str, display_name: Option<String>, profile: Option<Profile>) -> Result<()> {
         let address = address.to_ascii_lowercase();
         self.write(move |c| {
             let n = c.execute(

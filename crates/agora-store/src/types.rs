@@ -144,7 +144,10 @@ mod b64_list {
         seq.end()
     }
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Vec<u8>>, D::Error> {
-        Vec::<String>::deserialize(d)?.into_iter().map(|t| STANDARD.decode(t).map_err(serde::de::Error::custom)).collect()
+        Vec::<String>::deserialize(d)?
+            .into_iter()
+            .map(|t| STANDARD.decode(t).map_err(serde::de::Error::custom))
+            .collect()
     }
 }
 

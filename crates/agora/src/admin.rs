@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use agora_directory::{Directory, normalize_address, normalize_domain};
 use agora_store::sqlite::SqliteStore;
-use agora_store::{AccountUpdate, Contact, DeliveryStore, DirectoryStore, DkimState, MailboxStore, Profile, Role, Store};
+use agora_store::{
+    AccountUpdate, Contact, DeliveryStore, DirectoryStore, DkimState, MailboxStore, Profile, Role, Store,
+};
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
 

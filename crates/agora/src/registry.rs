@@ -5,8 +5,12 @@
 use agora_net::TlsMode;
 use agora_service::Registration;
 
-pub static SERVICES: &[&dyn Registration] =
-    &[&agora_smtp::service::SERVICE, &agora_imap::service::SERVICE, &agora_pop3::service::SERVICE];
+pub static SERVICES: &[&dyn Registration] = &[
+    &agora_smtp::service::SERVICE,
+    &agora_imap::service::SERVICE,
+    &agora_pop3::service::SERVICE,
+    &agora_ldap::service::SERVICE,
+];
 
 /// The rest of the port map (DESIGN §1): services not built yet, shown as such.
 pub const PLANNED: &[(&str, u16, TlsMode, &str)] = &[
@@ -14,11 +18,6 @@ pub const PLANNED: &[(&str, u16, TlsMode, &str)] = &[
     ("nntps", 563, TlsMode::Implicit, "NNTP over TLS"),
     ("http", 80, TlsMode::None, "webmail, admin, autoconfig"),
     ("https", 443, TlsMode::Implicit, "webmail over TLS"),
-    ("ldap", 389, TlsMode::StartTls, "LDAP directory"),
-    ("ldap-alt", 390, TlsMode::StartTls, "LDAP (alternate port)"),
-    ("ldaps", 636, TlsMode::Implicit, "LDAP over TLS"),
-    ("gc", 3268, TlsMode::StartTls, "Global Catalog"),
-    ("gcs", 3269, TlsMode::Implicit, "Global Catalog over TLS"),
     ("replication", 379, TlsMode::StartTls, "directory replication"),
     ("routing", 691, TlsMode::StartTls, "link-state routing"),
     ("x400", 102, TlsMode::None, "X.400 MTA (RFC 1006)"),
@@ -47,7 +46,7 @@ mod tests {
     #[test]
     fn protocol_crates_never_import_each_other() {
         let crates = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-        let protocols = ["agora-smtp", "agora-imap", "agora-pop3"];
+        let protocols = ["agora-smtp", "agora-imap", "agora-pop3", "agora-ldap"];
         for p in protocols {
             let manifest = std::fs::read_to_string(crates.join(p).join("Cargo.toml")).unwrap_or_default();
             assert!(!manifest.is_empty(), "{p}/Cargo.toml not found");

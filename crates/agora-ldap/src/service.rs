@@ -1,0 +1,128 @@
+//! LDAP's registration: the directory on 389 and 390 (StartTLS) and 636 (TLS), the
+//! Global Catalog on 3268 (StartTLS) and 3269 (TLS), and the `[ldap]` section.
+
+use std::sync::Arc;
+
+use agora_net::TlsMode;
+use agora_service::{Built, Context, ListenerDecl, Section, Service, Timeouts, secs};
+use serde::{Deserialize, Serialize};
+
+use crate::session::DEFAULT_GC_ATTRIBUTES;
+use crate::{LdapConfig, LdapService, Shared, schema};
+
+pub static SERVICE: Service<LdapSection> = Service {
+    name: "ldap",
+    listeners: &[
+        ListenerDecl { key: "ldap", port: 389, tls: TlsMode::StartTls, role: "LDAP directory" },
+        ListenerDecl { key: "ldap-alt", port: 390, tls: TlsMode::StartTls, role: "LDAP (alternate port)" },
+        ListenerDecl { key: "ldaps", port: 636, tls: TlsMode::Implicit, role: "LDAP over TLS" },
+        ListenerDecl { key: "gc", port: 3268, tls: TlsMode::StartTls, role: "Global Catalog" },
+        ListenerDecl { key: "gcs", port: 3269, tls: TlsMode::Implicit, role: "Global Catalog over TLS" },
+    ],
+    build,
+};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LdapSection {
+    /// Anonymous clients read the address book too (by default only the root DSE and schema).
+    pub anonymous_read: bool,
+    /// Attributes people may change on their own entry, besides their password.
+    pub self_service: Vec<String>,
+    /// The Global Catalog's partial attribute set.
+    pub gc_attributes: Vec<String>,
+    pub max_message_bytes: usize,
+    /// Entries per search (per page with paged results) for anyone but administrators.
+    pub max_results: usize,
+    pub timeout_preauth_secs: u64,
+    pub timeout_secs: u64,
+}
+
+impl Default for LdapSection {
+    fn default() -> Self {
+        LdapSection {
+            anonymous_read: false,
+            self_service: ["telephoneNumber", "mobile", "jpegPhoto", "thumbnailPhoto"].map(String::from).to_vec(),
+            gc_attributes: DEFAULT_GC_ATTRIBUTES.iter().map(|s| s.to_string()).collect(),
+            max_message_bytes: 2 * 1024 * 1024,
+            max_results: 1000,
+            timeout_preauth_secs: 120,
+            timeout_secs: 900,
+        }
+    }
+}
+
+impl Section for LdapSection {
+    const HELP: &'static [(&'static str, &'static str, &'static str)] = &[
+        ("anonymous_read", "", "anonymous clients read the address book (else only the root DSE and schema)"),
+        ("self_service", "", "attributes people may change on their own entry, besides userPassword"),
+        ("gc_attributes", "", "the Global Catalog's partial attribute set"),
+        ("max_message_bytes", "", "largest request accepted"),
+        ("max_results", "", "entries per search (or page) for non-administrators"),
+        ("timeout_preauth_secs", "", "before a bind"),
+        ("timeout_secs", "", "bound, without a request"),
+    ];
+    fn timeouts(&self) -> Timeouts {
+        Timeouts { preauth: secs(self.timeout_preauth_secs), idle: secs(self.timeout_secs) }
+    }
+}
+
+/// Attribute names from the configuration, each a type of the schema.
+fn attr_ids(key: &str, names: &[String]) -> Result<Vec<schema::AttrId>, String> {
+    names
+        .iter()
+        .map(|n| schema::attr(n).ok_or_else(|| format!("[ldap] {key}: {n} is not an attribute of the schema")))
+        .collect()
+}
+
+fn build(ctx: &Context, s: LdapSection) -> Result<Built, String> {
+    if s.max_message_bytes < 1024 {
+        return Err("[ldap] max_message_bytes must be at least 1024".into());
+    }
+    let self_service = attr_ids("self_service", &s.self_service)?;
+    for id in &self_service {
+        let t = schema::attr_type(*id);
+        if t.no_user_mod
+            || t.name == "userPassword"
+            || ["uid", "mail", "proxyAddresses", "objectClass"].contains(&t.name)
+        {
+            return Err(format!("[ldap] self_service: {} cannot be a self-service attribute", t.name));
+        }
+    }
+    let base = LdapConfig {
+        gc: false,
+        allow_plaintext: ctx.limits.plaintext_without_tls,
+        anonymous_read: s.anonymous_read,
+        self_service,
+        gc_attributes: attr_ids("gc_attributes", &s.gc_attributes)?,
+        max_message: s.max_message_bytes,
+        max_results: s.max_results.max(1),
+        default_domain: ctx.domain.clone(),
+        hostname: ctx.hostname.clone(),
+        tls_available: ctx.tls.is_some(),
+    };
+    let shared = Shared::new(Arc::clone(&ctx.store), ctx.dir.clone(), Arc::clone(&ctx.throttle));
+    let ldap: Arc<dyn agora_net::Service> = Arc::new(LdapService::new(base.clone(), Arc::clone(&shared)));
+    let gc: Arc<dyn agora_net::Service> = Arc::new(LdapService::new(LdapConfig { gc: true, ..base }, shared));
+    Ok(Built {
+        handlers: vec![
+            ("ldap", Arc::clone(&ldap)),
+            ("ldap-alt", Arc::clone(&ldap)),
+            ("ldaps", ldap),
+            ("gc", Arc::clone(&gc)),
+            ("gcs", gc),
+        ],
+        tasks: Vec::new(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_key_is_in_the_default_file() {
+        assert!(
+            agora_service::undocumented::<super::LdapSection>(<super::LdapSection as agora_service::Section>::HELP)
+                .is_empty()
+        );
+    }
+}
