@@ -69,6 +69,12 @@ impl Dn {
                     i += 1;
                 }
                 value.extend_from_slice(&bytes[s..i]);
+                while i < bytes.len() && bytes[i] == b' ' {
+                    i += 1;
+                }
+                if i < bytes.len() && !matches!(bytes[i], b',' | b'+' | b';') {
+                    return Err("a #-value in a DN is hex digits only".into());
+                }
             } else {
                 let mut trailing_spaces = 0;
                 while i < bytes.len() && !matches!(bytes[i], b',' | b'+' | b';') {
@@ -230,7 +236,7 @@ mod tests {
 
     #[test]
     fn rejects_malformed_dns() {
-        for bad in ["cn", "=x", "cn=a,", "cn=a\\", "cn=\"q\"", "c n=x", "cn=a,,dc=x", "cn=\\4z"] {
+        for bad in ["cn", "=x", "cn=a,", "cn=a\\", "cn=\"q\"", "c n=x", "cn=a,,dc=x", "cn=\\4z", "o=#e\u{696}"] {
             assert!(Dn::parse(bad).is_err(), "{bad}");
         }
     }
