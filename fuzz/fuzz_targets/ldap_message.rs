@@ -49,7 +49,11 @@ fuzz_target!(|data: &[u8]| {
         && let Ok(dn) = agora_ldap::dn::Dn::parse(text)
     {
         let n = dn.normalized();
-        assert_eq!(agora_ldap::dn::normalize(&n), Some(n.clone()), "normalising is idempotent: {text:?}");
+        // Escaping may lengthen a normalised DN past the parser's limit; below it, the
+        // normal form is a fixed point.
+        if n.len() <= 4096 {
+            assert_eq!(agora_ldap::dn::normalize(&n), Some(n.clone()), "normalising is idempotent: {text:?}");
+        }
     }
     let Some(msg) = agora_ldap::session::decode(data) else { return };
     let t = tree();
