@@ -2,6 +2,7 @@
 //! groups, recipient resolution (alias and group expansion with loop detection), and
 //! password authentication with argon2id.
 
+pub mod passwords;
 pub mod sasl;
 pub mod throttle;
 
@@ -10,11 +11,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use agora_store::{Account, AddressEntry, NewAccount, Profile, Role, Store, StoreError};
-use argon2::{Argon2, PasswordHasher, PasswordVerifier};
+use argon2::{Argon2, PasswordHasher};
 
 /// Expansion stops past this many addresses visited: a bound on hostile or mistaken groups.
 pub const MAX_EXPANSION: usize = 1000;
-const MAX_PASSWORD: usize = 1024;
+use passwords::MAX_PASSWORD;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DirectoryError {
@@ -240,8 +241,16 @@ pub fn hash_password(password: &str) -> Result<String> {
         .map_err(|e| DirectoryError::Invalid(format!("hashing password: {e}")))
 }
 
+/// The argon2id hash and SCRAM-SHA-256 verifier of a password (CPU-bound: tens of
+/// milliseconds; bulk imports run it on every core).
+pub fn credentials(password: &str) -> Result<(String, String)> {
+    let hash = hash_password(password)?;
+    Ok((hash, sasl::ScramVerifier::new(password)?.encode()))
+}
+
+/// Checks a password against a stored value: argon2id, or a scheme an import brought.
 pub fn verify_password(password: &str, hash: &str) -> bool {
-    password.len() <= MAX_PASSWORD && Argon2::default().verify_password(password.as_bytes(), hash).is_ok()
+    passwords::verify(password, hash)
 }
 
 impl Directory {
@@ -321,6 +330,7 @@ impl Directory {
                 quota,
                 role,
                 profile,
+                addresses: Vec::new(),
             })
             .await?)
     }
@@ -472,7 +482,17 @@ impl Directory {
         let pw = password.to_string();
         let ok = tokio::task::spawn_blocking(move || verify_password(&pw, &hash)).await.unwrap_or(false);
         if ok && let Some(a) = &account {
-            self.verified.insert(&a.login, &a.password_hash, password);
+            if passwords::is_current(&a.password_hash) {
+                self.verified.insert(&a.login, &a.password_hash, password);
+            } else {
+                // An imported hash of another scheme: replaced by argon2id (and a SCRAM
+                // verifier) now that the password is known.
+                drop(_permit);
+                match self.set_password(&a.login, password).await {
+                    Ok(()) => tracing::info!("directory: {} password upgraded to argon2id", a.login),
+                    Err(e) => tracing::warn!("directory: upgrading the password of {}: {e}", a.login),
+                }
+            }
         }
         Ok(if ok { account } else { None })
     }
@@ -500,12 +520,9 @@ async fn hashing_permit() -> Option<tokio::sync::SemaphorePermit<'static>> {
 /// The argon2id hash and the SCRAM-SHA-256 verifier of a new password.
 async fn hash_blocking(password: String) -> Result<(String, String)> {
     let _permit = hashing_permit().await;
-    tokio::task::spawn_blocking(move || {
-        let hash = hash_password(&password)?;
-        Ok((hash, sasl::ScramVerifier::new(&password)?.encode()))
-    })
-    .await
-    .map_err(|e| DirectoryError::Invalid(format!("hashing password: {e}")))?
+    tokio::task::spawn_blocking(move || credentials(&password))
+        .await
+        .map_err(|e| DirectoryError::Invalid(format!("hashing password: {e}")))?
 }
 
 #[cfg(test)]

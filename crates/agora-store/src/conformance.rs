@@ -15,6 +15,7 @@ pub(crate) fn new_account(login: &str) -> NewAccount {
         quota: 0,
         role: Role::User,
         profile: Profile::default(),
+        addresses: Vec::new(),
     }
 }
 
@@ -98,6 +99,14 @@ async fn address_book<S: Store>(s: &S) {
     s.add_alias("info@book.test", "bob@book.test").await.expect("alias");
     assert!(s.aliases().await.expect("aliases").contains(&("info@book.test".into(), vec!["bob@book.test".into()])));
     s.remove_contact("partner@elsewhere.test").await.expect("remove contact");
+    // A batch: each account on its own, in order.
+    let c2 = NewAccount { addresses: vec!["c2.alt@book.test".into()], ..new_account("c2@book.test") };
+    let batch = vec![new_account("c1@book.test"), new_account("bob@book.test"), c2];
+    let res = s.create_accounts(batch).await.expect("batch");
+    assert!(res[0].is_ok() && matches!(res[1], Err(StoreError::Exists(_))) && res[2].is_ok());
+    let c2 = s.account_by_login("c2@book.test").await.expect("q").expect("c2");
+    assert_eq!(c2.addresses, ["c2.alt@book.test"]);
+    assert_eq!(s.mailboxes(res[2].as_ref().expect("c2").id).await.expect("mailboxes").len(), 6);
     assert!(s.contacts(None).await.expect("contacts").is_empty());
 }
 

@@ -49,6 +49,10 @@ pub trait DirectoryStore: Send + Sync {
     /// Creates the account and its default mailboxes in one transaction.
     async fn create_account(&self, new: NewAccount) -> Result<Account>;
 
+    /// Creates many accounts in one transaction (a bulk import's batch); each is
+    /// created or refused on its own, in order.
+    async fn create_accounts(&self, batch: Vec<NewAccount>) -> Result<Vec<Result<Account>>>;
+
     async fn account(&self, id: AccountId) -> Result<Option<Account>>;
 
     async fn account_by_login(&self, login: &str) -> Result<Option<Account>>;

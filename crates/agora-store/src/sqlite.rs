@@ -903,40 +903,30 @@ impl DirectoryStore for Arc<SqliteStore> {
     }
 
     async fn create_account(&self, new: NewAccount) -> Result<Account> {
+        self.write(move |c| insert_account(c, new)).await
+    }
+
+    async fn create_accounts(&self, batch: Vec<NewAccount>) -> Result<Vec<Result<Account>>> {
         self.write(move |c| {
-            let login = new.login.to_ascii_lowercase();
-            let domain = domain_of(&login)?.to_string();
-            require_domain(c, &domain)?;
-            if address_kind(c, &login)?.is_some() {
-                return Err(StoreError::Exists(format!("address {login}")));
+            let mut out = Vec::with_capacity(batch.len());
+            let mut changes = Vec::new();
+            for new in batch {
+                // Each account in its own savepoint: one refused leaves the others.
+                c.execute_batch("SAVEPOINT one_account")?;
+                match insert_account(c, new) {
+                    Ok((acc, ch)) => {
+                        c.execute_batch("RELEASE one_account")?;
+                        changes.extend(ch);
+                        out.push(Ok(acc));
+                    }
+                    Err(e) => {
+                        c.execute_batch("ROLLBACK TO one_account; RELEASE one_account")?;
+                        out.push(Err(e));
+                    }
+                }
             }
-            c.execute(
-                "INSERT INTO accounts (login, domain, display_name, password_hash, quota, role, created, scram,
-                                       profile, uuid, changed)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, randomblob(16), ?7)",
-                params![
-                    login,
-                    domain,
-                    new.display_name,
-                    new.password_hash,
-                    new.quota.min(i64::MAX as u64) as i64,
-                    new.role.as_str(),
-                    now(),
-                    new.scram,
-                    new.profile.to_json(),
-                ],
-            )?;
-            let id = c.last_insert_rowid();
-            claim_address(c, &login, "account", Some(id))?;
-            let mut changes = vec![Change::DirectoryChanged];
-            for (name, su) in DEFAULT_MAILBOXES {
-                let mb = insert_mailbox(c, id, name, *su)?;
-                c.execute("INSERT OR IGNORE INTO subscriptions (account, name) VALUES (?1, ?2)", params![id, name])?;
-                changes.push(Change::MailboxCreated { account: id, mailbox: mb.id });
-            }
-            let account =
-                query_account(c, "id = ?1", &id)?.ok_or_else(|| StoreError::NotFound(format!("account {login}")))?;
-            Ok((account, changes))
+            changes.dedup_by(|a, b| matches!((a, b), (Change::DirectoryChanged, Change::DirectoryChanged)));
+            Ok((out, changes))
         })
         .await
     }
@@ -2114,6 +2104,48 @@ impl Store for Arc<SqliteStore> {
         // The WAL is checkpointed when the writer stops (`close`).
         self.write(|_| Ok(((), Vec::new()))).await
     }
+}
+
+/// Inserts an account with its default mailboxes (inside the caller's transaction).
+fn insert_account(c: &Connection, new: NewAccount) -> Result<(Account, Vec<Change>)> {
+    let login = new.login.to_ascii_lowercase();
+    let domain = domain_of(&login)?.to_string();
+    require_domain(c, &domain)?;
+    if address_kind(c, &login)?.is_some() {
+        return Err(StoreError::Exists(format!("address {login}")));
+    }
+    c.execute(
+        "INSERT INTO accounts (login, domain, display_name, password_hash, quota, role, created, scram,
+                               profile, uuid, changed)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, randomblob(16), ?7)",
+        params![
+            login,
+            domain,
+            new.display_name,
+            new.password_hash,
+            new.quota.min(i64::MAX as u64) as i64,
+            new.role.as_str(),
+            now(),
+            new.scram,
+            new.profile.to_json(),
+        ],
+    )?;
+    let id = c.last_insert_rowid();
+    claim_address(c, &login, "account", Some(id))?;
+    for extra in &new.addresses {
+        let extra = extra.to_ascii_lowercase();
+        if extra != login {
+            claim_address(c, &extra, "account", Some(id))?;
+        }
+    }
+    let mut changes = vec![Change::DirectoryChanged];
+    for (name, su) in DEFAULT_MAILBOXES {
+        let mb = insert_mailbox(c, id, name, *su)?;
+        c.execute("INSERT OR IGNORE INTO subscriptions (account, name) VALUES (?1, ?2)", params![id, name])?;
+        changes.push(Change::MailboxCreated { account: id, mailbox: mb.id });
+    }
+    let account = query_account(c, "id = ?1", &id)?.ok_or_else(|| StoreError::NotFound(format!("account {login}")))?;
+    Ok((account, changes))
 }
 
 const GROUP_COLS: &str = "address, display_name, profile, uuid, created, changed";

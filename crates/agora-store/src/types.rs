@@ -73,6 +73,8 @@ pub struct NewAccount {
     pub quota: u64,
     pub role: Role,
     pub profile: Profile,
+    /// Extra addresses that deliver to the account.
+    pub addresses: Vec<String>,
 }
 
 /// What an address book shows of a person, group or contact besides its name and

@@ -88,6 +88,13 @@ pub enum UserCmd {
     },
     /// Set the storage quota in bytes (0: none).
     Quota { login: String, bytes: u64 },
+    /// Create people from LDIF (slapcat, ldifde) or CSV with a header row.
+    Import {
+        file: std::path::PathBuf,
+        /// ldif or csv (default: from the file name and content).
+        #[arg(long)]
+        format: Option<String>,
+    },
 }
 
 /// Address-book attributes as options (an empty value clears one).
@@ -257,6 +264,10 @@ pub enum MemberCmd {
 }
 
 /// Opens the store of an existing data directory; never creates one by mistake.
+pub(crate) fn open_store(cli: &Cli) -> Result<(Arc<SqliteStore>, Directory)> {
+    open(cli)
+}
+
 fn open(cli: &Cli) -> Result<(Arc<SqliteStore>, Directory)> {
     if !cli.data.join("agora.db").exists() {
         bail!(
@@ -404,6 +415,9 @@ pub async fn domain(cli: &Cli, cmd: &DomainCmd) -> Result<()> {
 }
 
 pub async fn user(cli: &Cli, cmd: &UserCmd) -> Result<()> {
+    if let UserCmd::Import { file, format } = cmd {
+        return crate::import::import(cli, file, format.as_deref()).await;
+    }
     let (store, dir) = open(cli)?;
     let out = user_inner(&store, &dir, cmd).await;
     store.close();
@@ -482,6 +496,7 @@ async fn user_inner(store: &Arc<SqliteStore>, dir: &Directory, cmd: &UserCmd) ->
             dir.set_password(&login, &pw).await?;
             println!("password of {login} changed");
         }
+        UserCmd::Import { .. } => bail!("internal: import is handled before the store is opened"),
         UserCmd::Quota { login, bytes } => {
             let login = normalize_address(login)?;
             store.set_quota(&login, *bytes).await?;

@@ -2,6 +2,7 @@
 
 mod admin;
 mod config;
+mod import;
 mod registry;
 mod serve;
 

@@ -334,3 +334,83 @@ print('ok')
     let (good, out) = run("/usr/bin/python3", &["-c", &script], "");
     assert!(good && out.contains("ok"), "{out}");
 }
+
+#[test]
+fn bulk_import_from_ldif_and_csv_with_prehashed_passwords_upgraded_at_login() {
+    if !have("ldapwhoami") {
+        return;
+    }
+    let a = Agora::start();
+    let u = urls(&a);
+    // 2,000 people as slapcat writes them, with {SSHA} passwords, and records to skip
+    // or reject.
+    let script = r#"
+import base64, hashlib, sys
+out = ["version: 1", "", "dn: dc=example,dc=org", "objectClass: dcObject", "objectClass: organization", "o: example", "dc: example", ""]
+for i in range(2000):
+    salt = b"s%04d" % i
+    ssha = base64.b64encode(hashlib.sha1(b"pw%d" % i + salt).digest() + salt).decode()
+    out += ["dn: uid=user%d,ou=people,dc=example,dc=org" % i, "objectClass: inetOrgPerson", "uid: user%d" % i,
+            "cn: User Number%d" % i, "sn: Number%d" % i, "mail: user%d@example.org" % i,
+            "userPassword:: " + base64.b64encode(("{SSHA}" + ssha).encode()).decode(),
+            "manager: uid=user0,ou=people,dc=example,dc=org", ""]
+out += ["dn: uid=far,ou=people,dc=elsewhere,dc=test", "objectClass: person", "cn: Far Away", "sn: Away", ""]
+sys.stdout.write("\n".join(out))
+"#;
+    let (good, ldif) = run("/usr/bin/python3", &["-c", script], "");
+    assert!(good, "{ldif}");
+    let file = a.dir.path().join("people.ldif");
+    std::fs::write(&file, ldif).unwrap();
+    let started = std::time::Instant::now();
+    let out = a.cli(&["user", "import", file.to_str().unwrap()], None);
+    let took = started.elapsed();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "one record is rejected");
+    assert!(stdout.contains("imported 2000 people") && stdout.contains("skipped 1"), "{stdout}");
+    assert!(stderr.contains("people.ldif:") && stderr.contains("elsewhere.test is not hosted"), "{stderr}");
+    assert!(took < std::time::Duration::from_secs(60), "2,000 pre-hashed people took {took:?}");
+    // The imported {SSHA} password works, and the first login replaces it: SCRAM then works too.
+    let who = format!("user7@{DOMAIN}");
+    let (good, out) = ldap("ldapwhoami", &["-ZZ", "-H", &u.ldap, "-Y", "SCRAM-SHA-256", "-U", &who, "-w", "pw7"], "");
+    assert!(!good, "no SCRAM verifier before the first login: {out}");
+    ok("ldapwhoami", &["-x", "-ZZ", "-H", &u.ldap, "-D", &format!("uid=user7,ou=people,{BASE}"), "-w", "pw7"], "");
+    ok("ldapwhoami", &["-ZZ", "-H", &u.ldap, "-Y", "SCRAM-SHA-256", "-U", &who, "-w", "pw7"], "");
+    let (good, _) = ldap("ldapwhoami", &["-x", "-ZZ", "-H", &u.ldap, "-D", &who, "-w", "pw8"], "");
+    assert!(!good);
+    // Managers named by DN were resolved.
+    let out = ok(
+        "ldapsearch",
+        &["-x", "-LLL", "-ZZ", "-H", &u.ldap, "-D", &who, "-w", "pw7", "-b", BASE, "(uid=user5)", "manager"],
+        "",
+    );
+    assert!(out.contains(&format!("manager: uid=user0,ou=people,{BASE}")), "{out}");
+    // CSV with a header row and plain passwords, hashed on every core.
+    let csv = a.dir.path().join("more.csv");
+    std::fs::write(&csv, "mail,displayName,title,password,hidden\nzoe@example.org,\"Zoe, the Second\",Chef,zoe-pw,\nyan@example.org,Yan,,yan-pw,yes\n").unwrap();
+    let out = a.cli_ok(&["user", "import", csv.to_str().unwrap()], None);
+    assert!(out.contains("imported 2 people (2 with passwords hashed now"), "{out}");
+    ok("ldapwhoami", &["-x", "-ZZ", "-H", &u.ldap, "-D", &format!("zoe@{DOMAIN}"), "-w", "zoe-pw"], "");
+    let out = ok(
+        "ldapsearch",
+        &[
+            "-x",
+            "-LLL",
+            "-ZZ",
+            "-H",
+            &u.ldap,
+            "-D",
+            &format!("zoe@{DOMAIN}"),
+            "-w",
+            "zoe-pw",
+            "-b",
+            BASE,
+            "(|(uid=yan)(uid=zoe))",
+            "title",
+            "cn",
+        ],
+        "",
+    );
+    assert_eq!(dns(&out), [format!("uid=zoe,ou=people,{BASE}")], "hidden yan is not listed");
+    assert!(out.contains("cn: Zoe, the Second") && out.contains("title: Chef"), "{out}");
+}
