@@ -1,6 +1,7 @@
 //! LDAP for Agora: the directory every service uses, served over LDAPv3 (389/390 with
 //! StartTLS, 636 with TLS) and as a read-only Global Catalog (3268/3269).
 
+mod ber;
 pub mod dn;
 pub mod filter;
 pub mod matching;

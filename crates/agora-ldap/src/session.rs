@@ -869,22 +869,18 @@ impl Session {
     }
 
     fn send_entry(&self, id: i32, e: &Entry, want: &Selection, types_only: bool, out: &mut BytesMut) {
-        let mut attributes = Vec::new();
+        let mut names: Vec<(std::borrow::Cow<'static, str>, &[Vec<u8>])> = Vec::with_capacity(e.attrs.len());
         for a in &e.attrs {
             if !self.attr_visible(a.id) {
                 continue;
             }
             let t = schema::attr_type(a.id);
             let Some(name) = want.includes(a.id, t) else { continue };
-            attributes.push(LdapPartialAttribute {
-                atype: name,
-                vals: if types_only { Vec::new() } else { a.values.clone() },
-            });
+            names.push((name, if types_only { &[] } else { a.values.as_slice() }));
         }
-        encode(
-            LdapMsg::new(id, LdapOp::SearchResultEntry(LdapSearchResultEntry { dn: e.dn.clone(), attributes })),
-            out,
-        );
+        let attrs: Vec<crate::ber::Attribute<'_>> =
+            names.iter().map(|(n, v)| crate::ber::Attribute { name: n, values: v }).collect();
+        crate::ber::search_entry(out, id, &e.dn, &attrs);
     }
 
     async fn compare(&mut self, c: LdapCompareRequest, assertion: Option<&Filter>) -> LdapResult {
@@ -1123,13 +1119,14 @@ impl Selection {
     }
 
     /// The name to return the attribute under, if it is selected.
-    fn includes(&self, id: AttrId, t: &schema::AttrType) -> Option<String> {
+    fn includes(&self, id: AttrId, t: &'static schema::AttrType) -> Option<std::borrow::Cow<'static, str>> {
+        use std::borrow::Cow;
         // Certificates travel with the ;binary option (RFC 4523 §2.1).
-        let binary = id == schema::id("userCertificate");
+        let binary = t.name == "userCertificate";
         if let Some((_, n)) = self.named.iter().find(|(i, _)| *i == id) {
-            return Some(if binary && !n.contains(';') { format!("{n};binary") } else { n.clone() });
+            return Some(Cow::Owned(if binary && !n.contains(';') { format!("{n};binary") } else { n.clone() }));
         }
         let selected = if t.operational { self.all_operational } else { self.all_user };
-        selected.then(|| if binary { format!("{};binary", t.name) } else { t.name.to_string() })
+        selected.then(|| if binary { Cow::Borrowed("userCertificate;binary") } else { Cow::Borrowed(t.name) })
     }
 }

@@ -70,7 +70,8 @@ pub struct Tree {
     /// Every address that names an entry: logins, extra addresses, aliases of one target.
     pub by_address: HashMap<String, usize>,
     pub children: Vec<Vec<usize>>,
-    index: HashMap<(AttrId, Vec<u8>), Vec<u32>>,
+    /// Per attribute: folded value -> entries holding it.
+    index: Vec<HashMap<Box<[u8]>, Vec<u32>>>,
 }
 
 /// The store's directory, read at one version.
@@ -496,25 +497,26 @@ impl Tree {
                 t.children[*p].push(i);
             }
         }
+        t.index = vec![HashMap::new(); schema::ATTRS.len()];
         for (i, e) in t.entries.iter().enumerate() {
             for a in &e.attrs {
                 if schema::attr_type(a.id).syntax.is_binary() {
                     continue;
                 }
                 for f in &a.folded {
-                    t.index.entry((a.id, f.clone())).or_default().push(i as u32);
+                    let list = t.index[a.id].entry(f.clone().into_boxed_slice()).or_default();
+                    if list.last() != Some(&(i as u32)) {
+                        list.push(i as u32);
+                    }
                 }
             }
-        }
-        for list in t.index.values_mut() {
-            list.dedup();
         }
         t
     }
 
     /// Entries whose `id` has a value equal to the prepared `folded` value.
     pub fn lookup(&self, id: AttrId, folded: &[u8]) -> &[u32] {
-        self.index.get(&(id, folded.to_vec())).map_or(&[], |v| v.as_slice())
+        self.index.get(id).and_then(|m| m.get(folded)).map_or(&[], |v| v.as_slice())
     }
 
     pub fn entry_by_dn(&self, text: &str) -> Option<usize> {

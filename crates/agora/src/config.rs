@@ -303,7 +303,7 @@ pub fn default_file(hostname: &str, domain: &str) -> String {
     s.push_str(&render_section(
         "auth",
         &AuthSection::default(),
-        &[("plaintext_without_tls", "", "allow USER/PASS, LOGIN and PLAIN before TLS")],
+        &[("plaintext_without_tls", "", "allow USER/PASS, LOGIN, PLAIN and LDAP simple binds before TLS")],
     ));
     s.push('\n');
     s.push_str(&render_section("transport", &TransportSection::default(), TransportSection::HELP));
