@@ -86,10 +86,52 @@ pub fn search_entry(out: &mut BytesMut, msgid: i32, dn: &str, attrs: &[Attribute
     }
 }
 
+/// Appends `SearchResultDone` without controls or referrals (result codes below 128).
+pub fn search_done(out: &mut BytesMut, msgid: i32, code: u8, matched: &str, message: &str) {
+    let op = 3 + tlv(matched.len()) + tlv(message.len());
+    let (id, start) = int_content(msgid);
+    let id_len = 4 - start;
+    let msg = tlv(id_len) + tlv(op);
+    out.reserve(tlv(msg));
+    out.put_u8(0x30);
+    put_len(out, msg);
+    out.put_u8(0x02);
+    put_len(out, id_len);
+    out.put_slice(&id[start..]);
+    out.put_u8(0x65); // [APPLICATION 5], constructed
+    put_len(out, op);
+    out.put_slice(&[0x0a, 0x01, code]);
+    out.put_u8(0x04);
+    put_len(out, matched.len());
+    out.put_slice(matched.as_bytes());
+    out.put_u8(0x04);
+    put_len(out, message.len());
+    out.put_slice(message.as_bytes());
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ldap3_proto::proto::{LdapMsg, LdapOp, LdapPartialAttribute, LdapSearchResultEntry};
+    use ldap3_proto::proto::{
+        LdapMsg, LdapOp, LdapPartialAttribute, LdapResult, LdapResultCode, LdapSearchResultEntry,
+    };
+
+    #[test]
+    fn search_done_matches_the_codec() {
+        for (id, code, matched, message) in [
+            (1, LdapResultCode::Success, "", ""),
+            (300, LdapResultCode::NoSuchObject, "dc=x", "no such entry"),
+            (7, LdapResultCode::AdminLimitExceeded, "", &"m".repeat(300)[..]),
+        ] {
+            let mut mine = BytesMut::new();
+            search_done(&mut mine, id, code.clone() as u8, matched, message);
+            let r = LdapResult { code, matcheddn: matched.into(), message: message.into(), referral: Vec::new() };
+            let tag: ldap3_lber::structure::StructureTag = LdapMsg::new(id, LdapOp::SearchResultDone(r)).into();
+            let mut theirs = BytesMut::new();
+            ldap3_lber::write::encode_into(&mut theirs, tag).unwrap_or_default();
+            assert_eq!(mine, theirs);
+        }
+    }
 
     fn by_codec(msgid: i32, dn: &str, attrs: &[(&str, Vec<Vec<u8>>)]) -> Vec<u8> {
         let attributes =

@@ -181,7 +181,7 @@ impl Filter {
             },
             Filter::Undefined => Truth::Undefined,
             Filter::Present(id) => {
-                if *id == schema::id("objectClass") {
+                if *id == schema::known().object_class {
                     return Truth::True;
                 }
                 Truth::from(attr(*id).is_some())

@@ -355,6 +355,18 @@ pub fn id(name: &str) -> AttrId {
     attr(name).unwrap_or(0)
 }
 
+/// Ids the hot paths test against, looked up once.
+#[derive(Debug)]
+pub struct Known {
+    pub object_class: AttrId,
+    pub user_password: AttrId,
+}
+
+pub fn known() -> &'static Known {
+    static KNOWN: OnceLock<Known> = OnceLock::new();
+    KNOWN.get_or_init(|| Known { object_class: id("objectClass"), user_password: id("userPassword") })
+}
+
 pub fn class(name: &str) -> Option<&'static ObjectClass> {
     let lower = name.to_ascii_lowercase();
     CLASSES.iter().find(|c| c.name.eq_ignore_ascii_case(&lower) || full_oid(c.oid) == lower)

@@ -172,43 +172,36 @@ enum Frame {
 
 /// Reads one BER-framed LDAPMessage (definite lengths only, RFC 4511 §5.1).
 async fn read_frame(conn: &mut Conn, max: usize) -> Frame {
-    let head = match conn.read_exact(2).await {
-        Read::Bytes(b) => b,
-        Read::Timeout => return Frame::Timeout,
-        Read::Shutdown => return Frame::Shutdown,
-        _ => return Frame::Closed,
+    let stop = |r: Read| match r {
+        Read::Timeout => Frame::Timeout,
+        Read::Shutdown => Frame::Shutdown,
+        _ => Frame::Closed,
     };
-    if head[0] != 0x30 {
+    let mut frame = Vec::new();
+    if let Err(r) = conn.read_more(2, &mut frame).await {
+        return stop(r);
+    }
+    if frame[0] != 0x30 {
         return Frame::Bad("not an LDAPMessage");
     }
-    let mut frame = head.clone();
-    let len = if head[1] < 0x80 {
-        head[1] as usize
+    let len = if frame[1] < 0x80 {
+        frame[1] as usize
     } else {
-        let n = (head[1] & 0x7f) as usize;
+        let n = (frame[1] & 0x7f) as usize;
         if n == 0 || n > 4 {
             return Frame::Bad("indefinite or oversized BER length");
         }
-        let b = match conn.read_exact(n).await {
-            Read::Bytes(b) => b,
-            Read::Timeout => return Frame::Timeout,
-            Read::Shutdown => return Frame::Shutdown,
-            _ => return Frame::Closed,
-        };
-        frame.extend_from_slice(&b);
-        b.iter().fold(0usize, |acc, x| (acc << 8) | *x as usize)
+        if let Err(r) = conn.read_more(n, &mut frame).await {
+            return stop(r);
+        }
+        frame[2..].iter().fold(0usize, |acc, x| (acc << 8) | *x as usize)
     };
     if len > max {
         return Frame::Bad("request too large");
     }
-    match conn.read_exact(len).await {
-        Read::Bytes(b) => {
-            frame.extend_from_slice(&b);
-            Frame::Message(frame)
-        }
-        Read::Timeout => Frame::Timeout,
-        Read::Shutdown => Frame::Shutdown,
-        _ => Frame::Closed,
+    match conn.read_more(len, &mut frame).await {
+        Ok(()) => Frame::Message(frame),
+        Err(r) => stop(r),
     }
 }
 
@@ -237,6 +230,8 @@ impl Session {
 
     pub async fn run(mut self, mut conn: Conn) {
         self.peer = conn.peer.ip();
+        // One response buffer for the connection's life.
+        let mut out = BytesMut::new();
         loop {
             let frame = match read_frame(&mut conn, self.cfg.max_message).await {
                 Frame::Message(f) => f,
@@ -259,7 +254,7 @@ impl Session {
                 let _ = conn.send(&notice(LdapResultCode::ProtocolError, "malformed LDAP message")).await;
                 break;
             };
-            let mut out = BytesMut::new();
+            out.clear();
             match self.handle(msg, &mut conn, &mut out).await {
                 Next::Continue => {}
                 Next::Close => {
@@ -496,7 +491,7 @@ impl Session {
 
     /// May the bound identity read (and match on) this attribute?
     pub(crate) fn attr_visible(&self, id: AttrId) -> bool {
-        if id == schema::id("userPassword") {
+        if id == schema::known().user_password {
             return false;
         }
         !self.cfg.gc || self.cfg.gc_attributes.contains(&id) || schema::attr_type(id).operational
@@ -554,7 +549,11 @@ impl Session {
         out: &mut BytesMut,
     ) {
         let done = |r: LdapResult, ctrl: Vec<LdapControl>, out: &mut BytesMut| {
-            encode(LdapMsg::new_with_ctrls(id, LdapOp::SearchResultDone(r), ctrl), out)
+            if ctrl.is_empty() && r.referral.is_empty() {
+                crate::ber::search_done(out, id, r.code as u8, &r.matcheddn, &r.message);
+            } else {
+                encode(LdapMsg::new_with_ctrls(id, LdapOp::SearchResultDone(r), ctrl), out)
+            }
         };
         let tree = match self.shared.tree().await {
             Ok(t) => t,
@@ -603,7 +602,8 @@ impl Session {
             }
             return done(result(LdapResultCode::Success, ""), Vec::new(), out);
         }
-        if crate::dn::normalize(base).as_deref() == Some("cn=subschema") {
+        let base_norm = crate::dn::normalize(base);
+        if base_norm.as_deref() == Some("cn=subschema") {
             if s.scope == LdapSearchScope::Base {
                 let want = Selection::new(&s.attrs);
                 let values = schema::subschema_values();
@@ -694,7 +694,7 @@ impl Session {
         let (base_idx, base_ctx) = if root {
             (None, None)
         } else {
-            let Some(ndn) = crate::dn::normalize(base) else {
+            let Some(ndn) = base_norm else {
                 return done(result(LdapResultCode::InvalidDNSyntax, "invalid base DN"), Vec::new(), out);
             };
             match tree.by_ndn.get(&ndn) {
@@ -746,9 +746,9 @@ impl Session {
         let visible = |a: AttrId| self.attr_visible(a);
         let candidates: Box<dyn Iterator<Item = usize>> = match (s.scope.clone(), base_idx) {
             (LdapSearchScope::Base, Some(b)) => Box::new(std::iter::once(b)),
-            (LdapSearchScope::OneLevel, Some(b)) => Box::new(tree.children[b].clone().into_iter()),
+            (LdapSearchScope::OneLevel, Some(b)) => Box::new(tree.children[b].iter().copied()),
             _ => match compiled.candidates(&tree) {
-                Some(list) => Box::new(list.iter().map(|&i| i as usize).collect::<Vec<_>>().into_iter()),
+                Some(list) => Box::new(list.iter().map(|&i| i as usize)),
                 None => Box::new(0..tree.entries.len()),
             },
         };
@@ -1002,7 +1002,7 @@ fn root_matches(f: &Filter, attrs: &[(String, Vec<Vec<u8>>)]) -> bool {
         attrs.iter().find(|(n, _)| n.eq_ignore_ascii_case(name))
     };
     match f {
-        Filter::Present(id) => *id == schema::id("objectClass") || get(*id).is_some(),
+        Filter::Present(id) => *id == schema::known().object_class || get(*id).is_some(),
         Filter::Eq(id, v) => get(*id)
             .is_some_and(|(_, vals)| vals.iter().any(|x| crate::matching::equal(schema::attr_type(*id).syntax, x, v))),
         Filter::And(l) => l.iter().all(|x| root_matches(x, attrs)),

@@ -225,6 +225,17 @@ impl Conn {
         Read::Bytes(out)
     }
 
+    /// Appends exactly `n` more bytes to `out` (for length-prefixed frames); on failure
+    /// says why, as `read_line` would.
+    pub async fn read_more(&mut self, n: usize, out: &mut Vec<u8>) -> Result<(), Read> {
+        while self.rbuf.len() - self.rpos < n {
+            self.fill().await?;
+        }
+        out.extend_from_slice(&self.rbuf[self.rpos..self.rpos + n]);
+        self.rpos += n;
+        Ok(())
+    }
+
     /// Reads and drops `n` bytes (a chunk the server refuses but must consume).
     pub async fn skip(&mut self, mut n: usize) -> Read {
         loop {

@@ -48,6 +48,9 @@ CREATE TABLE IF NOT EXISTS addresses (
     kind TEXT NOT NULL CHECK (kind IN ('account', 'alias', 'group')),
     account INTEGER REFERENCES accounts(id) ON DELETE CASCADE
 );
+-- An account's extra addresses are read with every account (created on open, so older
+-- stores get it too).
+CREATE INDEX IF NOT EXISTS addresses_account ON addresses (account);
 CREATE TABLE IF NOT EXISTS alias_targets (
     address TEXT NOT NULL REFERENCES addresses(address) ON DELETE CASCADE,
     target TEXT NOT NULL,
