@@ -361,7 +361,9 @@ mod tests {
         let pop3 = ls.iter().find(|l| l.key == "pop3").unwrap();
         assert!(pop3.timeouts.idle.as_secs() >= 600, "RFC 1939");
         assert!(smtp.timeouts.preauth.as_secs() >= 300, "RFC 5321 §4.5.3.2");
-        assert!(ls.iter().any(|l| l.key == "ldap" && !l.built));
+        assert!(ls.iter().any(|l| l.key == "ldap" && l.built) && ls.iter().any(|l| l.key == "gcs" && l.built));
+        assert!(ls.iter().any(|l| l.key == "nntp" && !l.built), "planned services show as such");
+        assert!(text.contains("[ldap]") && text.contains("# max_results = 1000"));
     }
 
     #[test]
