@@ -100,6 +100,7 @@ fn build(ctx: &Context, s: LdapSection) -> Result<Built, String> {
         default_domain: ctx.domain.clone(),
         hostname: ctx.hostname.clone(),
         tls_available: ctx.tls.is_some(),
+        external: ctx.tls.as_ref().is_some_and(|t| t.verifies_clients()),
     };
     let shared = Shared::new(Arc::clone(&ctx.store), ctx.dir.clone(), Arc::clone(&ctx.throttle));
     let ldap: Arc<dyn agora_net::Service> = Arc::new(LdapService::new(base.clone(), Arc::clone(&shared)));

@@ -52,6 +52,8 @@ pub struct LdapConfig {
     pub default_domain: String,
     pub hostname: String,
     pub tls_available: bool,
+    /// Client certificates are checked against a CA: SASL EXTERNAL is offered.
+    pub external: bool,
 }
 
 impl Default for LdapConfig {
@@ -70,6 +72,7 @@ impl Default for LdapConfig {
             default_domain: String::new(),
             hostname: String::new(),
             tls_available: false,
+            external: false,
         }
     }
 }
@@ -406,6 +409,29 @@ impl Session {
                     }
                 }
             }
+            LdapBindCred::SASL(s) if s.mechanism.eq_ignore_ascii_case("EXTERNAL") => {
+                self.sasl = None;
+                let Some(der) = conn.peer_certificate().map(<[u8]>::to_vec) else {
+                    return plain(
+                        LdapResultCode::InappropriateAuthentication,
+                        "EXTERNAL needs a TLS connection with a client certificate",
+                    );
+                };
+                let authz = String::from_utf8_lossy(&s.credentials).to_string();
+                match self.certificate_account(&der, authz.trim()).await {
+                    Some(acc) => {
+                        self.logged_in(&acc, conn);
+                        plain(LdapResultCode::Success, "")
+                    }
+                    None => {
+                        agora_service::login::failed(&self.shared.throttle, self.peer, "ldap", None).await;
+                        plain(
+                            LdapResultCode::InvalidCredentials,
+                            "the certificate names no account this identity may use",
+                        )
+                    }
+                }
+            }
             LdapBindCred::SASL(s) => {
                 let mech = match Mechanism::parse(&s.mechanism) {
                     Some(m) if m != Mechanism::Login => m,
@@ -457,6 +483,26 @@ impl Session {
             Some(Identity { login: acc.login.clone(), admin: acc.role == agora_store::Role::Admin, domain });
     }
 
+    /// The account a verified client certificate stands for: the first of its addresses
+    /// that is an account's (login or extra address); an authorization identity, if
+    /// given, must name that same account.
+    async fn certificate_account(&self, der: &[u8], authz: &str) -> Option<agora_store::Account> {
+        let mut found = None;
+        for address in agora_net::tls::certificate_addresses(der) {
+            if let Ok(agora_store::AddressEntry::Account(a)) = self.shared.store.lookup_address(&address).await {
+                found = Some(a);
+                break;
+            }
+        }
+        let acc = found?;
+        if authz.is_empty() {
+            return Some(acc);
+        }
+        let wanted = authz.strip_prefix("u:").or_else(|| authz.strip_prefix("dn:")).unwrap_or(authz);
+        let login = self.bind_login(wanted).await?;
+        (login == acc.login).then_some(acc)
+    }
+
     /// The login a bind name stands for: an address (as Active Directory accepts a user
     /// principal name) or the DN of a person.
     async fn bind_login(&self, name: &str) -> Option<String> {
@@ -504,6 +550,9 @@ impl Session {
             if !m.sends_password() || self.cfg.allow_plaintext || self.cfg.tls_available {
                 mechs.push(s(m.name()));
             }
+        }
+        if self.cfg.external {
+            mechs.push(s("EXTERNAL"));
         }
         let mut ext = vec![s(OID_WHOAMI), s(OID_PASSWORD_MODIFY)];
         if self.cfg.tls_available {

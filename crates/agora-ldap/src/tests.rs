@@ -244,6 +244,11 @@ async fn binds_by_dn_or_address_and_only_over_tls_unless_allowed() {
     assert_eq!(c.bind("uid=ann,ou=people,dc=example,dc=org", "").await, LdapResultCode::UnwillingToPerform);
     assert_eq!(c.bind("cn=team,ou=groups,dc=example,dc=org", "x").await, LdapResultCode::InvalidCredentials);
     assert_eq!(c.bind("", "").await, LdapResultCode::Success, "anonymous");
+    // EXTERNAL needs a verified client certificate, which this connection has not.
+    let ext = LdapBindCred::SASL(SaslCredentials { mechanism: "EXTERNAL".into(), credentials: Vec::new() });
+    c.send(LdapOp::BindRequest(LdapBindRequest { version: 3, dn: String::new(), cred: ext }), Vec::new()).await;
+    let LdapOp::BindResponse(r) = c.recv().await.op else { panic!() };
+    assert_eq!(r.res.code, LdapResultCode::InappropriateAuthentication);
     c.send(LdapOp::ExtendedRequest(LdapExtendedRequest { name: OID_WHOAMI.into(), value: None }), Vec::new()).await;
     let LdapOp::ExtendedResponse(r) = c.recv().await.op else { panic!() };
     assert_eq!(r.value.unwrap_or_default(), b"", "anonymous after an anonymous bind");

@@ -58,6 +58,8 @@ pub struct Conn {
     /// Whether a pending read should stop for shutdown (false while a message is in transfer).
     interruptible: bool,
     compressed: bool,
+    /// The client's certificate (DER), when it presented one the TLS handshake checked.
+    peer_cert: Option<Vec<u8>>,
 }
 
 impl std::fmt::Debug for Conn {
@@ -93,7 +95,18 @@ impl Conn {
             shutdown,
             interruptible: true,
             compressed: false,
+            peer_cert: None,
         }
+    }
+
+    /// The client certificate of this TLS connection, if one was presented and verified.
+    pub fn peer_certificate(&self) -> Option<&[u8]> {
+        self.peer_cert.as_deref()
+    }
+
+    /// Records the certificate the implicit-TLS handshake verified.
+    pub fn set_peer_certificate(&mut self, der: Option<Vec<u8>>) {
+        self.peer_cert = der;
     }
 
     /// Bytes already received but not yet consumed (left over from a PROXY header read).
@@ -302,6 +315,7 @@ impl Conn {
         let tls = tokio::time::timeout(self.timeouts.preauth, acceptor.accept(plain))
             .await
             .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out"))??;
+        self.peer_cert = tls.get_ref().1.peer_certificates().and_then(|c| c.first()).map(|c| c.as_ref().to_vec());
         self.io = Box::new(tls);
         self.tls = true;
         Ok(())

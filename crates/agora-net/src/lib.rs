@@ -300,7 +300,12 @@ impl Server {
                 let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
                 match tokio::time::timeout(spec.timeouts.preauth, acceptor.accept(sock)).await {
                     Ok(Ok(s)) => {
-                        Conn::new(Box::new(s), peer, local, true, tls_config, spec.timeouts, self.shutdown.clone())
+                        let cert =
+                            s.get_ref().1.peer_certificates().and_then(|c| c.first()).map(|c| c.as_ref().to_vec());
+                        let mut c =
+                            Conn::new(Box::new(s), peer, local, true, tls_config, spec.timeouts, self.shutdown.clone());
+                        c.set_peer_certificate(cert);
+                        c
                     }
                     Ok(Err(e)) => {
                         tracing::debug!("{}: {peer}: TLS handshake failed: {e}", spec.service);

@@ -24,10 +24,13 @@ pub enum TlsError {
 pub struct TlsSettings {
     cert: PathBuf,
     key: PathBuf,
+    /// CA certificates that client certificates are checked against (optional ones:
+    /// a client without a certificate still connects).
+    client_ca: Option<PathBuf>,
     current: RwLock<Arc<ServerConfig>>,
 }
 
-fn load(cert: &Path, key: &Path) -> Result<ServerConfig, TlsError> {
+fn load(cert: &Path, key: &Path, client_ca: Option<&Path>) -> Result<ServerConfig, TlsError> {
     let file_err = |path: &Path, msg: String| TlsError::File { path: path.to_path_buf(), msg };
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
         .map_err(|e| file_err(cert, e.to_string()))?
@@ -38,29 +41,62 @@ fn load(cert: &Path, key: &Path) -> Result<ServerConfig, TlsError> {
     }
     let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| file_err(key, e.to_string()))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut cfg = ServerConfig::builder_with_provider(provider)
+    let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
         .with_safe_default_protocol_versions()
-        .map_err(|e| TlsError::Config(e.to_string()))?
-        .with_no_client_auth()
-        .with_single_cert(certs, key_der)
-        .map_err(|e| TlsError::Config(format!("{}: {e}", cert.display())))?;
+        .map_err(|e| TlsError::Config(e.to_string()))?;
+    let builder = match client_ca {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for c in CertificateDer::pem_file_iter(ca).map_err(|e| file_err(ca, e.to_string()))? {
+                let c = c.map_err(|e| file_err(ca, e.to_string()))?;
+                roots.add(c).map_err(|e| file_err(ca, e.to_string()))?;
+            }
+            if roots.is_empty() {
+                return Err(file_err(ca, "no CA certificate found in PEM file".into()));
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .allow_unauthenticated()
+                .build()
+                .map_err(|e| file_err(ca, e.to_string()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut cfg =
+        builder.with_single_cert(certs, key_der).map_err(|e| TlsError::Config(format!("{}: {e}", cert.display())))?;
     cfg.alpn_protocols = Vec::new();
     Ok(cfg)
 }
 
 impl TlsSettings {
     pub fn load(cert: &Path, key: &Path) -> Result<TlsSettings, TlsError> {
-        let cfg = load(cert, key)?;
-        Ok(TlsSettings { cert: cert.to_path_buf(), key: key.to_path_buf(), current: RwLock::new(Arc::new(cfg)) })
+        TlsSettings::load_with_client_ca(cert, key, None)
+    }
+
+    /// With `client_ca`, clients may present a certificate from that CA (checked during
+    /// the handshake) to log in with SASL EXTERNAL.
+    pub fn load_with_client_ca(cert: &Path, key: &Path, client_ca: Option<&Path>) -> Result<TlsSettings, TlsError> {
+        let cfg = load(cert, key, client_ca)?;
+        Ok(TlsSettings {
+            cert: cert.to_path_buf(),
+            key: key.to_path_buf(),
+            client_ca: client_ca.map(Path::to_path_buf),
+            current: RwLock::new(Arc::new(cfg)),
+        })
     }
 
     /// Re-reads the PEM files; on error the old configuration stays in force.
     pub fn reload(&self) -> Result<(), TlsError> {
-        let cfg = load(&self.cert, &self.key)?;
+        let cfg = load(&self.cert, &self.key, self.client_ca.as_deref())?;
         if let Ok(mut cur) = self.current.write() {
             *cur = Arc::new(cfg);
         }
         Ok(())
+    }
+
+    /// True when client certificates are requested (and checked against a CA).
+    pub fn verifies_clients(&self) -> bool {
+        self.client_ca.is_some()
     }
 
     pub fn config(&self) -> Arc<ServerConfig> {
@@ -116,4 +152,26 @@ mod tests {
         assert!(s.reload().is_err());
         let _still = s.config();
     }
+}
+
+/// The mail addresses a (verified) client certificate names: its subjectAltName
+/// rfc822Name entries, then any emailAddress in its subject, lower-cased.
+pub fn certificate_addresses(der: &[u8]) -> Vec<String> {
+    use x509_parser::prelude::*;
+    let Ok((_, cert)) = X509Certificate::from_der(der) else { return Vec::new() };
+    let mut out = Vec::new();
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for name in &san.value.general_names {
+            if let GeneralName::RFC822Name(a) = name {
+                out.push(a.to_ascii_lowercase());
+            }
+        }
+    }
+    for attr in cert.subject().iter_email() {
+        if let Ok(a) = attr.as_str() {
+            out.push(a.to_ascii_lowercase());
+        }
+    }
+    out.dedup();
+    out
 }

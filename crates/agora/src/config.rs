@@ -74,6 +74,8 @@ pub struct TlsSection {
     /// PEM certificate chain; relative paths are under the data directory.
     pub cert: Option<String>,
     pub key: Option<String>,
+    /// PEM CA certificates for client certificates (SASL EXTERNAL); none by default.
+    pub client_ca: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -296,7 +298,8 @@ pub fn default_file(hostname: &str, domain: &str) -> String {
          # port_offset = 0           # added to every default port (e.g. 10000: 25 -> 10025)\n\n\
          [tls]\n\
          # cert = \"tls/cert.pem\"    # PEM chain; relative to the data directory\n\
-         # key = \"tls/key.pem\"      # PEM private key\n\n"
+         # key = \"tls/key.pem\"      # PEM private key\n\
+         # client_ca = \"tls/clients.pem\"  # CA of client certificates for SASL EXTERNAL (default: none)\n\n"
     );
     s.push_str(&render_section("limits", &LimitsSection::default(), LIMITS_HELP));
     s.push('\n');

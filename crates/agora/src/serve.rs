@@ -105,7 +105,8 @@ pub async fn run(cli: &Cli, domain: Option<String>, hostname: Option<String>, li
         }
         _ => bail!("{}: [tls] needs both cert and key, or neither", path.display()),
     };
-    let tls = Arc::new(TlsSettings::load(&cert, &key)?);
+    let client_ca = cfg.tls.client_ca.as_deref().map(|c| resolve(data, c));
+    let tls = Arc::new(TlsSettings::load_with_client_ca(&cert, &key, client_ca.as_deref())?);
 
     // Bind everything first: a port that cannot be had stops the start, nothing half-up.
     let mut bound = Vec::new();

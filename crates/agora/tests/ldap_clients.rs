@@ -414,3 +414,67 @@ sys.stdout.write("\n".join(out))
     assert_eq!(dns(&out), [format!("uid=zoe,ou=people,{BASE}")], "hidden yan is not listed");
     assert!(out.contains("cn: Zoe, the Second") && out.contains("title: Chef"), "{out}");
 }
+
+/// A private CA, and client certificates from it naming `emails` (subjectAltName).
+fn client_certs(dir: &std::path::Path, people: &[(&str, &str)]) {
+    let sh = |cmd: String| {
+        let (good, out) = run("sh", &["-c", &cmd], "");
+        assert!(good, "{cmd}: {out}");
+    };
+    let d = dir.display();
+    sh(format!(
+        "cd {d} && openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -subj '/CN=Agora test CA' \
+         -days 2 -addext 'basicConstraints=critical,CA:TRUE' -addext 'keyUsage=critical,keyCertSign' 2>&1"
+    ));
+    for (name, email) in people {
+        sh(format!(
+            "cd {d} && openssl req -newkey rsa:2048 -nodes -keyout {name}.key -out {name}.csr -subj '/CN={name}' 2>&1 && \
+             printf 'subjectAltName=email:{email}\\nextendedKeyUsage=clientAuth\\nbasicConstraints=CA:FALSE\\n' > {name}.ext && \
+             openssl x509 -req -in {name}.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out {name}.pem -days 2 -extfile {name}.ext 2>&1"
+        ));
+    }
+}
+
+#[test]
+fn sasl_external_with_a_client_certificate() {
+    if !have("ldapwhoami") || !have("openssl") {
+        return;
+    }
+    let certs = tempfile::tempdir().unwrap();
+    client_certs(certs.path(), &[("ann", "Ann@example.org"), ("stranger", "nobody@elsewhere.test")]);
+    let ca = certs.path().join("ca.pem");
+    let a = Agora::start_with(|data| {
+        std::fs::write(data.join("agora.toml"), format!("[tls]\nclient_ca = \"{}\"\n", ca.display())).unwrap();
+    });
+    let u = urls(&a);
+    a.cli_ok(&["user", "add", &format!("ann@{DOMAIN}"), "--name", "Ann Lee", "--password-stdin"], Some("ann-pw\n"));
+    let with_cert = |name: &str, args: &[&str]| {
+        let dir = certs.path();
+        let mut c = Command::new("ldapwhoami");
+        c.args(args)
+            .env("LDAPTLS_REQCERT", "never")
+            .env("LDAPTLS_CERT", dir.join(format!("{name}.pem")))
+            .env("LDAPTLS_KEY", dir.join(format!("{name}.key")));
+        let out = c.output().unwrap();
+        (
+            out.status.success(),
+            format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+        )
+    };
+    let out = ok("ldapsearch", &["-x", "-LLL", "-H", &u.ldap, "-b", "", "-s", "base", "supportedSASLMechanisms"], "");
+    assert!(out.contains("supportedSASLMechanisms: EXTERNAL"), "{out}");
+    // Over ldaps and over StartTLS, the certificate is the login.
+    let (good, out) = with_cert("ann", &["-H", &u.ldaps, "-Y", "EXTERNAL"]);
+    assert!(good && out.contains(&format!("u:ann@{DOMAIN}")), "{out}");
+    let (good, out) = with_cert("ann", &["-ZZ", "-H", &u.ldap, "-Y", "EXTERNAL"]);
+    assert!(good && out.contains(&format!("u:ann@{DOMAIN}")), "{out}");
+    // A certificate naming no account, or no certificate at all, logs nobody in.
+    let (good, out) = with_cert("stranger", &["-H", &u.ldaps, "-Y", "EXTERNAL"]);
+    assert!(!good && out.contains("Invalid credentials"), "{out}");
+    // (Without a certificate libldap does not even try; the server's answer to such a
+    // bind, inappropriateAuthentication, is checked in the session tests.)
+    let (good, _) = ldap("ldapwhoami", &["-H", &u.ldaps, "-Y", "EXTERNAL"], "");
+    assert!(!good);
+    // Passwords still work for everyone else on the same TLS listeners.
+    ok("ldapwhoami", &["-x", "-H", &u.ldaps, "-D", &format!("ann@{DOMAIN}"), "-w", "ann-pw"], "");
+}
