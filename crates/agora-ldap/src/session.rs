@@ -1176,6 +1176,6 @@ impl Selection {
             return Some(Cow::Owned(if binary && !n.contains(';') { format!("{n};binary") } else { n.clone() }));
         }
         let selected = if t.operational { self.all_operational } else { self.all_user };
-        selected.then(|| if binary { Cow::Borrowed("userCertificate;binary") } else { Cow::Borrowed(t.name) })
+        selected.then_some(if binary { Cow::Borrowed("userCertificate;binary") } else { Cow::Borrowed(t.name) })
     }
 }
