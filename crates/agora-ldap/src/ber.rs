@@ -146,7 +146,8 @@ mod tests {
     #[test]
     fn matches_the_codec_byte_for_byte() {
         let big = vec![0xabu8; 70_000];
-        let cases: Vec<(i32, &str, Vec<(&str, Vec<Vec<u8>>)>)> = vec![
+        type Case<'a> = (i32, &'a str, Vec<(&'a str, Vec<Vec<u8>>)>);
+        let cases: Vec<Case<'_>> = vec![
             (
                 1,
                 "uid=ann,ou=people,dc=example,dc=org",
