@@ -134,26 +134,6 @@ pub fn ensure_self_signed(cert: &Path, key: &Path, names: &[String]) -> Result<b
     Ok(true)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn self_signed_loads_and_reloads() {
-        let d = tempfile::tempdir().unwrap();
-        let (c, k) = (d.path().join("c.pem"), d.path().join("k.pem"));
-        assert!(ensure_self_signed(&c, &k, &["mail.example.org".into()]).unwrap());
-        assert!(!ensure_self_signed(&c, &k, &["mail.example.org".into()]).unwrap());
-        let mode = fs::metadata(&k).unwrap().permissions();
-        assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode) & 0o077, 0, "key must be private");
-        let s = TlsSettings::load(&c, &k).unwrap();
-        s.reload().unwrap();
-        fs::write(&c, "garbage").unwrap();
-        assert!(s.reload().is_err());
-        let _still = s.config();
-    }
-}
-
 /// The mail addresses a (verified) client certificate names: its subjectAltName
 /// rfc822Name entries, then any emailAddress in its subject, lower-cased.
 pub fn certificate_addresses(der: &[u8]) -> Vec<String> {
@@ -174,4 +154,24 @@ pub fn certificate_addresses(der: &[u8]) -> Vec<String> {
     }
     out.dedup();
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn self_signed_loads_and_reloads() {
+        let d = tempfile::tempdir().unwrap();
+        let (c, k) = (d.path().join("c.pem"), d.path().join("k.pem"));
+        assert!(ensure_self_signed(&c, &k, &["mail.example.org".into()]).unwrap());
+        assert!(!ensure_self_signed(&c, &k, &["mail.example.org".into()]).unwrap());
+        let mode = fs::metadata(&k).unwrap().permissions();
+        assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode) & 0o077, 0, "key must be private");
+        let s = TlsSettings::load(&c, &k).unwrap();
+        s.reload().unwrap();
+        fs::write(&c, "garbage").unwrap();
+        assert!(s.reload().is_err());
+        let _still = s.config();
+    }
 }
