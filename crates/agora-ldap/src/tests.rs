@@ -528,3 +528,69 @@ async fn malformed_input_gets_a_notice_of_disconnection() {
     let (_, code) = c.search(BASE, &deep, &[]).await;
     assert!(matches!(code, LdapResultCode::AdminLimitExceeded | LdapResultCode::ProtocolError), "{code:?}");
 }
+
+/// The Assertion control's value: the filter in BER.
+fn assertion_control(f: &str) -> LdapControl {
+    use ldap3_lber::structures::ASNTag;
+    let tag: ldap3_lber::structures::Tag = filter(f).into();
+    let mut value = BytesMut::new();
+    ldap3_lber::write::encode_into(&mut value, tag.into_structure()).unwrap();
+    LdapControl::Unknown { oid: crate::session::CTRL_ASSERTION.into(), criticality: true, value: Some(value.to_vec()) }
+}
+
+#[tokio::test]
+async fn assertion_control_size_limits_and_types_only() {
+    let f = fixture().await;
+    let mut c = f.connect(plain()).await;
+    assert_eq!(c.bind("admin@example.org", "admin-pw").await, LdapResultCode::Success);
+    let ann = "uid=ann,ou=people,dc=example,dc=org";
+    // A modify under an assertion that holds goes through; one that does not is refused.
+    let modify = |title: &str| {
+        LdapOp::ModifyRequest(LdapModifyRequest {
+            dn: ann.into(),
+            changes: vec![LdapModify { operation: LdapModifyType::Replace, modification: pa("title", &[title]) }],
+        })
+    };
+    c.send(modify("Lead"), vec![assertion_control("(title=engineer)")]).await;
+    assert!(matches!(c.recv().await.op, LdapOp::ModifyResponse(r) if r.code == LdapResultCode::Success));
+    c.send(modify("CEO"), vec![assertion_control("(title=engineer)")]).await;
+    assert!(matches!(c.recv().await.op, LdapOp::ModifyResponse(r) if r.code == LdapResultCode::AssertionFailed));
+    assert_eq!(f.store.account_by_login("ann@example.org").await.unwrap().unwrap().profile.title, "Lead");
+    let (e, r, _) = c
+        .search_with(ann, LdapSearchScope::Base, "(objectClass=*)", &["cn"], vec![assertion_control("(title=nobody)")])
+        .await;
+    assert_eq!((e.len(), r.code), (0, LdapResultCode::AssertionFailed));
+    // A critical control the server does not know fails the operation.
+    let unknown = LdapControl::Unknown { oid: "1.2.3.4".into(), criticality: true, value: None };
+    let (_, r, _) = c.search_with(BASE, LdapSearchScope::Subtree, "(uid=ann)", &[], vec![unknown]).await;
+    assert_eq!(r.code, LdapResultCode::UnavailableCriticalExtension);
+    // The client's own size limit, and typesOnly.
+    let op = LdapOp::SearchRequest(LdapSearchRequest {
+        base: BASE.into(),
+        scope: LdapSearchScope::Subtree,
+        aliases: LdapDerefAliases::Never,
+        sizelimit: 2,
+        timelimit: 5,
+        typesonly: true,
+        filter: filter("(objectClass=inetOrgPerson)"),
+        attrs: vec!["cn".into(), "mail".into()],
+    });
+    c.send(op, Vec::new()).await;
+    let mut entries = Vec::new();
+    let done = loop {
+        match c.recv().await.op {
+            LdapOp::SearchResultEntry(e) => entries.push(e),
+            LdapOp::SearchResultDone(r) => break r,
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!((entries.len(), done.code), (2, LdapResultCode::SizeLimitExceeded));
+    assert!(entries.iter().all(|e| e.attributes.len() == 2 && e.attributes.iter().all(|a| a.vals.is_empty())));
+    // One level below the people unit, and Abandon (nothing runs concurrently: no answer).
+    let (e, r, _) = c
+        .search_with("ou=people,dc=example,dc=org", LdapSearchScope::OneLevel, "(objectClass=*)", &["1.1"], Vec::new())
+        .await;
+    assert_eq!((e.len(), r.code), (4, LdapResultCode::Success), "admin, ann, annabel, bob");
+    c.send(LdapOp::AbandonRequest(1), Vec::new()).await;
+    assert_eq!(c.bind("bob@example.org", "bob-pw").await, LdapResultCode::Success, "the connection goes on");
+}
