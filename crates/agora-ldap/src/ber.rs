@@ -42,6 +42,22 @@ fn int_content(v: i32) -> ([u8; 4], usize) {
     (b, start)
 }
 
+/// LDAPMessage's SEQUENCE, its messageID, and the protocolOp's tag and length, for an
+/// operation of `op` content octets; reserves room for the whole message.
+fn message_head(out: &mut BytesMut, msgid: i32, op_tag: u8, op: usize) {
+    let (id, start) = int_content(msgid);
+    let id_len = 4 - start;
+    let msg = tlv(id_len) + tlv(op);
+    out.reserve(tlv(msg));
+    out.put_u8(0x30);
+    put_len(out, msg);
+    out.put_u8(0x02);
+    put_len(out, id_len);
+    out.put_slice(&id[start..]);
+    out.put_u8(op_tag);
+    put_len(out, op);
+}
+
 /// One attribute of an entry: its description and values (empty for typesOnly).
 pub struct Attribute<'a> {
     pub name: &'a str,
@@ -54,17 +70,7 @@ pub fn search_entry(out: &mut BytesMut, msgid: i32, dn: &str, attrs: &[Attribute
     let attr_len = |a: &Attribute<'_>| tlv(a.name.len()) + tlv(set_len(a));
     let list: usize = attrs.iter().map(|a| tlv(attr_len(a))).sum();
     let op = tlv(dn.len()) + tlv(list);
-    let (id, start) = int_content(msgid);
-    let id_len = 4 - start;
-    let msg = tlv(id_len) + tlv(op);
-    out.reserve(tlv(msg));
-    out.put_u8(0x30);
-    put_len(out, msg);
-    out.put_u8(0x02);
-    put_len(out, id_len);
-    out.put_slice(&id[start..]);
-    out.put_u8(0x64); // [APPLICATION 4], constructed
-    put_len(out, op);
+    message_head(out, msgid, 0x64, op); // [APPLICATION 4], constructed
     out.put_u8(0x04);
     put_len(out, dn.len());
     out.put_slice(dn.as_bytes());
@@ -89,17 +95,7 @@ pub fn search_entry(out: &mut BytesMut, msgid: i32, dn: &str, attrs: &[Attribute
 /// Appends `SearchResultDone` without controls or referrals (result codes below 128).
 pub fn search_done(out: &mut BytesMut, msgid: i32, code: u8, matched: &str, message: &str) {
     let op = 3 + tlv(matched.len()) + tlv(message.len());
-    let (id, start) = int_content(msgid);
-    let id_len = 4 - start;
-    let msg = tlv(id_len) + tlv(op);
-    out.reserve(tlv(msg));
-    out.put_u8(0x30);
-    put_len(out, msg);
-    out.put_u8(0x02);
-    put_len(out, id_len);
-    out.put_slice(&id[start..]);
-    out.put_u8(0x65); // [APPLICATION 5], constructed
-    put_len(out, op);
+    message_head(out, msgid, 0x65, op); // [APPLICATION 5], constructed
     out.put_slice(&[0x0a, 0x01, code]);
     out.put_u8(0x04);
     put_len(out, matched.len());

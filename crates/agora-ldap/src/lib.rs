@@ -37,7 +37,7 @@ impl Shared {
             store,
             dir,
             throttle,
-            // Version 0 never matches the store's, so the first operation reads it.
+            // A tree of no version: the first operation reads the store's.
             tree: std::sync::RwLock::new(Arc::new(tree::Tree::empty())),
             rebuilding: Mutex::new(()),
         })

@@ -262,7 +262,6 @@ impl State {
                     return Err(not_writable(id));
                 }
                 let mut extra = BTreeSet::new();
-                let mut primary_seen = false;
                 for v in &values {
                     let v = text(v)?;
                     let Some((kind, addr)) = v.split_once(':') else {
@@ -281,7 +280,7 @@ impl State {
                         err(LdapResultCode::InvalidAttributeSyntax, format!("{addr} is not an address"))
                     })?;
                     if addr == self.primary {
-                        primary_seen = true;
+                        // The login stays primary whether or not the list repeats it.
                     } else if kind == "SMTP" {
                         return Err(err(
                             LdapResultCode::UnwillingToPerform,
@@ -291,7 +290,6 @@ impl State {
                         extra.insert(addr);
                     }
                 }
-                let _ = primary_seen;
                 self.addresses = extra;
             }
             "manager" => {
