@@ -12,8 +12,8 @@ use crate::{ImapConfig, ImapService};
 pub static SERVICE: Service<ImapSection> = Service {
     name: "imap",
     listeners: &[
-        ListenerDecl { key: "imap", port: 143, tls: TlsMode::StartTls, role: "IMAP4" },
-        ListenerDecl { key: "imaps", port: 993, tls: TlsMode::Implicit, role: "IMAP4 over TLS" },
+        ListenerDecl { key: "imap", port: 143, tls: TlsMode::StartTls, role: "IMAP4", datagram: false },
+        ListenerDecl { key: "imaps", port: 993, tls: TlsMode::Implicit, role: "IMAP4 over TLS", datagram: false },
     ],
     build,
 };
@@ -62,7 +62,7 @@ fn build(ctx: &Context, s: ImapSection) -> Result<Built, String> {
         Arc::clone(&ctx.store),
         Arc::clone(&ctx.throttle),
     ));
-    Ok(Built { handlers: vec![("imap", Arc::clone(&imap)), ("imaps", imap)], tasks: Vec::new() })
+    Ok(Built { handlers: vec![("imap", Arc::clone(&imap)), ("imaps", imap)], ..Built::default() })
 }
 
 #[cfg(test)]

@@ -13,11 +13,23 @@ use crate::{LdapConfig, LdapService, Shared, schema};
 pub static SERVICE: Service<LdapSection> = Service {
     name: "ldap",
     listeners: &[
-        ListenerDecl { key: "ldap", port: 389, tls: TlsMode::StartTls, role: "LDAP directory" },
-        ListenerDecl { key: "ldap-alt", port: 390, tls: TlsMode::StartTls, role: "LDAP (alternate port)" },
-        ListenerDecl { key: "ldaps", port: 636, tls: TlsMode::Implicit, role: "LDAP over TLS" },
-        ListenerDecl { key: "gc", port: 3268, tls: TlsMode::StartTls, role: "Global Catalog" },
-        ListenerDecl { key: "gcs", port: 3269, tls: TlsMode::Implicit, role: "Global Catalog over TLS" },
+        ListenerDecl { key: "ldap", port: 389, tls: TlsMode::StartTls, role: "LDAP directory", datagram: false },
+        ListenerDecl {
+            key: "ldap-alt",
+            port: 390,
+            tls: TlsMode::StartTls,
+            role: "LDAP (alternate port)",
+            datagram: false,
+        },
+        ListenerDecl { key: "ldaps", port: 636, tls: TlsMode::Implicit, role: "LDAP over TLS", datagram: false },
+        ListenerDecl { key: "gc", port: 3268, tls: TlsMode::StartTls, role: "Global Catalog", datagram: false },
+        ListenerDecl {
+            key: "gcs",
+            port: 3269,
+            tls: TlsMode::Implicit,
+            role: "Global Catalog over TLS",
+            datagram: false,
+        },
     ],
     build,
 };
@@ -113,7 +125,7 @@ fn build(ctx: &Context, s: LdapSection) -> Result<Built, String> {
             ("gc", Arc::clone(&gc)),
             ("gcs", gc),
         ],
-        tasks: Vec::new(),
+        ..Built::default()
     })
 }
 

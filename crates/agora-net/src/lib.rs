@@ -80,6 +80,18 @@ pub trait Service: Send + Sync + 'static {
     async fn serve(&self, conn: Conn);
 }
 
+/// A protocol served over UDP: one request datagram, at most one answer.
+#[async_trait]
+pub trait DatagramService: Send + Sync + 'static {
+    /// The answer to `request` from `peer`, or None to drop it.
+    async fn answer(&self, request: &[u8], peer: SocketAddr) -> Option<Vec<u8>>;
+}
+
+/// Largest datagram read (the UDP maximum); answers may be smaller by the protocol's rules.
+const MAX_DATAGRAM: usize = 65_535;
+/// Datagrams answered at once per socket: a slow answer does not hold up the rest.
+const DATAGRAM_WORKERS: usize = 64;
+
 #[derive(Debug, thiserror::Error)]
 #[error("{service}: cannot listen on {addr}: {cause}{hint}")]
 pub struct BindError {
@@ -128,6 +140,33 @@ pub fn bind(spec: &ListenerSpec) -> Result<TcpListener, BindError> {
     socket.bind(&spec.addr.into()).map_err(err)?;
     socket.listen(1024).map_err(err)?;
     TcpListener::from_std(std::net::TcpListener::from(socket)).map_err(err)
+}
+
+/// Binds the UDP side of a listener (same address rules as `bind`).
+pub fn bind_datagram(spec: &ListenerSpec) -> Result<tokio::net::UdpSocket, BindError> {
+    let err = |source: std::io::Error| {
+        let hint = match source.kind() {
+            std::io::ErrorKind::PermissionDenied => {
+                " (ports below 1024 need root or CAP_NET_BIND_SERVICE: run with --port-offset 10000)".to_string()
+            }
+            std::io::ErrorKind::AddrInUse => format!(
+                " (another program uses UDP port {}: stop it, change [listeners.{}], or use --port-offset)",
+                spec.addr.port(),
+                spec.service
+            ),
+            _ => String::new(),
+        };
+        BindError { service: spec.service.clone(), addr: spec.addr, cause: source, hint }
+    };
+    use socket2::{Domain, Protocol, Socket, Type};
+    let domain = if spec.addr.is_ipv4() { Domain::IPV4 } else { Domain::IPV6 };
+    let socket = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP)).map_err(err)?;
+    if spec.addr.is_ipv6() {
+        socket.set_only_v6(true).map_err(err)?;
+    }
+    socket.set_nonblocking(true).map_err(err)?;
+    socket.bind(&spec.addr.into()).map_err(err)?;
+    tokio::net::UdpSocket::from_std(std::net::UdpSocket::from(socket)).map_err(err)
 }
 
 /// Shared state of all listeners: limits, TLS, and the shutdown machinery.
@@ -322,6 +361,47 @@ impl Server {
         service.serve(conn).await;
     }
 
+    /// Answers datagrams on `socket` until shutdown: each read datagram is answered by a
+    /// task of its own, at most `DATAGRAM_WORKERS` at a time (past that, reading waits,
+    /// and the kernel's buffer drops the excess as UDP does).
+    pub fn spawn_datagram(
+        self: &Arc<Self>,
+        socket: tokio::net::UdpSocket,
+        spec: ListenerSpec,
+        service: Arc<dyn DatagramService>,
+    ) {
+        let this = Arc::clone(self);
+        self.tracker.spawn(async move {
+            let socket = Arc::new(socket);
+            let workers = Arc::new(Semaphore::new(DATAGRAM_WORKERS));
+            let mut buf = vec![0u8; MAX_DATAGRAM];
+            loop {
+                let Ok(permit) = Arc::clone(&workers).acquire_owned().await else { break };
+                let received = tokio::select! {
+                    _ = this.shutdown.cancelled() => break,
+                    r = socket.recv_from(&mut buf) => r,
+                };
+                let (n, peer) = match received {
+                    Ok(x) => x,
+                    Err(e) => {
+                        // ICMP errors from earlier answers surface here; the socket goes on.
+                        tracing::debug!("{}: receive failed: {e}", spec.service);
+                        continue;
+                    }
+                };
+                let request = buf[..n].to_vec();
+                let (socket, service) = (Arc::clone(&socket), Arc::clone(&service));
+                this.tracker.spawn(async move {
+                    let _permit = permit;
+                    if let Some(answer) = service.answer(&request, canonical(peer)).await {
+                        let _ = socket.send_to(&answer, peer).await;
+                    }
+                });
+            }
+            tracing::debug!("{}: stopped answering on {}", spec.service, spec.addr);
+        });
+    }
+
     /// Stops every listener, tells sessions to finish, and waits for them up to the drain
     /// deadline. Returns false if some sessions were still running at the deadline.
     pub async fn shutdown(&self) -> bool {
@@ -431,6 +511,53 @@ mod tests {
         assert!(server.shutdown().await, "sessions drain");
         assert_eq!(line(&mut a).await, "BYE\r\n");
         assert!(TcpStream::connect(addr).await.is_err(), "listener closed after shutdown");
+    }
+
+    struct Reverse;
+    #[async_trait]
+    impl DatagramService for Reverse {
+        async fn answer(&self, request: &[u8], peer: SocketAddr) -> Option<Vec<u8>> {
+            if request == b"drop" {
+                return None;
+            }
+            let mut out = request.to_vec();
+            out.reverse();
+            out.extend_from_slice(peer.ip().to_string().as_bytes());
+            Some(out)
+        }
+    }
+
+    #[tokio::test]
+    async fn datagrams_are_answered_until_shutdown() {
+        let server = Server::new(Limits::default(), None);
+        let spec = ListenerSpec {
+            service: "dns".into(),
+            addr: "127.0.0.1:0".parse().unwrap(),
+            tls: TlsMode::None,
+            proxy_protocol: false,
+            timeouts: Timeouts::default(),
+        };
+        let sock = bind_datagram(&spec).unwrap();
+        let addr = sock.local_addr().unwrap();
+        server.spawn_datagram(sock, spec, Arc::new(Reverse));
+        let client = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let mut buf = [0u8; 100];
+        for _ in 0..3 {
+            client.send_to(b"abc", addr).await.unwrap();
+            let (n, from) =
+                tokio::time::timeout(Duration::from_secs(5), client.recv_from(&mut buf)).await.unwrap().unwrap();
+            assert_eq!((&buf[..n], from), (&b"cba127.0.0.1"[..], addr));
+        }
+        client.send_to(b"drop", addr).await.unwrap();
+        assert!(tokio::time::timeout(Duration::from_millis(300), client.recv_from(&mut buf)).await.is_err());
+        assert!(server.shutdown().await);
+        client.send_to(b"abc", addr).await.unwrap();
+        assert!(
+            tokio::time::timeout(Duration::from_millis(300), client.recv_from(&mut buf))
+                .await
+                .map_or(true, |r| r.is_err()),
+            "no answers after shutdown"
+        );
     }
 
     #[tokio::test]

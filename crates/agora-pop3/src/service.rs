@@ -12,8 +12,8 @@ use crate::{Pop3Config, Pop3Service};
 pub static SERVICE: Service<Pop3Section> = Service {
     name: "pop3",
     listeners: &[
-        ListenerDecl { key: "pop3", port: 110, tls: TlsMode::StartTls, role: "POP3" },
-        ListenerDecl { key: "pop3s", port: 995, tls: TlsMode::Implicit, role: "POP3 over TLS" },
+        ListenerDecl { key: "pop3", port: 110, tls: TlsMode::StartTls, role: "POP3", datagram: false },
+        ListenerDecl { key: "pop3s", port: 995, tls: TlsMode::Implicit, role: "POP3 over TLS", datagram: false },
     ],
     build,
 };
@@ -59,7 +59,7 @@ fn build(ctx: &Context, s: Pop3Section) -> Result<Built, String> {
         Arc::clone(&ctx.store),
         Arc::clone(&ctx.throttle),
     ));
-    Ok(Built { handlers: vec![("pop3", Arc::clone(&pop3)), ("pop3s", pop3)], tasks: Vec::new() })
+    Ok(Built { handlers: vec![("pop3", Arc::clone(&pop3)), ("pop3s", pop3)], ..Built::default() })
 }
 
 #[cfg(test)]

@@ -33,6 +33,8 @@ pub struct ListenerDecl {
     pub port: u16,
     pub tls: TlsMode,
     pub role: &'static str,
+    /// The listener also answers datagrams on the same port (UDP beside TCP, as DNS).
+    pub datagram: bool,
 }
 
 /// Limits every service shares (`[limits]`, `[auth]`).
@@ -77,6 +79,8 @@ pub type Task = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
 pub struct Built {
     /// The session handler of each listener key it declared.
     pub handlers: Vec<(&'static str, Arc<dyn agora_net::Service>)>,
+    /// The datagram handler of each listener key declared with `datagram`.
+    pub datagram: Vec<(&'static str, Arc<dyn agora_net::DatagramService>)>,
     pub tasks: Vec<Task>,
 }
 

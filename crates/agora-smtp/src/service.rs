@@ -15,9 +15,15 @@ use crate::{MessageMemory, SmtpConfig, SmtpService};
 pub static SERVICE: Service<SmtpSection> = Service {
     name: "smtp",
     listeners: &[
-        ListenerDecl { key: "smtp", port: 25, tls: TlsMode::StartTls, role: "SMTP inbound" },
-        ListenerDecl { key: "submission", port: 587, tls: TlsMode::StartTls, role: "SMTP submission" },
-        ListenerDecl { key: "submissions", port: 465, tls: TlsMode::Implicit, role: "SMTP submission over TLS" },
+        ListenerDecl { key: "smtp", port: 25, tls: TlsMode::StartTls, role: "SMTP inbound", datagram: false },
+        ListenerDecl { key: "submission", port: 587, tls: TlsMode::StartTls, role: "SMTP submission", datagram: false },
+        ListenerDecl {
+            key: "submissions",
+            port: 465,
+            tls: TlsMode::Implicit,
+            role: "SMTP submission over TLS",
+            datagram: false,
+        },
     ],
     build,
 };
@@ -150,6 +156,7 @@ fn build(ctx: &Context, s: SmtpSection) -> Result<Built, String> {
     Ok(Built {
         handlers: vec![("smtp", inbound), ("submission", Arc::clone(&submission)), ("submissions", submission)],
         tasks: vec![Box::pin(run)],
+        ..Built::default()
     })
 }
 

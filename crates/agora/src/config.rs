@@ -157,6 +157,8 @@ pub struct EffectiveListener {
     pub tls: TlsMode,
     pub proxy_protocol: bool,
     pub timeouts: Timeouts,
+    /// Also answers datagrams (UDP) on the same addresses and port.
+    pub datagram: bool,
 }
 
 /// The configuration and every registered service's own section, read.
@@ -174,12 +176,12 @@ impl Loaded {
             cfg.server.bind.as_ref().map_or(DEFAULT_BIND.to_vec(), Addresses::list)
         };
         let mut out = Vec::new();
-        let planned = PLANNED.iter().map(|&(key, port, tls, role)| (key, port, tls, role, None));
+        let planned = PLANNED.iter().map(|&(key, port, tls, role)| (key, port, tls, role, None, false));
         let built = self.services.iter().flat_map(|(reg, conf)| {
             let t = conf.timeouts();
-            reg.listeners().iter().map(move |l| (l.key, l.port, l.tls, l.role, Some(t)))
+            reg.listeners().iter().map(move |l| (l.key, l.port, l.tls, l.role, Some(t), l.datagram))
         });
-        for (key, default_port, tls, role, timeouts) in built.chain(planned) {
+        for (key, default_port, tls, role, timeouts, datagram) in built.chain(planned) {
             let l = cfg.listeners.get(key).cloned().unwrap_or_default();
             let port = match l.port {
                 Some(p) => p,
@@ -197,6 +199,7 @@ impl Loaded {
                 tls: l.tls.map_or(tls, TlsModeSetting::net),
                 proxy_protocol: l.proxy_protocol.unwrap_or(false),
                 timeouts: timeouts.unwrap_or_default(),
+                datagram,
             });
         }
         Ok(out)

@@ -44,7 +44,8 @@ fn print_table(listeners: &[EffectiveListener], status: impl Fn(&EffectiveListen
         // One row per address: IPv4 and IPv6 each show.
         for (i, a) in l.addresses.iter().enumerate() {
             let addr = std::net::SocketAddr::new(*a, l.port).to_string();
-            let (key, role) = if i == 0 { (l.key, l.role) } else { ("", "") };
+            let role = if l.datagram { format!("{} (UDP and TCP)", l.role) } else { l.role.to_string() };
+            let (key, role) = if i == 0 { (l.key, role.as_str()) } else { ("", "") };
             let _ = writeln!(out, "{key:<12} {addr:<28} {:<9} {role:<28} {}", l.tls.as_str(), status(l));
         }
     }
@@ -110,6 +111,7 @@ pub async fn run(cli: &Cli, domain: Option<String>, hostname: Option<String>, li
 
     // Bind everything first: a port that cannot be had stops the start, nothing half-up.
     let mut bound = Vec::new();
+    let mut bound_datagram = Vec::new();
     for l in listeners.iter().filter(|l| l.built && l.enabled) {
         for &addr in &l.addresses {
             let spec = ListenerSpec {
@@ -120,7 +122,12 @@ pub async fn run(cli: &Cli, domain: Option<String>, hostname: Option<String>, li
                 timeouts: l.timeouts,
             };
             match agora_net::bind(&spec) {
-                Ok(listener) => bound.push((spec, listener)),
+                Ok(listener) => {
+                    if l.datagram {
+                        bound_datagram.push((spec.clone(), agora_net::bind_datagram(&spec)?));
+                    }
+                    bound.push((spec, listener))
+                }
                 // The default includes IPv6; a machine without it serves IPv4 alone.
                 Err(e) if addr.is_ipv6() && addr.is_unspecified() && e.family_unsupported() => {
                     tracing::warn!("{}: no IPv6 on this machine; IPv4 only", l.key);
@@ -176,11 +183,19 @@ pub async fn run(cli: &Cli, domain: Option<String>, hostname: Option<String>, li
     // Every registered service is built, even with its listeners off: its background
     // work (the outbound queue) serves the others.
     let mut handlers = std::collections::HashMap::new();
+    let mut datagram_handlers = std::collections::HashMap::new();
     let mut tasks = Vec::new();
     for (reg, conf) in loaded.services {
         let built = conf.build(&ctx).map_err(|e| anyhow::anyhow!("{}: [{}] {e}", path.display(), reg.name()))?;
         handlers.extend(built.handlers);
+        datagram_handlers.extend(built.datagram);
         tasks.extend(built.tasks.into_iter().map(tokio::spawn));
+    }
+    for (spec, socket) in bound_datagram {
+        let Some(h) = datagram_handlers.get(spec.service.as_str()) else {
+            bail!("internal: service for listener {} built no datagram handler", spec.service);
+        };
+        server.spawn_datagram(socket, spec, Arc::clone(h));
     }
     for (spec, listener) in bound {
         let Some(h) = handlers.get(spec.service.as_str()) else {
