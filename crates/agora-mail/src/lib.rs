@@ -9,6 +9,7 @@ pub mod intake;
 pub mod mtasts;
 pub mod settings;
 pub mod tracking;
+pub mod zone;
 
 use std::path::PathBuf;
 use std::sync::Arc;
