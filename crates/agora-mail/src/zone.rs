@@ -18,8 +18,21 @@ pub enum Data {
     Mx(u16, String),
     /// One TXT value (split into strings of at most 255 bytes when sent).
     Txt(String),
-    Srv { priority: u16, weight: u16, port: u16, target: String },
-    Soa { mname: String, rname: String, serial: u32, refresh: u32, retry: u32, expire: u32, minimum: u32 },
+    Srv {
+        priority: u16,
+        weight: u16,
+        port: u16,
+        target: String,
+    },
+    Soa {
+        mname: String,
+        rname: String,
+        serial: u32,
+        refresh: u32,
+        retry: u32,
+        expire: u32,
+        minimum: u32,
+    },
 }
 
 impl Data {

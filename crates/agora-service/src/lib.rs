@@ -61,6 +61,8 @@ pub struct Context {
     pub data_dir: PathBuf,
     pub mail: Arc<Mail>,
     pub limits: SharedLimits,
+    /// The listeners that are on, by key, with their ports (what DNS publishes).
+    pub listening: Vec<(String, u16)>,
     /// Cancelled when the server begins to shut down.
     pub shutdown: CancellationToken,
 }

@@ -1368,7 +1368,8 @@ impl DirectoryStore for Arc<SqliteStore> {
                     ],
                 )?;
             }
-            Ok(((), Vec::new()))
+            // Keys are directory data: the published zone follows them.
+            Ok(((), vec![Change::DirectoryChanged]))
         })
         .await
     }
@@ -1407,7 +1408,7 @@ impl DirectoryStore for Arc<SqliteStore> {
             )?;
             let n =
                 c.execute("UPDATE dkim_keys SET state = 'active' WHERE domain = ?1 AND state = 'pending'", [&domain])?;
-            Ok((n, Vec::new()))
+            Ok((n, if n > 0 { vec![Change::DirectoryChanged] } else { Vec::new() }))
         })
         .await
     }
@@ -1416,7 +1417,7 @@ impl DirectoryStore for Arc<SqliteStore> {
         let domain = domain.to_ascii_lowercase();
         self.write(move |c| {
             let n = c.execute("DELETE FROM dkim_keys WHERE domain = ?1 AND state = 'retired'", [&domain])?;
-            Ok((n, Vec::new()))
+            Ok((n, if n > 0 { vec![Change::DirectoryChanged] } else { Vec::new() }))
         })
         .await
     }

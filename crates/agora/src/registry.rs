@@ -10,6 +10,7 @@ pub static SERVICES: &[&dyn Registration] = &[
     &agora_imap::service::SERVICE,
     &agora_pop3::service::SERVICE,
     &agora_ldap::service::SERVICE,
+    &agora_dns::service::SERVICE,
 ];
 
 /// The rest of the port map (DESIGN §1): services not built yet, shown as such.
@@ -22,7 +23,6 @@ pub const PLANNED: &[(&str, u16, TlsMode, &str)] = &[
     ("routing", 691, TlsMode::StartTls, "link-state routing"),
     ("x400", 102, TlsMode::None, "X.400 MTA (RFC 1006)"),
     ("rpc", 135, TlsMode::None, "DCE/RPC endpoint mapper"),
-    ("dns", 53, TlsMode::None, "authoritative DNS"),
 ];
 
 #[cfg(test)]
@@ -46,7 +46,7 @@ mod tests {
     #[test]
     fn protocol_crates_never_import_each_other() {
         let crates = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-        let protocols = ["agora-smtp", "agora-imap", "agora-pop3", "agora-ldap"];
+        let protocols = ["agora-smtp", "agora-imap", "agora-pop3", "agora-ldap", "agora-dns"];
         for p in protocols {
             let manifest = std::fs::read_to_string(crates.join(p).join("Cargo.toml")).unwrap_or_default();
             assert!(!manifest.is_empty(), "{p}/Cargo.toml not found");

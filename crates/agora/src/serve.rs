@@ -178,6 +178,7 @@ pub async fn run(cli: &Cli, domain: Option<String>, hostname: Option<String>, li
             max_sessions_per_user: cfg.limits.max_sessions_per_user,
             plaintext_without_tls: cfg.auth.plaintext_without_tls,
         },
+        listening: listeners.iter().filter(|l| l.built && l.enabled).map(|l| (l.key.to_string(), l.port)).collect(),
         shutdown: server.shutdown_token(),
     };
     // Every registered service is built, even with its listeners off: its background

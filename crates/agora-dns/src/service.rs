@@ -1,0 +1,83 @@
+//! DNS's registration: 53 over UDP and TCP, and the `[dns]` section.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use agora_net::TlsMode;
+use agora_service::{Built, Context, ListenerDecl, Section, Service, Timeouts, secs};
+use serde::{Deserialize, Serialize};
+
+use crate::{DnsConfig, DnsService, Shared};
+
+pub static SERVICE: Service<DnsSection> = Service {
+    name: "dns",
+    listeners: &[ListenerDecl { key: "dns", port: 53, tls: TlsMode::None, role: "authoritative DNS", datagram: true }],
+    build,
+};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DnsSection {
+    /// Public addresses of this server: A and AAAA of its host name when that is in a
+    /// hosted zone.
+    pub addresses: Vec<IpAddr>,
+    /// The zones' name servers (default: the host name).
+    pub nameservers: Vec<String>,
+    pub ttl: u32,
+    /// DMARC policy published for every hosted domain: none, quarantine or reject.
+    pub dmarc_policy: String,
+    /// A TCP connection without a query for this long is closed.
+    pub timeout_secs: u64,
+}
+
+impl Default for DnsSection {
+    fn default() -> Self {
+        DnsSection {
+            addresses: Vec::new(),
+            nameservers: Vec::new(),
+            ttl: 3600,
+            dmarc_policy: "quarantine".into(),
+            timeout_secs: 10,
+        }
+    }
+}
+
+impl Section for DnsSection {
+    const HELP: &'static [(&'static str, &'static str, &'static str)] = &[
+        ("addresses", "[\"192.0.2.1\", \"2001:db8::1\"]", "public addresses: A/AAAA of the host name (default: none)"),
+        ("nameservers", "[\"ns1.example.org\"]", "NS of every hosted zone (default: the host name)"),
+        ("ttl", "", "TTL of the published records"),
+        ("dmarc_policy", "", "none, quarantine or reject"),
+        ("timeout_secs", "", "idle TCP connections are closed after this"),
+    ];
+    fn timeouts(&self) -> Timeouts {
+        Timeouts { preauth: secs(self.timeout_secs), idle: secs(self.timeout_secs) }
+    }
+}
+
+fn build(ctx: &Context, s: DnsSection) -> Result<Built, String> {
+    if !["none", "quarantine", "reject"].contains(&s.dmarc_policy.as_str()) {
+        return Err(format!("dmarc_policy {:?}: say none, quarantine or reject", s.dmarc_policy));
+    }
+    let cfg = DnsConfig {
+        hostname: ctx.hostname.clone(),
+        addresses: s.addresses,
+        nameservers: s.nameservers,
+        listening: ctx.listening.clone(),
+        dmarc_policy: s.dmarc_policy,
+        ttl: s.ttl,
+    };
+    let dns = Arc::new(DnsService::new(Shared::new(Arc::clone(&ctx.store), cfg)));
+    Ok(Built { handlers: vec![("dns", dns.clone())], datagram: vec![("dns", dns)], ..Built::default() })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_key_is_in_the_default_file() {
+        assert!(
+            agora_service::undocumented::<super::DnsSection>(<super::DnsSection as agora_service::Section>::HELP)
+                .is_empty()
+        );
+    }
+}

@@ -1,0 +1,98 @@
+//! The hosted zones as the server answers from them: the mail core's records per
+//! domain, turned into DNS records and indexed by owner name, with the names that
+//! exist only as parents of others (empty non-terminals, RFC 4592 §2.2.2).
+
+use std::collections::{HashMap, HashSet};
+
+use agora_mail::zone::{Data, Record as ZoneRecord};
+use hickory_proto::rr::rdata::{A, AAAA, CNAME, MX, NS, SOA, SRV, TXT};
+use hickory_proto::rr::{Name, RData, Record};
+
+#[derive(Debug)]
+pub struct Zone {
+    /// Lower case, no trailing dot.
+    pub apex: String,
+    pub soa: Record,
+    /// Owner name (lower case, no trailing dot) -> its records.
+    pub names: HashMap<String, Vec<Record>>,
+    /// Names below the apex that own nothing but have names below them.
+    pub nonterminals: HashSet<String>,
+}
+
+#[derive(Debug, Default)]
+pub struct Zones {
+    pub zones: Vec<Zone>,
+}
+
+fn name(n: &str) -> Option<Name> {
+    Name::from_ascii(format!("{n}.")).ok()
+}
+
+/// The DNS form of one record; None for a name the DNS cannot carry.
+pub fn to_record(r: &ZoneRecord) -> Option<Record> {
+    let rdata = match &r.data {
+        Data::A(a) => RData::A(A(*a)),
+        Data::Aaaa(a) => RData::AAAA(AAAA(*a)),
+        Data::Ns(n) => RData::NS(NS(name(n)?)),
+        Data::Cname(n) => RData::CNAME(CNAME(name(n)?)),
+        Data::Mx(p, n) => RData::MX(MX::new(*p, name(n)?)),
+        // TXT character-strings hold 255 bytes each (RFC 1035 §3.3.14).
+        Data::Txt(t) => {
+            RData::TXT(TXT::new(t.as_bytes().chunks(255).map(|c| String::from_utf8_lossy(c).into_owned()).collect()))
+        }
+        Data::Srv { priority, weight, port, target } => RData::SRV(SRV::new(*priority, *weight, *port, name(target)?)),
+        Data::Soa { mname, rname, serial, refresh, retry, expire, minimum } => RData::SOA(SOA::new(
+            name(mname)?,
+            name(rname)?,
+            *serial,
+            *refresh as i32,
+            *retry as i32,
+            *expire as i32,
+            *minimum,
+        )),
+    };
+    Some(Record::from_rdata(name(&r.name)?, r.ttl, rdata))
+}
+
+impl Zone {
+    /// A zone from the mail core's records (the first must be the SOA).
+    pub fn new(apex: &str, records: &[ZoneRecord]) -> Option<Zone> {
+        let apex = apex.trim_end_matches('.').to_ascii_lowercase();
+        let mut names: HashMap<String, Vec<Record>> = HashMap::new();
+        let mut soa = None;
+        for r in records {
+            let Some(rec) = to_record(r) else {
+                tracing::warn!("dns: {} {} cannot be published: not a valid name", r.name, r.data.type_name());
+                continue;
+            };
+            if matches!(r.data, Data::Soa { .. }) {
+                soa = Some(rec.clone());
+            }
+            names.entry(r.name.clone()).or_default().push(rec);
+        }
+        let mut nonterminals = HashSet::new();
+        for n in names.keys() {
+            let mut cur = n.as_str();
+            while let Some((_, parent)) = cur.split_once('.') {
+                if parent.len() <= apex.len() {
+                    break;
+                }
+                if !names.contains_key(parent) {
+                    nonterminals.insert(parent.to_string());
+                }
+                cur = parent;
+            }
+        }
+        Some(Zone { apex, soa: soa?, names, nonterminals })
+    }
+}
+
+impl Zones {
+    /// The zone a (lower case) name falls in: the longest apex that is a suffix.
+    pub fn find(&self, qname: &str) -> Option<&Zone> {
+        self.zones
+            .iter()
+            .filter(|z| qname == z.apex || (qname.len() > z.apex.len() && qname.ends_with(&format!(".{}", z.apex))))
+            .max_by_key(|z| z.apex.len())
+    }
+}

@@ -1,0 +1,79 @@
+//! Authoritative DNS with dig: the zone of a hosted domain from the server's own state,
+//! over UDP and TCP, negative answers, refusals, and changes without a restart.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::{Agora, DOMAIN, have, run};
+
+fn dig(a: &Agora, args: &[&str]) -> String {
+    let server = format!("@{}", a.ip);
+    let mut all = vec![server.as_str(), "-p", "10053", "+norec", "+time=5", "+tries=1"];
+    all.extend_from_slice(args);
+    let (ok, out) = run("dig", &all, "");
+    assert!(ok, "dig {args:?}: {out}");
+    out
+}
+
+/// The answer lines of a `+noall +answer` dig.
+fn answers(a: &Agora, args: &[&str]) -> Vec<String> {
+    let mut all = vec!["+noall", "+answer"];
+    all.extend_from_slice(args);
+    dig(a, &all)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect()
+}
+
+#[test]
+fn dig_sees_the_zone_the_server_state_makes() {
+    if !have("dig") {
+        return;
+    }
+    let a = Agora::start_with(|data| {
+        std::fs::write(data.join("agora.toml"), "[dns]\naddresses = [\"192.0.2.25\"]\ndmarc_policy = \"reject\"\n")
+            .unwrap();
+    });
+    let d = DOMAIN;
+    assert_eq!(answers(&a, &[d, "MX"]), [format!("{d}. 3600 IN MX 10 mx.{d}.")]);
+    assert_eq!(answers(&a, &[&format!("mx.{d}"), "A"]), [format!("mx.{d}. 3600 IN A 192.0.2.25")]);
+    assert_eq!(answers(&a, &[d, "TXT"]), [format!("{d}. 3600 IN TXT \"v=spf1 mx -all\"")]);
+    let dmarc = answers(&a, &[&format!("_dmarc.{d}"), "TXT"]);
+    assert!(dmarc[0].contains("v=DMARC1; p=reject;"), "{dmarc:?}");
+    // SRV locators name the listeners' real ports (here moved by --port-offset).
+    let srv = answers(&a, &["+tcp", &format!("_submission._tcp.{d}"), "SRV"]);
+    assert_eq!(srv, [format!("_submission._tcp.{d}. 3600 IN SRV 0 1 10587 mx.{d}.")]);
+    // The DKIM keys the server signs with.
+    let keys = a.cli_ok(&["domain", "dkim", d], None);
+    let selector = keys.lines().find_map(|l| l.split_once("._domainkey.")).map(|(s, _)| s.to_string()).unwrap();
+    let txt = answers(&a, &[&format!("{selector}._domainkey.{d}"), "TXT"]);
+    assert!(txt.len() == 1 && txt[0].contains("v=DKIM1;"), "{txt:?}");
+    // Authoritative, negative answers with the SOA, refusal outside the zones.
+    let out = dig(&a, &[&format!("nothing.{d}"), "A"]);
+    assert!(out.contains("status: NXDOMAIN") && out.contains(" aa") && out.contains("AUTHORITY SECTION"), "{out}");
+    let out = dig(&a, &[d, "AAAA"]);
+    assert!(out.contains("status: NOERROR") && out.contains("ANSWER: 0") && out.contains("IN\tSOA"), "{out}");
+    let out = dig(&a, &["example.com", "A"]);
+    assert!(out.contains("status: REFUSED"), "{out}");
+    let out = dig(&a, &["+tcp", d, "AXFR"]);
+    assert!(out.contains("Transfer failed") || out.contains("REFUSED"), "{out}");
+    // Changes show at once: a new domain, a key rotation (the serial moves).
+    let serial = |a: &Agora| answers(a, &[d, "SOA"])[0].split(' ').nth(6).unwrap().parse::<u64>().unwrap();
+    let before = serial(&a);
+    a.cli_ok(&["domain", "add", "other.test"], None);
+    assert_eq!(answers(&a, &["other.test", "MX"]), ["other.test. 3600 IN MX 10 mx.example.org."]);
+    a.cli_ok(&["domain", "dkim", d, "--rotate"], None);
+    let after = serial(&a);
+    assert!(after > before, "serial {before} -> {after}");
+    let keys = a.cli_ok(&["domain", "dkim", d], None);
+    let pending = keys
+        .lines()
+        .zip(keys.lines().skip(1))
+        .find_map(|(comment, rec)| {
+            comment.contains("pending").then(|| rec.split_once("._domainkey.").map(|(s, _)| s.to_string())).flatten()
+        })
+        .unwrap();
+    let txt = answers(&a, &[&format!("{pending}._domainkey.{d}"), "TXT"]);
+    assert_eq!(txt.len(), 1, "the pending key is published before it signs");
+}
