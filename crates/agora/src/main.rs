@@ -36,6 +36,19 @@ pub struct ListenArgs {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum DnsCmd {
+    /// Print a hosted domain's zone in zone-file form (to publish it elsewhere).
+    Show {
+        domain: String,
+        /// The server's host name, if `agora serve` is given one on its command line.
+        #[arg(long)]
+        hostname: Option<String>,
+        #[command(flatten)]
+        listen: ListenArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum Cmd {
     /// Run the server (creates the data directory on first run).
     Serve {
@@ -68,6 +81,9 @@ pub enum Cmd {
     /// External recipients in the address book.
     #[command(subcommand)]
     Contact(admin::ContactCmd),
+    /// The DNS zones this server publishes.
+    #[command(subcommand)]
+    Dns(DnsCmd),
     /// The outbound queue.
     #[command(subcommand)]
     Queue(admin::QueueCmd),
@@ -115,6 +131,9 @@ fn main() {
             Cmd::Alias(ref c) => admin::alias(&cli, c).await,
             Cmd::Group(ref c) => admin::group(&cli, c).await,
             Cmd::Contact(ref c) => admin::contact(&cli, c).await,
+            Cmd::Dns(DnsCmd::Show { ref domain, ref hostname, ref listen }) => {
+                serve::dns_show(&cli, domain, hostname.clone(), listen).await
+            }
             Cmd::Queue(ref c) => admin::queue(&cli, c).await,
             Cmd::Track { ref sender, ref recipient, ref id } => {
                 admin::track(&cli, sender.as_deref(), recipient.as_deref(), id.as_deref())

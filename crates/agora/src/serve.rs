@@ -60,6 +60,40 @@ fn effective(cli: &Cli, listen: &ListenArgs) -> Result<(Loaded, Vec<EffectiveLis
     Ok((loaded, listeners))
 }
 
+/// `agora dns show DOMAIN`: the zone this server publishes for a hosted domain, in
+/// zone-file form, for DNS hosted elsewhere.
+pub async fn dns_show(cli: &Cli, domain: &str, hostname: Option<String>, listen: &ListenArgs) -> Result<()> {
+    use agora_store::DirectoryStore;
+    let domain = normalize_domain(domain)?;
+    let (loaded, listeners) = effective(cli, listen)?;
+    let text = std::fs::read_to_string(config_path(cli)).unwrap_or_default();
+    let dns: agora_dns::service::DnsSection = agora_service::section(&text, "dns")
+        .map_err(|e| anyhow::anyhow!("{}: [dns] {e}", config_path(cli).display()))?;
+    let hostname = hostname.or(loaded.config.server.hostname.clone()).unwrap_or_else(system_hostname);
+    let (store, _dir) = crate::admin::open_store(cli)?;
+    let result = async {
+        if store.domain(&domain).await?.is_none() {
+            bail!("{domain} is not a hosted domain");
+        }
+        let input = agora_mail::zone::ZoneInput {
+            domain: domain.clone(),
+            hostname,
+            addresses: dns.addresses.clone(),
+            nameservers: dns.nameservers.clone(),
+            dkim: store.dkim_keys(&domain).await?,
+            listeners: listeners.iter().filter(|l| l.built && l.enabled).map(|l| (l.key.to_string(), l.port)).collect(),
+            dmarc_policy: dns.dmarc_policy.clone(),
+            ttl: dns.ttl,
+            serial: agora_store::now().clamp(1, i64::from(u32::MAX)) as u32,
+        };
+        print!("{}", agora_mail::zone::zone_file(&domain, &agora_mail::zone::build(&input)));
+        Ok(())
+    }
+    .await;
+    store.close();
+    result
+}
+
 pub fn ports(cli: &Cli, listen: &ListenArgs) -> Result<()> {
     let (_, listeners) = effective(cli, listen)?;
     print_table(&listeners, |l| match (l.built, l.enabled) {

@@ -76,4 +76,10 @@ fn dig_sees_the_zone_the_server_state_makes() {
         .unwrap();
     let txt = answers(&a, &[&format!("{pending}._domainkey.{d}"), "TXT"]);
     assert_eq!(txt.len(), 1, "the pending key is published before it signs");
+    // The same zone in zone-file form, for DNS hosted elsewhere.
+    let zone = a.cli_ok(&["dns", "show", d, "--hostname", &format!("mx.{d}"), "--port-offset", "10000"], None);
+    assert!(zone.contains(&format!("{d}.\t3600\tIN\tMX\t10 mx.{d}.")), "{zone}");
+    assert!(zone.contains(&format!("_submission._tcp.{d}.\t3600\tIN\tSRV\t0 1 10587 mx.{d}.")), "{zone}");
+    assert!(zone.contains(&format!("{pending}._domainkey.{d}.")), "{zone}");
+    assert!(!a.cli(&["dns", "show", "nowhere.test"], None).status.success());
 }
