@@ -39,14 +39,14 @@ fn resolve(base: &Path, p: &str) -> PathBuf {
 
 fn print_table(listeners: &[EffectiveListener], status: impl Fn(&EffectiveListener) -> &'static str) {
     let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{:<12} {:<28} {:<9} {:<28} STATUS", "SERVICE", "ADDRESS", "TLS", "ROLE");
+    let _ = writeln!(out, "{:<12} {:<28} {:<9} {:<34} STATUS", "SERVICE", "ADDRESS", "TLS", "ROLE");
     for l in listeners {
         // One row per address: IPv4 and IPv6 each show.
         for (i, a) in l.addresses.iter().enumerate() {
             let addr = std::net::SocketAddr::new(*a, l.port).to_string();
             let role = if l.datagram { format!("{} (UDP and TCP)", l.role) } else { l.role.to_string() };
             let (key, role) = if i == 0 { (l.key, role.as_str()) } else { ("", "") };
-            let _ = writeln!(out, "{key:<12} {addr:<28} {:<9} {role:<28} {}", l.tls.as_str(), status(l));
+            let _ = writeln!(out, "{key:<12} {addr:<28} {:<9} {role:<34} {}", l.tls.as_str(), status(l));
         }
     }
     let _ = out.flush();
