@@ -71,6 +71,20 @@ pub fn answer(zones: &Zones, request: &[u8], udp: bool) -> Option<Vec<u8>> {
     resp.to_vec().ok()
 }
 
+/// The empty truncated answer a rate-limited client gets instead (RRL's "slip"): it
+/// carries nothing worth amplifying and tells a real client to ask over TCP.
+pub fn slip(request: &[u8]) -> Option<Vec<u8>> {
+    if request.len() < 12 || request[2] & 0x80 != 0 {
+        return None;
+    }
+    let msg = Message::from_vec(request).ok()?;
+    let mut resp = Message::response(msg.metadata.id, msg.metadata.op_code);
+    resp.metadata.recursion_desired = msg.metadata.recursion_desired;
+    resp.metadata.truncation = true;
+    resp.queries = msg.queries;
+    resp.to_vec().ok()
+}
+
 /// Fills the answer for `qname` in `zone`.
 fn resolve(zone: &Zone, asked: &Name, qname: &str, qtype: RecordType, resp: &mut Message) {
     let mut name = qname.to_string();

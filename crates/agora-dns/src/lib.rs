@@ -4,6 +4,7 @@
 //! every change.
 
 pub mod answer;
+pub mod ratelimit;
 pub mod service;
 pub mod zones;
 
@@ -122,17 +123,24 @@ impl Shared {
 /// DNS over UDP (53/udp) and TCP (53/tcp, two-byte length before each message).
 pub struct DnsService {
     shared: Arc<Shared>,
+    limiter: ratelimit::RateLimiter,
 }
 
 impl DnsService {
-    pub fn new(shared: Arc<Shared>) -> DnsService {
-        DnsService { shared }
+    pub fn new(shared: Arc<Shared>, limiter: ratelimit::RateLimiter) -> DnsService {
+        DnsService { shared, limiter }
     }
 }
 
 #[async_trait]
 impl DatagramService for DnsService {
-    async fn answer(&self, request: &[u8], _peer: SocketAddr) -> Option<Vec<u8>> {
+    async fn answer(&self, request: &[u8], peer: SocketAddr) -> Option<Vec<u8>> {
+        // Only UDP is limited: a TCP client cannot forge its address.
+        match self.limiter.check(peer.ip()) {
+            ratelimit::Verdict::Answer => {}
+            ratelimit::Verdict::Slip => return answer::slip(request),
+            ratelimit::Verdict::Drop => return None,
+        }
         let zones = self.shared.zones().await?;
         answer::answer(&zones.1, request, true)
     }

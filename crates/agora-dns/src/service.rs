@@ -26,6 +26,12 @@ pub struct DnsSection {
     pub ttl: u32,
     /// DMARC policy published for every hosted domain: none, quarantine or reject.
     pub dmarc_policy: String,
+    /// Answers per second to one client network (IPv4 /24, IPv6 /56) over UDP; 0: off.
+    pub rate_limit: u32,
+    /// Every this many answers over the limit, one goes out empty and truncated.
+    pub rate_limit_slip: u32,
+    /// Networks never limited (CIDR).
+    pub rate_limit_exempt: Vec<String>,
     /// A TCP connection without a query for this long is closed.
     pub timeout_secs: u64,
 }
@@ -37,6 +43,9 @@ impl Default for DnsSection {
             nameservers: Vec::new(),
             ttl: 3600,
             dmarc_policy: "quarantine".into(),
+            rate_limit: 200,
+            rate_limit_slip: 2,
+            rate_limit_exempt: vec!["127.0.0.0/8".into(), "::1/128".into()],
             timeout_secs: 10,
         }
     }
@@ -48,6 +57,9 @@ impl Section for DnsSection {
         ("nameservers", "[\"ns1.example.org\"]", "NS of every hosted zone (default: the host name)"),
         ("ttl", "", "TTL of the published records"),
         ("dmarc_policy", "", "none, quarantine or reject"),
+        ("rate_limit", "", "UDP answers per second to one client network (/24, /56); 0 turns limiting off"),
+        ("rate_limit_slip", "", "every Nth answer over the limit goes out empty with TC set (0: drop all)"),
+        ("rate_limit_exempt", "", "networks never limited"),
         ("timeout_secs", "", "idle TCP connections are closed after this"),
     ];
     fn timeouts(&self) -> Timeouts {
@@ -67,7 +79,13 @@ fn build(ctx: &Context, s: DnsSection) -> Result<Built, String> {
         dmarc_policy: s.dmarc_policy,
         ttl: s.ttl,
     };
-    let dns = Arc::new(DnsService::new(Shared::new(Arc::clone(&ctx.store), cfg)));
+    let exempt = s
+        .rate_limit_exempt
+        .iter()
+        .map(|n| crate::ratelimit::Net::parse(n).map_err(|e| format!("rate_limit_exempt: {e}")))
+        .collect::<Result<Vec<_>, _>>()?;
+    let limiter = crate::ratelimit::RateLimiter::new(s.rate_limit, s.rate_limit_slip, exempt);
+    let dns = Arc::new(DnsService::new(Shared::new(Arc::clone(&ctx.store), cfg), limiter));
     Ok(Built { handlers: vec![("dns", dns.clone())], datagram: vec![("dns", dns)], ..Built::default() })
 }
 

@@ -83,3 +83,39 @@ fn dig_sees_the_zone_the_server_state_makes() {
     assert!(zone.contains(&format!("{pending}._domainkey.{d}.")), "{zone}");
     assert!(!a.cli(&["dns", "show", "nowhere.test"], None).status.success());
 }
+
+#[test]
+fn answers_over_udp_are_rate_limited_per_client_network() {
+    if !have("dig") {
+        return;
+    }
+    let a = Agora::start_with(|data| {
+        std::fs::write(data.join("agora.toml"), "[dns]\nrate_limit = 5\nrate_limit_exempt = []\n").unwrap();
+    });
+    // 60 queries at once from one address: 5 answers, about half the rest slipped
+    // (empty, TC set), the others dropped.
+    let script = format!(
+        r#"
+import socket, struct, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(0.5)
+q = lambda i: struct.pack(">HHHHHH", i, 0x0100, 1, 0, 0, 0) + b"\x07example\x03org\x00" + struct.pack(">HH", 15, 1)
+for i in range(60): s.sendto(q(i), ("{ip}", 10053))
+full = slipped = 0
+try:
+    while True:
+        d, _ = s.recvfrom(4096)
+        an = struct.unpack(">H", d[6:8])[0]
+        if d[2] & 0x02: slipped += 1
+        elif an: full += 1
+except socket.timeout: pass
+assert full == 5, (full, slipped)
+assert 20 <= slipped <= 30, (full, slipped)
+print("ok", full, slipped)
+"#,
+        ip = a.ip
+    );
+    common::python_ok(&script);
+    // TCP is not limited (its source cannot be forged), and dig falls back to it on TC.
+    let out = dig(&a, &["+tcp", DOMAIN, "MX"]);
+    assert!(out.contains("status: NOERROR") && out.contains("IN\tMX"), "{out}");
+}
