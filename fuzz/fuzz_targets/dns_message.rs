@@ -20,6 +20,7 @@ fn zones() -> &'static Zones {
             dmarc_policy: "none".into(),
             ttl: 60,
             serial: 1,
+            extra: Vec::new(),
         };
         let mut records = build(&input);
         records.push(Record { name: "*.wild.example.org".into(), ttl: 60, data: Data::Txt("w".into()) });

@@ -76,6 +76,13 @@ impl Shared {
         };
         for d in domains {
             let dkim = self.store.dkim_keys(&d.name).await.unwrap_or_default();
+            let mut extra = Vec::new();
+            for r in self.store.dns_records(&d.name).await.unwrap_or_default() {
+                match zone::parse_extra(&d.name, &format!("{}.", r.name), &r.rtype, &r.value, r.ttl) {
+                    Ok(rec) => extra.push(rec),
+                    Err(e) => tracing::warn!("dns: {} {} {}: not published: {e}", r.name, r.rtype, r.value),
+                }
+            }
             let mut input = ZoneInput {
                 domain: d.name.clone(),
                 hostname: self.cfg.hostname.clone(),
@@ -86,6 +93,7 @@ impl Shared {
                 dmarc_policy: self.cfg.dmarc_policy.clone(),
                 ttl: self.cfg.ttl,
                 serial: 0,
+                extra,
             };
             input.serial = self.serial(&d.name, &zone::build(&input));
             if let Some(z) = Zone::new(&d.name, &zone::build(&input)) {

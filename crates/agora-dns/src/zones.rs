@@ -5,7 +5,7 @@
 use std::collections::{HashMap, HashSet};
 
 use agora_mail::zone::{Data, Record as ZoneRecord};
-use hickory_proto::rr::rdata::{A, AAAA, CNAME, MX, NS, SOA, SRV, TXT};
+use hickory_proto::rr::rdata::{A, AAAA, CAA, CNAME, MX, NS, PTR, SOA, SRV, TLSA, TXT};
 use hickory_proto::rr::{Name, RData, Record};
 
 #[derive(Debug)]
@@ -41,6 +41,19 @@ pub fn to_record(r: &ZoneRecord) -> Option<Record> {
             RData::TXT(TXT::new(t.as_bytes().chunks(255).map(|c| String::from_utf8_lossy(c).into_owned()).collect()))
         }
         Data::Srv { priority, weight, port, target } => RData::SRV(SRV::new(*priority, *weight, *port, name(target)?)),
+        Data::Ptr(n) => RData::PTR(PTR(name(n)?)),
+        Data::Caa { critical, tag, value } => {
+            // The issuer's domain is written without a final dot (RFC 8659 §4.2).
+            let ca = if value == ";" { None } else { Some(Name::from_ascii(value).ok()?) };
+            RData::CAA(if tag == "issuewild" {
+                CAA::new_issuewild(*critical, ca, Vec::new())
+            } else {
+                CAA::new_issue(*critical, ca, Vec::new())
+            })
+        }
+        Data::Tlsa { usage, selector, matching, data } => {
+            RData::TLSA(TLSA::new((*usage).into(), (*selector).into(), (*matching).into(), data.clone()))
+        }
         Data::Soa { mname, rname, serial, refresh, retry, expire, minimum } => RData::SOA(SOA::new(
             name(mname)?,
             name(rname)?,

@@ -24,6 +24,19 @@ pub enum Data {
         port: u16,
         target: String,
     },
+    Ptr(String),
+    /// CAA with an `issue` or `issuewild` tag (RFC 8659).
+    Caa {
+        critical: bool,
+        tag: String,
+        value: String,
+    },
+    Tlsa {
+        usage: u8,
+        selector: u8,
+        matching: u8,
+        data: Vec<u8>,
+    },
     Soa {
         mname: String,
         rname: String,
@@ -45,6 +58,9 @@ impl Data {
             Data::Mx(..) => "MX",
             Data::Txt(_) => "TXT",
             Data::Srv { .. } => "SRV",
+            Data::Ptr(_) => "PTR",
+            Data::Caa { .. } => "CAA",
+            Data::Tlsa { .. } => "TLSA",
             Data::Soa { .. } => "SOA",
         }
     }
@@ -89,6 +105,8 @@ pub struct ZoneInput {
     pub dmarc_policy: String,
     pub ttl: u32,
     pub serial: u32,
+    /// Records an administrator added (already checked by `parse_extra`).
+    pub extra: Vec<Record>,
 }
 
 fn lower(name: &str) -> String {
@@ -152,7 +170,131 @@ pub fn build(z: &ZoneInput) -> Vec<Record> {
             ));
         }
     }
+    out.extend(z.extra.iter().cloned());
     out
+}
+
+/// A record's owner from what an administrator typed: `@` is the apex, a name ending
+/// in `.` is absolute, anything else is relative to the domain.
+pub fn owner(domain: &str, name: &str) -> Result<String, String> {
+    let domain = lower(domain);
+    let n = name.trim();
+    let full = if n == "@" || n.is_empty() {
+        domain.clone()
+    } else if let Some(abs) = n.strip_suffix('.') {
+        abs.to_ascii_lowercase()
+    } else {
+        format!("{}.{domain}", n.to_ascii_lowercase())
+    };
+    if full != domain && !full.ends_with(&format!(".{domain}")) {
+        return Err(format!("{full} is outside the zone {domain}"));
+    }
+    let labels_ok = full.split('.').all(|l| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'*')
+    });
+    if !labels_ok || full.len() > 253 || (full.contains('*') && !full.starts_with("*.")) {
+        return Err(format!("{full} is not a valid DNS name"));
+    }
+    Ok(full)
+}
+
+fn target(v: &str) -> Result<String, String> {
+    let t = lower(v);
+    if t.is_empty() || t.split('.').any(|l| l.is_empty() || l.len() > 63) {
+        return Err(format!("{v} is not a host name"));
+    }
+    Ok(t)
+}
+
+/// Parses and checks an extra record: type and value in zone-file syntax.
+pub fn parse_extra(domain: &str, name: &str, rtype: &str, value: &str, ttl: u32) -> Result<Record, String> {
+    let name = owner(domain, name)?;
+    let v = value.trim();
+    let words: Vec<&str> = v.split_whitespace().collect();
+    let num = |s: &str, what: &str| s.parse::<u16>().map_err(|_| format!("{what} {s} is not a number"));
+    let data = match rtype.to_ascii_uppercase().as_str() {
+        "A" => Data::A(v.parse().map_err(|_| format!("{v} is not an IPv4 address"))?),
+        "AAAA" => Data::Aaaa(v.parse().map_err(|_| format!("{v} is not an IPv6 address"))?),
+        "CNAME" => Data::Cname(target(v)?),
+        "NS" => Data::Ns(target(v)?),
+        "PTR" => Data::Ptr(target(v)?),
+        "MX" => match words.as_slice() {
+            [p, host] => Data::Mx(num(p, "preference")?, target(host)?),
+            _ => return Err("MX takes PREFERENCE HOST".into()),
+        },
+        "SRV" => match words.as_slice() {
+            [p, w, port, host] => Data::Srv {
+                priority: num(p, "priority")?,
+                weight: num(w, "weight")?,
+                port: num(port, "port")?,
+                target: target(host)?,
+            },
+            _ => return Err("SRV takes PRIORITY WEIGHT PORT TARGET".into()),
+        },
+        "TXT" => {
+            let t = v.strip_prefix('"').and_then(|x| x.strip_suffix('"')).unwrap_or(v);
+            if t.len() > 4000 {
+                return Err("a TXT value may have at most 4,000 bytes".into());
+            }
+            Data::Txt(t.to_string())
+        }
+        "CAA" => match words.as_slice() {
+            [flags, tag, val] if ["issue", "issuewild"].contains(&tag.to_ascii_lowercase().as_str()) => {
+                let flags: u8 = flags.parse().map_err(|_| format!("CAA flags {flags} is not a number"))?;
+                let val = val.trim_matches('"');
+                if val != ";" && target(val).is_err() {
+                    return Err(format!("CAA {tag} takes a CA's domain (or \";\" for none)"));
+                }
+                Data::Caa { critical: flags & 0x80 != 0, tag: tag.to_ascii_lowercase(), value: val.to_string() }
+            }
+            _ => return Err("CAA takes FLAGS issue|issuewild CA-DOMAIN".into()),
+        },
+        "TLSA" => match words.as_slice() {
+            [u, sel, m, hex] => {
+                let byte = |s: &str, what: &str, max: u8| {
+                    s.parse::<u8>().ok().filter(|x| *x <= max).ok_or_else(|| format!("TLSA {what} {s} is out of range"))
+                };
+                if hex.len() % 2 != 0 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    return Err("TLSA data is hex".into());
+                }
+                let data =
+                    (0..hex.len()).step_by(2).filter_map(|i| u8::from_str_radix(&hex[i..i + 2], 16).ok()).collect();
+                Data::Tlsa {
+                    usage: byte(u, "usage", 3)?,
+                    selector: byte(sel, "selector", 1)?,
+                    matching: byte(m, "matching type", 2)?,
+                    data,
+                }
+            }
+            _ => return Err("TLSA takes USAGE SELECTOR MATCHING HEX".into()),
+        },
+        other => {
+            return Err(format!(
+                "record type {other} is not supported (A, AAAA, CNAME, MX, TXT, SRV, CAA, TLSA, NS, PTR are)"
+            ));
+        }
+    };
+    if ttl == 0 || ttl > 604_800 {
+        return Err("a TTL is 1 to 604800 seconds".into());
+    }
+    Ok(Record { name, ttl, data })
+}
+
+/// CNAME rules (RFC 1034 §3.6.2, RFC 2181 §10.1): a CNAME is alone at its name and
+/// never at the apex; NS below the apex only as a delegation.
+pub fn check(domain: &str, records: &[Record]) -> Result<(), String> {
+    let domain = lower(domain);
+    for r in records.iter().filter(|r| matches!(r.data, Data::Cname(_))) {
+        if r.name == domain {
+            return Err(format!("a CNAME cannot be at the zone's apex ({domain})"));
+        }
+        if records.iter().any(|o| o.name == r.name && o != r) {
+            return Err(format!("{} has a CNAME and other data: a CNAME must be alone at its name", r.name));
+        }
+    }
+    Ok(())
 }
 
 /// The records in zone-file format (RFC 1035 §5), for publishing elsewhere.
@@ -173,6 +315,11 @@ pub fn zone_file(domain: &str, records: &[Record]) -> String {
                 if parts.len() > 1 { format!("( {} )", parts.join(" ")) } else { parts.concat() }
             }
             Data::Srv { priority, weight, port, target } => format!("{priority} {weight} {port} {target}."),
+            Data::Ptr(n) => format!("{n}."),
+            Data::Caa { critical, tag, value } => format!("{} {tag} \"{value}\"", if *critical { 128 } else { 0 }),
+            Data::Tlsa { usage, selector, matching, data } => {
+                format!("{usage} {selector} {matching} {}", data.iter().map(|b| format!("{b:02x}")).collect::<String>())
+            }
             Data::Soa { mname, rname, serial, refresh, retry, expire, minimum } => {
                 format!("{mname}. {rname}. {serial} {refresh} {retry} {expire} {minimum}")
             }
@@ -210,6 +357,7 @@ mod tests {
             dmarc_policy: "reject".into(),
             ttl: 3600,
             serial: 7,
+            extra: vec![parse_extra("example.org", "www", "CNAME", "mx.example.org.", 300).unwrap()],
         };
         let r = build(&z);
         assert!(matches!(&r[0].data, Data::Soa { serial: 7, mname, .. } if mname == "mx.example.org"));
@@ -233,5 +381,33 @@ mod tests {
         let text = zone_file("example.org", &r);
         assert!(text.contains("_dmarc.example.org.\t3600\tIN\tTXT\t\"v=DMARC1; p=reject;"), "{text}");
         assert!(text.contains("example.org.\t3600\tIN\tMX\t10 mx.example.org."));
+        assert!(text.contains("www.example.org.\t300\tIN\tCNAME\tmx.example.org."));
+        assert!(check("example.org", &r).is_ok());
+    }
+
+    #[test]
+    fn extra_records_are_checked() {
+        let ok = |n: &str, t: &str, v: &str| parse_extra("example.org", n, t, v, 300).unwrap();
+        assert_eq!(ok("@", "A", "192.0.2.1").name, "example.org");
+        assert_eq!(ok("host.example.org.", "AAAA", "2001:db8::1").name, "host.example.org");
+        assert!(matches!(ok("_sip._tcp", "SRV", "10 5 5060 sip.example.org.").data, Data::Srv { port: 5060, .. }));
+        assert!(matches!(ok("@", "CAA", "0 issue letsencrypt.org").data, Data::Caa { .. }));
+        assert!(matches!(ok("_25._tcp.mx", "TLSA", "3 1 1 AB12").data, Data::Tlsa { usage: 3, .. }));
+        assert_eq!(ok("*.wild", "TXT", "\"hello\"").data, Data::Txt("hello".into()));
+        for (n, t, v) in [
+            ("x", "A", "300.1.1.1"),
+            ("x", "MX", "mail.example.org"),
+            ("other.test.", "A", "192.0.2.1"),
+            ("bad_label!", "A", "192.0.2.1"),
+            ("x", "TLSA", "4 1 1 ab"),
+            ("x", "CAA", "0 iodef mailto:x@y"),
+            ("x", "HINFO", "a b"),
+        ] {
+            assert!(parse_extra("example.org", n, t, v, 300).is_err(), "{n} {t} {v}");
+        }
+        let cname = ok("www", "CNAME", "mx.example.org.");
+        assert!(check("example.org", &[cname.clone(), ok("www", "TXT", "x")]).unwrap_err().contains("alone"));
+        assert!(check("example.org", &[ok("@", "CNAME", "x.example.org.")]).unwrap_err().contains("apex"));
+        assert!(check("example.org", &[cname]).is_ok());
     }
 }

@@ -2,8 +2,8 @@
 //! tests call `run_all` on a fresh, empty store.
 
 use crate::{
-    AccountUpdate, AddressEntry, Change, Contact, Delivery, DeliveryTarget, Envelope, FlagOp, Flags, NewAccount,
-    Profile, QueueOutcome, Role, Store, StoreError,
+    AccountUpdate, AddressEntry, Change, Contact, Delivery, DeliveryTarget, DnsRecord, Envelope, FlagOp, Flags,
+    NewAccount, Profile, QueueOutcome, Role, Store, StoreError,
 };
 
 pub(crate) fn new_account(login: &str) -> NewAccount {
@@ -99,6 +99,21 @@ async fn address_book<S: Store>(s: &S) {
     s.add_alias("info@book.test", "bob@book.test").await.expect("alias");
     assert!(s.aliases().await.expect("aliases").contains(&("info@book.test".into(), vec!["bob@book.test".into()])));
     s.remove_contact("partner@elsewhere.test").await.expect("remove contact");
+    // Extra DNS records: unique per value, removed by name and type (and value).
+    let rec = |v: &str| DnsRecord {
+        domain: "book.test".into(),
+        name: "www.book.test".into(),
+        rtype: "a".into(),
+        value: v.into(),
+        ttl: 300,
+    };
+    s.add_dns_record(rec("192.0.2.1")).await.expect("record");
+    s.add_dns_record(rec("192.0.2.2")).await.expect("record");
+    assert!(matches!(s.add_dns_record(rec("192.0.2.1")).await, Err(StoreError::Exists(_))));
+    assert_eq!(s.dns_records("book.test").await.expect("records")[0].rtype, "A");
+    assert_eq!(s.remove_dns_records("book.test", "www.book.test", "A", Some("192.0.2.2")).await.expect("rm"), 1);
+    assert_eq!(s.remove_dns_records("book.test", "WWW.book.test", "A", None).await.expect("rm"), 1);
+    assert!(s.dns_records("book.test").await.expect("records").is_empty());
     // A batch: each account on its own, in order.
     let c2 = NewAccount { addresses: vec!["c2.alt@book.test".into()], ..new_account("c2@book.test") };
     let batch = vec![new_account("c1@book.test"), new_account("bob@book.test"), c2];

@@ -111,6 +111,14 @@ pub trait DirectoryStore: Send + Sync {
     /// Contacts, by address; of one domain's address book or of all.
     async fn contacts(&self, domain: Option<&str>) -> Result<Vec<Contact>>;
 
+    /// Adds a record to a hosted zone (besides the records the server makes itself).
+    async fn add_dns_record(&self, rec: DnsRecord) -> Result<()>;
+
+    /// Removes a zone's records of `name` and `rtype` (only the one with `value`, if given).
+    async fn remove_dns_records(&self, domain: &str, name: &str, rtype: &str, value: Option<&str>) -> Result<usize>;
+
+    async fn dns_records(&self, domain: &str) -> Result<Vec<DnsRecord>>;
+
     /// What `address` (lower-cased, full) names: an account, alias, group, or nothing.
     async fn lookup_address(&self, address: &str) -> Result<AddressEntry>;
 

@@ -14,8 +14,8 @@ use tokio::sync::{broadcast, oneshot};
 use crate::blob::BlobFiles;
 use crate::{
     Account, AccountId, AccountUpdate, AddressEntry, Change, Contact, DEFAULT_MAILBOXES, Delivered, Delivery,
-    DeliveryStore, DirectoryStore, DkimKey, DkimState, Domain, Envelope, FlagOp, Flags, FlagsStored, Group, Mailbox,
-    MailboxChanges, MailboxId, MailboxStore, MessageMeta, MessageRef, MessageSummary, NewAccount, Profile,
+    DeliveryStore, DirectoryStore, DkimKey, DkimState, DnsRecord, Domain, Envelope, FlagOp, Flags, FlagsStored, Group,
+    Mailbox, MailboxChanges, MailboxId, MailboxStore, MessageMeta, MessageRef, MessageSummary, NewAccount, Profile,
     QueueOutcome, Queued, Result, Role, SharedMailbox, SpecialUse, StagedBlob, Store, StoreError, now,
 };
 
@@ -63,6 +63,16 @@ CREATE TABLE IF NOT EXISTS groups (
     uuid BLOB,
     created INTEGER NOT NULL DEFAULT 0,
     changed INTEGER NOT NULL DEFAULT 0
+);
+-- Records an administrator adds to a hosted zone besides the generated ones.
+CREATE TABLE IF NOT EXISTS dns_records (
+    id INTEGER PRIMARY KEY,
+    domain TEXT NOT NULL REFERENCES domains(name),
+    name TEXT NOT NULL,
+    rtype TEXT NOT NULL,
+    value TEXT NOT NULL,
+    ttl INTEGER NOT NULL,
+    UNIQUE (domain, name, rtype, value)
 );
 -- External recipients shown in the address book; not deliverable addresses here.
 CREATE TABLE IF NOT EXISTS contacts (
@@ -165,7 +175,7 @@ CREATE TABLE IF NOT EXISTS outbound (
     warned INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS outbound_due ON outbound (next_attempt);
-INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', '11');
+INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', '12');
 "#;
 
 /// Sends a job's reply; runs only after the stamp and the change bus are updated.
@@ -212,6 +222,8 @@ const MIGRATIONS: &[(u32, &str)] = &[
          ALTER TABLE groups ADD COLUMN changed INTEGER NOT NULL DEFAULT 0;
          UPDATE groups SET uuid = randomblob(16)",
     ),
+    // Extra DNS records: the table comes with the base schema.
+    (12, "SELECT 1"),
 ];
 
 /// Brings an older store up to the current schema, in one transaction.
@@ -880,6 +892,7 @@ impl DirectoryStore for Arc<SqliteStore> {
                     "domain {name} still has {contacts} contact(s) in its address book; remove them first"
                 )));
             }
+            c.execute("DELETE FROM dns_records WHERE domain = ?1", [&name])?;
             c.execute("DELETE FROM domains WHERE name = ?1", [&name])?;
             Ok(((), vec![Change::DirectoryChanged]))
         })
@@ -1318,6 +1331,53 @@ impl DirectoryStore for Arc<SqliteStore> {
             let sql = format!("SELECT {CONTACT_COLS} FROM contacts WHERE ?1 IS NULL OR domain = ?1 ORDER BY address");
             let mut stmt = c.prepare(&sql)?;
             let rows = stmt.query_map([domain], contact_from_row)?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn add_dns_record(&self, rec: DnsRecord) -> Result<()> {
+        self.write(move |c| {
+            let domain = rec.domain.to_ascii_lowercase();
+            require_domain(c, &domain)?;
+            let n = c.execute(
+                "INSERT OR IGNORE INTO dns_records (domain, name, rtype, value, ttl) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![domain, rec.name.to_ascii_lowercase(), rec.rtype.to_ascii_uppercase(), rec.value, rec.ttl],
+            )?;
+            if n == 0 {
+                return Err(StoreError::Exists(format!("{} {} {}", rec.name, rec.rtype, rec.value)));
+            }
+            Ok(((), vec![Change::DirectoryChanged]))
+        })
+        .await
+    }
+
+    async fn remove_dns_records(&self, domain: &str, name: &str, rtype: &str, value: Option<&str>) -> Result<usize> {
+        let (domain, name, rtype) =
+            (domain.to_ascii_lowercase(), name.to_ascii_lowercase(), rtype.to_ascii_uppercase());
+        let value = value.map(str::to_string);
+        self.write(move |c| {
+            let n = c.execute(
+                "DELETE FROM dns_records WHERE domain = ?1 AND name = ?2 AND rtype = ?3 AND (?4 IS NULL OR value = ?4)",
+                params![domain, name, rtype, value],
+            )?;
+            if n == 0 {
+                return Err(StoreError::NotFound(format!("{name} {rtype} record")));
+            }
+            Ok((n, vec![Change::DirectoryChanged]))
+        })
+        .await
+    }
+
+    async fn dns_records(&self, domain: &str) -> Result<Vec<DnsRecord>> {
+        let domain = domain.to_ascii_lowercase();
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT domain, name, rtype, value, ttl FROM dns_records WHERE domain = ?1 ORDER BY name, rtype, id",
+            )?;
+            let rows = stmt.query_map([domain], |r| {
+                Ok(DnsRecord { domain: r.get(0)?, name: r.get(1)?, rtype: r.get(2)?, value: r.get(3)?, ttl: r.get(4)? })
+            })?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })
         .await
@@ -2242,7 +2302,7 @@ mod tests {
                 .replace("    state TEXT NOT NULL DEFAULT 'active',\n", "")
                 .replace("    created INTEGER NOT NULL,\n    profile TEXT NOT NULL DEFAULT '{}',\n    uuid BLOB,\n    changed INTEGER NOT NULL DEFAULT 0\n", "    created INTEGER NOT NULL\n")
                 .replace("    display_name TEXT NOT NULL,\n    profile TEXT NOT NULL DEFAULT '{}',\n    uuid BLOB,\n    created INTEGER NOT NULL DEFAULT 0,\n    changed INTEGER NOT NULL DEFAULT 0\n", "    display_name TEXT NOT NULL\n")
-                .replace("'schema', '11'", "'schema', '1'");
+                .replace("'schema', '12'", "'schema', '1'");
             assert!(!v1.contains("scram") && !v1.contains("recent_uid") && v1.contains("'schema', '1'"));
             assert!(!v1.contains("subscriptions") && !v1.contains("state TEXT"));
             assert_eq!(v1.matches("uuid BLOB").count(), 1, "only the contacts table has identities");

@@ -177,6 +177,17 @@ pub struct Contact {
     pub changed: i64,
 }
 
+/// A record an administrator added to a hosted zone: owner name (fully qualified, lower
+/// case), type and value in zone-file syntax, TTL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsRecord {
+    pub domain: String,
+    pub name: String,
+    pub rtype: String,
+    pub value: String,
+    pub ttl: u32,
+}
+
 /// Changes to an account's names and profile; `None` keeps the current value.
 #[derive(Debug, Clone, Default)]
 pub struct AccountUpdate {

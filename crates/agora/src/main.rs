@@ -46,6 +46,39 @@ pub enum DnsCmd {
         #[command(flatten)]
         listen: ListenArgs,
     },
+    /// Records added to a hosted zone besides the ones the server makes.
+    #[command(subcommand)]
+    Record(RecordCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RecordCmd {
+    /// Add a record: NAME is relative to the domain (`@` for the apex, `x.` absolute);
+    /// TYPE is A, AAAA, CNAME, MX, TXT, SRV, CAA, TLSA, NS or PTR; VALUE as in a zone file.
+    Add {
+        domain: String,
+        name: String,
+        #[arg(value_name = "TYPE")]
+        rtype: String,
+        value: String,
+        #[arg(long, default_value_t = 3600)]
+        ttl: u32,
+        /// The server's host name, if `agora serve` is given one on its command line.
+        #[arg(long)]
+        hostname: Option<String>,
+        #[command(flatten)]
+        listen: ListenArgs,
+    },
+    /// Remove the records of NAME and TYPE (only the one with VALUE, if given).
+    Remove {
+        domain: String,
+        name: String,
+        #[arg(value_name = "TYPE")]
+        rtype: String,
+        value: Option<String>,
+    },
+    /// List the records added to a zone.
+    List { domain: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -131,9 +164,7 @@ fn main() {
             Cmd::Alias(ref c) => admin::alias(&cli, c).await,
             Cmd::Group(ref c) => admin::group(&cli, c).await,
             Cmd::Contact(ref c) => admin::contact(&cli, c).await,
-            Cmd::Dns(DnsCmd::Show { ref domain, ref hostname, ref listen }) => {
-                serve::dns_show(&cli, domain, hostname.clone(), listen).await
-            }
+            Cmd::Dns(ref c) => serve::dns(&cli, c).await,
             Cmd::Queue(ref c) => admin::queue(&cli, c).await,
             Cmd::Track { ref sender, ref recipient, ref id } => {
                 admin::track(&cli, sender.as_deref(), recipient.as_deref(), id.as_deref())

@@ -60,33 +60,85 @@ fn effective(cli: &Cli, listen: &ListenArgs) -> Result<(Loaded, Vec<EffectiveLis
     Ok((loaded, listeners))
 }
 
-/// `agora dns show DOMAIN`: the zone this server publishes for a hosted domain, in
-/// zone-file form, for DNS hosted elsewhere.
-pub async fn dns_show(cli: &Cli, domain: &str, hostname: Option<String>, listen: &ListenArgs) -> Result<()> {
+/// The zone input of a hosted domain as the running server would build it.
+async fn zone_input(
+    cli: &Cli,
+    store: &Arc<SqliteStore>,
+    domain: &str,
+    hostname: Option<String>,
+    listen: &ListenArgs,
+) -> Result<agora_mail::zone::ZoneInput> {
     use agora_store::DirectoryStore;
-    let domain = normalize_domain(domain)?;
     let (loaded, listeners) = effective(cli, listen)?;
     let text = std::fs::read_to_string(config_path(cli)).unwrap_or_default();
     let dns: agora_dns::service::DnsSection = agora_service::section(&text, "dns")
         .map_err(|e| anyhow::anyhow!("{}: [dns] {e}", config_path(cli).display()))?;
-    let hostname = hostname.or(loaded.config.server.hostname.clone()).unwrap_or_else(system_hostname);
+    if store.domain(domain).await?.is_none() {
+        bail!("{domain} is not a hosted domain");
+    }
+    let extra = store
+        .dns_records(domain)
+        .await?
+        .iter()
+        .filter_map(|r| agora_mail::zone::parse_extra(domain, &format!("{}.", r.name), &r.rtype, &r.value, r.ttl).ok())
+        .collect();
+    Ok(agora_mail::zone::ZoneInput {
+        domain: domain.to_string(),
+        hostname: hostname.or(loaded.config.server.hostname.clone()).unwrap_or_else(system_hostname),
+        addresses: dns.addresses.clone(),
+        nameservers: dns.nameservers.clone(),
+        dkim: store.dkim_keys(domain).await?,
+        listeners: listeners.iter().filter(|l| l.built && l.enabled).map(|l| (l.key.to_string(), l.port)).collect(),
+        dmarc_policy: dns.dmarc_policy.clone(),
+        ttl: dns.ttl,
+        serial: agora_store::now().clamp(1, i64::from(u32::MAX)) as u32,
+        extra,
+    })
+}
+
+/// `agora dns show|record`: the zones this server publishes and their extra records.
+pub async fn dns(cli: &Cli, cmd: &crate::DnsCmd) -> Result<()> {
+    use crate::{DnsCmd, RecordCmd};
+    use agora_store::DirectoryStore;
     let (store, _dir) = crate::admin::open_store(cli)?;
     let result = async {
-        if store.domain(&domain).await?.is_none() {
-            bail!("{domain} is not a hosted domain");
+        match cmd {
+            DnsCmd::Show { domain, hostname, listen } => {
+                let domain = normalize_domain(domain)?;
+                let input = zone_input(cli, &store, &domain, hostname.clone(), listen).await?;
+                print!("{}", agora_mail::zone::zone_file(&domain, &agora_mail::zone::build(&input)));
+            }
+            DnsCmd::Record(RecordCmd::Add { domain, name, rtype, value, ttl, hostname, listen }) => {
+                let domain = normalize_domain(domain)?;
+                let rec =
+                    agora_mail::zone::parse_extra(&domain, name, rtype, value, *ttl).map_err(anyhow::Error::msg)?;
+                let mut input = zone_input(cli, &store, &domain, hostname.clone(), listen).await?;
+                input.extra.push(rec.clone());
+                agora_mail::zone::check(&domain, &agora_mail::zone::build(&input)).map_err(anyhow::Error::msg)?;
+                store
+                    .add_dns_record(agora_store::DnsRecord {
+                        domain: domain.clone(),
+                        name: rec.name.clone(),
+                        rtype: rec.data.type_name().to_string(),
+                        value: value.trim().to_string(),
+                        ttl: *ttl,
+                    })
+                    .await?;
+                println!("{} {} {} added to {domain}", rec.name, rec.data.type_name(), value.trim());
+            }
+            DnsCmd::Record(RecordCmd::Remove { domain, name, rtype, value }) => {
+                let domain = normalize_domain(domain)?;
+                let owner = agora_mail::zone::owner(&domain, name).map_err(anyhow::Error::msg)?;
+                let n = store.remove_dns_records(&domain, &owner, rtype, value.as_deref()).await?;
+                println!("{n} record(s) removed from {domain}");
+            }
+            DnsCmd::Record(RecordCmd::List { domain }) => {
+                let domain = normalize_domain(domain)?;
+                for r in store.dns_records(&domain).await? {
+                    println!("{}.\t{}\tIN\t{}\t{}", r.name, r.ttl, r.rtype, r.value);
+                }
+            }
         }
-        let input = agora_mail::zone::ZoneInput {
-            domain: domain.clone(),
-            hostname,
-            addresses: dns.addresses.clone(),
-            nameservers: dns.nameservers.clone(),
-            dkim: store.dkim_keys(&domain).await?,
-            listeners: listeners.iter().filter(|l| l.built && l.enabled).map(|l| (l.key.to_string(), l.port)).collect(),
-            dmarc_policy: dns.dmarc_policy.clone(),
-            ttl: dns.ttl,
-            serial: agora_store::now().clamp(1, i64::from(u32::MAX)) as u32,
-        };
-        print!("{}", agora_mail::zone::zone_file(&domain, &agora_mail::zone::build(&input)));
         Ok(())
     }
     .await;

@@ -82,6 +82,41 @@ fn dig_sees_the_zone_the_server_state_makes() {
     assert!(zone.contains(&format!("_submission._tcp.{d}.\t3600\tIN\tSRV\t0 1 10587 mx.{d}.")), "{zone}");
     assert!(zone.contains(&format!("{pending}._domainkey.{d}.")), "{zone}");
     assert!(!a.cli(&["dns", "show", "nowhere.test"], None).status.success());
+
+    // Extra records, checked, live at once.
+    let host = format!("mx.{d}");
+    let add = |args: &[&str]| {
+        let mut all = vec!["dns", "record", "add", d];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--hostname", &host, "--port-offset", "10000"]);
+        a.cli(&all, None)
+    };
+    assert!(add(&["www", "CNAME", &format!("{host}.")]).status.success());
+    assert!(add(&["@", "CAA", "0 issue letsencrypt.org"]).status.success());
+    assert!(add(&["_25._tcp.mx", "TLSA", "3 1 1 0123abcd"]).status.success());
+    assert!(add(&["*.wild", "TXT", "\"wildcard\""]).status.success());
+    for (args, why) in [
+        (&["www", "TXT", "x"][..], "alone at its name"),
+        (&["@", "CNAME", "elsewhere.test."][..], "apex"),
+        (&["x", "A", "300.0.0.1"][..], "not an IPv4 address"),
+        (&["x", "HINFO", "a b"][..], "not supported"),
+    ] {
+        let out = add(args);
+        assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains(why), "{args:?}: {out:?}");
+    }
+    let chased = answers(&a, &[&format!("www.{d}"), "A"]);
+    assert_eq!(chased, [format!("www.{d}. 3600 IN CNAME mx.{d}."), format!("mx.{d}. 3600 IN A 192.0.2.25")]);
+    assert_eq!(answers(&a, &[d, "CAA"]), [format!("{d}. 3600 IN CAA 0 issue \"letsencrypt.org\"")]);
+    assert_eq!(
+        answers(&a, &[&format!("_25._tcp.mx.{d}"), "TLSA"]),
+        [format!("_25._tcp.mx.{d}. 3600 IN TLSA 3 1 1 0123ABCD")]
+    );
+    assert_eq!(answers(&a, &[&format!("Any.Wild.{d}"), "TXT"]), [format!("Any.Wild.{d}. 3600 IN TXT \"wildcard\"")]);
+    let list = a.cli_ok(&["dns", "record", "list", d], None);
+    assert_eq!(list.lines().count(), 4, "{list}");
+    a.cli_ok(&["dns", "record", "remove", d, "www", "CNAME"], None);
+    let out = dig(&a, &[&format!("www.{d}"), "A"]);
+    assert!(out.contains("status: NXDOMAIN"), "{out}");
 }
 
 #[test]
