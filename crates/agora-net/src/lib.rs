@@ -90,7 +90,7 @@ pub trait DatagramService: Send + Sync + 'static {
 /// Largest datagram read (the UDP maximum); answers may be smaller by the protocol's rules.
 const MAX_DATAGRAM: usize = 65_535;
 /// Datagrams answered at once per socket: a slow answer does not hold up the rest.
-const DATAGRAM_WORKERS: usize = 64;
+const DATAGRAM_WORKERS: usize = 16;
 
 #[derive(Debug, thiserror::Error)]
 #[error("{service}: cannot listen on {addr}: {cause}{hint}")]
@@ -161,6 +161,9 @@ pub fn bind_datagram(spec: &ListenerSpec) -> Result<tokio::net::UdpSocket, BindE
     use socket2::{Domain, Protocol, Socket, Type};
     let domain = if spec.addr.is_ipv4() { Domain::IPV4 } else { Domain::IPV6 };
     let socket = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP)).map_err(err)?;
+    // Room for bursts while the workers are busy (the kernel caps it at rmem_max).
+    let _ = socket.set_recv_buffer_size(4 << 20);
+    let _ = socket.set_send_buffer_size(4 << 20);
     if spec.addr.is_ipv6() {
         socket.set_only_v6(true).map_err(err)?;
     }
@@ -361,45 +364,40 @@ impl Server {
         service.serve(conn).await;
     }
 
-    /// Answers datagrams on `socket` until shutdown: each read datagram is answered by a
-    /// task of its own, at most `DATAGRAM_WORKERS` at a time (past that, reading waits,
-    /// and the kernel's buffer drops the excess as UDP does).
+    /// Answers datagrams on `socket` until shutdown: `DATAGRAM_WORKERS` tasks each
+    /// read a datagram, answer it and read the next, so a slow answer holds up only its
+    /// worker and no task is made per datagram; past that, the kernel's buffer drops
+    /// the excess, as UDP does.
     pub fn spawn_datagram(
         self: &Arc<Self>,
         socket: tokio::net::UdpSocket,
         spec: ListenerSpec,
         service: Arc<dyn DatagramService>,
     ) {
-        let this = Arc::clone(self);
-        self.tracker.spawn(async move {
-            let socket = Arc::new(socket);
-            let workers = Arc::new(Semaphore::new(DATAGRAM_WORKERS));
-            let mut buf = vec![0u8; MAX_DATAGRAM];
-            loop {
-                let Ok(permit) = Arc::clone(&workers).acquire_owned().await else { break };
-                let received = tokio::select! {
-                    _ = this.shutdown.cancelled() => break,
-                    r = socket.recv_from(&mut buf) => r,
-                };
-                let (n, peer) = match received {
-                    Ok(x) => x,
-                    Err(e) => {
-                        // ICMP errors from earlier answers surface here; the socket goes on.
-                        tracing::debug!("{}: receive failed: {e}", spec.service);
-                        continue;
-                    }
-                };
-                let request = buf[..n].to_vec();
-                let (socket, service) = (Arc::clone(&socket), Arc::clone(&service));
-                this.tracker.spawn(async move {
-                    let _permit = permit;
-                    if let Some(answer) = service.answer(&request, canonical(peer)).await {
+        let socket = Arc::new(socket);
+        for _ in 0..DATAGRAM_WORKERS {
+            let (this, socket, service, spec) = (Arc::clone(self), Arc::clone(&socket), Arc::clone(&service), spec.clone());
+            self.tracker.spawn(async move {
+                let mut buf = vec![0u8; MAX_DATAGRAM];
+                loop {
+                    let received = tokio::select! {
+                        _ = this.shutdown.cancelled() => break,
+                        r = socket.recv_from(&mut buf) => r,
+                    };
+                    let (n, peer) = match received {
+                        Ok(x) => x,
+                        Err(e) => {
+                            // ICMP errors from earlier answers surface here; the socket goes on.
+                            tracing::debug!("{}: receive failed: {e}", spec.service);
+                            continue;
+                        }
+                    };
+                    if let Some(answer) = service.answer(&buf[..n], canonical(peer)).await {
                         let _ = socket.send_to(&answer, peer).await;
                     }
-                });
-            }
-            tracing::debug!("{}: stopped answering on {}", spec.service, spec.addr);
-        });
+                }
+            });
+        }
     }
 
     /// Stops every listener, tells sessions to finish, and waits for them up to the drain
