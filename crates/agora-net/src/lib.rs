@@ -376,7 +376,8 @@ impl Server {
     ) {
         let socket = Arc::new(socket);
         for _ in 0..DATAGRAM_WORKERS {
-            let (this, socket, service, spec) = (Arc::clone(self), Arc::clone(&socket), Arc::clone(&service), spec.clone());
+            let (this, socket, service, spec) =
+                (Arc::clone(self), Arc::clone(&socket), Arc::clone(&service), spec.clone());
             self.tracker.spawn(async move {
                 let mut buf = vec![0u8; MAX_DATAGRAM];
                 loop {
