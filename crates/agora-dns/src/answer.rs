@@ -90,14 +90,15 @@ fn resolve(zone: &Zone, asked: &Name, qname: &str, qtype: RecordType, resp: &mut
     let mut name = qname.to_string();
     let mut owner = asked.clone();
     for _ in 0..MAX_CHAIN {
-        let (records, synthesized) = match zone.names.get(&name) {
-            Some(r) => (r, false),
+        let records = match zone.names.get(&name) {
+            Some(r) => r,
             None if zone.nonterminals.contains(&name) => {
                 nodata(zone, resp);
                 return;
             }
             None => match wildcard(zone, &name) {
-                Some(r) => (r, true),
+                // A wildcard's records answer under the name asked (RFC 4592 §3.3.1).
+                Some(r) => r,
                 None => {
                     // NXDOMAIN only for the name asked; after a CNAME the answer stands.
                     if resp.answers.is_empty() {
@@ -108,7 +109,6 @@ fn resolve(zone: &Zone, asked: &Name, qname: &str, qtype: RecordType, resp: &mut
                 }
             },
         };
-        let _ = synthesized;
         let matching: Vec<&Record> =
             records.iter().filter(|r| qtype == RecordType::ANY || r.record_type() == qtype).collect();
         if !matching.is_empty() {

@@ -13,7 +13,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, RwLock};
 
 use agora_mail::zone::{self, ZoneInput};
-use agora_net::{Conn, DatagramService, Read, Service};
+use agora_net::{Conn, DatagramService, Service};
 use agora_store::Store;
 use async_trait::async_trait;
 
@@ -172,9 +172,9 @@ impl Service for DnsService {
             }
             let n = usize::from(u16::from_be_bytes([len[0], len[1]])).min(MAX_TCP_MESSAGE);
             let mut msg = Vec::with_capacity(n);
-            match conn.read_more(n, &mut msg).await {
-                Ok(()) => {}
-                Err(Read::Timeout | Read::Shutdown | Read::Eof) | Err(_) => break,
+            // A timeout, shutdown or hang-up ends the connection (DNS has no goodbye).
+            if conn.read_more(n, &mut msg).await.is_err() {
+                break;
             }
             let Some(zones) = self.shared.zones().await else { break };
             let Some(answer) = answer::answer(&zones.1, &msg, false) else { break };
