@@ -108,26 +108,27 @@ impl BindError {
     }
 }
 
+/// A bind failure with the fix that usually applies.
+fn bind_error(spec: &ListenerSpec, proto: &str, source: std::io::Error) -> BindError {
+    let hint = match source.kind() {
+        std::io::ErrorKind::PermissionDenied => " (ports below 1024 need root or CAP_NET_BIND_SERVICE: run with \
+             --port-offset 10000, or `setcap cap_net_bind_service=+ep` on the binary)"
+            .to_string(),
+        std::io::ErrorKind::AddrInUse => format!(
+            " (another program uses {proto}port {}: stop it, change [listeners.{}] in the configuration, \
+             or use --port-offset)",
+            spec.addr.port(),
+            spec.service
+        ),
+        std::io::ErrorKind::AddrNotAvailable => " (no interface has that address)".to_string(),
+        _ => String::new(),
+    };
+    BindError { service: spec.service.clone(), addr: spec.addr, cause: source, hint }
+}
+
 /// Binds a listener now, so that every port is known good before any service starts.
 pub fn bind(spec: &ListenerSpec) -> Result<TcpListener, BindError> {
-    let err = |source: std::io::Error| {
-        let hint = match source.kind() {
-            std::io::ErrorKind::PermissionDenied => {
-                " (ports below 1024 need root or CAP_NET_BIND_SERVICE: run with --port-offset 10000, \
-                 or `setcap cap_net_bind_service=+ep` on the binary)"
-                    .to_string()
-            }
-            std::io::ErrorKind::AddrInUse => format!(
-                " (another program uses port {}: stop it, change [listeners.{}] in the configuration, \
-                 or use --port-offset)",
-                spec.addr.port(),
-                spec.service
-            ),
-            std::io::ErrorKind::AddrNotAvailable => " (no interface has that address)".to_string(),
-            _ => String::new(),
-        };
-        BindError { service: spec.service.clone(), addr: spec.addr, cause: source, hint }
-    };
+    let err = |source| bind_error(spec, "", source);
     use socket2::{Domain, Protocol, Socket, Type};
     let domain = if spec.addr.is_ipv4() { Domain::IPV4 } else { Domain::IPV6 };
     let socket = Socket::new(domain, Type::STREAM, Some(Protocol::TCP)).map_err(err)?;
@@ -144,20 +145,7 @@ pub fn bind(spec: &ListenerSpec) -> Result<TcpListener, BindError> {
 
 /// Binds the UDP side of a listener (same address rules as `bind`).
 pub fn bind_datagram(spec: &ListenerSpec) -> Result<tokio::net::UdpSocket, BindError> {
-    let err = |source: std::io::Error| {
-        let hint = match source.kind() {
-            std::io::ErrorKind::PermissionDenied => {
-                " (ports below 1024 need root or CAP_NET_BIND_SERVICE: run with --port-offset 10000)".to_string()
-            }
-            std::io::ErrorKind::AddrInUse => format!(
-                " (another program uses UDP port {}: stop it, change [listeners.{}], or use --port-offset)",
-                spec.addr.port(),
-                spec.service
-            ),
-            _ => String::new(),
-        };
-        BindError { service: spec.service.clone(), addr: spec.addr, cause: source, hint }
-    };
+    let err = |source| bind_error(spec, "UDP ", source);
     use socket2::{Domain, Protocol, Socket, Type};
     let domain = if spec.addr.is_ipv4() { Domain::IPV4 } else { Domain::IPV6 };
     let socket = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP)).map_err(err)?;
