@@ -378,6 +378,12 @@ async fn administrators_write_the_directory_the_mail_services_use() {
             pa("userPassword", &["dave-pw"]),
         ],
     });
+    let foreign = LdapOp::AddRequest(LdapAddRequest {
+        dn: "uid=eve,ou=people,dc=example,dc=org".into(),
+        attributes: vec![pa("objectClass", &["inetOrgPerson"]), pa("cn", &["Eve"]), pa("mail", &["eve@unhosted.test"])],
+    });
+    assert_eq!(c.write(foreign).await.code, LdapResultCode::UnwillingToPerform);
+    assert!(f.store.account_by_login("eve@example.org").await.unwrap().is_none(), "nothing half-made");
     assert_eq!(c.write(add.clone()).await.code, LdapResultCode::Success);
     assert_eq!(c.write(add).await.code, LdapResultCode::EntryAlreadyExists);
     // The account exists at once: it logs in and its extra address delivers.

@@ -564,6 +564,19 @@ async fn add(s: &Session, target: Target, a: LdapAddRequest) -> Res {
     let store = &s.shared().store;
     match target {
         Target::Person(login) => {
+            // Extra addresses are checked first, so a refused one leaves no half-made account.
+            for extra in extra_mail.iter().chain(state.addresses.iter()) {
+                let domain = extra.rsplit_once('@').map(|(_, d)| d).unwrap_or_default();
+                if store.domain(domain).await.map_err(store_err)?.is_none() {
+                    return Err(err(
+                        LdapResultCode::UnwillingToPerform,
+                        format!("{extra}: {domain} is not a hosted domain"),
+                    ));
+                }
+                if !matches!(store.lookup_address(extra).await.map_err(store_err)?, AddressEntry::None) {
+                    return Err(err(LdapResultCode::EntryAlreadyExists, format!("{extra} is already in use")));
+                }
+            }
             let generated;
             let pw = match &state.password {
                 Some(p) => p.as_str(),
