@@ -702,9 +702,22 @@ async fn modify(s: &Session, target: Target, m: LdapModifyRequest, admin: bool) 
         }
         apply(&mut state, change)?;
     }
-    // All changes applied in memory first: a request that fails changes nothing.
+    // All changes applied in memory first, and new addresses checked before anything is
+    // written: a request that fails changes nothing.
     match &target {
         Target::Person(login) => {
+            for new in state.addresses.difference(&before.addresses) {
+                let domain = new.rsplit_once('@').map(|(_, d)| d).unwrap_or_default();
+                if store.domain(domain).await.map_err(store_err)?.is_none() {
+                    return Err(err(
+                        LdapResultCode::UnwillingToPerform,
+                        format!("{new}: {domain} is not a hosted domain"),
+                    ));
+                }
+                if !matches!(store.lookup_address(new).await.map_err(store_err)?, AddressEntry::None) {
+                    return Err(err(LdapResultCode::AttributeOrValueExists, format!("{new} is already in use")));
+                }
+            }
             if let Some(pw) = &state.password {
                 s.shared().dir.set_password(login, pw).await.map_err(dir_err)?;
             }
