@@ -566,16 +566,7 @@ async fn add(s: &Session, target: Target, a: LdapAddRequest) -> Res {
         Target::Person(login) => {
             // Extra addresses are checked first, so a refused one leaves no half-made account.
             for extra in extra_mail.iter().chain(state.addresses.iter()) {
-                let domain = extra.rsplit_once('@').map(|(_, d)| d).unwrap_or_default();
-                if store.domain(domain).await.map_err(store_err)?.is_none() {
-                    return Err(err(
-                        LdapResultCode::UnwillingToPerform,
-                        format!("{extra}: {domain} is not a hosted domain"),
-                    ));
-                }
-                if !matches!(store.lookup_address(extra).await.map_err(store_err)?, AddressEntry::None) {
-                    return Err(err(LdapResultCode::EntryAlreadyExists, format!("{extra} is already in use")));
-                }
+                check_new_address(s, extra, LdapResultCode::EntryAlreadyExists).await?;
             }
             let generated;
             let pw = match &state.password {
@@ -707,16 +698,7 @@ async fn modify(s: &Session, target: Target, m: LdapModifyRequest, admin: bool) 
     match &target {
         Target::Person(login) => {
             for new in state.addresses.difference(&before.addresses) {
-                let domain = new.rsplit_once('@').map(|(_, d)| d).unwrap_or_default();
-                if store.domain(domain).await.map_err(store_err)?.is_none() {
-                    return Err(err(
-                        LdapResultCode::UnwillingToPerform,
-                        format!("{new}: {domain} is not a hosted domain"),
-                    ));
-                }
-                if !matches!(store.lookup_address(new).await.map_err(store_err)?, AddressEntry::None) {
-                    return Err(err(LdapResultCode::AttributeOrValueExists, format!("{new} is already in use")));
-                }
+                check_new_address(s, new, LdapResultCode::AttributeOrValueExists).await?;
             }
             if let Some(pw) = &state.password {
                 s.shared().dir.set_password(login, pw).await.map_err(dir_err)?;
@@ -765,6 +747,20 @@ async fn modify(s: &Session, target: Target, m: LdapModifyRequest, admin: bool) 
                     .map_err(store_err)?;
             }
         }
+    }
+    Ok(())
+}
+
+/// An address about to be given to a person: in a hosted domain and not in use (`taken`
+/// is the result code a clash gets).
+async fn check_new_address(s: &Session, address: &str, taken: LdapResultCode) -> Res {
+    let store = &s.shared().store;
+    let domain = address.rsplit_once('@').map(|(_, d)| d).unwrap_or_default();
+    if store.domain(domain).await.map_err(store_err)?.is_none() {
+        return Err(err(LdapResultCode::UnwillingToPerform, format!("{address}: {domain} is not a hosted domain")));
+    }
+    if !matches!(store.lookup_address(address).await.map_err(store_err)?, AddressEntry::None) {
+        return Err(err(taken, format!("{address} is already in use")));
     }
     Ok(())
 }
