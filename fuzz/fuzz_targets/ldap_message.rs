@@ -28,7 +28,6 @@ fn tree() -> &'static Tree {
             changed: 1_700_000_000,
         };
         Tree::build(Source {
-            version: 1,
             domains: vec!["example.org".into()],
             accounts: vec![account(1, "ann@example.org", "Ann Lee"), account(2, "bob@example.org", "Bob")],
             groups: vec![Group {

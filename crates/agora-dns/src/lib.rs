@@ -9,102 +9,61 @@ pub mod service;
 pub mod zones;
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex, RwLock};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 
 use agora_mail::zone::{self, ZoneInput};
 use agora_net::{Conn, DatagramService, Service};
+use agora_service::snapshot::Snapshot;
 use agora_store::Store;
 use async_trait::async_trait;
 
 use crate::zones::{Zone, Zones};
 
-/// What the zones are made from, besides the store.
-#[derive(Debug, Clone, Default)]
-pub struct DnsConfig {
-    pub hostname: String,
-    pub addresses: Vec<IpAddr>,
-    pub nameservers: Vec<String>,
-    pub listening: Vec<(String, u16)>,
-    pub dmarc_policy: String,
-    pub ttl: u32,
-}
+/// What the zones are made from besides the store.
+pub use agora_mail::zone::ZoneSettings as DnsConfig;
 
 /// The zones at one directory version, and each zone's serial by content.
 pub struct Shared {
     store: Arc<dyn Store>,
     cfg: DnsConfig,
-    current: RwLock<Arc<(u64, Zones)>>,
-    rebuilding: tokio::sync::Mutex<()>,
+    zones: Snapshot<Zones>,
     /// Domain -> (records without the SOA, serial): a serial moves only when they change.
     serials: Mutex<HashMap<String, (Vec<zone::Record>, u32)>>,
 }
 
 impl Shared {
     pub fn new(store: Arc<dyn Store>, cfg: DnsConfig) -> Arc<Shared> {
-        Arc::new(Shared {
-            store,
-            cfg,
-            current: RwLock::new(Arc::new((u64::MAX, Zones::default()))),
-            rebuilding: tokio::sync::Mutex::new(()),
-            serials: Mutex::new(HashMap::new()),
-        })
-    }
-
-    fn cached(&self, version: u64) -> Option<Arc<(u64, Zones)>> {
-        let c = self.current.read().ok()?;
-        (c.0 == version).then(|| Arc::clone(&c))
+        Arc::new(Shared { store, cfg, zones: Snapshot::default(), serials: Mutex::new(HashMap::new()) })
     }
 
     /// The zones at the store's current directory version.
-    pub async fn zones(&self) -> Option<Arc<(u64, Zones)>> {
-        if let Some(z) = self.cached(self.store.directory_version()) {
-            return Some(z);
-        }
-        let _guard = self.rebuilding.lock().await;
-        let version = self.store.directory_version();
-        if let Some(z) = self.cached(version) {
-            return Some(z);
-        }
-        let mut zones = Zones::default();
-        let domains = match self.store.domains().await {
-            Ok(d) => d,
-            Err(e) => {
-                tracing::error!("dns: reading the hosted domains: {e}");
-                return None;
-            }
-        };
-        for d in domains {
-            let dkim = self.store.dkim_keys(&d.name).await.unwrap_or_default();
-            let mut extra = Vec::new();
-            for r in self.store.dns_records(&d.name).await.unwrap_or_default() {
-                match zone::parse_extra(&d.name, &format!("{}.", r.name), &r.rtype, &r.value, r.ttl) {
-                    Ok(rec) => extra.push(rec),
-                    Err(e) => tracing::warn!("dns: {} {} {}: not published: {e}", r.name, r.rtype, r.value),
+    pub async fn zones(&self) -> Option<Arc<Zones>> {
+        let built = self
+            .zones
+            .get(&*self.store, || async {
+                let mut zones = Zones::default();
+                for d in self.store.domains().await? {
+                    let input = ZoneInput::read(&*self.store, &d.name, &self.cfg, 0).await?;
+                    let mut records = zone::build(&input);
+                    let serial = self.serial(&d.name, &records);
+                    if let Some(zone::Record { data: zone::Data::Soa { serial: s, .. }, .. }) = records.first_mut() {
+                        *s = serial;
+                    }
+                    if let Some(z) = Zone::new(&d.name, &records) {
+                        zones.zones.push(z);
+                    }
                 }
-            }
-            let mut input = ZoneInput {
-                domain: d.name.clone(),
-                hostname: self.cfg.hostname.clone(),
-                addresses: self.cfg.addresses.clone(),
-                nameservers: self.cfg.nameservers.clone(),
-                dkim,
-                listeners: self.cfg.listening.clone(),
-                dmarc_policy: self.cfg.dmarc_policy.clone(),
-                ttl: self.cfg.ttl,
-                serial: 0,
-                extra,
-            };
-            input.serial = self.serial(&d.name, &zone::build(&input));
-            if let Some(z) = Zone::new(&d.name, &zone::build(&input)) {
-                zones.zones.push(z);
+                Ok::<_, agora_store::StoreError>(zones)
+            })
+            .await;
+        match built {
+            Ok(z) => Some(z),
+            Err(e) => {
+                tracing::error!("dns: reading the hosted zones: {e}");
+                None
             }
         }
-        let built = Arc::new((version, zones));
-        if let Ok(mut c) = self.current.write() {
-            *c = Arc::clone(&built);
-        }
-        Some(built)
     }
 
     /// The serial for a domain's records: unchanged while they are, else the current
@@ -150,7 +109,7 @@ impl DatagramService for DnsService {
             ratelimit::Verdict::Drop => return None,
         }
         let zones = self.shared.zones().await?;
-        answer::answer(&zones.1, request, true)
+        answer::answer(&zones, request, true)
     }
 }
 
@@ -177,7 +136,7 @@ impl Service for DnsService {
                 break;
             }
             let Some(zones) = self.shared.zones().await else { break };
-            let Some(answer) = answer::answer(&zones.1, &msg, false) else { break };
+            let Some(answer) = answer::answer(&zones, &msg, false) else { break };
             let mut out = Vec::with_capacity(answer.len() + 2);
             out.extend_from_slice(&(answer.len() as u16).to_be_bytes());
             out.extend_from_slice(&answer);

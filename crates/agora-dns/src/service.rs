@@ -75,7 +75,7 @@ fn build(ctx: &Context, s: DnsSection) -> Result<Built, String> {
         hostname: ctx.hostname.clone(),
         addresses: s.addresses,
         nameservers: s.nameservers,
-        listening: ctx.listening.clone(),
+        listeners: ctx.listening.clone(),
         dmarc_policy: s.dmarc_policy,
         ttl: s.ttl,
     };

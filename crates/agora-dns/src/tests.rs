@@ -19,7 +19,7 @@ async fn fixture() -> (tempfile::TempDir, Arc<dyn Store>, Arc<Shared>) {
         hostname: "mx.example.org".into(),
         addresses: vec!["192.0.2.10".parse().unwrap()],
         nameservers: Vec::new(),
-        listening: vec![("submission".into(), 587), ("imaps".into(), 993)],
+        listeners: vec![("submission".into(), 587), ("imaps".into(), 993)],
         dmarc_policy: "quarantine".into(),
         ttl: 3600,
     };
@@ -40,7 +40,7 @@ fn query(name: &str, t: RecordType, edns: Option<u16>) -> Vec<u8> {
 
 async fn ask(shared: &Shared, name: &str, t: RecordType) -> Message {
     let zones = shared.zones().await.unwrap();
-    Message::from_vec(&answer::answer(&zones.1, &query(name, t, Some(1232)), true).unwrap()).unwrap()
+    Message::from_vec(&answer::answer(&zones, &query(name, t, Some(1232)), true).unwrap()).unwrap()
 }
 
 #[tokio::test]
@@ -57,8 +57,7 @@ async fn records_come_from_the_server_state() {
     let none = ask(&shared, "_pop3._tcp.example.org.", RecordType::SRV).await;
     assert_eq!(none.metadata.response_code, ResponseCode::NXDomain, "a listener that is off has no record");
     let zones = shared.zones().await.unwrap();
-    let dkim_names: Vec<String> =
-        zones.1.zones[0].names.keys().filter(|n| n.contains("._domainkey.")).cloned().collect();
+    let dkim_names: Vec<String> = zones.zones[0].names.keys().filter(|n| n.contains("._domainkey.")).cloned().collect();
     assert_eq!(dkim_names.len(), 2, "RSA and Ed25519 keys: {dkim_names:?}");
     let txt = ask(&shared, &format!("{}.", dkim_names[0]), RecordType::TXT).await;
     assert!(matches!(&txt.answers[0].data, RData::TXT(t) if t.to_string().starts_with("v=DKIM1")));
@@ -82,13 +81,13 @@ async fn negative_answers_refusals_and_malformed_queries() {
     assert_eq!((r.metadata.response_code, r.metadata.authoritative), (ResponseCode::Refused, false));
     let zones = shared.zones().await.unwrap();
     // Garbage with an ID: FORMERR; too short for one, or a response: nothing.
-    let r = Message::from_vec(&answer::answer(&zones.1, &[0x12, 0x34, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 9], true).unwrap())
+    let r = Message::from_vec(&answer::answer(&zones, &[0x12, 0x34, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 9], true).unwrap())
         .unwrap();
     assert_eq!((r.metadata.id, r.metadata.response_code), (0x1234, ResponseCode::FormErr));
-    assert!(answer::answer(&zones.1, &[1, 2, 3], true).is_none());
+    assert!(answer::answer(&zones, &[1, 2, 3], true).is_none());
     let mut resp = query("example.org.", RecordType::A, None);
     resp[2] |= 0x80;
-    assert!(answer::answer(&zones.1, &resp, true).is_none());
+    assert!(answer::answer(&zones, &resp, true).is_none());
 }
 
 #[tokio::test]
@@ -108,7 +107,7 @@ async fn changes_show_at_once_and_the_serial_moves() {
     let after = serial(&ask(&shared, "example.org.", RecordType::SOA).await);
     assert!(after > before, "{after} > {before}");
     let zones = shared.zones().await.unwrap();
-    let zone = zones.1.zones.iter().find(|z| z.apex == "example.org").unwrap();
+    let zone = zones.zones.iter().find(|z| z.apex == "example.org").unwrap();
     assert_eq!(zone.names.keys().filter(|n| n.contains("._domainkey.")).count(), 4, "pending keys published");
 }
 
@@ -129,13 +128,13 @@ async fn truncation_over_udp_when_the_answer_does_not_fit() {
     let zones = shared.zones().await.unwrap();
     let q = |edns| query("mx.example.org.", RecordType::AAAA, edns);
     // 40 AAAA records: over 512 bytes.
-    let small = answer::answer(&zones.1, &q(None), true).unwrap();
+    let small = answer::answer(&zones, &q(None), true).unwrap();
     let m = Message::from_vec(&small).unwrap();
     assert!(small.len() <= 512 && m.metadata.truncation && m.answers.is_empty(), "TC=1 within 512 bytes");
     // A client offering a bigger buffer gets it whole, as does TCP.
-    let big = Message::from_vec(&answer::answer(&zones.1, &q(Some(4096)), true).unwrap()).unwrap();
+    let big = Message::from_vec(&answer::answer(&zones, &q(Some(4096)), true).unwrap()).unwrap();
     assert!(!big.metadata.truncation && big.answers.len() == 40);
     assert!(big.edns.is_some(), "EDNS answered with EDNS");
-    let tcp = Message::from_vec(&answer::answer(&zones.1, &q(None), false).unwrap()).unwrap();
+    let tcp = Message::from_vec(&answer::answer(&zones, &q(None), false).unwrap()).unwrap();
     assert_eq!(tcp.answers.len(), 40);
 }

@@ -16,9 +16,9 @@ use std::sync::Arc;
 use agora_directory::Directory;
 use agora_directory::throttle::Throttle;
 use agora_net::{Conn, Service};
+use agora_service::snapshot::Snapshot;
 use agora_store::Store;
 use async_trait::async_trait;
-use tokio::sync::Mutex;
 
 pub use session::{LdapConfig, Session};
 
@@ -27,48 +27,24 @@ pub struct Shared {
     pub store: Arc<dyn Store>,
     pub dir: Directory,
     pub throttle: Arc<Throttle>,
-    tree: std::sync::RwLock<Arc<tree::Tree>>,
-    rebuilding: Mutex<()>,
+    tree: Snapshot<tree::Tree>,
 }
 
 impl Shared {
     pub fn new(store: Arc<dyn Store>, dir: Directory, throttle: Arc<Throttle>) -> Arc<Shared> {
-        Arc::new(Shared {
-            store,
-            dir,
-            throttle,
-            // A tree of no version: the first operation reads the store's.
-            tree: std::sync::RwLock::new(Arc::new(tree::Tree::empty())),
-            rebuilding: Mutex::new(()),
-        })
+        Arc::new(Shared { store, dir, throttle, tree: Snapshot::default() })
     }
 
     /// The tree at the store's current directory version, rebuilt if anything changed.
     pub async fn tree(&self) -> Result<Arc<tree::Tree>, agora_store::StoreError> {
-        let current = self.store.directory_version();
-        if let Some(t) = self.cached(current) {
-            return Ok(t);
-        }
-        // One rebuild at a time; the others wait for it and take its result.
-        let _guard = self.rebuilding.lock().await;
-        if let Some(t) = self.cached(self.store.directory_version()) {
-            return Ok(t);
-        }
-        let src = tree::Source::read(&self.store).await?;
-        let built = Arc::new(
-            tokio::task::spawn_blocking(move || tree::Tree::build(src))
-                .await
-                .map_err(|e| agora_store::StoreError::Invalid(format!("building the directory tree: {e}")))?,
-        );
-        if let Ok(mut t) = self.tree.write() {
-            *t = Arc::clone(&built);
-        }
-        Ok(built)
-    }
-
-    fn cached(&self, version: u64) -> Option<Arc<tree::Tree>> {
-        let t = self.tree.read().ok()?;
-        (t.version == version).then(|| Arc::clone(&t))
+        self.tree
+            .get(&*self.store, || async {
+                let src = tree::Source::read(&self.store).await?;
+                tokio::task::spawn_blocking(move || tree::Tree::build(src))
+                    .await
+                    .map_err(|e| agora_store::StoreError::Invalid(format!("building the directory tree: {e}")))
+            })
+            .await
     }
 }
 

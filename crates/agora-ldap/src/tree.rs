@@ -63,7 +63,6 @@ pub struct NamingContext {
 
 #[derive(Debug, Default)]
 pub struct Tree {
-    pub version: u64,
     pub contexts: Vec<NamingContext>,
     pub entries: Vec<Entry>,
     pub by_ndn: HashMap<String, usize>,
@@ -74,9 +73,8 @@ pub struct Tree {
     index: Vec<HashMap<Box<[u8]>, Vec<u32>>>,
 }
 
-/// The store's directory, read at one version.
+/// The store's directory, as one operation reads it.
 pub struct Source {
-    pub version: u64,
     pub domains: Vec<String>,
     pub accounts: Vec<Account>,
     pub groups: Vec<Group>,
@@ -86,10 +84,7 @@ pub struct Source {
 
 impl Source {
     pub async fn read(store: &Arc<dyn Store>) -> agora_store::Result<Source> {
-        // The version first: a change after it makes the next operation read again.
-        let version = store.directory_version();
         Ok(Source {
-            version,
             domains: store.domains().await?.into_iter().map(|d| d.name).collect(),
             accounts: store.accounts(None).await?,
             groups: store.groups().await?,
@@ -202,13 +197,8 @@ fn stamps(b: &mut Builder, uuid: &[u8; 16], created: i64, changed: i64) {
 }
 
 impl Tree {
-    /// A tree of no version: the first operation replaces it with the store's.
-    pub fn empty() -> Tree {
-        Tree { version: u64::MAX, ..Tree::default() }
-    }
-
     pub fn build(src: Source) -> Tree {
-        let mut t = Tree { version: src.version, ..Tree::default() };
+        let mut t = Tree::default();
         let mut domains = src.domains.clone();
         domains.sort();
         // Pass 1: DNs and addresses of every entry, so references can be resolved.

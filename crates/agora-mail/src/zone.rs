@@ -6,7 +6,7 @@
 use std::fmt::Write as _;
 use std::net::IpAddr;
 
-use agora_store::{DkimKey, DkimState};
+use agora_store::{DirectoryStore, DkimKey, DkimState};
 
 /// Record data, in the types a hosted zone uses.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,6 +87,50 @@ pub const LOCATORS: &[(&str, &str)] = &[
     ("nntp", "_nntp._tcp"),
     ("https", "_autodiscover._tcp"),
 ];
+
+/// What every hosted zone is made from besides the store: the server's names,
+/// addresses and listeners, and the `[dns]` settings.
+#[derive(Debug, Clone, Default)]
+pub struct ZoneSettings {
+    pub hostname: String,
+    pub addresses: Vec<IpAddr>,
+    pub nameservers: Vec<String>,
+    /// Listener keys that are on, with their public ports.
+    pub listeners: Vec<(String, u16)>,
+    pub dmarc_policy: String,
+    pub ttl: u32,
+}
+
+impl ZoneInput {
+    /// A hosted domain's input as the store holds it: its DKIM keys and the records an
+    /// administrator added (a stored record that no longer checks is left out, logged).
+    pub async fn read<S: DirectoryStore + ?Sized>(
+        store: &S,
+        domain: &str,
+        settings: &ZoneSettings,
+        serial: u32,
+    ) -> agora_store::Result<ZoneInput> {
+        let mut extra = Vec::new();
+        for r in store.dns_records(domain).await? {
+            match parse_extra(domain, &format!("{}.", r.name), &r.rtype, &r.value, r.ttl) {
+                Ok(rec) => extra.push(rec),
+                Err(e) => tracing::warn!("dns: {} {} {}: not published: {e}", r.name, r.rtype, r.value),
+            }
+        }
+        Ok(ZoneInput {
+            domain: domain.to_string(),
+            hostname: settings.hostname.clone(),
+            addresses: settings.addresses.clone(),
+            nameservers: settings.nameservers.clone(),
+            dkim: store.dkim_keys(domain).await?,
+            listeners: settings.listeners.clone(),
+            dmarc_policy: settings.dmarc_policy.clone(),
+            ttl: settings.ttl,
+            serial,
+            extra,
+        })
+    }
+}
 
 /// What a domain's zone is made from.
 #[derive(Debug, Clone)]

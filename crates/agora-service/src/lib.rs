@@ -6,6 +6,7 @@
 
 pub mod login;
 pub mod sasl;
+pub mod snapshot;
 
 use std::future::Future;
 use std::marker::PhantomData;

@@ -76,24 +76,16 @@ async fn zone_input(
     if store.domain(domain).await?.is_none() {
         bail!("{domain} is not a hosted domain");
     }
-    let extra = store
-        .dns_records(domain)
-        .await?
-        .iter()
-        .filter_map(|r| agora_mail::zone::parse_extra(domain, &format!("{}.", r.name), &r.rtype, &r.value, r.ttl).ok())
-        .collect();
-    Ok(agora_mail::zone::ZoneInput {
-        domain: domain.to_string(),
+    let settings = agora_mail::zone::ZoneSettings {
         hostname: hostname.or(loaded.config.server.hostname.clone()).unwrap_or_else(system_hostname),
         addresses: dns.addresses.clone(),
         nameservers: dns.nameservers.clone(),
-        dkim: store.dkim_keys(domain).await?,
         listeners: listeners.iter().filter(|l| l.built && l.enabled).map(|l| (l.key.to_string(), l.port)).collect(),
         dmarc_policy: dns.dmarc_policy.clone(),
         ttl: dns.ttl,
-        serial: agora_store::now().clamp(1, i64::from(u32::MAX)) as u32,
-        extra,
-    })
+    };
+    let serial = agora_store::now().clamp(1, i64::from(u32::MAX)) as u32;
+    Ok(agora_mail::zone::ZoneInput::read(store, domain, &settings, serial).await?)
 }
 
 /// `agora dns show|record`: the zones this server publishes and their extra records.
