@@ -31,9 +31,11 @@ pub fn answer(zones: &Zones, request: &[u8], udp: bool) -> Option<Vec<u8>> {
     let mut resp = Message::response(id, msg.metadata.op_code);
     resp.metadata.recursion_desired = msg.metadata.recursion_desired;
     resp.queries = msg.queries.clone();
+    let dnssec_ok = msg.edns.as_ref().is_some_and(|e| e.flags().dnssec_ok);
     if msg.edns.is_some() {
         let mut e = Edns::new();
         e.set_max_payload(EDNS_PAYLOAD);
+        e.set_dnssec_ok(dnssec_ok);
         resp.set_edns(e);
     }
     let limit = if udp { usize::from(msg.max_payload().clamp(512, 4096)) } else { 65_535 };
@@ -58,7 +60,7 @@ pub fn answer(zones: &Zones, request: &[u8], udp: bool) -> Option<Vec<u8>> {
         resp.metadata.response_code = ResponseCode::Refused;
         return resp.to_vec().ok();
     }
-    resolve(zone, q.name(), &qname, qtype, &mut resp);
+    resolve(zone, q.name(), &qname, qtype, dnssec_ok && zone.signed, &mut resp);
     let bytes = resp.to_vec().ok()?;
     if bytes.len() <= limit {
         return Some(bytes);
@@ -85,26 +87,36 @@ pub fn slip(request: &[u8]) -> Option<Vec<u8>> {
     resp.to_vec().ok()
 }
 
-/// Fills the answer for `qname` in `zone`.
-fn resolve(zone: &Zone, asked: &Name, qname: &str, qtype: RecordType, resp: &mut Message) {
+/// Fills the answer for `qname` in `zone`; with `sec` (DO set, zone signed) the RRSIGs
+/// and the NSEC records that prove what does not exist (RFC 4035 §3.1).
+fn resolve(zone: &Zone, asked: &Name, qname: &str, qtype: RecordType, sec: bool, resp: &mut Message) {
     let mut name = qname.to_string();
     let mut owner = asked.clone();
     for _ in 0..MAX_CHAIN {
-        let records = match zone.names.get(&name) {
-            Some(r) => r,
+        let (key, records, wild) = match zone.names.get(&name) {
+            Some(r) => (name.clone(), r, false),
             None if zone.nonterminals.contains(&name) => {
                 nodata(zone, resp);
+                if sec {
+                    prove_absent(zone, resp, &name);
+                }
                 return;
             }
             None => match wildcard(zone, &name) {
                 // A wildcard's records answer under the name asked (RFC 4592 §3.3.1).
-                Some(r) => r,
-                None => {
+                Ok((star, r)) => (star, r, true),
+                Err(closest) => {
                     // NXDOMAIN only for the name asked; after a CNAME the answer stands.
                     if resp.answers.is_empty() {
                         resp.metadata.response_code = ResponseCode::NXDomain;
                     }
                     resp.add_authority(soa_for_negative(zone));
+                    if sec {
+                        add_sigs(zone, resp, &zone.apex, RecordType::SOA, None, true);
+                        // No such name, and no wildcard that could have made one.
+                        prove_absent(zone, resp, &name);
+                        prove_absent(zone, resp, &format!("*.{closest}"));
+                    }
                     return;
                 }
             },
@@ -112,30 +124,38 @@ fn resolve(zone: &Zone, asked: &Name, qname: &str, qtype: RecordType, resp: &mut
         let matching: Vec<&Record> =
             records.iter().filter(|r| qtype == RecordType::ANY || r.record_type() == qtype).collect();
         if !matching.is_empty() {
-            for r in matching {
-                let mut r = r.clone();
+            for r in &matching {
+                let mut r = (*r).clone();
                 // The owner as asked: its case, and the query name for a wildcard.
                 r.name = owner.clone();
                 resp.add_answer(r);
             }
+            if sec {
+                let mut types: Vec<RecordType> = matching.iter().map(|r| r.record_type()).collect();
+                types.dedup();
+                for t in types {
+                    add_sigs(zone, resp, &key, t, Some(&owner), false);
+                }
+                if wild {
+                    prove_absent(zone, resp, &name);
+                }
+            }
             return;
         }
-        let cname = records.iter().find_map(|r| match &r.data {
-            RData::CNAME(c) => Some(c.0.clone()),
-            _ => None,
-        });
+        let cname = records.iter().find(|r| r.record_type() == RecordType::CNAME);
         match cname {
-            Some(target) => {
-                let mut r =
-                    records.iter().find(|r| r.record_type() == RecordType::CNAME).cloned().unwrap_or_else(|| {
-                        Record::from_rdata(
-                            owner.clone(),
-                            0,
-                            RData::CNAME(hickory_proto::rr::rdata::CNAME(target.clone())),
-                        )
-                    });
+            Some(c) => {
+                let RData::CNAME(target) = &c.data else { return };
+                let target = target.0.clone();
+                let mut r = c.clone();
                 r.name = owner.clone();
                 resp.add_answer(r);
+                if sec {
+                    add_sigs(zone, resp, &key, RecordType::CNAME, Some(&owner), false);
+                    if wild {
+                        prove_absent(zone, resp, &name);
+                    }
+                }
                 let t = target.to_ascii().trim_end_matches('.').to_ascii_lowercase();
                 // A target outside this zone is for the client's resolver to follow.
                 if zones_contains(zone, &t) {
@@ -147,6 +167,13 @@ fn resolve(zone: &Zone, asked: &Name, qname: &str, qtype: RecordType, resp: &mut
             }
             None => {
                 nodata(zone, resp);
+                if sec {
+                    // The name's own NSEC shows the type is not there.
+                    add_nsec(zone, resp, &key);
+                    if wild {
+                        prove_absent(zone, resp, &name);
+                    }
+                }
                 return;
             }
         }
@@ -160,6 +187,43 @@ fn zones_contains(zone: &Zone, name: &str) -> bool {
 /// NODATA: no error, no answer, the SOA in the authority section.
 fn nodata(zone: &Zone, resp: &mut Message) {
     resp.add_authority(soa_for_negative(zone));
+    add_sigs(zone, resp, &zone.apex, RecordType::SOA, None, true);
+}
+
+/// The RRSIGs of an RRset (renamed to the owner asked), to the answer or authority.
+fn add_sigs(zone: &Zone, resp: &mut Message, key: &str, t: RecordType, owner: Option<&Name>, authority: bool) {
+    for sig in zone.sigs_of(key, t) {
+        let mut sig = sig.clone();
+        if let Some(o) = owner {
+            sig.name = o.clone();
+        }
+        if authority {
+            resp.add_authority(sig);
+        } else {
+            resp.add_answer(sig);
+        }
+    }
+}
+
+/// The NSEC owned by `key` and its RRSIG, to the authority section once.
+fn add_nsec(zone: &Zone, resp: &mut Message, key: &str) {
+    let Some(nsec) = zone.names.get(key).and_then(|r| r.iter().find(|r| r.record_type() == RecordType::NSEC)) else {
+        return;
+    };
+    if resp.authorities.iter().any(|r| r.record_type() == RecordType::NSEC && r.name == nsec.name) {
+        return;
+    }
+    resp.add_authority(nsec.clone());
+    add_sigs(zone, resp, key, RecordType::NSEC, None, true);
+}
+
+/// The NSEC whose span covers `name` (which does not exist).
+fn prove_absent(zone: &Zone, resp: &mut Message, name: &str) {
+    let Ok(n) = Name::from_ascii(format!("{name}.")) else { return };
+    if let Some(key) = zone.covering(&n) {
+        let key = key.to_string();
+        add_nsec(zone, resp, &key);
+    }
 }
 
 /// The SOA for a negative answer, its TTL the smaller of its own and its minimum
@@ -172,18 +236,23 @@ fn soa_for_negative(zone: &Zone) -> Record {
     soa
 }
 
-/// The records of the closest wildcard `*.<closest encloser>` for a missing name.
-fn wildcard<'z>(zone: &'z Zone, name: &str) -> Option<&'z Vec<Record>> {
+/// The closest wildcard `*.<closest encloser>` for a missing name, with its records;
+/// without one, the closest encloser (the nearest ancestor that exists).
+fn wildcard<'z>(zone: &'z Zone, name: &str) -> Result<(String, &'z Vec<Record>), String> {
     let mut cur = name;
     while let Some((_, parent)) = cur.split_once('.') {
         if parent.len() < zone.apex.len() {
-            return None;
+            break;
         }
         // The closest encloser is the first existing ancestor; only its wildcard applies.
         if zone.names.contains_key(parent) || zone.nonterminals.contains(parent) {
-            return zone.names.get(&format!("*.{parent}"));
+            let star = format!("*.{parent}");
+            return match zone.names.get(&star) {
+                Some(r) => Ok((star, r)),
+                None => Err(parent.to_string()),
+            };
         }
         cur = parent;
     }
-    None
+    Err(zone.apex.clone())
 }

@@ -4,6 +4,7 @@
 //! every change.
 
 pub mod answer;
+pub mod dnssec;
 pub mod ratelimit;
 pub mod service;
 pub mod zones;
@@ -21,42 +22,46 @@ use async_trait::async_trait;
 use crate::zones::{Zone, Zones};
 
 /// What the zones are made from besides the store.
-pub use agora_mail::zone::ZoneSettings as DnsConfig;
+pub use agora_mail::zone::ZoneSettings;
+
+/// The DNS service's settings: the zones' contents and how they are signed.
+#[derive(Debug, Clone)]
+pub struct DnsConfig {
+    pub zone: ZoneSettings,
+    /// DNSSEC: sign every hosted zone.
+    pub dnssec: bool,
+    /// Algorithm number of new zones' keys.
+    pub algorithm: u8,
+    /// A zone-signing key is replaced after this many seconds (0: never).
+    pub zsk_lifetime: i64,
+}
 
 /// The zones at one directory version, and each zone's serial by content.
 pub struct Shared {
     store: Arc<dyn Store>,
     cfg: DnsConfig,
     zones: Snapshot<Zones>,
-    /// Domain -> (records without the SOA, serial): a serial moves only when they change.
-    serials: Mutex<HashMap<String, (Vec<zone::Record>, u32)>>,
+    /// Domain -> (hash of its records and signatures without the SOA, serial): a serial
+    /// moves only when they change.
+    serials: Mutex<HashMap<String, (u64, u32)>>,
+    /// Signatures of the last build, reused while their RRsets are unchanged.
+    sig_cache: Mutex<dnssec::SigCache>,
 }
 
 impl Shared {
     pub fn new(store: Arc<dyn Store>, cfg: DnsConfig) -> Arc<Shared> {
-        Arc::new(Shared { store, cfg, zones: Snapshot::default(), serials: Mutex::new(HashMap::new()) })
+        Arc::new(Shared {
+            store,
+            cfg,
+            zones: Snapshot::default(),
+            serials: Mutex::new(HashMap::new()),
+            sig_cache: Mutex::new(HashMap::new()),
+        })
     }
 
     /// The zones at the store's current directory version.
     pub async fn zones(&self) -> Option<Arc<Zones>> {
-        let built = self
-            .zones
-            .get(&*self.store, || async {
-                let mut zones = Zones::default();
-                for d in self.store.domains().await? {
-                    let input = ZoneInput::read(&*self.store, &d.name, &self.cfg, 0).await?;
-                    let mut records = zone::build(&input);
-                    let serial = self.serial(&d.name, &records);
-                    if let Some(zone::Record { data: zone::Data::Soa { serial: s, .. }, .. }) = records.first_mut() {
-                        *s = serial;
-                    }
-                    if let Some(z) = Zone::new(&d.name, &records) {
-                        zones.zones.push(z);
-                    }
-                }
-                Ok::<_, agora_store::StoreError>(zones)
-            })
-            .await;
+        let built = self.zones.get(&*self.store, || self.build()).await;
         match built {
             Ok(z) => Some(z),
             Err(e) => {
@@ -66,14 +71,118 @@ impl Shared {
         }
     }
 
-    /// The serial for a domain's records: unchanged while they are, else the current
+    async fn build(&self) -> Result<Zones, agora_store::StoreError> {
+        let now = agora_store::now();
+        let mut zones = Zones { built: now, ..Zones::default() };
+        let old = self.sig_cache.lock().map(|mut c| std::mem::take(&mut *c)).unwrap_or_default();
+        let mut cache = dnssec::SigCache::new();
+        for d in self.store.domains().await? {
+            let input = ZoneInput::read(&*self.store, &d.name, &self.cfg.zone, 0).await?;
+            let records = zone::build(&input);
+            let Some(mut z) = Zone::new(&d.name, &records) else { continue };
+            let keys = if self.cfg.dnssec { self.keys(&d.name).await? } else { Vec::new() };
+            let mut signer = dnssec::ZoneSigner {
+                keys: &keys,
+                now: now.clamp(0, i64::from(u32::MAX)) as u32,
+                old: &old,
+                new: &mut cache,
+                fresh: false,
+            };
+            if !keys.is_empty() {
+                signer.sign(&mut z);
+            }
+            let serial = self.serial(&d.name, content_hash(&z), signer.fresh);
+            z.set_serial(serial);
+            if z.signed {
+                signer.sign_soa(&mut z);
+            }
+            zones.zones.push(z);
+        }
+        if let Ok(mut c) = self.sig_cache.lock() {
+            *c = cache;
+        }
+        Ok(zones)
+    }
+
+    /// A zone's keys ready to sign; a zone without keys gets its first ones here.
+    async fn keys(&self, domain: &str) -> Result<Vec<dnssec::Key>, agora_store::StoreError> {
+        let mut stored = self.store.dnssec_keys(domain).await?;
+        if stored.is_empty() {
+            self.maintain(domain).await?;
+            stored = self.store.dnssec_keys(domain).await?;
+        }
+        Ok(stored
+            .iter()
+            .filter_map(|k| dnssec::Key::load(k).map_err(|e| tracing::error!("dns: {domain}: {e}")).ok())
+            .collect())
+    }
+
+    /// Moves a zone's keys along their rollover as time passes (and makes a new
+    /// zone's first keys); returns whether anything changed.
+    pub async fn maintain(&self, domain: &str) -> Result<bool, agora_store::StoreError> {
+        let keys = self.store.dnssec_keys(domain).await?;
+        let now = agora_store::now();
+        // Resolvers may hold a DNSKEY set or a signature for a TTL; twice that is the wait.
+        let wait = i64::from(self.cfg.zone.ttl.max(1)) * 2;
+        let plan = dnssec::rollover(domain, &keys, self.cfg.algorithm, wait, self.cfg.zsk_lifetime, now)
+            .map_err(agora_store::StoreError::Invalid)?;
+        let changed = !plan.create.is_empty() || !plan.changes.is_empty();
+        for k in plan.create {
+            tracing::info!(
+                "dns: {domain}: new {} {} key ({})",
+                dnssec::algorithm_name(k.algorithm),
+                if k.ksk { "key-signing" } else { "zone-signing" },
+                k.state.as_str()
+            );
+            self.store.add_dnssec_key(k).await?;
+        }
+        for (id, state) in plan.changes {
+            tracing::info!("dns: {domain}: key {id} {}", state.map_or("removed", |s| s.as_str()));
+            self.store.set_dnssec_key_state(id, state).await?;
+        }
+        Ok(changed)
+    }
+
+    /// Keeps every signed zone's keys on schedule and its signatures fresh: runs once a
+    /// minute (more often with short TTLs) until shutdown.
+    pub async fn maintenance(self: Arc<Self>, shutdown: tokio_util::sync::CancellationToken) {
+        let every = std::time::Duration::from_secs(u64::from(self.cfg.zone.ttl).clamp(1, 60));
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(every) => {}
+            }
+            if !self.cfg.dnssec {
+                continue;
+            }
+            let domains = match self.store.domains().await {
+                Ok(d) => d,
+                Err(e) => {
+                    tracing::error!("dns: key maintenance: {e}");
+                    continue;
+                }
+            };
+            for d in domains {
+                if let Err(e) = self.maintain(&d.name).await {
+                    tracing::error!("dns: key maintenance of {}: {e}", d.name);
+                }
+            }
+            // Signatures are remade a week before they expire: rebuild daily.
+            if let Some(z) = self.zones().await
+                && agora_store::now() - z.built > 86_400
+            {
+                self.zones.invalidate();
+            }
+        }
+    }
+
+    /// The serial for a domain's content: unchanged while it is, else the current
     /// time in seconds (and always above the last one).
-    fn serial(&self, domain: &str, records: &[zone::Record]) -> u32 {
-        let content: Vec<zone::Record> = records.iter().skip(1).cloned().collect();
+    fn serial(&self, domain: &str, content: u64, force: bool) -> u32 {
         let now = agora_store::now().clamp(1, i64::from(u32::MAX)) as u32;
         let Ok(mut map) = self.serials.lock() else { return now };
         match map.get_mut(domain) {
-            Some((old, serial)) if *old == content => *serial,
+            Some((old, serial)) if *old == content && !force => *serial,
             Some((old, serial)) => {
                 *serial = now.max(serial.wrapping_add(1));
                 *old = content;
@@ -85,6 +194,21 @@ impl Shared {
             }
         }
     }
+}
+
+/// A hash of a zone's records other than the SOA, in a stable order.
+fn content_hash(z: &Zone) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut names: Vec<&String> = z.names.keys().collect();
+    names.sort();
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for n in names {
+        n.hash(&mut h);
+        for r in z.names[n].iter().filter(|r| r.record_type() != hickory_proto::rr::RecordType::SOA) {
+            r.to_string().hash(&mut h);
+        }
+    }
+    h.finish()
 }
 
 /// DNS over UDP (53/udp) and TCP (53/tcp, two-byte length before each message).

@@ -7,7 +7,7 @@ use agora_net::TlsMode;
 use agora_service::{Built, Context, ListenerDecl, Section, Service, Timeouts, secs};
 use serde::{Deserialize, Serialize};
 
-use crate::{DnsConfig, DnsService, Shared};
+use crate::{DnsConfig, DnsService, Shared, ZoneSettings};
 
 pub static SERVICE: Service<DnsSection> = Service {
     name: "dns",
@@ -34,6 +34,12 @@ pub struct DnsSection {
     pub rate_limit_exempt: Vec<String>,
     /// A TCP connection without a query for this long is closed.
     pub timeout_secs: u64,
+    /// Sign every hosted zone (DNSSEC).
+    pub dnssec: bool,
+    /// Algorithm of new zones' keys: ecdsap256sha256 or ed25519.
+    pub dnssec_algorithm: String,
+    /// Zone-signing keys are rolled over after this many days (0: never).
+    pub zsk_lifetime_days: u32,
 }
 
 impl Default for DnsSection {
@@ -47,6 +53,9 @@ impl Default for DnsSection {
             rate_limit_slip: 2,
             rate_limit_exempt: vec!["127.0.0.0/8".into(), "::1/128".into()],
             timeout_secs: 10,
+            dnssec: true,
+            dnssec_algorithm: "ecdsap256sha256".into(),
+            zsk_lifetime_days: 90,
         }
     }
 }
@@ -61,6 +70,9 @@ impl Section for DnsSection {
         ("rate_limit_slip", "", "every Nth answer over the limit goes out empty with TC set (0: drop all)"),
         ("rate_limit_exempt", "", "networks never limited"),
         ("timeout_secs", "", "idle TCP connections are closed after this"),
+        ("dnssec", "", "sign every hosted zone (give the parent zone the DS from `agora dns ds DOMAIN`)"),
+        ("dnssec_algorithm", "", "algorithm of new zones' keys: ecdsap256sha256 or ed25519"),
+        ("zsk_lifetime_days", "", "zone-signing keys roll over after this many days, without a gap (0: never)"),
     ];
     fn timeouts(&self) -> Timeouts {
         Timeouts { preauth: secs(self.timeout_secs), idle: secs(self.timeout_secs) }
@@ -71,7 +83,7 @@ fn build(ctx: &Context, s: DnsSection) -> Result<Built, String> {
     if !["none", "quarantine", "reject"].contains(&s.dmarc_policy.as_str()) {
         return Err(format!("dmarc_policy {:?}: say none, quarantine or reject", s.dmarc_policy));
     }
-    let cfg = DnsConfig {
+    let zone = ZoneSettings {
         hostname: ctx.hostname.clone(),
         addresses: s.addresses,
         nameservers: s.nameservers,
@@ -79,14 +91,22 @@ fn build(ctx: &Context, s: DnsSection) -> Result<Built, String> {
         dmarc_policy: s.dmarc_policy,
         ttl: s.ttl,
     };
+    let cfg = DnsConfig {
+        zone,
+        dnssec: s.dnssec,
+        algorithm: crate::dnssec::algorithm_number(&s.dnssec_algorithm)?,
+        zsk_lifetime: i64::from(s.zsk_lifetime_days) * 86_400,
+    };
     let exempt = s
         .rate_limit_exempt
         .iter()
         .map(|n| crate::ratelimit::Net::parse(n).map_err(|e| format!("rate_limit_exempt: {e}")))
         .collect::<Result<Vec<_>, _>>()?;
     let limiter = crate::ratelimit::RateLimiter::new(s.rate_limit, s.rate_limit_slip, exempt);
-    let dns = Arc::new(DnsService::new(Shared::new(Arc::clone(&ctx.store), cfg), limiter));
-    Ok(Built { handlers: vec![("dns", dns.clone())], datagram: vec![("dns", dns)], ..Built::default() })
+    let shared = Shared::new(Arc::clone(&ctx.store), cfg);
+    let maintenance = Arc::clone(&shared).maintenance(ctx.shutdown.clone());
+    let dns = Arc::new(DnsService::new(shared, limiter));
+    Ok(Built { handlers: vec![("dns", dns.clone())], datagram: vec![("dns", dns)], tasks: vec![Box::pin(maintenance)] })
 }
 
 #[cfg(test)]

@@ -8,14 +8,14 @@ use agora_store::sqlite::SqliteStore;
 use hickory_proto::op::{Edns, Message, Query, ResponseCode};
 use hickory_proto::rr::{Name, RData, RecordType};
 
-use crate::{DnsConfig, Shared, answer};
+use crate::{DnsConfig, Shared, ZoneSettings, answer};
 
 async fn fixture() -> (tempfile::TempDir, Arc<dyn Store>, Arc<Shared>) {
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).unwrap());
     store.add_domain("example.org").await.unwrap();
     store.add_dkim_keys(agora_mail::auth::generate_keys("example.org").unwrap()).await.unwrap();
-    let cfg = DnsConfig {
+    let zone = ZoneSettings {
         hostname: "mx.example.org".into(),
         addresses: vec!["192.0.2.10".parse().unwrap()],
         nameservers: Vec::new(),
@@ -23,6 +23,7 @@ async fn fixture() -> (tempfile::TempDir, Arc<dyn Store>, Arc<Shared>) {
         dmarc_policy: "quarantine".into(),
         ttl: 3600,
     };
+    let cfg = DnsConfig { zone, dnssec: true, algorithm: crate::dnssec::ECDSA_P256, zsk_lifetime: 0 };
     let shared = Shared::new(Arc::clone(&store), cfg);
     (dir, store, shared)
 }
@@ -117,13 +118,14 @@ async fn truncation_over_udp_when_the_answer_does_not_fit() {
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).unwrap());
     store.add_domain("example.org").await.unwrap();
     let many: Vec<std::net::IpAddr> = (1..=40).map(|i| format!("2001:db8::{i}").parse().unwrap()).collect();
-    let cfg = DnsConfig {
+    let zone = ZoneSettings {
         hostname: "mx.example.org".into(),
         addresses: many,
         ttl: 60,
         dmarc_policy: "none".into(),
-        ..DnsConfig::default()
+        ..ZoneSettings::default()
     };
+    let cfg = DnsConfig { zone, dnssec: false, algorithm: crate::dnssec::ECDSA_P256, zsk_lifetime: 0 };
     let shared = Shared::new(store, cfg);
     let zones = shared.zones().await.unwrap();
     let q = |edns| query("mx.example.org.", RecordType::AAAA, edns);
@@ -137,4 +139,98 @@ async fn truncation_over_udp_when_the_answer_does_not_fit() {
     assert!(big.edns.is_some(), "EDNS answered with EDNS");
     let tcp = Message::from_vec(&answer::answer(&zones, &q(None), false).unwrap()).unwrap();
     assert_eq!(tcp.answers.len(), 40);
+}
+
+/// Checks every RRSIG in a message's section against the zone's DNSKEYs.
+fn verify_section(records: &[hickory_proto::rr::Record], keys: &[hickory_proto::dnssec::rdata::DNSKEY]) -> usize {
+    use hickory_proto::dnssec::Verifier;
+    use hickory_proto::dnssec::rdata::DNSSECRData;
+    let mut checked = 0;
+    for sig in records {
+        let RData::DNSSEC(DNSSECRData::RRSIG(rrsig)) = &sig.data else { continue };
+        let covered: Vec<&hickory_proto::rr::Record> =
+            records.iter().filter(|r| r.name == sig.name && r.record_type() == rrsig.input().type_covered).collect();
+        let key = keys.iter().find(|k| k.calculate_key_tag().unwrap() == rrsig.input().key_tag).expect("signing key");
+        key.verify_rrsig(&sig.name, hickory_proto::rr::DNSClass::IN, rrsig, covered.into_iter())
+            .unwrap_or_else(|e| panic!("{} {:?}: {e}", sig.name, rrsig.input().type_covered));
+        checked += 1;
+    }
+    checked
+}
+
+#[tokio::test]
+async fn signed_answers_and_authenticated_denial() {
+    use hickory_proto::dnssec::rdata::DNSSECRData;
+    let (_d, store, shared) = fixture().await;
+    store
+        .add_dns_record(agora_store::DnsRecord {
+            domain: "example.org".into(),
+            name: "*.wild.example.org".into(),
+            rtype: "TXT".into(),
+            value: "wildcard".into(),
+            ttl: 300,
+        })
+        .await
+        .unwrap();
+    let zones = shared.zones().await.unwrap();
+    let ask_do = |name: &str, t| {
+        let mut q = Message::from_vec(&query(name, t, Some(4096))).unwrap();
+        if let Some(e) = q.edns.as_mut() {
+            e.set_dnssec_ok(true);
+        }
+        Message::from_vec(&answer::answer(&zones, &q.to_vec().unwrap(), true).unwrap()).unwrap()
+    };
+    let keyset = ask_do("example.org.", RecordType::DNSKEY);
+    let keys: Vec<_> = keyset
+        .answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::DNSSEC(DNSSECRData::DNSKEY(k)) => Some(k.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(keys.iter().filter(|k| k.secure_entry_point()).count(), 1, "one KSK, one ZSK");
+    assert_eq!(keys.len(), 2);
+    assert_eq!(verify_section(&keyset.answers, &keys), 1, "the DNSKEY set signed by the KSK");
+    // Positive: the MX and its signature.
+    let mx = ask_do("example.org.", RecordType::MX);
+    assert!(mx.edns.as_ref().unwrap().flags().dnssec_ok);
+    assert_eq!(verify_section(&mx.answers, &keys), 1);
+    // Without DO: no signatures.
+    assert!(
+        ask(&shared, "example.org.", RecordType::MX).await.answers.iter().all(|r| r.record_type() == RecordType::MX)
+    );
+    // NXDOMAIN: SOA, the NSEC covering the name and the one covering the wildcard, all signed.
+    let nx = ask_do("nothing.example.org.", RecordType::A);
+    assert_eq!(nx.metadata.response_code, ResponseCode::NXDomain);
+    let nsecs: Vec<&hickory_proto::rr::Record> =
+        nx.authorities.iter().filter(|r| r.record_type() == RecordType::NSEC).collect();
+    assert!(!nsecs.is_empty());
+    let asked = Name::from_ascii("nothing.example.org.").unwrap();
+    let apex = Name::from_ascii("example.org.").unwrap();
+    let covers = |n: &&hickory_proto::rr::Record| match &n.data {
+        RData::DNSSEC(DNSSECRData::NSEC(nsec)) => {
+            n.name < asked && (asked < *nsec.next_domain_name() || *nsec.next_domain_name() == apex)
+        }
+        _ => false,
+    };
+    assert!(nsecs.iter().any(covers), "an NSEC spans the name asked: {nsecs:?}");
+    assert_eq!(verify_section(&nx.authorities, &keys), 1 + nsecs.len(), "SOA and each NSEC signed");
+    // NODATA: the name's own NSEC without the type.
+    let nd = ask_do("example.org.", RecordType::AAAA);
+    let own = nd.authorities.iter().find(|r| r.record_type() == RecordType::NSEC).expect("NSEC");
+    let RData::DNSSEC(DNSSECRData::NSEC(nsec)) = &own.data else { unreachable!() };
+    assert!(own.name == Name::from_ascii("example.org.").unwrap());
+    assert!(nsec.type_bit_maps().any(|t| t == RecordType::MX) && !nsec.type_bit_maps().any(|t| t == RecordType::AAAA));
+    assert_eq!(verify_section(&nd.authorities, &keys), 2);
+    // A wildcard answer: signed with the wildcard's label count, plus proof the name itself is absent.
+    let w = ask_do("a.wild.example.org.", RecordType::TXT);
+    assert_eq!(w.answers[0].name.to_ascii(), "a.wild.example.org.");
+    let sig = w.answers.iter().find_map(|r| match &r.data {
+        RData::DNSSEC(DNSSECRData::RRSIG(s)) => Some(s.clone()),
+        _ => None,
+    });
+    assert_eq!(sig.expect("RRSIG").input().num_labels, 3, "labels of *.wild.example.org");
+    assert!(w.authorities.iter().any(|r| r.record_type() == RecordType::NSEC));
+    assert_eq!(verify_section(&w.authorities, &keys), 1);
 }

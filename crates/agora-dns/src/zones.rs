@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 
 use agora_mail::zone::{Data, Record as ZoneRecord};
 use hickory_proto::rr::rdata::{A, AAAA, CAA, CNAME, MX, NS, PTR, SOA, SRV, TLSA, TXT};
-use hickory_proto::rr::{Name, RData, Record};
+use hickory_proto::rr::{Name, RData, Record, RecordType};
 
 #[derive(Debug)]
 pub struct Zone {
@@ -17,11 +17,19 @@ pub struct Zone {
     pub names: HashMap<String, Vec<Record>>,
     /// Names below the apex that own nothing but have names below them.
     pub nonterminals: HashSet<String>,
+    pub apex_name: Name,
+    /// Signed zones: RRSIGs by owner and covered type.
+    pub sigs: HashMap<(String, RecordType), Vec<Record>>,
+    /// Signed zones: the owners in canonical order (the NSEC chain).
+    pub nsec: Vec<(Name, String)>,
+    pub signed: bool,
 }
 
 #[derive(Debug, Default)]
 pub struct Zones {
     pub zones: Vec<Zone>,
+    /// When they were built (signatures are remade by rebuilding).
+    pub built: i64,
 }
 
 fn name(n: &str) -> Option<Name> {
@@ -96,7 +104,42 @@ impl Zone {
                 cur = parent;
             }
         }
-        Some(Zone { apex, soa: soa?, names, nonterminals })
+        let apex_name = name(&apex)?;
+        Some(Zone {
+            apex,
+            soa: soa?,
+            names,
+            nonterminals,
+            apex_name,
+            sigs: HashMap::new(),
+            nsec: Vec::new(),
+            signed: false,
+        })
+    }
+
+    /// Sets the SOA's serial (in the SOA kept apart and in the apex's records).
+    pub fn set_serial(&mut self, serial: u32) {
+        let set = |r: &mut Record| {
+            if let RData::SOA(s) = &mut r.data {
+                s.serial = serial;
+            }
+        };
+        set(&mut self.soa);
+        if let Some(recs) = self.names.get_mut(&self.apex) {
+            recs.iter_mut().filter(|r| r.record_type() == RecordType::SOA).for_each(set);
+        }
+    }
+
+    /// The RRSIGs of an RRset (none when the zone is unsigned).
+    pub fn sigs_of(&self, owner: &str, rtype: RecordType) -> &[Record] {
+        self.sigs.get(&(owner.to_string(), rtype)).map_or(&[], Vec::as_slice)
+    }
+
+    /// The owner (lower case) of the NSEC whose span holds `name`: the last owner
+    /// not after it in canonical order (the apex is first, so there always is one).
+    pub fn covering(&self, name: &Name) -> Option<&str> {
+        let i = self.nsec.partition_point(|(n, _)| n <= name);
+        self.nsec.get(i.checked_sub(1)?).map(|(_, k)| k.as_str())
     }
 }
 

@@ -30,6 +30,14 @@ impl<T> Snapshot<T> {
         c.as_ref().filter(|(v, _)| *v == version).map(|(_, t)| Arc::clone(t))
     }
 
+    /// Forgets the value: the next use rebuilds it (for what changes with time, not
+    /// with the directory).
+    pub fn invalidate(&self) {
+        if let Ok(mut c) = self.current.write() {
+            *c = None;
+        }
+    }
+
     /// The value at the store's current directory version; `build` makes it when
     /// anything changed (the version is read before it reads the store, so a change
     /// made meanwhile brings another rebuild).

@@ -2,8 +2,8 @@
 //! tests call `run_all` on a fresh, empty store.
 
 use crate::{
-    AccountUpdate, AddressEntry, Change, Contact, Delivery, DeliveryTarget, DnsRecord, Envelope, FlagOp, Flags,
-    NewAccount, Profile, QueueOutcome, Role, Store, StoreError,
+    AccountUpdate, AddressEntry, Change, Contact, Delivery, DeliveryTarget, DnsRecord, DnssecKey, DnssecKeyState,
+    Envelope, FlagOp, Flags, NewAccount, Profile, QueueOutcome, Role, Store, StoreError,
 };
 
 pub(crate) fn new_account(login: &str) -> NewAccount {
@@ -114,6 +114,27 @@ async fn address_book<S: Store>(s: &S) {
     assert_eq!(s.remove_dns_records("book.test", "www.book.test", "A", Some("192.0.2.2")).await.expect("rm"), 1);
     assert_eq!(s.remove_dns_records("book.test", "WWW.book.test", "A", None).await.expect("rm"), 1);
     assert!(s.dns_records("book.test").await.expect("records").is_empty());
+    // DNSSEC keys: stored, moved through a rollover's states, deleted.
+    let v = s.directory_version();
+    let key = DnssecKey {
+        id: 0,
+        domain: "Book.test".into(),
+        ksk: true,
+        algorithm: 13,
+        private_key: vec![1, 2, 3],
+        created: 5,
+        state: DnssecKeyState::Active,
+        since: 5,
+    };
+    let id = s.add_dnssec_key(key).await.expect("dnssec key");
+    assert_ne!(s.directory_version(), v, "a key is directory data");
+    s.set_dnssec_key_state(id, Some(DnssecKeyState::Retired)).await.expect("retire");
+    let keys = s.dnssec_keys("book.test").await.expect("keys");
+    assert_eq!((keys.len(), keys[0].ksk, keys[0].algorithm, keys[0].state), (1, true, 13, DnssecKeyState::Retired));
+    assert!(keys[0].since > 5 && keys[0].private_key == [1, 2, 3]);
+    s.set_dnssec_key_state(id, None).await.expect("delete");
+    assert!(s.dnssec_keys("book.test").await.expect("keys").is_empty());
+    assert!(matches!(s.set_dnssec_key_state(id, None).await, Err(StoreError::NotFound(_))));
     // A batch: each account on its own, in order.
     let c2 = NewAccount { addresses: vec!["c2.alt@book.test".into()], ..new_account("c2@book.test") };
     let batch = vec![new_account("c1@book.test"), new_account("bob@book.test"), c2];

@@ -119,6 +119,15 @@ pub trait DirectoryStore: Send + Sync {
 
     async fn dns_records(&self, domain: &str) -> Result<Vec<DnsRecord>>;
 
+    /// Stores a new DNSSEC key of a hosted zone; returns its id.
+    async fn add_dnssec_key(&self, key: DnssecKey) -> Result<i64>;
+
+    /// A zone's DNSSEC keys, oldest first, whatever their state.
+    async fn dnssec_keys(&self, domain: &str) -> Result<Vec<DnssecKey>>;
+
+    /// Moves a DNSSEC key to `state` (its `since` becomes now); None deletes it.
+    async fn set_dnssec_key_state(&self, id: i64, state: Option<DnssecKeyState>) -> Result<()>;
+
     /// What `address` (lower-cased, full) names: an account, alias, group, or nothing.
     async fn lookup_address(&self, address: &str) -> Result<AddressEntry>;
 

@@ -14,9 +14,10 @@ use tokio::sync::{broadcast, oneshot};
 use crate::blob::BlobFiles;
 use crate::{
     Account, AccountId, AccountUpdate, AddressEntry, Change, Contact, DEFAULT_MAILBOXES, Delivered, Delivery,
-    DeliveryStore, DirectoryStore, DkimKey, DkimState, DnsRecord, Domain, Envelope, FlagOp, Flags, FlagsStored, Group,
-    Mailbox, MailboxChanges, MailboxId, MailboxStore, MessageMeta, MessageRef, MessageSummary, NewAccount, Profile,
-    QueueOutcome, Queued, Result, Role, SharedMailbox, SpecialUse, StagedBlob, Store, StoreError, now,
+    DeliveryStore, DirectoryStore, DkimKey, DkimState, DnsRecord, DnssecKey, DnssecKeyState, Domain, Envelope, FlagOp,
+    Flags, FlagsStored, Group, Mailbox, MailboxChanges, MailboxId, MailboxStore, MessageMeta, MessageRef,
+    MessageSummary, NewAccount, Profile, QueueOutcome, Queued, Result, Role, SharedMailbox, SpecialUse, StagedBlob,
+    Store, StoreError, now,
 };
 
 /// Most writes folded into one transaction; bounds the latency of the first in a batch.
@@ -129,6 +130,17 @@ CREATE TABLE IF NOT EXISTS dkim_keys (
     state TEXT NOT NULL DEFAULT 'active',
     PRIMARY KEY (domain, selector)
 ) WITHOUT ROWID;
+-- DNSSEC signing keys of the hosted zones (private: never served).
+CREATE TABLE IF NOT EXISTS dnssec_keys (
+    id INTEGER PRIMARY KEY,
+    domain TEXT NOT NULL REFERENCES domains(name) ON DELETE CASCADE,
+    ksk INTEGER NOT NULL,
+    algorithm INTEGER NOT NULL,
+    private_key BLOB NOT NULL,
+    created INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    since INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS blobs (
     hash TEXT PRIMARY KEY,
     size INTEGER NOT NULL,
@@ -224,6 +236,8 @@ const MIGRATIONS: &[(u32, &str)] = &[
     ),
     // Extra DNS records: the table comes with the base schema.
     (12, "SELECT 1"),
+    // DNSSEC keys: the table comes with the base schema.
+    (13, "SELECT 1"),
 ];
 
 /// Brings an older store up to the current schema, in one transaction.
@@ -893,6 +907,7 @@ impl DirectoryStore for Arc<SqliteStore> {
                 )));
             }
             c.execute("DELETE FROM dns_records WHERE domain = ?1", [&name])?;
+            c.execute("DELETE FROM dnssec_keys WHERE domain = ?1", [&name])?;
             c.execute("DELETE FROM domains WHERE name = ?1", [&name])?;
             Ok(((), vec![Change::DirectoryChanged]))
         })
@@ -1379,6 +1394,61 @@ impl DirectoryStore for Arc<SqliteStore> {
                 Ok(DnsRecord { domain: r.get(0)?, name: r.get(1)?, rtype: r.get(2)?, value: r.get(3)?, ttl: r.get(4)? })
             })?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn add_dnssec_key(&self, k: DnssecKey) -> Result<i64> {
+        self.write(move |c| {
+            let domain = k.domain.to_ascii_lowercase();
+            require_domain(c, &domain)?;
+            c.execute(
+                "INSERT INTO dnssec_keys (domain, ksk, algorithm, private_key, created, state, since)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![domain, k.ksk, k.algorithm, k.private_key, k.created, k.state.as_str(), k.since],
+            )?;
+            Ok((c.last_insert_rowid(), vec![Change::DirectoryChanged]))
+        })
+        .await
+    }
+
+    async fn dnssec_keys(&self, domain: &str) -> Result<Vec<DnssecKey>> {
+        let domain = domain.to_ascii_lowercase();
+        self.read(move |c| {
+            let mut s = c.prepare_cached(
+                "SELECT id, domain, ksk, algorithm, private_key, created, state, since FROM dnssec_keys
+                 WHERE domain = ?1 ORDER BY id",
+            )?;
+            let rows = s.query_map([domain], |r| {
+                Ok(DnssecKey {
+                    id: r.get(0)?,
+                    domain: r.get(1)?,
+                    ksk: r.get(2)?,
+                    algorithm: r.get(3)?,
+                    private_key: r.get(4)?,
+                    created: r.get(5)?,
+                    state: DnssecKeyState::parse(&r.get::<_, String>(6)?),
+                    since: r.get(7)?,
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn set_dnssec_key_state(&self, id: i64, state: Option<DnssecKeyState>) -> Result<()> {
+        self.write(move |c| {
+            let n = match state {
+                Some(st) => c.execute(
+                    "UPDATE dnssec_keys SET state = ?2, since = ?3 WHERE id = ?1",
+                    params![id, st.as_str(), crate::now()],
+                )?,
+                None => c.execute("DELETE FROM dnssec_keys WHERE id = ?1", [id])?,
+            };
+            if n == 0 {
+                return Err(StoreError::NotFound(format!("DNSSEC key {id}")));
+            }
+            Ok(((), vec![Change::DirectoryChanged]))
         })
         .await
     }

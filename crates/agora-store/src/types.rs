@@ -188,6 +188,57 @@ pub struct DnsRecord {
     pub ttl: u32,
 }
 
+/// A DNSSEC signing key of a hosted zone.
+#[derive(Clone)]
+pub struct DnssecKey {
+    pub id: i64,
+    pub domain: String,
+    /// Signs the DNSKEY set (its DS goes to the parent zone); else signs the rest.
+    pub ksk: bool,
+    /// DNSSEC algorithm number: 13 (ECDSA P-256) or 15 (Ed25519).
+    pub algorithm: u8,
+    /// PKCS#8 DER.
+    pub private_key: Vec<u8>,
+    pub created: i64,
+    pub state: DnssecKeyState,
+    /// When it entered its state.
+    pub since: i64,
+}
+
+impl std::fmt::Debug for DnssecKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DnssecKey").field("id", &self.id).field("domain", &self.domain).field("ksk", &self.ksk).finish()
+    }
+}
+
+/// Where a DNSSEC key is in a rollover: published before it signs (so resolvers
+/// have it cached), signing, then published a while after (for signatures still
+/// cached), then deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DnssecKeyState {
+    Published,
+    Active,
+    Retired,
+}
+
+impl DnssecKeyState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DnssecKeyState::Published => "published",
+            DnssecKeyState::Active => "active",
+            DnssecKeyState::Retired => "retired",
+        }
+    }
+
+    pub fn parse(s: &str) -> DnssecKeyState {
+        match s {
+            "published" => DnssecKeyState::Published,
+            "retired" => DnssecKeyState::Retired,
+            _ => DnssecKeyState::Active,
+        }
+    }
+}
+
 /// Changes to an account's names and profile; `None` keeps the current value.
 #[derive(Debug, Clone, Default)]
 pub struct AccountUpdate {
