@@ -7,9 +7,10 @@
 use std::collections::HashMap;
 
 use agora_store::{DnssecKey, DnssecKeyState};
+pub use hickory_proto::dnssec::DigestType;
 use hickory_proto::dnssec::crypto::{EcdsaSigningKey, Ed25519SigningKey, signing_key_from_der};
 use hickory_proto::dnssec::rdata::{DNSKEY, DNSSECRData, DS, NSEC, RRSIG, SigInput};
-use hickory_proto::dnssec::{Algorithm, DigestType, SigningKey, TBS};
+use hickory_proto::dnssec::{Algorithm, SigningKey, TBS};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType, SerialNumber};
 use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 
@@ -278,6 +279,23 @@ pub fn rollover(
         plan.changes.push((k.id, None));
     }
     Ok(plan)
+}
+
+/// The key an administrator's rollover adds: a ZSK published ahead of signing (the
+/// maintenance moves it on), or a second KSK that signs the DNSKEY set at once (its DS
+/// goes to the parent before the old KSK is retired).
+pub fn rotate(domain: &str, keys: &[DnssecKey], ksk: bool, now: i64) -> Result<DnssecKey, String> {
+    let current = keys.iter().rev().find(|k| k.ksk == ksk && k.state == DnssecKeyState::Active).ok_or_else(|| {
+        format!("{domain} has no active {} key to replace", if ksk { "key-signing" } else { "zone-signing" })
+    })?;
+    if !ksk && keys.iter().any(|k| !k.ksk && k.state == DnssecKeyState::Published) {
+        return Err(format!("{domain} already has a zone-signing key waiting to sign"));
+    }
+    let mut k = generate(domain, ksk, current.algorithm, now)?;
+    if !ksk {
+        k.state = DnssecKeyState::Published;
+    }
+    Ok(k)
 }
 
 #[cfg(test)]

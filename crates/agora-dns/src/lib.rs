@@ -122,8 +122,13 @@ impl Shared {
     pub async fn maintain(&self, domain: &str) -> Result<bool, agora_store::StoreError> {
         let keys = self.store.dnssec_keys(domain).await?;
         let now = agora_store::now();
-        // Resolvers may hold a DNSKEY set or a signature for a TTL; twice that is the wait.
-        let wait = i64::from(self.cfg.zone.ttl.max(1)) * 2;
+        // Resolvers may hold a DNSKEY set or a signature for a TTL; twice the zone's
+        // longest is the wait.
+        let longest = match self.zones.current() {
+            Some(z) => z.zones.iter().find(|z| z.apex == domain).map_or(0, |z| z.max_ttl),
+            None => 0,
+        };
+        let wait = i64::from(self.cfg.zone.ttl.max(longest).max(1)) * 2;
         let plan = dnssec::rollover(domain, &keys, self.cfg.algorithm, wait, self.cfg.zsk_lifetime, now)
             .map_err(agora_store::StoreError::Invalid)?;
         let changed = !plan.create.is_empty() || !plan.changes.is_empty();
@@ -194,6 +199,12 @@ impl Shared {
             }
         }
     }
+}
+
+/// A domain as a DNS name (for the command line's DS and key output).
+pub fn hickory_name(domain: &str) -> Result<hickory_proto::rr::Name, String> {
+    hickory_proto::rr::Name::from_ascii(format!("{}.", domain.trim_end_matches('.')))
+        .map_err(|e| format!("{domain}: {e}"))
 }
 
 /// A hash of a zone's records other than the SOA, in a stable order.

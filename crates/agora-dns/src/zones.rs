@@ -23,6 +23,8 @@ pub struct Zone {
     /// Signed zones: the owners in canonical order (the NSEC chain).
     pub nsec: Vec<(Name, String)>,
     pub signed: bool,
+    /// The longest TTL in the zone (how long a resolver may hold any of it).
+    pub max_ttl: u32,
 }
 
 #[derive(Debug, Default)]
@@ -105,6 +107,7 @@ impl Zone {
             }
         }
         let apex_name = name(&apex)?;
+        let max_ttl = records.iter().map(|r| r.ttl).max().unwrap_or(0);
         Some(Zone {
             apex,
             soa: soa?,
@@ -114,6 +117,7 @@ impl Zone {
             sigs: HashMap::new(),
             nsec: Vec::new(),
             signed: false,
+            max_ttl,
         })
     }
 

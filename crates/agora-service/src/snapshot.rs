@@ -30,6 +30,11 @@ impl<T> Snapshot<T> {
         c.as_ref().filter(|(v, _)| *v == version).map(|(_, t)| Arc::clone(t))
     }
 
+    /// The last value built, whatever version it is of.
+    pub fn current(&self) -> Option<Arc<T>> {
+        self.current.read().ok()?.as_ref().map(|(_, t)| Arc::clone(t))
+    }
+
     /// Forgets the value: the next use rebuilds it (for what changes with time, not
     /// with the directory).
     pub fn invalidate(&self) {

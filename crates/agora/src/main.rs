@@ -49,6 +49,27 @@ pub enum DnsCmd {
     /// Records added to a hosted zone besides the ones the server makes.
     #[command(subcommand)]
     Record(RecordCmd),
+    /// Print the DS records that the parent zone publishes for a signed domain.
+    Ds { domain: String },
+    /// A signed zone's DNSSEC keys and their rollovers.
+    #[command(subcommand)]
+    Key(KeyCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeyCmd {
+    /// List the keys with their tags, roles and states.
+    List { domain: String },
+    /// Roll a key over without a gap: a new zone-signing key is published and signs
+    /// after two TTLs; with --ksk a second key-signing key signs at once, and the old
+    /// one is retired (`retire`) after the parent has the new DS.
+    Rotate {
+        domain: String,
+        #[arg(long)]
+        ksk: bool,
+    },
+    /// Stop signing with the key of this tag; it stays published two TTLs, then goes.
+    Retire { domain: String, tag: u16 },
 }
 
 #[derive(Debug, Subcommand)]

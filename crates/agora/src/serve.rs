@@ -88,9 +88,35 @@ async fn zone_input(
     Ok(agora_mail::zone::ZoneInput::read(store, domain, &settings, serial).await?)
 }
 
-/// `agora dns show|record`: the zones this server publishes and their extra records.
+/// A zone's DNSSEC keys, made first (with the configured algorithm) if the server has
+/// not signed it yet.
+async fn dnssec_keys(cli: &Cli, store: &Arc<SqliteStore>, domain: &str) -> Result<Vec<agora_dns::dnssec::Key>> {
+    use agora_store::DirectoryStore;
+    if store.domain(domain).await?.is_none() {
+        bail!("{domain} is not a hosted domain");
+    }
+    let text = std::fs::read_to_string(config_path(cli)).unwrap_or_default();
+    let dns: agora_dns::service::DnsSection = agora_service::section(&text, "dns")
+        .map_err(|e| anyhow::anyhow!("{}: [dns] {e}", config_path(cli).display()))?;
+    if !dns.dnssec {
+        bail!("DNSSEC is off ([dns] dnssec = false)");
+    }
+    let mut keys = store.dnssec_keys(domain).await?;
+    if keys.is_empty() {
+        let alg = agora_dns::dnssec::algorithm_number(&dns.dnssec_algorithm).map_err(anyhow::Error::msg)?;
+        let plan =
+            agora_dns::dnssec::rollover(domain, &[], alg, 0, 0, agora_store::now()).map_err(anyhow::Error::msg)?;
+        for k in plan.create {
+            store.add_dnssec_key(k).await?;
+        }
+        keys = store.dnssec_keys(domain).await?;
+    }
+    keys.iter().map(|k| agora_dns::dnssec::Key::load(k).map_err(anyhow::Error::msg)).collect()
+}
+
+/// `agora dns show|record|ds|key`: the zones this server publishes, their extra records and keys.
 pub async fn dns(cli: &Cli, cmd: &crate::DnsCmd) -> Result<()> {
-    use crate::{DnsCmd, RecordCmd};
+    use crate::{DnsCmd, KeyCmd, RecordCmd};
     use agora_store::DirectoryStore;
     let (store, _dir) = crate::admin::open_store(cli)?;
     let result = async {
@@ -129,6 +155,74 @@ pub async fn dns(cli: &Cli, cmd: &crate::DnsCmd) -> Result<()> {
                 for r in store.dns_records(&domain).await? {
                     println!("{}.\t{}\tIN\t{}\t{}", r.name, r.ttl, r.rtype, r.value);
                 }
+            }
+            DnsCmd::Ds { domain } => {
+                let domain = normalize_domain(domain)?;
+                let keys = dnssec_keys(cli, &store, &domain).await?;
+                let apex = agora_dns::hickory_name(&domain).map_err(anyhow::Error::msg)?;
+                println!("; DS records for the parent zone of {domain} (give it one of these; SHA-256)");
+                for k in keys.iter().filter(|k| k.stored.ksk && k.stored.state == agora_store::DnssecKeyState::Active) {
+                    let ds = k.ds(&apex, agora_dns::dnssec::DigestType::SHA256).map_err(anyhow::Error::msg)?;
+                    println!("{domain}. IN DS {ds}");
+                }
+                println!("; the same keys as DNSKEY, for registries that take those");
+                for k in keys.iter().filter(|k| k.stored.ksk && k.stored.state == agora_store::DnssecKeyState::Active) {
+                    println!("{domain}. IN DNSKEY {}", k.dnskey);
+                }
+            }
+            DnsCmd::Key(KeyCmd::List { domain }) => {
+                let domain = normalize_domain(domain)?;
+                println!("{:<7} {:<5} {:<16} {:<10} since", "tag", "role", "algorithm", "state");
+                for k in dnssec_keys(cli, &store, &domain).await? {
+                    println!(
+                        "{:<7} {:<5} {:<16} {:<10} {}",
+                        k.tag,
+                        if k.stored.ksk { "KSK" } else { "ZSK" },
+                        agora_dns::dnssec::algorithm_name(k.stored.algorithm),
+                        k.stored.state.as_str(),
+                        agora_store::time::rfc3339(k.stored.since)
+                    );
+                }
+            }
+            DnsCmd::Key(KeyCmd::Rotate { domain, ksk }) => {
+                let domain = normalize_domain(domain)?;
+                dnssec_keys(cli, &store, &domain).await?;
+                let keys = store.dnssec_keys(&domain).await?;
+                let new =
+                    agora_dns::dnssec::rotate(&domain, &keys, *ksk, agora_store::now()).map_err(anyhow::Error::msg)?;
+                let tag = agora_dns::dnssec::Key::load(&new).map_err(anyhow::Error::msg)?.tag;
+                store.add_dnssec_key(new).await?;
+                if *ksk {
+                    println!(
+                        "new key-signing key {tag} signs from now on beside the old one: give the parent its DS \
+                         (`agora dns ds {domain}`), then `agora dns key retire {domain} OLD-TAG`"
+                    );
+                } else {
+                    println!(
+                        "new zone-signing key {tag} published; it signs after two TTLs and the old one then retires"
+                    );
+                }
+            }
+            DnsCmd::Key(KeyCmd::Retire { domain, tag }) => {
+                let domain = normalize_domain(domain)?;
+                let keys = dnssec_keys(cli, &store, &domain).await?;
+                let k = keys
+                    .iter()
+                    .find(|k| k.tag == *tag && k.stored.state != agora_store::DnssecKeyState::Retired)
+                    .with_context(|| format!("{domain} has no key {tag} in use"))?;
+                let same = |o: &&agora_dns::dnssec::Key| {
+                    o.stored.ksk == k.stored.ksk
+                        && o.stored.state == agora_store::DnssecKeyState::Active
+                        && o.tag != *tag
+                };
+                if !keys.iter().any(|o| same(&o)) {
+                    bail!(
+                        "key {tag} is the only active {} of {domain}: rotate first",
+                        if k.stored.ksk { "KSK" } else { "ZSK" }
+                    );
+                }
+                store.set_dnssec_key_state(k.stored.id, Some(agora_store::DnssecKeyState::Retired)).await?;
+                println!("key {tag} of {domain} retired: it stays published two TTLs, then goes");
             }
         }
         Ok(())

@@ -154,3 +154,96 @@ print("ok", full, slipped)
     let out = dig(&a, &["+tcp", DOMAIN, "MX"]);
     assert!(out.contains("status: NOERROR") && out.contains("IN\tMX"), "{out}");
 }
+
+/// `delv` against the server with the DS that `agora dns ds` prints as its only trust
+/// anchor; returns its output.
+fn delv(a: &Agora, anchors: &std::path::Path, name: &str, rtype: &str) -> String {
+    let server = format!("@{}", a.ip);
+    let anchor_file = anchors.to_str().unwrap();
+    let (_, out) = run("delv", &[&server, "-p", "10053", "-a", anchor_file, "+root=example.org", name, rtype], "");
+    out
+}
+
+/// Writes the DS lines of `agora dns ds` as delv's trust anchors (every DS printed).
+fn write_anchors(a: &Agora, path: &std::path::Path, only: Option<&str>) -> Vec<String> {
+    let out = a.cli_ok(&["dns", "ds", DOMAIN], None);
+    let ds: Vec<Vec<String>> = out
+        .lines()
+        .filter(|l| l.contains(" IN DS "))
+        .map(|l| l.split_whitespace().map(str::to_string).collect())
+        .filter(|f: &Vec<String>| only.is_none_or(|t| f[3] == t))
+        .collect();
+    let body: String =
+        ds.iter().map(|f| format!("{} static-ds {} {} {} \"{}\";\n", f[0], f[3], f[4], f[5], f[6])).collect();
+    std::fs::write(path, format!("trust-anchors {{\n{body}}};\n")).unwrap();
+    ds.iter().map(|f| f[3].clone()).collect()
+}
+
+fn key_lines(a: &Agora) -> Vec<String> {
+    a.cli_ok(&["dns", "key", "list", DOMAIN], None).lines().skip(1).map(str::to_string).collect()
+}
+
+#[test]
+fn signed_answers_validate_before_during_and_after_rollovers() {
+    if !have("delv") {
+        return;
+    }
+    // One-second TTLs: a rollover's waits (two TTLs) pass in seconds.
+    let a = Agora::start_with(|data| {
+        std::fs::write(data.join("agora.toml"), "[dns]\naddresses = [\"192.0.2.25\"]\nttl = 1\n").unwrap();
+    });
+    let work = tempfile::tempdir().unwrap();
+    let anchors = work.path().join("anchors.conf");
+    let first = write_anchors(&a, &anchors, None);
+    assert_eq!(first.len(), 1, "one key-signing key");
+    let validated = |name: &str, t: &str| {
+        let out = delv(&a, &anchors, name, t);
+        assert!(out.contains("fully validated"), "{name} {t}: {out}");
+        out
+    };
+    let out = validated(DOMAIN, "MX");
+    assert!(out.contains("RRSIG\tMX 13 2"), "ECDSA P-256: {out}");
+    // Denial of existence, signed: no such name, no such type, an empty non-terminal.
+    let out = validated(&format!("nothing.{DOMAIN}"), "A");
+    assert!(out.contains("negative response") && out.contains("NXDOMAIN"), "{out}");
+    let out = validated(DOMAIN, "AAAA");
+    assert!(out.contains("negative response") && out.contains("NXRRSET"), "{out}");
+    validated(&format!("_tcp.{DOMAIN}"), "TXT");
+    validated(&format!("_submission._tcp.{DOMAIN}"), "SRV");
+    // A zone-signing key rollover: published first, signing after two TTLs, the old
+    // key gone two TTLs later; every answer validates all along.
+    let rotated = a.cli_ok(&["dns", "key", "rotate", DOMAIN], None);
+    assert!(rotated.contains("published"), "{rotated}");
+    assert!(key_lines(&a).iter().any(|l| l.contains("ZSK") && l.contains("published")));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        validated(DOMAIN, "MX");
+        validated(&format!("gone.{DOMAIN}"), "TXT");
+        let keys = key_lines(&a);
+        if keys.iter().filter(|l| l.contains("ZSK")).count() == 1 && keys.iter().all(|l| l.contains("active")) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "rollover did not finish: {keys:?}");
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+    // A key-signing key rollover: the new key signs the DNSKEY set beside the old one,
+    // so either DS validates; the old one retired, only the new DS is left.
+    a.cli_ok(&["dns", "key", "rotate", DOMAIN, "--ksk"], None);
+    let both = write_anchors(&a, &anchors, None);
+    assert_eq!(both.len(), 2);
+    let new = both.iter().find(|t| **t != first[0]).unwrap().clone();
+    write_anchors(&a, &anchors, Some(&new));
+    validated(DOMAIN, "MX");
+    write_anchors(&a, &anchors, Some(&first[0]));
+    validated(DOMAIN, "MX");
+    let refused = a.cli(&["dns", "key", "retire", DOMAIN, "1"], None);
+    assert!(!refused.status.success());
+    a.cli_ok(&["dns", "key", "retire", DOMAIN, &first[0]], None);
+    assert_eq!(write_anchors(&a, &anchors, None), [new]);
+    validated(DOMAIN, "MX");
+    // A trust anchor that matches no key fails validation (the check is real).
+    std::fs::write(&anchors, format!("trust-anchors {{ {DOMAIN}. static-ds 1 13 2 \"{}\"; }};\n", "AB".repeat(32)))
+        .unwrap();
+    let out = delv(&a, &anchors, DOMAIN, "MX");
+    assert!(!out.contains("fully validated"), "{out}");
+}
