@@ -55,9 +55,14 @@ pub fn answer(zones: &Zones, request: &[u8], udp: bool) -> Option<Vec<u8>> {
     };
     resp.metadata.authoritative = true;
     let qtype = q.query_type();
-    if matches!(qtype, RecordType::AXFR | RecordType::IXFR) {
-        // Zone transfers go only to configured secondaries; none are configured yet.
-        resp.metadata.response_code = ResponseCode::Refused;
+    if qtype == RecordType::AXFR || (qtype == RecordType::IXFR && udp) {
+        // Transfers run over TCP (`transfer`); over UDP an IXFR gets the SOA alone,
+        // which sends the secondary to TCP (RFC 1995 §2), and an AXFR is refused.
+        if qtype == RecordType::IXFR {
+            resp.add_answer(zone.soa.clone());
+        } else {
+            resp.metadata.response_code = ResponseCode::Refused;
+        }
         return resp.to_vec().ok();
     }
     resolve(zone, q.name(), &qname, qtype, dnssec_ok && zone.signed, &mut resp);

@@ -7,6 +7,7 @@ pub mod answer;
 pub mod dnssec;
 pub mod ratelimit;
 pub mod service;
+pub mod transfer;
 pub mod zones;
 
 use std::collections::HashMap;
@@ -38,9 +39,9 @@ pub struct DnsConfig {
 
 /// The zones at one directory version, and each zone's serial by content.
 pub struct Shared {
-    store: Arc<dyn Store>,
+    pub(crate) store: Arc<dyn Store>,
     cfg: DnsConfig,
-    zones: Snapshot<Zones>,
+    pub(crate) zones: Snapshot<Zones>,
     /// Domain -> (hash of its records and signatures without the SOA, serial): a serial
     /// moves only when they change.
     serials: Mutex<HashMap<String, (u64, u32)>>,
@@ -226,12 +227,26 @@ fn content_hash(z: &Zone) -> u64 {
 pub struct DnsService {
     shared: Arc<Shared>,
     limiter: ratelimit::RateLimiter,
+    transfers: Arc<transfer::Transfers>,
 }
 
 impl DnsService {
-    pub fn new(shared: Arc<Shared>, limiter: ratelimit::RateLimiter) -> DnsService {
-        DnsService { shared, limiter }
+    pub fn new(
+        shared: Arc<Shared>,
+        limiter: ratelimit::RateLimiter,
+        transfers: Arc<transfer::Transfers>,
+    ) -> DnsService {
+        DnsService { shared, limiter, transfers }
     }
+}
+
+/// Whether a request asks for a zone transfer (AXFR or IXFR), from its question's type.
+fn is_transfer(request: &[u8]) -> bool {
+    let Ok(m) = hickory_proto::op::Message::from_vec(request) else { return false };
+    m.metadata.message_type == hickory_proto::op::MessageType::Query
+        && m.queries.iter().any(|q| {
+            matches!(q.query_type(), hickory_proto::rr::RecordType::AXFR | hickory_proto::rr::RecordType::IXFR)
+        })
 }
 
 #[async_trait]
@@ -271,10 +286,19 @@ impl Service for DnsService {
                 break;
             }
             let Some(zones) = self.shared.zones().await else { break };
-            let Some(answer) = answer::answer(&zones, &msg, false) else { break };
-            let mut out = Vec::with_capacity(answer.len() + 2);
-            out.extend_from_slice(&(answer.len() as u16).to_be_bytes());
-            out.extend_from_slice(&answer);
+            let answers = if is_transfer(&msg) {
+                transfer::respond(&zones, &msg, conn.peer.ip(), &self.transfers)
+            } else {
+                answer::answer(&zones, &msg, false).into_iter().collect()
+            };
+            if answers.is_empty() {
+                break;
+            }
+            let mut out = Vec::with_capacity(answers.iter().map(|a| a.len() + 2).sum());
+            for a in &answers {
+                out.extend_from_slice(&(a.len() as u16).to_be_bytes());
+                out.extend_from_slice(a);
+            }
             if conn.send(&out).await.is_err() {
                 break;
             }

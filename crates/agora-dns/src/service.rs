@@ -7,6 +7,7 @@ use agora_net::TlsMode;
 use agora_service::{Built, Context, ListenerDecl, Section, Service, Timeouts, secs};
 use serde::{Deserialize, Serialize};
 
+use crate::transfer::{self, Transfers};
 use crate::{DnsConfig, DnsService, Shared, ZoneSettings};
 
 pub static SERVICE: Service<DnsSection> = Service {
@@ -40,6 +41,15 @@ pub struct DnsSection {
     pub dnssec_algorithm: String,
     /// Zone-signing keys are rolled over after this many days (0: never).
     pub zsk_lifetime_days: u32,
+    /// Secondary servers (IP, IP:port): they may transfer the zones and get NOTIFY.
+    pub secondaries: Vec<String>,
+    /// TSIG key that transfers and NOTIFY are signed with (empty: none).
+    pub tsig_name: String,
+    pub tsig_algorithm: String,
+    /// Base64.
+    pub tsig_secret: String,
+    /// Address NOTIFY is sent from (default: chosen by the system).
+    pub notify_source: Option<IpAddr>,
 }
 
 impl Default for DnsSection {
@@ -56,6 +66,11 @@ impl Default for DnsSection {
             dnssec: true,
             dnssec_algorithm: "ecdsap256sha256".into(),
             zsk_lifetime_days: 90,
+            secondaries: Vec::new(),
+            tsig_name: String::new(),
+            tsig_algorithm: "hmac-sha256".into(),
+            tsig_secret: String::new(),
+            notify_source: None,
         }
     }
 }
@@ -73,6 +88,19 @@ impl Section for DnsSection {
         ("dnssec", "", "sign every hosted zone (give the parent zone the DS from `agora dns ds DOMAIN`)"),
         ("dnssec_algorithm", "", "algorithm of new zones' keys: ecdsap256sha256 or ed25519"),
         ("zsk_lifetime_days", "", "zone-signing keys roll over after this many days, without a gap (0: never)"),
+        (
+            "secondaries",
+            "[\"192.0.2.53\", \"198.51.100.7:5353\"]",
+            "secondary servers: they may transfer the zones (AXFR/IXFR) and get NOTIFY on every change",
+        ),
+        ("tsig_name", "\"transfer-key\"", "TSIG key transfers and NOTIFY must be signed with (empty: none)"),
+        ("tsig_algorithm", "", "hmac-sha256, hmac-sha384 or hmac-sha512"),
+        ("tsig_secret", "\"base64 from `openssl rand -base64 32`\"", "the TSIG key's secret, base64"),
+        (
+            "notify_source",
+            "\"192.0.2.1\"",
+            "address NOTIFY is sent from (default: the DNS listener's address if it has one, else chosen by the system)",
+        ),
     ];
     fn timeouts(&self) -> Timeouts {
         Timeouts { preauth: secs(self.timeout_secs), idle: secs(self.timeout_secs) }
@@ -103,10 +131,25 @@ fn build(ctx: &Context, s: DnsSection) -> Result<Built, String> {
         .map(|n| crate::ratelimit::Net::parse(n).map_err(|e| format!("rate_limit_exempt: {e}")))
         .collect::<Result<Vec<_>, _>>()?;
     let limiter = crate::ratelimit::RateLimiter::new(s.rate_limit, s.rate_limit_slip, exempt);
+    let transfers = Arc::new(Transfers {
+        secondaries: s.secondaries.iter().map(|x| transfer::parse_secondary(x)).collect::<Result<_, _>>()?,
+        key: transfer::tsig_key(&s.tsig_name, &s.tsig_algorithm, &s.tsig_secret)?,
+        // By default NOTIFY leaves from the address DNS listens on, where the
+        // secondaries expect their primary (when it listens on one).
+        notify_source: s.notify_source.or_else(|| match ctx.bound.iter().find(|(k, _)| k == "dns") {
+            Some((_, a)) if a.len() == 1 => Some(a[0]),
+            _ => None,
+        }),
+    });
     let shared = Shared::new(Arc::clone(&ctx.store), cfg);
     let maintenance = Arc::clone(&shared).maintenance(ctx.shutdown.clone());
-    let dns = Arc::new(DnsService::new(shared, limiter));
-    Ok(Built { handlers: vec![("dns", dns.clone())], datagram: vec![("dns", dns)], tasks: vec![Box::pin(maintenance)] })
+    let notifier = transfer::notifier(Arc::clone(&shared), Arc::clone(&transfers), ctx.shutdown.clone());
+    let dns = Arc::new(DnsService::new(shared, limiter, transfers));
+    Ok(Built {
+        handlers: vec![("dns", dns.clone())],
+        datagram: vec![("dns", dns)],
+        tasks: vec![Box::pin(maintenance), Box::pin(notifier)],
+    })
 }
 
 #[cfg(test)]

@@ -64,6 +64,8 @@ pub struct Context {
     pub limits: SharedLimits,
     /// The listeners that are on, by key, with their ports (what DNS publishes).
     pub listening: Vec<(String, u16)>,
+    /// The addresses each listener that is on binds (empty: every address).
+    pub bound: Vec<(String, Vec<std::net::IpAddr>)>,
     /// Cancelled when the server begins to shut down.
     pub shutdown: CancellationToken,
 }

@@ -351,6 +351,11 @@ pub async fn run(cli: &Cli, domain: Option<String>, hostname: Option<String>, li
             plaintext_without_tls: cfg.auth.plaintext_without_tls,
         },
         listening: listeners.iter().filter(|l| l.built && l.enabled).map(|l| (l.key.to_string(), l.port)).collect(),
+        bound: listeners
+            .iter()
+            .filter(|l| l.built && l.enabled)
+            .map(|l| (l.key.to_string(), l.addresses.iter().copied().filter(|a| !a.is_unspecified()).collect()))
+            .collect(),
         shutdown: server.shutdown_token(),
     };
     // Every registered service is built, even with its listeners off: its background

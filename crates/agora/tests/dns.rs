@@ -247,3 +247,121 @@ fn signed_answers_validate_before_during_and_after_rollovers() {
     let out = delv(&a, &anchors, DOMAIN, "MX");
     assert!(!out.contains("fully validated"), "{out}");
 }
+
+/// Knot DNS as a secondary of the server: its configuration and process.
+struct Knot {
+    child: std::process::Child,
+    ip: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Knot {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Knot {
+    fn start(primary: &str, ip: &str, secret: &str) -> Knot {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().display();
+        let conf = format!(
+            "server:\n    rundir: {d}\n    listen: {ip}@10053\nlog:\n  - target: stderr\n    any: info\n\
+             database:\n    storage: {d}\nkey:\n  - id: xfr\n    algorithm: hmac-sha256\n    secret: {secret}\n\
+             remote:\n  - id: agora\n    address: {primary}@10053\n    via: {ip}\n    key: xfr\n\
+             acl:\n  - id: from_agora\n    address: {primary}\n    key: xfr\n    action: notify\n\
+             template:\n  - id: default\n    storage: {d}\n\
+             zone:\n  - domain: {DOMAIN}\n    master: agora\n    acl: from_agora\n"
+        );
+        let path = dir.path().join("knot.conf");
+        std::fs::write(&path, conf).unwrap();
+        let log = std::fs::File::create(dir.path().join("knot.log")).unwrap();
+        let child = std::process::Command::new("knotd")
+            .arg("-c")
+            .arg(&path)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        Knot { child, ip: ip.to_string(), _dir: dir }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self._dir.path().join("knot.log")).unwrap_or_default()
+    }
+
+    /// `dig +short` against Knot.
+    fn short(&self, name: &str, rtype: &str) -> String {
+        let server = format!("@{}", self.ip);
+        run("dig", &[&server, "-p", "10053", "+norec", "+short", "+time=2", "+tries=1", name, rtype], "").1
+    }
+}
+
+fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !check() {
+        assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn knot_secondary_follows_by_notify_and_signed_transfers() {
+    if !have("knotd") || !have("dig") {
+        return;
+    }
+    let (_, secret) = run("openssl", &["rand", "-base64", "32"], "");
+    let secret = secret.trim().to_string();
+    let knot_ip = common::unique_ip();
+    let a = Agora::start_with(|data| {
+        let cfg = format!(
+            "[dns]\naddresses = [\"192.0.2.25\"]\nsecondaries = [\"{knot_ip}:10053\"]\ntsig_name = \"xfr\"\n\
+             tsig_secret = \"{secret}\"\n"
+        );
+        std::fs::write(data.join("agora.toml"), cfg).unwrap();
+    });
+    let knot = Knot::start(&a.ip, &knot_ip, &secret);
+    // The first transfer (Knot bootstraps at start): the same records, signatures and keys.
+    eventually("Knot's first transfer", || knot.short(DOMAIN, "SOA").contains(&format!("mx.{DOMAIN}.")));
+    // RRsets compared as sets: servers may order records differently.
+    let sorted = |s: String| {
+        let mut l: Vec<String> = s.lines().map(str::to_string).collect();
+        l.sort();
+        l
+    };
+    let ours = |name: &str, t: &str| {
+        let server = format!("@{}", a.ip);
+        sorted(run("dig", &[&server, "-p", "10053", "+norec", "+short", "+dnssec", name, t], "").1)
+    };
+    for (name, t) in
+        [(DOMAIN, "MX"), (DOMAIN, "DNSKEY"), (DOMAIN, "TXT"), (&format!("_submission._tcp.{DOMAIN}")[..], "SRV")]
+    {
+        let server = format!("@{}", knot.ip);
+        let theirs = sorted(run("dig", &[&server, "-p", "10053", "+norec", "+short", "+dnssec", name, t], "").1);
+        assert!(!theirs.is_empty() && theirs == ours(name, t), "{name} {t}: {theirs:?} vs {:?}", ours(name, t));
+    }
+    // A change reaches the secondary through NOTIFY (its SOA refresh is an hour away).
+    a.cli_ok(&["dns", "record", "add", DOMAIN, "www", "A", "192.0.2.80", "--hostname", &format!("mx.{DOMAIN}")], None);
+    eventually("the new record at Knot", || knot.short(&format!("www.{DOMAIN}"), "A").trim() == "192.0.2.80");
+    assert!(knot.log().contains("notify, incoming"), "{}", knot.log());
+    // Transfers: only the secondary's address, and only signed with the key.
+    let axfr = |source: &str, key: Option<&str>| {
+        let server = format!("@{}", a.ip);
+        let mut args = vec![server.as_str(), "-p", "10053", "-b", source];
+        let y;
+        if let Some(k) = key {
+            y = format!("hmac-sha256:xfr:{k}");
+            args.extend_from_slice(&["-y", &y]);
+        }
+        args.extend_from_slice(&[DOMAIN, "AXFR"]);
+        run("dig", &args, "").1
+    };
+    let good = axfr(&knot_ip, Some(&secret));
+    assert!(good.contains("XFR size") && good.contains("RRSIG") && good.contains("www.example.org."), "{good}");
+    let stranger = common::unique_ip();
+    assert!(axfr(&stranger, Some(&secret)).contains("Transfer failed"), "an address not configured");
+    assert!(axfr(&knot_ip, None).contains("Transfer failed"), "unsigned");
+    let (_, other) = run("openssl", &["rand", "-base64", "32"], "");
+    assert!(axfr(&knot_ip, Some(other.trim())).contains("Transfer failed"), "another key");
+}
