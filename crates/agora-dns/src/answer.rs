@@ -101,7 +101,7 @@ fn resolve(zone: &Zone, asked: &Name, qname: &str, qtype: RecordType, sec: bool,
         let (key, records, wild) = match zone.names.get(&name) {
             Some(r) => (name.clone(), r, false),
             None if zone.nonterminals.contains(&name) => {
-                nodata(zone, resp);
+                nodata(zone, resp, sec);
                 if sec {
                     prove_absent(zone, resp, &name);
                 }
@@ -171,7 +171,7 @@ fn resolve(zone: &Zone, asked: &Name, qname: &str, qtype: RecordType, sec: bool,
                 return;
             }
             None => {
-                nodata(zone, resp);
+                nodata(zone, resp, sec);
                 if sec {
                     // The name's own NSEC shows the type is not there.
                     add_nsec(zone, resp, &key);
@@ -190,9 +190,11 @@ fn zones_contains(zone: &Zone, name: &str) -> bool {
 }
 
 /// NODATA: no error, no answer, the SOA in the authority section.
-fn nodata(zone: &Zone, resp: &mut Message) {
+fn nodata(zone: &Zone, resp: &mut Message, sec: bool) {
     resp.add_authority(soa_for_negative(zone));
-    add_sigs(zone, resp, &zone.apex, RecordType::SOA, None, true);
+    if sec {
+        add_sigs(zone, resp, &zone.apex, RecordType::SOA, None, true);
+    }
 }
 
 /// The RRSIGs of an RRset (renamed to the owner asked), to the answer or authority.

@@ -5,6 +5,7 @@
 
 pub mod answer;
 pub mod dnssec;
+pub mod fast;
 pub mod ratelimit;
 pub mod service;
 pub mod transfer;
@@ -102,6 +103,7 @@ impl Shared {
         if let Ok(mut c) = self.sig_cache.lock() {
             *c = cache;
         }
+        zones.fast = Some(fast::Cache::new(&zones.zones));
         Ok(zones)
     }
 
@@ -259,7 +261,7 @@ impl DatagramService for DnsService {
             ratelimit::Verdict::Drop => return None,
         }
         let zones = self.shared.zones().await?;
-        answer::answer(&zones, request, true)
+        fast::answer(&zones, request, true).or_else(|| answer::answer(&zones, request, true))
     }
 }
 
@@ -289,7 +291,7 @@ impl Service for DnsService {
             let answers = if is_transfer(&msg) {
                 transfer::respond(&zones, &msg, conn.peer.ip(), &self.transfers)
             } else {
-                answer::answer(&zones, &msg, false).into_iter().collect()
+                fast::answer(&zones, &msg, false).or_else(|| answer::answer(&zones, &msg, false)).into_iter().collect()
             };
             if answers.is_empty() {
                 break;

@@ -234,3 +234,80 @@ async fn signed_answers_and_authenticated_denial() {
     assert!(w.authorities.iter().any(|r| r.record_type() == RecordType::NSEC));
     assert_eq!(verify_section(&w.authorities, &keys), 1);
 }
+
+#[tokio::test]
+async fn the_fast_path_answers_as_the_full_path_does() {
+    let (_d, store, shared) = fixture().await;
+    store
+        .add_dns_record(agora_store::DnsRecord {
+            domain: "example.org".into(),
+            name: "www.example.org".into(),
+            rtype: "CNAME".into(),
+            value: "mx.example.org.".into(),
+            ttl: 300,
+        })
+        .await
+        .unwrap();
+    let zones = shared.zones().await.unwrap();
+    let names = [
+        "Example.ORG.",
+        "mx.example.org.",
+        "WWW.example.org.",
+        "_tcp.example.org.",
+        "nope.EXAMPLE.org.",
+        "a.b.example.org.",
+    ];
+    let types = [
+        RecordType::MX,
+        RecordType::A,
+        RecordType::TXT,
+        RecordType::SOA,
+        RecordType::AAAA,
+        RecordType::NS,
+        RecordType::DNSKEY,
+    ];
+    let mut fast_answers = 0;
+    for name in names {
+        for t in types {
+            for edns in [None, Some(false), Some(true)] {
+                let mut m = Message::query();
+                m.metadata.id = 0x4242;
+                m.metadata.recursion_desired = true;
+                m.add_query(Query::query(Name::from_ascii(name).unwrap(), t));
+                if let Some(d) = edns {
+                    let mut e = Edns::new();
+                    e.set_max_payload(1232);
+                    e.set_dnssec_ok(d);
+                    m.set_edns(e);
+                }
+                let q = m.to_vec().unwrap();
+                let full = Message::from_vec(&answer::answer(&zones, &q, true).unwrap()).unwrap();
+                // Twice: the first makes the kept response, the second uses it.
+                for _ in 0..2 {
+                    let Some(fast) = crate::fast::answer(&zones, &q, true) else { continue };
+                    fast_answers += 1;
+                    let fast = Message::from_vec(&fast).unwrap();
+                    assert_eq!(fast.metadata, full.metadata, "{name} {t} {edns:?}");
+                    assert!(fast.queries[0].name().eq_case(full.queries[0].name()), "the question as asked");
+                    // Owners in the answer keep the case asked; elsewhere case does not matter.
+                    for (a, b, case) in
+                        [(&fast.answers, &full.answers, true), (&fast.authorities, &full.authorities, false)]
+                    {
+                        assert_eq!(a.len(), b.len(), "{name} {t} {edns:?}");
+                        for (x, y) in a.iter().zip(b.iter()) {
+                            assert!(
+                                if case { x.name.eq_case(&y.name) } else { x.name == y.name },
+                                "{} vs {}",
+                                x.name,
+                                y.name
+                            );
+                            assert_eq!((x.ttl, &x.data), (y.ttl, &y.data));
+                        }
+                    }
+                    assert_eq!(fast.edns.is_some(), full.edns.is_some());
+                }
+            }
+        }
+    }
+    assert!(fast_answers > 150, "most of these take the fast path: {fast_answers}");
+}

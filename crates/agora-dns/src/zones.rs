@@ -32,6 +32,8 @@ pub struct Zones {
     pub zones: Vec<Zone>,
     /// When they were built (signatures are remade by rebuilding).
     pub built: i64,
+    /// Responses for the hot path, made as they are first asked for.
+    pub fast: Option<crate::fast::Cache>,
 }
 
 fn name(n: &str) -> Option<Name> {
