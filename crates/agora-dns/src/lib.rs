@@ -253,6 +253,19 @@ fn is_transfer(request: &[u8]) -> bool {
 
 #[async_trait]
 impl DatagramService for DnsService {
+    fn answer_now(&self, request: &[u8], peer: SocketAddr) -> Option<Option<Vec<u8>>> {
+        // Only what the kept zones answer at once: no rebuild is due, the limiter lets
+        // it through, and the hot path has it.
+        let zones = self.shared.zones.fresh(self.shared.store.directory_version())?;
+        Some(match self.limiter.check(peer.ip()) {
+            ratelimit::Verdict::Answer => {
+                fast::answer(&zones, request, true).or_else(|| answer::answer(&zones, request, true))
+            }
+            ratelimit::Verdict::Slip => answer::slip(request),
+            ratelimit::Verdict::Drop => None,
+        })
+    }
+
     async fn answer(&self, request: &[u8], peer: SocketAddr) -> Option<Vec<u8>> {
         // Only UDP is limited: a TCP client cannot forge its address.
         match self.limiter.check(peer.ip()) {

@@ -85,12 +85,18 @@ pub trait Service: Send + Sync + 'static {
 pub trait DatagramService: Send + Sync + 'static {
     /// The answer to `request` from `peer`, or None to drop it.
     async fn answer(&self, request: &[u8], peer: SocketAddr) -> Option<Vec<u8>>;
+
+    /// The answer without waiting for anything, when the service has it at hand:
+    /// `Some(answer)` settles the datagram, None sends it to `answer`.
+    fn answer_now(&self, _request: &[u8], _peer: SocketAddr) -> Option<Option<Vec<u8>>> {
+        None
+    }
 }
 
 /// Largest datagram read (the UDP maximum); answers may be smaller by the protocol's rules.
 const MAX_DATAGRAM: usize = 65_535;
-/// Datagrams answered at once per socket: a slow answer does not hold up the rest.
-const DATAGRAM_WORKERS: usize = 16;
+/// How long a datagram thread waits for a datagram before it looks at shutdown.
+const DATAGRAM_POLL: Duration = Duration::from_millis(250);
 
 #[derive(Debug, thiserror::Error)]
 #[error("{service}: cannot listen on {addr}: {cause}{hint}")]
@@ -143,8 +149,9 @@ pub fn bind(spec: &ListenerSpec) -> Result<TcpListener, BindError> {
     TcpListener::from_std(std::net::TcpListener::from(socket)).map_err(err)
 }
 
-/// Binds the UDP side of a listener (same address rules as `bind`).
-pub fn bind_datagram(spec: &ListenerSpec) -> Result<tokio::net::UdpSocket, BindError> {
+/// Binds the UDP side of a listener (same address rules as `bind`); a blocking
+/// socket, read by threads of its own (`Server::spawn_datagram`).
+pub fn bind_datagram(spec: &ListenerSpec) -> Result<std::net::UdpSocket, BindError> {
     let err = |source| bind_error(spec, "UDP ", source);
     use socket2::{Domain, Protocol, Socket, Type};
     let domain = if spec.addr.is_ipv4() { Domain::IPV4 } else { Domain::IPV6 };
@@ -155,9 +162,9 @@ pub fn bind_datagram(spec: &ListenerSpec) -> Result<tokio::net::UdpSocket, BindE
     if spec.addr.is_ipv6() {
         socket.set_only_v6(true).map_err(err)?;
     }
-    socket.set_nonblocking(true).map_err(err)?;
+    socket.set_read_timeout(Some(DATAGRAM_POLL)).map_err(err)?;
     socket.bind(&spec.addr.into()).map_err(err)?;
-    tokio::net::UdpSocket::from_std(std::net::UdpSocket::from(socket)).map_err(err)
+    Ok(std::net::UdpSocket::from(socket))
 }
 
 /// Shared state of all listeners: limits, TLS, and the shutdown machinery.
@@ -352,40 +359,56 @@ impl Server {
         service.serve(conn).await;
     }
 
-    /// Answers datagrams on `socket` until shutdown: `DATAGRAM_WORKERS` tasks each
-    /// read a datagram, answer it and read the next, so a slow answer holds up only its
-    /// worker and no task is made per datagram; past that, the kernel's buffer drops
-    /// the excess, as UDP does.
+    /// Answers datagrams on `socket` until shutdown, on threads of their own (two per
+    /// core) that block in the kernel for the next datagram and drive the answer to
+    /// completion: no readiness polling or task wakeup per datagram, which is where an
+    /// async loop spends most of a small answer's time. A slow answer holds up only its
+    /// thread; past all of them, the kernel's buffer drops the excess, as UDP does.
     pub fn spawn_datagram(
         self: &Arc<Self>,
-        socket: tokio::net::UdpSocket,
+        socket: std::net::UdpSocket,
         spec: ListenerSpec,
         service: Arc<dyn DatagramService>,
     ) {
         let socket = Arc::new(socket);
-        for _ in 0..DATAGRAM_WORKERS {
-            let (this, socket, service, spec) =
-                (Arc::clone(self), Arc::clone(&socket), Arc::clone(&service), spec.clone());
-            self.tracker.spawn(async move {
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get()) * 2;
+        let runtime = tokio::runtime::Handle::current();
+        // A flag, not the token: checked twice per datagram, it must cost no lock.
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (token, flag) = (self.shutdown.clone(), Arc::clone(&stop));
+        self.tracker.spawn(async move {
+            token.cancelled().await;
+            flag.store(true, std::sync::atomic::Ordering::SeqCst);
+        });
+        let stopped = move |s: &std::sync::atomic::AtomicBool| s.load(std::sync::atomic::Ordering::Relaxed);
+        for i in 0..threads.max(4) {
+            let (socket, service, spec, rt, stop) =
+                (Arc::clone(&socket), Arc::clone(&service), spec.clone(), runtime.clone(), Arc::clone(&stop));
+            let spawned = std::thread::Builder::new().name(format!("agora-udp-{i}")).spawn(move || {
                 let mut buf = vec![0u8; MAX_DATAGRAM];
-                loop {
-                    let received = tokio::select! {
-                        _ = this.shutdown.cancelled() => break,
-                        r = socket.recv_from(&mut buf) => r,
-                    };
-                    let (n, peer) = match received {
+                while !stopped(&stop) {
+                    let (n, peer) = match socket.recv_from(&mut buf) {
                         Ok(x) => x,
-                        Err(e) => {
-                            // ICMP errors from earlier answers surface here; the socket goes on.
-                            tracing::debug!("{}: receive failed: {e}", spec.service);
-                            continue;
-                        }
+                        // The poll interval passed, or an ICMP error from an earlier answer.
+                        Err(_) => continue,
                     };
-                    if let Some(answer) = service.answer(&buf[..n], canonical(peer)).await {
-                        let _ = socket.send_to(&answer, peer).await;
+                    if stopped(&stop) {
+                        break;
+                    }
+                    let peer2 = canonical(peer);
+                    let answer = match service.answer_now(&buf[..n], peer2) {
+                        Some(a) => a,
+                        None => rt.block_on(service.answer(&buf[..n], peer2)),
+                    };
+                    if let Some(answer) = answer {
+                        let _ = socket.send_to(&answer, peer);
                     }
                 }
+                tracing::debug!("{}: datagram thread {i} stopped", spec.service);
             });
+            if let Err(e) = spawned {
+                tracing::error!("starting a datagram thread: {e}");
+            }
         }
     }
 

@@ -30,6 +30,11 @@ impl<T> Snapshot<T> {
         c.as_ref().filter(|(v, _)| *v == version).map(|(_, t)| Arc::clone(t))
     }
 
+    /// The value if it is of `version` (no rebuild, no waiting).
+    pub fn fresh(&self, version: u64) -> Option<Arc<T>> {
+        self.cached(version)
+    }
+
     /// The last value built, whatever version it is of.
     pub fn current(&self) -> Option<Arc<T>> {
         self.current.read().ok()?.as_ref().map(|(_, t)| Arc::clone(t))
