@@ -225,6 +225,11 @@ fn content_hash(z: &Zone) -> u64 {
     h.finish()
 }
 
+thread_local! {
+    /// The zones a datagram thread last answered from: (service, version, zones).
+    static KEPT: std::cell::RefCell<Option<(usize, u64, Arc<Zones>)>> = const { std::cell::RefCell::new(None) };
+}
+
 /// DNS over UDP (53/udp) and TCP (53/tcp, two-byte length before each message).
 pub struct DnsService {
     shared: Arc<Shared>,
@@ -256,13 +261,21 @@ impl DatagramService for DnsService {
     fn answer_now(&self, request: &[u8], peer: SocketAddr) -> Option<Option<Vec<u8>>> {
         // Only what the kept zones answer at once: no rebuild is due, the limiter lets
         // it through, and the hot path has it.
-        let zones = self.shared.zones.fresh(self.shared.store.directory_version())?;
-        Some(match self.limiter.check(peer.ip()) {
-            ratelimit::Verdict::Answer => {
-                fast::answer(&zones, request, true).or_else(|| answer::answer(&zones, request, true))
+        let version = self.shared.store.directory_version();
+        let me = Arc::as_ptr(&self.shared) as usize;
+        KEPT.with_borrow_mut(|kept| {
+            // Each thread keeps its own reference: no shared counter touched per query.
+            if !matches!(kept, Some((m, v, _)) if *m == me && *v == version) {
+                *kept = Some((me, version, self.shared.zones.fresh(version)?));
             }
-            ratelimit::Verdict::Slip => answer::slip(request),
-            ratelimit::Verdict::Drop => None,
+            let zones = &kept.as_ref()?.2;
+            Some(match self.limiter.check(peer.ip()) {
+                ratelimit::Verdict::Answer => {
+                    fast::answer(zones, request, true).or_else(|| answer::answer(zones, request, true))
+                }
+                ratelimit::Verdict::Slip => answer::slip(request),
+                ratelimit::Verdict::Drop => None,
+            })
         })
     }
 

@@ -359,7 +359,7 @@ impl Server {
         service.serve(conn).await;
     }
 
-    /// Answers datagrams on `socket` until shutdown, on threads of their own (two per
+    /// Answers datagrams on `socket` until shutdown, on threads of their own (one per
     /// core) that block in the kernel for the next datagram and drive the answer to
     /// completion: no readiness polling or task wakeup per datagram, which is where an
     /// async loop spends most of a small answer's time. A slow answer holds up only its
@@ -371,7 +371,8 @@ impl Server {
         service: Arc<dyn DatagramService>,
     ) {
         let socket = Arc::new(socket);
-        let threads = std::thread::available_parallelism().map_or(2, |n| n.get()) * 2;
+        // One per core: more only sleep and wake in turn (measured: 2 on 2 cores beat 4 by 20%).
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).max(2);
         let runtime = tokio::runtime::Handle::current();
         // A flag, not the token: checked twice per datagram, it must cost no lock.
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -381,7 +382,7 @@ impl Server {
             flag.store(true, std::sync::atomic::Ordering::SeqCst);
         });
         let stopped = move |s: &std::sync::atomic::AtomicBool| s.load(std::sync::atomic::Ordering::Relaxed);
-        for i in 0..threads.max(4) {
+        for i in 0..threads {
             let (socket, service, spec, rt, stop) =
                 (Arc::clone(&socket), Arc::clone(&service), spec.clone(), runtime.clone(), Arc::clone(&stop));
             let spawned = std::thread::Builder::new().name(format!("agora-udp-{i}")).spawn(move || {
