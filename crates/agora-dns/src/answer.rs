@@ -98,6 +98,15 @@ fn resolve(zone: &Zone, asked: &Name, qname: &str, qtype: RecordType, sec: bool,
     let mut name = qname.to_string();
     let mut owner = asked.clone();
     for _ in 0..MAX_CHAIN {
+        // At or below a delegation the child's servers answer (a DS at the cut is ours).
+        if let Some(cut) = zone.cut_of(&name)
+            && !(cut == name && qtype == RecordType::DS)
+        {
+            if resp.answers.is_empty() {
+                referral(zone, cut, sec, resp);
+            }
+            return;
+        }
         let (key, records, wild) = match zone.names.get(&name) {
             Some(r) => (name.clone(), r, false),
             None if zone.nonterminals.contains(&name) => {
@@ -180,6 +189,33 @@ fn resolve(zone: &Zone, asked: &Name, qname: &str, qtype: RecordType, sec: bool,
                     }
                 }
                 return;
+            }
+        }
+    }
+}
+
+/// A referral (RFC 1034 §4.3.2): not authoritative, the delegation's NS in the
+/// authority section with their addresses when they live below it (glue), and with
+/// DNSSEC the cut's NSEC showing there is no DS (an unsigned child).
+fn referral(zone: &Zone, cut: &str, sec: bool, resp: &mut Message) {
+    resp.metadata.authoritative = false;
+    let Some(records) = zone.names.get(cut) else { return };
+    let ns: Vec<&Record> = records.iter().filter(|r| r.record_type() == RecordType::NS).collect();
+    for r in &ns {
+        resp.add_authority((*r).clone());
+    }
+    if sec {
+        add_nsec(zone, resp, cut);
+    }
+    for r in ns {
+        let RData::NS(target) = &r.data else { continue };
+        let t = target.0.to_ascii().trim_end_matches('.').to_ascii_lowercase();
+        if t != cut && !t.ends_with(&format!(".{cut}")) {
+            continue;
+        }
+        for glue in zone.names.get(&t).into_iter().flatten() {
+            if matches!(glue.record_type(), RecordType::A | RecordType::AAAA) {
+                resp.add_additional(glue.clone());
             }
         }
     }

@@ -139,8 +139,16 @@ impl ZoneSigner<'_> {
             RData::SOA(s) => ttl.min(s.minimum),
             _ => ttl,
         };
-        let mut owners: Vec<(Name, String)> =
-            zone.names.keys().filter_map(|k| Some((Name::from_ascii(format!("{k}.")).ok()?, k.clone()))).collect();
+        // Names below a delegation are glue, not ours: outside the chain and unsigned.
+        let glue_names: std::collections::HashSet<String> =
+            zone.names.keys().filter(|k| zone.cut_of(k).is_some_and(|c| c != k.as_str())).cloned().collect();
+        let glue = |k: &str| glue_names.contains(k);
+        let mut owners: Vec<(Name, String)> = zone
+            .names
+            .keys()
+            .filter(|k| !glue(k))
+            .filter_map(|k| Some((Name::from_ascii(format!("{k}.")).ok()?, k.clone())))
+            .collect();
         owners.sort_by(|a, b| a.0.cmp(&b.0));
         for i in 0..owners.len() {
             let next = owners[(i + 1) % owners.len()].0.clone();
@@ -156,11 +164,13 @@ impl ZoneSigner<'_> {
         }
         zone.nsec = owners;
         let mut sigs: HashMap<(String, RecordType), Vec<Record>> = HashMap::new();
-        for (key, records) in &zone.names {
+        for (key, records) in zone.names.iter().filter(|(k, _)| !glue(k)) {
+            let cut = zone.cuts.contains(key);
             let mut types: Vec<RecordType> = records.iter().map(Record::record_type).collect();
             types.sort_unstable_by_key(|t| u16::from(*t));
             types.dedup();
-            for t in types.into_iter().filter(|t| *t != RecordType::SOA) {
+            // At a delegation only the NSEC (and a DS) are signed: the NS belong to the child.
+            for t in types.into_iter().filter(|t| *t != RecordType::SOA && !(cut && *t == RecordType::NS)) {
                 let set: Vec<&Record> = records.iter().filter(|r| r.record_type() == t).collect();
                 let made = self.sign_rrset(&apex, &set);
                 sigs.insert((key.clone(), t), made);

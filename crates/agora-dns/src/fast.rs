@@ -113,9 +113,9 @@ impl Cache {
         let mut soa = Vec::new();
         for (i, z) in zones.iter().enumerate() {
             apexes.insert(wire(&z.apex_name).into_boxed_slice(), i);
-            // Zones with wildcards decide per name: the full path does.
+            // Zones with wildcards or delegations decide per name: the full path does.
             let has_wildcard = z.names.keys().any(|n| n.starts_with("*."));
-            soa.push(if has_wildcard { None } else { negative_soa(z) });
+            soa.push(if has_wildcard || !z.cuts.is_empty() { None } else { negative_soa(z) });
         }
         Cache { answers: RwLock::new(HashMap::new()), apexes, soa }
     }

@@ -21,6 +21,7 @@ async fn fixture() -> (tempfile::TempDir, Arc<dyn Store>, Arc<Shared>) {
         nameservers: Vec::new(),
         listeners: vec![("submission".into(), 587), ("imaps".into(), 993)],
         dmarc_policy: "quarantine".into(),
+        mta_sts_mode: "testing".into(),
         ttl: 3600,
     };
     let cfg = DnsConfig { zone, dnssec: true, algorithm: crate::dnssec::ECDSA_P256, zsk_lifetime: 0 };
@@ -310,4 +311,54 @@ async fn the_fast_path_answers_as_the_full_path_does() {
         }
     }
     assert!(fast_answers > 150, "most of these take the fast path: {fast_answers}");
+}
+
+#[tokio::test]
+async fn delegations_are_referrals_with_glue() {
+    use hickory_proto::dnssec::rdata::DNSSECRData;
+    let (_d, store, shared) = fixture().await;
+    for (name, rtype, value) in
+        [("sub.example.org", "NS", "ns1.sub.example.org."), ("ns1.sub.example.org", "A", "192.0.2.53")]
+    {
+        let rec = agora_store::DnsRecord {
+            domain: "example.org".into(),
+            name: name.into(),
+            rtype: rtype.into(),
+            value: value.into(),
+            ttl: 300,
+        };
+        store.add_dns_record(rec).await.unwrap();
+    }
+    for name in ["www.sub.example.org.", "sub.example.org.", "ns1.sub.example.org."] {
+        let r = ask(&shared, name, RecordType::A).await;
+        assert_eq!(
+            (r.metadata.response_code, r.metadata.authoritative, r.answers.len()),
+            (ResponseCode::NoError, false, 0)
+        );
+        assert!(matches!(&r.authorities[0].data, RData::NS(n) if n.0.to_ascii() == "ns1.sub.example.org."), "{name}");
+        assert!(
+            matches!(&r.additionals.iter().find(|a| a.record_type() == RecordType::A).unwrap().data, RData::A(a) if a.0.to_string() == "192.0.2.53")
+        );
+    }
+    // Signed: the referral proves the child unsigned (the cut's NSEC, no DS); the NS
+    // themselves are the child's and carry no signature.
+    let zones = shared.zones().await.unwrap();
+    let mut q = Message::from_vec(&query("www.sub.example.org.", RecordType::A, Some(4096))).unwrap();
+    q.edns.as_mut().unwrap().set_dnssec_ok(true);
+    let r = Message::from_vec(&answer::answer(&zones, &q.to_vec().unwrap(), true).unwrap()).unwrap();
+    let nsec = r.authorities.iter().find_map(|x| match &x.data {
+        RData::DNSSEC(DNSSECRData::NSEC(n)) if x.name.to_ascii() == "sub.example.org." => Some(n.clone()),
+        _ => None,
+    });
+    let nsec = nsec.expect("the cut's NSEC");
+    assert!(nsec.type_bit_maps().any(|t| t == RecordType::NS) && !nsec.type_bit_maps().any(|t| t == RecordType::DS));
+    assert!(
+        !r.authorities.iter().any(
+            |x| matches!(&x.data, RData::DNSSEC(DNSSECRData::RRSIG(s)) if s.input().type_covered == RecordType::NS)
+        )
+    );
+    // A DS question at the cut is ours: NODATA, authoritative.
+    let ds = ask(&shared, "sub.example.org.", RecordType::DS).await;
+    assert!(ds.metadata.authoritative && ds.answers.is_empty());
+    assert!(matches!(ds.authorities[0].data, RData::SOA(_)));
 }

@@ -25,6 +25,8 @@ pub struct Zone {
     pub signed: bool,
     /// The longest TTL in the zone (how long a resolver may hold any of it).
     pub max_ttl: u32,
+    /// Delegation points: names below the apex with NS records (lower case).
+    pub cuts: HashSet<String>,
 }
 
 #[derive(Debug, Default)]
@@ -56,12 +58,16 @@ pub fn to_record(r: &ZoneRecord) -> Option<Record> {
         Data::Ptr(n) => RData::PTR(PTR(name(n)?)),
         Data::Caa { critical, tag, value } => {
             // The issuer's domain is written without a final dot (RFC 8659 §4.2).
-            let ca = if value == ";" { None } else { Some(Name::from_ascii(value).ok()?) };
-            RData::CAA(if tag == "issuewild" {
-                CAA::new_issuewild(*critical, ca, Vec::new())
+            if tag == "iodef" {
+                RData::CAA(CAA::new_iodef(*critical, url::Url::parse(value).ok()?))
             } else {
-                CAA::new_issue(*critical, ca, Vec::new())
-            })
+                let ca = if value == ";" { None } else { Some(Name::from_ascii(value).ok()?) };
+                RData::CAA(if tag == "issuewild" {
+                    CAA::new_issuewild(*critical, ca, Vec::new())
+                } else {
+                    CAA::new_issue(*critical, ca, Vec::new())
+                })
+            }
         }
         Data::Tlsa { usage, selector, matching, data } => {
             RData::TLSA(TLSA::new((*usage).into(), (*selector).into(), (*matching).into(), data.clone()))
@@ -109,6 +115,11 @@ impl Zone {
             }
         }
         let apex_name = name(&apex)?;
+        let cuts: HashSet<String> = names
+            .iter()
+            .filter(|(n, recs)| **n != apex && recs.iter().any(|r| r.record_type() == RecordType::NS))
+            .map(|(n, _)| n.clone())
+            .collect();
         let max_ttl = records.iter().map(|r| r.ttl).max().unwrap_or(0);
         Some(Zone {
             apex,
@@ -120,6 +131,7 @@ impl Zone {
             nsec: Vec::new(),
             signed: false,
             max_ttl,
+            cuts,
         })
     }
 
@@ -133,6 +145,29 @@ impl Zone {
         set(&mut self.soa);
         if let Some(recs) = self.names.get_mut(&self.apex) {
             recs.iter_mut().filter(|r| r.record_type() == RecordType::SOA).for_each(set);
+        }
+    }
+
+    /// The delegation point at or above `name` (below the apex), if any: the data
+    /// there and below belongs to the delegated zone.
+    pub fn cut_of(&self, name: &str) -> Option<&str> {
+        if self.cuts.is_empty() {
+            return None;
+        }
+        let mut found = None;
+        let mut cur = name;
+        loop {
+            if cur.len() <= self.apex.len() {
+                return found;
+            }
+            if let Some(c) = self.cuts.get(cur) {
+                // The highest cut wins: a delegation inside a delegation is not ours.
+                found = Some(c.as_str());
+            }
+            match cur.split_once('.') {
+                Some((_, parent)) => cur = parent,
+                None => return found,
+            }
         }
     }
 

@@ -99,6 +99,20 @@ pub struct ZoneSettings {
     pub listeners: Vec<(String, u16)>,
     pub dmarc_policy: String,
     pub ttl: u32,
+    /// MTA-STS mode published while HTTPS serves the policy: testing or enforce.
+    pub mta_sts_mode: String,
+}
+
+/// The MTA-STS policy (RFC 8461 §3.2) for mail to a domain whose MX is `host`.
+pub fn mta_sts_policy(host: &str, mode: &str) -> String {
+    let mode = if mode == "enforce" || mode == "none" { mode } else { "testing" };
+    format!("version: STSv1\nmode: {mode}\nmx: {}\nmax_age: 604800\n", lower(host))
+}
+
+/// The policy's id for the `_mta-sts` TXT record: it changes whenever the policy does.
+pub fn mta_sts_id(policy: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(policy.as_bytes()).iter().take(10).map(|b| format!("{b:02x}")).collect()
 }
 
 impl ZoneInput {
@@ -125,6 +139,7 @@ impl ZoneInput {
             dkim: store.dkim_keys(domain).await?,
             listeners: settings.listeners.clone(),
             dmarc_policy: settings.dmarc_policy.clone(),
+            mta_sts_mode: settings.mta_sts_mode.clone(),
             ttl: settings.ttl,
             serial,
             extra,
@@ -147,6 +162,7 @@ pub struct ZoneInput {
     pub listeners: Vec<(String, u16)>,
     /// DMARC policy: none, quarantine or reject.
     pub dmarc_policy: String,
+    pub mta_sts_mode: String,
     pub ttl: u32,
     pub serial: u32,
     /// Records an administrator added (already checked by `parse_extra`).
@@ -213,6 +229,17 @@ pub fn build(z: &ZoneInput) -> Vec<Record> {
                 Data::Srv { priority: 0, weight: 1, port: *port, target: host.clone() },
             ));
         }
+    }
+    // What HTTPS serves: client autoconfiguration and the MTA-STS policy, by name.
+    if z.listeners.iter().any(|(k, _)| k == "https") {
+        for label in ["autoconfig", "autodiscover", "mta-sts"] {
+            let name = format!("{label}.{domain}");
+            if name != host {
+                out.push(rec(&name, Data::Cname(host.clone())));
+            }
+        }
+        let id = mta_sts_id(&mta_sts_policy(&host, &z.mta_sts_mode));
+        out.push(rec(&format!("_mta-sts.{domain}"), Data::Txt(format!("v=STSv1; id={id}"))));
     }
     out.extend(z.extra.iter().cloned());
     out
@@ -293,7 +320,15 @@ pub fn parse_extra(domain: &str, name: &str, rtype: &str, value: &str, ttl: u32)
                 }
                 Data::Caa { critical: flags & 0x80 != 0, tag: tag.to_ascii_lowercase(), value: val.to_string() }
             }
-            _ => return Err("CAA takes FLAGS issue|issuewild CA-DOMAIN".into()),
+            [flags, tag, val] if tag.eq_ignore_ascii_case("iodef") => {
+                let flags: u8 = flags.parse().map_err(|_| format!("CAA flags {flags} is not a number"))?;
+                let val = val.trim_matches('"');
+                if !(val.starts_with("mailto:") || val.starts_with("https://") || val.starts_with("http://")) {
+                    return Err("CAA iodef takes a mailto: or https: URL".into());
+                }
+                Data::Caa { critical: flags & 0x80 != 0, tag: "iodef".into(), value: val.to_string() }
+            }
+            _ => return Err("CAA takes FLAGS issue|issuewild CA-DOMAIN, or FLAGS iodef URL".into()),
         },
         "TLSA" => match words.as_slice() {
             [u, sel, m, hex] => {
@@ -336,6 +371,26 @@ pub fn check(domain: &str, records: &[Record]) -> Result<(), String> {
         }
         if records.iter().any(|o| o.name == r.name && o != r) {
             return Err(format!("{} has a CNAME and other data: a CNAME must be alone at its name", r.name));
+        }
+    }
+    // A delegation (NS below the apex) hands the name and all below it to other
+    // servers: only its NS records there, and below it only their addresses (glue).
+    for cut in records.iter().filter(|r| matches!(r.data, Data::Ns(_)) && r.name != domain) {
+        for o in records {
+            let below = o.name.ends_with(&format!(".{}", cut.name));
+            if o.name == cut.name && !matches!(o.data, Data::Ns(_)) {
+                return Err(format!(
+                    "{} is delegated (NS): it can have no {} record here",
+                    cut.name,
+                    o.data.type_name()
+                ));
+            }
+            if below && !matches!(o.data, Data::A(_) | Data::Aaaa(_)) {
+                return Err(format!(
+                    "{} is below the delegation {}: only its A/AAAA (glue) can be here",
+                    o.name, cut.name
+                ));
+            }
         }
     }
     Ok(())
@@ -399,6 +454,7 @@ mod tests {
             dkim: vec![key("a", DkimState::Active), key("b", DkimState::Pending), key("old", DkimState::Retired)],
             listeners: vec![("submission".into(), 587), ("imaps".into(), 993)],
             dmarc_policy: "reject".into(),
+            mta_sts_mode: String::new(),
             ttl: 3600,
             serial: 7,
             extra: vec![parse_extra("example.org", "www", "CNAME", "mx.example.org.", 300).unwrap()],
@@ -444,7 +500,7 @@ mod tests {
             ("other.test.", "A", "192.0.2.1"),
             ("bad_label!", "A", "192.0.2.1"),
             ("x", "TLSA", "4 1 1 ab"),
-            ("x", "CAA", "0 iodef mailto:x@y"),
+            ("x", "CAA", "0 iodef ftp://x"),
             ("x", "HINFO", "a b"),
         ] {
             assert!(parse_extra("example.org", n, t, v, 300).is_err(), "{n} {t} {v}");
@@ -453,5 +509,43 @@ mod tests {
         assert!(check("example.org", &[cname.clone(), ok("www", "TXT", "x")]).unwrap_err().contains("alone"));
         assert!(check("example.org", &[ok("@", "CNAME", "x.example.org.")]).unwrap_err().contains("apex"));
         assert!(check("example.org", &[cname]).is_ok());
+        assert_eq!(
+            ok("@", "CAA", "0 iodef mailto:security@example.org").data,
+            Data::Caa { critical: false, tag: "iodef".into(), value: "mailto:security@example.org".into() }
+        );
+        // Delegations: NS alone at the cut, only glue below it.
+        let (ns, glue) = (ok("sub", "NS", "ns1.sub.example.org."), ok("ns1.sub", "A", "192.0.2.53"));
+        assert!(check("example.org", &[ns.clone(), glue.clone()]).is_ok());
+        assert!(check("example.org", &[ns.clone(), ok("sub", "TXT", "x")]).unwrap_err().contains("delegated"));
+        assert!(check("example.org", &[ns, ok("x.sub", "TXT", "x")]).unwrap_err().contains("glue"));
+    }
+
+    #[test]
+    fn web_names_and_the_mta_sts_id_follow_https() {
+        let mut z = ZoneInput {
+            domain: "example.org".into(),
+            hostname: "mx.example.org".into(),
+            addresses: Vec::new(),
+            nameservers: Vec::new(),
+            dkim: Vec::new(),
+            listeners: Vec::new(),
+            dmarc_policy: "none".into(),
+            mta_sts_mode: "testing".into(),
+            ttl: 300,
+            serial: 1,
+            extra: Vec::new(),
+        };
+        assert!(!build(&z).iter().any(|r| r.name.starts_with("mta-sts.") || r.name.starts_with("_mta-sts.")));
+        z.listeners.push(("https".into(), 443));
+        let r = build(&z);
+        for n in ["autoconfig.example.org", "autodiscover.example.org", "mta-sts.example.org"] {
+            assert!(r.iter().any(|x| x.name == n && x.data == Data::Cname("mx.example.org".into())), "{n}");
+        }
+        let id = |r: &[Record]| r.iter().find(|x| x.name == "_mta-sts.example.org").map(|x| x.data.clone());
+        let testing = id(&r);
+        assert!(matches!(&testing, Some(Data::Txt(t)) if t.starts_with("v=STSv1; id=")));
+        z.mta_sts_mode = "enforce".into();
+        assert_ne!(id(&build(&z)), testing, "a new policy, a new id");
+        assert!(mta_sts_policy("MX.example.org", "enforce").contains("mode: enforce\nmx: mx.example.org\n"));
     }
 }
