@@ -89,16 +89,37 @@ fn parse(req: &[u8]) -> Option<Request> {
     Some(Request { id: [req[0], req[1]], rd: req[2] & 1 != 0, name_end, lower, lower_len: name_end - 12, qtype, edns })
 }
 
+/// Kept responses: lower-case wire name, type and EDNS form -> the whole response
+/// (ID 0, RD 0, the question in lower case).
+type Kept = HashMap<Box<[u8]>, Box<[u8]>>;
+
 /// Per zone build: the responses made so far, and each zone's negative answer.
 #[derive(Default)]
 pub struct Cache {
-    /// Lower-case wire name, type and EDNS form -> the whole response (ID 0, RD 0,
-    /// the question in lower case).
-    answers: RwLock<HashMap<Box<[u8]>, Box<[u8]>>>,
+    answers: RwLock<Kept>,
     /// Lower-case wire apex -> zone index.
     apexes: HashMap<Box<[u8]>, usize>,
-    /// Per zone: its SOA for negative answers, wire form, names uncompressed.
-    soa: Vec<Option<Vec<u8>>>,
+    /// Per zone: what its negative answers are made of (none for zones with wildcards
+    /// or delegations, whose negative answers depend on more than the name).
+    negative: Vec<Option<Negative>>,
+}
+
+/// A zone's negative answers in wire form, names uncompressed.
+struct Negative {
+    /// The SOA as a negative answer carries it.
+    soa: Vec<u8>,
+    signed: Option<Denial>,
+}
+
+/// What signed denials are made of (RFC 4035 §3.1.3): the SOA's signatures, and each
+/// NSEC with its signatures in canonical order, to find the one spanning a name.
+struct Denial {
+    soa_sigs: Vec<u8>,
+    soa_sig_count: u16,
+    /// (canonical sort key of the owner, NSEC and its RRSIGs, how many records).
+    chain: Vec<(Vec<u8>, Vec<u8>, u16)>,
+    /// Names that exist (owners and empty non-terminals), lower-case wire.
+    exists: std::collections::HashSet<Box<[u8]>>,
 }
 
 impl std::fmt::Debug for Cache {
@@ -110,14 +131,93 @@ impl std::fmt::Debug for Cache {
 impl Cache {
     pub fn new(zones: &[Zone]) -> Cache {
         let mut apexes = HashMap::new();
-        let mut soa = Vec::new();
+        let mut negative = Vec::new();
         for (i, z) in zones.iter().enumerate() {
             apexes.insert(wire(&z.apex_name).into_boxed_slice(), i);
-            // Zones with wildcards or delegations decide per name: the full path does.
             let has_wildcard = z.names.keys().any(|n| n.starts_with("*."));
-            soa.push(if has_wildcard || !z.cuts.is_empty() { None } else { negative_soa(z) });
+            negative.push(if has_wildcard || !z.cuts.is_empty() { None } else { negative_parts(z) });
         }
-        Cache { answers: RwLock::new(HashMap::new()), apexes, soa }
+        Cache { answers: RwLock::new(HashMap::new()), apexes, negative }
+    }
+}
+
+/// Records in wire form, names uncompressed (they are placed anywhere in a response).
+fn records_wire<'a>(records: impl IntoIterator<Item = &'a hickory_proto::rr::Record>) -> Option<(Vec<u8>, u16)> {
+    let mut buf = Vec::new();
+    let mut n = 0u16;
+    {
+        let mut enc = BinEncoder::new(&mut buf);
+        let mut enc = enc.with_name_encoding(NameEncoding::Uncompressed);
+        for r in records {
+            r.emit(&mut enc).ok()?;
+            n += 1;
+        }
+    }
+    Some((buf, n))
+}
+
+/// The canonical order's sort key of a lower-case wire name (RFC 4034 §6.1): labels
+/// from the right, each closed by a zero byte, which sorts before any label byte.
+fn sort_key(name: &[u8]) -> Vec<u8> {
+    let mut labels = Vec::new();
+    let mut i = 0;
+    while let Some(&len) = name.get(i) {
+        if len == 0 {
+            break;
+        }
+        labels.push(&name[i + 1..(i + 1 + usize::from(len)).min(name.len())]);
+        i += usize::from(len) + 1;
+    }
+    let mut key = Vec::with_capacity(name.len() + 1);
+    for l in labels.iter().rev() {
+        key.extend_from_slice(l);
+        key.push(0);
+    }
+    key
+}
+
+fn negative_parts(z: &Zone) -> Option<Negative> {
+    let soa = negative_soa(z)?;
+    let signed = if z.signed {
+        let (soa_sigs, soa_sig_count) = records_wire(z.sigs_of(&z.apex, RecordType::SOA))?;
+        let mut chain = Vec::new();
+        for (name, key) in &z.nsec {
+            let nsec = z.names.get(key)?.iter().filter(|r| r.record_type() == RecordType::NSEC);
+            let (bytes, n) = records_wire(nsec.chain(z.sigs_of(key, RecordType::NSEC)))?;
+            chain.push((sort_key(&wire(name)), bytes, n));
+        }
+        let exists = z
+            .names
+            .keys()
+            .chain(z.nonterminals.iter())
+            .filter_map(|n| Name::from_ascii(format!("{n}.")).ok())
+            .map(|n| wire(&n).into_boxed_slice())
+            .collect();
+        Some(Denial { soa_sigs, soa_sig_count, chain, exists })
+    } else {
+        None
+    };
+    Some(Negative { soa, signed })
+}
+
+impl Denial {
+    /// The NSEC (with signatures) whose span holds `name`.
+    fn covering(&self, name: &[u8]) -> Option<&(Vec<u8>, Vec<u8>, u16)> {
+        let key = sort_key(name);
+        let i = self.chain.partition_point(|(k, _, _)| *k <= key);
+        self.chain.get(i.checked_sub(1)?)
+    }
+
+    /// The nearest ancestor of `name` that exists (the zone's apex at worst).
+    fn closest_encloser<'n>(&self, name: &'n [u8]) -> Option<&'n [u8]> {
+        let mut i = usize::from(*name.first()?) + 1;
+        while i < name.len() {
+            if self.exists.contains(&name[i..]) {
+                return Some(&name[i..]);
+            }
+            i += usize::from(name[i]) + 1;
+        }
+        None
     }
 }
 
@@ -187,25 +287,48 @@ pub fn answer(zones: &Zones, req: &[u8], udp: bool) -> Option<Vec<u8>> {
         }
         return (out.len() <= limit).then_some(out);
     }
-    // Not there: NXDOMAIN (NODATA for an empty non-terminal) with the SOA; signed
-    // denials and wildcard zones take the full path.
-    if form == 2 {
-        return None;
+    // Not there: NXDOMAIN (NODATA for an empty non-terminal) with the SOA, and with
+    // DNSSEC the NSEC records that prove it.
+    let neg = cache.negative.get(zone_i)?.as_ref()?;
+    let ent = zone.nonterminals.contains(&dotted);
+    let mut proofs: Vec<&(Vec<u8>, Vec<u8>, u16)> = Vec::new();
+    let mut count = 1u16;
+    let denial = if form == 2 { Some(neg.signed.as_ref()?) } else { None };
+    if let Some(d) = denial {
+        count += d.soa_sig_count;
+        proofs.push(d.covering(name)?);
+        if !ent {
+            // And no wildcard at the closest encloser that could have made the name.
+            let mut star = vec![1, b'*'];
+            star.extend_from_slice(d.closest_encloser(name)?);
+            let w = d.covering(&star)?;
+            if !std::ptr::eq(w, proofs[0]) {
+                proofs.push(w);
+            }
+        }
+        count += proofs.iter().map(|p| p.2).sum::<u16>();
     }
-    let soa = cache.soa.get(zone_i)?.as_ref()?;
-    let rcode = if zone.nonterminals.contains(&dotted) { 0 } else { 3 };
-    let mut out = Vec::with_capacity(r.name_end + 4 + soa.len() + 11);
+    let mut out =
+        Vec::with_capacity(r.name_end + 4 + neg.soa.len() + 11 + proofs.iter().map(|p| p.1.len()).sum::<usize>());
     out.extend_from_slice(&r.id);
     // QR, AA, RD as asked; RCODE.
     out.push(0x84 | u8::from(r.rd));
-    out.push(rcode);
-    out.extend_from_slice(&[0, 1, 0, 0, 0, 1, 0, u8::from(r.edns.is_some())]);
+    out.push(if ent { 0 } else { 3 });
+    out.extend_from_slice(&[0, 1, 0, 0]);
+    out.extend_from_slice(&count.to_be_bytes());
+    out.extend_from_slice(&[0, u8::from(r.edns.is_some())]);
     out.extend_from_slice(&req[12..r.name_end + 4]);
-    out.extend_from_slice(soa);
+    out.extend_from_slice(&neg.soa);
+    if let Some(d) = denial {
+        out.extend_from_slice(&d.soa_sigs);
+        for p in &proofs {
+            out.extend_from_slice(&p.1);
+        }
+    }
     if r.edns.is_some() {
         out.extend_from_slice(&[0, 0, 41]);
         out.extend_from_slice(&answer::EDNS_PAYLOAD.to_be_bytes());
-        out.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+        out.extend_from_slice(&[0, 0, if form == 2 { 0x80 } else { 0 }, 0, 0, 0]);
     }
     (out.len() <= limit).then_some(out)
 }

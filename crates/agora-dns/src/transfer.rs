@@ -227,18 +227,18 @@ pub async fn notifier(shared: Arc<Shared>, t: Arc<Transfers>, shutdown: tokio_ut
     loop {
         let version = shared.store.directory_version();
         let built = shared.zones.current().map(|z| z.built);
-        if seen != Some((version, built)) {
-            if let Some(zones) = shared.zones().await {
-                seen = Some((version, Some(zones.built)));
-                for z in &zones.zones {
-                    let RData::SOA(soa) = &z.soa.data else { continue };
-                    if told.get(&z.apex) != Some(&soa.serial) {
-                        told.insert(z.apex.clone(), soa.serial);
-                        for target in &t.secondaries {
-                            let t2 = Arc::clone(&t);
-                            let (apex, soa, target) = (z.apex_name.clone(), z.soa.clone(), *target);
-                            tokio::spawn(async move { notify(&t2, apex, soa, target).await });
-                        }
+        if seen != Some((version, built))
+            && let Some(zones) = shared.zones().await
+        {
+            seen = Some((version, Some(zones.built)));
+            for z in &zones.zones {
+                let RData::SOA(soa) = &z.soa.data else { continue };
+                if told.get(&z.apex) != Some(&soa.serial) {
+                    told.insert(z.apex.clone(), soa.serial);
+                    for target in &t.secondaries {
+                        let t2 = Arc::clone(&t);
+                        let (apex, soa, target) = (z.apex_name.clone(), z.soa.clone(), *target);
+                        tokio::spawn(async move { notify(&t2, apex, soa, target).await });
                     }
                 }
             }
