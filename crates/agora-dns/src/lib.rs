@@ -4,6 +4,7 @@
 //! every change.
 
 pub mod answer;
+pub mod check;
 pub mod dnssec;
 pub mod fast;
 pub mod ratelimit;
@@ -36,6 +37,8 @@ pub struct DnsConfig {
     pub algorithm: u8,
     /// A zone-signing key is replaced after this many seconds (0: never).
     pub zsk_lifetime: i64,
+    /// DANE: the served certificate, whose keys signed zones publish as TLSA.
+    pub tls: Option<Arc<agora_net::TlsSettings>>,
 }
 
 /// The zones at one directory version, and each zone's serial by content.
@@ -76,10 +79,17 @@ impl Shared {
     async fn build(&self) -> Result<Zones, agora_store::StoreError> {
         let now = agora_store::now();
         let mut zones = Zones { built: now, ..Zones::default() };
+        if let Some(tls) = &self.cfg.tls {
+            zones.tlsa = tls.dane_keys();
+        }
         let old = self.sig_cache.lock().map(|mut c| std::mem::take(&mut *c)).unwrap_or_default();
         let mut cache = dnssec::SigCache::new();
         for d in self.store.domains().await? {
-            let input = ZoneInput::read(&*self.store, &d.name, &self.cfg.zone, 0).await?;
+            let mut input = ZoneInput::read(&*self.store, &d.name, &self.cfg.zone, 0).await?;
+            // DANE only where DNSSEC vouches for it.
+            if self.cfg.dnssec {
+                input.tlsa = zones.tlsa.clone();
+            }
             let records = zone::build(&input);
             let Some(mut z) = Zone::new(&d.name, &records) else { continue };
             let keys = if self.cfg.dnssec { self.keys(&d.name).await? } else { Vec::new() };
@@ -175,11 +185,17 @@ impl Shared {
                     tracing::error!("dns: key maintenance of {}: {e}", d.name);
                 }
             }
-            // Signatures are remade a week before they expire: rebuild daily.
-            if let Some(z) = self.zones().await
-                && agora_store::now() - z.built > 86_400
-            {
-                self.zones.invalidate();
+            // A certificate waiting for its TLSA record is served once the hold is over.
+            if let Some(tls) = &self.cfg.tls {
+                tls.promote();
+            }
+            // Signatures are remade a week before they expire (rebuild daily); TLSA
+            // records follow the served keys.
+            if let Some(z) = self.zones().await {
+                let keys = self.cfg.tls.as_ref().map(|t| t.dane_keys()).unwrap_or_default();
+                if agora_store::now() - z.built > 86_400 || keys != z.tlsa {
+                    self.zones.invalidate();
+                }
             }
         }
     }
@@ -204,6 +220,15 @@ impl Shared {
     }
 }
 
+/// A random message ID for the queries this server sends (NOTIFY, checks).
+pub(crate) fn random_id() -> u16 {
+    let mut b = [0u8; 2];
+    if getrandom::fill(&mut b).is_err() {
+        return (agora_store::now() & 0xffff) as u16;
+    }
+    u16::from_be_bytes(b)
+}
+
 /// A domain as a DNS name (for the command line's DS and key output).
 pub fn hickory_name(domain: &str) -> Result<hickory_proto::rr::Name, String> {
     hickory_proto::rr::Name::from_ascii(format!("{}.", domain.trim_end_matches('.')))
@@ -225,9 +250,12 @@ fn content_hash(z: &Zone) -> u64 {
     h.finish()
 }
 
+type Kept = (usize, u64, u64, Arc<Zones>);
+
 thread_local! {
-    /// The zones a datagram thread last answered from: (service, version, zones).
-    static KEPT: std::cell::RefCell<Option<(usize, u64, Arc<Zones>)>> = const { std::cell::RefCell::new(None) };
+    /// The zones a datagram thread last answered from: (service, directory version,
+    /// snapshot generation, zones).
+    static KEPT: std::cell::RefCell<Option<Kept>> = const { std::cell::RefCell::new(None) };
 }
 
 /// DNS over UDP (53/udp) and TCP (53/tcp, two-byte length before each message).
@@ -262,13 +290,14 @@ impl DatagramService for DnsService {
         // Only what the kept zones answer at once: no rebuild is due, the limiter lets
         // it through, and the hot path has it.
         let version = self.shared.store.directory_version();
+        let generation = self.shared.zones.generation();
         let me = Arc::as_ptr(&self.shared) as usize;
         KEPT.with_borrow_mut(|kept| {
             // Each thread keeps its own reference: no shared counter touched per query.
-            if !matches!(kept, Some((m, v, _)) if *m == me && *v == version) {
-                *kept = Some((me, version, self.shared.zones.fresh(version)?));
+            if !matches!(kept, Some((m, v, g, _)) if *m == me && *v == version && *g == generation) {
+                *kept = Some((me, version, generation, self.shared.zones.fresh(version)?));
             }
-            let zones = &kept.as_ref()?.2;
+            let zones = &kept.as_ref()?.3;
             Some(match self.limiter.check(peer.ip()) {
                 ratelimit::Verdict::Answer => {
                     fast::answer(zones, request, true).or_else(|| answer::answer(zones, request, true))

@@ -41,6 +41,8 @@ pub struct DnsSection {
     pub dnssec_algorithm: String,
     /// Zone-signing keys are rolled over after this many days (0: never).
     pub zsk_lifetime_days: u32,
+    /// Publish TLSA records (DANE) for the SMTP listener's keys in signed zones.
+    pub dane: bool,
     /// Secondary servers (IP, IP:port): they may transfer the zones and get NOTIFY.
     pub secondaries: Vec<String>,
     /// TSIG key that transfers and NOTIFY are signed with (empty: none).
@@ -66,6 +68,7 @@ impl Default for DnsSection {
             dnssec: true,
             dnssec_algorithm: "ecdsap256sha256".into(),
             zsk_lifetime_days: 90,
+            dane: true,
             secondaries: Vec::new(),
             tsig_name: String::new(),
             tsig_algorithm: "hmac-sha256".into(),
@@ -88,6 +91,11 @@ impl Section for DnsSection {
         ("dnssec", "", "sign every hosted zone (give the parent zone the DS from `agora dns ds DOMAIN`)"),
         ("dnssec_algorithm", "", "algorithm of new zones' keys: ecdsap256sha256 or ed25519"),
         ("zsk_lifetime_days", "", "zone-signing keys roll over after this many days, without a gap (0: never)"),
+        (
+            "dane",
+            "",
+            "publish TLSA (DANE) for the SMTP listener's key in signed zones; a new key is served only once its record is out",
+        ),
         (
             "secondaries",
             "[\"192.0.2.53\", \"198.51.100.7:5353\"]",
@@ -126,7 +134,13 @@ fn build(ctx: &Context, s: DnsSection) -> Result<Built, String> {
         dnssec: s.dnssec,
         algorithm: crate::dnssec::algorithm_number(&s.dnssec_algorithm)?,
         zsk_lifetime: i64::from(s.zsk_lifetime_days) * 86_400,
+        tls: if s.dnssec && s.dane { ctx.tls.clone() } else { None },
     };
+    if let Some(tls) = &cfg.tls {
+        // Two TTLs for caches, and one maintenance round for the record to go out.
+        let round = u64::from(s.ttl).clamp(1, 60);
+        tls.set_dane_hold(std::time::Duration::from_secs(u64::from(s.ttl) * 2 + round));
+    }
     let exempt = s
         .rate_limit_exempt
         .iter()

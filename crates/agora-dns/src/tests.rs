@@ -24,7 +24,7 @@ async fn fixture() -> (tempfile::TempDir, Arc<dyn Store>, Arc<Shared>) {
         mta_sts_mode: "testing".into(),
         ttl: 3600,
     };
-    let cfg = DnsConfig { zone, dnssec: true, algorithm: crate::dnssec::ECDSA_P256, zsk_lifetime: 0 };
+    let cfg = DnsConfig { zone, dnssec: true, algorithm: crate::dnssec::ECDSA_P256, zsk_lifetime: 0, tls: None };
     let shared = Shared::new(Arc::clone(&store), cfg);
     (dir, store, shared)
 }
@@ -126,7 +126,7 @@ async fn truncation_over_udp_when_the_answer_does_not_fit() {
         dmarc_policy: "none".into(),
         ..ZoneSettings::default()
     };
-    let cfg = DnsConfig { zone, dnssec: false, algorithm: crate::dnssec::ECDSA_P256, zsk_lifetime: 0 };
+    let cfg = DnsConfig { zone, dnssec: false, algorithm: crate::dnssec::ECDSA_P256, zsk_lifetime: 0, tls: None };
     let shared = Shared::new(store, cfg);
     let zones = shared.zones().await.unwrap();
     let q = |edns| query("mx.example.org.", RecordType::AAAA, edns);

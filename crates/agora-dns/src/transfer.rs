@@ -264,7 +264,7 @@ async fn notify(t: &Transfers, apex: Name, soa: Record, target: SocketAddr) {
             return;
         }
     };
-    let id: u16 = rand_id();
+    let id: u16 = crate::random_id();
     let mut m = Message::new(id, MessageType::Query, OpCode::Notify);
     m.metadata.authoritative = true;
     let mut q = Query::query(apex.clone(), RecordType::SOA);
@@ -299,12 +299,4 @@ async fn notify(t: &Transfers, apex: Name, soa: Record, target: SocketAddr) {
         }
     }
     tracing::warn!("dns: NOTIFY of {apex} to {target}: no answer");
-}
-
-fn rand_id() -> u16 {
-    let mut b = [0u8; 2];
-    if getrandom::fill(&mut b).is_err() {
-        return (agora_store::now() & 0xffff) as u16;
-    }
-    u16::from_be_bytes(b)
 }

@@ -36,6 +36,8 @@ pub struct Zones {
     pub built: i64,
     /// Responses for the hot path, made as they are first asked for.
     pub fast: Option<crate::fast::Cache>,
+    /// The served keys published as TLSA when these were built.
+    pub tlsa: Vec<Vec<u8>>,
 }
 
 fn name(n: &str) -> Option<Name> {

@@ -140,6 +140,7 @@ impl ZoneInput {
             listeners: settings.listeners.clone(),
             dmarc_policy: settings.dmarc_policy.clone(),
             mta_sts_mode: settings.mta_sts_mode.clone(),
+            tlsa: Vec::new(),
             ttl: settings.ttl,
             serial,
             extra,
@@ -163,6 +164,9 @@ pub struct ZoneInput {
     /// DMARC policy: none, quarantine or reject.
     pub dmarc_policy: String,
     pub mta_sts_mode: String,
+    /// DANE: SHA-256 of the keys the SMTP listener serves (published as TLSA 3 1 1
+    /// when the server's name is in this zone; only signed zones get them).
+    pub tlsa: Vec<Vec<u8>>,
     pub ttl: u32,
     pub serial: u32,
     /// Records an administrator added (already checked by `parse_extra`).
@@ -227,6 +231,16 @@ pub fn build(z: &ZoneInput) -> Vec<Record> {
             out.push(rec(
                 &format!("{label}.{domain}"),
                 Data::Srv { priority: 0, weight: 1, port: *port, target: host.clone() },
+            ));
+        }
+    }
+    // DANE for the MX (RFC 7672): the keys the SMTP listener serves, by its port.
+    let in_zone = host == domain || host.ends_with(&format!(".{domain}"));
+    if let Some((_, port)) = z.listeners.iter().find(|(k, _)| k == "smtp").filter(|_| in_zone) {
+        for key in &z.tlsa {
+            out.push(rec(
+                &format!("_{port}._tcp.{host}"),
+                Data::Tlsa { usage: 3, selector: 1, matching: 1, data: key.clone() },
             ));
         }
     }
@@ -452,9 +466,10 @@ mod tests {
             addresses: vec!["192.0.2.1".parse().unwrap(), "2001:db8::1".parse().unwrap()],
             nameservers: Vec::new(),
             dkim: vec![key("a", DkimState::Active), key("b", DkimState::Pending), key("old", DkimState::Retired)],
-            listeners: vec![("submission".into(), 587), ("imaps".into(), 993)],
+            listeners: vec![("smtp".into(), 25), ("submission".into(), 587), ("imaps".into(), 993)],
             dmarc_policy: "reject".into(),
             mta_sts_mode: String::new(),
+            tlsa: vec![vec![0xab; 32]],
             ttl: 3600,
             serial: 7,
             extra: vec![parse_extra("example.org", "www", "CNAME", "mx.example.org.", 300).unwrap()],
@@ -473,6 +488,7 @@ mod tests {
             ("_smtp._tls.example.org", "TXT"),
             ("_submission._tcp.example.org", "SRV"),
             ("_imaps._tcp.example.org", "SRV"),
+            ("_25._tcp.mx.example.org", "TLSA"),
         ] {
             assert!(names.contains(&want), "{want:?} missing from {names:?}");
         }
@@ -531,6 +547,7 @@ mod tests {
             listeners: Vec::new(),
             dmarc_policy: "none".into(),
             mta_sts_mode: "testing".into(),
+            tlsa: Vec::new(),
             ttl: 300,
             serial: 1,
             extra: Vec::new(),

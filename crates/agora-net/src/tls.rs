@@ -28,9 +28,33 @@ pub struct TlsSettings {
     /// a client without a certificate still connects).
     client_ca: Option<PathBuf>,
     current: RwLock<Arc<ServerConfig>>,
+    dane: RwLock<Dane>,
 }
 
-fn load(cert: &Path, key: &Path, client_ca: Option<&Path>) -> Result<ServerConfig, TlsError> {
+/// DANE (RFC 7672) keeps the served key and the published TLSA records in step: while
+/// DNS publishes TLSA for this server (`hold` set), a certificate with a new key waits
+/// `hold` before it is served, its TLSA published meanwhile, and the old key's record
+/// stays `hold` after; so no resolver's cached TLSA set ever lacks the served key.
+#[derive(Debug, Default)]
+struct Dane {
+    hold: Option<std::time::Duration>,
+    /// The served certificate (leaf, DER).
+    leaf: Vec<u8>,
+    /// A certificate waiting for its TLSA record: its configuration, leaf and arrival.
+    pending: Option<(Arc<ServerConfig>, Vec<u8>, std::time::Instant)>,
+    /// The key served before, while its record stays published.
+    previous: Option<(Vec<u8>, std::time::Instant)>,
+}
+
+/// SHA-256 of a certificate's SubjectPublicKeyInfo: the data of a TLSA 3 1 1 record.
+pub fn spki_sha256(der: &[u8]) -> Option<Vec<u8>> {
+    use sha2::Digest;
+    use x509_parser::prelude::*;
+    let (_, cert) = X509Certificate::from_der(der).ok()?;
+    Some(sha2::Sha256::digest(cert.public_key().raw).to_vec())
+}
+
+fn load(cert: &Path, key: &Path, client_ca: Option<&Path>) -> Result<(ServerConfig, Vec<u8>), TlsError> {
     let file_err = |path: &Path, msg: String| TlsError::File { path: path.to_path_buf(), msg };
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
         .map_err(|e| file_err(cert, e.to_string()))?
@@ -39,6 +63,7 @@ fn load(cert: &Path, key: &Path, client_ca: Option<&Path>) -> Result<ServerConfi
     if certs.is_empty() {
         return Err(file_err(cert, "no certificate found in PEM file".into()));
     }
+    let leaf = certs[0].to_vec();
     let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| file_err(key, e.to_string()))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
@@ -65,7 +90,7 @@ fn load(cert: &Path, key: &Path, client_ca: Option<&Path>) -> Result<ServerConfi
     let mut cfg =
         builder.with_single_cert(certs, key_der).map_err(|e| TlsError::Config(format!("{}: {e}", cert.display())))?;
     cfg.alpn_protocols = Vec::new();
-    Ok(cfg)
+    Ok((cfg, leaf))
 }
 
 impl TlsSettings {
@@ -76,22 +101,85 @@ impl TlsSettings {
     /// With `client_ca`, clients may present a certificate from that CA (checked during
     /// the handshake) to log in with SASL EXTERNAL.
     pub fn load_with_client_ca(cert: &Path, key: &Path, client_ca: Option<&Path>) -> Result<TlsSettings, TlsError> {
-        let cfg = load(cert, key, client_ca)?;
+        let (cfg, leaf) = load(cert, key, client_ca)?;
         Ok(TlsSettings {
             cert: cert.to_path_buf(),
             key: key.to_path_buf(),
             client_ca: client_ca.map(Path::to_path_buf),
             current: RwLock::new(Arc::new(cfg)),
+            dane: RwLock::new(Dane { leaf, ..Dane::default() }),
         })
     }
 
-    /// Re-reads the PEM files; on error the old configuration stays in force.
+    /// Re-reads the PEM files; on error the old configuration stays in force. While
+    /// DANE is published, a new key waits for its record (`promote`).
     pub fn reload(&self) -> Result<(), TlsError> {
-        let cfg = load(&self.cert, &self.key, self.client_ca.as_deref())?;
-        if let Ok(mut cur) = self.current.write() {
-            *cur = Arc::new(cfg);
+        let (cfg, leaf) = load(&self.cert, &self.key, self.client_ca.as_deref())?;
+        let cfg = Arc::new(cfg);
+        if let Ok(mut d) = self.dane.write()
+            && let Some(hold) = d.hold
+            && spki_sha256(&leaf) != spki_sha256(&d.leaf)
+        {
+            tracing::info!(
+                "tls: the new certificate has a new key: served in {}s, once its TLSA record is out",
+                hold.as_secs()
+            );
+            d.pending = Some((cfg, leaf, std::time::Instant::now()));
+            return Ok(());
         }
+        if let Ok(mut d) = self.dane.write() {
+            d.leaf = leaf;
+            d.pending = None;
+        }
+        self.set_current(cfg);
         Ok(())
+    }
+
+    fn set_current(&self, cfg: Arc<ServerConfig>) {
+        if let Ok(mut cur) = self.current.write() {
+            *cur = cfg;
+        }
+    }
+
+    /// DNS publishes TLSA records for this server: new keys wait `hold` (two TTLs and
+    /// the time a change takes to be published).
+    pub fn set_dane_hold(&self, hold: std::time::Duration) {
+        if let Ok(mut d) = self.dane.write() {
+            d.hold = Some(hold);
+        }
+    }
+
+    /// Serves a waiting certificate once its hold has passed; true when it did.
+    pub fn promote(&self) -> bool {
+        let Ok(mut d) = self.dane.write() else { return false };
+        let hold = d.hold.unwrap_or_default();
+        if d.pending.as_ref().is_none_or(|(_, _, since)| since.elapsed() < hold) {
+            return false;
+        }
+        let Some((cfg, leaf, _)) = d.pending.take() else { return false };
+        let old = std::mem::replace(&mut d.leaf, leaf);
+        d.previous = Some((old, std::time::Instant::now()));
+        drop(d);
+        self.set_current(cfg);
+        tracing::info!("tls: now serving the new certificate; the old key's TLSA record goes after the hold");
+        true
+    }
+
+    /// The TLSA 3 1 1 data to publish: the served key, a waiting one, and the one
+    /// served before while its hold lasts.
+    pub fn dane_keys(&self) -> Vec<Vec<u8>> {
+        let Ok(d) = self.dane.read() else { return Vec::new() };
+        let hold = d.hold.unwrap_or_default();
+        let mut out: Vec<Vec<u8>> = Vec::new();
+        let prev = d.previous.as_ref().filter(|(_, since)| since.elapsed() < hold).map(|(l, _)| l);
+        for leaf in std::iter::once(&d.leaf).chain(d.pending.as_ref().map(|p| &p.1)).chain(prev) {
+            if let Some(h) = spki_sha256(leaf)
+                && !out.contains(&h)
+            {
+                out.push(h);
+            }
+        }
+        out
     }
 
     /// True when client certificates are requested (and checked against a CA).
@@ -173,5 +261,25 @@ mod tests {
         fs::write(&c, "garbage").unwrap();
         assert!(s.reload().is_err());
         let _still = s.config();
+        // DANE: a new key waits its hold before it is served, both keys published.
+        fs::remove_file(&c).unwrap();
+        fs::remove_file(&k).unwrap();
+        ensure_self_signed(&c, &k, &["mail.example.org".into()]).unwrap();
+        let s = TlsSettings::load(&c, &k).unwrap();
+        let first = s.dane_keys();
+        assert_eq!(first.len(), 1);
+        s.set_dane_hold(std::time::Duration::from_millis(300));
+        fs::remove_file(&c).unwrap();
+        fs::remove_file(&k).unwrap();
+        ensure_self_signed(&c, &k, &["mail.example.org".into()]).unwrap();
+        s.reload().unwrap();
+        assert_eq!(s.dane_keys().len(), 2, "the waiting key is published beside the served one");
+        assert!(!s.promote(), "too early");
+        std::thread::sleep(std::time::Duration::from_millis(350));
+        assert!(s.promote());
+        let after = s.dane_keys();
+        assert_eq!((after.len(), after[1] == first[0]), (2, true), "the old key stays published a while");
+        std::thread::sleep(std::time::Duration::from_millis(350));
+        assert_eq!(s.dane_keys().len(), 1);
     }
 }

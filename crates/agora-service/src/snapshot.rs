@@ -10,11 +10,14 @@ use agora_store::Store;
 pub struct Snapshot<T> {
     current: RwLock<Option<(u64, Arc<T>)>>,
     rebuilding: tokio::sync::Mutex<()>,
+    /// Moves whenever the value is replaced or forgotten: with the directory version,
+    /// what a reader that keeps its own reference checks.
+    generation: std::sync::atomic::AtomicU64,
 }
 
 impl<T> Default for Snapshot<T> {
     fn default() -> Self {
-        Snapshot { current: RwLock::new(None), rebuilding: tokio::sync::Mutex::new(()) }
+        Snapshot { current: RwLock::new(None), rebuilding: tokio::sync::Mutex::new(()), generation: Default::default() }
     }
 }
 
@@ -46,6 +49,12 @@ impl<T> Snapshot<T> {
         if let Ok(mut c) = self.current.write() {
             *c = None;
         }
+        self.generation.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Changes whenever the value is replaced or forgotten.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// The value at the store's current directory version; `build` makes it when
@@ -68,6 +77,7 @@ impl<T> Snapshot<T> {
         if let Ok(mut c) = self.current.write() {
             *c = Some((version, Arc::clone(&built)));
         }
+        self.generation.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         Ok(built)
     }
 }

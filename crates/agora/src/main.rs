@@ -51,6 +51,20 @@ pub enum DnsCmd {
     Record(RecordCmd),
     /// Print the DS records that the parent zone publishes for a signed domain.
     Ds { domain: String },
+    /// Ask resolvers what they see of a hosted domain and list every record that
+    /// differs from what Agora publishes (exit 1 if any).
+    Check {
+        domain: String,
+        /// Resolver to ask (address or address:port); repeat for several (default: the
+        /// `[transport] nameservers`, else the system's).
+        #[arg(long)]
+        resolver: Vec<String>,
+        /// The server's host name, if `agora serve` is given one on its command line.
+        #[arg(long)]
+        hostname: Option<String>,
+        #[command(flatten)]
+        listen: ListenArgs,
+    },
     /// A signed zone's DNSSEC keys and their rollovers.
     #[command(subcommand)]
     Key(KeyCmd),

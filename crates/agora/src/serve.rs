@@ -89,6 +89,17 @@ async fn zone_input(
     Ok(agora_mail::zone::ZoneInput::read(store, domain, &settings, serial).await?)
 }
 
+/// The system's resolvers (`nameserver` lines of /etc/resolv.conf).
+fn system_resolvers() -> Vec<std::net::SocketAddr> {
+    std::fs::read_to_string("/etc/resolv.conf")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("nameserver"))
+        .filter_map(|a| a.trim().parse::<std::net::IpAddr>().ok())
+        .map(|ip| std::net::SocketAddr::new(ip, 53))
+        .collect()
+}
+
 /// A zone's DNSSEC keys, made first (with the configured algorithm) if the server has
 /// not signed it yet.
 async fn dnssec_keys(cli: &Cli, store: &Arc<SqliteStore>, domain: &str) -> Result<Vec<agora_dns::dnssec::Key>> {
@@ -155,6 +166,55 @@ pub async fn dns(cli: &Cli, cmd: &crate::DnsCmd) -> Result<()> {
                 let domain = normalize_domain(domain)?;
                 for r in store.dns_records(&domain).await? {
                     println!("{}.\t{}\tIN\t{}\t{}", r.name, r.ttl, r.rtype, r.value);
+                }
+            }
+            DnsCmd::Check { domain, resolver, hostname, listen } => {
+                let domain = normalize_domain(domain)?;
+                let input = zone_input(cli, &store, &domain, hostname.clone(), listen).await?;
+                let records = agora_mail::zone::build(&input);
+                let mut resolvers: Vec<std::net::SocketAddr> = resolver
+                    .iter()
+                    .map(|r| {
+                        agora_dns::transfer::parse_secondary(r)
+                            .map_err(|_| anyhow::anyhow!("resolver {r:?}: say an address or address:port"))
+                    })
+                    .collect::<Result<_>>()?;
+                if resolvers.is_empty() {
+                    let cfg = crate::config::load_or_default(&config_path(cli))?;
+                    resolvers = cfg.config.transport.nameservers.clone();
+                }
+                if resolvers.is_empty() {
+                    resolvers = system_resolvers();
+                }
+                if resolvers.is_empty() {
+                    bail!("no resolver to ask: give --resolver");
+                }
+                let mut differ = 0;
+                for r in &resolvers {
+                    println!("; what {r} sees of {domain}");
+                    for f in agora_dns::check::check(&records, *r).await {
+                        let show = |v: &[String]| if v.is_empty() { "nothing".to_string() } else { v.join(" | ") };
+                        match &f.seen {
+                            _ if f.matches() => println!("ok       {} {}", f.name, f.rtype),
+                            Ok(seen) => {
+                                differ += 1;
+                                println!(
+                                    "DIFFERS  {} {}: publish {}; it sees {}",
+                                    f.name,
+                                    f.rtype,
+                                    show(&f.expected),
+                                    show(seen)
+                                );
+                            }
+                            Err(e) => {
+                                differ += 1;
+                                println!("UNKNOWN  {} {}: {e}", f.name, f.rtype);
+                            }
+                        }
+                    }
+                }
+                if differ > 0 {
+                    bail!("{differ} record set(s) differ from what Agora publishes for {domain}");
                 }
             }
             DnsCmd::Ds { domain } => {

@@ -365,3 +365,103 @@ fn knot_secondary_follows_by_notify_and_signed_transfers() {
     let (_, other) = run("openssl", &["rand", "-base64", "32"], "");
     assert!(axfr(&knot_ip, Some(other.trim())).contains("Transfer failed"), "another key");
 }
+
+/// SHA-256 of the public key the server presents on its SMTP port (STARTTLS), hex.
+fn served_key(a: &Agora) -> String {
+    let connect = format!("{}:10025", a.ip);
+    let script = format!(
+        "openssl s_client -starttls smtp -connect {connect} </dev/null 2>/dev/null | openssl x509 -pubkey -noout \
+         | openssl pkey -pubin -outform DER | openssl dgst -sha256 -r | cut -d' ' -f1"
+    );
+    let (ok, out) = run("sh", &["-c", &script], "");
+    assert!(ok && out.trim().len() == 64, "{out}");
+    out.trim().to_ascii_uppercase()
+}
+
+#[test]
+fn dane_follows_the_served_key_and_check_compares_resolvers() {
+    if !have("dig") || !have("delv") || !have("openssl") {
+        return;
+    }
+    let a = Agora::start_with(|data| {
+        std::fs::write(data.join("agora.toml"), "[dns]\naddresses = [\"192.0.2.25\"]\nttl = 1\n").unwrap();
+    });
+    let tlsa_name = format!("_10025._tcp.mx.{DOMAIN}");
+    let tlsa = || -> Vec<String> {
+        let mut v: Vec<String> = answers(&a, &[&tlsa_name, "TLSA"])
+            .iter()
+            .map(|l| l.split(' ').skip(7).collect::<Vec<_>>().join(""))
+            .collect();
+        v.sort();
+        v
+    };
+    // The record is the key the SMTP listener really serves, and it validates.
+    let first = served_key(&a);
+    assert_eq!(tlsa(), [first.clone()]);
+    assert!(answers(&a, &[&tlsa_name, "TLSA"])[0].contains("IN TLSA 3 1 1 "));
+    let work = tempfile::tempdir().unwrap();
+    let anchors = work.path().join("anchors.conf");
+    write_anchors(&a, &anchors, None);
+    let out = delv(&a, &anchors, &tlsa_name, "TLSA");
+    assert!(out.contains("fully validated"), "{out}");
+    // A certificate with a new key: its record is published first, the key served only
+    // after the hold (two TTLs and a round), the old record gone after another.
+    let tls = a.data().join("tls");
+    let (ok, out) = run(
+        "openssl",
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "30",
+            "-subj",
+            "/CN=mx.example.org",
+            "-keyout",
+            tls.join("key.pem").to_str().unwrap(),
+            "-out",
+            tls.join("cert.pem").to_str().unwrap(),
+        ],
+        "",
+    );
+    assert!(ok, "{out}");
+    a.signal("HUP");
+    eventually("the new key's TLSA beside the old", || tlsa().len() == 2);
+    assert_eq!(served_key(&a), first, "the old key is still served while the new record spreads");
+    let published = tlsa();
+    eventually("the new key served", || served_key(&a) != first);
+    let second = served_key(&a);
+    assert!(published.contains(&second), "the key served was published before: {published:?}");
+    eventually("the old key's record gone", || tlsa() == [second.clone()]);
+
+    // `agora dns check`: against this server itself, everything matches.
+    let host = format!("mx.{DOMAIN}");
+    let me = format!("{}:10053", a.ip);
+    let out = a.cli(&["dns", "check", DOMAIN, "--resolver", &me, "--hostname", &host, "--port-offset", "10000"], None);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains(&format!("ok       {DOMAIN} MX")) && !text.contains("DIFFERS"), "{text}");
+    // Against DNS that drifted: the MX differs, the SPF matches, DMARC is missing.
+    let zone = work.path().join("drifted.json");
+    std::fs::write(
+        &zone,
+        format!(r#"{{"{DOMAIN}/MX": ["20 mx.elsewhere.test"], "{DOMAIN}/TXT": ["v=spf1 mx -all"]}}"#),
+    )
+    .unwrap();
+    let (_dns, ip) = common::dns_server(&zone);
+    let other = format!("{ip}:10053");
+    let out =
+        a.cli(&["dns", "check", DOMAIN, "--resolver", &other, "--hostname", &host, "--port-offset", "10000"], None);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains(&format!("DIFFERS  {DOMAIN} MX: publish 10 mx.example.org.; it sees 20 mx.elsewhere.test.")),
+        "{text}"
+    );
+    assert!(text.contains(&format!("ok       {DOMAIN} TXT")), "{text}");
+    assert!(text.contains(&format!("DIFFERS  _dmarc.{DOMAIN} TXT")) && text.contains("it sees nothing"), "{text}");
+}
