@@ -397,7 +397,7 @@ fn dane_follows_the_served_key_and_check_compares_resolvers() {
     };
     // The record is the key the SMTP listener really serves, and it validates.
     let first = served_key(&a);
-    assert_eq!(tlsa(), [first.clone()]);
+    assert_eq!(tlsa(), std::slice::from_ref(&first));
     assert!(answers(&a, &[&tlsa_name, "TLSA"])[0].contains("IN TLSA 3 1 1 "));
     let work = tempfile::tempdir().unwrap();
     let anchors = work.path().join("anchors.conf");
