@@ -30,7 +30,11 @@ pub fn answer(zones: &Zones, request: &[u8], udp: bool) -> Option<Vec<u8>> {
     }
     let mut resp = Message::response(id, msg.metadata.op_code);
     resp.metadata.recursion_desired = msg.metadata.recursion_desired;
-    resp.queries = msg.queries.clone();
+    // The question comes back when there is one; a request with many gets FORMERR
+    // without them (echoing them would amplify).
+    if msg.queries.len() == 1 {
+        resp.queries = msg.queries.clone();
+    }
     let dnssec_ok = msg.edns.as_ref().is_some_and(|e| e.flags().dnssec_ok);
     if msg.edns.is_some() {
         let mut e = Edns::new();

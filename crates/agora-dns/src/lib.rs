@@ -348,7 +348,8 @@ impl Service for DnsService {
             } else {
                 fast::answer(&zones, &msg, false).or_else(|| answer::answer(&zones, &msg, false)).into_iter().collect()
             };
-            if answers.is_empty() {
+            // Nothing to say, or more than the two-byte length can frame: hang up.
+            if answers.is_empty() || answers.iter().any(|a| a.len() > MAX_TCP_MESSAGE) {
                 break;
             }
             let mut out = Vec::with_capacity(answers.iter().map(|a| a.len() + 2).sum());

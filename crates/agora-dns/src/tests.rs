@@ -87,6 +87,14 @@ async fn negative_answers_refusals_and_malformed_queries() {
         .unwrap();
     assert_eq!((r.metadata.id, r.metadata.response_code), (0x1234, ResponseCode::FormErr));
     assert!(answer::answer(&zones, &[1, 2, 3], true).is_none());
+    // Many questions (or another opcode): an error without them, never an amplifier.
+    let mut many = Message::query();
+    for i in 0..200 {
+        many.add_query(Query::query(Name::from_ascii(format!("n{i}.example.org.")).unwrap(), RecordType::TXT));
+    }
+    let r = answer::answer(&zones, &many.to_vec().unwrap(), true).unwrap();
+    assert!(r.len() <= 512, "{}", r.len());
+    assert_eq!(Message::from_vec(&r).unwrap().metadata.response_code, ResponseCode::FormErr);
     let mut resp = query("example.org.", RecordType::A, None);
     resp[2] |= 0x80;
     assert!(answer::answer(&zones, &resp, true).is_none());

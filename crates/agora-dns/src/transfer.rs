@@ -88,7 +88,9 @@ pub fn respond(zones: &crate::zones::Zones, request: &[u8], peer: IpAddr, t: &Tr
     let Ok(msg) = Message::from_vec(request) else { return Vec::new() };
     let refuse = |code: ResponseCode| {
         let mut r = Message::response(msg.metadata.id, msg.metadata.op_code);
-        r.queries = msg.queries.clone();
+        if msg.queries.len() == 1 {
+            r.queries = msg.queries.clone();
+        }
         r.metadata.response_code = code;
         r.to_vec().ok().into_iter().collect()
     };

@@ -465,3 +465,55 @@ fn dane_follows_the_served_key_and_check_compares_resolvers() {
     assert!(text.contains(&format!("ok       {DOMAIN} TXT")), "{text}");
     assert!(text.contains(&format!("DIFFERS  _dmarc.{DOMAIN} TXT")) && text.contains("it sees nothing"), "{text}");
 }
+
+#[test]
+fn two_servers_find_each_other_through_their_own_dns() {
+    if !have("dig") {
+        return;
+    }
+    // Each resolves through the other's DNS: MX, the MX host's address and the DKIM keys
+    // all come from the zones the servers publish themselves.
+    let mut a = Agora::start();
+    let mut b = Agora::start_for("b.test", |_| {});
+    a.stop();
+    b.stop();
+    let config = |own: &str, other: &str| {
+        format!(
+            "[auth]\nplaintext_without_tls = true\n[dns]\naddresses = [\"{own}\"]\n\
+             [transport]\nnameservers = [\"{other}:10053\"]\nmx_port = 10025\npoll_secs = 1\n"
+        )
+    };
+    std::fs::write(a.data().join("agora.toml"), config(&a.ip, &b.ip)).unwrap();
+    std::fs::write(b.data().join("agora.toml"), config(&b.ip, &a.ip)).unwrap();
+    a.spawn();
+    b.spawn();
+    a.cli_ok(&["user", "add", "alice@example.org", "--password-stdin"], Some("alice-pw\n"));
+    b.cli_ok(&["user", "add", "bob@b.test", "--password-stdin"], Some("bob-pw\n"));
+    common::python_ok(&format!(
+        r#"
+import smtplib
+s = smtplib.SMTP("{ip}", 10587, timeout=20)
+s.login("alice@example.org", "alice-pw")
+s.sendmail("alice@example.org", ["bob@b.test"], "From: Alice <alice@example.org>\r\nTo: bob@b.test\r\nSubject: found by DNS\r\n\r\nhello\r\n")
+s.quit()
+print("ok")
+"#,
+        ip = a.ip
+    ));
+    eventually("delivery to b.test by its MX", || b.inbox_count("bob@b.test") == 1);
+    common::python_ok(&format!(
+        r#"
+import imaplib, ssl, email
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+m = imaplib.IMAP4_SSL("{ip}", 10993, ssl_context=ctx)
+m.login("bob@b.test", "bob-pw"); m.select("INBOX")
+typ, data = m.fetch("1", "(BODY.PEEK[HEADER])")
+h = email.message_from_bytes(data[0][1])
+ar = " ".join(h.get_all("Authentication-Results"))
+for want in ("dkim=pass", "header.d=example.org", "dmarc=pass"):
+    assert want in ar, (want, ar)
+print("ok")
+"#,
+        ip = b.ip
+    ));
+}
