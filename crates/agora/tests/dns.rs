@@ -519,3 +519,90 @@ print("ok")
         ip = b.ip
     ));
 }
+
+#[test]
+fn dnspython_and_kdig_see_authoritative_behaviour() {
+    if !have("kdig") || !std::path::Path::new("/usr/bin/python3").exists() {
+        return;
+    }
+    let many: Vec<String> = (1..=40).map(|i| format!("\"2001:db8::{i}\"")).collect();
+    let a = Agora::start_with(|data| {
+        let cfg = format!("[dns]\naddresses = [\"192.0.2.25\", {}]\n", many.join(", "));
+        std::fs::write(data.join("agora.toml"), cfg).unwrap();
+    });
+    let host = format!("mx.{DOMAIN}");
+    for (name, t, v) in [
+        ("*.wild", "TXT", "\"from the wildcard\""),
+        ("@", "CAA", "0 issue letsencrypt.org"),
+        ("_25._tcp.mx", "TLSA", "3 1 1 0123abcd"),
+        ("www", "CNAME", "mx.example.org."),
+    ] {
+        a.cli_ok(&["dns", "record", "add", DOMAIN, name, t, v, "--hostname", &host, "--port-offset", "10000"], None);
+    }
+    let script = format!(
+        r#"
+import dns.message, dns.query, dns.rcode, dns.rdatatype, dns.flags
+ip, port = "{ip}", 10053
+def ask(name, t, payload=1232, tcp=False):
+    q = dns.message.make_query(name, t, use_edns=0, payload=payload)
+    q.flags &= ~dns.flags.RD
+    return (dns.query.tcp if tcp else dns.query.udp)(q, ip, port=port, timeout=5)
+# NXDOMAIN and NODATA: the SOA in the authority section, AA set.
+r = ask("nothing.example.org", "A")
+assert r.rcode() == dns.rcode.NXDOMAIN and r.flags & dns.flags.AA, r
+assert r.authority and r.authority[0].rdtype == dns.rdatatype.SOA, r
+r = ask("example.org", "AAAA")
+assert r.rcode() == dns.rcode.NOERROR and not r.answer and r.authority[0].rdtype == dns.rdatatype.SOA, r
+# Wildcards (RFC 4592): synthesised under the name asked; the wildcard's parent is an
+# empty non-terminal (NODATA), a name below an existing one is not matched.
+r = ask("Anything.wild.example.org", "TXT")
+assert r.answer and r.answer[0].name.to_text() == "Anything.wild.example.org.", r
+assert b"from the wildcard" in r.answer[0][0].strings[0], r
+r = ask("wild.example.org", "TXT")
+assert r.rcode() == dns.rcode.NOERROR and not r.answer, r
+r = ask("a.b.wild.example.org", "TXT")
+assert r.answer, "a wildcard also covers deeper names with no closer encloser"
+r = ask("anything.wild.example.org", "A")
+assert r.rcode() == dns.rcode.NOERROR and not r.answer, "NODATA for a type the wildcard lacks"
+# Truncation: 41 addresses do not fit 512 bytes; TC over UDP, whole over TCP.
+r = ask("mx.example.org", "AAAA", payload=512)
+assert r.flags & dns.flags.TC and not r.answer, r
+assert len(ask("mx.example.org", "AAAA", tcp=True).answer[0]) == 40
+assert len(ask("mx.example.org", "AAAA", payload=4096).answer[0]) == 40
+# Outside the hosted zones: REFUSED, never recursion.
+r = ask("example.com", "A")
+assert r.rcode() == dns.rcode.REFUSED and not r.flags & dns.flags.RA, r
+# The CNAME followed within the zone.
+r = ask("www.example.org", "A")
+assert [x.rdtype for x in r.answer] == [dns.rdatatype.CNAME, dns.rdatatype.A], r
+print("ok")
+"#,
+        ip = a.ip
+    );
+    let (ok, out) = run("/usr/bin/python3", &["-c", &script], "");
+    assert!(ok && out.contains("ok"), "{out}");
+    // kdig over UDP and TCP, signed, for every kind of record the zone has.
+    let server = format!("@{}", a.ip);
+    for (name, t) in [
+        (DOMAIN.to_string(), "SOA"),
+        (DOMAIN.to_string(), "NS"),
+        (DOMAIN.to_string(), "MX"),
+        (DOMAIN.to_string(), "TXT"),
+        (DOMAIN.to_string(), "CAA"),
+        (DOMAIN.to_string(), "DNSKEY"),
+        (host.clone(), "A"),
+        (host.clone(), "AAAA"),
+        (format!("_dmarc.{DOMAIN}"), "TXT"),
+        (format!("_smtp._tls.{DOMAIN}"), "TXT"),
+        (format!("_imaps._tcp.{DOMAIN}"), "SRV"),
+        (format!("_ldap._tcp.{DOMAIN}"), "SRV"),
+        (format!("_25._tcp.mx.{DOMAIN}"), "TLSA"),
+    ] {
+        for transport in ["+notcp", "+tcp"] {
+            let (ok, out) = run("kdig", &[&server, "-p", "10053", transport, "+dnssec", "+norec", &name, t], "");
+            assert!(ok && out.contains("status: NOERROR") && out.contains("Flags: qr aa"), "{name} {t}: {out}");
+            let rrsig = format!("RRSIG\t{t} 13");
+            assert!(out.contains(&format!("\t{t}\t")) && out.contains(&rrsig), "{name} {t} {transport}: {out}");
+        }
+    }
+}
