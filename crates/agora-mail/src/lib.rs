@@ -4,6 +4,7 @@
 //! notifications and the transport's settings. Protocol crates use it; it knows no wire.
 
 pub mod auth;
+pub mod dane;
 pub mod dsn;
 pub mod intake;
 pub mod mtasts;

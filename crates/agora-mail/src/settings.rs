@@ -30,6 +30,9 @@ pub struct TransportSection {
     pub poll_secs: u64,
     /// Honour recipient domains' MTA-STS policies (RFC 8461).
     pub mta_sts: bool,
+    /// Honour MX hosts' TLSA records (DANE, RFC 7672) when a validating resolver on
+    /// this machine (a loopback `nameservers` entry) vouches for them.
+    pub dane: bool,
     /// HTTPS port of MTA-STS policy hosts.
     pub mta_sts_port: u16,
     /// Extra CA certificates (PEM) trusted when checking other servers; relative
@@ -51,6 +54,7 @@ impl Default for TransportSection {
             delay_warning_secs: 4 * 3600,
             poll_secs: 5,
             mta_sts: true,
+            dane: true,
             mta_sts_port: 443,
             ca_file: None,
         }
@@ -72,6 +76,11 @@ impl TransportSection {
         ("poll_secs", "", "how often the queue is looked at"),
         ("mta_sts", "", "deliver only as recipient domains' MTA-STS policies say"),
         ("mta_sts_port", "", "HTTPS port of MTA-STS policy hosts"),
+        (
+            "dane",
+            "",
+            "deliver only as MX hosts' TLSA records say (DANE), when a validating resolver on this machine is among the nameservers",
+        ),
         ("ca_file", "\"private-ca.pem\"", "CAs trusted beside the system's when checking servers"),
         ("routes", "{ \"partner.example\" = \"10.0.0.5:25\" }", "fixed routes, tried before DNS"),
     ];

@@ -53,6 +53,8 @@ pub struct TransportConfig {
     pub poll: Duration,
     /// Apply recipient domains' MTA-STS policies (RFC 8461) to MX delivery.
     pub mta_sts: bool,
+    /// Apply MX hosts' authenticated TLSA records (DANE, RFC 7672).
+    pub dane: bool,
     /// Where MTA-STS policies are cached across restarts.
     pub mta_sts_cache: Option<std::path::PathBuf>,
     /// Port of MTA-STS policy hosts (443).
@@ -76,6 +78,7 @@ impl Default for TransportConfig {
             delay_warning: Duration::from_secs(4 * 3600),
             poll: Duration::from_secs(5),
             mta_sts: true,
+            dane: true,
             mta_sts_cache: None,
             mta_sts_port: 443,
             ca_pem: None,
@@ -240,7 +243,11 @@ impl Transport {
                                 }
                                 Err(why) => {
                                     tracing::debug!("outbound: {host}: {why}");
-                                    let code = if why.starts_with("MTA-STS") { "4.7.5" } else { "4.4.1" };
+                                    let code = if why.starts_with("MTA-STS") || why.starts_with("DANE") {
+                                        "4.7.5"
+                                    } else {
+                                        "4.4.1"
+                                    };
                                     last = format!("451 {code} {host}: {why}");
                                 }
                             }
@@ -387,6 +394,21 @@ impl Transport {
     /// Connects to a server and gets it ready for transactions: EHLO, STARTTLS when
     /// offered, AUTH for the smarthost.
     async fn open(&self, host: &str, domain: &str, policy: Option<&Policy>) -> Result<Session, String> {
+        // DANE (RFC 7672) for MX hosts, before MTA-STS when both apply (RFC 8461 §2):
+        // authentic TLSA records make TLS with a matching certificate a condition.
+        let routed = self.cfg.routes.contains_key(domain) || self.cfg.smarthost.is_some();
+        let dane = match host.rsplit_once(':') {
+            Some((name, port)) if self.cfg.dane && !routed => {
+                let name = name.trim_start_matches('[').trim_end_matches(']');
+                match agora_mail::dane::tlsa(&self.cfg.nameservers, name, port.parse().unwrap_or(25)).await {
+                    agora_mail::dane::Lookup::Secure(records) => Some(records),
+                    agora_mail::dane::Lookup::Insecure => None,
+                    agora_mail::dane::Lookup::Bogus(why) => return Err(format!("DANE: {why}")),
+                }
+            }
+            _ => None,
+        };
+        let policy = if dane.is_some() { None } else { policy };
         let enforce = policy.is_some_and(|p| p.mode == Mode::Enforce);
         // Every address of the host in turn (IPv6 and IPv4 alike) before giving up on it.
         let mut tcp = Err(format!("{host}: no address"));
@@ -409,22 +431,40 @@ impl Transport {
             c.send("STARTTLS").await?;
             let (code, text) = c.reply().await?;
             if code == 220 {
-                // A policy in force wants a certificate valid for the MX name; a policy
-                // in testing has failures logged; else any certificate will do.
-                let verifier: Arc<dyn rustls::client::danger::ServerCertVerifier> = match (policy, &self.verifier) {
-                    (Some(_), Some(v)) if enforce => v.clone(),
-                    (Some(_), Some(v)) => Arc::new(Opportunistic { audit: Some((v.clone(), domain.to_string())) }),
-                    _ => Arc::new(Opportunistic { audit: None }),
-                };
-                c = c
-                    .start_tls(host_name(host), verifier)
-                    .await
-                    .map_err(|e| if enforce { format!("MTA-STS: TLS with {host} failed: {e}") } else { e })?;
+                // DANE wants a certificate matching a TLSA record (with only unusable
+                // records, TLS of any kind); a policy in force wants a certificate valid
+                // for the MX name; a policy in testing has failures logged; else any
+                // certificate will do.
+                let verifier: Arc<dyn rustls::client::danger::ServerCertVerifier> =
+                    match (&dane, policy, &self.verifier) {
+                        (Some(r), _, _) if r.iter().any(agora_mail::dane::Tlsa::usable) => {
+                            agora_mail::dane::Verifier::new(r.clone())
+                        }
+                        (Some(_), _, _) => Arc::new(Opportunistic { audit: None }),
+                        (None, Some(_), Some(v)) if enforce => v.clone(),
+                        (None, Some(_), Some(v)) => {
+                            Arc::new(Opportunistic { audit: Some((v.clone(), domain.to_string())) })
+                        }
+                        _ => Arc::new(Opportunistic { audit: None }),
+                    };
+                c = c.start_tls(host_name(host), verifier).await.map_err(|e| {
+                    if dane.is_some() {
+                        format!("DANE: TLS with {host} failed: {e}")
+                    } else if enforce {
+                        format!("MTA-STS: TLS with {host} failed: {e}")
+                    } else {
+                        e
+                    }
+                })?;
                 tls = true;
                 ext = c.ehlo(&self.cfg.hostname).await?;
+            } else if dane.is_some() {
+                return Err(format!("DANE: STARTTLS refused: {text}"));
             } else if enforce {
                 return Err(format!("MTA-STS: STARTTLS refused: {text}"));
             }
+        } else if dane.is_some() {
+            return Err("DANE: the server offers no STARTTLS".into());
         } else if enforce {
             return Err("MTA-STS: the server offers no STARTTLS".into());
         } else if policy.is_some() {

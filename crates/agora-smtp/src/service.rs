@@ -144,6 +144,7 @@ fn build(ctx: &Context, s: SmtpSection) -> Result<Built, String> {
             delay_warning: Duration::from_secs(t.delay_warning_secs),
             poll: secs(t.poll_secs),
             mta_sts: t.mta_sts,
+            dane: t.dane,
             mta_sts_cache: Some(ctx.data_dir.join("mta-sts.json")),
             mta_sts_port: t.mta_sts_port,
             ca_pem,

@@ -606,3 +606,115 @@ print("ok")
         }
     }
 }
+
+/// Unbound as a validating resolver on loopback: example.org asked of `primary`,
+/// trusted through the DS records `agora dns ds` printed.
+struct Unbound {
+    child: std::process::Child,
+    ip: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Unbound {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Unbound {
+    fn start(primary: &str, ds: &[String]) -> Unbound {
+        let dir = tempfile::tempdir().unwrap();
+        let ip = common::unique_ip();
+        let anchors: String = ds.iter().map(|d| format!("    trust-anchor: \"{d}\"\n")).collect();
+        let conf = format!(
+            "server:\n    interface: {ip}\n    port: 10053\n    username: \"\"\n    chroot: \"\"\n\
+             directory: \"{d}\"\n    pidfile: \"\"\n    use-syslog: no\n    logfile: \"\"\n\
+             do-not-query-localhost: no\n    access-control: 127.0.0.0/8 allow\n\
+             module-config: \"validator iterator\"\n    cache-max-ttl: 1\n    cache-max-negative-ttl: 1\n\
+             {anchors}stub-zone:\n    name: \"{DOMAIN}\"\n    stub-addr: {primary}@10053\n",
+            d = dir.path().display()
+        );
+        let path = dir.path().join("unbound.conf");
+        std::fs::write(&path, conf).unwrap();
+        let child = std::process::Command::new("unbound")
+            .args(["-d", "-c"])
+            .arg(&path)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let u = Unbound { child, ip, _dir: dir };
+        let server = format!("@{}", u.ip);
+        eventually("unbound to answer", || {
+            run("dig", &[&server, "-p", "10053", "+time=1", "+tries=1", DOMAIN, "SOA"], "")
+                .1
+                .contains("status: NOERROR")
+        });
+        u
+    }
+}
+
+#[test]
+fn dane_decides_outbound_delivery_through_a_validating_resolver() {
+    if !have("unbound") || !have("dig") || !have("openssl") {
+        return;
+    }
+    // A publishes its TLSA record by hand here (its own is off), first a wrong one.
+    let a = Agora::start_with(|data| {
+        std::fs::write(data.join("agora.toml"), "[dns]\nttl = 1\ndane = false\n").unwrap();
+    });
+    a.cli_ok(&["user", "add", "bob@example.org", "--password-stdin"], Some("bob-pw\n"));
+    let host = format!("mx.{DOMAIN}");
+    let tlsa = |hex: &str| {
+        let v = format!("3 1 1 {hex}");
+        let args = ["dns", "record", "add", DOMAIN, "_10025._tcp.mx", "TLSA", &v, "--ttl", "1", "--hostname", &host];
+        a.cli_ok(&[&args[..], &["--port-offset", "10000"]].concat(), None);
+    };
+    tlsa(&"00".repeat(32));
+    // A's address is its own loopback one: the MX's A record must say so.
+    a.cli_ok(&["dns", "record", "add", DOMAIN, "mx", "A", &a.ip, "--ttl", "1", "--hostname", &host], None);
+    let ds: Vec<String> = a
+        .cli_ok(&["dns", "ds", DOMAIN], None)
+        .lines()
+        .filter(|l| l.contains(" IN DS "))
+        .map(|l| l.replace(" IN DS ", " DS "))
+        .collect();
+    let unbound = Unbound::start(&a.ip, &ds);
+    let b = Agora::start_for("b.test", |data| {
+        let cfg = format!(
+            "[auth]\nplaintext_without_tls = true\n[transport]\nnameservers = [\"{}:10053\"]\nmx_port = 10025\n\
+             poll_secs = 1\nretry_secs = 1\n",
+            unbound.ip
+        );
+        std::fs::write(data.join("agora.toml"), cfg).unwrap();
+    });
+    b.cli_ok(&["user", "add", "alice@b.test", "--password-stdin"], Some("alice-pw\n"));
+    common::python_ok(&format!(
+        r#"
+import smtplib
+s = smtplib.SMTP("{ip}", 10587, timeout=20)
+s.login("alice@b.test", "alice-pw")
+s.sendmail("alice@b.test", ["bob@example.org"], "From: alice@b.test\r\nTo: bob@example.org\r\nSubject: dane\r\n\r\nhello\r\n")
+s.quit()
+print("ok")
+"#,
+        ip = b.ip
+    ));
+    // The served certificate matches no authentic TLSA record: the mail waits.
+    let entry = || b.cli_ok(&["queue", "list"], None).split_whitespace().next().unwrap_or("").to_string();
+    eventually("a DANE deferral", || {
+        let id = entry();
+        id.parse::<i64>().is_ok() && b.cli_ok(&["queue", "show", &id], None).contains("matches no TLSA record")
+    });
+    assert_eq!(a.inbox_count("bob@example.org"), 0);
+    // The right record: delivered at the next try.
+    a.cli_ok(&["dns", "record", "remove", DOMAIN, "_10025._tcp.mx", "TLSA"], None);
+    tlsa(&served_key(&a));
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let id = entry();
+    if id.parse::<i64>().is_ok() {
+        let _ = b.cli(&["queue", "retry", &id], None);
+    }
+    eventually("delivery under DANE", || a.inbox_count("bob@example.org") == 1);
+}
