@@ -584,16 +584,23 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn cached_lookups_see_changes_from_another_process_at_once() {
+    async fn cached_lookups_see_changes_from_another_process_within_milliseconds() {
         let (t, server) = dir().await;
-        // A second store on the same files stands for the CLI process.
+        // A second store on the same files stands for the CLI process; the server reads
+        // the directory stamp again once its last reading is 2 ms old.
         let cli = Directory::new(Arc::new(SqliteStore::open(t.path()).unwrap()));
+        let stamp = std::time::Duration::from_millis(3);
         assert_eq!(server.resolve("new@example.org").await.unwrap(), Recipient::Unknown);
         assert_eq!(server.resolve("new@example.org").await.unwrap(), Recipient::Unknown, "cached");
         cli.add_user("new@example.org", "New", "pw", 0, Role::User).await.unwrap();
+        tokio::time::sleep(stamp).await;
         assert!(matches!(server.resolve("new@example.org").await.unwrap(), Recipient::Local(_)));
         cli.store().remove_account("new@example.org").await.unwrap();
+        tokio::time::sleep(stamp).await;
         assert_eq!(server.resolve("new@example.org").await.unwrap(), Recipient::Unknown);
+        // The server's own changes show at once.
+        server.add_user("own@example.org", "Own", "pw", 0, Role::User).await.unwrap();
+        assert!(matches!(server.resolve("own@example.org").await.unwrap(), Recipient::Local(_)));
     }
 
     #[tokio::test]
