@@ -154,12 +154,7 @@ impl rustls::client::danger::ServerCertVerifier for Verifier {
         cert: &rustls_pki_types::CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &rustls::crypto::ring::default_provider().signature_verification_algorithms,
-        )
+        handshake_signature(message, cert, dss, false)
     }
 
     fn verify_tls13_signature(
@@ -168,17 +163,33 @@ impl rustls::client::danger::ServerCertVerifier for Verifier {
         cert: &rustls_pki_types::CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &rustls::crypto::ring::default_provider().signature_verification_algorithms,
-        )
+        handshake_signature(message, cert, dss, true)
     }
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        rustls::crypto::ring::default_provider().signature_verification_algorithms.supported_schemes()
+        signature_schemes()
     }
+}
+
+/// The handshake's signature checked with the server's key, however the certificate
+/// itself was judged (every verifier of the transport shares this).
+pub fn handshake_signature(
+    message: &[u8],
+    cert: &rustls_pki_types::CertificateDer<'_>,
+    dss: &rustls::DigitallySignedStruct,
+    tls13: bool,
+) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+    let algs = rustls::crypto::ring::default_provider().signature_verification_algorithms;
+    if tls13 {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &algs)
+    } else {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &algs)
+    }
+}
+
+/// The signature schemes those checks accept.
+pub fn signature_schemes() -> Vec<rustls::SignatureScheme> {
+    rustls::crypto::ring::default_provider().signature_verification_algorithms.supported_schemes()
 }
 
 #[cfg(test)]

@@ -832,12 +832,7 @@ impl rustls::client::danger::ServerCertVerifier for Opportunistic {
         cert: &rustls_pki_types::CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &rustls::crypto::ring::default_provider().signature_verification_algorithms,
-        )
+        agora_mail::dane::handshake_signature(message, cert, dss, false)
     }
 
     fn verify_tls13_signature(
@@ -846,16 +841,11 @@ impl rustls::client::danger::ServerCertVerifier for Opportunistic {
         cert: &rustls_pki_types::CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &rustls::crypto::ring::default_provider().signature_verification_algorithms,
-        )
+        agora_mail::dane::handshake_signature(message, cert, dss, true)
     }
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        rustls::crypto::ring::default_provider().signature_verification_algorithms.supported_schemes()
+        agora_mail::dane::signature_schemes()
     }
 }
 
