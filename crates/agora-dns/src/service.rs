@@ -125,8 +125,6 @@ fn build(ctx: &Context, s: DnsSection) -> Result<Built, String> {
         nameservers: s.nameservers,
         listeners: ctx.listening.clone(),
         dmarc_policy: s.dmarc_policy,
-        // The policy is served over HTTPS, which sets the mode; until then, testing.
-        mta_sts_mode: "testing".into(),
         ttl: s.ttl,
     };
     let cfg = DnsConfig {

@@ -21,7 +21,6 @@ async fn fixture() -> (tempfile::TempDir, Arc<dyn Store>, Arc<Shared>) {
         nameservers: Vec::new(),
         listeners: vec![("submission".into(), 587), ("imaps".into(), 993)],
         dmarc_policy: "quarantine".into(),
-        mta_sts_mode: "testing".into(),
         ttl: 3600,
     };
     let cfg = DnsConfig { zone, dnssec: true, algorithm: crate::dnssec::ECDSA_P256, zsk_lifetime: 0, tls: None };

@@ -99,8 +99,6 @@ pub struct ZoneSettings {
     pub listeners: Vec<(String, u16)>,
     pub dmarc_policy: String,
     pub ttl: u32,
-    /// MTA-STS mode published while HTTPS serves the policy: testing or enforce.
-    pub mta_sts_mode: String,
 }
 
 /// The MTA-STS policy (RFC 8461 §3.2) for mail to a domain whose MX is `host`.
@@ -139,7 +137,7 @@ impl ZoneInput {
             dkim: store.dkim_keys(domain).await?,
             listeners: settings.listeners.clone(),
             dmarc_policy: settings.dmarc_policy.clone(),
-            mta_sts_mode: settings.mta_sts_mode.clone(),
+            mta_sts_mode: store.domain(domain).await?.map_or_else(|| "testing".into(), |d| d.mta_sts_mode),
             tlsa: Vec::new(),
             ttl: settings.ttl,
             serial,

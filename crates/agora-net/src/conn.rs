@@ -60,6 +60,69 @@ pub struct Conn {
     compressed: bool,
     /// The client's certificate (DER), when it presented one the TLS handshake checked.
     peer_cert: Option<Vec<u8>>,
+    /// The application protocol the TLS handshake settled on (ALPN).
+    alpn: Option<Vec<u8>>,
+}
+
+/// A connection's byte stream for a protocol engine of its own (HTTP): what the
+/// `Conn` had read ahead comes first.
+pub struct Stream {
+    pre: Vec<u8>,
+    pos: usize,
+    io: Box<dyn Io>,
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        if self.pos < self.pre.len() {
+            let n = buf.remaining().min(self.pre.len() - self.pos);
+            let start = self.pos;
+            buf.put_slice(&self.pre[start..start + n]);
+            self.pos += n;
+            return std::task::Poll::Ready(Ok(()));
+        }
+        std::pin::Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
 }
 
 impl std::fmt::Debug for Conn {
@@ -96,7 +159,32 @@ impl Conn {
             interruptible: true,
             compressed: false,
             peer_cert: None,
+            alpn: None,
         }
+    }
+
+    pub fn set_alpn(&mut self, alpn: Option<Vec<u8>>) {
+        self.alpn = alpn;
+    }
+
+    /// The application protocol the TLS handshake settled on (ALPN).
+    pub fn alpn(&self) -> Option<&[u8]> {
+        self.alpn.as_deref()
+    }
+
+    /// Cancelled when the server shuts down (for engines that run their own loop).
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// The session's timeouts (before and after authentication).
+    pub fn timeouts(&self) -> Timeouts {
+        self.timeouts
+    }
+
+    /// Hands the byte stream over, with whatever was read ahead and not consumed.
+    pub fn into_stream(self) -> Stream {
+        Stream { pre: self.rbuf[self.rpos..].to_vec(), pos: 0, io: self.io }
     }
 
     /// The client certificate of this TLS connection, if one was presented and verified.

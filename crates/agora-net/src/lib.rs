@@ -22,7 +22,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use conn::{Conn, Read, Timeouts};
+pub use conn::{Conn, Read, Stream, Timeouts};
 pub use driver::{Flow, LineProtocol, drive};
 pub use tls::TlsSettings;
 
@@ -78,6 +78,11 @@ pub trait Service: Send + Sync + 'static {
     fn busy_reply(&self) -> &'static [u8];
     /// Runs one session to its end. Must return promptly once `Conn` reports shutdown.
     async fn serve(&self, conn: Conn);
+    /// Application protocols offered in the TLS handshake (ALPN), most preferred first;
+    /// none for protocols that have no such name in use.
+    fn alpn(&self) -> &'static [&'static [u8]] {
+        &[]
+    }
 }
 
 /// A protocol served over UDP: one request datagram, at most one answer.
@@ -326,6 +331,7 @@ impl Server {
         };
         let tls_config = match spec.tls {
             TlsMode::None => None,
+            _ if !service.alpn().is_empty() => self.tls.as_ref().map(|t| t.config_with_alpn(service.alpn())),
             _ => self.tls.as_ref().map(|t| t.config()),
         };
         let mut conn = match spec.tls {
@@ -339,9 +345,11 @@ impl Server {
                     Ok(Ok(s)) => {
                         let cert =
                             s.get_ref().1.peer_certificates().and_then(|c| c.first()).map(|c| c.as_ref().to_vec());
+                        let alpn = s.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
                         let mut c =
                             Conn::new(Box::new(s), peer, local, true, tls_config, spec.timeouts, self.shutdown.clone());
                         c.set_peer_certificate(cert);
+                        c.set_alpn(alpn);
                         c
                     }
                     Ok(Err(e)) => {

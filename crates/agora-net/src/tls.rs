@@ -187,6 +187,13 @@ impl TlsSettings {
         self.client_ca.is_some()
     }
 
+    /// The current configuration offering these application protocols (ALPN).
+    pub fn config_with_alpn(&self, alpn: &[&[u8]]) -> Arc<ServerConfig> {
+        let mut cfg = (*self.config()).clone();
+        cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        Arc::new(cfg)
+    }
+
     pub fn config(&self) -> Arc<ServerConfig> {
         match self.current.read() {
             Ok(c) => Arc::clone(&c),

@@ -114,6 +114,14 @@ async fn address_book<S: Store>(s: &S) {
     assert_eq!(s.remove_dns_records("book.test", "www.book.test", "A", Some("192.0.2.2")).await.expect("rm"), 1);
     assert_eq!(s.remove_dns_records("book.test", "WWW.book.test", "A", None).await.expect("rm"), 1);
     assert!(s.dns_records("book.test").await.expect("records").is_empty());
+    // MTA-STS: testing for a new domain, then as set.
+    assert_eq!(s.domain("book.test").await.expect("domain").expect("there").mta_sts_mode, "testing");
+    s.set_mta_sts_mode("Book.test", "enforce").await.expect("mode");
+    assert_eq!(
+        s.domains().await.expect("domains").iter().find(|d| d.name == "book.test").expect("d").mta_sts_mode,
+        "enforce"
+    );
+    assert!(matches!(s.set_mta_sts_mode("book.test", "strict").await, Err(StoreError::Invalid(_))));
     // DNSSEC keys: stored, moved through a rollover's states, deleted.
     let v = s.directory_version();
     let key = DnssecKey {

@@ -34,6 +34,9 @@ pub trait DirectoryStore: Send + Sync {
 
     async fn domain(&self, name: &str) -> Result<Option<Domain>>;
 
+    /// Sets a domain's MTA-STS mode: testing, enforce or none.
+    async fn set_mta_sts_mode(&self, domain: &str, mode: &str) -> Result<()>;
+
     /// Stores DKIM keys (replacing any of the same domain and selector).
     async fn add_dkim_keys(&self, keys: Vec<DkimKey>) -> Result<()>;
 

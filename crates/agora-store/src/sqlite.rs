@@ -26,7 +26,11 @@ const READERS: usize = 8;
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS domains (name TEXT PRIMARY KEY, created INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS domains (
+    name TEXT PRIMARY KEY,
+    created INTEGER NOT NULL,
+    mta_sts_mode TEXT NOT NULL DEFAULT 'testing'
+);
 CREATE TABLE IF NOT EXISTS accounts (
     id INTEGER PRIMARY KEY,
     login TEXT NOT NULL UNIQUE,
@@ -187,7 +191,7 @@ CREATE TABLE IF NOT EXISTS outbound (
     warned INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS outbound_due ON outbound (next_attempt);
-INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', '13');
+INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', '14');
 "#;
 
 /// Sends a job's reply; runs only after the stamp and the change bus are updated.
@@ -238,6 +242,8 @@ const MIGRATIONS: &[(u32, &str)] = &[
     (12, "SELECT 1"),
     // DNSSEC keys: the table comes with the base schema.
     (13, "SELECT 1"),
+    // Each domain's MTA-STS mode.
+    (14, "ALTER TABLE domains ADD COLUMN mta_sts_mode TEXT NOT NULL DEFAULT 'testing'"),
 ];
 
 /// Brings an older store up to the current schema, in one transaction.
@@ -697,6 +703,10 @@ fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>, bus: Buses, stamp: &st
     let _ = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)");
 }
 
+fn domain_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Domain> {
+    Ok(Domain { name: r.get(0)?, created: r.get(1)?, mta_sts_mode: r.get(2)? })
+}
+
 fn domain_of(address: &str) -> Result<&str> {
     address
         .rsplit_once('@')
@@ -909,7 +919,7 @@ impl DirectoryStore for Arc<SqliteStore> {
             if n == 0 {
                 return Err(StoreError::Exists(format!("domain {name}")));
             }
-            Ok((Domain { name, created }, vec![Change::DirectoryChanged]))
+            Ok((Domain { name, created, mta_sts_mode: "testing".into() }, vec![Change::DirectoryChanged]))
         })
         .await
     }
@@ -941,8 +951,8 @@ impl DirectoryStore for Arc<SqliteStore> {
 
     async fn domains(&self) -> Result<Vec<Domain>> {
         self.read(|c| {
-            let mut stmt = c.prepare_cached("SELECT name, created FROM domains ORDER BY name")?;
-            let rows = stmt.query_map([], |r| Ok(Domain { name: r.get(0)?, created: r.get(1)? }))?;
+            let mut stmt = c.prepare_cached("SELECT name, created, mta_sts_mode FROM domains ORDER BY name")?;
+            let rows = stmt.query_map([], domain_from_row)?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })
         .await
@@ -951,9 +961,22 @@ impl DirectoryStore for Arc<SqliteStore> {
     async fn domain(&self, name: &str) -> Result<Option<Domain>> {
         let name = name.to_ascii_lowercase();
         self.lookup(move |c| {
-            Ok(c.prepare_cached("SELECT name, created FROM domains WHERE name = ?1")?
-                .query_row([name], |r| Ok(Domain { name: r.get(0)?, created: r.get(1)? }))
+            Ok(c.prepare_cached("SELECT name, created, mta_sts_mode FROM domains WHERE name = ?1")?
+                .query_row([name], domain_from_row)
                 .optional()?)
+        })
+        .await
+    }
+
+    async fn set_mta_sts_mode(&self, domain: &str, mode: &str) -> Result<()> {
+        if !["testing", "enforce", "none"].contains(&mode) {
+            return Err(StoreError::Invalid(format!("MTA-STS mode {mode:?}: say testing, enforce or none")));
+        }
+        let (domain, mode) = (domain.to_ascii_lowercase(), mode.to_string());
+        self.write(move |c| {
+            require_domain(c, &domain)?;
+            c.execute("UPDATE domains SET mta_sts_mode = ?2 WHERE name = ?1", params![domain, mode])?;
+            Ok(((), vec![Change::DirectoryChanged]))
         })
         .await
     }
@@ -2415,7 +2438,8 @@ mod tests {
                 .replace("    state TEXT NOT NULL DEFAULT 'active',\n", "")
                 .replace("    created INTEGER NOT NULL,\n    profile TEXT NOT NULL DEFAULT '{}',\n    uuid BLOB,\n    changed INTEGER NOT NULL DEFAULT 0\n", "    created INTEGER NOT NULL\n")
                 .replace("    display_name TEXT NOT NULL,\n    profile TEXT NOT NULL DEFAULT '{}',\n    uuid BLOB,\n    created INTEGER NOT NULL DEFAULT 0,\n    changed INTEGER NOT NULL DEFAULT 0\n", "    display_name TEXT NOT NULL\n")
-                .replace("'schema', '13'", "'schema', '1'");
+                .replace("    created INTEGER NOT NULL,\n    mta_sts_mode TEXT NOT NULL DEFAULT 'testing'\n", "    created INTEGER NOT NULL\n")
+                .replace("'schema', '14'", "'schema', '1'");
             assert!(!v1.contains("scram") && !v1.contains("recent_uid") && v1.contains("'schema', '1'"));
             assert!(!v1.contains("subscriptions") && !v1.contains("state TEXT"));
             assert_eq!(v1.matches("uuid BLOB").count(), 1, "only the contacts table has identities");

@@ -11,6 +11,9 @@ pub type MailboxId = i64;
 pub struct Domain {
     pub name: String,
     pub created: i64,
+    /// The MTA-STS policy mode published for the domain (RFC 8461): testing, enforce
+    /// or none.
+    pub mta_sts_mode: String,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -40,6 +40,13 @@ pub enum DomainCmd {
         #[arg(long)]
         remove_retired: bool,
     },
+    /// Show or set the domain's MTA-STS mode (RFC 8461): testing (the default for a new
+    /// domain: failures are only reported), enforce, or none (to withdraw the policy).
+    MtaSts {
+        name: String,
+        #[arg(value_parser = ["testing", "enforce", "none"])]
+        mode: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -328,6 +335,15 @@ pub async fn domain(cli: &Cli, cmd: &DomainCmd) -> Result<()> {
             let name = normalize_domain(name)?;
             ensure_dkim_keys(&store, &name).await?;
             println!("domain {name} added; publish its DKIM keys: agora domain dkim {name}");
+            Ok(())
+        }
+        DomainCmd::MtaSts { name, mode } => {
+            let name = normalize_domain(name)?;
+            if let Some(m) = mode {
+                store.set_mta_sts_mode(&name, m).await?;
+            }
+            let d = store.domain(&name).await?.with_context(|| format!("domain {name} not found"))?;
+            println!("{name}: MTA-STS mode {} (the policy and its DNS id follow at once)", d.mta_sts_mode);
             Ok(())
         }
         DomainCmd::Dkim { name, rotate, activate, force, remove_retired } => {

@@ -82,7 +82,6 @@ async fn zone_input(
         nameservers: dns.nameservers.clone(),
         listeners: listeners.iter().filter(|l| l.built && l.enabled).map(|l| (l.key.to_string(), l.port)).collect(),
         dmarc_policy: dns.dmarc_policy.clone(),
-        mta_sts_mode: "testing".into(),
         ttl: dns.ttl,
     };
     let serial = agora_store::now().clamp(1, i64::from(u32::MAX)) as u32;
