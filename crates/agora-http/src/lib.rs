@@ -1,0 +1,258 @@
+//! HTTP for Agora: port 80 sends everything to HTTPS (308); port 443 (HTTP/1.1 and
+//! HTTP/2 by ALPN) serves what a mail organisation publishes on the web, by host name:
+//! Thunderbird's autoconfiguration on `autoconfig.DOMAIN` and the domain's
+//! `.well-known` path, and the MTA-STS policy on `mta-sts.DOMAIN` (its mode from the
+//! store, the same text whose hash DNS publishes as the policy id).
+
+pub mod service;
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use agora_net::{Conn, Service};
+use agora_store::Store;
+use async_trait::async_trait;
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+
+/// What the HTTP service answers from.
+pub struct Shared {
+    pub store: Arc<dyn Store>,
+    /// The server's host name (MX, and the servers named in autoconfiguration).
+    pub hostname: String,
+    /// Listener keys that are on, with their ports.
+    pub listening: Vec<(String, u16)>,
+    /// Strict-Transport-Security max-age on HTTPS answers (0: none).
+    pub hsts_max_age: u64,
+    /// Largest request head (request line and headers) accepted, bytes.
+    pub max_header_bytes: usize,
+}
+
+/// Port 80 (`secure` false) or 443.
+pub struct HttpService {
+    shared: Arc<Shared>,
+    secure: bool,
+}
+
+impl HttpService {
+    pub fn new(shared: Arc<Shared>, secure: bool) -> HttpService {
+        HttpService { shared, secure }
+    }
+}
+
+type Body = Full<Bytes>;
+
+fn respond(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Body> {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    if let Ok(v) = content_type.parse() {
+        r.headers_mut().insert(hyper::header::CONTENT_TYPE, v);
+    }
+    r
+}
+
+fn not_found() -> Response<Body> {
+    respond(StatusCode::NOT_FOUND, "text/plain; charset=utf-8", "not found\n")
+}
+
+/// The host a request is for (lower case, no port): HTTP/2's authority or the Host header.
+fn host_of(req: &Request<Incoming>) -> Option<String> {
+    let raw = match req.uri().authority() {
+        Some(a) => a.host().to_string(),
+        None => req.headers().get(hyper::header::HOST)?.to_str().ok()?.to_string(),
+    };
+    let host = if let Some(v6) = raw.strip_prefix('[') {
+        v6.split(']').next().unwrap_or_default().to_string()
+    } else {
+        match raw.rsplit_once(':') {
+            Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h.to_string(),
+            _ => raw,
+        }
+    };
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    (!host.is_empty() && host.len() <= 253).then_some(host)
+}
+
+impl Shared {
+    /// The hosted domain a name belongs to, as `(domain, label)`: `mta-sts.example.org`
+    /// gives `("example.org", "mta-sts")`, `example.org` gives `("example.org", "")`.
+    async fn hosted(&self, host: &str) -> Option<(agora_store::Domain, &'static str)> {
+        for label in ["", "autoconfig", "autodiscover", "mta-sts"] {
+            let domain = if label.is_empty() {
+                host
+            } else {
+                match host.strip_prefix(label).and_then(|r| r.strip_prefix('.')) {
+                    Some(d) => d,
+                    None => continue,
+                }
+            };
+            if let Ok(Some(d)) = self.store.domain(domain).await {
+                return Some((d, label));
+            }
+        }
+        None
+    }
+
+    fn port(&self, key: &str) -> Option<u16> {
+        self.listening.iter().find(|(k, _)| k == key).map(|(_, p)| *p)
+    }
+
+    /// Thunderbird's clientConfig (v1.1) for a domain: the IMAP, POP3 and submission
+    /// servers that are on, with their ports and TLS, passwords only over TLS.
+    fn autoconfig(&self, domain: &str) -> String {
+        let host = xml_escape(&self.hostname);
+        let dom = xml_escape(domain);
+        let mut out = format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<clientConfig version=\"1.1\">\n  <emailProvider id=\"{dom}\">\n    <domain>{dom}</domain>\n    <displayName>{dom}</displayName>\n    <displayShortName>{dom}</displayShortName>\n"
+        );
+        let server = |kind: &str, tag: &str, port: u16, socket: &str| {
+            format!(
+                "    <{tag} type=\"{kind}\">\n      <hostname>{host}</hostname>\n      <port>{port}</port>\n      <socketType>{socket}</socketType>\n      <authentication>password-cleartext</authentication>\n      <username>%EMAILADDRESS%</username>\n    </{tag}>\n"
+            )
+        };
+        // Implicit TLS first: clients try the servers in the order given.
+        for (key, kind, tag, socket) in [
+            ("imaps", "imap", "incomingServer", "SSL"),
+            ("imap", "imap", "incomingServer", "STARTTLS"),
+            ("pop3s", "pop3", "incomingServer", "SSL"),
+            ("pop3", "pop3", "incomingServer", "STARTTLS"),
+            ("submissions", "smtp", "outgoingServer", "SSL"),
+            ("submission", "smtp", "outgoingServer", "STARTTLS"),
+        ] {
+            if let Some(port) = self.port(key) {
+                out.push_str(&server(kind, tag, port, socket));
+            }
+        }
+        out.push_str("  </emailProvider>\n</clientConfig>\n");
+        out
+    }
+
+    async fn handle(&self, secure: bool, req: Request<Incoming>) -> Response<Body> {
+        let Some(host) = host_of(&req) else {
+            return respond(StatusCode::BAD_REQUEST, "text/plain; charset=utf-8", "no host\n");
+        };
+        let known = host == self.hostname.to_ascii_lowercase() || self.hosted(&host).await.is_some();
+        if !known {
+            // Names this server does not serve get nothing (no redirect elsewhere).
+            return respond(StatusCode::MISDIRECTED_REQUEST, "text/plain; charset=utf-8", "not served here\n");
+        }
+        if !secure {
+            if req.uri().path().starts_with("/.well-known/acme-challenge/") {
+                return not_found();
+            }
+            // Everything else moves to HTTPS, method and body kept (308).
+            let port = match self.port("https") {
+                Some(443) | None => String::new(),
+                Some(p) => format!(":{p}"),
+            };
+            let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+            let target = format!("https://{host}{port}{path}");
+            let mut r = respond(StatusCode::PERMANENT_REDIRECT, "text/plain; charset=utf-8", "");
+            if let Ok(v) = target.parse() {
+                r.headers_mut().insert(hyper::header::LOCATION, v);
+            }
+            return r;
+        }
+        let mut r = self.route(&host, &req).await;
+        if self.hsts_max_age > 0
+            && let Ok(v) = format!("max-age={}", self.hsts_max_age).parse()
+        {
+            r.headers_mut().insert(hyper::header::STRICT_TRANSPORT_SECURITY, v);
+        }
+        r
+    }
+
+    async fn route(&self, host: &str, req: &Request<Incoming>) -> Response<Body> {
+        if req.method() != Method::GET && req.method() != Method::HEAD {
+            let mut r = respond(StatusCode::METHOD_NOT_ALLOWED, "text/plain; charset=utf-8", "GET or HEAD\n");
+            if let Ok(v) = "GET, HEAD".parse() {
+                r.headers_mut().insert(hyper::header::ALLOW, v);
+            }
+            return r;
+        }
+        let Some((domain, label)) = self.hosted(host).await else { return not_found() };
+        let path = req.uri().path();
+        let body = match (label, path) {
+            ("mta-sts", "/.well-known/mta-sts.txt") => {
+                let policy = agora_mail::zone::mta_sts_policy(&self.hostname, &domain.mta_sts_mode);
+                respond(StatusCode::OK, "text/plain; charset=utf-8", policy)
+            }
+            ("autoconfig", "/mail/config-v1.1.xml") | ("", "/.well-known/autoconfig/mail/config-v1.1.xml") => {
+                respond(StatusCode::OK, "application/xml; charset=utf-8", self.autoconfig(&domain.name))
+            }
+            _ => not_found(),
+        };
+        if req.method() == Method::HEAD {
+            let (parts, _) = body.into_parts();
+            return Response::from_parts(parts, Full::new(Bytes::new()));
+        }
+        body
+    }
+}
+
+fn xml_escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+#[async_trait]
+impl Service for HttpService {
+    fn busy_reply(&self) -> &'static [u8] {
+        b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    }
+
+    fn alpn(&self) -> &'static [&'static [u8]] {
+        if self.secure { &[b"h2", b"http/1.1"] } else { &[] }
+    }
+
+    async fn serve(&self, conn: Conn) {
+        use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+        let shutdown = conn.shutdown_token();
+        let timeouts = conn.timeouts();
+        let io = TokioIo::new(conn.into_stream());
+        let (shared, secure) = (Arc::clone(&self.shared), self.secure);
+        let svc = hyper::service::service_fn(move |req| {
+            let shared = Arc::clone(&shared);
+            async move { Ok::<_, Infallible>(shared.handle(secure, req).await) }
+        });
+        let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            // A request head must arrive within the session's first timeout (no slowloris).
+            .header_read_timeout(timeouts.preauth)
+            .max_buf_size(self.shared.max_header_bytes.max(8192));
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_header_list_size(self.shared.max_header_bytes as u32)
+            .max_concurrent_streams(100)
+            .keep_alive_interval(Some(timeouts.idle))
+            .keep_alive_timeout(std::time::Duration::from_secs(20));
+        let served = builder.serve_connection(io, svc);
+        tokio::pin!(served);
+        tokio::select! {
+            r = served.as_mut() => {
+                if let Err(e) = r {
+                    tracing::debug!("http: {e}");
+                }
+            }
+            () = shutdown.cancelled() => {
+                // Requests in flight finish; no new ones start.
+                served.as_mut().graceful_shutdown();
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(10), served).await;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn xml_is_escaped() {
+        assert_eq!(xml_escape("a<b>&\"c\""), "a&lt;b&gt;&amp;&quot;c&quot;");
+    }
+}
