@@ -4,6 +4,7 @@
 //! `.well-known` path, and the MTA-STS policy on `mta-sts.DOMAIN` (its mode from the
 //! store, the same text whose hash DNS publishes as the policy id).
 
+pub mod autodiscover;
 pub mod service;
 
 use std::convert::Infallible;
@@ -95,6 +96,14 @@ impl Shared {
         None
     }
 
+    /// `https://HOST`, with the HTTPS listener's port when it is not 443.
+    fn https_origin(&self, host: &str) -> String {
+        match self.port("https") {
+            Some(443) | None => format!("https://{host}"),
+            Some(p) => format!("https://{host}:{p}"),
+        }
+    }
+
     fn port(&self, key: &str) -> Option<u16> {
         self.listening.iter().find(|(k, _)| k == key).map(|(_, p)| *p)
     }
@@ -143,19 +152,20 @@ impl Shared {
                 return not_found();
             }
             // Everything else moves to HTTPS, method and body kept (308).
-            let port = match self.port("https") {
-                Some(443) | None => String::new(),
-                Some(p) => format!(":{p}"),
-            };
             let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
-            let target = format!("https://{host}{port}{path}");
+            let target = format!("{}{path}", self.https_origin(&host));
             let mut r = respond(StatusCode::PERMANENT_REDIRECT, "text/plain; charset=utf-8", "");
             if let Ok(v) = target.parse() {
                 r.headers_mut().insert(hyper::header::LOCATION, v);
             }
             return r;
         }
-        let mut r = self.route(&host, &req).await;
+        let path = req.uri().path().to_ascii_lowercase();
+        let mut r = if path.starts_with("/autodiscover/") {
+            self.autodiscover(&host, req).await
+        } else {
+            self.route(&host, &req).await
+        };
         if self.hsts_max_age > 0
             && let Ok(v) = format!("max-age={}", self.hsts_max_age).parse()
         {
@@ -192,7 +202,67 @@ impl Shared {
     }
 }
 
-fn xml_escape(s: &str) -> String {
+impl Shared {
+    /// Outlook's Autodiscover: POX v1 (`POST /autodiscover/autodiscover.xml`) answered
+    /// with IMAP, POP3 and SMTP settings, and the v2 JSON lookup that points there.
+    /// Every address of a hosted domain gets the same shape of answer, existing or not.
+    async fn autodiscover(&self, host: &str, req: Request<Incoming>) -> Response<Body> {
+        use http_body_util::BodyExt;
+        let path = req.uri().path().to_ascii_lowercase();
+        if path.starts_with("/autodiscover/autodiscover.json") {
+            let email = autodiscover::json_email(req.uri().path(), req.uri().query().unwrap_or(""));
+            let protocol = autodiscover::query_param(req.uri().query().unwrap_or(""), "protocol").unwrap_or_default();
+            let hosted = match email.as_deref() {
+                Some(e) => self.hosted_address(e).await,
+                None => false,
+            };
+            let (status, body) = match hosted {
+                true if protocol.eq_ignore_ascii_case("autodiscoverv1") => (
+                    StatusCode::OK,
+                    format!(
+                        "{{\"Protocol\":\"AutodiscoverV1\",\"Url\":\"{}/autodiscover/autodiscover.xml\"}}",
+                        self.https_origin(host)
+                    ),
+                ),
+                _ => (
+                    StatusCode::BAD_REQUEST,
+                    "{\"ErrorCode\":\"InvalidProtocol\",\"ErrorMessage\":\"only AutodiscoverV1 for hosted addresses\"}"
+                        .to_string(),
+                ),
+            };
+            return respond(status, "application/json", body);
+        }
+        if path != "/autodiscover/autodiscover.xml" {
+            return not_found();
+        }
+        if req.method() != Method::POST {
+            let mut r = respond(StatusCode::METHOD_NOT_ALLOWED, "text/plain; charset=utf-8", "POST\n");
+            if let Ok(v) = "POST".parse() {
+                r.headers_mut().insert(hyper::header::ALLOW, v);
+            }
+            return r;
+        }
+        let limited = http_body_util::Limited::new(req.into_body(), autodiscover::MAX_REQUEST);
+        let body = match limited.collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(_) => return respond(StatusCode::PAYLOAD_TOO_LARGE, "text/plain; charset=utf-8", "too large\n"),
+        };
+        let email = autodiscover::pox_email(&body);
+        let xml = match email {
+            Some(e) if self.hosted_address(&e).await => autodiscover::pox_settings(&e, &self.hostname, &self.listening),
+            _ => autodiscover::pox_error(),
+        };
+        respond(StatusCode::OK, "application/xml; charset=utf-8", xml)
+    }
+
+    /// Whether an address is of a hosted domain (whether the mailbox exists is not told).
+    async fn hosted_address(&self, email: &str) -> bool {
+        let Some((_, domain)) = email.rsplit_once('@') else { return false };
+        matches!(self.store.domain(domain).await, Ok(Some(_)))
+    }
+}
+
+pub(crate) fn xml_escape(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 

@@ -81,16 +81,63 @@ print("ok")
         let (ok, out) = run("python3", &["-c", script], &xml);
         assert!(ok && out.contains("ok"), "{url}: {out}\n{xml}");
     }
-    // Port 80: everything to HTTPS with a 308, path and query kept.
-    let redirect = curl(&a, &["-D", "-", "-o", "/dev/null", &format!("http://{DOMAIN}:10080/x/y?z=1")]);
-    assert!(redirect.starts_with("HTTP/1.1 308"), "{redirect}");
-    assert!(redirect.contains(&format!("location: https://{DOMAIN}:10443/x/y?z=1")), "{redirect}");
-    // Names not served here, unknown paths, other methods.
     let status = |args: &[&str]| {
         let mut all = vec!["-o", "/dev/null", "-w", "%{http_code}"];
         all.extend_from_slice(args);
         curl(&a, &all)
     };
+    // Outlook's Autodiscover: POX settings for an address of a hosted domain, the same
+    // shape whether the mailbox exists or not; an error for other domains; the v2 JSON.
+    a.cli_ok(&["user", "add", &format!("ann@{DOMAIN}"), "--password-stdin"], Some("pw\n"));
+    let pox = |address: &str| {
+        let body = format!(
+            "<?xml version=\"1.0\"?><Autodiscover xmlns=\"http://schemas.microsoft.com/exchange/autodiscover/outlook/requestschema/2006\"><Request><EMailAddress>{address}</EMailAddress><AcceptableResponseSchema>http://schemas.microsoft.com/exchange/autodiscover/outlook/responseschema/2006a</AcceptableResponseSchema></Request></Autodiscover>"
+        );
+        let url = format!("https://autodiscover.{DOMAIN}:10443/autodiscover/autodiscover.xml");
+        curl(&a, &["-X", "POST", "-H", "Content-Type: text/xml", "--data-binary", &body, &url])
+    };
+    let known = pox(&format!("ann@{DOMAIN}"));
+    for want in [
+        "<Action>settings</Action>",
+        "<Type>IMAP</Type>",
+        "<Port>10993</Port>",
+        "<Type>SMTP</Type>",
+        "<Port>10465</Port>",
+    ] {
+        assert!(known.contains(want), "{want}: {known}");
+    }
+    assert!(known.contains(&format!("<LoginName>ann@{DOMAIN}</LoginName>")) && !known.contains("POP3"), "{known}");
+    let unknown = pox(&format!("nobody@{DOMAIN}"));
+    assert_eq!(unknown.replace("nobody@", "ann@"), known, "no account probing");
+    assert!(pox("ann@elsewhere.test").contains("<ErrorCode>600</ErrorCode>"));
+    let json = curl(
+        &a,
+        &[&format!(
+            "https://autodiscover.{DOMAIN}:10443/autodiscover/autodiscover.json/v1.0/ann@{DOMAIN}?Protocol=AutodiscoverV1"
+        )],
+    );
+    assert_eq!(
+        json,
+        format!(
+            "{{\"Protocol\":\"AutodiscoverV1\",\"Url\":\"https://autodiscover.{DOMAIN}:10443/autodiscover/autodiscover.xml\"}}"
+        )
+    );
+    let huge = "x".repeat(20_000);
+    assert_eq!(
+        status(&[
+            "-X",
+            "POST",
+            "--data-binary",
+            &huge,
+            &format!("https://autodiscover.{DOMAIN}:10443/autodiscover/autodiscover.xml")
+        ]),
+        "413"
+    );
+    // Port 80: everything to HTTPS with a 308, path and query kept.
+    let redirect = curl(&a, &["-D", "-", "-o", "/dev/null", &format!("http://{DOMAIN}:10080/x/y?z=1")]);
+    assert!(redirect.starts_with("HTTP/1.1 308"), "{redirect}");
+    assert!(redirect.contains(&format!("location: https://{DOMAIN}:10443/x/y?z=1")), "{redirect}");
+    // Names not served here, unknown paths, other methods.
     assert_eq!(status(&["https://elsewhere.test:10443/"]), "421");
     assert_eq!(status(&["http://elsewhere.test:10080/"]), "421", "no redirect for names not served here");
     assert_eq!(status(&[&format!("https://mta-sts.{DOMAIN}:10443/nothing")]), "404");
