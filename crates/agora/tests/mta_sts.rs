@@ -248,3 +248,74 @@ print("ok")
     assert_eq!(cache["c.test"]["mode"], "enforce");
     assert_eq!(cache["d.test"]["mode"], "testing");
 }
+
+#[test]
+fn another_agora_enforces_the_policy_agora_serves() {
+    if !common::have("openssl") {
+        return;
+    }
+    // A: example.org's MX, policy host and DNS, with a certificate from a private CA
+    // for its host name and the policy host.
+    let pki = tempfile::tempdir().unwrap();
+    let p = pki.path();
+    openssl(
+        p,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=Agora test CA",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ],
+    );
+    let (cert, key) = issue(p, "a", &["mx.example.org", "mta-sts.example.org"]);
+    let tls = format!("[tls]\ncert = \"{}\"\nkey = \"{}\"\n", p.join(&cert).display(), p.join(&key).display());
+    let mut a = Agora::start_with(|data| std::fs::write(data.join("agora.toml"), &tls).unwrap());
+    a.stop();
+    std::fs::write(a.data().join("agora.toml"), format!("{tls}[dns]\naddresses = [\"{}\"]\n", a.ip)).unwrap();
+    a.spawn();
+    a.cli_ok(&["user", "add", "ann@example.org", "--password-stdin"], Some("pw\n"));
+    a.cli_ok(&["domain", "mta-sts", "example.org", "enforce"], None);
+    // B finds MX, policy id and policy host through A's DNS, trusts the private CA.
+    let b = Agora::start_for("b.test", |data| {
+        std::fs::write(
+            data.join("agora.toml"),
+            format!(
+                "[auth]\nplaintext_without_tls = true\n[transport]\npoll_secs = 1\nretry_secs = 1\nmx_port = 10025\n\
+                 mta_sts_port = 10443\nnameservers = [\"{}:10053\"]\nca_file = \"{}\"\n",
+                a.ip,
+                p.join("ca.pem").display()
+            ),
+        )
+        .unwrap();
+    });
+    b.cli_ok(&["user", "add", "bob@b.test", "--password-stdin"], Some("pw\n"));
+    python_ok(&format!(
+        r#"
+import smtplib
+s = smtplib.SMTP("{ip}", 10587, timeout=20)
+s.login("bob@b.test", "pw")
+s.sendmail("bob@b.test", ["ann@example.org"], "From: bob@b.test\r\nTo: ann@example.org\r\nSubject: sts\r\n\r\nhello\r\n")
+s.quit()
+print("ok")
+"#,
+        ip = b.ip
+    ));
+    wait_until("delivery under A's policy", || a.inbox_count("ann@example.org") == 1);
+    let cache = std::fs::read_to_string(b.data().join("mta-sts.json")).unwrap();
+    assert!(cache.contains("example.org") && cache.contains("nforce") && cache.contains("mx.example.org"), "{cache}");
+}
