@@ -29,6 +29,8 @@ pub struct Shared {
     pub hsts_max_age: u64,
     /// Largest request head (request line and headers) accepted, bytes.
     pub max_header_bytes: usize,
+    /// The hosted domains by name, rebuilt when the directory changes.
+    pub domains: agora_service::snapshot::Snapshot<std::collections::HashMap<String, agora_store::Domain>>,
 }
 
 /// Port 80 (`secure` false) or 443.
@@ -80,6 +82,14 @@ impl Shared {
     /// The hosted domain a name belongs to, as `(domain, label)`: `mta-sts.example.org`
     /// gives `("example.org", "mta-sts")`, `example.org` gives `("example.org", "")`.
     async fn hosted(&self, host: &str) -> Option<(agora_store::Domain, &'static str)> {
+        let domains = self
+            .domains
+            .get(&*self.store, || async {
+                let all = self.store.domains().await?;
+                Ok::<_, agora_store::StoreError>(all.into_iter().map(|d| (d.name.clone(), d)).collect())
+            })
+            .await
+            .ok()?;
         for label in ["", "autoconfig", "autodiscover", "mta-sts"] {
             let domain = if label.is_empty() {
                 host
@@ -89,8 +99,8 @@ impl Shared {
                     None => continue,
                 }
             };
-            if let Ok(Some(d)) = self.store.domain(domain).await {
-                return Some((d, label));
+            if let Some(d) = domains.get(domain) {
+                return Some((d.clone(), label));
             }
         }
         None
@@ -258,7 +268,7 @@ impl Shared {
     /// Whether an address is of a hosted domain (whether the mailbox exists is not told).
     async fn hosted_address(&self, email: &str) -> bool {
         let Some((_, domain)) = email.rsplit_once('@') else { return false };
-        matches!(self.store.domain(domain).await, Ok(Some(_)))
+        matches!(self.hosted(domain).await, Some((_, "")))
     }
 }
 

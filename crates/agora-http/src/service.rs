@@ -67,6 +67,7 @@ fn build(ctx: &Context, s: HttpSection) -> Result<Built, String> {
         listening: ctx.listening.clone(),
         hsts_max_age: s.hsts_max_age,
         max_header_bytes: s.max_header_bytes.clamp(1024, 1 << 20),
+        domains: Default::default(),
     });
     let plain = Arc::new(HttpService::new(Arc::clone(&shared), false));
     let secure = Arc::new(HttpService::new(shared, true));

@@ -65,12 +65,19 @@ pub struct Conn {
 }
 
 /// A connection's byte stream for a protocol engine of its own (HTTP): what the
-/// `Conn` had read ahead comes first.
+/// `Conn` had read ahead comes first. Closing is done in stages (RFC 9112 §9.6): the
+/// write side first, then what the client still sends is read and dropped until it
+/// closes or `LINGER` passes, so an answer sent just before the close (a 431, say) is
+/// not lost to a reset caused by unread input.
 pub struct Stream {
     pre: Vec<u8>,
     pos: usize,
     io: Box<dyn Io>,
+    linger: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
 }
+
+/// How long a closing stream waits for the client to close its side.
+const LINGER: Duration = Duration::from_secs(2);
 
 impl AsyncRead for Stream {
     fn poll_read(
@@ -109,7 +116,28 @@ impl AsyncWrite for Stream {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.io).poll_shutdown(cx)
+        use std::task::Poll;
+        if self.linger.is_none() {
+            match std::pin::Pin::new(&mut self.io).poll_shutdown(cx) {
+                Poll::Ready(_) => self.linger = Some(Box::pin(tokio::time::sleep(LINGER))),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        let mut scratch = [0u8; 4096];
+        loop {
+            if let Some(l) = self.linger.as_mut()
+                && l.as_mut().poll(cx).is_ready()
+            {
+                return Poll::Ready(Ok(()));
+            }
+            let mut buf = tokio::io::ReadBuf::new(&mut scratch);
+            match std::pin::Pin::new(&mut self.io).poll_read(cx, &mut buf) {
+                Poll::Ready(Ok(())) if !buf.filled().is_empty() => continue,
+                // The client closed (or the connection failed): done.
+                Poll::Ready(_) => return Poll::Ready(Ok(())),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
     }
 
     fn poll_write_vectored(
@@ -184,7 +212,7 @@ impl Conn {
 
     /// Hands the byte stream over, with whatever was read ahead and not consumed.
     pub fn into_stream(self) -> Stream {
-        Stream { pre: self.rbuf[self.rpos..].to_vec(), pos: 0, io: self.io }
+        Stream { pre: self.rbuf[self.rpos..].to_vec(), pos: 0, io: self.io, linger: None }
     }
 
     /// The client certificate of this TLS connection, if one was presented and verified.

@@ -21,7 +21,8 @@ fn curl(a: &Agora, args: &[&str]) -> String {
     all.extend(args.iter().map(|s| s.to_string()));
     let refs: Vec<&str> = all.iter().map(String::as_str).collect();
     let (ok, out) = run("curl", &refs, "");
-    assert!(ok, "curl {args:?}: {out}");
+    let shown: Vec<String> = args.iter().map(|a| a.chars().take(80).collect()).collect();
+    assert!(ok, "curl {shown:?}: {out}");
     out
 }
 
