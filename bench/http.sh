@@ -18,6 +18,9 @@ cleanup() { kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -r
 trap cleanup EXIT
 start_quiet_dns 27353
 
+# The load comes from one address: Agora's per-address cap (50) raised, as nginx has none.
+mkdir -p "$work/agora"
+printf '[limits]\nmax_connections_per_ip = 1000\n' > "$work/agora/agora.toml"
 start_agora "$bin" "$work/agora" --domain example.org --hostname mx.example.org --port-offset 20000 --bind 127.0.0.1
 path=/mail/config-v1.1.xml
 mkdir -p "$work/www/mail"
@@ -55,7 +58,7 @@ cmp <(curl -sk -H 'Host: autoconfig.example.org' "https://127.0.0.1:21443$path")
 
 run() { # PORT -> requests/s
   wrk -t2 -c"$CONNS" -d"${SECS}s" -H 'Host: autoconfig.example.org' "https://127.0.0.1:$1$path" |
-    awk '/Requests\/sec/ {print $2} /Non-2xx/ {print "non-2xx " $4 > "/dev/stderr"}'
+    awk '/Requests\/sec/ {print $2} /Non-2xx|Socket errors/ {print > "/dev/stderr"}'
 }
 a=(); n=()
 for _ in $(seq "$ROUNDS"); do a+=("$(run 20443)"); n+=("$(run 21443)"); done

@@ -25,12 +25,20 @@ pub struct Shared {
     pub hostname: String,
     /// Listener keys that are on, with their ports.
     pub listening: Vec<(String, u16)>,
-    /// Strict-Transport-Security max-age on HTTPS answers (0: none).
-    pub hsts_max_age: u64,
+    /// The Strict-Transport-Security header on HTTPS answers (none: not sent).
+    pub hsts: Option<hyper::header::HeaderValue>,
     /// Largest request head (request line and headers) accepted, bytes.
     pub max_header_bytes: usize,
-    /// The hosted domains by name, rebuilt when the directory changes.
-    pub domains: agora_service::snapshot::Snapshot<std::collections::HashMap<String, agora_store::Domain>>,
+    /// The hosted domains by name with their answers made once, rebuilt when the
+    /// directory changes.
+    pub domains: agora_service::snapshot::Snapshot<std::collections::HashMap<String, Arc<Hosted>>>,
+}
+
+/// A hosted domain and what HTTPS serves for it.
+pub struct Hosted {
+    pub domain: agora_store::Domain,
+    pub policy: Bytes,
+    pub autoconfig: Bytes,
 }
 
 /// Port 80 (`secure` false) or 443.
@@ -47,12 +55,10 @@ impl HttpService {
 
 type Body = Full<Bytes>;
 
-fn respond(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Body> {
+fn respond(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<Body> {
     let mut r = Response::new(Full::new(body.into()));
     *r.status_mut() = status;
-    if let Ok(v) = content_type.parse() {
-        r.headers_mut().insert(hyper::header::CONTENT_TYPE, v);
-    }
+    r.headers_mut().insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static(content_type));
     r
 }
 
@@ -81,12 +87,20 @@ fn host_of(req: &Request<Incoming>) -> Option<String> {
 impl Shared {
     /// The hosted domain a name belongs to, as `(domain, label)`: `mta-sts.example.org`
     /// gives `("example.org", "mta-sts")`, `example.org` gives `("example.org", "")`.
-    async fn hosted(&self, host: &str) -> Option<(agora_store::Domain, &'static str)> {
+    async fn hosted(&self, host: &str) -> Option<(Arc<Hosted>, &'static str)> {
         let domains = self
             .domains
             .get(&*self.store, || async {
                 let all = self.store.domains().await?;
-                Ok::<_, agora_store::StoreError>(all.into_iter().map(|d| (d.name.clone(), d)).collect())
+                Ok::<_, agora_store::StoreError>(
+                    all.into_iter()
+                        .map(|d| {
+                            let policy = agora_mail::zone::mta_sts_policy(&self.hostname, &d.mta_sts_mode).into();
+                            let autoconfig = self.autoconfig(&d.name).into();
+                            (d.name.clone(), Arc::new(Hosted { domain: d, policy, autoconfig }))
+                        })
+                        .collect(),
+                )
             })
             .await
             .ok()?;
@@ -100,7 +114,7 @@ impl Shared {
                 }
             };
             if let Some(d) = domains.get(domain) {
-                return Some((d.clone(), label));
+                return Some((Arc::clone(d), label));
             }
         }
         None
@@ -176,10 +190,8 @@ impl Shared {
         } else {
             self.route(&host, &req).await
         };
-        if self.hsts_max_age > 0
-            && let Ok(v) = format!("max-age={}", self.hsts_max_age).parse()
-        {
-            r.headers_mut().insert(hyper::header::STRICT_TRANSPORT_SECURITY, v);
+        if let Some(v) = &self.hsts {
+            r.headers_mut().insert(hyper::header::STRICT_TRANSPORT_SECURITY, v.clone());
         }
         r
     }
@@ -192,15 +204,14 @@ impl Shared {
             }
             return r;
         }
-        let Some((domain, label)) = self.hosted(host).await else { return not_found() };
+        let Some((hosted, label)) = self.hosted(host).await else { return not_found() };
         let path = req.uri().path();
         let body = match (label, path) {
             ("mta-sts", "/.well-known/mta-sts.txt") => {
-                let policy = agora_mail::zone::mta_sts_policy(&self.hostname, &domain.mta_sts_mode);
-                respond(StatusCode::OK, "text/plain; charset=utf-8", policy)
+                respond(StatusCode::OK, "text/plain; charset=utf-8", hosted.policy.clone())
             }
             ("autoconfig", "/mail/config-v1.1.xml") | ("", "/.well-known/autoconfig/mail/config-v1.1.xml") => {
-                respond(StatusCode::OK, "application/xml; charset=utf-8", self.autoconfig(&domain.name))
+                respond(StatusCode::OK, "application/xml; charset=utf-8", hosted.autoconfig.clone())
             }
             _ => not_found(),
         };

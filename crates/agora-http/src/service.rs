@@ -65,7 +65,9 @@ fn build(ctx: &Context, s: HttpSection) -> Result<Built, String> {
         store: Arc::clone(&ctx.store),
         hostname: ctx.hostname.clone(),
         listening: ctx.listening.clone(),
-        hsts_max_age: s.hsts_max_age,
+        hsts: (s.hsts_max_age > 0)
+            .then(|| hyper::header::HeaderValue::from_str(&format!("max-age={}", s.hsts_max_age)).ok())
+            .flatten(),
         max_header_bytes: s.max_header_bytes.clamp(1024, 1 << 20),
         domains: Default::default(),
     });
