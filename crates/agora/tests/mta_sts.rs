@@ -27,7 +27,35 @@ fn openssl(dir: &Path, args: &[&str]) {
     assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
-/// A private CA and a certificate from it for `names`, as (cert, key) file names.
+/// A private CA in `dir`: ca.pem and ca.key.
+fn private_ca(dir: &Path) {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=Agora test CA",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ],
+    );
+}
+
+/// A certificate from the private CA for `names`, as (cert, key) file names.
 fn issue(dir: &Path, stem: &str, names: &[&str]) -> (String, String) {
     let (cert, key, csr, ext) =
         (format!("{stem}.pem"), format!("{stem}.key"), format!("{stem}.csr"), format!("{stem}.ext"));
@@ -113,30 +141,7 @@ fn policies_decide_where_mail_may_go() {
     }
     let pki = tempfile::tempdir().unwrap();
     let p = pki.path();
-    openssl(
-        p,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=Agora test CA",
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=critical,keyCertSign,cRLSign",
-        ],
-    );
+    private_ca(p);
     let (mx_cert, mx_key) = issue(p, "mx", &["mx.b.test"]);
     let (web_cert, web_key) =
         issue(p, "web", &["mta-sts.b.test", "mta-sts.c.test", "mta-sts.d.test", "mta-sts.e.test"]);
@@ -258,30 +263,7 @@ fn another_agora_enforces_the_policy_agora_serves() {
     // for its host name and the policy host.
     let pki = tempfile::tempdir().unwrap();
     let p = pki.path();
-    openssl(
-        p,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=Agora test CA",
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=critical,keyCertSign,cRLSign",
-        ],
-    );
+    private_ca(p);
     let (cert, key) = issue(p, "a", &["mx.example.org", "mta-sts.example.org"]);
     let tls = format!("[tls]\ncert = \"{}\"\nkey = \"{}\"\n", p.join(&cert).display(), p.join(&key).display());
     let mut a = Agora::start_with(|data| std::fs::write(data.join("agora.toml"), &tls).unwrap());
