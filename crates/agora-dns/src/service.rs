@@ -12,7 +12,14 @@ use crate::{DnsConfig, DnsService, Shared, ZoneSettings};
 
 pub static SERVICE: Service<DnsSection> = Service {
     name: "dns",
-    listeners: &[ListenerDecl { key: "dns", port: 53, tls: TlsMode::None, role: "authoritative DNS", datagram: true }],
+    listeners: &[ListenerDecl {
+        key: "dns",
+        port: 53,
+        tls: TlsMode::None,
+        role: "authoritative DNS",
+        datagram: true,
+        loopback: false,
+    }],
     build,
 };
 

@@ -41,15 +41,25 @@ pub struct Hosted {
     pub autoconfig: Bytes,
 }
 
-/// Port 80 (`secure` false) or 443.
+/// Which of the HTTP listeners a service is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Port 80: redirects to HTTPS.
+    Plain,
+    /// Port 443.
+    Secure,
+    /// The administration listener (loopback by default): health for supervisors.
+    Admin,
+}
+
 pub struct HttpService {
     shared: Arc<Shared>,
-    secure: bool,
+    role: Role,
 }
 
 impl HttpService {
-    pub fn new(shared: Arc<Shared>, secure: bool) -> HttpService {
-        HttpService { shared, secure }
+    pub fn new(shared: Arc<Shared>, role: Role) -> HttpService {
+        HttpService { shared, role }
     }
 }
 
@@ -160,6 +170,21 @@ impl Shared {
         }
         out.push_str("  </emailProvider>\n</clientConfig>\n");
         out
+    }
+
+    /// `/healthz`: the process answers; `/readyz`: it can read its store and is not
+    /// shutting down (503 otherwise, so a supervisor or balancer stops sending).
+    async fn admin(&self, req: Request<Incoming>, stopping: bool) -> Response<Body> {
+        let text = "text/plain; charset=utf-8";
+        match req.uri().path() {
+            "/healthz" => respond(StatusCode::OK, text, "ok\n"),
+            "/readyz" if stopping => respond(StatusCode::SERVICE_UNAVAILABLE, text, "shutting down\n"),
+            "/readyz" => match self.store.domains().await {
+                Ok(_) => respond(StatusCode::OK, text, "ready\n"),
+                Err(e) => respond(StatusCode::SERVICE_UNAVAILABLE, text, format!("store: {e}\n")),
+            },
+            _ => not_found(),
+        }
     }
 
     async fn handle(&self, secure: bool, req: Request<Incoming>) -> Response<Body> {
@@ -294,7 +319,7 @@ impl Service for HttpService {
     }
 
     fn alpn(&self) -> &'static [&'static [u8]] {
-        if self.secure { &[b"h2", b"http/1.1"] } else { &[] }
+        if self.role == Role::Secure { &[b"h2", b"http/1.1"] } else { &[] }
     }
 
     async fn serve(&self, conn: Conn) {
@@ -302,10 +327,16 @@ impl Service for HttpService {
         let shutdown = conn.shutdown_token();
         let timeouts = conn.timeouts();
         let io = TokioIo::new(conn.into_stream());
-        let (shared, secure) = (Arc::clone(&self.shared), self.secure);
+        let (shared, role) = (Arc::clone(&self.shared), self.role);
+        let stop = shutdown.clone();
         let svc = hyper::service::service_fn(move |req| {
-            let shared = Arc::clone(&shared);
-            async move { Ok::<_, Infallible>(shared.handle(secure, req).await) }
+            let (shared, stopping) = (Arc::clone(&shared), stop.is_cancelled());
+            async move {
+                Ok::<_, Infallible>(match role {
+                    Role::Admin => shared.admin(req, stopping).await,
+                    _ => shared.handle(role == Role::Secure, req).await,
+                })
+            }
         });
         let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
         builder

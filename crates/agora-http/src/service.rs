@@ -7,18 +7,34 @@ use agora_net::TlsMode;
 use agora_service::{Built, Context, ListenerDecl, Section, Service, Timeouts, secs};
 use serde::{Deserialize, Serialize};
 
-use crate::{HttpService, Shared};
+use crate::{HttpService, Role, Shared};
 
 pub static SERVICE: Service<HttpSection> = Service {
     name: "http",
     listeners: &[
-        ListenerDecl { key: "http", port: 80, tls: TlsMode::None, role: "HTTP (redirects to HTTPS)", datagram: false },
+        ListenerDecl {
+            key: "http",
+            port: 80,
+            tls: TlsMode::None,
+            role: "HTTP (redirects to HTTPS)",
+            datagram: false,
+            loopback: false,
+        },
         ListenerDecl {
             key: "https",
             port: 443,
             tls: TlsMode::Implicit,
             role: "HTTPS: autoconfig, MTA-STS",
             datagram: false,
+            loopback: false,
+        },
+        ListenerDecl {
+            key: "admin",
+            port: 9025,
+            tls: TlsMode::None,
+            role: "health for supervisors (loopback)",
+            datagram: false,
+            loopback: true,
         },
     ],
     build,
@@ -71,9 +87,10 @@ fn build(ctx: &Context, s: HttpSection) -> Result<Built, String> {
         max_header_bytes: s.max_header_bytes.clamp(1024, 1 << 20),
         domains: Default::default(),
     });
-    let plain = Arc::new(HttpService::new(Arc::clone(&shared), false));
-    let secure = Arc::new(HttpService::new(shared, true));
-    Ok(Built { handlers: vec![("http", plain), ("https", secure)], ..Built::default() })
+    let plain = Arc::new(HttpService::new(Arc::clone(&shared), Role::Plain));
+    let secure = Arc::new(HttpService::new(Arc::clone(&shared), Role::Secure));
+    let admin = Arc::new(HttpService::new(shared, Role::Admin));
+    Ok(Built { handlers: vec![("http", plain), ("https", secure), ("admin", admin)], ..Built::default() })
 }
 
 #[cfg(test)]

@@ -12,8 +12,22 @@ use crate::{ImapConfig, ImapService};
 pub static SERVICE: Service<ImapSection> = Service {
     name: "imap",
     listeners: &[
-        ListenerDecl { key: "imap", port: 143, tls: TlsMode::StartTls, role: "IMAP4", datagram: false },
-        ListenerDecl { key: "imaps", port: 993, tls: TlsMode::Implicit, role: "IMAP4 over TLS", datagram: false },
+        ListenerDecl {
+            key: "imap",
+            port: 143,
+            tls: TlsMode::StartTls,
+            role: "IMAP4",
+            datagram: false,
+            loopback: false,
+        },
+        ListenerDecl {
+            key: "imaps",
+            port: 993,
+            tls: TlsMode::Implicit,
+            role: "IMAP4 over TLS",
+            datagram: false,
+            loopback: false,
+        },
     ],
     build,
 };

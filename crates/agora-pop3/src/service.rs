@@ -12,8 +12,15 @@ use crate::{Pop3Config, Pop3Service};
 pub static SERVICE: Service<Pop3Section> = Service {
     name: "pop3",
     listeners: &[
-        ListenerDecl { key: "pop3", port: 110, tls: TlsMode::StartTls, role: "POP3", datagram: false },
-        ListenerDecl { key: "pop3s", port: 995, tls: TlsMode::Implicit, role: "POP3 over TLS", datagram: false },
+        ListenerDecl { key: "pop3", port: 110, tls: TlsMode::StartTls, role: "POP3", datagram: false, loopback: false },
+        ListenerDecl {
+            key: "pop3s",
+            port: 995,
+            tls: TlsMode::Implicit,
+            role: "POP3 over TLS",
+            datagram: false,
+            loopback: false,
+        },
     ],
     build,
 };

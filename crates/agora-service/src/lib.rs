@@ -36,6 +36,8 @@ pub struct ListenerDecl {
     pub role: &'static str,
     /// The listener also answers datagrams on the same port (UDP beside TCP, as DNS).
     pub datagram: bool,
+    /// Bound to loopback unless its own `address` says otherwise (administration).
+    pub loopback: bool,
 }
 
 /// Limits every service shares (`[limits]`, `[auth]`).

@@ -15,14 +15,29 @@ use crate::{MessageMemory, SmtpConfig, SmtpService};
 pub static SERVICE: Service<SmtpSection> = Service {
     name: "smtp",
     listeners: &[
-        ListenerDecl { key: "smtp", port: 25, tls: TlsMode::StartTls, role: "SMTP inbound", datagram: false },
-        ListenerDecl { key: "submission", port: 587, tls: TlsMode::StartTls, role: "SMTP submission", datagram: false },
+        ListenerDecl {
+            key: "smtp",
+            port: 25,
+            tls: TlsMode::StartTls,
+            role: "SMTP inbound",
+            datagram: false,
+            loopback: false,
+        },
+        ListenerDecl {
+            key: "submission",
+            port: 587,
+            tls: TlsMode::StartTls,
+            role: "SMTP submission",
+            datagram: false,
+            loopback: false,
+        },
         ListenerDecl {
             key: "submissions",
             port: 465,
             tls: TlsMode::Implicit,
             role: "SMTP submission over TLS",
             datagram: false,
+            loopback: false,
         },
     ],
     build,

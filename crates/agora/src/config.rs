@@ -176,12 +176,19 @@ impl Loaded {
             cfg.server.bind.as_ref().map_or(DEFAULT_BIND.to_vec(), Addresses::list)
         };
         let mut out = Vec::new();
-        let planned = PLANNED.iter().map(|&(key, port, tls, role)| (key, port, tls, role, None, false));
+        // Administration listens on loopback unless told otherwise: an address given on
+        // the command line only when it is a loopback one (tests), never `[server] bind`.
+        let loopback: Vec<IpAddr> = if !bind.is_empty() && bind.iter().all(IpAddr::is_loopback) {
+            bind.to_vec()
+        } else {
+            vec![IpAddr::from([127, 0, 0, 1]), IpAddr::from(std::net::Ipv6Addr::LOCALHOST)]
+        };
+        let planned = PLANNED.iter().map(|&(key, port, tls, role)| (key, port, tls, role, None, false, false));
         let built = self.services.iter().flat_map(|(reg, conf)| {
             let t = conf.timeouts();
-            reg.listeners().iter().map(move |l| (l.key, l.port, l.tls, l.role, Some(t), l.datagram))
+            reg.listeners().iter().map(move |l| (l.key, l.port, l.tls, l.role, Some(t), l.datagram, l.loopback))
         });
-        for (key, default_port, tls, role, timeouts, datagram) in built.chain(planned) {
+        for (key, default_port, tls, role, timeouts, datagram, local) in built.chain(planned) {
             let l = cfg.listeners.get(key).cloned().unwrap_or_default();
             let port = match l.port {
                 Some(p) => p,
@@ -194,7 +201,10 @@ impl Loaded {
                 role,
                 built: timeouts.is_some(),
                 enabled: l.enabled.unwrap_or(true),
-                addresses: l.address.as_ref().map_or_else(|| default_addrs.clone(), Addresses::list),
+                addresses: l
+                    .address
+                    .as_ref()
+                    .map_or_else(|| if local { loopback.clone() } else { default_addrs.clone() }, Addresses::list),
                 port,
                 tls: l.tls.map_or(tls, TlsModeSetting::net),
                 proxy_protocol: l.proxy_protocol.unwrap_or(false),
@@ -399,6 +409,20 @@ mod tests {
         assert_eq!(ls.iter().find(|l| l.key == "imap").unwrap().addresses.len(), 2);
         let cli: IpAddr = "127.0.0.9".parse().unwrap();
         assert_eq!(c.listeners(0, &[cli]).unwrap()[0].addresses, [cli]);
+    }
+
+    #[test]
+    fn administration_stays_on_loopback() {
+        let admin = |c: &Loaded, bind: &[IpAddr]| {
+            c.listeners(0, bind).unwrap().into_iter().find(|l| l.key == "admin").unwrap().addresses
+        };
+        let open = parse("[server]\nbind = \"0.0.0.0\"\n").unwrap();
+        let local: Vec<IpAddr> = vec!["127.0.0.1".parse().unwrap(), "::1".parse().unwrap()];
+        assert_eq!(admin(&open, &[]), local, "[server] bind does not expose it");
+        assert_eq!(admin(&open, &["192.0.2.7".parse().unwrap()]), local, "nor a public --bind");
+        assert_eq!(admin(&open, &["127.0.0.9".parse().unwrap()]), ["127.0.0.9".parse::<IpAddr>().unwrap()]);
+        let chosen = parse("[listeners.admin]\naddress = \"10.0.0.5\"\n").unwrap();
+        assert_eq!(admin(&chosen, &[]), ["10.0.0.5".parse::<IpAddr>().unwrap()], "its own address wins");
     }
 
     #[test]
