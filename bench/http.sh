@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# HTTPS benchmark: wrk (HTTP/1.1, keep-alive) asking for the Thunderbird autoconfig
-# file, from Agora and from nginx serving the same bytes with the same certificate
-# (Agora's), in the same run; ROUNDS rounds each in turn, the median counts.
+# HTTPS benchmark: wrk (HTTP/1.1, keep-alive) and h2load (HTTP/2, 10 streams a
+# connection) asking for the Thunderbird autoconfig file, from Agora and from nginx
+# serving the same bytes with the same certificate (Agora's), in the same run;
+# ROUNDS rounds each in turn, the median counts.
 #   usage: bench/http.sh [seconds=10] [connections=64] [rounds=3]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,7 +10,7 @@ source bench/lib.sh
 SECS=${1:-10}; CONNS=${2:-64}; ROUNDS=${3:-3}
 
 export DEBIAN_FRONTEND=noninteractive
-for p in nginx wrk; do dpkg -s "$p" >/dev/null 2>&1 || apt-get install -y -qq --no-install-recommends "$p" >/dev/null; done
+for p in nginx wrk nghttp2-client; do dpkg -s "$p" >/dev/null 2>&1 || apt-get install -y -qq --no-install-recommends "$p" >/dev/null; done
 service nginx stop >/dev/null 2>&1 || true
 cargo build --release -q -p agora
 bin=$PWD/target/release/agora
@@ -60,11 +61,19 @@ run() { # PORT -> requests/s
   wrk -t2 -c"$CONNS" -d"${SECS}s" -H 'Host: autoconfig.example.org' "https://127.0.0.1:$1$path" |
     awk '/Requests\/sec/ {print $2} /Non-2xx|Socket errors/ {print > "/dev/stderr"}'
 }
-a=(); n=()
-for _ in $(seq "$ROUNDS"); do a+=("$(run 20443)"); n+=("$(run 21443)"); done
+run_h2() { # PORT -> requests/s
+  h2load -D "$SECS" -c "$CONNS" -m 10 -t 2 --connect-to="127.0.0.1:$1" "https://autoconfig.example.org$path" |
+    awk '/^finished in/ {gsub(",", "", $4); print $4} /^requests:/ && !/ 0 failed/ {print > "/dev/stderr"}'
+}
 median() { python3 -c "import statistics,sys; print(f'{statistics.median(float(x) for x in sys.argv[1:]):.0f}')" "$@"; }
-am=$(median "${a[@]}"); nm=$(median "${n[@]}")
-echo "wrk: $SECS s x $ROUNDS rounds, 2 threads, $CONNS connections, HTTPS keep-alive, GET $path ($(wc -c < "$work/www$path") bytes)"
-printf '%-8s %12s %16s\n' server "requests/s" "Agora / server"
-printf '%-8s %12s %16s\n' Agora "$am" "-"
-printf '%-8s %12s %16s\n' nginx "$nm" "$(python3 -c "print(f'{$am/$nm:.2f}')")"
+table() { # LABEL RUNNER
+  local a=() n=()
+  for _ in $(seq "$ROUNDS"); do a+=("$($2 20443)"); n+=("$($2 21443)"); done
+  local am nm; am=$(median "${a[@]}"); nm=$(median "${n[@]}")
+  echo "$1: $SECS s x $ROUNDS rounds, 2 threads, $CONNS connections, GET $path ($(wc -c < "$work/www$path") bytes)"
+  printf '%-8s %12s %16s\n' server "requests/s" "Agora / server"
+  printf '%-8s %12s %16s\n' Agora "$am" "-"
+  printf '%-8s %12s %16s\n' nginx "$nm" "$(python3 -c "print(f'{$am/$nm:.2f}')")"
+}
+table "HTTPS/1.1 keep-alive (wrk)" run
+table "HTTP/2, 10 streams a connection (h2load)" run_h2
