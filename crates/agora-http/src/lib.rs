@@ -191,7 +191,8 @@ impl Shared {
         let Some(host) = host_of(&req) else {
             return respond(StatusCode::BAD_REQUEST, "text/plain; charset=utf-8", "no host\n");
         };
-        let known = host == self.hostname.to_ascii_lowercase() || self.hosted(&host).await.is_some();
+        let hosted = self.hosted(&host).await;
+        let known = hosted.is_some() || host.eq_ignore_ascii_case(&self.hostname);
         if !known {
             // Names this server does not serve get nothing (no redirect elsewhere).
             return respond(StatusCode::MISDIRECTED_REQUEST, "text/plain; charset=utf-8", "not served here\n");
@@ -213,7 +214,7 @@ impl Shared {
         let mut r = if path.starts_with("/autodiscover/") {
             self.autodiscover(&host, req).await
         } else {
-            self.route(&host, &req).await
+            self.route(hosted, &req)
         };
         if let Some(v) = &self.hsts {
             r.headers_mut().insert(hyper::header::STRICT_TRANSPORT_SECURITY, v.clone());
@@ -221,7 +222,7 @@ impl Shared {
         r
     }
 
-    async fn route(&self, host: &str, req: &Request<Incoming>) -> Response<Body> {
+    fn route(&self, hosted: Option<(Arc<Hosted>, &'static str)>, req: &Request<Incoming>) -> Response<Body> {
         if req.method() != Method::GET && req.method() != Method::HEAD {
             let mut r = respond(StatusCode::METHOD_NOT_ALLOWED, "text/plain; charset=utf-8", "GET or HEAD\n");
             if let Ok(v) = "GET, HEAD".parse() {
@@ -229,7 +230,7 @@ impl Shared {
             }
             return r;
         }
-        let Some((hosted, label)) = self.hosted(host).await else { return not_found() };
+        let Some((hosted, label)) = hosted else { return not_found() };
         let path = req.uri().path();
         let body = match (label, path) {
             ("mta-sts", "/.well-known/mta-sts.txt") => {
