@@ -69,20 +69,10 @@ async fn ask(resolver: SocketAddr, name: &str, t: RecordType) -> Result<Vec<Stri
     let bytes = m.to_vec().map_err(|e| e.to_string())?;
     let bind: SocketAddr = if resolver.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }.parse().map_err(|_| "bind")?;
     let sock = tokio::net::UdpSocket::bind(bind).await.map_err(|e| e.to_string())?;
-    let mut buf = vec![0u8; 65_535];
-    let mut reply = None;
-    for _ in 0..3 {
-        sock.send_to(&bytes, resolver).await.map_err(|e| e.to_string())?;
-        if let Ok(Ok((n, from))) = tokio::time::timeout(Duration::from_secs(2), sock.recv_from(&mut buf)).await
-            && from == resolver
-            && n >= 2
-            && buf[..2] == m.metadata.id.to_be_bytes()
-        {
-            reply = Some(Message::from_vec(&buf[..n]).map_err(|e| format!("unreadable answer: {e}"))?);
-            break;
-        }
-    }
-    let mut reply = reply.ok_or_else(|| format!("{resolver} did not answer"))?;
+    let reply = agora_mail::dane::exchange(&sock, &bytes, resolver, 3, Duration::from_secs(2))
+        .await
+        .ok_or_else(|| format!("{resolver} did not answer"))?;
+    let mut reply = Message::from_vec(&reply).map_err(|e| format!("unreadable answer: {e}"))?;
     if reply.metadata.truncation {
         reply = ask_tcp(resolver, &bytes).await?;
     }

@@ -285,20 +285,9 @@ async fn notify(t: &Transfers, apex: Name, soa: Record, target: SocketAddr) {
         }
     }
     let Ok(bytes) = m.to_vec() else { return };
-    let mut buf = [0u8; 4096];
-    for _ in 0..5 {
-        if socket.send_to(&bytes, target).await.is_err() {
-            break;
-        }
-        let reply = tokio::time::timeout(Duration::from_secs(2), socket.recv_from(&mut buf)).await;
-        if let Ok(Ok((n, from))) = reply
-            && from == target
-            && n >= 4
-            && buf[..2] == id.to_be_bytes()
-        {
-            tracing::info!("dns: NOTIFY of {apex} acknowledged by {target}");
-            return;
-        }
+    if agora_mail::dane::exchange(&socket, &bytes, target, 5, Duration::from_secs(2)).await.is_some() {
+        tracing::info!("dns: NOTIFY of {apex} acknowledged by {target}");
+        return;
     }
     tracing::warn!("dns: NOTIFY of {apex} to {target}: no answer");
 }

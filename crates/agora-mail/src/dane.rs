@@ -107,17 +107,34 @@ async fn ask(resolver: SocketAddr, name: &Name) -> Result<Message, String> {
     let bytes = m.to_vec().map_err(|e| e.to_string())?;
     let bind = if resolver.is_ipv4() { "127.0.0.1:0" } else { "[::1]:0" };
     let sock = tokio::net::UdpSocket::bind(bind).await.map_err(|e| e.to_string())?;
-    let mut buf = vec![0u8; 4096];
-    for _ in 0..2 {
-        sock.send_to(&bytes, resolver).await.map_err(|e| e.to_string())?;
-        if let Ok(Ok((n, from))) = tokio::time::timeout(Duration::from_millis(1500), sock.recv_from(&mut buf)).await
-            && from == resolver
-            && buf[..2] == m.metadata.id.to_be_bytes()
-        {
-            return Message::from_vec(&buf[..n]).map_err(|e| e.to_string());
+    let reply = exchange(&sock, &bytes, resolver, 2, Duration::from_millis(1500))
+        .await
+        .ok_or_else(|| format!("{resolver} did not answer for {name} TLSA"))?;
+    Message::from_vec(&reply).map_err(|e| e.to_string())
+}
+
+/// One DNS message over UDP: sent to `peer` and sent again until a datagram comes
+/// back from it with the message's ID, `tries` times `wait` at most.
+pub async fn exchange(
+    sock: &tokio::net::UdpSocket,
+    message: &[u8],
+    peer: SocketAddr,
+    tries: u32,
+    wait: Duration,
+) -> Option<Vec<u8>> {
+    let id = message.get(..2)?;
+    let mut buf = vec![0u8; 65_535];
+    for _ in 0..tries {
+        sock.send_to(message, peer).await.ok()?;
+        let deadline = tokio::time::Instant::now() + wait;
+        // Anything else that arrives meanwhile (a stray or late answer) is skipped.
+        while let Ok(Ok((n, from))) = tokio::time::timeout_at(deadline, sock.recv_from(&mut buf)).await {
+            if from == peer && n >= 12 && buf[..2] == *id {
+                return Some(buf[..n].to_vec());
+            }
         }
     }
-    Err(format!("{resolver} did not answer for {name} TLSA"))
+    None
 }
 
 /// Accepts the server's certificate only if it matches one of the DANE-EE records.
