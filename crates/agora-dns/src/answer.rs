@@ -275,7 +275,7 @@ fn prove_absent(zone: &Zone, resp: &mut Message, name: &str) {
 
 /// The SOA for a negative answer, its TTL the smaller of its own and its minimum
 /// (RFC 2308 §3).
-fn soa_for_negative(zone: &Zone) -> Record {
+pub(crate) fn soa_for_negative(zone: &Zone) -> Record {
     let mut soa = zone.soa.clone();
     if let RData::SOA(s) = &soa.data {
         soa.ttl = soa.ttl.min(s.minimum);

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::RwLock;
 
 use hickory_proto::op::{Edns, Message, Query};
-use hickory_proto::rr::{Name, RData, RecordType};
+use hickory_proto::rr::{Name, RecordType};
 use hickory_proto::serialize::binary::{BinEncodable, BinEncoder, NameEncoding};
 
 use crate::answer;
@@ -177,7 +177,7 @@ fn sort_key(name: &[u8]) -> Vec<u8> {
 }
 
 fn negative_parts(z: &Zone) -> Option<Negative> {
-    let soa = negative_soa(z)?;
+    let (soa, _) = records_wire([&answer::soa_for_negative(z)])?;
     let signed = if z.signed {
         let (soa_sigs, soa_sig_count) = records_wire(z.sigs_of(&z.apex, RecordType::SOA))?;
         let mut chain = Vec::new();
@@ -230,21 +230,6 @@ fn wire(n: &Name) -> Vec<u8> {
     }
     out.push(0);
     out
-}
-
-/// The SOA RR as a negative answer carries it (TTL per RFC 2308), names uncompressed.
-fn negative_soa(z: &Zone) -> Option<Vec<u8>> {
-    let mut soa = z.soa.clone();
-    if let RData::SOA(s) = &soa.data {
-        soa.ttl = soa.ttl.min(s.minimum);
-    }
-    let mut buf = Vec::new();
-    {
-        let mut enc = BinEncoder::new(&mut buf);
-        let mut enc = enc.with_name_encoding(NameEncoding::Uncompressed);
-        soa.emit(&mut enc).ok()?;
-    }
-    Some(buf)
 }
 
 /// The answer from the fast path, or None for the full path.
