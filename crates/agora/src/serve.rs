@@ -70,9 +70,7 @@ async fn zone_input(
 ) -> Result<agora_mail::zone::ZoneInput> {
     use agora_store::DirectoryStore;
     let (loaded, listeners) = effective(cli, listen)?;
-    let text = std::fs::read_to_string(config_path(cli)).unwrap_or_default();
-    let dns: agora_dns::service::DnsSection = agora_service::section(&text, "dns")
-        .map_err(|e| anyhow::anyhow!("{}: [dns] {e}", config_path(cli).display()))?;
+    let dns = dns_section(cli)?;
     if store.domain(domain).await?.is_none() {
         bail!("{domain} is not a hosted domain");
     }
@@ -86,6 +84,12 @@ async fn zone_input(
     };
     let serial = agora_store::now().clamp(1, i64::from(u32::MAX)) as u32;
     Ok(agora_mail::zone::ZoneInput::read(store, domain, &settings, serial).await?)
+}
+
+/// The `[dns]` section of the configuration file (its defaults when there is none).
+fn dns_section(cli: &Cli) -> Result<agora_dns::service::DnsSection> {
+    let text = std::fs::read_to_string(config_path(cli)).unwrap_or_default();
+    agora_service::section(&text, "dns").map_err(|e| anyhow::anyhow!("{}: [dns] {e}", config_path(cli).display()))
 }
 
 /// The system's resolvers (`nameserver` lines of /etc/resolv.conf).
@@ -106,9 +110,7 @@ async fn dnssec_keys(cli: &Cli, store: &Arc<SqliteStore>, domain: &str) -> Resul
     if store.domain(domain).await?.is_none() {
         bail!("{domain} is not a hosted domain");
     }
-    let text = std::fs::read_to_string(config_path(cli)).unwrap_or_default();
-    let dns: agora_dns::service::DnsSection = agora_service::section(&text, "dns")
-        .map_err(|e| anyhow::anyhow!("{}: [dns] {e}", config_path(cli).display()))?;
+    let dns = dns_section(cli)?;
     if !dns.dnssec {
         bail!("DNSSEC is off ([dns] dnssec = false)");
     }
