@@ -489,17 +489,12 @@ fn two_servers_find_each_other_through_their_own_dns() {
     b.spawn();
     a.cli_ok(&["user", "add", "alice@example.org", "--password-stdin"], Some("alice-pw\n"));
     b.cli_ok(&["user", "add", "bob@b.test", "--password-stdin"], Some("bob-pw\n"));
-    common::python_ok(&format!(
-        r#"
-import smtplib
-s = smtplib.SMTP("{ip}", 10587, timeout=20)
-s.login("alice@example.org", "alice-pw")
-s.sendmail("alice@example.org", ["bob@b.test"], "From: Alice <alice@example.org>\r\nTo: bob@b.test\r\nSubject: found by DNS\r\n\r\nhello\r\n")
-s.quit()
-print("ok")
-"#,
-        ip = a.ip
-    ));
+    a.submit(
+        "alice@example.org",
+        "alice-pw",
+        &["bob@b.test"],
+        "From: Alice <alice@example.org>\r\nTo: bob@b.test\r\nSubject: found by DNS\r\n\r\nhello\r\n",
+    );
     eventually("delivery to b.test by its MX", || b.inbox_count("bob@b.test") == 1);
     common::python_ok(&format!(
         r#"
@@ -690,17 +685,12 @@ fn dane_decides_outbound_delivery_through_a_validating_resolver() {
         std::fs::write(data.join("agora.toml"), cfg).unwrap();
     });
     b.cli_ok(&["user", "add", "alice@b.test", "--password-stdin"], Some("alice-pw\n"));
-    common::python_ok(&format!(
-        r#"
-import smtplib
-s = smtplib.SMTP("{ip}", 10587, timeout=20)
-s.login("alice@b.test", "alice-pw")
-s.sendmail("alice@b.test", ["bob@example.org"], "From: alice@b.test\r\nTo: bob@example.org\r\nSubject: dane\r\n\r\nhello\r\n")
-s.quit()
-print("ok")
-"#,
-        ip = b.ip
-    ));
+    b.submit(
+        "alice@b.test",
+        "alice-pw",
+        &["bob@example.org"],
+        "From: alice@b.test\r\nTo: bob@example.org\r\nSubject: dane\r\n\r\nhello\r\n",
+    );
     // The served certificate matches no authentic TLSA record: the mail waits.
     let entry = || b.cli_ok(&["queue", "list"], None).split_whitespace().next().unwrap_or("").to_string();
     eventually("a DANE deferral", || {

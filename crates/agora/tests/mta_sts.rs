@@ -286,17 +286,12 @@ fn another_agora_enforces_the_policy_agora_serves() {
         .unwrap();
     });
     b.cli_ok(&["user", "add", "bob@b.test", "--password-stdin"], Some("pw\n"));
-    python_ok(&format!(
-        r#"
-import smtplib
-s = smtplib.SMTP("{ip}", 10587, timeout=20)
-s.login("bob@b.test", "pw")
-s.sendmail("bob@b.test", ["ann@example.org"], "From: bob@b.test\r\nTo: ann@example.org\r\nSubject: sts\r\n\r\nhello\r\n")
-s.quit()
-print("ok")
-"#,
-        ip = b.ip
-    ));
+    b.submit(
+        "bob@b.test",
+        "pw",
+        &["ann@example.org"],
+        "From: bob@b.test\r\nTo: ann@example.org\r\nSubject: sts\r\n\r\nhello\r\n",
+    );
     wait_until("delivery under A's policy", || a.inbox_count("ann@example.org") == 1);
     let cache = std::fs::read_to_string(b.data().join("mta-sts.json")).unwrap();
     assert!(cache.contains("example.org") && cache.contains("nforce") && cache.contains("mx.example.org"), "{cache}");

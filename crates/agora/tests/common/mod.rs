@@ -170,6 +170,24 @@ impl Agora {
         }
     }
 
+    /// Sends one message through this server's submission port as `login` (Python's
+    /// smtplib: AUTH, then the envelope from `login` to `to`).
+    pub fn submit(&self, login: &str, password: &str, to: &[&str], message: &str) {
+        let script = r#"
+import smtplib, sys
+ip, login, password, message = sys.argv[1:5]
+s = smtplib.SMTP(ip, 10587, timeout=20)
+s.login(login, password)
+s.sendmail(login, sys.argv[5:], message)
+s.quit()
+print("ok")
+"#;
+        let mut args = vec!["-c", script, &self.ip, login, password, message];
+        args.extend_from_slice(to);
+        let (ok, out) = run("python3", &args, "");
+        assert!(ok && out.contains("ok"), "submission as {login}: {out}");
+    }
+
     /// Number of messages in a user's INBOX, as `agora user show` reports it.
     pub fn inbox_count(&self, login: &str) -> u32 {
         let out = self.cli_ok(&["user", "show", login], None);
