@@ -298,26 +298,36 @@ impl DatagramService for DnsService {
                 *kept = Some((me, version, generation, self.shared.zones.fresh(version)?));
             }
             let zones = &kept.as_ref()?.3;
-            Some(match self.limiter.check(peer.ip()) {
-                ratelimit::Verdict::Answer => {
-                    fast::answer(zones, request, true).or_else(|| answer::answer(zones, request, true))
-                }
-                ratelimit::Verdict::Slip => answer::slip(request),
-                ratelimit::Verdict::Drop => None,
+            Some(match self.limited(request, peer) {
+                Some(instead) => instead,
+                None => reply(zones, request, true),
             })
         })
     }
 
     async fn answer(&self, request: &[u8], peer: SocketAddr) -> Option<Vec<u8>> {
-        // Only UDP is limited: a TCP client cannot forge its address.
-        match self.limiter.check(peer.ip()) {
-            ratelimit::Verdict::Answer => {}
-            ratelimit::Verdict::Slip => return answer::slip(request),
-            ratelimit::Verdict::Drop => return None,
+        if let Some(instead) = self.limited(request, peer) {
+            return instead;
         }
-        let zones = self.shared.zones().await?;
-        fast::answer(&zones, request, true).or_else(|| answer::answer(&zones, request, true))
+        reply(&*self.shared.zones().await?, request, true)
     }
+}
+
+impl DnsService {
+    /// Response rate limiting (UDP only: a TCP client cannot forge its address): None
+    /// to answer, else what goes out instead (an empty truncated answer, or nothing).
+    fn limited(&self, request: &[u8], peer: SocketAddr) -> Option<Option<Vec<u8>>> {
+        match self.limiter.check(peer.ip()) {
+            ratelimit::Verdict::Answer => None,
+            ratelimit::Verdict::Slip => Some(answer::slip(request)),
+            ratelimit::Verdict::Drop => Some(None),
+        }
+    }
+}
+
+/// The answer from the hot path, else from the full one.
+fn reply(zones: &Zones, request: &[u8], udp: bool) -> Option<Vec<u8>> {
+    fast::answer(zones, request, udp).or_else(|| answer::answer(zones, request, udp))
 }
 
 /// Largest DNS message over TCP (the two-byte length's limit).
@@ -346,7 +356,7 @@ impl Service for DnsService {
             let answers = if is_transfer(&msg) {
                 transfer::respond(&zones, &msg, conn.peer.ip(), &self.transfers)
             } else {
-                fast::answer(&zones, &msg, false).or_else(|| answer::answer(&zones, &msg, false)).into_iter().collect()
+                reply(&zones, &msg, false).into_iter().collect()
             };
             // Nothing to say, or more than the two-byte length can frame: hang up.
             if answers.is_empty() || answers.iter().any(|a| a.len() > MAX_TCP_MESSAGE) {
