@@ -27,6 +27,8 @@ pub struct Shared {
     pub listening: Vec<(String, u16)>,
     /// The Strict-Transport-Security header on HTTPS answers (none: not sent).
     pub hsts: Option<hyper::header::HeaderValue>,
+    /// The served certificates (their expiry is a metric).
+    pub tls: Option<Arc<agora_net::TlsSettings>>,
     /// Largest request head (request line and headers) accepted, bytes.
     pub max_header_bytes: usize,
     /// The hosted domains by name with their answers made once, rebuilt when the
@@ -183,8 +185,30 @@ impl Shared {
                 Ok(_) => respond(StatusCode::OK, text, "ready\n"),
                 Err(e) => respond(StatusCode::SERVICE_UNAVAILABLE, text, format!("store: {e}\n")),
             },
+            "/metrics" => match self.metrics().await {
+                Some(page) => respond(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", page),
+                None => not_found(),
+            },
             _ => not_found(),
         }
+    }
+
+    /// The Prometheus page: what is counted as it happens, and what is read when asked
+    /// (the queue, the certificates' expiry).
+    async fn metrics(&self) -> Option<String> {
+        if let Ok((count, oldest)) = self.store.queue_stats().await {
+            metrics::gauge!("agora_queue_messages").set(count as f64);
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+            let age = oldest.map_or(0, |t| (now as i64).saturating_sub(t).max(0));
+            metrics::gauge!("agora_queue_oldest_age_seconds").set(age as f64);
+        }
+        for cert in self.tls.iter().flat_map(|t| t.certificates()) {
+            for name in cert.names {
+                metrics::gauge!("agora_tls_certificate_expiry_timestamp_seconds", "name" => name)
+                    .set(cert.not_after as f64);
+            }
+        }
+        agora_service::metrics::render()
     }
 
     async fn handle(&self, secure: bool, req: Request<Incoming>) -> Response<Body> {

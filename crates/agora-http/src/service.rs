@@ -81,6 +81,7 @@ fn build(ctx: &Context, s: HttpSection) -> Result<Built, String> {
         store: Arc::clone(&ctx.store),
         hostname: ctx.hostname.clone(),
         listening: ctx.listening.clone(),
+        tls: ctx.tls.clone(),
         hsts: (s.hsts_max_age > 0)
             .then(|| hyper::header::HeaderValue::from_str(&format!("max-age={}", s.hsts_max_age)).ok())
             .flatten(),

@@ -996,6 +996,18 @@ pub(crate) fn date_time_secs(d: command::DateTime) -> i64 {
 
 #[async_trait]
 impl LineProtocol for Session {
+    fn name(&self) -> &'static str {
+        "imap"
+    }
+
+    fn failed(&self, last_line: &[u8]) -> bool {
+        // The tagged answer: "TAG NO …" or "TAG BAD …" (not "* NO", not "+").
+        let mut words = last_line.splitn(3, |&b| b == b' ');
+        let tag = words.next().unwrap_or_default();
+        !matches!(tag, b"*" | b"+" | b"")
+            && matches!(words.next(), Some(w) if w.eq_ignore_ascii_case(b"NO") || w.eq_ignore_ascii_case(b"BAD"))
+    }
+
     fn max_line(&self) -> usize {
         MAX_LINE
     }

@@ -137,6 +137,16 @@ pub struct Session {
 
 /// What a result code answer carries.
 pub(crate) fn result(code: LdapResultCode, message: &str) -> LdapResult {
+    if !matches!(
+        code,
+        LdapResultCode::Success
+            | LdapResultCode::CompareTrue
+            | LdapResultCode::CompareFalse
+            | LdapResultCode::SaslBindInProgress
+            | LdapResultCode::Referral
+    ) {
+        metrics::counter!("agora_command_errors_total", "protocol" => "ldap").increment(1);
+    }
     LdapResult { code, matcheddn: String::new(), message: message.to_string(), referral: Vec::new() }
 }
 
@@ -235,6 +245,7 @@ impl Session {
         self.peer = conn.peer.ip();
         // One response buffer for the connection's life.
         let mut out = BytesMut::new();
+        let commands = metrics::counter!("agora_commands_total", "protocol" => "ldap");
         loop {
             let frame = match read_frame(&mut conn, self.cfg.max_message).await {
                 Frame::Message(f) => f,
@@ -258,6 +269,7 @@ impl Session {
                 break;
             };
             out.clear();
+            commands.increment(1);
             match self.handle(msg, &mut conn, &mut out).await {
                 Next::Continue => {}
                 Next::Close => {

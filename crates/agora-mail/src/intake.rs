@@ -190,6 +190,9 @@ impl Mail {
         if wants_success {
             self.success_reports(&i, &kept).await;
         }
+        metrics::counter!("agora_messages_received_total").increment(1);
+        metrics::counter!("agora_messages_delivered_total", "destination" => "local").increment(local.len() as u64);
+        metrics::counter!("agora_messages_queued_total").increment(remote.len() as u64);
         if let Some(t) = &self.tracker {
             let base = Event {
                 time: i.received,

@@ -62,6 +62,7 @@ pub struct Conn {
     peer_cert: Option<Vec<u8>>,
     /// The application protocol the TLS handshake settled on (ALPN).
     alpn: Option<Vec<u8>>,
+    metrics: Option<Arc<crate::metrics::ListenerMetrics>>,
 }
 
 /// A connection's byte stream for a protocol engine of its own (HTTP): what the
@@ -188,6 +189,7 @@ impl Conn {
             compressed: false,
             peer_cert: None,
             alpn: None,
+            metrics: None,
         }
     }
 
@@ -386,6 +388,24 @@ impl Conn {
         self.wbuf.extend_from_slice(data);
     }
 
+    /// The last complete line queued and not yet flushed (without its line ending; at
+    /// most its last 512 bytes), or empty: how the session loop tells whether a
+    /// command's final answer was an error.
+    pub fn last_line(&self) -> &[u8] {
+        let Some(body) = self.wbuf.strip_suffix(b"\n") else { return &[] };
+        let body = body.strip_suffix(b"\r").unwrap_or(body);
+        let window = &body[body.len().saturating_sub(512)..];
+        match window.iter().rposition(|&b| b == b'\n') {
+            Some(p) => &window[p + 1..],
+            None => window,
+        }
+    }
+
+    /// Counts this connection's STARTTLS handshakes under its listener.
+    pub fn set_metrics(&mut self, m: Arc<crate::metrics::ListenerMetrics>) {
+        self.metrics = Some(m);
+    }
+
     /// Bytes queued and not yet flushed (long answers flush as they go).
     pub fn queued(&self) -> usize {
         self.wbuf.len()
@@ -430,7 +450,12 @@ impl Conn {
         let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
         let tls = tokio::time::timeout(self.timeouts.preauth, acceptor.accept(plain))
             .await
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out"))??;
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out"))
+            .and_then(|r| r);
+        if let Some(m) = &self.metrics {
+            m.handshake(tls.is_ok());
+        }
+        let tls = tls?;
         self.peer_cert = tls.get_ref().1.peer_certificates().and_then(|c| c.first()).map(|c| c.as_ref().to_vec());
         self.io = Box::new(tls);
         self.tls = true;

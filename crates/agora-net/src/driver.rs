@@ -17,6 +17,10 @@ pub enum Flow {
 /// The hooks of a line-based protocol (SMTP, POP3, IMAP, NNTP …).
 #[async_trait]
 pub trait LineProtocol: Send {
+    /// The protocol's name in metrics (`smtp`, `imap` …).
+    fn name(&self) -> &'static str;
+    /// Whether a command whose answer ended with `last_line` failed (`-ERR`, a 5xx).
+    fn failed(&self, last_line: &[u8]) -> bool;
     /// Longest command line accepted, line ending included.
     fn max_line(&self) -> usize;
     /// The first thing the server says; may depend on the connection (TLS already on?).
@@ -32,14 +36,27 @@ pub trait LineProtocol: Send {
 
 /// Runs a session to its end.
 pub async fn drive(mut protocol: impl LineProtocol, mut conn: Conn) {
+    let commands = metrics::counter!("agora_commands_total", "protocol" => protocol.name());
+    let errors = metrics::counter!("agora_command_errors_total", "protocol" => protocol.name());
     let greeting = protocol.greeting(&conn);
     if conn.send(&greeting).await.is_err() {
         return;
     }
     loop {
         let flow = match conn.read_line(protocol.max_line()).await {
-            Read::Line(line) => protocol.line(&mut conn, &line).await,
-            Read::TooLong => protocol.too_long(&mut conn),
+            Read::Line(line) => {
+                commands.increment(1);
+                let flow = protocol.line(&mut conn, &line).await;
+                if protocol.failed(conn.last_line()) {
+                    errors.increment(1);
+                }
+                flow
+            }
+            Read::TooLong => {
+                commands.increment(1);
+                errors.increment(1);
+                protocol.too_long(&mut conn)
+            }
             Read::Timeout => {
                 conn.queue(&protocol.timeout_reply());
                 Flow::Close

@@ -6,6 +6,7 @@ pub mod conn;
 mod deflate;
 pub mod dot;
 pub mod driver;
+pub mod metrics;
 pub mod proxy;
 pub mod testing;
 pub mod tls;
@@ -248,6 +249,7 @@ impl Server {
 
     async fn accept_loop(self: Arc<Self>, listener: TcpListener, spec: ListenerSpec, service: Arc<dyn Service>) {
         let spec = Arc::new(spec);
+        let counters = Arc::new(metrics::ListenerMetrics::new(&spec.service));
         loop {
             // accept() is cancellation-safe: a dropped accept future loses no connection.
             let accepted = tokio::select! {
@@ -266,6 +268,7 @@ impl Server {
             let _ = sock.set_nodelay(true);
             // A semaphore, not a counter checked then incremented: admission cannot race.
             let Ok(permit) = Arc::clone(&self.permits).try_acquire_owned() else {
+                counters.refused_limit.increment(1);
                 tracing::warn!(
                     "{}: refusing {peer}: connection limit {} reached",
                     spec.service,
@@ -277,9 +280,10 @@ impl Server {
             let this = Arc::clone(&self);
             let service = Arc::clone(&service);
             let spec = Arc::clone(&spec);
+            let counters = Arc::clone(&counters);
             self.tracker.spawn(async move {
                 let _permit = permit;
-                this.handle(sock, peer, &spec, service).await;
+                this.handle(sock, peer, &spec, service, counters).await;
             });
         }
         tracing::debug!("{}: stopped accepting on {}", spec.service, spec.addr);
@@ -297,7 +301,14 @@ impl Server {
         });
     }
 
-    async fn handle(&self, sock: TcpStream, tcp_peer: SocketAddr, spec: &ListenerSpec, service: Arc<dyn Service>) {
+    async fn handle(
+        &self,
+        sock: TcpStream,
+        tcp_peer: SocketAddr,
+        spec: &ListenerSpec,
+        service: Arc<dyn Service>,
+        counters: Arc<metrics::ListenerMetrics>,
+    ) {
         let local = canonical(sock.local_addr().unwrap_or(spec.addr));
         let mut peer = canonical(tcp_peer);
         let mut leftover = Vec::new();
@@ -317,6 +328,7 @@ impl Server {
             }
         }
         let Some(_slot) = take_ip_slot(&self.per_ip, peer.ip(), self.limits.max_per_ip) else {
+            counters.refused_per_ip.increment(1);
             tracing::warn!(
                 "{}: refusing {peer}: more than {} connections from it",
                 spec.service,
@@ -329,6 +341,9 @@ impl Server {
             .await;
             return;
         };
+        counters.accepted.increment(1);
+        counters.open.increment(1.0);
+        let _open = metrics::OpenSession(counters.open.clone());
         let tls_config = match spec.tls {
             TlsMode::None => None,
             _ if !service.alpn().is_empty() => self.tls.as_ref().map(|t| t.config_with_alpn(service.alpn())),
@@ -341,7 +356,9 @@ impl Server {
                     return;
                 };
                 let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
-                match tokio::time::timeout(spec.timeouts.preauth, acceptor.accept(sock)).await {
+                let handshake = tokio::time::timeout(spec.timeouts.preauth, acceptor.accept(sock)).await;
+                counters.handshake(matches!(handshake, Ok(Ok(_))));
+                match handshake {
                     Ok(Ok(s)) => {
                         let cert =
                             s.get_ref().1.peer_certificates().and_then(|c| c.first()).map(|c| c.as_ref().to_vec());
@@ -364,6 +381,7 @@ impl Server {
         if !leftover.is_empty() {
             conn.prepend_input(&leftover);
         }
+        conn.set_metrics(counters);
         service.serve(conn).await;
     }
 

@@ -54,6 +54,41 @@ pub fn spki_sha256(der: &[u8]) -> Option<Vec<u8>> {
     Some(sha2::Sha256::digest(cert.public_key().raw).to_vec())
 }
 
+/// What a served certificate says of itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertInfo {
+    /// DNS names (subjectAltName), else the subject's common name.
+    pub names: Vec<String>,
+    pub issuer: String,
+    /// Unix seconds.
+    pub not_before: i64,
+    pub not_after: i64,
+}
+
+impl CertInfo {
+    pub fn of(der: &[u8]) -> Option<CertInfo> {
+        use x509_parser::prelude::*;
+        let (_, cert) = X509Certificate::from_der(der).ok()?;
+        let mut names = Vec::new();
+        if let Ok(Some(san)) = cert.subject_alternative_name() {
+            for n in &san.value.general_names {
+                if let GeneralName::DNSName(d) = n {
+                    names.push(d.to_ascii_lowercase());
+                }
+            }
+        }
+        if names.is_empty() {
+            names.extend(cert.subject().iter_common_name().filter_map(|c| c.as_str().ok()).map(str::to_string));
+        }
+        Some(CertInfo {
+            names,
+            issuer: cert.issuer().to_string(),
+            not_before: cert.validity().not_before.timestamp(),
+            not_after: cert.validity().not_after.timestamp(),
+        })
+    }
+}
+
 fn load(cert: &Path, key: &Path, client_ca: Option<&Path>) -> Result<(ServerConfig, Vec<u8>), TlsError> {
     let file_err = |path: &Path, msg: String| TlsError::File { path: path.to_path_buf(), msg };
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
@@ -180,6 +215,12 @@ impl TlsSettings {
             }
         }
         out
+    }
+
+    /// The certificates being served.
+    pub fn certificates(&self) -> Vec<CertInfo> {
+        let Ok(d) = self.dane.read() else { return Vec::new() };
+        CertInfo::of(&d.leaf).into_iter().collect()
     }
 
     /// True when client certificates are requested (and checked against a CA).

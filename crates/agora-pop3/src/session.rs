@@ -406,6 +406,14 @@ impl Session {
 
 #[async_trait]
 impl LineProtocol for Session {
+    fn name(&self) -> &'static str {
+        "pop3"
+    }
+
+    fn failed(&self, last_line: &[u8]) -> bool {
+        last_line.starts_with(b"-ERR")
+    }
+
     fn max_line(&self) -> usize {
         MAX_LINE
     }

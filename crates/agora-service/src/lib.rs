@@ -5,6 +5,7 @@
 //! line in that list.
 
 pub mod login;
+pub mod metrics;
 pub mod sasl;
 pub mod snapshot;
 

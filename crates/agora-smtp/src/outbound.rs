@@ -305,6 +305,11 @@ impl Transport {
             Fate::Deferred(w) | Fate::Failed(w) => ("bounced", w.clone()),
         };
         self.track(e, event, &reply, message).await;
+        match event {
+            "relayed" => metrics::counter!("agora_messages_delivered_total", "destination" => "remote").increment(1),
+            "deferred" => metrics::counter!("agora_messages_deferred_total").increment(1),
+            _ => metrics::counter!("agora_messages_bounced_total").increment(1),
+        }
         match fate {
             Fate::Delivered(passed_on) => {
                 tracing::info!("outbound: {} delivered to <{}>", e.id, e.recipient);

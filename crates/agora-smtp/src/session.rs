@@ -686,6 +686,14 @@ impl Session {
 
 #[async_trait]
 impl LineProtocol for Session {
+    fn name(&self) -> &'static str {
+        "smtp"
+    }
+
+    fn failed(&self, last_line: &[u8]) -> bool {
+        matches!(last_line.first(), Some(b'4' | b'5'))
+    }
+
     fn max_line(&self) -> usize {
         MAX_COMMAND_LINE
     }

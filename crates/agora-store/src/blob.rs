@@ -70,6 +70,7 @@ impl BlobFiles {
             drop(f);
             fs::rename(&tmp, &dest)?;
             File::open(&dir)?.sync_all()?;
+            metrics::counter!("agora_store_fsyncs_total").increment(2);
         }
         Ok(StagedBlob { hash, size, summary, inline: None })
     }

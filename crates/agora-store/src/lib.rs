@@ -231,6 +231,10 @@ pub trait DeliveryStore: Send + Sync {
     /// Outbound queue entries, oldest first.
     async fn queued(&self) -> Result<Vec<Queued>>;
 
+    /// How many entries the outbound queue holds, and when the oldest was queued
+    /// (Unix seconds; none when empty): one cheap query for monitoring.
+    async fn queue_stats(&self) -> Result<(u64, Option<i64>)>;
+
     /// Entries due for an attempt (not held), soonest first.
     async fn queue_due(&self, now: i64, limit: usize) -> Result<Vec<Queued>>;
 

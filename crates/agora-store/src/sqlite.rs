@@ -658,6 +658,8 @@ fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>, bus: Buses, stamp: &st
                 Err(_) => break,
             }
         }
+        let jobs_len = jobs.len();
+        let started = std::time::Instant::now();
         let begin = conn.execute_batch("BEGIN IMMEDIATE");
         let mut finishers = Vec::with_capacity(jobs.len());
         let commit = match begin {
@@ -671,6 +673,11 @@ fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>, bus: Buses, stamp: &st
         };
         if commit.is_err() {
             let _ = conn.execute_batch("ROLLBACK");
+        } else {
+            // One COMMIT in WAL mode with synchronous=FULL is one fsync of the log.
+            metrics::histogram!("agora_store_commit_duration_seconds").record(started.elapsed().as_secs_f64());
+            metrics::counter!("agora_store_fsyncs_total").increment(1);
+            metrics::counter!("agora_store_transactions_total").increment(jobs_len as u64);
         }
         // A failed BEGIN means no job ran: their replies go out as errors below.
         if finishers.is_empty() {
@@ -2195,6 +2202,14 @@ impl DeliveryStore for Arc<SqliteStore> {
             let mut s = c.prepare_cached(&sql)?;
             let rows = s.query_map([], queued_from_row)?;
             Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })
+        .await
+    }
+
+    async fn queue_stats(&self) -> Result<(u64, Option<i64>)> {
+        self.read(|c| {
+            let mut s = c.prepare_cached("SELECT count(*), min(created) FROM outbound")?;
+            Ok(s.query_row([], |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)))?)
         })
         .await
     }

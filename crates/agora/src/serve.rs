@@ -328,6 +328,10 @@ pub async fn run(cli: &Cli, domain: Option<String>, hostname: Option<String>, li
     let hostname = hostname.or(cfg.server.hostname.clone()).unwrap_or_else(system_hostname);
     let domain = normalize_domain(&domain.or(cfg.server.domain.clone()).unwrap_or_else(|| hostname.clone()))?;
 
+    if !agora_service::metrics::install() {
+        tracing::warn!("metrics: another recorder is installed; /metrics stays empty");
+    }
+
     // TLS: a configured pair must load; with none configured, a self-signed pair is made.
     let (cert, key) = match (&cfg.tls.cert, &cfg.tls.key) {
         (Some(c), Some(k)) => (resolve(data, c), resolve(data, k)),
