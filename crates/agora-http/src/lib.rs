@@ -4,6 +4,7 @@
 //! `.well-known` path, and the MTA-STS policy on `mta-sts.DOMAIN` (its mode from the
 //! store, the same text whose hash DNS publishes as the policy id).
 
+pub mod acme;
 pub mod autodiscover;
 pub mod service;
 
@@ -29,6 +30,8 @@ pub struct Shared {
     pub hsts: Option<hyper::header::HeaderValue>,
     /// The served certificates (their expiry is a metric).
     pub tls: Option<Arc<agora_net::TlsSettings>>,
+    /// ACME HTTP-01 answers being published (token → key authorization).
+    pub acme_tokens: acme::Tokens,
     /// Largest request head (request line and headers) accepted, bytes.
     pub max_header_bytes: usize,
     /// The hosted domains by name with their answers made once, rebuilt when the
@@ -222,8 +225,12 @@ impl Shared {
             return respond(StatusCode::MISDIRECTED_REQUEST, "text/plain; charset=utf-8", "not served here\n");
         }
         if !secure {
-            if req.uri().path().starts_with("/.well-known/acme-challenge/") {
-                return not_found();
+            if let Some(token) = req.uri().path().strip_prefix("/.well-known/acme-challenge/") {
+                let answer = self.acme_tokens.read().ok().and_then(|t| t.get(token).cloned());
+                return match answer {
+                    Some(a) => respond(StatusCode::OK, "application/octet-stream", a),
+                    None => not_found(),
+                };
             }
             // Everything else moves to HTTPS, method and body kept (308).
             let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
@@ -344,10 +351,14 @@ impl Service for HttpService {
     }
 
     fn alpn(&self) -> &'static [&'static [u8]] {
-        if self.role == Role::Secure { &[b"h2", b"http/1.1"] } else { &[] }
+        if self.role == Role::Secure { &[b"h2", b"http/1.1", agora_net::tls::ACME_TLS_ALPN] } else { &[] }
     }
 
     async fn serve(&self, conn: Conn) {
+        if conn.alpn() == Some(agora_net::tls::ACME_TLS_ALPN) {
+            // A TLS-ALPN-01 validation: the handshake was the answer (RFC 8737 §3).
+            return;
+        }
         use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
         let shutdown = conn.shutdown_token();
         let timeouts = conn.timeouts();

@@ -87,11 +87,28 @@ fn build(ctx: &Context, s: HttpSection) -> Result<Built, String> {
             .flatten(),
         max_header_bytes: s.max_header_bytes.clamp(1024, 1 << 20),
         domains: Default::default(),
+        acme_tokens: Default::default(),
     });
+    let mut tasks: Vec<agora_service::Task> = Vec::new();
+    if let (Some(settings), Some(tls)) = (&ctx.acme, &ctx.tls) {
+        let http_on = ctx.listening.iter().any(|(k, _)| k == "http");
+        let acme = crate::acme::Acme::new(
+            settings.clone(),
+            &ctx.data_dir,
+            &ctx.hostname,
+            Arc::clone(&ctx.store),
+            Arc::clone(tls),
+            Arc::clone(&shared.acme_tokens),
+            http_on,
+        )?;
+        acme.install_stored();
+        let shutdown = ctx.shutdown.clone();
+        tasks.push(Box::pin(Arc::new(acme).run(shutdown)));
+    }
     let plain = Arc::new(HttpService::new(Arc::clone(&shared), Role::Plain));
     let secure = Arc::new(HttpService::new(Arc::clone(&shared), Role::Secure));
     let admin = Arc::new(HttpService::new(shared, Role::Admin));
-    Ok(Built { handlers: vec![("http", plain), ("https", secure), ("admin", admin)], ..Built::default() })
+    Ok(Built { handlers: vec![("http", plain), ("https", secure), ("admin", admin)], tasks, ..Built::default() })
 }
 
 #[cfg(test)]

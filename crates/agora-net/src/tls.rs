@@ -1,6 +1,8 @@
-//! TLS server configuration: PEM loading, a self-signed certificate on first run, and
-//! reload on SIGHUP without dropping the sessions that use the old one.
+//! TLS server configuration: PEM loading, a self-signed certificate on first run,
+//! reload on SIGHUP without dropping the sessions that use the old one, certificates
+//! per name (SNI) installed at run time, and ACME's TLS-ALPN-01 answers.
 
+use std::collections::HashMap;
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -8,6 +10,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 use rustls::ServerConfig;
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
@@ -19,7 +23,9 @@ pub enum TlsError {
     Config(String),
 }
 
-/// The server's current TLS configuration, replaceable at run time.
+/// The server's TLS configuration. It is built once; the certificates behind it are
+/// chosen per handshake (SNI, ALPN) and replaced at run time: the configured pair on
+/// SIGHUP, certificates obtained by ACME, and ACME's TLS-ALPN-01 challenge answers.
 #[derive(Debug)]
 pub struct TlsSettings {
     cert: PathBuf,
@@ -27,8 +33,47 @@ pub struct TlsSettings {
     /// CA certificates that client certificates are checked against (optional ones:
     /// a client without a certificate still connects).
     client_ca: Option<PathBuf>,
-    current: RwLock<Arc<ServerConfig>>,
+    config: Arc<ServerConfig>,
+    /// The configuration with each application-protocol list asked for (ALPN), made once.
+    with_alpn: std::sync::Mutex<Vec<AlpnConfig>>,
+    certs: Arc<Certs>,
     dane: RwLock<Dane>,
+    /// The default certificate came from ACME: a reload of the configured pair leaves it.
+    acme_default: std::sync::atomic::AtomicBool,
+}
+
+/// A protocol list and the configuration offering it.
+type AlpnConfig = (Vec<Vec<u8>>, Arc<ServerConfig>);
+
+/// The application protocol of ACME's TLS-ALPN-01 challenge (RFC 8737).
+pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
+
+/// What each handshake is answered with.
+#[derive(Debug)]
+struct Certs {
+    /// For clients that name no name served by a certificate of its own (and for the
+    /// server's host name): the configured pair, or ACME's for the host name.
+    default: RwLock<Arc<CertifiedKey>>,
+    /// Certificates by the exact name they are served for (SNI).
+    named: RwLock<HashMap<String, Arc<CertifiedKey>>>,
+    /// TLS-ALPN-01 answers by name, served only to `acme-tls/1` handshakes.
+    challenges: RwLock<HashMap<String, Arc<CertifiedKey>>>,
+}
+
+impl ResolvesServerCert for Certs {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let name = hello.server_name().map(|n| n.trim_end_matches('.').to_ascii_lowercase());
+        if hello.alpn().is_some_and(|mut a| a.any(|p| p == ACME_TLS_ALPN)) {
+            // Only the challenge answer, never a real certificate (RFC 8737 §3).
+            return self.challenges.read().ok()?.get(name.as_deref()?).cloned();
+        }
+        if let Some(n) = &name
+            && let Some(ck) = self.named.read().ok()?.get(n)
+        {
+            return Some(Arc::clone(ck));
+        }
+        self.default.read().ok().map(|d| Arc::clone(&d))
+    }
 }
 
 /// DANE (RFC 7672) keeps the served key and the published TLSA records in step: while
@@ -38,10 +83,10 @@ pub struct TlsSettings {
 #[derive(Debug, Default)]
 struct Dane {
     hold: Option<std::time::Duration>,
-    /// The served certificate (leaf, DER).
+    /// The served default certificate (leaf, DER).
     leaf: Vec<u8>,
-    /// A certificate waiting for its TLSA record: its configuration, leaf and arrival.
-    pending: Option<(Arc<ServerConfig>, Vec<u8>, std::time::Instant)>,
+    /// A certificate waiting for its TLSA record: its key, leaf and arrival.
+    pending: Option<(Arc<CertifiedKey>, Vec<u8>, std::time::Instant)>,
     /// The key served before, while its record stays published.
     previous: Option<(Vec<u8>, std::time::Instant)>,
 }
@@ -89,18 +134,30 @@ impl CertInfo {
     }
 }
 
-fn load(cert: &Path, key: &Path, client_ca: Option<&Path>) -> Result<(ServerConfig, Vec<u8>), TlsError> {
-    let file_err = |path: &Path, msg: String| TlsError::File { path: path.to_path_buf(), msg };
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-        .map_err(|e| file_err(cert, e.to_string()))?
-        .collect::<Result<_, _>>()
-        .map_err(|e| file_err(cert, e.to_string()))?;
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// A certificate chain and its key from PEM text, checked to belong together.
+pub fn certified_key(chain_pem: &[u8], key_pem: &[u8]) -> Result<Arc<CertifiedKey>, String> {
+    let certs: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_slice_iter(chain_pem).collect::<Result<_, _>>().map_err(|e| e.to_string())?;
     if certs.is_empty() {
-        return Err(file_err(cert, "no certificate found in PEM file".into()));
+        return Err("no certificate found in PEM".into());
     }
-    let leaf = certs[0].to_vec();
-    let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| file_err(key, e.to_string()))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| e.to_string())?;
+    CertifiedKey::from_der(certs, key, &provider()).map(Arc::new).map_err(|e| e.to_string())
+}
+
+fn load_pair(cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, TlsError> {
+    let read = |p: &Path| fs::read(p).map_err(|e| TlsError::File { path: p.to_path_buf(), msg: e.to_string() });
+    let (c, k) = (read(cert)?, read(key)?);
+    certified_key(&c, &k).map_err(|msg| TlsError::File { path: cert.to_path_buf(), msg })
+}
+
+fn build_config(certs: Arc<Certs>, client_ca: Option<&Path>) -> Result<ServerConfig, TlsError> {
+    let file_err = |path: &Path, msg: String| TlsError::File { path: path.to_path_buf(), msg };
+    let provider = provider();
     let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsError::Config(e.to_string()))?;
@@ -122,10 +179,9 @@ fn load(cert: &Path, key: &Path, client_ca: Option<&Path>) -> Result<(ServerConf
             builder.with_client_cert_verifier(verifier)
         }
     };
-    let mut cfg =
-        builder.with_single_cert(certs, key_der).map_err(|e| TlsError::Config(format!("{}: {e}", cert.display())))?;
+    let mut cfg = builder.with_cert_resolver(certs);
     cfg.alpn_protocols = Vec::new();
-    Ok((cfg, leaf))
+    Ok(cfg)
 }
 
 impl TlsSettings {
@@ -136,44 +192,107 @@ impl TlsSettings {
     /// With `client_ca`, clients may present a certificate from that CA (checked during
     /// the handshake) to log in with SASL EXTERNAL.
     pub fn load_with_client_ca(cert: &Path, key: &Path, client_ca: Option<&Path>) -> Result<TlsSettings, TlsError> {
-        let (cfg, leaf) = load(cert, key, client_ca)?;
+        let ck = load_pair(cert, key)?;
+        let leaf = ck.cert[0].to_vec();
+        let certs = Arc::new(Certs {
+            default: RwLock::new(ck),
+            named: RwLock::new(HashMap::new()),
+            challenges: RwLock::new(HashMap::new()),
+        });
+        let config = Arc::new(build_config(Arc::clone(&certs), client_ca)?);
         Ok(TlsSettings {
             cert: cert.to_path_buf(),
             key: key.to_path_buf(),
             client_ca: client_ca.map(Path::to_path_buf),
-            current: RwLock::new(Arc::new(cfg)),
+            config,
+            with_alpn: std::sync::Mutex::new(Vec::new()),
+            certs,
             dane: RwLock::new(Dane { leaf, ..Dane::default() }),
+            acme_default: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
-    /// Re-reads the PEM files; on error the old configuration stays in force. While
+    /// Re-reads the PEM files; on error the old certificate stays in force. While
     /// DANE is published, a new key waits for its record (`promote`).
     pub fn reload(&self) -> Result<(), TlsError> {
-        let (cfg, leaf) = load(&self.cert, &self.key, self.client_ca.as_deref())?;
-        let cfg = Arc::new(cfg);
-        if let Ok(mut d) = self.dane.write()
-            && let Some(hold) = d.hold
-            && spki_sha256(&leaf) != spki_sha256(&d.leaf)
-        {
-            tracing::info!(
-                "tls: the new certificate has a new key: served in {}s, once its TLSA record is out",
-                hold.as_secs()
-            );
-            d.pending = Some((cfg, leaf, std::time::Instant::now()));
+        let ck = load_pair(&self.cert, &self.key)?;
+        if self.acme_default.load(std::sync::atomic::Ordering::Relaxed) {
+            tracing::info!("tls: the host name's certificate comes from ACME; the configured pair stays unserved");
             return Ok(());
         }
-        if let Ok(mut d) = self.dane.write() {
-            d.leaf = leaf;
-            d.pending = None;
-        }
-        self.set_current(cfg);
+        self.offer_default(ck, false);
         Ok(())
     }
 
-    fn set_current(&self, cfg: Arc<ServerConfig>) {
-        if let Ok(mut cur) = self.current.write() {
-            *cur = cfg;
+    /// Serves `ck` to clients that name no name of their own (and for the host name);
+    /// while DANE is published and `at_start` is false, a new key waits its hold.
+    fn offer_default(&self, ck: Arc<CertifiedKey>, at_start: bool) {
+        let leaf = ck.cert[0].to_vec();
+        if let Ok(mut d) = self.dane.write() {
+            let key = spki_sha256(&leaf);
+            if !at_start
+                && let Some(hold) = d.hold
+                && key != spki_sha256(&d.leaf)
+            {
+                // A newer certificate for a key already waiting keeps that key's place.
+                let since = match &d.pending {
+                    Some((_, l, since)) if spki_sha256(l) == key => *since,
+                    _ => {
+                        tracing::info!(
+                            "tls: the new certificate has a new key: served in {}s, once its TLSA record is out",
+                            hold.as_secs()
+                        );
+                        std::time::Instant::now()
+                    }
+                };
+                d.pending = Some((ck, leaf, since));
+                return;
+            }
+            d.leaf = leaf;
+            d.pending = None;
         }
+        self.set_default(ck);
+    }
+
+    fn set_default(&self, ck: Arc<CertifiedKey>) {
+        if let Ok(mut cur) = self.certs.default.write() {
+            *cur = ck;
+        }
+    }
+
+    /// Serves a certificate obtained at run time (ACME) for `names`. With `default`, it
+    /// becomes the default certificate (the server's host name: what DANE publishes),
+    /// subject to the DANE hold unless `at_start`; otherwise each name serves it by SNI.
+    pub fn install(&self, names: &[String], ck: Arc<CertifiedKey>, default: bool, at_start: bool) {
+        if default {
+            self.acme_default.store(true, std::sync::atomic::Ordering::Relaxed);
+            self.offer_default(ck, at_start);
+            return;
+        }
+        if let Ok(mut named) = self.certs.named.write() {
+            for n in names {
+                named.insert(n.to_ascii_lowercase(), Arc::clone(&ck));
+            }
+        }
+    }
+
+    /// Answers TLS-ALPN-01 handshakes for `name` with a certificate carrying the
+    /// challenge's digest (`None`: stops answering them).
+    pub fn set_acme_challenge(&self, name: &str, digest: Option<&[u8]>) -> Result<(), TlsError> {
+        let name = name.to_ascii_lowercase();
+        let Ok(mut map) = self.certs.challenges.write() else { return Ok(()) };
+        let Some(digest) = digest else {
+            map.remove(&name);
+            return Ok(());
+        };
+        let cfg = |e: rcgen::Error| TlsError::Config(e.to_string());
+        let key = rcgen::KeyPair::generate().map_err(cfg)?;
+        let mut params = rcgen::CertificateParams::new(vec![name.clone()]).map_err(cfg)?;
+        params.custom_extensions = vec![rcgen::CustomExtension::new_acme_identifier(digest)];
+        let cert = params.self_signed(&key).map_err(cfg)?;
+        let ck = certified_key(cert.pem().as_bytes(), key.serialize_pem().as_bytes()).map_err(TlsError::Config)?;
+        map.insert(name, ck);
+        Ok(())
     }
 
     /// DNS publishes TLSA records for this server: new keys wait `hold` (two TTLs and
@@ -191,11 +310,11 @@ impl TlsSettings {
         if d.pending.as_ref().is_none_or(|(_, _, since)| since.elapsed() < hold) {
             return false;
         }
-        let Some((cfg, leaf, _)) = d.pending.take() else { return false };
+        let Some((ck, leaf, _)) = d.pending.take() else { return false };
         let old = std::mem::replace(&mut d.leaf, leaf);
         d.previous = Some((old, std::time::Instant::now()));
         drop(d);
-        self.set_current(cfg);
+        self.set_default(ck);
         tracing::info!("tls: now serving the new certificate; the old key's TLSA record goes after the hold");
         true
     }
@@ -217,10 +336,17 @@ impl TlsSettings {
         out
     }
 
-    /// The certificates being served.
+    /// The certificates being served: the default one first, then those served by name.
     pub fn certificates(&self) -> Vec<CertInfo> {
-        let Ok(d) = self.dane.read() else { return Vec::new() };
-        CertInfo::of(&d.leaf).into_iter().collect()
+        let mut leaves: Vec<Vec<u8>> = self.certs.default.read().map(|d| vec![d.cert[0].to_vec()]).unwrap_or_default();
+        if let Ok(named) = self.certs.named.read() {
+            for ck in named.values() {
+                if !leaves.iter().any(|l| l.as_slice() == ck.cert[0].as_ref()) {
+                    leaves.push(ck.cert[0].to_vec());
+                }
+            }
+        }
+        leaves.iter().filter_map(|l| CertInfo::of(l)).collect()
     }
 
     /// True when client certificates are requested (and checked against a CA).
@@ -228,18 +354,21 @@ impl TlsSettings {
         self.client_ca.is_some()
     }
 
-    /// The current configuration offering these application protocols (ALPN).
+    /// The configuration offering these application protocols (ALPN).
     pub fn config_with_alpn(&self, alpn: &[&[u8]]) -> Arc<ServerConfig> {
-        let mut cfg = (*self.config()).clone();
+        let Ok(mut cache) = self.with_alpn.lock() else { return self.config() };
+        if let Some((_, cfg)) = cache.iter().find(|(k, _)| k.iter().map(Vec::as_slice).eq(alpn.iter().copied())) {
+            return Arc::clone(cfg);
+        }
+        let mut cfg = (*self.config).clone();
         cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-        Arc::new(cfg)
+        let cfg = Arc::new(cfg);
+        cache.push((cfg.alpn_protocols.clone(), Arc::clone(&cfg)));
+        cfg
     }
 
     pub fn config(&self) -> Arc<ServerConfig> {
-        match self.current.read() {
-            Ok(c) => Arc::clone(&c),
-            Err(p) => Arc::clone(&p.into_inner()),
-        }
+        Arc::clone(&self.config)
     }
 }
 

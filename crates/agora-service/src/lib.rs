@@ -71,6 +71,42 @@ pub struct Context {
     pub bound: Vec<(String, Vec<std::net::IpAddr>)>,
     /// Cancelled when the server begins to shut down.
     pub shutdown: CancellationToken,
+    /// `[tls] acme`: certificates from an ACME CA (none: the configured pair only).
+    pub acme: Option<AcmeSettings>,
+}
+
+/// `[tls] acme = { directory, contact, … }`: where and how certificates are obtained.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AcmeSettings {
+    /// The CA's ACME directory URL.
+    pub directory: String,
+    /// Contact for the account (`mailto:…`); several separated by commas.
+    pub contact: String,
+    /// PEM root the CA's own HTTPS is checked against, for a private CA (default: the
+    /// system's roots). Relative paths are under the data directory.
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
+    /// `http-01` (port 80) or `tls-alpn-01` (port 443); default: http-01 when port 80
+    /// is on, else tls-alpn-01.
+    #[serde(default)]
+    pub challenge: Option<String>,
+    /// A certificate is renewed this many days before it expires.
+    #[serde(default = "AcmeSettings::default_renew")]
+    pub renew_before_days: u32,
+    /// After a failed attempt, the next waits this long, doubling with each failure
+    /// (up to a day).
+    #[serde(default = "AcmeSettings::default_retry")]
+    pub retry_secs: u64,
+}
+
+impl AcmeSettings {
+    fn default_renew() -> u32 {
+        30
+    }
+    fn default_retry() -> u64 {
+        600
+    }
 }
 
 impl std::fmt::Debug for Context {

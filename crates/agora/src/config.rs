@@ -76,6 +76,8 @@ pub struct TlsSection {
     pub key: Option<String>,
     /// PEM CA certificates for client certificates (SASL EXTERNAL); none by default.
     pub client_ca: Option<String>,
+    /// Certificates from an ACME CA for the server's names (none: the pair above).
+    pub acme: Option<agora_service::AcmeSettings>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -312,7 +314,11 @@ pub fn default_file(hostname: &str, domain: &str) -> String {
          [tls]\n\
          # cert = \"tls/cert.pem\"    # PEM chain; relative to the data directory\n\
          # key = \"tls/key.pem\"      # PEM private key\n\
-         # client_ca = \"tls/clients.pem\"  # CA of client certificates for SASL EXTERNAL (default: none)\n\n"
+         # client_ca = \"tls/clients.pem\"  # CA of client certificates for SASL EXTERNAL (default: none)\n\
+         # ACME (RFC 8555): certificates for the host name and each domain's autoconfig,\n\
+         # autodiscover and mta-sts names, renewed renew_before_days (30) before expiry;\n\
+         # challenge = \"http-01\" | \"tls-alpn-01\"; ca = a private CA's root; retry_secs = 600\n\
+         # acme = {{ directory = \"https://acme-v02.api.letsencrypt.org/directory\", contact = \"mailto:postmaster@{domain}\" }}\n\n"
     );
     s.push_str(&render_section("limits", &LimitsSection::default(), LIMITS_HELP));
     s.push('\n');

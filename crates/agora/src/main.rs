@@ -117,6 +117,12 @@ pub enum RecordCmd {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum CertCmd {
+    /// Each certificate's names, issuer, expiry and next renewal, and failed attempts.
+    Status,
+}
+
+#[derive(Debug, Subcommand)]
 pub enum Cmd {
     /// Run the server (creates the data directory on first run).
     Serve {
@@ -155,6 +161,9 @@ pub enum Cmd {
     /// The outbound queue.
     #[command(subcommand)]
     Queue(admin::QueueCmd),
+    /// TLS certificates: the configured pair and those obtained by ACME.
+    #[command(subcommand)]
+    Cert(CertCmd),
     /// Message tracking: what happened to mail, from the tracking log.
     Track {
         #[arg(long)]
@@ -201,6 +210,7 @@ fn main() {
             Cmd::Contact(ref c) => admin::contact(&cli, c).await,
             Cmd::Dns(ref c) => serve::dns(&cli, c).await,
             Cmd::Queue(ref c) => admin::queue(&cli, c).await,
+            Cmd::Cert(CertCmd::Status) => serve::cert_status(&cli),
             Cmd::Track { ref sender, ref recipient, ref id } => {
                 admin::track(&cli, sender.as_deref(), recipient.as_deref(), id.as_deref())
             }

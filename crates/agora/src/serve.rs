@@ -304,6 +304,54 @@ pub fn ports(cli: &Cli, listen: &ListenArgs) -> Result<()> {
     Ok(())
 }
 
+/// `agora cert status`: the configured (or self-signed) pair, then what ACME manages.
+pub fn cert_status(cli: &Cli) -> Result<()> {
+    let loaded = config::load_or_default(&config_path(cli))?;
+    let tls = &loaded.config.tls;
+    let day = |t: i64| agora_store::time::rfc3339(t).chars().take(10).collect::<String>();
+    println!("{:<44} {:<36} {:<11} RENEWAL", "NAMES", "ISSUER", "EXPIRES");
+    let cert = tls.cert.as_deref().map_or_else(|| cli.data.join("tls/cert.pem"), |c| resolve(&cli.data, c));
+    match std::fs::read(&cert).ok().and_then(|pem| {
+        use rustls_pki_types::pem::PemObject;
+        let der = rustls_pki_types::CertificateDer::pem_slice_iter(&pem).next()?.ok()?;
+        agora_net::tls::CertInfo::of(&der)
+    }) {
+        Some(info) => println!(
+            "{:<44} {:<36} {:<11} {}",
+            info.names.join(","),
+            info.issuer,
+            day(info.not_after),
+            if tls.acme.is_some() {
+                "(configured pair; ACME serves the host name)"
+            } else {
+                "manual (configured pair)"
+            }
+        ),
+        None => println!("{:<44} (not readable)", cert.display()),
+    }
+    let Some(acme) = &tls.acme else {
+        println!("ACME is off ([tls] acme)");
+        return Ok(());
+    };
+    let lines = agora_http::acme::status(&cli.data, acme.renew_before_days);
+    if lines.is_empty() {
+        println!("ACME ({}): nothing obtained or tried yet", acme.directory);
+    }
+    for l in lines {
+        println!(
+            "{:<44} {:<36} {:<11} {}",
+            l.names.join(","),
+            if l.issuer.is_empty() { "-" } else { &l.issuer },
+            l.not_after.map_or("-".to_string(), day),
+            l.next_renewal.map_or("-".to_string(), agora_store::time::rfc3339)
+        );
+        if let Some(e) = &l.last_error {
+            println!("    {} failed attempt(s); last: {e}", l.failures);
+        }
+    }
+    Ok(())
+}
+
 pub async fn run(cli: &Cli, domain: Option<String>, hostname: Option<String>, listen: ListenArgs) -> Result<()> {
     let data = &cli.data;
     if !data.exists() {
@@ -423,6 +471,10 @@ pub async fn run(cli: &Cli, domain: Option<String>, hostname: Option<String>, li
             .map(|l| (l.key.to_string(), l.addresses.iter().copied().filter(|a| !a.is_unspecified()).collect()))
             .collect(),
         shutdown: server.shutdown_token(),
+        acme: cfg.tls.acme.clone().map(|mut a| {
+            a.ca = a.ca.map(|c| if c.is_relative() { data.join(c) } else { c });
+            a
+        }),
     };
     // Every registered service is built, even with its listeners off: its background
     // work (the outbound queue) serves the others.

@@ -74,6 +74,12 @@ impl Agora {
 
     /// First run of a server for another mail domain than example.org.
     pub fn start_for(domain: &str, prepare: impl FnOnce(&Path)) -> Agora {
+        Agora::start_on(unique_ip(), domain, prepare)
+    }
+
+    /// First run on a loopback address chosen beforehand (for peers that must know it
+    /// before the server starts).
+    pub fn start_on(ip: String, domain: &str, prepare: impl FnOnce(&Path)) -> Agora {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
         std::fs::create_dir_all(&data).unwrap();
@@ -81,7 +87,7 @@ impl Agora {
         let dns = quiet_dns(dir.path(), &data);
         let mut a = Agora {
             dir,
-            ip: unique_ip(),
+            ip,
             domain: domain.to_string(),
             child: None,
             banner: String::new(),
@@ -467,4 +473,87 @@ pub fn dns_server_mode(zone_file: &Path, mode: &str) -> (Dns, String) {
     BufReader::new(child.stdout.take().unwrap()).read_line(&mut ready).unwrap();
     assert_eq!(ready.trim(), "ready");
     (Dns(child), ip)
+}
+
+pub fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl").current_dir(dir).args(args).output().unwrap();
+    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// A private CA in `dir`: ca.pem and ca.key.
+pub fn private_ca(dir: &Path) {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=Agora test CA",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ],
+    );
+}
+
+/// A certificate from the private CA for `names` (host names or IP addresses), as
+/// (cert, key) file names.
+pub fn issue(dir: &Path, stem: &str, names: &[&str]) -> (String, String) {
+    let (cert, key, csr, ext) =
+        (format!("{stem}.pem"), format!("{stem}.key"), format!("{stem}.csr"), format!("{stem}.ext"));
+    let san: Vec<String> = names
+        .iter()
+        .map(|n| if n.parse::<std::net::IpAddr>().is_ok() { format!("IP:{n}") } else { format!("DNS:{n}") })
+        .collect();
+    std::fs::write(dir.join(&ext), format!("subjectAltName={}\n", san.join(","))).unwrap();
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            &key,
+            "-out",
+            &csr,
+            "-subj",
+            &format!("/CN={}", names[0]),
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-out",
+            &cert,
+            "-extfile",
+            &ext,
+        ],
+    );
+    (cert, key)
 }
