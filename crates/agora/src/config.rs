@@ -317,7 +317,7 @@ pub fn default_file(hostname: &str, domain: &str) -> String {
          # client_ca = \"tls/clients.pem\"  # CA of client certificates for SASL EXTERNAL (default: none)\n\
          # ACME (RFC 8555): certificates for the host name and each domain's autoconfig,\n\
          # autodiscover and mta-sts names, renewed renew_before_days (30) before expiry;\n\
-         # challenge = \"http-01\" | \"tls-alpn-01\"; ca = a private CA's root; retry_secs = 600\n\
+         # Other keys: challenge (http-01 or tls-alpn-01), ca (a private CA's root), retry_secs (600).\n\
          # acme = {{ directory = \"https://acme-v02.api.letsencrypt.org/directory\", contact = \"mailto:postmaster@{domain}\" }}\n\n"
     );
     s.push_str(&render_section("limits", &LimitsSection::default(), LIMITS_HELP));
