@@ -168,6 +168,11 @@ impl Mail {
         // NOTIFY=SUCCESS on a recipient delivered here: a "delivered" report (RFC 3461 §6.2).
         let wants_success = i.recipients.iter().any(|r| !r.accounts.is_empty() && notify_has(&r.notify, "SUCCESS"));
         let kept = if wants_success { message.clone() } else { Vec::new() };
+        // A TLS report (RFC 8460) for a hosted domain is kept for `agora tls-report list`
+        // as well as delivered.
+        let report = (!local.is_empty() && crate::tlsrpt::looks_like_report(&message))
+            .then(|| crate::tlsrpt::parse_message(&message))
+            .flatten();
         let body = self.store.stage(message).await?;
         let copies = self
             .store
@@ -189,6 +194,9 @@ impl Mail {
         }
         if wants_success {
             self.success_reports(&i, &kept).await;
+        }
+        if let Some(r) = report {
+            self.keep_tls_report(r, i.received).await;
         }
         metrics::counter!("agora_messages_received_total").increment(1);
         metrics::counter!("agora_messages_delivered_total", "destination" => "local").increment(local.len() as u64);
@@ -221,6 +229,24 @@ impl Mail {
             }
         }
         Ok(Accepted { copies, queued: remote.len() })
+    }
+
+    async fn keep_tls_report(&self, r: crate::tlsrpt::Report, received: i64) {
+        let mut hosted = Vec::new();
+        for p in &r.policies {
+            let d = p.policy.policy_domain.to_ascii_lowercase();
+            if !hosted.contains(&d) && matches!(self.store.domain(&d).await, Ok(Some(_))) {
+                hosted.push(d);
+            }
+        }
+        if hosted.is_empty() {
+            return;
+        }
+        let summary = crate::tlsrpt::summary(&r, &hosted, received);
+        match self.store.add_tls_report(summary).await {
+            Ok(_) => tracing::info!("tls-report: from {} for {}", r.organization_name, hosted.join(", ")),
+            Err(e) => tracing::warn!("tls-report: not kept: {e}"),
+        }
     }
 
     /// "delivered" reports for the local recipients that asked for them with NOTIFY.

@@ -9,6 +9,7 @@ pub mod dsn;
 pub mod intake;
 pub mod mtasts;
 pub mod settings;
+pub mod tlsrpt;
 pub mod tracking;
 pub mod zone;
 

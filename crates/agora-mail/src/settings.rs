@@ -38,6 +38,11 @@ pub struct TransportSection {
     /// Extra CA certificates (PEM) trusted when checking other servers; relative
     /// paths are under the data directory.
     pub ca_file: Option<String>,
+    /// Send TLS reports (RFC 8460) to the domains that ask for them in `_smtp._tls`.
+    pub tls_reports: bool,
+    /// The period a TLS report covers, seconds: a day, as RFC 8460 asks (shorter only
+    /// for tests).
+    pub tls_report_period_secs: u64,
 }
 
 impl Default for TransportSection {
@@ -57,6 +62,8 @@ impl Default for TransportSection {
             dane: true,
             mta_sts_port: 443,
             ca_file: None,
+            tls_reports: true,
+            tls_report_period_secs: 86_400,
         }
     }
 }
@@ -83,5 +90,7 @@ impl TransportSection {
         ),
         ("ca_file", "\"private-ca.pem\"", "CAs trusted beside the system's when checking servers"),
         ("routes", "{ \"partner.example\" = \"10.0.0.5:25\" }", "fixed routes, tried before DNS"),
+        ("tls_reports", "", "send TLS reports (RFC 8460) to domains that ask for them in _smtp._tls"),
+        ("tls_report_period_secs", "", "what one TLS report covers (a day; shorter only for tests)"),
     ];
 }

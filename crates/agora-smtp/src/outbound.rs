@@ -61,6 +61,12 @@ pub struct TransportConfig {
     pub mta_sts_port: u16,
     /// Extra trusted CA certificates (PEM) for checking servers, beside the system's.
     pub ca_pem: Option<Vec<u8>>,
+    /// Count TLS outcomes and send TLS reports (RFC 8460).
+    pub tls_reports: bool,
+    /// What one report covers (a day).
+    pub tls_report_period: Duration,
+    /// The domain TLS reports come from (`noreply-tlsrpt@…`, DKIM-signed when it has keys).
+    pub report_domain: String,
 }
 
 impl Default for TransportConfig {
@@ -82,6 +88,9 @@ impl Default for TransportConfig {
             mta_sts_cache: None,
             mta_sts_port: 443,
             ca_pem: None,
+            tls_reports: true,
+            tls_report_period: Duration::from_secs(86_400),
+            report_domain: "localhost".into(),
         }
     }
 }
@@ -408,13 +417,19 @@ impl Transport {
                 match agora_mail::dane::tlsa(&self.cfg.nameservers, name, port.parse().unwrap_or(25)).await {
                     agora_mail::dane::Lookup::Secure(records) => Some(records),
                     agora_mail::dane::Lookup::Insecure => None,
-                    agora_mail::dane::Lookup::Bogus(why) => return Err(format!("DANE: {why}")),
+                    agora_mail::dane::Lookup::Bogus(why) => {
+                        if self.cfg.tls_reports && !routed {
+                            TlsReporting::bogus(self, domain, name);
+                        }
+                        return Err(format!("DANE: {why}"));
+                    }
                 }
             }
             _ => None,
         };
         let policy = if dane.is_some() { None } else { policy };
         let enforce = policy.is_some_and(|p| p.mode == Mode::Enforce);
+        let report = TlsReporting::new(self, routed, domain, host, dane.as_deref(), policy);
         // Every address of the host in turn (IPv6 and IPv4 alike) before giving up on it.
         let mut tcp = Err(format!("{host}: no address"));
         for addr in self.addresses(host).await? {
@@ -428,6 +443,7 @@ impl Transport {
             }
         }
         let tcp = tcp?;
+        let report = report.at(tcp.peer_addr().ok());
         let mut c = Client::new(Box::new(tcp));
         c.expect(220).await?;
         let mut ext = c.ehlo(&self.cfg.hostname).await?;
@@ -453,6 +469,7 @@ impl Transport {
                         _ => Arc::new(Opportunistic { audit: None }),
                     };
                 c = c.start_tls(host_name(host), verifier).await.map_err(|e| {
+                    report.failed(agora_mail::tlsrpt::result_type(&e, dane.is_some()));
                     if dane.is_some() {
                         format!("DANE: TLS with {host} failed: {e}")
                     } else if enforce {
@@ -462,18 +479,26 @@ impl Transport {
                     }
                 })?;
                 tls = true;
+                report.succeeded();
                 ext = c.ehlo(&self.cfg.hostname).await?;
             } else if dane.is_some() {
+                report.failed("starttls-not-supported");
                 return Err(format!("DANE: STARTTLS refused: {text}"));
-            } else if enforce {
-                return Err(format!("MTA-STS: STARTTLS refused: {text}"));
+            } else {
+                report.failed("starttls-not-supported");
+                if enforce {
+                    return Err(format!("MTA-STS: STARTTLS refused: {text}"));
+                }
             }
-        } else if dane.is_some() {
-            return Err("DANE: the server offers no STARTTLS".into());
-        } else if enforce {
-            return Err("MTA-STS: the server offers no STARTTLS".into());
-        } else if policy.is_some() {
-            tracing::warn!("mta-sts (testing) {domain}: {host} offers no STARTTLS");
+        } else {
+            report.failed("starttls-not-supported");
+            if dane.is_some() {
+                return Err("DANE: the server offers no STARTTLS".into());
+            } else if enforce {
+                return Err("MTA-STS: the server offers no STARTTLS".into());
+            } else if policy.is_some() {
+                tracing::warn!("mta-sts (testing) {domain}: {host} offers no STARTTLS");
+            }
         }
         if self.cfg.smarthost.as_deref() == Some(host)
             && let Some((user, password)) = &self.cfg.smarthost_auth
@@ -627,6 +652,234 @@ impl Transport {
         if let Err(err) = send_report(self.store.as_ref(), &self.dir, &e.mail_from, dsn.message(message)).await {
             tracing::error!("outbound: DSN for {}: {err}", e.id);
         }
+    }
+}
+
+/// One session's TLS outcome, counted for the recipient domain's TLS report (RFC
+/// 8460) under the policy that applied: DANE's TLSA records, an MTA-STS policy, or none.
+struct TlsReporting {
+    store: Option<Arc<dyn Store>>,
+    outcome: agora_store::TlsOutcome,
+}
+
+impl TlsReporting {
+    fn new(
+        t: &Transport,
+        routed: bool,
+        domain: &str,
+        host: &str,
+        dane: Option<&[agora_mail::dane::Tlsa]>,
+        policy: Option<&Policy>,
+    ) -> TlsReporting {
+        use agora_mail::tlsrpt::{NO_POLICY, STS, TLSA};
+        let (policy_type, text) = match (dane, policy) {
+            (Some(records), _) => (
+                TLSA,
+                records
+                    .iter()
+                    .map(|r| {
+                        let hex: String = r.data.iter().map(|b| format!("{b:02x}")).collect();
+                        format!("{} {} {} {hex}", r.usage, r.selector, r.matching)
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+            ),
+            (None, Some(p)) => {
+                let mode = match p.mode {
+                    Mode::Enforce => "enforce",
+                    Mode::Testing => "testing",
+                    Mode::None => "none",
+                };
+                let mut lines = vec!["version: STSv1".to_string(), format!("mode: {mode}")];
+                lines.extend(p.mx.iter().map(|m| format!("mx: {m}")));
+                lines.push(format!("max_age: {}", p.max_age));
+                (STS, lines.join("\n"))
+            }
+            (None, None) => (NO_POLICY, String::new()),
+        };
+        let period = t.cfg.tls_report_period.as_secs().max(1) as i64;
+        TlsReporting {
+            store: (t.cfg.tls_reports && !routed).then(|| Arc::clone(&t.store)),
+            outcome: agora_store::TlsOutcome {
+                day: agora_mail::tlsrpt::period_key(now() / period * period, period),
+                domain: domain.to_ascii_lowercase(),
+                policy_type: policy_type.to_string(),
+                policy: text,
+                mx: host_name(host).to_ascii_lowercase(),
+                ..Default::default()
+            },
+        }
+    }
+
+    /// DNSSEC validation of the MX host's TLSA records failed: no session was tried.
+    fn bogus(t: &Transport, domain: &str, mx: &str) {
+        TlsReporting::new(t, false, domain, mx, Some(&[]), None).failed("dnssec-invalid");
+    }
+
+    fn at(mut self, addr: Option<SocketAddr>) -> TlsReporting {
+        self.outcome.ip = addr.map(|a| a.ip().to_string()).unwrap_or_default();
+        self
+    }
+
+    fn record(&self, result: &str) {
+        let Some(store) = &self.store else { return };
+        let (store, mut outcome) = (Arc::clone(store), self.outcome.clone());
+        outcome.result = result.to_string();
+        // Counting must not hold up delivery.
+        tokio::spawn(async move {
+            if let Err(e) = store.tls_outcome(outcome).await {
+                tracing::warn!("tls-report: outcome not counted: {e}");
+            }
+        });
+    }
+
+    fn succeeded(&self) {
+        self.record("");
+    }
+
+    fn failed(&self, result: &str) {
+        self.record(result);
+    }
+}
+
+impl Transport {
+    /// Sends the TLS reports of each finished period (a day) to the domains that ask
+    /// for them, until shutdown.
+    pub async fn tls_reports(self: Arc<Self>, shutdown: CancellationToken) {
+        if !self.cfg.tls_reports {
+            return;
+        }
+        let period = self.cfg.tls_report_period.as_secs().max(1) as i64;
+        loop {
+            // Just after the period ends, so that sessions ending at its edge are in.
+            let next = (now() / period + 1) * period;
+            let wait = Duration::from_secs((next - now()).max(0) as u64) + Duration::from_millis(500);
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(wait) => {}
+            }
+            self.send_tls_reports(period).await;
+        }
+    }
+
+    /// Reports the periods before the current one that still have outcomes (a server
+    /// that was down at a period's end catches up), oldest first, then forgets them.
+    async fn send_tls_reports(&self, period: i64) {
+        let current = now() / period * period;
+        for k in (1..=7).rev() {
+            let start = current - k * period;
+            let key = agora_mail::tlsrpt::period_key(start, period);
+            let outcomes = match self.store.tls_outcomes(&key).await {
+                Ok(o) => o,
+                Err(e) => {
+                    tracing::warn!("tls-report: {e}");
+                    return;
+                }
+            };
+            let mut domains: Vec<&str> = outcomes.iter().map(|(o, _)| o.domain.as_str()).collect();
+            domains.dedup();
+            for domain in domains {
+                let rua = self.rua(domain).await;
+                if rua.is_empty() {
+                    continue;
+                }
+                let contact = format!("mailto:postmaster@{}", self.cfg.report_domain);
+                let report = agora_mail::tlsrpt::build(
+                    &self.cfg.hostname,
+                    &contact,
+                    start,
+                    start + period - 1,
+                    domain,
+                    &outcomes,
+                );
+                for uri in rua {
+                    if let Err(e) = self.deliver_tls_report(&uri, &report, (start, start + period - 1), domain).await {
+                        tracing::warn!("tls-report for {domain} to {uri}: {e}");
+                    } else {
+                        tracing::info!("tls-report for {domain} sent to {uri}");
+                    }
+                }
+            }
+        }
+        let last = agora_mail::tlsrpt::period_key(current - period, period);
+        if let Err(e) = self.store.forget_tls_outcomes(&last).await {
+            tracing::warn!("tls-report: {e}");
+        }
+    }
+
+    /// Where a domain wants its TLS reports: its `_smtp._tls` record's `rua`.
+    async fn rua(&self, domain: &str) -> Vec<String> {
+        let Some(resolver) = &self.resolver else { return Vec::new() };
+        let Ok(txt) = resolver.txt_lookup(format!("_smtp._tls.{domain}.")).await else { return Vec::new() };
+        let records: Vec<String> = txt
+            .answers()
+            .iter()
+            .filter_map(|r| match &r.data {
+                mail_auth::hickory_resolver::proto::rr::RData::TXT(t) => {
+                    Some(t.txt_data.iter().map(|d| String::from_utf8_lossy(d).into_owned()).collect())
+                }
+                _ => None,
+            })
+            .collect();
+        agora_mail::tlsrpt::rua(&records)
+    }
+
+    async fn deliver_tls_report(
+        &self,
+        uri: &str,
+        report: &agora_mail::tlsrpt::Report,
+        period: (i64, i64),
+        domain: &str,
+    ) -> Result<(), String> {
+        if let Some(to) = uri.strip_prefix("mailto:") {
+            // A size limit ("!10m") or query after the address is not part of it.
+            let to = to.split(['!', '?']).next().unwrap_or_default();
+            if !to.contains('@') {
+                return Err("not a mail address".into());
+            }
+            let from = format!("noreply-tlsrpt@{}", self.cfg.report_domain);
+            let body = agora_mail::tlsrpt::message(report, period, &from, to, domain, &self.cfg.hostname);
+            let keys = self.store.dkim_keys(&self.cfg.report_domain).await.unwrap_or_default();
+            let mut signed = if keys.is_empty() { Vec::new() } else { agora_mail::auth::sign(&body, &keys) };
+            signed.extend_from_slice(&body);
+            send_report(self.store.as_ref(), &self.dir, to, signed).await.map_err(|e| e.to_string())?;
+            self.wake.notify_one();
+            return Ok(());
+        }
+        self.post_tls_report(uri, &agora_mail::tlsrpt::gzip(report)).await
+    }
+
+    /// HTTPS POST of a gzip-compressed report (RFC 8460 §5.4): 2xx is done.
+    async fn post_tls_report(&self, url: &str, body: &[u8]) -> Result<(), String> {
+        let rest = url.strip_prefix("https://").ok_or("not an https URL")?;
+        let (authority, path) = rest.split_once('/').map_or((rest, "/".to_string()), |(a, p)| (a, format!("/{p}")));
+        let (host, port) = match authority.rsplit_once(':') {
+            Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => (h, p.parse::<u16>().map_err(|e| e.to_string())?),
+            _ => (authority, 443),
+        };
+        let verifier = self.verifier.clone().ok_or("no certificate verifier")?;
+        let tls = mtasts::client_config(verifier)?;
+        let addr = *self.addresses(&format!("{host}:{port}")).await?.first().ok_or("no address")?;
+        let exchange = async {
+            let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+            let name = rustls_pki_types::ServerName::try_from(host.to_string()).map_err(|e| e.to_string())?;
+            let mut s = tokio_rustls::TlsConnector::from(tls).connect(name, tcp).await.map_err(|e| e.to_string())?;
+            let head = format!(
+                "POST {path} HTTP/1.1\r\nHost: {authority}\r\nContent-Type: application/tlsrpt+gzip\r\n\
+                 Content-Length: {}\r\nConnection: close\r\nUser-Agent: Agora/{}\r\n\r\n",
+                body.len(),
+                env!("CARGO_PKG_VERSION")
+            );
+            s.write_all(head.as_bytes()).await.map_err(|e| e.to_string())?;
+            s.write_all(body).await.map_err(|e| e.to_string())?;
+            let mut status = String::new();
+            BufReader::new(&mut s).take(1024).read_line(&mut status).await.map_err(|e| e.to_string())?;
+            match status.split_whitespace().nth(1) {
+                Some(code) if code.starts_with('2') => Ok(()),
+                _ => Err(format!("the server answered {:?}", status.trim())),
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(30), exchange).await.map_err(|_| "timed out".to_string())?
     }
 }
 

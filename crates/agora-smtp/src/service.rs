@@ -163,15 +163,20 @@ fn build(ctx: &Context, s: SmtpSection) -> Result<Built, String> {
             mta_sts_cache: Some(ctx.data_dir.join("mta-sts.json")),
             mta_sts_port: t.mta_sts_port,
             ca_pem,
+            tls_reports: t.tls_reports,
+            tls_report_period: secs(t.tls_report_period_secs),
+            report_domain: ctx.domain.clone(),
             ..TransportConfig::default()
         },
         &ctx.mail,
     )
     .map_err(|e| format!("[transport] ca_file: {e}"))?;
-    let run = Arc::new(transport).run(ctx.shutdown.clone());
+    let transport = Arc::new(transport);
+    let reports = Arc::clone(&transport).tls_reports(ctx.shutdown.clone());
+    let run = transport.run(ctx.shutdown.clone());
     Ok(Built {
         handlers: vec![("smtp", inbound), ("submission", Arc::clone(&submission)), ("submissions", submission)],
-        tasks: vec![Box::pin(run)],
+        tasks: vec![Box::pin(run), Box::pin(reports)],
         ..Built::default()
     })
 }

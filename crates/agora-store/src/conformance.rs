@@ -29,6 +29,40 @@ pub async fn run_all<S: Store>(store: &S) {
     quota_and_atomic_delivery(store).await;
     acl_and_private_seen(store).await;
     address_book(store).await;
+    tls_reporting(store).await;
+}
+
+async fn tls_reporting<S: Store>(s: &S) {
+    let o = |day: &str, result: &str| crate::TlsOutcome {
+        day: day.into(),
+        domain: "b.test".into(),
+        policy_type: "sts".into(),
+        policy: "version: STSv1\nmode: enforce".into(),
+        mx: "mx.b.test".into(),
+        ip: "192.0.2.1".into(),
+        result: result.into(),
+    };
+    for (day, result) in
+        [("2026-12-01", ""), ("2026-12-01", ""), ("2026-12-01", "certificate-expired"), ("2026-12-02", "")]
+    {
+        s.tls_outcome(o(day, result)).await.unwrap();
+    }
+    let first = s.tls_outcomes("2026-12-01").await.unwrap();
+    assert_eq!(first, vec![(o("2026-12-01", ""), 2), (o("2026-12-01", "certificate-expired"), 1)]);
+    s.forget_tls_outcomes("2026-12-01").await.unwrap();
+    assert!(s.tls_outcomes("2026-12-01").await.unwrap().is_empty());
+    assert_eq!(s.tls_outcomes("2026-12-02").await.unwrap().len(), 1, "later days stay");
+    let r = crate::TlsReport {
+        received: 5,
+        organization: "mx.a.test".into(),
+        report_id: "r1".into(),
+        domains: "b.test".into(),
+        successes: 3,
+        ..Default::default()
+    };
+    assert!(s.add_tls_report(r.clone()).await.unwrap());
+    assert!(!s.add_tls_report(r.clone()).await.unwrap(), "the same report is kept once");
+    assert_eq!(s.tls_reports().await.unwrap(), vec![r]);
 }
 
 async fn address_book<S: Store>(s: &S) {

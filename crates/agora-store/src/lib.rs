@@ -231,6 +231,21 @@ pub trait DeliveryStore: Send + Sync {
     /// Outbound queue entries, oldest first.
     async fn queued(&self) -> Result<Vec<Queued>>;
 
+    /// Counts one outbound TLS session's outcome for the day's TLS report (RFC 8460).
+    async fn tls_outcome(&self, outcome: TlsOutcome) -> Result<()>;
+
+    /// The outcomes counted on `day` (YYYY-MM-DD, UTC), with their counts.
+    async fn tls_outcomes(&self, day: &str) -> Result<Vec<(TlsOutcome, u64)>>;
+
+    /// Forgets the outcomes of `through_day` and every day before.
+    async fn forget_tls_outcomes(&self, through_day: &str) -> Result<()>;
+
+    /// Keeps a TLS report received for a hosted domain; false when it was already kept.
+    async fn add_tls_report(&self, report: TlsReport) -> Result<bool>;
+
+    /// The TLS reports received, oldest first.
+    async fn tls_reports(&self) -> Result<Vec<TlsReport>>;
+
     /// How many entries the outbound queue holds, and when the oldest was queued
     /// (Unix seconds; none when empty): one cheap query for monitoring.
     async fn queue_stats(&self) -> Result<(u64, Option<i64>)>;

@@ -17,7 +17,7 @@ use crate::{
     DeliveryStore, DirectoryStore, DkimKey, DkimState, DnsRecord, DnssecKey, DnssecKeyState, Domain, Envelope, FlagOp,
     Flags, FlagsStored, Group, Mailbox, MailboxChanges, MailboxId, MailboxStore, MessageMeta, MessageRef,
     MessageSummary, NewAccount, Profile, QueueOutcome, Queued, Result, Role, SharedMailbox, SpecialUse, StagedBlob,
-    Store, StoreError, now,
+    Store, StoreError, TlsOutcome, TlsReport, now,
 };
 
 /// Most writes folded into one transaction; bounds the latency of the first in a batch.
@@ -191,7 +191,31 @@ CREATE TABLE IF NOT EXISTS outbound (
     warned INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS outbound_due ON outbound (next_attempt);
-INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', '14');
+CREATE TABLE IF NOT EXISTS tls_outcomes (
+    day TEXT NOT NULL,
+    domain TEXT NOT NULL,
+    policy_type TEXT NOT NULL,
+    policy TEXT NOT NULL,
+    mx TEXT NOT NULL,
+    ip TEXT NOT NULL,
+    result TEXT NOT NULL,
+    count INTEGER NOT NULL,
+    PRIMARY KEY (day, domain, policy_type, policy, mx, ip, result)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS tls_reports (
+    id INTEGER PRIMARY KEY,
+    received INTEGER NOT NULL,
+    organization TEXT NOT NULL,
+    report_id TEXT NOT NULL,
+    domains TEXT NOT NULL,
+    start TEXT NOT NULL,
+    end TEXT NOT NULL,
+    successes INTEGER NOT NULL,
+    failures INTEGER NOT NULL,
+    details TEXT NOT NULL,
+    UNIQUE (organization, report_id)
+);
+INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', '15');
 "#;
 
 /// Sends a job's reply; runs only after the stamp and the change bus are updated.
@@ -244,6 +268,8 @@ const MIGRATIONS: &[(u32, &str)] = &[
     (13, "SELECT 1"),
     // Each domain's MTA-STS mode.
     (14, "ALTER TABLE domains ADD COLUMN mta_sts_mode TEXT NOT NULL DEFAULT 'testing'"),
+    // TLS reporting: outbound outcomes and received reports come with the base schema.
+    (15, "SELECT 1"),
 ];
 
 /// Brings an older store up to the current schema, in one transaction.
@@ -2201,6 +2227,101 @@ impl DeliveryStore for Arc<SqliteStore> {
             let sql = format!("SELECT {QUEUE_COLS} FROM outbound ORDER BY id");
             let mut s = c.prepare_cached(&sql)?;
             let rows = s.query_map([], queued_from_row)?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })
+        .await
+    }
+
+    async fn tls_outcome(&self, o: TlsOutcome) -> Result<()> {
+        self.write(move |c| {
+            c.prepare_cached(
+                "INSERT INTO tls_outcomes (day, domain, policy_type, policy, mx, ip, result, count)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 1)
+                 ON CONFLICT DO UPDATE SET count = count + 1",
+            )?
+            .execute(params![o.day, o.domain, o.policy_type, o.policy, o.mx, o.ip, o.result])?;
+            Ok(((), Vec::new()))
+        })
+        .await
+    }
+
+    async fn tls_outcomes(&self, day: &str) -> Result<Vec<(TlsOutcome, u64)>> {
+        let day = day.to_string();
+        self.read(move |c| {
+            let mut s = c.prepare_cached(
+                "SELECT day, domain, policy_type, policy, mx, ip, result, count FROM tls_outcomes
+                 WHERE day = ?1 ORDER BY domain, policy_type, policy, mx, ip, result",
+            )?;
+            let rows = s.query_map([&day], |r| {
+                Ok((
+                    TlsOutcome {
+                        day: r.get(0)?,
+                        domain: r.get(1)?,
+                        policy_type: r.get(2)?,
+                        policy: r.get(3)?,
+                        mx: r.get(4)?,
+                        ip: r.get(5)?,
+                        result: r.get(6)?,
+                    },
+                    r.get::<_, i64>(7)? as u64,
+                ))
+            })?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })
+        .await
+    }
+
+    async fn forget_tls_outcomes(&self, through_day: &str) -> Result<()> {
+        let day = through_day.to_string();
+        self.write(move |c| {
+            c.execute("DELETE FROM tls_outcomes WHERE day <= ?1", [day])?;
+            Ok(((), Vec::new()))
+        })
+        .await
+    }
+
+    async fn add_tls_report(&self, r: TlsReport) -> Result<bool> {
+        self.write(move |c| {
+            let n = c.execute(
+                "INSERT OR IGNORE INTO tls_reports
+                 (received, organization, report_id, domains, start, end, successes, failures, details)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                params![
+                    r.received,
+                    r.organization,
+                    r.report_id,
+                    r.domains,
+                    r.start,
+                    r.end,
+                    r.successes as i64,
+                    r.failures as i64,
+                    r.details
+                ],
+            )?;
+            Ok((n == 1, Vec::new()))
+        })
+        .await
+    }
+
+    async fn tls_reports(&self) -> Result<Vec<TlsReport>> {
+        self.read(|c| {
+            let mut s = c.prepare_cached(
+                "SELECT received, organization, report_id, domains, start, end, successes, failures, details
+                 FROM tls_reports ORDER BY received, id",
+            )?;
+            let rows = s.query_map([], |r| {
+                Ok(TlsReport {
+                    received: r.get(0)?,
+                    organization: r.get(1)?,
+                    report_id: r.get(2)?,
+                    domains: r.get(3)?,
+                    start: r.get(4)?,
+                    end: r.get(5)?,
+                    successes: r.get::<_, i64>(6)? as u64,
+                    failures: r.get::<_, i64>(7)? as u64,
+                    details: r.get(8)?,
+                })
+            })?;
             Ok(rows.collect::<rusqlite::Result<_>>()?)
         })
         .await

@@ -603,3 +603,36 @@ impl Change {
 pub fn now() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
+
+/// One outbound TLS session's outcome, as a TLS report counts it (RFC 8460).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TlsOutcome {
+    /// UTC day, YYYY-MM-DD.
+    pub day: String,
+    /// The policy domain (the recipient domain).
+    pub domain: String,
+    /// `sts`, `tlsa` or `no-policy-found`.
+    pub policy_type: String,
+    /// The policy's text, one line per policy string.
+    pub policy: String,
+    pub mx: String,
+    pub ip: String,
+    /// Empty for success, else the failure's result type.
+    pub result: String,
+}
+
+/// A TLS report another organisation sent about a hosted domain.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TlsReport {
+    pub received: i64,
+    pub organization: String,
+    pub report_id: String,
+    /// The policy domains it covers, comma-separated.
+    pub domains: String,
+    pub start: String,
+    pub end: String,
+    pub successes: u64,
+    pub failures: u64,
+    /// One line per failure detail: result type, MX, address, count.
+    pub details: String,
+}

@@ -724,6 +724,31 @@ pub async fn queue(cli: &Cli, cmd: &QueueCmd) -> Result<()> {
 }
 
 /// Prints the tracking log's events that match, oldest first.
+pub async fn tls_reports(cli: &Cli) -> Result<()> {
+    let (store, _dir) = open(cli)?;
+    let reports = store.tls_reports().await?;
+    if reports.is_empty() {
+        println!("no TLS reports received");
+    }
+    for r in reports {
+        println!(
+            "{}  from {} for {}  {} .. {}  successful {}  failed {}  ({})",
+            agora_store::time::rfc3339(r.received),
+            r.organization,
+            r.domains,
+            r.start,
+            r.end,
+            r.successes,
+            r.failures,
+            r.report_id
+        );
+        for d in r.details.lines() {
+            println!("    {d}");
+        }
+    }
+    Ok(())
+}
+
 pub fn track(cli: &Cli, sender: Option<&str>, recipient: Option<&str>, id: Option<&str>) -> Result<()> {
     let events = agora_mail::tracking::search(&cli.data.join("tracking.log"), sender, recipient, id)?;
     if events.is_empty() {

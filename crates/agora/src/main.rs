@@ -117,6 +117,13 @@ pub enum RecordCmd {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum TlsReportCmd {
+    /// Each report received: who sent it, for which domains and period, sessions that
+    /// succeeded and failed, and each failure.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
 pub enum CertCmd {
     /// Each certificate's names, issuer, expiry and next renewal, and failed attempts.
     Status,
@@ -161,6 +168,9 @@ pub enum Cmd {
     /// The outbound queue.
     #[command(subcommand)]
     Queue(admin::QueueCmd),
+    /// TLS reports (RFC 8460) other organisations sent about the hosted domains.
+    #[command(subcommand, name = "tls-report")]
+    TlsReport(TlsReportCmd),
     /// TLS certificates: the configured pair and those obtained by ACME.
     #[command(subcommand)]
     Cert(CertCmd),
@@ -211,6 +221,7 @@ fn main() {
             Cmd::Dns(ref c) => serve::dns(&cli, c).await,
             Cmd::Queue(ref c) => admin::queue(&cli, c).await,
             Cmd::Cert(CertCmd::Status) => serve::cert_status(&cli),
+            Cmd::TlsReport(TlsReportCmd::List) => admin::tls_reports(&cli).await,
             Cmd::Track { ref sender, ref recipient, ref id } => {
                 admin::track(&cli, sender.as_deref(), recipient.as_deref(), id.as_deref())
             }

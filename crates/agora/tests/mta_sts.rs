@@ -80,6 +80,7 @@ fn policies_decide_where_mail_may_go() {
         b.cli_ok(&["user", "add", &format!("{u}@{d}"), "--password-stdin"], Some("pw\n"));
     }
     b.cli_ok(&["user", "add", "bob@b.test", "--password-stdin"], Some("pw\n"));
+    b.cli_ok(&["user", "add", "tls@b.test", "--password-stdin"], Some("pw\n"));
 
     // The policy host.
     let web_ip = unique_ip();
@@ -118,6 +119,10 @@ fn policies_decide_where_mail_may_go() {
         zone.insert(format!("_mta-sts.{d}.test/TXT"), serde_json::json!(["v=STSv1; id=20261128T1"]));
         zone.insert(format!("mta-sts.{d}.test/A"), serde_json::json!([web_ip]));
     }
+    // b.test and c.test ask for TLS reports, to a mailbox at B.
+    for d in ["b", "c"] {
+        zone.insert(format!("_smtp._tls.{d}.test/TXT"), serde_json::json!(["v=TLSRPTv1; rua=mailto:tls@b.test"]));
+    }
     let zone_file = p.join("zone.json");
     std::fs::write(&zone_file, serde_json::Value::Object(zone).to_string()).unwrap();
     let (_dns, dns_ip) = common::dns_server(&zone_file);
@@ -130,7 +135,7 @@ fn policies_decide_where_mail_may_go() {
             format!(
                 "[auth]\nplaintext_without_tls = true\n\
                  [transport]\npoll_secs = 1\nretry_secs = 1\nmx_port = 10025\nmta_sts_port = 10443\n\
-                 nameservers = [\"{dns_ip}:10053\"]\nca_file = \"{}\"\n",
+                 nameservers = [\"{dns_ip}:10053\"]\nca_file = \"{}\"\ntls_report_period_secs = 6\n",
                 ca.display()
             ),
         )
@@ -162,6 +167,22 @@ print("ok")
     let queue = a.cli_ok(&["queue", "list"], None);
     assert!(queue.contains("carol@c.test") && queue.contains("erin@e.test"), "{queue}");
     assert!(!queue.contains("bob@b.test") && !queue.contains("dave@d.test"), "{queue}");
+
+    // TLS reports (RFC 8460): after the period, A reports to the domains that asked
+    // (b.test: the session succeeded; c.test: the certificate did not name the MX),
+    // and B keeps what it received for its hosted domains.
+    wait_until("TLS reports at B", || {
+        let list = b.cli_ok(&["tls-report", "list"], None);
+        list.contains("for b.test") && list.contains("for c.test")
+    });
+    let list = b.cli_ok(&["tls-report", "list"], None);
+    let line = |d: &str| list.lines().find(|l| l.contains(&format!("for {d} "))).unwrap().to_string();
+    assert!(line("b.test").contains("from mx.example.org") && line("b.test").contains("failed 0"), "{list}");
+    assert!(!line("b.test").contains("successful 0"), "{list}");
+    assert!(!line("c.test").contains("failed 0"), "{list}");
+    assert!(list.contains("sts certificate-host-mismatch mx=mx.c.test"), "{list}");
+    assert!(!list.contains("for d.test") && !list.contains("for e.test"), "only domains that ask: {list}");
+    assert!(b.inbox_count("tls@b.test") >= 2, "the reports are delivered too");
 
     // Policies are remembered across a restart.
     assert!(a.stop().success());
