@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# HTTPS benchmark: wrk (HTTP/1.1, keep-alive) and h2load (HTTP/2, 10 streams a
+# HTTP benchmark: wrk (HTTP/1.1, keep-alive) and h2load (HTTP/2, 10 streams a
 # connection) asking for the Thunderbird autoconfig file, from Agora and from nginx
-# serving the same bytes with the same certificate (Agora's), in the same run;
-# ROUNDS rounds each in turn, the median counts.
+# serving the same bytes with the same certificate (Agora's), and wrk asking for the
+# metrics page on the administration listener (plain HTTP, loopback) from Agora and
+# from nginx serving a copy of it; in the same run, ROUNDS rounds each in turn, the
+# median counts.
 #   usage: bench/http.sh [seconds=10] [connections=64] [rounds=3]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -51,8 +53,15 @@ http {
     add_header Strict-Transport-Security "max-age=31536000" always;
     root $work/www;
   }
+  server {
+    listen 127.0.0.1:21025;
+    root $work/www;
+    location = /metrics { default_type "text/plain; version=0.0.4; charset=utf-8"; }
+  }
 }
 CONF
+curl -s http://127.0.0.1:29025/metrics > "$work/www/metrics"
+grep -q agora_sessions_open "$work/www/metrics" || { echo "Agora served no metrics page" >&2; exit 1; }
 nginx -c "$work/nginx/nginx.conf" -g 'daemon off;' &
 for _ in $(seq 50); do curl -sk -o /dev/null -H 'Host: autoconfig.example.org' "https://127.0.0.1:21443$path" && break; sleep 0.1; done
 cmp <(curl -sk -H 'Host: autoconfig.example.org' "https://127.0.0.1:21443$path") "$work/www$path" || { echo "nginx serves other bytes" >&2; exit 1; }
@@ -61,19 +70,24 @@ run() { # PORT -> requests/s
   wrk -t2 -c"$CONNS" -d"${SECS}s" -H 'Host: autoconfig.example.org' "https://127.0.0.1:$1$path" |
     awk '/Requests\/sec/ {print $2} /Non-2xx|Socket errors/ {print > "/dev/stderr"}'
 }
+run_metrics() { # PORT -> requests/s
+  wrk -t2 -c"$CONNS" -d"${SECS}s" "http://127.0.0.1:$1/metrics" |
+    awk '/Requests\/sec/ {print $2} /Non-2xx|Socket errors/ {print > "/dev/stderr"}'
+}
 run_h2() { # PORT -> requests/s
   h2load -D "$SECS" -c "$CONNS" -m 10 -t 2 --connect-to="127.0.0.1:$1" "https://autoconfig.example.org$path" |
     awk '/^finished in/ {gsub(",", "", $4); print $4} /^requests:/ && !/ 0 failed/ {print > "/dev/stderr"}'
 }
 median() { python3 -c "import statistics,sys; print(f'{statistics.median(float(x) for x in sys.argv[1:]):.0f}')" "$@"; }
-table() { # LABEL RUNNER
+table() { # LABEL RUNNER AGORA-PORT NGINX-PORT PATH
   local a=() n=()
-  for _ in $(seq "$ROUNDS"); do a+=("$($2 20443)"); n+=("$($2 21443)"); done
+  for _ in $(seq "$ROUNDS"); do a+=("$($2 "$3")"); n+=("$($2 "$4")"); done
   local am nm; am=$(median "${a[@]}"); nm=$(median "${n[@]}")
-  echo "$1: $SECS s x $ROUNDS rounds, 2 threads, $CONNS connections, GET $path ($(wc -c < "$work/www$path") bytes)"
+  echo "$1: $SECS s x $ROUNDS rounds, 2 threads, $CONNS connections, GET $5 ($(wc -c < "$work/www$5") bytes)"
   printf '%-8s %12s %16s\n' server "requests/s" "Agora / server"
   printf '%-8s %12s %16s\n' Agora "$am" "-"
   printf '%-8s %12s %16s\n' nginx "$nm" "$(python3 -c "print(f'{$am/$nm:.2f}')")"
 }
-table "HTTPS/1.1 keep-alive (wrk)" run
-table "HTTP/2, 10 streams a connection (h2load)" run_h2
+table "HTTPS/1.1 keep-alive (wrk)" run 20443 21443 "$path"
+table "HTTP/2, 10 streams a connection (h2load)" run_h2 20443 21443 "$path"
+table "metrics page, HTTP/1.1 keep-alive on loopback (wrk)" run_metrics 29025 21025 /metrics

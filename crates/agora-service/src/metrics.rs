@@ -70,6 +70,7 @@ fn describe() {
         Unit::Seconds,
         "When a served certificate expires (Unix time), per name."
     );
+    describe_counter!("agora_acme_orders_total", "ACME certificate orders, per result (issued, failed).");
     describe_gauge!("agora_build_info", "Always 1; the version is a label.");
     describe_gauge!("agora_start_time_seconds", Unit::Seconds, "When the server started (Unix time).");
     metrics::gauge!("agora_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
