@@ -30,6 +30,9 @@ pub struct Shared {
     pub hsts: Option<hyper::header::HeaderValue>,
     /// The served certificates (their expiry is a metric).
     pub tls: Option<Arc<agora_net::TlsSettings>>,
+    /// The last `/metrics` page and when it was made: scrapes within a second share
+    /// one rendering, so a flood of them costs one a second.
+    pub metrics_page: tokio::sync::Mutex<Option<(std::time::Instant, Bytes)>>,
     /// ACME HTTP-01 answers being published (token → key authorization).
     pub acme_tokens: acme::Tokens,
     /// Largest request head (request line and headers) accepted, bytes.
@@ -197,8 +200,20 @@ impl Shared {
     }
 
     /// The Prometheus page: what is counted as it happens, and what is read when asked
-    /// (the queue, the certificates' expiry).
-    async fn metrics(&self) -> Option<String> {
+    /// (the queue, the certificates' expiry); at most a second old.
+    async fn metrics(&self) -> Option<Bytes> {
+        let mut page = self.metrics_page.lock().await;
+        if let Some((made, bytes)) = page.as_ref()
+            && made.elapsed() < std::time::Duration::from_secs(1)
+        {
+            return Some(bytes.clone());
+        }
+        let fresh = Bytes::from(self.render_metrics().await?);
+        *page = Some((std::time::Instant::now(), fresh.clone()));
+        Some(fresh)
+    }
+
+    async fn render_metrics(&self) -> Option<String> {
         if let Ok((count, oldest)) = self.store.queue_stats().await {
             metrics::gauge!("agora_queue_messages").set(count as f64);
             let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());

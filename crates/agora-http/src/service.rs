@@ -88,6 +88,7 @@ fn build(ctx: &Context, s: HttpSection) -> Result<Built, String> {
         max_header_bytes: s.max_header_bytes.clamp(1024, 1 << 20),
         domains: Default::default(),
         acme_tokens: Default::default(),
+        metrics_page: Default::default(),
     });
     let mut tasks: Vec<agora_service::Task> = Vec::new();
     if let (Some(settings), Some(tls)) = (&ctx.acme, &ctx.tls) {

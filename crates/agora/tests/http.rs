@@ -5,11 +5,16 @@
 
 mod common;
 
-use common::{Agora, DOMAIN, have, run};
+use common::{Agora, DOMAIN, have, issue, private_ca, run};
 
-/// `curl -sk` against the server with every name resolved to it; returns the output.
+/// The private CA the server's certificate comes from (the tests check it).
+static CA: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+
+/// `curl -s` against the server with every name resolved to it and its certificate
+/// checked against the private CA; returns the output.
 fn curl(a: &Agora, args: &[&str]) -> String {
-    let mut all: Vec<String> = vec!["-sk".into(), "--max-time".into(), "10".into()];
+    let ca = CA.get().unwrap().to_str().unwrap().to_string();
+    let mut all: Vec<String> = vec!["-s".into(), "--cacert".into(), ca, "--max-time".into(), "10".into()];
     for n in ["mta-sts", "autoconfig", "autodiscover"] {
         all.push("--resolve".into());
         all.push(format!("{n}.{DOMAIN}:10443:{}", a.ip));
@@ -31,9 +36,19 @@ fn https_serves_policy_and_autoconfig_and_http_redirects() {
     if !have("curl") || !have("dig") {
         return;
     }
+    let pki = tempfile::tempdir().unwrap();
+    private_ca(pki.path());
+    // Every name HTTPS answers for, and one it does not serve (421 after a good handshake).
+    let names = ["mx.example.org", DOMAIN, "mta-sts.example.org", "autoconfig.example.org", "autodiscover.example.org"];
+    let (cert, key) = issue(pki.path(), "web", &[&names[..], &["elsewhere.test"]].concat());
+    CA.set(pki.path().join("ca.pem")).unwrap();
     let a = Agora::start_with(|data| {
-        let cfg =
-            "[http]\nheader_timeout_secs = 2\n[listeners.pop3]\nenabled = false\n[listeners.pop3s]\nenabled = false\n";
+        let cfg = format!(
+            "[tls]\ncert = \"{}\"\nkey = \"{}\"\n\
+             [http]\nheader_timeout_secs = 2\n[listeners.pop3]\nenabled = false\n[listeners.pop3s]\nenabled = false\n",
+            pki.path().join(&cert).display(),
+            pki.path().join(&key).display()
+        );
         std::fs::write(data.join("agora.toml"), cfg).unwrap();
     });
     let policy_url = format!("https://mta-sts.{DOMAIN}:10443/.well-known/mta-sts.txt");

@@ -53,6 +53,8 @@ print("ok")
 "#,
         ip = a.ip
     ));
+    // The page is made at most once a second.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
     let p = page(&a);
     assert_eq!(value(&p, "agora_messages_received_total"), Some(2.0), "{p}");
     assert_eq!(value(&p, r#"agora_messages_delivered_total{destination="local"}"#), Some(2.0), "{p}");
