@@ -325,9 +325,22 @@ impl DnsService {
     }
 }
 
-/// The answer from the hot path, else from the full one.
+/// The answer from the hot path, else from the full one; counted, and counted as an
+/// error when it says FORMERR, SERVFAIL, NOTIMP or REFUSED.
 fn reply(zones: &Zones, request: &[u8], udp: bool) -> Option<Vec<u8>> {
-    fast::answer(zones, request, udp).or_else(|| answer::answer(zones, request, udp))
+    static COUNTERS: std::sync::OnceLock<(metrics::Counter, metrics::Counter)> = std::sync::OnceLock::new();
+    let (queries, errors) = COUNTERS.get_or_init(|| {
+        (
+            metrics::counter!("agora_commands_total", "protocol" => "dns"),
+            metrics::counter!("agora_command_errors_total", "protocol" => "dns"),
+        )
+    });
+    let out = fast::answer(zones, request, udp).or_else(|| answer::answer(zones, request, udp));
+    queries.increment(1);
+    if out.as_ref().is_some_and(|a| a.len() >= 4 && matches!(a[3] & 0x0f, 1 | 2 | 4 | 5)) {
+        errors.increment(1);
+    }
+    out
 }
 
 /// Largest DNS message over TCP (the two-byte length's limit).

@@ -32,7 +32,9 @@ pub struct Shared {
     pub tls: Option<Arc<agora_net::TlsSettings>>,
     /// The last `/metrics` page and when it was made: scrapes within a second share
     /// one rendering, so a flood of them costs one a second.
-    pub metrics_page: tokio::sync::Mutex<Option<(std::time::Instant, Bytes)>>,
+    pub metrics_page: std::sync::RwLock<Option<(std::time::Instant, Bytes)>>,
+    /// Held while the page is made, so that one request makes it and the rest wait.
+    pub metrics_rendering: tokio::sync::Mutex<()>,
     /// ACME HTTP-01 answers being published (token → key authorization).
     pub acme_tokens: acme::Tokens,
     /// Largest request head (request line and headers) accepted, bytes.
@@ -202,15 +204,22 @@ impl Shared {
     /// The Prometheus page: what is counted as it happens, and what is read when asked
     /// (the queue, the certificates' expiry); at most a second old.
     async fn metrics(&self) -> Option<Bytes> {
-        let mut page = self.metrics_page.lock().await;
-        if let Some((made, bytes)) = page.as_ref()
-            && made.elapsed() < std::time::Duration::from_secs(1)
-        {
-            return Some(bytes.clone());
+        let fresh = || {
+            let page = self.metrics_page.read().ok()?;
+            page.as_ref().filter(|(made, _)| made.elapsed() < std::time::Duration::from_secs(1)).map(|p| p.1.clone())
+        };
+        if let Some(page) = fresh() {
+            return Some(page);
         }
-        let fresh = Bytes::from(self.render_metrics().await?);
-        *page = Some((std::time::Instant::now(), fresh.clone()));
-        Some(fresh)
+        let _making = self.metrics_rendering.lock().await;
+        if let Some(page) = fresh() {
+            return Some(page);
+        }
+        let page = Bytes::from(self.render_metrics().await?);
+        if let Ok(mut slot) = self.metrics_page.write() {
+            *slot = Some((std::time::Instant::now(), page.clone()));
+        }
+        Some(page)
     }
 
     async fn render_metrics(&self) -> Option<String> {

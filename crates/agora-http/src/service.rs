@@ -89,6 +89,7 @@ fn build(ctx: &Context, s: HttpSection) -> Result<Built, String> {
         domains: Default::default(),
         acme_tokens: Default::default(),
         metrics_page: Default::default(),
+        metrics_rendering: Default::default(),
     });
     let mut tasks: Vec<agora_service::Task> = Vec::new();
     if let (Some(settings), Some(tls)) = (&ctx.acme, &ctx.tls) {

@@ -69,6 +69,16 @@ print("ok")
     assert!(value(&p, r#"agora_commands_total{protocol="smtp"}"#).unwrap() >= 7.0, "{p}");
     assert_eq!(value(&p, r#"agora_command_errors_total{protocol="smtp"}"#), Some(0.0), "{p}");
     assert_eq!(value(&p, "agora_queue_messages"), Some(0.0), "{p}");
+    // DNS: a query answered, and one refused (a zone not served here).
+    if have("dig") {
+        for name in ["example.org", "elsewhere.test"] {
+            run("dig", &[&format!("@{}", a.ip), "-p", "10053", "+short", name, "SOA"], "");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        let p = page(&a);
+        assert_eq!(value(&p, r#"agora_commands_total{protocol="dns"}"#), Some(2.0), "{p}");
+        assert_eq!(value(&p, r#"agora_command_errors_total{protocol="dns"}"#), Some(1.0), "{p}");
+    }
     assert!(value(&p, "agora_store_commit_duration_seconds_count").unwrap() >= 2.0, "{p}");
     assert!(value(&p, "agora_store_fsyncs_total").unwrap() >= 2.0, "{p}");
     let expiry = value(&p, r#"agora_tls_certificate_expiry_timestamp_seconds{name="mx.example.org"}"#).unwrap();
