@@ -2563,9 +2563,13 @@ mod tests {
             // DNSSEC keys came with version 13 (their table is made by the base schema).
             let keys = SCHEMA.find("-- DNSSEC signing keys").unwrap();
             let keys_end = keys + SCHEMA[keys..].find(");\n").unwrap() + ");\n".len();
+            // TLS reporting came with version 15 (its tables too).
+            let tls = SCHEMA.find("CREATE TABLE IF NOT EXISTS tls_outcomes").unwrap();
+            let tls_end = SCHEMA.find("INSERT OR IGNORE INTO meta").unwrap();
             let v1 = [&SCHEMA[..subs], &SCHEMA[subs_end..]]
                 .concat()
                 .replace(&SCHEMA[keys..keys_end], "")
+                .replace(&SCHEMA[tls..tls_end], "")
                 .replace("    scram TEXT NOT NULL DEFAULT '',\n", "")
                 .replace("    recent_uid INTEGER NOT NULL DEFAULT 0,\n", "    subscribed INTEGER NOT NULL DEFAULT 1,\n")
                 .replace("    saved INTEGER NOT NULL DEFAULT 0,\n", "")
@@ -2575,9 +2579,9 @@ mod tests {
                 .replace("    created INTEGER NOT NULL,\n    profile TEXT NOT NULL DEFAULT '{}',\n    uuid BLOB,\n    changed INTEGER NOT NULL DEFAULT 0\n", "    created INTEGER NOT NULL\n")
                 .replace("    display_name TEXT NOT NULL,\n    profile TEXT NOT NULL DEFAULT '{}',\n    uuid BLOB,\n    created INTEGER NOT NULL DEFAULT 0,\n    changed INTEGER NOT NULL DEFAULT 0\n", "    display_name TEXT NOT NULL\n")
                 .replace("    created INTEGER NOT NULL,\n    mta_sts_mode TEXT NOT NULL DEFAULT 'testing'\n", "    created INTEGER NOT NULL\n")
-                .replace("'schema', '14'", "'schema', '1'");
+                .replace("'schema', '15'", "'schema', '1'");
             assert!(!v1.contains("scram") && !v1.contains("recent_uid") && v1.contains("'schema', '1'"));
-            assert!(!v1.contains("subscriptions") && !v1.contains("state TEXT"));
+            assert!(!v1.contains("subscriptions") && !v1.contains("state TEXT") && !v1.contains("tls_"));
             assert_eq!(v1.matches("uuid BLOB").count(), 1, "only the contacts table has identities");
             c.execute_batch(&v1).unwrap();
             c.execute("INSERT INTO domains (name, created) VALUES ('example.org', 0)", []).unwrap();
