@@ -290,8 +290,11 @@ impl TlsSettings {
         let mut params = rcgen::CertificateParams::new(vec![name.clone()]).map_err(cfg)?;
         params.custom_extensions = vec![rcgen::CustomExtension::new_acme_identifier(digest)];
         let cert = params.self_signed(&key).map_err(cfg)?;
-        let ck = certified_key(cert.pem().as_bytes(), key.serialize_pem().as_bytes()).map_err(TlsError::Config)?;
-        map.insert(name, ck);
+        // Not `certified_key`: its check parses the certificate, which refuses the
+        // critical acmeIdentifier extension this certificate exists to carry.
+        let der = PrivateKeyDer::try_from(key.serialize_der()).map_err(|e| TlsError::Config(e.to_string()))?;
+        let signer = provider().key_provider.load_private_key(der).map_err(|e| TlsError::Config(e.to_string()))?;
+        map.insert(name, Arc::new(CertifiedKey::new(vec![cert.der().clone()], signer)));
         Ok(())
     }
 

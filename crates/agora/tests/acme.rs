@@ -116,6 +116,8 @@ fn certificates_from_pebble_over_http01_and_tls_alpn01_renewed_in_place() {
             .current_dir(work.path())
             .env("PEBBLE_VA_NOSLEEP", "1")
             .env("PEBBLE_WFE_NONCEREJECT", "0")
+            // Every order proves every name again (no authorization carried over).
+            .env("PEBBLE_AUTHZREUSE", "0")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
