@@ -68,15 +68,15 @@ cmp <(curl -sk -H 'Host: autoconfig.example.org' "https://127.0.0.1:21443$path")
 
 run() { # PORT -> requests/s
   wrk -t2 -c"$CONNS" -d"${SECS}s" -H 'Host: autoconfig.example.org' "https://127.0.0.1:$1$path" |
-    awk '/Requests\/sec/ {print $2} /Non-2xx|Socket errors/ {print > "/dev/stderr"}'
+    awk -v port="$1" '/Requests\/sec/ {print $2} /Non-2xx|Socket errors/ {print "port " port ": " $0 > "/dev/stderr"}'
 }
 run_metrics() { # PORT -> requests/s
   wrk -t2 -c"$CONNS" -d"${SECS}s" "http://127.0.0.1:$1/metrics" |
-    awk '/Requests\/sec/ {print $2} /Non-2xx|Socket errors/ {print > "/dev/stderr"}'
+    awk -v port="$1" '/Requests\/sec/ {print $2} /Non-2xx|Socket errors/ {print "port " port ": " $0 > "/dev/stderr"}'
 }
 run_h2() { # PORT -> requests/s
   h2load -D "$SECS" -c "$CONNS" -m 10 -t 2 --connect-to="127.0.0.1:$1" "https://autoconfig.example.org$path" |
-    awk '/^finished in/ {gsub(",", "", $4); print $4} /^requests:/ && !/ 0 failed/ {print > "/dev/stderr"}'
+    awk -v port="$1" '/^finished in/ {gsub(",", "", $4); print $4} /^requests:/ && !/ 0 failed/ {print "port " port ": " $0 > "/dev/stderr"}'
 }
 median() { python3 -c "import statistics,sys; print(f'{statistics.median(float(x) for x in sys.argv[1:]):.0f}')" "$@"; }
 table() { # LABEL RUNNER AGORA-PORT NGINX-PORT PATH

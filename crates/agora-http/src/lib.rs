@@ -383,7 +383,7 @@ impl Service for HttpService {
             // A TLS-ALPN-01 validation: the handshake was the answer (RFC 8737 §3).
             return;
         }
-        use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+        use hyper_util::rt::{TokioIo, TokioTimer};
         let shutdown = conn.shutdown_token();
         let timeouts = conn.timeouts();
         let io = TokioIo::new(conn.into_stream());
@@ -398,7 +398,11 @@ impl Service for HttpService {
                 })
             }
         });
-        let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        // HTTP/2 streams run on this connection's own task (`Streams`), not as tasks of
+        // their own: no spawn per request, and no other thread contending for the
+        // connection's shared state.
+        let (exec, mut spawned) = Streams::new();
+        let mut builder = hyper_util::server::conn::auto::Builder::new(exec);
         builder
             .http1()
             .timer(TokioTimer::new())
@@ -414,18 +418,60 @@ impl Service for HttpService {
             .keep_alive_timeout(std::time::Duration::from_secs(20));
         let served = builder.serve_connection(io, svc);
         tokio::pin!(served);
-        tokio::select! {
-            r = served.as_mut() => {
-                if let Err(e) = r {
-                    tracing::debug!("http: {e}");
+        let mut streams = futures_util::stream::FuturesUnordered::new();
+        let mut stop_by: Option<tokio::time::Instant> = None;
+        loop {
+            use futures_util::StreamExt;
+            tokio::select! {
+                biased;
+                Some(stream) = spawned.recv() => streams.push(stream),
+                Some(()) = streams.next(), if !streams.is_empty() => {}
+                r = served.as_mut() => {
+                    if let Err(e) = r {
+                        tracing::debug!("http: {e}");
+                    }
+                    break;
                 }
-            }
-            () = shutdown.cancelled() => {
-                // Requests in flight finish; no new ones start.
-                served.as_mut().graceful_shutdown();
-                let _ = tokio::time::timeout(std::time::Duration::from_secs(10), served).await;
+                () = shutdown.cancelled(), if stop_by.is_none() => {
+                    // Requests in flight finish; no new ones start.
+                    served.as_mut().graceful_shutdown();
+                    stop_by = Some(tokio::time::Instant::now() + std::time::Duration::from_secs(10));
+                }
+                () = tokio::time::sleep_until(stop_by.unwrap_or_else(tokio::time::Instant::now)), if stop_by.is_some() => break,
             }
         }
+        // Streams still answering finish (their connection is gone: quickly).
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), async {
+            use futures_util::StreamExt;
+            while streams.next().await.is_some() {}
+        })
+        .await;
+    }
+}
+
+/// The executor hyper hands HTTP/2 streams to: they go to the connection's task, which
+/// polls them beside the connection.
+#[derive(Clone)]
+struct Streams(tokio::sync::mpsc::UnboundedSender<StreamTask>);
+
+/// One HTTP/2 stream's work, as hyper hands it over.
+type StreamTask = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+impl Streams {
+    fn new() -> (Streams, tokio::sync::mpsc::UnboundedReceiver<StreamTask>) {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        (Streams(tx), rx)
+    }
+}
+
+impl<F> hyper::rt::Executor<F> for Streams
+where
+    F: std::future::Future + Send + 'static,
+{
+    fn execute(&self, fut: F) {
+        let _ = self.0.send(Box::pin(async move {
+            fut.await;
+        }));
     }
 }
 
