@@ -115,7 +115,7 @@ impl Acme {
         store: Arc<dyn Store>,
         tls: Arc<TlsSettings>,
         tokens: Tokens,
-        http_on: bool,
+        (http_on, https_on): (bool, bool),
     ) -> Result<Acme, String> {
         let challenge = match settings.challenge.as_deref() {
             Some("http-01") => Challenge::Http01,
@@ -124,6 +124,15 @@ impl Acme {
             None => Challenge::TlsAlpn01,
             Some(other) => return Err(format!("[tls] acme challenge {other:?}: http-01 or tls-alpn-01")),
         };
+        match challenge {
+            Challenge::Http01 if !http_on => {
+                tracing::warn!("acme: HTTP-01 is asked for but the http listener (port 80) is off: orders will fail")
+            }
+            Challenge::TlsAlpn01 if !https_on => {
+                tracing::warn!("acme: TLS-ALPN-01 needs the https listener (port 443), which is off: orders will fail")
+            }
+            _ => {}
+        }
         if !settings.directory.starts_with("https://") {
             return Err(format!("[tls] acme directory {:?} must be an https:// URL", settings.directory));
         }

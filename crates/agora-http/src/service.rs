@@ -93,7 +93,7 @@ fn build(ctx: &Context, s: HttpSection) -> Result<Built, String> {
     });
     let mut tasks: Vec<agora_service::Task> = Vec::new();
     if let (Some(settings), Some(tls)) = (&ctx.acme, &ctx.tls) {
-        let http_on = ctx.listening.iter().any(|(k, _)| k == "http");
+        let on = |key: &str| ctx.listening.iter().any(|(k, _)| k == key);
         let acme = crate::acme::Acme::new(
             settings.clone(),
             &ctx.data_dir,
@@ -101,7 +101,7 @@ fn build(ctx: &Context, s: HttpSection) -> Result<Built, String> {
             Arc::clone(&ctx.store),
             Arc::clone(tls),
             Arc::clone(&shared.acme_tokens),
-            http_on,
+            (on("http"), on("https")),
         )?;
         acme.install_stored();
         let shutdown = ctx.shutdown.clone();

@@ -456,17 +456,23 @@ impl Transport {
                 // records, TLS of any kind); a policy in force wants a certificate valid
                 // for the MX name; a policy in testing has failures logged; else any
                 // certificate will do.
+                let mut audited: Option<Arc<Opportunistic>> = None;
                 let verifier: Arc<dyn rustls::client::danger::ServerCertVerifier> =
                     match (&dane, policy, &self.verifier) {
                         (Some(r), _, _) if r.iter().any(agora_mail::dane::Tlsa::usable) => {
                             agora_mail::dane::Verifier::new(r.clone())
                         }
-                        (Some(_), _, _) => Arc::new(Opportunistic { audit: None }),
+                        (Some(_), _, _) => Arc::new(Opportunistic::default()),
                         (None, Some(_), Some(v)) if enforce => v.clone(),
                         (None, Some(_), Some(v)) => {
-                            Arc::new(Opportunistic { audit: Some((v.clone(), domain.to_string())) })
+                            let o = Arc::new(Opportunistic {
+                                audit: Some((v.clone(), domain.to_string())),
+                                ..Opportunistic::default()
+                            });
+                            audited = Some(Arc::clone(&o));
+                            o
                         }
-                        _ => Arc::new(Opportunistic { audit: None }),
+                        _ => Arc::new(Opportunistic::default()),
                     };
                 c = c.start_tls(host_name(host), verifier).await.map_err(|e| {
                     report.failed(agora_mail::tlsrpt::result_type(&e, dane.is_some()));
@@ -479,7 +485,11 @@ impl Transport {
                     }
                 })?;
                 tls = true;
-                report.succeeded();
+                // A policy in testing: the session goes on, but its report tells the truth.
+                match audited.and_then(|o| o.failure.lock().ok().and_then(|f| f.clone())) {
+                    Some(why) => report.failed(agora_mail::tlsrpt::result_type(&why, false)),
+                    None => report.succeeded(),
+                }
                 ext = c.ehlo(&self.cfg.hostname).await?;
             } else if dane.is_some() {
                 report.failed("starttls-not-supported");
@@ -1062,9 +1072,11 @@ fn host_name(host: &str) -> &str {
 /// and the signature checks still bind the handshake to the presented key. With
 /// `audit` (an MTA-STS policy in testing mode) a certificate that would fail the
 /// policy is logged.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct Opportunistic {
     audit: Option<(Arc<rustls::client::WebPkiServerVerifier>, String)>,
+    /// Why the audited certificate failed, for the TLS report.
+    failure: std::sync::Mutex<Option<String>>,
 }
 
 impl rustls::client::danger::ServerCertVerifier for Opportunistic {
@@ -1080,6 +1092,9 @@ impl rustls::client::danger::ServerCertVerifier for Opportunistic {
             && let Err(e) = v.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
         {
             tracing::warn!("mta-sts (testing) {domain}: certificate of {}: {e}", server_name.to_str());
+            if let Ok(mut f) = self.failure.lock() {
+                *f = Some(e.to_string());
+            }
         }
         Ok(rustls::client::danger::ServerCertVerified::assertion())
     }
