@@ -2,4 +2,5 @@
 //! store served as newsgroups. This crate holds the pure wire format so far; the
 //! session and its registration come with the public-folder model.
 
+pub mod article;
 pub mod codec;
