@@ -30,6 +30,41 @@ pub async fn run_all<S: Store>(store: &S) {
     acl_and_private_seen(store).await;
     address_book(store).await;
     tls_reporting(store).await;
+    public_folders(store).await;
+}
+
+async fn public_folders<S: Store>(s: &S) {
+    use crate::PublicFolder;
+    let _ = s.add_domain("public.test").await;
+    let folder = |path: &str| PublicFolder { path: path.into(), ..Default::default() };
+    let sales =
+        s.add_public_folder(PublicFolder { newsgroup: Some("Agora.Sales".into()), ..folder("Sales") }).await.unwrap();
+    assert_eq!(sales.newsgroup.as_deref(), Some("agora.sales"));
+    s.set_acl(sales.mailbox, "anyone", Some("lr")).await.unwrap();
+    let emea = s
+        .add_public_folder(PublicFolder { address: Some("EMEA@public.test".into()), ..folder("Sales/EMEA") })
+        .await
+        .unwrap();
+    assert_eq!(emea.address.as_deref(), Some("emea@public.test"));
+    assert_eq!(s.acl(emea.mailbox).await.unwrap(), vec![("anyone".to_string(), "lr".to_string())], "inherited");
+    assert!(matches!(s.add_public_folder(folder("Nowhere/Child")).await, Err(StoreError::NotFound(_))));
+    assert!(matches!(s.add_public_folder(folder("Sales")).await, Err(StoreError::Exists(_))));
+    let dup = PublicFolder { newsgroup: Some("agora.sales".into()), ..folder("Other") };
+    assert!(matches!(s.add_public_folder(dup).await, Err(StoreError::Exists(_))));
+    assert!(s.add_public_folder(folder("a//b")).await.is_err());
+    assert!(
+        !s.accounts(None).await.unwrap().iter().any(|a| a.login == crate::PUBLIC_OWNER),
+        "the organisation's account is not a user"
+    );
+    assert!(s.remove_public_folder("Sales").await.is_err(), "a folder with subfolders stays");
+    s.rename_public_folder("Sales", "Marketing").await.unwrap();
+    let all = s.public_folders().await.unwrap();
+    let paths: Vec<(&str, i64)> = all.iter().map(|f| (f.path.as_str(), f.mailbox)).collect();
+    assert_eq!(paths, vec![("Marketing", sales.mailbox), ("Marketing/EMEA", emea.mailbox)]);
+    assert!(s.rename_public_folder("Marketing", "Marketing/EMEA/x").await.is_err());
+    s.remove_public_folder("Marketing/EMEA").await.unwrap();
+    s.remove_public_folder("Marketing").await.unwrap();
+    assert!(s.public_folders().await.unwrap().is_empty());
 }
 
 async fn tls_reporting<S: Store>(s: &S) {

@@ -169,6 +169,19 @@ pub trait MailboxStore: Send + Sync {
 
     async fn acl(&self, mailbox: MailboxId) -> Result<Vec<(String, String)>>;
 
+    /// The public folders, by path.
+    async fn public_folders(&self) -> Result<Vec<PublicFolder>>;
+
+    /// Adds a public folder at `path` (its parent must exist; it starts with the
+    /// parent's permissions). Newsgroup names and addresses are unique.
+    async fn add_public_folder(&self, folder: PublicFolder) -> Result<PublicFolder>;
+
+    /// Removes a public folder and its messages; refused while it has subfolders.
+    async fn remove_public_folder(&self, path: &str) -> Result<()>;
+
+    /// Moves a public folder (and its subfolders) to `to`, whose parent must exist.
+    async fn rename_public_folder(&self, from: &str, to: &str) -> Result<()>;
+
     /// Other accounts' mailboxes with an ACL entry for any of `identifiers`.
     async fn shared_with(&self, account: AccountId, identifiers: &[String]) -> Result<Vec<SharedMailbox>>;
 

@@ -16,8 +16,8 @@ use crate::{
     Account, AccountId, AccountUpdate, AddressEntry, Change, Contact, DEFAULT_MAILBOXES, Delivered, Delivery,
     DeliveryStore, DirectoryStore, DkimKey, DkimState, DnsRecord, DnssecKey, DnssecKeyState, Domain, Envelope, FlagOp,
     Flags, FlagsStored, Group, Mailbox, MailboxChanges, MailboxId, MailboxStore, MessageMeta, MessageRef,
-    MessageSummary, NewAccount, Profile, QueueOutcome, Queued, Result, Role, SharedMailbox, SpecialUse, StagedBlob,
-    Store, StoreError, TlsOutcome, TlsReport, now,
+    MessageSummary, NewAccount, PUBLIC_OWNER, Profile, PublicFolder, QueueOutcome, Queued, Result, Role, SharedMailbox,
+    SpecialUse, StagedBlob, Store, StoreError, TlsOutcome, TlsReport, now,
 };
 
 /// Most writes folded into one transaction; bounds the latency of the first in a batch.
@@ -215,7 +215,17 @@ CREATE TABLE IF NOT EXISTS tls_reports (
     details TEXT NOT NULL,
     UNIQUE (organization, report_id)
 );
-INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', '15');
+-- Public folders: mailboxes of the organisation's own account (role 'system').
+CREATE TABLE IF NOT EXISTS public_folders (
+    mailbox INTEGER PRIMARY KEY REFERENCES mailboxes(id) ON DELETE CASCADE,
+    newsgroup TEXT UNIQUE,
+    address TEXT UNIQUE,
+    moderated INTEGER NOT NULL DEFAULT 0,
+    anonymous_mail INTEGER NOT NULL DEFAULT 0,
+    expire_days INTEGER NOT NULL DEFAULT 0,
+    expire_count INTEGER NOT NULL DEFAULT 0
+);
+INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', '16');
 "#;
 
 /// Sends a job's reply; runs only after the stamp and the change bus are updated.
@@ -270,6 +280,8 @@ const MIGRATIONS: &[(u32, &str)] = &[
     (14, "ALTER TABLE domains ADD COLUMN mta_sts_mode TEXT NOT NULL DEFAULT 'testing'"),
     // TLS reporting: outbound outcomes and received reports come with the base schema.
     (15, "SELECT 1"),
+    // Public folders: the table comes with the base schema.
+    (16, "SELECT 1"),
 ];
 
 /// Brings an older store up to the current schema, in one transaction.
@@ -911,6 +923,80 @@ fn insert_mailbox(
     query_mailbox(conn, account, name)?.ok_or_else(|| StoreError::NotFound(format!("mailbox {name}")))
 }
 
+/// The organisation's own account, which owns the public folders; made on first use
+/// (it cannot log in: its password hash is no hash).
+fn public_owner(c: &Connection) -> Result<AccountId> {
+    let found: Option<AccountId> = c
+        .query_row("SELECT id FROM accounts WHERE role = 'system' AND login = ?1", [PUBLIC_OWNER], |r| r.get(0))
+        .optional()?;
+    if let Some(id) = found {
+        return Ok(id);
+    }
+    let domain: Option<String> =
+        c.query_row("SELECT name FROM domains ORDER BY created LIMIT 1", [], |r| r.get(0)).optional()?;
+    let domain = domain.ok_or_else(|| StoreError::Invalid("add a domain before public folders".into()))?;
+    c.execute(
+        "INSERT INTO accounts (login, domain, display_name, password_hash, role, created, uuid, changed)
+         VALUES (?1, ?2, 'Public Folders', '!', 'system', ?3, randomblob(16), ?3)",
+        params![PUBLIC_OWNER, domain, now()],
+    )?;
+    Ok(c.last_insert_rowid())
+}
+
+fn public_folder_path(path: &str) -> Result<String> {
+    let path = path.trim_matches('/').to_string();
+    if path.is_empty()
+        || path.len() > 1024
+        || path.split('/').any(|c| c.trim().is_empty())
+        || path.contains(['\0', '\r', '\n', '*', '%'])
+    {
+        return Err(StoreError::Invalid(format!("{path:?} is not a folder path (names separated by /)")));
+    }
+    Ok(path)
+}
+
+const PUBLIC_COLS: &str =
+    "m.id, m.name, p.newsgroup, p.address, p.moderated, p.anonymous_mail, p.expire_days, p.expire_count";
+
+fn public_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<PublicFolder> {
+    Ok(PublicFolder {
+        mailbox: r.get(0)?,
+        path: r.get(1)?,
+        newsgroup: r.get(2)?,
+        address: r.get(3)?,
+        moderated: r.get(4)?,
+        anonymous_mail: r.get(5)?,
+        expire_days: r.get::<_, i64>(6)? as u32,
+        expire_count: r.get::<_, i64>(7)? as u32,
+    })
+}
+
+fn query_public(c: &Connection, path: &str) -> Result<Option<PublicFolder>> {
+    let sql = format!(
+        "SELECT {PUBLIC_COLS} FROM public_folders p JOIN mailboxes m ON m.id = p.mailbox
+         JOIN accounts a ON a.id = m.account WHERE a.role = 'system' AND m.name = ?1"
+    );
+    Ok(c.prepare_cached(&sql)?.query_row([path], public_from_row).optional()?)
+}
+
+/// Deletes a mailbox with its messages (bodies lose a reference, the quota gets the
+/// space back); returns the body files to unlink after commit.
+fn delete_mailbox_rows(c: &Connection, account: AccountId, mailbox: MailboxId) -> Result<Vec<String>> {
+    c.execute(
+        "UPDATE blobs SET refs = refs - (SELECT count(*) FROM messages m WHERE m.mailbox = ?1 AND m.blob = blobs.hash)
+         WHERE hash IN (SELECT blob FROM messages WHERE mailbox = ?1)",
+        [mailbox],
+    )?;
+    c.execute(
+        "UPDATE accounts SET used = max(0, used - (SELECT coalesce(sum(size), 0) FROM messages WHERE mailbox = ?1))
+         WHERE id = ?2",
+        params![mailbox, account],
+    )?;
+    c.execute("DELETE FROM messages WHERE mailbox = ?1", [mailbox])?;
+    c.execute("DELETE FROM mailboxes WHERE id = ?1", [mailbox])?;
+    collect_garbage(c)
+}
+
 fn keywords_to_text(k: &[String]) -> String {
     k.join(" ")
 }
@@ -973,6 +1059,24 @@ impl DirectoryStore for Arc<SqliteStore> {
                 return Err(StoreError::Invalid(format!(
                     "domain {name} still has {contacts} contact(s) in its address book; remove them first"
                 )));
+            }
+            // The organisation's own account (public folders) moves to another domain.
+            let system: i64 =
+                c.query_row("SELECT count(*) FROM accounts WHERE role = 'system' AND domain = ?1", [&name], |r| {
+                    r.get(0)
+                })?;
+            if system > 0 {
+                let other: Option<String> = c
+                    .query_row("SELECT name FROM domains WHERE name != ?1 ORDER BY created LIMIT 1", [&name], |r| {
+                        r.get(0)
+                    })
+                    .optional()?;
+                let Some(other) = other else {
+                    return Err(StoreError::Invalid(format!(
+                        "domain {name} is the last one and the public folders need a domain; remove them first"
+                    )));
+                };
+                c.execute("UPDATE accounts SET domain = ?2 WHERE role = 'system' AND domain = ?1", [&name, &other])?;
             }
             c.execute("DELETE FROM dns_records WHERE domain = ?1", [&name])?;
             c.execute("DELETE FROM dnssec_keys WHERE domain = ?1", [&name])?;
@@ -1055,7 +1159,9 @@ impl DirectoryStore for Arc<SqliteStore> {
     async fn accounts(&self, domain: Option<&str>) -> Result<Vec<Account>> {
         let domain = domain.map(|d| d.to_ascii_lowercase());
         self.read(move |c| {
-            let sql = format!("SELECT {ACCOUNT_COLS} FROM accounts WHERE ?1 IS NULL OR domain = ?1 ORDER BY login");
+            let sql = format!(
+                "SELECT {ACCOUNT_COLS} FROM accounts WHERE role != 'system' AND (?1 IS NULL OR domain = ?1) ORDER BY login"
+            );
             let mut stmt = c.prepare(&sql)?;
             let rows = stmt.query_map([domain], |r| account_from_row(c, r))?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
@@ -1703,20 +1809,9 @@ impl MailboxStore for Arc<SqliteStore> {
         let blobs = Arc::clone(&self.blobs);
         let files = self
             .write(move |c| {
-                let mb = query_mailbox(c, account, &name)?.ok_or_else(|| StoreError::NotFound(format!("mailbox {name}")))?;
-                c.execute(
-                    "UPDATE blobs SET refs = refs - (SELECT count(*) FROM messages m WHERE m.mailbox = ?1 AND m.blob = blobs.hash)
-                     WHERE hash IN (SELECT blob FROM messages WHERE mailbox = ?1)",
-                    [mb.id],
-                )?;
-                c.execute(
-                    "UPDATE accounts SET used = max(0, used - (SELECT coalesce(sum(size), 0) FROM messages WHERE mailbox = ?1))
-                     WHERE id = ?2",
-                    params![mb.id, account],
-                )?;
-                c.execute("DELETE FROM messages WHERE mailbox = ?1", [mb.id])?;
-                c.execute("DELETE FROM mailboxes WHERE id = ?1", [mb.id])?;
-                let files = collect_garbage(c)?;
+                let mb =
+                    query_mailbox(c, account, &name)?.ok_or_else(|| StoreError::NotFound(format!("mailbox {name}")))?;
+                let files = delete_mailbox_rows(c, account, mb.id)?;
                 Ok((files, vec![Change::MailboxDeleted { account, mailbox: mb.id }]))
             })
             .await?;
@@ -1813,6 +1908,128 @@ impl MailboxStore for Arc<SqliteStore> {
                 c.execute("DELETE FROM subscriptions WHERE account = ?1 AND name = ?2", params![account, name])?;
             }
             Ok(((), Vec::new()))
+        })
+        .await
+    }
+
+    async fn public_folders(&self) -> Result<Vec<PublicFolder>> {
+        self.read(|c| {
+            let sql = format!(
+                "SELECT {PUBLIC_COLS} FROM public_folders p JOIN mailboxes m ON m.id = p.mailbox ORDER BY m.name"
+            );
+            let mut s = c.prepare_cached(&sql)?;
+            let rows = s.query_map([], public_from_row)?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })
+        .await
+    }
+
+    async fn add_public_folder(&self, folder: PublicFolder) -> Result<PublicFolder> {
+        let path = public_folder_path(&folder.path)?;
+        let address = folder.address.map(|a| a.to_ascii_lowercase());
+        let newsgroup = folder.newsgroup.map(|n| n.to_ascii_lowercase());
+        self.write(move |c| {
+            let owner = public_owner(c)?;
+            let parent = match path.rsplit_once('/') {
+                Some((parent, _)) => {
+                    Some(query_public(c, parent)?.ok_or_else(|| StoreError::NotFound(format!("public folder {parent}")))?)
+                }
+                None => None,
+            };
+            if let Some(a) = &address {
+                let taken: i64 = c.query_row("SELECT count(*) FROM addresses WHERE address = ?1", [a], |r| r.get(0))?;
+                if taken > 0 {
+                    return Err(StoreError::Exists(format!("address {a}")));
+                }
+            }
+            if let Some(n) = &newsgroup {
+                let taken: i64 =
+                    c.query_row("SELECT count(*) FROM public_folders WHERE newsgroup = ?1", [n], |r| r.get(0))?;
+                if taken > 0 {
+                    return Err(StoreError::Exists(format!("newsgroup {n}")));
+                }
+            }
+            let mb = insert_mailbox(c, owner, &path, None)?;
+            c.execute(
+                "INSERT INTO public_folders (mailbox, newsgroup, address, moderated, anonymous_mail, expire_days, expire_count)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    mb.id,
+                    newsgroup,
+                    address,
+                    folder.moderated,
+                    folder.anonymous_mail,
+                    folder.expire_days,
+                    folder.expire_count
+                ],
+            )
+            .map_err(|e| match e {
+                rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation => {
+                    StoreError::Exists("newsgroup or address".into())
+                }
+                e => e.into(),
+            })?;
+            // A subfolder starts with its parent's permissions.
+            if let Some(parent) = parent {
+                c.execute(
+                    "INSERT INTO acl (mailbox, identifier, rights) SELECT ?1, identifier, rights FROM acl WHERE mailbox = ?2",
+                    params![mb.id, parent.mailbox],
+                )?;
+            }
+            let made = query_public(c, &path)?.ok_or_else(|| StoreError::NotFound(format!("public folder {path}")))?;
+            Ok((made, vec![Change::MailboxCreated { account: owner, mailbox: mb.id }, Change::DirectoryChanged]))
+        })
+        .await
+    }
+
+    async fn remove_public_folder(&self, path: &str) -> Result<()> {
+        let path = public_folder_path(path)?;
+        let blobs = Arc::clone(&self.blobs);
+        let files = self
+            .write(move |c| {
+                let folder =
+                    query_public(c, &path)?.ok_or_else(|| StoreError::NotFound(format!("public folder {path}")))?;
+                let owner = public_owner(c)?;
+                let below: i64 = c.query_row(
+                    "SELECT count(*) FROM mailboxes WHERE account = ?1 AND substr(name, 1, ?2) = ?3",
+                    params![owner, path.len() as i64 + 1, format!("{path}/")],
+                    |r| r.get(0),
+                )?;
+                if below > 0 {
+                    return Err(StoreError::Invalid(format!("public folder {path} has subfolders; remove them first")));
+                }
+                let files = delete_mailbox_rows(c, owner, folder.mailbox)?;
+                Ok((
+                    files,
+                    vec![Change::MailboxDeleted { account: owner, mailbox: folder.mailbox }, Change::DirectoryChanged],
+                ))
+            })
+            .await?;
+        remove_blob_files(&blobs, &files);
+        Ok(())
+    }
+
+    async fn rename_public_folder(&self, from: &str, to: &str) -> Result<()> {
+        let (from, to) = (public_folder_path(from)?, public_folder_path(to)?);
+        self.write(move |c| {
+            query_public(c, &from)?.ok_or_else(|| StoreError::NotFound(format!("public folder {from}")))?;
+            if let Some((parent, _)) = to.rsplit_once('/')
+                && query_public(c, parent)?.is_none()
+            {
+                return Err(StoreError::NotFound(format!("public folder {parent}")));
+            }
+            if to == from || to.starts_with(&format!("{from}/")) {
+                return Err(StoreError::Invalid(format!("cannot move {from} into itself")));
+            }
+            let owner = public_owner(c)?;
+            if query_mailbox(c, owner, &to)?.is_some() {
+                return Err(StoreError::Exists(format!("public folder {to}")));
+            }
+            c.execute(
+                "UPDATE mailboxes SET name = ?3 || substr(name, ?4) WHERE account = ?1 AND (name = ?2 OR substr(name, 1, ?4) = ?2 || '/')",
+                params![owner, from, to, from.len() as i64 + 1],
+            )?;
+            Ok(((), vec![Change::DirectoryChanged]))
         })
         .await
     }
@@ -2565,11 +2782,15 @@ mod tests {
             let keys_end = keys + SCHEMA[keys..].find(");\n").unwrap() + ");\n".len();
             // TLS reporting came with version 15 (its tables too).
             let tls = SCHEMA.find("CREATE TABLE IF NOT EXISTS tls_outcomes").unwrap();
-            let tls_end = SCHEMA.find("INSERT OR IGNORE INTO meta").unwrap();
+            let tls_end = SCHEMA.find("-- Public folders").unwrap();
+            // Public folders came with version 16.
+            let public = tls_end;
+            let public_end = SCHEMA.find("INSERT OR IGNORE INTO meta").unwrap();
             let v1 = [&SCHEMA[..subs], &SCHEMA[subs_end..]]
                 .concat()
                 .replace(&SCHEMA[keys..keys_end], "")
                 .replace(&SCHEMA[tls..tls_end], "")
+                .replace(&SCHEMA[public..public_end], "")
                 .replace("    scram TEXT NOT NULL DEFAULT '',\n", "")
                 .replace("    recent_uid INTEGER NOT NULL DEFAULT 0,\n", "    subscribed INTEGER NOT NULL DEFAULT 1,\n")
                 .replace("    saved INTEGER NOT NULL DEFAULT 0,\n", "")
@@ -2579,9 +2800,14 @@ mod tests {
                 .replace("    created INTEGER NOT NULL,\n    profile TEXT NOT NULL DEFAULT '{}',\n    uuid BLOB,\n    changed INTEGER NOT NULL DEFAULT 0\n", "    created INTEGER NOT NULL\n")
                 .replace("    display_name TEXT NOT NULL,\n    profile TEXT NOT NULL DEFAULT '{}',\n    uuid BLOB,\n    created INTEGER NOT NULL DEFAULT 0,\n    changed INTEGER NOT NULL DEFAULT 0\n", "    display_name TEXT NOT NULL\n")
                 .replace("    created INTEGER NOT NULL,\n    mta_sts_mode TEXT NOT NULL DEFAULT 'testing'\n", "    created INTEGER NOT NULL\n")
-                .replace("'schema', '15'", "'schema', '1'");
+                .replace("'schema', '16'", "'schema', '1'");
             assert!(!v1.contains("scram") && !v1.contains("recent_uid") && v1.contains("'schema', '1'"));
-            assert!(!v1.contains("subscriptions") && !v1.contains("state TEXT") && !v1.contains("tls_"));
+            assert!(
+                !v1.contains("subscriptions")
+                    && !v1.contains("state TEXT")
+                    && !v1.contains("tls_")
+                    && !v1.contains("public_folders")
+            );
             assert_eq!(v1.matches("uuid BLOB").count(), 1, "only the contacts table has identities");
             c.execute_batch(&v1).unwrap();
             c.execute("INSERT INTO domains (name, created) VALUES ('example.org', 0)", []).unwrap();

@@ -636,3 +636,28 @@ pub struct TlsReport {
     /// One line per failure detail: result type, MX, address, count.
     pub details: String,
 }
+
+/// The login of the account that owns the public folders: not an address, so no user
+/// can take it, and no password opens it.
+pub const PUBLIC_OWNER: &str = "public-folders";
+
+/// A public folder: a mailbox the organisation owns (not a user), with what news and
+/// mail make of it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PublicFolder {
+    pub mailbox: MailboxId,
+    /// Its place in the hierarchy, `/`-separated (`Sales/EMEA`).
+    pub path: String,
+    /// The newsgroup it is served as; None: hidden from news.
+    pub newsgroup: Option<String>,
+    /// The address it receives mail at; None: not mail-enabled.
+    pub address: Option<String>,
+    /// Posts by non-moderators wait for approval.
+    pub moderated: bool,
+    /// Mail from senders who are not logged in (the internet) is accepted.
+    pub anonymous_mail: bool,
+    /// Articles older than this many days expire (0: never).
+    pub expire_days: u32,
+    /// Only the newest this many articles are kept (0: all).
+    pub expire_count: u32,
+}

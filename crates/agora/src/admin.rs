@@ -15,6 +15,56 @@ use clap::Subcommand;
 use crate::Cli;
 
 #[derive(Debug, Subcommand)]
+pub enum PublicCmd {
+    /// Add a public folder (its parent must exist; it starts with the parent's
+    /// permissions). It is a newsgroup named after its path unless --newsgroup names it.
+    Add {
+        path: String,
+        #[arg(long, conflicts_with = "no_newsgroup")]
+        newsgroup: Option<String>,
+        /// Keep it out of news.
+        #[arg(long)]
+        no_newsgroup: bool,
+        /// Receive mail at this address.
+        #[arg(long)]
+        address: Option<String>,
+    },
+    /// List public folders with their newsgroups, addresses and permissions.
+    List,
+    /// Remove a public folder and its messages (it must have no subfolders).
+    Remove { path: String },
+    /// Move a public folder (and its subfolders).
+    Rename { from: String, to: String },
+    /// Give WHO (an account, a group, `authenticated` or `anyone`) a role on a folder:
+    /// reader, author, editor, moderator, owner, or none to take it away.
+    Permission { path: String, who: String, rights: String },
+}
+
+/// The roles of `agora public permission` as IMAP ACL letters (RFC 4314): readers read
+/// and keep their \Seen; authors also post; editors also change and delete others'
+/// posts; moderators also make and remove subfolders; owners also set permissions.
+pub fn role_rights(role: &str) -> Option<&'static str> {
+    Some(match role.to_ascii_lowercase().as_str() {
+        "reader" => "lrs",
+        "author" => "lrsip",
+        "editor" => "lrswipte",
+        "moderator" => "lrswipkxte",
+        "owner" => "lrswipkxtea",
+        "none" => "",
+        _ => return None,
+    })
+}
+
+/// The role a set of ACL letters amounts to, for listings.
+fn rights_role(rights: &str) -> String {
+    let set = |s: &str| s.chars().collect::<std::collections::BTreeSet<char>>();
+    ["owner", "moderator", "editor", "author", "reader"]
+        .into_iter()
+        .find(|role| role_rights(role).is_some_and(|r| set(r) == set(rights)))
+        .map_or_else(|| format!("rights {rights}"), str::to_string)
+}
+
+#[derive(Debug, Subcommand)]
 pub enum DomainCmd {
     /// Host a new mail domain.
     Add { name: String },
@@ -426,6 +476,103 @@ pub async fn domain(cli: &Cli, cmd: &DomainCmd) -> Result<()> {
             Ok(())
         }
     };
+    store.close();
+    out
+}
+
+pub async fn public(cli: &Cli, cmd: &PublicCmd) -> Result<()> {
+    let (store, _dir) = open(cli)?;
+    let out = async {
+        match cmd {
+            PublicCmd::Add { path, newsgroup, no_newsgroup, address } => {
+                let newsgroup = match (newsgroup, no_newsgroup) {
+                    (_, true) => None,
+                    (Some(n), _) => {
+                        if !agora_nntp::article::is_newsgroup(n) {
+                            bail!("{n:?} is not a newsgroup name (components of letters, digits, +, - and _ joined by dots)");
+                        }
+                        Some(n.clone())
+                    }
+                    (None, false) => Some(
+                        agora_nntp::codec::newsgroup_name(path)
+                            .with_context(|| format!("{path:?} gives no newsgroup name: name one with --newsgroup"))?,
+                    ),
+                };
+                if let Some(a) = address
+                    && !a.contains('@')
+                {
+                    bail!("{a:?} is not a mail address");
+                }
+                let f = store
+                    .add_public_folder(agora_store::PublicFolder {
+                        path: path.clone(),
+                        newsgroup,
+                        address: address.clone(),
+                        ..Default::default()
+                    })
+                    .await?;
+                println!(
+                    "public folder {} added{}{}",
+                    f.path,
+                    f.newsgroup.as_ref().map_or(String::new(), |n| format!(", newsgroup {n}")),
+                    f.address.as_ref().map_or(String::new(), |a| format!(", address {a}"))
+                );
+                Ok(())
+            }
+            PublicCmd::List => {
+                let all = store.public_folders().await?;
+                if all.is_empty() {
+                    println!("no public folders");
+                }
+                for f in all {
+                    let acl = store.acl(f.mailbox).await?;
+                    let who: Vec<String> = acl.iter().map(|(w, r)| format!("{w}={}", rights_role(r))).collect();
+                    println!(
+                        "{}  newsgroup {}  address {}  {}",
+                        f.path,
+                        f.newsgroup.as_deref().unwrap_or("-"),
+                        f.address.as_deref().unwrap_or("-"),
+                        if who.is_empty() { "(no permissions: only administrators)".to_string() } else { who.join(" ") }
+                    );
+                }
+                Ok(())
+            }
+            PublicCmd::Remove { path } => {
+                store.remove_public_folder(path).await?;
+                println!("public folder {path} removed");
+                Ok(())
+            }
+            PublicCmd::Rename { from, to } => {
+                store.rename_public_folder(from, to).await?;
+                println!("public folder {from} is now {to}");
+                Ok(())
+            }
+            PublicCmd::Permission { path, who, rights } => {
+                let letters = role_rights(rights)
+                    .with_context(|| format!("{rights:?}: say reader, author, editor, moderator, owner or none"))?;
+                let who = who.to_ascii_lowercase();
+                let known = who == "anyone"
+                    || who == "authenticated"
+                    || matches!(
+                        store.lookup_address(&who).await?,
+                        agora_store::AddressEntry::Account(_) | agora_store::AddressEntry::Group(_)
+                    );
+                if !known {
+                    bail!("{who}: no such account or group (or say authenticated or anyone)");
+                }
+                let folder = store
+                    .public_folders()
+                    .await?
+                    .into_iter()
+                    .find(|f| f.path == path.trim_matches('/'))
+                    .with_context(|| format!("public folder {path} not found"))?;
+                store.set_acl(folder.mailbox, &who, (!letters.is_empty()).then_some(letters)).await?;
+                println!("{who} on {}: {}", folder.path, if letters.is_empty() { "no rights" } else { rights.as_str() });
+                Ok(())
+            }
+        }
+    }
+    .await;
     store.close();
     out
 }

@@ -165,6 +165,9 @@ pub enum Cmd {
     /// The DNS zones this server publishes.
     #[command(subcommand)]
     Dns(DnsCmd),
+    /// Public folders: the organisation's folders, served over IMAP and as newsgroups.
+    #[command(subcommand)]
+    Public(admin::PublicCmd),
     /// The outbound queue.
     #[command(subcommand)]
     Queue(admin::QueueCmd),
@@ -219,6 +222,7 @@ fn main() {
             Cmd::Group(ref c) => admin::group(&cli, c).await,
             Cmd::Contact(ref c) => admin::contact(&cli, c).await,
             Cmd::Dns(ref c) => serve::dns(&cli, c).await,
+            Cmd::Public(ref c) => admin::public(&cli, c).await,
             Cmd::Queue(ref c) => admin::queue(&cli, c).await,
             Cmd::Cert(CertCmd::Status) => serve::cert_status(&cli),
             Cmd::TlsReport(TlsReportCmd::List) => admin::tls_reports(&cli).await,
