@@ -52,6 +52,15 @@ async fn public_folders<S: Store>(s: &S) {
     let dup = PublicFolder { newsgroup: Some("agora.sales".into()), ..folder("Other") };
     assert!(matches!(s.add_public_folder(dup).await, Err(StoreError::Exists(_))));
     assert!(s.add_public_folder(folder("a//b")).await.is_err());
+    let taken = s
+        .create_account(crate::NewAccount {
+            login: "emea@public.test".into(),
+            display_name: String::new(),
+            password_hash: "x".into(),
+            ..Default::default()
+        })
+        .await;
+    assert!(taken.is_err(), "a folder's address is not free for an account");
     assert!(
         !s.accounts(None).await.unwrap().iter().any(|a| a.login == crate::PUBLIC_OWNER),
         "the organisation's account is not a user"

@@ -225,6 +225,11 @@ CREATE TABLE IF NOT EXISTS public_folders (
     expire_days INTEGER NOT NULL DEFAULT 0,
     expire_count INTEGER NOT NULL DEFAULT 0
 );
+-- A folder's address is one of the deliverable addresses: no account, alias or group
+-- may take it later.
+CREATE TRIGGER IF NOT EXISTS public_folder_address BEFORE INSERT ON addresses
+WHEN EXISTS (SELECT 1 FROM public_folders WHERE address = NEW.address)
+BEGIN SELECT RAISE(ABORT, 'the address belongs to a public folder'); END;
 INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', '16');
 "#;
 
@@ -2068,7 +2073,7 @@ impl MailboxStore for Arc<SqliteStore> {
             let sql = format!(
                 "SELECT {MAILBOX_COLS_M}, a.login, acl.identifier, acl.rights
                  FROM acl JOIN mailboxes m ON m.id = acl.mailbox JOIN accounts a ON a.id = m.account
-                 WHERE m.account != ?1 AND acl.identifier = ?2"
+                 WHERE m.account != ?1 AND acl.identifier = ?2 AND a.role != 'system'"
             );
             let mut s = c.prepare_cached(&sql)?;
             let mut out: Vec<SharedMailbox> = Vec::new();

@@ -41,6 +41,10 @@ fn public_folders_are_managed_from_the_command_line() {
         let err = String::from_utf8_lossy(&out.stderr).to_ascii_lowercase();
         assert!(!out.status.success() && err.contains(why), "{args:?}: {err}");
     }
+    // A folder's address is taken: no account can have it.
+    let out = a.cli(&["user", "add", "emea@example.org", "--password-stdin"], Some("pw\n"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("public folder"), "{err}");
     // The organisation's own account is not a user.
     assert!(!a.cli_ok(&["user", "list"], None).contains("public-folders"));
 
