@@ -138,16 +138,14 @@ pub fn parse_range(s: &str) -> Option<Range> {
     }
 }
 
+fn message_id(a: &str) -> Result<String, CommandError> {
+    if is_message_id(a) { Ok(a.to_string()) } else { Err(CommandError::Syntax("malformed message-id")) }
+}
+
 fn target(arg: Option<&str>) -> Result<Target, CommandError> {
     match arg {
         None => Ok(Target::Current),
-        Some(a) if a.starts_with('<') => {
-            if is_message_id(a) {
-                Ok(Target::MessageId(a.to_string()))
-            } else {
-                Err(CommandError::Syntax("malformed message-id"))
-            }
-        }
+        Some(a) if a.starts_with('<') => message_id(a).map(Target::MessageId),
         Some(a) => {
             number(a).map(Target::Number).ok_or(CommandError::Syntax("expected an article number or message-id"))
         }
@@ -157,13 +155,7 @@ fn target(arg: Option<&str>) -> Result<Target, CommandError> {
 fn selection(arg: Option<&str>) -> Result<Selection, CommandError> {
     match arg {
         None => Ok(Selection::Current),
-        Some(a) if a.starts_with('<') => {
-            if is_message_id(a) {
-                Ok(Selection::MessageId(a.to_string()))
-            } else {
-                Err(CommandError::Syntax("malformed message-id"))
-            }
-        }
+        Some(a) if a.starts_with('<') => message_id(a).map(Selection::MessageId),
         Some(a) => parse_range(a).map(Selection::Range).ok_or(CommandError::Syntax("expected a range or message-id")),
     }
 }
