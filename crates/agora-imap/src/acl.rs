@@ -68,6 +68,15 @@ pub fn split_shared(name: &str) -> Option<(&str, &str)> {
     (!owner.is_empty() && !mailbox.is_empty()).then_some((owner, mailbox))
 }
 
+/// `Public Folders/Sales/EMEA` -> `Sales/EMEA`.
+pub fn split_public(name: &str) -> Option<&str> {
+    name.strip_prefix(PUBLIC_FOLDERS)?.strip_prefix('/').filter(|p| !p.is_empty())
+}
+
+pub fn public_name(path: &str) -> String {
+    format!("{PUBLIC_FOLDERS}/{path}")
+}
+
 pub fn shared_name(owner: &str, mailbox: &str) -> String {
     format!("{OTHER_USERS}/{owner}/{mailbox}")
 }
@@ -119,6 +128,9 @@ mod tests {
         assert_eq!(split_shared("Other Users/a@x.org/Projects/2026"), Some(("a@x.org", "Projects/2026")));
         assert_eq!(split_shared("Other Users/a@x.org"), None);
         assert!(foreign("Public Folders/news") && !foreign("Otherwise"));
+        assert_eq!(split_public("Public Folders/Sales/EMEA"), Some("Sales/EMEA"));
+        assert_eq!(split_public("Public Folders/"), None);
+        assert_eq!(split_public("Public FoldersX/a"), None);
         let groups = vec![
             agora_store::Group {
                 address: "team@x.org".into(),

@@ -673,6 +673,12 @@ impl Session {
                     named.push((crate::acl::shared_name(&sh.owner, &sh.mailbox.name), None));
                 }
             }
+            // The public folders this user may see, in theirs.
+            for p in self.store.public_with(&self.idents).await.unwrap_or_default() {
+                if crate::acl::Rights::lenient(&p.rights).has('l') {
+                    named.push((crate::acl::public_name(&p.mailbox.name), None));
+                }
+            }
             for e in crate::list::list(&req, &named, &subs) {
                 out.extend_from_slice(format!("* {verb} ({}) \"/\" ", e.attrs.join(" ")).as_bytes());
                 self.name_out(&mut out, &e.name);
@@ -724,17 +730,22 @@ impl Session {
     pub(crate) async fn open_mailbox(&self, name: &str) -> Result<Option<Opened>, StoreError> {
         use crate::acl::Rights;
         let me = self.account.as_ref().map(|a| a.login.clone()).unwrap_or_default();
+        if let Some(path) = crate::acl::split_public(name) {
+            let Some(owner) = self.store.account_by_login(agora_store::PUBLIC_OWNER).await? else { return Ok(None) };
+            let Some(mailbox) = self.store.mailbox(owner.id, path).await? else { return Ok(None) };
+            let rights = self.rights_on(mailbox.id).await?;
+            if !rights.has('l') && !rights.has('r') {
+                return Ok(None);
+            }
+            return Ok(Some(Opened { mailbox, rights, shared: true, owner: owner.login }));
+        }
         if let Some((owner, rest)) = crate::acl::split_shared(name) {
             let Some(account) = self.store.account_by_login(owner).await? else { return Ok(None) };
             if account.id == self.account_id() {
                 return Ok(None);
             }
             let Some(mailbox) = self.store.mailbox(account.id, rest).await? else { return Ok(None) };
-            let acl = self.store.acl(mailbox.id).await?;
-            let rights = acl
-                .iter()
-                .filter(|(id, _)| self.idents.contains(id))
-                .fold(Rights::default(), |r, (_, x)| r.union(Rights::lenient(x)));
+            let rights = self.rights_on(mailbox.id).await?;
             if !rights.has('l') && !rights.has('r') {
                 return Ok(None);
             }
@@ -746,6 +757,15 @@ impl Session {
             shared: false,
             owner: me,
         }))
+    }
+
+    /// What this user's identifiers are given on a mailbox by its ACL.
+    async fn rights_on(&self, mailbox: agora_store::MailboxId) -> Result<crate::acl::Rights, StoreError> {
+        let acl = self.store.acl(mailbox).await?;
+        Ok(acl
+            .iter()
+            .filter(|(id, _)| self.idents.contains(id))
+            .fold(crate::acl::Rights::default(), |r, (_, x)| r.union(crate::acl::Rights::lenient(x))))
     }
 
     /// SETACL (rights given) and DELETEACL (None), RFC 4314 §3.1-3.2.

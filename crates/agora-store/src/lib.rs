@@ -182,8 +182,12 @@ pub trait MailboxStore: Send + Sync {
     /// Moves a public folder (and its subfolders) to `to`, whose parent must exist.
     async fn rename_public_folder(&self, from: &str, to: &str) -> Result<()>;
 
-    /// Other accounts' mailboxes with an ACL entry for any of `identifiers`.
+    /// Other accounts' mailboxes with an ACL entry for any of `identifiers` (not the
+    /// public folders).
     async fn shared_with(&self, account: AccountId, identifiers: &[String]) -> Result<Vec<SharedMailbox>>;
+
+    /// The public folders with an ACL entry for any of `identifiers`.
+    async fn public_with(&self, identifiers: &[String]) -> Result<Vec<SharedMailbox>>;
 
     /// A reader's own \Seen on another account's mailbox.
     async fn private_seen(&self, mailbox: MailboxId, account: AccountId) -> Result<Vec<u32>>;

@@ -1002,6 +1002,34 @@ fn delete_mailbox_rows(c: &Connection, account: AccountId, mailbox: MailboxId) -
     collect_garbage(c)
 }
 
+/// Mailboxes with an ACL entry for any of `identifiers`, rights joined: other users'
+/// mailboxes (`Some(reader)`: not the reader's own, not the organisation's), or the
+/// public folders (`None`).
+fn acl_mailboxes(c: &Connection, reader: Option<AccountId>, identifiers: &[String]) -> Result<Vec<SharedMailbox>> {
+    let which =
+        if reader.is_some() { "m.account != ?1 AND a.role != 'system'" } else { "?1 IS NULL AND a.role = 'system'" };
+    let sql = format!(
+        "SELECT {MAILBOX_COLS_M}, a.login, acl.identifier, acl.rights
+         FROM acl JOIN mailboxes m ON m.id = acl.mailbox JOIN accounts a ON a.id = m.account
+         WHERE {which} AND acl.identifier = ?2"
+    );
+    let mut s = c.prepare_cached(&sql)?;
+    let mut out: Vec<SharedMailbox> = Vec::new();
+    for ident in identifiers {
+        let rows = s.query_map(params![reader, ident], |r| {
+            Ok((mailbox_from_row(r)?, r.get::<_, String>(10)?, r.get::<_, String>(12)?))
+        })?;
+        for row in rows {
+            let (mailbox, owner, rights) = row?;
+            match out.iter_mut().find(|x| x.mailbox.id == mailbox.id) {
+                Some(x) => x.rights.push_str(&rights),
+                None => out.push(SharedMailbox { mailbox, owner, rights }),
+            }
+        }
+    }
+    Ok(out)
+}
+
 fn keywords_to_text(k: &[String]) -> String {
     k.join(" ")
 }
@@ -2069,29 +2097,12 @@ impl MailboxStore for Arc<SqliteStore> {
 
     async fn shared_with(&self, account: AccountId, identifiers: &[String]) -> Result<Vec<SharedMailbox>> {
         let identifiers = identifiers.to_vec();
-        self.read(move |c| {
-            let sql = format!(
-                "SELECT {MAILBOX_COLS_M}, a.login, acl.identifier, acl.rights
-                 FROM acl JOIN mailboxes m ON m.id = acl.mailbox JOIN accounts a ON a.id = m.account
-                 WHERE m.account != ?1 AND acl.identifier = ?2 AND a.role != 'system'"
-            );
-            let mut s = c.prepare_cached(&sql)?;
-            let mut out: Vec<SharedMailbox> = Vec::new();
-            for ident in &identifiers {
-                let rows = s.query_map(params![account, ident], |r| {
-                    Ok((mailbox_from_row(r)?, r.get::<_, String>(10)?, r.get::<_, String>(12)?))
-                })?;
-                for row in rows {
-                    let (mailbox, owner, rights) = row?;
-                    match out.iter_mut().find(|x| x.mailbox.id == mailbox.id) {
-                        Some(x) => x.rights.push_str(&rights),
-                        None => out.push(SharedMailbox { mailbox, owner, rights }),
-                    }
-                }
-            }
-            Ok(out)
-        })
-        .await
+        self.read(move |c| acl_mailboxes(c, Some(account), &identifiers)).await
+    }
+
+    async fn public_with(&self, identifiers: &[String]) -> Result<Vec<SharedMailbox>> {
+        let identifiers = identifiers.to_vec();
+        self.read(move |c| acl_mailboxes(c, None, &identifiers)).await
     }
 
     async fn private_seen(&self, mailbox: MailboxId, account: AccountId) -> Result<Vec<u32>> {

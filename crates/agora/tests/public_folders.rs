@@ -57,3 +57,53 @@ fn public_folders_are_managed_from_the_command_line() {
     a.cli_ok(&["public", "remove", "Marketing"], None);
     assert!(!a.cli_ok(&["public", "list"], None).contains("Marketing"));
 }
+
+#[test]
+fn public_folders_over_imap_follow_their_permissions() {
+    let a = Agora::start();
+    for u in ["bob", "carol"] {
+        a.cli_ok(&["user", "add", &format!("{u}@example.org"), "--password-stdin"], Some("pw\n"));
+    }
+    a.cli_ok(&["public", "add", "Sales"], None);
+    a.cli_ok(&["public", "permission", "Sales", "authenticated", "reader"], None);
+    a.cli_ok(&["public", "add", "Sales/EMEA Team"], None);
+    a.cli_ok(&["public", "permission", "Sales/EMEA Team", "bob@example.org", "author"], None);
+    a.cli_ok(&["public", "add", "Secret"], None);
+    common::python_ok(&format!(
+        r#"
+import imaplib, ssl
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+def login(who):
+    m = imaplib.IMAP4_SSL("{ip}", 10993, ssl_context=ctx)
+    m.login(who + "@example.org", "pw")
+    return m
+emea = '"Public Folders/Sales/EMEA Team"'
+bob = login("bob")
+names = [l.decode() for l in bob.list('""', '"*"')[1]]
+assert any(n.endswith('"Public Folders/Sales"') for n in names), names
+assert any(n.endswith('"Public Folders/Sales/EMEA Team"') for n in names), names
+assert not any("Secret" in n for n in names), names
+assert not any("Other Users" in n for n in names), names
+typ, _ = bob.append(emea, None, None, b"From: bob@example.org\r\nSubject: kickoff\r\n\r\nhello\r\n")
+assert typ == "OK", typ
+typ, data = bob.append('"Public Folders/Sales"', None, None, b"Subject: no\r\n\r\nx\r\n")
+assert typ == "NO" and b"NOPERM" in data[0], (typ, data)
+typ, data = bob.select(emea)
+assert typ == "OK" and data[0] == b"1", (typ, data)
+bob.store("1", "+FLAGS", "\\Seen")
+carol = login("carol")
+typ, data = carol.select(emea)
+assert typ == "OK" and data[0] == b"1", (typ, data)
+typ, data = carol.fetch("1", "(FLAGS BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+flags = data[0][0].decode()
+assert "\\Seen" not in flags, flags          # \Seen is each reader's own
+assert b"kickoff" in data[0][1], data
+typ, data = carol.status(emea, "(MESSAGES UNSEEN)")
+assert b"MESSAGES 1" in data[0] and b"UNSEEN 1" in data[0], data
+typ, data = carol.select('"Public Folders/Secret"')
+assert typ == "NO", (typ, data)
+print("ok")
+"#,
+        ip = a.ip
+    ));
+}
