@@ -2765,6 +2765,28 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_public_folders_account_moves_when_its_domain_goes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        assert!(store.add_public_folder(PublicFolder { path: "X".into(), ..Default::default() }).await.is_err());
+        store.add_domain("a.test").await.unwrap();
+        store.add_public_folder(PublicFolder { path: "X".into(), ..Default::default() }).await.unwrap();
+        store.add_domain("b.test").await.unwrap();
+        store.remove_domain("a.test").await.unwrap();
+        let owner = store.account_by_login(PUBLIC_OWNER).await.unwrap().unwrap();
+        assert_eq!(owner.login, PUBLIC_OWNER);
+        let domain: String = store
+            .read(|c| Ok(c.query_row("SELECT domain FROM accounts WHERE role = 'system'", [], |r| r.get(0))?))
+            .await
+            .unwrap();
+        assert_eq!(domain, "b.test");
+        let last = store.remove_domain("b.test").await.unwrap_err().to_string();
+        assert!(last.contains("public folders need a domain"), "{last}");
+        assert_eq!(store.public_folders().await.unwrap().len(), 1);
+        store.close();
+    }
+
+    #[tokio::test]
     async fn a_mailbox_bus_hears_only_its_mailbox() {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(dir.path()).unwrap();
