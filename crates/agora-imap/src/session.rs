@@ -449,6 +449,19 @@ impl Session {
             K::Examine { mailbox, condstore, qresync } if authed => {
                 return self.select(conn, &tag, &mailbox, true, condstore, qresync).await;
             }
+            K::Create { mailbox, .. }
+                if authed && crate::acl::split_public(mailbox.trim_end_matches('/')).is_some() =>
+            {
+                return self.create_public(conn, &tag, mailbox.trim_end_matches('/')).await;
+            }
+            K::Delete(mailbox) if authed && crate::acl::split_public(&mailbox).is_some() => {
+                return self.delete_public(conn, &tag, &mailbox).await;
+            }
+            K::Rename { from, to }
+                if authed && crate::acl::split_public(&from).is_some() && crate::acl::split_public(&to).is_some() =>
+            {
+                return self.rename_public(conn, &tag, &from, &to).await;
+            }
             K::Create { mailbox, .. } | K::Delete(mailbox) if authed && crate::acl::foreign(&mailbox) => {
                 conn.queue(format!("{tag} NO [NOPERM] Mailboxes here are managed by their owners\r\n").as_bytes());
             }
@@ -757,6 +770,101 @@ impl Session {
             shared: false,
             owner: me,
         }))
+    }
+
+    /// Whether this user may make a public folder at `path`: administrators anywhere,
+    /// others with the k right on its parent (RFC 4314 §4).
+    async fn may_create_public(&self, path: &str) -> bool {
+        if self.account.as_ref().is_some_and(|a| a.role == agora_store::Role::Admin) {
+            return true;
+        }
+        let Some((parent, _)) = path.rsplit_once('/') else { return false };
+        match self.open_mailbox(&crate::acl::public_name(parent)).await {
+            Ok(Some(p)) => p.rights.has('k'),
+            _ => false,
+        }
+    }
+
+    /// CREATE under `Public Folders/`: a new folder with its parent's permissions and
+    /// the newsgroup its path gives.
+    async fn create_public(&mut self, conn: &mut Conn, tag: &str, name: &str) -> Flow {
+        let path = crate::acl::split_public(name).unwrap_or_default().to_string();
+        if !self.may_create_public(&path).await {
+            conn.queue(format!("{tag} NO [NOPERM] No right to create folders here\r\n").as_bytes());
+            return Flow::Continue;
+        }
+        let folder =
+            agora_store::PublicFolder { newsgroup: agora_store::newsgroup_name(&path), path, ..Default::default() };
+        let made = match self.store.add_public_folder(folder.clone()).await {
+            // The newsgroup name may be taken: the folder is made without one.
+            Err(StoreError::Exists(what)) if what.contains("newsgroup") => {
+                self.store.add_public_folder(agora_store::PublicFolder { newsgroup: None, ..folder }).await
+            }
+            other => other,
+        };
+        match made {
+            Ok(f) => {
+                let id = self.store.mailbox_by_id(f.mailbox).await.ok().flatten().map(|m| mailbox_id(&m));
+                let code = id.map_or(String::new(), |id| format!("[MAILBOXID ({id})] "));
+                conn.queue(format!("{tag} OK {code}CREATE completed\r\n").as_bytes());
+            }
+            Err(StoreError::Exists(_)) => {
+                conn.queue(format!("{tag} NO [ALREADYEXISTS] Mailbox already exists\r\n").as_bytes())
+            }
+            Err(StoreError::NotFound(_)) => {
+                conn.queue(format!("{tag} NO [NONEXISTENT] The parent folder does not exist\r\n").as_bytes())
+            }
+            Err(e) => conn.queue(format!("{tag} NO {e}\r\n").as_bytes()),
+        }
+        Flow::Continue
+    }
+
+    /// DELETE of a public folder: with the x right on it, and no subfolders.
+    async fn delete_public(&mut self, conn: &mut Conn, tag: &str, name: &str) -> Flow {
+        let admin = self.account.as_ref().is_some_and(|a| a.role == agora_store::Role::Admin);
+        let opened = match self.open_mailbox(name).await {
+            Ok(Some(o)) => o,
+            _ => {
+                conn.queue(format!("{tag} NO [NONEXISTENT] Mailbox does not exist\r\n").as_bytes());
+                return Flow::Continue;
+            }
+        };
+        if !admin && !opened.rights.has('x') {
+            conn.queue(format!("{tag} NO [NOPERM] No right to delete this folder\r\n").as_bytes());
+            return Flow::Continue;
+        }
+        match self.store.remove_public_folder(crate::acl::split_public(name).unwrap_or_default()).await {
+            Ok(()) => conn.queue(format!("{tag} OK DELETE completed\r\n").as_bytes()),
+            Err(StoreError::Invalid(_)) => {
+                conn.queue(format!("{tag} NO [HASCHILDREN] Delete its subfolders first\r\n").as_bytes())
+            }
+            Err(e) => conn.queue(format!("{tag} NO {e}\r\n").as_bytes()),
+        }
+        Flow::Continue
+    }
+
+    /// RENAME within `Public Folders/`: the x right on the folder, and leave to create
+    /// at the destination.
+    async fn rename_public(&mut self, conn: &mut Conn, tag: &str, from: &str, to: &str) -> Flow {
+        let admin = self.account.as_ref().is_some_and(|a| a.role == agora_store::Role::Admin);
+        let (src, dst) = (
+            crate::acl::split_public(from).unwrap_or_default().to_string(),
+            crate::acl::split_public(to).unwrap_or_default().to_string(),
+        );
+        let may_take = admin || matches!(self.open_mailbox(from).await, Ok(Some(o)) if o.rights.has('x'));
+        if !may_take || !self.may_create_public(&dst).await {
+            conn.queue(format!("{tag} NO [NOPERM] No right to move this folder there\r\n").as_bytes());
+            return Flow::Continue;
+        }
+        match self.store.rename_public_folder(&src, &dst).await {
+            Ok(()) => conn.queue(format!("{tag} OK RENAME completed\r\n").as_bytes()),
+            Err(StoreError::Exists(_)) => {
+                conn.queue(format!("{tag} NO [ALREADYEXISTS] Mailbox already exists\r\n").as_bytes())
+            }
+            Err(StoreError::NotFound(_)) => conn.queue(format!("{tag} NO [NONEXISTENT] No such folder\r\n").as_bytes()),
+            Err(e) => conn.queue(format!("{tag} NO {e}\r\n").as_bytes()),
+        }
+        Flow::Continue
     }
 
     /// What this user's identifiers are given on a mailbox by its ACL.

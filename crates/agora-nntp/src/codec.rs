@@ -1,8 +1,7 @@
 //! NNTP wire format, pure: commands (RFC 3977; STARTTLS RFC 4642; AUTHINFO RFC 4643;
 //! streaming RFC 4644; COMPRESS RFC 8054; the XOVER/XHDR spellings older readers
-//! send), article ranges, message-ids, wildmats, NEWGROUPS/NEWNEWS dates, and the
-//! newsgroup name a public folder's path gives. Written by hand: no maintained Rust
-//! crate parses the NNTP command language.
+//! send), article ranges, message-ids, wildmats and NEWGROUPS/NEWNEWS dates. Written
+//! by hand: no maintained Rust crate parses the NNTP command language.
 
 /// Longest command line accepted, CRLF included: RFC 3977 §3.1 allows 512 octets;
 /// AUTHINFO SASL lines may carry an initial response of up to 12,288 (RFC 4643 §2.3).
@@ -435,24 +434,7 @@ fn glob(pattern: &[u8], text: &[u8]) -> bool {
     p[pi..].iter().all(|&c| c == '*')
 }
 
-/// The newsgroup name a public folder's path gives: components joined by dots,
-/// spaces as `-`, lower case, only the characters a newsgroup component may have
-/// (RFC 5536 §3.1.4: letters, digits, `+`, `-`, `_`); empty components dropped.
-/// None when nothing is left.
-pub fn newsgroup_name(path: &str) -> Option<String> {
-    let parts: Vec<String> = path
-        .split('/')
-        .map(|c| {
-            c.chars()
-                .map(|ch| if ch == ' ' { '-' } else { ch.to_ascii_lowercase() })
-                .filter(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '+' | '-' | '_'))
-                .collect::<String>()
-        })
-        .filter(|c| !c.is_empty())
-        .collect();
-    let name = parts.join(".");
-    (!name.is_empty() && name.len() <= MAX_ARG).then_some(name)
-}
+pub use agora_store::newsgroup_name;
 
 #[cfg(test)]
 mod tests {
@@ -557,14 +539,6 @@ mod tests {
         // Many stars against a long name: still quick.
         let name = "a".repeat(400);
         assert!(!wildmat(&format!("{}b", "*a".repeat(100)), &name));
-    }
-
-    #[test]
-    fn newsgroup_names_from_paths() {
-        assert_eq!(newsgroup_name("Sales/EMEA Team").as_deref(), Some("sales.emea-team"));
-        assert_eq!(newsgroup_name("Support/Ünïcode & co").as_deref(), Some("support.ncode--co"));
-        assert_eq!(newsgroup_name("//x//").as_deref(), Some("x"));
-        assert_eq!(newsgroup_name("!!!"), None);
     }
 
     #[test]

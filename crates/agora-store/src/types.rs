@@ -641,6 +641,25 @@ pub struct TlsReport {
 /// can take it, and no password opens it.
 pub const PUBLIC_OWNER: &str = "public-folders";
 
+/// The newsgroup name a public folder's path gives: components joined by dots,
+/// spaces as `-`, lower case, only the characters a newsgroup component may have
+/// (RFC 5536 §3.1.4: letters, digits, `+`, `-`, `_`); empty components dropped.
+/// None when nothing is left.
+pub fn newsgroup_name(path: &str) -> Option<String> {
+    let parts: Vec<String> = path
+        .split('/')
+        .map(|c| {
+            c.chars()
+                .map(|ch| if ch == ' ' { '-' } else { ch.to_ascii_lowercase() })
+                .filter(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '+' | '-' | '_'))
+                .collect::<String>()
+        })
+        .filter(|c| !c.is_empty())
+        .collect();
+    let name = parts.join(".");
+    (!name.is_empty() && name.len() <= 497).then_some(name)
+}
+
 /// A public folder: a mailbox the organisation owns (not a user), with what news and
 /// mail make of it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -660,4 +679,17 @@ pub struct PublicFolder {
     pub expire_days: u32,
     /// Only the newest this many articles are kept (0: all).
     pub expire_count: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn newsgroup_names_from_paths() {
+        assert_eq!(newsgroup_name("Sales/EMEA Team").as_deref(), Some("sales.emea-team"));
+        assert_eq!(newsgroup_name("Support/Ünïcode & co").as_deref(), Some("support.ncode--co"));
+        assert_eq!(newsgroup_name("//x//").as_deref(), Some("x"));
+        assert_eq!(newsgroup_name("!!!"), None);
+    }
 }

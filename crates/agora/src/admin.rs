@@ -494,7 +494,7 @@ pub async fn public(cli: &Cli, cmd: &PublicCmd) -> Result<()> {
                         Some(n.clone())
                     }
                     (None, false) => Some(
-                        agora_nntp::codec::newsgroup_name(path)
+                        agora_store::newsgroup_name(path)
                             .with_context(|| format!("{path:?} gives no newsgroup name: name one with --newsgroup"))?,
                     ),
                 };

@@ -69,6 +69,7 @@ fn public_folders_over_imap_follow_their_permissions() {
     a.cli_ok(&["public", "add", "Sales/EMEA Team"], None);
     a.cli_ok(&["public", "permission", "Sales/EMEA Team", "bob@example.org", "author"], None);
     a.cli_ok(&["public", "add", "Secret"], None);
+    a.cli_ok(&["public", "permission", "Sales", "bob@example.org", "moderator"], None);
     common::python_ok(&format!(
         r#"
 import imaplib, ssl
@@ -86,12 +87,12 @@ assert not any("Secret" in n for n in names), names
 assert not any("Other Users" in n for n in names), names
 typ, _ = bob.append(emea, None, None, b"From: bob@example.org\r\nSubject: kickoff\r\n\r\nhello\r\n")
 assert typ == "OK", typ
-typ, data = bob.append('"Public Folders/Sales"', None, None, b"Subject: no\r\n\r\nx\r\n")
-assert typ == "NO" and b"NOPERM" in data[0], (typ, data)
 typ, data = bob.select(emea)
 assert typ == "OK" and data[0] == b"1", (typ, data)
 bob.store("1", "+FLAGS", "\\Seen")
 carol = login("carol")
+typ, data = carol.append('"Public Folders/Sales"', None, None, b"Subject: no\r\n\r\nx\r\n")
+assert typ == "NO" and b"NOPERM" in data[0], (typ, data)
 typ, data = carol.select(emea)
 assert typ == "OK" and data[0] == b"1", (typ, data)
 typ, data = carol.fetch("1", "(FLAGS BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
@@ -102,8 +103,24 @@ typ, data = carol.status(emea, "(MESSAGES UNSEEN)")
 assert b"MESSAGES 1" in data[0] and b"UNSEEN 1" in data[0], data
 typ, data = carol.select('"Public Folders/Secret"')
 assert typ == "NO", (typ, data)
+# Folders made, moved and removed over IMAP, as the rights allow.
+typ, data = carol.create('"Public Folders/Sales/Carol"')
+assert typ == "NO" and b"NOPERM" in data[0], (typ, data)
+typ, data = bob.create('"Public Folders/Top"')
+assert typ == "NO" and b"NOPERM" in data[0], (typ, data)
+typ, data = bob.create('"Public Folders/Sales/Projects"')
+assert typ == "OK", (typ, data)
+typ, data = carol.select('"Public Folders/Sales/Projects"')
+assert typ == "OK", ("inherited reader", typ, data)
+typ, data = bob.rename('"Public Folders/Sales/Projects"', '"Public Folders/Sales/Plans"')
+assert typ == "OK", (typ, data)
+typ, data = bob.delete('"Public Folders/Sales"')
+assert typ == "NO" and b"HASCHILDREN" in data[0], (typ, data)
 print("ok")
 "#,
         ip = a.ip
     ));
+    // Made over IMAP, named for news after its path, moved with its newsgroup name kept.
+    let list = a.cli_ok(&["public", "list"], None);
+    assert!(list.contains("Sales/Plans  newsgroup sales.projects"), "{list}");
 }
