@@ -32,6 +32,9 @@ pub type Result<T, E = DirectoryError> = std::result::Result<T, E>;
 pub struct Resolution {
     /// Local accounts, each once.
     pub accounts: Vec<Account>,
+    /// A mail-enabled public folder the address belongs to: its owning account and
+    /// the folder.
+    pub folder: Option<(agora_store::AccountId, agora_store::PublicFolder)>,
     /// Addresses outside the hosted domains that groups or aliases point to.
     pub external: Vec<String>,
 }
@@ -407,6 +410,9 @@ impl Directory {
         let mut start = address.clone();
         let mut first = self.lookup(&start).await?;
         if matches!(first, AddressEntry::None) {
+            if let Some(folder) = self.store.public_folder_by_address(&address).await? {
+                return Ok(Recipient::Local(Resolution { folder: Some(folder), ..Resolution::default() }));
+            }
             match local.split_once('+') {
                 Some((base, _)) if !base.is_empty() => {
                     start = format!("{base}@{domain}");
@@ -457,6 +463,14 @@ impl Directory {
             return Ok(Recipient::Unknown);
         }
         Ok(Recipient::Local(res))
+    }
+
+    /// The identifiers an account's rights come from in access control lists: its
+    /// login, the groups it is in (nested groups included), `authenticated` and
+    /// `anyone` (RFC 4314).
+    pub async fn identifiers(&self, login: &str) -> Result<Vec<String>> {
+        let groups = self.store.groups().await?;
+        Ok(identifiers(login, &groups))
     }
 
     /// Checks a login and password. Unknown logins cost the same time as wrong passwords.
@@ -523,6 +537,27 @@ async fn hash_blocking(password: String) -> Result<(String, String)> {
     tokio::task::spawn_blocking(move || credentials(&password))
         .await
         .map_err(|e| DirectoryError::Invalid(format!("hashing password: {e}")))?
+}
+
+/// The identifiers a user's rights come from: the login, the groups it is in (nested
+/// groups included), `authenticated` and `anyone`.
+pub fn identifiers(login: &str, groups: &[agora_store::Group]) -> Vec<String> {
+    let mut ids = vec![login.to_ascii_lowercase()];
+    loop {
+        let before = ids.len();
+        for g in groups {
+            let address = g.address.to_ascii_lowercase();
+            if !ids.contains(&address) && g.members.iter().any(|m| ids.contains(&m.to_ascii_lowercase())) {
+                ids.push(address);
+            }
+        }
+        if ids.len() == before {
+            break;
+        }
+    }
+    ids.push("authenticated".into());
+    ids.push("anyone".into());
+    ids
 }
 
 #[cfg(test)]

@@ -87,26 +87,7 @@ pub fn foreign(name: &str) -> bool {
     top == OTHER_USERS || top == PUBLIC_FOLDERS
 }
 
-/// The identifiers a user's rights come from: the login, the groups it is in (nested
-/// groups included), `authenticated` and `anyone`.
-pub fn identifiers(login: &str, groups: &[agora_store::Group]) -> Vec<String> {
-    let mut ids = vec![login.to_ascii_lowercase()];
-    loop {
-        let before = ids.len();
-        for g in groups {
-            let address = g.address.to_ascii_lowercase();
-            if !ids.contains(&address) && g.members.iter().any(|m| ids.contains(&m.to_ascii_lowercase())) {
-                ids.push(address);
-            }
-        }
-        if ids.len() == before {
-            break;
-        }
-    }
-    ids.push("authenticated".into());
-    ids.push("anyone".into());
-    ids
-}
+pub use agora_directory::identifiers;
 
 #[cfg(test)]
 mod tests {

@@ -34,6 +34,8 @@ pub struct Rcpt {
     pub accounts: Vec<i64>,
     /// Outside addresses (group members, forwarding aliases) to queue.
     pub external: Vec<String>,
+    /// A public folder (owning account, path) that gets a copy.
+    pub folder: Option<(i64, String)>,
     /// DSN parameters (RFC 3461).
     pub notify: Option<String>,
     pub orcpt: Option<String>,
@@ -135,6 +137,11 @@ impl Mail {
                     targets.push(DeliveryTarget { account: a, mailbox: "INBOX".into() });
                 }
             }
+            if let Some((owner, path)) = &r.folder
+                && !targets.iter().any(|t| t.account == *owner && t.mailbox == *path)
+            {
+                targets.push(DeliveryTarget { account: *owner, mailbox: path.clone() });
+            }
             for e in &r.external {
                 if !relay.contains(e) {
                     relay.push(e.clone());
@@ -162,8 +169,12 @@ impl Mail {
         };
         let size = message.len() as u64;
         let mid = message_id(&message);
-        let local: Vec<String> =
-            i.recipients.iter().filter(|r| !r.accounts.is_empty()).map(|r| r.address.clone()).collect();
+        let local: Vec<String> = i
+            .recipients
+            .iter()
+            .filter(|r| !r.accounts.is_empty() || r.folder.is_some())
+            .map(|r| r.address.clone())
+            .collect();
         let remote = relay.clone();
         // NOTIFY=SUCCESS on a recipient delivered here: a "delivered" report (RFC 3461 §6.2).
         let wants_success = i.recipients.iter().any(|r| !r.accounts.is_empty() && notify_has(&r.notify, "SUCCESS"));

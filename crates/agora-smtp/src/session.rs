@@ -137,6 +137,8 @@ struct AcceptedRcpt {
     params: RcptParams,
     accounts: Vec<i64>,
     external: Vec<String>,
+    /// A public folder: its owning account and path.
+    folder: Option<(i64, String)>,
 }
 
 #[derive(Debug, Default)]
@@ -461,6 +463,7 @@ impl Session {
                         params,
                         accounts: Vec::new(),
                         external: vec![to],
+                        folder: None,
                     });
                 }
                 conn.queue(reply(250, "2.1.5", "Ok").as_bytes());
@@ -471,6 +474,35 @@ impl Session {
                 return self.error(conn, reply(554, "5.7.1", &format!("<{shown}>: Relay access denied")));
             }
         };
+        if let Some((owner, folder)) = &res.folder {
+            // Posting needs the folder's p or i right; mail from outside (no login) only
+            // when the folder takes anonymous mail.
+            let allowed = match &self.account {
+                Some(login) => {
+                    let ids = self.dir.identifiers(&login.login).await.unwrap_or_default();
+                    let acl = self.store.acl(folder.mailbox).await.unwrap_or_default();
+                    acl.iter().any(|(who, rights)| ids.contains(who) && (rights.contains('p') || rights.contains('i')))
+                }
+                None => folder.anonymous_mail,
+            };
+            if !allowed {
+                return self.error(
+                    conn,
+                    reply(550, "5.7.1", &format!("<{shown}>: Not allowed to post to this public folder")),
+                );
+            }
+            if let Some(tx) = &mut self.tx {
+                tx.rcpts.push(AcceptedRcpt {
+                    address: to,
+                    params,
+                    accounts: Vec::new(),
+                    external: Vec::new(),
+                    folder: Some((*owner, folder.path.clone())),
+                });
+            }
+            conn.queue(reply(250, "2.1.5", "Ok").as_bytes());
+            return Flow::Continue;
+        }
         let declared = tx.params.size.unwrap_or(0);
         let mut accounts = Vec::new();
         for acc in &res.accounts {
@@ -498,7 +530,7 @@ impl Session {
             accounts.push(acc.id);
         }
         if let Some(tx) = &mut self.tx {
-            tx.rcpts.push(AcceptedRcpt { address: to, params, accounts, external: res.external });
+            tx.rcpts.push(AcceptedRcpt { address: to, params, accounts, external: res.external, folder: None });
         }
         conn.queue(reply(250, "2.1.5", "Ok").as_bytes());
         Flow::Continue
@@ -638,6 +670,7 @@ impl Session {
                     address: r.address,
                     accounts: r.accounts,
                     external: r.external,
+                    folder: r.folder,
                     notify: r.params.notify,
                     orcpt: r.params.orcpt,
                 })

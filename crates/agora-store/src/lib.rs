@@ -176,6 +176,9 @@ pub trait MailboxStore: Send + Sync {
     /// parent's permissions). Newsgroup names and addresses are unique.
     async fn add_public_folder(&self, folder: PublicFolder) -> Result<PublicFolder>;
 
+    /// The mail-enabled public folder with this address, and the account owning it.
+    async fn public_folder_by_address(&self, address: &str) -> Result<Option<(AccountId, PublicFolder)>>;
+
     /// Removes a public folder and its messages; refused while it has subfolders.
     async fn remove_public_folder(&self, path: &str) -> Result<()>;
 

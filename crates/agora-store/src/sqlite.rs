@@ -2015,6 +2015,20 @@ impl MailboxStore for Arc<SqliteStore> {
         .await
     }
 
+    async fn public_folder_by_address(&self, address: &str) -> Result<Option<(AccountId, PublicFolder)>> {
+        let address = address.to_ascii_lowercase();
+        self.lookup(move |c| {
+            let sql = format!(
+                "SELECT {PUBLIC_COLS}, m.account FROM public_folders p JOIN mailboxes m ON m.id = p.mailbox
+                 WHERE p.address = ?1"
+            );
+            Ok(c.prepare_cached(&sql)?
+                .query_row([&address], |r| Ok((r.get::<_, AccountId>(8)?, public_from_row(r)?)))
+                .optional()?)
+        })
+        .await
+    }
+
     async fn remove_public_folder(&self, path: &str) -> Result<()> {
         let path = public_folder_path(path)?;
         let blobs = Arc::clone(&self.blobs);

@@ -25,9 +25,12 @@ pub enum PublicCmd {
         /// Keep it out of news.
         #[arg(long)]
         no_newsgroup: bool,
-        /// Receive mail at this address.
+        /// Receive mail at this address (from users with the author role or above).
         #[arg(long)]
         address: Option<String>,
+        /// Also take mail at that address from senders who are not logged in (the internet).
+        #[arg(long, requires = "address")]
+        anonymous_mail: bool,
     },
     /// List public folders with their newsgroups, addresses and permissions.
     List,
@@ -484,7 +487,7 @@ pub async fn public(cli: &Cli, cmd: &PublicCmd) -> Result<()> {
     let (store, _dir) = open(cli)?;
     let out = async {
         match cmd {
-            PublicCmd::Add { path, newsgroup, no_newsgroup, address } => {
+            PublicCmd::Add { path, newsgroup, no_newsgroup, address, anonymous_mail } => {
                 let newsgroup = match (newsgroup, no_newsgroup) {
                     (_, true) => None,
                     (Some(n), _) => {
@@ -508,6 +511,7 @@ pub async fn public(cli: &Cli, cmd: &PublicCmd) -> Result<()> {
                         path: path.clone(),
                         newsgroup,
                         address: address.clone(),
+                        anonymous_mail: *anonymous_mail,
                         ..Default::default()
                     })
                     .await?;

@@ -124,3 +124,73 @@ print("ok")
     let list = a.cli_ok(&["public", "list"], None);
     assert!(list.contains("Sales/Plans  newsgroup sales.projects"), "{list}");
 }
+
+#[test]
+fn mail_to_a_folder_address_follows_its_permissions() {
+    let a = Agora::start_with(|data| {
+        std::fs::write(data.join("agora.toml"), "[auth]\nplaintext_without_tls = true\n").unwrap();
+    });
+    for u in ["bob", "carol"] {
+        a.cli_ok(&["user", "add", &format!("{u}@example.org"), "--password-stdin"], Some("pw\n"));
+    }
+    a.cli_ok(&["public", "add", "Sales", "--address", "sales@example.org"], None);
+    a.cli_ok(&["public", "permission", "Sales", "bob@example.org", "author"], None);
+    a.cli_ok(&["public", "permission", "Sales", "carol@example.org", "reader"], None);
+    a.cli_ok(&["public", "add", "Inbound", "--address", "inbound@example.org", "--anonymous-mail"], None);
+    a.cli_ok(&["public", "permission", "Inbound", "carol@example.org", "reader"], None);
+    // An author posts by mail; a reader may not.
+    a.submit(
+        "bob@example.org",
+        "pw",
+        &["sales@example.org"],
+        "From: bob@example.org\r\nSubject: by mail\r\n\r\nhi\r\n",
+    );
+    let script = format!(
+        r#"
+import smtplib, sys
+s = smtplib.SMTP("{ip}", 10587, timeout=20)
+s.login("carol@example.org", "pw")
+try:
+    s.sendmail("carol@example.org", ["sales@example.org"], "Subject: no\r\n\r\nx\r\n")
+    print("accepted")
+except smtplib.SMTPRecipientsRefused as e:
+    print("refused", e)
+# From outside, without a login: only the folder that takes anonymous mail.
+o = smtplib.SMTP("{ip}", 10025, timeout=20)
+o.ehlo("outside.test")
+for rcpt in ["sales@example.org", "inbound@example.org"]:
+    code, _ = o.docmd("MAIL FROM:<someone@outside.test>")
+    code, text = o.docmd("RCPT TO:<%s>" % rcpt)
+    print(rcpt, code)
+    o.docmd("RSET")
+o.sendmail("someone@outside.test", ["inbound@example.org"], "From: someone@outside.test\r\nSubject: from outside\r\n\r\nhello\r\n")
+o.quit()
+"#,
+        ip = a.ip
+    );
+    let (ok, out) = common::run("python3", &["-c", &script], "");
+    assert!(ok, "{out}");
+    assert!(out.contains("refused") && out.contains("5.7.1"), "a reader cannot post: {out}");
+    assert!(out.contains("sales@example.org 550"), "{out}");
+    assert!(out.contains("inbound@example.org 250"), "{out}");
+    // What was posted is in the folders, as carol (a reader of both) sees over IMAP.
+    common::python_ok(&format!(
+        r#"
+import imaplib, ssl, time
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+m = imaplib.IMAP4_SSL("{ip}", 10993, ssl_context=ctx)
+m.login("carol@example.org", "pw")
+for box, subject in [('"Public Folders/Sales"', b"by mail"), ('"Public Folders/Inbound"', b"from outside")]:
+    for _ in range(50):
+        typ, data = m.select(box, readonly=True)
+        if data[0] == b"1":
+            break
+        time.sleep(0.1)
+    assert typ == "OK" and data[0] == b"1", (box, typ, data)
+    typ, data = m.fetch("1", "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+    assert subject in data[0][1], data
+print("ok")
+"#,
+        ip = a.ip
+    ));
+}
