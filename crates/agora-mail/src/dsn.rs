@@ -13,13 +13,21 @@ pub async fn send_report(
     report: Vec<u8>,
 ) -> Result<(), agora_store::StoreError> {
     let (targets, relay) = match dir.resolve(sender).await {
-        Ok(Recipient::Local(res)) => (
-            res.accounts.iter().map(|a| DeliveryTarget { account: a.id, mailbox: "INBOX".into() }).collect(),
-            res.external,
-        ),
+        Ok(Recipient::Local(res)) => {
+            let mut targets: Vec<DeliveryTarget> =
+                res.accounts.iter().map(|a| DeliveryTarget { account: a.id, mailbox: "INBOX".into() }).collect();
+            // A report to a public folder's address goes into the folder.
+            if let Some((owner, folder)) = &res.folder {
+                targets.push(DeliveryTarget { account: *owner, mailbox: folder.path.clone() });
+            }
+            (targets, res.external)
+        }
         Ok(Recipient::Remote) => (Vec::new(), vec![sender.to_string()]),
         _ => return Ok(()),
     };
+    if targets.is_empty() && relay.is_empty() {
+        return Ok(());
+    }
     let body = store.stage(report).await?;
     store
         .deliver(Delivery {
