@@ -97,8 +97,11 @@ pub fn read_status(dir: &Path) -> BTreeMap<String, SetStatus> {
     std::fs::read(dir.join("status.json")).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default()
 }
 
+/// A set's certificate as stored: what it says of itself, the PEM chain and the PEM key.
+pub type Stored = (CertInfo, Vec<u8>, Vec<u8>);
+
 /// The certificate stored for a set (by its first name), if any.
-pub fn stored(dir: &Path, first: &str) -> Option<(CertInfo, Vec<u8>, Vec<u8>)> {
+pub fn stored(dir: &Path, first: &str) -> Option<Stored> {
     let chain = std::fs::read(dir.join(first).join("cert.pem")).ok()?;
     let key = std::fs::read(dir.join(first).join("key.pem")).ok()?;
     let der = rustls_pki_types::CertificateDer::pem_slice_iter(&chain).next()?.ok()?;
@@ -154,20 +157,21 @@ impl Acme {
         let Ok(entries) = std::fs::read_dir(&self.dir) else { return };
         for e in entries.flatten() {
             let first = e.file_name().to_string_lossy().into_owned();
-            if e.path().is_dir() {
-                self.install(&first, true);
+            if e.path().is_dir()
+                && let Some(cert) = stored(&self.dir, &first)
+            {
+                self.install(&first, &cert, true);
             }
         }
     }
 
-    /// Serves the stored certificate of a set; false when there is none usable.
-    fn install(&self, first: &str, at_start: bool) -> bool {
-        let Some((info, chain, key)) = stored(&self.dir, first) else { return false };
-        let ck = match agora_net::tls::certified_key(&chain, &key) {
+    /// Serves a set's certificate.
+    fn install(&self, first: &str, (info, chain, key): &Stored, at_start: bool) {
+        let ck = match agora_net::tls::certified_key(chain, key) {
             Ok(ck) => ck,
             Err(e) => {
                 tracing::warn!("acme: stored certificate for {first} is unusable: {e}");
-                return false;
+                return;
             }
         };
         let default = first == self.hostname;
@@ -175,7 +179,6 @@ impl Acme {
         if let Ok(mut s) = self.served.lock() {
             s.insert(first.to_string(), info.not_after);
         }
-        true
     }
 
     fn save_status(&self, status: &BTreeMap<String, SetStatus>) {
@@ -226,10 +229,10 @@ impl Acme {
                 entry.next_attempt = entry.next_attempt.min(now());
             }
             let current = stored(&self.dir, &first).filter(|(info, _, _)| names.iter().all(|n| info.names.contains(n)));
-            if let Some((info, _, _)) = &current {
+            if let Some(cert) = &current {
                 let served = self.served.lock().ok().and_then(|s| s.get(&first).copied());
-                if served != Some(info.not_after) {
-                    self.install(&first, false);
+                if served != Some(cert.0.not_after) {
+                    self.install(&first, cert, false);
                 }
             }
             let due_at =
@@ -241,14 +244,14 @@ impl Acme {
             entry.last_attempt = Some(now());
             let key = current.map(|(_, _, k)| k).or_else(|| std::fs::read(self.dir.join(&first).join("key.pem")).ok());
             match self.obtain(&names, key).await {
-                Ok(not_after) => {
-                    tracing::info!("acme: new certificate for {} (until {not_after})", names.join(", "));
+                Ok(cert) => {
+                    tracing::info!("acme: new certificate for {} (until {})", names.join(", "), cert.0.not_after);
                     metrics::counter!("agora_acme_orders_total", "result" => "issued").increment(1);
                     entry.failures = 0;
                     entry.last_error = None;
                     // One order per set per retry interval, whatever the renewal window.
                     entry.next_attempt = now() + self.settings.retry_secs as i64;
-                    self.install(&first, false);
+                    self.install(&first, &cert, false);
                 }
                 Err(e) => {
                     metrics::counter!("agora_acme_orders_total", "result" => "failed").increment(1);
@@ -308,8 +311,8 @@ impl Acme {
     }
 
     /// One order for `names`, with the set's key when it has one; stores the chain and
-    /// returns its expiry.
-    async fn obtain(&self, names: &[String], key_pem: Option<Vec<u8>>) -> Result<i64, String> {
+    /// key and returns them.
+    async fn obtain(&self, names: &[String], key_pem: Option<Vec<u8>>) -> Result<Stored, String> {
         let account = self.account().await?;
         let ids: Vec<Identifier> = names.iter().map(|n| Identifier::Dns(n.clone())).collect();
         let mut order = account.new_order(&NewOrder::new(&ids)).await.map_err(|e| format!("new order: {e}"))?;
@@ -352,7 +355,7 @@ impl Acme {
         let dir = self.dir.join(&names[0]);
         write_atomic(&dir.join("key.pem"), key_pem.as_bytes(), 0o600).map_err(|e| e.to_string())?;
         write_atomic(&dir.join("cert.pem"), chain.as_bytes(), 0o644).map_err(|e| e.to_string())?;
-        Ok(info.not_after)
+        Ok((info, chain.into_bytes(), key_pem.into_bytes()))
     }
 
     /// Answers each pending authorization's challenge and waits for the order to be
