@@ -539,6 +539,12 @@ async fn hash_blocking(password: String) -> Result<(String, String)> {
         .map_err(|e| DirectoryError::Invalid(format!("hashing password: {e}")))?
 }
 
+/// The rights letters an ACL gives to any of `identifiers` (RFC 4314: a user holds
+/// the union of what each of their identifiers is given).
+pub fn granted(acl: &[(String, String)], identifiers: &[String]) -> String {
+    acl.iter().filter(|(who, _)| identifiers.contains(who)).map(|(_, rights)| rights.as_str()).collect()
+}
+
 /// The identifiers a user's rights come from: the login, the groups it is in (nested
 /// groups included), `authenticated` and `anyone`.
 pub fn identifiers(login: &str, groups: &[agora_store::Group]) -> Vec<String> {

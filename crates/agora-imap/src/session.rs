@@ -772,10 +772,15 @@ impl Session {
         }))
     }
 
+    /// Administrators manage every public folder.
+    fn is_admin(&self) -> bool {
+        self.account.as_ref().is_some_and(|a| a.role == agora_store::Role::Admin)
+    }
+
     /// Whether this user may make a public folder at `path`: administrators anywhere,
     /// others with the k right on its parent (RFC 4314 §4).
     async fn may_create_public(&self, path: &str) -> bool {
-        if self.account.as_ref().is_some_and(|a| a.role == agora_store::Role::Admin) {
+        if self.is_admin() {
             return true;
         }
         let Some((parent, _)) = path.rsplit_once('/') else { return false };
@@ -821,7 +826,7 @@ impl Session {
 
     /// DELETE of a public folder: with the x right on it, and no subfolders.
     async fn delete_public(&mut self, conn: &mut Conn, tag: &str, name: &str) -> Flow {
-        let admin = self.account.as_ref().is_some_and(|a| a.role == agora_store::Role::Admin);
+        let admin = self.is_admin();
         let opened = match self.open_mailbox(name).await {
             Ok(Some(o)) => o,
             _ => {
@@ -846,7 +851,7 @@ impl Session {
     /// RENAME within `Public Folders/`: the x right on the folder, and leave to create
     /// at the destination.
     async fn rename_public(&mut self, conn: &mut Conn, tag: &str, from: &str, to: &str) -> Flow {
-        let admin = self.account.as_ref().is_some_and(|a| a.role == agora_store::Role::Admin);
+        let admin = self.is_admin();
         let (src, dst) = (
             crate::acl::split_public(from).unwrap_or_default().to_string(),
             crate::acl::split_public(to).unwrap_or_default().to_string(),
@@ -870,10 +875,7 @@ impl Session {
     /// What this user's identifiers are given on a mailbox by its ACL.
     async fn rights_on(&self, mailbox: agora_store::MailboxId) -> Result<crate::acl::Rights, StoreError> {
         let acl = self.store.acl(mailbox).await?;
-        Ok(acl
-            .iter()
-            .filter(|(id, _)| self.idents.contains(id))
-            .fold(crate::acl::Rights::default(), |r, (_, x)| r.union(crate::acl::Rights::lenient(x))))
+        Ok(crate::acl::Rights::lenient(&agora_directory::granted(&acl, &self.idents)))
     }
 
     /// SETACL (rights given) and DELETEACL (None), RFC 4314 §3.1-3.2.

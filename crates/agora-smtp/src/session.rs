@@ -481,7 +481,7 @@ impl Session {
                 Some(login) => {
                     let ids = self.dir.identifiers(&login.login).await.unwrap_or_default();
                     let acl = self.store.acl(folder.mailbox).await.unwrap_or_default();
-                    acl.iter().any(|(who, rights)| ids.contains(who) && (rights.contains('p') || rights.contains('i')))
+                    agora_directory::granted(&acl, &ids).contains(['p', 'i'])
                 }
                 None => folder.anonymous_mail,
             };
