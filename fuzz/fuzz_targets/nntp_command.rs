@@ -1,8 +1,10 @@
-//! Fuzzes the NNTP command parser, wildmats and newsgroup names from folder paths.
+//! Fuzzes the NNTP command parser, wildmats and the store's newsgroup names from
+//! folder paths.
 //! Never a panic; what parses keeps its promises (message-ids well formed, names
 //! without wildmat specials), and matching stays quick on any pattern.
 #![no_main]
-use agora_nntp::codec::{Command, Target, is_message_id, is_wildmat, newsgroup_name, parse, wildmat};
+use agora_nntp::codec::{Command, Target, is_message_id, is_wildmat, parse, wildmat};
+use agora_store::newsgroup_name;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -434,8 +434,6 @@ fn glob(pattern: &[u8], text: &[u8]) -> bool {
     p[pi..].iter().all(|&c| c == '*')
 }
 
-pub use agora_store::newsgroup_name;
-
 #[cfg(test)]
 mod tests {
     use super::*;
