@@ -31,6 +31,107 @@ pub async fn run_all<S: Store>(store: &S) {
     address_book(store).await;
     tls_reporting(store).await;
     public_folders(store).await;
+    news(store).await;
+}
+
+/// Public folders as newsgroups: counts, overview from the summaries, Message-IDs and
+/// the history, moderation queues, settings.
+async fn news<S: Store>(s: &S) {
+    use crate::{PublicFolder, PublicFolderUpdate};
+    let _ = s.add_domain("news.test").await;
+    let g = s
+        .add_public_folder(PublicFolder {
+            path: "News".into(),
+            newsgroup: Some("agora.news".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    s.set_acl(g.mailbox, "anyone", Some("lr")).await.unwrap();
+    let owner = s.mailbox_by_id(g.mailbox).await.unwrap().unwrap().account;
+    let groups = s.news_groups().await.unwrap();
+    let ng = groups.iter().find(|n| n.name == "agora.news").expect("listed");
+    assert_eq!((ng.count, ng.low, ng.high), (0, 1, 0), "an empty group: low one above high");
+    assert_eq!(ng.acl, vec![("anyone".to_string(), "lr".to_string())]);
+    let post = |id: &str, subject: &str| {
+        format!(
+            "From: a@news.test\r\nSubject: {subject}\r\nMessage-ID: {id}\r\nReferences: <r@x>\r\n\r\none\r\ntwo\r\nthree\r\n"
+        )
+    };
+    let mut uids = Vec::new();
+    for (id, subject) in [("<1@news.test>", "first"), ("<2@news.test>", "second"), ("<3@news.test>", "third")] {
+        let staged = s.stage(post(id, subject).into_bytes()).await.unwrap();
+        let d = Delivery {
+            body: staged,
+            internal_date: 1_700_000_000,
+            envelope: None,
+            flags: Flags::default(),
+            keywords: Vec::new(),
+            targets: vec![DeliveryTarget { account: owner, mailbox: "News".into() }],
+            relay: Vec::new(),
+            enforce_quota: false,
+        };
+        uids.push(s.deliver(d).await.unwrap().remove(0).uid);
+    }
+    let ng = s.news_groups().await.unwrap().into_iter().find(|n| n.name == "agora.news").unwrap();
+    assert_eq!((ng.count, ng.low, ng.high), (3, uids[0], uids[2]));
+    let over = s.overview(g.mailbox, uids[1]..=u32::MAX, 10).await.unwrap();
+    assert_eq!(over.len(), 2);
+    assert_eq!(
+        (
+            over[0].uid,
+            over[0].subject.as_str(),
+            over[0].message_id.as_str(),
+            over[0].references.as_str(),
+            over[0].lines
+        ),
+        (uids[1], "second", "<2@news.test>", "<r@x>", 3)
+    );
+    assert_eq!(over[0].bytes as usize, post("<2@news.test>", "second").len());
+    assert_eq!(s.overview(g.mailbox, 1..=u32::MAX, 1).await.unwrap().len(), 1, "the limit holds");
+    assert_eq!(s.news_article("<2@news.test>").await.unwrap(), vec![(g.mailbox, uids[1])]);
+    assert!(s.news_article("<9@news.test>").await.unwrap().is_empty());
+    assert_eq!(s.news_since(0).await.unwrap().len(), 3);
+    s.expunge(g.mailbox, &[uids[1]]).await.unwrap();
+    assert!(s.news_article("<2@news.test>").await.unwrap().is_empty(), "expired articles are gone");
+    assert!(s.news_seen("<2@news.test>").await.unwrap(), "but the history remembers them");
+    assert!(!s.news_seen("<9@news.test>").await.unwrap());
+    s.remember_news(vec!["<9@news.test>".into()], 10).await.unwrap();
+    assert!(s.news_seen("<9@news.test>").await.unwrap());
+    assert_eq!(s.forget_news_history(i64::MAX).await.unwrap(), 2, "history of absent articles only");
+    assert!(!s.news_seen("<2@news.test>").await.unwrap() && s.news_seen("<1@news.test>").await.unwrap());
+
+    // Moderation: the queue is a hidden subfolder open to moderators (x) only.
+    s.set_acl(g.mailbox, "mod@news.test", Some("lrswipkxte")).await.unwrap();
+    let f = s
+        .update_public_folder(
+            "News",
+            PublicFolderUpdate { moderated: Some(true), expire_days: Some(30), ..Default::default() },
+        )
+        .await
+        .unwrap();
+    assert!(f.moderated && f.expire_days == 30);
+    assert_eq!(f.post_path("lrsip"), "News/Moderation Queue");
+    assert_eq!(f.post_path("lrswipkxte"), "News");
+    let queue = s.public_folders().await.unwrap().into_iter().find(|q| q.path == f.queue_path()).expect("queue made");
+    assert_eq!(queue.newsgroup, None);
+    assert_eq!(s.acl(queue.mailbox).await.unwrap(), vec![("mod@news.test".to_string(), "lrswipkxte".to_string())]);
+    s.set_acl(g.mailbox, "boss@news.test", Some("lrswipkxtea")).await.unwrap();
+    s.set_acl(g.mailbox, "mod@news.test", Some("lrs")).await.unwrap();
+    assert_eq!(s.acl(queue.mailbox).await.unwrap(), vec![("boss@news.test".to_string(), "lrswipkxtea".to_string())]);
+    assert!(s.news_groups().await.unwrap().iter().all(|n| n.folder.mailbox != queue.mailbox), "not a newsgroup");
+    let f = s
+        .update_public_folder(
+            "News",
+            PublicFolderUpdate { moderated: Some(false), newsgroup: Some(None), ..Default::default() },
+        )
+        .await
+        .unwrap();
+    assert!(!f.moderated && f.newsgroup.is_none());
+    assert!(s.public_folders().await.unwrap().iter().all(|q| q.path != f.queue_path()), "an empty queue goes");
+    s.update_public_folder("News", PublicFolderUpdate { moderated: Some(true), ..Default::default() }).await.unwrap();
+    s.remove_public_folder("News").await.unwrap();
+    assert!(s.public_folders().await.unwrap().iter().all(|q| !q.path.starts_with("News")), "with its queue");
 }
 
 async fn public_folders<S: Store>(s: &S) {

@@ -176,6 +176,36 @@ pub trait MailboxStore: Send + Sync {
     /// parent's permissions). Newsgroup names and addresses are unique.
     async fn add_public_folder(&self, folder: PublicFolder) -> Result<PublicFolder>;
 
+    /// Changes a public folder's news, mail, moderation and expiry settings. Making it
+    /// moderated makes its moderation queue (a subfolder hidden from news that only its
+    /// moderators may see); ending moderation removes the queue if it is empty.
+    async fn update_public_folder(&self, path: &str, update: PublicFolderUpdate) -> Result<PublicFolder>;
+
+    /// The public folders served as newsgroups (by name), with counts and permissions.
+    async fn news_groups(&self) -> Result<Vec<NewsGroup>>;
+
+    /// Overview data of a folder's articles numbered within `uids`, at most `limit`,
+    /// from the summaries kept at delivery (no body is read).
+    async fn overview(&self, mailbox: MailboxId, uids: RangeInclusive<u32>, limit: usize) -> Result<Vec<Overview>>;
+
+    /// Where the article with this Message-ID is, in newsgroups: (folder, number).
+    async fn news_article(&self, message_id: &str) -> Result<Vec<(MailboxId, u32)>>;
+
+    /// Whether a Message-ID was taken here: present in a public folder or remembered by
+    /// the history.
+    async fn news_seen(&self, message_id: &str) -> Result<bool>;
+
+    /// Enters Message-IDs in the history (articles refused or not carried), so that
+    /// peers' offers of them are declined.
+    async fn remember_news(&self, message_ids: Vec<String>, now: i64) -> Result<()>;
+
+    /// Message-IDs of the articles that arrived in public folders at or after `since`,
+    /// with their folders.
+    async fn news_since(&self, since: i64) -> Result<Vec<(MailboxId, String)>>;
+
+    /// Forgets history entries from before `before` whose articles are gone.
+    async fn forget_news_history(&self, before: i64) -> Result<usize>;
+
     /// The mail-enabled public folder with this address, and the account owning it.
     async fn public_folder_by_address(&self, address: &str) -> Result<Option<(AccountId, PublicFolder)>>;
 

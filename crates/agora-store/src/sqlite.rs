@@ -16,8 +16,9 @@ use crate::{
     Account, AccountId, AccountUpdate, AddressEntry, Change, Contact, DEFAULT_MAILBOXES, Delivered, Delivery,
     DeliveryStore, DirectoryStore, DkimKey, DkimState, DnsRecord, DnssecKey, DnssecKeyState, Domain, Envelope, FlagOp,
     Flags, FlagsStored, Group, Mailbox, MailboxChanges, MailboxId, MailboxStore, MessageMeta, MessageRef,
-    MessageSummary, NewAccount, PUBLIC_OWNER, Profile, PublicFolder, QueueOutcome, Queued, Result, Role, SharedMailbox,
-    SpecialUse, StagedBlob, Store, StoreError, TlsOutcome, TlsReport, now,
+    MessageSummary, NewAccount, NewsGroup, Overview, PUBLIC_OWNER, Profile, PublicFolder, PublicFolderUpdate,
+    QueueOutcome, Queued, Result, Role, SharedMailbox, SpecialUse, StagedBlob, Store, StoreError, TlsOutcome,
+    TlsReport, now,
 };
 
 /// Most writes folded into one transaction; bounds the latency of the first in a batch.
@@ -230,7 +231,59 @@ CREATE TABLE IF NOT EXISTS public_folders (
 CREATE TRIGGER IF NOT EXISTS public_folder_address BEFORE INSERT ON addresses
 WHEN EXISTS (SELECT 1 FROM public_folders WHERE address = NEW.address)
 BEGIN SELECT RAISE(ABORT, 'the address belongs to a public folder'); END;
-INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', '16');
+-- News: every message in a public folder is known by its Message-ID (ARTICLE <id>,
+-- NEWNEWS), and every Message-ID ever taken stays in the history for a while after
+-- the article expires, so that peers cannot feed it again. Kept by the database itself,
+-- whichever door (NNTP, SMTP, IMAP) the message came through.
+-- seq orders arrivals for the outgoing feeds (never reused).
+CREATE TABLE IF NOT EXISTS news_articles (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    message_id TEXT NOT NULL,
+    mailbox INTEGER NOT NULL REFERENCES mailboxes(id) ON DELETE CASCADE,
+    uid INTEGER NOT NULL,
+    arrived INTEGER NOT NULL,
+    UNIQUE (message_id, mailbox)
+);
+CREATE INDEX IF NOT EXISTS news_articles_uid ON news_articles (mailbox, uid);
+CREATE INDEX IF NOT EXISTS news_articles_arrived ON news_articles (arrived);
+CREATE TABLE IF NOT EXISTS news_history (
+    message_id TEXT PRIMARY KEY,
+    seen INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS news_history_seen ON news_history (seen);
+-- Outgoing news feeds: how far each peer has been offered the arrivals (news_articles
+-- seq), and the articles a peer asked to be offered again later.
+CREATE TABLE IF NOT EXISTS news_peers (
+    peer TEXT PRIMARY KEY,
+    cursor INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS news_deferred (
+    peer TEXT NOT NULL,
+    message_id TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt INTEGER NOT NULL,
+    PRIMARY KEY (peer, message_id)
+) WITHOUT ROWID;
+INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', '17');
+"#;
+
+/// Triggers over the current columns: made after the migrations (an older store gets
+/// the columns they read first).
+const TRIGGERS: &str = r#"
+CREATE TRIGGER IF NOT EXISTS news_article_in AFTER INSERT ON messages
+WHEN EXISTS (SELECT 1 FROM public_folders WHERE mailbox = NEW.mailbox)
+BEGIN
+    INSERT OR IGNORE INTO news_articles (message_id, mailbox, uid, arrived)
+    SELECT trim(json_extract(b.summary, '$.envelope.message_id')), NEW.mailbox, NEW.uid,
+           CASE WHEN NEW.saved > 0 THEN NEW.saved ELSE NEW.internal_date END
+    FROM blobs b WHERE b.hash = NEW.blob AND json_extract(b.summary, '$.envelope.message_id') IS NOT NULL;
+    INSERT OR IGNORE INTO news_history (message_id, seen)
+    SELECT trim(json_extract(b.summary, '$.envelope.message_id')),
+           CASE WHEN NEW.saved > 0 THEN NEW.saved ELSE NEW.internal_date END
+    FROM blobs b WHERE b.hash = NEW.blob AND json_extract(b.summary, '$.envelope.message_id') IS NOT NULL;
+END;
+CREATE TRIGGER IF NOT EXISTS news_article_out AFTER DELETE ON messages
+BEGIN DELETE FROM news_articles WHERE mailbox = OLD.mailbox AND uid = OLD.uid; END;
 "#;
 
 /// Sends a job's reply; runs only after the stamp and the change bus are updated.
@@ -287,6 +340,17 @@ const MIGRATIONS: &[(u32, &str)] = &[
     (15, "SELECT 1"),
     // Public folders: the table comes with the base schema.
     (16, "SELECT 1"),
+    // News: the tables and triggers come with the base schema; messages already in
+    // public folders are entered by their Message-ID.
+    (
+        17,
+        "INSERT OR IGNORE INTO news_articles (message_id, mailbox, uid, arrived)
+         SELECT trim(json_extract(b.summary, '$.envelope.message_id')), m.mailbox, m.uid,
+                CASE WHEN m.saved > 0 THEN m.saved ELSE m.internal_date END
+         FROM messages m JOIN blobs b ON b.hash = m.blob JOIN public_folders p ON p.mailbox = m.mailbox
+         WHERE json_extract(b.summary, '$.envelope.message_id') IS NOT NULL;
+         INSERT OR IGNORE INTO news_history (message_id, seen) SELECT message_id, arrived FROM news_articles",
+    ),
 ];
 
 /// Brings an older store up to the current schema, in one transaction.
@@ -383,6 +447,7 @@ impl SqliteStore {
         let writer_conn = open_conn(&path)?;
         writer_conn.execute_batch(SCHEMA)?;
         migrate(&writer_conn)?;
+        writer_conn.execute_batch(TRIGGERS)?;
         // Checkpoints run on their own thread, so a commit never waits for one.
         writer_conn.execute_batch("PRAGMA wal_autocheckpoint=0")?;
         let ckpt_conn = open_conn(&path)?;
@@ -982,6 +1047,44 @@ fn query_public(c: &Connection, path: &str) -> Result<Option<PublicFolder>> {
          JOIN accounts a ON a.id = m.account WHERE a.role = 'system' AND m.name = ?1"
     );
     Ok(c.prepare_cached(&sql)?.query_row([path], public_from_row).optional()?)
+}
+
+/// A uniqueness violation as "already exists" (naming what); other errors as they are.
+fn constraint(e: rusqlite::Error, what: &str) -> StoreError {
+    match e {
+        rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation => {
+            StoreError::Exists(what.to_string())
+        }
+        e => e.into(),
+    }
+}
+
+/// Makes a moderated folder's queue if it is missing: a subfolder hidden from news,
+/// open to the folder's moderators only (the entries holding x).
+fn ensure_queue(c: &Connection, owner: AccountId, folder: &PublicFolder) -> Result<Option<MailboxId>> {
+    let path = folder.queue_path();
+    if query_mailbox(c, owner, &path)?.is_some() {
+        return Ok(None);
+    }
+    let mb = insert_mailbox(c, owner, &path, None)?;
+    c.execute("INSERT INTO public_folders (mailbox) VALUES (?1)", [mb.id])?;
+    c.execute(
+        "INSERT INTO acl (mailbox, identifier, rights)
+         SELECT ?1, identifier, rights FROM acl WHERE mailbox = ?2 AND instr(rights, 'x') > 0",
+        params![mb.id, folder.mailbox],
+    )?;
+    Ok(Some(mb.id))
+}
+
+/// The moderation queue of the public folder `mailbox`, when it is moderated.
+fn queue_of(c: &Connection, mailbox: MailboxId) -> Result<Option<MailboxId>> {
+    let sql = format!(
+        "SELECT {PUBLIC_COLS} FROM public_folders p JOIN mailboxes m ON m.id = p.mailbox WHERE p.mailbox = ?1 AND p.moderated"
+    );
+    let Some(folder) = c.prepare_cached(&sql)?.query_row([mailbox], public_from_row).optional()? else {
+        return Ok(None);
+    };
+    Ok(query_public(c, &folder.queue_path())?.map(|q| q.mailbox))
 }
 
 /// Deletes a mailbox with its messages (bodies lose a reference, the quota gets the
@@ -1996,12 +2099,7 @@ impl MailboxStore for Arc<SqliteStore> {
                     folder.expire_count
                 ],
             )
-            .map_err(|e| match e {
-                rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation => {
-                    StoreError::Exists("newsgroup or address".into())
-                }
-                e => e.into(),
-            })?;
+            .map_err(|e| constraint(e, "newsgroup or address"))?;
             // A subfolder starts with its parent's permissions.
             if let Some(parent) = parent {
                 c.execute(
@@ -2010,7 +2108,13 @@ impl MailboxStore for Arc<SqliteStore> {
                 )?;
             }
             let made = query_public(c, &path)?.ok_or_else(|| StoreError::NotFound(format!("public folder {path}")))?;
-            Ok((made, vec![Change::MailboxCreated { account: owner, mailbox: mb.id }, Change::DirectoryChanged]))
+            let mut changes = vec![Change::MailboxCreated { account: owner, mailbox: mb.id }, Change::DirectoryChanged];
+            if made.moderated
+                && let Some(q) = ensure_queue(c, owner, &made)?
+            {
+                changes.push(Change::MailboxCreated { account: owner, mailbox: q });
+            }
+            Ok((made, changes))
         })
         .await
     }
@@ -2037,19 +2141,26 @@ impl MailboxStore for Arc<SqliteStore> {
                 let folder =
                     query_public(c, &path)?.ok_or_else(|| StoreError::NotFound(format!("public folder {path}")))?;
                 let owner = public_owner(c)?;
+                // The folder's own moderation queue goes with it.
+                let queue = folder.queue_path();
                 let below: i64 = c.query_row(
-                    "SELECT count(*) FROM mailboxes WHERE account = ?1 AND substr(name, 1, ?2) = ?3",
-                    params![owner, path.len() as i64 + 1, format!("{path}/")],
+                    "SELECT count(*) FROM mailboxes WHERE account = ?1 AND substr(name, 1, ?2) = ?3 AND name != ?4",
+                    params![owner, path.len() as i64 + 1, format!("{path}/"), queue],
                     |r| r.get(0),
                 )?;
                 if below > 0 {
                     return Err(StoreError::Invalid(format!("public folder {path} has subfolders; remove them first")));
                 }
-                let files = delete_mailbox_rows(c, owner, folder.mailbox)?;
-                Ok((
-                    files,
-                    vec![Change::MailboxDeleted { account: owner, mailbox: folder.mailbox }, Change::DirectoryChanged],
-                ))
+                let mut changes = Vec::new();
+                let mut files = Vec::new();
+                if let Some(q) = query_mailbox(c, owner, &queue)? {
+                    files.extend(delete_mailbox_rows(c, owner, q.id)?);
+                    changes.push(Change::MailboxDeleted { account: owner, mailbox: q.id });
+                }
+                files.extend(delete_mailbox_rows(c, owner, folder.mailbox)?);
+                changes.push(Change::MailboxDeleted { account: owner, mailbox: folder.mailbox });
+                changes.push(Change::DirectoryChanged);
+                Ok((files, changes))
             })
             .await?;
         remove_blob_files(&blobs, &files);
@@ -2081,6 +2192,197 @@ impl MailboxStore for Arc<SqliteStore> {
         .await
     }
 
+    async fn update_public_folder(&self, path: &str, update: PublicFolderUpdate) -> Result<PublicFolder> {
+        let path = public_folder_path(path)?;
+        self.write(move |c| {
+            let folder =
+                query_public(c, &path)?.ok_or_else(|| StoreError::NotFound(format!("public folder {path}")))?;
+            let owner = public_owner(c)?;
+            if let Some(newsgroup) = update.newsgroup {
+                let newsgroup = newsgroup.map(|n| n.to_ascii_lowercase());
+                c.execute(
+                    "UPDATE public_folders SET newsgroup = ?2 WHERE mailbox = ?1",
+                    params![folder.mailbox, newsgroup],
+                )
+                .map_err(|e| constraint(e, "newsgroup"))?;
+            }
+            if let Some(address) = update.address {
+                let address = address.map(|a| a.to_ascii_lowercase());
+                if let Some(a) = &address {
+                    let taken: i64 =
+                        c.query_row("SELECT count(*) FROM addresses WHERE address = ?1", [a], |r| r.get(0))?;
+                    if taken > 0 {
+                        return Err(StoreError::Exists(format!("address {a}")));
+                    }
+                }
+                c.execute(
+                    "UPDATE public_folders SET address = ?2 WHERE mailbox = ?1",
+                    params![folder.mailbox, address],
+                )
+                .map_err(|e| constraint(e, "address"))?;
+            }
+            for (column, value) in [
+                ("moderated", update.moderated.map(i64::from)),
+                ("anonymous_mail", update.anonymous_mail.map(i64::from)),
+                ("expire_days", update.expire_days.map(i64::from)),
+                ("expire_count", update.expire_count.map(i64::from)),
+            ] {
+                if let Some(v) = value {
+                    c.execute(
+                        &format!("UPDATE public_folders SET {column} = ?2 WHERE mailbox = ?1"),
+                        params![folder.mailbox, v],
+                    )?;
+                }
+            }
+            let made = query_public(c, &path)?.ok_or_else(|| StoreError::NotFound(format!("public folder {path}")))?;
+            let mut changes = vec![Change::DirectoryChanged];
+            if made.moderated {
+                if let Some(q) = ensure_queue(c, owner, &made)? {
+                    changes.push(Change::MailboxCreated { account: owner, mailbox: q });
+                }
+            } else if let Some(q) = query_mailbox(c, owner, &made.queue_path())?
+                && q.messages == 0
+            {
+                delete_mailbox_rows(c, owner, q.id)?;
+                changes.push(Change::MailboxDeleted { account: owner, mailbox: q.id });
+            }
+            Ok((made, changes))
+        })
+        .await
+    }
+
+    async fn news_groups(&self) -> Result<Vec<NewsGroup>> {
+        self.read(|c| {
+            let sql = format!(
+                "SELECT {PUBLIC_COLS}, m.uidvalidity, m.uidnext, m.messages,
+                        (SELECT min(uid) FROM messages x WHERE x.mailbox = m.id)
+                 FROM public_folders p JOIN mailboxes m ON m.id = p.mailbox
+                 WHERE p.newsgroup IS NOT NULL ORDER BY p.newsgroup"
+            );
+            let mut s = c.prepare_cached(&sql)?;
+            let rows = s.query_map([], |r| {
+                let folder = public_from_row(r)?;
+                let uidnext = r.get::<_, i64>(9)? as u32;
+                Ok(NewsGroup {
+                    name: folder.newsgroup.clone().unwrap_or_default(),
+                    folder,
+                    created: r.get(8)?,
+                    count: r.get::<_, i64>(10)? as u32,
+                    low: r.get::<_, Option<i64>>(11)?.map_or(uidnext, |l| l as u32),
+                    high: uidnext.saturating_sub(1),
+                    acl: Vec::new(),
+                })
+            })?;
+            let mut groups: Vec<NewsGroup> = rows.collect::<rusqlite::Result<_>>()?;
+            let mut s = c.prepare_cached(
+                "SELECT acl.mailbox, acl.identifier, acl.rights FROM acl JOIN public_folders p ON p.mailbox = acl.mailbox
+                 WHERE p.newsgroup IS NOT NULL",
+            )?;
+            let rows = s.query_map([], |r| Ok((r.get::<_, MailboxId>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)))?;
+            for row in rows {
+                let (mailbox, who, rights) = row?;
+                if let Some(g) = groups.iter_mut().find(|g| g.folder.mailbox == mailbox) {
+                    g.acl.push((who, rights));
+                }
+            }
+            Ok(groups)
+        })
+        .await
+    }
+
+    async fn overview(&self, mailbox: MailboxId, uids: RangeInclusive<u32>, limit: usize) -> Result<Vec<Overview>> {
+        self.read(move |c| {
+            let mut s = c.prepare_cached(
+                "SELECT m.uid, json_extract(b.summary, '$.envelope.subject'), json_extract(b.summary, '$.envelope.from'),
+                        json_extract(b.summary, '$.envelope.date'), json_extract(b.summary, '$.envelope.message_id'),
+                        json_extract(b.summary, '$.envelope.references'), m.size,
+                        coalesce(nullif(json_extract(b.summary, '$.body_lines'), 0), json_extract(b.summary, '$.root.lines'), 0),
+                        m.blob, CASE WHEN m.saved > 0 THEN m.saved ELSE m.internal_date END
+                 FROM messages m JOIN blobs b ON b.hash = m.blob
+                 WHERE m.mailbox = ?1 AND m.uid BETWEEN ?2 AND ?3 ORDER BY m.uid LIMIT ?4",
+            )?;
+            let text = |r: &rusqlite::Row<'_>, i: usize| -> rusqlite::Result<String> {
+                Ok(r.get::<_, Option<String>>(i)?.unwrap_or_default())
+            };
+            let rows = s.query_map(params![mailbox, uids.start(), uids.end(), limit as i64], |r| {
+                Ok(Overview {
+                    uid: r.get::<_, i64>(0)? as u32,
+                    subject: text(r, 1)?,
+                    from: text(r, 2)?,
+                    date: text(r, 3)?,
+                    message_id: text(r, 4)?,
+                    references: text(r, 5)?,
+                    bytes: r.get::<_, i64>(6)? as u64,
+                    lines: r.get::<_, i64>(7)? as u32,
+                    blob: r.get(8)?,
+                    arrived: r.get(9)?,
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })
+        .await
+    }
+
+    async fn news_article(&self, message_id: &str) -> Result<Vec<(MailboxId, u32)>> {
+        let id = message_id.to_string();
+        self.lookup(move |c| {
+            let mut s = c.prepare_cached(
+                "SELECT n.mailbox, n.uid FROM news_articles n JOIN public_folders p ON p.mailbox = n.mailbox
+                 WHERE n.message_id = ?1 AND p.newsgroup IS NOT NULL ORDER BY n.seq",
+            )?;
+            let rows = s.query_map([&id], |r| Ok((r.get::<_, MailboxId>(0)?, r.get::<_, i64>(1)? as u32)))?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })
+        .await
+    }
+
+    async fn news_seen(&self, message_id: &str) -> Result<bool> {
+        let id = message_id.to_string();
+        self.lookup(move |c| {
+            Ok(c.prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM news_history WHERE message_id = ?1)
+                     OR EXISTS (SELECT 1 FROM news_articles WHERE message_id = ?1)",
+            )?
+            .query_row([&id], |r| r.get(0))?)
+        })
+        .await
+    }
+
+    async fn remember_news(&self, message_ids: Vec<String>, now: i64) -> Result<()> {
+        self.write(move |c| {
+            for id in message_ids {
+                c.prepare_cached("INSERT OR IGNORE INTO news_history (message_id, seen) VALUES (?1, ?2)")?
+                    .execute(params![id, now])?;
+            }
+            Ok(((), Vec::new()))
+        })
+        .await
+    }
+
+    async fn news_since(&self, since: i64) -> Result<Vec<(MailboxId, String)>> {
+        self.read(move |c| {
+            let mut s = c.prepare_cached(
+                "SELECT n.mailbox, n.message_id FROM news_articles n JOIN public_folders p ON p.mailbox = n.mailbox
+                 WHERE n.arrived >= ?1 AND p.newsgroup IS NOT NULL ORDER BY n.seq",
+            )?;
+            let rows = s.query_map([since], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })
+        .await
+    }
+
+    async fn forget_news_history(&self, before: i64) -> Result<usize> {
+        self.write(move |c| {
+            let n = c.execute(
+                "DELETE FROM news_history WHERE seen < ?1
+                 AND NOT EXISTS (SELECT 1 FROM news_articles n WHERE n.message_id = news_history.message_id)",
+                [before],
+            )?;
+            Ok((n, Vec::new()))
+        })
+        .await
+    }
+
     async fn set_acl(&self, mailbox: MailboxId, identifier: &str, rights: Option<&str>) -> Result<()> {
         let (identifier, rights) = (identifier.to_string(), rights.map(str::to_string));
         self.write(move |c| {
@@ -2094,6 +2396,15 @@ impl MailboxStore for Arc<SqliteStore> {
                     c.execute("DELETE FROM acl WHERE mailbox = ?1 AND identifier = ?2", params![mailbox, identifier])?
                 }
             };
+            // A moderated folder's queue is open to exactly its moderators.
+            if let Some(queue) = queue_of(c, mailbox)? {
+                c.execute("DELETE FROM acl WHERE mailbox = ?1 AND identifier = ?2", params![queue, identifier])?;
+                c.execute(
+                    "INSERT INTO acl (mailbox, identifier, rights)
+                     SELECT ?1, identifier, rights FROM acl WHERE mailbox = ?2 AND identifier = ?3 AND instr(rights, 'x') > 0",
+                    params![queue, mailbox, identifier],
+                )?;
+            }
             Ok(((), Vec::new()))
         })
         .await
@@ -2835,7 +3146,7 @@ mod tests {
             // TLS reporting came with version 15 (its tables too).
             let tls = SCHEMA.find("CREATE TABLE IF NOT EXISTS tls_outcomes").unwrap();
             let tls_end = SCHEMA.find("-- Public folders").unwrap();
-            // Public folders came with version 16.
+            // Public folders came with version 16, news with 17.
             let public = tls_end;
             let public_end = SCHEMA.find("INSERT OR IGNORE INTO meta").unwrap();
             let v1 = [&SCHEMA[..subs], &SCHEMA[subs_end..]]
@@ -2852,7 +3163,7 @@ mod tests {
                 .replace("    created INTEGER NOT NULL,\n    profile TEXT NOT NULL DEFAULT '{}',\n    uuid BLOB,\n    changed INTEGER NOT NULL DEFAULT 0\n", "    created INTEGER NOT NULL\n")
                 .replace("    display_name TEXT NOT NULL,\n    profile TEXT NOT NULL DEFAULT '{}',\n    uuid BLOB,\n    created INTEGER NOT NULL DEFAULT 0,\n    changed INTEGER NOT NULL DEFAULT 0\n", "    display_name TEXT NOT NULL\n")
                 .replace("    created INTEGER NOT NULL,\n    mta_sts_mode TEXT NOT NULL DEFAULT 'testing'\n", "    created INTEGER NOT NULL\n")
-                .replace("'schema', '16'", "'schema', '1'");
+                .replace("'schema', '17'", "'schema', '1'");
             assert!(!v1.contains("scram") && !v1.contains("recent_uid") && v1.contains("'schema', '1'"));
             assert!(
                 !v1.contains("subscriptions")

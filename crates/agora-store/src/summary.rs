@@ -54,6 +54,10 @@ pub struct Part {
 pub struct MessageSummary {
     pub envelope: EnvelopeFields,
     pub root: Part,
+    /// Lines of the whole body, whatever its type (NNTP's overview counts them);
+    /// 0 in summaries written before it was kept.
+    #[serde(default)]
+    pub body_lines: u32,
 }
 
 impl MessageSummary {
@@ -61,7 +65,8 @@ impl MessageSummary {
         let (headers, body_start) = split_headers(msg, 0, msg.len());
         let envelope = envelope_of(&headers);
         let root = parse_part(msg, 0, msg.len(), &headers, body_start, DefaultType::Text, 0);
-        MessageSummary { envelope, root }
+        let body_lines = count_lines(&msg[body_start.min(msg.len())..]);
+        MessageSummary { envelope, root, body_lines }
     }
 }
 

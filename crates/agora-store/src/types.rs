@@ -681,6 +681,74 @@ pub struct PublicFolder {
     pub expire_count: u32,
 }
 
+/// Changes to a public folder's settings; None leaves one as it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PublicFolderUpdate {
+    /// Some(None): hidden from news.
+    pub newsgroup: Option<Option<String>>,
+    /// Some(None): no longer mail-enabled.
+    pub address: Option<Option<String>>,
+    pub moderated: Option<bool>,
+    pub anonymous_mail: Option<bool>,
+    pub expire_days: Option<u32>,
+    pub expire_count: Option<u32>,
+}
+
+/// The subfolder where posts to a moderated folder wait for a moderator.
+pub const MODERATION_QUEUE: &str = "Moderation Queue";
+
+impl PublicFolder {
+    /// The path of this folder's moderation queue.
+    pub fn queue_path(&self) -> String {
+        format!("{}/{MODERATION_QUEUE}", self.path)
+    }
+
+    /// Whether someone holding `rights` on this folder moderates it (the x right: the
+    /// moderator and owner roles).
+    pub fn moderates(rights: &str) -> bool {
+        rights.contains('x')
+    }
+
+    /// Where a post by someone holding `rights` goes: the folder itself, or its queue
+    /// when the folder is moderated and the poster does not moderate it.
+    pub fn post_path(&self, rights: &str) -> String {
+        if self.moderated && !Self::moderates(rights) { self.queue_path() } else { self.path.clone() }
+    }
+}
+
+/// A public folder served as a newsgroup, with what GROUP and LIST report and the
+/// permissions that decide who sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewsGroup {
+    pub folder: PublicFolder,
+    /// The newsgroup name (the folder's, always set here).
+    pub name: String,
+    pub count: u32,
+    /// Lowest article number present (the next one when empty).
+    pub low: u32,
+    /// Highest article number given so far.
+    pub high: u32,
+    /// When the folder was made (Unix seconds).
+    pub created: i64,
+    pub acl: Vec<(String, String)>,
+}
+
+/// One article's overview line (RFC 3977 §8.3), from the summary kept at delivery.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Overview {
+    pub uid: u32,
+    pub subject: String,
+    pub from: String,
+    pub date: String,
+    pub message_id: String,
+    pub references: String,
+    pub bytes: u64,
+    pub lines: u32,
+    pub blob: String,
+    /// When it arrived in the folder (Unix seconds).
+    pub arrived: i64,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
