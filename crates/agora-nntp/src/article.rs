@@ -1,7 +1,8 @@
 //! Articles a reader posts, checked and injected (RFC 5536 format, RFC 5537 §3.5
 //! injection): the required header fields, the newsgroups, a Message-ID and Date made
 //! when absent, Path, Injection-Date and Injection-Info added, and the poster taken
-//! from the login — never from what the article says.
+//! from the login — never from what the article says. Articles peers pass on are
+//! checked for relaying: the fields every article has, and no loop through this server.
 
 use crate::codec::is_message_id;
 
@@ -155,6 +156,73 @@ pub fn inject(raw: &[u8], poster: &Poster<'_>, server: &str, now: i64, max: usiz
     Ok(Injected { newsgroups, message_id, article: out })
 }
 
+/// An article a peer passed on, checked for relaying (RFC 5537 §3.6).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Relayed {
+    pub newsgroups: Vec<String>,
+    /// The path identities it already went through, newest first.
+    pub path: Vec<String>,
+    /// It carries an Approved field (a moderator let it into a moderated group).
+    pub approved: bool,
+    /// The article with this server prepended to its Path.
+    pub article: Vec<u8>,
+}
+
+/// Checks an article offered under `offered_id` by a peer: the fields every article
+/// has, the same Message-ID, and no loop (`server` already in its Path). Err: the
+/// reason, for a 437 or 439.
+pub fn relay(raw: &[u8], offered_id: &str, server: &str, max: usize) -> Result<Relayed, String> {
+    if raw.len() > max {
+        return Err(format!("article larger than {max} octets"));
+    }
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").ok_or("no empty line after the header")?;
+    let (head, body) = (&raw[..split + 2], &raw[split + 4..]);
+    let fields = fields(head)?;
+    for single in SINGLE {
+        if fields.iter().filter(|(n, _)| n == single).count() > 1 {
+            return Err(format!("more than one {single} header field"));
+        }
+    }
+    let get = |name: &str| fields.iter().find(|(n, _)| n == name).map(|(_, raw)| value(raw));
+    for required in ["from", "date", "newsgroups", "subject", "message-id", "path"] {
+        if get(required).is_none_or(|v| v.is_empty()) {
+            return Err(format!("no {required} header field"));
+        }
+    }
+    if get("message-id").as_deref() != Some(offered_id) {
+        return Err("the Message-ID is not the one offered".into());
+    }
+    let path_value = get("path").unwrap_or_default();
+    let path: Vec<String> = path_value
+        .split('!')
+        .map(|p| p.trim().to_ascii_lowercase())
+        .filter(|p| !p.is_empty() && !p.starts_with('.'))
+        .collect();
+    if path.iter().any(|p| p.eq_ignore_ascii_case(server)) {
+        return Err(format!("loop: {server} is already in its Path"));
+    }
+    let mut newsgroups: Vec<String> = Vec::new();
+    for g in get("newsgroups").unwrap_or_default().split(',').map(str::trim) {
+        if !is_newsgroup(g) {
+            return Err(format!("malformed newsgroup name {g:?}"));
+        }
+        let g = g.to_ascii_lowercase();
+        if !newsgroups.contains(&g) {
+            newsgroups.push(g);
+        }
+    }
+    let mut out: Vec<u8> = Vec::with_capacity(raw.len() + server.len() + 16);
+    out.extend_from_slice(format!("Path: {server}!{path_value}\r\n").as_bytes());
+    for (name, raw) in &fields {
+        if name != "path" && name != "xref" {
+            out.extend_from_slice(raw);
+        }
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(body);
+    Ok(Relayed { newsgroups, path, approved: get("approved").is_some(), article: out })
+}
+
 fn new_message_id(server: &str, now: i64) -> String {
     let mut r = [0u8; 9];
     if getrandom::fill(&mut r).is_err() {
@@ -232,6 +300,26 @@ mod tests {
         }
         let big = format!("From: a@b\r\nNewsgroups: a.b\r\nSubject: s\r\n\r\n{}", "x".repeat(2 << 20));
         assert!(post(&big).unwrap_err().contains("larger than"));
+    }
+
+    #[test]
+    fn relayed_articles() {
+        let a = "Path: inn.test!not-for-mail\r\nFrom: a@b\r\nDate: Wed, 2 Dec 2026 00:00:00 +0000\r\nNewsgroups: Agora.Test\r\nSubject: s\r\nMessage-ID: <m@inn.test>\r\nXref: inn.test agora.test:5\r\n\r\nbody\r\n";
+        let r = relay(a.as_bytes(), "<m@inn.test>", "agora.test", 1 << 20).unwrap();
+        assert_eq!(r.newsgroups, vec!["agora.test"]);
+        assert_eq!(r.path, vec!["inn.test", "not-for-mail"]);
+        assert!(!r.approved);
+        let text = String::from_utf8(r.article).unwrap();
+        assert!(text.starts_with("Path: agora.test!inn.test!not-for-mail\r\nFrom: a@b\r\n"), "{text}");
+        assert!(!text.contains("Xref") && text.ends_with("\r\n\r\nbody\r\n"), "{text}");
+        assert!(
+            relay(a.as_bytes(), "<other@inn.test>", "agora.test", 1 << 20).unwrap_err().contains("not the one offered")
+        );
+        assert!(relay(a.as_bytes(), "<m@inn.test>", "INN.test", 1 << 20).unwrap_err().contains("loop"));
+        let no_date = a.replace("Date: Wed, 2 Dec 2026 00:00:00 +0000\r\n", "");
+        assert!(relay(no_date.as_bytes(), "<m@inn.test>", "agora.test", 1 << 20).unwrap_err().contains("no date"));
+        let approved = a.replace("Subject: s\r\n", "Subject: s\r\nApproved: mod@b\r\n");
+        assert!(relay(approved.as_bytes(), "<m@inn.test>", "agora.test", 1 << 20).unwrap().approved);
     }
 
     #[test]

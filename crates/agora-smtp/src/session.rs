@@ -476,15 +476,17 @@ impl Session {
         };
         if let Some((owner, folder)) = &res.folder {
             // Posting needs the folder's p or i right; mail from outside (no login) only
-            // when the folder takes anonymous mail.
-            let allowed = match &self.account {
+            // when the folder takes anonymous mail. A moderated folder's posts by
+            // non-moderators wait in its queue.
+            let rights = match &self.account {
                 Some(login) => {
                     let ids = self.dir.identifiers(&login.login).await.unwrap_or_default();
                     let acl = self.store.acl(folder.mailbox).await.unwrap_or_default();
-                    agora_directory::granted(&acl, &ids).contains(['p', 'i'])
+                    agora_directory::granted(&acl, &ids)
                 }
-                None => folder.anonymous_mail,
+                None => String::new(),
             };
+            let allowed = if self.account.is_some() { rights.contains(['p', 'i']) } else { folder.anonymous_mail };
             if !allowed {
                 return self.error(
                     conn,
@@ -497,7 +499,7 @@ impl Session {
                     params,
                     accounts: Vec::new(),
                     external: Vec::new(),
-                    folder: Some((*owner, folder.path.clone())),
+                    folder: Some((*owner, folder.post_path(&rights))),
                 });
             }
             conn.queue(reply(250, "2.1.5", "Ok").as_bytes());

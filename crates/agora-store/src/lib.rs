@@ -206,6 +206,16 @@ pub trait MailboxStore: Send + Sync {
     /// Forgets history entries from before `before` whose articles are gone.
     async fn forget_news_history(&self, before: i64) -> Result<usize>;
 
+    /// Starts a news peer's outgoing feed at the present (only articles arriving from
+    /// now on are offered to it), unless it has one already.
+    async fn news_feed_start(&self, peer: &str) -> Result<()>;
+
+    /// Arrivals in newsgroups after the peer's cursor, oldest first.
+    async fn news_feed_next(&self, peer: &str, limit: usize) -> Result<Vec<FeedArticle>>;
+
+    /// The peer has had everything up to `seq` offered.
+    async fn news_feed_advance(&self, peer: &str, seq: i64) -> Result<()>;
+
     /// The mail-enabled public folder with this address, and the account owning it.
     async fn public_folder_by_address(&self, address: &str) -> Result<Option<(AccountId, PublicFolder)>>;
 

@@ -14,11 +14,11 @@ use tokio::sync::{broadcast, oneshot};
 use crate::blob::BlobFiles;
 use crate::{
     Account, AccountId, AccountUpdate, AddressEntry, Change, Contact, DEFAULT_MAILBOXES, Delivered, Delivery,
-    DeliveryStore, DirectoryStore, DkimKey, DkimState, DnsRecord, DnssecKey, DnssecKeyState, Domain, Envelope, FlagOp,
-    Flags, FlagsStored, Group, Mailbox, MailboxChanges, MailboxId, MailboxStore, MessageMeta, MessageRef,
-    MessageSummary, NewAccount, NewsGroup, Overview, PUBLIC_OWNER, Profile, PublicFolder, PublicFolderUpdate,
-    QueueOutcome, Queued, Result, Role, SharedMailbox, SpecialUse, StagedBlob, Store, StoreError, TlsOutcome,
-    TlsReport, now,
+    DeliveryStore, DirectoryStore, DkimKey, DkimState, DnsRecord, DnssecKey, DnssecKeyState, Domain, Envelope,
+    FeedArticle, FlagOp, Flags, FlagsStored, Group, Mailbox, MailboxChanges, MailboxId, MailboxStore, MessageMeta,
+    MessageRef, MessageSummary, NewAccount, NewsGroup, Overview, PUBLIC_OWNER, Profile, PublicFolder,
+    PublicFolderUpdate, QueueOutcome, Queued, Result, Role, SharedMailbox, SpecialUse, StagedBlob, Store, StoreError,
+    TlsOutcome, TlsReport, now,
 };
 
 /// Most writes folded into one transaction; bounds the latency of the first in a batch.
@@ -252,17 +252,10 @@ CREATE TABLE IF NOT EXISTS news_history (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS news_history_seen ON news_history (seen);
 -- Outgoing news feeds: how far each peer has been offered the arrivals (news_articles
--- seq), and the articles a peer asked to be offered again later.
+-- seq); an article a peer defers holds its cursor back, so nothing is skipped.
 CREATE TABLE IF NOT EXISTS news_peers (
     peer TEXT PRIMARY KEY,
     cursor INTEGER NOT NULL
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS news_deferred (
-    peer TEXT NOT NULL,
-    message_id TEXT NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    next_attempt INTEGER NOT NULL,
-    PRIMARY KEY (peer, message_id)
 ) WITHOUT ROWID;
 INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', '17');
 "#;
@@ -2367,6 +2360,51 @@ impl MailboxStore for Arc<SqliteStore> {
             )?;
             let rows = s.query_map([since], |r| Ok((r.get(0)?, r.get(1)?)))?;
             Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })
+        .await
+    }
+
+    async fn news_feed_start(&self, peer: &str) -> Result<()> {
+        let peer = peer.to_string();
+        self.write(move |c| {
+            c.execute(
+                "INSERT OR IGNORE INTO news_peers (peer, cursor) SELECT ?1, coalesce(max(seq), 0) FROM news_articles",
+                [&peer],
+            )?;
+            Ok(((), Vec::new()))
+        })
+        .await
+    }
+
+    async fn news_feed_next(&self, peer: &str, limit: usize) -> Result<Vec<FeedArticle>> {
+        let peer = peer.to_string();
+        self.read(move |c| {
+            let mut s = c.prepare_cached(
+                "SELECT n.seq, n.message_id, n.mailbox, n.uid, m.blob
+                 FROM news_articles n JOIN public_folders p ON p.mailbox = n.mailbox
+                 JOIN messages m ON m.mailbox = n.mailbox AND m.uid = n.uid
+                 WHERE n.seq > (SELECT cursor FROM news_peers WHERE peer = ?1) AND p.newsgroup IS NOT NULL
+                 ORDER BY n.seq LIMIT ?2",
+            )?;
+            let rows = s.query_map(params![peer, limit as i64], |r| {
+                Ok(FeedArticle {
+                    seq: r.get(0)?,
+                    message_id: r.get(1)?,
+                    mailbox: r.get(2)?,
+                    uid: r.get::<_, i64>(3)? as u32,
+                    blob: r.get(4)?,
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })
+        .await
+    }
+
+    async fn news_feed_advance(&self, peer: &str, seq: i64) -> Result<()> {
+        let peer = peer.to_string();
+        self.write(move |c| {
+            c.execute("UPDATE news_peers SET cursor = max(cursor, ?2) WHERE peer = ?1", params![peer, seq])?;
+            Ok(((), Vec::new()))
         })
         .await
     }

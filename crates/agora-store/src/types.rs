@@ -733,6 +733,16 @@ pub struct NewsGroup {
     pub acl: Vec<(String, String)>,
 }
 
+/// An article to offer a news peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeedArticle {
+    pub seq: i64,
+    pub message_id: String,
+    pub mailbox: MailboxId,
+    pub uid: u32,
+    pub blob: String,
+}
+
 /// One article's overview line (RFC 3977 §8.3), from the summary kept at delivery.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Overview {

@@ -31,6 +31,55 @@ pub enum PublicCmd {
         /// Also take mail at that address from senders who are not logged in (the internet).
         #[arg(long, requires = "address")]
         anonymous_mail: bool,
+        /// Posts by anyone but its moderators wait for their approval.
+        #[arg(long)]
+        moderated: bool,
+        /// Expire articles older than this many days (0: never).
+        #[arg(long, default_value_t = 0)]
+        expire_days: u32,
+        /// Keep only the newest this many articles (0: all).
+        #[arg(long, default_value_t = 0)]
+        expire_count: u32,
+    },
+    /// Change a public folder's newsgroup, address, moderation or expiry.
+    Set {
+        path: String,
+        #[arg(long, conflicts_with = "no_newsgroup")]
+        newsgroup: Option<String>,
+        /// Keep it out of news.
+        #[arg(long)]
+        no_newsgroup: bool,
+        #[arg(long, conflicts_with = "no_address")]
+        address: Option<String>,
+        /// Stop receiving mail.
+        #[arg(long)]
+        no_address: bool,
+        /// yes or no.
+        #[arg(long, value_parser = clap::builder::BoolishValueParser::new())]
+        anonymous_mail: Option<bool>,
+        /// yes or no: posts by non-moderators wait in the folder's moderation queue.
+        #[arg(long, value_parser = clap::builder::BoolishValueParser::new())]
+        moderated: Option<bool>,
+        /// Expire articles older than this many days (0: never).
+        #[arg(long)]
+        expire_days: Option<u32>,
+        /// Keep only the newest this many articles (0: all).
+        #[arg(long)]
+        expire_count: Option<u32>,
+    },
+    /// List the posts waiting in a moderated folder's queue.
+    Pending { path: String },
+    /// Let waiting posts (by their numbers in `pending`) into the folder.
+    Approve {
+        path: String,
+        #[arg(required = true)]
+        uids: Vec<u32>,
+    },
+    /// Throw waiting posts away.
+    Reject {
+        path: String,
+        #[arg(required = true)]
+        uids: Vec<u32>,
     },
     /// List public folders with their newsgroups, addresses and permissions.
     List,
@@ -487,24 +536,26 @@ pub async fn public(cli: &Cli, cmd: &PublicCmd) -> Result<()> {
     let (store, _dir) = open(cli)?;
     let out = async {
         match cmd {
-            PublicCmd::Add { path, newsgroup, no_newsgroup, address, anonymous_mail } => {
+            PublicCmd::Add {
+                path,
+                newsgroup,
+                no_newsgroup,
+                address,
+                anonymous_mail,
+                moderated,
+                expire_days,
+                expire_count,
+            } => {
                 let newsgroup = match (newsgroup, no_newsgroup) {
                     (_, true) => None,
-                    (Some(n), _) => {
-                        if !agora_nntp::article::is_newsgroup(n) {
-                            bail!("{n:?} is not a newsgroup name (components of letters, digits, +, - and _ joined by dots)");
-                        }
-                        Some(n.clone())
-                    }
+                    (Some(n), _) => Some(checked_newsgroup(n)?),
                     (None, false) => Some(
                         agora_store::newsgroup_name(path)
                             .with_context(|| format!("{path:?} gives no newsgroup name: name one with --newsgroup"))?,
                     ),
                 };
-                if let Some(a) = address
-                    && !a.contains('@')
-                {
-                    bail!("{a:?} is not a mail address");
+                if let Some(a) = address {
+                    checked_address(a)?;
                 }
                 let f = store
                     .add_public_folder(agora_store::PublicFolder {
@@ -512,6 +563,9 @@ pub async fn public(cli: &Cli, cmd: &PublicCmd) -> Result<()> {
                         newsgroup,
                         address: address.clone(),
                         anonymous_mail: *anonymous_mail,
+                        moderated: *moderated,
+                        expire_days: *expire_days,
+                        expire_count: *expire_count,
                         ..Default::default()
                     })
                     .await?;
@@ -531,14 +585,103 @@ pub async fn public(cli: &Cli, cmd: &PublicCmd) -> Result<()> {
                 for f in all {
                     let acl = store.acl(f.mailbox).await?;
                     let who: Vec<String> = acl.iter().map(|(w, r)| format!("{w}={}", rights_role(r))).collect();
+                    let mut extra = String::new();
+                    if f.moderated {
+                        extra.push_str("  moderated");
+                    }
+                    if f.expire_days > 0 {
+                        extra.push_str(&format!("  expire after {} days", f.expire_days));
+                    }
+                    if f.expire_count > 0 {
+                        extra.push_str(&format!("  keep newest {}", f.expire_count));
+                    }
                     println!(
-                        "{}  newsgroup {}  address {}  {}",
+                        "{}  newsgroup {}  address {}{extra}  {}",
                         f.path,
                         f.newsgroup.as_deref().unwrap_or("-"),
                         f.address.as_deref().unwrap_or("-"),
-                        if who.is_empty() { "(no permissions: only administrators)".to_string() } else { who.join(" ") }
+                        if who.is_empty() {
+                            "(no permissions: only administrators)".to_string()
+                        } else {
+                            who.join(" ")
+                        }
                     );
                 }
+                Ok(())
+            }
+            PublicCmd::Set {
+                path,
+                newsgroup,
+                no_newsgroup,
+                address,
+                no_address,
+                anonymous_mail,
+                moderated,
+                expire_days,
+                expire_count,
+            } => {
+                let update = agora_store::PublicFolderUpdate {
+                    newsgroup: match (newsgroup, no_newsgroup) {
+                        (_, true) => Some(None),
+                        (Some(n), _) => Some(Some(checked_newsgroup(n)?)),
+                        (None, false) => None,
+                    },
+                    address: match (address, no_address) {
+                        (_, true) => Some(None),
+                        (Some(a), _) => Some(Some(checked_address(a)?)),
+                        (None, false) => None,
+                    },
+                    moderated: *moderated,
+                    anonymous_mail: *anonymous_mail,
+                    expire_days: *expire_days,
+                    expire_count: *expire_count,
+                };
+                let f = store.update_public_folder(path, update).await?;
+                println!(
+                    "public folder {}: newsgroup {}, address {}{}{}, expiry {}",
+                    f.path,
+                    f.newsgroup.as_deref().unwrap_or("-"),
+                    f.address.as_deref().unwrap_or("-"),
+                    if f.anonymous_mail { " (anyone may mail it)" } else { "" },
+                    if f.moderated { ", moderated" } else { "" },
+                    match (f.expire_days, f.expire_count) {
+                        (0, 0) => "never".to_string(),
+                        (d, 0) => format!("after {d} days"),
+                        (0, c) => format!("beyond the newest {c}"),
+                        (d, c) => format!("after {d} days or beyond the newest {c}"),
+                    }
+                );
+                Ok(())
+            }
+            PublicCmd::Pending { path } => {
+                let (_, queue) = moderation_queue(&store, path).await?;
+                let list = store.overview(queue, 1..=u32::MAX, usize::MAX).await?;
+                if list.is_empty() {
+                    println!("nothing waits for approval in {path}");
+                }
+                for o in list {
+                    println!("{}  {}  {}  {}", o.uid, o.date, o.from, o.subject);
+                }
+                Ok(())
+            }
+            PublicCmd::Approve { path, uids } => {
+                let (folder, queue) = moderation_queue(&store, path).await?;
+                let (_, moved) = store.copy_messages(queue, uids, folder).await?;
+                let done: Vec<u32> = moved.iter().map(|(from, _)| *from).collect();
+                store.expunge(queue, &done).await?;
+                for (from, to) in &moved {
+                    println!("{from} approved: article {to} of {path}");
+                }
+                report_missing(uids, &done);
+                Ok(())
+            }
+            PublicCmd::Reject { path, uids } => {
+                let (_, queue) = moderation_queue(&store, path).await?;
+                let done = store.expunge(queue, uids).await?;
+                for u in &done {
+                    println!("{u} rejected");
+                }
+                report_missing(uids, &done);
                 Ok(())
             }
             PublicCmd::Remove { path } => {
@@ -571,7 +714,11 @@ pub async fn public(cli: &Cli, cmd: &PublicCmd) -> Result<()> {
                     .find(|f| f.path == path.trim_matches('/'))
                     .with_context(|| format!("public folder {path} not found"))?;
                 store.set_acl(folder.mailbox, &who, (!letters.is_empty()).then_some(letters)).await?;
-                println!("{who} on {}: {}", folder.path, if letters.is_empty() { "no rights" } else { rights.as_str() });
+                println!(
+                    "{who} on {}: {}",
+                    folder.path,
+                    if letters.is_empty() { "no rights" } else { rights.as_str() }
+                );
                 Ok(())
             }
         }
@@ -579,6 +726,43 @@ pub async fn public(cli: &Cli, cmd: &PublicCmd) -> Result<()> {
     .await;
     store.close();
     out
+}
+
+fn checked_newsgroup(n: &str) -> Result<String> {
+    if !agora_nntp::article::is_newsgroup(n) {
+        bail!("{n:?} is not a newsgroup name (components of letters, digits, +, - and _ joined by dots)");
+    }
+    Ok(n.to_string())
+}
+
+fn checked_address(a: &str) -> Result<String> {
+    normalize_address(a).map_err(|_| anyhow::anyhow!("{a:?} is not a mail address"))
+}
+
+/// A moderated folder's mailbox and its queue's.
+async fn moderation_queue(
+    store: &Arc<SqliteStore>,
+    path: &str,
+) -> Result<(agora_store::MailboxId, agora_store::MailboxId)> {
+    let all = store.public_folders().await?;
+    let folder = all
+        .iter()
+        .find(|f| f.path == path.trim_matches('/'))
+        .with_context(|| format!("public folder {path} not found"))?;
+    if !folder.moderated {
+        bail!("{path} is not moderated (agora public set {path} --moderated yes)");
+    }
+    let queue = all
+        .iter()
+        .find(|f| f.path == folder.queue_path())
+        .with_context(|| format!("{path} has no moderation queue"))?;
+    Ok((folder.mailbox, queue.mailbox))
+}
+
+fn report_missing(asked: &[u32], done: &[u32]) {
+    for u in asked.iter().filter(|u| !done.contains(u)) {
+        eprintln!("{u}: no such post waiting");
+    }
 }
 
 pub async fn user(cli: &Cli, cmd: &UserCmd) -> Result<()> {

@@ -12,12 +12,11 @@ pub static SERVICES: &[&dyn Registration] = &[
     &agora_ldap::service::SERVICE,
     &agora_dns::service::SERVICE,
     &agora_http::service::SERVICE,
+    &agora_nntp::service::SERVICE,
 ];
 
 /// The rest of the port map (DESIGN §1): services not built yet, shown as such.
 pub const PLANNED: &[(&str, u16, TlsMode, &str)] = &[
-    ("nntp", 119, TlsMode::StartTls, "NNTP public folders"),
-    ("nntps", 563, TlsMode::Implicit, "NNTP over TLS"),
     ("replication", 379, TlsMode::StartTls, "directory replication"),
     ("routing", 691, TlsMode::StartTls, "link-state routing"),
     ("x400", 102, TlsMode::None, "X.400 MTA (RFC 1006)"),
@@ -45,7 +44,8 @@ mod tests {
     #[test]
     fn protocol_crates_never_import_each_other() {
         let crates = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-        let protocols = ["agora-smtp", "agora-imap", "agora-pop3", "agora-ldap", "agora-dns", "agora-http"];
+        let protocols =
+            ["agora-smtp", "agora-imap", "agora-pop3", "agora-ldap", "agora-dns", "agora-http", "agora-nntp"];
         for p in protocols {
             let manifest = std::fs::read_to_string(crates.join(p).join("Cargo.toml")).unwrap_or_default();
             assert!(!manifest.is_empty(), "{p}/Cargo.toml not found");
