@@ -271,3 +271,96 @@ fn an_article_over_nntps_with_openssl() {
     assert!(out.contains("211 1 1 1 agora.test") && out.contains("220 1 <f@example.org> article"), "{out}");
     assert!(out.contains("\r\nover TLS\r\n.\r\n205"), "{out}");
 }
+
+/// tin, a full-screen newsreader, driven in tmux: it lists the groups, reads a thread
+/// and posts (AUTHINFO from its .newsauth).
+#[test]
+fn tin_lists_reads_and_posts() {
+    if !have("tin") || !have("tmux") {
+        assert!(std::env::var_os("AGORA_REQUIRE_PEERS").is_none(), "tin or tmux is missing");
+        return;
+    }
+    let a = start();
+    python_ok(&format!(
+        r#"{PRELUDE}
+s = nntplib.NNTP_SSL("{ip}", 10563, ssl_context=ctx)
+s.login("alice@example.org", "pw")
+s.post(io.BytesIO(b"From: Alice <alice@example.org>\r\nNewsgroups: agora.test\r\nSubject: Hello tin\r\n\r\nThe body of the first post.\r\n"))
+print("ok")
+"#,
+        ip = a.ip
+    ));
+    let home = a.dir.path().join("tin-home");
+    std::fs::create_dir_all(home.join(".tin")).unwrap();
+    std::fs::write(home.join(".newsrc"), "agora.test:\n").unwrap();
+    std::fs::write(home.join(".newsauth"), format!("{} pw alice@example.org\n", a.ip)).unwrap();
+    run("chmod", &["600", &home.join(".newsauth").display().to_string()], "");
+    std::fs::write(home.join(".tin/tinrc"), "mail_address=Alice <alice@example.org>\n").unwrap();
+    // The "editor" appends the body to the article tin prepared.
+    let editor = home.join("editor.sh");
+    std::fs::write(&editor, "#!/bin/sh\nfor f; do :; done\necho 'Posted from tin.' >> \"$f\"\n").unwrap();
+    run("chmod", &["755", &editor.display().to_string()], "");
+    let session = format!("agora-tin-{}", std::process::id());
+    let cmd = format!(
+        "HOME={home} TERM=xterm EDITOR={ed} VISUAL={ed} tin -A -r -q -g {ip} -p 10119",
+        home = home.display(),
+        ed = editor.display(),
+        ip = a.ip
+    );
+    let tmux = |args: &[&str]| std::process::Command::new("tmux").args(args).output().unwrap();
+    tmux(&["new-session", "-d", "-s", &session, "-x", "160", "-y", "40", &cmd]);
+    let screen = || String::from_utf8_lossy(&tmux(&["capture-pane", "-p", "-t", &session]).stdout).into_owned();
+    let wait_for = |what: &[&str]| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let s = screen();
+            if what.iter().any(|w| s.contains(w)) {
+                return s;
+            }
+            if Instant::now() > deadline {
+                tmux(&["kill-session", "-t", &session]);
+                panic!("tin never showed {what:?}; screen:\n{s}");
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    let keys = |k: &[&str]| {
+        let mut args = vec!["send-keys", "-t", session.as_str()];
+        args.extend_from_slice(k);
+        tmux(&args);
+    };
+    if wait_for(&["Group Selection", "Press <RETURN>"]).contains("Press <RETURN>") {
+        keys(&["Enter"]);
+    }
+    let groups = wait_for(&["agora.test"]);
+    assert!(groups.contains("Group Selection") && groups.contains("Agora Test"), "{groups}");
+    keys(&["Enter"]);
+    wait_for(&["Hello tin"]);
+    keys(&["Enter"]);
+    let article = wait_for(&["The body of the first post."]);
+    assert!(article.contains("Alice <alice@example.org>"), "{article}");
+    keys(&["q"]);
+    keys(&["q"]);
+    wait_for(&["Group Selection"]);
+    keys(&["w"]);
+    wait_for(&["Post subject"]);
+    keys(&["From tin", "Enter"]);
+    wait_for(&["p=post"]);
+    keys(&["p"]);
+    wait_for(&["Article posted"]);
+    keys(&["q"]);
+    tmux(&["kill-session", "-t", &session]);
+    python_ok(&format!(
+        r#"{PRELUDE}
+s = nntplib.NNTP_SSL("{ip}", 10563, ssl_context=ctx)
+resp, count, first, last, name = s.group("agora.test")
+assert count == 2, resp
+resp, over = s.over((last, last))
+assert over[0][1]["subject"] == "From tin" and "alice@example.org" in over[0][1]["from"], over
+resp, info = s.body(last)
+assert b"Posted from tin." in info.lines, info
+print("ok")
+"#,
+        ip = a.ip
+    ));
+}
