@@ -100,8 +100,12 @@ impl Session {
         drive(self, conn).await;
     }
 
+    /// Queues a refusal. Only bad commands and failed logins count towards closing the
+    /// connection: a reader asking for expired articles or unknown groups is normal.
     fn error(&mut self, conn: &mut Conn, reply: &str) -> Flow {
-        self.errors += 1;
+        if reply.starts_with('5') || reply.starts_with("48") {
+            self.errors += 1;
+        }
         conn.queue(reply.as_bytes());
         if self.errors >= self.cfg.max_errors {
             conn.queue(b"400 Too many errors, closing connection\r\n");

@@ -252,3 +252,20 @@ async fn peers_feed_articles() {
     assert!(r.cmd("ARTICLE <b@inn.test>").await.starts_with("220 0 <b@inn.test>"));
     assert!(r.block().await.starts_with("Path: news.example.org!inn.test!not-for-mail\r\n"));
 }
+
+#[tokio::test]
+async fn only_bad_commands_close_the_connection() {
+    let f = fixture().await;
+    let mut c = f.connect(false).await;
+    assert!(c.cmd("GROUP agora.test").await.starts_with("211"));
+    for _ in 0..30 {
+        assert_eq!(c.cmd("ARTICLE 99").await, "423 No article with that number\r\n", "missing articles are normal");
+    }
+    for _ in 0..19 {
+        assert_eq!(c.cmd("FROB").await, "500 Unknown command\r\n");
+    }
+    c.send("FROB\r\n").await;
+    assert_eq!(c.line().await, "500 Unknown command\r\n");
+    assert_eq!(c.line().await, "400 Too many errors, closing connection\r\n");
+    assert!(c.at_eof().await);
+}

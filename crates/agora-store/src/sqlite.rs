@@ -2284,7 +2284,8 @@ impl MailboxStore for Arc<SqliteStore> {
     }
 
     async fn overview(&self, mailbox: MailboxId, uids: RangeInclusive<u32>, limit: usize) -> Result<Vec<Overview>> {
-        self.read(move |c| {
+        let point = uids.start() == uids.end() || limit == 1;
+        let query = move |c: &Connection| -> Result<Vec<Overview>> {
             let mut s = c.prepare_cached(
                 "SELECT m.uid, json_extract(b.summary, '$.envelope.subject'), json_extract(b.summary, '$.envelope.from'),
                         json_extract(b.summary, '$.envelope.date'), json_extract(b.summary, '$.envelope.message_id'),
@@ -2312,8 +2313,9 @@ impl MailboxStore for Arc<SqliteStore> {
                 })
             })?;
             Ok(rows.collect::<rusqlite::Result<_>>()?)
-        })
-        .await
+        };
+        // One article (ARTICLE, NEXT) is a point query: inline; ranges on the blocking pool.
+        if point { self.lookup(query).await } else { self.read(query).await }
     }
 
     async fn news_article(&self, message_id: &str) -> Result<Vec<(MailboxId, u32)>> {
