@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """NNTP reader load and article loader for bench/nntp.sh.
 
-usage: nntp_load.py read HOST PORT GROUP READERS NEWEST
+usage: nntp_load.py read HOST PORT GROUP READERS NEWEST [DEPTH]
     READERS processes at once, each: MODE READER, GROUP, OVER over the NEWEST
-    newest articles, ARTICLE of each of them, QUIT.
+    newest articles, ARTICLE of each of them (DEPTH commands in flight, default 1:
+    one at a time), QUIT.
     Prints: articles, bytes, seconds, errors, overview lines.
 usage: nntp_load.py feed HOST PORT DIR STREAMS
     Offers every file of DIR (an article with its Message-ID) with IHAVE over
@@ -49,7 +50,7 @@ class Conn:
 
 
 def reader(args):
-    host, port, group, newest = args
+    host, port, group, newest, depth = args
     arts = nbytes = errors = overs = 0
     c = Conn(host, port)
     c.line()
@@ -65,12 +66,15 @@ def reader(args):
         overs = len(numbers)
     else:
         return 0, 0, 1, 0
-    for n in numbers:
-        if c.cmd(f"ARTICLE {n}").startswith(b"220"):
-            nbytes += len(c.block())
-            arts += 1
-        else:
-            errors += 1
+    for i in range(0, len(numbers), depth):
+        chunk = numbers[i:i + depth]
+        c.s.sendall(b"".join(f"ARTICLE {n}\r\n".encode() for n in chunk))
+        for _ in chunk:
+            if c.line().startswith(b"220"):
+                nbytes += len(c.block())
+                arts += 1
+            else:
+                errors += 1
     c.cmd("QUIT")
     return arts, nbytes, errors, overs
 
@@ -103,9 +107,10 @@ def main():
     mode = sys.argv[1]
     if mode == "read":
         host, port, group, readers, newest = sys.argv[2], int(sys.argv[3]), sys.argv[4], int(sys.argv[5]), int(sys.argv[6])
+        depth = int(sys.argv[7]) if len(sys.argv) > 7 else 1
         t0 = time.time()
         with multiprocessing.Pool(readers) as pool:
-            results = pool.map(reader, [(host, port, group, newest)] * readers)
+            results = pool.map(reader, [(host, port, group, newest, depth)] * readers)
         dt = time.time() - t0
         print(f"{sum(r[0] for r in results)} {sum(r[1] for r in results)} {dt:.3f} "
               f"{sum(r[2] for r in results)} {sum(r[3] for r in results)}")

@@ -74,7 +74,7 @@ kill %1; wait %1 2>/dev/null || true
 # --- Agora ---
 mkdir -p "$work/agora"
 printf '[server]\nhostname = "mx.bench.test"\ndomain = "bench.test"\n[auth]\nplaintext_without_tls = true\n' > "$work/agora/agora.toml"
-start_quiet_dns 20053
+start_quiet_dns 27353
 start_agora "$bin" "$work/agora" --port-offset 20000 --bind 127.0.0.1
 add_users "$bin" "$work/agora" secret $(seq -f "u%g@bench.test" 0 $((USERS-1)))
 python3 - "$work/msgs" "$USERS" <<'PY'

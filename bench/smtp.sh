@@ -27,7 +27,7 @@ t0=$(now); src 127.0.0.1:21025; t1=$(now)
 kill %1; wait %1 2>/dev/null || true
 
 # 2. Agora on its embedded store
-start_quiet_dns 20053
+start_quiet_dns 27353
 AGORA_LOG=info start_agora "$bin" "$work/data" --domain bench.test --hostname mx.bench.test \
   --port-offset 20000 --bind 127.0.0.1
 t2=$(now); src 127.0.0.1:20025; t3=$(now)

@@ -165,7 +165,7 @@ CONF
   T0=$(now); src 127.0.0.1:20025 20587; wait_for "$1"; T1=$DONE
   kill "$pid"; wait "$pid" 2>/dev/null || true
 }
-start_quiet_dns 20053
+start_quiet_dns 27353
 agora 21033 true; t2=$T0; t3=$T1
 agora 21036 false; t4=$T0; t5=$T1
 

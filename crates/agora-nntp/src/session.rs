@@ -482,6 +482,13 @@ impl Session {
 
     /// The article a target names, as (number shown, overview); Err: the reply.
     async fn locate(&self, target: &Target) -> Result<(u32, Overview), &'static str> {
+        let (mailbox, uid, shown) = self.place(target).await?;
+        let o = self.store.overview(mailbox, uid..=uid, 1).await.map_err(|_| "403 Internal fault\r\n")?;
+        o.into_iter().next().map(|o| (shown, o)).ok_or_else(|| missing(target))
+    }
+
+    /// The folder and number a target names, and the number to show.
+    async fn place(&self, target: &Target) -> Result<(MailboxId, u32, u32), &'static str> {
         let by_number = |sel: &Selected, n: u32| (sel.group.folder.mailbox, n);
         let (mailbox, uid, shown) = match target {
             Target::Current => {
@@ -505,18 +512,22 @@ impl Session {
                 (m, u, 0)
             }
         };
-        let missing = if matches!(target, Target::MessageId(_)) {
-            "430 No article with that message-id\r\n"
-        } else {
-            "423 No article with that number\r\n"
-        };
-        let o = self.store.overview(mailbox, uid..=uid, 1).await.map_err(|_| "403 Internal fault\r\n")?;
-        o.into_iter().next().map(|o| (shown, o)).ok_or(missing)
+        Ok((mailbox, uid, shown))
     }
 
     async fn article(&mut self, conn: &mut Conn, target: Target, part: Part) -> Flow {
-        let (shown, o) = match self.locate(&target).await {
-            Ok(x) => x,
+        let found = match self.place(&target).await {
+            Ok((mailbox, uid, shown)) => match self.store.news_ref(mailbox, uid).await {
+                Ok(Some((id, blob))) if !id.is_empty() => Ok((shown, id, blob)),
+                // Not indexed (a message without a Message-ID): the overview says.
+                Ok(Some(_)) => self.locate(&target).await.map(|(shown, o)| (shown, o.message_id, o.blob)),
+                Ok(None) => Err(missing(&target)),
+                Err(_) => Err("403 Internal fault\r\n"),
+            },
+            Err(reply) => Err(reply),
+        };
+        let (shown, message_id, blob) = match found {
+            Ok((shown, id, blob)) => (shown, if id.is_empty() { "<>".to_string() } else { id }, blob),
             Err(reply) => return self.error(conn, reply),
         };
         if let (Target::Number(n), Some(sel)) = (&target, &mut self.selected) {
@@ -528,12 +539,12 @@ impl Session {
             Part::Body => (222, "body"),
             Part::Stat => (223, "status"),
         };
-        let mut out = format!("{code} {shown} {} {what}\r\n", o.message_id).into_bytes();
+        let mut out = format!("{code} {shown} {message_id} {what}\r\n").into_bytes();
         if part != Part::Stat {
-            let raw = match self.store.read_blob(&o.blob).await {
+            let raw = match self.store.read_blob(&blob).await {
                 Ok(r) => r,
                 Err(e) => {
-                    tracing::error!("nntp: reading article {}: {e}", o.message_id);
+                    tracing::error!("nntp: reading article {message_id}: {e}");
                     return self.error(conn, "403 Internal fault, try again later\r\n");
                 }
             };
@@ -854,6 +865,15 @@ impl Session {
         };
         conn.queue(reply.as_bytes());
         Flow::Continue
+    }
+}
+
+/// The reply when a target names no article.
+fn missing(target: &Target) -> &'static str {
+    if matches!(target, Target::MessageId(_)) {
+        "430 No article with that message-id\r\n"
+    } else {
+        "423 No article with that number\r\n"
     }
 }
 

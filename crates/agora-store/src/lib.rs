@@ -188,6 +188,10 @@ pub trait MailboxStore: Send + Sync {
     /// from the summaries kept at delivery (no body is read).
     async fn overview(&self, mailbox: MailboxId, uids: RangeInclusive<u32>, limit: usize) -> Result<Vec<Overview>>;
 
+    /// One article's Message-ID and body address (ARTICLE by number): a point query
+    /// on the Message-ID index.
+    async fn news_ref(&self, mailbox: MailboxId, uid: u32) -> Result<Option<(String, String)>>;
+
     /// Where the article with this Message-ID is, in newsgroups: (folder, number).
     async fn news_article(&self, message_id: &str) -> Result<Vec<(MailboxId, u32)>>;
 

@@ -2318,6 +2318,21 @@ impl MailboxStore for Arc<SqliteStore> {
         if point { self.lookup(query).await } else { self.read(query).await }
     }
 
+    async fn news_ref(&self, mailbox: MailboxId, uid: u32) -> Result<Option<(String, String)>> {
+        self.lookup(move |c| {
+            let row: Option<(Option<String>, String)> = c
+                .prepare_cached(
+                    "SELECT n.message_id, m.blob FROM messages m
+                     LEFT JOIN news_articles n ON n.mailbox = m.mailbox AND n.uid = m.uid
+                     WHERE m.mailbox = ?1 AND m.uid = ?2",
+                )?
+                .query_row(params![mailbox, uid], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?;
+            Ok(row.map(|(id, blob)| (id.unwrap_or_default(), blob)))
+        })
+        .await
+    }
+
     async fn news_article(&self, message_id: &str) -> Result<Vec<(MailboxId, u32)>> {
         let id = message_id.to_string();
         self.lookup(move |c| {
