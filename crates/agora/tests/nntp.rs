@@ -364,3 +364,64 @@ print("ok")
         ip = a.ip
     ));
 }
+
+/// AUTHINFO SASL (PLAIN with an initial response, SCRAM-SHA-256 in steps) and COMPRESS
+/// DEFLATE, spoken by hand over TLS: nntplib has neither.
+#[test]
+fn sasl_and_compression() {
+    let a = start();
+    python_ok(&format!(
+        r#"{PRELUDE}
+import socket, base64, zlib, hashlib, hmac, os
+raw = socket.create_connection(("{ip}", 10563))
+s = ctx.wrap_socket(raw)
+buf = b""
+def line():
+    global buf
+    while b"\r\n" not in buf:
+        buf += s.recv(65536)
+    l, _, buf = buf.partition(b"\r\n")
+    return l.decode()
+def cmd(text):
+    s.sendall(text.encode() + b"\r\n")
+    return line()
+assert line().startswith("200")
+r = cmd("AUTHINFO SASL PLAIN " + base64.b64encode(b"\0alice@example.org\0wrong").decode())
+assert r.startswith("481"), r
+# SCRAM-SHA-256 (RFC 5802) in 383 steps.
+nonce = base64.b64encode(os.urandom(18)).decode()
+first = "n,,n=alice@example.org,r=" + nonce
+r = cmd("AUTHINFO SASL SCRAM-SHA-256 " + base64.b64encode(first.encode()).decode())
+assert r.startswith("383 "), r
+server_first = base64.b64decode(r[4:]).decode()
+attrs = dict(kv.split("=", 1) for kv in server_first.split(","))
+salted = hashlib.pbkdf2_hmac("sha256", b"pw", base64.b64decode(attrs["s"]), int(attrs["i"]))
+client_key = hmac.new(salted, b"Client Key", "sha256").digest()
+stored = hashlib.sha256(client_key).digest()
+final_bare = "c=biws,r=" + attrs["r"]
+auth = ("n=alice@example.org,r=" + nonce + "," + server_first + "," + final_bare).encode()
+proof = bytes(x ^ y for x, y in zip(client_key, hmac.new(stored, auth, "sha256").digest()))
+r = cmd(base64.b64encode((final_bare + ",p=" + base64.b64encode(proof).decode()).encode()).decode())
+assert r.startswith("383 "), r
+server_key = hmac.new(salted, b"Server Key", "sha256").digest()
+want = "v=" + base64.b64encode(hmac.new(server_key, auth, "sha256").digest()).decode()
+assert base64.b64decode(r[4:]).decode() == want, r
+r = cmd("=")
+assert r.startswith("281"), r
+assert cmd("COMPRESS DEFLATE").startswith("206")
+comp = zlib.compressobj(wbits=-15); dec = zlib.decompressobj(wbits=-15)
+def zcmd(text):
+    s.sendall(comp.compress(text.encode() + b"\r\n") + comp.flush(zlib.Z_SYNC_FLUSH))
+    out = b""
+    while not out.endswith(b"\r\n.\r\n") and not (out.endswith(b"\r\n") and not text.startswith("LIST")):
+        out += dec.decompress(s.recv(65536))
+    return out.decode()
+r = zcmd("LIST ACTIVE")
+assert r.startswith("215") and "agora.test" in r and "private" in r, r
+r = zcmd("GROUP private")
+assert r.startswith("211 0"), r
+print("ok")
+"#,
+        ip = a.ip
+    ));
+}
