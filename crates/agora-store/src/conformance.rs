@@ -95,6 +95,8 @@ async fn news<S: Store>(s: &S) {
     s.expunge(g.mailbox, &[uids[1]]).await.unwrap();
     assert!(s.news_article("<2@news.test>").await.unwrap().is_empty(), "expired articles are gone");
     assert!(s.news_seen("<2@news.test>").await.unwrap(), "but the history remembers them");
+    // The history's days count from when the article went, not from when it came.
+    assert_eq!(s.forget_news_history(crate::now() - 60).await.unwrap(), 0);
     assert!(!s.news_seen("<9@news.test>").await.unwrap());
     s.remember_news(vec!["<9@news.test>".into()], 10).await.unwrap();
     assert!(s.news_seen("<9@news.test>").await.unwrap());
@@ -120,6 +122,43 @@ async fn news<S: Store>(s: &S) {
     s.set_acl(g.mailbox, "mod@news.test", Some("lrs")).await.unwrap();
     assert_eq!(s.acl(queue.mailbox).await.unwrap(), vec![("boss@news.test".to_string(), "lrswipkxtea".to_string())]);
     assert!(s.news_groups().await.unwrap().iter().all(|n| n.folder.mailbox != queue.mailbox), "not a newsgroup");
+    // The queue's name is reserved and it goes only with its folder.
+    assert!(s.remove_public_folder("News/Moderation Queue").await.is_err());
+    assert!(s.rename_public_folder("News/Moderation Queue", "News/Open").await.is_err());
+    let reserved = PublicFolder { path: "Other/Moderation Queue".into(), ..Default::default() };
+    assert!(s.add_public_folder(reserved).await.is_err());
+    // Posts waiting keep the folder moderated.
+    let staged = s.stage(b"From: a@news.test\r\nSubject: wait\r\n\r\nx\r\n".to_vec()).await.unwrap();
+    s.deliver(Delivery {
+        body: staged,
+        internal_date: 1_700_000_000,
+        envelope: None,
+        flags: Flags::default(),
+        keywords: Vec::new(),
+        targets: vec![DeliveryTarget { account: owner, mailbox: f.queue_path() }],
+        relay: Vec::new(),
+        enforce_quota: false,
+    })
+    .await
+    .unwrap();
+    let off = PublicFolderUpdate { moderated: Some(false), ..Default::default() };
+    assert!(s.update_public_folder("News", off).await.is_err(), "a post waits");
+    let wait = s.public_folders().await.unwrap().into_iter().find(|q| q.path == f.queue_path()).unwrap();
+    let uids: Vec<u32> = s.message_list(wait.mailbox).await.unwrap().iter().map(|m| m.uid).collect();
+    s.expunge(wait.mailbox, &uids).await.unwrap();
+    // A delivery to a public folder that is gone is refused, never a stray mailbox.
+    let staged = s.stage(b"Subject: lost\r\n\r\nx\r\n".to_vec()).await.unwrap();
+    let lost = Delivery {
+        body: staged,
+        internal_date: 1_700_000_000,
+        envelope: None,
+        flags: Flags::default(),
+        keywords: Vec::new(),
+        targets: vec![DeliveryTarget { account: owner, mailbox: "Gone".into() }],
+        relay: Vec::new(),
+        enforce_quota: false,
+    };
+    assert!(s.deliver(lost).await.is_err());
     let f = s
         .update_public_folder(
             "News",

@@ -275,8 +275,15 @@ BEGIN
            CASE WHEN NEW.saved > 0 THEN NEW.saved ELSE NEW.internal_date END
     FROM blobs b WHERE b.hash = NEW.blob AND json_extract(b.summary, '$.envelope.message_id') IS NOT NULL;
 END;
-CREATE TRIGGER IF NOT EXISTS news_article_out AFTER DELETE ON messages
-BEGIN DELETE FROM news_articles WHERE mailbox = OLD.mailbox AND uid = OLD.uid; END;
+-- When an article goes, its history entry restarts its time: the Message-ID is kept
+-- for the history's days after the article is gone.
+DROP TRIGGER IF EXISTS news_article_out;
+CREATE TRIGGER news_article_out AFTER DELETE ON messages
+BEGIN
+    UPDATE news_history SET seen = max(seen, CAST(strftime('%s', 'now') AS INTEGER))
+    WHERE message_id IN (SELECT message_id FROM news_articles WHERE mailbox = OLD.mailbox AND uid = OLD.uid);
+    DELETE FROM news_articles WHERE mailbox = OLD.mailbox AND uid = OLD.uid;
+END;
 "#;
 
 /// Sends a job's reply; runs only after the stamp and the change bus are updated.
@@ -639,7 +646,10 @@ fn deliver_in(c: &Connection, p: &PreparedDelivery) -> Result<(Vec<Delivered>, V
         let (mailbox, uidvalidity, uid, modseq) = match mb {
             Some((id, v, n, m)) => (id, v, n, m + 1),
             None => {
-                let mb = insert_mailbox(c, t.account, &name, None)?;
+                let mb = match public_queue_target(c, t.account, &name)? {
+                    Some(made) => made,
+                    None => insert_mailbox(c, t.account, &name, None)?,
+                };
                 (mb.id, i64::from(mb.uidvalidity), i64::from(mb.uidnext), mb.highestmodseq as i64 + 1)
             }
         };
@@ -1052,21 +1062,54 @@ fn constraint(e: rusqlite::Error, what: &str) -> StoreError {
     }
 }
 
-/// Makes a moderated folder's queue if it is missing: a subfolder hidden from news,
-/// open to the folder's moderators only (the entries holding x).
+/// Makes a moderated folder's queue, or sets an existing one right: a subfolder hidden
+/// from news and mail, open to exactly the folder's moderators (the entries holding x).
+/// Returns its id when it was made now.
 fn ensure_queue(c: &Connection, owner: AccountId, folder: &PublicFolder) -> Result<Option<MailboxId>> {
     let path = folder.queue_path();
-    if query_mailbox(c, owner, &path)?.is_some() {
-        return Ok(None);
-    }
-    let mb = insert_mailbox(c, owner, &path, None)?;
-    c.execute("INSERT INTO public_folders (mailbox) VALUES (?1)", [mb.id])?;
+    let (id, made) = match query_mailbox(c, owner, &path)? {
+        Some(m) => (m.id, false),
+        None => (insert_mailbox(c, owner, &path, None)?.id, true),
+    };
+    c.execute(
+        "INSERT INTO public_folders (mailbox) VALUES (?1)
+         ON CONFLICT(mailbox) DO UPDATE SET newsgroup = NULL, address = NULL, moderated = 0",
+        [id],
+    )?;
+    c.execute("DELETE FROM acl WHERE mailbox = ?1", [id])?;
     c.execute(
         "INSERT INTO acl (mailbox, identifier, rights)
          SELECT ?1, identifier, rights FROM acl WHERE mailbox = ?2 AND instr(rights, 'x') > 0",
-        params![mb.id, folder.mailbox],
+        params![id, folder.mailbox],
     )?;
-    Ok(Some(mb.id))
+    Ok(made.then_some(id))
+}
+
+/// A delivery to a missing mailbox of the public folders' account: a moderated
+/// folder's queue is made properly; any other public folder that is gone is an error
+/// (never a plain mailbox outside the folder model).
+fn public_queue_target(c: &Connection, account: AccountId, name: &str) -> Result<Option<Mailbox>> {
+    let system: bool = c
+        .prepare_cached("SELECT role = 'system' FROM accounts WHERE id = ?1")?
+        .query_row([account], |r| r.get(0))
+        .optional()?
+        .unwrap_or(false);
+    if !system {
+        return Ok(None);
+    }
+    let parent = name.strip_suffix(&format!("/{}", crate::MODERATION_QUEUE));
+    match parent.map(|p| query_public(c, p)).transpose()?.flatten() {
+        Some(folder) if folder.moderated => {
+            ensure_queue(c, account, &folder)?;
+            Ok(query_mailbox(c, account, name)?)
+        }
+        _ => Err(StoreError::NotFound(format!("public folder {name}"))),
+    }
+}
+
+/// Whether a public folder path is a moderation queue's name (reserved for queues).
+fn is_queue_path(path: &str) -> bool {
+    path.rsplit('/').next() == Some(crate::MODERATION_QUEUE) && path.contains('/')
 }
 
 /// The moderation queue of the public folder `mailbox`, when it is moderated.
@@ -2055,6 +2098,9 @@ impl MailboxStore for Arc<SqliteStore> {
 
     async fn add_public_folder(&self, folder: PublicFolder) -> Result<PublicFolder> {
         let path = public_folder_path(&folder.path)?;
+        if is_queue_path(&path) {
+            return Err(StoreError::Invalid(format!("{:?} is the name of moderation queues", crate::MODERATION_QUEUE)));
+        }
         let address = folder.address.map(|a| a.to_ascii_lowercase());
         let newsgroup = folder.newsgroup.map(|n| n.to_ascii_lowercase());
         self.write(move |c| {
@@ -2133,6 +2179,13 @@ impl MailboxStore for Arc<SqliteStore> {
             .write(move |c| {
                 let folder =
                     query_public(c, &path)?.ok_or_else(|| StoreError::NotFound(format!("public folder {path}")))?;
+                if let Some(parent) = path.strip_suffix(&format!("/{}", crate::MODERATION_QUEUE))
+                    && query_public(c, parent)?.is_some_and(|p| p.moderated)
+                {
+                    return Err(StoreError::Invalid(format!(
+                        "{path} is the moderation queue of {parent}: end moderation there first"
+                    )));
+                }
                 let owner = public_owner(c)?;
                 // The folder's own moderation queue goes with it.
                 let queue = folder.queue_path();
@@ -2162,6 +2215,9 @@ impl MailboxStore for Arc<SqliteStore> {
 
     async fn rename_public_folder(&self, from: &str, to: &str) -> Result<()> {
         let (from, to) = (public_folder_path(from)?, public_folder_path(to)?);
+        if is_queue_path(&from) || is_queue_path(&to) {
+            return Err(StoreError::Invalid("a moderation queue moves only with its folder".into()));
+        }
         self.write(move |c| {
             query_public(c, &from)?.ok_or_else(|| StoreError::NotFound(format!("public folder {from}")))?;
             if let Some((parent, _)) = to.rsplit_once('/')
@@ -2213,6 +2269,16 @@ impl MailboxStore for Arc<SqliteStore> {
                     params![folder.mailbox, address],
                 )
                 .map_err(|e| constraint(e, "address"))?;
+            }
+            if update.moderated == Some(false)
+                && folder.moderated
+                && let Some(q) = query_mailbox(c, owner, &folder.queue_path())?
+                && q.messages > 0
+            {
+                return Err(StoreError::Invalid(format!(
+                    "{} posts wait in the moderation queue of {path}: approve or reject them first",
+                    q.messages
+                )));
             }
             for (column, value) in [
                 ("moderated", update.moderated.map(i64::from)),
