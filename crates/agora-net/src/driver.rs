@@ -6,6 +6,9 @@ use async_trait::async_trait;
 
 use crate::{Conn, Read};
 
+/// Replies held for a pipelining client are sent once they reach this size.
+const FLUSH_AT: usize = 256 * 1024;
+
 /// How a protocol wants its session to go on after handling input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Flow {
@@ -71,8 +74,9 @@ pub async fn drive(mut protocol: impl LineProtocol, mut conn: Conn) {
             conn.close().await;
             return;
         }
-        // PIPELINING: hold replies while the client has more commands queued.
-        if !conn.has_buffered_line() && conn.flush().await.is_err() {
+        // PIPELINING: hold replies while the client has more commands queued, but
+        // never more than FLUSH_AT bytes of them (pipelined ARTICLEs would pile up).
+        if (!conn.has_buffered_line() || conn.queued() >= FLUSH_AT) && conn.flush().await.is_err() {
             return;
         }
     }

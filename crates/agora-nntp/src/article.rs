@@ -223,6 +223,53 @@ pub fn relay(raw: &[u8], offered_id: &str, server: &str, max: usize) -> Result<R
     Ok(Relayed { newsgroups, path, approved: get("approved").is_some(), article: out })
 }
 
+/// Whether an article's header has the field `name` (any case).
+pub fn has_field(article: &[u8], name: &str) -> bool {
+    let head = &article[..header_len(article)];
+    fields(head).is_ok_and(|f| f.iter().any(|(n, _)| n.eq_ignore_ascii_case(name)))
+}
+
+/// The article without every `name` field (folded lines included).
+pub fn without_field(article: &[u8], name: &str) -> Vec<u8> {
+    let split = header_len(article);
+    let Ok(fields) = fields(&article[..split]) else { return article.to_vec() };
+    let mut out = Vec::with_capacity(article.len());
+    for (n, raw) in &fields {
+        if !n.eq_ignore_ascii_case(name) {
+            out.extend_from_slice(raw);
+        }
+    }
+    out.extend_from_slice(&article[split..]);
+    out
+}
+
+/// The article with `line` (a whole field, without its CRLF) as its first field.
+pub fn with_field(article: &[u8], line: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(article.len() + line.len() + 2);
+    out.extend_from_slice(line.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(article);
+    out
+}
+
+/// The header's length, up to (not including) the empty line.
+fn header_len(article: &[u8]) -> usize {
+    article
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|p| p + 2)
+        .or_else(|| article.windows(2).position(|w| w == b"\n\n").map(|p| p + 1))
+        .unwrap_or(article.len())
+}
+
+/// The Date field as Unix seconds, when there is one that parses.
+pub fn date(article: &[u8]) -> Option<i64> {
+    let head = &article[..header_len(article)];
+    let fields = fields(head).ok()?;
+    let (_, raw) = fields.iter().find(|(n, _)| n == "date")?;
+    mail_parser::DateTime::parse_rfc822(&value(raw)).map(|d| d.to_timestamp())
+}
+
 fn new_message_id(server: &str, now: i64) -> String {
     let mut r = [0u8; 9];
     if getrandom::fill(&mut r).is_err() {
@@ -320,6 +367,21 @@ mod tests {
         assert!(relay(no_date.as_bytes(), "<m@inn.test>", "agora.test", 1 << 20).unwrap_err().contains("no date"));
         let approved = a.replace("Subject: s\r\n", "Subject: s\r\nApproved: mod@b\r\n");
         assert!(relay(approved.as_bytes(), "<m@inn.test>", "agora.test", 1 << 20).unwrap().approved);
+    }
+
+    #[test]
+    fn fields_added_and_removed() {
+        let a = b"From: a@b\r\nApproved: x@y,\r\n  z@w\r\nSubject: s\r\nDate: Wed, 2 Dec 2026 00:00:00 +0000\r\n\r\nApproved: in the body\r\n";
+        assert!(has_field(a, "APPROVED") && !has_field(a, "sender"));
+        let stripped = without_field(a, "approved");
+        assert_eq!(
+            stripped,
+            b"From: a@b\r\nSubject: s\r\nDate: Wed, 2 Dec 2026 00:00:00 +0000\r\n\r\nApproved: in the body\r\n"
+                .to_vec()
+        );
+        assert!(with_field(&stripped, "Approved: m@b").starts_with(b"Approved: m@b\r\nFrom: a@b\r\n"));
+        assert_eq!(date(a), Some(1_796_169_600));
+        assert_eq!(date(b"From: a\r\n\r\n"), None);
     }
 
     #[test]

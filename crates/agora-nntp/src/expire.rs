@@ -22,7 +22,8 @@ pub async fn expire_once(store: &dyn Store, now: i64, history_days: u32) -> agor
         let mut doomed: Vec<u32> =
             list.iter().filter(|m| cutoff.is_some_and(|c| arrived(m) < c)).map(|m| m.uid).collect();
         if folder.expire_count > 0 {
-            let mut kept: Vec<&agora_store::MessageRef> = list.iter().filter(|m| !doomed.contains(&m.uid)).collect();
+            let by_age: std::collections::HashSet<u32> = doomed.iter().copied().collect();
+            let mut kept: Vec<&agora_store::MessageRef> = list.iter().filter(|m| !by_age.contains(&m.uid)).collect();
             let keep = folder.expire_count as usize;
             if kept.len() > keep {
                 // The newest stay: by arrival, then by number.

@@ -9,6 +9,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use agora_directory::granted;
 use agora_store::{NewsGroup, Store};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
@@ -42,8 +43,9 @@ pub async fn run(store: Arc<dyn Store>, hostname: String, peer: PeerFeed, shutdo
     }
     let mut changes = store.subscribe();
     let mut backoff = Duration::from_secs(2);
+    let mut deferred = (0, 0);
     loop {
-        let wait = match pass(store.as_ref(), &hostname, &peer, &shutdown).await {
+        let wait = match pass(store.as_ref(), &hostname, &peer, &shutdown, &mut deferred).await {
             Ok(sent) => {
                 if sent > 0 {
                     tracing::info!("nntp: feed {}: {sent} articles offered", peer.name);
@@ -90,12 +92,18 @@ enum Answer {
     Later,
 }
 
-/// Offers everything after the cursor; returns how many articles were offered.
+/// How often one article may be deferred by the peer (436) before it is passed over.
+const MAX_DEFERRALS: u32 = 5;
+
+/// Offers everything after the cursor; returns how many articles were offered. The
+/// cursor is saved before any error is returned. `deferred`: the article the peer last
+/// asked for later, and how many times in a row.
 async fn pass(
     store: &dyn Store,
     hostname: &str,
     peer: &PeerFeed,
     shutdown: &CancellationToken,
+    deferred: &mut (i64, u32),
 ) -> Result<usize, String> {
     let mut offered = 0;
     let mut conn: Option<Client> = None;
@@ -110,31 +118,67 @@ async fn pass(
             groups = store.news_groups().await.map_err(|e| e.to_string())?;
         }
         let mut done = batch.first().map_or(0, |a| a.seq - 1);
+        let mut failure: Option<String> = None;
         for a in &batch {
-            let name = groups.iter().find(|g| g.folder.mailbox == a.mailbox).map(|g| g.name.clone());
-            let Some(name) = name.filter(|n| codec::wildmat(&peer.newsgroups, n)) else {
+            // Only the groups anyone may read leave this server, and only those the
+            // peer's pattern names; an article without a usable Message-ID cannot go.
+            let group = groups.iter().find(|g| g.folder.mailbox == a.mailbox).filter(|g| {
+                codec::wildmat(&peer.newsgroups, &g.name) && granted(&g.acl, &["anyone".to_string()]).contains('r')
+            });
+            let Some(group) = group.filter(|_| codec::is_message_id(&a.message_id)) else {
                 done = a.seq;
                 continue;
             };
-            let raw = store.read_blob(&a.blob).await.map_err(|e| e.to_string())?;
-            let Some(article) = outgoing(&raw, &name, hostname, &peer.path_name) else {
+            let raw = match store.read_blob(&a.blob).await {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!("nntp: feed {}: {} not offered: {e}", peer.name, a.message_id);
+                    done = a.seq;
+                    continue;
+                }
+            };
+            let approver = group.folder.address.clone().unwrap_or_else(|| format!("news@{hostname}"));
+            let approved = group.folder.moderated.then_some(approver.as_str());
+            let Some(article) = outgoing(&raw, &group.name, hostname, &peer.path_name, approved) else {
                 done = a.seq;
                 continue;
             };
             if conn.is_none() {
-                conn = Some(Client::connect(peer).await?);
+                match Client::connect(peer).await {
+                    Ok(c) => conn = Some(c),
+                    Err(e) => {
+                        failure = Some(e);
+                        break;
+                    }
+                }
             }
             let Some(c) = conn.as_mut() else { break };
             offered += 1;
-            match c.ihave(&a.message_id, &article).await? {
-                Answer::Done => done = a.seq,
-                Answer::Later => {
-                    store.news_feed_advance(&peer.name, done).await.map_err(|e| e.to_string())?;
-                    return Err(format!("{} asked for {} later", peer.name, a.message_id));
+            match c.ihave(&a.message_id, &article).await {
+                Ok(Answer::Done) => done = a.seq,
+                Ok(Answer::Later) if *deferred == (a.seq, MAX_DEFERRALS - 1) => {
+                    tracing::warn!(
+                        "nntp: feed {}: {} deferred {MAX_DEFERRALS} times: passed over",
+                        peer.name,
+                        a.message_id
+                    );
+                    done = a.seq;
+                }
+                Ok(Answer::Later) => {
+                    *deferred = if deferred.0 == a.seq { (a.seq, deferred.1 + 1) } else { (a.seq, 1) };
+                    failure = Some(format!("{} asked for {} later", peer.name, a.message_id));
+                    break;
+                }
+                Err(e) => {
+                    failure = Some(e);
+                    break;
                 }
             }
         }
         store.news_feed_advance(&peer.name, done.max(0)).await.map_err(|e| e.to_string())?;
+        if let Some(f) = failure {
+            return Err(f);
+        }
         if done < last {
             break;
         }
@@ -145,9 +189,10 @@ async fn pass(
     Ok(offered)
 }
 
-/// The article as offered: the newsgroup and Path a mailed-in message lacks are added;
+/// The article as offered: the newsgroup and Path a mailed-in message lacks are added,
+/// and for a moderated group (where only approved articles are) the Approved field;
 /// None when it must not go (the peer is in its Path, or it has no Message-ID).
-fn outgoing(raw: &[u8], group: &str, hostname: &str, peer_path: &str) -> Option<Vec<u8>> {
+fn outgoing(raw: &[u8], group: &str, hostname: &str, peer_path: &str, approved: Option<&str>) -> Option<Vec<u8>> {
     let end = raw.windows(4).position(|w| w == b"\r\n\r\n").or_else(|| raw.windows(2).position(|w| w == b"\n\n"))?;
     let head = String::from_utf8_lossy(&raw[..end]);
     let has =
@@ -169,6 +214,11 @@ fn outgoing(raw: &[u8], group: &str, hostname: &str, peer_path: &str) -> Option<
     }
     if !has("newsgroups") {
         out.extend_from_slice(format!("Newsgroups: {group}\r\n").as_bytes());
+    }
+    if let Some(by) = approved
+        && !has("approved")
+    {
+        out.extend_from_slice(format!("Approved: {by}\r\n").as_bytes());
     }
     out.extend_from_slice(raw);
     Some(out)
@@ -219,7 +269,8 @@ impl Client {
         let r = self.reply().await?;
         match r.get(..3) {
             Some("335") => {}
-            Some("435") | Some("437") => return Ok(Answer::Done),
+            // 501: this Message-ID is not acceptable there; the others may be.
+            Some("435") | Some("437") | Some("501") => return Ok(Answer::Done),
             Some("436") => return Ok(Answer::Later),
             _ => return Err(format!("IHAVE {id}: {r}")),
         }
@@ -248,12 +299,14 @@ mod tests {
     #[test]
     fn outgoing_articles() {
         let mailed = b"From: a@b\r\nSubject: s\r\nMessage-ID: <m@b>\r\n\r\nbody\r\n";
-        let out = String::from_utf8(outgoing(mailed, "agora.sales", "news.test", "inn.test").unwrap()).unwrap();
+        let out = String::from_utf8(outgoing(mailed, "agora.sales", "news.test", "inn.test", None).unwrap()).unwrap();
         assert!(out.starts_with("Path: news.test!not-for-mail\r\nNewsgroups: agora.sales\r\nFrom: a@b\r\n"), "{out}");
         let posted = b"Path: news.test!not-for-mail\r\nNewsgroups: x.y\r\nMessage-ID: <m@b>\r\n\r\nb\r\n";
-        assert_eq!(outgoing(posted, "agora.sales", "news.test", "inn.test").unwrap(), posted.to_vec());
+        assert_eq!(outgoing(posted, "agora.sales", "news.test", "inn.test", None).unwrap(), posted.to_vec());
         let from_peer = b"Path: news.test!INN.test!not-for-mail\r\nNewsgroups: x.y\r\nMessage-ID: <m@b>\r\n\r\nb\r\n";
-        assert!(outgoing(from_peer, "x.y", "news.test", "inn.test").is_none(), "not back to where it came from");
-        assert!(outgoing(b"Subject: s\r\n\r\nb\r\n", "x.y", "news.test", "inn.test").is_none());
+        let approved = outgoing(posted, "x.y", "news.test", "inn.test", Some("mod@b")).unwrap();
+        assert!(approved.starts_with(b"Approved: mod@b\r\nPath: news.test!not-for-mail\r\n"));
+        assert!(outgoing(from_peer, "x.y", "news.test", "inn.test", None).is_none(), "not back to where it came from");
+        assert!(outgoing(b"Subject: s\r\n\r\nb\r\n", "x.y", "news.test", "inn.test", None).is_none());
     }
 }

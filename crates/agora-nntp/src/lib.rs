@@ -10,7 +10,7 @@ pub mod session;
 pub mod transit;
 
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use agora_directory::Directory;
@@ -33,15 +33,18 @@ pub struct NntpService {
 }
 
 impl NntpService {
+    /// `peers`: each configured peer's host and the wildmat of the newsgroups it
+    /// exchanges with us; `history_days`: how long the history remembers.
     pub fn new(
         cfg: NntpConfig,
         dir: Directory,
         store: Arc<dyn Store>,
         throttle: Arc<Throttle>,
-        peer_hosts: Vec<String>,
+        peers: Vec<(String, String)>,
+        history_days: u32,
     ) -> NntpService {
-        let transit = Arc::new(Transit::new(Arc::clone(&store), cfg.hostname.clone(), cfg.max_article));
-        NntpService { cfg: Arc::new(cfg), dir, store, throttle, transit, peers: PeerAddresses::new(peer_hosts) }
+        let transit = Arc::new(Transit::new(Arc::clone(&store), cfg.hostname.clone(), cfg.max_article, history_days));
+        NntpService { cfg: Arc::new(cfg), dir, store, throttle, transit, peers: PeerAddresses::new(peers) }
     }
 }
 
@@ -52,7 +55,7 @@ impl Service for NntpService {
     }
 
     async fn serve(&self, conn: Conn) {
-        let peer = self.peers.contains(conn.peer.ip()).await;
+        let peer = self.peers.groups_of(conn.peer.ip()).await;
         Session::new(
             Arc::clone(&self.cfg),
             self.dir.clone(),
@@ -66,46 +69,59 @@ impl Service for NntpService {
     }
 }
 
-/// The addresses of the configured peers (the only clients that may feed articles),
-/// host names looked up again every few minutes.
+/// The configured peers by address (the only clients that may feed articles), host
+/// names looked up again every few minutes; a failed lookup keeps the last addresses.
 struct PeerAddresses {
-    hosts: Vec<String>,
-    resolved: Mutex<Option<(Instant, Vec<IpAddr>)>>,
+    /// (host, wildmat of its newsgroups)
+    peers: Vec<(String, String)>,
+    resolved: tokio::sync::Mutex<Resolved>,
 }
 
+/// When the peers' names were last looked up, and the addresses (with patterns) found.
+type Resolved = (Option<Instant>, Vec<(IpAddr, String)>);
+
 impl PeerAddresses {
-    fn new(hosts: Vec<String>) -> PeerAddresses {
-        PeerAddresses { hosts, resolved: Mutex::new(None) }
+    fn new(peers: Vec<(String, String)>) -> PeerAddresses {
+        PeerAddresses { peers, resolved: tokio::sync::Mutex::new((None, Vec::new())) }
     }
 
-    async fn contains(&self, ip: IpAddr) -> bool {
+    /// The newsgroups wildmat of the peer at `ip`, if it is one (several entries for
+    /// one address: their patterns joined).
+    async fn groups_of(&self, ip: IpAddr) -> Option<String> {
         let ip = canonical(ip);
-        if self.hosts.iter().any(|h| h.parse::<IpAddr>().is_ok_and(|a| canonical(a) == ip)) {
-            return true;
-        }
-        if self.hosts.iter().all(|h| h.parse::<IpAddr>().is_ok()) {
-            return false;
-        }
-        let fresh =
-            self.resolved.lock().ok().and_then(|r| {
-                r.as_ref().filter(|(at, _)| at.elapsed() < Duration::from_secs(300)).map(|(_, a)| a.clone())
-            });
-        let addresses = match fresh {
-            Some(a) => a,
-            None => {
+        let mut found: Vec<&str> = self
+            .peers
+            .iter()
+            .filter(|(h, _)| h.parse::<IpAddr>().is_ok_and(|a| canonical(a) == ip))
+            .map(|(_, w)| w.as_str())
+            .collect();
+        let mut named = String::new();
+        if self.peers.iter().any(|(h, _)| h.parse::<IpAddr>().is_err()) {
+            // One lookup at a time; the others wait for its answer.
+            let mut r = self.resolved.lock().await;
+            if r.0.is_none_or(|at| at.elapsed() > Duration::from_secs(300)) {
                 let mut all = Vec::new();
-                for h in self.hosts.iter().filter(|h| h.parse::<IpAddr>().is_err()) {
-                    if let Ok(found) = tokio::net::lookup_host((h.as_str(), 119)).await {
-                        all.extend(found.map(|s| canonical(s.ip())));
+                let mut failed = false;
+                for (h, w) in self.peers.iter().filter(|(h, _)| h.parse::<IpAddr>().is_err()) {
+                    match tokio::net::lookup_host((h.as_str(), 119)).await {
+                        Ok(addrs) => all.extend(addrs.map(|a| (canonical(a.ip()), w.clone()))),
+                        Err(e) => {
+                            tracing::warn!("nntp: looking up peer {h}: {e}");
+                            failed = true;
+                        }
                     }
                 }
-                if let Ok(mut r) = self.resolved.lock() {
-                    *r = Some((Instant::now(), all.clone()));
+                if !failed || r.1.is_empty() {
+                    r.1 = all;
                 }
-                all
+                r.0 = Some(Instant::now());
             }
-        };
-        addresses.contains(&ip)
+            named = r.1.iter().filter(|(a, _)| *a == ip).map(|(_, w)| w.as_str()).collect::<Vec<_>>().join(",");
+        }
+        if !named.is_empty() {
+            found.push(&named);
+        }
+        (!found.is_empty()).then(|| found.join(","))
     }
 }
 

@@ -42,7 +42,8 @@ pub struct Peer {
     pub host: String,
     #[serde(default = "Peer::default_port")]
     pub port: u16,
-    /// Wildmat of the newsgroups sent to it (RFC 3977 §4).
+    /// Wildmat of the newsgroups exchanged with it (RFC 3977 §4): what it may feed us,
+    /// and what we send it (of those, only the groups `anyone` may read).
     #[serde(default = "Peer::default_newsgroups")]
     pub newsgroups: String,
     /// Its name in Path headers (default: host).
@@ -128,9 +129,15 @@ fn build(ctx: &Context, s: NntpSection) -> Result<Built, String> {
         posting: s.posting,
         ..NntpConfig::default()
     };
-    let hosts: Vec<String> = s.peers.values().map(|p| p.host.clone()).collect();
-    let nntp: Arc<dyn agora_net::Service> =
-        Arc::new(NntpService::new(cfg, ctx.dir.clone(), Arc::clone(&ctx.store), Arc::clone(&ctx.throttle), hosts));
+    let peers: Vec<(String, String)> = s.peers.values().map(|p| (p.host.clone(), p.newsgroups.clone())).collect();
+    let nntp: Arc<dyn agora_net::Service> = Arc::new(NntpService::new(
+        cfg,
+        ctx.dir.clone(),
+        Arc::clone(&ctx.store),
+        Arc::clone(&ctx.throttle),
+        peers,
+        s.history_days,
+    ));
     let mut tasks: Vec<Task> = vec![Box::pin(crate::expire::run(
         Arc::clone(&ctx.store),
         secs(s.expire_interval_secs.max(1)),

@@ -13,7 +13,7 @@ use agora_net::dot::{Unstuffed, unstuff};
 use agora_net::{Conn, Flow, LineProtocol, Read, drive};
 use agora_service::login;
 use agora_service::sasl::LineChallenger;
-use agora_store::{Account, Delivery, DeliveryTarget, Flags, MailboxId, NewsGroup, Overview, Store, now};
+use agora_store::{Account, Delivery, DeliveryTarget, Flags, MailboxId, NewsGroup, Overview, PublicFolder, Store, now};
 use async_trait::async_trait;
 
 use crate::article::{self, Poster};
@@ -23,7 +23,7 @@ use crate::transit::{self, Transit};
 /// Most overview lines or numbers one command returns (a reader asks again for more).
 const MAX_RANGE: usize = 100_000;
 /// Most articles HDR reads for a field the overview does not hold.
-const MAX_HDR_READS: usize = 10_000;
+const MAX_HDR_READS: usize = 1_000;
 
 #[derive(Debug, Clone)]
 pub struct NntpConfig {
@@ -67,8 +67,9 @@ pub struct Session {
     ids: Vec<String>,
     pending_user: Option<String>,
     selected: Option<Selected>,
-    /// The client is a configured peer: IHAVE and streaming are open to it.
-    peer: bool,
+    /// The client is a configured peer: IHAVE and streaming are open to it, for the
+    /// newsgroups of this wildmat.
+    peer: Option<String>,
     errors: u32,
 }
 
@@ -79,7 +80,7 @@ impl Session {
         store: Arc<dyn Store>,
         throttle: Arc<Throttle>,
         transit: Arc<Transit>,
-        peer: bool,
+        peer: Option<String>,
     ) -> Session {
         Session {
             cfg,
@@ -138,7 +139,10 @@ impl Session {
     fn status(&self, g: &NewsGroup) -> char {
         if g.folder.moderated {
             'm'
-        } else if self.may_post(g) {
+        } else if self.may_post(g)
+            || (self.account.is_none() && self.cfg.posting && logged_in_rights(g).contains(['p', 'i']))
+        {
+            // Before login: whether logging in would let every user post.
             'y'
         } else {
             'n'
@@ -160,7 +164,10 @@ impl Session {
         let name = name.to_ascii_lowercase();
         match self.groups().await.into_iter().find(|g| g.name == name) {
             Some(g) if self.readable(&g) => Ok(g),
-            Some(g) if self.account.is_none() && self.listable(&g) => Err("480 Authentication required\r\n"),
+            // Readers log in when told to (480): a group open to every logged-in user says so.
+            Some(g) if self.account.is_none() && (self.listable(&g) || logged_in_rights(&g).contains('r')) => {
+                Err("480 Authentication required\r\n")
+            }
             _ => Err("411 No such newsgroup\r\n"),
         }
     }
@@ -180,7 +187,7 @@ impl Session {
                 });
             }
             Command::ModeStream => {
-                if !self.peer {
+                if self.peer.is_none() {
                     return self.error(conn, "502 Streaming is for configured peers\r\n");
                 }
                 conn.queue(b"203 Streaming permitted\r\n");
@@ -260,7 +267,7 @@ impl Session {
             }
             Command::NewNews(wildmat, since) => {
                 let groups = self.groups().await;
-                let visible: Vec<MailboxId> = groups
+                let visible: std::collections::HashSet<MailboxId> = groups
                     .iter()
                     .filter(|g| self.readable(g) && codec::wildmat(&wildmat, &g.name))
                     .map(|g| g.folder.mailbox)
@@ -270,6 +277,9 @@ impl Session {
                     Ok(ids) => {
                         let mut sent = std::collections::HashSet::new();
                         for (mailbox, id) in ids {
+                            if sent.len() >= MAX_RANGE {
+                                break;
+                            }
                             if visible.contains(&mailbox) && sent.insert(id.clone()) {
                                 out.push_str(&id);
                                 out.push_str("\r\n");
@@ -286,18 +296,18 @@ impl Session {
             }
             Command::Post => return self.post(conn).await,
             Command::Ihave(id) => {
-                if !self.peer {
+                if self.peer.is_none() {
                     return self.error(conn, "502 Transit is for configured peers\r\n");
                 }
                 return self.ihave(conn, &id).await;
             }
             Command::Check(id) => {
-                if !self.peer {
+                if self.peer.is_none() {
                     return self.error(conn, "502 Transit is for configured peers\r\n");
                 }
                 let reply = match self.transit.wanted(&id).await {
                     transit::Offer::Wanted => format!("238 {id}\r\n"),
-                    transit::Offer::Later => format!("431 {id}\r\n"),
+                    transit::Offer::Busy | transit::Offer::Fault => format!("431 {id}\r\n"),
                     transit::Offer::Unwanted => format!("438 {id}\r\n"),
                 };
                 conn.queue(reply.as_bytes());
@@ -312,7 +322,7 @@ impl Session {
         if self.cfg.posting {
             caps.push("POST".into());
         }
-        if self.peer {
+        if self.peer.is_some() {
             caps.push("IHAVE".into());
             caps.push("STREAMING".into());
         }
@@ -345,7 +355,8 @@ impl Session {
         if self.account.is_some() {
             return self.error(conn, "502 Already authenticated\r\n");
         }
-        if !conn.can_starttls() {
+        if !conn.can_starttls() || conn.is_compressed() {
+            // RFC 8054 §2.2.2: no TLS under compression.
             return self.error(conn, "502 TLS is not available or already active\r\n");
         }
         if conn.send(b"382 Continue with TLS negotiation\r\n").await.is_err() {
@@ -743,25 +754,34 @@ impl Session {
             }
         }
         let groups = self.groups().await;
-        let mut targets: Vec<DeliveryTarget> = Vec::new();
-        let mut queued = false;
-        let mut refused: Option<String> = None;
-        for name in &injected.newsgroups {
-            match groups.iter().find(|g| &g.name == name && self.listable(g)) {
-                Some(g) if self.may_post(g) => {
-                    let path = g.folder.post_path(&self.rights(g));
-                    queued |= path != g.folder.path;
-                    targets.push(DeliveryTarget { account: 0, mailbox: path });
-                }
-                Some(g) => refused = Some(format!("441 Posting to {} not permitted\r\n", g.name)),
-                None => {}
+        let named: Vec<&NewsGroup> = injected
+            .newsgroups
+            .iter()
+            .filter_map(|n| groups.iter().find(|g| &g.name == n && self.listable(g)))
+            .collect();
+        if named.is_empty() {
+            return self.error(conn, "441 None of those newsgroups is here\r\n");
+        }
+        // All or nothing: a post that names a group the poster may not post to is refused
+        // (peers would carry it there by its Newsgroups field).
+        if let Some(g) = named.iter().find(|g| !self.may_post(g)) {
+            return self.error(conn, &format!("441 Posting to {} not permitted\r\n", g.name));
+        }
+        // RFC 5537 §3.5: an article for a moderated group the poster does not moderate
+        // goes, whole, to that group's moderators (never to the other groups first).
+        let moderated: Vec<&&NewsGroup> = named.iter().filter(|g| g.folder.moderated).collect();
+        let pending = moderated.iter().find(|g| !PublicFolder::moderates(&self.rights(g)));
+        let (targets, queued): (Vec<DeliveryTarget>, bool) = match pending {
+            Some(g) => (vec![DeliveryTarget { account: 0, mailbox: g.folder.queue_path() }], true),
+            None => {
+                (named.iter().map(|g| DeliveryTarget { account: 0, mailbox: g.folder.path.clone() }).collect(), false)
             }
-        }
-        if targets.is_empty() {
-            let reply = refused.unwrap_or_else(|| "441 None of those newsgroups is here\r\n".into());
-            return self.error(conn, &reply);
-        }
-        match self.deliver(injected.article, targets).await {
+        };
+        // Approved is a moderator's word: kept only from one who moderates every
+        // moderated group named (the outgoing feed adds it to approved articles).
+        let approves = !moderated.is_empty() && pending.is_none();
+        let article = if approves { injected.article } else { article::without_field(&injected.article, "approved") };
+        match self.deliver(article, targets).await {
             Ok(()) => {
                 tracing::info!(
                     "nntp: {} posted {} to {}",
@@ -808,7 +828,7 @@ impl Session {
     async fn ihave(&mut self, conn: &mut Conn, id: &str) -> Flow {
         match self.transit.wanted(id).await {
             transit::Offer::Wanted => {}
-            transit::Offer::Later => {
+            transit::Offer::Busy | transit::Offer::Fault => {
                 conn.queue(b"436 Try that article later\r\n");
                 return Flow::Continue;
             }
@@ -829,10 +849,11 @@ impl Session {
                 return Flow::Continue;
             }
         };
-        let reply = match self.transit.take(id, raw).await {
+        let groups = self.peer.clone().unwrap_or_default();
+        let reply = match self.transit.take(id, raw, &groups).await {
             transit::Taken::Stored => "235 Article transferred OK\r\n".to_string(),
             transit::Taken::Rejected(why) => format!("437 {why}\r\n"),
-            transit::Taken::Later => "436 Transfer failed, try again later\r\n".to_string(),
+            transit::Taken::Busy | transit::Taken::Fault => "436 Transfer failed, try again later\r\n".to_string(),
         };
         conn.queue(reply.as_bytes());
         Flow::Continue
@@ -841,12 +862,18 @@ impl Session {
     async fn takethis(&mut self, conn: &mut Conn, id: &str) -> Flow {
         // The article always follows TAKETHIS: read it even when it is refused.
         let raw = self.read_article(conn).await;
-        if !self.peer {
+        let Some(groups) = self.peer.clone() else {
             return match raw {
                 Err(None) => Flow::Close,
                 _ => self.error(conn, "502 Transit is for configured peers\r\n"),
             };
-        }
+        };
+        // RFC 4644 §2.5: TAKETHIS is answered 239 or 439 only; a fault here closes the
+        // connection (400), so the peer offers again what it has not heard back about.
+        let fault = || -> Flow {
+            tracing::warn!("nntp: closing a peer's streaming connection after a fault");
+            Flow::Close
+        };
         let reply = match raw {
             Err(None) => return Flow::Close,
             Err(Some(_)) => {
@@ -854,18 +881,29 @@ impl Session {
                 format!("439 {id}\r\n")
             }
             Ok(raw) => match self.transit.wanted(id).await {
-                transit::Offer::Wanted => match self.transit.take(id, raw).await {
+                transit::Offer::Wanted => match self.transit.take(id, raw, &groups).await {
                     transit::Taken::Stored => format!("239 {id}\r\n"),
-                    transit::Taken::Rejected(_) => format!("439 {id}\r\n"),
-                    transit::Taken::Later => format!("431 {id}\r\n"),
+                    transit::Taken::Rejected(_) | transit::Taken::Busy => format!("439 {id}\r\n"),
+                    transit::Taken::Fault => {
+                        conn.queue(b"400 Internal fault, offer the rest again later\r\n");
+                        return fault();
+                    }
                 },
-                transit::Offer::Later => format!("431 {id}\r\n"),
-                transit::Offer::Unwanted => format!("439 {id}\r\n"),
+                transit::Offer::Busy | transit::Offer::Unwanted => format!("439 {id}\r\n"),
+                transit::Offer::Fault => {
+                    conn.queue(b"400 Internal fault, offer the rest again later\r\n");
+                    return fault();
+                }
             },
         };
         conn.queue(reply.as_bytes());
         Flow::Continue
     }
+}
+
+/// What any logged-in user holds on a group.
+fn logged_in_rights(g: &NewsGroup) -> String {
+    granted(&g.acl, &["authenticated".to_string(), "anyone".to_string()])
 }
 
 /// The reply when a target names no article.

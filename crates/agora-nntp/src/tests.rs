@@ -61,12 +61,16 @@ async fn fixture() -> Fixture {
     let announce = store.add_public_folder(add("Announce", true)).await.unwrap();
     store.set_acl(announce.mailbox, "authenticated", Some("lrsip")).await.unwrap();
     store.set_acl(announce.mailbox, "carol@example.org", Some("lrswipkxte")).await.unwrap();
-    let transit = Arc::new(Transit::new(Arc::clone(&store), HOST.into(), 100_000));
+    let transit = Arc::new(Transit::new(Arc::clone(&store), HOST.into(), 100_000, 3650));
     Fixture { _dir: dir, store, directory, transit }
 }
 
 impl Fixture {
     async fn connect(&self, peer: bool) -> Client {
+        self.connect_as(peer.then(|| "*".to_string())).await
+    }
+
+    async fn connect_as(&self, peer: Option<String>) -> Client {
         let cfg =
             NntpConfig { hostname: HOST.into(), allow_plaintext: true, max_article: 100_000, ..NntpConfig::default() };
         let (conn, mut c) = agora_net::testing::pipe(119, CancellationToken::new());
@@ -268,4 +272,49 @@ async fn only_bad_commands_close_the_connection() {
     assert_eq!(c.line().await, "500 Unknown command\r\n");
     assert_eq!(c.line().await, "400 Too many errors, closing connection\r\n");
     assert!(c.at_eof().await);
+}
+
+#[tokio::test]
+async fn moderation_takes_whole_crossposts_and_approval_is_a_moderators_word() {
+    let f = fixture().await;
+    let mut c = f.connect(false).await;
+    assert_eq!(c.cmd("GROUP agora.announce").await, "480 Authentication required\r\n", "open to logged-in users");
+    assert!(c.cmd("LIST ACTIVE agora.test").await.starts_with("215"));
+    assert_eq!(c.block().await, "agora.test 0 1 n\r\n");
+    login(&mut c, "alice").await;
+    let r =
+        post(&mut c, "From: alice@example.org\r\nNewsgroups: agora.test,agora.announce\r\nSubject: both\r\n\r\nx\r\n")
+            .await;
+    assert_eq!(r, "240 Article received OK: it waits for a moderator\r\n");
+    assert_eq!((f.count("Test").await, f.count("Announce/Moderation Queue").await), (0, 1), "whole, to the moderators");
+    let r = post(&mut c, "From: alice@example.org\r\nNewsgroups: agora.test\r\nSubject: forged\r\nApproved: alice@example.org\r\nMessage-ID: <forged@example.org>\r\n\r\nx\r\n").await;
+    assert_eq!(r, "240 Article received OK\r\n");
+    assert!(c.cmd("HEAD <forged@example.org>").await.starts_with("221"));
+    assert!(!c.block().await.contains("Approved:"), "a poster's Approved is dropped");
+
+    let mut p = f.connect_as(Some("agora.test,agora.announce".into())).await;
+    let article = |id: &str, groups: &str, extra: &str| {
+        format!(
+            "Path: inn.test\r\nFrom: x@inn.test\r\nNewsgroups: {groups}\r\nSubject: s\r\nDate: {}\r\nMessage-ID: {id}\r\n{extra}\r\nhi\r\n",
+            agora_store::time::rfc5322_date(agora_store::now())
+        )
+    };
+    for (id, groups, extra, want) in [
+        ("<x1@inn.test>", "agora.test,agora.announce", "", "437 unapproved"),
+        ("<x2@inn.test>", "agora.private", "", "437 no newsgroup"),
+        ("<x3@inn.test>", "agora.test,agora.announce", "Approved: mod@inn.test\r\n", "235"),
+    ] {
+        assert!(p.cmd(&format!("IHAVE {id}")).await.starts_with("335"));
+        p.send(&article(id, groups, extra)).await;
+        let r = p.cmd(".").await;
+        assert!(r.starts_with(want), "{id}: {r}");
+    }
+    assert_eq!((f.count("Test").await, f.count("Announce").await, f.count("Private").await), (2, 1, 0));
+    assert!(p.cmd("IHAVE <old@inn.test>").await.starts_with("335"));
+    p.send(
+        &article("<old@inn.test>", "agora.test", "")
+            .replace(&agora_store::time::rfc5322_date(agora_store::now()), "Mon, 1 Jan 1990 00:00:00 +0000"),
+    )
+    .await;
+    assert!(p.cmd(".").await.starts_with("437 too old"));
 }

@@ -1,7 +1,8 @@
 //! Articles coming in from peers (IHAVE, CHECK/TAKETHIS): whether one is wanted (not
 //! in the history, not being received on another connection), and taking it in —
-//! relaying checks, the groups carried here, moderated groups only with Approved —
-//! stored durably before the peer is told. Shared by every connection.
+//! relaying checks, no older than the history remembers, the groups carried here that
+//! the peer exchanges with us, nothing for a moderated group without Approved — stored
+//! durably before the peer is told. Shared by every connection.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -13,22 +14,28 @@ use crate::article;
 
 pub enum Offer {
     Wanted,
-    /// Being received on another connection: offer it again later.
-    Later,
+    /// Being received on another connection.
+    Busy,
     Unwanted,
+    /// A fault here: the peer should offer it again later.
+    Fault,
 }
 
 pub enum Taken {
     Stored,
     Rejected(String),
+    /// Being received on another connection.
+    Busy,
     /// A fault here: the peer should offer it again.
-    Later,
+    Fault,
 }
 
 pub struct Transit {
     store: Arc<dyn Store>,
     hostname: String,
     max_article: usize,
+    /// Articles older than this (seconds) are refused: the history may have forgotten them.
+    max_age: i64,
     owner: OnceCell<AccountId>,
     receiving: Mutex<HashSet<String>>,
 }
@@ -45,8 +52,15 @@ impl Drop for Receiving<'_> {
 }
 
 impl Transit {
-    pub fn new(store: Arc<dyn Store>, hostname: String, max_article: usize) -> Transit {
-        Transit { store, hostname, max_article, owner: OnceCell::new(), receiving: Mutex::new(HashSet::new()) }
+    pub fn new(store: Arc<dyn Store>, hostname: String, max_article: usize, history_days: u32) -> Transit {
+        Transit {
+            store,
+            hostname,
+            max_article,
+            max_age: i64::from(history_days.max(1)) * 86_400,
+            owner: OnceCell::new(),
+            receiving: Mutex::new(HashSet::new()),
+        }
     }
 
     /// The account that owns the public folders.
@@ -69,14 +83,14 @@ impl Transit {
 
     pub async fn wanted(&self, id: &str) -> Offer {
         if self.is_receiving(id) {
-            return Offer::Later;
+            return Offer::Busy;
         }
         match self.store.news_seen(id).await {
             Ok(false) => Offer::Wanted,
             Ok(true) => Offer::Unwanted,
             Err(e) => {
                 tracing::error!("nntp: history: {e}");
-                Offer::Later
+                Offer::Fault
             }
         }
     }
@@ -88,12 +102,13 @@ impl Transit {
         }
     }
 
-    /// Takes in an article a peer sent under `id`.
-    pub async fn take(&self, id: &str, raw: Vec<u8>) -> Taken {
+    /// Takes in an article a peer sent under `id`; `groups` is the wildmat of the
+    /// newsgroups this peer exchanges with us.
+    pub async fn take(&self, id: &str, raw: Vec<u8>, groups_of_peer: &str) -> Taken {
         let _guard = {
-            let Ok(mut set) = self.receiving.lock() else { return Taken::Later };
+            let Ok(mut set) = self.receiving.lock() else { return Taken::Fault };
             if !set.insert(id.to_string()) {
-                return Taken::Later;
+                return Taken::Busy;
             }
             Receiving(&self.receiving, id.to_string())
         };
@@ -102,8 +117,12 @@ impl Transit {
             Ok(true) => return Taken::Rejected("duplicate".into()),
             Err(e) => {
                 tracing::error!("nntp: history: {e}");
-                return Taken::Later;
+                return Taken::Fault;
             }
+        }
+        if article::date(&raw).is_some_and(|d| d < now() - self.max_age) {
+            self.remember(id).await;
+            return Taken::Rejected("too old: older than the history remembers".into());
         }
         let relayed = match article::relay(&raw, id, &self.hostname, self.max_article) {
             Ok(r) => r,
@@ -117,30 +136,31 @@ impl Transit {
             Ok(g) => g,
             Err(e) => {
                 tracing::error!("nntp: listing newsgroups: {e}");
-                return Taken::Later;
+                return Taken::Fault;
             }
         };
-        let mut targets = Vec::new();
-        let mut unapproved = false;
-        for name in &relayed.newsgroups {
-            if let Some(g) = groups.iter().find(|g| &g.name == name) {
-                if g.folder.moderated && !relayed.approved {
-                    unapproved = true;
-                } else {
-                    targets.push(DeliveryTarget { account: 0, mailbox: g.folder.path.clone() });
-                }
-            }
-        }
-        if targets.is_empty() {
+        let carried: Vec<_> = relayed
+            .newsgroups
+            .iter()
+            .filter(|n| crate::codec::wildmat(groups_of_peer, n))
+            .filter_map(|n| groups.iter().find(|g| &g.name == n))
+            .collect();
+        if carried.is_empty() {
             self.remember(id).await;
-            let why = if unapproved { "unapproved for a moderated group" } else { "no newsgroup carried here" };
-            return Taken::Rejected(why.into());
+            return Taken::Rejected("no newsgroup carried here".into());
         }
+        // RFC 5537 §3.6: an unapproved article for a moderated group is refused whole.
+        if !relayed.approved && carried.iter().any(|g| g.folder.moderated) {
+            self.remember(id).await;
+            return Taken::Rejected("unapproved for a moderated group".into());
+        }
+        let mut targets: Vec<DeliveryTarget> =
+            carried.iter().map(|g| DeliveryTarget { account: 0, mailbox: g.folder.path.clone() }).collect();
         let owner = match self.owner().await {
             Ok(o) => o,
             Err(e) => {
                 tracing::error!("nntp: public folders: {e}");
-                return Taken::Later;
+                return Taken::Fault;
             }
         };
         for t in &mut targets {
@@ -169,7 +189,7 @@ impl Transit {
             }
             Err(e) => {
                 tracing::error!("nntp: storing {id}: {e}");
-                Taken::Later
+                Taken::Fault
             }
         }
     }

@@ -2439,7 +2439,7 @@ impl MailboxStore for Arc<SqliteStore> {
         self.read(move |c| {
             let mut s = c.prepare_cached(
                 "SELECT n.mailbox, n.message_id FROM news_articles n JOIN public_folders p ON p.mailbox = n.mailbox
-                 WHERE n.arrived >= ?1 AND p.newsgroup IS NOT NULL ORDER BY n.seq",
+                 WHERE n.arrived >= ?1 AND p.newsgroup IS NOT NULL ORDER BY n.seq LIMIT 500000",
             )?;
             let rows = s.query_map([since], |r| Ok((r.get(0)?, r.get(1)?)))?;
             Ok(rows.collect::<rusqlite::Result<_>>()?)
