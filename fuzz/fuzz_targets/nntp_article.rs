@@ -3,7 +3,7 @@
 //! validly, has one Path first and one Injection-Info, and keeps the body it was given;
 //! a relayed one never loops through this server and gets this server first in Path.
 #![no_main]
-use agora_nntp::article::{Poster, inject, is_newsgroup, relay};
+use agora_nntp::article::{Poster, date, has_field, inject, is_newsgroup, relay, without_field};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -26,5 +26,12 @@ fuzz_target!(|data: &[u8]| {
         assert!(!r.path.iter().any(|p| p == "news.example.org"));
         assert!(r.newsgroups.iter().all(|g| is_newsgroup(g)));
         assert!(r.article.starts_with(b"Path: news.example.org!"));
+    }
+    // Fields taken out are gone, and nothing else changes size beyond them.
+    let _ = date(data);
+    let stripped = without_field(data, "approved");
+    assert!(stripped.len() <= data.len());
+    if has_field(data, "approved") && stripped.len() < data.len() {
+        assert!(!has_field(&stripped, "approved"));
     }
 });

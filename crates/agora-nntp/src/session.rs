@@ -326,7 +326,7 @@ impl Session {
             caps.push("IHAVE".into());
             caps.push("STREAMING".into());
         }
-        caps.push("LIST ACTIVE ACTIVE.TIMES HEADERS NEWSGROUPS OVERVIEW.FMT".into());
+        caps.push("LIST ACTIVE ACTIVE.TIMES DISTRIB.PATS HEADERS NEWSGROUPS OVERVIEW.FMT".into());
         caps.push("NEWNEWS".into());
         caps.push("OVER MSGID".into());
         caps.push("HDR".into());
@@ -686,7 +686,8 @@ impl Session {
                 );
             }
             List::Headers(_) => out.push_str("215 Headers supported\r\n:\r\n:bytes\r\n:lines\r\n"),
-            List::DistribPats => return self.error(conn, "503 No distribution patterns here\r\n"),
+            // No Distribution defaults are kept here: an empty list (RFC 3977 §7.6.5).
+            List::DistribPats => out.push_str("215 Distribution patterns follow\r\n"),
         }
         out.push_str(".\r\n");
         conn.queue(out.as_bytes());

@@ -132,6 +132,8 @@ async fn reading_follows_permissions() {
     assert_eq!(c.block().await, "agora.announce 0 1 m\r\nagora.private 0 1 y\r\nagora.test 0 1 y\r\n");
     assert!(c.cmd("LIST NEWSGROUPS").await.starts_with("215"));
     assert!(c.block().await.contains("agora.private\tPrivate\r\n"));
+    assert_eq!(c.cmd("LIST DISTRIB.PATS").await, "215 Distribution patterns follow\r\n");
+    assert_eq!(c.block().await, "");
     let date = c.cmd("DATE").await;
     assert!(date.starts_with("111 20") && date.len() == 20, "{date:?}");
     assert_eq!(c.cmd("QUIT").await, "205 Bye\r\n");
