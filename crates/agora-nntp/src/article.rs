@@ -79,10 +79,11 @@ fn value(raw: &[u8]) -> String {
     text.replace("\r\n", "").replace('\n', "").trim().to_string()
 }
 
-/// Checks and injects a posted article (dot-unstuffed, CRLF line ends). `server` is
-/// this server's name (Path and Injection-Info); `now` Unix seconds; `max` the
-/// largest article accepted. Err: the reason, for a 441.
-pub fn inject(raw: &[u8], poster: &Poster<'_>, server: &str, now: i64, max: usize) -> Result<Injected, String> {
+/// An article's header fields and body, after the checks every article gets: its size,
+/// an empty line after the header, well-formed fields, single fields once.
+type Head<'a> = (Vec<(String, &'a [u8])>, &'a [u8]);
+
+fn checked_head(raw: &[u8], max: usize) -> Result<Head<'_>, String> {
     if raw.len() > max {
         return Err(format!("article larger than {max} octets"));
     }
@@ -94,6 +95,14 @@ pub fn inject(raw: &[u8], poster: &Poster<'_>, server: &str, now: i64, max: usiz
             return Err(format!("more than one {single} header field"));
         }
     }
+    Ok((fields, body))
+}
+
+/// Checks and injects a posted article (dot-unstuffed, CRLF line ends). `server` is
+/// this server's name (Path and Injection-Info); `now` Unix seconds; `max` the
+/// largest article accepted. Err: the reason, for a 441.
+pub fn inject(raw: &[u8], poster: &Poster<'_>, server: &str, now: i64, max: usize) -> Result<Injected, String> {
+    let (fields, body) = checked_head(raw, max)?;
     let get = |name: &str| fields.iter().find(|(n, _)| n == name).map(|(_, raw)| value(raw));
     for required in ["from", "subject", "newsgroups"] {
         if get(required).is_none_or(|v| v.is_empty()) {
@@ -119,7 +128,7 @@ pub fn inject(raw: &[u8], poster: &Poster<'_>, server: &str, now: i64, max: usiz
         None => new_message_id(server, now),
     };
     let from = mail_parser::MessageParser::default()
-        .parse_headers(head)
+        .parse_headers(&raw[..raw.len() - body.len()])
         .and_then(|m| m.from().and_then(|a| a.first()).and_then(|a| a.address()).map(str::to_ascii_lowercase))
         .filter(|a| a.contains('@'))
         .ok_or("the From field names no address")?;
@@ -172,17 +181,7 @@ pub struct Relayed {
 /// has, the same Message-ID, and no loop (`server` already in its Path). Err: the
 /// reason, for a 437 or 439.
 pub fn relay(raw: &[u8], offered_id: &str, server: &str, max: usize) -> Result<Relayed, String> {
-    if raw.len() > max {
-        return Err(format!("article larger than {max} octets"));
-    }
-    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").ok_or("no empty line after the header")?;
-    let (head, body) = (&raw[..split + 2], &raw[split + 4..]);
-    let fields = fields(head)?;
-    for single in SINGLE {
-        if fields.iter().filter(|(n, _)| n == single).count() > 1 {
-            return Err(format!("more than one {single} header field"));
-        }
-    }
+    let (fields, body) = checked_head(raw, max)?;
     let get = |name: &str| fields.iter().find(|(n, _)| n == name).map(|(_, raw)| value(raw));
     for required in ["from", "date", "newsgroups", "subject", "message-id", "path"] {
         if get(required).is_none_or(|v| v.is_empty()) {

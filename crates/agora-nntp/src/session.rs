@@ -13,7 +13,7 @@ use agora_net::dot::{Unstuffed, unstuff};
 use agora_net::{Conn, Flow, LineProtocol, Read, drive};
 use agora_service::login;
 use agora_service::sasl::LineChallenger;
-use agora_store::{Account, Delivery, DeliveryTarget, Flags, MailboxId, NewsGroup, Overview, PublicFolder, Store, now};
+use agora_store::{Account, DeliveryTarget, MailboxId, NewsGroup, Overview, PublicFolder, Store, now};
 use async_trait::async_trait;
 
 use crate::article::{self, Poster};
@@ -782,7 +782,7 @@ impl Session {
         // moderated group named (the outgoing feed adds it to approved articles).
         let approves = !moderated.is_empty() && pending.is_none();
         let article = if approves { injected.article } else { article::without_field(&injected.article, "approved") };
-        match self.deliver(article, targets).await {
+        match self.transit.store_article(article, targets).await {
             Ok(()) => {
                 tracing::info!(
                     "nntp: {} posted {} to {}",
@@ -802,28 +802,6 @@ impl Session {
                 self.error(conn, "441 Internal fault, try again later\r\n")
             }
         }
-    }
-
-    /// Stores an article in public folders by path, durably (the caller then says so).
-    async fn deliver(&self, article: Vec<u8>, mut targets: Vec<DeliveryTarget>) -> agora_store::Result<()> {
-        let owner = self.transit.owner().await?;
-        for t in &mut targets {
-            t.account = owner;
-        }
-        let body = self.store.stage(article).await?;
-        self.store
-            .deliver(Delivery {
-                body,
-                internal_date: now(),
-                envelope: None,
-                flags: Flags::default(),
-                keywords: Vec::new(),
-                targets,
-                relay: Vec::new(),
-                enforce_quota: false,
-            })
-            .await?;
-        Ok(())
     }
 
     async fn ihave(&mut self, conn: &mut Conn, id: &str) -> Flow {

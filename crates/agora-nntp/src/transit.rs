@@ -95,6 +95,29 @@ impl Transit {
         }
     }
 
+    /// Stores an article in public folders (targets by path), durably: the caller may
+    /// acknowledge it once this returns.
+    pub async fn store_article(&self, article: Vec<u8>, mut targets: Vec<DeliveryTarget>) -> agora_store::Result<()> {
+        let owner = self.owner().await?;
+        for t in &mut targets {
+            t.account = owner;
+        }
+        let body = self.store.stage(article).await?;
+        self.store
+            .deliver(Delivery {
+                body,
+                internal_date: now(),
+                envelope: None,
+                flags: Flags::default(),
+                keywords: Vec::new(),
+                targets,
+                relay: Vec::new(),
+                enforce_quota: false,
+            })
+            .await?;
+        Ok(())
+    }
+
     /// Keeps a refused Message-ID in the history, so that it is not offered again.
     pub async fn remember(&self, id: &str) {
         if let Err(e) = self.store.remember_news(vec![id.to_string()], now()).await {
@@ -154,34 +177,9 @@ impl Transit {
             self.remember(id).await;
             return Taken::Rejected("unapproved for a moderated group".into());
         }
-        let mut targets: Vec<DeliveryTarget> =
+        let targets: Vec<DeliveryTarget> =
             carried.iter().map(|g| DeliveryTarget { account: 0, mailbox: g.folder.path.clone() }).collect();
-        let owner = match self.owner().await {
-            Ok(o) => o,
-            Err(e) => {
-                tracing::error!("nntp: public folders: {e}");
-                return Taken::Fault;
-            }
-        };
-        for t in &mut targets {
-            t.account = owner;
-        }
-        let stored = async {
-            let body = self.store.stage(relayed.article).await?;
-            self.store
-                .deliver(Delivery {
-                    body,
-                    internal_date: now(),
-                    envelope: None,
-                    flags: Flags::default(),
-                    keywords: Vec::new(),
-                    targets,
-                    relay: Vec::new(),
-                    enforce_quota: false,
-                })
-                .await
-        }
-        .await;
+        let stored = self.store_article(relayed.article, targets).await;
         match stored {
             Ok(_) => {
                 tracing::info!("nntp: received {id} for {}", relayed.newsgroups.join(","));
