@@ -204,7 +204,7 @@ pub enum CatPart {
 /// Parses a section spec as it appears in an IMAP URL (`HEADER`, `1.MIME`, `2.TEXT`).
 pub fn parse_section(spec: &str) -> Option<Section> {
     let text = format!("[{spec}]");
-    let mut p = P { b: text.as_bytes(), pos: 0, depth: 0 };
+    let mut p = P { b: text.as_bytes(), pos: 0, depth: 0, charset: None };
     let s = p.section().ok()?;
     p.at_end().then_some(s)
 }
@@ -298,6 +298,8 @@ struct P<'a> {
     b: &'a [u8],
     pos: usize,
     depth: usize,
+    /// The charset SEARCH, SORT or THREAD named for its strings (None: UTF-8).
+    charset: Option<fn(&[u8]) -> String>,
 }
 
 fn is_atom_char(c: u8) -> bool {
@@ -770,7 +772,11 @@ impl<'a> P<'a> {
             let word = self.atom()?.to_ascii_uppercase();
             let arg_s = |p: &mut Self| -> R<String> {
                 p.sp()?;
-                Ok(String::from_utf8_lossy(&p.astring()?).into_owned())
+                let bytes = p.astring()?;
+                Ok(match p.charset {
+                    Some(decode) => decode(&bytes),
+                    None => String::from_utf8_lossy(&bytes).into_owned(),
+                })
             };
             match word.as_str() {
                 "ALL" => All,
@@ -946,7 +952,7 @@ fn month_number(m: &[u8]) -> Option<u8> {
 
 /// Parses one complete command: its lines joined with their CRLFs, literal data inline.
 pub fn parse(input: &[u8]) -> Result<Command, ParseError> {
-    let mut p = P { b: input, pos: 0, depth: 0 };
+    let mut p = P { b: input, pos: 0, depth: 0, charset: None };
     let tag = p.take_while(is_tag_char);
     if tag.is_empty() {
         return Err(ParseError { tag: None, message: "missing tag".into() });
@@ -1220,6 +1226,7 @@ fn command_kind(p: &mut P<'_>) -> R<CommandKind> {
             }
             p.sp()?;
             let charset = p.astring_utf8()?.to_ascii_uppercase();
+            p.charset = agora_store::text::decoder(&charset);
             let key = p.search_program()?;
             Sort { uid, criteria, charset, key }
         }
@@ -1229,6 +1236,7 @@ fn command_kind(p: &mut P<'_>) -> R<CommandKind> {
             let algorithm = crate::thread::Algorithm::from_atom(&word).ok_or(format!("unknown algorithm {word}"))?;
             p.sp()?;
             let charset = p.astring_utf8()?.to_ascii_uppercase();
+            p.charset = agora_store::text::decoder(&charset);
             let key = p.search_program()?;
             Thread { uid, algorithm, charset, key }
         }
@@ -1243,7 +1251,9 @@ fn command_kind(p: &mut P<'_>) -> R<CommandKind> {
             let mut charset = None;
             if p.keyword("CHARSET") {
                 p.sp()?;
-                charset = Some(p.astring_utf8()?.to_ascii_uppercase());
+                let named = p.astring_utf8()?.to_ascii_uppercase();
+                p.charset = agora_store::text::decoder(&named);
+                charset = Some(named);
                 p.sp()?;
             }
             let mut keys = vec![p.search_key()?];

@@ -141,23 +141,14 @@ pub fn preview(msg: &[u8], root: &Part) -> String {
     };
     let raw = msg.get(part.body_start as usize..(part.end as usize).min(msg.len())).unwrap_or(&[]);
     let data = crate::binary::decode(part.encoding.as_deref(), raw).unwrap_or_default();
-    let charset = part.params.iter().find(|(k, _)| k == "charset").map(|(_, v)| v.to_ascii_lowercase());
-    let text: String = match charset.as_deref() {
-        Some("iso-8859-1" | "latin1" | "windows-1252" | "us-ascii") => data.iter().map(|&b| b as char).collect(),
-        _ => String::from_utf8_lossy(&data).into_owned(),
-    };
+    let charset = part.params.iter().find(|(k, _)| k == "charset").map(|(_, v)| v.as_str());
+    let text = charset
+        .and_then(|c| agora_store::text::decode(c, &data))
+        .unwrap_or_else(|| String::from_utf8_lossy(&data).into_owned());
+    let text = if html { agora_store::text::html_text(&text) } else { text };
     let mut out = String::new();
-    let mut in_tag = false;
     let mut space = false;
     for c in text.chars() {
-        if html && c == '<' {
-            in_tag = true;
-            continue;
-        }
-        if in_tag {
-            in_tag = c != '>';
-            continue;
-        }
         if c.is_whitespace() || c.is_control() {
             space = !out.is_empty();
             continue;

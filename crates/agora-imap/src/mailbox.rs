@@ -673,6 +673,7 @@ impl Session {
                 body: body.as_deref(),
                 recent: sel.recent.contains(&m.uid),
                 saved: &sel.saved,
+                text: std::cell::OnceCell::new(),
             };
             if search::matches(key, &ctx) {
                 hits.push((i as u32 + 1, m.uid, m.modseq));
@@ -691,8 +692,8 @@ impl Session {
         charset: &str,
         key: SearchKey,
     ) -> Flow {
-        if charset != "UTF-8" && charset != "US-ASCII" {
-            conn.queue(format!("{tag} NO [BADCHARSET (UTF-8 US-ASCII)] Unsupported charset\r\n").as_bytes());
+        if !agora_store::text::known_charset(charset) {
+            conn.queue(crate::response::bad_charset(tag).as_bytes());
             return Flow::Continue;
         }
         self.sync(conn, uid).await;
@@ -739,8 +740,8 @@ impl Session {
         charset: &str,
         key: SearchKey,
     ) -> Flow {
-        if charset != "UTF-8" && charset != "US-ASCII" {
-            conn.queue(format!("{tag} NO [BADCHARSET (UTF-8 US-ASCII)] Unsupported charset\r\n").as_bytes());
+        if !agora_store::text::known_charset(charset) {
+            conn.queue(crate::response::bad_charset(tag).as_bytes());
             return Flow::Continue;
         }
         self.sync(conn, uid).await;

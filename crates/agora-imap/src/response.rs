@@ -4,6 +4,11 @@
 use agora_store::{EnvelopeFields, Part};
 
 /// Appends `s` as an IMAP string: quoted when it can be, else a literal.
+/// The refusal of a charset this server does not convert, naming the common ones it does.
+pub fn bad_charset(tag: &str) -> String {
+    format!("{tag} NO [BADCHARSET ({})] Unsupported charset\r\n", agora_store::text::COMMON_CHARSETS.join(" "))
+}
+
 pub fn string(out: &mut Vec<u8>, s: &[u8]) {
     let quotable = s.len() < 1024 && s.iter().all(|&b| b != b'\r' && b != b'\n' && b != 0 && b < 0x80);
     if quotable {

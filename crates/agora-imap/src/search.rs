@@ -1,7 +1,10 @@
 //! SEARCH evaluation for one message: flags, sizes, dates and sequence sets from the
 //! metadata, addresses and subject from the cached envelope, BODY/TEXT/HEADER from the
-//! raw message (substring, ASCII case-insensitive).
+//! message. Text matches the raw bytes (ASCII case-insensitive) or the decoded text
+//! (encoded words, transfer encodings and charsets undone, i;unicode-casemap), so a
+//! word finds a message whatever charset it was sent in.
 
+use agora_store::text::{contains_casemapped, decode_words};
 use agora_store::{Flags, MessageMeta};
 
 use crate::command::{Date, STAR, SearchKey, SeqItem, SeqSet};
@@ -16,6 +19,14 @@ pub struct Ctx<'a> {
     pub recent: bool,
     /// The saved result of SEARCHRES (`$`), as ascending UIDs.
     pub saved: &'a [u32],
+    /// The message's decoded body text, made the first time a key needs it.
+    pub text: std::cell::OnceCell<String>,
+}
+
+impl Ctx<'_> {
+    fn body_text(&self) -> &str {
+        self.text.get_or_init(|| self.body.map(agora_store::text::body_text).unwrap_or_default())
+    }
 }
 
 pub fn needs_body(key: &SearchKey) -> bool {
@@ -51,6 +62,13 @@ pub fn uses_modseq(key: &SearchKey) -> bool {
         SearchKey::And(ks) => ks.iter().any(uses_modseq),
         _ => false,
     }
+}
+
+/// A header value raw or with its encoded words decoded, in any case.
+fn text_field(value: &str, needle: &str) -> bool {
+    contains_ci(value.as_bytes(), needle)
+        || (value.contains("=?") || !value.is_ascii() || !needle.is_ascii())
+            && contains_casemapped(&decode_words(value), needle)
 }
 
 fn contains_ci(hay: &[u8], needle: &str) -> bool {
@@ -116,13 +134,13 @@ fn header_value(msg: &[u8], name: &str) -> Vec<u8> {
 /// comments and routes removed — as well as on the raw text.
 fn address_field(value: &Option<String>, needle: &str) -> bool {
     let Some(v) = value.as_deref() else { return false };
-    if contains_ci(v.as_bytes(), needle) {
+    if text_field(v, needle) {
         return true;
     }
     crate::response::parse_addresses(v).iter().any(|a| match a {
         crate::response::Address::Mailbox { name, mailbox, host, .. } => {
             let addr = format!("{}@{}", mailbox.as_deref().unwrap_or(""), host.as_deref().unwrap_or(""));
-            contains_ci(addr.as_bytes(), needle) || name.as_deref().is_some_and(|n| contains_ci(n.as_bytes(), needle))
+            contains_ci(addr.as_bytes(), needle) || name.as_deref().is_some_and(|n| text_field(n, needle))
         }
         _ => false,
     })
@@ -132,7 +150,7 @@ pub fn matches(key: &SearchKey, c: &Ctx<'_>) -> bool {
     use SearchKey::*;
     let m = c.meta;
     let env = &m.summary.envelope;
-    let field = |v: &Option<String>, s: &str| v.as_deref().is_some_and(|v| contains_ci(v.as_bytes(), s));
+    let field = |v: &Option<String>, s: &str| v.as_deref().is_some_and(|v| text_field(v, s));
     let day = m.internal_date.div_euclid(86_400);
     let sent = env.date.as_deref().and_then(sent_day).unwrap_or(day);
     match key {
@@ -170,11 +188,19 @@ pub fn matches(key: &SearchKey, c: &Ctx<'_>) -> bool {
             if s.is_empty() {
                 !v.is_empty() || contains_ci(&b[..b.len().min(65536)], &format!("{name}:"))
             } else {
-                contains_ci(&v, s)
+                text_field(&String::from_utf8_lossy(&v), s)
             }
         }),
-        Body(s) => c.body.is_some_and(|b| contains_ci(b.get(m.summary.root.body_start as usize..).unwrap_or(&[]), s)),
-        Text(s) => c.body.is_some_and(|b| contains_ci(b, s)),
+        Body(s) => c.body.is_some_and(|b| {
+            contains_ci(b.get(m.summary.root.body_start as usize..).unwrap_or(&[]), s)
+                || contains_casemapped(c.body_text(), s)
+        }),
+        Text(s) => c.body.is_some_and(|b| {
+            contains_ci(b, s) || {
+                let head = &b[..(m.summary.root.body_start as usize).min(b.len())];
+                text_field(&String::from_utf8_lossy(head), s) || contains_casemapped(c.body_text(), s)
+            }
+        }),
         Uid(SeqSet::Saved) | Seq(SeqSet::Saved) => c.saved.binary_search(&m.uid).is_ok(),
         Uid(set) => in_set(set, m.uid, c.max_uid),
         Seq(set) => in_set(set, c.seq, c.count),

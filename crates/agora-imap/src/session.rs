@@ -520,8 +520,8 @@ impl Session {
             K::Close | K::Unselect if selected => return self.close(conn, &tag, is_close).await,
             K::Expunge { uids } if selected => return self.expunge(conn, &tag, uids).await,
             K::Search { uid, key, charset, ret } if selected => {
-                if charset.as_deref().is_some_and(|c| c != "UTF-8" && c != "US-ASCII") {
-                    conn.queue(format!("{tag} NO [BADCHARSET (UTF-8 US-ASCII)] Unsupported charset\r\n").as_bytes());
+                if charset.as_deref().is_some_and(|c| !agora_store::text::known_charset(c)) {
+                    conn.queue(crate::response::bad_charset(&tag).as_bytes());
                     return Flow::Continue;
                 }
                 return self.search(conn, &tag, uid, ret, key).await;

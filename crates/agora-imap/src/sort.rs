@@ -4,8 +4,7 @@
 use std::cmp::Ordering;
 
 use agora_store::EnvelopeFields;
-use base64::Engine;
-use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+use agora_store::text::decode_words;
 
 use crate::response::{Address, parse_addresses};
 
@@ -101,7 +100,7 @@ pub fn sort(criteria: &[Criterion], items: &[SortItem<'_>]) -> Vec<u32> {
 /// upper-case mapping (so "ß" and "SS" compare equal) rather than titlecase plus NFKD, which
 /// would need normalization tables; for ASCII and most scripts the result is the same.
 pub fn casemap(s: &str) -> String {
-    s.chars().flat_map(char::to_uppercase).collect()
+    agora_store::text::casemap(s)
 }
 
 /// The sent date (RFC 5256 §2.2): the Date header in UTC, else the internal date.
@@ -365,141 +364,6 @@ fn strip_comments(s: &str) -> String {
     out
 }
 
-/// Decodes RFC 2047 encoded-words; whitespace between two adjacent encoded-words is dropped.
-/// Words in charsets we cannot convert are kept as they are.
-pub fn decode_words(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = String::with_capacity(s.len());
-    let mut lit_start = 0;
-    let mut after_word = false;
-    let mut i = 0;
-    while i + 1 < bytes.len() {
-        // '=' is ASCII, so `i` is a char boundary here.
-        if bytes[i] == b'='
-            && bytes[i + 1] == b'?'
-            && let Some((text, len)) = encoded_word(&s[i..])
-        {
-            let between = &s[lit_start..i];
-            if !(after_word && between.chars().all(char::is_whitespace)) {
-                out.push_str(between);
-            }
-            out.push_str(&text);
-            i += len;
-            lit_start = i;
-            after_word = true;
-            continue;
-        }
-        i += 1;
-    }
-    out.push_str(&s[lit_start..]);
-    out
-}
-
-/// `=?charset?B|Q?text?=` at the start of `s`: the decoded text and the word's length.
-fn encoded_word(s: &str) -> Option<(String, usize)> {
-    let body = s.strip_prefix("=?")?;
-    let q1 = body.find('?')?;
-    let charset = &body[..q1];
-    let rest = &body[q1 + 1..];
-    let mut enc_chars = rest.chars();
-    let enc = enc_chars.next()?;
-    let rest = enc_chars.as_str().strip_prefix('?')?;
-    let end = rest.find('?')?;
-    if !rest[end..].starts_with("?=") || charset.is_empty() || charset.contains(char::is_whitespace) {
-        return None;
-    }
-    let text = &rest[..end];
-    let raw = match enc {
-        'B' | 'b' => LENIENT_B64.decode(text.trim()).ok()?,
-        'Q' | 'q' => q_decode(text),
-        _ => return None,
-    };
-    // RFC 2231 allows "charset*language".
-    let charset = charset.split('*').next().unwrap_or(charset);
-    let decoded = to_unicode(charset, &raw)?;
-    // "=?" + charset + "?" + enc + "?" + text + "?="
-    let len = 2 + q1 + 1 + enc.len_utf8() + 1 + end + 2;
-    Some((decoded, len))
-}
-
-/// Padding is often wrong in the wild; accept it either way.
-const LENIENT_B64: GeneralPurpose = GeneralPurpose::new(
-    &base64::alphabet::STANDARD,
-    GeneralPurposeConfig::new()
-        .with_decode_padding_mode(DecodePaddingMode::Indifferent)
-        .with_decode_allow_trailing_bits(true),
-);
-
-fn q_decode(text: &str) -> Vec<u8> {
-    let b = text.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'_' => out.push(b' '),
-            b'=' if i + 2 < b.len() && b[i + 1].is_ascii_hexdigit() && b[i + 2].is_ascii_hexdigit() => {
-                out.push((hex(b[i + 1]) << 4) | hex(b[i + 2]));
-                i += 2;
-            }
-            c => out.push(c),
-        }
-        i += 1;
-    }
-    out
-}
-
-/// Value of an ASCII hex digit (callers check `is_ascii_hexdigit` first).
-fn hex(c: u8) -> u8 {
-    match c {
-        b'0'..=b'9' => c - b'0',
-        _ => (c | 0x20).wrapping_sub(b'a').wrapping_add(10),
-    }
-}
-
-/// Converts bytes in `charset` to a String; None when the charset is unknown and the bytes are
-/// not UTF-8 (the caller then keeps the encoded-word as raw text).
-fn to_unicode(charset: &str, raw: &[u8]) -> Option<String> {
-    let cs = charset.to_ascii_lowercase();
-    match cs.as_str() {
-        "utf-8" | "utf8" | "us-ascii" | "ascii" => Some(String::from_utf8_lossy(raw).into_owned()),
-        "iso-8859-1" | "iso8859-1" | "iso_8859-1" | "latin1" | "latin-1" | "l1" => {
-            Some(raw.iter().map(|&b| char::from(b)).collect())
-        }
-        "windows-1252" | "cp1252" => Some(raw.iter().map(|&b| cp1252(b)).collect()),
-        "iso-8859-15" | "iso8859-15" | "iso_8859-15" | "latin9" | "latin-9" => {
-            Some(raw.iter().map(|&b| latin9(b)).collect())
-        }
-        _ => std::str::from_utf8(raw).ok().map(str::to_string),
-    }
-}
-
-fn cp1252(b: u8) -> char {
-    const HIGH: [u16; 32] = [
-        0x20AC, 0x81, 0x201A, 0x0192, 0x201E, 0x2026, 0x2020, 0x2021, 0x02C6, 0x2030, 0x0160, 0x2039, 0x0152, 0x8D,
-        0x017D, 0x8F, 0x90, 0x2018, 0x2019, 0x201C, 0x201D, 0x2022, 0x2013, 0x2014, 0x02DC, 0x2122, 0x0161, 0x203A,
-        0x0153, 0x9D, 0x017E, 0x0178,
-    ];
-    match b {
-        0x80..=0x9F => char::from_u32(u32::from(HIGH[usize::from(b - 0x80)])).unwrap_or(char::from(b)),
-        _ => char::from(b),
-    }
-}
-
-fn latin9(b: u8) -> char {
-    let c = match b {
-        0xA4 => 0x20AC,
-        0xA6 => 0x0160,
-        0xA8 => 0x0161,
-        0xB4 => 0x017D,
-        0xB8 => 0x017E,
-        0xBC => 0x0152,
-        0xBD => 0x0153,
-        0xBE => 0x0178,
-        _ => u32::from(b),
-    };
-    char::from_u32(c).unwrap_or(char::from(b))
-}
-
 /// Test data and helpers shared with the THREAD tests: imaptest's mbox files (Dovecot imaptest,
 /// MIT) embedded, so the tests run without the checkout, and a small mbox reader.
 #[cfg(test)]
@@ -746,8 +610,8 @@ mod tests {
         assert_eq!(decode_words("=?windows-1252?q?=80?="), "€");
         assert_eq!(decode_words("=?iso-8859-15?q?=A4?="), "€");
         assert_eq!(decode_words("=?us-ascii*en?q?x?="), "x");
-        // Unknown charset and non-UTF-8 bytes: left as it was.
-        assert_eq!(decode_words("=?koi8-r?q?=C1?="), "=?koi8-r?q?=C1?=");
+        // Every charset mail meets; an unknown one as UTF-8 if it is that.
+        assert_eq!(decode_words("=?koi8-r?q?=C1?="), "а");
         assert_eq!(decode_words("=?x-unknown?q?plain?="), "plain");
         assert_eq!(decode_words("=?broken"), "=?broken");
         assert_eq!(decode_words("ünïcode =?utf-8?x?y?="), "ünïcode =?utf-8?x?y?=");

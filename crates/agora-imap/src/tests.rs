@@ -170,3 +170,39 @@ async fn shutdown_says_bye_and_garbage_gets_bad() {
     assert_eq!(c.line().await, "* BYE Server shutting down\r\n");
     tokio::time::timeout(std::time::Duration::from_secs(2), task).await.expect("session ends").unwrap();
 }
+
+/// Mail in other charsets is found by words typed in UTF-8 (or sent in the charset
+/// SEARCH names), in headers and bodies, in any case; previews are decoded.
+#[tokio::test]
+async fn search_finds_words_whatever_the_charset() {
+    let f = fixture().await;
+    // 3: Russian in KOI8-R, quoted-printable; 4: Japanese subject in ISO-2022-JP, body in
+    // Shift_JIS base64 HTML; 5: Chinese GB2312 name in From.
+    f.deliver(b"Subject: =?koi8-r?Q?=F0=D2=C9=D7=C5=D4?=\r\nContent-Type: text/plain; charset=koi8-r\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n=F0=D2=C9=D7=C5=D4, =CD=C9=D2\r\n").await;
+    f.deliver(b"Subject: =?ISO-2022-JP?B?GyRCRnxLXBsoQg==?=\r\nContent-Type: text/html; charset=Shift_JIS\r\nContent-Transfer-Encoding: base64\r\n\r\nPGI+k/qWezwvYj4=\r\n").await;
+    f.deliver(b"From: =?GB2312?B?1tDOxA==?= <zh@example.cn>\r\nSubject: hi\r\n\r\nx\r\n").await;
+    let (mut c, _t, _) = f.logged_in().await;
+    assert!(c.cmd("a", "SELECT INBOX").await.contains("* 5 EXISTS"));
+    for (query, want) in [
+        ("SEARCH SUBJECT \"привет\"", "* SEARCH 3\r\n"),
+        ("SEARCH BODY \"МИР\"", "* SEARCH 3\r\n"),
+        ("SEARCH TEXT \"日本\"", "* SEARCH 4\r\n"),
+        ("SEARCH BODY \"日本\"", "* SEARCH 4\r\n"),
+        ("SEARCH FROM \"中文\"", "* SEARCH 5\r\n"),
+        ("SEARCH BODY second", "* SEARCH 2\r\n"),
+    ] {
+        let r = c.cmd("b", query).await;
+        assert!(r.contains(want), "{query}: {r}");
+    }
+    // The search string in the charset the command names (KOI8-R bytes for "мир").
+    c.send_bytes(b"c SEARCH CHARSET KOI8-R BODY {3}\r\n").await;
+    assert!(c.line().await.starts_with("+"));
+    c.send_bytes(b"\xcd\xc9\xd2\r\n").await;
+    let r = c.until(|l| l.starts_with("c ")).await;
+    assert!(r.contains("* SEARCH 3\r\n") && r.contains("c OK"), "{r}");
+    let r = c.cmd("d", "SEARCH CHARSET X-NOTHING BODY x").await;
+    assert!(r.contains("d NO [BADCHARSET (UTF-8 US-ASCII ") && r.contains("KOI8-R"), "{r}");
+    let r = c.cmd("e", "FETCH 3:4 (PREVIEW)").await;
+    assert!(r.contains("Привет, мир"), "{r}");
+    assert!(r.contains("日本"), "{r}");
+}

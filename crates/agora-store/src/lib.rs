@@ -9,6 +9,7 @@ mod conformance;
 mod error;
 pub mod sqlite;
 pub mod summary;
+pub mod text;
 pub mod time;
 mod types;
 
