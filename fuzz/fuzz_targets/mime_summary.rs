@@ -1,5 +1,8 @@
-//! Fuzzes the delivery-time MIME parse: every part's offsets lie within the message.
+//! Fuzzes the MIME and text layer as delivery and search use it: the delivery-time
+//! parse (every part's offsets lie within the message), the decoded body text, RFC 2047
+//! words of every header line, and charset conversion under a label the input names.
 #![no_main]
+use agora_store::text;
 use agora_store::{MessageSummary, Part};
 use libfuzzer_sys::fuzz_target;
 
@@ -14,4 +17,14 @@ fn check(p: &Part, len: usize) {
 fuzz_target!(|data: &[u8]| {
     let s = MessageSummary::parse(data);
     check(&s.root, data.len());
+    let _ = text::body_text(data);
+    let lossy = String::from_utf8_lossy(data);
+    for line in lossy.lines().take(64) {
+        let _ = text::decode_words(line);
+    }
+    // The first line names a charset for the rest.
+    if let Some((label, rest)) = data.split_first().map(|_| data.split_at(data.iter().position(|&b| b == b'\n').unwrap_or(0))) {
+        let _ = text::decode(&String::from_utf8_lossy(label), rest);
+    }
+    let _ = text::contains_casemapped(&lossy, "ß");
 });
