@@ -41,6 +41,22 @@ pub fn is_newsgroup(name: &str) -> bool {
             .all(|c| !c.is_empty() && c.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'_')))
 }
 
+/// A Newsgroups field's names: lower-cased, in order, without repeats; Err names the
+/// first malformed one.
+fn newsgroup_list(value: &str) -> Result<Vec<String>, String> {
+    let mut newsgroups: Vec<String> = Vec::new();
+    for g in value.split(',').map(str::trim) {
+        if !is_newsgroup(g) {
+            return Err(format!("malformed newsgroup name {g:?}"));
+        }
+        let g = g.to_ascii_lowercase();
+        if !newsgroups.contains(&g) {
+            newsgroups.push(g);
+        }
+    }
+    Ok(newsgroups)
+}
+
 /// The header fields of `head`, each as (name, whole field with its folding), in order.
 fn fields(head: &[u8]) -> Result<Vec<(String, &[u8])>, String> {
     let mut out: Vec<(String, &[u8])> = Vec::new();
@@ -112,16 +128,7 @@ pub fn inject(raw: &[u8], poster: &Poster<'_>, server: &str, now: i64, max: usiz
     if get("injection-info").is_some() {
         return Err("already injected (it has an Injection-Info field)".into());
     }
-    let mut newsgroups: Vec<String> = Vec::new();
-    for g in get("newsgroups").unwrap_or_default().split(',').map(str::trim) {
-        if !is_newsgroup(g) {
-            return Err(format!("malformed newsgroup name {g:?}"));
-        }
-        let g = g.to_ascii_lowercase();
-        if !newsgroups.contains(&g) {
-            newsgroups.push(g);
-        }
-    }
+    let newsgroups = newsgroup_list(&get("newsgroups").unwrap_or_default())?;
     let message_id = match get("message-id") {
         Some(id) if is_message_id(&id) && id.contains('@') => id,
         Some(id) => return Err(format!("malformed Message-ID {id:?}")),
@@ -200,16 +207,7 @@ pub fn relay(raw: &[u8], offered_id: &str, server: &str, max: usize) -> Result<R
     if path.iter().any(|p| p.eq_ignore_ascii_case(server)) {
         return Err(format!("loop: {server} is already in its Path"));
     }
-    let mut newsgroups: Vec<String> = Vec::new();
-    for g in get("newsgroups").unwrap_or_default().split(',').map(str::trim) {
-        if !is_newsgroup(g) {
-            return Err(format!("malformed newsgroup name {g:?}"));
-        }
-        let g = g.to_ascii_lowercase();
-        if !newsgroups.contains(&g) {
-            newsgroups.push(g);
-        }
-    }
+    let newsgroups = newsgroup_list(&get("newsgroups").unwrap_or_default())?;
     let mut out: Vec<u8> = Vec::with_capacity(raw.len() + server.len() + 16);
     out.extend_from_slice(format!("Path: {server}!{path_value}\r\n").as_bytes());
     for (name, raw) in &fields {

@@ -2357,7 +2357,7 @@ impl MailboxStore for Arc<SqliteStore> {
                         json_extract(b.summary, '$.envelope.date'), json_extract(b.summary, '$.envelope.message_id'),
                         json_extract(b.summary, '$.envelope.references'), m.size,
                         coalesce(nullif(json_extract(b.summary, '$.body_lines'), 0), json_extract(b.summary, '$.root.lines'), 0),
-                        m.blob, CASE WHEN m.saved > 0 THEN m.saved ELSE m.internal_date END
+                        m.blob
                  FROM messages m JOIN blobs b ON b.hash = m.blob
                  WHERE m.mailbox = ?1 AND m.uid BETWEEN ?2 AND ?3 ORDER BY m.uid LIMIT ?4",
             )?;
@@ -2375,7 +2375,6 @@ impl MailboxStore for Arc<SqliteStore> {
                     bytes: r.get::<_, i64>(6)? as u64,
                     lines: r.get::<_, i64>(7)? as u32,
                     blob: r.get(8)?,
-                    arrived: r.get(9)?,
                 })
             })?;
             Ok(rows.collect::<rusqlite::Result<_>>()?)
@@ -2463,20 +2462,14 @@ impl MailboxStore for Arc<SqliteStore> {
         let peer = peer.to_string();
         self.read(move |c| {
             let mut s = c.prepare_cached(
-                "SELECT n.seq, n.message_id, n.mailbox, n.uid, m.blob
+                "SELECT n.seq, n.message_id, n.mailbox, m.blob
                  FROM news_articles n JOIN public_folders p ON p.mailbox = n.mailbox
                  JOIN messages m ON m.mailbox = n.mailbox AND m.uid = n.uid
                  WHERE n.seq > (SELECT cursor FROM news_peers WHERE peer = ?1) AND p.newsgroup IS NOT NULL
                  ORDER BY n.seq LIMIT ?2",
             )?;
             let rows = s.query_map(params![peer, limit as i64], |r| {
-                Ok(FeedArticle {
-                    seq: r.get(0)?,
-                    message_id: r.get(1)?,
-                    mailbox: r.get(2)?,
-                    uid: r.get::<_, i64>(3)? as u32,
-                    blob: r.get(4)?,
-                })
+                Ok(FeedArticle { seq: r.get(0)?, message_id: r.get(1)?, mailbox: r.get(2)?, blob: r.get(3)? })
             })?;
             Ok(rows.collect::<rusqlite::Result<_>>()?)
         })

@@ -739,7 +739,6 @@ pub struct FeedArticle {
     pub seq: i64,
     pub message_id: String,
     pub mailbox: MailboxId,
-    pub uid: u32,
     pub blob: String,
 }
 
@@ -755,8 +754,6 @@ pub struct Overview {
     pub bytes: u64,
     pub lines: u32,
     pub blob: String,
-    /// When it arrived in the folder (Unix seconds).
-    pub arrived: i64,
 }
 
 #[cfg(test)]
