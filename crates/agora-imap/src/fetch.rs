@@ -132,20 +132,8 @@ fn first_text(p: &Part, html: bool) -> Option<&Part> {
 /// PREVIEW (RFC 8970): up to 256 characters of the message's text, decoded, with
 /// markup and runs of white space squeezed out.
 pub fn preview(msg: &[u8], root: &Part) -> String {
-    let (part, html) = match first_text(root, false) {
-        Some(p) => (p, false),
-        None => match first_text(root, true) {
-            Some(p) => (p, true),
-            None => return String::new(),
-        },
-    };
-    let raw = msg.get(part.body_start as usize..(part.end as usize).min(msg.len())).unwrap_or(&[]);
-    let data = crate::binary::decode(part.encoding.as_deref(), raw).unwrap_or_default();
-    let charset = part.params.iter().find(|(k, _)| k == "charset").map(|(_, v)| v.as_str());
-    let text = charset
-        .and_then(|c| agora_store::text::decode(c, &data))
-        .unwrap_or_else(|| String::from_utf8_lossy(&data).into_owned());
-    let text = if html { agora_store::text::html_text(&text) } else { text };
+    let Some(part) = first_text(root, false).or_else(|| first_text(root, true)) else { return String::new() };
+    let text = agora_store::text::part_text(msg, part);
     let mut out = String::new();
     let mut space = false;
     for c in text.chars() {

@@ -649,6 +649,7 @@ impl Session {
         let metas =
             if want_meta || search::needs_meta(key) { Some(fetch_metas(self, mailbox, &uids).await?) } else { None };
         let needs_body = search::needs_body(key);
+        let needs_text = search::needs_text(key);
         let count = sel.msgs.len() as u32;
         let max_uid = sel.max_uid();
         let mut hits = Vec::new();
@@ -665,6 +666,13 @@ impl Session {
                 }
             };
             let body = if needs_body { self.store.read_blob(&meta.blob).await.ok() } else { None };
+            let text = std::cell::OnceCell::new();
+            if needs_text
+                && meta.summary.body_text == agora_store::BodyText::Kept
+                && let Ok(Some(t)) = self.store.search_text(&meta.blob).await
+            {
+                let _ = text.set(t);
+            }
             let ctx = search::Ctx {
                 seq: i as u32 + 1,
                 count,
@@ -673,7 +681,7 @@ impl Session {
                 body: body.as_deref(),
                 recent: sel.recent.contains(&m.uid),
                 saved: &sel.saved,
-                text: std::cell::OnceCell::new(),
+                text,
             };
             if search::matches(key, &ctx) {
                 hits.push((i as u32 + 1, m.uid, m.modseq));

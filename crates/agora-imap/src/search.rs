@@ -24,8 +24,12 @@ pub struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
+    /// The decoded text of the text parts: kept at delivery (put here by the caller) or
+    /// made from the raw parts, which for most mail are the text already.
     fn body_text(&self) -> &str {
-        self.text.get_or_init(|| self.body.map(agora_store::text::body_text).unwrap_or_default())
+        self.text.get_or_init(|| {
+            self.body.map(|b| agora_store::text::body_text(b, &self.meta.summary.root)).unwrap_or_default()
+        })
     }
 }
 
@@ -35,6 +39,17 @@ pub fn needs_body(key: &SearchKey) -> bool {
         SearchKey::Not(k) => needs_body(k),
         SearchKey::Or(a, b) => needs_body(a) || needs_body(b),
         SearchKey::And(ks) => ks.iter().any(needs_body),
+        _ => false,
+    }
+}
+
+/// True if the key matches body text (BODY, TEXT), which may have been kept decoded.
+pub fn needs_text(key: &SearchKey) -> bool {
+    match key {
+        SearchKey::Body(_) | SearchKey::Text(_) => true,
+        SearchKey::Not(k) => needs_text(k),
+        SearchKey::Or(a, b) => needs_text(a) || needs_text(b),
+        SearchKey::And(ks) => ks.iter().any(needs_text),
         _ => false,
     }
 }
@@ -137,8 +152,8 @@ fn address_field(value: &Option<String>, needle: &str) -> bool {
     if text_field(v, needle) {
         return true;
     }
-    crate::response::parse_addresses(v).iter().any(|a| match a {
-        crate::response::Address::Mailbox { name, mailbox, host, .. } => {
+    agora_store::address::parse_addresses(v).iter().any(|a| match a {
+        agora_store::address::Address::Mailbox { name, mailbox, host, .. } => {
             let addr = format!("{}@{}", mailbox.as_deref().unwrap_or(""), host.as_deref().unwrap_or(""));
             contains_ci(addr.as_bytes(), needle) || name.as_deref().is_some_and(|n| text_field(n, needle))
         }

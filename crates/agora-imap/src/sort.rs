@@ -6,7 +6,7 @@ use std::cmp::Ordering;
 use agora_store::EnvelopeFields;
 use agora_store::text::decode_words;
 
-use crate::response::{Address, parse_addresses};
+use agora_store::address::{Address, first_label, parse_addresses};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SortKey {
@@ -118,24 +118,10 @@ fn first_mailbox(value: Option<&str>) -> String {
     }
 }
 
-/// RFC 5957: the decoded display name of the first address, else its addr-spec.
+/// RFC 5957: the decoded display name of the first address, else its addr-spec (a
+/// group's name for a group).
 fn display_name(value: Option<&str>) -> String {
-    match value.map(parse_addresses).unwrap_or_default().into_iter().next() {
-        Some(Address::Mailbox { name, mailbox, host, .. }) => {
-            let name = name.map(|n| decode_words(&n)).unwrap_or_default();
-            if !name.trim().is_empty() {
-                return name.trim().to_string();
-            }
-            let mailbox = mailbox.unwrap_or_default();
-            match host {
-                Some(h) if !h.is_empty() => format!("{mailbox}@{h}"),
-                _ => mailbox,
-            }
-        }
-        // A group has no addr-spec of its own; its name is what a client would show.
-        Some(Address::GroupStart(name)) => decode_words(&name).trim().to_string(),
-        Some(Address::GroupEnd) | None => String::new(),
-    }
+    value.map(first_label).unwrap_or_default()
 }
 
 /// RFC 5256 §2.1 base subject (after RFC 2047 decoding), for sorting and threading; also returns

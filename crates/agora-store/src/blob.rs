@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
-use crate::summary::MessageSummary;
+use crate::summary::{BodyText, MessageSummary};
 
 /// Bodies up to this size live inside the metadata database, so one WAL fsync covers
 /// body and index together; larger ones are files.
@@ -20,6 +20,8 @@ pub struct StagedBlob {
     pub hash: String,
     pub size: u64,
     pub summary: MessageSummary,
+    /// The body's decoded text for search, when the raw bytes are not already that text.
+    pub text: Option<String>,
     /// Some for inline bodies; None when the body is already a durable file.
     pub inline: Option<Arc<Vec<u8>>>,
 }
@@ -49,13 +51,15 @@ impl BlobFiles {
         self.root.join(shard).join(hash)
     }
 
-    /// Hashes and parses `data`; large bodies are written durably before this returns.
+    /// Hashes and parses `data` (and decodes its text for search); large bodies are written durably before this returns.
     pub fn stage(&self, data: Vec<u8>) -> io::Result<StagedBlob> {
         let hash = sha256_hex(&data);
-        let summary = MessageSummary::parse(&data);
+        let mut summary = MessageSummary::parse(&data);
+        let text = crate::text::search_text(&data, &summary.root);
+        summary.body_text = if text.is_some() { BodyText::Kept } else { BodyText::Raw };
         let size = data.len() as u64;
         if data.len() <= INLINE_MAX {
-            return Ok(StagedBlob { hash, size, summary, inline: Some(Arc::new(data)) });
+            return Ok(StagedBlob { hash, size, summary, text, inline: Some(Arc::new(data)) });
         }
         let dest = self.path(&hash);
         if !dest.exists() {
@@ -72,7 +76,7 @@ impl BlobFiles {
             File::open(&dir)?.sync_all()?;
             metrics::counter!("agora_store_fsyncs_total").increment(2);
         }
-        Ok(StagedBlob { hash, size, summary, inline: None })
+        Ok(StagedBlob { hash, size, summary, text, inline: None })
     }
 
     pub fn read(&self, hash: &str) -> io::Result<Vec<u8>> {

@@ -32,6 +32,26 @@ pub async fn run_all<S: Store>(store: &S) {
     tls_reporting(store).await;
     public_folders(store).await;
     news(store).await;
+    search_text(store).await;
+}
+
+/// The decoded text of a body is kept at delivery only when its raw bytes are not it.
+async fn search_text<S: Store>(s: &S) {
+    let a = s.account_by_login("alice@example.org").await.expect("q").expect("alice");
+    let plain = deliver_one(s, a.id, "Subject: t\r\n\r\nплоский текст\r\n".as_bytes()).await;
+    let koi8 = deliver_one(
+        s,
+        a.id,
+        b"Subject: k\r\nContent-Type: text/plain; charset=koi8-r\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n=F0=D2=C9=D7=C5=D4\r\n",
+    )
+    .await;
+    let inbox = s.mailbox(a.id, "INBOX").await.expect("q").expect("inbox");
+    let msgs = s.messages(inbox.id, plain.uid..=koi8.uid).await.expect("messages");
+    assert_eq!(msgs[0].summary.body_text, crate::BodyText::Raw);
+    assert_eq!(s.search_text(&msgs[0].blob).await.expect("text"), None);
+    assert_eq!(msgs[1].summary.body_text, crate::BodyText::Kept);
+    assert_eq!(s.search_text(&msgs[1].blob).await.expect("text").as_deref(), Some("Привет\r\n"));
+    s.expunge(inbox.id, &[plain.uid, koi8.uid]).await.expect("expunge");
 }
 
 /// Public folders as newsgroups: counts, overview from the summaries, Message-IDs and

@@ -2,6 +2,7 @@
 //! (by concern: directory, mailboxes, delivery and queue, life cycle), the embedded
 //! SQLite backend, content-addressed blobs and the change bus.
 
+pub mod address;
 pub mod blob;
 // Behaviour every backend must show: test code, run by each backend's tests.
 #[cfg(test)]
@@ -20,7 +21,7 @@ use tokio::sync::broadcast;
 
 pub use blob::StagedBlob;
 pub use error::{Result, StoreError};
-pub use summary::{EnvelopeFields, MessageSummary, Part};
+pub use summary::{BodyText, EnvelopeFields, MessageSummary, Part};
 pub use types::*;
 
 /// Domains, accounts, addresses, aliases, groups and DKIM keys.
@@ -321,6 +322,10 @@ pub trait DeliveryStore: Send + Sync {
     async fn queue_update(&self, id: i64, outcome: QueueOutcome) -> Result<()>;
 
     async fn read_blob(&self, hash: &str) -> Result<Vec<u8>>;
+
+    /// A body's decoded text kept at delivery for search (summaries marked
+    /// `BodyText::Kept`); None for bodies whose raw text serves.
+    async fn search_text(&self, hash: &str) -> Result<Option<String>>;
 
     /// The SMTP envelope of a delivery (DSN parameters for queue entries).
     async fn delivery_envelope(&self, delivery: i64) -> Result<Option<Envelope>>;

@@ -351,6 +351,9 @@ const MIGRATIONS: &[(u32, &str)] = &[
          WHERE json_extract(b.summary, '$.envelope.message_id') IS NOT NULL;
          INSERT OR IGNORE INTO news_history (message_id, seen) SELECT message_id, arrived FROM news_articles",
     ),
+    // A body's decoded text for search, made at delivery (older bodies are decoded when
+    // searched, as before).
+    (18, "ALTER TABLE blobs ADD COLUMN text TEXT"),
 ];
 
 /// Brings an older store up to the current schema, in one transaction.
@@ -612,10 +615,10 @@ fn deliver_in(c: &Connection, p: &PreparedDelivery) -> Result<(Vec<Delivered>, V
     }
     let refs = (d.targets.len() + d.relay.len()) as i64;
     c.prepare_cached(
-        "INSERT INTO blobs (hash, size, refs, summary, data) VALUES (?1, ?2, ?3, ?4, ?5)
+        "INSERT INTO blobs (hash, size, refs, summary, data, text) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
          ON CONFLICT(hash) DO UPDATE SET refs = refs + excluded.refs",
     )?
-    .execute(params![d.body.hash, size, refs, p.summary, d.body.inline.as_deref()])?;
+    .execute(params![d.body.hash, size, refs, p.summary, d.body.inline.as_deref(), d.body.text])?;
     let delivery_id = match &p.envelope {
         Some(env) => {
             c.prepare_cached("INSERT INTO deliveries (envelope, received) VALUES (?1, ?2)")?
@@ -3077,6 +3080,17 @@ impl DeliveryStore for Arc<SqliteStore> {
                     .map_err(StoreError::from)
             }
         }
+    }
+
+    async fn search_text(&self, hash: &str) -> Result<Option<String>> {
+        let key = hash.to_string();
+        self.lookup(move |c| {
+            Ok(c.prepare_cached("SELECT text FROM blobs WHERE hash = ?1")?
+                .query_row([&key], |r| r.get::<_, Option<String>>(0))
+                .optional()?
+                .flatten())
+        })
+        .await
     }
 
     async fn delivery_envelope(&self, delivery: i64) -> Result<Option<Envelope>> {

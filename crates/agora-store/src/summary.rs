@@ -58,6 +58,28 @@ pub struct MessageSummary {
     /// 0 in summaries written before it was kept.
     #[serde(default)]
     pub body_lines: u32,
+    /// Where SEARCH finds the body's decoded text, decided when the body was stored.
+    #[serde(default, skip_serializing_if = "BodyText::is_unknown")]
+    pub body_text: BodyText,
+}
+
+/// Where a message's decoded body text is, for SEARCH.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BodyText {
+    /// Stored before this was decided: decode when asked.
+    #[default]
+    Unknown,
+    /// The raw text parts are the text (UTF-8 or ASCII, no transfer encoding).
+    Raw,
+    /// Decoded at delivery and kept beside the body.
+    Kept,
+}
+
+impl BodyText {
+    fn is_unknown(&self) -> bool {
+        *self == BodyText::Unknown
+    }
 }
 
 impl MessageSummary {
@@ -66,7 +88,7 @@ impl MessageSummary {
         let envelope = envelope_of(&headers);
         let root = parse_part(msg, 0, msg.len(), &headers, body_start, DefaultType::Text, 0);
         let body_lines = count_lines(&msg[body_start.min(msg.len())..]);
-        MessageSummary { envelope, root, body_lines }
+        MessageSummary { envelope, root, body_lines, body_text: BodyText::Unknown }
     }
 }
 
@@ -79,33 +101,43 @@ enum DefaultType {
 /// A header field: lower-cased name, unfolded raw value.
 type Header = (String, String);
 
-/// Splits the header block of `msg[start..end]`; returns the fields and where the body starts.
+/// Splits the header block of `msg[start..end]`; returns the fields and where the body
+/// starts. Values are UTF-8 (RFC 6532) when they are; undeclared 8-bit text in another
+/// charset is detected and converted, so it reads right everywhere downstream.
 fn split_headers(msg: &[u8], start: usize, end: usize) -> (Vec<Header>, usize) {
-    let mut headers: Vec<Header> = Vec::new();
+    let mut raw: Vec<(String, Vec<u8>)> = Vec::new();
     let mut pos = start;
+    let mut body = end;
     while pos < end {
         let line_end = find_line_end(msg, pos, end);
         let line = &msg[pos..line_end];
         let next = next_line(msg, line_end, end);
         let content = trim_eol(line);
         if content.is_empty() {
-            return (headers, next);
+            body = next;
+            break;
         }
-        if (content[0] == b' ' || content[0] == b'\t') && !headers.is_empty() {
-            if let Some(last) = headers.last_mut() {
-                last.1.push_str(&String::from_utf8_lossy(content));
+        if (content[0] == b' ' || content[0] == b'\t') && !raw.is_empty() {
+            if let Some(last) = raw.last_mut() {
+                last.1.extend_from_slice(content);
             }
         } else if let Some(colon) = content.iter().position(|&b| b == b':') {
             let name = String::from_utf8_lossy(&content[..colon]).trim().to_ascii_lowercase();
-            let value = String::from_utf8_lossy(&content[colon + 1..]).to_string();
-            headers.push((name, value));
-        } else if headers.is_empty() && pos == start {
+            raw.push((name, content[colon + 1..].to_vec()));
+        } else if raw.is_empty() && pos == start {
             // Not a header at all: the whole part is body.
-            return (headers, start);
+            return (Vec::new(), start);
         }
         pos = next;
     }
-    (headers, end)
+    let headers = raw
+        .into_iter()
+        .map(|(n, v)| match String::from_utf8(v) {
+            Ok(v) => (n, v),
+            Err(e) => (n, crate::text::undeclared(e.as_bytes())),
+        })
+        .collect();
+    (headers, body)
 }
 
 fn find_line_end(msg: &[u8], pos: usize, end: usize) -> usize {
@@ -166,7 +198,65 @@ fn parse_params(value: &str) -> (String, Vec<(String, String)>) {
             }
         }
     }
-    (head, params)
+    (head, join_continuations(params))
+}
+
+/// Most continuation sections of one RFC 2231 parameter that are joined.
+const MAX_SECTIONS: usize = 100;
+
+/// RFC 2231 continuations (`name*0`, `name*1*` …) joined into one parameter where the
+/// first section was: `name*` with the encoded value when the first section is encoded
+/// (plain sections percent-encoded to match), else `name`. IMAP shows the joined form,
+/// as Dovecot does; [`crate::text::param`] decodes it for people.
+fn join_continuations(params: Vec<(String, String)>) -> Vec<(String, String)> {
+    fn section(name: &str) -> Option<(&str, usize, bool)> {
+        let (base, rest) = name.split_once('*')?;
+        let (num, encoded) = match rest.strip_suffix('*') {
+            Some(n) => (n, true),
+            None => (rest, false),
+        };
+        let n = num.parse::<usize>().ok().filter(|&n| n < MAX_SECTIONS && (n == 0 || !num.starts_with('0')))?;
+        Some((base, n, encoded))
+    }
+    if !params.iter().any(|(n, _)| section(n).is_some()) {
+        return params;
+    }
+    let mut out: Vec<(String, String)> = Vec::with_capacity(params.len());
+    for (i, (name, _)) in params.iter().enumerate() {
+        let Some((base, n, _)) = section(name) else {
+            out.push(params[i].clone());
+            continue;
+        };
+        if n != 0 || params[..i].iter().any(|(m, _)| section(m).is_some_and(|(b, k, _)| k == 0 && b == base)) {
+            continue;
+        }
+        let mut sections: Vec<(usize, bool, &str)> = params
+            .iter()
+            .filter_map(|(m, v)| section(m).filter(|(b, _, _)| *b == base).map(|(_, k, e)| (k, e, v.as_str())))
+            .collect();
+        sections.sort_by_key(|s| s.0);
+        sections.dedup_by_key(|s| s.0);
+        let first_encoded = sections[0].1;
+        let mut value = String::new();
+        for (k, (num, encoded, v)) in sections.iter().enumerate() {
+            if *num != k {
+                break;
+            }
+            if first_encoded && !encoded {
+                for b in v.bytes() {
+                    if b.is_ascii_alphanumeric() || b"!#$&+-.^_`|~".contains(&b) {
+                        value.push(b as char);
+                    } else {
+                        value.push_str(&format!("%{b:02X}"));
+                    }
+                }
+            } else {
+                value.push_str(v);
+            }
+        }
+        out.push((if first_encoded { format!("{base}*") } else { base.to_string() }, value));
+    }
+    out
 }
 
 fn unquote(s: &str) -> String {
@@ -353,6 +443,24 @@ mod tests {
         assert_eq!(inner.media_subtype, "rfc822");
         assert_eq!(inner.inner_envelope.as_ref().and_then(|e| e.subject.as_deref()), Some("inner"));
         assert_eq!(inner.children[0].media_type, "text");
+    }
+
+    #[test]
+    fn rfc2231_continuations_are_joined() {
+        let m = b"Content-Type: application/pdf;\r\n name*0*=utf-8''%E6%97%A5;\r\n name*1*=%E6%9C%AC;\r\n name*2=\" x.pdf\"\r\nContent-Disposition: attachment; filename*1=\"rt.txt\"; filename*0=\"pa\"; size=3\r\n\r\nx";
+        let s = MessageSummary::parse(m);
+        assert_eq!(s.root.params, vec![("name*".to_string(), "utf-8''%E6%97%A5%E6%9C%AC%20x.pdf".to_string())]);
+        let d = s.root.disposition.as_ref().unwrap();
+        assert_eq!(d.1, vec![("filename".to_string(), "part.txt".to_string()), ("size".to_string(), "3".to_string())]);
+        assert_eq!(crate::text::param(&s.root.params, "name").as_deref(), Some("日本 x.pdf"));
+    }
+
+    #[test]
+    fn undeclared_8bit_headers_are_read() {
+        let s =
+            MessageSummary::parse(b"Subject: Gr\xfc\xdfe aus K\xf6ln\r\nFrom: =?utf-8?q?J=C3=B6rg?= <j@x.de>\r\n\r\nx");
+        assert_eq!(s.envelope.subject.as_deref(), Some("Grüße aus Köln"));
+        assert_eq!(s.envelope.from.as_deref(), Some("=?utf-8?q?J=C3=B6rg?= <j@x.de>"));
     }
 
     #[test]

@@ -9,7 +9,8 @@ use base64::Engine;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use mail_parser::decoders::charsets::map::charset_decoder;
 use mail_parser::decoders::html::html_to_text;
-use mail_parser::{MessageParser, PartType};
+
+use crate::summary::Part;
 
 /// Converts `bytes` declared as `label` to UTF-8; None when the charset is unknown.
 /// UTF-8 itself is checked (invalid sequences become U+FFFD).
@@ -135,8 +136,10 @@ fn q_decode(text: &str) -> Vec<u8> {
     while i < b.len() {
         match b[i] {
             b'_' => out.push(b' '),
-            b'=' if i + 2 < b.len() && b[i + 1].is_ascii_hexdigit() && b[i + 2].is_ascii_hexdigit() => {
-                out.push((hex(b[i + 1]) << 4) | hex(b[i + 2]));
+            b'=' if let (Some(h), Some(l)) =
+                (b.get(i + 1).and_then(|&c| hex_digit(c)), b.get(i + 2).and_then(|&c| hex_digit(c))) =>
+            {
+                out.push(h << 4 | l);
                 i += 2;
             }
             c => out.push(c),
@@ -146,37 +149,217 @@ fn q_decode(text: &str) -> Vec<u8> {
     out
 }
 
-/// Value of an ASCII hex digit (callers check `is_ascii_hexdigit` first).
-fn hex(c: u8) -> u8 {
-    match c {
-        b'0'..=b'9' => c - b'0',
-        _ => (c | 0x20).wrapping_sub(b'a').wrapping_add(10),
+/// Text whose charset is not declared, declared as US-ASCII or UTF-8 but is not, as
+/// UTF-8: kept when it is UTF-8 (and not ISO-2022-JP, which is 7-bit), else decoded in
+/// the encoding chardetng (Firefox's detector for undeclared legacy text) finds likeliest.
+pub fn undeclared(bytes: &[u8]) -> String {
+    if !bytes.contains(&0x1b)
+        && let Ok(s) = std::str::from_utf8(bytes)
+    {
+        return s.to_string();
+    }
+    let mut detector = chardetng::EncodingDetector::new(chardetng::Iso2022JpDetection::Allow);
+    detector.feed(bytes, true);
+    let encoding = detector.guess(None, chardetng::Utf8Detection::Allow);
+    encoding.decode_without_bom_handling(bytes).0.into_owned()
+}
+
+/// Whether a charset label says "ASCII or UTF-8", where 8-bit bytes that are not UTF-8
+/// mean the label is wrong and the text is detected instead.
+fn utf8_or_ascii(label: &str) -> bool {
+    let l = label.trim().trim_matches('"');
+    ["us-ascii", "ascii", "utf-8", "utf8", "ansi_x3.4-1968"].iter().any(|a| l.eq_ignore_ascii_case(a))
+}
+
+/// Converts text declared (or not) in `charset` to UTF-8: the declared charset when it
+/// is known and not merely "ASCII or UTF-8", else [`undeclared`].
+pub fn to_utf8(charset: Option<&str>, bytes: &[u8]) -> String {
+    match charset.filter(|c| !utf8_or_ascii(c)).and_then(|c| decode(c, bytes)) {
+        Some(t) => t,
+        None => undeclared(bytes),
     }
 }
 
-/// The text of every text part of a message (text/plain as it is, text/html as
-/// text), decoded from its transfer encoding and charset, parts separated by a line.
-pub fn body_text(msg: &[u8]) -> String {
-    let Some(m) = MessageParser::default().parse(msg) else { return String::new() };
+/// The text of one leaf part as UTF-8: transfer encoding undone (an unknown one is
+/// taken as it is), charset converted, HTML turned into text.
+pub fn part_text(msg: &[u8], part: &Part) -> String {
+    let raw = msg.get(part.body_start as usize..(part.end as usize).min(msg.len())).unwrap_or(&[]);
+    let data = transfer_decode(part.encoding.as_deref(), raw);
+    let data = data.as_deref().unwrap_or(raw);
+    let text = to_utf8(param(&part.params, "charset").as_deref(), data);
+    if part.media_subtype == "html" { html_text(&text) } else { text }
+}
+
+/// The text leaves of a message (text/* parts, inside attached messages too), in order.
+pub fn text_parts(root: &Part) -> Vec<&Part> {
+    let mut out = Vec::new();
+    let mut stack = vec![root];
+    while let Some(p) = stack.pop() {
+        if p.children.is_empty() {
+            if p.media_type == "text" {
+                out.push(p);
+            }
+        } else {
+            stack.extend(p.children.iter().rev());
+        }
+    }
+    out
+}
+
+/// The text of every text part of a message, decoded, parts separated by a line.
+pub fn body_text(msg: &[u8], root: &Part) -> String {
     let mut out = String::new();
-    for part in &m.parts {
-        // Only leaf text parts; a message/rfc822 part's own parts are in the list too.
-        let text = match &part.body {
-            PartType::Text(t) => t.to_string(),
-            PartType::Html(h) => html_text(h),
-            _ => continue,
-        };
+    for part in text_parts(root) {
         if !out.is_empty() {
             out.push('\n');
         }
-        out.push_str(&text);
+        out.push_str(&part_text(msg, part));
     }
     out
+}
+
+/// The body text worth keeping at delivery for search: None when the raw bytes already
+/// are that text (plain text parts in UTF-8 or ASCII, not transfer-encoded), so SEARCH
+/// decodes nothing; otherwise the decoded text, made once here instead of per query.
+pub fn search_text(msg: &[u8], root: &Part) -> Option<String> {
+    let parts = text_parts(root);
+    let raw_is_text = parts.iter().all(|p| {
+        let plain_encoding = p.encoding.as_deref().is_none_or(|e| {
+            let e = e.trim();
+            e.is_empty() || ["7bit", "8bit", "binary"].iter().any(|x| e.eq_ignore_ascii_case(x))
+        });
+        let raw = msg.get(p.body_start as usize..(p.end as usize).min(msg.len())).unwrap_or(&[]);
+        p.media_subtype != "html"
+            && plain_encoding
+            && param(&p.params, "charset").is_none_or(|c| utf8_or_ascii(&c))
+            && !raw.contains(&0x1b)
+            && std::str::from_utf8(raw).is_ok()
+    });
+    if raw_is_text { None } else { Some(body_text(msg, root)) }
 }
 
 /// HTML as plain text (tags dropped, entities decoded), for search and previews.
 pub fn html_text(html: &str) -> String {
     html_to_text(html)
+}
+
+/// A parameter of a Content-Type or Content-Disposition as people read it: RFC 2231
+/// (`name*` with `charset'language'%XX`, continuations already joined at parse) or
+/// RFC 2047 encoded words in a quoted value, as some mailers write file names.
+pub fn param(params: &[(String, String)], name: &str) -> Option<String> {
+    let starred = format!("{name}*");
+    if let Some((_, v)) = params.iter().find(|(n, _)| n.eq_ignore_ascii_case(&starred)) {
+        return Some(rfc2231_value(v));
+    }
+    params.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| decode_words(v))
+}
+
+/// `charset'language'percent-encoded` to text; a value without the two quotes is taken
+/// as percent-encoded UTF-8.
+fn rfc2231_value(v: &str) -> String {
+    let (charset, encoded) = match v.split_once('\'') {
+        Some((c, rest)) => (Some(c), rest.split_once('\'').map_or(rest, |(_, e)| e)),
+        None => (None, v),
+    };
+    let b = encoded.as_bytes();
+    let mut bytes = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%'
+            && let (Some(h), Some(l)) =
+                (b.get(i + 1).and_then(|&c| hex_digit(c)), b.get(i + 2).and_then(|&c| hex_digit(c)))
+        {
+            bytes.push(h << 4 | l);
+            i += 3;
+            continue;
+        }
+        bytes.push(b[i]);
+        i += 1;
+    }
+    to_utf8(charset.filter(|c| !c.is_empty()), &bytes)
+}
+
+/// A part's content with its Content-Transfer-Encoding undone; None for an unknown
+/// encoding (IMAP's UNKNOWN-CTE).
+pub fn transfer_decode(encoding: Option<&str>, data: &[u8]) -> Option<Vec<u8>> {
+    match encoding.map(|e| e.trim().to_ascii_lowercase()).as_deref() {
+        None | Some("7bit" | "8bit" | "binary" | "") => Some(data.to_vec()),
+        Some("base64") => Some(base64_decode(data)),
+        Some("quoted-printable") => Some(qp_decode(data)),
+        Some(_) => None,
+    }
+}
+
+fn b64_value(c: u8) -> Option<u8> {
+    Some(match c {
+        b'A'..=b'Z' => c - b'A',
+        b'a'..=b'z' => c - b'a' + 26,
+        b'0'..=b'9' => c - b'0' + 52,
+        b'+' => 62,
+        b'/' => 63,
+        _ => return None,
+    })
+}
+
+/// Base64 as found in mail: line breaks and stray characters skipped, padding optional.
+pub fn base64_decode(data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(data.len() / 4 * 3);
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for &c in data {
+        if c == b'=' {
+            break;
+        }
+        let Some(v) = b64_value(c) else { continue };
+        acc = (acc << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    out
+}
+
+fn hex_digit(c: u8) -> Option<u8> {
+    (c as char).to_digit(16).map(|d| d as u8)
+}
+
+/// Quoted-printable (RFC 2045 §6.7): trailing whitespace dropped, `=` at the end of a
+/// line (before optional padding) joins lines, `=XX` is a byte; malformed escapes stay.
+pub fn qp_decode(data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(data.len());
+    for raw in data.split_inclusive(|&b| b == b'\n') {
+        let (line, eol): (&[u8], &[u8]) = if let Some(l) = raw.strip_suffix(b"\r\n") {
+            (l, b"\r\n")
+        } else if let Some(l) = raw.strip_suffix(b"\n") {
+            (l, b"\r\n")
+        } else {
+            (raw, b"")
+        };
+        let line = line.trim_ascii_end();
+        let (line, soft) = match line.strip_suffix(b"=") {
+            Some(l) => (l, true),
+            None => (line, false),
+        };
+        let mut i = 0;
+        while i < line.len() {
+            if line[i] == b'='
+                && let (Some(h), Some(l)) =
+                    (line.get(i + 1).and_then(|&c| hex_digit(c)), line.get(i + 2).and_then(|&c| hex_digit(c)))
+            {
+                out.push(h << 4 | l);
+                i += 3;
+                continue;
+            }
+            out.push(line[i]);
+            i += 1;
+        }
+        if !soft {
+            out.extend_from_slice(eol);
+        }
+    }
+    out
 }
 
 /// The comparison form of text for i;unicode-casemap (RFC 5051): the full Unicode
@@ -221,10 +404,59 @@ mod tests {
 
     #[test]
     fn text_of_a_message() {
+        let body_text = |m: &[u8]| body_text(m, &crate::MessageSummary::parse(m).root);
         let msg = b"Subject: x\r\nMIME-Version: 1.0\r\nContent-Type: multipart/alternative; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain; charset=koi8-r\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n=F0=D2=C9=D7=C5=D4\r\n--b\r\nContent-Type: text/html; charset=shift_jis\r\nContent-Transfer-Encoding: base64\r\n\r\nPGI+k/qWezwvYj4=\r\n--b--\r\n";
         let t = body_text(msg);
         assert!(t.contains("Привет") && t.contains("日本") && !t.contains("<b>"), "{t}");
         assert!(contains_casemapped(&t, "ПРИВЕТ") && contains_casemapped("Straße", "STRASSE"));
         assert!(body_text(b"").is_empty() || body_text(b"").trim().is_empty());
+    }
+    #[test]
+    fn qp_follows_rfc2045() {
+        let enc = b"hello  \r\nbar=\r\n\r\nfoo\t=\r\nbar\r\nfoo\t \t= \r\n=62\r\nfoo = \t\r\nbar\r\nfoo_bar\r\n";
+        assert_eq!(qp_decode(enc), b"hello\r\nbar\r\nfoo\tbar\r\nfoo\t \tb\r\nfoo bar\r\nfoo_bar\r\n");
+        assert_eq!(qp_decode(b"a=3Db=ZZ"), b"a=b=ZZ");
+    }
+
+    #[test]
+    fn undeclared_text_is_detected() {
+        assert_eq!(undeclared("déjà".as_bytes()), "déjà");
+        assert_eq!(undeclared(b"Gr\xfc\xdfe aus K\xf6ln, sch\xf6ne Gr\xfc\xdfe"), "Grüße aus Köln, schöne Grüße");
+        assert_eq!(undeclared(b"\x1b$BF|K\\\x1b(B"), "日本");
+        assert_eq!(to_utf8(Some("us-ascii"), b"caf\xe9"), "café");
+        assert_eq!(to_utf8(Some("koi8-r"), b"\xf0\xd2\xc9\xd7\xc5\xd4"), "Привет");
+        assert_eq!(to_utf8(Some("x-unknown"), "ok ü".as_bytes()), "ok ü");
+    }
+
+    #[test]
+    fn parameters_in_every_form() {
+        let p = |v: &[(&str, &str)]| v.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect::<Vec<_>>();
+        assert_eq!(
+            param(&p(&[("filename*", "utf-8''%E6%97%A5%E6%9C%AC.pdf")]), "filename").as_deref(),
+            Some("日本.pdf")
+        );
+        assert_eq!(
+            param(&p(&[("filename*", "iso-8859-1'de'Gr%FC%DFe.txt")]), "FILENAME").as_deref(),
+            Some("Grüße.txt")
+        );
+        assert_eq!(param(&p(&[("name", "=?koi8-r?B?8NLJ18XU?=.doc")]), "name").as_deref(), Some("Привет.doc"));
+        assert_eq!(param(&p(&[("name", "plain.txt")]), "name").as_deref(), Some("plain.txt"));
+        assert_eq!(param(&p(&[]), "name"), None);
+    }
+
+    #[test]
+    fn search_text_only_when_raw_is_not_the_text() {
+        let s = |m: &[u8]| search_text(m, &crate::MessageSummary::parse(m).root);
+        assert_eq!(s(b"Subject: x\r\n\r\nplain \xc3\xa9\r\n"), None);
+        assert_eq!(
+            s(b"Content-Type: text/plain; charset=koi8-r\r\n\r\n\xf0\xd2\xc9\xd7\xc5\xd4\r\n").as_deref(),
+            Some("Привет\r\n")
+        );
+        assert_eq!(s(b"Content-Transfer-Encoding: base64\r\n\r\nw6k=\r\n").as_deref(), Some("é"));
+        assert_eq!(
+            s(b"Content-Type: text/html\r\n\r\n<p>a &amp; b</p>\r\n").map(|t| t.trim().to_string()).as_deref(),
+            Some("a & b")
+        );
+        assert_eq!(s(b"Content-Type: image/png\r\nContent-Transfer-Encoding: base64\r\n\r\niVBO\r\n"), None);
     }
 }
