@@ -4,12 +4,12 @@
 use agora_store::address::{Address, parse_addresses};
 use agora_store::{EnvelopeFields, Part};
 
-/// Appends `s` as an IMAP string: quoted when it can be, else a literal.
 /// The refusal of a charset this server does not convert, naming the common ones it does.
 pub fn bad_charset(tag: &str) -> String {
     format!("{tag} NO [BADCHARSET ({})] Unsupported charset\r\n", agora_store::text::COMMON_CHARSETS.join(" "))
 }
 
+/// Appends `s` as an IMAP string: quoted when it can be, else a literal.
 pub fn string(out: &mut Vec<u8>, s: &[u8]) {
     let quotable = s.len() < 1024 && s.iter().all(|&b| b != b'\r' && b != b'\n' && b != 0 && b < 0x80);
     if quotable {
@@ -157,8 +157,9 @@ pub fn body_structure(out: &mut Vec<u8>, part: &Part, extensible: bool) {
     out.push(b'(');
     if part.media_type == "multipart" {
         if part.children.is_empty() {
-            // A multipart with no parts: describe it as an empty text part, as others do.
-            out.extend_from_slice(b"\"TEXT\" \"PLAIN\" (\"CHARSET\" \"us-ascii\") NIL NIL \"7BIT\" 0 0");
+            // A multipart must hold a part: describe one empty text part, as Dovecot does.
+            out.extend_from_slice(b"(\"TEXT\" \"PLAIN\" (\"CHARSET\" \"us-ascii\") NIL NIL \"7BIT\" 0 0");
+            out.extend_from_slice(if extensible { b" NIL NIL NIL NIL)" } else { b")" });
         }
         for c in &part.children {
             body_structure(out, c, extensible);
@@ -247,6 +248,20 @@ mod tests {
         assert_eq!(s(|o| string(o, b"two\r\nlines")), "{10}\r\ntwo\r\nlines");
         assert_eq!(s(|o| string(o, "é".as_bytes())), "{2}\r\né");
         assert_eq!(internal_date(0), "\"01-Jan-1970 00:00:00 +0000\"");
+    }
+
+    #[test]
+    fn a_multipart_without_parts_still_holds_one() {
+        let m = b"Content-Type: multipart/mixed; boundary=x\r\n\r\nno parts at all\r\n";
+        let root = MessageSummary::parse(m).root;
+        assert_eq!(
+            s(|o| body_structure(o, &root, true)),
+            "((\"TEXT\" \"PLAIN\" (\"CHARSET\" \"us-ascii\") NIL NIL \"7BIT\" 0 0 NIL NIL NIL NIL) \"MIXED\" (\"BOUNDARY\" \"x\") NIL NIL NIL)"
+        );
+        assert_eq!(
+            s(|o| body_structure(o, &root, false)),
+            "((\"TEXT\" \"PLAIN\" (\"CHARSET\" \"us-ascii\") NIL NIL \"7BIT\" 0 0) \"MIXED\")"
+        );
     }
 
     /// The imaptest scripts hold Dovecot's answers: where they are present, the

@@ -56,10 +56,12 @@ pub fn known_charset(label: &str) -> bool {
 }
 
 /// Decodes RFC 2047 encoded words in a header value (raw 8-bit text, RFC 6532 UTF-8,
-/// is kept); whitespace between two adjacent encoded words is dropped. A word in an
-/// unknown charset is kept as it was unless its bytes are UTF-8. The word scanner is
-/// ours: mail-parser drops the last bytes of base64 words without padding, which real
-/// mail has; the charsets are the library's.
+/// is kept); whitespace between two adjacent encoded words is dropped, and adjacent
+/// words in one charset are decoded together, so a character split between two words
+/// (as some mailers write them) comes out whole. A word in an unknown charset is kept
+/// as it was unless its bytes are UTF-8. The word scanner is ours: mail-parser drops
+/// the last bytes of base64 words without padding, which real mail has; the charsets
+/// are the library's.
 pub fn decode_words(s: &str) -> String {
     if !s.contains("=?") {
         return s.to_string();
@@ -67,32 +69,60 @@ pub fn decode_words(s: &str) -> String {
     let bytes = s.as_bytes();
     let mut out = String::with_capacity(s.len());
     let mut lit_start = 0;
-    let mut after_word = false;
+    // The run of adjacent words in one charset not yet decoded: (charset, bytes, source).
+    let mut pending: Option<(&str, Vec<u8>, &str)> = None;
     let mut i = 0;
     while i + 1 < bytes.len() {
         // '=' is ASCII, so `i` is a char boundary here.
         if bytes[i] == b'='
             && bytes[i + 1] == b'?'
-            && let Some((text, len)) = encoded_word(&s[i..])
+            && let Some((charset, raw, len)) = encoded_word(&s[i..])
         {
             let between = &s[lit_start..i];
-            if !(after_word && between.chars().all(char::is_whitespace)) {
-                out.push_str(between);
+            let adjacent = pending.is_some() && between.chars().all(char::is_whitespace);
+            match pending.take() {
+                Some((cs, mut acc, src)) if adjacent && cs.eq_ignore_ascii_case(charset) => {
+                    acc.extend_from_slice(&raw);
+                    pending = Some((cs, acc, src));
+                }
+                previous => {
+                    if let Some((cs, acc, src)) = previous {
+                        flush_word(&mut out, cs, acc, src);
+                    }
+                    if !adjacent {
+                        out.push_str(between);
+                    }
+                    pending = Some((charset, raw, &s[i..i + len]));
+                }
             }
-            out.push_str(&text);
             i += len;
             lit_start = i;
-            after_word = true;
             continue;
         }
         i += 1;
+    }
+    if let Some((cs, acc, src)) = pending {
+        flush_word(&mut out, cs, acc, src);
     }
     out.push_str(&s[lit_start..]);
     out
 }
 
-/// `=?charset?B|Q?text?=` at the start of `s`: the decoded text and the word's length.
-fn encoded_word(s: &str) -> Option<(String, usize)> {
+/// Appends a run of encoded words' bytes decoded; in an unknown charset, the bytes if
+/// they are UTF-8, else the words as they were written.
+fn flush_word(out: &mut String, charset: &str, raw: Vec<u8>, source: &str) {
+    match decode(charset, &raw) {
+        Some(d) => out.push_str(&d),
+        None => match String::from_utf8(raw) {
+            Ok(d) => out.push_str(&d),
+            Err(_) => out.push_str(source),
+        },
+    }
+}
+
+/// `=?charset?B|Q?text?=` at the start of `s`: its charset (without an RFC 2231
+/// language), the bytes it carries and the word's length.
+fn encoded_word(s: &str) -> Option<(&str, Vec<u8>, usize)> {
     let body = s.strip_prefix("=?")?;
     let q1 = body.find('?')?;
     let charset = &body[..q1];
@@ -112,13 +142,9 @@ fn encoded_word(s: &str) -> Option<(String, usize)> {
     };
     // RFC 2231 allows "charset*language".
     let charset = charset.split('*').next().unwrap_or(charset);
-    let decoded = match decode(charset, &raw) {
-        Some(d) => d,
-        None => String::from_utf8(raw).ok()?,
-    };
     // "=?" + charset + "?" + enc + "?" + text + "?="
     let len = 2 + q1 + 1 + enc.len_utf8() + 1 + end + 2;
-    Some((decoded, len))
+    Some((charset, raw, len))
 }
 
 /// Padding is often wrong in the wild; accept it either way.
@@ -183,57 +209,95 @@ pub fn to_utf8(charset: Option<&str>, bytes: &[u8]) -> String {
 /// The text of one leaf part as UTF-8: transfer encoding undone (an unknown one is
 /// taken as it is), charset converted, HTML turned into text.
 pub fn part_text(msg: &[u8], part: &Part) -> String {
-    let raw = msg.get(part.body_start as usize..(part.end as usize).min(msg.len())).unwrap_or(&[]);
+    let raw = raw_of(msg, part.body_start, part.end);
     let data = transfer_decode(part.encoding.as_deref(), raw);
     let data = data.as_deref().unwrap_or(raw);
     let text = to_utf8(param(&part.params, "charset").as_deref(), data);
     if part.media_subtype == "html" { html_text(&text) } else { text }
 }
 
-/// The text leaves of a message (text/* parts, inside attached messages too), in order.
-pub fn text_parts(root: &Part) -> Vec<&Part> {
+/// What a message's body holds for people to read, in order: text leaves (text/*
+/// parts, inside attached messages too) and the header blocks of attached messages.
+enum Piece<'a> {
+    Text(&'a Part),
+    /// An attached message's own part: its header block is `header_start..body_start`.
+    Header(&'a Part),
+}
+
+fn pieces(root: &Part) -> Vec<Piece<'_>> {
     let mut out = Vec::new();
-    let mut stack = vec![root];
-    while let Some(p) = stack.pop() {
+    let mut stack = vec![(root, false)];
+    while let Some((p, embedded)) = stack.pop() {
+        if embedded {
+            out.push(Piece::Header(p));
+        }
         if p.children.is_empty() {
             if p.media_type == "text" {
-                out.push(p);
+                out.push(Piece::Text(p));
             }
         } else {
-            stack.extend(p.children.iter().rev());
+            let message = p.media_type == "message";
+            stack.extend(p.children.iter().rev().map(|c| (c, message)));
         }
     }
     out
 }
 
-/// The text of every text part of a message, decoded, parts separated by a line.
+/// The text leaves of a message (text/* parts, inside attached messages too), in order.
+pub fn text_parts(root: &Part) -> Vec<&Part> {
+    pieces(root)
+        .into_iter()
+        .filter_map(|p| match p {
+            Piece::Text(t) => Some(t),
+            Piece::Header(_) => None,
+        })
+        .collect()
+}
+
+fn raw_of(msg: &[u8], start: u32, end: u32) -> &[u8] {
+    msg.get(start as usize..(end as usize).min(msg.len())).unwrap_or(&[])
+}
+
+/// The body of a message as text: every text part decoded, and the header blocks of
+/// attached messages with their encoded words decoded, separated by line breaks.
 pub fn body_text(msg: &[u8], root: &Part) -> String {
     let mut out = String::new();
-    for part in text_parts(root) {
+    for piece in pieces(root) {
         if !out.is_empty() {
             out.push('\n');
         }
-        out.push_str(&part_text(msg, part));
+        match piece {
+            Piece::Text(part) => out.push_str(&part_text(msg, part)),
+            Piece::Header(part) => {
+                let head = undeclared(raw_of(msg, part.header_start, part.body_start));
+                out.push_str(&decode_words(&head));
+            }
+        }
     }
     out
 }
 
 /// The body text worth keeping at delivery for search: None when the raw bytes already
-/// are that text (plain text parts in UTF-8 or ASCII, not transfer-encoded), so SEARCH
-/// decodes nothing; otherwise the decoded text, made once here instead of per query.
+/// are that text (plain text parts in UTF-8 or ASCII, not transfer-encoded; attached
+/// messages' headers without encoded words), so SEARCH decodes nothing; otherwise the
+/// decoded text, made once here instead of per query.
 pub fn search_text(msg: &[u8], root: &Part) -> Option<String> {
-    let parts = text_parts(root);
-    let raw_is_text = parts.iter().all(|p| {
-        let plain_encoding = p.encoding.as_deref().is_none_or(|e| {
-            let e = e.trim();
-            e.is_empty() || ["7bit", "8bit", "binary"].iter().any(|x| e.eq_ignore_ascii_case(x))
-        });
-        let raw = msg.get(p.body_start as usize..(p.end as usize).min(msg.len())).unwrap_or(&[]);
-        p.media_subtype != "html"
-            && plain_encoding
-            && param(&p.params, "charset").is_none_or(|c| utf8_or_ascii(&c))
-            && !raw.contains(&0x1b)
-            && std::str::from_utf8(raw).is_ok()
+    let readable = |raw: &[u8]| !raw.contains(&0x1b) && std::str::from_utf8(raw).is_ok();
+    let raw_is_text = pieces(root).iter().all(|piece| match piece {
+        Piece::Text(p) => {
+            let plain_encoding = p.encoding.as_deref().is_none_or(|e| {
+                let e = e.trim();
+                e.is_empty() || ["7bit", "8bit", "binary"].iter().any(|x| e.eq_ignore_ascii_case(x))
+            });
+            p.media_subtype != "html"
+                && plain_encoding
+                && param(&p.params, "charset").is_none_or(|c| utf8_or_ascii(&c))
+                && readable(raw_of(msg, p.body_start, p.end))
+        }
+        Piece::Header(p) => {
+            let head = raw_of(msg, p.header_start, p.body_start);
+            readable(head) && !head.windows(2).any(|w| w == b"=?")
+        }
     });
     if raw_is_text { None } else { Some(body_text(msg, root)) }
 }
@@ -400,6 +464,9 @@ mod tests {
         assert_eq!(decode_words("plain =?bogus"), "plain =?bogus");
         assert_eq!(decode_words("Grüße (raw UTF-8)"), "Grüße (raw UTF-8)");
         assert_eq!(decode_words("a =?UTF-8?B?w6k=?= b"), "a é b");
+        // "é" split between two words, then a word in another charset.
+        assert_eq!(decode_words("=?utf-8?B?ww==?=\r\n =?UTF-8?B?qSB4?= =?iso-8859-1?q?_=E9?="), "é x é");
+        assert_eq!(decode_words("=?x-unknown?q?=FF?= z"), "=?x-unknown?q?=FF?= z");
     }
 
     #[test]
