@@ -4,14 +4,15 @@
 #   2. to Agora, which fsyncs every message into a mailbox before its 250.
 # A new connection per message, as smtp-source does by default.
 #   usage: bench/smtp.sh [messages=10000] [sessions=20] [bytes=1024]
+# AGORA_BIN=PATH measures that build instead of building this tree (to compare two).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/lib.sh
 N=${1:-10000}; S=${2:-20}; L=${3:-1024}
 
 scripts/install-test-deps >/dev/null
-cargo build --release -q -p agora
-bin=target/release/agora
+if [[ -z ${AGORA_BIN:-} ]]; then cargo build --release -q -p agora; fi
+bin=${AGORA_BIN:-target/release/agora}
 work=$(mktemp -d)
 cleanup() { kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT

@@ -96,7 +96,12 @@ fn tokenize(s: &str) -> Vec<Tok> {
                     w.push(c);
                     chars.next();
                 }
-                out.push(Tok::Word(w));
+                if w.is_empty() {
+                    // A stray ')' or ']': skipped, or the scan would stand still.
+                    chars.next();
+                } else {
+                    out.push(Tok::Word(w));
+                }
             }
         }
     }
@@ -386,7 +391,7 @@ mod tests {
         );
         assert!(matches!(&a[2], Address::Mailbox { route: Some(r), .. } if r == "@r1,@r2"));
         assert!(parse_addresses("").is_empty());
-        for junk in ["<<<", "@@", "a:b:c;;", "\"unterminated", "(((", "<@x", ",,,"] {
+        for junk in ["<<<", "@@", "a:b:c;;", "\"unterminated", "(((", "<@x", ",,,", ")", "a ] b", "x@y)"] {
             let _ = parse_addresses(junk);
         }
     }

@@ -156,23 +156,29 @@ const LENIENT_B64: GeneralPurpose = GeneralPurpose::new(
 );
 
 fn q_decode(text: &str) -> Vec<u8> {
-    let b = text.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
+    // '_' is a space; an escaped underscore (=5F) is not touched by this.
+    let spaced: Vec<u8> = text.bytes().map(|b| if b == b'_' { b' ' } else { b }).collect();
+    let mut out = Vec::with_capacity(spaced.len());
+    unhex_into(&mut out, &spaced, b'=');
+    out
+}
+
+/// Appends `input` with each `MARK` + two hex digits as the byte they name (QP's `=XX`,
+/// RFC 2231's `%XX`); a mark without two hex digits stays as it is.
+fn unhex_into(out: &mut Vec<u8>, input: &[u8], mark: u8) {
     let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'_' => out.push(b' '),
-            b'=' if let (Some(h), Some(l)) =
-                (b.get(i + 1).and_then(|&c| hex_digit(c)), b.get(i + 2).and_then(|&c| hex_digit(c))) =>
-            {
-                out.push(h << 4 | l);
-                i += 2;
-            }
-            c => out.push(c),
+    while i < input.len() {
+        if input[i] == mark
+            && let (Some(h), Some(l)) =
+                (input.get(i + 1).and_then(|&c| hex_digit(c)), input.get(i + 2).and_then(|&c| hex_digit(c)))
+        {
+            out.push(h << 4 | l);
+            i += 3;
+            continue;
         }
+        out.push(input[i]);
         i += 1;
     }
-    out
 }
 
 /// Text whose charset is not declared, declared as US-ASCII or UTF-8 but is not, as
@@ -325,21 +331,8 @@ fn rfc2231_value(v: &str) -> String {
         Some((c, rest)) => (Some(c), rest.split_once('\'').map_or(rest, |(_, e)| e)),
         None => (None, v),
     };
-    let b = encoded.as_bytes();
-    let mut bytes = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%'
-            && let (Some(h), Some(l)) =
-                (b.get(i + 1).and_then(|&c| hex_digit(c)), b.get(i + 2).and_then(|&c| hex_digit(c)))
-        {
-            bytes.push(h << 4 | l);
-            i += 3;
-            continue;
-        }
-        bytes.push(b[i]);
-        i += 1;
-    }
+    let mut bytes = Vec::with_capacity(encoded.len());
+    unhex_into(&mut bytes, encoded.as_bytes(), b'%');
     to_utf8(charset.filter(|c| !c.is_empty()), &bytes)
 }
 
@@ -406,19 +399,7 @@ pub fn qp_decode(data: &[u8]) -> Vec<u8> {
             Some(l) => (l, true),
             None => (line, false),
         };
-        let mut i = 0;
-        while i < line.len() {
-            if line[i] == b'='
-                && let (Some(h), Some(l)) =
-                    (line.get(i + 1).and_then(|&c| hex_digit(c)), line.get(i + 2).and_then(|&c| hex_digit(c)))
-            {
-                out.push(h << 4 | l);
-                i += 3;
-                continue;
-            }
-            out.push(line[i]);
-            i += 1;
-        }
+        unhex_into(&mut out, line, b'=');
         if !soft {
             out.extend_from_slice(eol);
         }
