@@ -203,7 +203,7 @@ pub fn matches(key: &SearchKey, c: &Ctx<'_>) -> bool {
             if s.is_empty() {
                 !v.is_empty() || contains_ci(&b[..b.len().min(65536)], &format!("{name}:"))
             } else {
-                text_field(&String::from_utf8_lossy(&v), s)
+                text_field(&agora_store::text::undeclared(&v), s)
             }
         }),
         Body(s) => c.body.is_some_and(|b| {
@@ -213,7 +213,7 @@ pub fn matches(key: &SearchKey, c: &Ctx<'_>) -> bool {
         Text(s) => c.body.is_some_and(|b| {
             contains_ci(b, s) || {
                 let head = &b[..(m.summary.root.body_start as usize).min(b.len())];
-                text_field(&String::from_utf8_lossy(head), s) || contains_casemapped(c.body_text(), s)
+                text_field(&agora_store::text::undeclared(head), s) || contains_casemapped(c.body_text(), s)
             }
         }),
         Uid(SeqSet::Saved) | Seq(SeqSet::Saved) => c.saved.binary_search(&m.uid).is_ok(),
