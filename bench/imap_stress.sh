@@ -14,7 +14,7 @@ IMAPTEST=$(realpath "${1:?usage: bench/imap_stress.sh IMAPTEST [seconds]}"); SEC
 MBOX=$(realpath "${MBOX:-../shared/imaptest/tests/default.mbox}")
 export LD_LIBRARY_PATH=/usr/lib/dovecot${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 
-command -v dovecot >/dev/null || { apt-get update -qq && apt-get install -y -qq dovecot-imapd >/dev/null; }
+[[ -x /usr/lib/dovecot/imap ]] || { apt-get update -qq && apt-get install -y -qq dovecot-imapd >/dev/null; }
 cargo build --release -q -p agora
 bin=$PWD/target/release/agora
 work=$(mktemp -d); chmod 755 "$work"

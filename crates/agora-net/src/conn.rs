@@ -2,6 +2,7 @@
 //! reads with limits and timeouts, buffered writes, STARTTLS upgrade, shutdown signal.
 
 use std::net::SocketAddr;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,8 +10,34 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
 /// Any byte stream a session can run on: TCP, TLS over TCP, or an in-memory pipe in tests.
-pub trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Io for T {}
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    /// The TCP socket underneath, for socket options; None for streams in memory.
+    fn socket(&self) -> Option<BorrowedFd<'_>> {
+        None
+    }
+}
+impl Io for tokio::net::TcpStream {
+    fn socket(&self) -> Option<BorrowedFd<'_>> {
+        Some(self.as_fd())
+    }
+}
+impl<T: Io> Io for tokio_rustls::server::TlsStream<T> {
+    fn socket(&self) -> Option<BorrowedFd<'_>> {
+        self.get_ref().0.socket()
+    }
+}
+impl<T: Io> Io for tokio_rustls::client::TlsStream<T> {
+    fn socket(&self) -> Option<BorrowedFd<'_>> {
+        self.get_ref().0.socket()
+    }
+}
+impl Io for Box<dyn Io> {
+    fn socket(&self) -> Option<BorrowedFd<'_>> {
+        (**self).socket()
+    }
+}
+impl Io for tokio::io::DuplexStream {}
+impl Io for empty::EmptyDuplex {}
 
 /// What a read produced.
 #[derive(Debug, PartialEq, Eq)]
@@ -346,6 +373,9 @@ impl Conn {
 
     /// Reads exactly `n` bytes (for BDAT chunks and literals).
     pub async fn read_exact(&mut self, n: usize) -> Read {
+        if self.rbuf.len() - self.rpos < n {
+            self.ack_promptly();
+        }
         while self.rbuf.len() - self.rpos < n {
             if let Err(e) = self.fill().await {
                 return e;
@@ -478,6 +508,16 @@ impl Conn {
 
     pub fn is_compressed(&self) -> bool {
         self.compressed
+    }
+
+    /// The client sends data next, and its last small write may wait (Nagle) for this
+    /// side to acknowledge the one before (a literal, then its CRLF): acknowledge at
+    /// once rather than after the delayed-ACK timer (TCP_QUICKACK), or each such
+    /// command costs 40 ms.
+    pub fn ack_promptly(&self) {
+        if let Some(fd) = self.io.socket() {
+            let _ = socket2::SockRef::from(&fd).set_tcp_quickack(true);
+        }
     }
 
     /// Closes the write side politely.

@@ -75,6 +75,12 @@ impl Deflate {
     }
 }
 
+impl Io for Deflate {
+    fn socket(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        self.inner.socket()
+    }
+}
+
 impl AsyncRead for Deflate {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = &mut *self;

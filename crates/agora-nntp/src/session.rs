@@ -736,6 +736,7 @@ impl Session {
         if conn.send(b"340 Send article to be posted; end with <CR-LF>.<CR-LF>\r\n").await.is_err() {
             return Flow::Close;
         }
+        conn.ack_promptly();
         let raw = match self.read_article(conn).await {
             Ok(r) => r,
             Err(None) => return Flow::Close,
@@ -819,6 +820,7 @@ impl Session {
         if conn.send(b"335 Send it; end with <CR-LF>.<CR-LF>\r\n").await.is_err() {
             return Flow::Close;
         }
+        conn.ack_promptly();
         let raw = match self.read_article(conn).await {
             Ok(r) => r,
             Err(None) => return Flow::Close,

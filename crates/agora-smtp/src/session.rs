@@ -549,6 +549,7 @@ impl Session {
         if conn.send(b"354 End data with <CR><LF>.<CR><LF>\r\n").await.is_err() {
             return Flow::Close;
         }
+        conn.ack_promptly();
         // The message is finished even if shutdown starts meanwhile; the drain deadline bounds it.
         conn.set_interruptible(false);
         let mut dec = DataDecoder::new(self.cfg.max_message_size);

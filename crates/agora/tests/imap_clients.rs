@@ -321,6 +321,35 @@ print("ok")
     python_ok(&script);
 }
 
+/// imaplib sends a literal and its closing CRLF in two writes, the second held by
+/// Nagle until the first is acknowledged: the server acknowledges literals at once, so
+/// twenty APPENDs take milliseconds, not twenty delayed-ACK timeouts (40 ms each).
+#[test]
+fn literals_are_acknowledged_at_once() {
+    if !have("python3") {
+        return;
+    }
+    let a = server();
+    let script = format!(
+        r#"
+import imaplib, ssl, time
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+m = imaplib.IMAP4_SSL("{ip}", 10993, ssl_context=ctx, timeout=20)
+m.login("imap@example.org", "imap-secret")
+t = time.perf_counter()
+for i in range(20):
+    typ, data = m.append("INBOX", None, None, b"Subject: quick %d\r\n\r\nbody\r\n" % i)
+    assert typ == "OK", data
+took = time.perf_counter() - t
+assert took < 0.6, f"20 APPENDs took {{took:.3f}} s"
+m.logout()
+print("ok")
+"#,
+        ip = a.ip
+    );
+    python_ok(&script);
+}
+
 #[test]
 fn imaplib_session() {
     if !have("python3") {
