@@ -665,14 +665,16 @@ impl Session {
                     &owned
                 }
             };
-            let body = if needs_body { self.store.read_blob(&meta.blob).await.ok() } else { None };
-            let text = std::cell::OnceCell::new();
-            if needs_text
-                && meta.summary.body_text == agora_store::BodyText::Kept
-                && let Ok(Some(t)) = self.store.search_text(&meta.blob).await
-            {
-                let _ = text.set(t);
-            }
+            let (body, kept) = if needs_text && meta.summary.body_text == agora_store::BodyText::Kept {
+                match self.store.read_blob_for_search(&meta.blob).await {
+                    Ok((body, kept)) => (Some(body), kept),
+                    Err(_) => (None, None),
+                }
+            } else if needs_body {
+                (self.store.read_blob(&meta.blob).await.ok(), None)
+            } else {
+                (None, None)
+            };
             let ctx = search::Ctx {
                 seq: i as u32 + 1,
                 count,
@@ -681,7 +683,8 @@ impl Session {
                 body: body.as_deref(),
                 recent: sel.recent.contains(&m.uid),
                 saved: &sel.saved,
-                text,
+                kept,
+                text: std::cell::OnceCell::new(),
             };
             if search::matches(key, &ctx) {
                 hits.push((i as u32 + 1, m.uid, m.modseq));

@@ -19,17 +19,23 @@ pub struct Ctx<'a> {
     pub recent: bool,
     /// The saved result of SEARCHRES (`$`), as ascending UIDs.
     pub saved: &'a [u32],
-    /// The message's decoded body text, made the first time a key needs it.
+    /// The body text kept at delivery in search form (case-mapped), when there is one.
+    pub kept: Option<String>,
+    /// The message's decoded body text otherwise, made the first time a key needs it.
     pub text: std::cell::OnceCell<String>,
 }
 
 impl Ctx<'_> {
-    /// The decoded text of the text parts: kept at delivery (put here by the caller) or
-    /// made from the raw parts, which for most mail are the text already.
-    fn body_text(&self) -> &str {
-        self.text.get_or_init(|| {
+    /// Whether the body text has `needle` in any case: the text kept at delivery, else
+    /// the text of the raw parts (which for most mail are the text already).
+    fn body_text_has(&self, needle: &str) -> bool {
+        if let Some(kept) = &self.kept {
+            return needle.is_empty() || kept.contains(&agora_store::text::casemap(needle));
+        }
+        let text = self.text.get_or_init(|| {
             self.body.map(|b| agora_store::text::body_text(b, &self.meta.summary.root)).unwrap_or_default()
-        })
+        });
+        contains_casemapped(text, needle)
     }
 }
 
@@ -207,13 +213,12 @@ pub fn matches(key: &SearchKey, c: &Ctx<'_>) -> bool {
             }
         }),
         Body(s) => c.body.is_some_and(|b| {
-            contains_ci(b.get(m.summary.root.body_start as usize..).unwrap_or(&[]), s)
-                || contains_casemapped(c.body_text(), s)
+            contains_ci(b.get(m.summary.root.body_start as usize..).unwrap_or(&[]), s) || c.body_text_has(s)
         }),
         Text(s) => c.body.is_some_and(|b| {
             contains_ci(b, s) || {
                 let head = &b[..(m.summary.root.body_start as usize).min(b.len())];
-                text_field(&agora_store::text::undeclared(head), s) || contains_casemapped(c.body_text(), s)
+                text_field(&agora_store::text::undeclared(head), s) || c.body_text_has(s)
             }
         }),
         Uid(SeqSet::Saved) | Seq(SeqSet::Saved) => c.saved.binary_search(&m.uid).is_ok(),

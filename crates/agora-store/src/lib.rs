@@ -323,9 +323,10 @@ pub trait DeliveryStore: Send + Sync {
 
     async fn read_blob(&self, hash: &str) -> Result<Vec<u8>>;
 
-    /// A body's decoded text kept at delivery for search (summaries marked
-    /// `BodyText::Kept`); None for bodies whose raw text serves.
-    async fn search_text(&self, hash: &str) -> Result<Option<String>>;
+    /// A body and, for summaries marked `BodyText::Kept`, its text in search form
+    /// (decoded and case-mapped at delivery); None for bodies whose raw text serves.
+    /// One read, as SEARCH needs both.
+    async fn read_blob_for_search(&self, hash: &str) -> Result<(Vec<u8>, Option<String>)>;
 
     /// The SMTP envelope of a delivery (DSN parameters for queue entries).
     async fn delivery_envelope(&self, delivery: i64) -> Result<Option<Envelope>>;

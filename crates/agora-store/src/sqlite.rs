@@ -3082,15 +3082,20 @@ impl DeliveryStore for Arc<SqliteStore> {
         }
     }
 
-    async fn search_text(&self, hash: &str) -> Result<Option<String>> {
+    async fn read_blob_for_search(&self, hash: &str) -> Result<(Vec<u8>, Option<String>)> {
         let key = hash.to_string();
-        self.lookup(move |c| {
-            Ok(c.prepare_cached("SELECT text FROM blobs WHERE hash = ?1")?
-                .query_row([&key], |r| r.get::<_, Option<String>>(0))
-                .optional()?
-                .flatten())
-        })
-        .await
+        let row: Option<(Option<Vec<u8>>, Option<String>)> = self
+            .lookup(move |c| {
+                Ok(c.prepare_cached("SELECT data, text FROM blobs WHERE hash = ?1")?
+                    .query_row([&key], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()?)
+            })
+            .await?;
+        match row {
+            None => Err(StoreError::NotFound(format!("blob {hash}"))),
+            Some((Some(data), text)) => Ok((data, text)),
+            Some((None, text)) => Ok((self.read_blob(hash).await?, text)),
+        }
     }
 
     async fn delivery_envelope(&self, delivery: i64) -> Result<Option<Envelope>> {

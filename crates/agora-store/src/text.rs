@@ -286,7 +286,8 @@ pub fn body_text(msg: &[u8], root: &Part) -> String {
 /// The body text worth keeping at delivery for search: None when the raw bytes already
 /// are that text (plain text parts in UTF-8 or ASCII, not transfer-encoded; attached
 /// messages' headers without encoded words), so SEARCH decodes nothing; otherwise the
-/// decoded text, made once here instead of per query.
+/// decoded text in search form (case-mapped, [`casemap`]), made once here instead of
+/// per query.
 pub fn search_text(msg: &[u8], root: &Part) -> Option<String> {
     let readable = |raw: &[u8]| !raw.contains(&0x1b) && std::str::from_utf8(raw).is_ok();
     let raw_is_text = pieces(root).iter().all(|piece| match piece {
@@ -305,7 +306,7 @@ pub fn search_text(msg: &[u8], root: &Part) -> Option<String> {
             readable(head) && !head.windows(2).any(|w| w == b"=?")
         }
     });
-    if raw_is_text { None } else { Some(body_text(msg, root)) }
+    if raw_is_text { None } else { Some(casemap(&body_text(msg, root))) }
 }
 
 /// HTML as plain text (tags dropped, entities decoded), for search and previews.
@@ -414,9 +415,16 @@ pub fn casemap(s: &str) -> String {
     s.chars().flat_map(char::to_uppercase).collect()
 }
 
-/// Whether `needle` occurs in `hay`, case-insensitively for all of Unicode.
+/// Whether `needle` occurs in `hay`, case-insensitively for all of Unicode (without
+/// copying when both are ASCII).
 pub fn contains_casemapped(hay: &str, needle: &str) -> bool {
-    needle.is_empty() || casemap(hay).contains(&casemap(needle))
+    if needle.is_empty() {
+        return true;
+    }
+    if hay.is_ascii() && needle.is_ascii() {
+        return hay.as_bytes().windows(needle.len()).any(|w| w.eq_ignore_ascii_case(needle.as_bytes()));
+    }
+    casemap(hay).contains(&casemap(needle))
 }
 
 #[cfg(test)]
@@ -498,12 +506,12 @@ mod tests {
         assert_eq!(s(b"Subject: x\r\n\r\nplain \xc3\xa9\r\n"), None);
         assert_eq!(
             s(b"Content-Type: text/plain; charset=koi8-r\r\n\r\n\xf0\xd2\xc9\xd7\xc5\xd4\r\n").as_deref(),
-            Some("Привет\r\n")
+            Some("ПРИВЕТ\r\n")
         );
-        assert_eq!(s(b"Content-Transfer-Encoding: base64\r\n\r\nw6k=\r\n").as_deref(), Some("é"));
+        assert_eq!(s(b"Content-Transfer-Encoding: base64\r\n\r\nw6k=\r\n").as_deref(), Some("É"));
         assert_eq!(
             s(b"Content-Type: text/html\r\n\r\n<p>a &amp; b</p>\r\n").map(|t| t.trim().to_string()).as_deref(),
-            Some("a & b")
+            Some("A & B")
         );
         assert_eq!(s(b"Content-Type: image/png\r\nContent-Transfer-Encoding: base64\r\n\r\niVBO\r\n"), None);
     }
