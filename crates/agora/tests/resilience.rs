@@ -169,33 +169,50 @@ fn send_plain(a: &Agora) {
 fn every_service_answers_on_ipv6_by_default() {
     // The default addresses (no --bind): every IPv4 and IPv6 address, on ports of our own.
     // Ports of our own below 65536 (the highest default port is the admin listener, 9025).
-    let offset = 40000 + (std::process::id() % 60) * 100;
+    // A wildcard bind fails when another test's ephemeral socket holds one of the ~20
+    // ports (DNS over UDP most of all): then the next offset is tried.
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     std::fs::create_dir_all(&data).unwrap();
     let _dns = common::quiet_dns(dir.path(), &data);
-    let mut cmd = std::process::Command::new(common::BIN);
-    cmd.arg("--data").arg(&data).env("AGORA_LOG", "warn");
-    cmd.args([
-        "serve",
-        "--domain",
-        "example.org",
-        "--hostname",
-        "mx.example.org",
-        "--port-offset",
-        &offset.to_string(),
-    ])
-    .stdin(std::process::Stdio::null())
-    .stdout(std::process::Stdio::piped())
-    .stderr(std::process::Stdio::piped());
-    let mut child = cmd.spawn().unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut banner = String::new();
-    while !banner.contains("agora: ready") {
-        let mut l = String::new();
-        assert!(out.read_line(&mut l).unwrap() > 0, "server exited: {banner}");
-        banner.push_str(&l);
+    let mut started = None;
+    let mut failures = Vec::new();
+    for attempt in 0..5 {
+        let offset = 40000 + ((std::process::id() + attempt * 17) % 60) * 100;
+        let mut cmd = std::process::Command::new(common::BIN);
+        cmd.arg("--data").arg(&data).env("AGORA_LOG", "warn");
+        cmd.args([
+            "serve",
+            "--domain",
+            "example.org",
+            "--hostname",
+            "mx.example.org",
+            "--port-offset",
+            &offset.to_string(),
+        ])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut banner = String::new();
+        while !banner.contains("agora: ready") {
+            let mut l = String::new();
+            if out.read_line(&mut l).unwrap_or(0) == 0 {
+                break;
+            }
+            banner.push_str(&l);
+        }
+        if banner.contains("agora: ready") {
+            started = Some((child, banner, offset));
+            break;
+        }
+        let mut err = String::new();
+        let _ = std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err);
+        let _ = child.wait();
+        failures.push(format!("offset {offset}: {err}"));
     }
+    let Some((mut child, banner, offset)) = started else { panic!("server never started: {failures:?}") };
     assert!(banner.contains("[::]:") && banner.contains("0.0.0.0:"), "both families in the table: {banner}");
     let port = |p: u32| (p + offset) as u16;
     for (p, greeting) in [(25, "220 "), (587, "220 "), (143, "* OK"), (110, "+OK")] {
