@@ -2,6 +2,8 @@
 //! takes one complete command — the lines and the literal bytes a session gathered —
 //! and returns a typed command or an error naming the tag, for a `BAD` reply.
 
+pub use agora_store::search::{Date, STAR, SearchKey, SeqItem, SeqSet};
+
 /// Deepest nesting of parenthesised lists or search keys accepted.
 pub const MAX_DEPTH: usize = 32;
 
@@ -39,25 +41,6 @@ pub struct ParseError {
     pub tag: Option<String>,
     pub message: String,
 }
-
-/// One element of a sequence set.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SeqItem {
-    One(u32),
-    Range(u32, u32),
-}
-
-/// A sequence set, or `$` (the saved search result, RFC 5182). Ranges keep the
-/// client's order; `STAR` stands for `*`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SeqSet {
-    Items(Vec<SeqItem>),
-    Saved,
-}
-
-/// `*` in a sequence set: 0, which no sequence number or UID can be
-/// (4294967295 is a valid UID, so it cannot stand for `*`).
-pub const STAR: u32 = 0;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SectionText {
@@ -104,64 +87,6 @@ pub enum FetchAtt {
     EmailId,
     ThreadId,
     SaveDate,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SearchKey {
-    All,
-    Answered,
-    Bcc(String),
-    Before(Date),
-    Body(String),
-    Cc(String),
-    Deleted,
-    Draft,
-    Flagged,
-    From(String),
-    Header(String, String),
-    Keyword(String),
-    Larger(u64),
-    New,
-    Not(Box<SearchKey>),
-    Old,
-    On(Date),
-    Or(Box<SearchKey>, Box<SearchKey>),
-    Recent,
-    Seen,
-    SentBefore(Date),
-    SentOn(Date),
-    SentSince(Date),
-    Since(Date),
-    Smaller(u64),
-    Subject(String),
-    Text(String),
-    To(String),
-    Uid(SeqSet),
-    Unanswered,
-    Undeleted,
-    Undraft,
-    Unflagged,
-    Unkeyword(String),
-    Unseen,
-    Seq(SeqSet),
-    And(Vec<SearchKey>),
-    ModSeq(u64),
-    Younger(u64),
-    Older(u64),
-    EmailId(String),
-    ThreadId(String),
-    SavedBefore(Date),
-    SavedOn(Date),
-    SavedSince(Date),
-    SaveDateSupported,
-}
-
-/// A calendar date (`1-Feb-2024`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Date {
-    pub year: u16,
-    pub month: u8,
-    pub day: u8,
 }
 
 /// `date-time` of APPEND: the date, time and zone.

@@ -114,44 +114,7 @@ pub fn needs_body(att: &FetchAtt) -> bool {
     )
 }
 
-/// EMAILID (RFC 8474): from the content address, so copies of a message share it.
-pub fn email_id(blob: &str) -> String {
-    format!("M{}", &blob[..blob.len().min(24)])
-}
-
-/// The first text part a reader would see: text/plain before text/html, attachments skipped.
-fn first_text(p: &Part, html: bool) -> Option<&Part> {
-    if !p.children.is_empty() {
-        return p.children.iter().find_map(|c| first_text(c, html));
-    }
-    let attachment = p.disposition.as_ref().is_some_and(|d| d.0 == "attachment");
-    let wanted = if html { "html" } else { "plain" };
-    (p.media_type == "text" && p.media_subtype == wanted && !attachment).then_some(p)
-}
-
-/// PREVIEW (RFC 8970): up to 256 characters of the message's text, decoded, with
-/// markup and runs of white space squeezed out.
-pub fn preview(msg: &[u8], root: &Part) -> String {
-    let Some(part) = first_text(root, false).or_else(|| first_text(root, true)) else { return String::new() };
-    let text = agora_store::text::part_text(msg, part);
-    let mut out = String::new();
-    let mut space = false;
-    for c in text.chars() {
-        if c.is_whitespace() || c.is_control() {
-            space = !out.is_empty();
-            continue;
-        }
-        if space {
-            out.push(' ');
-            space = false;
-        }
-        out.push(c);
-        if out.chars().count() >= 256 {
-            break;
-        }
-    }
-    out
-}
+pub use agora_store::search::email_id;
 
 /// True if the item marks the message \Seen when fetched.
 pub fn sets_seen(att: &FetchAtt) -> bool {
@@ -239,7 +202,7 @@ pub fn item(out: &mut Vec<u8>, att: &FetchAtt, meta: &MessageMeta, body: Option<
         FetchAtt::SaveDate => out.extend_from_slice(b"SAVEDATE NIL"),
         FetchAtt::Preview => {
             out.extend_from_slice(b"PREVIEW ");
-            response::string(out, preview(body, &meta.summary.root).as_bytes());
+            response::string(out, agora_store::text::preview(body, &meta.summary.root).as_bytes());
         }
     }
     true
@@ -289,20 +252,5 @@ mod tests {
         assert_eq!(body, b"only body\r\n");
         assert_eq!(sec(&[], Some(SectionText::HeaderFields(vec!["subject".into()]))), b"Subject: s\r\n\r\n");
         assert!(sec(&[9], None).is_empty());
-    }
-
-    #[test]
-    fn previews() {
-        let s = MessageSummary::parse(MSG);
-        assert_eq!(preview(MSG, &s.root), "one");
-        let qp = b"Content-Type: text/plain; charset=iso-8859-1\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\nGr=FC=DFe,\r\n\r\n  das   ist=\r\n ein Test\r\n";
-        let s = MessageSummary::parse(qp);
-        assert_eq!(preview(qp, &s.root), "Grüße, das ist ein Test");
-        let html = b"Content-Type: text/html\r\n\r\n<html><body><p>Hello <b>there</b></p></body></html>\r\n";
-        let s = MessageSummary::parse(html);
-        assert_eq!(preview(html, &s.root), "Hello there");
-        let long = format!("Subject: x\r\n\r\n{}\r\n", "é".repeat(300));
-        let s = MessageSummary::parse(long.as_bytes());
-        assert_eq!(preview(long.as_bytes(), &s.root).chars().count(), 256);
     }
 }

@@ -11,12 +11,12 @@ pub mod list;
 mod mailbox;
 pub mod mutf7;
 pub mod response;
-pub mod search;
+pub use agora_store::search;
 pub mod selected;
 pub mod service;
 pub mod session;
-pub mod sort;
-pub mod thread;
+pub use agora_store::sort;
+pub use agora_store::thread;
 
 pub use command::{Command, ParseError, literal_suffix, parse};
 

@@ -782,7 +782,7 @@ impl Session {
                 }
             })
             .collect();
-        let threads = crate::thread::thread(algorithm, &items);
+        let threads = crate::thread::thread(algorithm, &items).nested();
         conn.queue(format!("* THREAD {threads}\r\n{tag} OK Thread completed\r\n").as_bytes());
         Flow::Continue
     }

@@ -8,9 +8,12 @@ pub mod blob;
 #[cfg(test)]
 mod conformance;
 mod error;
+pub mod search;
+pub mod sort;
 pub mod sqlite;
 pub mod summary;
 pub mod text;
+pub mod thread;
 pub mod time;
 mod types;
 

@@ -222,6 +222,40 @@ pub fn part_text(msg: &[u8], part: &Part) -> String {
     if part.media_subtype == "html" { html_text(&text) } else { text }
 }
 
+/// The first text part a reader would see: text/plain before text/html, attachments skipped.
+fn first_text(p: &Part, html: bool) -> Option<&Part> {
+    if !p.children.is_empty() {
+        return p.children.iter().find_map(|c| first_text(c, html));
+    }
+    let attachment = p.disposition.as_ref().is_some_and(|d| d.0 == "attachment");
+    let wanted = if html { "html" } else { "plain" };
+    (p.media_type == "text" && p.media_subtype == wanted && !attachment).then_some(p)
+}
+
+/// PREVIEW (RFC 8970): up to 256 characters of the message's text, decoded, with
+/// markup and runs of white space squeezed out.
+pub fn preview(msg: &[u8], root: &Part) -> String {
+    let Some(part) = first_text(root, false).or_else(|| first_text(root, true)) else { return String::new() };
+    let text = part_text(msg, part);
+    let mut out = String::new();
+    let mut space = false;
+    for c in text.chars() {
+        if c.is_whitespace() || c.is_control() {
+            space = !out.is_empty();
+            continue;
+        }
+        if space {
+            out.push(' ');
+            space = false;
+        }
+        out.push(c);
+        if out.chars().count() >= 256 {
+            break;
+        }
+    }
+    out
+}
+
 /// What a message's body holds for people to read, in order: text leaves (text/*
 /// parts, inside attached messages too) and the header blocks of attached messages.
 enum Piece<'a> {
@@ -514,5 +548,21 @@ mod tests {
             Some("A & B")
         );
         assert_eq!(s(b"Content-Type: image/png\r\nContent-Transfer-Encoding: base64\r\n\r\niVBO\r\n"), None);
+    }
+
+    #[test]
+    fn previews() {
+        const MSG: &[u8] = b"From: a@b\r\nSubject: s\r\nContent-Type: multipart/mixed; boundary=x\r\n\r\n--x\r\nContent-Type: text/plain\r\n\r\none\r\n--x\r\nContent-Type: message/rfc822\r\n\r\nSubject: inner\r\n\r\ninner body\r\n--x--\r\n";
+        let s = crate::MessageSummary::parse(MSG);
+        assert_eq!(preview(MSG, &s.root), "one");
+        let qp = b"Content-Type: text/plain; charset=iso-8859-1\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\nGr=FC=DFe,\r\n\r\n  das   ist=\r\n ein Test\r\n";
+        let s = crate::MessageSummary::parse(qp);
+        assert_eq!(preview(qp, &s.root), "Grüße, das ist ein Test");
+        let html = b"Content-Type: text/html\r\n\r\n<html><body><p>Hello <b>there</b></p></body></html>\r\n";
+        let s = crate::MessageSummary::parse(html);
+        assert_eq!(preview(html, &s.root), "Hello there");
+        let long = format!("Subject: x\r\n\r\n{}\r\n", "é".repeat(300));
+        let s = crate::MessageSummary::parse(long.as_bytes());
+        assert_eq!(preview(long.as_bytes(), &s.root).chars().count(), 256);
     }
 }

@@ -1,9 +1,10 @@
-//! THREAD (RFC 5256): ORDEREDSUBJECT and REFERENCES over the cached envelope fields, rendered
-//! as THREAD response data.
+//! Threading (RFC 5256): ORDEREDSUBJECT and REFERENCES over the cached envelope fields,
+//! giving the threads as a forest (IMAP THREAD writes it in RFC 5256's nested notation,
+//! the webmail shows it as conversations).
 
 use std::collections::HashMap;
 
-use agora_store::EnvelopeFields;
+use crate::summary::EnvelopeFields;
 
 use crate::sort::{base_subject, casemap, sent_date};
 
@@ -59,9 +60,26 @@ struct Forest<'m> {
     roots: Vec<usize>,
 }
 
-/// The THREAD response data (without "* THREAD " prefix), e.g. "(3 2)(1)" or
-/// "(1)(2 (7)(12)(13))(4)"; empty string when there are no items.
-pub fn thread(algorithm: Algorithm, items: &[ThreadItem<'_>]) -> String {
+/// The threads of a set of messages: a forest in an arena, so that a long reply chain
+/// is walked (and dropped) without recursion.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Threads {
+    pub nodes: Vec<ThreadNode>,
+    /// The first message (or dummy) of each thread, in thread order.
+    pub roots: Vec<usize>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ThreadNode {
+    /// The message's id as given in its `ThreadItem`; None for a dummy (a parent known
+    /// only from references, or the common parent of a subject's threads).
+    pub id: Option<u32>,
+    /// Replies, in order (indexes into `nodes`).
+    pub children: Vec<usize>,
+}
+
+/// Threads `items` by `algorithm`.
+pub fn thread(algorithm: Algorithm, items: &[ThreadItem<'_>]) -> Threads {
     let msgs: Vec<Msg> = items
         .iter()
         .map(|it| {
@@ -79,7 +97,63 @@ pub fn thread(algorithm: Algorithm, items: &[ThreadItem<'_>]) -> String {
         Algorithm::OrderedSubject => forest.ordered_subject(),
         Algorithm::References => forest.references(items),
     }
-    forest.render()
+    Threads {
+        nodes: forest
+            .nodes
+            .iter()
+            .map(|n| ThreadNode { id: n.msg.map(|m| msgs[m].id), children: n.children.clone() })
+            .collect(),
+        roots: forest.roots,
+    }
+}
+
+impl Threads {
+    /// RFC 5256's nested notation, as IMAP's THREAD data carries it: "(3 2)(1)",
+    /// "(1)(2 (7)(12)(13))(4)" — a single reply follows its parent, several are each
+    /// parenthesised; empty when there are no messages.
+    pub fn nested(&self) -> String {
+        enum Out {
+            Text(&'static str),
+            Id(u32),
+            Node(usize),
+        }
+        let mut out = String::new();
+        let mut stack = Vec::new();
+        // A stack of what is left to write, pushed in reverse.
+        let push_list = |stack: &mut Vec<Out>, list: &[usize]| {
+            for &n in list.iter().rev() {
+                stack.push(Out::Text(")"));
+                stack.push(Out::Node(n));
+                stack.push(Out::Text("("));
+            }
+        };
+        push_list(&mut stack, &self.roots);
+        while let Some(op) = stack.pop() {
+            match op {
+                Out::Text(t) => out.push_str(t),
+                Out::Id(id) => out.push_str(&id.to_string()),
+                Out::Node(n) => {
+                    let node = &self.nodes[n];
+                    match (node.id, node.children.as_slice()) {
+                        (Some(_), [only]) => {
+                            stack.push(Out::Node(*only));
+                            stack.push(Out::Text(" "));
+                        }
+                        (Some(_), []) => {}
+                        (Some(_), kids) => {
+                            push_list(&mut stack, kids);
+                            stack.push(Out::Text(" "));
+                        }
+                        (None, kids) => push_list(&mut stack, kids),
+                    }
+                    if let Some(id) = node.id {
+                        stack.push(Out::Id(id));
+                    }
+                }
+            }
+        }
+        out
+    }
 }
 
 impl Forest<'_> {
@@ -327,51 +401,6 @@ impl Forest<'_> {
         }
         self.roots = roots.into_iter().filter(|&r| !gone[r] && self.nodes[r].parent.is_none()).chain(added).collect();
     }
-
-    /// "(a b)(c (d)(e))": a single child follows its parent, several are each parenthesized.
-    fn render(&self) -> String {
-        enum Out {
-            Text(&'static str),
-            Id(u32),
-            Node(usize),
-        }
-        let mut out = String::new();
-        let mut stack = Vec::new();
-        // A stack of what is left to write, pushed in reverse.
-        let push_list = |stack: &mut Vec<Out>, list: &[usize]| {
-            for &n in list.iter().rev() {
-                stack.push(Out::Text(")"));
-                stack.push(Out::Node(n));
-                stack.push(Out::Text("("));
-            }
-        };
-        push_list(&mut stack, &self.roots);
-        while let Some(op) = stack.pop() {
-            match op {
-                Out::Text(t) => out.push_str(t),
-                Out::Id(id) => out.push_str(&id.to_string()),
-                Out::Node(n) => {
-                    let node = &self.nodes[n];
-                    match (node.msg, node.children.as_slice()) {
-                        (Some(_), [only]) => {
-                            stack.push(Out::Node(*only));
-                            stack.push(Out::Text(" "));
-                        }
-                        (Some(_), []) => {}
-                        (Some(_), kids) => {
-                            push_list(&mut stack, kids);
-                            stack.push(Out::Text(" "));
-                        }
-                        (None, kids) => push_list(&mut stack, kids),
-                    }
-                    if let Some(m) = node.msg {
-                        stack.push(Out::Id(self.msgs[m].id));
-                    }
-                }
-            }
-        }
-        out
-    }
 }
 
 /// Base subject of a root thread: its message's, or a dummy's first child's; None if empty.
@@ -416,7 +445,7 @@ mod tests {
             .zip(1..)
             .map(|(m, seq)| ThreadItem { id: seq, seq, internal_date: m.internal_date, envelope: &m.envelope })
             .collect();
-        thread(algorithm, &items)
+        thread(algorithm, &items).nested()
     }
 
     /// The mailbox after appending the mbox's messages at these (0-based) positions, in order.
@@ -497,8 +526,8 @@ mod tests {
 
     #[test]
     fn empty_mailbox() {
-        assert_eq!(thread(Algorithm::References, &[]), "");
-        assert_eq!(thread(Algorithm::OrderedSubject, &[]), "");
+        assert_eq!(thread(Algorithm::References, &[]).nested(), "");
+        assert_eq!(thread(Algorithm::OrderedSubject, &[]).nested(), "");
     }
 
     #[test]
@@ -517,7 +546,7 @@ mod tests {
             env(Some("<s@x>"), None, None, "plans", &d(3)),
         ];
         // 5 is a forward, so it goes under 4 rather than beside it; 6 joins 4 under a dummy.
-        assert_eq!(thread(Algorithm::References, &items(&envs)), "((4 5)(6))(2 (1)(3))");
+        assert_eq!(thread(Algorithm::References, &items(&envs)).nested(), "((4 5)(6))(2 (1)(3))");
     }
 
     #[test]
@@ -528,7 +557,7 @@ mod tests {
             env(Some("<c@x>"), Some("<c@x>"), None, "three", "1 Jan 2024 00:00:03 +0000"),
         ];
         // 2 cannot go under 1 (1 is already its child); 3 cannot be its own parent.
-        assert_eq!(thread(Algorithm::References, &items(&envs)), "(2 1)(3)");
+        assert_eq!(thread(Algorithm::References, &items(&envs)).nested(), "(2 1)(3)");
     }
 
     #[test]
@@ -537,8 +566,8 @@ mod tests {
         let mut its = items(&envs);
         its[0].id = 100;
         its[1].id = 200;
-        assert_eq!(thread(Algorithm::References, &its), "(100 200)");
-        assert_eq!(thread(Algorithm::OrderedSubject, &its), "(100 200)");
+        assert_eq!(thread(Algorithm::References, &its).nested(), "(100 200)");
+        assert_eq!(thread(Algorithm::OrderedSubject, &its).nested(), "(100 200)");
     }
 
     #[test]
@@ -550,7 +579,7 @@ mod tests {
                 env(Some(&format!("<{i}@x>")), None, parent.as_deref(), "x", "")
             })
             .collect();
-        let out = thread(Algorithm::References, &items(&envs));
+        let out = thread(Algorithm::References, &items(&envs)).nested();
         let want: Vec<String> = (1..=n).map(|i| i.to_string()).collect();
         assert_eq!(out, format!("({})", want.join(" ")));
     }

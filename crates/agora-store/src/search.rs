@@ -1,13 +1,96 @@
-//! SEARCH evaluation for one message: flags, sizes, dates and sequence sets from the
-//! metadata, addresses and subject from the cached envelope, BODY/TEXT/HEADER from the
-//! message. Text matches the raw bytes (ASCII case-insensitive) or the decoded text
+//! Searching a mailbox, below the protocols (IMAP SEARCH builds these criteria from its
+//! command; the webmail's search builds the same). Evaluation for one message: flags,
+//! sizes, dates and sequence sets from the metadata, addresses and subject from the
+//! cached envelope, BODY/TEXT/HEADER from the message. Text matches the raw bytes (ASCII case-insensitive) or the decoded text
 //! (encoded words, transfer encodings and charsets undone, i;unicode-casemap), so a
 //! word finds a message whatever charset it was sent in.
 
-use agora_store::text::{contains_casemapped, decode_words};
-use agora_store::{Flags, MessageMeta};
+use crate::text::{contains_casemapped, decode_words};
+use crate::{Flags, MessageMeta};
 
-use crate::command::{Date, STAR, SearchKey, SeqItem, SeqSet};
+/// One element of a sequence set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SeqItem {
+    One(u32),
+    Range(u32, u32),
+}
+
+/// A sequence set, or `$` (the saved search result, RFC 5182). Ranges keep the
+/// client's order; `STAR` stands for `*`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SeqSet {
+    Items(Vec<SeqItem>),
+    Saved,
+}
+
+/// `*` in a sequence set: 0, which no sequence number or UID can be
+/// (4294967295 is a valid UID, so it cannot stand for `*`).
+pub const STAR: u32 = 0;
+
+/// Search criteria, as IMAP SEARCH (RFC 9051 with CONDSTORE, WITHIN, OBJECTID and
+/// SAVEDATE) defines them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SearchKey {
+    All,
+    Answered,
+    Bcc(String),
+    Before(Date),
+    Body(String),
+    Cc(String),
+    Deleted,
+    Draft,
+    Flagged,
+    From(String),
+    Header(String, String),
+    Keyword(String),
+    Larger(u64),
+    New,
+    Not(Box<SearchKey>),
+    Old,
+    On(Date),
+    Or(Box<SearchKey>, Box<SearchKey>),
+    Recent,
+    Seen,
+    SentBefore(Date),
+    SentOn(Date),
+    SentSince(Date),
+    Since(Date),
+    Smaller(u64),
+    Subject(String),
+    Text(String),
+    To(String),
+    Uid(SeqSet),
+    Unanswered,
+    Undeleted,
+    Undraft,
+    Unflagged,
+    Unkeyword(String),
+    Unseen,
+    Seq(SeqSet),
+    And(Vec<SearchKey>),
+    ModSeq(u64),
+    Younger(u64),
+    Older(u64),
+    EmailId(String),
+    ThreadId(String),
+    SavedBefore(Date),
+    SavedOn(Date),
+    SavedSince(Date),
+    SaveDateSupported,
+}
+
+/// A calendar date (`1-Feb-2024`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Date {
+    pub year: u16,
+    pub month: u8,
+    pub day: u8,
+}
+
+/// EMAILID (RFC 8474): from the content address, so copies of a message share it.
+pub fn email_id(blob: &str) -> String {
+    format!("M{}", &blob[..blob.len().min(24)])
+}
 
 pub struct Ctx<'a> {
     pub seq: u32,
@@ -30,11 +113,11 @@ impl Ctx<'_> {
     /// the text of the raw parts (which for most mail are the text already).
     fn body_text_has(&self, needle: &str) -> bool {
         if let Some(kept) = &self.kept {
-            return needle.is_empty() || kept.contains(&agora_store::text::casemap(needle));
+            return needle.is_empty() || kept.contains(&crate::text::casemap(needle));
         }
-        let text = self.text.get_or_init(|| {
-            self.body.map(|b| agora_store::text::body_text(b, &self.meta.summary.root)).unwrap_or_default()
-        });
+        let text = self
+            .text
+            .get_or_init(|| self.body.map(|b| crate::text::body_text(b, &self.meta.summary.root)).unwrap_or_default());
         contains_casemapped(text, needle)
     }
 }
@@ -113,7 +196,7 @@ fn in_set(set: &SeqSet, n: u32, star: u32) -> bool {
 }
 
 fn days_from_civil(d: Date) -> i64 {
-    agora_store::time::days_from_civil(i64::from(d.year), u32::from(d.month), u32::from(d.day))
+    crate::time::days_from_civil(i64::from(d.year), u32::from(d.month), u32::from(d.day))
 }
 
 /// The day (days since the epoch) of a Date header: "[Wkd, ]d Mon yyyy ...".
@@ -158,8 +241,8 @@ fn address_field(value: &Option<String>, needle: &str) -> bool {
     if text_field(v, needle) {
         return true;
     }
-    agora_store::address::parse_addresses(v).iter().any(|a| match a {
-        agora_store::address::Address::Mailbox { name, mailbox, host, .. } => {
+    crate::address::parse_addresses(v).iter().any(|a| match a {
+        crate::address::Address::Mailbox { name, mailbox, host, .. } => {
             let addr = format!("{}@{}", mailbox.as_deref().unwrap_or(""), host.as_deref().unwrap_or(""));
             contains_ci(addr.as_bytes(), needle) || name.as_deref().is_some_and(|n| text_field(n, needle))
         }
@@ -209,7 +292,7 @@ pub fn matches(key: &SearchKey, c: &Ctx<'_>) -> bool {
             if s.is_empty() {
                 !v.is_empty() || contains_ci(&b[..b.len().min(65536)], &format!("{name}:"))
             } else {
-                text_field(&agora_store::text::undeclared(&v), s)
+                text_field(&crate::text::undeclared(&v), s)
             }
         }),
         Body(s) => c.body.is_some_and(|b| {
@@ -218,16 +301,16 @@ pub fn matches(key: &SearchKey, c: &Ctx<'_>) -> bool {
         Text(s) => c.body.is_some_and(|b| {
             contains_ci(b, s) || {
                 let head = &b[..(m.summary.root.body_start as usize).min(b.len())];
-                text_field(&agora_store::text::undeclared(head), s) || c.body_text_has(s)
+                text_field(&crate::text::undeclared(head), s) || c.body_text_has(s)
             }
         }),
         Uid(SeqSet::Saved) | Seq(SeqSet::Saved) => c.saved.binary_search(&m.uid).is_ok(),
         Uid(set) => in_set(set, m.uid, c.max_uid),
         Seq(set) => in_set(set, c.seq, c.count),
         ModSeq(n) => m.modseq >= *n,
-        Younger(secs) => agora_store::now() - m.internal_date <= *secs as i64,
-        Older(secs) => agora_store::now() - m.internal_date >= *secs as i64,
-        EmailId(id) => crate::fetch::email_id(&m.blob).eq_ignore_ascii_case(id),
+        Younger(secs) => crate::now() - m.internal_date <= *secs as i64,
+        Older(secs) => crate::now() - m.internal_date >= *secs as i64,
+        EmailId(id) => email_id(&m.blob).eq_ignore_ascii_case(id),
         ThreadId(_) => false,
         SavedBefore(d) => m.saved > 0 && m.saved.div_euclid(86_400) < days_from_civil(*d),
         SavedOn(d) => m.saved > 0 && m.saved.div_euclid(86_400) == days_from_civil(*d),

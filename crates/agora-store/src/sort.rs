@@ -3,10 +3,10 @@
 
 use std::cmp::Ordering;
 
-use agora_store::EnvelopeFields;
-use agora_store::text::decode_words;
+use crate::summary::EnvelopeFields;
+use crate::text::decode_words;
 
-use agora_store::address::{Address, first_label, parse_addresses};
+use crate::address::{Address, first_label, parse_addresses};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SortKey {
@@ -100,7 +100,7 @@ pub fn sort(criteria: &[Criterion], items: &[SortItem<'_>]) -> Vec<u32> {
 /// upper-case mapping (so "ß" and "SS" compare equal) rather than titlecase plus NFKD, which
 /// would need normalization tables; for ASCII and most scripts the result is the same.
 pub fn casemap(s: &str) -> String {
-    agora_store::text::casemap(s)
+    crate::text::casemap(s)
 }
 
 /// The sent date (RFC 5256 §2.2): the Date header in UTC, else the internal date.
@@ -354,7 +354,7 @@ fn strip_comments(s: &str) -> String {
 /// MIT) embedded, so the tests run without the checkout, and a small mbox reader.
 #[cfg(test)]
 pub(crate) mod mbox {
-    use agora_store::EnvelopeFields;
+    use crate::summary::EnvelopeFields;
 
     use super::parse_date;
 
