@@ -395,34 +395,8 @@ pub(crate) mod mbox {
 
     fn build(internal_date: i64, body: &str) -> Msg {
         let size = (body.len() + body.matches('\n').count()) as u64;
-        // Unfolded header fields, first occurrence of each name wins.
-        let mut fields: Vec<(String, String)> = Vec::new();
-        for line in body.lines() {
-            if line.is_empty() {
-                break;
-            }
-            if line.starts_with([' ', '\t']) {
-                if let Some(last) = fields.last_mut() {
-                    last.1.push_str(line);
-                }
-            } else if let Some((name, value)) = line.split_once(':') {
-                fields.push((name.trim().to_ascii_lowercase(), value.to_string()));
-            }
-        }
-        let get = |n: &str| fields.iter().find(|(k, _)| k == n).map(|(_, v)| v.trim().to_string());
-        let envelope = EnvelopeFields {
-            date: get("date"),
-            subject: get("subject"),
-            from: get("from"),
-            sender: get("sender"),
-            reply_to: get("reply-to"),
-            to: get("to"),
-            cc: get("cc"),
-            bcc: get("bcc"),
-            in_reply_to: get("in-reply-to"),
-            message_id: get("message-id"),
-            references: get("references"),
-        };
+        // The envelope as delivery parses it.
+        let envelope = crate::MessageSummary::parse(body.as_bytes()).envelope;
         Msg { internal_date, size, envelope }
     }
 
