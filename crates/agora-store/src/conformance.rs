@@ -33,6 +33,46 @@ pub async fn run_all<S: Store>(store: &S) {
     public_folders(store).await;
     news(store).await;
     search_text(store).await;
+    web_sessions(store).await;
+}
+
+/// Webmail sessions: found by their token's hash, touched, listed, signed out one at a
+/// time or all at once, expired when idle or old, and gone with their account.
+async fn web_sessions<S: Store>(s: &S) {
+    use crate::WebSession;
+    s.add_domain("web.test").await.expect("domain");
+    let a = s.create_account(new_account("walt@web.test")).await.expect("account");
+    let session = |id: &str, created: i64| WebSession {
+        id: id.into(),
+        account: a.id,
+        csrf: format!("csrf-{id}"),
+        created,
+        seen: created,
+        address: "192.0.2.1".into(),
+        agent: "Browser/1.0".into(),
+    };
+    s.add_web_session(session("h1", 1000)).await.expect("add");
+    s.add_web_session(session("h2", 2000)).await.expect("add");
+    s.add_web_session(session("h3", 3000)).await.expect("add");
+    assert!(s.add_web_session(session("h1", 4000)).await.is_err(), "ids are unique");
+    assert_eq!(s.web_session("h2").await.expect("q"), Some(session("h2", 2000)));
+    assert_eq!(s.web_session("nope").await.expect("q"), None);
+    s.touch_web_session("h1", 5000).await.expect("touch");
+    s.touch_web_session("h1", 4500).await.expect("touch");
+    assert_eq!(s.web_session("h1").await.expect("q").map(|w| w.seen), Some(5000), "seen only moves forward");
+    let ids = |v: Vec<WebSession>| v.into_iter().map(|w| w.id).collect::<Vec<_>>();
+    assert_eq!(ids(s.web_sessions(a.id).await.expect("list")), ["h1", "h2", "h3"]);
+    assert_eq!(s.remove_web_sessions(a.id, Some("h2")).await.expect("one"), 1);
+    assert_eq!(s.remove_web_sessions(a.id + 1_000_000, Some("h3")).await.expect("other's"), 0);
+    // Idle since before 4000 (h3) or created before 500 (none): h1 stays.
+    assert_eq!(s.expire_web_sessions(4000, 500).await.expect("expire"), 1);
+    assert_eq!(ids(s.web_sessions(a.id).await.expect("list")), ["h1"]);
+    s.add_web_session(session("h4", 6000)).await.expect("add");
+    assert_eq!(s.remove_web_sessions(a.id, None).await.expect("all"), 2);
+    s.add_web_session(session("h5", 7000)).await.expect("add");
+    s.remove_account("walt@web.test").await.expect("remove account");
+    assert_eq!(s.web_session("h5").await.expect("q"), None, "sessions go with their account");
+    s.remove_domain("web.test").await.expect("remove domain");
 }
 
 /// The decoded text of a body is kept at delivery only when its raw bytes are not it.

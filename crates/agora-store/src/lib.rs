@@ -54,6 +54,25 @@ pub trait DirectoryStore: Send + Sync {
     /// Forgets retired keys (once their DNS records are gone).
     async fn remove_retired_dkim_keys(&self, domain: &str) -> Result<usize>;
 
+    /// A new webmail session.
+    async fn add_web_session(&self, session: WebSession) -> Result<()>;
+
+    /// The session whose token hashes to `id`, if it exists.
+    async fn web_session(&self, id: &str) -> Result<Option<WebSession>>;
+
+    /// Records a request of the session at `seen` (callers write at most once a minute).
+    async fn touch_web_session(&self, id: &str, seen: i64) -> Result<()>;
+
+    /// An account's sessions, oldest first (the session list).
+    async fn web_sessions(&self, account: AccountId) -> Result<Vec<WebSession>>;
+
+    /// Signs out one of the account's sessions (`only`) or all of them; how many went.
+    async fn remove_web_sessions(&self, account: AccountId, only: Option<&str>) -> Result<usize>;
+
+    /// Removes sessions idle since before `idle_before` or created before
+    /// `created_before` (idle and absolute expiry); how many went.
+    async fn expire_web_sessions(&self, idle_before: i64, created_before: i64) -> Result<usize>;
+
     /// Creates the account and its default mailboxes in one transaction.
     async fn create_account(&self, new: NewAccount) -> Result<Account>;
 

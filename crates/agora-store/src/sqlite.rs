@@ -18,7 +18,7 @@ use crate::{
     FeedArticle, FlagOp, Flags, FlagsStored, Group, Mailbox, MailboxChanges, MailboxId, MailboxStore, MessageMeta,
     MessageRef, MessageSummary, NewAccount, NewsGroup, Overview, PUBLIC_OWNER, Profile, PublicFolder,
     PublicFolderUpdate, QueueOutcome, Queued, Result, Role, SharedMailbox, SpecialUse, StagedBlob, Store, StoreError,
-    TlsOutcome, TlsReport, now,
+    TlsOutcome, TlsReport, WebSession, now,
 };
 
 /// Most writes folded into one transaction; bounds the latency of the first in a batch.
@@ -257,6 +257,16 @@ CREATE TABLE IF NOT EXISTS news_peers (
     peer TEXT PRIMARY KEY,
     cursor INTEGER NOT NULL
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS web_sessions (
+    id TEXT PRIMARY KEY,
+    account INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    csrf TEXT NOT NULL,
+    created INTEGER NOT NULL,
+    seen INTEGER NOT NULL,
+    address TEXT NOT NULL,
+    agent TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS web_sessions_account ON web_sessions (account);
 INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', '17');
 "#;
 
@@ -354,6 +364,8 @@ const MIGRATIONS: &[(u32, &str)] = &[
     // A body's decoded text for search, made at delivery (older bodies are decoded when
     // searched, as before).
     (18, "ALTER TABLE blobs ADD COLUMN text TEXT"),
+    // Webmail sessions: the table comes with the base schema.
+    (19, "SELECT 1"),
 ];
 
 /// Brings an older store up to the current schema, in one transaction.
@@ -388,6 +400,20 @@ fn migrate(conn: &Connection) -> Result<()> {
     }
     tracing::info!("store: schema upgraded from version {version} to {latest}");
     Ok(())
+}
+
+const WEB_SESSION_SELECT: &str = "SELECT id, account, csrf, created, seen, address, agent FROM web_sessions";
+
+fn web_session_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<WebSession> {
+    Ok(WebSession {
+        id: r.get(0)?,
+        account: r.get(1)?,
+        csrf: r.get(2)?,
+        created: r.get(3)?,
+        seen: r.get(4)?,
+        address: r.get(5)?,
+        agent: r.get(6)?,
+    })
 }
 
 type Finish = Box<dyn FnOnce(Result<()>) -> (Vec<Change>, Reply) + Send>;
@@ -1289,6 +1315,79 @@ impl DirectoryStore for Arc<SqliteStore> {
             require_domain(c, &domain)?;
             c.execute("UPDATE domains SET mta_sts_mode = ?2 WHERE name = ?1", params![domain, mode])?;
             Ok(((), vec![Change::DirectoryChanged]))
+        })
+        .await
+    }
+
+    async fn add_web_session(&self, session: WebSession) -> Result<()> {
+        self.write(move |c| {
+            c.execute(
+                "INSERT INTO web_sessions (id, account, csrf, created, seen, address, agent)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    session.id,
+                    session.account,
+                    session.csrf,
+                    session.created,
+                    session.seen,
+                    session.address,
+                    session.agent
+                ],
+            )?;
+            Ok(((), Vec::new()))
+        })
+        .await
+    }
+
+    async fn web_session(&self, id: &str) -> Result<Option<WebSession>> {
+        let id = id.to_string();
+        self.lookup(move |c| {
+            Ok(c.prepare_cached(&format!("{WEB_SESSION_SELECT} WHERE id = ?1"))?
+                .query_row([&id], web_session_row)
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn touch_web_session(&self, id: &str, seen: i64) -> Result<()> {
+        let id = id.to_string();
+        self.write(move |c| {
+            c.execute("UPDATE web_sessions SET seen = max(seen, ?2) WHERE id = ?1", params![id, seen])?;
+            Ok(((), Vec::new()))
+        })
+        .await
+    }
+
+    async fn web_sessions(&self, account: AccountId) -> Result<Vec<WebSession>> {
+        self.read(move |c| {
+            let mut st = c.prepare_cached(&format!("{WEB_SESSION_SELECT} WHERE account = ?1 ORDER BY created"))?;
+            let rows = st.query_map([account], web_session_row)?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn remove_web_sessions(&self, account: AccountId, only: Option<&str>) -> Result<usize> {
+        let only = only.map(str::to_string);
+        self.write(move |c| {
+            let n = match &only {
+                Some(id) => {
+                    c.execute("DELETE FROM web_sessions WHERE account = ?1 AND id = ?2", params![account, id])?
+                }
+                None => c.execute("DELETE FROM web_sessions WHERE account = ?1", [account])?,
+            };
+            Ok((n, Vec::new()))
+        })
+        .await
+    }
+
+    async fn expire_web_sessions(&self, idle_before: i64, created_before: i64) -> Result<usize> {
+        self.write(move |c| {
+            let n = c.execute(
+                "DELETE FROM web_sessions WHERE seen < ?1 OR created < ?2",
+                params![idle_before, created_before],
+            )?;
+            Ok((n, Vec::new()))
         })
         .await
     }

@@ -40,6 +40,23 @@ impl Role {
     }
 }
 
+/// A signed-in webmail session. The cookie carries a random token and the store keeps
+/// only its hash, so a copy of the store signs nobody in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebSession {
+    /// SHA-256 of the session's token, in hex.
+    pub id: String,
+    pub account: AccountId,
+    /// The session's own token that its forms carry back (CSRF).
+    pub csrf: String,
+    pub created: i64,
+    /// The last request seen, to the minute.
+    pub seen: i64,
+    /// Where and in what browser it signed in, for the session list.
+    pub address: String,
+    pub agent: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Account {
     pub id: AccountId,
