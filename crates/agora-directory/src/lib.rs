@@ -5,6 +5,7 @@
 pub mod passwords;
 pub mod sasl;
 pub mod throttle;
+pub mod totp;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
