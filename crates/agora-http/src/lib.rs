@@ -42,6 +42,8 @@ pub struct Shared {
     /// The hosted domains by name with their answers made once, rebuilt when the
     /// directory changes.
     pub domains: agora_service::snapshot::Snapshot<std::collections::HashMap<String, Arc<Hosted>>>,
+    /// The webmail, served on the server's host name.
+    pub webmail: Arc<agora_webmail::Webmail>,
 }
 
 /// A hosted domain and what HTTPS serves for it.
@@ -238,7 +240,7 @@ impl Shared {
         agora_service::metrics::render()
     }
 
-    async fn handle(&self, secure: bool, req: Request<Incoming>) -> Response<Body> {
+    async fn handle(&self, secure: bool, req: Request<Incoming>, peer: std::net::IpAddr) -> Response<Body> {
         let Some(host) = host_of(&req) else {
             return respond(StatusCode::BAD_REQUEST, "text/plain; charset=utf-8", "no host\n");
         };
@@ -268,6 +270,8 @@ impl Shared {
         let path = req.uri().path().to_ascii_lowercase();
         let mut r = if path.starts_with("/autodiscover/") {
             self.autodiscover(&host, req).await
+        } else if host.eq_ignore_ascii_case(&self.hostname) && agora_webmail::Webmail::serves(req.uri().path()) {
+            self.webmail(req, peer).await
         } else {
             self.route(hosted, &req)
         };
@@ -305,6 +309,49 @@ impl Shared {
 }
 
 impl Shared {
+    /// The webmail: the request handed over as a `WebRequest` (form bodies up to
+    /// `MAX_FORM_BYTES`), its answer turned back into HTTP.
+    async fn webmail(&self, req: Request<Incoming>, peer: std::net::IpAddr) -> Response<Body> {
+        use http_body_util::BodyExt;
+        let (parts, body) = req.into_parts();
+        let head = parts.method == Method::HEAD;
+        let body = match http_body_util::Limited::new(body, agora_webmail::MAX_FORM_BYTES).collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(_) => return respond(StatusCode::PAYLOAD_TOO_LARGE, "text/plain; charset=utf-8", "too large\n"),
+        };
+        let web = agora_webmail::WebRequest {
+            method: parts.method.as_str().to_string(),
+            path: parts.uri.path().to_string(),
+            query: parts.uri.query().unwrap_or("").to_string(),
+            headers: parts
+                .headers
+                .iter()
+                .filter_map(|(n, v)| Some((n.as_str().to_string(), v.to_str().ok()?.to_string())))
+                // HTTP/2 names the host in :authority, not in a Host field.
+                .chain(
+                    parts
+                        .uri
+                        .authority()
+                        .filter(|_| !parts.headers.contains_key(hyper::header::HOST))
+                        .map(|a| ("host".to_string(), a.as_str().to_string())),
+                )
+                .collect(),
+            body,
+            peer: Some(peer),
+        };
+        let answer = self.webmail.handle(&web).await;
+        let mut r = Response::new(Full::new(if head { Bytes::new() } else { answer.body }));
+        *r.status_mut() = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        for (n, v) in answer.headers {
+            if let (Ok(n), Ok(v)) =
+                (hyper::header::HeaderName::from_bytes(n.as_bytes()), hyper::header::HeaderValue::from_str(&v))
+            {
+                r.headers_mut().append(n, v);
+            }
+        }
+        r
+    }
+
     /// Outlook's Autodiscover: POX v1 (`POST /autodiscover/autodiscover.xml`) answered
     /// with IMAP, POP3 and SMTP settings, and the v2 JSON lookup that points there.
     /// Every address of a hosted domain gets the same shape of answer, existing or not.
@@ -386,6 +433,7 @@ impl Service for HttpService {
         use hyper_util::rt::{TokioIo, TokioTimer};
         let shutdown = conn.shutdown_token();
         let timeouts = conn.timeouts();
+        let peer = conn.peer.ip();
         let io = TokioIo::new(conn.into_stream());
         let (shared, role) = (Arc::clone(&self.shared), self.role);
         let stop = shutdown.clone();
@@ -394,7 +442,7 @@ impl Service for HttpService {
             async move {
                 Ok::<_, Infallible>(match role {
                     Role::Admin => shared.admin(req, stopping).await,
-                    _ => shared.handle(role == Role::Secure, req).await,
+                    _ => shared.handle(role == Role::Secure, req, peer).await,
                 })
             }
         });

@@ -90,6 +90,12 @@ fn build(ctx: &Context, s: HttpSection) -> Result<Built, String> {
         acme_tokens: Default::default(),
         metrics_page: Default::default(),
         metrics_rendering: Default::default(),
+        webmail: Arc::new(agora_webmail::Webmail {
+            store: Arc::clone(&ctx.store),
+            dir: ctx.dir.clone(),
+            throttle: Arc::clone(&ctx.throttle),
+            hostname: ctx.hostname.clone(),
+        }),
     });
     let mut tasks: Vec<agora_service::Task> = Vec::new();
     if let (Some(settings), Some(tls)) = (&ctx.acme, &ctx.tls) {

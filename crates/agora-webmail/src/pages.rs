@@ -1,0 +1,322 @@
+//! The pages, made on the server: the sign-in form, a mailbox (folders with unread
+//! counts, the newest messages a page at a time), one message (decoded headers, its
+//! text, its attachments), the session list. Everything from mail is escaped here;
+//! HTML mail is shown as its text.
+
+use std::fmt::Write;
+
+use agora_store::address;
+use agora_store::text;
+use agora_store::{FlagOp, Flags, Mailbox, MessageMeta, Part, WebSession};
+
+use crate::session::User;
+use crate::{WebRequest, WebResponse, Webmail};
+
+/// Messages on one page of a mailbox.
+const PAGE: usize = 50;
+
+pub(crate) const CSS: &str = include_str!("app.css");
+
+/// Text for HTML, in content and in quoted attributes alike.
+pub(crate) fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c if c.is_control() && c != '\n' && c != '\t' => out.push('\u{fffd}'),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn layout(title: &str, user: Option<&User>, main: &str) -> String {
+    let mut bar = String::new();
+    if let Some(u) = user {
+        let _ = write!(
+            bar,
+            r#"<header><a class="home" href="/mail/">Mail</a><span class="who">{}</span><a href="/mail/sessions">Sessions</a><form method="post" action="/mail/logout"><input type="hidden" name="csrf" value="{}"><button type="submit">Sign out</button></form></header>"#,
+            escape(&u.account.login),
+            escape(&u.session.csrf)
+        );
+    }
+    format!(
+        r#"<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1"><meta name="color-scheme" content="light dark"><title>{}</title><link rel="stylesheet" href="/mail/app.css"></head><body>{bar}<main>{main}</main></body></html>"#,
+        escape(title)
+    )
+}
+
+/// A page that only says something.
+pub(crate) fn notice(title: &str, text: &str) -> String {
+    layout(title, None, &format!("<h1>{}</h1><p>{}</p>", escape(title), escape(text)))
+}
+
+pub(crate) fn sign_in(hostname: &str, pre: &str, error: Option<&str>) -> String {
+    let error = error.map(|e| format!(r#"<p class="error" role="alert">{}</p>"#, escape(e))).unwrap_or_default();
+    let main = format!(
+        r#"<form class="signin" method="post" action="/mail/login"><h1>Sign in to {}</h1>{error}<input type="hidden" name="pre" value="{}"><label for="login">Email address</label><input id="login" name="login" type="email" autocomplete="username" required autofocus><label for="password">Password</label><input id="password" name="password" type="password" autocomplete="current-password" required><button type="submit">Sign in</button></form>"#,
+        escape(hostname),
+        escape(pre)
+    );
+    layout("Sign in", None, &main)
+}
+
+pub(crate) fn sessions(user: &User, sessions: &[WebSession]) -> String {
+    let mut rows = String::new();
+    for s in sessions {
+        let this = if s.id == user.session.id { " (this one)" } else { "" };
+        let _ = write!(
+            rows,
+            "<tr><td>{}{this}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            escape(&s.agent),
+            escape(&s.address),
+            when(s.created),
+            when(s.seen)
+        );
+    }
+    let main = format!(
+        r#"<h1>Signed-in sessions</h1><table><thead><tr><th scope="col">Browser</th><th scope="col">From</th><th scope="col">Signed in</th><th scope="col">Last seen</th></tr></thead><tbody>{rows}</tbody></table><form method="post" action="/mail/logout"><input type="hidden" name="csrf" value="{}"><input type="hidden" name="everywhere" value="1"><button type="submit">Sign out everywhere</button></form>"#,
+        escape(&user.session.csrf)
+    );
+    layout("Sessions", Some(user), &main)
+}
+
+/// "2026-12-01 10:00" (UTC).
+fn when(secs: i64) -> String {
+    let (y, mo, d, h, mi, _) = agora_store::time::split(secs);
+    format!("{y:04}-{mo:02}-{d:02} {h:02}:{mi:02}")
+}
+
+fn size(bytes: u64) -> String {
+    match bytes {
+        b if b < 1024 => format!("{b} B"),
+        b if b < 1024 * 1024 => format!("{} KB", b.div_ceil(1024)),
+        b => format!("{:.1} MB", b as f64 / (1024.0 * 1024.0)),
+    }
+}
+
+/// INBOX first, then the special-use folders, then the rest by name.
+fn folder_order(m: &Mailbox) -> (u8, String) {
+    let rank = if m.name.eq_ignore_ascii_case("INBOX") {
+        0
+    } else if m.special_use.is_some() {
+        1
+    } else {
+        2
+    };
+    (rank, m.name.to_lowercase())
+}
+
+impl Webmail {
+    /// The account's mailbox named by `f` (an id), else its INBOX.
+    async fn chosen(&self, user: &User, req: &WebRequest) -> Option<(Vec<Mailbox>, Mailbox)> {
+        let mut boxes = self.store.mailboxes(user.account.id).await.ok()?;
+        boxes.sort_by_key(folder_order);
+        let wanted = req.query_field("f").and_then(|f| f.parse::<i64>().ok());
+        let chosen = wanted
+            .and_then(|id| boxes.iter().find(|m| m.id == id))
+            .or_else(|| boxes.iter().find(|m| m.name.eq_ignore_ascii_case("INBOX")))
+            .or(boxes.first())?
+            .clone();
+        Some((boxes, chosen))
+    }
+
+    pub(crate) async fn mailbox_page(&self, user: &User, req: &WebRequest) -> WebResponse {
+        let Some((boxes, mb)) = self.chosen(user, req).await else {
+            return WebResponse::html(503, notice("Unavailable", "The mailboxes cannot be read now."));
+        };
+        let mut nav = String::from(r#"<nav aria-label="Folders"><ul>"#);
+        let mut listing = Vec::new();
+        for b in &boxes {
+            let list = self.store.message_list(b.id).await.unwrap_or_default();
+            let unread = list.iter().filter(|m| !m.flags.contains(Flags::SEEN)).count();
+            let current = if b.id == mb.id { r#" aria-current="page""# } else { "" };
+            let badge = if unread > 0 { format!(r#" <span class="unread">{unread}</span>"#) } else { String::new() };
+            let icon = b.special_use.map_or("folder", |s| s.as_str().trim_start_matches('\\')).to_ascii_lowercase();
+            let _ = write!(
+                nav,
+                r#"<li class="{}"><a href="/mail/?f={}"{current}>{}{badge}</a></li>"#,
+                escape(&icon),
+                b.id,
+                escape(&b.name)
+            );
+            if b.id == mb.id {
+                listing = list;
+            }
+        }
+        nav.push_str("</ul></nav>");
+        // Newest first, a page at a time.
+        let page: usize = req.query_field("p").and_then(|p| p.parse().ok()).unwrap_or(0);
+        let total = listing.len();
+        let uids: Vec<u32> = listing.iter().rev().skip(page * PAGE).take(PAGE).map(|m| m.uid).collect();
+        let metas: Vec<MessageMeta> = match (uids.last(), uids.first()) {
+            (Some(&lo), Some(&hi)) => self.store.messages(mb.id, lo..=hi).await.unwrap_or_default(),
+            _ => Vec::new(),
+        };
+        let mut rows = String::new();
+        for meta in metas.iter().rev() {
+            let e = &meta.summary.envelope;
+            let from = e.from.as_deref().map(address::first_label).unwrap_or_default();
+            let subject = e.subject.as_deref().map(text::decode_words).unwrap_or_default();
+            let subject = if subject.trim().is_empty() { "(no subject)".to_string() } else { subject };
+            let unread = if meta.flags.contains(Flags::SEEN) { "" } else { " unread" };
+            let flagged = if meta.flags.contains(Flags::FLAGGED) {
+                r#"<span class="flag" aria-label="flagged">★</span>"#
+            } else {
+                ""
+            };
+            let _ = write!(
+                rows,
+                r#"<tr class="msg{unread}"><td class="from">{flagged}{}</td><td class="subject"><a href="/mail/message?f={}&amp;u={}">{}</a></td><td class="date">{}</td><td class="size">{}</td></tr>"#,
+                escape(&from),
+                mb.id,
+                meta.uid,
+                escape(&subject),
+                when(meta.internal_date),
+                size(meta.size)
+            );
+        }
+        let mut pager = String::new();
+        if page > 0 {
+            let _ = write!(pager, r#"<a rel="prev" href="/mail/?f={}&amp;p={}">Newer</a>"#, mb.id, page - 1);
+        }
+        if (page + 1) * PAGE < total {
+            let _ = write!(pager, r#"<a rel="next" href="/mail/?f={}&amp;p={}">Older</a>"#, mb.id, page + 1);
+        }
+        let list = if rows.is_empty() {
+            r#"<p class="empty">No messages.</p>"#.to_string()
+        } else {
+            format!(
+                r#"<table class="list"><thead><tr><th scope="col">From</th><th scope="col">Subject</th><th scope="col">Date</th><th scope="col">Size</th></tr></thead><tbody>{rows}</tbody></table>"#
+            )
+        };
+        let main = format!(
+            r#"<div class="mailbox">{nav}<section aria-label="Messages"><h1>{} <small>{total} messages</small></h1>{list}<div class="pager">{pager}</div></section></div>"#,
+            escape(&mb.name)
+        );
+        WebResponse::html(200, layout(&mb.name, Some(user), &main))
+    }
+
+    pub(crate) async fn message_page(&self, user: &User, req: &WebRequest) -> WebResponse {
+        let not_found = || WebResponse::html(404, notice("Not found", "There is no such message."));
+        let Some((_, mb)) = self.chosen(user, req).await else { return not_found() };
+        let Some(uid) = req.query_field("u").and_then(|u| u.parse::<u32>().ok()) else { return not_found() };
+        if req.query_field("f").and_then(|f| f.parse::<i64>().ok()) != Some(mb.id) {
+            return not_found();
+        }
+        let Some(meta) = self.store.messages(mb.id, uid..=uid).await.ok().and_then(|m| m.into_iter().next()) else {
+            return not_found();
+        };
+        let Ok(body) = self.store.read_blob(&meta.blob).await else { return not_found() };
+        if !meta.flags.contains(Flags::SEEN) {
+            let _ = self.store.store_flags(mb.id, &[uid], FlagOp::Add, Flags::SEEN, &[], None).await;
+        }
+        let e = &meta.summary.envelope;
+        let mut head = String::from("<dl class=\"headers\">");
+        for (label, value) in [("From", &e.from), ("To", &e.to), ("Cc", &e.cc)] {
+            if let Some(v) = value {
+                let shown: Vec<String> = address::display(v)
+                    .iter()
+                    .filter(|a| !a.address.is_empty())
+                    .map(|a| match a.name.as_deref() {
+                        Some(n) => format!("{n} <{}>", a.address),
+                        None => a.address.clone(),
+                    })
+                    .collect();
+                let _ = write!(head, "<dt>{label}</dt><dd>{}</dd>", escape(&shown.join(", ")));
+            }
+        }
+        let _ = write!(head, "<dt>Date</dt><dd>{}</dd></dl>", escape(e.date.as_deref().unwrap_or("")));
+        let subject = e.subject.as_deref().map(text::decode_words).unwrap_or_default();
+        let shown = readable_part(&meta.summary.root);
+        let content = shown.map(|p| text::part_text(&body, p)).unwrap_or_default();
+        let mut attachments = String::new();
+        let mut leaves = Vec::new();
+        collect_leaves(&meta.summary.root, &mut leaves);
+        for p in leaves {
+            if shown.is_some_and(|s| std::ptr::eq(s, p)) || (p.media_type == "text" && !is_attachment(p)) {
+                continue;
+            }
+            let name = p
+                .disposition
+                .as_ref()
+                .and_then(|d| text::param(&d.1, "filename"))
+                .or_else(|| text::param(&p.params, "name"))
+                .unwrap_or_else(|| "(unnamed)".into());
+            let bytes = u64::from(p.end.saturating_sub(p.body_start));
+            let bytes = if p.encoding.as_deref().is_some_and(|e| e.eq_ignore_ascii_case("base64")) {
+                bytes * 3 / 4
+            } else {
+                bytes
+            };
+            let _ = write!(
+                attachments,
+                "<li>{} <span class=\"type\">{}/{}</span> <span class=\"size\">{}</span></li>",
+                escape(&name),
+                escape(&p.media_type),
+                escape(&p.media_subtype),
+                size(bytes)
+            );
+        }
+        if !attachments.is_empty() {
+            attachments = format!(
+                r#"<section aria-label="Attachments"><h2>Attachments</h2><ul class="attachments">{attachments}</ul></section>"#
+            );
+        }
+        let main = format!(
+            r#"<article><p><a href="/mail/?f={}">Back to {}</a></p><h1>{}</h1>{head}<div class="body">{}</div>{attachments}</article>"#,
+            mb.id,
+            escape(&mb.name),
+            escape(if subject.trim().is_empty() { "(no subject)" } else { &subject }),
+            escape(&content)
+        );
+        WebResponse::html(200, layout(&subject, Some(user), &main))
+    }
+}
+
+fn is_attachment(p: &Part) -> bool {
+    p.disposition.as_ref().is_some_and(|d| d.0 == "attachment")
+}
+
+fn collect_leaves<'a>(p: &'a Part, out: &mut Vec<&'a Part>) {
+    let mut stack = vec![p];
+    while let Some(p) = stack.pop() {
+        if p.children.is_empty() {
+            out.push(p);
+        } else {
+            stack.extend(p.children.iter().rev());
+        }
+    }
+}
+
+/// The part a reader sees: the first text/plain that is not an attachment, else the
+/// first such text/html (shown as its text).
+fn readable_part(root: &Part) -> Option<&Part> {
+    let mut leaves = Vec::new();
+    collect_leaves(root, &mut leaves);
+    let pick = |sub: &str| {
+        leaves.iter().copied().find(|p| p.media_type == "text" && p.media_subtype == sub && !is_attachment(p))
+    };
+    pick("plain").or_else(|| pick("html"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escaping() {
+        assert_eq!(
+            escape(r#"<script>"a" & 'b'</script>"#),
+            "&lt;script&gt;&quot;a&quot; &amp; &#39;b&#39;&lt;/script&gt;"
+        );
+        assert_eq!(escape("line\nnext\u{1}"), "line\nnext\u{fffd}");
+        assert_eq!(size(10), "10 B");
+        assert_eq!(size(2048), "2 KB");
+        assert_eq!(when(0), "1970-01-01 00:00");
+    }
+}

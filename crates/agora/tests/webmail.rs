@@ -1,0 +1,134 @@
+//! Webmail over HTTPS on the real binary, driven by Python's http.client as a browser
+//! would: sign-in (a wrong password refused and slowed), the session cookie's
+//! attributes, security headers on every page, mail delivered over SMTP listed and read
+//! with its charsets decoded, marked read once opened, mail text escaped, cross-site
+//! and token-less posts refused, the session list, sign-out.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::{Agora, have, python_ok};
+
+const CLIENT: &str = r#"
+import http.client, re, smtplib, ssl, sys
+ip = sys.argv[1]
+HOST = "mx.example.org:10443"
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+
+s = smtplib.SMTP(ip, 10025, timeout=20)
+s.sendmail("ivan@remote.test", ["web@example.org"],
+    b"From: =?koi8-r?B?6dfBzg==?= <ivan@remote.test>\r\nTo: web@example.org\r\n"
+    b"Subject: =?koi8-r?Q?=F0=D2=C9=D7=C5=D4?=\r\nMIME-Version: 1.0\r\n"
+    b"Content-Type: multipart/mixed; boundary=b\r\n\r\n"
+    b"--b\r\nContent-Type: text/plain; charset=koi8-r\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n"
+    b"=F0=D2=C9=D7=C5=D4, =CD=C9=D2\r\n"
+    b"--b\r\nContent-Type: application/pdf\r\nContent-Disposition: attachment; filename*=utf-8''%E6%97%A5%E6%9C%AC.pdf\r\n"
+    b"Content-Transfer-Encoding: base64\r\n\r\nJVBERi0=\r\n--b--\r\n")
+s.sendmail("eve@remote.test", ["web@example.org"],
+    b"From: eve@remote.test\r\nSubject: <script>alert(1)</script>\r\n\r\n<img src=x onerror=alert(2)>\r\n")
+s.quit()
+
+def req(method, path, body=None, cookies=None, origin="https://" + HOST, extra=None):
+    c = http.client.HTTPSConnection(ip, 10443, context=ctx, timeout=20)
+    h = {"Host": HOST, "User-Agent": "TestBrowser/1.0"}
+    if cookies:
+        h["Cookie"] = "; ".join(f"{k}={v}" for k, v in cookies.items())
+    if body is not None:
+        h["Content-Type"] = "application/x-www-form-urlencoded"
+        if origin:
+            h["Origin"] = origin
+    h.update(extra or {})
+    c.request(method, path, body=body, headers=h)
+    r = c.getresponse()
+    text = r.read().decode()
+    return r, text
+
+def set_cookies(r):
+    out = {}
+    for v in r.headers.get_all("Set-Cookie") or []:
+        name, _, rest = v.partition("=")
+        out[name] = (rest.split(";")[0], v)
+    return out
+
+def pre_token(text):
+    return re.search(r'name="pre" value="([^"]+)"', text).group(1)
+
+def check_headers(r, what):
+    csp = r.headers.get("Content-Security-Policy", "")
+    assert "default-src 'none'" in csp and "script-src" not in csp and "frame-ancestors 'none'" in csp, (what, csp)
+    assert r.headers.get("X-Frame-Options") == "DENY", what
+    assert r.headers.get("X-Content-Type-Options") == "nosniff", what
+
+r, _ = req("GET", "/")
+assert r.status == 303 and r.headers["Location"] == "/mail/", r.status
+r, page = req("GET", "/mail/")
+assert r.status == 200 and "Sign in" in page, (r.status, page)
+check_headers(r, "sign-in page")
+pre = set_cookies(r)["__Host-agora-pre"]
+assert "Secure" in pre[1] and "HttpOnly" in pre[1] and "SameSite=Strict" in pre[1], pre
+assert pre[0] == pre_token(page)
+
+# A wrong password: refused, said plainly, no session.
+r, page = req("POST", "/mail/login", f"pre={pre[0]}&login=web%40example.org&password=wrong",
+              cookies={"__Host-agora-pre": pre[0]})
+assert r.status == 401 and "Wrong address or password" in page, (r.status, page)
+assert "__Host-agora" not in set_cookies(r), "no session for a wrong password"
+pre = set_cookies(r)["__Host-agora-pre"][0]
+# A sign-in form posted without its own cookie (forged elsewhere) is refused.
+r, page = req("POST", "/mail/login", f"pre={pre}&login=web%40example.org&password=web-secret")
+assert r.status == 401 and "expired" in page, (r.status, page)
+pre = set_cookies(r)["__Host-agora-pre"][0]
+
+r, page = req("POST", "/mail/login", f"pre={pre}&login=web%40example.org&password=web-secret",
+              cookies={"__Host-agora-pre": pre})
+assert r.status == 303 and r.headers["Location"] == "/mail/", (r.status, page)
+sess = set_cookies(r)["__Host-agora"]
+assert all(a in sess[1] for a in ("Secure", "HttpOnly", "SameSite=Strict", "Path=/")), sess
+jar = {"__Host-agora": sess[0]}
+
+r, page = req("GET", "/mail/", cookies=jar)
+assert r.status == 200, r.status
+check_headers(r, "mailbox page")
+assert "Привет" in page and "Иван" in page, page
+assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page, page
+assert page.count('class="msg unread"') == 2, page
+link = re.search(r'href="(/mail/message\?f=\d+&amp;u=\d+)">Привет', page).group(1).replace("&amp;", "&")
+r, page = req("GET", link, cookies=jar)
+assert r.status == 200 and "Привет, мир" in page and "日本.pdf" in page and "application/pdf" in page, page
+check_headers(r, "message page")
+r, page = req("GET", "/mail/", cookies=jar)
+assert page.count('class="msg unread"') == 1, "opened means read"
+csrf = re.search(r'name="csrf" value="([^"]+)"', page).group(1)
+
+# The other message's body is shown as text, never as markup.
+link = re.search(r'href="(/mail/message\?f=\d+&amp;u=\d+)">&lt;script', page).group(1).replace("&amp;", "&")
+r, page = req("GET", link, cookies=jar)
+assert "<img" not in page and "&lt;img src=x onerror=alert(2)&gt;" in page, page
+
+# Cross-site and token-less posts change nothing.
+r, _ = req("POST", "/mail/logout", f"csrf={csrf}", cookies=jar, origin="https://evil.example")
+assert r.status == 403, r.status
+r, _ = req("POST", "/mail/logout", f"csrf={csrf}", cookies=jar, extra={"Sec-Fetch-Site": "cross-site"})
+assert r.status == 403, r.status
+r, _ = req("POST", "/mail/logout", "csrf=forged", cookies=jar)
+assert r.status == 403, r.status
+r, page = req("GET", "/mail/sessions", cookies=jar)
+assert r.status == 200 and "TestBrowser/1.0 (this one)" in page, page
+
+r, _ = req("POST", "/mail/logout", f"csrf={csrf}", cookies=jar)
+assert r.status == 303 and "Max-Age=0" in set_cookies(r)["__Host-agora"][1], r.status
+r, page = req("GET", "/mail/", cookies=jar)
+assert "Sign in" in page and "Привет" not in page, "the old cookie signs nobody in"
+print("ok")
+"#;
+
+#[test]
+fn sign_in_read_and_sign_out() {
+    if !have("python3") {
+        return;
+    }
+    let a = Agora::start();
+    a.cli_ok(&["user", "add", "web@example.org", "--password-stdin"], Some("web-secret\n"));
+    let script = format!("import sys; sys.argv = ['', {:?}]\n{CLIENT}", a.ip);
+    python_ok(&script);
+}
