@@ -113,6 +113,7 @@ fn build(ctx: &Context, s: HttpSection) -> Result<Built, String> {
         let shutdown = ctx.shutdown.clone();
         tasks.push(Box::pin(Arc::new(acme).run(shutdown)));
     }
+    tasks.push(Box::pin(Arc::clone(&shared.webmail).expire_sessions(ctx.shutdown.clone())));
     let plain = Arc::new(HttpService::new(Arc::clone(&shared), Role::Plain));
     let secure = Arc::new(HttpService::new(Arc::clone(&shared), Role::Secure));
     let admin = Arc::new(HttpService::new(shared, Role::Admin));

@@ -61,6 +61,23 @@ fn set_cookie(name: &str, value: &str, max_age: i64) -> String {
 }
 
 impl Webmail {
+    /// Removes expired sessions every quarter of an hour (a session is also refused the
+    /// moment it is past its time; this keeps abandoned ones from piling up).
+    pub async fn expire_sessions(self: std::sync::Arc<Self>, shutdown: tokio_util::sync::CancellationToken) {
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(std::time::Duration::from_secs(900)) => {}
+            }
+            let now = agora_store::now();
+            match self.store.expire_web_sessions(now - IDLE_SECS, now - ABSOLUTE_SECS).await {
+                Ok(n) if n > 0 => tracing::info!("webmail: {n} expired sessions removed"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!("webmail: expiring sessions: {e}"),
+            }
+        }
+    }
+
     /// The request's session, if it has a live one (expired ones are removed).
     pub(crate) async fn session(&self, req: &WebRequest) -> Option<User> {
         let token = cookie(req, COOKIE)?;
