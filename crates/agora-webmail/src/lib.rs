@@ -4,6 +4,7 @@
 //! holds on every answer. The HTTP engine stays in the HTTP crate: this crate takes a
 //! `WebRequest` and gives back a `WebResponse`.
 
+mod actions;
 mod pages;
 mod session;
 
@@ -186,6 +187,9 @@ impl Webmail {
             ("/mail/", false) => self.mailbox_page(&user, req).await,
             ("/mail/message", false) => self.message_page(&user, req).await,
             ("/mail/sessions", false) => self.sessions_page(&user).await,
+            ("/mail/part", false) => self.download(&user, req).await,
+            ("/mail/raw", false) => self.raw(&user, req).await,
+            ("/mail/action", true) => self.action(&user, req).await,
             ("/mail/logout", true) => self.sign_out(&user, req).await,
             _ => WebResponse::html(404, pages::notice("Not found", "There is nothing here.")),
         }

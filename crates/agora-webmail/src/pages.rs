@@ -149,12 +149,22 @@ impl Webmail {
             }
         }
         nav.push_str("</ul></nav>");
-        // Newest first, a page at a time.
+        // Newest first, a page at a time; a search narrows the folder to its hits.
         let page: usize = req.query_field("p").and_then(|p| p.parse().ok()).unwrap_or(0);
-        let total = listing.len();
-        let uids: Vec<u32> = listing.iter().rev().skip(page * PAGE).take(PAGE).map(|m| m.uid).collect();
+        let q = req.query_field("q").unwrap_or_default().trim().to_string();
+        let all: Vec<u32> =
+            if q.is_empty() { listing.iter().map(|m| m.uid).collect() } else { self.search(&mb, &q).await };
+        let total = all.len();
+        let uids: Vec<u32> = all.iter().rev().skip(page * PAGE).take(PAGE).copied().collect();
         let metas: Vec<MessageMeta> = match (uids.last(), uids.first()) {
-            (Some(&lo), Some(&hi)) => self.store.messages(mb.id, lo..=hi).await.unwrap_or_default(),
+            (Some(&lo), Some(&hi)) => self
+                .store
+                .messages(mb.id, lo..=hi)
+                .await
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|m| uids.contains(&m.uid))
+                .collect(),
             _ => Vec::new(),
         };
         let mut rows = String::new();
@@ -171,7 +181,8 @@ impl Webmail {
             };
             let _ = write!(
                 rows,
-                r#"<tr class="msg{unread}"><td class="from">{flagged}{}</td><td class="subject"><a href="/mail/message?f={}&amp;u={}">{}</a></td><td class="date">{}</td><td class="size">{}</td></tr>"#,
+                r#"<tr class="msg{unread}"><td class="pick"><input type="checkbox" name="u" value="{}" aria-label="Select"></td><td class="from">{flagged}{}</td><td class="subject"><a href="/mail/message?f={}&amp;u={}">{}</a></td><td class="date">{}</td><td class="size">{}</td></tr>"#,
+                meta.uid,
                 escape(&from),
                 mb.id,
                 meta.uid,
@@ -181,29 +192,77 @@ impl Webmail {
             );
         }
         let mut pager = String::new();
+        let query = if q.is_empty() { String::new() } else { format!("&amp;q={}", escape(&url_encode(&q))) };
         if page > 0 {
-            let _ = write!(pager, r#"<a rel="prev" href="/mail/?f={}&amp;p={}">Newer</a>"#, mb.id, page - 1);
+            let _ = write!(pager, r#"<a rel="prev" href="/mail/?f={}{query}&amp;p={}">Newer</a>"#, mb.id, page - 1);
         }
         if (page + 1) * PAGE < total {
-            let _ = write!(pager, r#"<a rel="next" href="/mail/?f={}&amp;p={}">Older</a>"#, mb.id, page + 1);
+            let _ = write!(pager, r#"<a rel="next" href="/mail/?f={}{query}&amp;p={}">Older</a>"#, mb.id, page + 1);
         }
         let list = if rows.is_empty() {
             r#"<p class="empty">No messages.</p>"#.to_string()
         } else {
+            let tools = action_form(user, &boxes, &mb, None, Flags::default());
             format!(
-                r#"<table class="list"><thead><tr><th scope="col">From</th><th scope="col">Subject</th><th scope="col">Date</th><th scope="col">Size</th></tr></thead><tbody>{rows}</tbody></table>"#
+                r#"{}<table class="list"><thead><tr><th scope="col"><span class="hidden">Select</span></th><th scope="col">From</th><th scope="col">Subject</th><th scope="col">Date</th><th scope="col">Size</th></tr></thead><tbody>{rows}</tbody></table></form>"#,
+                tools.trim_end_matches("</form>")
             )
         };
+        let search = format!(
+            r#"<form class="search" method="get" action="/mail/" role="search"><input type="hidden" name="f" value="{}"><label for="q" class="hidden">Search</label><input id="q" name="q" type="search" value="{}" placeholder="Search this folder"><button type="submit">Search</button></form>"#,
+            mb.id,
+            escape(&q)
+        );
+        let count = match (q.is_empty(), total) {
+            (true, 1) => "1 message".to_string(),
+            (true, n) => format!("{n} messages"),
+            (false, n) => format!("{n} found"),
+        };
         let main = format!(
-            r#"<div class="mailbox">{nav}<section aria-label="Messages"><h1>{} <small>{total} messages</small></h1>{list}<div class="pager">{pager}</div></section></div>"#,
+            r#"<div class="mailbox">{nav}<section aria-label="Messages"><h1>{} <small>{count}</small></h1>{search}{list}<div class="pager">{pager}</div></section></div>"#,
             escape(&mb.name)
         );
         WebResponse::html(200, layout(&mb.name, Some(user), &main))
     }
 
+    /// The UIDs of the folder's messages whose text (decoded headers and body) has `q`:
+    /// the same search as IMAP's `SEARCH TEXT`.
+    async fn search(&self, mb: &Mailbox, q: &str) -> Vec<u32> {
+        use agora_store::search::{Ctx, SearchKey, matches};
+        let key = SearchKey::Text(q.to_string());
+        let metas = self.store.messages(mb.id, 1..=u32::MAX).await.unwrap_or_default();
+        let (count, max_uid) = (metas.len() as u32, metas.last().map_or(0, |m| m.uid));
+        let mut hits = Vec::new();
+        for (i, meta) in metas.iter().enumerate() {
+            let (body, kept) = if meta.summary.body_text == agora_store::BodyText::Kept {
+                match self.store.read_blob_for_search(&meta.blob).await {
+                    Ok((b, k)) => (Some(b), k),
+                    Err(_) => continue,
+                }
+            } else {
+                (self.store.read_blob(&meta.blob).await.ok(), None)
+            };
+            let ctx = Ctx {
+                seq: i as u32 + 1,
+                count,
+                max_uid,
+                meta,
+                body: body.as_deref(),
+                recent: false,
+                saved: &[],
+                kept,
+                text: std::cell::OnceCell::new(),
+            };
+            if matches(&key, &ctx) {
+                hits.push(meta.uid);
+            }
+        }
+        hits
+    }
+
     pub(crate) async fn message_page(&self, user: &User, req: &WebRequest) -> WebResponse {
         let not_found = || WebResponse::html(404, notice("Not found", "There is no such message."));
-        let Some((_, mb)) = self.chosen(user, req).await else { return not_found() };
+        let Some((boxes, mb)) = self.chosen(user, req).await else { return not_found() };
         let Some(uid) = req.query_field("u").and_then(|u| u.parse::<u32>().ok()) else { return not_found() };
         if req.query_field("f").and_then(|f| f.parse::<i64>().ok()) != Some(mb.id) {
             return not_found();
@@ -237,26 +296,18 @@ impl Webmail {
         let mut attachments = String::new();
         let mut leaves = Vec::new();
         collect_leaves(&meta.summary.root, &mut leaves);
-        for p in leaves {
+        for (index, p) in leaves.into_iter().enumerate() {
             if shown.is_some_and(|s| std::ptr::eq(s, p)) || (p.media_type == "text" && !is_attachment(p)) {
                 continue;
             }
-            let name = p
-                .disposition
-                .as_ref()
-                .and_then(|d| text::param(&d.1, "filename"))
-                .or_else(|| text::param(&p.params, "name"))
-                .unwrap_or_else(|| "(unnamed)".into());
             let bytes = u64::from(p.end.saturating_sub(p.body_start));
-            let bytes = if p.encoding.as_deref().is_some_and(|e| e.eq_ignore_ascii_case("base64")) {
-                bytes * 3 / 4
-            } else {
-                bytes
-            };
+            let base64 = p.encoding.as_deref().is_some_and(|e| e.eq_ignore_ascii_case("base64"));
+            let bytes = if base64 { bytes * 3 / 4 } else { bytes };
             let _ = write!(
                 attachments,
-                "<li>{} <span class=\"type\">{}/{}</span> <span class=\"size\">{}</span></li>",
-                escape(&name),
+                r#"<li><a href="/mail/part?f={}&amp;u={uid}&amp;p={index}" download>{}</a> <span class="type">{}/{}</span> <span class="size">{}</span></li>"#,
+                mb.id,
+                escape(&part_name(p)),
                 escape(&p.media_type),
                 escape(&p.media_subtype),
                 size(bytes)
@@ -267,22 +318,85 @@ impl Webmail {
                 r#"<section aria-label="Attachments"><h2>Attachments</h2><ul class="attachments">{attachments}</ul></section>"#
             );
         }
+        let tools = action_form(user, &boxes, &mb, Some(uid), meta.flags);
         let main = format!(
-            r#"<article><p><a href="/mail/?f={}">Back to {}</a></p><h1>{}</h1>{head}<div class="body">{}</div>{attachments}</article>"#,
-            mb.id,
+            r#"<article><p><a href="/mail/?f={id}">Back to {}</a> · <a href="/mail/raw?f={id}&amp;u={uid}">View source</a></p>{tools}<h1>{}</h1>{head}<div class="body">{}</div>{attachments}</article>"#,
             escape(&mb.name),
             escape(if subject.trim().is_empty() { "(no subject)" } else { &subject }),
-            escape(&content)
+            escape(&content),
+            id = mb.id,
         );
         WebResponse::html(200, layout(&subject, Some(user), &main))
     }
+}
+
+/// The form that acts on messages: on one (`uid`, the message page) or on those ticked
+/// in the list that follows it (the caller closes the form after the list).
+fn action_form(user: &User, boxes: &[Mailbox], mb: &Mailbox, uid: Option<u32>, flags: Flags) -> String {
+    let mut f = format!(
+        r#"<form class="tools" method="post" action="/mail/action"><input type="hidden" name="csrf" value="{}"><input type="hidden" name="f" value="{}">"#,
+        escape(&user.session.csrf),
+        mb.id
+    );
+    if let Some(u) = uid {
+        let _ = write!(f, r#"<input type="hidden" name="u" value="{u}">"#);
+    }
+    let single = uid.is_some();
+    let flagged = flags.contains(Flags::FLAGGED);
+    for (op, label, shown) in [
+        ("read", "Mark read", !single),
+        ("unread", "Mark unread", true),
+        ("flag", "Flag", !single || !flagged),
+        ("unflag", "Unflag", !single || flagged),
+        ("delete", "Delete", true),
+    ] {
+        if shown {
+            let _ = write!(f, r#"<button type="submit" name="op" value="{op}">{label}</button>"#);
+        }
+    }
+    let targets: String = boxes
+        .iter()
+        .filter(|b| b.id != mb.id)
+        .map(|b| format!(r#"<option value="{}">{}</option>"#, b.id, escape(&b.name)))
+        .collect();
+    if !targets.is_empty() {
+        let _ = write!(
+            f,
+            r#"<label for="to" class="hidden">Move to</label><select id="to" name="to">{targets}</select><button type="submit" name="op" value="move">Move</button>"#
+        );
+    }
+    f.push_str("</form>");
+    f
+}
+
+/// A query-string value, percent-encoded.
+fn url_encode(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The name an attachment goes by: its file name, else its type's name parameter.
+pub(crate) fn part_name(p: &Part) -> String {
+    p.disposition
+        .as_ref()
+        .and_then(|d| text::param(&d.1, "filename"))
+        .or_else(|| text::param(&p.params, "name"))
+        .filter(|n| !n.trim().is_empty())
+        .unwrap_or_else(|| "(unnamed)".into())
 }
 
 fn is_attachment(p: &Part) -> bool {
     p.disposition.as_ref().is_some_and(|d| d.0 == "attachment")
 }
 
-fn collect_leaves<'a>(p: &'a Part, out: &mut Vec<&'a Part>) {
+pub(crate) fn collect_leaves<'a>(p: &'a Part, out: &mut Vec<&'a Part>) {
     let mut stack = vec![p];
     while let Some(p) = stack.pop() {
         if p.children.is_empty() {

@@ -23,7 +23,9 @@ s.sendmail("ivan@remote.test", ["web@example.org"],
     b"--b\r\nContent-Type: text/plain; charset=koi8-r\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n"
     b"=F0=D2=C9=D7=C5=D4, =CD=C9=D2\r\n"
     b"--b\r\nContent-Type: application/pdf\r\nContent-Disposition: attachment; filename*=utf-8''%E6%97%A5%E6%9C%AC.pdf\r\n"
-    b"Content-Transfer-Encoding: base64\r\n\r\nJVBERi0=\r\n--b--\r\n")
+    b"Content-Transfer-Encoding: base64\r\n\r\nJVBERi0=\r\n"
+    b"--b\r\nContent-Type: text/html; name=x.html\r\nContent-Disposition: attachment; filename=x.html\r\n\r\n"
+    b"<script>alert(3)</script>\r\n--b--\r\n")
 s.sendmail("eve@remote.test", ["web@example.org"],
     b"From: eve@remote.test\r\nSubject: <script>alert(1)</script>\r\n\r\n<img src=x onerror=alert(2)>\r\n")
 s.quit()
@@ -100,6 +102,30 @@ r, page = req("GET", "/mail/", cookies=jar)
 assert page.count('class="msg unread"') == 1, "opened means read"
 csrf = re.search(r'name="csrf" value="([^"]+)"', page).group(1)
 
+# Attachments download as files under their own names, whatever they claim to be.
+r, page = req("GET", link, cookies=jar)
+parts = re.findall(r'href="(/mail/part\?[^"]+)" download>([^<]+)<', page)
+assert [n for _, n in parts] == ["日本.pdf", "x.html"], parts
+for (href, name), content in zip(parts, [b"%PDF-", b"<script>alert(3)</script>"]):
+    c = http.client.HTTPSConnection(ip, 10443, context=ctx, timeout=20)
+    c.request("GET", href.replace("&amp;", "&"), headers={"Host": HOST, "Cookie": "__Host-agora=" + jar["__Host-agora"]})
+    d = c.getresponse(); data = d.read()
+    assert d.status == 200 and data == content, (name, d.status, data)
+    assert d.headers["Content-Type"] == "application/octet-stream", d.headers["Content-Type"]
+    assert d.headers["Content-Disposition"].startswith("attachment;"), d.headers["Content-Disposition"]
+    assert d.headers["X-Content-Type-Options"] == "nosniff"
+assert "filename*=UTF-8''%E6%97%A5%E6%9C%AC.pdf" in d.headers["Content-Disposition"] or name == "x.html"
+src = re.search(r'href="(/mail/raw\?[^"]+)"', page).group(1).replace("&amp;", "&")
+r, raw = req("GET", src, cookies=jar)
+assert r.status == 200 and r.headers["Content-Type"].startswith("text/plain") and "Subject: =?koi8-r?Q?" in raw, raw[:200]
+
+# Search: the same code as IMAP, in any charset.
+r, page = req("GET", "/mail/?q=%D0%BC%D0%B8%D1%80", cookies=jar)
+assert "1 found" in page and "Привет" in page and "&lt;script" not in page, page
+r, page = req("GET", "/mail/?q=nothing-like-this", cookies=jar)
+assert "0 found" in page, page
+r, page = req("GET", "/mail/", cookies=jar)
+
 # The other message's body is shown as text, never as markup.
 link = re.search(r'href="(/mail/message\?f=\d+&amp;u=\d+)">&lt;script', page).group(1).replace("&amp;", "&")
 r, page = req("GET", link, cookies=jar)
@@ -112,6 +138,26 @@ r, _ = req("POST", "/mail/logout", f"csrf={csrf}", cookies=jar, extra={"Sec-Fetc
 assert r.status == 403, r.status
 r, _ = req("POST", "/mail/logout", "csrf=forged", cookies=jar)
 assert r.status == 403, r.status
+# Flag, then delete to Trash, then for good.
+r, page = req("GET", "/mail/", cookies=jar)
+inbox = re.search(r'name="f" value="(\d+)"', page).group(1)
+evil = re.search(r'name="u" value="(\d+)" aria-label="Select"></td><td class="from">eve@remote.test', page).group(1)
+r, _ = req("POST", "/mail/action", f"csrf={csrf}&f={inbox}&u={evil}&op=flag", cookies=jar)
+assert r.status == 303, r.status
+r, page = req("GET", "/mail/", cookies=jar)
+assert 'aria-label="flagged"' in page and "2 messages" in page, page
+r, _ = req("POST", "/mail/action", f"csrf={csrf}&f={inbox}&u={evil}&op=delete", cookies=jar)
+r, page = req("GET", "/mail/", cookies=jar)
+assert "1 message<" in page and "&lt;script" not in page, page
+trash = re.search(r'<a href="/mail/\?f=(\d+)">Trash', page).group(1)
+r, page = req("GET", f"/mail/?f={trash}", cookies=jar)
+assert "1 message<" in page and "&lt;script&gt;" in page, page
+in_trash = re.search(r'name="u" value="(\d+)"', page).group(1)
+r, _ = req("POST", "/mail/action", f"csrf={csrf}&f={trash}&u={in_trash}&op=delete", cookies=jar)
+assert r.status == 303, r.status
+r, page = req("GET", f"/mail/?f={trash}", cookies=jar)
+assert "0 messages" in page, page
+
 r, page = req("GET", "/mail/sessions", cookies=jar)
 assert r.status == 200 and "TestBrowser/1.0 (this one)" in page, page
 

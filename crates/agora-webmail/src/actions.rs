@@ -1,0 +1,145 @@
+//! What a reader does to messages: mark read or unread, flag, move to another folder,
+//! delete (to Trash, or for good from Trash), one message or a selection; attachments
+//! downloaded (always as a file: never rendered, never sniffed) and the raw source.
+
+use agora_store::{FlagOp, Flags, Mailbox, SpecialUse};
+use bytes::Bytes;
+
+use crate::pages::{self, collect_leaves, notice};
+use crate::session::User;
+use crate::{WebRequest, WebResponse, Webmail};
+
+impl Webmail {
+    /// The account's own mailbox with this id.
+    pub(crate) async fn own_mailbox(&self, user: &User, id: Option<String>) -> Option<(Vec<Mailbox>, Mailbox)> {
+        let id: i64 = id?.parse().ok()?;
+        let boxes = self.store.mailboxes(user.account.id).await.ok()?;
+        let mb = boxes.iter().find(|m| m.id == id)?.clone();
+        Some((boxes, mb))
+    }
+
+    /// POST /mail/action: `op` on the messages `u` of folder `f`; back to the folder.
+    pub(crate) async fn action(&self, user: &User, req: &WebRequest) -> WebResponse {
+        let Some((boxes, mb)) = self.own_mailbox(user, req.form_field("f")).await else {
+            return WebResponse::html(404, notice("Not found", "There is no such folder."));
+        };
+        let body = std::str::from_utf8(&req.body).unwrap_or("");
+        let mut uids: Vec<u32> =
+            body.split('&').filter_map(|p| p.strip_prefix("u=")).filter_map(|u| u.parse().ok()).take(10_000).collect();
+        uids.sort_unstable();
+        uids.dedup();
+        let back = format!("/mail/?f={}", mb.id);
+        if uids.is_empty() {
+            return WebResponse::redirect(&back);
+        }
+        let op = req.form_field("op").unwrap_or_default();
+        let flag = |op, flags| self.store.store_flags(mb.id, &uids, op, flags, &[], None);
+        let done = match op.as_str() {
+            "read" => flag(FlagOp::Add, Flags::SEEN).await.map(|_| ()),
+            "unread" => flag(FlagOp::Remove, Flags::SEEN).await.map(|_| ()),
+            "flag" => flag(FlagOp::Add, Flags::FLAGGED).await.map(|_| ()),
+            "unflag" => flag(FlagOp::Remove, Flags::FLAGGED).await.map(|_| ()),
+            "delete" => {
+                let trash = boxes.iter().find(|m| m.special_use == Some(SpecialUse::Trash));
+                match trash {
+                    Some(t) if t.id != mb.id => self.move_to(mb.id, &uids, t.id).await,
+                    // In Trash itself, or with no Trash: gone for good.
+                    _ => self.store.expunge(mb.id, &uids).await.map(|_| ()),
+                }
+            }
+            "move" => match req.form_field("to").and_then(|t| t.parse::<i64>().ok()) {
+                Some(to) if to != mb.id && boxes.iter().any(|m| m.id == to) => self.move_to(mb.id, &uids, to).await,
+                _ => return WebResponse::redirect(&back),
+            },
+            _ => return WebResponse::html(400, notice("Not understood", "That action is not known.")),
+        };
+        match done {
+            Ok(()) => WebResponse::redirect(&back),
+            Err(e) => {
+                tracing::warn!("webmail: {op} for {}: {e}", user.account.login);
+                WebResponse::html(503, notice("Not done", "The store refused the change; please try again."))
+            }
+        }
+    }
+
+    /// Copies, then removes the originals (what IMAP MOVE does).
+    async fn move_to(&self, from: i64, uids: &[u32], to: i64) -> agora_store::Result<()> {
+        let (_, pairs) = self.store.copy_messages(from, uids, to).await?;
+        let copied: Vec<u32> = pairs.iter().map(|p| p.0).collect();
+        self.store.expunge(from, &copied).await.map(|_| ())
+    }
+
+    /// GET /mail/part?f=&u=&p=: one attachment's content, transfer encoding undone,
+    /// offered as a download under its own name.
+    pub(crate) async fn download(&self, user: &User, req: &WebRequest) -> WebResponse {
+        let not_found = || WebResponse::html(404, notice("Not found", "There is no such attachment."));
+        let Some((_, mb)) = self.own_mailbox(user, req.query_field("f")).await else { return not_found() };
+        let (Some(uid), Some(index)) = (
+            req.query_field("u").and_then(|u| u.parse::<u32>().ok()),
+            req.query_field("p").and_then(|p| p.parse::<usize>().ok()),
+        ) else {
+            return not_found();
+        };
+        let Some(meta) = self.store.messages(mb.id, uid..=uid).await.ok().and_then(|m| m.into_iter().next()) else {
+            return not_found();
+        };
+        let Ok(body) = self.store.read_blob(&meta.blob).await else { return not_found() };
+        let mut leaves = Vec::new();
+        collect_leaves(&meta.summary.root, &mut leaves);
+        let Some(part) = leaves.get(index) else { return not_found() };
+        let raw = body.get(part.body_start as usize..(part.end as usize).min(body.len())).unwrap_or(&[]);
+        let content = agora_store::text::transfer_decode(part.encoding.as_deref(), raw).unwrap_or_else(|| raw.to_vec());
+        let name = pages::part_name(part);
+        WebResponse {
+            status: 200,
+            headers: vec![
+                // Never the declared type: whatever it says, the browser saves it.
+                ("content-type".into(), "application/octet-stream".into()),
+                ("content-disposition".into(), disposition(&name)),
+            ],
+            body: Bytes::from(content),
+        }
+    }
+
+    /// GET /mail/raw?f=&u=: the message as it was stored, as plain text.
+    pub(crate) async fn raw(&self, user: &User, req: &WebRequest) -> WebResponse {
+        let not_found = || WebResponse::html(404, notice("Not found", "There is no such message."));
+        let Some((_, mb)) = self.own_mailbox(user, req.query_field("f")).await else { return not_found() };
+        let Some(uid) = req.query_field("u").and_then(|u| u.parse::<u32>().ok()) else { return not_found() };
+        let Some(meta) = self.store.messages(mb.id, uid..=uid).await.ok().and_then(|m| m.into_iter().next()) else {
+            return not_found();
+        };
+        let Ok(body) = self.store.read_blob(&meta.blob).await else { return not_found() };
+        WebResponse {
+            status: 200,
+            headers: vec![("content-type".into(), "text/plain; charset=utf-8".into())],
+            body: Bytes::from(String::from_utf8_lossy(&body).into_owned()),
+        }
+    }
+}
+
+/// `attachment` with an ASCII stand-in name and the real one in RFC 6266/5987 form.
+fn disposition(name: &str) -> String {
+    let ascii: String =
+        name.chars().map(|c| if c.is_ascii_alphanumeric() || "._- ()".contains(c) { c } else { '_' }).collect();
+    let mut encoded = String::new();
+    for b in name.bytes() {
+        if b.is_ascii_alphanumeric() || b"._-".contains(&b) {
+            encoded.push(b as char);
+        } else {
+            encoded.push_str(&format!("%{b:02X}"));
+        }
+    }
+    format!("attachment; filename=\"{ascii}\"; filename*=UTF-8''{encoded}")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn download_names() {
+        assert_eq!(
+            super::disposition("日本 \"x\".html"),
+            "attachment; filename=\"__ _x_.html\"; filename*=UTF-8''%E6%97%A5%E6%9C%AC%20%22x%22.html"
+        );
+    }
+}
