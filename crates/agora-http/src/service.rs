@@ -94,6 +94,7 @@ fn build(ctx: &Context, s: HttpSection) -> Result<Built, String> {
             store: Arc::clone(&ctx.store),
             dir: ctx.dir.clone(),
             throttle: Arc::clone(&ctx.throttle),
+            mail: Arc::clone(&ctx.mail),
             hostname: ctx.hostname.clone(),
         }),
     });

@@ -5,6 +5,7 @@
 //! `WebRequest` and gives back a `WebResponse`.
 
 mod actions;
+mod compose;
 mod pages;
 mod session;
 
@@ -129,6 +130,8 @@ pub struct Webmail {
     pub store: Arc<dyn Store>,
     pub dir: Directory,
     pub throttle: Arc<Throttle>,
+    /// The mail core: what the webmail sends goes through its intake.
+    pub mail: Arc<agora_mail::Mail>,
     /// The server's name, shown on the sign-in page.
     pub hostname: String,
 }
@@ -190,6 +193,8 @@ impl Webmail {
             ("/mail/part", false) => self.download(&user, req).await,
             ("/mail/raw", false) => self.raw(&user, req).await,
             ("/mail/action", true) => self.action(&user, req).await,
+            ("/mail/compose", false) => self.compose_page(&user, req).await,
+            ("/mail/send", true) => self.send(&user, req).await,
             ("/mail/logout", true) => self.sign_out(&user, req).await,
             _ => WebResponse::html(404, pages::notice("Not found", "There is nothing here.")),
         }

@@ -34,12 +34,12 @@ pub(crate) fn escape(s: &str) -> String {
     out
 }
 
-fn layout(title: &str, user: Option<&User>, main: &str) -> String {
+pub(crate) fn layout(title: &str, user: Option<&User>, main: &str) -> String {
     let mut bar = String::new();
     if let Some(u) = user {
         let _ = write!(
             bar,
-            r#"<header><a class="home" href="/mail/">Mail</a><span class="who">{}</span><a href="/mail/sessions">Sessions</a><form method="post" action="/mail/logout"><input type="hidden" name="csrf" value="{}"><button type="submit">Sign out</button></form></header>"#,
+            r#"<header><a class="home" href="/mail/">Mail</a><a href="/mail/compose">Write</a><span class="who">{}</span><a href="/mail/sessions">Sessions</a><form method="post" action="/mail/logout"><input type="hidden" name="csrf" value="{}"><button type="submit">Sign out</button></form></header>"#,
             escape(&u.account.login),
             escape(&u.session.csrf)
         );
@@ -320,7 +320,7 @@ impl Webmail {
         }
         let tools = action_form(user, &boxes, &mb, Some(uid), meta.flags);
         let main = format!(
-            r#"<article><p><a href="/mail/?f={id}">Back to {}</a> · <a href="/mail/raw?f={id}&amp;u={uid}">View source</a></p>{tools}<h1>{}</h1>{head}<div class="body">{}</div>{attachments}</article>"#,
+            r#"<article><p><a href="/mail/?f={id}">Back to {}</a> · <a href="/mail/compose?mode=reply&amp;f={id}&amp;u={uid}">Reply</a> · <a href="/mail/compose?mode=all&amp;f={id}&amp;u={uid}">Reply all</a> · <a href="/mail/compose?mode=forward&amp;f={id}&amp;u={uid}">Forward</a> · <a href="/mail/raw?f={id}&amp;u={uid}">View source</a></p>{tools}<h1>{}</h1>{head}<div class="body">{}</div>{attachments}</article>"#,
             escape(&mb.name),
             escape(if subject.trim().is_empty() { "(no subject)" } else { &subject }),
             escape(&content),
@@ -409,7 +409,7 @@ pub(crate) fn collect_leaves<'a>(p: &'a Part, out: &mut Vec<&'a Part>) {
 
 /// The part a reader sees: the first text/plain that is not an attachment, else the
 /// first such text/html (shown as its text).
-fn readable_part(root: &Part) -> Option<&Part> {
+pub(crate) fn readable_part(root: &Part) -> Option<&Part> {
     let mut leaves = Vec::new();
     collect_leaves(root, &mut leaves);
     let pick = |sub: &str| {

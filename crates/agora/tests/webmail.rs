@@ -10,7 +10,7 @@ mod common;
 use common::{Agora, have, python_ok};
 
 const CLIENT: &str = r#"
-import http.client, re, smtplib, ssl, sys
+import http.client, imaplib, re, smtplib, ssl, sys
 ip = sys.argv[1]
 HOST = "mx.example.org:10443"
 ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
@@ -18,7 +18,7 @@ ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode 
 s = smtplib.SMTP(ip, 10025, timeout=20)
 s.sendmail("ivan@remote.test", ["web@example.org"],
     b"From: =?koi8-r?B?6dfBzg==?= <ivan@remote.test>\r\nTo: web@example.org\r\n"
-    b"Subject: =?koi8-r?Q?=F0=D2=C9=D7=C5=D4?=\r\nMIME-Version: 1.0\r\n"
+    b"Subject: =?koi8-r?Q?=F0=D2=C9=D7=C5=D4?=\r\nMessage-ID: <koi8@remote.test>\r\nMIME-Version: 1.0\r\n"
     b"Content-Type: multipart/mixed; boundary=b\r\n\r\n"
     b"--b\r\nContent-Type: text/plain; charset=koi8-r\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n"
     b"=F0=D2=C9=D7=C5=D4, =CD=C9=D2\r\n"
@@ -158,6 +158,42 @@ assert r.status == 303, r.status
 r, page = req("GET", f"/mail/?f={trash}", cookies=jar)
 assert "0 messages" in page, page
 
+# Reply: the form is filled in from the message; what is sent arrives at another
+# account (read over IMAP) and a copy stays in Sent.
+r, page = req("GET", "/mail/", cookies=jar)
+link = re.search(r'href="(/mail/message\?f=\d+&amp;u=\d+)">Привет', page).group(1).replace("&amp;", "&")
+r, page = req("GET", link, cookies=jar)
+reply = re.search(r'href="(/mail/compose\?mode=reply[^"]+)"', page).group(1).replace("&amp;", "&")
+r, page = req("GET", reply, cookies=jar)
+assert r.status == 200 and 'value="ivan@remote.test"' in page and 'value="Re: Привет"' in page and "&gt; Привет, мир" in page, page
+in_reply_to = re.search(r'name="in_reply_to" value="([^"]*)"', page).group(1).replace("&lt;", "<").replace("&gt;", ">")
+assert in_reply_to == "<koi8@remote.test>", in_reply_to
+import urllib.parse
+def form(**f):
+    return urllib.parse.urlencode(f)
+r, page = req("POST", "/mail/send", form(csrf=csrf, to="nobody@example.org", subject="x", body="x"), cookies=jar)
+assert r.status == 400 and "no such address" in page, (r.status, page)
+r, page = req("POST", "/mail/send", form(csrf=csrf, to="Other <other@example.org>", cc="", subject="Ответ: привет",
+              body="Спасибо, получил.\nA line with = and trailing space ", in_reply_to=in_reply_to, references=in_reply_to), cookies=jar)
+assert r.status == 200 and "on its way" in page, (r.status, page)
+m = imaplib.IMAP4_SSL(ip, 10993, ssl_context=ctx, timeout=20)
+m.login("other@example.org", "other-secret")
+m.select("INBOX")
+m.literal = "Ответ".encode()
+typ, data = m.search("UTF-8", "SUBJECT")
+assert typ == "OK" and data[0].split() == [b"1"], data
+typ, data = m.fetch("1", "(BODY.PEEK[])")
+import email, email.policy
+got = email.message_from_bytes(data[0][1], policy=email.policy.default)
+assert got["Subject"] == "Ответ: привет" and got["From"].addresses[0].addr_spec == "web@example.org", got["From"]
+assert got["In-Reply-To"] == in_reply_to and "DKIM-Signature" in got, got.keys()
+assert got.get_content().replace("\r\n", "\n") == "Спасибо, получил.\nA line with = and trailing space \n", repr(got.get_content())
+m.logout()
+r, page = req("GET", "/mail/", cookies=jar)
+sent = re.search(r'<a href="/mail/\?f=(\d+)">Sent', page).group(1)
+r, page = req("GET", f"/mail/?f={sent}", cookies=jar)
+assert "1 message<" in page and "Ответ: привет" in page, page
+
 r, page = req("GET", "/mail/sessions", cookies=jar)
 assert r.status == 200 and "TestBrowser/1.0 (this one)" in page, page
 
@@ -175,6 +211,7 @@ fn sign_in_read_and_sign_out() {
     }
     let a = Agora::start();
     a.cli_ok(&["user", "add", "web@example.org", "--password-stdin"], Some("web-secret\n"));
+    a.cli_ok(&["user", "add", "other@example.org", "--password-stdin"], Some("other-secret\n"));
     let script = format!("import sys; sys.argv = ['', {:?}]\n{CLIENT}", a.ip);
     python_ok(&script);
 }
