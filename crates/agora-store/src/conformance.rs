@@ -69,6 +69,18 @@ async fn web_sessions<S: Store>(s: &S) {
     assert_eq!(ids(s.web_sessions(a.id).await.expect("list")), ["h1"]);
     s.add_web_session(session("h4", 6000)).await.expect("add");
     assert_eq!(s.remove_web_sessions(a.id, None).await.expect("all"), 2);
+    // A second factor: set, read back, each step used once, turned off.
+    assert_eq!(s.totp(a.id).await.expect("q"), None);
+    s.set_totp("walt@web.test", Some("GEZDGNBVGY3TQOJQ")).await.expect("totp on");
+    assert_eq!(s.totp(a.id).await.expect("q"), Some(("GEZDGNBVGY3TQOJQ".to_string(), 0)));
+    assert!(s.use_totp_step(a.id, 100).await.expect("use"));
+    assert!(!s.use_totp_step(a.id, 100).await.expect("replay"), "a step signs in once");
+    assert!(!s.use_totp_step(a.id, 99).await.expect("older"), "an older step neither");
+    assert!(s.use_totp_step(a.id, 101).await.expect("next"));
+    s.set_totp("walt@web.test", None).await.expect("totp off");
+    assert_eq!(s.totp(a.id).await.expect("q"), None);
+    assert!(!s.use_totp_step(a.id, 200).await.expect("off"));
+    assert!(s.set_totp("nobody@web.test", None).await.is_err());
     s.add_web_session(session("h5", 7000)).await.expect("add");
     s.remove_account("walt@web.test").await.expect("remove account");
     assert_eq!(s.web_session("h5").await.expect("q"), None, "sessions go with their account");

@@ -54,6 +54,17 @@ pub trait DirectoryStore: Send + Sync {
     /// Forgets retired keys (once their DNS records are gone).
     async fn remove_retired_dkim_keys(&self, domain: &str) -> Result<usize>;
 
+    /// Turns an account's second factor on (a TOTP secret in base32) or off (None).
+    async fn set_totp(&self, login: &str, secret: Option<&str>) -> Result<()>;
+
+    /// An account's TOTP secret and the last step a code was used for; None when it
+    /// has no second factor. Read only for checking a code: no protocol shows it.
+    async fn totp(&self, account: AccountId) -> Result<Option<(String, i64)>>;
+
+    /// Records that a code of `step` signed in, if no code of this or a later step
+    /// did: false means the code was used already (a replay).
+    async fn use_totp_step(&self, account: AccountId, step: i64) -> Result<bool>;
+
     /// A new webmail session.
     async fn add_web_session(&self, session: WebSession) -> Result<()>;
 

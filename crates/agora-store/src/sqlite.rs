@@ -366,6 +366,13 @@ const MIGRATIONS: &[(u32, &str)] = &[
     (18, "ALTER TABLE blobs ADD COLUMN text TEXT"),
     // Webmail sessions: the table comes with the base schema.
     (19, "SELECT 1"),
+    // A second factor per account (TOTP secret, base32; empty: none) and the last step
+    // a code was used for (each code signs in once).
+    (
+        20,
+        "ALTER TABLE accounts ADD COLUMN totp TEXT NOT NULL DEFAULT '';
+         ALTER TABLE accounts ADD COLUMN totp_step INTEGER NOT NULL DEFAULT 0",
+    ),
 ];
 
 /// Brings an older store up to the current schema, in one transaction.
@@ -1490,6 +1497,42 @@ impl DirectoryStore for Arc<SqliteStore> {
                 return Err(StoreError::NotFound(format!("user {login}")));
             }
             Ok(((), vec![Change::DirectoryChanged]))
+        })
+        .await
+    }
+
+    async fn set_totp(&self, login: &str, secret: Option<&str>) -> Result<()> {
+        let (login, secret) = (login.to_ascii_lowercase(), secret.unwrap_or("").to_string());
+        self.write(move |c| {
+            let n = c.execute(
+                "UPDATE accounts SET totp = ?1, totp_step = 0, changed = ?3 WHERE login = ?2",
+                params![secret, login, now()],
+            )?;
+            if n == 0 {
+                return Err(StoreError::NotFound(format!("user {login}")));
+            }
+            Ok(((), vec![Change::DirectoryChanged]))
+        })
+        .await
+    }
+
+    async fn totp(&self, account: AccountId) -> Result<Option<(String, i64)>> {
+        self.lookup(move |c| {
+            Ok(c.prepare_cached("SELECT totp, totp_step FROM accounts WHERE id = ?1")?
+                .query_row([account], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+                .optional()?
+                .filter(|(secret, _)| !secret.is_empty()))
+        })
+        .await
+    }
+
+    async fn use_totp_step(&self, account: AccountId, step: i64) -> Result<bool> {
+        self.write(move |c| {
+            let n = c.execute(
+                "UPDATE accounts SET totp_step = ?2 WHERE id = ?1 AND totp_step < ?2 AND totp != ''",
+                params![account, step],
+            )?;
+            Ok((n == 1, Vec::new()))
         })
         .await
     }

@@ -58,7 +58,7 @@ pub(crate) fn notice(title: &str, text: &str) -> String {
 pub(crate) fn sign_in(hostname: &str, pre: &str, error: Option<&str>) -> String {
     let error = error.map(|e| format!(r#"<p class="error" role="alert">{}</p>"#, escape(e))).unwrap_or_default();
     let main = format!(
-        r#"<form class="signin" method="post" action="/mail/login"><h1>Sign in to {}</h1>{error}<input type="hidden" name="pre" value="{}"><label for="login">Email address</label><input id="login" name="login" type="email" autocomplete="username" required autofocus><label for="password">Password</label><input id="password" name="password" type="password" autocomplete="current-password" required><button type="submit">Sign in</button></form>"#,
+        r#"<form class="signin" method="post" action="/mail/login"><h1>Sign in to {}</h1>{error}<input type="hidden" name="pre" value="{}"><label for="login">Email address</label><input id="login" name="login" type="email" autocomplete="username" required autofocus><label for="password">Password</label><input id="password" name="password" type="password" autocomplete="current-password" required><label for="code">Authenticator code (if you use one)</label><input id="code" name="code" inputmode="numeric" autocomplete="one-time-code" maxlength="6"><button type="submit">Sign in</button></form>"#,
         escape(hostname),
         escape(pre)
     );

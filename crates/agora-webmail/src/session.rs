@@ -128,6 +128,13 @@ impl Webmail {
             tokio::time::sleep(delay).await;
             return self.sign_in_page(req, Some("Wrong address or password."));
         };
+        if let Some(why) = self.second_factor(&account, req).await {
+            let delay = self.throttle.failure(peer, Some(account.login.as_str()));
+            metrics::counter!("agora_login_failures_total", "protocol" => "webmail").increment(1);
+            tracing::info!("webmail: second factor for {} from {peer}: {why}", account.login);
+            tokio::time::sleep(delay).await;
+            return self.sign_in_page(req, Some(why));
+        }
         self.throttle.success(&account.login);
         metrics::counter!("agora_logins_total", "protocol" => "webmail").increment(1);
         tracing::info!("webmail: {} signed in from {peer}", account.login);
@@ -152,6 +159,26 @@ impl Webmail {
         WebResponse::redirect("/mail/")
             .with("set-cookie", set_cookie(COOKIE, &tok, ABSOLUTE_SECS))
             .with("set-cookie", set_cookie(PRE_COOKIE, "", 0))
+    }
+
+    /// For an account with a second factor, the form's code must be a current one not
+    /// used before; None when sign-in may go on, else what to tell the user.
+    async fn second_factor(&self, account: &Account, req: &WebRequest) -> Option<&'static str> {
+        use agora_directory::totp;
+        let (secret, last) = match self.store.totp(account.id).await {
+            Ok(Some(t)) => t,
+            Ok(None) => return None,
+            Err(_) => return Some("Sign-in is not possible now; please try again."),
+        };
+        let code = req.form_field("code").unwrap_or_default();
+        if code.trim().is_empty() {
+            return Some("Enter the code from your authenticator app.");
+        }
+        let step = totp::decode_secret(&secret).and_then(|s| totp::verify(&s, &code, agora_store::now(), last));
+        match step {
+            Some(step) if self.store.use_totp_step(account.id, step).await.unwrap_or(false) => None,
+            _ => Some("Wrong code, or a code that was used already."),
+        }
     }
 
     /// Signs out this session, or every session of the account ("sign out everywhere").

@@ -197,6 +197,14 @@ pub enum UserCmd {
     },
     /// Set the storage quota in bytes (0: none).
     Quota { login: String, bytes: u64 },
+    /// Turn on a second factor for webmail sign-in: prints a new secret and the
+    /// otpauth:// address for an authenticator app (replacing any earlier one).
+    Totp {
+        login: String,
+        /// Turn the second factor off instead.
+        #[arg(long)]
+        off: bool,
+    },
     /// Create people from LDIF (slapcat, ldifde) or CSV with a header row.
     Import {
         file: std::path::PathBuf,
@@ -848,6 +856,21 @@ async fn user_inner(store: &Arc<SqliteStore>, dir: &Directory, cmd: &UserCmd) ->
             println!("password of {login} changed");
         }
         UserCmd::Import { .. } => bail!("internal: import is handled before the store is opened"),
+        UserCmd::Totp { login, off } => {
+            let login = normalize_address(login)?;
+            if *off {
+                store.set_totp(&login, None).await?;
+                println!("second factor of {login} turned off");
+            } else {
+                let secret = agora_directory::totp::new_secret()?;
+                let text = agora_directory::totp::encode_secret(&secret);
+                store.set_totp(&login, Some(&text)).await?;
+                let issuer = login.rsplit_once('@').map_or("Agora", |(_, d)| d);
+                println!("second factor of {login} turned on; add it to an authenticator app:");
+                println!("secret: {text}");
+                println!("{}", agora_directory::totp::provisioning_uri(&secret, &login, issuer));
+            }
+        }
         UserCmd::Quota { login, bytes } => {
             let login = normalize_address(login)?;
             store.set_quota(&login, *bytes).await?;

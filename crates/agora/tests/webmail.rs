@@ -204,6 +204,57 @@ assert "Sign in" in page and "Привет" not in page, "the old cookie signs n
 print("ok")
 "#;
 
+/// With `agora user totp`, signing in needs the password and a current code, and each
+/// code works once; `--off` ends it.
+#[test]
+fn a_second_factor_guards_sign_in() {
+    if !have("python3") {
+        return;
+    }
+    let a = Agora::start();
+    a.cli_ok(&["user", "add", "two@example.org", "--password-stdin"], Some("two-secret\n"));
+    let out = a.cli_ok(&["user", "totp", "two@example.org"], None);
+    let secret = out.lines().find_map(|l| l.strip_prefix("secret: ")).expect("secret printed").trim().to_string();
+    assert!(out.contains("otpauth://totp/example.org:two@example.org?secret="), "{out}");
+    let script = format!(
+        r#"
+import base64, hashlib, hmac, http.client, re, ssl, struct, sys, time
+ip, secret = {ip:?}, {secret:?}
+HOST = "mx.example.org:10443"
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+def code(t):
+    key = base64.b32decode(secret + "=" * (-len(secret) % 8))
+    h = hmac.new(key, struct.pack(">Q", int(t) // 30), hashlib.sha1).digest()
+    o = h[-1] & 15
+    return "%06d" % ((struct.unpack(">I", h[o:o + 4])[0] & 0x7fffffff) % 1000000)
+def sign_in(extra):
+    c = http.client.HTTPSConnection(ip, 10443, context=ctx, timeout=20)
+    c.request("GET", "/mail/", headers={{"Host": HOST}})
+    r = c.getresponse(); page = r.read().decode()
+    pre = re.search(r'name="pre" value="([^"]+)"', page).group(1)
+    c = http.client.HTTPSConnection(ip, 10443, context=ctx, timeout=20)
+    body = f"pre={{pre}}&login=two%40example.org&password=two-secret" + extra
+    c.request("POST", "/mail/login", body=body, headers={{"Host": HOST, "Origin": "https://" + HOST,
+              "Cookie": "__Host-agora-pre=" + pre, "Content-Type": "application/x-www-form-urlencoded"}})
+    r = c.getresponse()
+    return r.status, r.read().decode()
+status, page = sign_in("")
+assert status == 401 and "Enter the code" in page, (status, page)
+status, page = sign_in("&code=000000" if code(time.time()) != "000000" else "&code=111111")
+assert status == 401 and "Wrong code" in page, (status, page)
+now = code(time.time())
+status, page = sign_in("&code=" + now)
+assert status == 303, (status, page)
+status, page = sign_in("&code=" + now)
+assert status == 401 and "used already" in page, (status, page)
+print("ok")
+"#,
+        ip = a.ip
+    );
+    python_ok(&script);
+    a.cli_ok(&["user", "totp", "two@example.org", "--off"], None);
+}
+
 #[test]
 fn sign_in_read_and_sign_out() {
     if !have("python3") {
