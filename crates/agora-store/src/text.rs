@@ -215,11 +215,17 @@ pub fn to_utf8(charset: Option<&str>, bytes: &[u8]) -> String {
 /// The text of one leaf part as UTF-8: transfer encoding undone (an unknown one is
 /// taken as it is), charset converted, HTML turned into text.
 pub fn part_text(msg: &[u8], part: &Part) -> String {
+    let text = part_decoded(msg, part);
+    if part.media_subtype == "html" { html_text(&text) } else { text }
+}
+
+/// The content of one leaf part as UTF-8, as written (HTML stays HTML): transfer
+/// encoding undone (an unknown one is taken as it is), charset converted.
+pub fn part_decoded(msg: &[u8], part: &Part) -> String {
     let raw = raw_of(msg, part.body_start, part.end);
     let data = transfer_decode(part.encoding.as_deref(), raw);
     let data = data.as_deref().unwrap_or(raw);
-    let text = to_utf8(param(&part.params, "charset").as_deref(), data);
-    if part.media_subtype == "html" { html_text(&text) } else { text }
+    to_utf8(param(&part.params, "charset").as_deref(), data)
 }
 
 /// The first text part a reader would see: text/plain before text/html, attachments skipped.

@@ -118,6 +118,46 @@ impl Webmail {
     }
 }
 
+impl Webmail {
+    /// GET /mail/html?f=&u=[&images=1]: a message's HTML, sanitised (no script, no
+    /// handlers, no forms, no frames), for the sandboxed frame of the message page. Its
+    /// own CSP adds `sandbox` and lets images load only from the message itself
+    /// (`data:`) unless the reader asked for remote ones.
+    pub(crate) async fn html(&self, user: &User, req: &WebRequest) -> WebResponse {
+        let not_found = || WebResponse::html(404, notice("Not found", "There is no such message."));
+        let Some((_, mb)) = self.own_mailbox(user, req.query_field("f")).await else { return not_found() };
+        let Some(uid) = req.query_field("u").and_then(|u| u.parse::<u32>().ok()) else { return not_found() };
+        let Some(meta) = self.store.messages(mb.id, uid..=uid).await.ok().and_then(|m| m.into_iter().next()) else {
+            return not_found();
+        };
+        let Ok(body) = self.store.read_blob(&meta.blob).await else { return not_found() };
+        let Some(part) = pages::html_part(&meta.summary.root) else { return not_found() };
+        let html = agora_store::text::part_decoded(&body, part);
+        let clean = ammonia::Builder::default()
+            .link_rel(Some("noopener noreferrer"))
+            .set_tag_attribute_value("a", "target", "_blank")
+            .clean(&html)
+            .to_string();
+        let images = if req.query_field("images").as_deref() == Some("1") { " https:" } else { "" };
+        WebResponse {
+            status: 200,
+            headers: vec![
+                ("content-type".into(), "text/html; charset=utf-8".into()),
+                (
+                    "content-security-policy".into(),
+                    format!(
+                        "default-src 'none'; img-src data:{images}; sandbox allow-popups allow-popups-to-escape-sandbox; frame-ancestors 'self'; base-uri 'none'; form-action 'none'"
+                    ),
+                ),
+                ("x-frame-options".into(), "SAMEORIGIN".into()),
+            ],
+            body: Bytes::from(format!(
+                "<!DOCTYPE html><html><head><meta charset=\"utf-8\"></head><body>{clean}</body></html>"
+            )),
+        }
+    }
+}
+
 /// `attachment` with an ASCII stand-in name and the real one in RFC 6266/5987 form.
 fn disposition(name: &str) -> String {
     let ascii: String =

@@ -112,12 +112,12 @@ impl WebResponse {
     }
 }
 
-/// Headers every webmail answer carries: no script at all, nothing from elsewhere, never
+/// Headers every webmail answer carries (unless the answer set its own): no script at all, nothing from elsewhere, never
 /// framed, never cached, no referrer leaving the site.
 const SECURITY_HEADERS: &[(&str, &str)] = &[
     (
         "content-security-policy",
-        "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+        "default-src 'none'; style-src 'self'; img-src 'self'; frame-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
     ),
     ("x-frame-options", "DENY"),
     ("x-content-type-options", "nosniff"),
@@ -145,7 +145,10 @@ impl Webmail {
     pub async fn handle(&self, req: &WebRequest) -> WebResponse {
         let mut r = self.route(req).await;
         for (n, v) in SECURITY_HEADERS {
-            r.headers.push(((*n).into(), (*v).into()));
+            // A page that sets one of these itself (a mail's HTML in its frame) keeps it.
+            if !r.headers.iter().any(|(h, _)| h == n) {
+                r.headers.push(((*n).into(), (*v).into()));
+            }
         }
         r
     }
@@ -192,6 +195,7 @@ impl Webmail {
             ("/mail/sessions", false) => self.sessions_page(&user).await,
             ("/mail/part", false) => self.download(&user, req).await,
             ("/mail/raw", false) => self.raw(&user, req).await,
+            ("/mail/html", false) => self.html(&user, req).await,
             ("/mail/action", true) => self.action(&user, req).await,
             ("/mail/compose", false) => self.compose_page(&user, req).await,
             ("/mail/send", true) => self.send(&user, req).await,

@@ -293,6 +293,26 @@ impl Webmail {
         let subject = e.subject.as_deref().map(text::decode_words).unwrap_or_default();
         let shown = readable_part(&meta.summary.root);
         let content = shown.map(|p| text::part_text(&body, p)).unwrap_or_default();
+        // HTML mail is shown as HTML, sanitised, in a sandboxed frame (its own text a
+        // click away); remote images only when the reader asks.
+        let as_text = req.query_field("text").as_deref() == Some("1");
+        let images = req.query_field("images").as_deref() == Some("1");
+        let view = match html_part(&meta.summary.root) {
+            Some(_) if !as_text => {
+                let here = format!("/mail/message?f={}&amp;u={uid}", mb.id);
+                let more = if images {
+                    String::new()
+                } else {
+                    format!(r#" · <a href="{here}&amp;images=1">Show remote images</a>"#)
+                };
+                format!(
+                    r#"<p class="view"><a href="{here}&amp;text=1">Show as text</a>{more}</p><iframe class="html" title="Message" sandbox="allow-popups allow-popups-to-escape-sandbox" src="/mail/html?f={}&amp;u={uid}{}"></iframe>"#,
+                    mb.id,
+                    if images { "&amp;images=1" } else { "" }
+                )
+            }
+            _ => format!(r#"<div class="body">{}</div>"#, escape(&content)),
+        };
         let mut attachments = String::new();
         let mut leaves = Vec::new();
         collect_leaves(&meta.summary.root, &mut leaves);
@@ -320,10 +340,9 @@ impl Webmail {
         }
         let tools = action_form(user, &boxes, &mb, Some(uid), meta.flags);
         let main = format!(
-            r#"<article><p><a href="/mail/?f={id}">Back to {}</a> · <a href="/mail/compose?mode=reply&amp;f={id}&amp;u={uid}">Reply</a> · <a href="/mail/compose?mode=all&amp;f={id}&amp;u={uid}">Reply all</a> · <a href="/mail/compose?mode=forward&amp;f={id}&amp;u={uid}">Forward</a> · <a href="/mail/raw?f={id}&amp;u={uid}">View source</a></p>{tools}<h1>{}</h1>{head}<div class="body">{}</div>{attachments}</article>"#,
+            r#"<article><p><a href="/mail/?f={id}">Back to {}</a> · <a href="/mail/compose?mode=reply&amp;f={id}&amp;u={uid}">Reply</a> · <a href="/mail/compose?mode=all&amp;f={id}&amp;u={uid}">Reply all</a> · <a href="/mail/compose?mode=forward&amp;f={id}&amp;u={uid}">Forward</a> · <a href="/mail/raw?f={id}&amp;u={uid}">View source</a></p>{tools}<h1>{}</h1>{head}{view}{attachments}</article>"#,
             escape(&mb.name),
             escape(if subject.trim().is_empty() { "(no subject)" } else { &subject }),
-            escape(&content),
             id = mb.id,
         );
         WebResponse::html(200, layout(&subject, Some(user), &main))
@@ -405,6 +424,13 @@ pub(crate) fn collect_leaves<'a>(p: &'a Part, out: &mut Vec<&'a Part>) {
             stack.extend(p.children.iter().rev());
         }
     }
+}
+
+/// The HTML a message has to show: its first text/html part that is not an attachment.
+pub(crate) fn html_part(root: &Part) -> Option<&Part> {
+    let mut leaves = Vec::new();
+    collect_leaves(root, &mut leaves);
+    leaves.into_iter().find(|p| p.media_type == "text" && p.media_subtype == "html" && !is_attachment(p))
 }
 
 /// The part a reader sees: the first text/plain that is not an attachment, else the

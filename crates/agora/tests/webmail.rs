@@ -255,6 +255,70 @@ print("ok")
     a.cli_ok(&["user", "totp", "two@example.org", "--off"], None);
 }
 
+/// HTML mail is shown sanitised in a sandboxed frame: no script, no handlers, remote
+/// images blocked until asked for, its text a click away.
+#[test]
+fn html_mail_is_sanitised_in_a_sandbox() {
+    if !have("python3") {
+        return;
+    }
+    let a = Agora::start();
+    a.cli_ok(&["user", "add", "html@example.org", "--password-stdin"], Some("html-secret\n"));
+    let script = format!(
+        r#"
+import http.client, re, smtplib, ssl
+ip = {ip:?}
+HOST = "mx.example.org:10443"
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+s = smtplib.SMTP(ip, 10025, timeout=20)
+s.sendmail("news@remote.test", ["html@example.org"],
+    b"From: News <news@remote.test>\r\nSubject: Newsletter\r\nMIME-Version: 1.0\r\n"
+    b"Content-Type: multipart/alternative; boundary=a\r\n\r\n"
+    b"--a\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nPlain words here\r\n"
+    b"--a\r\nContent-Type: text/html; charset=iso-8859-1\r\n\r\n"
+    b"<html><head><script>alert(1)</script></head><body><p onclick=\"steal()\">Gr\xfc\xdfe <b>there</b></p>"
+    b"<img src=\"https://tracker.remote.test/pixel.png\" onerror=\"alert(2)\"><a href=\"javascript:alert(3)\">x</a>"
+    b"<form action=\"https://evil.test/\"><input name=p></form><iframe src=\"https://evil.test/\"></iframe></body></html>\r\n--a--\r\n")
+s.quit()
+def req(path, jar=None, body=None, cookie_pre=None):
+    c = http.client.HTTPSConnection(ip, 10443, context=ctx, timeout=20)
+    h = {{"Host": HOST}}
+    if jar: h["Cookie"] = jar
+    if body is not None:
+        h.update({{"Origin": "https://" + HOST, "Content-Type": "application/x-www-form-urlencoded"}})
+    c.request("POST" if body is not None else "GET", path, body=body, headers=h)
+    r = c.getresponse()
+    return r, r.read().decode()
+r, page = req("/mail/")
+pre = re.search(r'name="pre" value="([^"]+)"', page).group(1)
+r, _ = req("/mail/login", jar="__Host-agora-pre=" + pre, body=f"pre={{pre}}&login=html%40example.org&password=html-secret")
+jar = "__Host-agora=" + re.search(r"__Host-agora=([^;]+)", r.headers["Set-Cookie"]).group(1)
+r, page = req("/mail/", jar)
+link = re.search(r'href="(/mail/message\?[^"]+)">Newsletter', page).group(1).replace("&amp;", "&")
+r, page = req(link, jar)
+assert "frame-src 'self'" in r.headers["Content-Security-Policy"], r.headers["Content-Security-Policy"]
+frame = re.search(r'<iframe class="html" title="Message" sandbox="([^"]*)" src="([^"]+)"', page)
+assert frame and "allow-scripts" not in frame.group(1) and "allow-same-origin" not in frame.group(1), page
+r, html = req(frame.group(2).replace("&amp;", "&"), jar)
+csp = r.headers["Content-Security-Policy"]
+assert r.status == 200 and "sandbox" in csp and "img-src data:;" in csp and "https:" not in csp, csp
+assert r.headers["X-Frame-Options"] == "SAMEORIGIN", r.headers["X-Frame-Options"]
+assert "Grüße <b>there</b>" in html, html
+for bad in ("<script", "onclick", "onerror", "javascript:", "<form", "<iframe", "evil.test"):
+    assert bad not in html, (bad, html)
+r, page = req(link + "&images=1", jar)
+src = re.search(r'<iframe[^>]* src="([^"]+)"', page).group(1).replace("&amp;", "&")
+r, html = req(src, jar)
+assert "img-src data: https:;" in r.headers["Content-Security-Policy"] and "tracker.remote.test" in html, r.headers
+r, page = req(link + "&text=1", jar)
+assert "<iframe" not in page and "Plain words here" in page, page
+print("ok")
+"#,
+        ip = a.ip
+    );
+    python_ok(&script);
+}
+
 #[test]
 fn sign_in_read_and_sign_out() {
     if !have("python3") {
