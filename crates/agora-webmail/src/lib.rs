@@ -50,6 +50,14 @@ impl WebRequest {
         })
     }
 
+    /// A cookie's value from the `Cookie` fields.
+    pub fn cookie(&self, name: &str) -> Option<&str> {
+        self.headers.iter().filter(|(n, _)| n == "cookie").flat_map(|(_, v)| v.split(';')).find_map(|c| {
+            let (k, v) = c.trim().split_once('=')?;
+            (k == name).then_some(v)
+        })
+    }
+
     pub fn query_field(&self, name: &str) -> Option<String> {
         Self::field(&self.query, name)
     }

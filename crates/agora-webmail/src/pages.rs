@@ -154,9 +154,15 @@ impl Webmail {
         let q = req.query_field("q").unwrap_or_default().trim().to_string();
         let all: Vec<u32> =
             if q.is_empty() { listing.iter().map(|m| m.uid).collect() } else { self.search(&mb, &q).await };
+        let order = Order::from(req.query_field("sort").as_deref());
+        // Shown last first: arrival order is ascending UIDs, a sort key orders the same way.
+        let all = match order.key() {
+            Some((key, reverse)) => self.sorted(&mb, &all, key, reverse).await,
+            None => all,
+        };
         let total = all.len();
         let uids: Vec<u32> = all.iter().rev().skip(page * PAGE).take(PAGE).copied().collect();
-        let metas: Vec<MessageMeta> = match (uids.last(), uids.first()) {
+        let mut metas: Vec<MessageMeta> = match (uids.iter().min(), uids.iter().max()) {
             (Some(&lo), Some(&hi)) => self
                 .store
                 .messages(mb.id, lo..=hi)
@@ -167,8 +173,9 @@ impl Webmail {
                 .collect(),
             _ => Vec::new(),
         };
+        metas.sort_by_key(|m| uids.iter().position(|&u| u == m.uid));
         let mut rows = String::new();
-        for meta in metas.iter().rev() {
+        for meta in &metas {
             let e = &meta.summary.envelope;
             let from = e.from.as_deref().map(address::first_label).unwrap_or_default();
             let subject = e.subject.as_deref().map(text::decode_words).unwrap_or_default();
@@ -192,7 +199,11 @@ impl Webmail {
             );
         }
         let mut pager = String::new();
-        let query = if q.is_empty() { String::new() } else { format!("&amp;q={}", escape(&url_encode(&q))) };
+        let mut query = if q.is_empty() { String::new() } else { format!("&amp;q={}", escape(&url_encode(&q))) };
+        let search_only = query.clone();
+        if let Some(name) = order.name() {
+            query.push_str(&format!("&amp;sort={name}"));
+        }
         if page > 0 {
             let _ = write!(pager, r#"<a rel="prev" href="/mail/?f={}{query}&amp;p={}">Newer</a>"#, mb.id, page - 1);
         }
@@ -204,8 +215,19 @@ impl Webmail {
         } else {
             let tools = action_form(user, &boxes, &mb, None, Flags::default());
             format!(
-                r#"{}<table class="list"><thead><tr><th scope="col"><span class="hidden">Select</span></th><th scope="col">From</th><th scope="col">Subject</th><th scope="col">Date</th><th scope="col">Size</th></tr></thead><tbody>{rows}</tbody></table></form>"#,
-                tools.trim_end_matches("</form>")
+                r#"{}<table class="list"><thead><tr><th scope="col"><span class="hidden">Select</span></th>{}</tr></thead><tbody>{rows}</tbody></table></form>"#,
+                tools.trim_end_matches("</form>"),
+                [("From", Order::From), ("Subject", Order::Subject), ("Date", Order::Date), ("Size", Order::Size)]
+                    .iter()
+                    .map(|(label, o)| {
+                        let current = if *o == order { r#" aria-sort="other""# } else { "" };
+                        format!(
+                            r#"<th scope="col"{current}><a href="/mail/?f={}{search_only}&amp;sort={}">{label}</a></th>"#,
+                            mb.id,
+                            o.name().unwrap_or("date")
+                        )
+                    })
+                    .collect::<String>()
             )
         };
         let search = format!(
@@ -223,6 +245,34 @@ impl Webmail {
             escape(&mb.name)
         );
         WebResponse::html(200, layout(&mb.name, Some(user), &main))
+    }
+
+    /// `uids` in the order of a sort key (RFC 5256's, as IMAP SORT uses).
+    async fn sorted(&self, mb: &Mailbox, uids: &[u32], key: agora_store::sort::SortKey, reverse: bool) -> Vec<u32> {
+        use agora_store::sort::{Criterion, SortItem, sort};
+        let metas: Vec<MessageMeta> = self
+            .store
+            .messages(mb.id, 1..=u32::MAX)
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|m| uids.binary_search(&m.uid).is_ok())
+            .collect();
+        let items: Vec<SortItem<'_>> = metas
+            .iter()
+            .enumerate()
+            .map(|(i, m)| SortItem {
+                seq: i as u32,
+                size: m.size,
+                internal_date: m.internal_date,
+                envelope: &m.summary.envelope,
+            })
+            .collect();
+        sort(&[Criterion { key, reverse }], &items)
+            .into_iter()
+            .filter_map(|i| metas.get(i as usize))
+            .map(|m| m.uid)
+            .collect()
     }
 
     /// The UIDs of the folder's messages whose text (decoded headers and body) has `q`:
@@ -346,6 +396,50 @@ impl Webmail {
             id = mb.id,
         );
         WebResponse::html(200, layout(&subject, Some(user), &main))
+    }
+}
+
+/// How a folder's list is ordered (shown from the end: newest, A first, largest).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Order {
+    Arrival,
+    Date,
+    From,
+    Subject,
+    Size,
+}
+
+impl Order {
+    fn from(name: Option<&str>) -> Order {
+        match name {
+            Some("date") => Order::Date,
+            Some("from") => Order::From,
+            Some("subject") => Order::Subject,
+            Some("size") => Order::Size,
+            _ => Order::Arrival,
+        }
+    }
+
+    fn name(self) -> Option<&'static str> {
+        match self {
+            Order::Arrival => None,
+            Order::Date => Some("date"),
+            Order::From => Some("from"),
+            Order::Subject => Some("subject"),
+            Order::Size => Some("size"),
+        }
+    }
+
+    /// The sort key and whether it runs backwards (the list is read from its end).
+    fn key(self) -> Option<(agora_store::sort::SortKey, bool)> {
+        use agora_store::sort::SortKey;
+        match self {
+            Order::Arrival => None,
+            Order::Date => Some((SortKey::Date, false)),
+            Order::From => Some((SortKey::DisplayFrom, true)),
+            Order::Subject => Some((SortKey::Subject, true)),
+            Order::Size => Some((SortKey::Size, false)),
+        }
     }
 }
 

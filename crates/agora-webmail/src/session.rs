@@ -49,13 +49,6 @@ fn hash(token: &str) -> String {
     Sha256::digest(token.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn cookie<'a>(req: &'a WebRequest, name: &str) -> Option<&'a str> {
-    req.headers.iter().filter(|(n, _)| n == "cookie").flat_map(|(_, v)| v.split(';')).find_map(|c| {
-        let (k, v) = c.trim().split_once('=')?;
-        (k == name).then_some(v)
-    })
-}
-
 fn set_cookie(name: &str, value: &str, max_age: i64) -> String {
     format!("{name}={value}; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age={max_age}")
 }
@@ -80,7 +73,7 @@ impl Webmail {
 
     /// The request's session, if it has a live one (expired ones are removed).
     pub(crate) async fn session(&self, req: &WebRequest) -> Option<User> {
-        let token = cookie(req, COOKIE)?;
+        let token = req.cookie(COOKIE)?;
         let id = hash(token);
         let session = self.store.web_session(&id).await.ok()??;
         let now = agora_store::now();
@@ -106,7 +99,7 @@ impl Webmail {
     }
 
     pub(crate) async fn sign_in(&self, req: &WebRequest) -> WebResponse {
-        let form_ok = match (cookie(req, PRE_COOKIE), req.form_field("pre")) {
+        let form_ok = match (req.cookie(PRE_COOKIE), req.form_field("pre")) {
             (Some(c), Some(f)) => constant_eq(c.as_bytes(), f.as_bytes()),
             _ => false,
         };
@@ -206,9 +199,9 @@ mod tests {
             headers: vec![("cookie".into(), "a=1; __Host-agora=tok; __Host-agora-pre=p".into())],
             ..WebRequest::default()
         };
-        assert_eq!(cookie(&req, COOKIE), Some("tok"));
-        assert_eq!(cookie(&req, PRE_COOKIE), Some("p"));
-        assert_eq!(cookie(&req, "b"), None);
+        assert_eq!(req.cookie(COOKIE), Some("tok"));
+        assert_eq!(req.cookie(PRE_COOKIE), Some("p"));
+        assert_eq!(req.cookie("b"), None);
         let (a, b) = (token().unwrap(), token().unwrap());
         assert!(a != b && a.len() == 43);
         assert_eq!(hash("x").len(), 64);

@@ -119,6 +119,15 @@ src = re.search(r'href="(/mail/raw\?[^"]+)"', page).group(1).replace("&amp;", "&
 r, raw = req("GET", src, cookies=jar)
 assert r.status == 200 and r.headers["Content-Type"].startswith("text/plain") and "Subject: =?koi8-r?Q?" in raw, raw[:200]
 
+# Sorting with IMAP's sort code: newest first by default, largest first by size.
+r, page = req("GET", "/mail/", cookies=jar)
+first = lambda p: re.search(r'<td class="subject"><a [^>]+>([^<]+)<', p).group(1)
+assert first(page).startswith("&lt;script"), first(page)
+r, page = req("GET", "/mail/?sort=size", cookies=jar)
+assert first(page) == "Привет" and "sort=size" in page, first(page)
+r, page = req("GET", "/mail/?sort=subject", cookies=jar)
+assert first(page).startswith("&lt;script"), first(page)
+
 # Search: the same code as IMAP, in any charset.
 r, page = req("GET", "/mail/?q=%D0%BC%D0%B8%D1%80", cookies=jar)
 assert "1 found" in page and "Привет" in page and "&lt;script" not in page, page
