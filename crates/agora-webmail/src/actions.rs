@@ -2,12 +2,20 @@
 //! delete (to Trash, or for good from Trash), one message or a selection; attachments
 //! downloaded (always as a file: never rendered, never sniffed) and the raw source.
 
-use agora_store::{FlagOp, Flags, Mailbox, SpecialUse};
+use agora_store::{FlagOp, Flags, Mailbox, MessageMeta, SpecialUse};
 use bytes::Bytes;
 
 use crate::pages::{self, collect_leaves, notice};
 use crate::session::User;
 use crate::{WebRequest, WebResponse, Webmail};
+
+/// A message opened by the reader: the account's folders, its folder, it, its body.
+pub(crate) struct Opened {
+    pub boxes: Vec<Mailbox>,
+    pub mb: Mailbox,
+    pub meta: MessageMeta,
+    pub body: Vec<u8>,
+}
 
 impl Webmail {
     /// The account's own mailbox with this id.
@@ -16,6 +24,15 @@ impl Webmail {
         let boxes = self.store.mailboxes(user.account.id).await.ok()?;
         let mb = boxes.iter().find(|m| m.id == id)?.clone();
         Some((boxes, mb))
+    }
+
+    /// The message `u` of the account's folder `f` in the query, with its body.
+    pub(crate) async fn own_message(&self, user: &User, req: &WebRequest) -> Option<Opened> {
+        let (boxes, mb) = self.own_mailbox(user, req.query_field("f")).await?;
+        let uid = req.query_field("u")?.parse::<u32>().ok()?;
+        let meta = self.store.messages(mb.id, uid..=uid).await.ok()?.into_iter().next()?;
+        let body = self.store.read_blob(&meta.blob).await.ok()?;
+        Some(Opened { boxes, mb, meta, body })
     }
 
     /// POST /mail/action: `op` on the messages `u` of folder `f`; back to the folder.
@@ -73,17 +90,8 @@ impl Webmail {
     /// offered as a download under its own name.
     pub(crate) async fn download(&self, user: &User, req: &WebRequest) -> WebResponse {
         let not_found = || WebResponse::html(404, notice("Not found", "There is no such attachment."));
-        let Some((_, mb)) = self.own_mailbox(user, req.query_field("f")).await else { return not_found() };
-        let (Some(uid), Some(index)) = (
-            req.query_field("u").and_then(|u| u.parse::<u32>().ok()),
-            req.query_field("p").and_then(|p| p.parse::<usize>().ok()),
-        ) else {
-            return not_found();
-        };
-        let Some(meta) = self.store.messages(mb.id, uid..=uid).await.ok().and_then(|m| m.into_iter().next()) else {
-            return not_found();
-        };
-        let Ok(body) = self.store.read_blob(&meta.blob).await else { return not_found() };
+        let Some(index) = req.query_field("p").and_then(|p| p.parse::<usize>().ok()) else { return not_found() };
+        let Some(Opened { meta, body, .. }) = self.own_message(user, req).await else { return not_found() };
         let mut leaves = Vec::new();
         collect_leaves(&meta.summary.root, &mut leaves);
         let Some(part) = leaves.get(index) else { return not_found() };
@@ -104,12 +112,7 @@ impl Webmail {
     /// GET /mail/raw?f=&u=: the message as it was stored, as plain text.
     pub(crate) async fn raw(&self, user: &User, req: &WebRequest) -> WebResponse {
         let not_found = || WebResponse::html(404, notice("Not found", "There is no such message."));
-        let Some((_, mb)) = self.own_mailbox(user, req.query_field("f")).await else { return not_found() };
-        let Some(uid) = req.query_field("u").and_then(|u| u.parse::<u32>().ok()) else { return not_found() };
-        let Some(meta) = self.store.messages(mb.id, uid..=uid).await.ok().and_then(|m| m.into_iter().next()) else {
-            return not_found();
-        };
-        let Ok(body) = self.store.read_blob(&meta.blob).await else { return not_found() };
+        let Some(Opened { body, .. }) = self.own_message(user, req).await else { return not_found() };
         WebResponse {
             status: 200,
             headers: vec![("content-type".into(), "text/plain; charset=utf-8".into())],
@@ -125,12 +128,7 @@ impl Webmail {
     /// (`data:`) unless the reader asked for remote ones.
     pub(crate) async fn html(&self, user: &User, req: &WebRequest) -> WebResponse {
         let not_found = || WebResponse::html(404, notice("Not found", "There is no such message."));
-        let Some((_, mb)) = self.own_mailbox(user, req.query_field("f")).await else { return not_found() };
-        let Some(uid) = req.query_field("u").and_then(|u| u.parse::<u32>().ok()) else { return not_found() };
-        let Some(meta) = self.store.messages(mb.id, uid..=uid).await.ok().and_then(|m| m.into_iter().next()) else {
-            return not_found();
-        };
-        let Ok(body) = self.store.read_blob(&meta.blob).await else { return not_found() };
+        let Some(Opened { meta, body, .. }) = self.own_message(user, req).await else { return not_found() };
         let Some(part) = pages::html_part(&meta.summary.root) else { return not_found() };
         let html = agora_store::text::part_decoded(&body, part);
         let clean = ammonia::Builder::default()

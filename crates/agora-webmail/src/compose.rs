@@ -34,12 +34,7 @@ impl Webmail {
     pub(crate) async fn compose_page(&self, user: &User, req: &WebRequest) -> WebResponse {
         let mut draft = Draft::default();
         let mode = req.query_field("mode").unwrap_or_default();
-        if let (Some((_, mb)), Some(uid)) = (
-            self.own_mailbox(user, req.query_field("f")).await,
-            req.query_field("u").and_then(|u| u.parse::<u32>().ok()),
-        ) && let Some(meta) = self.store.messages(mb.id, uid..=uid).await.ok().and_then(|m| m.into_iter().next())
-            && let Ok(body) = self.store.read_blob(&meta.blob).await
-        {
+        if let Some(crate::actions::Opened { meta, body, .. }) = self.own_message(user, req).await {
             let e = &meta.summary.envelope;
             let subject = e.subject.as_deref().map(text::decode_words).unwrap_or_default();
             let from = e.reply_to.as_deref().or(e.from.as_deref()).unwrap_or("");

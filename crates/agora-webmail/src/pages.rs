@@ -312,15 +312,10 @@ impl Webmail {
 
     pub(crate) async fn message_page(&self, user: &User, req: &WebRequest) -> WebResponse {
         let not_found = || WebResponse::html(404, notice("Not found", "There is no such message."));
-        let Some((boxes, mb)) = self.chosen(user, req).await else { return not_found() };
-        let Some(uid) = req.query_field("u").and_then(|u| u.parse::<u32>().ok()) else { return not_found() };
-        if req.query_field("f").and_then(|f| f.parse::<i64>().ok()) != Some(mb.id) {
-            return not_found();
-        }
-        let Some(meta) = self.store.messages(mb.id, uid..=uid).await.ok().and_then(|m| m.into_iter().next()) else {
+        let Some(crate::actions::Opened { boxes, mb, meta, body }) = self.own_message(user, req).await else {
             return not_found();
         };
-        let Ok(body) = self.store.read_blob(&meta.blob).await else { return not_found() };
+        let uid = meta.uid;
         if !meta.flags.contains(Flags::SEEN) {
             let _ = self.store.store_flags(mb.id, &[uid], FlagOp::Add, Flags::SEEN, &[], None).await;
         }
