@@ -271,8 +271,11 @@ fn build(hostname: &str, user: &User, d: &Draft, now: i64) -> Vec<u8> {
     m.into_bytes()
 }
 
-/// A display name as a phrase: quoted when it has specials, RFC 2047 when not ASCII.
+/// A display name as a phrase: quoted when it has specials, RFC 2047 when not ASCII;
+/// control characters (a line break would start a header of its own) are dropped.
 fn phrase(name: &str) -> String {
+    let name: String = name.chars().filter(|c| !c.is_control()).collect();
+    let name = name.as_str();
     if !name.is_ascii() {
         return encode_words(name);
     }
@@ -358,6 +361,7 @@ mod tests {
         assert_eq!(text::decode_words(&encode_words(&long)), long);
         assert_eq!(phrase("Doe, Jane"), "\"Doe, Jane\"");
         assert_eq!(phrase("Jane Doe"), "Jane Doe");
+        assert_eq!(phrase("Eve\r\nBcc: x@y.z"), "\"EveBcc: x@y.z\"");
         let qp = quoted_printable("a=b é \n\n".repeat(30).as_str());
         assert!(qp.lines().all(|l| l.len() <= 76), "{qp}");
         let back = text::qp_decode(qp.as_bytes());
