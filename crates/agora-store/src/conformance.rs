@@ -98,6 +98,15 @@ async fn search_text<S: Store>(s: &S) {
     )
     .await;
     let inbox = s.mailbox(a.id, "INBOX").await.expect("q").expect("inbox");
+    let unseen = s.unseen_counts(a.id).await.expect("counts");
+    let boxes = s.mailboxes(a.id).await.expect("mailboxes");
+    assert_eq!(unseen.len(), boxes.len(), "every mailbox, empty ones too");
+    let in_inbox = |u: &[(i64, u32)]| u.iter().find(|(m, _)| *m == inbox.id).map(|(_, n)| *n);
+    let listed = s.message_list(inbox.id).await.expect("list");
+    let want = listed.iter().filter(|m| !m.flags.contains(crate::Flags::SEEN)).count() as u32;
+    assert_eq!(in_inbox(&unseen), Some(want));
+    s.store_flags(inbox.id, &[plain.uid], crate::FlagOp::Add, crate::Flags::SEEN, &[], None).await.expect("seen");
+    assert_eq!(in_inbox(&s.unseen_counts(a.id).await.expect("counts")), Some(want - 1));
     let msgs = s.messages(inbox.id, plain.uid..=koi8.uid).await.expect("messages");
     assert_eq!(msgs[0].summary.body_text, crate::BodyText::Raw);
     let (body, text) = s.read_blob_for_search(&msgs[0].blob).await.expect("text");

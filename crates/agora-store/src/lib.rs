@@ -284,6 +284,10 @@ pub trait MailboxStore: Send + Sync {
     /// UIDVALIDITY and (source UID, new UID) pairs in source UID order.
     async fn copy_messages(&self, from: MailboxId, uids: &[u32], to: MailboxId) -> Result<(u32, Vec<(u32, u32)>)>;
 
+    /// Each of an account's mailboxes with how many of its messages are not \Seen, in
+    /// one query (folder lists).
+    async fn unseen_counts(&self, account: AccountId) -> Result<Vec<(MailboxId, u32)>>;
+
     /// Every message of a mailbox, in UID order, without summaries (cheap listing).
     async fn message_list(&self, mailbox: MailboxId) -> Result<Vec<MessageRef>>;
 

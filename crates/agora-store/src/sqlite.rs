@@ -2783,6 +2783,21 @@ impl MailboxStore for Arc<SqliteStore> {
         .await
     }
 
+    async fn unseen_counts(&self, account: AccountId) -> Result<Vec<(MailboxId, u32)>> {
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT b.id, count(m.uid) FROM mailboxes b
+                 LEFT JOIN messages m ON m.mailbox = b.id AND (m.flags & ?2) = 0
+                 WHERE b.account = ?1 GROUP BY b.id ORDER BY b.id",
+            )?;
+            let rows = stmt.query_map(params![account, i64::from(Flags::SEEN.0)], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)? as u32))
+            })?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })
+        .await
+    }
+
     async fn message_list(&self, mailbox: MailboxId) -> Result<Vec<MessageRef>> {
         self.read(move |c| {
             let mut stmt =

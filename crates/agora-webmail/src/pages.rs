@@ -130,10 +130,10 @@ impl Webmail {
             return WebResponse::html(503, notice("Unavailable", "The mailboxes cannot be read now."));
         };
         let mut nav = String::from(r#"<nav aria-label="Folders"><ul>"#);
-        let mut listing = Vec::new();
+        let unseen = self.store.unseen_counts(user.account.id).await.unwrap_or_default();
+        let listing = self.store.message_list(mb.id).await.unwrap_or_default();
         for b in &boxes {
-            let list = self.store.message_list(b.id).await.unwrap_or_default();
-            let unread = list.iter().filter(|m| !m.flags.contains(Flags::SEEN)).count();
+            let unread = unseen.iter().find(|(id, _)| *id == b.id).map_or(0, |(_, n)| *n);
             let current = if b.id == mb.id { r#" aria-current="page""# } else { "" };
             let badge = if unread > 0 { format!(r#" <span class="unread">{unread}</span>"#) } else { String::new() };
             let icon = b.special_use.map_or("folder", |s| s.as_str().trim_start_matches('\\')).to_ascii_lowercase();
@@ -144,9 +144,6 @@ impl Webmail {
                 b.id,
                 escape(&b.name)
             );
-            if b.id == mb.id {
-                listing = list;
-            }
         }
         nav.push_str("</ul></nav>");
         // Newest first, a page at a time; a search narrows the folder to its hits.
