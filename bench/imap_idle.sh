@@ -43,25 +43,11 @@ openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=localhost \
 : > "$work/dovecot/passwd"
 for i in $(seq 1 $USERS); do echo "user$i@example.org:{PLAIN}pw" >> "$work/dovecot/passwd"; done
 chown -R nobody:nogroup "$work/dovecot/mail"
-cat > "$work/dovecot/dovecot.conf" <<CONF
-protocols = imap
-listen = 127.0.0.1
-base_dir = $work/dovecot/run
-state_dir = $work/dovecot/state
-log_path = $work/dovecot/dovecot.log
+{ dovecot_conf "$work/dovecot" imap; cat <<CONF
 ssl = required
 ssl_cert = <$work/dovecot/cert.pem
 ssl_key = <$work/dovecot/key.pem
 auth_mechanisms = plain
-passdb {
-  driver = passwd-file
-  args = scheme=PLAIN username_format=%u $work/dovecot/passwd
-}
-userdb {
-  driver = static
-  args = uid=65534 gid=65534 home=$work/dovecot/mail/%u
-}
-mail_location = maildir:~/Maildir
 mail_max_userip_connections = $((ND / USERS + 10))
 default_process_limit = $((ND + 100))
 default_client_limit = $((2 * ND + 100))
@@ -75,6 +61,7 @@ service imap-login {
   }
 }
 CONF
+} > "$work/dovecot/dovecot.conf"
 dovecot -F -c "$work/dovecot/dovecot.conf" &
 sleep 2
 echo "== Dovecot, $ND sessions"

@@ -59,24 +59,10 @@ PY
 mkdir -p "$work/dovecot/run" "$work/dovecot/state" "$work/dovecot/mail"
 echo "search@example.org:{PLAIN}pw" > "$work/dovecot/passwd"
 chown -R nobody:nogroup "$work/dovecot/mail"
-cat > "$work/dovecot/dovecot.conf" <<CONF
-protocols = imap
-listen = 127.0.0.1
-base_dir = $work/dovecot/run
-state_dir = $work/dovecot/state
-log_path = $work/dovecot/dovecot.log
+{ dovecot_conf "$work/dovecot" imap; cat <<CONF
 ssl = no
 disable_plaintext_auth = no
 auth_mechanisms = plain
-passdb {
-  driver = passwd-file
-  args = scheme=PLAIN username_format=%u $work/dovecot/passwd
-}
-userdb {
-  driver = static
-  args = uid=65534 gid=65534 home=$work/dovecot/mail/%u
-}
-mail_location = maildir:~/Maildir
 service imap-login {
   inet_listener imap {
     port = 33143
@@ -86,6 +72,7 @@ service imap-login {
   }
 }
 CONF
+} > "$work/dovecot/dovecot.conf"
 dovecot -F -c "$work/dovecot/dovecot.conf" &
 sleep 2
 client load 33143 "$N" "$R" > "$work/dovecot.txt"

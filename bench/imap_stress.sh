@@ -35,24 +35,10 @@ mkdir -p "$work/dovecot/run" "$work/dovecot/state" "$work/dovecot/mail"
 : > "$work/dovecot/passwd"
 for i in $(seq 1 $USERS); do echo "user$i@example.org:{PLAIN}pw" >> "$work/dovecot/passwd"; done
 chown -R nobody:nogroup "$work/dovecot/mail"
-cat > "$work/dovecot/dovecot.conf" <<CONF
-protocols = imap
-listen = 127.0.0.1
-base_dir = $work/dovecot/run
-state_dir = $work/dovecot/state
-log_path = $work/dovecot/dovecot.log
+{ dovecot_conf "$work/dovecot" imap; cat <<CONF
 ssl = no
 disable_plaintext_auth = no
 auth_mechanisms = plain
-passdb {
-  driver = passwd-file
-  args = scheme=PLAIN username_format=%u $work/dovecot/passwd
-}
-userdb {
-  driver = static
-  args = uid=65534 gid=65534 home=$work/dovecot/mail/%u
-}
-mail_location = maildir:~/Maildir
 mail_max_userip_connections = 200
 default_process_limit = 500
 default_client_limit = 4000
@@ -75,6 +61,7 @@ service imap {
   process_min_avail = 20
 }
 CONF
+} > "$work/dovecot/dovecot.conf"
 dovecot -F -c "$work/dovecot/dovecot.conf" &
 sleep 2
 d10=$(stress 31143 10 dovecot-10)

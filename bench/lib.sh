@@ -40,3 +40,25 @@ add_users() {
   local bin=$1 data=$2 pw=$3; shift 3
   for login in "$@"; do echo "$pw" | "$bin" --data "$data" user add "$login" --password-stdin >/dev/null; done
 }
+
+# dovecot_conf DIR PROTOCOLS: what every benchmark's private Dovecot shares — its run,
+# state and log under DIR, users from DIR/passwd with plain passwords, Maildirs under
+# DIR/mail owned by nobody; the caller adds TLS, authentication and listeners.
+dovecot_conf() {
+  cat <<CONF
+protocols = $2
+listen = 127.0.0.1
+base_dir = $1/run
+state_dir = $1/state
+log_path = $1/dovecot.log
+passdb {
+  driver = passwd-file
+  args = scheme=PLAIN username_format=%u $1/passwd
+}
+userdb {
+  driver = static
+  args = uid=65534 gid=65534 home=$1/mail/%u
+}
+mail_location = maildir:~/Maildir
+CONF
+}

@@ -36,24 +36,10 @@ for i in $(seq 0 $((USERS-1))); do
   k=0; for f in "$work/msgs"/*; do cp "$f" "$md/cur/$((1700000000+k)).M$k.bench:2,"; k=$((k+1)); done
 done
 chown -R nobody:nogroup "$work/dovecot/mail"
-cat > "$work/dovecot/dovecot.conf" <<CONF
-protocols = pop3
-listen = 127.0.0.1
-base_dir = $work/dovecot/run
-state_dir = $work/dovecot/state
-log_path = $work/dovecot/dovecot.log
+{ dovecot_conf "$work/dovecot" pop3; cat <<CONF
 ssl = no
 disable_plaintext_auth = no
 auth_mechanisms = plain
-passdb {
-  driver = passwd-file
-  args = scheme=PLAIN username_format=%u $work/dovecot/passwd
-}
-userdb {
-  driver = static
-  args = uid=65534 gid=65534 home=$work/dovecot/mail/%u
-}
-mail_location = maildir:~/Maildir
 pop3_uidl_format = %08Xu%08Xv
 service pop3-login {
   inet_listener pop3 {
@@ -64,6 +50,7 @@ service pop3-login {
   }
 }
 CONF
+} > "$work/dovecot/dovecot.conf"
 dovecot -F -c "$work/dovecot/dovecot.conf" &
 sleep 1
 # A first pass builds Dovecot's index files; the second one is measured.
