@@ -9,26 +9,13 @@ mod common;
 
 use common::{Agora, have, python_ok};
 
-const CLIENT: &str = r#"
-import http.client, imaplib, re, smtplib, ssl, sys
+/// The browser every script here drives: `ip` from its first argument, requests with
+/// cookies, the cookies an answer sets, the sign-in form's token, and a whole sign-in.
+const BROWSER: &str = r#"
+import http.client, re, ssl, sys
 ip = sys.argv[1]
 HOST = "mx.example.org:10443"
 ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
-
-s = smtplib.SMTP(ip, 10025, timeout=20)
-s.sendmail("ivan@remote.test", ["web@example.org"],
-    b"From: =?koi8-r?B?6dfBzg==?= <ivan@remote.test>\r\nTo: web@example.org\r\n"
-    b"Subject: =?koi8-r?Q?=F0=D2=C9=D7=C5=D4?=\r\nMessage-ID: <koi8@remote.test>\r\nMIME-Version: 1.0\r\n"
-    b"Content-Type: multipart/mixed; boundary=b\r\n\r\n"
-    b"--b\r\nContent-Type: text/plain; charset=koi8-r\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n"
-    b"=F0=D2=C9=D7=C5=D4, =CD=C9=D2\r\n"
-    b"--b\r\nContent-Type: application/pdf\r\nContent-Disposition: attachment; filename*=utf-8''%E6%97%A5%E6%9C%AC.pdf\r\n"
-    b"Content-Transfer-Encoding: base64\r\n\r\nJVBERi0=\r\n"
-    b"--b\r\nContent-Type: text/html; name=x.html\r\nContent-Disposition: attachment; filename=x.html\r\n\r\n"
-    b"<script>alert(3)</script>\r\n--b--\r\n")
-s.sendmail("eve@remote.test", ["web@example.org"],
-    b"From: eve@remote.test\r\nSubject: <script>alert(1)</script>\r\n\r\n<img src=x onerror=alert(2)>\r\n")
-s.quit()
 
 def req(method, path, body=None, cookies=None, origin="https://" + HOST, extra=None):
     c = http.client.HTTPSConnection(ip, 10443, context=ctx, timeout=20)
@@ -54,6 +41,34 @@ def set_cookies(r):
 
 def pre_token(text):
     return re.search(r'name="pre" value="([^"]+)"', text).group(1)
+
+def sign_in(login, password, extra=""):
+    """Fetches the form, posts it with its own cookie; returns (answer, page, cookies)."""
+    r, page = req("GET", "/mail/")
+    pre = pre_token(page)
+    body = f"pre={pre}&login={login.replace('@', '%40')}&password={password}" + extra
+    r, page = req("POST", "/mail/login", body, cookies={"__Host-agora-pre": pre})
+    jar = {"__Host-agora": set_cookies(r)["__Host-agora"][0]} if r.status == 303 else None
+    return r, page, jar
+"#;
+
+const CLIENT: &str = r#"
+import imaplib, smtplib
+
+s = smtplib.SMTP(ip, 10025, timeout=20)
+s.sendmail("ivan@remote.test", ["web@example.org"],
+    b"From: =?koi8-r?B?6dfBzg==?= <ivan@remote.test>\r\nTo: web@example.org\r\n"
+    b"Subject: =?koi8-r?Q?=F0=D2=C9=D7=C5=D4?=\r\nMessage-ID: <koi8@remote.test>\r\nMIME-Version: 1.0\r\n"
+    b"Content-Type: multipart/mixed; boundary=b\r\n\r\n"
+    b"--b\r\nContent-Type: text/plain; charset=koi8-r\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n"
+    b"=F0=D2=C9=D7=C5=D4, =CD=C9=D2\r\n"
+    b"--b\r\nContent-Type: application/pdf\r\nContent-Disposition: attachment; filename*=utf-8''%E6%97%A5%E6%9C%AC.pdf\r\n"
+    b"Content-Transfer-Encoding: base64\r\n\r\nJVBERi0=\r\n"
+    b"--b\r\nContent-Type: text/html; name=x.html\r\nContent-Disposition: attachment; filename=x.html\r\n\r\n"
+    b"<script>alert(3)</script>\r\n--b--\r\n")
+s.sendmail("eve@remote.test", ["web@example.org"],
+    b"From: eve@remote.test\r\nSubject: <script>alert(1)</script>\r\n\r\n<img src=x onerror=alert(2)>\r\n")
+s.quit()
 
 def check_headers(r, what):
     csp = r.headers.get("Content-Security-Policy", "")
@@ -227,40 +242,29 @@ fn a_second_factor_guards_sign_in() {
     assert!(out.contains("otpauth://totp/example.org:two@example.org?secret="), "{out}");
     let script = format!(
         r#"
-import base64, hashlib, hmac, http.client, re, ssl, struct, sys, time
-ip, secret = {ip:?}, {secret:?}
-HOST = "mx.example.org:10443"
-ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+import base64, hashlib, hmac, struct, time
+secret = {secret:?}
 def code(t):
     key = base64.b32decode(secret + "=" * (-len(secret) % 8))
     h = hmac.new(key, struct.pack(">Q", int(t) // 30), hashlib.sha1).digest()
     o = h[-1] & 15
     return "%06d" % ((struct.unpack(">I", h[o:o + 4])[0] & 0x7fffffff) % 1000000)
-def sign_in(extra):
-    c = http.client.HTTPSConnection(ip, 10443, context=ctx, timeout=20)
-    c.request("GET", "/mail/", headers={{"Host": HOST}})
-    r = c.getresponse(); page = r.read().decode()
-    pre = re.search(r'name="pre" value="([^"]+)"', page).group(1)
-    c = http.client.HTTPSConnection(ip, 10443, context=ctx, timeout=20)
-    body = f"pre={{pre}}&login=two%40example.org&password=two-secret" + extra
-    c.request("POST", "/mail/login", body=body, headers={{"Host": HOST, "Origin": "https://" + HOST,
-              "Cookie": "__Host-agora-pre=" + pre, "Content-Type": "application/x-www-form-urlencoded"}})
-    r = c.getresponse()
-    return r.status, r.read().decode()
-status, page = sign_in("")
+def try_code(extra):
+    r, page, _ = sign_in("two@example.org", "two-secret", extra)
+    return r.status, page
+status, page = try_code("")
 assert status == 401 and "Enter the code" in page, (status, page)
-status, page = sign_in("&code=000000" if code(time.time()) != "000000" else "&code=111111")
+status, page = try_code("&code=000000" if code(time.time()) != "000000" else "&code=111111")
 assert status == 401 and "Wrong code" in page, (status, page)
 now = code(time.time())
-status, page = sign_in("&code=" + now)
+status, page = try_code("&code=" + now)
 assert status == 303, (status, page)
-status, page = sign_in("&code=" + now)
+status, page = try_code("&code=" + now)
 assert status == 401 and "used already" in page, (status, page)
 print("ok")
-"#,
-        ip = a.ip
+"#
     );
-    python_ok(&script);
+    python_ok(&format!("import sys; sys.argv = ['', {:?}]\n{BROWSER}{script}", a.ip));
     a.cli_ok(&["user", "totp", "two@example.org", "--off"], None);
 }
 
@@ -273,12 +277,8 @@ fn html_mail_is_sanitised_in_a_sandbox() {
     }
     let a = Agora::start();
     a.cli_ok(&["user", "add", "html@example.org", "--password-stdin"], Some("html-secret\n"));
-    let script = format!(
-        r#"
-import http.client, re, smtplib, ssl
-ip = {ip:?}
-HOST = "mx.example.org:10443"
-ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+    let script = r#"
+import smtplib
 s = smtplib.SMTP(ip, 10025, timeout=20)
 s.sendmail("news@remote.test", ["html@example.org"],
     b"From: News <news@remote.test>\r\nSubject: Newsletter\r\nMIME-Version: 1.0\r\n"
@@ -289,43 +289,29 @@ s.sendmail("news@remote.test", ["html@example.org"],
     b"<img src=\"https://tracker.remote.test/pixel.png\" onerror=\"alert(2)\"><a href=\"javascript:alert(3)\">x</a>"
     b"<form action=\"https://evil.test/\"><input name=p></form><iframe src=\"https://evil.test/\"></iframe></body></html>\r\n--a--\r\n")
 s.quit()
-def req(path, jar=None, body=None, cookie_pre=None):
-    c = http.client.HTTPSConnection(ip, 10443, context=ctx, timeout=20)
-    h = {{"Host": HOST}}
-    if jar: h["Cookie"] = jar
-    if body is not None:
-        h.update({{"Origin": "https://" + HOST, "Content-Type": "application/x-www-form-urlencoded"}})
-    c.request("POST" if body is not None else "GET", path, body=body, headers=h)
-    r = c.getresponse()
-    return r, r.read().decode()
-r, page = req("/mail/")
-pre = re.search(r'name="pre" value="([^"]+)"', page).group(1)
-r, _ = req("/mail/login", jar="__Host-agora-pre=" + pre, body=f"pre={{pre}}&login=html%40example.org&password=html-secret")
-jar = "__Host-agora=" + re.search(r"__Host-agora=([^;]+)", r.headers["Set-Cookie"]).group(1)
-r, page = req("/mail/", jar)
+r, _, jar = sign_in("html@example.org", "html-secret")
+r, page = req("GET", "/mail/", cookies=jar)
 link = re.search(r'href="(/mail/message\?[^"]+)">Newsletter', page).group(1).replace("&amp;", "&")
-r, page = req(link, jar)
+r, page = req("GET", link, cookies=jar)
 assert "frame-src 'self'" in r.headers["Content-Security-Policy"], r.headers["Content-Security-Policy"]
 frame = re.search(r'<iframe class="html" title="Message" sandbox="([^"]*)" src="([^"]+)"', page)
 assert frame and "allow-scripts" not in frame.group(1) and "allow-same-origin" not in frame.group(1), page
-r, html = req(frame.group(2).replace("&amp;", "&"), jar)
+r, html = req("GET", frame.group(2).replace("&amp;", "&"), cookies=jar)
 csp = r.headers["Content-Security-Policy"]
 assert r.status == 200 and "sandbox" in csp and "img-src data:;" in csp and "https:" not in csp, csp
 assert r.headers["X-Frame-Options"] == "SAMEORIGIN", r.headers["X-Frame-Options"]
 assert "Grüße <b>there</b>" in html, html
 for bad in ("<script", "onclick", "onerror", "javascript:", "<form", "<iframe", "evil.test"):
     assert bad not in html, (bad, html)
-r, page = req(link + "&images=1", jar)
+r, page = req("GET", link + "&images=1", cookies=jar)
 src = re.search(r'<iframe[^>]* src="([^"]+)"', page).group(1).replace("&amp;", "&")
-r, html = req(src, jar)
+r, html = req("GET", src, cookies=jar)
 assert "img-src data: https:;" in r.headers["Content-Security-Policy"] and "tracker.remote.test" in html, r.headers
-r, page = req(link + "&text=1", jar)
+r, page = req("GET", link + "&text=1", cookies=jar)
 assert "<iframe" not in page and "Plain words here" in page, page
 print("ok")
-"#,
-        ip = a.ip
-    );
-    python_ok(&script);
+"#;
+    python_ok(&format!("import sys; sys.argv = ['', {:?}]\n{BROWSER}{script}", a.ip));
 }
 
 #[test]
@@ -336,6 +322,5 @@ fn sign_in_read_and_sign_out() {
     let a = Agora::start();
     a.cli_ok(&["user", "add", "web@example.org", "--password-stdin"], Some("web-secret\n"));
     a.cli_ok(&["user", "add", "other@example.org", "--password-stdin"], Some("other-secret\n"));
-    let script = format!("import sys; sys.argv = ['', {:?}]\n{CLIENT}", a.ip);
-    python_ok(&script);
+    python_ok(&format!("import sys; sys.argv = ['', {:?}]\n{BROWSER}{CLIENT}", a.ip));
 }
