@@ -648,8 +648,6 @@ impl Session {
         let uids: Vec<u32> = sel.msgs.iter().map(|m| m.uid).collect();
         let metas =
             if want_meta || search::needs_meta(key) { Some(fetch_metas(self, mailbox, &uids).await?) } else { None };
-        let needs_body = search::needs_body(key);
-        let needs_text = search::needs_text(key);
         let count = sel.msgs.len() as u32;
         let max_uid = sel.max_uid();
         let mut hits = Vec::new();
@@ -665,16 +663,7 @@ impl Session {
                     &owned
                 }
             };
-            let (body, kept) = if needs_text && meta.summary.body_text == agora_store::BodyText::Kept {
-                match self.store.read_blob_for_search(&meta.blob).await {
-                    Ok((body, kept)) => (Some(body), kept),
-                    Err(_) => (None, None),
-                }
-            } else if needs_body {
-                (self.store.read_blob(&meta.blob).await.ok(), None)
-            } else {
-                (None, None)
-            };
+            let (body, kept) = search::read_for(&*self.store, key, meta).await;
             let ctx = search::Ctx {
                 seq: i as u32 + 1,
                 count,

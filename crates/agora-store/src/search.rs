@@ -132,6 +132,26 @@ pub fn needs_body(key: &SearchKey) -> bool {
     }
 }
 
+/// What matching `key` against `meta` must read: the body when a key looks into the
+/// message, and with it (one read) the text kept at delivery when a key matches body
+/// text. (None, None) when the keys need neither, or the body cannot be read.
+pub async fn read_for(
+    store: &dyn crate::Store,
+    key: &SearchKey,
+    meta: &MessageMeta,
+) -> (Option<Vec<u8>>, Option<String>) {
+    if needs_text(key) && meta.summary.body_text == crate::BodyText::Kept {
+        match store.read_blob_for_search(&meta.blob).await {
+            Ok((body, kept)) => (Some(body), kept),
+            Err(_) => (None, None),
+        }
+    } else if needs_body(key) {
+        (store.read_blob(&meta.blob).await.ok(), None)
+    } else {
+        (None, None)
+    }
+}
+
 /// True if the key matches body text (BODY, TEXT), which may have been kept decoded.
 pub fn needs_text(key: &SearchKey) -> bool {
     match key {

@@ -275,20 +275,13 @@ impl Webmail {
     /// The UIDs of the folder's messages whose text (decoded headers and body) has `q`:
     /// the same search as IMAP's `SEARCH TEXT`.
     async fn search(&self, mb: &Mailbox, q: &str) -> Vec<u32> {
-        use agora_store::search::{Ctx, SearchKey, matches};
+        use agora_store::search::{Ctx, SearchKey, matches, read_for};
         let key = SearchKey::Text(q.to_string());
         let metas = self.store.messages(mb.id, 1..=u32::MAX).await.unwrap_or_default();
         let (count, max_uid) = (metas.len() as u32, metas.last().map_or(0, |m| m.uid));
         let mut hits = Vec::new();
         for (i, meta) in metas.iter().enumerate() {
-            let (body, kept) = if meta.summary.body_text == agora_store::BodyText::Kept {
-                match self.store.read_blob_for_search(&meta.blob).await {
-                    Ok((b, k)) => (Some(b), k),
-                    Err(_) => continue,
-                }
-            } else {
-                (self.store.read_blob(&meta.blob).await.ok(), None)
-            };
+            let (body, kept) = read_for(&*self.store, &key, meta).await;
             let ctx = Ctx {
                 seq: i as u32 + 1,
                 count,
