@@ -15,7 +15,6 @@ use agora_net::{Conn, Service};
 use agora_store::Store;
 use async_trait::async_trait;
 use bytes::Bytes;
-use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 
@@ -75,10 +74,51 @@ impl HttpService {
     }
 }
 
-type Body = Full<Bytes>;
+/// An answer's body: bytes known at once, or a stream that another task feeds (the
+/// webmail's events), ending when that task lets go.
+pub struct Body {
+    full: Option<Bytes>,
+    stream: Option<tokio::sync::mpsc::Receiver<Bytes>>,
+}
+
+impl Body {
+    fn full(bytes: Bytes) -> Body {
+        Body { full: (!bytes.is_empty()).then_some(bytes), stream: None }
+    }
+}
+
+impl hyper::body::Body for Body {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Infallible>>> {
+        if let Some(b) = self.full.take() {
+            return std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(b))));
+        }
+        match self.stream.as_mut() {
+            Some(rx) => rx.poll_recv(cx).map(|b| b.map(|b| Ok(hyper::body::Frame::data(b)))),
+            None => std::task::Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.full.is_none() && self.stream.is_none()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        match (&self.full, &self.stream) {
+            (_, Some(_)) => hyper::body::SizeHint::default(),
+            (Some(b), None) => hyper::body::SizeHint::with_exact(b.len() as u64),
+            (None, None) => hyper::body::SizeHint::with_exact(0),
+        }
+    }
+}
 
 fn respond(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<Body> {
-    let mut r = Response::new(Full::new(body.into()));
+    let mut r = Response::new(Body::full(body.into()));
     *r.status_mut() = status;
     r.headers_mut().insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static(content_type));
     r
@@ -302,7 +342,7 @@ impl Shared {
         };
         if req.method() == Method::HEAD {
             let (parts, _) = body.into_parts();
-            return Response::from_parts(parts, Full::new(Bytes::new()));
+            return Response::from_parts(parts, Body::full(Bytes::new()));
         }
         body
     }
@@ -338,9 +378,13 @@ impl Shared {
                 .collect(),
             body,
             peer: Some(peer),
+            form: Default::default(),
         };
         let answer = self.webmail.handle(&web).await;
-        let mut r = Response::new(Full::new(if head { Bytes::new() } else { answer.body }));
+        let mut r = Response::new(match answer.stream {
+            Some(rx) if !head => Body { full: None, stream: Some(rx) },
+            _ => Body::full(if head { Bytes::new() } else { answer.body }),
+        });
         *r.status_mut() = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         for (n, v) in answer.headers {
             if let (Ok(n), Ok(v)) =

@@ -96,6 +96,8 @@ fn build(ctx: &Context, s: HttpSection) -> Result<Built, String> {
             throttle: Arc::clone(&ctx.throttle),
             mail: Arc::clone(&ctx.mail),
             hostname: ctx.hostname.clone(),
+            shutdown: ctx.shutdown.clone(),
+            streams: Default::default(),
         }),
     });
     let mut tasks: Vec<agora_service::Task> = Vec::new();

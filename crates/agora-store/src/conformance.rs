@@ -82,8 +82,20 @@ async fn web_sessions<S: Store>(s: &S) {
     assert!(!s.use_totp_step(a.id, 200).await.expect("off"));
     assert!(s.set_totp("nobody@web.test", None).await.is_err());
     s.add_web_session(session("h5", 7000)).await.expect("add");
+    s.set_account_setting(a.id, "signature", Some("-- \nWalt")).await.expect("set");
+    s.set_account_setting(a.id, "language", Some("de")).await.expect("set");
+    s.set_account_setting(a.id, "language", Some("fr")).await.expect("replace");
+    s.set_account_setting(a.id, "gone", None).await.expect("clearing what is not there");
+    assert_eq!(
+        s.account_settings(a.id).await.expect("q"),
+        vec![("language".to_string(), "fr".to_string()), ("signature".to_string(), "-- \nWalt".to_string())]
+    );
+    assert!(s.note_vacation_reply(a.id, "Bob@x.test", 1000, 600).await.expect("first"));
+    assert!(!s.note_vacation_reply(a.id, "bob@x.test", 1300, 600).await.expect("within the period"));
+    assert!(s.note_vacation_reply(a.id, "bob@x.test", 1700, 600).await.expect("after it"));
     s.remove_account("walt@web.test").await.expect("remove account");
     assert_eq!(s.web_session("h5").await.expect("q"), None, "sessions go with their account");
+    assert!(s.account_settings(a.id).await.expect("q").is_empty(), "settings go with their account");
     s.remove_domain("web.test").await.expect("remove domain");
 }
 
@@ -108,6 +120,18 @@ async fn search_text<S: Store>(s: &S) {
     s.store_flags(inbox.id, &[plain.uid], crate::FlagOp::Add, crate::Flags::SEEN, &[], None).await.expect("seen");
     assert_eq!(in_inbox(&s.unseen_counts(a.id).await.expect("counts")), Some(want - 1));
     let msgs = s.messages(inbox.id, plain.uid..=koi8.uid).await.expect("messages");
+    // Pages: newest first by UID, largest first by size; `messages_with` takes any UIDs.
+    let page = s.message_page(inbox.id, crate::PageOrder::Arrival, 0, 2).await.expect("page");
+    assert_eq!(page.iter().map(|m| m.uid).collect::<Vec<_>>(), vec![koi8.uid, plain.uid]);
+    let skipped = s.message_page(inbox.id, crate::PageOrder::Arrival, 1, 1).await.expect("page");
+    assert_eq!(skipped.iter().map(|m| m.uid).collect::<Vec<_>>(), vec![plain.uid]);
+    let by_size = s.message_page(inbox.id, crate::PageOrder::Size, 0, 2).await.expect("page");
+    assert!(by_size[0].size >= by_size[1].size, "largest first");
+    let picked = s.messages_with(inbox.id, &[koi8.uid, 999_999, plain.uid]).await.expect("with");
+    assert_eq!(picked.iter().map(|m| m.uid).collect::<Vec<_>>(), vec![plain.uid, koi8.uid]);
+    assert_eq!(picked[1].summary, msgs[1].summary);
+    assert_eq!(s.neighbours(inbox.id, koi8.uid).await.expect("q"), (Some(plain.uid), None));
+    assert_eq!(s.neighbours(inbox.id, plain.uid).await.expect("q").1, Some(koi8.uid));
     assert_eq!(msgs[0].summary.body_text, crate::BodyText::Raw);
     let (body, text) = s.read_blob_for_search(&msgs[0].blob).await.expect("text");
     assert_eq!((body.len(), text), (msgs[0].size as usize, None));

@@ -84,6 +84,17 @@ pub trait DirectoryStore: Send + Sync {
     /// `created_before` (idle and absolute expiry); how many went.
     async fn expire_web_sessions(&self, idle_before: i64, created_before: i64) -> Result<usize>;
 
+    /// An account's own settings (webmail preferences, vacation reply, forwarding), by
+    /// name.
+    async fn account_settings(&self, account: AccountId) -> Result<Vec<(String, String)>>;
+
+    /// Sets one of an account's settings, or clears it (None).
+    async fn set_account_setting(&self, account: AccountId, name: &str, value: Option<&str>) -> Result<()>;
+
+    /// Records a vacation reply to `sender` at `now` unless one went within `period`
+    /// seconds before: true when this reply may go (RFC 3834's once per period).
+    async fn note_vacation_reply(&self, account: AccountId, sender: &str, now: i64, period: i64) -> Result<bool>;
+
     /// Creates the account and its default mailboxes in one transaction.
     async fn create_account(&self, new: NewAccount) -> Result<Account>;
 
@@ -293,6 +304,24 @@ pub trait MailboxStore: Send + Sync {
 
     /// Messages of a mailbox whose UIDs fall in `uids`, in UID order.
     async fn messages(&self, mailbox: MailboxId, uids: RangeInclusive<u32>) -> Result<Vec<MessageMeta>>;
+
+    /// Messages of a mailbox with these UIDs (any order, at most a page's worth), in
+    /// UID order; UIDs that are gone are left out.
+    async fn messages_with(&self, mailbox: MailboxId, uids: &[u32]) -> Result<Vec<MessageMeta>>;
+
+    /// The UIDs either side of `uid` in a mailbox: (the one below, the one above).
+    async fn neighbours(&self, mailbox: MailboxId, uid: u32) -> Result<(Option<u32>, Option<u32>)>;
+
+    /// One page of a mailbox as a person reads it: `limit` messages from `offset`, last
+    /// first in `order` (newest, most recently received or largest first), with ties
+    /// broken by UID. The index answers it, so a page costs the same in a folder of any size.
+    async fn message_page(
+        &self,
+        mailbox: MailboxId,
+        order: PageOrder,
+        offset: u32,
+        limit: u32,
+    ) -> Result<Vec<MessageMeta>>;
 
     /// Changes flags; messages whose MODSEQ is above `unchanged_since` are left alone
     /// and reported as modified. Returns the messages that changed with their new MODSEQ.

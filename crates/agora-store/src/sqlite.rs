@@ -267,6 +267,20 @@ CREATE TABLE IF NOT EXISTS web_sessions (
     agent TEXT NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS web_sessions_account ON web_sessions (account);
+-- An account's own settings (webmail preferences, vacation reply, forwarding).
+CREATE TABLE IF NOT EXISTS account_settings (
+    account INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    name TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (account, name)
+) WITHOUT ROWID;
+-- Who got a vacation reply from an account, and when (one per sender per period).
+CREATE TABLE IF NOT EXISTS vacation_replies (
+    account INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    sender TEXT NOT NULL,
+    sent INTEGER NOT NULL,
+    PRIMARY KEY (account, sender)
+) WITHOUT ROWID;
 INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', '17');
 "#;
 
@@ -373,6 +387,8 @@ const MIGRATIONS: &[(u32, &str)] = &[
         "ALTER TABLE accounts ADD COLUMN totp TEXT NOT NULL DEFAULT '';
          ALTER TABLE accounts ADD COLUMN totp_step INTEGER NOT NULL DEFAULT 0",
     ),
+    // Account settings and vacation replies: the tables come with the base schema.
+    (21, "SELECT 1"),
 ];
 
 /// Brings an older store up to the current schema, in one transaction.
@@ -968,6 +984,33 @@ fn ref_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<MessageRef> {
     })
 }
 
+/// A message with its summary, from `messages m JOIN blobs b`.
+const META_COLS: &str = "m.uid, m.modseq, m.flags, m.keywords, m.internal_date, m.size, m.blob, b.summary, m.saved";
+
+type MetaRow = (i64, i64, i64, String, i64, i64, String, String, i64);
+
+fn meta_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<MetaRow> {
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?, r.get(8)?))
+}
+
+fn meta_from_row(mailbox: MailboxId, row: MetaRow) -> Result<MessageMeta> {
+    let (uid, modseq, flags, keywords, internal_date, size, blob, summary, saved) = row;
+    let summary: MessageSummary =
+        serde_json::from_str(&summary).map_err(|e| StoreError::Corrupt(format!("summary of {blob}: {e}")))?;
+    Ok(MessageMeta {
+        mailbox,
+        uid: uid as u32,
+        modseq: modseq as u64,
+        flags: Flags(flags as u8),
+        keywords: keywords_from_text(&keywords),
+        internal_date,
+        size: size as u64,
+        blob,
+        summary,
+        saved,
+    })
+}
+
 /// MAILBOX_COLS for a query where the mailboxes table is aliased `m`.
 const MAILBOX_COLS_M: &str = "m.id, m.account, m.name, m.special_use, m.uidvalidity, m.uidnext, m.highestmodseq,
     EXISTS (SELECT 1 FROM subscriptions s WHERE s.account = m.account AND s.name = m.name),
@@ -1395,6 +1438,47 @@ impl DirectoryStore for Arc<SqliteStore> {
                 params![idle_before, created_before],
             )?;
             Ok((n, Vec::new()))
+        })
+        .await
+    }
+
+    async fn account_settings(&self, account: AccountId) -> Result<Vec<(String, String)>> {
+        self.read(move |c| {
+            let mut st =
+                c.prepare_cached("SELECT name, value FROM account_settings WHERE account = ?1 ORDER BY name")?;
+            let rows = st.query_map([account], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn set_account_setting(&self, account: AccountId, name: &str, value: Option<&str>) -> Result<()> {
+        let (name, value) = (name.to_string(), value.map(str::to_string));
+        self.write(move |c| {
+            match value {
+                Some(v) => c.execute(
+                    "INSERT INTO account_settings (account, name, value) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (account, name) DO UPDATE SET value = excluded.value",
+                    params![account, name, v],
+                )?,
+                None => {
+                    c.execute("DELETE FROM account_settings WHERE account = ?1 AND name = ?2", params![account, name])?
+                }
+            };
+            Ok(((), Vec::new()))
+        })
+        .await
+    }
+
+    async fn note_vacation_reply(&self, account: AccountId, sender: &str, now: i64, period: i64) -> Result<bool> {
+        let sender = sender.to_lowercase();
+        self.write(move |c| {
+            let n = c.execute(
+                "INSERT INTO vacation_replies (account, sender, sent) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (account, sender) DO UPDATE SET sent = excluded.sent WHERE sent <= ?4",
+                params![account, sender, now, now - period],
+            )?;
+            Ok((n > 0, Vec::new()))
         })
         .await
     }
@@ -2834,43 +2918,68 @@ impl MailboxStore for Arc<SqliteStore> {
 
     async fn messages(&self, mailbox: MailboxId, uids: RangeInclusive<u32>) -> Result<Vec<MessageMeta>> {
         self.read(move |c| {
-            let mut stmt = c.prepare_cached(
-                "SELECT m.uid, m.modseq, m.flags, m.keywords, m.internal_date, m.size, m.blob, b.summary, m.saved
-                 FROM messages m JOIN blobs b ON b.hash = m.blob
-                 WHERE m.mailbox = ?1 AND m.uid BETWEEN ?2 AND ?3 ORDER BY m.uid",
-            )?;
-            let rows = stmt.query_map(params![mailbox, uids.start(), uids.end()], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, i64>(1)?,
-                    r.get::<_, i64>(2)?,
-                    r.get::<_, String>(3)?,
-                    r.get::<_, i64>(4)?,
-                    r.get::<_, i64>(5)?,
-                    r.get::<_, String>(6)?,
-                    r.get::<_, String>(7)?,
-                    r.get::<_, i64>(8)?,
-                ))
-            })?;
-            let mut out = Vec::new();
-            for row in rows {
-                let (uid, modseq, flags, keywords, internal_date, size, blob, summary, saved) = row?;
-                let summary: MessageSummary = serde_json::from_str(&summary)
-                    .map_err(|e| StoreError::Corrupt(format!("summary of {blob}: {e}")))?;
-                out.push(MessageMeta {
-                    mailbox,
-                    uid: uid as u32,
-                    modseq: modseq as u64,
-                    flags: Flags(flags as u8),
-                    keywords: keywords_from_text(&keywords),
-                    internal_date,
-                    size: size as u64,
-                    blob,
-                    summary,
-                    saved,
-                });
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT {META_COLS} FROM messages m JOIN blobs b ON b.hash = m.blob
+                 WHERE m.mailbox = ?1 AND m.uid BETWEEN ?2 AND ?3 ORDER BY m.uid"
+            ))?;
+            let rows = stmt.query_map(params![mailbox, uids.start(), uids.end()], meta_row)?;
+            rows.map(|r| meta_from_row(mailbox, r?)).collect()
+        })
+        .await
+    }
+
+    async fn messages_with(&self, mailbox: MailboxId, uids: &[u32]) -> Result<Vec<MessageMeta>> {
+        let mut uids = uids.to_vec();
+        uids.sort_unstable();
+        uids.dedup();
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT {META_COLS} FROM messages m JOIN blobs b ON b.hash = m.blob
+                 WHERE m.mailbox = ?1 AND m.uid = ?2"
+            ))?;
+            let mut out = Vec::with_capacity(uids.len());
+            for uid in uids {
+                if let Some(row) = stmt.query_row(params![mailbox, uid], meta_row).optional()? {
+                    out.push(meta_from_row(mailbox, row)?);
+                }
             }
             Ok(out)
+        })
+        .await
+    }
+
+    async fn neighbours(&self, mailbox: MailboxId, uid: u32) -> Result<(Option<u32>, Option<u32>)> {
+        self.read(move |c| {
+            let below: Option<i64> = c
+                .prepare_cached("SELECT max(uid) FROM messages WHERE mailbox = ?1 AND uid < ?2")?
+                .query_row(params![mailbox, uid], |r| r.get(0))?;
+            let above: Option<i64> = c
+                .prepare_cached("SELECT min(uid) FROM messages WHERE mailbox = ?1 AND uid > ?2")?
+                .query_row(params![mailbox, uid], |r| r.get(0))?;
+            Ok((below.map(|u| u as u32), above.map(|u| u as u32)))
+        })
+        .await
+    }
+
+    async fn message_page(
+        &self,
+        mailbox: MailboxId,
+        order: crate::PageOrder,
+        offset: u32,
+        limit: u32,
+    ) -> Result<Vec<MessageMeta>> {
+        let by = match order {
+            crate::PageOrder::Arrival => "m.uid DESC",
+            crate::PageOrder::Received => "m.internal_date DESC, m.uid DESC",
+            crate::PageOrder::Size => "m.size DESC, m.uid DESC",
+        };
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT {META_COLS} FROM messages m JOIN blobs b ON b.hash = m.blob
+                 WHERE m.mailbox = ?1 ORDER BY {by} LIMIT ?2 OFFSET ?3"
+            ))?;
+            let rows = stmt.query_map(params![mailbox, limit, offset], meta_row)?;
+            rows.map(|r| meta_from_row(mailbox, r?)).collect()
         })
         .await
     }

@@ -457,6 +457,16 @@ pub struct MessageMeta {
     pub saved: i64,
 }
 
+/// The orders a page of a mailbox can be read in from the index alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PageOrder {
+    /// By UID: the order messages arrived in the mailbox.
+    Arrival,
+    /// By internal date (when the server received the message).
+    Received,
+    Size,
+}
+
 /// A message's index entry without its parsed summary: what listing a mailbox needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MessageRef {

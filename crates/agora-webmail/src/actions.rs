@@ -5,7 +5,8 @@
 use agora_store::{FlagOp, Flags, Mailbox, MessageMeta, SpecialUse};
 use bytes::Bytes;
 
-use crate::pages::{self, collect_leaves, notice};
+use crate::pages::{self, notice};
+use crate::reading;
 use crate::session::User;
 use crate::{WebRequest, WebResponse, Webmail};
 
@@ -40,9 +41,7 @@ impl Webmail {
         let Some((boxes, mb)) = self.own_mailbox(user, req.form_field("f")).await else {
             return WebResponse::html(404, notice("Not found", "There is no such folder."));
         };
-        let body = std::str::from_utf8(&req.body).unwrap_or("");
-        let mut uids: Vec<u32> =
-            body.split('&').filter_map(|p| p.strip_prefix("u=")).filter_map(|u| u.parse().ok()).take(10_000).collect();
+        let mut uids: Vec<u32> = req.form_fields("u").iter().filter_map(|u| u.parse().ok()).take(10_000).collect();
         uids.sort_unstable();
         uids.dedup();
         let back = format!("/mail/?f={}", mb.id);
@@ -62,6 +61,31 @@ impl Webmail {
                     Some(t) if t.id != mb.id => self.move_to(mb.id, &uids, t.id).await,
                     // In Trash itself, or with no Trash: gone for good.
                     _ => self.store.expunge(mb.id, &uids).await.map(|_| ()),
+                }
+            }
+            "junk" | "notjunk" => {
+                // Junk goes to the Junk folder (made when missing); "not junk" back to INBOX.
+                let target = if op == "junk" {
+                    match boxes.iter().find(|m| m.special_use == Some(SpecialUse::Junk)) {
+                        Some(j) => Some(j.id),
+                        None => self
+                            .store
+                            .create_mailbox(user.account.id, "Junk", Some(SpecialUse::Junk))
+                            .await
+                            .ok()
+                            .map(|m| m.id),
+                    }
+                } else {
+                    boxes.iter().find(|m| m.name.eq_ignore_ascii_case("INBOX")).map(|m| m.id)
+                };
+                let flag = if op == "junk" { "$Junk" } else { "$NotJunk" };
+                let _ = self
+                    .store
+                    .store_flags(mb.id, &uids, FlagOp::Add, Flags::default(), &[flag.to_string()], None)
+                    .await;
+                match target {
+                    Some(t) if t != mb.id => self.move_to(mb.id, &uids, t).await,
+                    _ => Ok(()),
                 }
             }
             "move" => match req.form_field("to").and_then(|t| t.parse::<i64>().ok()) {
@@ -86,19 +110,23 @@ impl Webmail {
         self.store.expunge(from, &copied).await.map(|_| ())
     }
 
-    /// GET /mail/part?f=&u=&p=: one attachment's content, transfer encoding undone,
+    /// GET /mail/part?f=&u=&p=: one part's content (`p` counts parts in pre-order),
+    /// transfer encoding undone,
     /// offered as a download under its own name.
     pub(crate) async fn download(&self, user: &User, req: &WebRequest) -> WebResponse {
         let not_found = || WebResponse::html(404, notice("Not found", "There is no such attachment."));
         let Some(index) = req.query_field("p").and_then(|p| p.parse::<usize>().ok()) else { return not_found() };
         let Some(Opened { meta, body, .. }) = self.own_message(user, req).await else { return not_found() };
-        let mut leaves = Vec::new();
-        collect_leaves(&meta.summary.root, &mut leaves);
-        let Some(part) = leaves.get(index) else { return not_found() };
+        let nodes = reading::nodes(&meta.summary.root);
+        let Some(part) = nodes.get(index) else { return not_found() };
         let raw = body.get(part.body_start as usize..(part.end as usize).min(body.len())).unwrap_or(&[]);
         let content = agora_store::text::transfer_decode(part.encoding.as_deref(), raw).unwrap_or_else(|| raw.to_vec());
-        let name = pages::part_name(part);
+        let name = match pages::part_name(part) {
+            n if n == "(unnamed)" && part.media_type == "message" => "message.eml".to_string(),
+            n => n,
+        };
         WebResponse {
+            stream: None,
             status: 200,
             headers: vec![
                 // Never the declared type: whatever it says, the browser saves it.
@@ -114,6 +142,7 @@ impl Webmail {
         let not_found = || WebResponse::html(404, notice("Not found", "There is no such message."));
         let Some(Opened { body, .. }) = self.own_message(user, req).await else { return not_found() };
         WebResponse {
+            stream: None,
             status: 200,
             headers: vec![("content-type".into(), "text/plain; charset=utf-8".into())],
             body: Bytes::from(String::from_utf8_lossy(&body).into_owned()),
@@ -122,22 +151,25 @@ impl Webmail {
 }
 
 impl Webmail {
-    /// GET /mail/html?f=&u=[&images=1]: a message's HTML, sanitised (no script, no
-    /// handlers, no forms, no frames), for the sandboxed frame of the message page. Its
+    /// GET /mail/html?f=&u=&p=[&images=1]: a message's HTML part, sanitised (no script,
+    /// no handlers, no forms, no frames), for the sandboxed frame of the message page. Its
     /// own CSP adds `sandbox` and lets images load only from the message itself
     /// (`data:`) unless the reader asked for remote ones.
     pub(crate) async fn html(&self, user: &User, req: &WebRequest) -> WebResponse {
         let not_found = || WebResponse::html(404, notice("Not found", "There is no such message."));
         let Some(Opened { meta, body, .. }) = self.own_message(user, req).await else { return not_found() };
-        let Some(part) = pages::html_part(&meta.summary.root) else { return not_found() };
-        let html = agora_store::text::part_decoded(&body, part);
-        let clean = ammonia::Builder::default()
-            .link_rel(Some("noopener noreferrer"))
-            .set_tag_attribute_value("a", "target", "_blank")
-            .clean(&html)
-            .to_string();
+        let nodes = reading::nodes(&meta.summary.root);
+        let chosen = match req.query_field("p").and_then(|p| p.parse::<usize>().ok()) {
+            Some(i) => nodes.get(i).copied(),
+            None => reading::html_part(&meta.summary.root),
+        };
+        let Some(part) = chosen.filter(|p| p.media_type == "text" && p.media_subtype == "html") else {
+            return not_found();
+        };
+        let clean = reading::safe_html(&meta.summary.root, &body, part);
         let images = if req.query_field("images").as_deref() == Some("1") { " https:" } else { "" };
         WebResponse {
+            stream: None,
             status: 200,
             headers: vec![
                 ("content-type".into(), "text/html; charset=utf-8".into()),

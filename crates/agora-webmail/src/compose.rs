@@ -9,7 +9,8 @@ use agora_directory::Recipient;
 use agora_mail::{Intake, Origin, Policy, Rcpt};
 use agora_store::{Delivery, DeliveryTarget, Flags, SpecialUse, address, text};
 
-use crate::pages::{escape, layout, readable_part};
+use crate::pages::{escape, layout};
+use crate::reading::readable_part;
 use crate::session::User;
 use crate::{WebRequest, WebResponse, Webmail};
 

@@ -1,13 +1,18 @@
 //! Webmail: the account's mail in a browser, served by the HTTPS service from the same
 //! store and directory as every protocol (no IMAP hop). Pages are made on the server
-//! as plain HTML with one stylesheet and no script, so a strict Content-Security-Policy
-//! holds on every answer. The HTTP engine stays in the HTTP crate: this crate takes a
+//! as plain HTML that works alone; one small script of the binary's own (keys, drag
+//! and drop, new mail pushed as events) adds to them, and a strict
+//! Content-Security-Policy (no inline script, nothing from elsewhere) holds on every answer. The HTTP engine stays in the HTTP crate: this crate takes a
 //! `WebRequest` and gives back a `WebResponse`.
 
 mod actions;
 mod compose;
+mod events;
+mod folders;
 mod pages;
+mod reading;
 mod session;
+mod settings;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -17,6 +22,7 @@ use agora_directory::throttle::Throttle;
 use agora_store::Store;
 use bytes::Bytes;
 
+pub use events::Streams;
 pub use session::{ABSOLUTE_SECS, IDLE_SECS};
 
 /// The path everything of the webmail lives under.
@@ -35,14 +41,35 @@ pub struct WebRequest {
     pub headers: Vec<(String, String)>,
     pub body: Bytes,
     pub peer: Option<IpAddr>,
+    /// The body read as a form, once (left empty by whoever makes the request).
+    pub form: std::sync::OnceLock<Form>,
 }
+
+/// A form as posted: its fields in order, and the files of a `multipart/form-data` one.
+#[derive(Debug, Clone, Default)]
+pub struct Form {
+    pub fields: Vec<(String, String)>,
+    pub files: Vec<Upload>,
+}
+
+/// A file sent with a form.
+#[derive(Debug, Clone)]
+pub struct Upload {
+    pub name: String,
+    pub content_type: String,
+    pub data: Bytes,
+}
+
+/// Most fields and files one form may carry.
+const MAX_FIELDS: usize = 1000;
+pub const MAX_FILES: usize = 20;
 
 impl WebRequest {
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
     }
 
-    /// A value of the query string or of a form body (`application/x-www-form-urlencoded`).
+    /// A value of the query string.
     fn field(source: &str, name: &str) -> Option<String> {
         source.split('&').find_map(|pair| {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
@@ -62,9 +89,74 @@ impl WebRequest {
         Self::field(&self.query, name)
     }
 
-    pub fn form_field(&self, name: &str) -> Option<String> {
-        Self::field(std::str::from_utf8(&self.body).ok()?, name)
+    /// The body as a form: `application/x-www-form-urlencoded`, or `multipart/form-data`
+    /// split by the store's MIME parser (the same one every message goes through).
+    pub fn form(&self) -> &Form {
+        self.form.get_or_init(|| {
+            let kind = self.header("content-type").unwrap_or("");
+            if kind.trim_start().to_ascii_lowercase().starts_with("multipart/form-data") {
+                return multipart(kind, &self.body);
+            }
+            let text = String::from_utf8_lossy(&self.body);
+            let fields = text
+                .split('&')
+                .filter(|p| !p.is_empty())
+                .take(MAX_FIELDS)
+                .map(|pair| {
+                    let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+                    (form_decode(k), form_decode(v))
+                })
+                .collect();
+            Form { fields, files: Vec::new() }
+        })
     }
+
+    pub fn form_field(&self, name: &str) -> Option<String> {
+        self.form().fields.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone())
+    }
+
+    /// Every value of a repeated form field (ticked boxes).
+    pub fn form_fields(&self, name: &str) -> Vec<String> {
+        self.form().fields.iter().filter(|(n, _)| n == name).map(|(_, v)| v.clone()).collect()
+    }
+}
+
+/// A `multipart/form-data` body (RFC 7578) as a form: each part's `name`, and for files
+/// their `filename` and type. Empty file parts (no file chosen) are left out.
+fn multipart(content_type: &str, body: &Bytes) -> Form {
+    let mut framed = format!("Content-Type: {}\r\n\r\n", content_type.replace(['\r', '\n'], " ")).into_bytes();
+    let offset = framed.len();
+    framed.extend_from_slice(body);
+    let tree = agora_store::MessageSummary::parse(&framed).root;
+    let mut form = Form::default();
+    if tree.media_type != "multipart" {
+        return form;
+    }
+    for part in tree.children.iter().take(MAX_FIELDS) {
+        let Some((kind, params)) = &part.disposition else { continue };
+        if kind != "form-data" {
+            continue;
+        }
+        let Some(name) = agora_store::text::param(params, "name") else { continue };
+        let (start, end) = (part.body_start as usize, (part.end as usize).min(framed.len()));
+        if start < offset || start > end {
+            continue;
+        }
+        let data = body.slice(start - offset..end - offset);
+        match agora_store::text::param(params, "filename") {
+            Some(file) => {
+                if (file.is_empty() && data.is_empty()) || form.files.len() >= MAX_FILES {
+                    continue;
+                }
+                let content_type = format!("{}/{}", part.media_type, part.media_subtype);
+                let file = file.rsplit(['/', '\\']).next().unwrap_or("").to_string();
+                form.files.push(Upload { name: file, content_type, data });
+                let _ = name;
+            }
+            None => form.fields.push((name, String::from_utf8_lossy(&data).into_owned())),
+        }
+    }
+    form
 }
 
 /// `+` as space and `%XX` escapes undone; bytes that are not UTF-8 replaced.
@@ -94,16 +186,19 @@ fn hex(c: u8) -> Option<u8> {
 }
 
 /// What the webmail answers.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct WebResponse {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: Bytes,
+    /// A body sent as it comes (events), instead of `body`; it ends when the sender drops.
+    pub stream: Option<tokio::sync::mpsc::Receiver<Bytes>>,
 }
 
 impl WebResponse {
     fn html(status: u16, body: String) -> WebResponse {
         WebResponse {
+            stream: None,
             status,
             headers: vec![("content-type".into(), "text/html; charset=utf-8".into())],
             body: Bytes::from(body),
@@ -111,7 +206,7 @@ impl WebResponse {
     }
 
     fn redirect(to: &str) -> WebResponse {
-        WebResponse { status: 303, headers: vec![("location".into(), to.into())], body: Bytes::new() }
+        WebResponse { status: 303, headers: vec![("location".into(), to.into())], body: Bytes::new(), stream: None }
     }
 
     fn with(mut self, name: &str, value: String) -> WebResponse {
@@ -120,12 +215,12 @@ impl WebResponse {
     }
 }
 
-/// Headers every webmail answer carries (unless the answer set its own): no script at all, nothing from elsewhere, never
+/// Headers every webmail answer carries (unless the answer set its own): script only from this server, nothing from elsewhere, never
 /// framed, never cached, no referrer leaving the site.
 const SECURITY_HEADERS: &[(&str, &str)] = &[
     (
         "content-security-policy",
-        "default-src 'none'; style-src 'self'; img-src 'self'; frame-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+        "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'self'; img-src 'self'; frame-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
     ),
     ("x-frame-options", "DENY"),
     ("x-content-type-options", "nosniff"),
@@ -142,6 +237,10 @@ pub struct Webmail {
     pub mail: Arc<agora_mail::Mail>,
     /// The server's name, shown on the sign-in page.
     pub hostname: String,
+    /// Cancelled when the server stops: open event streams end.
+    pub shutdown: tokio_util::sync::CancellationToken,
+    /// Open event streams per account.
+    pub streams: Arc<events::Streams>,
 }
 
 impl Webmail {
@@ -166,14 +265,17 @@ impl Webmail {
         if path == "/" || path == BASE {
             return WebResponse::redirect("/mail/");
         }
-        if path == "/mail/app.css" {
+        let asset = match path {
+            "/mail/app.css" => Some(("text/css; charset=utf-8", pages::CSS)),
+            "/mail/app.js" => Some(("text/javascript; charset=utf-8", pages::JS)),
+            _ => None,
+        };
+        if let Some((kind, text)) = asset {
             return WebResponse {
+                stream: None,
                 status: 200,
-                headers: vec![
-                    ("content-type".into(), "text/css; charset=utf-8".into()),
-                    ("cache-control".into(), "max-age=3600".into()),
-                ],
-                body: Bytes::from_static(pages::CSS.as_bytes()),
+                headers: vec![("content-type".into(), kind.into()), ("cache-control".into(), "max-age=3600".into())],
+                body: Bytes::from_static(text.as_bytes()),
             };
         }
         let post = req.method == "POST";
@@ -201,6 +303,12 @@ impl Webmail {
             ("/mail/", false) => self.mailbox_page(&user, req).await,
             ("/mail/message", false) => self.message_page(&user, req).await,
             ("/mail/sessions", false) => self.sessions_page(&user).await,
+            ("/mail/events", false) => self.events(&user).await,
+            ("/mail/settings", false) => self.settings_page(&user, None).await,
+            ("/mail/settings", true) => self.save_settings(&user, req).await,
+            ("/mail/images", true) => self.allow_images(&user, req).await,
+            ("/mail/folders", false) => self.folders_page(&user, None).await,
+            ("/mail/folders", true) => self.change_folders(&user, req).await,
             ("/mail/part", false) => self.download(&user, req).await,
             ("/mail/raw", false) => self.raw(&user, req).await,
             ("/mail/html", false) => self.html(&user, req).await,
@@ -222,5 +330,37 @@ fn same_origin(req: &WebRequest) -> bool {
     match (req.header("origin"), req.header("host")) {
         (Some(origin), Some(host)) => origin.strip_prefix("https://").is_some_and(|o| o.eq_ignore_ascii_case(host)),
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn posted(kind: &str, body: &[u8]) -> WebRequest {
+        WebRequest {
+            headers: vec![("content-type".into(), kind.into())],
+            body: Bytes::copy_from_slice(body),
+            ..WebRequest::default()
+        }
+    }
+
+    #[test]
+    fn forms_of_both_kinds() {
+        let r = posted("application/x-www-form-urlencoded", b"u=1&u=2&to=a%40b+c&bad=%zz&empty");
+        assert_eq!(r.form_fields("u"), ["1", "2"]);
+        assert_eq!(r.form_field("to").as_deref(), Some("a@b c"));
+        assert_eq!(r.form_field("bad").as_deref(), Some("%zz"));
+        assert_eq!(r.form_field("empty").as_deref(), Some(""));
+        let body = b"--XyZ\r\nContent-Disposition: form-data; name=\"csrf\"\r\n\r\ntok\r\n--XyZ\r\nContent-Disposition: form-data; name=\"body\"\r\n\r\nline one\r\nline two\r\n--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"C:\\\\dir\\\\\xe6\x97\xa5\xe6\x9c\xac.bin\"\r\nContent-Type: application/octet-stream\r\n\r\n\x00\x01\r\n\xff--\r\n--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"\"\r\nContent-Type: application/octet-stream\r\n\r\n\r\n--XyZ--\r\n";
+        let r = posted("multipart/form-data; boundary=XyZ", body);
+        assert_eq!(r.form_field("csrf").as_deref(), Some("tok"));
+        assert_eq!(r.form_field("body").as_deref(), Some("line one\r\nline two"));
+        let files = &r.form().files;
+        assert_eq!(files.len(), 1, "no file chosen is no file");
+        assert_eq!(files[0].name, "日本.bin");
+        assert_eq!(files[0].content_type, "application/octet-stream");
+        assert_eq!(&files[0].data[..], b"\x00\x01\r\n\xff--");
+        assert!(posted("multipart/form-data", b"garbage").form().fields.is_empty());
     }
 }

@@ -7,7 +7,7 @@ use std::fmt::Write;
 
 use agora_store::address;
 use agora_store::text;
-use agora_store::{FlagOp, Flags, Mailbox, MessageMeta, Part, WebSession};
+use agora_store::{FlagOp, Flags, Mailbox, MessageMeta, Part, SpecialUse, WebSession};
 
 use crate::session::User;
 use crate::{WebRequest, WebResponse, Webmail};
@@ -16,6 +16,7 @@ use crate::{WebRequest, WebResponse, Webmail};
 const PAGE: usize = 50;
 
 pub(crate) const CSS: &str = include_str!("app.css");
+pub(crate) const JS: &str = include_str!("app.js");
 
 /// Text for HTML, in content and in quoted attributes alike.
 pub(crate) fn escape(s: &str) -> String {
@@ -36,19 +37,29 @@ pub(crate) fn escape(s: &str) -> String {
 
 pub(crate) fn layout(title: &str, user: Option<&User>, main: &str) -> String {
     let mut bar = String::new();
+    let mut head = String::new();
     if let Some(u) = user {
         let _ = write!(
             bar,
-            r#"<header><a class="home" href="/mail/">Mail</a><a href="/mail/compose">Write</a><span class="who">{}</span><a href="/mail/sessions">Sessions</a><form method="post" action="/mail/logout"><input type="hidden" name="csrf" value="{}"><button type="submit">Sign out</button></form></header>"#,
+            r#"<header><a class="home" href="/mail/">Mail</a><a id="write" href="/mail/compose">Write</a><span class="who">{}</span><a href="/mail/settings">Settings</a><a href="/mail/sessions">Sessions</a><form method="post" action="/mail/logout"><input type="hidden" name="csrf" value="{}"><button type="submit">Sign out</button></form></header>"#,
             escape(&u.account.login),
             escape(&u.session.csrf)
         );
+        let _ = write!(
+            head,
+            r#"<meta name="csrf" content="{}"><script src="/mail/app.js" defer></script>"#,
+            escape(&u.session.csrf)
+        );
+        bar.push_str(KEYS);
     }
     format!(
-        r#"<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1"><meta name="color-scheme" content="light dark"><title>{}</title><link rel="stylesheet" href="/mail/app.css"></head><body>{bar}<main>{main}</main></body></html>"#,
+        r#"<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1"><meta name="color-scheme" content="light dark"><title>{}</title><link rel="stylesheet" href="/mail/app.css">{head}</head><body>{bar}<main>{main}</main></body></html>"#,
         escape(title)
     )
 }
+
+/// The keyboard's help, shown by `?`.
+const KEYS: &str = r#"<aside id="keys" hidden aria-label="Keyboard shortcuts"><h2>Keyboard shortcuts</h2><dl><dt>j / k</dt><dd>next / previous message</dd><dt>o, Enter</dt><dd>open</dd><dt>x</dt><dd>select</dd><dt>r / a / f</dt><dd>reply / reply all / forward</dd><dt>c</dt><dd>write</dd><dt>#</dt><dd>delete</dd><dt>!</dt><dd>junk</dd><dt>/</dt><dd>search</dd><dt>u</dt><dd>back to the list</dd><dt>?</dt><dd>this help</dd></dl></aside>"#;
 
 /// A page that only says something.
 pub(crate) fn notice(title: &str, text: &str) -> String {
@@ -131,7 +142,6 @@ impl Webmail {
         };
         let mut nav = String::from(r#"<nav aria-label="Folders"><ul>"#);
         let unseen = self.store.unseen_counts(user.account.id).await.unwrap_or_default();
-        let listing = self.store.message_list(mb.id).await.unwrap_or_default();
         for b in &boxes {
             let unread = unseen.iter().find(|(id, _)| *id == b.id).map_or(0, |(_, n)| *n);
             let current = if b.id == mb.id { r#" aria-current="page""# } else { "" };
@@ -139,38 +149,42 @@ impl Webmail {
             let icon = b.special_use.map_or("folder", |s| s.as_str().trim_start_matches('\\')).to_ascii_lowercase();
             let _ = write!(
                 nav,
-                r#"<li class="{}"><a href="/mail/?f={}"{current}>{}{badge}</a></li>"#,
+                r#"<li class="{}"><a href="/mail/?f={}" data-folder="{}"{current}>{}{badge}</a></li>"#,
                 escape(&icon),
+                b.id,
                 b.id,
                 escape(&b.name)
             );
         }
-        nav.push_str("</ul></nav>");
+        nav.push_str(r#"</ul><p><a href="/mail/folders">Manage folders</a></p></nav>"#);
         // Newest first, a page at a time; a search narrows the folder to its hits.
         let page: usize = req.query_field("p").and_then(|p| p.parse().ok()).unwrap_or(0);
-        let q = req.query_field("q").unwrap_or_default().trim().to_string();
-        let all: Vec<u32> =
-            if q.is_empty() { listing.iter().map(|m| m.uid).collect() } else { self.search(&mb, &q).await };
+        let q = Filter::from(req);
         let order = Order::from(req.query_field("sort").as_deref());
-        // Shown last first: arrival order is ascending UIDs, a sort key orders the same way.
-        let all = match order.key() {
-            Some((key, reverse)) => self.sorted(&mb, &all, key, reverse).await,
-            None => all,
+        let (metas, total) = match (q.is_empty(), order.page_order()) {
+            // The usual view: one page straight from the index, whatever the folder's size.
+            (true, Some(by)) => {
+                let offset = u32::try_from(page * PAGE).unwrap_or(u32::MAX);
+                let metas = self.store.message_page(mb.id, by, offset, PAGE as u32).await.unwrap_or_default();
+                (metas, mb.messages as usize)
+            }
+            _ => {
+                let all: Vec<u32> = if q.is_empty() {
+                    self.store.message_list(mb.id).await.unwrap_or_default().iter().map(|m| m.uid).collect()
+                } else {
+                    self.search(&mb, &q).await
+                };
+                // Shown last first: arrival order is ascending UIDs, a sort key orders the same way.
+                let all = match order.key() {
+                    Some((key, reverse)) => self.sorted(&mb, &all, key, reverse).await,
+                    None => all,
+                };
+                let uids: Vec<u32> = all.iter().rev().skip(page * PAGE).take(PAGE).copied().collect();
+                let mut metas = self.store.messages_with(mb.id, &uids).await.unwrap_or_default();
+                metas.sort_by_key(|m| uids.iter().position(|&u| u == m.uid));
+                (metas, all.len())
+            }
         };
-        let total = all.len();
-        let uids: Vec<u32> = all.iter().rev().skip(page * PAGE).take(PAGE).copied().collect();
-        let mut metas: Vec<MessageMeta> = match (uids.iter().min(), uids.iter().max()) {
-            (Some(&lo), Some(&hi)) => self
-                .store
-                .messages(mb.id, lo..=hi)
-                .await
-                .unwrap_or_default()
-                .into_iter()
-                .filter(|m| uids.contains(&m.uid))
-                .collect(),
-            _ => Vec::new(),
-        };
-        metas.sort_by_key(|m| uids.iter().position(|&u| u == m.uid));
         let mut rows = String::new();
         for meta in &metas {
             let e = &meta.summary.envelope;
@@ -185,7 +199,8 @@ impl Webmail {
             };
             let _ = write!(
                 rows,
-                r#"<tr class="msg{unread}"><td class="pick"><input type="checkbox" name="u" value="{}" aria-label="Select"></td><td class="from">{flagged}{}</td><td class="subject"><a href="/mail/message?f={}&amp;u={}">{}</a></td><td class="date">{}</td><td class="size">{}</td></tr>"#,
+                r#"<tr class="msg{unread}" data-uid="{}"><td class="pick"><input type="checkbox" name="u" value="{}" aria-label="Select"></td><td class="from">{flagged}{}</td><td class="subject"><a href="/mail/message?f={}&amp;u={}">{}</a></td><td class="date">{}</td><td class="size">{}</td></tr>"#,
+                meta.uid,
                 meta.uid,
                 escape(&from),
                 mb.id,
@@ -196,7 +211,7 @@ impl Webmail {
             );
         }
         let mut pager = String::new();
-        let mut query = if q.is_empty() { String::new() } else { format!("&amp;q={}", escape(&url_encode(&q))) };
+        let mut query = q.query();
         let search_only = query.clone();
         if let Some(name) = order.name() {
             query.push_str(&format!("&amp;sort={name}"));
@@ -227,21 +242,21 @@ impl Webmail {
                     .collect::<String>()
             )
         };
-        let search = format!(
-            r#"<form class="search" method="get" action="/mail/" role="search"><input type="hidden" name="f" value="{}"><label for="q" class="hidden">Search</label><input id="q" name="q" type="search" value="{}" placeholder="Search this folder"><button type="submit">Search</button></form>"#,
-            mb.id,
-            escape(&q)
-        );
+        let search = q.form(mb.id);
         let count = match (q.is_empty(), total) {
             (true, 1) => "1 message".to_string(),
             (true, n) => format!("{n} messages"),
+            (false, n) if n == 1 => "1 found".to_string(),
             (false, n) => format!("{n} found"),
         };
+        let unread = unseen.iter().find(|(id, _)| *id == mb.id).map_or(0, |(_, n)| *n);
+        let title = if unread > 0 { format!("({unread}) {}", mb.name) } else { mb.name.clone() };
         let main = format!(
-            r#"<div class="mailbox">{nav}<section aria-label="Messages"><h1>{} <small>{count}</small></h1>{search}{list}<div class="pager">{pager}</div></section></div>"#,
+            r#"<div class="mailbox" data-title="{}">{nav}<section aria-label="Messages"><h1>{} <small>{count}</small></h1>{search}{list}<div class="pager">{pager}</div></section></div>"#,
+            escape(&title),
             escape(&mb.name)
         );
-        WebResponse::html(200, layout(&mb.name, Some(user), &main))
+        WebResponse::html(200, layout(&title, Some(user), &main))
     }
 
     /// `uids` in the order of a sort key (RFC 5256's, as IMAP SORT uses).
@@ -272,15 +287,18 @@ impl Webmail {
             .collect()
     }
 
-    /// The UIDs of the folder's messages whose text (decoded headers and body) has `q`:
-    /// the same search as IMAP's `SEARCH TEXT`.
-    async fn search(&self, mb: &Mailbox, q: &str) -> Vec<u32> {
-        use agora_store::search::{Ctx, SearchKey, matches, read_for};
-        let key = SearchKey::Text(q.to_string());
+    /// The UIDs of the folder's messages that match the filter: the same search as
+    /// IMAP's (`SEARCH TEXT`, `FROM`, `SINCE`, ...), reading a body only when a key needs it.
+    async fn search(&self, mb: &Mailbox, q: &Filter) -> Vec<u32> {
+        use agora_store::search::{Ctx, matches, read_for};
+        let key = q.key();
         let metas = self.store.messages(mb.id, 1..=u32::MAX).await.unwrap_or_default();
         let (count, max_uid) = (metas.len() as u32, metas.last().map_or(0, |m| m.uid));
         let mut hits = Vec::new();
         for (i, meta) in metas.iter().enumerate() {
+            if q.attachments && !has_attachment(&meta.summary.root) {
+                continue;
+            }
             let (body, kept) = read_for(&*self.store, &key, meta).await;
             let ctx = Ctx {
                 seq: i as u32 + 1,
@@ -326,46 +344,46 @@ impl Webmail {
         }
         let _ = write!(head, "<dt>Date</dt><dd>{}</dd></dl>", escape(e.date.as_deref().unwrap_or("")));
         let subject = e.subject.as_deref().map(text::decode_words).unwrap_or_default();
-        let shown = readable_part(&meta.summary.root);
-        let content = shown.map(|p| text::part_text(&body, p)).unwrap_or_default();
-        // HTML mail is shown as HTML, sanitised, in a sandboxed frame (its own text a
-        // click away); remote images only when the reader asks.
-        let as_text = req.query_field("text").as_deref() == Some("1");
-        let images = req.query_field("images").as_deref() == Some("1");
-        let view = match html_part(&meta.summary.root) {
-            Some(_) if !as_text => {
-                let here = format!("/mail/message?f={}&amp;u={uid}", mb.id);
-                let more = if images {
-                    String::new()
-                } else {
-                    format!(r#" · <a href="{here}&amp;images=1">Show remote images</a>"#)
-                };
-                format!(
-                    r#"<p class="view"><a href="{here}&amp;text=1">Show as text</a>{more}</p><iframe class="html" title="Message" sandbox="allow-popups allow-popups-to-escape-sandbox" src="/mail/html?f={}&amp;u={uid}{}"></iframe>"#,
-                    mb.id,
-                    if images { "&amp;images=1" } else { "" }
-                )
-            }
-            _ => format!(r#"<div class="body">{}</div>"#, escape(&content)),
+        // Remote images only when the reader asks, for this message or for its sender.
+        let sender = e.from.as_deref().and_then(|f| address::display(f).into_iter().next()).map(|a| a.address);
+        let sender = sender.unwrap_or_default().to_lowercase();
+        let trusted = !sender.is_empty() && self.image_senders(user).await.iter().any(|s| *s == sender);
+        let images = trusted || req.query_field("images").as_deref() == Some("1");
+        let here = format!("f={}&amp;u={uid}", mb.id);
+        let viewing = crate::reading::Viewing {
+            body: &body,
+            as_text: req.query_field("text").as_deref() == Some("1"),
+            images,
+            link: here.clone(),
         };
-        let mut attachments = String::new();
-        let mut leaves = Vec::new();
-        collect_leaves(&meta.summary.root, &mut leaves);
-        for (index, p) in leaves.into_iter().enumerate() {
-            if shown.is_some_and(|s| std::ptr::eq(s, p)) || (p.media_type == "text" && !is_attachment(p)) {
-                continue;
+        let shown = crate::reading::show(&meta.summary.root, &viewing);
+        let mut choices = String::new();
+        if shown.has_html {
+            if viewing.as_text {
+                let _ = write!(choices, r#"<a href="/mail/message?{here}">Show as HTML</a>"#);
+            } else {
+                let _ = write!(choices, r#"<a href="/mail/message?{here}&amp;text=1">Show as text</a>"#);
+                if !images {
+                    let _ = write!(
+                        choices,
+                        r#" · <a href="/mail/message?{here}&amp;images=1">Show remote images</a> · <form class="inline" method="post" action="/mail/images"><input type="hidden" name="csrf" value="{}"><input type="hidden" name="f" value="{}"><input type="hidden" name="u" value="{uid}"><button type="submit">Always show images from {}</button></form>"#,
+                        escape(&user.session.csrf),
+                        mb.id,
+                        escape(&sender)
+                    );
+                }
             }
-            let bytes = u64::from(p.end.saturating_sub(p.body_start));
-            let base64 = p.encoding.as_deref().is_some_and(|e| e.eq_ignore_ascii_case("base64"));
-            let bytes = if base64 { bytes * 3 / 4 } else { bytes };
+        }
+        let choices = if choices.is_empty() { choices } else { format!(r#"<p class="view">{choices}</p>"#) };
+        let mut attachments = String::new();
+        for a in &shown.attachments {
             let _ = write!(
                 attachments,
-                r#"<li><a href="/mail/part?f={}&amp;u={uid}&amp;p={index}" download>{}</a> <span class="type">{}/{}</span> <span class="size">{}</span></li>"#,
-                mb.id,
-                escape(&part_name(p)),
-                escape(&p.media_type),
-                escape(&p.media_subtype),
-                size(bytes)
+                r#"<li><a href="/mail/part?{here}&amp;p={}" download>{}</a> <span class="type">{}</span> <span class="size">{}</span></li>"#,
+                a.node,
+                escape(&a.name),
+                escape(&a.kind),
+                size(a.bytes)
             );
         }
         if !attachments.is_empty() {
@@ -373,11 +391,29 @@ impl Webmail {
                 r#"<section aria-label="Attachments"><h2>Attachments</h2><ul class="attachments">{attachments}</ul></section>"#
             );
         }
+        let verdict = match crate::reading::verdict(&body, &self.hostname) {
+            Some(crate::reading::Verdict::Verified(d)) => {
+                format!(r#"<p class="verified" role="note">✓ Verified sender: {}</p>"#, escape(&d))
+            }
+            Some(crate::reading::Verdict::Suspect(d)) => format!(
+                r#"<p class="suspect" role="alert">⚠ This message failed the checks of its sender's domain{}: it may not be from who it says.</p>"#,
+                if d.is_empty() { String::new() } else { format!(" ({})", escape(&d)) }
+            ),
+            None => String::new(),
+        };
         let tools = action_form(user, &boxes, &mb, Some(uid), meta.flags);
+        // Older and newer in the folder, for j and k.
+        let (older, newer) = self.store.neighbours(mb.id, uid).await.unwrap_or_default();
+        let step = |rel: &str, label: &str, to: Option<u32>| {
+            to.map(|u| format!(r#" · <a rel="{rel}" href="/mail/message?f={}&amp;u={u}">{label}</a>"#, mb.id))
+                .unwrap_or_default()
+        };
+        let steps = format!("{}{}", step("prev", "Newer", newer), step("next", "Older", older));
         let main = format!(
-            r#"<article><p><a href="/mail/?f={id}">Back to {}</a> · <a href="/mail/compose?mode=reply&amp;f={id}&amp;u={uid}">Reply</a> · <a href="/mail/compose?mode=all&amp;f={id}&amp;u={uid}">Reply all</a> · <a href="/mail/compose?mode=forward&amp;f={id}&amp;u={uid}">Forward</a> · <a href="/mail/raw?f={id}&amp;u={uid}">View source</a></p>{tools}<h1>{}</h1>{head}{view}{attachments}</article>"#,
+            r#"<article><p><a id="back" href="/mail/?f={id}">Back to {}</a> · <a id="reply" href="/mail/compose?mode=reply&amp;{here}">Reply</a> · <a id="all" href="/mail/compose?mode=all&amp;{here}">Reply all</a> · <a id="forward" href="/mail/compose?mode=forward&amp;{here}">Forward</a> · <a href="/mail/compose?mode=attach&amp;{here}">Forward as attachment</a> · <a href="/mail/raw?{here}">View source</a>{steps}</p>{tools}<h1>{}</h1>{verdict}{head}{choices}{}{attachments}</article>"#,
             escape(&mb.name),
             escape(if subject.trim().is_empty() { "(no subject)" } else { &subject }),
+            shown.html,
             id = mb.id,
         );
         WebResponse::html(200, layout(&subject, Some(user), &main))
@@ -415,17 +451,140 @@ impl Order {
         }
     }
 
+    /// The orders the index serves a page in directly.
+    fn page_order(self) -> Option<agora_store::PageOrder> {
+        use agora_store::PageOrder;
+        match self {
+            Order::Arrival => Some(PageOrder::Arrival),
+            Order::Date => Some(PageOrder::Received),
+            Order::Size => Some(PageOrder::Size),
+            Order::From | Order::Subject => None,
+        }
+    }
+
     /// The sort key and whether it runs backwards (the list is read from its end).
     fn key(self) -> Option<(agora_store::sort::SortKey, bool)> {
         use agora_store::sort::SortKey;
         match self {
             Order::Arrival => None,
-            Order::Date => Some((SortKey::Date, false)),
+            Order::Date => Some((SortKey::Arrival, false)),
             Order::From => Some((SortKey::DisplayFrom, true)),
             Order::Subject => Some((SortKey::Subject, true)),
             Order::Size => Some((SortKey::Size, false)),
         }
     }
+}
+
+/// What a search asks for: words in a field (or anywhere), a date range, attachments.
+#[derive(Debug, Default)]
+struct Filter {
+    words: String,
+    /// `text` (anywhere), `from`, `to`, `subject` or `body`.
+    within: String,
+    since: Option<agora_store::search::Date>,
+    before: Option<agora_store::search::Date>,
+    attachments: bool,
+}
+
+impl Filter {
+    fn from(req: &WebRequest) -> Filter {
+        let within = req.query_field("in").unwrap_or_default();
+        let date = |n: &str| req.query_field(n).as_deref().and_then(parse_date);
+        Filter {
+            words: req.query_field("q").unwrap_or_default().trim().chars().take(200).collect(),
+            within: if ["from", "to", "subject", "body"].contains(&within.as_str()) { within } else { "text".into() },
+            since: date("since"),
+            before: date("before"),
+            attachments: req.query_field("att").as_deref() == Some("1"),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.words.is_empty() && self.since.is_none() && self.before.is_none() && !self.attachments
+    }
+
+    /// The search key, as IMAP would have it.
+    fn key(&self) -> agora_store::search::SearchKey {
+        use agora_store::search::SearchKey;
+        let mut keys = Vec::new();
+        if !self.words.is_empty() {
+            let w = self.words.clone();
+            keys.push(match self.within.as_str() {
+                "from" => SearchKey::From(w),
+                "to" => SearchKey::Or(Box::new(SearchKey::To(w.clone())), Box::new(SearchKey::Cc(w))),
+                "subject" => SearchKey::Subject(w),
+                "body" => SearchKey::Body(w),
+                _ => SearchKey::Text(w),
+            });
+        }
+        if let Some(d) = self.since {
+            keys.push(SearchKey::Since(d));
+        }
+        if let Some(d) = self.before {
+            keys.push(SearchKey::Before(d));
+        }
+        if keys.is_empty() { SearchKey::All } else { SearchKey::And(keys) }
+    }
+
+    /// The filter as query parameters to carry to other pages (`&amp;`-joined).
+    fn query(&self) -> String {
+        let mut out = String::new();
+        if !self.words.is_empty() {
+            let _ = write!(out, "&amp;q={}&amp;in={}", url_encode(&self.words), self.within);
+        }
+        for (name, d) in [("since", self.since), ("before", self.before)] {
+            if let Some(d) = d {
+                let _ = write!(out, "&amp;{name}={}", show_date(d));
+            }
+        }
+        if self.attachments {
+            out.push_str("&amp;att=1");
+        }
+        out
+    }
+
+    fn form(&self, folder: i64) -> String {
+        let options: String =
+            [("text", "Anywhere"), ("from", "From"), ("to", "To or Cc"), ("subject", "Subject"), ("body", "Body")]
+                .iter()
+                .map(|(v, label)| {
+                    let chosen = if *v == self.within { " selected" } else { "" };
+                    format!(r#"<option value="{v}"{chosen}>{label}</option>"#)
+                })
+                .collect();
+        let date = |d: Option<agora_store::search::Date>| d.map(show_date).unwrap_or_default();
+        format!(
+            r#"<form class="search" method="get" action="/mail/" role="search"><input type="hidden" name="f" value="{folder}"><label for="q" class="hidden">Search</label><input id="q" name="q" type="search" value="{}" placeholder="Search this folder"><label for="in" class="hidden">Where</label><select id="in" name="in">{options}</select><label for="since">From</label><input id="since" name="since" type="date" value="{}"><label for="before">before</label><input id="before" name="before" type="date" value="{}"><label><input type="checkbox" name="att" value="1"{}> Has attachments</label><button type="submit">Search</button></form>"#,
+            escape(&self.words),
+            date(self.since),
+            date(self.before),
+            if self.attachments { " checked" } else { "" }
+        )
+    }
+}
+
+/// `2026-12-01`, as a date field sends it.
+fn parse_date(s: &str) -> Option<agora_store::search::Date> {
+    let mut it = s.trim().splitn(3, '-');
+    let year: u16 = it.next()?.parse().ok()?;
+    let month: u8 = it.next()?.parse().ok()?;
+    let day: u8 = it.next()?.parse().ok()?;
+    ((1..=12).contains(&month) && (1..=31).contains(&day) && year >= 1900).then_some(agora_store::search::Date {
+        year,
+        month,
+        day,
+    })
+}
+
+fn show_date(d: agora_store::search::Date) -> String {
+    format!("{:04}-{:02}-{:02}", d.year, d.month, d.day)
+}
+
+/// Whether any leaf is an attachment (or a non-text part that is not inline text).
+fn has_attachment(root: &Part) -> bool {
+    let mut leaves = Vec::new();
+    crate::reading::collect_leaves(root, &mut leaves);
+    leaves.iter().any(|p| crate::reading::is_attachment(p) || (p.media_type != "text" && p.media_type != "multipart"))
 }
 
 /// The form that acts on messages: on one (`uid`, the message page) or on those ticked
@@ -447,6 +606,8 @@ fn action_form(user: &User, boxes: &[Mailbox], mb: &Mailbox, uid: Option<u32>, f
         ("flag", "Flag", !single || !flagged),
         ("unflag", "Unflag", !single || flagged),
         ("delete", "Delete", true),
+        ("junk", "Junk", mb.special_use != Some(SpecialUse::Junk)),
+        ("notjunk", "Not junk", mb.special_use == Some(SpecialUse::Junk)),
     ] {
         if shown {
             let _ = write!(f, r#"<button type="submit" name="op" value="{op}">{label}</button>"#);
@@ -488,39 +649,6 @@ pub(crate) fn part_name(p: &Part) -> String {
         .or_else(|| text::param(&p.params, "name"))
         .filter(|n| !n.trim().is_empty())
         .unwrap_or_else(|| "(unnamed)".into())
-}
-
-fn is_attachment(p: &Part) -> bool {
-    p.disposition.as_ref().is_some_and(|d| d.0 == "attachment")
-}
-
-pub(crate) fn collect_leaves<'a>(p: &'a Part, out: &mut Vec<&'a Part>) {
-    let mut stack = vec![p];
-    while let Some(p) = stack.pop() {
-        if p.children.is_empty() {
-            out.push(p);
-        } else {
-            stack.extend(p.children.iter().rev());
-        }
-    }
-}
-
-/// The HTML a message has to show: its first text/html part that is not an attachment.
-pub(crate) fn html_part(root: &Part) -> Option<&Part> {
-    let mut leaves = Vec::new();
-    collect_leaves(root, &mut leaves);
-    leaves.into_iter().find(|p| p.media_type == "text" && p.media_subtype == "html" && !is_attachment(p))
-}
-
-/// The part a reader sees: the first text/plain that is not an attachment, else the
-/// first such text/html (shown as its text).
-pub(crate) fn readable_part(root: &Part) -> Option<&Part> {
-    let mut leaves = Vec::new();
-    collect_leaves(root, &mut leaves);
-    let pick = |sub: &str| {
-        leaves.iter().copied().find(|p| p.media_type == "text" && p.media_subtype == sub && !is_attachment(p))
-    };
-    pick("plain").or_else(|| pick("html"))
 }
 
 #[cfg(test)]

@@ -21,6 +21,7 @@ pub const ABSOLUTE_SECS: i64 = 7 * 24 * 3600;
 const TOUCH_SECS: i64 = 60;
 
 /// A signed-in request.
+#[derive(Clone)]
 pub(crate) struct User {
     pub account: Account,
     pub session: WebSession,

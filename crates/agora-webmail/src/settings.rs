@@ -1,0 +1,177 @@
+//! The reader's own settings: display name, signature, password, and the senders whose
+//! remote images are always shown. Kept in the store with the account, so every node
+//! and every session sees the same.
+
+use std::fmt::Write;
+
+use agora_store::AccountUpdate;
+
+use crate::pages::{escape, layout, notice};
+use crate::session::User;
+use crate::{WebRequest, WebResponse, Webmail};
+
+/// Settings' names in the store.
+pub(crate) const SIGNATURE: &str = "webmail.signature";
+const IMAGE_SENDERS: &str = "webmail.image_senders";
+/// Longest display name and signature, characters; most senders trusted with images.
+const MAX_NAME: usize = 200;
+const MAX_SIGNATURE: usize = 2000;
+const MAX_IMAGE_SENDERS: usize = 500;
+/// Shortest new password.
+const MIN_PASSWORD: usize = 10;
+
+impl Webmail {
+    async fn setting(&self, user: &User, name: &str) -> Option<String> {
+        let all = self.store.account_settings(user.account.id).await.ok()?;
+        all.into_iter().find(|(n, _)| n == name).map(|(_, v)| v)
+    }
+
+    pub(crate) async fn signature(&self, user: &User) -> String {
+        self.setting(user, SIGNATURE).await.unwrap_or_default()
+    }
+
+    /// Senders (lower-case addresses) whose remote images the reader always allows.
+    pub(crate) async fn image_senders(&self, user: &User) -> Vec<String> {
+        let list = self.setting(user, IMAGE_SENDERS).await.unwrap_or_default();
+        list.lines().filter(|l| !l.is_empty()).map(str::to_string).collect()
+    }
+
+    async fn set_image_senders(&self, user: &User, list: &[String]) -> bool {
+        let value = list.join("\n");
+        let value = (!value.is_empty()).then_some(value.as_str());
+        self.store.set_account_setting(user.account.id, IMAGE_SENDERS, value).await.is_ok()
+    }
+
+    /// GET /mail/settings.
+    pub(crate) async fn settings_page(&self, user: &User, said: Option<(bool, &str)>) -> WebResponse {
+        let csrf = escape(&user.session.csrf);
+        let status = if matches!(said, Some((false, _))) { 400 } else { 200 };
+        let said = match said {
+            Some((true, s)) => format!(r#"<p class="done" role="status">{}</p>"#, escape(s)),
+            Some((false, s)) => format!(r#"<p class="error" role="alert">{}</p>"#, escape(s)),
+            None => String::new(),
+        };
+        let signature = self.signature(user).await;
+        let mut senders = String::new();
+        for s in self.image_senders(user).await {
+            let _ = write!(
+                senders,
+                r#"<li>{} <form class="inline" method="post" action="/mail/settings"><input type="hidden" name="csrf" value="{csrf}"><input type="hidden" name="what" value="unimage"><input type="hidden" name="sender" value="{}"><button type="submit">Remove</button></form></li>"#,
+                escape(&s),
+                escape(&s)
+            );
+        }
+        let senders = if senders.is_empty() {
+            "<p>None: remote images are shown only when you ask, message by message.</p>".to_string()
+        } else {
+            format!("<ul>{senders}</ul>")
+        };
+        let main = format!(
+            r#"<h1>Settings</h1>{said}
+<form class="settings" method="post" action="/mail/settings"><h2>You</h2><input type="hidden" name="csrf" value="{csrf}"><input type="hidden" name="what" value="profile"><label for="name">Display name</label><input id="name" name="name" value="{}" maxlength="{MAX_NAME}" autocomplete="name"><label for="signature">Signature (added to new messages)</label><textarea id="signature" name="signature" rows="4" maxlength="{MAX_SIGNATURE}">{}</textarea><button type="submit">Save</button></form>
+<form class="settings" method="post" action="/mail/settings"><h2>Password</h2><input type="hidden" name="csrf" value="{csrf}"><input type="hidden" name="what" value="password"><input type="hidden" name="username" value="{}" autocomplete="username"><label for="current">Current password</label><input id="current" name="current" type="password" autocomplete="current-password" required><label for="new">New password (at least {MIN_PASSWORD} characters)</label><input id="new" name="new" type="password" autocomplete="new-password" minlength="{MIN_PASSWORD}" required><label for="again">New password again</label><input id="again" name="again" type="password" autocomplete="new-password" minlength="{MIN_PASSWORD}" required><button type="submit">Change password</button></form>
+<section class="settings" aria-label="Remote images"><h2>Remote images always shown from</h2>{senders}</section>"#,
+            escape(&user.account.display_name),
+            escape(&signature),
+            escape(&user.account.login),
+        );
+        WebResponse::html(status, layout("Settings", Some(user), &main))
+    }
+
+    /// POST /mail/settings: one of the forms of the settings page (`what`).
+    pub(crate) async fn save_settings(&self, user: &User, req: &WebRequest) -> WebResponse {
+        let field = |n: &str| req.form_field(n).unwrap_or_default();
+        match field("what").as_str() {
+            "profile" => {
+                let name: String = field("name").chars().filter(|c| !c.is_control()).take(MAX_NAME).collect();
+                let signature: String = field("signature").replace("\r\n", "\n").chars().take(MAX_SIGNATURE).collect();
+                let update = AccountUpdate { display_name: Some(name.trim().to_string()), ..AccountUpdate::default() };
+                let saved = self.store.update_account(&user.account.login, update).await.is_ok()
+                    && self
+                        .store
+                        .set_account_setting(
+                            user.account.id,
+                            SIGNATURE,
+                            (!signature.trim().is_empty()).then_some(signature.as_str()),
+                        )
+                        .await
+                        .is_ok();
+                let mut user = user.clone();
+                user.account.display_name = name.trim().to_string();
+                self.settings_page(&user, Some(if saved { (true, "Saved.") } else { (false, "Not saved; try again.") }))
+                    .await
+            }
+            "password" => self.change_password(user, req).await,
+            "unimage" => {
+                let sender = field("sender").to_lowercase();
+                let mut list = self.image_senders(user).await;
+                list.retain(|s| *s != sender);
+                let saved = self.set_image_senders(user, &list).await;
+                self.settings_page(
+                    user,
+                    Some(if saved { (true, "Removed.") } else { (false, "Not saved; try again.") }),
+                )
+                .await
+            }
+            _ => WebResponse::html(400, notice("Not understood", "That setting is not known.")),
+        }
+    }
+
+    async fn change_password(&self, user: &User, req: &WebRequest) -> WebResponse {
+        let field = |n: &str| req.form_field(n).unwrap_or_default();
+        let (current, new, again) = (field("current"), field("new"), field("again"));
+        if new != again {
+            return self.settings_page(user, Some((false, "The new passwords differ."))).await;
+        }
+        if new.chars().count() < MIN_PASSWORD {
+            return self.settings_page(user, Some((false, "The new password is too short."))).await;
+        }
+        let peer = req.peer.unwrap_or(std::net::IpAddr::from([0, 0, 0, 0]));
+        match self.dir.authenticate(&user.account.login, &current).await {
+            Ok(Some(a)) if a.id == user.account.id => self.throttle.success(&user.account.login),
+            _ => {
+                // The same throttle as sign-in: guessing the current password here is as slow.
+                let delay = self.throttle.failure(peer, Some(user.account.login.as_str()));
+                metrics::counter!("agora_login_failures_total", "protocol" => "webmail").increment(1);
+                tokio::time::sleep(delay).await;
+                return self.settings_page(user, Some((false, "The current password is wrong."))).await;
+            }
+        }
+        if let Err(e) = self.dir.set_password(&user.account.login, &new).await {
+            tracing::warn!("webmail: password change for {}: {e}", user.account.login);
+            return self.settings_page(user, Some((false, "The password could not be changed."))).await;
+        }
+        // Other sessions end: whoever else was signed in must know the new password.
+        for s in self.store.web_sessions(user.account.id).await.unwrap_or_default() {
+            if s.id != user.session.id {
+                let _ = self.store.remove_web_sessions(user.account.id, Some(&s.id)).await;
+            }
+        }
+        tracing::info!("webmail: {} changed their password", user.account.login);
+        self.settings_page(user, Some((true, "Password changed; your other sessions were signed out."))).await
+    }
+
+    /// POST /mail/images: always show remote images from this message's sender.
+    pub(crate) async fn allow_images(&self, user: &User, req: &WebRequest) -> WebResponse {
+        let query =
+            format!("f={}&u={}", req.form_field("f").unwrap_or_default(), req.form_field("u").unwrap_or_default());
+        let probe = WebRequest { query, ..WebRequest::default() };
+        let Some(opened) = self.own_message(user, &probe).await else {
+            return WebResponse::html(404, notice("Not found", "There is no such message."));
+        };
+        let from = opened.meta.summary.envelope.from.as_deref().unwrap_or("");
+        let Some(sender) = agora_store::address::display(from).into_iter().next().map(|a| a.address.to_lowercase())
+        else {
+            return WebResponse::html(400, notice("No sender", "This message names no sender."));
+        };
+        let mut list = self.image_senders(user).await;
+        if !list.contains(&sender) {
+            if list.len() >= MAX_IMAGE_SENDERS {
+                list.remove(0);
+            }
+            list.push(sender);
+            self.set_image_senders(user, &list).await;
+        }
+        WebResponse::redirect(&format!("/mail/message?f={}&u={}", opened.mb.id, opened.meta.uid))
+    }
+}
