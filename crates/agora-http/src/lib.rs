@@ -349,15 +349,22 @@ impl Shared {
 }
 
 impl Shared {
-    /// The webmail: the request handed over as a `WebRequest` (form bodies up to
-    /// `MAX_FORM_BYTES`), its answer turned back into HTTP.
+    /// The webmail: the request handed over as a `WebRequest` (bodies up to the
+    /// webmail's limit for the path), its answer turned back into HTTP (a stream for events).
     async fn webmail(&self, req: Request<Incoming>, peer: std::net::IpAddr) -> Response<Body> {
         use http_body_util::BodyExt;
         let (parts, body) = req.into_parts();
         let head = parts.method == Method::HEAD;
-        let body = match http_body_util::Limited::new(body, agora_webmail::MAX_FORM_BYTES).collect().await {
+        let limit = self.webmail.body_limit(parts.uri.path());
+        let body = match http_body_util::Limited::new(body, limit).collect().await {
             Ok(b) => b.to_bytes(),
-            Err(_) => return respond(StatusCode::PAYLOAD_TOO_LARGE, "text/plain; charset=utf-8", "too large\n"),
+            Err(_) => {
+                return respond(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "text/plain; charset=utf-8",
+                    "What was sent is larger than this server takes.\n",
+                );
+            }
         };
         let web = agora_webmail::WebRequest {
             method: parts.method.as_str().to_string(),

@@ -98,6 +98,7 @@ fn build(ctx: &Context, s: HttpSection) -> Result<Built, String> {
             hostname: ctx.hostname.clone(),
             shutdown: ctx.shutdown.clone(),
             streams: Default::default(),
+            max_message_size: ctx.limits.max_message_size,
         }),
     });
     let mut tasks: Vec<agora_service::Task> = Vec::new();

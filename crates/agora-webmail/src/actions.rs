@@ -189,7 +189,7 @@ impl Webmail {
 }
 
 /// `attachment` with an ASCII stand-in name and the real one in RFC 6266/5987 form.
-fn disposition(name: &str) -> String {
+pub(crate) fn disposition(name: &str) -> String {
     let ascii: String =
         name.chars().map(|c| if c.is_ascii_alphanumeric() || "._- ()".contains(c) { c } else { '_' }).collect();
     let mut encoded = String::new();

@@ -189,6 +189,70 @@
     draggable();
   }
 
+  // Writing: addresses completed from the directory, files checked against the limit
+  // before they are sent, the draft saved every half minute while it changes.
+  const compose = document.querySelector("form.compose");
+  if (compose) {
+    const people = document.getElementById("people");
+    let asked = null;
+    ["to", "cc", "bcc"].forEach((id) => {
+      const field = document.getElementById(id);
+      if (!field) return;
+      field.addEventListener("input", () => {
+        const value = field.value;
+        const cut = value.lastIndexOf(",") + 1;
+        const before = value.slice(0, cut) + (cut ? " " : "");
+        const word = value.slice(cut).trim();
+        clearTimeout(asked);
+        if (word.length < 2) return;
+        asked = setTimeout(() => {
+          fetch("/mail/people?q=" + encodeURIComponent(word), { credentials: "same-origin" })
+            .then((r) => (r.ok ? r.json() : []))
+            .then((found) => {
+              people.replaceChildren(...found.map((p) => {
+                const o = document.createElement("option");
+                o.value = before.replace(/^ /, "") + p;
+                return o;
+              }));
+            })
+            .catch(() => {});
+        }, 150);
+      });
+    });
+    const file = document.getElementById("file");
+    if (file) {
+      file.addEventListener("change", () => {
+        const limit = Number(file.dataset.limit || 0);
+        const total = Array.from(file.files).reduce((n, f) => n + f.size, 0);
+        file.setCustomValidity(limit && total > limit ? "These files are larger together than a message may carry." : "");
+        file.reportValidity();
+      });
+    }
+    const status = compose.querySelector(".saved");
+    let changed = false;
+    compose.addEventListener("input", () => { changed = true; });
+    const save = () => {
+      if (!changed) return;
+      changed = false;
+      const data = new FormData(compose);
+      data.set("op", "draft");
+      fetch("/mail/send", { method: "POST", body: data, credentials: "same-origin" })
+        .then((r) => (r.ok ? r.text() : Promise.reject(r.status)))
+        .then((html) => {
+          const fresh = new DOMParser().parseFromString(html, "text/html");
+          const draft = fresh.querySelector("input[name=draft]");
+          if (draft) compose.querySelector("input[name=draft]").value = draft.value;
+          const kept = fresh.getElementById("kept");
+          if (kept) document.getElementById("kept").replaceWith(kept);
+          if (file) file.value = "";
+          const said = fresh.querySelector(".saved");
+          if (status && said) status.textContent = said.textContent;
+        })
+        .catch(() => { changed = true; });
+    };
+    setInterval(save, 30000);
+  }
+
   if (document.querySelector(".mailbox") && "EventSource" in window) {
     const events = new EventSource("/mail/events");
     events.addEventListener("mail", () => {

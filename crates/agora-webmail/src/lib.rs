@@ -237,6 +237,8 @@ pub struct Webmail {
     pub mail: Arc<agora_mail::Mail>,
     /// The server's name, shown on the sign-in page.
     pub hostname: String,
+    /// Largest message the server takes (the same as SMTP's), bytes.
+    pub max_message_size: usize,
     /// Cancelled when the server stops: open event streams end.
     pub shutdown: tokio_util::sync::CancellationToken,
     /// Open event streams per account.
@@ -244,6 +246,12 @@ pub struct Webmail {
 }
 
 impl Webmail {
+    /// Largest request body taken for a path: a message with its uploads on `/mail/send`,
+    /// a small form elsewhere.
+    pub fn body_limit(&self, path: &str) -> usize {
+        if path == "/mail/send" { self.max_message_size + MAX_FORM_BYTES } else { MAX_FORM_BYTES }
+    }
+
     /// Whether a path belongs to the webmail (`/` leads to it too).
     pub fn serves(path: &str) -> bool {
         path == "/" || path == BASE || path.starts_with("/mail/")
@@ -315,6 +323,7 @@ impl Webmail {
             ("/mail/action", true) => self.action(&user, req).await,
             ("/mail/compose", false) => self.compose_page(&user, req).await,
             ("/mail/send", true) => self.send(&user, req).await,
+            ("/mail/people", false) => self.people(req).await,
             ("/mail/logout", true) => self.sign_out(&user, req).await,
             _ => WebResponse::html(404, pages::notice("Not found", "There is nothing here.")),
         }

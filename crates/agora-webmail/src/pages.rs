@@ -102,7 +102,7 @@ fn when(secs: i64) -> String {
     format!("{y:04}-{mo:02}-{d:02} {h:02}:{mi:02}")
 }
 
-fn size(bytes: u64) -> String {
+pub(crate) fn size(bytes: u64) -> String {
     match bytes {
         b if b < 1024 => format!("{b} B"),
         b if b < 1024 * 1024 => format!("{} KB", b.div_ceil(1024)),
@@ -242,11 +242,20 @@ impl Webmail {
                     .collect::<String>()
             )
         };
-        let search = q.form(mb.id);
+        let mut search = q.form(mb.id);
+        if matches!(mb.special_use, Some(SpecialUse::Trash | SpecialUse::Junk)) && total > 0 && q.is_empty() {
+            let _ = write!(
+                search,
+                r#"<form class="tools" method="post" action="/mail/folders"><input type="hidden" name="csrf" value="{}"><input type="hidden" name="what" value="empty"><input type="hidden" name="f" value="{}"><button type="submit">Empty {}</button></form>"#,
+                escape(&user.session.csrf),
+                mb.id,
+                escape(&mb.name)
+            );
+        }
         let count = match (q.is_empty(), total) {
             (true, 1) => "1 message".to_string(),
             (true, n) => format!("{n} messages"),
-            (false, n) if n == 1 => "1 found".to_string(),
+            (false, 1) => "1 found".to_string(),
             (false, n) => format!("{n} found"),
         };
         let unread = unseen.iter().find(|(id, _)| *id == mb.id).map_or(0, |(_, n)| *n);
@@ -347,7 +356,7 @@ impl Webmail {
         // Remote images only when the reader asks, for this message or for its sender.
         let sender = e.from.as_deref().and_then(|f| address::display(f).into_iter().next()).map(|a| a.address);
         let sender = sender.unwrap_or_default().to_lowercase();
-        let trusted = !sender.is_empty() && self.image_senders(user).await.iter().any(|s| *s == sender);
+        let trusted = !sender.is_empty() && self.image_senders(user).await.contains(&sender);
         let images = trusted || req.query_field("images").as_deref() == Some("1");
         let here = format!("f={}&amp;u={uid}", mb.id);
         let viewing = crate::reading::Viewing {
@@ -409,8 +418,13 @@ impl Webmail {
                 .unwrap_or_default()
         };
         let steps = format!("{}{}", step("prev", "Newer", newer), step("next", "Older", older));
+        let resume = if mb.special_use == Some(SpecialUse::Drafts) {
+            format!(r#" · <a href="/mail/compose?mode=draft&amp;{here}">Continue writing</a>"#)
+        } else {
+            String::new()
+        };
         let main = format!(
-            r#"<article><p><a id="back" href="/mail/?f={id}">Back to {}</a> · <a id="reply" href="/mail/compose?mode=reply&amp;{here}">Reply</a> · <a id="all" href="/mail/compose?mode=all&amp;{here}">Reply all</a> · <a id="forward" href="/mail/compose?mode=forward&amp;{here}">Forward</a> · <a href="/mail/compose?mode=attach&amp;{here}">Forward as attachment</a> · <a href="/mail/raw?{here}">View source</a>{steps}</p>{tools}<h1>{}</h1>{verdict}{head}{choices}{}{attachments}</article>"#,
+            r#"<article><p><a id="back" href="/mail/?f={id}">Back to {}</a> · <a id="reply" href="/mail/compose?mode=reply&amp;{here}">Reply</a> · <a id="all" href="/mail/compose?mode=all&amp;{here}">Reply all</a> · <a id="forward" href="/mail/compose?mode=forward&amp;{here}">Forward</a> · <a href="/mail/compose?mode=attach&amp;{here}">Forward as attachment</a> · <a href="/mail/raw?{here}">View source</a>{resume}{steps}</p>{tools}<h1>{}</h1>{verdict}{head}{choices}{}{attachments}</article>"#,
             escape(&mb.name),
             escape(if subject.trim().is_empty() { "(no subject)" } else { &subject }),
             shown.html,

@@ -304,7 +304,7 @@ pub(crate) fn verdict(body: &[u8], hostname: &str) -> Option<Verdict> {
         return None;
     }
     let (id, results) = value.split_once(';')?;
-    if !id.trim().split_whitespace().next()?.eq_ignore_ascii_case(hostname) {
+    if !id.split_whitespace().next()?.eq_ignore_ascii_case(hostname) {
         return None;
     }
     let result = |method: &str| {

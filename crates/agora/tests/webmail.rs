@@ -72,7 +72,8 @@ s.quit()
 
 def check_headers(r, what):
     csp = r.headers.get("Content-Security-Policy", "")
-    assert "default-src 'none'" in csp and "script-src" not in csp and "frame-ancestors 'none'" in csp, (what, csp)
+    assert "default-src 'none'" in csp and "script-src 'self';" in csp and "frame-ancestors 'none'" in csp, (what, csp)
+    assert "unsafe-inline" not in csp and "unsafe-eval" not in csp, (what, csp)
     assert r.headers.get("X-Frame-Options") == "DENY", what
     assert r.headers.get("X-Content-Type-Options") == "nosniff", what
 
@@ -173,7 +174,7 @@ assert 'aria-label="flagged"' in page and "2 messages" in page, page
 r, _ = req("POST", "/mail/action", f"csrf={csrf}&f={inbox}&u={evil}&op=delete", cookies=jar)
 r, page = req("GET", "/mail/", cookies=jar)
 assert "1 message<" in page and "&lt;script" not in page, page
-trash = re.search(r'<a href="/mail/\?f=(\d+)">Trash', page).group(1)
+trash = re.search(r'<a href="/mail/\?f=(\d+)" data-folder="\d+">Trash', page).group(1)
 r, page = req("GET", f"/mail/?f={trash}", cookies=jar)
 assert "1 message<" in page and "&lt;script&gt;" in page, page
 in_trash = re.search(r'name="u" value="(\d+)"', page).group(1)
@@ -214,7 +215,7 @@ assert got["In-Reply-To"] == in_reply_to and "DKIM-Signature" in got, got.keys()
 assert got.get_content().replace("\r\n", "\n") == "Спасибо, получил.\nA line with = and trailing space \n", repr(got.get_content())
 m.logout()
 r, page = req("GET", "/mail/", cookies=jar)
-sent = re.search(r'<a href="/mail/\?f=(\d+)">Sent', page).group(1)
+sent = re.search(r'<a href="/mail/\?f=(\d+)" data-folder="\d+">Sent', page).group(1)
 r, page = req("GET", f"/mail/?f={sent}", cookies=jar)
 assert "1 message<" in page and "Ответ: привет" in page, page
 
@@ -323,4 +324,167 @@ fn sign_in_read_and_sign_out() {
     a.cli_ok(&["user", "add", "web@example.org", "--password-stdin"], Some("web-secret\n"));
     a.cli_ok(&["user", "add", "other@example.org", "--password-stdin"], Some("other-secret\n"));
     python_ok(&format!("import sys; sys.argv = ['', {:?}]\n{BROWSER}{CLIENT}", a.ip));
+}
+
+/// Writing as people do: files uploaded and received intact over IMAP, a draft saved
+/// with its attachment and resumed, a message forwarded as an attachment, addresses
+/// completed from the directory, a signature, folders made and renamed, a password
+/// changed; and new mail pushed to an open page as an event.
+#[test]
+fn writing_drafts_folders_settings_and_push() {
+    if !have("python3") {
+        return;
+    }
+    let a = Agora::start();
+    a.cli_ok(&["user", "add", "pen@example.org", "--password-stdin", "--name", "Pen Writer"], Some("pen-secret-1\n"));
+    a.cli_ok(
+        &["user", "add", "reader@example.org", "--password-stdin", "--name", "Otto Reader"],
+        Some("reader-secret\n"),
+    );
+    let script = r#"
+import email, email.policy, imaplib, smtplib, socket, threading, time, urllib.parse
+r, _, jar = sign_in("pen@example.org", "pen-secret-1")
+assert r.status == 303, r.status
+r, page = req("GET", "/mail/", cookies=jar)
+csrf = re.search(r'name="csrf" content="([^"]+)"', page).group(1)
+assert '<script src="/mail/app.js" defer></script>' in page, page
+r, js = req("GET", "/mail/app.js")
+assert r.status == 200 and r.headers["Content-Type"].startswith("text/javascript") and "EventSource" in js, r.status
+
+# New mail reaches an open page as an event, with no reload.
+c = http.client.HTTPSConnection(ip, 10443, context=ctx, timeout=20)
+c.request("GET", "/mail/events", headers={"Host": HOST, "Cookie": "__Host-agora=" + jar["__Host-agora"]})
+ev = c.getresponse()
+assert ev.status == 200 and ev.headers["Content-Type"].startswith("text/event-stream"), ev.status
+s = smtplib.SMTP(ip, 10025, timeout=20)
+s.sendmail("far@remote.test", ["pen@example.org"], b"From: far@remote.test\r\nSubject: pushed\r\n\r\nhello\r\n")
+s.quit()
+got = ""
+deadline = time.time() + 20
+while '"kind":"new"' not in got and time.time() < deadline:
+    got += ev.fp.readline().decode()
+assert "event: mail" in got and '"kind":"new"' in got, got
+c.close()
+
+# Completion from the directory.
+r, found = req("GET", "/mail/people?q=otto", cookies=jar)
+assert r.status == 200 and "Otto Reader <reader@example.org>" in found, found
+r, found = req("GET", "/mail/people?q=o", cookies=jar)
+assert found == "[]", "one letter asks nothing"
+
+# A signature goes into new messages.
+r, page = req("POST", "/mail/settings", urllib.parse.urlencode({"csrf": csrf, "what": "profile", "name": "Pen Writer", "signature": "Pen\nexample.org"}), cookies=jar)
+assert r.status == 200 and "Saved." in page, page
+r, page = req("GET", "/mail/compose", cookies=jar)
+assert "\n\n-- \nPen\nexample.org</textarea>" in page, page
+
+def multipart(fields, files):
+    b = "----agoraTestBoundary7"
+    out = b""
+    for k, v in fields:
+        out += f'--{b}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n'.encode() + v.encode() + b"\r\n"
+    for name, ctype, data in files:
+        out += f'--{b}\r\nContent-Disposition: form-data; name="file"; filename="{name}"\r\nContent-Type: {ctype}\r\n\r\n'.encode() + data + b"\r\n"
+    return out + f"--{b}--\r\n".encode(), {"Content-Type": "multipart/form-data; boundary=" + b}
+
+blob = bytes(range(256)) * 300 + b"\r\n--not-a-boundary\r\n"
+body, head = multipart([("csrf", csrf), ("op", "send"), ("to", "Otto <reader@example.org>"), ("subject", "Файлы"), ("body", "See attached.")],
+                       [("данные.bin", "application/octet-stream", blob), ("notes.txt", "text/plain", "Zeilen\nüber".encode())])
+r, page = req("POST", "/mail/send", body, cookies=jar, extra=head)
+assert r.status == 200 and "on its way" in page, (r.status, page)
+
+def inbox_of(login, password):
+    m = imaplib.IMAP4_SSL(ip, 10993, ssl_context=ctx, timeout=20)
+    m.login(login, password)
+    m.select("INBOX")
+    return m
+
+def last_message(m):
+    typ, data = m.search(None, "ALL")
+    n = data[0].split()[-1]
+    typ, data = m.fetch(n, "(BODY.PEEK[])")
+    return email.message_from_bytes(data[0][1], policy=email.policy.default)
+
+m = inbox_of("reader@example.org", "reader-secret")
+got = last_message(m)
+assert got["Subject"] == "Файлы", got["Subject"]
+files = {p.get_filename(): p.get_payload(decode=True) for p in got.iter_attachments()}
+assert files == {"данные.bin": blob, "notes.txt": "Zeilen\nüber".encode()}, list(files)
+
+# A draft with a file, saved, then resumed and sent: the file goes along, Drafts empties.
+body, head = multipart([("csrf", csrf), ("op", "draft"), ("to", "reader@example.org"), ("subject", "Later"), ("body", "Half written")],
+                       [("plan.pdf", "application/pdf", b"%PDF-1.4 plan")])
+r, page = req("POST", "/mail/send", body, cookies=jar, extra=head)
+assert r.status == 200 and "Draft saved at" in page, (r.status, page)
+draft_uid = re.search(r'name="draft" value="(\d+)"', page).group(1)
+kept = re.findall(r'name="keep" value="([^"]+)" checked> plan.pdf', page)
+assert len(kept) == 1, page
+r, page = req("GET", "/mail/", cookies=jar)
+drafts = re.search(r'<a href="/mail/\?f=(\d+)" data-folder="\d+">Drafts', page).group(1)
+r, page = req("GET", f"/mail/?f={drafts}", cookies=jar)
+assert "1 message<" in page and "Later" in page, page
+r, page = req("GET", f"/mail/compose?mode=draft&f={drafts}&u={draft_uid}", cookies=jar)
+assert 'value="reader@example.org"' in page and "Half written" in page and "plan.pdf" in page, page
+keep = re.search(r'name="keep" value="([^"]+)"', page).group(1)
+body, head = multipart([("csrf", csrf), ("op", "send"), ("to", "reader@example.org"), ("subject", "Later"), ("body", "Now whole"), ("draft", draft_uid), ("keep", keep)], [])
+r, page = req("POST", "/mail/send", body, cookies=jar, extra=head)
+assert r.status == 200 and "on its way" in page, (r.status, page)
+r, page = req("GET", f"/mail/?f={drafts}", cookies=jar)
+assert "0 messages" in page, "the draft sent is gone"
+got = last_message(m)
+assert got["Subject"] == "Later" and [p.get_filename() for p in got.iter_attachments()] == ["plan.pdf"], got
+assert list(got.iter_attachments())[0].get_payload(decode=True) == b"%PDF-1.4 plan"
+
+# Forward as attachment: the whole message goes as message/rfc822.
+r, page = req("GET", "/mail/", cookies=jar)
+link = re.search(r'href="/mail/message\?(f=\d+&amp;u=\d+)">pushed', page).group(1).replace("&amp;", "&")
+r, page = req("GET", "/mail/compose?mode=attach&" + link, cookies=jar)
+assert 'value="Fwd: pushed"' in page and "pushed.eml" in page, page
+keep = re.search(r'name="keep" value="([^"]+)"', page).group(1)
+assert keep.endswith(".m"), keep
+r, page = req("POST", "/mail/send", urllib.parse.urlencode({"csrf": csrf, "to": "reader@example.org", "subject": "Fwd: pushed", "body": "fyi", "keep": keep, "mode": "attach", "original": re.sub(r"f=(\d+)&u=(\d+)", r"\1.\2", link)}), cookies=jar)
+assert r.status == 200 and "on its way" in page, (r.status, page)
+got = last_message(m)
+inner = [p for p in got.walk() if p.get_content_type() == "message/rfc822"]
+assert inner and inner[0].get_payload()[0]["Subject"] == "pushed", got
+m.logout()
+r, page = req("GET", "/mail/message?" + link, cookies=jar)
+assert r.status == 200
+
+# Folders: made (IMAP sees it), renamed, deleted.
+r, page = req("POST", "/mail/folders", urllib.parse.urlencode({"csrf": csrf, "what": "create", "name": "Projects/2027"}), cookies=jar)
+assert r.status == 200 and "Folder created." in page, page
+i = imaplib.IMAP4_SSL(ip, 10993, ssl_context=ctx, timeout=20)
+i.login("pen@example.org", "pen-secret-1")
+typ, data = i.lsub('""', "*")
+assert any(b"Projects/2027" in l for l in data), data
+folder = re.search(r'<a href="/mail/\?f=(\d+)">Projects/2027', page).group(1)
+r, page = req("POST", "/mail/folders", urllib.parse.urlencode({"csrf": csrf, "what": "rename", "f": folder, "name": "Projects/2028"}), cookies=jar)
+assert "Folder renamed." in page and "Projects/2028" in page, page
+r, page = req("POST", "/mail/folders", urllib.parse.urlencode({"csrf": csrf, "what": "create", "name": "in*box"}), cookies=jar)
+assert r.status == 400, r.status
+r, page = req("POST", "/mail/folders", urllib.parse.urlencode({"csrf": csrf, "what": "delete", "f": folder}), cookies=jar)
+assert "Folder deleted." in page and "Projects/2028" not in page, page
+inbox = re.search(r'<a href="/mail/\?f=(\d+)">INBOX', page).group(1)
+r, page = req("POST", "/mail/folders", urllib.parse.urlencode({"csrf": csrf, "what": "delete", "f": inbox}), cookies=jar)
+assert r.status == 400, "INBOX stays"
+i.logout()
+
+# Search by field.
+r, page = req("GET", "/mail/?q=far&in=from", cookies=jar)
+assert "1 found" in page and "pushed" in page, page
+r, page = req("GET", "/mail/?q=far&in=subject", cookies=jar)
+assert "0 found" in page, page
+
+# A password change needs the current one; then IMAP takes only the new one.
+r, page = req("POST", "/mail/settings", urllib.parse.urlencode({"csrf": csrf, "what": "password", "current": "wrong", "new": "pen-secret-2", "again": "pen-secret-2"}), cookies=jar)
+assert r.status == 400 and "current password is wrong" in page, page
+r, page = req("POST", "/mail/settings", urllib.parse.urlencode({"csrf": csrf, "what": "password", "current": "pen-secret-1", "new": "pen-secret-2", "again": "pen-secret-2"}), cookies=jar)
+assert r.status == 200 and "Password changed" in page, page
+i = imaplib.IMAP4_SSL(ip, 10993, ssl_context=ctx, timeout=20)
+i.login("pen@example.org", "pen-secret-2")
+i.logout()
+print("ok")
+"#;
+    python_ok(&format!("import sys; sys.argv = ['', {:?}]\n{BROWSER}{script}", a.ip));
 }
