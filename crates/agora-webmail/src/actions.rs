@@ -2,7 +2,9 @@
 //! delete (to Trash, or for good from Trash), one message or a selection; attachments
 //! downloaded (always as a file: never rendered, never sniffed) and the raw source.
 
-use agora_store::{FlagOp, Flags, Mailbox, MessageMeta, SpecialUse};
+use agora_store::{FlagOp, Flags, MessageMeta, SpecialUse};
+
+use crate::access::Folder;
 use bytes::Bytes;
 
 use crate::pages::{self, notice};
@@ -10,26 +12,18 @@ use crate::reading;
 use crate::session::User;
 use crate::{WebRequest, WebResponse, Webmail};
 
-/// A message opened by the reader: the account's folders, its folder, it, its body.
+/// A message opened by the reader: the reader's folders, its folder, it, its body.
 pub(crate) struct Opened {
-    pub boxes: Vec<Mailbox>,
-    pub mb: Mailbox,
+    pub boxes: Vec<Folder>,
+    pub mb: Folder,
     pub meta: MessageMeta,
     pub body: Vec<u8>,
 }
 
 impl Webmail {
-    /// The account's own mailbox with this id.
-    pub(crate) async fn own_mailbox(&self, user: &User, id: Option<String>) -> Option<(Vec<Mailbox>, Mailbox)> {
-        let id: i64 = id?.parse().ok()?;
-        let boxes = self.store.mailboxes(user.account.id).await.ok()?;
-        let mb = boxes.iter().find(|m| m.id == id)?.clone();
-        Some((boxes, mb))
-    }
-
-    /// The message `u` of the account's folder `f` in the query, with its body.
+    /// The message `u` of the reader's folder `f` in the query, with its body.
     pub(crate) async fn own_message(&self, user: &User, req: &WebRequest) -> Option<Opened> {
-        let (boxes, mb) = self.own_mailbox(user, req.query_field("f")).await?;
+        let (boxes, mb) = self.folder(user, req.query_field("f")).await?;
         let uid = req.query_field("u")?.parse::<u32>().ok()?;
         let meta = self.store.messages(mb.id, uid..=uid).await.ok()?.into_iter().next()?;
         let body = self.store.read_blob(&meta.blob).await.ok()?;
@@ -37,8 +31,10 @@ impl Webmail {
     }
 
     /// POST /mail/action: `op` on the messages `u` of folder `f`; back to the folder.
+    /// In a shared folder each change needs its right (RFC 4314), and read or unread is
+    /// the reader's own.
     pub(crate) async fn action(&self, user: &User, req: &WebRequest) -> WebResponse {
-        let Some((boxes, mb)) = self.own_mailbox(user, req.form_field("f")).await else {
+        let Some((boxes, mb)) = self.folder(user, req.form_field("f")).await else {
             return WebResponse::html(404, notice("Not found", "There is no such folder."));
         };
         let mut uids: Vec<u32> = req.form_fields("u").iter().filter_map(|u| u.parse().ok()).take(10_000).collect();
@@ -49,25 +45,36 @@ impl Webmail {
             return WebResponse::redirect(&back);
         }
         let op = req.form_field("op").unwrap_or_default();
+        let needs: &[char] = match op.as_str() {
+            "read" | "unread" => &['s'],
+            "flag" | "unflag" => &['w'],
+            "delete" | "move" | "junk" | "notjunk" => &['t', 'e'],
+            _ => &[],
+        };
+        if !needs.iter().all(|&r| mb.may(r)) {
+            return WebResponse::html(403, notice("Not allowed", "You have no right to change this folder."));
+        }
+        // The reader's own folder of a use (never another account's).
+        let own = |u: SpecialUse| boxes.iter().find(|m| !m.shared && m.special_use == Some(u)).map(|m| m.id);
         let flag = |op, flags| self.store.store_flags(mb.id, &uids, op, flags, &[], None);
         let done = match op.as_str() {
+            "read" | "unread" if mb.shared => {
+                self.store.set_private_seen(mb.id, user.account.id, &uids, op == "read").await
+            }
             "read" => flag(FlagOp::Add, Flags::SEEN).await.map(|_| ()),
             "unread" => flag(FlagOp::Remove, Flags::SEEN).await.map(|_| ()),
             "flag" => flag(FlagOp::Add, Flags::FLAGGED).await.map(|_| ()),
             "unflag" => flag(FlagOp::Remove, Flags::FLAGGED).await.map(|_| ()),
-            "delete" => {
-                let trash = boxes.iter().find(|m| m.special_use == Some(SpecialUse::Trash));
-                match trash {
-                    Some(t) if t.id != mb.id => self.move_to(mb.id, &uids, t.id).await,
-                    // In Trash itself, or with no Trash: gone for good.
-                    _ => self.store.expunge(mb.id, &uids).await.map(|_| ()),
-                }
-            }
-            "junk" | "notjunk" => {
+            "delete" => match own(SpecialUse::Trash) {
+                Some(t) if t != mb.id && !mb.shared => self.move_to(mb.id, &uids, t).await,
+                // In Trash itself, with no Trash, or in a shared folder: gone for good.
+                _ => self.store.expunge(mb.id, &uids).await.map(|_| ()),
+            },
+            "junk" | "notjunk" if !mb.shared => {
                 // Junk goes to the Junk folder (made when missing); "not junk" back to INBOX.
                 let target = if op == "junk" {
-                    match boxes.iter().find(|m| m.special_use == Some(SpecialUse::Junk)) {
-                        Some(j) => Some(j.id),
+                    match own(SpecialUse::Junk) {
+                        Some(j) => Some(j),
                         None => self
                             .store
                             .create_mailbox(user.account.id, "Junk", Some(SpecialUse::Junk))
@@ -76,7 +83,7 @@ impl Webmail {
                             .map(|m| m.id),
                     }
                 } else {
-                    boxes.iter().find(|m| m.name.eq_ignore_ascii_case("INBOX")).map(|m| m.id)
+                    boxes.iter().find(|m| !m.shared && m.name.eq_ignore_ascii_case("INBOX")).map(|m| m.id)
                 };
                 let flag = if op == "junk" { "$Junk" } else { "$NotJunk" };
                 let _ = self
@@ -89,7 +96,9 @@ impl Webmail {
                 }
             }
             "move" => match req.form_field("to").and_then(|t| t.parse::<i64>().ok()) {
-                Some(to) if to != mb.id && boxes.iter().any(|m| m.id == to) => self.move_to(mb.id, &uids, to).await,
+                Some(to) if to != mb.id && boxes.iter().any(|m| m.id == to && m.may('i')) => {
+                    self.move_to(mb.id, &uids, to).await
+                }
                 _ => return WebResponse::redirect(&back),
             },
             _ => return WebResponse::html(400, notice("Not understood", "That action is not known.")),

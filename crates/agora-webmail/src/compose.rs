@@ -290,7 +290,8 @@ impl Webmail {
         }
         let mut it = draft.original.splitn(2, '.');
         if let (Some(f), Some(u)) = (it.next(), it.next())
-            && let (Some((_, mb)), Ok(uid)) = (self.own_mailbox(user, Some(f.to_string())).await, u.parse::<u32>())
+            && let (Some((_, mb)), Ok(uid)) = (self.folder(user, Some(f.to_string())).await, u.parse::<u32>())
+            && mb.may('w')
         {
             let (flags, keywords) = match draft.mode.as_str() {
                 "reply" | "all" => (Flags::ANSWERED, Vec::new()),

@@ -3,11 +3,11 @@
 //! page updates its list and counts without a reload. The stream ends when the
 //! session does, when the server stops, or when the page goes away.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use agora_store::{AccountId, Change};
+use agora_store::{AccountId, Change, MailboxId};
 use bytes::Bytes;
 
 use crate::session::User;
@@ -53,13 +53,15 @@ impl Drop for Held {
     }
 }
 
-/// The event a page gets for a change, if the change is to this account's mail:
-/// `mail` with the mailbox (0: something changed, read everything again).
-fn event(change: &Change, account: AccountId) -> Option<String> {
+/// The event a page gets for a change, if the change is to this account's mail or to a
+/// folder shared with it: `mail` with the mailbox (0: something changed, read
+/// everything again).
+fn event(change: &Change, account: AccountId, shared: &HashSet<MailboxId>) -> Option<String> {
+    let ours = |a: AccountId, m: MailboxId| a == account || shared.contains(&m);
     let (kind, mailbox) = match *change {
-        Change::Appended { account: a, mailbox, .. } if a == account => ("new", mailbox),
-        Change::FlagsChanged { account: a, mailbox, .. } if a == account => ("flags", mailbox),
-        Change::Expunged { account: a, mailbox, .. } if a == account => ("gone", mailbox),
+        Change::Appended { account: a, mailbox, .. } if ours(a, mailbox) => ("new", mailbox),
+        Change::FlagsChanged { account: a, mailbox, .. } if ours(a, mailbox) => ("flags", mailbox),
+        Change::Expunged { account: a, mailbox, .. } if ours(a, mailbox) => ("gone", mailbox),
         Change::MailboxCreated { account: a, .. } | Change::MailboxDeleted { account: a, .. } if a == account => {
             ("folders", 0)
         }
@@ -78,6 +80,8 @@ impl Webmail {
         let (store, shutdown) = (Arc::clone(&self.store), self.shutdown.clone());
         let (account, session) = (user.account.id, user.session.id.clone());
         let mut bus = self.store.subscribe();
+        let shared: HashSet<MailboxId> =
+            self.folders(user).await.unwrap_or_default().iter().filter(|f| f.shared).map(|f| f.mb.id).collect();
         tokio::spawn(async move {
             let _held = held;
             if tx.send(Bytes::from_static(b"retry: 5000\n: open\n\n")).await.is_err() {
@@ -95,7 +99,7 @@ impl Webmail {
                         }
                     }
                     change = bus.recv() => match change {
-                        Ok(c) => match event(&c, account) {
+                        Ok(c) => match event(&c, account, &shared) {
                             Some(e) => e,
                             None => continue,
                         },
@@ -130,9 +134,11 @@ mod tests {
     #[test]
     fn only_the_accounts_changes() {
         let mine = Change::Appended { account: 7, mailbox: 3, uid: 1, modseq: 2 };
-        assert_eq!(event(&mine, 7).as_deref(), Some("event: mail\ndata: {\"kind\":\"new\",\"mailbox\":3}\n\n"));
-        assert_eq!(event(&mine, 8), None);
-        assert_eq!(event(&Change::DirectoryChanged, 7), None);
+        let none = HashSet::new();
+        assert_eq!(event(&mine, 7, &none).as_deref(), Some("event: mail\ndata: {\"kind\":\"new\",\"mailbox\":3}\n\n"));
+        assert_eq!(event(&mine, 8, &none), None);
+        assert!(event(&mine, 8, &HashSet::from([3])).is_some(), "a folder shared with the reader");
+        assert_eq!(event(&Change::DirectoryChanged, 7, &none), None);
         let streams = Arc::new(Streams::default());
         let held: Vec<_> = (0..PER_ACCOUNT).map(|_| streams.hold(1).expect("under the limit")).collect();
         assert!(streams.hold(1).is_none(), "the account's limit");

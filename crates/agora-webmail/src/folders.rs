@@ -85,7 +85,7 @@ impl Webmail {
         let account = user.account.id;
         let what = req.form_field("what").unwrap_or_default();
         let name = req.form_field("name").unwrap_or_default();
-        let chosen = self.own_mailbox(user, req.form_field("f")).await.map(|(_, m)| m);
+        let chosen = self.folder(user, req.form_field("f")).await.map(|(_, m)| m.mb).filter(|m| m.account == account);
         let result: Result<&str, String> = match (what.as_str(), chosen) {
             ("create", _) => match valid_name(&name) {
                 None => Err("That name cannot be a folder's.".into()),

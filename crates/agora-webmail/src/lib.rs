@@ -5,6 +5,7 @@
 //! Content-Security-Policy (no inline script, nothing from elsewhere) holds on every answer. The HTTP engine stays in the HTTP crate: this crate takes a
 //! `WebRequest` and gives back a `WebResponse`.
 
+mod access;
 mod actions;
 mod compose;
 mod events;

@@ -9,6 +9,7 @@ use agora_store::address;
 use agora_store::text;
 use agora_store::{FlagOp, Flags, Mailbox, MessageMeta, Part, SpecialUse, WebSession};
 
+use crate::access::Folder;
 use crate::session::User;
 use crate::{WebRequest, WebResponse, Webmail};
 
@@ -110,27 +111,14 @@ pub(crate) fn size(bytes: u64) -> String {
     }
 }
 
-/// INBOX first, then the special-use folders, then the rest by name.
-fn folder_order(m: &Mailbox) -> (u8, String) {
-    let rank = if m.name.eq_ignore_ascii_case("INBOX") {
-        0
-    } else if m.special_use.is_some() {
-        1
-    } else {
-        2
-    };
-    (rank, m.name.to_lowercase())
-}
-
 impl Webmail {
-    /// The account's mailbox named by `f` (an id), else its INBOX.
-    async fn chosen(&self, user: &User, req: &WebRequest) -> Option<(Vec<Mailbox>, Mailbox)> {
-        let mut boxes = self.store.mailboxes(user.account.id).await.ok()?;
-        boxes.sort_by_key(folder_order);
+    /// The reader's folder named by `f` (an id), else their INBOX.
+    async fn chosen(&self, user: &User, req: &WebRequest) -> Option<(Vec<Folder>, Folder)> {
+        let boxes = self.folders(user).await?;
         let wanted = req.query_field("f").and_then(|f| f.parse::<i64>().ok());
         let chosen = wanted
-            .and_then(|id| boxes.iter().find(|m| m.id == id))
-            .or_else(|| boxes.iter().find(|m| m.name.eq_ignore_ascii_case("INBOX")))
+            .and_then(|id| boxes.iter().find(|m| m.id == id && m.may('r')))
+            .or_else(|| boxes.iter().find(|m| !m.shared && m.name.eq_ignore_ascii_case("INBOX")))
             .or(boxes.first())?
             .clone();
         Some((boxes, chosen))
@@ -143,24 +131,35 @@ impl Webmail {
         let mut nav = String::from(r#"<nav aria-label="Folders"><ul>"#);
         let unseen = self.store.unseen_counts(user.account.id).await.unwrap_or_default();
         for b in &boxes {
-            let unread = unseen.iter().find(|(id, _)| *id == b.id).map_or(0, |(_, n)| *n);
+            let unread = unseen.iter().find(|(id, _)| *id == b.id && !b.shared).map_or(0, |(_, n)| *n);
             let current = if b.id == mb.id { r#" aria-current="page""# } else { "" };
             let badge = if unread > 0 { format!(r#" <span class="unread">{unread}</span>"#) } else { String::new() };
-            let icon = b.special_use.map_or("folder", |s| s.as_str().trim_start_matches('\\')).to_ascii_lowercase();
-            let _ = write!(
-                nav,
-                r#"<li class="{}"><a href="/mail/?f={}" data-folder="{}"{current}>{}{badge}</a></li>"#,
-                escape(&icon),
-                b.id,
-                b.id,
-                escape(&b.name)
-            );
+            let icon = match (b.special_use, b.shared) {
+                (_, true) => "shared".to_string(),
+                (Some(s), false) => s.as_str().trim_start_matches('\\').to_ascii_lowercase(),
+                (None, false) => "folder".to_string(),
+            };
+            // A folder only listed (no right to read) shows without a link.
+            let _ = if b.may('r') {
+                write!(
+                    nav,
+                    r#"<li class="{}"><a href="/mail/?f={}" data-folder="{}"{current}>{}{badge}</a></li>"#,
+                    escape(&icon),
+                    b.id,
+                    b.id,
+                    escape(&b.label)
+                )
+            } else {
+                write!(nav, r#"<li class="{}"><span>{}</span></li>"#, escape(&icon), escape(&b.label))
+            };
         }
         nav.push_str(r#"</ul><p><a href="/mail/folders">Manage folders</a></p></nav>"#);
         // Newest first, a page at a time; a search narrows the folder to its hits.
         let page: usize = req.query_field("p").and_then(|p| p.parse().ok()).unwrap_or(0);
         let q = Filter::from(req);
         let order = Order::from(req.query_field("sort").as_deref());
+        // In threads, how deep each message sits (replies are indented).
+        let mut all_depths: std::collections::HashMap<u32, usize> = std::collections::HashMap::new();
         let (metas, total) = match (q.is_empty(), order.page_order()) {
             // The usual view: one page straight from the index, whatever the folder's size.
             (true, Some(by)) => {
@@ -174,9 +173,15 @@ impl Webmail {
                 } else {
                     self.search(&mb, &q).await
                 };
-                // Shown last first: arrival order is ascending UIDs, a sort key orders the same way.
+                // Shown last first: arrival order is ascending UIDs, a sort key orders the
+                // same way, and threads come out newest last.
                 let all = match order.key() {
                     Some((key, reverse)) => self.sorted(&mb, &all, key, reverse).await,
+                    None if order == Order::Threads => {
+                        let threaded = self.threaded(&mb, &all).await;
+                        all_depths = threaded.iter().map(|&(u, d)| (u, d)).collect();
+                        threaded.into_iter().rev().map(|(u, _)| u).collect()
+                    }
                     None => all,
                 };
                 let uids: Vec<u32> = all.iter().rev().skip(page * PAGE).take(PAGE).copied().collect();
@@ -185,21 +190,24 @@ impl Webmail {
                 (metas, all.len())
             }
         };
+        let seen = self.seen_in(user, &mb).await;
         let mut rows = String::new();
         for meta in &metas {
             let e = &meta.summary.envelope;
             let from = e.from.as_deref().map(address::first_label).unwrap_or_default();
             let subject = e.subject.as_deref().map(text::decode_words).unwrap_or_default();
             let subject = if subject.trim().is_empty() { "(no subject)".to_string() } else { subject };
-            let unread = if meta.flags.contains(Flags::SEEN) { "" } else { " unread" };
+            let read = seen.as_ref().map_or(meta.flags.contains(Flags::SEEN), |s| s.contains(&meta.uid));
+            let unread = if read { "" } else { " unread" };
             let flagged = if meta.flags.contains(Flags::FLAGGED) {
                 r#"<span class="flag" aria-label="flagged">★</span>"#
             } else {
                 ""
             };
+            let depth = all_depths.get(&meta.uid).map_or(String::new(), |d| format!(" depth{}", d.min(&8)));
             let _ = write!(
                 rows,
-                r#"<tr class="msg{unread}" data-uid="{}"><td class="pick"><input type="checkbox" name="u" value="{}" aria-label="Select"></td><td class="from">{flagged}{}</td><td class="subject"><a href="/mail/message?f={}&amp;u={}">{}</a></td><td class="date">{}</td><td class="size">{}</td></tr>"#,
+                r#"<tr class="msg{unread}{depth}" data-uid="{}"><td class="pick"><input type="checkbox" name="u" value="{}" aria-label="Select"></td><td class="from">{flagged}{}</td><td class="subject"><a href="/mail/message?f={}&amp;u={}">{}</a></td><td class="date">{}</td><td class="size">{}</td></tr>"#,
                 meta.uid,
                 meta.uid,
                 escape(&from),
@@ -243,13 +251,22 @@ impl Webmail {
             )
         };
         let mut search = q.form(mb.id);
+        let _ = write!(
+            search,
+            r#"<p class="view">{}</p>"#,
+            if order == Order::Threads {
+                format!(r#"<a href="/mail/?f={}">Show as a list</a>"#, mb.id)
+            } else {
+                format!(r#"<a href="/mail/?f={}{}&amp;sort=threads">Show threads</a>"#, mb.id, q.query())
+            }
+        );
         if matches!(mb.special_use, Some(SpecialUse::Trash | SpecialUse::Junk)) && total > 0 && q.is_empty() {
             let _ = write!(
                 search,
                 r#"<form class="tools" method="post" action="/mail/folders"><input type="hidden" name="csrf" value="{}"><input type="hidden" name="what" value="empty"><input type="hidden" name="f" value="{}"><button type="submit">Empty {}</button></form>"#,
                 escape(&user.session.csrf),
                 mb.id,
-                escape(&mb.name)
+                escape(&mb.label)
             );
         }
         let count = match (q.is_empty(), total) {
@@ -259,13 +276,57 @@ impl Webmail {
             (false, n) => format!("{n} found"),
         };
         let unread = unseen.iter().find(|(id, _)| *id == mb.id).map_or(0, |(_, n)| *n);
-        let title = if unread > 0 { format!("({unread}) {}", mb.name) } else { mb.name.clone() };
+        let title = if unread > 0 { format!("({unread}) {}", mb.label) } else { mb.label.clone() };
         let main = format!(
             r#"<div class="mailbox" data-title="{}">{nav}<section aria-label="Messages"><h1>{} <small>{count}</small></h1>{search}{list}<div class="pager">{pager}</div></section></div>"#,
             escape(&title),
-            escape(&mb.name)
+            escape(&mb.label)
         );
         WebResponse::html(200, layout(&title, Some(user), &main))
+    }
+
+    /// `uids` as conversations (IMAP's THREAD=REFERENCES), each flattened parent before
+    /// replies, with its depth; conversations ordered by their newest message, newest first.
+    async fn threaded(&self, mb: &Mailbox, uids: &[u32]) -> Vec<(u32, usize)> {
+        use agora_store::thread::{Algorithm, ThreadItem, thread};
+        let metas: Vec<MessageMeta> = self
+            .store
+            .messages(mb.id, 1..=u32::MAX)
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|m| uids.binary_search(&m.uid).is_ok())
+            .collect();
+        let items: Vec<ThreadItem<'_>> = metas
+            .iter()
+            .enumerate()
+            .map(|(i, m)| ThreadItem {
+                id: m.uid,
+                seq: i as u32 + 1,
+                internal_date: m.internal_date,
+                envelope: &m.summary.envelope,
+            })
+            .collect();
+        let threads = thread(Algorithm::References, &items);
+        let mut conversations: Vec<Vec<(u32, usize)>> = Vec::new();
+        for &root in &threads.roots {
+            let mut flat = Vec::new();
+            let mut stack = vec![(root, 0usize)];
+            while let Some((n, depth)) = stack.pop() {
+                let node = &threads.nodes[n];
+                // A dummy (a parent known only by reference) takes no row.
+                let (shown, next) = match node.id {
+                    Some(uid) => (Some((uid, depth)), depth + 1),
+                    None => (None, depth),
+                };
+                flat.extend(shown);
+                stack.extend(node.children.iter().rev().map(|&c| (c, next)));
+            }
+            conversations.push(flat);
+        }
+        // Newest activity first: the UIDs grow with arrival.
+        conversations.sort_by_key(|c| std::cmp::Reverse(c.iter().map(|&(u, _)| u).max().unwrap_or(0)));
+        conversations.into_iter().flatten().collect()
     }
 
     /// `uids` in the order of a sort key (RFC 5256's, as IMAP SORT uses).
@@ -333,8 +394,15 @@ impl Webmail {
             return not_found();
         };
         let uid = meta.uid;
-        if !meta.flags.contains(Flags::SEEN) {
-            let _ = self.store.store_flags(mb.id, &[uid], FlagOp::Add, Flags::SEEN, &[], None).await;
+        // Opened means read: the reader's own \Seen in a shared folder.
+        match self.seen_in(user, &mb).await {
+            Some(seen) if !seen.contains(&uid) => {
+                let _ = self.store.set_private_seen(mb.id, user.account.id, &[uid], true).await;
+            }
+            None if !meta.flags.contains(Flags::SEEN) && mb.may('s') => {
+                let _ = self.store.store_flags(mb.id, &[uid], FlagOp::Add, Flags::SEEN, &[], None).await;
+            }
+            _ => {}
         }
         let e = &meta.summary.envelope;
         let mut head = String::from("<dl class=\"headers\">");
@@ -425,7 +493,7 @@ impl Webmail {
         };
         let main = format!(
             r#"<article><p><a id="back" href="/mail/?f={id}">Back to {}</a> · <a id="reply" href="/mail/compose?mode=reply&amp;{here}">Reply</a> · <a id="all" href="/mail/compose?mode=all&amp;{here}">Reply all</a> · <a id="forward" href="/mail/compose?mode=forward&amp;{here}">Forward</a> · <a href="/mail/compose?mode=attach&amp;{here}">Forward as attachment</a> · <a href="/mail/raw?{here}">View source</a>{resume}{steps}</p>{tools}<h1>{}</h1>{verdict}{head}{choices}{}{attachments}</article>"#,
-            escape(&mb.name),
+            escape(&mb.label),
             escape(if subject.trim().is_empty() { "(no subject)" } else { &subject }),
             shown.html,
             id = mb.id,
@@ -442,6 +510,8 @@ enum Order {
     From,
     Subject,
     Size,
+    /// Conversations (RFC 5256 REFERENCES), the newest active first.
+    Threads,
 }
 
 impl Order {
@@ -451,6 +521,7 @@ impl Order {
             Some("from") => Order::From,
             Some("subject") => Order::Subject,
             Some("size") => Order::Size,
+            Some("threads") => Order::Threads,
             _ => Order::Arrival,
         }
     }
@@ -462,6 +533,7 @@ impl Order {
             Order::From => Some("from"),
             Order::Subject => Some("subject"),
             Order::Size => Some("size"),
+            Order::Threads => Some("threads"),
         }
     }
 
@@ -472,7 +544,7 @@ impl Order {
             Order::Arrival => Some(PageOrder::Arrival),
             Order::Date => Some(PageOrder::Received),
             Order::Size => Some(PageOrder::Size),
-            Order::From | Order::Subject => None,
+            Order::From | Order::Subject | Order::Threads => None,
         }
     }
 
@@ -480,7 +552,7 @@ impl Order {
     fn key(self) -> Option<(agora_store::sort::SortKey, bool)> {
         use agora_store::sort::SortKey;
         match self {
-            Order::Arrival => None,
+            Order::Arrival | Order::Threads => None,
             Order::Date => Some((SortKey::Arrival, false)),
             Order::From => Some((SortKey::DisplayFrom, true)),
             Order::Subject => Some((SortKey::Subject, true)),
@@ -603,7 +675,7 @@ fn has_attachment(root: &Part) -> bool {
 
 /// The form that acts on messages: on one (`uid`, the message page) or on those ticked
 /// in the list that follows it (the caller closes the form after the list).
-fn action_form(user: &User, boxes: &[Mailbox], mb: &Mailbox, uid: Option<u32>, flags: Flags) -> String {
+fn action_form(user: &User, boxes: &[Folder], mb: &Folder, uid: Option<u32>, flags: Flags) -> String {
     let mut f = format!(
         r#"<form class="tools" method="post" action="/mail/action"><input type="hidden" name="csrf" value="{}"><input type="hidden" name="f" value="{}">"#,
         escape(&user.session.csrf),
@@ -620,19 +692,24 @@ fn action_form(user: &User, boxes: &[Mailbox], mb: &Mailbox, uid: Option<u32>, f
         ("flag", "Flag", !single || !flagged),
         ("unflag", "Unflag", !single || flagged),
         ("delete", "Delete", true),
-        ("junk", "Junk", mb.special_use != Some(SpecialUse::Junk)),
-        ("notjunk", "Not junk", mb.special_use == Some(SpecialUse::Junk)),
+        ("junk", "Junk", !mb.shared && mb.special_use != Some(SpecialUse::Junk)),
+        ("notjunk", "Not junk", !mb.shared && mb.special_use == Some(SpecialUse::Junk)),
     ] {
-        if shown {
+        let right = match op {
+            "read" | "unread" => mb.may('s'),
+            "flag" | "unflag" => mb.may('w'),
+            _ => mb.may('t') && mb.may('e'),
+        };
+        if shown && right {
             let _ = write!(f, r#"<button type="submit" name="op" value="{op}">{label}</button>"#);
         }
     }
     let targets: String = boxes
         .iter()
-        .filter(|b| b.id != mb.id)
-        .map(|b| format!(r#"<option value="{}">{}</option>"#, b.id, escape(&b.name)))
+        .filter(|b| b.id != mb.id && b.may('i'))
+        .map(|b| format!(r#"<option value="{}">{}</option>"#, b.id, escape(&b.label)))
         .collect();
-    if !targets.is_empty() {
+    if !targets.is_empty() && mb.may('t') && mb.may('e') {
         let _ = write!(
             f,
             r#"<label for="to" class="hidden">Move to</label><select id="to" name="to">{targets}</select><button type="submit" name="op" value="move">Move</button>"#

@@ -488,3 +488,63 @@ print("ok")
 "#;
     python_ok(&format!("import sys; sys.argv = ['', {:?}]\n{BROWSER}{script}", a.ip));
 }
+
+/// Folders shared over IMAP ACLs and public folders appear with IMAP's names and act
+/// by their rights (a reader may read and mark read for themselves, not delete); a
+/// reply chain is shown as a thread.
+#[test]
+fn shared_and_public_folders_and_threads() {
+    if !have("python3") {
+        return;
+    }
+    let a = Agora::start();
+    a.cli_ok(&["user", "add", "boss@example.org", "--password-stdin"], Some("boss-secret\n"));
+    a.cli_ok(&["user", "add", "aide@example.org", "--password-stdin"], Some("aide-secret\n"));
+    a.cli_ok(&["public", "add", "Notices", "--address", "notices@example.org", "--anonymous-mail"], None);
+    a.cli_ok(&["public", "permission", "Notices", "anyone", "reader"], None);
+    let script = r#"
+import imaplib, smtplib, urllib.parse
+s = smtplib.SMTP(ip, 10025, timeout=20)
+s.sendmail("x@remote.test", ["boss@example.org"], b"From: x@remote.test\r\nSubject: Plan\r\nMessage-ID: <p1@remote.test>\r\n\r\nfirst\r\n")
+s.sendmail("y@remote.test", ["boss@example.org"], b"From: y@remote.test\r\nSubject: Re: Plan\r\nMessage-ID: <p2@remote.test>\r\nIn-Reply-To: <p1@remote.test>\r\nReferences: <p1@remote.test>\r\n\r\nsecond\r\n")
+s.sendmail("z@remote.test", ["boss@example.org"], b"From: z@remote.test\r\nSubject: Other\r\nMessage-ID: <o1@remote.test>\r\n\r\nthird\r\n")
+s.sendmail("hr@remote.test", ["notices@example.org"], b"From: hr@remote.test\r\nSubject: Holiday\r\n\r\nclosed friday\r\n")
+s.quit()
+m = imaplib.IMAP4_SSL(ip, 10993, ssl_context=ctx, timeout=20)
+m.login("boss@example.org", "boss-secret")
+typ, data = m._simple_command("SETACL", "INBOX", "aide@example.org", "lrs")
+assert typ == "OK", data
+m.logout()
+
+r, _, jar = sign_in("aide@example.org", "aide-secret")
+r, page = req("GET", "/mail/", cookies=jar)
+csrf = re.search(r'name="csrf" content="([^"]+)"', page).group(1)
+shared = re.search(r'<a href="/mail/\?f=(\d+)" data-folder="\d+">Other Users/boss@example.org/INBOX', page)
+public = re.search(r'<a href="/mail/\?f=(\d+)" data-folder="\d+">Public Folders/Notices', page)
+assert shared and public, page
+r, page = req("GET", f"/mail/?f={public.group(1)}", cookies=jar)
+assert "Holiday" in page and 'value="delete"' not in page, page
+r, page = req("GET", f"/mail/?f={shared.group(1)}", cookies=jar)
+assert page.count('class="msg unread') == 3 and 'value="delete"' not in page and 'value="read"' in page, page
+uid = re.search(r'data-uid="(\d+)"><td class="pick"><input type="checkbox" name="u" value="\d+" aria-label="Select"></td><td class="from">z@remote.test', page).group(1)
+r, _ = req("POST", "/mail/action", urllib.parse.urlencode({"csrf": csrf, "f": shared.group(1), "u": uid, "op": "delete"}), cookies=jar)
+assert r.status == 403, r.status
+r, _ = req("POST", "/mail/action", urllib.parse.urlencode({"csrf": csrf, "f": shared.group(1), "u": uid, "op": "read"}), cookies=jar)
+assert r.status == 303, r.status
+r, page = req("GET", f"/mail/?f={shared.group(1)}", cookies=jar)
+assert page.count('class="msg unread') == 2, "read for the aide"
+# Threads: the reply under its parent, the other conversation apart.
+r, page = req("GET", f"/mail/?f={shared.group(1)}&sort=threads", cookies=jar)
+rows = re.findall(r'<tr class="msg[^"]*?( depth\d)?" data-uid="\d+">.*?<td class="subject"><a [^>]+>([^<]+)<', page)
+assert rows == [(" depth0", "Other"), (" depth0", "Plan"), (" depth1", "Re: Plan")], rows
+# The boss's own \Seen did not change.
+m = imaplib.IMAP4_SSL(ip, 10993, ssl_context=ctx, timeout=20)
+m.login("boss@example.org", "boss-secret")
+m.select("INBOX", readonly=True)
+typ, data = m.search(None, "UNSEEN")
+assert len(data[0].split()) == 3, data
+m.logout()
+print("ok")
+"#;
+    python_ok(&format!("import sys; sys.argv = ['', {:?}]\n{BROWSER}{script}", a.ip));
+}
