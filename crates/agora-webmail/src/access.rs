@@ -47,9 +47,7 @@ impl Folder {
 /// INBOX first, then the special-use folders, then the rest by name; shared, then
 /// public, after the reader's own.
 fn order(f: &Folder) -> (u8, u8, String) {
-    let rank = if f.shared {
-        0
-    } else if f.mb.name.eq_ignore_ascii_case("INBOX") {
+    let rank = if f.shared || f.mb.name.eq_ignore_ascii_case("INBOX") {
         0
     } else if f.mb.special_use.is_some() {
         1
