@@ -92,7 +92,9 @@ pub struct Accepted {
 impl Mail {
     /// Takes a message in durably: it returns only after the store committed it, so the
     /// caller may acknowledge it then.
-    pub async fn accept(&self, i: Intake) -> Result<Accepted, IntakeError> {
+    pub async fn accept(&self, mut i: Intake) -> Result<Accepted, IntakeError> {
+        // Forwarding first: an outside copy is then sealed like any forwarded mail.
+        self.forward(&mut i.recipients).await;
         let mut extra: Vec<u8> = Vec::new();
         let ours = i.origin.authenticated_as.is_some() || i.origin.trusted;
         if !ours && let Some(v) = &self.verifier {
@@ -115,9 +117,11 @@ impl Mail {
             }
             extra.extend_from_slice(verdict.header.as_bytes());
         }
+        // Automatic replies (null return path) are signed for their author's domain.
+        let signer = if i.sender.is_empty() { i.origin.authenticated_as.as_deref().unwrap_or("") } else { &i.sender };
         if i.policy.dkim_sign
             && ours
-            && let Some((_, domain)) = i.sender.rsplit_once('@')
+            && let Some((_, domain)) = signer.rsplit_once('@')
             && let Ok(keys) = self.store.dkim_keys(domain).await
             && !keys.is_empty()
         {
@@ -179,6 +183,11 @@ impl Mail {
         // NOTIFY=SUCCESS on a recipient delivered here: a "delivered" report (RFC 3461 §6.2).
         let wants_success = i.recipients.iter().any(|r| !r.accounts.is_empty() && notify_has(&r.notify, "SUCCESS"));
         let kept = if wants_success { message.clone() } else { Vec::new() };
+        let delivered: Vec<(i64, String)> =
+            i.recipients.iter().flat_map(|r| r.accounts.iter().map(|&a| (a, r.address.clone()))).collect();
+        // Vacation replies read the message after it is stored (only when someone is away).
+        let away = !delivered.is_empty() && self.automatic().await.anyone_away();
+        let for_vacation = if away { message.clone() } else { Vec::new() };
         // A TLS report (RFC 8460) for a hosted domain is kept for `agora tls-report list`
         // as well as delivered.
         let report = (!local.is_empty() && crate::tlsrpt::looks_like_report(&message))
@@ -208,6 +217,9 @@ impl Mail {
         }
         if let Some(r) = report {
             self.keep_tls_report(r, i.received).await;
+        }
+        if away {
+            self.vacation(&i, &delivered, &for_vacation).await;
         }
         metrics::counter!("agora_messages_received_total").increment(1);
         metrics::counter!("agora_messages_delivered_total", "destination" => "local").increment(local.len() as u64);

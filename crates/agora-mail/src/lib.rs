@@ -4,6 +4,7 @@
 //! notifications and the transport's settings. Protocol crates use it; it knows no wire.
 
 pub mod auth;
+pub mod automatic;
 pub mod dane;
 pub mod dsn;
 pub mod intake;
@@ -56,6 +57,8 @@ pub struct Mail {
     tracker: Option<Arc<tracking::Tracker>>,
     /// Rung when mail for remote recipients was queued, so the transport looks at once.
     wake: Arc<tokio::sync::Notify>,
+    /// Forwarding and vacation settings, read when first needed after a change.
+    automatic: std::sync::RwLock<Option<Arc<automatic::Automatic>>>,
 }
 
 impl std::fmt::Debug for Mail {
@@ -76,7 +79,15 @@ impl Mail {
             None
         };
         let tracker = cfg.tracking_log.as_deref().map(|p| Arc::new(tracking::Tracker::new(p)));
-        Mail { cfg, store, dir, verifier, tracker, wake: Arc::new(tokio::sync::Notify::new()) }
+        Mail {
+            cfg,
+            store,
+            dir,
+            verifier,
+            tracker,
+            wake: Arc::new(tokio::sync::Notify::new()),
+            automatic: Default::default(),
+        }
     }
 
     pub fn hostname(&self) -> &str {

@@ -90,6 +90,7 @@ async fn web_sessions<S: Store>(s: &S) {
         s.account_settings(a.id).await.expect("q"),
         vec![("language".to_string(), "fr".to_string()), ("signature".to_string(), "-- \nWalt".to_string())]
     );
+    assert_eq!(s.settings_named("language").await.expect("q"), vec![(a.id, "fr".to_string())]);
     assert!(s.note_vacation_reply(a.id, "Bob@x.test", 1000, 600).await.expect("first"));
     assert!(!s.note_vacation_reply(a.id, "bob@x.test", 1300, 600).await.expect("within the period"));
     assert!(s.note_vacation_reply(a.id, "bob@x.test", 1700, 600).await.expect("after it"));

@@ -91,6 +91,9 @@ pub trait DirectoryStore: Send + Sync {
     /// Sets one of an account's settings, or clears it (None).
     async fn set_account_setting(&self, account: AccountId, name: &str, value: Option<&str>) -> Result<()>;
 
+    /// Every account's value of one setting (the mail core's forwarding and vacation).
+    async fn settings_named(&self, name: &str) -> Result<Vec<(AccountId, String)>>;
+
     /// Records a vacation reply to `sender` at `now` unless one went within `period`
     /// seconds before: true when this reply may go (RFC 3834's once per period).
     async fn note_vacation_reply(&self, account: AccountId, sender: &str, now: i64, period: i64) -> Result<bool>;

@@ -1470,6 +1470,17 @@ impl DirectoryStore for Arc<SqliteStore> {
         .await
     }
 
+    async fn settings_named(&self, name: &str) -> Result<Vec<(AccountId, String)>> {
+        let name = name.to_string();
+        self.read(move |c| {
+            let mut st =
+                c.prepare_cached("SELECT account, value FROM account_settings WHERE name = ?1 ORDER BY account")?;
+            let rows = st.query_map([name], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
     async fn note_vacation_reply(&self, account: AccountId, sender: &str, now: i64, period: i64) -> Result<bool> {
         let sender = sender.to_lowercase();
         self.write(move |c| {

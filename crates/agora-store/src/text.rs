@@ -467,6 +467,55 @@ pub fn contains_casemapped(hay: &str, needle: &str) -> bool {
     casemap(hay).contains(&casemap(needle))
 }
 
+/// RFC 2047 B words of at most 45 bytes of UTF-8 each (whole characters), folded.
+pub fn encode_words(s: &str) -> String {
+    if s.is_ascii() && !s.contains("=?") {
+        return s.to_string();
+    }
+    let mut words = Vec::new();
+    let mut chunk = String::new();
+    for c in s.chars() {
+        if chunk.len() + c.len_utf8() > 45 {
+            words.push(std::mem::take(&mut chunk));
+        }
+        chunk.push(c);
+    }
+    if !chunk.is_empty() {
+        words.push(chunk);
+    }
+    words
+        .iter()
+        .map(|w| format!("=?UTF-8?B?{}?=", base64::engine::general_purpose::STANDARD.encode(w)))
+        .collect::<Vec<_>>()
+        .join("\r\n ")
+}
+
+/// Quoted-printable (RFC 2045 §6.7) of UTF-8 text with `\n` line ends: lines of at most
+/// 76 characters, soft breaks, `=` and 8-bit bytes escaped, trailing blanks protected.
+pub fn quoted_printable(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + text.len() / 8);
+    for line in text.split('\n') {
+        let bytes = line.as_bytes();
+        let mut col = 0;
+        for (i, &b) in bytes.iter().enumerate() {
+            let last = i + 1 == bytes.len();
+            let piece = if b == b'=' || b >= 0x80 || (b < 0x20 && b != b'\t') || (last && (b == b' ' || b == b'\t')) {
+                format!("={b:02X}")
+            } else {
+                (b as char).to_string()
+            };
+            if col + piece.len() > 75 {
+                out.push_str("=\r\n");
+                col = 0;
+            }
+            out.push_str(&piece);
+            col += piece.len();
+        }
+        out.push_str("\r\n");
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

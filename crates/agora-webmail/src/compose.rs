@@ -531,7 +531,7 @@ fn build(user: &User, d: &Draft, files: &[Attachment], now: i64, id: &str, own_c
         }
     }
     if !d.subject.trim().is_empty() {
-        let _ = write!(m, "Subject: {}\r\n", encode_words(d.subject.trim()));
+        let _ = write!(m, "Subject: {}\r\n", text::encode_words(d.subject.trim()));
     }
     let _ = write!(m, "Message-ID: {id}\r\n");
     let safe_id = |s: &str| s.chars().filter(|c| !c.is_control()).collect::<String>();
@@ -543,10 +543,10 @@ fn build(user: &User, d: &Draft, files: &[Attachment], now: i64, id: &str, own_c
     }
     m.push_str("MIME-Version: 1.0\r\n");
     let text_head = "Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n";
-    let text = quoted_printable(&d.body.replace("\r\n", "\n"));
+    let body_qp = text::quoted_printable(&d.body.replace("\r\n", "\n"));
     if files.is_empty() {
         m.push_str(text_head);
-        m.push_str(&text);
+        m.push_str(&body_qp);
         return m.into_bytes();
     }
     let boundary = format!("=_agora_{}", &id[1..id.find('@').unwrap_or(13).min(25)]);
@@ -554,7 +554,7 @@ fn build(user: &User, d: &Draft, files: &[Attachment], now: i64, id: &str, own_c
         m,
         "Content-Type: multipart/mixed; boundary=\"{boundary}\"\r\n\r\nThis is a message in MIME format.\r\n"
     );
-    let _ = write!(m, "--{boundary}\r\n{text_head}{text}");
+    let _ = write!(m, "--{boundary}\r\n{text_head}{body_qp}");
     let mut out = m.into_bytes();
     for f in files {
         let (type_name, name) = file_name_params(&f.name);
@@ -603,7 +603,7 @@ fn file_name_params(name: &str) -> (String, String) {
             pct.push_str(&format!("%{b:02X}"));
         }
     }
-    (format!("name={}", quoted(&encode_words(&name).replace("\r\n ", " "))), format!("filename*=utf-8''{pct}"))
+    (format!("name={}", quoted(&text::encode_words(&name).replace("\r\n ", " "))), format!("filename*=utf-8''{pct}"))
 }
 
 /// A display name as a phrase: quoted when it has specials, RFC 2047 when not ASCII;
@@ -612,7 +612,7 @@ fn phrase(name: &str) -> String {
     let name: String = name.chars().filter(|c| !c.is_control()).collect();
     let name = name.as_str();
     if !name.is_ascii() {
-        return encode_words(name);
+        return text::encode_words(name);
     }
     if name.chars().all(|c| c.is_ascii_alphanumeric() || " !#$%&'*+-/=?^_`{|}~".contains(c)) {
         return name.to_string();
@@ -633,71 +633,21 @@ fn header_addresses(value: &str) -> String {
         .join(", ")
 }
 
-/// RFC 2047 B words of at most 45 bytes of UTF-8 each (whole characters), folded.
-fn encode_words(s: &str) -> String {
-    use base64::Engine;
-    if s.is_ascii() && !s.contains("=?") {
-        return s.to_string();
-    }
-    let mut words = Vec::new();
-    let mut chunk = String::new();
-    for c in s.chars() {
-        if chunk.len() + c.len_utf8() > 45 {
-            words.push(std::mem::take(&mut chunk));
-        }
-        chunk.push(c);
-    }
-    if !chunk.is_empty() {
-        words.push(chunk);
-    }
-    words
-        .iter()
-        .map(|w| format!("=?UTF-8?B?{}?=", base64::engine::general_purpose::STANDARD.encode(w)))
-        .collect::<Vec<_>>()
-        .join("\r\n ")
-}
-
-/// Quoted-printable (RFC 2045 §6.7) of UTF-8 text with `\n` line ends: lines of at most
-/// 76 characters, soft breaks, `=` and 8-bit bytes escaped, trailing blanks protected.
-fn quoted_printable(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + text.len() / 8);
-    for line in text.split('\n') {
-        let bytes = line.as_bytes();
-        let mut col = 0;
-        for (i, &b) in bytes.iter().enumerate() {
-            let last = i + 1 == bytes.len();
-            let piece = if b == b'=' || b >= 0x80 || (b < 0x20 && b != b'\t') || (last && (b == b' ' || b == b'\t')) {
-                format!("={b:02X}")
-            } else {
-                (b as char).to_string()
-            };
-            if col + piece.len() > 75 {
-                out.push_str("=\r\n");
-                col = 0;
-            }
-            out.push_str(&piece);
-            col += piece.len();
-        }
-        out.push_str("\r\n");
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn headers_and_text_for_the_wire() {
-        assert_eq!(encode_words("plain"), "plain");
-        let w = encode_words("Привет, мир");
+        assert_eq!(text::encode_words("plain"), "plain");
+        let w = text::encode_words("Привет, мир");
         assert!(w.starts_with("=?UTF-8?B?") && text::decode_words(&w) == "Привет, мир", "{w}");
         let long = "日本語".repeat(20);
-        assert_eq!(text::decode_words(&encode_words(&long)), long);
+        assert_eq!(text::decode_words(&text::encode_words(&long)), long);
         assert_eq!(phrase("Doe, Jane"), "\"Doe, Jane\"");
         assert_eq!(phrase("Jane Doe"), "Jane Doe");
         assert_eq!(phrase("Eve\r\nBcc: x@y.z"), "\"EveBcc: x@y.z\"");
-        let qp = quoted_printable("a=b é \n\n".repeat(30).as_str());
+        let qp = text::quoted_printable("a=b é \n\n".repeat(30).as_str());
         assert!(qp.lines().all(|l| l.len() <= 76), "{qp}");
         let back = text::qp_decode(qp.as_bytes());
         assert_eq!(String::from_utf8(back).unwrap().replace("\r\n", "\n"), format!("{}\n", "a=b é \n\n".repeat(30)));

@@ -649,6 +649,12 @@ impl Filter {
     }
 }
 
+/// A day (`2026-12-01`, as a date field sends it) as its first second, UTC.
+pub(crate) fn parse_day(s: &str) -> Option<i64> {
+    let d = parse_date(s)?;
+    Some(agora_store::time::days_from_civil(i64::from(d.year), u32::from(d.month), u32::from(d.day)) * 86_400)
+}
+
 /// `2026-12-01`, as a date field sends it.
 fn parse_date(s: &str) -> Option<agora_store::search::Date> {
     let mut it = s.trim().splitn(3, '-');

@@ -66,11 +66,12 @@ impl Webmail {
         } else {
             format!("<ul>{senders}</ul>")
         };
+        let automatic = self.automatic_forms(user).await;
         let main = format!(
             r#"<h1>Settings</h1>{said}
 <form class="settings" method="post" action="/mail/settings"><h2>You</h2><input type="hidden" name="csrf" value="{csrf}"><input type="hidden" name="what" value="profile"><label for="name">Display name</label><input id="name" name="name" value="{}" maxlength="{MAX_NAME}" autocomplete="name"><label for="signature">Signature (added to new messages)</label><textarea id="signature" name="signature" rows="4" maxlength="{MAX_SIGNATURE}">{}</textarea><button type="submit">Save</button></form>
 <form class="settings" method="post" action="/mail/settings"><h2>Password</h2><input type="hidden" name="csrf" value="{csrf}"><input type="hidden" name="what" value="password"><input type="hidden" name="username" value="{}" autocomplete="username"><label for="current">Current password</label><input id="current" name="current" type="password" autocomplete="current-password" required><label for="new">New password (at least {MIN_PASSWORD} characters)</label><input id="new" name="new" type="password" autocomplete="new-password" minlength="{MIN_PASSWORD}" required><label for="again">New password again</label><input id="again" name="again" type="password" autocomplete="new-password" minlength="{MIN_PASSWORD}" required><button type="submit">Change password</button></form>
-<section class="settings" aria-label="Remote images"><h2>Remote images always shown from</h2>{senders}</section>"#,
+{automatic}<section class="settings" aria-label="Remote images"><h2>Remote images always shown from</h2>{senders}</section>"#,
             escape(&user.account.display_name),
             escape(&signature),
             escape(&user.account.login),
@@ -102,6 +103,10 @@ impl Webmail {
                     .await
             }
             "password" => self.change_password(user, req).await,
+            "vacation" | "forward" => {
+                let said = self.save_automatic(user, req).await;
+                self.settings_page(user, Some(said)).await
+            }
             "unimage" => {
                 let sender = field("sender").to_lowercase();
                 let mut list = self.image_senders(user).await;
@@ -115,6 +120,84 @@ impl Webmail {
             }
             _ => WebResponse::html(400, notice("Not understood", "That setting is not known.")),
         }
+    }
+
+    /// The vacation reply and forwarding forms, filled in from the settings.
+    async fn automatic_forms(&self, user: &User) -> String {
+        use agora_mail::automatic::{FORWARD, Forward, VACATION, Vacation};
+        let csrf = escape(&user.session.csrf);
+        let v: Option<Vacation> = self.setting(user, VACATION).await.and_then(|j| serde_json::from_str(&j).ok());
+        let f: Option<Forward> = self.setting(user, FORWARD).await.and_then(|j| serde_json::from_str(&j).ok());
+        let on = |b: bool| if b { " checked" } else { "" };
+        let day = |t: i64| {
+            if t == 0 {
+                return String::new();
+            }
+            let (y, m, d, ..) = agora_store::time::split(t);
+            format!("{y:04}-{m:02}-{d:02}")
+        };
+        let vd = v.clone().unwrap_or(Vacation { days: 7, ..Vacation::default() });
+        let fd = f.clone().unwrap_or(Forward { to: String::new(), keep: true });
+        format!(
+            r#"<form class="settings" method="post" action="/mail/settings"><h2>Vacation reply</h2><input type="hidden" name="csrf" value="{csrf}"><input type="hidden" name="what" value="vacation"><label><input type="checkbox" name="on" value="1"{}> Answer mail automatically</label><label for="vsubject">Subject (empty: "Auto: " and theirs)</label><input id="vsubject" name="subject" value="{}" maxlength="200"><label for="vtext">Reply</label><textarea id="vtext" name="text" rows="4" maxlength="{MAX_SIGNATURE}">{}</textarea><label for="vfrom">From (optional)</label><input id="vfrom" name="from" type="date" value="{}"><label for="vuntil">Until (optional, not included)</label><input id="vuntil" name="until" type="date" value="{}"><label for="vdays">Answer each sender once in this many days</label><input id="vdays" name="days" type="number" min="1" max="30" value="{}"><p>Lists, bulk mail and automatic messages are never answered.</p><button type="submit">Save</button></form>
+<form class="settings" method="post" action="/mail/settings"><h2>Forwarding</h2><input type="hidden" name="csrf" value="{csrf}"><input type="hidden" name="what" value="forward"><label for="fto">Forward all mail to (empty: off)</label><input id="fto" name="to" type="email" value="{}" maxlength="254"><label><input type="checkbox" name="keep" value="1"{}> Keep a copy here</label><button type="submit">Save</button></form>"#,
+            on(v.is_some()),
+            escape(&vd.subject),
+            escape(&vd.text),
+            day(vd.from),
+            day(vd.until),
+            vd.days.max(1),
+            escape(&fd.to),
+            on(fd.keep),
+        )
+    }
+
+    /// Saves the vacation reply or forwarding; the mail core reads them again.
+    async fn save_automatic(&self, user: &User, req: &WebRequest) -> (bool, &'static str) {
+        use agora_mail::automatic::{FORWARD, Forward, VACATION, Vacation};
+        let field = |n: &str| req.form_field(n).unwrap_or_default();
+        let id = user.account.id;
+        let saved = if field("what") == "vacation" {
+            let value = if field("on") == "1" {
+                let date = |n: &str| crate::pages::parse_day(&field(n)).unwrap_or(0);
+                let v = Vacation {
+                    subject: field("subject").chars().filter(|c| !c.is_control()).take(200).collect(),
+                    text: field("text").chars().take(MAX_SIGNATURE).collect(),
+                    days: field("days").parse::<u32>().unwrap_or(7).clamp(1, 30),
+                    from: date("from"),
+                    until: date("until"),
+                };
+                if v.text.trim().is_empty() {
+                    return (false, "Write the reply first.");
+                }
+                Some(serde_json::to_string(&v).unwrap_or_default())
+            } else {
+                None
+            };
+            self.store.set_account_setting(id, VACATION, value.as_deref()).await
+        } else {
+            let to = field("to").trim().to_lowercase();
+            let value = if to.is_empty() {
+                None
+            } else {
+                let valid = matches!(to.rsplit_once('@'), Some((l, d)) if !l.is_empty() && d.contains('.'))
+                    && !to.contains([' ', ',', '<', '>']);
+                if !valid || to == user.account.login.to_lowercase() {
+                    return (false, "That is not an address to forward to.");
+                }
+                if matches!(self.dir.resolve(&to).await, Ok(agora_directory::Recipient::Unknown)) {
+                    return (false, "There is no such address here.");
+                }
+                Some(serde_json::to_string(&Forward { to, keep: field("keep") == "1" }).unwrap_or_default())
+            };
+            self.store.set_account_setting(id, FORWARD, value.as_deref()).await
+        };
+        if saved.is_err() {
+            return (false, "Not saved; try again.");
+        }
+        self.mail.automatic_changed();
+        tracing::info!("webmail: {} changed their {}", user.account.login, field("what"));
+        (true, "Saved.")
     }
 
     async fn change_password(&self, user: &User, req: &WebRequest) -> WebResponse {

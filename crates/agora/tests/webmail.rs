@@ -548,3 +548,68 @@ print("ok")
 "#;
     python_ok(&format!("import sys; sys.argv = ['', {:?}]\n{BROWSER}{script}", a.ip));
 }
+
+/// A vacation reply set in the webmail answers a colleague once (not twice, not a
+/// list), with `Auto-Submitted`; forwarding sends an account's mail on (to a colleague
+/// without a copy kept, or to the queue for an outside address).
+#[test]
+fn vacation_replies_and_forwarding() {
+    if !have("python3") {
+        return;
+    }
+    let a = Agora::start();
+    a.cli_ok(&["user", "add", "away@example.org", "--password-stdin", "--name", "Ada Away"], Some("away-secret\n"));
+    a.cli_ok(&["user", "add", "mate@example.org", "--password-stdin"], Some("mate-secret\n"));
+    a.cli_ok(&["user", "add", "fwd@example.org", "--password-stdin"], Some("fwd-secret\n"));
+    let script = r#"
+import email, email.policy, imaplib, smtplib, time, urllib.parse
+def settings(login, password, fields):
+    r, _, jar = sign_in(login, password)
+    r, page = req("GET", "/mail/settings", cookies=jar)
+    csrf = re.search(r'name="csrf" content="([^"]+)"', page).group(1)
+    r, page = req("POST", "/mail/settings", urllib.parse.urlencode(dict(csrf=csrf, **fields)), cookies=jar)
+    return r, page
+r, page = settings("away@example.org", "away-secret", {"what": "vacation", "on": "1", "text": "Back on Monday.", "days": "7"})
+assert r.status == 200 and "Saved." in page and "Back on Monday." in page, page
+r, page = settings("fwd@example.org", "fwd-secret", {"what": "forward", "to": "nobody@example.org"})
+assert r.status == 400 and "no such address" in page, page
+r, page = settings("fwd@example.org", "fwd-secret", {"what": "forward", "to": "mate@example.org"})
+assert r.status == 200 and "Saved." in page, page
+
+def submit(login, password, to, msg):
+    s = smtplib.SMTP(ip, 10587, timeout=20)
+    s.starttls(context=ctx)
+    s.login(login, password)
+    s.sendmail(login, to, msg)
+    s.quit()
+submit("mate@example.org", "mate-secret", ["away@example.org"], b"From: mate@example.org\r\nTo: away@example.org\r\nSubject: Lunch?\r\nMessage-ID: <l1@example.org>\r\n\r\nnoon?\r\n")
+submit("mate@example.org", "mate-secret", ["away@example.org"], b"From: mate@example.org\r\nTo: away@example.org\r\nSubject: Lunch again\r\n\r\nor one?\r\n")
+submit("mate@example.org", "mate-secret", ["away@example.org"], b"From: mate@example.org\r\nTo: away@example.org\r\nList-Id: <team.example.org>\r\nSubject: List mail\r\n\r\nall\r\n")
+s = smtplib.SMTP(ip, 10025, timeout=20)
+s.sendmail("far@remote.test", ["fwd@example.org"], b"From: far@remote.test\r\nTo: fwd@example.org\r\nSubject: Passed on\r\n\r\nfor fwd\r\n")
+s.quit()
+
+def messages(login, password):
+    m = imaplib.IMAP4_SSL(ip, 10993, ssl_context=ctx, timeout=20)
+    m.login(login, password)
+    m.select("INBOX", readonly=True)
+    typ, data = m.search(None, "ALL")
+    out = []
+    for n in data[0].split():
+        typ, d = m.fetch(n, "(BODY.PEEK[])")
+        out.append(email.message_from_bytes(d[0][1], policy=email.policy.default))
+    m.logout()
+    return out
+got = messages("mate@example.org", "mate-secret")
+subjects = [g["Subject"] for g in got]
+assert subjects.count("Auto: Lunch?") == 1 and len([s for s in subjects if s.startswith("Auto:")]) == 1, subjects
+auto = [g for g in got if g["Subject"] == "Auto: Lunch?"][0]
+assert auto["Auto-Submitted"] == "auto-replied" and auto["In-Reply-To"] == "<l1@example.org>", auto
+assert auto["From"].addresses[0].addr_spec == "away@example.org" and "Back on Monday." in auto.get_content(), auto
+assert "Passed on" in subjects, subjects
+assert messages("fwd@example.org", "fwd-secret") == [], "no copy kept"
+assert len(messages("away@example.org", "away-secret")) == 3
+print("ok")
+"#;
+    python_ok(&format!("import sys; sys.argv = ['', {:?}]\n{BROWSER}{script}", a.ip));
+}
