@@ -12,21 +12,7 @@ use hickory_proto::rr::{Name, RecordType};
 
 use crate::zones::to_record;
 
-/// One record set as expected and as a resolver sees it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Finding {
-    pub name: String,
-    pub rtype: String,
-    pub expected: Vec<String>,
-    /// What the resolver answered (empty: nothing), or why it could not say.
-    pub seen: Result<Vec<String>, String>,
-}
-
-impl Finding {
-    pub fn matches(&self) -> bool {
-        self.seen.as_ref().is_ok_and(|s| *s == self.expected)
-    }
-}
+pub use agora_mail::zone::Finding;
 
 /// The record data as text, in a form both sides share (case folded, sorted).
 fn texts(records: impl Iterator<Item = hickory_proto::rr::Record>) -> Vec<String> {

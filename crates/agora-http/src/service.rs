@@ -99,6 +99,11 @@ fn build(ctx: &Context, s: HttpSection) -> Result<Built, String> {
             shutdown: ctx.shutdown.clone(),
             streams: Default::default(),
             max_message_size: ctx.limits.max_message_size,
+            zone: ctx.zone.clone(),
+            dns_check: ctx.dns_check.clone(),
+            tracking_log: Some(ctx.data_dir.join("tracking.log")),
+            metrics: Some(agora_service::metrics::render),
+            history: Default::default(),
         }),
     });
     let mut tasks: Vec<agora_service::Task> = Vec::new();
@@ -118,6 +123,7 @@ fn build(ctx: &Context, s: HttpSection) -> Result<Built, String> {
         tasks.push(Box::pin(Arc::new(acme).run(shutdown)));
     }
     tasks.push(Box::pin(Arc::clone(&shared.webmail).expire_sessions(ctx.shutdown.clone())));
+    tasks.push(Box::pin(Arc::clone(&shared.webmail).sample_metrics(ctx.shutdown.clone())));
     let plain = Arc::new(HttpService::new(Arc::clone(&shared), Role::Plain));
     let secure = Arc::new(HttpService::new(Arc::clone(&shared), Role::Secure));
     let admin = Arc::new(HttpService::new(shared, Role::Admin));

@@ -74,6 +74,28 @@ pub struct Record {
     pub data: Data,
 }
 
+/// One record set as expected and as a resolver sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    pub name: String,
+    pub rtype: String,
+    pub expected: Vec<String>,
+    /// What the resolver answered (empty: nothing), or why it could not say.
+    pub seen: Result<Vec<String>, String>,
+}
+
+impl Finding {
+    pub fn matches(&self) -> bool {
+        self.seen.as_ref().is_ok_and(|s| *s == self.expected)
+    }
+}
+
+/// Asks resolvers what they see of a zone's records (the DNS service's check, handed to
+/// whoever shows it: `agora dns check`, the admin console).
+pub type Checker = std::sync::Arc<
+    dyn Fn(Vec<Record>) -> std::pin::Pin<Box<dyn std::future::Future<Output = Vec<Finding>> + Send>> + Send + Sync,
+>;
+
 /// The SRV locators (RFC 6186, RFC 8314 and the directory's) by listener key.
 pub const LOCATORS: &[(&str, &str)] = &[
     ("submission", "_submission._tcp"),

@@ -73,6 +73,10 @@ pub struct Context {
     pub shutdown: CancellationToken,
     /// `[tls] acme`: certificates from an ACME CA (none: the configured pair only).
     pub acme: Option<AcmeSettings>,
+    /// What the hosted zones are made from (the DNS service's settings).
+    pub zone: Option<agora_mail::zone::ZoneSettings>,
+    /// Asks resolvers what they see of records.
+    pub dns_check: Option<agora_mail::zone::Checker>,
 }
 
 /// `[tls] acme = { directory, contact, … }`: where and how certificates are obtained.

@@ -721,6 +721,31 @@ pub struct PublicFolderUpdate {
     pub expire_count: Option<u32>,
 }
 
+/// The roles of a public folder's permissions (`agora public permission`, the admin
+/// console) as IMAP ACL letters (RFC 4314): readers read
+/// and keep their \Seen; authors also post; editors also change and delete others'
+/// posts; moderators also make and remove subfolders; owners also set permissions.
+pub fn role_rights(role: &str) -> Option<&'static str> {
+    Some(match role.to_ascii_lowercase().as_str() {
+        "reader" => "lrs",
+        "author" => "lrsip",
+        "editor" => "lrswipte",
+        "moderator" => "lrswipkxte",
+        "owner" => "lrswipkxtea",
+        "none" => "",
+        _ => return None,
+    })
+}
+
+/// The role a set of ACL letters amounts to, for listings.
+pub fn rights_role(rights: &str) -> String {
+    let set = |s: &str| s.chars().collect::<std::collections::BTreeSet<char>>();
+    ["owner", "moderator", "editor", "author", "reader"]
+        .into_iter()
+        .find(|role| role_rights(role).is_some_and(|r| set(r) == set(rights)))
+        .map_or_else(|| format!("rights {rights}"), str::to_string)
+}
+
 /// The subfolder where posts to a moderated folder wait for a moderator.
 pub const MODERATION_QUEUE: &str = "Moderation Queue";
 

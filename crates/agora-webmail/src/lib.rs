@@ -7,6 +7,8 @@
 
 mod access;
 mod actions;
+mod admin;
+pub mod charts;
 mod compose;
 mod events;
 mod folders;
@@ -244,6 +246,15 @@ pub struct Webmail {
     pub shutdown: tokio_util::sync::CancellationToken,
     /// Open event streams per account.
     pub streams: Arc<events::Streams>,
+    /// What the hosted zones are made from, and a way to ask resolvers (the console's
+    /// domain page).
+    pub zone: Option<agora_mail::zone::ZoneSettings>,
+    pub dns_check: Option<agora_mail::zone::Checker>,
+    /// The tracking log the console searches.
+    pub tracking_log: Option<std::path::PathBuf>,
+    /// The `/metrics` page as text, sampled for the console's charts.
+    pub metrics: Option<fn() -> Option<String>>,
+    pub history: Arc<charts::History>,
 }
 
 impl Webmail {
@@ -255,7 +266,7 @@ impl Webmail {
 
     /// Whether a path belongs to the webmail (`/` leads to it too).
     pub fn serves(path: &str) -> bool {
-        path == "/" || path == BASE || path.starts_with("/mail/")
+        path == "/" || path == BASE || path.starts_with("/mail/") || path == "/admin" || path.starts_with("/admin/")
     }
 
     pub async fn handle(&self, req: &WebRequest) -> WebResponse {
@@ -307,6 +318,9 @@ impl Webmail {
         };
         if post && !user.csrf_ok(req) {
             return WebResponse::html(403, pages::notice("Refused", "This form has expired; reload the page."));
+        }
+        if path == "/admin" || path.starts_with("/admin/") {
+            return self.admin(&user, req).await;
         }
         match (path, post) {
             ("/mail/", false) => self.mailbox_page(&user, req).await,

@@ -42,8 +42,9 @@ pub(crate) fn layout(title: &str, user: Option<&User>, main: &str) -> String {
     if let Some(u) = user {
         let _ = write!(
             bar,
-            r#"<header><a class="home" href="/mail/">Mail</a><a id="write" href="/mail/compose">Write</a><span class="who">{}</span><a href="/mail/settings">Settings</a><a href="/mail/sessions">Sessions</a><form method="post" action="/mail/logout"><input type="hidden" name="csrf" value="{}"><button type="submit">Sign out</button></form></header>"#,
+            r#"<header><a class="home" href="/mail/">Mail</a><a id="write" href="/mail/compose">Write</a><span class="who">{}</span><a href="/mail/settings">Settings</a><a href="/mail/sessions">Sessions</a>{}<form method="post" action="/mail/logout"><input type="hidden" name="csrf" value="{}"><button type="submit">Sign out</button></form></header>"#,
             escape(&u.account.login),
+            if u.account.role == agora_store::Role::Admin { r#"<a href="/admin">Admin</a>"# } else { "" },
             escape(&u.session.csrf)
         );
         let _ = write!(

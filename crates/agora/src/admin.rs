@@ -92,30 +92,6 @@ pub enum PublicCmd {
     Permission { path: String, who: String, rights: String },
 }
 
-/// The roles of `agora public permission` as IMAP ACL letters (RFC 4314): readers read
-/// and keep their \Seen; authors also post; editors also change and delete others'
-/// posts; moderators also make and remove subfolders; owners also set permissions.
-pub fn role_rights(role: &str) -> Option<&'static str> {
-    Some(match role.to_ascii_lowercase().as_str() {
-        "reader" => "lrs",
-        "author" => "lrsip",
-        "editor" => "lrswipte",
-        "moderator" => "lrswipkxte",
-        "owner" => "lrswipkxtea",
-        "none" => "",
-        _ => return None,
-    })
-}
-
-/// The role a set of ACL letters amounts to, for listings.
-fn rights_role(rights: &str) -> String {
-    let set = |s: &str| s.chars().collect::<std::collections::BTreeSet<char>>();
-    ["owner", "moderator", "editor", "author", "reader"]
-        .into_iter()
-        .find(|role| role_rights(role).is_some_and(|r| set(r) == set(rights)))
-        .map_or_else(|| format!("rights {rights}"), str::to_string)
-}
-
 #[derive(Debug, Subcommand)]
 pub enum DomainCmd {
     /// Host a new mail domain.
@@ -592,7 +568,8 @@ pub async fn public(cli: &Cli, cmd: &PublicCmd) -> Result<()> {
                 }
                 for f in all {
                     let acl = store.acl(f.mailbox).await?;
-                    let who: Vec<String> = acl.iter().map(|(w, r)| format!("{w}={}", rights_role(r))).collect();
+                    let who: Vec<String> =
+                        acl.iter().map(|(w, r)| format!("{w}={}", agora_store::rights_role(r))).collect();
                     let mut extra = String::new();
                     if f.moderated {
                         extra.push_str("  moderated");
@@ -703,7 +680,7 @@ pub async fn public(cli: &Cli, cmd: &PublicCmd) -> Result<()> {
                 Ok(())
             }
             PublicCmd::Permission { path, who, rights } => {
-                let letters = role_rights(rights)
+                let letters = agora_store::role_rights(rights)
                     .with_context(|| format!("{rights:?}: say reader, author, editor, moderator, owner or none"))?;
                 let who = who.to_ascii_lowercase();
                 let known = who == "anyone"

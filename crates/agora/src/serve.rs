@@ -448,6 +448,28 @@ pub async fn run(cli: &Cli, domain: Option<String>, hostname: Option<String>, li
         Arc::clone(&dyn_store),
         dir.clone(),
     ));
+    // What DNS publishes for each domain, and a way to ask resolvers whether they agree
+    // (the admin console shows both).
+    let dns = dns_section(cli)?;
+    let zone = agora_mail::zone::ZoneSettings {
+        hostname: hostname.clone(),
+        addresses: dns.addresses.clone(),
+        nameservers: dns.nameservers.clone(),
+        listeners: listeners.iter().filter(|l| l.built && l.enabled).map(|l| (l.key.to_string(), l.port)).collect(),
+        dmarc_policy: dns.dmarc_policy.clone(),
+        ttl: dns.ttl,
+    };
+    let resolvers =
+        if cfg.transport.nameservers.is_empty() { system_resolvers() } else { cfg.transport.nameservers.clone() };
+    let dns_check: agora_mail::zone::Checker = Arc::new(move |records| {
+        let resolver = resolvers.first().copied();
+        Box::pin(async move {
+            match resolver {
+                Some(r) => agora_dns::check::check(&records, r).await,
+                None => Vec::new(),
+            }
+        })
+    });
     let ctx = ServiceContext {
         store: Arc::clone(&dyn_store),
         dir: dir.clone(),
@@ -471,6 +493,8 @@ pub async fn run(cli: &Cli, domain: Option<String>, hostname: Option<String>, li
             .map(|l| (l.key.to_string(), l.addresses.iter().copied().filter(|a| !a.is_unspecified()).collect()))
             .collect(),
         shutdown: server.shutdown_token(),
+        zone: Some(zone),
+        dns_check: Some(dns_check),
         acme: cfg.tls.acme.clone().map(|mut a| {
             a.ca = a.ca.map(|c| if c.is_relative() { data.join(c) } else { c });
             a

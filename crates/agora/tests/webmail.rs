@@ -613,3 +613,75 @@ print("ok")
 "#;
     python_ok(&format!("import sys; sys.argv = ['', {:?}]\n{BROWSER}{script}", a.ip));
 }
+
+/// The admin console: only for admins; a user made there signs in to the webmail; a
+/// password reset there works; domains show the records to publish; aliases, groups,
+/// contacts and public folders are made; the queue and tracking are shown; the
+/// overview draws its charts.
+#[test]
+fn the_admin_console() {
+    if !have("python3") {
+        return;
+    }
+    let a = Agora::start();
+    a.cli_ok(&["user", "add", "root@example.org", "--password-stdin", "--admin"], Some("root-secret\n"));
+    a.cli_ok(&["user", "add", "plain@example.org", "--password-stdin"], Some("plain-secret\n"));
+    let script = r#"
+import smtplib, urllib.parse
+r, _, plain = sign_in("plain@example.org", "plain-secret")
+r, page = req("GET", "/admin", cookies=plain)
+assert r.status == 403, r.status
+r, page = req("GET", "/mail/", cookies=plain)
+assert 'href="/admin"' not in page
+
+r, _, jar = sign_in("root@example.org", "root-secret")
+r, page = req("GET", "/admin", cookies=jar)
+assert r.status == 200 and "users</li>" in page and ("<svg" in page or "fill in" in page), page
+csrf = re.search(r'name="csrf" content="([^"]+)"', page).group(1)
+def post(to, **fields):
+    return req("POST", to, urllib.parse.urlencode(dict(csrf=csrf, **fields)), cookies=jar)
+
+r, page = post("/admin/users", what="add", login="new@example.org", name="New Person", password="new-secret-1", quota_mb="5")
+assert r.status == 200 and "User new@example.org added." in page and "<meter" in page, page
+r, _, newjar = sign_in("new@example.org", "new-secret-1")
+assert r.status == 303, "the new user signs in"
+r, page = post("/admin/users", what="add", login="short@example.org", password="x")
+assert r.status == 400, r.status
+r, page = post("/admin/users", what="password", login="new@example.org")
+pw = re.search(r"New password of new@example.org: (\S+) \(shown once\)", page).group(1)
+r, page = req("GET", "/mail/", cookies=newjar)
+assert "Sign in" in page, "a reset signs the user out"
+r, _, _ = sign_in("new@example.org", pw)
+assert r.status == 303, "the new password works"
+r, page = post("/admin/users", what="remove", login="root@example.org")
+assert r.status == 400, "not oneself"
+
+r, page = post("/admin/domains", what="add", name="second.test")
+assert "Domain second.test added" in page and "second.test." in page and "MX" in page and "_domainkey" in page, page
+
+r, page = post("/admin/directory", what="alias-add", address="sales@example.org", target="new@example.org")
+assert "Alias sales@example.org added." in page and "sales@example.org → new@example.org" in page, page
+r, page = post("/admin/directory", what="group-add", address="team@example.org", name="Team")
+r, page = post("/admin/directory", what="member-add", address="team@example.org", member="plain@example.org")
+assert "plain@example.org is now in team@example.org." in page, page
+r, page = post("/admin/directory", what="contact-add", address="partner@remote.test", name="Partner Co", domain="example.org")
+assert "Partner Co &lt;partner@remote.test&gt;" in page, page
+r, page = post("/admin/public", what="add", path="Announcements", address="news@example.org")
+assert "Public folder Announcements added." in page, page
+r, page = post("/admin/public", what="permission", path="Announcements", who="anyone", role="reader")
+assert "anyone (reader)" in page, page
+
+# Mail to the alias is tracked; the queue shows what waits for a remote server.
+s = smtplib.SMTP(ip, 10025, timeout=20)
+s.sendmail("buyer@remote.test", ["sales@example.org"], b"From: buyer@remote.test\r\nSubject: order\r\n\r\none\r\n")
+s.quit()
+r, page = req("GET", "/admin/track?sender=buyer%40remote.test", cookies=jar)
+assert "received" in page and "&lt;sales@example.org&gt;" in page, page
+r, page = req("GET", "/admin/queue", cookies=jar)
+assert r.status == 200 and ("The queue is empty." in page or "<table>" in page), page
+r, page = req("GET", "/admin/users", cookies=jar)
+assert "new@example.org" in page and "5.0 MB" in page, page
+print("ok")
+"#;
+    python_ok(&format!("import sys; sys.argv = ['', {:?}]\n{BROWSER}{script}", a.ip));
+}
