@@ -134,7 +134,7 @@ impl Webmail {
         for b in &boxes {
             let unread = unseen.iter().find(|(id, _)| *id == b.id && !b.shared).map_or(0, |(_, n)| *n);
             let current = if b.id == mb.id { r#" aria-current="page""# } else { "" };
-            let badge = if unread > 0 { format!(r#" <span class="unread">{unread}</span>"#) } else { String::new() };
+            let badge = if unread > 0 { format!(r#" <span class="count">{unread}</span>"#) } else { String::new() };
             let icon = match (b.special_use, b.shared) {
                 (_, true) => "shared".to_string(),
                 (Some(s), false) => s.as_str().trim_start_matches('\\').to_ascii_lowercase(),
@@ -420,7 +420,9 @@ impl Webmail {
                 let _ = write!(head, "<dt>{label}</dt><dd>{}</dd>", escape(&shown.join(", ")));
             }
         }
-        let _ = write!(head, "<dt>Date</dt><dd>{}</dd></dl>", escape(e.date.as_deref().unwrap_or("")));
+        // No Date field: when it arrived.
+        let date = e.date.clone().unwrap_or_else(|| when(meta.internal_date));
+        let _ = write!(head, "<dt>Date</dt><dd>{}</dd></dl>", escape(&date));
         let subject = e.subject.as_deref().map(text::decode_words).unwrap_or_default();
         // Remote images only when the reader asks, for this message or for its sender.
         let sender = e.from.as_deref().and_then(|f| address::display(f).into_iter().next()).map(|a| a.address);
