@@ -140,6 +140,10 @@ async fn search_text<S: Store>(s: &S) {
     let (_, text) = s.read_blob_for_search(&msgs[1].blob).await.expect("text");
     assert_eq!(text.as_deref(), Some("ПРИВЕТ\r\n"));
     s.expunge(inbox.id, &[plain.uid, koi8.uid]).await.expect("expunge");
+    // The kept counts follow every change: new mail, \Seen taken away, expunges.
+    let listed = s.message_list(inbox.id).await.expect("list");
+    let want = listed.iter().filter(|m| !m.flags.contains(crate::Flags::SEEN)).count() as u32;
+    assert_eq!(in_inbox(&s.unseen_counts(a.id).await.expect("counts")), Some(want), "after expunge");
 }
 
 /// Public folders as newsgroups: counts, overview from the summaries, Message-IDs and

@@ -287,6 +287,20 @@ INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', '17');
 /// Triggers over the current columns: made after the migrations (an older store gets
 /// the columns they read first).
 const TRIGGERS: &str = r#"
+CREATE TRIGGER IF NOT EXISTS unseen_in AFTER INSERT ON messages WHEN (NEW.flags & 1) = 0
+BEGIN
+    UPDATE mailboxes SET unseen = unseen + 1 WHERE id = NEW.mailbox;
+END;
+CREATE TRIGGER IF NOT EXISTS unseen_out AFTER DELETE ON messages WHEN (OLD.flags & 1) = 0
+BEGIN
+    UPDATE mailboxes SET unseen = unseen - 1 WHERE id = OLD.mailbox;
+END;
+CREATE TRIGGER IF NOT EXISTS unseen_moved AFTER UPDATE OF flags, mailbox ON messages
+WHEN (OLD.flags & 1) != (NEW.flags & 1) OR OLD.mailbox != NEW.mailbox
+BEGIN
+    UPDATE mailboxes SET unseen = unseen - 1 WHERE id = OLD.mailbox AND (OLD.flags & 1) = 0;
+    UPDATE mailboxes SET unseen = unseen + 1 WHERE id = NEW.mailbox AND (NEW.flags & 1) = 0;
+END;
 CREATE TRIGGER IF NOT EXISTS news_article_in AFTER INSERT ON messages
 WHEN EXISTS (SELECT 1 FROM public_folders WHERE mailbox = NEW.mailbox)
 BEGIN
@@ -389,6 +403,13 @@ const MIGRATIONS: &[(u32, &str)] = &[
     ),
     // Account settings and vacation replies: the tables come with the base schema.
     (21, "SELECT 1"),
+    // Each mailbox's count of messages without \Seen, kept by triggers (folder lists
+    // read it instead of counting).
+    (
+        22,
+        "ALTER TABLE mailboxes ADD COLUMN unseen INTEGER NOT NULL DEFAULT 0;
+         UPDATE mailboxes SET unseen = (SELECT count(*) FROM messages m WHERE m.mailbox = mailboxes.id AND (m.flags & 1) = 0)",
+    ),
 ];
 
 /// Brings an older store up to the current schema, in one transaction.
@@ -2880,14 +2901,8 @@ impl MailboxStore for Arc<SqliteStore> {
 
     async fn unseen_counts(&self, account: AccountId) -> Result<Vec<(MailboxId, u32)>> {
         self.read(move |c| {
-            let mut stmt = c.prepare_cached(
-                "SELECT b.id, count(m.uid) FROM mailboxes b
-                 LEFT JOIN messages m ON m.mailbox = b.id AND (m.flags & ?2) = 0
-                 WHERE b.account = ?1 GROUP BY b.id ORDER BY b.id",
-            )?;
-            let rows = stmt.query_map(params![account, i64::from(Flags::SEEN.0)], |r| {
-                Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)? as u32))
-            })?;
+            let mut stmt = c.prepare_cached("SELECT id, unseen FROM mailboxes WHERE account = ?1 ORDER BY id")?;
+            let rows = stmt.query_map([account], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?.max(0) as u32)))?;
             Ok(rows.collect::<rusqlite::Result<_>>()?)
         })
         .await
@@ -2980,14 +2995,19 @@ impl MailboxStore for Arc<SqliteStore> {
         limit: u32,
     ) -> Result<Vec<MessageMeta>> {
         let by = match order {
-            crate::PageOrder::Arrival => "m.uid DESC",
-            crate::PageOrder::Received => "m.internal_date DESC, m.uid DESC",
-            crate::PageOrder::Size => "m.size DESC, m.uid DESC",
+            crate::PageOrder::Arrival => "uid DESC",
+            crate::PageOrder::Received => "internal_date DESC, uid DESC",
+            crate::PageOrder::Size => "size DESC, uid DESC",
         };
         self.read(move |c| {
+            // The page's UIDs first, from the messages alone: rows skipped by the offset
+            // never join their summaries.
             let mut stmt = c.prepare_cached(&format!(
-                "SELECT {META_COLS} FROM messages m JOIN blobs b ON b.hash = m.blob
-                 WHERE m.mailbox = ?1 ORDER BY {by} LIMIT ?2 OFFSET ?3"
+                "WITH page AS (SELECT uid, internal_date, size FROM messages WHERE mailbox = ?1
+                               ORDER BY {by} LIMIT ?2 OFFSET ?3)
+                 SELECT {META_COLS} FROM page p JOIN messages m ON m.mailbox = ?1 AND m.uid = p.uid
+                 JOIN blobs b ON b.hash = m.blob ORDER BY {}",
+                by.replace("uid", "p.uid").replace("internal_date", "p.internal_date").replace("size", "p.size")
             ))?;
             let rows = stmt.query_map(params![mailbox, limit, offset], meta_row)?;
             rows.map(|r| meta_from_row(mailbox, r?)).collect()

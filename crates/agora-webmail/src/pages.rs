@@ -138,6 +138,7 @@ impl Webmail {
             let icon = match (b.special_use, b.shared) {
                 (_, true) => "shared".to_string(),
                 (Some(s), false) => s.as_str().trim_start_matches('\\').to_ascii_lowercase(),
+                (None, false) if b.name.eq_ignore_ascii_case("INBOX") => "inbox".to_string(),
                 (None, false) => "folder".to_string(),
             };
             // A folder only listed (no right to read) shows without a link.

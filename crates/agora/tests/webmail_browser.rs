@@ -53,7 +53,9 @@ print("ok")
         .expect("node runs");
     let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "browser scenarios failed:\n{said}");
-    for view in ["sign-in", "list", "message", "compose", "html-message", "settings", "admin", "admin-users"] {
+    for view in
+        ["sign-in", "list", "message", "compose", "html-message", "settings", "admin", "admin-users", "phone-dark"]
+    {
         let png = shots.join(format!("{view}.png"));
         let len = std::fs::metadata(&png).map(|m| m.len()).unwrap_or(0);
         assert!(len > 1000, "a screenshot of {view}: {} ({len} bytes)", png.display());

@@ -178,6 +178,18 @@ try {
   check(await console_.isVisible("text=User hired@example.org added."), "the admin made a user");
   await console_.screenshot({ path: `${out}/admin-users.png` });
   await admin.close();
+  // A phone, in the dark theme the system asks for.
+  const phone = await browser.newContext({
+    ignoreHTTPSErrors: true, viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true, colorScheme: "dark",
+  });
+  const small = await signIn(phone, "web@example.org", "web-secret");
+  check(await small.isVisible("text=Welcome aboard"), "the list reads on a phone");
+  const wide = await small.evaluate(() => document.documentElement.scrollWidth);
+  check(wide <= 390 + 1, "nothing wider than the phone's screen: " + wide);
+  const dark = await small.evaluate(() => getComputedStyle(document.body).backgroundColor);
+  check(dark !== "rgb(255, 255, 255)", "the dark theme follows the system: " + dark);
+  await small.screenshot({ path: `${out}/phone-dark.png` });
+  await phone.close();
   const hired = await browser.newContext({ ignoreHTTPSErrors: true });
   const first = await signIn(hired, "hired@example.org", "first-day-secret");
   check(first.url().endsWith("/mail/") && (await first.isVisible("text=INBOX")), "the new user signs in");
