@@ -70,8 +70,13 @@ impl Webmail {
             let sender = e.from.as_deref().map(address::first_label).unwrap_or_default();
             let here = format!("{}.{}", mb.id, meta.uid);
             let attachments = |d: &mut Draft| {
-                let viewing =
-                    crate::reading::Viewing { body: &body, as_text: true, images: false, link: String::new() };
+                let viewing = crate::reading::Viewing {
+                    body: &body,
+                    lang: user.lang,
+                    as_text: true,
+                    images: false,
+                    link: String::new(),
+                };
                 for a in crate::reading::show(&meta.summary.root, &viewing).attachments {
                     d.keep.push(format!("{here}.{}", a.node));
                 }
@@ -274,9 +279,14 @@ impl Webmail {
         WebResponse::html(
             200,
             layout(
-                "Sent",
+                user.lang.t("Sent"),
                 Some(user),
-                r#"<h1>Sent</h1><p role="status">Your message is on its way.</p><p><a href="/mail/">Back to the inbox</a></p>"#,
+                &format!(
+                    r#"<h1>{}</h1><p role="status">{}</p><p><a href="/mail/">{}</a></p>"#,
+                    user.lang.t("Sent"),
+                    user.lang.t("Your message is on its way."),
+                    user.lang.t("Back to the inbox")
+                ),
             ),
         )
     }
@@ -322,13 +332,19 @@ impl Webmail {
         if let Ok(Some(meta)) = self.store.messages(drafts.id, uid..=uid).await.map(|m| m.into_iter().next())
             && let Ok(body) = self.store.read_blob(&meta.blob).await
         {
-            let viewing = crate::reading::Viewing { body: &body, as_text: true, images: false, link: String::new() };
+            let viewing = crate::reading::Viewing {
+                body: &body,
+                lang: user.lang,
+                as_text: true,
+                images: false,
+                link: String::new(),
+            };
             for a in crate::reading::show(&meta.summary.root, &viewing).attachments {
                 draft.keep.push(format!("{}.{uid}.{}", drafts.id, a.node));
             }
         }
         let _ = req;
-        let said = format!("Draft saved at {}.", &agora_store::time::rfc5322_date(now)[17..22]);
+        let said = user.lang.f("Draft saved at {}.", &agora_store::time::rfc5322_date(now)[17..22]);
         WebResponse::html(200, self.form_with(user, &draft, None, Some(&said)).await)
     }
 
@@ -421,22 +437,30 @@ impl Webmail {
             );
         }
         let limit = crate::pages::size(self.attachment_limit() as u64);
+        let t = |en| user.lang.t(en);
         let main = format!(
-            r#"<form class="compose" method="post" action="/mail/send" enctype="multipart/form-data"><h1>New message</h1>{error}<p class="saved" role="status" aria-live="polite">{said}</p><input type="hidden" name="csrf" value="{}"><input type="hidden" name="in_reply_to" value="{}"><input type="hidden" name="references" value="{}"><input type="hidden" name="draft" value="{}"><input type="hidden" name="original" value="{}"><input type="hidden" name="mode" value="{}"><label for="to">To</label><input id="to" name="to" value="{}" required autocomplete="off" list="people"><label for="cc">Cc</label><input id="cc" name="cc" value="{}" autocomplete="off" list="people"><label for="bcc">Bcc</label><input id="bcc" name="bcc" value="{}" autocomplete="off" list="people"><datalist id="people"></datalist><label for="subject">Subject</label><input id="subject" name="subject" value="{}"><label for="body">Message</label><textarea id="body" name="body" rows="16" maxlength="{MAX_TEXT}">{}</textarea><ul id="kept" class="attachments">{kept}</ul><label for="file">Attach files (up to {limit} in total)</label><input id="file" name="file" type="file" multiple data-limit="{}"><div class="buttons"><button type="submit" name="op" value="send">Send</button><button type="submit" name="op" value="draft" formnovalidate>Save draft</button></div></form>"#,
+            r#"<form class="compose" method="post" action="/mail/send" enctype="multipart/form-data"><h1>{}</h1>{error}<p class="saved" role="status" aria-live="polite">{said}</p><input type="hidden" name="csrf" value="{}"><input type="hidden" name="in_reply_to" value="{}"><input type="hidden" name="references" value="{}"><input type="hidden" name="draft" value="{}"><input type="hidden" name="original" value="{}"><input type="hidden" name="mode" value="{}"><label for="to">{}</label><input id="to" name="to" value="{}" required autocomplete="off" list="people"><label for="cc">Cc</label><input id="cc" name="cc" value="{}" autocomplete="off" list="people"><label for="bcc">Bcc</label><input id="bcc" name="bcc" value="{}" autocomplete="off" list="people"><datalist id="people"></datalist><label for="subject">{}</label><input id="subject" name="subject" value="{}"><label for="body">{}</label><textarea id="body" name="body" rows="16" maxlength="{MAX_TEXT}">{}</textarea><ul id="kept" class="attachments">{kept}</ul><label for="file">{}</label><input id="file" name="file" type="file" multiple data-limit="{}"><div class="buttons"><button type="submit" name="op" value="send">{}</button><button type="submit" name="op" value="draft" formnovalidate>{}</button></div></form>"#,
+            t("New message"),
             escape(&user.session.csrf),
             escape(&d.in_reply_to),
             escape(&d.references),
             d.draft.map(|u| u.to_string()).unwrap_or_default(),
             escape(&d.original),
             escape(&d.mode),
+            t("To"),
             escape(&d.to),
             escape(&d.cc),
             escape(&d.bcc),
+            t("Subject"),
             escape(&d.subject),
+            t("Message"),
             escape(&d.body),
+            user.lang.f("Attach files (up to {} in total)", &limit),
             self.attachment_limit(),
+            t("Send"),
+            t("Save draft"),
         );
-        layout("New message", Some(user), &main)
+        layout(t("New message"), Some(user), &main)
     }
 
     /// GET /mail/people?q=: up to ten addresses from the directory (the same accounts,

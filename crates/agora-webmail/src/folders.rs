@@ -37,6 +37,8 @@ impl Webmail {
         };
         boxes.sort_by_key(|m| m.name.to_lowercase());
         let csrf = escape(&user.session.csrf);
+        let lang = user.lang;
+        let t = |en| lang.t(en);
         let form = |what: &str, id: i64, inner: &str| {
             format!(
                 r#"<form class="inline" method="post" action="/mail/folders"><input type="hidden" name="csrf" value="{csrf}"><input type="hidden" name="what" value="{what}"><input type="hidden" name="f" value="{id}">{inner}</form>"#
@@ -50,15 +52,17 @@ impl Webmail {
                     "rename",
                     m.id,
                     &format!(
-                        r#"<label class="hidden" for="n{id}">New name</label><input id="n{id}" name="name" value="{}" maxlength="{MAX_NAME}" required><button type="submit">Rename</button>"#,
+                        r#"<label class="hidden" for="n{id}">{}</label><input id="n{id}" name="name" value="{}" maxlength="{MAX_NAME}" required><button type="submit">{}</button>"#,
+                        t("Rename"),
                         escape(&m.name),
+                        t("Rename"),
                         id = m.id
                     ),
                 ));
-                acts.push_str(&form("delete", m.id, r#"<button type="submit">Delete</button>"#));
+                acts.push_str(&form("delete", m.id, &format!(r#"<button type="submit">{}</button>"#, t("Delete"))));
             }
             if matches!(m.special_use, Some(SpecialUse::Trash | SpecialUse::Junk)) && m.messages > 0 {
-                acts.push_str(&form("empty", m.id, r#"<button type="submit">Empty</button>"#));
+                acts.push_str(&form("empty", m.id, &format!(r#"<button type="submit">{}</button>"#, t("Empty"))));
             }
             let _ = write!(
                 rows,
@@ -70,14 +74,19 @@ impl Webmail {
         }
         let status = if matches!(said, Some((false, _))) { 400 } else { 200 };
         let said = match said {
-            Some((true, s)) => format!(r#"<p class="done" role="status">{}</p>"#, escape(s)),
-            Some((false, s)) => format!(r#"<p class="error" role="alert">{}</p>"#, escape(s)),
+            Some((true, s)) => format!(r#"<p class="done" role="status">{}</p>"#, escape(t(s))),
+            Some((false, s)) => format!(r#"<p class="error" role="alert">{}</p>"#, escape(t(s))),
             None => String::new(),
         };
         let main = format!(
-            r#"<h1>Folders</h1>{said}<form class="tools" method="post" action="/mail/folders"><input type="hidden" name="csrf" value="{csrf}"><input type="hidden" name="what" value="create"><label for="new">New folder</label><input id="new" name="name" maxlength="{MAX_NAME}" required placeholder="Projects/2027"><button type="submit">Create</button></form><table><thead><tr><th scope="col">Folder</th><th scope="col">Messages</th><th scope="col"><span class="hidden">Actions</span></th></tr></thead><tbody>{rows}</tbody></table>"#
+            r#"<h1>{}</h1>{said}<form class="tools" method="post" action="/mail/folders"><input type="hidden" name="csrf" value="{csrf}"><input type="hidden" name="what" value="create"><label for="new">{}</label><input id="new" name="name" maxlength="{MAX_NAME}" required placeholder="Projects/2027"><button type="submit">{}</button></form><table><thead><tr><th scope="col">{}</th><th scope="col">{}</th><th scope="col"><span class="hidden">…</span></th></tr></thead><tbody>{rows}</tbody></table>"#,
+            t("Folders"),
+            t("New folder"),
+            t("Create"),
+            t("Folder"),
+            t("Messages")
         );
-        WebResponse::html(status, layout("Folders", Some(user), &main))
+        WebResponse::html(status, layout(t("Folders"), Some(user), &main))
     }
 
     /// POST /mail/folders: create, rename, delete or empty (`what`).

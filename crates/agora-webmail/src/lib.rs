@@ -12,6 +12,7 @@ pub mod charts;
 mod compose;
 mod events;
 mod folders;
+mod i18n;
 mod pages;
 mod reading;
 mod session;

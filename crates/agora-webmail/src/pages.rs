@@ -39,69 +39,105 @@ pub(crate) fn escape(s: &str) -> String {
 pub(crate) fn layout(title: &str, user: Option<&User>, main: &str) -> String {
     let mut bar = String::new();
     let mut head = String::new();
+    let lang = user.map(|u| u.lang).unwrap_or_default();
     if let Some(u) = user {
+        let t = |en| lang.t(en);
+        let admin = if u.account.role == agora_store::Role::Admin {
+            format!(r#"<a href="/admin">{}</a>"#, t("Admin"))
+        } else {
+            String::new()
+        };
         let _ = write!(
             bar,
-            r#"<header><a class="home" href="/mail/">Mail</a><a id="write" href="/mail/compose">Write</a><span class="who">{}</span><a href="/mail/settings">Settings</a><a href="/mail/sessions">Sessions</a>{}<form method="post" action="/mail/logout"><input type="hidden" name="csrf" value="{}"><button type="submit">Sign out</button></form></header>"#,
+            r#"<header><a class="home" href="/mail/">{}</a><a id="write" href="/mail/compose">{}</a><span class="who">{}</span><a href="/mail/settings">{}</a><a href="/mail/sessions">{}</a>{admin}<form method="post" action="/mail/logout"><input type="hidden" name="csrf" value="{}"><button type="submit">{}</button></form></header>"#,
+            t("Mail"),
+            t("Write"),
             escape(&u.account.login),
-            if u.account.role == agora_store::Role::Admin { r#"<a href="/admin">Admin</a>"# } else { "" },
-            escape(&u.session.csrf)
+            t("Settings"),
+            t("Sessions"),
+            escape(&u.session.csrf),
+            t("Sign out")
         );
         let _ = write!(
             head,
             r#"<meta name="csrf" content="{}"><script src="/mail/app.js" defer></script>"#,
             escape(&u.session.csrf)
         );
-        bar.push_str(KEYS);
+        bar.push_str(&keys(lang));
     }
     format!(
-        r#"<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1"><meta name="color-scheme" content="light dark"><title>{}</title><link rel="stylesheet" href="/mail/app.css">{head}</head><body>{bar}<main>{main}</main></body></html>"#,
+        r#"<!DOCTYPE html><html lang="{}"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1"><meta name="color-scheme" content="light dark"><title>{}</title><link rel="stylesheet" href="/mail/app.css">{head}</head><body>{bar}<main>{main}</main></body></html>"#,
+        lang.tag(),
         escape(title)
     )
 }
 
 /// The keyboard's help, shown by `?`.
-const KEYS: &str = r#"<aside id="keys" hidden aria-label="Keyboard shortcuts"><h2>Keyboard shortcuts</h2><dl><dt>j / k</dt><dd>next / previous message</dd><dt>o, Enter</dt><dd>open</dd><dt>x</dt><dd>select</dd><dt>r / a / f</dt><dd>reply / reply all / forward</dd><dt>c</dt><dd>write</dd><dt>#</dt><dd>delete</dd><dt>!</dt><dd>junk</dd><dt>/</dt><dd>search</dd><dt>u</dt><dd>back to the list</dd><dt>?</dt><dd>this help</dd></dl></aside>"#;
+fn keys(lang: crate::i18n::Lang) -> String {
+    let mut dl = String::new();
+    for (k, what) in [
+        ("j / k", "next / previous message"),
+        ("o, Enter", "open"),
+        ("x", "select"),
+        ("r / a / f", "reply / reply all / forward"),
+        ("c", "write"),
+        ("#", "delete"),
+        ("!", "junk"),
+        ("/", "search"),
+        ("u", "back to the list"),
+        ("?", "this help"),
+    ] {
+        let _ = write!(dl, "<dt>{k}</dt><dd>{}</dd>", lang.t(what));
+    }
+    let title = lang.t("Keyboard shortcuts");
+    format!(r#"<aside id="keys" hidden aria-label="{title}"><h2>{title}</h2><dl>{dl}</dl></aside>"#)
+}
 
 /// A page that only says something.
 pub(crate) fn notice(title: &str, text: &str) -> String {
     layout(title, None, &format!("<h1>{}</h1><p>{}</p>", escape(title), escape(text)))
 }
 
-pub(crate) fn sign_in(hostname: &str, pre: &str, error: Option<&str>) -> String {
-    let error = error.map(|e| format!(r#"<p class="error" role="alert">{}</p>"#, escape(e))).unwrap_or_default();
+pub(crate) fn sign_in(lang: crate::i18n::Lang, hostname: &str, pre: &str, error: Option<&str>) -> String {
+    let t = |en| lang.t(en);
+    let error = error.map(|e| format!(r#"<p class="error" role="alert">{}</p>"#, escape(t(e)))).unwrap_or_default();
     let main = format!(
-        r#"<form class="signin" method="post" action="/mail/login"><h1>Sign in to {}</h1>{error}<input type="hidden" name="pre" value="{}"><label for="login">Email address</label><input id="login" name="login" type="email" autocomplete="username" required autofocus><label for="password">Password</label><input id="password" name="password" type="password" autocomplete="current-password" required><label for="code">Authenticator code (if you use one)</label><input id="code" name="code" inputmode="numeric" autocomplete="one-time-code" maxlength="6"><button type="submit">Sign in</button></form>"#,
-        escape(hostname),
-        escape(pre)
+        r#"<form class="signin" method="post" action="/mail/login"><h1>{}</h1>{error}<input type="hidden" name="pre" value="{}"><label for="login">{}</label><input id="login" name="login" type="email" autocomplete="username" required autofocus><label for="password">{}</label><input id="password" name="password" type="password" autocomplete="current-password" required><label for="code">{}</label><input id="code" name="code" inputmode="numeric" autocomplete="one-time-code" maxlength="6"><button type="submit">{}</button></form>"#,
+        escape(&lang.f("Sign in to {}", hostname)),
+        escape(pre),
+        t("Email address"),
+        t("Password"),
+        t("Authenticator code (if you use one)"),
+        t("Sign in")
     );
-    layout("Sign in", None, &main)
+    layout(t("Sign in"), None, &main).replacen(r#"<html lang="en">"#, &format!(r#"<html lang="{}">"#, lang.tag()), 1)
 }
 
 pub(crate) fn sessions(user: &User, sessions: &[WebSession]) -> String {
     let mut rows = String::new();
     for s in sessions {
-        let this = if s.id == user.session.id { " (this one)" } else { "" };
+        let this = if s.id == user.session.id { format!(" {}", user.lang.t("(this one)")) } else { String::new() };
         let _ = write!(
             rows,
             "<tr><td>{}{this}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             escape(&s.agent),
             escape(&s.address),
-            when(s.created),
-            when(s.seen)
+            user.lang.when(s.created),
+            user.lang.when(s.seen)
         );
     }
+    let t = |en| user.lang.t(en);
     let main = format!(
-        r#"<h1>Signed-in sessions</h1><table><thead><tr><th scope="col">Browser</th><th scope="col">From</th><th scope="col">Signed in</th><th scope="col">Last seen</th></tr></thead><tbody>{rows}</tbody></table><form method="post" action="/mail/logout"><input type="hidden" name="csrf" value="{}"><input type="hidden" name="everywhere" value="1"><button type="submit">Sign out everywhere</button></form>"#,
-        escape(&user.session.csrf)
+        r#"<h1>{}</h1><table><thead><tr><th scope="col">{}</th><th scope="col">{}</th><th scope="col">{}</th><th scope="col">{}</th></tr></thead><tbody>{rows}</tbody></table><form method="post" action="/mail/logout"><input type="hidden" name="csrf" value="{}"><input type="hidden" name="everywhere" value="1"><button type="submit">{}</button></form>"#,
+        t("Signed-in sessions"),
+        t("Browser"),
+        t("From"),
+        t("Signed in"),
+        t("Last seen"),
+        escape(&user.session.csrf),
+        t("Sign out everywhere")
     );
-    layout("Sessions", Some(user), &main)
-}
-
-/// "2026-12-01 10:00" (UTC).
-fn when(secs: i64) -> String {
-    let (y, mo, d, h, mi, _) = agora_store::time::split(secs);
-    format!("{y:04}-{mo:02}-{d:02} {h:02}:{mi:02}")
+    layout(t("Sessions"), Some(user), &main)
 }
 
 pub(crate) fn size(bytes: u64) -> String {
@@ -155,7 +191,7 @@ impl Webmail {
                 write!(nav, r#"<li class="{}"><span>{}</span></li>"#, escape(&icon), escape(&b.label))
             };
         }
-        nav.push_str(r#"</ul><p><a href="/mail/folders">Manage folders</a></p></nav>"#);
+        let _ = write!(nav, r#"</ul><p><a href="/mail/folders">{}</a></p></nav>"#, user.lang.t("Manage folders"));
         // Newest first, a page at a time; a search narrows the folder to its hits.
         let page: usize = req.query_field("p").and_then(|p| p.parse().ok()).unwrap_or(0);
         let q = Filter::from(req);
@@ -193,12 +229,14 @@ impl Webmail {
             }
         };
         let seen = self.seen_in(user, &mb).await;
+        let lang = user.lang;
+        let t = |en| lang.t(en);
         let mut rows = String::new();
         for meta in &metas {
             let e = &meta.summary.envelope;
             let from = e.from.as_deref().map(address::first_label).unwrap_or_default();
             let subject = e.subject.as_deref().map(text::decode_words).unwrap_or_default();
-            let subject = if subject.trim().is_empty() { "(no subject)".to_string() } else { subject };
+            let subject = if subject.trim().is_empty() { t("(no subject)").to_string() } else { subject };
             let read = seen.as_ref().map_or(meta.flags.contains(Flags::SEEN), |s| s.contains(&meta.uid));
             let unread = if read { "" } else { " unread" };
             let flagged = if meta.flags.contains(Flags::FLAGGED) {
@@ -209,14 +247,15 @@ impl Webmail {
             let depth = all_depths.get(&meta.uid).map_or(String::new(), |d| format!(" depth{}", d.min(&8)));
             let _ = write!(
                 rows,
-                r#"<tr class="msg{unread}{depth}" data-uid="{}"><td class="pick"><input type="checkbox" name="u" value="{}" aria-label="Select"></td><td class="from">{flagged}{}</td><td class="subject"><a href="/mail/message?f={}&amp;u={}">{}</a></td><td class="date">{}</td><td class="size">{}</td></tr>"#,
+                r#"<tr class="msg{unread}{depth}" data-uid="{}"><td class="pick"><input type="checkbox" name="u" value="{}" aria-label="{}"></td><td class="from">{flagged}{}</td><td class="subject"><a href="/mail/message?f={}&amp;u={}">{}</a></td><td class="date">{}</td><td class="size">{}</td></tr>"#,
                 meta.uid,
                 meta.uid,
+                t("Select"),
                 escape(&from),
                 mb.id,
                 meta.uid,
                 escape(&subject),
-                when(meta.internal_date),
+                lang.when(meta.internal_date),
                 size(meta.size)
             );
         }
@@ -227,61 +266,76 @@ impl Webmail {
             query.push_str(&format!("&amp;sort={name}"));
         }
         if page > 0 {
-            let _ = write!(pager, r#"<a rel="prev" href="/mail/?f={}{query}&amp;p={}">Newer</a>"#, mb.id, page - 1);
+            let _ = write!(
+                pager,
+                r#"<a rel="prev" href="/mail/?f={}{query}&amp;p={}">{}</a>"#,
+                mb.id,
+                page - 1,
+                t("Newer")
+            );
         }
         if (page + 1) * PAGE < total {
-            let _ = write!(pager, r#"<a rel="next" href="/mail/?f={}{query}&amp;p={}">Older</a>"#, mb.id, page + 1);
+            let _ = write!(
+                pager,
+                r#"<a rel="next" href="/mail/?f={}{query}&amp;p={}">{}</a>"#,
+                mb.id,
+                page + 1,
+                t("Older")
+            );
         }
         let list = if rows.is_empty() {
-            r#"<p class="empty">No messages.</p>"#.to_string()
+            format!(r#"<p class="empty">{}</p>"#, t("No messages."))
         } else {
             let tools = action_form(user, &boxes, &mb, None, Flags::default());
             format!(
-                r#"{}<table class="list"><thead><tr><th scope="col"><span class="hidden">Select</span></th>{}</tr></thead><tbody>{rows}</tbody></table></form>"#,
+                r#"{}<table class="list"><thead><tr><th scope="col"><span class="hidden">{}</span></th>{}</tr></thead><tbody>{rows}</tbody></table></form>"#,
                 tools.trim_end_matches("</form>"),
+                t("Select"),
                 [("From", Order::From), ("Subject", Order::Subject), ("Date", Order::Date), ("Size", Order::Size)]
                     .iter()
                     .map(|(label, o)| {
                         let current = if *o == order { r#" aria-sort="other""# } else { "" };
                         format!(
-                            r#"<th scope="col"{current}><a href="/mail/?f={}{search_only}&amp;sort={}">{label}</a></th>"#,
+                            r#"<th scope="col"{current}><a href="/mail/?f={}{search_only}&amp;sort={}">{}</a></th>"#,
                             mb.id,
-                            o.name().unwrap_or("date")
+                            o.name().unwrap_or("date"),
+                            t(label)
                         )
                     })
                     .collect::<String>()
             )
         };
-        let mut search = q.form(mb.id);
+        let mut search = q.form(mb.id, lang);
         let _ = write!(
             search,
             r#"<p class="view">{}</p>"#,
             if order == Order::Threads {
-                format!(r#"<a href="/mail/?f={}">Show as a list</a>"#, mb.id)
+                format!(r#"<a href="/mail/?f={}">{}</a>"#, mb.id, t("Show as a list"))
             } else {
-                format!(r#"<a href="/mail/?f={}{}&amp;sort=threads">Show threads</a>"#, mb.id, q.query())
+                format!(r#"<a href="/mail/?f={}{}&amp;sort=threads">{}</a>"#, mb.id, q.query(), t("Show threads"))
             }
         );
         if matches!(mb.special_use, Some(SpecialUse::Trash | SpecialUse::Junk)) && total > 0 && q.is_empty() {
             let _ = write!(
                 search,
-                r#"<form class="tools" method="post" action="/mail/folders"><input type="hidden" name="csrf" value="{}"><input type="hidden" name="what" value="empty"><input type="hidden" name="f" value="{}"><button type="submit">Empty {}</button></form>"#,
+                r#"<form class="tools" method="post" action="/mail/folders"><input type="hidden" name="csrf" value="{}"><input type="hidden" name="what" value="empty"><input type="hidden" name="f" value="{}"><button type="submit">{}</button></form>"#,
                 escape(&user.session.csrf),
                 mb.id,
-                escape(&mb.label)
+                escape(&lang.f("Empty {}", &mb.label))
             );
         }
         let count = match (q.is_empty(), total) {
-            (true, 1) => "1 message".to_string(),
-            (true, n) => format!("{n} messages"),
-            (false, 1) => "1 found".to_string(),
-            (false, n) => format!("{n} found"),
+            (true, 1) => t("1 message").to_string(),
+            (true, n) => lang.f("{} messages", n),
+            (false, 1) => t("1 found").to_string(),
+            (false, n) => lang.f("{} found", n),
         };
         let unread = unseen.iter().find(|(id, _)| *id == mb.id).map_or(0, |(_, n)| *n);
         let title = if unread > 0 { format!("({unread}) {}", mb.label) } else { mb.label.clone() };
         let main = format!(
-            r#"<div class="mailbox" data-title="{}">{nav}<section aria-label="Messages"><h1>{} <small>{count}</small></h1>{search}{list}<div class="pager">{pager}</div></section></div>"#,
+            r#"<div class="mailbox" data-title="{}">{nav}<section aria-label="{}"><h1>{} <small>{count}</small></h1>{search}{list}<div class="pager">{pager}</div></section></div>"#,
             escape(&title),
+            t("Messages"),
             escape(&mb.label)
         );
         WebResponse::html(200, layout(&title, Some(user), &main))
@@ -407,8 +461,11 @@ impl Webmail {
             _ => {}
         }
         let e = &meta.summary.envelope;
+        let lang = user.lang;
+        let t = |en| lang.t(en);
         let mut head = String::from("<dl class=\"headers\">");
         for (label, value) in [("From", &e.from), ("To", &e.to), ("Cc", &e.cc)] {
+            let label = t(label);
             if let Some(v) = value {
                 let shown: Vec<String> = address::display(v)
                     .iter()
@@ -422,8 +479,8 @@ impl Webmail {
             }
         }
         // No Date field: when it arrived.
-        let date = e.date.clone().unwrap_or_else(|| when(meta.internal_date));
-        let _ = write!(head, "<dt>Date</dt><dd>{}</dd></dl>", escape(&date));
+        let date = e.date.clone().unwrap_or_else(|| lang.when(meta.internal_date));
+        let _ = write!(head, "<dt>{}</dt><dd>{}</dd></dl>", t("Date"), escape(&date));
         let subject = e.subject.as_deref().map(text::decode_words).unwrap_or_default();
         // Remote images only when the reader asks, for this message or for its sender.
         let sender = e.from.as_deref().and_then(|f| address::display(f).into_iter().next()).map(|a| a.address);
@@ -433,6 +490,7 @@ impl Webmail {
         let here = format!("f={}&amp;u={uid}", mb.id);
         let viewing = crate::reading::Viewing {
             body: &body,
+            lang: user.lang,
             as_text: req.query_field("text").as_deref() == Some("1"),
             images,
             link: here.clone(),
@@ -441,16 +499,17 @@ impl Webmail {
         let mut choices = String::new();
         if shown.has_html {
             if viewing.as_text {
-                let _ = write!(choices, r#"<a href="/mail/message?{here}">Show as HTML</a>"#);
+                let _ = write!(choices, r#"<a href="/mail/message?{here}">{}</a>"#, t("Show as HTML"));
             } else {
-                let _ = write!(choices, r#"<a href="/mail/message?{here}&amp;text=1">Show as text</a>"#);
+                let _ = write!(choices, r#"<a href="/mail/message?{here}&amp;text=1">{}</a>"#, t("Show as text"));
                 if !images {
                     let _ = write!(
                         choices,
-                        r#" · <a href="/mail/message?{here}&amp;images=1">Show remote images</a> · <form class="inline" method="post" action="/mail/images"><input type="hidden" name="csrf" value="{}"><input type="hidden" name="f" value="{}"><input type="hidden" name="u" value="{uid}"><button type="submit">Always show images from {}</button></form>"#,
+                        r#" · <a href="/mail/message?{here}&amp;images=1">{}</a> · <form class="inline" method="post" action="/mail/images"><input type="hidden" name="csrf" value="{}"><input type="hidden" name="f" value="{}"><input type="hidden" name="u" value="{uid}"><button type="submit">{}</button></form>"#,
+                        t("Show remote images"),
                         escape(&user.session.csrf),
                         mb.id,
-                        escape(&sender)
+                        escape(&lang.f("Always show images from {}", &sender))
                     );
                 }
             }
@@ -469,16 +528,20 @@ impl Webmail {
         }
         if !attachments.is_empty() {
             attachments = format!(
-                r#"<section aria-label="Attachments"><h2>Attachments</h2><ul class="attachments">{attachments}</ul></section>"#
+                r#"<section aria-label="{a}"><h2>{a}</h2><ul class="attachments">{attachments}</ul></section>"#,
+                a = t("Attachments")
             );
         }
         let verdict = match crate::reading::verdict(&body, &self.hostname) {
             Some(crate::reading::Verdict::Verified(d)) => {
-                format!(r#"<p class="verified" role="note">✓ Verified sender: {}</p>"#, escape(&d))
+                format!(r#"<p class="verified" role="note">{}</p>"#, escape(&lang.f("✓ Verified sender: {}", &d)))
             }
             Some(crate::reading::Verdict::Suspect(d)) => format!(
-                r#"<p class="suspect" role="alert">⚠ This message failed the checks of its sender's domain{}: it may not be from who it says.</p>"#,
-                if d.is_empty() { String::new() } else { format!(" ({})", escape(&d)) }
+                r#"<p class="suspect" role="alert">{}</p>"#,
+                escape(&lang.f(
+                    "⚠ This message failed the checks of its sender's domain{}: it may not be from who it says.",
+                    if d.is_empty() { String::new() } else { format!(" ({d})") }
+                ))
             ),
             None => String::new(),
         };
@@ -486,19 +549,24 @@ impl Webmail {
         // Older and newer in the folder, for j and k.
         let (older, newer) = self.store.neighbours(mb.id, uid).await.unwrap_or_default();
         let step = |rel: &str, label: &str, to: Option<u32>| {
-            to.map(|u| format!(r#" · <a rel="{rel}" href="/mail/message?f={}&amp;u={u}">{label}</a>"#, mb.id))
+            to.map(|u| format!(r#" · <a rel="{rel}" href="/mail/message?f={}&amp;u={u}">{}</a>"#, mb.id, lang.t(label)))
                 .unwrap_or_default()
         };
         let steps = format!("{}{}", step("prev", "Newer", newer), step("next", "Older", older));
         let resume = if mb.special_use == Some(SpecialUse::Drafts) {
-            format!(r#" · <a href="/mail/compose?mode=draft&amp;{here}">Continue writing</a>"#)
+            format!(r#" · <a href="/mail/compose?mode=draft&amp;{here}">{}</a>"#, t("Continue writing"))
         } else {
             String::new()
         };
         let main = format!(
-            r#"<article><p><a id="back" href="/mail/?f={id}">Back to {}</a> · <a id="reply" href="/mail/compose?mode=reply&amp;{here}">Reply</a> · <a id="all" href="/mail/compose?mode=all&amp;{here}">Reply all</a> · <a id="forward" href="/mail/compose?mode=forward&amp;{here}">Forward</a> · <a href="/mail/compose?mode=attach&amp;{here}">Forward as attachment</a> · <a href="/mail/raw?{here}">View source</a>{resume}{steps}</p>{tools}<h1>{}</h1>{verdict}{head}{choices}{}{attachments}</article>"#,
-            escape(&mb.label),
-            escape(if subject.trim().is_empty() { "(no subject)" } else { &subject }),
+            r#"<article><p><a id="back" href="/mail/?f={id}">{}</a> · <a id="reply" href="/mail/compose?mode=reply&amp;{here}">{}</a> · <a id="all" href="/mail/compose?mode=all&amp;{here}">{}</a> · <a id="forward" href="/mail/compose?mode=forward&amp;{here}">{}</a> · <a href="/mail/compose?mode=attach&amp;{here}">{}</a> · <a href="/mail/raw?{here}">{}</a>{resume}{steps}</p>{tools}<h1>{}</h1>{verdict}{head}{choices}{}{attachments}</article>"#,
+            escape(&lang.f("Back to {}", &mb.label)),
+            t("Reply"),
+            t("Reply all"),
+            t("Forward"),
+            t("Forward as attachment"),
+            t("View source"),
+            escape(if subject.trim().is_empty() { t("(no subject)") } else { &subject }),
             shown.html,
             id = mb.id,
         );
@@ -633,22 +701,29 @@ impl Filter {
         out
     }
 
-    fn form(&self, folder: i64) -> String {
+    fn form(&self, folder: i64, lang: crate::i18n::Lang) -> String {
+        let t = |en| lang.t(en);
         let options: String =
             [("text", "Anywhere"), ("from", "From"), ("to", "To or Cc"), ("subject", "Subject"), ("body", "Body")]
                 .iter()
                 .map(|(v, label)| {
                     let chosen = if *v == self.within { " selected" } else { "" };
-                    format!(r#"<option value="{v}"{chosen}>{label}</option>"#)
+                    format!(r#"<option value="{v}"{chosen}>{}</option>"#, t(label))
                 })
                 .collect();
         let date = |d: Option<agora_store::search::Date>| d.map(show_date).unwrap_or_default();
         format!(
-            r#"<form class="search" method="get" action="/mail/" role="search"><input type="hidden" name="f" value="{folder}"><label for="q" class="hidden">Search</label><input id="q" name="q" type="search" value="{}" placeholder="Search this folder"><label for="in" class="hidden">Where</label><select id="in" name="in">{options}</select><label for="since">From</label><input id="since" name="since" type="date" value="{}"><label for="before">before</label><input id="before" name="before" type="date" value="{}"><label><input type="checkbox" name="att" value="1"{}> Has attachments</label><button type="submit">Search</button></form>"#,
+            r#"<form class="search" method="get" action="/mail/" role="search"><input type="hidden" name="f" value="{folder}"><label for="q" class="hidden">{search}</label><input id="q" name="q" type="search" value="{}" placeholder="{}"><label for="in" class="hidden">{}</label><select id="in" name="in">{options}</select><label for="since">{}</label><input id="since" name="since" type="date" value="{}"><label for="before">{}</label><input id="before" name="before" type="date" value="{}"><label><input type="checkbox" name="att" value="1"{}> {}</label><button type="submit">{search}</button></form>"#,
             escape(&self.words),
+            t("Search this folder"),
+            t("Where"),
+            t("From"),
             date(self.since),
+            t("before"),
             date(self.before),
-            if self.attachments { " checked" } else { "" }
+            if self.attachments { " checked" } else { "" },
+            t("Has attachments"),
+            search = t("Search"),
         )
     }
 }
@@ -711,7 +786,7 @@ fn action_form(user: &User, boxes: &[Folder], mb: &Folder, uid: Option<u32>, fla
             _ => mb.may('t') && mb.may('e'),
         };
         if shown && right {
-            let _ = write!(f, r#"<button type="submit" name="op" value="{op}">{label}</button>"#);
+            let _ = write!(f, r#"<button type="submit" name="op" value="{op}">{}</button>"#, user.lang.t(label));
         }
     }
     let targets: String = boxes
@@ -722,7 +797,9 @@ fn action_form(user: &User, boxes: &[Folder], mb: &Folder, uid: Option<u32>, fla
     if !targets.is_empty() && mb.may('t') && mb.may('e') {
         let _ = write!(
             f,
-            r#"<label for="to" class="hidden">Move to</label><select id="to" name="to">{targets}</select><button type="submit" name="op" value="move">Move</button>"#
+            r#"<label for="to" class="hidden">{}</label><select id="to" name="to">{targets}</select><button type="submit" name="op" value="move">{}</button>"#,
+            user.lang.t("Move to"),
+            user.lang.t("Move")
         );
     }
     f.push_str("</form>");
@@ -765,6 +842,6 @@ mod tests {
         assert_eq!(escape("line\nnext\u{1}"), "line\nnext\u{fffd}");
         assert_eq!(size(10), "10 B");
         assert_eq!(size(2048), "2 KB");
-        assert_eq!(when(0), "1970-01-01 00:00");
+        assert_eq!(crate::i18n::Lang::En.when(0), "1970-01-01 00:00");
     }
 }

@@ -85,6 +85,7 @@ pub(crate) struct Shown {
 /// How the reader asked to see it, and the link to its parts (`f=…&amp;u=…`).
 pub(crate) struct Viewing<'a> {
     pub body: &'a [u8],
+    pub lang: crate::i18n::Lang,
     pub as_text: bool,
     pub images: bool,
     pub link: String,
@@ -102,29 +103,33 @@ fn walk(p: &Part, depth: usize, v: &Viewing<'_>, index: &dyn Fn(&Part) -> usize,
     let rfc822 = is(p, "message", "rfc822") || is(p, "message", "global");
     if rfc822 && depth < NESTING && !p.children.is_empty() {
         let inner = &p.children[0];
-        let _ =
-            write!(out.html, r#"<section class="attached" aria-label="Attached message"><h2>Attached message</h2>"#);
+        let _ = write!(
+            out.html,
+            r#"<section class="attached" aria-label="{t}"><h2>{t}</h2>"#,
+            t = v.lang.t("Attached message")
+        );
         if let Some(e) = &p.inner_envelope {
             out.html.push_str(r#"<dl class="headers">"#);
             for (label, value) in [("From", &e.from), ("To", &e.to)] {
                 if let Some(value) = value {
-                    let _ = write!(out.html, "<dt>{label}</dt><dd>{}</dd>", escape(&people(value)));
+                    let _ = write!(out.html, "<dt>{}</dt><dd>{}</dd>", v.lang.t(label), escape(&people(value)));
                 }
             }
             if let Some(s) = &e.subject {
-                let _ = write!(out.html, "<dt>Subject</dt><dd>{}</dd>", escape(&text::decode_words(s)));
+                let _ = write!(out.html, "<dt>{}</dt><dd>{}</dd>", v.lang.t("Subject"), escape(&text::decode_words(s)));
             }
             if let Some(d) = &e.date {
-                let _ = write!(out.html, "<dt>Date</dt><dd>{}</dd>", escape(d));
+                let _ = write!(out.html, "<dt>{}</dt><dd>{}</dd>", v.lang.t("Date"), escape(d));
             }
             out.html.push_str("</dl>");
         }
         walk(inner, depth + 1, v, index, out);
         let _ = write!(
             out.html,
-            r#"<p><a href="/mail/part?{}&amp;p={}" download>Save this message</a></p></section>"#,
+            r#"<p><a href="/mail/part?{}&amp;p={}" download>{}</a></p></section>"#,
             v.link,
-            index(p)
+            index(p),
+            v.lang.t("Save this message")
         );
         return;
     }

@@ -25,6 +25,8 @@ const TOUCH_SECS: i64 = 60;
 pub(crate) struct User {
     pub account: Account,
     pub session: WebSession,
+    /// The language of the pages: the account's choice, else the browser's.
+    pub lang: crate::i18n::Lang,
 }
 
 impl User {
@@ -86,16 +88,23 @@ impl Webmail {
             let _ = self.store.touch_web_session(&id, now).await;
         }
         let account = self.store.account(session.account).await.ok()??;
-        Some(User { account, session })
+        let chosen = self.store.account_settings(account.id).await.unwrap_or_default();
+        let lang = chosen
+            .iter()
+            .find(|(n, _)| n == crate::settings::LANGUAGE)
+            .and_then(|(_, v)| crate::i18n::Lang::from_tag(v))
+            .unwrap_or_else(|| crate::i18n::Lang::negotiate(req.header("accept-language")));
+        Some(User { account, session, lang })
     }
 
     /// The sign-in form, with a fresh form cookie; `error` says why the last try failed.
-    pub(crate) fn sign_in_page(&self, _req: &WebRequest, error: Option<&str>) -> WebResponse {
+    pub(crate) fn sign_in_page(&self, req: &WebRequest, error: Option<&str>) -> WebResponse {
         let Some(pre) = token() else {
             return WebResponse::html(503, pages::notice("Unavailable", "No randomness; try again."));
         };
         let status = if error.is_some() { 401 } else { 200 };
-        WebResponse::html(status, pages::sign_in(&self.hostname, &pre, error))
+        let lang = crate::i18n::Lang::negotiate(req.header("accept-language"));
+        WebResponse::html(status, pages::sign_in(lang, &self.hostname, &pre, error))
             .with("set-cookie", set_cookie(PRE_COOKIE, &pre, 3600))
     }
 

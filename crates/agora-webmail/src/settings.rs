@@ -12,6 +12,8 @@ use crate::{WebRequest, WebResponse, Webmail};
 
 /// Settings' names in the store.
 pub(crate) const SIGNATURE: &str = "webmail.signature";
+/// The pages' language (a tag); none: the browser's.
+pub(crate) const LANGUAGE: &str = "webmail.language";
 const IMAGE_SENDERS: &str = "webmail.image_senders";
 /// Longest display name and signature, characters; most senders trusted with images.
 const MAX_NAME: usize = 200;
@@ -45,10 +47,12 @@ impl Webmail {
     /// GET /mail/settings.
     pub(crate) async fn settings_page(&self, user: &User, said: Option<(bool, &str)>) -> WebResponse {
         let csrf = escape(&user.session.csrf);
+        let lang = user.lang;
+        let t = |en| lang.t(en);
         let status = if matches!(said, Some((false, _))) { 400 } else { 200 };
         let said = match said {
-            Some((true, s)) => format!(r#"<p class="done" role="status">{}</p>"#, escape(s)),
-            Some((false, s)) => format!(r#"<p class="error" role="alert">{}</p>"#, escape(s)),
+            Some((true, s)) => format!(r#"<p class="done" role="status">{}</p>"#, escape(t(s))),
+            Some((false, s)) => format!(r#"<p class="error" role="alert">{}</p>"#, escape(t(s))),
             None => String::new(),
         };
         let signature = self.signature(user).await;
@@ -56,27 +60,53 @@ impl Webmail {
         for s in self.image_senders(user).await {
             let _ = write!(
                 senders,
-                r#"<li>{} <form class="inline" method="post" action="/mail/settings"><input type="hidden" name="csrf" value="{csrf}"><input type="hidden" name="what" value="unimage"><input type="hidden" name="sender" value="{}"><button type="submit">Remove</button></form></li>"#,
+                r#"<li>{} <form class="inline" method="post" action="/mail/settings"><input type="hidden" name="csrf" value="{csrf}"><input type="hidden" name="what" value="unimage"><input type="hidden" name="sender" value="{}"><button type="submit">{}</button></form></li>"#,
                 escape(&s),
-                escape(&s)
+                escape(&s),
+                t("Remove")
             );
         }
         let senders = if senders.is_empty() {
-            "<p>None: remote images are shown only when you ask, message by message.</p>".to_string()
+            format!("<p>{}</p>", t("None: remote images are shown only when you ask, message by message."))
         } else {
             format!("<ul>{senders}</ul>")
         };
         let automatic = self.automatic_forms(user).await;
-        let main = format!(
-            r#"<h1>Settings</h1>{said}
-<form class="settings" method="post" action="/mail/settings"><h2>You</h2><input type="hidden" name="csrf" value="{csrf}"><input type="hidden" name="what" value="profile"><label for="name">Display name</label><input id="name" name="name" value="{}" maxlength="{MAX_NAME}" autocomplete="name"><label for="signature">Signature (added to new messages)</label><textarea id="signature" name="signature" rows="4" maxlength="{MAX_SIGNATURE}">{}</textarea><button type="submit">Save</button></form>
-<form class="settings" method="post" action="/mail/settings"><h2>Password</h2><input type="hidden" name="csrf" value="{csrf}"><input type="hidden" name="what" value="password"><input type="hidden" name="username" value="{}" autocomplete="username"><label for="current">Current password</label><input id="current" name="current" type="password" autocomplete="current-password" required><label for="new">New password (at least {MIN_PASSWORD} characters)</label><input id="new" name="new" type="password" autocomplete="new-password" minlength="{MIN_PASSWORD}" required><label for="again">New password again</label><input id="again" name="again" type="password" autocomplete="new-password" minlength="{MIN_PASSWORD}" required><button type="submit">Change password</button></form>
-{automatic}<section class="settings" aria-label="Remote images"><h2>Remote images always shown from</h2>{senders}</section>"#,
-            escape(&user.account.display_name),
-            escape(&signature),
-            escape(&user.account.login),
+        let chosen = self.setting(user, LANGUAGE).await.unwrap_or_default();
+        let mut languages = format!(
+            r#"<option value=""{}>{}</option>"#,
+            if chosen.is_empty() { " selected" } else { "" },
+            t("As the browser asks")
         );
-        WebResponse::html(status, layout("Settings", Some(user), &main))
+        for (tag, name) in crate::i18n::OFFERED {
+            let _ = write!(
+                languages,
+                r#"<option value="{tag}" lang="{tag}"{}>{name}</option>"#,
+                if chosen == *tag { " selected" } else { "" }
+            );
+        }
+        let main = format!(
+            r#"<h1>{}</h1>{said}
+<form class="settings" method="post" action="/mail/settings"><h2>{}</h2><input type="hidden" name="csrf" value="{csrf}"><input type="hidden" name="what" value="profile"><label for="name">{}</label><input id="name" name="name" value="{}" maxlength="{MAX_NAME}" autocomplete="name"><label for="signature">{}</label><textarea id="signature" name="signature" rows="4" maxlength="{MAX_SIGNATURE}">{}</textarea><label for="language">{}</label><select id="language" name="language">{languages}</select><button type="submit">{save}</button></form>
+<form class="settings" method="post" action="/mail/settings"><h2>{}</h2><input type="hidden" name="csrf" value="{csrf}"><input type="hidden" name="what" value="password"><input type="hidden" name="username" value="{}" autocomplete="username"><label for="current">{}</label><input id="current" name="current" type="password" autocomplete="current-password" required><label for="new">{}</label><input id="new" name="new" type="password" autocomplete="new-password" minlength="{MIN_PASSWORD}" required><label for="again">{}</label><input id="again" name="again" type="password" autocomplete="new-password" minlength="{MIN_PASSWORD}" required><button type="submit">{}</button></form>
+{automatic}<section class="settings" aria-label="{images}"><h2>{images}</h2>{senders}</section>"#,
+            t("Settings"),
+            t("You"),
+            t("Display name"),
+            escape(&user.account.display_name),
+            t("Signature (added to new messages)"),
+            escape(&signature),
+            t("Language"),
+            t("Password"),
+            escape(&user.account.login),
+            t("Current password"),
+            lang.f("New password (at least {} characters)", MIN_PASSWORD),
+            t("New password again"),
+            t("Change password"),
+            save = t("Save"),
+            images = t("Remote images always shown from"),
+        );
+        WebResponse::html(status, layout(t("Settings"), Some(user), &main))
     }
 
     /// POST /mail/settings: one of the forms of the settings page (`what`).
@@ -87,7 +117,10 @@ impl Webmail {
                 let name: String = field("name").chars().filter(|c| !c.is_control()).take(MAX_NAME).collect();
                 let signature: String = field("signature").replace("\r\n", "\n").chars().take(MAX_SIGNATURE).collect();
                 let update = AccountUpdate { display_name: Some(name.trim().to_string()), ..AccountUpdate::default() };
+                let language = field("language");
+                let language = crate::i18n::Lang::from_tag(&language).map(crate::i18n::Lang::tag);
                 let saved = self.store.update_account(&user.account.login, update).await.is_ok()
+                    && self.store.set_account_setting(user.account.id, LANGUAGE, language).await.is_ok()
                     && self
                         .store
                         .set_account_setting(
@@ -99,6 +132,9 @@ impl Webmail {
                         .is_ok();
                 let mut user = user.clone();
                 user.account.display_name = name.trim().to_string();
+                if let Some(l) = language.and_then(crate::i18n::Lang::from_tag) {
+                    user.lang = l;
+                }
                 self.settings_page(&user, Some(if saved { (true, "Saved.") } else { (false, "Not saved; try again.") }))
                     .await
             }
@@ -126,6 +162,7 @@ impl Webmail {
     async fn automatic_forms(&self, user: &User) -> String {
         use agora_mail::automatic::{FORWARD, Forward, VACATION, Vacation};
         let csrf = escape(&user.session.csrf);
+        let t = |en| user.lang.t(en);
         let v: Option<Vacation> = self.setting(user, VACATION).await.and_then(|j| serde_json::from_str(&j).ok());
         let f: Option<Forward> = self.setting(user, FORWARD).await.and_then(|j| serde_json::from_str(&j).ok());
         let on = |b: bool| if b { " checked" } else { "" };
@@ -139,16 +176,28 @@ impl Webmail {
         let vd = v.clone().unwrap_or(Vacation { days: 7, ..Vacation::default() });
         let fd = f.clone().unwrap_or(Forward { to: String::new(), keep: true });
         format!(
-            r#"<form class="settings" method="post" action="/mail/settings"><h2>Vacation reply</h2><input type="hidden" name="csrf" value="{csrf}"><input type="hidden" name="what" value="vacation"><label><input type="checkbox" name="on" value="1"{}> Answer mail automatically</label><label for="vsubject">Subject (empty: "Auto: " and theirs)</label><input id="vsubject" name="subject" value="{}" maxlength="200"><label for="vtext">Reply</label><textarea id="vtext" name="text" rows="4" maxlength="{MAX_SIGNATURE}">{}</textarea><label for="vfrom">From (optional)</label><input id="vfrom" name="from" type="date" value="{}"><label for="vuntil">Until (optional, not included)</label><input id="vuntil" name="until" type="date" value="{}"><label for="vdays">Answer each sender once in this many days</label><input id="vdays" name="days" type="number" min="1" max="30" value="{}"><p>Lists, bulk mail and automatic messages are never answered.</p><button type="submit">Save</button></form>
-<form class="settings" method="post" action="/mail/settings"><h2>Forwarding</h2><input type="hidden" name="csrf" value="{csrf}"><input type="hidden" name="what" value="forward"><label for="fto">Forward all mail to (empty: off)</label><input id="fto" name="to" type="email" value="{}" maxlength="254"><label><input type="checkbox" name="keep" value="1"{}> Keep a copy here</label><button type="submit">Save</button></form>"#,
+            r#"<form class="settings" method="post" action="/mail/settings"><h2>{}</h2><input type="hidden" name="csrf" value="{csrf}"><input type="hidden" name="what" value="vacation"><label><input type="checkbox" name="on" value="1"{}> {}</label><label for="vsubject">{}</label><input id="vsubject" name="subject" value="{}" maxlength="200"><label for="vtext">{}</label><textarea id="vtext" name="text" rows="4" maxlength="{MAX_SIGNATURE}">{}</textarea><label for="vfrom">{}</label><input id="vfrom" name="from" type="date" value="{}"><label for="vuntil">{}</label><input id="vuntil" name="until" type="date" value="{}"><label for="vdays">{}</label><input id="vdays" name="days" type="number" min="1" max="30" value="{}"><p>{}</p><button type="submit">{save}</button></form>
+<form class="settings" method="post" action="/mail/settings"><h2>{}</h2><input type="hidden" name="csrf" value="{csrf}"><input type="hidden" name="what" value="forward"><label for="fto">{}</label><input id="fto" name="to" type="email" value="{}" maxlength="254"><label><input type="checkbox" name="keep" value="1"{}> {}</label><button type="submit">{save}</button></form>"#,
+            t("Vacation reply"),
             on(v.is_some()),
+            t("Answer mail automatically"),
+            t("Subject (empty: \"Auto: \" and theirs)"),
             escape(&vd.subject),
+            t("Reply text"),
             escape(&vd.text),
+            t("From (optional)"),
             day(vd.from),
+            t("Until (optional, not included)"),
             day(vd.until),
+            t("Answer each sender once in this many days"),
             vd.days.max(1),
+            t("Lists, bulk mail and automatic messages are never answered."),
+            t("Forwarding"),
+            t("Forward all mail to (empty: off)"),
             escape(&fd.to),
             on(fd.keep),
+            t("Keep a copy here"),
+            save = t("Save"),
         )
     }
 

@@ -484,6 +484,16 @@ assert r.status == 200 and "Password changed" in page, page
 i = imaplib.IMAP4_SSL(ip, 10993, ssl_context=ctx, timeout=20)
 i.login("pen@example.org", "pen-secret-2")
 i.logout()
+
+# Language: the browser's by default, the account's choice once made.
+r, page = req("GET", "/mail/", cookies=jar, extra={"Accept-Language": "de-DE,de;q=0.9,en;q=0.5"})
+assert '<html lang="de">' in page and ">Schreiben<" in page and "Nachrichten" in page, page[:600]
+r, page = req("GET", "/mail/", extra={"Accept-Language": "fr"})
+assert "Se connecter" in page, "the sign-in page speaks the browser's language"
+r, page = req("POST", "/mail/settings", urllib.parse.urlencode({"csrf": csrf, "what": "profile", "name": "Pen Writer", "signature": "", "language": "fr"}), cookies=jar, extra={"Accept-Language": "de"})
+assert r.status == 200 and "Enregistré." in page and '<option value="fr" lang="fr" selected>' in page, page[-3000:]
+r, page = req("GET", "/mail/", cookies=jar, extra={"Accept-Language": "de"})
+assert '<html lang="fr">' in page and ">Écrire<" in page, page[:600]
 print("ok")
 "#;
     python_ok(&format!("import sys; sys.argv = ['', {:?}]\n{BROWSER}{script}", a.ip));
