@@ -185,7 +185,10 @@ try {
   const small = await signIn(phone, "web@example.org", "web-secret");
   check(await small.isVisible("text=Welcome aboard"), "the list reads on a phone");
   const wide = await small.evaluate(() => document.documentElement.scrollWidth);
-  check(wide <= 390 + 1, "nothing wider than the phone's screen: " + wide);
+  const culprits = await small.evaluate(() => Array.from(document.querySelectorAll("body *"))
+    .filter((e) => e.getBoundingClientRect().right > 391)
+    .slice(0, 5).map((e) => e.tagName + "." + e.className + "#" + e.id + " " + Math.round(e.getBoundingClientRect().right)));
+  check(wide <= 390 + 1, "nothing wider than the phone's screen: " + wide + " " + culprits.join(", "));
   const dark = await small.evaluate(() => getComputedStyle(document.body).backgroundColor);
   check(dark !== "rgb(255, 255, 255)", "the dark theme follows the system: " + dark);
   await small.screenshot({ path: `${out}/phone-dark.png` });
