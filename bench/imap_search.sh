@@ -59,20 +59,7 @@ PY
 mkdir -p "$work/dovecot/run" "$work/dovecot/state" "$work/dovecot/mail"
 echo "search@example.org:{PLAIN}pw" > "$work/dovecot/passwd"
 chown -R nobody:nogroup "$work/dovecot/mail"
-{ dovecot_conf "$work/dovecot" imap; cat <<CONF
-ssl = no
-disable_plaintext_auth = no
-auth_mechanisms = plain
-service imap-login {
-  inet_listener imap {
-    port = 33143
-  }
-  inet_listener imaps {
-    port = 0
-  }
-}
-CONF
-} > "$work/dovecot/dovecot.conf"
+dovecot_plain_imap "$work/dovecot" 33143 > "$work/dovecot/dovecot.conf"
 dovecot -F -c "$work/dovecot/dovecot.conf" &
 sleep 2
 client load 33143 "$N" "$R" > "$work/dovecot.txt"

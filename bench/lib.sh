@@ -62,3 +62,22 @@ userdb {
 mail_location = maildir:~/Maildir
 CONF
 }
+
+# dovecot_plain_imap DIR PORT: a private Dovecot serving IMAP in the clear on
+# 127.0.0.1:PORT (no imaps), PLAIN and LOGIN allowed without TLS (loopback benchmarks).
+dovecot_plain_imap() {
+  dovecot_conf "$1" imap
+  cat <<CONF
+ssl = no
+disable_plaintext_auth = no
+auth_mechanisms = plain login
+service imap-login {
+  inet_listener imap {
+    port = $2
+  }
+  inet_listener imaps {
+    port = 0
+  }
+}
+CONF
+}

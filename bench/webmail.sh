@@ -38,20 +38,7 @@ mkdir -p "$work/dovecot/run" "$work/dovecot/state" "$work/dovecot/mail"
 echo "bench@example.org:{PLAIN}bench-pw" > "$work/dovecot/passwd"
 python3 bench/webmail_load.py maildir "$work/dovecot/mail/bench@example.org/Maildir" "$N" > "$work/dovecot-load.txt"
 chown -R nobody:nogroup "$work/dovecot/mail"
-{ dovecot_conf "$work/dovecot" imap; cat <<CONF
-ssl = no
-disable_plaintext_auth = no
-auth_mechanisms = plain login
-service imap-login {
-  inet_listener imap {
-    port = 36143
-  }
-  inet_listener imaps {
-    port = 0
-  }
-}
-CONF
-} > "$work/dovecot/dovecot.conf"
+dovecot_plain_imap "$work/dovecot" 36143 > "$work/dovecot/dovecot.conf"
 dovecot -F -c "$work/dovecot/dovecot.conf" &
 sleep 2
 python3 bench/webmail_load.py warm 36143 bench@example.org bench-pw >> "$work/dovecot-load.txt"

@@ -198,22 +198,9 @@ impl Mail {
     }
 }
 
-/// The header fields of a message (unfolded, names lower-cased), up to its body.
+/// The header fields of a message (unfolded, names lower-cased).
 fn fields(message: &[u8]) -> Vec<(String, String)> {
-    let end = message.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(message.len()).min(256 * 1024);
-    let head = String::from_utf8_lossy(&message[..end]);
-    let mut out: Vec<(String, String)> = Vec::new();
-    for line in head.split("\r\n") {
-        if line.starts_with([' ', '\t']) {
-            if let Some(last) = out.last_mut() {
-                last.1.push(' ');
-                last.1.push_str(line.trim());
-            }
-        } else if let Some((n, v)) = line.split_once(':') {
-            out.push((n.trim().to_ascii_lowercase(), v.trim().to_string()));
-        }
-    }
-    out
+    agora_store::text::header_fields(message, usize::MAX)
 }
 
 /// Whether a message may get an automatic reply (RFC 3834 §2, and what Sieve's

@@ -467,6 +467,31 @@ pub fn contains_casemapped(hay: &str, needle: &str) -> bool {
     casemap(hay).contains(&casemap(needle))
 }
 
+/// A message's first `most` header fields, unfolded, names lower-cased: (name, value);
+/// at most 256 KiB of header is read.
+pub fn header_fields(message: &[u8], most: usize) -> Vec<(String, String)> {
+    let limit = message.len().min(256 * 1024);
+    let end = message[..limit].windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(limit);
+    let head = String::from_utf8_lossy(&message[..end]);
+    let mut out: Vec<(String, String)> = Vec::new();
+    for line in head.split("\r\n") {
+        if line.starts_with([' ', '\t']) {
+            if let Some(last) = out.last_mut() {
+                last.1.push(' ');
+                last.1.push_str(line.trim());
+            }
+            continue;
+        }
+        if out.len() == most {
+            break;
+        }
+        if let Some((n, v)) = line.split_once(':') {
+            out.push((n.trim().to_ascii_lowercase(), v.trim().to_string()));
+        }
+    }
+    out
+}
+
 /// RFC 2047 B words of at most 45 bytes of UTF-8 each (whole characters), folded.
 pub fn encode_words(s: &str) -> String {
     if s.is_ascii() && !s.contains("=?") {

@@ -69,18 +69,7 @@ impl Webmail {
             let original = readable_part(&meta.summary.root).map(|p| text::part_text(&body, p)).unwrap_or_default();
             let sender = e.from.as_deref().map(address::first_label).unwrap_or_default();
             let here = format!("{}.{}", mb.id, meta.uid);
-            let attachments = |d: &mut Draft| {
-                let viewing = crate::reading::Viewing {
-                    body: &body,
-                    lang: user.lang,
-                    as_text: true,
-                    images: false,
-                    link: String::new(),
-                };
-                for a in crate::reading::show(&meta.summary.root, &viewing).attachments {
-                    d.keep.push(format!("{here}.{}", a.node));
-                }
-            };
+            let attachments = |d: &mut Draft| d.keep.extend(attachment_refs(&here, &meta.summary.root, &body));
             match draft.mode.as_str() {
                 "reply" | "all" => {
                     draft.to = addresses(from);
@@ -332,16 +321,7 @@ impl Webmail {
         if let Ok(Some(meta)) = self.store.messages(drafts.id, uid..=uid).await.map(|m| m.into_iter().next())
             && let Ok(body) = self.store.read_blob(&meta.blob).await
         {
-            let viewing = crate::reading::Viewing {
-                body: &body,
-                lang: user.lang,
-                as_text: true,
-                images: false,
-                link: String::new(),
-            };
-            for a in crate::reading::show(&meta.summary.root, &viewing).attachments {
-                draft.keep.push(format!("{}.{uid}.{}", drafts.id, a.node));
-            }
+            draft.keep = attachment_refs(&format!("{}.{uid}", drafts.id), &meta.summary.root, &body);
         }
         let _ = req;
         let said = user.lang.f("Draft saved at {}.", &agora_store::time::rfc5322_date(now)[17..22]);
@@ -499,6 +479,18 @@ impl Webmail {
             body: bytes::Bytes::from(serde_json::to_vec(&found).unwrap_or_default()),
         }
     }
+}
+
+/// The attachments of a message (`FOLDER.UID`) as the form carries them along.
+fn attachment_refs(message: &str, root: &agora_store::Part, body: &[u8]) -> Vec<String> {
+    let viewing = crate::reading::Viewing {
+        body,
+        lang: crate::i18n::Lang::En,
+        as_text: true,
+        images: false,
+        link: String::new(),
+    };
+    crate::reading::show(root, &viewing).attachments.iter().map(|a| format!("{message}.{}", a.node)).collect()
 }
 
 /// A media type as a file's upload gave it, when it is one; else octet-stream.

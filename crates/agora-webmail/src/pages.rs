@@ -341,18 +341,17 @@ impl Webmail {
         WebResponse::html(200, layout(&title, Some(user), &main))
     }
 
+    /// The messages of a folder among `uids` (sorted), with their summaries.
+    async fn metas_of(&self, mb: &Mailbox, uids: &[u32]) -> Vec<MessageMeta> {
+        let all = self.store.messages(mb.id, 1..=u32::MAX).await.unwrap_or_default();
+        all.into_iter().filter(|m| uids.binary_search(&m.uid).is_ok()).collect()
+    }
+
     /// `uids` as conversations (IMAP's THREAD=REFERENCES), each flattened parent before
     /// replies, with its depth; conversations ordered by their newest message, newest first.
     async fn threaded(&self, mb: &Mailbox, uids: &[u32]) -> Vec<(u32, usize)> {
         use agora_store::thread::{Algorithm, ThreadItem, thread};
-        let metas: Vec<MessageMeta> = self
-            .store
-            .messages(mb.id, 1..=u32::MAX)
-            .await
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|m| uids.binary_search(&m.uid).is_ok())
-            .collect();
+        let metas = self.metas_of(mb, uids).await;
         let items: Vec<ThreadItem<'_>> = metas
             .iter()
             .enumerate()
@@ -388,14 +387,7 @@ impl Webmail {
     /// `uids` in the order of a sort key (RFC 5256's, as IMAP SORT uses).
     async fn sorted(&self, mb: &Mailbox, uids: &[u32], key: agora_store::sort::SortKey, reverse: bool) -> Vec<u32> {
         use agora_store::sort::{Criterion, SortItem, sort};
-        let metas: Vec<MessageMeta> = self
-            .store
-            .messages(mb.id, 1..=u32::MAX)
-            .await
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|m| uids.binary_search(&m.uid).is_ok())
-            .collect();
+        let metas = self.metas_of(mb, uids).await;
         let items: Vec<SortItem<'_>> = metas
             .iter()
             .enumerate()

@@ -298,7 +298,7 @@ pub(crate) enum Verdict {
 /// own Received line (after any ARC set), with its own authserv-id. Fields further down
 /// came with the message and are never believed.
 pub(crate) fn verdict(body: &[u8], hostname: &str) -> Option<Verdict> {
-    let fields = header_fields(body, 16);
+    let fields = text::header_fields(body, 16);
     let mut it = fields.iter();
     let (name, value) = it.next()?;
     if !name.eq_ignore_ascii_case("received") || !value.contains(&format!("by {hostname} ")) {
@@ -341,29 +341,6 @@ pub(crate) fn verdict(body: &[u8], hostname: &str) -> Option<Verdict> {
         return Some(Verdict::Suspect(from_domain.unwrap_or_default()));
     }
     None
-}
-
-/// The first `most` header fields, unfolded: (name, value).
-fn header_fields(body: &[u8], most: usize) -> Vec<(String, String)> {
-    let end = body.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(body.len().min(64 * 1024));
-    let head = String::from_utf8_lossy(&body[..end.min(64 * 1024)]);
-    let mut out: Vec<(String, String)> = Vec::new();
-    for line in head.split("\r\n") {
-        if line.starts_with([' ', '\t']) {
-            if let Some(last) = out.last_mut() {
-                last.1.push(' ');
-                last.1.push_str(line.trim());
-            }
-            continue;
-        }
-        if out.len() == most {
-            break;
-        }
-        if let Some((n, v)) = line.split_once(':') {
-            out.push((n.trim().to_string(), v.trim().to_string()));
-        }
-    }
-    out
 }
 
 #[cfg(test)]
