@@ -611,14 +611,7 @@ fn file_name_params(name: &str) -> (String, String) {
     if name.is_ascii() {
         return (format!("name={}", quoted(&name)), format!("filename={}", quoted(&name)));
     }
-    let mut pct = String::new();
-    for b in name.bytes() {
-        if b.is_ascii_alphanumeric() || b"._-".contains(&b) {
-            pct.push(b as char);
-        } else {
-            pct.push_str(&format!("%{b:02X}"));
-        }
-    }
+    let pct = crate::pages::url_encode(&name);
     (format!("name={}", quoted(&text::encode_words(&name).replace("\r\n ", " "))), format!("filename*=utf-8''{pct}"))
 }
 

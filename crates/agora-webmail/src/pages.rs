@@ -798,8 +798,9 @@ fn action_form(user: &User, boxes: &[Folder], mb: &Folder, uid: Option<u32>, fla
     f
 }
 
-/// A query-string value, percent-encoded.
-fn url_encode(s: &str) -> String {
+/// Percent-encoded but for RFC 3986's unreserved characters: query-string values, and
+/// RFC 5987/2231 parameter values (file names).
+pub(crate) fn url_encode(s: &str) -> String {
     let mut out = String::new();
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
