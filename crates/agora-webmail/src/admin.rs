@@ -170,6 +170,12 @@ impl Webmail {
                     Err(e) => (false, e.to_string()),
                 }
             }
+            ("/admin/users", "name") => {
+                let name: String = f("name").chars().filter(|c| !c.is_control()).take(200).collect();
+                let update = AccountUpdate { display_name: Some(name), ..AccountUpdate::default() };
+                let r = self.store.update_account(&f("login"), update).await.map_err(|e| err(&e));
+                done(r, format!("Name of {} changed.", f("login")))
+            }
             ("/admin/users", "quota") => {
                 let quota = f("quota_mb").parse::<u64>().unwrap_or(0) * 1024 * 1024;
                 let r = self.store.set_quota(&f("login"), quota).await.map_err(|e| err(&e));
@@ -379,6 +385,17 @@ impl Webmail {
             let login = a.login.as_str();
             let other_role = if a.role == Role::Admin { ("user", "Make user") } else { ("admin", "Make admin") };
             let actions = [
+                form(
+                    user,
+                    "/admin/users",
+                    "name",
+                    &[("login", login)],
+                    &format!(
+                        r#"<label class="hidden" for="n{id}">Name</label><input id="n{id}" name="name" value="{}" maxlength="200"><button type="submit">Rename</button>"#,
+                        escape(&a.display_name),
+                        id = a.id
+                    ),
+                ),
                 form(
                     user,
                     "/admin/users",

@@ -689,6 +689,8 @@ r, page = req("GET", "/admin/track?sender=buyer%40remote.test", cookies=jar)
 assert "received" in page and "&lt;sales@example.org&gt;" in page, page
 r, page = req("GET", "/admin/queue", cookies=jar)
 assert r.status == 200 and ("The queue is empty." in page or "<table>" in page), page
+r, page = post("/admin/users", what="name", login="new@example.org", name="Renamed Person")
+assert "Name of new@example.org changed." in page and 'value="Renamed Person"' in page, page
 r, page = req("GET", "/admin/users", cookies=jar)
 assert "new@example.org" in page and "5.0 MB" in page, page
 print("ok")
