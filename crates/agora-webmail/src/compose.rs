@@ -462,13 +462,14 @@ impl Webmail {
                     });
                 }
             };
-            for a in self.store.accounts(None).await.unwrap_or_default() {
+            // Entries hidden from address lists stay hidden here, as over LDAP.
+            for a in self.store.accounts(None).await.unwrap_or_default().iter().filter(|a| !a.profile.hidden) {
                 add(&a.display_name, &a.login);
             }
-            for g in self.store.groups().await.unwrap_or_default() {
+            for g in self.store.groups().await.unwrap_or_default().iter().filter(|g| !g.profile.hidden) {
                 add(&g.display_name, &g.address);
             }
-            for c in self.store.contacts(None).await.unwrap_or_default() {
+            for c in self.store.contacts(None).await.unwrap_or_default().iter().filter(|c| !c.profile.hidden) {
                 add(&c.display_name, &c.address);
             }
         }

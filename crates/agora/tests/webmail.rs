@@ -341,6 +341,10 @@ fn writing_drafts_folders_settings_and_push() {
         &["user", "add", "reader@example.org", "--password-stdin", "--name", "Otto Reader"],
         Some("reader-secret\n"),
     );
+    a.cli_ok(
+        &["user", "add", "otto.secret@example.org", "--password-stdin", "--name", "Otto Hidden", "--hidden"],
+        Some("x-secret-1\n"),
+    );
     let script = r#"
 import email, email.policy, imaplib, smtplib, socket, threading, time, urllib.parse
 r, _, jar = sign_in("pen@example.org", "pen-secret-1")
@@ -368,7 +372,7 @@ c.close()
 
 # Completion from the directory.
 r, found = req("GET", "/mail/people?q=otto", cookies=jar)
-assert r.status == 200 and "Otto Reader <reader@example.org>" in found, found
+assert r.status == 200 and "Otto Reader <reader@example.org>" in found and "Hidden" not in found, found
 r, found = req("GET", "/mail/people?q=o", cookies=jar)
 assert found == "[]", "one letter asks nothing"
 
