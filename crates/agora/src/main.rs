@@ -177,6 +177,14 @@ pub enum Cmd {
     /// TLS certificates: the configured pair and those obtained by ACME.
     #[command(subcommand)]
     Cert(CertCmd),
+    /// Print a completion script for a shell (bash, zsh, fish, elvish, powershell):
+    /// `agora completions bash > /etc/bash_completion.d/agora`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages (agora.1 and one per command) into DIR.
+    Manpages { dir: PathBuf },
     /// Message tracking: what happened to mail, from the tracking log.
     Track {
         #[arg(long)]
@@ -226,6 +234,22 @@ fn main() {
             Cmd::Queue(ref c) => admin::queue(&cli, c).await,
             Cmd::Cert(CertCmd::Status) => serve::cert_status(&cli),
             Cmd::TlsReport(TlsReportCmd::List) => admin::tls_reports(&cli).await,
+            Cmd::Completions { shell } => {
+                let mut cmd = <Cli as clap::CommandFactory>::command();
+                // Made in memory, then written: a closed pipe (`| head`) is not a panic.
+                let mut script = Vec::new();
+                clap_complete::generate(shell, &mut cmd, "agora", &mut script);
+                match std::io::Write::write_all(&mut std::io::stdout(), &script) {
+                    Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+                    _ => Ok(()),
+                }
+            }
+            Cmd::Manpages { ref dir } => std::fs::create_dir_all(dir).map_err(anyhow::Error::from).and_then(|()| {
+                let cmd = <Cli as clap::CommandFactory>::command();
+                clap_mangen::generate_to(cmd, dir)?;
+                println!("man pages written to {}", dir.display());
+                Ok(())
+            }),
             Cmd::Track { ref sender, ref recipient, ref id } => {
                 admin::track(&cli, sender.as_deref(), recipient.as_deref(), id.as_deref())
             }

@@ -187,3 +187,34 @@ fn ports_command_lists_the_whole_port_map() {
         assert!(text.lines().any(|l| l.starts_with(svc) && l.contains(&format!(":{port} "))), "{svc} missing: {text}");
     }
 }
+
+/// Completion scripts for each shell and man pages come from the command definitions:
+/// every command is in them; bash takes the script and completes a subcommand.
+#[test]
+fn completions_and_man_pages() {
+    let out = Command::new(BIN).args(["completions", "bash"]).output().unwrap();
+    let script = String::from_utf8(out.stdout).unwrap();
+    assert!(out.status.success() && script.contains("complete -F _agora") && script.contains("tls-report"), "{script}");
+    for shell in ["zsh", "fish"] {
+        let out = Command::new(BIN).args(["completions", shell]).output().unwrap();
+        assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("manpages"), "{shell}");
+    }
+    if have("bash") {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("agora.bash"), &script).unwrap();
+        let probe = format!(
+            "source {}/agora.bash; COMP_WORDS=(agora us); COMP_CWORD=1; _agora agora us agora; echo \"${{COMPREPLY[@]}}\"",
+            dir.path().display()
+        );
+        let out = Command::new("bash").args(["-c", &probe]).output().unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "user", "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let man = dir.path().join("man");
+    let out = Command::new(BIN).args(["manpages", man.to_str().unwrap()]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let page = std::fs::read_to_string(man.join("agora-user-add.1")).unwrap();
+    assert!(page.starts_with(".ie") || page.contains(".TH agora-user-add 1"), "{page}");
+    assert!(page.contains("password\\-stdin"), "the options are documented: {page}");
+    assert!(man.join("agora.1").exists() && man.join("agora-serve.1").exists());
+}
