@@ -366,6 +366,12 @@ pub async fn run(cli: &Cli, domain: Option<String>, hostname: Option<String>, li
             bail!("configuration file {} does not exist", path.display());
         }
         let host = hostname.clone().unwrap_or_else(system_hostname);
+        // A host name without a dot ("vm") is no mail domain: never taken as one silently.
+        if domain.is_none() && !host.contains('.') {
+            bail!(
+                "the host name {host:?} has no dot, so it cannot be the mail domain: say which domain to host, e.g. `agora serve --domain example.org --hostname mail.example.org`"
+            );
+        }
         let dom = domain.clone().unwrap_or_else(|| host.clone());
         std::fs::write(&path, config::default_file(&host, &dom))
             .with_context(|| format!("writing {}", path.display()))?;
@@ -426,7 +432,7 @@ pub async fn run(cli: &Cli, domain: Option<String>, hostname: Option<String>, li
     let store = SqliteStore::open(data).with_context(|| format!("opening the store in {}", data.display()))?;
     let dyn_store: Arc<dyn Store> = Arc::new(Arc::clone(&store));
     let dir = Directory::new(Arc::clone(&dyn_store));
-    first_run(&dyn_store, &dir, &domain).await?;
+    let first = first_run(&dyn_store, &dir, &domain).await?;
     // Every hosted domain signs its mail: keys for any that has none yet.
     for d in dyn_store.domains().await? {
         crate::admin::ensure_dkim_keys(&store, &d.name).await?;
@@ -534,6 +540,20 @@ pub async fn run(cli: &Cli, domain: Option<String>, hostname: Option<String>, li
     let mut hup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
     let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+    if first {
+        let smtp = listeners.iter().find(|l| l.key == "smtp" && l.enabled).map_or(25, |l| l.port);
+        let data_arg = if cli.data == std::path::Path::new("./agora-data") {
+            String::new()
+        } else {
+            format!(" --data {}", cli.data.display())
+        };
+        println!("Next steps:");
+        println!("  1. add a user:       agora{data_arg} user add alice@{domain} --name \"Alice\" --password-stdin");
+        println!("  2. the configuration: {} (every setting, commented; restart after changes)", path.display());
+        println!(
+            "  3. a test message:   swaks --server {hostname}:{smtp} --from you@example.net --to alice@{domain} (or any mail client)"
+        );
+    }
     println!("agora: ready");
     let _ = std::io::stdout().flush();
     loop {
@@ -566,13 +586,15 @@ async fn futures_join(tasks: Vec<tokio::task::JoinHandle<()>>) {
 
 /// On an empty store: the mail domain, an administrator with a generated password
 /// (printed once), and postmaster@ pointing at it.
-async fn first_run(store: &Arc<dyn Store>, dir: &Directory, domain: &str) -> Result<()> {
+/// Creates the domain and its administrator when the store hosts no domain yet; true
+/// when it did (the server then prints the next steps).
+async fn first_run(store: &Arc<dyn Store>, dir: &Directory, domain: &str) -> Result<bool> {
     if !store.domains().await?.is_empty() {
         if store.domain(domain).await?.is_none() {
             dir.add_domain(domain).await?;
             eprintln!("agora: added mail domain {domain}");
         }
-        return Ok(());
+        return Ok(false);
     }
     dir.add_domain(domain).await?;
     let login = format!("admin@{domain}");
@@ -582,5 +604,5 @@ async fn first_run(store: &Arc<dyn Store>, dir: &Directory, domain: &str) -> Res
     println!("First run: created mail domain {domain} and administrator {login}");
     println!("  administrator password (shown only this once): {password}");
     println!("  change it with: agora user passwd {login}");
-    Ok(())
+    Ok(true)
 }

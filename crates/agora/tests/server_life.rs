@@ -29,11 +29,34 @@ fn first_run_creates_everything_and_prints_once() {
         assert!(show.contains(&format!("mailbox:      {mb}")), "{mb} missing in {show}");
     }
     assert!(!show.contains("argon2"), "the password hash is never shown");
+    // The first run ends with what to do next.
+    assert!(a.banner.contains("Next steps:") && a.banner.contains(&format!("user add alice@{DOMAIN}")), "{}", a.banner);
+    assert!(a.banner.contains("agora.toml") && a.banner.contains("swaks --server"), "{}", a.banner);
 
     assert!(a.stop().success(), "clean exit on SIGTERM");
     a.spawn();
     assert!(a.banner.contains("agora: ready"));
     assert!(!a.banner.contains("administrator password"), "password printed only once");
+    assert!(!a.banner.contains("Next steps"), "next steps only on the first run");
+}
+
+/// A host name without a dot is never taken as the mail domain: the first run stops
+/// and says how to name one; nothing is created.
+#[test]
+fn a_host_name_without_a_dot_is_no_mail_domain() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let out = Command::new(BIN)
+        .arg("--data")
+        .arg(&data)
+        .args(["serve", "--hostname", "vm", "--port-offset", "10000", "--bind", "127.0.0.1"])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "must not start");
+    assert_eq!(said.lines().count(), 1, "one line: {said}");
+    assert!(said.contains("\"vm\" has no dot") && said.contains("--domain"), "{said}");
+    assert!(!data.join("agora.toml").exists() && !data.join("agora.db").exists(), "nothing made");
 }
 
 #[test]
