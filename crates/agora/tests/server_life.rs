@@ -241,3 +241,36 @@ fn completions_and_man_pages() {
     assert!(page.contains("password\\-stdin"), "the options are documented: {page}");
     assert!(man.join("agora.1").exists() && man.join("agora-serve.1").exists());
 }
+
+/// With `AGORA_LOG_FORMAT=json` every log line is a JSON object (time, level, message).
+#[test]
+fn json_logs_when_asked() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let ip = unique_ip();
+    let mut child = Command::new(BIN)
+        .arg("--data")
+        .arg(dir.path().join("data"))
+        .env("AGORA_LOG_FORMAT", "json")
+        .env("AGORA_LOG", "info")
+        .args(["serve", "--domain", DOMAIN, "--hostname", "mx.example.org", "--port-offset", "10000", "--bind", &ip])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let ready = std::io::BufReader::new(stdout).lines().map_while(Result::ok).any(|l| l.contains("agora: ready"));
+    assert!(ready, "the server starts");
+    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let out = child.wait_with_output().unwrap();
+    let logs = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<serde_json::Value> =
+        logs.lines().filter(|l| l.starts_with('{')).map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(
+        lines.iter().any(|v| v["level"] == "INFO"
+            && v["fields"]["message"].as_str().is_some_and(|m| m.contains("schema upgraded"))
+            && v["timestamp"].is_string()),
+        "{logs}"
+    );
+}
