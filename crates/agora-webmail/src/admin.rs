@@ -15,6 +15,15 @@ use crate::{WebRequest, WebResponse, Webmail};
 /// A page's outcome line: done, or refused with why.
 type Said = Option<(bool, String)>;
 
+/// A change's outcome as said on the page: `ok` when it was made, else the store's or
+/// directory's reason.
+fn done<T, E: std::fmt::Display>(r: Result<T, E>, ok: String) -> (bool, String) {
+    match r {
+        Ok(_) => (true, ok),
+        Err(e) => (false, e.to_string()),
+    }
+}
+
 fn said_html(said: &Said) -> String {
     match said {
         Some((true, s)) => format!(r#"<p class="done" role="status">{}</p>"#, escape(s)),
@@ -106,11 +115,6 @@ impl Webmail {
     /// POST under /admin: one change, said back on the page it came from.
     async fn admin_change(&self, user: &User, req: &WebRequest) -> (bool, String) {
         let f = |n: &str| req.form_field(n).unwrap_or_default().trim().to_string();
-        let done = |r: Result<(), String>, ok: String| match r {
-            Ok(()) => (true, ok),
-            Err(e) => (false, e),
-        };
-        let err = |e: &dyn std::fmt::Display| e.to_string();
         match (req.path.trim_end_matches('/'), f("what").as_str()) {
             ("/admin/domains", "add") => {
                 if let Err(e) = self.dir.add_domain(&f("name")).await {
@@ -128,7 +132,7 @@ impl Webmail {
                 (true, format!("Domain {name} added; publish its records below."))
             }
             ("/admin/domains", "remove") => {
-                let r = self.store.remove_domain(&f("name")).await.map_err(|e| err(&e));
+                let r = self.store.remove_domain(&f("name")).await;
                 done(r, format!("Domain {} removed.", f("name")))
             }
             // A check only shows; the domain page runs it when asked.
@@ -140,19 +144,15 @@ impl Webmail {
                 if password.chars().count() < 10 {
                     return (false, "A password needs at least 10 characters.".into());
                 }
-                let r = self
-                    .dir
-                    .add_user_with(&f("login"), &f("name"), &password, quota, role, Default::default())
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| err(&e));
+                let r =
+                    self.dir.add_user_with(&f("login"), &f("name"), &password, quota, role, Default::default()).await;
                 done(r, format!("User {} added.", f("login")))
             }
             ("/admin/users", "remove") if f("login").eq_ignore_ascii_case(&user.account.login) => {
                 (false, "You cannot remove yourself.".into())
             }
             ("/admin/users", "remove") => {
-                let r = self.store.remove_account(&f("login")).await.map_err(|e| err(&e));
+                let r = self.store.remove_account(&f("login")).await;
                 done(r, format!("User {} removed.", f("login")))
             }
             ("/admin/users", "password") => {
@@ -173,12 +173,12 @@ impl Webmail {
             ("/admin/users", "name") => {
                 let name: String = f("name").chars().filter(|c| !c.is_control()).take(200).collect();
                 let update = AccountUpdate { display_name: Some(name), ..AccountUpdate::default() };
-                let r = self.store.update_account(&f("login"), update).await.map_err(|e| err(&e));
+                let r = self.store.update_account(&f("login"), update).await;
                 done(r, format!("Name of {} changed.", f("login")))
             }
             ("/admin/users", "quota") => {
                 let quota = f("quota_mb").parse::<u64>().unwrap_or(0) * 1024 * 1024;
-                let r = self.store.set_quota(&f("login"), quota).await.map_err(|e| err(&e));
+                let r = self.store.set_quota(&f("login"), quota).await;
                 done(r, format!("Quota of {} set.", f("login")))
             }
             ("/admin/users", "role") if f("login").eq_ignore_ascii_case(&user.account.login) => {
@@ -187,31 +187,31 @@ impl Webmail {
             ("/admin/users", "role") => {
                 let role = if f("role") == "admin" { Role::Admin } else { Role::User };
                 let update = AccountUpdate { role: Some(role), ..AccountUpdate::default() };
-                let r = self.store.update_account(&f("login"), update).await.map_err(|e| err(&e));
+                let r = self.store.update_account(&f("login"), update).await;
                 done(r, format!("Role of {} changed.", f("login")))
             }
             ("/admin/directory", "alias-add") => {
-                let r = self.dir.add_alias(&f("address"), &f("target")).await.map_err(|e| err(&e));
+                let r = self.dir.add_alias(&f("address"), &f("target")).await;
                 done(r, format!("Alias {} added.", f("address")))
             }
             ("/admin/directory", "alias-remove") => {
-                let r = self.store.remove_alias(&f("address")).await.map_err(|e| err(&e));
+                let r = self.store.remove_alias(&f("address")).await;
                 done(r, format!("Alias {} removed.", f("address")))
             }
             ("/admin/directory", "group-add") => {
-                let r = self.dir.add_group(&f("address"), &f("name")).await.map_err(|e| err(&e));
+                let r = self.dir.add_group(&f("address"), &f("name")).await;
                 done(r, format!("Group {} added.", f("address")))
             }
             ("/admin/directory", "group-remove") => {
-                let r = self.store.remove_group(&f("address")).await.map_err(|e| err(&e));
+                let r = self.store.remove_group(&f("address")).await;
                 done(r, format!("Group {} removed.", f("address")))
             }
             ("/admin/directory", "member-add") => {
-                let r = self.dir.add_group_member(&f("address"), &f("member")).await.map_err(|e| err(&e));
+                let r = self.dir.add_group_member(&f("address"), &f("member")).await;
                 done(r, format!("{} is now in {}.", f("member"), f("address")))
             }
             ("/admin/directory", "member-remove") => {
-                let r = self.store.remove_group_member(&f("address"), &f("member")).await.map_err(|e| err(&e));
+                let r = self.store.remove_group_member(&f("address"), &f("member")).await;
                 done(r, format!("{} left {}.", f("member"), f("address")))
             }
             ("/admin/directory", "contact-add") => {
@@ -230,11 +230,11 @@ impl Webmail {
                 };
                 let contact =
                     agora_store::Contact { address, domain, display_name: f("name"), profile, ..Default::default() };
-                let r = self.store.add_contact(contact).await.map(|_| ()).map_err(|e| err(&e));
+                let r = self.store.add_contact(contact).await;
                 done(r, format!("Contact {} added.", f("address")))
             }
             ("/admin/directory", "contact-remove") => {
-                let r = self.store.remove_contact(&f("address")).await.map_err(|e| err(&e));
+                let r = self.store.remove_contact(&f("address")).await;
                 done(r, format!("Contact {} removed.", f("address")))
             }
             ("/admin/public", "add") => {
@@ -248,11 +248,11 @@ impl Webmail {
                     path: path.clone(),
                     ..Default::default()
                 };
-                let r = self.store.add_public_folder(folder).await.map(|_| ()).map_err(|e| err(&e));
+                let r = self.store.add_public_folder(folder).await;
                 done(r, format!("Public folder {path} added."))
             }
             ("/admin/public", "remove") => {
-                let r = self.store.remove_public_folder(&f("path")).await.map_err(|e| err(&e));
+                let r = self.store.remove_public_folder(&f("path")).await;
                 done(r, format!("Public folder {} removed.", f("path")))
             }
             ("/admin/public", "permission") => {
@@ -268,7 +268,7 @@ impl Webmail {
                     return (false, "Say who gets the permission.".into());
                 }
                 let rights = (!rights.is_empty()).then_some(rights);
-                let r = self.store.set_acl(folder.mailbox, &who, rights).await.map_err(|e| err(&e));
+                let r = self.store.set_acl(folder.mailbox, &who, rights).await;
                 done(r, format!("{who} is now {} of {}.", f("role"), f("path")))
             }
             ("/admin/queue", op @ ("retry" | "hold" | "release" | "delete")) => {
@@ -278,7 +278,7 @@ impl Webmail {
                     "delete" => agora_store::QueueOutcome::Done,
                     _ => agora_store::QueueOutcome::RetryNow,
                 };
-                let r = self.store.queue_update(id, outcome).await.map_err(|e| err(&e));
+                let r = self.store.queue_update(id, outcome).await;
                 if op != "delete" {
                     self.mail.wake().notify_one();
                 }
