@@ -46,9 +46,42 @@ impl BlobFiles {
         Ok(BlobFiles { root: root.to_path_buf() })
     }
 
+    /// The blob files under `root`, creating nothing (for reading another store's).
+    pub fn at(root: &Path) -> BlobFiles {
+        BlobFiles { root: root.to_path_buf() }
+    }
+
     fn path(&self, hash: &str) -> PathBuf {
         let shard = hash.get(..2).unwrap_or("00");
         self.root.join(shard).join(hash)
+    }
+
+    /// Where the body with this hash lives when it is a file.
+    pub fn path_of(&self, hash: &str) -> PathBuf {
+        self.path(hash)
+    }
+
+    /// Writes a body's file durably (temporary file, fsync, rename, fsync of the
+    /// directory); one already there is left as it is.
+    pub fn put(&self, hash: &str, data: &[u8]) -> io::Result<()> {
+        let dest = self.path(hash);
+        if dest.exists() {
+            return Ok(());
+        }
+        let dir = dest.parent().unwrap_or(&self.root).to_path_buf();
+        fs::create_dir_all(&dir)?;
+        fs::create_dir_all(self.root.join("tmp"))?;
+        let mut nonce = [0u8; 8];
+        fill_random(&mut nonce);
+        let tmp = self.root.join("tmp").join(format!("{hash}.{}", u64::from_le_bytes(nonce)));
+        let mut f = File::create(&tmp)?;
+        f.write_all(data)?;
+        f.sync_all()?;
+        drop(f);
+        fs::rename(&tmp, &dest)?;
+        File::open(&dir)?.sync_all()?;
+        metrics::counter!("agora_store_fsyncs_total").increment(2);
+        Ok(())
     }
 
     /// Hashes and parses `data` (and decodes its text for search); large bodies are written durably before this returns.
@@ -61,21 +94,7 @@ impl BlobFiles {
         if data.len() <= INLINE_MAX {
             return Ok(StagedBlob { hash, size, summary, text, inline: Some(Arc::new(data)) });
         }
-        let dest = self.path(&hash);
-        if !dest.exists() {
-            let dir = dest.parent().unwrap_or(&self.root).to_path_buf();
-            fs::create_dir_all(&dir)?;
-            let mut nonce = [0u8; 8];
-            fill_random(&mut nonce);
-            let tmp = self.root.join("tmp").join(format!("{hash}.{}", u64::from_le_bytes(nonce)));
-            let mut f = File::create(&tmp)?;
-            f.write_all(&data)?;
-            f.sync_all()?;
-            drop(f);
-            fs::rename(&tmp, &dest)?;
-            File::open(&dir)?.sync_all()?;
-            metrics::counter!("agora_store_fsyncs_total").increment(2);
-        }
+        self.put(&hash, &data)?;
         Ok(StagedBlob { hash, size, summary, text, inline: None })
     }
 

@@ -3,7 +3,9 @@
 //! SQLite backend, content-addressed blobs and the change bus.
 
 pub mod address;
+pub mod backup;
 pub mod blob;
+pub mod check;
 // Behaviour every backend must show: test code, run by each backend's tests.
 #[cfg(test)]
 mod conformance;

@@ -3,6 +3,7 @@
 mod admin;
 mod config;
 mod import;
+mod ops;
 mod registry;
 mod serve;
 
@@ -130,6 +131,27 @@ pub enum CertCmd {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum StoreCmd {
+    /// Verify the store's invariants: SQLite's own check, body reference counts and
+    /// hashes, UIDs below UIDNEXT, MODSEQ order, message, unseen and quota counts.
+    Check {
+        /// Fix what can be fixed without losing mail, saying what was done.
+        #[arg(long)]
+        repair: bool,
+        /// With --repair: take missing or damaged bodies from this backup or copy of a
+        /// data directory (each verified by its hash).
+        #[arg(long, value_name = "DIR", requires = "repair")]
+        from: Option<PathBuf>,
+        /// With --repair: expunge messages whose bodies are gone and not in --from.
+        #[arg(long, requires = "repair")]
+        drop_lost: bool,
+        /// Compare body sizes only, without reading every body to check its hash.
+        #[arg(long)]
+        quick: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum Cmd {
     /// Run the server (creates the data directory on first run).
     Serve {
@@ -185,6 +207,27 @@ pub enum Cmd {
     },
     /// Write the man pages (agora.1 and one per command) into DIR.
     Manpages { dir: PathBuf },
+    /// Copy the server (running or stopped) into a new directory DIR: one consistent
+    /// snapshot of the store, its bodies, the configuration and keys, and a manifest of
+    /// counts and hashes.
+    Backup {
+        dir: PathBuf,
+        /// Hard-link body files instead of copying them (same file system only; bodies
+        /// never change once written).
+        #[arg(long)]
+        link: bool,
+    },
+    /// Restore a backup DIR into a new data directory (`--data NEW`), verifying it
+    /// against its manifest.
+    Restore {
+        dir: PathBuf,
+        /// Hard-link body files from the backup instead of copying them.
+        #[arg(long)]
+        link: bool,
+    },
+    /// The information store.
+    #[command(subcommand)]
+    Store(StoreCmd),
     /// Message tracking: what happened to mail, from the tracking log.
     Track {
         #[arg(long)]
@@ -252,6 +295,16 @@ fn main() {
                 println!("man pages written to {}", dir.display());
                 Ok(())
             }),
+            Cmd::Backup { ref dir, link } => ops::backup(&cli, dir, link),
+            Cmd::Restore { ref dir, link } => ops::restore(&cli, dir, link).await,
+            Cmd::Store(StoreCmd::Check { repair, ref from, drop_lost, quick }) => {
+                let opts = agora_store::check::Options { repair, hashes: !quick, from: from.clone(), drop_lost };
+                match ops::store_check(&cli, opts).await {
+                    Ok(true) => Ok(()),
+                    Ok(false) => Err(anyhow::anyhow!("the store has problems left (above)")),
+                    Err(e) => Err(e),
+                }
+            }
             Cmd::Track { ref sender, ref recipient, ref id } => {
                 admin::track(&cli, sender.as_deref(), recipient.as_deref(), id.as_deref())
             }
