@@ -2,6 +2,7 @@
 //! the running server uses, so changes take effect at once, without a restart.
 
 use std::io::{BufRead, IsTerminal, Write};
+use std::path::Path;
 use std::sync::Arc;
 
 use agora_directory::{Directory, normalize_address, normalize_domain};
@@ -356,6 +357,27 @@ pub enum MemberCmd {
     Remove { group: String, member: String },
 }
 
+/// Refuses root on a data directory another user owns (the packaged server's): files
+/// root made there (the database's journal) would lock that user out of its own store.
+pub(crate) fn same_owner(data: &Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let me = std::fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(u32::MAX);
+    let owner = std::fs::metadata(data).map(|m| m.uid()).unwrap_or(me);
+    if me == 0 && owner != 0 {
+        let name = std::fs::read_to_string("/etc/passwd")
+            .unwrap_or_default()
+            .lines()
+            .map(|l| l.split(':').collect::<Vec<_>>())
+            .find(|f| f.len() > 2 && f[2] == owner.to_string())
+            .map_or_else(|| owner.to_string(), |f| f[0].to_string());
+        bail!(
+            "{} belongs to {name}: run this as that user (sudo -u {name} agora ...), so the store stays its own",
+            data.display()
+        );
+    }
+    Ok(())
+}
+
 /// Opens the store of an existing data directory; never creates one by mistake.
 pub(crate) fn open_store(cli: &Cli) -> Result<(Arc<SqliteStore>, Directory)> {
     open(cli)
@@ -368,6 +390,7 @@ fn open(cli: &Cli) -> Result<(Arc<SqliteStore>, Directory)> {
             cli.data.display()
         );
     }
+    same_owner(&cli.data)?;
     let store = SqliteStore::open(&cli.data).with_context(|| format!("opening store in {}", cli.data.display()))?;
     let dyn_store: Arc<dyn Store> = Arc::new(Arc::clone(&store));
     Ok((store, Directory::new(dyn_store)))

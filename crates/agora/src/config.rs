@@ -302,6 +302,22 @@ fn describe(text: &str, e: &toml::de::Error) -> String {
 }
 
 /// The file written on first run: every setting, commented out, at its default.
+/// The default file with the host name and domain left to the first run (each shown
+/// commented when not given): what a package installs.
+pub fn template(hostname: Option<&str>, domain: Option<&str>) -> String {
+    let text = default_file(hostname.unwrap_or("mail.example.org"), domain.unwrap_or("example.org"));
+    let mut out = String::with_capacity(text.len() + 8);
+    for line in text.split_inclusive('\n') {
+        let unset = (line.starts_with("hostname = ") && hostname.is_none())
+            || (line.starts_with("domain = ") && domain.is_none());
+        if unset {
+            out.push_str("# ");
+        }
+        out.push_str(line);
+    }
+    out
+}
+
 pub fn default_file(hostname: &str, domain: &str) -> String {
     let mut s = format!(
         "# Agora configuration. Every commented line shows the default.\n\

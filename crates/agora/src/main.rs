@@ -6,9 +6,10 @@ mod import;
 mod ops;
 mod registry;
 mod serve;
+mod systemd;
 
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand};
 
@@ -152,6 +153,20 @@ pub enum StoreCmd {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum ConfigCmd {
+    /// Print the default configuration file, every setting commented with its default
+    /// (`agora config default > /etc/agora/agora.toml`).
+    Default {
+        /// The host name to write in (default: left to the machine's, commented).
+        #[arg(long)]
+        hostname: Option<String>,
+        /// The mail domain to write in (default: left to the first run, commented).
+        #[arg(long)]
+        domain: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum Cmd {
     /// Run the server (creates the data directory on first run).
     Serve {
@@ -199,6 +214,9 @@ pub enum Cmd {
     /// TLS certificates: the configured pair and those obtained by ACME.
     #[command(subcommand)]
     Cert(CertCmd),
+    /// The configuration file.
+    #[command(subcommand)]
+    Config(ConfigCmd),
     /// Print a completion script for a shell (bash, zsh, fish, elvish, powershell):
     /// `agora completions bash > /etc/bash_completion.d/agora`.
     Completions {
@@ -240,8 +258,31 @@ pub enum Cmd {
     },
 }
 
+/// Writes made text to standard output: a closed pipe (`| head`) is not a panic.
+fn to_stdout(bytes: &[u8]) -> anyhow::Result<()> {
+    match std::io::Write::write_all(&mut std::io::stdout(), bytes) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
+/// Where the Debian package keeps the server's data and configuration.
+const PACKAGED_DATA: &str = "/var/lib/agora";
+const PACKAGED_CONFIG: &str = "/etc/agora/agora.toml";
+
 fn main() {
-    let cli = Cli::parse();
+    let matches = <Cli as clap::CommandFactory>::command().get_matches();
+    let mut cli = <Cli as clap::FromArgMatches>::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    // Administration commands without --data on a packaged install find its store, as
+    // doveadm or postqueue do; `serve` keeps its default (the quick start's directory).
+    let default_data = matches.value_source("data") == Some(clap::parser::ValueSource::DefaultValue);
+    let packaged = Path::new(PACKAGED_DATA).join("agora.db").exists() && !cli.data.exists();
+    if default_data && packaged && !matches!(cli.command, Cmd::Serve { .. } | Cmd::Restore { .. }) {
+        cli.data = PathBuf::from(PACKAGED_DATA);
+        if cli.config.is_none() && Path::new(PACKAGED_CONFIG).exists() {
+            cli.config = Some(PathBuf::from(PACKAGED_CONFIG));
+        }
+    }
     // AGORA_LOG: error, warn, info (default), debug or trace.
     let level = std::env::var("AGORA_LOG")
         .ok()
@@ -250,7 +291,14 @@ fn main() {
     // AGORA_LOG_FORMAT=json: one JSON object a line, for log collectors.
     let json = std::env::var("AGORA_LOG_FORMAT").is_ok_and(|v| v.eq_ignore_ascii_case("json"));
     let logs = tracing_subscriber::fmt().with_max_level(level).with_writer(std::io::stderr).with_target(false);
-    if json {
+    // Started by systemd with standard error to the journal: entries with their fields
+    // and priorities (journalctl -u agora -p warning) instead of text lines.
+    let journal = (!json && systemd::stderr_is_journal()).then(tracing_journald::layer).and_then(Result::ok);
+    if let Some(layer) = journal {
+        use tracing_subscriber::layer::SubscriberExt;
+        use tracing_subscriber::util::SubscriberInitExt;
+        tracing_subscriber::registry().with(layer.with_syslog_identifier("agora".into())).with(level).init();
+    } else if json {
         logs.json().with_current_span(false).with_span_list(false).init();
     } else {
         logs.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init();
@@ -281,13 +329,9 @@ fn main() {
             Cmd::TlsReport(TlsReportCmd::List) => admin::tls_reports(&cli).await,
             Cmd::Completions { shell } => {
                 let mut cmd = <Cli as clap::CommandFactory>::command();
-                // Made in memory, then written: a closed pipe (`| head`) is not a panic.
                 let mut script = Vec::new();
                 clap_complete::generate(shell, &mut cmd, "agora", &mut script);
-                match std::io::Write::write_all(&mut std::io::stdout(), &script) {
-                    Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
-                    _ => Ok(()),
-                }
+                to_stdout(&script)
             }
             Cmd::Manpages { ref dir } => std::fs::create_dir_all(dir).map_err(anyhow::Error::from).and_then(|()| {
                 let cmd = <Cli as clap::CommandFactory>::command();
@@ -295,6 +339,9 @@ fn main() {
                 println!("man pages written to {}", dir.display());
                 Ok(())
             }),
+            Cmd::Config(ConfigCmd::Default { ref hostname, ref domain }) => {
+                to_stdout(config::template(hostname.as_deref(), domain.as_deref()).as_bytes())
+            }
             Cmd::Backup { ref dir, link } => ops::backup(&cli, dir, link),
             Cmd::Restore { ref dir, link } => ops::restore(&cli, dir, link).await,
             Cmd::Store(StoreCmd::Check { repair, ref from, drop_lost, quick }) => {

@@ -138,6 +138,7 @@ pub fn backup(cli: &Cli, dir: &Path, link: bool) -> Result<()> {
     if !data.join("agora.db").exists() {
         bail!("no information store in {}: pass --data DIR", data.display());
     }
+    crate::admin::same_owner(data)?;
     fresh_dir(dir, "the backup")?;
     let b = bar(0, "bodies");
     let copied = agora_store::backup::copy_store(data, dir, link, &|done, total| {

@@ -352,6 +352,18 @@ pub fn cert_status(cli: &Cli) -> Result<()> {
     Ok(())
 }
 
+/// A host name without a dot ("vm") is no mail domain: never taken as one silently.
+fn dotted(host: &str, config: Option<&Path>) -> Result<()> {
+    if host.contains('.') {
+        return Ok(());
+    }
+    let or_config = config.map(|c| format!(" (or domain = \"example.org\" under [server] in {})", c.display()));
+    bail!(
+        "the host name {host:?} has no dot, so it cannot be the mail domain: say which domain to host, e.g. `agora serve --domain example.org --hostname mail.example.org`{}",
+        or_config.unwrap_or_default()
+    )
+}
+
 pub async fn run(cli: &Cli, domain: Option<String>, hostname: Option<String>, listen: ListenArgs) -> Result<()> {
     let data = &cli.data;
     if !data.exists() {
@@ -366,11 +378,8 @@ pub async fn run(cli: &Cli, domain: Option<String>, hostname: Option<String>, li
             bail!("configuration file {} does not exist", path.display());
         }
         let host = hostname.clone().unwrap_or_else(system_hostname);
-        // A host name without a dot ("vm") is no mail domain: never taken as one silently.
-        if domain.is_none() && !host.contains('.') {
-            bail!(
-                "the host name {host:?} has no dot, so it cannot be the mail domain: say which domain to host, e.g. `agora serve --domain example.org --hostname mail.example.org`"
-            );
+        if domain.is_none() {
+            dotted(&host, None)?;
         }
         let dom = domain.clone().unwrap_or_else(|| host.clone());
         std::fs::write(&path, config::default_file(&host, &dom))
@@ -380,7 +389,11 @@ pub async fn run(cli: &Cli, domain: Option<String>, hostname: Option<String>, li
     let (loaded, listeners) = effective(cli, &listen)?;
     let cfg = &loaded.config;
     let hostname = hostname.or(cfg.server.hostname.clone()).unwrap_or_else(system_hostname);
-    let domain = normalize_domain(&domain.or(cfg.server.domain.clone()).unwrap_or_else(|| hostname.clone()))?;
+    let named = domain.or(cfg.server.domain.clone());
+    if named.is_none() && !data.join("agora.db").exists() {
+        dotted(&hostname, Some(&path))?;
+    }
+    let domain = normalize_domain(&named.unwrap_or_else(|| hostname.clone()))?;
 
     if !agora_service::metrics::install() {
         tracing::warn!("metrics: another recorder is installed; /metrics stays empty");
@@ -556,15 +569,36 @@ pub async fn run(cli: &Cli, domain: Option<String>, hostname: Option<String>, li
     }
     println!("agora: ready");
     let _ = std::io::stdout().flush();
+    // Under systemd (Type=notify): ready only now, with every listener bound and serving.
+    let manager = crate::systemd::Notifier::from_env().map(Arc::new);
+    let sockets = listeners.iter().filter(|l| l.built && l.enabled).map(|l| l.addresses.len()).sum::<usize>();
+    let status = format!("STATUS=serving {domain} on {sockets} listening socket(s)");
+    if let Some(m) = &manager {
+        m.notify(&format!("READY=1\nMAINPID={}\n{status}", std::process::id()));
+    }
+    if let (Some(m), Some(every)) = (&manager, crate::systemd::watchdog_interval()) {
+        tokio::spawn(watchdog(Arc::clone(m), Arc::clone(&store), every));
+    }
     loop {
         tokio::select! {
-            _ = hup.recv() => match tls.reload() {
-                Ok(()) => tracing::info!("reloaded TLS certificate {} and key {}", cert.display(), key.display()),
-                Err(e) => tracing::error!("TLS reload failed, keeping the old certificate: {e}"),
-            },
+            _ = hup.recv() => {
+                if let Some(m) = &manager {
+                    m.notify("RELOADING=1");
+                }
+                match tls.reload() {
+                    Ok(()) => tracing::info!("reloaded TLS certificate {} and key {}", cert.display(), key.display()),
+                    Err(e) => tracing::error!("TLS reload failed, keeping the old certificate: {e}"),
+                }
+                if let Some(m) = &manager {
+                    m.notify(&format!("READY=1\n{status}"));
+                }
+            }
             _ = term.recv() => break,
             _ = int.recv() => break,
         }
+    }
+    if let Some(m) = &manager {
+        m.notify("STOPPING=1\nSTATUS=draining sessions");
     }
     tracing::info!("shutting down: no new connections; draining sessions");
     if !server.shutdown().await {
@@ -575,6 +609,21 @@ pub async fn run(cli: &Cli, domain: Option<String>, hostname: Option<String>, li
     store.close();
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Tells the service manager the server is alive, twice a watchdog interval, but only
+/// while the store still commits: a stuck writer stops the pings and systemd restarts us.
+async fn watchdog(manager: Arc<crate::systemd::Notifier>, store: Arc<SqliteStore>, every: Duration) {
+    let mut tick = tokio::time::interval(every / 2);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        match tokio::time::timeout(every / 2, store.flush()).await {
+            Ok(Ok(())) => manager.notify("WATCHDOG=1"),
+            Ok(Err(e)) => tracing::error!("watchdog: the store does not commit: {e}"),
+            Err(_) => tracing::error!("watchdog: the store did not commit within {:?}", every / 2),
+        }
+    }
 }
 
 /// Waits for every background task.

@@ -274,3 +274,53 @@ fn json_logs_when_asked() {
         "{logs}"
     );
 }
+
+/// Under systemd (`Type=notify`): READY=1 with the main PID once every listener serves,
+/// watchdog pings while the store commits, RELOADING=1 then READY=1 around a SIGHUP,
+/// STOPPING=1 at SIGTERM.
+#[test]
+fn tells_the_service_manager_ready_alive_reloading_and_stopping() {
+    use std::os::unix::net::UnixDatagram;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let _dns = common::quiet_dns(dir.path(), &data);
+    let path = dir.path().join("notify");
+    let manager = UnixDatagram::bind(&path).unwrap();
+    manager.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let next = || {
+        let mut buf = [0u8; 512];
+        let n = manager.recv(&mut buf).expect("a notice from the server");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let ip = unique_ip();
+    let mut cmd = Command::new(BIN);
+    cmd.arg("--data").arg(&data).env("AGORA_LOG", "warn").env("NOTIFY_SOCKET", &path).env("WATCHDOG_USEC", "300000");
+    let (mut child, banner) = spawn_server(cmd, &ip).unwrap_or_else(|e| panic!("{e}"));
+    assert!(banner.contains("agora: ready"));
+    let ready = next();
+    assert!(ready.contains("READY=1") && ready.contains(&format!("MAINPID={}", child.id())), "{ready}");
+    assert!(ready.contains("STATUS=serving example.org"), "{ready}");
+    // Pings every half interval.
+    let start = Instant::now();
+    for _ in 0..3 {
+        assert_eq!(next(), "WATCHDOG=1");
+    }
+    assert!(start.elapsed() < Duration::from_secs(3), "pings too slow: {:?}", start.elapsed());
+    let signal =
+        |sig: &str| assert!(Command::new("kill").arg(sig).arg(child.id().to_string()).status().unwrap().success());
+    signal("-HUP");
+    let mut seen = Vec::new();
+    while !seen.iter().any(|m: &String| m.starts_with("READY=1")) {
+        seen.push(next());
+    }
+    let notices: Vec<&String> = seen.iter().filter(|m| *m != "WATCHDOG=1").collect();
+    assert!(notices.len() == 2 && notices[0] == "RELOADING=1", "{seen:?}");
+    signal("-TERM");
+    let mut last = next();
+    while last == "WATCHDOG=1" {
+        last = next();
+    }
+    assert!(last.starts_with("STOPPING=1"), "{last}");
+    assert!(child.wait().unwrap().success());
+}

@@ -220,10 +220,13 @@ pub fn spawn_server(cmd: Command, ip: &str) -> Result<(Child, String), String> {
 /// Like `spawn_server`, for a server whose mail domain is `domain` (host mx.DOMAIN).
 pub fn spawn_server_as(mut cmd: Command, ip: &str, domain: &str) -> Result<(Child, String), String> {
     let hostname = format!("mx.{domain}");
-    cmd.args(["serve", "--domain", domain, "--hostname", &hostname, "--port-offset", "10000", "--bind", ip])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    cmd.args(["serve", "--domain", domain, "--hostname", &hostname, "--port-offset", "10000", "--bind", ip]);
+    wait_ready(cmd)
+}
+
+/// Starts a server command as given and waits for "agora: ready". Err carries what it printed.
+pub fn wait_ready(mut cmd: Command) -> Result<(Child, String), String> {
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = cmd.spawn().map_err(|e| e.to_string())?;
     let stdout = child.stdout.take().unwrap();
     let stderr = child.stderr.take().unwrap();
