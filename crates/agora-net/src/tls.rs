@@ -108,6 +108,8 @@ pub struct CertInfo {
     /// Unix seconds.
     pub not_before: i64,
     pub not_after: i64,
+    /// Issued by itself (its issuer is its subject): no client trusts it by default.
+    pub self_signed: bool,
 }
 
 impl CertInfo {
@@ -130,6 +132,7 @@ impl CertInfo {
             issuer: cert.issuer().to_string(),
             not_before: cert.validity().not_before.timestamp(),
             not_after: cert.validity().not_after.timestamp(),
+            self_signed: cert.issuer() == cert.subject(),
         })
     }
 }

@@ -2,6 +2,7 @@
 
 mod admin;
 mod config;
+mod doctor;
 mod import;
 mod ops;
 mod registry;
@@ -246,6 +247,23 @@ pub enum Cmd {
     /// The information store.
     #[command(subcommand)]
     Store(StoreCmd),
+    /// Check the setup and say what to fix, a line a check: host name, domains, every
+    /// listener, the certificate, each domain's DNS records against what Agora
+    /// publishes, PTR, relaying, clock, disk, queue and store. Exit 1 when one fails.
+    Doctor {
+        /// Host name the server runs with (default: the configuration's, else the machine's).
+        #[arg(long)]
+        hostname: Option<String>,
+        /// DNS resolver to ask (address or address:port; default: [transport]
+        /// nameservers, else the system's).
+        #[arg(long)]
+        resolver: Option<String>,
+        /// One JSON object with every check, for monitoring.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        listen: ListenArgs,
+    },
     /// Message tracking: what happened to mail, from the tracking log.
     Track {
         #[arg(long)]
@@ -341,6 +359,13 @@ fn main() {
             }),
             Cmd::Config(ConfigCmd::Default { ref hostname, ref domain }) => {
                 to_stdout(config::template(hostname.as_deref(), domain.as_deref()).as_bytes())
+            }
+            Cmd::Doctor { ref hostname, ref resolver, json, ref listen } => {
+                match doctor::doctor(&cli, hostname.clone(), listen, resolver.as_deref(), json).await {
+                    Ok(true) => Ok(()),
+                    Ok(false) => std::process::exit(1),
+                    Err(e) => Err(e),
+                }
             }
             Cmd::Backup { ref dir, link } => ops::backup(&cli, dir, link),
             Cmd::Restore { ref dir, link } => ops::restore(&cli, dir, link).await,

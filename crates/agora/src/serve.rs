@@ -20,7 +20,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use crate::config::{self, EffectiveListener, Loaded};
 use crate::{Cli, ListenArgs};
 
-fn system_hostname() -> String {
+pub(crate) fn system_hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .map(|s| s.trim().to_ascii_lowercase())
@@ -32,7 +32,7 @@ pub fn config_path(cli: &Cli) -> PathBuf {
     cli.config.clone().unwrap_or_else(|| cli.data.join("agora.toml"))
 }
 
-fn resolve(base: &Path, p: &str) -> PathBuf {
+pub(crate) fn resolve(base: &Path, p: &str) -> PathBuf {
     let p = Path::new(p);
     if p.is_absolute() { p.to_path_buf() } else { base.join(p) }
 }
@@ -52,7 +52,7 @@ fn print_table(listeners: &[EffectiveListener], status: impl Fn(&EffectiveListen
     let _ = out.flush();
 }
 
-fn effective(cli: &Cli, listen: &ListenArgs) -> Result<(Loaded, Vec<EffectiveListener>)> {
+pub(crate) fn effective(cli: &Cli, listen: &ListenArgs) -> Result<(Loaded, Vec<EffectiveListener>)> {
     let path = config_path(cli);
     let loaded = config::load_or_default(&path)?;
     let offset = listen.port_offset.or(loaded.config.server.port_offset).unwrap_or(0);
@@ -61,7 +61,7 @@ fn effective(cli: &Cli, listen: &ListenArgs) -> Result<(Loaded, Vec<EffectiveLis
 }
 
 /// The zone input of a hosted domain as the running server would build it.
-async fn zone_input(
+pub(crate) async fn zone_input(
     cli: &Cli,
     store: &Arc<SqliteStore>,
     domain: &str,
@@ -87,7 +87,7 @@ async fn zone_input(
 }
 
 /// The `[dns]` section of the configuration file (its defaults when there is none).
-fn dns_section(cli: &Cli) -> Result<agora_dns::service::DnsSection> {
+pub(crate) fn dns_section(cli: &Cli) -> Result<agora_dns::service::DnsSection> {
     let text = std::fs::read_to_string(config_path(cli)).unwrap_or_default();
     agora_service::section(&text, "dns").map_err(|e| anyhow::anyhow!("{}: [dns] {e}", config_path(cli).display()))
 }
@@ -101,6 +101,30 @@ fn system_resolvers() -> Vec<std::net::SocketAddr> {
         .filter_map(|a| a.trim().parse::<std::net::IpAddr>().ok())
         .map(|ip| std::net::SocketAddr::new(ip, 53))
         .collect()
+}
+
+/// The resolvers to ask about published records: those given, else the configured
+/// `[transport] nameservers`, else the system's.
+pub(crate) fn resolvers_for<S: AsRef<str>>(
+    cli: &Cli,
+    given: impl IntoIterator<Item = S>,
+) -> Result<Vec<std::net::SocketAddr>> {
+    let mut resolvers: Vec<std::net::SocketAddr> = given
+        .into_iter()
+        .map(|r| {
+            let r = r.as_ref();
+            agora_dns::transfer::parse_secondary(r)
+                .map_err(|_| anyhow::anyhow!("resolver {r:?}: say an address or address:port"))
+        })
+        .collect::<Result<_>>()?;
+    if resolvers.is_empty() {
+        let cfg = crate::config::load_or_default(&config_path(cli))?;
+        resolvers = cfg.config.transport.nameservers.clone();
+    }
+    if resolvers.is_empty() {
+        resolvers = system_resolvers();
+    }
+    Ok(resolvers)
 }
 
 /// A zone's DNSSEC keys, made first (with the configured algorithm) if the server has
@@ -173,20 +197,7 @@ pub async fn dns(cli: &Cli, cmd: &crate::DnsCmd) -> Result<()> {
                 let domain = normalize_domain(domain)?;
                 let input = zone_input(cli, &store, &domain, hostname.clone(), listen).await?;
                 let records = agora_mail::zone::build(&input);
-                let mut resolvers: Vec<std::net::SocketAddr> = resolver
-                    .iter()
-                    .map(|r| {
-                        agora_dns::transfer::parse_secondary(r)
-                            .map_err(|_| anyhow::anyhow!("resolver {r:?}: say an address or address:port"))
-                    })
-                    .collect::<Result<_>>()?;
-                if resolvers.is_empty() {
-                    let cfg = crate::config::load_or_default(&config_path(cli))?;
-                    resolvers = cfg.config.transport.nameservers.clone();
-                }
-                if resolvers.is_empty() {
-                    resolvers = system_resolvers();
-                }
+                let resolvers = resolvers_for(cli, resolver)?;
                 if resolvers.is_empty() {
                     bail!("no resolver to ask: give --resolver");
                 }

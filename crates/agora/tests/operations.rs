@@ -243,3 +243,97 @@ fn store_check_finds_and_repairs_damage() {
     assert_eq!(left.keys().copied().collect::<Vec<_>>(), vec![1, 2, 3], "{left:?}");
     assert_eq!(left[&2].2, "msg 2", "the restored body is served");
 }
+
+/// The records `agora dns show` publishes, as the test DNS server's JSON zone (the
+/// types it answers: A, MX, TXT, SRV).
+fn zone_json(shown: &str) -> serde_json::Map<String, serde_json::Value> {
+    let mut zone = serde_json::Map::new();
+    for line in shown.lines().filter(|l| !l.starts_with('$') && !l.starts_with(';')) {
+        let f: Vec<&str> = line.splitn(5, '\t').collect();
+        if f.len() < 5 || !["A", "MX", "TXT", "SRV"].contains(&f[3]) {
+            continue;
+        }
+        let value =
+            if f[3] == "TXT" { f[4].split('"').skip(1).step_by(2).collect::<String>() } else { f[4].to_string() };
+        let key = format!("{}/{}", f[0].trim_end_matches('.'), f[3]);
+        let entry = zone.entry(key).or_insert_with(|| serde_json::json!([]));
+        entry.as_array_mut().unwrap().push(value.into());
+    }
+    zone
+}
+
+/// `agora doctor` against a setup with a wrong SPF record, an expired certificate and a
+/// closed port names exactly those three, with their fixes; `--json` says the same.
+#[test]
+fn doctor_names_exactly_what_is_wrong() {
+    let work = tempfile::tempdir().unwrap();
+    let zone = work.path().join("zone.json");
+    std::fs::write(&zone, "{}").unwrap();
+    let (_dns, dns_ip) = common::dns_server(&zone);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["mx.example.org".to_string()]).unwrap();
+    params.not_before = rcgen::date_time_ymd(2024, 1, 1);
+    params.not_after = rcgen::date_time_ymd(2025, 1, 1);
+    let cert = params.self_signed(&key).unwrap();
+    let nntp_off = "[listeners.nntp]\nenabled = false\n";
+    let a = Agora::start_with(|data| {
+        std::fs::create_dir_all(data.join("tls")).unwrap();
+        std::fs::write(data.join("tls/old.pem"), cert.pem()).unwrap();
+        std::fs::write(data.join("tls/old.key"), key.serialize_pem()).unwrap();
+        std::fs::write(
+            data.join("agora.toml"),
+            format!(
+                "[tls]\ncert = \"tls/old.pem\"\nkey = \"tls/old.key\"\n[transport]\nnameservers = [\"{dns_ip}:10053\"]\n{nntp_off}"
+            ),
+        )
+        .unwrap();
+    });
+    let host = format!("mx.{}", a.domain);
+    let listen = ["--hostname", host.as_str(), "--port-offset", "10000", "--bind", a.ip.as_str()];
+    // A listener configured after the start: closed until a restart.
+    let config = a.data().join("agora.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, text.replace(nntp_off, "")).unwrap();
+
+    // DNS as published, but for the SPF record.
+    let mut args = vec!["dns", "show", a.domain.as_str()];
+    args.extend_from_slice(&listen);
+    let mut records = zone_json(&a.cli_ok(&args, None));
+    let spf = format!("{}/TXT", a.domain);
+    assert_eq!(records[&spf], serde_json::json!(["v=spf1 mx -all"]), "{records:?}");
+    records.insert(spf, serde_json::json!(["v=spf1 a:old-host.example.net -all"]));
+    std::fs::write(&zone, serde_json::Value::Object(records).to_string()).unwrap();
+    let mut args = vec!["doctor"];
+    args.extend_from_slice(&listen);
+    let out = a.cli(&args, None);
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(out.status.code(), Some(1), "{said}{}", String::from_utf8_lossy(&out.stderr));
+    let failed: Vec<&str> = said.lines().filter(|l| l.starts_with('✗')).collect();
+    assert_eq!(failed.len(), 3, "exactly the three faults: {said}");
+    assert!(failed.iter().any(|l| l.starts_with("✗ listener nntp:") && l.contains(":10119")), "{said}");
+    assert!(failed.iter().any(|l| l.starts_with("✗ certificate:") && l.contains("expired on 2025-01-01")), "{said}");
+    assert!(
+        failed.iter().any(|l| l.starts_with(&format!("✗ DNS {} SPF:", a.domain)) && l.contains("old-host")),
+        "{said}"
+    );
+    assert!(said.contains("fix: publish example.org TXT v=spf1 mx -all"), "{said}");
+    // What works is said to work.
+    for good in ["✓ listener smtp:", "✓ DNS example.org MX:", "✓ DNS example.org DKIM key", "✓ open relay:", "✓ store:"]
+    {
+        assert!(said.contains(good), "{good} missing: {said}");
+    }
+
+    args.push("--json");
+    let out = a.cli(&args, None);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["ok"], false);
+    assert_eq!(report["failed"], 3);
+    let fails: Vec<&str> = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["status"] == "fail")
+        .map(|c| c["check"].as_str().unwrap())
+        .collect();
+    assert_eq!(fails, ["listener nntp", "certificate", "DNS example.org SPF"], "{report}");
+}

@@ -364,7 +364,7 @@ ip, port, path = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 # "drop-txt": TXT queries get no answer (a broken resolver); "delay=S": every answer waits S seconds.
 mode = sys.argv[4] if len(sys.argv) > 4 else ""
 import time
-TYPES = {1: "A", 15: "MX", 16: "TXT"}
+TYPES = {1: "A", 15: "MX", 16: "TXT", 33: "SRV"}
 def name_at(b, i):
     labels = []
     while b[i]:
@@ -385,6 +385,9 @@ def answer(q):
             data = b"".join(bytes([len(c)]) + c for c in (v.encode()[k:k + 255] for k in range(0, len(v), 255)))
         elif qtype == 1:
             data = socket.inet_aton(v)
+        elif qtype == 33:
+            prio, weight, port, host = v.split()
+            data = struct.pack(">HHH", int(prio), int(weight), int(port)) + wire(host)
         else:
             pref, host = v.split()
             data = struct.pack(">H", int(pref)) + wire(host)
