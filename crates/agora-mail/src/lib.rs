@@ -33,6 +33,8 @@ pub struct MailConfig {
     pub checks: bool,
     /// Where tracking events go (`tracking.log`); none: not tracked.
     pub tracking_log: Option<PathBuf>,
+    /// When the tracking log is renamed and begun anew (`[tracking]`).
+    pub tracking: tracking::TrackingSection,
     /// The outbound transport's settings (`[transport]`).
     pub transport: TransportSection,
 }
@@ -43,6 +45,7 @@ impl Default for MailConfig {
             hostname: "localhost".into(),
             checks: false,
             tracking_log: None,
+            tracking: tracking::TrackingSection::default(),
             transport: TransportSection::default(),
         }
     }
@@ -78,7 +81,8 @@ impl Mail {
         } else {
             None
         };
-        let tracker = cfg.tracking_log.as_deref().map(|p| Arc::new(tracking::Tracker::new(p)));
+        let tracker =
+            cfg.tracking_log.as_deref().map(|p| Arc::new(tracking::Tracker::with_rotation(p, cfg.tracking.clone())));
         Mail {
             cfg,
             store,

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::registry::{PLANNED, SERVICES};
 
 /// The server's own sections; services' sections belong to their registrations.
-const CORE_SECTIONS: &[&str] = &["server", "tls", "limits", "auth", "transport", "listeners"];
+const CORE_SECTIONS: &[&str] = &["server", "tls", "limits", "auth", "transport", "tracking", "listeners"];
 
 /// Every address family unless told otherwise: IPv4 and IPv6 (two sockets; see `agora_net::bind`).
 pub const DEFAULT_BIND: [IpAddr; 2] =
@@ -29,6 +29,7 @@ pub struct Config {
     pub limits: LimitsSection,
     pub auth: AuthSection,
     pub transport: TransportSection,
+    pub tracking: agora_mail::tracking::TrackingSection,
     pub listeners: BTreeMap<String, ListenerSection>,
 }
 
@@ -257,6 +258,7 @@ pub fn parse(text: &str) -> std::result::Result<Loaded, String> {
         })?,
         auth: section(text, "auth").map_err(describe)?,
         transport: section(text, "transport").map_err(describe)?,
+        tracking: section(text, "tracking").map_err(describe)?,
         listeners: section(text, "listeners").map_err(describe)?,
     };
     for key in config.listeners.keys() {
@@ -345,6 +347,12 @@ pub fn default_file(hostname: &str, domain: &str) -> String {
     ));
     s.push('\n');
     s.push_str(&render_section("transport", &TransportSection::default(), TransportSection::HELP));
+    s.push('\n');
+    s.push_str(&render_section(
+        "tracking",
+        &agora_mail::tracking::TrackingSection::default(),
+        agora_mail::tracking::TrackingSection::HELP,
+    ));
     for reg in SERVICES {
         s.push('\n');
         s.push_str(&reg.default_section());

@@ -473,6 +473,7 @@ pub async fn run(cli: &Cli, domain: Option<String>, hostname: Option<String>, li
             hostname: hostname.clone(),
             checks: true,
             tracking_log: Some(data.join("tracking.log")),
+            tracking: cfg.tracking.clone(),
             transport: cfg.transport.clone(),
         },
         Arc::clone(&dyn_store),
