@@ -336,7 +336,8 @@ fn relay(c: &mut Checks, listeners: &[crate::config::EffectiveListener]) {
         let s = TcpStream::connect_timeout(&addr, Duration::from_secs(3))?;
         s.set_read_timeout(Some(Duration::from_secs(20)))?;
         let mut w = s.try_clone()?;
-        let mut r = BufReader::new(s);
+        // Whatever answers on that port, the dialogue reads at most 64 KiB.
+        let mut r = BufReader::new(std::io::Read::take(s, 64 * 1024));
         let mut reply = || -> std::io::Result<String> {
             let mut all = String::new();
             loop {
