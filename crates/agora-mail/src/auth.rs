@@ -13,7 +13,7 @@ use mail_auth::common::crypto::{Ed25519Key, RsaKey, Sha256};
 use mail_auth::common::headers::HeaderWriter;
 use mail_auth::dkim::DkimSigner;
 use mail_auth::dmarc::verify::DmarcParameters;
-use mail_auth::hickory_resolver::TokioResolver;
+pub use mail_auth::hickory_resolver::TokioResolver;
 use mail_auth::hickory_resolver::config::{NameServerConfig, ResolverConfig, ResolverOpts};
 use mail_auth::spf::verify::SpfParameters;
 use mail_auth::{

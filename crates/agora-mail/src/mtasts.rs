@@ -193,8 +193,8 @@ impl MtaSts {
     }
 
     /// GET https://mta-sts.DOMAIN/.well-known/mta-sts.txt with a checked certificate,
-    /// no redirects, a text/plain 200 answer of bounded size.
-    async fn fetch(&self, resolver: &TokioResolver, domain: &str) -> Result<String, String> {
+    /// no redirects, a text/plain 200 answer of bounded size (what a sender fetches).
+    pub async fn fetch(&self, resolver: &TokioResolver, domain: &str) -> Result<String, String> {
         let host = format!("mta-sts.{domain}");
         let ip = resolver
             .lookup_ip(format!("{host}."))

@@ -101,6 +101,31 @@ pub async fn doctor(
                     Err(e) => c.fail(format!("DNS {d}"), format!("cannot build its zone: {e}"), "see agora dns show"),
                 }
             }
+            // A sender's fetch of each MTA-STS policy: over the https listener, with the
+            // trust the outbound transport has; not tried while the certificate fails.
+            let https = listeners.iter().find(|l| l.key == "https" && l.built && l.enabled).map(|l| l.port);
+            let cert_failed = c.0.iter().any(|x| x.check == "certificate" && x.status == Status::Fail);
+            let ca = cfg.transport.ca_file.as_ref().and_then(|f| std::fs::read(cli.data.join(f)).ok());
+            let fetcher = https.and_then(|port| {
+                let tls =
+                    agora_mail::mtasts::verifier(ca.as_deref()).and_then(|v| agora_mail::mtasts::client_config(v));
+                Some((agora_mail::mtasts::MtaSts::new(None, tls.ok()?, port), agora_mail::auth::resolver(&[*r])?))
+            });
+            for d in &domains {
+                let what = format!("MTA-STS policy {d}");
+                match &fetcher {
+                    _ if https.is_none() => c.fail(
+                        what,
+                        "the https listener is off: senders cannot fetch the policy",
+                        "enable [listeners.https]",
+                    ),
+                    _ if cert_failed => {
+                        c.skip(what, "not fetched: senders fetch it over HTTPS with the certificate above")
+                    }
+                    None => c.skip(what, "no TLS client or resolver here"),
+                    Some((f, resolve)) => mta_sts_policy(&mut c, what, f, resolve, d, &hostname).await,
+                }
+            }
             let dns = crate::serve::dns_section(cli)?;
             ptr(&mut c, &dns.addresses, &hostname, *r).await;
         }
@@ -273,6 +298,27 @@ async fn dns_records(c: &mut Checks, domain: &str, records: &[agora_mail::zone::
             Ok(seen) => c.fail(what, format!("{} {}: {resolver} sees {}", f.name, f.rtype, show(seen)), publish),
             Err(e) => c.fail(what, format!("{} {}: {e}", f.name, f.rtype), publish),
         }
+    }
+}
+
+/// The MTA-STS policy as a sender gets it: `mta-sts.DOMAIN` resolved, fetched over
+/// HTTPS with a checked certificate, parsed, and its `mx` patterns covering this host.
+async fn mta_sts_policy(
+    c: &mut Checks,
+    what: String,
+    fetcher: &agora_mail::mtasts::MtaSts,
+    resolver: &agora_mail::auth::TokioResolver,
+    domain: &str,
+    host: &str,
+) {
+    let fix = format!(
+        "https://mta-sts.{domain}/.well-known/mta-sts.txt must be reachable with a certificate senders trust \
+         (mta-sts.{domain} pointing at this server, [tls] acme covers the name)"
+    );
+    match fetcher.fetch(resolver, domain).await.and_then(|body| agora_mail::mtasts::Policy::parse(&body, "", 0)) {
+        Ok(p) if p.allows(host) => c.ok(what, format!("{:?} mode, mx {}", p.mode, p.mx.join(" ")).to_lowercase()),
+        Ok(p) => c.fail(what, format!("its mx {} does not cover {host}", p.mx.join(" ")), fix),
+        Err(e) => c.fail(what, format!("senders cannot fetch it: {e}"), fix),
     }
 }
 

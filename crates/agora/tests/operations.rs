@@ -337,3 +337,45 @@ fn doctor_names_exactly_what_is_wrong() {
         .collect();
     assert_eq!(fails, ["listener nntp", "certificate", "DNS example.org SPF"], "{report}");
 }
+
+/// On a sound setup (a certificate from a CA the senders trust, DNS as published)
+/// every check passes, the MTA-STS policy fetched as a sender fetches it.
+#[test]
+fn doctor_is_all_clear_on_a_sound_setup() {
+    let work = tempfile::tempdir().unwrap();
+    let zone = work.path().join("zone.json");
+    std::fs::write(&zone, "{}").unwrap();
+    let (_dns, dns_ip) = common::dns_server(&zone);
+    common::private_ca(work.path());
+    let (cert, key) = common::issue(work.path(), "mx", &["mx.example.org", "mta-sts.example.org"]);
+    let ip = unique_ip();
+    let a = Agora::start_on(ip.clone(), "example.org", |data| {
+        std::fs::create_dir_all(data.join("tls")).unwrap();
+        std::fs::copy(work.path().join(&cert), data.join("tls/mx.pem")).unwrap();
+        std::fs::copy(work.path().join(&key), data.join("tls/mx.key")).unwrap();
+        std::fs::copy(work.path().join("ca.pem"), data.join("ca.pem")).unwrap();
+        std::fs::write(
+            data.join("agora.toml"),
+            format!(
+                "[tls]\ncert = \"tls/mx.pem\"\nkey = \"tls/mx.key\"\n[transport]\nnameservers = [\"{dns_ip}:10053\"]\nca_file = \"ca.pem\"\n"
+            ),
+        )
+        .unwrap();
+    });
+    let listen = ["--hostname", "mx.example.org", "--port-offset", "10000", "--bind", ip.as_str()];
+    let mut args = vec!["dns", "show", "example.org"];
+    args.extend_from_slice(&listen);
+    let mut records = zone_json(&a.cli_ok(&args, None));
+    for host in ["mx.example.org/A", "mta-sts.example.org/A"] {
+        records.insert(host.into(), serde_json::json!([ip]));
+    }
+    std::fs::write(&zone, serde_json::Value::Object(records).to_string()).unwrap();
+    let mut args = vec!["doctor"];
+    args.extend_from_slice(&listen);
+    let out = a.cli(&args, None);
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{said}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!said.contains('✗'), "{said}");
+    assert!(said.contains("✓ MTA-STS policy example.org: testing mode, mx mx.example.org"), "{said}");
+    assert!(said.contains("✓ DNS example.org SPF:") && said.contains("0 to fix"), "{said}");
+}
