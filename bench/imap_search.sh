@@ -11,14 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/lib.sh
 N=${1:-5000}; R=${2:-5}
-export LD_LIBRARY_PATH=/usr/lib/dovecot${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-
-[[ -x /usr/lib/dovecot/imap ]] || { apt-get update -qq && apt-get install -y -qq dovecot-imapd >/dev/null; }
-cargo build --release -q -p agora
-bin=$PWD/target/release/agora
-work=$(mktemp -d); chmod 755 "$work"
-cleanup() { kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
+dovecot_imap_bench
 
 # load PORT: APPENDs the N messages; run PORT LABEL: times the queries.
 client() {

@@ -12,14 +12,7 @@ cd "$(dirname "$0")/.."
 source bench/lib.sh
 IMAPTEST=$(realpath "${1:?usage: bench/imap_stress.sh IMAPTEST [seconds]}"); SECS=${2:-30}; USERS=100
 MBOX=$(realpath "${MBOX:-../shared/imaptest/tests/default.mbox}")
-export LD_LIBRARY_PATH=/usr/lib/dovecot${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-
-[[ -x /usr/lib/dovecot/imap ]] || { apt-get update -qq && apt-get install -y -qq dovecot-imapd >/dev/null; }
-cargo build --release -q -p agora
-bin=$PWD/target/release/agora
-work=$(mktemp -d); chmod 755 "$work"
-cleanup() { kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
+dovecot_imap_bench
 ulimit -n "$(ulimit -Hn)"
 
 # One imaptest run; prints "<totals per command...> <errors>" for the summary.

@@ -41,6 +41,17 @@ add_users() {
   for login in "$@"; do echo "$pw" | "$bin" --data "$data" user add "$login" --password-stdin >/dev/null; done
 }
 
+# dovecot_imap_bench: for the benchmarks against Dovecot's IMAP server: it installed,
+# Agora's release build in $bin, a private $work removed with the background jobs on exit.
+dovecot_imap_bench() {
+  export LD_LIBRARY_PATH=/usr/lib/dovecot${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+  [[ -x /usr/lib/dovecot/imap ]] || { apt-get update -qq && apt-get install -y -qq dovecot-imapd >/dev/null; }
+  cargo build --release -q -p agora
+  bin=$PWD/target/release/agora
+  work=$(mktemp -d); chmod 755 "$work"
+  trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
+}
+
 # dovecot_conf DIR PROTOCOLS: what every benchmark's private Dovecot shares — its run,
 # state and log under DIR, users from DIR/passwd with plain passwords, Maildirs under
 # DIR/mail owned by nobody; the caller adds TLS, authentication and listeners.

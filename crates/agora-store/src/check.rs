@@ -113,17 +113,26 @@ pub fn check(dir: &Path, opts: &Options, progress: &dyn Fn(u64, u64)) -> Result<
     let mut lost = Vec::new();
     {
         let total = counts.bodies;
-        let mut stmt = conn.prepare("SELECT hash, size, data IS NULL FROM blobs")?;
-        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, bool>(2)?)))?;
-        for (done, row) in rows.enumerate() {
-            let (hash, size, file) = row?;
+        // One pass: each inline body read (with --hashes) or only measured where it lies.
+        let sql = if opts.hashes {
+            "SELECT hash, size, data IS NULL, data, length(data) FROM blobs"
+        } else {
+            "SELECT hash, size, data IS NULL, NULL, length(data) FROM blobs"
+        };
+        let mut stmt = conn.prepare(sql)?;
+        let mut rows = stmt.query([])?;
+        let mut done = 0u64;
+        while let Some(r) = rows.next()? {
+            let (hash, size, file): (String, i64, bool) = (r.get(0)?, r.get(1)?, r.get(2)?);
             if done % 256 == 0 {
-                progress(done as u64, total);
+                progress(done, total);
             }
+            done += 1;
             let why = if file {
                 verify_file(&blobs.path_of(&hash), &hash, size as u64, opts.hashes)
             } else {
-                verify_inline(&conn, &hash, size as u64, opts.hashes)?
+                let data = r.get_ref(3)?.as_blob_or_null().map_err(rusqlite::Error::from)?;
+                verify_inline(&hash, size as u64, r.get::<_, Option<i64>>(4)?.unwrap_or(0) as u64, data)
             };
             if let Some(why) = why {
                 lost.push(Lost { hash, why, has_row: true });
@@ -323,16 +332,13 @@ fn verify_file(path: &Path, hash: &str, size: u64, hashes: bool) -> Option<Strin
     None
 }
 
-fn verify_inline(c: &Connection, hash: &str, size: u64, hashes: bool) -> Result<Option<String>> {
-    if !hashes {
-        let len: i64 = c.query_row("SELECT length(data) FROM blobs WHERE hash = ?1", [hash], |r| r.get(0))?;
-        return Ok((len as u64 != size).then(|| format!("has {len} bytes instead of {size}")));
+/// Why a body kept in the database is not the body it should be: its length, then (when
+/// read) its hash.
+fn verify_inline(hash: &str, size: u64, len: u64, data: Option<&[u8]>) -> Option<String> {
+    if len != size {
+        return Some(format!("has {len} bytes instead of {size}"));
     }
-    let data: Vec<u8> = c.query_row("SELECT data FROM blobs WHERE hash = ?1", [hash], |r| r.get(0))?;
-    if data.len() as u64 != size {
-        return Ok(Some(format!("has {} bytes instead of {size}", data.len())));
-    }
-    Ok((crate::blob::sha256_hex(&data) != hash).then(|| "does not match its hash (damaged)".to_string()))
+    data.filter(|d| crate::blob::sha256_hex(d) != hash).map(|_| "does not match its hash (damaged)".to_string())
 }
 
 /// The SHA-256 of a file, read in pieces.

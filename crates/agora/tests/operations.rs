@@ -5,7 +5,7 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -262,14 +262,46 @@ fn zone_json(shown: &str) -> serde_json::Map<String, serde_json::Value> {
     zone
 }
 
+/// A loopback DNS server answering from a zone file the test fills once the server runs:
+/// (work directory, zone file, the server, its address).
+fn test_dns() -> (tempfile::TempDir, PathBuf, common::Dns, String) {
+    let work = tempfile::tempdir().unwrap();
+    let zone = work.path().join("zone.json");
+    std::fs::write(&zone, "{}").unwrap();
+    let (dns, ip) = common::dns_server(&zone);
+    (work, zone, dns, ip)
+}
+
+/// Serves in the test DNS what `agora dns show` says the domain publishes, as `edit` changes it.
+fn publish(
+    a: &Agora,
+    listen: &[&str],
+    zone: &Path,
+    edit: impl FnOnce(&mut serde_json::Map<String, serde_json::Value>),
+) {
+    let mut args = vec!["dns", "show", a.domain.as_str()];
+    args.extend_from_slice(listen);
+    let mut records = zone_json(&a.cli_ok(&args, None));
+    edit(&mut records);
+    std::fs::write(zone, serde_json::Value::Object(records).to_string()).unwrap();
+}
+
+/// `agora doctor` with the server's own flags: its exit code and its standard output.
+fn doctor(a: &Agora, listen: &[&str], extra: &[&str]) -> (Option<i32>, String) {
+    let mut args = vec!["doctor"];
+    args.extend_from_slice(listen);
+    args.extend_from_slice(extra);
+    let out = a.cli(&args, None);
+    // Shown with a failing test's output.
+    eprintln!("agora doctor: {}", String::from_utf8_lossy(&out.stderr));
+    (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
 /// `agora doctor` against a setup with a wrong SPF record, an expired certificate and a
 /// closed port names exactly those three, with their fixes; `--json` says the same.
 #[test]
 fn doctor_names_exactly_what_is_wrong() {
-    let work = tempfile::tempdir().unwrap();
-    let zone = work.path().join("zone.json");
-    std::fs::write(&zone, "{}").unwrap();
-    let (_dns, dns_ip) = common::dns_server(&zone);
+    let (_work, zone, _dns, dns_ip) = test_dns();
     let key = rcgen::KeyPair::generate().unwrap();
     let mut params = rcgen::CertificateParams::new(vec!["mx.example.org".to_string()]).unwrap();
     params.not_before = rcgen::date_time_ymd(2024, 1, 1);
@@ -296,18 +328,13 @@ fn doctor_names_exactly_what_is_wrong() {
     std::fs::write(&config, text.replace(nntp_off, "")).unwrap();
 
     // DNS as published, but for the SPF record.
-    let mut args = vec!["dns", "show", a.domain.as_str()];
-    args.extend_from_slice(&listen);
-    let mut records = zone_json(&a.cli_ok(&args, None));
-    let spf = format!("{}/TXT", a.domain);
-    assert_eq!(records[&spf], serde_json::json!(["v=spf1 mx -all"]), "{records:?}");
-    records.insert(spf, serde_json::json!(["v=spf1 a:old-host.example.net -all"]));
-    std::fs::write(&zone, serde_json::Value::Object(records).to_string()).unwrap();
-    let mut args = vec!["doctor"];
-    args.extend_from_slice(&listen);
-    let out = a.cli(&args, None);
-    let said = String::from_utf8_lossy(&out.stdout).to_string();
-    assert_eq!(out.status.code(), Some(1), "{said}{}", String::from_utf8_lossy(&out.stderr));
+    publish(&a, &listen, &zone, |records| {
+        let spf = format!("{}/TXT", a.domain);
+        assert_eq!(records[&spf], serde_json::json!(["v=spf1 mx -all"]), "{records:?}");
+        records.insert(spf, serde_json::json!(["v=spf1 a:old-host.example.net -all"]));
+    });
+    let (code, said) = doctor(&a, &listen, &[]);
+    assert_eq!(code, Some(1), "{said}");
     let failed: Vec<&str> = said.lines().filter(|l| l.starts_with('✗')).collect();
     assert_eq!(failed.len(), 3, "exactly the three faults: {said}");
     assert!(failed.iter().any(|l| l.starts_with("✗ listener nntp:") && l.contains(":10119")), "{said}");
@@ -323,9 +350,8 @@ fn doctor_names_exactly_what_is_wrong() {
         assert!(said.contains(good), "{good} missing: {said}");
     }
 
-    args.push("--json");
-    let out = a.cli(&args, None);
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (_, json) = doctor(&a, &listen, &["--json"]);
+    let report: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(report["ok"], false);
     assert_eq!(report["failed"], 3);
     let fails: Vec<&str> = report["checks"]
@@ -342,10 +368,7 @@ fn doctor_names_exactly_what_is_wrong() {
 /// every check passes, the MTA-STS policy fetched as a sender fetches it.
 #[test]
 fn doctor_is_all_clear_on_a_sound_setup() {
-    let work = tempfile::tempdir().unwrap();
-    let zone = work.path().join("zone.json");
-    std::fs::write(&zone, "{}").unwrap();
-    let (_dns, dns_ip) = common::dns_server(&zone);
+    let (work, zone, _dns, dns_ip) = test_dns();
     common::private_ca(work.path());
     let (cert, key) = common::issue(work.path(), "mx", &["mx.example.org", "mta-sts.example.org"]);
     let ip = unique_ip();
@@ -363,18 +386,13 @@ fn doctor_is_all_clear_on_a_sound_setup() {
         .unwrap();
     });
     let listen = ["--hostname", "mx.example.org", "--port-offset", "10000", "--bind", ip.as_str()];
-    let mut args = vec!["dns", "show", "example.org"];
-    args.extend_from_slice(&listen);
-    let mut records = zone_json(&a.cli_ok(&args, None));
-    for host in ["mx.example.org/A", "mta-sts.example.org/A"] {
-        records.insert(host.into(), serde_json::json!([ip]));
-    }
-    std::fs::write(&zone, serde_json::Value::Object(records).to_string()).unwrap();
-    let mut args = vec!["doctor"];
-    args.extend_from_slice(&listen);
-    let out = a.cli(&args, None);
-    let said = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(out.status.success(), "{said}{}", String::from_utf8_lossy(&out.stderr));
+    publish(&a, &listen, &zone, |records| {
+        for host in ["mx.example.org/A", "mta-sts.example.org/A"] {
+            records.insert(host.into(), serde_json::json!([ip]));
+        }
+    });
+    let (code, said) = doctor(&a, &listen, &[]);
+    assert_eq!(code, Some(0), "{said}");
     assert!(!said.contains('✗'), "{said}");
     assert!(said.contains("✓ MTA-STS policy example.org: testing mode, mx mx.example.org"), "{said}");
     assert!(said.contains("✓ DNS example.org SPF:") && said.contains("0 to fix"), "{said}");
