@@ -124,7 +124,7 @@ pub fn check(dir: &Path, opts: &Options, progress: &dyn Fn(u64, u64)) -> Result<
         let mut done = 0u64;
         while let Some(r) = rows.next()? {
             let (hash, size, file): (String, i64, bool) = (r.get(0)?, r.get(1)?, r.get(2)?);
-            if done % 256 == 0 {
+            if done.is_multiple_of(256) {
                 progress(done, total);
             }
             done += 1;
