@@ -48,7 +48,11 @@ pub fn copy_store(data: &Path, dest: &Path, link: bool, progress: &dyn Fn(u64, u
     progress(total, total);
     let dest_db = dest.join("agora.db");
     let _ = std::fs::remove_file(&dest_db);
-    let conn = Connection::open_with_flags(&src_db, OpenFlags::SQLITE_OPEN_READ_WRITE)?;
+    // Read-only where it can be (a backup on read-only media); a live store in WAL mode
+    // without its shared-memory file needs a writable open.
+    let conn = Connection::open_with_flags(&src_db, OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .and_then(|c| c.query_row("SELECT count(*) FROM meta", [], |_| Ok(())).map(|()| c))
+        .or_else(|_| Connection::open_with_flags(&src_db, OpenFlags::SQLITE_OPEN_READ_WRITE))?;
     conn.busy_timeout(std::time::Duration::from_secs(30))?;
     conn.execute("VACUUM INTO ?1", [dest_db.to_string_lossy()])?;
     drop(conn);
