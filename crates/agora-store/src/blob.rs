@@ -66,8 +66,23 @@ impl BlobFiles {
     pub fn put(&self, hash: &str, data: &[u8]) -> io::Result<()> {
         let dest = self.path(hash);
         if dest.exists() {
+            // Its time renewed: a stray file a delivery now relies on is not old any more
+            // (`agora store check --repair` removes only old ones).
+            if let Ok(f) = File::options().write(true).open(&dest) {
+                let _ = f.set_modified(std::time::SystemTime::now());
+            }
             return Ok(());
         }
+        self.write_new(hash, data)
+    }
+
+    /// Writes a body's file durably even over one already there (a damaged copy).
+    pub fn replace(&self, hash: &str, data: &[u8]) -> io::Result<()> {
+        self.write_new(hash, data)
+    }
+
+    fn write_new(&self, hash: &str, data: &[u8]) -> io::Result<()> {
+        let dest = self.path(hash);
         let dir = dest.parent().unwrap_or(&self.root).to_path_buf();
         fs::create_dir_all(&dir)?;
         fs::create_dir_all(self.root.join("tmp"))?;

@@ -92,6 +92,7 @@ pub fn check(dir: &Path, opts: &Options, progress: &dyn Fn(u64, u64)) -> Result<
         found.push((kind, Finding { problem: p, repaired: None, fix: None }));
     };
 
+    let started = SystemTime::now();
     // The survey: one read snapshot.
     conn.execute_batch("BEGIN")?;
     let integrity: Vec<String> =
@@ -109,11 +110,12 @@ pub fn check(dir: &Path, opts: &Options, progress: &dyn Fn(u64, u64)) -> Result<
         .prepare("SELECT hash FROM blobs WHERE data IS NULL")?
         .query_map([], |r| r.get(0))?
         .collect::<rusqlite::Result<_>>()?;
-    // Bodies whose content is missing or does not match their address.
+    // Bodies whose content is missing or does not match their address: those in the
+    // database read in this snapshot, the files listed for after it.
     let mut lost = Vec::new();
+    let mut files = Vec::new();
+    let total = counts.bodies;
     {
-        let total = counts.bodies;
-        // One pass: each inline body read (with --hashes) or only measured where it lies.
         let sql = if opts.hashes {
             "SELECT hash, size, data IS NULL, data, length(data) FROM blobs"
         } else {
@@ -121,24 +123,18 @@ pub fn check(dir: &Path, opts: &Options, progress: &dyn Fn(u64, u64)) -> Result<
         };
         let mut stmt = conn.prepare(sql)?;
         let mut rows = stmt.query([])?;
-        let mut done = 0u64;
         while let Some(r) = rows.next()? {
             let (hash, size, file): (String, i64, bool) = (r.get(0)?, r.get(1)?, r.get(2)?);
-            if done.is_multiple_of(256) {
-                progress(done, total);
+            if file {
+                files.push((hash, size as u64));
+                continue;
             }
-            done += 1;
-            let why = if file {
-                verify_file(&blobs.path_of(&hash), &hash, size as u64, opts.hashes)
-            } else {
-                let data = r.get_ref(3)?.as_blob_or_null().map_err(rusqlite::Error::from)?;
-                verify_inline(&hash, size as u64, r.get::<_, Option<i64>>(4)?.unwrap_or(0) as u64, data)
-            };
-            if let Some(why) = why {
+            let data = r.get_ref(3)?.as_blob_or_null().map_err(rusqlite::Error::from)?;
+            if let Some(why) = verify_inline(&hash, size as u64, r.get::<_, Option<i64>>(4)?.unwrap_or(0) as u64, data)
+            {
                 lost.push(Lost { hash, why, has_row: true });
             }
         }
-        progress(total, total);
     }
     for (hash, _) in refs.iter().filter(|(_, p)| p.row_missing) {
         lost.push(Lost { hash: hash.clone(), why: "has no entry in the store".into(), has_row: false });
@@ -160,21 +156,39 @@ pub fn check(dir: &Path, opts: &Options, progress: &dyn Fn(u64, u64)) -> Result<
             format!("account {}: quota usage {} bytes, but its messages take {}", q.login, q.stored, q.actual),
         );
     }
+    conn.execute_batch("COMMIT")?;
+
+    // The files, read outside the snapshot (so checkpoints go on); one found bad counts
+    // only if its entry is still there (an expunge may have removed both meanwhile).
+    let inline = counts.bodies.saturating_sub(files.len() as u64);
+    for (i, (hash, size)) in files.iter().enumerate() {
+        if i.is_multiple_of(64) {
+            progress(inline + i as u64, total);
+        }
+        if let Some(why) = verify_file(&blobs.path_of(hash), hash, *size, opts.hashes)
+            && file_entry(&conn, hash)?
+        {
+            lost.push(Lost { hash: hash.clone(), why, has_row: true });
+        }
+    }
+    progress(total, total);
     for (i, l) in lost.iter().enumerate() {
         let who = lost_messages(&conn, &l.hash)?;
         let shown = if who.is_empty() { "no message".to_string() } else { who.join("; ") };
         problem(Kind::Lost(i), format!("body {} {} ({shown})", short(&l.hash), l.why));
     }
-    conn.execute_batch("COMMIT")?;
 
-    // Files nobody points at (left by a crash between a body's write and its commit).
-    let orphans = orphan_files(dir, &on_disk);
+    // Files nobody points at (left by a crash between a body's write and its commit),
+    // old before this check began.
+    let orphans = orphan_files(dir, &on_disk, started);
     for (i, o) in orphans.iter().enumerate() {
         problem(Kind::Orphan(i), format!("{}: a file no body entry points at", o.display()));
     }
 
     let mut report = Report { counts, findings: Vec::new() };
-    if opts.repair {
+    // A damaged database is not repaired here: its indexes could make mail look lost.
+    let damaged = found.iter().any(|(k, _)| matches!(k, Kind::Database));
+    if opts.repair && !damaged {
         // Bodies first (from a copy, or dropped), then the counts they change.
         let source = opts.from.as_deref().map(Source::open).transpose()?;
         let mut bodies = Vec::new();
@@ -185,7 +199,7 @@ pub fn check(dir: &Path, opts: &Options, progress: &dyn Fn(u64, u64)) -> Result<
             };
             bodies.push(match outcome {
                 Some(how) => Some(how),
-                None if opts.drop_lost => Some(drop_lost(&conn, &blobs, &l.hash)?),
+                None if opts.drop_lost => drop_lost(&conn, &blobs, l)?,
                 None => None,
             });
         }
@@ -194,7 +208,7 @@ pub fn check(dir: &Path, opts: &Options, progress: &dyn Fn(u64, u64)) -> Result<
             f.repaired = match kind {
                 Kind::Counts => Some(counted.clone()),
                 Kind::Lost(i) => bodies[*i].clone(),
-                Kind::Orphan(i) => std::fs::remove_file(&orphans[*i]).ok().map(|()| "removed".to_string()),
+                Kind::Orphan(i) => remove_orphan(&conn, &orphans[*i], started)?,
                 Kind::Database => None,
             };
         }
@@ -356,14 +370,13 @@ pub fn hash_file(path: &Path) -> std::io::Result<String> {
     Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }
 
-fn orphan_files(dir: &Path, on_disk: &HashSet<String>) -> Vec<PathBuf> {
-    let old = |p: &Path| {
-        std::fs::metadata(p)
-            .and_then(|m| m.modified())
-            .ok()
-            .and_then(|t| SystemTime::now().duration_since(t).ok())
-            .is_some_and(|age| age > GRACE)
-    };
+/// A file's age when `at` began; None when it cannot be told.
+fn age_at(p: &Path, at: SystemTime) -> Option<Duration> {
+    std::fs::metadata(p).and_then(|m| m.modified()).ok().and_then(|t| at.duration_since(t).ok())
+}
+
+/// Files under `blobs/` that no entry points at and that were old before `started`.
+fn orphan_files(dir: &Path, on_disk: &HashSet<String>, started: SystemTime) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let Ok(shards) = std::fs::read_dir(dir.join("blobs")) else { return out };
     for shard in shards.flatten() {
@@ -371,13 +384,35 @@ fn orphan_files(dir: &Path, on_disk: &HashSet<String>) -> Vec<PathBuf> {
         let Ok(files) = std::fs::read_dir(shard.path()) else { continue };
         for f in files.flatten() {
             let name = f.file_name().to_string_lossy().into_owned();
-            if (tmp || !on_disk.contains(&name)) && old(&f.path()) {
+            if (tmp || !on_disk.contains(&name)) && age_at(&f.path(), started).is_some_and(|a| a > GRACE) {
                 out.push(f.path());
             }
         }
     }
     out.sort();
     out
+}
+
+/// Removes a stray file under the write lock, if still no entry points at it and no
+/// delivery has touched it since (a body staged again onto it renews its time).
+fn remove_orphan(c: &Connection, path: &Path, started: SystemTime) -> Result<Option<String>> {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    c.execute_batch("BEGIN IMMEDIATE")?;
+    let done = (|| {
+        let entry: bool = c.query_row("SELECT count(*) > 0 FROM blobs WHERE hash = ?1", [&name], |r| r.get(0))?;
+        if entry || age_at(path, started).is_none_or(|a| a <= GRACE) {
+            return Ok(None);
+        }
+        std::fs::remove_file(path)?;
+        Ok::<_, StoreError>(Some("removed".to_string()))
+    })();
+    c.execute_batch(if done.is_ok() { "COMMIT" } else { "ROLLBACK" })?;
+    done
+}
+
+/// Whether a body's entry still says it is a file.
+fn file_entry(c: &Connection, hash: &str) -> Result<bool> {
+    Ok(c.query_row("SELECT count(*) > 0 FROM blobs WHERE hash = ?1 AND data IS NULL", [hash], |r| r.get(0))?)
 }
 
 /// The messages and queue entries that point at a body, for the report.
@@ -451,7 +486,11 @@ fn restore_body(c: &Connection, blobs: &BlobFiles, source: &Source, lost: &Lost)
     let Some(Body { data, summary, text }) = source.body(&lost.hash)? else { return Ok(None) };
     let file = data.len() > crate::blob::INLINE_MAX;
     if file {
-        blobs.put(&lost.hash, &data)?;
+        // Over whatever damaged file is there, then read back.
+        blobs.replace(&lost.hash, &data)?;
+        if hash_file(&blobs.path_of(&lost.hash))? != lost.hash {
+            return Err(StoreError::Corrupt(format!("body {} reads back wrong after its rewrite", lost.hash)));
+        }
     }
     let inline = (!file).then_some(&data);
     c.execute_batch("BEGIN IMMEDIATE")?;
@@ -459,8 +498,12 @@ fn restore_body(c: &Connection, blobs: &BlobFiles, source: &Source, lost: &Lost)
         if lost.has_row {
             c.execute("UPDATE blobs SET data = ?2 WHERE hash = ?1", params![lost.hash, inline])?;
         } else {
+            // Counted in this transaction, so no expunge between here and the count
+            // repair can take it for garbage.
             c.execute(
-                "INSERT OR IGNORE INTO blobs (hash, size, refs, summary, data, text) VALUES (?1, ?2, 0, ?3, ?4, ?5)",
+                "INSERT OR IGNORE INTO blobs (hash, size, refs, summary, data, text) VALUES (?1, ?2,
+                    (SELECT count(*) FROM messages WHERE blob = ?1) + (SELECT count(*) FROM outbound WHERE blob = ?1),
+                    ?3, ?4, ?5)",
                 params![lost.hash, data.len() as i64, summary, inline, text],
             )?;
         }
@@ -474,9 +517,15 @@ fn restore_body(c: &Connection, blobs: &BlobFiles, source: &Source, lost: &Lost)
 /// Expunges every message whose body is this lost one, as an IMAP EXPUNGE would (each
 /// gets an expunge MODSEQ, so clients that resynchronise see it go), and drops queue
 /// entries that would send it.
-fn drop_lost(c: &Connection, blobs: &BlobFiles, hash: &str) -> Result<String> {
+fn drop_lost(c: &Connection, blobs: &BlobFiles, lost: &Lost) -> Result<Option<String>> {
+    let hash = lost.hash.as_str();
     c.execute_batch("BEGIN IMMEDIATE")?;
     let done = (|| {
+        // Looked at again under the lock: gone since (expunged), or back (delivered again),
+        // means nothing to drop.
+        if !still_lost(c, blobs, lost)? {
+            return Ok(None);
+        }
         let victims: Vec<(i64, i64, i64)> = c
             .prepare("SELECT mailbox, uid, size FROM messages WHERE blob = ?1")?
             .query_map([hash], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
@@ -502,14 +551,30 @@ fn drop_lost(c: &Connection, blobs: &BlobFiles, hash: &str) -> Result<String> {
         let file = c
             .query_row("DELETE FROM blobs WHERE hash = ?1 RETURNING data IS NULL", [hash], |r| r.get::<_, bool>(0))
             .optional()?;
-        Ok::<_, StoreError>((victims.len(), queued, file.unwrap_or(false)))
+        Ok::<_, StoreError>(Some((victims.len(), queued, file.unwrap_or(false))))
     })();
     c.execute_batch(if done.is_ok() { "COMMIT" } else { "ROLLBACK" })?;
-    let (messages, queued, file) = done?;
+    let Some((messages, queued, file)) = done? else {
+        return Ok(Some("nothing to drop: the body's entry changed since the check".into()));
+    };
     if file {
         let _ = blobs.remove(hash);
     }
-    Ok(format!("expunged {messages} message(s) and dropped {queued} queued recipient(s) whose body was lost"))
+    Ok(Some(format!("expunged {messages} message(s) and dropped {queued} queued recipient(s) whose body was lost")))
+}
+
+/// Whether a lost body is lost still (inside the caller's write transaction).
+fn still_lost(c: &Connection, blobs: &BlobFiles, lost: &Lost) -> Result<bool> {
+    let row: Option<(i64, Option<Vec<u8>>)> = c
+        .query_row("SELECT size, data FROM blobs WHERE hash = ?1", [&lost.hash], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    Ok(match (row, lost.has_row) {
+        (None, true) => false,
+        (None, false) => true,
+        (Some(_), false) => false,
+        (Some((size, None)), true) => verify_file(&blobs.path_of(&lost.hash), &lost.hash, size as u64, true).is_some(),
+        (Some((size, Some(d))), true) => verify_inline(&lost.hash, size as u64, d.len() as u64, Some(&d)).is_some(),
+    })
 }
 
 /// Sets every reference count, mailbox counter and quota usage to what the rows say,

@@ -618,7 +618,10 @@ async fn mailbox_operations<S: Store>(s: &S) {
     s.rename_mailbox(a.id, "INBOX", "Old mail").await.expect("rename INBOX");
     let old = s.mailbox(a.id, "Old mail").await.expect("q").expect("moved");
     assert_eq!(old.messages, 2);
-    assert_eq!(s.messages(old.id, 1..=u32::MAX).await.expect("q").iter().map(|m| m.uid).collect::<Vec<_>>(), [1, 2]);
+    let moved = s.messages(old.id, 1..=u32::MAX).await.expect("q");
+    assert_eq!(moved.iter().map(|m| m.uid).collect::<Vec<_>>(), [1, 2]);
+    // CONDSTORE: the new mailbox's HIGHESTMODSEQ is at least every message's MODSEQ.
+    assert!(moved.iter().all(|m| m.modseq <= old.highestmodseq), "{moved:?} above {}", old.highestmodseq);
     let inbox2 = s.mailbox(a.id, "INBOX").await.expect("q").expect("INBOX stays");
     assert_eq!(inbox2.messages, 0);
     assert_eq!(s.expunged_since(inbox.id, inbox.highestmodseq).await.expect("q"), vec![d1.uid, d2.uid]);

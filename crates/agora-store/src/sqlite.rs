@@ -2281,8 +2281,11 @@ impl MailboxStore for Arc<SqliteStore> {
                      WHERE mailbox = ?1",
                     [dst.id],
                 )?;
+                // Its HIGHESTMODSEQ covers the MODSEQs the messages bring along.
                 c.execute(
-                    "UPDATE mailboxes SET uidnext = ?2 + 1, messages = ?2, highestmodseq = highestmodseq + 1 WHERE id = ?1",
+                    "UPDATE mailboxes SET uidnext = ?2 + 1, messages = ?2,
+                        highestmodseq = max(highestmodseq + 1, (SELECT coalesce(max(modseq), 0) FROM messages WHERE mailbox = ?1))
+                     WHERE id = ?1",
                     params![dst.id, n],
                 )?;
                 c.execute("UPDATE mailboxes SET messages = 0, highestmodseq = highestmodseq + 1 WHERE id = ?1", [src.id])?;

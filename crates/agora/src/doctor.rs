@@ -67,7 +67,10 @@ pub async fn doctor(
     let hostname = hostname.or(cfg.server.hostname.clone()).unwrap_or_else(crate::serve::system_hostname);
     host_name(&mut c, &hostname);
 
-    let store = if cli.data.join("agora.db").exists() { crate::admin::open_store(cli).ok() } else { None };
+    let (store, refused) = match crate::admin::open_store(cli) {
+        Ok(s) => (Some(s), None),
+        Err(e) => (None, Some(format!("{e:#}"))),
+    };
     let domains = match &store {
         Some((s, _)) => {
             use agora_store::DirectoryStore;
@@ -78,8 +81,8 @@ pub async fn doctor(
     match (&store, domains.is_empty()) {
         (None, _) => c.fail(
             "domains",
-            format!("no information store in {}", cli.data.display()),
-            "run `agora serve` once (or pass --data DIR)",
+            refused.unwrap_or_else(|| format!("no information store in {}", cli.data.display())),
+            "run `agora serve` once (or pass --data DIR); on a packaged install, as the agora user",
         ),
         (Some(_), true) => {
             c.fail("domains", "no hosted domain", "agora domain add example.org (or restart agora serve --domain)")

@@ -139,6 +139,15 @@ pub fn backup(cli: &Cli, dir: &Path, link: bool) -> Result<()> {
         bail!("no information store in {}: pass --data DIR", data.display());
     }
     crate::admin::same_owner(data)?;
+    // A backup inside the data directory would copy itself into itself.
+    let inside = |d: &Path| {
+        let parent = d.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let full = std::fs::canonicalize(parent).ok()?.join(d.file_name()?);
+        Some(full.starts_with(std::fs::canonicalize(data).ok()?))
+    };
+    if inside(dir) == Some(true) {
+        bail!("{} is inside the data directory {}: give the backup a place outside it", dir.display(), data.display());
+    }
     fresh_dir(dir, "the backup")?;
     let b = bar(0, "bodies");
     let copied = agora_store::backup::copy_store(data, dir, link, &|done, total| {
@@ -246,17 +255,27 @@ pub async fn restore(cli: &Cli, dir: &Path, link: bool) -> Result<()> {
     // Opened once: an older backup is brought to this version's schema.
     let (store, _) = crate::admin::open_store(cli)?;
     store.close();
+    // Every body read against its hash; counts the copy carried wrong are set from its
+    // rows (as `agora store check --repair` would), nothing else is changed.
     let b = bar(0, "verified");
-    let report = check::check(new, &check::Options { hashes: true, ..Default::default() }, &|done, total| {
+    let opts = check::Options { hashes: true, repair: true, ..Default::default() };
+    let report = check::check(new, &opts, &|done, total| {
         b.set_length(total);
         b.set_position(done);
     })?;
     b.finish_and_clear();
-    if !report.findings.is_empty() {
-        for f in &report.findings {
-            println!("✗ {}", f.problem);
+    for f in &report.findings {
+        match &f.repaired {
+            Some(done) => println!("✓ repaired: {}: {done}", f.problem),
+            None => println!("✗ {}", f.problem),
         }
-        bail!("the restored store in {} has {} problem(s)", new.display(), report.findings.len());
+    }
+    if report.unrepaired() > 0 {
+        bail!(
+            "the restored store in {} has {} problem(s) left: see above, and agora store check",
+            new.display(),
+            report.unrepaired()
+        );
     }
     println!("restored {} (taken {} from {}) into {}", dir.display(), manifest.created, manifest.source, new.display());
     println!("  {}; every body and file verified", show_counts(&report.counts));

@@ -623,10 +623,12 @@ pub async fn run(cli: &Cli, domain: Option<String>, hostname: Option<String>, li
     Ok(())
 }
 
-/// Tells the service manager the server is alive, twice a watchdog interval, but only
-/// while the store still commits: a stuck writer stops the pings and systemd restarts us.
+/// Tells the service manager the server is alive, four times a watchdog interval, but
+/// only while the store still commits: a stuck writer stops the pings and systemd
+/// restarts us. A commit may wait half an interval (another process's long write, such
+/// as a repair), so a ping is late at most three quarters of one.
 async fn watchdog(manager: Arc<crate::systemd::Notifier>, store: Arc<SqliteStore>, every: Duration) {
-    let mut tick = tokio::time::interval(every / 2);
+    let mut tick = tokio::time::interval(every / 4);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
