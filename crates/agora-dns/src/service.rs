@@ -19,6 +19,7 @@ pub static SERVICE: Service<DnsSection> = Service {
         role: "authoritative DNS",
         datagram: true,
         loopback: false,
+        logins: false,
     }],
     build,
 };

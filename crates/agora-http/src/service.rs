@@ -19,6 +19,7 @@ pub static SERVICE: Service<HttpSection> = Service {
             role: "HTTP (redirects to HTTPS)",
             datagram: false,
             loopback: false,
+            logins: false,
         },
         ListenerDecl {
             key: "https",
@@ -27,6 +28,7 @@ pub static SERVICE: Service<HttpSection> = Service {
             role: "HTTPS: autoconfig, MTA-STS",
             datagram: false,
             loopback: false,
+            logins: false,
         },
         ListenerDecl {
             key: "admin",
@@ -35,6 +37,7 @@ pub static SERVICE: Service<HttpSection> = Service {
             role: "health for supervisors (loopback)",
             datagram: false,
             loopback: true,
+            logins: false,
         },
     ],
     build,

@@ -19,6 +19,7 @@ pub static SERVICE: Service<ImapSection> = Service {
             role: "IMAP4",
             datagram: false,
             loopback: false,
+            logins: true,
         },
         ListenerDecl {
             key: "imaps",
@@ -27,6 +28,7 @@ pub static SERVICE: Service<ImapSection> = Service {
             role: "IMAP4 over TLS",
             datagram: false,
             loopback: false,
+            logins: true,
         },
     ],
     build,

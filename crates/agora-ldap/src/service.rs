@@ -20,6 +20,7 @@ pub static SERVICE: Service<LdapSection> = Service {
             role: "LDAP directory",
             datagram: false,
             loopback: false,
+            logins: false,
         },
         ListenerDecl {
             key: "ldap-alt",
@@ -28,6 +29,7 @@ pub static SERVICE: Service<LdapSection> = Service {
             role: "LDAP (alternate port)",
             datagram: false,
             loopback: false,
+            logins: false,
         },
         ListenerDecl {
             key: "ldaps",
@@ -36,6 +38,7 @@ pub static SERVICE: Service<LdapSection> = Service {
             role: "LDAP over TLS",
             datagram: false,
             loopback: false,
+            logins: false,
         },
         ListenerDecl {
             key: "gc",
@@ -44,6 +47,7 @@ pub static SERVICE: Service<LdapSection> = Service {
             role: "Global Catalog",
             datagram: false,
             loopback: false,
+            logins: false,
         },
         ListenerDecl {
             key: "gcs",
@@ -52,6 +56,7 @@ pub static SERVICE: Service<LdapSection> = Service {
             role: "Global Catalog over TLS",
             datagram: false,
             loopback: false,
+            logins: false,
         },
     ],
     build,

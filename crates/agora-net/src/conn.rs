@@ -78,6 +78,9 @@ pub struct Conn {
     tls: bool,
     tls_config: Option<Arc<rustls::ServerConfig>>,
     authenticated: bool,
+    /// This session's place in its listener's share for sessions not logged in; given
+    /// back at login, so logged-in users never count against a flood that does not.
+    preauth_place: Option<tokio::sync::OwnedSemaphorePermit>,
     timeouts: Timeouts,
     /// Replaces the session's read timeout while set (a command that waits, like IDLE).
     wait: Option<Duration>,
@@ -209,6 +212,7 @@ impl Conn {
             tls,
             tls_config,
             authenticated: false,
+            preauth_place: None,
             wait: None,
             timeouts,
             shutdown,
@@ -270,6 +274,12 @@ impl Conn {
 
     pub fn set_authenticated(&mut self) {
         self.authenticated = true;
+        self.preauth_place = None;
+    }
+
+    /// Holds a place in the listener's share for sessions not logged in until login.
+    pub fn set_preauth_place(&mut self, place: tokio::sync::OwnedSemaphorePermit) {
+        self.preauth_place = Some(place);
     }
 
     pub fn set_interruptible(&mut self, on: bool) {

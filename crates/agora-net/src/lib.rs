@@ -56,6 +56,31 @@ pub struct ListenerSpec {
     pub proxy_protocol: bool,
     /// The service's session timeouts (each protocol has its own).
     pub timeouts: Timeouts,
+    /// This listener's own share of the connections.
+    pub admission: Admission,
+}
+
+/// A listener's own connection budget, so a flood on one cannot lock users out of the
+/// others, and within it the sessions not yet logged in, so connections that never log
+/// in cannot take the places of users who did. Listeners of one service key (IPv4 and
+/// IPv6) share one budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Admission {
+    pub max_connections: usize,
+    pub max_unauthenticated: usize,
+}
+
+impl Default for Admission {
+    fn default() -> Self {
+        Admission { max_connections: 1000, max_unauthenticated: 1000 }
+    }
+}
+
+/// The places of one service key's listeners.
+struct Budget {
+    all: Arc<Semaphore>,
+    preauth: Arc<Semaphore>,
+    admission: Admission,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -183,6 +208,7 @@ pub struct Server {
     /// Bounds the tasks that only say "busy", so a flood cannot pile them up.
     busy_permits: Arc<Semaphore>,
     per_ip: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    budgets: Mutex<HashMap<String, Arc<Budget>>>,
 }
 
 impl std::fmt::Debug for Server {
@@ -230,7 +256,22 @@ impl Server {
             permits: Arc::new(Semaphore::new(limits.max_connections)),
             busy_permits: Arc::new(Semaphore::new(64)),
             per_ip: Arc::new(Mutex::new(HashMap::new())),
+            budgets: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// The budget of a service key, made by its first listener.
+    fn budget(&self, spec: &ListenerSpec) -> Arc<Budget> {
+        let mut b = self.budgets.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        Arc::clone(b.entry(spec.service.clone()).or_insert_with(|| {
+            let a = spec.admission;
+            let max = a.max_connections.max(1);
+            Arc::new(Budget {
+                all: Arc::new(Semaphore::new(max)),
+                preauth: Arc::new(Semaphore::new(a.max_unauthenticated.clamp(1, max))),
+                admission: a,
+            })
+        }))
     }
 
     pub fn shutdown_token(&self) -> CancellationToken {
@@ -248,6 +289,7 @@ impl Server {
     }
 
     async fn accept_loop(self: Arc<Self>, listener: TcpListener, spec: ListenerSpec, service: Arc<dyn Service>) {
+        let budget = self.budget(&spec);
         let spec = Arc::new(spec);
         let counters = Arc::new(metrics::ListenerMetrics::new(&spec.service));
         loop {
@@ -274,7 +316,23 @@ impl Server {
                     spec.service,
                     self.limits.max_connections
                 );
-                self.refuse(sock, service.busy_reply());
+                self.refuse(sock, &spec, &service);
+                continue;
+            };
+            // Then the listener's own budget, and its share for sessions not logged in.
+            let places = Arc::clone(&budget.all)
+                .try_acquire_owned()
+                .ok()
+                .and_then(|own| Some((own, Arc::clone(&budget.preauth).try_acquire_owned().ok()?)));
+            let Some((own, preauth)) = places else {
+                counters.refused_limit.increment(1);
+                tracing::warn!(
+                    "{}: refusing {peer}: the listener's {} places ({} before login) are taken",
+                    spec.service,
+                    budget.admission.max_connections,
+                    budget.admission.max_unauthenticated
+                );
+                self.refuse(sock, &spec, &service);
                 continue;
             };
             let this = Arc::clone(&self);
@@ -282,23 +340,32 @@ impl Server {
             let spec = Arc::clone(&spec);
             let counters = Arc::clone(&counters);
             self.tracker.spawn(async move {
-                let _permit = permit;
-                this.handle(sock, peer, &spec, service, counters).await;
+                let _permit = (permit, own);
+                this.handle(sock, peer, &spec, service, counters, preauth).await;
             });
         }
         tracing::debug!("{}: stopped accepting on {}", spec.service, spec.addr);
     }
 
-    fn refuse(&self, mut sock: TcpStream, reply: &'static [u8]) {
+    /// Says "busy" in the protocol's words, on a bounded number of tasks (past them the
+    /// connection just closes).
+    fn refuse(&self, sock: TcpStream, spec: &ListenerSpec, service: &Arc<dyn Service>) {
         let Ok(p) = Arc::clone(&self.busy_permits).try_acquire_owned() else { return };
+        let tls = self.implicit_tls(spec, service);
+        let reply = service.busy_reply();
         tokio::spawn(async move {
             let _p = p;
-            let _ = tokio::time::timeout(Duration::from_secs(2), async {
-                let _ = sock.write_all(reply).await;
-                let _ = sock.shutdown().await;
-            })
-            .await;
+            say_busy(sock, reply, tls).await;
         });
+    }
+
+    /// The TLS configuration a refusal on an implicit-TLS listener answers through.
+    fn implicit_tls(&self, spec: &ListenerSpec, service: &Arc<dyn Service>) -> Option<Arc<rustls::ServerConfig>> {
+        match (spec.tls, &self.tls) {
+            (TlsMode::Implicit, Some(t)) if !service.alpn().is_empty() => Some(t.config_with_alpn(service.alpn())),
+            (TlsMode::Implicit, Some(t)) => Some(t.config()),
+            _ => None,
+        }
     }
 
     async fn handle(
@@ -308,6 +375,7 @@ impl Server {
         spec: &ListenerSpec,
         service: Arc<dyn Service>,
         counters: Arc<metrics::ListenerMetrics>,
+        preauth: tokio::sync::OwnedSemaphorePermit,
     ) {
         let local = canonical(sock.local_addr().unwrap_or(spec.addr));
         let mut peer = canonical(tcp_peer);
@@ -334,11 +402,7 @@ impl Server {
                 spec.service,
                 self.limits.max_per_ip
             );
-            let _ = tokio::time::timeout(Duration::from_secs(2), async {
-                let _ = sock.write_all(service.busy_reply()).await;
-                let _ = sock.shutdown().await;
-            })
-            .await;
+            say_busy(sock, service.busy_reply(), self.implicit_tls(spec, &service)).await;
             return;
         };
         counters.accepted.increment(1);
@@ -382,6 +446,7 @@ impl Server {
             conn.prepend_input(&leftover);
         }
         conn.set_metrics(counters);
+        conn.set_preauth_place(preauth);
         service.serve(conn).await;
     }
 
@@ -446,6 +511,28 @@ impl Server {
         self.tracker.close();
         tokio::time::timeout(self.limits.drain, self.tracker.wait()).await.is_ok()
     }
+}
+
+/// Writes a refusal and closes, within two seconds; on an implicit-TLS listener after
+/// the handshake (never plaintext on a TLS port, which a client would take for a TLS
+/// error).
+async fn say_busy(sock: TcpStream, reply: &'static [u8], tls: Option<Arc<rustls::ServerConfig>>) {
+    let _ = tokio::time::timeout(Duration::from_secs(2), async move {
+        match tls {
+            Some(cfg) => {
+                if let Ok(mut s) = tokio_rustls::TlsAcceptor::from(cfg).accept(sock).await {
+                    let _ = s.write_all(reply).await;
+                    let _ = s.shutdown().await;
+                }
+            }
+            None => {
+                let mut sock = sock;
+                let _ = sock.write_all(reply).await;
+                let _ = sock.shutdown().await;
+            }
+        }
+    })
+    .await;
 }
 
 /// IPv4 peers as IPv4 even when they arrive mapped into IPv6 (`::ffff:192.0.2.1`):
@@ -518,6 +605,7 @@ mod tests {
             tls: TlsMode::None,
             proxy_protocol: false,
             timeouts: Timeouts::default(),
+            admission: Admission::default(),
         };
         let l = bind(&spec).unwrap();
         let addr = l.local_addr().unwrap();
@@ -535,6 +623,7 @@ mod tests {
             tls: TlsMode::None,
             proxy_protocol: true,
             timeouts: Timeouts::default(),
+            admission: Admission::default(),
         };
         let l2 = bind(&spec2).unwrap();
         let addr2 = l2.local_addr().unwrap();
@@ -548,6 +637,164 @@ mod tests {
         assert!(server.shutdown().await, "sessions drain");
         assert_eq!(line(&mut a).await, "BYE\r\n");
         assert!(TcpStream::connect(addr).await.is_err(), "listener closed after shutdown");
+    }
+
+    /// Echo that takes "LOGIN" as a login.
+    struct Login;
+    #[async_trait]
+    impl Service for Login {
+        fn busy_reply(&self) -> &'static [u8] {
+            b"BUSY\r\n"
+        }
+        async fn serve(&self, mut conn: Conn) {
+            let _ = conn.send(b"HELLO\r\n").await;
+            while let Read::Line(l) = conn.read_line(100).await {
+                if l.starts_with(b"LOGIN") {
+                    conn.set_authenticated();
+                }
+                let _ = conn.send(&l).await;
+            }
+        }
+    }
+
+    async fn open(addr: SocketAddr) -> (BufReader<TcpStream>, String) {
+        let mut r = BufReader::new(TcpStream::connect(addr).await.unwrap());
+        let first = line(&mut r).await;
+        (r, first)
+    }
+
+    async fn say(r: &mut BufReader<TcpStream>, what: &str) -> String {
+        r.get_mut().write_all(what.as_bytes()).await.unwrap();
+        line(r).await
+    }
+
+    /// Each listener has its own places, and sessions that logged in leave the share of
+    /// those that did not.
+    #[tokio::test]
+    async fn listeners_have_their_own_places_and_logins_free_theirs() {
+        let server = Server::new(Limits { max_connections: 10, max_per_ip: 10, ..Limits::default() }, None);
+        let spec = |name: &str, admission| ListenerSpec {
+            service: name.into(),
+            addr: "127.0.0.1:0".parse().unwrap(),
+            tls: TlsMode::None,
+            proxy_protocol: false,
+            timeouts: Timeouts::default(),
+            admission,
+        };
+        let small = spec("small", Admission { max_connections: 3, max_unauthenticated: 1 });
+        let l = bind(&small).unwrap();
+        let addr = l.local_addr().unwrap();
+        server.spawn_listener(l, small, Arc::new(Login));
+        let other = spec("other", Admission::default());
+        let l = bind(&other).unwrap();
+        let other_addr = l.local_addr().unwrap();
+        server.spawn_listener(l, other, Arc::new(Login));
+
+        let (mut a, hello) = open(addr).await;
+        assert_eq!(hello, "HELLO\r\n");
+        assert_eq!(open(addr).await.1, "BUSY\r\n", "one place before login, taken");
+        assert_eq!(say(&mut a, "LOGIN\r\n").await, "LOGIN\r\n");
+        let (mut b, hello) = open(addr).await;
+        assert_eq!(hello, "HELLO\r\n", "a's login freed its place");
+        assert_eq!(say(&mut b, "LOGIN\r\n").await, "LOGIN\r\n");
+        let (c, hello) = open(addr).await;
+        assert_eq!(hello, "HELLO\r\n");
+        assert_eq!(open(addr).await.1, "BUSY\r\n", "three places, all taken");
+        // Another listener is not touched by this one being full.
+        let (mut d, hello) = open(other_addr).await;
+        assert_eq!(hello, "HELLO\r\n");
+        assert_eq!(say(&mut d, "ping\r\n").await, "ping\r\n");
+        // A session's end gives its places back (c had the one before login).
+        drop(c);
+        let mut back = false;
+        for _ in 0..50 {
+            if open(addr).await.1 == "HELLO\r\n" {
+                back = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(back, "c's places came back");
+        drop((a, b, d));
+        assert!(server.shutdown().await);
+    }
+
+    /// On an implicit-TLS listener "busy" comes after the handshake, never in plaintext.
+    #[tokio::test]
+    async fn busy_on_a_tls_port_is_said_over_tls() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+        tls::ensure_self_signed(&cert, &key, &["localhost".to_string()]).unwrap();
+        let settings = Arc::new(TlsSettings::load(&cert, &key).unwrap());
+        let server = Server::new(Limits { max_connections: 10, max_per_ip: 10, ..Limits::default() }, Some(settings));
+        let spec = ListenerSpec {
+            service: "tls".into(),
+            addr: "127.0.0.1:0".parse().unwrap(),
+            tls: TlsMode::Implicit,
+            proxy_protocol: false,
+            timeouts: Timeouts::default(),
+            admission: Admission { max_connections: 1, max_unauthenticated: 1 },
+        };
+        let l = bind(&spec).unwrap();
+        let addr = l.local_addr().unwrap();
+        server.spawn_listener(l, spec, Arc::new(Login));
+        let connect = || async {
+            let roots = rustls::RootCertStore { roots: Vec::new() };
+            let mut cfg =
+                rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                    .with_safe_default_protocol_versions()
+                    .unwrap()
+                    .with_root_certificates(roots)
+                    .with_no_client_auth();
+            cfg.dangerous().set_certificate_verifier(Arc::new(AnyCert));
+            let tcp = TcpStream::connect(addr).await.unwrap();
+            let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+            let s = tokio_rustls::TlsConnector::from(Arc::new(cfg)).connect(name, tcp).await.expect("a TLS handshake");
+            let mut r = BufReader::new(s);
+            let mut first = String::new();
+            r.read_line(&mut first).await.unwrap();
+            (r, first)
+        };
+        let (_first, hello) = connect().await;
+        assert_eq!(hello, "HELLO\r\n");
+        let (_second, busy) = connect().await;
+        assert_eq!(busy, "BUSY\r\n", "said inside TLS");
+        assert!(server.shutdown().await);
+    }
+
+    /// Accepts any certificate (the test's own self-signed one).
+    #[derive(Debug)]
+    struct AnyCert;
+    impl rustls::client::danger::ServerCertVerifier for AnyCert {
+        fn verify_server_cert(
+            &self,
+            _: &rustls_pki_types::CertificateDer<'_>,
+            _: &[rustls_pki_types::CertificateDer<'_>],
+            _: &rustls_pki_types::ServerName<'_>,
+            _: &[u8],
+            _: rustls_pki_types::UnixTime,
+        ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+            Ok(rustls::client::danger::ServerCertVerified::assertion())
+        }
+        fn verify_tls12_signature(
+            &self,
+            _: &[u8],
+            _: &rustls_pki_types::CertificateDer<'_>,
+            _: &rustls::DigitallySignedStruct,
+        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+            Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+        }
+        fn verify_tls13_signature(
+            &self,
+            _: &[u8],
+            _: &rustls_pki_types::CertificateDer<'_>,
+            _: &rustls::DigitallySignedStruct,
+        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+            Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+        }
+        fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+            rustls::crypto::ring::default_provider().signature_verification_algorithms.supported_schemes()
+        }
     }
 
     struct Reverse;
@@ -573,6 +820,7 @@ mod tests {
             tls: TlsMode::None,
             proxy_protocol: false,
             timeouts: Timeouts::default(),
+            admission: Admission::default(),
         };
         let sock = bind_datagram(&spec).unwrap();
         let addr = sock.local_addr().unwrap();
@@ -605,6 +853,7 @@ mod tests {
             tls: TlsMode::None,
             proxy_protocol: false,
             timeouts: Timeouts::default(),
+            admission: Admission::default(),
         };
         let l = bind(&spec).unwrap();
         let taken = ListenerSpec { addr: l.local_addr().unwrap(), ..spec };

@@ -21,6 +21,7 @@ pub static SERVICE: Service<NntpSection> = Service {
             role: "NNTP public folders",
             datagram: false,
             loopback: false,
+            logins: false,
         },
         ListenerDecl {
             key: "nntps",
@@ -29,6 +30,7 @@ pub static SERVICE: Service<NntpSection> = Service {
             role: "NNTP over TLS",
             datagram: false,
             loopback: false,
+            logins: false,
         },
     ],
     build,

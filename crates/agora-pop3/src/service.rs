@@ -12,7 +12,15 @@ use crate::{Pop3Config, Pop3Service};
 pub static SERVICE: Service<Pop3Section> = Service {
     name: "pop3",
     listeners: &[
-        ListenerDecl { key: "pop3", port: 110, tls: TlsMode::StartTls, role: "POP3", datagram: false, loopback: false },
+        ListenerDecl {
+            key: "pop3",
+            port: 110,
+            tls: TlsMode::StartTls,
+            role: "POP3",
+            datagram: false,
+            loopback: false,
+            logins: true,
+        },
         ListenerDecl {
             key: "pop3s",
             port: 995,
@@ -20,6 +28,7 @@ pub static SERVICE: Service<Pop3Section> = Service {
             role: "POP3 over TLS",
             datagram: false,
             loopback: false,
+            logins: true,
         },
     ],
     build,

@@ -39,6 +39,8 @@ pub struct ListenerDecl {
     pub datagram: bool,
     /// Bound to loopback unless its own `address` says otherwise (administration).
     pub loopback: bool,
+    /// Users log in here (so half the listener's places are kept for sessions that did).
+    pub logins: bool,
 }
 
 /// Limits every service shares (`[limits]`, `[auth]`).

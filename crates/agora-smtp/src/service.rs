@@ -22,6 +22,7 @@ pub static SERVICE: Service<SmtpSection> = Service {
             role: "SMTP inbound",
             datagram: false,
             loopback: false,
+            logins: false,
         },
         ListenerDecl {
             key: "submission",
@@ -30,6 +31,7 @@ pub static SERVICE: Service<SmtpSection> = Service {
             role: "SMTP submission",
             datagram: false,
             loopback: false,
+            logins: true,
         },
         ListenerDecl {
             key: "submissions",
@@ -38,6 +40,7 @@ pub static SERVICE: Service<SmtpSection> = Service {
             role: "SMTP submission over TLS",
             datagram: false,
             loopback: false,
+            logins: true,
         },
     ],
     build,

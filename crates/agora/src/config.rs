@@ -98,7 +98,7 @@ pub struct LimitsSection {
 impl Default for LimitsSection {
     fn default() -> Self {
         LimitsSection {
-            max_connections: 1000,
+            max_connections: 4000,
             max_connections_per_ip: 50,
             max_message_size: 50 * 1024 * 1024,
             max_message_memory: 512 * 1024 * 1024,
@@ -110,7 +110,11 @@ impl Default for LimitsSection {
 }
 
 const LIMITS_HELP: &[(&str, &str, &str)] = &[
-    ("max_connections", "", "sessions at once, all services"),
+    (
+        "max_connections",
+        "",
+        "sessions at once, all listeners together (guards the process; each listener has its own budget)",
+    ),
     ("max_connections_per_ip", "", ""),
     ("max_message_size", "", "bytes"),
     ("max_message_memory", "", "bytes of message data all SMTP sessions hold at once"),
@@ -127,6 +131,10 @@ pub struct ListenerSection {
     pub port: Option<u16>,
     pub tls: Option<TlsModeSetting>,
     pub proxy_protocol: Option<bool>,
+    /// Sessions this listener may hold at once (its own budget).
+    pub max_connections: Option<usize>,
+    /// Of those, sessions not logged in yet.
+    pub max_unauthenticated: Option<usize>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -162,7 +170,12 @@ pub struct EffectiveListener {
     pub timeouts: Timeouts,
     /// Also answers datagrams (UDP) on the same addresses and port.
     pub datagram: bool,
+    pub admission: agora_net::Admission,
 }
+
+/// Each listener's own budget unless `[listeners.NAME] max_connections` says otherwise;
+/// where users log in, half of it is kept for sessions that did.
+pub const LISTENER_CONNECTIONS: usize = 1000;
 
 /// The configuration and every registered service's own section, read.
 pub struct Loaded {
@@ -186,12 +199,14 @@ impl Loaded {
         } else {
             vec![IpAddr::from([127, 0, 0, 1]), IpAddr::from(std::net::Ipv6Addr::LOCALHOST)]
         };
-        let planned = PLANNED.iter().map(|&(key, port, tls, role)| (key, port, tls, role, None, false, false));
+        let planned = PLANNED.iter().map(|&(key, port, tls, role)| (key, port, tls, role, None, false, false, false));
         let built = self.services.iter().flat_map(|(reg, conf)| {
             let t = conf.timeouts();
-            reg.listeners().iter().map(move |l| (l.key, l.port, l.tls, l.role, Some(t), l.datagram, l.loopback))
+            reg.listeners()
+                .iter()
+                .map(move |l| (l.key, l.port, l.tls, l.role, Some(t), l.datagram, l.loopback, l.logins))
         });
-        for (key, default_port, tls, role, timeouts, datagram, local) in built.chain(planned) {
+        for (key, default_port, tls, role, timeouts, datagram, local, logins) in built.chain(planned) {
             let l = cfg.listeners.get(key).cloned().unwrap_or_default();
             let port = match l.port {
                 Some(p) => p,
@@ -213,6 +228,14 @@ impl Loaded {
                 proxy_protocol: l.proxy_protocol.unwrap_or(false),
                 timeouts: timeouts.unwrap_or_default(),
                 datagram,
+                admission: {
+                    let max = l.max_connections.unwrap_or(LISTENER_CONNECTIONS).max(1);
+                    let share = if logins { max.div_ceil(2) } else { max };
+                    agora_net::Admission {
+                        max_connections: max,
+                        max_unauthenticated: l.max_unauthenticated.unwrap_or(share).clamp(1, max),
+                    }
+                },
             });
         }
         Ok(out)
@@ -358,14 +381,20 @@ pub fn default_file(hostname: &str, domain: &str) -> String {
         s.push_str(&reg.default_section());
     }
     s.push_str(
-        "\n# Listeners: enabled, address (one or a list), port, tls = \"none\" | \"starttls\" | \"implicit\", proxy_protocol.\n",
+        "\n# Listeners: enabled, address (one or a list), port, tls = \"none\" | \"starttls\" | \"implicit\", proxy_protocol,\n\
+         # max_connections and max_unauthenticated (a flood on one listener never takes another's places,\n\
+         # and sessions that logged in never lose theirs to connections that did not).\n",
     );
-    let built = SERVICES.iter().flat_map(|r| r.listeners().iter().map(|l| (l.key, l.port, l.tls, l.role, true)));
-    let planned = PLANNED.iter().map(|&(k, p, t, r)| (k, p, t, r, false));
-    for (key, port, tls, role, is_built) in built.chain(planned) {
+    let built =
+        SERVICES.iter().flat_map(|r| r.listeners().iter().map(|l| (l.key, l.port, l.tls, l.role, true, l.logins)));
+    let planned = PLANNED.iter().map(|&(k, p, t, r)| (k, p, t, r, false, false));
+    for (key, port, tls, role, is_built, logins) in built.chain(planned) {
         let note = if is_built { "" } else { "   (not available yet)" };
+        let share = if logins { LISTENER_CONNECTIONS.div_ceil(2) } else { LISTENER_CONNECTIONS };
         s.push_str(&format!(
-            "\n# [listeners.{key}]   # {role}{note}\n# enabled = true\n# port = {port}\n# tls = \"{}\"\n# proxy_protocol = false\n",
+            "\n# [listeners.{key}]   # {role}{note}\n# enabled = true\n# port = {port}\n# tls = \"{}\"\n# proxy_protocol = false\n\
+             # max_connections = {LISTENER_CONNECTIONS}      # this listener's own budget\n\
+             # max_unauthenticated = {share}  # of those, sessions not logged in yet\n",
             tls.as_str()
         ));
     }

@@ -436,6 +436,7 @@ pub async fn run(cli: &Cli, domain: Option<String>, hostname: Option<String>, li
                 tls: l.tls,
                 proxy_protocol: l.proxy_protocol,
                 timeouts: l.timeouts,
+                admission: l.admission,
             };
             match agora_net::bind(&spec) {
                 Ok(listener) => {
