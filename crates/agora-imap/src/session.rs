@@ -1191,6 +1191,9 @@ impl LineProtocol for Session {
     fn shutdown_reply(&self) -> Vec<u8> {
         b"* BYE Server shutting down\r\n".to_vec()
     }
+    fn busy_goodbye(&self) -> Vec<u8> {
+        b"* BYE [UNAVAILABLE] Too busy; try again later\r\n".to_vec()
+    }
 }
 
 #[cfg(test)]

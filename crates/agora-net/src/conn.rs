@@ -80,7 +80,10 @@ pub struct Conn {
     authenticated: bool,
     /// This session's place in its listener's share for sessions not logged in; given
     /// back at login, so logged-in users never count against a flood that does not.
-    preauth_place: Option<tokio::sync::OwnedSemaphorePermit>,
+    preauth_place: Option<crate::PreauthPlace>,
+    /// The server's own shutdown (the session's token is its child, also cancelled to
+    /// close this one session under stress).
+    server: Option<CancellationToken>,
     timeouts: Timeouts,
     /// Replaces the session's read timeout while set (a command that waits, like IDLE).
     wait: Option<Duration>,
@@ -213,6 +216,7 @@ impl Conn {
             tls_config,
             authenticated: false,
             preauth_place: None,
+            server: None,
             wait: None,
             timeouts,
             shutdown,
@@ -278,8 +282,18 @@ impl Conn {
     }
 
     /// Holds a place in the listener's share for sessions not logged in until login.
-    pub fn set_preauth_place(&mut self, place: tokio::sync::OwnedSemaphorePermit) {
+    pub(crate) fn set_preauth_place(&mut self, place: crate::PreauthPlace) {
         self.preauth_place = Some(place);
+    }
+
+    pub(crate) fn set_server_token(&mut self, server: CancellationToken) {
+        self.server = Some(server);
+    }
+
+    /// Closed to make room under a flood, not because the server stops: the goodbye
+    /// says "busy", not "shutting down".
+    pub fn evicted(&self) -> bool {
+        self.shutdown.is_cancelled() && self.server.as_ref().is_some_and(|s| !s.is_cancelled())
     }
 
     pub fn set_interruptible(&mut self, on: bool) {
@@ -299,7 +313,11 @@ impl Conn {
         match self.wait {
             Some(w) => w,
             None if self.authenticated => self.timeouts.idle,
-            None => self.timeouts.preauth,
+            // Under a flood the listener's stress mode shortens the wait before login.
+            None => match &self.preauth_place {
+                Some(p) if p.stressed() => self.timeouts.preauth.min(crate::STRESS_PREAUTH),
+                _ => self.timeouts.preauth,
+            },
         }
     }
 
@@ -322,13 +340,38 @@ impl Conn {
         // Read straight into the buffer's spare capacity: no zeroing, no copy.
         self.rbuf.reserve(READ_CHUNK);
         let timeout = self.timeout();
+        // A wait before login that began before its listener came under stress is cut
+        // short when the stress begins, not only at the next read.
+        let stress = match (&self.preauth_place, self.wait, self.authenticated) {
+            (Some(p), None, false) if !p.stressed() => Some(p.stress_begins()),
+            _ => None,
+        };
         let io = &mut self.io;
         let rbuf = &mut self.rbuf;
         let read = async {
-            match tokio::time::timeout(timeout, io.read_buf(rbuf)).await {
-                Ok(Ok(0)) | Ok(Err(_)) => Err(Read::Eof),
-                Ok(Ok(n)) => Ok(n),
-                Err(_) => Err(Read::Timeout),
+            let started = tokio::time::Instant::now();
+            let sleep = tokio::time::sleep_until(started + timeout);
+            tokio::pin!(sleep);
+            let mut stress = stress;
+            loop {
+                let begins = async {
+                    match &stress {
+                        Some(n) => n.notified().await,
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    r = io.read_buf(rbuf) => return match r {
+                        Ok(0) | Err(_) => Err(Read::Eof),
+                        Ok(n) => Ok(n),
+                    },
+                    _ = &mut sleep => return Err(Read::Timeout),
+                    _ = begins => {
+                        let cut = (started + timeout.min(crate::STRESS_PREAUTH)).min(sleep.deadline());
+                        sleep.as_mut().reset(cut);
+                        stress = None;
+                    }
+                }
             }
         };
         if self.interruptible {
@@ -488,7 +531,7 @@ impl Conn {
         let placeholder: Box<dyn Io> = Box::new(empty::EmptyDuplex);
         let plain = std::mem::replace(&mut self.io, placeholder);
         let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
-        let tls = tokio::time::timeout(self.timeouts.preauth, acceptor.accept(plain))
+        let tls = tokio::time::timeout(self.timeouts.preauth.min(crate::HANDSHAKE), acceptor.accept(plain))
             .await
             .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out"))
             .and_then(|r| r);

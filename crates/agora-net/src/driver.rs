@@ -35,6 +35,10 @@ pub trait LineProtocol: Send {
     fn too_long(&mut self, conn: &mut Conn) -> Flow;
     fn timeout_reply(&self) -> Vec<u8>;
     fn shutdown_reply(&self) -> Vec<u8>;
+    /// Said to a session closed before login to make room under a flood.
+    fn busy_goodbye(&self) -> Vec<u8> {
+        self.shutdown_reply()
+    }
 }
 
 /// Runs a session to its end.
@@ -65,7 +69,8 @@ pub async fn drive(mut protocol: impl LineProtocol, mut conn: Conn) {
                 Flow::Close
             }
             Read::Shutdown => {
-                conn.queue(&protocol.shutdown_reply());
+                let bye = if conn.evicted() { protocol.busy_goodbye() } else { protocol.shutdown_reply() };
+                conn.queue(&bye);
                 Flow::Close
             }
             Read::Eof | Read::Bytes(_) => Flow::Close,

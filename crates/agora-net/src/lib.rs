@@ -76,24 +76,113 @@ impl Default for Admission {
     }
 }
 
-/// The places of one service key's listeners.
+/// How long a TLS handshake may take (implicit TLS and STARTTLS): it is before login,
+/// and a client that opens TLS and never finishes it is dropped quickly.
+pub const HANDSHAKE: Duration = Duration::from_secs(10);
+/// The wait before login while a listener is under stress (Postfix's smtpd shortens its
+/// timeouts the same way under load).
+pub const STRESS_PREAUTH: Duration = Duration::from_secs(5);
+
+/// The places of one service key's listeners, and its stress mode: on when its share
+/// for sessions not logged in is three quarters full, off again below half.
 struct Budget {
+    name: String,
     all: Arc<Semaphore>,
     preauth: Arc<Semaphore>,
     admission: Admission,
+    stressed: std::sync::atomic::AtomicBool,
+    /// Sessions holding a place before login, oldest first, each with its own token
+    /// (cancelled to make room: the session says its goodbye and ends).
+    waiting: Mutex<std::collections::BTreeMap<u64, CancellationToken>>,
+    next: std::sync::atomic::AtomicU64,
+    /// Woken when stress mode begins, so waits already running are cut short too.
+    stress_begins: Arc<tokio::sync::Notify>,
+}
+
+impl Budget {
+    fn in_use(&self) -> usize {
+        self.admission.max_unauthenticated.saturating_sub(self.preauth.available_permits())
+    }
+
+    /// Enters or leaves stress mode by how full the share before login is.
+    fn weigh(&self) {
+        use std::sync::atomic::Ordering;
+        let (used, max) = (self.in_use(), self.admission.max_unauthenticated.max(1));
+        let was = self.stressed.load(Ordering::Relaxed);
+        let now = if was { used * 2 >= max } else { used * 4 >= max * 3 };
+        if now != was && self.stressed.compare_exchange(was, now, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
+            let gauge = ::metrics::gauge!("agora_listener_stress", "listener" => self.name.clone());
+            gauge.set(if now { 1.0 } else { 0.0 });
+            if now {
+                self.stress_begins.notify_waiters();
+                tracing::warn!(
+                    "{}: stress mode: {used} of {max} places before login taken; waiting before login cut to {}s, oldest closed first when full",
+                    self.name,
+                    STRESS_PREAUTH.as_secs()
+                );
+            } else {
+                tracing::info!("{}: stress mode over: {used} of {max} places before login taken", self.name);
+            }
+        }
+    }
+
+    /// Closes the oldest session still waiting to log in, to make room.
+    fn evict_oldest(&self) -> bool {
+        let oldest = self.waiting.lock().unwrap_or_else(std::sync::PoisonError::into_inner).pop_first();
+        oldest.map(|(_, token)| token.cancel()).is_some()
+    }
+}
+
+/// A session's place before login; given back (and its entry gone) when dropped.
+pub(crate) struct PreauthPlace {
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    seq: u64,
+    budget: Arc<Budget>,
+    /// The session's own token (a child of the server's), cancelled to close it for room.
+    session: CancellationToken,
+}
+
+impl PreauthPlace {
+    pub(crate) fn stressed(&self) -> bool {
+        self.budget.stressed.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub(crate) fn stress_begins(&self) -> Arc<tokio::sync::Notify> {
+        Arc::clone(&self.budget.stress_begins)
+    }
+}
+
+impl Drop for PreauthPlace {
+    fn drop(&mut self) {
+        self.budget.waiting.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&self.seq);
+        drop(self.permit.take());
+        self.budget.weigh();
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     pub max_connections: usize,
     pub max_per_ip: usize,
+    /// Connections from one network (IPv4 /`network_v4`, IPv6 /`network_v6`), so a
+    /// flood from one network is cut early.
+    pub max_per_network: usize,
+    pub network_v4: u8,
+    pub network_v6: u8,
     /// How long shutdown waits for sessions to finish.
     pub drain: Duration,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_connections: 1000, max_per_ip: 50, drain: Duration::from_secs(10) }
+        Limits {
+            max_connections: 4000,
+            max_per_ip: 50,
+            max_per_network: 256,
+            network_v4: 24,
+            network_v6: 64,
+            drain: Duration::from_secs(10),
+        }
     }
 }
 
@@ -208,6 +297,8 @@ pub struct Server {
     /// Bounds the tasks that only say "busy", so a flood cannot pile them up.
     busy_permits: Arc<Semaphore>,
     per_ip: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    /// Counted by the network's first address.
+    per_network: Arc<Mutex<HashMap<IpAddr, usize>>>,
     budgets: Mutex<HashMap<String, Arc<Budget>>>,
 }
 
@@ -256,6 +347,7 @@ impl Server {
             permits: Arc::new(Semaphore::new(limits.max_connections)),
             busy_permits: Arc::new(Semaphore::new(64)),
             per_ip: Arc::new(Mutex::new(HashMap::new())),
+            per_network: Arc::new(Mutex::new(HashMap::new())),
             budgets: Mutex::new(HashMap::new()),
         })
     }
@@ -266,10 +358,16 @@ impl Server {
         Arc::clone(b.entry(spec.service.clone()).or_insert_with(|| {
             let a = spec.admission;
             let max = a.max_connections.max(1);
+            let a = Admission { max_connections: max, max_unauthenticated: a.max_unauthenticated.clamp(1, max) };
             Arc::new(Budget {
+                name: spec.service.clone(),
                 all: Arc::new(Semaphore::new(max)),
-                preauth: Arc::new(Semaphore::new(a.max_unauthenticated.clamp(1, max))),
+                preauth: Arc::new(Semaphore::new(a.max_unauthenticated)),
                 admission: a,
+                stressed: Default::default(),
+                waiting: Default::default(),
+                next: Default::default(),
+                stress_begins: Default::default(),
             })
         }))
     }
@@ -320,11 +418,12 @@ impl Server {
                 continue;
             };
             // Then the listener's own budget, and its share for sessions not logged in.
-            let places = Arc::clone(&budget.all)
-                .try_acquire_owned()
-                .ok()
-                .and_then(|own| Some((own, Arc::clone(&budget.preauth).try_acquire_owned().ok()?)));
-            let Some((own, preauth)) = places else {
+            // When either is full, the oldest session still waiting to log in is closed
+            // to make room (never one that logged in); with none to close, busy.
+            let own = Arc::clone(&budget.all).try_acquire_owned().ok();
+            let preauth = own.as_ref().and_then(|_| Arc::clone(&budget.preauth).try_acquire_owned().ok());
+            budget.weigh();
+            if preauth.is_none() && !budget.evict_oldest() {
                 counters.refused_limit.increment(1);
                 tracing::warn!(
                     "{}: refusing {peer}: the listener's {} places ({} before login) are taken",
@@ -334,14 +433,51 @@ impl Server {
                 );
                 self.refuse(sock, &spec, &service);
                 continue;
-            };
+            }
             let this = Arc::clone(&self);
             let service = Arc::clone(&service);
             let spec = Arc::clone(&spec);
             let counters = Arc::clone(&counters);
+            let budget = Arc::clone(&budget);
             self.tracker.spawn(async move {
+                // The closed session says its goodbye first; its places then come back. A
+                // place freed may go to a connection that was waiting already: then the
+                // next oldest is closed, for up to two seconds.
+                let wait = |sem: &Arc<Semaphore>| {
+                    let (sem, budget) = (Arc::clone(sem), Arc::clone(&budget));
+                    async move {
+                        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+                        loop {
+                            let step = Duration::from_millis(200);
+                            if let Ok(Ok(p)) = tokio::time::timeout(step, Arc::clone(&sem).acquire_owned()).await {
+                                return Some(p);
+                            }
+                            if tokio::time::Instant::now() >= deadline || !budget.evict_oldest() {
+                                return None;
+                            }
+                        }
+                    }
+                };
+                let own = match own {
+                    Some(o) => Some(o),
+                    None => wait(&budget.all).await,
+                };
+                let preauth = match (&own, preauth) {
+                    (_, Some(p)) => Some(p),
+                    (Some(_), None) => wait(&budget.preauth).await,
+                    (None, None) => None,
+                };
+                let (Some(own), Some(preauth)) = (own, preauth) else {
+                    counters.refused_limit.increment(1);
+                    say_busy(sock, service.busy_reply(), this.implicit_tls(&spec, &service)).await;
+                    return;
+                };
                 let _permit = (permit, own);
-                this.handle(sock, peer, &spec, service, counters, preauth).await;
+                let seq = budget.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let token = this.shutdown.child_token();
+                budget.waiting.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(seq, token.clone());
+                let place = PreauthPlace { permit: Some(preauth), seq, budget, session: token };
+                this.handle(sock, peer, &spec, service, counters, place).await;
             });
         }
         tracing::debug!("{}: stopped accepting on {}", spec.service, spec.addr);
@@ -375,8 +511,9 @@ impl Server {
         spec: &ListenerSpec,
         service: Arc<dyn Service>,
         counters: Arc<metrics::ListenerMetrics>,
-        preauth: tokio::sync::OwnedSemaphorePermit,
+        preauth: PreauthPlace,
     ) {
+        let session = preauth.session.clone();
         let local = canonical(sock.local_addr().unwrap_or(spec.addr));
         let mut peer = canonical(tcp_peer);
         let mut leftover = Vec::new();
@@ -405,6 +542,17 @@ impl Server {
             say_busy(sock, service.busy_reply(), self.implicit_tls(spec, &service)).await;
             return;
         };
+        let net = network(peer.ip(), self.limits.network_v4, self.limits.network_v6);
+        let Some(_net_slot) = take_ip_slot(&self.per_network, net, self.limits.max_per_network) else {
+            counters.refused_per_ip.increment(1);
+            tracing::warn!(
+                "{}: refusing {peer}: more than {} connections from its network {net}",
+                spec.service,
+                self.limits.max_per_network
+            );
+            say_busy(sock, service.busy_reply(), self.implicit_tls(spec, &service)).await;
+            return;
+        };
         counters.accepted.increment(1);
         counters.open.increment(1.0);
         let _open = metrics::OpenSession(counters.open.clone());
@@ -420,7 +568,7 @@ impl Server {
                     return;
                 };
                 let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
-                let handshake = tokio::time::timeout(spec.timeouts.preauth, acceptor.accept(sock)).await;
+                let handshake = tokio::time::timeout(spec.timeouts.preauth.min(HANDSHAKE), acceptor.accept(sock)).await;
                 counters.handshake(matches!(handshake, Ok(Ok(_))));
                 match handshake {
                     Ok(Ok(s)) => {
@@ -428,7 +576,7 @@ impl Server {
                             s.get_ref().1.peer_certificates().and_then(|c| c.first()).map(|c| c.as_ref().to_vec());
                         let alpn = s.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
                         let mut c =
-                            Conn::new(Box::new(s), peer, local, true, tls_config, spec.timeouts, self.shutdown.clone());
+                            Conn::new(Box::new(s), peer, local, true, tls_config, spec.timeouts, session.clone());
                         c.set_peer_certificate(cert);
                         c.set_alpn(alpn);
                         c
@@ -440,13 +588,14 @@ impl Server {
                     Err(_) => return,
                 }
             }
-            _ => Conn::new(Box::new(sock), peer, local, false, tls_config, spec.timeouts, self.shutdown.clone()),
+            _ => Conn::new(Box::new(sock), peer, local, false, tls_config, spec.timeouts, session),
         };
         if !leftover.is_empty() {
             conn.prepend_input(&leftover);
         }
         conn.set_metrics(counters);
         conn.set_preauth_place(preauth);
+        conn.set_server_token(self.shutdown.clone());
         service.serve(conn).await;
     }
 
@@ -533,6 +682,20 @@ async fn say_busy(sock: TcpStream, reply: &'static [u8], tls: Option<Arc<rustls:
         }
     })
     .await;
+}
+
+/// The first address of `ip`'s network: IPv4 /`v4`, IPv6 /`v6`.
+fn network(ip: IpAddr, v4: u8, v6: u8) -> IpAddr {
+    match ip {
+        IpAddr::V4(a) => {
+            let bits = u32::from(a) & u32::MAX.checked_shl(32 - u32::from(v4.min(32))).unwrap_or(0);
+            IpAddr::V4(bits.into())
+        }
+        IpAddr::V6(a) => {
+            let bits = u128::from(a) & u128::MAX.checked_shl(128 - u32::from(v6.min(128))).unwrap_or(0);
+            IpAddr::V6(bits.into())
+        }
+    }
 }
 
 /// IPv4 peers as IPv4 even when they arrive mapped into IPv6 (`::ffff:192.0.2.1`):
@@ -681,7 +844,7 @@ mod tests {
             timeouts: Timeouts::default(),
             admission,
         };
-        let small = spec("small", Admission { max_connections: 3, max_unauthenticated: 1 });
+        let small = spec("small", Admission { max_connections: 3, max_unauthenticated: 2 });
         let l = bind(&small).unwrap();
         let addr = l.local_addr().unwrap();
         server.spawn_listener(l, small, Arc::new(Login));
@@ -690,21 +853,21 @@ mod tests {
         let other_addr = l.local_addr().unwrap();
         server.spawn_listener(l, other, Arc::new(Login));
 
+        // Two log in (their places before login go back), a third waits: three places.
         let (mut a, hello) = open(addr).await;
         assert_eq!(hello, "HELLO\r\n");
-        assert_eq!(open(addr).await.1, "BUSY\r\n", "one place before login, taken");
         assert_eq!(say(&mut a, "LOGIN\r\n").await, "LOGIN\r\n");
-        let (mut b, hello) = open(addr).await;
-        assert_eq!(hello, "HELLO\r\n", "a's login freed its place");
+        let (mut b, _) = open(addr).await;
         assert_eq!(say(&mut b, "LOGIN\r\n").await, "LOGIN\r\n");
-        let (c, hello) = open(addr).await;
+        let (mut c, hello) = open(addr).await;
         assert_eq!(hello, "HELLO\r\n");
-        assert_eq!(open(addr).await.1, "BUSY\r\n", "three places, all taken");
+        assert_eq!(say(&mut c, "LOGIN\r\n").await, "LOGIN\r\n");
+        assert_eq!(open(addr).await.1, "BUSY\r\n", "three places, all logged in: none to free");
         // Another listener is not touched by this one being full.
         let (mut d, hello) = open(other_addr).await;
         assert_eq!(hello, "HELLO\r\n");
         assert_eq!(say(&mut d, "ping\r\n").await, "ping\r\n");
-        // A session's end gives its places back (c had the one before login).
+        // A session's end gives its place back.
         drop(c);
         let mut back = false;
         for _ in 0..50 {
@@ -714,9 +877,70 @@ mod tests {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        assert!(back, "c's places came back");
+        assert!(back, "c's place came back");
         drop((a, b, d));
         assert!(server.shutdown().await);
+    }
+
+    /// Says how its session ended: "SHUT" at shutdown, "EVICTED" when closed for room.
+    struct Watch;
+    #[async_trait]
+    impl Service for Watch {
+        fn busy_reply(&self) -> &'static [u8] {
+            b"BUSY\r\n"
+        }
+        async fn serve(&self, mut conn: Conn) {
+            let _ = conn.send(b"HELLO\r\n").await;
+            loop {
+                match conn.read_line(100).await {
+                    Read::Line(l) if l.starts_with(b"LOGIN") => {
+                        conn.set_authenticated();
+                        let _ = conn.send(b"IN\r\n").await;
+                    }
+                    Read::Line(l) => {
+                        let _ = conn.send(&l).await;
+                    }
+                    Read::Shutdown => {
+                        let bye: &[u8] = if conn.evicted() { b"EVICTED\r\n" } else { b"SHUT\r\n" };
+                        let _ = conn.send(bye).await;
+                        return;
+                    }
+                    _ => return,
+                }
+            }
+        }
+    }
+
+    /// When the share before login is full, the oldest session still waiting to log in
+    /// is closed (with its own goodbye) to make room; a session that logged in never is.
+    #[tokio::test]
+    async fn a_full_share_closes_the_oldest_waiting_session() {
+        let server = Server::new(Limits { max_connections: 20, max_per_ip: 20, ..Limits::default() }, None);
+        let spec = ListenerSpec {
+            service: "stress".into(),
+            addr: "127.0.0.1:0".parse().unwrap(),
+            tls: TlsMode::None,
+            proxy_protocol: false,
+            timeouts: Timeouts::default(),
+            admission: Admission { max_connections: 10, max_unauthenticated: 2 },
+        };
+        let l = bind(&spec).unwrap();
+        let addr = l.local_addr().unwrap();
+        server.spawn_listener(l, spec, Arc::new(Watch));
+        let (mut user, hello) = open(addr).await;
+        assert_eq!(hello, "HELLO\r\n");
+        assert_eq!(say(&mut user, "LOGIN\r\n").await, "IN\r\n");
+        let (mut oldest, _) = open(addr).await;
+        let (mut second, _) = open(addr).await;
+        // Full: the next one gets in, and the oldest waiting session is told and closed.
+        let (mut third, hello) = open(addr).await;
+        assert_eq!(hello, "HELLO\r\n");
+        assert_eq!(line(&mut oldest).await, "EVICTED\r\n");
+        assert_eq!(say(&mut second, "ping\r\n").await, "ping\r\n", "the younger one stays");
+        assert_eq!(say(&mut third, "ping\r\n").await, "ping\r\n");
+        assert_eq!(say(&mut user, "ping\r\n").await, "ping\r\n", "a logged-in session is never taken");
+        assert!(server.shutdown().await);
+        assert_eq!(line(&mut user).await, "SHUT\r\n");
     }
 
     /// On an implicit-TLS listener "busy" comes after the handshake, never in plaintext.
@@ -755,8 +979,13 @@ mod tests {
             r.read_line(&mut first).await.unwrap();
             (r, first)
         };
-        let (_first, hello) = connect().await;
+        let (mut first, hello) = connect().await;
         assert_eq!(hello, "HELLO\r\n");
+        // Logged in, so not a session to close for room: the next one hears busy.
+        first.get_mut().write_all(b"LOGIN\r\n").await.unwrap();
+        let mut echo = String::new();
+        first.read_line(&mut echo).await.unwrap();
+        assert_eq!(echo, "LOGIN\r\n");
         let (_second, busy) = connect().await;
         assert_eq!(busy, "BUSY\r\n", "said inside TLS");
         assert!(server.shutdown().await);
@@ -843,6 +1072,17 @@ mod tests {
                 .map_or(true, |r| r.is_err()),
             "no answers after shutdown"
         );
+    }
+
+    #[test]
+    fn networks_by_prefix() {
+        let n = |a: &str, v4, v6| network(a.parse().unwrap(), v4, v6).to_string();
+        assert_eq!(n("192.0.2.77", 24, 64), "192.0.2.0");
+        assert_eq!(n("192.0.2.77", 16, 64), "192.0.0.0");
+        assert_eq!(n("192.0.2.77", 32, 64), "192.0.2.77");
+        assert_eq!(n("192.0.2.77", 0, 64), "0.0.0.0");
+        assert_eq!(n("2001:db8:1:2:3:4:5:6", 24, 64), "2001:db8:1:2::");
+        assert_eq!(n("2001:db8:1:2:3:4:5:6", 24, 48), "2001:db8:1::");
     }
 
     #[tokio::test]

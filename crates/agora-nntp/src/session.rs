@@ -999,6 +999,9 @@ impl LineProtocol for Session {
     fn shutdown_reply(&self) -> Vec<u8> {
         b"400 Server shutting down\r\n".to_vec()
     }
+    fn busy_goodbye(&self) -> Vec<u8> {
+        b"400 Too busy; try again later\r\n".to_vec()
+    }
 }
 
 #[cfg(test)]

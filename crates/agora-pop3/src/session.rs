@@ -437,6 +437,9 @@ impl LineProtocol for Session {
     fn shutdown_reply(&self) -> Vec<u8> {
         b"-ERR [SYS/TEMP] Server shutting down\r\n".to_vec()
     }
+    fn busy_goodbye(&self) -> Vec<u8> {
+        b"-ERR [SYS/TEMP] Too busy; try again later\r\n".to_vec()
+    }
 }
 
 /// Stable across sessions and restarts: UIDVALIDITY and UID, as IMAP sees them.

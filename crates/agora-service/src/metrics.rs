@@ -35,6 +35,10 @@ pub fn install() -> bool {
 fn describe() {
     use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
     describe_gauge!("agora_sessions_open", "Connections being served, per listener.");
+    describe_gauge!(
+        "agora_listener_stress",
+        "1 while a listener is in stress mode (its places before login nearly full), else 0."
+    );
     describe_counter!("agora_connections_total", "Connections accepted, per listener.");
     describe_counter!(
         "agora_connections_refused_total",

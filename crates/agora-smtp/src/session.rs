@@ -753,6 +753,9 @@ impl LineProtocol for Session {
     fn shutdown_reply(&self) -> Vec<u8> {
         format!("421 4.3.2 {} Service shutting down, closing connection\r\n", self.cfg.hostname).into_bytes()
     }
+    fn busy_goodbye(&self) -> Vec<u8> {
+        format!("421 4.3.2 {} Too busy; try again later\r\n", self.cfg.hostname).into_bytes()
+    }
 }
 
 /// Received header fields of a message's header.

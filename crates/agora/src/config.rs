@@ -86,6 +86,9 @@ pub struct TlsSection {
 pub struct LimitsSection {
     pub max_connections: usize,
     pub max_connections_per_ip: usize,
+    pub max_connections_per_network: usize,
+    pub network_prefix_v4: u8,
+    pub network_prefix_v6: u8,
     pub max_message_size: usize,
     /// Message data all SMTP sessions may hold in memory at once.
     pub max_message_memory: usize,
@@ -100,6 +103,9 @@ impl Default for LimitsSection {
         LimitsSection {
             max_connections: 4000,
             max_connections_per_ip: 50,
+            max_connections_per_network: 256,
+            network_prefix_v4: 24,
+            network_prefix_v6: 64,
             max_message_size: 50 * 1024 * 1024,
             max_message_memory: 512 * 1024 * 1024,
             max_recipients: 100,
@@ -116,6 +122,9 @@ const LIMITS_HELP: &[(&str, &str, &str)] = &[
         "sessions at once, all listeners together (guards the process; each listener has its own budget)",
     ),
     ("max_connections_per_ip", "", ""),
+    ("max_connections_per_network", "", "from one network: IPv4 /network_prefix_v4, IPv6 /network_prefix_v6"),
+    ("network_prefix_v4", "", ""),
+    ("network_prefix_v6", "", ""),
     ("max_message_size", "", "bytes"),
     ("max_message_memory", "", "bytes of message data all SMTP sessions hold at once"),
     ("max_recipients", "", "per message"),

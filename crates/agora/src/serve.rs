@@ -466,6 +466,9 @@ pub async fn run(cli: &Cli, domain: Option<String>, hostname: Option<String>, li
     let limits = Limits {
         max_connections: cfg.limits.max_connections.max(1),
         max_per_ip: cfg.limits.max_connections_per_ip.max(1),
+        max_per_network: cfg.limits.max_connections_per_network.max(1),
+        network_v4: cfg.limits.network_prefix_v4.min(32),
+        network_v6: cfg.limits.network_prefix_v6.min(128),
         drain: Duration::from_secs(cfg.limits.shutdown_drain_secs),
     };
     let server = Server::new(limits, Some(Arc::clone(&tls)));
