@@ -568,7 +568,13 @@ impl Server {
                     return;
                 };
                 let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
-                let handshake = tokio::time::timeout(spec.timeouts.preauth.min(HANDSHAKE), acceptor.accept(sock)).await;
+                // A handshake is before login: shorter under stress, and a session that
+                // never finishes one can be closed for room like any other.
+                let limit = if preauth.stressed() { HANDSHAKE.min(STRESS_PREAUTH) } else { HANDSHAKE };
+                let handshake = tokio::select! {
+                    h = tokio::time::timeout(spec.timeouts.preauth.min(limit), acceptor.accept(sock)) => h,
+                    _ = session.cancelled() => return,
+                };
                 counters.handshake(matches!(handshake, Ok(Ok(_))));
                 match handshake {
                     Ok(Ok(s)) => {

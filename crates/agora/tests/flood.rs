@@ -157,3 +157,108 @@ fn a_flood_on_smtp_keeps_nobody_else_out() {
     assert!(peak < 512 * 1024, "memory stays bounded: {peak} KiB");
     assert_eq!(a.inbox_count(&login), 2, "both messages delivered");
 }
+
+/// Half-open connections to IMAPS (TCP up, no TLS handshake ever) take only places
+/// before login: a user still gets in, and one already logged in keeps working.
+#[test]
+fn half_open_tls_handshakes_keep_no_imap_user_out() {
+    let a = Agora::start();
+    let login = format!("gil@{}", a.domain);
+    a.cli_ok(&["user", "add", &login, "--password-stdin"], Some(&format!("{PASSWORD}\n")));
+    // Logged in before the flood, and kept open through it.
+    let script = format!(
+        r#"
+import imaplib, ssl, sys
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+m = imaplib.IMAP4_SSL("{ip}", 10993, ssl_context=ctx, timeout=15)
+m.login("{login}", "{PASSWORD}")
+print("in", flush=True)
+sys.stdin.readline()
+typ, data = m.select("INBOX")
+assert typ == "OK", data
+m.logout()
+print("ok", flush=True)
+"#,
+        ip = a.ip
+    );
+    let mut early =
+        Command::new("python3").args(["-c", &script]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+    let mut early_out = BufReader::new(early.stdout.take().unwrap());
+    let mut said = String::new();
+    early_out.read_line(&mut said).unwrap();
+    assert_eq!(said.trim(), "in");
+
+    // 600 half-open handshakes: more than IMAPS keeps for sessions before login (500).
+    let mut flood = Command::new("python3")
+        .args(["-c", FLOOD, &a.ip, "10993", "600", "38"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut hear = BufReader::new(flood.stdout.take().unwrap());
+    said.clear();
+    hear.read_line(&mut said).unwrap();
+    assert_eq!(said.trim(), "ready");
+    let t = Instant::now();
+    imaps_works(&a.ip, &login);
+    assert!(t.elapsed() < Duration::from_secs(10), "a new IMAPS user waited {:?}", t.elapsed());
+    let mut tell = early.stdin.take().unwrap();
+    tell.write_all(b"go\n").unwrap();
+    said.clear();
+    early_out.read_line(&mut said).unwrap();
+    assert_eq!(said.trim(), "ok", "the session logged in before the flood still works");
+    let _ = early.wait();
+    drop(flood.stdin.take());
+    let _ = flood.wait();
+}
+
+/// One user holding as many IMAP sessions as a user may keeps nobody else out.
+#[test]
+fn one_user_at_the_session_limit_keeps_no_other_user_out() {
+    let a = Agora::start();
+    let (heavy, light) = (format!("hal@{}", a.domain), format!("ivy@{}", a.domain));
+    for who in [&heavy, &light] {
+        a.cli_ok(&["user", "add", who, "--password-stdin"], Some(&format!("{PASSWORD}\n")));
+    }
+    let script = format!(
+        r#"
+import imaplib, socket, ssl, sys
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+# From several addresses, as a user's devices would: one address may hold only 50.
+class From(imaplib.IMAP4_SSL):
+    def __init__(self, src, *args, **kw):
+        self.src = src
+        super().__init__(*args, **kw)
+    def _create_socket(self, timeout):
+        sock = socket.create_connection((self.host, self.port), timeout, source_address=(self.src, 0))
+        return self.ssl_context.wrap_socket(sock, server_hostname=self.host)
+held = []
+for i in range(100):
+    m = From(f"127.79.{{i % 4}}.1", "{ip}", 10993, ssl_context=ctx, timeout=15)
+    m.login("{heavy}", "{PASSWORD}")
+    held.append(m)
+try:
+    m = From("127.79.9.1", "{ip}", 10993, ssl_context=ctx, timeout=15)
+    m.login("{heavy}", "{PASSWORD}")
+    print("101st allowed")
+except imaplib.IMAP4.error as e:
+    print("101st refused:", e)
+print("held", len(held), flush=True)
+sys.stdin.readline()
+"#,
+        ip = a.ip
+    );
+    let mut heavy_client =
+        Command::new("python3").args(["-c", &script]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+    let mut out = BufReader::new(heavy_client.stdout.take().unwrap());
+    let mut said = String::new();
+    out.read_line(&mut said).unwrap();
+    assert!(said.starts_with("101st refused"), "the per-user limit holds: {said}");
+    said.clear();
+    out.read_line(&mut said).unwrap();
+    assert_eq!(said.trim(), "held 100");
+    imaps_works(&a.ip, &light);
+    pop3s_works(&a.ip, &light);
+    drop(heavy_client.stdin.take());
+    let _ = heavy_client.wait();
+}
