@@ -108,6 +108,9 @@ pub struct Stream {
     pos: usize,
     io: Box<dyn Io>,
     linger: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    /// The session's place before login goes along (an engine of its own, like HTTP,
+    /// has no login of the connection): the session stays one that can be closed for room.
+    _place: Option<crate::PreauthPlace>,
 }
 
 /// How long a closing stream waits for the client to close its side.
@@ -249,7 +252,7 @@ impl Conn {
 
     /// Hands the byte stream over, with whatever was read ahead and not consumed.
     pub fn into_stream(self) -> Stream {
-        Stream { pre: self.rbuf[self.rpos..].to_vec(), pos: 0, io: self.io, linger: None }
+        Stream { pre: self.rbuf[self.rpos..].to_vec(), pos: 0, io: self.io, linger: None, _place: self.preauth_place }
     }
 
     /// The client certificate of this TLS connection, if one was presented and verified.

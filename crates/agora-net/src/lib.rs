@@ -1080,6 +1080,41 @@ mod tests {
         );
     }
 
+    /// Past the per-network limit a network's next address is refused, another's not.
+    #[tokio::test]
+    async fn one_network_is_cut_early() {
+        let limits = Limits { max_connections: 20, max_per_ip: 10, max_per_network: 2, ..Limits::default() };
+        let server = Server::new(limits, None);
+        let spec = ListenerSpec {
+            service: "net".into(),
+            addr: "127.0.0.1:0".parse().unwrap(),
+            tls: TlsMode::None,
+            proxy_protocol: false,
+            timeouts: Timeouts::default(),
+            admission: Admission::default(),
+        };
+        let l = bind(&spec).unwrap();
+        let addr = l.local_addr().unwrap();
+        server.spawn_listener(l, spec, Arc::new(Echo));
+        let from = |src: &str| {
+            let src: SocketAddr = format!("{src}:0").parse().unwrap();
+            async move {
+                let s = tokio::net::TcpSocket::new_v4().unwrap();
+                s.bind(src).unwrap();
+                let mut r = BufReader::new(s.connect(addr).await.unwrap());
+                let first = line(&mut r).await;
+                (r, first)
+            }
+        };
+        let (_a, first) = from("127.0.5.2").await;
+        assert!(first.starts_with("HELLO"), "{first}");
+        let (_b, first) = from("127.0.5.3").await;
+        assert!(first.starts_with("HELLO"), "{first}");
+        assert_eq!(from("127.0.5.4").await.1, "BUSY\r\n", "a third address of 127.0.5.0/24");
+        assert!(from("127.0.6.4").await.1.starts_with("HELLO"), "another network");
+        assert!(server.shutdown().await);
+    }
+
     #[test]
     fn networks_by_prefix() {
         let n = |a: &str, v4, v6| network(a.parse().unwrap(), v4, v6).to_string();
