@@ -210,6 +210,9 @@ print("ok", flush=True)
     let _ = early.wait();
     drop(flood.stdin.take());
     let _ = flood.wait();
+    let peak = peak_memory_kib(a.pid());
+    eprintln!("peak memory through 600 half-open TLS connections: {peak} KiB");
+    assert!(peak < 512 * 1024, "memory stays bounded: {peak} KiB");
 }
 
 /// One user holding as many IMAP sessions as a user may keeps nobody else out.
@@ -259,6 +262,9 @@ sys.stdin.readline()
     assert_eq!(said.trim(), "held 100");
     imaps_works(&a.ip, &light);
     pop3s_works(&a.ip, &light);
+    let peak = peak_memory_kib(a.pid());
+    eprintln!("peak memory with 100 logged-in IMAP sessions of one user: {peak} KiB");
+    assert!(peak < 512 * 1024, "memory stays bounded: {peak} KiB");
     drop(heavy_client.stdin.take());
     let _ = heavy_client.wait();
 }
