@@ -284,6 +284,12 @@ impl Conn {
         self.preauth_place = None;
     }
 
+    /// Gives the place before login back without a login (SMTP once a transaction is
+    /// under way): the session is no longer one a flood's newcomers may close.
+    pub fn leave_preauth_share(&mut self) {
+        self.preauth_place = None;
+    }
+
     /// Holds a place in the listener's share for sessions not logged in until login.
     pub(crate) fn set_preauth_place(&mut self, place: crate::PreauthPlace) {
         self.preauth_place = Some(place);
@@ -534,10 +540,14 @@ impl Conn {
         let placeholder: Box<dyn Io> = Box::new(empty::EmptyDuplex);
         let plain = std::mem::replace(&mut self.io, placeholder);
         let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
-        let tls = tokio::time::timeout(self.timeouts.preauth.min(crate::HANDSHAKE), acceptor.accept(plain))
-            .await
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out"))
-            .and_then(|r| r);
+        let token = self.shutdown.clone();
+        let tls = tokio::select! {
+            r = tokio::time::timeout(self.timeouts.preauth.min(crate::HANDSHAKE), acceptor.accept(plain)) => r
+                .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out"))
+                .and_then(|r| r),
+            // Closed for room (or shutdown) while in the handshake.
+            _ = token.cancelled() => Err(std::io::Error::new(std::io::ErrorKind::ConnectionAborted, "closed")),
+        };
         if let Some(m) = &self.metrics {
             m.handshake(tls.is_ok());
         }

@@ -106,11 +106,23 @@ impl Budget {
 
     /// Enters or leaves stress mode by how full the share before login is.
     fn weigh(&self) {
+        // Again after each change: a count that moved meanwhile is never left behind.
+        for _ in 0..4 {
+            if !self.weigh_once() {
+                break;
+            }
+        }
+    }
+
+    /// One look; true when the mode changed.
+    fn weigh_once(&self) -> bool {
         use std::sync::atomic::Ordering;
         let (used, max) = (self.in_use(), self.admission.max_unauthenticated.max(1));
-        let was = self.stressed.load(Ordering::Relaxed);
+        let was = self.stressed.load(Ordering::SeqCst);
         let now = if was { used * 2 >= max } else { used * 4 >= max * 3 };
-        if now != was && self.stressed.compare_exchange(was, now, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
+        let changed =
+            now != was && self.stressed.compare_exchange(was, now, Ordering::SeqCst, Ordering::SeqCst).is_ok();
+        if changed {
             let gauge = ::metrics::gauge!("agora_listener_stress", "listener" => self.name.clone());
             gauge.set(if now { 1.0 } else { 0.0 });
             if now {
@@ -124,12 +136,15 @@ impl Budget {
                 tracing::info!("{}: stress mode over: {used} of {max} places before login taken", self.name);
             }
         }
+        changed
     }
 
     /// Closes the oldest session still waiting to log in, to make room.
     fn evict_oldest(&self) -> bool {
-        let oldest = self.waiting.lock().unwrap_or_else(std::sync::PoisonError::into_inner).pop_first();
-        oldest.map(|(_, token)| token.cancel()).is_some()
+        // Cancelled under the lock: a session that logs in (and leaves `waiting`) at the
+        // same moment is either still in the map and closed, or gone and spared.
+        let mut waiting = self.waiting.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        waiting.pop_first().map(|(_, token)| token.cancel()).is_some()
     }
 }
 
@@ -308,6 +323,13 @@ impl std::fmt::Debug for Server {
     }
 }
 
+/// An accepted connection with the address slots it took (none yet behind a PROXY header).
+struct Arrival {
+    sock: TcpStream,
+    peer: SocketAddr,
+    slots: Option<(IpSlot, IpSlot)>,
+}
+
 /// Releases a per-IP slot when the session ends.
 struct IpSlot {
     ip: IpAddr,
@@ -417,6 +439,20 @@ impl Server {
                 self.refuse(sock, &spec, &service);
                 continue;
             };
+            // The address's and its network's slots before any place is taken, so a peer
+            // past them never closes anyone's session to make room (behind a PROXY
+            // header, once the header names the peer).
+            let slots = if spec.proxy_protocol {
+                None
+            } else {
+                match self.address_slots(canonical(peer), &spec.service, &counters) {
+                    Some(s) => Some(s),
+                    None => {
+                        self.refuse(sock, &spec, &service);
+                        continue;
+                    }
+                }
+            };
             // Then the listener's own budget, and its share for sessions not logged in.
             // When either is full, the oldest session still waiting to log in is closed
             // to make room (never one that logged in); with none to close, busy.
@@ -477,7 +513,7 @@ impl Server {
                 let token = this.shutdown.child_token();
                 budget.waiting.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(seq, token.clone());
                 let place = PreauthPlace { permit: Some(preauth), seq, budget, session: token };
-                this.handle(sock, peer, &spec, service, counters, place).await;
+                this.handle(Arrival { sock, peer, slots }, &spec, service, counters, place).await;
             });
         }
         tracing::debug!("{}: stopped accepting on {}", spec.service, spec.addr);
@@ -504,22 +540,50 @@ impl Server {
         }
     }
 
+    /// The per-address and per-network slots of a peer; None (and logged) past either.
+    fn address_slots(
+        &self,
+        peer: SocketAddr,
+        service: &str,
+        counters: &metrics::ListenerMetrics,
+    ) -> Option<(IpSlot, IpSlot)> {
+        let Some(slot) = take_ip_slot(&self.per_ip, peer.ip(), self.limits.max_per_ip) else {
+            counters.refused_per_ip.increment(1);
+            tracing::warn!("{service}: refusing {peer}: more than {} connections from it", self.limits.max_per_ip);
+            return None;
+        };
+        let net = network(peer.ip(), self.limits.network_v4, self.limits.network_v6);
+        let Some(net_slot) = take_ip_slot(&self.per_network, net, self.limits.max_per_network) else {
+            counters.refused_per_ip.increment(1);
+            tracing::warn!(
+                "{service}: refusing {peer}: more than {} connections from its network {net}",
+                self.limits.max_per_network
+            );
+            return None;
+        };
+        Some((slot, net_slot))
+    }
+
     async fn handle(
         &self,
-        sock: TcpStream,
-        tcp_peer: SocketAddr,
+        arrival: Arrival,
         spec: &ListenerSpec,
         service: Arc<dyn Service>,
         counters: Arc<metrics::ListenerMetrics>,
         preauth: PreauthPlace,
     ) {
         let session = preauth.session.clone();
+        let (sock, tcp_peer) = (arrival.sock, arrival.peer);
         let local = canonical(sock.local_addr().unwrap_or(spec.addr));
         let mut peer = canonical(tcp_peer);
         let mut leftover = Vec::new();
         let mut sock = sock;
         if spec.proxy_protocol {
-            match read_proxy_header(&mut sock, spec.timeouts.preauth).await {
+            let header = tokio::select! {
+                h = read_proxy_header(&mut sock, spec.timeouts.preauth.min(HANDSHAKE)) => h,
+                _ = session.cancelled() => return,
+            };
+            match header {
                 Ok((src, rest)) => {
                     if let Some(src) = src {
                         peer = canonical(src);
@@ -532,26 +596,13 @@ impl Server {
                 }
             }
         }
-        let Some(_slot) = take_ip_slot(&self.per_ip, peer.ip(), self.limits.max_per_ip) else {
-            counters.refused_per_ip.increment(1);
-            tracing::warn!(
-                "{}: refusing {peer}: more than {} connections from it",
-                spec.service,
-                self.limits.max_per_ip
-            );
-            say_busy(sock, service.busy_reply(), self.implicit_tls(spec, &service)).await;
-            return;
-        };
-        let net = network(peer.ip(), self.limits.network_v4, self.limits.network_v6);
-        let Some(_net_slot) = take_ip_slot(&self.per_network, net, self.limits.max_per_network) else {
-            counters.refused_per_ip.increment(1);
-            tracing::warn!(
-                "{}: refusing {peer}: more than {} connections from its network {net}",
-                spec.service,
-                self.limits.max_per_network
-            );
-            say_busy(sock, service.busy_reply(), self.implicit_tls(spec, &service)).await;
-            return;
+        // Behind a PROXY header the address is known only now.
+        let _slots = match arrival.slots {
+            Some(s) => s,
+            None => match self.address_slots(peer, &spec.service, &counters) {
+                Some(s) => s,
+                None => return say_busy(sock, service.busy_reply(), self.implicit_tls(spec, &service)).await,
+            },
         };
         counters.accepted.increment(1);
         counters.open.increment(1.0);

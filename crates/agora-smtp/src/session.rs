@@ -415,6 +415,9 @@ impl Session {
             );
         }
         self.tx = Some(Transaction { from, params, ..Transaction::default() });
+        // A delivery under way is no longer a connection waiting to say something: it
+        // leaves the places a flood competes for (and their shortened waits).
+        conn.leave_preauth_share();
         conn.queue(reply(250, "2.1.0", "Ok").as_bytes());
         Flow::Continue
     }

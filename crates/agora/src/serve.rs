@@ -375,7 +375,19 @@ fn dotted(host: &str, config: Option<&Path>) -> Result<()> {
     )
 }
 
+/// Every session is an open file: the soft limit goes up to the hard one (a service
+/// manager that forbids it, as the unit does after setting its own, is no error).
+fn raise_open_files() {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    let want = limit.maximum.unwrap_or(1 << 20).min(1 << 20);
+    if limit.current.is_some_and(|c| c < want) {
+        let _ = setrlimit(Resource::Nofile, Rlimit { current: Some(want), maximum: limit.maximum });
+    }
+}
+
 pub async fn run(cli: &Cli, domain: Option<String>, hostname: Option<String>, listen: ListenArgs) -> Result<()> {
+    raise_open_files();
     let data = &cli.data;
     if !data.exists() {
         std::fs::create_dir_all(data).with_context(|| format!("creating data directory {}", data.display()))?;
