@@ -786,6 +786,26 @@ mod tests {
     use super::*;
     use tokio::io::{AsyncBufReadExt, BufReader};
 
+    /// A listener on loopback for a test.
+    fn spec_for(name: &str, tls: TlsMode, proxy_protocol: bool, admission: Admission) -> ListenerSpec {
+        ListenerSpec {
+            service: name.into(),
+            addr: "127.0.0.1:0".parse().unwrap(),
+            tls,
+            proxy_protocol,
+            timeouts: Timeouts::default(),
+            admission,
+        }
+    }
+
+    /// Binds and serves a listener; its address.
+    fn listen(server: &Arc<Server>, spec: ListenerSpec, service: Arc<dyn Service>) -> SocketAddr {
+        let l = bind(&spec).unwrap();
+        let addr = l.local_addr().unwrap();
+        server.spawn_listener(l, spec, service);
+        addr
+    }
+
     struct Echo;
     #[async_trait]
     impl Service for Echo {
@@ -819,17 +839,7 @@ mod tests {
     async fn limits_proxy_and_shutdown() {
         let limits = Limits { max_connections: 2, max_per_ip: 1, ..Limits::default() };
         let server = Server::new(limits, None);
-        let spec = ListenerSpec {
-            service: "echo".into(),
-            addr: "127.0.0.1:0".parse().unwrap(),
-            tls: TlsMode::None,
-            proxy_protocol: false,
-            timeouts: Timeouts::default(),
-            admission: Admission::default(),
-        };
-        let l = bind(&spec).unwrap();
-        let addr = l.local_addr().unwrap();
-        server.spawn_listener(l, spec, Arc::new(Echo));
+        let addr = listen(&server, spec_for("echo", TlsMode::None, false, Admission::default()), Arc::new(Echo));
 
         let mut a = BufReader::new(TcpStream::connect(addr).await.unwrap());
         assert_eq!(line(&mut a).await, "HELLO 127.0.0.1\r\n");
@@ -837,17 +847,7 @@ mod tests {
         let mut b = BufReader::new(TcpStream::connect(addr).await.unwrap());
         assert_eq!(line(&mut b).await, "BUSY\r\n");
 
-        let spec2 = ListenerSpec {
-            service: "proxied".into(),
-            addr: "127.0.0.1:0".parse().unwrap(),
-            tls: TlsMode::None,
-            proxy_protocol: true,
-            timeouts: Timeouts::default(),
-            admission: Admission::default(),
-        };
-        let l2 = bind(&spec2).unwrap();
-        let addr2 = l2.local_addr().unwrap();
-        server.spawn_listener(l2, spec2, Arc::new(Echo));
+        let addr2 = listen(&server, spec_for("proxied", TlsMode::None, true, Admission::default()), Arc::new(Echo));
         let mut p = TcpStream::connect(addr2).await.unwrap();
         p.write_all(b"PROXY TCP4 192.0.2.9 127.0.0.1 4000 25\r\nping\r\n").await.unwrap();
         let mut p = BufReader::new(p);
@@ -893,22 +893,10 @@ mod tests {
     #[tokio::test]
     async fn listeners_have_their_own_places_and_logins_free_theirs() {
         let server = Server::new(Limits { max_connections: 10, max_per_ip: 10, ..Limits::default() }, None);
-        let spec = |name: &str, admission| ListenerSpec {
-            service: name.into(),
-            addr: "127.0.0.1:0".parse().unwrap(),
-            tls: TlsMode::None,
-            proxy_protocol: false,
-            timeouts: Timeouts::default(),
-            admission,
-        };
-        let small = spec("small", Admission { max_connections: 3, max_unauthenticated: 2 });
-        let l = bind(&small).unwrap();
-        let addr = l.local_addr().unwrap();
-        server.spawn_listener(l, small, Arc::new(Login));
-        let other = spec("other", Admission::default());
-        let l = bind(&other).unwrap();
-        let other_addr = l.local_addr().unwrap();
-        server.spawn_listener(l, other, Arc::new(Login));
+        let small = Admission { max_connections: 3, max_unauthenticated: 2 };
+        let addr = listen(&server, spec_for("small", TlsMode::None, false, small), Arc::new(Login));
+        let other_addr =
+            listen(&server, spec_for("other", TlsMode::None, false, Admission::default()), Arc::new(Login));
 
         // Two log in (their places before login go back), a third waits: three places.
         let (mut a, hello) = open(addr).await;
@@ -973,17 +961,11 @@ mod tests {
     #[tokio::test]
     async fn a_full_share_closes_the_oldest_waiting_session() {
         let server = Server::new(Limits { max_connections: 20, max_per_ip: 20, ..Limits::default() }, None);
-        let spec = ListenerSpec {
-            service: "stress".into(),
-            addr: "127.0.0.1:0".parse().unwrap(),
-            tls: TlsMode::None,
-            proxy_protocol: false,
-            timeouts: Timeouts::default(),
-            admission: Admission { max_connections: 10, max_unauthenticated: 2 },
-        };
-        let l = bind(&spec).unwrap();
-        let addr = l.local_addr().unwrap();
-        server.spawn_listener(l, spec, Arc::new(Watch));
+        let addr = listen(
+            &server,
+            spec_for("stress", TlsMode::None, false, Admission { max_connections: 10, max_unauthenticated: 2 }),
+            Arc::new(Watch),
+        );
         let (mut user, hello) = open(addr).await;
         assert_eq!(hello, "HELLO\r\n");
         assert_eq!(say(&mut user, "LOGIN\r\n").await, "IN\r\n");
@@ -1008,17 +990,11 @@ mod tests {
         tls::ensure_self_signed(&cert, &key, &["localhost".to_string()]).unwrap();
         let settings = Arc::new(TlsSettings::load(&cert, &key).unwrap());
         let server = Server::new(Limits { max_connections: 10, max_per_ip: 10, ..Limits::default() }, Some(settings));
-        let spec = ListenerSpec {
-            service: "tls".into(),
-            addr: "127.0.0.1:0".parse().unwrap(),
-            tls: TlsMode::Implicit,
-            proxy_protocol: false,
-            timeouts: Timeouts::default(),
-            admission: Admission { max_connections: 1, max_unauthenticated: 1 },
-        };
-        let l = bind(&spec).unwrap();
-        let addr = l.local_addr().unwrap();
-        server.spawn_listener(l, spec, Arc::new(Login));
+        let addr = listen(
+            &server,
+            spec_for("tls", TlsMode::Implicit, false, Admission { max_connections: 1, max_unauthenticated: 1 }),
+            Arc::new(Login),
+        );
         let connect = || async {
             let roots = rustls::RootCertStore { roots: Vec::new() };
             let mut cfg =
@@ -1100,14 +1076,7 @@ mod tests {
     #[tokio::test]
     async fn datagrams_are_answered_until_shutdown() {
         let server = Server::new(Limits::default(), None);
-        let spec = ListenerSpec {
-            service: "dns".into(),
-            addr: "127.0.0.1:0".parse().unwrap(),
-            tls: TlsMode::None,
-            proxy_protocol: false,
-            timeouts: Timeouts::default(),
-            admission: Admission::default(),
-        };
+        let spec = spec_for("dns", TlsMode::None, false, Admission::default());
         let sock = bind_datagram(&spec).unwrap();
         let addr = sock.local_addr().unwrap();
         server.spawn_datagram(sock, spec, Arc::new(Reverse));
@@ -1136,17 +1105,7 @@ mod tests {
     async fn one_network_is_cut_early() {
         let limits = Limits { max_connections: 20, max_per_ip: 10, max_per_network: 2, ..Limits::default() };
         let server = Server::new(limits, None);
-        let spec = ListenerSpec {
-            service: "net".into(),
-            addr: "127.0.0.1:0".parse().unwrap(),
-            tls: TlsMode::None,
-            proxy_protocol: false,
-            timeouts: Timeouts::default(),
-            admission: Admission::default(),
-        };
-        let l = bind(&spec).unwrap();
-        let addr = l.local_addr().unwrap();
-        server.spawn_listener(l, spec, Arc::new(Echo));
+        let addr = listen(&server, spec_for("net", TlsMode::None, false, Admission::default()), Arc::new(Echo));
         let from = |src: &str| {
             let src: SocketAddr = format!("{src}:0").parse().unwrap();
             async move {
@@ -1179,14 +1138,7 @@ mod tests {
 
     #[tokio::test]
     async fn bind_error_names_service_and_fix() {
-        let spec = ListenerSpec {
-            service: "smtp".into(),
-            addr: "127.0.0.1:0".parse().unwrap(),
-            tls: TlsMode::None,
-            proxy_protocol: false,
-            timeouts: Timeouts::default(),
-            admission: Admission::default(),
-        };
+        let spec = spec_for("smtp", TlsMode::None, false, Admission::default());
         let l = bind(&spec).unwrap();
         let taken = ListenerSpec { addr: l.local_addr().unwrap(), ..spec };
         let e = bind(&taken).unwrap_err().to_string();
