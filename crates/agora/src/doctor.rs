@@ -184,17 +184,20 @@ fn host_name(c: &mut Checks, host: &str) {
     }
 }
 
+/// Where a listener's address is reached from here: a wildcard through loopback of its family.
+fn reachable(a: IpAddr) -> IpAddr {
+    match a {
+        IpAddr::V4(v) if v.is_unspecified() => IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+        IpAddr::V6(v) if v.is_unspecified() => IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+        other => other,
+    }
+}
+
 fn listener(c: &mut Checks, l: &crate::config::EffectiveListener) {
     let mut closed = Vec::new();
     let mut open = Vec::new();
     for a in &l.addresses {
-        // The wildcard is reached through loopback of its family.
-        let ip = match a {
-            IpAddr::V4(v) if v.is_unspecified() => IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
-            IpAddr::V6(v) if v.is_unspecified() => IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
-            other => *other,
-        };
-        let addr = SocketAddr::new(ip, l.port);
+        let addr = SocketAddr::new(reachable(*a), l.port);
         match TcpStream::connect_timeout(&addr, Duration::from_secs(3)) {
             Ok(_) => open.push(addr.to_string()),
             // A machine without IPv6 serves IPv4 alone (as the server does).
@@ -374,13 +377,8 @@ fn relay(c: &mut Checks, listeners: &[crate::config::EffectiveListener]) {
         c.skip("open relay", "no SMTP listener");
         return;
     };
-    let ip = match l.addresses.first() {
-        Some(IpAddr::V4(v)) if v.is_unspecified() => IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
-        Some(IpAddr::V6(v)) if v.is_unspecified() => IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
-        Some(a) => *a,
-        None => return,
-    };
-    let addr = SocketAddr::new(ip, l.port);
+    let Some(&first) = l.addresses.first() else { return };
+    let addr = SocketAddr::new(reachable(first), l.port);
     let attempt = || -> std::io::Result<String> {
         let s = TcpStream::connect_timeout(&addr, Duration::from_secs(3))?;
         s.set_read_timeout(Some(Duration::from_secs(20)))?;

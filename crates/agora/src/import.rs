@@ -361,7 +361,7 @@ fn hash_all(people: &mut [Person], progress: &indicatif::ProgressBar) -> Vec<(us
     failures
 }
 
-fn bar(len: u64, what: &str) -> indicatif::ProgressBar {
+pub(crate) fn bar(len: u64, what: &str) -> indicatif::ProgressBar {
     if !std::io::stderr().is_terminal() {
         return indicatif::ProgressBar::hidden();
     }

@@ -3,7 +3,6 @@
 //! store's invariants checked (and repaired).
 
 use std::collections::BTreeMap;
-use std::io::IsTerminal;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
@@ -44,16 +43,15 @@ fn skipped(name: &str) -> bool {
         || name == MANIFEST
 }
 
-fn bar(len: u64, what: &str) -> indicatif::ProgressBar {
-    if !std::io::stderr().is_terminal() {
-        return indicatif::ProgressBar::hidden();
-    }
-    let b = indicatif::ProgressBar::new(len);
-    if let Ok(style) = indicatif::ProgressStyle::with_template("{msg:>8} [{bar:40}] {pos}/{len} ({eta} left)") {
-        b.set_style(style.progress_chars("=> "));
-    }
-    b.set_message(what.to_string());
-    b
+/// Runs `work` with a progress bar on a terminal (`import`'s), cleared when done.
+fn with_bar<T>(what: &str, work: impl FnOnce(&dyn Fn(u64, u64)) -> T) -> T {
+    let b = crate::import::bar(0, what);
+    let out = work(&|done, total| {
+        b.set_length(total);
+        b.set_position(done);
+    });
+    b.finish_and_clear();
+    out
 }
 
 /// A new directory, or an empty one, for a backup or a restore; owner only.
@@ -149,13 +147,8 @@ pub fn backup(cli: &Cli, dir: &Path, link: bool) -> Result<()> {
         bail!("{} is inside the data directory {}: give the backup a place outside it", dir.display(), data.display());
     }
     fresh_dir(dir, "the backup")?;
-    let b = bar(0, "bodies");
-    let copied = agora_store::backup::copy_store(data, dir, link, &|done, total| {
-        b.set_length(total);
-        b.set_position(done);
-    })
-    .with_context(|| format!("copying the store into {}", dir.display()))?;
-    b.finish_and_clear();
+    let copied = with_bar("bodies", |progress| agora_store::backup::copy_store(data, dir, link, progress))
+        .with_context(|| format!("copying the store into {}", dir.display()))?;
     let mut files = BTreeMap::new();
     files.insert("agora.db".to_string(), check::hash_file(&dir.join("agora.db"))?);
     let config = crate::serve::config_path(cli);
@@ -231,13 +224,8 @@ pub async fn restore(cli: &Cli, dir: &Path, link: bool) -> Result<()> {
     }
     let new = &cli.data;
     fresh_dir(new, "the restore (--data)")?;
-    let b = bar(0, "bodies");
-    let copied = agora_store::backup::copy_store(dir, new, link, &|done, total| {
-        b.set_length(total);
-        b.set_position(done);
-    })
-    .context("copying the store")?;
-    b.finish_and_clear();
+    let copied = with_bar("bodies", |progress| agora_store::backup::copy_store(dir, new, link, progress))
+        .context("copying the store")?;
     for rel in manifest.files.keys().filter(|r| r.as_str() != "agora.db") {
         copy_file(&dir.join(rel), &new.join(rel))?;
         let mode = std::fs::metadata(dir.join(rel))?.permissions();
@@ -257,13 +245,8 @@ pub async fn restore(cli: &Cli, dir: &Path, link: bool) -> Result<()> {
     store.close();
     // Every body read against its hash; counts the copy carried wrong are set from its
     // rows (as `agora store check --repair` would), nothing else is changed.
-    let b = bar(0, "verified");
     let opts = check::Options { hashes: true, repair: true, ..Default::default() };
-    let report = check::check(new, &opts, &|done, total| {
-        b.set_length(total);
-        b.set_position(done);
-    })?;
-    b.finish_and_clear();
+    let report = with_bar("verified", |progress| check::check(new, &opts, progress))?;
     for f in &report.findings {
         match &f.repaired {
             Some(done) => println!("✓ repaired: {}: {done}", f.problem),
@@ -291,12 +274,7 @@ pub async fn store_check(cli: &Cli, opts: check::Options) -> Result<bool> {
     // Opened once first: an older store is brought to this version's schema.
     let (store, _) = crate::admin::open_store(cli)?;
     store.close();
-    let b = bar(0, "bodies");
-    let report = check::check(&cli.data, &opts, &|done, total| {
-        b.set_length(total);
-        b.set_position(done);
-    })?;
-    b.finish_and_clear();
+    let report = with_bar("bodies", |progress| check::check(&cli.data, &opts, progress))?;
     println!("store in {}: {}", cli.data.display(), show_counts(&report.counts));
     for f in &report.findings {
         match (&f.repaired, &f.fix) {
