@@ -7,6 +7,7 @@ pub mod auth;
 pub mod automatic;
 pub mod dane;
 pub mod dsn;
+pub mod filter;
 pub mod intake;
 pub mod mtasts;
 pub mod settings;
@@ -62,6 +63,8 @@ pub struct Mail {
     wake: Arc<tokio::sync::Notify>,
     /// Forwarding and vacation settings, read when first needed after a change.
     automatic: std::sync::RwLock<Option<Arc<automatic::Automatic>>>,
+    /// The accounts' active Sieve scripts, read when first needed after a change.
+    sieve: std::sync::RwLock<Option<Arc<filter::Scripts>>>,
 }
 
 impl std::fmt::Debug for Mail {
@@ -91,6 +94,7 @@ impl Mail {
             tracker,
             wake: Arc::new(tokio::sync::Notify::new()),
             automatic: Default::default(),
+            sieve: Default::default(),
         }
     }
 
