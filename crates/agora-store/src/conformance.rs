@@ -34,6 +34,85 @@ pub async fn run_all<S: Store>(store: &S) {
     news(store).await;
     search_text(store).await;
     web_sessions(store).await;
+    sieve_scripts(store).await;
+}
+
+/// Sieve scripts: stored and replaced, listed by name with sizes, at most one active,
+/// renamed (still active), the active one kept from deletion, and gone with their
+/// account (but not with a new login).
+async fn sieve_scripts<S: Store>(s: &S) {
+    use crate::SieveScriptInfo;
+    s.add_domain("sieve.test").await.expect("domain");
+    let a = s.create_account(new_account("sal@sieve.test")).await.expect("account");
+    let b = s.create_account(new_account("bea@sieve.test")).await.expect("account");
+    let info = |name: &str, active: bool, size: u64| SieveScriptInfo { name: name.into(), active, size };
+    assert!(s.sieve_scripts(a.id).await.expect("q").is_empty());
+    assert_eq!(s.sieve_script(a.id, "none").await.expect("q"), None);
+    assert_eq!(s.active_sieve_script(a.id).await.expect("q"), None);
+    s.put_sieve_script(a.id, "work", "keep;").await.expect("put");
+    s.put_sieve_script(a.id, "home", "discard;").await.expect("put");
+    // Sizes are in octets: "ü" is two.
+    s.put_sieve_script(a.id, "Ärger", "# ü\r\nkeep;").await.expect("put");
+    s.put_sieve_script(b.id, "work", "stop;").await.expect("another account's, same name");
+    assert!(s.put_sieve_script(a.id + 1_000_000, "x", "keep;").await.is_err(), "no such account");
+    assert_eq!(
+        s.sieve_scripts(a.id).await.expect("list"),
+        vec![info("home", false, 8), info("work", false, 5), info("Ärger", false, 11)]
+    );
+    assert_eq!(s.sieve_script(a.id, "home").await.expect("q").as_deref(), Some("discard;"));
+    assert_eq!(s.sieve_script(b.id, "work").await.expect("q").as_deref(), Some("stop;"));
+
+    s.activate_sieve_script(a.id, Some("work")).await.expect("activate");
+    assert_eq!(s.active_sieve_script(a.id).await.expect("q"), Some(("work".to_string(), "keep;".to_string())));
+    s.activate_sieve_script(a.id, Some("home")).await.expect("another");
+    let active: Vec<String> =
+        s.sieve_scripts(a.id).await.expect("list").into_iter().filter(|i| i.active).map(|i| i.name).collect();
+    assert_eq!(active, ["home"], "one active at a time");
+    assert!(matches!(s.activate_sieve_script(a.id, Some("nope")).await, Err(StoreError::NotFound(_))));
+    assert_eq!(
+        s.active_sieve_script(a.id).await.expect("q").map(|(n, _)| n).as_deref(),
+        Some("home"),
+        "a failed activation leaves the active one"
+    );
+    // Replacing the active script's text keeps it active.
+    s.put_sieve_script(a.id, "home", "fileinto \"Home\";").await.expect("replace");
+    assert_eq!(
+        s.active_sieve_script(a.id).await.expect("q"),
+        Some(("home".to_string(), "fileinto \"Home\";".to_string()))
+    );
+    assert_eq!(s.accounts_with_active_sieve().await.expect("q"), vec![a.id]);
+    s.activate_sieve_script(b.id, Some("work")).await.expect("b's");
+    let mut both = vec![a.id, b.id];
+    both.sort();
+    assert_eq!(s.accounts_with_active_sieve().await.expect("q"), both);
+    s.activate_sieve_script(b.id, None).await.expect("deactivate");
+    assert_eq!(s.active_sieve_script(b.id).await.expect("q"), None);
+    assert_eq!(s.accounts_with_active_sieve().await.expect("q"), vec![a.id]);
+
+    // Renaming: the active one stays active under its new name.
+    s.rename_sieve_script(a.id, "home", "house").await.expect("rename");
+    assert_eq!(s.active_sieve_script(a.id).await.expect("q").map(|(n, _)| n).as_deref(), Some("house"));
+    assert_eq!(s.sieve_script(a.id, "home").await.expect("q"), None);
+    assert!(matches!(s.rename_sieve_script(a.id, "home", "x").await, Err(StoreError::NotFound(_))));
+    assert!(matches!(s.rename_sieve_script(a.id, "house", "work").await, Err(StoreError::Exists(_))));
+    assert!(matches!(s.rename_sieve_script(a.id, "work", "work").await, Err(StoreError::Exists(_))));
+
+    // Deleting: never the active one.
+    assert!(matches!(s.delete_sieve_script(a.id, "house").await, Err(StoreError::Invalid(_))));
+    assert!(matches!(s.delete_sieve_script(a.id, "nope").await, Err(StoreError::NotFound(_))));
+    s.delete_sieve_script(a.id, "work").await.expect("delete");
+    assert_eq!(s.sieve_scripts(a.id).await.expect("list"), vec![info("house", true, 16), info("Ärger", false, 11)]);
+    assert_eq!(s.sieve_script(b.id, "work").await.expect("q").as_deref(), Some("stop;"), "b's own is untouched");
+
+    // A new login keeps the scripts; removing the account removes them.
+    s.rename_account("sal@sieve.test", "sally@sieve.test").await.expect("rename account");
+    assert_eq!(s.sieve_scripts(a.id).await.expect("list").len(), 2);
+    s.remove_account("sally@sieve.test").await.expect("remove");
+    assert!(s.sieve_scripts(a.id).await.expect("list").is_empty(), "scripts go with their account");
+    assert_eq!(s.active_sieve_script(a.id).await.expect("q"), None);
+    assert!(s.accounts_with_active_sieve().await.expect("q").is_empty());
+    s.remove_account("bea@sieve.test").await.expect("remove");
+    s.remove_domain("sieve.test").await.expect("remove domain");
 }
 
 /// Webmail sessions: found by their token's hash, touched, listed, signed out one at a

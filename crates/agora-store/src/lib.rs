@@ -100,6 +100,35 @@ pub trait DirectoryStore: Send + Sync {
     /// seconds before: true when this reply may go (RFC 3834's once per period).
     async fn note_vacation_reply(&self, account: AccountId, sender: &str, now: i64, period: i64) -> Result<bool>;
 
+    /// An account's Sieve scripts, by name.
+    async fn sieve_scripts(&self, account: AccountId) -> Result<Vec<SieveScriptInfo>>;
+
+    /// The text of one of an account's Sieve scripts; None when it has none of that name.
+    async fn sieve_script(&self, account: AccountId, name: &str) -> Result<Option<String>>;
+
+    /// Stores a Sieve script under `name`, replacing the text of one of that name (which
+    /// stays active if it was). The caller has checked the text.
+    async fn put_sieve_script(&self, account: AccountId, name: &str, script: &str) -> Result<()>;
+
+    /// Renames a Sieve script (an active one stays active): `NotFound` when there is
+    /// no `from`, `Exists` when `to` is taken.
+    async fn rename_sieve_script(&self, account: AccountId, from: &str, to: &str) -> Result<()>;
+
+    /// Deletes a Sieve script: `NotFound` when there is none of that name, `Invalid`
+    /// when it is the active one (deactivate it first).
+    async fn delete_sieve_script(&self, account: AccountId, name: &str) -> Result<()>;
+
+    /// Makes `name` the account's one active Sieve script (`NotFound` when it has none
+    /// of that name), or none (None); in one transaction, so at no moment are two active.
+    async fn activate_sieve_script(&self, account: AccountId, name: Option<&str>) -> Result<()>;
+
+    /// The account's active Sieve script, as (name, text); None when none is active.
+    async fn active_sieve_script(&self, account: AccountId) -> Result<Option<(String, String)>>;
+
+    /// Every account that has an active Sieve script (what the mail core compiles), in
+    /// id order.
+    async fn accounts_with_active_sieve(&self) -> Result<Vec<AccountId>>;
+
     /// Creates the account and its default mailboxes in one transaction.
     async fn create_account(&self, new: NewAccount) -> Result<Account>;
 

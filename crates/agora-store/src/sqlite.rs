@@ -17,8 +17,8 @@ use crate::{
     DeliveryStore, DirectoryStore, DkimKey, DkimState, DnsRecord, DnssecKey, DnssecKeyState, Domain, Envelope,
     FeedArticle, FlagOp, Flags, FlagsStored, Group, Mailbox, MailboxChanges, MailboxId, MailboxStore, MessageMeta,
     MessageRef, MessageSummary, NewAccount, NewsGroup, Overview, PUBLIC_OWNER, Profile, PublicFolder,
-    PublicFolderUpdate, QueueOutcome, Queued, Result, Role, SharedMailbox, SpecialUse, StagedBlob, Store, StoreError,
-    TlsOutcome, TlsReport, WebSession, now,
+    PublicFolderUpdate, QueueOutcome, Queued, Result, Role, SharedMailbox, SieveScriptInfo, SpecialUse, StagedBlob,
+    Store, StoreError, TlsOutcome, TlsReport, WebSession, now,
 };
 
 /// Most writes folded into one transaction; bounds the latency of the first in a batch.
@@ -281,6 +281,17 @@ CREATE TABLE IF NOT EXISTS vacation_replies (
     sent INTEGER NOT NULL,
     PRIMARY KEY (account, sender)
 ) WITHOUT ROWID;
+-- Each account's Sieve scripts (ManageSieve); the active one is run at delivery.
+CREATE TABLE IF NOT EXISTS sieve_scripts (
+    account INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    name TEXT NOT NULL,
+    script TEXT NOT NULL,
+    active INTEGER NOT NULL DEFAULT 0,
+    updated INTEGER NOT NULL,
+    PRIMARY KEY (account, name)
+);
+-- At most one active script per account, kept by the database itself.
+CREATE UNIQUE INDEX IF NOT EXISTS sieve_scripts_active ON sieve_scripts (account) WHERE active = 1;
 INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', '17');
 "#;
 
@@ -410,6 +421,8 @@ const MIGRATIONS: &[(u32, &str)] = &[
         "ALTER TABLE mailboxes ADD COLUMN unseen INTEGER NOT NULL DEFAULT 0;
          UPDATE mailboxes SET unseen = (SELECT count(*) FROM messages m WHERE m.mailbox = mailboxes.id AND (m.flags & 1) = 0)",
     ),
+    // Sieve scripts: the table comes with the base schema.
+    (23, "SELECT 1"),
 ];
 
 /// Brings an older store up to the current schema, in one transaction.
@@ -904,6 +917,15 @@ fn domain_of(address: &str) -> Result<&str> {
         .map(|(_, d)| d)
         .filter(|d| !d.is_empty())
         .ok_or_else(|| StoreError::Invalid(format!("{address} is not a full address")))
+}
+
+fn require_account(conn: &Connection, account: AccountId) -> Result<()> {
+    let found: Option<i64> =
+        conn.prepare_cached("SELECT 1 FROM accounts WHERE id = ?1")?.query_row([account], |r| r.get(0)).optional()?;
+    match found {
+        Some(_) => Ok(()),
+        None => Err(StoreError::NotFound(format!("account {account}"))),
+    }
 }
 
 fn require_domain(conn: &Connection, domain: &str) -> Result<()> {
@@ -1511,6 +1533,124 @@ impl DirectoryStore for Arc<SqliteStore> {
                 params![account, sender, now, now - period],
             )?;
             Ok((n > 0, Vec::new()))
+        })
+        .await
+    }
+
+    async fn sieve_scripts(&self, account: AccountId) -> Result<Vec<SieveScriptInfo>> {
+        self.read(move |c| {
+            let mut st = c.prepare_cached(
+                "SELECT name, active, length(CAST(script AS BLOB)) FROM sieve_scripts WHERE account = ?1 ORDER BY name",
+            )?;
+            let rows = st.query_map([account], |r| {
+                Ok(SieveScriptInfo { name: r.get(0)?, active: r.get(1)?, size: r.get::<_, i64>(2)?.max(0) as u64 })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn sieve_script(&self, account: AccountId, name: &str) -> Result<Option<String>> {
+        let name = name.to_string();
+        self.lookup(move |c| {
+            Ok(c.prepare_cached("SELECT script FROM sieve_scripts WHERE account = ?1 AND name = ?2")?
+                .query_row(params![account, name], |r| r.get(0))
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn put_sieve_script(&self, account: AccountId, name: &str, script: &str) -> Result<()> {
+        let (name, script) = (name.to_string(), script.to_string());
+        self.write(move |c| {
+            require_account(c, account)?;
+            c.execute(
+                "INSERT INTO sieve_scripts (account, name, script, updated) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (account, name) DO UPDATE SET script = excluded.script, updated = excluded.updated",
+                params![account, name, script, now()],
+            )?;
+            Ok(((), Vec::new()))
+        })
+        .await
+    }
+
+    async fn rename_sieve_script(&self, account: AccountId, from: &str, to: &str) -> Result<()> {
+        let (from, to) = (from.to_string(), to.to_string());
+        self.write(move |c| {
+            let exists = |name: &str| -> Result<bool> {
+                Ok(c.prepare_cached("SELECT 1 FROM sieve_scripts WHERE account = ?1 AND name = ?2")?
+                    .query_row(params![account, name], |_| Ok(()))
+                    .optional()?
+                    .is_some())
+            };
+            if !exists(&from)? {
+                return Err(StoreError::NotFound(format!("Sieve script {from}")));
+            }
+            if exists(&to)? {
+                return Err(StoreError::Exists(format!("Sieve script {to}")));
+            }
+            c.execute(
+                "UPDATE sieve_scripts SET name = ?3, updated = ?4 WHERE account = ?1 AND name = ?2",
+                params![account, from, to, now()],
+            )?;
+            Ok(((), Vec::new()))
+        })
+        .await
+    }
+
+    async fn delete_sieve_script(&self, account: AccountId, name: &str) -> Result<()> {
+        let name = name.to_string();
+        self.write(move |c| {
+            let active: Option<bool> = c
+                .prepare_cached("SELECT active FROM sieve_scripts WHERE account = ?1 AND name = ?2")?
+                .query_row(params![account, name], |r| r.get(0))
+                .optional()?;
+            match active {
+                None => Err(StoreError::NotFound(format!("Sieve script {name}"))),
+                Some(true) => Err(StoreError::Invalid(format!("Sieve script {name} is active"))),
+                Some(false) => {
+                    c.execute("DELETE FROM sieve_scripts WHERE account = ?1 AND name = ?2", params![account, name])?;
+                    Ok(((), Vec::new()))
+                }
+            }
+        })
+        .await
+    }
+
+    async fn activate_sieve_script(&self, account: AccountId, name: Option<&str>) -> Result<()> {
+        let name = name.map(str::to_string);
+        self.write(move |c| {
+            // The old one off first: the index allows one active script per account.
+            c.execute("UPDATE sieve_scripts SET active = 0 WHERE account = ?1 AND active = 1", [account])?;
+            if let Some(name) = name {
+                let n = c.execute(
+                    "UPDATE sieve_scripts SET active = 1 WHERE account = ?1 AND name = ?2",
+                    params![account, name],
+                )?;
+                if n == 0 {
+                    // The savepoint is rolled back: the old one stays active.
+                    return Err(StoreError::NotFound(format!("Sieve script {name}")));
+                }
+            }
+            Ok(((), Vec::new()))
+        })
+        .await
+    }
+
+    async fn active_sieve_script(&self, account: AccountId) -> Result<Option<(String, String)>> {
+        self.lookup(move |c| {
+            Ok(c.prepare_cached("SELECT name, script FROM sieve_scripts WHERE account = ?1 AND active = 1")?
+                .query_row([account], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn accounts_with_active_sieve(&self) -> Result<Vec<AccountId>> {
+        self.read(move |c| {
+            let mut st = c.prepare_cached("SELECT account FROM sieve_scripts WHERE active = 1 ORDER BY account")?;
+            let rows = st.query_map([], |r| r.get(0))?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })
         .await
     }

@@ -57,6 +57,17 @@ pub struct WebSession {
     pub agent: String,
 }
 
+/// One of an account's Sieve scripts as a listing shows it (ManageSieve's LISTSCRIPTS).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SieveScriptInfo {
+    pub name: String,
+    /// Whether it is the account's active script, the one run at delivery (at most one
+    /// per account).
+    pub active: bool,
+    /// Its length in octets (UTF-8).
+    pub size: u64,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Account {
     pub id: AccountId,
