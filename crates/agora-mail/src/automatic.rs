@@ -150,50 +150,52 @@ impl Mail {
                 Ok(true) => {}
                 _ => continue,
             }
-            let reply = reply(&self.cfg.hostname, &acc.login, &acc.display_name, &i.sender, v, message, i.received);
-            let id = crate::queue_id();
-            let answer = Intake {
-                id: id.clone(),
-                received: i.received,
-                // RFC 3834 §3.3: automatic replies go with the null return path.
-                sender: String::new(),
-                recipients: vec![Rcpt {
-                    address: i.sender.clone(),
-                    external: vec![i.sender.clone()],
-                    ..Rcpt::default()
-                }],
-                ret: None,
-                envid: None,
-                origin: Origin {
-                    ip: std::net::IpAddr::from([127, 0, 0, 1]),
-                    helo: self.cfg.hostname.clone(),
-                    authenticated_as: Some(acc.login.clone()),
-                    trusted: true,
-                    tls: true,
-                },
-                trace: format!(
-                    "Received: by {} (Agora) with vacation id {id};\r\n\t{}\r\n",
-                    self.cfg.hostname,
-                    agora_store::time::rfc5322_date(i.received)
-                ),
-                body: reply,
-                policy: Policy {
-                    dmarc_reject: false,
-                    dkim_sign: true,
-                    arc_seal: false,
-                    check_budget: std::time::Duration::ZERO,
-                },
-            };
-            // A local sender gets it in their INBOX like any mail.
-            let mut answer = answer;
-            if let Ok(agora_directory::Recipient::Local(res)) = self.dir.resolve(&i.sender).await {
-                answer.recipients[0].external = res.external;
-                answer.recipients[0].accounts = res.accounts.iter().map(|a| a.id).collect();
-            }
-            match Box::pin(self.accept(answer)).await {
-                Ok(_) => tracing::info!("vacation: {} answered {}", acc.login, i.sender),
-                Err(e) => tracing::warn!("vacation: {} to {}: {e}", acc.login, i.sender),
-            }
+            let subject = if v.subject.trim().is_empty() { None } else { Some(v.subject.trim()) };
+            let from = from_header(&acc.login, &acc.display_name);
+            let text = ReplyBody::Text(&v.text);
+            let reply = reply(&self.cfg.hostname, &from, &i.sender, subject, text, message, i.received);
+            self.send_reply(&acc.login, &i.sender, i.received, reply, "vacation").await;
+        }
+    }
+
+    /// Sends an automatic reply from an account: null return path (RFC 3834 §3.3),
+    /// signed for the account's domain, into the sender's INBOX when they are local.
+    pub(crate) async fn send_reply(&self, login: &str, to: &str, received: i64, reply: Vec<u8>, why: &str) {
+        let id = crate::queue_id();
+        let mut answer = Intake {
+            id: id.clone(),
+            received,
+            sender: String::new(),
+            recipients: vec![Rcpt { address: to.to_string(), external: vec![to.to_string()], ..Rcpt::default() }],
+            ret: None,
+            envid: None,
+            origin: Origin {
+                ip: std::net::IpAddr::from([127, 0, 0, 1]),
+                helo: self.cfg.hostname.clone(),
+                authenticated_as: Some(login.to_string()),
+                trusted: true,
+                tls: true,
+            },
+            trace: format!(
+                "Received: by {} (Agora) with {why} id {id};\r\n\t{}\r\n",
+                self.cfg.hostname,
+                agora_store::time::rfc5322_date(received)
+            ),
+            body: reply,
+            policy: Policy {
+                dmarc_reject: false,
+                dkim_sign: true,
+                arc_seal: false,
+                check_budget: std::time::Duration::ZERO,
+            },
+        };
+        if let Ok(agora_directory::Recipient::Local(res)) = self.dir.resolve(to).await {
+            answer.recipients[0].external = res.external;
+            answer.recipients[0].accounts = res.accounts.iter().map(|a| a.id).collect();
+        }
+        match Box::pin(self.accept(answer)).await {
+            Ok(_) => tracing::info!("{why}: {login} answered {to}"),
+            Err(e) => tracing::warn!("{why}: {login} to {to}: {e}"),
         }
     }
 }
@@ -206,7 +208,7 @@ fn fields(message: &[u8]) -> Vec<(String, String)> {
 /// Whether a message may get an automatic reply (RFC 3834 §2, and what Sieve's
 /// vacation, RFC 5230 §4.5, adds): a real return path that is not a list or a daemon,
 /// and nothing that marks the message as automatic, bulk or from a list.
-fn may_answer(sender: &str, message: &[u8]) -> bool {
+pub(crate) fn may_answer(sender: &str, message: &[u8]) -> bool {
     let local = sender.rsplit_once('@').map_or(sender, |(l, _)| l).to_ascii_lowercase();
     if sender.is_empty()
         || ["mailer-daemon", "postmaster", "listserv", "majordomo", "noreply", "no-reply", "donotreply"]
@@ -230,7 +232,7 @@ fn may_answer(sender: &str, message: &[u8]) -> bool {
 }
 
 /// Whether To or Cc names one of the addresses.
-fn addressed_to(message: &[u8], addresses: &[&str]) -> bool {
+pub(crate) fn addressed_to(message: &[u8], addresses: &[&str]) -> bool {
     fields(message).iter().filter(|(n, _)| n == "to" || n == "cc" || n == "resent-to").any(|(_, v)| {
         agora_store::address::display(v)
             .iter()
@@ -238,25 +240,47 @@ fn addressed_to(message: &[u8], addresses: &[&str]) -> bool {
     })
 }
 
-/// The reply: From the account, to the sender, `Auto-Submitted: auto-replied`, in reply
-/// to the message, text in quoted-printable UTF-8.
-fn reply(hostname: &str, login: &str, name: &str, to: &str, v: &Vacation, message: &[u8], now: i64) -> Vec<u8> {
-    let f = fields(message);
-    let get = |n: &str| f.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
-    let original = get("subject").map(|s| agora_store::text::decode_words(&s)).unwrap_or_default();
-    let subject = if v.subject.trim().is_empty() { format!("Auto: {original}") } else { v.subject.trim().to_string() };
-    let subject: String = subject.chars().filter(|c| !c.is_control()).collect();
-    let mut rnd = [0u8; 12];
-    let _ = getrandom::fill(&mut rnd);
-    let token: String = rnd.iter().map(|b| format!("{b:02x}")).collect();
+/// An automatic reply's content: text, or a whole MIME entity (Sieve's `:mime`).
+pub(crate) enum ReplyBody<'a> {
+    Text(&'a str),
+    Mime(&'a str),
+}
+
+/// The From field for an account: its name (encoded when not ASCII) and login.
+pub(crate) fn from_header(login: &str, name: &str) -> String {
     let name: String = name.chars().filter(|c| !c.is_control() && *c != '"' && *c != '\\').collect();
-    let from = if name.trim().is_empty() {
+    if name.trim().is_empty() {
         login.to_string()
     } else if name.is_ascii() {
         format!("\"{}\" <{login}>", name.trim())
     } else {
         format!("{} <{login}>", agora_store::text::encode_words(name.trim()))
+    }
+}
+
+/// The reply: From the account, to the sender, `Auto-Submitted: auto-replied`, in reply
+/// to the message; text in quoted-printable UTF-8. No subject: "Auto: " and the original's.
+pub(crate) fn reply(
+    hostname: &str,
+    from: &str,
+    to: &str,
+    subject: Option<&str>,
+    body: ReplyBody,
+    message: &[u8],
+    now: i64,
+) -> Vec<u8> {
+    let f = fields(message);
+    let get = |n: &str| f.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
+    let original = get("subject").map(|s| agora_store::text::decode_words(&s)).unwrap_or_default();
+    let subject = match subject {
+        Some(s) => s.to_string(),
+        None => format!("Auto: {original}"),
     };
+    let subject: String = subject.chars().filter(|c| !c.is_control()).collect();
+    let from: String = from.chars().filter(|c| !c.is_control()).collect();
+    let mut rnd = [0u8; 12];
+    let _ = getrandom::fill(&mut rnd);
+    let token: String = rnd.iter().map(|b| format!("{b:02x}")).collect();
     let mut m = format!(
         "Date: {}\r\nFrom: {from}\r\nTo: {to}\r\nSubject: {}\r\nMessage-ID: <{token}@{hostname}>\r\nAuto-Submitted: auto-replied\r\n",
         agora_store::time::rfc5322_date(now),
@@ -270,8 +294,20 @@ fn reply(hostname: &str, login: &str, name: &str, to: &str, v: &Vacation, messag
             refs.chars().filter(|c| !c.is_control()).collect::<String>()
         ));
     }
-    m.push_str("MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n");
-    m.push_str(&agora_store::text::quoted_printable(&v.text.replace("\r\n", "\n")));
+    m.push_str("MIME-Version: 1.0\r\n");
+    match body {
+        ReplyBody::Text(text) => {
+            m.push_str(
+                "Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n",
+            );
+            m.push_str(&agora_store::text::quoted_printable(&text.replace("\r\n", "\n")));
+        }
+        // The script wrote the entity's own header and body (RFC 5230 §5.8).
+        ReplyBody::Mime(entity) => {
+            let entity = entity.replace("\r\n", "\n").replace('\n', "\r\n");
+            m.push_str(entity.trim_start_matches("\r\n"));
+        }
+    }
     m.into_bytes()
 }
 
@@ -314,10 +350,10 @@ mod tests {
         };
         let r = reply(
             "mx.ours.test",
-            "me@ours.test",
-            "Mé",
+            &from_header("me@ours.test", "Mé"),
             "a@x.test",
-            &v,
+            None,
+            ReplyBody::Text(&v.text),
             b"Subject: Plan\r\nMessage-ID: <1@x.test>\r\n\r\n",
             0,
         );

@@ -5,6 +5,7 @@
 
 use std::collections::HashSet;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use agora_store::{Delivery, DeliveryTarget, DkimState, Envelope, EnvelopeRecipient, Flags, StoreError};
@@ -132,26 +133,70 @@ impl Mail {
         message.extend_from_slice(&extra);
         message.extend_from_slice(&i.body);
 
+        // Each recipient's Sieve script, where it has one, decides where its copy goes.
+        let filtered = self.filter(&i, &message).await;
+        // Bodies to store: the message, then any that a script's header edits made.
+        let mut plans: Vec<Plan> = vec![Plan::default()];
         let mut seen = HashSet::new();
-        let mut targets = Vec::new();
-        let mut relay: Vec<String> = Vec::new();
+        let mut delivered: Vec<(i64, String)> = Vec::new();
         for r in &i.recipients {
             for &a in &r.accounts {
-                if seen.insert(a) {
-                    targets.push(DeliveryTarget { account: a, mailbox: "INBOX".into() });
+                if !seen.insert(a) {
+                    continue;
+                }
+                let Some(f) = filtered.get(&a) else {
+                    plans[0].add(a, "INBOX", Flags::default(), &[]);
+                    delivered.push((a, r.address.clone()));
+                    continue;
+                };
+                // One plan per version of the message (header edits make new ones).
+                let plan_of = |v: &crate::filter::Version, plans: &mut Vec<Plan>| match v {
+                    None => 0,
+                    Some(m) => match plans.iter().position(|p| p.body.as_ref().is_some_and(|b| Arc::ptr_eq(b, m))) {
+                        Some(i) => i,
+                        None => {
+                            plans.push(Plan { body: Some(Arc::clone(m)), ..Plan::default() });
+                            plans.len() - 1
+                        }
+                    },
+                };
+                for (mailbox, flags, keywords, v) in &f.targets {
+                    let p = plan_of(v, &mut plans);
+                    plans[p].add(a, mailbox, *flags, keywords);
+                }
+                if !f.targets.is_empty() {
+                    delivered.push((a, r.address.clone()));
+                }
+                for (to, v) in &f.redirects {
+                    let p = plan_of(v, &mut plans);
+                    match self.dir.resolve(to).await {
+                        // Local: straight into the INBOX (their own scripts do not run
+                        // again, so redirects cannot loop here).
+                        Ok(agora_directory::Recipient::Local(res)) => {
+                            for acc in res.accounts.iter().filter(|x| x.id != a) {
+                                plans[p].add(acc.id, "INBOX", Flags::default(), &[]);
+                            }
+                            plans[p].relay.extend(res.external);
+                        }
+                        Ok(agora_directory::Recipient::Remote) => plans[p].relay.push(to.clone()),
+                        // Nowhere to send it: the copy stays with the account.
+                        Ok(agora_directory::Recipient::Unknown) | Err(_) => {
+                            tracing::warn!("sieve: account {a} redirects to {to}: no such address");
+                            plans[p].add(a, "INBOX", Flags::default(), &[]);
+                        }
+                    }
                 }
             }
-            if let Some((owner, path)) = &r.folder
-                && !targets.iter().any(|t| t.account == *owner && t.mailbox == *path)
-            {
-                targets.push(DeliveryTarget { account: *owner, mailbox: path.clone() });
+            if let Some((owner, path)) = &r.folder {
+                plans[0].add(*owner, path, Flags::default(), &[]);
             }
-            for e in &r.external {
-                if !relay.contains(e) {
-                    relay.push(e.clone());
-                }
-            }
+            plans[0].relay.extend(r.external.iter().cloned());
         }
+        for p in &mut plans {
+            let mut once = HashSet::new();
+            p.relay.retain(|x| once.insert(x.to_ascii_lowercase()));
+        }
+        let relay: Vec<String> = plans.iter().flat_map(|p| p.relay.iter().cloned()).collect();
         let envelope = Envelope {
             mail_from: i.sender.clone(),
             helo: i.origin.helo.clone(),
@@ -183,32 +228,51 @@ impl Mail {
         // NOTIFY=SUCCESS on a recipient delivered here: a "delivered" report (RFC 3461 §6.2).
         let wants_success = i.recipients.iter().any(|r| !r.accounts.is_empty() && notify_has(&r.notify, "SUCCESS"));
         let kept = if wants_success { message.clone() } else { Vec::new() };
-        let delivered: Vec<(i64, String)> =
-            i.recipients.iter().flat_map(|r| r.accounts.iter().map(|&a| (a, r.address.clone()))).collect();
         // Vacation replies read the message after it is stored (only when someone is away).
         let away = !delivered.is_empty() && self.automatic().await.anyone_away();
         let for_vacation = if away { message.clone() } else { Vec::new() };
+        let message_for_filter = if filtered.is_empty() { Vec::new() } else { message.clone() };
         // A TLS report (RFC 8460) for a hosted domain is kept for `agora tls-report list`
         // as well as delivered.
         let report = (!local.is_empty() && crate::tlsrpt::looks_like_report(&message))
             .then(|| crate::tlsrpt::parse_message(&message))
             .flatten();
-        let body = self.store.stage(message).await?;
-        let copies = self
-            .store
-            .deliver(Delivery {
-                body,
-                internal_date: i.received,
-                envelope: Some(envelope),
-                flags: Flags::default(),
-                keywords: Vec::new(),
-                targets,
-                relay,
-                // Checked when the recipient was accepted; accepted mail is never dropped for quota.
-                enforce_quota: false,
-            })
-            .await?
-            .len();
+        let mut deliveries = Vec::new();
+        for p in plans {
+            if p.groups.is_empty() && p.relay.is_empty() {
+                continue;
+            }
+            let body = match p.body {
+                Some(edited) => Arc::unwrap_or_clone(edited),
+                None => message.clone(),
+            };
+            let body = self.store.stage(body).await?;
+            let mut relay = p.relay;
+            let mut groups: Vec<_> = p.groups.into_iter().collect();
+            if groups.is_empty() {
+                groups.push(((0, Vec::new()), Vec::new()));
+            }
+            for ((flags, keywords), targets) in groups {
+                deliveries.push(Delivery {
+                    body: body.clone(),
+                    internal_date: i.received,
+                    envelope: Some(envelope.clone()),
+                    flags: Flags(flags),
+                    keywords,
+                    targets,
+                    // The remote copies go with the first group.
+                    relay: std::mem::take(&mut relay),
+                    // Checked when the recipient was accepted; accepted mail is never dropped for quota.
+                    enforce_quota: false,
+                });
+            }
+        }
+        // Every copy in one transaction: all of them are durable, or none.
+        let copies = if deliveries.is_empty() {
+            0
+        } else {
+            self.store.deliver_all(deliveries).await?.iter().map(Vec::len).sum()
+        };
         if !remote.is_empty() {
             self.wake.notify_one();
         }
@@ -220,6 +284,9 @@ impl Mail {
         }
         if away {
             self.vacation(&i, &delivered, &for_vacation).await;
+        }
+        if !filtered.is_empty() {
+            self.after_filter(&i, &message_for_filter, &filtered).await;
         }
         metrics::counter!("agora_messages_received_total").increment(1);
         metrics::counter!("agora_messages_delivered_total", "destination" => "local").increment(local.len() as u64);
@@ -297,4 +364,25 @@ impl Mail {
 /// True if a NOTIFY parameter names `what`.
 pub fn notify_has(notify: &Option<String>, what: &str) -> bool {
     notify.as_deref().is_some_and(|n| n.split(',').any(|x| x.trim().eq_ignore_ascii_case(what)))
+}
+
+/// One body's copies: targets grouped by the flags they are stored with, and the
+/// remote recipients it is queued for.
+#[derive(Default)]
+struct Plan {
+    /// None: the message as received.
+    body: Option<Arc<Vec<u8>>>,
+    groups: std::collections::BTreeMap<(u8, Vec<String>), Vec<DeliveryTarget>>,
+    relay: Vec<String>,
+}
+
+impl Plan {
+    fn add(&mut self, account: i64, mailbox: &str, flags: Flags, keywords: &[String]) {
+        let dup =
+            self.groups.values().flatten().any(|t| t.account == account && t.mailbox.eq_ignore_ascii_case(mailbox));
+        if !dup {
+            let t = DeliveryTarget { account, mailbox: mailbox.to_string() };
+            self.groups.entry((flags.0, keywords.to_vec())).or_default().push(t);
+        }
+    }
 }

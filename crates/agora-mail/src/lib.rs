@@ -38,6 +38,8 @@ pub struct MailConfig {
     pub tracking: tracking::TrackingSection,
     /// The outbound transport's settings (`[transport]`).
     pub transport: TransportSection,
+    /// Where Sieve's `include :global` finds scripts (NAME.sieve); none: no global scripts.
+    pub sieve_global: Option<PathBuf>,
 }
 
 impl Default for MailConfig {
@@ -48,6 +50,7 @@ impl Default for MailConfig {
             tracking_log: None,
             tracking: tracking::TrackingSection::default(),
             transport: TransportSection::default(),
+            sieve_global: None,
         }
     }
 }

@@ -93,8 +93,12 @@ pub(crate) fn lex(text: &str) -> Result<Vec<Spanned>, Error> {
                             i += 2;
                         }
                         Some(&ch) => {
+                            // A line break inside a string is CRLF, as in mail (§2.4.2).
                             if ch == b'\n' {
                                 line += 1;
+                                if s.last() != Some(&b'\r') {
+                                    s.push(b'\r');
+                                }
                             }
                             s.push(ch);
                             i += 1;
@@ -163,7 +167,8 @@ fn ident(b: &[u8]) -> (String, usize) {
 }
 
 /// `text:` then optional spaces and a comment to the end of the line, then lines up to
-/// one holding only "."; a leading ".." stands for "." (§2.4.2). Returns the text, the
+/// one holding only "."; a leading ".." stands for "." (§2.4.2). Lines end in CRLF
+/// whatever the script was saved with, as in quoted strings. Returns the text, the
 /// line breaks passed and the bytes used.
 fn multiline(b: &[u8]) -> Option<(String, usize, usize)> {
     let mut i = 0;
@@ -187,7 +192,8 @@ fn multiline(b: &[u8]) -> Option<(String, usize, usize)> {
     loop {
         let end = b[i..].iter().position(|&c| c == b'\n').map(|p| i + p)?;
         let mut l = &b[i..end];
-        if l.last() == Some(&b'\r') {
+        let cr = l.last() == Some(&b'\r');
+        if cr {
             l = &l[..l.len() - 1];
         }
         lines += 1;
@@ -197,6 +203,7 @@ fn multiline(b: &[u8]) -> Option<(String, usize, usize)> {
         }
         let l = if l.starts_with(b"..") { &l[1..] } else { l };
         out.extend_from_slice(l);
+        let _ = cr;
         out.extend_from_slice(b"\r\n");
     }
     Some((String::from_utf8_lossy(&out).into_owned(), lines, i))

@@ -7,6 +7,8 @@ mod lex;
 mod matching;
 mod parse;
 mod run;
+#[doc(hidden)]
+pub mod testsuite;
 
 /// The extensions a script may `require`, as ManageSieve's SIEVE capability lists them.
 pub const EXTENSIONS: &[&str] = &[
@@ -161,12 +163,13 @@ pub struct Vacation {
     pub seconds: u64,
 }
 
-/// A run's result: the actions (none: discarded), the message as header edits left it
-/// (None: unchanged), and the runtime error that made it keep the message, if any.
+/// A run's result: the actions (none: discarded), each one's message as the header
+/// edits before it left it (None: as received), and the runtime error that made it
+/// keep the message, if any.
 #[derive(Debug, Clone)]
 pub struct Outcome {
     pub actions: Vec<Action>,
-    pub message: Option<Vec<u8>>,
+    pub messages: Vec<Option<std::sync::Arc<Vec<u8>>>>,
     pub error: Option<String>,
 }
 

@@ -218,6 +218,7 @@ pub(crate) enum Test {
     CurrentDate { m: Match, zone: Zone, part: String, keys: Vec<String> },
     MailboxExists(Vec<String>),
     Duplicate { handle: String, id: DupId, seconds: Option<u64>, last: bool },
+    Suite(crate::testsuite::Test),
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -278,6 +279,7 @@ pub(crate) enum Cmd {
     Global(Vec<String>),
     AddHeader { last: bool, name: String, value: String },
     DeleteHeader { index: Option<Index>, m: Match, name: String, patterns: Option<Vec<String>> },
+    Suite(crate::testsuite::Command),
 }
 
 /// What a script is made of once checked.
@@ -288,13 +290,19 @@ pub(crate) struct Program {
 }
 
 pub(crate) fn program(text: &str) -> Result<Program, Error> {
+    program_in(text, false)
+}
+
+/// With `testsuite`, the commands and tests of the public Sieve test suites' own
+/// extension (vnd.dovecot.testsuite) are known too; only the test runner asks for them.
+pub(crate) fn program_in(text: &str, testsuite: bool) -> Result<Program, Error> {
     let toks = lex(text)?;
     let mut p = Parser { toks, pos: 0 };
     let raw = p.commands(0)?;
     if p.pos < p.toks.len() {
         return p.err("unexpected '}'");
     }
-    let mut c = Checker { caps: HashSet::new() };
+    let mut c = Checker { caps: HashSet::new(), testsuite };
     let first = raw.iter().take_while(|r| r.test.name == "require").count();
     for r in &raw[..first] {
         c.require(r)?;
@@ -311,10 +319,11 @@ pub(crate) fn program(text: &str) -> Result<Program, Error> {
 
 struct Checker {
     caps: HashSet<String>,
+    testsuite: bool,
 }
 
 /// The arguments of one command or test, taken apart as its signature says.
-struct Args<'a> {
+pub(crate) struct Args<'a> {
     name: &'a str,
     line: usize,
     items: Vec<Arg>,
@@ -322,11 +331,11 @@ struct Args<'a> {
 }
 
 impl Args<'_> {
-    fn err<T>(&self, m: impl std::fmt::Display) -> Result<T, Error> {
+    pub(crate) fn err<T>(&self, m: impl std::fmt::Display) -> Result<T, Error> {
         Err(Error { line: self.line, message: format!("{}: {m}", self.name) })
     }
     /// The next tag, if the next argument is one.
-    fn tag(&mut self) -> Option<String> {
+    pub(crate) fn tag(&mut self) -> Option<String> {
         match self.items.get(self.pos) {
             Some(Arg::Tag(t)) => {
                 self.pos += 1;
@@ -335,7 +344,7 @@ impl Args<'_> {
             _ => None,
         }
     }
-    fn string(&mut self, what: &str) -> Result<String, Error> {
+    pub(crate) fn string(&mut self, what: &str) -> Result<String, Error> {
         match self.items.get(self.pos) {
             Some(Arg::Strs(l, false)) => {
                 self.pos += 1;
@@ -344,7 +353,7 @@ impl Args<'_> {
             _ => self.err(format!("{what} must be a string")),
         }
     }
-    fn strings(&mut self, what: &str) -> Result<Vec<String>, Error> {
+    pub(crate) fn strings(&mut self, what: &str) -> Result<Vec<String>, Error> {
         match self.items.get(self.pos) {
             Some(Arg::Strs(l, _)) => {
                 self.pos += 1;
@@ -353,7 +362,7 @@ impl Args<'_> {
             _ => self.err(format!("{what} must be a string list")),
         }
     }
-    fn number(&mut self, what: &str) -> Result<u64, Error> {
+    pub(crate) fn number(&mut self, what: &str) -> Result<u64, Error> {
         match self.items.get(self.pos) {
             Some(Arg::Num(n)) => {
                 self.pos += 1;
@@ -365,7 +374,7 @@ impl Args<'_> {
     fn at_tag(&self) -> bool {
         matches!(self.items.get(self.pos), Some(Arg::Tag(_)))
     }
-    fn done(&self) -> Result<(), Error> {
+    pub(crate) fn done(&self) -> Result<(), Error> {
         if self.pos < self.items.len() {
             return self.err("too many arguments");
         }
@@ -375,11 +384,11 @@ impl Args<'_> {
 
 /// The tags several tests share: comparator, match type, address part, index, zone.
 #[derive(Default)]
-struct Common {
-    cmp: Option<Cmp>,
-    mt: Option<MatchType>,
+pub(crate) struct Common {
+    pub(crate) cmp: Option<Cmp>,
+    pub(crate) mt: Option<MatchType>,
     part: Option<Part>,
-    index: Option<Index>,
+    pub(crate) index: Option<Index>,
     last: bool,
     zone: Option<Zone>,
 }
@@ -403,7 +412,8 @@ impl Checker {
             if cap == "comparator-i;octet" || cap == "comparator-i;ascii-casemap" {
                 continue;
             }
-            if !EXTENSIONS.contains(&cap.as_str()) {
+            let suite = self.testsuite && cap == "vnd.dovecot.testsuite";
+            if !suite && !EXTENSIONS.contains(&cap.as_str()) {
                 return a.err(format!("unknown extension \"{cap}\""));
             }
             // Requiring an extension brings what it is built on.
@@ -524,6 +534,11 @@ impl Checker {
         Ok(m)
     }
 
+    /// test_error's tags: the shared ones, checked, as a match and an index.
+    fn suite_common(&self, a: &mut Args, t: &str, c: &mut Common) -> Result<bool, Error> {
+        self.common(a, t, c)
+    }
+
     fn index(&self, a: &Args, c: &Common) -> Result<Option<Index>, Error> {
         match (c.index, c.last) {
             (Some(i), last) => Ok(Some(Index { last, ..i })),
@@ -630,6 +645,10 @@ impl Checker {
                     (n, _) if n == want => (None, positional[n - 1].clone()),
                     _ => return a.err("wrong number of arguments"),
                 };
+                if r.name == "string" && c.cmp.is_none() {
+                    // The string test compares octets unless told (as Pigeonhole does).
+                    c.cmp = Some(Cmp::Octet);
+                }
                 let m = self.matcher(&a, &c, &keys)?;
                 let index = self.index(&a, &c)?;
                 let part = c.part.unwrap_or(Part::All);
@@ -686,6 +705,9 @@ impl Checker {
                 a.done()?;
                 Test::Duplicate { handle, id, seconds, last }
             }
+            other if self.has("vnd.dovecot.testsuite") && other.starts_with("test_") => {
+                Test::Suite(crate::testsuite::test(&mut a, other, |a, t, c| self.suite_common(a, t, c))?)
+            }
             other => return a.err(format!("unknown test \"{other}\"")),
         };
         Ok(t)
@@ -706,7 +728,7 @@ impl Checker {
     fn command(&mut self, r: &RawCmd) -> Result<Cmd, Error> {
         let t = &r.test;
         let mut a = Args { name: &t.name, line: t.line, items: t.args.clone(), pos: 0 };
-        if t.name != "if" && t.name != "elsif" && t.name != "else" {
+        if t.name != "if" && t.name != "elsif" && t.name != "else" && t.name != "test" {
             if r.block.is_some() {
                 return a.err("takes no block");
             }
@@ -780,7 +802,7 @@ impl Checker {
                 }
                 let address = a.string("the address")?;
                 a.done()?;
-                if !self.has("variables") && !crate::run::plausible_address(&address) {
+                if !self.has("variables") && crate::run::normalize_address(&address).is_none() {
                     return a.err(format!("\"{address}\" is not an address"));
                 }
                 Cmd::Redirect { address, copy }
@@ -923,8 +945,21 @@ impl Checker {
                 self.need(&a, "editheader")?;
                 let mut c = Common::default();
                 while let Some(tag) = a.tag() {
-                    if !self.common(&mut a, &tag, &mut c)? || c.part.is_some() || c.zone.is_some() {
-                        return a.err(format!("does not take :{tag}"));
+                    // deleteheader's own :index and :last need no "index" (RFC 5293 §6).
+                    match tag.as_str() {
+                        "index" => {
+                            let n = a.number("the index")?;
+                            if n == 0 {
+                                return a.err("an index counts from 1");
+                            }
+                            c.index = Some(Index { n, last: false });
+                        }
+                        "last" => c.last = true,
+                        _ => {
+                            if !self.common(&mut a, &tag, &mut c)? || c.part.is_some() || c.zone.is_some() {
+                                return a.err(format!("does not take :{tag}"));
+                            }
+                        }
                     }
                 }
                 let name = a.string("the field name")?;
@@ -936,6 +971,15 @@ impl Checker {
                 let m = self.matcher(&a, &c, patterns.as_deref().unwrap_or(&[]))?;
                 let index = self.index(&a, &c)?;
                 Cmd::DeleteHeader { index, m, name, patterns }
+            }
+            "test" if self.has("vnd.dovecot.testsuite") => {
+                let name = a.string("the test name")?;
+                a.done()?;
+                let block = r.block.as_ref().ok_or(Error { line: t.line, message: "test needs a block".into() })?;
+                Cmd::Suite(crate::testsuite::Command::Test { name, body: self.block(block)? })
+            }
+            other if self.has("vnd.dovecot.testsuite") && other.starts_with("test_") => {
+                Cmd::Suite(crate::testsuite::command(&mut a, other)?)
             }
             other => return a.err(format!("unknown command \"{other}\"")),
         };
@@ -1057,7 +1101,7 @@ fn encoded_characters(s: &str) -> Result<String, String> {
     while let Some(p) = rest.find("${") {
         out.push_str(&rest[..p]);
         let after = &rest[p + 2..];
-        let lower = after.get(..8).map(str::to_ascii_lowercase).unwrap_or_default();
+        let lower = after[..after.len().min(8)].to_ascii_lowercase();
         let (kind, skip) = if lower.starts_with("hex:") {
             (16u8, 4)
         } else if lower.starts_with("unicode:") {

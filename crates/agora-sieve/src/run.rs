@@ -19,15 +19,32 @@ use crate::{Action, Environment, Input, Limits, Outcome, Script, Vacation};
 /// Header fields no script may add or remove (RFC 5293 §7: the trace must stay true).
 const PROTECTED: &[&str] = &["received", "auto-submitted"];
 
-pub(crate) fn plausible_address(a: &str) -> bool {
-    match a.rsplit_once('@') {
-        Some((l, d)) => {
-            !l.is_empty()
-                && !d.is_empty()
-                && !a.chars().any(|c| c.is_control() || c.is_whitespace() || c == '<' || c == '>' || c == ',')
+/// One address as a redirect names it (a bare address or a mailbox with its name, with
+/// the white space RFC 5322 allows), as local@domain; None if it is not exactly one.
+pub(crate) fn normalize_address(a: &str) -> Option<String> {
+    let mut found = None;
+    for x in parse_addresses(a) {
+        match x {
+            Address::Mailbox { mailbox: Some(l), host: Some(h), .. } if found.is_none() => {
+                let (l, h) = (l.trim(), h.trim());
+                let ok = !l.is_empty()
+                    && !h.is_empty()
+                    && h.contains(|c: char| c.is_ascii_alphanumeric())
+                    && !format!("{l}{h}").chars().any(|c| c.is_control() || c == '<' || c == '>' || c == ',');
+                if !ok {
+                    return None;
+                }
+                let local = if l.contains([' ', '"', '\\', '(', ')', ',', ':', ';', '<', '>', '@', '[', ']']) {
+                    format!("\"{}\"", l.replace('\\', "\\\\").replace('"', "\\\""))
+                } else {
+                    l.to_string()
+                };
+                found = Some(format!("{local}@{h}"));
+            }
+            _ => return None,
         }
-        None => false,
     }
+    found
 }
 
 pub(crate) fn field_name_ok(n: &str) -> bool {
@@ -48,6 +65,8 @@ struct Head {
     /// Name as written, raw (folded) value.
     fields: Vec<(String, String)>,
     body: usize,
+    /// A message of header only (no empty line) has no body at all (RFC 5173 §5).
+    has_body: bool,
     edited: bool,
 }
 
@@ -55,6 +74,7 @@ impl Head {
     fn parse(m: &[u8]) -> Head {
         let end = m.windows(4).position(|w| w == b"\r\n\r\n").map(|p| (p, p + 4));
         let end = end.or_else(|| m.windows(2).position(|w| w == b"\n\n").map(|p| (p, p + 2)));
+        let has_body = end.is_some();
         let (head_end, body) = end.unwrap_or((m.len(), m.len()));
         let head = String::from_utf8_lossy(&m[..head_end]);
         let mut fields: Vec<(String, String)> = Vec::new();
@@ -69,7 +89,7 @@ impl Head {
                 fields.push((n.trim_end().to_string(), v.strip_prefix(' ').unwrap_or(v).to_string()));
             }
         }
-        Head { fields, body, edited: false }
+        Head { fields, body, has_body, edited: false }
     }
 
     /// The values of a field, unfolded and decoded, in order.
@@ -119,11 +139,17 @@ fn pick<T>(mut v: Vec<T>, index: Option<Index>) -> Vec<T> {
 }
 
 struct Run<'a> {
-    input: &'a Input<'a>,
+    message: std::borrow::Cow<'a, [u8]>,
+    from: String,
+    to: String,
+    auth: Option<String>,
+    now: i64,
     env: &'a dyn Environment,
     limits: &'a Limits,
     head: Head,
     actions: Vec<Action>,
+    /// Each action's message: header edits before an action reach it, later ones do not.
+    versions: Vec<Option<std::sync::Arc<Vec<u8>>>>,
     keep_cancelled: bool,
     rejected: bool,
     redirects: usize,
@@ -132,6 +158,8 @@ struct Run<'a> {
     included: HashSet<(bool, String)>,
     includes: usize,
     summary: Option<agora_store::MessageSummary>,
+    /// The test suite's state, when a suite file runs.
+    ts: Option<Box<crate::testsuite::State>>,
 }
 
 /// One script's own variables (each included script has its own, RFC 6609 §3.4).
@@ -144,11 +172,16 @@ struct Frame {
 
 pub(crate) async fn run(script: &Script, input: &Input<'_>, env: &dyn Environment, limits: &Limits) -> Outcome {
     let mut r = Run {
-        input,
+        message: std::borrow::Cow::Borrowed(input.message),
+        from: input.from.to_string(),
+        to: input.to.to_string(),
+        auth: input.auth.map(str::to_string),
+        now: input.now,
         env,
         limits,
         head: Head::parse(input.message),
         actions: Vec::new(),
+        versions: Vec::new(),
         keep_cancelled: false,
         rejected: false,
         redirects: 0,
@@ -157,6 +190,7 @@ pub(crate) async fn run(script: &Script, input: &Input<'_>, env: &dyn Environmen
         included: HashSet::new(),
         includes: 0,
         summary: None,
+        ts: None,
     };
     let mut frame = Frame::new(&script.program);
     let result = r.block(&script.program.cmds, &mut frame, 0).await;
@@ -165,14 +199,61 @@ pub(crate) async fn run(script: &Script, input: &Input<'_>, env: &dyn Environmen
         Err(Flow::Error(e)) => Some(e),
     };
     if let Some(e) = error {
-        return Outcome { actions: vec![Action::Keep { flags: Vec::new() }], message: None, error: Some(e) };
+        return Outcome { actions: vec![Action::Keep { flags: Vec::new() }], messages: vec![None], error: Some(e) };
     }
     if !r.keep_cancelled {
         let flags = r.flags.clone();
         r.add(Action::Keep { flags });
     }
-    let message = r.head.edited.then(|| r.head.write(input.message));
-    Outcome { actions: r.actions, message, error: None }
+    Outcome { actions: r.actions, messages: r.versions, error: None }
+}
+
+/// Runs a test-suite file: its top-level commands, each `test` block recording its
+/// own result.
+pub(crate) async fn run_suite(script: &Script, state: crate::testsuite::State) -> crate::testsuite::State {
+    struct NoEnv;
+    #[async_trait::async_trait]
+    impl Environment for NoEnv {
+        async fn mailbox_exists(&self, _: &str) -> bool {
+            false
+        }
+        async fn duplicate(&self, _: &str, _: u64, _: bool) -> bool {
+            false
+        }
+        async fn script(&self, _: &str, _: bool) -> Option<String> {
+            None
+        }
+    }
+    let limits = Limits::default();
+    let message = crate::testsuite::DEFAULT_MESSAGE;
+    let mut r = Run {
+        message: std::borrow::Cow::Borrowed(message),
+        from: "sender@example.com".into(),
+        to: "recipient@example.net".into(),
+        auth: None,
+        now: 1_700_000_000,
+        env: &NoEnv,
+        limits: &limits,
+        head: Head::parse(message),
+        actions: Vec::new(),
+        versions: Vec::new(),
+        keep_cancelled: false,
+        rejected: false,
+        redirects: 0,
+        flags: Vec::new(),
+        globals: HashMap::new(),
+        included: HashSet::new(),
+        includes: 0,
+        summary: None,
+        ts: Some(Box::new(state)),
+    };
+    let mut frame = Frame::new(&script.program);
+    if let Err(Flow::Error(e)) = r.block(&script.program.cmds, &mut frame, 0).await
+        && let Some(ts) = r.ts.as_mut()
+    {
+        ts.failed.push(("(outside any test)".into(), e.trim_start_matches(crate::testsuite::FAILED).to_string()));
+    }
+    r.ts.map(|b| *b).unwrap_or_default()
 }
 
 impl Frame {
@@ -197,8 +278,17 @@ impl<'a> Run<'a> {
         if let Some(t) = &target
             && let Some(pos) = self.actions.iter().position(|x| folder_of(x).as_ref() == Some(t))
         {
-            // The last flags asked for win (RFC 5232 §3 leaves it open; Pigeonhole does so).
-            self.actions[pos] = a;
+            // The same folder once; the last flags asked for win (RFC 5232 §3 leaves it
+            // open; Pigeonhole does so), and so does the message as edited by then.
+            let new_flags = match a {
+                Action::Keep { flags } | Action::FileInto { flags, .. } => flags,
+                _ => Vec::new(),
+            };
+            match &mut self.actions[pos] {
+                Action::Keep { flags } | Action::FileInto { flags, .. } => *flags = new_flags,
+                _ => {}
+            }
+            self.versions[pos] = self.version();
             return;
         }
         if let Action::Redirect { address } = &a
@@ -210,6 +300,12 @@ impl<'a> Run<'a> {
             return;
         }
         self.actions.push(a);
+        self.versions.push(self.version());
+    }
+
+    /// The message as header edits have left it so far (None: as received).
+    fn version(&self) -> Option<std::sync::Arc<Vec<u8>>> {
+        self.head.edited.then(|| std::sync::Arc::new(self.head.write(&self.message)))
     }
 
     fn var(&self, f: &Frame, name: &str) -> String {
@@ -314,7 +410,7 @@ impl<'a> Run<'a> {
                 }
                 Cmd::Discard => self.keep_cancelled = true,
                 Cmd::FileInto { mailbox, copy, create, flags } => {
-                    let mailbox = self.expand(f, mailbox);
+                    let mailbox = inbox_case(&self.expand(f, mailbox));
                     if mailbox.is_empty() || mailbox.chars().any(char::is_control) {
                         return err(format!("fileinto: \"{mailbox}\" is not a mailbox name"));
                     }
@@ -327,11 +423,10 @@ impl<'a> Run<'a> {
                     self.check_reject()?;
                 }
                 Cmd::Redirect { address, copy } => {
-                    let address = self.expand(f, address);
-                    let address = address.trim().trim_start_matches('<').trim_end_matches('>').to_string();
-                    if !plausible_address(&address) {
-                        return err(format!("redirect: \"{address}\" is not an address"));
-                    }
+                    let given = self.expand(f, address);
+                    let Some(address) = normalize_address(&given) else {
+                        return err(format!("redirect: \"{given}\" is not an address"));
+                    };
                     self.redirects += 1;
                     if self.redirects > self.limits.max_redirects {
                         return err(format!("more than {} redirects", self.limits.max_redirects));
@@ -347,7 +442,7 @@ impl<'a> Run<'a> {
                     if self.rejected {
                         return err("the message is rejected twice");
                     }
-                    if self.input.from.is_empty() {
+                    if self.from.is_empty() {
                         // Nobody to tell: a reject of a bounce discards it (RFC 5429 §2.1).
                         self.keep_cancelled = true;
                         return Ok(());
@@ -356,6 +451,7 @@ impl<'a> Run<'a> {
                     self.keep_cancelled = true;
                     let reason = self.expand(f, reason);
                     self.actions.push(Action::Reject { reason, extended: *extended });
+                    self.versions.push(None);
                     self.check_reject()?;
                 }
                 Cmd::Flags { op, var, flags } => {
@@ -407,6 +503,7 @@ impl<'a> Run<'a> {
                     let (lo, hi) = self.limits.vacation_seconds;
                     let seconds = v.seconds.unwrap_or(7 * 86_400).clamp(lo, hi);
                     self.check_room()?;
+                    self.versions.push(None);
                     self.actions.push(Action::Vacation(Vacation {
                         reason,
                         subject,
@@ -428,7 +525,14 @@ impl<'a> Run<'a> {
                     if self.includes > self.limits.max_includes || depth >= self.limits.max_include_depth {
                         return err("too many included scripts");
                     }
-                    let Some(text) = self.env.script(&name, *global).await else {
+                    let text = match &self.ts {
+                        Some(ts) => {
+                            let dir = ts.dir.join(if *global { "included-global" } else { "included" });
+                            std::fs::read_to_string(dir.join(format!("{name}.sieve"))).ok()
+                        }
+                        None => self.env.script(&name, *global).await,
+                    };
+                    let Some(text) = text else {
                         if *optional {
                             return Ok(());
                         }
@@ -445,6 +549,7 @@ impl<'a> Run<'a> {
                         Err(other) => return Err(other),
                     }
                 }
+                Cmd::Suite(c) => return self.suite_command(c, f, depth).await,
                 Cmd::Global(names) => {
                     for n in names {
                         f.global_names.insert(n.clone());
@@ -559,7 +664,11 @@ impl<'a> Run<'a> {
                     names.iter().all(|n| self.head.fields.iter().any(|(h, _)| h.eq_ignore_ascii_case(n)))
                 }
                 Test::Size { over, limit } => {
-                    let size = self.input.message.len() as u64;
+                    let size = if self.head.edited {
+                        self.head.write(&self.message).len() as u64
+                    } else {
+                        self.message.len() as u64
+                    };
                     if *over { size > *limit } else { size < *limit }
                 }
                 Test::Header { m, index, headers, keys } => {
@@ -593,9 +702,9 @@ impl<'a> Run<'a> {
                     let mut values = Vec::new();
                     for field in self.expand_all(f, fields) {
                         let v = match field.to_ascii_lowercase().as_str() {
-                            "from" => Some(self.input.from),
-                            "to" => Some(self.input.to),
-                            _ => self.input.auth,
+                            "from" => Some(self.from.as_str()),
+                            "to" => Some(self.to.as_str()),
+                            _ => self.auth.as_deref(),
                         };
                         let Some(v) = v else { continue };
                         // The null sender is the empty string in every part (RFC 5228 §5.4).
@@ -613,10 +722,15 @@ impl<'a> Run<'a> {
                 }
                 Test::HasFlag { m, vars, keys } => {
                     let values = match vars {
-                        Some(v) => flag_words(&v.iter().map(|n| self.var(f, n)).collect::<Vec<_>>()),
+                        Some(v) => dedup_flags(flag_words(&v.iter().map(|n| self.var(f, n)).collect::<Vec<_>>())),
                         None => self.flags.clone(),
                     };
-                    self.matches(f, m, values, keys)
+                    // Keys are flag lists too (RFC 5232 §4), except a count's number.
+                    if matches!(m.mt, MatchType::Count(_)) {
+                        return Ok(self.matches(f, m, values, keys));
+                    }
+                    let keys = flag_words(&self.expand_all(f, keys));
+                    self.matches(f, m, values, &keys)
                 }
                 Test::Str { m, sources, keys } => {
                     let mut values = self.expand_all(f, sources);
@@ -638,14 +752,19 @@ impl<'a> Run<'a> {
                         Zone::Offset(o) => *o,
                         _ => 0,
                     };
-                    let values = vec![date_part(self.input.now, offset, part)];
+                    let values = vec![date_part(self.now, offset, part)];
                     self.matches(f, m, values, keys)
                 }
+                Test::Suite(t) => self.suite_test(t, f).await?,
                 Test::MailboxExists(names) => {
                     let names = self.expand_all(f, names);
                     let mut all = true;
                     for n in names {
-                        if !self.env.mailbox_exists(&n).await {
+                        let known = match &self.ts {
+                            Some(ts) => ts.folders.contains_key(&n),
+                            None => self.env.mailbox_exists(&n).await,
+                        };
+                        if !known {
                             all = false;
                             break;
                         }
@@ -693,7 +812,10 @@ impl<'a> Run<'a> {
     /// What the body test compares (RFC 5173): the raw body, every text part's decoded
     /// text, or the parts of the named content types.
     fn body(&mut self, transform: Transform, types: &[String]) -> Vec<String> {
-        let m = self.input.message;
+        let m: &[u8] = &self.message;
+        if !self.head.has_body {
+            return Vec::new();
+        }
         if transform == Transform::Raw {
             let raw = m.get(self.head.body..).unwrap_or(&[]);
             return vec![String::from_utf8_lossy(&raw[..raw.len().min(self.limits.max_body_test)]).into_owned()];
@@ -756,6 +878,17 @@ fn truncate(s: &mut String, max: usize) {
     }
 }
 
+/// "inbox", "Inbox/x" and "INBOX.x" are INBOX and its children (IMAP's INBOX is
+/// case-insensitive).
+fn inbox_case(name: &str) -> String {
+    match name.get(..5) {
+        Some(p) if p.eq_ignore_ascii_case("inbox") && matches!(name.as_bytes().get(5), None | Some(b'.' | b'/')) => {
+            format!("INBOX{}", &name[5..])
+        }
+        _ => name.to_string(),
+    }
+}
+
 fn is_var_name(n: &str) -> bool {
     !n.is_empty()
         && n.split('.').all(|p| {
@@ -775,7 +908,23 @@ fn folder_of(a: &Action) -> Option<String> {
 
 /// A value folded for a header field: long values break at spaces.
 fn fold(v: &str) -> String {
-    let v: String = v.chars().map(|c| if c == '\r' || c == '\n' { ' ' } else { c }).collect();
+    // Line breaks in the value are unfolded away (a break not followed by white space
+    // becomes one space).
+    let mut flat = String::with_capacity(v.len());
+    let mut chars = v.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\r' || c == '\n' {
+            while chars.peek().is_some_and(|&n| n == '\r' || n == '\n') {
+                chars.next();
+            }
+            if !chars.peek().is_some_and(|&n| n == ' ' || n == '\t') {
+                flat.push(' ');
+            }
+        } else {
+            flat.push(c);
+        }
+    }
+    let v = flat;
     let v = if v.is_ascii() { v } else { agora_store::text::encode_words(&v) };
     let mut out = String::with_capacity(v.len());
     let mut line = 0;
@@ -863,6 +1012,8 @@ fn address_part(a: &str, part: Part, sep: char) -> Option<String> {
 
 /// A Date field's value as one date part (RFC 5260 §4), in the zone asked for.
 fn date_value(v: &str, zone: &Zone, part: &str) -> Option<String> {
+    // A Received field's date follows its last ';'.
+    let v = v.rsplit_once(';').map_or(v, |(_, d)| d).trim();
     let utc = agora_store::sort::parse_date(v)?;
     let original = v
         .split_whitespace()
@@ -910,5 +1061,222 @@ fn date_part(utc: i64, offset: i64, part: &str) -> String {
         // 0 is Sunday; 1970-01-01 was a Thursday.
         "weekday" => ((days + 4).rem_euclid(7)).to_string(),
         _ => String::new(),
+    }
+}
+
+/// The test suite's commands and tests.
+impl<'a> Run<'a> {
+    fn reset_result(&mut self) {
+        self.actions.clear();
+        self.versions.clear();
+        self.keep_cancelled = false;
+        self.rejected = false;
+        self.redirects = 0;
+        self.flags.clear();
+    }
+
+    fn set_message(&mut self, m: Vec<u8>) {
+        self.head = Head::parse(&m);
+        self.message = std::borrow::Cow::Owned(m);
+        self.summary = None;
+    }
+
+    /// Makes a stored or sent message the current one; false if there is none.
+    fn load(&mut self, src: &crate::testsuite::Source) -> bool {
+        let Some(ts) = self.ts.as_ref() else { return false };
+        match src {
+            crate::testsuite::Source::Smtp(n) => {
+                let Some((from, to, m)) = ts.outbox.get(*n as usize).cloned() else { return false };
+                self.from = from;
+                self.to = to;
+                self.set_message(m);
+            }
+            crate::testsuite::Source::Folder(name, n) => {
+                let Some((m, flags)) = ts.folders.get(name).and_then(|l| l.get(*n as usize)).cloned() else {
+                    return false;
+                };
+                self.set_message(m);
+                self.flags = flags;
+            }
+        }
+        true
+    }
+
+    fn suite_command<'s>(&'s mut self, c: &'s crate::testsuite::Command, f: &'s mut Frame, depth: usize) -> Step<'s> {
+        use crate::testsuite::{Command, FAILED};
+        Box::pin(async move {
+            match c {
+                Command::Test { name, body } => {
+                    self.reset_result();
+                    // Each test starts with nothing sent.
+                    if let Some(ts) = self.ts.as_mut() {
+                        ts.outbox.clear();
+                    }
+                    let result = self.block(body, f, depth).await;
+                    let Some(ts) = self.ts.as_mut() else { return Ok(()) };
+                    match result {
+                        Err(Flow::Error(e)) => match e.strip_prefix(FAILED) {
+                            Some(why) => ts.failed.push((name.clone(), why.to_string())),
+                            None => ts.failed.push((name.clone(), format!("runtime error: {e}"))),
+                        },
+                        _ => ts.passed.push(name.clone()),
+                    }
+                    self.reset_result();
+                }
+                Command::Set { what, value } => {
+                    let value = self.expand(f, value);
+                    match what.as_str() {
+                        "message" => self.set_message(crate::testsuite::crlf(&value)),
+                        "envelope.from" => self.from = value.trim_start_matches('<').trim_end_matches('>').to_string(),
+                        "envelope.to" => self.to = value.trim_start_matches('<').trim_end_matches('>').to_string(),
+                        "envelope.auth" => self.auth = Some(value),
+                        _ => {}
+                    }
+                }
+                Command::Fail(why) => return Err(Flow::Error(format!("{FAILED}{}", self.expand(f, why)))),
+                Command::ResultReset => self.reset_result(),
+                Command::MailboxCreate(name) => {
+                    let name = self.expand(f, name);
+                    if let Some(ts) = self.ts.as_mut() {
+                        ts.folders.entry(name).or_default();
+                    }
+                }
+                // A message that is not there leaves the current one.
+                Command::Message(src) => {
+                    self.load(src);
+                }
+                Command::Ignored => {}
+            }
+            Ok(())
+        })
+    }
+
+    fn suite_test<'s>(&'s mut self, t: &'s crate::testsuite::Test, f: &'s mut Frame) -> Check<'s> {
+        use crate::testsuite::Test as T;
+        Box::pin(async move {
+            Ok(match t {
+                T::ResultExecute => self.execute(),
+                T::ResultAction { index, kinds } => {
+                    let mut names: Vec<&str> = self
+                        .actions
+                        .iter()
+                        .map(|a| match a {
+                            Action::Keep { .. } => "keep",
+                            Action::FileInto { .. } => "fileinto",
+                            Action::Redirect { .. } => "redirect",
+                            Action::Reject { .. } => "reject",
+                            Action::Vacation(_) => "vacation",
+                        })
+                        .collect();
+                    if !self.keep_cancelled {
+                        names.push("keep");
+                    }
+                    let kinds = self.expand_all(f, kinds);
+                    match names.get((*index as usize).wrapping_sub(1)) {
+                        Some(n) => kinds
+                            .iter()
+                            .any(|k| k.eq_ignore_ascii_case(n) || (k == "store" && (*n == "keep" || *n == "fileinto"))),
+                        None => false,
+                    }
+                }
+                T::ResultCount { m, keys } => {
+                    let n = self.actions.len() + usize::from(!self.keep_cancelled);
+                    let keys = self.expand_all(f, keys);
+                    keys.iter().any(|k| m.count(n, k))
+                }
+                T::Message(src) => self.load(src),
+                T::ScriptCompile(path) => {
+                    let path = self.expand(f, path);
+                    let Some(ts) = self.ts.as_mut() else { return Ok(false) };
+                    let text = std::fs::read_to_string(ts.dir.join(&path)).unwrap_or_default();
+                    ts.errors.clear();
+                    match crate::compile(&text) {
+                        Ok(s) => {
+                            ts.compiled = Some(s);
+                            true
+                        }
+                        Err(e) => {
+                            ts.compiled = None;
+                            ts.errors.push(e.to_string());
+                            false
+                        }
+                    }
+                }
+                T::ScriptRun { append } => {
+                    let Some(script) = self.ts.as_ref().and_then(|ts| ts.compiled.clone()) else { return Ok(false) };
+                    if !append {
+                        self.reset_result();
+                    }
+                    let mut inner = Frame::new(&script.program);
+                    match self.block(&script.program.cmds, &mut inner, 1).await {
+                        Ok(()) | Err(Flow::Stop) | Err(Flow::Return) => true,
+                        Err(Flow::Error(e)) => {
+                            if let Some(ts) = self.ts.as_mut() {
+                                ts.errors.push(e);
+                            }
+                            false
+                        }
+                    }
+                }
+                T::Error { m, index, keys } => {
+                    let errors = self.ts.as_ref().map(|ts| ts.errors.clone()).unwrap_or_default();
+                    let values = match index {
+                        Some(i) => errors.get((*i as usize).wrapping_sub(1)).cloned().into_iter().collect(),
+                        None => errors,
+                    };
+                    self.matches(f, m, values, keys)
+                }
+            })
+        })
+    }
+
+    /// Carries out the result: stored into the in-memory folders, sent into the outbox.
+    /// False when a folder is missing (and not to be made).
+    fn execute(&mut self) -> bool {
+        let current = if self.head.edited { self.head.write(&self.message) } else { self.message.to_vec() };
+        let mut actions = std::mem::take(&mut self.actions);
+        let mut versions = std::mem::take(&mut self.versions);
+        if !self.keep_cancelled {
+            actions.push(Action::Keep { flags: self.flags.clone() });
+            versions.push(None);
+        }
+        let (from, to) = (self.from.clone(), self.to.clone());
+        let Some(ts) = self.ts.as_mut() else { return false };
+        let mut ok = true;
+        for (a, v) in actions.into_iter().zip(versions) {
+            let message = v.map(|v| v.to_vec()).unwrap_or_else(|| current.clone());
+            match a {
+                Action::Keep { flags } => ts.folders.entry("INBOX".into()).or_default().push((message.clone(), flags)),
+                Action::FileInto { mailbox, flags, create } => {
+                    if !create && !ts.folders.contains_key(&mailbox) {
+                        ts.errors.push(format!("failed to store into mailbox '{mailbox}': mailbox does not exist"));
+                        ok = false;
+                        continue;
+                    }
+                    ts.folders.entry(mailbox).or_default().push((message.clone(), flags));
+                }
+                Action::Redirect { address } => ts.outbox.push((from.clone(), address, message.clone())),
+                Action::Reject { reason, .. } => {
+                    let m = format!(
+                        "To: {from}\r\nSubject: Rejected: your message to {to}\r\nAuto-Submitted: auto-replied\r\n\r\n{reason}\r\n"
+                    );
+                    ts.outbox.push((String::new(), from.clone(), m.into_bytes()));
+                }
+                Action::Vacation(v) => {
+                    let original = Head::parse(&message).values("subject").into_iter().next().unwrap_or_default();
+                    let subject = v.subject.clone().unwrap_or_else(|| format!("Auto: {original}"));
+                    let sender = v.from.clone().unwrap_or_else(|| to.clone());
+                    let m = format!(
+                        "From: {sender}\r\nTo: {from}\r\nSubject: {subject}\r\nAuto-Submitted: auto-replied\r\n\r\n{}",
+                        v.reason
+                    );
+                    ts.outbox.push((String::new(), from.clone(), crate::testsuite::crlf(&m)));
+                }
+            }
+        }
+        self.keep_cancelled = false;
+        self.rejected = false;
+        self.redirects = 0;
+        ok
     }
 }

@@ -96,7 +96,8 @@ async fn implicit_keep_and_the_basic_commands() {
         [Action::Redirect { address: "x@example.net".into() }]
     );
     assert_eq!(actions("require \"fileinto\"; fileinto \"A\"; stop; fileinto \"B\";").await, [into("A")]);
-    assert_eq!(actions("require \"fileinto\"; fileinto \"INBOX\"; keep;").await, [keep()]);
+    // The same folder once: the first action stands, with the last flags.
+    assert_eq!(actions("require \"fileinto\"; fileinto \"INBOX\"; keep;").await, [into("INBOX")]);
 }
 
 #[tokio::test]
@@ -223,7 +224,7 @@ async fn editheader_mailbox_duplicate_include() {
     let s = "require [\"editheader\"]; addheader \"X-Filtered\" \"yes\"; addheader :last \"X-End\" \"1\"; \
              deleteheader \"x-spam-score\"; deleteheader \"received\";";
     let o = outcome(s).await;
-    let m = String::from_utf8(o.message.expect("edited")).expect("utf-8");
+    let m = String::from_utf8(o.messages[0].as_deref().expect("edited").clone()).expect("utf-8");
     assert!(m.starts_with("X-Filtered: yes\r\nReturn-Path:"), "{m}");
     assert!(!m.contains("X-Spam-Score") && m.contains("Received: from x") && m.contains("X-End: 1\r\n\r\n--b"));
     let s = "require [\"editheader\", \"fileinto\"]; addheader \"X-A\" \"1\"; \

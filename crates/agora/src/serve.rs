@@ -491,6 +491,7 @@ pub async fn run(cli: &Cli, domain: Option<String>, hostname: Option<String>, li
             tracking_log: Some(data.join("tracking.log")),
             tracking: cfg.tracking.clone(),
             transport: cfg.transport.clone(),
+            sieve_global: Some(data.join("sieve")),
         },
         Arc::clone(&dyn_store),
         dir.clone(),
