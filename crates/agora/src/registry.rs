@@ -9,6 +9,7 @@ pub static SERVICES: &[&dyn Registration] = &[
     &agora_smtp::service::SERVICE,
     &agora_imap::service::SERVICE,
     &agora_pop3::service::SERVICE,
+    &agora_managesieve::service::SERVICE,
     &agora_ldap::service::SERVICE,
     &agora_dns::service::SERVICE,
     &agora_http::service::SERVICE,
@@ -44,8 +45,16 @@ mod tests {
     #[test]
     fn protocol_crates_never_import_each_other() {
         let crates = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-        let protocols =
-            ["agora-smtp", "agora-imap", "agora-pop3", "agora-ldap", "agora-dns", "agora-http", "agora-nntp"];
+        let protocols = [
+            "agora-smtp",
+            "agora-imap",
+            "agora-pop3",
+            "agora-managesieve",
+            "agora-ldap",
+            "agora-dns",
+            "agora-http",
+            "agora-nntp",
+        ];
         for p in protocols {
             let manifest = std::fs::read_to_string(crates.join(p).join("Cargo.toml")).unwrap_or_default();
             assert!(!manifest.is_empty(), "{p}/Cargo.toml not found");
