@@ -96,7 +96,7 @@ pub type Checker = std::sync::Arc<
     dyn Fn(Vec<Record>) -> std::pin::Pin<Box<dyn std::future::Future<Output = Vec<Finding>> + Send>> + Send + Sync,
 >;
 
-/// The SRV locators (RFC 6186, RFC 8314 and the directory's) by listener key.
+/// The SRV locators (RFC 6186, RFC 8314, RFC 5804 and the directory's) by listener key.
 pub const LOCATORS: &[(&str, &str)] = &[
     ("submission", "_submission._tcp"),
     ("submissions", "_submissions._tcp"),
@@ -108,6 +108,7 @@ pub const LOCATORS: &[(&str, &str)] = &[
     ("gc", "_gc._tcp"),
     ("nntp", "_nntp._tcp"),
     ("https", "_autodiscover._tcp"),
+    ("managesieve", "_sieve._tcp"),
 ];
 
 /// What every hosted zone is made from besides the store: the server's names,
@@ -486,7 +487,12 @@ mod tests {
             addresses: vec!["192.0.2.1".parse().unwrap(), "2001:db8::1".parse().unwrap()],
             nameservers: Vec::new(),
             dkim: vec![key("a", DkimState::Active), key("b", DkimState::Pending), key("old", DkimState::Retired)],
-            listeners: vec![("smtp".into(), 25), ("submission".into(), 587), ("imaps".into(), 993)],
+            listeners: vec![
+                ("smtp".into(), 25),
+                ("submission".into(), 587),
+                ("imaps".into(), 993),
+                ("managesieve".into(), 4190),
+            ],
             dmarc_policy: "reject".into(),
             mta_sts_mode: String::new(),
             tlsa: vec![vec![0xab; 32]],
@@ -508,6 +514,7 @@ mod tests {
             ("_smtp._tls.example.org", "TXT"),
             ("_submission._tcp.example.org", "SRV"),
             ("_imaps._tcp.example.org", "SRV"),
+            ("_sieve._tcp.example.org", "SRV"),
             ("_25._tcp.mx.example.org", "TLSA"),
         ] {
             assert!(names.contains(&want), "{want:?} missing from {names:?}");
