@@ -1101,10 +1101,10 @@ fn encoded_characters(s: &str) -> Result<String, String> {
     while let Some(p) = rest.find("${") {
         out.push_str(&rest[..p]);
         let after = &rest[p + 2..];
-        let lower = after[..after.len().min(8)].to_ascii_lowercase();
-        let (kind, skip) = if lower.starts_with("hex:") {
+        let lower = after.as_bytes()[..after.len().min(8)].to_ascii_lowercase();
+        let (kind, skip) = if lower.starts_with(b"hex:") {
             (16u8, 4)
-        } else if lower.starts_with("unicode:") {
+        } else if lower.starts_with(b"unicode:") {
             (21, 8)
         } else {
             out.push_str("${");

@@ -182,6 +182,9 @@ async fn variables_and_match_captures() {
     assert_eq!(actions(s).await, [into("two")]);
     let s = "require [\"encoded-character\", \"fileinto\"]; fileinto \"${hex:41 42}${unicode:263a}\";";
     assert_eq!(actions(s).await, [into("AB☺")]);
+    // Found by fuzzing: a multi-byte character right after "${hex:".
+    let s = "require [\"encoded-character\", \"fileinto\"]; fileinto \"${hex:0=6ǚ}\";";
+    assert_eq!(actions(s).await, [into("${hex:0=6ǚ}")]);
 }
 
 #[tokio::test]
