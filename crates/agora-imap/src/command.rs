@@ -172,43 +172,130 @@ pub enum CommandKind {
     Noop,
     Logout,
     StartTls,
-    Authenticate { mechanism: String, initial: Option<String> },
-    Login { user: String, password: String },
+    Authenticate {
+        mechanism: String,
+        initial: Option<String>,
+    },
+    Login {
+        user: String,
+        password: String,
+    },
     Enable(Vec<String>),
-    Select { mailbox: String, condstore: bool, qresync: Option<Qresync> },
-    Examine { mailbox: String, condstore: bool, qresync: Option<Qresync> },
-    Create { mailbox: String, special_use: Vec<String> },
+    Select {
+        mailbox: String,
+        condstore: bool,
+        qresync: Option<Qresync>,
+    },
+    Examine {
+        mailbox: String,
+        condstore: bool,
+        qresync: Option<Qresync>,
+    },
+    Create {
+        mailbox: String,
+        special_use: Vec<String>,
+    },
     Delete(String),
-    Rename { from: String, to: String },
+    Rename {
+        from: String,
+        to: String,
+    },
     Subscribe(String),
     Unsubscribe(String),
-    List { reference: String, patterns: Vec<String>, options: ListOptions },
-    Lsub { reference: String, pattern: String },
+    List {
+        reference: String,
+        patterns: Vec<String>,
+        options: ListOptions,
+    },
+    Lsub {
+        reference: String,
+        pattern: String,
+    },
     Namespace,
-    Status { mailbox: String, items: Vec<StatusItem> },
-    Append { mailbox: String, messages: Vec<AppendMessage> },
+    Status {
+        mailbox: String,
+        items: Vec<StatusItem>,
+    },
+    Append {
+        mailbox: String,
+        messages: Vec<AppendMessage>,
+    },
     Idle,
     Check,
     Close,
     Unselect,
-    Expunge { uids: Option<SeqSet> },
-    Search { uid: bool, ret: Option<Vec<String>>, charset: Option<String>, key: SearchKey },
-    Fetch { uid: bool, set: SeqSet, atts: Vec<FetchAtt>, changed_since: Option<u64>, vanished: bool },
-    Store { uid: bool, set: SeqSet, unchanged_since: Option<u64>, mode: StoreMode, silent: bool, flags: Vec<String> },
-    Copy { uid: bool, set: SeqSet, mailbox: String },
-    Move { uid: bool, set: SeqSet, mailbox: String },
+    Expunge {
+        uids: Option<SeqSet>,
+    },
+    Search {
+        uid: bool,
+        ret: Option<Vec<ReturnOpt>>,
+        charset: Option<String>,
+        key: SearchKey,
+    },
+    /// CANCELUPDATE (RFC 5267): stop the updates of these searches.
+    CancelUpdate(Vec<String>),
+    Fetch {
+        uid: bool,
+        set: SeqSet,
+        atts: Vec<FetchAtt>,
+        changed_since: Option<u64>,
+        vanished: bool,
+    },
+    Store {
+        uid: bool,
+        set: SeqSet,
+        unchanged_since: Option<u64>,
+        mode: StoreMode,
+        silent: bool,
+        flags: Vec<String>,
+    },
+    Copy {
+        uid: bool,
+        set: SeqSet,
+        mailbox: String,
+    },
+    Move {
+        uid: bool,
+        set: SeqSet,
+        mailbox: String,
+    },
     Id(Option<Vec<(String, Option<String>)>>),
     GetQuotaRoot(String),
     GetQuota(String),
-    SetQuota { root: String, limits: Vec<(String, u64)> },
+    SetQuota {
+        root: String,
+        limits: Vec<(String, u64)>,
+    },
     Compress(String),
-    SetAcl { mailbox: String, identifier: String, rights: String },
-    DeleteAcl { mailbox: String, identifier: String },
+    SetAcl {
+        mailbox: String,
+        identifier: String,
+        rights: String,
+    },
+    DeleteAcl {
+        mailbox: String,
+        identifier: String,
+    },
     GetAcl(String),
-    ListRights { mailbox: String, identifier: String },
+    ListRights {
+        mailbox: String,
+        identifier: String,
+    },
     MyRights(String),
-    Sort { uid: bool, criteria: Vec<crate::sort::Criterion>, charset: String, key: SearchKey },
-    Thread { uid: bool, algorithm: crate::thread::Algorithm, charset: String, key: SearchKey },
+    Sort {
+        uid: bool,
+        ret: Option<Vec<ReturnOpt>>,
+        criteria: Vec<crate::sort::Criterion>,
+        charset: String,
+        key: SearchKey,
+    },
+    Thread {
+        uid: bool,
+        algorithm: crate::thread::Algorithm,
+        charset: String,
+        key: SearchKey,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -853,6 +940,39 @@ impl<'a> P<'a> {
         }
     }
 
+    /// SEARCH and SORT RETURN options (RFC 4731, 5182, 5267, 9394).
+    fn search_return(&mut self) -> R<Vec<ReturnOpt>> {
+        self.expect(b'(')?;
+        let mut out = Vec::new();
+        if self.eat(b')') {
+            return Ok(out);
+        }
+        loop {
+            let word = self.atom()?.to_ascii_uppercase();
+            out.push(match word.as_str() {
+                "MIN" => ReturnOpt::Min,
+                "MAX" => ReturnOpt::Max,
+                "ALL" => ReturnOpt::All,
+                "COUNT" => ReturnOpt::Count,
+                "SAVE" => ReturnOpt::Save,
+                "UPDATE" => ReturnOpt::Update,
+                "CONTEXT" => ReturnOpt::Context,
+                "PARTIAL" => {
+                    self.sp()?;
+                    let range = self.take_while(|c| c.is_ascii_digit() || c == b'-' || c == b':');
+                    let range = std::str::from_utf8(range).unwrap_or("");
+                    let (a, b) = partial_range(range).ok_or_else(|| format!("bad PARTIAL range {range}"))?;
+                    ReturnOpt::Partial(a, b)
+                }
+                other => return Err(format!("Unknown SEARCH return option {other}")),
+            });
+            if self.eat(b')') {
+                return Ok(out);
+            }
+            self.sp()?;
+        }
+    }
+
     fn word_list(&mut self) -> R<Vec<String>> {
         self.expect(b'(')?;
         let mut out = Vec::new();
@@ -867,6 +987,48 @@ impl<'a> P<'a> {
             self.sp()?;
         }
     }
+}
+
+/// A RETURN option of SEARCH and SORT.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReturnOpt {
+    Min,
+    Max,
+    All,
+    Count,
+    Save,
+    /// Keep the result up to date with ADDTO/REMOVEFROM (RFC 5267 §4.4).
+    Update,
+    Context,
+    /// Positions in the result, from 1; negative from the end (RFC 9394), low first.
+    Partial(i64, i64),
+}
+
+#[cfg(test)]
+#[test]
+fn partial_ranges() {
+    assert_eq!(partial_range("4:2"), Some((2, 4)));
+    assert_eq!(partial_range("-1:-100"), Some((-100, -1)));
+    for bad in ["1", "1:*", "*:1", "0:3", "-1:3", "1:99999999999", ":", "1:"] {
+        assert_eq!(partial_range(bad), None, "{bad}");
+    }
+}
+
+/// "2:4", "4:2" or "-1:-100": both ends non-zero and of one sign, low end first.
+fn partial_range(s: &str) -> Option<(i64, i64)> {
+    let (a, b) = s.split_once(':')?;
+    let parse = |x: &str| -> Option<i64> {
+        let digits = x.strip_prefix('-').unwrap_or(x);
+        if digits.is_empty() || digits.len() > 10 || !digits.bytes().all(|c| c.is_ascii_digit()) {
+            return None;
+        }
+        x.parse::<i64>().ok().filter(|&v| v != 0 && v.unsigned_abs() <= u64::from(u32::MAX))
+    };
+    let (a, b) = (parse(a)?, parse(b)?);
+    if (a < 0) != (b < 0) {
+        return None;
+    }
+    Some((a.min(b), a.max(b)))
 }
 
 fn month_number(m: &[u8]) -> Option<u8> {
@@ -918,6 +1080,16 @@ fn command_kind(p: &mut P<'_>) -> R<CommandKind> {
         "CHECK" => Check,
         "CLOSE" => Close,
         "UNSELECT" => Unselect,
+        "CANCELUPDATE" => {
+            let mut tags = Vec::new();
+            while p.eat(b' ') {
+                tags.push(p.astring_utf8()?);
+            }
+            if tags.is_empty() {
+                return Err("CANCELUPDATE needs the tags of the searches".into());
+            }
+            CancelUpdate(tags)
+        }
         "IDLE" => Idle,
         "SETACL" => {
             let mailbox = mailbox_arg(p)?;
@@ -1133,6 +1305,12 @@ fn command_kind(p: &mut P<'_>) -> R<CommandKind> {
         }
         "SORT" => {
             p.sp()?;
+            let mut ret = None;
+            if p.keyword("RETURN") {
+                p.sp()?;
+                ret = Some(p.search_return()?);
+                p.sp()?;
+            }
             p.expect(b'(')?;
             let mut criteria = Vec::new();
             loop {
@@ -1153,7 +1331,7 @@ fn command_kind(p: &mut P<'_>) -> R<CommandKind> {
             let charset = p.astring_utf8()?.to_ascii_uppercase();
             p.charset = agora_store::text::decoder(&charset);
             let key = p.search_program()?;
-            Sort { uid, criteria, charset, key }
+            Sort { uid, ret, criteria, charset, key }
         }
         "THREAD" => {
             p.sp()?;
@@ -1170,7 +1348,7 @@ fn command_kind(p: &mut P<'_>) -> R<CommandKind> {
             let mut ret = None;
             if p.keyword("RETURN") {
                 p.sp()?;
-                ret = Some(p.word_list()?);
+                ret = Some(p.search_return()?);
                 p.sp()?;
             }
             let mut charset = None;

@@ -9,7 +9,7 @@ use agora_net::{Conn, Flow};
 use agora_store::{Change, FlagOp, Flags, MessageMeta, MessageSummary, StoreError};
 use tokio::sync::broadcast;
 
-use crate::command::{FetchAtt, Qresync, SearchKey, SeqSet, StoreMode};
+use crate::command::{FetchAtt, Qresync, ReturnOpt, SearchKey, SeqSet, StoreMode};
 use crate::selected::{Caught, Msg, Selected, set_contains, uid_set};
 use crate::session::{Session, parse_flags};
 use crate::{fetch, search};
@@ -224,6 +224,7 @@ impl Session {
     /// Leaves the selected mailbox, and stops listening to its changes.
     pub(crate) fn deselect(&mut self) -> Option<Selected> {
         self.bus = None;
+        self.updates.clear();
         self.selected.take()
     }
 
@@ -271,8 +272,12 @@ impl Session {
     /// messages not in `skip`, and new messages (EXISTS, RECENT).
     pub(crate) async fn report(&mut self, conn: &mut Conn, caught: Caught, allow_expunge: bool, skip: &[u32]) {
         let qresync = self.qresync;
+        let expunging = allow_expunge && self.selected.as_ref().is_some_and(|s| !s.gone.is_empty());
+        let changed = expunging || !caught.updated.is_empty() || !caught.new.is_empty();
+        let (removed, added) =
+            if changed && !self.updates.is_empty() { self.rerun_updates(expunging).await } else { Default::default() };
         let Some(sel) = self.selected.as_mut() else { return };
-        let mut out = String::new();
+        let mut out = removed;
         if caught.new_keywords {
             out.push_str(&sel.flags_responses());
         }
@@ -298,6 +303,23 @@ impl Session {
                     sel.recent.extend(caught.new.iter().copied().filter(|&u| u > prev));
                     out.push_str(&format!("* {} RECENT\r\n", sel.recent.len()));
                 }
+            }
+        }
+        if let Some(sel) = self.selected.as_ref() {
+            for (at, uids) in added {
+                let (i, pos) = (at / 1_000_000, at % 1_000_000);
+                let Some(u) = self.updates.get(i) else { continue };
+                let ids: Vec<u32> = if u.uid {
+                    uids
+                } else {
+                    uids.iter().filter_map(|x| sel.index_of(*x).map(|i| i as u32 + 1)).collect()
+                };
+                let set = if u.sort.is_some() { ordered_set(&ids) } else { sorted_set(&ids) };
+                out.push_str(&format!(
+                    "* ESEARCH (TAG \"{}\"){} ADDTO ({pos} {set})\r\n",
+                    u.tag,
+                    if u.uid { " UID" } else { "" }
+                ));
             }
         }
         conn.queue(out.as_bytes());
@@ -682,32 +704,18 @@ impl Session {
         Ok((hits, metas))
     }
 
-    /// SORT (RFC 5256, with SORT=DISPLAY from RFC 5957).
-    pub(crate) async fn sort(
-        &mut self,
-        conn: &mut Conn,
-        tag: &str,
-        uid: bool,
-        criteria: &[crate::sort::Criterion],
-        charset: &str,
-        key: SearchKey,
-    ) -> Flow {
-        if !agora_store::text::known_charset(charset) {
-            conn.queue(crate::response::bad_charset(tag).as_bytes());
-            return Flow::Continue;
-        }
-        self.sync(conn, uid).await;
+    /// The messages matching `key`, in sort order when `criteria` is given (else by
+    /// sequence): (sequence, UID, MODSEQ).
+    async fn result_of(
+        &self,
+        key: &SearchKey,
+        criteria: Option<&[crate::sort::Criterion]>,
+    ) -> Result<Vec<(u32, u32, u64)>, StoreError> {
         use crate::sort::SortKey;
-        let want_meta = criteria.iter().any(|c| !matches!(c.key, SortKey::Arrival | SortKey::Size));
-        let (hits, metas) = match self.matching(&key, want_meta).await {
-            Ok(x) => x,
-            Err(e) => {
-                tracing::error!("imap: sort: {e}");
-                conn.queue(format!("{tag} NO [SERVERBUG] Sort failed\r\n").as_bytes());
-                return Flow::Continue;
-            }
-        };
-        let Some(sel) = &self.selected else { return Flow::Continue };
+        let want_meta = criteria.is_some_and(|c| c.iter().any(|c| !matches!(c.key, SortKey::Arrival | SortKey::Size)));
+        let (hits, metas) = self.matching(key, want_meta).await?;
+        let Some(criteria) = criteria else { return Ok(hits) };
+        let Some(sel) = &self.selected else { return Ok(Vec::new()) };
         let empty = agora_store::EnvelopeFields::default();
         let items: Vec<crate::sort::SortItem<'_>> = hits
             .iter()
@@ -720,14 +728,130 @@ impl Session {
                 crate::sort::SortItem { seq, size: m.size, internal_date: m.internal_date, envelope }
             })
             .collect();
-        let mut out = String::from("* SORT");
-        for seq in crate::sort::sort(criteria, &items) {
-            let n = if uid { sel.msgs[seq as usize - 1].uid } else { seq };
-            out.push_str(&format!(" {n}"));
+        let order = crate::sort::sort(criteria, &items);
+        Ok(order.into_iter().filter_map(|seq| hits.iter().find(|h| h.0 == seq).copied()).collect())
+    }
+
+    /// SORT (RFC 5256, with SORT=DISPLAY from RFC 5957; RETURN options from RFC 5267).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn sort(
+        &mut self,
+        conn: &mut Conn,
+        tag: &str,
+        uid: bool,
+        ret: Option<Vec<ReturnOpt>>,
+        criteria: &[crate::sort::Criterion],
+        charset: &str,
+        key: SearchKey,
+    ) -> Flow {
+        if !agora_store::text::known_charset(charset) {
+            conn.queue(crate::response::bad_charset(tag).as_bytes());
+            return Flow::Continue;
         }
-        out.push_str(&format!("\r\n{tag} OK Sort completed\r\n"));
-        conn.queue(out.as_bytes());
+        if ret.as_deref().is_some_and(|r| r.contains(&ReturnOpt::Save)) {
+            return self.bad(conn, tag, "SAVE is for SEARCH");
+        }
+        self.sync(conn, uid).await;
+        let hits = match self.result_of(&key, Some(criteria)).await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::error!("imap: sort: {e}");
+                conn.queue(format!("{tag} NO [SERVERBUG] Sort failed\r\n").as_bytes());
+                return Flow::Continue;
+            }
+        };
+        let Some(sel) = &self.selected else { return Flow::Continue };
+        let id = |h: &(u32, u32, u64)| if uid { h.1 } else { h.0 };
+        let Some(ret) = ret else {
+            let mut out = String::from("* SORT");
+            for h in &hits {
+                out.push_str(&format!(" {}", id(h)));
+            }
+            out.push_str(&format!("\r\n{tag} OK Sort completed\r\n"));
+            conn.queue(out.as_bytes());
+            return Flow::Continue;
+        };
+        let _ = sel;
+        let ids: Vec<(u32, u64)> = hits.iter().map(|h| (id(h), h.2)).collect();
+        conn.queue(esearch(tag, uid, &ret, &ids, true, false).as_bytes());
+        let code = self.keep_updating(tag, uid, &ret, &key, Some(criteria.to_vec()), &hits);
+        conn.queue(format!("{tag} OK{code} Sort completed\r\n").as_bytes());
         Flow::Continue
+    }
+
+    /// Keeps a search for RETURN (UPDATE) (RFC 5267 §4.4); the response code to add to
+    /// the tagged OK (NOUPDATE when it is not kept).
+    fn keep_updating(
+        &mut self,
+        tag: &str,
+        uid: bool,
+        ret: &[ReturnOpt],
+        key: &SearchKey,
+        sort: Option<Vec<crate::sort::Criterion>>,
+        hits: &[(u32, u32, u64)],
+    ) -> String {
+        if !ret.contains(&ReturnOpt::Update) {
+            return String::new();
+        }
+        // Updates of a partial window are not offered; nor more than a few at once.
+        if ret.iter().any(|r| matches!(r, ReturnOpt::Partial(..))) || self.updates.len() >= MAX_UPDATES {
+            return format!(" [NOUPDATE \"{}\"]", tag.replace(['"', '\\'], ""));
+        }
+        self.updates.retain(|u| u.tag != tag);
+        self.updates.push(Update {
+            tag: tag.to_string(),
+            uid,
+            key: key.clone(),
+            sort,
+            result: hits.iter().map(|h| h.1).collect(),
+        });
+        String::new()
+    }
+
+    /// Re-runs the kept searches after the view changed: the removed messages (told
+    /// before EXPUNGE, numbered as before it) and the added UIDs of each, by position.
+    async fn rerun_updates(&mut self, expunging: bool) -> (String, Vec<(usize, Vec<u32>)>) {
+        let mut before = String::new();
+        let mut added_all = Vec::new();
+        let gone: Vec<u32> = match (&self.selected, expunging) {
+            (Some(sel), true) => sel.gone.iter().copied().collect(),
+            _ => Vec::new(),
+        };
+        for i in 0..self.updates.len() {
+            let (key, sort) = (self.updates[i].key.clone(), self.updates[i].sort.clone());
+            let hits = match self.result_of(&key, sort.as_deref()).await {
+                Ok(h) => h,
+                Err(e) => {
+                    tracing::warn!("imap: search update: {e}");
+                    continue;
+                }
+            };
+            let Some(sel) = &self.selected else { break };
+            let now: Vec<u32> = hits.iter().map(|h| h.1).filter(|u| !gone.contains(u)).collect();
+            let u = &self.updates[i];
+            let removed: Vec<u32> = u.result.iter().copied().filter(|x| !now.contains(x)).collect();
+            let added: Vec<u32> = now.iter().copied().filter(|x| !u.result.contains(x)).collect();
+            if !removed.is_empty() {
+                let pos = u.result.iter().position(|x| *x == removed[0]).map_or(1, |p| p + 1);
+                let ids: Vec<u32> = if u.uid {
+                    removed.clone()
+                } else {
+                    removed.iter().filter_map(|x| sel.index_of(*x).map(|i| i as u32 + 1)).collect()
+                };
+                let set = if u.sort.is_some() { ordered_set(&ids) } else { sorted_set(&ids) };
+                before.push_str(&format!(
+                    "* ESEARCH (TAG \"{}\"){} REMOVEFROM ({pos} {set})\r\n",
+                    u.tag,
+                    if u.uid { " UID" } else { "" }
+                ));
+            }
+            if !added.is_empty() {
+                let pos = now.iter().position(|x| *x == added[0]).map_or(1, |p| p + 1);
+                added_all.push((i, pos, added));
+            }
+            self.updates[i].result = now;
+        }
+        (before, added_all.into_iter().map(|(i, pos, a)| (i * 1_000_000 + pos, a)).collect())
     }
 
     /// THREAD (RFC 5256): ORDEREDSUBJECT and REFERENCES.
@@ -781,23 +905,16 @@ impl Session {
         conn: &mut Conn,
         tag: &str,
         uid: bool,
-        ret: Option<Vec<String>>,
+        ret: Option<Vec<ReturnOpt>>,
         key: SearchKey,
     ) -> Flow {
         let uses_modseq = search::uses_modseq(&key);
         if uses_modseq {
             self.enable_condstore(conn);
         }
-        // RETURN options (RFC 4731, 5182); an empty list means ALL. IMAP4rev2 always
-        // answers with ESEARCH (RFC 9051 §6.4.4).
-        let ret: Option<Vec<String>> = ret.map(|r| r.iter().map(|o| o.to_ascii_uppercase()).collect());
+        // RETURN options (RFC 4731, 5182, 5267, 9394); an empty list means ALL. IMAP4rev2
+        // always answers with ESEARCH (RFC 9051 §6.4.4).
         let ret = if self.rev2 { Some(ret.unwrap_or_default()) } else { ret };
-        if let Some(r) = &ret
-            && let Some(bad) = r.iter().find(|o| !["MIN", "MAX", "ALL", "COUNT", "SAVE"].contains(&o.as_str()))
-        {
-            let why = format!("Unknown SEARCH return option {bad}");
-            return self.bad(conn, tag, &why);
-        }
         self.sync(conn, uid).await;
         let hits = match self.matching(&key, false).await {
             Ok((h, _)) => h,
@@ -823,20 +940,19 @@ impl Session {
             conn.queue(out.as_bytes());
             return Flow::Continue;
         };
-        let has = |o: &str| ret.iter().any(|x| x == o);
-        let all = ret.is_empty() || has("ALL");
-        let (min, max) = (hits.first(), hits.last());
-        if has("SAVE") {
+        let has = |o: ReturnOpt| ret.contains(&o);
+        if has(ReturnOpt::Save) {
+            let all = has(ReturnOpt::All) || ret.len() == 1;
             // With only MIN and/or MAX, SAVE keeps just those (RFC 5182 §2.4).
-            let saved: Vec<u32> = if all || has("COUNT") || (!has("MIN") && !has("MAX")) {
+            let saved: Vec<u32> = if all || has(ReturnOpt::Count) || (!has(ReturnOpt::Min) && !has(ReturnOpt::Max)) {
                 hits.iter().map(|h| h.1).collect()
             } else {
                 let mut v: Vec<u32> = Vec::new();
-                if has("MIN") {
-                    v.extend(min.map(|h| h.1));
+                if has(ReturnOpt::Min) {
+                    v.extend(hits.first().map(|h| h.1));
                 }
-                if has("MAX") {
-                    v.extend(max.map(|h| h.1));
+                if has(ReturnOpt::Max) {
+                    v.extend(hits.last().map(|h| h.1));
                 }
                 v.dedup();
                 v
@@ -845,43 +961,19 @@ impl Session {
                 sel.saved = saved;
             }
         }
-        let only_save = ret.len() == 1 && has("SAVE");
-        if !only_save {
-            let mut out = format!("* ESEARCH (TAG \"{tag}\")");
-            if uid {
-                out.push_str(" UID");
-            }
-            let mut modseq_of: Vec<u64> = Vec::new();
-            if has("MIN")
-                && let Some(h) = min
-            {
-                out.push_str(&format!(" MIN {}", id(h)));
-                modseq_of.push(h.2);
-            }
-            if has("MAX")
-                && let Some(h) = max
-            {
-                out.push_str(&format!(" MAX {}", id(h)));
-                modseq_of.push(h.2);
-            }
-            if all && !hits.is_empty() {
-                let mut ids: Vec<u32> = hits.iter().map(id).collect();
-                ids.sort_unstable();
-                out.push_str(&format!(" ALL {}", uid_set(&ids)));
-            }
-            if has("COUNT") {
-                out.push_str(&format!(" COUNT {}", hits.len()));
-            }
-            if all || has("COUNT") {
-                modseq_of = hits.iter().map(|h| h.2).collect();
-            }
-            if uses_modseq && let Some(top) = modseq_of.iter().max() {
-                out.push_str(&format!(" MODSEQ {top}"));
-            }
-            out.push_str("\r\n");
-            conn.queue(out.as_bytes());
+        if !(ret.len() == 1 && has(ReturnOpt::Save)) {
+            let ids: Vec<(u32, u64)> = hits.iter().map(|h| (id(h), h.2)).collect();
+            conn.queue(esearch(tag, uid, &ret, &ids, false, uses_modseq).as_bytes());
         }
-        conn.queue(format!("{tag} OK Search completed\r\n").as_bytes());
+        let code = self.keep_updating(tag, uid, &ret, &key, None, &hits);
+        conn.queue(format!("{tag} OK{code} Search completed\r\n").as_bytes());
+        Flow::Continue
+    }
+
+    /// CANCELUPDATE (RFC 5267 §4.5).
+    pub(crate) fn cancel_update(&mut self, conn: &mut Conn, tag: &str, tags: &[String]) -> Flow {
+        self.updates.retain(|u| !tags.contains(&u.tag));
+        conn.queue(format!("{tag} OK Updates cancelled\r\n").as_bytes());
         Flow::Continue
     }
 
@@ -998,5 +1090,138 @@ mod tests {
     fn copyuid_lists() {
         assert_eq!(uid_list(&[4, 5, 6, 9]), "4:6,9");
         assert_eq!(uid_list(&[7, 5]), "7,5");
+    }
+}
+
+/// Searches kept up to date at most at once per session (RFC 5267 lets a server refuse more).
+const MAX_UPDATES: usize = 8;
+
+/// A search kept up to date (RETURN (UPDATE)): its result as UIDs, in result order.
+#[derive(Debug, Clone)]
+pub(crate) struct Update {
+    pub(crate) tag: String,
+    uid: bool,
+    key: SearchKey,
+    sort: Option<Vec<crate::sort::Criterion>>,
+    result: Vec<u32>,
+}
+
+/// Numbers in ascending order as a sequence set.
+fn sorted_set(ids: &[u32]) -> String {
+    let mut v = ids.to_vec();
+    v.sort_unstable();
+    v.dedup();
+    uid_set(&v)
+}
+
+/// Numbers in the order given (a sort order) as a sequence set: only runs that rise by
+/// one become ranges, so the order survives.
+fn ordered_set(ids: &[u32]) -> String {
+    let mut out = String::new();
+    let mut i = 0;
+    while i < ids.len() {
+        let mut j = i;
+        while j + 1 < ids.len() && ids[j + 1] == ids[j].wrapping_add(1) {
+            j += 1;
+        }
+        if !out.is_empty() {
+            out.push(',');
+        }
+        if j > i {
+            out.push_str(&format!("{}:{}", ids[i], ids[j]));
+        } else {
+            out.push_str(&ids[i].to_string());
+        }
+        i = j + 1;
+    }
+    out
+}
+
+/// The ESEARCH answer to RETURN options (RFC 4731, 5267, 9394) over a result in its
+/// order, (id, MODSEQ) each; `sorted` for SORT (MIN/MAX are the ends of the order, sets
+/// keep the order).
+fn esearch(tag: &str, uid: bool, ret: &[ReturnOpt], hits: &[(u32, u64)], sorted: bool, modseq: bool) -> String {
+    let has = |o: ReturnOpt| ret.contains(&o);
+    let all = has(ReturnOpt::All) || ret.iter().all(|o| matches!(o, ReturnOpt::Update | ReturnOpt::Context));
+    let set = |ids: &[u32]| if sorted { ordered_set(ids) } else { sorted_set(ids) };
+    let mut out = format!("* ESEARCH (TAG \"{tag}\")");
+    if uid {
+        out.push_str(" UID");
+    }
+    let mut modseq_of: Vec<u64> = Vec::new();
+    let (min, max) = if sorted {
+        (hits.first(), hits.last())
+    } else {
+        (hits.iter().min_by_key(|h| h.0), hits.iter().max_by_key(|h| h.0))
+    };
+    if has(ReturnOpt::Min)
+        && let Some(h) = min
+    {
+        out.push_str(&format!(" MIN {}", h.0));
+        modseq_of.push(h.1);
+    }
+    if has(ReturnOpt::Max)
+        && let Some(h) = max
+    {
+        out.push_str(&format!(" MAX {}", h.0));
+        modseq_of.push(h.1);
+    }
+    if all && !hits.is_empty() {
+        let ids: Vec<u32> = hits.iter().map(|h| h.0).collect();
+        out.push_str(&format!(" ALL {}", set(&ids)));
+    }
+    if has(ReturnOpt::Count) {
+        out.push_str(&format!(" COUNT {}", hits.len()));
+    }
+    if all || has(ReturnOpt::Count) {
+        modseq_of = hits.iter().map(|h| h.1).collect();
+    }
+    for o in ret {
+        if let ReturnOpt::Partial(a, b) = *o {
+            // Positions from 1, or from the end when negative (RFC 9394 §3.1).
+            let n = hits.len() as i64;
+            let (lo, hi) = if a > 0 { (a - 1, b.min(n)) } else { ((n + a).max(0), n + b + 1) };
+            let window: Vec<u32> = if lo < hi && lo < n {
+                hits[lo as usize..hi as usize].iter().map(|h| h.0).collect()
+            } else {
+                Vec::new()
+            };
+            let shown = if window.is_empty() { "NIL".to_string() } else { set(&window) };
+            out.push_str(&format!(" PARTIAL ({a}:{b} {shown})"));
+            if lo < hi && lo < n {
+                modseq_of.extend(hits[lo as usize..hi as usize].iter().map(|h| h.1));
+            }
+        }
+    }
+    if modseq && let Some(top) = modseq_of.iter().max() {
+        out.push_str(&format!(" MODSEQ {top}"));
+    }
+    out.push_str("\r\n");
+    out
+}
+
+#[cfg(test)]
+mod return_tests {
+    use super::*;
+
+    #[test]
+    fn partial_windows_and_ordered_sets() {
+        let hits: Vec<(u32, u64)> = (1..=10).map(|i| (i, u64::from(i))).collect();
+        let last3 = esearch("t", false, &[ReturnOpt::Partial(-3, -1)], &hits, false, false);
+        assert_eq!(last3, "* ESEARCH (TAG \"t\") PARTIAL (-3:-1 8:10)\r\n");
+        let beyond = esearch("t", true, &[ReturnOpt::Partial(11, 20)], &hits, false, false);
+        assert_eq!(beyond, "* ESEARCH (TAG \"t\") UID PARTIAL (11:20 NIL)\r\n");
+        let too_far_back = esearch("t", false, &[ReturnOpt::Partial(-30, -9)], &hits, false, false);
+        assert_eq!(too_far_back, "* ESEARCH (TAG \"t\") PARTIAL (-30:-9 1:2)\r\n");
+        assert_eq!(ordered_set(&[5, 3, 4, 2, 1]), "5,3:4,2,1");
+        let sorted = esearch(
+            "t",
+            false,
+            &[ReturnOpt::Min, ReturnOpt::Max, ReturnOpt::All],
+            &[(5, 1), (3, 1), (4, 1)],
+            true,
+            false,
+        );
+        assert_eq!(sorted, "* ESEARCH (TAG \"t\") MIN 5 MAX 4 ALL 5,3:4\r\n");
     }
 }

@@ -61,6 +61,8 @@ pub struct Session {
     pub(crate) qresync: bool,
     /// The selected mailbox changed since the view last caught up.
     pub(crate) dirty: bool,
+    /// Searches kept up to date (RFC 5267 CONTEXT=SEARCH/SORT).
+    pub(crate) updates: Vec<crate::mailbox::Update>,
     /// UTF8=ACCEPT (RFC 6855): names and strings travel as UTF-8.
     pub(crate) utf8: bool,
     /// ENABLE IMAP4rev2 (RFC 9051): no \Recent, ESEARCH for every SEARCH.
@@ -226,6 +228,7 @@ impl Session {
             condstore: false,
             qresync: false,
             dirty: false,
+            updates: Vec::new(),
             utf8: false,
             rev2: false,
             sessions,
@@ -277,6 +280,10 @@ impl Session {
             "RIGHTS=texk",
             "SORT",
             "SORT=DISPLAY",
+            "ESORT",
+            "CONTEXT=SEARCH",
+            "CONTEXT=SORT",
+            "PARTIAL",
             "THREAD=ORDEREDSUBJECT",
             "THREAD=REFERENCES",
             "LIST-EXTENDED",
@@ -526,9 +533,10 @@ impl Session {
                 }
                 return self.search(conn, &tag, uid, ret, key).await;
             }
-            K::Sort { uid, criteria, charset, key } if selected => {
-                return self.sort(conn, &tag, uid, &criteria, &charset, key).await;
+            K::Sort { uid, ret, criteria, charset, key } if selected => {
+                return self.sort(conn, &tag, uid, ret, &criteria, &charset, key).await;
             }
+            K::CancelUpdate(tags) if selected => return self.cancel_update(conn, &tag, &tags),
             K::Thread { uid, algorithm, charset, key } if selected => {
                 return self.thread(conn, &tag, uid, algorithm, &charset, key).await;
             }
