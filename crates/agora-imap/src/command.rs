@@ -235,6 +235,12 @@ pub enum CommandKind {
     },
     /// CANCELUPDATE (RFC 5267): stop the updates of these searches.
     CancelUpdate(Vec<String>),
+    /// GENURLAUTH (RFC 4467): URLs with their mechanisms.
+    GenUrlAuth(Vec<(String, String)>),
+    /// RESETKEY: one mailbox's keys, or all of them.
+    ResetKey(Option<String>),
+    /// URLFETCH, each URL with RFC 5524's (BODY BINARY BODYPARTSTRUCTURE) wishes.
+    UrlFetch(Vec<(String, UrlWants)>),
     Fetch {
         uid: bool,
         set: SeqSet,
@@ -989,6 +995,16 @@ impl<'a> P<'a> {
     }
 }
 
+/// What URLFETCH returns for one URL (RFC 5524); all false: the plain form.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UrlWants {
+    pub body: bool,
+    pub binary: bool,
+    pub structure: bool,
+    /// Asked in the parenthesised form (answered in it too).
+    pub extended: bool,
+}
+
 /// A RETURN option of SEARCH and SORT.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReturnOpt {
@@ -1080,6 +1096,54 @@ fn command_kind(p: &mut P<'_>) -> R<CommandKind> {
         "CHECK" => Check,
         "CLOSE" => Close,
         "UNSELECT" => Unselect,
+        "GENURLAUTH" => {
+            let mut urls = Vec::new();
+            while p.eat(b' ') {
+                let url = p.astring_utf8()?;
+                p.sp()?;
+                urls.push((url, p.atom()?.to_ascii_uppercase()));
+            }
+            if urls.is_empty() {
+                return Err("GENURLAUTH needs a URL and a mechanism".into());
+            }
+            GenUrlAuth(urls)
+        }
+        "RESETKEY" => {
+            let mut mailbox = None;
+            if p.eat(b' ') {
+                mailbox = Some(p.astring_utf8()?);
+                // Mechanisms: INTERNAL is the only one, and its keys are reset anyway.
+                while p.eat(b' ') {
+                    p.atom()?;
+                }
+            }
+            ResetKey(mailbox)
+        }
+        "URLFETCH" => {
+            let mut urls = Vec::new();
+            while p.eat(b' ') {
+                if p.eat(b'(') {
+                    let url = p.astring_utf8()?;
+                    let mut w = UrlWants { extended: true, ..UrlWants::default() };
+                    while p.eat(b' ') {
+                        match p.atom()?.to_ascii_uppercase().as_str() {
+                            "BODY" => w.body = true,
+                            "BINARY" => w.binary = true,
+                            "BODYPARTSTRUCTURE" => w.structure = true,
+                            other => return Err(format!("unknown URLFETCH parameter {other}")),
+                        }
+                    }
+                    p.expect(b')')?;
+                    urls.push((url, w));
+                } else {
+                    urls.push((p.astring_utf8()?, UrlWants::default()));
+                }
+            }
+            if urls.is_empty() {
+                return Err("URLFETCH needs a URL".into());
+            }
+            UrlFetch(urls)
+        }
         "CANCELUPDATE" => {
             let mut tags = Vec::new();
             while p.eat(b' ') {

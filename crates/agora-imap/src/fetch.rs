@@ -6,83 +6,18 @@ use agora_store::{MessageMeta, Part};
 use crate::command::{FetchAtt, Section, SectionText};
 use crate::response;
 
-/// The part addressed by a part path (RFC 3501 §6.4.5): in a multipart, `n` is its
-/// n-th child; a message that is not multipart has one part, `1`, its body; the parts
-/// of a message/rfc822 part are those of the message it encapsulates.
-fn find_part<'a>(root: &'a Part, path: &[u32]) -> Option<&'a Part> {
-    let mut p = root;
-    // True while `p` is a message (the root, or one encapsulated in message/rfc822).
-    let mut is_message = true;
-    for &n in path {
-        if !is_message && p.media_type == "message" {
-            p = p.children.first()?;
-            is_message = true;
-        }
-        if p.media_type == "multipart" {
-            p = p.children.get((n as usize).checked_sub(1)?)?;
-        } else if is_message && n == 1 {
-            // The single body part of a non-multipart message: the same part.
-        } else {
-            return None;
-        }
-        is_message = false;
-    }
-    Some(p)
-}
-
-fn header_block(part: &Part) -> (usize, usize) {
-    (part.header_start as usize, part.body_start as usize)
-}
-
-fn filter_headers(block: &[u8], names: &[String], keep: bool) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut include = false;
-    for line in block.split_inclusive(|&b| b == b'\n') {
-        let is_cont = line.first().is_some_and(|&b| b == b' ' || b == b'\t');
-        if !is_cont {
-            if line == b"\r\n" || line == b"\n" {
-                break;
-            }
-            let name = line.split(|&b| b == b':').next().unwrap_or(b"");
-            let name = String::from_utf8_lossy(name).trim().to_ascii_lowercase();
-            include = names.contains(&name) == keep;
-        }
-        if include {
-            out.extend_from_slice(line);
-        }
-    }
-    out.extend_from_slice(b"\r\n");
-    out
-}
-
-/// The bytes of a BODY[section].
+/// The bytes of a BODY[section] (the store's section cutting).
 pub fn section_bytes(msg: &[u8], root: &Part, section: &Section) -> Vec<u8> {
-    let clamp =
-        |s: usize, e: usize| msg.get(s.min(msg.len())..e.min(msg.len()).max(s.min(msg.len()))).unwrap_or(&[]).to_vec();
-    // The part whose header HEADER/TEXT address: the message itself, or an encapsulated one.
-    let target = if section.part.is_empty() { Some(root) } else { find_part(root, &section.part) };
-    let Some(part) = target else { return Vec::new() };
-    match &section.text {
-        None if section.part.is_empty() => msg.to_vec(),
-        None => clamp(part.body_start as usize, part.end as usize),
-        Some(SectionText::Mime) => clamp(part.header_start as usize, part.body_start as usize),
-        Some(text) => {
-            // HEADER/TEXT of a message/rfc822 part refer to the encapsulated message.
-            let m = if !section.part.is_empty() && part.media_type == "message" {
-                part.children.first().unwrap_or(part)
-            } else {
-                part
-            };
-            let (hs, bs) = header_block(m);
-            match text {
-                SectionText::Header => clamp(hs, bs),
-                SectionText::Text => clamp(bs, m.end as usize),
-                SectionText::HeaderFields(names) => filter_headers(&clamp(hs, bs), names, true),
-                SectionText::HeaderFieldsNot(names) => filter_headers(&clamp(hs, bs), names, false),
-                SectionText::Mime => Vec::new(),
-            }
-        }
-    }
+    use agora_store::section::Within;
+    let within = match &section.text {
+        None => Within::Body,
+        Some(SectionText::Header) => Within::Header,
+        Some(SectionText::HeaderFields(n)) => Within::HeaderFields(n.clone()),
+        Some(SectionText::HeaderFieldsNot(n)) => Within::HeaderFieldsNot(n.clone()),
+        Some(SectionText::Text) => Within::Text,
+        Some(SectionText::Mime) => Within::Mime,
+    };
+    agora_store::section::section_bytes(msg, root, &section.part, &within)
 }
 
 fn section_name(section: &Section) -> String {
@@ -123,18 +58,7 @@ pub fn sets_seen(att: &FetchAtt) -> bool {
 
 /// The content BINARY[part] names: the part's body with its transfer encoding undone
 /// (multiparts and messages as they are); None for an unknown encoding.
-pub fn binary_bytes(msg: &[u8], root: &Part, part: &[u32]) -> Option<Vec<u8>> {
-    let raw = section_bytes(msg, root, &Section { part: part.to_vec(), text: None });
-    if part.is_empty() {
-        return Some(raw);
-    }
-    match find_part(root, part) {
-        Some(p) if p.media_type != "multipart" && p.media_type != "message" => {
-            crate::binary::decode(p.encoding.as_deref(), &raw)
-        }
-        _ => Some(raw),
-    }
-}
+pub use agora_store::section::binary_bytes;
 
 /// Appends one data item (name and value) for `meta` to `out`. `flags` is the
 /// already formatted flag list. False if a BINARY item meets an unknown transfer

@@ -170,6 +170,10 @@ fn names_from_mutf7(kind: CommandKind) -> Option<CommandKind> {
         K::Copy { uid, set, mailbox } => K::Copy { uid, set, mailbox: d(mailbox)? },
         K::Move { uid, set, mailbox } => K::Move { uid, set, mailbox: d(mailbox)? },
         K::GetQuotaRoot(m) => K::GetQuotaRoot(d(m)?),
+        K::ResetKey(m) => K::ResetKey(match m {
+            Some(m) => Some(d(m)?),
+            None => None,
+        }),
         K::SetAcl { mailbox, identifier, rights } => K::SetAcl { mailbox: d(mailbox)?, identifier, rights },
         K::DeleteAcl { mailbox, identifier } => K::DeleteAcl { mailbox: d(mailbox)?, identifier },
         K::GetAcl(m) => K::GetAcl(d(m)?),
@@ -288,6 +292,8 @@ impl Session {
             "THREAD=REFERENCES",
             "LIST-EXTENDED",
             "LIST-STATUS",
+            "URLAUTH",
+            "URLAUTH=BINARY",
         ];
         if self.account.is_none() {
             if conn.can_starttls() {
@@ -415,6 +421,9 @@ impl Session {
             K::Authenticate { mechanism, initial } if !authed => {
                 return self.authenticate(conn, &tag, &mechanism, initial).await;
             }
+            K::GenUrlAuth(urls) if authed => return self.gen_url_auth(conn, &tag, &urls).await,
+            K::ResetKey(mailbox) if authed => return self.reset_key(conn, &tag, mailbox.as_deref()).await,
+            K::UrlFetch(urls) if authed => return self.url_fetch(conn, &tag, &urls).await,
             K::Namespace if authed => {
                 conn.queue(
                     format!(
@@ -1204,6 +1213,108 @@ impl LineProtocol for Session {
     }
 }
 
+/// URLAUTH (RFC 4467, RFC 5524): the checks live in the store's `urlauth`, shared with
+/// submission's BURL.
+impl Session {
+    fn login(&self) -> &str {
+        self.account.as_ref().map_or("", |a| a.login.as_str())
+    }
+
+    async fn gen_url_auth(&mut self, conn: &mut Conn, tag: &str, urls: &[(String, String)]) -> Flow {
+        let mut made = Vec::new();
+        for (url, mech) in urls {
+            if mech != "INTERNAL" {
+                conn.queue(format!("{tag} NO Only the INTERNAL mechanism is offered\r\n").as_bytes());
+                return Flow::Continue;
+            }
+            match agora_store::urlauth::generate(&*self.store, self.account_id(), self.login(), url).await {
+                Ok(u) => made.push(u),
+                Err(e) => {
+                    let why = e.to_string().replace(['\r', '\n'], " ");
+                    conn.queue(format!("{tag} NO [BADURL] {why}\r\n").as_bytes());
+                    return Flow::Continue;
+                }
+            }
+        }
+        let mut out = b"* GENURLAUTH".to_vec();
+        for u in &made {
+            out.push(b' ');
+            crate::response::string(&mut out, u.as_bytes());
+        }
+        out.extend_from_slice(format!("\r\n{tag} OK Genurlauth completed\r\n").as_bytes());
+        conn.queue(&out);
+        Flow::Continue
+    }
+
+    async fn reset_key(&mut self, conn: &mut Conn, tag: &str, mailbox: Option<&str>) -> Flow {
+        match agora_store::urlauth::reset(&*self.store, self.account_id(), mailbox).await {
+            Ok(true) => conn.queue(format!("{tag} OK [URLMECH INTERNAL] Keys reset\r\n").as_bytes()),
+            Ok(false) => conn.queue(format!("{tag} NO [NONEXISTENT] No such mailbox\r\n").as_bytes()),
+            Err(e) => {
+                tracing::error!("imap: resetkey: {e}");
+                conn.queue(format!("{tag} NO [SERVERBUG] Resetkey failed\r\n").as_bytes());
+            }
+        }
+        Flow::Continue
+    }
+
+    async fn url_fetch(&mut self, conn: &mut Conn, tag: &str, urls: &[(String, crate::command::UrlWants)]) -> Flow {
+        let now = agora_store::now();
+        for (url, wants) in urls {
+            let who = agora_store::urlauth::Fetcher::User(self.login());
+            let got = match agora_store::urlauth::fetch(&*self.store, url, who, now).await {
+                Ok(g) => g,
+                Err(e) => {
+                    tracing::error!("imap: urlfetch: {e}");
+                    None
+                }
+            };
+            let mut out = b"* URLFETCH ".to_vec();
+            crate::response::string(&mut out, url.as_bytes());
+            out.push(b' ');
+            match got {
+                None => out.extend_from_slice(b"NIL"),
+                Some(f) if !wants.extended => crate::response::literal(&mut out, &f.bytes()),
+                Some(f) => {
+                    let mut items: Vec<Vec<u8>> = Vec::new();
+                    if wants.structure {
+                        let mut s = b"BODYPARTSTRUCTURE ".to_vec();
+                        let converted = if wants.binary { f.binary_part() } else { None };
+                        match converted.as_ref().or(f.part()) {
+                            Some(p) => crate::response::body_structure(&mut s, p, true),
+                            None => s.extend_from_slice(b"NIL"),
+                        }
+                        items.push(s);
+                    }
+                    if wants.binary {
+                        let mut s = b"BINARY ".to_vec();
+                        match f.binary() {
+                            Some(b) => {
+                                s.extend_from_slice(format!("~{{{}}}\r\n", b.len()).as_bytes());
+                                s.extend_from_slice(&b);
+                            }
+                            None => s.extend_from_slice(b"NIL"),
+                        }
+                        items.push(s);
+                    }
+                    if wants.body || (!wants.binary && !wants.structure) {
+                        let mut s = b"BODY ".to_vec();
+                        crate::response::literal(&mut s, &f.bytes());
+                        items.push(s);
+                    }
+                    out.push(b'(');
+                    out.extend_from_slice(&items.join(&b' '));
+                    out.push(b')');
+                }
+            }
+            out.extend_from_slice(b"\r\n");
+            conn.queue(&out);
+        }
+        conn.queue(format!("{tag} OK Urlfetch completed\r\n").as_bytes());
+        Flow::Continue
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1231,3 +1342,4 @@ mod tests {
         assert_eq!(crate::response::internal_date(date_time_secs(d)), "\"05-Mar-2024 08:41:12 +0000\"");
     }
 }
+

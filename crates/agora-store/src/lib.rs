@@ -11,6 +11,7 @@ pub mod check;
 mod conformance;
 mod error;
 pub mod search;
+pub mod section;
 pub mod sort;
 pub mod sqlite;
 pub mod summary;
@@ -18,6 +19,7 @@ pub mod text;
 pub mod thread;
 pub mod time;
 mod types;
+pub mod urlauth;
 
 use std::ops::RangeInclusive;
 

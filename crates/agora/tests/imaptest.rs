@@ -20,6 +20,8 @@ use common::Agora;
 
 const USER: &str = "imaptest@example.org";
 const PASSWORD: &str = "imaptest-pw";
+/// The second user that scripts with `user 2: $user2` log in as.
+const USER2: &str = "imaptest2@example.org";
 const MAILBOX: &str = "imaptest";
 /// "Matched everything" from the matchers, as imaptest's UINT_MAX.
 const ALL: u32 = u32::MAX;
@@ -189,6 +191,8 @@ impl Group {
 struct Test {
     caps: Vec<String>,
     connections: usize,
+    /// `user N: $user2`: connection N logs in as the second user.
+    second_user: Vec<usize>,
     state: State,
     /// Messages appended at setup; `usize::MAX` for the whole mbox.
     messages: usize,
@@ -341,8 +345,9 @@ fn parse_test(text: &[u8]) -> Result<Test, String> {
     let mut t = Test {
         caps: Vec::new(),
         connections: 1,
+        second_user: Vec::new(),
         state: State::Selected,
-        messages: 0,
+        messages: usize::MAX,
         ignore_extra: true,
         groups: Vec::new(),
     };
@@ -378,7 +383,13 @@ fn parse_test(text: &[u8]) -> Result<Test, String> {
                         _ => return Err(format!("unknown state {v}")),
                     }
                 }
-                k if k.starts_with("user ") => return Err("needs a second user".into()),
+                k if k.starts_with("user ") => {
+                    let n: usize = k[5..].trim().parse().map_err(|_| format!("bad setting {k}"))?;
+                    if v != "$user2" {
+                        return Err(format!("only $user2 is known as another user, not {v}"));
+                    }
+                    t.second_user.push(n);
+                }
                 _ => return Err(format!("unknown setting {k}")),
             }
             continue;
@@ -978,8 +989,9 @@ impl Run<'_> {
         if state == State::NonAuth {
             return Ok(());
         }
-        for c in &mut self.conns {
-            c.run_ok(format!("LOGIN {USER} {PASSWORD}").as_bytes())?;
+        for (i, c) in self.conns.iter_mut().enumerate() {
+            let user = if self.test.second_user.contains(&(i + 1)) { USER2 } else { USER };
+            c.run_ok(format!("LOGIN {user} {PASSWORD}").as_bytes())?;
         }
         let c = &mut self.conns[0];
         let u = c.run_ok(b"CAPABILITY")?;
@@ -1019,8 +1031,12 @@ impl Run<'_> {
         if state == State::Appended {
             return Ok(());
         }
-        for c in &mut self.conns {
-            c.run_ok(format!("SELECT \"{MAILBOX}\"").as_bytes())?;
+        // Connections of the second user stay unselected: the mailbox is the first's.
+        let second = self.test.second_user.clone();
+        for (i, c) in self.conns.iter_mut().enumerate() {
+            if !second.contains(&(i + 1)) {
+                c.run_ok(format!("SELECT \"{MAILBOX}\"").as_bytes())?;
+            }
         }
         Ok(())
     }
@@ -1198,6 +1214,7 @@ fn run_test(a: &Agora, dir: &Path, name: &str) -> Outcome {
     let mut vars = Vars::default();
     for (k, v) in [
         ("user", USER),
+        ("user2", USER2),
         ("username", "imaptest"),
         ("domain", "example.org"),
         ("password", PASSWORD),
@@ -1244,7 +1261,9 @@ fn imaptest_scripts() {
         )
         .unwrap();
     });
-    a.cli_ok(&["user", "add", USER, "--password-stdin"], Some(&format!("{PASSWORD}\n")));
+    for u in [USER, USER2] {
+        a.cli_ok(&["user", "add", u, "--password-stdin"], Some(&format!("{PASSWORD}\n")));
+    }
     let mut names: Vec<String> = std::fs::read_dir(&dir)
         .unwrap()
         .filter_map(|e| e.ok())
