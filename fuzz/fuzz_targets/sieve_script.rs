@@ -10,7 +10,7 @@ impl agora_sieve::Environment for Env {
     async fn mailbox_exists(&self, name: &str) -> bool {
         name.len() % 2 == 0
     }
-    async fn duplicate(&self, key: &str, _seconds: u64, _last: bool) -> bool {
+    async fn duplicate(&self, key: &str, _seconds: u64) -> bool {
         key.len() % 2 == 1
     }
     async fn script(&self, name: &str, _global: bool) -> Option<String> {

@@ -1342,4 +1342,3 @@ mod tests {
         assert_eq!(crate::response::internal_date(date_time_secs(d)), "\"05-Mar-2024 08:41:12 +0000\"");
     }
 }
-

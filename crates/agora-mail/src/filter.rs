@@ -13,10 +13,12 @@ use crate::automatic::{ReplyBody, addressed_to, from_header, may_answer, reply};
 use crate::dsn::{Dsn, Report, send_report};
 use crate::intake::Intake;
 
-/// The accounts that have an active script, each compiled.
+/// The accounts that have an active script, each compiled, as of a change count and the
+/// directory's version (an account removed elsewhere, and its id taken again, is seen).
 #[derive(Debug, Default)]
 pub(crate) struct Scripts {
     pub(crate) active: HashMap<AccountId, Arc<agora_sieve::Script>>,
+    stamp: (u64, u64),
 }
 
 /// A message as a script's header edits left it (None: as received).
@@ -29,6 +31,10 @@ pub(crate) struct Filtered {
     pub(crate) targets: Vec<(String, Flags, Vec<String>, Version)>,
     pub(crate) redirects: Vec<(String, Version)>,
     pub(crate) reject: Option<String>,
+    /// The rejection may be given in the SMTP reply itself (ereject).
+    pub(crate) ereject: bool,
+    /// Duplicate ids to note once delivered.
+    pub(crate) duplicates: Vec<(String, u64, bool)>,
     pub(crate) vacation: Option<agora_sieve::Vacation>,
     pub(crate) error: Option<String>,
 }
@@ -46,17 +52,16 @@ impl agora_sieve::Environment for Env {
     async fn mailbox_exists(&self, name: &str) -> bool {
         matches!(self.store.mailbox(self.account, name).await, Ok(Some(_)))
     }
-    async fn duplicate(&self, key: &str, seconds: u64, last: bool) -> bool {
+    async fn duplicate(&self, key: &str, seconds: u64) -> bool {
         // The same table that keeps vacation replies' senders: a key noted at a time.
-        let key = format!("\u{0}duplicate\u{0}{}", short_hash(key));
-        let period = seconds.min(i64::MAX as u64) as i64;
-        let fresh = self.store.note_vacation_reply(self.account, &key, self.now, period).await.unwrap_or(true);
-        if !fresh && last {
-            let _ = self.store.note_vacation_reply(self.account, &key, self.now, 0).await;
-        }
-        !fresh
+        let since = self.now.saturating_sub(seconds.min(i64::MAX as u64) as i64);
+        self.store.noted_since(self.account, &duplicate_key(key), since).await.unwrap_or(false)
     }
     async fn script(&self, name: &str, global: bool) -> Option<String> {
+        // Names were checked by the interpreter; checked again before touching a path.
+        if name.is_empty() || name.starts_with('.') || name.contains(['/', '\\']) {
+            return None;
+        }
         if global {
             let dir = self.global_dir.as_ref()?;
             let text = tokio::fs::read_to_string(dir.join(format!("{name}.sieve"))).await.ok()?;
@@ -66,10 +71,30 @@ impl agora_sieve::Environment for Env {
     }
 }
 
+fn duplicate_key(key: &str) -> String {
+    format!("\u{0}duplicate\u{0}{}", short_hash(key))
+}
+
 fn short_hash(s: &str) -> String {
     use sha2::Digest;
     let d = sha2::Sha256::digest(s.as_bytes());
     d[..12].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Whether `fileinto :create` may make this mailbox: a name IMAP CREATE would take for
+/// the account's own (not under the shared or public namespaces, no empty level).
+fn creatable(name: &str) -> bool {
+    // The namespaces' prefixes as IMAP shows them.
+    const FOREIGN: [&str; 2] = ["Other Users", "Public Folders"];
+    !name.is_empty()
+        && name.len() <= 1024
+        && !name.split('/').any(|l| l.is_empty() || l.trim().is_empty())
+        && !FOREIGN.iter().any(|f| name.split('/').next().is_some_and(|first| first.eq_ignore_ascii_case(f)))
+}
+
+/// Mailbox names compare exactly, but INBOX in any case.
+pub(crate) fn same_mailbox(a: &str, b: &str) -> bool {
+    a == b || (a.eq_ignore_ascii_case("INBOX") && b.eq_ignore_ascii_case("INBOX"))
 }
 
 /// "\Seen" and the other system flags to their bits, the rest as keywords (those
@@ -103,15 +128,20 @@ impl Mail {
     /// Whoever changes an account's Sieve scripts calls this (ManageSieve, the webmail).
     pub fn sieve_changed(&self, account: AccountId) {
         let _ = account;
+        self.sieve_generation.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         *self.sieve.write().unwrap_or_else(|e| e.into_inner()) = None;
     }
 
-    /// The active scripts as last read (read again after `sieve_changed`).
+    /// The active scripts as last read (read again after `sieve_changed` or a change
+    /// of the directory).
     async fn scripts(&self) -> Arc<Scripts> {
-        if let Some(s) = self.sieve.read().unwrap_or_else(|e| e.into_inner()).clone() {
+        let stamp = (self.sieve_generation.load(std::sync::atomic::Ordering::SeqCst), self.store.directory_version());
+        if let Some(s) = self.sieve.read().unwrap_or_else(|e| e.into_inner()).clone()
+            && s.stamp == stamp
+        {
             return s;
         }
-        let mut s = Scripts::default();
+        let mut s = Scripts { stamp, ..Scripts::default() };
         for account in self.store.accounts_with_active_sieve().await.unwrap_or_default() {
             let Ok(Some((name, text))) = self.store.active_sieve_script(account).await else { continue };
             match agora_sieve::compile(&text) {
@@ -124,7 +154,10 @@ impl Mail {
             }
         }
         let s = Arc::new(s);
-        *self.sieve.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::clone(&s));
+        // Kept only if nothing changed while it was read (else the next delivery reads again).
+        if self.sieve_generation.load(std::sync::atomic::Ordering::SeqCst) == stamp.0 {
+            *self.sieve.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::clone(&s));
+        }
         s
     }
 
@@ -163,7 +196,7 @@ impl Mail {
     }
 
     async fn carry_out(&self, account: AccountId, o: agora_sieve::Outcome) -> Filtered {
-        let mut f = Filtered { error: o.error, ..Filtered::default() };
+        let mut f = Filtered { error: o.error, duplicates: o.duplicates, ..Filtered::default() };
         for (a, version) in o.actions.into_iter().zip(o.messages) {
             match a {
                 agora_sieve::Action::Keep { flags } => {
@@ -174,16 +207,24 @@ impl Mail {
                     let (fl, kw) = imap_flags(&flags);
                     // A folder that does not exist (and is not to be made) gets the
                     // copy in INBOX instead (RFC 5228 §4.1 leaves no message behind).
-                    let exists = create || matches!(self.store.mailbox(account, &mailbox).await, Ok(Some(_)));
+                    let mailbox = mailbox.trim_end_matches('/').to_string();
+                    let exists = if create {
+                        creatable(&mailbox)
+                    } else {
+                        matches!(self.store.mailbox(account, &mailbox).await, Ok(Some(_)))
+                    };
                     let target = if exists { mailbox } else { "INBOX".to_string() };
-                    if let Some(t) = f.targets.iter_mut().find(|t| t.0.eq_ignore_ascii_case(&target)) {
+                    if let Some(t) = f.targets.iter_mut().find(|t| same_mailbox(&t.0, &target)) {
                         *t = (target, fl, kw, version);
                     } else {
                         f.targets.push((target, fl, kw, version));
                     }
                 }
                 agora_sieve::Action::Redirect { address } => f.redirects.push((address, version)),
-                agora_sieve::Action::Reject { reason, .. } => f.reject = Some(reason),
+                agora_sieve::Action::Reject { reason, extended } => {
+                    f.reject = Some(reason);
+                    f.ereject = extended;
+                }
                 agora_sieve::Action::Vacation(v) => f.vacation = Some(v),
             }
         }
@@ -194,6 +235,12 @@ impl Mail {
     /// owners whose script failed.
     pub(crate) async fn after_filter(&self, i: &Intake, message: &[u8], filtered: &HashMap<AccountId, Filtered>) {
         for (&account, f) in filtered {
+            for (key, seconds, last) in &f.duplicates {
+                let period = if *last { 0 } else { (*seconds).min(i64::MAX as u64) as i64 };
+                if let Err(e) = self.store.note_vacation_reply(account, &duplicate_key(key), i.received, period).await {
+                    tracing::warn!("sieve: noting a duplicate id: {e}");
+                }
+            }
             if let Some(reason) = &f.reject {
                 self.sieve_reject(i, account, reason, message).await;
             }
@@ -244,18 +291,18 @@ impl Mail {
             return;
         }
         // :from only as one of the account's own addresses, so a script cannot forge.
-        let from = match &v.from {
-            Some(f) if self.owns(account, f).await => f.clone(),
+        let from = match v.from.as_deref().and_then(one_mailbox) {
+            Some((name, addr)) if self.owns(account, &addr).await => from_header(&addr, &name),
             _ => from_header(&acc.login, &acc.display_name),
         };
-        let body = if v.mime { ReplyBody::Mime(&v.reason) } else { ReplyBody::Text(&v.reason) };
+        let entity = if v.mime { content_only(&v.reason) } else { String::new() };
+        let body = if v.mime { ReplyBody::Mime(&entity) } else { ReplyBody::Text(&v.reason) };
         let r = reply(&self.cfg.hostname, &from, &i.sender, v.subject.as_deref(), body, message, i.received);
         self.send_reply(&acc.login, &i.sender, i.received, r, "sieve vacation").await;
     }
 
     async fn owns(&self, account: AccountId, address: &str) -> bool {
-        let bare = agora_store::address::display(address).into_iter().next().map(|s| s.address).unwrap_or_default();
-        matches!(self.dir.resolve(&bare).await, Ok(agora_directory::Recipient::Local(r))
+        matches!(self.dir.resolve(address).await, Ok(agora_directory::Recipient::Local(r))
             if r.accounts.iter().any(|a| a.id == account))
     }
 
@@ -284,5 +331,59 @@ impl Mail {
         if let Err(e) = send_report(self.store.as_ref(), &self.dir, &acc.login, note.into_bytes()).await {
             tracing::warn!("sieve: could not tell {} of the failure: {e}", acc.login);
         }
+    }
+}
+
+/// Exactly one mailbox (display name, address), as vacation's :from must be.
+fn one_mailbox(s: &str) -> Option<(String, String)> {
+    let shown = agora_store::address::display(s);
+    match shown.as_slice() {
+        [one] if one.group.is_none() && one.address.contains('@') => {
+            Some((one.name.clone().unwrap_or_default(), one.address.clone()))
+        }
+        _ => None,
+    }
+}
+
+/// A :mime reason cut to its Content-* fields and body, so it cannot add From, Sender
+/// or other top-level fields to the reply (RFC 5230 §5.8 describes a MIME part).
+fn content_only(entity: &str) -> String {
+    let entity = entity.replace("\r\n", "\n");
+    let (head, body) = entity.split_once("\n\n").unwrap_or(("", entity.as_str()));
+    let mut kept = String::new();
+    let mut keep = false;
+    for line in head.lines() {
+        if line.starts_with([' ', '\t']) {
+            if keep {
+                kept.push_str(line);
+                kept.push('\n');
+            }
+            continue;
+        }
+        keep = line.split_once(':').is_some_and(|(n, _)| n.trim().to_ascii_lowercase().starts_with("content-"));
+        if keep {
+            kept.push_str(line);
+            kept.push('\n');
+        }
+    }
+    if kept.is_empty() {
+        kept.push_str("Content-Type: text/plain; charset=utf-8\n");
+    }
+    format!("{kept}\n{body}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_entities() {
+        assert!(creatable("Lists/rust") && !creatable("Public Folders/Sales") && !creatable("other users/x"));
+        assert!(!creatable("a//b") && !creatable(""));
+        assert!(same_mailbox("inbox", "INBOX") && !same_mailbox("Work", "work"));
+        assert_eq!(one_mailbox("Me <me@x.test>"), Some(("Me".into(), "me@x.test".into())));
+        assert_eq!(one_mailbox("me@x.test, ceo@bank.test"), None);
+        let e = content_only("From: ceo@bank.test\r\nContent-Type: text/html\r\n\r\n<p>hi</p>");
+        assert_eq!(e, "Content-Type: text/html\n\n<p>hi</p>");
     }
 }

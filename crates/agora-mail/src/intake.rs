@@ -77,6 +77,10 @@ pub enum IntakeError {
     /// DMARC failed under the sender domain's p=reject policy.
     #[error("rejected by the sender domain's DMARC policy")]
     Dmarc,
+    /// Every recipient's Sieve script refused it with `ereject` (RFC 5429 §2.1): the
+    /// reason goes back in the protocol's reply instead of a bounce.
+    #[error("rejected: {0}")]
+    Rejected(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -135,6 +139,21 @@ impl Mail {
 
         // Each recipient's Sieve script, where it has one, decides where its copy goes.
         let filtered = self.filter(&i, &message).await;
+        // Refused by every recipient with ereject, and going nowhere else: said in the
+        // reply, so no bounce goes to a sender that may be forged.
+        let all_refused = !filtered.is_empty()
+            && i.recipients.iter().all(|r| {
+                r.folder.is_none()
+                    && r.external.is_empty()
+                    && !r.accounts.is_empty()
+                    && r.accounts.iter().all(|a| {
+                        filtered.get(a).is_some_and(|f| f.ereject && f.targets.is_empty() && f.redirects.is_empty())
+                    })
+            });
+        if all_refused {
+            let reason = filtered.values().find_map(|f| f.reject.clone()).unwrap_or_default();
+            return Err(IntakeError::Rejected(reason));
+        }
         // Bodies to store: the message, then any that a script's header edits made.
         let mut plans: Vec<Plan> = vec![Plan::default()];
         let mut seen = HashSet::new();
@@ -173,8 +192,16 @@ impl Mail {
                         // Local: straight into the INBOX (their own scripts do not run
                         // again, so redirects cannot loop here).
                         Ok(agora_directory::Recipient::Local(res)) => {
-                            for acc in res.accounts.iter().filter(|x| x.id != a) {
-                                plans[p].add(acc.id, "INBOX", Flags::default(), &[]);
+                            let others: Vec<i64> = res.accounts.iter().map(|x| x.id).filter(|&x| x != a).collect();
+                            for &acc in &others {
+                                plans[p].add(acc, "INBOX", Flags::default(), &[]);
+                            }
+                            if let Some((owner, folder)) = &res.folder {
+                                plans[p].add(*owner, &folder.path, Flags::default(), &[]);
+                            }
+                            // To itself only: the copy stays (a redirect never loses it).
+                            if others.is_empty() && res.folder.is_none() && res.external.is_empty() {
+                                plans[p].add(a, "INBOX", Flags::default(), &[]);
                             }
                             plans[p].relay.extend(res.external);
                         }
@@ -218,15 +245,13 @@ impl Mail {
         };
         let size = message.len() as u64;
         let mid = message_id(&message);
-        let local: Vec<String> = i
-            .recipients
-            .iter()
-            .filter(|r| !r.accounts.is_empty() || r.folder.is_some())
-            .map(|r| r.address.clone())
-            .collect();
+        // Delivered here: a public folder, or an account that kept a copy.
+        let kept_by = |r: &Rcpt| r.accounts.iter().any(|a| delivered.iter().any(|d| d.0 == *a));
+        let local: Vec<String> =
+            i.recipients.iter().filter(|r| kept_by(r) || r.folder.is_some()).map(|r| r.address.clone()).collect();
         let remote = relay.clone();
         // NOTIFY=SUCCESS on a recipient delivered here: a "delivered" report (RFC 3461 §6.2).
-        let wants_success = i.recipients.iter().any(|r| !r.accounts.is_empty() && notify_has(&r.notify, "SUCCESS"));
+        let wants_success = i.recipients.iter().any(|r| kept_by(r) && notify_has(&r.notify, "SUCCESS"));
         let kept = if wants_success { message.clone() } else { Vec::new() };
         // Vacation replies read the message after it is stored (only when someone is away).
         let away = !delivered.is_empty() && self.automatic().await.anyone_away();
@@ -277,7 +302,7 @@ impl Mail {
             self.wake.notify_one();
         }
         if wants_success {
-            self.success_reports(&i, &kept).await;
+            self.success_reports(&i, &kept, &delivered).await;
         }
         if let Some(r) = report {
             self.keep_tls_report(r, i.received).await;
@@ -340,11 +365,12 @@ impl Mail {
     }
 
     /// "delivered" reports for the local recipients that asked for them with NOTIFY.
-    async fn success_reports(&self, i: &Intake, message: &[u8]) {
+    async fn success_reports(&self, i: &Intake, message: &[u8], delivered: &[(i64, String)]) {
         if i.sender.is_empty() {
             return;
         }
-        for r in i.recipients.iter().filter(|r| !r.accounts.is_empty() && notify_has(&r.notify, "SUCCESS")) {
+        let kept = |r: &&Rcpt| r.accounts.iter().any(|a| delivered.iter().any(|d| d.0 == *a));
+        for r in i.recipients.iter().filter(kept).filter(|r| notify_has(&r.notify, "SUCCESS")) {
             let dsn = Dsn {
                 hostname: &self.cfg.hostname,
                 sender: &i.sender,

@@ -68,6 +68,8 @@ pub struct Mail {
     automatic: std::sync::RwLock<Option<Arc<automatic::Automatic>>>,
     /// The accounts' active Sieve scripts, read when first needed after a change.
     sieve: std::sync::RwLock<Option<Arc<filter::Scripts>>>,
+    /// Counts changes of anyone's scripts, so a cache read during one is not kept.
+    sieve_generation: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Mail {
@@ -98,6 +100,7 @@ impl Mail {
             wake: Arc::new(tokio::sync::Notify::new()),
             automatic: Default::default(),
             sieve: Default::default(),
+            sieve_generation: Default::default(),
         }
     }
 

@@ -80,9 +80,9 @@ pub struct Input<'a> {
 pub trait Environment: Send + Sync {
     /// Whether the recipient has a mailbox of that name.
     async fn mailbox_exists(&self, name: &str) -> bool;
-    /// Whether `key` was seen in the last `seconds`; notes it now (with `last`, the
-    /// period counts from this time even when it was seen).
-    async fn duplicate(&self, key: &str, seconds: u64, last: bool) -> bool;
+    /// Whether `key` was noted in the last `seconds` (the run's `Outcome::duplicates`
+    /// are noted by the caller once the message is delivered).
+    async fn duplicate(&self, key: &str, seconds: u64) -> bool;
     /// The text of one of the recipient's scripts (or a global one), for `include`.
     async fn script(&self, name: &str, global: bool) -> Option<String>;
 }
@@ -105,6 +105,8 @@ pub struct Limits {
     pub duplicate_seconds: u64,
     /// Between user and detail (subaddress).
     pub separator: char,
+    /// Steps all comparisons of one run may take together (about one per character).
+    pub max_work: u64,
 }
 
 impl Default for Limits {
@@ -121,6 +123,7 @@ impl Default for Limits {
             vacation_seconds: (3600, 90 * 86_400),
             duplicate_seconds: 7 * 86_400,
             separator: '+',
+            max_work: 50_000_000,
         }
     }
 }
@@ -171,6 +174,9 @@ pub struct Outcome {
     pub actions: Vec<Action>,
     pub messages: Vec<Option<std::sync::Arc<Vec<u8>>>>,
     pub error: Option<String>,
+    /// Duplicate ids to note once delivered: key, period in seconds, and whether the
+    /// period starts again even when it was seen (`:last`).
+    pub duplicates: Vec<(String, u64, bool)>,
 }
 
 /// Runs a script over one message for one recipient.

@@ -49,6 +49,27 @@ pub(crate) struct Match {
     pub mt: MatchType,
 }
 
+/// What matching may spend in one run: compiled regular expressions (each key once)
+/// and a budget of steps, so no script ties up a delivery.
+#[derive(Debug)]
+pub(crate) struct Work {
+    pub budget: u64,
+    regexes: std::collections::HashMap<(String, bool), Option<regex::Regex>>,
+}
+
+impl Work {
+    pub(crate) fn new(budget: u64) -> Work {
+        Work { budget, regexes: std::collections::HashMap::new() }
+    }
+    pub(crate) fn exhausted(&self) -> bool {
+        self.budget == 0
+    }
+    fn spend(&mut self, n: usize) -> bool {
+        self.budget = self.budget.saturating_sub(n as u64 + 1);
+        self.budget > 0
+    }
+}
+
 /// The most a compiled regular expression may take (a complexity limit: the regex
 /// engine runs in linear time, so size is what is left to bound).
 const REGEX_SIZE: usize = 256 * 1024;
@@ -70,16 +91,23 @@ impl Match {
 
     /// One value against one key; with `captures`, :matches and :regex fill in what the
     /// wildcards or groups matched (${0} is the whole value).
-    pub(crate) fn one(&self, value: &str, key: &str, captures: Option<&mut Vec<String>>) -> bool {
+    pub(crate) fn one(&self, value: &str, key: &str, captures: Option<&mut Vec<String>>, work: &mut Work) -> bool {
+        if !work.spend(value.len() + key.len()) {
+            return false;
+        }
         match self.mt {
             MatchType::Is => self.equal(value, key),
             MatchType::Contains => match self.cmp {
                 Cmp::Octet => value.contains(key),
                 _ => value.to_ascii_lowercase().contains(&key.to_ascii_lowercase()),
             },
-            MatchType::Matches => glob(value, key, self.cmp == Cmp::CaseMap, captures),
-            MatchType::Regex => match regex(key, self.cmp) {
-                Ok(re) => match re.captures(value) {
+            MatchType::Matches => glob(value, key, self.cmp == Cmp::CaseMap, captures, &mut work.budget),
+            MatchType::Regex => match work
+                .regexes
+                .entry((key.to_string(), self.cmp == Cmp::CaseMap))
+                .or_insert_with(|| regex(key, self.cmp).ok())
+            {
+                Some(re) => match re.captures(value) {
                     Some(c) => {
                         if let Some(out) = captures {
                             out.clear();
@@ -89,7 +117,7 @@ impl Match {
                     }
                     None => false,
                 },
-                Err(_) => false,
+                None => false,
             },
             MatchType::Value(rel) => rel.holds(self.order(value, key)),
             // Counted by the caller.
@@ -141,8 +169,16 @@ fn numeric_cmp(a: &str, b: &str) -> Ordering {
 }
 
 /// Sieve's wildcard match: `*` any run, `?` one character, `\` escapes the next one.
-/// Captures hold what each wildcard matched, after the whole value.
-pub(crate) fn glob(value: &str, pattern: &str, fold: bool, captures: Option<&mut Vec<String>>) -> bool {
+/// Captures hold what each wildcard matched, after the whole value. Iterative, with
+/// only the last `*` ever widened (enough for `*` and `?`): time O(value × pattern),
+/// no recursion, whatever the input.
+pub(crate) fn glob(
+    value: &str,
+    pattern: &str,
+    fold: bool,
+    captures: Option<&mut Vec<String>>,
+    budget: &mut u64,
+) -> bool {
     #[derive(Clone, Copy)]
     enum P {
         Star,
@@ -159,94 +195,121 @@ pub(crate) fn glob(value: &str, pattern: &str, fold: bool, captures: Option<&mut
             c => P::Ch(c),
         });
     }
+    // Each pattern position's wildcard number, for its capture.
+    let mut slot = vec![usize::MAX; pat.len()];
+    let mut wild = 0;
+    for (k, p) in pat.iter().enumerate() {
+        if !matches!(p, P::Ch(_)) {
+            slot[k] = wild;
+            wild += 1;
+        }
+    }
     let v: Vec<char> = value.chars().collect();
     let eq = |a: char, b: char| if fold { a.eq_ignore_ascii_case(&b) } else { a == b };
-    // Backtracking with the positions of each wildcard, bounded: at most one retry per
-    // star per value position (the classic linear-ish greedy-with-fallback matcher).
-    let mut spans: Vec<(usize, usize)> = Vec::new();
-    fn go(
-        pat: &[P],
-        v: &[char],
-        pi: usize,
-        vi: usize,
-        spans: &mut Vec<(usize, usize)>,
-        eq: &dyn Fn(char, char) -> bool,
-        budget: &mut u32,
-    ) -> bool {
+    let mut spans = vec![(0usize, 0usize); wild];
+    let (mut i, mut j) = (0, 0);
+    // The last star: its pattern position and where its run starts and now ends.
+    let mut star: Option<(usize, usize, usize)> = None;
+    while i < v.len() {
         if *budget == 0 {
             return false;
         }
         *budget -= 1;
-        if pi == pat.len() {
-            return vi == v.len();
-        }
-        match pat[pi] {
-            P::Ch(c) => vi < v.len() && eq(v[vi], c) && go(pat, v, pi + 1, vi + 1, spans, eq, budget),
-            P::One => {
-                if vi >= v.len() {
-                    return false;
-                }
-                spans.push((vi, vi + 1));
-                if go(pat, v, pi + 1, vi + 1, spans, eq, budget) {
-                    return true;
-                }
-                spans.pop();
-                false
+        match pat.get(j) {
+            Some(P::Ch(c)) if eq(v[i], *c) => {
+                i += 1;
+                j += 1;
             }
-            P::Star => {
-                // Shortest first, so captures are the leftmost, shortest ones (RFC 5229 §3.2).
-                for end in vi..=v.len() {
-                    spans.push((vi, end));
-                    if go(pat, v, pi + 1, end, spans, eq, budget) {
-                        return true;
-                    }
-                    spans.pop();
-                }
-                false
+            Some(P::One) => {
+                spans[slot[j]] = (i, i + 1);
+                i += 1;
+                j += 1;
             }
+            Some(P::Star) => {
+                spans[slot[j]] = (i, i);
+                star = Some((j, i, i));
+                j += 1;
+            }
+            _ => match star {
+                // Widen the last star by one character and try again after it.
+                Some((sj, start, end)) => {
+                    let end = end + 1;
+                    spans[slot[sj]] = (start, end);
+                    star = Some((sj, start, end));
+                    i = end;
+                    j = sj + 1;
+                }
+                None => return false,
+            },
         }
     }
-    let mut budget = 200_000u32;
-    let ok = go(&pat, &v, 0, 0, &mut spans, &eq, &mut budget);
-    if ok && let Some(out) = captures {
+    while let Some(P::Star) = pat.get(j) {
+        spans[slot[j]] = (v.len(), v.len());
+        j += 1;
+    }
+    if j != pat.len() {
+        return false;
+    }
+    if let Some(out) = captures {
         out.clear();
         out.push(value.to_string());
         out.extend(spans.iter().map(|&(a, b)| v[a..b].iter().collect::<String>()));
     }
-    ok
+    true
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn glob_t(value: &str, pattern: &str, fold: bool, captures: Option<&mut Vec<String>>) -> bool {
+        glob(value, pattern, fold, captures, &mut u64::MAX.clone())
+    }
+
+    fn w() -> Work {
+        Work::new(u64::MAX)
+    }
+
     #[test]
     fn globs_and_captures() {
         let mut c = Vec::new();
-        assert!(glob("Hello World", "hello *", true, Some(&mut c)));
+        assert!(glob_t("Hello World", "hello *", true, Some(&mut c)));
         assert_eq!(c, ["Hello World", "World"]);
-        assert!(!glob("Hello World", "hello *", false, None));
-        assert!(glob("a.b@c", "?.*@*", true, Some(&mut c)));
+        assert!(!glob_t("Hello World", "hello *", false, None));
+        assert!(glob_t("a.b@c", "?.*@*", true, Some(&mut c)));
         assert_eq!(c, ["a.b@c", "a", "b", "c"]);
-        assert!(glob("x*y", "x\\*y", false, None) && !glob("xzy", "x\\*y", false, None));
-        assert!(glob("", "*", false, None) && !glob("", "?", false, None));
-        // A pattern made to explode gives up rather than spin.
+        assert!(glob_t("x*y", "x\\*y", false, None) && !glob_t("xzy", "x\\*y", false, None));
+        assert!(glob_t("", "*", false, None) && !glob_t("", "?", false, None));
+        // Patterns that explode a backtracking matcher stay quick and right.
         let long = "a".repeat(200);
-        assert!(!glob(&long, "*a*a*a*a*a*a*a*a*a*a*b", false, None));
+        assert!(!glob_t(&long, "*a*a*a*a*a*a*a*a*a*a*b", false, None));
+        assert!(glob_t(&long, "*a*a*a*a*a*a*a*a*a*a", false, None));
+        let body = format!("{}keyword{}", "x".repeat(300_000), "y".repeat(10));
+        assert!(glob_t(&body, "*keyword*", false, None), "far into a long value");
+        let q = "?".repeat(30_000);
+        assert!(!glob_t(&"z".repeat(29_999), &q, false, None) && glob_t(&"z".repeat(30_000), &q, false, None));
+        let mut c = Vec::new();
+        assert!(glob_t("a-b-c", "*-*", false, Some(&mut c)));
+        assert_eq!(c, ["a-b-c", "a", "b-c"], "the first star takes the shortest run");
     }
 
     #[test]
     fn comparators() {
         let n = Match::new(Cmp::Numeric, MatchType::Value(Rel::Gt));
-        assert!(n.one("10", "9", None) && !n.one("9", "10", None));
-        assert!(n.one("abc", "99999999999999999999999", None), "no digits is infinity");
-        assert!(Match::new(Cmp::Numeric, MatchType::Is).one("007", "7", None));
+        assert!(n.one("10", "9", None, &mut w()) && !n.one("9", "10", None, &mut w()));
+        assert!(n.one("abc", "99999999999999999999999", None, &mut w()), "no digits is infinity");
+        assert!(Match::new(Cmp::Numeric, MatchType::Is).one("007", "7", None, &mut w()));
         let c = Match::new(Cmp::CaseMap, MatchType::Contains);
-        assert!(c.one("Hello", "ELL", None));
-        assert!(!Match::new(Cmp::Octet, MatchType::Contains).one("Hello", "ELL", None));
+        assert!(c.one("Hello", "ELL", None, &mut w()));
+        assert!(!Match::new(Cmp::Octet, MatchType::Contains).one("Hello", "ELL", None, &mut w()));
         assert!(Match::new(Cmp::Numeric, MatchType::Count(Rel::Ge)).count(3, "2"));
         let mut caps = Vec::new();
-        assert!(Match::new(Cmp::CaseMap, MatchType::Regex).one("Re: [list] Hi", "\\[(.*)\\]", Some(&mut caps)));
+        assert!(Match::new(Cmp::CaseMap, MatchType::Regex).one(
+            "Re: [list] Hi",
+            "\\[(.*)\\]",
+            Some(&mut caps),
+            &mut w()
+        ));
         assert_eq!(caps, ["[list]", "list"]);
         assert!(regex("(", Cmp::Octet).is_err());
     }

@@ -642,7 +642,7 @@ impl Checker {
                 let (mut first, keys) = match (positional.len(), r.name.as_str()) {
                     (1, "hasflag") => (None, positional[0].clone()),
                     (2, "hasflag") => (Some(positional[0].clone()), positional[1].clone()),
-                    (n, _) if n == want => (None, positional[n - 1].clone()),
+                    (n, _) if n == want && n > 0 => (None, positional[n - 1].clone()),
                     _ => return a.err("wrong number of arguments"),
                 };
                 if r.name == "string" && c.cmp.is_none() {
@@ -909,7 +909,7 @@ impl Checker {
                 }
                 let name = a.string("the script name")?;
                 a.done()?;
-                if name.is_empty() || name.contains('/') || name.chars().any(char::is_control) {
+                if !self.has("variables") && !script_name_ok(&name) {
                     return a.err(format!("\"{name}\" is not a script name"));
                 }
                 Cmd::Include { global, once, optional, name }
@@ -1051,6 +1051,15 @@ fn date_part(a: &Args, l: &[String]) -> Result<String, Error> {
         [p] if PARTS.contains(&p.to_ascii_lowercase().as_str()) => Ok(p.to_ascii_lowercase()),
         _ => a.err(format!("unknown date part {l:?}")),
     }
+}
+
+/// A script name as `include` may name it: no path, no control characters.
+pub(crate) fn script_name_ok(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 128
+        && !name.starts_with('.')
+        && !name.contains(['/', '\\'])
+        && !name.chars().any(char::is_control)
 }
 
 /// "+0100" or "-0830" as seconds east of UTC.

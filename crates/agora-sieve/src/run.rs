@@ -62,8 +62,9 @@ type Step<'a> = Pin<Box<dyn Future<Output = Result<(), Flow>> + Send + 'a>>;
 type Check<'a> = Pin<Box<dyn Future<Output = Result<bool, Flow>> + Send + 'a>>;
 
 struct Head {
-    /// Name as written, raw (folded) value.
-    fields: Vec<(String, String)>,
+    /// Name as written, value (folded, as text), and the field's own bytes while it is
+    /// untouched (written back exactly: 8-bit text, folding and signatures survive).
+    fields: Vec<(String, String, Option<Vec<u8>>)>,
     body: usize,
     /// A message of header only (no empty line) has no body at all (RFC 5173 §5).
     has_body: bool,
@@ -72,46 +73,67 @@ struct Head {
 
 impl Head {
     fn parse(m: &[u8]) -> Head {
-        let end = m.windows(4).position(|w| w == b"\r\n\r\n").map(|p| (p, p + 4));
-        let end = end.or_else(|| m.windows(2).position(|w| w == b"\n\n").map(|p| (p, p + 2)));
+        let end = m.windows(4).position(|w| w == b"\r\n\r\n").map(|p| (p + 2, p + 4));
+        let end = end.or_else(|| m.windows(2).position(|w| w == b"\n\n").map(|p| (p + 1, p + 2)));
         let has_body = end.is_some();
         let (head_end, body) = end.unwrap_or((m.len(), m.len()));
-        let head = String::from_utf8_lossy(&m[..head_end]);
-        let mut fields: Vec<(String, String)> = Vec::new();
-        for line in head.split('\n') {
-            let line = line.strip_suffix('\r').unwrap_or(line);
-            if line.starts_with([' ', '\t']) {
-                if let Some(last) = fields.last_mut() {
-                    last.1.push_str("\r\n");
-                    last.1.push_str(line);
+        let mut fields: Vec<(String, String, Option<Vec<u8>>)> = Vec::new();
+        for line in m[..head_end].split_inclusive(|&b| b == b'\n') {
+            let text = String::from_utf8_lossy(line);
+            let text = text.trim_end_matches(['\r', '\n']);
+            if (line.starts_with(b" ") || line.starts_with(b"\t"))
+                && let Some(last) = fields.last_mut()
+            {
+                last.1.push_str("\r\n");
+                last.1.push_str(text);
+                if let Some(raw) = last.2.as_mut() {
+                    raw.extend_from_slice(line);
                 }
-            } else if let Some((n, v)) = line.split_once(':') {
-                fields.push((n.trim_end().to_string(), v.strip_prefix(' ').unwrap_or(v).to_string()));
+                continue;
+            }
+            match text.split_once(':') {
+                Some((n, v)) => fields.push((
+                    n.trim_end().to_string(),
+                    v.strip_prefix(' ').unwrap_or(v).to_string(),
+                    Some(line.to_vec()),
+                )),
+                // Not a field: kept as it is, never matched.
+                None => fields.push((String::new(), String::new(), Some(line.to_vec()))),
             }
         }
         Head { fields, body, has_body, edited: false }
     }
 
+    fn named<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a (String, String, Option<Vec<u8>>)> + 'a {
+        self.fields.iter().filter(move |f| !f.0.is_empty() && f.0.eq_ignore_ascii_case(name))
+    }
+
     /// The values of a field, unfolded and decoded, in order.
     fn values(&self, name: &str) -> Vec<String> {
-        self.fields
-            .iter()
-            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| decode_words(&unfold(v)).trim().to_string())
-            .collect()
+        self.named(name).map(|f| decode_words(&unfold(&f.1)).trim().to_string()).collect()
     }
 
     fn raw_values(&self, name: &str) -> Vec<String> {
-        self.fields.iter().filter(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| unfold(v)).collect()
+        self.named(name).map(|f| unfold(&f.1)).collect()
     }
 
     fn write(&self, m: &[u8]) -> Vec<u8> {
         let mut out = Vec::with_capacity(m.len() + 256);
-        for (n, v) in &self.fields {
-            out.extend_from_slice(n.as_bytes());
-            out.extend_from_slice(b": ");
-            out.extend_from_slice(v.as_bytes());
-            out.extend_from_slice(b"\r\n");
+        for (n, v, raw) in &self.fields {
+            match raw {
+                Some(raw) => {
+                    out.extend_from_slice(raw);
+                    if !raw.ends_with(b"\n") {
+                        out.extend_from_slice(b"\r\n");
+                    }
+                }
+                None => {
+                    out.extend_from_slice(n.as_bytes());
+                    out.extend_from_slice(b": ");
+                    out.extend_from_slice(v.as_bytes());
+                    out.extend_from_slice(b"\r\n");
+                }
+            }
         }
         out.extend_from_slice(b"\r\n");
         out.extend_from_slice(m.get(self.body..).unwrap_or(&[]));
@@ -160,6 +182,10 @@ struct Run<'a> {
     summary: Option<agora_store::MessageSummary>,
     /// The test suite's state, when a suite file runs.
     ts: Option<Box<crate::testsuite::State>>,
+    /// What matching may still spend, and the regular expressions compiled so far.
+    work: crate::matching::Work,
+    /// Duplicate ids to note once the message is delivered (RFC 7352 §3).
+    noted: Vec<(String, u64, bool)>,
 }
 
 /// One script's own variables (each included script has its own, RFC 6609 §3.4).
@@ -191,6 +217,8 @@ pub(crate) async fn run(script: &Script, input: &Input<'_>, env: &dyn Environmen
         includes: 0,
         summary: None,
         ts: None,
+        work: crate::matching::Work::new(limits.max_work),
+        noted: Vec::new(),
     };
     let mut frame = Frame::new(&script.program);
     let result = r.block(&script.program.cmds, &mut frame, 0).await;
@@ -199,13 +227,18 @@ pub(crate) async fn run(script: &Script, input: &Input<'_>, env: &dyn Environmen
         Err(Flow::Error(e)) => Some(e),
     };
     if let Some(e) = error {
-        return Outcome { actions: vec![Action::Keep { flags: Vec::new() }], messages: vec![None], error: Some(e) };
+        return Outcome {
+            actions: vec![Action::Keep { flags: Vec::new() }],
+            messages: vec![None],
+            error: Some(e),
+            duplicates: Vec::new(),
+        };
     }
     if !r.keep_cancelled {
         let flags = r.flags.clone();
         r.add(Action::Keep { flags });
     }
-    Outcome { actions: r.actions, messages: r.versions, error: None }
+    Outcome { actions: r.actions, messages: r.versions, error: None, duplicates: r.noted }
 }
 
 /// Runs a test-suite file: its top-level commands, each `test` block recording its
@@ -217,7 +250,7 @@ pub(crate) async fn run_suite(script: &Script, state: crate::testsuite::State) -
         async fn mailbox_exists(&self, _: &str) -> bool {
             false
         }
-        async fn duplicate(&self, _: &str, _: u64, _: bool) -> bool {
+        async fn duplicate(&self, _: &str, _: u64) -> bool {
             false
         }
         async fn script(&self, _: &str, _: bool) -> Option<String> {
@@ -246,6 +279,8 @@ pub(crate) async fn run_suite(script: &Script, state: crate::testsuite::State) -
         includes: 0,
         summary: None,
         ts: Some(Box::new(state)),
+        work: crate::matching::Work::new(limits.max_work),
+        noted: Vec::new(),
     };
     let mut frame = Frame::new(&script.program);
     if let Err(Flow::Error(e)) = r.block(&script.program.cmds, &mut frame, 0).await
@@ -517,6 +552,9 @@ impl<'a> Run<'a> {
                 }
                 Cmd::Include { global, once, optional, name } => {
                     let name = self.expand(f, name);
+                    if !crate::parse::script_name_ok(&name) {
+                        return err(format!("include: \"{name}\" is not a script name"));
+                    }
                     let key = (*global, name.clone());
                     if *once && self.included.contains(&key) {
                         return Ok(());
@@ -569,9 +607,9 @@ impl<'a> Run<'a> {
                     }
                     let value = fold(&value);
                     if *last {
-                        self.head.fields.push((name, value));
+                        self.head.fields.push((name, value, None));
                     } else {
-                        self.head.fields.insert(0, (name, value));
+                        self.head.fields.insert(0, (name, value, None));
                     }
                     self.head.edited = true;
                 }
@@ -586,7 +624,7 @@ impl<'a> Run<'a> {
                         .fields
                         .iter()
                         .enumerate()
-                        .filter(|(_, (n, _))| n.eq_ignore_ascii_case(&name))
+                        .filter(|(_, (n, _, _))| !n.is_empty() && n.eq_ignore_ascii_case(&name))
                         .map(|(i, _)| i)
                         .collect();
                     let positions = pick(positions, *index);
@@ -595,7 +633,7 @@ impl<'a> Run<'a> {
                         let value = decode_words(&unfold(&self.head.fields[p].1)).trim().to_string();
                         let hit = match &patterns {
                             None => true,
-                            Some(keys) => keys.iter().any(|k| m.one(&value, k, None)),
+                            Some(keys) => keys.iter().any(|k| m.one(&value, k, None, &mut self.work)),
                         };
                         if hit {
                             gone.push(p);
@@ -661,7 +699,7 @@ impl<'a> Run<'a> {
                 }
                 Test::Exists(names) => {
                     let names = self.expand_all(f, names);
-                    names.iter().all(|n| self.head.fields.iter().any(|(h, _)| h.eq_ignore_ascii_case(n)))
+                    names.iter().all(|n| self.head.named(n).next().is_some())
                 }
                 Test::Size { over, limit } => {
                     let size = if self.head.edited {
@@ -676,7 +714,7 @@ impl<'a> Run<'a> {
                     for h in self.expand_all(f, headers) {
                         values.extend(pick(self.head.values(&h), *index));
                     }
-                    self.matches(f, m, values, keys)
+                    self.matches(f, m, values, keys)?
                 }
                 Test::Address { m, part, index, headers, keys } => {
                     let mut values = Vec::new();
@@ -696,7 +734,7 @@ impl<'a> Run<'a> {
                             }
                         }
                     }
-                    self.matches(f, m, values, keys)
+                    self.matches(f, m, values, keys)?
                 }
                 Test::Envelope { m, part, fields, keys } => {
                     let mut values = Vec::new();
@@ -714,11 +752,11 @@ impl<'a> Run<'a> {
                             values.push(x);
                         }
                     }
-                    self.matches(f, m, values, keys)
+                    self.matches(f, m, values, keys)?
                 }
                 Test::Body { m, transform, types, keys } => {
                     let values = self.body(*transform, types);
-                    self.matches(f, m, values, keys)
+                    self.matches(f, m, values, keys)?
                 }
                 Test::HasFlag { m, vars, keys } => {
                     let values = match vars {
@@ -727,17 +765,17 @@ impl<'a> Run<'a> {
                     };
                     // Keys are flag lists too (RFC 5232 §4), except a count's number.
                     if matches!(m.mt, MatchType::Count(_)) {
-                        return Ok(self.matches(f, m, values, keys));
+                        return self.matches(f, m, values, keys);
                     }
                     let keys = flag_words(&self.expand_all(f, keys));
-                    self.matches(f, m, values, &keys)
+                    self.matches(f, m, values, &keys)?
                 }
                 Test::Str { m, sources, keys } => {
                     let mut values = self.expand_all(f, sources);
                     if matches!(m.mt, MatchType::Count(_)) {
                         values.retain(|v| !v.is_empty());
                     }
-                    self.matches(f, m, values, keys)
+                    self.matches(f, m, values, keys)?
                 }
                 Test::Date { m, zone, index, header, part, keys } => {
                     let header = self.expand(f, header);
@@ -745,7 +783,7 @@ impl<'a> Run<'a> {
                         .iter()
                         .filter_map(|v| date_value(v, zone, part))
                         .collect();
-                    self.matches(f, m, values, keys)
+                    self.matches(f, m, values, keys)?
                 }
                 Test::CurrentDate { m, zone, part, keys } => {
                     let offset = match zone {
@@ -753,7 +791,7 @@ impl<'a> Run<'a> {
                         _ => 0,
                     };
                     let values = vec![date_part(self.now, offset, part)];
-                    self.matches(f, m, values, keys)
+                    self.matches(f, m, values, keys)?
                 }
                 Test::Suite(t) => self.suite_test(t, f).await?,
                 Test::MailboxExists(names) => {
@@ -782,31 +820,40 @@ impl<'a> Run<'a> {
                     let seconds =
                         seconds.unwrap_or(self.limits.duplicate_seconds).min(self.limits.duplicate_seconds * 4);
                     let key = format!("{handle}\u{0}{value}");
-                    self.env.duplicate(&key, seconds, *last).await
+                    // Seen before in this run counts too; the id is noted only once the
+                    // message is delivered.
+                    let seen = self.noted.iter().any(|n| n.0 == key) || self.env.duplicate(&key, seconds).await;
+                    if !self.noted.iter().any(|n| n.0 == key) {
+                        self.noted.push((key, seconds, *last));
+                    }
+                    seen
                 }
             })
         })
     }
 
     /// Values against keys by the match; a match sets the match variables.
-    fn matches(&self, f: &mut Frame, m: &Match, values: Vec<String>, keys: &[String]) -> bool {
+    fn matches(&mut self, f: &mut Frame, m: &Match, values: Vec<String>, keys: &[String]) -> Result<bool, Flow> {
         let keys = self.expand_all(f, keys);
         if matches!(m.mt, MatchType::Count(_)) {
-            return keys.iter().any(|k| m.count(values.len(), k));
+            return Ok(keys.iter().any(|k| m.count(values.len(), k)));
         }
         let capture = f.variables && matches!(m.mt, MatchType::Matches | MatchType::Regex);
         let mut caps = Vec::new();
         for v in &values {
             for k in &keys {
-                if m.one(v, k, capture.then_some(&mut caps)) {
+                if m.one(v, k, capture.then_some(&mut caps), &mut self.work) {
                     if capture {
                         f.captures = std::mem::take(&mut caps);
                     }
-                    return true;
+                    return Ok(true);
+                }
+                if self.work.exhausted() {
+                    return err("the script needs more work than a message may take");
                 }
             }
         }
-        false
+        Ok(false)
     }
 
     /// What the body test compares (RFC 5173): the raw body, every text part's decoded
@@ -1224,7 +1271,7 @@ impl<'a> Run<'a> {
                         Some(i) => errors.get((*i as usize).wrapping_sub(1)).cloned().into_iter().collect(),
                         None => errors,
                     };
-                    self.matches(f, m, values, keys)
+                    self.matches(f, m, values, keys)?
                 }
             })
         })

@@ -18,8 +18,8 @@ impl Environment for Env {
     async fn mailbox_exists(&self, name: &str) -> bool {
         self.mailboxes.iter().any(|m| m.eq_ignore_ascii_case(name))
     }
-    async fn duplicate(&self, key: &str, _seconds: u64, _last: bool) -> bool {
-        !self.seen.lock().expect("lock").insert(key.to_string())
+    async fn duplicate(&self, key: &str, _seconds: u64) -> bool {
+        self.seen.lock().expect("lock").contains(key)
     }
     async fn script(&self, name: &str, _global: bool) -> Option<String> {
         self.scripts.iter().find(|(n, _)| *n == name).map(|(_, t)| t.to_string())
@@ -230,6 +230,13 @@ async fn editheader_mailbox_duplicate_include() {
     let m = String::from_utf8(o.messages[0].as_deref().expect("edited").clone()).expect("utf-8");
     assert!(m.starts_with("X-Filtered: yes\r\nReturn-Path:"), "{m}");
     assert!(!m.contains("X-Spam-Score") && m.contains("Received: from x") && m.contains("X-End: 1\r\n\r\n--b"));
+    // Fields not edited are written back byte for byte (8-bit text, folding).
+    let raw = b"Subject: caf\xe9\r\nX-Long: a\r\n\tb\r\n\r\nbody".to_vec();
+    let script = compile("require \"editheader\"; addheader \"X-New\" \"1\";").expect("compiles");
+    let input = Input { message: &raw, from: "", to: "b@x", auth: None, now: 0 };
+    let o = run(&script, &input, &Env::default(), &Limits::default()).await;
+    let want: &[u8] = b"X-New: 1\r\nSubject: caf\xe9\r\nX-Long: a\r\n\tb\r\n\r\nbody";
+    assert_eq!(o.messages[0].as_deref().expect("edited").as_slice(), want);
     let s = "require [\"editheader\", \"fileinto\"]; addheader \"X-A\" \"1\"; \
              if exists \"x-a\" { fileinto \"seen-edit\"; }";
     assert_eq!(outcome(s).await.actions, [into("seen-edit")]);
@@ -240,7 +247,10 @@ async fn editheader_mailbox_duplicate_include() {
         [Action::FileInto { mailbox: "Lists/new".into(), flags: vec![], create: true }]
     );
     let s = "require \"duplicate\"; if duplicate { discard; }";
-    assert_eq!(outcome_with(&env, s, MSG).await.actions, [keep()]);
+    let first = outcome_with(&env, s, MSG).await;
+    assert_eq!(first.actions, [keep()]);
+    assert_eq!(first.duplicates.len(), 1, "noted once delivered, by the caller");
+    env.seen.lock().expect("lock").insert(first.duplicates[0].0.clone());
     assert_eq!(outcome_with(&env, s, MSG).await.actions, [], "the second copy is a duplicate");
     let env = Env {
         scripts: vec![
@@ -258,6 +268,9 @@ async fn editheader_mailbox_duplicate_include() {
     assert_eq!(outcome_with(&env, s, MSG).await.actions, [into("Team")]);
     let s = "require \"include\"; include :optional \"missing\";";
     assert_eq!(outcome_with(&env, s, MSG).await.actions, [keep()]);
+    // A name made at run time is checked as well.
+    let s = "require [\"include\", \"variables\"]; set \"n\" \"../../etc/x\"; include :global \"${n}\";";
+    assert!(outcome_with(&env, s, MSG).await.error.is_some_and(|e| e.contains("script name")));
     let o = outcome_with(&env, "require \"include\"; include \"broken\";", MSG).await;
     assert!(o.error.is_some_and(|e| e.contains("broken")) && o.actions == [keep()]);
 }
@@ -301,6 +314,9 @@ fn compile_errors_name_the_line() {
         ("require \"variables\"; set \"1x\" \"v\";", 1, "variable name"),
         ("require [\"relational\"]; if header :value \"xx\" \"a\" \"b\" { stop; }", 1, "relation"),
         ("require \"date\"; if date \"date\" \"century\" \"1\" { stop; }", 1, "date part"),
+        // Found in review: no arguments at all once panicked.
+        ("require \"imap4flags\"; if hasflag { stop; }", 1, "arguments"),
+        ("require \"include\"; include \"../x\";", 1, "script name"),
     ];
     for (script, line, what) in bad {
         let e = compile(script).expect_err(script);

@@ -714,6 +714,14 @@ impl Session {
             Err(IntakeError::Dmarc) => {
                 return self.error(conn, reply(550, "5.7.1", "Error: rejected by the sender domain's DMARC policy"));
             }
+            Err(IntakeError::Rejected(reason)) => {
+                // The recipient's own words, one line of printable text.
+                let reason: String =
+                    reason.chars().map(|c| if c.is_control() { ' ' } else { c }).take(200).collect::<String>();
+                let reason =
+                    if reason.trim().is_empty() { "Rejected by the recipient's filter".into() } else { reason };
+                return self.error(conn, reply(550, "5.7.1", reason.trim()));
+            }
             Err(IntakeError::Store(e)) => {
                 tracing::error!("smtp: storing message {id}: {e}");
                 conn.queue(reply(451, "4.3.0", "Error: could not store message, try again later").as_bytes());

@@ -173,6 +173,11 @@ async fn web_sessions<S: Store>(s: &S) {
     assert!(s.note_vacation_reply(a.id, "Bob@x.test", 1000, 600).await.expect("first"));
     assert!(!s.note_vacation_reply(a.id, "bob@x.test", 1300, 600).await.expect("within the period"));
     assert!(s.note_vacation_reply(a.id, "bob@x.test", 1700, 600).await.expect("after it"));
+    assert!(
+        s.noted_since(a.id, "BOB@x.test", 1600).await.expect("read")
+            && !s.noted_since(a.id, "bob@x.test", 1700).await.expect("read")
+    );
+    assert!(!s.noted_since(a.id, "carol@x.test", 0).await.expect("read"), "never noted");
     s.remove_account("walt@web.test").await.expect("remove account");
     assert_eq!(s.web_session("h5").await.expect("q"), None, "sessions go with their account");
     assert!(s.account_settings(a.id).await.expect("q").is_empty(), "settings go with their account");

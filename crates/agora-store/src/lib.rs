@@ -102,6 +102,10 @@ pub trait DirectoryStore: Send + Sync {
     /// seconds before: true when this reply may go (RFC 3834's once per period).
     async fn note_vacation_reply(&self, account: AccountId, sender: &str, now: i64, period: i64) -> Result<bool>;
 
+    /// Whether `key` was noted (as by `note_vacation_reply`) after `since`, without
+    /// noting anything (Sieve's duplicate test, noted only once a message is delivered).
+    async fn noted_since(&self, account: AccountId, key: &str, since: i64) -> Result<bool>;
+
     /// An account's Sieve scripts, by name.
     async fn sieve_scripts(&self, account: AccountId) -> Result<Vec<SieveScriptInfo>>;
 

@@ -1655,6 +1655,18 @@ impl DirectoryStore for Arc<SqliteStore> {
         .await
     }
 
+    async fn noted_since(&self, account: AccountId, key: &str, since: i64) -> Result<bool> {
+        let key = key.to_lowercase();
+        self.read(move |c| {
+            let n: Option<i64> = c
+                .prepare_cached("SELECT 1 FROM vacation_replies WHERE account = ?1 AND sender = ?2 AND sent > ?3")?
+                .query_row(params![account, key, since], |r| r.get(0))
+                .optional()?;
+            Ok(n.is_some())
+        })
+        .await
+    }
+
     async fn create_account(&self, new: NewAccount) -> Result<Account> {
         self.write(move |c| insert_account(c, new)).await
     }

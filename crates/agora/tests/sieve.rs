@@ -17,30 +17,29 @@ if header :contains "subject" "discard" { discard; stop; }
 if header :contains "subject" "away" { vacation :days 1 :subject "Out" "I am away."; }
 if header :contains "subject" "missing" { fileinto "No/Such/Folder"; stop; }
 if header :contains "subject" "dup" { if duplicate { discard; stop; } }
+if header :contains "subject" "self redirect" { redirect "bob@example.org"; stop; }
 addheader "X-Sieved" "yes";
 "#;
 
-fn send(a: &Agora, from: &str, to: &str, subject: &str) {
+/// Sends one message over SMTP; the reply to its data.
+fn try_send(a: &Agora, from: &str, to: &str, subject: &str) -> String {
     let (mut c, _) = SmtpClient::connect(&a.smtp()).unwrap();
     c.cmd("EHLO t.test").unwrap();
     let body = format!(
         "From: {from}\r\nTo: {to}\r\nSubject: {subject}\r\nMessage-ID: <{}@t.test>\r\n\r\nhello\r\n",
         subject.replace(' ', ".")
     );
-    let r = c.send_message(from, &[to], &body).unwrap();
+    c.send_message(from, &[to], &body).unwrap()
+}
+
+fn send(a: &Agora, from: &str, to: &str, subject: &str) {
+    let r = try_send(a, from, to, subject);
     assert!(r.starts_with("250"), "{subject}: {r}");
 }
 
-#[test]
-fn a_script_uploaded_over_managesieve_sorts_mail() {
-    if !have("python3") {
-        return;
-    }
-    let a = Agora::start();
-    for u in ["bob", "carol", "dave"] {
-        a.cli_ok(&["user", "add", &format!("{u}@{DOMAIN}"), "--password-stdin"], Some("sieve-secret\n"));
-    }
-    // A small ManageSieve client (RFC 5804) over STARTTLS.
+/// Uploads and activates a script for `user` with a small ManageSieve client (RFC 5804)
+/// over STARTTLS, checking that a broken script is refused first.
+fn upload(a: &Agora, user: &str, script: &str) {
     python_ok(&format!(
         r#"
 import socket, ssl, base64
@@ -61,7 +60,7 @@ s.sendall(b"STARTTLS\r\n"); assert response()[-1].startswith("OK")
 s = ctx.wrap_socket(s); f = s.makefile("rb")
 caps = response()
 assert any('"SIEVE"' in l and "fileinto" in l for l in caps), caps
-cred = base64.b64encode(b"\0bob@{d}\0sieve-secret").decode()
+cred = base64.b64encode(b"\0{user}@{d}\0sieve-secret").decode()
 s.sendall(('AUTHENTICATE "PLAIN" "%s"\r\n' % cred).encode()); r = response()
 assert r[-1].startswith("OK"), r
 bad = b'if true {{'
@@ -78,8 +77,25 @@ print("ok")
 "#,
         ip = a.ip,
         d = DOMAIN,
-        script = SCRIPT,
     ));
+}
+
+#[test]
+fn a_script_uploaded_over_managesieve_sorts_mail() {
+    if !have("python3") {
+        return;
+    }
+    let a = Agora::start();
+    for u in ["bob", "carol", "dave"] {
+        a.cli_ok(&["user", "add", &format!("{u}@{DOMAIN}"), "--password-stdin"], Some("sieve-secret\n"));
+    }
+    upload(&a, "bob", SCRIPT);
+    // A script refusing with ereject: said in the SMTP reply, no bounce.
+    upload(
+        &a,
+        "carol",
+        "require \"ereject\"; if header :contains \"subject\" \"refuse\" { ereject \"Not wanted here\"; }",
+    );
 
     let bob = format!("bob@{DOMAIN}");
     let dave = format!("dave@{DOMAIN}");
@@ -92,6 +108,10 @@ print("ok")
     send(&a, &dave, &bob, "missing folder");
     send(&a, &dave, &bob, "dup one");
     send(&a, &dave, &bob, "dup one");
+    let refused = try_send(&a, &dave, &format!("carol@{DOMAIN}"), "please refuse");
+    assert!(refused.starts_with("550 5.7.1 Not wanted here"), "{refused}");
+    // A redirect to the account itself keeps the copy.
+    send(&a, &dave, &bob, "self redirect");
 
     python_ok(&format!(
         r#"
@@ -116,11 +136,11 @@ bob = login("bob")
 lists = subjects(bob, "Lists")
 assert list(lists) == ["list mail"], lists
 inbox = subjects(bob, "INBOX")
-assert set(inbox) == {{"flag urgent", "please copy", "away test", "missing folder", "dup one"}}, inbox
+assert set(inbox) == {{"flag urgent", "please copy", "away test", "missing folder", "dup one", "self redirect"}}, inbox
 flags, sieved = inbox["flag urgent"]
 assert "\\Flagged" in flags and "urgent" in flags and sieved, inbox["flag urgent"]
 # Filed before the header was added, and into INBOX as its folder does not exist.
-assert all(s for (k, (_, s)) in inbox.items() if k != "missing folder"), inbox
+assert all(s for (k, (_, s)) in inbox.items() if k not in ("missing folder", "self redirect")), inbox
 assert not inbox["missing folder"][1], inbox
 # A second copy with the same Message-ID was a duplicate.
 typ, data = bob.search(None, 'SUBJECT "dup one"'); assert len(data[0].split()) == 1, data
