@@ -50,6 +50,11 @@ pub enum Command {
         size: u64,
         last: bool,
     },
+    /// BURL (RFC 4468): the next chunk is what an IMAP URL names.
+    Burl {
+        url: String,
+        last: bool,
+    },
     Rset,
     Noop,
     Quit,
@@ -165,6 +170,22 @@ pub fn parse_command(line: &[u8]) -> Result<Command, CommandError> {
                 return Err(CommandError::Syntax("BDAT chunk-size [LAST]".into()));
             }
             Ok(Command::Bdat { size, last })
+        }
+        "BURL" => {
+            let mut it = rest.split_ascii_whitespace();
+            let url = it
+                .next()
+                .filter(|u| u.len() <= 8192)
+                .ok_or_else(|| CommandError::Syntax("BURL imap-url [LAST]".into()))?;
+            let last = match it.next() {
+                None => false,
+                Some(l) if l.eq_ignore_ascii_case("LAST") => true,
+                Some(_) => return Err(CommandError::Syntax("BURL imap-url [LAST]".into())),
+            };
+            if it.next().is_some() {
+                return Err(CommandError::Syntax("BURL imap-url [LAST]".into()));
+            }
+            Ok(Command::Burl { url: url.to_string(), last })
         }
         "RSET" => no_args(Command::Rset),
         "NOOP" => Ok(Command::Noop),
@@ -521,6 +542,9 @@ mod tests {
     fn other_commands() {
         assert_eq!(parse_command(b"BDAT 100 LAST\r\n").unwrap(), Command::Bdat { size: 100, last: true });
         assert!(parse_command(b"BDAT -1").is_err());
+        let burl = parse_command(b"BURL imap://a@b/INBOX/;uid=1;urlauth=submit+a@b:internal:00 LAST\r\n").unwrap();
+        assert!(matches!(burl, Command::Burl { last: true, .. }));
+        assert!(parse_command(b"BURL\r\n").is_err() && parse_command(b"BURL u LAST x\r\n").is_err());
         assert!(parse_command(b"BDAT 99999999999999999999999").is_err());
         assert_eq!(parse_command(b"ehlo client.example\r\n").unwrap(), Command::Ehlo("client.example".into()));
         assert!(parse_command(b"EHLO").is_err());

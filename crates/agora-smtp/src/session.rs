@@ -295,10 +295,13 @@ impl Session {
         };
         if let Some(tx) = &self.tx
             && tx.chunks.is_some()
-            && !matches!(cmd, Command::Bdat { .. } | Command::Rset | Command::Quit | Command::Noop)
+            && !matches!(
+                cmd,
+                Command::Bdat { .. } | Command::Burl { .. } | Command::Rset | Command::Quit | Command::Noop
+            )
         {
             return self
-                .error(conn, reply(503, "5.5.1", "Error: BDAT transfer in progress, only BDAT or RSET allowed"));
+                .error(conn, reply(503, "5.5.1", "Error: BDAT transfer in progress, only BDAT, BURL or RSET allowed"));
         }
         match cmd {
             Command::Helo(host) => {
@@ -331,6 +334,10 @@ impl Session {
                         .collect();
                     lines.push(format!("AUTH {}", mechs.join(" ")));
                 }
+                // BURL (RFC 4468) with IMAP URLs of this server, once logged in.
+                if self.cfg.submission && self.account.is_some() {
+                    lines.push("BURL imap".into());
+                }
                 conn.queue(reply_lines(250, &lines).as_bytes());
             }
             Command::StartTls => {
@@ -354,6 +361,7 @@ impl Session {
             Command::Rcpt(to, params) => return self.rcpt(conn, to, params).await,
             Command::Data => return self.data(conn).await,
             Command::Bdat { size, last } => return self.bdat(conn, size, last).await,
+            Command::Burl { url, last } => return self.burl(conn, &url, last).await,
             Command::Rset => {
                 self.tx = None;
                 conn.queue(reply(250, "2.0.0", "Ok").as_bytes());
@@ -616,6 +624,51 @@ impl Session {
         }
         if !last {
             conn.queue(reply(250, "2.0.0", &format!("Ok: {size} octets received")).as_bytes());
+            return Flow::Continue;
+        }
+        let Some((mut dec, held)) = tx.chunks.take() else { return Flow::Close };
+        dec.check_chunked();
+        let flow = self.finish_message(conn, dec).await;
+        drop(held);
+        flow
+    }
+
+    /// BURL (RFC 4468): appends what an IMAP URL of this server names, checked as the
+    /// submission server acting for the logged-in user (URLAUTH `submit+user`,
+    /// `authuser` or `anonymous`), as one more chunk of the message.
+    async fn burl(&mut self, conn: &mut Conn, url: &str, last: bool) -> Flow {
+        let Some(user) = self.authenticated_as.clone().filter(|_| self.cfg.submission) else {
+            return self.error(conn, reply(503, "5.7.0", "Error: BURL needs a login on submission"));
+        };
+        let max = self.cfg.max_message_size;
+        let Some(tx) = &mut self.tx else {
+            return self.error(conn, reply(503, "5.5.1", "Error: need MAIL command"));
+        };
+        if tx.rcpts.is_empty() {
+            return self.error(conn, reply(554, "5.5.1", "Error: no valid recipients"));
+        }
+        let who = agora_store::urlauth::Fetcher::Submit(&user);
+        let data = match agora_store::urlauth::fetch(&*self.store, url, who, now()).await {
+            Ok(Some(f)) => f.bytes(),
+            Ok(None) => {
+                return self.error(conn, reply(554, "5.7.8", "Error: the URL is not valid or not yours to send"));
+            }
+            Err(e) => {
+                tracing::error!("smtp: BURL: {e}");
+                return self.error(conn, reply(451, "4.4.0", "Error: could not read the URL, try again later"));
+            }
+        };
+        let (dec, held) = tx.chunks.get_or_insert_with(|| (DataDecoder::new(max), Held::default()));
+        if dec.body.len() + data.len() > max {
+            dec.too_big = true;
+        } else if !dec.no_memory && !held.cover(&self.memory, dec.body.len() + data.len()) {
+            dec.refuse_for_memory();
+            *held = Held::default();
+        } else if !dec.no_memory {
+            dec.push_chunk(&data);
+        }
+        if !last {
+            conn.queue(reply(250, "2.5.0", &format!("Ok: {} octets added from the URL", data.len())).as_bytes());
             return Flow::Continue;
         }
         let Some((mut dec, held)) = tx.chunks.take() else { return Flow::Close };
