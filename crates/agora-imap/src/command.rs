@@ -235,6 +235,8 @@ pub enum CommandKind {
     },
     /// CANCELUPDATE (RFC 5267): stop the updates of these searches.
     CancelUpdate(Vec<String>),
+    /// NOTIFY (RFC 5465): SET with its event groups, or NONE.
+    Notify(Option<NotifySpec>),
     /// GENURLAUTH (RFC 4467): URLs with their mechanisms.
     GenUrlAuth(Vec<(String, String)>),
     /// RESETKEY: one mailbox's keys, or all of them.
@@ -995,6 +997,37 @@ impl<'a> P<'a> {
     }
 }
 
+/// NOTIFY SET (RFC 5465 §3): whether STATUS is sent at once, and which events of
+/// which mailboxes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotifySpec {
+    pub status: bool,
+    pub groups: Vec<(NotifyFilter, Vec<NotifyEvent>)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NotifyFilter {
+    Selected,
+    SelectedDelayed,
+    Inboxes,
+    Personal,
+    Subscribed,
+    Subtree(Vec<String>),
+    Mailboxes(Vec<String>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotifyEvent {
+    MessageNew,
+    MessageExpunge,
+    FlagChange,
+    AnnotationChange,
+    MailboxName,
+    SubscriptionChange,
+    MailboxMetadataChange,
+    ServerMetadataChange,
+}
+
 /// What URLFETCH returns for one URL (RFC 5524); all false: the plain form.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct UrlWants {
@@ -1096,6 +1129,85 @@ fn command_kind(p: &mut P<'_>) -> R<CommandKind> {
         "CHECK" => Check,
         "CLOSE" => Close,
         "UNSELECT" => Unselect,
+        "NOTIFY" => {
+            p.sp()?;
+            if p.keyword("NONE") {
+                return Ok(Notify(None));
+            }
+            if !p.keyword("SET") {
+                return Err("NOTIFY SET or NOTIFY NONE".into());
+            }
+            p.sp()?;
+            let status = p.keyword("STATUS");
+            if status {
+                p.sp()?;
+            }
+            let mut groups = Vec::new();
+            loop {
+                p.expect(b'(')?;
+                let word = p.atom()?.to_ascii_uppercase();
+                let filter = match word.as_str() {
+                    "SELECTED" => NotifyFilter::Selected,
+                    "SELECTED-DELAYED" => NotifyFilter::SelectedDelayed,
+                    "INBOXES" => NotifyFilter::Inboxes,
+                    "PERSONAL" => NotifyFilter::Personal,
+                    "SUBSCRIBED" => NotifyFilter::Subscribed,
+                    "SUBTREE" | "MAILBOXES" => {
+                        p.sp()?;
+                        let mut names = Vec::new();
+                        if p.eat(b'(') {
+                            loop {
+                                names.push(p.astring_utf8()?);
+                                if p.eat(b')') {
+                                    break;
+                                }
+                                p.sp()?;
+                            }
+                        } else {
+                            names.push(p.astring_utf8()?);
+                        }
+                        if word == "SUBTREE" { NotifyFilter::Subtree(names) } else { NotifyFilter::Mailboxes(names) }
+                    }
+                    other => return Err(format!("unknown NOTIFY filter {other}")),
+                };
+                p.sp()?;
+                let mut events = Vec::new();
+                if !p.keyword("NONE") {
+                    p.expect(b'(')?;
+                    loop {
+                        let e = p.atom()?.to_ascii_uppercase();
+                        events.push(match e.as_str() {
+                            "MESSAGENEW" => {
+                                // Its FETCH attributes for new messages: read, EXISTS is sent.
+                                if p.b.get(p.pos) == Some(&b' ') && p.b.get(p.pos + 1) == Some(&b'(') {
+                                    p.sp()?;
+                                    p.fetch_atts()?;
+                                }
+                                NotifyEvent::MessageNew
+                            }
+                            "MESSAGEEXPUNGE" => NotifyEvent::MessageExpunge,
+                            "FLAGCHANGE" => NotifyEvent::FlagChange,
+                            "ANNOTATIONCHANGE" => NotifyEvent::AnnotationChange,
+                            "MAILBOXNAME" => NotifyEvent::MailboxName,
+                            "SUBSCRIPTIONCHANGE" => NotifyEvent::SubscriptionChange,
+                            "MAILBOXMETADATACHANGE" => NotifyEvent::MailboxMetadataChange,
+                            "SERVERMETADATACHANGE" => NotifyEvent::ServerMetadataChange,
+                            other => return Err(format!("unknown NOTIFY event {other}")),
+                        });
+                        if p.eat(b')') {
+                            break;
+                        }
+                        p.sp()?;
+                    }
+                }
+                p.expect(b')')?;
+                groups.push((filter, events));
+                if !p.eat(b' ') {
+                    break;
+                }
+            }
+            Notify(Some(NotifySpec { status, groups }))
+        }
         "GENURLAUTH" => {
             let mut urls = Vec::new();
             while p.eat(b' ') {

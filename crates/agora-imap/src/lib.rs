@@ -10,6 +10,7 @@ pub mod fetch;
 pub mod list;
 mod mailbox;
 pub mod mutf7;
+mod notify;
 pub mod response;
 pub use agora_store::search;
 pub mod selected;

@@ -51,7 +51,7 @@ pub struct Session {
     dir: Directory,
     pub(crate) store: Arc<dyn Store>,
     throttle: Arc<Throttle>,
-    account: Option<Account>,
+    pub(crate) account: Option<Account>,
     pub(crate) selected: Option<Selected>,
     /// Changes of the selected mailbox (subscribed at SELECT).
     pub(crate) bus: Option<broadcast::Receiver<Change>>,
@@ -63,6 +63,8 @@ pub struct Session {
     pub(crate) dirty: bool,
     /// Searches kept up to date (RFC 5267 CONTEXT=SEARCH/SORT).
     pub(crate) updates: Vec<crate::mailbox::Update>,
+    /// NOTIFY SET in force (RFC 5465).
+    pub(crate) watch: Option<Box<crate::notify::Watch>>,
     /// UTF8=ACCEPT (RFC 6855): names and strings travel as UTF-8.
     pub(crate) utf8: bool,
     /// ENABLE IMAP4rev2 (RFC 9051): no \Recent, ESEARCH for every SEARCH.
@@ -233,6 +235,7 @@ impl Session {
             qresync: false,
             dirty: false,
             updates: Vec::new(),
+            watch: None,
             utf8: false,
             rev2: false,
             sessions,
@@ -294,6 +297,7 @@ impl Session {
             "LIST-STATUS",
             "URLAUTH",
             "URLAUTH=BINARY",
+            "NOTIFY",
         ];
         if self.account.is_none() {
             if conn.can_starttls() {
@@ -421,6 +425,7 @@ impl Session {
             K::Authenticate { mechanism, initial } if !authed => {
                 return self.authenticate(conn, &tag, &mechanism, initial).await;
             }
+            K::Notify(spec) if authed => return self.notify(conn, &tag, spec).await,
             K::GenUrlAuth(urls) if authed => return self.gen_url_auth(conn, &tag, &urls).await,
             K::ResetKey(mailbox) if authed => return self.reset_key(conn, &tag, mailbox.as_deref()).await,
             K::UrlFetch(urls) if authed => return self.url_fetch(conn, &tag, &urls).await,
@@ -1020,7 +1025,7 @@ impl Session {
 
     /// The untagged STATUS response for a mailbox (STATUS and LIST-STATUS), named as
     /// the client named it. For a shared mailbox \Seen is the reader's own.
-    async fn status_line(
+    pub(crate) async fn status_line(
         &self,
         name: &str,
         mb: &Mailbox,
@@ -1125,7 +1130,7 @@ impl Session {
 }
 
 /// The next change published on the bus; `None` if some were missed (lagged).
-async fn wait_change(bus: Option<&mut broadcast::Receiver<Change>>) -> Option<Change> {
+pub(crate) async fn wait_change(bus: Option<&mut broadcast::Receiver<Change>>) -> Option<Change> {
     let Some(bus) = bus else { return std::future::pending().await };
     match bus.recv().await {
         Ok(c) => Some(c),
@@ -1161,6 +1166,18 @@ impl LineProtocol for Session {
 
     fn greeting(&self, conn: &Conn) -> Vec<u8> {
         format!("* OK [CAPABILITY {}] Agora IMAP ready\r\n", self.capabilities(conn)).into_bytes()
+    }
+
+    fn listening(&self) -> bool {
+        self.watch.is_some()
+    }
+
+    async fn unasked(&mut self) {
+        self.next_notice().await
+    }
+
+    async fn tell(&mut self, conn: &mut Conn) -> Flow {
+        self.tell_notices(conn).await
     }
 
     async fn line(&mut self, conn: &mut Conn, line: &[u8]) -> Flow {

@@ -39,6 +39,21 @@ pub trait LineProtocol: Send {
     fn busy_goodbye(&self) -> Vec<u8> {
         self.shutdown_reply()
     }
+    /// Whether the protocol may have something to say between commands, unasked (IMAP
+    /// NOTIFY); only then does the loop wait for `unasked` too.
+    fn listening(&self) -> bool {
+        false
+    }
+    /// Resolves when there is something to tell the client unasked. Must be
+    /// cancellation-safe: the loop drops it when a command arrives first.
+    async fn unasked(&mut self) {
+        std::future::pending::<()>().await
+    }
+    /// Queues what `unasked` found.
+    async fn tell(&mut self, conn: &mut Conn) -> Flow {
+        let _ = conn;
+        Flow::Continue
+    }
 }
 
 /// Runs a session to its end.
@@ -50,7 +65,23 @@ pub async fn drive(mut protocol: impl LineProtocol, mut conn: Conn) {
         return;
     }
     loop {
-        let flow = match conn.read_line(protocol.max_line()).await {
+        let read = if protocol.listening() {
+            // read_line keeps partial input buffered, so losing the race loses nothing.
+            tokio::select! {
+                r = conn.read_line(protocol.max_line()) => Some(r),
+                () = protocol.unasked() => None,
+            }
+        } else {
+            Some(conn.read_line(protocol.max_line()).await)
+        };
+        let Some(read) = read else {
+            if protocol.tell(&mut conn).await == Flow::Close || conn.flush().await.is_err() {
+                conn.close().await;
+                return;
+            }
+            continue;
+        };
+        let flow = match read {
             Read::Line(line) => {
                 commands.increment(1);
                 let flow = protocol.line(&mut conn, &line).await;

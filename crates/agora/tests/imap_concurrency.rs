@@ -208,3 +208,68 @@ fn sessions_working_on_one_mailbox_stay_consistent() {
     assert!(gone.iter().all(|g| !inbox.contains_key(g) && !dest.contains_key(g)));
     assert_eq!(kept.len() + moved.len() + gone.len(), THREADS * ROUNDS);
 }
+
+/// NOTIFY (RFC 5465): a session that asked is told of mail arriving in another mailbox
+/// (STATUS) and in the selected one (EXISTS) between commands, without IDLE; mailboxes
+/// created elsewhere show as LIST.
+#[test]
+fn notify_tells_of_changes_without_a_command() {
+    if !common::have("python3") {
+        return;
+    }
+    let a = Agora::start_with(|data| {
+        std::fs::write(data.join("agora.toml"), "[auth]\nplaintext_without_tls = true\n").unwrap();
+    });
+    a.cli_ok(&["user", "add", "watch@example.org", "--password-stdin"], Some("watch-pw\n"));
+    common::python_ok(&format!(
+        r#"
+import socket, time
+def client():
+    s = socket.create_connection(("{ip}", 10143), timeout=10)
+    f = s.makefile("rb")
+    f.readline()
+    return s, f
+def run(s, f, tag, cmd):
+    s.sendall(("%s %s\r\n" % (tag, cmd)).encode())
+    lines = []
+    while True:
+        l = f.readline().decode()
+        assert l, "closed"
+        lines.append(l)
+        if l.startswith(tag + " "):
+            assert l.split()[1] == "OK", lines
+            return lines
+def unasked(f, want, seconds=10):
+    f.raw._sock.settimeout(seconds)
+    got = []
+    while True:
+        l = f.readline().decode()
+        got.append(l)
+        if want in l:
+            return got
+w, wf = client()
+run(w, wf, "a", "LOGIN watch@example.org watch-pw")
+run(w, wf, "b", "CREATE Lists")
+run(w, wf, "c", "SELECT Lists")
+r = run(w, wf, "d", "NOTIFY SET STATUS (selected (MessageNew MessageExpunge FlagChange)) (personal (MessageNew MessageExpunge MailboxName))")
+assert any(l.startswith(('* STATUS "INBOX" (MESSAGES 0 UIDNEXT', '* STATUS INBOX (MESSAGES 0 UIDNEXT')) for l in r), r
+
+o, of = client()
+run(o, of, "a", "LOGIN watch@example.org watch-pw")
+msg = b"Subject: hi\r\n\r\nhello\r\n"
+o.sendall(b"b APPEND INBOX {{%d+}}\r\n" % len(msg) + msg + b"\r\n")
+got = unasked(wf, "INBOX")
+assert any("MESSAGES 1" in l for l in got), got
+o.sendall(b"c APPEND Lists {{%d+}}\r\n" % len(msg) + msg + b"\r\n")
+got = unasked(wf, "EXISTS")
+assert any(l.strip() == "* 1 EXISTS" for l in got), got
+run(o, of, "d", "CREATE Later")
+got = unasked(wf, "* LIST")
+assert any('"Later"' in l or " Later" in l for l in got), got
+run(w, wf, "e", "NOTIFY NONE")
+run(w, wf, "f", "LOGOUT")
+print("ok")
+"#,
+        ip = a.ip
+    ));
+}
