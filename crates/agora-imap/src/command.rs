@@ -235,6 +235,18 @@ pub enum CommandKind {
     },
     /// CANCELUPDATE (RFC 5267): stop the updates of these searches.
     CancelUpdate(Vec<String>),
+    /// SETMETADATA (RFC 5464): entries to set (Some) or remove (None).
+    SetMetadata {
+        mailbox: String,
+        entries: Vec<(String, Option<Vec<u8>>)>,
+    },
+    /// GETMETADATA: MAXSIZE, DEPTH (0, 1, or u32::MAX for infinity), the entries.
+    GetMetadata {
+        mailbox: String,
+        max_size: Option<u64>,
+        depth: u32,
+        entries: Vec<String>,
+    },
     /// NOTIFY (RFC 5465): SET with its event groups, or NONE.
     Notify(Option<NotifySpec>),
     /// GENURLAUTH (RFC 4467): URLs with their mechanisms.
@@ -1129,6 +1141,75 @@ fn command_kind(p: &mut P<'_>) -> R<CommandKind> {
         "CHECK" => Check,
         "CLOSE" => Close,
         "UNSELECT" => Unselect,
+        "SETMETADATA" => {
+            p.sp()?;
+            let mailbox = p.mailbox()?;
+            p.sp()?;
+            p.expect(b'(')?;
+            let mut entries = Vec::new();
+            loop {
+                let entry = p.astring_utf8()?;
+                p.sp()?;
+                let value = if p.nil() {
+                    None
+                } else if p.peek() == Some(b'~') {
+                    Some(p.literal(true)?.0)
+                } else {
+                    Some(p.string()?)
+                };
+                entries.push((entry, value));
+                if p.eat(b')') {
+                    break;
+                }
+                p.sp()?;
+            }
+            SetMetadata { mailbox, entries }
+        }
+        "GETMETADATA" => {
+            p.sp()?;
+            let (mut max_size, mut depth) = (None, 0);
+            if p.eat(b'(') {
+                loop {
+                    if p.keyword("MAXSIZE") {
+                        p.sp()?;
+                        max_size = Some(p.number()?);
+                    } else if p.keyword("DEPTH") {
+                        p.sp()?;
+                        depth = if p.keyword("infinity") {
+                            u32::MAX
+                        } else {
+                            match p.number()? {
+                                0 => 0,
+                                1 => 1,
+                                _ => return Err("DEPTH is 0, 1 or infinity".into()),
+                            }
+                        };
+                    } else {
+                        return Err("unknown GETMETADATA option".into());
+                    }
+                    if p.eat(b')') {
+                        break;
+                    }
+                    p.sp()?;
+                }
+                p.sp()?;
+            }
+            let mailbox = p.mailbox()?;
+            p.sp()?;
+            let mut entries = Vec::new();
+            if p.eat(b'(') {
+                loop {
+                    entries.push(p.astring_utf8()?);
+                    if p.eat(b')') {
+                        break;
+                    }
+                    p.sp()?;
+                }
+            } else {
+                entries.push(p.astring_utf8()?);
+            }
+            GetMetadata { mailbox, max_size, depth, entries }
+        }
         "NOTIFY" => {
             p.sp()?;
             if p.keyword("NONE") {

@@ -9,6 +9,7 @@ pub mod command;
 pub mod fetch;
 pub mod list;
 mod mailbox;
+mod metadata;
 pub mod mutf7;
 mod notify;
 pub mod response;

@@ -172,6 +172,12 @@ fn names_from_mutf7(kind: CommandKind) -> Option<CommandKind> {
         K::Copy { uid, set, mailbox } => K::Copy { uid, set, mailbox: d(mailbox)? },
         K::Move { uid, set, mailbox } => K::Move { uid, set, mailbox: d(mailbox)? },
         K::GetQuotaRoot(m) => K::GetQuotaRoot(d(m)?),
+        K::SetMetadata { mailbox, entries } => {
+            K::SetMetadata { mailbox: if mailbox.is_empty() { mailbox } else { d(mailbox)? }, entries }
+        }
+        K::GetMetadata { mailbox, max_size, depth, entries } => {
+            K::GetMetadata { mailbox: if mailbox.is_empty() { mailbox } else { d(mailbox)? }, max_size, depth, entries }
+        }
         K::ResetKey(m) => K::ResetKey(match m {
             Some(m) => Some(d(m)?),
             None => None,
@@ -298,6 +304,7 @@ impl Session {
             "URLAUTH",
             "URLAUTH=BINARY",
             "NOTIFY",
+            "METADATA",
         ];
         if self.account.is_none() {
             if conn.can_starttls() {
@@ -426,6 +433,12 @@ impl Session {
                 return self.authenticate(conn, &tag, &mechanism, initial).await;
             }
             K::Notify(spec) if authed => return self.notify(conn, &tag, spec).await,
+            K::SetMetadata { mailbox, entries } if authed => {
+                return self.set_metadata(conn, &tag, &mailbox, entries).await;
+            }
+            K::GetMetadata { mailbox, max_size, depth, entries } if authed => {
+                return self.get_metadata(conn, &tag, &mailbox, max_size, depth, &entries).await;
+            }
             K::GenUrlAuth(urls) if authed => return self.gen_url_auth(conn, &tag, &urls).await,
             K::ResetKey(mailbox) if authed => return self.reset_key(conn, &tag, mailbox.as_deref()).await,
             K::UrlFetch(urls) if authed => return self.url_fetch(conn, &tag, &urls).await,

@@ -206,3 +206,28 @@ async fn search_finds_words_whatever_the_charset() {
     assert!(r.contains("Привет, мир"), "{r}");
     assert!(r.contains("日本"), "{r}");
 }
+
+#[tokio::test]
+async fn metadata_is_kept_per_mailbox_and_server() {
+    let f = fixture().await;
+    let (mut c, _t, _) = f.logged_in().await;
+    let r = c.cmd("a", "SETMETADATA INBOX (/private/comment \"Mine\" /shared/vendor/x ~{3}\r\na\0b)").await;
+    assert!(r.ends_with("a OK Setmetadata completed\r\n"), "{r}");
+    let r = c.cmd("b", "GETMETADATA INBOX (/private/Comment)").await;
+    assert!(r.contains("* METADATA \"INBOX\" (\"/private/comment\" {4}\r\nMine)"), "{r}");
+    let r = c.cmd("c", "GETMETADATA (DEPTH infinity) INBOX /shared").await;
+    assert!(r.contains("\"/shared/vendor/x\" ~{3}\r\na\0b)"), "{r}");
+    let r = c.cmd("d", "GETMETADATA (MAXSIZE 2 DEPTH 1) INBOX /private").await;
+    assert!(r.ends_with("d OK [METADATA LONGENTRIES 4] Getmetadata completed\r\n") && !r.contains("* METADATA"), "{r}");
+    let r = c.cmd("e", "SETMETADATA INBOX (/private/comment NIL)").await;
+    assert!(r.ends_with("e OK Setmetadata completed\r\n"), "{r}");
+    assert!(!c.cmd("f", "GETMETADATA INBOX /private/comment").await.contains("* METADATA"));
+    let r = c.cmd("g", "GETMETADATA \"\" /shared/admin").await;
+    assert!(r.contains("mailto:postmaster@example.org"), "{r}");
+    assert!(c.cmd("h", "SETMETADATA \"\" (/shared/admin \"x\")").await.starts_with("h NO [NOPERM]"));
+    assert!(c.cmd("i", "SETMETADATA INBOX (/other/x \"y\")").await.starts_with("i BAD"));
+    assert!(c.cmd("j", "GETMETADATA Nope /private/x").await.starts_with("j NO [NONEXISTENT]"));
+    let many: String = (0..300).map(|i| format!(" /private/n{i} \"v\"")).collect();
+    let r = c.cmd("k", &format!("SETMETADATA INBOX ({})", many.trim_start())).await;
+    assert!(r.starts_with("k NO [METADATA TOOMANY]"), "{r}");
+}

@@ -178,6 +178,18 @@ async fn web_sessions<S: Store>(s: &S) {
             && !s.noted_since(a.id, "bob@x.test", 1700).await.expect("read")
     );
     assert!(!s.noted_since(a.id, "carol@x.test", 0).await.expect("read"), "never noted");
+    // IMAP METADATA: set, replace, remove; a limit leaves everything as it was.
+    let e = |n: &str, v: Option<&[u8]>| (n.to_string(), v.map(<[u8]>::to_vec));
+    s.set_metadata(a.id, 0, vec![e("/private/Comment", Some(b"hi")), e("/shared/x", Some(b"\0bin"))], 10)
+        .await
+        .expect("set");
+    s.set_metadata(a.id, 0, vec![e("/private/comment", Some(b"new")), e("/shared/x", None)], 10)
+        .await
+        .expect("replace");
+    assert_eq!(s.metadata(a.id, 0).await.expect("read"), [("/private/comment".to_string(), b"new".to_vec())]);
+    let many: Vec<_> = (0..3).map(|i| e(&format!("/private/n{i}"), Some(b"v"))).collect();
+    assert!(matches!(s.set_metadata(a.id, 0, many, 2).await, Err(StoreError::OverQuota(_))));
+    assert_eq!(s.metadata(a.id, 0).await.expect("read").len(), 1, "nothing of a refused change stays");
     s.remove_account("walt@web.test").await.expect("remove account");
     assert_eq!(s.web_session("h5").await.expect("q"), None, "sessions go with their account");
     assert!(s.account_settings(a.id).await.expect("q").is_empty(), "settings go with their account");

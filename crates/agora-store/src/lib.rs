@@ -106,6 +106,20 @@ pub trait DirectoryStore: Send + Sync {
     /// noting anything (Sieve's duplicate test, noted only once a message is delivered).
     async fn noted_since(&self, account: AccountId, key: &str, since: i64) -> Result<bool>;
 
+    /// IMAP METADATA (RFC 5464): an account's entries of a mailbox (0: the server's),
+    /// by name (lower-cased, with their /private/ or /shared/ prefix).
+    async fn metadata(&self, account: AccountId, mailbox: MailboxId) -> Result<Vec<(String, Vec<u8>)>>;
+
+    /// Sets (Some) or removes (None) entries in one transaction; OverQuota, with nothing
+    /// changed, when the mailbox would hold more than `max_entries`.
+    async fn set_metadata(
+        &self,
+        account: AccountId,
+        mailbox: MailboxId,
+        changes: Vec<(String, Option<Vec<u8>>)>,
+        max_entries: usize,
+    ) -> Result<()>;
+
     /// An account's Sieve scripts, by name.
     async fn sieve_scripts(&self, account: AccountId) -> Result<Vec<SieveScriptInfo>>;
 

@@ -292,12 +292,25 @@ CREATE TABLE IF NOT EXISTS sieve_scripts (
 );
 -- At most one active script per account, kept by the database itself.
 CREATE UNIQUE INDEX IF NOT EXISTS sieve_scripts_active ON sieve_scripts (account) WHERE active = 1;
+-- IMAP METADATA entries (RFC 5464): per account, of a mailbox (0: the server), names
+-- lower-cased with their /private/ or /shared/ prefix.
+CREATE TABLE IF NOT EXISTS metadata (
+    account INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    mailbox INTEGER NOT NULL,
+    entry TEXT NOT NULL,
+    value BLOB NOT NULL,
+    PRIMARY KEY (account, mailbox, entry)
+);
 INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', '17');
 "#;
 
 /// Triggers over the current columns: made after the migrations (an older store gets
 /// the columns they read first).
 const TRIGGERS: &str = r#"
+CREATE TRIGGER IF NOT EXISTS metadata_gone AFTER DELETE ON mailboxes
+BEGIN
+    DELETE FROM metadata WHERE mailbox = OLD.id;
+END;
 CREATE TRIGGER IF NOT EXISTS unseen_in AFTER INSERT ON messages WHEN (NEW.flags & 1) = 0
 BEGIN
     UPDATE mailboxes SET unseen = unseen + 1 WHERE id = NEW.mailbox;
@@ -423,6 +436,8 @@ const MIGRATIONS: &[(u32, &str)] = &[
     ),
     // Sieve scripts: the table comes with the base schema.
     (23, "SELECT 1"),
+    // IMAP METADATA: the table comes with the base schema.
+    (24, "SELECT 1"),
 ];
 
 /// Brings an older store up to the current schema, in one transaction.
@@ -1533,6 +1548,53 @@ impl DirectoryStore for Arc<SqliteStore> {
                 params![account, sender, now, now - period],
             )?;
             Ok((n > 0, Vec::new()))
+        })
+        .await
+    }
+
+    async fn metadata(&self, account: AccountId, mailbox: MailboxId) -> Result<Vec<(String, Vec<u8>)>> {
+        self.read(move |c| {
+            let mut st = c.prepare_cached(
+                "SELECT entry, value FROM metadata WHERE account = ?1 AND mailbox = ?2 ORDER BY entry",
+            )?;
+            let rows = st.query_map(params![account, mailbox], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn set_metadata(
+        &self,
+        account: AccountId,
+        mailbox: MailboxId,
+        changes: Vec<(String, Option<Vec<u8>>)>,
+        max_entries: usize,
+    ) -> Result<()> {
+        self.write(move |c| {
+            for (entry, value) in &changes {
+                let entry = entry.to_lowercase();
+                match value {
+                    Some(v) => {
+                        c.prepare_cached(
+                            "INSERT INTO metadata (account, mailbox, entry, value) VALUES (?1, ?2, ?3, ?4)
+                             ON CONFLICT DO UPDATE SET value = excluded.value",
+                        )?
+                        .execute(params![account, mailbox, entry, v])?;
+                    }
+                    None => {
+                        c.prepare_cached("DELETE FROM metadata WHERE account = ?1 AND mailbox = ?2 AND entry = ?3")?
+                            .execute(params![account, mailbox, entry])?;
+                    }
+                }
+            }
+            let n: i64 = c
+                .prepare_cached("SELECT count(*) FROM metadata WHERE account = ?1 AND mailbox = ?2")?
+                .query_row(params![account, mailbox], |r| r.get(0))?;
+            if n as usize > max_entries {
+                // Rolled back with the rest of this write.
+                return Err(StoreError::OverQuota(format!("more than {max_entries} entries")));
+            }
+            Ok(((), Vec::new()))
         })
         .await
     }
