@@ -734,11 +734,19 @@ impl Session {
                     out.extend_from_slice(b" (\"CHILDINFO\" (\"SUBSCRIBED\"))");
                 }
                 out.extend_from_slice(b"\r\n");
-                if !status.is_empty()
-                    && e.selectable
-                    && let Some(mb) = boxes.iter().find(|m| m.name == e.name)
-                {
-                    match self.status_line(&mb.name, mb, status, false).await {
+                if !status.is_empty() && e.selectable {
+                    let line = match boxes.iter().find(|m| m.name == e.name) {
+                        Some(mb) => self.status_line(&mb.name, mb, status, false).await,
+                        // Shared and public mailboxes: STATUS where the user may read
+                        // (RFC 5819 §2), with this reader's own \Seen.
+                        None => match self.open_mailbox(&e.name).await {
+                            Ok(Some(o)) if o.rights.has('r') => {
+                                self.status_line(&e.name, &o.mailbox, status, o.shared).await
+                            }
+                            _ => Ok(Vec::new()),
+                        },
+                    };
+                    match line {
                         Ok(line) => out.extend_from_slice(&line),
                         Err(why) => return self.bad(conn, tag, why),
                     }

@@ -231,3 +231,15 @@ async fn metadata_is_kept_per_mailbox_and_server() {
     let r = c.cmd("k", &format!("SETMETADATA INBOX ({})", many.trim_start())).await;
     assert!(r.starts_with("k NO [METADATA TOOMANY]"), "{r}");
 }
+
+#[tokio::test]
+async fn list_status_covers_shared_mailboxes() {
+    let f = fixture().await;
+    f.directory.add_user("bob@example.org", "Bob", "secret", 0, Role::User).await.unwrap();
+    let (mut c, _t, _) = f.logged_in().await;
+    assert!(c.cmd("a", "SETACL INBOX bob@example.org lr").await.contains("a OK"));
+    let (mut b, _t2, _) = f.connect_with(ImapConfig { allow_plaintext: true, ..ImapConfig::default() }).await;
+    assert!(b.cmd("a", "LOGIN bob@example.org secret").await.contains("a OK"));
+    let r = b.cmd("b", "LIST \"\" \"Other Users/*\" RETURN (STATUS (MESSAGES UNSEEN))").await;
+    assert!(r.contains("* STATUS \"Other Users/alice@example.org/INBOX\" (MESSAGES 2 UNSEEN 2)"), "{r}");
+}

@@ -122,6 +122,15 @@ impl Mail {
             }
             extra.extend_from_slice(verdict.header.as_bytes());
         }
+        // Our 8-bit mail going outside is made 7-bit before it is signed, so the
+        // signature holds whatever the next hop takes (RFC 6152 §3, RFC 6376 §5.3).
+        if ours
+            && i.policy.dkim_sign
+            && i.recipients.iter().any(|r| !r.external.is_empty())
+            && let Some(seven) = agora_store::section::seven_bit(&i.body)
+        {
+            i.body = seven;
+        }
         // Automatic replies (null return path) are signed for their author's domain.
         let signer = if i.sender.is_empty() { i.origin.authenticated_as.as_deref().unwrap_or("") } else { &i.sender };
         if i.policy.dkim_sign

@@ -560,6 +560,23 @@ impl Transport {
             let why = format!("550 5.6.7 {} does not accept internationalized mail (SMTPUTF8)", s.host);
             return Ok(vec![Fate::Failed(why); rcpts.len()]);
         }
+        // 8-bit content for a server without 8BITMIME is made 7-bit (RFC 6152 §3); what
+        // cannot be (an 8-bit header) goes back to the sender.
+        let converted;
+        let message = if !s.eight_bit && !utf8 && !message.is_ascii() {
+            match agora_store::section::seven_bit(message) {
+                Some(m) => {
+                    converted = m;
+                    &converted[..]
+                }
+                None => {
+                    let why = format!("554 5.6.3 {} takes no 8-bit mail and this message cannot be converted", s.host);
+                    return Ok(vec![Fate::Failed(why); rcpts.len()]);
+                }
+            }
+        } else {
+            message
+        };
         let mut size = if s.size { format!(" SIZE={}", message.len()) } else { String::new() };
         if s.eight_bit && message.iter().any(|&b| b >= 0x80) {
             size.push_str(" BODY=8BITMIME");
@@ -1152,6 +1169,7 @@ mod tests {
                 }
                 let reply = if in_data {
                     if line != ".\r\n" {
+                        log.lock().unwrap().push(format!("DATA {}", line.trim_end()));
                         continue;
                     }
                     in_data = false;
@@ -1206,6 +1224,32 @@ mod tests {
                 assert!(heard.is_empty(), "nothing may be sent: {heard:?}");
             }
         }
+    }
+
+    #[tokio::test]
+    async fn eight_bit_mail_is_made_seven_bit_for_a_server_without_8bitmime() {
+        let (t, _dir) = transport().await;
+        let m = b"From: a@example.org\r\nSubject: hi\r\nContent-Type: text/plain; charset=utf-8\r\n\r\ncaf\xc3\xa9\r\n";
+        let (addr, heard) = recording_server().await;
+        let tcp = TcpStream::connect(&addr).await.unwrap();
+        let mut s = Session {
+            host: addr.clone(),
+            pipelining: false,
+            size: true,
+            dsn: false,
+            eight_bit: false,
+            smtputf8: false,
+            client: Client::new(Box::new(tcp)),
+        };
+        let fates = t
+            .transaction(&mut s, "a@example.org", &["b@example.net".to_string()], m, &DsnParams::default())
+            .await
+            .unwrap();
+        assert_eq!(fates, vec![Fate::Delivered(false)]);
+        let heard = heard.lock().unwrap().clone();
+        assert!(!heard[0].contains("8BITMIME"), "{heard:?}");
+        assert!(heard.contains(&"DATA Content-Transfer-Encoding: quoted-printable".to_string()), "{heard:?}");
+        assert!(heard.contains(&"DATA caf=C3=A9".to_string()), "{heard:?}");
     }
 
     #[test]

@@ -201,3 +201,150 @@ pub fn binary_structure(msg: &[u8], root: &Part, path: &[u32]) -> Option<Part> {
     same_encodings(p, &mut parsed, &entity);
     Some(parsed)
 }
+
+/// The message made 7-bit for a next hop without 8BITMIME (RFC 6152 §3): each part whose
+/// content has 8-bit octets and no encoding (or 7bit, 8bit, binary) is re-encoded,
+/// text as quoted-printable, the rest as base64, its Content-Transfer-Encoding field
+/// rewritten. None when nothing needs it, or when the header itself is 8-bit (that
+/// needs SMTPUTF8; no conversion exists).
+pub fn seven_bit(msg: &[u8]) -> Option<Vec<u8>> {
+    if msg.is_ascii() {
+        return None;
+    }
+    let root = crate::MessageSummary::parse(msg).root;
+    let mut out = Vec::with_capacity(msg.len() + msg.len() / 4);
+    let mut changed = false;
+    seven_bit_entity(msg, &root, &mut out, &mut changed)?;
+    (changed && out.is_ascii()).then_some(out)
+}
+
+fn seven_bit_entity(msg: &[u8], p: &Part, out: &mut Vec<u8>, changed: &mut bool) -> Option<()> {
+    let header = slice(msg, p.header_start, p.body_start);
+    if !header.is_ascii() {
+        return None;
+    }
+    match p.media_type.as_str() {
+        "multipart" => {
+            out.extend_from_slice(header);
+            let mut at = p.body_start;
+            for c in &p.children {
+                let between = slice(msg, at, c.header_start);
+                if !between.is_ascii() {
+                    return None;
+                }
+                out.extend_from_slice(between);
+                seven_bit_entity(msg, c, out, changed)?;
+                at = c.end;
+            }
+            let rest = slice(msg, at, p.end);
+            // An epilogue that is not ASCII carries nothing a reader sees: dropped.
+            if rest.is_ascii() {
+                out.extend_from_slice(rest);
+            } else {
+                *changed = true;
+            }
+            Some(())
+        }
+        "message" if !p.children.is_empty() => {
+            out.extend_from_slice(header);
+            seven_bit_entity(msg, &p.children[0], out, changed)
+        }
+        _ => {
+            let body = slice(msg, p.body_start, p.end);
+            let enc = p.encoding.as_deref().map(|e| e.trim().to_ascii_lowercase());
+            let plain = matches!(enc.as_deref(), None | Some("7bit" | "8bit" | "binary" | ""));
+            if body.is_ascii() || !plain {
+                out.extend_from_slice(header);
+                out.extend_from_slice(body);
+                return Some(());
+            }
+            *changed = true;
+            let text = p.media_type == "text";
+            let label = if text { "quoted-printable" } else { "base64" };
+            let header = relabel(header);
+            let header = String::from_utf8_lossy(&header)
+                .replace("Content-Transfer-Encoding: binary", &format!("Content-Transfer-Encoding: {label}"));
+            // A part that had no encoding field gets one (before the empty line).
+            if !header.to_ascii_lowercase().contains("content-transfer-encoding:") {
+                let (fields, blank) = header.split_at(header.rfind("\r\n\r\n").map_or(header.len(), |i| i + 2));
+                out.extend_from_slice(fields.as_bytes());
+                out.extend_from_slice(format!("Content-Transfer-Encoding: {label}\r\n").as_bytes());
+                out.extend_from_slice(blank.as_bytes());
+            } else {
+                out.extend_from_slice(header.as_bytes());
+            }
+            if text {
+                out.extend_from_slice(&qp_encode(body));
+            } else {
+                out.extend_from_slice(&base64_lines(body));
+            }
+            Some(())
+        }
+    }
+}
+
+/// Quoted-printable of octets, lines kept (CRLF or LF ends one), at most 76 a line.
+fn qp_encode(data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(data.len() + data.len() / 3);
+    let lines: Vec<&[u8]> = data.split(|&b| b == b'\n').collect();
+    for (n, line) in lines.iter().enumerate() {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let mut col = 0;
+        for (i, &b) in line.iter().enumerate() {
+            let last = i + 1 == line.len();
+            let literal = (b == b'\t' || (32..127).contains(&b)) && b != b'=' && !(last && (b == b' ' || b == b'\t'));
+            let width = if literal { 1 } else { 3 };
+            if col + width > 75 {
+                out.extend_from_slice(b"=\r\n");
+                col = 0;
+            }
+            if literal {
+                out.push(b);
+            } else {
+                out.extend_from_slice(format!("={b:02X}").as_bytes());
+            }
+            col += width;
+        }
+        if n + 1 < lines.len() {
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+    out
+}
+
+fn base64_lines(data: &[u8]) -> Vec<u8> {
+    use base64::Engine;
+    let text = base64::engine::general_purpose::STANDARD.encode(data);
+    let mut out = Vec::with_capacity(text.len() + text.len() / 38 + 2);
+    for chunk in text.as_bytes().chunks(76) {
+        out.extend_from_slice(chunk);
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seven_bit_conversion() {
+        let m = b"From: a@x\r\nSubject: hi\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\ncaf\xc3\xa9 = ok\r\n--b\r\nContent-Type: application/octet-stream\r\n\r\n\x00\xff\x10\r\n--b--\r\n";
+        let out = seven_bit(m).expect("converted");
+        assert!(out.is_ascii());
+        let text = String::from_utf8(out.clone()).expect("ascii");
+        assert!(text.contains("Content-Transfer-Encoding: quoted-printable\r\n\r\ncaf=C3=A9 =3D ok\r\n--b"), "{text}");
+        assert!(
+            text.contains("Content-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n\r\nAP8Q"),
+            "{text}"
+        );
+        // The content reads back the same.
+        let root = crate::MessageSummary::parse(&out).root;
+        assert_eq!(binary_bytes(&out, &root, &[1]).expect("decodes"), "caf\u{e9} = ok".as_bytes());
+        assert_eq!(seven_bit(b"Subject: plain\r\n\r\nascii\r\n"), None, "nothing to do");
+        assert_eq!(seven_bit(b"Subject: caf\xc3\xa9\r\n\r\nx\xc3\xa9\r\n"), None, "an 8-bit header needs SMTPUTF8");
+        let long = [b'\xe9'; 100];
+        let qp = qp_encode(&long);
+        assert!(qp.split(|&b| b == b'\n').all(|l| l.len() <= 77), "lines stay short");
+    }
+}
