@@ -250,9 +250,20 @@ impl Session {
         if !std::mem::take(&mut self.dirty) {
             return Caught::default();
         }
-        let (id, since) = (sel.mailbox.id, sel.modseq);
+        let (id, since, shared) = (sel.mailbox.id, sel.modseq, sel.private_seen.is_some());
         match self.store.changes_since(id, since).await {
-            Ok(ch) => self.selected.as_mut().map(|s| s.catch_up(ch)).unwrap_or_default(),
+            Ok(ch) => {
+                // In another user's mailbox \Seen is this reader's own: read it again
+                // when messages changed (another session of the reader may have set it).
+                if shared
+                    && !ch.changed.is_empty()
+                    && let Ok(seen) = self.store.private_seen(id, self.account_id()).await
+                    && let Some(sel) = self.selected.as_mut()
+                {
+                    sel.private_seen = Some(seen.into_iter().collect());
+                }
+                self.selected.as_mut().map(|s| s.catch_up(ch)).unwrap_or_default()
+            }
             Err(e) => {
                 tracing::warn!("imap: catching up: {e}");
                 Caught::default()

@@ -243,3 +243,26 @@ async fn list_status_covers_shared_mailboxes() {
     let r = b.cmd("b", "LIST \"\" \"Other Users/*\" RETURN (STATUS (MESSAGES UNSEEN))").await;
     assert!(r.contains("* STATUS \"Other Users/alice@example.org/INBOX\" (MESSAGES 2 UNSEEN 2)"), "{r}");
 }
+
+#[tokio::test]
+async fn a_readers_own_seen_reaches_their_other_sessions() {
+    let f = fixture().await;
+    f.directory.add_user("bob@example.org", "Bob", "secret", 0, Role::User).await.unwrap();
+    let (mut alice, _t, _) = f.logged_in().await;
+    assert!(alice.cmd("a", "SETACL INBOX bob@example.org lrs").await.contains("a OK"));
+    alice.cmd("b", "SELECT INBOX").await;
+    let cfg = || ImapConfig { allow_plaintext: true, ..ImapConfig::default() };
+    let (mut b1, _t1, _) = f.connect_with(cfg()).await;
+    let (mut b2, _t2, _) = f.connect_with(cfg()).await;
+    for b in [&mut b1, &mut b2] {
+        assert!(b.cmd("a", "LOGIN bob@example.org secret").await.contains("a OK"));
+        let r = b.cmd("b", "SELECT \"Other Users/alice@example.org/INBOX\"").await;
+        assert!(r.contains("b OK"), "{r}");
+    }
+    let r = b1.cmd("c", "STORE 1 +FLAGS (\\Seen)").await;
+    assert!(r.contains("FLAGS (\\Seen"), "{r}");
+    let r = b2.cmd("c", "NOOP").await;
+    assert!(r.contains("* 1 FETCH (FLAGS (\\Seen"), "the reader's other session sees it: {r}");
+    let r = alice.cmd("c", "FETCH 1 FLAGS").await;
+    assert!(r.contains("* 1 FETCH (FLAGS (") && !r.contains("\\Seen"), "the owner's own \\Seen is apart: {r}");
+}

@@ -3035,19 +3035,41 @@ impl MailboxStore for Arc<SqliteStore> {
     async fn set_private_seen(&self, mailbox: MailboxId, account: AccountId, uids: &[u32], seen: bool) -> Result<()> {
         let uids = uids.to_vec();
         self.write(move |c| {
+            // A reader's own \Seen changes the message's MODSEQ and is announced like
+            // any flag change, so that reader's other sessions see it (each session
+            // lays its own reader's \Seen over the flags).
+            let Some((owner, mut modseq)): Option<(AccountId, i64)> = c
+                .query_row("SELECT account, highestmodseq FROM mailboxes WHERE id = ?1", [mailbox], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
+                .optional()?
+            else {
+                return Ok(((), Vec::new()));
+            };
+            let mut changes = Vec::new();
             for uid in uids {
-                if seen {
+                let n = if seen {
                     c.prepare_cached(
                         "INSERT OR IGNORE INTO private_seen (mailbox, account, uid)
                          SELECT ?1, ?2, ?3 WHERE EXISTS (SELECT 1 FROM messages WHERE mailbox = ?1 AND uid = ?3)",
                     )?
-                    .execute(params![mailbox, account, uid])?;
+                    .execute(params![mailbox, account, uid])?
                 } else {
                     c.prepare_cached("DELETE FROM private_seen WHERE mailbox = ?1 AND account = ?2 AND uid = ?3")?
-                        .execute(params![mailbox, account, uid])?;
+                        .execute(params![mailbox, account, uid])?
+                };
+                if n == 0 {
+                    continue;
                 }
+                modseq += 1;
+                c.prepare_cached("UPDATE messages SET modseq = ?3 WHERE mailbox = ?1 AND uid = ?2")?
+                    .execute(params![mailbox, uid, modseq])?;
+                changes.push(Change::FlagsChanged { account: owner, mailbox, uid, modseq: modseq as u64 });
             }
-            Ok(((), Vec::new()))
+            if !changes.is_empty() {
+                c.execute("UPDATE mailboxes SET highestmodseq = ?2 WHERE id = ?1", params![mailbox, modseq])?;
+            }
+            Ok(((), changes))
         })
         .await
     }
