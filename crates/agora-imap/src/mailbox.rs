@@ -6,7 +6,7 @@
 use std::collections::HashSet;
 
 use agora_net::{Conn, Flow};
-use agora_store::{Change, FlagOp, Flags, MessageMeta, MessageSummary, StoreError};
+use agora_store::{Change, FlagOp, Flags, MessageMeta, StoreError};
 use tokio::sync::broadcast;
 
 use crate::command::{FetchAtt, Qresync, ReturnOpt, SearchKey, SeqSet, StoreMode};
@@ -43,7 +43,7 @@ fn meta_of(mailbox: i64, m: &Msg) -> MessageMeta {
         internal_date: m.internal_date,
         size: m.size,
         blob: m.blob.clone(),
-        summary: MessageSummary::default(),
+        summary: Default::default(),
         saved: m.saved,
     }
 }

@@ -1051,10 +1051,41 @@ fn meta_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<MetaRow> {
     Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?, r.get(8)?))
 }
 
+/// Parsed summaries by body hash: a body never changes, so neither does its summary,
+/// and FETCH of ENVELOPE or BODYSTRUCTURE need not parse the stored JSON again.
+struct Summaries {
+    map: std::collections::HashMap<String, Arc<MessageSummary>>,
+    order: std::collections::VecDeque<String>,
+}
+
+/// How many parsed summaries are kept (the oldest go first).
+const SUMMARIES_KEPT: usize = 16_384;
+
+fn parsed_summary(blob: &str, json: &str) -> Result<Arc<MessageSummary>> {
+    static CACHE: std::sync::OnceLock<std::sync::Mutex<Summaries>> = std::sync::OnceLock::new();
+    let cache =
+        CACHE.get_or_init(|| std::sync::Mutex::new(Summaries { map: Default::default(), order: Default::default() }));
+    if let Some(s) = cache.lock().unwrap_or_else(|e| e.into_inner()).map.get(blob) {
+        return Ok(Arc::clone(s));
+    }
+    let parsed: MessageSummary =
+        serde_json::from_str(json).map_err(|e| StoreError::Corrupt(format!("summary of {blob}: {e}")))?;
+    let parsed = Arc::new(parsed);
+    let mut c = cache.lock().unwrap_or_else(|e| e.into_inner());
+    if c.map.insert(blob.to_string(), Arc::clone(&parsed)).is_none() {
+        c.order.push_back(blob.to_string());
+        while c.order.len() > SUMMARIES_KEPT {
+            if let Some(old) = c.order.pop_front() {
+                c.map.remove(&old);
+            }
+        }
+    }
+    Ok(parsed)
+}
+
 fn meta_from_row(mailbox: MailboxId, row: MetaRow) -> Result<MessageMeta> {
     let (uid, modseq, flags, keywords, internal_date, size, blob, summary, saved) = row;
-    let summary: MessageSummary =
-        serde_json::from_str(&summary).map_err(|e| StoreError::Corrupt(format!("summary of {blob}: {e}")))?;
+    let summary = parsed_summary(&blob, &summary)?;
     Ok(MessageMeta {
         mailbox,
         uid: uid as u32,
@@ -3755,6 +3786,45 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(dir.path()).unwrap();
         crate::conformance::run_all(&store).await;
+        store.close();
+    }
+
+    /// How long reading 2,000 messages' metadata takes with and without parsed
+    /// summaries kept (`cargo test -p agora-store --release summaries_kept -- --ignored --nocapture`).
+    #[tokio::test]
+    #[ignore]
+    async fn summaries_kept_timing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        store.add_domain("t.test").await.unwrap();
+        let acc = store.create_account(NewAccount { login: "u@t.test".into(), ..Default::default() }).await.unwrap();
+        for i in 0..2000 {
+            let m = format!(
+                "From: A <a@x.test>\r\nTo: B <b@t.test>, C <c@t.test>\r\nSubject: message {i}\r\nMessage-ID: <{i}@x>\r\n\
+                 Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nhi {i}\r\n\
+                 --b\r\nContent-Type: application/pdf; name=x.pdf\r\nContent-Transfer-Encoding: base64\r\n\r\nAAAA\r\n--b--\r\n"
+            );
+            let body = store.stage(m.into_bytes()).await.unwrap();
+            store
+                .deliver(Delivery {
+                    body,
+                    internal_date: 0,
+                    envelope: None,
+                    flags: Flags::default(),
+                    keywords: Vec::new(),
+                    targets: vec![crate::DeliveryTarget { account: acc.id, mailbox: "INBOX".into() }],
+                    relay: Vec::new(),
+                    enforce_quota: false,
+                })
+                .await
+                .unwrap();
+        }
+        let inbox = store.mailbox(acc.id, "INBOX").await.unwrap().unwrap();
+        for round in ["first read (parsed)", "second read (kept)"] {
+            let t = std::time::Instant::now();
+            let all = store.messages(inbox.id, 1..=u32::MAX).await.unwrap();
+            println!("summaries: {round}: {} messages in {:?}", all.len(), t.elapsed());
+        }
         store.close();
     }
 

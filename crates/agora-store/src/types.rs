@@ -463,7 +463,8 @@ pub struct MessageMeta {
     pub size: u64,
     /// Content address (SHA-256, hex) of the body in the blob store.
     pub blob: String,
-    pub summary: MessageSummary,
+    /// Shared: the summary of a body never changes, and one parse serves every reader.
+    pub summary: std::sync::Arc<MessageSummary>,
     /// When it was saved in this mailbox (seconds; 0 if unknown).
     pub saved: i64,
 }

@@ -382,7 +382,7 @@ pub async fn fetch(store: &dyn Store, url: &str, who: Fetcher<'_>, now: i64) -> 
     }
     let Some(meta) = store.messages_with(mb.id, &[u.uid]).await?.into_iter().next() else { return Ok(None) };
     let message = store.read_blob(&meta.blob).await?;
-    Ok(Some(Fetched { message, root: meta.summary.root, url: u }))
+    Ok(Some(Fetched { message, root: meta.summary.root.clone(), url: u }))
 }
 
 #[cfg(test)]

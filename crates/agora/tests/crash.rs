@@ -69,7 +69,7 @@ fn stored_by_subject(a: &Agora) -> std::collections::HashMap<String, Vec<u8>> {
         let mut out = std::collections::HashMap::new();
         for m in msgs {
             let body = store.read_blob(&m.blob).await.unwrap();
-            if let Some(subject) = m.summary.envelope.subject {
+            if let Some(subject) = m.summary.envelope.subject.clone() {
                 out.insert(subject, body);
             }
         }
