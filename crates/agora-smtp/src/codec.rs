@@ -363,6 +363,9 @@ pub struct DataDecoder {
     pub long_line: bool,
     /// The server could not set memory aside for the message: refused with a 452.
     pub no_memory: bool,
+    /// Where the message goes instead of memory once the shared budget is taken: a
+    /// temporary file in the spool directory, read back when the message is complete.
+    spill: Option<(tempfile::NamedTempFile, usize)>,
 }
 
 impl DataDecoder {
@@ -374,6 +377,74 @@ impl DataDecoder {
             bare_newline: false,
             long_line: false,
             no_memory: false,
+            spill: None,
+        }
+    }
+
+    /// Moves what was received to a file in `dir` and writes the rest there too, so a
+    /// message waiting on a slow client holds no memory; false (and the message is
+    /// refused) if the file cannot be made.
+    pub fn spill_to(&mut self, dir: &std::path::Path) -> bool {
+        use std::io::Write;
+        if self.spill.is_some() {
+            return true;
+        }
+        let made =
+            std::fs::create_dir_all(dir).and_then(|()| tempfile::NamedTempFile::new_in(dir)).and_then(|mut f| {
+                f.write_all(&self.body)?;
+                Ok(f)
+            });
+        match made {
+            Ok(f) => {
+                self.spill = Some((f, self.body.len()));
+                self.body = Vec::new();
+                true
+            }
+            Err(e) => {
+                tracing::warn!("smtp: cannot spill a message to {}: {e}", dir.display());
+                self.refuse_for_memory();
+                false
+            }
+        }
+    }
+
+    pub fn spilled(&self) -> bool {
+        self.spill.is_some()
+    }
+
+    /// The bytes received so far, in memory or spilled.
+    pub fn len(&self) -> usize {
+        self.spill.as_ref().map_or(self.body.len(), |s| s.1)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn append(&mut self, data: &[u8]) {
+        use std::io::Write;
+        match self.spill.as_mut() {
+            Some((f, n)) => {
+                if f.write_all(data).is_err() {
+                    self.refuse_for_memory();
+                } else {
+                    *n += data.len();
+                }
+            }
+            None => self.body.extend_from_slice(data),
+        }
+    }
+
+    /// Brings a spilled message back into `body` (the file is removed).
+    pub fn load_spilled(&mut self) {
+        if let Some((f, _)) = self.spill.take() {
+            match std::fs::read(f.path()) {
+                Ok(b) => self.body = b,
+                Err(e) => {
+                    tracing::warn!("smtp: reading back a spilled message: {e}");
+                    self.refuse_for_memory();
+                }
+            }
         }
     }
 
@@ -381,6 +452,7 @@ impl DataDecoder {
     pub fn refuse_for_memory(&mut self) {
         self.no_memory = true;
         self.body = Vec::new();
+        self.spill = None;
     }
 
     /// Feeds one line as read (ending in LF). Returns true at the end-of-data line.
@@ -389,12 +461,19 @@ impl DataDecoder {
         // A bare LF, or a CR not followed by LF, could smuggle a second message past a
         // server that reads line ends differently: refused at the end.
         self.bare_newline |= bare_newline;
-        if self.body.len() + content.len() + 2 > self.max_size {
+        if self.len() + content.len() + 2 > self.max_size {
             self.too_big = true;
         }
         if !self.too_big && !self.no_memory {
-            self.body.extend_from_slice(content);
-            self.body.extend_from_slice(b"\r\n");
+            if self.spill.is_some() {
+                let mut line = Vec::with_capacity(content.len() + 2);
+                line.extend_from_slice(content);
+                line.extend_from_slice(b"\r\n");
+                self.append(&line);
+            } else {
+                self.body.extend_from_slice(content);
+                self.body.extend_from_slice(b"\r\n");
+            }
         }
         false
     }
@@ -409,11 +488,11 @@ impl DataDecoder {
         if self.no_memory {
             return;
         }
-        if self.body.len() + chunk.len() > self.max_size {
+        if self.len() + chunk.len() > self.max_size {
             self.too_big = true;
             return;
         }
-        self.body.extend_from_slice(chunk);
+        self.append(chunk);
     }
 
     /// Checks line endings and lengths of a BDAT-assembled body.

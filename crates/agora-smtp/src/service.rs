@@ -128,8 +128,15 @@ fn build(ctx: &Context, s: SmtpSection) -> Result<Built, String> {
         max_message_size: ctx.limits.max_message_size,
         max_recipients: ctx.limits.max_recipients.max(1),
         allow_plaintext: ctx.limits.plaintext_without_tls,
+        spool: Some(ctx.data_dir.join("spool")),
         ..SmtpConfig::default()
     };
+    // Spool files left by a server that stopped mid-transfer belong to no session now.
+    if let Ok(entries) = std::fs::read_dir(ctx.data_dir.join("spool")) {
+        for e in entries.flatten() {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
     // Inbound and submission share the memory budget for message data in flight.
     let memory = MessageMemory::new(ctx.limits.max_message_memory);
     let inbound: Arc<dyn agora_net::Service> =

@@ -44,6 +44,8 @@ pub struct SmtpConfig {
     pub dkim_sign: bool,
     /// ARC-seal checked mail that we forward to other servers.
     pub arc_seal: bool,
+    /// Where messages in transfer go once the shared memory budget is taken.
+    pub spool: Option<std::path::PathBuf>,
 }
 
 /// True if `ip` lies in `net`/`prefix`.
@@ -102,13 +104,22 @@ impl Held {
     }
 }
 
-/// Keeps a decoder within the memory it could get.
-fn account(dec: &mut DataDecoder, held: &mut Held, memory: &MessageMemory) {
-    if !dec.no_memory && !held.cover(memory, dec.body.len()) {
-        tracing::warn!("smtp: message memory budget exhausted; refusing a message with 452");
-        dec.refuse_for_memory();
-        *held = Held::default();
+/// Keeps a decoder within the memory it could get: past the shared budget the message
+/// goes on in a spool file (or, with no spool, is refused with 452).
+fn account(dec: &mut DataDecoder, held: &mut Held, memory: &MessageMemory, spool: Option<&std::path::Path>) {
+    if dec.no_memory || dec.spilled() || held.cover(memory, dec.body.len()) {
+        return;
     }
+    match spool {
+        Some(dir) if dec.spill_to(dir) => {
+            tracing::debug!("smtp: message memory budget taken; a message goes to the spool")
+        }
+        _ => tracing::warn!("smtp: message memory budget exhausted; refusing a message with 452"),
+    }
+    if !dec.spilled() {
+        dec.refuse_for_memory();
+    }
+    *held = Held::default();
 }
 
 impl Default for SmtpConfig {
@@ -126,6 +137,7 @@ impl Default for SmtpConfig {
             check_budget: std::time::Duration::from_secs(5),
             dkim_sign: true,
             arc_seal: true,
+            spool: None,
         }
     }
 }
@@ -571,7 +583,7 @@ impl Session {
                     if dec.push_line(&l) {
                         break;
                     }
-                    account(&mut dec, &mut held, &self.memory);
+                    account(&mut dec, &mut held, &self.memory, self.cfg.spool.as_deref());
                 }
                 Read::TooLong => dec.push_long_line(),
                 Read::Timeout => {
@@ -600,12 +612,15 @@ impl Session {
         }
         let (dec, held) = tx.chunks.get_or_insert_with(|| (DataDecoder::new(max), Held::default()));
         conn.set_interruptible(false);
-        let over = dec.body.len() as u64 + size > max as u64;
-        if !over {
+        let over = dec.len() as u64 + size > max as u64;
+        if !over && !dec.spilled() {
             // Reserve before reading, so the chunk itself never exceeds the budget.
             let want = dec.body.len() + size as usize;
             if !dec.no_memory && !held.cover(&self.memory, want) {
-                dec.refuse_for_memory();
+                let spilled = self.cfg.spool.as_deref().is_some_and(|d| dec.spill_to(d));
+                if !spilled {
+                    dec.refuse_for_memory();
+                }
                 *held = Held::default();
             }
         }
@@ -627,6 +642,7 @@ impl Session {
             return Flow::Continue;
         }
         let Some((mut dec, held)) = tx.chunks.take() else { return Flow::Close };
+        dec.load_spilled();
         dec.check_chunked();
         let flow = self.finish_message(conn, dec).await;
         drop(held);
@@ -659,11 +675,15 @@ impl Session {
             }
         };
         let (dec, held) = tx.chunks.get_or_insert_with(|| (DataDecoder::new(max), Held::default()));
-        if dec.body.len() + data.len() > max {
+        if dec.len() + data.len() > max {
             dec.too_big = true;
-        } else if !dec.no_memory && !held.cover(&self.memory, dec.body.len() + data.len()) {
-            dec.refuse_for_memory();
+        } else if !dec.no_memory && !dec.spilled() && !held.cover(&self.memory, dec.body.len() + data.len()) {
+            let spilled = self.cfg.spool.as_deref().is_some_and(|d| dec.spill_to(d));
+            if !spilled {
+                dec.refuse_for_memory();
+            }
             *held = Held::default();
+            dec.push_chunk(&data);
         } else if !dec.no_memory {
             dec.push_chunk(&data);
         }
@@ -672,6 +692,7 @@ impl Session {
             return Flow::Continue;
         }
         let Some((mut dec, held)) = tx.chunks.take() else { return Flow::Close };
+        dec.load_spilled();
         dec.check_chunked();
         let flow = self.finish_message(conn, dec).await;
         drop(held);
@@ -680,7 +701,8 @@ impl Session {
 
     /// Checks, then stores the message durably and answers 250, or answers the fault.
     /// Either way the transaction ends.
-    async fn finish_message(&mut self, conn: &mut Conn, dec: DataDecoder) -> Flow {
+    async fn finish_message(&mut self, conn: &mut Conn, mut dec: DataDecoder) -> Flow {
+        dec.load_spilled();
         let Some(tx) = self.tx.take() else { return Flow::Close };
         if let Some(fault) = dec.fault() {
             return self.error(conn, fault);
