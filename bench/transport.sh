@@ -15,12 +15,13 @@ cd "$(dirname "$0")/.."
 source bench/lib.sh
 N=${1:-5000}; S=${2:-20}; L=${3:-1024}; MODE=${4:-relay}; K=${5:-1}
 
-scripts/install-test-deps >/dev/null
+scripts/install-test-deps --bench >/dev/null
 cargo build --release -q -p agora
 bin=$PWD/target/release/agora
 work=$(mktemp -d); chmod 755 "$work"
 cleanup() {
   postfix -c "$work/postfix/etc" stop >/dev/null 2>&1 || true
+  [[ -f $work/opendkim.pid ]] && kill "$(cat "$work/opendkim.pid")" 2>/dev/null || true
   kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"
 }
 trap cleanup EXIT
@@ -82,6 +83,62 @@ CONF
     -keyout "$work/tls.key" -out "$work/tls.pem" 2>/dev/null
 fi
 
+# --- Agora, twice: DKIM-signing as it does by default, then without signing (Postfix
+# here has no DKIM milter, so the second run is the like-for-like one) ---
+agora() { # sink-port sign(true|false) -> start and end times in T0 T1
+  sink "$1"
+  rm -rf "$work/agora"; mkdir -p "$work/agora"
+  cat > "$work/agora/agora.toml" <<CONF
+[server]
+hostname = "mx.example.org"
+domain = "example.org"
+[smtp]
+trusted_networks = ["127.0.0.0/8"]
+dkim_sign = $2
+[transport]
+smarthost = "127.0.0.1:$1"
+poll_secs = 1
+CONF
+  start_agora "$bin" "$work/agora" --port-offset 20000 --bind 127.0.0.1
+  pid=$AGORA_PID
+  add_users "$bin" "$work/agora" secret bench@example.org
+  T0=$(now); src 127.0.0.1:20025 20587; wait_for "$1"; T1=$DONE
+  kill "$pid"; wait "$pid" 2>/dev/null || true
+}
+start_quiet_dns 27353
+agora 21033 true; t2=$T0; t3=$T1
+# The RSA-2048 key Agora signed with, for OpenDKIM (PKCS#1 DER in the store).
+selector=$(python3 - "$work/agora" "$work/dkim.der" <<'PY'
+import sqlite3, sys, glob
+db = sqlite3.connect(glob.glob(sys.argv[1] + "/*.db")[0])
+sel, key = db.execute("SELECT selector, private_key FROM dkim_keys WHERE algorithm = 'rsa' AND domain = 'example.org' ORDER BY created DESC LIMIT 1").fetchone()
+open(sys.argv[2], "wb").write(key)
+print(sel)
+PY
+)
+openssl rsa -inform DER -in "$work/dkim.der" -out "$work/dkim.pem" 2>/dev/null
+chmod 600 "$work/dkim.pem"
+agora 21036 false; t4=$T0; t5=$T1
+
+
+# --- OpenDKIM (signing for Postfix, as its users run it) ---
+cat > "$work/opendkim.conf" <<CONF
+Syslog no
+Background yes
+PidFile $work/opendkim.pid
+Mode s
+Domain example.org
+Selector $selector
+KeyFile $work/dkim.pem
+RequireSafeKeys false
+Socket inet:21040@127.0.0.1
+Canonicalization relaxed/relaxed
+SignatureAlgorithm rsa-sha256
+InternalHosts 127.0.0.0/8
+CONF
+opendkim -x "$work/opendkim.conf"
+sleep 0.5
+
 # --- Postfix ---
 sink 21031
 mkdir -p "$work/postfix/etc" "$work/postfix/queue" "$work/postfix/data"
@@ -105,6 +162,10 @@ alias_database =
 local_recipient_maps =
 maillog_file = $d/maillog
 maillog_file_prefixes = $d
+# Signing as Postfix users do: OpenDKIM as a milter, with Agora's own RSA-2048 key.
+smtpd_milters = inet:127.0.0.1:21040
+non_smtpd_milters = \$smtpd_milters
+milter_default_action = tempfail
 CONF
 cat > "$d/etc/master.cf" <<CONF
 127.0.0.1:21032 inet n - n - - smtpd
@@ -143,37 +204,11 @@ sleep 1
 t0=$(now); src 127.0.0.1:21032 21034; wait_for 21031; t1=$DONE
 postfix -c "$d/etc" stop >/dev/null
 
-# --- Agora, twice: DKIM-signing as it does by default, then without signing (Postfix
-# here has no DKIM milter, so the second run is the like-for-like one) ---
-agora() { # sink-port sign(true|false) -> start and end times in T0 T1
-  sink "$1"
-  rm -rf "$work/agora"; mkdir -p "$work/agora"
-  cat > "$work/agora/agora.toml" <<CONF
-[server]
-hostname = "mx.example.org"
-domain = "example.org"
-[smtp]
-trusted_networks = ["127.0.0.0/8"]
-dkim_sign = $2
-[transport]
-smarthost = "127.0.0.1:$1"
-poll_secs = 1
-CONF
-  start_agora "$bin" "$work/agora" --port-offset 20000 --bind 127.0.0.1
-  pid=$AGORA_PID
-  add_users "$bin" "$work/agora" secret bench@example.org
-  T0=$(now); src 127.0.0.1:20025 20587; wait_for "$1"; T1=$DONE
-  kill "$pid"; wait "$pid" 2>/dev/null || true
-}
-start_quiet_dns 27353
-agora 21033 true; t2=$T0; t3=$T1
-agora 21036 false; t4=$T0; t5=$T1
-
 python3 - "$N" "$t0" "$t1" "$t2" "$t3" "$t4" "$t5" "$MODE" <<'PY'
 import sys
 n, t0, t1, t2, t3, t4, t5 = map(float, sys.argv[1:8])
 p, a, u = n / (t1 - t0), n / (t3 - t2), n / (t5 - t4)
-print(f"{sys.argv[8]} messages={n:.0f}: postfix {p:.0f} msg/s ({t1 - t0:.1f} s), "
+print(f"{sys.argv[8]} messages={n:.0f}: postfix+opendkim {p:.0f} msg/s ({t1 - t0:.1f} s), "
       f"agora signing {a:.0f} msg/s ({t3 - t2:.1f} s), agora not signing {u:.0f} msg/s ({t5 - t4:.1f} s)")
 print(f"ratio agora/postfix: {a / p:.2f} signing, {u / p:.2f} not signing")
 PY
