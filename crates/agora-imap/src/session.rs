@@ -87,39 +87,10 @@ pub(crate) struct Opened {
 }
 
 /// Logged-in IMAP sessions per account, shared by every session of the service.
-#[derive(Clone, Default)]
-pub struct UserSessions(Arc<std::sync::Mutex<std::collections::HashMap<i64, usize>>>);
+pub type UserSessions = agora_service::leases::Leases;
 
 /// One counted session; dropping it (the session ends) gives the place back.
-pub struct SessionSlot {
-    sessions: UserSessions,
-    account: i64,
-}
-
-impl UserSessions {
-    /// A place for one more session of `account`, unless it already holds `max`.
-    pub fn acquire(&self, account: i64, max: usize) -> Option<SessionSlot> {
-        let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let n = m.entry(account).or_insert(0);
-        if *n >= max {
-            return None;
-        }
-        *n += 1;
-        Some(SessionSlot { sessions: self.clone(), account })
-    }
-}
-
-impl Drop for SessionSlot {
-    fn drop(&mut self) {
-        let mut m = self.sessions.0.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = m.get_mut(&self.account) {
-            *n -= 1;
-            if *n == 0 {
-                m.remove(&self.account);
-            }
-        }
-    }
-}
+pub type SessionSlot = agora_service::leases::Lease;
 
 /// Splits IMAP flag names into system flags and keywords; \Recent and unknown
 /// backslash flags are ignored.
@@ -680,7 +651,7 @@ impl Session {
     async fn finish_auth(&mut self, conn: &mut Conn, tag: &str, step: Step) -> Flow {
         match step {
             Step::Success(account) => {
-                let Some(slot) = self.sessions.acquire(account.id, self.cfg.max_sessions_per_user) else {
+                let Some(slot) = self.sessions.take("imap", account.id, self.cfg.max_sessions_per_user) else {
                     tracing::warn!("imap: {} refused: too many sessions", account.login);
                     conn.queue(format!("{tag} NO [LIMIT] Too many sessions for this user\r\n").as_bytes());
                     return Flow::Continue;
@@ -1360,12 +1331,12 @@ mod tests {
     #[test]
     fn sessions_per_user_are_counted() {
         let s = UserSessions::default();
-        let a = s.acquire(1, 2).expect("first");
-        let _b = s.acquire(1, 2).expect("second");
-        assert!(s.acquire(1, 2).is_none(), "third over the limit");
-        assert!(s.acquire(2, 2).is_some(), "other users are counted apart");
+        let a = s.take("imap", 1, 2).expect("first");
+        let _b = s.take("imap", 1, 2).expect("second");
+        assert!(s.take("imap", 1, 2).is_none(), "third over the limit");
+        assert!(s.take("imap", 2, 2).is_some(), "other users are counted apart");
         drop(a);
-        assert!(s.acquire(1, 2).is_some(), "a place comes back when a session ends");
+        assert!(s.take("imap", 1, 2).is_some(), "a place comes back when a session ends");
     }
 
     #[test]

@@ -1,8 +1,7 @@
 //! The POP3 session (RFC 1939): AUTHORIZATION, TRANSACTION and UPDATE states over the
 //! account's INBOX in the information store. Deletions happen only at QUIT.
 
-use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use agora_directory::Directory;
 use agora_directory::sasl::{self, Mechanism, Step};
@@ -10,7 +9,7 @@ use agora_directory::throttle::Throttle;
 use agora_net::{Conn, Flow, LineProtocol, drive};
 use agora_service::login;
 use agora_service::sasl::LineChallenger;
-use agora_store::{Account, AccountId, FlagOp, Flags, MailboxId, Store, now};
+use agora_store::{Account, FlagOp, Flags, MailboxId, Store, now};
 use async_trait::async_trait;
 
 use crate::codec::{self, Command, MAX_LINE};
@@ -33,29 +32,9 @@ impl Default for Pop3Config {
     }
 }
 
-/// Maildrops held by a session: a second session on the same one gets `[IN-USE]`.
-#[derive(Debug, Default)]
-pub struct Locks(Mutex<HashSet<AccountId>>);
-
-struct LockGuard {
-    locks: Arc<Locks>,
-    account: AccountId,
-}
-
-impl Drop for LockGuard {
-    fn drop(&mut self) {
-        if let Ok(mut set) = self.locks.0.lock() {
-            set.remove(&self.account);
-        }
-    }
-}
-
-impl Locks {
-    fn take(self: &Arc<Self>, account: AccountId) -> Option<LockGuard> {
-        let mut set = self.0.lock().ok()?;
-        set.insert(account).then(|| LockGuard { locks: Arc::clone(self), account })
-    }
-}
+/// Maildrops held by a session: a second session on the same one gets `[IN-USE]`
+/// (one lease of kind "pop3" per account).
+pub type Locks = agora_service::leases::Leases;
 
 struct Msg {
     uid: u32,
@@ -72,7 +51,7 @@ struct Maildrop {
     mailbox: MailboxId,
     uidvalidity: u32,
     msgs: Vec<Msg>,
-    _lock: LockGuard,
+    _lock: agora_service::leases::Lease,
 }
 
 pub struct Session {
@@ -330,7 +309,7 @@ impl Session {
     }
 
     async fn open_maildrop(&mut self, conn: &mut Conn, account: Account) -> Flow {
-        let Some(lock) = self.locks.take(account.id) else {
+        let Some(lock) = self.locks.take("pop3", account.id, 1) else {
             return self.error(conn, "-ERR [IN-USE] Mailbox is locked by another POP3 session\r\n");
         };
         let loaded = async {

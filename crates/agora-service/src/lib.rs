@@ -4,6 +4,7 @@
 //! of registrations and nothing else per service: adding a service is a crate and one
 //! line in that list.
 
+pub mod leases;
 pub mod login;
 pub mod metrics;
 pub mod sasl;
