@@ -317,8 +317,7 @@ impl Session {
             }
         }
         if let Some(sel) = self.selected.as_ref() {
-            for (at, uids) in added {
-                let (i, pos) = (at / 1_000_000, at % 1_000_000);
+            for (i, pos, uids) in added {
                 let Some(u) = self.updates.get(i) else { continue };
                 let ids: Vec<u32> = if u.uid {
                     uids
@@ -740,7 +739,8 @@ impl Session {
             })
             .collect();
         let order = crate::sort::sort(criteria, &items);
-        Ok(order.into_iter().filter_map(|seq| hits.iter().find(|h| h.0 == seq).copied()).collect())
+        // `hits` is in sequence order.
+        Ok(order.into_iter().filter_map(|seq| hits.binary_search_by_key(&seq, |h| h.0).ok().map(|i| hits[i])).collect())
     }
 
     /// SORT (RFC 5256, with SORT=DISPLAY from RFC 5957; RETURN options from RFC 5267).
@@ -821,7 +821,7 @@ impl Session {
 
     /// Re-runs the kept searches after the view changed: the removed messages (told
     /// before EXPUNGE, numbered as before it) and the added UIDs of each, by position.
-    async fn rerun_updates(&mut self, expunging: bool) -> (String, Vec<(usize, Vec<u32>)>) {
+    async fn rerun_updates(&mut self, expunging: bool) -> (String, Vec<(usize, usize, Vec<u32>)>) {
         let mut before = String::new();
         let mut added_all = Vec::new();
         let gone: Vec<u32> = match (&self.selected, expunging) {
@@ -838,10 +838,13 @@ impl Session {
                 }
             };
             let Some(sel) = &self.selected else { break };
+            let gone: HashSet<u32> = gone.iter().copied().collect();
             let now: Vec<u32> = hits.iter().map(|h| h.1).filter(|u| !gone.contains(u)).collect();
             let u = &self.updates[i];
-            let removed: Vec<u32> = u.result.iter().copied().filter(|x| !now.contains(x)).collect();
-            let added: Vec<u32> = now.iter().copied().filter(|x| !u.result.contains(x)).collect();
+            let (in_now, before_set): (HashSet<u32>, HashSet<u32>) =
+                (now.iter().copied().collect(), u.result.iter().copied().collect());
+            let removed: Vec<u32> = u.result.iter().copied().filter(|x| !in_now.contains(x)).collect();
+            let added: Vec<u32> = now.iter().copied().filter(|x| !before_set.contains(x)).collect();
             if !removed.is_empty() {
                 let pos = u.result.iter().position(|x| *x == removed[0]).map_or(1, |p| p + 1);
                 let ids: Vec<u32> = if u.uid {
@@ -857,12 +860,33 @@ impl Session {
                 ));
             }
             if !added.is_empty() {
-                let pos = now.iter().position(|x| *x == added[0]).map_or(1, |p| p + 1);
-                added_all.push((i, pos, added));
+                if u.sort.is_some() {
+                    // Each run of added messages at its own place in the sort order.
+                    let mut run: Vec<u32> = Vec::new();
+                    let mut start = 0;
+                    for (p, x) in now.iter().enumerate() {
+                        if before_set.contains(x) {
+                            if !run.is_empty() {
+                                added_all.push((i, start + 1, std::mem::take(&mut run)));
+                            }
+                        } else {
+                            if run.is_empty() {
+                                start = p;
+                            }
+                            run.push(*x);
+                        }
+                    }
+                    if !run.is_empty() {
+                        added_all.push((i, start + 1, run));
+                    }
+                } else {
+                    let pos = now.iter().position(|x| *x == added[0]).map_or(1, |p| p + 1);
+                    added_all.push((i, pos, added));
+                }
             }
             self.updates[i].result = now;
         }
-        (before, added_all.into_iter().map(|(i, pos, a)| (i * 1_000_000 + pos, a)).collect())
+        (before, added_all)
     }
 
     /// THREAD (RFC 5256): ORDEREDSUBJECT and REFERENCES.

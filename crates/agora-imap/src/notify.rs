@@ -24,7 +24,7 @@ pub(crate) struct Watch {
     subscribed: Vec<String>,
 }
 
-const SUPPORTED: &str = "MessageNew MessageExpunge FlagChange MailboxName SubscriptionChange";
+const SUPPORTED: &str = "MessageNew MessageExpunge FlagChange MailboxName";
 
 fn is_selected(f: &NotifyFilter) -> bool {
     matches!(f, NotifyFilter::Selected | NotifyFilter::SelectedDelayed)
@@ -91,7 +91,10 @@ impl Session {
         let unsupported = spec.groups.iter().flat_map(|(_, e)| e).any(|e| {
             matches!(
                 e,
-                NotifyEvent::AnnotationChange | NotifyEvent::MailboxMetadataChange | NotifyEvent::ServerMetadataChange
+                NotifyEvent::AnnotationChange
+                    | NotifyEvent::MailboxMetadataChange
+                    | NotifyEvent::ServerMetadataChange
+                    | NotifyEvent::SubscriptionChange
             )
         });
         if unsupported {

@@ -143,6 +143,16 @@ fn names_from_mutf7(kind: CommandKind) -> Option<CommandKind> {
         K::Copy { uid, set, mailbox } => K::Copy { uid, set, mailbox: d(mailbox)? },
         K::Move { uid, set, mailbox } => K::Move { uid, set, mailbox: d(mailbox)? },
         K::GetQuotaRoot(m) => K::GetQuotaRoot(d(m)?),
+        K::Notify(Some(mut spec)) => {
+            for (f, _) in &mut spec.groups {
+                if let command::NotifyFilter::Subtree(l) | command::NotifyFilter::Mailboxes(l) = f {
+                    for n in l.iter_mut() {
+                        *n = d(std::mem::take(n))?;
+                    }
+                }
+            }
+            K::Notify(Some(spec))
+        }
         K::SetMetadata { mailbox, entries } => {
             K::SetMetadata { mailbox: if mailbox.is_empty() { mailbox } else { d(mailbox)? }, entries }
         }

@@ -65,9 +65,12 @@ pub async fn drive(mut protocol: impl LineProtocol, mut conn: Conn) {
         return;
     }
     loop {
-        let read = if protocol.listening() {
-            // read_line keeps partial input buffered, so losing the race loses nothing.
+        // A command already received goes first (nothing unasked is said while one is
+        // in progress, RFC 9051 §7.4.1); read_line keeps partial input, so losing the
+        // race loses nothing.
+        let read = if protocol.listening() && !conn.has_buffered_line() {
             tokio::select! {
+                biased;
                 r = conn.read_line(protocol.max_line()) => Some(r),
                 () = protocol.unasked() => None,
             }

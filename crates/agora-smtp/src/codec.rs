@@ -365,7 +365,7 @@ pub struct DataDecoder {
     pub no_memory: bool,
     /// Where the message goes instead of memory once the shared budget is taken: a
     /// temporary file in the spool directory, read back when the message is complete.
-    spill: Option<(tempfile::NamedTempFile, usize)>,
+    spill: Option<(std::io::BufWriter<tempfile::NamedTempFile>, usize)>,
 }
 
 impl DataDecoder {
@@ -396,7 +396,7 @@ impl DataDecoder {
             });
         match made {
             Ok(f) => {
-                self.spill = Some((f, self.body.len()));
+                self.spill = Some((std::io::BufWriter::with_capacity(64 * 1024, f), self.body.len()));
                 self.body = Vec::new();
                 true
             }
@@ -438,7 +438,8 @@ impl DataDecoder {
     /// Brings a spilled message back into `body` (the file is removed).
     pub fn load_spilled(&mut self) {
         if let Some((f, _)) = self.spill.take() {
-            match std::fs::read(f.path()) {
+            let file = f.into_inner().map_err(|e| e.into_error());
+            match file.and_then(|f| std::fs::read(f.path())) {
                 Ok(b) => self.body = b,
                 Err(e) => {
                     tracing::warn!("smtp: reading back a spilled message: {e}");
@@ -562,6 +563,23 @@ pub use agora_store::time::rfc5322_date;
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_spilled_message_reads_back_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut d = DataDecoder::new(1 << 20);
+        d.push_line(b"Subject: x\r\n");
+        assert!(d.spill_to(dir.path()) && d.body.is_empty() && d.spilled());
+        d.push_line(b"\r\n");
+        d.push_line(b"..dotted\r\n");
+        d.push_chunk(b"chunk");
+        assert_eq!(d.len(), 12 + 2 + 9 + 5);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+        d.load_spilled();
+        assert_eq!(d.body, b"Subject: x\r\n\r\n.dotted\r\nchunk");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "the file goes once read");
+    }
+
     use super::*;
 
     #[test]

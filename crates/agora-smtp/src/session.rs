@@ -104,6 +104,15 @@ impl Held {
     }
 }
 
+/// Before a spilled message is read back: memory for all of it, or 452 (the spool
+/// spares memory while a client is slow, not once the message is whole).
+fn reclaim(dec: &mut DataDecoder, held: &mut Held, memory: &MessageMemory) {
+    if dec.spilled() && !held.cover(memory, dec.len()) {
+        tracing::warn!("smtp: no memory to read a spooled message back; refusing it with 452");
+        dec.refuse_for_memory();
+    }
+}
+
 /// Keeps a decoder within the memory it could get: past the shared budget the message
 /// goes on in a spool file (or, with no spool, is refused with 452).
 fn account(dec: &mut DataDecoder, held: &mut Held, memory: &MessageMemory, spool: Option<&std::path::Path>) {
@@ -595,6 +604,7 @@ impl Session {
             }
         }
         conn.set_interruptible(true);
+        reclaim(&mut dec, &mut held, &self.memory);
         let flow = self.finish_message(conn, dec).await;
         drop(held);
         flow
@@ -641,7 +651,8 @@ impl Session {
             conn.queue(reply(250, "2.0.0", &format!("Ok: {size} octets received")).as_bytes());
             return Flow::Continue;
         }
-        let Some((mut dec, held)) = tx.chunks.take() else { return Flow::Close };
+        let Some((mut dec, mut held)) = tx.chunks.take() else { return Flow::Close };
+        reclaim(&mut dec, &mut held, &self.memory);
         dec.load_spilled();
         dec.check_chunked();
         let flow = self.finish_message(conn, dec).await;
@@ -691,7 +702,8 @@ impl Session {
             conn.queue(reply(250, "2.5.0", &format!("Ok: {} octets added from the URL", data.len())).as_bytes());
             return Flow::Continue;
         }
-        let Some((mut dec, held)) = tx.chunks.take() else { return Flow::Close };
+        let Some((mut dec, mut held)) = tx.chunks.take() else { return Flow::Close };
+        reclaim(&mut dec, &mut held, &self.memory);
         dec.load_spilled();
         dec.check_chunked();
         let flow = self.finish_message(conn, dec).await;

@@ -224,6 +224,9 @@ fn seven_bit_entity(msg: &[u8], p: &Part, out: &mut Vec<u8>, changed: &mut bool)
         return None;
     }
     match p.media_type.as_str() {
+        // A multipart whose parts were not all found (no boundary, past the part or
+        // depth limits) cannot be converted part by part: None, never a loss.
+        "multipart" if p.children.is_empty() => None,
         "multipart" => {
             out.extend_from_slice(header);
             let mut at = p.body_start;
@@ -237,12 +240,10 @@ fn seven_bit_entity(msg: &[u8], p: &Part, out: &mut Vec<u8>, changed: &mut bool)
                 at = c.end;
             }
             let rest = slice(msg, at, p.end);
-            // An epilogue that is not ASCII carries nothing a reader sees: dropped.
-            if rest.is_ascii() {
-                out.extend_from_slice(rest);
-            } else {
-                *changed = true;
+            if !rest.is_ascii() {
+                return None;
             }
+            out.extend_from_slice(rest);
             Some(())
         }
         "message" if !p.children.is_empty() => {
@@ -265,11 +266,20 @@ fn seven_bit_entity(msg: &[u8], p: &Part, out: &mut Vec<u8>, changed: &mut bool)
             let header = String::from_utf8_lossy(&header)
                 .replace("Content-Transfer-Encoding: binary", &format!("Content-Transfer-Encoding: {label}"));
             // A part that had no encoding field gets one (before the empty line).
-            if !header.to_ascii_lowercase().contains("content-transfer-encoding:") {
-                let (fields, blank) = header.split_at(header.rfind("\r\n\r\n").map_or(header.len(), |i| i + 2));
+            let has_field =
+                header.lines().any(|l| l.len() >= 26 && l[..26].eq_ignore_ascii_case("content-transfer-encoding:"));
+            if !has_field {
+                let blank = if header.ends_with("\r\n\r\n") {
+                    header.len() - 2
+                } else if header.ends_with("\n\n") || header == "\r\n" || header == "\n" {
+                    header.len() - if header.ends_with("\r\n") { 2 } else { 1 }
+                } else {
+                    header.len()
+                };
+                let (fields, rest) = header.split_at(blank);
                 out.extend_from_slice(fields.as_bytes());
                 out.extend_from_slice(format!("Content-Transfer-Encoding: {label}\r\n").as_bytes());
-                out.extend_from_slice(blank.as_bytes());
+                out.extend_from_slice(rest.as_bytes());
             } else {
                 out.extend_from_slice(header.as_bytes());
             }
@@ -343,6 +353,20 @@ mod tests {
         assert_eq!(binary_bytes(&out, &root, &[1]).expect("decodes"), "caf\u{e9} = ok".as_bytes());
         assert_eq!(seven_bit(b"Subject: plain\r\n\r\nascii\r\n"), None, "nothing to do");
         assert_eq!(seven_bit(b"Subject: caf\xc3\xa9\r\n\r\nx\xc3\xa9\r\n"), None, "an 8-bit header needs SMTPUTF8");
+        // Found in review: a multipart whose parts were not found is never cut down.
+        let broken = b"Content-Type: multipart/mixed\r\n\r\nno boundary caf\xc3\xa9\r\n";
+        assert_eq!(seven_bit(broken), None);
+        let epilogue = b"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n\r\nx\r\n--b--\r\ncaf\xc3\xa9\r\n";
+        assert_eq!(seven_bit(epilogue), None);
+        // A part without an encoding field gets one before its empty line.
+        let bare = b"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nX-Content-Transfer-Encoding-Note: no\r\n\r\ncaf\xc3\xa9\r\n--b--\r\n";
+        let t = String::from_utf8(seven_bit(bare).expect("converted")).expect("ascii");
+        assert!(
+            t.contains(
+                "X-Content-Transfer-Encoding-Note: no\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\ncaf=C3=A9"
+            ),
+            "{t}"
+        );
         let long = [b'\xe9'; 100];
         let qp = qp_encode(&long);
         assert!(qp.split(|&b| b == b'\n').all(|l| l.len() <= 77), "lines stay short");

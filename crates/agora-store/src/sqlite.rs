@@ -1054,29 +1054,35 @@ fn meta_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<MetaRow> {
 /// Parsed summaries by body hash: a body never changes, so neither does its summary,
 /// and FETCH of ENVELOPE or BODYSTRUCTURE need not parse the stored JSON again.
 struct Summaries {
-    map: std::collections::HashMap<String, Arc<MessageSummary>>,
+    map: std::collections::HashMap<String, (Arc<MessageSummary>, usize)>,
     order: std::collections::VecDeque<String>,
+    bytes: usize,
 }
 
-/// How many parsed summaries are kept (the oldest go first).
-const SUMMARIES_KEPT: usize = 16_384;
+/// How much parsed summary is kept, counted by the size of the stored JSON (the oldest
+/// go first): a few large part trees cannot pin much memory.
+const SUMMARIES_KEPT: usize = 32 << 20;
 
 fn parsed_summary(blob: &str, json: &str) -> Result<Arc<MessageSummary>> {
     static CACHE: std::sync::OnceLock<std::sync::Mutex<Summaries>> = std::sync::OnceLock::new();
-    let cache =
-        CACHE.get_or_init(|| std::sync::Mutex::new(Summaries { map: Default::default(), order: Default::default() }));
-    if let Some(s) = cache.lock().unwrap_or_else(|e| e.into_inner()).map.get(blob) {
+    let cache = CACHE.get_or_init(|| {
+        std::sync::Mutex::new(Summaries { map: Default::default(), order: Default::default(), bytes: 0 })
+    });
+    if let Some((s, _)) = cache.lock().unwrap_or_else(|e| e.into_inner()).map.get(blob) {
         return Ok(Arc::clone(s));
     }
     let parsed: MessageSummary =
         serde_json::from_str(json).map_err(|e| StoreError::Corrupt(format!("summary of {blob}: {e}")))?;
     let parsed = Arc::new(parsed);
+    let weight = json.len() + blob.len();
     let mut c = cache.lock().unwrap_or_else(|e| e.into_inner());
-    if c.map.insert(blob.to_string(), Arc::clone(&parsed)).is_none() {
+    if weight <= SUMMARIES_KEPT / 8 && c.map.insert(blob.to_string(), (Arc::clone(&parsed), weight)).is_none() {
         c.order.push_back(blob.to_string());
-        while c.order.len() > SUMMARIES_KEPT {
-            if let Some(old) = c.order.pop_front() {
-                c.map.remove(&old);
+        c.bytes += weight;
+        while c.bytes > SUMMARIES_KEPT {
+            let Some(old) = c.order.pop_front() else { break };
+            if let Some((_, w)) = c.map.remove(&old) {
+                c.bytes -= w;
             }
         }
     }

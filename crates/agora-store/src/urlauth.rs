@@ -76,6 +76,9 @@ fn find_ci(s: &str, key: &str, from: usize) -> Option<usize> {
 
 /// "2025-01-02T03:04:05Z" or with "+01:00" (RFC 3339, fractions ignored) in seconds.
 fn parse_datetime(s: &str) -> Option<i64> {
+    if !s.is_ascii() {
+        return None;
+    }
     let b = s.as_bytes();
     let num = |r: std::ops::Range<usize>| -> Option<i64> { s.get(r)?.parse().ok() };
     if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't') || b[13] != b':' {
@@ -239,8 +242,11 @@ fn key_name(mailbox: crate::MailboxId) -> String {
     format!("imap.urlauth.{mailbox}")
 }
 
-fn token(key: &str, rump: &str) -> String {
+/// The token of a URL: bound to the mailbox's UIDVALIDITY too, so a mailbox made again
+/// under the same name (and id) does not honour URLs of the old one.
+fn token(key: &str, rump: &str, uidvalidity: u32) -> String {
     let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key.as_bytes()).expect("HMAC takes any key length");
+    mac.update(&uidvalidity.to_be_bytes());
     mac.update(rump.as_bytes());
     mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -277,7 +283,7 @@ pub async fn generate(store: &dyn Store, account: AccountId, login: &str, url: &
             k
         }
     };
-    Ok(format!("{}:internal:{}", u.rump, token(&key, &u.rump)))
+    Ok(format!("{}:internal:{}", u.rump, token(&key, &u.rump, mb.uidvalidity)))
 }
 
 /// RESETKEY (RFC 4467 §6): new keys for one mailbox or all of the account's, so every
@@ -373,7 +379,7 @@ pub async fn fetch(store: &dyn Store, url: &str, who: Fetcher<'_>, now: i64) -> 
     let Some((_, key)) = store.account_settings(owner.id).await?.into_iter().find(|(n, _)| *n == name) else {
         return Ok(None);
     };
-    let want = token(&key, &u.rump);
+    let want = token(&key, &u.rump, mb.uidvalidity);
     // Compared in full whatever the first difference (no timing hint).
     let same = want.len() == given.len()
         && want.bytes().zip(given.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b.to_ascii_lowercase())) == 0;
@@ -412,6 +418,8 @@ mod tests {
             "imap://a@b/INBOX/;UID=1;URLAUTH=nobody",
             "imap://a@b/%ZZ/;UID=1",
             "imap://a@b/INBOX/;UID=1/;SECTION=1.BOGUS",
+            // Found in review: a multi-byte character in the zone once panicked.
+            "imap://a@b/INBOX/;UID=1;EXPIRE=2030-01-02T03:04:05+0%C3%A900;URLAUTH=anonymous",
         ] {
             assert!(parse(bad).is_err(), "{bad}");
         }
