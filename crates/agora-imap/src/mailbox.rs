@@ -731,10 +731,7 @@ impl Session {
             .iter()
             .map(|&(seq, u, _)| {
                 let m = &sel.msgs[seq as usize - 1];
-                let envelope = metas
-                    .as_ref()
-                    .and_then(|ms| ms.binary_search_by_key(&u, |x| x.uid).ok().map(|j| &ms[j].summary.envelope))
-                    .unwrap_or(&empty);
+                let envelope = envelope_in(metas.as_deref(), u).unwrap_or(&empty);
                 crate::sort::SortItem { seq, size: m.size, internal_date: m.internal_date, envelope }
             })
             .collect();
@@ -918,10 +915,7 @@ impl Session {
             .iter()
             .map(|&(seq, u, _)| {
                 let m = &sel.msgs[seq as usize - 1];
-                let envelope = metas
-                    .as_ref()
-                    .and_then(|ms| ms.binary_search_by_key(&u, |x| x.uid).ok().map(|j| &ms[j].summary.envelope))
-                    .unwrap_or(&empty);
+                let envelope = envelope_in(metas.as_deref(), u).unwrap_or(&empty);
                 crate::thread::ThreadItem {
                     id: if uid { u } else { seq },
                     seq,
@@ -1126,6 +1120,12 @@ mod tests {
         assert_eq!(uid_list(&[4, 5, 6, 9]), "4:6,9");
         assert_eq!(uid_list(&[7, 5]), "7,5");
     }
+}
+
+/// A message's envelope among metadata sorted by UID (SORT and THREAD keys).
+fn envelope_in(metas: Option<&[MessageMeta]>, uid: u32) -> Option<&agora_store::EnvelopeFields> {
+    let ms = metas?;
+    ms.binary_search_by_key(&uid, |x| x.uid).ok().map(|j| &ms[j].summary.envelope)
 }
 
 /// Searches kept up to date at most at once per session (RFC 5267 lets a server refuse more).

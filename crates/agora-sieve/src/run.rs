@@ -197,29 +197,7 @@ struct Frame {
 }
 
 pub(crate) async fn run(script: &Script, input: &Input<'_>, env: &dyn Environment, limits: &Limits) -> Outcome {
-    let mut r = Run {
-        message: std::borrow::Cow::Borrowed(input.message),
-        from: input.from.to_string(),
-        to: input.to.to_string(),
-        auth: input.auth.map(str::to_string),
-        now: input.now,
-        env,
-        limits,
-        head: Head::parse(input.message),
-        actions: Vec::new(),
-        versions: Vec::new(),
-        keep_cancelled: false,
-        rejected: false,
-        redirects: 0,
-        flags: Vec::new(),
-        globals: HashMap::new(),
-        included: HashSet::new(),
-        includes: 0,
-        summary: None,
-        ts: None,
-        work: crate::matching::Work::new(limits.max_work),
-        noted: Vec::new(),
-    };
+    let mut r = Run::new(input, env, limits, None);
     let mut frame = Frame::new(&script.program);
     let result = r.block(&script.program.cmds, &mut frame, 0).await;
     let error = match result {
@@ -258,30 +236,14 @@ pub(crate) async fn run_suite(script: &Script, state: crate::testsuite::State) -
         }
     }
     let limits = Limits::default();
-    let message = crate::testsuite::DEFAULT_MESSAGE;
-    let mut r = Run {
-        message: std::borrow::Cow::Borrowed(message),
-        from: "sender@example.com".into(),
-        to: "recipient@example.net".into(),
+    let input = Input {
+        message: crate::testsuite::DEFAULT_MESSAGE,
+        from: "sender@example.com",
+        to: "recipient@example.net",
         auth: None,
         now: 1_700_000_000,
-        env: &NoEnv,
-        limits: &limits,
-        head: Head::parse(message),
-        actions: Vec::new(),
-        versions: Vec::new(),
-        keep_cancelled: false,
-        rejected: false,
-        redirects: 0,
-        flags: Vec::new(),
-        globals: HashMap::new(),
-        included: HashSet::new(),
-        includes: 0,
-        summary: None,
-        ts: Some(Box::new(state)),
-        work: crate::matching::Work::new(limits.max_work),
-        noted: Vec::new(),
     };
+    let mut r = Run::new(&input, &NoEnv, &limits, Some(Box::new(state)));
     let mut frame = Frame::new(&script.program);
     if let Err(Flow::Error(e)) = r.block(&script.program.cmds, &mut frame, 0).await
         && let Some(ts) = r.ts.as_mut()
@@ -298,6 +260,40 @@ impl Frame {
             global_names: HashSet::new(),
             captures: Vec::new(),
             variables: p.caps.contains("variables"),
+        }
+    }
+}
+
+impl<'a> Run<'a> {
+    /// A run over `input` with nothing done yet (and the test suite's state, if any).
+    fn new(
+        input: &Input<'a>,
+        env: &'a dyn Environment,
+        limits: &'a Limits,
+        ts: Option<Box<crate::testsuite::State>>,
+    ) -> Run<'a> {
+        Run {
+            message: std::borrow::Cow::Borrowed(input.message),
+            from: input.from.to_string(),
+            to: input.to.to_string(),
+            auth: input.auth.map(str::to_string),
+            now: input.now,
+            env,
+            limits,
+            head: Head::parse(input.message),
+            actions: Vec::new(),
+            versions: Vec::new(),
+            keep_cancelled: false,
+            rejected: false,
+            redirects: 0,
+            flags: Vec::new(),
+            globals: HashMap::new(),
+            included: HashSet::new(),
+            includes: 0,
+            summary: None,
+            ts,
+            work: crate::matching::Work::new(limits.max_work),
+            noted: Vec::new(),
         }
     }
 }

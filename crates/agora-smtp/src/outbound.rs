@@ -1194,23 +1194,29 @@ mod tests {
         (Transport::new(TransportConfig::default(), &mail).unwrap(), dir)
     }
 
+    /// A session with a recording server that offers 8BITMIME and SMTPUTF8 or neither.
+    async fn recorded_session(capable: bool) -> (Session, Arc<std::sync::Mutex<Vec<String>>>) {
+        let (addr, heard) = recording_server().await;
+        let tcp = TcpStream::connect(&addr).await.unwrap();
+        let s = Session {
+            host: addr.clone(),
+            pipelining: false,
+            size: true,
+            dsn: false,
+            eight_bit: capable,
+            smtputf8: capable,
+            client: Client::new(Box::new(tcp)),
+        };
+        (s, heard)
+    }
+
     #[tokio::test]
     async fn internationalized_and_8bit_mail_get_their_parameters_or_go_back() {
         let (t, _dir) = transport().await;
         let utf8 = "From: \u{e9}l\u{e8}ve@example.org\r\nSubject: caf\u{e9}\r\n\r\ncaf\u{e9}\r\n".as_bytes();
         let sender = "\u{e9}l\u{e8}ve@example.org";
         for capable in [false, true] {
-            let (addr, heard) = recording_server().await;
-            let tcp = TcpStream::connect(&addr).await.unwrap();
-            let mut s = Session {
-                host: addr.clone(),
-                pipelining: false,
-                size: true,
-                dsn: false,
-                eight_bit: capable,
-                smtputf8: capable,
-                client: Client::new(Box::new(tcp)),
-            };
+            let (mut s, heard) = recorded_session(capable).await;
             let fates = t
                 .transaction(&mut s, sender, &["b@example.net".to_string()], utf8, &DsnParams::default())
                 .await
@@ -1230,17 +1236,7 @@ mod tests {
     async fn eight_bit_mail_is_made_seven_bit_for_a_server_without_8bitmime() {
         let (t, _dir) = transport().await;
         let m = b"From: a@example.org\r\nSubject: hi\r\nContent-Type: text/plain; charset=utf-8\r\n\r\ncaf\xc3\xa9\r\n";
-        let (addr, heard) = recording_server().await;
-        let tcp = TcpStream::connect(&addr).await.unwrap();
-        let mut s = Session {
-            host: addr.clone(),
-            pipelining: false,
-            size: true,
-            dsn: false,
-            eight_bit: false,
-            smtputf8: false,
-            client: Client::new(Box::new(tcp)),
-        };
+        let (mut s, heard) = recorded_session(false).await;
         let fates = t
             .transaction(&mut s, "a@example.org", &["b@example.net".to_string()], m, &DsnParams::default())
             .await
