@@ -444,9 +444,10 @@ fn disk(c: &mut Checks, data: &Path) {
             let pct = free as f64 * 100.0 / total as f64;
             let detail =
                 format!("{:.1} GiB free ({pct:.0}%) for {}", free as f64 / f64::from(1u32 << 30), data.display());
-            if free < 1 << 30 || pct < 5.0 {
+            // Absolute space is what mail needs: 3% of a large disk is still gigabytes.
+            if free < 1 << 30 {
                 c.fail("disk", detail, "free space: mail is refused with 452 when the disk is full");
-            } else if pct < 10.0 {
+            } else if free < 5 << 30 || pct < 10.0 {
                 c.warn("disk", detail, "free space before it runs out");
             } else {
                 c.ok("disk", detail);
