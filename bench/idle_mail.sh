@@ -24,7 +24,7 @@ max_connections = $((N + 100))
 max_connections_per_ip = $((N + 100))
 max_sessions_per_user = $((N / USERS + 10))
 CONF
-start_quiet_dns 30053
+start_quiet_dns 29053
 start_agora "$bin" "$work/agora" --port-offset 30000 --bind 127.0.0.1
 add_users "$bin" "$work/agora" pw $(seq -f "user%g@example.org" 1 $USERS)
 pid=$AGORA_PID

@@ -7,12 +7,16 @@ usage: imap_idle.py HOST PORT USERS SESSIONS PIDS...
   PIDS:     processes whose memory (PSS) is summed (the server, or every Dovecot process: pass
             "dovecot" to sum all processes whose name starts with dovecot/imap)
 
+With HIBERNATE=1 the memory is read 15 s after the last session began to idle (Dovecot
+moves idling sessions to imap-hibernate after imap_hibernate_timeout).
+
 With MAIL=COUNT and SMTP=host:port in the environment, COUNT messages then go to
 user1 over SMTP (smtp-source, 20 sessions) while everything idles: the delivery rate,
 the server's CPU time, and how long until every idle session of user1 saw the last
 EXISTS are reported.
 """
 import asyncio
+import asyncio.sslproto
 import os
 import resource
 import ssl
@@ -44,10 +48,11 @@ def pss_kib(pids):
     return total
 
 
-async def session(host, port, ctx, user, ready, stop, errors, exists):
+async def session(host, port, ctx, user, source, ready, stop, errors, exists):
     try:
         # IMAPS on ports ending in 993, plain IMAP otherwise.
-        r, w = await asyncio.open_connection(host, port, ssl=(ctx if port % 1000 == 993 else None))
+        r, w = await asyncio.open_connection(
+            host, port, ssl=(ctx if port % 1000 == 993 else None), local_addr=(source, 0))
         await r.readline()
         w.write(f"a LOGIN {user} pw\r\nb SELECT INBOX\r\nc IDLE\r\n".encode())
         await w.drain()
@@ -80,6 +85,11 @@ async def session(host, port, ctx, user, ready, stop, errors, exists):
         errors.append(str(e))
 
 
+# The client's own TLS read buffer (256 KiB per connection by default) would need 25 GiB
+# for 100,000 sessions; one TLS record's worth is enough for IDLE.
+asyncio.sslproto.SSLProtocol.max_size = 16 * 1024
+
+
 async def main():
     host, port, users, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
     pids = sys.argv[5:]
@@ -95,14 +105,17 @@ async def main():
     tasks = []
     for i in range(n):
         user = f"user{i % users + 1}@example.org"
-        tasks.append(asyncio.create_task(session(host, port, ctx, user, ready, stop, errors, exists)))
+        # One loopback source address has ~28,000 ephemeral ports: 20,000 sessions each.
+        source = f"127.0.0.{1 + i // 20000}"
+        tasks.append(asyncio.create_task(session(host, port, ctx, user, source, ready, stop, errors, exists)))
         if i % 200 == 199:
             # Let the handshakes of this batch progress before starting more.
             while len(ready) + len(errors) < i - 400:
                 await asyncio.sleep(0.05)
-    while len(ready) + len(errors) < n and time.time() - t0 < 600:
+    while len(ready) + len(errors) < n and time.time() - t0 < max(600, n / 50):
         await asyncio.sleep(0.2)
-    await asyncio.sleep(2)
+    # Dovecot moves a session to imap-hibernate 5 s after its IDLE: wait for that.
+    await asyncio.sleep(15 if os.environ.get("HIBERNATE") else 2)
     after = pss_kib(pids)
     held = len(ready)
     per = (after - before) / held if held else 0
@@ -110,6 +123,16 @@ async def main():
     print(f"setup time: {time.time() - t0:.1f} s")
     print(f"server memory (PSS): {before / 1024:.1f} MiB before, {after / 1024:.1f} MiB with the sessions")
     print(f"memory per idle session: {per:.1f} KiB")
+    if pids == ["dovecot"]:
+        names = {}
+        for p in os.listdir("/proc"):
+            if p.isdigit():
+                try:
+                    name = open(f"/proc/{p}/comm").read().strip()
+                except OSError:
+                    continue
+                names[name] = names.get(name, 0) + 1
+        print("processes: " + ", ".join(f"{k} {v}" for k, v in sorted(names.items()) if k.startswith("imap")))
     if os.environ.get("MAIL"):
         await mail_phase(int(os.environ["MAIL"]), os.environ["SMTP"], users, n, pids, exists)
     stop.set()

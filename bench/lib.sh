@@ -29,7 +29,7 @@ else:
     text += "\n[transport]\n" + line
 open(path, "w").write(text)
 PY
-  AGORA_LOG=${AGORA_LOG:-warn} "$bin" --data "$data" serve "$@" >"$data.out" 2>"$data.log" &
+  AGORA_LOG=${AGORA_LOG:-warn} ${AGORA_WRAP:-} "$bin" --data "$data" serve "$@" >"$data.out" 2>"$data.log" &
   AGORA_PID=$!
   for _ in $(seq 100); do grep -q "agora: ready" "$data.out" && break; sleep 0.1; done
   grep -q "agora: ready" "$data.out" || { cat "$data.out" "$data.log" >&2; exit 1; }

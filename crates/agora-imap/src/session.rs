@@ -231,8 +231,10 @@ impl Session {
         }
     }
 
-    pub async fn run(self, conn: Conn) {
-        drive(self, conn).await;
+    /// Not an `async fn`: a wrapper future would hold the session and connection a
+    /// second time, for as long as the session lasts.
+    pub fn run(self, conn: Conn) -> impl std::future::Future<Output = ()> + Send {
+        drive(self, conn)
     }
 
     fn plaintext_ok(&self, conn: &Conn) -> bool {
@@ -1206,7 +1208,12 @@ impl LineProtocol for Session {
                         }
                     }
                 }
-                self.handle(conn, cmd).await
+                if matches!(cmd.kind, CommandKind::Idle) && self.account.is_some() {
+                    // Held for as long as the client idles: a future of its own, not
+                    // one sized for the largest command.
+                    return self.idle(conn, &cmd.tag).await;
+                }
+                Box::pin(self.handle(conn, cmd)).await
             }
             Err(e) => {
                 let tag = e.tag.unwrap_or_else(|| "*".into());

@@ -266,3 +266,33 @@ async fn a_readers_own_seen_reaches_their_other_sessions() {
     let r = alice.cmd("c", "FETCH 1 FLAGS").await;
     assert!(r.contains("* 1 FETCH (FLAGS (") && !r.contains("\\Seen"), "the owner's own \\Seen is apart: {r}");
 }
+
+/// A held session's future carries the session and its connection once (an `async fn`
+/// wrapper would hold both again for the session's life), and an IDLE in progress a
+/// future of its own, not one sized for the largest command.
+#[tokio::test]
+async fn held_session_futures_stay_small() {
+    use agora_net::driver::LineProtocol;
+    let f = fixture().await;
+    let session = || {
+        Session::new(
+            Arc::new(ImapConfig::default()),
+            f.directory.clone(),
+            Arc::clone(&f.store),
+            Arc::new(Throttle::new()),
+            f.sessions.clone(),
+        )
+    };
+    let (conn, _c) = pipe(143, CancellationToken::new());
+    let held = std::mem::size_of::<Session>() + std::mem::size_of::<agora_net::Conn>();
+    let run = session().run(conn);
+    let size = std::mem::size_of_val(&run);
+    eprintln!("session and connection {held} bytes, their future {size}");
+    assert!(size < held + 2048, "session and connection {held} bytes, their future {size}");
+    let (mut conn, _c) = pipe(143, CancellationToken::new());
+    let mut s = session();
+    let idle = s.line(&mut conn, b"a IDLE\r\n");
+    let size = std::mem::size_of_val(&*idle);
+    eprintln!("IDLE {size}");
+    assert!(size < 4096, "IDLE's future {size} bytes");
+}

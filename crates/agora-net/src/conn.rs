@@ -72,6 +72,8 @@ pub struct Conn {
     io: Box<dyn Io>,
     rbuf: Vec<u8>,
     rpos: usize,
+    /// Whether the last read brought more than a short command's worth.
+    bulk: bool,
     wbuf: Vec<u8>,
     pub peer: SocketAddr,
     pub local: SocketAddr,
@@ -197,6 +199,8 @@ impl std::fmt::Debug for Conn {
 }
 
 const READ_CHUNK: usize = 16 * 1024;
+/// The read buffer of a session talking in short commands.
+const READ_SMALL: usize = 1024;
 
 impl Conn {
     pub fn new(
@@ -210,8 +214,9 @@ impl Conn {
     ) -> Conn {
         Conn {
             io,
-            rbuf: Vec::with_capacity(READ_CHUNK),
+            rbuf: Vec::new(),
             rpos: 0,
+            bulk: false,
             wbuf: Vec::with_capacity(1024),
             peer,
             local,
@@ -346,8 +351,15 @@ impl Conn {
             self.rbuf.drain(..self.rpos);
             self.rpos = 0;
         }
+        // A client sending short commands (or idling) gets a small buffer, so a held
+        // session costs little; a read that fills it means a transfer, and the next
+        // read gets a full chunk.
+        if !self.bulk && self.rbuf.is_empty() && self.rbuf.capacity() > 2 * READ_SMALL {
+            self.rbuf = Vec::new();
+        }
+        let chunk = if self.bulk { READ_CHUNK } else { READ_SMALL };
         // Read straight into the buffer's spare capacity: no zeroing, no copy.
-        self.rbuf.reserve(READ_CHUNK);
+        self.rbuf.reserve(chunk);
         let timeout = self.timeout();
         // A wait before login that began before its listener came under stress is cut
         // short when the stress begins, not only at the next read.
@@ -383,7 +395,7 @@ impl Conn {
                 }
             }
         };
-        if self.interruptible {
+        let got = if self.interruptible {
             let token = self.shutdown.clone();
             tokio::select! {
                 r = read => r,
@@ -391,7 +403,11 @@ impl Conn {
             }
         } else {
             read.await
+        };
+        if let Ok(n) = got {
+            self.bulk = n >= READ_SMALL / 2;
         }
+        got
     }
 
     /// Reads one line of at most `max` bytes including its line ending.

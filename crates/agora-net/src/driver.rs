@@ -56,67 +56,72 @@ pub trait LineProtocol: Send {
     }
 }
 
-/// Runs a session to its end.
-pub async fn drive(mut protocol: impl LineProtocol, mut conn: Conn) {
-    let commands = metrics::counter!("agora_commands_total", "protocol" => protocol.name());
-    let errors = metrics::counter!("agora_command_errors_total", "protocol" => protocol.name());
-    let greeting = protocol.greeting(&conn);
-    if conn.send(&greeting).await.is_err() {
-        return;
-    }
-    loop {
-        // A command already received goes first (nothing unasked is said while one is
-        // in progress, RFC 9051 §7.4.1); read_line keeps partial input, so losing the
-        // race loses nothing.
-        let read = if protocol.listening() && !conn.has_buffered_line() {
-            tokio::select! {
-                biased;
-                r = conn.read_line(protocol.max_line()) => Some(r),
-                () = protocol.unasked() => None,
-            }
-        } else {
-            Some(conn.read_line(protocol.max_line()).await)
-        };
-        let Some(read) = read else {
-            if protocol.tell(&mut conn).await == Flow::Close || conn.flush().await.is_err() {
+/// Runs a session to its end. An `async` block rather than an `async fn`: the latter
+/// keeps its arguments twice (as given and as moved in), and a session's future lives
+/// as long as the session.
+#[allow(clippy::manual_async_fn)]
+pub fn drive(mut protocol: impl LineProtocol, mut conn: Conn) -> impl std::future::Future<Output = ()> + Send {
+    async move {
+        let commands = metrics::counter!("agora_commands_total", "protocol" => protocol.name());
+        let errors = metrics::counter!("agora_command_errors_total", "protocol" => protocol.name());
+        let greeting = protocol.greeting(&conn);
+        if conn.send(&greeting).await.is_err() {
+            return;
+        }
+        loop {
+            // A command already received goes first (nothing unasked is said while one is
+            // in progress, RFC 9051 §7.4.1); read_line keeps partial input, so losing the
+            // race loses nothing.
+            let read = if protocol.listening() && !conn.has_buffered_line() {
+                tokio::select! {
+                    biased;
+                    r = conn.read_line(protocol.max_line()) => Some(r),
+                    () = protocol.unasked() => None,
+                }
+            } else {
+                Some(conn.read_line(protocol.max_line()).await)
+            };
+            let Some(read) = read else {
+                if protocol.tell(&mut conn).await == Flow::Close || conn.flush().await.is_err() {
+                    conn.close().await;
+                    return;
+                }
+                continue;
+            };
+            let flow = match read {
+                Read::Line(line) => {
+                    commands.increment(1);
+                    let flow = protocol.line(&mut conn, &line).await;
+                    if protocol.failed(conn.last_line()) {
+                        errors.increment(1);
+                    }
+                    flow
+                }
+                Read::TooLong => {
+                    commands.increment(1);
+                    errors.increment(1);
+                    protocol.too_long(&mut conn)
+                }
+                Read::Timeout => {
+                    conn.queue(&protocol.timeout_reply());
+                    Flow::Close
+                }
+                Read::Shutdown => {
+                    let bye = if conn.evicted() { protocol.busy_goodbye() } else { protocol.shutdown_reply() };
+                    conn.queue(&bye);
+                    Flow::Close
+                }
+                Read::Eof | Read::Bytes(_) => Flow::Close,
+            };
+            if flow == Flow::Close {
                 conn.close().await;
                 return;
             }
-            continue;
-        };
-        let flow = match read {
-            Read::Line(line) => {
-                commands.increment(1);
-                let flow = protocol.line(&mut conn, &line).await;
-                if protocol.failed(conn.last_line()) {
-                    errors.increment(1);
-                }
-                flow
+            // PIPELINING: hold replies while the client has more commands queued, but
+            // never more than FLUSH_AT bytes of them (pipelined ARTICLEs would pile up).
+            if (!conn.has_buffered_line() || conn.queued() >= FLUSH_AT) && conn.flush().await.is_err() {
+                return;
             }
-            Read::TooLong => {
-                commands.increment(1);
-                errors.increment(1);
-                protocol.too_long(&mut conn)
-            }
-            Read::Timeout => {
-                conn.queue(&protocol.timeout_reply());
-                Flow::Close
-            }
-            Read::Shutdown => {
-                let bye = if conn.evicted() { protocol.busy_goodbye() } else { protocol.shutdown_reply() };
-                conn.queue(&bye);
-                Flow::Close
-            }
-            Read::Eof | Read::Bytes(_) => Flow::Close,
-        };
-        if flow == Flow::Close {
-            conn.close().await;
-            return;
-        }
-        // PIPELINING: hold replies while the client has more commands queued, but
-        // never more than FLUSH_AT bytes of them (pipelined ARTICLEs would pile up).
-        if (!conn.has_buffered_line() || conn.queued() >= FLUSH_AT) && conn.flush().await.is_err() {
-            return;
         }
     }
 }

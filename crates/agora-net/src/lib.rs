@@ -475,7 +475,7 @@ impl Server {
             let spec = Arc::clone(&spec);
             let counters = Arc::clone(&counters);
             let budget = Arc::clone(&budget);
-            self.tracker.spawn(async move {
+            let task = async move {
                 // The closed session says its goodbye first; its places then come back. A
                 // place freed may go to a connection that was waiting already: then the
                 // next oldest is closed, for up to two seconds.
@@ -514,7 +514,8 @@ impl Server {
                 budget.waiting.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(seq, token.clone());
                 let place = PreauthPlace { permit: Some(preauth), seq, budget, session: token };
                 this.handle(Arrival { sock, peer, slots }, &spec, service, counters, place).await;
-            });
+            };
+            self.tracker.spawn(task);
         }
         tracing::debug!("{}: stopped accepting on {}", spec.service, spec.addr);
     }
@@ -580,7 +581,7 @@ impl Server {
         let mut sock = sock;
         if spec.proxy_protocol {
             let header = tokio::select! {
-                h = read_proxy_header(&mut sock, spec.timeouts.preauth.min(HANDSHAKE)) => h,
+                h = Box::pin(read_proxy_header(&mut sock, spec.timeouts.preauth.min(HANDSHAKE))) => h,
                 _ = session.cancelled() => return,
             };
             match header {
@@ -623,7 +624,9 @@ impl Server {
                 // never finishes one can be closed for room like any other.
                 let limit = if preauth.stressed() { HANDSHAKE.min(STRESS_PREAUTH) } else { HANDSHAKE };
                 let handshake = tokio::select! {
-                    h = tokio::time::timeout(spec.timeouts.preauth.min(limit), acceptor.accept(sock)) => h,
+                    // Boxed: the handshake's state is freed once it is done, not
+                    // carried for the whole session in its task.
+                    h = tokio::time::timeout(spec.timeouts.preauth.min(limit), Box::pin(acceptor.accept(sock))) => h,
                     _ = session.cancelled() => return,
                 };
                 counters.handshake(matches!(handshake, Ok(Ok(_))));
@@ -722,7 +725,16 @@ impl Server {
 /// Writes a refusal and closes, within two seconds; on an implicit-TLS listener after
 /// the handshake (never plaintext on a TLS port, which a client would take for a TLS
 /// error).
-async fn say_busy(sock: TcpStream, reply: &'static [u8], tls: Option<Arc<rustls::ServerConfig>>) {
+/// Boxed: its TLS handshake would otherwise size every session's task.
+fn say_busy(
+    sock: TcpStream,
+    reply: &'static [u8],
+    tls: Option<Arc<rustls::ServerConfig>>,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+    Box::pin(async move { say_busy_now(sock, reply, tls).await })
+}
+
+async fn say_busy_now(sock: TcpStream, reply: &'static [u8], tls: Option<Arc<rustls::ServerConfig>>) {
     let _ = tokio::time::timeout(Duration::from_secs(2), async move {
         match tls {
             Some(cfg) => {
