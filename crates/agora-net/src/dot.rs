@@ -5,14 +5,17 @@
 /// Appends `msg` as a dot-stuffed block: every line ends in CRLF (bare LF and CR are
 /// repaired: a lone CR would end a line early for some readers), lines starting with
 /// "." get another, then the terminating ".". With `body_lines`, only the header and
-/// that many body lines (POP3 TOP).
-pub fn stuff(msg: &[u8], body_lines: Option<u32>, out: &mut Vec<u8>) {
+/// that many body lines (POP3 TOP). Returns how many dots were added in front of lines:
+/// the block is then that many plus three bytes (".\r\n") longer than the message it
+/// carries, as POP3's "+OK n octets" counts it.
+pub fn stuff(msg: &[u8], body_lines: Option<u32>, out: &mut Vec<u8>) -> usize {
     out.reserve(msg.len() + msg.len() / 32 + 8);
     let mut in_body = false;
     let mut body_count = 0u32;
+    let mut dots = 0;
     let mut rest = msg;
     while !rest.is_empty() {
-        let (line, next) = match rest.iter().position(|&b| b == b'\n') {
+        let (line, next) = match memchr::memchr(b'\n', rest) {
             Some(i) => (&rest[..i], &rest[i + 1..]),
             None => (rest, &rest[rest.len()..]),
         };
@@ -26,13 +29,14 @@ pub fn stuff(msg: &[u8], body_lines: Option<u32>, out: &mut Vec<u8>) {
         }
         // Lone CRs go first, and only then is the line checked for a leading dot: "\r."
         // must not become an unstuffed "." that ends the block early.
-        let kept: std::borrow::Cow<'_, [u8]> = if line.contains(&b'\r') {
+        let kept: std::borrow::Cow<'_, [u8]> = if memchr::memchr(b'\r', line).is_some() {
             line.iter().copied().filter(|&b| b != b'\r').collect::<Vec<u8>>().into()
         } else {
             line.into()
         };
         if kept.first() == Some(&b'.') {
             out.push(b'.');
+            dots += 1;
         }
         out.extend_from_slice(&kept);
         out.extend_from_slice(b"\r\n");
@@ -41,6 +45,7 @@ pub fn stuff(msg: &[u8], body_lines: Option<u32>, out: &mut Vec<u8>) {
         }
     }
     out.extend_from_slice(b".\r\n");
+    dots
 }
 
 /// One line of a dot-stuffed block as received.
@@ -72,8 +77,10 @@ mod tests {
     #[test]
     fn stuffing_repairs_line_ends_and_round_trips() {
         let mut out = Vec::new();
-        stuff(b"Subject: x\n\n.hidden\r\nlone\rcr\nlast", None, &mut out);
+        let dots = stuff(b"Subject: x\n\n.hidden\r\nlone\rcr\nlast", None, &mut out);
         assert_eq!(out, b"Subject: x\r\n\r\n..hidden\r\nlonecr\r\nlast\r\n.\r\n");
+        // The message as carried, CRLF throughout: "Subject: x\r\n\r\n.hidden\r\nlonecr\r\nlast\r\n".
+        assert_eq!((dots, out.len() - dots - 3), (1, 37));
         let mut back = Vec::new();
         for line in out.split_inclusive(|&b| b == b'\n') {
             match unstuff(line) {

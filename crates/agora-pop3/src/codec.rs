@@ -112,8 +112,9 @@ pub fn parse(line: &[u8]) -> Result<Command, CommandError> {
 
 /// Appends `msg` as a POP3 multi-line body (RFC 1939 §3): dot-stuffed, line ends
 /// repaired; with `body_lines`, only the header and that many body lines (TOP).
-pub fn write_multiline(msg: &[u8], body_lines: Option<u32>, out: &mut Vec<u8>) {
-    agora_net::dot::stuff(msg, body_lines, out);
+/// Returns the number of dots added (see `agora_net::dot::stuff`).
+pub fn write_multiline(msg: &[u8], body_lines: Option<u32>, out: &mut Vec<u8>) -> usize {
+    agora_net::dot::stuff(msg, body_lines, out)
 }
 
 #[cfg(test)]

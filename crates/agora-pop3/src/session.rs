@@ -257,20 +257,21 @@ impl Session {
                 return Flow::Continue;
             }
         };
-        let mut out = Vec::with_capacity(body.len() + body.len() / 32 + 64);
+        let mut block = Vec::with_capacity(body.len() + body.len() / 32 + 8);
+        let dots = codec::write_multiline(&body, top, &mut block);
         if top.is_some() {
-            out.extend_from_slice(b"+OK\r\n");
+            conn.queue(b"+OK\r\n");
         } else {
-            // The size given is that of the message as sent, before dot-stuffing.
-            out.extend_from_slice(format!("+OK {} octets\r\n", body_size(&body)).as_bytes());
+            // The size given is that of the message as sent (line ends made CRLF),
+            // before dot-stuffing: the block less its added dots and final ".\r\n".
+            conn.queue(format!("+OK {} octets\r\n", block.len() - dots - 3).as_bytes());
             if let Some(d) = self.drop.as_mut()
                 && let Some(msg) = d.msgs.get_mut(n as usize - 1)
             {
                 msg.retrieved = true;
             }
         }
-        codec::write_multiline(&body, top, &mut out);
-        conn.queue(&out);
+        conn.queue(&block);
         Flow::Continue
     }
 
@@ -424,12 +425,4 @@ impl LineProtocol for Session {
 /// Stable across sessions and restarts: UIDVALIDITY and UID, as IMAP sees them.
 fn uidl(uidvalidity: u32, uid: u32) -> String {
     format!("{uidvalidity:08x}{uid:08x}")
-}
-
-/// Octets the client receives before dot-stuffing: every line with CRLF.
-fn body_size(body: &[u8]) -> usize {
-    let bare_lf = body.iter().enumerate().filter(|&(i, &b)| b == b'\n' && (i == 0 || body[i - 1] != b'\r')).count();
-    let lone_cr = body.iter().enumerate().filter(|&(i, &b)| b == b'\r' && body.get(i + 1) != Some(&b'\n')).count();
-    let unterminated = usize::from(!body.is_empty() && !body.ends_with(b"\n"));
-    body.len() + bare_lf - lone_cr + 2 * unterminated
 }
