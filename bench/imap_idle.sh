@@ -60,7 +60,9 @@ if [[ $ND -gt 0 ]]; then
 # Every imap process (one uid for all virtual users) keeps an inotify instance until
 # it hibernates, and hibernation needs it: raise the per-user limit of 128 as Dovecot
 # sites with many users do.
-sysctl -q -w fs.inotify.max_user_instances=$((ND + 1000))
+old_instances=$(cat /proc/sys/fs/inotify/max_user_instances)
+sysctl -q -w fs.inotify.max_user_instances=$((ND + 1000)) ||
+  echo "warning: cannot raise fs.inotify.max_user_instances: Dovecot's sessions past 128 will not hibernate" >&2
 d=$work/dovecot
 mkdir -p "$d/run" "$d/state" "$d/mail"
 : > "$d/passwd"
@@ -110,6 +112,7 @@ echo "== Dovecot, $ND sessions"
 HIBERNATE=1 python3 bench/imap_idle.py 127.0.0.1 31993 "$USERS" "$ND" dovecot
 kill %?dovecot 2>/dev/null || true
 dovecot -c "$d/dovecot.conf" stop 2>/dev/null || true
+sysctl -q -w fs.inotify.max_user_instances="$old_instances" 2>/dev/null || true
 sleep 2
 fi
 

@@ -72,7 +72,7 @@ plaintext_without_tls = true
 [limits]
 max_connections_per_ip = 1000
 CONF
-start_quiet_dns 30053
+start_quiet_dns 29053
 start_agora "$bin" "$work/agora" --port-offset 30000 --bind 127.0.0.1
 add_users "$bin" "$work/agora" pw $(seq -f "user%g@example.org" 1 $USERS)
 a10=$(stress 30143 10 agora-10)

@@ -65,6 +65,10 @@ def one_user(args):
             errors += 1
             continue
         body, buf = read_multiline(s, b"\r\n" + buf)
+        # "+OK n octets" counts the message before dot-stuffing: check it.
+        size = len(body) - 2 - body.count(b"\r\n..")
+        if line.split()[1:2] and int(line.split()[1]) != size:
+            errors += 1
         msgs += 1
         nbytes += len(body) - 2
     s.sendall(b"QUIT\r\n")

@@ -74,8 +74,9 @@ impl Session {
         Session { cfg, dir, store, throttle, changed, account: None, errors: 0 }
     }
 
-    pub async fn run(self, conn: Conn) {
-        drive(self, conn).await;
+    /// The session's future holds the session once (an `async fn` wrapper holds it twice).
+    pub fn run(self, conn: Conn) -> impl std::future::Future<Output = ()> + Send {
+        drive(self, conn)
     }
 
     fn limits(&self) -> Limits {

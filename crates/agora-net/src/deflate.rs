@@ -23,6 +23,10 @@ pub struct Deflate {
     output: Vec<u8>,
     out_pos: usize,
     eof: bool,
+    /// The last inflate filled the reader's whole buffer: the decompressor may hold
+    /// more output, and must be asked before the socket is (a client that waits for
+    /// an answer sends nothing more).
+    held: bool,
 }
 
 impl Deflate {
@@ -37,6 +41,7 @@ impl Deflate {
             output: Vec::new(),
             out_pos: 0,
             eof: false,
+            held: false,
         }
     }
 
@@ -85,16 +90,18 @@ impl AsyncRead for Deflate {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = &mut *self;
         loop {
-            if this.in_pos < this.input.len() {
+            if this.in_pos < this.input.len() || this.held {
                 let before_in = this.inflate.total_in();
                 let before_out = this.inflate.total_out();
                 let out = buf.initialize_unfilled();
+                let room = out.len();
                 let status = this
                     .inflate
                     .decompress(&this.input[this.in_pos..], out, FlushDecompress::Sync)
                     .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
                 this.in_pos += (this.inflate.total_in() - before_in) as usize;
                 let produced = (this.inflate.total_out() - before_out) as usize;
+                this.held = produced > 0 && produced == room;
                 if this.in_pos == this.input.len() {
                     this.input.clear();
                     this.in_pos = 0;
@@ -173,5 +180,28 @@ mod tests {
         let mut got = vec![0u8; big.len()];
         y.read_exact(&mut got).await.unwrap();
         assert_eq!(got, big);
+    }
+
+    /// Output the decompressor still holds after filling a small read buffer comes out
+    /// without waiting for more input from the peer (which sends nothing more).
+    #[tokio::test]
+    async fn small_reads_get_everything_already_received() {
+        let (a, b) = tokio::io::duplex(1 << 20);
+        let mut x = Deflate::new(Box::new(a), Vec::new());
+        let mut y = Deflate::new(Box::new(b), Vec::new());
+        let text: Vec<u8> = (0..3000).flat_map(|i| format!("a APPEND line {i}\r\n").into_bytes()).collect();
+        x.write_all(&text).await.unwrap();
+        x.flush().await.unwrap();
+        let mut got = Vec::new();
+        let mut small = [0u8; 1024];
+        while got.len() < text.len() {
+            let n = tokio::time::timeout(std::time::Duration::from_secs(5), y.read(&mut small))
+                .await
+                .expect("inflated bytes held back until the peer sends more")
+                .unwrap();
+            assert!(n > 0);
+            got.extend_from_slice(&small[..n]);
+        }
+        assert_eq!(got, text);
     }
 }

@@ -97,8 +97,9 @@ impl Session {
         }
     }
 
-    pub async fn run(self, conn: Conn) {
-        drive(self, conn).await;
+    /// The session's future holds the session once (an `async fn` wrapper holds it twice).
+    pub fn run(self, conn: Conn) -> impl std::future::Future<Output = ()> + Send {
+        drive(self, conn)
     }
 
     /// Queues a refusal. Only bad commands and failed logins count towards closing the

@@ -287,8 +287,9 @@ impl Session {
         }
     }
 
-    pub async fn run(self, conn: Conn) {
-        drive(self, conn).await;
+    /// The session's future holds the session once (an `async fn` wrapper holds it twice).
+    pub fn run(self, conn: Conn) -> impl std::future::Future<Output = ()> + Send {
+        drive(self, conn)
     }
 
     fn error(&mut self, conn: &mut Conn, msg: String) -> Flow {
