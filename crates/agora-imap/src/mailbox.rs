@@ -42,7 +42,7 @@ fn meta_of(mailbox: i64, m: &Msg) -> MessageMeta {
         keywords: m.keywords.clone(),
         internal_date: m.internal_date,
         size: m.size,
-        blob: m.blob.clone(),
+        blob: m.blob.name(),
         summary: Default::default(),
         saved: m.saved,
     }

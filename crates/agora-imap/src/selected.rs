@@ -19,8 +19,57 @@ pub struct Msg {
     pub size: u64,
     pub internal_date: i64,
     /// Content address: EMAILID without a store read.
-    pub blob: String,
+    pub blob: BlobName,
     pub saved: i64,
+}
+
+/// A body's content address as the view keeps it: a SHA-256 name as its 32 bytes, not
+/// its 64 characters (a view of a large mailbox holds one per message, for as long as
+/// the session lasts); any other name as given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BlobName {
+    Sha256([u8; 32]),
+    Other(Box<str>),
+}
+
+impl BlobName {
+    pub fn new(name: String) -> BlobName {
+        let hex = name.as_bytes();
+        let digit = |c: u8| match c {
+            b'0'..=b'9' => Some(c - b'0'),
+            b'a'..=b'f' => Some(c - b'a' + 10),
+            _ => None,
+        };
+        let mut bytes = [0u8; 32];
+        if hex.len() == 64 {
+            let all =
+                bytes.iter_mut().zip(hex.chunks_exact(2)).all(|(b, pair)| match (digit(pair[0]), digit(pair[1])) {
+                    (Some(h), Some(l)) => {
+                        *b = h << 4 | l;
+                        true
+                    }
+                    _ => false,
+                });
+            if all {
+                return BlobName::Sha256(bytes);
+            }
+        }
+        BlobName::Other(name.into_boxed_str())
+    }
+
+    /// The name as the store knows it.
+    pub fn name(&self) -> String {
+        match self {
+            BlobName::Sha256(bytes) => {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                bytes
+                    .iter()
+                    .flat_map(|b| [char::from(HEX[usize::from(b >> 4)]), char::from(HEX[usize::from(b & 15)])])
+                    .collect()
+            }
+            BlobName::Other(name) => name.to_string(),
+        }
+    }
 }
 
 impl From<MessageRef> for Msg {
@@ -32,7 +81,7 @@ impl From<MessageRef> for Msg {
             keywords: m.keywords,
             size: m.size,
             internal_date: m.internal_date,
-            blob: m.blob,
+            blob: BlobName::new(m.blob),
             saved: m.saved,
         }
     }
@@ -310,8 +359,21 @@ mod tests {
             keywords: Vec::new(),
             size: 10,
             internal_date: 0,
-            blob: String::new(),
+            blob: BlobName::new(String::new()),
             saved: 0,
+        }
+    }
+
+    #[test]
+    fn blob_names_are_kept_as_bytes_and_given_back_whole() {
+        let sha = "0123456789abcdef".repeat(4);
+        let kept = BlobName::new(sha.clone());
+        assert!(matches!(kept, BlobName::Sha256(_)));
+        assert_eq!(kept.name(), sha);
+        for other in ["", "not-a-hash", &"0123456789ABCDEF".repeat(4), &"g".repeat(64)] {
+            let kept = BlobName::new(other.to_string());
+            assert!(matches!(kept, BlobName::Other(_)), "{other}");
+            assert_eq!(kept.name(), other);
         }
     }
 
