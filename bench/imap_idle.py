@@ -24,20 +24,25 @@ import sys
 import time
 
 
+def processes():
+    """(pid, name) of every process still running."""
+    out = []
+    for p in os.listdir("/proc"):
+        if p.isdigit():
+            try:
+                out.append((p, open(f"/proc/{p}/comm").read().strip()))
+            except OSError:
+                continue
+    return out
+
+
 def pss_kib(pids):
     """Proportional set size: pages shared between processes (libraries, Dovecot's
     forked children) count once in all, split among the sharers."""
     total = 0
     if pids == ["dovecot"]:
-        pids = []
-        for p in os.listdir("/proc"):
-            if p.isdigit():
-                try:
-                    name = open(f"/proc/{p}/comm").read().strip()
-                except OSError:
-                    continue
-                if name.startswith(("dovecot", "imap", "anvil", "log", "config", "auth", "stats")):
-                    pids.append(p)
+        prefixes = ("dovecot", "imap", "anvil", "log", "config", "auth", "stats")
+        pids = [p for p, name in processes() if name.startswith(prefixes)]
     for p in pids:
         try:
             for line in open(f"/proc/{p}/smaps_rollup"):
@@ -125,13 +130,8 @@ async def main():
     print(f"memory per idle session: {per:.1f} KiB")
     if pids == ["dovecot"]:
         names = {}
-        for p in os.listdir("/proc"):
-            if p.isdigit():
-                try:
-                    name = open(f"/proc/{p}/comm").read().strip()
-                except OSError:
-                    continue
-                names[name] = names.get(name, 0) + 1
+        for _, name in processes():
+            names[name] = names.get(name, 0) + 1
         print("processes: " + ", ".join(f"{k} {v}" for k, v in sorted(names.items()) if k.startswith("imap")))
     if os.environ.get("MAIL"):
         await mail_phase(int(os.environ["MAIL"]), os.environ["SMTP"], users, n, pids, exists)

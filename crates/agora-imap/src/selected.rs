@@ -60,13 +60,7 @@ impl BlobName {
     /// The name as the store knows it.
     pub fn name(&self) -> String {
         match self {
-            BlobName::Sha256(bytes) => {
-                const HEX: &[u8; 16] = b"0123456789abcdef";
-                bytes
-                    .iter()
-                    .flat_map(|b| [char::from(HEX[usize::from(b >> 4)]), char::from(HEX[usize::from(b & 15)])])
-                    .collect()
-            }
+            BlobName::Sha256(bytes) => agora_store::blob::hex(bytes),
             BlobName::Other(name) => name.to_string(),
         }
     }
