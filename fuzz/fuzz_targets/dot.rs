@@ -6,7 +6,7 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let mut block = Vec::new();
-    stuff(data, None, &mut block);
+    let dots = stuff(data, None, &mut block);
     let mut lines = block.split_inclusive(|&b| b == b'\n');
     let mut back = Vec::new();
     loop {
@@ -21,6 +21,8 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     assert!(lines.next().is_none(), "the terminator is the last line");
+    // The size POP3 announces: the block less its added dots and terminator.
+    assert_eq!(block.len() - dots - 3, back.len());
     // What comes back is the message with CR dropped and every line ending in CRLF.
     let mut want: Vec<u8> = Vec::new();
     for l in data.split_inclusive(|&b| b == b'\n') {
