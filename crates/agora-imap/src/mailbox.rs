@@ -821,9 +821,9 @@ impl Session {
     async fn rerun_updates(&mut self, expunging: bool) -> (String, Vec<(usize, usize, Vec<u32>)>) {
         let mut before = String::new();
         let mut added_all = Vec::new();
-        let gone: Vec<u32> = match (&self.selected, expunging) {
+        let gone: HashSet<u32> = match (&self.selected, expunging) {
             (Some(sel), true) => sel.gone.iter().copied().collect(),
-            _ => Vec::new(),
+            _ => HashSet::new(),
         };
         for i in 0..self.updates.len() {
             let (key, sort) = (self.updates[i].key.clone(), self.updates[i].sort.clone());
@@ -835,7 +835,6 @@ impl Session {
                 }
             };
             let Some(sel) = &self.selected else { break };
-            let gone: HashSet<u32> = gone.iter().copied().collect();
             let now: Vec<u32> = hits.iter().map(|h| h.1).filter(|u| !gone.contains(u)).collect();
             let u = &self.updates[i];
             let (in_now, before_set): (HashSet<u32>, HashSet<u32>) =

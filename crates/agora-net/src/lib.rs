@@ -731,7 +731,7 @@ fn say_busy(
     reply: &'static [u8],
     tls: Option<Arc<rustls::ServerConfig>>,
 ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
-    Box::pin(async move { say_busy_now(sock, reply, tls).await })
+    Box::pin(say_busy_now(sock, reply, tls))
 }
 
 async fn say_busy_now(sock: TcpStream, reply: &'static [u8], tls: Option<Arc<rustls::ServerConfig>>) {

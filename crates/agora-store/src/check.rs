@@ -367,7 +367,7 @@ pub fn hash_file(path: &Path) -> std::io::Result<String> {
         }
         h.update(&buf[..n]);
     }
-    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    Ok(crate::blob::hex(&h.finalize()))
 }
 
 /// A file's age when `at` began; None when it cannot be told.

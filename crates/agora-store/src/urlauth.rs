@@ -248,7 +248,7 @@ fn token(key: &str, rump: &str, uidvalidity: u32) -> String {
     let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key.as_bytes()).expect("HMAC takes any key length");
     mac.update(&uidvalidity.to_be_bytes());
     mac.update(rump.as_bytes());
-    mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect()
+    crate::blob::hex(&mac.finalize().into_bytes())
 }
 
 /// Why a URL could not be authorized (GENURLAUTH's NO).
@@ -278,7 +278,7 @@ pub async fn generate(store: &dyn Store, account: AccountId, login: &str, url: &
         None => {
             let mut b = [0u8; 32];
             getrandom::fill(&mut b).map_err(|e| UrlError::Invalid(format!("no randomness: {e}")))?;
-            let k: String = b.iter().map(|x| format!("{x:02x}")).collect();
+            let k = crate::blob::hex(&b);
             store.set_account_setting(account, &name, Some(&k)).await?;
             k
         }
