@@ -186,7 +186,7 @@ fn sighup_reloads_the_certificate() {
     std::fs::copy(&c, a.data().join("tls/cert.pem")).unwrap();
     std::fs::copy(&k, a.data().join("tls/key.pem")).unwrap();
     a.signal("HUP");
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let out = served(&a);
         if out.contains(&renewed) {
