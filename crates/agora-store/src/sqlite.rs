@@ -555,12 +555,15 @@ impl SqliteStore {
         migrate(&writer_conn)?;
         writer_conn.execute_batch(TRIGGERS)?;
         // Checkpoints run on their own thread, so a commit never waits for one.
-        writer_conn.execute_batch("PRAGMA wal_autocheckpoint=0")?;
+        // A log that grew past its limit under load is cut back to it once restarted.
+        writer_conn.execute_batch("PRAGMA wal_autocheckpoint=0; PRAGMA journal_size_limit=67108864;")?;
         let ckpt_conn = open_conn(&path)?;
         let (ckpt_tx, ckpt_rx) = mpsc::channel::<()>();
+        let restart = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let restart2 = Arc::clone(&restart);
         let ckpt = thread::Builder::new()
             .name("agora-store-checkpoint".into())
-            .spawn(move || checkpoint_loop(ckpt_conn, ckpt_rx))?;
+            .spawn(move || checkpoint_loop(ckpt_conn, ckpt_rx, &restart2))?;
         let blobs = Arc::new(BlobFiles::open(&dir.join("blobs"))?);
         let mut readers = Vec::new();
         for _ in 0..READERS {
@@ -586,7 +589,7 @@ impl SqliteStore {
         let version2 = Arc::clone(&version);
         let handle = thread::Builder::new()
             .name("agora-store-writer".into())
-            .spawn(move || writer_loop(writer_conn, rx, bus2, &stamp2, &version2))?;
+            .spawn(move || writer_loop(writer_conn, rx, bus2, &stamp2, &version2, &restart))?;
         Ok(Arc::new(SqliteStore {
             path,
             writer: Mutex::new(Some(tx)),
@@ -822,14 +825,25 @@ fn bump_stamp(stamp: &std::fs::File) {
     }
 }
 
+/// WAL frames (4 KiB pages) past which the writer finishes a checkpoint itself, so
+/// that the log starts over.
+const WAL_RESTART_FRAMES: i64 = 4096;
+
 /// Copies the WAL into the database in the background (PASSIVE: never blocks the
-/// writer or readers), every 200 ms while the store is open.
-fn checkpoint_loop(conn: Connection, stop: mpsc::Receiver<()>) {
+/// writer or readers), every 200 ms while the store is open. Under steady writes the
+/// copy never catches up with the end of the log, so the log would only grow (and
+/// each commit append to new file space): past `WAL_RESTART_FRAMES` it asks the
+/// writer to copy the rest between two commits, after which the log restarts.
+fn checkpoint_loop(conn: Connection, stop: mpsc::Receiver<()>, restart: &std::sync::atomic::AtomicBool) {
     loop {
         match stop.recv_timeout(std::time::Duration::from_millis(200)) {
             Err(mpsc::RecvTimeoutError::Timeout) => {
-                if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-                    tracing::warn!("store: checkpoint: {e}");
+                match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(1)) {
+                    Ok(frames) if frames >= WAL_RESTART_FRAMES => {
+                        restart.store(true, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!("store: checkpoint: {e}"),
                 }
             }
             _ => return,
@@ -866,8 +880,22 @@ impl Buses {
     }
 }
 
-fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>, bus: Buses, stamp: &std::fs::File, version: &VersionCache) {
+fn writer_loop(
+    conn: Connection,
+    rx: mpsc::Receiver<Job>,
+    bus: Buses,
+    stamp: &std::fs::File,
+    version: &VersionCache,
+    restart: &std::sync::atomic::AtomicBool,
+) {
     while let Ok(first) = rx.recv() {
+        // No frame is added while the writer copies the tail: the next commit, finding
+        // the log fully copied, writes from its start again.
+        if restart.swap(false, std::sync::atomic::Ordering::Relaxed)
+            && let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+        {
+            tracing::warn!("store: checkpoint: {e}");
+        }
         let mut jobs = vec![first];
         while jobs.len() < MAX_BATCH {
             match rx.try_recv() {
@@ -3840,6 +3868,53 @@ mod tests {
             let all = store.messages(inbox.id, 1..=u32::MAX).await.unwrap();
             println!("summaries: {round}: {} messages in {:?}", all.len(), t.elapsed());
         }
+        store.close();
+    }
+
+    /// Under writes that never pause the background checkpoint never reaches the end of
+    /// the log; the writer finishes it, so the log starts over instead of growing.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_log_stays_bounded_under_steady_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        store.add_domain("t.test").await.unwrap();
+        let acc = store.create_account(NewAccount { login: "u@t.test".into(), ..Default::default() }).await.unwrap();
+        let wal = dir.path().join("agora.db-wal");
+        let largest = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let mut tasks = Vec::new();
+        for t in 0..8 {
+            let (store, wal, largest) = (Arc::clone(&store), wal.clone(), Arc::clone(&largest));
+            tasks.push(tokio::spawn(async move {
+                for i in 0..800 {
+                    let m = format!("Subject: {t} {i}\r\n\r\n{}\r\n", "x".repeat(3000));
+                    let body = store.stage(m.into_bytes()).await.unwrap();
+                    let target = crate::DeliveryTarget { account: acc.id, mailbox: "INBOX".into() };
+                    let d = Delivery {
+                        body,
+                        internal_date: 0,
+                        envelope: None,
+                        flags: Flags::default(),
+                        keywords: Vec::new(),
+                        targets: vec![target],
+                        relay: Vec::new(),
+                        enforce_quota: false,
+                    };
+                    store.deliver(d).await.unwrap();
+                    let size = std::fs::metadata(&wal).map_or(0, |m| m.len());
+                    largest.fetch_max(size, std::sync::atomic::Ordering::Relaxed);
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let written: i64 =
+            store.read(|c| Ok(c.query_row("SELECT count(*) FROM messages", [], |r| r.get(0))?)).await.unwrap();
+        assert_eq!(written, 6400);
+        // 6,400 messages of 3 KB put about 110 MiB through the log; it restarts at
+        // 16 MiB, plus what comes before the writer sees that.
+        let largest = largest.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(largest < 64 << 20, "the log grew to {largest} bytes");
         store.close();
     }
 
