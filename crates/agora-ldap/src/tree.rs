@@ -118,7 +118,7 @@ pub fn generalized_time(secs: i64) -> String {
 }
 
 pub fn uuid_text(u: &[u8; 16]) -> String {
-    let h: String = u.iter().map(|b| format!("{b:02x}")).collect();
+    let h = agora_store::blob::hex(u);
     format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
 }
 

@@ -280,7 +280,7 @@ pub(crate) fn reply(
     let from: String = from.chars().filter(|c| !c.is_control()).collect();
     let mut rnd = [0u8; 12];
     let _ = getrandom::fill(&mut rnd);
-    let token: String = rnd.iter().map(|b| format!("{b:02x}")).collect();
+    let token = agora_store::blob::hex(&rnd);
     let mut m = format!(
         "Date: {}\r\nFrom: {from}\r\nTo: {to}\r\nSubject: {}\r\nMessage-ID: <{token}@{hostname}>\r\nAuto-Submitted: auto-replied\r\n",
         agora_store::time::rfc5322_date(now),

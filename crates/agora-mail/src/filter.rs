@@ -78,7 +78,7 @@ fn duplicate_key(key: &str) -> String {
 fn short_hash(s: &str) -> String {
     use sha2::Digest;
     let d = sha2::Sha256::digest(s.as_bytes());
-    d[..12].iter().map(|b| format!("{b:02x}")).collect()
+    agora_store::blob::hex(&d[..12])
 }
 
 /// Whether `fileinto :create` may make this mailbox: a name IMAP CREATE would take for

@@ -133,7 +133,7 @@ pub fn mta_sts_policy(host: &str, mode: &str) -> String {
 /// The policy's id for the `_mta-sts` TXT record: it changes whenever the policy does.
 pub fn mta_sts_id(policy: &str) -> String {
     use sha2::Digest;
-    sha2::Sha256::digest(policy.as_bytes()).iter().take(10).map(|b| format!("{b:02x}")).collect()
+    agora_store::blob::hex(&sha2::Sha256::digest(policy.as_bytes())[..10])
 }
 
 impl ZoneInput {
@@ -452,7 +452,7 @@ pub fn zone_file(domain: &str, records: &[Record]) -> String {
             Data::Ptr(n) => format!("{n}."),
             Data::Caa { critical, tag, value } => format!("{} {tag} \"{value}\"", if *critical { 128 } else { 0 }),
             Data::Tlsa { usage, selector, matching, data } => {
-                format!("{usage} {selector} {matching} {}", data.iter().map(|b| format!("{b:02x}")).collect::<String>())
+                format!("{usage} {selector} {matching} {}", agora_store::blob::hex(data))
             }
             Data::Soa { mname, rname, serial, refresh, retry, expire, minimum } => {
                 format!("{mname}. {rname}. {serial} {refresh} {retry} {expire} {minimum}")

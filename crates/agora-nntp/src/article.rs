@@ -274,7 +274,7 @@ fn new_message_id(server: &str, now: i64) -> String {
         static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         r[..8].copy_from_slice(&COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed).to_le_bytes());
     }
-    let tail: String = r.iter().map(|b| format!("{b:02x}")).collect();
+    let tail = agora_store::blob::hex(&r);
     format!("<{now:x}.{tail}@{server}>")
 }
 

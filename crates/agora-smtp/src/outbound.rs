@@ -705,7 +705,7 @@ impl TlsReporting {
                 records
                     .iter()
                     .map(|r| {
-                        let hex: String = r.data.iter().map(|b| format!("{b:02x}")).collect();
+                        let hex = agora_store::blob::hex(&r.data);
                         format!("{} {} {} {hex}", r.usage, r.selector, r.matching)
                     })
                     .collect::<Vec<_>>()

@@ -527,7 +527,7 @@ fn prefixed(prefix: &str, subject: &str) -> String {
 fn message_id(hostname: &str) -> String {
     let mut rnd = [0u8; 12];
     let _ = getrandom::fill(&mut rnd);
-    let token: String = rnd.iter().map(|b| format!("{b:02x}")).collect();
+    let token = agora_store::blob::hex(&rnd);
     format!("<{token}@{hostname}>")
 }
 

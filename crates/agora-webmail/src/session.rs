@@ -49,7 +49,7 @@ fn token() -> Option<String> {
 
 /// What the store keeps of a token.
 fn hash(token: &str) -> String {
-    Sha256::digest(token.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+    agora_store::blob::hex(&Sha256::digest(token.as_bytes()))
 }
 
 fn set_cookie(name: &str, value: &str, max_age: i64) -> String {
