@@ -8,6 +8,7 @@ pub mod matching;
 pub mod schema;
 pub mod service;
 pub mod session;
+pub mod sync;
 pub mod tree;
 mod write;
 
@@ -28,11 +29,13 @@ pub struct Shared {
     pub dir: Directory,
     pub throttle: Arc<Throttle>,
     tree: Snapshot<tree::Tree>,
+    /// The replication log (RFC 4533) kept from the tree.
+    pub sync: sync::SyncLog,
 }
 
 impl Shared {
     pub fn new(store: Arc<dyn Store>, dir: Directory, throttle: Arc<Throttle>) -> Arc<Shared> {
-        Arc::new(Shared { store, dir, throttle, tree: Snapshot::default() })
+        Arc::new(Shared { store, dir, throttle, tree: Snapshot::default(), sync: sync::SyncLog::default() })
     }
 
     /// The tree at the store's current directory version, rebuilt if anything changed.

@@ -188,6 +188,17 @@ pub static ATTRS: &[AttrType] = &[
     attr!("subschemaSubentry", [], "2.5.18.10", Dn, true, true, true, "where the schema is"),
     attr!("hasSubordinates", [], "2.5.18.9", Boolean, true, true, true, "has entries below"),
     attr!("structuralObjectClass", [], "2.5.21.9", Oid, true, true, true, "the structural class"),
+    attr!(
+        "entryCSN",
+        [],
+        "1.3.6.1.4.1.4203.666.1.7",
+        Ia5,
+        true,
+        true,
+        true,
+        "change sequence number of the last change"
+    ),
+    attr!("authPassword", [], "1.3.6.1.4.1.4203.1.3.4", Octets, false, false, false, "SCRAM verifier (never readable)"),
     // The subschema subentry's own attributes.
     attr!("attributeTypes", [], "2.5.21.5", Text, false, true, false, "attribute types"),
     attr!("objectClasses", [], "2.5.21.6", Text, false, true, false, "object classes"),
@@ -360,11 +371,16 @@ pub fn id(name: &str) -> AttrId {
 pub struct Known {
     pub object_class: AttrId,
     pub user_password: AttrId,
+    pub auth_password: AttrId,
 }
 
 pub fn known() -> &'static Known {
     static KNOWN: OnceLock<Known> = OnceLock::new();
-    KNOWN.get_or_init(|| Known { object_class: id("objectClass"), user_password: id("userPassword") })
+    KNOWN.get_or_init(|| Known {
+        object_class: id("objectClass"),
+        user_password: id("userPassword"),
+        auth_password: id("authPassword"),
+    })
 }
 
 pub fn class(name: &str) -> Option<&'static ObjectClass> {
@@ -374,54 +390,112 @@ pub fn class(name: &str) -> Option<&'static ObjectClass> {
 
 pub const SUBSCHEMA_DN: &str = "cn=Subschema";
 
+/// An attribute type as RFC 4512 §4.1.2 writes it (`strict`: with NO-USER-MODIFICATION).
+fn attr_description(a: &AttrType, strict: bool) -> String {
+    let names = std::iter::once(a.name).chain(a.aliases.iter().copied());
+    let names: Vec<String> = names.map(|n| format!("'{n}'")).collect();
+    let names = if names.len() == 1 { names[0].clone() } else { format!("( {} )", names.join(" ")) };
+    let (eq, sub, ord) = a.syntax.rules();
+    let mut d = format!("( {} NAME {names} DESC '{}'", full_oid(a.oid), a.desc);
+    for (k, v) in [("EQUALITY", eq), ("ORDERING", ord), ("SUBSTR", sub)] {
+        if let Some(v) = v {
+            d.push_str(&format!(" {k} {v}"));
+        }
+    }
+    d.push_str(&format!(" SYNTAX {}", a.syntax.oid()));
+    if a.single {
+        d.push_str(" SINGLE-VALUE");
+    }
+    if a.no_user_mod && strict {
+        d.push_str(" NO-USER-MODIFICATION");
+    }
+    if a.operational {
+        d.push_str(" USAGE directoryOperation");
+    }
+    d.push_str(" )");
+    d
+}
+
+/// An object class as RFC 4512 §4.1.1 writes it, without the attributes in `skip`.
+fn class_description(c: &ObjectClass, skip: &[&str]) -> String {
+    let mut d = format!("( {} NAME '{}'", full_oid(c.oid), c.name);
+    if !c.sup.is_empty() {
+        d.push_str(&format!(" SUP {}", c.sup));
+    }
+    d.push_str(match c.kind {
+        ClassKind::Abstract => " ABSTRACT",
+        ClassKind::Structural => " STRUCTURAL",
+        ClassKind::Auxiliary => " AUXILIARY",
+    });
+    for (k, list) in [("MUST", c.must), ("MAY", c.may)] {
+        let list: Vec<&str> = list.iter().copied().filter(|a| !skip.contains(a)).collect();
+        match list.as_slice() {
+            [] => {}
+            [one] => d.push_str(&format!(" {k} {one}")),
+            many => d.push_str(&format!(" {k} ( {} )", many.join(" $ "))),
+        }
+    }
+    d.push_str(" )");
+    d
+}
+
+/// What a replica receives that OpenLDAP's core, cosine and inetorgperson schemas lack.
+const OPENLDAP_LACKS: &[&str] = &[
+    "proxyAddresses",
+    "userPrincipalName",
+    "department",
+    "company",
+    "mgrpRFC822MailMember",
+    "thumbnailPhoto",
+    "msExchHideFromAddressLists",
+    "objectGUID",
+    "whenCreated",
+    "whenChanged",
+];
+
+/// Agora's own attribute types and classes in OpenLDAP's schema file format, for an
+/// OpenLDAP replica to load (`include` in slapd.conf). Computed attributes (memberOf,
+/// directReports) are not replicated, so they are left out.
+pub fn openldap_schema() -> String {
+    let mut out =
+        String::from("# Agora's directory schema for an OpenLDAP replica (after core, cosine, inetorgperson)\n");
+    let (types, classes) = openldap_parts();
+    for t in types {
+        out.push_str(&format!("attributetype {t}\n"));
+    }
+    for c in classes {
+        out.push_str(&format!("objectclass {c}\n"));
+    }
+    out
+}
+
+/// The same as an LDIF entry for OpenLDAP's cn=config (`ldapadd -Y EXTERNAL -H ldapi:///`).
+pub fn openldap_ldif() -> String {
+    let mut out = String::from("dn: cn=agora,cn=schema,cn=config\nobjectClass: olcSchemaConfig\ncn: agora\n");
+    let (types, classes) = openldap_parts();
+    for t in types {
+        out.push_str(&format!("olcAttributeTypes: {t}\n"));
+    }
+    for c in classes {
+        out.push_str(&format!("olcObjectClasses: {c}\n"));
+    }
+    out
+}
+
+fn openldap_parts() -> (Vec<String>, Vec<String>) {
+    let types = ATTRS.iter().filter(|a| OPENLDAP_LACKS.contains(&a.name)).map(|a| attr_description(a, false)).collect();
+    let classes = CLASSES
+        .iter()
+        .filter(|c| c.name == "agoraMailRecipient")
+        .map(|c| class_description(c, &["memberOf", "directReports"]))
+        .collect();
+    (types, classes)
+}
+
 /// The values of the subschema subentry: (attribute, values).
 pub fn subschema_values() -> Vec<(&'static str, Vec<String>)> {
-    let mut types = Vec::new();
-    for a in ATTRS {
-        let names = std::iter::once(a.name).chain(a.aliases.iter().copied());
-        let names: Vec<String> = names.map(|n| format!("'{n}'")).collect();
-        let names = if names.len() == 1 { names[0].clone() } else { format!("( {} )", names.join(" ")) };
-        let (eq, sub, ord) = a.syntax.rules();
-        let mut d = format!("( {} NAME {names} DESC '{}'", full_oid(a.oid), a.desc);
-        for (k, v) in [("EQUALITY", eq), ("ORDERING", ord), ("SUBSTR", sub)] {
-            if let Some(v) = v {
-                d.push_str(&format!(" {k} {v}"));
-            }
-        }
-        d.push_str(&format!(" SYNTAX {}", a.syntax.oid()));
-        if a.single {
-            d.push_str(" SINGLE-VALUE");
-        }
-        if a.no_user_mod {
-            d.push_str(" NO-USER-MODIFICATION");
-        }
-        if a.operational {
-            d.push_str(" USAGE directoryOperation");
-        }
-        d.push_str(" )");
-        types.push(d);
-    }
-    let mut classes = Vec::new();
-    for c in CLASSES {
-        let mut d = format!("( {} NAME '{}'", full_oid(c.oid), c.name);
-        if !c.sup.is_empty() {
-            d.push_str(&format!(" SUP {}", c.sup));
-        }
-        d.push_str(match c.kind {
-            ClassKind::Abstract => " ABSTRACT",
-            ClassKind::Structural => " STRUCTURAL",
-            ClassKind::Auxiliary => " AUXILIARY",
-        });
-        for (k, list) in [("MUST", c.must), ("MAY", c.may)] {
-            match list {
-                [] => {}
-                [one] => d.push_str(&format!(" {k} {one}")),
-                many => d.push_str(&format!(" {k} ( {} )", many.join(" $ "))),
-            }
-        }
-        d.push_str(" )");
-        classes.push(d);
-    }
+    let types = ATTRS.iter().map(|a| attr_description(a, true)).collect();
+    let classes = CLASSES.iter().map(|c| class_description(c, &[])).collect();
     let mut syntaxes: Vec<Syntax> = Vec::new();
     let mut rules: Vec<(&str, Syntax)> = Vec::new();
     for a in ATTRS {

@@ -1,7 +1,8 @@
-//! LDAP's registration: the directory on 389 and 390 (StartTLS) and 636 (TLS), the
-//! Global Catalog on 3268 (StartTLS) and 3269 (TLS), and the `[ldap]` section.
+//! LDAP's registrations: the directory on 389 and 390 (StartTLS) and 636 (TLS), the
+//! Global Catalog on 3268 (StartTLS) and 3269 (TLS), and the `[ldap]` section; directory
+//! replication (RFC 4533) on 379 (StartTLS) with the `[replication]` section.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 
 use agora_net::TlsMode;
 use agora_service::{Built, Context, ListenerDecl, Section, Service, Timeouts, secs};
@@ -142,7 +143,7 @@ fn build(ctx: &Context, s: LdapSection) -> Result<Built, String> {
         tls_available: ctx.tls.is_some(),
         external: ctx.tls.as_ref().is_some_and(|t| t.verifies_clients()),
     };
-    let shared = Shared::new(Arc::clone(&ctx.store), ctx.dir.clone(), Arc::clone(&ctx.throttle));
+    let shared = shared_for(ctx);
     let ldap: Arc<dyn agora_net::Service> = Arc::new(LdapService::new(base.clone(), Arc::clone(&shared)));
     let gc: Arc<dyn agora_net::Service> = Arc::new(LdapService::new(LdapConfig { gc: true, ..base }, shared));
     Ok(Built {
@@ -157,6 +158,97 @@ fn build(ctx: &Context, s: LdapSection) -> Result<Built, String> {
     })
 }
 
+/// One `Shared` per store in a process: the LDAP ports and replication see one tree
+/// and one replication log, whose CSNs only one keeper may issue.
+fn shared_for(ctx: &Context) -> Arc<Shared> {
+    static ALL: Mutex<Vec<(usize, Weak<Shared>)>> = Mutex::new(Vec::new());
+    let key = Arc::as_ptr(&ctx.store) as *const () as usize;
+    let mut all = ALL.lock().unwrap_or_else(|e| e.into_inner());
+    all.retain(|(_, w)| w.strong_count() > 0);
+    if let Some(s) = all.iter().find(|(k, _)| *k == key).and_then(|(_, w)| w.upgrade()) {
+        return s;
+    }
+    let s = Shared::new(Arc::clone(&ctx.store), ctx.dir.clone(), Arc::clone(&ctx.throttle));
+    all.push((key, Arc::downgrade(&s)));
+    s
+}
+
+pub static REPLICATION: Service<ReplicationSection> = Service {
+    name: "replication",
+    listeners: &[ListenerDecl {
+        key: "replication",
+        port: 379,
+        tls: TlsMode::StartTls,
+        role: "directory replication (RFC 4533)",
+        datagram: false,
+        loopback: false,
+        logins: false,
+    }],
+    build: build_replication,
+};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReplicationSection {
+    /// This server's id in change sequence numbers (0-4095), unique among the servers
+    /// that replicate one directory.
+    pub server_id: u16,
+    /// Days a deleted entry stays in the change log; a replica away longer gets a full
+    /// refresh instead of the changes.
+    pub keep_deletes_days: u32,
+    pub max_message_bytes: usize,
+    pub timeout_preauth_secs: u64,
+    pub timeout_secs: u64,
+}
+
+impl Default for ReplicationSection {
+    fn default() -> Self {
+        ReplicationSection {
+            server_id: 0,
+            keep_deletes_days: 30,
+            max_message_bytes: 1024 * 1024,
+            timeout_preauth_secs: 120,
+            timeout_secs: 900,
+        }
+    }
+}
+
+impl Section for ReplicationSection {
+    const HELP: &'static [(&'static str, &'static str, &'static str)] = &[
+        ("server_id", "", "this server's id in change sequence numbers (0-4095), unique among replicating servers"),
+        ("keep_deletes_days", "", "days deletes stay in the change log (a replica away longer is refreshed in full)"),
+        ("max_message_bytes", "", "largest request accepted"),
+        ("timeout_preauth_secs", "", "before a bind"),
+        ("timeout_secs", "", "bound, without a request (a persistent sync search waits as long as it lasts)"),
+    ];
+    fn timeouts(&self) -> Timeouts {
+        Timeouts { preauth: secs(self.timeout_preauth_secs), idle: secs(self.timeout_secs) }
+    }
+}
+
+fn build_replication(ctx: &Context, s: ReplicationSection) -> Result<Built, String> {
+    if s.server_id > 0xfff {
+        return Err("[replication] server_id must be between 0 and 4095".into());
+    }
+    if s.max_message_bytes < 1024 {
+        return Err("[replication] max_message_bytes must be at least 1024".into());
+    }
+    let shared = shared_for(ctx);
+    shared.sync.configure(s.server_id, std::time::Duration::from_secs(u64::from(s.keep_deletes_days.max(1)) * 86_400));
+    let cfg = LdapConfig {
+        allow_plaintext: ctx.limits.plaintext_without_tls,
+        max_message: s.max_message_bytes,
+        default_domain: ctx.domain.clone(),
+        hostname: ctx.hostname.clone(),
+        tls_available: ctx.tls.is_some(),
+        external: ctx.tls.as_ref().is_some_and(|t| t.verifies_clients()),
+        ..LdapConfig::default()
+    };
+    let service: Arc<dyn agora_net::Service> = Arc::new(LdapService::new(cfg, Arc::clone(&shared)));
+    let keeper = Box::pin(Arc::clone(&shared).keep_log(ctx.shutdown.clone()));
+    Ok(Built { handlers: vec![("replication", service)], tasks: vec![keeper], ..Built::default() })
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -164,6 +256,12 @@ mod tests {
         assert!(
             agora_service::undocumented::<super::LdapSection>(<super::LdapSection as agora_service::Section>::HELP)
                 .is_empty()
+        );
+        assert!(
+            agora_service::undocumented::<super::ReplicationSection>(
+                <super::ReplicationSection as agora_service::Section>::HELP
+            )
+            .is_empty()
         );
     }
 }

@@ -113,8 +113,46 @@ pub const DEFAULT_GC_ATTRIBUTES: &[&str] = &[
 pub struct Identity {
     pub login: String,
     pub admin: bool,
+    /// May run sync searches and reads everything, like an administrator; writes nothing.
+    pub replicator: bool,
     /// The account's naming context (its domain).
     pub domain: String,
+}
+
+/// What a search's base and scope span.
+pub(crate) struct Scope {
+    pub base: Option<usize>,
+    pub base_ndn: String,
+    pub ctx_limit: Option<usize>,
+    pub scope: LdapSearchScope,
+}
+
+impl Scope {
+    pub fn contains(&self, tree: &Tree, i: usize) -> bool {
+        let e = &tree.entries[i];
+        if self.ctx_limit.is_some_and(|c| c != e.ctx) {
+            return false;
+        }
+        match (&self.scope, self.base) {
+            (LdapSearchScope::Base, Some(b)) => i == b,
+            (LdapSearchScope::Base, None) => false,
+            (LdapSearchScope::OneLevel, Some(b)) => e.parent == Some(b),
+            // From the root, one level down is each naming context.
+            (LdapSearchScope::OneLevel, None) => e.kind == Kind::Context,
+            (LdapSearchScope::Subtree, _) => crate::dn::is_within(&e.ndn, &self.base_ndn),
+            (LdapSearchScope::Children, b) => crate::dn::is_within(&e.ndn, &self.base_ndn) && Some(i) != b,
+        }
+    }
+
+    /// Whether an entry no longer in the tree (by its last normalised DN) was in scope.
+    pub fn contained(&self, ndn: &str) -> bool {
+        match &self.scope {
+            LdapSearchScope::Base => ndn == self.base_ndn,
+            LdapSearchScope::OneLevel => ndn.split_once(',').is_some_and(|(_, p)| p == self.base_ndn),
+            LdapSearchScope::Subtree => crate::dn::is_within(ndn, &self.base_ndn),
+            LdapSearchScope::Children => ndn != self.base_ndn && crate::dn::is_within(ndn, &self.base_ndn),
+        }
+    }
 }
 
 /// A paged search in progress: the matching entries, fixed at its first page.
@@ -150,7 +188,7 @@ pub(crate) fn result(code: LdapResultCode, message: &str) -> LdapResult {
     LdapResult { code, matcheddn: String::new(), message: message.to_string(), referral: Vec::new() }
 }
 
-fn encode(msg: LdapMsg, out: &mut BytesMut) {
+pub(crate) fn encode(msg: LdapMsg, out: &mut BytesMut) {
     let tag: ldap3_lber::structure::StructureTag = msg.into();
     let _ = ldap3_lber::write::encode_into(out, tag);
 }
@@ -215,6 +253,23 @@ async fn read_frame(conn: &mut Conn, max: usize) -> Frame {
     match conn.read_more(len, &mut frame).await {
         Ok(()) => Frame::Message(frame),
         Err(r) => stop(r),
+    }
+}
+
+/// The next framed message, or None when the connection is done with (a malformed or
+/// oversized frame is answered with a Notice of Disconnection first).
+pub(crate) async fn read_message(conn: &mut Conn, max: usize) -> Option<Vec<u8>> {
+    match read_frame(conn, max).await {
+        Frame::Message(f) => Some(f),
+        Frame::Bad(why) => {
+            let _ = conn.send(&notice(LdapResultCode::ProtocolError, why)).await;
+            None
+        }
+        Frame::Shutdown => {
+            let _ = conn.send(&notice(LdapResultCode::Unavailable, "server shutting down")).await;
+            None
+        }
+        Frame::Timeout | Frame::Closed => None,
     }
 }
 
@@ -296,7 +351,11 @@ impl Session {
         // A critical control we do not implement fails the operation (RFC 4511 §4.1.11).
         let critical_unknown = msg.ctrl.iter().find_map(|c| match c {
             LdapControl::Unknown { oid, criticality: true, .. } if oid != CTRL_ASSERTION => Some(oid.clone()),
-            LdapControl::SyncRequest { criticality: true, .. } => Some("1.3.6.1.4.1.4203.1.9.1.1".into()),
+            LdapControl::SyncRequest { criticality: true, .. }
+                if self.cfg.gc || !matches!(msg.op, LdapOp::SearchRequest(_)) =>
+            {
+                Some(crate::sync::CTRL_SYNC_REQUEST.into())
+            }
             LdapControl::PasswordPolicyRequest { criticality: true }
             | LdapControl::SearchOptions { criticality: true, .. }
             | LdapControl::ShowDeleted { criticality: true }
@@ -328,7 +387,10 @@ impl Session {
                 encode(LdapMsg::new(id, LdapOp::BindResponse(resp)), out);
             }
             LdapOp::UnbindRequest => return Next::Close,
-            LdapOp::SearchRequest(s) => self.search(id, s, &msg.ctrl, assertion.as_ref(), out).await,
+            LdapOp::SearchRequest(s) => match crate::sync::request(&msg.ctrl) {
+                Some((mode, cookie)) => return self.sync_search(id, s, mode, cookie, conn, out).await,
+                None => self.search(id, s, &msg.ctrl, assertion.as_ref(), out).await,
+            },
             LdapOp::CompareRequest(c) => {
                 let r = self.compare(c, assertion.as_ref()).await;
                 encode(LdapMsg::new(id, LdapOp::CompareResult(r)), out);
@@ -491,8 +553,12 @@ impl Session {
     fn logged_in(&mut self, acc: &agora_store::Account, conn: &mut Conn) {
         agora_service::login::succeeded(&self.shared.throttle, conn, "ldap", &acc.login);
         let domain = acc.login.rsplit_once('@').map(|(_, d)| d.to_string()).unwrap_or_default();
-        self.identity =
-            Some(Identity { login: acc.login.clone(), admin: acc.role == agora_store::Role::Admin, domain });
+        self.identity = Some(Identity {
+            login: acc.login.clone(),
+            admin: acc.role == agora_store::Role::Admin,
+            replicator: acc.role == agora_store::Role::Replicator,
+            domain,
+        });
     }
 
     /// The account a verified client certificate stands for: the first of its addresses
@@ -536,7 +602,7 @@ impl Session {
     /// May the bound identity see this entry at all?
     pub(crate) fn can_read(&self, tree: &Tree, e: &Entry) -> bool {
         match &self.identity {
-            Some(id) if id.admin => true,
+            Some(id) if id.admin || id.replicator => true,
             Some(id) => {
                 if e.hidden && e.address != id.login {
                     return false;
@@ -549,7 +615,7 @@ impl Session {
 
     /// May the bound identity read (and match on) this attribute?
     pub(crate) fn attr_visible(&self, id: AttrId) -> bool {
-        if id == schema::known().user_password {
+        if id == schema::known().user_password || id == schema::known().auth_password {
             return false;
         }
         !self.cfg.gc || self.cfg.gc_attributes.contains(&id) || schema::attr_type(id).operational
@@ -585,7 +651,11 @@ impl Session {
             ("supportedLDAPVersion".into(), vec![s("3")]),
             (
                 "supportedControl".into(),
-                [CTRL_PAGED, CTRL_SORT, CTRL_MANAGE_DSA_IT, CTRL_ASSERTION].iter().map(|c| s(c)).collect(),
+                [CTRL_PAGED, CTRL_SORT, CTRL_MANAGE_DSA_IT, CTRL_ASSERTION, crate::sync::CTRL_SYNC_REQUEST]
+                    .iter()
+                    .filter(|c| !self.cfg.gc || **c != crate::sync::CTRL_SYNC_REQUEST)
+                    .map(|c| s(c))
+                    .collect(),
             ),
             ("supportedExtension".into(), ext),
             ("supportedFeatures".into(), vec![s("1.3.6.1.4.1.4203.1.5.1")]),
@@ -750,52 +820,14 @@ impl Session {
             }
             return done(result(LdapResultCode::Success, ""), resp, out);
         }
-        // The base and the entries it spans.
-        let root = base.is_empty();
-        let (base_idx, base_ctx) = if root {
-            (None, None)
-        } else {
-            let Some(ndn) = base_norm else {
-                return done(result(LdapResultCode::InvalidDNSyntax, "invalid base DN"), Vec::new(), out);
-            };
-            match tree.by_ndn.get(&ndn) {
-                Some(&i) if self.can_read(&tree, &tree.entries[i]) => (Some(i), Some(tree.entries[i].ctx)),
-                _ => {
-                    let mut r = result(LdapResultCode::NoSuchObject, "no such entry");
-                    r.matcheddn = self.matched(&tree, &ndn);
-                    return done(r, Vec::new(), out);
-                }
-            }
+        let scope = match self.scope(&tree, base, s.scope.clone()) {
+            Ok(Some(sc)) => sc,
+            Ok(None) => return done(result(LdapResultCode::Success, ""), Vec::new(), out),
+            Err(r) => return done(r, Vec::new(), out),
         };
-        // On the directory ports a search stays in one naming context; from the root, the
-        // bound identity's own. The Global Catalog spans them all.
-        let ctx_limit = if self.cfg.gc {
-            None
-        } else if root {
-            match self.own_context(&tree) {
-                Some(c) => Some(c),
-                None => return done(result(LdapResultCode::Success, ""), Vec::new(), out),
-            }
-        } else {
-            base_ctx
-        };
-        let base_ndn = base_idx.map(|i| tree.entries[i].ndn.clone()).unwrap_or_default();
-        let in_scope = |i: usize| -> bool {
-            let e = &tree.entries[i];
-            if ctx_limit.is_some_and(|c| c != e.ctx) {
-                return false;
-            }
-            match (s.scope.clone(), base_idx) {
-                (LdapSearchScope::Base, Some(b)) => i == b,
-                (LdapSearchScope::Base, None) => false,
-                (LdapSearchScope::OneLevel, Some(b)) => e.parent == Some(b),
-                // From the root, one level down is each naming context.
-                (LdapSearchScope::OneLevel, None) => e.kind == Kind::Context,
-                (LdapSearchScope::Subtree, _) => crate::dn::is_within(&e.ndn, &base_ndn),
-                (LdapSearchScope::Children, b) => crate::dn::is_within(&e.ndn, &base_ndn) && Some(i) != b,
-            }
-        };
-        let admin = self.identity.as_ref().is_some_and(|i| i.admin);
+        let base_idx = scope.base;
+        let in_scope = |i: usize| scope.contains(&tree, i);
+        let admin = self.identity.as_ref().is_some_and(|i| i.admin || i.replicator);
         let server_limit = if admin { usize::MAX } else { self.cfg.max_results };
         let client_limit = if s.sizelimit > 0 { s.sizelimit as usize } else { usize::MAX };
         let time_limit = if s.timelimit > 0 {
@@ -909,8 +941,43 @@ impl Session {
         done(r, resp_ctrls, out)
     }
 
+    /// The base of a search and what its scope spans; None when nothing can match (a
+    /// search from the root by an identity with no naming context).
+    pub(crate) fn scope(&self, tree: &Tree, base: &str, scope: LdapSearchScope) -> Result<Option<Scope>, LdapResult> {
+        let root = base.is_empty();
+        let (base_idx, base_ctx) = if root {
+            (None, None)
+        } else {
+            let Some(ndn) = crate::dn::normalize(base) else {
+                return Err(result(LdapResultCode::InvalidDNSyntax, "invalid base DN"));
+            };
+            match tree.by_ndn.get(&ndn) {
+                Some(&i) if self.can_read(tree, &tree.entries[i]) => (Some(i), Some(tree.entries[i].ctx)),
+                _ => {
+                    let mut r = result(LdapResultCode::NoSuchObject, "no such entry");
+                    r.matcheddn = self.matched(tree, &ndn);
+                    return Err(r);
+                }
+            }
+        };
+        // On the directory ports a search stays in one naming context; from the root, the
+        // bound identity's own. The Global Catalog spans them all.
+        let ctx_limit = if self.cfg.gc {
+            None
+        } else if root {
+            match self.own_context(tree) {
+                Some(c) => Some(c),
+                None => return Ok(None),
+            }
+        } else {
+            base_ctx
+        };
+        let base_ndn = base_idx.map(|i| tree.entries[i].ndn.clone()).unwrap_or_default();
+        Ok(Some(Scope { base: base_idx, base_ndn, ctx_limit, scope }))
+    }
+
     fn page_size(&self, asked: i64) -> usize {
-        let admin = self.identity.as_ref().is_some_and(|i| i.admin);
+        let admin = self.identity.as_ref().is_some_and(|i| i.admin || i.replicator);
         let asked = asked.max(1) as usize;
         if admin { asked } else { asked.min(self.cfg.max_results) }
     }
@@ -1023,7 +1090,7 @@ pub enum Next {
 }
 
 /// The error response that matches a request's type.
-fn respond_error(id: i32, op: &LdapOp, r: LdapResult, out: &mut BytesMut) {
+pub(crate) fn respond_error(id: i32, op: &LdapOp, r: LdapResult, out: &mut BytesMut) {
     let op = match op {
         LdapOp::BindRequest(_) => LdapOp::BindResponse(LdapBindResponse { res: r, saslcreds: None }),
         LdapOp::SearchRequest(_) => LdapOp::SearchResultDone(r),

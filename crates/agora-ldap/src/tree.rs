@@ -43,6 +43,12 @@ pub struct Entry {
     pub address: String,
     /// An account with the administrator role.
     pub admin: bool,
+    /// Its entryUUID: the store's for accounts, groups and contacts, one made from the DN
+    /// for naming contexts and units (which are never renamed).
+    pub uuid: [u8; 16],
+    /// An account's password hash and SCRAM verifier: never an attribute; only a sync
+    /// search by a replicating Agora over TLS carries them.
+    pub secret: Option<(String, String)>,
     /// Sorted by attribute id.
     pub attrs: Vec<Attr>,
 }
@@ -115,6 +121,17 @@ pub fn contact_dn(address: &str, domain: &str) -> String {
 pub fn generalized_time(secs: i64) -> String {
     let (y, mo, d, h, mi, s) = agora_store::time::split(secs);
     format!("{y:04}{mo:02}{d:02}{h:02}{mi:02}{s:02}Z")
+}
+
+/// A stable name-based UUID (version 8) for entries the store keeps no identity for.
+pub fn uuid_of_dn(ndn: &str) -> [u8; 16] {
+    use sha2::Digest;
+    let d = sha2::Sha256::digest(format!("agora-entry:{ndn}").as_bytes());
+    let mut u = [0u8; 16];
+    u.copy_from_slice(&d[..16]);
+    u[6] = (u[6] & 0x0f) | 0x80;
+    u[8] = (u[8] & 0x3f) | 0x80;
+    u
 }
 
 pub fn uuid_text(u: &[u8; 16]) -> String {
@@ -209,6 +226,8 @@ impl Tree {
             address: String,
             hidden: bool,
             admin: bool,
+            uuid: Option<[u8; 16]>,
+            secret: Option<(String, String)>,
             item: Item,
         }
         enum Item {
@@ -237,6 +256,8 @@ impl Tree {
                 address: String::new(),
                 hidden: false,
                 admin: false,
+                uuid: None,
+                secret: None,
                 item: Item::Context(d.clone()),
             });
             for (unit, _) in UNITS {
@@ -247,6 +268,8 @@ impl Tree {
                     address: String::new(),
                     hidden: false,
                     admin: false,
+                    uuid: None,
+                    secret: None,
                     item: Item::Unit(unit),
                 });
             }
@@ -261,6 +284,8 @@ impl Tree {
                 address: a.login.clone(),
                 hidden: a.profile.hidden,
                 admin: a.role == agora_store::Role::Admin,
+                uuid: Some(a.uuid),
+                secret: Some((a.password_hash.clone(), a.scram.clone())),
                 item: Item::Person(i),
             });
         }
@@ -273,6 +298,8 @@ impl Tree {
                 address: g.address.clone(),
                 hidden: g.profile.hidden,
                 admin: false,
+                uuid: Some(g.uuid),
+                secret: None,
                 item: Item::Group(i),
             });
         }
@@ -285,6 +312,8 @@ impl Tree {
                 address: c.address.clone(),
                 hidden: c.profile.hidden,
                 admin: false,
+                uuid: Some(c.uuid),
+                secret: None,
                 item: Item::Contact(i),
             });
         }
@@ -381,6 +410,7 @@ impl Tree {
                 }
             };
             let aliases = alias_of.get(&i).cloned().unwrap_or_default();
+            let uuid = p.uuid.unwrap_or_else(|| uuid_of_dn(&ndns[i]));
             let structural;
             match &p.item {
                 Item::Context(d) => {
@@ -388,11 +418,13 @@ impl Tree {
                     b.add_all("objectClass", ["top", "dcObject", "organization"]);
                     b.add("dc", d.split('.').next().unwrap_or_default());
                     b.add("o", d.as_str());
+                    b.add("entryUUID", uuid_text(&uuid));
                 }
                 Item::Unit(u) => {
                     structural = "organizationalUnit";
                     b.add_all("objectClass", ["top", "organizationalUnit"]);
                     b.add("ou", *u);
+                    b.add("entryUUID", uuid_text(&uuid));
                 }
                 Item::Person(ai) => {
                     let a = &src.accounts[*ai];
@@ -477,6 +509,8 @@ impl Tree {
                 hidden: p.hidden,
                 address: p.address.clone(),
                 admin: p.admin,
+                uuid,
+                secret: p.secret.clone(),
                 attrs: b.finish(),
             });
         }

@@ -410,6 +410,15 @@ impl Conn {
         got
     }
 
+    /// Waits until input is buffered, without taking any (cancellation-safe: for a
+    /// session that waits on the client and on something else at once).
+    pub async fn wait_input(&mut self) -> Result<(), Read> {
+        while self.rpos >= self.rbuf.len() {
+            self.fill().await?;
+        }
+        Ok(())
+    }
+
     /// Reads one line of at most `max` bytes including its line ending.
     pub async fn read_line(&mut self, max: usize) -> Read {
         if self.interruptible && self.shutdown.is_cancelled() {

@@ -3,7 +3,7 @@
 
 use crate::{
     AccountUpdate, AddressEntry, Change, Contact, Delivery, DeliveryTarget, DnsRecord, DnssecKey, DnssecKeyState,
-    Envelope, FlagOp, Flags, NewAccount, Profile, QueueOutcome, Role, Store, StoreError,
+    Envelope, FlagOp, Flags, NewAccount, Profile, QueueOutcome, Role, Store, StoreError, SyncRecord,
 };
 
 pub(crate) fn new_account(login: &str) -> NewAccount {
@@ -35,6 +35,43 @@ pub async fn run_all<S: Store>(store: &S) {
     search_text(store).await;
     web_sessions(store).await;
     sieve_scripts(store).await;
+    replication_log(store).await;
+}
+
+/// The replication log: records upserted by entryUUID, deletes dropped below the
+/// horizon (which never moves back), named values set and removed; none of it moves
+/// the directory version.
+async fn replication_log<S: Store>(s: &S) {
+    let rec = |n: u8, csn: &str, deleted: bool| SyncRecord {
+        uuid: [n; 16],
+        dn: format!("uid=u{n},ou=people,dc=example,dc=com"),
+        csn: csn.into(),
+        hash: [n; 16],
+        deleted,
+    };
+    let v = s.directory_version();
+    s.record_sync(vec![rec(1, "a1", false), rec(2, "a2", false), rec(3, "a3", true)], Some("a0".into())).await.unwrap();
+    assert_eq!(s.directory_version(), v, "the log is not the directory");
+    let mut log = s.sync_log().await.unwrap();
+    log.sort_by_key(|r| r.uuid);
+    assert_eq!(log.len(), 3);
+    assert_eq!(log[2], rec(3, "a3", true));
+    s.record_sync(vec![rec(2, "a5", true), rec(4, "a6", false)], Some("a4".into())).await.unwrap();
+    let mut log = s.sync_log().await.unwrap();
+    log.sort_by_key(|r| r.uuid);
+    let uuids: Vec<u8> = log.iter().map(|r| r.uuid[0]).collect();
+    assert_eq!(uuids, [1, 2, 4], "the delete below the horizon is forgotten, the newer one kept");
+    assert!(log[1].deleted && log[1].csn == "a5");
+    s.record_sync(Vec::new(), Some("a1".into())).await.unwrap();
+    assert_eq!(s.sync_values("horizon").await.unwrap(), [("horizon".to_string(), "a4".to_string())]);
+    s.set_sync_value("consumer.x", Some("1".into())).await.unwrap();
+    s.set_sync_value("consumer.y", Some("2".into())).await.unwrap();
+    s.set_sync_value("consumer.x", Some("3".into())).await.unwrap();
+    assert_eq!(s.sync_values("consumer.").await.unwrap().len(), 2);
+    assert_eq!(s.sync_values("consumer.x").await.unwrap()[0].1, "3");
+    s.set_sync_value("consumer.x", None).await.unwrap();
+    assert_eq!(s.sync_values("consumer.").await.unwrap().len(), 1);
+    assert_eq!(s.directory_version(), v);
 }
 
 /// Sieve scripts: stored and replaced, listed by name with sizes, at most one active,

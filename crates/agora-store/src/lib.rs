@@ -234,6 +234,22 @@ pub trait DirectoryStore: Send + Sync {
     /// What `address` (lower-cased, full) names: an account, alias, group, or nothing.
     async fn lookup_address(&self, address: &str) -> Result<AddressEntry>;
 
+    /// The directory's replication log, every entry ever recorded (deleted ones too).
+    async fn sync_log(&self) -> Result<Vec<SyncRecord>>;
+
+    /// Records what changed in the directory since the last call, in one transaction
+    /// (upserts by entryUUID), with the log's horizon (the `horizon` value: it only
+    /// moves forward, and deleted entries below it are dropped). Not a directory change
+    /// itself.
+    async fn record_sync(&self, changes: Vec<SyncRecord>, horizon: Option<String>) -> Result<()>;
+
+    /// Replication's named values (the log's horizon, a replica's cookie, the
+    /// consumers a provider has seen).
+    async fn sync_values(&self, prefix: &str) -> Result<Vec<(String, String)>>;
+
+    /// Sets (or with None removes) one of replication's named values.
+    async fn set_sync_value(&self, key: &str, value: Option<String>) -> Result<()>;
+
     /// Changes whenever any process commits a directory change to this store; cheap to
     /// read, so directory caches can check it on every lookup.
     fn directory_version(&self) -> u64;

@@ -18,7 +18,7 @@ use crate::{
     FeedArticle, FlagOp, Flags, FlagsStored, Group, Mailbox, MailboxChanges, MailboxId, MailboxStore, MessageMeta,
     MessageRef, MessageSummary, NewAccount, NewsGroup, Overview, PUBLIC_OWNER, Profile, PublicFolder,
     PublicFolderUpdate, QueueOutcome, Queued, Result, Role, SharedMailbox, SieveScriptInfo, SpecialUse, StagedBlob,
-    Store, StoreError, TlsOutcome, TlsReport, WebSession, now,
+    Store, StoreError, SyncRecord, TlsOutcome, TlsReport, WebSession, now,
 };
 
 /// Most writes folded into one transaction; bounds the latency of the first in a batch.
@@ -27,6 +27,16 @@ const READERS: usize = 8;
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+-- Directory replication (RFC 4533): each entry ever served, by entryUUID, with the CSN
+-- of its last change; deleted ones stay a while so that replicas learn of the delete.
+CREATE TABLE IF NOT EXISTS sync_log (
+    uuid BLOB PRIMARY KEY,
+    dn TEXT NOT NULL,
+    csn TEXT NOT NULL,
+    hash BLOB NOT NULL,
+    deleted INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS sync_values (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS domains (
     name TEXT PRIMARY KEY,
     created INTEGER NOT NULL,
@@ -443,6 +453,8 @@ const MIGRATIONS: &[(u32, &str)] = &[
     (24, "SELECT 1"),
     // The index of unreferenced bodies comes with the base schema.
     (25, "SELECT 1"),
+    // Directory replication's log and values: the tables come with the base schema.
+    (26, "SELECT 1"),
 ];
 
 /// Brings an older store up to the current schema, in one transaction.
@@ -2353,6 +2365,75 @@ impl DirectoryStore for Arc<SqliteStore> {
                 return Err(StoreError::NotFound(format!("DNSSEC key {id}")));
             }
             Ok(((), vec![Change::DirectoryChanged]))
+        })
+        .await
+    }
+
+    async fn sync_log(&self) -> Result<Vec<SyncRecord>> {
+        self.read(|c| {
+            let mut stmt = c.prepare("SELECT uuid, dn, csn, hash, deleted FROM sync_log")?;
+            let rows = stmt.query_map([], |r| {
+                let blob16 = |i: usize| -> rusqlite::Result<[u8; 16]> {
+                    let v: Vec<u8> = r.get(i)?;
+                    Ok(v.try_into().unwrap_or([0; 16]))
+                };
+                Ok(SyncRecord {
+                    uuid: blob16(0)?,
+                    dn: r.get(1)?,
+                    csn: r.get(2)?,
+                    hash: blob16(3)?,
+                    deleted: r.get::<_, i64>(4)? != 0,
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn record_sync(&self, changes: Vec<SyncRecord>, horizon: Option<String>) -> Result<()> {
+        self.write(move |c| {
+            let mut stmt = c.prepare_cached(
+                "INSERT INTO sync_log (uuid, dn, csn, hash, deleted) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (uuid) DO UPDATE SET dn = ?2, csn = ?3, hash = ?4, deleted = ?5",
+            )?;
+            for r in &changes {
+                stmt.execute(params![&r.uuid[..], r.dn, r.csn, &r.hash[..], r.deleted as i64])?;
+            }
+            if let Some(h) = horizon {
+                c.execute(
+                    "INSERT INTO sync_values (key, value) VALUES ('horizon', ?1)
+                     ON CONFLICT (key) DO UPDATE SET value = max(value, ?1)",
+                    [&h],
+                )?;
+                c.execute("DELETE FROM sync_log WHERE deleted = 1 AND csn < (SELECT value FROM sync_values WHERE key = 'horizon')", [])?;
+            }
+            Ok(((), Vec::new()))
+        })
+        .await
+    }
+
+    async fn sync_values(&self, prefix: &str) -> Result<Vec<(String, String)>> {
+        let prefix = prefix.to_string();
+        self.read(move |c| {
+            let mut stmt =
+                c.prepare("SELECT key, value FROM sync_values WHERE substr(key, 1, length(?1)) = ?1 ORDER BY key")?;
+            let rows = stmt.query_map([prefix], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn set_sync_value(&self, key: &str, value: Option<String>) -> Result<()> {
+        let key = key.to_string();
+        self.write(move |c| {
+            match value {
+                Some(v) => c.execute(
+                    "INSERT INTO sync_values (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = ?2",
+                    params![key, v],
+                )?,
+                None => c.execute("DELETE FROM sync_values WHERE key = ?1", [key])?,
+            };
+            Ok(((), Vec::new()))
         })
         .await
     }

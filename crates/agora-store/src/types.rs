@@ -22,6 +22,8 @@ pub enum Role {
     #[default]
     User,
     Admin,
+    /// Reads the whole directory for replication (a sync search); writes nothing.
+    Replicator,
 }
 
 impl Role {
@@ -29,12 +31,14 @@ impl Role {
         match self {
             Role::User => "user",
             Role::Admin => "admin",
+            Role::Replicator => "replicator",
         }
     }
     pub fn parse(s: &str) -> Option<Role> {
         match s {
             "user" => Some(Role::User),
             "admin" => Some(Role::Admin),
+            "replicator" => Some(Role::Replicator),
             _ => None,
         }
     }
@@ -193,6 +197,18 @@ pub struct Group {
     pub uuid: [u8; 16],
     pub created: i64,
     pub changed: i64,
+}
+
+/// One directory entry in the replication log (RFC 4533): known by its entryUUID, with
+/// its DN, the CSN of its last change, a hash of what a replica receives of it, and
+/// whether it was deleted (kept so that replicas learn of the delete).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncRecord {
+    pub uuid: [u8; 16],
+    pub dn: String,
+    pub csn: String,
+    pub hash: [u8; 16],
+    pub deleted: bool,
 }
 
 /// An external recipient in the address book: no mailbox, no login, shown in the

@@ -139,9 +139,12 @@ pub enum UserCmd {
         /// Quota in bytes (0: none).
         #[arg(long, default_value_t = 0)]
         quota: u64,
-        /// Make the account an administrator.
-        #[arg(long)]
+        /// Make the account an administrator (the same as --role admin).
+        #[arg(long, conflicts_with = "role")]
         admin: bool,
+        /// user, admin, or replicator (reads the whole directory for replication, no mail).
+        #[arg(long, value_parser = ["user", "admin", "replicator"])]
+        role: Option<String>,
         /// Read the password from the first line of standard input.
         #[arg(long)]
         password_stdin: bool,
@@ -785,12 +788,16 @@ pub async fn user(cli: &Cli, cmd: &UserCmd) -> Result<()> {
 
 async fn user_inner(store: &Arc<SqliteStore>, dir: &Directory, cmd: &UserCmd) -> Result<()> {
     match cmd {
-        UserCmd::Add { login, name, quota, admin, password_stdin, profile } => {
+        UserCmd::Add { login, name, quota, admin, role, password_stdin, profile } => {
             let login = normalize_address(login)?;
             let mut p = Profile::default();
             profile.apply(&mut p)?;
             let pw = read_password(*password_stdin)?;
-            let role = if *admin { Role::Admin } else { Role::User };
+            let role = match role.as_deref() {
+                Some(r) => Role::parse(r).context("unknown role")?,
+                None if *admin => Role::Admin,
+                None => Role::User,
+            };
             let acc = dir.add_user_with(&login, name, &pw, *quota, role, p).await?;
             println!("user {} added", acc.login);
         }

@@ -6,6 +6,7 @@ mod doctor;
 mod import;
 mod ops;
 mod registry;
+mod replication;
 mod serve;
 mod systemd;
 
@@ -159,6 +160,24 @@ pub enum StoreCmd {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum ReplicationCmd {
+    /// The change log (entries, remembered deletes, newest change), each consumer this
+    /// server has served (its cookie, lag in changes and seconds) and, on a replica, its
+    /// provider.
+    Status,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LdapCmd {
+    /// Print the attribute types and object classes Agora adds to the standard ones, for
+    /// an OpenLDAP replica: `openldap` (slapd.conf `include`) or `ldif` (cn=config).
+    Schema {
+        #[arg(long, default_value = "openldap", value_parser = ["openldap", "ldif"])]
+        format: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum ConfigCmd {
     /// Print the default configuration file, every setting commented with its default
     /// (`agora config default > /etc/agora/agora.toml`).
@@ -269,6 +288,12 @@ pub enum Cmd {
         #[command(flatten)]
         listen: ListenArgs,
     },
+    /// Directory replication (RFC 4533, port 379).
+    #[command(subcommand)]
+    Replication(ReplicationCmd),
+    /// The LDAP directory.
+    #[command(subcommand)]
+    Ldap(LdapCmd),
     /// Message tracking: what happened to mail, from the tracking log.
     Track {
         #[arg(long)]
@@ -381,6 +406,14 @@ fn main() {
                     Ok(false) => Err(anyhow::anyhow!("the store has problems left (above)")),
                     Err(e) => Err(e),
                 }
+            }
+            Cmd::Replication(ReplicationCmd::Status) => replication::status(&cli).await,
+            Cmd::Ldap(LdapCmd::Schema { ref format }) => {
+                let text = match format.as_str() {
+                    "ldif" => agora_ldap::schema::openldap_ldif(),
+                    _ => agora_ldap::schema::openldap_schema(),
+                };
+                to_stdout(text.as_bytes())
             }
             Cmd::Track { ref sender, ref recipient, ref id } => {
                 admin::track(&cli, sender.as_deref(), recipient.as_deref(), id.as_deref())

@@ -11,6 +11,7 @@ pub static SERVICES: &[&dyn Registration] = &[
     &agora_pop3::service::SERVICE,
     &agora_managesieve::service::SERVICE,
     &agora_ldap::service::SERVICE,
+    &agora_ldap::service::REPLICATION,
     &agora_dns::service::SERVICE,
     &agora_http::service::SERVICE,
     &agora_nntp::service::SERVICE,
@@ -18,7 +19,6 @@ pub static SERVICES: &[&dyn Registration] = &[
 
 /// The rest of the port map (DESIGN §1): services not built yet, shown as such.
 pub const PLANNED: &[(&str, u16, TlsMode, &str)] = &[
-    ("replication", 379, TlsMode::StartTls, "directory replication"),
     ("routing", 691, TlsMode::StartTls, "link-state routing"),
     ("x400", 102, TlsMode::None, "X.400 MTA (RFC 1006)"),
     ("rpc", 135, TlsMode::None, "DCE/RPC endpoint mapper"),

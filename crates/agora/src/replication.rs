@@ -1,0 +1,59 @@
+//! `agora replication status`: the change log this server keeps for replicas, the
+//! consumers it has served with how far behind each is, and a replica's own state.
+
+use agora_ldap::sync::Csn;
+use agora_store::DirectoryStore;
+use anyhow::Result;
+
+use crate::Cli;
+
+fn when(secs: i64) -> String {
+    if secs <= 0 { "never".into() } else { agora_store::time::rfc3339(secs) }
+}
+
+pub async fn status(cli: &Cli) -> Result<()> {
+    let (store, _) = crate::admin::open_store(cli)?;
+    let out = status_of(&store).await;
+    store.close();
+    out
+}
+
+async fn status_of(store: &std::sync::Arc<agora_store::sqlite::SqliteStore>) -> Result<()> {
+    let log = store.sync_log().await?;
+    let csns: Vec<(Csn, bool)> = log.iter().filter_map(|r| Some((Csn::parse(&r.csn)?, r.deleted))).collect();
+    let newest = csns.iter().map(|(c, _)| *c).max();
+    let deletes = csns.iter().filter(|(_, d)| *d).count();
+    let horizon = store.sync_values("horizon").await?.into_iter().next().and_then(|(_, v)| Csn::parse(&v));
+    println!("change log:   {} entries, {deletes} deletes remembered", csns.len() - deletes);
+    match newest {
+        Some(c) => println!("newest:       {} ({})", c.text(), when(c.secs())),
+        None => println!("newest:       none yet (the server records changes while it runs)"),
+    }
+    if let Some(h) = horizon {
+        println!("horizon:      {} (older cookies get a full refresh)", h.text());
+    }
+    let consumers = store.sync_values("consumer.").await?;
+    if consumers.is_empty() {
+        println!("consumers:    none seen");
+    }
+    for (key, value) in consumers {
+        let who = key.trim_start_matches("consumer.");
+        let f: Vec<&str> = value.split('\t').collect();
+        let [peer, mode, csn, seen, state] = f[..] else { continue };
+        let csn = Csn::parse(csn);
+        let behind: Vec<Csn> = csns.iter().map(|(c, _)| *c).filter(|c| csn.is_none_or(|k| *c > k)).collect();
+        let lag_secs = match (behind.iter().min(), newest, csn) {
+            (None, _, _) => 0,
+            (Some(_), Some(n), Some(k)) => (n.secs() - k.secs()).max(0),
+            (Some(first), Some(n), None) => (n.secs() - first.secs()).max(0),
+            _ => 0,
+        };
+        println!(
+            "consumer:     {who} from {peer}, {mode}, {state}, last seen {}; cookie {}; behind by {} changes, {lag_secs} s",
+            when(seen.parse().unwrap_or(0)),
+            csn.map_or("none".into(), |c| c.text()),
+            behind.len()
+        );
+    }
+    Ok(())
+}
