@@ -390,12 +390,17 @@ pub fn class(name: &str) -> Option<&'static ObjectClass> {
 
 pub const SUBSCHEMA_DN: &str = "cn=Subschema";
 
-/// An attribute type as RFC 4512 §4.1.2 writes it (`strict`: with NO-USER-MODIFICATION).
+/// An attribute type as RFC 4512 §4.1.2 writes it; `strict` for this server's own
+/// subschema, else as OpenLDAP accepts it in a schema file.
 fn attr_description(a: &AttrType, strict: bool) -> String {
     let names = std::iter::once(a.name).chain(a.aliases.iter().copied());
     let names: Vec<String> = names.map(|n| format!("'{n}'")).collect();
     let names = if names.len() == 1 { names[0].clone() } else { format!("( {} )", names.join(" ")) };
-    let (eq, sub, ord) = a.syntax.rules();
+    let (mut eq, sub, ord) = a.syntax.rules();
+    if !strict && a.syntax == Syntax::Jpeg {
+        // OpenLDAP has no equality rule for JPEG values (its own jpegPhoto has none).
+        eq = None;
+    }
     let mut d = format!("( {} NAME {names} DESC '{}'", full_oid(a.oid), a.desc);
     for (k, v) in [("EQUALITY", eq), ("ORDERING", ord), ("SUBSTR", sub)] {
         if let Some(v) = v {

@@ -622,19 +622,23 @@ impl Session {
                 encode(info_msg(id, info), out);
             }
         }
-        tracing::info!(
-            "ldap: sync refresh for {} from {}: {sent} entries, {present} present, {} deleted ({})",
-            me.login,
-            conn.peer,
-            left.len(),
-            match incremental {
-                Some(_) => "changes since its cookie",
-                None if since.is_some() => "present phase: its cookie is older than the change log",
-                None => "full",
-            }
-        );
+        let how = match incremental {
+            Some(_) => "since its cookie",
+            None if since.is_some() => "present phase: its cookie is older than the change log",
+            None => "full",
+        };
+        let refresh = format!("{sent} entries, {present} present, {} deleted ({how})", left.len());
+        tracing::info!("ldap: sync refresh for {} from {}: {refresh}", me.login, conn.peer);
         let persist = matches!(mode, SyncRequestMode::RefreshAndPersist);
-        note_consumer(&shared, &me.login, rid.as_deref(), conn.peer, persist, ix.newest, true).await;
+        let state = if persist { "connected" } else { "refreshed" };
+        let peer = conn.peer;
+        let key = format!(
+            "consumer.{}.{}",
+            me.login,
+            rid.as_ref().map_or_else(|| peer.ip().to_string(), |r| format!("rid{r}"))
+        );
+        let consumer = Consumer { key, peer, persist, refresh };
+        consumer.note(&shared, ix.newest, state).await;
         if !persist {
             let ctrl = LdapControl::SyncDone { cookie: Some(cookie_now), refresh_deletes: deletes };
             encode(
@@ -653,19 +657,21 @@ impl Session {
             return Next::Close;
         }
         out.clear();
-        let next = self
-            .persist(id, &view_parts(&base, &s.scope), &compiled, &want, rid.as_deref(), ix, members, conn, out)
+        let (next, reached) = self
+            .persist(
+                id,
+                &view_parts(&base, &s.scope),
+                &compiled,
+                &want,
+                rid.as_deref(),
+                ix,
+                members,
+                &consumer,
+                conn,
+                out,
+            )
             .await;
-        note_consumer(
-            &shared,
-            &me.login,
-            rid.as_deref(),
-            conn.peer,
-            true,
-            shared.sync.latest().map_or(Csn { micros: 0, count: 0, sid }, |i| i.newest),
-            false,
-        )
-        .await;
+        consumer.note(&shared, reached, "disconnected").await;
         next
     }
 
@@ -681,11 +687,11 @@ impl Session {
         rid: Option<&str>,
         mut last: Arc<SyncIndex>,
         mut members: HashSet<[u8; 16]>,
+        consumer: &Consumer,
         conn: &mut Conn,
         out: &mut BytesMut,
-    ) -> Next {
+    ) -> (Next, Csn) {
         let shared = Arc::clone(self.shared());
-        let login = self.identity.as_ref().map(|i| i.login.clone()).unwrap_or_default();
         let mut rx = shared.sync.current.subscribe();
         let mut tick = tokio::time::interval(PERSIST_TICK);
         let stop = conn.shutdown_token();
@@ -747,7 +753,7 @@ impl Session {
                     };
                     push_changes(id, &view, &scope, want, rid, &last, &now, &mut members, out);
                     if tokio::time::Instant::now() >= noted + NOTE_EVERY {
-                        note_consumer(&shared, &login, rid, conn.peer, true, now.newest, true).await;
+                        consumer.note(&shared, now.newest, "connected").await;
                         noted = tokio::time::Instant::now();
                     }
                     last = now;
@@ -762,7 +768,7 @@ impl Session {
             }
         };
         conn.set_wait(None);
-        next
+        (next, last.newest)
     }
 }
 
@@ -859,27 +865,28 @@ fn new_cookie_value(cookie: &[u8]) -> Vec<u8> {
     v
 }
 
-/// Records what `agora replication status` shows of a consumer.
-async fn note_consumer(
-    shared: &Shared,
-    login: &str,
-    rid: Option<&str>,
+/// A consumer as `agora replication status` shows it.
+struct Consumer {
+    key: String,
     peer: std::net::SocketAddr,
     persist: bool,
-    csn: Csn,
-    connected: bool,
-) {
-    let key = format!("consumer.{login}.{}", rid.map_or_else(|| peer.ip().to_string(), |r| format!("rid{r}")));
-    let value = format!(
-        "{}\t{}\t{}\t{}\t{}",
-        peer,
-        if persist { "refreshAndPersist" } else { "refreshOnly" },
-        csn.text(),
-        agora_store::now(),
-        if connected { "connected" } else { "disconnected" }
-    );
-    if let Err(e) = shared.store.set_sync_value(&key, Some(value)).await {
-        tracing::warn!("replication: noting consumer {login}: {e}");
+    /// What its refresh sent.
+    refresh: String,
+}
+
+impl Consumer {
+    async fn note(&self, shared: &Shared, csn: Csn, state: &str) {
+        let value = format!(
+            "{}\t{}\t{}\t{}\t{state}\t{}",
+            self.peer,
+            if self.persist { "refreshAndPersist" } else { "refreshOnly" },
+            csn.text(),
+            agora_store::now(),
+            self.refresh,
+        );
+        if let Err(e) = shared.store.set_sync_value(&self.key, Some(value)).await {
+            tracing::warn!("replication: noting consumer {}: {e}", self.key);
+        }
     }
 }
 

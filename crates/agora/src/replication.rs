@@ -39,7 +39,7 @@ async fn status_of(store: &std::sync::Arc<agora_store::sqlite::SqliteStore>) -> 
     for (key, value) in consumers {
         let who = key.trim_start_matches("consumer.");
         let f: Vec<&str> = value.split('\t').collect();
-        let [peer, mode, csn, seen, state] = f[..] else { continue };
+        let [peer, mode, csn, seen, state, refresh] = f[..] else { continue };
         let csn = Csn::parse(csn);
         let behind: Vec<Csn> = csns.iter().map(|(c, _)| *c).filter(|c| csn.is_none_or(|k| *c > k)).collect();
         let lag_secs = match (behind.iter().min(), newest, csn) {
@@ -49,7 +49,7 @@ async fn status_of(store: &std::sync::Arc<agora_store::sqlite::SqliteStore>) -> 
             _ => 0,
         };
         println!(
-            "consumer:     {who} from {peer}, {mode}, {state}, last seen {}; cookie {}; behind by {} changes, {lag_secs} s",
+            "consumer:     {who} from {peer}, {mode}, {state}, last seen {}; cookie {}; behind by {} changes, {lag_secs} s; last refresh: {refresh}",
             when(seen.parse().unwrap_or(0)),
             csn.map_or("none".into(), |c| c.text()),
             behind.len()
