@@ -72,6 +72,20 @@ async fn replication_log<S: Store>(s: &S) {
     s.set_sync_value("consumer.x", None).await.unwrap();
     assert_eq!(s.sync_values("consumer.").await.unwrap().len(), 1);
     assert_eq!(s.directory_version(), v);
+
+    // A replica's directory refuses every writer but replication.
+    s.add_domain("replica.test").await.unwrap();
+    s.set_sync_value("replica.provider", Some("ldap://hub.test:379".into())).await.unwrap();
+    let refused = s.create_account(new_account("r@replica.test")).await;
+    assert!(matches!(refused, Err(StoreError::ReadOnly(ref p)) if p == "ldap://hub.test:379"), "{refused:?}");
+    assert!(matches!(s.add_alias("x@replica.test", "r@replica.test").await, Err(StoreError::ReadOnly(_))));
+    let acc = crate::as_replication(s.create_account(new_account("r@replica.test"))).await.unwrap();
+    crate::as_replication(s.set_directory_uuid("r@replica.test", [7; 16])).await.unwrap();
+    assert_eq!(s.account(acc.id).await.unwrap().unwrap().uuid, [7; 16]);
+    assert!(matches!(s.remove_account("r@replica.test").await, Err(StoreError::ReadOnly(_))));
+    s.set_sync_value("replica.provider", None).await.unwrap();
+    s.remove_account("r@replica.test").await.unwrap();
+    s.remove_domain("replica.test").await.unwrap();
 }
 
 /// Sieve scripts: stored and replaced, listed by name with sizes, at most one active,

@@ -18,6 +18,9 @@ pub enum StoreError {
     Corrupt(String),
     #[error("the store is shut down")]
     Closed,
+    /// The directory is a read-only replica of this provider (an LDAP URL).
+    #[error("this directory is a read-only replica of {0}: make the change there")]
+    ReadOnly(String),
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

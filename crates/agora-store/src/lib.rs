@@ -31,6 +31,20 @@ pub use error::{Result, StoreError};
 pub use summary::{BodyText, EnvelopeFields, MessageSummary, Part};
 pub use types::*;
 
+tokio::task_local! {
+    static REPLICATING: bool;
+}
+
+/// Runs `fut` as directory replication: on a replica (the `replica.provider` value set)
+/// only such writes change accounts, groups, aliases, contacts and domains.
+pub async fn as_replication<F: std::future::Future>(fut: F) -> F::Output {
+    REPLICATING.scope(true, fut).await
+}
+
+pub(crate) fn replicating() -> bool {
+    REPLICATING.try_with(|v| *v).unwrap_or(false)
+}
+
 /// Domains, accounts, addresses, aliases, groups and DKIM keys.
 #[async_trait]
 pub trait DirectoryStore: Send + Sync {
@@ -233,6 +247,10 @@ pub trait DirectoryStore: Send + Sync {
 
     /// What `address` (lower-cased, full) names: an account, alias, group, or nothing.
     async fn lookup_address(&self, address: &str) -> Result<AddressEntry>;
+
+    /// Gives the account, group or contact at `address` the identity `uuid` (a replica
+    /// keeps its provider's entryUUIDs).
+    async fn set_directory_uuid(&self, address: &str, uuid: [u8; 16]) -> Result<()>;
 
     /// The directory's replication log, every entry ever recorded (deleted ones too).
     async fn sync_log(&self) -> Result<Vec<SyncRecord>>;

@@ -810,6 +810,21 @@ fn deliver_in(c: &Connection, p: &PreparedDelivery) -> Result<(Vec<Delivered>, V
     Ok((delivered, changes))
 }
 
+/// A replica's directory is the provider's: only replication writes it.
+fn replica_guard(c: &Connection, privileged: bool) -> Result<()> {
+    if privileged {
+        return Ok(());
+    }
+    let provider: Option<String> = c
+        .prepare_cached("SELECT value FROM sync_values WHERE key = 'replica.provider'")?
+        .query_row([], |r| r.get(0))
+        .optional()?;
+    match provider {
+        Some(p) => Err(StoreError::ReadOnly(p)),
+        None => Ok(()),
+    }
+}
+
 fn run_in_savepoint<T>(
     conn: &Connection,
     f: impl FnOnce(&Connection) -> Result<(T, Vec<Change>)>,
@@ -1421,8 +1436,10 @@ fn remove_blob_files(blobs: &BlobFiles, hashes: &[String]) {
 #[async_trait]
 impl DirectoryStore for Arc<SqliteStore> {
     async fn add_domain(&self, name: &str) -> Result<Domain> {
+        let privileged = crate::replicating();
         let name = name.to_ascii_lowercase();
         self.write(move |c| {
+            replica_guard(c, privileged)?;
             let created = now();
             let n =
                 c.execute("INSERT OR IGNORE INTO domains (name, created) VALUES (?1, ?2)", params![name, created])?;
@@ -1435,8 +1452,10 @@ impl DirectoryStore for Arc<SqliteStore> {
     }
 
     async fn remove_domain(&self, name: &str) -> Result<()> {
+        let privileged = crate::replicating();
         let name = name.to_ascii_lowercase();
         self.write(move |c| {
+            replica_guard(c, privileged)?;
             require_domain(c, &name)?;
             let used: i64 = c.query_row("SELECT count(*) FROM addresses WHERE domain = ?1", [&name], |r| r.get(0))?;
             if used > 0 {
@@ -1812,11 +1831,39 @@ impl DirectoryStore for Arc<SqliteStore> {
     }
 
     async fn create_account(&self, new: NewAccount) -> Result<Account> {
-        self.write(move |c| insert_account(c, new)).await
+        let privileged = crate::replicating();
+        self.write(move |c| {
+            replica_guard(c, privileged)?;
+            insert_account(c, new)
+        })
+        .await
+    }
+
+    async fn set_directory_uuid(&self, address: &str, uuid: [u8; 16]) -> Result<()> {
+        let address = address.to_ascii_lowercase();
+        let privileged = crate::replicating();
+        self.write(move |c| {
+            replica_guard(c, privileged)?;
+            let mut n = 0;
+            for sql in [
+                "UPDATE accounts SET uuid = ?2 WHERE login = ?1",
+                "UPDATE groups SET uuid = ?2 WHERE address = ?1",
+                "UPDATE contacts SET uuid = ?2 WHERE address = ?1",
+            ] {
+                n += c.execute(sql, params![address, &uuid[..]])?;
+            }
+            if n == 0 {
+                return Err(StoreError::NotFound(address));
+            }
+            Ok(((), vec![Change::DirectoryChanged]))
+        })
+        .await
     }
 
     async fn create_accounts(&self, batch: Vec<NewAccount>) -> Result<Vec<Result<Account>>> {
+        let privileged = crate::replicating();
         self.write(move |c| {
+            replica_guard(c, privileged)?;
             let mut out = Vec::with_capacity(batch.len());
             let mut changes = Vec::new();
             for new in batch {
@@ -1863,10 +1910,12 @@ impl DirectoryStore for Arc<SqliteStore> {
     }
 
     async fn remove_account(&self, login: &str) -> Result<()> {
+        let privileged = crate::replicating();
         let login = login.to_ascii_lowercase();
         let blobs = Arc::clone(&self.blobs);
         let files = self
             .write(move |c| {
+                replica_guard(c, privileged)?;
                 let id: AccountId = c
                     .query_row("SELECT id FROM accounts WHERE login = ?1", [&login], |r| r.get(0))
                     .optional()?
@@ -1898,9 +1947,11 @@ impl DirectoryStore for Arc<SqliteStore> {
     }
 
     async fn set_password(&self, login: &str, hash: &str, scram: &str) -> Result<()> {
+        let privileged = crate::replicating();
         let login = login.to_ascii_lowercase();
         let (hash, scram) = (hash.to_string(), scram.to_string());
         self.write(move |c| {
+            replica_guard(c, privileged)?;
             let n = c.execute(
                 "UPDATE accounts SET password_hash = ?1, scram = ?2, changed = ?4 WHERE login = ?3",
                 params![hash, scram, login, now()],
@@ -1965,9 +2016,11 @@ impl DirectoryStore for Arc<SqliteStore> {
     }
 
     async fn add_account_address(&self, login: &str, address: &str) -> Result<()> {
+        let privileged = crate::replicating();
         let login = login.to_ascii_lowercase();
         let address = address.to_ascii_lowercase();
         self.write(move |c| {
+            replica_guard(c, privileged)?;
             let id: AccountId = c
                 .query_row("SELECT id FROM accounts WHERE login = ?1", [&login], |r| r.get(0))
                 .optional()?
@@ -1980,9 +2033,11 @@ impl DirectoryStore for Arc<SqliteStore> {
     }
 
     async fn add_alias(&self, address: &str, target: &str) -> Result<()> {
+        let privileged = crate::replicating();
         let address = address.to_ascii_lowercase();
         let target = target.to_ascii_lowercase();
         self.write(move |c| {
+            replica_guard(c, privileged)?;
             match address_kind(c, &address)? {
                 None => claim_address(c, &address, "alias", None)?,
                 Some((kind, _)) if kind == "alias" => {}
@@ -2003,8 +2058,10 @@ impl DirectoryStore for Arc<SqliteStore> {
     }
 
     async fn remove_alias(&self, address: &str) -> Result<()> {
+        let privileged = crate::replicating();
         let address = address.to_ascii_lowercase();
         self.write(move |c| {
+            replica_guard(c, privileged)?;
             let n = c.execute("DELETE FROM addresses WHERE address = ?1 AND kind = 'alias'", [&address])?;
             if n == 0 {
                 return Err(StoreError::NotFound(format!("alias {address}")));
@@ -2015,9 +2072,11 @@ impl DirectoryStore for Arc<SqliteStore> {
     }
 
     async fn create_group(&self, address: &str, display_name: &str) -> Result<()> {
+        let privileged = crate::replicating();
         let address = address.to_ascii_lowercase();
         let display_name = display_name.to_string();
         self.write(move |c| {
+            replica_guard(c, privileged)?;
             claim_address(c, &address, "group", None)?;
             c.execute(
                 "INSERT INTO groups (address, display_name, uuid, created, changed)
@@ -2030,8 +2089,10 @@ impl DirectoryStore for Arc<SqliteStore> {
     }
 
     async fn remove_group(&self, address: &str) -> Result<()> {
+        let privileged = crate::replicating();
         let address = address.to_ascii_lowercase();
         self.write(move |c| {
+            replica_guard(c, privileged)?;
             let n = c.execute("DELETE FROM addresses WHERE address = ?1 AND kind = 'group'", [&address])?;
             if n == 0 {
                 return Err(StoreError::NotFound(format!("group {address}")));
@@ -2043,9 +2104,11 @@ impl DirectoryStore for Arc<SqliteStore> {
     }
 
     async fn add_group_member(&self, group: &str, member: &str) -> Result<()> {
+        let privileged = crate::replicating();
         let group = group.to_ascii_lowercase();
         let member = member.to_ascii_lowercase();
         self.write(move |c| {
+            replica_guard(c, privileged)?;
             match address_kind(c, &group)? {
                 Some((k, _)) if k == "group" => {}
                 _ => return Err(StoreError::NotFound(format!("group {group}"))),
@@ -2062,9 +2125,11 @@ impl DirectoryStore for Arc<SqliteStore> {
     }
 
     async fn remove_group_member(&self, group: &str, member: &str) -> Result<()> {
+        let privileged = crate::replicating();
         let group = group.to_ascii_lowercase();
         let member = member.to_ascii_lowercase();
         self.write(move |c| {
+            replica_guard(c, privileged)?;
             let n = c.execute("DELETE FROM group_members WHERE grp = ?1 AND member = ?2", params![group, member])?;
             if n == 0 {
                 return Err(StoreError::NotFound(format!("member {member} of {group}")));
@@ -2088,8 +2153,10 @@ impl DirectoryStore for Arc<SqliteStore> {
     }
 
     async fn update_account(&self, login: &str, update: AccountUpdate) -> Result<()> {
+        let privileged = crate::replicating();
         let login = login.to_ascii_lowercase();
         self.write(move |c| {
+            replica_guard(c, privileged)?;
             let n = c.execute(
                 "UPDATE accounts SET display_name = coalesce(?2, display_name), profile = coalesce(?3, profile),
                         role = coalesce(?4, role), changed = ?5
@@ -2111,9 +2178,11 @@ impl DirectoryStore for Arc<SqliteStore> {
     }
 
     async fn rename_account(&self, login: &str, new_login: &str) -> Result<()> {
+        let privileged = crate::replicating();
         let login = login.to_ascii_lowercase();
         let new = new_login.to_ascii_lowercase();
         self.write(move |c| {
+            replica_guard(c, privileged)?;
             let id: AccountId = c
                 .query_row("SELECT id FROM accounts WHERE login = ?1", [&login], |r| r.get(0))
                 .optional()?
@@ -2145,9 +2214,11 @@ impl DirectoryStore for Arc<SqliteStore> {
     }
 
     async fn remove_account_address(&self, login: &str, address: &str) -> Result<()> {
+        let privileged = crate::replicating();
         let login = login.to_ascii_lowercase();
         let address = address.to_ascii_lowercase();
         self.write(move |c| {
+            replica_guard(c, privileged)?;
             if address == login {
                 return Err(StoreError::Invalid(format!("{address} is the login of the account; rename it instead")));
             }
@@ -2183,8 +2254,10 @@ impl DirectoryStore for Arc<SqliteStore> {
     }
 
     async fn update_group(&self, address: &str, display_name: Option<String>, profile: Option<Profile>) -> Result<()> {
+        let privileged = crate::replicating();
         let address = address.to_ascii_lowercase();
         self.write(move |c| {
+            replica_guard(c, privileged)?;
             let n = c.execute(
                 "UPDATE groups SET display_name = coalesce(?2, display_name), profile = coalesce(?3, profile),
                         changed = ?4
@@ -2200,7 +2273,9 @@ impl DirectoryStore for Arc<SqliteStore> {
     }
 
     async fn add_contact(&self, contact: Contact) -> Result<Contact> {
+        let privileged = crate::replicating();
         self.write(move |c| {
+            replica_guard(c, privileged)?;
             let address = contact.address.to_ascii_lowercase();
             let domain = contact.domain.to_ascii_lowercase();
             domain_of(&address)?;
@@ -2229,8 +2304,10 @@ impl DirectoryStore for Arc<SqliteStore> {
         display_name: Option<String>,
         profile: Option<Profile>,
     ) -> Result<()> {
+        let privileged = crate::replicating();
         let address = address.to_ascii_lowercase();
         self.write(move |c| {
+            replica_guard(c, privileged)?;
             let n = c.execute(
                 "UPDATE contacts SET display_name = coalesce(?2, display_name), profile = coalesce(?3, profile),
                         changed = ?4
@@ -2246,8 +2323,10 @@ impl DirectoryStore for Arc<SqliteStore> {
     }
 
     async fn remove_contact(&self, address: &str) -> Result<()> {
+        let privileged = crate::replicating();
         let address = address.to_ascii_lowercase();
         self.write(move |c| {
+            replica_guard(c, privileged)?;
             if c.execute("DELETE FROM contacts WHERE address = ?1", [&address])? == 0 {
                 return Err(StoreError::NotFound(format!("contact {address}")));
             }
