@@ -5,10 +5,12 @@ mod ber;
 pub mod dn;
 pub mod filter;
 pub mod matching;
+pub mod replica;
 pub mod schema;
 pub mod service;
 pub mod session;
 pub mod sync;
+pub mod syncmsg;
 pub mod tree;
 mod write;
 

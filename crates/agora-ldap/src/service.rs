@@ -190,6 +190,26 @@ pub static REPLICATION: Service<ReplicationSection> = Service {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ReplicationSection {
+    /// Be a read-only replica of this directory (`ldap://host:379`, or `ldaps://`).
+    pub provider: String,
+    /// Who to bind to the provider as (a DN, or an address for an Agora provider).
+    pub bind_dn: String,
+    pub password: String,
+    /// The password's file (first line), relative to the data directory.
+    pub password_file: String,
+    /// The naming context to copy (empty: every one the provider lists).
+    pub base: String,
+    /// Only these domains' naming contexts (empty: all).
+    pub domains: Vec<String>,
+    /// StartTLS on an ldap:// provider (turn off only on a trusted network).
+    pub starttls: bool,
+    /// PEM certificates to trust for the provider (a private CA or its own certificate),
+    /// beside the system's; relative to the data directory.
+    pub ca_file: String,
+    /// The name the provider's certificate must carry (default: the URL's host).
+    pub tls_name: String,
+    /// Longest wait between attempts to reach the provider.
+    pub retry_max_secs: u64,
     /// This server's id in change sequence numbers (0-4095), unique among the servers
     /// that replicate one directory.
     pub server_id: u16,
@@ -204,6 +224,16 @@ pub struct ReplicationSection {
 impl Default for ReplicationSection {
     fn default() -> Self {
         ReplicationSection {
+            provider: String::new(),
+            bind_dn: String::new(),
+            password: String::new(),
+            password_file: String::new(),
+            base: String::new(),
+            domains: Vec::new(),
+            starttls: true,
+            ca_file: String::new(),
+            tls_name: String::new(),
+            retry_max_secs: 60,
             server_id: 0,
             keep_deletes_days: 30,
             max_message_bytes: 1024 * 1024,
@@ -215,6 +245,16 @@ impl Default for ReplicationSection {
 
 impl Section for ReplicationSection {
     const HELP: &'static [(&'static str, &'static str, &'static str)] = &[
+        ("provider", "\"ldap://hub.example.org:379\"", "be a read-only replica of this directory"),
+        ("bind_dn", "\"uid=repl,ou=people,dc=example,dc=org\"", "who to bind to the provider as"),
+        ("password", "", "the bind password (or password_file)"),
+        ("password_file", "\"replication.secret\"", "the bind password's file, relative to the data directory"),
+        ("base", "\"dc=example,dc=org\"", "the naming context to copy (empty: all the provider lists)"),
+        ("domains", "[\"example.org\"]", "only these domains (empty: all)"),
+        ("starttls", "", "StartTLS on an ldap:// provider"),
+        ("ca_file", "\"provider-ca.pem\"", "certificates to trust for the provider, beside the system's"),
+        ("tls_name", "", "the name on the provider's certificate (default: the URL's host)"),
+        ("retry_max_secs", "", "longest wait between attempts to reach the provider"),
         ("server_id", "", "this server's id in change sequence numbers (0-4095), unique among replicating servers"),
         ("keep_deletes_days", "", "days deletes stay in the change log (a replica away longer is refreshed in full)"),
         ("max_message_bytes", "", "largest request accepted"),
@@ -245,8 +285,65 @@ fn build_replication(ctx: &Context, s: ReplicationSection) -> Result<Built, Stri
         ..LdapConfig::default()
     };
     let service: Arc<dyn agora_net::Service> = Arc::new(LdapService::new(cfg, Arc::clone(&shared)));
-    let keeper = Box::pin(Arc::clone(&shared).keep_log(ctx.shutdown.clone()));
-    Ok(Built { handlers: vec![("replication", service)], tasks: vec![keeper], ..Built::default() })
+    let keeper: agora_service::Task = Box::pin(Arc::clone(&shared).keep_log(ctx.shutdown.clone()));
+    let store = Arc::clone(&ctx.store);
+    let replica: agora_service::Task = match replica_config(ctx, &s)? {
+        Some(cfg) => Box::pin(crate::replica::run(Arc::new(cfg), store, ctx.shutdown.clone())),
+        // Not (or no longer) a replica: the directory is this server's own to write.
+        None => Box::pin(async move {
+            if let Err(e) = store.set_sync_value("replica.provider", None).await {
+                tracing::error!("replication: {e}");
+            }
+        }),
+    };
+    Ok(Built { handlers: vec![("replication", service)], tasks: vec![keeper, replica], ..Built::default() })
+}
+
+/// The consumer's settings, when `provider` is set.
+fn replica_config(ctx: &Context, s: &ReplicationSection) -> Result<Option<crate::replica::ReplicaConfig>, String> {
+    if s.provider.trim().is_empty() {
+        return Ok(None);
+    }
+    let provider = s.provider.trim().to_string();
+    let (host, port, implicit_tls) = crate::replica::parse_url(&provider).map_err(|e| format!("provider: {e}"))?;
+    if s.bind_dn.trim().is_empty() {
+        return Err("bind_dn: a replica binds to its provider as an account with the replicator role".into());
+    }
+    let password = if !s.password_file.is_empty() {
+        let path = ctx.data_dir.join(&s.password_file);
+        let text = std::fs::read_to_string(&path).map_err(|e| format!("password_file {}: {e}", path.display()))?;
+        text.lines().next().unwrap_or_default().to_string()
+    } else {
+        s.password.clone()
+    };
+    if password.is_empty() {
+        return Err("password or password_file: the replica's bind password".into());
+    }
+    let extra = if s.ca_file.is_empty() {
+        None
+    } else {
+        let path = ctx.data_dir.join(&s.ca_file);
+        Some(std::fs::read(&path).map_err(|e| format!("ca_file {}: {e}", path.display()))?)
+    };
+    let verifier = agora_mail::mtasts::verifier(extra.as_deref()).map_err(|e| format!("ca_file: {e}"))?;
+    let tls = agora_mail::mtasts::client_config(verifier)?;
+    let name = if s.tls_name.is_empty() { host.clone() } else { s.tls_name.clone() };
+    let server_name = rustls_pki_types::ServerName::try_from(name.clone())
+        .map_err(|_| format!("tls_name: {name} is not a host name"))?;
+    Ok(Some(crate::replica::ReplicaConfig {
+        provider,
+        host,
+        port,
+        implicit_tls,
+        starttls: s.starttls,
+        server_name,
+        tls,
+        bind_dn: s.bind_dn.trim().to_string(),
+        password,
+        bases: if s.base.trim().is_empty() { Vec::new() } else { vec![s.base.trim().to_string()] },
+        domains: s.domains.clone(),
+        retry_max: std::time::Duration::from_secs(s.retry_max_secs.max(1)),
+    }))
 }
 
 #[cfg(test)]

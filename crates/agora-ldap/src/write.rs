@@ -25,7 +25,7 @@ pub enum Op {
 
 /// What a DN names, read from its shape (no tree needed, so bulk adds stay fast).
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Target {
+pub(crate) enum Target {
     Person(String),
     Group(String),
     Contact { address: String, domain: String },
@@ -39,6 +39,13 @@ fn err(code: LdapResultCode, msg: impl AsRef<str>) -> LdapResult {
 
 fn store_err(e: StoreError) -> LdapResult {
     match e {
+        // A replica's directory is written on its provider: say where (RFC 4511 §4.1.10).
+        StoreError::ReadOnly(provider) => LdapResult {
+            code: LdapResultCode::Referral,
+            matcheddn: String::new(),
+            message: "this directory is a read-only replica: write on its provider".into(),
+            referral: vec![provider],
+        },
         StoreError::NotFound(what) => err(LdapResultCode::NoSuchObject, format!("{what} not found")),
         StoreError::Exists(what) => err(LdapResultCode::EntryAlreadyExists, format!("{what} already exists")),
         StoreError::Invalid(why) => err(LdapResultCode::UnwillingToPerform, why),
@@ -69,7 +76,7 @@ fn domain_of(dn: &Dn, from: usize) -> Option<String> {
     (!labels.is_empty()).then(|| labels.join("."))
 }
 
-fn parse_target(text: &str) -> Result<Target, LdapResult> {
+pub(crate) fn parse_target(text: &str) -> Result<Target, LdapResult> {
     let dn = Dn::parse(text).map_err(|e| err(LdapResultCode::InvalidDNSyntax, e))?;
     let naming = || {
         err(
@@ -121,23 +128,23 @@ fn text(v: &[u8]) -> Result<String, LdapResult> {
 
 /// An entry's writable state, edited attribute by attribute, then stored.
 #[derive(Debug, Clone, Default, PartialEq)]
-struct State {
-    display_name: String,
-    profile: Profile,
+pub(crate) struct State {
+    pub display_name: String,
+    pub profile: Profile,
     /// A person's extra addresses.
-    addresses: BTreeSet<String>,
+    pub addresses: BTreeSet<String>,
     /// A group's members (addresses).
-    members: BTreeSet<String>,
+    pub members: BTreeSet<String>,
     /// A new password (write-only).
-    password: Option<String>,
-    primary: String,
+    pub password: Option<String>,
+    pub primary: String,
     /// The naming attribute's value (uid / cn / mail) for RDN checks.
-    rdn: String,
-    kind: Kind,
+    pub rdn: String,
+    pub kind: Kind,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-enum Kind {
+pub(crate) enum Kind {
     #[default]
     Person,
     Group,
@@ -216,7 +223,7 @@ impl State {
     }
 
     /// Replaces a writable attribute's values.
-    fn set(&mut self, id: AttrId, values: Vec<Vec<u8>>) -> Res {
+    pub(crate) fn set(&mut self, id: AttrId, values: Vec<Vec<u8>>) -> Res {
         let t = schema::attr_type(id);
         let name = t.name;
         let single = |values: &[Vec<u8>]| -> Result<String, LdapResult> {
@@ -368,7 +375,7 @@ fn is_dn_member(m: &str) -> bool {
 }
 
 /// The address a member key (`dn:DN` or an address) stands for.
-fn member_key_address(key: &str) -> Result<String, LdapResult> {
+pub(crate) fn member_key_address(key: &str) -> Result<String, LdapResult> {
     match key.strip_prefix("dn:") {
         Some(dn) => member_address(dn.as_bytes()),
         None => Ok(key.to_string()),
@@ -494,17 +501,25 @@ fn classes_fit(kind: Kind, classes: &[String]) -> bool {
     !classes.is_empty() && classes.iter().all(|c| allowed.contains(&c.to_ascii_lowercase().as_str()))
 }
 
+impl Target {
+    /// A new entry's empty state: its kind, primary address and naming value.
+    pub(crate) fn blank(&self) -> State {
+        let (kind, primary, rdn) = match self {
+            Target::Person(l) => {
+                (Kind::Person, l.clone(), l.rsplit_once('@').map(|(x, _)| x.to_string()).unwrap_or_default())
+            }
+            Target::Group(g) => {
+                (Kind::Group, g.clone(), g.rsplit_once('@').map(|(x, _)| x.to_string()).unwrap_or_default())
+            }
+            Target::Contact { address, .. } => (Kind::Contact, address.clone(), address.clone()),
+        };
+        State { kind, primary, rdn, ..State::default() }
+    }
+}
+
 async fn add(s: &Session, target: Target, a: LdapAddRequest) -> Res {
-    let (kind, primary, rdn) = match &target {
-        Target::Person(l) => {
-            (Kind::Person, l.clone(), l.rsplit_once('@').map(|(x, _)| x.to_string()).unwrap_or_default())
-        }
-        Target::Group(g) => {
-            (Kind::Group, g.clone(), g.rsplit_once('@').map(|(x, _)| x.to_string()).unwrap_or_default())
-        }
-        Target::Contact { address, .. } => (Kind::Contact, address.clone(), address.clone()),
-    };
-    let mut state = State { kind, primary: primary.clone(), rdn: rdn.clone(), ..State::default() };
+    let mut state = target.blank();
+    let (kind, primary, rdn) = (state.kind, state.primary.clone(), state.rdn.clone());
     let mut classes = Vec::new();
     let mut extra_mail = Vec::new();
     for attr in &a.attributes {

@@ -55,5 +55,30 @@ async fn status_of(store: &std::sync::Arc<agora_store::sqlite::SqliteStore>) -> 
             behind.len()
         );
     }
+    let mut replica = store.sync_values("replica.").await?;
+    // The provider first, then each naming context copied from it.
+    replica.sort_by_key(|(k, _)| k != "replica.provider");
+    for (key, value) in replica {
+        if key == "replica.provider" {
+            println!("replica of:   {value} (this directory is read-only here)");
+            continue;
+        }
+        let base = key.trim_start_matches("replica.");
+        let f: Vec<&str> = value.split('\t').collect();
+        let [_, state, cookie, seen, detail] = f[..] else { continue };
+        let cookie = cookie.split(',').find_map(|p| p.strip_prefix("csn=")).unwrap_or(cookie);
+        let lag = cookie
+            .split(';')
+            .filter_map(Csn::parse)
+            .max()
+            .map(|c| format!(", newest change held from {}", when(c.secs())))
+            .unwrap_or_default();
+        println!(
+            "copying:      {base}: {state} since {}{}; cookie {}{lag}",
+            when(seen.parse().unwrap_or(0)),
+            if detail.is_empty() { String::new() } else { format!(" ({detail})") },
+            if cookie.is_empty() { "none" } else { cookie },
+        );
+    }
     Ok(())
 }
