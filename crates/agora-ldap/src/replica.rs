@@ -321,6 +321,7 @@ async fn session(cfg: &ReplicaConfig, store: &Arc<dyn Store>, base: &str) -> Res
         if cookie.is_some() { "catching up from its cookie" } else { "first copy" }
     );
     note(store, cfg, base, "refreshing", "").await;
+    let full = cookie.is_none();
     // The entries a present phase named, until its end says to delete the rest.
     let mut present: HashSet<[u8; 16]> = HashSet::new();
     let mut applied = 0usize;
@@ -356,6 +357,14 @@ async fn session(cfg: &ReplicaConfig, store: &Arc<dyn Store>, base: &str) -> Res
             Message::Info(info) => {
                 let (cookie, ended) = match info {
                     SyncInfo::NewCookie(c) => (Some(c), None),
+                    SyncInfo::RefreshDelete { cookie, .. } if full => {
+                        // A first copy (no cookie) is the whole directory, whatever the
+                        // phase is called (slapd calls it a delete phase): what this
+                        // server held besides is not the provider's.
+                        let gone = if present.is_empty() { 0 } else { copy.delete_absent(&present).await };
+                        present.clear();
+                        (cookie, Some(format!("refreshed in full: {applied} changes, {gone} gone")))
+                    }
                     SyncInfo::RefreshDelete { cookie, .. } => {
                         present.clear();
                         (cookie, Some(format!("refreshed: {applied} changes")))

@@ -89,7 +89,7 @@ impl Slapd {
             .expect("starting slapd");
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
-        while !self.search("(objectClass=*)", &["1.1"]).0 {
+        while !tool("ldapsearch", &["-x", "-H", &self.url, "-b", "", "-s", "base", "(objectClass=*)", "1.1"]).0 {
             assert!(Instant::now() < deadline, "slapd did not start:\n{}", self.log());
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -316,4 +316,248 @@ fn cookies_bring_changes_only_and_forged_ones_a_full_refresh() {
     let (ok, out) =
         tool("ldapdelete", &["-x", "-ZZ", "-H", &url, "-D", who.0, "-w", who.1, &format!("uid=ann,ou=people,{BASE}")]);
     assert!(!ok && out.contains("Insufficient access"), "{out}");
+}
+
+/// An IMAP login over TLS: did the server take the password?
+fn imap_login(ip: &str, login: &str, password: &str) -> bool {
+    let script = r#"
+import imaplib, ssl, sys
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+m = imaplib.IMAP4_SSL(sys.argv[1], 10993, ssl_context=ctx, timeout=20)
+try:
+    m.login(sys.argv[2], sys.argv[3]); print("in")
+except imaplib.IMAP4.error:
+    print("refused")
+"#;
+    let (_, out) = common::run("python3", &["-c", script, ip, login, password], "");
+    out.contains("in")
+}
+
+/// Waits until `check` holds; how long it took.
+fn within(what: &str, mut check: impl FnMut() -> bool) -> Duration {
+    let started = Instant::now();
+    while !check() {
+        assert!(started.elapsed() < Duration::from_secs(30), "{what}: not within 30 s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    started.elapsed()
+}
+
+fn users(a: &Agora) -> Vec<String> {
+    let out = a.cli_ok(&["user", "list"], None);
+    let mut v: Vec<String> = out.lines().filter_map(|l| l.split('\t').next()).map(str::to_string).collect();
+    v.sort();
+    v
+}
+
+/// A replica configured for `provider`, trusting its certificate.
+fn replica_of(provider: &Agora, extra: &str) -> Agora {
+    let cert = std::fs::read(provider.data().join("tls/cert.pem")).unwrap();
+    let url = format!("ldap://{}:10379", provider.ip);
+    Agora::start_with(move |data| {
+        std::fs::write(data.join("provider.pem"), &cert).unwrap();
+        std::fs::write(data.join("repl.secret"), format!("{REPL_PW}\n")).unwrap();
+        std::fs::write(
+            data.join("agora.toml"),
+            format!(
+                "[replication]\nprovider = \"{url}\"\nbind_dn = \"uid=repl,ou=people,{BASE}\"\n\
+                 password_file = \"repl.secret\"\nca_file = \"provider.pem\"\ntls_name = \"mx.example.org\"\n\
+                 retry_max_secs = 2\n{extra}"
+            ),
+        )
+        .unwrap();
+    })
+}
+
+#[test]
+fn an_agora_replica_serves_the_providers_users_and_keeps_serving_when_cut_off() {
+    let mut hub = Agora::start();
+    hub.cli_ok(
+        &["user", "add", "repl@example.org", "--role", "replicator", "--password-stdin"],
+        Some(&format!("{REPL_PW}\n")),
+    );
+    add_user(&hub, "ann@example.org", "Ann Lee");
+    hub.cli_ok(&["group", "add", "team@example.org"], None);
+    hub.cli_ok(&["group", "member", "add", "team@example.org", "ann@example.org"], None);
+    let site = replica_of(&hub, "");
+    within("the first copy", || users(&site) == users(&hub));
+    assert!(imap_login(&site.ip, "ann@example.org", "a-long-password"), "the hash came with the user");
+
+    // A user made on the provider logs in on the replica.
+    hub.cli_ok(&["user", "add", "bob@example.org", "--name", "Bob", "--password-stdin"], Some("bobs-password\n"));
+    let t = within("bob on the replica", || imap_login(&site.ip, "bob@example.org", "bobs-password"));
+    eprintln!("a new user logged in on the replica after {t:?}");
+    hub.cli_ok(&["user", "passwd", "bob@example.org", "--password-stdin"], Some("bobs-new-password\n"));
+    within("the new password on the replica", || imap_login(&site.ip, "bob@example.org", "bobs-new-password"));
+    assert!(!imap_login(&site.ip, "bob@example.org", "bobs-password"));
+
+    // The replica's directory is read-only: the CLI says where to write, LDAP refers.
+    let out = site.cli(&["user", "add", "local@example.org", "--password-stdin"], Some("x-long-password\n"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("read-only replica of ldap://"), "{err}");
+    let url = format!("ldap://{}:10389", site.ip);
+    let ldif =
+        format!("dn: uid=bob,ou=people,{BASE}\nchangetype: modify\nreplace: telephoneNumber\ntelephoneNumber: 555\n");
+    let mut child = Command::new("ldapmodify")
+        .args(["-x", "-ZZ", "-H", &url, "-D", "bob@example.org", "-w", "bobs-new-password"])
+        .env("LDAPTLS_REQCERT", "never")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), ldif.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("Referral") && text.contains(&format!("ldap://{}:10379", hub.ip)), "{text}");
+
+    // The link cut: the replica still takes mail for its users and lets them in.
+    hub.stop();
+    let (mut c, _) = common::SmtpClient::connect(&site.smtp()).unwrap();
+    c.cmd("EHLO t.test").unwrap();
+    let r = c.send_message("s@remote.test", &["ann@example.org"], "Subject: cut off\r\n\r\nstill here\r\n").unwrap();
+    assert!(r.starts_with("250"), "{r}");
+    assert_eq!(site.inbox_count("ann@example.org"), 1);
+    assert!(imap_login(&site.ip, "ann@example.org", "a-long-password"));
+    let status = site.cli_ok(&["replication", "status"], None);
+    assert!(status.contains("replica of:") && status.contains("disconnected"), "{status}");
+
+    // Healed, it converges: what changed on the provider reaches it, deletes included.
+    hub.spawn();
+    add_user(&hub, "carl@example.org", "Carl");
+    hub.cli_ok(&["user", "remove", "bob@example.org"], None);
+    hub.cli_ok(&["group", "member", "add", "team@example.org", "carl@example.org"], None);
+    let t = within("convergence", || users(&site) == users(&hub));
+    eprintln!("converged after the link healed in {t:?}");
+    let groups = site.cli_ok(&["group", "list"], None);
+    assert!(groups.contains("carl@example.org") && groups.contains("ann@example.org"), "{groups}");
+    let status = hub.cli_ok(&["replication", "status"], None);
+    assert!(status.contains("repl@example.org") && status.contains("refreshAndPersist, connected"), "{status}");
+}
+
+#[test]
+fn agora_keeps_a_copy_of_an_openldap_directory() {
+    if !have("ldapsearch") || !Path::new("/usr/sbin/slapd").exists() {
+        eprintln!("slapd or ldap-utils missing: skipped");
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path().join("provider");
+    std::fs::create_dir_all(dir.join("db")).unwrap();
+    let conf = format!(
+        "include /etc/ldap/schema/core.schema\ninclude /etc/ldap/schema/cosine.schema\n\
+         include /etc/ldap/schema/inetorgperson.schema\n\
+         modulepath /usr/lib/ldap\nmoduleload back_mdb\nmoduleload syncprov\n\
+         pidfile {d}/slapd.pid\nargsfile {d}/slapd.args\n\
+         database mdb\nsuffix \"{BASE}\"\nrootdn \"cn=admin,{BASE}\"\nrootpw secret\n\
+         directory {d}/db\nindex objectClass,entryUUID,entryCSN eq\n\
+         overlay syncprov\nsyncprov-checkpoint 10 1\n",
+        d = dir.display()
+    );
+    std::fs::write(dir.join("slapd.conf"), conf).unwrap();
+    let mut slapd = Slapd { dir, url: format!("ldap://{}:3890", unique_ip()), child: None };
+    slapd.start();
+    let modify = |ldif: &str, add: bool| {
+        let mut args = vec!["-x", "-H", &slapd.url, "-D", "cn=admin,dc=example,dc=org", "-w", "secret"];
+        if add {
+            args.push("-a");
+        }
+        let mut child = Command::new("ldapmodify")
+            .args(&args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(&mut child.stdin.take().unwrap(), ldif.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{ldif}\n{}", String::from_utf8_lossy(&out.stderr));
+    };
+    // {SSHA} of "ann-password", as slappasswd makes them.
+    let (_, ssha) = common::run("slappasswd", &["-s", "ann-password", "-h", "{SSHA}"], "");
+    modify(
+        &format!(
+            "dn: {BASE}\nobjectClass: dcObject\nobjectClass: organization\ndc: example\no: Example\n\n\
+             dn: ou=people,{BASE}\nobjectClass: organizationalUnit\nou: people\n\n\
+             dn: ou=groups,{BASE}\nobjectClass: organizationalUnit\nou: groups\n\n\
+             dn: uid=ann,ou=people,{BASE}\nobjectClass: inetOrgPerson\ncn: Ann Lee\nsn: Lee\nmail: ann@example.org\n\
+             userPassword: {}\n\n\
+             dn: uid=bob,ou=people,{BASE}\nobjectClass: inetOrgPerson\ncn: Bob Stone\nsn: Stone\ntitle: Engineer\nmail: bob@example.org\n\n\
+             dn: cn=team,ou=groups,{BASE}\nobjectClass: groupOfNames\ncn: team\nmember: uid=ann,ou=people,{BASE}\n",
+            ssha.trim()
+        ),
+        true,
+    );
+    let provider = slapd.url.clone();
+    let mut site = Agora::start_with(move |data| {
+        std::fs::write(
+            data.join("agora.toml"),
+            format!(
+                "[replication]\nprovider = \"{provider}\"\nbind_dn = \"cn=admin,{BASE}\"\npassword = \"secret\"\n\
+                 starttls = false\nretry_max_secs = 2\n"
+            ),
+        )
+        .unwrap();
+    });
+    let site_url = format!("ldap://{}:10389", site.ip);
+    let ann_search = |filter: &str, attrs: &[&str]| {
+        let url = site_url.clone();
+        let mut args =
+            vec!["-LLL", "-x", "-ZZ", "-H", &url, "-D", "ann@example.org", "-w", "ann-password", "-b", BASE, filter];
+        args.extend(attrs);
+        tool("ldapsearch", &args).1
+    };
+    within("the first copy", || users(&site) == ["ann@example.org", "bob@example.org"]);
+    // Ann's SSHA hash came along: she logs in, and the copy answers as slapd does (every
+    // person here has an address: the entries compared carry theirs).
+    assert!(imap_login(&site.ip, "ann@example.org", "ann-password"));
+    // (A group has an address here, which OpenLDAP's groupOfNames cannot hold.)
+    let compared: [(&str, &[&str]); 2] =
+        [("(objectClass=inetOrgPerson)", &["cn", "sn", "mail", "title"]), ("(cn=team)", &["cn", "member"])];
+    for (filter, attrs) in compared {
+        assert_eq!(entries(&ann_search(filter, attrs)), entries(&slapd.search(filter, attrs).1), "{filter}");
+    }
+
+    // Added, changed, renamed, deleted on slapd: the same on Agora.
+    modify(&format!("dn: uid=carol,ou=people,{BASE}\nobjectClass: inetOrgPerson\ncn: Carol King\nsn: King\n"), true);
+    let t = within("carol added", || users(&site).contains(&"carol@example.org".to_string()));
+    eprintln!("add seen by Agora after {t:?}");
+    modify(&format!("dn: uid=carol,ou=people,{BASE}\nchangetype: modify\nreplace: title\ntitle: Director\n"), false);
+    within("carol changed", || ann_search("(uid=carol)", &["title"]).contains("title: Director"));
+    modify(
+        &format!("dn: uid=carol,ou=people,{BASE}\nchangetype: modrdn\nnewrdn: uid=caroline\ndeleteoldrdn: 1\n"),
+        false,
+    );
+    within("carol renamed", || {
+        let u = users(&site);
+        u.contains(&"caroline@example.org".to_string()) && !u.contains(&"carol@example.org".to_string())
+    });
+    modify(
+        &format!("dn: cn=team,ou=groups,{BASE}\nchangetype: modify\nadd: member\nmember: uid=bob,ou=people,{BASE}\n"),
+        false,
+    );
+    within("bob in the team", || site.cli_ok(&["group", "list"], None).contains("bob@example.org"));
+    modify(&format!("dn: uid=caroline,ou=people,{BASE}\nchangetype: delete\n"), false);
+    within("caroline deleted", || !users(&site).contains(&"caroline@example.org".to_string()));
+
+    // Agora down while slapd changes, deletes included: it catches up when back.
+    site.stop();
+    modify(
+        &format!(
+            "dn: cn=team,ou=groups,{BASE}\nchangetype: modify\ndelete: member\nmember: uid=bob,ou=people,{BASE}\n"
+        ),
+        false,
+    );
+    modify(&format!("dn: uid=bob,ou=people,{BASE}\nchangetype: delete\n"), false);
+    modify(
+        &format!(
+            "dn: uid=dave,ou=people,{BASE}\nobjectClass: inetOrgPerson\ncn: Dave Hill\nsn: Hill\nmail: dave@example.org\n"
+        ),
+        true,
+    );
+    site.spawn();
+    within("caught up", || users(&site) == ["ann@example.org", "dave@example.org"]);
+    for (filter, attrs) in compared {
+        within(filter, || entries(&ann_search(filter, attrs)) == entries(&slapd.search(filter, attrs).1));
+    }
 }
