@@ -164,6 +164,17 @@ fn cookie_of(out: &str) -> String {
         .unwrap_or_else(|| panic!("no cookie in:\n{out}"))
 }
 
+/// A provider with its replicator account and Ann.
+fn provider() -> Agora {
+    let a = Agora::start();
+    a.cli_ok(
+        &["user", "add", "repl@example.org", "--role", "replicator", "--password-stdin"],
+        Some(&format!("{REPL_PW}\n")),
+    );
+    add_user(&a, "ann@example.org", "Ann Lee");
+    a
+}
+
 fn add_user(a: &Agora, login: &str, name: &str) {
     a.cli_ok(&["user", "add", login, "--name", name, "--password-stdin"], Some("a-long-password\n"));
 }
@@ -174,12 +185,7 @@ fn slapd_keeps_a_live_copy_of_the_directory() {
         eprintln!("slapd or ldap-utils missing: skipped");
         return;
     }
-    let a = Agora::start();
-    a.cli_ok(
-        &["user", "add", "repl@example.org", "--role", "replicator", "--password-stdin"],
-        Some(&format!("{REPL_PW}\n")),
-    );
-    add_user(&a, "ann@example.org", "Ann Lee");
+    let a = provider();
     add_user(&a, "bob@example.org", "Bob Stone");
     a.cli_ok(&["group", "add", "team@example.org"], None);
     a.cli_ok(&["group", "member", "add", "team@example.org", "ann@example.org"], None);
@@ -259,12 +265,7 @@ fn cookies_bring_changes_only_and_forged_ones_a_full_refresh() {
     if !have("ldapsearch") {
         return;
     }
-    let a = Agora::start();
-    a.cli_ok(
-        &["user", "add", "repl@example.org", "--role", "replicator", "--password-stdin"],
-        Some(&format!("{REPL_PW}\n")),
-    );
-    add_user(&a, "ann@example.org", "Ann Lee");
+    let a = provider();
     let repl = (format!("uid=repl,ou=people,{BASE}"), REPL_PW.to_string());
     let who = (repl.0.as_str(), repl.1.as_str());
     let total = entries(&agora_search(&a, "(objectClass=*)", &["1.1"])).len();
@@ -371,12 +372,7 @@ fn replica_of(provider: &Agora, extra: &str) -> Agora {
 
 #[test]
 fn an_agora_replica_serves_the_providers_users_and_keeps_serving_when_cut_off() {
-    let mut hub = Agora::start();
-    hub.cli_ok(
-        &["user", "add", "repl@example.org", "--role", "replicator", "--password-stdin"],
-        Some(&format!("{REPL_PW}\n")),
-    );
-    add_user(&hub, "ann@example.org", "Ann Lee");
+    let mut hub = provider();
     hub.cli_ok(&["group", "add", "team@example.org"], None);
     hub.cli_ok(&["group", "member", "add", "team@example.org", "ann@example.org"], None);
     let site = replica_of(&hub, "");
