@@ -4138,11 +4138,14 @@ mod tests {
             // Public folders came with version 16, news with 17.
             let public = tls_end;
             let public_end = SCHEMA.find("INSERT OR IGNORE INTO meta").unwrap();
+            let sync = SCHEMA.find("-- Directory replication (RFC 4533)").unwrap();
+            let sync_end = SCHEMA.find("CREATE TABLE IF NOT EXISTS domains").unwrap();
             let v1 = [&SCHEMA[..subs], &SCHEMA[subs_end..]]
                 .concat()
                 .replace(&SCHEMA[keys..keys_end], "")
                 .replace(&SCHEMA[tls..tls_end], "")
                 .replace(&SCHEMA[public..public_end], "")
+                .replace(&SCHEMA[sync..sync_end], "")
                 .replace("    scram TEXT NOT NULL DEFAULT '',\n", "")
                 .replace("    recent_uid INTEGER NOT NULL DEFAULT 0,\n", "    subscribed INTEGER NOT NULL DEFAULT 1,\n")
                 .replace("    saved INTEGER NOT NULL DEFAULT 0,\n", "")
