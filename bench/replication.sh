@@ -14,7 +14,10 @@ scripts/install-test-deps >/dev/null
 cargo build --release -q -p agora
 bin=$PWD/target/release/agora
 work=$(mktemp -d); chmod 755 "$work"
-cleanup() { kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"; }
+cleanup() {
+  for p in "$work"/*/slapd.pid; do [[ -f $p ]] && kill "$(cat "$p")" 2>/dev/null || true; done
+  kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"
+}
 trap cleanup EXIT
 start_quiet_dns 25354
 BASE="dc=example,dc=org"
@@ -110,24 +113,26 @@ CONF
 }
 # run NAME PORT PROVIDER BINDDN CREDENTIALS WRITE-URL WRITE-DN WRITE-PW PERSONS
 run() {
-  local url="ldap://127.0.0.1:$2" t0 t1 t2 t3
+  local url="ldap://127.0.0.1:$2" t0 t1 t2 tw t3
   t0=$(now)
   consumer "$1" "$2" "$3" "$4" "$5"
   until [[ $(count "$url") -ge $9 ]]; do sleep 0.2; done
   t1=$(now)
   t2=$(now)
   ldapmodify -x -ZZ -H "$6" -D "$7" -w "$8" -f "$work/changes.ldif" >/dev/null
+  tw=$(now)
   until ldapsearch -x -LLL -H "$url" -D "cn=admin,$BASE" -w secret -b "uid=$LAST_UID,ou=people,$BASE" -s base title 2>/dev/null \
       | grep -q "title: Change $((CHANGES - 1))$"; do sleep 0.05; done
   t3=$(now)
-  python3 -c "print(f'{$t1-$t0:.2f} {$t3-$t2:.2f}')"
+  python3 -c "print(f'{$t1-$t0:.2f} {$t3-$t2:.2f} {$tw-$t2:.2f}')"
 }
 
-read -r A_COPY A_CHANGES < <(run from-agora 23891 "ldap://127.0.0.1:20379" "uid=repl,ou=people,$BASE" repl-secret \
+read -r A_COPY A_CHANGES A_WRITES < <(run from-agora 23891 "ldap://127.0.0.1:20379" "uid=repl,ou=people,$BASE" repl-secret \
   "ldap://127.0.0.1:20389" "admin@example.org" "$ADMIN_PW" $((N + 2)))
-read -r S_COPY S_CHANGES < <(run from-slapd 23892 "ldap://127.0.0.1:23890" "cn=admin,$BASE" secret \
+read -r S_COPY S_CHANGES S_WRITES < <(run from-slapd 23892 "ldap://127.0.0.1:23890" "cn=admin,$BASE" secret \
   "ldap://127.0.0.1:23890" "cn=admin,$BASE" secret $((N + 1)))
 
 printf '%-34s %10s %10s %8s\n' "" Agora slapd ratio
 printf '%-34s %9ss %9ss %7sx\n' "first copy of $N people" "$A_COPY" "$S_COPY" "$(python3 -c "print(f'{$S_COPY/$A_COPY:.2f}')")"
 printf '%-34s %9ss %9ss %7sx\n' "$CHANGES changes made and copied" "$A_CHANGES" "$S_CHANGES" "$(python3 -c "print(f'{$S_CHANGES/$A_CHANGES:.2f}')")"
+printf '%-34s %9ss %9ss %7sx\n' "  of which making them (ldapmodify)" "$A_WRITES" "$S_WRITES" "$(python3 -c "print(f'{$S_WRITES/$A_WRITES:.2f}')")"

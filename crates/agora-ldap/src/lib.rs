@@ -44,10 +44,18 @@ impl Shared {
     pub async fn tree(&self) -> Result<Arc<tree::Tree>, agora_store::StoreError> {
         self.tree
             .get(&*self.store, || async {
+                let started = std::time::Instant::now();
                 let src = tree::Source::read(&self.store).await?;
-                tokio::task::spawn_blocking(move || tree::Tree::build(src))
+                let read = started.elapsed();
+                let t = tokio::task::spawn_blocking(move || tree::Tree::build(src))
                     .await
-                    .map_err(|e| agora_store::StoreError::Invalid(format!("building the directory tree: {e}")))
+                    .map_err(|e| agora_store::StoreError::Invalid(format!("building the directory tree: {e}")))?;
+                tracing::debug!(
+                    "ldap: directory tree of {} entries read in {read:?}, built in {:?}",
+                    t.entries.len(),
+                    started.elapsed() - read
+                );
+                Ok(t)
             })
             .await
     }

@@ -346,8 +346,11 @@ impl Keeper {
 impl Shared {
     /// The tree with its replication index, the log brought up to date first.
     pub async fn synced(&self) -> Result<Arc<SyncIndex>, StoreError> {
-        let tree = self.tree().await?;
-        if let Some(ix) = self.sync.latest().filter(|ix| Arc::ptr_eq(&ix.tree, &tree)) {
+        // Nothing changed since the last index: no rebuild, no lock.
+        if let Some(ix) = self.sync.latest()
+            && let Some(tree) = self.tree.fresh(self.store.directory_version())
+            && Arc::ptr_eq(&ix.tree, &tree)
+        {
             return Ok(ix);
         }
         let mut keeper = self.sync.keeper.lock().await;
@@ -357,7 +360,9 @@ impl Shared {
             return Ok(ix);
         }
         let keep = Duration::from_secs(self.sync.keep_deletes_secs.load(Ordering::Relaxed));
+        let started = std::time::Instant::now();
         let ix = Arc::new(keeper.advance(&*self.store, tree, self.sync.sid(), keep).await?);
+        tracing::debug!("replication: change log at {} after {:?}", ix.newest.text(), started.elapsed());
         self.sync.current.send_replace(Some(Arc::clone(&ix)));
         Ok(ix)
     }
@@ -365,13 +370,33 @@ impl Shared {
     /// Keeps the log current while the server runs, so that CSNs follow changes closely
     /// whoever made them (LDAP, the CLI, the admin console).
     pub async fn keep_log(self: Arc<Self>, shutdown: tokio_util::sync::CancellationToken) {
+        let mut pruned = tokio::time::Instant::now();
         loop {
             if let Err(e) = self.synced().await {
                 tracing::warn!("replication: keeping the change log: {e}");
             }
+            if pruned.elapsed() > Duration::from_secs(3600) {
+                pruned = tokio::time::Instant::now();
+                self.forget_consumers().await;
+            }
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                 _ = shutdown.cancelled() => return,
+            }
+        }
+    }
+}
+
+impl Shared {
+    /// Consumers gone for longer than deletes are kept are not shown any more.
+    async fn forget_consumers(&self) {
+        let keep = self.sync.keep_deletes_secs.load(Ordering::Relaxed) as i64;
+        let Ok(list) = self.store.sync_values("consumer.").await else { return };
+        for (key, value) in list {
+            let f: Vec<&str> = value.split('\t').collect();
+            let seen: i64 = f.get(3).and_then(|s| s.parse().ok()).unwrap_or(0);
+            if f.get(4) != Some(&"connected") && agora_store::now() - seen > keep {
+                let _ = self.store.set_sync_value(&key, None).await;
             }
         }
     }
