@@ -361,9 +361,12 @@ pub fn attr_type(id: AttrId) -> &'static AttrType {
     &ATTRS[id]
 }
 
-/// The named attribute's id: for the table's own names, which always exist.
+/// The named attribute's id: for the table's own names, which always exist (looked up
+/// as written first, without lower-casing: the tree's builder calls this per value).
 pub fn id(name: &str) -> AttrId {
-    attr(name).unwrap_or(0)
+    static EXACT: OnceLock<HashMap<&'static str, AttrId>> = OnceLock::new();
+    let exact = EXACT.get_or_init(|| ATTRS.iter().enumerate().map(|(i, a)| (a.name, i)).collect());
+    exact.get(name).copied().or_else(|| attr(name)).unwrap_or(0)
 }
 
 /// Ids the hot paths test against, looked up once.
