@@ -216,6 +216,24 @@ fn domain_of_base(base: &str) -> Option<String> {
     (!labels.is_empty()).then(|| labels.join("."))
 }
 
+/// Makes exactly `domains` the read-only ones, copied from `provider` (none: clears).
+pub async fn mark_domains(store: &Arc<dyn Store>, domains: &[String], provider: &str) {
+    let result = async {
+        for (key, _) in store.sync_values("replica.domain.").await? {
+            if !domains.iter().any(|d| key == format!("replica.domain.{d}")) {
+                store.set_sync_value(&key, None).await?;
+            }
+        }
+        for d in domains {
+            store.set_sync_value(&format!("replica.domain.{d}"), Some(provider.to_string())).await?;
+        }
+        Ok::<(), StoreError>(())
+    };
+    if let Err(e) = result.await {
+        tracing::error!("replication: marking the copied domains: {e}");
+    }
+}
+
 fn note_key(base: &str) -> String {
     format!("replica.{}", crate::dn::normalize(base).unwrap_or_else(|| base.to_ascii_lowercase()))
 }
@@ -243,6 +261,10 @@ pub async fn run(cfg: Arc<ReplicaConfig>, store: Arc<dyn Store>, shutdown: Cance
         delay = (delay * 2).min(cfg.retry_max);
     };
     tracing::info!("replication: copying {} from {}", list.join("; "), cfg.provider);
+    // The domains copied are read-only here (the store refuses other writers); the
+    // rest stay this server's own.
+    let copied: Vec<String> = list.iter().filter_map(|b| domain_of_base(b)).collect();
+    mark_domains(&store, &copied, &cfg.provider).await;
     let tasks: Vec<_> = list
         .into_iter()
         .map(|base| tokio::spawn(follow(Arc::clone(&cfg), Arc::clone(&store), base, shutdown.clone())))

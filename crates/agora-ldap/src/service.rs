@@ -294,6 +294,7 @@ fn build_replication(ctx: &Context, s: ReplicationSection) -> Result<Built, Stri
             if let Err(e) = store.set_sync_value("replica.provider", None).await {
                 tracing::error!("replication: {e}");
             }
+            crate::replica::mark_domains(&store, &[], "").await;
         }),
     };
     Ok(Built { handlers: vec![("replication", service)], tasks: vec![keeper, replica], ..Built::default() })

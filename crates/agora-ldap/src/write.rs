@@ -43,7 +43,7 @@ fn store_err(e: StoreError) -> LdapResult {
         StoreError::ReadOnly(provider) => LdapResult {
             code: LdapResultCode::Referral,
             matcheddn: String::new(),
-            message: "this directory is a read-only replica: write on its provider".into(),
+            message: "this domain's directory is a read-only replica: write on its provider".into(),
             referral: vec![provider],
         },
         StoreError::NotFound(what) => err(LdapResultCode::NoSuchObject, format!("{what} not found")),

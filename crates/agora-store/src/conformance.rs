@@ -75,7 +75,8 @@ async fn replication_log<S: Store>(s: &S) {
 
     // A replica's directory refuses every writer but replication.
     s.add_domain("replica.test").await.unwrap();
-    s.set_sync_value("replica.provider", Some("ldap://hub.test:379".into())).await.unwrap();
+    s.add_domain("local.test").await.unwrap();
+    s.set_sync_value("replica.domain.replica.test", Some("ldap://hub.test:379".into())).await.unwrap();
     let refused = s.create_account(new_account("r@replica.test")).await;
     assert!(matches!(refused, Err(StoreError::ReadOnly(ref p)) if p == "ldap://hub.test:379"), "{refused:?}");
     assert!(matches!(s.add_alias("x@replica.test", "r@replica.test").await, Err(StoreError::ReadOnly(_))));
@@ -83,7 +84,14 @@ async fn replication_log<S: Store>(s: &S) {
     crate::as_replication(s.set_directory_uuid("r@replica.test", [7; 16])).await.unwrap();
     assert_eq!(s.account(acc.id).await.unwrap().unwrap().uuid, [7; 16]);
     assert!(matches!(s.remove_account("r@replica.test").await, Err(StoreError::ReadOnly(_))));
-    s.set_sync_value("replica.provider", None).await.unwrap();
+    // Other domains stay this server's own to write.
+    s.create_account(new_account("l@local.test")).await.unwrap();
+    assert!(matches!(s.add_alias("l2@local.test", "r@replica.test").await, Ok(())));
+    assert!(matches!(s.remove_domain("replica.test").await, Err(StoreError::ReadOnly(_))));
+    s.remove_alias("l2@local.test").await.unwrap();
+    s.remove_account("l@local.test").await.unwrap();
+    s.remove_domain("local.test").await.unwrap();
+    s.set_sync_value("replica.domain.replica.test", None).await.unwrap();
     s.remove_account("r@replica.test").await.unwrap();
     s.remove_domain("replica.test").await.unwrap();
 }

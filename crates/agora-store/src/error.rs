@@ -18,8 +18,8 @@ pub enum StoreError {
     Corrupt(String),
     #[error("the store is shut down")]
     Closed,
-    /// The directory is a read-only replica of this provider (an LDAP URL).
-    #[error("this directory is a read-only replica of {0}: make the change there")]
+    /// The domain's directory is a read-only replica of this provider (an LDAP URL).
+    #[error("this domain's directory is a read-only replica of {0}: make the change there")]
     ReadOnly(String),
 }
 

@@ -35,8 +35,9 @@ tokio::task_local! {
     static REPLICATING: bool;
 }
 
-/// Runs `fut` as directory replication: on a replica (the `replica.provider` value set)
-/// only such writes change accounts, groups, aliases, contacts and domains.
+/// Runs `fut` as directory replication: in a domain a replica copies (its
+/// `replica.domain.DOMAIN` value names the provider) only such writes change accounts,
+/// groups, aliases, contacts and the domain itself.
 pub async fn as_replication<F: std::future::Future>(fut: F) -> F::Output {
     REPLICATING.scope(true, fut).await
 }

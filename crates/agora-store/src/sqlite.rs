@@ -810,19 +810,27 @@ fn deliver_in(c: &Connection, p: &PreparedDelivery) -> Result<(Vec<Delivered>, V
     Ok((delivered, changes))
 }
 
-/// A replica's directory is the provider's: only replication writes it.
-fn replica_guard(c: &Connection, privileged: bool) -> Result<()> {
+/// A replicated domain's directory is its provider's: only replication writes it.
+/// `names` are the addresses or domains a write touches.
+fn replica_guard(c: &Connection, privileged: bool, names: &[&str]) -> Result<()> {
     if privileged {
         return Ok(());
     }
-    let provider: Option<String> = c
-        .prepare_cached("SELECT value FROM sync_values WHERE key = 'replica.provider'")?
-        .query_row([], |r| r.get(0))
-        .optional()?;
-    match provider {
-        Some(p) => Err(StoreError::ReadOnly(p)),
-        None => Ok(()),
+    let mut stmt = c.prepare_cached("SELECT value FROM sync_values WHERE key = 'replica.domain.' || ?1")?;
+    for name in names {
+        let domain = name.rsplit('@').next().unwrap_or_default().to_ascii_lowercase();
+        if let Some(provider) = stmt.query_row([&domain], |r| r.get::<_, String>(0)).optional()? {
+            return Err(StoreError::ReadOnly(provider));
+        }
     }
+    Ok(())
+}
+
+/// The address book a contact is in ("" when there is no such contact).
+fn contact_domain(c: &Connection, address: &str) -> Result<String> {
+    Ok(c.query_row("SELECT domain FROM contacts WHERE address = ?1", [address], |r| r.get(0))
+        .optional()?
+        .unwrap_or_default())
 }
 
 fn run_in_savepoint<T>(
@@ -1439,7 +1447,7 @@ impl DirectoryStore for Arc<SqliteStore> {
         let privileged = crate::replicating();
         let name = name.to_ascii_lowercase();
         self.write(move |c| {
-            replica_guard(c, privileged)?;
+            replica_guard(c, privileged, &[name.as_str()])?;
             let created = now();
             let n =
                 c.execute("INSERT OR IGNORE INTO domains (name, created) VALUES (?1, ?2)", params![name, created])?;
@@ -1455,7 +1463,7 @@ impl DirectoryStore for Arc<SqliteStore> {
         let privileged = crate::replicating();
         let name = name.to_ascii_lowercase();
         self.write(move |c| {
-            replica_guard(c, privileged)?;
+            replica_guard(c, privileged, &[name.as_str()])?;
             require_domain(c, &name)?;
             let used: i64 = c.query_row("SELECT count(*) FROM addresses WHERE domain = ?1", [&name], |r| r.get(0))?;
             if used > 0 {
@@ -1833,7 +1841,7 @@ impl DirectoryStore for Arc<SqliteStore> {
     async fn create_account(&self, new: NewAccount) -> Result<Account> {
         let privileged = crate::replicating();
         self.write(move |c| {
-            replica_guard(c, privileged)?;
+            replica_guard(c, privileged, &[new.login.as_str()])?;
             insert_account(c, new)
         })
         .await
@@ -1843,7 +1851,7 @@ impl DirectoryStore for Arc<SqliteStore> {
         let address = address.to_ascii_lowercase();
         let privileged = crate::replicating();
         self.write(move |c| {
-            replica_guard(c, privileged)?;
+            replica_guard(c, privileged, &[address.as_str()])?;
             let mut n = 0;
             for sql in [
                 "UPDATE accounts SET uuid = ?2 WHERE login = ?1",
@@ -1863,7 +1871,7 @@ impl DirectoryStore for Arc<SqliteStore> {
     async fn create_accounts(&self, batch: Vec<NewAccount>) -> Result<Vec<Result<Account>>> {
         let privileged = crate::replicating();
         self.write(move |c| {
-            replica_guard(c, privileged)?;
+            replica_guard(c, privileged, &batch.iter().map(|n| n.login.as_str()).collect::<Vec<_>>())?;
             let mut out = Vec::with_capacity(batch.len());
             let mut changes = Vec::new();
             for new in batch {
@@ -1915,7 +1923,7 @@ impl DirectoryStore for Arc<SqliteStore> {
         let blobs = Arc::clone(&self.blobs);
         let files = self
             .write(move |c| {
-                replica_guard(c, privileged)?;
+                replica_guard(c, privileged, &[login.as_str()])?;
                 let id: AccountId = c
                     .query_row("SELECT id FROM accounts WHERE login = ?1", [&login], |r| r.get(0))
                     .optional()?
@@ -1951,7 +1959,7 @@ impl DirectoryStore for Arc<SqliteStore> {
         let login = login.to_ascii_lowercase();
         let (hash, scram) = (hash.to_string(), scram.to_string());
         self.write(move |c| {
-            replica_guard(c, privileged)?;
+            replica_guard(c, privileged, &[login.as_str()])?;
             let n = c.execute(
                 "UPDATE accounts SET password_hash = ?1, scram = ?2, changed = ?4 WHERE login = ?3",
                 params![hash, scram, login, now()],
@@ -2020,7 +2028,7 @@ impl DirectoryStore for Arc<SqliteStore> {
         let login = login.to_ascii_lowercase();
         let address = address.to_ascii_lowercase();
         self.write(move |c| {
-            replica_guard(c, privileged)?;
+            replica_guard(c, privileged, &[login.as_str(), address.as_str()])?;
             let id: AccountId = c
                 .query_row("SELECT id FROM accounts WHERE login = ?1", [&login], |r| r.get(0))
                 .optional()?
@@ -2037,7 +2045,7 @@ impl DirectoryStore for Arc<SqliteStore> {
         let address = address.to_ascii_lowercase();
         let target = target.to_ascii_lowercase();
         self.write(move |c| {
-            replica_guard(c, privileged)?;
+            replica_guard(c, privileged, &[address.as_str()])?;
             match address_kind(c, &address)? {
                 None => claim_address(c, &address, "alias", None)?,
                 Some((kind, _)) if kind == "alias" => {}
@@ -2061,7 +2069,7 @@ impl DirectoryStore for Arc<SqliteStore> {
         let privileged = crate::replicating();
         let address = address.to_ascii_lowercase();
         self.write(move |c| {
-            replica_guard(c, privileged)?;
+            replica_guard(c, privileged, &[address.as_str()])?;
             let n = c.execute("DELETE FROM addresses WHERE address = ?1 AND kind = 'alias'", [&address])?;
             if n == 0 {
                 return Err(StoreError::NotFound(format!("alias {address}")));
@@ -2076,7 +2084,7 @@ impl DirectoryStore for Arc<SqliteStore> {
         let address = address.to_ascii_lowercase();
         let display_name = display_name.to_string();
         self.write(move |c| {
-            replica_guard(c, privileged)?;
+            replica_guard(c, privileged, &[address.as_str()])?;
             claim_address(c, &address, "group", None)?;
             c.execute(
                 "INSERT INTO groups (address, display_name, uuid, created, changed)
@@ -2092,7 +2100,7 @@ impl DirectoryStore for Arc<SqliteStore> {
         let privileged = crate::replicating();
         let address = address.to_ascii_lowercase();
         self.write(move |c| {
-            replica_guard(c, privileged)?;
+            replica_guard(c, privileged, &[address.as_str()])?;
             let n = c.execute("DELETE FROM addresses WHERE address = ?1 AND kind = 'group'", [&address])?;
             if n == 0 {
                 return Err(StoreError::NotFound(format!("group {address}")));
@@ -2108,7 +2116,7 @@ impl DirectoryStore for Arc<SqliteStore> {
         let group = group.to_ascii_lowercase();
         let member = member.to_ascii_lowercase();
         self.write(move |c| {
-            replica_guard(c, privileged)?;
+            replica_guard(c, privileged, &[group.as_str()])?;
             match address_kind(c, &group)? {
                 Some((k, _)) if k == "group" => {}
                 _ => return Err(StoreError::NotFound(format!("group {group}"))),
@@ -2129,7 +2137,7 @@ impl DirectoryStore for Arc<SqliteStore> {
         let group = group.to_ascii_lowercase();
         let member = member.to_ascii_lowercase();
         self.write(move |c| {
-            replica_guard(c, privileged)?;
+            replica_guard(c, privileged, &[group.as_str()])?;
             let n = c.execute("DELETE FROM group_members WHERE grp = ?1 AND member = ?2", params![group, member])?;
             if n == 0 {
                 return Err(StoreError::NotFound(format!("member {member} of {group}")));
@@ -2156,7 +2164,7 @@ impl DirectoryStore for Arc<SqliteStore> {
         let privileged = crate::replicating();
         let login = login.to_ascii_lowercase();
         self.write(move |c| {
-            replica_guard(c, privileged)?;
+            replica_guard(c, privileged, &[login.as_str()])?;
             let n = c.execute(
                 "UPDATE accounts SET display_name = coalesce(?2, display_name), profile = coalesce(?3, profile),
                         role = coalesce(?4, role), changed = ?5
@@ -2182,7 +2190,7 @@ impl DirectoryStore for Arc<SqliteStore> {
         let login = login.to_ascii_lowercase();
         let new = new_login.to_ascii_lowercase();
         self.write(move |c| {
-            replica_guard(c, privileged)?;
+            replica_guard(c, privileged, &[login.as_str(), new.as_str()])?;
             let id: AccountId = c
                 .query_row("SELECT id FROM accounts WHERE login = ?1", [&login], |r| r.get(0))
                 .optional()?
@@ -2218,7 +2226,7 @@ impl DirectoryStore for Arc<SqliteStore> {
         let login = login.to_ascii_lowercase();
         let address = address.to_ascii_lowercase();
         self.write(move |c| {
-            replica_guard(c, privileged)?;
+            replica_guard(c, privileged, &[login.as_str(), address.as_str()])?;
             if address == login {
                 return Err(StoreError::Invalid(format!("{address} is the login of the account; rename it instead")));
             }
@@ -2257,7 +2265,7 @@ impl DirectoryStore for Arc<SqliteStore> {
         let privileged = crate::replicating();
         let address = address.to_ascii_lowercase();
         self.write(move |c| {
-            replica_guard(c, privileged)?;
+            replica_guard(c, privileged, &[address.as_str()])?;
             let n = c.execute(
                 "UPDATE groups SET display_name = coalesce(?2, display_name), profile = coalesce(?3, profile),
                         changed = ?4
@@ -2275,7 +2283,7 @@ impl DirectoryStore for Arc<SqliteStore> {
     async fn add_contact(&self, contact: Contact) -> Result<Contact> {
         let privileged = crate::replicating();
         self.write(move |c| {
-            replica_guard(c, privileged)?;
+            replica_guard(c, privileged, &[contact.domain.as_str()])?;
             let address = contact.address.to_ascii_lowercase();
             let domain = contact.domain.to_ascii_lowercase();
             domain_of(&address)?;
@@ -2307,7 +2315,7 @@ impl DirectoryStore for Arc<SqliteStore> {
         let privileged = crate::replicating();
         let address = address.to_ascii_lowercase();
         self.write(move |c| {
-            replica_guard(c, privileged)?;
+            replica_guard(c, privileged, &[contact_domain(c, &address)?.as_str()])?;
             let n = c.execute(
                 "UPDATE contacts SET display_name = coalesce(?2, display_name), profile = coalesce(?3, profile),
                         changed = ?4
@@ -2326,7 +2334,7 @@ impl DirectoryStore for Arc<SqliteStore> {
         let privileged = crate::replicating();
         let address = address.to_ascii_lowercase();
         self.write(move |c| {
-            replica_guard(c, privileged)?;
+            replica_guard(c, privileged, &[contact_domain(c, &address)?.as_str()])?;
             if c.execute("DELETE FROM contacts WHERE address = ?1", [&address])? == 0 {
                 return Err(StoreError::NotFound(format!("contact {address}")));
             }

@@ -60,7 +60,11 @@ async fn status_of(store: &std::sync::Arc<agora_store::sqlite::SqliteStore>) -> 
     replica.sort_by_key(|(k, _)| k != "replica.provider");
     for (key, value) in replica {
         if key == "replica.provider" {
-            println!("replica of:   {value} (this directory is read-only here)");
+            println!("replica of:   {value}");
+            continue;
+        }
+        if let Some(domain) = key.strip_prefix("replica.domain.") {
+            println!("read-only:    {domain} (copied from {value}: make changes there)");
             continue;
         }
         let base = key.trim_start_matches("replica.");
