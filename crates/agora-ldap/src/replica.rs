@@ -23,6 +23,8 @@ const MAX_FRAME: usize = 16 * 1024 * 1024;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// A session that lasted this long was healthy: the next failure starts the delays over.
 const HEALTHY: Duration = Duration::from_secs(60);
+/// Silence after which the link to the provider is probed.
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
 /// The result code a provider sends when the consumer must start over (RFC 4533 §3.4).
 const REFRESH_REQUIRED: u32 = 4096;
 
@@ -135,6 +137,15 @@ async fn connect(cfg: &ReplicaConfig) -> Result<Box<dyn Io>, String> {
         .map_err(|_| format!("connecting to {}: timed out", cfg.provider))?
         .map_err(|e| format!("connecting to {}: {e}", cfg.provider))?;
     let _ = tcp.set_nodelay(true);
+    // A persist search is silent while nothing changes: keepalives find a link that died
+    // without a word (a cut, not a close), so the consumer reconnects instead of waiting.
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(KEEPALIVE_IDLE)
+        .with_interval(Duration::from_secs(10))
+        .with_retries(3);
+    if let Err(e) = socket2::SockRef::from(&tcp).set_tcp_keepalive(&keepalive) {
+        tracing::debug!("replication: TCP keepalive: {e}");
+    }
     let connector = tokio_rustls::TlsConnector::from(Arc::clone(&cfg.tls));
     let tls = |tcp| connector.connect(cfg.server_name.clone(), tcp);
     let mut io: Box<dyn Io> = if cfg.implicit_tls {
