@@ -372,15 +372,19 @@ impl Shared {
     pub async fn keep_log(self: Arc<Self>, shutdown: tokio_util::sync::CancellationToken) {
         let mut pruned = tokio::time::Instant::now();
         loop {
+            let started = tokio::time::Instant::now();
             if let Err(e) = self.synced().await {
                 tracing::warn!("replication: keeping the change log: {e}");
             }
+            // Without consumers waiting, at most a tenth of the time goes to keeping the
+            // log of a large directory that keeps changing (an import, say).
+            let pause = Duration::from_secs(1).max(started.elapsed() * 10);
             if pruned.elapsed() > Duration::from_secs(3600) {
                 pruned = tokio::time::Instant::now();
                 self.forget_consumers().await;
             }
             tokio::select! {
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = tokio::time::sleep(pause) => {}
                 _ = shutdown.cancelled() => return,
             }
         }
