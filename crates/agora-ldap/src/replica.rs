@@ -21,6 +21,8 @@ use crate::write::{Kind, Target};
 /// Largest message accepted from a provider (entries carry photos and certificates).
 const MAX_FRAME: usize = 16 * 1024 * 1024;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest wait for an answer to StartTLS, a bind or the root DSE.
+const STEP_TIMEOUT: Duration = Duration::from_secs(30);
 /// A session that lasted this long was healthy: the next failure starts the delays over.
 const HEALTHY: Duration = Duration::from_secs(60);
 /// Silence after which the link to the provider is probed.
@@ -139,17 +141,18 @@ async fn connect(cfg: &ReplicaConfig) -> Result<Box<dyn Io>, String> {
     let _ = tcp.set_nodelay(true);
     // A persist search is silent while nothing changes: keepalives find a link that died
     // without a word (a cut, not a close), so the consumer reconnects instead of waiting.
-    let keepalive = socket2::TcpKeepalive::new()
-        .with_time(KEEPALIVE_IDLE)
-        .with_interval(Duration::from_secs(10))
-        .with_retries(3);
+    let keepalive =
+        socket2::TcpKeepalive::new().with_time(KEEPALIVE_IDLE).with_interval(Duration::from_secs(10)).with_retries(3);
     if let Err(e) = socket2::SockRef::from(&tcp).set_tcp_keepalive(&keepalive) {
         tracing::debug!("replication: TCP keepalive: {e}");
     }
     let connector = tokio_rustls::TlsConnector::from(Arc::clone(&cfg.tls));
     let tls = |tcp| connector.connect(cfg.server_name.clone(), tcp);
     let mut io: Box<dyn Io> = if cfg.implicit_tls {
-        Box::new(tls(tcp).await.map_err(|e| format!("TLS with {}: {e}", cfg.provider))?)
+        let handshake = tokio::time::timeout(STEP_TIMEOUT, tls(tcp))
+            .await
+            .map_err(|_| format!("TLS with {}: timed out", cfg.provider))?;
+        Box::new(handshake.map_err(|e| format!("TLS with {}: {e}", cfg.provider))?)
     } else if cfg.starttls {
         let mut tcp = tcp;
         let op =
@@ -158,7 +161,10 @@ async fn connect(cfg: &ReplicaConfig) -> Result<Box<dyn Io>, String> {
         if code != 0 {
             return Err(format!("{} refused StartTLS ({code}): {message}", cfg.provider));
         }
-        Box::new(tls(tcp).await.map_err(|e| format!("TLS with {}: {e}", cfg.provider))?)
+        let handshake = tokio::time::timeout(STEP_TIMEOUT, tls(tcp))
+            .await
+            .map_err(|_| format!("TLS with {}: timed out", cfg.provider))?;
+        Box::new(handshake.map_err(|e| format!("TLS with {}: {e}", cfg.provider))?)
     } else {
         Box::new(tcp)
     };
@@ -176,6 +182,12 @@ async fn connect(cfg: &ReplicaConfig) -> Result<Box<dyn Io>, String> {
 
 /// The naming contexts to copy: configured, or those the provider lists.
 async fn bases(cfg: &ReplicaConfig) -> Result<Vec<String>, String> {
+    tokio::time::timeout(STEP_TIMEOUT * 2, bases_untimed(cfg))
+        .await
+        .map_err(|_| format!("{} did not list its naming contexts in time", cfg.provider))?
+}
+
+async fn bases_untimed(cfg: &ReplicaConfig) -> Result<Vec<String>, String> {
     let mut list = cfg.bases.clone();
     if list.is_empty() {
         let mut io = connect(cfg).await?;
@@ -255,6 +267,14 @@ fn cookie_key(base: &str) -> String {
 
 /// Keeps this server's directory a copy of the provider's until shutdown.
 pub async fn run(cfg: Arc<ReplicaConfig>, store: Arc<dyn Store>, shutdown: CancellationToken) {
+    // Cookies are the provider's CSNs: another provider starts from nothing.
+    let before = stored_cookie(&store, "replica.provider").await.ok().flatten();
+    if before.as_deref().is_some_and(|p| p != cfg.provider) {
+        for (key, _) in store.sync_values("replica-cookie.").await.unwrap_or_default() {
+            let _ = store.set_sync_value(&key, None).await;
+        }
+        tracing::info!("replication: the provider is now {}: copying afresh", cfg.provider);
+    }
     if let Err(e) = store.set_sync_value("replica.provider", Some(cfg.provider.clone())).await {
         tracing::error!("replication: marking this directory a replica: {e}");
     }
@@ -312,13 +332,7 @@ async fn follow(cfg: Arc<ReplicaConfig>, store: Arc<dyn Store>, base: String, sh
 }
 
 async fn note(store: &Arc<dyn Store>, cfg: &ReplicaConfig, base: &str, state: &str, detail: &str) {
-    let cookie = store
-        .sync_values(&cookie_key(base))
-        .await
-        .ok()
-        .and_then(|v| v.into_iter().next())
-        .map(|(_, c)| c)
-        .unwrap_or_default();
+    let cookie = stored_cookie(store, &cookie_key(base)).await.ok().flatten().unwrap_or_default();
     let value = format!("{}\t{state}\t{}\t{}\t{}", cfg.provider, cookie, agora_store::now(), detail.replace('\t', " "));
     let _ = store.set_sync_value(&note_key(base), Some(value)).await;
 }
@@ -328,7 +342,7 @@ async fn session(cfg: &ReplicaConfig, store: &Arc<dyn Store>, base: &str) -> Res
     let domain = domain_of_base(base).ok_or_else(|| format!("{base} is not a dc= naming context"))?;
     let mut io = connect(cfg).await?;
     let cookie_key = cookie_key(base);
-    let cookie = store.sync_values(&cookie_key).await.map_err(|e| e.to_string())?.into_iter().next().map(|(_, c)| c);
+    let cookie = stored_cookie(store, &cookie_key).await.map_err(|e| e.to_string())?;
     let search = LdapOp::SearchRequest(LdapSearchRequest {
         base: base.to_string(),
         scope: LdapSearchScope::Subtree,
@@ -383,6 +397,7 @@ async fn session(cfg: &ReplicaConfig, store: &Arc<dyn Store>, base: &str) -> Res
                         applied += 1;
                     }
                 }
+                copy.failure()?;
                 if let Some(c) = cookie {
                     save_cookie(store, &cookie_key, c).await?;
                 }
@@ -418,9 +433,11 @@ async fn session(cfg: &ReplicaConfig, store: &Arc<dyn Store>, base: &str) -> Res
                                 present.insert(u);
                             }
                         }
+                        copy.failure()?;
                         (cookie, None)
                     }
                 };
+                copy.failure()?;
                 if let Some(c) = cookie {
                     save_cookie(store, &cookie_key, c).await?;
                 }
@@ -446,6 +463,11 @@ async fn session(cfg: &ReplicaConfig, store: &Arc<dyn Store>, base: &str) -> Res
     }
 }
 
+/// The cookie kept under exactly `key` (the store lists by prefix).
+async fn stored_cookie(store: &Arc<dyn Store>, key: &str) -> Result<Option<String>, StoreError> {
+    Ok(store.sync_values(key).await?.into_iter().find(|(k, _)| k == key).map(|(_, c)| c))
+}
+
 /// Keeps a cookie once what it covers is applied.
 async fn save_cookie(store: &Arc<dyn Store>, key: &str, c: Vec<u8>) -> Result<(), String> {
     let text = String::from_utf8(c).map_err(|_| "the provider sent a cookie that is not text".to_string())?;
@@ -465,6 +487,9 @@ struct Copy {
     domain: String,
     base_ndn: String,
     by_uuid: HashMap<[u8; 16], Local>,
+    /// A write that failed for a reason other than the entry itself: the session ends
+    /// before the cookie covering it is kept, and the next one tries again.
+    failed: Option<String>,
 }
 
 impl Copy {
@@ -481,18 +506,29 @@ impl Copy {
             by_uuid.insert(c.uuid, Local::Contact(c.address));
         }
         let base_ndn = crate::dn::normalize(base).unwrap_or_default();
-        Ok(Copy { store, domain: domain.to_string(), base_ndn, by_uuid })
+        Ok(Copy { store, domain: domain.to_string(), base_ndn, by_uuid, failed: None })
     }
 
-    /// Logs a failed write: one entry refused must not stop the rest.
-    fn check(&self, what: &str, r: Result<(), StoreError>) {
+    /// Logs a write the entry itself made fail (one entry refused must not stop the
+    /// rest); any other failure ends the session.
+    fn check(&mut self, what: &str, r: Result<(), StoreError>) {
         match r {
             Ok(()) | Err(StoreError::Exists(_)) => {}
-            Err(e) => tracing::warn!("replication: {what}: {e}"),
+            Err(e @ (StoreError::NotFound(_) | StoreError::Invalid(_))) => {
+                tracing::warn!("replication: {what}: {e}")
+            }
+            Err(e) => {
+                self.failed.get_or_insert(format!("{what}: {e}"));
+            }
         }
     }
 
-    async fn ensure_domain(&self) {
+    /// The failure that ends the session, if any.
+    fn failure(&mut self) -> Result<(), String> {
+        self.failed.take().map_or(Ok(()), Err)
+    }
+
+    async fn ensure_domain(&mut self) {
         if matches!(self.store.domain(&self.domain).await, Ok(None)) {
             let r = self.store.add_domain(&self.domain).await.map(|_| ());
             self.check(&format!("adding domain {}", self.domain), r);
@@ -504,10 +540,21 @@ impl Copy {
         if ndn == self.base_ndn {
             return self.ensure_domain().await;
         }
+        if !crate::dn::is_within(&ndn, &self.base_ndn) {
+            return tracing::warn!("replication: {} is outside {}; skipped", e.dn, self.base_ndn);
+        }
         let Ok(target) = crate::write::parse_target(&e.dn) else {
             // Units and anything else this directory does not keep.
             return;
         };
+        // Only this naming context's domain: a nested dc= context is another domain.
+        let domain = match &target {
+            Target::Person(a) | Target::Group(a) => a.rsplit_once('@').map(|(_, d)| d.to_string()).unwrap_or_default(),
+            Target::Contact { domain, .. } => domain.clone(),
+        };
+        if domain != self.domain {
+            return tracing::warn!("replication: {} is not in {}; skipped", e.dn, self.domain);
+        }
         let (state, secret) = replicated_state(&target, &e.attrs);
         match target {
             Target::Person(login) => self.person(&login, state, secret, e.uuid).await,
@@ -677,10 +724,10 @@ impl Copy {
             Local::Group(g) => self.store.remove_group(g).await,
             Local::Contact(c) => self.store.remove_contact(c).await,
         };
-        match r {
-            Ok(()) | Err(StoreError::NotFound(_)) => {}
-            Err(e) => tracing::warn!("replication: removing {local:?}: {e}"),
-        }
+        self.check(
+            &format!("removing {local:?}"),
+            r.or_else(|e| if matches!(e, StoreError::NotFound(_)) { Ok(()) } else { Err(e) }),
+        );
     }
 
     /// After a present phase: removes what the provider no longer has.

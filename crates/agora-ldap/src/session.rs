@@ -143,16 +143,6 @@ impl Scope {
             (LdapSearchScope::Children, b) => crate::dn::is_within(&e.ndn, &self.base_ndn) && Some(i) != b,
         }
     }
-
-    /// Whether an entry no longer in the tree (by its last normalised DN) was in scope.
-    pub fn contained(&self, ndn: &str) -> bool {
-        match &self.scope {
-            LdapSearchScope::Base => ndn == self.base_ndn,
-            LdapSearchScope::OneLevel => ndn.split_once(',').is_some_and(|(_, p)| p == self.base_ndn),
-            LdapSearchScope::Subtree => crate::dn::is_within(ndn, &self.base_ndn),
-            LdapSearchScope::Children => ndn != self.base_ndn && crate::dn::is_within(ndn, &self.base_ndn),
-        }
-    }
 }
 
 /// A paged search in progress: the matching entries, fixed at its first page.

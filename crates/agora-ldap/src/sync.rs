@@ -26,6 +26,8 @@ const OID_SYNC_INFO: &str = "1.3.6.1.4.1.4203.1.9.1.4";
 const OID_CANCEL: &str = "1.3.6.1.1.8";
 /// How often a persistent search looks for changes made by another process (the CLI).
 const PERSIST_TICK: Duration = Duration::from_millis(250);
+/// A persisting consumer is sent its cookie again this often, so that a dead link ends.
+const HEARTBEAT: Duration = Duration::from_secs(300);
 /// A consumer's state is written to the store at most this often while it persists.
 const NOTE_EVERY: Duration = Duration::from_secs(2);
 /// Longer cookies are not ones this server or OpenLDAP makes.
@@ -149,7 +151,9 @@ fn content_hash(e: &Entry) -> [u8; 16] {
     h.update(e.dn.as_bytes());
     h.update([0]);
     for a in e.attrs.iter().filter(|a| replicated(a.id)) {
-        h.update((a.id as u32).to_be_bytes());
+        // By name: ids are positions in this release's table.
+        h.update(schema::attr_type(a.id).name.as_bytes());
+        h.update([0]);
         h.update((a.values.len() as u32).to_be_bytes());
         for v in &a.values {
             h.update((v.len() as u32).to_be_bytes());
@@ -282,11 +286,20 @@ impl Keeper {
             }
         };
         let mut changes: Vec<([u8; 16], Rec)> = Vec::new();
+        let present: HashSet<[u8; 16]> = tree.entries.iter().map(|e| e.uuid).collect();
+        // Deletes first: an entry deleted and made again under its old name (a new
+        // identity) reaches consumers in that order.
+        let mut gone: Vec<(&[u8; 16], &Rec)> =
+            self.records.iter().filter(|(u, r)| !r.deleted && !present.contains(*u)).collect();
+        gone.sort_by(|a, b| a.1.dn.cmp(&b.1.dn));
+        for (u, r) in gone {
+            let csn = Csn::next(clock, sid);
+            clock = Some(csn);
+            changes.push((*u, Rec { csn, deleted: true, ..r.clone() }));
+        }
         let mut csns = Vec::with_capacity(tree.entries.len());
-        let mut present: HashSet<[u8; 16]> = HashSet::with_capacity(tree.entries.len());
         for e in &tree.entries {
             let hash = content_hash(e);
-            present.insert(e.uuid);
             match self.records.get(&e.uuid) {
                 Some(r) if !r.deleted && r.hash == hash && r.dn == e.dn => csns.push(r.csn),
                 _ => {
@@ -297,18 +310,15 @@ impl Keeper {
                 }
             }
         }
-        let mut gone: Vec<(&[u8; 16], &Rec)> =
-            self.records.iter().filter(|(u, r)| !r.deleted && !present.contains(*u)).collect();
-        gone.sort_by(|a, b| a.1.dn.cmp(&b.1.dn));
-        for (u, r) in gone {
-            let csn = Csn::next(clock, sid);
-            clock = Some(csn);
-            changes.push((*u, Rec { csn, deleted: true, ..r.clone() }));
-        }
         let cutoff = Csn { micros: now_micros() - keep.as_micros() as i64, count: 0, sid: 0 };
         let forget = self.records.values().any(|r| r.deleted && r.csn < cutoff);
         if forget {
             horizon = horizon.max(cutoff);
+        }
+        // The newest CSN never falls behind the horizon (forgotten deletes take their
+        // CSNs with them): else every up-to-date cookie would read as too old.
+        if clock < Some(horizon) {
+            clock = Some(Csn::next(Some(horizon), sid));
         }
         if !changes.is_empty() || Some(horizon) != self.horizon {
             let rows = changes
@@ -455,10 +465,10 @@ impl Wanted {
             && let Some((hash, scram)) = &e.secret
         {
             if !hash.is_empty() {
-                out.push(LdapPartialAttribute {
-                    atype: "userPassword".into(),
-                    vals: vec![format!("{{ARGON2}}{hash}").into_bytes()],
-                });
+                // Agora's argon2id hashes as OpenLDAP's argon2 module writes them; hashes
+                // imported in another scheme ({SSHA}, {CRYPT}) already say theirs.
+                let value = if hash.starts_with("$argon2") { format!("{{ARGON2}}{hash}") } else { hash.clone() };
+                out.push(LdapPartialAttribute { atype: "userPassword".into(), vals: vec![value.into_bytes()] });
             }
             if let Some(v) = scram_auth_password(scram) {
                 out.push(LdapPartialAttribute { atype: "authPassword".into(), vals: vec![v.into_bytes()] });
@@ -593,7 +603,27 @@ impl Session {
         };
         let tree = &ix.tree;
         let mut members: HashSet<[u8; 16]> = HashSet::new();
+        // Changed since the cookie but not in this view (deleted, moved out of scope, no
+        // longer matching): deletes for the consumer, sent before the adds so that an
+        // entry deleted and made again under its old name arrives in that order.
+        // Deleting what a consumer does not hold is harmless.
         let mut left: Vec<uuid::Uuid> = Vec::new();
+        if let Some(c) = incremental {
+            for (i, e) in tree.entries.iter().enumerate() {
+                if ix.csns[i] > c && !view.matches(tree, &scope, i) {
+                    left.push(uuid::Uuid::from_bytes(e.uuid));
+                }
+            }
+            left.extend(ix.tombs.iter().filter(|t| t.csn > c).map(|t| uuid::Uuid::from_bytes(t.uuid)));
+            if !left.is_empty() {
+                let info = LdapIntermediateResponse::SyncInfoIdSet {
+                    cookie: None,
+                    refresh_deletes: true,
+                    syncuuids: left.clone(),
+                };
+                encode(info_msg(id, info), out);
+            }
+        }
         let (mut sent, mut present) = (0usize, 0usize);
         for i in 0..tree.entries.len() {
             if !scope.contains(tree, i) {
@@ -606,13 +636,9 @@ impl Session {
                 members.insert(e.uuid);
             }
             match incremental {
-                Some(c) if csn > c => {
-                    if m {
-                        encode(entry_msg(id, &e.dn, want.attributes(e, csn), SyncStateValue::Add, e.uuid, None), out);
-                        sent += 1;
-                    } else {
-                        left.push(uuid::Uuid::from_bytes(e.uuid));
-                    }
+                Some(c) if csn > c && m => {
+                    encode(entry_msg(id, &e.dn, want.attributes(e, csn), SyncStateValue::Add, e.uuid, None), out);
+                    sent += 1;
                 }
                 Some(_) => {}
                 None if !m => {}
@@ -635,22 +661,6 @@ impl Session {
         }
         let cookie_now = Cookie::make(rid.as_deref(), ix.newest);
         let deletes = incremental.is_some();
-        if let Some(c) = incremental {
-            left.extend(
-                ix.tombs
-                    .iter()
-                    .filter(|t| t.csn > c && scope.contained(&t.ndn))
-                    .map(|t| uuid::Uuid::from_bytes(t.uuid)),
-            );
-            if !left.is_empty() {
-                let info = LdapIntermediateResponse::SyncInfoIdSet {
-                    cookie: None,
-                    refresh_deletes: true,
-                    syncuuids: left.clone(),
-                };
-                encode(info_msg(id, info), out);
-            }
-        }
         let how = match incremental {
             Some(_) => "since its cookie",
             None if since.is_some() => "present phase: its cookie is older than the change log",
@@ -722,7 +732,11 @@ impl Session {
     ) -> (Next, Csn) {
         let shared = Arc::clone(self.shared());
         let mut rx = shared.sync.current.subscribe();
+        // An index published while the refresh was being sent is looked at at once.
+        rx.mark_changed();
         let mut tick = tokio::time::interval(PERSIST_TICK);
+        // A consumer gone without a word is found when a write to it fails.
+        let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + HEARTBEAT, HEARTBEAT);
         let stop = conn.shutdown_token();
         let mut noted = tokio::time::Instant::now();
         // A persistent search outlasts the session's idle timeout.
@@ -755,6 +769,11 @@ impl Session {
                             crate::session::respond_error(msg.msgid, &op, r, out);
                         }
                     }
+                }
+                _ = heartbeat.tick() => {
+                    let cookie = Cookie::make(rid, last.newest);
+                    let value = new_cookie_value(&cookie);
+                    encode(info_msg(id, LdapIntermediateResponse::Raw { name: Some(OID_SYNC_INFO.into()), value: Some(value) }), out);
                 }
                 _ = tick.tick() => {
                     if let Err(e) = shared.synced().await {

@@ -84,7 +84,16 @@ async fn replication_log<S: Store>(s: &S) {
     crate::as_replication(s.set_directory_uuid("r@replica.test", [7; 16])).await.unwrap();
     assert_eq!(s.account(acc.id).await.unwrap().unwrap().uuid, [7; 16]);
     assert!(matches!(s.remove_account("r@replica.test").await, Err(StoreError::ReadOnly(_))));
-    // Other domains stay this server's own to write.
+    // A role is local: it changes on a replica too.
+    let role_only = AccountUpdate { display_name: None, profile: None, role: Some(Role::Admin) };
+    s.update_account("r@replica.test", role_only).await.unwrap();
+    // Other domains stay this server's own to write, one account of a batch at a time.
+    let batch = s.create_accounts(vec![new_account("b@replica.test"), new_account("b@local.test")]).await.unwrap();
+    assert!(matches!(batch[0], Err(StoreError::ReadOnly(_))) && batch[1].is_ok(), "{batch:?}");
+    s.remove_account("b@local.test").await.unwrap();
+    let mut claims = new_account("c@local.test");
+    claims.addresses = vec!["c@replica.test".into()];
+    assert!(matches!(s.create_account(claims).await, Err(StoreError::ReadOnly(_))), "an address in a copied domain");
     s.create_account(new_account("l@local.test")).await.unwrap();
     assert!(matches!(s.add_alias("l2@local.test", "r@replica.test").await, Ok(())));
     assert!(matches!(s.remove_domain("replica.test").await, Err(StoreError::ReadOnly(_))));

@@ -826,6 +826,11 @@ fn replica_guard(c: &Connection, privileged: bool, names: &[&str]) -> Result<()>
     Ok(())
 }
 
+/// What a new account's writes touch: its login and extra addresses.
+fn new_account_names(new: &NewAccount) -> Vec<&str> {
+    std::iter::once(new.login.as_str()).chain(new.addresses.iter().map(String::as_str)).collect()
+}
+
 /// The address book a contact is in ("" when there is no such contact).
 fn contact_domain(c: &Connection, address: &str) -> Result<String> {
     Ok(c.query_row("SELECT domain FROM contacts WHERE address = ?1", [address], |r| r.get(0))
@@ -1841,7 +1846,7 @@ impl DirectoryStore for Arc<SqliteStore> {
     async fn create_account(&self, new: NewAccount) -> Result<Account> {
         let privileged = crate::replicating();
         self.write(move |c| {
-            replica_guard(c, privileged, &[new.login.as_str()])?;
+            replica_guard(c, privileged, &new_account_names(&new))?;
             insert_account(c, new)
         })
         .await
@@ -1871,11 +1876,14 @@ impl DirectoryStore for Arc<SqliteStore> {
     async fn create_accounts(&self, batch: Vec<NewAccount>) -> Result<Vec<Result<Account>>> {
         let privileged = crate::replicating();
         self.write(move |c| {
-            replica_guard(c, privileged, &batch.iter().map(|n| n.login.as_str()).collect::<Vec<_>>())?;
             let mut out = Vec::with_capacity(batch.len());
             let mut changes = Vec::new();
             for new in batch {
                 // Each account in its own savepoint: one refused leaves the others.
+                if let Err(e) = replica_guard(c, privileged, &new_account_names(&new)) {
+                    out.push(Err(e));
+                    continue;
+                }
                 c.execute_batch("SAVEPOINT one_account")?;
                 match insert_account(c, new) {
                     Ok((acc, ch)) => {
@@ -2164,7 +2172,10 @@ impl DirectoryStore for Arc<SqliteStore> {
         let privileged = crate::replicating();
         let login = login.to_ascii_lowercase();
         self.write(move |c| {
-            replica_guard(c, privileged, &[login.as_str()])?;
+            // A role is this server's own (not replicated): it may change on a replica.
+            if update.display_name.is_some() || update.profile.is_some() {
+                replica_guard(c, privileged, &[login.as_str()])?;
+            }
             let n = c.execute(
                 "UPDATE accounts SET display_name = coalesce(?2, display_name), profile = coalesce(?3, profile),
                         role = coalesce(?4, role), changed = ?5
