@@ -560,6 +560,18 @@ async fn address_book<S: Store>(s: &S) {
     assert_eq!(g.members, ["ann.lee@book.test"]);
     assert_ne!(g.uuid, [0; 16]);
     s.add_account_address("ann.lee@book.test", "al@book.test").await.expect("address");
+    s.add_account_address("ann.lee@book.test", "a.lee@book.test").await.expect("address");
+    // Listed with every account, in one domain or all, extra addresses in order.
+    for list in [s.accounts(None).await.unwrap(), s.accounts(Some("book.test")).await.unwrap()] {
+        let ann = list.iter().find(|x| x.login == "ann.lee@book.test").expect("listed");
+        assert_eq!(ann.addresses, ["a.lee@book.test", "al@book.test"]);
+        assert!(
+            list.iter()
+                .filter(|x| x.login != "ann.lee@book.test")
+                .all(|x| !x.addresses.contains(&"al@book.test".to_string()))
+        );
+    }
+    s.remove_account_address("ann.lee@book.test", "a.lee@book.test").await.expect("remove address");
     s.remove_account_address("ann.lee@book.test", "al@book.test").await.expect("remove address");
     assert!(s.remove_account_address("ann.lee@book.test", "ann.lee@book.test").await.is_err(), "never the login");
     // Contacts: external only, listed per domain, block the domain's removal.

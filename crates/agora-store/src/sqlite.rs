@@ -1055,10 +1055,17 @@ fn uuid_of(v: Option<Vec<u8>>) -> [u8; 16] {
 fn account_from_row(conn: &Connection, r: &rusqlite::Row<'_>) -> rusqlite::Result<Account> {
     let id: i64 = r.get(0)?;
     let login: String = r.get(1)?;
-    let role: String = r.get(5)?;
     let mut stmt =
         conn.prepare_cached("SELECT address FROM addresses WHERE account = ?1 AND address != ?2 ORDER BY address")?;
     let addresses = stmt.query_map(params![id, login], |r| r.get(0))?.collect::<rusqlite::Result<Vec<String>>>()?;
+    account_with(r, addresses)
+}
+
+/// An account row with its extra addresses, read by the caller.
+fn account_with(r: &rusqlite::Row<'_>, addresses: Vec<String>) -> rusqlite::Result<Account> {
+    let id: i64 = r.get(0)?;
+    let login: String = r.get(1)?;
+    let role: String = r.get(5)?;
     Ok(Account {
         id,
         login,
@@ -1918,8 +1925,22 @@ impl DirectoryStore for Arc<SqliteStore> {
             let sql = format!(
                 "SELECT {ACCOUNT_COLS} FROM accounts WHERE role != 'system' AND (?1 IS NULL OR domain = ?1) ORDER BY login"
             );
+            // Every extra address in one pass, not one query per account (the LDAP tree
+            // reads every account at each rebuild).
+            let mut extra: HashMap<i64, Vec<String>> = HashMap::new();
+            let mut st = c.prepare(
+                "SELECT a.account, a.address FROM addresses a JOIN accounts u ON u.id = a.account
+                 WHERE a.address != u.login AND (?1 IS NULL OR u.domain = ?1) ORDER BY a.address",
+            )?;
+            let mut rows = st.query([&domain])?;
+            while let Some(r) = rows.next()? {
+                extra.entry(r.get(0)?).or_default().push(r.get(1)?);
+            }
             let mut stmt = c.prepare(&sql)?;
-            let rows = stmt.query_map([domain], |r| account_from_row(c, r))?;
+            let rows = stmt.query_map([domain], |r| {
+                let id: i64 = r.get(0)?;
+                account_with(r, extra.remove(&id).unwrap_or_default())
+            })?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })
         .await
