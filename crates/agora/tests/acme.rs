@@ -148,7 +148,9 @@ fn certificates_from_pebble_over_http01_and_tls_alpn01_renewed_in_place() {
     let mut first = Vec::new();
     wait_until("Pebble's certificate on IMAPS and SMTP", 60, || {
         first = served(&a.ip);
-        if first.iter().all(|(_, _, i)| i.contains("Pebble")) {
+        // Due again at once (renew_before_days), it may be renewed between two of the
+        // three connections: read again until one reading sees one certificate.
+        if first.iter().all(|(_, _, i)| i.contains("Pebble")) && first.iter().all(|c| c.0 == first[0].0) {
             Ok(())
         } else {
             Err(format!("{first:?}\n{}", a.cli_ok(&["cert", "status"], None)))
