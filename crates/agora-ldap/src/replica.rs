@@ -8,7 +8,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use agora_store::{AccountUpdate, AddressEntry, Contact, NewAccount, Profile, Role, Store, StoreError};
+use agora_store::{AccountUpdate, AddressEntry, Contact, NewAccount, Role, Store, StoreError};
 use bytes::BytesMut;
 use ldap3_proto::control::LdapControl;
 use ldap3_proto::proto::*;
@@ -227,16 +227,7 @@ async fn bases_untimed(cfg: &ReplicaConfig) -> Result<Vec<String>, String> {
 
 /// The domain a `dc=` naming context stands for.
 fn domain_of_base(base: &str) -> Option<String> {
-    let dn = crate::dn::Dn::parse(base).ok()?;
-    let mut labels = Vec::new();
-    for rdn in &dn.rdns {
-        let [ava] = rdn.as_slice() else { return None };
-        if !ava.attr.eq_ignore_ascii_case("dc") {
-            return None;
-        }
-        labels.push(ava.value.to_ascii_lowercase());
-    }
-    (!labels.is_empty()).then(|| labels.join("."))
+    crate::write::domain_of(&crate::dn::Dn::parse(base).ok()?, 0)
 }
 
 /// Makes exactly `domains` the read-only ones, copied from `provider` (none: clears).
@@ -811,7 +802,6 @@ fn replicated_state(target: &Target, attrs: &[(String, Vec<Vec<u8>>)]) -> (crate
     if state.kind == Kind::Person && state.display_name.is_empty() {
         state.display_name = state.rdn.clone();
     }
-    let _ = Profile::default();
     (state, (hash, scram))
 }
 

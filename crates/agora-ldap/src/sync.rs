@@ -699,7 +699,7 @@ impl Session {
         let (next, reached) = self
             .persist(
                 id,
-                &view_parts(&base, &s.scope),
+                &(base.clone(), s.scope.clone()),
                 &compiled,
                 &want,
                 rid.as_deref(),
@@ -820,10 +820,6 @@ impl Session {
     }
 }
 
-fn view_parts(base: &str, scope: &LdapSearchScope) -> (String, LdapSearchScope) {
-    (base.to_string(), scope.clone())
-}
-
 /// The message id a Cancel request names (RFC 3909: `SEQUENCE { cancelID MessageID }`).
 fn cancel_target(value: &[u8]) -> Option<i32> {
     let mut parser = ldap3_lber::parse::Parser::new(4);
@@ -831,14 +827,10 @@ fn cancel_target(value: &[u8]) -> Option<i32> {
     let inner = tag.expect_constructed()?;
     let first = inner.into_iter().next()?;
     let bytes = first.expect_primitive()?;
-    if bytes.is_empty() || bytes.len() > 4 {
+    if bytes.len() > 4 {
         return None;
     }
-    let mut n: i64 = if bytes[0] & 0x80 != 0 { -1 } else { 0 };
-    for b in bytes {
-        n = (n << 8) | b as i64;
-    }
-    i32::try_from(n).ok()
+    i32::try_from(crate::syncmsg::int(&bytes)?).ok()
 }
 
 /// Sends what changed between two indexes, oldest change first, each with its cookie.

@@ -72,7 +72,8 @@ fn prim(t: StructureTag) -> Option<Vec<u8>> {
     t.expect_primitive()
 }
 
-fn int(bytes: &[u8]) -> Option<i64> {
+/// A BER INTEGER's content octets (at most eight), as a signed number.
+pub(crate) fn int(bytes: &[u8]) -> Option<i64> {
     if bytes.is_empty() || bytes.len() > 8 {
         return None;
     }

@@ -64,7 +64,7 @@ fn dir_err(e: agora_directory::DirectoryError) -> LdapResult {
 }
 
 /// The domain named by the DN's `dc=` components below the unit.
-fn domain_of(dn: &Dn, from: usize) -> Option<String> {
+pub(crate) fn domain_of(dn: &Dn, from: usize) -> Option<String> {
     let mut labels = Vec::new();
     for rdn in dn.rdns.iter().skip(from) {
         let [ava] = rdn.as_slice() else { return None };

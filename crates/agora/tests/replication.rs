@@ -16,15 +16,14 @@ const REPL_PW: &str = "replicate-me-please";
 
 /// Runs an OpenLDAP tool (the server's own self-signed certificate is not verified).
 fn tool(program: &str, args: &[&str]) -> (bool, String) {
-    let out = Command::new(program)
-        .args(args)
-        .env("LDAPTLS_REQCERT", "never")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("running {program}: {e}"));
-    let mut text = String::from_utf8_lossy(&out.stdout).to_string();
-    text.push_str(&String::from_utf8_lossy(&out.stderr));
-    (out.status.success(), text)
+    tool_with(program, args, "")
+}
+
+/// The same with `input` on its standard input.
+fn tool_with(program: &str, args: &[&str], input: &str) -> (bool, String) {
+    let mut all = vec!["LDAPTLS_REQCERT=never", program];
+    all.extend(args);
+    common::run("env", &all, input)
 }
 
 /// Entries of an LDIF answer, each as its DN and sorted attribute lines (values in
@@ -396,17 +395,8 @@ fn an_agora_replica_serves_the_providers_users_and_keeps_serving_when_cut_off() 
     let url = format!("ldap://{}:10389", site.ip);
     let ldif =
         format!("dn: uid=bob,ou=people,{BASE}\nchangetype: modify\nreplace: telephoneNumber\ntelephoneNumber: 555\n");
-    let mut child = Command::new("ldapmodify")
-        .args(["-x", "-ZZ", "-H", &url, "-D", "bob@example.org", "-w", "bobs-new-password"])
-        .env("LDAPTLS_REQCERT", "never")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::io::Write::write_all(&mut child.stdin.take().unwrap(), ldif.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let (_, text) =
+        tool_with("ldapmodify", &["-x", "-ZZ", "-H", &url, "-D", "bob@example.org", "-w", "bobs-new-password"], &ldif);
     assert!(text.contains("Referral") && text.contains(&format!("ldap://{}:10379", hub.ip)), "{text}");
 
     // The link cut: the replica still takes mail for its users and lets them in.
@@ -461,16 +451,8 @@ fn agora_keeps_a_copy_of_an_openldap_directory() {
         if add {
             args.push("-a");
         }
-        let mut child = Command::new("ldapmodify")
-            .args(&args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        std::io::Write::write_all(&mut child.stdin.take().unwrap(), ldif.as_bytes()).unwrap();
-        let out = child.wait_with_output().unwrap();
-        assert!(out.status.success(), "{ldif}\n{}", String::from_utf8_lossy(&out.stderr));
+        let (ok, out) = tool_with("ldapmodify", &args, ldif);
+        assert!(ok, "{ldif}\n{out}");
     };
     // {SSHA} of "ann-password", as slappasswd makes them.
     let (_, ssha) = common::run("slappasswd", &["-s", "ann-password", "-h", "{SSHA}"], "");
