@@ -11,7 +11,16 @@ pub enum StoreError {
     #[error("quota exceeded for {0}")]
     OverQuota(String),
     #[error("database error: {0}")]
-    Db(#[from] rusqlite::Error),
+    Db(String),
+    /// A uniqueness, reference or check constraint refused a write.
+    #[error("database constraint: {0}")]
+    Constraint(String),
+    /// The write met a concurrent one (another node's) and may be tried again.
+    #[error("the write met a concurrent change; try again ({0})")]
+    Conflict(String),
+    /// A query for one row found none (mapped to None where a row is optional).
+    #[error("no such row")]
+    NoRow,
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
     #[error("stored data is corrupt: {0}")]

@@ -6,6 +6,7 @@ pub mod address;
 pub mod backup;
 pub mod blob;
 pub mod check;
+pub(crate) mod db;
 // Behaviour every backend must show: test code, run by each backend's tests.
 #[cfg(test)]
 mod conformance;

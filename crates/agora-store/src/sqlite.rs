@@ -7,8 +7,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread;
 
+use crate::db::{Db, OptionalExtension, Row, params};
 use async_trait::async_trait;
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::Connection;
 use tokio::sync::{broadcast, oneshot};
 
 use crate::blob::BlobFiles;
@@ -460,7 +461,7 @@ const MIGRATIONS: &[(u32, &str)] = &[
 /// Brings an older store up to the current schema, in one transaction.
 fn migrate(conn: &Connection) -> Result<()> {
     let version: u32 = conn
-        .query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| r.get::<_, String>(0))?
+        .query_row("SELECT value FROM meta WHERE key = 'schema'", (), |r| r.get::<_, String>(0))?
         .parse()
         .map_err(|_| StoreError::Corrupt("schema version is not a number".into()))?;
     let latest = MIGRATIONS.last().map_or(1, |m| m.0);
@@ -493,7 +494,7 @@ fn migrate(conn: &Connection) -> Result<()> {
 
 const WEB_SESSION_SELECT: &str = "SELECT id, account, csrf, created, seen, address, agent FROM web_sessions";
 
-fn web_session_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<WebSession> {
+fn web_session_row(r: &Row<'_>) -> Result<WebSession> {
     Ok(WebSession {
         id: r.get(0)?,
         account: r.get(1)?,
@@ -506,7 +507,7 @@ fn web_session_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<WebSession> {
 }
 
 type Finish = Box<dyn FnOnce(Result<()>) -> (Vec<Change>, Reply) + Send>;
-type Job = Box<dyn FnOnce(&Connection) -> Finish + Send>;
+type Job = Box<dyn FnOnce(&Db) -> Finish + Send>;
 
 pub struct SqliteStore {
     path: PathBuf,
@@ -514,7 +515,7 @@ pub struct SqliteStore {
     writer_thread: Mutex<Option<thread::JoinHandle<()>>>,
     /// Dropping the sender stops the checkpointer.
     checkpointer: Mutex<Option<(mpsc::Sender<()>, thread::JoinHandle<()>)>>,
-    readers: Mutex<Vec<Connection>>,
+    readers: Mutex<Vec<Db>>,
     blobs: Arc<BlobFiles>,
     bus: broadcast::Sender<Change>,
     /// Per-mailbox buses, made when a session first watches the mailbox and dropped
@@ -546,7 +547,11 @@ impl std::fmt::Debug for SqliteStore {
     }
 }
 
-fn open_conn(path: &Path) -> Result<Connection> {
+fn open_conn(path: &Path) -> Result<Db> {
+    Ok(Db::sqlite(open_lite(path)?))
+}
+
+fn open_lite(path: &Path) -> Result<Connection> {
     let conn = Connection::open(path)?;
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
     // FULL makes every WAL commit an fsync: acknowledged means durable.
@@ -562,14 +567,14 @@ impl SqliteStore {
     pub fn open(dir: &Path) -> Result<Arc<SqliteStore>> {
         std::fs::create_dir_all(dir)?;
         let path = dir.join("agora.db");
-        let writer_conn = open_conn(&path)?;
+        let writer_conn = open_lite(&path)?;
         writer_conn.execute_batch(SCHEMA)?;
         migrate(&writer_conn)?;
         writer_conn.execute_batch(TRIGGERS)?;
         // Checkpoints run on their own thread, so a commit never waits for one.
         // A log that grew past its limit under load is cut back to it once restarted.
         writer_conn.execute_batch("PRAGMA wal_autocheckpoint=0; PRAGMA journal_size_limit=67108864;")?;
-        let ckpt_conn = open_conn(&path)?;
+        let ckpt_conn = open_lite(&path)?;
         let (ckpt_tx, ckpt_rx) = mpsc::channel::<()>();
         let restart = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let restart2 = Arc::clone(&restart);
@@ -601,7 +606,7 @@ impl SqliteStore {
         let version2 = Arc::clone(&version);
         let handle = thread::Builder::new()
             .name("agora-store-writer".into())
-            .spawn(move || writer_loop(writer_conn, rx, bus2, &stamp2, &version2, &restart))?;
+            .spawn(move || writer_loop(Db::sqlite(writer_conn), rx, bus2, &stamp2, &version2, &restart))?;
         Ok(Arc::new(SqliteStore {
             path,
             writer: Mutex::new(Some(tx)),
@@ -633,10 +638,10 @@ impl SqliteStore {
     /// Runs `f` in one savepoint of the next group commit; resolves after the fsync.
     async fn write<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&Connection) -> Result<(T, Vec<Change>)> + Send + 'static,
+        f: impl Fn(&Db) -> Result<(T, Vec<Change>)> + Send + Sync + 'static,
     ) -> Result<T> {
         let (tx, rx) = oneshot::channel::<Result<T>>();
-        let job: Job = Box::new(move |conn: &Connection| {
+        let job: Job = Box::new(move |conn: &Db| {
             let outcome = run_in_savepoint(conn, f);
             Box::new(move |commit: Result<()>| {
                 let (reply, changes) = match (commit, outcome) {
@@ -658,7 +663,7 @@ impl SqliteStore {
     }
 
     /// Runs `f` on a pooled reader connection, on the calling thread.
-    fn with_reader<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+    fn with_reader<T>(&self, f: impl FnOnce(&Db) -> Result<T>) -> Result<T> {
         let conn = self.readers.lock().ok().and_then(|mut r| r.pop());
         let conn = match conn {
             Some(c) => c,
@@ -674,10 +679,7 @@ impl SqliteStore {
     }
 
     /// A read that may take a while (many rows, blob files): off the async threads.
-    async fn read<T: Send + 'static>(
-        self: &Arc<Self>,
-        f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
-    ) -> Result<T> {
+    async fn read<T: Send + 'static>(self: &Arc<Self>, f: impl FnOnce(&Db) -> Result<T> + Send + 'static) -> Result<T> {
         let this = Arc::clone(self);
         tokio::task::spawn_blocking(move || this.with_reader(f))
             .await
@@ -688,10 +690,21 @@ impl SqliteStore {
     /// the writer, so it runs inline rather than paying for a thread hand-off.
     async fn lookup<T: Send + 'static>(
         self: &Arc<Self>,
-        f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
+        f: impl FnOnce(&Db) -> Result<T> + Send + 'static,
     ) -> Result<T> {
         self.with_reader(f)
     }
+}
+
+/// A fresh random UUID (version 4) for a new directory entry.
+fn random_uuid() -> [u8; 16] {
+    let mut b = [0u8; 16];
+    if getrandom::fill(&mut b).is_err() {
+        b = (u128::from(now() as u64) << 64 | u128::from(std::process::id())).to_le_bytes();
+    }
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    b
 }
 
 /// A delivery with its summary and envelope already serialized (outside the writer).
@@ -711,7 +724,7 @@ fn prepare_delivery(d: Delivery) -> Result<PreparedDelivery> {
 }
 
 /// Refuses a write that would take an account over its storage quota (0: none).
-fn check_quota(c: &Connection, account: AccountId, adding: i64) -> Result<()> {
+fn check_quota(c: &Db, account: AccountId, adding: i64) -> Result<()> {
     let (login, quota, used): (String, i64, i64) = c
         .prepare_cached("SELECT login, quota, used FROM accounts WHERE id = ?1")?
         .query_row([account], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
@@ -723,7 +736,7 @@ fn check_quota(c: &Connection, account: AccountId, adding: i64) -> Result<()> {
 
 /// One delivery inside the writer's transaction: the body once, then one message per
 /// target and one queue entry per remote recipient.
-fn deliver_in(c: &Connection, p: &PreparedDelivery) -> Result<(Vec<Delivered>, Vec<Change>)> {
+fn deliver_in(c: &Db, p: &PreparedDelivery) -> Result<(Vec<Delivered>, Vec<Change>)> {
     let d = &p.d;
     let size = d.body.size as i64;
     if d.enforce_quota {
@@ -739,9 +752,10 @@ fn deliver_in(c: &Connection, p: &PreparedDelivery) -> Result<(Vec<Delivered>, V
     .execute(params![d.body.hash, size, refs, p.summary, d.body.inline.as_deref(), d.body.text])?;
     let delivery_id = match &p.envelope {
         Some(env) => {
-            c.prepare_cached("INSERT INTO deliveries (envelope, received) VALUES (?1, ?2)")?
-                .execute(params![env, now()])?;
-            Some(c.last_insert_rowid())
+            let id: i64 = c
+                .prepare_cached("INSERT INTO deliveries (envelope, received) VALUES (?1, ?2) RETURNING id")?
+                .query_row(params![env, now()], |r| r.get(0))?;
+            Some(id)
         }
         None => None,
     };
@@ -812,7 +826,7 @@ fn deliver_in(c: &Connection, p: &PreparedDelivery) -> Result<(Vec<Delivered>, V
 
 /// A replicated domain's directory is its provider's: only replication writes it.
 /// `names` are the addresses or domains a write touches.
-fn replica_guard(c: &Connection, privileged: bool, names: &[&str]) -> Result<()> {
+fn replica_guard(c: &Db, privileged: bool, names: &[&str]) -> Result<()> {
     if privileged {
         return Ok(());
     }
@@ -832,20 +846,17 @@ fn new_account_names(new: &NewAccount) -> Vec<&str> {
 }
 
 /// The address book a contact is in ("" when there is no such contact).
-fn contact_domain(c: &Connection, address: &str) -> Result<String> {
+fn contact_domain(c: &Db, address: &str) -> Result<String> {
     Ok(c.query_row("SELECT domain FROM contacts WHERE address = ?1", [address], |r| r.get(0))
         .optional()?
         .unwrap_or_default())
 }
 
-fn run_in_savepoint<T>(
-    conn: &Connection,
-    f: impl FnOnce(&Connection) -> Result<(T, Vec<Change>)>,
-) -> Result<(T, Vec<Change>)> {
-    conn.prepare_cached("SAVEPOINT job")?.execute([])?;
+fn run_in_savepoint<T>(conn: &Db, f: impl FnOnce(&Db) -> Result<(T, Vec<Change>)>) -> Result<(T, Vec<Change>)> {
+    conn.prepare_cached("SAVEPOINT job")?.execute(())?;
     let out = f(conn);
     match &out {
-        Ok(_) => conn.prepare_cached("RELEASE job")?.execute([])?,
+        Ok(_) => conn.prepare_cached("RELEASE job")?.execute(())?,
         Err(_) => conn.execute_batch("ROLLBACK TO job; RELEASE job").map(|_| 0)?,
     };
     out
@@ -878,7 +889,7 @@ fn checkpoint_loop(conn: Connection, stop: mpsc::Receiver<()>, restart: &std::sy
     loop {
         match stop.recv_timeout(std::time::Duration::from_millis(200)) {
             Err(mpsc::RecvTimeoutError::Timeout) => {
-                match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(1)) {
+                match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", (), |r| r.get::<_, i64>(1)) {
                     Ok(frames) if frames >= WAL_RESTART_FRAMES => {
                         restart.store(true, std::sync::atomic::Ordering::Relaxed);
                     }
@@ -921,7 +932,7 @@ impl Buses {
 }
 
 fn writer_loop(
-    conn: Connection,
+    conn: Db,
     rx: mpsc::Receiver<Job>,
     bus: Buses,
     stamp: &std::fs::File,
@@ -932,7 +943,7 @@ fn writer_loop(
         // No frame is added while the writer copies the tail: the next commit, finding
         // the log fully copied, writes from its start again.
         if restart.swap(false, std::sync::atomic::Ordering::Relaxed)
-            && let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+            && let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", (), |_| Ok(()))
         {
             tracing::warn!("store: checkpoint: {e}");
         }
@@ -995,7 +1006,7 @@ fn writer_loop(
     let _ = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)");
 }
 
-fn domain_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Domain> {
+fn domain_from_row(r: &Row<'_>) -> Result<Domain> {
     Ok(Domain { name: r.get(0)?, created: r.get(1)?, mta_sts_mode: r.get(2)? })
 }
 
@@ -1007,7 +1018,7 @@ fn domain_of(address: &str) -> Result<&str> {
         .ok_or_else(|| StoreError::Invalid(format!("{address} is not a full address")))
 }
 
-fn require_account(conn: &Connection, account: AccountId) -> Result<()> {
+fn require_account(conn: &Db, account: AccountId) -> Result<()> {
     let found: Option<i64> =
         conn.prepare_cached("SELECT 1 FROM accounts WHERE id = ?1")?.query_row([account], |r| r.get(0)).optional()?;
     match found {
@@ -1016,7 +1027,7 @@ fn require_account(conn: &Connection, account: AccountId) -> Result<()> {
     }
 }
 
-fn require_domain(conn: &Connection, domain: &str) -> Result<()> {
+fn require_domain(conn: &Db, domain: &str) -> Result<()> {
     let found: Option<i64> =
         conn.prepare_cached("SELECT 1 FROM domains WHERE name = ?1")?.query_row([domain], |r| r.get(0)).optional()?;
     match found {
@@ -1025,7 +1036,7 @@ fn require_domain(conn: &Connection, domain: &str) -> Result<()> {
     }
 }
 
-fn claim_address(conn: &Connection, address: &str, kind: &str, account: Option<AccountId>) -> Result<()> {
+fn claim_address(conn: &Db, address: &str, kind: &str, account: Option<AccountId>) -> Result<()> {
     let domain = domain_of(address)?;
     require_domain(conn, domain)?;
     let n = conn.execute(
@@ -1038,7 +1049,7 @@ fn claim_address(conn: &Connection, address: &str, kind: &str, account: Option<A
     Ok(())
 }
 
-fn address_kind(conn: &Connection, address: &str) -> Result<Option<(String, Option<AccountId>)>> {
+fn address_kind(conn: &Db, address: &str) -> Result<Option<(String, Option<AccountId>)>> {
     Ok(conn
         .query_row("SELECT kind, account FROM addresses WHERE address = ?1", [address], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?)
@@ -1052,17 +1063,17 @@ fn uuid_of(v: Option<Vec<u8>>) -> [u8; 16] {
     v.and_then(|v| <[u8; 16]>::try_from(v.as_slice()).ok()).unwrap_or_default()
 }
 
-fn account_from_row(conn: &Connection, r: &rusqlite::Row<'_>) -> rusqlite::Result<Account> {
+fn account_from_row(conn: &Db, r: &Row<'_>) -> Result<Account> {
     let id: i64 = r.get(0)?;
     let login: String = r.get(1)?;
     let mut stmt =
         conn.prepare_cached("SELECT address FROM addresses WHERE account = ?1 AND address != ?2 ORDER BY address")?;
-    let addresses = stmt.query_map(params![id, login], |r| r.get(0))?.collect::<rusqlite::Result<Vec<String>>>()?;
+    let addresses = stmt.query_map(params![id, login], |r| r.get(0))?.collect::<Result<Vec<String>>>()?;
     account_with(r, addresses)
 }
 
 /// An account row with its extra addresses, read by the caller.
-fn account_with(r: &rusqlite::Row<'_>, addresses: Vec<String>) -> rusqlite::Result<Account> {
+fn account_with(r: &Row<'_>, addresses: Vec<String>) -> Result<Account> {
     let id: i64 = r.get(0)?;
     let login: String = r.get(1)?;
     let role: String = r.get(5)?;
@@ -1083,7 +1094,7 @@ fn account_with(r: &rusqlite::Row<'_>, addresses: Vec<String>) -> rusqlite::Resu
     })
 }
 
-fn query_account(conn: &Connection, where_: &str, arg: &dyn rusqlite::ToSql) -> Result<Option<Account>> {
+fn query_account(conn: &Db, where_: &str, arg: &dyn crate::db::ToValue) -> Result<Option<Account>> {
     let sql = format!("SELECT {ACCOUNT_COLS} FROM accounts WHERE {where_}");
     Ok(conn.prepare_cached(&sql)?.query_row([arg], |r| account_from_row(conn, r)).optional()?)
 }
@@ -1091,7 +1102,7 @@ fn query_account(conn: &Connection, where_: &str, arg: &dyn rusqlite::ToSql) -> 
 const QUEUE_COLS: &str =
     "id, blob, mail_from, recipient, created, attempts, next_attempt, last_error, held, delivery, warned";
 
-fn queued_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Queued> {
+fn queued_from_row(r: &Row<'_>) -> Result<Queued> {
     Ok(Queued {
         id: r.get(0)?,
         blob: r.get(1)?,
@@ -1109,7 +1120,7 @@ fn queued_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Queued> {
 
 const REF_COLS: &str = "uid, modseq, flags, keywords, internal_date, size, blob, saved";
 
-fn ref_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<MessageRef> {
+fn ref_from_row(r: &Row<'_>) -> Result<MessageRef> {
     Ok(MessageRef {
         uid: r.get::<_, i64>(0)? as u32,
         modseq: r.get::<_, i64>(1)? as u64,
@@ -1127,7 +1138,7 @@ const META_COLS: &str = "m.uid, m.modseq, m.flags, m.keywords, m.internal_date, 
 
 type MetaRow = (i64, i64, i64, String, i64, i64, String, String, i64);
 
-fn meta_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<MetaRow> {
+fn meta_row(r: &Row<'_>) -> Result<MetaRow> {
     Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?, r.get(8)?))
 }
 
@@ -1195,7 +1206,7 @@ const MAILBOX_COLS: &str = "id, account, name, special_use, uidvalidity, uidnext
     EXISTS (SELECT 1 FROM subscriptions s WHERE s.account = mailboxes.account AND s.name = mailboxes.name),
     messages, recent_uid";
 
-fn mailbox_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Mailbox> {
+fn mailbox_from_row(r: &Row<'_>) -> Result<Mailbox> {
     let su: Option<String> = r.get(3)?;
     Ok(Mailbox {
         id: r.get(0)?,
@@ -1211,16 +1222,16 @@ fn mailbox_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Mailbox> {
     })
 }
 
-fn query_mailbox(conn: &Connection, account: AccountId, name: &str) -> Result<Option<Mailbox>> {
+fn query_mailbox(conn: &Db, account: AccountId, name: &str) -> Result<Option<Mailbox>> {
     let sql = format!("SELECT {MAILBOX_COLS} FROM mailboxes WHERE account = ?1 AND name = ?2");
     Ok(conn.prepare_cached(&sql)?.query_row(params![account, name], mailbox_from_row).optional()?)
 }
 
 /// UIDVALIDITY must differ for a name re-created later: derive it from the clock, and
 /// keep it strictly above every value handed out before in this store.
-fn next_uidvalidity(conn: &Connection) -> Result<u32> {
+fn next_uidvalidity(conn: &Db) -> Result<u32> {
     let last: Option<String> =
-        conn.query_row("SELECT value FROM meta WHERE key = 'uidvalidity'", [], |r| r.get(0)).optional()?;
+        conn.query_row("SELECT value FROM meta WHERE key = 'uidvalidity'", (), |r| r.get(0)).optional()?;
     let last: u32 = last.and_then(|v| v.parse().ok()).unwrap_or(0);
     let clock = (now() as u64 & 0xffff_ffff) as u32;
     let v = clock.max(last.wrapping_add(1)).max(1);
@@ -1232,12 +1243,7 @@ fn next_uidvalidity(conn: &Connection) -> Result<u32> {
     Ok(v)
 }
 
-fn insert_mailbox(
-    conn: &Connection,
-    account: AccountId,
-    name: &str,
-    special_use: Option<SpecialUse>,
-) -> Result<Mailbox> {
+fn insert_mailbox(conn: &Db, account: AccountId, name: &str, special_use: Option<SpecialUse>) -> Result<Mailbox> {
     let uidvalidity = next_uidvalidity(conn)?;
     let n = conn.execute(
         "INSERT OR IGNORE INTO mailboxes (account, name, special_use, uidvalidity, uidnext, highestmodseq)
@@ -1252,7 +1258,7 @@ fn insert_mailbox(
 
 /// The organisation's own account, which owns the public folders; made on first use
 /// (it cannot log in: its password hash is no hash).
-fn public_owner(c: &Connection) -> Result<AccountId> {
+fn public_owner(c: &Db) -> Result<AccountId> {
     let found: Option<AccountId> = c
         .query_row("SELECT id FROM accounts WHERE role = 'system' AND login = ?1", [PUBLIC_OWNER], |r| r.get(0))
         .optional()?;
@@ -1260,14 +1266,14 @@ fn public_owner(c: &Connection) -> Result<AccountId> {
         return Ok(id);
     }
     let domain: Option<String> =
-        c.query_row("SELECT name FROM domains ORDER BY created LIMIT 1", [], |r| r.get(0)).optional()?;
+        c.query_row("SELECT name FROM domains ORDER BY created LIMIT 1", (), |r| r.get(0)).optional()?;
     let domain = domain.ok_or_else(|| StoreError::Invalid("add a domain before public folders".into()))?;
-    c.execute(
+    c.query_row(
         "INSERT INTO accounts (login, domain, display_name, password_hash, role, created, uuid, changed)
-         VALUES (?1, ?2, 'Public Folders', '!', 'system', ?3, randomblob(16), ?3)",
-        params![PUBLIC_OWNER, domain, now()],
-    )?;
-    Ok(c.last_insert_rowid())
+         VALUES (?1, ?2, 'Public Folders', '!', 'system', ?3, ?4, ?3) RETURNING id",
+        params![PUBLIC_OWNER, domain, now(), random_uuid()],
+        |r| r.get(0),
+    )
 }
 
 fn public_folder_path(path: &str) -> Result<String> {
@@ -1285,7 +1291,7 @@ fn public_folder_path(path: &str) -> Result<String> {
 const PUBLIC_COLS: &str =
     "m.id, m.name, p.newsgroup, p.address, p.moderated, p.anonymous_mail, p.expire_days, p.expire_count";
 
-fn public_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<PublicFolder> {
+fn public_from_row(r: &Row<'_>) -> Result<PublicFolder> {
     Ok(PublicFolder {
         mailbox: r.get(0)?,
         path: r.get(1)?,
@@ -1298,7 +1304,7 @@ fn public_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<PublicFolder> {
     })
 }
 
-fn query_public(c: &Connection, path: &str) -> Result<Option<PublicFolder>> {
+fn query_public(c: &Db, path: &str) -> Result<Option<PublicFolder>> {
     let sql = format!(
         "SELECT {PUBLIC_COLS} FROM public_folders p JOIN mailboxes m ON m.id = p.mailbox
          JOIN accounts a ON a.id = m.account WHERE a.role = 'system' AND m.name = ?1"
@@ -1307,19 +1313,17 @@ fn query_public(c: &Connection, path: &str) -> Result<Option<PublicFolder>> {
 }
 
 /// A uniqueness violation as "already exists" (naming what); other errors as they are.
-fn constraint(e: rusqlite::Error, what: &str) -> StoreError {
+fn constraint(e: StoreError, what: &str) -> StoreError {
     match e {
-        rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation => {
-            StoreError::Exists(what.to_string())
-        }
-        e => e.into(),
+        StoreError::Constraint(_) => StoreError::Exists(what.to_string()),
+        e => e,
     }
 }
 
 /// Makes a moderated folder's queue, or sets an existing one right: a subfolder hidden
 /// from news and mail, open to exactly the folder's moderators (the entries holding x).
 /// Returns its id when it was made now.
-fn ensure_queue(c: &Connection, owner: AccountId, folder: &PublicFolder) -> Result<Option<MailboxId>> {
+fn ensure_queue(c: &Db, owner: AccountId, folder: &PublicFolder) -> Result<Option<MailboxId>> {
     let path = folder.queue_path();
     let (id, made) = match query_mailbox(c, owner, &path)? {
         Some(m) => (m.id, false),
@@ -1342,7 +1346,7 @@ fn ensure_queue(c: &Connection, owner: AccountId, folder: &PublicFolder) -> Resu
 /// A delivery to a missing mailbox of the public folders' account: a moderated
 /// folder's queue is made properly; any other public folder that is gone is an error
 /// (never a plain mailbox outside the folder model).
-fn public_queue_target(c: &Connection, account: AccountId, name: &str) -> Result<Option<Mailbox>> {
+fn public_queue_target(c: &Db, account: AccountId, name: &str) -> Result<Option<Mailbox>> {
     let system: bool = c
         .prepare_cached("SELECT role = 'system' FROM accounts WHERE id = ?1")?
         .query_row([account], |r| r.get(0))
@@ -1367,7 +1371,7 @@ fn is_queue_path(path: &str) -> bool {
 }
 
 /// The moderation queue of the public folder `mailbox`, when it is moderated.
-fn queue_of(c: &Connection, mailbox: MailboxId) -> Result<Option<MailboxId>> {
+fn queue_of(c: &Db, mailbox: MailboxId) -> Result<Option<MailboxId>> {
     let sql = format!(
         "SELECT {PUBLIC_COLS} FROM public_folders p JOIN mailboxes m ON m.id = p.mailbox WHERE p.mailbox = ?1 AND p.moderated"
     );
@@ -1379,7 +1383,7 @@ fn queue_of(c: &Connection, mailbox: MailboxId) -> Result<Option<MailboxId>> {
 
 /// Deletes a mailbox with its messages (bodies lose a reference, the quota gets the
 /// space back); returns the body files to unlink after commit.
-fn delete_mailbox_rows(c: &Connection, account: AccountId, mailbox: MailboxId) -> Result<Vec<String>> {
+fn delete_mailbox_rows(c: &Db, account: AccountId, mailbox: MailboxId) -> Result<Vec<String>> {
     c.execute(
         "UPDATE blobs SET refs = refs - (SELECT count(*) FROM messages m WHERE m.mailbox = ?1 AND m.blob = blobs.hash)
          WHERE hash IN (SELECT blob FROM messages WHERE mailbox = ?1)",
@@ -1398,7 +1402,7 @@ fn delete_mailbox_rows(c: &Connection, account: AccountId, mailbox: MailboxId) -
 /// Mailboxes with an ACL entry for any of `identifiers`, rights joined: other users'
 /// mailboxes (`Some(reader)`: not the reader's own, not the organisation's), or the
 /// public folders (`None`).
-fn acl_mailboxes(c: &Connection, reader: Option<AccountId>, identifiers: &[String]) -> Result<Vec<SharedMailbox>> {
+fn acl_mailboxes(c: &Db, reader: Option<AccountId>, identifiers: &[String]) -> Result<Vec<SharedMailbox>> {
     let which =
         if reader.is_some() { "m.account != ?1 AND a.role != 'system'" } else { "?1 IS NULL AND a.role = 'system'" };
     let sql = format!(
@@ -1432,9 +1436,9 @@ fn keywords_from_text(s: &str) -> Vec<String> {
 }
 
 /// Drops blobs nobody references any more; returns file-backed ones to unlink after commit.
-fn collect_garbage(conn: &Connection) -> Result<Vec<String>> {
+fn collect_garbage(conn: &Db) -> Result<Vec<String>> {
     let mut stmt = conn.prepare_cached("DELETE FROM blobs WHERE refs <= 0 RETURNING hash, data IS NULL")?;
-    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, bool>(1)?)))?;
+    let rows = stmt.query_map((), |r| Ok((r.get::<_, String>(0)?, r.get::<_, bool>(1)?)))?;
     let mut files = Vec::new();
     for row in rows {
         let (hash, on_disk) = row?;
@@ -1466,7 +1470,7 @@ impl DirectoryStore for Arc<SqliteStore> {
             if n == 0 {
                 return Err(StoreError::Exists(format!("domain {name}")));
             }
-            Ok((Domain { name, created, mta_sts_mode: "testing".into() }, vec![Change::DirectoryChanged]))
+            Ok((Domain { name: name.clone(), created, mta_sts_mode: "testing".into() }, vec![Change::DirectoryChanged]))
         })
         .await
     }
@@ -1519,8 +1523,8 @@ impl DirectoryStore for Arc<SqliteStore> {
     async fn domains(&self) -> Result<Vec<Domain>> {
         self.read(|c| {
             let mut stmt = c.prepare_cached("SELECT name, created, mta_sts_mode FROM domains ORDER BY name")?;
-            let rows = stmt.query_map([], domain_from_row)?;
-            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+            let rows = stmt.query_map((), domain_from_row)?;
+            Ok(rows.collect::<Result<Vec<_>>>()?)
         })
         .await
     }
@@ -1591,7 +1595,7 @@ impl DirectoryStore for Arc<SqliteStore> {
         self.read(move |c| {
             let mut st = c.prepare_cached(&format!("{WEB_SESSION_SELECT} WHERE account = ?1 ORDER BY created"))?;
             let rows = st.query_map([account], web_session_row)?;
-            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+            Ok(rows.collect::<Result<Vec<_>>>()?)
         })
         .await
     }
@@ -1626,7 +1630,7 @@ impl DirectoryStore for Arc<SqliteStore> {
             let mut st =
                 c.prepare_cached("SELECT name, value FROM account_settings WHERE account = ?1 ORDER BY name")?;
             let rows = st.query_map([account], |r| Ok((r.get(0)?, r.get(1)?)))?;
-            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+            Ok(rows.collect::<Result<Vec<_>>>()?)
         })
         .await
     }
@@ -1634,7 +1638,7 @@ impl DirectoryStore for Arc<SqliteStore> {
     async fn set_account_setting(&self, account: AccountId, name: &str, value: Option<&str>) -> Result<()> {
         let (name, value) = (name.to_string(), value.map(str::to_string));
         self.write(move |c| {
-            match value {
+            match &value {
                 Some(v) => c.execute(
                     "INSERT INTO account_settings (account, name, value) VALUES (?1, ?2, ?3)
                      ON CONFLICT (account, name) DO UPDATE SET value = excluded.value",
@@ -1655,7 +1659,7 @@ impl DirectoryStore for Arc<SqliteStore> {
             let mut st =
                 c.prepare_cached("SELECT account, value FROM account_settings WHERE name = ?1 ORDER BY account")?;
             let rows = st.query_map([name], |r| Ok((r.get(0)?, r.get(1)?)))?;
-            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+            Ok(rows.collect::<Result<Vec<_>>>()?)
         })
         .await
     }
@@ -1679,7 +1683,7 @@ impl DirectoryStore for Arc<SqliteStore> {
                 "SELECT entry, value FROM metadata WHERE account = ?1 AND mailbox = ?2 ORDER BY entry",
             )?;
             let rows = st.query_map(params![account, mailbox], |r| Ok((r.get(0)?, r.get(1)?)))?;
-            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+            Ok(rows.collect::<Result<Vec<_>>>()?)
         })
         .await
     }
@@ -1728,7 +1732,7 @@ impl DirectoryStore for Arc<SqliteStore> {
             let rows = st.query_map([account], |r| {
                 Ok(SieveScriptInfo { name: r.get(0)?, active: r.get(1)?, size: r.get::<_, i64>(2)?.max(0) as u64 })
             })?;
-            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+            Ok(rows.collect::<Result<Vec<_>>>()?)
         })
         .await
     }
@@ -1805,7 +1809,7 @@ impl DirectoryStore for Arc<SqliteStore> {
         self.write(move |c| {
             // The old one off first: the index allows one active script per account.
             c.execute("UPDATE sieve_scripts SET active = 0 WHERE account = ?1 AND active = 1", [account])?;
-            if let Some(name) = name {
+            if let Some(name) = &name {
                 let n = c.execute(
                     "UPDATE sieve_scripts SET active = 1 WHERE account = ?1 AND name = ?2",
                     params![account, name],
@@ -1832,8 +1836,8 @@ impl DirectoryStore for Arc<SqliteStore> {
     async fn accounts_with_active_sieve(&self) -> Result<Vec<AccountId>> {
         self.read(move |c| {
             let mut st = c.prepare_cached("SELECT account FROM sieve_scripts WHERE active = 1 ORDER BY account")?;
-            let rows = st.query_map([], |r| r.get(0))?;
-            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+            let rows = st.query_map((), |r| r.get(0))?;
+            Ok(rows.collect::<Result<Vec<_>>>()?)
         })
         .await
     }
@@ -1854,7 +1858,7 @@ impl DirectoryStore for Arc<SqliteStore> {
         let privileged = crate::replicating();
         self.write(move |c| {
             replica_guard(c, privileged, &new_account_names(&new))?;
-            insert_account(c, new)
+            insert_account(c, new.clone())
         })
         .await
     }
@@ -1873,7 +1877,7 @@ impl DirectoryStore for Arc<SqliteStore> {
                 n += c.execute(sql, params![address, &uuid[..]])?;
             }
             if n == 0 {
-                return Err(StoreError::NotFound(address));
+                return Err(StoreError::NotFound(address.clone()));
             }
             Ok(((), vec![Change::DirectoryChanged]))
         })
@@ -1885,7 +1889,7 @@ impl DirectoryStore for Arc<SqliteStore> {
         self.write(move |c| {
             let mut out = Vec::with_capacity(batch.len());
             let mut changes = Vec::new();
-            for new in batch {
+            for new in batch.iter().cloned() {
                 // Each account in its own savepoint: one refused leaves the others.
                 if let Err(e) = replica_guard(c, privileged, &new_account_names(&new)) {
                     out.push(Err(e));
@@ -1941,7 +1945,7 @@ impl DirectoryStore for Arc<SqliteStore> {
                 let id: i64 = r.get(0)?;
                 account_with(r, extra.remove(&id).unwrap_or_default())
             })?;
-            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+            Ok(rows.collect::<Result<Vec<_>>>()?)
         })
         .await
     }
@@ -1967,7 +1971,7 @@ impl DirectoryStore for Arc<SqliteStore> {
                 )?;
                 let mailboxes: Vec<MailboxId> = {
                     let mut s = c.prepare("SELECT id FROM mailboxes WHERE account = ?1")?;
-                    s.query_map([id], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?
+                    s.query_map([id], |r| r.get(0))?.collect::<Result<_>>()?
                 };
                 c.execute("DELETE FROM messages WHERE mailbox IN (SELECT id FROM mailboxes WHERE account = ?1)", [id])?;
                 c.execute("DELETE FROM acl WHERE identifier = (SELECT login FROM accounts WHERE id = ?1)", [id])?;
@@ -2180,7 +2184,7 @@ impl DirectoryStore for Arc<SqliteStore> {
     async fn groups(&self) -> Result<Vec<Group>> {
         self.read(|c| {
             let mut stmt = c.prepare(&format!("SELECT {GROUP_COLS} FROM groups ORDER BY address"))?;
-            let mut out = stmt.query_map([], group_from_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
+            let mut out = stmt.query_map((), group_from_row)?.collect::<Result<Vec<_>>>()?;
             for g in &mut out {
                 g.members = group_members(c, &g.address)?;
             }
@@ -2204,7 +2208,7 @@ impl DirectoryStore for Arc<SqliteStore> {
                 params![
                     login,
                     update.display_name,
-                    update.profile.map(|p| p.to_json()),
+                    update.profile.as_ref().map(|p| p.to_json()),
                     update.role.map(|r| r.as_str()),
                     now()
                 ],
@@ -2279,7 +2283,7 @@ impl DirectoryStore for Arc<SqliteStore> {
     async fn aliases(&self) -> Result<Vec<(String, Vec<String>)>> {
         self.read(|c| {
             let mut stmt = c.prepare("SELECT address, target FROM alias_targets ORDER BY address, target")?;
-            let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+            let rows = stmt.query_map((), |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
             let mut out: Vec<(String, Vec<String>)> = Vec::new();
             for row in rows {
                 let (address, target) = row?;
@@ -2302,7 +2306,7 @@ impl DirectoryStore for Arc<SqliteStore> {
                 "UPDATE groups SET display_name = coalesce(?2, display_name), profile = coalesce(?3, profile),
                         changed = ?4
                  WHERE address = ?1",
-                params![address, display_name, profile.map(|p| p.to_json()), now()],
+                params![address, display_name, profile.as_ref().map(|p| p.to_json()), now()],
             )?;
             if n == 0 {
                 return Err(StoreError::NotFound(format!("group {address}")));
@@ -2352,7 +2356,7 @@ impl DirectoryStore for Arc<SqliteStore> {
                 "UPDATE contacts SET display_name = coalesce(?2, display_name), profile = coalesce(?3, profile),
                         changed = ?4
                  WHERE address = ?1",
-                params![address, display_name, profile.map(|p| p.to_json()), now()],
+                params![address, display_name, profile.as_ref().map(|p| p.to_json()), now()],
             )?;
             if n == 0 {
                 return Err(StoreError::NotFound(format!("contact {address}")));
@@ -2381,7 +2385,7 @@ impl DirectoryStore for Arc<SqliteStore> {
             let sql = format!("SELECT {CONTACT_COLS} FROM contacts WHERE ?1 IS NULL OR domain = ?1 ORDER BY address");
             let mut stmt = c.prepare(&sql)?;
             let rows = stmt.query_map([domain], contact_from_row)?;
-            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+            Ok(rows.collect::<Result<Vec<_>>>()?)
         })
         .await
     }
@@ -2428,7 +2432,7 @@ impl DirectoryStore for Arc<SqliteStore> {
             let rows = stmt.query_map([domain], |r| {
                 Ok(DnsRecord { domain: r.get(0)?, name: r.get(1)?, rtype: r.get(2)?, value: r.get(3)?, ttl: r.get(4)? })
             })?;
-            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+            Ok(rows.collect::<Result<Vec<_>>>()?)
         })
         .await
     }
@@ -2437,12 +2441,13 @@ impl DirectoryStore for Arc<SqliteStore> {
         self.write(move |c| {
             let domain = k.domain.to_ascii_lowercase();
             require_domain(c, &domain)?;
-            c.execute(
+            let id = c.query_row(
                 "INSERT INTO dnssec_keys (domain, ksk, algorithm, private_key, created, state, since)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) RETURNING id",
                 params![domain, k.ksk, k.algorithm, k.private_key, k.created, k.state.as_str(), k.since],
+                |r| r.get(0),
             )?;
-            Ok((c.last_insert_rowid(), vec![Change::DirectoryChanged]))
+            Ok((id, vec![Change::DirectoryChanged]))
         })
         .await
     }
@@ -2466,7 +2471,7 @@ impl DirectoryStore for Arc<SqliteStore> {
                     since: r.get(7)?,
                 })
             })?;
-            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+            Ok(rows.collect::<Result<Vec<_>>>()?)
         })
         .await
     }
@@ -2491,8 +2496,8 @@ impl DirectoryStore for Arc<SqliteStore> {
     async fn sync_log(&self) -> Result<Vec<SyncRecord>> {
         self.read(|c| {
             let mut stmt = c.prepare("SELECT uuid, dn, csn, hash, deleted FROM sync_log")?;
-            let rows = stmt.query_map([], |r| {
-                let blob16 = |i: usize| -> rusqlite::Result<[u8; 16]> {
+            let rows = stmt.query_map((), |r| {
+                let blob16 = |i: usize| -> Result<[u8; 16]> {
                     let v: Vec<u8> = r.get(i)?;
                     Ok(v.try_into().unwrap_or([0; 16]))
                 };
@@ -2504,7 +2509,7 @@ impl DirectoryStore for Arc<SqliteStore> {
                     deleted: r.get::<_, i64>(4)? != 0,
                 })
             })?;
-            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+            Ok(rows.collect::<Result<Vec<_>>>()?)
         })
         .await
     }
@@ -2518,13 +2523,13 @@ impl DirectoryStore for Arc<SqliteStore> {
             for r in &changes {
                 stmt.execute(params![&r.uuid[..], r.dn, r.csn, &r.hash[..], r.deleted as i64])?;
             }
-            if let Some(h) = horizon {
+            if let Some(h) = &horizon {
                 c.execute(
                     "INSERT INTO sync_values (key, value) VALUES ('horizon', ?1)
                      ON CONFLICT (key) DO UPDATE SET value = max(value, ?1)",
                     [&h],
                 )?;
-                c.execute("DELETE FROM sync_log WHERE deleted = 1 AND csn < (SELECT value FROM sync_values WHERE key = 'horizon')", [])?;
+                c.execute("DELETE FROM sync_log WHERE deleted = 1 AND csn < (SELECT value FROM sync_values WHERE key = 'horizon')", ())?;
             }
             Ok(((), Vec::new()))
         })
@@ -2537,7 +2542,7 @@ impl DirectoryStore for Arc<SqliteStore> {
             let mut stmt =
                 c.prepare("SELECT key, value FROM sync_values WHERE substr(key, 1, length(?1)) = ?1 ORDER BY key")?;
             let rows = stmt.query_map([prefix], |r| Ok((r.get(0)?, r.get(1)?)))?;
-            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+            Ok(rows.collect::<Result<Vec<_>>>()?)
         })
         .await
     }
@@ -2545,12 +2550,12 @@ impl DirectoryStore for Arc<SqliteStore> {
     async fn set_sync_value(&self, key: &str, value: Option<String>) -> Result<()> {
         let key = key.to_string();
         self.write(move |c| {
-            match value {
+            match &value {
                 Some(v) => c.execute(
                     "INSERT INTO sync_values (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = ?2",
                     params![key, v],
                 )?,
-                None => c.execute("DELETE FROM sync_values WHERE key = ?1", [key])?,
+                None => c.execute("DELETE FROM sync_values WHERE key = ?1", [&key])?,
             };
             Ok(((), Vec::new()))
         })
@@ -2571,7 +2576,7 @@ impl DirectoryStore for Arc<SqliteStore> {
                 "alias" => {
                     let mut s =
                         c.prepare_cached("SELECT target FROM alias_targets WHERE address = ?1 ORDER BY target")?;
-                    let targets = s.query_map([&address], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
+                    let targets = s.query_map([&address], |r| r.get(0))?.collect::<Result<_>>()?;
                     AddressEntry::Alias(targets)
                 }
                 _ => {
@@ -2587,7 +2592,7 @@ impl DirectoryStore for Arc<SqliteStore> {
 
     async fn add_dkim_keys(&self, keys: Vec<DkimKey>) -> Result<()> {
         self.write(move |c| {
-            for k in keys {
+            for k in &keys {
                 c.execute(
                     "INSERT OR REPLACE INTO dkim_keys (domain, selector, algorithm, private_key, public_key, created, state)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -2626,7 +2631,7 @@ impl DirectoryStore for Arc<SqliteStore> {
                     state: DkimState::parse(&r.get::<_, String>(6)?),
                 })
             })?;
-            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+            Ok(rows.collect::<Result<Vec<_>>>()?)
         })
         .await
     }
@@ -2687,7 +2692,7 @@ impl MailboxStore for Arc<SqliteStore> {
             let sql = format!("SELECT {MAILBOX_COLS} FROM mailboxes WHERE account = ?1 ORDER BY name");
             let mut stmt = c.prepare_cached(&sql)?;
             let rows = stmt.query_map([account], mailbox_from_row)?;
-            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+            Ok(rows.collect::<Result<Vec<_>>>()?)
         })
         .await
     }
@@ -2786,7 +2791,7 @@ impl MailboxStore for Arc<SqliteStore> {
             let below: Vec<(MailboxId, String)> = {
                 let mut s = c.prepare("SELECT id, name FROM mailboxes WHERE account = ?1 AND substr(name, 1, ?3) = ?2")?;
                 s.query_map(params![account, prefix, prefix.chars().count() as i64], |r| Ok((r.get(0)?, r.get(1)?)))?
-                    .collect::<rusqlite::Result<_>>()?
+                    .collect::<Result<_>>()?
             };
             for (id, name) in below {
                 let new = format!("{to}/{}", &name[prefix.len()..]);
@@ -2838,8 +2843,8 @@ impl MailboxStore for Arc<SqliteStore> {
                 "SELECT {PUBLIC_COLS} FROM public_folders p JOIN mailboxes m ON m.id = p.mailbox ORDER BY m.name"
             );
             let mut s = c.prepare_cached(&sql)?;
-            let rows = s.query_map([], public_from_row)?;
-            Ok(rows.collect::<rusqlite::Result<_>>()?)
+            let rows = s.query_map((), public_from_row)?;
+            Ok(rows.collect::<Result<_>>()?)
         })
         .await
     }
@@ -2995,7 +3000,7 @@ impl MailboxStore for Arc<SqliteStore> {
             let folder =
                 query_public(c, &path)?.ok_or_else(|| StoreError::NotFound(format!("public folder {path}")))?;
             let owner = public_owner(c)?;
-            if let Some(newsgroup) = update.newsgroup {
+            if let Some(newsgroup) = update.newsgroup.clone() {
                 let newsgroup = newsgroup.map(|n| n.to_ascii_lowercase());
                 c.execute(
                     "UPDATE public_folders SET newsgroup = ?2 WHERE mailbox = ?1",
@@ -3003,7 +3008,7 @@ impl MailboxStore for Arc<SqliteStore> {
                 )
                 .map_err(|e| constraint(e, "newsgroup"))?;
             }
-            if let Some(address) = update.address {
+            if let Some(address) = update.address.clone() {
                 let address = address.map(|a| a.to_ascii_lowercase());
                 if let Some(a) = &address {
                     let taken: i64 =
@@ -3067,7 +3072,7 @@ impl MailboxStore for Arc<SqliteStore> {
                  WHERE p.newsgroup IS NOT NULL ORDER BY p.newsgroup"
             );
             let mut s = c.prepare_cached(&sql)?;
-            let rows = s.query_map([], |r| {
+            let rows = s.query_map((), |r| {
                 let folder = public_from_row(r)?;
                 let uidnext = r.get::<_, i64>(9)? as u32;
                 Ok(NewsGroup {
@@ -3080,12 +3085,12 @@ impl MailboxStore for Arc<SqliteStore> {
                     acl: Vec::new(),
                 })
             })?;
-            let mut groups: Vec<NewsGroup> = rows.collect::<rusqlite::Result<_>>()?;
+            let mut groups: Vec<NewsGroup> = rows.collect::<Result<_>>()?;
             let mut s = c.prepare_cached(
                 "SELECT acl.mailbox, acl.identifier, acl.rights FROM acl JOIN public_folders p ON p.mailbox = acl.mailbox
                  WHERE p.newsgroup IS NOT NULL",
             )?;
-            let rows = s.query_map([], |r| Ok((r.get::<_, MailboxId>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)))?;
+            let rows = s.query_map((), |r| Ok((r.get::<_, MailboxId>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)))?;
             for row in rows {
                 let (mailbox, who, rights) = row?;
                 if let Some(g) = groups.iter_mut().find(|g| g.folder.mailbox == mailbox) {
@@ -3099,7 +3104,7 @@ impl MailboxStore for Arc<SqliteStore> {
 
     async fn overview(&self, mailbox: MailboxId, uids: RangeInclusive<u32>, limit: usize) -> Result<Vec<Overview>> {
         let point = uids.start() == uids.end() || limit == 1;
-        let query = move |c: &Connection| -> Result<Vec<Overview>> {
+        let query = move |c: &Db| -> Result<Vec<Overview>> {
             let mut s = c.prepare_cached(
                 "SELECT m.uid, json_extract(b.summary, '$.envelope.subject'), json_extract(b.summary, '$.envelope.from'),
                         json_extract(b.summary, '$.envelope.date'), json_extract(b.summary, '$.envelope.message_id'),
@@ -3109,9 +3114,8 @@ impl MailboxStore for Arc<SqliteStore> {
                  FROM messages m JOIN blobs b ON b.hash = m.blob
                  WHERE m.mailbox = ?1 AND m.uid BETWEEN ?2 AND ?3 ORDER BY m.uid LIMIT ?4",
             )?;
-            let text = |r: &rusqlite::Row<'_>, i: usize| -> rusqlite::Result<String> {
-                Ok(r.get::<_, Option<String>>(i)?.unwrap_or_default())
-            };
+            let text =
+                |r: &Row<'_>, i: usize| -> Result<String> { Ok(r.get::<_, Option<String>>(i)?.unwrap_or_default()) };
             let rows = s.query_map(params![mailbox, uids.start(), uids.end(), limit as i64], |r| {
                 Ok(Overview {
                     uid: r.get::<_, i64>(0)? as u32,
@@ -3125,7 +3129,7 @@ impl MailboxStore for Arc<SqliteStore> {
                     blob: r.get(8)?,
                 })
             })?;
-            Ok(rows.collect::<rusqlite::Result<_>>()?)
+            Ok(rows.collect::<Result<_>>()?)
         };
         // One article (ARTICLE, NEXT) is a point query: inline; ranges on the blocking pool.
         if point { self.lookup(query).await } else { self.read(query).await }
@@ -3154,7 +3158,7 @@ impl MailboxStore for Arc<SqliteStore> {
                  WHERE n.message_id = ?1 AND p.newsgroup IS NOT NULL ORDER BY n.seq",
             )?;
             let rows = s.query_map([&id], |r| Ok((r.get::<_, MailboxId>(0)?, r.get::<_, i64>(1)? as u32)))?;
-            Ok(rows.collect::<rusqlite::Result<_>>()?)
+            Ok(rows.collect::<Result<_>>()?)
         })
         .await
     }
@@ -3173,7 +3177,7 @@ impl MailboxStore for Arc<SqliteStore> {
 
     async fn remember_news(&self, message_ids: Vec<String>, now: i64) -> Result<()> {
         self.write(move |c| {
-            for id in message_ids {
+            for id in &message_ids {
                 c.prepare_cached("INSERT OR IGNORE INTO news_history (message_id, seen) VALUES (?1, ?2)")?
                     .execute(params![id, now])?;
             }
@@ -3189,7 +3193,7 @@ impl MailboxStore for Arc<SqliteStore> {
                  WHERE n.arrived >= ?1 AND p.newsgroup IS NOT NULL ORDER BY n.seq LIMIT 500000",
             )?;
             let rows = s.query_map([since], |r| Ok((r.get(0)?, r.get(1)?)))?;
-            Ok(rows.collect::<rusqlite::Result<_>>()?)
+            Ok(rows.collect::<Result<_>>()?)
         })
         .await
     }
@@ -3219,7 +3223,7 @@ impl MailboxStore for Arc<SqliteStore> {
             let rows = s.query_map(params![peer, limit as i64], |r| {
                 Ok(FeedArticle { seq: r.get(0)?, message_id: r.get(1)?, mailbox: r.get(2)?, blob: r.get(3)? })
             })?;
-            Ok(rows.collect::<rusqlite::Result<_>>()?)
+            Ok(rows.collect::<Result<_>>()?)
         })
         .await
     }
@@ -3248,7 +3252,7 @@ impl MailboxStore for Arc<SqliteStore> {
     async fn set_acl(&self, mailbox: MailboxId, identifier: &str, rights: Option<&str>) -> Result<()> {
         let (identifier, rights) = (identifier.to_string(), rights.map(str::to_string));
         self.write(move |c| {
-            match rights.filter(|r| !r.is_empty()) {
+            match rights.clone().filter(|r| !r.is_empty()) {
                 Some(r) => c.execute(
                     "INSERT INTO acl (mailbox, identifier, rights) VALUES (?1, ?2, ?3)
                      ON CONFLICT(mailbox, identifier) DO UPDATE SET rights = excluded.rights",
@@ -3277,7 +3281,7 @@ impl MailboxStore for Arc<SqliteStore> {
             let mut s =
                 c.prepare_cached("SELECT identifier, rights FROM acl WHERE mailbox = ?1 ORDER BY identifier")?;
             let rows = s.query_map([mailbox], |r| Ok((r.get(0)?, r.get(1)?)))?;
-            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+            Ok(rows.collect::<Result<Vec<_>>>()?)
         })
         .await
     }
@@ -3297,7 +3301,7 @@ impl MailboxStore for Arc<SqliteStore> {
             let mut s =
                 c.prepare_cached("SELECT uid FROM private_seen WHERE mailbox = ?1 AND account = ?2 ORDER BY uid")?;
             let rows = s.query_map(params![mailbox, account], |r| r.get::<_, i64>(0))?;
-            Ok(rows.map(|r| r.map(|u| u as u32)).collect::<rusqlite::Result<Vec<_>>>()?)
+            Ok(rows.map(|r| r.map(|u| u as u32)).collect::<Result<Vec<_>>>()?)
         })
         .await
     }
@@ -3317,7 +3321,7 @@ impl MailboxStore for Arc<SqliteStore> {
                 return Ok(((), Vec::new()));
             };
             let mut changes = Vec::new();
-            for uid in uids {
+            for &uid in &uids {
                 let n = if seen {
                     c.prepare_cached(
                         "INSERT OR IGNORE INTO private_seen (mailbox, account, uid)
@@ -3348,7 +3352,7 @@ impl MailboxStore for Arc<SqliteStore> {
         self.read(move |c| {
             let mut stmt = c.prepare_cached("SELECT name FROM subscriptions WHERE account = ?1 ORDER BY name")?;
             let rows = stmt.query_map([account], |r| r.get(0))?;
-            Ok(rows.collect::<rusqlite::Result<Vec<String>>>()?)
+            Ok(rows.collect::<Result<Vec<String>>>()?)
         })
         .await
     }
@@ -3376,7 +3380,7 @@ impl MailboxStore for Arc<SqliteStore> {
             check_quota(c, account, adding)?;
             let mut pairs = Vec::new();
             let mut changes = Vec::new();
-            for uid in uids {
+            for &uid in &uids {
                 let row: Option<(i64, String, i64, i64, String, Option<i64>)> = c
                     .prepare_cached(
                         "SELECT flags, keywords, internal_date, size, blob, delivery FROM messages WHERE mailbox = ?1 AND uid = ?2",
@@ -3412,7 +3416,7 @@ impl MailboxStore for Arc<SqliteStore> {
         self.read(move |c| {
             let mut stmt = c.prepare_cached("SELECT id, unseen FROM mailboxes WHERE account = ?1 ORDER BY id")?;
             let rows = stmt.query_map([account], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?.max(0) as u32)))?;
-            Ok(rows.collect::<rusqlite::Result<_>>()?)
+            Ok(rows.collect::<Result<_>>()?)
         })
         .await
     }
@@ -3422,7 +3426,7 @@ impl MailboxStore for Arc<SqliteStore> {
             let mut stmt =
                 c.prepare_cached(&format!("SELECT {REF_COLS} FROM messages WHERE mailbox = ?1 ORDER BY uid"))?;
             let rows = stmt.query_map([mailbox], ref_from_row)?;
-            Ok(rows.collect::<rusqlite::Result<_>>()?)
+            Ok(rows.collect::<Result<_>>()?)
         })
         .await
     }
@@ -3430,23 +3434,23 @@ impl MailboxStore for Arc<SqliteStore> {
     async fn changes_since(&self, mailbox: MailboxId, modseq: u64) -> Result<MailboxChanges> {
         self.read(move |c| {
             // One read transaction: the three answers come from the same snapshot.
-            let tx = c.unchecked_transaction()?;
-            let highest: i64 = tx
-                .prepare_cached("SELECT highestmodseq FROM mailboxes WHERE id = ?1")?
-                .query_row([mailbox], |r| r.get(0))?;
-            let changed = tx
-                .prepare_cached(&format!(
-                    "SELECT {REF_COLS} FROM messages WHERE mailbox = ?1 AND modseq > ?2 ORDER BY uid"
-                ))?
-                .query_map(params![mailbox, modseq as i64], ref_from_row)?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            let expunged = tx
-                .prepare_cached("SELECT uid FROM expunged WHERE mailbox = ?1 AND modseq > ?2 ORDER BY uid")?
-                .query_map(params![mailbox, modseq as i64], |r| r.get::<_, i64>(0))?
-                .map(|r| r.map(|u| u as u32))
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            tx.finish()?;
-            Ok(MailboxChanges { highest_modseq: highest as u64, changed, expunged })
+            c.snapshot(|tx| {
+                let highest: i64 = tx
+                    .prepare_cached("SELECT highestmodseq FROM mailboxes WHERE id = ?1")?
+                    .query_row([mailbox], |r| r.get(0))?;
+                let changed = tx
+                    .prepare_cached(&format!(
+                        "SELECT {REF_COLS} FROM messages WHERE mailbox = ?1 AND modseq > ?2 ORDER BY uid"
+                    ))?
+                    .query_map(params![mailbox, modseq as i64], ref_from_row)?
+                    .collect::<Result<Vec<_>>>()?;
+                let expunged = tx
+                    .prepare_cached("SELECT uid FROM expunged WHERE mailbox = ?1 AND modseq > ?2 ORDER BY uid")?
+                    .query_map(params![mailbox, modseq as i64], |r| r.get::<_, i64>(0))?
+                    .map(|r| r.map(|u| u as u32))
+                    .collect::<Result<Vec<_>>>()?;
+                Ok(MailboxChanges { highest_modseq: highest as u64, changed, expunged })
+            })
         })
         .await
     }
@@ -3543,7 +3547,7 @@ impl MailboxStore for Arc<SqliteStore> {
             let mut changed = Vec::new();
             let mut modified = Vec::new();
             let mut changes = Vec::new();
-            for uid in uids {
+            for &uid in &uids {
                 let cur: Option<(i64, String, i64)> = c
                     .prepare_cached("SELECT flags, keywords, modseq FROM messages WHERE mailbox = ?1 AND uid = ?2")?
                     .query_row(params![mailbox, uid], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
@@ -3616,7 +3620,7 @@ impl MailboxStore for Arc<SqliteStore> {
                     })?;
                 let mut removed = Vec::new();
                 let mut changes = Vec::new();
-                for uid in uids {
+                for &uid in &uids {
                     let row: Option<(String, i64)> = c
                         .prepare_cached("DELETE FROM messages WHERE mailbox = ?1 AND uid = ?2 RETURNING blob, size")?
                         .query_row(params![mailbox, uid], |r| Ok((r.get(0)?, r.get(1)?)))
@@ -3649,7 +3653,7 @@ impl MailboxStore for Arc<SqliteStore> {
         self.read(move |c| {
             let mut s = c.prepare_cached("SELECT uid FROM expunged WHERE mailbox = ?1 AND modseq > ?2 ORDER BY uid")?;
             let rows = s.query_map(params![mailbox, since as i64], |r| r.get::<_, i64>(0))?;
-            Ok(rows.map(|r| r.map(|u| u as u32)).collect::<rusqlite::Result<_>>()?)
+            Ok(rows.map(|r| r.map(|u| u as u32)).collect::<Result<_>>()?)
         })
         .await
     }
@@ -3711,8 +3715,8 @@ impl DeliveryStore for Arc<SqliteStore> {
         self.read(|c| {
             let sql = format!("SELECT {QUEUE_COLS} FROM outbound ORDER BY id");
             let mut s = c.prepare_cached(&sql)?;
-            let rows = s.query_map([], queued_from_row)?;
-            Ok(rows.collect::<rusqlite::Result<_>>()?)
+            let rows = s.query_map((), queued_from_row)?;
+            Ok(rows.collect::<Result<_>>()?)
         })
         .await
     }
@@ -3751,7 +3755,7 @@ impl DeliveryStore for Arc<SqliteStore> {
                     r.get::<_, i64>(7)? as u64,
                 ))
             })?;
-            Ok(rows.collect::<rusqlite::Result<_>>()?)
+            Ok(rows.collect::<Result<_>>()?)
         })
         .await
     }
@@ -3759,7 +3763,7 @@ impl DeliveryStore for Arc<SqliteStore> {
     async fn forget_tls_outcomes(&self, through_day: &str) -> Result<()> {
         let day = through_day.to_string();
         self.write(move |c| {
-            c.execute("DELETE FROM tls_outcomes WHERE day <= ?1", [day])?;
+            c.execute("DELETE FROM tls_outcomes WHERE day <= ?1", [&day])?;
             Ok(((), Vec::new()))
         })
         .await
@@ -3794,7 +3798,7 @@ impl DeliveryStore for Arc<SqliteStore> {
                 "SELECT received, organization, report_id, domains, start, end, successes, failures, details
                  FROM tls_reports ORDER BY received, id",
             )?;
-            let rows = s.query_map([], |r| {
+            let rows = s.query_map((), |r| {
                 Ok(TlsReport {
                     received: r.get(0)?,
                     organization: r.get(1)?,
@@ -3807,7 +3811,7 @@ impl DeliveryStore for Arc<SqliteStore> {
                     details: r.get(8)?,
                 })
             })?;
-            Ok(rows.collect::<rusqlite::Result<_>>()?)
+            Ok(rows.collect::<Result<_>>()?)
         })
         .await
     }
@@ -3815,7 +3819,7 @@ impl DeliveryStore for Arc<SqliteStore> {
     async fn queue_stats(&self) -> Result<(u64, Option<i64>)> {
         self.read(|c| {
             let mut s = c.prepare_cached("SELECT count(*), min(created) FROM outbound")?;
-            Ok(s.query_row([], |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)))?)
+            Ok(s.query_row((), |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)))?)
         })
         .await
     }
@@ -3827,7 +3831,7 @@ impl DeliveryStore for Arc<SqliteStore> {
             );
             let mut s = c.prepare_cached(&sql)?;
             let rows = s.query_map(params![now, limit as i64], queued_from_row)?;
-            Ok(rows.collect::<rusqlite::Result<_>>()?)
+            Ok(rows.collect::<Result<_>>()?)
         })
         .await
     }
@@ -3836,7 +3840,7 @@ impl DeliveryStore for Arc<SqliteStore> {
         let blobs = Arc::clone(&self.blobs);
         let files = self
             .write(move |c| {
-                match outcome {
+                match outcome.clone() {
                     QueueOutcome::Retry { at, error } => {
                         c.execute(
                             "UPDATE outbound SET attempts = attempts + 1, next_attempt = ?2, last_error = ?3 WHERE id = ?1",
@@ -3940,17 +3944,17 @@ impl Store for Arc<SqliteStore> {
 }
 
 /// Inserts an account with its default mailboxes (inside the caller's transaction).
-fn insert_account(c: &Connection, new: NewAccount) -> Result<(Account, Vec<Change>)> {
+fn insert_account(c: &Db, new: NewAccount) -> Result<(Account, Vec<Change>)> {
     let login = new.login.to_ascii_lowercase();
     let domain = domain_of(&login)?.to_string();
     require_domain(c, &domain)?;
     if address_kind(c, &login)?.is_some() {
         return Err(StoreError::Exists(format!("address {login}")));
     }
-    c.execute(
+    let id: AccountId = c.query_row(
         "INSERT INTO accounts (login, domain, display_name, password_hash, quota, role, created, scram,
                                profile, uuid, changed)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, randomblob(16), ?7)",
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?7) RETURNING id",
         params![
             login,
             domain,
@@ -3961,9 +3965,10 @@ fn insert_account(c: &Connection, new: NewAccount) -> Result<(Account, Vec<Chang
             now(),
             new.scram,
             new.profile.to_json(),
+            random_uuid(),
         ],
+        |r| r.get(0),
     )?;
-    let id = c.last_insert_rowid();
     claim_address(c, &login, "account", Some(id))?;
     for extra in &new.addresses {
         let extra = extra.to_ascii_lowercase();
@@ -3984,7 +3989,7 @@ fn insert_account(c: &Connection, new: NewAccount) -> Result<(Account, Vec<Chang
 const GROUP_COLS: &str = "address, display_name, profile, uuid, created, changed";
 
 /// A group without its members (the caller reads them).
-fn group_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Group> {
+fn group_from_row(r: &Row<'_>) -> Result<Group> {
     Ok(Group {
         address: r.get(0)?,
         display_name: r.get(1)?,
@@ -3998,7 +4003,7 @@ fn group_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Group> {
 
 const CONTACT_COLS: &str = "address, domain, display_name, profile, uuid, created, changed";
 
-fn contact_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Contact> {
+fn contact_from_row(r: &Row<'_>) -> Result<Contact> {
     Ok(Contact {
         address: r.get(0)?,
         domain: r.get(1)?,
@@ -4010,9 +4015,9 @@ fn contact_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Contact> {
     })
 }
 
-fn group_members(c: &Connection, address: &str) -> Result<Vec<String>> {
+fn group_members(c: &Db, address: &str) -> Result<Vec<String>> {
     let mut s = c.prepare_cached("SELECT member FROM group_members WHERE grp = ?1 ORDER BY member")?;
-    Ok(s.query_map([address], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?)
+    Ok(s.query_map([address], |r| r.get(0))?.collect::<Result<_>>()?)
 }
 
 /// INBOX is case-insensitive (RFC 9051 §5.1); every other name is kept as given.
@@ -4109,7 +4114,7 @@ mod tests {
             t.await.unwrap();
         }
         let written: i64 =
-            store.read(|c| Ok(c.query_row("SELECT count(*) FROM messages", [], |r| r.get(0))?)).await.unwrap();
+            store.read(|c| Ok(c.query_row("SELECT count(*) FROM messages", (), |r| r.get(0))?)).await.unwrap();
         assert_eq!(written, 6400);
         // 6,400 messages of 3 KB put about 110 MiB through the log; it restarts at
         // 16 MiB, plus what comes before the writer sees that.
@@ -4130,7 +4135,7 @@ mod tests {
         let owner = store.account_by_login(PUBLIC_OWNER).await.unwrap().unwrap();
         assert_eq!(owner.login, PUBLIC_OWNER);
         let domain: String = store
-            .read(|c| Ok(c.query_row("SELECT domain FROM accounts WHERE role = 'system'", [], |r| r.get(0))?))
+            .read(|c| Ok(c.query_row("SELECT domain FROM accounts WHERE role = 'system'", (), |r| r.get(0))?))
             .await
             .unwrap();
         assert_eq!(domain, "b.test");
@@ -4205,7 +4210,7 @@ mod tests {
             );
             assert_eq!(v1.matches("uuid BLOB").count(), 1, "only the contacts table has identities");
             c.execute_batch(&v1).unwrap();
-            c.execute("INSERT INTO domains (name, created) VALUES ('example.org', 0)", []).unwrap();
+            c.execute("INSERT INTO domains (name, created) VALUES ('example.org', 0)", ()).unwrap();
             c.execute(
                 "INSERT INTO accounts (login, domain, display_name, password_hash, role, created)
                  VALUES ('a@example.org', 'example.org', '', 'h', 'user', 0)",
@@ -4216,7 +4221,7 @@ mod tests {
                 c.execute(
                     "INSERT INTO mailboxes (account, name, uidvalidity, uidnext, highestmodseq, subscribed)
                      VALUES (1, ?1, 1, 1, 1, ?2)",
-                    params![name, subscribed],
+                    rusqlite::params![name, subscribed],
                 )
                 .unwrap();
             }
