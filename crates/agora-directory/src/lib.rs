@@ -570,11 +570,11 @@ pub fn identifiers(login: &str, groups: &[agora_store::Group]) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use agora_store::sqlite::SqliteStore;
+    use agora_store::sql::SqlStore;
 
     async fn dir() -> (tempfile::TempDir, Directory) {
         let t = tempfile::tempdir().unwrap();
-        let s = SqliteStore::open(t.path()).unwrap();
+        let s = SqlStore::open(t.path()).unwrap();
         let d = Directory::new(Arc::new(s));
         d.add_domain("example.org").await.unwrap();
         (t, d)
@@ -630,7 +630,7 @@ mod tests {
         let (t, server) = dir().await;
         // A second store on the same files stands for the CLI process; the server reads
         // the directory stamp again once its last reading is 2 ms old.
-        let cli = Directory::new(Arc::new(SqliteStore::open(t.path()).unwrap()));
+        let cli = Directory::new(Arc::new(SqlStore::open(t.path()).unwrap()));
         let stamp = std::time::Duration::from_millis(3);
         assert_eq!(server.resolve("new@example.org").await.unwrap(), Recipient::Unknown);
         assert_eq!(server.resolve("new@example.org").await.unwrap(), Recipient::Unknown, "cached");

@@ -417,7 +417,7 @@ mod tests {
 
     async fn directory() -> (tempfile::TempDir, Directory) {
         let t = tempfile::tempdir().unwrap();
-        let store = agora_store::sqlite::SqliteStore::open(t.path()).unwrap();
+        let store = agora_store::sql::SqlStore::open(t.path()).unwrap();
         let d = Directory::new(std::sync::Arc::new(store));
         d.add_domain("example.org").await.unwrap();
         d.add_user("u@example.org", "U", "pencil", 0, agora_store::Role::User).await.unwrap();

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use agora_store::Store;
-use agora_store::sqlite::SqliteStore;
+use agora_store::sql::SqlStore;
 use hickory_proto::op::{Edns, Message, Query, ResponseCode};
 use hickory_proto::rr::{Name, RData, RecordType};
 
@@ -12,7 +12,7 @@ use crate::{DnsConfig, Shared, ZoneSettings, answer};
 
 async fn fixture() -> (tempfile::TempDir, Arc<dyn Store>, Arc<Shared>) {
     let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).unwrap());
+    let store: Arc<dyn Store> = Arc::new(SqlStore::open(dir.path()).unwrap());
     store.add_domain("example.org").await.unwrap();
     store.add_dkim_keys(agora_mail::auth::generate_keys("example.org").unwrap()).await.unwrap();
     let zone = ZoneSettings {
@@ -123,7 +123,7 @@ async fn changes_show_at_once_and_the_serial_moves() {
 #[tokio::test]
 async fn truncation_over_udp_when_the_answer_does_not_fit() {
     let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).unwrap());
+    let store: Arc<dyn Store> = Arc::new(SqlStore::open(dir.path()).unwrap());
     store.add_domain("example.org").await.unwrap();
     let many: Vec<std::net::IpAddr> = (1..=40).map(|i| format!("2001:db8::{i}").parse().unwrap()).collect();
     let zone = ZoneSettings {

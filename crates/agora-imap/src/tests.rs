@@ -6,7 +6,7 @@ use std::sync::Arc;
 use agora_directory::Directory;
 use agora_directory::throttle::Throttle;
 use agora_net::testing::{TestClient, pipe};
-use agora_store::sqlite::SqliteStore;
+use agora_store::sql::SqlStore;
 use agora_store::{Delivery, DeliveryTarget, Flags, Role, Store};
 use tokio_util::sync::CancellationToken;
 
@@ -21,7 +21,7 @@ struct Fixture {
 
 async fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).unwrap());
+    let store: Arc<dyn Store> = Arc::new(SqlStore::open(dir.path()).unwrap());
     let directory = Directory::new(Arc::clone(&store));
     directory.add_domain("example.org").await.unwrap();
     directory.add_user("alice@example.org", "Alice", "secret", 0, Role::User).await.unwrap();

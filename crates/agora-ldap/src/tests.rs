@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use agora_directory::Directory;
 use agora_directory::throttle::Throttle;
-use agora_store::sqlite::SqliteStore;
+use agora_store::sql::SqlStore;
 use agora_store::{Contact, Profile, Role, Store};
 use bytes::BytesMut;
 use ldap3_proto::control::{LdapControl, ServerSortRequet};
@@ -21,7 +21,7 @@ struct Fixture {
 
 async fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).unwrap());
+    let store: Arc<dyn Store> = Arc::new(SqlStore::open(dir.path()).unwrap());
     let d = Directory::new(Arc::clone(&store));
     d.add_domain("example.org").await.unwrap();
     d.add_domain("other.test").await.unwrap();

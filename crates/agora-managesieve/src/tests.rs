@@ -4,7 +4,7 @@ use std::sync::{Arc, Mutex};
 
 use agora_directory::Directory;
 use agora_directory::throttle::Throttle;
-use agora_store::sqlite::SqliteStore;
+use agora_store::sql::SqlStore;
 use agora_store::{AccountId, Role, Store};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -48,7 +48,7 @@ struct Fixture {
 
 async fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).unwrap());
+    let store: Arc<dyn Store> = Arc::new(SqlStore::open(dir.path()).unwrap());
     let directory = Directory::new(Arc::clone(&store));
     directory.add_domain("example.org").await.unwrap();
     directory.add_user("alice@example.org", "Alice", "secret", 0, Role::User).await.unwrap();

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use agora_directory::Directory;
 use agora_directory::throttle::Throttle;
-use agora_store::sqlite::SqliteStore;
+use agora_store::sql::SqlStore;
 use agora_store::{PublicFolder, Role, Store};
 use tokio_util::sync::CancellationToken;
 
@@ -41,7 +41,7 @@ const HOST: &str = "news.example.org";
 
 async fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).unwrap());
+    let store: Arc<dyn Store> = Arc::new(SqlStore::open(dir.path()).unwrap());
     let directory = Directory::new(Arc::clone(&store));
     directory.add_domain("example.org").await.unwrap();
     for u in ["alice", "bob", "carol"] {

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use agora_directory::Directory;
 use agora_directory::throttle::Throttle;
-use agora_store::sqlite::SqliteStore;
+use agora_store::sql::SqlStore;
 use agora_store::{Delivery, DeliveryTarget, Flags, Role, Store};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -43,7 +43,7 @@ struct Fixture {
 
 async fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).unwrap());
+    let store: Arc<dyn Store> = Arc::new(SqlStore::open(dir.path()).unwrap());
     let directory = Directory::new(Arc::clone(&store));
     directory.add_domain("example.org").await.unwrap();
     directory.add_user("alice@example.org", "Alice", "secret", 0, Role::User).await.unwrap();

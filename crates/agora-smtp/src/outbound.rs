@@ -1189,7 +1189,7 @@ mod tests {
 
     async fn transport() -> (Transport, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn Store> = Arc::new(agora_store::sqlite::SqliteStore::open(dir.path()).unwrap());
+        let store: Arc<dyn Store> = Arc::new(agora_store::sql::SqlStore::open(dir.path()).unwrap());
         let mail = Mail::new(agora_mail::MailConfig::default(), Arc::clone(&store), Directory::new(Arc::clone(&store)));
         (Transport::new(TransportConfig::default(), &mail).unwrap(), dir)
     }

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agora_directory::Directory;
-use agora_store::sqlite::SqliteStore;
+use agora_store::sql::SqlStore;
 use agora_store::{Role, Store};
 use tokio_util::sync::CancellationToken;
 
@@ -39,7 +39,7 @@ struct Fixture {
 
 async fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).unwrap());
+    let store: Arc<dyn Store> = Arc::new(SqlStore::open(dir.path()).unwrap());
     let directory = Directory::new(Arc::clone(&store));
     directory.add_domain("example.org").await.unwrap();
     directory.add_user("alice@example.org", "Alice", "pw", 0, Role::User).await.unwrap();

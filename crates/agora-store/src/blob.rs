@@ -31,6 +31,16 @@ pub struct BlobFiles {
     root: PathBuf,
 }
 
+/// Hashes and parses a body (and decodes its text for search), keeping it in memory
+/// for the delivery's transaction to write.
+pub fn stage_in_memory(data: Vec<u8>) -> StagedBlob {
+    let hash = sha256_hex(&data);
+    let mut summary = MessageSummary::parse(&data);
+    let text = crate::text::search_text(&data, &summary.root);
+    summary.body_text = if text.is_some() { BodyText::Kept } else { BodyText::Raw };
+    StagedBlob { hash, size: data.len() as u64, summary, text, inline: Some(Arc::new(data)) }
+}
+
 pub fn sha256_hex(data: &[u8]) -> String {
     hex(&Sha256::digest(data))
 }
@@ -107,16 +117,14 @@ impl BlobFiles {
 
     /// Hashes and parses `data` (and decodes its text for search); large bodies are written durably before this returns.
     pub fn stage(&self, data: Vec<u8>) -> io::Result<StagedBlob> {
-        let hash = sha256_hex(&data);
-        let mut summary = MessageSummary::parse(&data);
-        let text = crate::text::search_text(&data, &summary.root);
-        summary.body_text = if text.is_some() { BodyText::Kept } else { BodyText::Raw };
-        let size = data.len() as u64;
         if data.len() <= INLINE_MAX {
-            return Ok(StagedBlob { hash, size, summary, text, inline: Some(Arc::new(data)) });
+            return Ok(stage_in_memory(data));
         }
-        self.put(&hash, &data)?;
-        Ok(StagedBlob { hash, size, summary, text, inline: None })
+        let mut staged = stage_in_memory(data);
+        if let Some(data) = staged.inline.take() {
+            self.put(&staged.hash, &data)?;
+        }
+        Ok(staged)
     }
 
     pub fn read(&self, hash: &str) -> io::Result<Vec<u8>> {

@@ -240,7 +240,13 @@ impl PgConn {
         if let Some(s) = self.statements.borrow().get(sql) {
             return Ok(s.clone());
         }
-        let st = self.rt.block_on(self.client.prepare(&pg_sql(sql)))?;
+        let st = self.rt.block_on(self.client.prepare(&pg_sql(sql))).map_err(|e| match StoreError::from(e) {
+            // A statement PostgreSQL cannot take is a bug here: name it.
+            StoreError::Db(m) => {
+                StoreError::Db(format!("{m} in: {}", sql.split_whitespace().collect::<Vec<_>>().join(" ")))
+            }
+            other => other,
+        })?;
         let mut cache = self.statements.borrow_mut();
         // A bound on the cache: statements built with format! vary (column lists).
         if cache.len() >= 1024 {
@@ -306,14 +312,6 @@ impl Db {
 
     pub(crate) fn postgres(conn: PgConn) -> Db {
         Db(Engine::Pg(conn))
-    }
-
-    /// The SQLite connection, for what only SQLite has (pragmas, checkpoints).
-    pub(crate) fn lite(&self) -> Option<&rusqlite::Connection> {
-        match &self.0 {
-            Engine::Lite(c) => Some(c),
-            Engine::Pg(_) => None,
-        }
     }
 
     pub(crate) fn pg(&self) -> Option<&PgConn> {
@@ -453,10 +451,6 @@ impl<'a> Stmt<'a> {
         }
         Ok(out.into_iter())
     }
-
-    pub(crate) fn exists(&mut self, params: impl Params) -> Result<bool> {
-        Ok(self.query(params)?.next()?.is_some())
-    }
 }
 
 /// The rows of a query, one at a time.
@@ -551,7 +545,7 @@ impl<'a> FromSql<'a> for Numeric {
             let power = i32::from(weight) - k as i32;
             value += f64::from(d) * 10000f64.powi(power);
             int = match (int, power) {
-                (Some(acc), p) if p >= 0 && p < 5 => acc.checked_add(i128::from(d) * 10000i128.pow(p as u32)),
+                (Some(acc), p) if (0..5).contains(&p) => acc.checked_add(i128::from(d) * 10000i128.pow(p as u32)),
                 (Some(acc), _) if d == 0 => Some(acc),
                 _ => None,
             };

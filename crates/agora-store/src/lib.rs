@@ -11,10 +11,12 @@ pub(crate) mod db;
 #[cfg(test)]
 mod conformance;
 mod error;
+pub(crate) mod pg;
+pub mod pgtest;
 pub mod search;
 pub mod section;
 pub mod sort;
-pub mod sqlite;
+pub mod sql;
 pub mod summary;
 pub mod text;
 pub mod thread;

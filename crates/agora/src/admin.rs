@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use agora_directory::{Directory, normalize_address, normalize_domain};
-use agora_store::sqlite::SqliteStore;
+use agora_store::sql::SqlStore;
 use agora_store::{
     AccountUpdate, Contact, DeliveryStore, DirectoryStore, DkimState, MailboxStore, Profile, Role, Store,
 };
@@ -382,11 +382,11 @@ pub(crate) fn same_owner(data: &Path) -> Result<()> {
 }
 
 /// Opens the store of an existing data directory; never creates one by mistake.
-pub(crate) fn open_store(cli: &Cli) -> Result<(Arc<SqliteStore>, Directory)> {
+pub(crate) fn open_store(cli: &Cli) -> Result<(Arc<SqlStore>, Directory)> {
     open(cli)
 }
 
-fn open(cli: &Cli) -> Result<(Arc<SqliteStore>, Directory)> {
+fn open(cli: &Cli) -> Result<(Arc<SqlStore>, Directory)> {
     if !cli.data.join("agora.db").exists() {
         bail!(
             "no information store in {}: run `agora serve` once to create it, or pass --data DIR",
@@ -394,7 +394,7 @@ fn open(cli: &Cli) -> Result<(Arc<SqliteStore>, Directory)> {
         );
     }
     same_owner(&cli.data)?;
-    let store = SqliteStore::open(&cli.data).with_context(|| format!("opening store in {}", cli.data.display()))?;
+    let store = SqlStore::open(&cli.data).with_context(|| format!("opening store in {}", cli.data.display()))?;
     let dyn_store: Arc<dyn Store> = Arc::new(Arc::clone(&store));
     Ok((store, Directory::new(dyn_store)))
 }
@@ -752,7 +752,7 @@ fn checked_address(a: &str) -> Result<String> {
 
 /// A moderated folder's mailbox and its queue's.
 async fn moderation_queue(
-    store: &Arc<SqliteStore>,
+    store: &Arc<SqlStore>,
     path: &str,
 ) -> Result<(agora_store::MailboxId, agora_store::MailboxId)> {
     let all = store.public_folders().await?;
@@ -786,7 +786,7 @@ pub async fn user(cli: &Cli, cmd: &UserCmd) -> Result<()> {
     out
 }
 
-async fn user_inner(store: &Arc<SqliteStore>, dir: &Directory, cmd: &UserCmd) -> Result<()> {
+async fn user_inner(store: &Arc<SqlStore>, dir: &Directory, cmd: &UserCmd) -> Result<()> {
     match cmd {
         UserCmd::Add { login, name, quota, admin, role, password_stdin, profile } => {
             let login = normalize_address(login)?;
@@ -929,7 +929,7 @@ pub async fn contact(cli: &Cli, cmd: &ContactCmd) -> Result<()> {
     out
 }
 
-async fn contact_inner(store: &Arc<SqliteStore>, cmd: &ContactCmd) -> Result<()> {
+async fn contact_inner(store: &Arc<SqlStore>, cmd: &ContactCmd) -> Result<()> {
     match cmd {
         ContactCmd::Add { address, name, domain, profile } => {
             let address = normalize_address(address)?;
@@ -1171,7 +1171,7 @@ async fn unpublished(nameservers: &[std::net::SocketAddr], keys: &[agora_store::
 }
 
 /// Makes DKIM keys for a domain that has none (RSA-2048 and Ed25519).
-pub async fn ensure_dkim_keys(store: &Arc<SqliteStore>, domain: &str) -> Result<()> {
+pub async fn ensure_dkim_keys(store: &Arc<SqlStore>, domain: &str) -> Result<()> {
     if !store.dkim_keys(domain).await?.is_empty() {
         return Ok(());
     }

@@ -457,7 +457,7 @@ fn disk(c: &mut Checks, data: &Path) {
     }
 }
 
-async fn queue(c: &mut Checks, store: &std::sync::Arc<agora_store::sqlite::SqliteStore>) {
+async fn queue(c: &mut Checks, store: &std::sync::Arc<agora_store::sql::SqlStore>) {
     use agora_store::DeliveryStore;
     let queued = match store.queued().await {
         Ok(q) => q,

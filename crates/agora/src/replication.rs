@@ -18,7 +18,7 @@ pub async fn status(cli: &Cli) -> Result<()> {
     out
 }
 
-async fn status_of(store: &std::sync::Arc<agora_store::sqlite::SqliteStore>) -> Result<()> {
+async fn status_of(store: &std::sync::Arc<agora_store::sql::SqlStore>) -> Result<()> {
     let log = store.sync_log().await?;
     let csns: Vec<(Csn, bool)> = log.iter().filter_map(|r| Some((Csn::parse(&r.csn)?, r.deleted))).collect();
     let newest = csns.iter().map(|(c, _)| *c).max();

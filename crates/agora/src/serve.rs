@@ -12,7 +12,7 @@ use agora_directory::{Directory, generate_password, normalize_domain};
 use agora_mail::{Mail, MailConfig};
 use agora_net::{Limits, ListenerSpec, Server, TlsSettings};
 use agora_service::{Context as ServiceContext, SharedLimits};
-use agora_store::sqlite::SqliteStore;
+use agora_store::sql::SqlStore;
 use agora_store::{Role, Store};
 use anyhow::{Context, Result, bail};
 use tokio::signal::unix::{SignalKind, signal};
@@ -63,7 +63,7 @@ pub(crate) fn effective(cli: &Cli, listen: &ListenArgs) -> Result<(Loaded, Vec<E
 /// The zone input of a hosted domain as the running server would build it.
 pub(crate) async fn zone_input(
     cli: &Cli,
-    store: &Arc<SqliteStore>,
+    store: &Arc<SqlStore>,
     domain: &str,
     hostname: Option<String>,
     listen: &ListenArgs,
@@ -129,7 +129,7 @@ pub(crate) fn resolvers_for<S: AsRef<str>>(
 
 /// A zone's DNSSEC keys, made first (with the configured algorithm) if the server has
 /// not signed it yet.
-async fn dnssec_keys(cli: &Cli, store: &Arc<SqliteStore>, domain: &str) -> Result<Vec<agora_dns::dnssec::Key>> {
+async fn dnssec_keys(cli: &Cli, store: &Arc<SqlStore>, domain: &str) -> Result<Vec<agora_dns::dnssec::Key>> {
     use agora_store::DirectoryStore;
     if store.domain(domain).await?.is_none() {
         bail!("{domain} is not a hosted domain");
@@ -466,7 +466,7 @@ pub async fn run(cli: &Cli, domain: Option<String>, hostname: Option<String>, li
         }
     }
 
-    let store = SqliteStore::open(data).with_context(|| format!("opening the store in {}", data.display()))?;
+    let store = SqlStore::open(data).with_context(|| format!("opening the store in {}", data.display()))?;
     let dyn_store: Arc<dyn Store> = Arc::new(Arc::clone(&store));
     let dir = Directory::new(Arc::clone(&dyn_store));
     let first = first_run(&dyn_store, &dir, &domain).await?;
@@ -644,7 +644,7 @@ pub async fn run(cli: &Cli, domain: Option<String>, hostname: Option<String>, li
 /// only while the store still commits: a stuck writer stops the pings and systemd
 /// restarts us. A commit may wait half an interval (another process's long write, such
 /// as a repair), so a ping is late at most three quarters of one.
-async fn watchdog(manager: Arc<crate::systemd::Notifier>, store: Arc<SqliteStore>, every: Duration) {
+async fn watchdog(manager: Arc<crate::systemd::Notifier>, store: Arc<SqlStore>, every: Duration) {
     let mut tick = tokio::time::interval(every / 4);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

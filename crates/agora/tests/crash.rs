@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use agora_store::sqlite::SqliteStore;
+use agora_store::sql::SqlStore;
 use agora_store::{DeliveryStore, DirectoryStore, MailboxStore};
 use common::{Agora, DOMAIN, SmtpClient};
 
@@ -58,7 +58,7 @@ fn deliver_until_killed(a: &mut Agora, workers: usize, run: Duration, body: fn(&
 
 /// Every stored message of the administrator's INBOX by subject, as stored.
 fn stored_by_subject(a: &Agora) -> std::collections::HashMap<String, Vec<u8>> {
-    let store = SqliteStore::open(&a.data()).unwrap();
+    let store = SqlStore::open(&a.data()).unwrap();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let out = rt.block_on(async {
         let acc = store.account_by_login(&format!("admin@{DOMAIN}")).await.unwrap().unwrap();

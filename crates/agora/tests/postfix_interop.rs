@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use agora_store::sqlite::SqliteStore;
+use agora_store::sql::SqlStore;
 use agora_store::{DeliveryStore, DirectoryStore, MailboxStore};
 use common::{Agora, SmtpClient, have};
 
@@ -117,7 +117,7 @@ fn postfix_relays_into_agora_over_starttls() {
     assert!(log.contains("status=sent"), "{log}");
     assert!(log.contains("TLS connection established"), "Postfix used STARTTLS: {log}");
 
-    let store = SqliteStore::open(&a.data()).unwrap();
+    let store = SqlStore::open(&a.data()).unwrap();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let body = rt.block_on(async {
         let acc = store.account_by_login("admin@example.org").await.unwrap().unwrap();

@@ -1,5 +1,7 @@
-//! The embedded backend: SQLite in WAL mode with one writer thread that group-commits
-//! the writes of many sessions under one fsync, and a small pool of reader connections.
+//! The store's one body of logic over the SQL layer, on either engine: SQLite (embedded:
+//! WAL mode, one writer thread that group-commits the writes of many sessions under one
+//! fsync, a small pool of reader connections) or PostgreSQL (`pg`: pooled connections,
+//! a transaction per write, changes heard from other nodes).
 
 use std::collections::HashMap;
 use std::ops::RangeInclusive;
@@ -509,21 +511,35 @@ fn web_session_row(r: &Row<'_>) -> Result<WebSession> {
 type Finish = Box<dyn FnOnce(Result<()>) -> (Vec<Change>, Reply) + Send>;
 type Job = Box<dyn FnOnce(&Db) -> Finish + Send>;
 
-pub struct SqliteStore {
+/// The store on either engine: the logic below is shared; how writes are committed,
+/// where reads run and how other processes' changes are heard is each engine's own.
+pub struct SqlStore {
+    engine: Engine,
+    /// Bodies kept as files (SQLite's large ones); None on PostgreSQL, which keeps
+    /// every body in the database.
+    blobs: Option<Arc<BlobFiles>>,
+    bus: broadcast::Sender<Change>,
+    /// Per-mailbox buses, made when a session first watches the mailbox and dropped
+    /// when nobody listens any more.
+    mailbox_buses: Arc<Mutex<HashMap<MailboxId, broadcast::Sender<Change>>>>,
+    version: Arc<VersionCache>,
+}
+
+enum Engine {
+    Lite(LiteEngine),
+    Pg(Arc<crate::pg::Pool>),
+}
+
+/// SQLite: one writer thread that group-commits, pooled readers, a checkpointer.
+struct LiteEngine {
     path: PathBuf,
     writer: Mutex<Option<mpsc::Sender<Job>>>,
     writer_thread: Mutex<Option<thread::JoinHandle<()>>>,
     /// Dropping the sender stops the checkpointer.
     checkpointer: Mutex<Option<(mpsc::Sender<()>, thread::JoinHandle<()>)>>,
     readers: Mutex<Vec<Db>>,
-    blobs: Arc<BlobFiles>,
-    bus: broadcast::Sender<Change>,
-    /// Per-mailbox buses, made when a session first watches the mailbox and dropped
-    /// when nobody listens any more.
-    mailbox_buses: Arc<Mutex<HashMap<MailboxId, broadcast::Sender<Change>>>>,
     /// `directory.version`: 16 hex digits rewritten in place on every directory change.
     stamp: std::fs::File,
-    version: Arc<VersionCache>,
 }
 
 /// The directory version without a system call per check: this process's own changes
@@ -538,12 +554,26 @@ struct VersionCache {
     local: std::sync::atomic::AtomicU64,
 }
 
+impl VersionCache {
+    fn new() -> VersionCache {
+        VersionCache {
+            epoch: std::time::Instant::now(),
+            file: Default::default(),
+            read_ms: Default::default(),
+            local: Default::default(),
+        }
+    }
+}
+
 /// How stale another process's directory change may be seen, in milliseconds.
 const STAMP_RECHECK: u64 = 2;
 
-impl std::fmt::Debug for SqliteStore {
+impl std::fmt::Debug for SqlStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SqliteStore").field("path", &self.path).finish()
+        match &self.engine {
+            Engine::Lite(l) => f.debug_struct("SqlStore").field("sqlite", &l.path).finish(),
+            Engine::Pg(p) => f.debug_struct("SqlStore").field("postgres", p).finish(),
+        }
     }
 }
 
@@ -553,6 +583,22 @@ fn open_conn(path: &Path) -> Result<Db> {
 
 fn open_lite(path: &Path) -> Result<Connection> {
     let conn = Connection::open(path)?;
+    // PostgreSQL's greatest(), so that statements read the same on both engines.
+    conn.create_scalar_function(
+        "greatest",
+        2,
+        rusqlite::functions::FunctionFlags::SQLITE_UTF8 | rusqlite::functions::FunctionFlags::SQLITE_DETERMINISTIC,
+        |ctx| {
+            use rusqlite::types::Value;
+            let (a, b): (Value, Value) = (ctx.get(0)?, ctx.get(1)?);
+            Ok(match (a, b) {
+                (Value::Integer(x), Value::Integer(y)) => Value::Integer(x.max(y)),
+                (Value::Text(x), Value::Text(y)) => Value::Text(x.max(y)),
+                (Value::Null, v) | (v, Value::Null) => v,
+                (x, _) => x,
+            })
+        },
+    )?;
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
     // FULL makes every WAL commit an fsync: acknowledged means durable.
     // mmap: reads of pages (and small bodies) without a pread and a copy each.
@@ -562,9 +608,46 @@ fn open_lite(path: &Path) -> Result<Connection> {
     Ok(conn)
 }
 
-impl SqliteStore {
+impl SqlStore {
+    /// Opens the store a URL names: `postgres://…` (or `postgresql://…`) for PostgreSQL,
+    /// `sqlite:DIR` or a plain directory for the embedded store.
+    pub async fn open_url(url: &str) -> Result<Arc<SqlStore>> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            SqlStore::open_postgres(url).await
+        } else {
+            let dir = url.strip_prefix("sqlite:").unwrap_or(url);
+            let dir = dir.strip_prefix("//").unwrap_or(dir);
+            SqlStore::open(Path::new(dir))
+        }
+    }
+
+    /// Connects to a PostgreSQL database (creating or upgrading its schema), and starts
+    /// hearing other nodes' changes. Must be called inside the runtime.
+    pub async fn open_postgres(url: &str) -> Result<Arc<SqlStore>> {
+        let pool = crate::pg::Pool::open(url).await?;
+        let (bus, _) = broadcast::channel(4096);
+        let buses = Buses { all: bus.clone(), mailboxes: Arc::new(Mutex::new(HashMap::new())) };
+        let store = Arc::new(SqlStore {
+            engine: Engine::Pg(Arc::clone(&pool)),
+            blobs: None,
+            bus,
+            mailbox_buses: Arc::clone(&buses.mailboxes),
+            version: Arc::new(VersionCache::new()),
+        });
+        pool.listen(Arc::new(move |changes| buses.publish(changes)));
+        Ok(store)
+    }
+
+    /// Which engine keeps this store: "sqlite" or "postgres".
+    pub fn engine(&self) -> &'static str {
+        match self.engine {
+            Engine::Lite(_) => "sqlite",
+            Engine::Pg(_) => "postgres",
+        }
+    }
+
     /// Opens (creating if needed) the store in directory `dir`: `agora.db` and `blobs/`.
-    pub fn open(dir: &Path) -> Result<Arc<SqliteStore>> {
+    pub fn open(dir: &Path) -> Result<Arc<SqlStore>> {
         std::fs::create_dir_all(dir)?;
         let path = dir.join("agora.db");
         let writer_conn = open_lite(&path)?;
@@ -597,49 +680,73 @@ impl SqliteStore {
             .truncate(false)
             .open(dir.join("directory.version"))?;
         let stamp2 = stamp.try_clone()?;
-        let version = Arc::new(VersionCache {
-            epoch: std::time::Instant::now(),
-            file: Default::default(),
-            read_ms: Default::default(),
-            local: Default::default(),
-        });
+        let version = Arc::new(VersionCache::new());
         let version2 = Arc::clone(&version);
         let handle = thread::Builder::new()
             .name("agora-store-writer".into())
             .spawn(move || writer_loop(Db::sqlite(writer_conn), rx, bus2, &stamp2, &version2, &restart))?;
-        Ok(Arc::new(SqliteStore {
-            path,
-            writer: Mutex::new(Some(tx)),
-            writer_thread: Mutex::new(Some(handle)),
-            checkpointer: Mutex::new(Some((ckpt_tx, ckpt))),
-            readers: Mutex::new(readers),
-            blobs,
+        Ok(Arc::new(SqlStore {
+            engine: Engine::Lite(LiteEngine {
+                path,
+                writer: Mutex::new(Some(tx)),
+                writer_thread: Mutex::new(Some(handle)),
+                checkpointer: Mutex::new(Some((ckpt_tx, ckpt))),
+                readers: Mutex::new(readers),
+                stamp,
+            }),
+            blobs: Some(blobs),
             bus,
             mailbox_buses: buses.mailboxes,
-            stamp,
             version,
         }))
     }
 
     /// Stops the writer after it has committed everything queued.
     pub fn close(&self) {
-        if let Some((tx, h)) = self.checkpointer.lock().ok().and_then(|mut c| c.take()) {
+        let lite = match &self.engine {
+            Engine::Lite(l) => l,
+            Engine::Pg(p) => return p.close(),
+        };
+        if let Some((tx, h)) = lite.checkpointer.lock().ok().and_then(|mut c| c.take()) {
             drop(tx);
             let _ = h.join();
         }
-        if let Ok(mut w) = self.writer.lock() {
+        if let Ok(mut w) = lite.writer.lock() {
             w.take();
         }
-        if let Some(h) = self.writer_thread.lock().ok().and_then(|mut h| h.take()) {
+        if let Some(h) = lite.writer_thread.lock().ok().and_then(|mut h| h.take()) {
             let _ = h.join();
         }
     }
 
-    /// Runs `f` in one savepoint of the next group commit; resolves after the fsync.
+    /// Runs `f` as one write: on SQLite in one savepoint of the next group commit, on
+    /// PostgreSQL as its own transaction (run again if it meets a concurrent one);
+    /// resolves once it is durable.
     async fn write<T: Send + 'static>(
         &self,
         f: impl Fn(&Db) -> Result<(T, Vec<Change>)> + Send + Sync + 'static,
     ) -> Result<T> {
+        let lite = match &self.engine {
+            Engine::Lite(l) => l,
+            Engine::Pg(pool) => {
+                let permit = Arc::clone(&pool.permits).acquire_owned().await.map_err(|_| StoreError::Closed)?;
+                let pool = Arc::clone(pool);
+                let version = Arc::clone(&self.version);
+                let buses = Buses { all: self.bus.clone(), mailboxes: Arc::clone(&self.mailbox_buses) };
+                return tokio::task::spawn_blocking(move || {
+                    let out = pool.write(&f);
+                    drop(permit);
+                    let (v, changes) = out?;
+                    if changes.contains(&Change::DirectoryChanged) {
+                        version.local.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    }
+                    buses.publish(changes);
+                    Ok(v)
+                })
+                .await
+                .map_err(|e| StoreError::Io(std::io::Error::other(e)))?;
+            }
+        };
         let (tx, rx) = oneshot::channel::<Result<T>>();
         let job: Job = Box::new(move |conn: &Db| {
             let outcome = run_in_savepoint(conn, f);
@@ -655,22 +762,26 @@ impl SqliteStore {
             })
         });
         {
-            let guard = self.writer.lock().map_err(|_| StoreError::Closed)?;
+            let guard = lite.writer.lock().map_err(|_| StoreError::Closed)?;
             let sender = guard.as_ref().ok_or(StoreError::Closed)?;
             sender.send(job).map_err(|_| StoreError::Closed)?;
         }
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
-    /// Runs `f` on a pooled reader connection, on the calling thread.
+    /// Runs `f` on a pooled reader connection, on the calling thread (blocking).
     fn with_reader<T>(&self, f: impl FnOnce(&Db) -> Result<T>) -> Result<T> {
-        let conn = self.readers.lock().ok().and_then(|mut r| r.pop());
+        let lite = match &self.engine {
+            Engine::Lite(l) => l,
+            Engine::Pg(pool) => return pool.read(f),
+        };
+        let conn = lite.readers.lock().ok().and_then(|mut r| r.pop());
         let conn = match conn {
             Some(c) => c,
-            None => open_conn(&self.path)?,
+            None => open_conn(&lite.path)?,
         };
         let out = f(&conn);
-        if let Ok(mut r) = self.readers.lock()
+        if let Ok(mut r) = lite.readers.lock()
             && r.len() < READERS
         {
             r.push(conn);
@@ -680,19 +791,31 @@ impl SqliteStore {
 
     /// A read that may take a while (many rows, blob files): off the async threads.
     async fn read<T: Send + 'static>(self: &Arc<Self>, f: impl FnOnce(&Db) -> Result<T> + Send + 'static) -> Result<T> {
+        let permit = match &self.engine {
+            Engine::Pg(pool) => Some(Arc::clone(&pool.permits).acquire_owned().await.map_err(|_| StoreError::Closed)?),
+            Engine::Lite(_) => None,
+        };
         let this = Arc::clone(self);
-        tokio::task::spawn_blocking(move || this.with_reader(f))
-            .await
-            .map_err(|e| StoreError::Io(std::io::Error::other(e)))?
+        tokio::task::spawn_blocking(move || {
+            let out = this.with_reader(f);
+            drop(permit);
+            out
+        })
+        .await
+        .map_err(|e| StoreError::Io(std::io::Error::other(e)))?
     }
 
-    /// A point lookup by key: microseconds in WAL mode, where readers never wait for
-    /// the writer, so it runs inline rather than paying for a thread hand-off.
+    /// A point lookup by key: microseconds in SQLite's WAL mode, where readers never
+    /// wait for the writer, so it runs inline rather than paying for a thread hand-off;
+    /// a network round trip on PostgreSQL, so a read there.
     async fn lookup<T: Send + 'static>(
         self: &Arc<Self>,
         f: impl FnOnce(&Db) -> Result<T> + Send + 'static,
     ) -> Result<T> {
-        self.with_reader(f)
+        match self.engine {
+            Engine::Lite(_) => self.with_reader(f),
+            Engine::Pg(_) => self.read(f).await,
+        }
     }
 }
 
@@ -747,7 +870,7 @@ fn deliver_in(c: &Db, p: &PreparedDelivery) -> Result<(Vec<Delivered>, Vec<Chang
     let refs = (d.targets.len() + d.relay.len()) as i64;
     c.prepare_cached(
         "INSERT INTO blobs (hash, size, refs, summary, data, text) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-         ON CONFLICT(hash) DO UPDATE SET refs = refs + excluded.refs",
+         ON CONFLICT(hash) DO UPDATE SET refs = blobs.refs + excluded.refs",
     )?
     .execute(params![d.body.hash, size, refs, p.summary, d.body.inline.as_deref(), d.body.text])?;
     let delivery_id = match &p.envelope {
@@ -963,9 +1086,9 @@ fn writer_loop(
                 for job in jobs {
                     finishers.push(job(&conn));
                 }
-                conn.execute_batch("COMMIT").map_err(StoreError::from)
+                conn.execute_batch("COMMIT")
             }
-            Err(e) => Err(StoreError::from(e)),
+            Err(e) => Err(e),
         };
         if commit.is_err() {
             let _ = conn.execute_batch("ROLLBACK");
@@ -1040,7 +1163,7 @@ fn claim_address(conn: &Db, address: &str, kind: &str, account: Option<AccountId
     let domain = domain_of(address)?;
     require_domain(conn, domain)?;
     let n = conn.execute(
-        "INSERT OR IGNORE INTO addresses (address, domain, kind, account) VALUES (?1, ?2, ?3, ?4)",
+        "INSERT INTO addresses (address, domain, kind, account) VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
         params![address, domain, kind, account],
     )?;
     if n == 0 {
@@ -1050,9 +1173,8 @@ fn claim_address(conn: &Db, address: &str, kind: &str, account: Option<AccountId
 }
 
 fn address_kind(conn: &Db, address: &str) -> Result<Option<(String, Option<AccountId>)>> {
-    Ok(conn
-        .query_row("SELECT kind, account FROM addresses WHERE address = ?1", [address], |r| Ok((r.get(0)?, r.get(1)?)))
-        .optional()?)
+    conn.query_row("SELECT kind, account FROM addresses WHERE address = ?1", [address], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()
 }
 
 const ACCOUNT_COLS: &str =
@@ -1096,7 +1218,7 @@ fn account_with(r: &Row<'_>, addresses: Vec<String>) -> Result<Account> {
 
 fn query_account(conn: &Db, where_: &str, arg: &dyn crate::db::ToValue) -> Result<Option<Account>> {
     let sql = format!("SELECT {ACCOUNT_COLS} FROM accounts WHERE {where_}");
-    Ok(conn.prepare_cached(&sql)?.query_row([arg], |r| account_from_row(conn, r)).optional()?)
+    conn.prepare_cached(&sql)?.query_row([arg], |r| account_from_row(conn, r)).optional()
 }
 
 const QUEUE_COLS: &str =
@@ -1224,7 +1346,7 @@ fn mailbox_from_row(r: &Row<'_>) -> Result<Mailbox> {
 
 fn query_mailbox(conn: &Db, account: AccountId, name: &str) -> Result<Option<Mailbox>> {
     let sql = format!("SELECT {MAILBOX_COLS} FROM mailboxes WHERE account = ?1 AND name = ?2");
-    Ok(conn.prepare_cached(&sql)?.query_row(params![account, name], mailbox_from_row).optional()?)
+    conn.prepare_cached(&sql)?.query_row(params![account, name], mailbox_from_row).optional()
 }
 
 /// UIDVALIDITY must differ for a name re-created later: derive it from the clock, and
@@ -1246,8 +1368,8 @@ fn next_uidvalidity(conn: &Db) -> Result<u32> {
 fn insert_mailbox(conn: &Db, account: AccountId, name: &str, special_use: Option<SpecialUse>) -> Result<Mailbox> {
     let uidvalidity = next_uidvalidity(conn)?;
     let n = conn.execute(
-        "INSERT OR IGNORE INTO mailboxes (account, name, special_use, uidvalidity, uidnext, highestmodseq)
-         VALUES (?1, ?2, ?3, ?4, 1, 1)",
+        "INSERT INTO mailboxes (account, name, special_use, uidvalidity, uidnext, highestmodseq)
+         VALUES (?1, ?2, ?3, ?4, 1, 1) ON CONFLICT DO NOTHING",
         params![account, name, special_use.map(|s| s.as_str()), uidvalidity],
     )?;
     if n == 0 {
@@ -1309,7 +1431,7 @@ fn query_public(c: &Db, path: &str) -> Result<Option<PublicFolder>> {
         "SELECT {PUBLIC_COLS} FROM public_folders p JOIN mailboxes m ON m.id = p.mailbox
          JOIN accounts a ON a.id = m.account WHERE a.role = 'system' AND m.name = ?1"
     );
-    Ok(c.prepare_cached(&sql)?.query_row([path], public_from_row).optional()?)
+    c.prepare_cached(&sql)?.query_row([path], public_from_row).optional()
 }
 
 /// A uniqueness violation as "already exists" (naming what); other errors as they are.
@@ -1337,7 +1459,7 @@ fn ensure_queue(c: &Db, owner: AccountId, folder: &PublicFolder) -> Result<Optio
     c.execute("DELETE FROM acl WHERE mailbox = ?1", [id])?;
     c.execute(
         "INSERT INTO acl (mailbox, identifier, rights)
-         SELECT ?1, identifier, rights FROM acl WHERE mailbox = ?2 AND instr(rights, 'x') > 0",
+         SELECT ?1, identifier, rights FROM acl WHERE mailbox = ?2 AND rights LIKE '%x%'",
         params![id, folder.mailbox],
     )?;
     Ok(made.then_some(id))
@@ -1373,7 +1495,7 @@ fn is_queue_path(path: &str) -> bool {
 /// The moderation queue of the public folder `mailbox`, when it is moderated.
 fn queue_of(c: &Db, mailbox: MailboxId) -> Result<Option<MailboxId>> {
     let sql = format!(
-        "SELECT {PUBLIC_COLS} FROM public_folders p JOIN mailboxes m ON m.id = p.mailbox WHERE p.mailbox = ?1 AND p.moderated"
+        "SELECT {PUBLIC_COLS} FROM public_folders p JOIN mailboxes m ON m.id = p.mailbox WHERE p.mailbox = ?1 AND p.moderated != 0"
     );
     let Some(folder) = c.prepare_cached(&sql)?.query_row([mailbox], public_from_row).optional()? else {
         return Ok(None);
@@ -1390,7 +1512,7 @@ fn delete_mailbox_rows(c: &Db, account: AccountId, mailbox: MailboxId) -> Result
         [mailbox],
     )?;
     c.execute(
-        "UPDATE accounts SET used = max(0, used - (SELECT coalesce(sum(size), 0) FROM messages WHERE mailbox = ?1))
+        "UPDATE accounts SET used = greatest(0, used - (SELECT coalesce(sum(size), 0) FROM messages WHERE mailbox = ?1))
          WHERE id = ?2",
         params![mailbox, account],
     )?;
@@ -1403,8 +1525,11 @@ fn delete_mailbox_rows(c: &Db, account: AccountId, mailbox: MailboxId) -> Result
 /// mailboxes (`Some(reader)`: not the reader's own, not the organisation's), or the
 /// public folders (`None`).
 fn acl_mailboxes(c: &Db, reader: Option<AccountId>, identifiers: &[String]) -> Result<Vec<SharedMailbox>> {
-    let which =
-        if reader.is_some() { "m.account != ?1 AND a.role != 'system'" } else { "?1 IS NULL AND a.role = 'system'" };
+    let which = if reader.is_some() {
+        "m.account != ?1 AND a.role != 'system'"
+    } else {
+        "CAST(?1 AS BIGINT) IS NULL AND a.role = 'system'"
+    };
     let sql = format!(
         "SELECT {MAILBOX_COLS_M}, a.login, acl.identifier, acl.rights
          FROM acl JOIN mailboxes m ON m.id = acl.mailbox JOIN accounts a ON a.id = m.account
@@ -1449,7 +1574,8 @@ fn collect_garbage(conn: &Db) -> Result<Vec<String>> {
     Ok(files)
 }
 
-fn remove_blob_files(blobs: &BlobFiles, hashes: &[String]) {
+fn remove_blob_files(blobs: &Option<Arc<BlobFiles>>, hashes: &[String]) {
+    let Some(blobs) = blobs else { return };
     for h in hashes {
         if let Err(e) = blobs.remove(h) {
             tracing::warn!("store: removing blob file {h}: {e}");
@@ -1458,15 +1584,17 @@ fn remove_blob_files(blobs: &BlobFiles, hashes: &[String]) {
 }
 
 #[async_trait]
-impl DirectoryStore for Arc<SqliteStore> {
+impl DirectoryStore for Arc<SqlStore> {
     async fn add_domain(&self, name: &str) -> Result<Domain> {
         let privileged = crate::replicating();
         let name = name.to_ascii_lowercase();
         self.write(move |c| {
             replica_guard(c, privileged, &[name.as_str()])?;
             let created = now();
-            let n =
-                c.execute("INSERT OR IGNORE INTO domains (name, created) VALUES (?1, ?2)", params![name, created])?;
+            let n = c.execute(
+                "INSERT INTO domains (name, created) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+                params![name, created],
+            )?;
             if n == 0 {
                 return Err(StoreError::Exists(format!("domain {name}")));
             }
@@ -1524,7 +1652,7 @@ impl DirectoryStore for Arc<SqliteStore> {
         self.read(|c| {
             let mut stmt = c.prepare_cached("SELECT name, created, mta_sts_mode FROM domains ORDER BY name")?;
             let rows = stmt.query_map((), domain_from_row)?;
-            Ok(rows.collect::<Result<Vec<_>>>()?)
+            rows.collect::<Result<Vec<_>>>()
         })
         .await
     }
@@ -1532,9 +1660,9 @@ impl DirectoryStore for Arc<SqliteStore> {
     async fn domain(&self, name: &str) -> Result<Option<Domain>> {
         let name = name.to_ascii_lowercase();
         self.lookup(move |c| {
-            Ok(c.prepare_cached("SELECT name, created, mta_sts_mode FROM domains WHERE name = ?1")?
+            c.prepare_cached("SELECT name, created, mta_sts_mode FROM domains WHERE name = ?1")?
                 .query_row([name], domain_from_row)
-                .optional()?)
+                .optional()
         })
         .await
     }
@@ -1575,9 +1703,9 @@ impl DirectoryStore for Arc<SqliteStore> {
     async fn web_session(&self, id: &str) -> Result<Option<WebSession>> {
         let id = id.to_string();
         self.lookup(move |c| {
-            Ok(c.prepare_cached(&format!("{WEB_SESSION_SELECT} WHERE id = ?1"))?
+            c.prepare_cached(&format!("{WEB_SESSION_SELECT} WHERE id = ?1"))?
                 .query_row([&id], web_session_row)
-                .optional()?)
+                .optional()
         })
         .await
     }
@@ -1585,7 +1713,7 @@ impl DirectoryStore for Arc<SqliteStore> {
     async fn touch_web_session(&self, id: &str, seen: i64) -> Result<()> {
         let id = id.to_string();
         self.write(move |c| {
-            c.execute("UPDATE web_sessions SET seen = max(seen, ?2) WHERE id = ?1", params![id, seen])?;
+            c.execute("UPDATE web_sessions SET seen = greatest(seen, ?2) WHERE id = ?1", params![id, seen])?;
             Ok(((), Vec::new()))
         })
         .await
@@ -1595,7 +1723,7 @@ impl DirectoryStore for Arc<SqliteStore> {
         self.read(move |c| {
             let mut st = c.prepare_cached(&format!("{WEB_SESSION_SELECT} WHERE account = ?1 ORDER BY created"))?;
             let rows = st.query_map([account], web_session_row)?;
-            Ok(rows.collect::<Result<Vec<_>>>()?)
+            rows.collect::<Result<Vec<_>>>()
         })
         .await
     }
@@ -1630,7 +1758,7 @@ impl DirectoryStore for Arc<SqliteStore> {
             let mut st =
                 c.prepare_cached("SELECT name, value FROM account_settings WHERE account = ?1 ORDER BY name")?;
             let rows = st.query_map([account], |r| Ok((r.get(0)?, r.get(1)?)))?;
-            Ok(rows.collect::<Result<Vec<_>>>()?)
+            rows.collect::<Result<Vec<_>>>()
         })
         .await
     }
@@ -1659,7 +1787,7 @@ impl DirectoryStore for Arc<SqliteStore> {
             let mut st =
                 c.prepare_cached("SELECT account, value FROM account_settings WHERE name = ?1 ORDER BY account")?;
             let rows = st.query_map([name], |r| Ok((r.get(0)?, r.get(1)?)))?;
-            Ok(rows.collect::<Result<Vec<_>>>()?)
+            rows.collect::<Result<Vec<_>>>()
         })
         .await
     }
@@ -1669,7 +1797,7 @@ impl DirectoryStore for Arc<SqliteStore> {
         self.write(move |c| {
             let n = c.execute(
                 "INSERT INTO vacation_replies (account, sender, sent) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (account, sender) DO UPDATE SET sent = excluded.sent WHERE sent <= ?4",
+                 ON CONFLICT (account, sender) DO UPDATE SET sent = excluded.sent WHERE vacation_replies.sent <= ?4",
                 params![account, sender, now, now - period],
             )?;
             Ok((n > 0, Vec::new()))
@@ -1683,7 +1811,7 @@ impl DirectoryStore for Arc<SqliteStore> {
                 "SELECT entry, value FROM metadata WHERE account = ?1 AND mailbox = ?2 ORDER BY entry",
             )?;
             let rows = st.query_map(params![account, mailbox], |r| Ok((r.get(0)?, r.get(1)?)))?;
-            Ok(rows.collect::<Result<Vec<_>>>()?)
+            rows.collect::<Result<Vec<_>>>()
         })
         .await
     }
@@ -1702,7 +1830,7 @@ impl DirectoryStore for Arc<SqliteStore> {
                     Some(v) => {
                         c.prepare_cached(
                             "INSERT INTO metadata (account, mailbox, entry, value) VALUES (?1, ?2, ?3, ?4)
-                             ON CONFLICT DO UPDATE SET value = excluded.value",
+                             ON CONFLICT (account, mailbox, entry) DO UPDATE SET value = excluded.value",
                         )?
                         .execute(params![account, mailbox, entry, v])?;
                     }
@@ -1727,12 +1855,12 @@ impl DirectoryStore for Arc<SqliteStore> {
     async fn sieve_scripts(&self, account: AccountId) -> Result<Vec<SieveScriptInfo>> {
         self.read(move |c| {
             let mut st = c.prepare_cached(
-                "SELECT name, active, length(CAST(script AS BLOB)) FROM sieve_scripts WHERE account = ?1 ORDER BY name",
+                "SELECT name, active, octet_length(script) FROM sieve_scripts WHERE account = ?1 ORDER BY name",
             )?;
             let rows = st.query_map([account], |r| {
                 Ok(SieveScriptInfo { name: r.get(0)?, active: r.get(1)?, size: r.get::<_, i64>(2)?.max(0) as u64 })
             })?;
-            Ok(rows.collect::<Result<Vec<_>>>()?)
+            rows.collect::<Result<Vec<_>>>()
         })
         .await
     }
@@ -1740,9 +1868,9 @@ impl DirectoryStore for Arc<SqliteStore> {
     async fn sieve_script(&self, account: AccountId, name: &str) -> Result<Option<String>> {
         let name = name.to_string();
         self.lookup(move |c| {
-            Ok(c.prepare_cached("SELECT script FROM sieve_scripts WHERE account = ?1 AND name = ?2")?
+            c.prepare_cached("SELECT script FROM sieve_scripts WHERE account = ?1 AND name = ?2")?
                 .query_row(params![account, name], |r| r.get(0))
-                .optional()?)
+                .optional()
         })
         .await
     }
@@ -1826,9 +1954,9 @@ impl DirectoryStore for Arc<SqliteStore> {
 
     async fn active_sieve_script(&self, account: AccountId) -> Result<Option<(String, String)>> {
         self.lookup(move |c| {
-            Ok(c.prepare_cached("SELECT name, script FROM sieve_scripts WHERE account = ?1 AND active = 1")?
+            c.prepare_cached("SELECT name, script FROM sieve_scripts WHERE account = ?1 AND active = 1")?
                 .query_row([account], |r| Ok((r.get(0)?, r.get(1)?)))
-                .optional()?)
+                .optional()
         })
         .await
     }
@@ -1837,7 +1965,7 @@ impl DirectoryStore for Arc<SqliteStore> {
         self.read(move |c| {
             let mut st = c.prepare_cached("SELECT account FROM sieve_scripts WHERE active = 1 ORDER BY account")?;
             let rows = st.query_map((), |r| r.get(0))?;
-            Ok(rows.collect::<Result<Vec<_>>>()?)
+            rows.collect::<Result<Vec<_>>>()
         })
         .await
     }
@@ -1927,14 +2055,14 @@ impl DirectoryStore for Arc<SqliteStore> {
         let domain = domain.map(|d| d.to_ascii_lowercase());
         self.read(move |c| {
             let sql = format!(
-                "SELECT {ACCOUNT_COLS} FROM accounts WHERE role != 'system' AND (?1 IS NULL OR domain = ?1) ORDER BY login"
+                "SELECT {ACCOUNT_COLS} FROM accounts WHERE role != 'system' AND (CAST(?1 AS TEXT) IS NULL OR domain = ?1) ORDER BY login"
             );
             // Every extra address in one pass, not one query per account (the LDAP tree
             // reads every account at each rebuild).
             let mut extra: HashMap<i64, Vec<String>> = HashMap::new();
             let mut st = c.prepare(
                 "SELECT a.account, a.address FROM addresses a JOIN accounts u ON u.id = a.account
-                 WHERE a.address != u.login AND (?1 IS NULL OR u.domain = ?1) ORDER BY a.address",
+                 WHERE a.address != u.login AND (CAST(?1 AS TEXT) IS NULL OR u.domain = ?1) ORDER BY a.address",
             )?;
             let mut rows = st.query([&domain])?;
             while let Some(r) = rows.next()? {
@@ -1945,7 +2073,7 @@ impl DirectoryStore for Arc<SqliteStore> {
                 let id: i64 = r.get(0)?;
                 account_with(r, extra.remove(&id).unwrap_or_default())
             })?;
-            Ok(rows.collect::<Result<Vec<_>>>()?)
+            rows.collect::<Result<Vec<_>>>()
         })
         .await
     }
@@ -1953,7 +2081,7 @@ impl DirectoryStore for Arc<SqliteStore> {
     async fn remove_account(&self, login: &str) -> Result<()> {
         let privileged = crate::replicating();
         let login = login.to_ascii_lowercase();
-        let blobs = Arc::clone(&self.blobs);
+        let blobs = self.blobs.clone();
         let files = self
             .write(move |c| {
                 replica_guard(c, privileged, &[login.as_str()])?;
@@ -2087,7 +2215,7 @@ impl DirectoryStore for Arc<SqliteStore> {
                 }
             }
             let n = c.execute(
-                "INSERT OR IGNORE INTO alias_targets (address, target) VALUES (?1, ?2)",
+                "INSERT INTO alias_targets (address, target) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
                 params![address, target],
             )?;
             if n == 0 {
@@ -2121,8 +2249,8 @@ impl DirectoryStore for Arc<SqliteStore> {
             claim_address(c, &address, "group", None)?;
             c.execute(
                 "INSERT INTO groups (address, display_name, uuid, created, changed)
-                 VALUES (?1, ?2, randomblob(16), ?3, ?3)",
-                params![address, display_name, now()],
+                 VALUES (?1, ?2, ?4, ?3, ?3)",
+                params![address, display_name, now(), random_uuid()],
             )?;
             Ok(((), vec![Change::DirectoryChanged]))
         })
@@ -2154,8 +2282,10 @@ impl DirectoryStore for Arc<SqliteStore> {
                 Some((k, _)) if k == "group" => {}
                 _ => return Err(StoreError::NotFound(format!("group {group}"))),
             }
-            let n =
-                c.execute("INSERT OR IGNORE INTO group_members (grp, member) VALUES (?1, ?2)", params![group, member])?;
+            let n = c.execute(
+                "INSERT INTO group_members (grp, member) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+                params![group, member],
+            )?;
             if n == 0 {
                 return Err(StoreError::Exists(format!("member {member} of {group}")));
             }
@@ -2249,9 +2379,21 @@ impl DirectoryStore for Arc<SqliteStore> {
                 "UPDATE accounts SET login = ?1, domain = ?2, changed = ?3 WHERE id = ?4",
                 params![new, domain, now(), id],
             )?;
-            c.execute("UPDATE OR IGNORE group_members SET member = ?1 WHERE member = ?2", params![new, login])?;
-            c.execute("UPDATE OR IGNORE alias_targets SET target = ?1 WHERE target = ?2", params![new, login])?;
-            c.execute("UPDATE OR IGNORE acl SET identifier = ?1 WHERE identifier = ?2", params![new, login])?;
+            c.execute(
+                "DELETE FROM group_members WHERE member = ?2 AND grp IN (SELECT grp FROM group_members WHERE member = ?1)",
+                params![new, login],
+            )?;
+            c.execute("UPDATE group_members SET member = ?1 WHERE member = ?2", params![new, login])?;
+            c.execute(
+                "DELETE FROM alias_targets WHERE target = ?2 AND address IN (SELECT address FROM alias_targets WHERE target = ?1)",
+                params![new, login],
+            )?;
+            c.execute("UPDATE alias_targets SET target = ?1 WHERE target = ?2", params![new, login])?;
+            c.execute(
+                "DELETE FROM acl WHERE identifier = ?2 AND mailbox IN (SELECT mailbox FROM acl WHERE identifier = ?1)",
+                params![new, login],
+            )?;
+            c.execute("UPDATE acl SET identifier = ?1 WHERE identifier = ?2", params![new, login])?;
             Ok(((), vec![Change::DirectoryChanged]))
         })
         .await
@@ -2328,9 +2470,9 @@ impl DirectoryStore for Arc<SqliteStore> {
                 return Err(StoreError::Exists(format!("address {address} is served here; a contact is external")));
             }
             let n = c.execute(
-                "INSERT OR IGNORE INTO contacts (address, domain, display_name, profile, uuid, created, changed)
-                 VALUES (?1, ?2, ?3, ?4, randomblob(16), ?5, ?5)",
-                params![address, domain, contact.display_name, contact.profile.to_json(), now()],
+                "INSERT INTO contacts (address, domain, display_name, profile, uuid, created, changed)
+                 VALUES (?1, ?2, ?3, ?4, ?6, ?5, ?5) ON CONFLICT DO NOTHING",
+                params![address, domain, contact.display_name, contact.profile.to_json(), now(), random_uuid()],
             )?;
             if n == 0 {
                 return Err(StoreError::Exists(format!("contact {address}")));
@@ -2382,10 +2524,12 @@ impl DirectoryStore for Arc<SqliteStore> {
     async fn contacts(&self, domain: Option<&str>) -> Result<Vec<Contact>> {
         let domain = domain.map(|d| d.to_ascii_lowercase());
         self.read(move |c| {
-            let sql = format!("SELECT {CONTACT_COLS} FROM contacts WHERE ?1 IS NULL OR domain = ?1 ORDER BY address");
+            let sql = format!(
+                "SELECT {CONTACT_COLS} FROM contacts WHERE CAST(?1 AS TEXT) IS NULL OR domain = ?1 ORDER BY address"
+            );
             let mut stmt = c.prepare(&sql)?;
             let rows = stmt.query_map([domain], contact_from_row)?;
-            Ok(rows.collect::<Result<Vec<_>>>()?)
+            rows.collect::<Result<Vec<_>>>()
         })
         .await
     }
@@ -2395,7 +2539,7 @@ impl DirectoryStore for Arc<SqliteStore> {
             let domain = rec.domain.to_ascii_lowercase();
             require_domain(c, &domain)?;
             let n = c.execute(
-                "INSERT OR IGNORE INTO dns_records (domain, name, rtype, value, ttl) VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT INTO dns_records (domain, name, rtype, value, ttl) VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING",
                 params![domain, rec.name.to_ascii_lowercase(), rec.rtype.to_ascii_uppercase(), rec.value, rec.ttl],
             )?;
             if n == 0 {
@@ -2412,7 +2556,7 @@ impl DirectoryStore for Arc<SqliteStore> {
         let value = value.map(str::to_string);
         self.write(move |c| {
             let n = c.execute(
-                "DELETE FROM dns_records WHERE domain = ?1 AND name = ?2 AND rtype = ?3 AND (?4 IS NULL OR value = ?4)",
+                "DELETE FROM dns_records WHERE domain = ?1 AND name = ?2 AND rtype = ?3 AND (CAST(?4 AS TEXT) IS NULL OR value = ?4)",
                 params![domain, name, rtype, value],
             )?;
             if n == 0 {
@@ -2432,7 +2576,7 @@ impl DirectoryStore for Arc<SqliteStore> {
             let rows = stmt.query_map([domain], |r| {
                 Ok(DnsRecord { domain: r.get(0)?, name: r.get(1)?, rtype: r.get(2)?, value: r.get(3)?, ttl: r.get(4)? })
             })?;
-            Ok(rows.collect::<Result<Vec<_>>>()?)
+            rows.collect::<Result<Vec<_>>>()
         })
         .await
     }
@@ -2471,7 +2615,7 @@ impl DirectoryStore for Arc<SqliteStore> {
                     since: r.get(7)?,
                 })
             })?;
-            Ok(rows.collect::<Result<Vec<_>>>()?)
+            rows.collect::<Result<Vec<_>>>()
         })
         .await
     }
@@ -2509,7 +2653,7 @@ impl DirectoryStore for Arc<SqliteStore> {
                     deleted: r.get::<_, i64>(4)? != 0,
                 })
             })?;
-            Ok(rows.collect::<Result<Vec<_>>>()?)
+            rows.collect::<Result<Vec<_>>>()
         })
         .await
     }
@@ -2526,7 +2670,7 @@ impl DirectoryStore for Arc<SqliteStore> {
             if let Some(h) = &horizon {
                 c.execute(
                     "INSERT INTO sync_values (key, value) VALUES ('horizon', ?1)
-                     ON CONFLICT (key) DO UPDATE SET value = max(value, ?1)",
+                     ON CONFLICT (key) DO UPDATE SET value = greatest(sync_values.value, ?1)",
                     [&h],
                 )?;
                 c.execute("DELETE FROM sync_log WHERE deleted = 1 AND csn < (SELECT value FROM sync_values WHERE key = 'horizon')", ())?;
@@ -2539,10 +2683,11 @@ impl DirectoryStore for Arc<SqliteStore> {
     async fn sync_values(&self, prefix: &str) -> Result<Vec<(String, String)>> {
         let prefix = prefix.to_string();
         self.read(move |c| {
-            let mut stmt =
-                c.prepare("SELECT key, value FROM sync_values WHERE substr(key, 1, length(?1)) = ?1 ORDER BY key")?;
+            let mut stmt = c.prepare(
+                "SELECT key, value FROM sync_values WHERE substr(key, 1, length(CAST(?1 AS TEXT))) = ?1 ORDER BY key",
+            )?;
             let rows = stmt.query_map([prefix], |r| Ok((r.get(0)?, r.get(1)?)))?;
-            Ok(rows.collect::<Result<Vec<_>>>()?)
+            rows.collect::<Result<Vec<_>>>()
         })
         .await
     }
@@ -2594,8 +2739,11 @@ impl DirectoryStore for Arc<SqliteStore> {
         self.write(move |c| {
             for k in &keys {
                 c.execute(
-                    "INSERT OR REPLACE INTO dkim_keys (domain, selector, algorithm, private_key, public_key, created, state)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    "INSERT INTO dkim_keys (domain, selector, algorithm, private_key, public_key, created, state)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                     ON CONFLICT (domain, selector) DO UPDATE SET algorithm = excluded.algorithm,
+                         private_key = excluded.private_key, public_key = excluded.public_key,
+                         created = excluded.created, state = excluded.state",
                     params![
                         k.domain.to_ascii_lowercase(),
                         k.selector,
@@ -2631,7 +2779,7 @@ impl DirectoryStore for Arc<SqliteStore> {
                     state: DkimState::parse(&r.get::<_, String>(6)?),
                 })
             })?;
-            Ok(rows.collect::<Result<Vec<_>>>()?)
+            rows.collect::<Result<Vec<_>>>()
         })
         .await
     }
@@ -2667,11 +2815,19 @@ impl DirectoryStore for Arc<SqliteStore> {
         let v = &self.version;
         let now = v.epoch.elapsed().as_millis() as u64 + 1;
         let read = v.read_ms.load(SeqCst);
+        let stamp = match &self.engine {
+            Engine::Lite(l) => &l.stamp,
+            // Other nodes' changes arrive by NOTIFY, counted as they come.
+            Engine::Pg(p) => {
+                return p.remote_directory.load(SeqCst).wrapping_mul(0xD6E8_FEB8_6659_FD93)
+                    ^ v.local.load(SeqCst).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            }
+        };
         let file = if read != 0 && now.saturating_sub(read) < STAMP_RECHECK {
             v.file.load(SeqCst)
         } else {
             let mut buf = [0u8; 16];
-            let f = match self.stamp.read_at(&mut buf, 0) {
+            let f = match stamp.read_at(&mut buf, 0) {
                 Ok(16) => std::str::from_utf8(&buf).ok().and_then(|s| u64::from_str_radix(s, 16).ok()).unwrap_or(0),
                 _ => 0,
             };
@@ -2686,13 +2842,13 @@ impl DirectoryStore for Arc<SqliteStore> {
 }
 
 #[async_trait]
-impl MailboxStore for Arc<SqliteStore> {
+impl MailboxStore for Arc<SqlStore> {
     async fn mailboxes(&self, account: AccountId) -> Result<Vec<Mailbox>> {
         self.read(move |c| {
             let sql = format!("SELECT {MAILBOX_COLS} FROM mailboxes WHERE account = ?1 ORDER BY name");
             let mut stmt = c.prepare_cached(&sql)?;
             let rows = stmt.query_map([account], mailbox_from_row)?;
-            Ok(rows.collect::<Result<Vec<_>>>()?)
+            rows.collect::<Result<Vec<_>>>()
         })
         .await
     }
@@ -2718,7 +2874,7 @@ impl MailboxStore for Arc<SqliteStore> {
     async fn mailbox_by_id(&self, id: MailboxId) -> Result<Option<Mailbox>> {
         self.lookup(move |c| {
             let sql = format!("SELECT {MAILBOX_COLS} FROM mailboxes WHERE id = ?1");
-            Ok(c.prepare_cached(&sql)?.query_row([id], mailbox_from_row).optional()?)
+            c.prepare_cached(&sql)?.query_row([id], mailbox_from_row).optional()
         })
         .await
     }
@@ -2728,7 +2884,7 @@ impl MailboxStore for Arc<SqliteStore> {
         if name == "INBOX" {
             return Err(StoreError::Invalid("INBOX cannot be deleted".into()));
         }
-        let blobs = Arc::clone(&self.blobs);
+        let blobs = self.blobs.clone();
         let files = self
             .write(move |c| {
                 let mb =
@@ -2757,7 +2913,8 @@ impl MailboxStore for Arc<SqliteStore> {
                 let n: i64 = c.query_row("SELECT count(*) FROM messages WHERE mailbox = ?1", [src.id], |r| r.get(0))?;
                 // For QRESYNC, the messages leave INBOX as expunges.
                 c.execute(
-                    "INSERT OR REPLACE INTO expunged (mailbox, uid, modseq) SELECT ?1, uid, ?2 FROM messages WHERE mailbox = ?1",
+                    "INSERT INTO expunged (mailbox, uid, modseq) SELECT ?1, uid, ?2 FROM messages WHERE mailbox = ?1
+                     ON CONFLICT (mailbox, uid) DO UPDATE SET modseq = excluded.modseq",
                     params![src.id, src.highestmodseq as i64 + 1],
                 )?;
                 // The moved messages keep their order; they get UIDs 1..n in the new mailbox.
@@ -2773,7 +2930,7 @@ impl MailboxStore for Arc<SqliteStore> {
                 // Its HIGHESTMODSEQ covers the MODSEQs the messages bring along.
                 c.execute(
                     "UPDATE mailboxes SET uidnext = ?2 + 1, messages = ?2,
-                        highestmodseq = max(highestmodseq + 1, (SELECT coalesce(max(modseq), 0) FROM messages WHERE mailbox = ?1))
+                        highestmodseq = greatest(highestmodseq + 1, (SELECT coalesce(max(modseq), 0) FROM messages WHERE mailbox = ?1))
                      WHERE id = ?1",
                     params![dst.id, n],
                 )?;
@@ -2782,9 +2939,16 @@ impl MailboxStore for Arc<SqliteStore> {
             }
             c.execute("UPDATE mailboxes SET name = ?3 WHERE account = ?1 AND name = ?2", params![account, from, to])?;
             // Subscriptions follow the mailboxes they name.
+            // A subscription already under a new name gives way (as REPLACE would).
+            let moved = params![account, from, to, from.chars().count() as i64 + 1];
             c.execute(
-                "UPDATE OR REPLACE subscriptions SET name = ?3 || substr(name, ?4) WHERE account = ?1 AND (name = ?2 OR substr(name, 1, ?4) = ?2 || '/')",
-                params![account, from, to, from.chars().count() as i64 + 1],
+                "DELETE FROM subscriptions WHERE account = ?1 AND name IN (SELECT ?3 || substr(name, ?4) FROM subscriptions
+                 WHERE account = ?1 AND (name = ?2 OR substr(name, 1, ?4) = ?2 || '/'))",
+                moved,
+            )?;
+            c.execute(
+                "UPDATE subscriptions SET name = ?3 || substr(name, ?4) WHERE account = ?1 AND (name = ?2 OR substr(name, 1, ?4) = ?2 || '/')",
+                moved,
             )?;
             // Mailboxes below it move along ("a/b" -> "c/b").
             let prefix = format!("{from}/");
@@ -2826,7 +2990,7 @@ impl MailboxStore for Arc<SqliteStore> {
         self.write(move |c| {
             if subscribed {
                 c.execute(
-                    "INSERT OR IGNORE INTO subscriptions (account, name) VALUES (?1, ?2)",
+                    "INSERT INTO subscriptions (account, name) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
                     params![account, name],
                 )?;
             } else {
@@ -2844,7 +3008,7 @@ impl MailboxStore for Arc<SqliteStore> {
             );
             let mut s = c.prepare_cached(&sql)?;
             let rows = s.query_map((), public_from_row)?;
-            Ok(rows.collect::<Result<_>>()?)
+            rows.collect::<Result<_>>()
         })
         .await
     }
@@ -2918,16 +3082,16 @@ impl MailboxStore for Arc<SqliteStore> {
                 "SELECT {PUBLIC_COLS}, m.account FROM public_folders p JOIN mailboxes m ON m.id = p.mailbox
                  WHERE p.address = ?1"
             );
-            Ok(c.prepare_cached(&sql)?
+            c.prepare_cached(&sql)?
                 .query_row([&address], |r| Ok((r.get::<_, AccountId>(8)?, public_from_row(r)?)))
-                .optional()?)
+                .optional()
         })
         .await
     }
 
     async fn remove_public_folder(&self, path: &str) -> Result<()> {
         let path = public_folder_path(path)?;
-        let blobs = Arc::clone(&self.blobs);
+        let blobs = self.blobs.clone();
         let files = self
             .write(move |c| {
                 let folder =
@@ -3105,15 +3269,22 @@ impl MailboxStore for Arc<SqliteStore> {
     async fn overview(&self, mailbox: MailboxId, uids: RangeInclusive<u32>, limit: usize) -> Result<Vec<Overview>> {
         let point = uids.start() == uids.end() || limit == 1;
         let query = move |c: &Db| -> Result<Vec<Overview>> {
-            let mut s = c.prepare_cached(
+            // The summary's JSON is read by each engine's own JSON functions.
+            let mut s = c.prepare_cached(if c.is_pg() {
+                "SELECT m.uid, j #>> '{envelope,subject}', j #>> '{envelope,from}', j #>> '{envelope,date}',
+                        j #>> '{envelope,message_id}', j #>> '{envelope,references}', m.size,
+                        coalesce(nullif((j ->> 'body_lines')::BIGINT, 0), (j #>> '{root,lines}')::BIGINT, 0), m.blob
+                 FROM messages m JOIN blobs b ON b.hash = m.blob, LATERAL (SELECT b.summary::jsonb AS j) s
+                 WHERE m.mailbox = ?1 AND m.uid BETWEEN ?2 AND ?3 ORDER BY m.uid LIMIT ?4"
+            } else {
                 "SELECT m.uid, json_extract(b.summary, '$.envelope.subject'), json_extract(b.summary, '$.envelope.from'),
                         json_extract(b.summary, '$.envelope.date'), json_extract(b.summary, '$.envelope.message_id'),
                         json_extract(b.summary, '$.envelope.references'), m.size,
                         coalesce(nullif(json_extract(b.summary, '$.body_lines'), 0), json_extract(b.summary, '$.root.lines'), 0),
                         m.blob
                  FROM messages m JOIN blobs b ON b.hash = m.blob
-                 WHERE m.mailbox = ?1 AND m.uid BETWEEN ?2 AND ?3 ORDER BY m.uid LIMIT ?4",
-            )?;
+                 WHERE m.mailbox = ?1 AND m.uid BETWEEN ?2 AND ?3 ORDER BY m.uid LIMIT ?4"
+            })?;
             let text =
                 |r: &Row<'_>, i: usize| -> Result<String> { Ok(r.get::<_, Option<String>>(i)?.unwrap_or_default()) };
             let rows = s.query_map(params![mailbox, uids.start(), uids.end(), limit as i64], |r| {
@@ -3129,7 +3300,7 @@ impl MailboxStore for Arc<SqliteStore> {
                     blob: r.get(8)?,
                 })
             })?;
-            Ok(rows.collect::<Result<_>>()?)
+            rows.collect::<Result<_>>()
         };
         // One article (ARTICLE, NEXT) is a point query: inline; ranges on the blocking pool.
         if point { self.lookup(query).await } else { self.read(query).await }
@@ -3158,7 +3329,7 @@ impl MailboxStore for Arc<SqliteStore> {
                  WHERE n.message_id = ?1 AND p.newsgroup IS NOT NULL ORDER BY n.seq",
             )?;
             let rows = s.query_map([&id], |r| Ok((r.get::<_, MailboxId>(0)?, r.get::<_, i64>(1)? as u32)))?;
-            Ok(rows.collect::<Result<_>>()?)
+            rows.collect::<Result<_>>()
         })
         .await
     }
@@ -3166,11 +3337,11 @@ impl MailboxStore for Arc<SqliteStore> {
     async fn news_seen(&self, message_id: &str) -> Result<bool> {
         let id = message_id.to_string();
         self.lookup(move |c| {
-            Ok(c.prepare_cached(
+            c.prepare_cached(
                 "SELECT EXISTS (SELECT 1 FROM news_history WHERE message_id = ?1)
                      OR EXISTS (SELECT 1 FROM news_articles WHERE message_id = ?1)",
             )?
-            .query_row([&id], |r| r.get(0))?)
+            .query_row([&id], |r| r.get(0))
         })
         .await
     }
@@ -3178,7 +3349,7 @@ impl MailboxStore for Arc<SqliteStore> {
     async fn remember_news(&self, message_ids: Vec<String>, now: i64) -> Result<()> {
         self.write(move |c| {
             for id in &message_ids {
-                c.prepare_cached("INSERT OR IGNORE INTO news_history (message_id, seen) VALUES (?1, ?2)")?
+                c.prepare_cached("INSERT INTO news_history (message_id, seen) VALUES (?1, ?2) ON CONFLICT DO NOTHING")?
                     .execute(params![id, now])?;
             }
             Ok(((), Vec::new()))
@@ -3193,7 +3364,7 @@ impl MailboxStore for Arc<SqliteStore> {
                  WHERE n.arrived >= ?1 AND p.newsgroup IS NOT NULL ORDER BY n.seq LIMIT 500000",
             )?;
             let rows = s.query_map([since], |r| Ok((r.get(0)?, r.get(1)?)))?;
-            Ok(rows.collect::<Result<_>>()?)
+            rows.collect::<Result<_>>()
         })
         .await
     }
@@ -3202,7 +3373,8 @@ impl MailboxStore for Arc<SqliteStore> {
         let peer = peer.to_string();
         self.write(move |c| {
             c.execute(
-                "INSERT OR IGNORE INTO news_peers (peer, cursor) SELECT ?1, coalesce(max(seq), 0) FROM news_articles",
+                "INSERT INTO news_peers (peer, cursor) SELECT CAST(?1 AS TEXT), coalesce(max(seq), 0) FROM news_articles
+                 WHERE true ON CONFLICT DO NOTHING",
                 [&peer],
             )?;
             Ok(((), Vec::new()))
@@ -3223,7 +3395,7 @@ impl MailboxStore for Arc<SqliteStore> {
             let rows = s.query_map(params![peer, limit as i64], |r| {
                 Ok(FeedArticle { seq: r.get(0)?, message_id: r.get(1)?, mailbox: r.get(2)?, blob: r.get(3)? })
             })?;
-            Ok(rows.collect::<Result<_>>()?)
+            rows.collect::<Result<_>>()
         })
         .await
     }
@@ -3231,7 +3403,7 @@ impl MailboxStore for Arc<SqliteStore> {
     async fn news_feed_advance(&self, peer: &str, seq: i64) -> Result<()> {
         let peer = peer.to_string();
         self.write(move |c| {
-            c.execute("UPDATE news_peers SET cursor = max(cursor, ?2) WHERE peer = ?1", params![peer, seq])?;
+            c.execute("UPDATE news_peers SET cursor = greatest(cursor, ?2) WHERE peer = ?1", params![peer, seq])?;
             Ok(((), Vec::new()))
         })
         .await
@@ -3267,7 +3439,7 @@ impl MailboxStore for Arc<SqliteStore> {
                 c.execute("DELETE FROM acl WHERE mailbox = ?1 AND identifier = ?2", params![queue, identifier])?;
                 c.execute(
                     "INSERT INTO acl (mailbox, identifier, rights)
-                     SELECT ?1, identifier, rights FROM acl WHERE mailbox = ?2 AND identifier = ?3 AND instr(rights, 'x') > 0",
+                     SELECT ?1, identifier, rights FROM acl WHERE mailbox = ?2 AND identifier = ?3 AND rights LIKE '%x%'",
                     params![queue, mailbox, identifier],
                 )?;
             }
@@ -3281,7 +3453,7 @@ impl MailboxStore for Arc<SqliteStore> {
             let mut s =
                 c.prepare_cached("SELECT identifier, rights FROM acl WHERE mailbox = ?1 ORDER BY identifier")?;
             let rows = s.query_map([mailbox], |r| Ok((r.get(0)?, r.get(1)?)))?;
-            Ok(rows.collect::<Result<Vec<_>>>()?)
+            rows.collect::<Result<Vec<_>>>()
         })
         .await
     }
@@ -3301,7 +3473,7 @@ impl MailboxStore for Arc<SqliteStore> {
             let mut s =
                 c.prepare_cached("SELECT uid FROM private_seen WHERE mailbox = ?1 AND account = ?2 ORDER BY uid")?;
             let rows = s.query_map(params![mailbox, account], |r| r.get::<_, i64>(0))?;
-            Ok(rows.map(|r| r.map(|u| u as u32)).collect::<Result<Vec<_>>>()?)
+            rows.map(|r| r.map(|u| u as u32)).collect::<Result<Vec<_>>>()
         })
         .await
     }
@@ -3324,8 +3496,9 @@ impl MailboxStore for Arc<SqliteStore> {
             for &uid in &uids {
                 let n = if seen {
                     c.prepare_cached(
-                        "INSERT OR IGNORE INTO private_seen (mailbox, account, uid)
-                         SELECT ?1, ?2, ?3 WHERE EXISTS (SELECT 1 FROM messages WHERE mailbox = ?1 AND uid = ?3)",
+                        "INSERT INTO private_seen (mailbox, account, uid)
+                         SELECT ?1, CAST(?2 AS BIGINT), ?3 WHERE EXISTS (SELECT 1 FROM messages WHERE mailbox = ?1 AND uid = ?3)
+                         ON CONFLICT DO NOTHING",
                     )?
                     .execute(params![mailbox, account, uid])?
                 } else {
@@ -3352,7 +3525,7 @@ impl MailboxStore for Arc<SqliteStore> {
         self.read(move |c| {
             let mut stmt = c.prepare_cached("SELECT name FROM subscriptions WHERE account = ?1 ORDER BY name")?;
             let rows = stmt.query_map([account], |r| r.get(0))?;
-            Ok(rows.collect::<Result<Vec<String>>>()?)
+            rows.collect::<Result<Vec<String>>>()
         })
         .await
     }
@@ -3416,7 +3589,7 @@ impl MailboxStore for Arc<SqliteStore> {
         self.read(move |c| {
             let mut stmt = c.prepare_cached("SELECT id, unseen FROM mailboxes WHERE account = ?1 ORDER BY id")?;
             let rows = stmt.query_map([account], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?.max(0) as u32)))?;
-            Ok(rows.collect::<Result<_>>()?)
+            rows.collect::<Result<_>>()
         })
         .await
     }
@@ -3426,7 +3599,7 @@ impl MailboxStore for Arc<SqliteStore> {
             let mut stmt =
                 c.prepare_cached(&format!("SELECT {REF_COLS} FROM messages WHERE mailbox = ?1 ORDER BY uid"))?;
             let rows = stmt.query_map([mailbox], ref_from_row)?;
-            Ok(rows.collect::<Result<_>>()?)
+            rows.collect::<Result<_>>()
         })
         .await
     }
@@ -3611,7 +3784,7 @@ impl MailboxStore for Arc<SqliteStore> {
             return Ok(Vec::new());
         }
         let uids = uids.to_vec();
-        let blobs = Arc::clone(&self.blobs);
+        let blobs = self.blobs.clone();
         let (removed, files) = self
             .write(move |c| {
                 let (account, mut modseq): (AccountId, i64) =
@@ -3628,10 +3801,13 @@ impl MailboxStore for Arc<SqliteStore> {
                     let Some((blob, size)) = row else { continue };
                     modseq += 1;
                     c.prepare_cached("UPDATE blobs SET refs = refs - 1 WHERE hash = ?1")?.execute([&blob])?;
-                    c.prepare_cached("UPDATE accounts SET used = max(0, used - ?2) WHERE id = ?1")?
+                    c.prepare_cached("UPDATE accounts SET used = greatest(0, used - ?2) WHERE id = ?1")?
                         .execute(params![account, size])?;
-                    c.prepare_cached("INSERT OR REPLACE INTO expunged (mailbox, uid, modseq) VALUES (?1, ?2, ?3)")?
-                        .execute(params![mailbox, uid, modseq])?;
+                    c.prepare_cached(
+                        "INSERT INTO expunged (mailbox, uid, modseq) VALUES (?1, ?2, ?3)
+                         ON CONFLICT (mailbox, uid) DO UPDATE SET modseq = excluded.modseq",
+                    )?
+                    .execute(params![mailbox, uid, modseq])?;
                     c.prepare_cached("DELETE FROM private_seen WHERE mailbox = ?1 AND uid = ?2")?
                         .execute(params![mailbox, uid])?;
                     removed.push(uid);
@@ -3653,7 +3829,7 @@ impl MailboxStore for Arc<SqliteStore> {
         self.read(move |c| {
             let mut s = c.prepare_cached("SELECT uid FROM expunged WHERE mailbox = ?1 AND modseq > ?2 ORDER BY uid")?;
             let rows = s.query_map(params![mailbox, since as i64], |r| r.get::<_, i64>(0))?;
-            Ok(rows.map(|r| r.map(|u| u as u32)).collect::<Result<_>>()?)
+            rows.map(|r| r.map(|u| u as u32)).collect::<Result<_>>()
         })
         .await
     }
@@ -3675,9 +3851,17 @@ impl MailboxStore for Arc<SqliteStore> {
 }
 
 #[async_trait]
-impl DeliveryStore for Arc<SqliteStore> {
+impl DeliveryStore for Arc<SqlStore> {
     async fn stage(&self, body: Vec<u8>) -> Result<StagedBlob> {
-        let blobs = Arc::clone(&self.blobs);
+        let Some(blobs) = self.blobs.clone() else {
+            // PostgreSQL keeps every body in the database: nothing is written yet.
+            if body.len() <= crate::blob::INLINE_MAX {
+                return Ok(crate::blob::stage_in_memory(body));
+            }
+            return tokio::task::spawn_blocking(move || crate::blob::stage_in_memory(body))
+                .await
+                .map_err(|e| StoreError::Io(std::io::Error::other(e)));
+        };
         if body.len() <= crate::blob::INLINE_MAX {
             // Hashing and parsing a small body costs less than a thread hand-off.
             return blobs.stage(body).map_err(StoreError::from);
@@ -3716,7 +3900,7 @@ impl DeliveryStore for Arc<SqliteStore> {
             let sql = format!("SELECT {QUEUE_COLS} FROM outbound ORDER BY id");
             let mut s = c.prepare_cached(&sql)?;
             let rows = s.query_map((), queued_from_row)?;
-            Ok(rows.collect::<Result<_>>()?)
+            rows.collect::<Result<_>>()
         })
         .await
     }
@@ -3726,7 +3910,7 @@ impl DeliveryStore for Arc<SqliteStore> {
             c.prepare_cached(
                 "INSERT INTO tls_outcomes (day, domain, policy_type, policy, mx, ip, result, count)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 1)
-                 ON CONFLICT DO UPDATE SET count = count + 1",
+                 ON CONFLICT (day, domain, policy_type, policy, mx, ip, result) DO UPDATE SET count = tls_outcomes.count + 1",
             )?
             .execute(params![o.day, o.domain, o.policy_type, o.policy, o.mx, o.ip, o.result])?;
             Ok(((), Vec::new()))
@@ -3755,7 +3939,7 @@ impl DeliveryStore for Arc<SqliteStore> {
                     r.get::<_, i64>(7)? as u64,
                 ))
             })?;
-            Ok(rows.collect::<Result<_>>()?)
+            rows.collect::<Result<_>>()
         })
         .await
     }
@@ -3772,9 +3956,9 @@ impl DeliveryStore for Arc<SqliteStore> {
     async fn add_tls_report(&self, r: TlsReport) -> Result<bool> {
         self.write(move |c| {
             let n = c.execute(
-                "INSERT OR IGNORE INTO tls_reports
-                 (received, organization, report_id, domains, start, end, successes, failures, details)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                "INSERT INTO tls_reports
+                 (received, organization, report_id, domains, start, \"end\", successes, failures, details)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT DO NOTHING",
                 params![
                     r.received,
                     r.organization,
@@ -3795,7 +3979,7 @@ impl DeliveryStore for Arc<SqliteStore> {
     async fn tls_reports(&self) -> Result<Vec<TlsReport>> {
         self.read(|c| {
             let mut s = c.prepare_cached(
-                "SELECT received, organization, report_id, domains, start, end, successes, failures, details
+                "SELECT received, organization, report_id, domains, start, \"end\", successes, failures, details
                  FROM tls_reports ORDER BY received, id",
             )?;
             let rows = s.query_map((), |r| {
@@ -3811,7 +3995,7 @@ impl DeliveryStore for Arc<SqliteStore> {
                     details: r.get(8)?,
                 })
             })?;
-            Ok(rows.collect::<Result<_>>()?)
+            rows.collect::<Result<_>>()
         })
         .await
     }
@@ -3819,7 +4003,7 @@ impl DeliveryStore for Arc<SqliteStore> {
     async fn queue_stats(&self) -> Result<(u64, Option<i64>)> {
         self.read(|c| {
             let mut s = c.prepare_cached("SELECT count(*), min(created) FROM outbound")?;
-            Ok(s.query_row((), |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)))?)
+            s.query_row((), |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)))
         })
         .await
     }
@@ -3831,13 +4015,13 @@ impl DeliveryStore for Arc<SqliteStore> {
             );
             let mut s = c.prepare_cached(&sql)?;
             let rows = s.query_map(params![now, limit as i64], queued_from_row)?;
-            Ok(rows.collect::<Result<_>>()?)
+            rows.collect::<Result<_>>()
         })
         .await
     }
 
     async fn queue_update(&self, id: i64, outcome: QueueOutcome) -> Result<()> {
-        let blobs = Arc::clone(&self.blobs);
+        let blobs = self.blobs.clone();
         let files = self
             .write(move |c| {
                 match outcome.clone() {
@@ -3877,16 +4061,16 @@ impl DeliveryStore for Arc<SqliteStore> {
         let key = hash.to_string();
         let row: Option<Option<Vec<u8>>> = self
             .lookup(move |c| {
-                Ok(c.prepare_cached("SELECT data FROM blobs WHERE hash = ?1")?
-                    .query_row([&key], |r| r.get(0))
-                    .optional()?)
+                c.prepare_cached("SELECT data FROM blobs WHERE hash = ?1")?.query_row([&key], |r| r.get(0)).optional()
             })
             .await?;
         match row {
             None => Err(StoreError::NotFound(format!("blob {hash}"))),
             Some(Some(data)) => Ok(data),
             Some(None) => {
-                let blobs = Arc::clone(&self.blobs);
+                let Some(blobs) = self.blobs.clone() else {
+                    return Err(StoreError::Corrupt(format!("body {hash} is neither in the database nor a file")));
+                };
                 let hash = hash.to_string();
                 tokio::task::spawn_blocking(move || blobs.read(&hash))
                     .await
@@ -3900,9 +4084,9 @@ impl DeliveryStore for Arc<SqliteStore> {
         let key = hash.to_string();
         let row: Option<(Option<Vec<u8>>, Option<String>)> = self
             .lookup(move |c| {
-                Ok(c.prepare_cached("SELECT data, text FROM blobs WHERE hash = ?1")?
+                c.prepare_cached("SELECT data, text FROM blobs WHERE hash = ?1")?
                     .query_row([&key], |r| Ok((r.get(0)?, r.get(1)?)))
-                    .optional()?)
+                    .optional()
             })
             .await?;
         match row {
@@ -3923,7 +4107,7 @@ impl DeliveryStore for Arc<SqliteStore> {
 }
 
 #[async_trait]
-impl Store for Arc<SqliteStore> {
+impl Store for Arc<SqlStore> {
     fn subscribe(&self) -> broadcast::Receiver<Change> {
         self.bus.subscribe()
     }
@@ -3979,7 +4163,10 @@ fn insert_account(c: &Db, new: NewAccount) -> Result<(Account, Vec<Change>)> {
     let mut changes = vec![Change::DirectoryChanged];
     for (name, su) in DEFAULT_MAILBOXES {
         let mb = insert_mailbox(c, id, name, *su)?;
-        c.execute("INSERT OR IGNORE INTO subscriptions (account, name) VALUES (?1, ?2)", params![id, name])?;
+        c.execute(
+            "INSERT INTO subscriptions (account, name) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+            params![id, name],
+        )?;
         changes.push(Change::MailboxCreated { account: id, mailbox: mb.id });
     }
     let account = query_account(c, "id = ?1", &id)?.ok_or_else(|| StoreError::NotFound(format!("account {login}")))?;
@@ -4017,7 +4204,7 @@ fn contact_from_row(r: &Row<'_>) -> Result<Contact> {
 
 fn group_members(c: &Db, address: &str) -> Result<Vec<String>> {
     let mut s = c.prepare_cached("SELECT member FROM group_members WHERE grp = ?1 ORDER BY member")?;
-    Ok(s.query_map([address], |r| r.get(0))?.collect::<Result<_>>()?)
+    s.query_map([address], |r| r.get(0))?.collect::<Result<_>>()
 }
 
 /// INBOX is case-insensitive (RFC 9051 §5.1); every other name is kept as given.
@@ -4032,7 +4219,17 @@ mod tests {
     #[tokio::test]
     async fn conformance_battery() {
         let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(dir.path()).unwrap();
+        let store = SqlStore::open(dir.path()).unwrap();
+        crate::conformance::run_all(&store).await;
+        store.close();
+    }
+
+    /// The same battery on PostgreSQL, started for the test.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn conformance_battery_postgres() {
+        let pg = crate::pgtest::TestPostgres::start().expect("PostgreSQL for the test");
+        let store = SqlStore::open_url(&pg.database().await.unwrap()).await.unwrap();
+        assert_eq!(store.engine(), "postgres");
         crate::conformance::run_all(&store).await;
         store.close();
     }
@@ -4043,7 +4240,7 @@ mod tests {
     #[ignore]
     async fn summaries_kept_timing() {
         let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(dir.path()).unwrap();
+        let store = SqlStore::open(dir.path()).unwrap();
         store.add_domain("t.test").await.unwrap();
         let acc = store.create_account(NewAccount { login: "u@t.test".into(), ..Default::default() }).await.unwrap();
         for i in 0..2000 {
@@ -4081,7 +4278,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_log_stays_bounded_under_steady_writes() {
         let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(dir.path()).unwrap();
+        let store = SqlStore::open(dir.path()).unwrap();
         store.add_domain("t.test").await.unwrap();
         let acc = store.create_account(NewAccount { login: "u@t.test".into(), ..Default::default() }).await.unwrap();
         let wal = dir.path().join("agora.db-wal");
@@ -4114,7 +4311,7 @@ mod tests {
             t.await.unwrap();
         }
         let written: i64 =
-            store.read(|c| Ok(c.query_row("SELECT count(*) FROM messages", (), |r| r.get(0))?)).await.unwrap();
+            store.read(|c| c.query_row("SELECT count(*) FROM messages", (), |r| r.get(0))).await.unwrap();
         assert_eq!(written, 6400);
         // 6,400 messages of 3 KB put about 110 MiB through the log; it restarts at
         // 16 MiB, plus what comes before the writer sees that.
@@ -4126,7 +4323,7 @@ mod tests {
     #[tokio::test]
     async fn the_public_folders_account_moves_when_its_domain_goes() {
         let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(dir.path()).unwrap();
+        let store = SqlStore::open(dir.path()).unwrap();
         assert!(store.add_public_folder(PublicFolder { path: "X".into(), ..Default::default() }).await.is_err());
         store.add_domain("a.test").await.unwrap();
         store.add_public_folder(PublicFolder { path: "X".into(), ..Default::default() }).await.unwrap();
@@ -4135,7 +4332,7 @@ mod tests {
         let owner = store.account_by_login(PUBLIC_OWNER).await.unwrap().unwrap();
         assert_eq!(owner.login, PUBLIC_OWNER);
         let domain: String = store
-            .read(|c| Ok(c.query_row("SELECT domain FROM accounts WHERE role = 'system'", (), |r| r.get(0))?))
+            .read(|c| c.query_row("SELECT domain FROM accounts WHERE role = 'system'", (), |r| r.get(0)))
             .await
             .unwrap();
         assert_eq!(domain, "b.test");
@@ -4148,7 +4345,7 @@ mod tests {
     #[tokio::test]
     async fn a_mailbox_bus_hears_only_its_mailbox() {
         let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(dir.path()).unwrap();
+        let store = SqlStore::open(dir.path()).unwrap();
         store.add_domain("example.org").await.unwrap();
         let a = store.create_account(crate::conformance::new_account("alice@example.org")).await.unwrap();
         let inbox = store.mailbox(a.id, "INBOX").await.unwrap().unwrap();
@@ -4226,7 +4423,7 @@ mod tests {
                 .unwrap();
             }
         }
-        let store = SqliteStore::open(dir.path()).unwrap();
+        let store = SqlStore::open(dir.path()).unwrap();
         let a = store.account_by_login("a@example.org").await.unwrap().unwrap();
         assert_eq!(a.scram, "");
         assert_ne!(a.uuid, [0; 16], "existing accounts get identities");
@@ -4241,11 +4438,11 @@ mod tests {
     async fn reopen_keeps_data() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let store = SqliteStore::open(dir.path()).unwrap();
+            let store = SqlStore::open(dir.path()).unwrap();
             store.add_domain("example.org").await.unwrap();
             store.close();
         }
-        let store = SqliteStore::open(dir.path()).unwrap();
+        let store = SqlStore::open(dir.path()).unwrap();
         assert_eq!(store.domains().await.unwrap().len(), 1);
         store.close();
     }
