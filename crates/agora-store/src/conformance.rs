@@ -36,6 +36,35 @@ pub async fn run_all<S: Store>(store: &S) {
     web_sessions(store).await;
     sieve_scripts(store).await;
     replication_log(store).await;
+    cluster(store).await;
+}
+
+/// Nodes register and stay listed; leases are counted per kind and account and come
+/// back when dropped.
+async fn cluster<S: Store>(s: &S) {
+    let node = crate::NodeInfo {
+        name: "mx1".into(),
+        address: "10.0.0.1".into(),
+        role: "back-end".into(),
+        started: 1_700_000_000,
+        heartbeat: 0,
+        version: "1".into(),
+    };
+    s.heartbeat(node.clone()).await.expect("heartbeat");
+    s.heartbeat(crate::NodeInfo { address: "10.0.0.2".into(), ..node.clone() }).await.expect("again");
+    let nodes = s.nodes().await.expect("nodes");
+    assert_eq!(nodes.len(), 1, "one row a node");
+    assert_eq!(nodes[0].address, "10.0.0.2");
+    assert!((nodes[0].heartbeat - crate::now()).abs() <= 2, "the heartbeat is the store's time");
+    let a = s.account_by_login("alice@example.org").await.expect("q").expect("alice");
+    let first = s.take_lease("pop3", a.id, 1).await.expect("lease").expect("free");
+    assert!(s.take_lease("pop3", a.id, 1).await.expect("lease").is_none(), "one holder");
+    assert!(s.take_lease("imap", a.id, 1).await.expect("lease").is_some(), "kinds apart");
+    s.drop_lease(first).await.expect("drop");
+    assert!(s.take_lease("pop3", a.id, 1).await.expect("lease").is_some(), "given back");
+    s.remove_node("mx1").await.expect("remove");
+    assert!(s.nodes().await.expect("nodes").is_empty());
+    assert!(matches!(s.remove_node("mx1").await, Err(StoreError::NotFound(_))));
 }
 
 /// The replication log: records upserted by entryUUID, deletes dropped below the
@@ -984,6 +1013,7 @@ async fn single_instance<S: Store>(s: &S) {
     // The queue's life: due now, deferred with its error, held, released, then done.
     let id = q[0].id;
     assert_eq!(s.queue_due(crate::now() + 1, 10).await.expect("due").len(), 1);
+    assert!(s.queue_due(crate::now() + 1, 10).await.expect("due").is_empty(), "a claimed entry is handed out once");
     let later = crate::now() + 600;
     s.queue_update(id, QueueOutcome::Retry { at: later, error: "451 4.3.0 try later".into() }).await.expect("retry");
     assert!(s.queue_due(crate::now() + 1, 10).await.expect("due").is_empty(), "not due before its time");

@@ -271,6 +271,15 @@ impl PgConn {
     }
 }
 
+/// SQLite has no row locks (its one writer holds the whole database): a trailing
+/// `FOR UPDATE`, which takes the row on PostgreSQL, is dropped.
+fn lite_sql(sql: &str) -> std::borrow::Cow<'_, str> {
+    match sql.trim_end().strip_suffix("FOR UPDATE") {
+        Some(rest) => std::borrow::Cow::Owned(rest.to_string()),
+        None => std::borrow::Cow::Borrowed(sql),
+    }
+}
+
 /// `?N` (and bare `?`) parameters as PostgreSQL's `$N`, outside quoted text.
 pub(crate) fn pg_sql(sql: &str) -> String {
     let mut out = String::with_capacity(sql.len() + 8);
@@ -327,7 +336,7 @@ impl Db {
 
     pub(crate) fn prepare_cached(&self, sql: &str) -> Result<Stmt<'_>> {
         match &self.0 {
-            Engine::Lite(c) => Ok(Stmt::Lite(c.prepare_cached(sql)?)),
+            Engine::Lite(c) => Ok(Stmt::Lite(c.prepare_cached(&lite_sql(sql))?)),
             Engine::Pg(p) => Ok(Stmt::Pg(p, p.statement(sql)?)),
         }
     }
@@ -335,7 +344,7 @@ impl Db {
     /// A statement used once (made with `format!`): not kept in SQLite's cache.
     pub(crate) fn prepare(&self, sql: &str) -> Result<Stmt<'_>> {
         match &self.0 {
-            Engine::Lite(c) => Ok(Stmt::LiteOnce(c.prepare(sql)?)),
+            Engine::Lite(c) => Ok(Stmt::LiteOnce(c.prepare(&lite_sql(sql))?)),
             Engine::Pg(p) => Ok(Stmt::Pg(p, p.statement(sql)?)),
         }
     }

@@ -474,7 +474,9 @@ pub trait DeliveryStore: Send + Sync {
     /// (Unix seconds; none when empty): one cheap query for monitoring.
     async fn queue_stats(&self) -> Result<(u64, Option<i64>)>;
 
-    /// Entries due for an attempt (not held), soonest first.
+    /// Claims entries due for an attempt (not held, not claimed by a live process),
+    /// soonest first, for this process: no other node's transport takes them until
+    /// `queue_update` settles each or this process stops renewing its claims.
     async fn queue_due(&self, now: i64, limit: usize) -> Result<Vec<Queued>>;
 
     async fn queue_update(&self, id: i64, outcome: QueueOutcome) -> Result<()>;
@@ -490,10 +492,41 @@ pub trait DeliveryStore: Send + Sync {
     async fn delivery_envelope(&self, delivery: i64) -> Result<Option<Envelope>>;
 }
 
+/// How long a heartbeat keeps claims and leases (and says a node is alive), in seconds.
+pub const HEARTBEAT_TTL: i64 = 30;
+
+/// What nodes sharing one store hold across processes: their registrations, leases
+/// (the POP3 maildrop lock, sessions per user) and queue claims, all kept alive by the
+/// holder's heartbeat.
+#[async_trait]
+pub trait ClusterStore: Send + Sync {
+    /// Registers this node (or refreshes it) and renews this process's queue claims
+    /// and leases for `HEARTBEAT_TTL` seconds; expired leases are cleared.
+    async fn heartbeat(&self, node: NodeInfo) -> Result<()>;
+
+    /// The nodes that ever registered, by name.
+    async fn nodes(&self) -> Result<Vec<NodeInfo>>;
+
+    /// Forgets a node's registration (one taken out of service).
+    async fn remove_node(&self, name: &str) -> Result<()>;
+
+    /// A lease of `kind` on `account` for this process, unless `max` live ones are out:
+    /// its id, or None.
+    async fn take_lease(&self, kind: &str, account: AccountId, max: usize) -> Result<Option<i64>>;
+
+    async fn drop_lease(&self, id: i64) -> Result<()>;
+}
+
 /// Everything Agora keeps, as one backend implements it. Writes return only once they
 /// are durable (fsync'd); committed changes are then published on the change bus.
 #[async_trait]
-pub trait Store: DirectoryStore + MailboxStore + DeliveryStore + Send + Sync + 'static {
+pub trait Store: DirectoryStore + MailboxStore + DeliveryStore + ClusterStore + Send + Sync + 'static {
+    /// Whether other processes on other machines share this store (PostgreSQL): what
+    /// one process holds must then be held in the store, not in memory.
+    fn is_shared(&self) -> bool {
+        false
+    }
+
     fn subscribe(&self) -> broadcast::Receiver<Change>;
 
     /// Only the changes of one mailbox: a session watching its selected mailbox is not

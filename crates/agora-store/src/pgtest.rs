@@ -63,7 +63,9 @@ impl TestPostgres {
     /// Starts a server on 127.0.0.1 with user `agora` (trusted, loopback only).
     pub fn start() -> std::io::Result<TestPostgres> {
         let bin = bin_dir()?;
-        let dir = std::env::temp_dir().join(format!("agora-pg-{}-{}", std::process::id(), crate::now()));
+        static STARTED: AtomicU32 = AtomicU32::new(0);
+        let n = STARTED.fetch_add(1, Ordering::SeqCst);
+        let dir = std::env::temp_dir().join(format!("agora-pg-{}-{}-{n}", std::process::id(), crate::now()));
         std::fs::create_dir_all(&dir)?;
         if is_root() {
             run(

@@ -16,12 +16,12 @@ use tokio::sync::{broadcast, oneshot};
 
 use crate::blob::BlobFiles;
 use crate::{
-    Account, AccountId, AccountUpdate, AddressEntry, Change, Contact, DEFAULT_MAILBOXES, Delivered, Delivery,
-    DeliveryStore, DirectoryStore, DkimKey, DkimState, DnsRecord, DnssecKey, DnssecKeyState, Domain, Envelope,
-    FeedArticle, FlagOp, Flags, FlagsStored, Group, Mailbox, MailboxChanges, MailboxId, MailboxStore, MessageMeta,
-    MessageRef, MessageSummary, NewAccount, NewsGroup, Overview, PUBLIC_OWNER, Profile, PublicFolder,
-    PublicFolderUpdate, QueueOutcome, Queued, Result, Role, SharedMailbox, SieveScriptInfo, SpecialUse, StagedBlob,
-    Store, StoreError, SyncRecord, TlsOutcome, TlsReport, WebSession, now,
+    Account, AccountId, AccountUpdate, AddressEntry, Change, ClusterStore, Contact, DEFAULT_MAILBOXES, Delivered,
+    Delivery, DeliveryStore, DirectoryStore, DkimKey, DkimState, DnsRecord, DnssecKey, DnssecKeyState, Domain,
+    Envelope, FeedArticle, FlagOp, Flags, FlagsStored, Group, Mailbox, MailboxChanges, MailboxId, MailboxStore,
+    MessageMeta, MessageRef, MessageSummary, NewAccount, NewsGroup, NodeInfo, Overview, PUBLIC_OWNER, Profile,
+    PublicFolder, PublicFolderUpdate, QueueOutcome, Queued, Result, Role, SharedMailbox, SieveScriptInfo, SpecialUse,
+    StagedBlob, Store, StoreError, SyncRecord, TlsOutcome, TlsReport, WebSession, now,
 };
 
 /// Most writes folded into one transaction; bounds the latency of the first in a batch.
@@ -317,6 +317,26 @@ CREATE TABLE IF NOT EXISTS metadata (
     value BLOB NOT NULL,
     PRIMARY KEY (account, mailbox, entry)
 );
+-- Nodes sharing this store (one row each, kept fresh by its heartbeat), and leases that
+-- hold across them (the POP3 maildrop lock, sessions per user), renewed by the holder's
+-- heartbeat and worthless once it stops.
+CREATE TABLE IF NOT EXISTS nodes (
+    name TEXT PRIMARY KEY,
+    address TEXT NOT NULL,
+    role TEXT NOT NULL,
+    started INTEGER NOT NULL,
+    heartbeat INTEGER NOT NULL,
+    version TEXT NOT NULL,
+    holder TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS leases (
+    id INTEGER PRIMARY KEY,
+    kind TEXT NOT NULL,
+    account INTEGER NOT NULL,
+    holder TEXT NOT NULL,
+    until INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS leases_account ON leases (kind, account);
 INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', '17');
 "#;
 
@@ -458,6 +478,13 @@ const MIGRATIONS: &[(u32, &str)] = &[
     (25, "SELECT 1"),
     // Directory replication's log and values: the tables come with the base schema.
     (26, "SELECT 1"),
+    // The outbound queue is claimed by the process delivering it (nodes share it);
+    // nodes and leases come with the base schema.
+    (
+        27,
+        "ALTER TABLE outbound ADD COLUMN claimed_by TEXT;
+         ALTER TABLE outbound ADD COLUMN claim_until INTEGER NOT NULL DEFAULT 0",
+    ),
 ];
 
 /// Brings an older store up to the current schema, in one transaction.
@@ -511,6 +538,22 @@ fn web_session_row(r: &Row<'_>) -> Result<WebSession> {
 type Finish = Box<dyn FnOnce(Result<()>) -> (Vec<Change>, Reply) + Send>;
 type Job = Box<dyn FnOnce(&Db) -> Finish + Send>;
 
+/// Whether a store URL names PostgreSQL.
+pub fn is_postgres_url(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
+/// The directory of a `sqlite:DIR` URL (or of a plain path).
+pub fn sqlite_dir(url: &str) -> PathBuf {
+    let dir = url.strip_prefix("sqlite:").unwrap_or(url);
+    PathBuf::from(dir.strip_prefix("//").unwrap_or(dir))
+}
+
+/// A store URL without its password, for messages.
+pub fn redact_url(url: &str) -> String {
+    crate::pg::redact(url)
+}
+
 /// The store on either engine: the logic below is shared; how writes are committed,
 /// where reads run and how other processes' changes are heard is each engine's own.
 pub struct SqlStore {
@@ -523,6 +566,17 @@ pub struct SqlStore {
     /// when nobody listens any more.
     mailbox_buses: Arc<Mutex<HashMap<MailboxId, broadcast::Sender<Change>>>>,
     version: Arc<VersionCache>,
+    /// This process, as the holder of queue claims and leases (new at every start).
+    holder: String,
+}
+
+/// A name for this process's claims and leases.
+fn new_holder() -> String {
+    let mut b = [0u8; 8];
+    if getrandom::fill(&mut b).is_err() {
+        b = (now() as u64 ^ u64::from(std::process::id()) << 32).to_le_bytes();
+    }
+    crate::blob::hex(&b)
 }
 
 enum Engine {
@@ -612,19 +666,18 @@ impl SqlStore {
     /// Opens the store a URL names: `postgres://…` (or `postgresql://…`) for PostgreSQL,
     /// `sqlite:DIR` or a plain directory for the embedded store.
     pub async fn open_url(url: &str) -> Result<Arc<SqlStore>> {
-        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            SqlStore::open_postgres(url).await
-        } else {
-            let dir = url.strip_prefix("sqlite:").unwrap_or(url);
-            let dir = dir.strip_prefix("//").unwrap_or(dir);
-            SqlStore::open(Path::new(dir))
-        }
+        if is_postgres_url(url) { SqlStore::open_postgres(url).await } else { SqlStore::open(&sqlite_dir(url)) }
     }
 
     /// Connects to a PostgreSQL database (creating or upgrading its schema), and starts
     /// hearing other nodes' changes. Must be called inside the runtime.
     pub async fn open_postgres(url: &str) -> Result<Arc<SqlStore>> {
-        let pool = crate::pg::Pool::open(url).await?;
+        SqlStore::open_postgres_with(url, None).await
+    }
+
+    /// As `open_postgres`, with the password given apart from the URL.
+    pub async fn open_postgres_with(url: &str, password: Option<&str>) -> Result<Arc<SqlStore>> {
+        let pool = crate::pg::Pool::open(url, password).await?;
         let (bus, _) = broadcast::channel(4096);
         let buses = Buses { all: bus.clone(), mailboxes: Arc::new(Mutex::new(HashMap::new())) };
         let store = Arc::new(SqlStore {
@@ -633,6 +686,7 @@ impl SqlStore {
             bus,
             mailbox_buses: Arc::clone(&buses.mailboxes),
             version: Arc::new(VersionCache::new()),
+            holder: pool.origin.clone(),
         });
         pool.listen(Arc::new(move |changes| buses.publish(changes)));
         Ok(store)
@@ -698,6 +752,7 @@ impl SqlStore {
             bus,
             mailbox_buses: buses.mailboxes,
             version,
+            holder: new_holder(),
         }))
     }
 
@@ -726,6 +781,23 @@ impl SqlStore {
         &self,
         f: impl Fn(&Db) -> Result<(T, Vec<Change>)> + Send + Sync + 'static,
     ) -> Result<T> {
+        self.write_as(crate::pg::Isolation::Serializable, f).await
+    }
+
+    /// A write into mailboxes that takes each mailbox's row (`FOR UPDATE`) before it
+    /// changes its messages: on PostgreSQL concurrent ones wait for each other.
+    async fn write_mailbox<T: Send + 'static>(
+        &self,
+        f: impl Fn(&Db) -> Result<(T, Vec<Change>)> + Send + Sync + 'static,
+    ) -> Result<T> {
+        self.write_as(crate::pg::Isolation::RowLocks, f).await
+    }
+
+    async fn write_as<T: Send + 'static>(
+        &self,
+        isolation: crate::pg::Isolation,
+        f: impl Fn(&Db) -> Result<(T, Vec<Change>)> + Send + Sync + 'static,
+    ) -> Result<T> {
         let lite = match &self.engine {
             Engine::Lite(l) => l,
             Engine::Pg(pool) => {
@@ -734,7 +806,7 @@ impl SqlStore {
                 let version = Arc::clone(&self.version);
                 let buses = Buses { all: self.bus.clone(), mailboxes: Arc::clone(&self.mailbox_buses) };
                 return tokio::task::spawn_blocking(move || {
-                    let out = pool.write(&f);
+                    let out = pool.write(&f, isolation);
                     drop(permit);
                     let (v, changes) = out?;
                     if changes.contains(&Change::DirectoryChanged) {
@@ -897,7 +969,7 @@ fn deliver_in(c: &Db, p: &PreparedDelivery) -> Result<(Vec<Delivered>, Vec<Chang
         let name = canonical_mailbox_name(&t.mailbox);
         let mb: Option<(MailboxId, i64, i64, i64)> = c
             .prepare_cached(
-                "SELECT id, uidvalidity, uidnext, highestmodseq FROM mailboxes WHERE account = ?1 AND name = ?2",
+                "SELECT id, uidvalidity, uidnext, highestmodseq FROM mailboxes WHERE account = ?1 AND name = ?2 FOR UPDATE",
             )?
             .query_row(params![t.account, name], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
             .optional()?;
@@ -2967,9 +3039,9 @@ impl MailboxStore for Arc<SqlStore> {
     }
 
     async fn claim_recent(&self, mailbox: MailboxId) -> Result<u32> {
-        self.write(move |c| {
+        self.write_mailbox(move |c| {
             let (prev, uidnext): (i64, i64) = c
-                .query_row("SELECT recent_uid, uidnext FROM mailboxes WHERE id = ?1", [mailbox], |r| {
+                .query_row("SELECT recent_uid, uidnext FROM mailboxes WHERE id = ?1 FOR UPDATE", [mailbox], |r| {
                     Ok((r.get(0)?, r.get(1)?))
                 })
                 .optional()?
@@ -3480,12 +3552,12 @@ impl MailboxStore for Arc<SqlStore> {
 
     async fn set_private_seen(&self, mailbox: MailboxId, account: AccountId, uids: &[u32], seen: bool) -> Result<()> {
         let uids = uids.to_vec();
-        self.write(move |c| {
+        self.write_mailbox(move |c| {
             // A reader's own \Seen changes the message's MODSEQ and is announced like
             // any flag change, so that reader's other sessions see it (each session
             // lays its own reader's \Seen over the flags).
             let Some((owner, mut modseq)): Option<(AccountId, i64)> = c
-                .query_row("SELECT account, highestmodseq FROM mailboxes WHERE id = ?1", [mailbox], |r| {
+                .query_row("SELECT account, highestmodseq FROM mailboxes WHERE id = ?1 FOR UPDATE", [mailbox], |r| {
                     Ok((r.get(0)?, r.get(1)?))
                 })
                 .optional()?
@@ -3534,9 +3606,9 @@ impl MailboxStore for Arc<SqlStore> {
         let mut uids = uids.to_vec();
         uids.sort_unstable();
         uids.dedup();
-        self.write(move |c| {
+        self.write_mailbox(move |c| {
             let (account, uidvalidity, mut uidnext, mut modseq): (AccountId, i64, i64, i64) = c
-                .query_row("SELECT account, uidvalidity, uidnext, highestmodseq FROM mailboxes WHERE id = ?1", [to], |r| {
+                .query_row("SELECT account, uidvalidity, uidnext, highestmodseq FROM mailboxes WHERE id = ?1 FOR UPDATE", [to], |r| {
                     Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
                 })
                 .optional()?
@@ -3712,9 +3784,9 @@ impl MailboxStore for Arc<SqlStore> {
     ) -> Result<FlagsStored> {
         let uids = uids.to_vec();
         let keywords = keywords.to_vec();
-        self.write(move |c| {
+        self.write_mailbox(move |c| {
             let (account, mut modseq): (AccountId, i64) =
-                c.query_row("SELECT account, highestmodseq FROM mailboxes WHERE id = ?1", [mailbox], |r| {
+                c.query_row("SELECT account, highestmodseq FROM mailboxes WHERE id = ?1 FOR UPDATE", [mailbox], |r| {
                     Ok((r.get(0)?, r.get(1)?))
                 })?;
             let mut changed = Vec::new();
@@ -3786,11 +3858,12 @@ impl MailboxStore for Arc<SqlStore> {
         let uids = uids.to_vec();
         let blobs = self.blobs.clone();
         let (removed, files) = self
-            .write(move |c| {
-                let (account, mut modseq): (AccountId, i64) =
-                    c.query_row("SELECT account, highestmodseq FROM mailboxes WHERE id = ?1", [mailbox], |r| {
-                        Ok((r.get(0)?, r.get(1)?))
-                    })?;
+            .write_mailbox(move |c| {
+                let (account, mut modseq): (AccountId, i64) = c.query_row(
+                    "SELECT account, highestmodseq FROM mailboxes WHERE id = ?1 FOR UPDATE",
+                    [mailbox],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )?;
                 let mut removed = Vec::new();
                 let mut changes = Vec::new();
                 for &uid in &uids {
@@ -3877,12 +3950,12 @@ impl DeliveryStore for Arc<SqlStore> {
             return Ok(Vec::new());
         }
         let prepared = prepare_delivery(d)?;
-        self.write(move |c| deliver_in(c, &prepared)).await
+        self.write_mailbox(move |c| deliver_in(c, &prepared)).await
     }
 
     async fn deliver_all(&self, deliveries: Vec<Delivery>) -> Result<Vec<Vec<Delivered>>> {
         let prepared = deliveries.into_iter().map(prepare_delivery).collect::<Result<Vec<_>>>()?;
-        self.write(move |c| {
+        self.write_mailbox(move |c| {
             let mut all = Vec::with_capacity(prepared.len());
             let mut changes = Vec::new();
             for p in &prepared {
@@ -4009,15 +4082,35 @@ impl DeliveryStore for Arc<SqlStore> {
     }
 
     async fn queue_due(&self, now: i64, limit: usize) -> Result<Vec<Queued>> {
-        self.read(move |c| {
-            let sql = format!(
-                "SELECT {QUEUE_COLS} FROM outbound WHERE held = 0 AND next_attempt <= ?1 ORDER BY next_attempt, id LIMIT ?2"
-            );
-            let mut s = c.prepare_cached(&sql)?;
-            let rows = s.query_map(params![now, limit as i64], queued_from_row)?;
-            rows.collect::<Result<_>>()
-        })
-        .await
+        let holder = self.holder.clone();
+        // Cheap look first: most passes find nothing due, and a claim is a write.
+        let due = self
+            .read(move |c| {
+                c.prepare_cached(
+                    "SELECT 1 FROM outbound WHERE held = 0 AND next_attempt <= ?1 AND claim_until < ?1 LIMIT 1",
+                )?
+                .query_row([now], |_| Ok(()))
+                .optional()
+            })
+            .await?;
+        if due.is_none() {
+            return Ok(Vec::new());
+        }
+        let mut claimed = self
+            .write(move |c| {
+                let sql = format!(
+                    "UPDATE outbound SET claimed_by = ?3, claim_until = ?4 WHERE id IN (SELECT id FROM outbound
+                     WHERE held = 0 AND next_attempt <= ?1 AND claim_until < ?1 ORDER BY next_attempt, id LIMIT ?2)
+                     RETURNING {QUEUE_COLS}"
+                );
+                let rows = c
+                    .prepare_cached(&sql)?
+                    .query_map(params![now, limit as i64, holder, now + crate::HEARTBEAT_TTL], queued_from_row)?;
+                Ok((rows.collect::<Result<Vec<_>>>()?, Vec::new()))
+            })
+            .await?;
+        claimed.sort_by_key(|q| (q.next_attempt, q.id));
+        Ok(claimed)
     }
 
     async fn queue_update(&self, id: i64, outcome: QueueOutcome) -> Result<()> {
@@ -4027,7 +4120,8 @@ impl DeliveryStore for Arc<SqlStore> {
                 match outcome.clone() {
                     QueueOutcome::Retry { at, error } => {
                         c.execute(
-                            "UPDATE outbound SET attempts = attempts + 1, next_attempt = ?2, last_error = ?3 WHERE id = ?1",
+                            "UPDATE outbound SET attempts = attempts + 1, next_attempt = ?2, last_error = ?3,
+                             claimed_by = NULL, claim_until = 0 WHERE id = ?1",
                             params![id, at, error],
                         )?;
                     }
@@ -4107,7 +4201,98 @@ impl DeliveryStore for Arc<SqlStore> {
 }
 
 #[async_trait]
+impl ClusterStore for Arc<SqlStore> {
+    async fn heartbeat(&self, node: NodeInfo) -> Result<()> {
+        let holder = self.holder.clone();
+        self.write(move |c| {
+            let t = now();
+            c.execute(
+                "INSERT INTO nodes (name, address, role, started, heartbeat, version, holder)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT (name) DO UPDATE SET address = excluded.address, role = excluded.role,
+                     started = excluded.started, heartbeat = excluded.heartbeat, version = excluded.version,
+                     holder = excluded.holder",
+                params![node.name, node.address, node.role, node.started, t, node.version, holder],
+            )?;
+            let until = t + crate::HEARTBEAT_TTL;
+            c.execute(
+                "UPDATE outbound SET claim_until = ?2 WHERE claimed_by = ?1 AND claim_until > 0",
+                params![holder, until],
+            )?;
+            c.execute("UPDATE leases SET until = ?2 WHERE holder = ?1", params![holder, until])?;
+            c.execute("DELETE FROM leases WHERE until < ?1", [t])?;
+            Ok(((), Vec::new()))
+        })
+        .await
+    }
+
+    async fn nodes(&self) -> Result<Vec<NodeInfo>> {
+        self.read(|c| {
+            let mut s =
+                c.prepare_cached("SELECT name, address, role, started, heartbeat, version FROM nodes ORDER BY name")?;
+            let rows = s.query_map((), |r| {
+                Ok(NodeInfo {
+                    name: r.get(0)?,
+                    address: r.get(1)?,
+                    role: r.get(2)?,
+                    started: r.get(3)?,
+                    heartbeat: r.get(4)?,
+                    version: r.get(5)?,
+                })
+            })?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn remove_node(&self, name: &str) -> Result<()> {
+        let name = name.to_string();
+        self.write(move |c| {
+            if c.execute("DELETE FROM nodes WHERE name = ?1", [&name])? == 0 {
+                return Err(StoreError::NotFound(format!("node {name}")));
+            }
+            Ok(((), Vec::new()))
+        })
+        .await
+    }
+
+    async fn take_lease(&self, kind: &str, account: AccountId, max: usize) -> Result<Option<i64>> {
+        let holder = self.holder.clone();
+        let kind = kind.to_string();
+        self.write(move |c| {
+            let t = now();
+            let out: i64 = c.query_row(
+                "SELECT count(*) FROM leases WHERE kind = ?1 AND account = ?2 AND until >= ?3",
+                params![kind, account, t],
+                |r| r.get(0),
+            )?;
+            if out as usize >= max {
+                return Ok((None, Vec::new()));
+            }
+            let id = c.query_row(
+                "INSERT INTO leases (kind, account, holder, until) VALUES (?1, ?2, ?3, ?4) RETURNING id",
+                params![kind, account, holder, t + crate::HEARTBEAT_TTL],
+                |r| r.get(0),
+            )?;
+            Ok((Some(id), Vec::new()))
+        })
+        .await
+    }
+
+    async fn drop_lease(&self, id: i64) -> Result<()> {
+        self.write(move |c| {
+            c.execute("DELETE FROM leases WHERE id = ?1", [id])?;
+            Ok(((), Vec::new()))
+        })
+        .await
+    }
+}
+
+#[async_trait]
 impl Store for Arc<SqlStore> {
+    fn is_shared(&self) -> bool {
+        matches!(self.engine, Engine::Pg(_))
+    }
     fn subscribe(&self) -> broadcast::Receiver<Change> {
         self.bus.subscribe()
     }
@@ -4222,6 +4407,90 @@ mod tests {
         let store = SqlStore::open(dir.path()).unwrap();
         crate::conformance::run_all(&store).await;
         store.close();
+    }
+
+    /// Two nodes on one PostgreSQL database: UIDs and MODSEQs stay right with both
+    /// delivering into one mailbox at once, each hears the other's changes and
+    /// directory writes, and queue claims and leases hold across them.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn two_nodes_share_postgres() {
+        let pg = crate::pgtest::TestPostgres::start().expect("PostgreSQL for the test");
+        let url = pg.database().await.unwrap();
+        let a = SqlStore::open_url(&url).await.unwrap();
+        let b = SqlStore::open_url(&url).await.unwrap();
+        assert!(a.is_shared() && b.is_shared());
+        let version = b.directory_version();
+        a.add_domain("example.org").await.unwrap();
+        let acc = a.create_account(crate::conformance::new_account("u@example.org")).await.unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        while b.directory_version() == version {
+            assert!(std::time::Instant::now() < deadline, "b hears a's directory change");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        let inbox = b.mailbox(acc.id, "INBOX").await.unwrap().expect("b reads a's account");
+        let mut heard = b.subscribe();
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..60 {
+            for s in [&a, &b] {
+                let s = Arc::clone(s);
+                tasks.spawn(async move {
+                    crate::conformance::deliver_one(&s, acc.id, format!("Subject: {i}\r\n\r\n{i}\r\n").as_bytes()).await
+                });
+            }
+        }
+        let mut uids = Vec::new();
+        let mut modseqs = Vec::new();
+        while let Some(d) = tasks.join_next().await {
+            let d = d.unwrap();
+            uids.push(d.uid);
+            modseqs.push(d.modseq);
+        }
+        uids.sort_unstable();
+        modseqs.sort_unstable();
+        modseqs.dedup();
+        assert_eq!(uids, (1..=120).collect::<Vec<u32>>(), "every UID once, none skipped");
+        assert_eq!(modseqs.len(), 120, "every MODSEQ its own");
+        let mb = a.mailbox(acc.id, "INBOX").await.unwrap().unwrap();
+        assert_eq!((mb.uidnext, mb.messages), (121, 120));
+        let mut appended = 0;
+        while appended < 120 {
+            match tokio::time::timeout(std::time::Duration::from_secs(2), heard.recv()).await {
+                Ok(Ok(Change::Appended { mailbox, .. })) if mailbox == inbox.id => appended += 1,
+                Ok(Ok(_)) => {}
+                other => panic!("b heard {appended} of 120 appends, then {other:?}"),
+            }
+        }
+
+        // The queue: what one node claimed the other does not get.
+        let staged = a.stage(b"Subject: out\r\n\r\nx\r\n".to_vec()).await.unwrap();
+        a.deliver(Delivery {
+            body: staged,
+            internal_date: 0,
+            envelope: None,
+            flags: Flags::default(),
+            keywords: Vec::new(),
+            targets: Vec::new(),
+            relay: vec!["r1@elsewhere.test".into(), "r2@elsewhere.test".into()],
+            enforce_quota: false,
+        })
+        .await
+        .unwrap();
+        let (ca, cb) = tokio::join!(a.queue_due(now() + 1, 1), b.queue_due(now() + 1, 1));
+        let (ca, cb) = (ca.unwrap(), cb.unwrap());
+        assert_eq!((ca.len(), cb.len()), (1, 1), "each node claims one of the two");
+        assert_ne!(ca[0].id, cb[0].id, "never the same one");
+        assert!(a.queue_due(now() + 1, 10).await.unwrap().is_empty());
+        // A node that stops renewing loses its claims when they run out.
+        let later = now() + crate::HEARTBEAT_TTL + 5;
+        assert_eq!(b.queue_due(later, 10).await.unwrap().len(), 2, "claims that ran out go to a live node");
+
+        // Leases across nodes: the maildrop lock holds on the other node too.
+        let lock = a.take_lease("pop3", acc.id, 1).await.unwrap().expect("free");
+        assert!(b.take_lease("pop3", acc.id, 1).await.unwrap().is_none(), "locked on the other node");
+        a.drop_lease(lock).await.unwrap();
+        assert!(b.take_lease("pop3", acc.id, 1).await.unwrap().is_some());
+        a.close();
+        b.close();
     }
 
     /// The same battery on PostgreSQL, started for the test.

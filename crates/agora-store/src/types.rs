@@ -575,6 +575,22 @@ pub struct Delivery {
     pub enforce_quota: bool,
 }
 
+/// A node of the installation, as it registers itself in the shared store.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct NodeInfo {
+    /// `--node NAME` (default: the host name).
+    pub name: String,
+    /// Where other nodes reach it (front-ends proxy to it there).
+    pub address: String,
+    /// single, back-end or front-end.
+    pub role: String,
+    pub started: i64,
+    /// When it last said it was alive (Unix seconds).
+    pub heartbeat: i64,
+    /// The Agora version it runs.
+    pub version: String,
+}
+
 /// A message waiting in the outbound queue for one remote recipient.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Queued {

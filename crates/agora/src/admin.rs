@@ -382,11 +382,48 @@ pub(crate) fn same_owner(data: &Path) -> Result<()> {
 }
 
 /// Opens the store of an existing data directory; never creates one by mistake.
-pub(crate) fn open_store(cli: &Cli) -> Result<(Arc<SqlStore>, Directory)> {
-    open(cli)
+pub(crate) async fn open_store(cli: &Cli) -> Result<(Arc<SqlStore>, Directory)> {
+    open(cli).await
 }
 
-fn open(cli: &Cli) -> Result<(Arc<SqlStore>, Directory)> {
+/// Where the store is: `--store`, else `[store] url` (with its password file), else
+/// None for the data directory's SQLite.
+pub(crate) fn store_url(cli: &Cli) -> Result<Option<(String, Option<String>)>> {
+    let cfg = crate::config::load_or_default(&crate::serve::config_path(cli))?.config.store;
+    let Some(url) = cli.store.clone().or(cfg.url) else { return Ok(None) };
+    let password = match &cfg.password_file {
+        Some(f) => {
+            let path = crate::serve::resolve(&cli.data, f);
+            let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+            Some(text.trim_end_matches(['\r', '\n']).to_string())
+        }
+        None => None,
+    };
+    Ok(Some((url, password)))
+}
+
+/// Opens the store `store_url` names (a PostgreSQL one is created or upgraded).
+pub(crate) async fn open_configured(cli: &Cli) -> Result<Option<Arc<SqlStore>>> {
+    match store_url(cli)? {
+        Some((url, password)) if agora_store::sql::is_postgres_url(&url) => {
+            let store = SqlStore::open_postgres_with(&url, password.as_deref())
+                .await
+                .with_context(|| format!("opening the store at {}", agora_store::sql::redact_url(&url)))?;
+            Ok(Some(store))
+        }
+        Some((url, _)) => {
+            let dir = agora_store::sql::sqlite_dir(&url);
+            Ok(Some(SqlStore::open(&dir).with_context(|| format!("opening the store in {}", dir.display()))?))
+        }
+        None => Ok(None),
+    }
+}
+
+async fn open(cli: &Cli) -> Result<(Arc<SqlStore>, Directory)> {
+    if let Some(store) = open_configured(cli).await? {
+        let dyn_store: Arc<dyn Store> = Arc::new(Arc::clone(&store));
+        return Ok((store, Directory::new(dyn_store)));
+    }
     if !cli.data.join("agora.db").exists() {
         bail!(
             "no information store in {}: run `agora serve` once to create it, or pass --data DIR",
@@ -440,7 +477,7 @@ fn prompt_hidden(prompt: &str) -> Result<String> {
 }
 
 pub async fn domain(cli: &Cli, cmd: &DomainCmd) -> Result<()> {
-    let (store, dir) = open(cli)?;
+    let (store, dir) = open(cli).await?;
     let out = match cmd {
         DomainCmd::Add { name } => {
             dir.add_domain(name).await?;
@@ -543,7 +580,7 @@ pub async fn domain(cli: &Cli, cmd: &DomainCmd) -> Result<()> {
 }
 
 pub async fn public(cli: &Cli, cmd: &PublicCmd) -> Result<()> {
-    let (store, _dir) = open(cli)?;
+    let (store, _dir) = open(cli).await?;
     let out = async {
         match cmd {
             PublicCmd::Add {
@@ -780,7 +817,7 @@ pub async fn user(cli: &Cli, cmd: &UserCmd) -> Result<()> {
     if let UserCmd::Import { file, format } = cmd {
         return crate::import::import(cli, file, format.as_deref()).await;
     }
-    let (store, dir) = open(cli)?;
+    let (store, dir) = open(cli).await?;
     let out = user_inner(&store, &dir, cmd).await;
     store.close();
     out
@@ -923,7 +960,7 @@ fn profile_lines(p: &Profile) -> Vec<(&'static str, String)> {
 }
 
 pub async fn contact(cli: &Cli, cmd: &ContactCmd) -> Result<()> {
-    let (store, _dir) = open(cli)?;
+    let (store, _dir) = open(cli).await?;
     let out = contact_inner(&store, cmd).await;
     store.close();
     out
@@ -979,7 +1016,7 @@ async fn contact_inner(store: &Arc<SqlStore>, cmd: &ContactCmd) -> Result<()> {
 }
 
 pub async fn alias(cli: &Cli, cmd: &AliasCmd) -> Result<()> {
-    let (store, dir) = open(cli)?;
+    let (store, dir) = open(cli).await?;
     let out = async {
         match cmd {
             AliasCmd::Add { address, target } => {
@@ -1000,7 +1037,7 @@ pub async fn alias(cli: &Cli, cmd: &AliasCmd) -> Result<()> {
 }
 
 pub async fn group(cli: &Cli, cmd: &GroupCmd) -> Result<()> {
-    let (store, dir) = open(cli)?;
+    let (store, dir) = open(cli).await?;
     let out = async {
         match cmd {
             GroupCmd::Add { address, name } => {
@@ -1035,7 +1072,7 @@ pub async fn group(cli: &Cli, cmd: &GroupCmd) -> Result<()> {
 }
 
 pub async fn queue(cli: &Cli, cmd: &QueueCmd) -> Result<()> {
-    let (store, _dir) = open(cli)?;
+    let (store, _dir) = open(cli).await?;
     let out = async {
         match cmd {
             QueueCmd::List => {
@@ -1090,7 +1127,7 @@ pub async fn queue(cli: &Cli, cmd: &QueueCmd) -> Result<()> {
 
 /// Prints the tracking log's events that match, oldest first.
 pub async fn tls_reports(cli: &Cli) -> Result<()> {
-    let (store, _dir) = open(cli)?;
+    let (store, _dir) = open(cli).await?;
     let reports = store.tls_reports().await?;
     if reports.is_empty() {
         println!("no TLS reports received");

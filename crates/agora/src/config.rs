@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::registry::{PLANNED, SERVICES};
 
 /// The server's own sections; services' sections belong to their registrations.
-const CORE_SECTIONS: &[&str] = &["server", "tls", "limits", "auth", "transport", "tracking", "listeners"];
+const CORE_SECTIONS: &[&str] = &["server", "store", "tls", "limits", "auth", "transport", "tracking", "listeners"];
 
 /// Every address family unless told otherwise: IPv4 and IPv6 (two sockets; see `agora_net::bind`).
 pub const DEFAULT_BIND: [IpAddr; 2] =
@@ -25,6 +25,7 @@ pub const DEFAULT_BIND: [IpAddr; 2] =
 #[derive(Debug, Clone, Default)]
 pub struct Config {
     pub server: ServerSection,
+    pub store: StoreSection,
     pub tls: TlsSection,
     pub limits: LimitsSection,
     pub auth: AuthSection,
@@ -67,6 +68,29 @@ pub struct ServerSection {
     /// Addresses every listener binds unless it sets its own (default: all, IPv4 and IPv6).
     pub bind: Option<Addresses>,
     pub port_offset: Option<u16>,
+}
+
+/// Where the information store is.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreSection {
+    /// `postgres://USER@HOST:PORT/DB` (PostgreSQL, shared by every node) or `sqlite:DIR`;
+    /// none: SQLite in the data directory.
+    pub url: Option<String>,
+    /// A file holding the PostgreSQL password, so that it need not be in the URL;
+    /// relative to the data directory.
+    pub password_file: Option<String>,
+}
+
+impl StoreSection {
+    pub const HELP: &[(&str, &str, &str)] = &[
+        (
+            "url",
+            "\"postgres://agora@db.example.org/agora\"",
+            "PostgreSQL (several nodes share it) or sqlite:DIR; default: SQLite in the data directory",
+        ),
+        ("password_file", "\"pg.password\"", "the PostgreSQL password, kept out of the URL"),
+    ];
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -277,6 +301,7 @@ pub fn parse(text: &str) -> std::result::Result<Loaded, String> {
     }
     let config = Config {
         server: section(text, "server").map_err(describe)?,
+        store: section(text, "store").map_err(describe)?,
         tls: section(text, "tls").map_err(describe)?,
         limits: section(text, "limits").map_err(|e| {
             let m = describe(e);
@@ -370,6 +395,8 @@ pub fn default_file(hostname: &str, domain: &str) -> String {
          # Other keys: challenge (http-01 or tls-alpn-01), ca (a private CA's root), retry_secs (600).\n\
          # acme = {{ directory = \"https://acme-v02.api.letsencrypt.org/directory\", contact = \"mailto:postmaster@{domain}\" }}\n\n"
     );
+    s.push_str(&render_section("store", &StoreSection::default(), StoreSection::HELP));
+    s.push('\n');
     s.push_str(&render_section("limits", &LimitsSection::default(), LIMITS_HELP));
     s.push('\n');
     s.push_str(&render_section(

@@ -67,7 +67,7 @@ pub async fn doctor(
     let hostname = hostname.or(cfg.server.hostname.clone()).unwrap_or_else(crate::serve::system_hostname);
     host_name(&mut c, &hostname);
 
-    let (store, refused) = match crate::admin::open_store(cli) {
+    let (store, refused) = match crate::admin::open_store(cli).await {
         Ok(s) => (Some(s), None),
         Err(e) => (None, Some(format!("{e:#}"))),
     };

@@ -395,7 +395,7 @@ pub async fn import(cli: &Cli, file: &Path, format: Option<&str>) -> Result<()> 
     };
     let (records, mut rejected) = if csv { read_csv(&text)? } else { read_ldif(&text) };
 
-    let (store, _dir) = open_store(cli)?;
+    let (store, _dir) = open_store(cli).await?;
     let result = async {
         let domains: Vec<String> = store.domains().await?.into_iter().map(|d| d.name).collect();
         let mut people = Vec::new();

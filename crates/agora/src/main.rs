@@ -29,6 +29,10 @@ pub struct Cli {
     /// Configuration file (default: DATA/agora.toml).
     #[arg(long, global = true, env = "AGORA_CONFIG")]
     pub config: Option<PathBuf>,
+    /// Information store: `postgres://USER@HOST/DB` for PostgreSQL (several nodes on one
+    /// database), `sqlite:DIR`; default: `[store] url`, else the data directory's SQLite.
+    #[arg(long, global = true, env = "AGORA_STORE")]
+    pub store: Option<String>,
     #[command(subcommand)]
     pub command: Cmd,
 }

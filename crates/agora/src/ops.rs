@@ -131,7 +131,22 @@ fn human(bytes: u64) -> String {
 }
 
 /// `agora backup DIR`: a consistent copy of the (running or stopped) server.
+/// Refuses what works on the data directory's SQLite store when the store is PostgreSQL.
+fn sqlite_only(cli: &Cli, what: &str, instead: &str) -> Result<()> {
+    if let Some((url, _)) = crate::admin::store_url(cli)?
+        && agora_store::sql::is_postgres_url(&url)
+    {
+        bail!("{what} works on the data directory's SQLite store; this server's store is PostgreSQL: {instead}");
+    }
+    Ok(())
+}
+
 pub fn backup(cli: &Cli, dir: &Path, link: bool) -> Result<()> {
+    sqlite_only(
+        cli,
+        "agora backup",
+        "back it up with pg_dump (bodies included) and copy the data directory's configuration and keys",
+    )?;
     let data = &cli.data;
     if !data.join("agora.db").exists() {
         bail!("no information store in {}: pass --data DIR", data.display());
@@ -241,7 +256,7 @@ pub async fn restore(cli: &Cli, dir: &Path, link: bool) -> Result<()> {
         );
     }
     // Opened once: an older backup is brought to this version's schema.
-    let (store, _) = crate::admin::open_store(cli)?;
+    let (store, _) = crate::admin::open_store(cli).await?;
     store.close();
     // Every body read against its hash; counts the copy carried wrong are set from its
     // rows (as `agora store check --repair` would), nothing else is changed.
@@ -271,8 +286,9 @@ pub async fn restore(cli: &Cli, dir: &Path, link: bool) -> Result<()> {
 
 /// `agora store check`: prints each problem and what was done; false when some remain.
 pub async fn store_check(cli: &Cli, opts: check::Options) -> Result<bool> {
+    sqlite_only(cli, "agora store check", "PostgreSQL keeps its own constraints; see its amcheck")?;
     // Opened once first: an older store is brought to this version's schema.
-    let (store, _) = crate::admin::open_store(cli)?;
+    let (store, _) = crate::admin::open_store(cli).await?;
     store.close();
     let report = with_bar("bodies", |progress| check::check(&cli.data, &opts, progress))?;
     println!("store in {}: {}", cli.data.display(), show_counts(&report.counts));

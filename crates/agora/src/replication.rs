@@ -12,7 +12,7 @@ fn when(secs: i64) -> String {
 }
 
 pub async fn status(cli: &Cli) -> Result<()> {
-    let (store, _) = crate::admin::open_store(cli)?;
+    let (store, _) = crate::admin::open_store(cli).await?;
     let out = status_of(&store).await;
     store.close();
     out

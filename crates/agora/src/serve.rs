@@ -155,7 +155,7 @@ async fn dnssec_keys(cli: &Cli, store: &Arc<SqlStore>, domain: &str) -> Result<V
 pub async fn dns(cli: &Cli, cmd: &crate::DnsCmd) -> Result<()> {
     use crate::{DnsCmd, KeyCmd, RecordCmd};
     use agora_store::DirectoryStore;
-    let (store, _dir) = crate::admin::open_store(cli)?;
+    let (store, _dir) = crate::admin::open_store(cli).await?;
     let result = async {
         match cmd {
             DnsCmd::Show { domain, hostname, listen } => {
@@ -466,7 +466,10 @@ pub async fn run(cli: &Cli, domain: Option<String>, hostname: Option<String>, li
         }
     }
 
-    let store = SqlStore::open(data).with_context(|| format!("opening the store in {}", data.display()))?;
+    let store = match crate::admin::open_configured(cli).await? {
+        Some(store) => store,
+        None => SqlStore::open(data).with_context(|| format!("opening the store in {}", data.display()))?,
+    };
     let dyn_store: Arc<dyn Store> = Arc::new(Arc::clone(&store));
     let dir = Directory::new(Arc::clone(&dyn_store));
     let first = first_run(&dyn_store, &dir, &domain).await?;
