@@ -43,7 +43,7 @@ pub struct ImapService {
 
 impl ImapService {
     pub fn new(cfg: ImapConfig, dir: Directory, store: Arc<dyn Store>, throttle: Arc<Throttle>) -> ImapService {
-        ImapService { cfg: Arc::new(cfg), dir, store, throttle, sessions: UserSessions::default() }
+        ImapService { cfg: Arc::new(cfg), sessions: UserSessions::for_store(&store), dir, store, throttle }
     }
 }
 

@@ -663,7 +663,7 @@ impl Session {
     async fn finish_auth(&mut self, conn: &mut Conn, tag: &str, step: Step) -> Flow {
         match step {
             Step::Success(account) => {
-                let Some(slot) = self.sessions.take("imap", account.id, self.cfg.max_sessions_per_user) else {
+                let Some(slot) = self.sessions.take("imap", account.id, self.cfg.max_sessions_per_user).await else {
                     tracing::warn!("imap: {} refused: too many sessions", account.login);
                     conn.queue(format!("{tag} NO [LIMIT] Too many sessions for this user\r\n").as_bytes());
                     return Flow::Continue;
@@ -1345,15 +1345,15 @@ impl Session {
 mod tests {
     use super::*;
 
-    #[test]
-    fn sessions_per_user_are_counted() {
+    #[tokio::test]
+    async fn sessions_per_user_are_counted() {
         let s = UserSessions::default();
-        let a = s.take("imap", 1, 2).expect("first");
-        let _b = s.take("imap", 1, 2).expect("second");
-        assert!(s.take("imap", 1, 2).is_none(), "third over the limit");
-        assert!(s.take("imap", 2, 2).is_some(), "other users are counted apart");
+        let a = s.take("imap", 1, 2).await.expect("first");
+        let _b = s.take("imap", 1, 2).await.expect("second");
+        assert!(s.take("imap", 1, 2).await.is_none(), "third over the limit");
+        assert!(s.take("imap", 2, 2).await.is_some(), "other users are counted apart");
         drop(a);
-        assert!(s.take("imap", 1, 2).is_some(), "a place comes back when a session ends");
+        assert!(s.take("imap", 1, 2).await.is_some(), "a place comes back when a session ends");
     }
 
     #[test]

@@ -25,7 +25,7 @@ pub struct Pop3Service {
 
 impl Pop3Service {
     pub fn new(cfg: Pop3Config, dir: Directory, store: Arc<dyn Store>, throttle: Arc<Throttle>) -> Pop3Service {
-        Pop3Service { cfg: Arc::new(cfg), dir, store, locks: Arc::new(Locks::default()), throttle }
+        Pop3Service { cfg: Arc::new(cfg), locks: Arc::new(Locks::for_store(&store)), dir, store, throttle }
     }
 }
 

@@ -311,7 +311,7 @@ impl Session {
     }
 
     async fn open_maildrop(&mut self, conn: &mut Conn, account: Account) -> Flow {
-        let Some(lock) = self.locks.take("pop3", account.id, 1) else {
+        let Some(lock) = self.locks.take("pop3", account.id, 1).await else {
             return self.error(conn, "-ERR [IN-USE] Mailbox is locked by another POP3 session\r\n");
         };
         let loaded = async {

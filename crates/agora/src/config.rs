@@ -16,7 +16,8 @@ use serde::{Deserialize, Serialize};
 use crate::registry::{PLANNED, SERVICES};
 
 /// The server's own sections; services' sections belong to their registrations.
-const CORE_SECTIONS: &[&str] = &["server", "store", "tls", "limits", "auth", "transport", "tracking", "listeners"];
+const CORE_SECTIONS: &[&str] =
+    &["server", "store", "cluster", "tls", "limits", "auth", "transport", "tracking", "listeners"];
 
 /// Every address family unless told otherwise: IPv4 and IPv6 (two sockets; see `agora_net::bind`).
 pub const DEFAULT_BIND: [IpAddr; 2] =
@@ -26,6 +27,7 @@ pub const DEFAULT_BIND: [IpAddr; 2] =
 pub struct Config {
     pub server: ServerSection,
     pub store: StoreSection,
+    pub cluster: ClusterSection,
     pub tls: TlsSection,
     pub limits: LimitsSection,
     pub auth: AuthSection,
@@ -92,6 +94,30 @@ impl StoreSection {
         ("password_file", "\"pg.password\"", "the PostgreSQL password, kept out of the URL"),
     ];
 }
+
+/// This server as one node of several on a shared store.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterSection {
+    /// This node's name (`agora serve --node NAME`); default: the host name.
+    pub node: Option<String>,
+    /// Where the other nodes reach this one; default: the first address it binds,
+    /// else its host name.
+    pub address: Option<String>,
+    /// single, back-end or front-end (`agora serve --role`).
+    pub role: Option<String>,
+}
+
+impl ClusterSection {
+    pub const HELP: &[(&str, &str, &str)] = &[
+        ("node", "\"mx1\"", "this node's name among those sharing the store (default: the host name)"),
+        ("address", "\"10.0.0.11\"", "where the other nodes reach this one (default: its first bound address)"),
+        ("role", "\"single\"", "single, back-end (holds mailboxes) or front-end (proxies to each user's home)"),
+    ];
+}
+
+/// The roles a node can have.
+pub const ROLES: &[&str] = &["single", "back-end", "front-end"];
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -302,6 +328,7 @@ pub fn parse(text: &str) -> std::result::Result<Loaded, String> {
     let config = Config {
         server: section(text, "server").map_err(describe)?,
         store: section(text, "store").map_err(describe)?,
+        cluster: section(text, "cluster").map_err(describe)?,
         tls: section(text, "tls").map_err(describe)?,
         limits: section(text, "limits").map_err(|e| {
             let m = describe(e);
@@ -396,6 +423,8 @@ pub fn default_file(hostname: &str, domain: &str) -> String {
          # acme = {{ directory = \"https://acme-v02.api.letsencrypt.org/directory\", contact = \"mailto:postmaster@{domain}\" }}\n\n"
     );
     s.push_str(&render_section("store", &StoreSection::default(), StoreSection::HELP));
+    s.push('\n');
+    s.push_str(&render_section("cluster", &ClusterSection::default(), ClusterSection::HELP));
     s.push('\n');
     s.push_str(&render_section("limits", &LimitsSection::default(), LIMITS_HELP));
     s.push('\n');

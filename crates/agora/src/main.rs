@@ -4,6 +4,7 @@ mod admin;
 mod config;
 mod doctor;
 mod import;
+mod node;
 mod ops;
 mod registry;
 mod replication;
@@ -172,6 +173,19 @@ pub enum ReplicationCmd {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum NodeCmd {
+    /// The nodes sharing this store: name, address, role, version, last heartbeat, and
+    /// whether each is alive.
+    List {
+        /// One JSON object a node.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Forgets a node taken out of service (one still running registers again).
+    Remove { name: String },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum LdapCmd {
     /// Print the attribute types and object classes Agora adds to the standard ones, for
     /// an OpenLDAP replica: `openldap` (slapd.conf `include`) or `ldif` (cn=config).
@@ -205,6 +219,13 @@ pub enum Cmd {
         /// Host name for greetings and the certificate (default: the machine's).
         #[arg(long)]
         hostname: Option<String>,
+        /// This node's name among the nodes sharing one store (default: `[cluster] node`,
+        /// else the host name).
+        #[arg(long)]
+        node: Option<String>,
+        /// single, back-end or front-end (default: `[cluster] role`, else single).
+        #[arg(long)]
+        role: Option<String>,
         #[command(flatten)]
         listen: ListenArgs,
     },
@@ -295,6 +316,9 @@ pub enum Cmd {
     /// Directory replication (RFC 4533, port 379).
     #[command(subcommand)]
     Replication(ReplicationCmd),
+    /// The nodes that share this store (PostgreSQL).
+    #[command(subcommand)]
+    Node(NodeCmd),
     /// The LDAP directory.
     #[command(subcommand)]
     Ldap(LdapCmd),
@@ -365,8 +389,9 @@ fn main() {
     };
     let result = runtime.block_on(async move {
         match cli.command {
-            Cmd::Serve { ref domain, ref hostname, ref listen } => {
-                serve::run(&cli, domain.clone(), hostname.clone(), listen.clone()).await
+            Cmd::Serve { ref domain, ref hostname, ref node, ref role, ref listen } => {
+                let node = serve::NodeArgs { name: node.clone(), role: role.clone() };
+                serve::run(&cli, domain.clone(), hostname.clone(), node, listen.clone()).await
             }
             Cmd::Ports { ref listen } => serve::ports(&cli, listen),
             Cmd::Domain(ref c) => admin::domain(&cli, c).await,
@@ -412,6 +437,7 @@ fn main() {
                 }
             }
             Cmd::Replication(ReplicationCmd::Status) => replication::status(&cli).await,
+            Cmd::Node(ref c) => node::node(&cli, c).await,
             Cmd::Ldap(LdapCmd::Schema { ref format }) => {
                 let text = match format.as_str() {
                     "ldif" => agora_ldap::schema::openldap_ldif(),

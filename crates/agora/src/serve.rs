@@ -12,6 +12,7 @@ use agora_directory::{Directory, generate_password, normalize_domain};
 use agora_mail::{Mail, MailConfig};
 use agora_net::{Limits, ListenerSpec, Server, TlsSettings};
 use agora_service::{Context as ServiceContext, SharedLimits};
+use agora_store::ClusterStore;
 use agora_store::sql::SqlStore;
 use agora_store::{Role, Store};
 use anyhow::{Context, Result, bail};
@@ -386,7 +387,57 @@ fn raise_open_files() {
     }
 }
 
-pub async fn run(cli: &Cli, domain: Option<String>, hostname: Option<String>, listen: ListenArgs) -> Result<()> {
+/// `--node` and `--role` of `agora serve`.
+#[derive(Debug, Clone, Default)]
+pub struct NodeArgs {
+    pub name: Option<String>,
+    pub role: Option<String>,
+}
+
+/// This node as it registers itself: name, role and the address others reach it at.
+fn node_info(
+    args: &NodeArgs,
+    cfg: &config::ClusterSection,
+    hostname: &str,
+    listeners: &[config::EffectiveListener],
+) -> Result<agora_store::NodeInfo> {
+    let role = args.role.clone().or(cfg.role.clone()).unwrap_or_else(|| "single".into());
+    if !config::ROLES.contains(&role.as_str()) {
+        bail!("unknown role {role}: one of {}", config::ROLES.join(", "));
+    }
+    let bound = listeners.iter().flat_map(|l| l.addresses.iter()).find(|a| !a.is_unspecified());
+    let address = cfg.address.clone().or(bound.map(|a| a.to_string())).unwrap_or_else(|| hostname.to_string());
+    Ok(agora_store::NodeInfo {
+        name: args.name.clone().or(cfg.node.clone()).unwrap_or_else(|| hostname.to_string()),
+        address,
+        role,
+        started: agora_store::now(),
+        heartbeat: 0,
+        version: env!("CARGO_PKG_VERSION").to_string(),
+    })
+}
+
+/// Says every few seconds that this node lives: its registration, and the queue
+/// claims and leases it holds, stay fresh for `HEARTBEAT_TTL`.
+async fn heartbeat(store: Arc<SqlStore>, node: agora_store::NodeInfo) {
+    let every = Duration::from_secs((agora_store::HEARTBEAT_TTL / 3).max(1) as u64);
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Err(e) = store.heartbeat(node.clone()).await {
+            tracing::warn!("node {}: heartbeat: {e}", node.name);
+        }
+    }
+}
+
+pub async fn run(
+    cli: &Cli,
+    domain: Option<String>,
+    hostname: Option<String>,
+    node: NodeArgs,
+    listen: ListenArgs,
+) -> Result<()> {
     raise_open_files();
     let data = &cli.data;
     if !data.exists() {
@@ -417,6 +468,7 @@ pub async fn run(cli: &Cli, domain: Option<String>, hostname: Option<String>, li
         dotted(&hostname, Some(&path))?;
     }
     let domain = normalize_domain(&named.unwrap_or_else(|| hostname.clone()))?;
+    let node = node_info(&node, &cfg.cluster, &hostname, &listeners)?;
 
     if !agora_service::metrics::install() {
         tracing::warn!("metrics: another recorder is installed; /metrics stays empty");
@@ -599,6 +651,8 @@ pub async fn run(cli: &Cli, domain: Option<String>, hostname: Option<String>, li
             "  3. a test message:   swaks --server {hostname}:{smtp} --from you@example.net --to alice@{domain} (or any mail client)"
         );
     }
+    store.heartbeat(node.clone()).await.context("registering this node in the store")?;
+    let beating = tokio::spawn(heartbeat(Arc::clone(&store), node.clone()));
     println!("agora: ready");
     let _ = std::io::stdout().flush();
     // Under systemd (Type=notify): ready only now, with every listener bound and serving.
@@ -637,6 +691,7 @@ pub async fn run(cli: &Cli, domain: Option<String>, hostname: Option<String>, li
         tracing::warn!("some sessions did not finish within the drain deadline");
     }
     let _ = tokio::time::timeout(Duration::from_secs(10), futures_join(tasks)).await;
+    beating.abort();
     store.flush().await.context("flushing the store")?;
     store.close();
     tracing::info!("stopped");
