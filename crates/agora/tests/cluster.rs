@@ -186,7 +186,7 @@ print("ok")
     ));
 
     // Load on A, then SIGKILL.
-    let mut load = Command::new("python3").args(["-c", LOAD, &a.ip, "1"]).stdout(Stdio::piped()).spawn().unwrap();
+    let load = Command::new("python3").args(["-c", LOAD, &a.ip, "1"]).stdout(Stdio::piped()).spawn().unwrap();
     std::thread::sleep(Duration::from_secs(3));
     a.kill9();
     let out = load.wait_with_output().unwrap();
@@ -212,4 +212,5 @@ print("ok")
         list.lines().any(|l| l.starts_with("a ") && l.ends_with("down"))
     });
     let _ = sink.kill();
+    let _ = sink.wait();
 }
