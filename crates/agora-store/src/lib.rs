@@ -11,6 +11,7 @@ pub(crate) mod db;
 #[cfg(test)]
 mod conformance;
 mod error;
+pub mod migrate;
 pub(crate) mod pg;
 pub mod pgtest;
 pub mod search;

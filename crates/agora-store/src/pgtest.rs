@@ -92,6 +92,19 @@ impl TestPostgres {
         Ok(TestPostgres { dir, bin, port, next: AtomicU32::new(0) })
     }
 
+    /// One server for the tests of a process that run at the same time: started by the
+    /// first, stopped when the last lets go of it.
+    pub fn shared() -> std::io::Result<std::sync::Arc<TestPostgres>> {
+        static SHARED: std::sync::Mutex<std::sync::Weak<TestPostgres>> = std::sync::Mutex::new(std::sync::Weak::new());
+        let mut slot = SHARED.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(pg) = slot.upgrade() {
+            return Ok(pg);
+        }
+        let pg = std::sync::Arc::new(TestPostgres::start()?);
+        *slot = std::sync::Arc::downgrade(&pg);
+        Ok(pg)
+    }
+
     pub fn port(&self) -> u16 {
         self.port
     }

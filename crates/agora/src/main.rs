@@ -162,6 +162,20 @@ pub enum StoreCmd {
         #[arg(long)]
         quick: bool,
     },
+    /// Copy a SQLite store (a running server's is read in one snapshot) into an empty
+    /// PostgreSQL database with every UID, flag and body, then verify the copy (rows per
+    /// table, each mailbox's messages, every body's hash).
+    Migrate {
+        /// The SQLite store: `sqlite:DIR` (a data directory).
+        #[arg(long, value_name = "sqlite:DIR")]
+        from: String,
+        /// The PostgreSQL database: `postgres://USER@HOST:PORT/DB`.
+        #[arg(long, value_name = "postgres://…")]
+        to: String,
+        /// A file holding the PostgreSQL password, if the URL has none.
+        #[arg(long, value_name = "FILE")]
+        password_file: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -435,6 +449,9 @@ fn main() {
                     Ok(false) => Err(anyhow::anyhow!("the store has problems left (above)")),
                     Err(e) => Err(e),
                 }
+            }
+            Cmd::Store(StoreCmd::Migrate { ref from, ref to, ref password_file }) => {
+                ops::store_migrate(from, to, password_file.as_deref()).await
             }
             Cmd::Replication(ReplicationCmd::Status) => replication::status(&cli).await,
             Cmd::Node(ref c) => node::node(&cli, c).await,

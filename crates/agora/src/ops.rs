@@ -310,3 +310,54 @@ pub async fn store_check(cli: &Cli, opts: check::Options) -> Result<bool> {
     }
     Ok(left == 0)
 }
+
+/// `agora store migrate --from sqlite:DIR --to postgres://…`.
+pub async fn store_migrate(from: &str, to: &str, password_file: Option<&Path>) -> Result<()> {
+    if !agora_store::sql::is_postgres_url(to) {
+        bail!("--to {to}: give a PostgreSQL URL, postgres://USER@HOST:PORT/DB");
+    }
+    let dir = agora_store::sql::sqlite_dir(from);
+    if !dir.join("agora.db").exists() {
+        bail!("--from {from}: no SQLite store in {}", dir.display());
+    }
+    let password = match password_file {
+        Some(f) => Some(
+            std::fs::read_to_string(f)
+                .with_context(|| format!("reading {}", f.display()))?
+                .trim_end_matches(['\r', '\n'])
+                .to_string(),
+        ),
+        None => None,
+    };
+    // Opened once: an older store is brought to this version's schema first.
+    let store =
+        agora_store::sql::SqlStore::open(&dir).with_context(|| format!("opening the store in {}", dir.display()))?;
+    store.close();
+    let url = to.to_string();
+    let report = tokio::task::spawn_blocking(move || {
+        let bar = crate::import::bar(0, "copying");
+        let out = agora_store::migrate::sqlite_to_postgres(&dir, &url, password.as_deref(), &|step, done, total| {
+            bar.set_message(step.to_string());
+            bar.set_length(total);
+            bar.set_position(done);
+        });
+        bar.finish_and_clear();
+        out
+    })
+    .await?
+    .with_context(|| format!("migrating into {}", agora_store::sql::redact_url(to)))?;
+    for (table, n) in &report.tables {
+        if *n > 0 {
+            println!("  {table:<18} {n} row(s)");
+        }
+    }
+    println!(
+        "copied and verified: {} mailbox(es) with {} message(s) (UIDs, MODSEQs, flags as they were), {} bod(ies), {} byte(s)",
+        report.mailboxes, report.messages, report.bodies, report.body_bytes
+    );
+    println!(
+        "next: set [store] url = \"{}\" in each node's agora.toml, then start it",
+        agora_store::sql::redact_url(to)
+    );
+    Ok(())
+}

@@ -2,7 +2,8 @@
 //! registers itself; an IMAP client idling on one node sees mail delivered over SMTP
 //! on another at once; the outbound queue is shared, so a node killed with SIGKILL
 //! under load loses no acknowledged message, its claims on the queue lapse and the
-//! other nodes deliver them, each exactly once.
+//! other nodes deliver them, each exactly once. And `agora store migrate` moves a
+//! running SQLite installation onto PostgreSQL without losing a flag or a UID.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -126,7 +127,7 @@ fn three_nodes_share_one_postgres() {
     if !common::have("python3") {
         return;
     }
-    let pg = TestPostgres::start().expect("PostgreSQL for the test (Debian package postgresql)");
+    let pg = TestPostgres::shared().expect("PostgreSQL for the test (Debian package postgresql)");
     let rt = tokio::runtime::Runtime::new().unwrap();
     let url = rt.block_on(pg.database()).unwrap();
 
@@ -213,4 +214,97 @@ print("ok")
     });
     let _ = sink.kill();
     let _ = sink.wait();
+}
+
+/// What IMAP shows of every folder of alice's: UIDVALIDITY, UIDNEXT, and each
+/// message's UID, flags, size and a hash of its body.
+fn imap_state(ip: &str) -> String {
+    let script = format!(
+        r#"
+import imaplib, hashlib, re
+m = imaplib.IMAP4("{ip}", 10143)
+m.login("alice@example.org", "alice-pw")
+typ, boxes = m.list()
+names = sorted(re.search(rb'"[^"]*" "?([^"]*)"?$', b).group(1).decode() for b in boxes)
+for name in names:
+    typ, st = m.status('"%s"' % name, "(UIDVALIDITY UIDNEXT MESSAGES)")
+    print(name, st[0].decode().split("(", 1)[1])
+    m.select('"%s"' % name, readonly=True)
+    typ, data = m.uid("FETCH", "1:*", "(FLAGS RFC822.SIZE BODY.PEEK[])")
+    for item in data:
+        if isinstance(item, tuple):
+            head = item[0].decode()
+            uid = re.search(r"UID (\d+)", head).group(1)
+            # \\Recent belongs to a session, not to the store.
+            flags = " ".join(sorted(f for f in re.search(r"FLAGS \(([^)]*)\)", head).group(1).split() if f != "\\Recent"))
+            size = re.search(r"RFC822.SIZE (\d+)", head).group(1)
+            print(" ", uid, flags, size, hashlib.sha256(item[1]).hexdigest())
+typ, subs = m.lsub()
+print("subscribed", sorted(s.decode() for s in subs))
+m.logout()
+"#
+    );
+    let (ok, out) = run("python3", &["-c", &script], "");
+    assert!(ok, "{out}");
+    out
+}
+
+#[test]
+fn migrate_moves_a_running_sqlite_store_to_postgres() {
+    if !common::have("python3") {
+        return;
+    }
+    let pg = TestPostgres::shared().expect("PostgreSQL for the test (Debian package postgresql)");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let url = rt.block_on(pg.database()).unwrap();
+    let plain = "[auth]\nplaintext_without_tls = true\n";
+    let src = Agora::start_with(|d| std::fs::write(d.join("agora.toml"), plain).unwrap());
+    let mut bodies: Vec<String> =
+        (0..12).map(|i| format!("From: s@remote.test\r\nSubject: m{i}\r\n\r\nbody {i}\r\n")).collect();
+    // One body past the size SQLite keeps inline: a file, which PostgreSQL takes in.
+    bodies.push(format!("Subject: big\r\n\r\n{}", format!("{}\r\n", "0123456789abcdef".repeat(4)).repeat(5_000)));
+    src.add_user_with_mail(&format!("alice@{DOMAIN}"), "alice-pw", &bodies);
+    python_ok(&format!(
+        r#"
+import imaplib
+m = imaplib.IMAP4("{ip}", 10143)
+m.login("alice@example.org", "alice-pw")
+m.create("Archive/2026")
+m.subscribe("Archive/2026")
+m.select("INBOX")
+m.uid("STORE", "2:4", "+FLAGS", "(\\Flagged $Label1)")
+m.uid("STORE", "5", "+FLAGS", "(\\Seen)")
+m.uid("COPY", "3:6", "Archive/2026")
+m.uid("STORE", "7", "+FLAGS", "(\\Deleted)")
+m.expunge()
+m.logout()
+print("ok")
+"#,
+        ip = src.ip
+    ));
+    let before = imap_state(&src.ip);
+    assert!(before.contains("Archive/2026") && before.contains("$Label1 \\Flagged"), "{before}");
+
+    // The source keeps running: the copy is one snapshot of it.
+    let from = format!("sqlite:{}", src.data().display());
+    let out = src.cli_ok(&["store", "migrate", "--from", &from, "--to", &url], None);
+    assert!(out.contains("copied and verified") && out.contains("16 message(s)"), "{out}");
+    // A second run finds the database taken.
+    let again = src.cli(&["store", "migrate", "--from", &from, "--to", &url], None);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already holds a store"));
+
+    let config = format!("[store]\nurl = \"{url}\"\n{plain}");
+    let node = Agora::start_with(|d| std::fs::write(d.join("agora.toml"), config).unwrap());
+    assert_eq!(imap_state(&node.ip), before, "the same folders, UIDs, flags and bodies on PostgreSQL");
+    // And it goes on from there: the next message takes the next UID.
+    let (mut c, _) = common::SmtpClient::connect(&node.smtp()).unwrap();
+    c.cmd("EHLO t.test").unwrap();
+    assert!(
+        c.send_message("s@remote.test", &["alice@example.org"], "Subject: after\r\n\r\nx\r\n")
+            .unwrap()
+            .starts_with("250")
+    );
+    let after = imap_state(&node.ip);
+    assert!(after.contains(" 14 ") || after.lines().any(|l| l.trim_start().starts_with("14 ")), "{after}");
 }
