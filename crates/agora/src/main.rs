@@ -3,6 +3,7 @@
 mod admin;
 mod config;
 mod doctor;
+mod firewall;
 mod import;
 mod node;
 mod ops;
@@ -333,6 +334,28 @@ pub enum Cmd {
     /// The nodes that share this store (PostgreSQL).
     #[command(subcommand)]
     Node(NodeCmd),
+    /// Print the packet filter a node of ROLE needs with the configuration in force:
+    /// exactly its listeners' ports, from and to the nodes registered in the store and
+    /// the database (internet → front-end, front-end → back-end, back-end → PostgreSQL,
+    /// back-end ↔ back-end); everything else dropped.
+    Firewall {
+        /// single, front-end or back-end.
+        #[arg(long)]
+        role: String,
+        /// nftables (for `nft -f`), iptables (for iptables-restore and ip6tables-restore)
+        /// or table (to read).
+        #[arg(long, default_value = "table")]
+        format: String,
+        /// A front-end's address, besides those registered in the store (repeatable).
+        #[arg(long = "front-end", value_name = "ADDRESS")]
+        front_end: Vec<String>,
+        /// A back-end's address, besides those registered in the store (repeatable).
+        #[arg(long = "back-end", value_name = "ADDRESS")]
+        back_end: Vec<String>,
+        /// The PostgreSQL server's ADDRESS[:PORT] (default: from the store URL).
+        #[arg(long, value_name = "ADDRESS")]
+        database: Option<String>,
+    },
     /// The LDAP directory.
     #[command(subcommand)]
     Ldap(LdapCmd),
@@ -455,6 +478,16 @@ fn main() {
             }
             Cmd::Replication(ReplicationCmd::Status) => replication::status(&cli).await,
             Cmd::Node(ref c) => node::node(&cli, c).await,
+            Cmd::Firewall { ref role, ref format, ref front_end, ref back_end, ref database } => {
+                let args = firewall::FirewallArgs {
+                    role: role.clone(),
+                    format: format.clone(),
+                    front_ends: front_end.clone(),
+                    back_ends: back_end.clone(),
+                    database: database.clone(),
+                };
+                firewall::firewall(&cli, &args).await
+            }
             Cmd::Ldap(LdapCmd::Schema { ref format }) => {
                 let text = match format.as_str() {
                     "ldif" => agora_ldap::schema::openldap_ldif(),

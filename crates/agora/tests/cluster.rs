@@ -160,6 +160,23 @@ fn three_nodes_share_one_postgres() {
         assert!(line.contains(&node.ip) && line.contains("back-end") && line.ends_with("alive"), "{line}");
     }
 
+    // The firewall plans name the registered nodes, and nft takes them.
+    for role in ["back-end", "front-end", "single"] {
+        let rules = c.cli_ok(&["firewall", "--role", role, "--format", "nftables"], None);
+        assert!(rules.contains("policy drop") && rules.contains("@database_v4"), "{rules}");
+        if role == "front-end" {
+            let set = rules.lines().find(|l| l.contains("set back_ends_v4")).unwrap();
+            assert!([&a, &b, &c].iter().all(|n| set.contains(&n.ip)), "{set}");
+            assert!(rules.contains("tcp dport 993 accept"), "IMAP over TLS to the back-ends: {rules}");
+        }
+        if common::have("nft") {
+            let file = work.path().join(format!("{role}.nft"));
+            std::fs::write(&file, &rules).unwrap();
+            let (ok, out) = run("nft", &["-c", "-f", file.to_str().unwrap()], "");
+            assert!(ok, "nft -c refused the {role} rules: {out}\n{rules}");
+        }
+    }
+
     // IDLE on B sees a message that SMTP took on A, within a second.
     python_ok(&format!(
         r#"
