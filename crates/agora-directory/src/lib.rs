@@ -55,7 +55,14 @@ pub struct Directory {
     store: Arc<dyn Store>,
     cache: Arc<LookupCache>,
     verified: Arc<VerifiedLogins>,
+    /// The cluster's secret, read once from a shared store.
+    secret: Arc<tokio::sync::OnceCell<String>>,
 }
+
+/// The identity a front-end logs in to a user's home back-end with: SASL PLAIN with the
+/// user as authorization identity, this as authentication identity and the cluster's
+/// secret as password (over TLS). The user's own password never travels onwards.
+pub const FRONT_END: &str = "agora-front-end";
 
 /// How long a checked password is remembered. Mail clients log in again and again (POP3
 /// polls, IMAP opens several connections); argon2id on each would cost tens of ms of CPU.
@@ -263,6 +270,29 @@ impl Directory {
             store,
             cache: Arc::new(LookupCache { entries: Mutex::new((0, HashMap::new())) }),
             verified: Arc::new(VerifiedLogins::new()),
+            secret: Arc::new(tokio::sync::OnceCell::new()),
+        }
+    }
+
+    /// The secret front-ends and back-ends sharing this store prove themselves with.
+    pub async fn cluster_secret(&self) -> Result<String> {
+        let s = self.secret.get_or_try_init(|| async { self.store.cluster_secret().await }).await?;
+        Ok(s.clone())
+    }
+
+    /// A front-end logging in for `login` with the cluster's secret: the account, or
+    /// None (wrong secret, unknown login, or a store no other node shares).
+    pub async fn front_end_login(&self, login: &str, secret: &str) -> Result<Option<Account>> {
+        if !self.store.is_shared() {
+            return Ok(None);
+        }
+        let real = self.cluster_secret().await?;
+        if !sasl::constant_time_eq(real.as_bytes(), secret.as_bytes()) {
+            return Ok(None);
+        }
+        match normalize_address(login) {
+            Ok(l) => Ok(self.store.account_by_login(&l).await?),
+            Err(_) => Ok(None),
         }
     }
 

@@ -303,7 +303,18 @@ async fn plain(dir: &Directory, data: &[u8]) -> Step {
     else {
         return Step::Malformed("not UTF-8");
     };
-    // Acting as another user (proxy authorization) is not offered.
+    // A front-end of this cluster acting for a user, proven by the cluster's secret.
+    if authcid == crate::FRONT_END && !authzid.is_empty() {
+        return match dir.front_end_login(authzid, pass).await {
+            Ok(Some(account)) => Step::Success(Box::new(account)),
+            Ok(None) => Step::Failed { login: Some(authzid.to_string()) },
+            Err(e) => {
+                tracing::error!("sasl: front-end login for {authzid}: {e}");
+                Step::Failed { login: Some(authzid.to_string()) }
+            }
+        };
+    }
+    // Acting as another user (proxy authorization) is otherwise not offered.
     if !authzid.is_empty() && !authzid.eq_ignore_ascii_case(authcid) {
         return Step::Failed { login: Some(authcid.to_string()) };
     }
@@ -345,7 +356,7 @@ fn pbkdf2_sha256(password: &[u8], salt: &[u8], iterations: u32) -> Vec<u8> {
     out
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 

@@ -597,6 +597,7 @@ mod tests {
                 },
                 uuid: [(i % 251) as u8; 16],
                 changed: 1_700_000_000,
+                home: None,
             })
             .collect();
         for _ in 0..3 {

@@ -315,6 +315,9 @@ pub struct Server {
     /// Counted by the network's first address.
     per_network: Arc<Mutex<HashMap<IpAddr, usize>>>,
     budgets: Mutex<HashMap<String, Arc<Budget>>>,
+    /// Peers that always begin with a PROXY header naming the real client (this
+    /// cluster's front-ends), on every listener.
+    trusted_proxies: std::sync::RwLock<std::collections::HashSet<IpAddr>>,
 }
 
 impl std::fmt::Debug for Server {
@@ -371,7 +374,22 @@ impl Server {
             per_ip: Arc::new(Mutex::new(HashMap::new())),
             per_network: Arc::new(Mutex::new(HashMap::new())),
             budgets: Mutex::new(HashMap::new()),
+            trusted_proxies: std::sync::RwLock::new(std::collections::HashSet::new()),
         })
+    }
+
+    /// The peers (front-ends) whose connections start with a PROXY header on every
+    /// listener: their clients' addresses are what sessions see, log and throttle.
+    pub fn set_trusted_proxies(&self, peers: impl IntoIterator<Item = IpAddr>) {
+        let set = peers.into_iter().map(|a| a.to_canonical()).collect();
+        if let Ok(mut t) = self.trusted_proxies.write() {
+            *t = set;
+        }
+    }
+
+    fn via_proxy(&self, spec: &ListenerSpec, peer: IpAddr) -> bool {
+        spec.proxy_protocol
+            || self.trusted_proxies.read().is_ok_and(|t| !t.is_empty() && t.contains(&peer.to_canonical()))
     }
 
     /// The budget of a service key, made by its first listener.
@@ -442,7 +460,7 @@ impl Server {
             // The address's and its network's slots before any place is taken, so a peer
             // past them never closes anyone's session to make room (behind a PROXY
             // header, once the header names the peer).
-            let slots = if spec.proxy_protocol {
+            let slots = if self.via_proxy(&spec, peer.ip()) {
                 None
             } else {
                 match self.address_slots(canonical(peer), &spec.service, &counters) {
@@ -579,7 +597,7 @@ impl Server {
         let mut peer = canonical(tcp_peer);
         let mut leftover = Vec::new();
         let mut sock = sock;
-        if spec.proxy_protocol {
+        if self.via_proxy(spec, tcp_peer.ip()) {
             let header = tokio::select! {
                 h = Box::pin(read_proxy_header(&mut sock, spec.timeouts.preauth.min(HANDSHAKE))) => h,
                 _ = session.cancelled() => return,
@@ -620,6 +638,8 @@ impl Server {
                     return;
                 };
                 let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
+                // What came with the PROXY header is the handshake's beginning.
+                let sock = conn::Prefixed::new(std::mem::take(&mut leftover), sock);
                 // A handshake is before login: shorter under stress, and a session that
                 // never finishes one can be closed for room like any other.
                 let limit = if preauth.stressed() { HANDSHAKE.min(STRESS_PREAUTH) } else { HANDSHAKE };

@@ -466,3 +466,68 @@ mod tests {
         assert_eq!(s.dane_keys().len(), 1);
     }
 }
+
+/// Client settings for reaching another node of this installation: its certificate must
+/// carry one of `pins` (SHA-256 of its public key, as it registered them in the shared
+/// store), whoever issued it and whatever names it has; self-signed back-ends are
+/// reached safely with nothing to configure.
+pub fn pinned_client_config(pins: Vec<Vec<u8>>) -> Arc<rustls::ClientConfig> {
+    let provider = provider();
+    let verifier = Arc::new(Pinned { pins, provider: Arc::clone(&provider) });
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map(|b| b.dangerous().with_custom_certificate_verifier(verifier).with_no_client_auth());
+    match config {
+        Ok(c) => Arc::new(c),
+        // The default versions always suit the default provider.
+        Err(_) => Arc::new(
+            rustls::ClientConfig::builder()
+                .with_root_certificates(rustls::RootCertStore::empty())
+                .with_no_client_auth(),
+        ),
+    }
+}
+
+#[derive(Debug)]
+struct Pinned {
+    pins: Vec<Vec<u8>>,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl rustls::client::danger::ServerCertVerifier for Pinned {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _name: &rustls_pki_types::ServerName<'_>,
+        _ocsp: &[u8],
+        _now: rustls_pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        match spki_sha256(end_entity) {
+            Some(h) if self.pins.contains(&h) => Ok(rustls::client::danger::ServerCertVerified::assertion()),
+            _ => Err(rustls::Error::General("the node's certificate is not the one it registered".into())),
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.provider.signature_verification_algorithms.supported_schemes()
+    }
+}

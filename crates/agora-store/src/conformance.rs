@@ -49,6 +49,7 @@ async fn cluster<S: Store>(s: &S) {
         started: 1_700_000_000,
         heartbeat: 0,
         version: "1".into(),
+        tls_pin: "ab".into(),
     };
     s.heartbeat(node.clone()).await.expect("heartbeat");
     s.heartbeat(crate::NodeInfo { address: "10.0.0.2".into(), ..node.clone() }).await.expect("again");
@@ -62,6 +63,17 @@ async fn cluster<S: Store>(s: &S) {
     assert!(s.take_lease("imap", a.id, 1).await.expect("lease").is_some(), "kinds apart");
     s.drop_lease(first).await.expect("drop");
     assert!(s.take_lease("pop3", a.id, 1).await.expect("lease").is_some(), "given back");
+    // The cluster's secret is made once and stays.
+    let secret = s.cluster_secret().await.expect("secret");
+    assert!(secret.len() >= 32);
+    assert_eq!(s.cluster_secret().await.expect("secret"), secret);
+    // A home must be a registered node.
+    assert!(matches!(s.set_account_home("alice@example.org", Some("nowhere")).await, Err(StoreError::NotFound(_))));
+    s.set_account_home("alice@example.org", Some("mx1")).await.expect("home");
+    let a = s.account_by_login("alice@example.org").await.expect("q").expect("alice");
+    assert_eq!(a.home.as_deref(), Some("mx1"));
+    assert_eq!(s.nodes().await.expect("nodes")[0].tls_pin, "ab");
+    s.set_account_home("alice@example.org", None).await.expect("home");
     s.remove_node("mx1").await.expect("remove");
     assert!(s.nodes().await.expect("nodes").is_empty());
     assert!(matches!(s.remove_node("mx1").await, Err(StoreError::NotFound(_))));

@@ -516,6 +516,13 @@ pub trait ClusterStore: Send + Sync {
     async fn take_lease(&self, kind: &str, account: AccountId, max: usize) -> Result<Option<i64>>;
 
     async fn drop_lease(&self, id: i64) -> Result<()>;
+
+    /// The secret front-ends prove themselves with to back-ends, made once per store.
+    /// Read only by nodes; no protocol shows it.
+    async fn cluster_secret(&self) -> Result<String>;
+
+    /// Sets an account's home node (None: any back-end); the node must have registered.
+    async fn set_account_home(&self, login: &str, home: Option<&str>) -> Result<()>;
 }
 
 /// Everything Agora keeps, as one backend implements it. Writes return only once they

@@ -485,6 +485,9 @@ const MIGRATIONS: &[(u32, &str)] = &[
         "ALTER TABLE outbound ADD COLUMN claimed_by TEXT;
          ALTER TABLE outbound ADD COLUMN claim_until INTEGER NOT NULL DEFAULT 0",
     ),
+    // Each account's home node (back-end), and each node's TLS certificate for the
+    // front-ends that connect to it.
+    (28, "ALTER TABLE accounts ADD COLUMN home TEXT; ALTER TABLE nodes ADD COLUMN tls_pin TEXT NOT NULL DEFAULT ''"),
 ];
 
 /// Brings an older store up to the current schema, in one transaction.
@@ -1250,7 +1253,7 @@ fn address_kind(conn: &Db, address: &str) -> Result<Option<(String, Option<Accou
 }
 
 const ACCOUNT_COLS: &str =
-    "id, login, display_name, password_hash, quota, role, created, used, scram, profile, uuid, changed";
+    "id, login, display_name, password_hash, quota, role, created, used, scram, profile, uuid, changed, home";
 
 /// A stored UUID; a missing or short one (never written so) reads as zeros.
 fn uuid_of(v: Option<Vec<u8>>) -> [u8; 16] {
@@ -1285,6 +1288,7 @@ fn account_with(r: &Row<'_>, addresses: Vec<String>) -> Result<Account> {
         profile: Profile::from_json(&r.get::<_, String>(9)?),
         uuid: uuid_of(r.get(10)?),
         changed: r.get(11)?,
+        home: r.get(12)?,
     })
 }
 
@@ -4207,12 +4211,12 @@ impl ClusterStore for Arc<SqlStore> {
         self.write(move |c| {
             let t = now();
             c.execute(
-                "INSERT INTO nodes (name, address, role, started, heartbeat, version, holder)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                "INSERT INTO nodes (name, address, role, started, heartbeat, version, holder, tls_pin)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
                  ON CONFLICT (name) DO UPDATE SET address = excluded.address, role = excluded.role,
                      started = excluded.started, heartbeat = excluded.heartbeat, version = excluded.version,
-                     holder = excluded.holder",
-                params![node.name, node.address, node.role, node.started, t, node.version, holder],
+                     holder = excluded.holder, tls_pin = excluded.tls_pin",
+                params![node.name, node.address, node.role, node.started, t, node.version, holder, node.tls_pin],
             )?;
             let until = t + crate::HEARTBEAT_TTL;
             c.execute(
@@ -4228,8 +4232,9 @@ impl ClusterStore for Arc<SqlStore> {
 
     async fn nodes(&self) -> Result<Vec<NodeInfo>> {
         self.read(|c| {
-            let mut s =
-                c.prepare_cached("SELECT name, address, role, started, heartbeat, version FROM nodes ORDER BY name")?;
+            let mut s = c.prepare_cached(
+                "SELECT name, address, role, started, heartbeat, version, tls_pin FROM nodes ORDER BY name",
+            )?;
             let rows = s.query_map((), |r| {
                 Ok(NodeInfo {
                     name: r.get(0)?,
@@ -4238,6 +4243,7 @@ impl ClusterStore for Arc<SqlStore> {
                     started: r.get(3)?,
                     heartbeat: r.get(4)?,
                     version: r.get(5)?,
+                    tls_pin: r.get(6)?,
                 })
             })?;
             rows.collect()
@@ -4275,6 +4281,34 @@ impl ClusterStore for Arc<SqlStore> {
                 |r| r.get(0),
             )?;
             Ok((Some(id), Vec::new()))
+        })
+        .await
+    }
+
+    async fn cluster_secret(&self) -> Result<String> {
+        let fresh = crate::blob::hex(&[random_uuid(), random_uuid()].concat());
+        self.write(move |c| {
+            c.execute("INSERT INTO meta (key, value) VALUES ('cluster.secret', ?1) ON CONFLICT DO NOTHING", [&fresh])?;
+            let s = c.query_row("SELECT value FROM meta WHERE key = 'cluster.secret'", (), |r| r.get(0))?;
+            Ok((s, Vec::new()))
+        })
+        .await
+    }
+
+    async fn set_account_home(&self, login: &str, home: Option<&str>) -> Result<()> {
+        let login = login.to_ascii_lowercase();
+        let home = home.map(str::to_string);
+        self.write(move |c| {
+            if let Some(h) = &home
+                && c.query_row("SELECT 1 FROM nodes WHERE name = ?1", [h], |_| Ok(())).optional()?.is_none()
+            {
+                return Err(StoreError::NotFound(format!("node {h}")));
+            }
+            let n = c.execute("UPDATE accounts SET home = ?2 WHERE login = ?1", params![login, home])?;
+            if n == 0 {
+                return Err(StoreError::NotFound(format!("user {login}")));
+            }
+            Ok(((), vec![Change::DirectoryChanged]))
         })
         .await
     }

@@ -97,6 +97,8 @@ pub struct Account {
     pub uuid: [u8; 16],
     /// Last change of any attribute, seconds since the epoch.
     pub changed: i64,
+    /// The node (back-end) whose sessions serve the account; None: any.
+    pub home: Option<String>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -589,6 +591,8 @@ pub struct NodeInfo {
     pub heartbeat: i64,
     /// The Agora version it runs.
     pub version: String,
+    /// SHA-256 of its TLS certificate (hex): what front-ends connecting to it expect.
+    pub tls_pin: String,
 }
 
 /// A message waiting in the outbound queue for one remote recipient.

@@ -6,6 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use agora_directory::{Directory, normalize_address, normalize_domain};
+use agora_store::ClusterStore;
 use agora_store::sql::SqlStore;
 use agora_store::{
     AccountUpdate, Contact, DeliveryStore, DirectoryStore, DkimState, MailboxStore, Profile, Role, Store,
@@ -148,6 +149,9 @@ pub enum UserCmd {
         /// Read the password from the first line of standard input.
         #[arg(long)]
         password_stdin: bool,
+        /// The back-end node whose sessions serve this account (nodes sharing a store).
+        #[arg(long, value_name = "NODE")]
+        home: Option<String>,
         #[command(flatten)]
         profile: ProfileArgs,
     },
@@ -157,8 +161,18 @@ pub enum UserCmd {
         /// Display name.
         #[arg(long)]
         name: Option<String>,
+        /// The back-end node whose sessions serve this account (as `agora user move`).
+        #[arg(long, value_name = "NODE")]
+        home: Option<String>,
         #[command(flatten)]
         profile: ProfileArgs,
+    },
+    /// Hand an account over to another back-end node: front-ends send its new sessions
+    /// there. Its mail is in the shared store, so none is copied or lost.
+    Move {
+        login: String,
+        #[arg(long, value_name = "NODE")]
+        home: String,
     },
     /// List accounts.
     List {
@@ -825,7 +839,7 @@ pub async fn user(cli: &Cli, cmd: &UserCmd) -> Result<()> {
 
 async fn user_inner(store: &Arc<SqlStore>, dir: &Directory, cmd: &UserCmd) -> Result<()> {
     match cmd {
-        UserCmd::Add { login, name, quota, admin, role, password_stdin, profile } => {
+        UserCmd::Add { login, name, quota, admin, role, password_stdin, home, profile } => {
             let login = normalize_address(login)?;
             let mut p = Profile::default();
             profile.apply(&mut p)?;
@@ -835,10 +849,16 @@ async fn user_inner(store: &Arc<SqlStore>, dir: &Directory, cmd: &UserCmd) -> Re
                 None if *admin => Role::Admin,
                 None => Role::User,
             };
+            if let Some(h) = home {
+                home_node(store, h).await?;
+            }
             let acc = dir.add_user_with(&login, name, &pw, *quota, role, p).await?;
+            if let Some(h) = home {
+                store.set_account_home(&acc.login, Some(h)).await?;
+            }
             println!("user {} added", acc.login);
         }
-        UserCmd::Set { login, name, profile } => {
+        UserCmd::Set { login, name, home, profile } => {
             let login = normalize_address(login)?;
             let a = store.account_by_login(&login).await?.with_context(|| format!("user {login} not found"))?;
             let mut p = a.profile.clone();
@@ -860,7 +880,21 @@ async fn user_inner(store: &Arc<SqlStore>, dir: &Directory, cmd: &UserCmd) -> Re
             profile.apply(&mut p)?;
             let update = AccountUpdate { display_name: name.clone(), profile: Some(p), role: None };
             store.update_account(&login, update).await?;
+            if let Some(h) = home {
+                home_node(store, h).await?;
+                store.set_account_home(&login, Some(h)).await?;
+            }
             println!("user {login} changed");
+        }
+        UserCmd::Move { login, home } => {
+            let login = normalize_address(login)?;
+            let a = store.account_by_login(&login).await?.with_context(|| format!("user {login} not found"))?;
+            home_node(store, home).await?;
+            store.set_account_home(&login, Some(home)).await?;
+            let from = a.home.as_deref().unwrap_or("any back-end");
+            println!(
+                "user {login} moved from {from} to {home}: new sessions go there; its mail is in the shared store"
+            );
         }
         UserCmd::List { domain } => {
             let domain = domain.as_deref().map(normalize_domain).transpose()?;
@@ -874,6 +908,9 @@ async fn user_inner(store: &Arc<SqlStore>, dir: &Directory, cmd: &UserCmd) -> Re
             println!("login:        {}", a.login);
             println!("display name: {}", a.display_name);
             println!("role:         {}", a.role.as_str());
+            if let Some(h) = &a.home {
+                println!("home:         {h}");
+            }
             println!("addresses:    {}", if a.addresses.is_empty() { "-".into() } else { a.addresses.join(", ") });
             for (label, v) in profile_lines(&a.profile) {
                 println!("{label:<14}{v}");
@@ -1218,4 +1255,20 @@ pub async fn ensure_dkim_keys(store: &Arc<SqlStore>, domain: &str) -> Result<()>
         .map_err(|e| anyhow::anyhow!("generating DKIM keys for {domain}: {e}"))?;
     store.add_dkim_keys(keys).await?;
     Ok(())
+}
+
+/// A node that can be an account's home: registered, and not a front-end.
+async fn home_node(store: &Arc<SqlStore>, name: &str) -> Result<()> {
+    let nodes = store.nodes().await?;
+    match nodes.iter().find(|n| n.name == name) {
+        None => {
+            let known: Vec<&str> = nodes.iter().map(|n| n.name.as_str()).collect();
+            bail!(
+                "no node {name} has registered with this store (known: {})",
+                if known.is_empty() { "none".to_string() } else { known.join(", ") }
+            )
+        }
+        Some(n) if n.role == "front-end" => bail!("{name} is a front-end: it keeps no mailboxes"),
+        Some(_) => Ok(()),
+    }
 }

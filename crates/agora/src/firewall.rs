@@ -66,20 +66,6 @@ struct Rule {
     what: String,
 }
 
-/// The listeners a front-end proxies to each user's home back-end, and the back-end
-/// listener it reaches for each (always over TLS; SMTP with STARTTLS).
-pub const PROXIED: &[(&str, &str)] = &[
-    ("smtp", "smtp"),
-    ("submission", "submissions"),
-    ("submissions", "submissions"),
-    ("imap", "imaps"),
-    ("imaps", "imaps"),
-    ("pop3", "pop3s"),
-    ("pop3s", "pop3s"),
-    ("http", "https"),
-    ("https", "https"),
-];
-
 /// The addresses of each kind of peer.
 #[derive(Debug, Default)]
 struct Peers {
@@ -183,8 +169,8 @@ pub async fn firewall(cli: &Cli, args: &FirewallArgs) -> Result<()> {
     let mut rule = |inbound: bool, peer: Peer, proto: Proto, port: u16, what: &str| {
         rules.insert(Rule { inbound, peer, proto, port, what: what.to_string() });
     };
-    let proxied: BTreeSet<&str> = PROXIED.iter().map(|p| p.0).collect();
-    let backend_ports: BTreeSet<&str> = PROXIED.iter().map(|p| p.1).collect();
+    let proxied: BTreeSet<&str> = agora_proxy::ROUTES.iter().map(|p| p.0).collect();
+    let backend_ports: BTreeSet<&str> = agora_proxy::ROUTES.iter().map(|p| p.1).collect();
     // What every role that keeps or proxies mail sends out: mail to other domains is
     // the back-ends' (and a single server's) work; DNS everyone needs.
     let outside = |rule: &mut dyn FnMut(bool, Peer, Proto, u16, &str)| {
@@ -212,7 +198,7 @@ pub async fn firewall(cli: &Cli, args: &FirewallArgs) -> Result<()> {
                     rule(true, Peer::Anyone, Proto::Tcp, l.port, key);
                 }
             }
-            for (front, back) in PROXIED {
+            for (front, back) in agora_proxy::ROUTES {
                 if on(front).is_some()
                     && let Some(l) = on(back)
                 {

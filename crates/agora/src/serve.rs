@@ -414,17 +414,42 @@ fn node_info(
         started: agora_store::now(),
         heartbeat: 0,
         version: env!("CARGO_PKG_VERSION").to_string(),
+        tls_pin: String::new(),
     })
+}
+
+/// The keys this node's TLS certificates have (SHA-256 of each SPKI, hex, comma-separated):
+/// front-ends check the back-end they reach against them.
+fn tls_pins(tls: &agora_net::tls::TlsSettings) -> String {
+    tls.dane_keys().iter().map(|k| agora_store::blob::hex(k)).collect::<Vec<_>>().join(",")
 }
 
 /// Says every few seconds that this node lives: its registration, and the queue
 /// claims and leases it holds, stay fresh for `HEARTBEAT_TTL`.
-async fn heartbeat(store: Arc<SqlStore>, node: agora_store::NodeInfo) {
+/// The cluster's front-ends name their clients in a PROXY header on every listener of
+/// a back-end: which addresses they are, from the store every two seconds (a new
+/// front-end is trusted that soon after it registers).
+async fn trust_front_ends(store: Arc<SqlStore>, server: Arc<Server>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(2));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        match store.nodes().await {
+            Ok(nodes) => server.set_trusted_proxies(
+                nodes.iter().filter(|n| n.role == "front-end").filter_map(|n| n.address.parse().ok()),
+            ),
+            Err(e) => tracing::warn!("reading the nodes: {e}"),
+        }
+    }
+}
+
+async fn heartbeat(store: Arc<SqlStore>, mut node: agora_store::NodeInfo, tls: Arc<agora_net::tls::TlsSettings>) {
     let every = Duration::from_secs((agora_store::HEARTBEAT_TTL / 3).max(1) as u64);
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
+        node.tls_pin = tls_pins(&tls);
         if let Err(e) = store.heartbeat(node.clone()).await {
             tracing::warn!("node {}: heartbeat: {e}", node.name);
         }
@@ -469,6 +494,14 @@ pub async fn run(
     }
     let domain = normalize_domain(&named.unwrap_or_else(|| hostname.clone()))?;
     let node = node_info(&node, &cfg.cluster, &hostname, &listeners)?;
+    let front_end = node.role == "front-end";
+    let mut listeners = listeners;
+    if front_end {
+        // A front-end takes only what it passes on to the back-ends.
+        for l in listeners.iter_mut().filter(|l| !agora_proxy::ROUTES.iter().any(|r| r.0 == l.key)) {
+            l.enabled = false;
+        }
+    }
 
     if !agora_service::metrics::install() {
         tracing::warn!("metrics: another recorder is installed; /metrics stays empty");
@@ -608,11 +641,23 @@ pub async fn run(
     let mut handlers = std::collections::HashMap::new();
     let mut datagram_handlers = std::collections::HashMap::new();
     let mut tasks = Vec::new();
-    for (reg, conf) in loaded.services {
-        let built = conf.build(&ctx).map_err(|e| anyhow::anyhow!("{}: [{}] {e}", path.display(), reg.name()))?;
-        handlers.extend(built.handlers);
-        datagram_handlers.extend(built.datagram);
-        tasks.extend(built.tasks.into_iter().map(tokio::spawn));
+    if front_end {
+        // No service of its own runs here (no mail is kept, no queue delivered): each
+        // session goes to a back-end.
+        let settings = agora_proxy::Settings {
+            hostname: hostname.clone(),
+            source: node.address.parse().ok(),
+            ports: listeners.iter().map(|l| (l.key.to_string(), l.port)).collect(),
+            plaintext_without_tls: cfg.auth.plaintext_without_tls,
+        };
+        handlers.extend(agora_proxy::build(Arc::clone(&dyn_store), dir.clone(), Arc::clone(&ctx.throttle), settings));
+    } else {
+        for (reg, conf) in loaded.services {
+            let built = conf.build(&ctx).map_err(|e| anyhow::anyhow!("{}: [{}] {e}", path.display(), reg.name()))?;
+            handlers.extend(built.handlers);
+            datagram_handlers.extend(built.datagram);
+            tasks.extend(built.tasks.into_iter().map(tokio::spawn));
+        }
     }
     for (spec, socket) in bound_datagram {
         let Some(h) = datagram_handlers.get(spec.service.as_str()) else {
@@ -651,8 +696,12 @@ pub async fn run(
             "  3. a test message:   swaks --server {hostname}:{smtp} --from you@example.net --to alice@{domain} (or any mail client)"
         );
     }
+    let mut node = node;
+    node.tls_pin = tls_pins(&tls);
     store.heartbeat(node.clone()).await.context("registering this node in the store")?;
-    let beating = tokio::spawn(heartbeat(Arc::clone(&store), node.clone()));
+    let beating = tokio::spawn(heartbeat(Arc::clone(&store), node.clone(), Arc::clone(&tls)));
+    let trusting = (store.is_shared() && !front_end)
+        .then(|| tokio::spawn(trust_front_ends(Arc::clone(&store), Arc::clone(&server))));
     println!("agora: ready");
     let _ = std::io::stdout().flush();
     // Under systemd (Type=notify): ready only now, with every listener bound and serving.
@@ -692,6 +741,9 @@ pub async fn run(
     }
     let _ = tokio::time::timeout(Duration::from_secs(10), futures_join(tasks)).await;
     beating.abort();
+    if let Some(t) = trusting {
+        t.abort();
+    }
     store.flush().await.context("flushing the store")?;
     store.close();
     tracing::info!("stopped");
