@@ -325,3 +325,174 @@ print("ok")
     let after = imap_state(&node.ip);
     assert!(after.contains(" 14 ") || after.lines().any(|l| l.trim_start().starts_with("14 ")), "{after}");
 }
+
+/// Logins counted on a node's `/metrics` for `protocol` (the page may be a second old).
+fn logins(node: &Agora, protocol: &str) -> u64 {
+    std::thread::sleep(Duration::from_millis(1100));
+    let (ok, out) = run("curl", &["-s", "--max-time", "10", &format!("http://{}:19025/metrics", node.ip)], "");
+    assert!(ok, "{out}");
+    let key = format!("agora_logins_total{{protocol=\"{protocol}\"}} ");
+    out.lines().find_map(|l| l.strip_prefix(&key)).map_or(0, |v| v.trim().parse::<f64>().unwrap() as u64)
+}
+
+#[test]
+fn a_front_end_serves_users_homed_on_two_back_ends() {
+    if !common::have("python3") || !common::have("curl") {
+        return;
+    }
+    let pg = TestPostgres::shared().expect("PostgreSQL for the test (Debian package postgresql)");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let url = rt.block_on(pg.database()).unwrap();
+    let config =
+        |node: &str, role: &str| format!("[store]\nurl = \"{url}\"\n[cluster]\nnode = \"{node}\"\nrole = \"{role}\"\n");
+    let a = Agora::start_with(|d| std::fs::write(d.join("agora.toml"), config("a", "back-end")).unwrap());
+    let b = Agora::start_with(|d| std::fs::write(d.join("agora.toml"), config("b", "back-end")).unwrap());
+    let f = Agora::start_with(|d| std::fs::write(d.join("agora.toml"), config("f", "front-end")).unwrap());
+    assert!(f.banner.contains("ldap") && f.banner.lines().any(|l| l.starts_with("ldap ") && l.ends_with("disabled")));
+    a.cli_ok(&["user", "add", "ann@example.org", "--home", "a", "--password-stdin"], Some("ann-pw\n"));
+    a.cli_ok(&["user", "add", "ben@example.org", "--home", "b", "--password-stdin"], Some("ben-pw\n"));
+    let refused = a.cli(&["user", "move", "ben@example.org", "--home", "f"], None);
+    assert!(!refused.status.success(), "a front-end keeps no mailboxes");
+    // The back-ends trust the new front-end's PROXY headers within two seconds.
+    std::thread::sleep(Duration::from_secs(3));
+
+    let client = common::unique_ip();
+    let (a0, b0) = (logins(&a, "imap"), logins(&b, "imap"));
+    python_ok(&format!(
+        r#"
+import imaplib, poplib, smtplib, ssl
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+f, client = "{f}", "{client}"
+s = smtplib.SMTP(f, 10025, source_address=(client, 0), timeout=20)
+s.sendmail("x@remote.test", ["ann@example.org", "ben@example.org"], "Subject: in through the front\r\n\r\nhi\r\n")
+s.quit()
+# IMAP with STARTTLS, as ann (home a): the back-end saw the real client.
+m = imaplib.IMAP4(f, 10143, timeout=20)
+m.starttls(ssl_context=ctx)
+typ, caps = m.login("ann@example.org", "ann-pw")
+assert typ == "OK" and b"IDLE" in caps[0], caps
+m.select("INBOX")
+typ, data = m.fetch("1", "(BODY.PEEK[HEADER.FIELDS (RECEIVED)])")
+assert ("[" + client + "]").encode() in data[0][1], data
+m.logout()
+# A wrong password is refused at the front-end.
+m = imaplib.IMAP4_SSL(f, 10993, ssl_context=ctx, timeout=20)
+try:
+    m.login("ann@example.org", "wrong")
+    raise SystemExit("a wrong password was taken")
+except imaplib.IMAP4.error as e:
+    assert "AUTHENTICATIONFAILED" in str(e), e
+# IMAP over TLS as ben (home b), with a literal for the password.
+m = imaplib.IMAP4_SSL(f, 10993, ssl_context=ctx, timeout=20)
+m.literal = b"ben-pw"
+typ, _ = m._simple_command("LOGIN", "ben@example.org")
+assert typ == "OK", typ
+m.state = "AUTH"
+m.select("INBOX")
+m.store("1", "+FLAGS", "(\\Flagged)")
+m.logout()
+# POP3 over TLS as ann.
+p = poplib.POP3_SSL(f, 10995, context=ctx, timeout=20)
+p.user("ann@example.org")
+p.pass_("ann-pw")
+assert p.stat()[0] == 1, p.stat()
+assert b"in through the front" in b"\n".join(p.retr(1)[1])
+p.quit()
+# Submission with STARTTLS as ann, to ben; the back-end's Received line names the client.
+s = smtplib.SMTP(f, 10587, source_address=(client, 0), timeout=20)
+s.starttls(context=ctx)
+s.login("ann@example.org", "ann-pw")
+s.sendmail("ann@example.org", ["ben@example.org"], "From: ann@example.org\r\nTo: ben@example.org\r\nSubject: submitted at the front\r\n\r\nyo\r\n")
+s.quit()
+print("ok")
+"#,
+        f = f.ip
+    ));
+    assert_eq!((logins(&a, "imap") - a0, logins(&b, "imap") - b0), (1, 1), "each user's session at its home");
+
+    // mbsync through the front-end.
+    if common::have("mbsync") {
+        let dir = tempfile::tempdir().unwrap();
+        let mail = dir.path().join("mail");
+        std::fs::create_dir_all(&mail).unwrap();
+        let rc = dir.path().join("mbsyncrc");
+        std::fs::write(
+            &rc,
+            format!(
+                "IMAPAccount fe\nHost {ip}\nPort 10993\nUser ben@example.org\nPass ben-pw\nSSLType IMAPS\n\
+                 CertificateFile {cert}\n\nIMAPStore remote\nAccount fe\n\nMaildirStore local\nPath {m}/\nInbox {m}/INBOX\n\
+                 SubFolders Verbatim\n\nChannel sync\nFar :remote:\nNear :local:\nPatterns INBOX\nCreate Near\nSyncState *\n",
+                ip = f.ip,
+                cert = f.data().join("tls/cert.pem").display(),
+                m = mail.display()
+            ),
+        )
+        .unwrap();
+        let (ok, out) = run("mbsync", &["-c", rc.to_str().unwrap(), "-a"], "");
+        assert!(ok, "{out}");
+        let count = |sub: &str| std::fs::read_dir(mail.join("INBOX").join(sub)).map_or(0, |d| d.count());
+        assert_eq!(count("new") + count("cur"), 2, "ben's two messages pulled through the front-end");
+    }
+
+    // The webmail through the front-end: sign in as ben, read the list.
+    python_ok(&format!(
+        r#"
+import http.client, re, ssl
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+HOST = "mx.example.org:10443"
+def req(method, path, body=None, cookies=None):
+    c = http.client.HTTPSConnection("{f}", 10443, context=ctx, timeout=20)
+    h = {{"Host": HOST, "User-Agent": "TestBrowser/1.0"}}
+    if cookies:
+        h["Cookie"] = "; ".join(f"{{k}}={{v}}" for k, v in cookies.items())
+    if body is not None:
+        h["Content-Type"] = "application/x-www-form-urlencoded"
+        h["Origin"] = "https://" + HOST
+    c.request(method, path, body=body, headers=h)
+    r = c.getresponse()
+    return r, r.read().decode()
+r, page = req("GET", "/mail/")
+pre = re.search(r'name="pre" value="([^"]+)"', page).group(1)
+r, page = req("POST", "/mail/login", f"pre={{pre}}&login=ben%40example.org&password=ben-pw", cookies={{"__Host-agora-pre": pre}})
+assert r.status == 303, (r.status, page[:300])
+token = [v for v in r.headers.get_all("Set-Cookie") if v.startswith("__Host-agora=")][0].split(";")[0].split("=", 1)[1]
+r, page = req("GET", "/mail/", cookies={{"__Host-agora": token}})
+assert r.status == 200 and "submitted at the front" in page, (r.status, page[:500])
+print("ok")
+"#,
+        f = f.ip
+    ));
+
+    // Ben moves to a: his mail, flags and UIDs are as they were, served there now.
+    let state = |node: &Agora| -> String {
+        let (ok, out) = run(
+            "python3",
+            &[
+                "-c",
+                &format!(
+                    r#"
+import imaplib, ssl
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+m = imaplib.IMAP4_SSL("{ip}", 10993, ssl_context=ctx, timeout=20)
+m.login("ben@example.org", "ben-pw")
+print(m.status("INBOX", "(UIDVALIDITY UIDNEXT MESSAGES)")[1][0].decode())
+m.select("INBOX", readonly=True)
+print(m.uid("FETCH", "1:*", "(FLAGS)")[1])
+"#,
+                    ip = node.ip
+                ),
+            ],
+            "",
+        );
+        assert!(ok, "{out}");
+        out
+    };
+    let before = state(&f);
+    let b1 = logins(&b, "imap");
+    let moved = a.cli_ok(&["user", "move", "ben@example.org", "--home", "a"], None);
+    assert!(moved.contains("moved from b to a"), "{moved}");
+    let a1 = logins(&a, "imap");
+    assert_eq!(state(&f), before, "every message, flag and UID kept");
+    assert_eq!((logins(&a, "imap") - a1, logins(&b, "imap") - b1), (1, 0), "served by the new home");
+    assert!(before.contains("\\Flagged"), "{before}");
+}
