@@ -47,7 +47,7 @@ impl agora_net::Service for Imap {
                 }
                 _ => return,
             };
-            let Some(mut words) = Words::new(&mut conn, &line).await else { return };
+            let mut words = Words::of(&line);
             let (Some(tag), Some(cmd)) = (words.next_atom(), words.next_atom()) else {
                 let _ = conn.send(b"* BAD Missing tag or command\r\n").await;
                 continue;
@@ -249,18 +249,19 @@ async fn handover(
 
 /// The words of a command line: atoms, quoted strings and literals (read from the
 /// connection as they are announced).
-struct Words {
+pub(crate) struct Words {
     rest: Vec<u8>,
     pos: usize,
 }
 
 impl Words {
-    async fn new(_conn: &mut Conn, line: &[u8]) -> Option<Words> {
+    /// The words of one line (its line end left out).
+    pub(crate) fn of(line: &[u8]) -> Words {
         let mut rest = line.to_vec();
         while rest.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
             rest.pop();
         }
-        Some(Words { rest, pos: 0 })
+        Words { rest, pos: 0 }
     }
 
     fn skip_space(&mut self) {
@@ -269,7 +270,7 @@ impl Words {
         }
     }
 
-    fn next_atom(&mut self) -> Option<String> {
+    pub(crate) fn next_atom(&mut self) -> Option<String> {
         self.skip_space();
         let start = self.pos;
         while self.pos < self.rest.len() && self.rest[self.pos] != b' ' {
@@ -278,58 +279,101 @@ impl Words {
         (self.pos > start).then(|| String::from_utf8_lossy(&self.rest[start..self.pos]).into_owned())
     }
 
-    /// An atom, a quoted string or a literal (`{n}` answered with a continuation,
-    /// `{n+}` not); a literal's bytes and the rest of its line are read here.
-    async fn next_astring(&mut self, conn: &mut Conn) -> Option<String> {
+    /// The next word as it stands in the line: an atom or a quoted string, or the
+    /// announcement of a literal that follows the line.
+    pub(crate) fn next_token(&mut self) -> Token {
         self.skip_space();
-        match self.rest.get(self.pos)? {
-            b'"' => {
+        match self.rest.get(self.pos) {
+            None => Token::End,
+            Some(b'"') => {
                 self.pos += 1;
                 let mut out = Vec::new();
                 while let Some(&b) = self.rest.get(self.pos) {
                     self.pos += 1;
                     match b {
-                        b'\\' => {
-                            out.push(*self.rest.get(self.pos)?);
-                            self.pos += 1;
-                        }
-                        b'"' => return String::from_utf8(out).ok(),
+                        b'\\' => match self.rest.get(self.pos) {
+                            Some(&c) => {
+                                out.push(c);
+                                self.pos += 1;
+                            }
+                            None => return Token::Invalid,
+                        },
+                        b'"' => return String::from_utf8(out).map_or(Token::Invalid, Token::Word),
                         _ => out.push(b),
                     }
                 }
-                None
+                Token::Invalid
             }
-            b'{' => {
-                let close = self.rest[self.pos..].iter().position(|&b| b == b'}')? + self.pos;
-                let spec = std::str::from_utf8(&self.rest[self.pos + 1..close]).ok()?;
-                let (n, sync) = match spec.strip_suffix('+') {
-                    Some(n) => (n.parse::<usize>().ok()?, false),
-                    None => (spec.parse::<usize>().ok()?, true),
+            Some(b'{') => {
+                let Some(close) = self.rest[self.pos..].iter().position(|&b| b == b'}').map(|c| c + self.pos) else {
+                    return Token::Invalid;
                 };
-                if close + 1 != self.rest.len() || n > LITERAL_MAX {
-                    return None;
+                let spec = std::str::from_utf8(&self.rest[self.pos + 1..close]).unwrap_or("");
+                let (n, sync) = match spec.strip_suffix('+') {
+                    Some(n) => (n.parse::<usize>().ok(), false),
+                    None => (spec.parse::<usize>().ok(), true),
+                };
+                match n {
+                    Some(len) if close + 1 == self.rest.len() && len <= LITERAL_MAX => {
+                        self.pos = self.rest.len();
+                        Token::Literal { len, sync }
+                    }
+                    _ => Token::Invalid,
                 }
+            }
+            Some(_) => self.next_atom().map_or(Token::End, Token::Word),
+        }
+    }
+
+    /// An atom, a quoted string or a literal (`{n}` answered with a continuation,
+    /// `{n+}` not); a literal's bytes and the rest of its line are read here.
+    async fn next_astring(&mut self, conn: &mut Conn) -> Option<String> {
+        match self.next_token() {
+            Token::Word(w) => Some(w),
+            Token::Literal { len, sync } => {
                 if sync && conn.send(b"+ Ready for literal data\r\n").await.is_err() {
                     return None;
                 }
-                let Read::Bytes(data) = conn.read_exact(n).await else { return None };
+                let Read::Bytes(data) = conn.read_exact(len).await else { return None };
                 let Read::Line(more) = conn.read_line(LINE_MAX).await else { return None };
-                let mut more = more;
-                while more.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
-                    more.pop();
-                }
-                self.rest = more;
-                self.pos = 0;
+                *self = Words::of(&more);
                 String::from_utf8(data).ok()
             }
-            _ => self.next_atom(),
+            Token::End | Token::Invalid => None,
         }
     }
+}
+
+/// A word of a command line before login.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Token {
+    Word(String),
+    /// `{len}` or `{len+}` ends the line; the literal's bytes come next.
+    Literal {
+        len: usize,
+        sync: bool,
+    },
+    End,
+    Invalid,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn words_before_login() {
+        let mut w = Words::of(b"a1 LOGIN \"ann\\\"s\" {6}\r\n");
+        assert_eq!(w.next_token(), Token::Word("a1".into()));
+        assert_eq!(w.next_token(), Token::Word("LOGIN".into()));
+        assert_eq!(w.next_token(), Token::Word("ann\"s".into()));
+        assert_eq!(w.next_token(), Token::Literal { len: 6, sync: true });
+        assert_eq!(w.next_token(), Token::End);
+        assert_eq!(Words::of(b"a {5+}").next_token(), Token::Word("a".into()));
+        let mut w = Words::of(b"{99999}");
+        assert_eq!(w.next_token(), Token::Invalid, "literals before login are small");
+        assert_eq!(Words::of(b"\"open").next_token(), Token::Invalid);
+    }
 
     #[test]
     fn plain_responses() {

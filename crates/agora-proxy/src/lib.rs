@@ -247,6 +247,31 @@ impl Frontend {
     }
 }
 
+/// For the fuzz target: what the front-end makes of bytes a client sends before it
+/// logs in (IMAP words, SASL PLAIN responses, an HTTP request head's session cookie).
+#[doc(hidden)]
+pub fn fuzz_preauth(data: &[u8]) {
+    for line in data.split_inclusive(|&b| b == b'\n') {
+        let mut words = imap::Words::of(line);
+        let mut n = 0;
+        loop {
+            match words.next_token() {
+                imap::Token::End | imap::Token::Invalid | imap::Token::Literal { .. } => break,
+                imap::Token::Word(w) => assert!(!w.is_empty() || line.contains(&b'"')),
+            }
+            n += 1;
+            assert!(n <= line.len(), "every word takes at least a byte");
+        }
+        if let Ok(text) = std::str::from_utf8(line)
+            && let Some((user, pass)) = imap::plain(text)
+        {
+            let again = base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{pass}"));
+            assert_eq!(imap::plain(&again), Some((user, pass)));
+        }
+    }
+    let _ = web::session_token(data);
+}
+
 /// The first line of a PROXY v1 header.
 fn proxy_header(client: SocketAddr, local: SocketAddr) -> String {
     let (c, l) = (client.ip().to_canonical(), local.ip().to_canonical());

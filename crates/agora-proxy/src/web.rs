@@ -110,7 +110,7 @@ impl agora_net::Service for Https {
 }
 
 /// The webmail session token in a request head's Cookie headers.
-fn session_token(head: &[u8]) -> Option<String> {
+pub(crate) fn session_token(head: &[u8]) -> Option<String> {
     let text = std::str::from_utf8(head).ok()?;
     for line in text.split("\r\n").skip(1) {
         let Some((name, value)) = line.split_once(':') else { continue };
