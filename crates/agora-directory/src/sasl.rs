@@ -63,6 +63,12 @@ impl Mechanism {
 #[async_trait::async_trait]
 pub trait Challenger: Send {
     async fn challenge(&mut self, data: &[u8]) -> Result<Option<Vec<u8>>, &'static str>;
+
+    /// The connection came from one of this cluster's front-ends: only then may PLAIN
+    /// log in as the front-end acting for a user.
+    fn via_front_end(&self) -> bool {
+        false
+    }
 }
 
 /// Runs a whole exchange: the initial response if any, then challenges until the
@@ -70,6 +76,7 @@ pub trait Challenger: Send {
 /// `Malformed`, a lost connection too (the protocol then closes).
 pub async fn run(dir: &Directory, mech: Mechanism, initial: Option<Vec<u8>>, io: &mut dyn Challenger) -> Step {
     let mut ex = Exchange::new(mech);
+    ex.front_end = io.via_front_end();
     let mut input = initial;
     loop {
         match ex.step(dir, input.as_deref()).await {
@@ -127,6 +134,8 @@ enum State {
 pub struct Exchange {
     mech: Mechanism,
     state: State,
+    /// The connection came from one of this cluster's front-ends.
+    front_end: bool,
 }
 
 impl Exchange {
@@ -135,7 +144,7 @@ impl Exchange {
             Mechanism::ScramSha256 => State::ScramFirst,
             _ => State::Start,
         };
-        Exchange { mech, state }
+        Exchange { mech, state, front_end: false }
     }
 
     pub fn mechanism(&self) -> Mechanism {
@@ -154,7 +163,7 @@ impl Exchange {
                 self.state = State::Start;
                 Step::Challenge(Vec::new())
             }
-            (Mechanism::Plain, State::Start, Some(data)) => plain(dir, data).await,
+            (Mechanism::Plain, State::Start, Some(data)) => plain(dir, data, self.front_end).await,
             (Mechanism::Login, State::Start, None) => {
                 self.state = State::LoginUser;
                 Step::Challenge(b"Username:".to_vec())
@@ -293,7 +302,7 @@ impl Exchange {
     }
 }
 
-async fn plain(dir: &Directory, data: &[u8]) -> Step {
+async fn plain(dir: &Directory, data: &[u8], from_front_end: bool) -> Step {
     let mut it = data.split(|&b| b == 0);
     let (Some(authzid), Some(authcid), Some(pass), None) = (it.next(), it.next(), it.next(), it.next()) else {
         return Step::Malformed("PLAIN needs authzid NUL authcid NUL password");
@@ -304,7 +313,7 @@ async fn plain(dir: &Directory, data: &[u8]) -> Step {
         return Step::Malformed("not UTF-8");
     };
     // A front-end of this cluster acting for a user, proven by the cluster's secret.
-    if authcid == crate::FRONT_END && !authzid.is_empty() {
+    if authcid == crate::FRONT_END && !authzid.is_empty() && from_front_end {
         return match dir.front_end_login(authzid, pass).await {
             Ok(Some(account)) => Step::Success(Box::new(account)),
             Ok(None) => Step::Failed { login: Some(authzid.to_string()) },

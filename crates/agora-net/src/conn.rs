@@ -95,6 +95,8 @@ pub struct Conn {
     compressed: bool,
     /// The client's certificate (DER), when it presented one the TLS handshake checked.
     peer_cert: Option<Vec<u8>>,
+    /// Arrived from a registered front-end.
+    front_end: bool,
     /// The application protocol the TLS handshake settled on (ALPN).
     alpn: Option<Vec<u8>>,
     metrics: Option<Arc<crate::metrics::ListenerMetrics>>,
@@ -231,6 +233,7 @@ impl Conn {
             interruptible: true,
             compressed: false,
             peer_cert: None,
+            front_end: false,
             alpn: None,
             metrics: None,
         }
@@ -258,6 +261,17 @@ impl Conn {
     /// Hands the byte stream over, with whatever was read ahead and not consumed.
     pub fn into_stream(self) -> Stream {
         Stream { pre: self.rbuf[self.rpos..].to_vec(), pos: 0, io: self.io, linger: None, _place: self.preauth_place }
+    }
+
+    /// This connection came from one of this cluster's front-ends (its TCP peer is a
+    /// registered front-end, which named the client in a PROXY header): only such a
+    /// connection may log in as the front-end acting for a user.
+    pub fn via_front_end(&self) -> bool {
+        self.front_end
+    }
+
+    pub fn set_from_front_end(&mut self, on: bool) {
+        self.front_end = on;
     }
 
     /// The client certificate of this TLS connection, if one was presented and verified.

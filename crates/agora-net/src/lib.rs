@@ -388,8 +388,12 @@ impl Server {
     }
 
     fn via_proxy(&self, spec: &ListenerSpec, peer: IpAddr) -> bool {
-        spec.proxy_protocol
-            || self.trusted_proxies.read().is_ok_and(|t| !t.is_empty() && t.contains(&peer.to_canonical()))
+        spec.proxy_protocol || self.is_front_end(peer)
+    }
+
+    /// Whether `peer` is one of this cluster's front-ends.
+    fn is_front_end(&self, peer: IpAddr) -> bool {
+        self.trusted_proxies.read().is_ok_and(|t| !t.is_empty() && t.contains(&peer.to_canonical()))
     }
 
     /// The budget of a service key, made by its first listener.
@@ -673,6 +677,7 @@ impl Server {
         if !leftover.is_empty() {
             conn.prepend_input(&leftover);
         }
+        conn.set_from_front_end(self.is_front_end(tcp_peer.ip()));
         conn.set_metrics(counters);
         conn.set_preauth_place(preauth);
         conn.set_server_token(self.shutdown.clone());

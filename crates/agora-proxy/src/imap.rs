@@ -52,6 +52,10 @@ impl agora_net::Service for Imap {
                 let _ = conn.send(b"* BAD Missing tag or command\r\n").await;
                 continue;
             };
+            if !valid_tag(&tag) {
+                let _ = conn.send(b"* BAD Invalid tag\r\n").await;
+                continue;
+            }
             let cmd = cmd.to_ascii_uppercase();
             let reply = |text: &str| format!("{tag} {text}\r\n");
             match cmd.as_str() {
@@ -155,6 +159,11 @@ impl agora_net::Service for Imap {
             }
         }
     }
+}
+
+/// A tag as RFC 9051 allows one: ASTRING-CHARs but `+`.
+fn valid_tag(tag: &str) -> bool {
+    !tag.is_empty() && tag.bytes().all(|b| b.is_ascii_graphic() && !b"(){%*\"\\+".contains(&b))
 }
 
 fn capabilities(fe: &Frontend, conn: &Conn) -> String {

@@ -298,19 +298,46 @@ fn getrandom_fill(b: &mut [u8]) -> std::io::Result<()> {
 
 /// Joins the client's session to the back-end's until either ends (or the server shuts
 /// down); `first` is sent to the client first (the back-end's answer to the login).
-pub(crate) async fn join(conn: Conn, first: &[u8], mut backend: Box<dyn Io>) {
+pub(crate) async fn join(conn: Conn, first: &[u8], backend: Box<dyn Io>) {
     let shutdown = conn.shutdown_token();
     let mut client = conn.into_stream();
     if client.write_all(first).await.is_err() || client.flush().await.is_err() {
         return;
     }
+    splice(client, backend, shutdown).await;
+}
+
+/// Copies both ways until one side ends; the other then has `HALF_CLOSED` to finish
+/// (a client that vanished does not hold the task once the back-end has closed).
+pub(crate) async fn splice<C, B>(client: C, backend: B, shutdown: tokio_util::sync::CancellationToken)
+where
+    C: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    B: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let (mut cr, mut cw) = tokio::io::split(client);
+    let (mut br, mut bw) = tokio::io::split(backend);
+    let up = async {
+        let _ = tokio::io::copy(&mut cr, &mut bw).await;
+        let _ = bw.shutdown().await;
+    };
+    let down = async {
+        let _ = tokio::io::copy(&mut br, &mut cw).await;
+        let _ = cw.shutdown().await;
+    };
+    tokio::pin!(up, down);
     tokio::select! {
-        _ = tokio::io::copy_bidirectional(&mut client, &mut backend) => {}
-        _ = shutdown.cancelled() => {
-            let _ = backend.shutdown().await;
+        _ = &mut up => {
+            let _ = tokio::time::timeout(HALF_CLOSED, &mut down).await;
         }
+        _ = &mut down => {
+            let _ = tokio::time::timeout(HALF_CLOSED, &mut up).await;
+        }
+        _ = shutdown.cancelled() => {}
     }
 }
+
+/// How long one direction may go on after the other ended.
+const HALF_CLOSED: Duration = Duration::from_secs(30);
 
 /// Reads one line from the back-end (a hand-over answer), at most 64 KiB.
 pub(crate) async fn backend_line(io: &mut Box<dyn Io>) -> Result<Vec<u8>, Handover> {

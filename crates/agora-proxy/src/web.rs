@@ -32,10 +32,7 @@ impl agora_net::Service for Passthrough {
             return;
         };
         match fe.connect(&node, self.1, conn.peer, conn.local, false).await {
-            Ok(io) => {
-                conn.set_authenticated();
-                join(conn, b"", io).await;
-            }
+            Ok(io) => join(conn, b"", io).await,
             Err(e) => {
                 tracing::warn!("{} front-end: {e:?}", self.1);
                 if self.1 == "smtp" {
@@ -54,9 +51,8 @@ impl agora_net::Service for Https {
         b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
     }
 
-    async fn serve(&self, mut conn: Conn) {
+    async fn serve(&self, conn: Conn) {
         let fe = &self.0;
-        conn.set_authenticated();
         let (peer, local) = (conn.peer, conn.local);
         let shutdown = conn.shutdown_token();
         let mut client = conn.into_stream();
@@ -102,10 +98,7 @@ impl agora_net::Service for Https {
         if backend.write_all(&head).await.is_err() {
             return;
         }
-        tokio::select! {
-            _ = tokio::io::copy_bidirectional(&mut client, &mut backend) => {}
-            _ = shutdown.cancelled() => {}
-        }
+        crate::splice(client, backend, shutdown).await;
     }
 }
 

@@ -22,6 +22,10 @@ impl<'a> LineChallenger<'a> {
 
 #[async_trait::async_trait]
 impl Challenger for LineChallenger<'_> {
+    fn via_front_end(&self) -> bool {
+        self.conn.via_front_end()
+    }
+
     async fn challenge(&mut self, data: &[u8]) -> Result<Option<Vec<u8>>, &'static str> {
         let line = format!("{}{}\r\n", self.prefix, B64.encode(data));
         if self.conn.send(line.as_bytes()).await.is_err() {

@@ -223,24 +223,40 @@ impl std::fmt::Debug for Db {
     }
 }
 
-/// A PostgreSQL connection used from a blocking thread: each call waits on the
-/// runtime that drives the connection.
+/// A PostgreSQL connection used from a blocking thread. It has a small runtime of its
+/// own that drives its socket on whichever thread is waiting for an answer, so that a
+/// statement costs one round trip to the server and no hand-off between threads.
 pub(crate) struct PgConn {
     pub(crate) client: tokio_postgres::Client,
-    pub(crate) rt: tokio::runtime::Handle,
+    rt: Option<tokio::runtime::Runtime>,
     statements: RefCell<HashMap<String, tokio_postgres::Statement>>,
 }
 
 impl PgConn {
-    pub(crate) fn new(client: tokio_postgres::Client, rt: tokio::runtime::Handle) -> PgConn {
-        PgConn { client, rt, statements: RefCell::new(HashMap::new()) }
+    /// Connects with `config` (blocking: not on an async thread).
+    pub(crate) fn connect(config: &tokio_postgres::Config) -> Result<PgConn> {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let (client, conn) = rt.block_on(config.connect(tokio_postgres::NoTls))?;
+        rt.spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::warn!("store: PostgreSQL connection: {e}");
+            }
+        });
+        Ok(PgConn { client, rt: Some(rt), statements: RefCell::new(HashMap::new()) })
+    }
+
+    fn block_on<F: std::future::Future>(&self, f: F) -> Result<F::Output> {
+        match &self.rt {
+            Some(rt) => Ok(rt.block_on(f)),
+            None => Err(StoreError::Closed),
+        }
     }
 
     fn statement(&self, sql: &str) -> Result<tokio_postgres::Statement> {
         if let Some(s) = self.statements.borrow().get(sql) {
             return Ok(s.clone());
         }
-        let st = self.rt.block_on(self.client.prepare(&pg_sql(sql))).map_err(|e| match StoreError::from(e) {
+        let st = self.block_on(self.client.prepare(&pg_sql(sql)))?.map_err(|e| match StoreError::from(e) {
             // A statement PostgreSQL cannot take is a bug here: name it.
             StoreError::Db(m) => {
                 StoreError::Db(format!("{m} in: {}", sql.split_whitespace().collect::<Vec<_>>().join(" ")))
@@ -258,16 +274,16 @@ impl PgConn {
 
     fn run(&self, st: &tokio_postgres::Statement, values: &[ValueRef<'_>]) -> Result<Vec<tokio_postgres::Row>> {
         let refs: Vec<&(dyn ToSql + Sync)> = values.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
-        Ok(self.rt.block_on(self.client.query(st, &refs))?)
+        Ok(self.block_on(self.client.query(st, &refs))??)
     }
 
     fn execute(&self, st: &tokio_postgres::Statement, values: &[ValueRef<'_>]) -> Result<usize> {
         let refs: Vec<&(dyn ToSql + Sync)> = values.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
-        Ok(self.rt.block_on(self.client.execute(st, &refs))? as usize)
+        Ok(self.block_on(self.client.execute(st, &refs))?? as usize)
     }
 
     pub(crate) fn batch(&self, sql: &str) -> Result<()> {
-        Ok(self.rt.block_on(self.client.batch_execute(sql))?)
+        Ok(self.block_on(self.client.batch_execute(sql))??)
     }
 }
 
@@ -277,6 +293,15 @@ fn lite_sql(sql: &str) -> std::borrow::Cow<'_, str> {
     match sql.trim_end().strip_suffix("FOR UPDATE") {
         Some(rest) => std::borrow::Cow::Owned(rest.to_string()),
         None => std::borrow::Cow::Borrowed(sql),
+    }
+}
+
+impl Drop for PgConn {
+    fn drop(&mut self) {
+        // Without waiting: a connection may be let go of on an async thread.
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
     }
 }
 
@@ -585,14 +610,26 @@ impl ToSql for ValueRef<'_> {
             (ValueRef::Int(i), &Type::BOOL) => (i != 0).to_sql(ty, out),
             (ValueRef::Int(i), &Type::FLOAT8) => (i as f64).to_sql(ty, out),
             (ValueRef::Int(i), &Type::NUMERIC) => numeric(i, out),
-            (ValueRef::Int(i), _) => i.to_string().as_str().to_sql(&Type::TEXT, out),
+            (ValueRef::Int(i), &Type::TEXT | &Type::VARCHAR) => i.to_string().as_str().to_sql(&Type::TEXT, out),
             (ValueRef::Real(f), &Type::FLOAT4) => (f as f32).to_sql(ty, out),
-            (ValueRef::Real(f), _) => f.to_sql(&Type::FLOAT8, out),
+            (ValueRef::Real(f), &Type::FLOAT8) => f.to_sql(ty, out),
             (ValueRef::Text(s), &Type::BYTEA) => s.as_bytes().to_sql(ty, out),
-            (ValueRef::Text(s), &Type::INT8) => s.parse::<i64>()?.to_sql(ty, out),
-            (ValueRef::Text(s), _) => s.to_sql(&Type::TEXT, out),
+            (ValueRef::Text(s), &Type::INT8 | &Type::INT4 | &Type::INT2 | &Type::BOOL) => {
+                ValueRef::Int(s.trim().parse::<i64>()?).to_sql(ty, out)
+            }
+            // PostgreSQL's text has no NUL; decoded text (a body's, for search) may.
+            (ValueRef::Text(s), &Type::TEXT | &Type::VARCHAR | &Type::BPCHAR | &Type::NAME | &Type::UNKNOWN) => {
+                if s.contains('\0') {
+                    s.replace('\0', "\u{FFFD}").as_str().to_sql(&Type::TEXT, out)
+                } else {
+                    s.to_sql(&Type::TEXT, out)
+                }
+            }
             (ValueRef::Blob(b), &Type::BYTEA) => b.to_sql(ty, out),
-            (ValueRef::Blob(b), _) => std::str::from_utf8(b)?.to_sql(&Type::TEXT, out),
+            (ValueRef::Blob(b), &Type::TEXT | &Type::VARCHAR) => {
+                ValueRef::Text(std::str::from_utf8(b)?).to_sql(ty, out)
+            }
+            (v, ty) => Err(format!("a {} value cannot be stored as {ty}", kind(v)).into()),
         }
     }
 

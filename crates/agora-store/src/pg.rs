@@ -362,7 +362,8 @@ BEGIN
     IF NOT EXISTS (SELECT 1 FROM public_folders WHERE mailbox = NEW.mailbox) THEN
         RETURN NULL;
     END IF;
-    SELECT trim(b.summary::jsonb #>> '{envelope,message_id}') INTO mid FROM blobs b WHERE b.hash = NEW.blob;
+    SELECT trim(replace(b.summary, '\u0000', '')::jsonb #>> '{envelope,message_id}') INTO mid
+        FROM blobs b WHERE b.hash = NEW.blob;
     IF mid IS NULL THEN
         RETURN NULL;
     END IF;
@@ -465,21 +466,19 @@ impl Pool {
     }
 
     fn connect(&self) -> Result<Db> {
-        let (client, conn) = self.rt.block_on(self.config.connect(NoTls))?;
-        self.rt.spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::warn!("store: PostgreSQL connection: {e}");
-            }
-        });
-        Ok(Db::postgres(PgConn::new(client, self.rt.clone())))
+        Ok(Db::postgres(PgConn::connect(&self.config)?))
     }
 
     /// An idle connection, or a new one. Blocking.
     pub(crate) fn take(&self) -> Result<Db> {
-        let idle = self.idle.lock().ok().and_then(|mut v| v.pop());
-        match idle {
-            Some(db) => Ok(db),
-            None => self.connect(),
+        loop {
+            let idle = self.idle.lock().ok().and_then(|mut v| v.pop());
+            match idle {
+                // One the server closed (a restart) is let go of, not handed out.
+                Some(db) if db.pg().is_some_and(|p| p.client.is_closed()) => continue,
+                Some(db) => return Ok(db),
+                None => return self.connect(),
+            }
         }
     }
 
@@ -572,7 +571,24 @@ impl Pool {
                             delay = Duration::from_millis(100);
                             pool.remote_directory.fetch_add(1, Ordering::SeqCst);
                             publish(vec![Change::DirectoryChanged]);
-                            while let Some(payload) = rx.recv().await {
+                            // A link that died without a word is found by asking now and then.
+                            let mut probe = tokio::time::interval(Duration::from_secs(30));
+                            probe.tick().await;
+                            loop {
+                                let payload = tokio::select! {
+                                    p = rx.recv() => match p {
+                                        Some(p) => p,
+                                        None => break,
+                                    },
+                                    _ = probe.tick() => {
+                                        let alive = tokio::time::timeout(Duration::from_secs(10), client.simple_query("SELECT 1")).await;
+                                        if !matches!(alive, Ok(Ok(_))) {
+                                            tracing::warn!("store: PostgreSQL change listener: no answer; connecting again");
+                                            break;
+                                        }
+                                        continue;
+                                    }
+                                };
                                 let Some((origin, changes)) = parse_payload(&payload) else { continue };
                                 if origin == pool.origin {
                                     continue;
@@ -622,7 +638,9 @@ pub(crate) fn redact(url: &str) -> String {
 fn migrate(db: &Db) -> Result<()> {
     db.execute_batch("BEGIN; SELECT pg_advisory_xact_lock(7236312)")?;
     let out = (|| {
-        db.execute_batch(SCHEMA)?;
+        // Text compares byte by byte, as on SQLite, whatever the database's locale
+        // (names sort alike on both engines; CSNs compare as the replication log expects).
+        db.execute_batch(&SCHEMA.replace(" TEXT", " TEXT COLLATE \"C\""))?;
         let version: u32 = db
             .query_row("SELECT value FROM meta WHERE key = 'schema'", (), |r| r.get::<_, String>(0))?
             .parse()

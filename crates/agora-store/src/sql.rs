@@ -981,7 +981,11 @@ fn deliver_in(c: &Db, p: &PreparedDelivery) -> Result<(Vec<Delivered>, Vec<Chang
             None => {
                 let mb = match public_queue_target(c, t.account, &name)? {
                     Some(made) => made,
-                    None => insert_mailbox(c, t.account, &name, None)?,
+                    // Another node made it meanwhile: the delivery runs again and finds it.
+                    None => insert_mailbox(c, t.account, &name, None).map_err(|e| match e {
+                        StoreError::Exists(m) if c.is_pg() => StoreError::Conflict(m),
+                        e => e,
+                    })?,
                 };
                 (mb.id, i64::from(mb.uidvalidity), i64::from(mb.uidnext), mb.highestmodseq as i64 + 1)
             }
@@ -2106,6 +2110,8 @@ impl DirectoryStore for Arc<SqlStore> {
                         changes.extend(ch);
                         out.push(Ok(acc));
                     }
+                    // A conflict with another node is the whole write's: it runs again.
+                    Err(StoreError::Conflict(m)) => return Err(StoreError::Conflict(m)),
                     Err(e) => {
                         c.execute_batch("ROLLBACK TO one_account; RELEASE one_account")?;
                         out.push(Err(e));
@@ -3350,7 +3356,8 @@ impl MailboxStore for Arc<SqlStore> {
                 "SELECT m.uid, j #>> '{envelope,subject}', j #>> '{envelope,from}', j #>> '{envelope,date}',
                         j #>> '{envelope,message_id}', j #>> '{envelope,references}', m.size,
                         coalesce(nullif((j ->> 'body_lines')::BIGINT, 0), (j #>> '{root,lines}')::BIGINT, 0), m.blob
-                 FROM messages m JOIN blobs b ON b.hash = m.blob, LATERAL (SELECT b.summary::jsonb AS j) s
+                 FROM messages m JOIN blobs b ON b.hash = m.blob,
+                      LATERAL (SELECT replace(b.summary, '\\u0000', '')::jsonb AS j) s
                  WHERE m.mailbox = ?1 AND m.uid BETWEEN ?2 AND ?3 ORDER BY m.uid LIMIT ?4"
             } else {
                 "SELECT m.uid, json_extract(b.summary, '$.envelope.subject'), json_extract(b.summary, '$.envelope.from'),

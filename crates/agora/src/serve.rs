@@ -495,6 +495,19 @@ pub async fn run(
     let domain = normalize_domain(&named.unwrap_or_else(|| hostname.clone()))?;
     let node = node_info(&node, &cfg.cluster, &hostname, &listeners)?;
     let front_end = node.role == "front-end";
+    let shared = crate::admin::store_url(cli)?.is_some_and(|(u, _)| agora_store::sql::is_postgres_url(&u));
+    if node.role != "single" && !shared {
+        bail!(
+            "a {} shares its store with other nodes: set [store] url (or --store) to the PostgreSQL database",
+            node.role
+        );
+    }
+    if shared && node.address.parse::<std::net::IpAddr>().is_err() {
+        bail!(
+            "the other nodes reach and trust this one by its address, and {} is not one: set [cluster] address, or --bind an address",
+            node.address
+        );
+    }
     let mut listeners = listeners;
     if front_end {
         // A front-end takes only what it passes on to the back-ends.
