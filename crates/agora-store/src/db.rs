@@ -233,15 +233,27 @@ pub(crate) struct PgConn {
 }
 
 impl PgConn {
-    /// Connects with `config` (blocking: not on an async thread).
-    pub(crate) fn connect(config: &tokio_postgres::Config) -> Result<PgConn> {
+    /// Connects with `config`, over TLS unless its `sslmode` is `disable` (blocking: not
+    /// on an async thread).
+    pub(crate) fn connect(config: &tokio_postgres::Config, tls: &crate::pgtls::MakeRustls) -> Result<PgConn> {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-        let (client, conn) = rt.block_on(config.connect(tokio_postgres::NoTls))?;
-        rt.spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::warn!("store: PostgreSQL connection: {e}");
-            }
-        });
+        let client = if config.get_ssl_mode() == tokio_postgres::config::SslMode::Disable {
+            let (client, conn) = rt.block_on(config.connect(tokio_postgres::NoTls))?;
+            rt.spawn(async move {
+                if let Err(e) = conn.await {
+                    tracing::warn!("store: PostgreSQL connection: {e}");
+                }
+            });
+            client
+        } else {
+            let (client, conn) = rt.block_on(config.connect(tls.clone()))?;
+            rt.spawn(async move {
+                if let Err(e) = conn.await {
+                    tracing::warn!("store: PostgreSQL connection: {e}");
+                }
+            });
+            client
+        };
         Ok(PgConn { client, rt: Some(rt), statements: RefCell::new(HashMap::new()) })
     }
 
@@ -676,7 +688,11 @@ impl From<tokio_postgres::Error> for StoreError {
         use tokio_postgres::error::SqlState;
         let text = match e.as_db_error() {
             Some(d) => d.message().to_string(),
-            None => e.to_string(),
+            // What lies under (a TLS handshake's reason, a refused connection).
+            None => match std::error::Error::source(&e) {
+                Some(cause) => format!("{e}: {cause}"),
+                None => e.to_string(),
+            },
         };
         match e.code() {
             Some(c) if c.code().starts_with("23") => StoreError::Constraint(text),

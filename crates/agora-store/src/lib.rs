@@ -14,6 +14,7 @@ mod error;
 pub mod migrate;
 pub(crate) mod pg;
 pub mod pgtest;
+mod pgtls;
 pub mod search;
 pub mod section;
 pub mod sort;

@@ -99,10 +99,11 @@ pub fn sqlite_to_postgres(
     dir: &Path,
     url: &str,
     password: Option<&str>,
+    ca_file: Option<&Path>,
     progress: &dyn Fn(&str, u64, u64),
 ) -> Result<Report> {
     let rt = tokio::runtime::Handle::current();
-    let pool = rt.block_on(crate::pg::Pool::open(url, password))?;
+    let pool = rt.block_on(crate::pg::Pool::open(url, password, ca_file))?;
     let out = (|| {
         let pg = pool.take()?;
         let src = Connection::open_with_flags(dir.join("agora.db"), OpenFlags::SQLITE_OPEN_READ_ONLY)?;

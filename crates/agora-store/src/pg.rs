@@ -396,6 +396,7 @@ const MIGRATIONS: &[(u32, &str)] = &[];
 /// Connections to one database, shared by a node's sessions.
 pub(crate) struct Pool {
     config: tokio_postgres::Config,
+    tls: crate::pgtls::MakeRustls,
     rt: tokio::runtime::Handle,
     idle: Mutex<Vec<Db>>,
     /// At most this many connections busy at once (each on its own blocking thread).
@@ -433,7 +434,12 @@ pub(crate) const CONNECTIONS: usize = 32;
 impl Pool {
     /// Connects (checking the URL and the server at once) and brings the schema up to
     /// date. Must be called inside the runtime.
-    pub(crate) async fn open(url: &str, password: Option<&str>) -> Result<Arc<Pool>> {
+    pub(crate) async fn open(
+        url: &str,
+        password: Option<&str>,
+        ca_file: Option<&std::path::Path>,
+    ) -> Result<Arc<Pool>> {
+        let tls = crate::pgtls::MakeRustls::new(ca_file)?;
         let mut config: tokio_postgres::Config =
             url.parse().map_err(|e| StoreError::Invalid(format!("store URL {}: {e}", redact(url))))?;
         if let Some(p) = password {
@@ -446,6 +452,7 @@ impl Pool {
         let _ = getrandom::fill(&mut origin);
         let pool = Arc::new(Pool {
             config,
+            tls,
             rt: tokio::runtime::Handle::current(),
             idle: Mutex::new(Vec::new()),
             permits: Arc::new(Semaphore::new(CONNECTIONS)),
@@ -461,12 +468,18 @@ impl Pool {
             out
         })
         .await
-        .map_err(|e| StoreError::Io(std::io::Error::other(e)))??;
+        .map_err(|e| StoreError::Io(std::io::Error::other(e)))?
+        .map_err(|e| match e {
+            StoreError::Db(m) if m.contains("certificate") => StoreError::Db(format!(
+                "{m} (name the server's CA in [store] ca_file, or put sslmode=disable in the URL for a private link)"
+            )),
+            e => e,
+        })?;
         Ok(pool)
     }
 
     fn connect(&self) -> Result<Db> {
-        Ok(Db::postgres(PgConn::connect(&self.config)?))
+        Ok(Db::postgres(PgConn::connect(&self.config, &self.tls)?))
     }
 
     /// An idle connection, or a new one. Blocking.
@@ -546,11 +559,16 @@ impl Pool {
         let task = self.rt.spawn(async move {
             let mut delay = Duration::from_millis(100);
             loop {
-                match pool.config.connect(NoTls).await {
+                let connected = if pool.config.get_ssl_mode() == tokio_postgres::config::SslMode::Disable {
+                    pool.config.connect(NoTls).await.map(|(c, conn)| (c, Listening::Plain(Box::new(conn))))
+                } else {
+                    pool.config.connect(pool.tls.clone()).await.map(|(c, conn)| (c, Listening::Tls(Box::new(conn))))
+                };
+                match connected {
                     Ok((client, mut conn)) => {
                         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
                         let driver = tokio::spawn(async move {
-                            while let Some(m) = std::future::poll_fn(|cx| conn.poll_message(cx)).await {
+                            while let Some(m) = std::future::poll_fn(|cx| conn.poll(cx)).await {
                                 match m {
                                     Ok(AsyncMessage::Notification(n)) => {
                                         if tx.send(n.payload().to_string()).is_err() {
@@ -618,6 +636,24 @@ impl Pool {
         }
         if let Ok(mut v) = self.idle.lock() {
             v.clear();
+        }
+    }
+}
+
+/// The listener's connection, plain or over TLS.
+enum Listening {
+    Plain(Box<tokio_postgres::Connection<tokio_postgres::Socket, tokio_postgres::tls::NoTlsStream>>),
+    Tls(Box<tokio_postgres::Connection<tokio_postgres::Socket, crate::pgtls::RustlsStream<tokio_postgres::Socket>>>),
+}
+
+impl Listening {
+    fn poll(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<std::result::Result<AsyncMessage, tokio_postgres::Error>>> {
+        match self {
+            Listening::Plain(c) => c.poll_message(cx),
+            Listening::Tls(c) => c.poll_message(cx),
         }
     }
 }

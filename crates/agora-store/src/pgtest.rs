@@ -62,6 +62,16 @@ fn run(mut c: Command, what: &str) -> std::io::Result<()> {
 impl TestPostgres {
     /// Starts a server on 127.0.0.1 with user `agora` (trusted, loopback only).
     pub fn start() -> std::io::Result<TestPostgres> {
+        TestPostgres::start_opts(false).map(|(pg, _)| pg)
+    }
+
+    /// The same with TLS on (a certificate for 127.0.0.1 from a CA made for it); also
+    /// the path of that CA's certificate.
+    pub fn start_with_tls() -> std::io::Result<(TestPostgres, PathBuf)> {
+        TestPostgres::start_opts(true)
+    }
+
+    fn start_opts(tls: bool) -> std::io::Result<(TestPostgres, PathBuf)> {
         let bin = bin_dir()?;
         static STARTED: AtomicU32 = AtomicU32::new(0);
         let n = STARTED.fetch_add(1, Ordering::SeqCst);
@@ -82,14 +92,40 @@ impl TestPostgres {
         init.arg("-D").arg(&data).args(["-U", "agora", "--auth=trust", "-E", "UTF8", "--no-sync", "--locale=C"]);
         run(init, "initdb")?;
         let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let opts = format!(
+        let mut opts = format!(
             "-c listen_addresses=127.0.0.1 -p {port} -k {} -c max_connections=300 -c shared_buffers=64MB",
             dir.display()
         );
+        let cert = dir.join("server.crt");
+        let ca = dir.join("ca.crt");
+        if tls {
+            let key = dir.join("server.key");
+            let (ca_key, csr, ext) = (dir.join("ca.key"), dir.join("server.csr"), dir.join("ext.cnf"));
+            std::fs::write(&ext, "subjectAltName=IP:127.0.0.1,DNS:localhost\n")?;
+            let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+            let mut ca_req = Command::new("openssl");
+            ca_req.args(["req", "-x509"]).args(ec).args(["-days", "2", "-subj", "/CN=Agora test CA", "-keyout"]);
+            ca_req.arg(&ca_key).arg("-out").arg(&ca);
+            run(ca_req, "openssl req (CA)")?;
+            let mut req = Command::new("openssl");
+            req.arg("req").args(ec).args(["-subj", "/CN=127.0.0.1", "-keyout"]).arg(&key).arg("-out").arg(&csr);
+            run(req, "openssl req")?;
+            let mut sign = Command::new("openssl");
+            sign.args(["x509", "-req", "-days", "2", "-CAcreateserial", "-in"]).arg(&csr).arg("-CA").arg(&ca);
+            sign.arg("-CAkey").arg(&ca_key).arg("-extfile").arg(&ext).arg("-out").arg(&cert);
+            run(sign, "openssl x509")?;
+            if is_root() {
+                let mut own = Command::new("chown");
+                own.arg("nobody:nogroup").arg(&key).arg(&cert);
+                run(own, "chown")?;
+            }
+            std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+            opts.push_str(&format!(" -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}", cert.display(), key.display()));
+        }
         let mut start = as_server_user(&bin.join("pg_ctl"));
         start.arg("-D").arg(&data).arg("-l").arg(dir.join("log")).args(["-o", &opts, "-w", "-t", "60", "start"]);
         run(start, "pg_ctl start")?;
-        Ok(TestPostgres { dir, bin, port, next: AtomicU32::new(0) })
+        Ok((TestPostgres { dir, bin, port, next: AtomicU32::new(0) }, ca))
     }
 
     /// One server for the tests of a process that run at the same time: started by the

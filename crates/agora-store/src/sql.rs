@@ -675,12 +675,17 @@ impl SqlStore {
     /// Connects to a PostgreSQL database (creating or upgrading its schema), and starts
     /// hearing other nodes' changes. Must be called inside the runtime.
     pub async fn open_postgres(url: &str) -> Result<Arc<SqlStore>> {
-        SqlStore::open_postgres_with(url, None).await
+        SqlStore::open_postgres_with(url, None, None).await
     }
 
-    /// As `open_postgres`, with the password given apart from the URL.
-    pub async fn open_postgres_with(url: &str, password: Option<&str>) -> Result<Arc<SqlStore>> {
-        let pool = crate::pg::Pool::open(url, password).await?;
+    /// As `open_postgres`, with the password given apart from the URL, and the CA that
+    /// the server's certificate must come from (else the system's roots).
+    pub async fn open_postgres_with(
+        url: &str,
+        password: Option<&str>,
+        ca_file: Option<&Path>,
+    ) -> Result<Arc<SqlStore>> {
+        let pool = crate::pg::Pool::open(url, password, ca_file).await?;
         let (bus, _) = broadcast::channel(4096);
         let buses = Buses { all: bus.clone(), mailboxes: Arc::new(Mutex::new(HashMap::new())) };
         let store = Arc::new(SqlStore {
@@ -4532,6 +4537,33 @@ mod tests {
         assert!(b.take_lease("pop3", acc.id, 1).await.unwrap().is_some());
         a.close();
         b.close();
+    }
+
+    /// TLS to PostgreSQL: the server's certificate checked against the CA given, one
+    /// not from it refused with a word on what to do, `sslmode=disable` without TLS.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres_over_tls() {
+        let (pg, ca) = crate::pgtest::TestPostgres::start_with_tls().expect("PostgreSQL with TLS for the test");
+        let url = pg.database().await.unwrap();
+        let required = format!("{url}?sslmode=require");
+        let store = SqlStore::open_postgres_with(&required, None, Some(&ca)).await.expect("TLS with the CA");
+        store.add_domain("tls.test").await.unwrap();
+        let on: bool = store
+            .read(|c| c.query_row("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()", (), |r| r.get(0)))
+            .await
+            .unwrap();
+        assert!(on, "the connection is encrypted");
+        store.close();
+        let untrusted = SqlStore::open_postgres_with(&required, None, None).await;
+        let err = untrusted.map(|_| ()).expect_err("a certificate from no trusted CA is refused").to_string();
+        assert!(err.contains("ca_file"), "{err}");
+        let plain = SqlStore::open_postgres_with(&format!("{url}?sslmode=disable"), None, None).await.unwrap();
+        let on: bool = plain
+            .read(|c| c.query_row("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()", (), |r| r.get(0)))
+            .await
+            .unwrap();
+        assert!(!on);
+        plain.close();
     }
 
     /// The same battery on PostgreSQL, started for the test.

@@ -403,6 +403,14 @@ pub(crate) async fn open_store(cli: &Cli) -> Result<(Arc<SqlStore>, Directory)> 
 /// Where the store is: `--store`, else `[store] url` (with its password file), else
 /// None for the data directory's SQLite.
 pub(crate) fn store_url(cli: &Cli) -> Result<Option<(String, Option<String>)>> {
+    Ok(store_settings(cli)?.map(|(u, p, _)| (u, p)))
+}
+
+/// A store's URL, its password (read from `password_file`) and its CA file.
+type StoreSettings = (String, Option<String>, Option<std::path::PathBuf>);
+
+/// The store's URL, password and CA file (`store_url`'s, with the CA).
+pub(crate) fn store_settings(cli: &Cli) -> Result<Option<StoreSettings>> {
     let cfg = crate::config::load_or_default(&crate::serve::config_path(cli))?.config.store;
     let Some(url) = cli.store.clone().or(cfg.url) else { return Ok(None) };
     let password = match &cfg.password_file {
@@ -413,19 +421,20 @@ pub(crate) fn store_url(cli: &Cli) -> Result<Option<(String, Option<String>)>> {
         }
         None => None,
     };
-    Ok(Some((url, password)))
+    let ca = cfg.ca_file.as_deref().map(|f| crate::serve::resolve(&cli.data, f));
+    Ok(Some((url, password, ca)))
 }
 
 /// Opens the store `store_url` names (a PostgreSQL one is created or upgraded).
 pub(crate) async fn open_configured(cli: &Cli) -> Result<Option<Arc<SqlStore>>> {
-    match store_url(cli)? {
-        Some((url, password)) if agora_store::sql::is_postgres_url(&url) => {
-            let store = SqlStore::open_postgres_with(&url, password.as_deref())
+    match store_settings(cli)? {
+        Some((url, password, ca)) if agora_store::sql::is_postgres_url(&url) => {
+            let store = SqlStore::open_postgres_with(&url, password.as_deref(), ca.as_deref())
                 .await
                 .with_context(|| format!("opening the store at {}", agora_store::sql::redact_url(&url)))?;
             Ok(Some(store))
         }
-        Some((url, _)) => {
+        Some((url, _, _)) => {
             let dir = agora_store::sql::sqlite_dir(&url);
             Ok(Some(SqlStore::open(&dir).with_context(|| format!("opening the store in {}", dir.display()))?))
         }

@@ -82,6 +82,9 @@ pub struct StoreSection {
     /// A file holding the PostgreSQL password, so that it need not be in the URL;
     /// relative to the data directory.
     pub password_file: Option<String>,
+    /// The CA (PEM) the PostgreSQL server's certificate must come from; default: the
+    /// system's roots. Relative to the data directory.
+    pub ca_file: Option<String>,
 }
 
 impl StoreSection {
@@ -92,6 +95,11 @@ impl StoreSection {
             "PostgreSQL (several nodes share it) or sqlite:DIR; default: SQLite in the data directory",
         ),
         ("password_file", "\"pg.password\"", "the PostgreSQL password, kept out of the URL"),
+        (
+            "ca_file",
+            "\"pg-ca.pem\"",
+            "the CA of PostgreSQL's certificate (default: the system's); sslmode=disable in the URL for none",
+        ),
     ];
 }
 

@@ -176,6 +176,9 @@ pub enum StoreCmd {
         /// A file holding the PostgreSQL password, if the URL has none.
         #[arg(long, value_name = "FILE")]
         password_file: Option<PathBuf>,
+        /// The CA (PEM) of the PostgreSQL server's certificate (default: the system's).
+        #[arg(long, value_name = "FILE")]
+        ca_file: Option<PathBuf>,
     },
 }
 
@@ -473,8 +476,8 @@ fn main() {
                     Err(e) => Err(e),
                 }
             }
-            Cmd::Store(StoreCmd::Migrate { ref from, ref to, ref password_file }) => {
-                ops::store_migrate(from, to, password_file.as_deref()).await
+            Cmd::Store(StoreCmd::Migrate { ref from, ref to, ref password_file, ref ca_file }) => {
+                ops::store_migrate(from, to, password_file.as_deref(), ca_file.clone()).await
             }
             Cmd::Replication(ReplicationCmd::Status) => replication::status(&cli).await,
             Cmd::Node(ref c) => node::node(&cli, c).await,

@@ -312,7 +312,12 @@ pub async fn store_check(cli: &Cli, opts: check::Options) -> Result<bool> {
 }
 
 /// `agora store migrate --from sqlite:DIR --to postgres://…`.
-pub async fn store_migrate(from: &str, to: &str, password_file: Option<&Path>) -> Result<()> {
+pub async fn store_migrate(
+    from: &str,
+    to: &str,
+    password_file: Option<&Path>,
+    ca_file: Option<std::path::PathBuf>,
+) -> Result<()> {
     if !agora_store::sql::is_postgres_url(to) {
         bail!("--to {to}: give a PostgreSQL URL, postgres://USER@HOST:PORT/DB");
     }
@@ -336,11 +341,17 @@ pub async fn store_migrate(from: &str, to: &str, password_file: Option<&Path>) -
     let url = to.to_string();
     let report = tokio::task::spawn_blocking(move || {
         let bar = crate::import::bar(0, "copying");
-        let out = agora_store::migrate::sqlite_to_postgres(&dir, &url, password.as_deref(), &|step, done, total| {
-            bar.set_message(step.to_string());
-            bar.set_length(total);
-            bar.set_position(done);
-        });
+        let out = agora_store::migrate::sqlite_to_postgres(
+            &dir,
+            &url,
+            password.as_deref(),
+            ca_file.as_deref(),
+            &|step, done, total| {
+                bar.set_message(step.to_string());
+                bar.set_length(total);
+                bar.set_position(done);
+            },
+        );
         bar.finish_and_clear();
         out
     })
