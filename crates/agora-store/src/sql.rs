@@ -929,7 +929,7 @@ fn prepare_delivery(d: Delivery) -> Result<PreparedDelivery> {
 /// Refuses a write that would take an account over its storage quota (0: none).
 fn check_quota(c: &Db, account: AccountId, adding: i64) -> Result<()> {
     let (login, quota, used): (String, i64, i64) = c
-        .prepare_cached("SELECT login, quota, used FROM accounts WHERE id = ?1")?
+        .prepare_cached("SELECT login, quota, used FROM accounts WHERE id = ?1 FOR UPDATE")?
         .query_row([account], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
     if quota > 0 && used.saturating_add(adding) > quota {
         return Err(StoreError::OverQuota(login));

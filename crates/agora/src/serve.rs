@@ -510,8 +510,10 @@ pub async fn run(
     }
     let mut listeners = listeners;
     if front_end {
-        // A front-end takes only what it passes on to the back-ends.
-        for l in listeners.iter_mut().filter(|l| !agora_proxy::ROUTES.iter().any(|r| r.0 == l.key)) {
+        // A front-end takes only what it passes on to the back-ends, and keeps its
+        // administration listener (health and metrics for supervisors).
+        for l in listeners.iter_mut().filter(|l| l.key != "admin" && !agora_proxy::ROUTES.iter().any(|r| r.0 == l.key))
+        {
             l.enabled = false;
         }
     }
@@ -664,6 +666,11 @@ pub async fn run(
             plaintext_without_tls: cfg.auth.plaintext_without_tls,
         };
         handlers.extend(agora_proxy::build(Arc::clone(&dyn_store), dir.clone(), Arc::clone(&ctx.throttle), settings));
+        // Of the services, only the administration listener's answers (its tasks stay off).
+        for (reg, conf) in loaded.services.into_iter().filter(|(reg, _)| reg.name() == "http") {
+            let built = conf.build(&ctx).map_err(|e| anyhow::anyhow!("{}: [{}] {e}", path.display(), reg.name()))?;
+            handlers.extend(built.handlers.into_iter().filter(|(key, _)| *key == "admin"));
+        }
     } else {
         for (reg, conf) in loaded.services {
             let built = conf.build(&ctx).map_err(|e| anyhow::anyhow!("{}: [{}] {e}", path.display(), reg.name()))?;

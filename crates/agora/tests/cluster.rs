@@ -349,6 +349,9 @@ fn a_front_end_serves_users_homed_on_two_back_ends() {
     let b = Agora::start_with(|d| std::fs::write(d.join("agora.toml"), config("b", "back-end")).unwrap());
     let f = Agora::start_with(|d| std::fs::write(d.join("agora.toml"), config("f", "front-end")).unwrap());
     assert!(f.banner.contains("ldap") && f.banner.lines().any(|l| l.starts_with("ldap ") && l.ends_with("disabled")));
+    // Its health page answers for supervisors.
+    let (ok, health) = run("curl", &["-s", "--max-time", "10", &format!("http://{}:19025/metrics", f.ip)], "");
+    assert!(ok && health.contains("agora_connections_total"), "{health}");
     a.cli_ok(&["user", "add", "ann@example.org", "--home", "a", "--password-stdin"], Some("ann-pw\n"));
     a.cli_ok(&["user", "add", "ben@example.org", "--home", "b", "--password-stdin"], Some("ben-pw\n"));
     let refused = a.cli(&["user", "move", "ben@example.org", "--home", "f"], None);
