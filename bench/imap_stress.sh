@@ -24,37 +24,7 @@ stress() { # port clients label
 }
 
 # --- Dovecot ---
-mkdir -p "$work/dovecot/run" "$work/dovecot/state" "$work/dovecot/mail"
-: > "$work/dovecot/passwd"
-for i in $(seq 1 $USERS); do echo "user$i@example.org:{PLAIN}pw" >> "$work/dovecot/passwd"; done
-chown -R nobody:nogroup "$work/dovecot/mail"
-{ dovecot_conf "$work/dovecot" imap; cat <<CONF
-ssl = no
-disable_plaintext_auth = no
-auth_mechanisms = plain
-mail_max_userip_connections = 200
-default_process_limit = 500
-default_client_limit = 4000
-# Dovecot's high-performance login mode and reused imap processes: with the Debian
-# defaults (a new imap-login and imap process per connection) it logs in about three
-# times slower on this machine.
-service imap-login {
-  inet_listener imap {
-    port = 31143
-  }
-  inet_listener imaps {
-    port = 0
-  }
-  service_count = 0
-  process_min_avail = 2
-  client_limit = 1000
-}
-service imap {
-  service_count = 1000
-  process_min_avail = 20
-}
-CONF
-} > "$work/dovecot/dovecot.conf"
+dovecot_imap_stress "$work/dovecot" $USERS 31143
 dovecot -F -c "$work/dovecot/dovecot.conf" &
 sleep 2
 d10=$(stress 31143 10 dovecot-10)
