@@ -792,9 +792,10 @@ impl SqlStore {
         self.write_as(crate::pg::Isolation::Serializable, f).await
     }
 
-    /// A write into mailboxes that takes each mailbox's row (`FOR UPDATE`) before it
-    /// changes its messages: on PostgreSQL concurrent ones wait for each other.
-    async fn write_mailbox<T: Send + 'static>(
+    /// A write that takes the rows it depends on (`FOR UPDATE`: a mailbox's before its
+    /// messages change, an account's before its leases are counted) instead of being
+    /// SERIALIZABLE: on PostgreSQL concurrent ones wait for each other rather than fail.
+    async fn write_locked<T: Send + 'static>(
         &self,
         f: impl Fn(&Db) -> Result<(T, Vec<Change>)> + Send + Sync + 'static,
     ) -> Result<T> {
@@ -929,7 +930,7 @@ fn prepare_delivery(d: Delivery) -> Result<PreparedDelivery> {
 /// Refuses a write that would take an account over its storage quota (0: none).
 fn check_quota(c: &Db, account: AccountId, adding: i64) -> Result<()> {
     let (login, quota, used): (String, i64, i64) = c
-        .prepare_cached("SELECT login, quota, used FROM accounts WHERE id = ?1 FOR UPDATE")?
+        .prepare_cached("SELECT login, quota, used FROM accounts WHERE id = ?1")?
         .query_row([account], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
     if quota > 0 && used.saturating_add(adding) > quota {
         return Err(StoreError::OverQuota(login));
@@ -3054,7 +3055,7 @@ impl MailboxStore for Arc<SqlStore> {
     }
 
     async fn claim_recent(&self, mailbox: MailboxId) -> Result<u32> {
-        self.write_mailbox(move |c| {
+        self.write_locked(move |c| {
             let (prev, uidnext): (i64, i64) = c
                 .query_row("SELECT recent_uid, uidnext FROM mailboxes WHERE id = ?1 FOR UPDATE", [mailbox], |r| {
                     Ok((r.get(0)?, r.get(1)?))
@@ -3568,7 +3569,7 @@ impl MailboxStore for Arc<SqlStore> {
 
     async fn set_private_seen(&self, mailbox: MailboxId, account: AccountId, uids: &[u32], seen: bool) -> Result<()> {
         let uids = uids.to_vec();
-        self.write_mailbox(move |c| {
+        self.write_locked(move |c| {
             // A reader's own \Seen changes the message's MODSEQ and is announced like
             // any flag change, so that reader's other sessions see it (each session
             // lays its own reader's \Seen over the flags).
@@ -3622,7 +3623,7 @@ impl MailboxStore for Arc<SqlStore> {
         let mut uids = uids.to_vec();
         uids.sort_unstable();
         uids.dedup();
-        self.write_mailbox(move |c| {
+        self.write_locked(move |c| {
             let (account, uidvalidity, mut uidnext, mut modseq): (AccountId, i64, i64, i64) = c
                 .query_row("SELECT account, uidvalidity, uidnext, highestmodseq FROM mailboxes WHERE id = ?1 FOR UPDATE", [to], |r| {
                     Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
@@ -3800,7 +3801,7 @@ impl MailboxStore for Arc<SqlStore> {
     ) -> Result<FlagsStored> {
         let uids = uids.to_vec();
         let keywords = keywords.to_vec();
-        self.write_mailbox(move |c| {
+        self.write_locked(move |c| {
             let (account, mut modseq): (AccountId, i64) =
                 c.query_row("SELECT account, highestmodseq FROM mailboxes WHERE id = ?1 FOR UPDATE", [mailbox], |r| {
                     Ok((r.get(0)?, r.get(1)?))
@@ -3874,7 +3875,7 @@ impl MailboxStore for Arc<SqlStore> {
         let uids = uids.to_vec();
         let blobs = self.blobs.clone();
         let (removed, files) = self
-            .write_mailbox(move |c| {
+            .write_locked(move |c| {
                 let (account, mut modseq): (AccountId, i64) = c.query_row(
                     "SELECT account, highestmodseq FROM mailboxes WHERE id = ?1 FOR UPDATE",
                     [mailbox],
@@ -3966,12 +3967,12 @@ impl DeliveryStore for Arc<SqlStore> {
             return Ok(Vec::new());
         }
         let prepared = prepare_delivery(d)?;
-        self.write_mailbox(move |c| deliver_in(c, &prepared)).await
+        self.write_locked(move |c| deliver_in(c, &prepared)).await
     }
 
     async fn deliver_all(&self, deliveries: Vec<Delivery>) -> Result<Vec<Vec<Delivered>>> {
         let prepared = deliveries.into_iter().map(prepare_delivery).collect::<Result<Vec<_>>>()?;
-        self.write_mailbox(move |c| {
+        self.write_locked(move |c| {
             let mut all = Vec::with_capacity(prepared.len());
             let mut changes = Vec::new();
             for p in &prepared {
@@ -4220,7 +4221,7 @@ impl DeliveryStore for Arc<SqlStore> {
 impl ClusterStore for Arc<SqlStore> {
     async fn heartbeat(&self, node: NodeInfo) -> Result<()> {
         let holder = self.holder.clone();
-        self.write(move |c| {
+        self.write_locked(move |c| {
             let t = now();
             c.execute(
                 "INSERT INTO nodes (name, address, role, started, heartbeat, version, holder, tls_pin)
@@ -4277,8 +4278,10 @@ impl ClusterStore for Arc<SqlStore> {
     async fn take_lease(&self, kind: &str, account: AccountId, max: usize) -> Result<Option<i64>> {
         let holder = self.holder.clone();
         let kind = kind.to_string();
-        self.write(move |c| {
+        self.write_locked(move |c| {
             let t = now();
+            // The account's row first: takers of the same account count one after another.
+            c.query_row("SELECT 1 FROM accounts WHERE id = ?1 FOR UPDATE", [account], |_| Ok(())).optional()?;
             let out: i64 = c.query_row(
                 "SELECT count(*) FROM leases WHERE kind = ?1 AND account = ?2 AND until >= ?3",
                 params![kind, account, t],
@@ -4326,7 +4329,7 @@ impl ClusterStore for Arc<SqlStore> {
     }
 
     async fn drop_lease(&self, id: i64) -> Result<()> {
-        self.write(move |c| {
+        self.write_locked(move |c| {
             c.execute("DELETE FROM leases WHERE id = ?1", [id])?;
             Ok(((), Vec::new()))
         })
