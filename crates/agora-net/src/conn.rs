@@ -108,9 +108,7 @@ pub struct Conn {
 /// closes or `LINGER` passes, so an answer sent just before the close (a 431, say) is
 /// not lost to a reset caused by unread input.
 pub struct Stream {
-    pre: Vec<u8>,
-    pos: usize,
-    io: Box<dyn Io>,
+    io: Prefixed<Box<dyn Io>>,
     linger: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
     /// The session's place before login goes along (an engine of its own, like HTTP,
     /// has no login of the connection): the session stays one that can be closed for room.
@@ -126,13 +124,6 @@ impl AsyncRead for Stream {
         cx: &mut std::task::Context<'_>,
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
-        if self.pos < self.pre.len() {
-            let n = buf.remaining().min(self.pre.len() - self.pos);
-            let start = self.pos;
-            buf.put_slice(&self.pre[start..start + n]);
-            self.pos += n;
-            return std::task::Poll::Ready(Ok(()));
-        }
         std::pin::Pin::new(&mut self.io).poll_read(cx, buf)
     }
 }
@@ -260,7 +251,7 @@ impl Conn {
 
     /// Hands the byte stream over, with whatever was read ahead and not consumed.
     pub fn into_stream(self) -> Stream {
-        Stream { pre: self.rbuf[self.rpos..].to_vec(), pos: 0, io: self.io, linger: None, _place: self.preauth_place }
+        Stream { io: Prefixed::new(self.rbuf[self.rpos..].to_vec(), self.io), linger: None, _place: self.preauth_place }
     }
 
     /// This connection came from one of this cluster's front-ends (its TCP peer is a
@@ -658,8 +649,8 @@ mod empty {
     }
 }
 
-/// A socket whose first bytes were read already (with a PROXY header): they are read
-/// again first, so that a TLS handshake that came in the same packet is whole.
+/// A byte stream whose first bytes were read already (with a PROXY header, or ahead by
+/// a `Conn`): they are read again first, so that nothing that came early is lost.
 pub(crate) struct Prefixed<T> {
     pre: Vec<u8>,
     pos: usize,
@@ -710,6 +701,18 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Prefixed<T> {
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
         std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
     }
 }
 

@@ -31,22 +31,12 @@ impl agora_net::Service for Imap {
             return;
         }
         loop {
-            let line = match conn.read_line(LINE_MAX).await {
-                Read::Line(l) => l,
-                Read::TooLong => {
-                    let _ = conn.send(b"* BAD Command line too long\r\n").await;
-                    continue;
-                }
-                Read::Timeout => {
-                    let _ = conn.send(b"* BYE Autologout; idle for too long\r\n").await;
-                    return;
-                }
-                Read::Shutdown => {
-                    let _ = conn.send(b"* BYE [UNAVAILABLE] Server shutting down\r\n").await;
-                    return;
-                }
-                _ => return,
+            let said = crate::Goodbyes {
+                too_long: b"* BAD Command line too long\r\n",
+                timeout: b"* BYE Autologout; idle for too long\r\n",
+                shutdown: b"* BYE [UNAVAILABLE] Server shutting down\r\n",
             };
+            let Some(line) = crate::next_line(&mut conn, LINE_MAX, &said).await else { return };
             let mut words = Words::of(&line);
             let (Some(tag), Some(cmd)) = (words.next_atom(), words.next_atom()) else {
                 let _ = conn.send(b"* BAD Missing tag or command\r\n").await;

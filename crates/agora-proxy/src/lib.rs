@@ -339,6 +339,36 @@ where
 /// How long one direction may go on after the other ended.
 const HALF_CLOSED: Duration = Duration::from_secs(30);
 
+/// What a protocol says when a line is too long (and goes on), or when the session
+/// idled too long or the server shuts down (and ends); empty says nothing.
+pub(crate) struct Goodbyes {
+    pub too_long: &'static [u8],
+    pub timeout: &'static [u8],
+    pub shutdown: &'static [u8],
+}
+
+/// The client's next command line before login; None when the session is over (the
+/// client was told why, if it is still there).
+pub(crate) async fn next_line(conn: &mut Conn, max: usize, said: &Goodbyes) -> Option<Vec<u8>> {
+    use agora_net::conn::Read;
+    loop {
+        let goodbye = match conn.read_line(max).await {
+            Read::Line(l) => return Some(l),
+            Read::TooLong => {
+                conn.send(said.too_long).await.ok()?;
+                continue;
+            }
+            Read::Timeout => said.timeout,
+            Read::Shutdown => said.shutdown,
+            _ => b"",
+        };
+        if !goodbye.is_empty() {
+            let _ = conn.send(goodbye).await;
+        }
+        return None;
+    }
+}
+
 /// Reads one line from the back-end (a hand-over answer), at most 64 KiB.
 pub(crate) async fn backend_line(io: &mut Box<dyn Io>) -> Result<Vec<u8>, Handover> {
     use tokio::io::AsyncReadExt;

@@ -27,18 +27,12 @@ impl agora_net::Service for Pop3 {
         }
         let mut user: Option<String> = None;
         loop {
-            let line = match conn.read_line(LINE_MAX).await {
-                Read::Line(l) => l,
-                Read::TooLong => {
-                    let _ = conn.send(b"-ERR Line too long\r\n").await;
-                    continue;
-                }
-                Read::Shutdown => {
-                    let _ = conn.send(b"-ERR [SYS/TEMP] Server shutting down\r\n").await;
-                    return;
-                }
-                _ => return,
+            let said = crate::Goodbyes {
+                too_long: b"-ERR Line too long\r\n",
+                timeout: b"",
+                shutdown: b"-ERR [SYS/TEMP] Server shutting down\r\n",
             };
+            let Some(line) = crate::next_line(&mut conn, LINE_MAX, &said).await else { return };
             let text = String::from_utf8_lossy(&line).trim_end_matches(['\r', '\n']).to_string();
             let (cmd, arg) = text.split_once(' ').unwrap_or((&text, ""));
             let reply: Vec<u8> = match cmd.to_ascii_uppercase().as_str() {

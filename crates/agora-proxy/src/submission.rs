@@ -37,22 +37,12 @@ impl agora_net::Service for Submission {
         }
         let mut helo: Option<String> = None;
         loop {
-            let line = match conn.read_line(LINE_MAX).await {
-                Read::Line(l) => l,
-                Read::TooLong => {
-                    let _ = conn.send(b"500 5.5.2 Line too long\r\n").await;
-                    continue;
-                }
-                Read::Timeout => {
-                    let _ = conn.send(b"421 4.4.2 Idle for too long, closing\r\n").await;
-                    return;
-                }
-                Read::Shutdown => {
-                    let _ = conn.send(b"421 4.3.2 Server shutting down\r\n").await;
-                    return;
-                }
-                _ => return,
+            let said = crate::Goodbyes {
+                too_long: b"500 5.5.2 Line too long\r\n",
+                timeout: b"421 4.4.2 Idle for too long, closing\r\n",
+                shutdown: b"421 4.3.2 Server shutting down\r\n",
             };
+            let Some(line) = crate::next_line(&mut conn, LINE_MAX, &said).await else { return };
             let text = String::from_utf8_lossy(&line).trim_end_matches(['\r', '\n']).to_string();
             let (verb, arg) = text.split_once(' ').unwrap_or((&text, ""));
             let reply: String = match verb.to_ascii_uppercase().as_str() {
