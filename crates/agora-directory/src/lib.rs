@@ -373,7 +373,64 @@ impl Directory {
         let login = normalize_address(login)?;
         let (hash, scram) = hash_blocking(password.to_string()).await?;
         self.store.set_password(&login, &hash, &scram).await?;
+        self.keep_nt_hash(&login, password, true).await
+    }
+
+    /// Turns NTLM (DCE/RPC logins) on or off for an account. On, the NT hash is kept
+    /// from the next password set or login with the password.
+    pub async fn set_ntlm(&self, login: &str, on: bool) -> Result<()> {
+        let login = normalize_address(login)?;
+        self.store.set_ntlm(&login, on.then_some("")).await?;
         Ok(())
+    }
+
+    /// Keeps the NT hash of `password` (checked already) for an account with NTLM on
+    /// (`changed`: the password is new; otherwise only a missing hash is filled in).
+    pub async fn keep_nt_hash(&self, login: &str, password: &str, changed: bool) -> Result<()> {
+        let Some(account) = self.store.account_by_login(login).await? else { return Ok(()) };
+        self.keep_nt_hash_of(&account, password, changed).await
+    }
+
+    async fn keep_nt_hash_of(&self, account: &Account, password: &str, changed: bool) -> Result<()> {
+        match self.store.ntlm(account.id).await? {
+            Some(h) if changed || h.is_empty() => {
+                self.store.set_ntlm(&account.login, Some(&hex(&nt_hash(password)))).await?;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// A login with the password fills in the NT hash of an account whose NTLM was
+    /// turned on since its last password change.
+    async fn keep_missing_nt_hash(&self, a: &Account, password: &str) {
+        if let Err(e) = self.keep_nt_hash_of(a, password, false).await {
+            tracing::warn!("directory: keeping the NT hash of {}: {e}", a.login);
+        }
+    }
+
+    /// The account an NTLM login names, with its NT hash, when NTLM is on for it.
+    /// `user` is an address, or a local part under `domain` (a NetBIOS name matching a
+    /// hosted domain's first label, or the domain itself).
+    pub async fn ntlm_account(&self, user: &str, domain: &str) -> Result<Option<(Account, [u8; 16])>> {
+        let login = if user.contains('@') {
+            user.to_string()
+        } else {
+            let domains = self.store.domains().await?;
+            let d = domain.to_ascii_lowercase();
+            let Some(hosted) = domains
+                .iter()
+                .find(|x| x.name == d)
+                .or_else(|| domains.iter().find(|x| x.name.split('.').next() == Some(d.as_str())))
+            else {
+                return Ok(None);
+            };
+            format!("{user}@{}", hosted.name)
+        };
+        let Ok(login) = normalize_address(&login) else { return Ok(None) };
+        let Some(account) = self.store.account_by_login(&login).await? else { return Ok(None) };
+        let hash = self.store.ntlm(account.id).await?.and_then(|h| unhex16(&h));
+        Ok(hash.map(|h| (account, h)))
     }
 
     pub async fn add_alias(&self, address: &str, target: &str) -> Result<()> {
@@ -513,6 +570,7 @@ impl Directory {
         if let Some(a) = &account
             && self.verified.hit(&a.login, &a.password_hash, password)
         {
+            self.keep_missing_nt_hash(a, password).await;
             return Ok(account);
         }
         // One argon2id run costs tens of MiB and milliseconds: only a few at a time, and a
@@ -527,6 +585,7 @@ impl Directory {
         let pw = password.to_string();
         let ok = tokio::task::spawn_blocking(move || verify_password(&pw, &hash)).await.unwrap_or(false);
         if ok && let Some(a) = &account {
+            self.keep_missing_nt_hash(a, password).await;
             if passwords::is_current(&a.password_hash) {
                 self.verified.insert(&a.login, &a.password_hash, password);
             } else {
@@ -541,6 +600,28 @@ impl Directory {
         }
         Ok(if ok { account } else { None })
     }
+}
+
+/// MD4 of the password's UTF-16LE: the secret NTLM checks against.
+pub fn nt_hash(password: &str) -> [u8; 16] {
+    use md4::Digest;
+    let units: Vec<u8> = password.encode_utf16().flat_map(u16::to_le_bytes).collect();
+    md4::Md4::digest(&units).into()
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn unhex16(s: &str) -> Option<[u8; 16]> {
+    if s.len() != 32 {
+        return None;
+    }
+    let mut out = [0u8; 16];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
 }
 
 /// A valid hash of an unguessable password, checked against when the login does not exist.

@@ -38,7 +38,7 @@ pub const AUTHN_WINNT: u8 = 10;
 /// Who an authenticated association speaks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
-    /// The account's login (its primary address).
+    /// The account's login (its primary address); empty for an anonymous NTLM login.
     pub login: String,
     /// The protection every request carries: `LEVEL_INTEGRITY` or `LEVEL_PRIVACY`
     /// (`LEVEL_CONNECT`: authenticated only).
@@ -76,12 +76,14 @@ pub trait Interface: Send + Sync {
 pub trait Accounts: Send + Sync {
     /// The NT hash (MD4 of the UTF-16 password) of an account that may use NTLM, and
     /// its login; None for an unknown account or one without NTLM.
-    fn ntlm_secret<'a>(&'a self, user: &'a str, domain: &'a str, peer: IpAddr)
-    -> BoxFuture<'a, Option<([u8; 16], String)>>;
-    /// A login failed (for the login throttle).
+    fn ntlm_secret<'a>(
+        &'a self,
+        user: &'a str,
+        domain: &'a str,
+        peer: IpAddr,
+    ) -> BoxFuture<'a, Option<([u8; 16], String)>>;
+    /// A login failed: returns after the login throttle's delay.
     fn failed<'a>(&'a self, user: &'a str, peer: IpAddr) -> BoxFuture<'a, ()>;
-    /// Whether this address may try again now (false while the throttle holds it).
-    fn may_try<'a>(&'a self, peer: IpAddr) -> BoxFuture<'a, bool>;
     /// The names NTLM's challenge announces.
     fn names(&self) -> ntlm::Names;
 }
@@ -146,8 +148,17 @@ struct Pending {
 
 enum AuthState {
     /// Challenge sent; waiting for auth3 (or alter_context) with the AUTHENTICATE.
-    Challenged { server: ntlm::Server, level: u8, context_id: u32 },
-    Done { keys: Box<Keys>, level: u8, context_id: u32, caller: Caller },
+    Challenged {
+        server: ntlm::Server,
+        level: u8,
+        context_id: u32,
+    },
+    Done {
+        keys: Box<Keys>,
+        level: u8,
+        context_id: u32,
+        caller: Caller,
+    },
     Failed,
 }
 
@@ -198,6 +209,7 @@ impl Association {
         if self.bound { self.recv } else { pdu::MAX_FRAGMENT }
     }
 
+    /// Who the association speaks for, once NTLM succeeded (an empty login: anonymous).
     pub fn caller(&self) -> Option<&Caller> {
         match &self.auth {
             Some(AuthState::Done { caller, .. }) => Some(caller),
@@ -211,12 +223,7 @@ impl Association {
             Ok(d) => d,
             Err(pdu::PduError::Version(..)) if raw.get(2) == Some(&11) => {
                 self.closed = true;
-                let nak = Pdu {
-                    flags: 3,
-                    call_id: call_id_of(&raw),
-                    body: Body::BindNak { reason: 4 },
-                    auth: None,
-                };
+                let nak = Pdu { flags: 3, call_id: call_id_of(&raw), body: Body::BindNak { reason: 4 }, auth: None };
                 return vec![pdu::encode(&nak).unwrap_or_default()];
             }
             Err(_) => {
@@ -346,7 +353,8 @@ impl Association {
                     let names = self.server.accounts.as_ref().map(|x| x.names()).unwrap_or_default();
                     match ntlm::Server::challenge(&a.value, &names) {
                         Some((server, token)) => {
-                            self.auth = Some(AuthState::Challenged { server, level: a.level, context_id: a.context_id });
+                            self.auth =
+                                Some(AuthState::Challenged { server, level: a.level, context_id: a.context_id });
                             reply_auth = Some(Auth {
                                 auth_type: AUTHN_WINNT,
                                 level: a.level,
@@ -410,15 +418,25 @@ impl Association {
             self.auth = Some(AuthState::Failed);
             return;
         };
-        if !accounts.may_try(self.peer).await {
-            self.auth = Some(AuthState::Failed);
+        // Anonymous NTLM: protected, but no one; only anonymous interfaces serve it.
+        if ntlm::Server::is_anonymous(&msg) {
+            self.auth = Some(match server.anonymous(&msg) {
+                Some(keys) => AuthState::Done {
+                    keys: Box::new(keys),
+                    level,
+                    context_id,
+                    caller: Caller { login: String::new(), level },
+                },
+                None => AuthState::Failed,
+            });
             return;
         }
         let found = accounts.ntlm_secret(&msg.user, &msg.domain, self.peer).await;
         let keys = found.as_ref().and_then(|(hash, _)| server.verify(&msg, hash));
         match (keys, found) {
             (Some(keys), Some((_, login))) => {
-                self.auth = Some(AuthState::Done { keys: Box::new(keys), level, context_id, caller: Caller { login, level } })
+                self.auth =
+                    Some(AuthState::Done { keys: Box::new(keys), level, context_id, caller: Caller { login, level } })
             }
             _ => {
                 accounts.failed(&msg.user, self.peer).await;
@@ -505,7 +523,7 @@ impl Association {
             return vec![fault(call_id, context, status::UNK_IF, true)];
         };
         let caller = self.caller().cloned();
-        if !iface.anonymous() && caller.as_ref().is_none_or(|c| c.level < LEVEL_INTEGRITY) {
+        if !iface.anonymous() && caller.as_ref().is_none_or(|c| c.login.is_empty() || c.level < LEVEL_INTEGRITY) {
             return vec![fault(call_id, context, status::ACCESS_DENIED, true)];
         }
         let Some(group) = self.group.clone() else { return vec![fault(call_id, context, status::PROTO_ERROR, true)] };
@@ -529,10 +547,7 @@ impl Association {
 
     /// The response stub cut into fragments of the negotiated size, each protected.
     fn respond(&mut self, call_id: u32, context: u16, stub: &[u8]) -> Vec<Vec<u8>> {
-        let protect = match &self.auth {
-            Some(AuthState::Done { level, .. }) if *level >= LEVEL_INTEGRITY => true,
-            _ => false,
-        };
+        let protect = matches!(&self.auth, Some(AuthState::Done { level, .. }) if *level >= LEVEL_INTEGRITY);
         // Header 16, response fields 8; with protection the padding (up to 15), the
         // trailer 8 and the signature 16. Chunks of 8 keep the sealed part aligned.
         let overhead = 24 + if protect { 16 + 8 + 16 } else { 0 };
@@ -549,13 +564,11 @@ impl Association {
                 flags |= pdu::PFC_LAST_FRAG;
             }
             let chunk = &stub[at..end];
-            let body = Body::Response {
-                alloc_hint: (stub.len() - at) as u32,
-                context,
-                cancel_count: 0,
-                stub: chunk.to_vec(),
-            };
-            let frag = if protect { self.protected(flags, call_id, body, chunk.len()) } else {
+            let body =
+                Body::Response { alloc_hint: (stub.len() - at) as u32, context, cancel_count: 0, stub: chunk.to_vec() };
+            let frag = if protect {
+                self.protected(flags, call_id, body, chunk.len())
+            } else {
                 pdu::encode(&Pdu { flags, call_id, body, auth: None })
             };
             out.push(frag.unwrap_or_default());
@@ -571,7 +584,8 @@ impl Association {
         let Some(AuthState::Done { keys, level, context_id, .. }) = &mut self.auth else { return None };
         // The stub plus its padding to 16 (MS-RPCE §2.2.2.11), then the trailer.
         let pad = (16 - stub_len % 16) % 16;
-        let auth = Auth { auth_type: AUTHN_WINNT, level: *level, pad: pad as u8, context_id: *context_id, value: vec![0; 16] };
+        let auth =
+            Auth { auth_type: AUTHN_WINNT, level: *level, pad: pad as u8, context_id: *context_id, value: vec![0; 16] };
         let Body::Response { alloc_hint, context, cancel_count, stub } = body else { return None };
         let mut stub = stub;
         stub.extend(std::iter::repeat_n(0, pad));

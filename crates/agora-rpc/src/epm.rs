@@ -138,11 +138,9 @@ impl Mapper {
     fn local_v4(call: &Call<'_>) -> Ipv4Addr {
         match call.local {
             IpAddr::V4(a) => a,
-            IpAddr::V6(a) => a.to_ipv4_mapped().unwrap_or(if a.is_loopback() {
-                Ipv4Addr::LOCALHOST
-            } else {
-                Ipv4Addr::UNSPECIFIED
-            }),
+            IpAddr::V6(a) => {
+                a.to_ipv4_mapped().unwrap_or(if a.is_loopback() { Ipv4Addr::LOCALHOST } else { Ipv4Addr::UNSPECIFIED })
+            }
         }
     }
 
@@ -171,9 +169,16 @@ impl Mapper {
             .iter()
             .filter(|e| match inquiry {
                 0 => true,
-                1 => ifid.is_some_and(|i| i.uuid == e.syntax.uuid && version_matches(e.syntax.version, i.version, vers_option)),
+                1 => ifid.is_some_and(|i| {
+                    i.uuid == e.syntax.uuid && version_matches(e.syntax.version, i.version, vers_option)
+                }),
                 2 => nil_object,
-                3 => nil_object && ifid.is_some_and(|i| i.uuid == e.syntax.uuid && version_matches(e.syntax.version, i.version, vers_option)),
+                3 => {
+                    nil_object
+                        && ifid.is_some_and(|i| {
+                            i.uuid == e.syntax.uuid && version_matches(e.syntax.version, i.version, vers_option)
+                        })
+                }
                 _ => false,
             })
             .collect();
@@ -242,13 +247,16 @@ impl Mapper {
         let max = (r.u32()? as usize).clamp(1, 500);
         let ip = Self::local_v4(call);
         let towers: Vec<Vec<u8>> = match &tower_in {
-            Some(t) if t.transfer == pdu::ndr() && t.protocol == 0x0b && t.transport.is_none_or(|(p, _)| p == 0x07) => self
-                .endpoints
-                .iter()
-                .filter(|e| e.syntax.uuid == t.interface.uuid && version_matches(e.syntax.version, t.interface.version, 2))
-                .take(max)
-                .map(|e| tower(&e.syntax, ip, e.port))
-                .collect(),
+            Some(t) if t.transfer == pdu::ndr() && t.protocol == 0x0b && t.transport.is_none_or(|(p, _)| p == 0x07) => {
+                self.endpoints
+                    .iter()
+                    .filter(|e| {
+                        e.syntax.uuid == t.interface.uuid && version_matches(e.syntax.version, t.interface.version, 2)
+                    })
+                    .take(max)
+                    .map(|e| tower(&e.syntax, ip, e.port))
+                    .collect()
+            }
             _ => Vec::new(),
         };
         let mut w = Writer::default();

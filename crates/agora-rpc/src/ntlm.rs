@@ -40,12 +40,6 @@ pub fn message_type(token: &[u8]) -> Option<u32> {
     Some(u32::from_le_bytes(token[8..12].try_into().ok()?))
 }
 
-/// MD4 of the password's UTF-16LE: what an account keeps when NTLM is on for it.
-pub fn nt_hash(password: &str) -> [u8; 16] {
-    let units: Vec<u8> = password.encode_utf16().flat_map(u16::to_le_bytes).collect();
-    md4::Md4::digest(&units).into()
-}
-
 fn utf16(s: &str) -> Vec<u8> {
     s.encode_utf16().flat_map(u16::to_le_bytes).collect()
 }
@@ -105,7 +99,7 @@ impl Authenticate {
         let flags = u32::from_le_bytes(msg[60..64].try_into().ok()?);
         let text = |b: &[u8]| -> Option<String> {
             if flags & NEGOTIATE_UNICODE != 0 {
-                if b.len() % 2 != 0 {
+                if !b.len().is_multiple_of(2) {
                     return None;
                 }
                 let units: Vec<u16> = b.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect();
@@ -178,6 +172,24 @@ impl Server {
         m.extend_from_slice(&target);
         m.extend_from_slice(&info);
         Some((Server { flags: offered, challenge, negotiate: negotiate.to_vec(), challenge_msg: m.clone() }, m))
+    }
+
+    /// Whether an AUTHENTICATE is anonymous (MS-NLMP §3.2.5.1.2: no user name, no
+    /// responses).
+    pub fn is_anonymous(msg: &Authenticate) -> bool {
+        msg.user.is_empty() && msg.nt_response.is_empty()
+    }
+
+    /// The keys of an anonymous session: its key exchange key is all zeros.
+    pub fn anonymous(&self, msg: &Authenticate) -> Option<Keys> {
+        let flags = self.flags & msg.flags | (self.flags & (NEGOTIATE_VERSION | TARGET_TYPE_DOMAIN));
+        let mut key = [0u8; 16];
+        if flags & NEGOTIATE_KEY_EXCH != 0 {
+            let mut k: [u8; 16] = msg.session_key.as_slice().try_into().ok()?;
+            rc4(&[0; 16]).apply_keystream(&mut k);
+            key = k;
+        }
+        Some(Keys::new(flags, &key))
     }
 
     /// Checks an AUTHENTICATE's NTLMv2 response against the account's NT hash; the
@@ -328,6 +340,11 @@ impl Keys {
 mod tests {
     use super::*;
 
+    /// What the directory keeps for an account with NTLM on.
+    fn nt_hash(password: &str) -> [u8; 16] {
+        md4::Md4::digest(utf16(password)).into()
+    }
+
     #[test]
     fn nt_hash_matches_ms_nlmp() {
         // MS-NLMP §4.2.4.1.1: NTOWFv2's input for "Password" is MD4 of its UTF-16.
@@ -339,7 +356,10 @@ mod tests {
     #[test]
     fn ntowfv2_matches_ms_nlmp() {
         let key = hmac_md5(&nt_hash("Password"), &[&utf16("USER"), &utf16("Domain")]);
-        assert_eq!(key, [0x0c, 0x86, 0x8a, 0x40, 0x3b, 0xfd, 0x7a, 0x93, 0xa3, 0x00, 0x1e, 0xf2, 0x2e, 0xf0, 0x2e, 0x3f]);
+        assert_eq!(
+            key,
+            [0x0c, 0x86, 0x8a, 0x40, 0x3b, 0xfd, 0x7a, 0x93, 0xa3, 0x00, 0x1e, 0xf2, 0x2e, 0xf0, 0x2e, 0x3f]
+        );
     }
 
     /// A client computed the way MS-NLMP §3.3.2 says, against our CHALLENGE.

@@ -280,6 +280,14 @@ async fn web_sessions<S: Store>(s: &S) {
     s.set_totp("walt@web.test", None).await.expect("totp off");
     assert_eq!(s.totp(a.id).await.expect("q"), None);
     assert!(!s.use_totp_step(a.id, 200).await.expect("off"));
+    assert_eq!(s.ntlm(a.id).await.expect("q"), None, "NTLM is off unless turned on");
+    s.set_ntlm("walt@web.test", Some("")).await.expect("ntlm on");
+    assert_eq!(s.ntlm(a.id).await.expect("q").as_deref(), Some(""));
+    s.set_ntlm("walt@web.test", Some("00ff")).await.expect("ntlm hash");
+    assert_eq!(s.ntlm(a.id).await.expect("q").as_deref(), Some("00ff"));
+    s.set_ntlm("walt@web.test", None).await.expect("ntlm off");
+    assert_eq!(s.ntlm(a.id).await.expect("q"), None);
+    assert!(s.set_ntlm("nobody@web.test", Some("")).await.is_err());
     assert!(s.set_totp("nobody@web.test", None).await.is_err());
     s.add_web_session(session("h5", 7000)).await.expect("add");
     s.set_account_setting(a.id, "signature", Some("-- \nWalt")).await.expect("set");

@@ -89,6 +89,15 @@ pub trait DirectoryStore: Send + Sync {
     /// did: false means the code was used already (a replay).
     async fn use_totp_step(&self, account: AccountId, step: i64) -> Result<bool>;
 
+    /// NTLM for an account (DCE/RPC): None turns it off and forgets the NT hash;
+    /// `Some("")` turns it on, the hash to come with the password; `Some(hex)` keeps
+    /// the hash. Off unless turned on: the NT hash is a weaker secret than argon2id.
+    async fn set_ntlm(&self, login: &str, state: Option<&str>) -> Result<()>;
+
+    /// An account's NTLM state as `set_ntlm` left it (None: off). Read only to check
+    /// an NTLM login: no protocol shows it.
+    async fn ntlm(&self, account: AccountId) -> Result<Option<String>>;
+
     /// A new webmail session.
     async fn add_web_session(&self, session: WebSession) -> Result<()>;
 

@@ -391,7 +391,10 @@ INSERT INTO meta (key, value) VALUES ('schema', '1') ON CONFLICT DO NOTHING;
 
 /// Schema changes after the first, as SQLite's: (version, SQL), applied in order in one
 /// transaction by the first node that opens the database after an upgrade.
-const MIGRATIONS: &[(u32, &str)] = &[];
+const MIGRATIONS: &[(u32, &str)] = &[
+    // NTLM for DCE/RPC, off (NULL) unless turned on for the account.
+    (2, "ALTER TABLE accounts ADD COLUMN IF NOT EXISTS ntlm TEXT COLLATE \"C\""),
+];
 
 /// Connections to one database, shared by a node's sessions.
 pub(crate) struct Pool {

@@ -488,6 +488,8 @@ const MIGRATIONS: &[(u32, &str)] = &[
     // Each account's home node (back-end), and each node's TLS certificate for the
     // front-ends that connect to it.
     (28, "ALTER TABLE accounts ADD COLUMN home TEXT; ALTER TABLE nodes ADD COLUMN tls_pin TEXT NOT NULL DEFAULT ''"),
+    // NTLM for DCE/RPC, off (NULL) unless turned on for the account.
+    (29, "ALTER TABLE accounts ADD COLUMN ntlm TEXT"),
 ];
 
 /// Brings an older store up to the current schema, in one transaction.
@@ -2253,6 +2255,31 @@ impl DirectoryStore for Arc<SqlStore> {
                 params![account, step],
             )?;
             Ok((n == 1, Vec::new()))
+        })
+        .await
+    }
+
+    async fn set_ntlm(&self, login: &str, state: Option<&str>) -> Result<()> {
+        let (login, state) = (login.to_ascii_lowercase(), state.map(str::to_string));
+        self.write(move |c| {
+            let n = c.execute(
+                "UPDATE accounts SET ntlm = ?1, changed = ?3 WHERE login = ?2",
+                params![state.clone(), login, now()],
+            )?;
+            if n == 0 {
+                return Err(StoreError::NotFound(format!("user {login}")));
+            }
+            Ok(((), vec![Change::DirectoryChanged]))
+        })
+        .await
+    }
+
+    async fn ntlm(&self, account: AccountId) -> Result<Option<String>> {
+        self.lookup(move |c| {
+            Ok(c.prepare_cached("SELECT ntlm FROM accounts WHERE id = ?1")?
+                .query_row([account], |r| r.get::<_, Option<String>>(0))
+                .optional()?
+                .flatten())
         })
         .await
     }

@@ -199,6 +199,19 @@ pub enum UserCmd {
         #[arg(long)]
         off: bool,
     },
+    /// Turn on NTLM logins (the address book over DCE/RPC) for an account. The NT
+    /// hash NTLM checks against is a weaker secret than the password's argon2id hash,
+    /// so it is kept only for accounts named here, from the next password change or
+    /// login with the password (or from --password-stdin now).
+    Ntlm {
+        login: String,
+        /// Turn NTLM off and forget the NT hash.
+        #[arg(long, conflicts_with = "password_stdin")]
+        off: bool,
+        /// Read the password on standard input and keep its NT hash now.
+        #[arg(long)]
+        password_stdin: bool,
+    },
     /// Create people from LDIF (slapcat, ldifde) or CSV with a header row.
     Import {
         file: std::path::PathBuf,
@@ -924,6 +937,12 @@ async fn user_inner(store: &Arc<SqlStore>, dir: &Directory, cmd: &UserCmd) -> Re
             for (label, v) in profile_lines(&a.profile) {
                 println!("{label:<14}{v}");
             }
+            let ntlm = match store.ntlm(a.id).await? {
+                None => "off",
+                Some(h) if h.is_empty() => "on, waiting for the password (next change or login)",
+                Some(_) => "on",
+            };
+            println!("ntlm:         {ntlm}");
             println!("quota:        {}", if a.quota == 0 { "none".to_string() } else { format!("{} bytes", a.quota) });
             println!("used:         {} bytes", a.used);
             for m in store.mailboxes(a.id).await? {
@@ -959,6 +978,26 @@ async fn user_inner(store: &Arc<SqlStore>, dir: &Directory, cmd: &UserCmd) -> Re
                 println!("second factor of {login} turned on; add it to an authenticator app:");
                 println!("secret: {text}");
                 println!("{}", agora_directory::totp::provisioning_uri(&secret, &login, issuer));
+            }
+        }
+        UserCmd::Ntlm { login, off, password_stdin } => {
+            let login = normalize_address(login)?;
+            if *off {
+                dir.set_ntlm(&login, false).await?;
+                println!("NTLM for {login} turned off; its NT hash is forgotten");
+            } else if *password_stdin {
+                let pw = read_password(true)?;
+                if dir.authenticate(&login, &pw).await?.is_none() {
+                    bail!("that is not the password of {login}");
+                }
+                dir.set_ntlm(&login, true).await?;
+                dir.keep_nt_hash(&login, &pw, true).await?;
+                println!("NTLM for {login} turned on");
+            } else {
+                dir.set_ntlm(&login, true).await?;
+                println!(
+                    "NTLM for {login} turned on: it works from the next password change or login with the password"
+                );
             }
         }
         UserCmd::Quota { login, bytes } => {

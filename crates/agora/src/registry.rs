@@ -15,14 +15,12 @@ pub static SERVICES: &[&dyn Registration] = &[
     &agora_dns::service::SERVICE,
     &agora_http::service::SERVICE,
     &agora_nntp::service::SERVICE,
+    &agora_rpc::service::SERVICE,
 ];
 
 /// The rest of the port map (DESIGN §1): services not built yet, shown as such.
-pub const PLANNED: &[(&str, u16, TlsMode, &str)] = &[
-    ("routing", 691, TlsMode::StartTls, "link-state routing"),
-    ("x400", 102, TlsMode::None, "X.400 MTA (RFC 1006)"),
-    ("rpc", 135, TlsMode::None, "DCE/RPC endpoint mapper"),
-];
+pub const PLANNED: &[(&str, u16, TlsMode, &str)] =
+    &[("routing", 691, TlsMode::StartTls, "link-state routing"), ("x400", 102, TlsMode::None, "X.400 MTA (RFC 1006)")];
 
 #[cfg(test)]
 mod tests {
@@ -54,6 +52,8 @@ mod tests {
             "agora-dns",
             "agora-http",
             "agora-nntp",
+            "agora-rpc",
+            "agora-proxy",
         ];
         for p in protocols {
             let manifest = std::fs::read_to_string(crates.join(p).join("Cargo.toml")).unwrap_or_default();
