@@ -191,10 +191,12 @@ pub const MAX_VALUES: usize = 100_000;
 /// A PropertyTagArray_r's referent.
 pub fn read_tags(r: &mut Reader<'_>) -> NdrResult<Vec<u32>> {
     let max = r.count(4)?;
-    let c = r.u32()? as usize;
+    // cValues should equal the actual count; the actual count is what travels (some
+    // clients send cValues one too many), so that is what is read.
+    let _c = r.u32()?;
     let n = r.variance(4, max)?;
-    if n != c || n > MAX_VALUES {
-        return Err(NdrError("tag array counts disagree"));
+    if n > MAX_VALUES {
+        return Err(NdrError("tag array too long"));
     }
     (0..n).map(|_| r.u32()).collect()
 }

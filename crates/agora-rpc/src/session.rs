@@ -42,8 +42,12 @@ impl Service for RpcService {
             let len = match pdu::fragment_length(&raw) {
                 Ok(n) if n <= assoc.max_fragment() => n,
                 // A header that cannot be a fragment, or one larger than agreed: the
-                // association ends (its bytes cannot be skipped reliably).
-                _ => {
+                // association ends with a fault (the oversized fragment read first,
+                // so that the client reads the fault rather than a reset).
+                other => {
+                    if let Ok(n) = other {
+                        let _ = conn.skip(n - pdu::HEADER).await;
+                    }
                     let replies = assoc.fragment(raw).await;
                     for r in &replies {
                         conn.queue(r);
