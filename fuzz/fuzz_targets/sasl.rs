@@ -19,7 +19,7 @@ fn world() -> &'static World {
     W.get_or_init(|| {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         let data = tempfile::tempdir().unwrap();
-        let store: Arc<dyn agora_store::Store> = Arc::new(agora_store::sqlite::SqliteStore::open(data.path()).unwrap());
+        let store: Arc<dyn agora_store::Store> = Arc::new(agora_store::sql::SqlStore::open(data.path()).unwrap());
         let dir = Directory::new(store);
         rt.block_on(async {
             dir.add_domain("example.org").await.unwrap();

@@ -10,7 +10,7 @@ use std::path::Path;
 use agora_mail::TransportSection;
 use agora_net::TlsMode;
 use agora_service::{Configured, Registration, Timeouts, render_section, section};
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
 use crate::registry::{PLANNED, SERVICES};
@@ -196,6 +196,9 @@ pub struct ListenerSection {
     pub enabled: Option<bool>,
     pub address: Option<Addresses>,
     pub port: Option<u16>,
+    /// A range instead of one port, `"FIRST-LAST"`: the first port of it free on every
+    /// address is taken (dynamic RPC endpoints; firewall plans name the whole range).
+    pub ports: Option<String>,
     pub tls: Option<TlsModeSetting>,
     pub proxy_protocol: Option<bool>,
     /// Sessions this listener may hold at once (its own budget).
@@ -231,7 +234,10 @@ pub struct EffectiveListener {
     pub built: bool,
     pub enabled: bool,
     pub addresses: Vec<IpAddr>,
+    /// The port; with a range, its first port until binding takes one.
     pub port: u16,
+    /// The range's last port (`port` itself when there is no range).
+    pub port_last: u16,
     pub tls: TlsMode,
     pub proxy_protocol: bool,
     pub timeouts: Timeouts,
@@ -275,11 +281,16 @@ impl Loaded {
         });
         for (key, default_port, tls, role, timeouts, datagram, local, logins) in built.chain(planned) {
             let l = cfg.listeners.get(key).cloned().unwrap_or_default();
-            let port = match l.port {
-                Some(p) => p,
-                None => default_port.checked_add(port_offset).with_context(|| {
-                    format!("--port-offset {port_offset} moves {key} port {default_port} past 65535")
-                })?,
+            let (port, port_last) = match (l.port, &l.ports) {
+                (Some(_), Some(_)) => bail!("[listeners.{key}]: say port or ports, not both"),
+                (None, Some(range)) => port_range(range).with_context(|| format!("[listeners.{key}] ports"))?,
+                (Some(p), None) => (p, p),
+                (None, None) => {
+                    let p = default_port.checked_add(port_offset).with_context(|| {
+                        format!("--port-offset {port_offset} moves {key} port {default_port} past 65535")
+                    })?;
+                    (p, p)
+                }
             };
             out.push(EffectiveListener {
                 key,
@@ -291,6 +302,7 @@ impl Loaded {
                     .as_ref()
                     .map_or_else(|| if local { loopback.clone() } else { default_addrs.clone() }, Addresses::list),
                 port,
+                port_last,
                 tls: l.tls.map_or(tls, TlsModeSetting::net),
                 proxy_protocol: l.proxy_protocol.unwrap_or(false),
                 timeouts: timeouts.unwrap_or_default(),
@@ -307,6 +319,19 @@ impl Loaded {
         }
         Ok(out)
     }
+}
+
+/// `"FIRST-LAST"` (or one port) as the ports it spans.
+fn port_range(text: &str) -> Result<(u16, u16)> {
+    let (a, b) = text.split_once('-').unwrap_or((text, text));
+    let (a, b): (u16, u16) = match (a.trim().parse(), b.trim().parse()) {
+        (Ok(a), Ok(b)) => (a, b),
+        _ => bail!("{text:?} is not a port range like \"6004-6010\""),
+    };
+    if a == 0 || b < a {
+        bail!("{text:?}: the first port must be above 0 and not after the last");
+    }
+    Ok((a, b))
 }
 
 /// The configuration at `path`, or the defaults when there is no file.
@@ -454,7 +479,8 @@ pub fn default_file(hostname: &str, domain: &str) -> String {
         s.push_str(&reg.default_section());
     }
     s.push_str(
-        "\n# Listeners: enabled, address (one or a list), port, tls = \"none\" | \"starttls\" | \"implicit\", proxy_protocol,\n\
+        "\n# Listeners: enabled, address (one or a list), port (or ports = \"FIRST-LAST\": the first free one of a range),\n\
+         # tls (\"none\", \"starttls\" or \"implicit\"), proxy_protocol,\n\
          # max_connections and max_unauthenticated (a flood on one listener never takes another's places,\n\
          # and sessions that logged in never lose theirs to connections that did not).\n",
     );
@@ -563,5 +589,20 @@ mod tests {
     #[test]
     fn offset_overflow_is_an_error() {
         assert!(parse("").unwrap().listeners(65000, &[]).is_err());
+    }
+
+    #[test]
+    fn a_listener_may_take_a_range_of_ports() {
+        let l = parse("[listeners.nspi]\nports = \"6010-6020\"\n").unwrap().listeners(0, &[]).unwrap();
+        let nspi = l.iter().find(|l| l.key == "nspi").unwrap();
+        assert_eq!((nspi.port, nspi.port_last), (6010, 6020));
+        let smtp = l.iter().find(|l| l.key == "smtp").unwrap();
+        assert_eq!((smtp.port, smtp.port_last), (25, 25));
+        for bad in ["\"6020-6010\"", "\"0-5\"", "\"a-b\""] {
+            let text = format!("[listeners.nspi]\nports = {bad}\n");
+            assert!(parse(&text).unwrap().listeners(0, &[]).is_err(), "{bad}");
+        }
+        let both = "[listeners.nspi]\nport = 6004\nports = \"6004-6005\"\n";
+        assert!(parse(both).unwrap().listeners(0, &[]).is_err());
     }
 }

@@ -62,8 +62,17 @@ struct Rule {
     inbound: bool,
     peer: Peer,
     proto: Proto,
-    port: u16,
+    /// First and last port (a listener may take a range).
+    port: (u16, u16),
     what: String,
+}
+
+/// First and last port.
+type Ports = (u16, u16);
+
+/// A port or a range, with `sep` between its ends (nft: '-', iptables: ':').
+fn ports((a, b): (u16, u16), sep: char) -> String {
+    if a == b { a.to_string() } else { format!("{a}{sep}{b}") }
 }
 
 /// The addresses of each kind of peer.
@@ -166,53 +175,59 @@ pub async fn firewall(cli: &Cli, args: &FirewallArgs) -> Result<()> {
     }
     let on = |key: &str| listeners.iter().find(|l| l.key == key && l.built && l.enabled);
     let mut rules = BTreeSet::new();
-    let mut rule = |inbound: bool, peer: Peer, proto: Proto, port: u16, what: &str| {
+    let mut rule = |inbound: bool, peer: Peer, proto: Proto, port: (u16, u16), what: &str| {
         rules.insert(Rule { inbound, peer, proto, port, what: what.to_string() });
     };
     let proxied: BTreeSet<&str> = agora_proxy::ROUTES.iter().map(|p| p.0).collect();
     let backend_ports: BTreeSet<&str> = agora_proxy::ROUTES.iter().map(|p| p.1).collect();
     // What every role that keeps or proxies mail sends out: mail to other domains is
     // the back-ends' (and a single server's) work; DNS everyone needs.
-    let outside = |rule: &mut dyn FnMut(bool, Peer, Proto, u16, &str)| {
-        rule(false, Peer::Anyone, Proto::Udp, 53, "DNS queries");
-        rule(false, Peer::Anyone, Proto::Tcp, 53, "DNS queries");
+    let outside = |rule: &mut dyn FnMut(bool, Peer, Proto, Ports, &str)| {
+        rule(false, Peer::Anyone, Proto::Udp, (53, 53), "DNS queries");
+        rule(false, Peer::Anyone, Proto::Tcp, (53, 53), "DNS queries");
     };
     match args.role.as_str() {
         "single" => {
             for l in listeners.iter().filter(|l| l.built && l.enabled && !l.addresses.iter().all(IpAddr::is_loopback)) {
-                rule(true, Peer::Anyone, Proto::Tcp, l.port, l.key);
+                rule(true, Peer::Anyone, Proto::Tcp, (l.port, l.port_last), l.key);
                 if l.datagram {
-                    rule(true, Peer::Anyone, Proto::Udp, l.port, l.key);
+                    rule(true, Peer::Anyone, Proto::Udp, (l.port, l.port_last), l.key);
                 }
             }
             outside(&mut rule);
-            rule(false, Peer::Anyone, Proto::Tcp, 25, "mail to other domains");
-            rule(false, Peer::Anyone, Proto::Tcp, 443, "MTA-STS policies, ACME");
+            rule(false, Peer::Anyone, Proto::Tcp, (25, 25), "mail to other domains");
+            rule(false, Peer::Anyone, Proto::Tcp, (443, 443), "MTA-STS policies, ACME");
             if shared {
-                rule(false, Peer::Database, Proto::Tcp, peers.database_port, "the store");
+                rule(false, Peer::Database, Proto::Tcp, (peers.database_port, peers.database_port), "the store");
             }
         }
         "front-end" => {
             for key in &proxied {
                 if let Some(l) = on(key) {
-                    rule(true, Peer::Anyone, Proto::Tcp, l.port, key);
+                    rule(true, Peer::Anyone, Proto::Tcp, (l.port, l.port_last), key);
                 }
             }
             for (front, back) in agora_proxy::ROUTES {
                 if on(front).is_some()
                     && let Some(l) = on(back)
                 {
-                    rule(false, Peer::BackEnds, Proto::Tcp, l.port, back);
+                    rule(false, Peer::BackEnds, Proto::Tcp, (l.port, l.port_last), back);
                 }
             }
             // The directory (logins, each user's home) is read from the shared store.
-            rule(false, Peer::Database, Proto::Tcp, peers.database_port, "the store (directory)");
+            rule(
+                false,
+                Peer::Database,
+                Proto::Tcp,
+                (peers.database_port, peers.database_port),
+                "the store (directory)",
+            );
             outside(&mut rule);
         }
         _ => {
             for key in &backend_ports {
                 if let Some(l) = on(key) {
-                    rule(true, Peer::FrontEnds, Proto::Tcp, l.port, key);
+                    rule(true, Peer::FrontEnds, Proto::Tcp, (l.port, l.port_last), key);
                 }
             }
             // Services no front-end carries are reached directly.
@@ -224,19 +239,19 @@ pub async fn firewall(cli: &Cli, args: &FirewallArgs) -> Result<()> {
                     && l.key != "replication"
                     && !l.addresses.iter().all(IpAddr::is_loopback)
             }) {
-                rule(true, Peer::Anyone, Proto::Tcp, l.port, l.key);
+                rule(true, Peer::Anyone, Proto::Tcp, (l.port, l.port_last), l.key);
                 if l.datagram {
-                    rule(true, Peer::Anyone, Proto::Udp, l.port, l.key);
+                    rule(true, Peer::Anyone, Proto::Udp, (l.port, l.port_last), l.key);
                 }
             }
             if let Some(l) = on("replication") {
-                rule(true, Peer::BackEnds, Proto::Tcp, l.port, "replication");
-                rule(false, Peer::BackEnds, Proto::Tcp, l.port, "replication");
+                rule(true, Peer::BackEnds, Proto::Tcp, (l.port, l.port_last), "replication");
+                rule(false, Peer::BackEnds, Proto::Tcp, (l.port, l.port_last), "replication");
             }
-            rule(false, Peer::Database, Proto::Tcp, peers.database_port, "the store");
+            rule(false, Peer::Database, Proto::Tcp, (peers.database_port, peers.database_port), "the store");
             outside(&mut rule);
-            rule(false, Peer::Anyone, Proto::Tcp, 25, "mail to other domains");
-            rule(false, Peer::Anyone, Proto::Tcp, 443, "MTA-STS policies, ACME");
+            rule(false, Peer::Anyone, Proto::Tcp, (25, 25), "mail to other domains");
+            rule(false, Peer::Anyone, Proto::Tcp, (443, 443), "MTA-STS policies, ACME");
         }
     }
     for u in &peers.unresolved {
@@ -285,7 +300,7 @@ fn nftables(role: &str, rules: &[Rule], peers: &Peers, notes: &[String]) -> Stri
         for r in rules.iter().filter(|r| r.inbound == inbound) {
             let (dir, label) = if inbound { ("saddr", "from") } else { ("daddr", "to") };
             let comment = format!("comment \"{} {label} {}\"", r.what, r.peer.label());
-            let (proto, port) = (r.proto.name(), r.port);
+            let (proto, port) = (r.proto.name(), ports(r.port, '-'));
             if r.peer == Peer::Anyone {
                 let _ = writeln!(s, "        {proto} dport {port} accept {comment}");
             } else {
@@ -333,7 +348,7 @@ fn iptables(role: &str, rules: &[Rule], peers: &Peers, notes: &[String]) -> Stri
                     "-A {chain} {who}-p {} -m {} --dport {} -m conntrack --ctstate NEW {comment} -j ACCEPT\n",
                     r.proto.name(),
                     r.proto.name(),
-                    r.port
+                    ports(r.port, ':')
                 )
             };
             if r.peer == Peer::Anyone {
@@ -361,7 +376,7 @@ fn table(role: &str, rules: &[Rule], peers: &Peers, notes: &[String]) -> String 
             }
         };
         let dir = if r.inbound { "in" } else { "out" };
-        let port = format!("{}/{}", r.port, r.proto.name());
+        let port = format!("{}/{}", ports(r.port, '-'), r.proto.name());
         let _ = writeln!(s, "{dir:<4} {:<12} {addrs:<40} {port:<10} {}", r.peer.label(), r.what);
     }
     for n in notes {

@@ -44,7 +44,10 @@ fn print_table(listeners: &[EffectiveListener], status: impl Fn(&EffectiveListen
     for l in listeners {
         // One row per address: IPv4 and IPv6 each show.
         for (i, a) in l.addresses.iter().enumerate() {
-            let addr = std::net::SocketAddr::new(*a, l.port).to_string();
+            let mut addr = std::net::SocketAddr::new(*a, l.port).to_string();
+            if l.port_last > l.port {
+                addr = format!("{addr}-{}", l.port_last);
+            }
             let role = if l.datagram { format!("{} (UDP and TCP)", l.role) } else { l.role.to_string() };
             let (key, role) = if i == 0 { (l.key, role.as_str()) } else { ("", "") };
             let _ = writeln!(out, "{key:<12} {addr:<28} {:<9} {role:<34} {}", l.tls.as_str(), status(l));
@@ -105,6 +108,37 @@ fn system_resolvers() -> Vec<std::net::SocketAddr> {
 }
 
 /// The resolvers to ask about published records: those given, else the configured
+type Bound = (Vec<(ListenerSpec, tokio::net::TcpListener)>, Vec<(ListenerSpec, std::net::UdpSocket)>);
+
+/// Binds one listener's addresses on `port` (all or none).
+fn bind_listener(l: &crate::config::EffectiveListener, port: u16) -> Result<Bound, agora_net::BindError> {
+    let (mut streams, mut datagrams) = (Vec::new(), Vec::new());
+    for &addr in &l.addresses {
+        let spec = ListenerSpec {
+            service: l.key.to_string(),
+            addr: std::net::SocketAddr::new(addr, port),
+            tls: l.tls,
+            proxy_protocol: l.proxy_protocol,
+            timeouts: l.timeouts,
+            admission: l.admission,
+        };
+        match agora_net::bind(&spec) {
+            Ok(listener) => {
+                if l.datagram {
+                    datagrams.push((spec.clone(), agora_net::bind_datagram(&spec)?));
+                }
+                streams.push((spec, listener))
+            }
+            // The default includes IPv6; a machine without it serves IPv4 alone.
+            Err(e) if addr.is_ipv6() && addr.is_unspecified() && e.family_unsupported() => {
+                tracing::warn!("{}: no IPv6 on this machine; IPv4 only", l.key);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok((streams, datagrams))
+}
+
 /// `[transport] nameservers`, else the system's.
 pub(crate) fn resolvers_for<S: AsRef<str>>(
     cli: &Cli,
@@ -538,29 +572,20 @@ pub async fn run(
     let tls = Arc::new(TlsSettings::load_with_client_ca(&cert, &key, client_ca.as_deref())?);
 
     // Bind everything first: a port that cannot be had stops the start, nothing half-up.
+    // A listener with a range of ports takes the first one free on all its addresses.
     let mut bound = Vec::new();
     let mut bound_datagram = Vec::new();
-    for l in listeners.iter().filter(|l| l.built && l.enabled) {
-        for &addr in &l.addresses {
-            let spec = ListenerSpec {
-                service: l.key.to_string(),
-                addr: std::net::SocketAddr::new(addr, l.port),
-                tls: l.tls,
-                proxy_protocol: l.proxy_protocol,
-                timeouts: l.timeouts,
-                admission: l.admission,
-            };
-            match agora_net::bind(&spec) {
-                Ok(listener) => {
-                    if l.datagram {
-                        bound_datagram.push((spec.clone(), agora_net::bind_datagram(&spec)?));
-                    }
-                    bound.push((spec, listener))
+    for l in listeners.iter_mut().filter(|l| l.built && l.enabled) {
+        let mut port = l.port;
+        loop {
+            match bind_listener(l, port) {
+                Ok((mut streams, mut datagrams)) => {
+                    bound.append(&mut streams);
+                    bound_datagram.append(&mut datagrams);
+                    (l.port, l.port_last) = (port, port);
+                    break;
                 }
-                // The default includes IPv6; a machine without it serves IPv4 alone.
-                Err(e) if addr.is_ipv6() && addr.is_unspecified() && e.family_unsupported() => {
-                    tracing::warn!("{}: no IPv6 on this machine; IPv4 only", l.key);
-                }
+                Err(e) if port < l.port_last && e.cause.kind() == std::io::ErrorKind::AddrInUse => port += 1,
                 Err(e) => return Err(e.into()),
             }
         }

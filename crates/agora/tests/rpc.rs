@@ -361,3 +361,25 @@ fn refusals_and_bad_pdus() {
     assert!(ok, "{out}");
     check_session(&out);
 }
+
+/// The address book on the first free port of a configured range: the endpoint
+/// mapper tells which, and the firewall plan opens the range.
+#[test]
+fn the_address_book_takes_a_port_of_its_range() {
+    if !impacket() {
+        return;
+    }
+    let ip = common::unique_ip();
+    let taken = std::net::TcpListener::bind((ip.as_str(), 17004)).unwrap();
+    let a = Agora::start_on(ip, common::DOMAIN, |data| {
+        std::fs::write(data.join("agora.toml"), "[listeners.nspi]\nports = \"17004-17006\"\n").unwrap();
+    });
+    let lookup = "import sys\nfrom impacket.dcerpc.v5 import transport, epm\nd = transport.DCERPCTransportFactory(sys.argv[1]).get_dce_rpc()\nd.connect()\nfor e in epm.hept_lookup(None, dce=d):\n    print(e['annotation'][:-1].decode(), epm.PrintStringBinding(e['tower']['Floors']))\n";
+    let (ok, out) = run(PY, &["-c", lookup, &format!("ncacn_ip_tcp:{}[10135]", a.ip)], "");
+    assert!(ok, "{out}");
+    assert!(out.contains(&format!("Address book (NSPI) ncacn_ip_tcp:{}[17005]", a.ip)), "{out}");
+    let plan = a.cli_ok(&["firewall", "--role", "single", "--format", "nftables"], None);
+    assert!(plan.contains("tcp dport 17004-17006 accept comment \"nspi from anyone\""), "{plan}");
+    assert!(plan.contains("tcp dport 135 accept"), "{plan}");
+    drop(taken);
+}
