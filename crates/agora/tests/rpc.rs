@@ -112,6 +112,10 @@ fn check_session(out: &str) {
     assert!(has("props Ann Lee ann@example.org"), "{out}");
     assert!(has("dn-to-mid True"), "{out}");
     assert!(has("referral mx.example.org"), "{out}");
+    assert!(has("update-stat 3 3 0"), "{out}");
+    assert!(has("compare True") && has("prop-list True"), "{out}");
+    assert!(has("explicit ['Bob Stone', 'Ann Lee']"), "{out}");
+    assert!(has("seek True Bob Stone"), "{out}");
 }
 
 #[test]

@@ -52,6 +52,23 @@ class NspiGetMatchesResponse(NDRCALL):
 
 nspi.OPNUMS[5] = (NspiGetMatches, NspiGetMatchesResponse)
 
+
+class NspiSeekEntries(NDRCALL):
+    # As MS-OXNSPI declares it (impacket's takes the two tag arrays inline).
+    opnum = 4
+    structure = (
+        ('hRpc', nspi.handle_t),
+        ('Reserved', DWORD),
+        ('pStat', nspi.STAT),
+        ('pTarget', nspi.PropertyValue_r),
+        ('lpETable', nspi.PPropertyTagArray_r),
+        ('pPropTags', nspi.PPropertyTagArray_r),
+    )
+
+
+NspiSeekEntriesResponse = nspi.NspiSeekEntriesResponse
+nspi.OPNUMS[4] = (NspiSeekEntries, NspiSeekEntriesResponse)
+
 DISPLAY = 0x3001001F
 SMTP = 0x39FE001F
 LEGACY = 0x3003001F
@@ -169,6 +186,30 @@ print('props', row.get(DISPLAY), row.get(SMTP))
 legacy = nspi.simplifyPropertyRowSet(resolved['ppRows'])[0][LEGACY]
 dn = nspi.hNspiDNToMId(dce, handle, pNames=[legacy])
 print('dn-to-mid', dn['ppOutMIds']['aulPropTag'][0]['Data'] == mid)
+
+# Positions: a move by three rows, two Mids compared, an explicit table, a seek.
+stat = nspi.STAT()
+stat['CodePage'] = nspi.CP_WINUNICODE
+stat['Delta'] = 3
+moved = nspi.hNspiUpdateStat(dce, handle, stat, plDelta=1)
+print('update-stat', moved['pStat']['NumPos'], moved['plDelta'], moved['ErrorCode'])
+bob = resolved['ppMIds']['aulPropTag'][1]['Data']
+cmp = nspi.NspiCompareMIds()
+cmp['hRpc'] = handle
+cmp['MId1'] = mid
+cmp['MId2'] = bob
+print('compare', dce.request(cmp)['plResult'] < 0)
+print('prop-list', len(nspi.hNspiGetPropList(dce, handle, dwMId=mid, CodePage=nspi.CP_WINUNICODE)['ppOutMIds']['aulPropTag']) >= 10)
+explicit = nspi.hNspiQueryRows(dce, handle, lpETable=[bob, mid], pPropTags=[DISPLAY])
+print('explicit', [r[DISPLAY] for r in nspi.simplifyPropertyRowSet(explicit['ppRows'])])
+seek = NspiSeekEntries()
+seek['hRpc'] = handle
+seek['pStat']['CodePage'] = nspi.CP_WINUNICODE
+seek['pTarget'] = value(DISPLAY, 'bo')
+seek['lpETable'] = NULL
+tags_of(seek, 'pPropTags', [DISPLAY])
+found = dce.request(seek)
+print('seek', found['pStat']['CurrentRec'] == bob, nspi.simplifyPropertyRowSet(found['ppRows'])[0][DISPLAY])
 
 nspi.hNspiUnbind(dce, handle)
 dce.disconnect()
