@@ -95,6 +95,21 @@ pub struct Group {
     pub handles: Mutex<HashMap<[u8; 16], Box<dyn std::any::Any + Send>>>,
 }
 
+/// The most context handles one group holds at once.
+pub const MAX_HANDLES: usize = 256;
+
+impl Group {
+    /// Keeps a new context handle's state; false when the group holds too many.
+    pub fn insert_handle(&self, handle: [u8; 16], state: Box<dyn std::any::Any + Send>) -> bool {
+        let mut h = self.handles.lock().unwrap_or_else(|p| p.into_inner());
+        if h.len() >= MAX_HANDLES {
+            return false;
+        }
+        h.insert(handle, state);
+        true
+    }
+}
+
 /// The groups alive on a server, by id.
 #[derive(Default)]
 pub struct Groups {
@@ -406,6 +421,8 @@ impl Association {
     }
 
     async fn authenticate(&mut self, a: &Auth) {
+        // A call begun before the login does not finish under it.
+        self.pending = None;
         let Some(AuthState::Challenged { server, level, context_id }) = self.auth.take() else {
             self.auth = Some(AuthState::Failed);
             return;
@@ -431,6 +448,10 @@ impl Association {
             });
             return;
         }
+        if !ntlm::strong_enough(msg.flags, level >= LEVEL_INTEGRITY, level == LEVEL_PRIVACY) {
+            self.auth = Some(AuthState::Failed);
+            return;
+        }
         let found = accounts.ntlm_secret(&msg.user, &msg.domain, self.peer).await;
         let keys = found.as_ref().and_then(|(hash, _)| server.verify(&msg, hash));
         match (keys, found) {
@@ -438,8 +459,11 @@ impl Association {
                 self.auth =
                     Some(AuthState::Done { keys: Box::new(keys), level, context_id, caller: Caller { login, level } })
             }
-            _ => {
-                accounts.failed(&msg.user, self.peer).await;
+            (_, found) => {
+                // Counted under the account's login when the name resolves, so that
+                // "ann" and "ann@example.org" share one count with every other protocol.
+                let who = found.map_or(msg.user.clone(), |(_, login)| login);
+                accounts.failed(&who, self.peer).await;
                 self.auth = Some(AuthState::Failed);
             }
         }

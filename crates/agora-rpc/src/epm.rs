@@ -161,7 +161,8 @@ impl Mapper {
         };
         let vers_option = r.u32()?;
         let handle = read_handle(&mut r)?;
-        let max = (r.u32()? as usize).clamp(1, 500);
+        let asked = r.u32()?;
+        let max = (asked as usize).clamp(1, 500);
         // Our interfaces have no objects: an object-only inquiry matches the nil one.
         let nil_object = object.is_none_or(|o| o == Uuid::default());
         let matches: Vec<&Endpoint> = self
@@ -186,8 +187,13 @@ impl Mapper {
             0
         } else {
             let mut handles = call.group.handles.lock().unwrap_or_else(|p| p.into_inner());
-            match handles.remove(&handle).and_then(|b| b.downcast::<Position>().ok()) {
-                Some(p) => p.0,
+            // Only a lookup's own handle is taken (another interface's stays).
+            let at = handles.get(&handle).and_then(|b| b.downcast_ref::<Position>()).map(|p| p.0);
+            match at {
+                Some(at) => {
+                    handles.remove(&handle);
+                    at
+                }
                 None => return Err(NdrError("unknown entry handle")),
             }
         };
@@ -195,7 +201,9 @@ impl Mapper {
         let next = start + batch.len();
         let handle_out = if next < matches.len() {
             let h = new_handle();
-            call.group.handles.lock().unwrap_or_else(|p| p.into_inner()).insert(h, Box::new(Position(next)));
+            if !call.group.insert_handle(h, Box::new(Position(next))) {
+                return Err(NdrError("too many lookups in progress"));
+            }
             Some(h)
         } else {
             None
@@ -204,7 +212,8 @@ impl Mapper {
         let mut w = Writer::default();
         write_handle(&mut w, handle_out);
         w.u32(batch.len() as u32);
-        w.u32(max as u32);
+        // The array's size is the client's max_ents, as its IDL says.
+        w.u32(asked);
         w.u32(0);
         w.u32(batch.len() as u32);
         for e in &batch {
@@ -244,7 +253,8 @@ impl Mapper {
         };
         r.align(4)?;
         let _handle = read_handle(&mut r)?;
-        let max = (r.u32()? as usize).clamp(1, 500);
+        let asked = r.u32()?;
+        let max = (asked as usize).clamp(1, 500);
         let ip = Self::local_v4(call);
         let towers: Vec<Vec<u8>> = match &tower_in {
             Some(t) if t.transfer == pdu::ndr() && t.protocol == 0x0b && t.transport.is_none_or(|(p, _)| p == 0x07) => {
@@ -262,7 +272,7 @@ impl Mapper {
         let mut w = Writer::default();
         write_handle(&mut w, None);
         w.u32(towers.len() as u32);
-        w.u32(max as u32);
+        w.u32(asked);
         w.u32(0);
         w.u32(towers.len() as u32);
         for _ in &towers {

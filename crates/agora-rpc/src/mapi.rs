@@ -351,7 +351,7 @@ enum Flat {
 
 /// The deepest restriction taken, and how many nodes in all.
 const MAX_DEPTH: usize = 16;
-const MAX_NODES: usize = 1_000;
+const MAX_NODES: usize = 64;
 
 fn restriction_flat(r: &mut Reader<'_>) -> NdrResult<Flat> {
     let rt = r.u32()?;

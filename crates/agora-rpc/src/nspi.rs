@@ -95,6 +95,18 @@ const MAPI_DISTLIST: u32 = 8;
 const SEEK_ROWS: usize = 100;
 /// Rows one QueryRows returns, at most.
 const MAX_ROWS: usize = 10_000;
+/// Columns a request may name, names one ResolveNames may carry, and values (rows
+/// times columns) one answer may hold: what a client asks cannot make an answer
+/// larger than a few tens of megabytes.
+const MAX_COLUMNS: usize = 256;
+const MAX_NAMES: usize = 1_000;
+const MAX_CELLS: usize = 400_000;
+/// MAPI_E_TOO_BIG.
+const TOO_BIG: u32 = 0x8004_0305;
+
+fn too_big(rows: usize, columns: usize) -> bool {
+    columns > MAX_COLUMNS || rows.saturating_mul(columns.max(1)) > MAX_CELLS
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -124,6 +136,8 @@ struct Entry {
     legacy_dn: String,
     guid: [u8; 16],
     domain: usize,
+    /// Lower case, for ambiguous name resolution: given name, surname, local part.
+    anr: [String; 3],
 }
 
 /// A snapshot of the address book.
@@ -198,6 +212,11 @@ impl Book {
                 legacy_dn: legacy_dn(org, addr),
                 guid,
                 domain,
+                anr: [
+                    p.given_name.to_lowercase(),
+                    p.surname.to_lowercase(),
+                    addr.split('@').next().unwrap_or_default().to_string(),
+                ],
             });
         };
         for a in store.accounts(None).await? {
@@ -390,6 +409,10 @@ impl AddressBook {
     /// One property of an entry; PtypErrorCode NOT_FOUND when it has none.
     fn prop(&self, book: &Book, e: &Entry, tag: u32, flags: u32, unicode_cp: bool) -> Prop {
         let mut ty = tag & 0xffff;
+        // PT_UNSPECIFIED asks for the property in its own type.
+        if ty == mapi::PT_UNSPECIFIED {
+            ty = all_props(unicode_cp).iter().find(|t| *t >> 16 == tag >> 16).map_or(mapi::PT_ERROR, |t| t & 0xffff);
+        }
         // A Unicode session gets PT_UNICODE for the 8-bit types it asks for.
         if unicode_cp && ty == mapi::PT_STRING8 {
             ty = mapi::PT_UNICODE;
@@ -398,7 +421,7 @@ impl AddressBook {
         }
         let id = tag >> 16;
         let text = |s: &str| if s.is_empty() { None } else { Some(Value::Str(s.to_string())) };
-        let string_type = matches!(ty, mapi::PT_STRING8 | mapi::PT_UNICODE | mapi::PT_UNSPECIFIED);
+        let string_type = matches!(ty, mapi::PT_STRING8 | mapi::PT_UNICODE);
         let (ty, value) = match id {
             pid::DISPLAY_NAME | pid::TRANSMITABLE_DISPLAY_NAME if string_type => (ty, text(&e.display)),
             pid::ADDRTYPE if string_type => (ty, Some(Value::Str("EX".into()))),
@@ -492,9 +515,7 @@ impl AddressBook {
                 e.smtp == t
                     || e.key.starts_with(&t)
                     || e.key.split_whitespace().any(|w| w.starts_with(&t))
-                    || e.given.to_lowercase().starts_with(&t)
-                    || e.surname.to_lowercase().starts_with(&t)
-                    || e.smtp.split('@').next().is_some_and(|l| l.starts_with(&t))
+                    || e.anr.iter().any(|f| f.starts_with(&t))
                     || e.addresses.contains(&t)
             })
             .collect()
@@ -572,11 +593,13 @@ impl AddressBook {
                 // Anonymous NSPI is not served: the association is authenticated here.
                 let mut handle = [0u8; 16];
                 getrandom::fill(&mut handle).map_err(|_| status::REMOTE_NO_MEMORY)?;
-                call.group
-                    .handles
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(handle, Box::new(Session { code_page: stat.code_page }));
+                if !call.group.insert_handle(handle, Box::new(Session { code_page: stat.code_page })) {
+                    w.pointer(false);
+                    w.u32(0);
+                    w.uuid(&Uuid::default());
+                    w.u32(code::GENERAL_FAILURE);
+                    return Ok(w.into_bytes());
+                }
                 w.pointer(want_guid);
                 if want_guid {
                     w.uuid(&Uuid(self.server_guid));
@@ -664,9 +687,14 @@ impl AddressBook {
                 let tags = tags.unwrap_or_else(|| default_columns(unicode));
                 let rows: Vec<Vec<Prop>>;
                 let code;
-                if let Some(mids) = etable {
+                let wanted = etable.as_ref().map_or(count, |m| m.len().min(count));
+                if too_big(wanted, tags.len()) {
+                    rows = Vec::new();
+                    code = TOO_BIG;
+                } else if let Some(mids) = etable {
                     rows = mids
                         .iter()
+                        .take(count)
                         .map(|m| match book.entry(*m) {
                             Some(e) => self.row(book, e, &tags, flags, unicode),
                             None => Self::missing_row(&tags),
@@ -705,6 +733,12 @@ impl AddressBook {
                 let target = mapi::read_value(r)?;
                 let etable = mapi::read_tags_ptr(r)?;
                 let tags = mapi::read_tags_ptr(r)?;
+                if tags.as_ref().is_some_and(|t| too_big(SEEK_ROWS, t.len())) {
+                    stat.write(w);
+                    mapi::write_rowset_ptr(w, None);
+                    w.u32(TOO_BIG);
+                    return Ok(());
+                }
                 let unicode = stat.code_page == CP_WINUNICODE;
                 let sought = match (&target.value, target.tag >> 16) {
                     (Value::Str(s), pid::DISPLAY_NAME) if stat.sort_type == 0 => Some(s.to_lowercase()),
@@ -762,7 +796,9 @@ impl AddressBook {
                 let requested = r.u32()? as usize;
                 let tags = mapi::read_tags_ptr(r)?;
                 let unicode = stat.code_page == CP_WINUNICODE;
+                let columns = tags.as_ref().map_or(0, Vec::len);
                 let out = match (filter, book.container(stat.container)) {
+                    _ if too_big(requested.min(MAX_ROWS), columns) => Err(TOO_BIG),
                     (Some(f), Some(table)) if !prop_name => {
                         let hits: Vec<u32> = table
                             .iter()
@@ -807,7 +843,7 @@ impl AddressBook {
                 let input = mapi::read_tags(r)?;
                 let _out = mapi::read_tags_ptr(r)?;
                 let mut mids: Vec<&Entry> = input.iter().filter_map(|m| book.entry(*m)).collect();
-                mids.sort_by(|a, b| a.key.cmp(&b.key));
+                mids.sort_by(|a, b| a.key.cmp(&b.key).then(a.mid.cmp(&b.mid)));
                 mids.dedup_by_key(|e| e.mid);
                 let mids: Vec<u32> = mids.iter().map(|e| e.mid).collect();
                 stat.total = mids.len() as u32;
@@ -823,6 +859,11 @@ impl AddressBook {
             7 => {
                 let _reserved = r.u32()?;
                 let names = mapi::read_strings(r, false)?;
+                if names.len() > MAX_ROWS {
+                    mapi::write_tags_ptr(w, None);
+                    w.u32(TOO_BIG);
+                    return Ok(());
+                }
                 let mids: Vec<u32> = names
                     .iter()
                     .map(|n| book.by_dn.get(&n.to_ascii_lowercase()).map_or(0, |&i| book.entries[i].mid))
@@ -853,8 +894,14 @@ impl AddressBook {
             // NspiGetProps
             9 => {
                 let flags = r.u32()?;
-                let stat = if r.pointer()?.is_some() { Stat::read(r)? } else { Stat::default() };
+                // `[in] STAT* pStat`: a reference pointer, so the STAT itself (MS-OXNSPI).
+                let stat = Stat::read(r)?;
                 let tags = mapi::read_tags_ptr(r)?;
+                if tags.as_ref().is_some_and(|t| too_big(1, t.len())) {
+                    mapi::write_row_ptr(w, None);
+                    w.u32(TOO_BIG);
+                    return Ok(());
+                }
                 let unicode = stat.code_page == CP_WINUNICODE || (stat.code_page == 0 && session_cp == CP_WINUNICODE);
                 match book.entry(stat.current) {
                     Some(e) => {
@@ -894,18 +941,19 @@ impl AddressBook {
             // NspiGetSpecialTable
             12 => {
                 let flags = r.u32()?;
-                let stat = if r.pointer()?.is_some() { Stat::read(r)? } else { Stat::default() };
-                let version = if r.pointer()?.is_some() { Some(r.u32()?) } else { None };
+                // `[in] STAT* pStat` and `[in, out] DWORD* lpVersion`: references, inline.
+                let stat = Stat::read(r)?;
+                let version = r.u32()?;
                 let unicode = flags & NSPI_UNICODE_STRINGS != 0 || stat.code_page == CP_WINUNICODE;
                 if flags & 2 != 0 {
                     // Address creation templates: none are offered.
-                    w.u32(version.unwrap_or(0));
+                    w.u32(version);
                     mapi::write_rowset_ptr(w, Some(&[]));
                     w.u32(code::SUCCESS);
                     return Ok(());
                 }
                 let rows = self.hierarchy(book, unicode);
-                w.u32(version.unwrap_or(0));
+                w.u32(version);
                 mapi::write_rowset_ptr(w, Some(&rows));
                 w.u32(code::SUCCESS);
             }
@@ -937,6 +985,12 @@ impl AddressBook {
                 let stat = Stat::read(r)?;
                 let tags = mapi::read_tags_ptr(r)?;
                 let names = mapi::read_strings(r, opnum == 20)?;
+                if names.len() > MAX_NAMES || too_big(names.len(), tags.as_ref().map_or(0, Vec::len)) {
+                    mapi::write_tags_ptr(w, None);
+                    mapi::write_rowset_ptr(w, None);
+                    w.u32(TOO_BIG);
+                    return Ok(());
+                }
                 let unicode = opnum == 20 || stat.code_page == CP_WINUNICODE;
                 let table = book.container(stat.container).unwrap_or(&book.gal);
                 let mut mids = Vec::with_capacity(names.len());

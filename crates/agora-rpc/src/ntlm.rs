@@ -200,7 +200,7 @@ impl Server {
             return None;
         }
         let (proof, blob) = msg.nt_response.split_at(16);
-        let who = [utf16(&msg.user.to_uppercase()), utf16(&msg.domain)].concat();
+        let who = [utf16(&upper(&msg.user)), utf16(&msg.domain)].concat();
         let key = hmac_md5(nt_hash, &[&who]);
         let expected = hmac_md5(&key, &[&self.challenge, blob]);
         if !constant_eq(&expected, proof) {
@@ -228,6 +228,28 @@ impl Server {
         }
         Some(Keys::new(flags, &exported))
     }
+}
+
+/// Whether negotiated flags give the protection a level needs: 128-bit keys exchanged,
+/// signing, and sealing for privacy (weaker sessions are refused, not downgraded).
+pub fn strong_enough(flags: u32, protect: bool, seal: bool) -> bool {
+    let need = if protect { NEGOTIATE_128 | NEGOTIATE_KEY_EXCH | NEGOTIATE_SIGN | EXTENDED_SESSIONSECURITY } else { 0 };
+    let need = need | if seal { NEGOTIATE_SEAL } else { 0 };
+    flags & need == need
+}
+
+/// Windows' upper case for NTOWFv2: character by character, a character whose upper
+/// case is more than one character kept as it is (the length never changes).
+fn upper(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            let mut u = c.to_uppercase();
+            match (u.next(), u.next()) {
+                (Some(one), None) => one,
+                _ => c,
+            }
+        })
+        .collect()
 }
 
 /// MsvAvFlags from a blob's AV pairs.
@@ -430,6 +452,26 @@ mod tests {
         assert_eq!(data, b"a request stub");
         assert!(keys.verify(&data, &sig));
         assert!(!keys.verify(&data, &sig), "a replayed sequence number fails");
+    }
+
+    #[test]
+    fn upper_case_keeps_the_length() {
+        assert_eq!(upper("straße"), "STRAßE");
+        assert_eq!(upper("ann"), "ANN");
+        assert!(strong_enough(
+            NEGOTIATE_128 | NEGOTIATE_KEY_EXCH | NEGOTIATE_SIGN | EXTENDED_SESSIONSECURITY,
+            true,
+            false
+        ));
+        assert!(
+            !strong_enough(NEGOTIATE_KEY_EXCH | NEGOTIATE_SIGN | EXTENDED_SESSIONSECURITY, true, false),
+            "40-bit keys"
+        );
+        assert!(!strong_enough(
+            NEGOTIATE_128 | NEGOTIATE_KEY_EXCH | NEGOTIATE_SIGN | EXTENDED_SESSIONSECURITY,
+            true,
+            true
+        ));
     }
 
     #[test]

@@ -91,7 +91,6 @@ fn build(ctx: &Context, s: RpcSection) -> Result<Built, String> {
     if netbios_domain.is_empty() || netbios_domain.len() > 15 {
         return Err(format!("netbios_domain {netbios_domain:?}: 1 to 15 characters"));
     }
-    let groups = Arc::new(Groups::default());
     let accounts: Arc<dyn Accounts> = Arc::new(DirectoryAccounts {
         dir: ctx.dir.clone(),
         throttle: Arc::clone(&ctx.throttle),
@@ -122,7 +121,9 @@ fn build(ctx: &Context, s: RpcSection) -> Result<Built, String> {
         let mgmt = Arc::new(Management { interfaces: vec![book.syntax(), referral.syntax()] });
         let server = Server {
             interfaces: vec![book, referral, mgmt],
-            groups: Arc::clone(&groups),
+            // Each listener's own groups: an anonymous association on 135 never
+            // joins one holding address-book handles.
+            groups: Arc::new(Groups::default()),
             accounts: Some(accounts),
             port,
             max_request: s.max_request_size,
@@ -134,7 +135,7 @@ fn build(ctx: &Context, s: RpcSection) -> Result<Built, String> {
             Arc::new(Mapper { endpoints }),
             Arc::new(Management { interfaces: vec![crate::epm::syntax()] }),
         ],
-        groups,
+        groups: Arc::new(Groups::default()),
         accounts: None,
         port: port_of("rpc").unwrap_or(135),
         max_request: s.max_request_size.min(64 * 1024),

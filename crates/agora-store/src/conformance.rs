@@ -285,6 +285,9 @@ async fn web_sessions<S: Store>(s: &S) {
     assert_eq!(s.ntlm(a.id).await.expect("q").as_deref(), Some(""));
     s.set_ntlm("walt@web.test", Some("00ff")).await.expect("ntlm hash");
     assert_eq!(s.ntlm(a.id).await.expect("q").as_deref(), Some("00ff"));
+    s.set_password("walt@web.test", &a.password_hash, &a.scram).await.expect("password");
+    assert_eq!(s.ntlm(a.id).await.expect("q").as_deref(), Some(""), "a new password makes the NT hash stale");
+    s.set_ntlm("walt@web.test", Some("00ff")).await.expect("ntlm hash");
     s.set_ntlm("walt@web.test", None).await.expect("ntlm off");
     assert_eq!(s.ntlm(a.id).await.expect("q"), None);
     assert!(s.set_ntlm("nobody@web.test", Some("")).await.is_err());

@@ -2211,8 +2211,12 @@ impl DirectoryStore for Arc<SqlStore> {
         let (hash, scram) = (hash.to_string(), scram.to_string());
         self.write(move |c| {
             replica_guard(c, privileged, &[login.as_str()])?;
+            // A new password makes any NT hash stale: NTLM stays on, waiting for the
+            // hash of the new password (kept by whoever knows it, or at the next login).
             let n = c.execute(
-                "UPDATE accounts SET password_hash = ?1, scram = ?2, changed = ?4 WHERE login = ?3",
+                "UPDATE accounts SET password_hash = ?1, scram = ?2, changed = ?4,
+                     ntlm = CASE WHEN ntlm IS NULL THEN NULL ELSE '' END
+                 WHERE login = ?3",
                 params![hash, scram, login, now()],
             )?;
             if n == 0 {

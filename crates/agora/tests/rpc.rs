@@ -214,6 +214,7 @@ fn impacket_maps_and_reads_the_address_book() {
     assert!(ok, "{out}");
     check_session(&out);
     assert!(out.contains("gal 2505 sorted admin@example.org ann@example.org bob@example.org"), "{out}");
+    assert!(out.contains("\nmany 200 True\n"), "{out}");
 }
 
 /// One bind to the endpoint mapper, as raw bytes.

@@ -67,6 +67,37 @@ class NspiSeekEntries(NDRCALL):
 
 
 NspiSeekEntriesResponse = nspi.NspiSeekEntriesResponse
+
+
+class NspiGetProps(NDRCALL):
+    # MS-OXNSPI: `[in] STAT* pStat` is a reference, so the STAT travels inline
+    # (impacket 0.10 sends it behind a unique pointer).
+    opnum = 9
+    structure = (
+        ('hRpc', nspi.handle_t),
+        ('dwFlags', DWORD),
+        ('pStat', nspi.STAT),
+        ('pPropTags', nspi.PPropertyTagArray_r),
+    )
+
+
+NspiGetPropsResponse = nspi.NspiGetPropsResponse
+
+
+class NspiGetSpecialTable(NDRCALL):
+    # Likewise `[in] STAT* pStat` and `[in, out] DWORD* lpVersion`.
+    opnum = 12
+    structure = (
+        ('hRpc', nspi.handle_t),
+        ('dwFlags', DWORD),
+        ('pStat', nspi.STAT),
+        ('lpVersion', DWORD),
+    )
+
+
+NspiGetSpecialTableResponse = nspi.NspiGetSpecialTableResponse
+nspi.OPNUMS[9] = (NspiGetProps, NspiGetPropsResponse)
+nspi.OPNUMS[12] = (NspiGetSpecialTable, NspiGetSpecialTableResponse)
 nspi.OPNUMS[4] = (NspiSeekEntries, NspiSeekEntriesResponse)
 
 DISPLAY = 0x3001001F
@@ -147,7 +178,11 @@ dce = connect(nspi.MSRPC_UUID_NSPI)
 handle = nspi.hNspiBind(dce)['contextHandle']
 print('bound')
 
-special = nspi.hNspiGetSpecialTable(dce, handle)
+req = NspiGetSpecialTable()
+req['hRpc'] = handle
+req['dwFlags'] = nspi.NspiUnicodeStrings
+req['pStat']['CodePage'] = nspi.CP_WINUNICODE
+special = dce.request(req)
 for row in nspi.simplifyPropertyRowSet(special['ppRows']):
     print('container', row.get(DISPLAY), row.get(0xFFFD0003), row.get(0x30050003))
 
@@ -180,8 +215,12 @@ print('gal-hidden', any(s == 'annabel@example.org' for _, s in seen))
 
 # Ann's row by her Mid, and her Mid by her legacy DN.
 mid = resolved['ppMIds']['aulPropTag'][0]['Data']
-props = nspi.hNspiGetProps(dce, handle, CurrentRec=mid, CodePage=nspi.CP_WINUNICODE, pPropTags=[DISPLAY, SMTP])
-row = nspi.simplifyPropertyRow(props['ppRows'])
+req = NspiGetProps()
+req['hRpc'] = handle
+req['pStat']['CurrentRec'] = mid
+req['pStat']['CodePage'] = nspi.CP_WINUNICODE
+tags_of(req, 'pPropTags', [DISPLAY, SMTP])
+row = nspi.simplifyPropertyRow(dce.request(req)['ppRows'])
 print('props', row.get(DISPLAY), row.get(SMTP))
 legacy = nspi.simplifyPropertyRowSet(resolved['ppRows'])[0][LEGACY]
 dn = nspi.hNspiDNToMId(dce, handle, pNames=[legacy])
@@ -210,6 +249,13 @@ seek['lpETable'] = NULL
 tags_of(seek, 'pPropTags', [DISPLAY])
 found = dce.request(seek)
 print('seek', found['pStat']['CurrentRec'] == bob, nspi.simplifyPropertyRowSet(found['ppRows'])[0][DISPLAY])
+
+if small:
+    # A request of many fragments: two hundred names resolved at once.
+    names = ['p%04d' % i for i in range(0, 400, 2)]
+    many = nspi.hNspiResolveNamesW(dce, handle, pPropTags=[SMTP], paStr=names)
+    got = [r[SMTP] for r in nspi.simplifyPropertyRowSet(many['ppRows'])]
+    print('many', len(got), got == [n + '@example.org' for n in names])
 
 nspi.hNspiUnbind(dce, handle)
 dce.disconnect()
