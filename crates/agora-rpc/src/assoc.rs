@@ -287,7 +287,8 @@ impl Association {
                         return vec![fault(pdu.call_id, context, st, true)];
                     }
                 };
-                self.request(pdu.flags, pdu.call_id, context, opnum, object, little, stub).await
+                let frag = Pending { call_id: pdu.call_id, context, opnum, object, little, stub };
+                self.request(pdu.flags, frag).await
             }
             Body::CoCancel => match &self.pending {
                 Some(p) if p.call_id == pdu.call_id => {
@@ -505,17 +506,9 @@ impl Association {
         Ok(raw[stub_at..stub_end.max(stub_at)].to_vec())
     }
 
-    #[allow(clippy::too_many_arguments)]
-    async fn request(
-        &mut self,
-        flags: u8,
-        call_id: u32,
-        context: u16,
-        opnum: u16,
-        object: Option<pdu::Uuid>,
-        little: bool,
-        stub: Vec<u8>,
-    ) -> Vec<Vec<u8>> {
+    /// One request fragment (its stub checked already): kept until the call's last.
+    async fn request(&mut self, flags: u8, frag: Pending) -> Vec<Vec<u8>> {
+        let Pending { call_id, context, stub, .. } = frag;
         if flags & pdu::PFC_FIRST_FRAG != 0 {
             if self.pending.is_some() {
                 // A new call before the last one's final fragment.
@@ -523,7 +516,7 @@ impl Association {
                 self.closed = true;
                 return vec![fault(call_id, context, status::PROTO_ERROR, true)];
             }
-            self.pending = Some(Pending { call_id, context, opnum, object, little, stub: Vec::new() });
+            self.pending = Some(Pending { stub: Vec::new(), ..frag });
         }
         let Some(p) = self.pending.as_mut().filter(|p| p.call_id == call_id && p.context == context) else {
             self.pending = None;
