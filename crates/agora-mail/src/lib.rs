@@ -10,6 +10,7 @@ pub mod dsn;
 pub mod filter;
 pub mod intake;
 pub mod mtasts;
+pub mod routing;
 pub mod settings;
 pub mod tlsrpt;
 pub mod tracking;

@@ -1,0 +1,725 @@
+//! Link-state routing between routing groups: the organisation's table (topology and
+//! each connector's up/down state), its canonical text and digest, merging tables
+//! heard from other servers (every part keeps its newest stamp, so all servers that
+//! heard the same parts hold the same table), damping of state changes, and the
+//! cheapest route over connectors that are up (Dijkstra over groups).
+//! Pure: text in, values out; the 691 service and SMTP's X-LINK2STATE carry it.
+
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+
+/// The largest table taken from another server.
+pub const MAX_TABLE: usize = 256 * 1024;
+const MAX_LINE: usize = 4096;
+const MAX_LIST: usize = 64;
+
+/// Who changed a part of the table last: a counter, then the node that moved it
+/// (two changes with one counter are told apart by name, the same way everywhere).
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Stamp {
+    pub version: u64,
+    pub origin: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Member {
+    /// Host name or address other servers reach it at.
+    pub host: String,
+    pub smtp_port: u16,
+    pub routing_port: u16,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Group {
+    /// The member that merges its group's reports and pushes the table to them.
+    pub master: String,
+    pub members: BTreeMap<String, Member>,
+    /// Mail domains whose mailboxes are in this group.
+    pub domains: BTreeSet<String>,
+}
+
+/// A connector: between two groups, or (`to` empty) from a group to the outside for
+/// the address spaces it names.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Connector {
+    pub from: String,
+    pub to: String,
+    pub cost: u32,
+    /// Members of `from` (and of `to`) that carry its mail; empty: any member.
+    pub bridgeheads_from: Vec<String>,
+    pub bridgeheads_to: Vec<String>,
+    /// Domains it carries (`*` for all, `*.example` for a domain and its subdomains);
+    /// a group connector carries whatever lies beyond it unless this narrows it.
+    pub spaces: Vec<String>,
+    /// Largest message it carries, in octets (0: any).
+    pub max_size: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LinkState {
+    pub up: bool,
+    pub stamp: Stamp,
+}
+
+/// The organisation's routing table.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Table {
+    pub org: String,
+    /// Topology's stamp: its version is the table's major version.
+    pub topology: Stamp,
+    pub groups: BTreeMap<String, Group>,
+    pub connectors: BTreeMap<String, Connector>,
+    /// Connector state, by connector name; a connector without one is up.
+    pub states: BTreeMap<String, LinkState>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("routing table, line {line}: {what}")]
+pub struct TableError {
+    pub line: usize,
+    pub what: String,
+}
+
+/// Names of groups, nodes and connectors: letters, digits, '.', '-', '_'.
+pub fn valid_name(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+}
+
+fn valid_space(s: &str) -> bool {
+    s == "*" || {
+        let d = s.strip_prefix("*.").unwrap_or(s);
+        !d.is_empty() && d.len() <= 253 && d.bytes().all(|b| b.is_ascii_alphanumeric() || b".-".contains(&b))
+    }
+}
+
+fn list(items: &[String]) -> String {
+    if items.is_empty() { "-".into() } else { items.join(",") }
+}
+
+impl Table {
+    /// The major (topology) and minor (state) versions.
+    pub fn versions(&self) -> (u64, u64) {
+        (self.topology.version, self.states.values().map(|s| s.stamp.version).max().unwrap_or(0))
+    }
+
+    /// The canonical text: every server writes the same table the same way.
+    pub fn encode(&self) -> String {
+        let mut s = String::from("agora-routing 1\n");
+        let _ = writeln!(s, "org {}", self.org);
+        let _ = writeln!(s, "topology {} {}", self.topology.version, self.topology.origin);
+        for (name, g) in &self.groups {
+            let _ = writeln!(s, "group {name} {}", if g.master.is_empty() { "-" } else { &g.master });
+            for (node, m) in &g.members {
+                let _ = writeln!(s, "member {name} {node} {} {} {}", m.host, m.smtp_port, m.routing_port);
+            }
+            for d in &g.domains {
+                let _ = writeln!(s, "domain {name} {d}");
+            }
+        }
+        for (name, c) in &self.connectors {
+            let _ = writeln!(
+                s,
+                "connector {name} {} {} {} {} {} {} {}",
+                c.from,
+                if c.to.is_empty() { "-" } else { &c.to },
+                c.cost,
+                list(&c.bridgeheads_from),
+                list(&c.bridgeheads_to),
+                list(&c.spaces),
+                c.max_size
+            );
+        }
+        for (name, st) in &self.states {
+            let _ = writeln!(
+                s,
+                "state {name} {} {} {}",
+                if st.up { "up" } else { "down" },
+                st.stamp.version,
+                st.stamp.origin
+            );
+        }
+        s
+    }
+
+    /// SHA-256 of the canonical text, in hex.
+    pub fn digest(&self) -> String {
+        Sha256::digest(self.encode().as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// Reads a table in its canonical text (from the store or another server).
+    pub fn decode(text: &str) -> Result<Table, TableError> {
+        if text.len() > MAX_TABLE {
+            return Err(TableError { line: 0, what: "larger than the limit".into() });
+        }
+        let mut t = Table::default();
+        let mut lines = text.lines().enumerate();
+        match lines.next() {
+            Some((_, "agora-routing 1")) => {}
+            _ => return Err(TableError { line: 1, what: "not an Agora routing table of version 1".into() }),
+        }
+        for (i, line) in lines {
+            let err = |what: &str| TableError { line: i + 1, what: what.to_string() };
+            if line.len() > MAX_LINE {
+                return Err(err("line too long"));
+            }
+            let w: Vec<&str> = line.split(' ').collect();
+            let name = |k: usize| -> Result<String, TableError> {
+                let v = w.get(k).copied().unwrap_or_default();
+                if valid_name(v) { Ok(v.to_string()) } else { Err(err("bad name")) }
+            };
+            let num = |k: usize| -> Result<u64, TableError> {
+                w.get(k).and_then(|v| v.parse().ok()).ok_or_else(|| err("bad number"))
+            };
+            let names = |k: usize| -> Result<Vec<String>, TableError> {
+                match w.get(k).copied() {
+                    Some("-") => Ok(Vec::new()),
+                    Some(v) => {
+                        let l: Vec<String> = v.split(',').map(str::to_string).collect();
+                        if l.len() > MAX_LIST || !l.iter().all(|n| valid_name(n)) {
+                            return Err(err("bad list of names"));
+                        }
+                        Ok(l)
+                    }
+                    None => Err(err("missing list")),
+                }
+            };
+            match (w[0], w.len()) {
+                ("org", 2) => t.org = name(1)?,
+                ("topology", 3) => t.topology = Stamp { version: num(1)?, origin: name(2)? },
+                ("group", 3) => {
+                    let master = if w[2] == "-" { String::new() } else { name(2)? };
+                    t.groups.insert(name(1)?, Group { master, ..Group::default() });
+                }
+                ("member", 6) => {
+                    let g = t.groups.get_mut(&name(1)?).ok_or_else(|| err("member of an unknown group"))?;
+                    let host = w[3];
+                    if host.is_empty()
+                        || host.len() > 253
+                        || !host.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:_".contains(&b))
+                    {
+                        return Err(err("bad host"));
+                    }
+                    let port = |k| u16::try_from(num(k)?).map_err(|_| err("bad port"));
+                    g.members.insert(
+                        name(2)?,
+                        Member { host: host.to_string(), smtp_port: port(4)?, routing_port: port(5)? },
+                    );
+                }
+                ("domain", 3) => {
+                    let g = t.groups.get_mut(&name(1)?).ok_or_else(|| err("domain of an unknown group"))?;
+                    if !valid_space(w[2]) || w[2].starts_with('*') {
+                        return Err(err("bad domain"));
+                    }
+                    g.domains.insert(w[2].to_string());
+                }
+                ("connector", 9) => {
+                    let to = if w[3] == "-" { String::new() } else { name(3)? };
+                    let spaces = match w[7] {
+                        "-" => Vec::new(),
+                        v => {
+                            let l: Vec<String> = v.split(',').map(str::to_string).collect();
+                            if l.len() > MAX_LIST || !l.iter().all(|s| valid_space(s)) {
+                                return Err(err("bad address space"));
+                            }
+                            l
+                        }
+                    };
+                    let c = Connector {
+                        from: name(2)?,
+                        to,
+                        cost: u32::try_from(num(4)?).map_err(|_| err("bad cost"))?,
+                        bridgeheads_from: names(5)?,
+                        bridgeheads_to: names(6)?,
+                        spaces,
+                        max_size: num(8)?,
+                    };
+                    t.connectors.insert(name(1)?, c);
+                }
+                ("state", 5) => {
+                    let up = match w[2] {
+                        "up" => true,
+                        "down" => false,
+                        _ => return Err(err("state is up or down")),
+                    };
+                    t.states.insert(name(1)?, LinkState { up, stamp: Stamp { version: num(3)?, origin: name(4)? } });
+                }
+                _ => return Err(err("unknown line")),
+            }
+        }
+        Ok(t)
+    }
+
+    /// Takes what is newer in `other`: its topology if its stamp is later, each
+    /// connector's state if later. True if anything changed here.
+    pub fn merge(&mut self, other: &Table) -> bool {
+        if other.org != self.org && !self.org.is_empty() {
+            return false;
+        }
+        let before = self.clone();
+        if other.topology > self.topology {
+            self.org = other.org.clone();
+            self.topology = other.topology.clone();
+            self.groups = other.groups.clone();
+            self.connectors = other.connectors.clone();
+        }
+        for (name, st) in &other.states {
+            match self.states.get(name) {
+                Some(mine) if mine.stamp >= st.stamp => {}
+                _ => {
+                    self.states.insert(name.clone(), st.clone());
+                }
+            }
+        }
+        // States of connectors no longer in the topology go with them.
+        let connectors = &self.connectors;
+        self.states.retain(|name, _| connectors.contains_key(name));
+        *self != before
+    }
+
+    /// A topology change made here: the next topology version, stamped by `node`.
+    pub fn touch_topology(&mut self, node: &str) {
+        self.topology = Stamp { version: self.topology.version + 1, origin: node.to_string() };
+    }
+
+    /// A state observed here: recorded with the next state version, unless it is the
+    /// state already known. True if the table changed.
+    pub fn set_state(&mut self, connector: &str, up: bool, node: &str) -> bool {
+        if !self.connectors.contains_key(connector) || self.is_up(connector) == up {
+            return false;
+        }
+        let version = self.versions().1 + 1;
+        self.states.insert(connector.to_string(), LinkState { up, stamp: Stamp { version, origin: node.to_string() } });
+        true
+    }
+
+    pub fn is_up(&self, connector: &str) -> bool {
+        self.states.get(connector).is_none_or(|s| s.up)
+    }
+
+    /// The group a node is a member of.
+    pub fn group_of(&self, node: &str) -> Option<&str> {
+        self.groups.iter().find(|(_, g)| g.members.contains_key(node)).map(|(n, _)| n.as_str())
+    }
+
+    /// The member named `node`, wherever it is.
+    pub fn member(&self, node: &str) -> Option<&Member> {
+        self.groups.values().find_map(|g| g.members.get(node))
+    }
+
+    /// Whether a host (an address a connection came from) is a member's.
+    pub fn is_member_host(&self, host: &str) -> bool {
+        self.groups.values().any(|g| g.members.values().any(|m| m.host == host))
+    }
+
+    /// The group whose mailboxes hold `domain`'s mail, if a group names it.
+    pub fn group_of_domain(&self, domain: &str) -> Option<&str> {
+        let d = domain.to_ascii_lowercase();
+        self.groups.iter().find(|(_, g)| g.domains.contains(&d)).map(|(n, _)| n.as_str())
+    }
+}
+
+/// How specifically an address space matches a domain (None: not at all).
+fn space_match(space: &str, domain: &str) -> Option<usize> {
+    if space == "*" {
+        return Some(0);
+    }
+    if let Some(base) = space.strip_prefix("*.") {
+        return (domain == base || domain.ends_with(&format!(".{base}"))).then_some(base.len());
+    }
+    (space.eq_ignore_ascii_case(domain)).then_some(space.len() + 1)
+}
+
+/// Where a message goes next, as routing decided it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Hop {
+    /// Delivered in this group (the recipient's mailbox or this server's own transport).
+    Here,
+    /// To this server of our group (a bridgehead of the path's first connector, or
+    /// the member the recipient lives on).
+    Member(String),
+    /// Over `connector` to a bridgehead server of the group beyond.
+    Across { connector: String, node: String },
+    /// Out of the organisation over an outside connector from this group.
+    Out { connector: String },
+    /// No path is up.
+    Unreachable,
+}
+
+/// A route: the groups it passes, the connectors it takes, and the next hop.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    pub groups: Vec<String>,
+    pub connectors: Vec<String>,
+    pub cost: u64,
+    pub hop: Hop,
+}
+
+impl Route {
+    /// One line for queue listings and tracking: `A -[ab]-> B (cost 1)`.
+    pub fn describe(&self) -> String {
+        if self.groups.is_empty() {
+            return "unreachable".into();
+        }
+        let mut s = self.groups[0].clone();
+        for (c, g) in self.connectors.iter().zip(self.groups.iter().skip(1)) {
+            let _ = write!(s, " -[{c}]-> {g}");
+        }
+        if let Some(out) = self.connectors.get(self.groups.len().saturating_sub(1)) {
+            let _ = write!(s, " -[{out}]-> outside");
+        }
+        let _ = write!(s, " (cost {})", self.cost);
+        s
+    }
+}
+
+#[derive(PartialEq, Eq)]
+struct Visit(u64, String);
+
+impl Ord for Visit {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        // Cheapest first; names break ties the same way on every server.
+        other.0.cmp(&self.0).then_with(|| other.1.cmp(&self.1))
+    }
+}
+
+impl PartialOrd for Visit {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Table {
+    /// Cheapest paths from `from` over group connectors that are up, carry a message
+    /// of `size` and (when `domain` is given) an address space it matches: for each
+    /// group reached, its cost and the connector and group it was reached through.
+    fn paths(&self, from: &str, domain: Option<&str>, size: u64) -> HashMap<String, (u64, String, String)> {
+        let mut best: HashMap<String, (u64, String, String)> = HashMap::new();
+        best.insert(from.to_string(), (0, String::new(), String::new()));
+        let mut heap = BinaryHeap::from([Visit(0, from.to_string())]);
+        while let Some(Visit(cost, g)) = heap.pop() {
+            if best.get(&g).is_some_and(|b| b.0 < cost) {
+                continue;
+            }
+            for (name, c) in &self.connectors {
+                if c.to.is_empty() || !self.is_up(name) || (c.max_size > 0 && size > c.max_size) {
+                    continue;
+                }
+                if let Some(d) = domain
+                    && !c.spaces.is_empty()
+                    && !c.spaces.iter().any(|s| space_match(s, d).is_some())
+                {
+                    continue;
+                }
+                // Group connectors carry mail both ways.
+                let next = if c.from == g {
+                    &c.to
+                } else if c.to == g {
+                    &c.from
+                } else {
+                    continue;
+                };
+                let total = cost + u64::from(c.cost);
+                let better = match best.get(next) {
+                    None => true,
+                    Some((b, via, _)) => total < *b || (total == *b && name < via),
+                };
+                if better {
+                    best.insert(next.clone(), (total, name.clone(), g.clone()));
+                    heap.push(Visit(total, next.clone()));
+                }
+            }
+        }
+        best
+    }
+
+    fn walk_back(paths: &HashMap<String, (u64, String, String)>, to: &str) -> (Vec<String>, Vec<String>) {
+        let (mut groups, mut conns) = (vec![to.to_string()], Vec::new());
+        let mut at = to.to_string();
+        while let Some((_, via, prev)) = paths.get(&at).filter(|p| !p.1.is_empty()) {
+            conns.push(via.clone());
+            groups.push(prev.clone());
+            at = prev.clone();
+            if groups.len() > paths.len() + 1 {
+                break;
+            }
+        }
+        groups.reverse();
+        conns.reverse();
+        (groups, conns)
+    }
+
+    /// The route for mail from `node` to `domain` (a message of `size` octets):
+    /// to the group holding the domain's mailboxes, or out over the outside
+    /// connector with the most specific matching address space, cheapest path first.
+    pub fn route(&self, node: &str, domain: &str, size: u64) -> Route {
+        let unreachable = Route { groups: Vec::new(), connectors: Vec::new(), cost: 0, hop: Hop::Unreachable };
+        let Some(here) = self.group_of(node) else { return unreachable };
+        let domain = domain.to_ascii_lowercase();
+        if let Some(dest) = self.group_of_domain(&domain) {
+            let paths = self.paths(here, None, size);
+            let Some(&(cost, _, _)) = paths.get(dest) else { return unreachable };
+            let (groups, connectors) = Self::walk_back(&paths, dest);
+            let hop = match connectors.first() {
+                None => Hop::Here,
+                Some(c) => self.first_hop(node, here, c),
+            };
+            return Route { groups, connectors, cost, hop };
+        }
+        // Outside: connectors out, most specific space first, then cheapest in total.
+        let paths = self.paths(here, Some(&domain), size);
+        let mut choice: Option<(usize, u64, &String, &Connector)> = None;
+        for (name, c) in &self.connectors {
+            if !c.to.is_empty() || !self.is_up(name) || (c.max_size > 0 && size > c.max_size) {
+                continue;
+            }
+            let Some(spec) = c.spaces.iter().filter_map(|s| space_match(s, &domain)).max() else { continue };
+            let Some(&(reach, _, _)) = paths.get(&c.from) else { continue };
+            let total = reach + u64::from(c.cost);
+            let better = match &choice {
+                None => true,
+                Some((s, t, n, _)) => spec > *s || (spec == *s && (total < *t || (total == *t && name < *n))),
+            };
+            if better {
+                choice = Some((spec, total, name, c));
+            }
+        }
+        let Some((_, cost, name, c)) = choice else { return unreachable };
+        let (mut groups, mut connectors) = Self::walk_back(&paths, &c.from);
+        if groups.is_empty() {
+            groups.push(c.from.clone());
+        }
+        connectors.push(name.clone());
+        let hop = if c.from == here {
+            if c.bridgeheads_from.is_empty() || c.bridgeheads_from.iter().any(|b| b == node) {
+                Hop::Out { connector: name.clone() }
+            } else {
+                self.pick_member(&c.bridgeheads_from, here).map_or(Hop::Unreachable, Hop::Member)
+            }
+        } else {
+            match connectors.first() {
+                Some(first) => self.first_hop(node, here, first),
+                None => Hop::Unreachable,
+            }
+        };
+        Route { groups, connectors, cost, hop }
+    }
+
+    /// The next server on a path whose first connector is `conn`: across it when
+    /// this node is one of its bridgeheads on our side, else to such a bridgehead.
+    fn first_hop(&self, node: &str, here: &str, conn: &str) -> Hop {
+        let Some(c) = self.connectors.get(conn) else { return Hop::Unreachable };
+        let (ours, theirs, there) = if c.from == here {
+            (&c.bridgeheads_from, &c.bridgeheads_to, &c.to)
+        } else {
+            (&c.bridgeheads_to, &c.bridgeheads_from, &c.from)
+        };
+        if !ours.is_empty() && !ours.iter().any(|b| b == node) {
+            return self.pick_member(ours, here).map_or(Hop::Unreachable, Hop::Member);
+        }
+        match self.pick_member(theirs, there) {
+            Some(n) => Hop::Across { connector: conn.to_string(), node: n },
+            None => Hop::Unreachable,
+        }
+    }
+
+    /// The first of `candidates` (or, if none are named, of the group's members,
+    /// its master first) that is a member of `group`.
+    fn pick_member(&self, candidates: &[String], group: &str) -> Option<String> {
+        let g = self.groups.get(group)?;
+        if candidates.is_empty() {
+            return std::iter::once(&g.master).chain(g.members.keys()).find(|n| g.members.contains_key(*n)).cloned();
+        }
+        candidates.iter().find(|n| g.members.contains_key(*n)).cloned()
+    }
+}
+
+/// The trace a message carries across groups (`X-Agora-Routing: A, B`): the groups
+/// it has been in, in order.
+pub const TRACE_HEADER: &str = "X-Agora-Routing";
+
+/// The groups a message's trace names (from the header's value).
+pub fn parse_trace(value: &str) -> Vec<String> {
+    value.split(',').map(|g| g.trim().to_string()).filter(|g| valid_name(g)).take(MAX_LIST).collect()
+}
+
+/// Whether sending into `next` would bring the message back to a group it was in.
+pub fn would_loop(trace: &[String], next: &str) -> bool {
+    trace.iter().any(|g| g == next)
+}
+
+/// Holds state changes until they last: a connector that flaps is reported only once
+/// it has stayed down (or up) for the damping time.
+#[derive(Debug, Default)]
+pub struct Damper {
+    pending: HashMap<String, (bool, Instant)>,
+}
+
+impl Damper {
+    /// A state observed now; a change back to the published state cancels a pending one.
+    pub fn observe(&mut self, connector: &str, up: bool, published: bool, now: Instant) {
+        if up == published {
+            self.pending.remove(connector);
+            return;
+        }
+        self.pending
+            .entry(connector.to_string())
+            .and_modify(|p| {
+                if p.0 != up {
+                    *p = (up, now);
+                }
+            })
+            .or_insert((up, now));
+    }
+
+    /// Changes that have held for `hold`, to publish now (and forget here).
+    pub fn due(&mut self, hold: Duration, now: Instant) -> Vec<(String, bool)> {
+        let due: Vec<(String, bool)> = self
+            .pending
+            .iter()
+            .filter(|(_, (_, since))| now.duration_since(*since) >= hold)
+            .map(|(c, (up, _))| (c.clone(), *up))
+            .collect();
+        for (c, _) in &due {
+            self.pending.remove(c);
+        }
+        due
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(port: u16) -> Member {
+        Member { host: "127.0.0.1".into(), smtp_port: port, routing_port: port + 1 }
+    }
+
+    /// A with members a1 and a2 (a1 the bridgehead), B with b1, C with c1; A–B 1,
+    /// B–C 1, A–C 5; C holds c.example; A has a connector out for everything.
+    fn org() -> Table {
+        let mut t = Table { org: "acme".into(), ..Table::default() };
+        let group = |master: &str, members: &[(&str, u16)], domains: &[&str]| Group {
+            master: master.into(),
+            members: members.iter().map(|(n, p)| (n.to_string(), member(*p))).collect(),
+            domains: domains.iter().map(|d| d.to_string()).collect(),
+        };
+        t.groups.insert("A".into(), group("a1", &[("a1", 1000), ("a2", 1010)], &["a.example"]));
+        t.groups.insert("B".into(), group("b1", &[("b1", 2000)], &[]));
+        t.groups.insert("C".into(), group("c1", &[("c1", 3000)], &["c.example"]));
+        let conn = |from: &str, to: &str, cost, bf: &[&str], bt: &[&str], spaces: &[&str]| Connector {
+            from: from.into(),
+            to: to.into(),
+            cost,
+            bridgeheads_from: bf.iter().map(|s| s.to_string()).collect(),
+            bridgeheads_to: bt.iter().map(|s| s.to_string()).collect(),
+            spaces: spaces.iter().map(|s| s.to_string()).collect(),
+            max_size: 0,
+        };
+        t.connectors.insert("ab".into(), conn("A", "B", 1, &["a1"], &["b1"], &[]));
+        t.connectors.insert("bc".into(), conn("B", "C", 1, &[], &[], &[]));
+        t.connectors.insert("ac".into(), conn("A", "C", 5, &["a1"], &["c1"], &[]));
+        t.connectors.insert("out".into(), conn("A", "", 1, &["a2"], &[], &["*"]));
+        t.connectors.insert("partner".into(), conn("C", "", 1, &[], &[], &["partner.example"]));
+        t.touch_topology("a1");
+        t
+    }
+
+    #[test]
+    fn text_round_trips_and_digests_agree() {
+        let mut t = org();
+        t.set_state("ac", false, "a1");
+        let text = t.encode();
+        let back = Table::decode(&text).expect("decodes");
+        assert_eq!(back, t);
+        assert_eq!(back.digest(), t.digest());
+        assert_eq!(t.versions(), (1, 1));
+        for bad in [
+            "",
+            "agora-routing 2\n",
+            "agora-routing 1\nmember X a1 h 1 2\n",
+            "agora-routing 1\nstate ab sideways 1 a\n",
+        ] {
+            assert!(Table::decode(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn cheapest_path_that_is_up() {
+        let mut t = org();
+        let r = t.route("a1", "c.example", 100);
+        assert_eq!(r.groups, ["A", "B", "C"]);
+        assert_eq!(r.cost, 2);
+        assert_eq!(r.hop, Hop::Across { connector: "ab".into(), node: "b1".into() });
+        // a2 is not the bridgehead of ab: it hands the mail to a1.
+        assert_eq!(t.route("a2", "c.example", 100).hop, Hop::Member("a1".into()));
+        assert!(t.set_state("ab", false, "a1"));
+        let r = t.route("a1", "c.example", 100);
+        assert_eq!((r.groups.clone(), r.cost), (vec!["A".to_string(), "C".to_string()], 5));
+        assert_eq!(r.hop, Hop::Across { connector: "ac".into(), node: "c1".into() });
+        assert_eq!(r.describe(), "A -[ac]-> C (cost 5)");
+        t.set_state("ac", false, "a1");
+        assert_eq!(t.route("a1", "c.example", 100).hop, Hop::Unreachable);
+        assert_eq!(t.route("c1", "c.example", 100).hop, Hop::Here);
+    }
+
+    #[test]
+    fn outside_by_the_most_specific_space() {
+        let t = org();
+        // partner.example leaves from C, though everything else leaves from A.
+        let r = t.route("a1", "partner.example", 10);
+        assert_eq!(r.groups, ["A", "B", "C"]);
+        assert_eq!(r.connectors, ["ab", "bc", "partner"]);
+        let r = t.route("a1", "elsewhere.test", 10);
+        assert_eq!(r.hop, Hop::Member("a2".into()), "a2 is the connector's bridgehead");
+        assert_eq!(t.route("a2", "elsewhere.test", 10).hop, Hop::Out { connector: "out".into() });
+        assert_eq!(t.route("a2", "elsewhere.test", 10).describe(), "A -[out]-> outside (cost 1)");
+    }
+
+    #[test]
+    fn merging_converges_whatever_the_order() {
+        let base = org();
+        let (mut x, mut y, mut z) = (base.clone(), base.clone(), base.clone());
+        x.set_state("ab", false, "a1");
+        y.set_state("bc", false, "b1");
+        z.groups.get_mut("B").unwrap().domains.insert("b.example".into());
+        z.touch_topology("c1");
+        let mut one = x.clone();
+        one.merge(&y);
+        one.merge(&z);
+        let mut two = z.clone();
+        two.merge(&y);
+        two.merge(&x);
+        assert_eq!(one.digest(), two.digest());
+        assert!(!one.is_up("ab") && !one.is_up("bc"));
+        assert_eq!(one.group_of_domain("b.example"), Some("B"));
+        assert!(!one.clone().merge(&two), "nothing new the second time");
+        let mut other_org = base.clone();
+        other_org.org = "evil".into();
+        other_org.touch_topology("x");
+        other_org.touch_topology("x");
+        assert!(!one.merge(&other_org), "another organisation's table is not taken");
+    }
+
+    #[test]
+    fn damping_holds_flaps() {
+        let mut d = Damper::default();
+        let t0 = Instant::now();
+        let hold = Duration::from_secs(10);
+        d.observe("ab", false, true, t0);
+        assert!(d.due(hold, t0 + Duration::from_secs(5)).is_empty());
+        d.observe("ab", true, true, t0 + Duration::from_secs(6));
+        assert!(d.due(hold, t0 + Duration::from_secs(20)).is_empty(), "it came back before the hold");
+        d.observe("ab", false, true, t0 + Duration::from_secs(21));
+        assert_eq!(d.due(hold, t0 + Duration::from_secs(31)), [("ab".to_string(), false)]);
+    }
+
+    #[test]
+    fn loops_are_seen() {
+        let trace = parse_trace("A, B ,bad name");
+        assert_eq!(trace, ["A", "B"]);
+        assert!(would_loop(&trace, "A") && !would_loop(&trace, "C"));
+    }
+}
