@@ -459,14 +459,7 @@ impl Table {
         let Some(here) = self.group_of(node) else { return unreachable };
         let domain = domain.to_ascii_lowercase();
         if let Some(dest) = self.group_of_domain(&domain) {
-            let paths = self.paths(here, None, size);
-            let Some(&(cost, _, _)) = paths.get(dest) else { return unreachable };
-            let (groups, connectors) = Self::walk_back(&paths, dest);
-            let hop = match connectors.first() {
-                None => Hop::Here,
-                Some(c) => self.first_hop(node, here, c),
-            };
-            return Route { groups, connectors, cost, hop };
+            return self.route_to_group(node, dest, size);
         }
         // Outside: connectors out, most specific space first, then cheapest in total.
         let paths = self.paths(here, Some(&domain), size);
@@ -503,6 +496,20 @@ impl Table {
                 Some(first) => self.first_hop(node, here, first),
                 None => Hop::Unreachable,
             }
+        };
+        Route { groups, connectors, cost, hop }
+    }
+
+    /// The route for mail from `node` into the group `dest`.
+    pub fn route_to_group(&self, node: &str, dest: &str, size: u64) -> Route {
+        let unreachable = Route { groups: Vec::new(), connectors: Vec::new(), cost: 0, hop: Hop::Unreachable };
+        let Some(here) = self.group_of(node) else { return unreachable };
+        let paths = self.paths(here, None, size);
+        let Some(&(cost, _, _)) = paths.get(dest) else { return unreachable };
+        let (groups, connectors) = Self::walk_back(&paths, dest);
+        let hop = match connectors.first() {
+            None => Hop::Here,
+            Some(c) => self.first_hop(node, here, c),
         };
         Route { groups, connectors, cost, hop }
     }

@@ -88,6 +88,12 @@ async fn cluster<S: Store>(s: &S) {
     s.set_account_home("alice@example.org", None).await.expect("home");
     s.remove_node("mx1").await.expect("remove");
     assert!(s.nodes().await.expect("nodes").is_empty());
+    // The routing table: replaced only over what the writer read.
+    assert_eq!(s.routing_table().await.expect("table"), None);
+    assert!(s.replace_routing_table(None, "v1".into()).await.expect("first"));
+    assert!(!s.replace_routing_table(None, "v1b".into()).await.expect("stale"), "a writer that read nothing lost");
+    assert!(s.replace_routing_table(Some("v1".into()), "v2".into()).await.expect("second"));
+    assert_eq!(s.routing_table().await.expect("table").as_deref(), Some("v2"));
     assert!(matches!(s.remove_node("mx1").await, Err(StoreError::NotFound(_))));
 }
 

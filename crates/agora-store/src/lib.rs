@@ -533,6 +533,13 @@ pub trait ClusterStore: Send + Sync {
 
     /// Sets an account's home node (None: any back-end); the node must have registered.
     async fn set_account_home(&self, login: &str, home: Option<&str>) -> Result<()>;
+
+    /// The organisation's routing table, in its canonical text, if there is one.
+    async fn routing_table(&self) -> Result<Option<String>>;
+
+    /// Replaces the routing table if it still is `expected` (None: there is none yet);
+    /// false when another write came first (read it again and redo the change).
+    async fn replace_routing_table(&self, expected: Option<String>, table: String) -> Result<bool>;
 }
 
 /// Everything Agora keeps, as one backend implements it. Writes return only once they

@@ -4341,6 +4341,32 @@ impl ClusterStore for Arc<SqlStore> {
         .await
     }
 
+    async fn routing_table(&self) -> Result<Option<String>> {
+        self.lookup(move |c| {
+            Ok(c.prepare_cached("SELECT value FROM meta WHERE key = 'routing.table'")?
+                .query_row((), |r| r.get::<_, String>(0))
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn replace_routing_table(&self, expected: Option<String>, table: String) -> Result<bool> {
+        self.write(move |c| {
+            let now: Option<String> =
+                c.query_row("SELECT value FROM meta WHERE key = 'routing.table'", (), |r| r.get(0)).optional()?;
+            if now != expected {
+                return Ok((false, Vec::new()));
+            }
+            c.execute(
+                "INSERT INTO meta (key, value) VALUES ('routing.table', ?1)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                [&table],
+            )?;
+            Ok((true, vec![Change::DirectoryChanged]))
+        })
+        .await
+    }
+
     async fn set_account_home(&self, login: &str, home: Option<&str>) -> Result<()> {
         let login = login.to_ascii_lowercase();
         let home = home.map(str::to_string);

@@ -9,6 +9,7 @@ mod node;
 mod ops;
 mod registry;
 mod replication;
+mod routing;
 mod serve;
 mod systemd;
 
@@ -337,6 +338,9 @@ pub enum Cmd {
     /// The nodes that share this store (PostgreSQL).
     #[command(subcommand)]
     Node(NodeCmd),
+    /// Routing groups and connectors: the organisation's link-state routing.
+    #[command(subcommand)]
+    Routing(routing::RoutingCmd),
     /// Print the packet filter a node of ROLE needs with the configuration in force:
     /// exactly its listeners' ports, from and to the nodes registered in the store and
     /// the database (internet → front-end, front-end → back-end, back-end → PostgreSQL,
@@ -481,6 +485,7 @@ fn main() {
             }
             Cmd::Replication(ReplicationCmd::Status) => replication::status(&cli).await,
             Cmd::Node(ref c) => node::node(&cli, c).await,
+            Cmd::Routing(ref c) => routing::routing(&cli, c).await,
             Cmd::Firewall { ref role, ref format, ref front_end, ref back_end, ref database } => {
                 let args = firewall::FirewallArgs {
                     role: role.clone(),
