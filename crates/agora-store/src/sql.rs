@@ -4343,9 +4343,9 @@ impl ClusterStore for Arc<SqlStore> {
 
     async fn routing_table(&self) -> Result<Option<String>> {
         self.lookup(move |c| {
-            Ok(c.prepare_cached("SELECT value FROM meta WHERE key = 'routing.table'")?
+            c.prepare_cached("SELECT value FROM meta WHERE key = 'routing.table'")?
                 .query_row((), |r| r.get::<_, String>(0))
-                .optional()?)
+                .optional()
         })
         .await
     }
