@@ -108,8 +108,9 @@ impl Table {
     /// The canonical text: every server writes the same table the same way.
     pub fn encode(&self) -> String {
         let mut s = String::from("agora-routing 1\n");
-        let _ = writeln!(s, "org {}", self.org);
-        let _ = writeln!(s, "topology {} {}", self.topology.version, self.topology.origin);
+        let dash = |v: &str| if v.is_empty() { "-".to_string() } else { v.to_string() };
+        let _ = writeln!(s, "org {}", dash(&self.org));
+        let _ = writeln!(s, "topology {} {}", self.topology.version, dash(&self.topology.origin));
         for (name, g) in &self.groups {
             let _ = writeln!(s, "group {name} {}", if g.master.is_empty() { "-" } else { &g.master });
             for (node, m) in &g.members {
@@ -187,8 +188,11 @@ impl Table {
                 }
             };
             match (w[0], w.len()) {
-                ("org", 2) => t.org = name(1)?,
-                ("topology", 3) => t.topology = Stamp { version: num(1)?, origin: name(2)? },
+                ("org", 2) => t.org = if w[1] == "-" { String::new() } else { name(1)? },
+                ("topology", 3) => {
+                    let origin = if w[2] == "-" { String::new() } else { name(2)? };
+                    t.topology = Stamp { version: num(1)?, origin };
+                }
                 ("group", 3) => {
                     let master = if w[2] == "-" { String::new() } else { name(2)? };
                     t.groups.insert(name(1)?, Group { master, ..Group::default() });
@@ -636,6 +640,8 @@ mod tests {
 
     #[test]
     fn text_round_trips_and_digests_agree() {
+        let empty = Table::default();
+        assert_eq!(Table::decode(&empty.encode()), Ok(empty));
         let mut t = org();
         t.set_state("ac", false, "a1");
         let text = t.encode();

@@ -95,6 +95,8 @@ pub struct Conn {
     compressed: bool,
     /// The client's certificate (DER), when it presented one the TLS handshake checked.
     peer_cert: Option<Vec<u8>>,
+    /// The TLS session's tls-exporter channel binding (TLS 1.3 only).
+    channel_binding: Option<[u8; 32]>,
     /// Arrived from a registered front-end.
     front_end: bool,
     /// The application protocol the TLS handshake settled on (ALPN).
@@ -224,6 +226,7 @@ impl Conn {
             interruptible: true,
             compressed: false,
             peer_cert: None,
+            channel_binding: None,
             front_end: false,
             alpn: None,
             metrics: None,
@@ -266,6 +269,16 @@ impl Conn {
     }
 
     /// The client certificate of this TLS connection, if one was presented and verified.
+    /// The TLS session's tls-exporter channel binding (RFC 9266), for proofs that
+    /// must hold for this session only; None without TLS 1.3.
+    pub fn channel_binding(&self) -> Option<&[u8; 32]> {
+        self.channel_binding.as_ref()
+    }
+
+    pub fn set_channel_binding(&mut self, cb: Option<[u8; 32]>) {
+        self.channel_binding = cb;
+    }
+
     pub fn peer_certificate(&self) -> Option<&[u8]> {
         self.peer_cert.as_deref()
     }
@@ -583,6 +596,7 @@ impl Conn {
         }
         let tls = tls?;
         self.peer_cert = tls.get_ref().1.peer_certificates().and_then(|c| c.first()).map(|c| c.as_ref().to_vec());
+        self.channel_binding = crate::tls::channel_binding(tls.get_ref().1);
         self.io = Box::new(tls);
         self.tls = true;
         Ok(())

@@ -659,9 +659,11 @@ impl Server {
                         let cert =
                             s.get_ref().1.peer_certificates().and_then(|c| c.first()).map(|c| c.as_ref().to_vec());
                         let alpn = s.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
+                        let cb = tls::channel_binding(s.get_ref().1);
                         let mut c =
                             Conn::new(Box::new(s), peer, local, true, tls_config, spec.timeouts, session.clone());
                         c.set_peer_certificate(cert);
+                        c.set_channel_binding(cb);
                         c.set_alpn(alpn);
                         c
                     }

@@ -472,11 +472,26 @@ mod tests {
 /// store), whoever issued it and whatever names it has; self-signed back-ends are
 /// reached safely with nothing to configure.
 pub fn pinned_client_config(pins: Vec<Vec<u8>>) -> Arc<rustls::ClientConfig> {
+    client_config(Some(pins), false)
+}
+
+/// A TLS 1.3 client that takes any certificate: for peers that prove who they are
+/// inside the session with a proof bound to it (`channel_binding`), as the servers of
+/// one routing organisation do with their shared secret.
+pub fn bound_client_config() -> Arc<rustls::ClientConfig> {
+    client_config(None, true)
+}
+
+fn client_config(pins: Option<Vec<Vec<u8>>>, tls13_only: bool) -> Arc<rustls::ClientConfig> {
     let provider = provider();
     let verifier = Arc::new(Pinned { pins, provider: Arc::clone(&provider) });
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map(|b| b.dangerous().with_custom_certificate_verifier(verifier).with_no_client_auth());
+    let builder = rustls::ClientConfig::builder_with_provider(provider);
+    let builder = if tls13_only {
+        builder.with_protocol_versions(&[&rustls::version::TLS13])
+    } else {
+        builder.with_safe_default_protocol_versions()
+    };
+    let config = builder.map(|b| b.dangerous().with_custom_certificate_verifier(verifier).with_no_client_auth());
     match config {
         Ok(c) => Arc::new(c),
         // The default versions always suit the default provider.
@@ -488,9 +503,19 @@ pub fn pinned_client_config(pins: Vec<Vec<u8>>) -> Arc<rustls::ClientConfig> {
     }
 }
 
+/// The tls-exporter channel binding of a TLS session (RFC 9266: 32 octets under the
+/// label "EXPORTER-Channel-Binding"); None before TLS 1.3.
+pub fn channel_binding<D>(conn: &rustls::ConnectionCommon<D>) -> Option<[u8; 32]> {
+    if conn.protocol_version() != Some(rustls::ProtocolVersion::TLSv1_3) {
+        return None;
+    }
+    conn.export_keying_material([0u8; 32], b"EXPORTER-Channel-Binding", None).ok()
+}
+
 #[derive(Debug)]
 struct Pinned {
-    pins: Vec<Vec<u8>>,
+    /// None: any certificate (the peer proves itself inside the session).
+    pins: Option<Vec<Vec<u8>>>,
     provider: Arc<rustls::crypto::CryptoProvider>,
 }
 
@@ -503,8 +528,9 @@ impl rustls::client::danger::ServerCertVerifier for Pinned {
         _ocsp: &[u8],
         _now: rustls_pki_types::UnixTime,
     ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        let Some(pins) = &self.pins else { return Ok(rustls::client::danger::ServerCertVerified::assertion()) };
         match spki_sha256(end_entity) {
-            Some(h) if self.pins.contains(&h) => Ok(rustls::client::danger::ServerCertVerified::assertion()),
+            Some(h) if pins.contains(&h) => Ok(rustls::client::danger::ServerCertVerified::assertion()),
             _ => Err(rustls::Error::General("the node's certificate is not the one it registered".into())),
         }
     }

@@ -16,6 +16,7 @@ pub static SERVICES: &[&dyn Registration] = &[
     &agora_http::service::SERVICE,
     &agora_nntp::service::SERVICE,
     &agora_rpc::service::SERVICE,
+    &agora_routing::service::SERVICE,
 ];
 
 /// The rest of the port map (DESIGN §1): services not built yet, shown as such.
@@ -53,6 +54,7 @@ mod tests {
             "agora-http",
             "agora-nntp",
             "agora-rpc",
+            "agora-routing",
             "agora-proxy",
         ];
         for p in protocols {

@@ -55,3 +55,89 @@ fn topology_from_the_command_line() {
         "{show}"
     );
 }
+
+const SECRET: &str = "correct horse battery staple, routing";
+
+/// A server of the organisation named `node`, its routing port on 10691.
+fn member(node: &str, secret: &str) -> Agora {
+    let (node, secret) = (node.to_string(), secret.to_string());
+    Agora::start_with(move |data| {
+        std::fs::write(data.join("routing.secret"), format!("{secret}\n")).unwrap();
+        let cfg = format!("[routing]\nnode = \"{node}\"\nsecret_file = \"routing.secret\"\nsync_interval_secs = 2\n");
+        std::fs::write(data.join("agora.toml"), cfg).unwrap();
+    })
+}
+
+fn digest(a: &Agora) -> String {
+    let v: serde_json::Value = serde_json::from_str(&a.cli_ok(&["routing", "show", "--json"], None)).unwrap();
+    v["digest"].as_str().unwrap().to_string()
+}
+
+fn converge(servers: &[&Agora]) -> String {
+    let start = std::time::Instant::now();
+    loop {
+        let d: Vec<String> = servers.iter().map(|a| digest(a)).collect();
+        if d.windows(2).all(|w| w[0] == w[1]) {
+            return d[0].clone();
+        }
+        assert!(start.elapsed() < std::time::Duration::from_secs(20), "tables did not converge: {d:?}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn a_group_shares_one_table_over_691() {
+    let a1 = member("a1", SECRET);
+    let a2 = member("a2", SECRET);
+    // The topology is made on a member; its master learns it, then the master's
+    // changes reach the member.
+    let on = |a: &Agora, args: &[&str]| a.cli_ok(&[&["routing"], args].concat(), None);
+    on(&a2, &["org", "acme"]);
+    on(&a2, &["group", "add", "A"]);
+    on(&a2, &["group", "member", "A", "a1", "--host", &a1.ip, "--routing-port", "10691", "--master"]);
+    on(&a2, &["group", "member", "A", "a2", "--host", &a2.ip, "--routing-port", "10691"]);
+    let first = converge(&[&a1, &a2]);
+    on(&a1, &["group", "add", "B", "--domain", "b.example"]);
+    on(&a1, &["connector", "add", "ab", "--from", "A", "--to", "B", "--cost", "3"]);
+    let second = converge(&[&a1, &a2]);
+    assert_ne!(first, second);
+    let show = on(&a2, &["show"]);
+    assert!(show.contains("connector ab  A -> B  cost 3  up"), "{show}");
+
+    // A server without the secret learns nothing and changes nothing.
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store: std::sync::Arc<dyn agora_store::Store> =
+        std::sync::Arc::new(agora_store::sql::SqlStore::open(dir.path()).unwrap());
+    let impostor = agora_routing::table::Identity {
+        node: "evil".into(),
+        secret: std::sync::Arc::new(b"not the secret at all".to_vec()),
+    };
+    let err = rt.block_on(agora_routing::client::sync(&store, &impostor, &a1.ip, 10691)).unwrap_err();
+    assert!(err.contains("not of this organisation"), "{err}");
+    // …nor one that answers the server's proof with a made-up one of its own.
+    let script = format!(
+        "import socket, ssl\ns = socket.create_connection(('{ip}', 10691))\nf = s.makefile('rb')\nf.readline()\ns.sendall(b'HELLO x 00000000000000000000000000000000\\r\\n')\nprint(f.readline().decode().strip())\ns.sendall(b'STARTTLS\\r\\n')\nprint(f.readline().decode().strip())\nc = ssl._create_unverified_context()\nt = c.wrap_socket(s)\ng = t.makefile('rb')\nt.sendall(b'HELLO evil 00000000000000000000000000000000\\r\\n')\nprint(g.readline().decode().strip()[:3])\nt.sendall(b'PROVE ' + b'00' * 32 + b'\\r\\n')\nprint(g.readline().decode().strip())\n",
+        ip = a1.ip
+    );
+    let (ok, out) = common::run("/usr/bin/python3", &["-c", &script], "");
+    assert!(ok, "{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines, ["530 STARTTLS first", "220 go ahead", "250", "535 not of this organisation"], "{out}");
+    // Garbage ends the session; the server goes on.
+    let mut s = std::net::TcpStream::connect((a1.ip.as_str(), 10691)).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+    use std::io::{Read, Write};
+    s.write_all(b"\x16\x03\x01\x00\xa5garbage\r\n").unwrap();
+    let mut got = String::new();
+    let _ = s.read_to_string(&mut got);
+    assert!(got.starts_with("220 a1 agora-routing 1") && got.contains("421 closing"), "{got:?}");
+    assert_eq!(digest(&a1), second, "nothing changed");
+    let ok = rt.block_on(agora_routing::client::sync(
+        &store,
+        &agora_routing::table::Identity { node: "a3".into(), secret: std::sync::Arc::new(SECRET.as_bytes().to_vec()) },
+        &a1.ip,
+        10691,
+    ));
+    assert_eq!(ok.map(|s| (s.peer, s.exchanged)), Ok(("a1".to_string(), true)), "a server with the secret is served");
+}

@@ -1,0 +1,164 @@
+//! Routing's registration: the listener on 691 (STARTTLS), the `[routing]` section,
+//! and the task that keeps this server's table moving: a member sends its table to its
+//! group's master whenever it changes here (and every `sync_interval_secs`), a master
+//! sends its table to every member of its group.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use agora_net::TlsMode;
+use agora_service::{Built, Context, ListenerDecl, Section, Service, Task, Timeouts, secs};
+use agora_store::Store;
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use crate::session::RoutingService;
+use crate::table::{self, Identity};
+
+pub static SERVICE: Service<RoutingSection> = Service {
+    name: "routing",
+    listeners: &[ListenerDecl {
+        key: "routing",
+        port: 691,
+        tls: TlsMode::StartTls,
+        role: "link-state routing",
+        datagram: false,
+        loopback: false,
+        logins: false,
+    }],
+    build,
+};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RoutingSection {
+    /// This server's name in the routing table (default: its host name).
+    pub node: String,
+    /// The organisation's shared secret, one line (relative to the data directory);
+    /// unset: this server is in no organisation and refuses routing sessions.
+    pub secret_file: String,
+    /// How often the table is compared with the group's master (or members) anyway.
+    pub sync_interval_secs: u64,
+    pub timeout_preauth_secs: u64,
+    pub timeout_secs: u64,
+}
+
+impl Default for RoutingSection {
+    fn default() -> Self {
+        RoutingSection {
+            node: String::new(),
+            secret_file: String::new(),
+            sync_interval_secs: 60,
+            timeout_preauth_secs: 30,
+            timeout_secs: 300,
+        }
+    }
+}
+
+impl Section for RoutingSection {
+    const HELP: &'static [(&'static str, &'static str, &'static str)] = &[
+        ("node", "\"mx1\"", "this server's name in the routing table (default: its host name)"),
+        (
+            "secret_file",
+            "\"routing.secret\"",
+            "the organisation's shared secret (one line, the same on every server of it); unset: in no organisation",
+        ),
+        ("sync_interval_secs", "", "how often the table is compared with the group's master or members anyway"),
+        ("timeout_preauth_secs", "", "before the other server proved its membership"),
+        ("timeout_secs", "", "after it, without a command"),
+    ];
+    fn timeouts(&self) -> Timeouts {
+        Timeouts { preauth: secs(self.timeout_preauth_secs), idle: secs(self.timeout_secs) }
+    }
+}
+
+fn build(ctx: &Context, s: RoutingSection) -> Result<Built, String> {
+    let node = if s.node.is_empty() { ctx.hostname.clone() } else { s.node.clone() };
+    if !agora_mail::routing::valid_name(&node) {
+        return Err(format!("node {node:?}: letters, digits, '.', '-' and '_' only"));
+    }
+    let me = if s.secret_file.is_empty() {
+        None
+    } else {
+        let path = ctx.data_dir.join(&s.secret_file);
+        let text = std::fs::read_to_string(&path).map_err(|e| format!("secret_file {}: {e}", path.display()))?;
+        let secret = text.trim().as_bytes().to_vec();
+        if secret.len() < 16 {
+            return Err(format!("secret_file {}: at least 16 characters", path.display()));
+        }
+        Some(Identity { node, secret: Arc::new(secret) })
+    };
+    let changed = Arc::new(tokio::sync::Notify::new());
+    let svc = RoutingService { store: Arc::clone(&ctx.store), me: me.clone(), changed: Arc::clone(&changed) };
+    let mut tasks: Vec<Task> = Vec::new();
+    if let Some(me) = me {
+        let every = secs(s.sync_interval_secs.max(1));
+        tasks.push(Box::pin(keep(Arc::clone(&ctx.store), me, changed, every, ctx.shutdown.clone())));
+    }
+    Ok(Built { handlers: vec![("routing", Arc::new(svc))], tasks, ..Built::default() })
+}
+
+/// The servers this one sends its table to: its master, or (as master) its members.
+fn peers(t: &agora_mail::routing::Table, me: &str) -> Vec<(String, String, u16)> {
+    let Some(g) = t.group_of(me).and_then(|g| t.groups.get(g)) else { return Vec::new() };
+    let names: Vec<&String> = if g.master == me {
+        g.members.keys().filter(|n| *n != me).collect()
+    } else {
+        g.members.keys().filter(|n| **n == g.master).collect()
+    };
+    names.into_iter().filter_map(|n| g.members.get(n).map(|m| (n.clone(), m.host.clone(), m.routing_port))).collect()
+}
+
+/// Keeps the table moving until shutdown.
+async fn keep(
+    store: Arc<dyn Store>,
+    me: Identity,
+    changed: Arc<tokio::sync::Notify>,
+    every: Duration,
+    shutdown: CancellationToken,
+) {
+    let mut sent = String::new();
+    let mut last_round = tokio::time::Instant::now() - every;
+    loop {
+        // A change made here (the command line, a state seen) shows in the digest; one
+        // merged from a member rings `changed`.
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = changed.notified() => {}
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+        let Ok((_, t)) = table::load(&store).await else { continue };
+        let digest = t.digest();
+        if digest == sent && last_round.elapsed() < every {
+            continue;
+        }
+        last_round = tokio::time::Instant::now();
+        for (name, host, port) in peers(&t, &me.node) {
+            match crate::client::sync(&store, &me, &host, port).await {
+                Ok(s) if s.changed => {
+                    tracing::info!("routing: table merged from {name}");
+                    changed.notify_one();
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!("routing: exchanging the table with {name} ({host}:{port}): {e}"),
+            }
+        }
+        sent = match table::load(&store).await {
+            Ok((_, t)) => t.digest(),
+            Err(_) => digest,
+        };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_key_is_in_the_default_file() {
+        assert!(
+            agora_service::undocumented::<super::RoutingSection>(
+                <super::RoutingSection as agora_service::Section>::HELP
+            )
+            .is_empty()
+        );
+    }
+}
