@@ -20,8 +20,7 @@ pub static SERVICES: &[&dyn Registration] = &[
 ];
 
 /// The rest of the port map (DESIGN §1): services not built yet, shown as such.
-pub const PLANNED: &[(&str, u16, TlsMode, &str)] =
-    &[("routing", 691, TlsMode::StartTls, "link-state routing"), ("x400", 102, TlsMode::None, "X.400 MTA (RFC 1006)")];
+pub const PLANNED: &[(&str, u16, TlsMode, &str)] = &[("x400", 102, TlsMode::None, "X.400 MTA (RFC 1006)")];
 
 #[cfg(test)]
 mod tests {
