@@ -141,3 +141,44 @@ fn a_group_shares_one_table_over_691() {
     ));
     assert_eq!(ok.map(|s| (s.peer, s.exchanged)), Ok(("a1".to_string(), true)), "a server with the secret is served");
 }
+
+/// A connector whose far side stops answering is marked down once the failures and
+/// the damping time have passed, and up again the same way when it is back.
+#[test]
+fn a_dead_bridgehead_takes_its_connector_down_and_back() {
+    let b1 = Agora::start();
+    let a1 = Agora::start_with(|data| {
+        std::fs::write(data.join("routing.secret"), format!("{SECRET}\n")).unwrap();
+        let cfg = "[routing]\nnode = \"a1\"\nsecret_file = \"routing.secret\"\nsync_interval_secs = 1\n\
+                   probe_interval_secs = 1\nprobe_retries = 2\ndamping_secs = 2\n";
+        std::fs::write(data.join("agora.toml"), cfg).unwrap();
+    });
+    let on = |args: &[&str]| a1.cli_ok(&[&["routing"], args].concat(), None);
+    on(&["org", "acme"]);
+    on(&["group", "add", "A"]);
+    on(&["group", "add", "B", "--domain", "b.example"]);
+    on(&["group", "member", "A", "a1", "--host", &a1.ip, "--routing-port", "10691"]);
+    on(&["group", "member", "B", "b1", "--host", &b1.ip, "--smtp-port", "10025", "--routing-port", "10691"]);
+    on(&["connector", "add", "ab", "--from", "A", "--to", "B", "--cost", "1"]);
+    let state = |want: &str| {
+        let start = std::time::Instant::now();
+        loop {
+            let show = on(&["show"]);
+            if show.contains(&format!("connector ab  A -> B  cost 1  {want}")) {
+                return start.elapsed();
+            }
+            assert!(start.elapsed() < std::time::Duration::from_secs(30), "ab never became {want}: {show}");
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    };
+    state("up");
+    let mut b1 = b1;
+    b1.kill9();
+    let took = state("down");
+    assert!(took >= std::time::Duration::from_secs(2), "damped: {took:?}");
+    let show = on(&["show"]);
+    assert!(show.contains("route A -> B: unreachable"), "{show}");
+    b1.spawn();
+    state("up");
+    assert!(on(&["show"]).contains("route A -> B: A -[ab]-> B (cost 1)"));
+}
