@@ -41,6 +41,8 @@ pub struct MailConfig {
     pub transport: TransportSection,
     /// Where Sieve's `include :global` finds scripts (NAME.sieve); none: no global scripts.
     pub sieve_global: Option<PathBuf>,
+    /// This server in its routing organisation (`[routing]`); none: in none.
+    pub routing: Option<routing::Identity>,
 }
 
 impl Default for MailConfig {
@@ -52,6 +54,7 @@ impl Default for MailConfig {
             tracking: tracking::TrackingSection::default(),
             transport: TransportSection::default(),
             sieve_global: None,
+            routing: None,
         }
     }
 }

@@ -3,12 +3,17 @@
 //! heard from other servers (every part keeps its newest stamp, so all servers that
 //! heard the same parts hold the same table), damping of state changes, and the
 //! cheapest route over connectors that are up (Dijkstra over groups).
-//! Pure: text in, values out; the 691 service and SMTP's X-LINK2STATE carry it.
+//! Also what both carriers of tables share (the 691 service and SMTP's X-LINK2STATE):
+//! this server's identity, proofs of membership bound to a TLS session, and the table
+//! as the store keeps it (every change written over what was read).
 
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use agora_store::Store;
+use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
 /// The largest table taken from another server.
@@ -600,6 +605,127 @@ impl Damper {
     }
 }
 
+/// This server in the organisation: its name in the table and the shared secret.
+#[derive(Clone)]
+pub struct Identity {
+    pub node: String,
+    pub secret: Arc<Vec<u8>>,
+}
+
+impl std::fmt::Debug for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The secret is never printed.
+        f.debug_struct("Identity").field("node", &self.node).finish()
+    }
+}
+
+/// Who speaks a proof: the server's and the client's differ, so one cannot be
+/// replayed as the other.
+#[derive(Debug, Clone, Copy)]
+pub enum Side {
+    Server,
+    Client,
+}
+
+/// HMAC-SHA256 of the organisation's secret over the session's channel binding, both
+/// nonces and both names: a proof of membership good for that one TLS session.
+pub fn proof(
+    secret: &[u8],
+    side: Side,
+    binding: &[u8; 32],
+    client: (&str, &[u8; 16]),
+    server: (&str, &[u8; 16]),
+) -> [u8; 32] {
+    // HMAC takes a key of any length; new_from_slice cannot fail for it.
+    let mut m = <Hmac<Sha256> as Mac>::new_from_slice(secret).unwrap_or_else(|_| unreachable!());
+    m.update(match side {
+        Side::Server => b"agora-routing server\0",
+        Side::Client => b"agora-routing client\0",
+    });
+    m.update(binding);
+    for (name, nonce) in [client, server] {
+        m.update(&(name.len() as u32).to_be_bytes());
+        m.update(name.as_bytes());
+        m.update(nonce);
+    }
+    m.finalize().into_bytes().into()
+}
+
+/// Compares two proofs in constant time.
+pub fn same(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+pub fn nonce() -> [u8; 16] {
+    let mut n = [0u8; 16];
+    let _ = getrandom::fill(&mut n);
+    n
+}
+
+pub fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+pub fn unhex<const N: usize>(s: &str) -> Option<[u8; N]> {
+    if s.len() != 2 * N {
+        return None;
+    }
+    let mut out = [0u8; N];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// The table in the store now (empty when none was made), with the text it was read from.
+pub async fn load(store: &Arc<dyn Store>) -> Result<(Option<String>, Table), String> {
+    let text = store.routing_table().await.map_err(|e| e.to_string())?;
+    let table = match &text {
+        Some(t) => Table::decode(t).map_err(|e| e.to_string())?,
+        None => Table::default(),
+    };
+    Ok((text, table))
+}
+
+/// Merges `other` into the stored table; the table after, and whether it changed.
+pub async fn merge_stored(store: &Arc<dyn Store>, other: &Table) -> Result<(Table, bool), String> {
+    loop {
+        let (before, mut t) = load(store).await?;
+        if !t.merge(other) {
+            return Ok((t, false));
+        }
+        if store.replace_routing_table(before, t.encode()).await.map_err(|e| e.to_string())? {
+            return Ok((t, true));
+        }
+    }
+}
+
+/// Records a connector's state as seen here; true if the table changed.
+pub async fn set_stored_state(store: &Arc<dyn Store>, connector: &str, up: bool, node: &str) -> Result<bool, String> {
+    loop {
+        let (before, mut t) = load(store).await?;
+        if !t.set_state(connector, up, node) {
+            return Ok(false);
+        }
+        if store.replace_routing_table(before, t.encode()).await.map_err(|e| e.to_string())? {
+            return Ok(true);
+        }
+    }
+}
+
+/// The groups a message's trace header names (the first `X-Agora-Routing` field of
+/// its header section).
+pub fn trace_of(message: &[u8]) -> Vec<String> {
+    let head = message.windows(4).position(|w| w == b"\r\n\r\n").map_or(message, |i| &message[..i]);
+    let name = TRACE_HEADER.as_bytes();
+    for line in head.split(|&b| b == b'\n') {
+        if line.len() > name.len() && line[..name.len()].eq_ignore_ascii_case(name) && line[name.len()] == b':' {
+            return parse_trace(&String::from_utf8_lossy(&line[name.len() + 1..]));
+        }
+    }
+    Vec::new()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -727,6 +853,33 @@ mod tests {
         assert!(d.due(hold, t0 + Duration::from_secs(20)).is_empty(), "it came back before the hold");
         d.observe("ab", false, true, t0 + Duration::from_secs(21));
         assert_eq!(d.due(hold, t0 + Duration::from_secs(31)), [("ab".to_string(), false)]);
+    }
+
+    #[test]
+    fn proofs_bind_everything() {
+        let (cn, sn) = ([1; 16], [2; 16]);
+        let p = proof(b"s", Side::Client, &[9; 32], ("a1", &cn), ("b1", &sn));
+        assert!(same(&p, &proof(b"s", Side::Client, &[9; 32], ("a1", &cn), ("b1", &sn))));
+        for other in [
+            proof(b"t", Side::Client, &[9; 32], ("a1", &cn), ("b1", &sn)),
+            proof(b"s", Side::Server, &[9; 32], ("a1", &cn), ("b1", &sn)),
+            proof(b"s", Side::Client, &[8; 32], ("a1", &cn), ("b1", &sn)),
+            proof(b"s", Side::Client, &[9; 32], ("a2", &cn), ("b1", &sn)),
+            proof(b"s", Side::Client, &[9; 32], ("a1", &sn), ("b1", &cn)),
+        ] {
+            assert!(!same(&p, &other));
+        }
+        assert!(format!("{:?}", Identity { node: "a1".into(), secret: Arc::new(b"s3cret".to_vec()) }).contains("a1"));
+        assert!(
+            !format!("{:?}", Identity { node: "a1".into(), secret: Arc::new(b"s3cret".to_vec()) }).contains("s3cret")
+        );
+    }
+
+    #[test]
+    fn traces_are_read_from_the_header() {
+        let m = b"Received: x\r\nX-Agora-Routing: A, B\r\nSubject: s\r\n\r\nX-Agora-Routing: C\r\n";
+        assert_eq!(trace_of(m), ["A", "B"]);
+        assert!(trace_of(b"Subject: s\r\n\r\nX-Agora-Routing: C\r\n").is_empty(), "the body is not the header");
     }
 
     #[test]

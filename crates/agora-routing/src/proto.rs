@@ -13,9 +13,6 @@
 //! C: QUIT                              S: 221 bye
 //! ```
 
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
-
 /// The longest command line taken.
 pub const MAX_LINE: usize = 512;
 
@@ -32,20 +29,7 @@ pub enum Command {
     Noop,
 }
 
-pub fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-pub fn unhex<const N: usize>(s: &str) -> Option<[u8; N]> {
-    if s.len() != 2 * N {
-        return None;
-    }
-    let mut out = [0u8; N];
-    for (i, o) in out.iter_mut().enumerate() {
-        *o = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(out)
-}
+pub use agora_mail::routing::{Side, hex, nonce, proof, same, unhex};
 
 /// Parses one command line (without its line end); Err with the reply to give.
 pub fn parse(line: &[u8]) -> Result<Command, &'static str> {
@@ -86,49 +70,6 @@ pub fn parse(line: &[u8]) -> Result<Command, &'static str> {
     })
 }
 
-/// Who speaks a proof: the server's and the client's differ, so one cannot be
-/// replayed as the other.
-#[derive(Debug, Clone, Copy)]
-pub enum Side {
-    Server,
-    Client,
-}
-
-/// HMAC-SHA256 of the organisation's secret over the session's channel binding, both
-/// nonces and both names.
-pub fn proof(
-    secret: &[u8],
-    side: Side,
-    binding: &[u8; 32],
-    client: (&str, &[u8; 16]),
-    server: (&str, &[u8; 16]),
-) -> [u8; 32] {
-    // HMAC takes a key of any length; new_from_slice cannot fail for it.
-    let mut m = <Hmac<Sha256> as Mac>::new_from_slice(secret).unwrap_or_else(|_| unreachable!());
-    m.update(match side {
-        Side::Server => b"agora-routing server\0",
-        Side::Client => b"agora-routing client\0",
-    });
-    m.update(binding);
-    for (name, nonce) in [client, server] {
-        m.update(&(name.len() as u32).to_be_bytes());
-        m.update(name.as_bytes());
-        m.update(nonce);
-    }
-    m.finalize().into_bytes().into()
-}
-
-/// Compares two proofs in constant time.
-pub fn same(a: &[u8; 32], b: &[u8; 32]) -> bool {
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-pub fn nonce() -> [u8; 16] {
-    let mut n = [0u8; 16];
-    let _ = getrandom::fill(&mut n);
-    n
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -144,21 +85,5 @@ mod tests {
         assert_eq!(parse(b"DIGEST zz 1 2"), Err("501 bad digest"));
         assert_eq!(parse(b"\xff"), Err("500 not text"));
         assert_eq!(parse(b"EHLO x"), Err("500 unknown command"));
-    }
-
-    #[test]
-    fn proofs_bind_everything() {
-        let (cn, sn) = ([1; 16], [2; 16]);
-        let p = proof(b"s", Side::Client, &[9; 32], ("a1", &cn), ("b1", &sn));
-        assert!(same(&p, &proof(b"s", Side::Client, &[9; 32], ("a1", &cn), ("b1", &sn))));
-        for other in [
-            proof(b"t", Side::Client, &[9; 32], ("a1", &cn), ("b1", &sn)),
-            proof(b"s", Side::Server, &[9; 32], ("a1", &cn), ("b1", &sn)),
-            proof(b"s", Side::Client, &[8; 32], ("a1", &cn), ("b1", &sn)),
-            proof(b"s", Side::Client, &[9; 32], ("a2", &cn), ("b1", &sn)),
-            proof(b"s", Side::Client, &[9; 32], ("a1", &sn), ("b1", &cn)),
-        ] {
-            assert!(!same(&p, &other));
-        }
     }
 }

@@ -97,21 +97,8 @@ impl Section for RoutingSection {
 }
 
 fn build(ctx: &Context, s: RoutingSection) -> Result<Built, String> {
-    let node = if s.node.is_empty() { ctx.hostname.clone() } else { s.node.clone() };
-    if !agora_mail::routing::valid_name(&node) {
-        return Err(format!("node {node:?}: letters, digits, '.', '-' and '_' only"));
-    }
-    let me = if s.secret_file.is_empty() {
-        None
-    } else {
-        let path = ctx.data_dir.join(&s.secret_file);
-        let text = std::fs::read_to_string(&path).map_err(|e| format!("secret_file {}: {e}", path.display()))?;
-        let secret = text.trim().as_bytes().to_vec();
-        if secret.len() < 16 {
-            return Err(format!("secret_file {}: at least 16 characters", path.display()));
-        }
-        Some(Identity { node, secret: Arc::new(secret) })
-    };
+    // The identity (node name and secret) is read once, into the mail core's settings.
+    let me = ctx.mail.config().routing.clone();
     let changed = Arc::new(tokio::sync::Notify::new());
     let svc = RoutingService { store: Arc::clone(&ctx.store), me: me.clone(), changed: Arc::clone(&changed) };
     let mut tasks: Vec<Task> = Vec::new();

@@ -111,10 +111,11 @@ pub enum ConnectorCmd {
     Remove { name: String },
 }
 
-/// This server's name in the table: `[cluster] node`, else its host name.
+/// This server's name in the table: `[routing] node`, else its host name.
 pub fn node_name(cli: &Cli) -> Result<String> {
     let cfg = crate::config::load_or_default(&crate::serve::config_path(cli))?.config;
-    Ok(cfg.cluster.node.or(cfg.server.hostname).unwrap_or_else(crate::serve::system_hostname))
+    let hostname = cfg.server.hostname.unwrap_or_else(crate::serve::system_hostname);
+    Ok(crate::serve::routing_identity(cli, &hostname)?.0)
 }
 
 fn name(kind: &str, n: &str) -> Result<String> {

@@ -91,6 +91,28 @@ pub(crate) async fn zone_input(
 }
 
 /// The `[dns]` section of the configuration file (its defaults when there is none).
+/// This server in its routing organisation, from `[routing]`: its node name (default:
+/// `hostname`) and the shared secret; None when no secret file is set.
+pub(crate) fn routing_identity(cli: &Cli, hostname: &str) -> Result<(String, Option<agora_mail::routing::Identity>)> {
+    let text = std::fs::read_to_string(config_path(cli)).unwrap_or_default();
+    let s: agora_routing::service::RoutingSection = agora_service::section(&text, "routing")
+        .map_err(|e| anyhow::anyhow!("{}: [routing] {e}", config_path(cli).display()))?;
+    let node = if s.node.is_empty() { hostname.to_string() } else { s.node.clone() };
+    if !agora_mail::routing::valid_name(&node) {
+        bail!("[routing] node {node:?}: letters, digits, '.', '-' and '_' only");
+    }
+    if s.secret_file.is_empty() {
+        return Ok((node, None));
+    }
+    let path = resolve(&cli.data, &s.secret_file);
+    let secret = std::fs::read_to_string(&path).with_context(|| format!("[routing] secret_file {}", path.display()))?;
+    let secret = secret.trim().as_bytes().to_vec();
+    if secret.len() < 16 {
+        bail!("[routing] secret_file {}: at least 16 characters", path.display());
+    }
+    Ok((node.clone(), Some(agora_mail::routing::Identity { node, secret: Arc::new(secret) })))
+}
+
 pub(crate) fn dns_section(cli: &Cli) -> Result<agora_dns::service::DnsSection> {
     let text = std::fs::read_to_string(config_path(cli)).unwrap_or_default();
     agora_service::section(&text, "dns").map_err(|e| anyhow::anyhow!("{}: [dns] {e}", config_path(cli).display()))
@@ -620,6 +642,7 @@ pub async fn run(
             tracking: cfg.tracking.clone(),
             transport: cfg.transport.clone(),
             sieve_global: Some(data.join("sieve")),
+            routing: routing_identity(cli, &hostname)?.1,
         },
         Arc::clone(&dyn_store),
         dir.clone(),
