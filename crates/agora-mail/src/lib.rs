@@ -127,6 +127,27 @@ impl Mail {
     pub fn wake(&self) -> &Arc<tokio::sync::Notify> {
         &self.wake
     }
+
+    /// The routing organisation's table, when this server is in one (None otherwise,
+    /// or when it cannot be read).
+    pub async fn routing_table(&self) -> Option<routing::Table> {
+        self.cfg.routing.as_ref()?;
+        match routing::load(&self.store).await {
+            Ok((_, t)) => Some(t),
+            Err(e) => {
+                tracing::warn!("routing: the table cannot be read: {e}");
+                None
+            }
+        }
+    }
+
+    /// Whether a server of this routing organisation at `ip` may hand over mail for
+    /// `domain`: the domain's mailboxes are in one of the organisation's groups, and
+    /// `ip` is a member's (bridgeheads relay each other's mail; nobody else may).
+    pub async fn org_relay(&self, domain: &str, ip: std::net::IpAddr) -> bool {
+        let Some(t) = self.routing_table().await else { return false };
+        t.group_of_domain(domain).is_some() && t.is_member_ip(ip)
+    }
 }
 
 /// A short unique id for logs and trace headers: a random per-process start, then a

@@ -318,9 +318,9 @@ impl Table {
         self.groups.values().find_map(|g| g.members.get(node))
     }
 
-    /// Whether a host (an address a connection came from) is a member's.
-    pub fn is_member_host(&self, host: &str) -> bool {
-        self.groups.values().any(|g| g.members.values().any(|m| m.host == host))
+    /// Whether an address is a member's (members are named by address here).
+    pub fn is_member_ip(&self, ip: std::net::IpAddr) -> bool {
+        self.groups.values().any(|g| g.members.values().any(|m| m.host.parse::<std::net::IpAddr>().ok() == Some(ip)))
     }
 
     /// The group whose mailboxes hold `domain`'s mail, if a group names it.

@@ -67,6 +67,8 @@ pub enum Command {
         mechanism: String,
         initial: Option<String>,
     },
+    /// X-LINK2STATE and its words: routing tables between servers of one organisation.
+    Link2State(Vec<String>),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -194,6 +196,13 @@ pub fn parse_command(line: &[u8]) -> Result<Command, CommandError> {
         "EXPN" => Ok(Command::Expn),
         "HELP" => Ok(Command::Help),
         "STARTTLS" => no_args(Command::StartTls),
+        "X-LINK2STATE" => {
+            let words: Vec<String> = rest.split_ascii_whitespace().take(4).map(str::to_string).collect();
+            if words.is_empty() {
+                return Err(CommandError::Syntax("X-LINK2STATE HELLO|PROVE|DIGEST|TABLE|GET".into()));
+            }
+            Ok(Command::Link2State(words))
+        }
         "AUTH" => {
             let mut words = rest.split_whitespace();
             let mechanism =

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use agora_directory::Directory;
 use agora_mail::Mail;
+use agora_mail::routing::{self, Hop, Identity};
 use agora_store::{Envelope, QueueOutcome, Queued, Store, now};
 use mail_auth::hickory_resolver::TokioResolver;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -117,6 +118,20 @@ pub struct Transport {
     /// Checks certificates where a policy asks for it (MTA-STS).
     verifier: Option<Arc<rustls::client::WebPkiServerVerifier>>,
     sts: Option<MtaSts>,
+    /// This server in its routing organisation: mail for other groups goes by the table.
+    routing: Option<Identity>,
+}
+
+/// What link-state routing decides for a domain's mail from here.
+#[derive(Debug, Clone)]
+enum Plan {
+    /// Delivered as without routing (MX, routes, smarthost).
+    Normal,
+    /// To the next server on the route (`host:port`), into `next_group`, leaving from
+    /// this server's own address in the table (which the next one knows it by).
+    Via { host: String, own_group: String, next_group: String, note: String, source: Option<std::net::IpAddr> },
+    /// No route is up: the mail waits.
+    Hold(String),
 }
 
 impl Transport {
@@ -132,7 +147,8 @@ impl Transport {
         } else {
             None
         };
-        Ok(Transport { cfg, store, dir, tracker, wake, resolver, verifier: Some(verifier), sts })
+        let routing = mail.config().routing.clone();
+        Ok(Transport { cfg, store, dir, tracker, wake, resolver, verifier: Some(verifier), sts, routing })
     }
 
     /// Runs until shutdown: every poll, deliver what is due.
@@ -197,16 +213,26 @@ impl Transport {
 
     /// Delivers messages for one domain over one connection, reopening it if it breaks.
     async fn deliver_lane(&self, domain: &str, items: Vec<Item>) -> Result<(), agora_store::StoreError> {
-        let mut hosts = self.hosts(domain).await;
-        // MTA-STS: only for MX delivery (routes and smarthosts are the admin's choice).
-        let routed = self.cfg.routes.contains_key(domain) || self.cfg.smarthost.is_some();
+        let plan = self.plan(domain).await;
+        let mut hosts = match &plan {
+            Plan::Normal => self.hosts(domain).await,
+            Plan::Via { host, .. } => vec![host.clone()],
+            Plan::Hold(_) => Vec::new(),
+        };
+        // MTA-STS: only for MX delivery (routes, smarthosts and the organisation's own
+        // servers are the admin's choice).
+        let routed =
+            self.cfg.routes.contains_key(domain) || self.cfg.smarthost.is_some() || !matches!(plan, Plan::Normal);
         let policy = match (&self.sts, &self.resolver) {
             (Some(sts), Some(r)) if !routed && !hosts.is_empty() => {
                 sts.policy(r, domain).await.filter(|p| p.mode != Mode::None)
             }
             _ => None,
         };
-        let mut refusal = None;
+        let mut refusal = match &plan {
+            Plan::Hold(why) => Some(why.clone()),
+            _ => None,
+        };
         if let Some(p) = &policy {
             let (listed, unlisted): (Vec<String>, Vec<String>) =
                 hosts.iter().cloned().partition(|h| p.allows(host_name(h)));
@@ -234,7 +260,31 @@ impl Transport {
                 None => None,
             };
             let dsn = DsnParams::of(envelope.as_ref(), &rcpts);
-            let fates = if let Some(why) = &refusal {
+            // Across groups the message carries the groups it has been in; one that
+            // would go back into a group it left is held, not looped.
+            let (sending, looped) = match &plan {
+                Plan::Via { own_group, next_group, .. } => {
+                    let mut trace = routing::trace_of(&message);
+                    if next_group != own_group && routing::would_loop(&trace, next_group) {
+                        (
+                            message.clone(),
+                            Some(format!("451 4.4.6 routing: held, it would loop back into group {next_group}")),
+                        )
+                    } else {
+                        if trace.last() != Some(own_group) {
+                            trace.push(own_group.clone());
+                        }
+                        let mut m = format!("{}: {}\r\n", routing::TRACE_HEADER, trace.join(", ")).into_bytes();
+                        m.extend_from_slice(&message);
+                        (m, None)
+                    }
+                }
+                _ => (message.clone(), None),
+            };
+            if let Some(why) = &looped {
+                tracing::warn!("outbound: {} for {domain}: {why}", item.blob);
+            }
+            let fates = if let Some(why) = looped.as_ref().or(refusal.as_ref()) {
                 vec![Fate::Deferred(why.clone()); rcpts.len()]
             } else if hosts.is_empty() {
                 vec![Fate::Failed(format!("550 5.1.2 no mail server for {domain}")); rcpts.len()]
@@ -245,7 +295,11 @@ impl Transport {
                 for _ in 0..2 {
                     if session.is_none() {
                         for host in &hosts {
-                            match self.open(host, domain, policy.as_ref()).await {
+                            let source = match &plan {
+                                Plan::Via { source, .. } => *source,
+                                _ => None,
+                            };
+                            match self.open(host, domain, policy.as_ref(), source).await {
                                 Ok(s) => {
                                     session = Some(s);
                                     break;
@@ -263,7 +317,7 @@ impl Transport {
                         }
                     }
                     let Some(s) = session.as_mut() else { break };
-                    match self.transaction(s, &item.from, &rcpts, &message, &dsn).await {
+                    match self.transaction(s, &item.from, &rcpts, &sending, &dsn).await {
                         Ok(f) => {
                             fates = Some(f);
                             break;
@@ -276,8 +330,12 @@ impl Transport {
                 }
                 fates.unwrap_or_else(|| vec![Fate::Deferred(last); rcpts.len()])
             };
+            let note = match &plan {
+                Plan::Via { note, .. } => note.as_str(),
+                _ => "",
+            };
             for (e, fate) in item.entries.iter().zip(fates) {
-                self.settle(e, fate, &message).await?;
+                self.settle(e, fate, &message, note).await?;
             }
         }
         if let Some(mut s) = session {
@@ -306,10 +364,11 @@ impl Transport {
         });
     }
 
-    async fn settle(&self, e: &Queued, fate: Fate, message: &[u8]) -> Result<(), agora_store::StoreError> {
+    async fn settle(&self, e: &Queued, fate: Fate, message: &[u8], route: &str) -> Result<(), agora_store::StoreError> {
         let age = now() - e.created;
         let (event, reply) = match &fate {
-            Fate::Delivered(_) => ("relayed", String::new()),
+            // Tracking names the next hop and connector of a routed message.
+            Fate::Delivered(_) => ("relayed", route.to_string()),
             Fate::Deferred(w) if age < self.cfg.max_lifetime.as_secs() as i64 => ("deferred", w.clone()),
             Fate::Deferred(w) | Fate::Failed(w) => ("bounced", w.clone()),
         };
@@ -372,6 +431,51 @@ impl Transport {
         if found.is_empty() { Err(format!("{name}: no address")) } else { Ok(found) }
     }
 
+    /// Where routing sends a domain's mail from this server: for a domain of another
+    /// routing group, or for the outside when the organisation has connectors out, the
+    /// next server on the cheapest route that is up.
+    async fn plan(&self, domain: &str) -> Plan {
+        let Some(me) = &self.routing else { return Plan::Normal };
+        let t = match routing::load(&self.store).await {
+            Ok((_, t)) => t,
+            Err(e) => {
+                tracing::warn!("outbound: routing table unreadable: {e}");
+                return Plan::Normal;
+            }
+        };
+        let Some(here) = t.group_of(&me.node).map(str::to_string) else { return Plan::Normal };
+        if t.group_of_domain(domain).is_none() && !t.connectors.values().any(|c| c.to.is_empty()) {
+            return Plan::Normal;
+        }
+        let r = t.route(&me.node, domain, 0);
+        let at = |node: &str| t.member(node).map(|m| format!("{}:{}", m.host, m.smtp_port));
+        let source = t.member(&me.node).and_then(|m| m.host.parse().ok());
+        match &r.hop {
+            Hop::Here | Hop::Out { .. } => Plan::Normal,
+            Hop::Member(n) => match at(n) {
+                Some(host) => Plan::Via {
+                    host,
+                    own_group: here.clone(),
+                    next_group: here,
+                    note: format!("via {n}: {}", r.describe()),
+                    source,
+                },
+                None => Plan::Hold(format!("451 4.4.0 routing: member {n} has no address")),
+            },
+            Hop::Across { connector, node } => match at(node) {
+                Some(host) => Plan::Via {
+                    host,
+                    own_group: here,
+                    next_group: r.groups.get(1).cloned().unwrap_or_default(),
+                    note: format!("via {node} over {connector}: {}", r.describe()),
+                    source,
+                },
+                None => Plan::Hold(format!("451 4.4.0 routing: {node} has no address")),
+            },
+            Hop::Unreachable => Plan::Hold(format!("451 4.4.0 routing: no route to {domain} is up")),
+        }
+    }
+
     /// Where a domain's mail goes: host:port candidates in order.
     async fn hosts(&self, domain: &str) -> Vec<String> {
         if let Some(r) = self.cfg.routes.get(domain) {
@@ -407,7 +511,13 @@ impl Transport {
 
     /// Connects to a server and gets it ready for transactions: EHLO, STARTTLS when
     /// offered, AUTH for the smarthost.
-    async fn open(&self, host: &str, domain: &str, policy: Option<&Policy>) -> Result<Session, String> {
+    async fn open(
+        &self,
+        host: &str,
+        domain: &str,
+        policy: Option<&Policy>,
+        source: Option<std::net::IpAddr>,
+    ) -> Result<Session, String> {
         // DANE (RFC 7672) for MX hosts, before MTA-STS when both apply (RFC 8461 §2):
         // authentic TLSA records make TLS with a matching certificate a condition.
         let routed = self.cfg.routes.contains_key(domain) || self.cfg.smarthost.is_some();
@@ -433,7 +543,21 @@ impl Transport {
         // Every address of the host in turn (IPv6 and IPv4 alike) before giving up on it.
         let mut tcp = Err(format!("{host}: no address"));
         for addr in self.addresses(host).await? {
-            tcp = match tokio::time::timeout(Duration::from_secs(30), TcpStream::connect(addr)).await {
+            let connect = async {
+                match source.filter(|s| s.is_ipv4() == addr.is_ipv4()) {
+                    Some(s) => {
+                        let sock = if addr.is_ipv4() {
+                            tokio::net::TcpSocket::new_v4()?
+                        } else {
+                            tokio::net::TcpSocket::new_v6()?
+                        };
+                        sock.bind(std::net::SocketAddr::new(s, 0))?;
+                        sock.connect(addr).await
+                    }
+                    None => TcpStream::connect(addr).await,
+                }
+            };
+            tcp = match tokio::time::timeout(Duration::from_secs(30), connect).await {
                 Ok(Ok(t)) => Ok(t),
                 Ok(Err(e)) => Err(format!("{addr}: {e}")),
                 Err(_) => Err(format!("{addr}: connect timed out")),
@@ -508,6 +632,17 @@ impl Transport {
                 return Err("MTA-STS: the server offers no STARTTLS".into());
             } else if policy.is_some() {
                 tracing::warn!("mta-sts (testing) {domain}: {host} offers no STARTTLS");
+            }
+        }
+        // Another server of this routing organisation: compare tables, exchange them
+        // when they differ (X-LINK2STATE), then carry on with mail in the same session.
+        if let Some(me) = &self.routing
+            && tls
+            && ext.iter().any(|e| e.eq_ignore_ascii_case("X-LINK2STATE"))
+        {
+            match link2state(&mut c, &self.store, me).await {
+                Ok(note) => tracing::info!("routing: X-LINK2STATE with {host}: {note}"),
+                Err(e) => tracing::warn!("routing: X-LINK2STATE with {host}: {e}"),
             }
         }
         if self.cfg.smarthost.as_deref() == Some(host)
@@ -981,11 +1116,13 @@ struct Session {
 /// A minimal SMTP client for the transport.
 struct Client {
     r: BufReader<Box<dyn agora_net::conn::Io>>,
+    /// The TLS session's channel binding (TLS 1.3), for X-LINK2STATE's proofs.
+    binding: Option<[u8; 32]>,
 }
 
 impl Client {
     fn new(io: Box<dyn agora_net::conn::Io>) -> Client {
-        Client { r: BufReader::new(io) }
+        Client { r: BufReader::new(io), binding: None }
     }
 
     async fn send(&mut self, line: &str) -> Result<(), String> {
@@ -1070,8 +1207,62 @@ impl Client {
             .or_else(|_| rustls_pki_types::ServerName::try_from("localhost"))
             .map_err(|e| e.to_string())?;
         let tls = tokio_rustls::TlsConnector::from(cfg).connect(server, io).await.map_err(|e| e.to_string())?;
-        Ok(Client::new(Box::new(tls)))
+        let binding = agora_net::tls::channel_binding(tls.get_ref().1);
+        Ok(Client { binding, ..Client::new(Box::new(tls)) })
     }
+}
+
+/// X-LINK2STATE as the client: both proofs of membership (bound to this TLS session),
+/// digests compared, and when they differ our table sent and theirs read and merged.
+async fn link2state(c: &mut Client, store: &Arc<dyn Store>, me: &Identity) -> Result<String, String> {
+    let cb = c.binding.ok_or("no TLS 1.3 channel binding")?;
+    let nonce = routing::nonce();
+    c.send(&format!("X-LINK2STATE HELLO {} {}", me.node, routing::hex(&nonce))).await?;
+    let (code, text) = c.reply().await?;
+    let w: Vec<&str> = text.split(' ').collect();
+    let (peer, sn, proof) = match (code, w.as_slice()) {
+        (250, [peer, n, p, ..]) => {
+            (peer.to_string(), routing::unhex::<16>(n).ok_or("bad nonce")?, routing::unhex::<32>(p).ok_or("bad proof")?)
+        }
+        _ => return Err(format!("HELLO answered {code} {text}")),
+    };
+    let want = routing::proof(&me.secret, routing::Side::Server, &cb, (&me.node, &nonce), (&peer, &sn));
+    if !routing::same(&want, &proof) {
+        let _ = c.send("RSET").await;
+        let _ = c.reply().await;
+        return Err(format!("{peer} is not of this organisation"));
+    }
+    let mine = routing::proof(&me.secret, routing::Side::Client, &cb, (&me.node, &nonce), (&peer, &sn));
+    c.send(&format!("X-LINK2STATE PROVE {}", routing::hex(&mine))).await?;
+    c.expect(250).await?;
+    let (_, ours) = routing::load(store).await?;
+    c.send("X-LINK2STATE DIGEST").await?;
+    let theirs = c.expect(250).await?;
+    if theirs.split(' ').next() == Some(ours.digest().as_str()) {
+        return Ok(format!("{peer} has the same table"));
+    }
+    let text = ours.encode();
+    c.send(&format!("X-LINK2STATE TABLE {}", text.len())).await?;
+    c.expect(354).await?;
+    let w = c.r.get_mut();
+    w.write_all(text.as_bytes()).await.map_err(|e| e.to_string())?;
+    w.flush().await.map_err(|e| e.to_string())?;
+    c.expect(250).await?;
+    c.send("X-LINK2STATE GET").await?;
+    let (code, lines) = c.reply_lines().await?;
+    if code != 250 {
+        return Err(format!("GET answered {code}"));
+    }
+    // One table line a reply line, the last one "." (the end).
+    let body: Vec<&String> = lines.iter().take_while(|l| l.as_str() != ".").collect();
+    let mut table = String::new();
+    for l in body {
+        table.push_str(l);
+        table.push('\n');
+    }
+    let theirs = routing::Table::decode(&table).map_err(|e| e.to_string())?;
+    let (_, changed) = routing::merge_stored(store, &theirs).await?;
+    Ok(format!("tables exchanged with {peer}{}", if changed { ", ours changed" } else { "" }))
 }
 
 /// True if the envelope or the header section is not ASCII (RFC 6531).

@@ -186,6 +186,19 @@ pub struct Session {
     throttle: Arc<Throttle>,
     /// RCPT commands this session has made, over all its transactions.
     rcpts_in_session: usize,
+    /// X-LINK2STATE: where the other server is in proving its membership.
+    link: Link,
+}
+
+/// X-LINK2STATE's progress in a session.
+#[derive(Debug, Clone, Default)]
+enum Link {
+    #[default]
+    None,
+    /// Our proof sent; theirs awaited.
+    Greeted { client: String, client_nonce: [u8; 16], server_nonce: [u8; 16] },
+    /// A proven member of the organisation.
+    Member(String),
 }
 
 /// A session may name this many times `max_recipients` recipients in all.
@@ -197,6 +210,108 @@ const MAX_HOPS: usize = 50;
 const MAX_AUTH_LINE: usize = 12288 + 2;
 
 impl Session {
+    /// Whether X-LINK2STATE is offered on this connection: this server is in a routing
+    /// organisation, the session is TLS 1.3 (its proofs bind to it), and the client's
+    /// address is one of the organisation's servers.
+    async fn offered_to(&self, ip: std::net::IpAddr, bound: bool) -> bool {
+        self.mail.config().routing.is_some()
+            && bound
+            && self.mail.routing_table().await.is_some_and(|t| t.is_member_ip(ip))
+    }
+
+    /// X-LINK2STATE: HELLO and PROVE (both sides prove they hold the organisation's
+    /// secret), then DIGEST, TABLE (theirs merged here) and GET (ours, a line a reply
+    /// line, ending with ".").
+    async fn link2state(&mut self, conn: &mut Conn, words: Vec<String>) -> Flow {
+        use agora_mail::routing::{self, Side};
+        let (Some(me), Some(cb)) = (self.mail.config().routing.clone(), conn.channel_binding().copied()) else {
+            return self.error(conn, reply(502, "5.5.1", "Error: X-LINK2STATE is not offered here"));
+        };
+        if !self.offered_to(conn.peer.ip(), true).await {
+            return self.error(conn, reply(502, "5.5.1", "Error: X-LINK2STATE is not offered here"));
+        }
+        let w: Vec<&str> = words.iter().map(String::as_str).collect();
+        let verb = w[0].to_ascii_uppercase();
+        match (verb.as_str(), &self.link, w.len()) {
+            ("HELLO", _, 3) => {
+                let (Some(nonce), true) = (routing::unhex::<16>(w[2]), routing::valid_name(w[1])) else {
+                    return self.error(conn, reply(501, "5.5.4", "Syntax: X-LINK2STATE HELLO node nonce"));
+                };
+                let server_nonce = routing::nonce();
+                let p = routing::proof(&me.secret, Side::Server, &cb, (w[1], &nonce), (&me.node, &server_nonce));
+                self.link = Link::Greeted { client: w[1].to_string(), client_nonce: nonce, server_nonce };
+                let line = format!("250 {} {} {}\r\n", me.node, routing::hex(&server_nonce), routing::hex(&p));
+                conn.queue(line.as_bytes());
+            }
+            ("PROVE", Link::Greeted { client, client_nonce, server_nonce }, 2) => {
+                let want =
+                    routing::proof(&me.secret, Side::Client, &cb, (client, client_nonce), (&me.node, server_nonce));
+                match routing::unhex::<32>(w[1]) {
+                    Some(p) if routing::same(&want, &p) => {
+                        tracing::info!("routing: {client} proved its membership over SMTP from {}", conn.peer.ip());
+                        self.link = Link::Member(client.clone());
+                        conn.queue(reply(250, "2.0.0", "welcome").as_bytes());
+                    }
+                    _ => {
+                        tracing::warn!("routing: {client} from {} is not of this organisation", conn.peer.ip());
+                        self.link = Link::None;
+                        conn.queue(reply(535, "5.7.8", "not of this organisation").as_bytes());
+                        return Flow::Close;
+                    }
+                }
+            }
+            ("DIGEST", Link::Member(_), 1) => match routing::load(&self.store).await {
+                Ok((_, t)) => {
+                    let (major, minor) = t.versions();
+                    conn.queue(format!("250 {} {major} {minor}\r\n", t.digest()).as_bytes());
+                }
+                Err(e) => conn.queue(reply(451, "4.3.0", &e).as_bytes()),
+            },
+            ("TABLE", Link::Member(peer), 2) => {
+                let Some(len) = w[1].parse::<usize>().ok().filter(|n| *n <= routing::MAX_TABLE) else {
+                    return self.error(conn, reply(552, "5.3.4", "table too large"));
+                };
+                let peer = peer.clone();
+                if conn.send(b"354 send the table\r\n").await.is_err() {
+                    return Flow::Close;
+                }
+                let mut body = Vec::with_capacity(len);
+                if conn.read_more(len, &mut body).await.is_err() {
+                    return Flow::Close;
+                }
+                let theirs = std::str::from_utf8(&body)
+                    .map_err(|e| e.to_string())
+                    .and_then(|t| routing::Table::decode(t).map_err(|e| e.to_string()));
+                match theirs {
+                    Err(e) => conn.queue(reply(501, "5.5.4", &format!("bad table: {e}")).as_bytes()),
+                    Ok(theirs) => match routing::merge_stored(&self.store, &theirs).await {
+                        Ok((t, changed)) => {
+                            if changed {
+                                tracing::info!("routing: table merged from {peer} over SMTP");
+                            }
+                            let (major, minor) = t.versions();
+                            conn.queue(format!("250 {} {major} {minor}\r\n", t.digest()).as_bytes());
+                        }
+                        Err(e) => conn.queue(reply(451, "4.3.0", &e).as_bytes()),
+                    },
+                }
+            }
+            ("GET", Link::Member(_), 1) => match routing::load(&self.store).await {
+                Ok((_, t)) => {
+                    let mut lines: Vec<String> = t.encode().lines().map(str::to_string).collect();
+                    lines.push(".".into());
+                    conn.queue(reply_lines(250, &lines).as_bytes());
+                }
+                Err(e) => conn.queue(reply(451, "4.3.0", &e).as_bytes()),
+            },
+            ("HELLO" | "PROVE" | "DIGEST" | "TABLE" | "GET", Link::Member(_), _) | ("HELLO", _, _) => {
+                return self.error(conn, reply(501, "5.5.4", "Syntax: X-LINK2STATE HELLO|PROVE|DIGEST|TABLE|GET"));
+            }
+            _ => return self.error(conn, reply(503, "5.5.1", "Error: X-LINK2STATE HELLO and PROVE first")),
+        }
+        Flow::Continue
+    }
+
     pub fn new(cfg: Arc<SmtpConfig>, mail: Arc<Mail>, memory: MessageMemory, throttle: Arc<Throttle>) -> Session {
         Session {
             memory,
@@ -212,6 +327,7 @@ impl Session {
             account: None,
             throttle,
             rcpts_in_session: 0,
+            link: Link::None,
         }
     }
 
@@ -360,6 +476,10 @@ impl Session {
                 if self.cfg.submission && self.account.is_some() {
                     lines.push("BURL imap".into());
                 }
+                // Only to the organisation's own servers, over TLS.
+                if self.offered_to(conn.peer.ip(), conn.channel_binding().is_some()).await {
+                    lines.push("X-LINK2STATE".into());
+                }
                 conn.queue(reply_lines(250, &lines).as_bytes());
             }
             Command::StartTls => {
@@ -389,6 +509,7 @@ impl Session {
                 conn.queue(reply(250, "2.0.0", "Ok").as_bytes());
             }
             Command::Noop => conn.queue(reply(250, "2.0.0", "Ok").as_bytes()),
+            Command::Link2State(words) => return self.link2state(conn, words).await,
             Command::Quit => {
                 conn.queue(reply(221, "2.0.0", "Bye").as_bytes());
                 return Flow::Close;
@@ -490,6 +611,23 @@ impl Session {
                     || self.cfg.trusted_networks.iter().any(|&(n, p)| in_network(conn.peer.ip(), n, p)) =>
             {
                 // Authenticated, or from a trusted network: queued for the outbound transport.
+                if let Some(tx) = &mut self.tx {
+                    tx.rcpts.push(AcceptedRcpt {
+                        address: to.clone(),
+                        params,
+                        accounts: Vec::new(),
+                        external: vec![to],
+                        folder: None,
+                    });
+                }
+                conn.queue(reply(250, "2.1.5", "Ok").as_bytes());
+                return Flow::Continue;
+            }
+            Recipient::Remote
+                if self.mail.org_relay(to.rsplit_once('@').map_or("", |(_, d)| d), conn.peer.ip()).await =>
+            {
+                // A server of this routing organisation passing on mail for one of the
+                // organisation's domains (bridgeheads carry each other's mail).
                 if let Some(tx) = &mut self.tx {
                     tx.rcpts.push(AcceptedRcpt {
                         address: to.clone(),
@@ -752,7 +890,10 @@ impl Session {
             self.cfg.hostname,
             codec::rfc5322_date(received),
         );
-        let trusted = self.cfg.trusted_networks.iter().any(|&(n, p)| in_network(conn.peer.ip(), n, p));
+        // Trusted networks, and servers of this routing organisation (their mail was
+        // checked where it came in).
+        let trusted = self.cfg.trusted_networks.iter().any(|&(n, p)| in_network(conn.peer.ip(), n, p))
+            || self.mail.routing_table().await.is_some_and(|t| t.is_member_ip(conn.peer.ip()));
         let intake = Intake {
             id: id.clone(),
             received,

@@ -21,6 +21,13 @@ pub enum RoutingCmd {
     /// Connectors between groups, or from a group to the outside.
     #[command(subcommand)]
     Connector(ConnectorCmd),
+    /// Exchange tables now with a server of the organisation over its routing port
+    /// (691): how a new server gets the organisation's table.
+    Join {
+        host: String,
+        #[arg(long, default_value_t = 691)]
+        port: u16,
+    },
     /// Groups, members, masters, connectors with their cost and state, the table's
     /// versions and digest, and the route each group takes to every other now.
     Show {
@@ -255,7 +262,7 @@ fn apply(t: &mut Table, cmd: &RoutingCmd) -> Result<String> {
             t.states.remove(n);
             format!("connector {n} removed")
         }
-        RoutingCmd::Show { .. } => String::new(),
+        RoutingCmd::Show { .. } | RoutingCmd::Join { .. } => String::new(),
     })
 }
 
@@ -345,6 +352,25 @@ fn show(t: &Table, json: bool) -> String {
 pub async fn routing(cli: &Cli, cmd: &RoutingCmd) -> Result<()> {
     let (store, _) = crate::admin::open_store(cli).await?;
     let node = node_name(cli)?;
+    if let RoutingCmd::Join { host, port } = cmd {
+        let cfg = crate::config::load_or_default(&crate::serve::config_path(cli))?.config;
+        let hostname = cfg.server.hostname.unwrap_or_else(crate::serve::system_hostname);
+        let Some(me) = crate::serve::routing_identity(cli, &hostname)?.1 else {
+            bail!("[routing] secret_file is not set: this server is in no organisation");
+        };
+        let dyn_store: std::sync::Arc<dyn agora_store::Store> = std::sync::Arc::new(std::sync::Arc::clone(&store));
+        let done = agora_routing::client::sync(&dyn_store, &me, host, *port).await.map_err(anyhow::Error::msg)?;
+        let (_, t) = agora_mail::routing::load(&dyn_store).await.map_err(anyhow::Error::msg)?;
+        let (major, minor) = t.versions();
+        println!(
+            "tables {} with {}; routing table version {major}.{minor}, digest {}",
+            if done.exchanged { "exchanged" } else { "already the same" },
+            done.peer,
+            t.digest()
+        );
+        store.close();
+        return Ok(());
+    }
     // Read, change, write over what was read: a change made meanwhile is redone on top.
     loop {
         let before = store.routing_table().await?;

@@ -182,3 +182,125 @@ fn a_dead_bridgehead_takes_its_connector_down_and_back() {
     state("up");
     assert!(on(&["show"]).contains("route A -> B: A -[ab]-> B (cost 1)"));
 }
+
+/// One server of the organisation `acme` for `domain`, named `node`, quick to notice
+/// and to retry.
+fn org_server(node: &str, domain: &str) -> Agora {
+    let node = node.to_string();
+    Agora::start_for(domain, move |data| {
+        std::fs::write(data.join("routing.secret"), format!("{SECRET}\n")).unwrap();
+        let cfg = format!(
+            "[routing]\nnode = \"{node}\"\nsecret_file = \"routing.secret\"\nsync_interval_secs = 1\n\
+             probe_interval_secs = 1\nprobe_retries = 2\ndamping_secs = 3\n\n[transport]\nretry_secs = 1\npoll_secs = 1\n"
+        );
+        std::fs::write(data.join("agora.toml"), cfg).unwrap();
+    })
+}
+
+fn inbox(a: &Agora, login: &str) -> usize {
+    let show = a.cli_ok(&["user", "show", login], None);
+    show.lines()
+        .find(|l| l.contains("INBOX"))
+        .and_then(|l| l.rsplit_once('(').and_then(|(_, n)| n.split(' ').next()?.parse().ok()))
+        .unwrap_or(0)
+}
+
+fn wait_inbox(a: &Agora, login: &str, n: usize) {
+    let start = std::time::Instant::now();
+    while inbox(a, login) < n {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(60),
+            "{login} has {} of {n} messages",
+            inbox(a, login)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    assert_eq!(inbox(a, login), n, "no message twice");
+}
+
+fn submit(a: &Agora, subject: &str) {
+    let script = format!(
+        "import smtplib, ssl\ns = smtplib.SMTP('{ip}', 10587)\ns.starttls(context=ssl._create_unverified_context())\ns.login('ann@a.example', 'ann-pw')\ns.sendmail('ann@a.example', ['carol@c.example'], 'From: ann@a.example\\r\\nTo: carol@c.example\\r\\nSubject: {subject}\\r\\n\\r\\nhello\\r\\n')\ns.quit()\n",
+        ip = a.ip
+    );
+    let (ok, out) = common::run("/usr/bin/python3", &["-c", &script], "");
+    assert!(ok, "{out}");
+}
+
+fn route_of(a: &Agora) -> String {
+    let show = a.cli_ok(&["routing", "show"], None);
+    show.lines().find(|l| l.starts_with("route A -> C:")).unwrap_or_default().to_string()
+}
+
+#[test]
+fn mail_takes_the_cheapest_route_that_is_up() {
+    let a1 = org_server("a1", "a.example");
+    let a2 = org_server("a2", "a2.example");
+    let mut b1 = org_server("b1", "b.example");
+    let c1 = org_server("c1", "c.example");
+    a1.cli_ok(&["user", "add", "ann@a.example", "--password-stdin"], Some("ann-pw\n"));
+    c1.cli_ok(&["user", "add", "carol@c.example", "--password-stdin"], Some("carol-pw\n"));
+    let on = |args: &[&str]| a1.cli_ok(&[&["routing"], args].concat(), None);
+    on(&["org", "acme"]);
+    on(&["group", "add", "A", "--domain", "a.example", "--domain", "a2.example"]);
+    on(&["group", "add", "B", "--domain", "b.example"]);
+    on(&["group", "add", "C", "--domain", "c.example"]);
+    for (g, n, a) in [("A", "a1", &a1), ("A", "a2", &a2), ("B", "b1", &b1), ("C", "c1", &c1)] {
+        on(&["group", "member", g, n, "--host", &a.ip, "--smtp-port", "10025", "--routing-port", "10691"]);
+    }
+    on(&[
+        "connector",
+        "add",
+        "ab",
+        "--from",
+        "A",
+        "--to",
+        "B",
+        "--cost",
+        "1",
+        "--bridgeheads-from",
+        "a1",
+        "--bridgeheads-to",
+        "b1",
+    ]);
+    on(&["connector", "add", "bc", "--from", "B", "--to", "C", "--cost", "1"]);
+    on(&["connector", "add", "ac", "--from", "A", "--to", "C", "--cost", "5", "--bridgeheads-from", "a1"]);
+    // The other groups' servers join by asking a member for the table.
+    for s in [&b1, &c1] {
+        let out = s.cli_ok(&["routing", "join", &a1.ip, "--port", "10691"], None);
+        assert!(out.contains("tables exchanged with a1"), "{out}");
+    }
+    converge(&[&a1, &a2]);
+    assert!(route_of(&a1).contains("A -[ab]-> B -[bc]-> C (cost 2)"), "{}", route_of(&a1));
+
+    // A to C goes through B.
+    submit(&a1, "through B");
+    wait_inbox(&c1, "carol@c.example", 1);
+    let track = b1.cli_ok(&["track", "--recipient", "carol@c.example"], None);
+    assert!(track.contains("via c1 over bc"), "B passed it on over bc: {track}");
+
+    // B's bridgehead dies: after the damping time A routes to C directly, and what was
+    // queued for the old path goes that way.
+    b1.kill9();
+    submit(&a1, "while B is down");
+    let start = std::time::Instant::now();
+    while !route_of(&a1).contains("A -[ac]-> C (cost 5)") {
+        assert!(start.elapsed() < std::time::Duration::from_secs(30), "{}", route_of(&a1));
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    wait_inbox(&c1, "carol@c.example", 2);
+    let track = a1.cli_ok(&["track", "--recipient", "carol@c.example"], None);
+    assert!(track.contains("via c1 over ac"), "{track}");
+
+    // B is back: the route returns.
+    b1.spawn();
+    let start = std::time::Instant::now();
+    while !route_of(&a1).contains("A -[ab]-> B -[bc]-> C (cost 2)") {
+        assert!(start.elapsed() < std::time::Duration::from_secs(30), "{}", route_of(&a1));
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    submit(&a1, "B again");
+    wait_inbox(&c1, "carol@c.example", 3);
+    // The master's view reached the other member of its group.
+    converge(&[&a1, &a2]);
+}
