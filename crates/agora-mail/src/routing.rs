@@ -523,6 +523,37 @@ impl Table {
         Route { groups, connectors, cost, hop }
     }
 
+    /// The connectors `me` looks after: those of its group it is a bridgehead of (the
+    /// group's master looks after those that name no bridgehead on its side), each with
+    /// the far side's servers (`host`, SMTP port) and their node names.
+    pub fn watched(&self, me: &str) -> Vec<(String, Vec<(String, u16)>)> {
+        let Some(here) = self.group_of(me) else { return Vec::new() };
+        let master = self.groups.get(here).is_some_and(|g| g.master == me);
+        let mut out = Vec::new();
+        for (name, c) in &self.connectors {
+            if c.to.is_empty() || (c.from != here && c.to != here) {
+                continue;
+            }
+            let (ours, theirs, there) = if c.from == here {
+                (&c.bridgeheads_from, &c.bridgeheads_to, &c.to)
+            } else {
+                (&c.bridgeheads_to, &c.bridgeheads_from, &c.from)
+            };
+            if (ours.is_empty() && !master) || (!ours.is_empty() && !ours.iter().any(|b| b == me)) {
+                continue;
+            }
+            let Some(g) = self.groups.get(there) else { continue };
+            let far: Vec<(String, u16)> = g
+                .members
+                .iter()
+                .filter(|(n, _)| theirs.is_empty() || theirs.contains(n))
+                .map(|(_, m)| (m.host.clone(), m.smtp_port))
+                .collect();
+            out.push((name.clone(), far));
+        }
+        out
+    }
+
     /// The next server on a path whose first connector is `conn`: across it when
     /// this node is one of its bridgeheads on our side, else to such a bridgehead.
     fn first_hop(&self, node: &str, here: &str, conn: &str) -> Hop {
@@ -610,6 +641,8 @@ impl Damper {
 pub struct Identity {
     pub node: String,
     pub secret: Arc<Vec<u8>>,
+    /// How often tables are compared with neighbours even when nothing changed here.
+    pub interval: Duration,
 }
 
 impl std::fmt::Debug for Identity {

@@ -133,37 +133,6 @@ struct Probing {
     damping: Duration,
 }
 
-/// The connectors this server checks: those of its group it is a bridgehead of (the
-/// group's master checks those that name no bridgehead on its side), each with the
-/// servers on the far side.
-fn watched(t: &Table, me: &str) -> Vec<(String, Vec<(String, u16)>)> {
-    let Some(here) = t.group_of(me) else { return Vec::new() };
-    let master = t.groups.get(here).is_some_and(|g| g.master == me);
-    let mut out = Vec::new();
-    for (name, c) in &t.connectors {
-        if c.to.is_empty() || (c.from != here && c.to != here) {
-            continue;
-        }
-        let (ours, theirs, there) = if c.from == here {
-            (&c.bridgeheads_from, &c.bridgeheads_to, &c.to)
-        } else {
-            (&c.bridgeheads_to, &c.bridgeheads_from, &c.from)
-        };
-        if (ours.is_empty() && !master) || (!ours.is_empty() && !ours.iter().any(|b| b == me)) {
-            continue;
-        }
-        let Some(g) = t.groups.get(there) else { continue };
-        let far: Vec<(String, u16)> = g
-            .members
-            .iter()
-            .filter(|(n, _)| theirs.is_empty() || theirs.contains(n))
-            .map(|(_, m)| (m.host.clone(), m.smtp_port))
-            .collect();
-        out.push((name.clone(), far));
-    }
-    out
-}
-
 /// Whether one of the servers answers SMTP's greeting.
 async fn reachable(far: &[(String, u16)]) -> bool {
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
@@ -193,7 +162,7 @@ async fn probe(
     damper: &mut Damper,
 ) -> bool {
     let Ok((_, t)) = table::load(store).await else { return false };
-    for (name, far) in watched(&t, &me.node) {
+    for (name, far) in t.watched(&me.node) {
         let n = failures.entry(name.clone()).or_insert(0);
         let up = if reachable(&far).await {
             *n = 0;

@@ -151,6 +151,35 @@ impl Transport {
         Ok(Transport { cfg, store, dir, tracker, wake, resolver, verifier: Some(verifier), sts, routing })
     }
 
+    /// Link state between groups without waiting for mail: every routing interval, a
+    /// session with the far bridgehead of each connector this server looks after (EHLO,
+    /// STARTTLS, X-LINK2STATE, QUIT), so that tables meet even where no mail flows.
+    pub async fn links(self: Arc<Self>, shutdown: CancellationToken) {
+        let Some(me) = self.routing.clone() else { return };
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(me.interval) => {}
+            }
+            let Ok((_, t)) = routing::load(&self.store).await else { continue };
+            let source = t.member(&me.node).and_then(|m| m.host.parse().ok());
+            for (connector, far) in t.watched(&me.node) {
+                if !t.is_up(&connector) {
+                    continue;
+                }
+                for (host, port) in far.iter().take(1) {
+                    let at = format!("{host}:{port}");
+                    match self.open(&at, "", None, source).await {
+                        Ok(mut s) => {
+                            let _ = s.client.send("QUIT").await;
+                        }
+                        Err(e) => tracing::debug!("routing: link session with {at} over {connector}: {e}"),
+                    }
+                }
+            }
+        }
+    }
+
     /// Runs until shutdown: every poll, deliver what is due.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         loop {
@@ -520,7 +549,8 @@ impl Transport {
     ) -> Result<Session, String> {
         // DANE (RFC 7672) for MX hosts, before MTA-STS when both apply (RFC 8461 §2):
         // authentic TLSA records make TLS with a matching certificate a condition.
-        let routed = self.cfg.routes.contains_key(domain) || self.cfg.smarthost.is_some();
+        // The organisation's own servers (`source`) are no MX hosts: no DANE for them.
+        let routed = self.cfg.routes.contains_key(domain) || self.cfg.smarthost.is_some() || source.is_some();
         let dane = match host.rsplit_once(':') {
             Some((name, port)) if self.cfg.dane && !routed => {
                 let name = name.trim_start_matches('[').trim_end_matches(']');
@@ -641,7 +671,8 @@ impl Transport {
             && ext.iter().any(|e| e.eq_ignore_ascii_case("X-LINK2STATE"))
         {
             match link2state(&mut c, &self.store, me).await {
-                Ok(note) => tracing::info!("routing: X-LINK2STATE with {host}: {note}"),
+                Ok((true, note)) => tracing::info!("routing: X-LINK2STATE with {host}: {note}"),
+                Ok((false, note)) => tracing::debug!("routing: X-LINK2STATE with {host}: {note}"),
                 Err(e) => tracing::warn!("routing: X-LINK2STATE with {host}: {e}"),
             }
         }
@@ -1214,11 +1245,12 @@ impl Client {
 
 /// X-LINK2STATE as the client: both proofs of membership (bound to this TLS session),
 /// digests compared, and when they differ our table sent and theirs read and merged.
-async fn link2state(c: &mut Client, store: &Arc<dyn Store>, me: &Identity) -> Result<String, String> {
+async fn link2state(c: &mut Client, store: &Arc<dyn Store>, me: &Identity) -> Result<(bool, String), String> {
     let cb = c.binding.ok_or("no TLS 1.3 channel binding")?;
     let nonce = routing::nonce();
     c.send(&format!("X-LINK2STATE HELLO {} {}", me.node, routing::hex(&nonce))).await?;
-    let (code, text) = c.reply().await?;
+    let (code, lines) = c.reply_lines().await?;
+    let text = lines.join(" ");
     let w: Vec<&str> = text.split(' ').collect();
     let (peer, sn, proof) = match (code, w.as_slice()) {
         (250, [peer, n, p, ..]) => {
@@ -1238,8 +1270,9 @@ async fn link2state(c: &mut Client, store: &Arc<dyn Store>, me: &Identity) -> Re
     let (_, ours) = routing::load(store).await?;
     c.send("X-LINK2STATE DIGEST").await?;
     let theirs = c.expect(250).await?;
-    if theirs.split(' ').next() == Some(ours.digest().as_str()) {
-        return Ok(format!("{peer} has the same table"));
+    // `expect` gives the reply with its code: "250 DIGEST MAJOR MINOR".
+    if theirs.split(' ').nth(1) == Some(ours.digest().as_str()) {
+        return Ok((false, format!("{peer} has the same table")));
     }
     let text = ours.encode();
     c.send(&format!("X-LINK2STATE TABLE {}", text.len())).await?;
@@ -1262,7 +1295,7 @@ async fn link2state(c: &mut Client, store: &Arc<dyn Store>, me: &Identity) -> Re
     }
     let theirs = routing::Table::decode(&table).map_err(|e| e.to_string())?;
     let (_, changed) = routing::merge_stored(store, &theirs).await?;
-    Ok(format!("tables exchanged with {peer}{}", if changed { ", ours changed" } else { "" }))
+    Ok((true, format!("tables exchanged with {peer}{}", if changed { ", ours changed" } else { "" })))
 }
 
 /// True if the envelope or the header section is not ASCII (RFC 6531).

@@ -183,10 +183,11 @@ fn build(ctx: &Context, s: SmtpSection) -> Result<Built, String> {
     .map_err(|e| format!("[transport] ca_file: {e}"))?;
     let transport = Arc::new(transport);
     let reports = Arc::clone(&transport).tls_reports(ctx.shutdown.clone());
+    let links = Arc::clone(&transport).links(ctx.shutdown.clone());
     let run = transport.run(ctx.shutdown.clone());
     Ok(Built {
         handlers: vec![("smtp", inbound), ("submission", Arc::clone(&submission)), ("submissions", submission)],
-        tasks: vec![Box::pin(run), Box::pin(reports)],
+        tasks: vec![Box::pin(run), Box::pin(reports), Box::pin(links)],
         ..Built::default()
     })
 }

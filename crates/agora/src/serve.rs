@@ -110,7 +110,8 @@ pub(crate) fn routing_identity(cli: &Cli, hostname: &str) -> Result<(String, Opt
     if secret.len() < 16 {
         bail!("[routing] secret_file {}: at least 16 characters", path.display());
     }
-    Ok((node.clone(), Some(agora_mail::routing::Identity { node, secret: Arc::new(secret) })))
+    let interval = Duration::from_secs(s.sync_interval_secs.max(1));
+    Ok((node.clone(), Some(agora_mail::routing::Identity { node, secret: Arc::new(secret), interval })))
 }
 
 pub(crate) fn dns_section(cli: &Cli) -> Result<agora_dns::service::DnsSection> {

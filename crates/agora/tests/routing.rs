@@ -80,7 +80,10 @@ fn converge(servers: &[&Agora]) -> String {
         if d.windows(2).all(|w| w[0] == w[1]) {
             return d[0].clone();
         }
-        assert!(start.elapsed() < std::time::Duration::from_secs(20), "tables did not converge: {d:?}");
+        if start.elapsed() > std::time::Duration::from_secs(20) {
+            let shows: Vec<String> = servers.iter().map(|a| a.cli_ok(&["routing", "show"], None)).collect();
+            panic!("tables did not converge: {d:?}\n{}", shows.join("\n----\n"));
+        }
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
 }
@@ -112,6 +115,7 @@ fn a_group_shares_one_table_over_691() {
     let impostor = agora_routing::table::Identity {
         node: "evil".into(),
         secret: std::sync::Arc::new(b"not the secret at all".to_vec()),
+        interval: std::time::Duration::from_secs(1),
     };
     let err = rt.block_on(agora_routing::client::sync(&store, &impostor, &a1.ip, 10691)).unwrap_err();
     assert!(err.contains("not of this organisation"), "{err}");
@@ -135,7 +139,11 @@ fn a_group_shares_one_table_over_691() {
     assert_eq!(digest(&a1), second, "nothing changed");
     let ok = rt.block_on(agora_routing::client::sync(
         &store,
-        &agora_routing::table::Identity { node: "a3".into(), secret: std::sync::Arc::new(SECRET.as_bytes().to_vec()) },
+        &agora_routing::table::Identity {
+            node: "a3".into(),
+            secret: std::sync::Arc::new(SECRET.as_bytes().to_vec()),
+            interval: std::time::Duration::from_secs(1),
+        },
         &a1.ip,
         10691,
     ));
@@ -301,6 +309,11 @@ fn mail_takes_the_cheapest_route_that_is_up() {
     }
     submit(&a1, "B again");
     wait_inbox(&c1, "carol@c.example", 3);
-    // The master's view reached the other member of its group.
-    converge(&[&a1, &a2]);
+    // Every server ends with the same table: the master's group over 691, the other
+    // groups over X-LINK2STATE between bridgeheads.
+    converge(&[&a1, &a2, &b1, &c1]);
+    for s in [&a1, &a2, &b1, &c1] {
+        assert_eq!(inbox(&c1, "carol@c.example"), 3);
+        assert!(route_of(s).contains("A -[ab]-> B -[bc]-> C (cost 2)"), "{}", route_of(s));
+    }
 }
