@@ -413,6 +413,29 @@ pub(crate) async fn open_store(cli: &Cli) -> Result<(Arc<SqlStore>, Directory)> 
     open(cli).await
 }
 
+/// The route the routing table gives mail to an address from this server now, when
+/// this server is in a routing organisation (None otherwise).
+async fn route_teller(cli: &Cli, store: &Arc<SqlStore>) -> Result<impl Fn(&str) -> Option<String>> {
+    let cfg = crate::config::load_or_default(&crate::serve::config_path(cli))?.config;
+    let hostname = cfg.server.hostname.unwrap_or_else(crate::serve::system_hostname);
+    let (node, me) = crate::serve::routing_identity(cli, &hostname)?;
+    let table = match (me, store.routing_table().await?) {
+        (Some(_), Some(text)) => agora_mail::routing::Table::decode(&text).ok(),
+        _ => None,
+    };
+    Ok(move |address: &str| {
+        let t = table.as_ref()?;
+        let domain = address.rsplit_once('@')?.1;
+        t.group_of(&node)?;
+        let r = t.route(&node, domain, 0);
+        Some(match r.hop {
+            agora_mail::routing::Hop::Unreachable => "none is up (held until one is)".to_string(),
+            agora_mail::routing::Hop::Here if r.connectors.is_empty() => "in this group".to_string(),
+            _ => r.describe(),
+        })
+    })
+}
+
 /// Where the store is: `--store`, else `[store] url` (with its password file), else
 /// None for the data directory's SQLite.
 pub(crate) fn store_url(cli: &Cli) -> Result<Option<(String, Option<String>)>> {
@@ -1165,15 +1188,17 @@ pub async fn queue(cli: &Cli, cmd: &QueueCmd) -> Result<()> {
                 if q.is_empty() {
                     println!("queue is empty");
                 }
+                let route = route_teller(cli, &store).await?;
                 for e in q {
                     println!(
-                        "{:>6}  {}  from <{}> to <{}>  attempts {}{}",
+                        "{:>6}  {}  from <{}> to <{}>  attempts {}{}{}",
                         e.id,
                         agora_store::time::rfc3339(e.created),
                         e.mail_from,
                         e.recipient,
                         e.attempts,
-                        if e.held { "  (held)" } else { "" }
+                        if e.held { "  (held)" } else { "" },
+                        route(&e.recipient).map(|r| format!("  route {r}")).unwrap_or_default()
                     );
                 }
             }
@@ -1181,6 +1206,9 @@ pub async fn queue(cli: &Cli, cmd: &QueueCmd) -> Result<()> {
                 let Some(e) = store.queued().await?.into_iter().find(|e| e.id == *id) else {
                     bail!("no queue entry {id}");
                 };
+                if let Some(r) = route_teller(cli, &store).await?(&e.recipient) {
+                    println!("route:        {r}");
+                }
                 println!("id:           {}", e.id);
                 println!("from:         <{}>", e.mail_from);
                 println!("to:           <{}>", e.recipient);

@@ -281,9 +281,46 @@ fn mail_takes_the_cheapest_route_that_is_up() {
     converge(&[&a1, &a2]);
     assert!(route_of(&a1).contains("A -[ab]-> B -[bc]-> C (cost 2)"), "{}", route_of(&a1));
 
-    // A to C goes through B.
+    // A to C goes through B; tshark sees the bridgeheads' SMTP sessions, whose link
+    // state goes only inside TLS.
+    let capture = (common::run("id", &["-u"], "").1.trim() == "0" && common::have("tshark")).then(|| {
+        let file = a1.dir.path().join("smtp.pcap");
+        let filter = format!("tcp port 10025 and (host {} or host {} or host {})", a1.ip, b1.ip, c1.ip);
+        let mut child = std::process::Command::new("tshark")
+            .args(["-i", "lo", "-f", &filter, "-w"])
+            .arg(&file)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut err = child.stderr.take().unwrap();
+        let mut seen = Vec::new();
+        let mut b = [0u8; 256];
+        use std::io::Read;
+        while !String::from_utf8_lossy(&seen).contains("Capturing on") {
+            let n = err.read(&mut b).unwrap();
+            assert!(n > 0, "tshark: {}", String::from_utf8_lossy(&seen));
+            seen.extend_from_slice(&b[..n]);
+        }
+        (child, file)
+    });
     submit(&a1, "through B");
     wait_inbox(&c1, "carol@c.example", 1);
+    if let Some((mut child, file)) = capture {
+        // Two link-state rounds between the bridgeheads besides the mail.
+        std::thread::sleep(std::time::Duration::from_secs(3));
+        let _ = std::process::Command::new("kill").arg(child.id().to_string()).status();
+        child.wait().unwrap();
+        let read = |filter: &str| {
+            let f = file.to_str().unwrap();
+            let (ok, out) = common::run("tshark", &["-r", f, "-d", "tcp.port==10025,smtp", "-Y", filter], "");
+            assert!(ok, "{out}");
+            out.lines().filter(|l| !l.contains("Running as user")).count()
+        };
+        assert!(read("smtp.req && frame contains \"STARTTLS\"") >= 2, "the bridgeheads talked SMTP");
+        assert!(read("tls.handshake.type == 1") >= 2, "and TLS");
+        assert_eq!(read("frame contains \"LINK2STATE\""), 0, "link state never in the clear");
+    }
     let track = b1.cli_ok(&["track", "--recipient", "carol@c.example"], None);
     assert!(track.contains("via c1 over bc"), "B passed it on over bc: {track}");
 
@@ -291,6 +328,10 @@ fn mail_takes_the_cheapest_route_that_is_up() {
     // queued for the old path goes that way.
     b1.kill9();
     submit(&a1, "while B is down");
+    let queue = a1.cli_ok(&["queue", "list"], None);
+    if queue.contains("carol@c.example") {
+        assert!(queue.contains("  route A -["), "the queue shows each entry's route: {queue}");
+    }
     let start = std::time::Instant::now();
     while !route_of(&a1).contains("A -[ac]-> C (cost 5)") {
         assert!(start.elapsed() < std::time::Duration::from_secs(30), "{}", route_of(&a1));
