@@ -242,7 +242,8 @@ impl Transport {
 
     /// Delivers messages for one domain over one connection, reopening it if it breaks.
     async fn deliver_lane(&self, domain: &str, items: Vec<Item>) -> Result<(), agora_store::StoreError> {
-        let plan = self.plan(domain).await;
+        let (plan, sized) = self.plan_sized(domain).await;
+        let lane_plan = plan.clone();
         let mut hosts = match &plan {
             Plan::Normal => self.hosts(domain).await,
             Plan::Via { host, .. } => vec![host.clone()],
@@ -283,6 +284,22 @@ impl Transport {
                     continue;
                 }
             };
+            // A connector with a size limit may route a large message another way.
+            let (plan, hosts, refusal) = if sized {
+                let p = self.plan(domain, message.len() as u64).await;
+                match &p {
+                    Plan::Via { host, .. } => (p.clone(), vec![host.clone()], None),
+                    Plan::Hold(why) => (p.clone(), Vec::new(), Some(why.clone())),
+                    Plan::Normal => (p, self.hosts(domain).await, None),
+                }
+            } else {
+                (lane_plan.clone(), hosts.clone(), refusal.clone())
+            };
+            if session.as_ref().is_some_and(|s| !hosts.contains(&s.host))
+                && let Some(mut s) = session.take()
+            {
+                let _ = s.client.send("QUIT").await;
+            }
             let rcpts: Vec<String> = item.entries.iter().map(|e| e.recipient.clone()).collect();
             let envelope = match item.entries.first().and_then(|e| e.delivery) {
                 Some(d) => self.store.delivery_envelope(d).await.ok().flatten(),
@@ -463,7 +480,17 @@ impl Transport {
     /// Where routing sends a domain's mail from this server: for a domain of another
     /// routing group, or for the outside when the organisation has connectors out, the
     /// next server on the cheapest route that is up.
-    async fn plan(&self, domain: &str) -> Plan {
+    /// The plan for a domain's mail of any size, and whether some connector limits
+    /// sizes (then each message is routed by its own size).
+    async fn plan_sized(&self, domain: &str) -> (Plan, bool) {
+        let sized = match (&self.routing, routing::load(&self.store).await) {
+            (Some(_), Ok((_, t))) => t.connectors.values().any(|c| c.max_size > 0),
+            _ => false,
+        };
+        (self.plan(domain, 0).await, sized)
+    }
+
+    async fn plan(&self, domain: &str, size: u64) -> Plan {
         let Some(me) = &self.routing else { return Plan::Normal };
         let t = match routing::load(&self.store).await {
             Ok((_, t)) => t,
@@ -476,7 +503,7 @@ impl Transport {
         if t.group_of_domain(domain).is_none() && !t.connectors.values().any(|c| c.to.is_empty()) {
             return Plan::Normal;
         }
-        let r = t.route(&me.node, domain, 0);
+        let r = t.route(&me.node, domain, size);
         let at = |node: &str| t.member(node).map(|m| format!("{}:{}", m.host, m.smtp_port));
         let source = t.member(&me.node).and_then(|m| m.host.parse().ok());
         match &r.hop {

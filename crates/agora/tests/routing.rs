@@ -227,8 +227,13 @@ fn wait_inbox(a: &Agora, login: &str, n: usize) {
 }
 
 fn submit(a: &Agora, subject: &str) {
+    submit_sized(a, subject, 1);
+}
+
+/// Sends a message whose body is `lines` lines of 80 octets.
+fn submit_sized(a: &Agora, subject: &str, lines: usize) {
     let script = format!(
-        "import smtplib, ssl\ns = smtplib.SMTP('{ip}', 10587)\ns.starttls(context=ssl._create_unverified_context())\ns.login('ann@a.example', 'ann-pw')\ns.sendmail('ann@a.example', ['carol@c.example'], 'From: ann@a.example\\r\\nTo: carol@c.example\\r\\nSubject: {subject}\\r\\n\\r\\nhello\\r\\n')\ns.quit()\n",
+        "import smtplib, ssl\ns = smtplib.SMTP('{ip}', 10587)\ns.starttls(context=ssl._create_unverified_context())\ns.login('ann@a.example', 'ann-pw')\nbody = ('x' * 78 + '\\r\\n') * {lines}\ns.sendmail('ann@a.example', ['carol@c.example'], 'From: ann@a.example\\r\\nTo: carol@c.example\\r\\nSubject: {subject}\\r\\n\\r\\n' + body)\ns.quit()\n",
         ip = a.ip
     );
     let (ok, out) = common::run("/usr/bin/python3", &["-c", &script], "");
@@ -357,4 +362,11 @@ fn mail_takes_the_cheapest_route_that_is_up() {
         assert_eq!(inbox(&c1, "carol@c.example"), 3);
         assert!(route_of(s).contains("A -[ab]-> B -[bc]-> C (cost 2)"), "{}", route_of(s));
     }
+    // A size limit on ab: a large message goes the other way, a small one as before.
+    on(&["connector", "set", "ab", "--max-size", "4000"]);
+    submit_sized(&a1, "large", 100);
+    wait_inbox(&c1, "carol@c.example", 4);
+    let track = a1.cli_ok(&["track", "--recipient", "carol@c.example"], None);
+    let last = track.lines().rfind(|l| l.contains("relayed")).unwrap_or_default().to_string();
+    assert!(last.contains("via c1 over ac"), "{track}");
 }
