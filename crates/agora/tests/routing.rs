@@ -362,6 +362,36 @@ fn mail_takes_the_cheapest_route_that_is_up() {
         assert_eq!(inbox(&c1, "carol@c.example"), 3);
         assert!(route_of(s).contains("A -[ab]-> B -[bc]-> C (cost 2)"), "{}", route_of(s));
     }
+    // A message that has been in C already is held at B, not sent back into C.
+    b1.cli_ok(&["user", "add", "bob@b.example", "--password-stdin"], Some("bob-pw\n"));
+    let script = format!(
+        "import smtplib, ssl\ns = smtplib.SMTP('{ip}', 10587)\ns.starttls(context=ssl._create_unverified_context())\ns.login('bob@b.example', 'bob-pw')\ns.sendmail('bob@b.example', ['carol@c.example'], 'X-Agora-Routing: A, C\\r\\nFrom: bob@b.example\\r\\nSubject: loop\\r\\n\\r\\nround\\r\\n')\ns.quit()\n",
+        ip = b1.ip
+    );
+    let (ok, out) = common::run("/usr/bin/python3", &["-c", &script], "");
+    assert!(ok, "{out}");
+    let start = std::time::Instant::now();
+    loop {
+        let q = b1.cli_ok(&["queue", "list"], None);
+        let id = q.split_whitespace().next().unwrap_or_default().to_string();
+        if let Ok(id) = id.parse::<i64>() {
+            let show = b1.cli_ok(&["queue", "show", &id.to_string()], None);
+            if show.contains("would loop back into group C") {
+                break;
+            }
+        }
+        assert!(start.elapsed() < std::time::Duration::from_secs(20), "not held: {q}");
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    assert_eq!(inbox(&c1, "carol@c.example"), 3, "the looping message did not arrive");
+    // X-LINK2STATE is for the organisation's servers only.
+    let script = format!(
+        "import smtplib, ssl\ns = smtplib.SMTP('{ip}', 10025)\ns.starttls(context=ssl._create_unverified_context())\ns.ehlo('outsider.test')\nprint('offered' if s.has_extn('x-link2state') else 'not offered')\nprint(s.docmd('X-LINK2STATE HELLO evil ' + '00' * 16)[0])\n",
+        ip = b1.ip
+    );
+    let (ok, out) = common::run("/usr/bin/python3", &["-c", &script], "");
+    assert!(ok && out.contains("not offered") && out.contains("502"), "{out}");
+
     // A size limit on ab: a large message goes the other way, a small one as before.
     on(&["connector", "set", "ab", "--max-size", "4000"]);
     submit_sized(&a1, "large", 100);
