@@ -61,6 +61,96 @@ pub struct Connector {
     pub spaces: Vec<String>,
     /// Largest message it carries, in octets (0: any).
     pub max_size: u64,
+    /// When it carries mail: None always; otherwise windows in minutes of the week
+    /// (UTC, Monday 00:00 is 0), none at all meaning never.
+    pub schedule: Option<Vec<(u32, u32)>>,
+}
+
+/// Minutes in a week.
+pub const WEEK: u32 = 7 * 24 * 60;
+
+/// The minute of the week now (UTC, Monday 00:00 is 0).
+pub fn week_minute_now() -> u32 {
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs();
+    // 1970-01-01 was a Thursday: three days after a Monday.
+    (((secs / 60) + 3 * 24 * 60) % u64::from(WEEK)) as u32
+}
+
+/// A schedule as an administrator writes it: `always`, `never`, or windows separated by
+/// commas, each `[DAYS] HH:MM-HH:MM` (UTC; DAYS `mon`, `mon-fri`, …; a window past
+/// midnight goes on into the next day).
+pub fn parse_schedule(text: &str) -> Result<Option<Vec<(u32, u32)>>, String> {
+    let t = text.trim().to_ascii_lowercase();
+    match t.as_str() {
+        "always" | "" => return Ok(None),
+        "never" => return Ok(Some(Vec::new())),
+        _ => {}
+    }
+    const DAYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+    let day =
+        |d: &str| DAYS.iter().position(|x| *x == d).map(|i| i as u32).ok_or(format!("{d:?} is not a day (mon … sun)"));
+    let hm = |v: &str| -> Result<u32, String> {
+        let (h, m) = v.split_once(':').ok_or(format!("{v:?} is not HH:MM"))?;
+        let (h, m): (u32, u32) = (h.parse().map_err(|_| format!("{v:?}"))?, m.parse().map_err(|_| format!("{v:?}"))?);
+        if h > 24 || m > 59 || (h == 24 && m > 0) {
+            return Err(format!("{v:?} is not a time of day"));
+        }
+        Ok(h * 60 + m)
+    };
+    let mut out = Vec::new();
+    for window in t.split(',').map(str::trim).filter(|w| !w.is_empty()) {
+        let (days, times) = match window.split_once(' ') {
+            Some((d, t)) => (Some(d), t.trim()),
+            None => (None, window),
+        };
+        let (first, last) = match days {
+            None => (0, 6),
+            Some(d) => match d.split_once('-') {
+                Some((a, b)) => (day(a)?, day(b)?),
+                None => (day(d)?, day(d)?),
+            },
+        };
+        let (from, to) = times.split_once('-').ok_or(format!("{times:?} is not HH:MM-HH:MM"))?;
+        let (from, to) = (hm(from)?, hm(to)?);
+        let mut d = first;
+        loop {
+            let start = d * 1440 + from;
+            let end = if to > from { d * 1440 + to } else { d * 1440 + 1440 + to };
+            if end > WEEK {
+                out.push((start, WEEK));
+                out.push((0, end - WEEK));
+            } else {
+                out.push((start, end));
+            }
+            if d == last {
+                break;
+            }
+            d = (d + 1) % 7;
+        }
+    }
+    if out.is_empty() {
+        return Err("no window".into());
+    }
+    out.sort();
+    Ok(Some(out))
+}
+
+fn schedule_text(s: &Option<Vec<(u32, u32)>>) -> String {
+    match s {
+        None => "always".into(),
+        Some(w) if w.is_empty() => "never".into(),
+        Some(w) => w.iter().map(|(a, b)| format!("{a}-{b}")).collect::<Vec<_>>().join(","),
+    }
+}
+
+impl Connector {
+    /// Whether its schedule lets it carry mail at `minute` of the week.
+    pub fn open_at(&self, minute: u32) -> bool {
+        match &self.schedule {
+            None => true,
+            Some(w) => w.iter().any(|(a, b)| (*a..*b).contains(&minute)),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -128,14 +218,15 @@ impl Table {
         for (name, c) in &self.connectors {
             let _ = writeln!(
                 s,
-                "connector {name} {} {} {} {} {} {} {}",
+                "connector {name} {} {} {} {} {} {} {} {}",
                 c.from,
                 if c.to.is_empty() { "-" } else { &c.to },
                 c.cost,
                 list(&c.bridgeheads_from),
                 list(&c.bridgeheads_to),
                 list(&c.spaces),
-                c.max_size
+                c.max_size,
+                schedule_text(&c.schedule)
             );
         }
         for (name, st) in &self.states {
@@ -224,7 +315,23 @@ impl Table {
                     }
                     g.domains.insert(w[2].to_string());
                 }
-                ("connector", 9) => {
+                ("connector", 9 | 10) => {
+                    let schedule = match w.get(9).copied() {
+                        None | Some("always") => None,
+                        Some("never") => Some(Vec::new()),
+                        Some(v) => {
+                            let mut l = Vec::new();
+                            for r in v.split(',').take(MAX_LIST * 7) {
+                                let (a, b) = r.split_once('-').ok_or_else(|| err("bad schedule"))?;
+                                let (a, b): (u32, u32) = match (a.parse(), b.parse()) {
+                                    (Ok(a), Ok(b)) if a < b && b <= WEEK => (a, b),
+                                    _ => return Err(err("bad schedule")),
+                                };
+                                l.push((a, b));
+                            }
+                            Some(l)
+                        }
+                    };
                     let to = if w[3] == "-" { String::new() } else { name(3)? };
                     let spaces = match w[7] {
                         "-" => Vec::new(),
@@ -244,6 +351,7 @@ impl Table {
                         bridgeheads_to: names(6)?,
                         spaces,
                         max_size: num(8)?,
+                        schedule,
                     };
                     t.connectors.insert(name(1)?, c);
                 }
@@ -404,7 +512,7 @@ impl Table {
     /// Cheapest paths from `from` over group connectors that are up, carry a message
     /// of `size` and (when `domain` is given) an address space it matches: for each
     /// group reached, its cost and the connector and group it was reached through.
-    fn paths(&self, from: &str, domain: Option<&str>, size: u64) -> HashMap<String, (u64, String, String)> {
+    fn paths(&self, from: &str, domain: Option<&str>, size: u64, at: u32) -> HashMap<String, (u64, String, String)> {
         let mut best: HashMap<String, (u64, String, String)> = HashMap::new();
         best.insert(from.to_string(), (0, String::new(), String::new()));
         let mut heap = BinaryHeap::from([Visit(0, from.to_string())]);
@@ -413,7 +521,7 @@ impl Table {
                 continue;
             }
             for (name, c) in &self.connectors {
-                if c.to.is_empty() || !self.is_up(name) || (c.max_size > 0 && size > c.max_size) {
+                if c.to.is_empty() || !self.is_up(name) || !c.open_at(at) || (c.max_size > 0 && size > c.max_size) {
                     continue;
                 }
                 if let Some(d) = domain
@@ -464,17 +572,22 @@ impl Table {
     /// to the group holding the domain's mailboxes, or out over the outside
     /// connector with the most specific matching address space, cheapest path first.
     pub fn route(&self, node: &str, domain: &str, size: u64) -> Route {
+        self.route_at(node, domain, size, week_minute_now())
+    }
+
+    /// `route` at a given minute of the week (schedules decide which connectors carry).
+    pub fn route_at(&self, node: &str, domain: &str, size: u64, at: u32) -> Route {
         let unreachable = Route { groups: Vec::new(), connectors: Vec::new(), cost: 0, hop: Hop::Unreachable };
         let Some(here) = self.group_of(node) else { return unreachable };
         let domain = domain.to_ascii_lowercase();
         if let Some(dest) = self.group_of_domain(&domain) {
-            return self.route_to_group(node, dest, size);
+            return self.route_to_group_at(node, dest, size, at);
         }
         // Outside: connectors out, most specific space first, then cheapest in total.
-        let paths = self.paths(here, Some(&domain), size);
+        let paths = self.paths(here, Some(&domain), size, at);
         let mut choice: Option<(usize, u64, &String, &Connector)> = None;
         for (name, c) in &self.connectors {
-            if !c.to.is_empty() || !self.is_up(name) || (c.max_size > 0 && size > c.max_size) {
+            if !c.to.is_empty() || !self.is_up(name) || !c.open_at(at) || (c.max_size > 0 && size > c.max_size) {
                 continue;
             }
             let Some(spec) = c.spaces.iter().filter_map(|s| space_match(s, &domain)).max() else { continue };
@@ -511,9 +624,13 @@ impl Table {
 
     /// The route for mail from `node` into the group `dest`.
     pub fn route_to_group(&self, node: &str, dest: &str, size: u64) -> Route {
+        self.route_to_group_at(node, dest, size, week_minute_now())
+    }
+
+    fn route_to_group_at(&self, node: &str, dest: &str, size: u64, at: u32) -> Route {
         let unreachable = Route { groups: Vec::new(), connectors: Vec::new(), cost: 0, hop: Hop::Unreachable };
         let Some(here) = self.group_of(node) else { return unreachable };
-        let paths = self.paths(here, None, size);
+        let paths = self.paths(here, None, size, at);
         let Some(&(cost, _, _)) = paths.get(dest) else { return unreachable };
         let (groups, connectors) = Self::walk_back(&paths, dest);
         let hop = match connectors.first() {
@@ -787,6 +904,7 @@ mod tests {
             bridgeheads_to: bt.iter().map(|s| s.to_string()).collect(),
             spaces: spaces.iter().map(|s| s.to_string()).collect(),
             max_size: 0,
+            schedule: None,
         };
         t.connectors.insert("ab".into(), conn("A", "B", 1, &["a1"], &["b1"], &[]));
         t.connectors.insert("bc".into(), conn("B", "C", 1, &[], &[], &[]));
@@ -914,6 +1032,26 @@ mod tests {
         let m = b"Received: x\r\nX-Agora-Routing: A, B\r\nSubject: s\r\n\r\nX-Agora-Routing: C\r\n";
         assert_eq!(trace_of(m), ["A", "B"]);
         assert!(trace_of(b"Subject: s\r\n\r\nX-Agora-Routing: C\r\n").is_empty(), "the body is not the header");
+    }
+
+    #[test]
+    fn schedules_open_and_close_connectors() {
+        let week = parse_schedule("mon-fri 08:00-18:00").unwrap().unwrap();
+        assert_eq!(week.len(), 5);
+        assert_eq!(week[0], (480, 1080));
+        let night = parse_schedule("sun 22:00-02:00").unwrap().unwrap();
+        assert_eq!(night, vec![(0, 120), (6 * 1440 + 1320, WEEK)], "past Sunday midnight into Monday");
+        assert_eq!(parse_schedule("always"), Ok(None));
+        assert_eq!(parse_schedule("never"), Ok(Some(Vec::new())));
+        assert!(parse_schedule("mon 25:00-26:00").is_err() && parse_schedule("someday 08:00-09:00").is_err());
+        let mut t = org();
+        t.connectors.get_mut("ab").unwrap().schedule = Some(week);
+        let text = t.encode();
+        assert_eq!(Table::decode(&text).unwrap(), t);
+        let monday_noon = 12 * 60;
+        let saturday = 5 * 1440 + 12 * 60;
+        assert_eq!(t.route_at("a1", "c.example", 0, monday_noon).groups, ["A", "B", "C"]);
+        assert_eq!(t.route_at("a1", "c.example", 0, saturday).groups, ["A", "C"], "ab is closed at weekends");
     }
 
     #[test]

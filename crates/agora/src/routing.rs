@@ -98,6 +98,10 @@ pub struct ConnectorArgs {
     /// Largest message it carries, in octets (0: any).
     #[arg(long)]
     max_size: Option<u64>,
+    /// When it carries mail (UTC): `always`, `never`, or windows such as
+    /// `mon-fri 18:00-07:00, sat 00:00-24:00`.
+    #[arg(long)]
+    schedule: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -236,6 +240,9 @@ fn apply(t: &mut Table, cmd: &RoutingCmd) -> Result<String> {
             if let Some(v) = args.max_size {
                 c.max_size = v;
             }
+            if let Some(v) = &args.schedule {
+                c.schedule = agora_mail::routing::parse_schedule(v).map_err(|e| anyhow::anyhow!("--schedule: {e}"))?;
+            }
             group(t, &c.from).map_err(|e| anyhow::anyhow!("--from: {e}"))?;
             if !c.to.is_empty() {
                 group(t, &c.to).map_err(|e| anyhow::anyhow!("--to: {e}"))?;
@@ -264,6 +271,18 @@ fn apply(t: &mut Table, cmd: &RoutingCmd) -> Result<String> {
         }
         RoutingCmd::Show { .. } | RoutingCmd::Join { .. } => String::new(),
     })
+}
+
+/// A connector's schedule as people read it: `always`, `never`, or its windows as
+/// day and time ranges (UTC).
+fn schedule(c: &Connector) -> String {
+    const DAYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+    let at = |m: u32| format!("{} {:02}:{:02}", DAYS[(m / 1440 % 7) as usize], m % 1440 / 60, m % 60);
+    match &c.schedule {
+        None => "always".into(),
+        Some(w) if w.is_empty() => "never".into(),
+        Some(w) => w.iter().map(|(a, b)| format!("{}-{}", at(*a), at(*b))).collect::<Vec<_>>().join(", "),
+    }
 }
 
 /// Each group's route to every other, from its master (or first member).
@@ -309,7 +328,7 @@ fn show(t: &Table, json: bool) -> String {
                     "name": n, "from": c.from, "to": if c.to.is_empty() { None } else { Some(&c.to) },
                     "cost": c.cost, "state": if t.is_up(n) { "up" } else { "down" },
                     "bridgeheads_from": c.bridgeheads_from, "bridgeheads_to": c.bridgeheads_to,
-                    "spaces": c.spaces, "max_size": c.max_size,
+                    "spaces": c.spaces, "max_size": c.max_size, "schedule": schedule(c),
                 })
             })
             .collect();
@@ -341,7 +360,14 @@ fn show(t: &Table, json: bool) -> String {
         let to = if c.to.is_empty() { "outside" } else { &c.to };
         let state = if t.is_up(n) { "up" } else { "down" };
         let spaces = if c.spaces.is_empty() { "-".to_string() } else { c.spaces.join(",") };
-        let _ = writeln!(out, "connector {n}  {} -> {to}  cost {}  {state}  spaces {spaces}", c.from, c.cost);
+        let mut extra = String::new();
+        if c.max_size > 0 {
+            extra.push_str(&format!("  max size {}", c.max_size));
+        }
+        if c.schedule.is_some() {
+            extra.push_str(&format!("  schedule {}", schedule(c)));
+        }
+        let _ = writeln!(out, "connector {n}  {} -> {to}  cost {}  {state}  spaces {spaces}{extra}", c.from, c.cost);
     }
     for ((f, to), r) in &routes {
         let _ = writeln!(out, "route {f} -> {to}: {r}");

@@ -30,8 +30,15 @@ fn topology_from_the_command_line() {
     ok(&["connector", "set", "ac", "--cost", "1"]);
     let show = ok(&["show"]);
     assert!(show.contains("route A -> C: A -[ac]-> C (cost 1)"), "{show}");
+    // A schedule that never opens takes the connector out of every route.
+    ok(&["connector", "set", "ac", "--schedule", "never"]);
+    let show = ok(&["show"]);
+    assert!(show.contains("route A -> C: A -[ab]-> B -[bc]-> C (cost 2)") && show.contains("schedule never"), "{show}");
+    ok(&["connector", "set", "ac", "--schedule", "always"]);
+    let bad = a.cli(&["routing", "connector", "set", "ac", "--schedule", "mon 25:00-26:00"], None);
+    assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("--schedule"));
     let json: serde_json::Value = serde_json::from_str(&ok(&["show", "--json"])).unwrap();
-    assert_eq!(json["version"]["major"], 12);
+    assert_eq!(json["version"]["major"], 14);
     assert_eq!(json["digest"].as_str().unwrap().len(), 64);
     assert_eq!(json["connectors"].as_array().unwrap().len(), 3);
     // Refusals, each in one line.
