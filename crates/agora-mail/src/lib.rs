@@ -142,11 +142,11 @@ impl Mail {
     }
 
     /// Whether a server of this routing organisation at `ip` may hand over mail for
-    /// `domain`: the domain's mailboxes are in one of the organisation's groups, and
-    /// `ip` is a member's (bridgeheads relay each other's mail; nobody else may).
+    /// `domain` (once it proved its membership in the session): the domain's mailboxes
+    /// are in one of the organisation's groups, or a connector out carries it.
     pub async fn org_relay(&self, domain: &str, ip: std::net::IpAddr) -> bool {
         let Some(t) = self.routing_table().await else { return false };
-        t.group_of_domain(domain).is_some() && t.is_member_ip(ip)
+        t.is_member_ip(ip) && (t.group_of_domain(domain).is_some() || t.carries_outside(domain))
     }
 }
 

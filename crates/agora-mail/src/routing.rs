@@ -112,6 +112,9 @@ pub fn parse_schedule(text: &str) -> Result<Option<Vec<(u32, u32)>>, String> {
         };
         let (from, to) = times.split_once('-').ok_or(format!("{times:?} is not HH:MM-HH:MM"))?;
         let (from, to) = (hm(from)?, hm(to)?);
+        if from == 1440 {
+            return Err(format!("{times:?}: a window starts before 24:00"));
+        }
         let mut d = first;
         loop {
             let start = d * 1440 + from;
@@ -346,7 +349,10 @@ impl Table {
                     let c = Connector {
                         from: name(2)?,
                         to,
-                        cost: u32::try_from(num(4)?).map_err(|_| err("bad cost"))?,
+                        cost: u32::try_from(num(4)?)
+                            .ok()
+                            .filter(|c| *c >= 1)
+                            .ok_or_else(|| err("bad cost (at least 1)"))?,
                         bridgeheads_from: names(5)?,
                         bridgeheads_to: names(6)?,
                         spaces,
@@ -376,7 +382,11 @@ impl Table {
             return false;
         }
         let before = self.clone();
-        if other.topology > self.topology {
+        // Equal stamps on different content (a store restored from a backup, two
+        // servers of one name) are told apart by the content, the same way everywhere.
+        let newer_topology = other.topology > self.topology
+            || (other.topology == self.topology && other.topology_digest() > self.topology_digest());
+        if newer_topology {
             self.org = other.org.clone();
             self.topology = other.topology.clone();
             self.groups = other.groups.clone();
@@ -384,7 +394,7 @@ impl Table {
         }
         for (name, st) in &other.states {
             match self.states.get(name) {
-                Some(mine) if mine.stamp >= st.stamp => {}
+                Some(mine) if (&mine.stamp, !mine.up) >= (&st.stamp, !st.up) => {}
                 _ => {
                     self.states.insert(name.clone(), st.clone());
                 }
@@ -394,6 +404,18 @@ impl Table {
         let connectors = &self.connectors;
         self.states.retain(|name, _| connectors.contains_key(name));
         *self != before
+    }
+
+    /// SHA-256 of the topology's part of the canonical text.
+    fn topology_digest(&self) -> [u8; 32] {
+        let text = Table { states: BTreeMap::new(), ..self.clone() }.encode();
+        Sha256::digest(text.as_bytes()).into()
+    }
+
+    /// Whether some connector out of the organisation carries `domain` (up or not).
+    pub fn carries_outside(&self, domain: &str) -> bool {
+        let d = domain.to_ascii_lowercase();
+        self.connectors.values().any(|c| c.to.is_empty() && c.spaces.iter().any(|s| space_match(s, &d).is_some()))
     }
 
     /// A topology change made here: the next topology version, stamped by `node`.
@@ -640,22 +662,19 @@ impl Table {
         Route { groups, connectors, cost, hop }
     }
 
-    /// The connectors `me` looks after: those of its group it is a bridgehead of (the
-    /// group's master looks after those that name no bridgehead on its side), each with
-    /// the far side's servers (`host`, SMTP port) and their node names.
+    /// The connectors `me` looks after: those leaving its group that it is a bridgehead
+    /// of (the group's master looks after those that name no bridgehead on its side),
+    /// each with the far side's servers (`host`, SMTP port). Only the side a connector
+    /// starts from judges its state, so the two sides never publish opposite states.
     pub fn watched(&self, me: &str) -> Vec<(String, Vec<(String, u16)>)> {
         let Some(here) = self.group_of(me) else { return Vec::new() };
         let master = self.groups.get(here).is_some_and(|g| g.master == me);
         let mut out = Vec::new();
         for (name, c) in &self.connectors {
-            if c.to.is_empty() || (c.from != here && c.to != here) {
+            if c.to.is_empty() || c.from != here {
                 continue;
             }
-            let (ours, theirs, there) = if c.from == here {
-                (&c.bridgeheads_from, &c.bridgeheads_to, &c.to)
-            } else {
-                (&c.bridgeheads_to, &c.bridgeheads_from, &c.from)
-            };
+            let (ours, theirs, there) = (&c.bridgeheads_from, &c.bridgeheads_to, &c.to);
             if (ours.is_empty() && !master) || (!ours.is_empty() && !ours.iter().any(|b| b == me)) {
                 continue;
             }

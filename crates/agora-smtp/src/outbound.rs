@@ -128,8 +128,16 @@ enum Plan {
     /// Delivered as without routing (MX, routes, smarthost).
     Normal,
     /// To the next server on the route (`host:port`), into `next_group`, leaving from
-    /// this server's own address in the table (which the next one knows it by).
-    Via { host: String, own_group: String, next_group: String, note: String, source: Option<std::net::IpAddr> },
+    /// this server's own address in the table (which the next one knows it by);
+    /// `last_group` is where the route ends (delivery or the way out).
+    Via {
+        host: String,
+        own_group: String,
+        next_group: String,
+        last_group: String,
+        note: String,
+        source: Option<std::net::IpAddr>,
+    },
     /// No route is up: the mail waits.
     Hold(String),
 }
@@ -243,6 +251,9 @@ impl Transport {
     /// Delivers messages for one domain over one connection, reopening it if it breaks.
     async fn deliver_lane(&self, domain: &str, items: Vec<Item>) -> Result<(), agora_store::StoreError> {
         let (plan, sized) = self.plan_sized(domain).await;
+        // Only a lane routing decides is routed message by message (a lane delivered as
+        // usual keeps its MTA-STS hosts and refusals).
+        let sized = sized && !matches!(plan, Plan::Normal);
         let lane_plan = plan.clone();
         let mut hosts = match &plan {
             Plan::Normal => self.hosts(domain).await,
@@ -309,9 +320,11 @@ impl Transport {
             // Across groups the message carries the groups it has been in; one that
             // would go back into a group it left is held, not looped.
             let (sending, looped) = match &plan {
-                Plan::Via { own_group, next_group, .. } => {
+                Plan::Via { own_group, next_group, last_group, .. } => {
                     let mut trace = routing::trace_of(&message);
-                    if next_group != own_group && routing::would_loop(&trace, next_group) {
+                    // Passing through a group it was in is a loop; arriving in the group
+                    // where the route ends (a list's copy going back, say) is not.
+                    if next_group != own_group && next_group != last_group && routing::would_loop(&trace, next_group) {
                         (
                             message.clone(),
                             Some(format!("451 4.4.6 routing: held, it would loop back into group {next_group}")),
@@ -500,12 +513,14 @@ impl Transport {
             }
         };
         let Some(here) = t.group_of(&me.node).map(str::to_string) else { return Plan::Normal };
-        if t.group_of_domain(domain).is_none() && !t.connectors.values().any(|c| c.to.is_empty()) {
+        // Neither the organisation's nor carried by a connector out: ordinary delivery.
+        if t.group_of_domain(domain).is_none() && !t.carries_outside(domain) {
             return Plan::Normal;
         }
         let r = t.route(&me.node, domain, size);
         let at = |node: &str| t.member(node).map(|m| format!("{}:{}", m.host, m.smtp_port));
         let source = t.member(&me.node).and_then(|m| m.host.parse().ok());
+        let last_group = r.groups.last().cloned().unwrap_or_default();
         match &r.hop {
             Hop::Here | Hop::Out { .. } => Plan::Normal,
             Hop::Member(n) => match at(n) {
@@ -513,6 +528,7 @@ impl Transport {
                     host,
                     own_group: here.clone(),
                     next_group: here,
+                    last_group,
                     note: format!("via {n}: {}", r.describe()),
                     source,
                 },
@@ -523,6 +539,7 @@ impl Transport {
                     host,
                     own_group: here,
                     next_group: r.groups.get(1).cloned().unwrap_or_default(),
+                    last_group,
                     note: format!("via {node} over {connector}: {}", r.describe()),
                     source,
                 },
@@ -1309,17 +1326,19 @@ async fn link2state(c: &mut Client, store: &Arc<dyn Store>, me: &Identity) -> Re
     w.flush().await.map_err(|e| e.to_string())?;
     c.expect(250).await?;
     c.send("X-LINK2STATE GET").await?;
-    let (code, lines) = c.reply_lines().await?;
-    if code != 250 {
-        return Err(format!("GET answered {code}"));
-    }
-    // One table line a reply line, the last one "." (the end).
-    let body: Vec<&String> = lines.iter().take_while(|l| l.as_str() != ".").collect();
-    let mut table = String::new();
-    for l in body {
-        table.push_str(l);
-        table.push('\n');
-    }
+    let got = c.expect(250).await?;
+    let len: usize = got
+        .split(' ')
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .filter(|n| *n <= routing::MAX_TABLE)
+        .ok_or(format!("GET answered {got:?}"))?;
+    let mut body = vec![0u8; len];
+    tokio::time::timeout(Duration::from_secs(60), c.r.read_exact(&mut body))
+        .await
+        .map_err(|_| "timed out".to_string())?
+        .map_err(|e| e.to_string())?;
+    let table = String::from_utf8(body).map_err(|e| e.to_string())?;
     let theirs = routing::Table::decode(&table).map_err(|e| e.to_string())?;
     let (_, changed) = routing::merge_stored(store, &theirs).await?;
     Ok((true, format!("tables exchanged with {peer}{}", if changed { ", ours changed" } else { "" })))

@@ -220,8 +220,8 @@ impl Session {
     }
 
     /// X-LINK2STATE: HELLO and PROVE (both sides prove they hold the organisation's
-    /// secret), then DIGEST, TABLE (theirs merged here) and GET (ours, a line a reply
-    /// line, ending with ".").
+    /// secret), then DIGEST, TABLE (theirs merged here) and GET (ours: "250 LEN" and
+    /// LEN octets).
     async fn link2state(&mut self, conn: &mut Conn, words: Vec<String>) -> Flow {
         use agora_mail::routing::{self, Side};
         let (Some(me), Some(cb)) = (self.mail.config().routing.clone(), conn.channel_binding().copied()) else {
@@ -298,9 +298,10 @@ impl Session {
             }
             ("GET", Link::Member(_), 1) => match routing::load(&self.store).await {
                 Ok((_, t)) => {
-                    let mut lines: Vec<String> = t.encode().lines().map(str::to_string).collect();
-                    lines.push(".".into());
-                    conn.queue(reply_lines(250, &lines).as_bytes());
+                    // "250 LEN", then the table's LEN octets (as 691 sends it).
+                    let text = t.encode();
+                    conn.queue(format!("250 {}\r\n", text.len()).as_bytes());
+                    conn.queue(text.as_bytes());
                 }
                 Err(e) => conn.queue(reply(451, "4.3.0", &e).as_bytes()),
             },
@@ -893,7 +894,7 @@ impl Session {
         // Trusted networks, and servers of this routing organisation (their mail was
         // checked where it came in).
         let trusted = self.cfg.trusted_networks.iter().any(|&(n, p)| in_network(conn.peer.ip(), n, p))
-            || self.mail.routing_table().await.is_some_and(|t| t.is_member_ip(conn.peer.ip()));
+            || matches!(self.link, Link::Member(_));
         let intake = Intake {
             id: id.clone(),
             received,

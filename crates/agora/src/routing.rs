@@ -153,7 +153,11 @@ fn apply(t: &mut Table, cmd: &RoutingCmd) -> Result<String> {
             if t.groups.contains_key(&n) {
                 bail!("routing group {n} exists");
             }
-            let mut g = Group { master: master.clone().unwrap_or_default(), ..Group::default() };
+            let master = match master {
+                Some(m) => name("node", m)?,
+                None => String::new(),
+            };
+            let mut g = Group { master, ..Group::default() };
             for d in domains {
                 g.domains.insert(agora_directory::normalize_domain(d)?);
             }
@@ -226,6 +230,9 @@ fn apply(t: &mut Table, cmd: &RoutingCmd) -> Result<String> {
                 c.to = if to == "-" { String::new() } else { to.clone() };
             }
             if let Some(v) = args.cost {
+                if v == 0 {
+                    bail!("--cost: at least 1");
+                }
                 c.cost = v;
             }
             if let Some(v) = &args.bridgeheads_from {
@@ -410,7 +417,12 @@ pub async fn routing(cli: &Cli, cmd: &RoutingCmd) -> Result<()> {
         }
         let said = apply(&mut t, cmd)?;
         t.touch_topology(&node);
-        if store.replace_routing_table(before, t.encode()).await? {
+        // Nothing is written that this server (or another) could not read back.
+        let text = t.encode();
+        if let Err(e) = Table::decode(&text) {
+            bail!("that change would make a table that cannot be read ({e}); nothing was changed");
+        }
+        if store.replace_routing_table(before, text).await? {
             let (major, minor) = t.versions();
             println!("{said}; routing table version {major}.{minor}");
             break;

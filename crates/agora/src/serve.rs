@@ -107,8 +107,13 @@ pub(crate) fn routing_identity(cli: &Cli, hostname: &str) -> Result<(String, Opt
     let path = resolve(&cli.data, &s.secret_file);
     let secret = std::fs::read_to_string(&path).with_context(|| format!("[routing] secret_file {}", path.display()))?;
     let secret = secret.trim().as_bytes().to_vec();
-    if secret.len() < 16 {
-        bail!("[routing] secret_file {}: at least 16 characters", path.display());
+    // Proofs can be tested offline against guesses: the secret must be a random one
+    // (`openssl rand -hex 32`), not a phrase.
+    if secret.len() < 32 {
+        bail!(
+            "[routing] secret_file {}: at least 32 characters (make one with `openssl rand -hex 32`)",
+            path.display()
+        );
     }
     let interval = Duration::from_secs(s.sync_interval_secs.max(1));
     Ok((node.clone(), Some(agora_mail::routing::Identity { node, secret: Arc::new(secret), interval })))
