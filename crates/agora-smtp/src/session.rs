@@ -609,26 +609,13 @@ impl Session {
             }
             Recipient::Remote
                 if self.account.is_some()
-                    || self.cfg.trusted_networks.iter().any(|&(n, p)| in_network(conn.peer.ip(), n, p)) =>
+                    || self.cfg.trusted_networks.iter().any(|&(n, p)| in_network(conn.peer.ip(), n, p))
+                    || (matches!(self.link, Link::Member(_))
+                        && self.mail.org_relay(to.rsplit_once('@').map_or("", |(_, d)| d), conn.peer.ip()).await) =>
             {
-                // Authenticated, or from a trusted network: queued for the outbound transport.
-                if let Some(tx) = &mut self.tx {
-                    tx.rcpts.push(AcceptedRcpt {
-                        address: to.clone(),
-                        params,
-                        accounts: Vec::new(),
-                        external: vec![to],
-                        folder: None,
-                    });
-                }
-                conn.queue(reply(250, "2.1.5", "Ok").as_bytes());
-                return Flow::Continue;
-            }
-            Recipient::Remote
-                if self.mail.org_relay(to.rsplit_once('@').map_or("", |(_, d)| d), conn.peer.ip()).await =>
-            {
-                // A server of this routing organisation passing on mail for one of the
-                // organisation's domains (bridgeheads carry each other's mail).
+                // Authenticated, from a trusted network, or a server of this routing
+                // organisation that proved itself in this session (X-LINK2STATE) passing on
+                // mail the organisation routes: queued for the outbound transport.
                 if let Some(tx) = &mut self.tx {
                     tx.rcpts.push(AcceptedRcpt {
                         address: to.clone(),

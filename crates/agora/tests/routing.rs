@@ -298,22 +298,7 @@ fn mail_takes_the_cheapest_route_that_is_up() {
     let capture = (common::run("id", &["-u"], "").1.trim() == "0" && common::have("tshark")).then(|| {
         let file = a1.dir.path().join("smtp.pcap");
         let filter = format!("tcp port 10025 and (host {} or host {} or host {})", a1.ip, b1.ip, c1.ip);
-        let mut child = std::process::Command::new("tshark")
-            .args(["-i", "lo", "-f", &filter, "-w"])
-            .arg(&file)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut err = child.stderr.take().unwrap();
-        let mut seen = Vec::new();
-        let mut b = [0u8; 256];
-        use std::io::Read;
-        while !String::from_utf8_lossy(&seen).contains("Capturing on") {
-            let n = err.read(&mut b).unwrap();
-            assert!(n > 0, "tshark: {}", String::from_utf8_lossy(&seen));
-            seen.extend_from_slice(&b[..n]);
-        }
+        let child = common::start_capture(&filter, &file);
         (child, file)
     });
     submit(&a1, "through B");

@@ -9,7 +9,7 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use agora_rpc::pdu::{self, Body, Context, Pdu, Syntax, Uuid};
@@ -127,23 +127,7 @@ fn impacket_maps_and_reads_the_address_book() {
     let root = is_root();
     let capture = if root && have("tshark") {
         let file = a.dir.path().join("rpc.pcap");
-        let child = Command::new("tshark")
-            .args(["-i", "lo", "-f", &format!("host {}", a.ip), "-w"])
-            .arg(&file)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        // tshark says "Capturing on" once it listens.
-        let mut child = child;
-        let mut err = child.stderr.take().unwrap();
-        let mut seen = Vec::new();
-        let mut b = [0u8; 256];
-        while !String::from_utf8_lossy(&seen).contains("Capturing on") {
-            let n = err.read(&mut b).unwrap();
-            assert!(n > 0, "tshark: {}", String::from_utf8_lossy(&seen));
-            seen.extend_from_slice(&b[..n]);
-        }
+        let child = common::start_capture(&format!("host {}", a.ip), &file);
         Some((child, file))
     } else {
         None

@@ -563,3 +563,25 @@ pub fn issue(dir: &Path, stem: &str, names: &[&str]) -> (String, String) {
     );
     (cert, key)
 }
+
+/// Starts tshark capturing loopback traffic that `filter` (a capture filter) selects
+/// into `file`; returns once it listens. Stop it with `kill` and wait for it.
+pub fn start_capture(filter: &str, file: &Path) -> Child {
+    let mut child = Command::new("tshark")
+        .args(["-i", "lo", "-f", filter, "-w"])
+        .arg(file)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // tshark says "Capturing on" once it listens.
+    let mut err = child.stderr.take().unwrap();
+    let mut seen = Vec::new();
+    let mut b = [0u8; 256];
+    while !String::from_utf8_lossy(&seen).contains("Capturing on") {
+        let n = err.read(&mut b).unwrap();
+        assert!(n > 0, "tshark: {}", String::from_utf8_lossy(&seen));
+        seen.extend_from_slice(&b[..n]);
+    }
+    child
+}
