@@ -394,7 +394,7 @@ impl Directory {
     async fn keep_nt_hash_of(&self, account: &Account, password: &str, changed: bool) -> Result<()> {
         match self.store.ntlm(account.id).await? {
             Some(h) if changed || h.is_empty() => {
-                self.store.set_ntlm(&account.login, Some(&hex(&nt_hash(password)))).await?;
+                self.store.set_ntlm(&account.login, Some(&agora_store::blob::hex(&nt_hash(password)))).await?;
             }
             _ => {}
         }
@@ -429,7 +429,7 @@ impl Directory {
         };
         let Ok(login) = normalize_address(&login) else { return Ok(None) };
         let Some(account) = self.store.account_by_login(&login).await? else { return Ok(None) };
-        let hash = self.store.ntlm(account.id).await?.and_then(|h| unhex16(&h));
+        let hash = self.store.ntlm(account.id).await?.and_then(|h| agora_store::blob::unhex::<16>(&h));
         Ok(hash.map(|h| (account, h)))
     }
 
@@ -607,21 +607,6 @@ pub fn nt_hash(password: &str) -> [u8; 16] {
     use md4::Digest;
     let units: Vec<u8> = password.encode_utf16().flat_map(u16::to_le_bytes).collect();
     md4::Md4::digest(&units).into()
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-fn unhex16(s: &str) -> Option<[u8; 16]> {
-    if s.len() != 32 {
-        return None;
-    }
-    let mut out = [0u8; 16];
-    for (i, o) in out.iter_mut().enumerate() {
-        *o = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(out)
 }
 
 /// A valid hash of an unguessable password, checked against when the login does not exist.

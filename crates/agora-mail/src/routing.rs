@@ -246,7 +246,7 @@ impl Table {
 
     /// SHA-256 of the canonical text, in hex.
     pub fn digest(&self) -> String {
-        Sha256::digest(self.encode().as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+        hex(&Sha256::digest(self.encode().as_bytes()))
     }
 
     /// Reads a table in its canonical text (from the store or another server).
@@ -820,10 +820,7 @@ pub fn proof(
     m.finalize().into_bytes().into()
 }
 
-/// Compares two proofs in constant time.
-pub fn same(a: &[u8; 32], b: &[u8; 32]) -> bool {
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
+pub use agora_directory::sasl::constant_time_eq;
 
 pub fn nonce() -> [u8; 16] {
     let mut n = [0u8; 16];
@@ -831,20 +828,7 @@ pub fn nonce() -> [u8; 16] {
     n
 }
 
-pub fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-pub fn unhex<const N: usize>(s: &str) -> Option<[u8; N]> {
-    if s.len() != 2 * N {
-        return None;
-    }
-    let mut out = [0u8; N];
-    for (i, o) in out.iter_mut().enumerate() {
-        *o = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(out)
-}
+pub use agora_store::blob::{hex, unhex};
 
 /// The table in the store now (empty when none was made), with the text it was read from.
 pub async fn load(store: &Arc<dyn Store>) -> Result<(Option<String>, Table), String> {
@@ -1029,7 +1013,7 @@ mod tests {
     fn proofs_bind_everything() {
         let (cn, sn) = ([1; 16], [2; 16]);
         let p = proof(b"s", Side::Client, &[9; 32], ("a1", &cn), ("b1", &sn));
-        assert!(same(&p, &proof(b"s", Side::Client, &[9; 32], ("a1", &cn), ("b1", &sn))));
+        assert!(constant_time_eq(&p, &proof(b"s", Side::Client, &[9; 32], ("a1", &cn), ("b1", &sn))));
         for other in [
             proof(b"t", Side::Client, &[9; 32], ("a1", &cn), ("b1", &sn)),
             proof(b"s", Side::Server, &[9; 32], ("a1", &cn), ("b1", &sn)),
@@ -1037,7 +1021,7 @@ mod tests {
             proof(b"s", Side::Client, &[9; 32], ("a2", &cn), ("b1", &sn)),
             proof(b"s", Side::Client, &[9; 32], ("a1", &sn), ("b1", &cn)),
         ] {
-            assert!(!same(&p, &other));
+            assert!(!constant_time_eq(&p, &other));
         }
         let me = Identity { node: "a1".into(), secret: Arc::new(b"s3cret".to_vec()), interval: Duration::from_secs(1) };
         assert!(

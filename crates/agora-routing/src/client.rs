@@ -72,7 +72,7 @@ async fn sync_inner(store: &Arc<dyn Store>, me: &Identity, host: &str, port: u16
         _ => return Err(format!("answered {hello:?}")),
     };
     let want = proto::proof(&me.secret, Side::Server, &cb, (&me.node, &nonce), (&peer, &server_nonce));
-    if !proto::same(&want, &their_proof) {
+    if !proto::constant_time_eq(&want, &their_proof) {
         return Err(format!("{peer} at {host}:{port} is not of this organisation"));
     }
     let mine = proto::proof(&me.secret, Side::Client, &cb, (&me.node, &nonce), (&peer, &server_nonce));

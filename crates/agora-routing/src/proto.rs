@@ -29,7 +29,7 @@ pub enum Command {
     Noop,
 }
 
-pub use agora_mail::routing::{Side, hex, nonce, proof, same, unhex};
+pub use agora_mail::routing::{Side, constant_time_eq, hex, nonce, proof, unhex};
 
 /// Parses one command line (without its line end); Err with the reply to give.
 pub fn parse(line: &[u8]) -> Result<Command, &'static str> {

@@ -102,7 +102,7 @@ impl Service for RoutingService {
                     let cb = conn.channel_binding().copied().unwrap_or_default();
                     let want =
                         proto::proof(&me.secret, Side::Client, &cb, (client, client_nonce), (&me.node, server_nonce));
-                    if !proto::same(&want, &p) {
+                    if !proto::constant_time_eq(&want, &p) {
                         tracing::warn!("routing: {} from {} is not of this organisation", client, conn.peer.ip());
                         let _ = conn.send(b"535 not of this organisation\r\n").await;
                         return;

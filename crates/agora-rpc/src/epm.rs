@@ -102,16 +102,6 @@ pub struct Mapper {
 /// A lookup's position, kept under its entry handle.
 struct Position(usize);
 
-fn read_handle(r: &mut Reader<'_>) -> NdrResult<[u8; 16]> {
-    r.u32()?;
-    Ok(r.uuid()?.0)
-}
-
-fn write_handle(w: &mut Writer, h: Option<[u8; 16]>) {
-    w.u32(0);
-    w.uuid(&Uuid(h.unwrap_or_default()));
-}
-
 fn new_handle() -> [u8; 16] {
     let mut h = [0u8; 16];
     while h == [0; 16] {
@@ -160,7 +150,7 @@ impl Mapper {
             None => None,
         };
         let vers_option = r.u32()?;
-        let handle = read_handle(&mut r)?;
+        let handle = r.context_handle()?;
         let asked = r.u32()?;
         let max = (asked as usize).clamp(1, 500);
         // Our interfaces have no objects: an object-only inquiry matches the nil one.
@@ -210,7 +200,7 @@ impl Mapper {
         };
         let ip = Self::local_v4(call);
         let mut w = Writer::default();
-        write_handle(&mut w, handle_out);
+        w.context_handle(handle_out);
         w.u32(batch.len() as u32);
         // The array's size is the client's max_ents, as its IDL says.
         w.u32(asked);
@@ -252,7 +242,7 @@ impl Mapper {
             None => None,
         };
         r.align(4)?;
-        let _handle = read_handle(&mut r)?;
+        let _handle = r.context_handle()?;
         let asked = r.u32()?;
         let max = (asked as usize).clamp(1, 500);
         let ip = Self::local_v4(call);
@@ -270,7 +260,7 @@ impl Mapper {
             _ => Vec::new(),
         };
         let mut w = Writer::default();
-        write_handle(&mut w, None);
+        w.context_handle(None);
         w.u32(towers.len() as u32);
         w.u32(asked);
         w.u32(0);
@@ -289,10 +279,10 @@ impl Mapper {
 
     fn free(&self, call: &Call<'_>) -> NdrResult<Vec<u8>> {
         let mut r = Reader::new(call.stub, call.little);
-        let handle = read_handle(&mut r)?;
+        let handle = r.context_handle()?;
         call.group.handles.lock().unwrap_or_else(|p| p.into_inner()).remove(&handle);
         let mut w = Writer::default();
-        write_handle(&mut w, None);
+        w.context_handle(None);
         w.u32(0);
         Ok(w.into_bytes())
     }

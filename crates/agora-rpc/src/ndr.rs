@@ -73,6 +73,11 @@ impl<'a> Reader<'a> {
         }
         Ok(Uuid(b))
     }
+    /// A context handle (attributes, then its UUID): the UUID, all zeros for NULL.
+    pub fn context_handle(&mut self) -> NdrResult<[u8; 16]> {
+        self.u32()?;
+        Ok(self.uuid()?.0)
+    }
     /// A unique or full pointer's referent id: `None` for NULL.
     pub fn pointer(&mut self) -> NdrResult<Option<u32>> {
         Ok(Some(self.u32()?).filter(|id| *id != 0))
@@ -162,6 +167,11 @@ impl Writer {
     pub fn uuid(&mut self, u: &Uuid) {
         self.align(4);
         self.buf.extend_from_slice(&u.0);
+    }
+    /// A context handle; None writes the NULL handle (all zeros).
+    pub fn context_handle(&mut self, h: Option<[u8; 16]>) {
+        self.u32(0);
+        self.uuid(&Uuid(h.unwrap_or_default()));
     }
     pub fn bytes(&mut self, b: &[u8]) {
         self.buf.extend_from_slice(b);

@@ -320,11 +320,6 @@ pub struct AddressBook {
     pub mids: Mids,
 }
 
-fn read_handle(r: &mut Reader<'_>) -> NdrResult<[u8; 16]> {
-    r.u32()?;
-    Ok(r.uuid()?.0)
-}
-
 /// The columns QueryRows shows when the client names none (MS-OXNSPI §3.1.4.1.8).
 fn default_columns(unicode: bool) -> Vec<u32> {
     let s = if unicode { mapi::PT_UNICODE } else { mapi::PT_STRING8 };
@@ -595,8 +590,7 @@ impl AddressBook {
                 getrandom::fill(&mut handle).map_err(|_| status::REMOTE_NO_MEMORY)?;
                 if !call.group.insert_handle(handle, Box::new(Session { code_page: stat.code_page })) {
                     w.pointer(false);
-                    w.u32(0);
-                    w.uuid(&Uuid::default());
+                    w.context_handle(None);
                     w.u32(code::GENERAL_FAILURE);
                     return Ok(w.into_bytes());
                 }
@@ -604,20 +598,18 @@ impl AddressBook {
                 if want_guid {
                     w.uuid(&Uuid(self.server_guid));
                 }
-                w.u32(0);
-                w.uuid(&Uuid(handle));
+                w.context_handle(Some(handle));
                 w.u32(code::SUCCESS);
             }
             // NspiUnbind
             1 => {
-                let h = read_handle(&mut r).map_err(bad)?;
+                let h = r.context_handle().map_err(bad)?;
                 call.group.handles.lock().unwrap_or_else(|p| p.into_inner()).remove(&h);
-                w.u32(0);
-                w.uuid(&Uuid::default());
+                w.context_handle(None);
                 w.u32(code::UNBIND_SUCCESS);
             }
             _ => {
-                let h = read_handle(&mut r).map_err(bad)?;
+                let h = r.context_handle().map_err(bad)?;
                 let Some(code_page) = self.session(call, &h) else {
                     // A handle this group never made: the context handle fault.
                     return Err(status::CONTEXT_MISMATCH);

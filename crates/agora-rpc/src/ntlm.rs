@@ -3,6 +3,7 @@
 //! the session's signing and sealing with extended session security. Hand-written:
 //! no Rust crate serves NTLM; the hashes and RC4 come from RustCrypto.
 
+use agora_directory::sasl::constant_time_eq;
 use hmac::{Hmac, Mac};
 use md5::{Digest, Md5};
 use rc4::{KeyInit, Rc4, StreamCipher, consts::U16};
@@ -203,7 +204,7 @@ impl Server {
         let who = [utf16(&upper(&msg.user)), utf16(&msg.domain)].concat();
         let key = hmac_md5(nt_hash, &[&who]);
         let expected = hmac_md5(&key, &[&self.challenge, blob]);
-        if !constant_eq(&expected, proof) {
+        if !constant_time_eq(&expected, proof) {
             return None;
         }
         let base = hmac_md5(&key, &[proof]);
@@ -222,7 +223,7 @@ impl Server {
             let mut zeroed = msg.raw.clone();
             zeroed[at..at + 16].fill(0);
             let want = hmac_md5(&exported, &[&self.negotiate, &self.challenge_msg, &zeroed]);
-            if !constant_eq(&want, mic) {
+            if !constant_time_eq(&want, mic) {
                 return None;
             }
         }
@@ -265,10 +266,6 @@ fn av_flags(mut pairs: &[u8]) -> Option<u32> {
         }
     }
     None
-}
-
-fn constant_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 fn rc4(key: &[u8; 16]) -> Rc4<U16> {
@@ -351,7 +348,7 @@ impl Keys {
             self.client_seal.apply_keystream(&mut checksum);
         }
         let ok = signature[..4] == 1u32.to_le_bytes()
-            && constant_eq(&signature[4..12], &checksum)
+            && constant_time_eq(&signature[4..12], &checksum)
             && signature[12..] == self.recv_seq.to_le_bytes();
         self.recv_seq = self.recv_seq.wrapping_add(1);
         ok

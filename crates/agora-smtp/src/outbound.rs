@@ -1303,7 +1303,7 @@ async fn link2state(c: &mut Client, store: &Arc<dyn Store>, me: &Identity) -> Re
         _ => return Err(format!("HELLO answered {code} {text}")),
     };
     let want = routing::proof(&me.secret, routing::Side::Server, &cb, (&me.node, &nonce), (&peer, &sn));
-    if !routing::same(&want, &proof) {
+    if !routing::constant_time_eq(&want, &proof) {
         let _ = c.send("RSET").await;
         let _ = c.reply().await;
         return Err(format!("{peer} is not of this organisation"));

@@ -247,7 +247,7 @@ impl Session {
                 let want =
                     routing::proof(&me.secret, Side::Client, &cb, (client, client_nonce), (&me.node, server_nonce));
                 match routing::unhex::<32>(w[1]) {
-                    Some(p) if routing::same(&want, &p) => {
+                    Some(p) if routing::constant_time_eq(&want, &p) => {
                         tracing::info!("routing: {client} proved its membership over SMTP from {}", conn.peer.ip());
                         self.link = Link::Member(client.clone());
                         conn.queue(reply(250, "2.0.0", "welcome").as_bytes());

@@ -45,6 +45,18 @@ pub fn sha256_hex(data: &[u8]) -> String {
     hex(&Sha256::digest(data))
 }
 
+/// N octets from their 2N hexadecimal digits (either case); None for anything else.
+pub fn unhex<const N: usize>(s: &str) -> Option<[u8; N]> {
+    if s.len() != 2 * N {
+        return None;
+    }
+    let mut out = [0u8; N];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
 /// Lower-case hexadecimal, as blob names are spelled.
 pub fn hex(bytes: &[u8]) -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";
@@ -158,6 +170,14 @@ fn fill_random(buf: &mut [u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hex_reads_back() {
+        assert_eq!(hex(&[0x00, 0xab, 0x7f]), "00ab7f");
+        assert_eq!(unhex::<3>("00AB7f"), Some([0x00, 0xab, 0x7f]));
+        assert_eq!(unhex::<3>("00ab7"), None);
+        assert_eq!(unhex::<2>("zz00"), None);
+    }
 
     #[test]
     fn large_blob_roundtrip_and_dedup() {

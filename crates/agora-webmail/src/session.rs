@@ -2,6 +2,7 @@
 //! the per-session CSRF token every form carries, a sign-in form bound to its own
 //! cookie, idle and absolute expiry, the shared login throttle, the session list.
 
+use agora_directory::sasl::constant_time_eq;
 use agora_store::{Account, WebSession};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -32,12 +33,8 @@ pub(crate) struct User {
 impl User {
     /// The form's CSRF token is this session's.
     pub fn csrf_ok(&self, req: &WebRequest) -> bool {
-        req.form_field("csrf").is_some_and(|t| constant_eq(t.as_bytes(), self.session.csrf.as_bytes()))
+        req.form_field("csrf").is_some_and(|t| constant_time_eq(t.as_bytes(), self.session.csrf.as_bytes()))
     }
-}
-
-fn constant_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// A new random token (256 bits), URL-safe.
@@ -110,7 +107,7 @@ impl Webmail {
 
     pub(crate) async fn sign_in(&self, req: &WebRequest) -> WebResponse {
         let form_ok = match (req.cookie(PRE_COOKIE), req.form_field("pre")) {
-            (Some(c), Some(f)) => constant_eq(c.as_bytes(), f.as_bytes()),
+            (Some(c), Some(f)) => constant_time_eq(c.as_bytes(), f.as_bytes()),
             _ => false,
         };
         if !form_ok {
@@ -216,6 +213,8 @@ mod tests {
         assert!(a != b && a.len() == 43);
         assert_eq!(hash("x").len(), 64);
         assert!(set_cookie(COOKIE, "v", 5).contains("Secure; HttpOnly; SameSite=Strict"));
-        assert!(constant_eq(b"abc", b"abc") && !constant_eq(b"abc", b"abd") && !constant_eq(b"ab", b"abc"));
+        assert!(
+            constant_time_eq(b"abc", b"abc") && !constant_time_eq(b"abc", b"abd") && !constant_time_eq(b"ab", b"abc")
+        );
     }
 }

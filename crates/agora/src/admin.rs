@@ -416,9 +416,7 @@ pub(crate) async fn open_store(cli: &Cli) -> Result<(Arc<SqlStore>, Directory)> 
 /// The route the routing table gives mail to an address from this server now, when
 /// this server is in a routing organisation (None otherwise).
 async fn route_teller(cli: &Cli, store: &Arc<SqlStore>) -> Result<impl Fn(&str) -> Option<String>> {
-    let cfg = crate::config::load_or_default(&crate::serve::config_path(cli))?.config;
-    let hostname = cfg.server.hostname.unwrap_or_else(crate::serve::system_hostname);
-    let (node, me) = crate::serve::routing_identity(cli, &hostname)?;
+    let (node, me) = crate::routing::identity(cli)?;
     let table = match (me, store.routing_table().await?) {
         (Some(_), Some(text)) => agora_mail::routing::Table::decode(&text).ok(),
         _ => None,

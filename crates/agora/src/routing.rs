@@ -122,11 +122,13 @@ pub enum ConnectorCmd {
     Remove { name: String },
 }
 
-/// This server's name in the table: `[routing] node`, else its host name.
-pub fn node_name(cli: &Cli) -> Result<String> {
+/// This server in the routing organisation, as the command line sees it: its name in
+/// the table (`[routing] node`, else the configured host name) and, when a secret is
+/// set, its identity.
+pub fn identity(cli: &Cli) -> Result<(String, Option<agora_mail::routing::Identity>)> {
     let cfg = crate::config::load_or_default(&crate::serve::config_path(cli))?.config;
     let hostname = cfg.server.hostname.unwrap_or_else(crate::serve::system_hostname);
-    Ok(crate::serve::routing_identity(cli, &hostname)?.0)
+    crate::serve::routing_identity(cli, &hostname)
 }
 
 fn name(kind: &str, n: &str) -> Result<String> {
@@ -384,11 +386,9 @@ fn show(t: &Table, json: bool) -> String {
 
 pub async fn routing(cli: &Cli, cmd: &RoutingCmd) -> Result<()> {
     let (store, _) = crate::admin::open_store(cli).await?;
-    let node = node_name(cli)?;
+    let (node, me) = identity(cli)?;
     if let RoutingCmd::Join { host, port } = cmd {
-        let cfg = crate::config::load_or_default(&crate::serve::config_path(cli))?.config;
-        let hostname = cfg.server.hostname.unwrap_or_else(crate::serve::system_hostname);
-        let Some(me) = crate::serve::routing_identity(cli, &hostname)?.1 else {
+        let Some(me) = me else {
             bail!("[routing] secret_file is not set: this server is in no organisation");
         };
         let dyn_store: std::sync::Arc<dyn agora_store::Store> = std::sync::Arc::new(std::sync::Arc::clone(&store));
