@@ -534,6 +534,9 @@ impl Copy {
         if !crate::dn::is_within(&ndn, &self.base_ndn) {
             return tracing::warn!("replication: {} is outside {}; skipped", e.dn, self.base_ndn);
         }
+        if crate::dn::normalize(&crate::tree::routing_dn(&self.domain)).is_some_and(|r| r == ndn) {
+            return self.routing(e).await;
+        }
         let Ok(target) = crate::write::parse_target(&e.dn) else {
             // Units and anything else this directory does not keep.
             return;
@@ -700,6 +703,24 @@ impl Copy {
             }
         }
         self.claim(uuid, Local::Contact(address.to_string()));
+    }
+
+    /// The provider's routing table, merged into this server's (never replaced: this
+    /// server's own observations of its connectors stay until newer ones arrive).
+    async fn routing(&mut self, e: &SyncEntry) {
+        let Some((_, values)) = e.attrs.iter().find(|(a, _)| a.eq_ignore_ascii_case("agoraRoutingTable")) else {
+            return;
+        };
+        let Some(text) = values.first().and_then(|v| std::str::from_utf8(v).ok()) else {
+            return tracing::warn!("replication: {}: the routing table is not text; skipped", e.dn);
+        };
+        let table = match agora_mail::routing::Table::decode(text) {
+            Ok(t) => t,
+            Err(err) => return tracing::warn!("replication: {}: {err}; skipped", e.dn),
+        };
+        if let Err(err) = agora_mail::routing::merge_stored(&self.store, &table).await {
+            self.failed.get_or_insert(format!("merging the routing table: {err}"));
+        }
     }
 
     /// The object is now known by the provider's identity, not by any it had here.

@@ -178,6 +178,18 @@ pub static ATTRS: &[AttrType] = &[
         "TRUE: not in address lists (still receives mail)"
     ),
     attr!("userPassword", [], "2.5.4.35", Octets, false, false, false, "password (never readable)"),
+    attr!(
+        "agoraRoutingTable",
+        [],
+        ".1.3",
+        Text,
+        true,
+        false,
+        true,
+        "the organisation's routing table in its canonical text (written by agora routing)"
+    ),
+    attr!("agoraRoutingVersion", [], ".1.4", Ia5, true, false, true, "the routing table's version, MAJOR.MINOR"),
+    attr!("agoraRoutingDigest", [], ".1.5", Ia5, true, false, true, "SHA-256 of the routing table's canonical text"),
     attr!("objectGUID", [], "1.2.840.113556.1.4.2", Octets, true, false, true, "identity, 16 bytes"),
     attr!("whenCreated", [], "1.2.840.113556.1.2.2", Time, true, false, true, "creation time"),
     attr!("whenChanged", [], "1.2.840.113556.1.2.3", Time, true, false, true, "last change"),
@@ -313,6 +325,14 @@ pub static CLASSES: &[ObjectClass] = &[
             "whenCreated",
             "whenChanged",
         ],
+    },
+    ObjectClass {
+        name: "agoraRoutingOrganization",
+        oid: ".2.2",
+        sup: "top",
+        kind: ClassKind::Structural,
+        must: &["cn", "agoraRoutingTable"],
+        may: &["agoraRoutingVersion", "agoraRoutingDigest", "description"],
     },
     ObjectClass { name: "subentry", oid: "2.5.17.0", sup: "top", kind: ClassKind::Structural, must: &["cn"], may: &[] },
     ObjectClass {

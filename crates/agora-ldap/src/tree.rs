@@ -26,6 +26,9 @@ pub enum Kind {
     Person,
     Group,
     Contact,
+    /// `cn=routing` under each naming context: the organisation's routing table, so it
+    /// replicates with the directory. Only administrators and replicators see it.
+    Routing,
 }
 
 #[derive(Debug, Clone)]
@@ -93,6 +96,8 @@ pub struct Source {
     pub groups: Vec<Group>,
     pub aliases: Vec<(String, Vec<String>)>,
     pub contacts: Vec<Contact>,
+    /// The routing table's canonical text, when the organisation has one.
+    pub routing: Option<String>,
 }
 
 impl Source {
@@ -103,6 +108,7 @@ impl Source {
             groups: store.groups().await?,
             aliases: store.aliases().await?,
             contacts: store.contacts(None).await?,
+            routing: store.routing_table().await?,
         })
     }
 }
@@ -118,6 +124,11 @@ pub fn person_dn(login: &str) -> String {
 pub fn group_dn(address: &str) -> String {
     let (local, domain) = address.rsplit_once('@').unwrap_or((address, ""));
     format!("cn={},ou=groups,{}", dn::escape(local), dn::domain_dn(domain))
+}
+
+/// Where a naming context keeps the routing table.
+pub fn routing_dn(domain: &str) -> String {
+    format!("cn=routing,{}", dn::domain_dn(domain))
 }
 
 pub fn contact_dn(address: &str, domain: &str) -> String {
@@ -243,6 +254,7 @@ impl Tree {
             Person(usize),
             Group(usize),
             Contact(usize),
+            Routing,
         }
         let mut pending: Vec<Pending> = Vec::new();
         let mut ctx_of: HashMap<String, usize> = HashMap::default();
@@ -278,6 +290,23 @@ impl Tree {
                     uuid: None,
                     secret: None,
                     item: Item::Unit(unit),
+                });
+            }
+        }
+        // The routing table under every context: a replica of some domains gets it too.
+        let routing = src.routing.as_deref().and_then(|t| agora_mail::routing::Table::decode(t).ok());
+        if routing.is_some() {
+            for (ctx, c) in t.contexts.iter().enumerate() {
+                pending.push(Pending {
+                    dn: routing_dn(&c.domain),
+                    kind: Kind::Routing,
+                    ctx,
+                    address: String::new(),
+                    hidden: true,
+                    admin: false,
+                    uuid: None,
+                    secret: None,
+                    item: Item::Routing,
                 });
             }
         }
@@ -494,6 +523,21 @@ impl Tree {
                     }
                     stamps(&mut b, &c.uuid, c.created, c.changed);
                 }
+                Item::Routing => {
+                    structural = "agoraRoutingOrganization";
+                    b.add_all("objectClass", ["top", "agoraRoutingOrganization"]);
+                    b.add("cn", "routing");
+                    if let (Some(table), Some(text)) = (&routing, &src.routing) {
+                        if !table.org.is_empty() {
+                            b.add("description", table.org.as_str());
+                        }
+                        b.add("agoraRoutingTable", text.as_str());
+                        let (major, minor) = table.versions();
+                        b.add("agoraRoutingVersion", format!("{major}.{minor}"));
+                        b.add("agoraRoutingDigest", table.digest());
+                    }
+                    b.add("entryUUID", uuid_text(&uuid));
+                }
             }
             if matches!(p.kind, Kind::Person | Kind::Group | Kind::Contact) {
                 for g in member_of(i) {
@@ -607,6 +651,7 @@ mod tests {
                 groups: Vec::new(),
                 aliases: Vec::new(),
                 contacts: Vec::new(),
+                routing: None,
             };
             let t = std::time::Instant::now();
             let tree = Tree::build(src);

@@ -88,6 +88,15 @@ pub(crate) fn parse_target(text: &str) -> Result<Target, LdapResult> {
         return Err(naming());
     }
     let [first] = dn.rdns[0].as_slice() else { return Err(naming()) };
+    if first.value.eq_ignore_ascii_case("routing")
+        && schema::attr(&first.attr) == Some(schema::id("cn"))
+        && domain_of(&dn, 1).is_some()
+    {
+        return Err(err(
+            LdapResultCode::UnwillingToPerform,
+            "the routing table is written with agora routing, not over LDAP",
+        ));
+    }
     let [unit] = dn.rdns[1].as_slice() else { return Err(naming()) };
     if schema::attr(&unit.attr) != Some(schema::id("ou")) {
         return Err(naming());

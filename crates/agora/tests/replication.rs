@@ -542,3 +542,56 @@ fn agora_keeps_a_copy_of_an_openldap_directory() {
         within(filter, || entries(&ann_search(filter, attrs)) == entries(&slapd.search(filter, attrs).1));
     }
 }
+
+fn routing_digest(a: &Agora) -> String {
+    let v: serde_json::Value = serde_json::from_str(&a.cli_ok(&["routing", "show", "--json"], None)).unwrap();
+    v["digest"].as_str().unwrap_or_default().to_string()
+}
+
+#[test]
+fn the_routing_topology_replicates_with_the_directory() {
+    let hub = provider();
+    let ok = |args: &[&str]| hub.cli_ok(&[&["routing"], args].concat(), None);
+    ok(&["org", "acme"]);
+    ok(&["group", "add", "A", "--domain", "example.org"]);
+    ok(&["group", "add", "B"]);
+    ok(&["group", "member", "A", "a1", "--host", "127.0.0.11"]);
+    ok(&["group", "member", "B", "b1", "--host", "127.0.0.12"]);
+    ok(&["connector", "add", "ab", "--from", "A", "--to", "B", "--cost", "3"]);
+    let site = replica_of(&hub, "");
+    let want = routing_digest(&hub);
+    within("the topology on the replica", || routing_digest(&site) == want);
+    let show = site.cli_ok(&["routing", "show"], None);
+    assert!(show.contains("connector ab") && show.contains("cost 3"), "{show}");
+
+    // A change on the provider travels in the persist phase.
+    ok(&["connector", "set", "ab", "--cost", "7"]);
+    let want = routing_digest(&hub);
+    let t = within("the changed connector on the replica", || routing_digest(&site) == want);
+    eprintln!("a topology change reached the replica in {t:?}");
+    assert!(site.cli_ok(&["routing", "show"], None).contains("cost 7"));
+
+    if !have("ldapsearch") {
+        return;
+    }
+    // Over LDAP the table is an entry administrators and replicators read, nobody writes.
+    let url = format!("ldap://{}:10389", hub.ip);
+    let dn = format!("cn=routing,{BASE}");
+    let search = |who: &str, pw: &str| {
+        tool(
+            "ldapsearch",
+            &["-x", "-ZZ", "-LLL", "-o", "ldif-wrap=no", "-H", &url, "-D", who, "-w", pw, "-b", &dn, "-s", "base", "*"],
+        )
+        .1
+    };
+    let seen = search(&format!("uid=repl,ou=people,{BASE}"), REPL_PW);
+    assert!(seen.contains("agoraRoutingDigest: ") && seen.contains(&want), "{seen}");
+    assert!(seen.contains("objectClass: agoraRoutingOrganization"), "{seen}");
+    let user = search("ann@example.org", "a-long-password");
+    assert!(!user.contains("agoraRoutingTable"), "{user}");
+    hub.cli_ok(&["user", "add", "boss@example.org", "--role", "admin", "--password-stdin"], Some("bosses-password\n"));
+    let ldif = format!("dn: {dn}\nchangetype: modify\nreplace: description\ndescription: x\n");
+    let (_, text) =
+        tool_with("ldapmodify", &["-x", "-ZZ", "-H", &url, "-D", "boss@example.org", "-w", "bosses-password"], &ldif);
+    assert!(text.contains("unwilling to perform") && text.contains("agora routing"), "{text}");
+}
