@@ -494,6 +494,9 @@ pub struct Route {
     pub connectors: Vec<String>,
     pub cost: u64,
     pub hop: Hop,
+    /// Other servers that can take the hop, in order: tried when the hop's server does
+    /// not answer, so one member down does not stop the path.
+    pub also: Vec<String>,
 }
 
 impl Route {
@@ -599,7 +602,8 @@ impl Table {
 
     /// `route` at a given minute of the week (schedules decide which connectors carry).
     pub fn route_at(&self, node: &str, domain: &str, size: u64, at: u32) -> Route {
-        let unreachable = Route { groups: Vec::new(), connectors: Vec::new(), cost: 0, hop: Hop::Unreachable };
+        let unreachable =
+            Route { groups: Vec::new(), connectors: Vec::new(), cost: 0, hop: Hop::Unreachable, also: Vec::new() };
         let Some(here) = self.group_of(node) else { return unreachable };
         let domain = domain.to_ascii_lowercase();
         if let Some(dest) = self.group_of_domain(&domain) {
@@ -629,19 +633,19 @@ impl Table {
             groups.push(c.from.clone());
         }
         connectors.push(name.clone());
-        let hop = if c.from == here {
+        let (hop, also) = if c.from == here {
             if c.bridgeheads_from.is_empty() || c.bridgeheads_from.iter().any(|b| b == node) {
-                Hop::Out { connector: name.clone() }
+                (Hop::Out { connector: name.clone() }, Vec::new())
             } else {
-                self.pick_member(&c.bridgeheads_from, here).map_or(Hop::Unreachable, Hop::Member)
+                Self::first_of(self.pick_members(&c.bridgeheads_from, here), Hop::Member)
             }
         } else {
             match connectors.first() {
                 Some(first) => self.first_hop(node, here, first),
-                None => Hop::Unreachable,
+                None => (Hop::Unreachable, Vec::new()),
             }
         };
-        Route { groups, connectors, cost, hop }
+        Route { groups, connectors, cost, hop, also }
     }
 
     /// The route for mail from `node` into the group `dest`.
@@ -650,16 +654,17 @@ impl Table {
     }
 
     fn route_to_group_at(&self, node: &str, dest: &str, size: u64, at: u32) -> Route {
-        let unreachable = Route { groups: Vec::new(), connectors: Vec::new(), cost: 0, hop: Hop::Unreachable };
+        let unreachable =
+            Route { groups: Vec::new(), connectors: Vec::new(), cost: 0, hop: Hop::Unreachable, also: Vec::new() };
         let Some(here) = self.group_of(node) else { return unreachable };
         let paths = self.paths(here, None, size, at);
         let Some(&(cost, _, _)) = paths.get(dest) else { return unreachable };
         let (groups, connectors) = Self::walk_back(&paths, dest);
-        let hop = match connectors.first() {
-            None => Hop::Here,
+        let (hop, also) = match connectors.first() {
+            None => (Hop::Here, Vec::new()),
             Some(c) => self.first_hop(node, here, c),
         };
-        Route { groups, connectors, cost, hop }
+        Route { groups, connectors, cost, hop, also }
     }
 
     /// The connectors `me` looks after: those leaving its group that it is a bridgehead
@@ -692,30 +697,44 @@ impl Table {
 
     /// The next server on a path whose first connector is `conn`: across it when
     /// this node is one of its bridgeheads on our side, else to such a bridgehead.
-    fn first_hop(&self, node: &str, here: &str, conn: &str) -> Hop {
-        let Some(c) = self.connectors.get(conn) else { return Hop::Unreachable };
+    fn first_hop(&self, node: &str, here: &str, conn: &str) -> (Hop, Vec<String>) {
+        let Some(c) = self.connectors.get(conn) else { return (Hop::Unreachable, Vec::new()) };
         let (ours, theirs, there) = if c.from == here {
             (&c.bridgeheads_from, &c.bridgeheads_to, &c.to)
         } else {
             (&c.bridgeheads_to, &c.bridgeheads_from, &c.from)
         };
         if !ours.is_empty() && !ours.iter().any(|b| b == node) {
-            return self.pick_member(ours, here).map_or(Hop::Unreachable, Hop::Member);
+            return Self::first_of(self.pick_members(ours, here), Hop::Member);
         }
-        match self.pick_member(theirs, there) {
-            Some(n) => Hop::Across { connector: conn.to_string(), node: n },
-            None => Hop::Unreachable,
-        }
+        Self::first_of(self.pick_members(theirs, there), |n| Hop::Across { connector: conn.to_string(), node: n })
     }
 
-    /// The first of `candidates` (or, if none are named, of the group's members,
-    /// its master first) that is a member of `group`.
-    fn pick_member(&self, candidates: &[String], group: &str) -> Option<String> {
-        let g = self.groups.get(group)?;
-        if candidates.is_empty() {
-            return std::iter::once(&g.master).chain(g.members.keys()).find(|n| g.members.contains_key(*n)).cloned();
+    /// The hop to the first server, the others kept as alternatives.
+    fn first_of(mut servers: Vec<String>, hop: impl FnOnce(String) -> Hop) -> (Hop, Vec<String>) {
+        if servers.is_empty() {
+            return (Hop::Unreachable, servers);
         }
-        candidates.iter().find(|n| g.members.contains_key(*n)).cloned()
+        let first = servers.remove(0);
+        (hop(first), servers)
+    }
+
+    /// Those of `candidates` (or, if none are named, the group's members, its master
+    /// first) that are members of `group`, in order.
+    fn pick_members(&self, candidates: &[String], group: &str) -> Vec<String> {
+        let Some(g) = self.groups.get(group) else { return Vec::new() };
+        let mut out: Vec<String> = Vec::new();
+        let named: Vec<&String> = if candidates.is_empty() {
+            std::iter::once(&g.master).chain(g.members.keys()).collect()
+        } else {
+            candidates.iter().collect()
+        };
+        for n in named {
+            if g.members.contains_key(n) && !out.contains(n) {
+                out.push(n.clone());
+            }
+        }
+        out
     }
 }
 
@@ -959,6 +978,21 @@ mod tests {
     }
 
     #[test]
+    fn the_far_groups_other_servers_are_alternatives() {
+        let mut t = org();
+        t.groups.get_mut("B").unwrap().members.insert("b2".into(), member(2010));
+        // ab names b1 alone on B's side; bc names nobody, so every member of C may take it.
+        assert!(t.route("a1", "c.example", 1).also.is_empty());
+        t.connectors.get_mut("ab").unwrap().bridgeheads_to.clear();
+        let r = t.route("a1", "c.example", 1);
+        assert_eq!(r.hop, Hop::Across { connector: "ab".into(), node: "b1".into() }, "the master first");
+        assert_eq!(r.also, ["b2"]);
+        t.connectors.get_mut("ab").unwrap().bridgeheads_to = vec!["b2".into(), "b1".into(), "zz".into()];
+        let r = t.route("a1", "c.example", 1);
+        assert_eq!((r.hop, r.also), (Hop::Across { connector: "ab".into(), node: "b2".into() }, vec!["b1".into()]));
+    }
+
+    #[test]
     fn outside_by_the_most_specific_space() {
         let t = org();
         // partner.example leaves from C, though everything else leaves from A.
@@ -967,6 +1001,7 @@ mod tests {
         assert_eq!(r.connectors, ["ab", "bc", "partner"]);
         let r = t.route("a1", "elsewhere.test", 10);
         assert_eq!(r.hop, Hop::Member("a2".into()), "a2 is the connector's bridgehead");
+        assert!(r.also.is_empty());
         assert_eq!(t.route("a2", "elsewhere.test", 10).hop, Hop::Out { connector: "out".into() });
         assert_eq!(t.route("a2", "elsewhere.test", 10).describe(), "A -[out]-> outside (cost 1)");
     }

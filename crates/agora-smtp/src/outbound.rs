@@ -131,11 +131,15 @@ enum Plan {
     /// this server's own address in the table (which the next one knows it by);
     /// `last_group` is where the route ends (delivery or the way out).
     Via {
-        host: String,
+        /// The servers that can take the hop, in order, each as (node, `host:port`).
+        servers: Vec<(String, String)>,
         own_group: String,
         next_group: String,
         last_group: String,
-        note: String,
+        /// The connector crossed, if the hop leaves the group.
+        connector: Option<String>,
+        /// The route, described.
+        route: String,
         source: Option<std::net::IpAddr>,
     },
     /// No route is up: the mail waits.
@@ -257,7 +261,7 @@ impl Transport {
         let lane_plan = plan.clone();
         let mut hosts = match &plan {
             Plan::Normal => self.hosts(domain).await,
-            Plan::Via { host, .. } => vec![host.clone()],
+            Plan::Via { servers, .. } => servers.iter().map(|(_, h)| h.clone()).collect(),
             Plan::Hold(_) => Vec::new(),
         };
         // MTA-STS: only for MX delivery (routes, smarthosts and the organisation's own
@@ -299,7 +303,7 @@ impl Transport {
             let (plan, hosts, refusal) = if sized {
                 let p = self.plan(domain, message.len() as u64).await;
                 match &p {
-                    Plan::Via { host, .. } => (p.clone(), vec![host.clone()], None),
+                    Plan::Via { servers, .. } => (p.clone(), servers.iter().map(|(_, h)| h.clone()).collect(), None),
                     Plan::Hold(why) => (p.clone(), Vec::new(), Some(why.clone())),
                     Plan::Normal => (p, self.hosts(domain).await, None),
                 }
@@ -389,12 +393,24 @@ impl Transport {
                 }
                 fates.unwrap_or_else(|| vec![Fate::Deferred(last); rcpts.len()])
             };
+            // Tracking names the server that took the message (or the first tried).
             let note = match &plan {
-                Plan::Via { note, .. } => note.as_str(),
-                _ => "",
+                Plan::Via { servers, connector, route, .. } => {
+                    let used = session.as_ref().map(|s| s.host.as_str());
+                    let node = servers
+                        .iter()
+                        .find(|(_, h)| Some(h.as_str()) == used)
+                        .or(servers.first())
+                        .map_or("", |(n, _)| n.as_str());
+                    match connector {
+                        Some(c) => format!("via {node} over {c}: {route}"),
+                        None => format!("via {node}: {route}"),
+                    }
+                }
+                _ => String::new(),
             };
             for (e, fate) in item.entries.iter().zip(fates) {
-                self.settle(e, fate, &message, note).await?;
+                self.settle(e, fate, &message, &note).await?;
             }
         }
         if let Some(mut s) = session {
@@ -518,35 +534,24 @@ impl Transport {
             return Plan::Normal;
         }
         let r = t.route(&me.node, domain, size);
-        let at = |node: &str| t.member(node).map(|m| format!("{}:{}", m.host, m.smtp_port));
         let source = t.member(&me.node).and_then(|m| m.host.parse().ok());
         let last_group = r.groups.last().cloned().unwrap_or_default();
-        match &r.hop {
-            Hop::Here | Hop::Out { .. } => Plan::Normal,
-            Hop::Member(n) => match at(n) {
-                Some(host) => Plan::Via {
-                    host,
-                    own_group: here.clone(),
-                    next_group: here,
-                    last_group,
-                    note: format!("via {n}: {}", r.describe()),
-                    source,
-                },
-                None => Plan::Hold(format!("451 4.4.0 routing: member {n} has no address")),
-            },
-            Hop::Across { connector, node } => match at(node) {
-                Some(host) => Plan::Via {
-                    host,
-                    own_group: here,
-                    next_group: r.groups.get(1).cloned().unwrap_or_default(),
-                    last_group,
-                    note: format!("via {node} over {connector}: {}", r.describe()),
-                    source,
-                },
-                None => Plan::Hold(format!("451 4.4.0 routing: {node} has no address")),
-            },
-            Hop::Unreachable => Plan::Hold(format!("451 4.4.0 routing: no route to {domain} is up")),
+        let (first, connector, next_group) = match &r.hop {
+            Hop::Here | Hop::Out { .. } => return Plan::Normal,
+            Hop::Member(n) => (n, None, here.clone()),
+            Hop::Across { connector, node } => {
+                (node, Some(connector.clone()), r.groups.get(1).cloned().unwrap_or_default())
+            }
+            Hop::Unreachable => return Plan::Hold(format!("451 4.4.0 routing: no route to {domain} is up")),
+        };
+        let servers: Vec<(String, String)> = std::iter::once(first)
+            .chain(&r.also)
+            .filter_map(|n| t.member(n).map(|m| (n.clone(), format!("{}:{}", m.host, m.smtp_port))))
+            .collect();
+        if servers.is_empty() {
+            return Plan::Hold(format!("451 4.4.0 routing: {first} has no address"));
         }
+        Plan::Via { servers, own_group: here, next_group, last_group, connector, route: r.describe(), source }
     }
 
     /// Where a domain's mail goes: host:port candidates in order.

@@ -392,3 +392,41 @@ fn mail_takes_the_cheapest_route_that_is_up() {
     let last = track.lines().rfind(|l| l.contains("relayed")).unwrap_or_default().to_string();
     assert!(last.contains("via c1 over ac"), "{track}");
 }
+
+#[test]
+fn mail_goes_to_another_server_of_the_far_group_when_one_is_down() {
+    let a1 = org_server("a1", "a.example");
+    let mut b1 = org_server("b1", "b.example");
+    let b2 = org_server("b2", "b2.example");
+    let c1 = org_server("c1", "c.example");
+    a1.cli_ok(&["user", "add", "ann@a.example", "--password-stdin"], Some("ann-pw\n"));
+    c1.cli_ok(&["user", "add", "carol@c.example", "--password-stdin"], Some("carol-pw\n"));
+    let on = |args: &[&str]| a1.cli_ok(&[&["routing"], args].concat(), None);
+    on(&["org", "acme"]);
+    on(&["group", "add", "A", "--domain", "a.example"]);
+    on(&["group", "add", "B", "--domain", "b.example", "--domain", "b2.example"]);
+    on(&["group", "add", "C", "--domain", "c.example"]);
+    for (g, n, a) in [("A", "a1", &a1), ("B", "b1", &b1), ("B", "b2", &b2), ("C", "c1", &c1)] {
+        on(&["group", "member", g, n, "--host", &a.ip, "--smtp-port", "10025", "--routing-port", "10691"]);
+    }
+    // No bridgeheads named on B's side: any member of B takes mail, its master first.
+    on(&["connector", "add", "ab", "--from", "A", "--to", "B", "--cost", "1"]);
+    on(&["connector", "add", "bc", "--from", "B", "--to", "C", "--cost", "1"]);
+    for s in [&b1, &b2, &c1] {
+        s.cli_ok(&["routing", "join", &a1.ip, "--port", "10691"], None);
+    }
+    submit(&a1, "through b1");
+    wait_inbox(&c1, "carol@c.example", 1);
+    let track = a1.cli_ok(&["track", "--recipient", "carol@c.example"], None);
+    assert!(track.contains("via b1 over ab"), "{track}");
+
+    // B's master dies: the connector stays up (b2 answers for B) and the next message
+    // goes to b2 at once, without waiting for a new route.
+    b1.kill9();
+    submit(&a1, "through b2");
+    wait_inbox(&c1, "carol@c.example", 2);
+    let track = a1.cli_ok(&["track", "--recipient", "carol@c.example"], None);
+    let last = track.lines().rfind(|l| l.contains("relayed")).unwrap_or_default().to_string();
+    assert!(last.contains("via b2 over ab"), "{track}");
+    assert!(route_of(&a1).contains("A -[ab]-> B -[bc]-> C (cost 2)"), "{}", route_of(&a1));
+}
