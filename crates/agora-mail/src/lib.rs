@@ -74,6 +74,8 @@ pub struct Mail {
     sieve: std::sync::RwLock<Option<Arc<filter::Scripts>>>,
     /// Counts changes of anyone's scripts, so a cache read during one is not kept.
     sieve_generation: std::sync::atomic::AtomicU64,
+    /// For routing members given by name, made when first needed.
+    resolver: std::sync::OnceLock<Option<auth::TokioResolver>>,
 }
 
 impl std::fmt::Debug for Mail {
@@ -105,6 +107,7 @@ impl Mail {
             automatic: Default::default(),
             sieve: Default::default(),
             sieve_generation: Default::default(),
+            resolver: Default::default(),
         }
     }
 
@@ -146,7 +149,31 @@ impl Mail {
     /// are in one of the organisation's groups, or a connector out carries it.
     pub async fn org_relay(&self, domain: &str, ip: std::net::IpAddr) -> bool {
         let Some(t) = self.routing_table().await else { return false };
-        t.is_member_ip(ip) && (t.group_of_domain(domain).is_some() || t.carries_outside(domain))
+        (t.group_of_domain(domain).is_some() || t.carries_outside(domain)) && self.is_org_server(&t, ip).await
+    }
+
+    /// Whether `ip` is one of the table's servers: a member given by address, or one
+    /// given by name that resolves (through `[transport] nameservers`) to it.
+    pub async fn is_org_server(&self, t: &routing::Table, ip: std::net::IpAddr) -> bool {
+        if t.is_member_ip(ip) {
+            return true;
+        }
+        let names: Vec<&str> = t.member_names().collect();
+        if names.is_empty() {
+            return false;
+        }
+        let Some(resolver) = self.resolver.get_or_init(|| auth::resolver(&self.cfg.transport.nameservers)) else {
+            return false;
+        };
+        for name in names {
+            let fqdn = format!("{}.", name.trim_end_matches('.'));
+            if let Ok(found) = resolver.lookup_ip(fqdn).await
+                && found.iter().any(|a| a == ip)
+            {
+                return true;
+            }
+        }
+        false
     }
 }
 

@@ -453,6 +453,15 @@ impl Table {
         self.groups.values().any(|g| g.members.values().any(|m| m.host.parse::<std::net::IpAddr>().ok() == Some(ip)))
     }
 
+    /// The members given by a host name rather than an address.
+    pub fn member_names(&self) -> impl Iterator<Item = &str> {
+        self.groups
+            .values()
+            .flat_map(|g| g.members.values())
+            .map(|m| m.host.as_str())
+            .filter(|h| h.parse::<std::net::IpAddr>().is_err())
+    }
+
     /// The group whose mailboxes hold `domain`'s mail, if a group names it.
     pub fn group_of_domain(&self, domain: &str) -> Option<&str> {
         let d = domain.to_ascii_lowercase();

@@ -174,14 +174,14 @@ impl Transport {
                 _ = tokio::time::sleep(me.interval) => {}
             }
             let Ok((_, t)) = routing::load(&self.store).await else { continue };
-            let source = t.member(&me.node).and_then(|m| m.host.parse().ok());
+            let source = self.own_address(&t, &me.node).await;
             for (connector, far) in t.watched(&me.node) {
                 if !t.is_up(&connector) {
                     continue;
                 }
                 for (host, port) in far.iter().take(1) {
                     let at = format!("{host}:{port}");
-                    match self.open(&at, "", None, source).await {
+                    match self.open(&at, "", None, true, source).await {
                         Ok(mut s) => {
                             let _ = s.client.send("QUIT").await;
                         }
@@ -358,11 +358,11 @@ impl Transport {
                 for _ in 0..2 {
                     if session.is_none() {
                         for host in &hosts {
-                            let source = match &plan {
-                                Plan::Via { source, .. } => *source,
-                                _ => None,
+                            let (org, source) = match &plan {
+                                Plan::Via { source, .. } => (true, *source),
+                                _ => (false, None),
                             };
-                            match self.open(host, domain, policy.as_ref(), source).await {
+                            match self.open(host, domain, policy.as_ref(), org, source).await {
                                 Ok(s) => {
                                     session = Some(s);
                                     break;
@@ -534,7 +534,7 @@ impl Transport {
             return Plan::Normal;
         }
         let r = t.route(&me.node, domain, size);
-        let source = t.member(&me.node).and_then(|m| m.host.parse().ok());
+        let source = self.own_address(&t, &me.node).await;
         let last_group = r.groups.last().cloned().unwrap_or_default();
         let (first, connector, next_group) = match &r.hop {
             Hop::Here | Hop::Out { .. } => return Plan::Normal,
@@ -552,6 +552,19 @@ impl Transport {
             return Plan::Hold(format!("451 4.4.0 routing: {first} has no address"));
         }
         Plan::Via { servers, own_group: here, next_group, last_group, connector, route: r.describe(), source }
+    }
+
+    /// The address this server has in the routing table (by address, or by a name that
+    /// resolves to it), when it is one of this machine's: mail to the organisation's
+    /// servers leaves from it, since they know this server by it.
+    async fn own_address(&self, t: &routing::Table, node: &str) -> Option<std::net::IpAddr> {
+        let host = &t.member(node)?.host;
+        let candidates: Vec<std::net::IpAddr> = match host.parse() {
+            Ok(ip) => vec![ip],
+            Err(_) => self.addresses(&format!("{host}:0")).await.ok()?.into_iter().map(|a| a.ip()).collect(),
+        };
+        // Only an address a socket can be bound to is this machine's.
+        candidates.into_iter().find(|ip| std::net::UdpSocket::bind((*ip, 0)).is_ok())
     }
 
     /// Where a domain's mail goes: host:port candidates in order.
@@ -594,12 +607,13 @@ impl Transport {
         host: &str,
         domain: &str,
         policy: Option<&Policy>,
+        org: bool,
         source: Option<std::net::IpAddr>,
     ) -> Result<Session, String> {
         // DANE (RFC 7672) for MX hosts, before MTA-STS when both apply (RFC 8461 §2):
         // authentic TLSA records make TLS with a matching certificate a condition.
-        // The organisation's own servers (`source`) are no MX hosts: no DANE for them.
-        let routed = self.cfg.routes.contains_key(domain) || self.cfg.smarthost.is_some() || source.is_some();
+        // The organisation's own servers (`org`) are no MX hosts: no DANE for them.
+        let routed = self.cfg.routes.contains_key(domain) || self.cfg.smarthost.is_some() || org;
         let dane = match host.rsplit_once(':') {
             Some((name, port)) if self.cfg.dane && !routed => {
                 let name = name.trim_start_matches('[').trim_end_matches(']');

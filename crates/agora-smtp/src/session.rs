@@ -216,7 +216,10 @@ impl Session {
     async fn offered_to(&self, ip: std::net::IpAddr, bound: bool) -> bool {
         self.mail.config().routing.is_some()
             && bound
-            && self.mail.routing_table().await.is_some_and(|t| t.is_member_ip(ip))
+            && match self.mail.routing_table().await {
+                Some(t) => self.mail.is_org_server(&t, ip).await,
+                None => false,
+            }
     }
 
     /// X-LINK2STATE: HELLO and PROVE (both sides prove they hold the organisation's

@@ -201,12 +201,18 @@ fn a_dead_bridgehead_takes_its_connector_down_and_back() {
 /// One server of the organisation `acme` for `domain`, named `node`, quick to notice
 /// and to retry.
 fn org_server(node: &str, domain: &str) -> Agora {
-    let node = node.to_string();
+    org_server_with(node, domain, "")
+}
+
+/// `org_server` with more lines for `[transport]`.
+fn org_server_with(node: &str, domain: &str, transport: &str) -> Agora {
+    let (node, transport) = (node.to_string(), transport.to_string());
     Agora::start_for(domain, move |data| {
         std::fs::write(data.join("routing.secret"), format!("{SECRET}\n")).unwrap();
         let cfg = format!(
             "[routing]\nnode = \"{node}\"\nsecret_file = \"routing.secret\"\nsync_interval_secs = 1\n\
-             probe_interval_secs = 1\nprobe_retries = 2\ndamping_secs = 3\n\n[transport]\nretry_secs = 1\npoll_secs = 1\n"
+             probe_interval_secs = 1\nprobe_retries = 2\ndamping_secs = 3\n\n[transport]\nretry_secs = 1\npoll_secs = 1\n\
+             {transport}"
         );
         std::fs::write(data.join("agora.toml"), cfg).unwrap();
     })
@@ -395,10 +401,18 @@ fn mail_takes_the_cheapest_route_that_is_up() {
 
 #[test]
 fn mail_goes_to_another_server_of_the_far_group_when_one_is_down() {
-    let a1 = org_server("a1", "a.example");
-    let mut b1 = org_server("b1", "b.example");
-    let b2 = org_server("b2", "b2.example");
-    let c1 = org_server("c1", "c.example");
+    // a1 and b2 are in the table by name, resolved through a DNS server on loopback.
+    let work = tempfile::tempdir().unwrap();
+    let zone_file = work.path().join("zone.json");
+    std::fs::write(&zone_file, "{}").unwrap();
+    let (_dns, dns_ip) = common::dns_server(&zone_file);
+    let ns = format!("nameservers = [\"{dns_ip}:10053\"]\n");
+    let a1 = org_server_with("a1", "a.example", &ns);
+    let mut b1 = org_server_with("b1", "b.example", &ns);
+    let b2 = org_server_with("b2", "b2.example", &ns);
+    let c1 = org_server_with("c1", "c.example", &ns);
+    let zone = serde_json::json!({ "a1.acme.test/A": [a1.ip], "b2.acme.test/A": [b2.ip] });
+    std::fs::write(&zone_file, zone.to_string()).unwrap();
     a1.cli_ok(&["user", "add", "ann@a.example", "--password-stdin"], Some("ann-pw\n"));
     c1.cli_ok(&["user", "add", "carol@c.example", "--password-stdin"], Some("carol-pw\n"));
     let on = |args: &[&str]| a1.cli_ok(&[&["routing"], args].concat(), None);
@@ -406,8 +420,9 @@ fn mail_goes_to_another_server_of_the_far_group_when_one_is_down() {
     on(&["group", "add", "A", "--domain", "a.example"]);
     on(&["group", "add", "B", "--domain", "b.example", "--domain", "b2.example"]);
     on(&["group", "add", "C", "--domain", "c.example"]);
-    for (g, n, a) in [("A", "a1", &a1), ("B", "b1", &b1), ("B", "b2", &b2), ("C", "c1", &c1)] {
-        on(&["group", "member", g, n, "--host", &a.ip, "--smtp-port", "10025", "--routing-port", "10691"]);
+    let names = ["a1.acme.test".to_string(), b1.ip.clone(), "b2.acme.test".to_string(), c1.ip.clone()];
+    for ((g, n), host) in [("A", "a1"), ("B", "b1"), ("B", "b2"), ("C", "c1")].into_iter().zip(&names) {
+        on(&["group", "member", g, n, "--host", host, "--smtp-port", "10025", "--routing-port", "10691"]);
     }
     // No bridgeheads named on B's side: any member of B takes mail, its master first.
     on(&["connector", "add", "ab", "--from", "A", "--to", "B", "--cost", "1"]);
@@ -415,6 +430,8 @@ fn mail_goes_to_another_server_of_the_far_group_when_one_is_down() {
     for s in [&b1, &b2, &c1] {
         s.cli_ok(&["routing", "join", &a1.ip, "--port", "10691"], None);
     }
+    // b2 takes mail for C from a1 only because a1's name resolves to the address a1's
+    // mail leaves from.
     submit(&a1, "through b1");
     wait_inbox(&c1, "carol@c.example", 1);
     let track = a1.cli_ok(&["track", "--recipient", "carol@c.example"], None);
