@@ -447,3 +447,64 @@ fn mail_goes_to_another_server_of_the_far_group_when_one_is_down() {
     assert!(last.contains("via b2 over ab"), "{track}");
     assert!(route_of(&a1).contains("A -[ab]-> B -[bc]-> C (cost 2)"), "{}", route_of(&a1));
 }
+
+/// Sends a message from ann@a.example through `a`'s submission port to `to`.
+fn submit_to(a: &Agora, to: &str, subject: &str) {
+    let script = format!(
+        "import smtplib, ssl\ns = smtplib.SMTP('{ip}', 10587)\ns.starttls(context=ssl._create_unverified_context())\ns.login('ann@a.example', 'ann-pw')\ns.sendmail('ann@a.example', ['{to}'], 'From: ann@a.example\\r\\nTo: {to}\\r\\nSubject: {subject}\\r\\n\\r\\nhello\\r\\n')\ns.quit()\n",
+        ip = a.ip
+    );
+    let (ok, out) = common::run("/usr/bin/python3", &["-c", &script], "");
+    assert!(ok, "{out}");
+}
+
+#[test]
+fn a_partner_domain_leaves_through_the_group_whose_connector_carries_it() {
+    let work = tempfile::tempdir().unwrap();
+    let zone_file = work.path().join("zone.json");
+    std::fs::write(&zone_file, "{}").unwrap();
+    let (_dns, dns_ip) = common::dns_server(&zone_file);
+    let transport = format!("nameservers = [\"{dns_ip}:10053\"]\nmx_port = 10025\n");
+    let a1 = org_server_with("a1", "a.example", &transport);
+    let c1 = org_server_with("c1", "c.example", &transport);
+    // A partner outside the organisation, reached by MX, for two domains.
+    let partner = Agora::start_for("partner.example", |_| {});
+    partner.cli_ok(&["domain", "add", "elsewhere.test"], None);
+    partner.cli_ok(&["user", "add", "pat@partner.example", "--password-stdin"], Some("pat-password\n"));
+    partner.cli_ok(&["user", "add", "eve@elsewhere.test", "--password-stdin"], Some("eve-password\n"));
+    let zone = serde_json::json!({
+        "partner.example/MX": ["10 mx.partner.example"],
+        "elsewhere.test/MX": ["10 mx.partner.example"],
+        "mx.partner.example/A": [partner.ip],
+    });
+    std::fs::write(&zone_file, zone.to_string()).unwrap();
+    a1.cli_ok(&["user", "add", "ann@a.example", "--password-stdin"], Some("ann-pw\n"));
+    let on = |args: &[&str]| a1.cli_ok(&[&["routing"], args].concat(), None);
+    on(&["org", "acme"]);
+    on(&["group", "add", "A", "--domain", "a.example"]);
+    on(&["group", "add", "C", "--domain", "c.example"]);
+    for (g, n, a) in [("A", "a1", &a1), ("C", "c1", &c1)] {
+        on(&["group", "member", g, n, "--host", &a.ip, "--smtp-port", "10025", "--routing-port", "10691"]);
+    }
+    on(&["connector", "add", "ac", "--from", "A", "--to", "C", "--cost", "1"]);
+    on(&["connector", "add", "partner", "--from", "C", "--spaces", "partner.example", "--cost", "1"]);
+    c1.cli_ok(&["routing", "join", &a1.ip, "--port", "10691"], None);
+
+    // The partner's domain goes by way of C, whose connector carries it.
+    submit_to(&a1, "pat@partner.example", "to the partner");
+    wait_inbox(&partner, "pat@partner.example", 1);
+    let track = a1.cli_ok(&["track", "--recipient", "pat@partner.example"], None);
+    assert!(track.contains("via c1 over ac: A -[ac]-> C -[partner]-> outside (cost 2)"), "{track}");
+    // A domain no connector carries leaves A by its MX, as without routing.
+    submit_to(&a1, "eve@elsewhere.test", "elsewhere");
+    wait_inbox(&partner, "eve@elsewhere.test", 1);
+    let track = a1.cli_ok(&["track", "--recipient", "eve@elsewhere.test"], None);
+    assert!(track.contains("relayed") && !track.contains("via c1"), "{track}");
+    // C relays for the organisation's servers only: an outsider gets no relay to the partner.
+    let script = format!(
+        "import smtplib\ns = smtplib.SMTP('{ip}', 10025)\ns.ehlo('outsider.test')\ns.mail('x@outsider.test')\nprint(s.rcpt('pat@partner.example')[0])\n",
+        ip = c1.ip
+    );
+    let (ok, out) = common::run("/usr/bin/python3", &["-c", &script], "");
+    assert!(ok && out.trim().starts_with("55"), "{out}");
+}
