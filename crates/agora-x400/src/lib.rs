@@ -5,6 +5,7 @@
 
 pub mod acse;
 pub mod cotp;
+pub mod p1;
 pub mod ppdu;
 pub mod rtse;
 pub mod spdu;
