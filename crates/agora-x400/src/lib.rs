@@ -4,6 +4,7 @@
 //! `rtse` (X.228); the ASN.1 ones through rasn.
 
 pub mod acse;
+pub mod assoc;
 pub mod cotp;
 pub mod p1;
 pub mod ppdu;
