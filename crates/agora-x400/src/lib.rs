@@ -7,6 +7,7 @@ pub mod acse;
 pub mod assoc;
 pub mod cotp;
 pub mod p1;
+pub mod p22;
 pub mod ppdu;
 pub mod rtse;
 pub mod spdu;
