@@ -6,6 +6,7 @@
 pub mod acse;
 pub mod assoc;
 pub mod cotp;
+pub mod gateway;
 pub mod oraddr;
 pub mod p1;
 pub mod p22;
