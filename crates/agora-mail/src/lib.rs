@@ -8,6 +8,7 @@ pub mod automatic;
 pub mod dane;
 pub mod dsn;
 pub mod filter;
+pub mod gateway;
 pub mod intake;
 pub mod mtasts;
 pub mod routing;
@@ -76,6 +77,8 @@ pub struct Mail {
     sieve_generation: std::sync::atomic::AtomicU64,
     /// For routing members given by name, made when first needed.
     resolver: std::sync::OnceLock<Option<auth::TokioResolver>>,
+    /// Gateways to other mail systems, registered by their services.
+    gateways: Arc<gateway::Gateways>,
 }
 
 impl std::fmt::Debug for Mail {
@@ -108,6 +111,7 @@ impl Mail {
             sieve: Default::default(),
             sieve_generation: Default::default(),
             resolver: Default::default(),
+            gateways: Default::default(),
         }
     }
 
@@ -125,6 +129,10 @@ impl Mail {
     }
     pub fn config(&self) -> &MailConfig {
         &self.cfg
+    }
+    /// Gateways to other mail systems (the transport hands them what they claim).
+    pub fn gateways(&self) -> &Arc<gateway::Gateways> {
+        &self.gateways
     }
     /// What the transport waits on besides its poll interval.
     pub fn wake(&self) -> &Arc<tokio::sync::Notify> {

@@ -120,6 +120,8 @@ pub struct Transport {
     sts: Option<MtaSts>,
     /// This server in its routing organisation: mail for other groups goes by the table.
     routing: Option<Identity>,
+    /// Gateways to other mail systems, for the domains they claim.
+    gateways: Arc<agora_mail::gateway::Gateways>,
 }
 
 /// What link-state routing decides for a domain's mail from here.
@@ -160,7 +162,8 @@ impl Transport {
             None
         };
         let routing = mail.config().routing.clone();
-        Ok(Transport { cfg, store, dir, tracker, wake, resolver, verifier: Some(verifier), sts, routing })
+        let gateways = Arc::clone(mail.gateways());
+        Ok(Transport { cfg, store, dir, tracker, wake, resolver, verifier: Some(verifier), sts, routing, gateways })
     }
 
     /// Link state between groups without waiting for mail: every routing interval, a
@@ -254,6 +257,9 @@ impl Transport {
 
     /// Delivers messages for one domain over one connection, reopening it if it breaks.
     async fn deliver_lane(&self, domain: &str, items: Vec<Item>) -> Result<(), agora_store::StoreError> {
+        if let Some(g) = self.gateways.for_domain(domain).await {
+            return self.deliver_gateway(g.as_ref(), domain, items).await;
+        }
         let (plan, sized) = self.plan_sized(domain).await;
         // Only a lane routing decides is routed message by message (a lane delivered as
         // usual keeps its MTA-STS hosts and refusals).
@@ -415,6 +421,39 @@ impl Transport {
         }
         if let Some(mut s) = session {
             let _ = s.client.send("QUIT").await;
+        }
+        Ok(())
+    }
+
+    /// Hands a lane to the gateway that claims its domain, message by message.
+    async fn deliver_gateway(
+        &self,
+        g: &dyn agora_mail::gateway::Gateway,
+        domain: &str,
+        items: Vec<Item>,
+    ) -> Result<(), agora_store::StoreError> {
+        use agora_mail::gateway::Outcome;
+        for item in items {
+            let message = match self.store.read_blob(&item.blob).await {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::error!("outbound: message of queue entries for {domain} unreadable: {e}");
+                    continue;
+                }
+            };
+            let rcpts: Vec<String> = item.entries.iter().map(|e| e.recipient.clone()).collect();
+            let outcomes = g.deliver(&item.from, &rcpts, &message).await;
+            for (i, e) in item.entries.iter().enumerate() {
+                let (fate, note) = match outcomes.get(i) {
+                    Some(Outcome::Delivered(note)) => (Fate::Delivered(true), note.clone()),
+                    Some(Outcome::Deferred(why)) => (Fate::Deferred(why.clone()), String::new()),
+                    Some(Outcome::Failed(why)) => (Fate::Failed(why.clone()), String::new()),
+                    None => {
+                        (Fate::Deferred(format!("451 4.3.0 {}: no answer for this recipient", g.name())), String::new())
+                    }
+                };
+                self.settle(e, fate, &message, &note).await?;
+            }
         }
         Ok(())
     }

@@ -698,6 +698,11 @@ async fn address_book<S: Store>(s: &S) {
         "enforce"
     );
     assert!(matches!(s.set_mta_sts_mode("book.test", "strict").await, Err(StoreError::Invalid(_))));
+    // The domain's X.400 space.
+    assert_eq!(s.domain("book.test").await.expect("domain").expect("there").x400, "");
+    s.set_domain_x400("Book.test", "/C=GB/ADMD= /PRMD=Book/").await.expect("x400");
+    assert_eq!(s.domain("book.test").await.expect("domain").expect("there").x400, "/C=GB/ADMD= /PRMD=Book/");
+    assert!(matches!(s.set_domain_x400("nowhere.test", "/C=GB/").await, Err(StoreError::NotFound(_))));
     // DNSSEC keys: stored, moved through a rollover's states, deleted.
     let v = s.directory_version();
     let key = DnssecKey {

@@ -66,6 +66,9 @@ pub trait DirectoryStore: Send + Sync {
     /// Sets a domain's MTA-STS mode: testing, enforce or none.
     async fn set_mta_sts_mode(&self, domain: &str, mode: &str) -> Result<()>;
 
+    /// Sets a domain's X.400 O/R address space (empty: none).
+    async fn set_domain_x400(&self, domain: &str, space: &str) -> Result<()>;
+
     /// Stores DKIM keys (replacing any of the same domain and selector).
     async fn add_dkim_keys(&self, keys: Vec<DkimKey>) -> Result<()>;
 

@@ -394,6 +394,8 @@ INSERT INTO meta (key, value) VALUES ('schema', '1') ON CONFLICT DO NOTHING;
 const MIGRATIONS: &[(u32, &str)] = &[
     // NTLM for DCE/RPC, off (NULL) unless turned on for the account.
     (2, "ALTER TABLE accounts ADD COLUMN IF NOT EXISTS ntlm TEXT COLLATE \"C\""),
+    // Each domain's X.400 O/R address space (empty: none).
+    (3, "ALTER TABLE domains ADD COLUMN IF NOT EXISTS x400 TEXT NOT NULL DEFAULT ''"),
 ];
 
 /// Connections to one database, shared by a node's sessions.

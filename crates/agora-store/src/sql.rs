@@ -490,6 +490,8 @@ const MIGRATIONS: &[(u32, &str)] = &[
     (28, "ALTER TABLE accounts ADD COLUMN home TEXT; ALTER TABLE nodes ADD COLUMN tls_pin TEXT NOT NULL DEFAULT ''"),
     // NTLM for DCE/RPC, off (NULL) unless turned on for the account.
     (29, "ALTER TABLE accounts ADD COLUMN ntlm TEXT"),
+    // Each domain's X.400 O/R address space (empty: none).
+    (30, "ALTER TABLE domains ADD COLUMN x400 TEXT NOT NULL DEFAULT ''"),
 ];
 
 /// Brings an older store up to the current schema, in one transaction.
@@ -1217,7 +1219,7 @@ fn writer_loop(
 }
 
 fn domain_from_row(r: &Row<'_>) -> Result<Domain> {
-    Ok(Domain { name: r.get(0)?, created: r.get(1)?, mta_sts_mode: r.get(2)? })
+    Ok(Domain { name: r.get(0)?, created: r.get(1)?, mta_sts_mode: r.get(2)?, x400: r.get(3)? })
 }
 
 fn domain_of(address: &str) -> Result<&str> {
@@ -1686,7 +1688,10 @@ impl DirectoryStore for Arc<SqlStore> {
             if n == 0 {
                 return Err(StoreError::Exists(format!("domain {name}")));
             }
-            Ok((Domain { name: name.clone(), created, mta_sts_mode: "testing".into() }, vec![Change::DirectoryChanged]))
+            Ok((
+                Domain { name: name.clone(), created, mta_sts_mode: "testing".into(), x400: String::new() },
+                vec![Change::DirectoryChanged],
+            ))
         })
         .await
     }
@@ -1738,7 +1743,7 @@ impl DirectoryStore for Arc<SqlStore> {
 
     async fn domains(&self) -> Result<Vec<Domain>> {
         self.read(|c| {
-            let mut stmt = c.prepare_cached("SELECT name, created, mta_sts_mode FROM domains ORDER BY name")?;
+            let mut stmt = c.prepare_cached("SELECT name, created, mta_sts_mode, x400 FROM domains ORDER BY name")?;
             let rows = stmt.query_map((), domain_from_row)?;
             rows.collect::<Result<Vec<_>>>()
         })
@@ -1748,9 +1753,19 @@ impl DirectoryStore for Arc<SqlStore> {
     async fn domain(&self, name: &str) -> Result<Option<Domain>> {
         let name = name.to_ascii_lowercase();
         self.lookup(move |c| {
-            c.prepare_cached("SELECT name, created, mta_sts_mode FROM domains WHERE name = ?1")?
+            c.prepare_cached("SELECT name, created, mta_sts_mode, x400 FROM domains WHERE name = ?1")?
                 .query_row([name], domain_from_row)
                 .optional()
+        })
+        .await
+    }
+
+    async fn set_domain_x400(&self, domain: &str, space: &str) -> Result<()> {
+        let (domain, space) = (domain.to_ascii_lowercase(), space.to_string());
+        self.write(move |c| {
+            require_domain(c, &domain)?;
+            c.execute("UPDATE domains SET x400 = ?2 WHERE name = ?1", params![domain, space])?;
+            Ok(((), vec![Change::DirectoryChanged]))
         })
         .await
     }

@@ -14,6 +14,9 @@ pub struct Domain {
     /// The MTA-STS policy mode published for the domain (RFC 8461): testing, enforce
     /// or none.
     pub mta_sts_mode: String,
+    /// The domain's X.400 O/R address space (`/C=…/ADMD=…/PRMD=…/O=…/`; empty: none):
+    /// its users receive X.400 mail at the O/R addresses it maps.
+    pub x400: String,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

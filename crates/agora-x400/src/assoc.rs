@@ -125,13 +125,66 @@ fn spdu_out(s: &Spdu, size_code: u8) -> Out {
     data_tpdus(&spdu::encode_tsdu(s), size_code)
 }
 
-/// An RTSE APDU as P-DATA user information in `mode`.
+/// An RTSE APDU as P-DATA user information in `mode`: in the RTSE context (1988), or
+/// simply encoded, there being no contexts (1984).
 fn pdata(mode: Mode, apdu: &rtse::Apdu) -> Vec<u8> {
     let bytes = rtse::encode(apdu);
     match mode {
-        Mode::X410 => bytes,
+        Mode::X410 => ppdu::encode(&ppdu::UserData::Simple(OctetString::from(bytes))),
         Mode::Normal => ppdu::encode(&ppdu::UserData::one(CTX_RTSE, bytes)),
     }
+}
+
+/// The remote operations (X.880) that carry the MTA bind in the 1988 mode: the bind's
+/// argument, result and error, each tagged as ROS tags them.
+#[derive(AsnType, Debug, Clone, Decode, Encode, PartialEq, Eq)]
+#[rasn(choice)]
+enum RosBind {
+    #[rasn(tag(explicit(context, 16)))]
+    Invoke(Any),
+    #[rasn(tag(explicit(context, 17)))]
+    Result(Any),
+    /// MTABindError, an INTEGER, under an implicit tag (as ROS's readers take it).
+    #[rasn(tag(context, 18))]
+    Error(i64),
+}
+
+/// What RTSE's connection data carries of the bind in `mode` (1988: inside ROS).
+fn bind_out(mode: Mode, value: Vec<u8>, wrap: fn(Any) -> RosBind) -> Any {
+    match mode {
+        Mode::X410 => Any::new(value),
+        Mode::Normal => Any::new(rasn::ber::encode(&wrap(Any::new(value))).unwrap_or_default()),
+    }
+}
+
+/// The bind value inside RTSE's connection data, with ROS's wrapping taken off if it
+/// has one.
+fn bind_in(data: &[u8]) -> Vec<u8> {
+    match rasn::ber::decode::<RosBind>(data) {
+        Ok(RosBind::Invoke(a) | RosBind::Result(a)) => a.into_bytes(),
+        Ok(RosBind::Error(e)) => p1::encode(&e),
+        Err(_) => data.to_vec(),
+    }
+}
+
+/// A transferred APDU as RTSE carries it: an EXTERNAL naming the RTSE context (1988),
+/// the APDU itself (1984).
+fn transfer_out(mode: Mode, ctx: i64, apdu: &[u8]) -> Vec<u8> {
+    match mode {
+        Mode::X410 => apdu.to_vec(),
+        Mode::Normal => rasn::ber::encode(&acse::External::in_context(ctx, apdu.to_vec())).unwrap_or_default(),
+    }
+}
+
+/// The APDU out of a transfer's octets: an EXTERNAL's value, or the octets themselves.
+fn transfer_in(octets: Vec<u8>) -> Vec<u8> {
+    if octets.first() == Some(&0x28)
+        && let Ok(e) = rasn::ber::decode::<acse::External>(&octets)
+        && let Some(v) = e.value()
+    {
+        return v.to_vec();
+    }
+    octets
 }
 
 fn cpr_normal(
@@ -332,7 +385,7 @@ impl Responder {
                 if apdu.is_empty() {
                     return Ok((self.sync_ack(), Vec::new()));
                 }
-                Ok((Vec::new(), vec![Event::Transfer(apdu)]))
+                Ok((Vec::new(), vec![Event::Transfer(transfer_in(apdu))]))
             }
             (RState::Data | RState::Binding, spdu::SI_FN) => {
                 // Normal mode carries RLRQ; answered with RLRE.
@@ -359,7 +412,7 @@ impl Responder {
             rtse::Apdu::Rttr(octets) => {
                 if self.requirements & spdu::FU_ACTIVITY == 0 {
                     // Without activities each transfer stands alone.
-                    return Ok((Vec::new(), vec![Event::Transfer(octets.to_vec())]));
+                    return Ok((Vec::new(), vec![Event::Transfer(transfer_in(octets.to_vec()))]));
                 }
                 let max = self.limits.max_apdu;
                 let Some(buf) = self.transfer.as_mut() else {
@@ -384,7 +437,11 @@ impl Responder {
     /// The RTSE APDU of a P-DATA.
     fn rtse_in(&self, info: &[u8]) -> Result<rtse::Apdu, Failure> {
         let bytes = match self.mode {
-            Mode::X410 => info.to_vec(),
+            // Simply encoded; taken bare too.
+            Mode::X410 => match ppdu::decode::<ppdu::UserData>(info) {
+                Ok(ppdu::UserData::Simple(o)) => o.to_vec(),
+                _ => info.to_vec(),
+            },
             Mode::Normal => {
                 let ud: ppdu::UserData = ppdu::decode(info).map_err(|e| fail("presentation", e))?;
                 let values = ud.values();
@@ -417,7 +474,13 @@ impl Responder {
 
     /// RTORJ, with the MTA bind error inside when there is one, in the mode's wrapping.
     fn refuse_rtse(&self, reason: i64, bind_error: Option<i64>, why: &str) -> (Out, Failure) {
-        let rj = rtse::Rtorj { refuse_reason: Some(reason), user_data: bind_error.map(|e| Any::new(p1::encode(&e))) };
+        let rj = rtse::Rtorj {
+            refuse_reason: Some(reason),
+            user_data: bind_error.map(|e| match self.mode {
+                Mode::X410 => Any::new(p1::encode(&e)),
+                Mode::Normal => Any::new(rasn::ber::encode(&RosBind::Error(e)).unwrap_or_default()),
+            }),
+        };
         let cpr = match self.mode {
             Mode::X410 => ppdu::Cpr::X410(rj),
             Mode::Normal => {
@@ -484,7 +547,7 @@ impl Responder {
             ));
         }
         let bind = match rtorq.connection_data {
-            rtse::ConnectionData::Open(any) => match p1::decode::<p1::Bind>(any.as_bytes()) {
+            rtse::ConnectionData::Open(any) => match p1::decode::<p1::Bind>(&bind_in(any.as_bytes())) {
                 Ok(b) => b,
                 Err(e) => return Err(self.refuse_rtse(rtse::RJ_VALIDATION_FAILURE, None, &e)),
             },
@@ -580,7 +643,7 @@ impl Responder {
         let rtoac = rtse::Rtoac {
             checkpoint_size: None,
             window_size: None,
-            connection_data: rtse::ConnectionData::Open(Any::new(p1::encode(ours))),
+            connection_data: rtse::ConnectionData::Open(bind_out(self.mode, p1::encode(ours), RosBind::Result)),
         };
         let cpa = match self.mode {
             Mode::X410 => {
@@ -707,7 +770,7 @@ impl Initiator {
             checkpoint_size: None,
             window_size: None,
             dialogue_mode: None,
-            connection_data: rtse::ConnectionData::Open(Any::new(p1::encode(&self.bind))),
+            connection_data: rtse::ConnectionData::Open(bind_out(self.mode, p1::encode(&self.bind), RosBind::Invoke)),
             application_protocol: (self.mode == Mode::X410).then_some(P1_1984),
         };
         let cp = match self.mode {
@@ -869,7 +932,7 @@ impl Initiator {
             _ => return Err(fail("presentation", "a CPA of the other mode")),
         };
         match rtoac.connection_data {
-            rtse::ConnectionData::Open(any) => p1::decode(any.as_bytes()).map_err(|e| fail("P1 bind", e)),
+            rtse::ConnectionData::Open(any) => p1::decode(&bind_in(any.as_bytes())).map_err(|e| fail("P1 bind", e)),
             rtse::ConnectionData::Recover(_) => Err(fail("RTSE", "a recovery answer to an open")),
         }
     }
@@ -916,7 +979,7 @@ impl Initiator {
                 }
             }
         };
-        if let Some(e) = rj.user_data.as_ref().and_then(|a| p1::decode::<i64>(a.as_bytes()).ok()) {
+        if let Some(e) = rj.user_data.as_ref().and_then(|a| p1::decode::<i64>(&bind_in(a.as_bytes())).ok()) {
             let what = match e {
                 p1::BIND_AUTHENTICATION_ERROR => "authentication error".to_string(),
                 p1::BIND_BUSY => "busy".to_string(),
@@ -935,7 +998,7 @@ impl Initiator {
             d.info = pdata(mode, a);
             d
         };
-        let rttr = rtse::Apdu::Rttr(OctetString::from(apdu.to_vec()));
+        let rttr = rtse::Apdu::Rttr(OctetString::from(transfer_out(self.mode, CTX_RTSE, apdu)));
         if self.requirements & spdu::FU_ACTIVITY == 0 {
             // Without activities nothing confirms a transfer but its arrival.
             return spdu_out(&dt(self.mode, &rttr), self.size_code);
@@ -1021,7 +1084,7 @@ mod tests {
         if i.is_closed() {
             return (ie, re);
         }
-        let big = vec![0x5a; 10_000];
+        let big = rasn::ber::encode(&OctetString::from(vec![0x5a; 10_000])).unwrap();
         let out = i.transfer(&big);
         let (a, b) = pump(&mut i, &mut r, out);
         ie.extend(a);
@@ -1042,7 +1105,8 @@ mod tests {
                 ie.iter().any(|e| matches!(e, Event::Bound { bind } if bind.name_and_password().unwrap().0 == "MTA-B")),
                 "{ie:?}"
             );
-            assert!(re.contains(&Event::Transfer(vec![0x5a; 10_000])), "{mode:?}");
+            let big = rasn::ber::encode(&OctetString::from(vec![0x5a; 10_000])).unwrap();
+            assert!(re.contains(&Event::Transfer(big)), "{mode:?}");
             assert!(ie.contains(&Event::Confirmed) && ie.contains(&Event::Released), "{ie:?}");
             assert!(re.contains(&Event::Released));
         }

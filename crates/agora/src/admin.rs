@@ -127,6 +127,15 @@ pub enum DomainCmd {
         #[arg(value_parser = ["testing", "enforce", "none"])]
         mode: Option<String>,
     },
+    /// Show or set the domain's X.400 O/R address space, e.g. "/C=GB/ADMD= /PRMD=Acme/O=Sales/":
+    /// its users receive X.400 mail at the O/R addresses it maps (given.surname, or surname).
+    X400 {
+        name: String,
+        space: Option<String>,
+        /// Give the domain no O/R address space.
+        #[arg(long, conflicts_with = "space")]
+        off: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -550,6 +559,25 @@ pub async fn domain(cli: &Cli, cmd: &DomainCmd) -> Result<()> {
             }
             let d = store.domain(&name).await?.with_context(|| format!("domain {name} not found"))?;
             println!("{name}: MTA-STS mode {} (the policy and its DNS id follow at once)", d.mta_sts_mode);
+            Ok(())
+        }
+        DomainCmd::X400 { name, space, off } => {
+            let name = normalize_domain(name)?;
+            if let Some(sp) = space {
+                let or = agora_x400::oraddr::OrAddress::parse(sp).map_err(|e| anyhow::anyhow!("{sp}: {e}"))?;
+                if !or.s.is_empty() || !or.g.is_empty() || !or.dda.is_empty() {
+                    bail!("{sp}: an O/R address space names no person (C, ADMD, PRMD, O and OUs only)");
+                }
+                store.set_domain_x400(&name, &or.text()).await?;
+            } else if *off {
+                store.set_domain_x400(&name, "").await?;
+            }
+            let d = store.domain(&name).await?.with_context(|| format!("domain {name} not found"))?;
+            if d.x400.is_empty() {
+                println!("{name}: no X.400 O/R address space");
+            } else {
+                println!("{name}: X.400 O/R address space {} (ann@{name} is {}S=ann/)", d.x400, d.x400);
+            }
             Ok(())
         }
         DomainCmd::Dkim { name, rotate, activate, force, remove_retired } => {

@@ -12,6 +12,7 @@ mod replication;
 mod routing;
 mod serve;
 mod systemd;
+mod x400;
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -341,6 +342,9 @@ pub enum Cmd {
     /// Routing groups and connectors: the organisation's link-state routing.
     #[command(subcommand)]
     Routing(routing::RoutingCmd),
+    /// The X.400 MTA's partners: list them, test a link layer by layer.
+    #[command(subcommand)]
+    X400(x400::X400Cmd),
     /// Print the packet filter a node of ROLE needs with the configuration in force:
     /// exactly its listeners' ports, from and to the nodes registered in the store and
     /// the database (internet → front-end, front-end → back-end, back-end → PostgreSQL,
@@ -486,6 +490,7 @@ fn main() {
             Cmd::Replication(ReplicationCmd::Status) => replication::status(&cli).await,
             Cmd::Node(ref c) => node::node(&cli, c).await,
             Cmd::Routing(ref c) => routing::routing(&cli, c).await,
+            Cmd::X400(ref c) => x400::x400(&cli, c).await,
             Cmd::Firewall { ref role, ref format, ref front_end, ref back_end, ref database } => {
                 let args = firewall::FirewallArgs {
                     role: role.clone(),

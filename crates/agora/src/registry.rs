@@ -17,10 +17,11 @@ pub static SERVICES: &[&dyn Registration] = &[
     &agora_nntp::service::SERVICE,
     &agora_rpc::service::SERVICE,
     &agora_routing::service::SERVICE,
+    &agora_x400::service::SERVICE,
 ];
 
 /// The rest of the port map (DESIGN §1): services not built yet, shown as such.
-pub const PLANNED: &[(&str, u16, TlsMode, &str)] = &[("x400", 102, TlsMode::None, "X.400 MTA (RFC 1006)")];
+pub const PLANNED: &[(&str, u16, TlsMode, &str)] = &[];
 
 #[cfg(test)]
 mod tests {
