@@ -21,6 +21,8 @@ pub struct Local {
     pub domain: OrAddress,
     /// The name Message-IDs made here carry.
     pub hostname: String,
+    /// This MTA's name (internal trace).
+    pub mta: String,
 }
 
 /// id-ep-general-text and ISO registration numbers of character sets.
@@ -617,10 +619,39 @@ pub fn to_x400(
                 other_actions: None,
             },
         }]),
-        extensions: None,
+        extensions: Some(internal_trace(&local.mta, &local.domain)?),
         recipients: recips,
     };
     Ok((p1::Message { envelope, content: OctetString::from(content) }, notes))
+}
+
+/// The internal trace extension (X.411's standard extension 38) naming this MTA.
+fn internal_trace(mta: &str, domain: &OrAddress) -> Result<SetOf<p1::ExtensionField>, String> {
+    let element = p1::InternalTraceElement {
+        domain: gdi(domain)?,
+        mta_name: p1::ia5(mta)?,
+        info: p1::MtaSuppliedInformation {
+            arrival_time: now_utc(),
+            routing_action: p1::RoutingAction::Relayed,
+            attempted_mta: None,
+            attempted_domain: None,
+            deferred_time: None,
+            converted: None,
+            other_actions: None,
+        },
+    };
+    let value = rasn::ber::encode(&vec![element]).map_err(|e| e.to_string())?;
+    Ok(SetOf::from_vec(vec![p1::ExtensionField {
+        kind: p1::ExtensionType::Standard(p1::EXT_INTERNAL_TRACE),
+        criticality: None,
+        value: Some(Any::new(value)),
+    }]))
+}
+
+/// Whether a message's trace says it was in this domain already (a loop).
+pub fn looped(e: &p1::Envelope, ours: &OrAddress) -> bool {
+    let Ok(mine) = gdi(ours) else { return false };
+    e.trace.0.iter().any(|t| t.domain == mine)
 }
 
 /// Text as IA5 when it is ASCII, else as general text in Latin-1 or UTF-8.
@@ -802,6 +833,17 @@ pub fn read_dsn(message: &[u8]) -> Option<DsnSummary> {
     Some(DsnSummary { subject: subject?, recipients })
 }
 
+/// The non-delivery diagnostic for an enhanced status code.
+pub fn diagnostic_of(status: &str) -> Option<i64> {
+    match status {
+        s if s.starts_with("5.1.1") || s.starts_with("5.1.0") => Some(p1::nd::UNRECOGNISED_OR_NAME),
+        s if s.starts_with("5.3.4") => Some(p1::nd::CONTENT_TOO_LONG),
+        s if s.starts_with("5.4.6") => Some(p1::nd::LOOP_DETECTED),
+        s if s.starts_with("4.4.7") => Some(p1::nd::MAXIMUM_TIME_EXPIRED),
+        _ => None,
+    }
+}
+
 /// A report on `subject` to `destination` (an X.400 originator) from what a DSN said.
 pub fn dsn_to_report(
     d: &DsnSummary,
@@ -810,37 +852,50 @@ pub fn dsn_to_report(
     local: &Local,
     report_local: &str,
 ) -> Result<p1::Report, String> {
-    let domain = gdi(&local.domain)?;
-    let now = now_utc();
-    let recipients = d
+    let outcomes: Vec<(p1::OrName, i64, Result<(), Option<i64>>)> = d
         .recipients
         .iter()
         .enumerate()
         .filter_map(|(i, (addr, delivered, status))| {
             let name = mapper.to_or(addr).ok()?.to_p1().ok()?;
-            let report = if *delivered {
-                p1::ReportType::Delivery(p1::DeliveryReport { delivery_time: now, type_of_user: None })
-            } else {
-                let diagnostic = match status.as_str() {
-                    s if s.starts_with("5.1.1") || s.starts_with("5.1.0") => Some(p1::nd::UNRECOGNISED_OR_NAME),
-                    s if s.starts_with("5.3.4") => Some(p1::nd::CONTENT_TOO_LONG),
-                    s if s.starts_with("5.4.6") => Some(p1::nd::LOOP_DETECTED),
-                    s if s.starts_with("4.4.7") => Some(p1::nd::MAXIMUM_TIME_EXPIRED),
-                    _ => None,
-                };
-                p1::ReportType::NonDelivery(p1::NonDeliveryReport { reason: p1::nd::UNABLE_TO_TRANSFER, diagnostic })
+            Some((name, i as i64 + 1, if *delivered { Ok(()) } else { Err(diagnostic_of(status)) }))
+        })
+        .collect();
+    report_on(&d.subject, destination, &outcomes, local, report_local)
+}
+
+/// A report on `subject` to `destination`: for each recipient (its name, its number in
+/// the subject, delivered or the non-delivery diagnostic).
+pub fn report_on(
+    subject: &p1::MtsIdentifier,
+    destination: &p1::OrName,
+    outcomes: &[(p1::OrName, i64, Result<(), Option<i64>>)],
+    local: &Local,
+    report_local: &str,
+) -> Result<p1::Report, String> {
+    let domain = gdi(&local.domain)?;
+    let now = now_utc();
+    let recipients: Vec<p1::PerRecipientReportFields> = outcomes
+        .iter()
+        .map(|(name, n, outcome)| {
+            let report = match outcome {
+                Ok(()) => p1::ReportType::Delivery(p1::DeliveryReport { delivery_time: now, type_of_user: None }),
+                Err(diagnostic) => p1::ReportType::NonDelivery(p1::NonDeliveryReport {
+                    reason: p1::nd::UNABLE_TO_TRANSFER,
+                    diagnostic: *diagnostic,
+                }),
             };
-            Some(p1::PerRecipientReportFields {
-                actual_recipient: name,
-                originally_specified_number: i as i64 + 1,
+            p1::PerRecipientReportFields {
+                actual_recipient: name.clone(),
+                originally_specified_number: *n,
                 indicators: BitString::repeat(false, 8),
                 last_trace: p1::LastTrace { arrival_time: now, converted: None, report },
                 originally_intended: None,
                 supplementary: None,
                 extensions: None,
-            })
+            }
         })
-        .collect::<Vec<_>>();
+        .collect();
     if recipients.is_empty() {
         return Err("the report names no recipient the gateway can map".into());
     }
@@ -863,7 +918,7 @@ pub fn dsn_to_report(
             extensions: None,
         },
         content: p1::ReportContent {
-            subject: d.subject.clone(),
+            subject: subject.clone(),
             subject_trace: None,
             original_eits: None,
             content_type_built_in: Some(p1::P22),
@@ -890,7 +945,7 @@ mod tests {
             ],
             gateway: OrAddress::parse(or).unwrap(),
         };
-        (mapper, Local { domain: OrAddress::parse(or).unwrap(), hostname: domain.into() })
+        (mapper, Local { domain: OrAddress::parse(or).unwrap(), hostname: domain.into(), mta: "MTA".into() })
     }
 
     #[test]

@@ -18,3 +18,6 @@ pub mod rtse;
 pub mod service;
 pub mod spdu;
 pub mod tpkt;
+
+/// The ASN.1 library the types are written with (for callers building values).
+pub use rasn;

@@ -98,8 +98,15 @@ impl Mta {
     }
 
     /// Takes in one transferred MTS APDU from `partner`; Ok once it is durable (or was
-    /// taken before), so the transfer may be confirmed.
-    pub async fn inbound(&self, partner: &Partner, mode: Mode, apdu: &[u8], ip: IpAddr) -> Result<(), String> {
+    /// taken before), so the transfer may be confirmed. A probe's answer comes back as
+    /// the report to send the partner.
+    pub async fn inbound(
+        &self,
+        partner: &Partner,
+        mode: Mode,
+        apdu: &[u8],
+        ip: IpAddr,
+    ) -> Result<Option<Vec<u8>>, String> {
         let apdu: p1::MtsApdu = p1::decode(apdu)?;
         let store = self.mail.store();
         let id = match &apdu {
@@ -111,9 +118,10 @@ impl Mta {
         // Sent again after a confirmation that did not arrive: taken already.
         if store.sync_values(&key).await.map_err(|e| e.to_string())?.iter().any(|(k, _)| *k == key) {
             tracing::info!("x400: {id} from {} was taken before; confirmed again", partner.mta_name);
-            return Ok(());
+            return Ok(None);
         }
         let mapper = self.mapper().await;
+        let mut answer = None;
         match apdu {
             p1::MtsApdu::Message(m) => self.take_message(partner, mode, &m, &mapper, ip).await?,
             p1::MtsApdu::Report(r) => {
@@ -124,13 +132,31 @@ impl Mta {
                 tracing::info!("x400: report {id} from {} for {dest}", partner.mta_name);
             }
             p1::MtsApdu::Probe(p) => {
-                // A probe asks whether mail would be delivered; it is answered by the
-                // report the partner gets for it (none is queued back here yet).
-                tracing::info!("x400: probe {id} from {} for {} recipient(s)", partner.mta_name, p.recipients.len());
+                // Would mail be delivered? Each recipient as a message's would be.
+                let mut outcomes = Vec::new();
+                for r in &p.recipients {
+                    let outcome = match mapper.to_822(&OrAddress::from_p1(&r.recipient)) {
+                        Some(addr) => match self.mail.directory().resolve(&addr).await {
+                            Ok(Recipient::Local(res)) if res.folder.is_none() => Ok(()),
+                            Ok(_) => Err(Some(p1::nd::UNRECOGNISED_OR_NAME)),
+                            Err(e) => return Err(format!("resolving {addr}: {e}")),
+                        },
+                        None => Err(Some(p1::nd::UNRECOGNISED_OR_NAME)),
+                    };
+                    outcomes.push((r.recipient.clone(), r.originally_specified_number, outcome));
+                }
+                let report =
+                    gateway::report_on(&p.identifier, &p.originator, &outcomes, &self.local, &agora_mail::queue_id())?;
+                answer = Some(p1::encode(&p1::MtsApdu::Report(report)));
+                tracing::info!(
+                    "x400: probe {id} from {} for {} recipient(s) answered",
+                    partner.mta_name,
+                    outcomes.len()
+                );
             }
         }
         store.set_sync_value(&key, Some(agora_store::now().to_string())).await.map_err(|e| e.to_string())?;
-        Ok(())
+        Ok(answer)
     }
 
     async fn take_message(
@@ -145,7 +171,14 @@ impl Mta {
         let dir = self.mail.directory();
         let mut rcpts = Vec::new();
         let mut refused = Vec::new();
+        // Trace naming this domain already: the message went round; it is reported, not
+        // delivered again.
+        let looped = gateway::looped(&m.envelope, &self.local.domain);
         for (or, addr, _) in &inbound.recipients {
+            if looped {
+                refused.push((addr.clone().unwrap_or_else(|| or.text()), "5.4.6"));
+                continue;
+            }
             let Some(addr) = addr else {
                 refused.push((or.text(), "5.1.1"));
                 continue;
@@ -204,7 +237,11 @@ impl Mta {
         // turns into a P1 report.
         if !refused.is_empty() && !inbound.sender.is_empty() {
             for (addr, status) in &refused {
-                let why = if *status == "5.7.1" { "this MTA relays for no one" } else { "no such recipient here" };
+                let why = match *status {
+                    "5.7.1" => "this MTA relays for no one",
+                    "5.4.6" => "the message looped: its trace names this domain already",
+                    _ => "no such recipient here",
+                };
                 let dsn = agora_mail::dsn::Dsn {
                     hostname: &self.local.hostname,
                     sender: &inbound.sender,
@@ -470,7 +507,7 @@ impl Gateway for MtaGateway {
 }
 
 /// The responder side of one TCP connection on 102.
-pub async fn serve(mta: &Mta, conn: &mut agora_net::Conn) {
+pub async fn serve(mta: &Arc<Mta>, conn: &mut agora_net::Conn) {
     let ip = conn.peer.ip();
     let mut r = assoc::Responder::new(mta.ours.clone(), mta.limits);
     let mut partner: Option<Partner> = None;
@@ -521,9 +558,22 @@ pub async fn serve(mta: &Mta, conn: &mut agora_net::Conn) {
                 Event::Transfer(apdu) => {
                     let Some(p) = &partner else { return };
                     match mta.inbound(p, r.mode(), &apdu, ip).await {
-                        Ok(()) => {
+                        Ok(answer) => {
                             let out = r.confirm();
                             write(conn, &out).await;
+                            // A probe's report goes back in an association of our own.
+                            if let Some(report) = answer {
+                                let (mta, p) = (Arc::clone(mta), p.clone());
+                                tokio::spawn(async move {
+                                    for attempt in 0..3u32 {
+                                        match mta.send(&p, std::slice::from_ref(&report)).await {
+                                            Ok(_) => return,
+                                            Err(f) => tracing::info!("x400: probe report to {}: {f}", p.mta_name),
+                                        }
+                                        tokio::time::sleep(Duration::from_secs(5 << attempt)).await;
+                                    }
+                                });
+                            }
                         }
                         Err(e) => {
                             // Not taken: the transfer is aborted, so the partner keeps it

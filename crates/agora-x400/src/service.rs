@@ -207,9 +207,9 @@ pub fn mta(
         });
     }
     Ok(Mta {
-        name,
+        name: name.clone(),
         ours: Selectors { tsel: selector(&s.tsel)?, ssel: selector(&s.ssel)?, psel: selector(&s.psel)? },
-        local: Local { domain, hostname: hostname.to_string() },
+        local: Local { domain, hostname: hostname.to_string(), mta: name.clone() },
         partners,
         mail,
         throttle,
