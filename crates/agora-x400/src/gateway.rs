@@ -852,7 +852,7 @@ pub fn dsn_to_report(
     local: &Local,
     report_local: &str,
 ) -> Result<p1::Report, String> {
-    let outcomes: Vec<(p1::OrName, i64, Result<(), Option<i64>>)> = d
+    let outcomes: Vec<Outcome> = d
         .recipients
         .iter()
         .enumerate()
@@ -864,12 +864,15 @@ pub fn dsn_to_report(
     report_on(&d.subject, destination, &outcomes, local, report_local)
 }
 
-/// A report on `subject` to `destination`: for each recipient (its name, its number in
-/// the subject, delivered or the non-delivery diagnostic).
+/// One recipient's outcome in a report: its name, its number in the subject, and
+/// delivered or the non-delivery diagnostic.
+pub type Outcome = (p1::OrName, i64, Result<(), Option<i64>>);
+
+/// A report on `subject` to `destination`, recipient by recipient.
 pub fn report_on(
     subject: &p1::MtsIdentifier,
     destination: &p1::OrName,
-    outcomes: &[(p1::OrName, i64, Result<(), Option<i64>>)],
+    outcomes: &[Outcome],
     local: &Local,
     report_local: &str,
 ) -> Result<p1::Report, String> {
