@@ -414,6 +414,9 @@ fn boundary_token(seed: &[u8]) -> String {
 /// responsible for.
 pub fn to_internet(m: &p1::Message, mapper: &Mapper, hostname: &str) -> Result<Inbound, String> {
     let e = &m.envelope;
+    if e.recipients.len() > p1::MAX_RECIPIENTS {
+        return Err(format!("more than {} recipients in one envelope", p1::MAX_RECIPIENTS));
+    }
     let mut notes = Vec::new();
     let message = match p1::ContentType::of(&e.content_type_built_in, &e.content_type_extended) {
         Some(p1::ContentType::BuiltIn(p1::P2 | p1::P22)) => match p22::decode::<p22::InformationObject>(&m.content) {
