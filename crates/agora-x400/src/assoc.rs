@@ -13,6 +13,10 @@ use crate::ppdu::{self, oid};
 use crate::rtse;
 use crate::spdu::{self, Spdu};
 
+/// The largest TSDU taken before the association is bound: a connect and its answer
+/// (version 2's user data is at most 10,240 octets).
+const PRE_BIND_TSDU: usize = 16 * 1024;
+
 /// The presentation context ids an initiator proposes (odd, as X.226 wants).
 pub const CTX_ACSE: i64 = 1;
 pub const CTX_RTSE: i64 = 3;
@@ -321,7 +325,9 @@ impl Responder {
             }
             (RState::Closed, _) => Ok((Vec::new(), Vec::new())),
             (_, Tpdu::Dt { eot, data }) => {
-                let pushed = self.tsdu.push(eot, &data, self.limits.max_apdu + 4096);
+                // Before the bind a peer gets no more than a connect needs.
+                let max = if self.state == RState::Data { self.limits.max_apdu + 4096 } else { PRE_BIND_TSDU };
+                let pushed = self.tsdu.push(eot, &data, max);
                 let Some(tsdu) = pushed.map_err(|f| (self.abort_out(), f))? else {
                     return Ok((Vec::new(), Vec::new()));
                 };
@@ -510,7 +516,9 @@ impl Responder {
             return Err(self.refuse_session(spdu::RF_SSAP_UNKNOWN, "called SSAP selector unknown"));
         }
         // Functional units: what was proposed of those RTSE uses.
-        self.requirements = s.requirements.unwrap_or(spdu::FU_DUPLEX) & (spdu::RTSE_REQUIREMENTS | spdu::FU_DUPLEX);
+        // Absent, the requirements are X.225's default (RTSE's set).
+        self.requirements =
+            s.requirements.unwrap_or(spdu::RTSE_REQUIREMENTS) & (spdu::RTSE_REQUIREMENTS | spdu::FU_DUPLEX);
         let cp: ppdu::Cp = match ppdu::decode(&s.user_data) {
             Ok(cp) => cp,
             Err(e) => {
@@ -849,7 +857,9 @@ impl Initiator {
                 (Vec::new(), vec![Event::Refused(fail("transport", why))])
             }
             (IState::Closed, _) => (Vec::new(), Vec::new()),
-            (_, Tpdu::Dt { eot, data }) => match self.tsdu.push(eot, &data, self.limits.max_apdu + 4096) {
+            (_, Tpdu::Dt { eot, data }) => match self.tsdu.push(eot, &data, {
+                if self.state == IState::Session { PRE_BIND_TSDU } else { self.limits.max_apdu + 4096 }
+            }) {
                 Ok(Some(tsdu)) => self.on_tsdu(&tsdu),
                 Ok(None) => (Vec::new(), Vec::new()),
                 Err(f) => {
@@ -882,7 +892,7 @@ impl Initiator {
         };
         match (self.state, s.si) {
             (IState::Session, spdu::SI_AC) => {
-                self.requirements = s.requirements.unwrap_or(spdu::FU_DUPLEX);
+                self.requirements = s.requirements.unwrap_or(spdu::RTSE_REQUIREMENTS);
                 match self.accepted(&s.user_data) {
                     Ok(bind) => {
                         self.state = IState::Data;
@@ -1019,6 +1029,14 @@ impl Initiator {
     /// Whether transfers are confirmed (activities agreed).
     pub fn confirms(&self) -> bool {
         self.requirements & spdu::FU_ACTIVITY != 0
+    }
+
+    /// Aborts the association (the partner did not prove itself).
+    pub fn abort(&mut self) -> Out {
+        self.state = IState::Closed;
+        let mut ab = Spdu::new(spdu::SI_AB);
+        ab.transport_disconnect = Some(spdu::TD_RELEASE | spdu::TD_USER_ABORT);
+        spdu_out(&ab, self.size_code)
     }
 
     /// Releases the association in order; `Released` follows.
@@ -1164,5 +1182,68 @@ mod tests {
         assert_eq!((rf.si, rf.reason), (spdu::SI_RF, Some(spdu::RF_BY_USER)));
         assert!(matches!(ppdu::decode::<ppdu::Cpr>(&rf.user_data), Ok(ppdu::Cpr::Normal(_))));
         assert!(matches!(&ev[0], Event::Aborted(f) if f.layer == "presentation"));
+        // A CP proposing only a context this MTA does not serve: a CPR saying which.
+        let mut r = Responder::new(Selectors::default(), Limits::default());
+        r.receive(&cr.encode());
+        let cp = ppdu::Cp {
+            mode: ppdu::ModeSelector { mode_value: ppdu::NORMAL_MODE },
+            x410: None,
+            normal: Some(ppdu::CpNormal {
+                protocol_version: None,
+                calling_selector: None,
+                called_selector: None,
+                contexts: Some(vec![ppdu::ContextDefinition {
+                    id: 1,
+                    abstract_syntax: ObjectIdentifier::new(vec![1, 2, 3]).unwrap(),
+                    transfer_syntaxes: vec![oid(oid::BER)],
+                }]),
+                default_context: None,
+                presentation_requirements: None,
+                user_session_requirements: None,
+                user_data: None,
+            }),
+        };
+        let mut cn = Spdu::new(spdu::SI_CN);
+        cn.version = Some(2);
+        cn.user_data = ppdu::encode(&cp);
+        let (out, ev) = r.receive(&Tpdu::Dt { eot: true, data: spdu::encode_tsdu(&cn) }.encode());
+        let Ok(Tpdu::Dt { data, .. }) = Tpdu::decode(&out[0]) else { panic!("{out:?}") };
+        let rf = spdu::decode_tsdu(&data).unwrap();
+        let Ok(ppdu::Cpr::Normal(n)) = ppdu::decode::<ppdu::Cpr>(&rf.user_data) else { panic!("{rf:?}") };
+        let results = n.results.unwrap();
+        assert_eq!(results[0].result, ppdu::CONTEXT_PROVIDER_REJECTION);
+        assert_eq!(results[0].provider_reason, Some(ppdu::REASON_ABSTRACT_SYNTAX));
+        assert!(matches!(&ev[0], Event::Aborted(f) if f.layer == "presentation"));
+        // Truncated BER in the AARQ: refused in ACSE's terms (a rejected AARE).
+        let mut r = Responder::new(Selectors::default(), Limits::default());
+        r.receive(&cr.encode());
+        let mut cp = cp;
+        if let Some(n) = cp.normal.as_mut() {
+            n.contexts = Some(vec![
+                ppdu::ContextDefinition {
+                    id: 1,
+                    abstract_syntax: oid(oid::ACSE),
+                    transfer_syntaxes: vec![oid(oid::BER)],
+                },
+                ppdu::ContextDefinition {
+                    id: 3,
+                    abstract_syntax: oid(oid::MTA_RTSE),
+                    transfer_syntaxes: vec![oid(oid::BER)],
+                },
+            ]);
+            n.user_data = Some(ppdu::UserData::Full(vec![ppdu::PdvList {
+                transfer_syntax: None,
+                context: 1,
+                values: ppdu::PdvValues::Octets(OctetString::from_static(&[0x60, 0x10, 0xa1])),
+            }]));
+        }
+        cn.user_data = ppdu::encode(&cp);
+        let (out, ev) = r.receive(&Tpdu::Dt { eot: true, data: spdu::encode_tsdu(&cn) }.encode());
+        let Ok(Tpdu::Dt { data, .. }) = Tpdu::decode(&out[0]) else { panic!("{out:?}") };
+        let rf = spdu::decode_tsdu(&data).unwrap();
+        let Ok(ppdu::Cpr::Normal(n)) = ppdu::decode::<ppdu::Cpr>(&rf.user_data) else { panic!("{rf:?}") };
+        let values = n.user_data.as_ref().unwrap().values();
+        assert!(matches!(acse::decode(values[0].1), Ok(acse::Apdu::Aare(a)) if a.result == acse::REJECTED_PERMANENT));
+        assert!(matches!(&ev[0], Event::Aborted(f) if f.layer == "ACSE"));
     }
 }

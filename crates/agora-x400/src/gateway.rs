@@ -63,7 +63,7 @@ fn gdi_text(g: &p1::GlobalDomainIdentifier) -> String {
 
 /// `[/C=GB/ADMD= /PRMD=Acme/;4711]`: an MTS identifier as RFC 2156 writes it.
 pub fn mts_id_text(id: &p1::MtsIdentifier) -> String {
-    format!("[{};{}]", gdi_text(&id.domain), id.local)
+    header_safe(&format!("[{};{}]", gdi_text(&id.domain), id.local))
 }
 
 /// The reverse of `mts_id_text`.
@@ -96,8 +96,15 @@ fn teletex(s: &str, notes: &mut Vec<String>, what: &str) -> TeletexString {
     TeletexString::from_bytes(&out).unwrap_or_default()
 }
 
+/// Teletex as text for a header: control characters become spaces, so nothing a peer
+/// sends can end a field or the header.
 fn teletex_text(t: &TeletexString) -> String {
-    t.to_bytes().iter().map(|&b| b as char).collect()
+    t.to_bytes().iter().map(|&b| if b < 0x20 || b == 0x7f { ' ' } else { b as char }).collect()
+}
+
+/// Any text from a peer, made safe for a header the same way.
+fn header_safe(s: &str) -> String {
+    s.chars().map(|c| if c.is_control() { ' ' } else { c }).collect()
 }
 
 fn printable_lossy(s: &str, max: usize) -> PrintableString {
@@ -161,14 +168,24 @@ fn now_utc() -> UtcTime {
     chrono::DateTime::from_timestamp(agora_store::now(), 0).unwrap_or_default()
 }
 
+#[derive(Debug, Clone)]
+pub struct InboundRecipient {
+    pub or: OrAddress,
+    /// Its RFC 822 address, when it maps.
+    pub address: Option<String>,
+    /// Its number in the envelope.
+    pub number: i64,
+    /// The originator asked for a delivery report.
+    pub report: bool,
+}
+
 /// An X.400 message as the gateway delivers it.
 #[derive(Debug, Clone)]
 pub struct Inbound {
     /// The envelope sender (the originator's RFC 822 address; empty if it has none).
     pub sender: String,
-    /// Each recipient this MTA is responsible for: its O/R address and, when it maps,
-    /// its RFC 822 address.
-    pub recipients: Vec<(OrAddress, Option<String>, i64)>,
+    /// Each recipient this MTA is responsible for.
+    pub recipients: Vec<InboundRecipient>,
     pub message: Vec<u8>,
 }
 
@@ -433,8 +450,9 @@ pub fn to_internet(m: &p1::Message, mapper: &Mapper, hostname: &str) -> Result<I
         .filter(|r| r.indicators.first().is_some_and(|b| *b))
         .map(|r| {
             let or = OrAddress::from_p1(&r.recipient);
-            let addr = mapper.to_822(&or);
-            (or, addr, r.originally_specified_number)
+            let address = mapper.to_822(&or);
+            let report = r.indicators.get(p1::indicator::ORIGINATOR_REPORT).is_some_and(|b| *b);
+            InboundRecipient { or, address, number: r.originally_specified_number, report }
         })
         .collect();
     Ok(Inbound { sender, recipients, message })
@@ -583,9 +601,11 @@ pub fn to_x400(
     indicators.set(p1::indicator::RESPONSIBILITY, true);
     indicators.set(p1::indicator::MTA_NON_DELIVERY_REPORT, true);
     indicators.set(p1::indicator::ORIGINATOR_NON_DELIVERY_REPORT, true);
+    if recipients.len() > p1::MAX_RECIPIENTS {
+        return Err(format!("more than {} recipients for one envelope", p1::MAX_RECIPIENTS));
+    }
     let recips = recipients
         .iter()
-        .take(p1::MAX_RECIPIENTS)
         .enumerate()
         .map(|(i, r)| {
             Ok(p1::PerRecipientFields {
@@ -979,7 +999,7 @@ mod tests {
         let (mb, _) = side("mx.b.example", "/C=GB/ADMD= /PRMD=Beta/");
         let inbound = to_internet(&back, &mb, "mx.b.example").unwrap();
         assert_eq!(inbound.sender, "ann@a.example");
-        let rcpts: Vec<_> = inbound.recipients.iter().map(|r| r.1.clone().unwrap()).collect();
+        let rcpts: Vec<_> = inbound.recipients.iter().map(|r| r.address.clone().unwrap()).collect();
         assert_eq!(rcpts, ["bob@b.example", "carol@b.example"]);
         let text = String::from_utf8(inbound.message.clone()).unwrap();
         let parsed = MessageParser::default().parse(text.as_bytes()).unwrap();

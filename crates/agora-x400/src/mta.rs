@@ -17,7 +17,7 @@ use crate::oraddr::{Mapper, Mapping, OrAddress};
 use crate::{p1, tpkt};
 
 /// A partner MTA as configured.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Partner {
     pub key: String,
     pub mta_name: String,
@@ -31,6 +31,13 @@ pub struct Partner {
     pub mode: Mode,
     /// RFC 822 domains routed to it, with the O/R subtree each is.
     pub domains: Vec<(String, OrAddress)>,
+}
+
+impl std::fmt::Debug for Partner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the passwords.
+        f.debug_struct("Partner").field("key", &self.key).field("mta_name", &self.mta_name).finish()
+    }
 }
 
 pub struct Mta {
@@ -123,14 +130,17 @@ impl Mta {
         let mapper = self.mapper().await;
         let mut answer = None;
         match apdu {
-            p1::MtsApdu::Message(m) => self.take_message(partner, mode, &m, &mapper, ip).await?,
-            p1::MtsApdu::Report(r) => {
-                let (dest, dsn) = gateway::report_to_dsn(&r, &mapper, &self.local.hostname)?;
-                agora_mail::dsn::send_report(store.as_ref(), self.mail.directory(), &dest, dsn)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                tracing::info!("x400: report {id} from {} for {dest}", partner.mta_name);
-            }
+            p1::MtsApdu::Message(m) => answer = self.take_message(partner, mode, &m, &mapper, ip, &key).await?,
+            p1::MtsApdu::Report(r) => match gateway::report_to_dsn(&r, &mapper, &self.local.hostname) {
+                Ok((dest, dsn)) => {
+                    agora_mail::dsn::send_report(store.as_ref(), self.mail.directory(), &dest, dsn)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    tracing::info!("x400: report {id} from {} for {dest}", partner.mta_name);
+                }
+                // Nobody here to tell: a report is never reported on.
+                Err(e) => tracing::warn!("x400: report {id} from {} dropped: {e}", partner.mta_name),
+            },
             p1::MtsApdu::Probe(p) => {
                 // Would mail be delivered? Each recipient as a message's would be.
                 let mut outcomes = Vec::new();
@@ -159,6 +169,12 @@ impl Mta {
         Ok(answer)
     }
 
+    /// Notes an APDU as taken, so that it is not taken twice.
+    async fn mark(&self, key: &str) -> Result<(), String> {
+        self.mail.store().set_sync_value(key, Some(agora_store::now().to_string())).await.map_err(|e| e.to_string())
+    }
+
+    /// Delivers a message; a report to send back when it cannot be converted at all.
     async fn take_message(
         &self,
         partner: &Partner,
@@ -166,30 +182,62 @@ impl Mta {
         m: &p1::Message,
         mapper: &Mapper,
         ip: IpAddr,
-    ) -> Result<(), String> {
-        let inbound = gateway::to_internet(m, mapper, &self.local.hostname)?;
+        key: &str,
+    ) -> Result<Option<Vec<u8>>, String> {
+        let inbound = match gateway::to_internet(m, mapper, &self.local.hostname) {
+            Ok(i) => i,
+            // Not convertible (content type, syntax, size): a non-delivery report for
+            // every recipient, so the partner stops sending it.
+            Err(e) => {
+                tracing::info!("x400: message from {} not convertible: {e}", partner.mta_name);
+                let outcomes: Vec<gateway::Outcome> = m
+                    .envelope
+                    .recipients
+                    .iter()
+                    .take(p1::MAX_RECIPIENTS)
+                    .map(|r| {
+                        (r.recipient.clone(), r.originally_specified_number, Err(Some(p1::nd::CONTENT_SYNTAX_ERROR)))
+                    })
+                    .collect();
+                let report = gateway::report_on(
+                    &m.envelope.identifier,
+                    &m.envelope.originator,
+                    &outcomes,
+                    &self.local,
+                    &agora_mail::queue_id(),
+                )?;
+                return Ok(Some(p1::encode(&p1::MtsApdu::Report(report))));
+            }
+        };
         let dir = self.mail.directory();
         let mut rcpts = Vec::new();
         let mut refused = Vec::new();
         // Trace naming this domain already: the message went round; it is reported, not
         // delivered again.
         let looped = gateway::looped(&m.envelope, &self.local.domain);
-        for (or, addr, _) in &inbound.recipients {
+        let mut reported = Vec::new();
+        for r in &inbound.recipients {
+            let or = &r.or;
             if looped {
-                refused.push((addr.clone().unwrap_or_else(|| or.text()), "5.4.6"));
+                refused.push((r.address.clone().unwrap_or_else(|| or.text()), "5.4.6"));
                 continue;
             }
-            let Some(addr) = addr else {
+            let Some(addr) = &r.address else {
                 refused.push((or.text(), "5.1.1"));
                 continue;
             };
             match dir.resolve(addr).await {
-                Ok(Recipient::Local(res)) if res.folder.is_none() => rcpts.push(Rcpt {
-                    address: addr.clone(),
-                    accounts: res.accounts.iter().map(|a| a.id).collect(),
-                    external: res.external,
-                    ..Rcpt::default()
-                }),
+                Ok(Recipient::Local(res)) if res.folder.is_none() => {
+                    if r.report {
+                        reported.push(addr.clone());
+                    }
+                    rcpts.push(Rcpt {
+                        address: addr.clone(),
+                        accounts: res.accounts.iter().map(|a| a.id).collect(),
+                        external: res.external,
+                        ..Rcpt::default()
+                    })
+                }
                 Ok(Recipient::Local(_)) | Ok(Recipient::Unknown) => refused.push((addr.clone(), "5.1.1")),
                 // Not ours: this MTA relays for no one.
                 Ok(Recipient::Remote) => refused.push((addr.clone(), "5.7.1")),
@@ -198,6 +246,10 @@ impl Mta {
         }
         let id = agora_mail::queue_id();
         let now = agora_store::now();
+        // An originator that maps into a hosted domain claims to be one of ours: its
+        // mail is checked like any other, never trusted.
+        let sender_domain = inbound.sender.rsplit_once('@').map(|(_, d)| d.to_string()).unwrap_or_default();
+        let ours = !sender_domain.is_empty() && dir.is_local_domain(&sender_domain).await.unwrap_or(true);
         if !rcpts.is_empty() {
             let intake = Intake {
                 id: id.clone(),
@@ -212,7 +264,7 @@ impl Mta {
                     authenticated_as: None,
                     // The partner proved itself in its bind; SPF, DKIM and DMARC say
                     // nothing of mail that crossed X.400.
-                    trusted: true,
+                    trusted: !ours,
                     tls: false,
                 },
                 trace: format!(
@@ -231,6 +283,27 @@ impl Mta {
                 },
             };
             self.mail.accept(intake).await.map_err(|e| e.to_string())?;
+        }
+        // Taken: from here on a second copy of it is confirmed, not delivered again.
+        self.mark(key).await?;
+        // Delivery reports asked for: through the queue as DSNs, which the gateway turns
+        // into P1 delivery reports.
+        if !inbound.sender.is_empty() {
+            for addr in &reported {
+                let dsn = agora_mail::dsn::Dsn {
+                    hostname: &self.local.hostname,
+                    sender: &inbound.sender,
+                    recipient: addr,
+                    orcpt: None,
+                    envid: None,
+                    full: false,
+                    report: agora_mail::dsn::Report::Delivered,
+                };
+                let report = dsn.message(&inbound.message);
+                agora_mail::dsn::send_report(self.mail.store().as_ref(), dir, &inbound.sender, report)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
         }
         // Recipients refused here: a report back to the originator, through the queue
         // (to its RFC 822 form, which the partner's domains map), as a DSN the gateway
@@ -264,7 +337,7 @@ impl Mta {
             inbound.recipients.len() - refused.len(),
             refused.len()
         );
-        Ok(())
+        Ok(None)
     }
 
     /// Opens an association with `p`, transfers each APDU, releases. The result is
@@ -288,7 +361,21 @@ impl Mta {
             link.write(&out).await?;
             for e in events {
                 match e {
-                    Event::Bound { .. } => return self.transfer_all(&mut a, &mut link, apdus).await,
+                    Event::Bound { bind } => {
+                        // The partner proves itself too: its name and the password it presents.
+                        let ok = bind.name_and_password().is_some_and(|(name, pw)| {
+                            name.eq_ignore_ascii_case(&p.mta_name)
+                                && agora_directory::sasl::constant_time_eq(&pw, p.their_password.as_bytes())
+                        });
+                        if !ok {
+                            let _ = link.write(&a.abort()).await;
+                            return Err(Failure {
+                                layer: "P1 bind",
+                                what: format!("the answer is not {}'s name and password", p.mta_name),
+                            });
+                        }
+                        return self.transfer_all(&mut a, &mut link, apdus).await;
+                    }
                     Event::Refused(f) | Event::Aborted(f) => return Err(f),
                     _ => {}
                 }
@@ -301,7 +388,6 @@ impl Mta {
         for apdu in apdus {
             link.write(&a.transfer(apdu)).await?;
             if !a.confirms() {
-                confirmed += 1;
                 continue;
             }
             'wait: loop {
@@ -321,16 +407,25 @@ impl Mta {
             }
         }
         link.write(&a.release()).await?;
-        // The release is a courtesy: what was confirmed stays confirmed.
-        let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        // With activities the release is a courtesy (what was confirmed stays so);
+        // without them only an orderly release says the partner has it all.
+        let released = tokio::time::timeout(Duration::from_secs(30), async {
             while let Ok(tpdu) = link.read().await {
                 let (_, events) = a.receive(&tpdu);
-                if events.iter().any(|e| matches!(e, Event::Released | Event::Aborted(_))) {
-                    break;
+                if events.contains(&Event::Released) {
+                    return true;
+                }
+                if events.iter().any(|e| matches!(e, Event::Aborted(_) | Event::Refused(_))) {
+                    return false;
                 }
             }
+            false
         })
-        .await;
+        .await
+        .unwrap_or(false);
+        if !a.confirms() && released {
+            confirmed = apdus.len();
+        }
         Ok(confirmed)
     }
 
@@ -373,7 +468,12 @@ impl Mta {
                         steps.push(("transport (RFC 1006, X.224 class 0)".into(), Ok("connected".into())))
                     }
                     Event::Bound { bind } => {
-                        let name = bind.name_and_password().map(|(n, _)| n).unwrap_or_else(|| "(unnamed)".into());
+                        let theirs = bind.name_and_password();
+                        let name = theirs.as_ref().map(|(n, _)| n.clone()).unwrap_or_else(|| "(unnamed)".into());
+                        let proven = theirs.is_some_and(|(n, pw)| {
+                            n.eq_ignore_ascii_case(&p.mta_name)
+                                && agora_directory::sasl::constant_time_eq(&pw, p.their_password.as_bytes())
+                        });
                         for layer in ["session (X.225)", "presentation (X.226)"] {
                             steps.push((layer.into(), Ok("accepted".into())));
                         }
@@ -381,6 +481,14 @@ impl Mta {
                             steps.push(("ACSE (id-ac-mts-transfer)".into(), Ok("accepted".into())));
                         }
                         steps.push(("RTSE".into(), Ok("opened, monologue, no checkpointing".into())));
+                        if !proven {
+                            let _ = link.write(&a.abort()).await;
+                            steps.push((
+                                "P1 bind".into(),
+                                Err(format!("{name} answered without {}'s name and password", p.mta_name)),
+                            ));
+                            return steps;
+                        }
                         steps.push(("P1 bind".into(), Ok(format!("bound to MTA {name} in {} mode", p.mode.name()))));
                         let _ = link.write(&a.release()).await;
                         let _ = tokio::time::timeout(Duration::from_secs(5), link.read()).await;
@@ -463,7 +571,20 @@ impl Gateway for MtaGateway {
             return all(Outcome::Failed(format!("550 5.1.2 no X.400 partner for {domain}")));
         };
         let mapper = mta.mapper().await;
-        let local_id = agora_mail::queue_id();
+        // The same message to the same recipients gets the same MTS identifier on every
+        // attempt, so a partner that took it before knows it again.
+        let local_id = {
+            use sha2::Digest;
+            let mut h = sha2::Sha256::new();
+            h.update(from.as_bytes());
+            for r in recipients {
+                h.update([0]);
+                h.update(r.as_bytes());
+            }
+            h.update([0]);
+            h.update(message);
+            h.finalize().iter().take(12).map(|b| format!("{b:02X}")).collect::<String>()
+        };
         // A report from the null sender to an X.400 originator becomes a P1 report.
         let apdu = if from.is_empty()
             && let Some(summary) = gateway::read_dsn(message)
@@ -541,6 +662,7 @@ pub async fn serve(mta: &Arc<Mta>, conn: &mut agora_net::Conn) {
                     Ok(p) => {
                         tracing::info!("x400: {ip}: MTA {} bound ({} mode)", p.mta_name, mode.name());
                         conn.set_authenticated();
+                        mta.throttle.success(&format!("x400:{}", p.mta_name));
                         let out = r.accept(&mta.our_bind(p));
                         partner = Some(p.clone());
                         write(conn, &out).await;

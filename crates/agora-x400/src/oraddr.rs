@@ -285,7 +285,13 @@ pub fn decode_822(s: &str) -> Result<String, String> {
                 "l" => out.push(b'('),
                 "r" => out.push(b')'),
                 d if d.len() == 3 && d.bytes().all(|c| c.is_ascii_digit()) => {
-                    out.push(d.parse::<u8>().map_err(|_| bad(format!("({d}) is not an octet")))?)
+                    let o = d.parse::<u8>().map_err(|_| bad(format!("({d}) is not an octet")))?;
+                    // No control characters: what this yields goes into headers and
+                    // SMTP commands.
+                    if o < 0x20 || o == 0x7f {
+                        return Err(bad(format!("({d}) is a control character")));
+                    }
+                    out.push(o)
                 }
                 other => return Err(bad(format!("({other}) is not an RFC 2156 escape"))),
             }
@@ -339,7 +345,7 @@ impl Mapper {
     pub fn to_822(&self, a: &OrAddress) -> Option<String> {
         // An Internet address carried through X.400 comes back as itself.
         if let Some((_, v)) = a.dda.iter().find(|(t, _)| t.eq_ignore_ascii_case(RFC822_DDA)) {
-            return decode_822(v).ok().filter(|s| s.contains('@'));
+            return decode_822(v).ok().and_then(|s| agora_directory::normalize_address(&s).ok());
         }
         let m = self.entry_for(a)?;
         let mut domain = m.domain.clone();
@@ -487,12 +493,17 @@ mod tests {
 
     #[test]
     fn rfc822_attribute_escapes() {
-        for s in ["a@b.c", "x%y!z\"w(v)", "caf\u{e9}@b.c", "tab\there"] {
+        for s in ["a@b.c", "x%y!z\"w(v)", "caf\u{e9}@b.c"] {
             let e = encode_822(s);
             assert!(e.chars().all(printable_char), "{e}");
             assert_eq!(decode_822(&e).unwrap(), s);
         }
         assert!(decode_822("(zz)").is_err());
+        // No control characters, so nothing breaks a header or an SMTP command.
+        assert!(decode_822("a(a)b.c(013)(010)RCPT TO:(l)x(a)y(r)").is_err());
+        let m = mapper();
+        let sneaky = OrAddress { dda: vec![(RFC822_DDA.into(), "a(a)b.c>(032)x".into())], ..m.gateway.clone() };
+        assert_eq!(m.to_822(&sneaky), None, "not an address");
         assert!(decode_822("(a").is_err());
     }
 }

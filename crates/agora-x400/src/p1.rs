@@ -143,7 +143,7 @@ pub const P2: i64 = 2;
 pub const P22: i64 = 22;
 
 #[derive(AsnType, Debug, Clone, Decode, Encode, PartialEq, Eq)]
-#[rasn(tag(application, 5))]
+#[rasn(set, tag(application, 5))]
 pub struct EncodedInformationTypes {
     #[rasn(tag(context, 0))]
     pub built_in: BitString,
@@ -151,7 +151,7 @@ pub struct EncodedInformationTypes {
     pub g3_fax: Option<BitString>,
     #[rasn(tag(context, 2))]
     pub teletex: Option<Any>,
-    #[rasn(tag(context, 3))]
+    #[rasn(tag(context, 4))]
     pub extended: Option<SetOf<ObjectIdentifier>>,
 }
 
@@ -400,9 +400,8 @@ pub enum ReportType {
 pub struct LastTrace {
     #[rasn(tag(context, 0))]
     pub arrival_time: UtcTime,
-    #[rasn(tag(context, 1))]
     pub converted: Option<EncodedInformationTypes>,
-    #[rasn(tag(explicit(context, 2)))]
+    #[rasn(tag(explicit(context, 1)))]
     pub report: ReportType,
 }
 
@@ -628,6 +627,179 @@ mod tests {
         assert!(b.windows(3).any(|w| w == [0x46, 1, 22]), "built-in content type 22: {b:02x?}");
         assert!(b.windows(3).any(|w| w == [0x47, 1, 2]), "priority urgent: {b:02x?}");
         assert_eq!(decode::<MtsApdu>(&b).unwrap(), m);
+    }
+
+    /// A small deterministic generator (xorshift), for values of every shape.
+    struct Gen(u64);
+
+    impl Gen {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+        fn text(&mut self, max: u64) -> PrintableString {
+            const CHARS: &[u8] = b"ABCxyz019 '()+,-./:=?";
+            let n = 1 + self.below(max);
+            let s: Vec<u8> = (0..n).map(|_| CHARS[self.below(CHARS.len() as u64) as usize]).collect();
+            PrintableString::from_bytes(&s).unwrap()
+        }
+        fn opt(&mut self, max: u64) -> Option<PrintableString> {
+            (self.below(2) == 0).then(|| self.text(max))
+        }
+        fn name(&mut self) -> OrName {
+            let country = (self.below(3) > 0).then(|| Country(CountryName::Printable(self.text(2))));
+            let ous = (self.below(2) == 0).then(|| (0..1 + self.below(4)).map(|_| self.text(10)).collect());
+            let personal = (self.below(3) > 0).then(|| PersonalName {
+                surname: self.text(20),
+                given_name: self.opt(10),
+                initials: self.opt(3),
+                generation: self.opt(3),
+            });
+            let dda = (self.below(4) == 0).then(|| {
+                (0..1 + self.below(3))
+                    .map(|_| DomainDefinedAttribute { kind: self.text(8), value: self.text(30) })
+                    .collect()
+            });
+            OrName {
+                standard: StandardAttributes {
+                    country,
+                    admd: (self.below(2) == 0).then(|| Admd(DomainName::Printable(self.text(16)))),
+                    prmd: (self.below(2) == 0).then(|| DomainName::Printable(self.text(16))),
+                    organization: self.opt(30),
+                    personal_name: personal,
+                    organizational_units: ous,
+                    ..StandardAttributes::default()
+                },
+                domain_defined: dda,
+                ..OrName::default()
+            }
+        }
+    }
+
+    #[test]
+    fn every_generated_apdu_decodes_to_itself() {
+        let mut g = Gen(0x9e37_79b9_7f4a_7c15);
+        for _ in 0..400 {
+            let now: UtcTime = chrono::DateTime::from_timestamp(1_700_000_000 + g.below(1 << 30) as i64, 0).unwrap();
+            let domain = GlobalDomainIdentifier {
+                country: Country(CountryName::Printable(g.text(2))),
+                admd: Admd(DomainName::Printable(g.text(16))),
+                prmd: (g.below(2) == 0).then(|| DomainName::Printable(g.text(16))),
+            };
+            let id = MtsIdentifier { domain: domain.clone(), local: ia5(&format!("id{}", g.next())).unwrap() };
+            let trace = TraceInformation(
+                (0..1 + g.below(3))
+                    .map(|_| TraceElement {
+                        domain: domain.clone(),
+                        info: DomainSuppliedInformation {
+                            arrival_time: now,
+                            routing_action: if g.below(2) == 0 {
+                                RoutingAction::Relayed
+                            } else {
+                                RoutingAction::Rerouted
+                            },
+                            attempted_domain: None,
+                            deferred_time: None,
+                            converted: None,
+                            other_actions: None,
+                        },
+                    })
+                    .collect(),
+            );
+            let bits = BitString::from_slice(&[g.below(256) as u8]);
+            let apdu = match g.below(3) {
+                0 => MtsApdu::Message(Message {
+                    envelope: Envelope {
+                        identifier: id,
+                        originator: g.name(),
+                        original_eits: None,
+                        content_type_built_in: Some(if g.below(2) == 0 { P2 } else { P22 }),
+                        content_type_extended: None,
+                        content_identifier: g.opt(16),
+                        priority: [None, Some(Priority::Normal), Some(Priority::NonUrgent), Some(Priority::Urgent)]
+                            [g.below(4) as usize],
+                        per_message_indicators: None,
+                        deferred_delivery_time: None,
+                        per_domain_bilateral: None,
+                        trace,
+                        extensions: None,
+                        recipients: (0..1 + g.below(5))
+                            .map(|i| PerRecipientFields {
+                                recipient: g.name(),
+                                originally_specified_number: i as i64 + 1,
+                                indicators: bits.clone(),
+                                explicit_conversion: None,
+                                extensions: None,
+                            })
+                            .collect(),
+                    },
+                    content: OctetString::from((0..g.below(300)).map(|_| g.next() as u8).collect::<Vec<u8>>()),
+                }),
+                1 => MtsApdu::Report(Report {
+                    envelope: ReportEnvelope { identifier: id.clone(), destination: g.name(), trace, extensions: None },
+                    content: ReportContent {
+                        subject: id,
+                        subject_trace: None,
+                        original_eits: None,
+                        content_type_built_in: Some(P22),
+                        content_type_extended: None,
+                        content_identifier: None,
+                        returned_content: None,
+                        additional_information: None,
+                        extensions: None,
+                        recipients: (0..1 + g.below(4))
+                            .map(|i| PerRecipientReportFields {
+                                actual_recipient: g.name(),
+                                originally_specified_number: i as i64 + 1,
+                                indicators: bits.clone(),
+                                last_trace: LastTrace {
+                                    arrival_time: now,
+                                    converted: None,
+                                    report: if g.below(2) == 0 {
+                                        ReportType::Delivery(DeliveryReport { delivery_time: now, type_of_user: None })
+                                    } else {
+                                        ReportType::NonDelivery(NonDeliveryReport {
+                                            reason: g.below(2) as i64,
+                                            diagnostic: Some(g.below(16) as i64),
+                                        })
+                                    },
+                                },
+                                originally_intended: None,
+                                supplementary: g.opt(40),
+                                extensions: None,
+                            })
+                            .collect(),
+                    },
+                }),
+                _ => MtsApdu::Probe(Probe {
+                    identifier: id,
+                    originator: g.name(),
+                    original_eits: None,
+                    content_type_built_in: Some(P22),
+                    content_type_extended: None,
+                    content_identifier: None,
+                    content_length: Some(g.below(1 << 20) as i64),
+                    per_message_indicators: None,
+                    per_domain_bilateral: None,
+                    trace,
+                    extensions: None,
+                    recipients: vec![PerRecipientProbeFields {
+                        recipient: g.name(),
+                        originally_specified_number: 1,
+                        indicators: bits,
+                        explicit_conversion: None,
+                        extensions: None,
+                    }],
+                }),
+            };
+            let wire = encode(&apdu);
+            assert_eq!(decode::<MtsApdu>(&wire).as_ref(), Ok(&apdu), "{wire:02x?}");
+        }
     }
 
     #[test]

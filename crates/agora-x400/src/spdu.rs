@@ -127,6 +127,8 @@ fn write_len(out: &mut Vec<u8>, n: usize) {
 }
 
 fn unit(out: &mut Vec<u8>, code: u8, value: &[u8]) {
+    // A length field holds at most 65,535.
+    let value = &value[..value.len().min(65_535)];
     out.push(code);
     write_len(out, value.len());
     out.extend_from_slice(value);
@@ -160,16 +162,19 @@ impl Spdu {
         Spdu { si, ..Spdu::default() }
     }
 
-    fn take(&mut self, code: u8, v: &[u8]) -> Result<(), SpduError> {
+    /// One unit; PGI 5's own units only at the top level (`nested` inside it), so a
+    /// peer cannot make this recurse.
+    fn take(&mut self, code: u8, v: &[u8], nested: bool) -> Result<(), SpduError> {
         let one = || match v {
             [x] => Ok(*x),
             _ => Err(SpduError::Parameter(code)),
         };
         match code {
             PGI_CONNECTION_ID => {}
+            PGI_CONNECT_ACCEPT if nested => return Err(SpduError::Parameter(code)),
             PGI_CONNECT_ACCEPT => {
                 for (c, v) in units(v)? {
-                    self.take(c, v)?;
+                    self.take(c, v, true)?;
                 }
             }
             PI_SYNC_TYPE => self.end_of_activity = one()? & 1 != 0,
@@ -341,7 +346,7 @@ fn one(b: &[u8], lead: bool) -> Result<(Spdu, Option<&[u8]>), SpduError> {
     }
     let mut s = Spdu::new(si);
     for (code, v) in units(params)? {
-        s.take(code, v)?;
+        s.take(code, v, false)?;
     }
     match si {
         // GT or PT leading a TSDU: what follows is the category 2 SPDU.
@@ -414,6 +419,8 @@ mod tests {
         assert_eq!(decode_tsdu(&[1, 0, SI_CN, 0]), Err(SpduError::Misplaced(SI_CN)));
         // Trailing octets after a connect.
         assert_eq!(decode_tsdu(&[SI_FN, 0, 9]), Err(SpduError::Misplaced(SI_FN)));
+        // PGI 5 inside PGI 5 is refused, not followed.
+        assert_eq!(decode_tsdu(&[SI_CN, 4, 5, 2, 5, 0]), Err(SpduError::Parameter(5)));
         // A segmented SSDU (enclosure item) is refused.
         assert_eq!(decode_tsdu(&[1, 0, 1, 3, 25, 1, 1, 9]), Err(SpduError::Parameter(25)));
     }

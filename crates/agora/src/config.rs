@@ -537,7 +537,7 @@ mod tests {
         assert!(smtp.timeouts.preauth.as_secs() >= 300, "RFC 5321 §4.5.3.2");
         assert!(ls.iter().any(|l| l.key == "ldap" && l.built) && ls.iter().any(|l| l.key == "gcs" && l.built));
         assert!(ls.iter().any(|l| l.key == "replication" && l.built));
-        assert!(ls.iter().any(|l| l.key == "x400" && l.built && l.port == 102));
+        assert!(ls.iter().any(|l| l.key == "x400" && l.built && l.port == 10102));
         let nntp = ls.iter().find(|l| l.key == "nntp" && l.built).unwrap();
         assert!(nntp.timeouts.preauth.as_secs() >= 180, "RFC 3977 §3.1");
         assert!(text.contains("[ldap]") && text.contains("# max_results = 1000"));

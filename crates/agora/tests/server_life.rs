@@ -16,7 +16,11 @@ fn first_run_creates_everything_and_prints_once() {
     let data = a.data();
     assert!(a.admin_password.as_deref().is_some_and(|p| p.len() == 20), "{}", a.banner);
     assert!(a.banner.contains(&format!("smtp         {}:10025", a.ip)), "{}", a.banner);
-    assert!(a.banner.contains("imap") && a.banner.contains("not available yet"), "{}", a.banner);
+    assert!(
+        a.banner.contains(&format!("x400         {}:10102", a.ip)) && !a.banner.contains("not available yet"),
+        "{}",
+        a.banner
+    );
     for f in ["agora.db", "agora.toml", "tls/cert.pem", "tls/key.pem", "blobs"] {
         assert!(data.join(f).exists(), "{f} missing");
     }
