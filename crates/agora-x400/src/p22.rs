@@ -163,6 +163,57 @@ pub mod et {
     pub const BILATERAL: &[u32] = &[2, 6, 1, 4, 10];
 }
 
+/// id-ep-file-transfer: the parameters of a file transfer body part.
+pub const EP_FILE_TRANSFER: &[u32] = &[2, 6, 1, 11, 12];
+/// FTAM's unstructured binary abstract syntax (ISO 8571), for the file's octets.
+pub const FTAM_UNSTRUCTURED_BINARY: &[u32] = &[1, 0, 8571, 2, 4];
+
+/// FileTransferParameters (X.420 file transfer body part): what this gateway reads
+/// and writes of them is the file's name; the other parameters are carried as they are.
+#[derive(AsnType, Debug, Clone, Default, Decode, Encode, PartialEq, Eq)]
+pub struct FileTransferParameters {
+    #[rasn(tag(explicit(context, 0)))]
+    pub related_stored_file: Option<Any>,
+    #[rasn(tag(explicit(context, 1)))]
+    pub contents_type: Option<Any>,
+    #[rasn(tag(explicit(context, 2)))]
+    pub environment: Option<Any>,
+    #[rasn(tag(explicit(context, 3)))]
+    pub compression: Option<Any>,
+    #[rasn(tag(context, 4))]
+    pub file_attributes: Option<FileAttributes>,
+    #[rasn(tag(explicit(context, 5)))]
+    pub extensions: Option<Any>,
+}
+
+#[derive(AsnType, Debug, Clone, Default, Decode, Encode, PartialEq, Eq)]
+pub struct FileAttributes {
+    pub pathname: Option<Pathname>,
+    /// The file's size in octets (FTAM's object-size attribute).
+    #[rasn(tag(context, 13))]
+    pub object_size: Option<ObjectSize>,
+}
+
+/// FTAM's Pathname-Attribute.
+#[derive(AsnType, Debug, Clone, Decode, Encode, PartialEq, Eq)]
+#[rasn(choice)]
+pub enum Pathname {
+    #[rasn(tag(context, 23))]
+    Incomplete(Vec<GraphicString>),
+    #[rasn(tag(application, 23))]
+    Actual(Vec<GraphicString>),
+}
+
+/// FTAM's Object-Size-Attribute: the actual size.
+#[derive(AsnType, Debug, Clone, Decode, Encode, PartialEq, Eq)]
+#[rasn(choice)]
+pub enum ObjectSize {
+    #[rasn(tag(context, 0))]
+    NoValue(()),
+    #[rasn(tag(context, 1))]
+    Actual(i64),
+}
+
 #[derive(AsnType, Debug, Clone, Decode, Encode, PartialEq, Eq)]
 #[rasn(choice)]
 pub enum BodyPart {

@@ -160,10 +160,11 @@ fn two_mtas_exchange_mail_over_102_in_both_modes() {
         "X400-Originator: /C=GB/ADMD= /PRMD=Acme/O=A/S=ann/",
         "with X.400 P1 (1988)",
         "JVBERi0xLjQKbWVudQo=",
-        "menu.pdf",
+        "Content-Type: application/pdf; name=\"menu.pdf\"",
     ] {
         assert!(got.contains(want), "{want}:\n{got}");
     }
+    assert!(!got.contains("X400-Conversion-Note"), "the attachment went as a file, with its name: {got}");
     let track = a.cli_ok(&["track", "--recipient", "bob@b.example"], None);
     assert!(track.contains("via X.400 MTA MTA-B"), "{track}");
 
