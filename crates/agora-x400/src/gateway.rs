@@ -888,6 +888,106 @@ pub fn report_to_dsn(r: &p1::Report, mapper: &Mapper, hostname: &str) -> Result<
     Ok((dest, out.into_bytes()))
 }
 
+/// What an MDN (RFC 8098) says: the message it is about, who read it (or not).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MdnSummary {
+    pub original_message_id: String,
+    /// Displayed (a receipt), or anything else (a non-receipt).
+    pub displayed: bool,
+    /// The reader's address (Final-Recipient).
+    pub reader: String,
+}
+
+pub fn read_mdn(message: &[u8]) -> Option<MdnSummary> {
+    let parsed = MessageParser::default().parse(message)?;
+    for part in parsed.parts.iter() {
+        let ct = part.content_type()?;
+        let kind = format!("{}/{}", ct.ctype(), ct.subtype().unwrap_or_default()).to_ascii_lowercase();
+        if kind != "message/disposition-notification" {
+            continue;
+        }
+        let text = String::from_utf8_lossy(part.contents()).into_owned();
+        let (mut original, mut disposition, mut reader) = (None, None, None);
+        for line in text.lines() {
+            let Some((k, v)) = line.split_once(':') else { continue };
+            let v = v.trim();
+            match k.trim().to_ascii_lowercase().as_str() {
+                "original-message-id" => original = Some(v.to_string()),
+                "disposition" => disposition = Some(v.to_ascii_lowercase()),
+                "final-recipient" => reader = Some(v.split_once(';').map_or(v, |(_, a)| a).trim().to_string()),
+                _ => {}
+            }
+        }
+        let disposition = disposition?;
+        let displayed = disposition.rsplit(';').next().is_some_and(|d| d.trim().starts_with("displayed"));
+        return Some(MdnSummary { original_message_id: original?, displayed, reader: reader? });
+    }
+    None
+}
+
+/// An MDN as an X.400 receipt or non-receipt notification (P22 IPN) to `destination`,
+/// the originator of the message it is about (whose IPM identifier it names again).
+pub fn mdn_to_ipn(
+    m: &MdnSummary,
+    destination: &p1::OrName,
+    mapper: &Mapper,
+    local: &Local,
+    mts_local: &str,
+) -> Result<p1::Message, String> {
+    let reader = mapper.to_or(&m.reader)?.to_p1()?;
+    let now = now_utc();
+    let choice = if m.displayed {
+        p22::IpnChoice::Receipt(p22::Receipt { receipt_time: now, acknowledgment_mode: None })
+    } else {
+        // ipm-discarded
+        p22::IpnChoice::NonReceipt(p22::NonReceipt { reason: 0, discard_reason: None })
+    };
+    let ipn = p22::Ipn {
+        subject_ipm: ipm_id(&m.original_message_id, Some(destination)),
+        originator: Some(OrDescriptor { formal_name: Some(reader.clone()), free_form_name: None, telephone: None }),
+        preferred_recipient: None,
+        conversion_eits: None,
+        extensions: None,
+        choice,
+    };
+    let content = p22::encode(&p22::InformationObject::Ipn(ipn));
+    let domain = gdi(&local.domain)?;
+    let mut indicators = BitString::repeat(false, 8);
+    indicators.set(p1::indicator::RESPONSIBILITY, true);
+    let envelope = p1::Envelope {
+        identifier: p1::MtsIdentifier { domain: domain.clone(), local: p1::ia5(mts_local)? },
+        originator: reader,
+        original_eits: None,
+        content_type_built_in: Some(p1::P22),
+        content_type_extended: None,
+        content_identifier: None,
+        priority: None,
+        per_message_indicators: None,
+        deferred_delivery_time: None,
+        per_domain_bilateral: None,
+        trace: p1::TraceInformation(vec![p1::TraceElement {
+            domain,
+            info: p1::DomainSuppliedInformation {
+                arrival_time: now,
+                routing_action: p1::RoutingAction::Relayed,
+                attempted_domain: None,
+                deferred_time: None,
+                converted: None,
+                other_actions: None,
+            },
+        }]),
+        extensions: Some(internal_trace(&local.mta, &local.domain)?),
+        recipients: vec![p1::PerRecipientFields {
+            recipient: destination.clone(),
+            originally_specified_number: 1,
+            indicators,
+            explicit_conversion: None,
+            extensions: None,
+        }],
+    };
+    Ok(p1::Message { envelope, content: OctetString::from(content) })
+}
+
 /// What a DSN says, read back for a report to an X.400 originator: the subject's MTS
 /// identifier (from the returned header's X400-MTS-Identifier) and each recipient's
 /// outcome.
@@ -1117,6 +1217,33 @@ mod tests {
         assert_eq!(file.contents(), b"%PDF-1.4\n");
         assert_eq!(file.attachment_name(), Some("plan.pdf"));
         assert_eq!(file.content_type().map(|c| c.subtype().unwrap_or_default().to_string()).as_deref(), Some("pdf"));
+    }
+
+    #[test]
+    fn an_mdn_becomes_a_receipt_for_the_original_ipm() {
+        let (m, local) = side("mx.b.example", "/C=GB/ADMD= /PRMD=Beta/");
+        let mdn = "From: bob@b.example\r\nTo: ann@a.example\r\nSubject: Read: lunch\r\nMIME-Version: 1.0\r\n\
+                   Content-Type: multipart/report; report-type=disposition-notification; boundary=z\r\n\r\n\
+                   --z\r\nContent-Type: text/plain\r\n\r\nread\r\n--z\r\nContent-Type: message/disposition-notification\r\n\r\n\
+                   Reporting-UA: x; y\r\nFinal-Recipient: rfc822; bob@b.example\r\nOriginal-Message-ID: <lunch-1@a.example>\r\n\
+                   Disposition: manual-action/MDN-sent-manually; displayed\r\n\r\n--z--\r\n";
+        let s = read_mdn(mdn.as_bytes()).unwrap();
+        assert!(s.displayed && s.reader == "bob@b.example" && s.original_message_id == "<lunch-1@a.example>");
+        let dest = m.to_or("ann@a.example").unwrap().to_p1().unwrap();
+        let msg = mdn_to_ipn(&s, &dest, &m, &local, "n1").unwrap();
+        let wire = p1::encode(&p1::MtsApdu::Message(msg.clone()));
+        let p1::MtsApdu::Message(back) = p1::decode::<p1::MtsApdu>(&wire).unwrap() else { panic!() };
+        let Ok(p22::InformationObject::Ipn(ipn)) = p22::decode::<p22::InformationObject>(&back.content) else {
+            panic!()
+        };
+        // The IPM identifier the original had (its originator and the Message-ID).
+        assert_eq!(ipn.subject_ipm, ipm_id("<lunch-1@a.example>", Some(&dest)));
+        assert!(matches!(ipn.choice, p22::IpnChoice::Receipt(_)));
+        // And at the originator's side, an MDN about the same Message-ID.
+        let (ma, _) = side("mx.a.example", "/C=GB/ADMD= /PRMD=Acme/");
+        let inbound = to_internet(&back, &ma, "mx.a.example").unwrap();
+        let text = String::from_utf8(inbound.message).unwrap();
+        assert!(text.contains("Original-Message-ID: <lunch-1@a.example>") && text.contains("displayed"), "{text}");
     }
 
     #[test]

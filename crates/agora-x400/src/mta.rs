@@ -585,8 +585,17 @@ impl Gateway for MtaGateway {
             h.update(message);
             h.finalize().iter().take(12).map(|b| format!("{b:02X}")).collect::<String>()
         };
+        // A read receipt (MDN) to an X.400 originator becomes a receipt notification.
+        let apdu = if let Some(mdn) = gateway::read_mdn(message) {
+            let Ok(dest) = mapper.to_or(&recipients[0]).and_then(|o| o.to_p1()) else {
+                return all(Outcome::Failed(format!("550 5.1.3 {}: no O/R address", recipients[0])));
+            };
+            match gateway::mdn_to_ipn(&mdn, &dest, &mapper, &mta.local, &local_id) {
+                Ok(m) => p1::encode(&p1::MtsApdu::Message(m)),
+                Err(e) => return all(Outcome::Failed(format!("554 5.6.0 X.400 notification: {e}"))),
+            }
         // A report from the null sender to an X.400 originator becomes a P1 report.
-        let apdu = if from.is_empty()
+        } else if from.is_empty()
             && let Some(summary) = gateway::read_dsn(message)
         {
             let Ok(dest) = mapper.to_or(&recipients[0]).and_then(|o| o.to_p1()) else {

@@ -275,8 +275,9 @@ pub struct Ipn {
     pub originator: Option<OrDescriptor>,
     #[rasn(tag(context, 2))]
     pub preferred_recipient: Option<OrDescriptor>,
-    #[rasn(tag(context, 3))]
-    pub conversion_eits: Option<Any>,
+    pub conversion_eits: Option<crate::p1::EncodedInformationTypes>,
+    #[rasn(tag(explicit(context, 3)))]
+    pub extensions: Option<Any>,
     /// Receipt fields or non-receipt fields.
     #[rasn(tag(explicit(context, 0)))]
     pub choice: IpnChoice,

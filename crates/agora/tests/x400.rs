@@ -319,6 +319,22 @@ fn two_mtas_exchange_mail_over_102_in_both_modes() {
     assert!(report.contains("Status: 5.4.6"), "{report}");
     assert_eq!(b.inbox_count("bob@b.example"), 3, "the looping message was not delivered");
 
+    // Bob's mail client sends a read receipt for the lunch message: it crosses as an
+    // X.400 receipt notification and reaches Ann as an MDN about the same message.
+    let mdn = "From: bob@b.example\r\nTo: ann@a.example\r\nSubject: Read: lunch\r\nMIME-Version: 1.0\r\n\
+               Content-Type: multipart/report; report-type=disposition-notification; boundary=z\r\n\r\n\
+               --z\r\nContent-Type: text/plain\r\n\r\nDisplayed.\r\n--z\r\nContent-Type: message/disposition-notification\r\n\r\n\
+               Reporting-UA: mua.b.example; Test\r\nFinal-Recipient: rfc822; bob@b.example\r\n\
+               Original-Message-ID: <lunch-1@a.example>\r\nDisposition: manual-action/MDN-sent-manually; displayed\r\n\r\n--z--\r\n";
+    submit(&b, "bob@b.example", "bob-pw", "ann@a.example", mdn);
+    wait_inbox(&a, "ann@a.example", 4);
+    let receipt = newest(&a, "ann@a.example", "ann-pw");
+    assert!(receipt.contains("report-type=disposition-notification"), "{receipt}");
+    assert!(
+        receipt.contains("Original-Message-ID: <lunch-1@a.example>") && receipt.contains("; displayed"),
+        "{receipt}"
+    );
+
     // Refusals at each layer: garbage TPKT version (the connection ends), a wrong bind.
     let mut raw = Raw::connect(&ip_b);
     raw.tcp.write_all(&[9, 0, 0, 7, 2, 0xf0, 0x80]).unwrap();
