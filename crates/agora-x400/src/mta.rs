@@ -49,6 +49,8 @@ pub struct Mta {
     pub throttle: Arc<Throttle>,
     pub limits: Limits,
     pub timeout: Duration,
+    /// When the received-notes were last swept (seconds).
+    pub swept: std::sync::atomic::AtomicI64,
 }
 
 impl std::fmt::Debug for Mta {
@@ -165,13 +167,30 @@ impl Mta {
                 );
             }
         }
-        store.set_sync_value(&key, Some(agora_store::now().to_string())).await.map_err(|e| e.to_string())?;
+        self.mark(&key).await?;
         Ok(answer)
     }
 
-    /// Notes an APDU as taken, so that it is not taken twice.
+    /// Notes an APDU as taken, so that it is not taken twice; once an hour, forgets
+    /// the notes older than a partner could still be retrying (30 days).
     async fn mark(&self, key: &str) -> Result<(), String> {
-        self.mail.store().set_sync_value(key, Some(agora_store::now().to_string())).await.map_err(|e| e.to_string())
+        let store = self.mail.store();
+        let now = agora_store::now();
+        store.set_sync_value(key, Some(now.to_string())).await.map_err(|e| e.to_string())?;
+        let last = self.swept.load(std::sync::atomic::Ordering::Relaxed);
+        if now - last > 3600
+            && self
+                .swept
+                .compare_exchange(last, now, std::sync::atomic::Ordering::Relaxed, std::sync::atomic::Ordering::Relaxed)
+                .is_ok()
+        {
+            for (k, v) in store.sync_values(SEEN_PREFIX).await.unwrap_or_default() {
+                if v.parse::<i64>().is_ok_and(|t| now - t > 30 * 86_400) {
+                    let _ = store.set_sync_value(&k, None).await;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Delivers a message; a report to send back when it cannot be converted at all.

@@ -215,6 +215,7 @@ pub fn mta(
         throttle,
         limits: Limits { max_apdu: s.max_message_size.max(64 << 10), ..Limits::default() },
         timeout: secs(s.timeout_secs.max(1)),
+        swept: Default::default(),
     })
 }
 
