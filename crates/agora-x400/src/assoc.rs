@@ -20,6 +20,7 @@ const PRE_BIND_TSDU: usize = 16 * 1024;
 /// The presentation context ids an initiator proposes (odd, as X.226 wants).
 pub const CTX_ACSE: i64 = 1;
 pub const CTX_RTSE: i64 = 3;
+pub const CTX_MTSE: i64 = 5;
 /// RTORQ's application protocol number for P1 in X.410-1984 mode.
 pub const P1_1984: i64 = 1;
 
@@ -579,7 +580,7 @@ impl Responder {
         let (mut acse_ctx, mut rtse_ctx) = (None, None);
         self.results.clear();
         for c in n.contexts.unwrap_or_default().iter().take(32) {
-            let known = c.abstract_syntax == oid(oid::ACSE) || c.abstract_syntax == oid(oid::MTA_RTSE);
+            let known = [oid::ACSE, oid::MTA_RTSE, oid::MTSE].iter().any(|o| c.abstract_syntax == oid(o));
             let result = if !known {
                 ppdu::ContextResult {
                     result: ppdu::CONTEXT_PROVIDER_REJECTION,
@@ -595,7 +596,7 @@ impl Responder {
             } else {
                 if c.abstract_syntax == oid(oid::ACSE) {
                     acse_ctx = Some(c.id);
-                } else {
+                } else if c.abstract_syntax == oid(oid::MTA_RTSE) {
                     rtse_ctx = Some(c.id);
                 }
                 ppdu::ContextResult {
@@ -741,6 +742,8 @@ pub struct Initiator {
     requirements: u16,
     tsdu: Reassembly,
     activity: u32,
+    /// The context transfers name: the MTS APDUs' own when the peer took it, else RTSE's.
+    transfer_ctx: i64,
 }
 
 impl Initiator {
@@ -765,6 +768,7 @@ impl Initiator {
             requirements: 0,
             tsdu: Reassembly::default(),
             activity: 0,
+            transfer_ctx: CTX_RTSE,
         };
         (i, vec![cr.encode()])
     }
@@ -805,6 +809,12 @@ impl Initiator {
                             ppdu::ContextDefinition {
                                 id: CTX_RTSE,
                                 abstract_syntax: oid(oid::MTA_RTSE),
+                                transfer_syntaxes: vec![oid(oid::BER)],
+                            },
+                            // The MTS APDUs that transfers carry, named as such.
+                            ppdu::ContextDefinition {
+                                id: CTX_MTSE,
+                                abstract_syntax: oid(oid::MTSE),
                                 transfer_syntaxes: vec![oid(oid::BER)],
                             },
                         ]),
@@ -916,13 +926,18 @@ impl Initiator {
     }
 
     /// The peer's bind result from an accepting CPA.
-    fn accepted(&self, user_data: &[u8]) -> Result<p1::Bind, Failure> {
+    fn accepted(&mut self, user_data: &[u8]) -> Result<p1::Bind, Failure> {
         let cpa: ppdu::Cpa = ppdu::decode(user_data).map_err(|e| fail("presentation", e))?;
         let rtoac = match (self.mode, cpa.x410, cpa.normal) {
             (Mode::X410, Some(ac), _) => ac,
             (Mode::Normal, _, Some(n)) => {
-                if n.results.iter().flatten().any(|r| r.result != ppdu::CONTEXT_ACCEPTED) {
+                // ACSE and RTSE must be taken; the MTS APDUs' own context may not be.
+                let results = n.results.clone().unwrap_or_default();
+                if results.iter().take(2).any(|r| r.result != ppdu::CONTEXT_ACCEPTED) {
                     return Err(fail("presentation", "a context was not accepted"));
+                }
+                if results.get(2).is_some_and(|r| r.result == ppdu::CONTEXT_ACCEPTED) {
+                    self.transfer_ctx = CTX_MTSE;
                 }
                 let values = n.user_data.as_ref().map(|u| u.values()).unwrap_or_default();
                 let aare = values.iter().find(|(c, _)| *c == CTX_ACSE).ok_or_else(|| fail("ACSE", "no AARE"))?;
@@ -1008,7 +1023,7 @@ impl Initiator {
             d.info = pdata(mode, a);
             d
         };
-        let rttr = rtse::Apdu::Rttr(OctetString::from(transfer_out(self.mode, CTX_RTSE, apdu)));
+        let rttr = rtse::Apdu::Rttr(OctetString::from(transfer_out(self.mode, self.transfer_ctx, apdu)));
         if self.requirements & spdu::FU_ACTIVITY == 0 {
             // Without activities nothing confirms a transfer but its arrival.
             return spdu_out(&dt(self.mode, &rttr), self.size_code);

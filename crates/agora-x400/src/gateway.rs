@@ -74,22 +74,10 @@ pub fn mts_id_parse(s: &str) -> Option<p1::MtsIdentifier> {
     Some(p1::MtsIdentifier { domain: gdi(&d).ok()?, local: p1::ia5(local).ok()? })
 }
 
-/// Latin-1 for teletex strings (the common use of T.61's repertoire); what does not fit
-/// becomes '?', and says so.
+/// Text as teletex (T.61): accented Latin letters as their diacritic and letter; what
+/// T.61 cannot hold becomes '?', and says so.
 fn teletex(s: &str, notes: &mut Vec<String>, what: &str) -> TeletexString {
-    let mut out = Vec::with_capacity(s.len());
-    let mut lost = false;
-    for c in s.chars() {
-        let u = c as u32;
-        if u < 0x100 && (u >= 0x20 || c == '\t') {
-            out.push(u as u8);
-        } else if c == '\r' || c == '\n' {
-            out.push(b' ');
-        } else {
-            out.push(b'?');
-            lost = true;
-        }
-    }
+    let (out, lost) = crate::t61::encode(s);
     if lost {
         notes.push(format!("the {what} had characters teletex cannot hold; they became '?'"));
     }
@@ -99,7 +87,7 @@ fn teletex(s: &str, notes: &mut Vec<String>, what: &str) -> TeletexString {
 /// Teletex as text for a header: control characters become spaces, so nothing a peer
 /// sends can end a field or the header.
 fn teletex_text(t: &TeletexString) -> String {
-    t.to_bytes().iter().map(|&b| if b < 0x20 || b == 0x7f { ' ' } else { b as char }).collect()
+    crate::t61::decode(&t.to_bytes())
 }
 
 /// Any text from a peer, made safe for a header the same way.

@@ -17,6 +17,7 @@ pub mod ppdu;
 pub mod rtse;
 pub mod service;
 pub mod spdu;
+pub mod t61;
 pub mod tpkt;
 
 /// The ASN.1 library the types are written with (for callers building values).

@@ -80,7 +80,8 @@ pub struct Heading {
     pub obsoleted: Option<Vec<IpmIdentifier>>,
     #[rasn(tag(context, 7))]
     pub related: Option<Vec<IpmIdentifier>>,
-    #[rasn(tag(context, 8))]
+    /// Explicitly tagged (the field was a CHOICE in 1984's P2).
+    #[rasn(tag(explicit(context, 8)))]
     pub subject: Option<TeletexString>,
     #[rasn(tag(context, 9))]
     pub expiry_time: Option<UtcTime>,
@@ -376,7 +377,7 @@ mod tests {
         });
         let b = encode(&ipm);
         assert_eq!(b[0], 0xa0, "[0] IMPLICIT SEQUENCE");
-        assert!(b.windows(7).any(|w| w == [0x88, 5, b'H', b'e', b'l', b'l', b'o']), "{b:02x?}");
+        assert!(b.windows(9).any(|w| w == [0xa8, 7, 0x14, 5, b'H', b'e', b'l', b'l', b'o']), "{b:02x?}");
         assert!(b.windows(3).any(|w| w == [0x8c, 1, 2]), "importance high: {b:02x?}");
         assert_eq!(decode::<InformationObject>(&b).unwrap(), ipm);
     }

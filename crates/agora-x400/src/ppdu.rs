@@ -16,6 +16,8 @@ pub mod oid {
     pub const MTS_TRANSFER: &[u32] = &[2, 6, 0, 1, 6];
     /// id-as-mta-rtse: RTSE with the MTA bind and MTS APDUs.
     pub const MTA_RTSE: &[u32] = &[2, 6, 0, 2, 12];
+    /// id-as-mtse: the MTS APDUs themselves (what RTSE transfers).
+    pub const MTSE: &[u32] = &[2, 6, 0, 2, 7];
 }
 
 pub const X410_MODE: i64 = 0;

@@ -375,9 +375,19 @@ fn two_mtas_exchange_mail_over_102_in_both_modes() {
         assert!(p1.contains("Bind-Argument MTA-B simple") && p1.contains("Bind-Result MTA-A simple"), "{p1}");
         assert!(p1.contains("Bind-Error (authentication-error)"), "{p1}");
         assert!(!read("ses.type == 45").is_empty() && !read("ses.type == 42").is_empty(), "activities");
-        // Everything reads but the probe: Wireshark hands 1988 transfers to its ROS
-        // dissector, which takes a probe ([2]) for a ROS result.
+        // The transfers themselves in the 1988 mode: P1 envelopes and the P22 content
+        // (the subject in T.61, the attachment as a file transfer body part).
+        assert!(p1.contains("Transfer probe"), "{p1}");
+        let fields = |filter: &str, field: &str| {
+            let f = file.to_str().unwrap();
+            let args = ["-r", f, "-d", "tcp.port==10102,tpkt", "-Y", filter, "-T", "fields", "-e", field];
+            common::run("tshark", &args, "").1
+        };
+        assert!(fields("p22", "p22.subject").contains("Caf\u{e9} at noon"), "{}", fields("p22", "p22.subject"));
+        assert!(fields("p22", "p1.surname").contains("bob"));
+        assert!(!read("p22 && frame contains \"menu.pdf\"").is_empty(), "the file's name in the IPM");
+        // Nothing is malformed, in either mode.
         let malformed = read("_ws.malformed");
-        assert!(malformed.len() <= 1 && malformed.iter().all(|l| l.contains(" ROS ")), "{malformed:?}");
+        assert!(malformed.is_empty(), "{malformed:?}");
     }
 }
