@@ -335,6 +335,25 @@ fn two_mtas_exchange_mail_over_102_in_both_modes() {
         "{receipt}"
     );
 
+    // B killed while a large message is on its way: after B restarts, the message
+    // arrives once (A sends it again under the same MTS identifier; B either never
+    // took it or knows it).
+    let big = format!(
+        "From: ann@a.example\r\nTo: bob@b.example\r\nSubject: the big one\r\nMIME-Version: 1.0\r\n\
+         Content-Type: multipart/mixed; boundary=z\r\n\r\n--z\r\nContent-Type: text/plain\r\n\r\nsee the file\r\n\
+         --z\r\nContent-Type: application/octet-stream; name=big.bin\r\nContent-Transfer-Encoding: base64\r\n\r\n{}--z--\r\n",
+        "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNkZWZnaGlqa2xtbm9wcXJzdHV2d3h5ejAxMjM0\r\n".repeat(60_000)
+    );
+    submit(&a, "ann@a.example", "ann-pw", "bob@b.example", &big);
+    std::thread::sleep(Duration::from_millis(300));
+    b.kill9();
+    b.spawn();
+    wait_inbox(&b, "bob@b.example", 4);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(b.inbox_count("bob@b.example"), 4, "the big message arrived once");
+    let track = a.cli_ok(&["track", "--recipient", "bob@b.example"], None);
+    eprintln!("the big message: {}", track.lines().filter(|l| l.contains("deferred")).collect::<Vec<_>>().join(" | "));
+
     // Refusals at each layer: garbage TPKT version (the connection ends), a wrong bind.
     let mut raw = Raw::connect(&ip_b);
     raw.tcp.write_all(&[9, 0, 0, 7, 2, 0xf0, 0x80]).unwrap();
