@@ -1,6 +1,6 @@
 //! Fuzzes the X.400 ASN.1 decoders and the gateway behind them: presentation, ACSE,
-//! RTSE and P1 APDUs, P22 contents, O/R addresses in text, RFC 2156 mappings, and a
-//! decoded message, report or DSN converted as the gateway converts them.
+//! RTSE and P1 APDUs, P22 contents, teletex text, O/R addresses in text, RFC 2156
+//! mappings, and a decoded message, report, DSN or MDN converted as the gateway does.
 #![no_main]
 use agora_x400::gateway::{self, Local};
 use agora_x400::oraddr::{Mapper, Mapping, OrAddress};
@@ -38,6 +38,14 @@ fuzz_target!(|data: &[u8]| {
         _ => {}
     }
     let _ = p22::decode::<p22::InformationObject>(data);
+    // Teletex both ways: what T.61 text decodes to encodes again without loss.
+    let text = agora_x400::t61::decode(data);
+    let (again, lost) = agora_x400::t61::encode(&text);
+    if !text.contains('\u{FFFD}') {
+        assert!(!lost);
+        assert_eq!(agora_x400::t61::decode(&again), text);
+    }
+    let _ = gateway::read_mdn(data);
     if let Ok(text) = std::str::from_utf8(data) {
         if let Ok(a) = OrAddress::parse(text) {
             assert_eq!(OrAddress::parse(&a.text()).as_ref(), Ok(&a), "the text form reads back");
