@@ -715,21 +715,26 @@ pub fn to_x400(
         per_message_indicators: None,
         deferred_delivery_time: None,
         per_domain_bilateral: None,
-        trace: p1::TraceInformation(vec![p1::TraceElement {
-            domain,
-            info: p1::DomainSuppliedInformation {
-                arrival_time: now,
-                routing_action: p1::RoutingAction::Relayed,
-                attempted_domain: None,
-                deferred_time: None,
-                converted: None,
-                other_actions: None,
-            },
-        }]),
+        trace: trace_here(domain, now),
         extensions: Some(internal_trace(&local.mta, &local.domain)?),
         recipients: recips,
     };
     Ok((p1::Message { envelope, content: OctetString::from(content) }, notes))
+}
+
+/// This domain's trace element, now: the message was relayed here.
+fn trace_here(domain: p1::GlobalDomainIdentifier, now: UtcTime) -> p1::TraceInformation {
+    p1::TraceInformation(vec![p1::TraceElement {
+        domain,
+        info: p1::DomainSuppliedInformation {
+            arrival_time: now,
+            routing_action: p1::RoutingAction::Relayed,
+            attempted_domain: None,
+            deferred_time: None,
+            converted: None,
+            other_actions: None,
+        },
+    }])
 }
 
 /// The internal trace extension (X.411's standard extension 38) naming this MTA.
@@ -953,17 +958,7 @@ pub fn mdn_to_ipn(
         per_message_indicators: None,
         deferred_delivery_time: None,
         per_domain_bilateral: None,
-        trace: p1::TraceInformation(vec![p1::TraceElement {
-            domain,
-            info: p1::DomainSuppliedInformation {
-                arrival_time: now,
-                routing_action: p1::RoutingAction::Relayed,
-                attempted_domain: None,
-                deferred_time: None,
-                converted: None,
-                other_actions: None,
-            },
-        }]),
+        trace: trace_here(domain, now),
         extensions: Some(internal_trace(&local.mta, &local.domain)?),
         recipients: vec![p1::PerRecipientFields {
             recipient: destination.clone(),
@@ -1109,17 +1104,7 @@ pub fn report_on(
     if recipients.is_empty() {
         return Err("the report names no recipient the gateway can map".into());
     }
-    let trace = p1::TraceInformation(vec![p1::TraceElement {
-        domain: domain.clone(),
-        info: p1::DomainSuppliedInformation {
-            arrival_time: now,
-            routing_action: p1::RoutingAction::Relayed,
-            attempted_domain: None,
-            deferred_time: None,
-            converted: None,
-            other_actions: None,
-        },
-    }]);
+    let trace = trace_here(domain.clone(), now);
     Ok(p1::Report {
         envelope: p1::ReportEnvelope {
             identifier: p1::MtsIdentifier { domain, local: p1::ia5(report_local)? },

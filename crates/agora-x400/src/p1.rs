@@ -304,19 +304,8 @@ pub struct Message {
     pub content: OctetString,
 }
 
-#[derive(AsnType, Debug, Clone, Decode, Encode, PartialEq, Eq)]
-#[rasn(set)]
-pub struct PerRecipientProbeFields {
-    pub recipient: OrName,
-    #[rasn(tag(context, 0))]
-    pub originally_specified_number: i64,
-    #[rasn(tag(context, 1))]
-    pub indicators: BitString,
-    #[rasn(tag(context, 2))]
-    pub explicit_conversion: Option<i64>,
-    #[rasn(tag(context, 3))]
-    pub extensions: Option<SetOf<ExtensionField>>,
-}
+/// A probe's recipients have the fields a message's have.
+pub type PerRecipientProbeFields = PerRecipientFields;
 
 #[derive(AsnType, Debug, Clone, Decode, Encode, PartialEq, Eq)]
 #[rasn(set)]

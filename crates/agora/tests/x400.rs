@@ -187,28 +187,22 @@ fn two_mtas_exchange_mail_over_102_in_both_modes() {
 
     // A transfer cut short leaves nothing; one sent twice (its confirmation lost) is
     // taken once.
+    // A's view of the addresses, to make APDUs by hand as A would.
+    let or = |t: &str| agora_x400::oraddr::OrAddress::parse(t).unwrap();
+    let mapper_a = agora_x400::oraddr::Mapper {
+        entries: vec![
+            agora_x400::oraddr::Mapping { or: or("/C=GB/ADMD= /PRMD=Acme/O=A/"), domain: "a.example".into() },
+            agora_x400::oraddr::Mapping { or: or("/C=GB/ADMD= /PRMD=Beta/O=B/"), domain: "b.example".into() },
+        ],
+        gateway: or(or_a),
+    };
+    let local_a = agora_x400::gateway::Local { domain: or(or_a), hostname: "a.example".into(), mta: "MTA-A".into() };
     let (m, _) = agora_x400::gateway::to_x400(
         "ann@a.example",
         &["bob@b.example".into()],
         b"From: ann@a.example\r\nSubject: twice\r\n\r\nonce only\r\n",
-        &agora_x400::oraddr::Mapper {
-            entries: vec![
-                agora_x400::oraddr::Mapping {
-                    or: agora_x400::oraddr::OrAddress::parse("/C=GB/ADMD= /PRMD=Acme/O=A/").unwrap(),
-                    domain: "a.example".into(),
-                },
-                agora_x400::oraddr::Mapping {
-                    or: agora_x400::oraddr::OrAddress::parse("/C=GB/ADMD= /PRMD=Beta/O=B/").unwrap(),
-                    domain: "b.example".into(),
-                },
-            ],
-            gateway: agora_x400::oraddr::OrAddress::parse(or_a).unwrap(),
-        },
-        &agora_x400::gateway::Local {
-            domain: agora_x400::oraddr::OrAddress::parse(or_a).unwrap(),
-            hostname: "a.example".into(),
-            mta: "MTA-A".into(),
-        },
+        &mapper_a,
+        &local_a,
         "twice-1",
     )
     .unwrap();
@@ -243,19 +237,6 @@ fn two_mtas_exchange_mail_over_102_in_both_modes() {
     // A probe: B answers with a report (bob would get mail, nobody would not), which
     // reaches Ann as a DSN through A.
     use agora_x400::p1;
-    let mapper_a = agora_x400::oraddr::Mapper {
-        entries: vec![
-            agora_x400::oraddr::Mapping {
-                or: agora_x400::oraddr::OrAddress::parse("/C=GB/ADMD= /PRMD=Acme/O=A/").unwrap(),
-                domain: "a.example".into(),
-            },
-            agora_x400::oraddr::Mapping {
-                or: agora_x400::oraddr::OrAddress::parse("/C=GB/ADMD= /PRMD=Beta/O=B/").unwrap(),
-                domain: "b.example".into(),
-            },
-        ],
-        gateway: agora_x400::oraddr::OrAddress::parse(or_a).unwrap(),
-    };
     let name = |a: &str| mapper_a.to_or(a).unwrap().to_p1().unwrap();
     let domain = agora_x400::gateway::gdi(&agora_x400::oraddr::OrAddress::parse(or_a).unwrap()).unwrap();
     let mut indicators = agora_x400::rasn::types::BitString::repeat(false, 8);
@@ -299,11 +280,7 @@ fn two_mtas_exchange_mail_over_102_in_both_modes() {
         &["bob@b.example".into()],
         b"From: ann@a.example\r\nSubject: round and round\r\n\r\nloop\r\n",
         &mapper_a,
-        &agora_x400::gateway::Local {
-            domain: agora_x400::oraddr::OrAddress::parse(or_a).unwrap(),
-            hostname: "a.example".into(),
-            mta: "MTA-A".into(),
-        },
+        &local_a,
         "loop-1",
     )
     .unwrap();
