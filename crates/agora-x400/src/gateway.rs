@@ -13,6 +13,7 @@ use crate::acse::{External, ExternalEncoding};
 use crate::oraddr::{Mapper, OrAddress, decode_822, encode_822};
 use crate::p1;
 use crate::p22::{self, BodyPart, Heading, Ipm, OrDescriptor, RecipientSpecifier};
+use crate::ppdu::oid;
 
 /// This gateway's identity in X.400.
 #[derive(Debug, Clone)]
@@ -30,10 +31,6 @@ const EP_GENERAL_TEXT: &[u32] = &[2, 6, 1, 11, 11];
 const REG_ASCII_G0: i64 = 6;
 const REG_LATIN1_G1: i64 = 100;
 const REG_UTF8: i64 = 196;
-
-fn oid(arcs: &'static [u32]) -> ObjectIdentifier {
-    ObjectIdentifier::new_unchecked(std::borrow::Cow::Borrowed(arcs))
-}
 
 pub fn gdi(d: &OrAddress) -> Result<p1::GlobalDomainIdentifier, String> {
     let c = if d.c.is_empty() { "XX" } else { d.c.as_str() };
@@ -679,8 +676,6 @@ pub fn to_x400(
     }
     let ipm = Ipm { heading, body };
     let content = p22::encode(&p22::InformationObject::Ipm(ipm));
-    let domain = gdi(&local.domain)?;
-    let now = now_utc();
     let mut indicators = BitString::repeat(false, 8);
     indicators.set(p1::indicator::RESPONSIBILITY, true);
     indicators.set(p1::indicator::MTA_NON_DELIVERY_REPORT, true);
@@ -704,6 +699,19 @@ pub fn to_x400(
     if recips.is_empty() {
         return Err("no recipient".into());
     }
+    Ok((p22_message(originator, recips, content, local, mts_local)?, notes))
+}
+
+/// A P1 message with P22 content leaving this MTA: its identifier, trace and internal
+/// trace.
+fn p22_message(
+    originator: p1::OrName,
+    recipients: Vec<p1::PerRecipientFields>,
+    content: Vec<u8>,
+    local: &Local,
+    mts_local: &str,
+) -> Result<p1::Message, String> {
+    let domain = gdi(&local.domain)?;
     let envelope = p1::Envelope {
         identifier: p1::MtsIdentifier { domain: domain.clone(), local: p1::ia5(mts_local)? },
         originator,
@@ -715,11 +723,11 @@ pub fn to_x400(
         per_message_indicators: None,
         deferred_delivery_time: None,
         per_domain_bilateral: None,
-        trace: trace_here(domain, now),
+        trace: trace_here(domain, now_utc()),
         extensions: Some(internal_trace(&local.mta, &local.domain)?),
-        recipients: recips,
+        recipients,
     };
-    Ok((p1::Message { envelope, content: OctetString::from(content) }, notes))
+    Ok(p1::Message { envelope, content: OctetString::from(content) })
 }
 
 /// This domain's trace element, now: the message was relayed here.
@@ -944,31 +952,16 @@ pub fn mdn_to_ipn(
         choice,
     };
     let content = p22::encode(&p22::InformationObject::Ipn(ipn));
-    let domain = gdi(&local.domain)?;
     let mut indicators = BitString::repeat(false, 8);
     indicators.set(p1::indicator::RESPONSIBILITY, true);
-    let envelope = p1::Envelope {
-        identifier: p1::MtsIdentifier { domain: domain.clone(), local: p1::ia5(mts_local)? },
-        originator: reader,
-        original_eits: None,
-        content_type_built_in: Some(p1::P22),
-        content_type_extended: None,
-        content_identifier: None,
-        priority: None,
-        per_message_indicators: None,
-        deferred_delivery_time: None,
-        per_domain_bilateral: None,
-        trace: trace_here(domain, now),
-        extensions: Some(internal_trace(&local.mta, &local.domain)?),
-        recipients: vec![p1::PerRecipientFields {
-            recipient: destination.clone(),
-            originally_specified_number: 1,
-            indicators,
-            explicit_conversion: None,
-            extensions: None,
-        }],
+    let recipient = p1::PerRecipientFields {
+        recipient: destination.clone(),
+        originally_specified_number: 1,
+        indicators,
+        explicit_conversion: None,
+        extensions: None,
     };
-    Ok(p1::Message { envelope, content: OctetString::from(content) })
+    p22_message(reader, vec![recipient], content, local, mts_local)
 }
 
 /// What a DSN says, read back for a report to an X.400 originator: the subject's MTS

@@ -362,6 +362,13 @@ impl Mta {
     /// Opens an association with `p`, transfers each APDU, releases. The result is
     /// per APDU: confirmed or not; an Err when the association could not be made.
     pub async fn send(&self, p: &Partner, apdus: &[Vec<u8>]) -> Result<usize, Failure> {
+        let mut link = self.connect(p).await?;
+        let (mut a, _) = self.bind(p, &mut link, |_| {}).await?;
+        self.transfer_all(&mut a, &mut link, apdus).await
+    }
+
+    /// A TCP connection to the partner.
+    async fn connect(&self, p: &Partner) -> Result<Link, Failure> {
         let connect = tokio::net::TcpStream::connect((p.host.as_str(), p.port));
         let tcp = match tokio::time::timeout(self.timeout, connect).await {
             Ok(Ok(t)) => t,
@@ -369,31 +376,43 @@ impl Mta {
             Err(_) => return Err(Failure { layer: "TCP", what: format!("{}:{}: connect timed out", p.host, p.port) }),
         };
         let _ = tcp.set_nodelay(true);
+        Ok(Link { tcp, buf: Vec::new(), timeout: self.timeout })
+    }
+
+    /// Opens the association and binds; each event on the way is shown to `seen`. The
+    /// partner proves itself too (its name and the password it presents): if it does
+    /// not, the association is aborted. The bound initiator and the partner's name.
+    async fn bind(
+        &self,
+        p: &Partner,
+        link: &mut Link,
+        mut seen: impl FnMut(&Event),
+    ) -> Result<(Initiator, String), Failure> {
         let (mut a, out) =
             Initiator::new(p.mode, self.ours.clone(), p.selectors.clone(), self.our_bind(p), self.limits);
-        let mut link = Link { tcp, buf: Vec::new(), timeout: self.timeout };
         link.write(&out).await?;
-        // Connect and bind.
         loop {
             let tpdu = link.read().await?;
             let (out, events) = a.receive(&tpdu);
             link.write(&out).await?;
             for e in events {
+                seen(&e);
                 match e {
                     Event::Bound { bind } => {
-                        // The partner proves itself too: its name and the password it presents.
-                        let ok = bind.name_and_password().is_some_and(|(name, pw)| {
-                            name.eq_ignore_ascii_case(&p.mta_name)
+                        let theirs = bind.name_and_password();
+                        let name = theirs.as_ref().map(|(n, _)| n.clone()).unwrap_or_else(|| "(unnamed)".into());
+                        let proven = theirs.is_some_and(|(n, pw)| {
+                            n.eq_ignore_ascii_case(&p.mta_name)
                                 && agora_directory::sasl::constant_time_eq(&pw, p.their_password.as_bytes())
                         });
-                        if !ok {
+                        if !proven {
                             let _ = link.write(&a.abort()).await;
                             return Err(Failure {
                                 layer: "P1 bind",
-                                what: format!("the answer is not {}'s name and password", p.mta_name),
+                                what: format!("{name} answered without {}'s name and password", p.mta_name),
                             });
                         }
-                        return self.transfer_all(&mut a, &mut link, apdus).await;
+                        return Ok((a, name));
                     }
                     Event::Refused(f) | Event::Aborted(f) => return Err(f),
                     _ => {}
@@ -450,78 +469,43 @@ impl Mta {
 
     /// `agora x400 test`: each layer's outcome with a partner, for the administrator.
     pub async fn test(&self, p: &Partner) -> Vec<(String, Result<String, String>)> {
-        let mut steps = Vec::new();
-        let connect = tokio::net::TcpStream::connect((p.host.as_str(), p.port));
-        let tcp = match tokio::time::timeout(self.timeout, connect).await {
-            Ok(Ok(t)) => t,
-            Ok(Err(e)) => {
-                steps.push(("TCP".into(), Err(format!("{}:{}: {e}", p.host, p.port))));
-                return steps;
-            }
-            Err(_) => {
-                steps.push(("TCP".into(), Err(format!("{}:{}: timed out", p.host, p.port))));
+        let mut steps: Vec<(String, Result<String, String>)> = Vec::new();
+        let mut link = match self.connect(p).await {
+            Ok(l) => l,
+            Err(f) => {
+                steps.push((f.layer.into(), Err(f.what)));
                 return steps;
             }
         };
         steps.push(("TCP".into(), Ok(format!("connected to {}:{}", p.host, p.port))));
-        let (mut a, out) =
-            Initiator::new(p.mode, self.ours.clone(), p.selectors.clone(), self.our_bind(p), self.limits);
-        let mut link = Link { tcp, buf: Vec::new(), timeout: self.timeout };
-        if let Err(f) = link.write(&out).await {
-            steps.push((f.layer.into(), Err(f.what)));
-            return steps;
-        }
-        loop {
-            let tpdu = match link.read().await {
-                Ok(t) => t,
-                Err(f) => {
-                    steps.push((f.layer.into(), Err(f.what)));
-                    return steps;
+        let bound = self
+            .bind(p, &mut link, |e| match e {
+                Event::TransportConnected => {
+                    steps.push(("transport (RFC 1006, X.224 class 0)".into(), Ok("connected".into())))
                 }
-            };
-            let (out, events) = a.receive(&tpdu);
-            let _ = link.write(&out).await;
-            for e in events {
-                match e {
-                    Event::TransportConnected => {
-                        steps.push(("transport (RFC 1006, X.224 class 0)".into(), Ok("connected".into())))
+                // Bound, or refused in the P1 bind only after the layers below took it.
+                Event::Bound { .. } => {
+                    for layer in ["session (X.225)", "presentation (X.226)"] {
+                        steps.push((layer.into(), Ok("accepted".into())));
                     }
-                    Event::Bound { bind } => {
-                        let theirs = bind.name_and_password();
-                        let name = theirs.as_ref().map(|(n, _)| n.clone()).unwrap_or_else(|| "(unnamed)".into());
-                        let proven = theirs.is_some_and(|(n, pw)| {
-                            n.eq_ignore_ascii_case(&p.mta_name)
-                                && agora_directory::sasl::constant_time_eq(&pw, p.their_password.as_bytes())
-                        });
-                        for layer in ["session (X.225)", "presentation (X.226)"] {
-                            steps.push((layer.into(), Ok("accepted".into())));
-                        }
-                        if p.mode == Mode::Normal {
-                            steps.push(("ACSE (id-ac-mts-transfer)".into(), Ok("accepted".into())));
-                        }
-                        steps.push(("RTSE".into(), Ok("opened, monologue, no checkpointing".into())));
-                        if !proven {
-                            let _ = link.write(&a.abort()).await;
-                            steps.push((
-                                "P1 bind".into(),
-                                Err(format!("{name} answered without {}'s name and password", p.mta_name)),
-                            ));
-                            return steps;
-                        }
-                        steps.push(("P1 bind".into(), Ok(format!("bound to MTA {name} in {} mode", p.mode.name()))));
-                        let _ = link.write(&a.release()).await;
-                        let _ = tokio::time::timeout(Duration::from_secs(5), link.read()).await;
-                        steps.push(("release".into(), Ok("released".into())));
-                        return steps;
+                    if p.mode == Mode::Normal {
+                        steps.push(("ACSE (id-ac-mts-transfer)".into(), Ok("accepted".into())));
                     }
-                    Event::Refused(f) | Event::Aborted(f) => {
-                        steps.push((f.layer.into(), Err(f.what)));
-                        return steps;
-                    }
-                    _ => {}
+                    steps.push(("RTSE".into(), Ok("opened, monologue, no checkpointing".into())));
                 }
+                _ => {}
+            })
+            .await;
+        match bound {
+            Ok((mut a, name)) => {
+                steps.push(("P1 bind".into(), Ok(format!("bound to MTA {name} in {} mode", p.mode.name()))));
+                let _ = link.write(&a.release()).await;
+                let _ = tokio::time::timeout(Duration::from_secs(5), link.read()).await;
+                steps.push(("release".into(), Ok("released".into())));
             }
+            Err(f) => steps.push((f.layer.into(), Err(f.what))),
         }
+        steps
     }
 }
 
