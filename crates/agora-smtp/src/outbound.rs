@@ -545,35 +545,46 @@ impl Transport {
         if found.is_empty() { Err(format!("{name}: no address")) } else { Ok(found) }
     }
 
-    /// Where routing sends a domain's mail from this server: for a domain of another
-    /// routing group, or for the outside when the organisation has connectors out, the
-    /// next server on the cheapest route that is up.
     /// The plan for a domain's mail of any size, and whether some connector limits
-    /// sizes (then each message is routed by its own size).
+    /// sizes (then each message is routed by its own size). The table is read once.
     async fn plan_sized(&self, domain: &str) -> (Plan, bool) {
-        let sized = match (&self.routing, routing::load(&self.store).await) {
-            (Some(_), Ok((_, t))) => t.connectors.values().any(|c| c.max_size > 0),
-            _ => false,
-        };
-        (self.plan(domain, 0).await, sized)
+        let Some(t) = self.table().await else { return (Plan::Normal, false) };
+        let sized = t.connectors.values().any(|c| c.max_size > 0);
+        (self.plan_with(&t, domain, 0).await, sized)
     }
 
-    async fn plan(&self, domain: &str, size: u64) -> Plan {
-        let Some(me) = &self.routing else { return Plan::Normal };
-        let t = match routing::load(&self.store).await {
-            Ok((_, t)) => t,
+    /// The routing table, when this server is in an organisation and it can be read.
+    async fn table(&self) -> Option<routing::Table> {
+        self.routing.as_ref()?;
+        match routing::load(&self.store).await {
+            Ok((_, t)) => Some(t),
             Err(e) => {
                 tracing::warn!("outbound: routing table unreadable: {e}");
-                return Plan::Normal;
+                None
             }
-        };
+        }
+    }
+
+    /// Where routing sends a domain's mail of `size` octets from this server.
+    async fn plan(&self, domain: &str, size: u64) -> Plan {
+        match self.table().await {
+            Some(t) => self.plan_with(&t, domain, size).await,
+            None => Plan::Normal,
+        }
+    }
+
+    /// Where `t` sends a domain's mail from this server: for a domain of another
+    /// routing group, or for the outside when the organisation has connectors out, the
+    /// next server on the cheapest route that is up.
+    async fn plan_with(&self, t: &routing::Table, domain: &str, size: u64) -> Plan {
+        let Some(me) = &self.routing else { return Plan::Normal };
         let Some(here) = t.group_of(&me.node).map(str::to_string) else { return Plan::Normal };
         // Neither the organisation's nor carried by a connector out: ordinary delivery.
         if t.group_of_domain(domain).is_none() && !t.carries_outside(domain) {
             return Plan::Normal;
         }
         let r = t.route(&me.node, domain, size);
-        let source = self.own_address(&t, &me.node).await;
+        let source = self.own_address(t, &me.node).await;
         let last_group = r.groups.last().cloned().unwrap_or_default();
         let (first, connector, next_group) = match &r.hop {
             Hop::Here | Hop::Out { .. } => return Plan::Normal,
